@@ -1,0 +1,284 @@
+"""From the matrix to what each firewall must do (its intent).
+
+An opening's traffic goes from the zones of its sources to the zones of its
+destinations. Zones are joined by firewalls (each interface faces one zone),
+so the path between two zones is a walk zone -> firewall -> zone -> ...; the
+opening is placed on every firewall of every shortest path, with the
+interface the traffic enters by and the one it leaves by. Nobody types the
+placement by hand.
+
+With a NAT, the path runs first to the firewall that owns the public address
+(firewalls before it see the public address as destination), and from there
+to the zone of the NAT target (that firewall, after its DNAT, and those after
+it see the target's address).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict, deque
+from dataclasses import dataclass
+from functools import lru_cache
+
+from netaddr import IPAddress, IPNetwork, IPSet
+
+from .errors import MatrixError
+from .model import Firewall, Matrix, Opening, PortRange, ServicePart, Where
+from .resolve import Endpoint, Resolver
+
+
+@dataclass(frozen=True)
+class Flow:
+    """NEW connections a firewall must forward, from one interface to another."""
+
+    opening: Opening
+    in_iface: str
+    out_iface: str
+    family: int  # 4 or 6
+    sources: tuple[IPNetwork, ...]
+    destinations: tuple[IPNetwork, ...]
+    parts: tuple[ServicePart, ...]
+
+
+@dataclass(frozen=True)
+class Dnat:
+    """A destination NAT a firewall must perform on packets arriving on `in_iface`."""
+
+    opening: Opening
+    in_iface: str
+    family: int
+    sources: tuple[IPNetwork, ...]
+    public: IPAddress
+    parts: tuple[ServicePart, ...]
+    target: IPAddress
+    target_port: int | None
+
+
+@dataclass(frozen=True)
+class FirewallIntent:
+    firewall: Firewall
+    flows: tuple[Flow, ...]
+    dnats: tuple[Dnat, ...]
+
+    @property
+    def interface_pairs(self) -> list[tuple[str, str]]:
+        return sorted({(f.in_iface, f.out_iface) for f in self.flows})
+
+
+@dataclass(frozen=True)
+class Warning_:
+    message: str
+    where: Where
+
+
+@dataclass(frozen=True)
+class Intent:
+    matrix: Matrix
+    firewalls: dict[str, FirewallIntent]
+    warnings: tuple[Warning_, ...]
+
+
+Hop = tuple[str, tuple[str, ...], tuple[str, ...]]  # firewall, ifaces in, ifaces out
+
+
+class _Topology:
+    """Zones and firewalls as a graph; an edge is a firewall interface facing a zone."""
+
+    def __init__(self, matrix: Matrix):
+        self.matrix = matrix
+        self.edges: dict[tuple[str, str], list[str]] = defaultdict(list)  # (node, node) -> interfaces
+        self.neighbours: dict[str, set[str]] = defaultdict(set)
+        for fw in matrix.firewalls.values():
+            for iface, zone in fw.interfaces.items():
+                z, f = ("zone", zone), ("fw", fw.name)
+                self.edges[(z, f)].append(iface)  # type: ignore[index]
+                self.edges[(f, z)].append(iface)  # type: ignore[index]
+                self.neighbours[z].add(f)  # type: ignore[index,arg-type]
+                self.neighbours[f].add(z)  # type: ignore[index,arg-type]
+        self.paths = lru_cache(maxsize=None)(self._paths)
+
+    def _paths(self, start: tuple[str, str], end: tuple[str, str]) -> list[list[tuple[str, str]]]:
+        """Every shortest path from start to end, as node lists (sorted, so deterministic)."""
+        if start == end:
+            return [[start]]
+        dist = {start: 0}
+        parents: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)
+        queue = deque([start])
+        while queue:
+            node = queue.popleft()
+            if end in dist and dist[node] >= dist[end]:
+                break
+            for nxt in sorted(self.neighbours[node]):  # type: ignore[index]
+                if nxt not in dist:
+                    dist[nxt] = dist[node] + 1
+                    queue.append(nxt)
+                if dist[nxt] == dist[node] + 1:
+                    parents[nxt].append(node)
+        if end not in dist:
+            return []
+        out: list[list[tuple[str, str]]] = []
+
+        def walk(node: tuple[str, str], suffix: list[tuple[str, str]]) -> None:
+            if node == start:
+                out.append([start] + suffix)
+                return
+            for parent in parents[node]:
+                walk(parent, [node] + suffix)
+
+        walk(end, [])
+        return sorted(out)
+
+    def hops(self, nodes: list[tuple[str, str]]) -> list[Hop]:
+        hops: list[Hop] = []
+        for i in range(1, len(nodes) - 1):
+            if nodes[i][0] == "fw":
+                fw = nodes[i][1]
+                hops.append((fw, tuple(self.edges[(nodes[i - 1], nodes[i])]), tuple(self.edges[(nodes[i], nodes[i + 1])])))
+        return hops
+
+
+class _Zoner:
+    """Splits networks by the zone they belong to (the most specific zone wins)."""
+
+    def __init__(self, matrix: Matrix):
+        self.any_zone = next((z.name for z in matrix.zones.values() if z.is_any), None)
+        nets = [(net, z.name) for z in matrix.zones.values() for net in z.networks]
+        self.zone_nets = sorted(nets, key=lambda item: -item[0].prefixlen)
+        self.split = lru_cache(maxsize=None)(self._split)
+
+    def _split(self, net: IPNetwork) -> tuple[tuple[str, tuple[IPNetwork, ...]], ...] | None:
+        """[(zone, networks)], or None when part of `net` is in no zone."""
+        for zone_net, zone in self.zone_nets:  # most specific first
+            if zone_net.version == net.version and net in zone_net and not any(
+                other.version == net.version and other in net and other.prefixlen > zone_net.prefixlen and other != net
+                for other, _ in self.zone_nets
+            ):
+                return ((zone, (net,)),)
+        # `net` straddles zones (or lies in none): cut it into pieces.
+        remaining = IPSet([net])
+        pieces: dict[str, list[IPNetwork]] = defaultdict(list)
+        for zone_net, zone in self.zone_nets:
+            if zone_net.version != net.version:
+                continue
+            piece = remaining & IPSet([zone_net])
+            if piece:
+                pieces[zone].extend(piece.iter_cidrs())
+                remaining -= piece
+        if remaining:
+            if self.any_zone is None:
+                return None
+            pieces[self.any_zone].extend(remaining.iter_cidrs())
+        return tuple((zone, tuple(nets)) for zone, nets in sorted(pieces.items()))
+
+    def zones_of(self, endpoint: Endpoint, ref: str, where: Where) -> dict[str, list[IPNetwork]]:
+        if endpoint.zone is not None:
+            return {endpoint.zone: list(endpoint.networks)}
+        out: dict[str, list[IPNetwork]] = defaultdict(list)
+        for net in endpoint.networks:
+            split = self.split(net)
+            if split is None:
+                raise MatrixError(f"'{ref}' ({net}) is in no zone: add its network to a zone, or declare a zone 'any'", where.file, where.line)
+            for zone, nets in split:
+                out[zone].extend(nets)
+        return out
+
+
+def build_intent(matrix: Matrix) -> Intent:
+    resolver = Resolver(matrix)
+    topology = _Topology(matrix)
+    zoner = _Zoner(matrix)
+    flows: dict[str, list[Flow]] = {name: [] for name in matrix.firewalls}
+    dnats: dict[str, list[Dnat]] = {name: [] for name in matrix.firewalls}
+    warnings: list[Warning_] = []
+
+    for opening in matrix.openings:
+        parts = resolver.services(opening)
+        src_zones = _zoned(resolver, zoner, opening, opening.sources, "from")
+        if opening.nat is None:
+            dst_zones = _zoned(resolver, zoner, opening, opening.destinations, "to")
+            placed = False
+            for src_zone, src_nets in src_zones.items():
+                for dst_zone, dst_nets in dst_zones.items():
+                    if src_zone == dst_zone:
+                        continue
+                    paths = topology.paths(("zone", src_zone), ("zone", dst_zone))
+                    if not paths:
+                        where = opening.where_of("to")
+                        raise MatrixError(f"opening '{opening.name}': no firewall joins zone '{src_zone}' to zone '{dst_zone}'", where.file, where.line)
+                    for nodes in paths:
+                        for fw, ins, outs in topology.hops(nodes):
+                            placed |= _add_flows(flows[fw], opening, ins, outs, src_nets, dst_nets, parts)
+            if not placed:
+                warnings.append(Warning_(f"opening '{opening.name}' crosses no firewall: its sources and destinations share a zone", opening.where))
+            continue
+
+        # DNAT: towards the firewall that owns the public address, then on to the target.
+        targets = resolver.nat_target(opening)
+        target_zone_of = {t.version: zoner.zones_of(Endpoint((IPNetwork(t),)), opening.nat.target, opening.nat.where) for t in targets}
+        for ref in opening.destinations:
+            public_endpoint = resolver.endpoint(ref, opening.where_of("to"))
+            owner = public_endpoint.public_of
+            assert owner is not None
+            public = public_endpoint.networks[0].ip
+            target = next((t for t in targets if t.version == public.version), None)
+            if target is None:
+                continue
+            (target_zone,) = target_zone_of[target.version]
+            for src_zone, src_nets in src_zones.items():
+                family_src = [n for n in src_nets if n.version == public.version]
+                if not family_src:
+                    continue
+                before = topology.paths(("zone", src_zone), ("fw", owner))
+                after = topology.paths(("fw", owner), ("zone", target_zone))
+                if not before or not after:
+                    where = opening.where_of("to")
+                    raise MatrixError(f"opening '{opening.name}': no path from zone '{src_zone}' through firewall '{owner}' to zone '{target_zone}'", where.file, where.line)
+                for head in before:
+                    for tail in after:
+                        nodes = head + tail[1:]
+                        for fw, ins, outs in topology.hops(nodes):
+                            at_or_after_owner = nodes.index(("fw", fw)) >= len(head) - 1
+                            dst = IPNetwork(target) if at_or_after_owner else IPNetwork(public)
+                            service = parts if not (at_or_after_owner and opening.nat.port) else _retarget(parts, opening.nat.port)
+                            _add_flows(flows[fw], opening, ins, outs, family_src, [dst], service)
+                            if fw == owner:
+                                for iface in ins:
+                                    dnats[fw].append(Dnat(opening, iface, public.version, tuple(family_src), public, parts, target, opening.nat.port))
+
+    intents = {
+        name: FirewallIntent(fw, tuple(flows[name]), tuple(_dedupe_dnats(dnats[name])))
+        for name, fw in sorted(matrix.firewalls.items())
+    }
+    return Intent(matrix, intents, tuple(warnings))
+
+
+def _zoned(resolver: Resolver, zoner: _Zoner, opening: Opening, refs: tuple[str, ...], field: str) -> dict[str, list[IPNetwork]]:
+    where = opening.where_of(field)
+    out: dict[str, list[IPNetwork]] = defaultdict(list)
+    for ref in refs:
+        for zone, nets in zoner.zones_of(resolver.endpoint(ref, where), ref, where).items():
+            out[zone].extend(nets)
+    return dict(sorted(out.items()))
+
+
+def _add_flows(into: list[Flow], opening: Opening, ins: tuple[str, ...], outs: tuple[str, ...],
+               src_nets: list[IPNetwork], dst_nets: list[IPNetwork], parts: tuple[ServicePart, ...]) -> bool:
+    added = False
+    for family in (4, 6):
+        src = tuple(n for n in src_nets if n.version == family)
+        dst = tuple(n for n in dst_nets if n.version == family)
+        if not src or not dst:
+            continue
+        for in_iface in ins:
+            for out_iface in outs:
+                if in_iface != out_iface:
+                    into.append(Flow(opening, in_iface, out_iface, family, src, dst, parts))
+                    added = True
+    return added
+
+
+def _retarget(parts: tuple[ServicePart, ...], port: int) -> tuple[ServicePart, ...]:
+    return tuple(sorted({ServicePart(p.protocol, PortRange(port, port)) for p in parts}))
+
+
+def _dedupe_dnats(dnats: list[Dnat]) -> list[Dnat]:
+    return list(dict.fromkeys(dnats))

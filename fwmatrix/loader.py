@@ -1,0 +1,425 @@
+"""Loading a matrix file: YAML nodes -> validated `Matrix`.
+
+Every user error ends in a `MatrixError` naming file and line; nothing here
+prints or exits. References between names are checked by `resolve` once the
+whole file is read, so a name may be used before it is defined.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Callable, Iterable
+
+import yaml
+from netaddr import AddrFormatError, IPAddress, IPNetwork
+
+from .errors import MatrixError, did_you_mean
+from .model import (
+    PROTOCOLS,
+    Firewall,
+    Group,
+    Host,
+    Matrix,
+    Nat,
+    Opening,
+    PortRange,
+    Service,
+    ServicePart,
+    Where,
+    Zone,
+    parse_service_literal,
+)
+from .resolve import Resolver
+from .yamlnodes import compose, kind_of, line_of, read_source
+
+FORMAT_VERSION = 1
+
+NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,47}\Z")
+# Linux interface names: at most 15 bytes; no quotes, spaces or slashes.
+IFACE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}\Z")
+# Words a host's address may not be named, because they mean something in the long form.
+HOST_KEYS = ("addresses", "roles", "note")
+NOTE_MAX = 500
+
+TOP_KEYS = ("fwmatrix", "name", "title", "zones", "hosts", "groups", "services", "firewalls", "openings")
+OPENING_KEYS = ("name", "from", "to", "service", "services", "nat", "note")
+
+
+class _Reader:
+    """Typed access to YAML nodes, raising errors with file:line."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def fail(self, node: yaml.Node, message: str) -> MatrixError:
+        return MatrixError(message, self.path, line_of(node))
+
+    def where(self, node: yaml.Node) -> Where:
+        return Where(self.path, line_of(node))
+
+    def mapping(self, node: yaml.Node, what: str, allowed: Iterable[str] | None = None) -> dict[str, tuple[yaml.Node, yaml.Node]]:
+        """A mapping as {key: (key node, value node)}; refuses duplicate and unknown keys."""
+        if not isinstance(node, yaml.MappingNode):
+            raise self.fail(node, f"{what} must be a mapping, not {kind_of(node)}")
+        out: dict[str, tuple[yaml.Node, yaml.Node]] = {}
+        allowed = tuple(allowed) if allowed is not None else None
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise self.fail(key_node, f"a key in {what} must be a plain word, not {kind_of(key_node)}")
+            key = str(key_node.value)
+            if key in out:
+                first = line_of(out[key][0])
+                raise self.fail(key_node, f"duplicate name '{key}' in {what} (first defined on line {first})")
+            if allowed is not None and key not in allowed:
+                raise self.fail(key_node, f"unknown key '{key}' in {what}{did_you_mean(key, allowed)}; expected one of: {', '.join(allowed)}")
+            out[key] = (key_node, value_node)
+        return out
+
+    def sequence(self, node: yaml.Node, what: str) -> list[yaml.Node]:
+        if not isinstance(node, yaml.SequenceNode):
+            raise self.fail(node, f"{what} must be a list, not {kind_of(node)}")
+        return list(node.value)
+
+    def scalars(self, node: yaml.Node, what: str) -> list[tuple[str, yaml.Node]]:
+        """A string, or a list of strings, as [(text, node)]."""
+        items = node.value if isinstance(node, yaml.SequenceNode) else [node]
+        if isinstance(node, yaml.SequenceNode) and not items:
+            raise self.fail(node, f"{what} is an empty list")
+        return [(self.text(item, what), item) for item in items]
+
+    def text(self, node: yaml.Node, what: str) -> str:
+        if not isinstance(node, yaml.ScalarNode) or node.tag.endswith(":null"):
+            raise self.fail(node, f"{what} must be a string, not {kind_of(node)}")
+        return str(node.value)
+
+    def integer(self, node: yaml.Node, what: str) -> int:
+        if not isinstance(node, yaml.ScalarNode) or not re.fullmatch(r"[0-9]+", str(node.value)):
+            raise self.fail(node, f"{what} must be a whole number, not {kind_of(node)} '{getattr(node, 'value', '')}'")
+        return int(node.value)
+
+    def note(self, node: yaml.Node | None) -> str:
+        if node is None:
+            return ""
+        note = self.text(node, "a note")
+        if len(note) > NOTE_MAX:
+            raise self.fail(node, f"a note may have at most {NOTE_MAX} characters (this one has {len(note)})")
+        return note
+
+    def name(self, node: yaml.Node, what: str, pattern: re.Pattern[str] = NAME_RE) -> str:
+        value = self.text(node, what)
+        if not pattern.match(value):
+            if pattern is IFACE_RE:
+                rule = "1 to 15 letters, digits, '_', '.' or '-', starting with a letter or digit"
+            else:
+                rule = "a letter, then up to 47 letters, digits, '_' or '-'"
+            raise self.fail(node, f"{what} '{value}' is not a valid name: use {rule}")
+        return value
+
+    def address(self, node: yaml.Node, what: str) -> IPAddress:
+        value = self.text(node, what)
+        try:
+            if "/" in value:
+                raise AddrFormatError("a network, not one address")
+            return IPAddress(value, flags=0)
+        except (AddrFormatError, ValueError, TypeError) as exc:
+            raise self.fail(node, f"{what} '{value}' is not an IP address ({exc})") from None
+
+    def network(self, node: yaml.Node, what: str) -> IPNetwork:
+        value = self.text(node, what)
+        try:
+            net = IPNetwork(value, flags=0)
+        except (AddrFormatError, ValueError, TypeError) as exc:
+            raise self.fail(node, f"{what} '{value}' is not a valid CIDR network ({exc})") from None
+        if net.ip != net.network:
+            raise self.fail(node, f"{what} '{value}' has host bits set: did you mean {net.cidr}?")
+        return net
+
+
+def load_matrix(path: str) -> Matrix:
+    source = read_source(path)
+    root = compose(source)
+    reader = _Reader(path)
+    top = reader.mapping(root, "the matrix", TOP_KEYS)
+
+    def section(key: str, required: bool = True) -> yaml.Node | None:
+        if key not in top:
+            if required:
+                raise MatrixError(f"the matrix has no '{key}' section", path, line_of(root))
+            return None
+        return top[key][1]
+
+    version_node = section("fwmatrix")
+    assert version_node is not None
+    version = reader.integer(version_node, "'fwmatrix' (the format version)")
+    if version != FORMAT_VERSION:
+        raise reader.fail(version_node, f"format version {version} is not supported (this fwmatrix reads version {FORMAT_VERSION})")
+    name_node = section("name")
+    assert name_node is not None
+    name = reader.name(name_node, "the matrix name")
+    title_node = section("title", required=False)
+    title = reader.note(title_node) if title_node is not None else name
+
+    names: dict[str, tuple[str, Where]] = {}  # every defined name -> (kind, where)
+
+    def claim(name_: str, kind: str, node: yaml.Node) -> None:
+        if name_ in names:
+            other_kind, other_where = names[name_]
+            raise reader.fail(node, f"duplicate name '{name_}': already a {other_kind} on line {other_where.line}")
+        names[name_] = (kind, reader.where(node))
+
+    zones = _load_zones(reader, section("zones"), claim)
+    hosts, roles = _load_hosts(reader, section("hosts", required=False), claim)
+    groups = _load_groups(reader, section("groups", required=False), claim)
+    services = _load_services(reader, section("services", required=False), claim)
+    firewalls = _load_firewalls(reader, section("firewalls"), claim, zones)
+    openings = _load_openings(reader, section("openings"))
+
+    matrix = Matrix(
+        name=name,
+        title=title,
+        file=path,
+        content_hash=hashlib.sha256(source.data).hexdigest(),
+        zones=zones,
+        hosts=hosts,
+        groups=groups,
+        services=services,
+        firewalls=firewalls,
+        openings=openings,
+        roles=roles,
+    )
+    Resolver(matrix).check_all()
+    return matrix
+
+
+Claim = Callable[[str, str, yaml.Node], None]
+
+
+def _entries(reader: _Reader, node: yaml.Node | None, what: str) -> list[tuple[str, yaml.Node, yaml.Node]]:
+    if node is None or (isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null")):
+        return []
+    return [(key, key_node, value) for key, (key_node, value) in reader.mapping(node, what).items()]
+
+
+def _load_zones(reader: _Reader, node: yaml.Node | None, claim: Claim) -> dict[str, Zone]:
+    zones: dict[str, Zone] = {}
+    any_zone: Zone | None = None
+    entries = _entries(reader, node, "'zones'")
+    if not entries:
+        raise MatrixError("'zones' must define at least one zone", reader.path, line_of(node) if node else 1)
+    for key, key_node, value in entries:
+        name = reader.name(key_node, "zone name")
+        claim(name, "zone", key_node)
+        note = ""
+        if isinstance(value, yaml.MappingNode):
+            fields = reader.mapping(value, f"zone '{name}'", ("networks", "note"))
+            if "networks" not in fields:
+                raise reader.fail(value, f"zone '{name}' has no 'networks'")
+            note = reader.note(fields["note"][1]) if "note" in fields else ""
+            value = fields["networks"][1]
+        items = reader.scalars(value, f"the networks of zone '{name}'")
+        if any(text == "any" for text, _ in items):
+            if len(items) != 1:
+                raise reader.fail(value, f"zone '{name}': 'any' cannot be listed with other networks")
+            if any_zone is not None:
+                raise reader.fail(value, f"zone '{name}' is 'any', but zone '{any_zone.name}' (line {any_zone.where.line}) already is: only one zone may cover every address")
+            zone = Zone(name, (), True, reader.where(key_node), note)
+            any_zone = zone
+        else:
+            nets = tuple(reader.network(item, f"network of zone '{name}'") for _, item in items)
+            zone = Zone(name, nets, False, reader.where(key_node), note)
+        zones[name] = zone
+    return zones
+
+
+def _load_addresses(reader: _Reader, node: yaml.Node, what: str) -> tuple[IPAddress, ...]:
+    items = reader.scalars(node, what)
+    addrs = tuple(reader.address(item, what) for _, item in items)
+    seen: set[IPAddress] = set()
+    for addr, (_, item) in zip(addrs, items):
+        if addr in seen:
+            raise reader.fail(item, f"{what}: address {addr} is listed twice")
+        seen.add(addr)
+    return addrs
+
+
+def _load_hosts(reader: _Reader, node: yaml.Node | None, claim: Claim) -> tuple[dict[str, Host], dict[str, str]]:
+    hosts: dict[str, Host] = {}
+    roles: dict[str, str] = {}
+    for key, key_node, value in _entries(reader, node, "'hosts'"):
+        name = reader.name(key_node, "host name")
+        claim(name, "host", key_node)
+        note = ""
+        host_roles: list[str] = []
+        if isinstance(value, yaml.MappingNode) and any(str(k.value) in HOST_KEYS for k, _ in value.value):
+            fields = reader.mapping(value, f"host '{name}'", HOST_KEYS)
+            if "addresses" not in fields:
+                raise reader.fail(value, f"host '{name}' has no 'addresses'")
+            note = reader.note(fields["note"][1]) if "note" in fields else ""
+            if "roles" in fields:
+                for _, role_node in reader.scalars(fields["roles"][1], f"the roles of host '{name}'"):
+                    role = reader.name(role_node, "role name")
+                    claim(role, f"role of host '{name}'", role_node)
+                    host_roles.append(role)
+                    roles[role] = name
+            value = fields["addresses"][1]
+        addresses: dict[str, tuple[IPAddress, ...]] = {}
+        if isinstance(value, yaml.MappingNode):
+            for addr_name, (addr_key, addr_value) in reader.mapping(value, f"the addresses of host '{name}'").items():
+                reader.name(addr_key, f"address name of host '{name}'")
+                addresses[addr_name] = _load_addresses(reader, addr_value, f"address '{name}.{addr_name}'")
+            if not addresses:
+                raise reader.fail(value, f"host '{name}' has no addresses")
+        else:
+            addresses[""] = _load_addresses(reader, value, f"address of host '{name}'")
+        hosts[name] = Host(name, addresses, tuple(host_roles), reader.where(key_node), note)
+    return hosts, roles
+
+
+def _load_groups(reader: _Reader, node: yaml.Node | None, claim: Claim) -> dict[str, Group]:
+    groups: dict[str, Group] = {}
+    for key, key_node, value in _entries(reader, node, "'groups'"):
+        name = reader.name(key_node, "group name")
+        claim(name, "group", key_node)
+        note = ""
+        if isinstance(value, yaml.MappingNode):
+            fields = reader.mapping(value, f"group '{name}'", ("members", "note"))
+            if "members" not in fields:
+                raise reader.fail(value, f"group '{name}' has no 'members'")
+            note = reader.note(fields["note"][1]) if "note" in fields else ""
+            value = fields["members"][1]
+        members = reader.scalars(value, f"the members of group '{name}'")
+        groups[name] = Group(
+            name,
+            tuple(text for text, _ in members),
+            reader.where(key_node),
+            note,
+            tuple(line_of(member) for _, member in members),
+        )
+    return groups
+
+
+def _load_services(reader: _Reader, node: yaml.Node | None, claim: Claim) -> dict[str, Service]:
+    services: dict[str, Service] = {}
+    for key, key_node, value in _entries(reader, node, "'services'"):
+        name = reader.name(key_node, "service name")
+        if parse_service_literal_or_none(name) is not None:
+            raise reader.fail(key_node, f"service name '{name}' reads as a protocol: pick another name")
+        claim(name, "service", key_node)
+        note = ""
+        if isinstance(value, yaml.MappingNode):
+            fields = reader.mapping(value, f"service '{name}'", ("ports", "note"))
+            if "ports" not in fields:
+                raise reader.fail(value, f"service '{name}' has no 'ports'")
+            note = reader.note(fields["note"][1]) if "note" in fields else ""
+            value = fields["ports"][1]
+        parts = tuple(_service_literal(reader, text, item) for text, item in reader.scalars(value, f"service '{name}'"))
+        services[name] = Service(name, parts, reader.where(key_node), note)
+    return services
+
+
+def parse_service_literal_or_none(text: str) -> ServicePart | None:
+    try:
+        return parse_service_literal(text)
+    except ValueError:
+        return ServicePart("tcp")  # malformed, but still reads as a literal
+
+
+def _service_literal(reader: _Reader, text: str, node: yaml.Node) -> ServicePart:
+    try:
+        part = parse_service_literal(text)
+    except ValueError as exc:
+        raise reader.fail(node, f"bad service {exc}") from None
+    if part is None:
+        raise reader.fail(node, f"'{text}' is not a service: write protocol/port or protocol/low-high, e.g. tcp/443 or udp/10000-30000 (protocols: {', '.join(PROTOCOLS)})")
+    return part
+
+
+def _load_firewalls(reader: _Reader, node: yaml.Node | None, claim: Claim, zones: dict[str, Zone]) -> dict[str, Firewall]:
+    firewalls: dict[str, Firewall] = {}
+    entries = _entries(reader, node, "'firewalls'")
+    if not entries:
+        raise MatrixError("'firewalls' must define at least one firewall", reader.path, line_of(node) if node else 1)
+    for key, key_node, value in entries:
+        name = reader.name(key_node, "firewall name")
+        claim(name, "firewall", key_node)
+        fields = reader.mapping(value, f"firewall '{name}'", ("interfaces", "public", "note"))
+        if "interfaces" not in fields:
+            raise reader.fail(value, f"firewall '{name}' has no 'interfaces'")
+        interfaces: dict[str, str] = {}
+        for iface, (iface_node, zone_node) in reader.mapping(fields["interfaces"][1], f"the interfaces of firewall '{name}'").items():
+            reader.name(iface_node, "interface name", IFACE_RE)
+            zone = reader.text(zone_node, f"the zone of interface '{iface}'")
+            if zone not in zones:
+                raise reader.fail(zone_node, f"interface '{iface}' of firewall '{name}': unknown zone '{zone}'{did_you_mean(zone, zones)}")
+            interfaces[iface] = zone
+        if len(interfaces) < 2:
+            raise reader.fail(fields["interfaces"][1], f"firewall '{name}' needs at least two interfaces to forward anything")
+        public: dict[str, IPAddress] = {}
+        if "public" in fields:
+            pub_node = fields["public"][1]
+            if isinstance(pub_node, yaml.MappingNode):
+                for pub_name, (pub_key, pub_value) in reader.mapping(pub_node, f"the public addresses of firewall '{name}'").items():
+                    reader.name(pub_key, "public address name")
+                    public[pub_name] = reader.address(pub_value, f"public address '{name}.{pub_name}'")
+            else:
+                public["public"] = reader.address(pub_node, f"public address of firewall '{name}'")
+        note = reader.note(fields["note"][1]) if "note" in fields else ""
+        firewalls[name] = Firewall(name, interfaces, public, reader.where(key_node), note)
+    seen_public: dict[IPAddress, str] = {}
+    for fw in firewalls.values():
+        for pub_name, addr in fw.public.items():
+            if addr in seen_public:
+                raise MatrixError(f"public address {addr} of '{fw.name}.{pub_name}' is also '{seen_public[addr]}'", fw.where.file, fw.where.line)
+            seen_public[addr] = f"{fw.name}.{pub_name}"
+    return firewalls
+
+
+def _load_openings(reader: _Reader, node: yaml.Node | None) -> tuple[Opening, ...]:
+    assert node is not None
+    items = reader.sequence(node, "'openings'")
+    if not items:
+        raise reader.fail(node, "'openings' is an empty list")
+    openings: list[Opening] = []
+    seen_names: dict[str, int] = {}
+    for index, item in enumerate(items, start=1):
+        fields = reader.mapping(item, f"opening #{index}", OPENING_KEYS)
+        for required in ("from", "to"):
+            if required not in fields:
+                raise reader.fail(item, f"opening #{index} has no '{required}'")
+        if ("service" in fields) == ("services" in fields):
+            raise reader.fail(item, f"opening #{index} needs exactly one of 'service' or 'services'")
+        name = reader.name(fields["name"][1], "opening name") if "name" in fields else f"row{index}"
+        if name in seen_names:
+            raise reader.fail(fields["name"][1], f"duplicate opening name '{name}' (first used by opening #{seen_names[name]})")
+        seen_names[name] = index
+        service_node = fields.get("service", fields.get("services"))[1]  # type: ignore[index]
+        nat = _load_nat(reader, fields["nat"][1]) if "nat" in fields else None
+        openings.append(
+            Opening(
+                index=index,
+                name=name,
+                sources=tuple(text for text, _ in reader.scalars(fields["from"][1], "'from'")),
+                destinations=tuple(text for text, _ in reader.scalars(fields["to"][1], "'to'")),
+                services=tuple(text for text, _ in reader.scalars(service_node, "'service'")),
+                nat=nat,
+                note=reader.note(fields["note"][1]) if "note" in fields else "",
+                where=reader.where(item),
+                field_lines={("service" if key == "services" else key): line_of(value) for key, (_, value) in fields.items()},
+            )
+        )
+    return tuple(openings)
+
+
+def _load_nat(reader: _Reader, node: yaml.Node) -> Nat:
+    if isinstance(node, yaml.MappingNode):
+        fields = reader.mapping(node, "'nat'", ("to", "port"))
+        if "to" not in fields:
+            raise reader.fail(node, "'nat' has no 'to' (the host the traffic is translated to)")
+        port = None
+        if "port" in fields:
+            port = reader.integer(fields["port"][1], "the NAT port")
+            if not 1 <= port <= 65535:
+                raise reader.fail(fields["port"][1], f"NAT port {port} is out of range (1-65535)")
+        return Nat(reader.text(fields["to"][1], "the NAT target"), port, reader.where(fields["to"][1]))
+    return Nat(reader.text(node, "the NAT target"), None, reader.where(node))

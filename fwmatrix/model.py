@@ -1,0 +1,198 @@
+"""The matrix: the typed, validated, immutable form of a matrix file.
+
+Everything keeps its name and the line it was written on, so that compiled
+rulesets, audit findings and reviews can point back at the matrix.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from netaddr import IPAddress, IPNetwork
+
+# IP protocol numbers of the protocols a service may name.
+PROTOCOLS: dict[str, int] = {"tcp": 6, "udp": 17, "sctp": 132, "icmp": 1, "icmpv6": 58}
+PORT_PROTOCOLS = ("tcp", "udp", "sctp")
+SERVICE_RE = re.compile(r"(?P<proto>[a-z0-9]+)(?:/(?P<low>[0-9]+)(?:-(?P<high>[0-9]+))?)?\Z")
+
+
+@dataclass(frozen=True)
+class Where:
+    """A place in a matrix file."""
+
+    file: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+@dataclass(frozen=True, order=True)
+class PortRange:
+    low: int
+    high: int
+
+    def __str__(self) -> str:
+        return str(self.low) if self.low == self.high else f"{self.low}-{self.high}"
+
+    @property
+    def is_single(self) -> bool:
+        return self.low == self.high
+
+
+ALL_PORTS = PortRange(0, 65535)
+
+
+@dataclass(frozen=True, order=True)
+class ServicePart:
+    """One protocol and, for port protocols, one destination port range.
+
+    `icmp` stands for "ping and friends" in both families: ICMP for IPv4,
+    ICMPv6 for IPv6 (see `protocol_for_family`).
+    """
+
+    protocol: str
+    ports: PortRange | None = None
+
+    def __str__(self) -> str:
+        if self.ports is None:
+            return self.protocol
+        if self.ports == ALL_PORTS:
+            return self.protocol
+        return f"{self.protocol}/{self.ports}"
+
+    def protocol_for_family(self, family: int) -> str:
+        if self.protocol in ("icmp", "icmpv6"):
+            return "icmp" if family == 4 else "icmpv6"
+        return self.protocol
+
+
+def parse_service_literal(text: str) -> ServicePart | None:
+    """`tcp/443`, `udp/10000-30000`, `icmp`, `tcp` -> ServicePart; None if it is no literal.
+
+    Raises ValueError with a sentence for a literal that is malformed."""
+    match = SERVICE_RE.match(text)
+    if not match or match["proto"] not in PROTOCOLS:
+        return None
+    proto = match["proto"]
+    if match["low"] is None:
+        return ServicePart(proto, ALL_PORTS if proto in PORT_PROTOCOLS else None)
+    if proto not in PORT_PROTOCOLS:
+        raise ValueError(f"'{text}': {proto} has no ports")
+    low = int(match["low"])
+    high = int(match["high"]) if match["high"] is not None else low
+    for port in (low, high):
+        if not 1 <= port <= 65535:
+            raise ValueError(f"'{text}': port {port} is out of range (1-65535)")
+    if high < low:
+        raise ValueError(f"'{text}': the range is reversed ({low} > {high})")
+    return ServicePart(proto, PortRange(low, high))
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    parts: tuple[ServicePart, ...]
+    where: Where
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Zone:
+    name: str
+    networks: tuple[IPNetwork, ...]  # empty when `any`
+    is_any: bool
+    where: Where
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Host:
+    """A host with its addresses, each under a name (`ext`, `int`), or under
+    the empty name when the host has just one unnamed address list."""
+
+    name: str
+    addresses: dict[str, tuple[IPAddress, ...]]
+    roles: tuple[str, ...]
+    where: Where
+    note: str = ""
+
+    @property
+    def is_named(self) -> bool:
+        return "" not in self.addresses
+
+
+@dataclass(frozen=True)
+class Group:
+    name: str
+    members: tuple[str, ...]
+    where: Where
+    member_lines: tuple[int, ...] = ()
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Firewall:
+    name: str
+    interfaces: dict[str, str]  # interface name -> zone name
+    public: dict[str, IPAddress]  # name -> public address the firewall owns
+    where: Where
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Nat:
+    target: str  # a reference to one host address, as written
+    port: int | None
+    where: Where
+
+
+@dataclass(frozen=True)
+class Opening:
+    index: int  # 1-based row number in the matrix
+    name: str
+    sources: tuple[str, ...]  # references, as written
+    destinations: tuple[str, ...]
+    services: tuple[str, ...]  # service names or literals, as written
+    nat: Nat | None
+    note: str
+    where: Where
+    field_lines: dict[str, int] = field(default_factory=dict, compare=False)  # 'from', 'to', 'service' -> line
+
+    def where_of(self, field_name: str) -> Where:
+        return Where(self.where.file, self.field_lines.get(field_name, self.where.line))
+
+    @property
+    def label(self) -> str:
+        return f"#{self.index} {self.name}"
+
+
+@dataclass(frozen=True)
+class Matrix:
+    name: str
+    title: str
+    file: str
+    content_hash: str  # sha256 of the file's bytes
+    zones: dict[str, Zone]
+    hosts: dict[str, Host]
+    groups: dict[str, Group]
+    services: dict[str, Service]
+    firewalls: dict[str, Firewall]
+    openings: tuple[Opening, ...]
+    roles: dict[str, str] = field(default_factory=dict)  # role name -> host name
+
+    def all_names(self) -> Iterator[str]:
+        """Every name a reference may use (for "did you mean")."""
+        yield from self.zones
+        yield from self.groups
+        yield from self.roles
+        for host in self.hosts.values():
+            yield host.name
+            for addr_name in host.addresses:
+                if addr_name:
+                    yield f"{host.name}.{addr_name}"
+        for fw in self.firewalls.values():
+            for pub in fw.public:
+                yield f"{fw.name}.{pub}"

@@ -1,0 +1,222 @@
+"""Resolving the names an opening uses into addresses and services.
+
+A reference is one of:
+  - a zone (`internet`, `lan`): the zone's networks (`any` for the internet);
+  - a host with one address list (`nginx`), or one named address of a host
+    (`sipproxy.ext`); a role (`rtpproxy`) stands for the host that plays it;
+  - a group: the union of its members, which are references themselves;
+  - a public address of a firewall (`edge.public`);
+  - a literal address or CIDR network (`198.51.100.0/24`, `2001:db8::1`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+from netaddr import AddrFormatError, IPAddress, IPNetwork
+
+from .errors import MatrixError, did_you_mean
+from .model import Matrix, Opening, ServicePart, Where, parse_service_literal
+
+ANY4 = IPNetwork("0.0.0.0/0")
+ANY6 = IPNetwork("::/0")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """What a reference stands for: networks, and whether it is a firewall's public address."""
+
+    networks: tuple[IPNetwork, ...]
+    public_of: str | None = None  # firewall name, when the reference is `fw.public-name`
+    zone: str | None = None  # the zone, when the reference is a zone (its traffic is judged by interface)
+
+
+class Resolver:
+    def __init__(self, matrix: Matrix):
+        self.matrix = matrix
+        self._endpoint = lru_cache(maxsize=None)(self._endpoint_uncached)
+        self._service = lru_cache(maxsize=None)(self._service_uncached)
+
+    # -- addresses ---------------------------------------------------------
+
+    def endpoint(self, ref: str, where: Where) -> Endpoint:
+        try:
+            return self._endpoint(ref)
+        except _Unresolved as exc:
+            raise MatrixError(exc.message, where.file, where.line) from None
+
+    def _endpoint_uncached(self, ref: str, stack: tuple[str, ...] = ()) -> Endpoint:
+        m = self.matrix
+        if ref in m.zones:
+            zone = m.zones[ref]
+            return Endpoint((ANY4, ANY6) if zone.is_any else zone.networks, zone=zone.name)
+        if ref in m.groups:
+            if ref in stack:
+                raise _Unresolved(f"group '{ref}' contains itself (through {' -> '.join(stack + (ref,))})")
+            nets: list[IPNetwork] = []
+            for member in m.groups[ref].members:
+                inner = self._endpoint(member) if not stack else self._endpoint_uncached(member, stack + (ref,))
+                if inner.public_of is not None:
+                    raise _Unresolved(f"group '{ref}' contains the firewall address '{member}': name it directly in the opening")
+                nets.extend(inner.networks)
+            return Endpoint(_dedupe(nets))
+        base, _, sub = ref.partition(".")
+        if base in m.roles:
+            base = m.roles[base]
+        if base in m.hosts:
+            host = m.hosts[base]
+            if not sub:
+                if host.is_named:
+                    names = ", ".join(f"{base}.{n}" for n in host.addresses)
+                    raise _Unresolved(f"host '{base}' has several named addresses: name one of {names}")
+                return Endpoint(tuple(IPNetwork(a) for a in host.addresses[""]))
+            if sub not in host.addresses:
+                choices = [f"{base}.{n}" for n in host.addresses if n]
+                raise _Unresolved(f"host '{base}' has no address named '{sub}'{did_you_mean(ref, choices)}")
+            return Endpoint(tuple(IPNetwork(a) for a in host.addresses[sub]))
+        if base in m.firewalls:
+            fw = m.firewalls[base]
+            if sub not in fw.public:
+                choices = [f"{base}.{n}" for n in fw.public]
+                hint = f"; its public addresses are: {', '.join(choices)}" if choices else "; it declares no public address"
+                raise _Unresolved(f"firewall '{base}' has no public address named '{sub}'{hint}")
+            return Endpoint((IPNetwork(fw.public[sub]),), public_of=base)
+        literal = _literal_network(ref)
+        if literal is not None:
+            return Endpoint((literal,))
+        if sub and base not in m.hosts:
+            raise _Unresolved(f"unknown name '{ref}'{did_you_mean(ref, m.all_names())}")
+        raise _Unresolved(f"unknown name '{ref}'{did_you_mean(ref, m.all_names())}")
+
+    def check_groups(self) -> None:
+        for group in self.matrix.groups.values():
+            for member, line in zip(group.members, group.member_lines or (group.where.line,) * len(group.members)):
+                try:
+                    self._endpoint_uncached(member, (group.name,))
+                except _Unresolved as exc:
+                    raise MatrixError(f"group '{group.name}': {exc.message}", group.where.file, line) from None
+
+    # -- services ----------------------------------------------------------
+
+    def services(self, opening: Opening) -> tuple[ServicePart, ...]:
+        parts: list[ServicePart] = []
+        for ref in opening.services:
+            try:
+                parts.extend(self._service(ref))
+            except _Unresolved as exc:
+                where = opening.where_of("service")
+                raise MatrixError(exc.message, where.file, where.line) from None
+        return tuple(sorted(set(parts)))
+
+    def _service_uncached(self, ref: str) -> tuple[ServicePart, ...]:
+        if ref in self.matrix.services:
+            return self.matrix.services[ref].parts
+        try:
+            part = parse_service_literal(ref)
+        except ValueError as exc:
+            raise _Unresolved(f"bad service {exc}") from None
+        if part is None:
+            raise _Unresolved(f"unknown service '{ref}'{did_you_mean(ref, self.matrix.services)}; a literal looks like tcp/443 or udp/10000-30000")
+        return (part,)
+
+    # -- NAT ----------------------------------------------------------------
+
+    def nat_target(self, opening: Opening) -> tuple[IPAddress, ...]:
+        """The addresses a DNAT opening translates to: one per address family."""
+        nat = opening.nat
+        assert nat is not None
+        where = nat.where
+        m = self.matrix
+        base = nat.target.partition(".")[0]
+        base = m.roles.get(base, base)
+        if base not in m.hosts:
+            kind = "a zone" if nat.target in m.zones else "a group" if nat.target in m.groups else "a firewall address" if base in m.firewalls else None
+            if kind:
+                raise MatrixError(f"NAT target '{nat.target}' is {kind}, not a host: traffic is translated to one host address", where.file, where.line)
+        endpoint = self.endpoint(nat.target, where)
+        if base not in m.hosts:
+            raise MatrixError(f"NAT target '{nat.target}' is not a host: traffic is translated to one host address", where.file, where.line)
+        by_family: dict[int, IPAddress] = {}
+        for net in endpoint.networks:
+            if net.version in by_family:
+                raise MatrixError(f"NAT target '{nat.target}' has more than one IPv{net.version} address: name one", where.file, where.line)
+            by_family[net.version] = net.ip
+        return tuple(by_family[v] for v in sorted(by_family))
+
+    # -- the whole matrix -------------------------------------------------------
+
+    def check_all(self) -> None:
+        """Resolve every reference once, so that errors surface at load time."""
+        self.check_groups()
+        for opening in self.matrix.openings:
+            self.check_opening(opening)
+
+    def check_opening(self, opening: Opening) -> None:
+        sources = [self.endpoint(ref, opening.where_of("from")) for ref in opening.sources]
+        destinations = [self.endpoint(ref, opening.where_of("to")) for ref in opening.destinations]
+        parts = self.services(opening)
+        src_families = {net.version for s in sources for net in s.networks}
+        dst_families = {net.version for d in destinations for net in d.networks}
+        if not src_families & dst_families:
+            where = opening.where_of("to")
+            raise MatrixError(
+                f"opening '{opening.name}' goes from IPv{'/'.join(map(str, sorted(src_families)))} sources "
+                f"to IPv{'/'.join(map(str, sorted(dst_families)))} destinations: no address family in common",
+                where.file,
+                where.line,
+            )
+        if opening.nat is None:
+            for ref, dest in zip(opening.destinations, destinations):
+                if dest.public_of is not None:
+                    where = opening.where_of("to")
+                    raise MatrixError(
+                        f"opening '{opening.name}' goes to '{ref}', a public address of firewall '{dest.public_of}', "
+                        "but has no 'nat': say which host the traffic is translated to (nat: HOST)",
+                        where.file,
+                        where.line,
+                    )
+            return
+        where = opening.nat.where
+        for ref, dest in zip(opening.destinations, destinations):
+            if dest.public_of is None:
+                to_where = opening.where_of("to")
+                raise MatrixError(
+                    f"opening '{opening.name}' has a NAT, but its destination '{ref}' is not a public address of a firewall "
+                    "(write e.g. 'to: edge.public', with the address under the firewall's 'public')",
+                    to_where.file,
+                    to_where.line,
+                )
+        targets = self.nat_target(opening)
+        public_families = {net.version for dest in destinations for net in dest.networks}
+        if not public_families & {t.version for t in targets}:
+            raise MatrixError(f"NAT target '{opening.nat.target}' has no address of the public address's family (IPv{'/IPv'.join(map(str, sorted(public_families)))})", where.file, where.line)
+        if opening.nat.port is not None:
+            for part in parts:
+                if part.ports is None or not part.ports.is_single:
+                    raise MatrixError(f"a NAT port needs single-port services, but '{part}' is not one", where.file, where.line)
+
+
+class _Unresolved(Exception):
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+def _literal_network(text: str) -> IPNetwork | None:
+    if not text or not (text[0].isdigit() or ":" in text):
+        return None
+    try:
+        net = IPNetwork(text, flags=0)
+    except (AddrFormatError, ValueError, TypeError):
+        raise _Unresolved(f"'{text}' is neither a known name nor a valid address or CIDR network") from None
+    if net.ip != net.network:
+        raise _Unresolved(f"'{text}' has host bits set: did you mean {net.cidr}?")
+    return net
+
+
+def _dedupe(nets: list[IPNetwork]) -> tuple[IPNetwork, ...]:
+    seen: dict[IPNetwork, None] = {}
+    for net in nets:
+        seen.setdefault(net, None)
+    return tuple(seen)
