@@ -13,12 +13,16 @@ newline: a name in the matrix cannot smuggle syntax into the ruleset.
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
 
 from netaddr import IPNetwork
 
 from fwmatrix.ir import DnatMap, Element, Jump, Match, Rule, Ruleset, SetDef, Table, Value, Verdict, VerdictMap
+from fwmatrix.errors import BackendError
 from fwmatrix.model import PortRange
+from fwmatrix.netns import NetNamespace, run_private, tool_path
 
 NAME = "nftables"
 SUFFIX = ".nft"
@@ -191,3 +195,73 @@ def _rule(rule: Rule) -> str:
     if rule.comment:
         parts.append(comment(rule.comment))
     return " ".join(parts)
+
+
+# -- talking to nftables ------------------------------------------------------
+#
+# The official python binding (Debian's python3-nftables, over libnftables) is
+# preferred; where it cannot be imported, the `nft` binary does the same job.
+# docs/nftables-binding.md says why.
+
+
+def _binding():  # pragma: no cover - depends on the machine
+    try:
+        import nftables as binding  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    return binding.Nftables()
+
+
+def run_nft(script: str, json_output: bool = False) -> tuple[int, str, str]:
+    """Run an nft script in the current network namespace: (rc, output, error)."""
+    nft = _binding()
+    if nft is not None:
+        nft.set_json_output(json_output)
+        rc, out, err = nft.cmd(script)
+        return rc, out, err
+    argv = [tool_path("nft")] + (["-j"] if json_output else []) + ["-f", "-"]
+    proc = subprocess.run(argv, input=script, capture_output=True, text=True)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def check(text: str) -> list[str]:
+    """Errors `nft -c` finds in a script, checked in a private network namespace."""
+    proc = run_private(["nft", "-c", "-f", "-"], stdin=text)
+    if proc.returncode == 0:
+        return []
+    return [line for line in (proc.stderr or proc.stdout).splitlines() if line.strip()] or [f"nft exited with {proc.returncode}"]
+
+
+def load(ns: NetNamespace, text: str) -> None:
+    """Load a script into a namespace (one transaction) with the binding."""
+
+    def apply() -> None:
+        rc, _, err = run_nft(text)
+        if rc != 0:
+            raise BackendError(err.strip() or f"nft failed with {rc}")
+
+    ns.call(apply)
+
+
+def list_ruleset_json(ns: NetNamespace) -> dict:
+    """`nft -j list ruleset` of a namespace, as parsed JSON."""
+
+    def listing() -> str:
+        rc, out, err = run_nft("list ruleset", json_output=True)
+        if rc != 0:
+            raise BackendError(err.strip() or f"nft failed with {rc}")
+        return out
+
+    return json.loads(ns.call(listing))
+
+
+# -- the backend interface (see fwmatrix/targets.py) ----------------------------
+
+
+def render_files(ruleset: Ruleset) -> dict[str, str]:
+    """File suffix -> contents, for one firewall."""
+    return {SUFFIX: render(ruleset)}
+
+
+def check_files(files: dict[str, str]) -> list[str]:
+    return check(files[SUFFIX])

@@ -244,6 +244,8 @@ def build_intent(matrix: Matrix) -> Intent:
                                 for iface in ins:
                                     dnats[fw].append(Dnat(opening, iface, public.version, tuple(family_src), public, parts, target, opening.nat.port))
 
+    for fw_dnats in dnats.values():
+        _refuse_conflicting_dnats(fw_dnats)
     intents = {
         name: FirewallIntent(fw, tuple(flows[name]), tuple(_dedupe_dnats(dnats[name])))
         for name, fw in sorted(matrix.firewalls.items())
@@ -282,3 +284,34 @@ def _retarget(parts: tuple[ServicePart, ...], port: int) -> tuple[ServicePart, .
 
 def _dedupe_dnats(dnats: list[Dnat]) -> list[Dnat]:
     return list(dict.fromkeys(dnats))
+
+
+def _refuse_conflicting_dnats(dnats: list[Dnat]) -> None:
+    """Two port forwards for the same packets must not lead to different places."""
+    by_entry: dict[tuple[str, int, IPAddress, str], list[tuple[PortRange, Dnat]]] = defaultdict(list)
+    for dnat in dnats:
+        for part in dnat.parts:
+            by_entry[(dnat.in_iface, dnat.family, dnat.public, part.protocol)].append((part.ports or PortRange(0, 0), dnat))
+    for (_, _, public, protocol), items in by_entry.items():
+        items.sort(key=lambda item: (item[0].low, item[1].opening.index))
+        active: list[tuple[PortRange, Dnat]] = []
+        for ports, dnat in items:
+            active = [(p, d) for p, d in active if p.high >= ports.low]
+            for other_ports, other in active:
+                same_place = (other.target, other.target_port) == (dnat.target, dnat.target_port)
+                if not same_place and _overlap(other.sources, dnat.sources):
+                    later, earlier = (dnat, other) if dnat.opening.index > other.opening.index else (other, dnat)
+                    assert later.opening.nat is not None
+                    where = later.opening.nat.where
+                    raise MatrixError(
+                        f"opening '{later.opening.name}' forwards {protocol} port(s) {ports} of {public} to {later.target}, "
+                        f"but opening '{earlier.opening.name}' (line {earlier.opening.where.line}) already forwards "
+                        f"{protocol}/{other_ports} of it to {earlier.target}",
+                        where.file,
+                        where.line,
+                    )
+            active.append((ports, dnat))
+
+
+def _overlap(a: tuple[IPNetwork, ...], b: tuple[IPNetwork, ...]) -> bool:
+    return any(x.version == y.version and (x in y or y in x) for x in a for y in b)

@@ -1,0 +1,73 @@
+"""Shared test helpers.
+
+Kernel tests (marked `kernel`) need root and network namespaces. On a laptop
+they skip with the reason; CI sets FWMATRIX_REQUIRE_KERNEL=1, which turns
+such a skip into a failure, so CI cannot pass without running them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SEED = ROOT / "matrices" / "contact-highway-7.yaml"
+GOLDEN = Path(__file__).resolve().parent / "golden"
+
+
+def kernel_unavailable() -> str | None:
+    """Why kernel tests cannot run here, or None when they can."""
+    if os.geteuid() != 0:
+        return "needs root (network namespaces)"
+    for tool in ("ip", "nft"):
+        if shutil.which(tool) is None and not os.path.exists(f"/usr/sbin/{tool}"):
+            return f"needs the '{tool}' tool"
+    probe = subprocess.run(["unshare", "-n", "true"], capture_output=True)
+    if probe.returncode != 0:
+        return "cannot create network namespaces here"
+    return None
+
+
+def require_kernel() -> None:
+    reason = kernel_unavailable()
+    if reason is None:
+        return
+    if os.environ.get("FWMATRIX_REQUIRE_KERNEL") == "1":
+        pytest.fail(f"kernel test cannot run but FWMATRIX_REQUIRE_KERNEL=1: {reason}")
+    pytest.skip(f"kernel test skipped: {reason}")
+
+
+@pytest.fixture
+def kernel() -> None:
+    require_kernel()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("kernel") is not None and "kernel" not in getattr(item, "fixturenames", ()):
+            item.fixturenames.append("kernel")  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def write_matrix(tmp_path: Path):
+    """Write YAML text to a matrix file and return its path."""
+
+    def write(text: str, name: str = "matrix.yaml") -> str:
+        path = tmp_path / name
+        path.write_text(text)
+        return str(path)
+
+    return write
+
+
+def check_golden(actual: str, path: Path) -> None:
+    """Compare with a golden file; FWMATRIX_UPDATE_GOLDEN=1 rewrites it."""
+    if os.environ.get("FWMATRIX_UPDATE_GOLDEN") == "1":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(actual)
+    assert path.exists(), f"no golden file {path}; run with FWMATRIX_UPDATE_GOLDEN=1 once and review it"
+    assert actual == path.read_text(), f"output differs from {path}; if intended, FWMATRIX_UPDATE_GOLDEN=1 and review the diff"
