@@ -42,6 +42,7 @@ FIELD_SYNTAX = {
 PROTO_NAMES = {6: "tcp", 17: "udp", 132: "sctp", 1: "icmp", 58: "ipv6-icmp"}
 PRIORITY_NAMES = {-100: "dstnat", 0: "filter", 100: "srcnat", -300: "raw", -150: "mangle"}
 IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+IFNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}\Z")  # Linux: at most 15 bytes
 SAFE_STRING_RE = re.compile(r"[A-Za-z0-9 _.,:;/()+=@#%<>-]*\Z")
 SAFE_COMMENT_RE = re.compile(r"[^A-Za-z0-9 _.,:;/()+=@#%<>-]")
 
@@ -69,8 +70,9 @@ def comment(text: str) -> str:
 
 def value(field: str, v: Value) -> str:
     if field in ("iif", "oif"):
-        assert isinstance(v, str)
-        return quoted(v)
+        if not isinstance(v, str) or not IFNAME_RE.match(v):
+            raise RenderError(f"refusing to write {v!r} as an interface name")
+        return f'"{v}"'
     if field == "l4proto":
         assert isinstance(v, int)
         return PROTO_NAMES.get(v, str(v))

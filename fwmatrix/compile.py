@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 
-from netaddr import IPAddress, IPNetwork
+from netaddr import IPNetwork
 
 from . import __version__
 from .intent import Dnat, FirewallIntent, Flow, Intent
@@ -64,13 +64,13 @@ def compile_firewall(intent: Intent, fw: FirewallIntent) -> Ruleset:
         rules: list[Rule] = []
         for family in (4, 6):
             for with_ports in (True, False):
-                elements = _flow_elements([f for f in flows if f.family == family], with_ports)
-                if not elements:
-                    continue
+                entries = _flow_entries([f for f in flows if f.family == family], with_ports)
                 key = (addr_field(family, "saddr"), addr_field(family, "daddr"), "l4proto") + (("dport",) if with_ports else ())
-                set_name = chain_ids.make(f"{chain_name[4:]}_v{family}{'' if with_ports else '_noport'}")
-                sets.append(SetDef(set_name, key, elements))
-                rules.append(Rule((Match(key, set_name=set_name),), Verdict("accept"), f"matrix openings {in_iface} -> {out_iface}"))
+                base = f"{chain_name[4:]}_v{family}{'' if with_ports else '_noport'}"
+                for suffix, elements in _disjoint_layers(entries, address_positions=(0, 1), port_position=3 if with_ports else None):
+                    set_name = chain_ids.make(base + suffix)
+                    sets.append(SetDef(set_name, key, elements))
+                    rules.append(Rule((Match(key, set_name=set_name),), Verdict("accept"), f"matrix openings {in_iface} -> {out_iface}"))
         pair_chains.append(Chain(chain_name, tuple(rules)))
         vmap_entries.append(((in_iface, out_iface), Jump(chain_name)))
 
@@ -90,15 +90,15 @@ def compile_firewall(intent: Intent, fw: FirewallIntent) -> Ruleset:
     dnat_rules: list[Rule] = []
     for family in (4, 6):
         for with_ports, with_target_port in ((True, False), (True, True), (False, False)):
-            elements = _dnat_elements([d for d in fw.dnats if d.family == family], with_ports, with_target_port)
-            if not elements:
-                continue
+            entries = _dnat_entries([d for d in fw.dnats if d.family == family], with_ports, with_target_port)
             key = ("iif", addr_field(family, "saddr"), addr_field(family, "daddr"), "l4proto") + (("dport",) if with_ports else ())
             data = (addr_field(family, "daddr"),) + (("dport",) if with_target_port else ())
-            name = f"dnat_v{family}" + ("_port" if with_target_port else "") + ("" if with_ports else "_noport")
-            sets.append(SetDef(name, key, elements, data))
+            base = f"dnat_v{family}" + ("_port" if with_target_port else "") + ("" if with_ports else "_noport")
             matches = (Match(("l4proto",), tuple((p,) for p in PORT_L4PROTOS)),) if with_ports else ()
-            dnat_rules.append(Rule(matches, DnatMap(family, key, name), "port forwards of the matrix"))
+            for suffix, elements in _disjoint_layers(entries, address_positions=(1,), port_position=4 if with_ports else None):
+                name = chain_ids.make(base + suffix)
+                sets.append(SetDef(name, key, elements, data))
+                dnat_rules.append(Rule(matches, DnatMap(family, key, name), "port forwards of the matrix"))
 
     chains = [forward] + pair_chains
     if dnat_rules:
@@ -122,37 +122,80 @@ def _parts(parts: tuple[ServicePart, ...], family: int, with_ports: bool) -> lis
     return out
 
 
-def _flow_elements(flows: list[Flow], with_ports: bool) -> tuple[Element, ...]:
-    """Openings as set elements: source . destination . protocol [. port]; equal keys merge."""
-    comments: dict[tuple, list[str]] = {}
+Entries = dict[tuple, tuple[tuple, list[str]]]  # key -> (map data, names of the openings)
+
+
+def _flow_entries(flows: list[Flow], with_ports: bool) -> Entries:
+    """Openings as set keys: source . destination . protocol [. port]."""
+    entries: Entries = {}
     for flow in flows:
         for service in _parts(flow.parts, flow.family, with_ports):
             for src in flow.sources:
                 for dst in flow.destinations:
-                    comments.setdefault((src, dst) + service, []).append(flow.opening.name)
-    return tuple(Element(key, (), _comment(names)) for key, names in sorted(comments.items(), key=_sort_key))
+                    entries.setdefault((src, dst) + service, ((), []))[1].append(flow.opening.name)
+    return entries
 
 
-def _dnat_elements(dnats: list[Dnat], with_ports: bool, with_target_port: bool) -> tuple[Element, ...]:
-    entries: dict[tuple, tuple[tuple, list[str]]] = {}
+def _dnat_entries(dnats: list[Dnat], with_ports: bool, with_target_port: bool) -> Entries:
+    entries: Entries = {}
     for dnat in dnats:
         if (dnat.target_port is not None) != with_target_port:
             continue
-        data = (_host(dnat.target),) + ((dnat.target_port,) if with_target_port else ())
+        data = (IPNetwork(dnat.target),) + ((dnat.target_port,) if with_target_port else ())
         for service in _parts(dnat.parts, dnat.family, with_ports):
             for src in dnat.sources:
-                key = (dnat.in_iface, src, _host(dnat.public)) + service
+                key = (dnat.in_iface, src, IPNetwork(dnat.public)) + service
                 entries.setdefault(key, (data, []))[1].append(dnat.opening.name)
-    return tuple(Element(key, data, _comment(names)) for key, (data, names) in sorted(entries.items(), key=_sort_key))
+    return entries
 
 
-def _host(addr: IPAddress) -> IPNetwork:
-    return IPNetwork(addr)
+def _disjoint_layers(entries: Entries, address_positions: tuple[int, ...], port_position: int | None) -> list[tuple[str, tuple[Element, ...]]]:
+    """Split set elements into layers whose elements never overlap.
+
+    The kernel refuses overlapping elements in a concatenated interval set,
+    and openings often overlap (a host inside a zone that is opened too).
+    Networks are either nested or disjoint, so two networks of the same
+    prefix length are equal or disjoint: one layer per combination of prefix
+    lengths has no overlap left but between equal addresses, where the port
+    ranges are merged. Layers grow with prefix-length combinations (a handful),
+    never with openings. The host-to-host layer keeps the plain set name.
+    """
+    layers: dict[tuple[int, ...], dict[tuple, list[tuple[object, tuple, list[str]]]]] = defaultdict(lambda: defaultdict(list))
+    for key, (data, names) in entries.items():
+        lengths = tuple(key[i].prefixlen for i in address_positions)
+        rest = key if port_position is None else key[:port_position] + key[port_position + 1 :]
+        port = None if port_position is None else key[port_position]
+        layers[lengths][rest].append((port, data, names))
+    out = []
+    for lengths in sorted(layers, key=lambda ls: (not all(n in (32, 128) for n in ls), ls)):
+        elements: list[Element] = []
+        for rest, items in layers[lengths].items():
+            for port, data, names in _merge_ports(items):
+                key = rest if port_position is None else rest[:port_position] + (port,) + rest[port_position:]
+                elements.append(Element(key, data, _comment(names)))
+        elements.sort(key=lambda e: tuple(_value_key(v) for v in e.key))
+        host_layer = all(n in (32, 128) for n in lengths)
+        out.append(("" if host_layer else "_" + "_".join(_length_word(n) for n in lengths), tuple(elements)))
+    return out
 
 
-def _sort_key(item: tuple) -> tuple:
-    """Elements sort by family, then numerically: deterministic output."""
-    return tuple(_value_key(v) for v in item[0])
+def _length_word(prefixlen: int) -> str:
+    return "any" if prefixlen == 0 else "host" if prefixlen in (32, 128) else f"net{prefixlen}"
+
+
+def _merge_ports(items: list[tuple[object, tuple, list[str]]]) -> list[tuple[object, tuple, list[str]]]:
+    """Overlapping port ranges of equal keys become one range (their openings' names joined)."""
+    if items[0][0] is None:
+        return [(None, items[0][1], [n for _, _, names in items for n in names])]
+    merged: list[tuple[PortRange, tuple, list[str]]] = []
+    for port, data, names in sorted(items, key=lambda item: (item[0].low, item[0].high)):  # type: ignore[union-attr]
+        assert isinstance(port, PortRange)
+        if merged and port.low <= merged[-1][0].high and data == merged[-1][1]:
+            last = merged[-1]
+            merged[-1] = (PortRange(last[0].low, max(last[0].high, port.high)), data, last[2] + names)
+        else:
+            merged.append((port, data, list(names)))
+    return merged  # type: ignore[return-value]
 
 
 def _value_key(value: object) -> tuple:
