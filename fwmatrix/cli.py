@@ -28,7 +28,15 @@ from .targets import BACKENDS, backend
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
 F = TypeVar("F", bound=Callable[..., object])
 
-err_console = Console(stderr=True, highlight=False)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _console() -> Console:
+    """Standard output; lines are not cut when it is a pipe or a file."""
+    console = Console(highlight=False, soft_wrap=True)
+    if not console.is_terminal:
+        console.width = 200  # tables: wide enough for a CI log or a file
+    return console
 
 
 def user_errors(fn: F) -> F:
@@ -150,7 +158,7 @@ def check_command(matrix: str, firewall: str | None, backend_name: str, no_kerne
 
     The rulesets are checked in a private network namespace (nft -c, as root
     or through an unprivileged user namespace), so nothing is loaded."""
-    console = Console(highlight=False)
+    console = _console()
     intent = _intent(matrix, firewall)
     m = intent.matrix
     console.print(f"[green]✓[/] {matrix}: matrix '{m.name}' is valid — {len(m.zones)} zones, {len(m.hosts)} hosts, {len(m.services)} services, {len(m.firewalls)} firewalls, {len(m.openings)} openings")
@@ -225,7 +233,7 @@ def show_command(matrix: str, firewall: str | None) -> None:
             "\n".join(placement.get(opening.index, ["(crosses no firewall)"])),
             opening.note,
         )
-    console = Console(highlight=False)
+    console = _console()
     console.print(table)
     console.print(
         "Replies to these openings pass by connection tracking (established/related): "

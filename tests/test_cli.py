@@ -1,0 +1,102 @@
+"""The command line as a user meets it: exit codes, messages, files written whole or not at all."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import ROOT, SEED
+from fwmatrix.cli import main
+
+TWO = ROOT / "examples" / "two-firewalls" / "matrix.yaml"
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    """The installed console script, as a user runs it."""
+    exe = os.path.join(os.path.dirname(sys.executable), "fwmatrix")
+    return subprocess.run([exe, *args], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("command", [[], ["compile"], ["check"], ["show"]])
+def test_help_everywhere(command: list[str]) -> None:
+    result = CliRunner().invoke(main, command + ["--help"])
+    assert result.exit_code == 0
+    assert "Usage:" in result.output
+
+
+def test_compile_to_stdout_is_the_nft_script() -> None:
+    proc = run("compile", str(SEED))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("#!/usr/sbin/nft -f\n")
+    assert "table inet fwmatrix {" in proc.stdout
+
+
+def test_compile_to_a_directory_writes_one_file_per_firewall(tmp_path) -> None:
+    proc = run("compile", str(TWO), "-o", str(tmp_path / "out"))
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(os.listdir(tmp_path / "out")) == ["internal.nft", "perimeter.nft"]
+    proc = run("compile", str(TWO), "--firewall", "internal", "-o", str(tmp_path / "one"))
+    assert sorted(os.listdir(tmp_path / "one")) == ["internal.nft"]
+
+
+def test_bad_matrix_is_one_line_exit_2_and_writes_nothing(tmp_path, write_matrix) -> None:
+    bad = write_matrix(SEED.read_text().replace("to: bal", "to: bla"))
+    out = tmp_path / "out"
+    proc = run("compile", bad, "-o", str(out))
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1
+    assert proc.stderr.startswith(f"error: {bad}:")
+    assert "Traceback" not in proc.stderr
+    assert not out.exists()
+
+
+def test_existing_output_survives_a_failed_compile(tmp_path, write_matrix) -> None:
+    out = tmp_path / "out"
+    assert run("compile", str(SEED), "-o", str(out)).returncode == 0
+    before = (out / "edge.nft").read_text()
+    bad = write_matrix(SEED.read_text().replace("tcp/443", "tcp/0"))
+    assert run("compile", bad, "-o", str(out)).returncode == 2
+    assert (out / "edge.nft").read_text() == before
+    assert sorted(os.listdir(out)) == ["edge.nft"]  # no temporary files left behind
+
+
+def test_unknown_firewall_is_a_usage_error() -> None:
+    proc = run("compile", str(SEED), "--firewall", "edg")
+    assert proc.returncode == 2
+    assert "did you mean 'edge'" in proc.stderr
+
+
+def test_missing_file_and_bad_option() -> None:
+    proc = run("check", "/nonexistent/matrix.yaml")
+    assert proc.returncode == 2 and "cannot read" in proc.stderr
+    proc = run("compile", str(SEED), "--backend", "cisco")
+    assert proc.returncode == 2
+
+
+def test_check_without_kernel_validation() -> None:
+    proc = run("check", str(SEED), "--no-kernel")
+    assert proc.returncode == 0, proc.stderr
+    assert "8 openings" in proc.stdout
+
+
+def test_check_validates_with_nft(kernel) -> None:
+    proc = run("check", str(SEED), "--backend", "nftables")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "nftables" in proc.stdout and "accepted" in proc.stdout
+
+
+def test_check_reports_warnings() -> None:
+    proc = run("check", str(TWO), "--no-kernel")
+    assert proc.returncode == 0
+    assert "app-to-db" in proc.stdout and "crosses no firewall" in proc.stdout
+
+
+def test_show_prints_the_matrix_and_its_placement() -> None:
+    result = CliRunner().invoke(main, ["show", str(SEED)], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    for word in ("operator-sip", "sipproxy.ext", "udp/10000-30000", "wan0→dmz0", "NAT verso NGINX"):
+        assert word in result.output
