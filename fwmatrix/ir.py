@@ -8,11 +8,17 @@ sets and maps (with concatenated keys), which other backends lower to what
 they have (user chains and multiport, pf tables).
 
 Values inside matches and set elements:
-  iif, oif            -> str (an interface name)
-  ip.*, ip6.*         -> netaddr.IPNetwork
+  iif, oif            -> str (an interface name; a trailing '*' is a prefix wildcard)
+  ip.*, ip6.*         -> netaddr.IPNetwork or netaddr.IPRange
   l4proto             -> int (IANA protocol number)
-  dport               -> model.PortRange
-  ct.state            -> str ('established', 'related', 'new', 'invalid')
+  dport, sport        -> model.PortRange
+  ct.state            -> str ('established', 'related', 'new', 'invalid', 'untracked')
+  ct.status           -> str ('dnat', 'snat', ...)
+  nfproto             -> int (4 or 6: the packet's address family, `meta nfproto`)
+
+What the IR cannot express exactly is kept, never dropped: an `Unmodelled`
+match or action names the construct and its origin, and evaluation judges
+it both ways (it may match, it may not).
 """
 
 from __future__ import annotations
@@ -20,14 +26,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Union
 
-from netaddr import IPNetwork
+from netaddr import IPNetwork, IPRange
 
 from .model import PortRange
 
-Value = Union[str, int, IPNetwork, PortRange]
+Value = Union[str, int, IPNetwork, IPRange, PortRange]
 Key = tuple[Value, ...]
 
-FIELDS = ("iif", "oif", "l4proto", "dport", "ip.saddr", "ip.daddr", "ip6.saddr", "ip6.daddr", "ct.state")
+FIELDS = ("iif", "oif", "l4proto", "dport", "sport", "ip.saddr", "ip.daddr", "ip6.saddr", "ip6.daddr", "ct.state", "ct.status", "nfproto")
 
 
 def addr_field(family: int, which: str) -> str:
@@ -67,6 +73,13 @@ class Match:
 
 
 @dataclass(frozen=True)
+class Unmodelled:
+    """A match fwmatrix cannot model (a mark, a rate limit, an unknown expression): it may or may not match."""
+
+    text: str
+
+
+@dataclass(frozen=True)
 class Verdict:
     kind: str  # 'accept', 'drop', 'reject', 'return'
 
@@ -79,29 +92,48 @@ class Jump:
 
 @dataclass(frozen=True)
 class VerdictMap:
-    """Look `fields` up in literal entries and take the matching action; no match falls through."""
+    """Look `fields` up in literal entries (or the named map) and take the matching action; no match falls through."""
 
     fields: tuple[str, ...]
-    entries: tuple[tuple[Key, Union[Verdict, Jump]], ...]
+    entries: tuple[tuple[Key, Union[Verdict, Jump]], ...] = ()
+    map_name: str | None = None
 
 
 @dataclass(frozen=True)
 class DnatMap:
-    """Destination NAT to the value that `fields` map to in the named map."""
+    """Destination NAT to the value that `fields` map to in the named map (or in literal entries)."""
 
     family: int
     fields: tuple[str, ...]
-    map_name: str
+    map_name: str | None = None
+    entries: tuple[tuple[Key, Key], ...] = ()
 
 
-Action = Union[Verdict, Jump, VerdictMap, DnatMap, None]
+@dataclass(frozen=True)
+class Dnat:
+    """Destination NAT to one address (and port, or port range, when given)."""
+
+    family: int
+    address: IPNetwork | IPRange
+    port: PortRange | None = None
+
+
+@dataclass(frozen=True)
+class UnmodelledAction:
+    """An action fwmatrix cannot model (queue, an unknown statement): its verdict is unknown."""
+
+    text: str
+
+
+Action = Union[Verdict, Jump, VerdictMap, DnatMap, Dnat, UnmodelledAction, None]
 
 
 @dataclass(frozen=True)
 class Rule:
-    matches: tuple[Match, ...]
+    matches: tuple[Union[Match, Unmodelled], ...]
     action: Action
     comment: str = ""
+    origin: str = ""  # where a parsed rule came from: "inet filter forward handle 7", "FILE:LINE"
 
 
 @dataclass(frozen=True)

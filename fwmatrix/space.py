@@ -1,0 +1,500 @@
+"""Packet spaces: exact sets of packets, with union, intersection, difference.
+
+A packet, as a firewall's forward path judges it, has these dimensions:
+
+  iif, oif   the interfaces it enters and leaves by: a bitmask over a finite
+             universe of interface names (the firewall's own, from the matrix,
+             plus "lo" and OTHER, which stands for every other name);
+  src, dst   addresses, in one integer line: IPv6 addresses are 0 .. 2**128-1,
+             IPv4 addresses are 2**128 + address, so one interval set holds
+             both families and a box never mixes them;
+  proto      the IP protocol number, 0 .. 255;
+  dport      the destination port, 0 .. 65535, or NO_PORT for protocols that
+             have none (ICMP): a box either has port protocols and real ports,
+             or portless protocols and NO_PORT;
+  ct         connection tracking state: a bitmask over CT_STATES.
+
+A box is one value set per dimension (their product); a space is a union of
+boxes. Boxes are kept "physical": single address family, ports consistent
+with the protocol, no empty dimension — so a space is empty exactly when it
+has no box, and equality is decided by two differences.
+
+Interval sets are tuples of (low, high) pairs, sorted, disjoint and not
+touching: the canonical form makes equal sets equal tuples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Sequence
+
+from netaddr import IPAddress, IPNetwork, IPRange, iprange_to_cidrs
+
+V4_BASE = 1 << 128
+V6_ALL = ((0, V4_BASE - 1),)
+V4_ALL = ((V4_BASE, V4_BASE + (1 << 32) - 1),)
+ADDR_ALL = ((0, V4_BASE + (1 << 32) - 1),)
+NO_PORT = 65536
+PORTS_ALL = ((0, 65535),)
+PORT_DIM_ALL = ((0, NO_PORT),)
+PROTO_ALL = ((0, 255),)
+PORT_PROTOCOLS = ((6, 6), (17, 17), (33, 33), (132, 132), (136, 136))  # tcp, udp, dccp, sctp, udplite
+CT_STATES = ("new", "established", "related", "invalid", "untracked")
+CT_ALL = (1 << len(CT_STATES)) - 1
+PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp", 33: "dccp", 136: "udplite", 47: "gre", 50: "esp", 51: "ah"}
+
+Intervals = tuple[tuple[int, int], ...]
+
+
+# -- interval sets ----------------------------------------------------------------
+
+
+def iv_norm(pairs: Iterable[tuple[int, int]]) -> Intervals:
+    out: list[tuple[int, int]] = []
+    for low, high in sorted(pairs):
+        if low > high:
+            continue
+        if out and low <= out[-1][1] + 1:
+            if high > out[-1][1]:
+                out[-1] = (out[-1][0], high)
+        else:
+            out.append((low, high))
+    return tuple(out)
+
+
+def iv_and(a: Intervals, b: Intervals) -> Intervals:
+    if a == b:
+        return a
+    out = []
+    i = j = 0
+    while i < len(a) and j < len(b):
+        low = max(a[i][0], b[j][0])
+        high = min(a[i][1], b[j][1])
+        if low <= high:
+            out.append((low, high))
+        if a[i][1] < b[j][1]:
+            i += 1
+        else:
+            j += 1
+    return tuple(out)
+
+
+def iv_or(a: Intervals, b: Intervals) -> Intervals:
+    return iv_norm(a + b)
+
+
+def iv_sub(a: Intervals, b: Intervals) -> Intervals:
+    if not b or not a:
+        return a
+    out = []
+    j = 0
+    for low, high in a:
+        while j < len(b) and b[j][1] < low:
+            j += 1
+        k = j
+        cur = low
+        while k < len(b) and b[k][0] <= high:
+            if b[k][0] > cur:
+                out.append((cur, b[k][0] - 1))
+            cur = max(cur, b[k][1] + 1)
+            k += 1
+        if cur <= high:
+            out.append((cur, high))
+    return tuple(out)
+
+
+def iv_overlaps(a: Intervals, b: Intervals) -> bool:
+    if not a or not b or a[-1][1] < b[0][0] or b[-1][1] < a[0][0]:
+        return False
+    return bool(iv_and(a, b))
+
+
+def iv_size(a: Intervals) -> int:
+    return sum(high - low + 1 for low, high in a)
+
+
+# -- addresses ------------------------------------------------------------------
+
+
+def addr_interval(net: IPNetwork | IPRange) -> tuple[int, int]:
+    base = V4_BASE if net.version == 4 else 0
+    return (base + net.first, base + net.last)
+
+
+def addrs(nets: Iterable[IPNetwork | IPRange]) -> Intervals:
+    return iv_norm(addr_interval(n) for n in nets)
+
+
+def family_of(interval: tuple[int, int]) -> int:
+    return 4 if interval[0] >= V4_BASE else 6
+
+
+def addr_text(a: Intervals) -> list[str]:
+    """Shortest CIDR rendering of an address set; `any`/`any IPv4`/`any IPv6` for whole families."""
+    if a == ADDR_ALL:
+        return ["any"]
+    out: list[str] = []
+    for low, high in a:
+        if low < V4_BASE <= high:  # spans both families
+            out += addr_text(((low, V4_BASE - 1),)) + addr_text(((V4_BASE, high),))
+            continue
+        if (low, high) == V4_ALL[0]:
+            out.append("0.0.0.0/0")
+            continue
+        if (low, high) == V6_ALL[0]:
+            out.append("::/0")
+            continue
+        version, base = (4, V4_BASE) if low >= V4_BASE else (6, 0)
+        first, last = IPAddress(low - base, version), IPAddress(high - base, version)
+        cidrs = iprange_to_cidrs(first, last)
+        if len(cidrs) > 4:
+            out.append(f"{first}-{last}")
+        else:
+            out += [str(c.ip) if c.size == 1 else str(c) for c in cidrs]
+    return out
+
+
+# -- interfaces -----------------------------------------------------------------
+
+OTHER = "*other*"
+
+
+@dataclass(frozen=True)
+class Interfaces:
+    """The finite universe of interface names a space is judged over."""
+
+    names: tuple[str, ...]  # known names, then "lo", then OTHER
+
+    @classmethod
+    def of(cls, known: Iterable[str]) -> "Interfaces":
+        names = sorted(set(known) - {"lo", OTHER})
+        return cls(tuple(names) + ("lo", OTHER))
+
+    @property
+    def all(self) -> int:
+        return (1 << len(self.names)) - 1
+
+    def mask(self, name: str) -> int:
+        """The bits a name (or a wildcard `eth*`) stands for."""
+        if name.endswith("*"):
+            prefix = name[:-1]
+            bits = 0
+            for i, known in enumerate(self.names[:-1]):
+                if known.startswith(prefix):
+                    bits |= 1 << i
+            return bits | (1 << (len(self.names) - 1))  # some other name may match the wildcard too
+        try:
+            return 1 << self.names.index(name)
+        except ValueError:
+            return 1 << (len(self.names) - 1)
+
+    def text(self, bits: int) -> list[str]:
+        if bits == self.all:
+            return ["any"]
+        return [name for i, name in enumerate(self.names) if bits >> i & 1]
+
+
+# -- boxes and spaces ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Box:
+    iif: int
+    oif: int
+    src: Intervals
+    dst: Intervals
+    proto: Intervals
+    dport: Intervals
+    ct: int
+
+    def intersect(self, other: "Box") -> "Box | None":
+        iif = self.iif & other.iif
+        if not iif:
+            return None
+        oif = self.oif & other.oif
+        if not oif:
+            return None
+        ct = self.ct & other.ct
+        if not ct:
+            return None
+        src = iv_and(self.src, other.src)
+        if not src:
+            return None
+        dst = iv_and(self.dst, other.dst)
+        if not dst:
+            return None
+        proto = iv_and(self.proto, other.proto)
+        if not proto:
+            return None
+        dport = iv_and(self.dport, other.dport)
+        if not dport:
+            return None
+        return Box(iif, oif, src, dst, proto, dport, ct)
+
+    def minus(self, other: "Box") -> list["Box"]:
+        """self - other as disjoint boxes (at most one per dimension)."""
+        common = self.intersect(other)
+        if common is None:
+            return [self]
+        out: list[Box] = []
+        cur = self
+        # peel one dimension at a time: the part outside `other` in that dimension,
+        # restricted to the common part in the dimensions already peeled
+        rest = self.iif & ~other.iif
+        if rest:
+            out.append(Box(rest, cur.oif, cur.src, cur.dst, cur.proto, cur.dport, cur.ct))
+        cur = Box(common.iif, cur.oif, cur.src, cur.dst, cur.proto, cur.dport, cur.ct)
+        rest = cur.oif & ~other.oif
+        if rest:
+            out.append(Box(cur.iif, rest, cur.src, cur.dst, cur.proto, cur.dport, cur.ct))
+        cur = Box(cur.iif, common.oif, cur.src, cur.dst, cur.proto, cur.dport, cur.ct)
+        rest = cur.ct & ~other.ct
+        if rest:
+            out.append(Box(cur.iif, cur.oif, cur.src, cur.dst, cur.proto, cur.dport, rest))
+        cur = Box(cur.iif, cur.oif, cur.src, cur.dst, cur.proto, cur.dport, common.ct)
+        rest_iv = iv_sub(cur.src, other.src)
+        if rest_iv:
+            out.append(Box(cur.iif, cur.oif, rest_iv, cur.dst, cur.proto, cur.dport, cur.ct))
+        cur = Box(cur.iif, cur.oif, common.src, cur.dst, cur.proto, cur.dport, cur.ct)
+        rest_iv = iv_sub(cur.dst, other.dst)
+        if rest_iv:
+            out.append(Box(cur.iif, cur.oif, cur.src, rest_iv, cur.proto, cur.dport, cur.ct))
+        cur = Box(cur.iif, cur.oif, cur.src, common.dst, cur.proto, cur.dport, cur.ct)
+        rest_iv = iv_sub(cur.proto, other.proto)
+        if rest_iv:
+            out.append(Box(cur.iif, cur.oif, cur.src, cur.dst, rest_iv, cur.dport, cur.ct))
+        cur = Box(cur.iif, cur.oif, cur.src, cur.dst, common.proto, cur.dport, cur.ct)
+        rest_iv = iv_sub(cur.dport, other.dport)
+        if rest_iv:
+            out.append(Box(cur.iif, cur.oif, cur.src, cur.dst, cur.proto, rest_iv, cur.ct))
+        return out
+
+    def contains(self, other: "Box") -> bool:
+        return (
+            other.iif & ~self.iif == 0
+            and other.oif & ~self.oif == 0
+            and other.ct & ~self.ct == 0
+            and not iv_sub(other.src, self.src)
+            and not iv_sub(other.dst, self.dst)
+            and not iv_sub(other.proto, self.proto)
+            and not iv_sub(other.dport, self.dport)
+        )
+
+
+def physical(iif: int, oif: int, src: Intervals, dst: Intervals, proto: Intervals, dport: Intervals, ct: int) -> list[Box]:
+    """The boxes of packets that can exist within these bounds (see the module doc)."""
+    if not (iif and oif and ct):
+        return []
+    out = []
+    for family in (V4_ALL, V6_ALL):
+        fsrc, fdst = iv_and(src, family), iv_and(dst, family)
+        if not fsrc or not fdst:
+            continue
+        with_ports = iv_and(proto, PORT_PROTOCOLS)
+        ports = iv_and(dport, PORTS_ALL)
+        if with_ports and ports:
+            out.append(Box(iif, oif, fsrc, fdst, with_ports, ports, ct))
+        portless = iv_sub(proto, PORT_PROTOCOLS)
+        if portless and iv_and(dport, ((NO_PORT, NO_PORT),)):
+            out.append(Box(iif, oif, fsrc, fdst, portless, ((NO_PORT, NO_PORT),), ct))
+    return out
+
+
+class Space:
+    """A union of boxes, over one interface universe."""
+
+    __slots__ = ("ifaces", "boxes")
+
+    def __init__(self, ifaces: Interfaces, boxes: Sequence[Box] = ()):
+        self.ifaces = ifaces
+        self.boxes: list[Box] = list(boxes)
+
+    # construction
+    @classmethod
+    def full(cls, ifaces: Interfaces) -> "Space":
+        return cls(ifaces, physical(ifaces.all, ifaces.all, ADDR_ALL, ADDR_ALL, PROTO_ALL, PORT_DIM_ALL, CT_ALL))
+
+    @classmethod
+    def empty(cls, ifaces: Interfaces) -> "Space":
+        return cls(ifaces)
+
+    def make(self, **bounds: object) -> "Space":
+        """A space of one product, with every dimension not given left whole."""
+        return Space(self.ifaces, physical(
+            bounds.get("iif", self.ifaces.all),  # type: ignore[arg-type]
+            bounds.get("oif", self.ifaces.all),  # type: ignore[arg-type]
+            bounds.get("src", ADDR_ALL),  # type: ignore[arg-type]
+            bounds.get("dst", ADDR_ALL),  # type: ignore[arg-type]
+            bounds.get("proto", PROTO_ALL),  # type: ignore[arg-type]
+            bounds.get("dport", PORT_DIM_ALL),  # type: ignore[arg-type]
+            bounds.get("ct", CT_ALL),  # type: ignore[arg-type]
+        ))
+
+    # algebra
+    def __bool__(self) -> bool:
+        return bool(self.boxes)
+
+    def is_empty(self) -> bool:
+        return not self.boxes
+
+    def union(self, other: "Space") -> "Space":
+        return Space(self.ifaces, self.boxes + other.boxes)
+
+    def intersect(self, other: "Space") -> "Space":
+        out = []
+        index = _Index(other.boxes)
+        for a in self.boxes:
+            for b in index.overlapping(a):
+                c = a.intersect(b)
+                if c is not None:
+                    out.append(c)
+        return Space(self.ifaces, out)
+
+    def subtract(self, other: "Space") -> "Space":
+        if not other.boxes or not self.boxes:
+            return Space(self.ifaces, self.boxes)
+        index = _Index(other.boxes)
+        out: list[Box] = []
+        for a in self.boxes:
+            pieces = [a]
+            for b in index.overlapping(a):
+                nxt: list[Box] = []
+                for piece in pieces:
+                    nxt.extend(piece.minus(b))
+                pieces = nxt
+                if not pieces:
+                    break
+            out.extend(pieces)
+        return Space(self.ifaces, out)
+
+    def equals(self, other: "Space") -> bool:
+        return self.subtract(other).is_empty() and other.subtract(self).is_empty()
+
+    def contains(self, other: "Space") -> bool:
+        return other.subtract(self).is_empty()
+
+    def disjoint(self) -> "Space":
+        """The same set as pairwise disjoint boxes."""
+        out: list[Box] = []
+        for box in self.boxes:
+            pieces = Space(self.ifaces, [box]).subtract(Space(self.ifaces, out)).boxes
+            out.extend(pieces)
+        return Space(self.ifaces, out)
+
+    def size(self) -> int:
+        """How many packets (counting each dimension's values); for tests and ordering."""
+        total = 0
+        for b in self.disjoint().boxes:
+            total += bin(b.iif).count("1") * bin(b.oif).count("1") * bin(b.ct).count("1") * iv_size(b.src) * iv_size(b.dst) * iv_size(b.proto) * iv_size(b.dport)
+        return total
+
+    def simplified(self) -> "Space":
+        """Fewer, larger boxes for the same set: disjoint, then merged where boxes
+        differ in one dimension only (repeated until nothing changes)."""
+        boxes = self.disjoint().boxes
+        changed = True
+        while changed and len(boxes) > 1:
+            changed = False
+            for dim in _DIMS:
+                groups: dict[tuple, list[Box]] = {}
+                for box in boxes:
+                    key = tuple(getattr(box, d) for d in _DIMS if d != dim)
+                    groups.setdefault(key, []).append(box)
+                if len(groups) == len(boxes):
+                    continue
+                merged = []
+                for group in groups.values():
+                    if len(group) == 1:
+                        merged.append(group[0])
+                        continue
+                    changed = True
+                    values = [getattr(b, dim) for b in group]
+                    if dim in ("iif", "oif", "ct"):
+                        joined: object = 0
+                        for v in values:
+                            joined |= v  # type: ignore[operator]
+                    else:
+                        joined = iv_norm(p for v in values for p in v)
+                    merged.append(_with(group[0], dim, joined))
+                boxes = merged
+        return Space(self.ifaces, sorted(boxes, key=_box_order))
+
+    # reading
+    def describe(self, box: Box) -> str:
+        parts = []
+        if box.iif != self.ifaces.all or box.oif != self.ifaces.all:
+            parts.append(f"{'/'.join(self.ifaces.text(box.iif))} → {'/'.join(self.ifaces.text(box.oif))}")
+        parts.append(f"{', '.join(addr_text(box.src))} → {', '.join(addr_text(box.dst))}")
+        parts.append(service_text(box.proto, box.dport))
+        if box.ct != CT_ALL:
+            parts.append("ct " + ",".join(s for i, s in enumerate(CT_STATES) if box.ct >> i & 1))
+        return "  ".join(parts)
+
+    def lines(self) -> list[str]:
+        return [self.describe(b) for b in self.simplified().boxes]
+
+    def __iter__(self) -> Iterator[Box]:
+        return iter(self.boxes)
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+
+_DIMS = ("iif", "oif", "src", "dst", "proto", "dport", "ct")
+
+
+def _with(box: Box, dim: str, value: object) -> Box:
+    fields = {d: getattr(box, d) for d in _DIMS}
+    fields[dim] = value
+    return Box(**fields)  # type: ignore[arg-type]
+
+
+def _box_order(box: Box) -> tuple:
+    return (box.iif, box.oif, box.src, box.dst, box.proto, box.dport, box.ct)
+
+
+def service_text(proto: Intervals, dport: Intervals) -> str:
+    protos = []
+    for low, high in proto:
+        if (low, high) == (0, 255):
+            protos.append("any protocol")
+            continue
+        protos += [PROTO_NAMES.get(p, f"proto {p}") for p in range(low, high + 1)] if high - low < 8 else [f"proto {low}-{high}"]
+    if dport == ((NO_PORT, NO_PORT),) or dport == PORT_DIM_ALL or dport == PORTS_ALL:
+        return "+".join(protos)
+    ports = ",".join(str(low) if low == high else f"{low}-{high}" for low, high in dport)
+    return f"{'+'.join(protos)}/{ports}"
+
+
+class _Index:
+    """Finds the boxes that may overlap a box, by destination address.
+
+    Boxes whose destination spans at most 2**16 addresses are bucketed by the
+    address's high bits; wider ones are always candidates. Most openings name
+    hosts or small networks, so a lookup touches a few boxes, not all."""
+
+    SHIFT = 16
+
+    def __init__(self, boxes: Sequence[Box]):
+        self.wide: list[Box] = []
+        self.buckets: dict[int, list[Box]] = {}
+        self.all = boxes
+        for box in boxes:
+            low, high = box.dst[0][0], box.dst[-1][1]
+            if high - low >= 1 << self.SHIFT:
+                self.wide.append(box)
+                continue
+            first, last = low >> self.SHIFT, high >> self.SHIFT
+            self.buckets.setdefault(first, []).append(box)
+            if last != first:
+                self.buckets.setdefault(last, []).append(box)
+
+    def overlapping(self, box: Box) -> Iterable[Box]:
+        low, high = box.dst[0][0], box.dst[-1][1]
+        if high - low >= 1 << self.SHIFT:
+            return self.all
+        first, last = low >> self.SHIFT, high >> self.SHIFT
+        found = self.buckets.get(first, [])
+        if last != first:
+            found = found + [b for b in self.buckets.get(last, []) if b not in found]
+        return found + self.wide if self.wide else found

@@ -1,0 +1,118 @@
+"""The packet-space algebra against a brute-force oracle on a small domain."""
+
+from __future__ import annotations
+
+import itertools
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from netaddr import IPNetwork
+
+from fwmatrix.space import (
+    ADDR_ALL, CT_ALL, NO_PORT, V4_BASE, Box, Interfaces, Space, addr_text, addrs, iv_and, iv_norm, iv_or, iv_sub, physical, service_text,
+)
+
+IFACES = Interfaces.of(["wan0", "dmz0"])  # wan0? sorted: dmz0, wan0, lo, other
+ADDRS = [V4_BASE + 10, V4_BASE + 11, V4_BASE + 12, 5, 6, 7]  # three IPv4, three IPv6 addresses
+PROTOS = [1, 6, 17]
+PORTS = [22, 23, 24, NO_PORT]
+CTS = [1, 2]  # new, established
+POINTS = [
+    p for p in itertools.product(range(4), range(4), ADDRS, ADDRS, PROTOS, PORTS, CTS)
+    # physical packets only: one family, ports exactly for port protocols
+    if (p[2] >= V4_BASE) == (p[3] >= V4_BASE) and (p[5] == NO_PORT) == (p[4] == 1)
+]
+
+
+def intervals_from(values: list[int]) -> st.SearchStrategy:
+    return st.lists(st.sampled_from(values), min_size=1, max_size=len(values)).map(lambda vs: iv_norm((v, v) for v in vs))
+
+
+def contiguous(values: list[int]) -> st.SearchStrategy:
+    return st.tuples(st.sampled_from(values), st.sampled_from(values)).map(lambda t: iv_norm([(min(t), max(t))]))
+
+
+boxes = st.builds(
+    lambda iif, oif, src, dst, proto, dport, ct: physical(iif, oif, src, dst, proto, dport, ct),
+    st.integers(1, 15), st.integers(1, 15),
+    st.one_of(intervals_from(ADDRS), contiguous(ADDRS)), st.one_of(intervals_from(ADDRS), contiguous(ADDRS)),
+    intervals_from(PROTOS), st.one_of(intervals_from(PORTS), contiguous(PORTS)), st.sampled_from([1, 2, 3]),
+)
+spaces = st.lists(boxes, max_size=4).map(lambda lists: Space(IFACES, [b for bl in lists for b in bl]))
+
+
+def member(space: Space, p: tuple) -> bool:
+    iif, oif, src, dst, proto, dport, ct = p
+    for b in space.boxes:
+        if (b.iif >> iif & 1 and b.oif >> oif & 1 and b.ct & ct
+                and any(lo <= src <= hi for lo, hi in b.src) and any(lo <= dst <= hi for lo, hi in b.dst)
+                and any(lo <= proto <= hi for lo, hi in b.proto) and any(lo <= dport <= hi for lo, hi in b.dport)):
+            return True
+    return False
+
+
+def points(space: Space) -> set:
+    return {p for p in POINTS if member(space, p)}
+
+
+@settings(max_examples=150, deadline=None)
+@given(a=spaces, b=spaces)
+def test_algebra_matches_the_oracle(a: Space, b: Space) -> None:
+    pa, pb = points(a), points(b)
+    assert points(a.union(b)) == pa | pb
+    assert points(a.intersect(b)) == pa & pb
+    assert points(a.subtract(b)) == pa - pb
+    assert a.subtract(b).is_empty() == (pa <= pb)
+    assert a.equals(b) == (pa == pb)
+
+
+@settings(max_examples=100, deadline=None)
+@given(a=spaces)
+def test_simplified_and_disjoint_keep_the_set(a: Space) -> None:
+    pa = points(a)
+    assert points(a.simplified()) == pa
+    d = a.disjoint()
+    assert points(d) == pa
+    for x, y in itertools.combinations(d.boxes, 2):
+        assert x.intersect(y) is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(a=st.lists(st.tuples(st.integers(0, 50), st.integers(0, 50))), b=st.lists(st.tuples(st.integers(0, 50), st.integers(0, 50))))
+def test_interval_sets(a, b) -> None:
+    na, nb = iv_norm(a), iv_norm(b)
+    sa = {x for lo, hi in na for x in range(lo, hi + 1)}
+    sb = {x for lo, hi in nb for x in range(lo, hi + 1)}
+    assert sa == {x for lo, hi in a for x in range(lo, hi + 1)}
+    assert {x for lo, hi in iv_and(na, nb) for x in range(lo, hi + 1)} == sa & sb
+    assert {x for lo, hi in iv_or(na, nb) for x in range(lo, hi + 1)} == sa | sb
+    assert {x for lo, hi in iv_sub(na, nb) for x in range(lo, hi + 1)} == sa - sb
+    # canonical: sorted, disjoint, not touching
+    for (l1, h1), (l2, h2) in zip(iv_or(na, nb), iv_or(na, nb)[1:]):
+        assert h1 + 1 < l2
+
+
+def test_boxes_never_mix_families_or_fake_ports() -> None:
+    full = Space.full(IFACES)
+    for b in full.boxes:
+        assert (b.src[0][0] >= V4_BASE) == (b.dst[0][0] >= V4_BASE)
+        assert (b.dport == ((NO_PORT, NO_PORT),)) != bool(iv_and(b.proto, ((6, 6),)))
+    assert len(full.boxes) == 4  # 2 families x (port protocols, portless)
+
+
+def test_readable_rendering() -> None:
+    s = Space.full(IFACES).make(
+        iif=IFACES.mask("wan0"), oif=IFACES.mask("dmz0"),
+        dst=addrs([IPNetwork("172.16.10.10/32")]), proto=((6, 6),), dport=((443, 443),), ct=1,
+    )
+    assert s.lines() == ["wan0 → dmz0  0.0.0.0/0 → 172.16.10.10  tcp/443  ct new"]
+    assert addr_text(addrs([IPNetwork("10.0.0.0/24"), IPNetwork("10.0.1.0/24")])) == ["10.0.0.0/23"]
+    assert addr_text(ADDR_ALL) == ["any"]
+    assert service_text(((6, 6), (17, 17)), ((5060, 5061),)) == "tcp+udp/5060-5061"
+
+
+def test_wildcard_interfaces() -> None:
+    ifaces = Interfaces.of(["eth0", "eth1", "wan0"])
+    bits = ifaces.mask("eth*")
+    assert ifaces.text(bits) == ["eth0", "eth1", "*other*"]
+    assert ifaces.mask("unknown0") == ifaces.mask("another0")  # both are "some other interface"
