@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-BACKENDS = ("nftables",)
+BACKENDS = ("nftables", "iptables", "pf")
 
 
 def backend(name: str) -> ModuleType:
