@@ -25,6 +25,7 @@ touching: the canonical form makes equal sets equal tuples.
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Sequence
 
@@ -65,6 +66,11 @@ def iv_norm(pairs: Iterable[tuple[int, int]]) -> Intervals:
 def iv_and(a: Intervals, b: Intervals) -> Intervals:
     if a == b:
         return a
+    if not a or not b or a[-1][1] < b[0][0] or b[-1][1] < a[0][0]:
+        return ()
+    if len(a) == 1 and len(b) == 1:
+        low, high = max(a[0][0], b[0][0]), min(a[0][1], b[0][1])
+        return ((low, high),)
     out = []
     i = j = 0
     while i < len(a) and j < len(b):
@@ -303,11 +309,18 @@ def physical(iif: int, oif: int, src: Intervals, dst: Intervals, proto: Interval
 class Space:
     """A union of boxes, over one interface universe."""
 
-    __slots__ = ("ifaces", "boxes")
+    __slots__ = ("ifaces", "boxes", "_index")
 
     def __init__(self, ifaces: Interfaces, boxes: Sequence[Box] = ()):
         self.ifaces = ifaces
         self.boxes: list[Box] = list(boxes)
+        self._index: BoxIndex | None = None
+
+    def index(self) -> "BoxIndex":
+        """An index of the boxes, built once (a space is not changed after it is made)."""
+        if self._index is None:
+            self._index = BoxIndex(self.boxes)
+        return self._index
 
     # construction
     @classmethod
@@ -341,9 +354,12 @@ class Space:
         return Space(self.ifaces, self.boxes + other.boxes)
 
     def intersect(self, other: "Space") -> "Space":
+        if not self.boxes or not other.boxes:
+            return Space(self.ifaces)
+        small, large = (self, other) if len(self.boxes) <= len(other.boxes) else (other, self)
+        index = large.index()
         out = []
-        index = _Index(other.boxes)
-        for a in self.boxes:
+        for a in small.boxes:
             for b in index.overlapping(a):
                 c = a.intersect(b)
                 if c is not None:
@@ -353,19 +369,7 @@ class Space:
     def subtract(self, other: "Space") -> "Space":
         if not other.boxes or not self.boxes:
             return Space(self.ifaces, self.boxes)
-        index = _Index(other.boxes)
-        out: list[Box] = []
-        for a in self.boxes:
-            pieces = [a]
-            for b in index.overlapping(a):
-                nxt: list[Box] = []
-                for piece in pieces:
-                    nxt.extend(piece.minus(b))
-                pieces = nxt
-                if not pieces:
-                    break
-            out.extend(pieces)
-        return Space(self.ifaces, out)
+        return Space(self.ifaces, subtract_boxes(self.boxes, other.index()))
 
     def equals(self, other: "Space") -> bool:
         return self.subtract(other).is_empty() and other.subtract(self).is_empty()
@@ -431,7 +435,7 @@ class Space:
         return "  ".join(parts)
 
     def lines(self) -> list[str]:
-        return [self.describe(b) for b in self.simplified().boxes]
+        return [self.describe(b) for b in _whole_protocols(self.simplified().boxes)]
 
     def __iter__(self) -> Iterator[Box]:
         return iter(self.boxes)
@@ -441,6 +445,23 @@ class Space:
 
 
 _DIMS = ("iif", "oif", "src", "dst", "proto", "dport", "ct")
+
+
+def _whole_protocols(boxes: list[Box]) -> list[Box]:
+    """For reading: a box of every port protocol on every port and its portless twin
+    are one box of every protocol (not a physical box: only for `describe`)."""
+    portless = {(b.iif, b.oif, b.src, b.dst, b.ct): b for b in boxes if b.dport == ((NO_PORT, NO_PORT),) and b.proto == iv_sub(PROTO_ALL, PORT_PROTOCOLS)}
+    out = []
+    for b in boxes:
+        key = (b.iif, b.oif, b.src, b.dst, b.ct)
+        if b.proto == PORT_PROTOCOLS and b.dport == PORTS_ALL and key in portless:
+            out.append(Box(b.iif, b.oif, b.src, b.dst, PROTO_ALL, PORT_DIM_ALL, b.ct))
+            portless.pop(key)
+        elif not (b.dport == ((NO_PORT, NO_PORT),) and portless.get(key) is b and any(
+            o.proto == PORT_PROTOCOLS and o.dport == PORTS_ALL and (o.iif, o.oif, o.src, o.dst, o.ct) == key for o in boxes
+        )):
+            out.append(b)
+    return out
 
 
 def _with(box: Box, dim: str, value: object) -> Box:
@@ -454,47 +475,147 @@ def _box_order(box: Box) -> tuple:
 
 
 def service_text(proto: Intervals, dport: Intervals) -> str:
+    if proto == PROTO_ALL and dport == PORT_DIM_ALL:
+        return "any protocol"
+    if iv_size(proto) > 128:  # most protocols: say which are left out
+        left_out = iv_sub(PROTO_ALL, proto)
+        names = [PROTO_NAMES.get(p, f"proto {p}") for low, high in left_out for p in range(low, high + 1)]
+        text = "any protocol but " + ", ".join(names) if names else "any protocol"
+        return text if dport in (((NO_PORT, NO_PORT),), PORT_DIM_ALL) else f"{text}, port {_ports_text(dport)}"
     protos = []
     for low, high in proto:
-        if (low, high) == (0, 255):
-            protos.append("any protocol")
-            continue
         protos += [PROTO_NAMES.get(p, f"proto {p}") for p in range(low, high + 1)] if high - low < 8 else [f"proto {low}-{high}"]
-    if dport == ((NO_PORT, NO_PORT),) or dport == PORT_DIM_ALL or dport == PORTS_ALL:
+    if dport in (((NO_PORT, NO_PORT),), PORT_DIM_ALL, PORTS_ALL):
         return "+".join(protos)
-    ports = ",".join(str(low) if low == high else f"{low}-{high}" for low, high in dport)
-    return f"{'+'.join(protos)}/{ports}"
+    return f"{'+'.join(protos)}/{_ports_text(dport)}"
 
 
-class _Index:
-    """Finds the boxes that may overlap a box, by destination address.
+def _ports_text(dport: Intervals) -> str:
+    return ",".join(str(low) if low == high else f"{low}-{high}" for low, high in dport if low != NO_PORT)
 
-    Boxes whose destination spans at most 2**16 addresses are bucketed by the
-    address's high bits; wider ones are always candidates. Most openings name
-    hosts or small networks, so a lookup touches a few boxes, not all."""
 
-    SHIFT = 16
+class _Sorted:
+    """Boxes of one interface pair and one size class, sorted by where an address side starts."""
 
-    def __init__(self, boxes: Sequence[Box]):
-        self.wide: list[Box] = []
-        self.buckets: dict[int, list[Box]] = {}
-        self.all = boxes
+    __slots__ = ("starts", "boxes", "dirty")
+
+    def __init__(self) -> None:
+        self.starts: list[int] = []
+        self.boxes: list[Box] = []
+        self.dirty = False
+
+    def add(self, start: int, box: Box) -> None:
+        self.starts.append(start)
+        self.boxes.append(box)
+        self.dirty = True
+
+    def window(self, low: int, high: int) -> list[Box]:
+        if self.dirty:
+            order = sorted(range(len(self.starts)), key=self.starts.__getitem__)
+            self.starts = [self.starts[i] for i in order]
+            self.boxes = [self.boxes[i] for i in order]
+            self.dirty = False
+        return self.boxes[bisect_left(self.starts, low) : bisect_right(self.starts, high)]
+
+
+def _size_class(low: int, high: int) -> int:
+    """Intervals are grouped by size, in steps of 4 bits: one of class c spans
+    fewer than 2**(4*(c+1)) addresses."""
+    return (high - low).bit_length() // 4
+
+
+def _widest(intervals: Intervals) -> int:
+    return max(high - low for low, high in intervals)
+
+
+class BoxIndex:
+    """Finds the boxes that may overlap a box.
+
+    Every interval of a box's destination (and, separately, of its source) is
+    filed under the box's interface pair and the interval's size class, sorted
+    by where it starts: an interval of class c that overlaps [low, high]
+    starts in [low - 2**(4*(c+1)), high], a window found by bisection. A
+    lookup walks the query's side with the narrower intervals. Openings name
+    hosts and networks, so a lookup touches the few boxes near them, not all."""
+
+    def __init__(self, boxes: Sequence[Box] = ()):
+        self.by_dst: dict[tuple[int, int], dict[int, _Sorted]] = {}
+        self.by_src: dict[tuple[int, int], dict[int, _Sorted]] = {}
+        self.all: list[Box] = []
         for box in boxes:
-            low, high = box.dst[0][0], box.dst[-1][1]
-            if high - low >= 1 << self.SHIFT:
-                self.wide.append(box)
-                continue
-            first, last = low >> self.SHIFT, high >> self.SHIFT
-            self.buckets.setdefault(first, []).append(box)
-            if last != first:
-                self.buckets.setdefault(last, []).append(box)
+            self.add(box)
 
-    def overlapping(self, box: Box) -> Iterable[Box]:
-        low, high = box.dst[0][0], box.dst[-1][1]
-        if high - low >= 1 << self.SHIFT:
-            return self.all
-        first, last = low >> self.SHIFT, high >> self.SHIFT
-        found = self.buckets.get(first, [])
-        if last != first:
-            found = found + [b for b in self.buckets.get(last, []) if b not in found]
-        return found + self.wide if self.wide else found
+    def add(self, box: Box) -> None:
+        self.all.append(box)
+        pair = (box.iif, box.oif)
+        for side, table in ((box.dst, self.by_dst), (box.src, self.by_src)):
+            classes = table.get(pair)
+            if classes is None:
+                classes = table[pair] = {}
+            for low, high in side:
+                size_class = _size_class(low, high)
+                group = classes.get(size_class)
+                if group is None:
+                    group = classes[size_class] = _Sorted()
+                group.add(low, box)
+
+    def overlapping(self, box: Box) -> list[Box]:
+        if _widest(box.dst) <= _widest(box.src):
+            table, side = self.by_dst, box.dst
+        else:
+            table, side = self.by_src, box.src
+        found: dict[int, Box] = {}
+        for (iif, oif), classes in table.items():
+            if not (iif & box.iif and oif & box.oif):
+                continue
+            for size_class, group in classes.items():
+                reach = 1 << (4 * (size_class + 1))
+                for low, high in side:
+                    for b in group.window(low - reach, high):
+                        found[id(b)] = b
+        return list(found.values())
+
+
+def subtract_boxes(boxes: Iterable[Box], index: BoxIndex) -> list[Box]:
+    """Each box minus every indexed box that may overlap it."""
+    out: list[Box] = []
+    for a in boxes:
+        candidates = [b for b in index.overlapping(a) if a.intersect(b) is not None]
+        if not candidates:
+            out.append(a)
+            continue
+        if any(b.contains(a) for b in candidates):
+            continue  # covered whole: no need to cut it into pieces first
+        pieces = [a]
+        for b in candidates:
+            nxt: list[Box] = []
+            for piece in pieces:
+                nxt.extend(piece.minus(b))
+            pieces = nxt
+            if not pieces:
+                break
+        out.extend(pieces)
+    return out
+
+
+class Remaining:
+    """`base` minus every space subtracted so far, kept lazy: what is still
+    undecided in a chain. Asking what of it matches a rule costs the overlap
+    with earlier rules, not the size of their union."""
+
+    def __init__(self, base: Space):
+        self.base = base
+        self.removed = BoxIndex()
+
+    def remove(self, space: Space) -> None:
+        for box in space.boxes:
+            self.removed.add(box)
+
+    def intersect(self, space: Space) -> Space:
+        hit = self.base.intersect(space)
+        if not self.removed.all or not hit:
+            return hit
+        return Space(self.base.ifaces, subtract_boxes(hit.boxes, self.removed))
+
+    def materialize(self) -> Space:
+        return self.intersect(Space.full(self.base.ifaces))

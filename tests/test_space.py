@@ -29,14 +29,19 @@ def intervals_from(values: list[int]) -> st.SearchStrategy:
 
 
 def contiguous(values: list[int]) -> st.SearchStrategy:
+    """A range between two values of one block (the oracle sees every point of it)."""
     return st.tuples(st.sampled_from(values), st.sampled_from(values)).map(lambda t: iv_norm([(min(t), max(t))]))
+
+
+V4_BLOCK, V6_BLOCK, PORT_BLOCK = ADDRS[:3], ADDRS[3:], PORTS[:3]
 
 
 boxes = st.builds(
     lambda iif, oif, src, dst, proto, dport, ct: physical(iif, oif, src, dst, proto, dport, ct),
     st.integers(1, 15), st.integers(1, 15),
-    st.one_of(intervals_from(ADDRS), contiguous(ADDRS)), st.one_of(intervals_from(ADDRS), contiguous(ADDRS)),
-    intervals_from(PROTOS), st.one_of(intervals_from(PORTS), contiguous(PORTS)), st.sampled_from([1, 2, 3]),
+    st.one_of(intervals_from(ADDRS), contiguous(V4_BLOCK), contiguous(V6_BLOCK)),
+    st.one_of(intervals_from(ADDRS), contiguous(V4_BLOCK), contiguous(V6_BLOCK)),
+    intervals_from(PROTOS), st.one_of(intervals_from(PORTS), contiguous(PORT_BLOCK)), st.sampled_from([1, 2, 3]),
 )
 spaces = st.lists(boxes, max_size=4).map(lambda lists: Space(IFACES, [b for bl in lists for b in bl]))
 
@@ -116,3 +121,15 @@ def test_wildcard_interfaces() -> None:
     bits = ifaces.mask("eth*")
     assert ifaces.text(bits) == ["eth0", "eth1", "*other*"]
     assert ifaces.mask("unknown0") == ifaces.mask("another0")  # both are "some other interface"
+
+
+@settings(max_examples=100, deadline=None)
+@given(a=spaces, removed=st.lists(spaces, max_size=3), probe=spaces)
+def test_remaining_is_lazy_subtraction(a: Space, removed: list[Space], probe: Space) -> None:
+    from fwmatrix.space import Remaining
+
+    lazy, eager = Remaining(a), a
+    for r in removed:
+        lazy.remove(r)
+        eager = eager.subtract(r)
+    assert points(lazy.intersect(probe)) == points(eager.intersect(probe))
