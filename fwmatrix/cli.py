@@ -22,7 +22,6 @@ from .compile import compile_intent
 from .errors import BackendError, FwmatrixError
 from .intent import Intent, build_intent
 from .loader import load_matrix
-from .netns import is_root
 from .targets import BACKENDS, backend
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2

@@ -166,17 +166,34 @@ def _disjoint_layers(entries: Entries, address_positions: tuple[int, ...], port_
         rest = key if port_position is None else key[:port_position] + key[port_position + 1 :]
         port = None if port_position is None else key[port_position]
         layers[lengths][rest].append((port, data, names))
+    merged = {lengths: {rest: _merge_ports(items) for rest, items in by_rest.items()} for lengths, by_rest in layers.items()}
     out = []
-    for lengths in sorted(layers, key=lambda ls: (not all(n in (32, 128) for n in ls), ls)):
+    for lengths in sorted(merged, key=lambda ls: (not all(n in (32, 128) for n in ls), ls)):
+        wider = [w for w in merged if w != lengths and all(a <= b for a, b in zip(w, lengths))]
         elements: list[Element] = []
-        for rest, items in layers[lengths].items():
-            for port, data, names in _merge_ports(items):
+        for rest, items in merged[lengths].items():
+            for port, data, names in items:
+                if any(_covered(merged[w], w, rest, port, data, address_positions) for w in wider):
+                    continue  # a wider element of another layer matches all of it: the rule could never match it
                 key = rest if port_position is None else rest[:port_position] + (port,) + rest[port_position:]
                 elements.append(Element(key, data, _comment(names)))
+        if not elements:
+            continue
         elements.sort(key=lambda e: tuple(_value_key(v) for v in e.key))
         host_layer = all(n in (32, 128) for n in lengths)
         out.append(("" if host_layer else "_" + "_".join(_length_word(n) for n in lengths), tuple(elements)))
     return out
+
+
+def _covered(layer: dict, lengths: tuple[int, ...], rest: tuple, port: object, data: tuple, address_positions: tuple[int, ...]) -> bool:
+    """Whether the layer of these prefix lengths has an element holding (rest, port) with the same data."""
+    wider = list(rest)
+    for position, length in zip(address_positions, lengths):
+        wider[position] = IPNetwork(f"{rest[position].ip}/{length}").cidr
+    for other_port, other_data, _ in layer.get(tuple(wider), ()):
+        if other_data == data and (port is None or (other_port.low <= port.low and port.high <= other_port.high)):  # type: ignore[attr-defined]
+            return True
+    return False
 
 
 def _length_word(prefixlen: int) -> str:

@@ -23,7 +23,6 @@ from .model import (
     Matrix,
     Nat,
     Opening,
-    PortRange,
     Service,
     ServicePart,
     Where,

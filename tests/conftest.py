@@ -17,13 +17,17 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "matrices" / "contact-highway-7.yaml"
 GOLDEN = Path(__file__).resolve().parent / "golden"
+KERNEL_TOOLS = (
+    "ip", "nft", "iptables", "ip6tables", "iptables-restore", "ip6tables-restore",
+    "iptables-save", "ip6tables-save", "ipset",
+)
 
 
 def kernel_unavailable() -> str | None:
     """Why kernel tests cannot run here, or None when they can."""
     if os.geteuid() != 0:
         return "needs root (network namespaces)"
-    for tool in ("ip", "nft"):
+    for tool in KERNEL_TOOLS:
         if shutil.which(tool) is None and not os.path.exists(f"/usr/sbin/{tool}"):
             return f"needs the '{tool}' tool"
     probe = subprocess.run(["unshare", "-n", "true"], capture_output=True)

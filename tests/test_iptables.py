@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from netaddr import IPNetwork, IPRange
 
-from conftest import GOLDEN, SEED, check_golden, require_kernel
+from conftest import GOLDEN, SEED, check_golden
 from fwmatrix.backends import iptables
 from fwmatrix.backends.iptables import RenderError
 from fwmatrix.compile import compile_intent
@@ -42,24 +42,11 @@ from fwmatrix.ir import (
 )
 from fwmatrix.loader import load_matrix
 from fwmatrix.model import PortRange
-from fwmatrix.netns import NetNamespace, have
+from fwmatrix.netns import NetNamespace
 from strategies import matrix_yaml
 
 GOLDEN_DIR = GOLDEN / "contact-highway-7"
 GOLDEN_STEM = {"own-chains": "edge.iptables", "full": "edge.iptables.full"}
-TOOLS = ("iptables", "ip6tables", "iptables-restore", "ip6tables-restore", "iptables-save", "ip6tables-save", "ipset")
-
-
-@pytest.fixture
-def kernel() -> None:
-    """conftest's kernel requirement, plus the iptables tools (for conftest to absorb later)."""
-    require_kernel()
-    missing = [tool for tool in TOOLS if not have(tool)]
-    if missing:
-        reason = f"needs {', '.join(missing)}"
-        if os.environ.get("FWMATRIX_REQUIRE_KERNEL") == "1":
-            pytest.fail(f"kernel test cannot run but FWMATRIX_REQUIRE_KERNEL=1: {reason}")
-        pytest.skip(f"kernel test skipped: {reason}")
 
 
 def seed_ruleset() -> Ruleset:

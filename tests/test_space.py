@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from netaddr import IPNetwork
 
 from fwmatrix.space import (
-    ADDR_ALL, CT_ALL, NO_PORT, V4_BASE, Box, Interfaces, Space, addr_text, addrs, iv_and, iv_norm, iv_or, iv_sub, physical, service_text,
+    ADDR_ALL, NO_PORT, V4_BASE, Interfaces, Space, addr_text, addrs, iv_and, iv_norm, iv_or, iv_sub, physical, service_text,
 )
 
 IFACES = Interfaces.of(["wan0", "dmz0"])  # wan0? sorted: dmz0, wan0, lo, other
