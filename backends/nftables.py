@@ -13,13 +13,20 @@ newline: a name in the matrix cannot smuggle syntax into the ruleset.
 
 from __future__ import annotations
 
+import gc
 import json
 import re
+import shlex
+import socket
 import subprocess
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Sequence, cast
 
-from netaddr import IPNetwork
+from netaddr import AddrFormatError, IPNetwork, IPRange
 
 from fwmatrix.ir import DnatMap, Element, Jump, Match, Rule, Ruleset, SetDef, Table, Value, Verdict, VerdictMap
+from fwmatrix.ir import Action, Chain, Dnat, Key, Unmodelled, UnmodelledAction
 from fwmatrix.errors import BackendError
 from fwmatrix.model import PortRange
 from fwmatrix.netns import NetNamespace, run_private, tool_path
@@ -267,3 +274,780 @@ def render_files(ruleset: Ruleset) -> dict[str, str]:
 
 def check_files(files: dict[str, str]) -> list[str]:
     return check(files[SUFFIX])
+
+
+# -- parsing: a live ruleset (nft's JSON listing, or nft text) -> the Ruleset IR --------
+#
+# The audit judges what a firewall really runs. The source is the JSON of
+# `nft -j list ruleset` (libnftables-json(5)); text is loaded into a private
+# network namespace and listed back, so nft itself parses the text and
+# normalises it (`meta l4proto udp th dport 53` lists as `udp dport 53`) and
+# this code reads meaning, never syntax.
+#
+# Nothing is dropped silently: a match the IR cannot express becomes
+# Unmodelled (it may or may not match), a statement that may change the
+# packet's fate becomes UnmodelledAction. Only statements that never change a
+# verdict (counter, log, nftrace, flow offload) are skipped. Malformed
+# *listings* are the user's error (BackendError); an expression this code does
+# not know is the ruleset's business (Unmodelled).
+
+XT_TEXT = "iptables-nft (xt) expression: audit this table from iptables-save instead"
+
+# Layer-4 protocol names nft prints -> IANA numbers (others: the system's /etc/protocols).
+L4_NUMBERS = {
+    "icmp": 1, "igmp": 2, "tcp": 6, "udp": 17, "dccp": 33, "gre": 47, "esp": 50, "ah": 51,
+    "ipv6-icmp": 58, "icmpv6": 58, "comp": 108, "sctp": 132, "udplite": 136,
+}
+# Payload headers whose fields nft only matches after `meta l4proto X` (a dependency it hides when listing).
+HEADER_L4 = {name: L4_NUMBERS[name] for name in ("icmp", "igmp", "tcp", "udp", "dccp", "esp", "ah", "icmpv6", "comp", "sctp", "udplite")}
+PORT_HEADERS = ("tcp", "udp", "sctp", "dccp", "udplite", "th")  # `th`: any transport header, no protocol implied
+FAMILY_VERSION = {"ip": 4, "ip6": 6}
+CT_STATE_NAMES = ("invalid", "established", "related", "new", "untracked")
+NFPROTO_VALUES = {"ipv4": 4, "ipv6": 6, 2: 4, 10: 6}  # names, or NFPROTO_IPV4 / NFPROTO_IPV6
+ETHERTYPE_VALUES = {"ip": 4, "ip6": 6}  # `meta protocol` of an IP packet
+PRIORITY_VALUES = {"raw": -300, "mangle": -150, "dstnat": -100, "filter": 0, "security": 50, "srcnat": 100}
+NAT_FLAGS = {"random", "fully-random", "persistent"}  # change which port is picked, not where the packet goes
+# Table flags: `dormant` switches a table off. nft 1.0.6 prints the table's name
+# in place of its flags, so any other value may hide a dormant table.
+TABLE_FLAGS = {"dormant", "owner", "persist"}
+
+# Named stateful objects a listing may hold: rules reference them (`counter name`,
+# `quota name`, `flow add @ft`) and those references are judged where they occur.
+NAMED_OBJECTS = {"counter", "quota", "limit", "flowtable", "ct helper", "ct timeout", "ct expectation", "secmark", "synproxy", "tunnel"}
+# Statements that let a packet through or stop the rule by state fwmatrix does not see.
+STATEFUL_MATCHES = {"limit", "quota", "ct count", "meter", "set"}
+# Statements with no effect on any verdict. `flow add @ft` offloads a connection only
+# once it is established; the NEW packets the audit judges still traverse the chain.
+NO_EFFECT = {"counter", "log", "flow"}
+VERDICT_KINDS = ("accept", "drop", "reject", "return")
+
+
+class _Unknown(Exception):
+    """Something inside a rule that the IR cannot express (the message says why, or is empty)."""
+
+
+# What can go wrong reading one expression of a listing we did not write: each means "not modelled".
+_SHAPE_ERRORS = (_Unknown, KeyError, IndexError, TypeError, ValueError, AttributeError, AddrFormatError, OSError)
+
+
+@dataclass(frozen=True)
+class _Field:
+    name: str  # the IR field
+    kind: str  # how its values are read (see _value)
+
+
+# `meta KEY` -> (IR field, value kind). `iif`/`oif` match an interface index, listed by name when it has one.
+META_FIELDS = {
+    "l4proto": ("l4proto", "proto"), "nfproto": ("nfproto", "nfproto"), "protocol": ("nfproto", "ethertype"),
+    "iifname": ("iif", "ifname"), "oifname": ("oif", "ifname"), "iif": ("iif", "ifindex"), "oif": ("oif", "ifindex"),
+}
+# nft set type -> (value kind, the field assumed when no rule looks the set up: a type names no packet field).
+SET_TYPES = {
+    "ipv4_addr": ("ip", "ip.daddr"), "ipv6_addr": ("ip6", "ip6.daddr"), "inet_service": ("port", "dport"),
+    "inet_proto": ("proto", "l4proto"), "ifname": ("ifname", "iif"), "iface_index": ("ifindex", "iif"),
+    "ct_state": ("ct_state", "ct.state"), "nf_proto": ("nfproto", "nfproto"),
+}
+# nft map data type -> (value kind, field) for the maps a DNAT statement reads its target from.
+MAP_DATA_TYPES = {"ipv4_addr": ("ip", "ip.daddr"), "ipv6_addr": ("ip6", "ip6.daddr"), "inet_service": ("port", "dport")}
+
+
+# -- values -------------------------------------------------------------------------
+
+
+def _unwrap(raw: Any) -> Any:
+    """A set element may come wrapped with its comment or timeout: {"elem": {"val": ...}}."""
+    if isinstance(raw, dict) and "elem" in raw:
+        return raw["elem"]["val"]
+    return raw
+
+
+def _proto(raw: Any) -> int:
+    if isinstance(raw, int) and not isinstance(raw, bool) and 0 <= raw <= 255:
+        return raw
+    if isinstance(raw, str):
+        if raw in L4_NUMBERS:
+            return L4_NUMBERS[raw]
+        try:
+            return socket.getprotobyname(raw)
+        except OSError:
+            pass
+    raise _Unknown(f"protocol {raw!r}")
+
+
+def _port(raw: Any) -> int:
+    if isinstance(raw, str):
+        raw = int(raw) if raw.isdigit() else socket.getservbyname(raw)  # OSError: not a service name
+    if isinstance(raw, int) and not isinstance(raw, bool) and 0 <= raw <= 65535:
+        return raw
+    raise _Unknown(f"port {raw!r}")
+
+
+def _address(version: int, raw: Any) -> IPNetwork | IPRange:
+    if isinstance(raw, dict) and "prefix" in raw:
+        net: IPNetwork | IPRange = IPNetwork(f"{raw['prefix']['addr']}/{raw['prefix']['len']}")
+    elif isinstance(raw, dict) and "range" in raw:
+        low, high = raw["range"]
+        net = IPRange(low, high)
+    elif isinstance(raw, str):
+        net = IPNetwork(raw)
+    else:
+        raise _Unknown(f"address {_text(raw)}")
+    if net.version != version:
+        raise _Unknown(f"{_text(raw)} is not an IPv{version} address")
+    return net
+
+
+def _value(kind: str, raw: Any) -> Value:
+    """One value of a match or set element, as the IR holds it (see fwmatrix/ir.py)."""
+    raw = _unwrap(raw)
+    if kind in ("ip", "ip6"):
+        return _address(4 if kind == "ip" else 6, raw)
+    if kind == "port":
+        if isinstance(raw, dict) and "range" in raw:
+            low, high = raw["range"]
+            return PortRange(_port(low), _port(high))
+        port = _port(raw)
+        return PortRange(port, port)
+    if kind == "proto":
+        return _proto(raw)
+    if kind == "ifname" and isinstance(raw, str):
+        return raw
+    if kind == "ifindex" and isinstance(raw, str) and not raw.isdigit():
+        return raw
+    if kind == "ifindex":
+        raise _Unknown(f"interface index {raw} has no name in the listing")
+    if kind == "ct_status":
+        raise _Unknown("a lookup of the whole ct status word, not of its bits")
+    if kind == "ct_state" and raw in CT_STATE_NAMES:
+        return cast(str, raw)
+    if kind == "nfproto" and raw in NFPROTO_VALUES:
+        return NFPROTO_VALUES[raw]
+    if kind == "ethertype" and raw in ETHERTYPE_VALUES:
+        return ETHERTYPE_VALUES[raw]
+    if kind == "raw":  # a set of a type the IR has no field for: kept as text
+        return _text(raw)
+    raise _Unknown(f"{_text(raw)} as {kind}")
+
+
+def _key(kinds: Sequence[str], raw: Any) -> Key:
+    raw = _unwrap(raw)
+    if len(kinds) == 1:
+        return (_value(kinds[0], raw),)
+    if isinstance(raw, dict) and isinstance(raw.get("concat"), list) and len(raw["concat"]) == len(kinds):
+        return tuple(_value(kind, part) for kind, part in zip(kinds, raw["concat"]))
+    raise _Unknown(f"{_text(raw)} does not fit {len(kinds)} concatenated fields")
+
+
+def _items(raw: Any) -> list[Any]:
+    """The members of an anonymous set {"set": [...]}, or the one value that stands alone."""
+    if isinstance(raw, dict) and "set" in raw:
+        inner = raw["set"]
+        return inner if isinstance(inner, list) else [inner]
+    return [raw]
+
+
+def _flags(raw: Any) -> list[str]:
+    """A bitmask value: "new", ["established", "related"] or {"|": [...]}."""
+    if isinstance(raw, str):
+        return [raw]
+    if isinstance(raw, list):
+        return [flag for item in raw for flag in _flags(item)]
+    if isinstance(raw, dict) and "|" in raw:
+        return _flags(raw["|"])
+    raise _Unknown(f"flags {_text(raw)}")
+
+
+def _verdict(raw: Any) -> Verdict | Jump | None:
+    """A verdict as a vmap holds it; None for `continue` (the packet goes on, as when nothing matched)."""
+    kind, arg = _single(raw)
+    if kind in VERDICT_KINDS:
+        return Verdict(kind)
+    if kind in ("jump", "goto"):
+        return Jump(arg["target"], goto=kind == "goto")
+    if kind == "continue":
+        return None
+    raise _Unknown(f"verdict {_text(raw)}")
+
+
+def _single(raw: Any) -> tuple[str, Any]:
+    if not isinstance(raw, dict) or len(raw) != 1:
+        raise _Unknown(f"{_text(raw)} is not a one-key object")
+    ((kind, arg),) = raw.items()
+    return kind, arg
+
+
+# -- expressions -----------------------------------------------------------------
+
+
+def _field(expr: Any) -> _Field:
+    kind, arg = _single(expr)
+    if kind == "payload":
+        proto, name = arg.get("protocol"), arg.get("field")
+        if proto in FAMILY_VERSION and name in ("saddr", "daddr"):
+            return _Field(f"{proto}.{name}", proto)
+        if (proto, name) == ("ip", "protocol"):
+            return _Field("l4proto", "proto")  # exact for IPv4, which has no extension headers
+        if proto in PORT_HEADERS and name in ("sport", "dport"):
+            return _Field(name, "port")
+        if (proto, name) == ("ip6", "nexthdr"):
+            raise _Unknown("ip6 nexthdr is the first extension header, not always the layer-4 protocol")
+    elif kind == "meta" and arg.get("key") in META_FIELDS:
+        return _Field(*META_FIELDS[arg["key"]])
+    elif kind == "ct" and "dir" not in arg and arg.get("key") in ("state", "status"):
+        return _Field(f"ct.{arg['key']}", f"ct_{arg['key']}")
+    raise _Unknown()
+
+
+def _fields(expr: Any) -> tuple[_Field, ...]:
+    if isinstance(expr, dict) and "concat" in expr:
+        return tuple(_field(part) for part in expr["concat"])
+    return (_field(expr),)
+
+
+def _payloads(raw: Any) -> Iterator[dict]:
+    """Every payload expression inside an expression (through concatenations and bit operations)."""
+    if isinstance(raw, dict):
+        for key, arg in raw.items():
+            if key == "payload" and isinstance(arg, dict):
+                yield arg
+            else:
+                yield from _payloads(arg)
+    elif isinstance(raw, list):
+        for item in raw:
+            yield from _payloads(item)
+
+
+def _implied(expr: Any, exact: bool) -> list[Match]:
+    """The protocol matches nft adds in front of a header field and hides when listing.
+
+    `tcp dport 22` matches TCP only; `ip ttl 1` (in an inet table) IPv4 only.
+    An address field already names its family, except when the match is
+    negated or not modelled: `ip saddr != 10.0.0.0/8` never matches IPv6."""
+    out: list[Match] = []
+    for payload in _payloads(expr):
+        proto = payload.get("protocol")
+        if proto in HEADER_L4:
+            out.append(Match(("l4proto",), ((HEADER_L4[proto],),)))
+        elif proto in FAMILY_VERSION and not (exact and payload.get("field") in ("saddr", "daddr")):
+            out.append(Match(("nfproto",), ((FAMILY_VERSION[proto],),)))
+    return out
+
+
+def _bound(kind: str, op: str, raw: Any) -> Value:
+    """`tcp dport < 1024` -> the port range it stands for."""
+    if kind != "port":
+        raise _Unknown(f"operator {op} on {kind}")
+    port = _port(raw)
+    low, high = {"<": (0, port - 1), "<=": (0, port), ">": (port + 1, 65535), ">=": (port, 65535)}[op]
+    if low > high:
+        raise _Unknown(f"empty range {op} {port}")
+    return PortRange(low, high)
+
+
+def _flag_match(fld: _Field, op: str, raw: Any) -> Match:
+    """ct state / ct status against flags: "in" tests bits; "=="/"!=" compare the whole word."""
+    flags = _flags(raw)
+    if fld.kind == "ct_state":
+        for flag in flags:
+            _value("ct_state", flag)
+    if op == "in":
+        return Match((fld.name,), tuple((flag,) for flag in flags))
+    # A connection has exactly one state, so comparing it with one state is membership;
+    # with several at once, or the many-bit status word, it depends on nft's version.
+    if fld.kind == "ct_state" and len(flags) == 1 and op in ("==", "!="):
+        return Match((fld.name,), ((flags[0],),), negate=op == "!=")
+    raise _Unknown(f"an exact comparison of the whole {fld.name} word")
+
+
+class _TableContext:
+    """What rules of one table refer to: its named sets and maps, and how rules look them up."""
+
+    def __init__(self, family: str, name: str, sets: dict[str, "_SetInfo"]):
+        self.family = family
+        self.name = name
+        self.sets = sets
+        self.uses: dict[str, tuple[str, ...] | None] = {}  # set -> the fields rules look it up with; None: several
+
+    def use(self, name: str, fields: Sequence[_Field], purpose: str) -> None:
+        """Check that a rule may look up @name with these fields ('set', 'vmap' or 'dnat'); remember the fields."""
+        info = self.sets.get(name)
+        if info is None:
+            raise _Unknown(f"@{name} is not in the listing")
+        if info.opaque:
+            raise _Unknown(f"@{name} {info.opaque}")
+        if tuple(f.kind for f in fields) != info.key_kinds:
+            raise _Unknown(f"@{name} holds {' . '.join(info.key_types)}")
+        wanted = {"set": not info.data_kinds, "vmap": info.data_kinds == ("verdict",), "dnat": info.data_kinds not in ((), ("verdict",))}
+        if not wanted[purpose]:
+            raise _Unknown(f"@{name} is not a {'set' if purpose == 'set' else 'verdict map' if purpose == 'vmap' else 'map of addresses'}")
+        names = tuple(f.name for f in fields)
+        self.uses[name] = names if self.uses.get(name, names) == names else None
+
+
+def _relation(fields: tuple[_Field, ...], op: str, right: Any, ctx: _TableContext) -> Match:
+    names = tuple(f.name for f in fields)
+    kinds = tuple(f.kind for f in fields)
+    if isinstance(right, str) and right.startswith("@"):
+        if op not in ("==", "!="):
+            raise _Unknown(f"operator {op} with a named set")
+        ctx.use(right[1:], fields, "set")
+        return Match(names, set_name=right[1:], negate=op == "!=")
+    if len(fields) == 1 and fields[0].kind in ("ct_state", "ct_status") and not (isinstance(right, dict) and "set" in right):
+        return _flag_match(fields[0], op, right)
+    if op in ("==", "!=", "in"):
+        return Match(names, tuple(_key(kinds, item) for item in _items(right)), negate=op == "!=")
+    if op in ("<", "<=", ">", ">=") and len(fields) == 1:
+        return Match(names, ((_bound(kinds[0], op, right),),))
+    raise _Unknown(f"operator {op}")
+
+
+def _parse_match(arg: Any, ctx: _TableContext) -> list[Match | Unmodelled]:
+    """One `match` statement: the implied protocol matches, then the match itself (or Unmodelled)."""
+    left = arg.get("left") if isinstance(arg, dict) else None
+    try:
+        match = _relation(_fields(left), arg["op"], arg["right"], ctx)
+    except _SHAPE_ERRORS as exc:
+        return [*_implied(left, exact=False), Unmodelled(_text({"match": arg}) + _why(exc))]
+    return [*_implied(left, exact=not match.negate), match]
+
+
+def _why(exc: Exception) -> str:
+    return f" ({exc})" if isinstance(exc, _Unknown) and str(exc) else ""
+
+
+# -- statements ------------------------------------------------------------------
+
+
+def _vmap(arg: Any, ctx: _TableContext) -> tuple[list[Match], VerdictMap]:
+    fields = _fields(arg["key"])
+    names = tuple(f.name for f in fields)
+    data = arg["data"]
+    if isinstance(data, str) and data.startswith("@"):
+        ctx.use(data[1:], fields, "vmap")
+        action = VerdictMap(names, map_name=data[1:])
+    else:
+        entries = []
+        for item in _items(data):
+            key, verdict = item
+            target = _verdict(verdict)
+            if target is not None:  # a `continue` entry falls through exactly like a miss
+                entries.append((_key(tuple(f.kind for f in fields), key), target))
+        action = VerdictMap(names, tuple(entries))
+    return _implied(arg["key"], exact=True), action
+
+
+def _dnat(arg: Any, ctx: _TableContext) -> tuple[list[Match], Dnat | DnatMap]:
+    if set(arg) - {"family", "addr", "port", "flags"}:
+        raise _Unknown("options fwmatrix does not model")
+    flags = arg.get("flags", [])
+    if set([flags] if isinstance(flags, str) else flags) - NAT_FLAGS:
+        raise _Unknown(f"flags {_text(flags)}")
+    if arg.get("family", ctx.family) not in FAMILY_VERSION:
+        raise _Unknown("no address family")
+    family = FAMILY_VERSION[arg.get("family", ctx.family)]
+    addr_kind = "ip" if family == 4 else "ip6"
+    addr = arg["addr"]
+    if not (isinstance(addr, dict) and "map" in addr):
+        port = _value("port", arg["port"]) if "port" in arg else None
+        return [], Dnat(family, _address(family, addr), cast("PortRange | None", port))
+    if "port" in arg:
+        raise _Unknown("an address map with a separate port")
+    lookup = addr["map"]
+    fields = _fields(lookup["key"])
+    names = tuple(f.name for f in fields)
+    data = lookup["data"]
+    implied = _implied(lookup["key"], exact=True)
+    if isinstance(data, str) and data.startswith("@"):
+        ctx.use(data[1:], fields, "dnat")
+        return implied, DnatMap(family, names, map_name=data[1:])
+    entries = []
+    for key, target in (item for item in _items(data)):
+        target_kinds = (addr_kind, "port") if isinstance(target, dict) and "concat" in target else (addr_kind,)
+        entries.append((_key(tuple(f.kind for f in fields), key), _key(target_kinds, target)))
+    return implied, DnatMap(family, names, entries=tuple(entries))
+
+
+def _terminal(kind: str, arg: Any, ctx: _TableContext) -> tuple[list[Match], Action] | None:
+    """A statement that decides the packet's fate in this chain, or None when it is not one of those."""
+    if kind in ("accept", "drop", "reject", "return", "jump", "goto"):
+        return [], _verdict({kind: arg})
+    if kind in ("vmap", "dnat"):
+        try:
+            return _vmap(arg, ctx) if kind == "vmap" else _dnat(arg, ctx)
+        except _SHAPE_ERRORS as exc:
+            return [], UnmodelledAction(_text({kind: arg}) + _why(exc))
+    return None
+
+
+def _parse_rule(body: dict, ctx: _TableContext, chain: str) -> Rule:
+    """A rule: its matches (with the protocols they imply) and one action. The IR has
+    one action per rule, so a statement of unknown effect before the verdict makes
+    the whole action unknown, naming both."""
+    matches: list[Match | Unmodelled] = []
+    effects: list[str] = []  # statements that may change the packet's fate, in order
+    action: Action = None
+    for stmt in body.get("expr") or []:
+        try:
+            kind, arg = _single(stmt)
+        except _Unknown:
+            effects.append(_text(stmt))
+            continue
+        if kind == "match":
+            matches += _parse_match(arg, ctx)
+        elif kind == "xt":  # iptables-nft: the parameters are not in the listing
+            matches.append(Unmodelled(XT_TEXT))
+            if not (isinstance(arg, dict) and arg.get("type") == "match"):
+                effects.append(XT_TEXT)
+        elif kind in STATEFUL_MATCHES:
+            matches.append(Unmodelled(_text(stmt)))
+        elif kind in NO_EFFECT or kind == "continue" or _is_nftrace(kind, arg):
+            continue
+        else:
+            decided = _terminal(kind, arg, ctx)
+            if decided is None:
+                effects.append(_text(stmt))
+                continue
+            implied, action = decided
+            matches += implied
+            if effects:
+                effects.append(_text(stmt))
+            break  # nothing after a verdict runs
+    if effects:
+        action = UnmodelledAction("; ".join(dict.fromkeys(effects)))
+    origin = f"{ctx.family} {ctx.name} {chain} handle {body.get('handle', '?')}"
+    return Rule(tuple(dict.fromkeys(matches)), action, comment=str(body.get("comment", "")), origin=origin)
+
+
+def _is_nftrace(kind: str, arg: Any) -> bool:
+    """`meta nftrace set 1` only turns on tracing."""
+    return kind == "mangle" and isinstance(arg, dict) and arg.get("key") == {"meta": {"key": "nftrace"}}
+
+
+# -- sets, chains, tables ------------------------------------------------------------
+
+
+def _type_names(raw: Any) -> tuple[str, ...]:
+    """A set's type: "ipv4_addr", ["ipv4_addr", "inet_service"] or "ipv4_addr . inet_service"."""
+    if isinstance(raw, list):
+        return tuple(str(t) for t in raw)
+    return tuple(part.strip() for part in str(raw).split(" . "))
+
+
+@dataclass
+class _SetInfo:
+    name: str
+    key_types: tuple[str, ...]
+    key_kinds: tuple[str, ...]
+    data_types: tuple[str, ...]
+    data_kinds: tuple[str, ...]  # () for a set, ("verdict",) for a verdict map
+    elements: tuple[Element, ...]
+    opaque: str = ""  # why rules cannot look it up exactly (its values are kept as text)
+
+    def definition(self, uses: tuple[str, ...] | None) -> SetDef:
+        key = uses if uses else tuple(SET_TYPES.get(t, ("", f"nft:{t}"))[1] for t in self.key_types)
+        if self.data_kinds == ("verdict",):
+            data: tuple[str, ...] = ("verdict",)
+        else:
+            data = tuple(MAP_DATA_TYPES.get(t, ("", f"nft:{t}"))[1] for t in self.data_types)
+        return SetDef(self.name, key, self.elements, data)
+
+
+def _set_info(body: dict, is_map: bool) -> _SetInfo:
+    key_types = _type_names(body["type"])
+    data_types = _type_names(body["map"]) if is_map else ()
+    key_kinds = tuple(SET_TYPES.get(t, ("raw", ""))[0] for t in key_types)
+    if data_types == ("verdict",):
+        data_kinds: tuple[str, ...] = ("verdict",)
+    else:
+        data_kinds = tuple(MAP_DATA_TYPES.get(t, ("raw", ""))[0] for t in data_types)
+    raw_elements = body.get("elem") or []
+    opaque = ""
+    try:
+        elements = tuple(_parse_element(key_kinds, data_kinds, item) for item in raw_elements)
+        if data_kinds == ("verdict",):  # a `continue` entry falls through exactly like a miss
+            elements = tuple(e for e in elements if e.data)
+        if "raw" in key_kinds + data_kinds:
+            opaque = f"holds values of type {' . '.join(key_types + data_types)}, which fwmatrix does not model"
+    except _SHAPE_ERRORS as exc:
+        elements = tuple(Element((_text(item),)) for item in raw_elements)
+        opaque = "has elements fwmatrix cannot read" + _why(exc)
+    return _SetInfo(body["name"], key_types, key_kinds, data_types, data_kinds, elements, opaque)
+
+
+def _parse_element(key_kinds: tuple[str, ...], data_kinds: tuple[str, ...], item: Any) -> Element:
+    raw_key, raw_data = item if data_kinds else (item, None)
+    comment = raw_key["elem"].get("comment", "") if isinstance(raw_key, dict) and "elem" in raw_key else ""
+    key = _key(key_kinds, raw_key) if "raw" not in key_kinds else tuple(_value("raw", part) for part in _parts(raw_key, len(key_kinds)))
+    if not data_kinds:
+        return Element(key, comment=comment)
+    if data_kinds == ("verdict",):
+        target = _verdict(raw_data)
+        # Element.data holds Values; a verdict map's data is a verdict (see the report on the IR).
+        return Element(key, cast(Key, (target,) if target is not None else ()), comment)
+    data = _key(data_kinds, raw_data) if "raw" not in data_kinds else tuple(_value("raw", part) for part in _parts(raw_data, len(data_kinds)))
+    return Element(key, data, comment)
+
+
+def _parts(raw: Any, count: int) -> list[Any]:
+    raw = _unwrap(raw)
+    if count > 1 and isinstance(raw, dict) and isinstance(raw.get("concat"), list):
+        return list(raw["concat"])
+    return [raw]
+
+
+def _priority(raw: Any, where: str) -> int:
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and raw in PRIORITY_VALUES:
+        return PRIORITY_VALUES[raw]
+    raise BackendError(f"nftables JSON: {where} has priority {raw!r}, which fwmatrix cannot read")
+
+
+@dataclass
+class _TableParts:
+    """One table's objects as the listing gives them, before parsing."""
+
+    family: str
+    name: str
+    flags: tuple[str, ...] = ()
+    chains: dict[str, dict] = field(default_factory=dict)
+    sets: dict[str, tuple[dict, bool]] = field(default_factory=dict)  # name -> (object, is a map)
+    rules: dict[str, list[dict]] = field(default_factory=dict)  # chain -> its rules in order
+
+
+def _build_table(parts: _TableParts) -> Table:
+    ctx = _TableContext(parts.family, parts.name, {name: _set_info(body, is_map) for name, (body, is_map) in parts.sets.items()})
+    unknown_flags = [flag for flag in parts.flags if flag not in TABLE_FLAGS]
+    chains = []
+    for name, body in parts.chains.items():
+        rules = tuple(_parse_rule(rule, ctx, name) for rule in parts.rules.get(name, []))
+        # A dormant table is registered on no hook: its base chains see no packets,
+        # which the IR says by making them regular chains.
+        if body.get("hook") is None or "dormant" in parts.flags:
+            chains.append(Chain(name, rules))
+            continue
+        if unknown_flags:
+            # The table may be dormant: its base chains may be skipped, which is what
+            # accepting first means (the packet goes on to the next base chain).
+            maybe_off = Unmodelled(f"table flags {','.join(unknown_flags)}: flags fwmatrix cannot read; the table may be dormant (off)")
+            rules = (Rule((maybe_off,), Verdict("accept"), origin=f"{parts.family} {parts.name} {name} (table flags)"),) + rules
+        where = f"chain {parts.family} {parts.name} {name}"
+        chains.append(Chain(name, rules, hook=str(body["hook"]), type=str(body.get("type", "filter")), priority=_priority(body.get("prio", 0), where), policy=str(body.get("policy", "accept"))))
+    sets = tuple(info.definition(ctx.uses.get(name)) for name, info in ctx.sets.items())
+    return Table(parts.family, parts.name, tuple(chains), sets)
+
+
+def _listing(data: dict | str | bytes) -> list[Any]:
+    if isinstance(data, (str, bytes)):
+        try:
+            data = json.loads(data)
+        except json.JSONDecodeError as exc:
+            raise BackendError(f"not nftables JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("nftables"), list):
+        raise BackendError("not an nftables JSON listing: expected {\"nftables\": [...]}, the output of `nft -j list ruleset`")
+    return data["nftables"]
+
+
+def _required(body: Any, kind: str, index: int, *keys: str) -> tuple[str, ...]:
+    if not isinstance(body, dict):
+        raise BackendError(f"nftables JSON: {kind} (item {index}) is not an object")
+    missing = [key for key in keys if not isinstance(body.get(key), str)]
+    if missing:
+        raise BackendError(f"nftables JSON: {kind} (item {index}) has no '{missing[0]}'")
+    return tuple(body[key] for key in keys)
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """A big listing means millions of small objects and no reference cycles:
+    the cyclic collector would only rescan them (3-4 times slower at 100k rules)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def parse_json(data: dict | str | bytes) -> Ruleset:
+    """The JSON of `nft -j list ruleset` (a dict, or its text) as a Ruleset."""
+    with _gc_paused():
+        return _parse_listing(_listing(data))
+
+
+def _parse_listing(items: list[Any]) -> Ruleset:
+    tables: dict[tuple[str, str], _TableParts] = {}
+    for index, item in enumerate(items):
+        if not isinstance(item, dict) or len(item) != 1:
+            raise BackendError(f"nftables JSON: item {index} is not an object with one key")
+        ((kind, body),) = item.items()
+        if kind == "metainfo" or kind in NAMED_OBJECTS:
+            continue
+        if kind == "table":
+            family, name = _required(body, kind, index, "family", "name")
+            tables.setdefault((family, name), _TableParts(family, name, tuple(str(flag) for flag in _as_list(body.get("flags")))))
+            continue
+        if kind not in ("chain", "set", "map", "rule"):
+            raise BackendError(f"nftables JSON: unknown object '{kind}' (item {index}); fwmatrix reads the output of `nft -j list ruleset`")
+        family, table = _required(body, kind, index, "family", "table")
+        parts = tables.get((family, table))
+        if parts is None:
+            raise BackendError(f"nftables JSON: {kind} (item {index}) belongs to table '{family} {table}', which is not listed before it")
+        if kind == "rule":
+            (chain,) = _required(body, kind, index, "chain")
+            if chain not in parts.chains:
+                raise BackendError(f"nftables JSON: rule (item {index}) belongs to chain '{chain}', which table '{family} {table}' does not list before it")
+            parts.rules.setdefault(chain, []).append(body)
+            continue
+        (name,) = _required(body, kind, index, "name")
+        if kind == "chain":
+            parts.chains[name] = body
+        else:
+            if "type" not in body or (kind == "map" and "map" not in body):
+                raise BackendError(f"nftables JSON: {kind} '{name}' (item {index}) has no type")
+            parts.sets[name] = (body, kind == "map")
+    return Ruleset(tuple(_build_table(parts) for parts in tables.values()))
+
+
+def _as_list(raw: Any) -> list[Any]:
+    if raw is None:
+        return []
+    return raw if isinstance(raw, list) else [raw]
+
+
+NFT_ERROR_RE = re.compile(r"^(?:/dev/stdin|-):(\d+):[\d-]+: Error: (.*)$")
+
+
+def parse_text(text: str, source: str = "<nft text>") -> Ruleset:
+    """An nft ruleset as text (an `nft -f` file or `nft list ruleset` output) as a Ruleset.
+
+    It is loaded into a private, empty network namespace that vanishes with the
+    process (a user namespace too when not root) and listed back as JSON, so
+    nft's own parser reads the text. Invalid text raises BackendError with
+    nft's first error and its line."""
+    nft = shlex.quote(tool_path("nft"))
+    proc = run_private(["sh", "-c", f"{nft} -f - && {nft} -j list ruleset"], stdin=text)
+    if proc.returncode != 0:
+        raise _nft_failure(proc.stderr or proc.stdout, source)
+    return parse_json(proc.stdout)
+
+
+def _nft_failure(output: str, source: str) -> BackendError:
+    lines = [line for line in output.splitlines() if line.strip()]
+    errors = [NFT_ERROR_RE.match(line) for line in lines]
+    located = [m for m in errors if m is not None]
+    if not located:
+        first = next((line for line in lines if "Error" in line), lines[0] if lines else "nft failed")
+        return BackendError(first.strip(), file=source)
+    more = f" (and {len(located) - 1} more error{'s' if len(located) > 2 else ''})" if len(located) > 1 else ""
+    return BackendError(located[0][2] + more, file=source, line=int(located[0][1]))
+
+
+def read_live() -> Ruleset:
+    """The ruleset of the current network namespace's kernel (in tests and labs:
+    `NetNamespace.call(read_live)`, which runs it inside the namespace)."""
+    rc, out, err = run_nft("list ruleset", json_output=True)
+    if rc != 0:
+        raise BackendError(f"nft list ruleset failed: {err.strip() or rc}")
+    return parse_json(out)
+
+
+# -- text for what is not modelled ------------------------------------------------------
+
+
+def _text(raw: Any) -> str:
+    """nft-like text of a JSON expression or statement, for Unmodelled and UnmodelledAction."""
+    if raw is None:
+        return ""
+    if isinstance(raw, bool):
+        return "exists" if raw else "missing"
+    if isinstance(raw, (int, float, str)):
+        return str(raw)
+    if isinstance(raw, list):
+        return ",".join(_text(item) for item in raw)
+    if not isinstance(raw, dict) or len(raw) != 1:
+        return json.dumps(raw, separators=(",", ":"), sort_keys=True)
+    ((kind, arg),) = raw.items()
+    special = _TEXT.get(kind)
+    if special is not None:
+        try:
+            return special(arg)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            pass
+    if arg is None:
+        return kind
+    if isinstance(arg, dict):
+        return " ".join([kind] + [f"{name} {_text(value)}" for name, value in arg.items()])
+    return f"{kind} {_text(arg)}"
+
+
+def _set_text(items: Any) -> str:
+    parts = [f"{_text(item[0])} : {_text(item[1])}" if isinstance(item, list) and len(item) == 2 else _text(item) for item in _as_list(items)]
+    return "{ " + ", ".join(parts) + " }"
+
+
+def _rate_text(arg: dict) -> str:
+    unit = arg.get("rate_unit", "packets")
+    rate = f"{arg['rate']}/{arg['per']}" if unit == "packets" else f"{arg['rate']} {unit}/{arg['per']}"
+    burst = f" burst {arg['burst']} {arg.get('burst_unit', 'packets')}" if arg.get("burst") else ""
+    return f"limit rate {'over ' if arg.get('inv') else ''}{rate}{burst}"
+
+
+def _match_text(arg: dict) -> str:
+    left = arg["left"]
+    plain = arg["op"] == "in" or (arg["op"] == "==" and not (isinstance(left, dict) and set(left) & {"&", "|", "^"}))
+    op = "" if plain else f"{arg['op']} "
+    return f"{_text(left)} {op}{_text(arg['right'])}"
+
+
+def _dynset_text(arg: dict) -> str:
+    """`add @set { ip saddr limit rate 3/minute }`: a statement that adds to a set from the packet path."""
+    inside = " ".join([_text(arg["elem"])] + [_text(stmt) for stmt in _as_list(arg.get("stmt"))])
+    return f"{arg['op']} {arg['set']} {{ {inside} }}"
+
+
+def _nat_text(kind: str) -> Callable[[Any], str]:
+    def text(arg: Any) -> str:
+        if not isinstance(arg, dict):
+            return kind
+        family = f" {arg['family']}" if "family" in arg else ""
+        target = _text(arg.get("addr")) + (f":{_text(arg['port'])}" if "port" in arg else "")
+        to = f" to {target}" if target else ""
+        flags = f" {_text(arg['flags'])}" if "flags" in arg else ""
+        return f"{kind}{family}{to}{flags}"
+
+    return text
+
+
+_TEXT: dict[str, Callable[[Any], str]] = {
+    "match": _match_text,
+    "set": lambda arg: _set_text(arg) if not isinstance(arg, dict) else _dynset_text(arg),
+    "range": lambda arg: f"{_text(arg[0])}-{_text(arg[1])}",
+    "prefix": lambda arg: f"{arg['addr']}/{arg['len']}",
+    "concat": lambda arg: " . ".join(_text(part) for part in arg),
+    "elem": lambda arg: _text(arg["val"]),
+    "payload": lambda arg: f"{arg['protocol']} {arg['field']}" if "protocol" in arg else f"@{arg['base']},{arg['offset']},{arg['len']}",
+    "meta": lambda arg: f"meta {arg['key']}",
+    "ct": lambda arg: " ".join(["ct"] + ([arg["dir"]] if "dir" in arg else []) + [arg["key"]]),
+    "fib": lambda arg: f"fib {' . '.join(_as_list(arg['flags']))} {arg['result']}",
+    "map": lambda arg: f"{_text(arg['key'])} map {_text(arg['data'])}",
+    "|": lambda arg: " | ".join(_text(part) for part in arg),
+    "&": lambda arg: " & ".join(_text(part) for part in arg),
+    "^": lambda arg: " ^ ".join(_text(part) for part in arg),
+    "jump": lambda arg: f"jump {arg['target']}",
+    "goto": lambda arg: f"goto {arg['target']}",
+    "limit": _rate_text,
+    "quota": lambda arg: f"quota name {arg}" if isinstance(arg, str) else f"quota {'over ' if arg.get('inv') else ''}{arg['val']} {arg.get('val_unit', 'bytes')}",
+    "ct count": lambda arg: f"ct count {'over ' if arg.get('inv') else ''}{arg['val']}",
+    "mangle": lambda arg: f"{_text(arg['key'])} set {_text(arg['value'])}",
+    "meter": lambda arg: f"meter {arg['name']} {{ {_text(arg['key'])} {_text(arg['stmt'])} }}",
+    "queue": lambda arg: "queue" + (f" num {_text(arg['num'])}" if "num" in arg else "") + (f" {_text(arg['flags'])}" if "flags" in arg else ""),
+    "snat": _nat_text("snat"),
+    "dnat": _nat_text("dnat"),
+    "masquerade": _nat_text("masquerade"),
+    "redirect": _nat_text("redirect"),
+    "reject": lambda arg: "reject" + (f" with {arg.get('type', '')} {_text(arg.get('expr'))}".rstrip() if arg else ""),
+    "vmap": lambda arg: f"{_text(arg['key'])} vmap {_text(arg['data'])}",
+    "xt": lambda arg: f"xt {arg.get('type', '')} {arg.get('name', '')}".strip(),
+}

@@ -1,0 +1,569 @@
+"""The nftables parser: what a live ruleset really does, as the Ruleset IR.
+
+Corpus rulesets (tests/corpus/nftables/*.nft) are loaded by nft itself into
+private network namespaces and parsed from its JSON listing; compiled
+rulesets survive render -> kernel -> listing -> parse with their meaning
+intact; JSON fixtures pin what a kernel here may not load (queue, iptables-nft
+xt) and the one-line errors for listings that are not nftables JSON.
+"""
+
+from __future__ import annotations
+
+import functools
+import pickle
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from netaddr import IPNetwork, IPRange
+
+from conftest import ROOT, SEED
+from fwmatrix.backends import nftables
+from fwmatrix.compile import compile_intent
+from fwmatrix.errors import BackendError
+from fwmatrix.intent import build_intent
+from fwmatrix.ir import Action, Dnat, DnatMap, Jump, Match, Rule, Ruleset, Table, Unmodelled, UnmodelledAction, Verdict, VerdictMap
+from fwmatrix.loader import load_matrix
+from fwmatrix.model import PortRange
+from fwmatrix.netns import NetNamespace
+from strategies import matrix_yaml
+
+CORPUS = Path(__file__).resolve().parent / "corpus" / "nftables"
+XT = Unmodelled(nftables.XT_TEXT)
+ACCEPT, DROP, REJECT, RETURN = Verdict("accept"), Verdict("drop"), Verdict("reject"), Verdict("return")
+
+
+# -- building expected IR -----------------------------------------------------------
+
+
+def _typed(field: str, value: Any) -> Any:
+    """Write expectations as text: addresses and port ranges become IR values."""
+    if field.startswith("ip") and isinstance(value, str):
+        return IPRange(*value.split("-")) if "-" in value else IPNetwork(value)
+    if field in ("dport", "sport"):
+        low, _, high = str(value).partition("-")
+        return PortRange(int(low), int(high or low))
+    return value
+
+
+def m(fields: str, *values: Any, negate: bool = False) -> Match:
+    """m("ip.saddr . dport", ("10.0.0.0/8", 22)): fields joined by ' . ', one value (or tuple) per key."""
+    names = tuple(fields.split(" . "))
+    keys = tuple(tuple(_typed(f, v) for f, v in zip(names, value if isinstance(value, tuple) else (value,))) for value in values)
+    return Match(names, keys, negate=negate)
+
+
+def at(fields: str, name: str, negate: bool = False) -> Match:
+    return Match(tuple(fields.split(" . ")), set_name=name, negate=negate)
+
+
+TCP, UDP, ICMP, ICMPV6 = m("l4proto", 6), m("l4proto", 17), m("l4proto", 1), m("l4proto", 58)
+IPV4, IPV6 = m("nfproto", 4), m("nfproto", 6)
+
+
+# -- comparing meaning ---------------------------------------------------------------
+# Order of matches in a rule, of values in an anonymous set and of vmap entries
+# carries no meaning; addresses compare as the ranges they cover.
+
+
+def _value(v: Any) -> Any:
+    return ("addr", v.version, v.first, v.last) if isinstance(v, (IPNetwork, IPRange)) else v
+
+
+def _key(key: tuple) -> tuple:
+    return tuple(_value(v) for v in key)
+
+
+def _match(x: Match | Unmodelled) -> Any:
+    if isinstance(x, Match):
+        return ("match", x.fields, frozenset(map(_key, x.values)), x.set_name, x.negate)
+    return x
+
+
+def _action(a: Action) -> Any:
+    if isinstance(a, VerdictMap):
+        return ("vmap", a.fields, frozenset((_key(k), v) for k, v in a.entries), a.map_name)
+    if isinstance(a, DnatMap):
+        return ("dnatmap", a.family, a.fields, a.map_name, frozenset((_key(k), _key(d)) for k, d in a.entries))
+    if isinstance(a, Dnat):
+        return ("dnat", a.family, _value(a.address), a.port)
+    return a
+
+
+def rule_meaning(rule: Rule) -> tuple:
+    return (frozenset(map(_match, rule.matches)), _action(rule.action))
+
+
+def meaning(ruleset: Ruleset) -> dict:
+    return {
+        (t.family, t.name): (
+            {c.name: (c.hook, c.type, c.priority, c.policy, [rule_meaning(r) for r in c.rules]) for c in t.chains},
+            {s.name: (s.key, s.data, frozenset((_key(e.key), _key(e.data)) for e in s.elements)) for s in t.sets},
+        )
+        for t in ruleset.tables
+    }
+
+
+def table(ruleset: Ruleset, family: str, name: str) -> Table:
+    return next(t for t in ruleset.tables if (t.family, t.name) == (family, name))
+
+
+def rules(ruleset: Ruleset, where: str) -> tuple[Rule, ...]:
+    family, name, chain = where.split()
+    return table(ruleset, family, name).chain(chain).rules
+
+
+def expect(ruleset: Ruleset, where: str, index: int, matches: tuple, action: Action, comment: str | None = None) -> None:
+    got = rules(ruleset, where)[index]
+    assert rule_meaning(got) == rule_meaning(Rule(matches, action)), f"{where}[{index}]: {got}"
+    if comment is not None:
+        assert got.comment == comment
+
+
+def base(ruleset: Ruleset, where: str) -> tuple:
+    family, name, chain = where.split()
+    c = table(ruleset, family, name).chain(chain)
+    return (c.hook, c.type, c.priority, c.policy)
+
+
+def elements(ruleset: Ruleset, family: str, name: str, set_name: str) -> dict:
+    return {_key(e.key): (_key(e.data), e.comment) for e in table(ruleset, family, name).set(set_name).elements}
+
+
+# -- the corpus ------------------------------------------------------------------------
+
+
+@functools.cache
+def corpus(name: str) -> Ruleset:
+    return nftables.parse_text((CORPUS / name).read_text(), name)
+
+
+STRUCTURE = {
+    "home-router.nft": {("inet", "filter"): {"input": 6, "forward": 5, "output": 0}, ("ip", "nat"): {"prerouting": 2, "postrouting": 1}},
+    "server-input.nft": {("inet", "host"): {"input": 10, "output": 0}},
+    "docker-like.nft": {
+        ("ip", "filter"): {"DOCKER": 1, "DOCKER-ISOLATION-STAGE-1": 2, "DOCKER-ISOLATION-STAGE-2": 2, "DOCKER-USER": 1, "FORWARD": 6},
+        ("ip", "nat"): {"DOCKER": 2, "PREROUTING": 1, "OUTPUT": 1, "POSTROUTING": 2},
+    },
+    "firewalld-like.nft": {
+        ("inet", "firewalld"): {
+            "raw_PREROUTING": 2, "nat_PREROUTING": 1, "nat_PREROUTING_ZONES": 2, "nat_PRE_public": 1, "nat_PRE_internal": 0,
+            "nat_POSTROUTING": 1, "filter_INPUT": 6, "filter_FORWARD": 7, "filter_INPUT_ZONES": 2, "filter_FORWARD_ZONES": 2,
+            "filter_IN_public": 2, "filter_IN_public_allow": 2, "filter_IN_internal": 2, "filter_IN_internal_allow": 3,
+            "filter_FWD_public": 1, "filter_FWD_public_allow": 1, "filter_FWD_internal": 1, "filter_FWD_internal_allow": 1,
+        }
+    },
+    "sets-and-maps.nft": {("inet", "edge"): {"prerouting": 3, "forward": 3, "lan_to_wan": 2, "wan_to_dmz": 2, "lan_to_dmz": 2}},
+    "multi-table.nft": {("ip", "security"): {"forward_early": 3}, ("inet", "main"): {"forward_main": 4, "input": 0}},
+    "ip6-only.nft": {("ip6", "filter"): {"input": 5, "forward": 7}},
+    "jumps.nft": {("inet", "fw"): {"forward": 4, "from_lan": 3, "lan_to_wan": 2, "from_wan": 3, "wan_to_dmz_extra": 2}},
+    "unmodelled.nft": {("inet", "odd"): {"raw_prerouting": 1, "mangle_prerouting": 2, "forward": 8}},
+    "families.nft": {("bridge", "filter"): {"forward": 2}, ("arp", "filter"): {"input": 1}, ("netdev", "edge"): {"ingress": 1}, ("ip", "plain"): {"forward": 1}},
+    "fwmatrix-seed.nft": {
+        ("inet", "fwmatrix"): {"prerouting": 1, "forward": 3, "fwd_dmz0_to_lan0": 1, "fwd_dmz1_to_lan0": 1, "fwd_lan0_to_dmz1": 1, "fwd_wan0_to_dmz0": 1}
+    },
+}
+ORIGIN_RE = re.compile(r"(inet|ip|ip6|bridge|arp|netdev) (\S+) (\S+) handle \d+\Z")
+
+
+def test_every_corpus_file_has_expectations() -> None:
+    assert sorted(p.name for p in CORPUS.glob("*.nft")) == sorted(STRUCTURE)
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("name", sorted(STRUCTURE))
+def test_corpus_tables_chains_and_rule_counts(name: str) -> None:
+    ruleset = corpus(name)
+    assert {(t.family, t.name): {c.name: len(c.rules) for c in t.chains} for t in ruleset.tables} == STRUCTURE[name]
+    for t in ruleset.tables:
+        for c in t.chains:
+            for r in c.rules:
+                found = ORIGIN_RE.match(r.origin)
+                assert found and found.groups() == (t.family, t.name, c.name), r.origin
+    assert pickle.loads(pickle.dumps(ruleset)) == ruleset
+
+
+@pytest.mark.kernel
+def test_home_router() -> None:
+    rs = corpus("home-router.nft")
+    assert base(rs, "inet filter input") == ("input", "filter", 0, "drop")
+    assert base(rs, "ip nat prerouting") == ("prerouting", "nat", -100, "accept")
+    assert base(rs, "ip nat postrouting") == ("postrouting", "nat", 100, "accept")
+    expect(rs, "inet filter input", 1, (m("ct.state", "established", "related"),), ACCEPT)
+    expect(rs, "inet filter input", 3, (m("iif", "br-lan"), TCP, m("dport", 22, 53, 80, 443)), ACCEPT, "router admin and dns from the lan")
+    expect(rs, "inet filter input", 4, (at("iif", "local_ifaces"), UDP, m("dport", 53, 67)), ACCEPT)
+    expect(rs, "inet filter input", 5, (m("l4proto", 1, 58),), ACCEPT)
+    private = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
+    expect(rs, "inet filter forward", 3, (m("iif", "wlan-guest"), m("oif", "wan0"), IPV4, m("ip.daddr", *private, negate=True)), ACCEPT)
+    expect(rs, "inet filter forward", 4, (m("iif", "wan0"), m("oif", "br-lan"), m("ct.status", "dnat")), ACCEPT, "port forwards")
+    expect(rs, "ip nat prerouting", 0, (m("iif", "wan0"), TCP, m("dport", 8443)), Dnat(4, IPNetwork("192.168.1.10"), PortRange(443, 443)), "nas web interface")
+    expect(rs, "ip nat prerouting", 1, (m("iif", "wan0"), UDP, m("dport", 51820)), Dnat(4, IPNetwork("192.168.1.20"), None))
+    expect(rs, "ip nat postrouting", 0, (m("oif", "wan0"),), UnmodelledAction("masquerade"))
+    local = table(rs, "inet", "filter").set("local_ifaces")
+    assert local.key == ("iif",) and {e.key for e in local.elements} == {("br-lan",), ("wlan-guest",)}
+
+
+@pytest.mark.kernel
+def test_server_input() -> None:
+    rs = corpus("server-input.nft")
+    expect(rs, "inet host input", 0, (m("iif", "lo"),), ACCEPT)  # `iif` by index, listed by name
+    states = VerdictMap(("ct.state",), ((("established",), ACCEPT), (("related",), ACCEPT), (("invalid",), DROP)))
+    expect(rs, "inet host input", 1, (), states)
+    expect(rs, "inet host input", 2, (at("ip.saddr", "admins4"), TCP, m("dport", 22)), ACCEPT, "ssh for admins")
+    expect(rs, "inet host input", 3, (at("ip6.saddr", "admins6"), TCP, m("dport", 22)), ACCEPT)
+    icmp = rules(rs, "inet host input")[6]
+    assert icmp.matches[0] == ICMP and isinstance(icmp.matches[1], Unmodelled) and icmp.matches[1].text.startswith("icmp type {")
+    expect(rs, "inet host input", 8, (TCP, m("dport", 113)), REJECT)
+    expect(rs, "inet host input", 9, (), REJECT)
+    assert table(rs, "inet", "host").set("admins4").key == ("ip.saddr",)
+    assert elements(rs, "inet", "host", "admins4") == {_key((IPNetwork("198.51.100.0/26"),)): ((), ""), _key((IPNetwork("203.0.113.7"),)): ((), "")}
+
+
+@pytest.mark.kernel
+def test_docker_like() -> None:
+    rs = corpus("docker-like.nft")
+    assert base(rs, "ip filter FORWARD") == ("forward", "filter", 0, "drop")
+    assert base(rs, "ip filter DOCKER") == (None, "filter", 0, None)
+    expect(rs, "ip filter FORWARD", 0, (), Jump("DOCKER-USER"))
+    expect(rs, "ip filter FORWARD", 2, (m("oif", "docker0"), m("ct.state", "established", "related")), ACCEPT)
+    expect(rs, "ip filter FORWARD", 4, (m("iif", "docker0"), m("oif", "docker0", negate=True)), ACCEPT)
+    expect(rs, "ip filter DOCKER", 0, (m("iif", "docker0", negate=True), m("oif", "docker0"), m("ip.daddr", "172.17.0.2"), TCP, m("dport", 80)), ACCEPT)
+    expect(rs, "ip filter DOCKER-ISOLATION-STAGE-2", 1, (), RETURN)
+    expect(rs, "ip nat DOCKER", 1, (m("iif", "docker0", negate=True), TCP, m("dport", 8080)), Dnat(4, IPNetwork("172.17.0.2"), PortRange(80, 80)))
+    expect(rs, "ip nat PREROUTING", 0, (Unmodelled("fib daddr type local"),), Jump("DOCKER"))
+    expect(rs, "ip nat OUTPUT", 0, (IPV4, m("ip.daddr", "127.0.0.0/8", negate=True), Unmodelled("fib daddr type local")), Jump("DOCKER"))
+
+
+@pytest.mark.kernel
+def test_firewalld_like() -> None:
+    rs = corpus("firewalld-like.nft")
+    assert base(rs, "inet firewalld filter_FORWARD") == ("forward", "filter", 10, "accept")
+    assert base(rs, "inet firewalld raw_PREROUTING") == ("prerouting", "filter", -290, "accept")
+    assert base(rs, "inet firewalld nat_PREROUTING") == ("prerouting", "nat", -90, "accept")
+    expect(rs, "inet firewalld filter_FORWARD", 0, (m("ct.state", "established", "related"),), ACCEPT)
+    expect(rs, "inet firewalld filter_FORWARD", 1, (m("ct.status", "dnat"),), ACCEPT)
+    bogons = rules(rs, "inet firewalld filter_FORWARD")[4]
+    assert isinstance(bogons.matches[0], Match) and bogons.matches[0].fields == ("ip6.daddr",) and len(bogons.matches[0].values) == 9
+    assert bogons.action == REJECT
+    zones = VerdictMap(("iif",), ((("eth0",), Jump("filter_FWD_public", goto=True)), (("eth1",), Jump("filter_FWD_internal", goto=True))))
+    expect(rs, "inet firewalld filter_FORWARD_ZONES", 0, (), zones)
+    expect(rs, "inet firewalld filter_FORWARD_ZONES", 1, (), Jump("filter_FWD_public", goto=True))
+    expect(rs, "inet firewalld raw_PREROUTING", 1, (IPV6, Unmodelled("fib saddr . mark . iif oif missing")), DROP)
+    expect(rs, "inet firewalld nat_PRE_public", 0, (IPV4, TCP, m("dport", 2222)), Dnat(4, IPNetwork("10.10.0.5"), PortRange(22, 22)))
+    expect(rs, "inet firewalld filter_IN_public_allow", 0, (TCP, m("dport", 22), m("ct.state", "new", "untracked")), ACCEPT)
+    new = m("ct.state", "new", "untracked")
+    expect(rs, "inet firewalld filter_FWD_public_allow", 0, (m("oif", "eth1"), m("ip.daddr", "10.10.0.5"), TCP, m("dport", 22), new), ACCEPT)
+
+
+@pytest.mark.kernel
+def test_sets_and_maps() -> None:
+    rs = corpus("sets-and-maps.nft")
+    edge = table(rs, "inet", "edge")
+    assert edge.set("office_nets").key == ("ip.saddr",)
+    assert elements(rs, "inet", "edge", "office_nets") == {
+        _key((IPNetwork("10.20.0.0/16"),)): ((), ""),
+        _key((IPRange("10.30.0.0", "10.30.2.255"),)): ((), "old range, not a prefix"),
+        _key((IPNetwork("10.40.1.1"),)): ((), ""),
+    }
+    assert edge.set("servers").key == ("ip.daddr", "l4proto", "dport")
+    assert elements(rs, "inet", "edge", "servers")[_key((IPNetwork("10.20.1.12"), 17, PortRange(10000, 20000)))] == ((), "media")
+    pairs = edge.set("zone_pairs")
+    assert (pairs.key, pairs.data) == (("iif", "oif"), ("verdict",))
+    assert {e.key: e.data for e in pairs.elements} == {
+        ("lan0", "wan0"): (Jump("lan_to_wan"),), ("wan0", "dmz0"): (Jump("wan_to_dmz"),),
+        ("dmz0", "wan0"): (DROP,), ("lan0", "dmz0"): (Jump("lan_to_dmz", goto=True),),
+    }
+    forwards = edge.set("port_forwards")
+    assert (forwards.key, forwards.data) == (("ip.daddr", "dport"), ("ip.daddr", "dport"))
+    assert elements(rs, "inet", "edge", "port_forwards")[_key((IPNetwork("198.51.100.5"), PortRange(2222, 2222)))][0] == _key((IPNetwork("10.20.1.13"), PortRange(22, 22)))
+    assert elements(rs, "inet", "edge", "redirect_targets")[(PortRange(5060, 5061),)][0] == _key((IPNetwork("10.20.1.50"),))
+    expect(rs, "inet edge prerouting", 0, (m("iif", "wan0"), TCP), DnatMap(4, ("ip.daddr", "dport"), "port_forwards"))
+    expect(rs, "inet edge prerouting", 1, (m("iif", "wan0"), m("ip.daddr", "198.51.100.6"), UDP), DnatMap(4, ("dport",), "redirect_targets"))
+    literal = ((( PortRange(443, 443),), (IPNetwork("10.20.1.10"),)), ((PortRange(8443, 8443),), (IPNetwork("10.20.1.11"),)))
+    expect(rs, "inet edge prerouting", 2, (m("iif", "wan0"), m("ip.daddr", "198.51.100.7"), TCP), DnatMap(4, ("dport",), entries=literal))
+    expect(rs, "inet edge forward", 1, (at("ip6.saddr", "blocked6"),), DROP)
+    expect(rs, "inet edge forward", 2, (), VerdictMap(("iif", "oif"), map_name="zone_pairs"))
+    expect(rs, "inet edge lan_to_wan", 1, (m("ip.saddr . ip.daddr", ("10.20.0.0/16", "192.0.2.0/24"), ("10.40.1.1", "192.0.2.10")),), DROP)
+    expect(rs, "inet edge wan_to_dmz", 0, (at("ip.daddr . l4proto . dport", "servers"),), ACCEPT)
+    expect(rs, "inet edge wan_to_dmz", 1, (TCP, m("ip.daddr . dport", ("10.20.1.13", 22))), ACCEPT)
+    expect(rs, "inet edge lan_to_dmz", 0, (IPV4, at("ip.saddr", "office_nets", negate=True)), DROP)
+
+
+@pytest.mark.kernel
+def test_multi_table_forward_priorities() -> None:
+    rs = corpus("multi-table.nft")
+    assert base(rs, "ip security forward_early") == ("forward", "filter", -10, "accept")
+    assert base(rs, "inet main forward_main") == ("forward", "filter", 10, "drop")
+    expect(rs, "ip security forward_early", 0, (at("ip.saddr", "bad_actors"),), DROP, "threat feed")
+    expect(rs, "ip security forward_early", 1, (at("ip.daddr", "bad_actors"),), DROP)
+    expect(rs, "inet main forward_main", 3, (m("iif", "wan0"), m("oif", "dmz0"), m("ip6.daddr", "2001:db8:1::10"), TCP, m("dport", 80, 443)), ACCEPT)
+
+
+@pytest.mark.kernel
+def test_ip6_only() -> None:
+    rs = corpus("ip6-only.nft")
+    assert base(rs, "ip6 filter forward") == ("forward", "filter", 0, "drop")
+    expect(rs, "ip6 filter forward", 3, (m("iif", "lan0"), m("oif", "wan0"), at("ip6.saddr", "lan6")), ACCEPT)
+    dns = (m("iif", "wan0"), m("oif", "srv0"), m("ip6.daddr", "2001:db8:100:2::53"), m("l4proto", 6, 17), m("dport", 53))
+    expect(rs, "ip6 filter forward", 5, dns, ACCEPT)
+    expect(rs, "ip6 filter forward", 6, (m("iif", "wan0"), m("ip6.saddr", "2001:db8:100::/56")), DROP)
+    icmp = rules(rs, "ip6 filter forward")[2]
+    assert icmp.matches[0] == ICMPV6 and isinstance(icmp.matches[1], Unmodelled) and icmp.action == ACCEPT
+
+
+@pytest.mark.kernel
+def test_jumps_gotos_returns() -> None:
+    rs = corpus("jumps.nft")
+    expect(rs, "inet fw forward", 1, (m("iif", "lan0"),), Jump("from_lan"))
+    expect(rs, "inet fw forward", 2, (m("iif", "wan0"),), Jump("from_wan", goto=True))
+    expect(rs, "inet fw forward", 3, (), DROP)  # the log statement changes nothing
+    expect(rs, "inet fw from_lan", 0, (IPV4, m("ip.saddr", "10.1.0.0/16", negate=True)), RETURN, "not ours: back to forward")
+    expect(rs, "inet fw lan_to_wan", 0, (TCP, m("dport", 25)), REJECT)
+    expect(rs, "inet fw wan_to_dmz_extra", 1, (), RETURN)
+
+
+@pytest.mark.kernel
+def test_unmodelled_constructs_are_kept() -> None:
+    rs = corpus("unmodelled.nft")
+    expect(rs, "inet odd raw_prerouting", 0, (UDP, m("dport", 53)), UnmodelledAction("notrack"))
+    expect(rs, "inet odd mangle_prerouting", 0, (m("iif", "wan1"),), UnmodelledAction("meta mark set 2"))
+    expect(rs, "inet odd mangle_prerouting", 1, (), UnmodelledAction("ct mark set meta mark"))
+    expect(rs, "inet odd forward", 0, (), None)  # a bare counter
+    expect(rs, "inet odd forward", 2, (Unmodelled("meta mark 2"), m("oif", "lan0")), ACCEPT)
+    meter = Unmodelled("update @ssh_meter { ip saddr limit rate 3/minute burst 5 packets }")
+    expect(rs, "inet odd forward", 3, (TCP, m("dport", 22), m("ct.state", "new"), meter), ACCEPT)
+    expect(rs, "inet odd forward", 4, (ICMP, Unmodelled("icmp type echo-request"), Unmodelled("limit rate 5/second burst 5 packets")), ACCEPT)
+    expect(rs, "inet odd forward", 5, (m("ip.daddr", "10.0.0.80"), TCP, m("dport", 80), Unmodelled("quota 100 mbytes")), ACCEPT)
+    expect(rs, "inet odd forward", 6, (TCP, Unmodelled("tcp flags syn"), m("dport", 8080)), UnmodelledAction("synproxy"))
+    expect(rs, "inet odd forward", 7, (), DROP)
+
+
+@pytest.mark.kernel
+def test_other_families_are_kept() -> None:
+    rs = corpus("families.nft")
+    assert base(rs, "bridge filter forward") == ("forward", "filter", 0, "accept")
+    assert base(rs, "netdev edge ingress") == ("ingress", "filter", -500, "accept")
+    expect(rs, "bridge filter forward", 0, (Unmodelled("ether type arp"),), ACCEPT)
+    expect(rs, "bridge filter forward", 1, (m("ip.saddr", "192.0.2.66"),), DROP)
+    expect(rs, "arp filter input", 0, (Unmodelled("arp operation request"),), ACCEPT)
+
+
+# -- round trips: render -> kernel -> listing -> parse ---------------------------------
+
+
+def compiled(path: Path) -> dict[str, Ruleset]:
+    return compile_intent(build_intent(load_matrix(str(path))))
+
+
+def through_kernel(ruleset: Ruleset) -> Ruleset:
+    with NetNamespace() as ns:
+        nftables.load(ns, nftables.render(ruleset))
+        return nftables.parse_json(nftables.list_ruleset_json(ns))
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("path", [SEED, ROOT / "examples" / "two-firewalls" / "matrix.yaml", ROOT / "examples" / "shared-proxy" / "matrix.yaml"], ids=lambda p: p.parent.name)
+def test_compiled_rulesets_round_trip(path: Path) -> None:
+    for ruleset in compiled(path).values():
+        assert meaning(through_kernel(ruleset)) == meaning(ruleset)
+
+
+@pytest.mark.kernel
+def test_seed_corpus_file_is_the_compiled_seed() -> None:
+    assert meaning(corpus("fwmatrix-seed.nft")) == meaning(compiled(SEED)["edge"])
+
+
+@pytest.mark.kernel
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(text=matrix_yaml())
+def test_generated_matrices_round_trip(tmp_path_factory: pytest.TempPathFactory, text: str) -> None:
+    path = tmp_path_factory.mktemp("m") / "matrix.yaml"
+    path.write_text(text)
+    for ruleset in compiled(path).values():
+        assert meaning(through_kernel(ruleset)) == meaning(ruleset)
+
+
+# -- the live ruleset of a namespace -----------------------------------------------------
+
+
+@pytest.mark.kernel
+def test_read_live_in_a_namespace_matches_parse_text() -> None:
+    text = (CORPUS / "home-router.nft").read_text()
+    with NetNamespace() as ns:
+        nftables.load(ns, text)
+        live = ns.call(nftables.read_live)  # pickled back from the child
+    assert meaning(live) == meaning(nftables.parse_text(text))
+
+
+@pytest.mark.kernel
+def test_iptables_nft_tables_are_marked_not_guessed() -> None:
+    if shutil.which("iptables-nft") is None:
+        pytest.skip("iptables-nft is not installed")
+    with NetNamespace() as ns:
+        ns.run(["iptables-nft", "-A", "FORWARD", "-p", "tcp", "--dport", "22", "-m", "conntrack", "--ctstate", "NEW", "-j", "ACCEPT"])
+        ns.run(["iptables-nft", "-A", "FORWARD", "-j", "LOG", "--log-prefix", "x"])
+        ns.run(["iptables-nft", "-A", "FORWARD", "-s", "10.0.0.0/8", "-j", "DROP"])
+        live = ns.call(nftables.read_live)
+    forward = rules(live, "ip filter FORWARD")
+    assert XT in forward[0].matches and forward[0].action == ACCEPT
+    assert TCP in forward[0].matches and m("dport", 22) in forward[0].matches  # native parts still read
+    assert XT in forward[1].matches and forward[1].action == UnmodelledAction(nftables.XT_TEXT)
+    assert rule_meaning(forward[2]) == rule_meaning(Rule((m("ip.saddr", "10.0.0.0/8"),), DROP))
+
+
+@pytest.mark.kernel
+def test_invalid_text_is_one_error_with_its_line() -> None:
+    text = "table inet t {\n\tchain c {\n\t\ttcp dport 99999 accept\n\t}\n}\n"
+    with pytest.raises(BackendError) as info:
+        nftables.parse_text(text, "bad.nft")
+    assert (info.value.file, info.value.line) == ("bad.nft", 3)
+    assert "out of range" in str(info.value) and "\n" not in str(info.value)
+
+
+# -- JSON fixtures: no kernel needed -------------------------------------------------------
+
+
+def listing(*exprs: list, family: str = "inet", table_extra: dict | None = None, objects: tuple = ()) -> dict:
+    """A listing with table `t`, base chain `c` (forward) and one rule per expression list."""
+    items: list[dict] = [{"metainfo": {"version": "1.0.6", "json_schema_version": 1}}, {"table": {"family": family, "name": "t", "handle": 1, **(table_extra or {})}}]
+    items += list(objects)
+    items.append({"chain": {"family": family, "table": "t", "name": "c", "handle": 1, "type": "filter", "hook": "forward", "prio": 0, "policy": "drop"}})
+    items += [{"rule": {"family": family, "table": "t", "chain": "c", "handle": 10 + i, "expr": expr}} for i, expr in enumerate(exprs)]
+    return {"nftables": items}
+
+
+def parsed(*exprs: list, **kw: Any) -> list[Rule]:
+    return list(nftables.parse_json(listing(*exprs, **kw)).tables[0].chains[0].rules)
+
+
+def match(left: Any, right: Any, op: str = "==") -> dict:
+    return {"match": {"op": op, "left": left, "right": right}}
+
+
+CT_STATE = {"ct": {"key": "state"}}
+CT_STATUS = {"ct": {"key": "status"}}
+IIF = {"meta": {"key": "iif"}}
+SADDR = {"payload": {"protocol": "ip", "field": "saddr"}}
+
+
+def test_queue_and_other_fate_changing_statements_are_unmodelled_actions() -> None:
+    queue, marked, helper, offload = parsed(
+        [{"queue": {"num": 3, "flags": "bypass"}}],
+        [{"mangle": {"key": {"meta": {"key": "mark"}}, "value": 1}}, {"accept": None}],
+        [match({"payload": {"protocol": "tcp", "field": "dport"}}, 21), {"ct helper": "ftp"}],
+        [{"flow": {"op": "add", "flowtable": "@ft"}}],
+    )
+    assert queue.action == UnmodelledAction("queue num 3 bypass")
+    assert marked.action == UnmodelledAction("meta mark set 1; accept")
+    assert helper.matches == (TCP, m("dport", 21)) and helper.action == UnmodelledAction("ct helper ftp")
+    assert offload == Rule((), None, origin="inet t c handle 13")  # offload only touches established connections
+
+
+def test_xt_expressions_are_unmodelled_never_guessed() -> None:
+    xt_match, xt_target = parsed(
+        [{"xt": {"type": "match", "name": "conntrack"}}, {"counter": {"packets": 0, "bytes": 0}}, {"accept": None}],
+        [{"counter": {"packets": 0, "bytes": 0}}, {"xt": {"type": "target", "name": "DNAT"}}],
+        family="ip",
+    )
+    assert xt_match.matches == (XT,) and xt_match.action == ACCEPT
+    assert xt_target.matches == (XT,) and xt_target.action == UnmodelledAction(nftables.XT_TEXT)
+    assert "iptables-save" in nftables.XT_TEXT
+
+
+def test_ct_state_and_status_comparisons() -> None:
+    rs = parsed(
+        [match(CT_STATE, ["established", "related"], "in"), {"accept": None}],
+        [match(CT_STATE, "new"), {"accept": None}],
+        [match(CT_STATE, "new", "!="), {"accept": None}],
+        [match(CT_STATE, {"|": ["established", "related"]}, "!="), {"drop": None}],
+        [match(CT_STATE, {"set": ["new", "untracked"]}), {"accept": None}],
+        [match(CT_STATUS, "dnat", "in"), {"accept": None}],
+        [match(CT_STATUS, "dnat"), {"accept": None}],
+    )
+    assert [r.matches[0] for r in rs[:3]] == [m("ct.state", "established", "related"), m("ct.state", "new"), m("ct.state", "new", negate=True)]
+    assert isinstance(rs[3].matches[0], Unmodelled) and "whole ct.state word" in rs[3].matches[0].text
+    assert rs[4].matches == (m("ct.state", "new", "untracked"),)
+    assert rs[5].matches == (m("ct.status", "dnat"),)
+    assert isinstance(rs[6].matches[0], Unmodelled)
+
+
+def test_interface_by_index_without_a_name_is_unmodelled() -> None:
+    named, unnamed = parsed([match(IIF, "lo"), {"accept": None}], [match(IIF, "3"), {"accept": None}])
+    assert named.matches == (m("iif", "lo"),)
+    assert unnamed.matches == (Unmodelled("meta iif 3 (interface index 3 has no name in the listing)"),)
+
+
+def test_unknown_expressions_and_statements_are_kept_not_errors() -> None:
+    odd_match, odd_stmt, odd_dnat = parsed(
+        [match({"frobnicate": {"key": "x"}}, 1), {"accept": None}],
+        [match(SADDR, "10.0.0.1"), {"frobnicate": {"level": 3}}],
+        [{"dnat": {"family": "ip", "addr": "10.0.0.1", "flags": "netmap"}}],
+    )
+    assert odd_match.matches == (Unmodelled("frobnicate key x 1"),) and odd_match.action == ACCEPT
+    assert odd_stmt.matches == (m("ip.saddr", "10.0.0.1"),) and odd_stmt.action == UnmodelledAction("frobnicate level 3")
+    assert isinstance(odd_dnat.action, UnmodelledAction) and "netmap" in odd_dnat.action.text
+
+
+def test_vmap_continue_entries_fall_through() -> None:
+    entries = [["a", {"jump": {"target": "x"}}], ["b", {"continue": None}]]
+    named = {"map": {"family": "inet", "table": "t", "name": "vm", "type": "ifname", "map": "verdict", "handle": 2, "elem": entries}}
+    ruleset = nftables.parse_json(listing([{"vmap": {"key": {"meta": {"key": "iifname"}}, "data": {"set": entries}}}], objects=(named,)))
+    (t,) = ruleset.tables
+    assert t.chains[0].rules[0].action == VerdictMap(("iif",), ((("a",), Jump("x")),))
+    assert [(e.key, e.data) for e in t.set("vm").elements] == [(("a",), (Jump("x"),))]
+
+
+def test_sets_with_unreadable_elements_make_lookups_unmodelled() -> None:
+    broken = {"set": {"family": "inet", "table": "t", "name": "s", "type": "ipv4_addr", "handle": 2, "elem": ["10.0.0.1", "not-an-address"]}}
+    macs = {"set": {"family": "inet", "table": "t", "name": "macs", "type": "ether_addr", "handle": 3, "elem": ["00:11:22:33:44:55"]}}
+    ruleset = nftables.parse_json(listing([match(SADDR, "@s"), {"drop": None}], [match(SADDR, "@missing"), {"drop": None}], objects=(broken, macs)))
+    (t,) = ruleset.tables
+    first, second = t.chains[0].rules
+    # a lookup that is not modelled still says the packet is IPv4
+    assert first.matches[0] == IPV4 and second.matches[0] == IPV4
+    assert isinstance(first.matches[1], Unmodelled) and "@s has elements fwmatrix cannot read" in first.matches[1].text
+    assert isinstance(second.matches[1], Unmodelled) and "@missing is not in the listing" in second.matches[1].text
+    assert t.set("macs").key == ("nft:ether_addr",) and t.set("macs").elements[0].key == ("00:11:22:33:44:55",)
+
+
+def test_dormant_tables_hook_nothing_and_unreadable_flags_may_be_dormant() -> None:
+    dormant = nftables.parse_json(listing([{"accept": None}], table_extra={"flags": ["dormant"]})).tables[0].chains[0]
+    assert dormant.hook is None and len(dormant.rules) == 1
+    # nft 1.0.6 prints the table's name where its flags belong
+    unsure = nftables.parse_json(listing([{"drop": None}], table_extra={"flags": "t"})).tables[0].chains[0]
+    assert unsure.hook == "forward" and len(unsure.rules) == 2
+    assert isinstance(unsure.rules[0].matches[0], Unmodelled) and "may be dormant" in unsure.rules[0].matches[0].text
+    assert unsure.rules[0].action == ACCEPT
+    owned = nftables.parse_json(listing([{"drop": None}], table_extra={"flags": ["owner", "persist"]})).tables[0].chains[0]
+    assert owned.hook == "forward" and len(owned.rules) == 1
+
+
+def test_named_objects_are_accepted_and_parsed_rulesets_pickle() -> None:
+    objects = ({"counter": {"family": "inet", "table": "t", "name": "cnt", "packets": 0, "bytes": 0}}, {"flowtable": {"family": "inet", "table": "t", "name": "ft", "hook": "ingress"}})
+    ruleset = nftables.parse_json(listing([match(SADDR, {"range": ["10.0.0.1", "10.0.0.9"]}), {"counter": "cnt"}, {"accept": None}], objects=objects))
+    assert ruleset.tables[0].chains[0].rules[0].matches == (m("ip.saddr", "10.0.0.1-10.0.0.9"),)
+    assert pickle.loads(pickle.dumps(ruleset)) == ruleset
+    assert nftables.parse_json('{"nftables": []}') == Ruleset(())
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ("{not json", "not nftables JSON: Expecting property name"),
+        ({"tables": []}, "not an nftables JSON listing"),
+        ({"nftables": [{"table": {"family": "inet", "name": "t"}, "chain": {}}]}, "item 0 is not an object with one key"),
+        ({"nftables": [{"element": {"family": "inet", "table": "t", "name": "s"}}]}, "unknown object 'element' (item 0)"),
+        ({"nftables": [{"chain": {"family": "inet", "table": "t", "name": "c"}}]}, "belongs to table 'inet t', which is not listed before it"),
+        ({"nftables": [{"table": {"family": "inet", "name": "t"}}, {"rule": {"family": "inet", "table": "t", "chain": "c", "expr": []}}]}, "belongs to chain 'c'"),
+        ({"nftables": [{"table": {"family": "inet"}}]}, "table (item 0) has no 'name'"),
+        ({"nftables": [{"table": {"family": "inet", "name": "t"}}, {"set": {"family": "inet", "table": "t", "name": "s"}}]}, "set 's' (item 1) has no type"),
+        ({"nftables": [{"table": {"family": "inet", "name": "t"}}, {"chain": {"family": "inet", "table": "t", "name": "c", "hook": "forward", "prio": "sideways"}}]}, "priority 'sideways'"),
+    ],
+)
+def test_malformed_listings_are_one_line_errors(data: Any, message: str) -> None:
+    with pytest.raises(BackendError) as info:
+        nftables.parse_json(data)
+    assert message in str(info.value) and "\n" not in str(info.value)
