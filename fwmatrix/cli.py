@@ -8,6 +8,7 @@ traceback (FWMATRIX_DEBUG=1 shows tracebacks of internal errors).
 from __future__ import annotations
 
 import functools
+import io
 import os
 import sys
 import tempfile
@@ -22,7 +23,9 @@ from .compile import compile_intent
 from .errors import BackendError, FwmatrixError
 from .intent import Intent, build_intent
 from .loader import load_matrix
-from .targets import BACKENDS, backend
+from .audit import SEVERITIES, AuditReport, audit, fail
+from .report import as_json, markdown, print_table
+from .targets import BACKENDS, backend, read_live, read_ruleset
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
 F = TypeVar("F", bound=Callable[..., object])
@@ -88,6 +91,11 @@ def _rendered(intent: Intent, firewall: str | None, backend_names: tuple[str, ..
             for suffix, text in backend(name).render_files(ruleset).items():
                 files[f"{fw_name}{suffix}"] = text
     return files
+
+
+def write_file_atomically(path: str, text: str) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    write_atomically(directory, {os.path.basename(path): text})
 
 
 def write_atomically(directory: str, files: dict[str, str]) -> None:
@@ -238,6 +246,56 @@ def show_command(matrix: str, firewall: str | None) -> None:
         "Replies to these openings pass by connection tracking (established/related): "
         "nothing needs opening from the DMZ towards the internet."
     )
+
+
+@main.command("audit")
+@matrix_argument
+@click.option("--firewall", "-f", metavar="NAME", help="The firewall whose ruleset this is (may be left out when the matrix has one).")
+@click.option("--live", is_flag=True, help="Read the running kernel's ruleset (on the firewall itself; needs root).")
+@click.option("--ruleset", "-r", "ruleset_path", metavar="FILE", type=click.Path(dir_okay=False), help="A saved ruleset: nft -j list ruleset, a .nft file, iptables-save output, or pf.conf.")
+@click.option("--backend", "-b", "backend_name", type=click.Choice(("auto",) + BACKENDS), default="auto", show_default=True, help="What wrote the ruleset (auto: guess from its text).")
+@click.option("--format", "fmt", type=click.Choice(("table", "json", "markdown")), default="table", show_default=True)
+@click.option("--output", "-o", metavar="FILE", help="Write the report to FILE (atomically) instead of standard output.")
+@click.option("--fail-on", type=click.Choice(SEVERITIES), default="low", show_default=True, help="Exit 1 when a finding is at least this severe.")
+@user_errors
+def audit_command(matrix: str, firewall: str | None, live: bool, ruleset_path: str | None, backend_name: str, fmt: str, output: str | None, fail_on: str) -> None:
+    """Audit a firewall's live ruleset against MATRIX.
+
+    Finds openings that are missing (or the part of them), traffic forwarded
+    in excess (and the rule that forwards it), wrong or missing port
+    forwards, replies that cannot come back, explicit openings from the DMZ
+    towards the internet (never needed: replies pass by connection
+    tracking), rules that can never match, and constructs fwmatrix cannot
+    model. Exit 1 when a finding reaches --fail-on."""
+    if live == (ruleset_path is not None):
+        raise click.UsageError("give exactly one of --live or --ruleset FILE")
+    intent = _intent(matrix, firewall)
+    if firewall is None:
+        if len(intent.firewalls) != 1:
+            raise click.UsageError(f"the matrix has several firewalls ({', '.join(intent.firewalls)}): say which with --firewall")
+        firewall = next(iter(intent.firewalls))
+    if live:
+        ruleset, source = read_live(backend_name), f"live ({'nftables' if backend_name == 'auto' else backend_name})"
+    else:
+        assert ruleset_path is not None
+        ruleset, used = read_ruleset(ruleset_path, backend_name)
+        source = f"{ruleset_path} ({used})"
+    report = audit(intent, firewall, ruleset, source)
+    if fmt == "table" and output is None:
+        print_table(report, _console())
+    else:
+        text = as_json(report) if fmt == "json" else markdown(report) if fmt == "markdown" else _plain_table(report)
+        if output is None:
+            click.echo(text, nl=False)
+        else:
+            write_file_atomically(output, text)
+    sys.exit(EXIT_FINDINGS if fail(report, fail_on) else EXIT_OK)
+
+
+def _plain_table(report: "AuditReport") -> str:
+    console = Console(record=True, width=160, file=io.StringIO(), highlight=False)
+    print_table(report, console)
+    return console.export_text()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -10,7 +10,11 @@ Each backend module (under backends/, installed as fwmatrix.backends) offers:
 from __future__ import annotations
 
 import importlib
+import os
 from types import ModuleType
+
+from .errors import FwmatrixError
+from .ir import Ruleset
 
 BACKENDS = ("nftables", "iptables", "pf")
 
@@ -20,3 +24,68 @@ def backend(name: str) -> ModuleType:
         raise ValueError(f"unknown backend {name!r}")
     return importlib.import_module(f"fwmatrix.backends.{name}")
 
+
+
+# -- reading live rulesets (the audit) ---------------------------------------------
+
+MAX_RULESET_BYTES = 256 * 1024 * 1024
+PF_KEYWORDS = ("pass", "block", "match", "rdr", "nat", "binat", "set", "scrub", "antispoof", "anchor", "no", "rdr-anchor", "nat-anchor")
+
+
+def detect(text: str) -> str:
+    """Which backend wrote a ruleset text: nft JSON or text, iptables-save, or pf."""
+    stripped = text.lstrip()
+    if stripped.startswith("{"):
+        return "nftables"
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith(("*filter", "*nat", "*mangle", "*raw", "*security", ":FORWARD", ":INPUT", "-A ")):
+            return "iptables"
+        words = line.split()
+        if words[0] == "table" and len(words) > 1 and words[1].startswith("<"):
+            return "pf"  # pf: table <name> { ... }
+        if line.startswith(("table ", "flush ruleset", "add table", "define ")):
+            return "nftables"
+        if words[0] in PF_KEYWORDS or (len(words) > 1 and words[1] == "="):
+            return "pf"  # a pf rule, or a macro definition
+    raise FwmatrixError("cannot tell which firewall wrote this ruleset: give --backend nftables, iptables or pf")
+
+
+def parse_text(name: str, text: str, source: str) -> Ruleset:
+    module = backend(name)
+    if name == "nftables":
+        return module.parse_json(text) if text.lstrip().startswith("{") else module.parse_text(text)
+    if name == "iptables":
+        return module.parse_save(text, source=source)
+    return module.parse_ruleset(text, source=source)
+
+
+def read_ruleset(path: str, name: str = "auto") -> tuple[Ruleset, str]:
+    """A ruleset file (nft -j list ruleset, a .nft file, iptables-save, pf.conf) as IR."""
+    try:
+        size = os.path.getsize(path)
+        if size > MAX_RULESET_BYTES:
+            raise FwmatrixError(f"the ruleset is {size} bytes, more than the {MAX_RULESET_BYTES} fwmatrix reads", path)
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError as exc:
+        raise FwmatrixError(f"cannot read: {exc.strerror or exc}", path) from None
+    except UnicodeDecodeError:
+        raise FwmatrixError("not UTF-8 text", path) from None
+    if not text.strip():
+        raise FwmatrixError("the ruleset file is empty", path)
+    if name == "auto":
+        try:
+            name = detect(text)
+        except FwmatrixError as exc:
+            raise FwmatrixError(exc.message, path) from None
+    return parse_text(name, text, path), name
+
+
+def read_live(name: str) -> Ruleset:
+    """The running kernel's ruleset (this host's network namespace), as IR."""
+    if name == "pf":
+        raise FwmatrixError("pf cannot be read live on this system: save `pfctl -sr` and `pfctl -sn` on the firewall and pass them with --ruleset")
+    return backend("nftables" if name == "auto" else name).read_live()

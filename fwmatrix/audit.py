@@ -1,0 +1,284 @@
+"""Audit: a firewall's intent (from the matrix) against its effective policy (from a live ruleset).
+
+Findings, each naming the opening (name, row, note) and the live rule:
+  missing          an opening, or the part of it, that is not forwarded;
+  excess           forwarded traffic that no opening asks for, with the rule granting it;
+  dmz-to-internet  an explicit opening from an inside zone towards the internet: never
+                   needed, replies to the internet's requests pass by connection tracking;
+  nat              a port forward missing, going to the wrong host or port, or extra;
+  reply-blocked    an opening whose replies cannot come back (no established path);
+  shadowed         a rule that can never match;
+  unmodelled       a construct fwmatrix cannot model, judged both ways.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from netaddr import IPNetwork
+
+from .evaluate import DEFAULT_ACCEPT, Effective, Grant, evaluate, interfaces_of
+from .intent import Dnat, Flow, Intent
+from .ir import Ruleset
+from .model import PROTOCOLS, Opening, ServicePart
+from .space import (
+    NO_PORT, PORTS_ALL, Box, Interfaces, Space, addr_interval, addr_text, addrs, physical,
+)
+
+SEVERITIES = ("info", "low", "medium", "high")
+KINDS = ("missing", "excess", "dmz-to-internet", "nat", "reply-blocked", "shadowed", "unmodelled")
+SEVERITY_OF = {
+    "missing": "high",
+    "excess": "high",
+    "nat": "high",
+    "reply-blocked": "high",
+    "dmz-to-internet": "medium",
+    "unmodelled": "medium",
+    "shadowed": "low",
+}
+CT_NEW = 1
+CT_ESTABLISHED = 2
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: str
+    message: str
+    opening: Opening | None = None
+    rule: str = ""
+    regions: tuple[str, ...] = ()
+    severity: str = ""
+
+    @property
+    def level(self) -> str:
+        return self.severity or SEVERITY_OF[self.kind]
+
+    def to_json(self) -> dict:
+        out: dict = {"kind": self.kind, "severity": self.level, "message": self.message}
+        if self.opening is not None:
+            o = self.opening
+            out["opening"] = {"name": o.name, "row": o.index, "note": o.note, "file": o.where.file, "line": o.where.line}
+        if self.rule:
+            out["rule"] = self.rule
+        if self.regions:
+            out["regions"] = list(self.regions)
+        return out
+
+
+@dataclass
+class AuditReport:
+    matrix: str
+    firewall: str
+    source: str  # where the live ruleset came from
+    findings: list[Finding] = field(default_factory=list)
+    openings_checked: int = 0
+
+    def counts(self) -> dict[str, int]:
+        counts = {kind: 0 for kind in KINDS}
+        for f in self.findings:
+            counts[f.kind] += 1
+        return counts
+
+    def verdict(self) -> str:
+        if not self.findings:
+            return f"firewall '{self.firewall}' matches the matrix: {self.openings_checked} openings checked, nothing missing, nothing in excess"
+        parts = [f"{n} {kind}" for kind, n in self.counts().items() if n]
+        return f"firewall '{self.firewall}' differs from the matrix: " + ", ".join(parts)
+
+    def worst(self) -> str | None:
+        levels = [SEVERITIES.index(f.level) for f in self.findings]
+        return SEVERITIES[max(levels)] if levels else None
+
+    def to_json(self) -> dict:
+        return {
+            "schema": "fwmatrix.audit/1",
+            "matrix": self.matrix,
+            "firewall": self.firewall,
+            "source": self.source,
+            "verdict": self.verdict(),
+            "counts": self.counts(),
+            "findings": [f.to_json() for f in self.findings],
+        }
+
+
+def audit(intent: Intent, firewall: str, ruleset: Ruleset, source: str) -> AuditReport:
+    fw_intent = intent.firewalls[firewall]
+    fw = fw_intent.firewall
+    ifaces = interfaces_of(ruleset, list(fw.interfaces))
+    effective = evaluate(ruleset, ifaces)
+    report = AuditReport(intent.matrix.name, firewall, source, openings_checked=len({f.opening.index for f in fw_intent.flows}))
+    full = Space.full(ifaces)
+
+    flows_by_opening: dict[int, list[Flow]] = {}
+    for flow in fw_intent.flows:
+        flows_by_opening.setdefault(flow.opening.index, []).append(flow)
+    opening_spaces = {index: _union(full, [flow_space(full, f, CT_NEW) for f in flows]) for index, flows in flows_by_opening.items()}
+    intended = _union(full, list(opening_spaces.values()))
+
+    forwarded_new = _union(full, [g.space for g in effective.forwarded]).intersect(full.make(ct=CT_NEW))
+    uncertain = _union(full, [g.space for g in effective.uncertain])
+
+    # missing: what an opening asks for and no rule forwards
+    for index, space in sorted(opening_spaces.items()):
+        opening = flows_by_opening[index][0].opening
+        lost = space.subtract(forwarded_new)
+        if not lost:
+            continue
+        maybe = lost.intersect(uncertain)
+        whole = lost.equals(space)
+        what = "is not forwarded at all" if whole else "is only partly forwarded; not forwarded"
+        message = f"opening '{opening.name}' (row {opening.index}) {what}"
+        if maybe:
+            message += " (part of it depends on rules fwmatrix cannot model: see 'unmodelled')"
+        report.findings.append(Finding("missing", message, opening, "", tuple(lost.lines())))
+
+    # excess: what rules forward beyond the openings, by rule
+    inside_to_internet = _inside_to_internet(intent, firewall, ifaces)
+    reported = Space.empty(ifaces)
+    for grant in effective.forwarded:
+        extra = grant.space.intersect(full.make(ct=CT_NEW)).subtract(intended).subtract(reported)
+        if not extra:
+            continue
+        reported = reported.union(extra)
+        to_internet = extra.intersect(inside_to_internet) if inside_to_internet else inside_to_internet
+        rest = extra.subtract(to_internet) if to_internet else extra
+        rule = "" if grant.origin == DEFAULT_ACCEPT else grant.origin
+        if to_internet:
+            report.findings.append(Finding(
+                "dmz-to-internet",
+                "explicit opening from an inside zone towards the internet: not needed, replies to "
+                "the internet's requests pass by connection tracking (established/related)",
+                None, rule, tuple(to_internet.lines()),
+            ))
+        if rest:
+            why = grant.origin if grant.origin == DEFAULT_ACCEPT else f"granted by {grant.origin}"
+            report.findings.append(Finding("excess", f"forwarded, but no opening asks for it ({why})", None, rule, tuple(rest.lines())))
+
+    # replies: every opening's answers must come back
+    forwarded_est = _union(full, [g.space for g in effective.forwarded]).intersect(full.make(ct=CT_ESTABLISHED))
+    for index, flows in sorted(flows_by_opening.items()):
+        opening = flows[0].opening
+        replies = _union(full, [reply_space(full, f) for f in flows])
+        blocked = replies.subtract(forwarded_est)
+        if blocked:
+            report.findings.append(Finding(
+                "reply-blocked",
+                f"replies of opening '{opening.name}' (row {opening.index}) cannot come back: no rule accepts them as established connections",
+                opening, "", tuple(blocked.lines()),
+            ))
+
+    report.findings.extend(_nat_findings(full, fw_intent.dnats, effective))
+    for note in effective.shadowed:
+        report.findings.append(Finding("shadowed", f"rule can never match: {note.text}", None, note.origin))
+    for note in effective.unmodelled:
+        report.findings.append(Finding("unmodelled", f"fwmatrix cannot model {note.text}; judged both ways (it may match, or not)", None, note.origin))
+    return report
+
+
+def _union(full: Space, spaces: list[Space]) -> Space:
+    return Space(full.ifaces, [b for s in spaces for b in s.boxes])
+
+
+def _service_bounds(part: ServicePart, family: int) -> tuple[tuple, tuple]:
+    proto = PROTOCOLS[part.protocol_for_family(family)]
+    if part.ports is None:
+        return ((proto, proto),), ((NO_PORT, NO_PORT),)
+    return ((proto, proto),), ((part.ports.low, part.ports.high),)
+
+
+def flow_space(full: Space, flow: Flow, ct: int) -> Space:
+    ifaces = full.ifaces
+    boxes: list[Box] = []
+    src, dst = addrs(flow.sources), addrs(flow.destinations)
+    for part in flow.parts:
+        proto, dport = _service_bounds(part, flow.family)
+        boxes += physical(ifaces.mask(flow.in_iface), ifaces.mask(flow.out_iface), src, dst, proto, dport, ct)
+    return Space(ifaces, boxes)
+
+
+def reply_space(full: Space, flow: Flow) -> Space:
+    """The answers: back the other way, from any port of the server to the client."""
+    ifaces = full.ifaces
+    boxes: list[Box] = []
+    src, dst = addrs(flow.destinations), addrs(flow.sources)
+    for part in flow.parts:
+        proto, dport = _service_bounds(part, flow.family)
+        answer_ports = ((NO_PORT, NO_PORT),) if part.ports is None else PORTS_ALL
+        boxes += physical(ifaces.mask(flow.out_iface), ifaces.mask(flow.in_iface), src, dst, proto, answer_ports, CT_ESTABLISHED)
+    return Space(ifaces, boxes)
+
+
+def _inside_to_internet(intent: Intent, firewall: str, ifaces: Interfaces) -> Space:
+    """Traffic that starts in an inside zone which the internet reaches through this
+    firewall (a DMZ) and leaves by an interface facing the internet (the `any` zone)."""
+    matrix = intent.matrix
+    fw = matrix.firewalls[firewall]
+    internet = {name for name, zone in fw.interfaces.items() if matrix.zones[zone].is_any}
+    if not internet:
+        return Space.empty(ifaces)
+    reached = {f.out_iface for f in intent.firewalls[firewall].flows if f.in_iface in internet}
+    dmz = reached - internet
+    if not dmz:
+        return Space.empty(ifaces)
+    iif = 0
+    for name in dmz:
+        iif |= ifaces.mask(name)
+    oif = 0
+    for name in internet:
+        oif |= ifaces.mask(name)
+    return Space.full(ifaces).make(iif=iif, oif=oif, ct=CT_NEW)
+
+
+def _nat_findings(full: Space, dnats: tuple[Dnat, ...], effective: Effective) -> list[Finding]:
+    findings: list[Finding] = []
+    ifaces = full.ifaces
+    live = effective.dnats
+    wanted_all = Space.empty(ifaces)
+    for dnat in dnats:
+        wanted = Space.empty(ifaces)
+        src = addrs(dnat.sources)
+        dst = addrs([IPNetwork(dnat.public)])
+        for part in dnat.parts:
+            proto, dport = _service_bounds(part, dnat.family)
+            wanted = wanted.union(Space(ifaces, physical(ifaces.mask(dnat.in_iface), ifaces.all, src, dst, proto, dport, CT_NEW)))
+        wanted_all = wanted_all.union(wanted)
+        target = (addr_interval(IPNetwork(dnat.target)),)
+        covered = Space.empty(ifaces)
+        for region in live:
+            common = region.space.intersect(wanted)
+            if not common:
+                continue
+            covered = covered.union(common)
+            port_ok = (region.port is None and dnat.target_port is None) or (
+                region.port is not None and dnat.target_port is not None and (region.port.low, region.port.high) == (dnat.target_port, dnat.target_port)
+            )
+            if region.target != target or not port_ok:
+                got = ", ".join(addr_text(region.target)) + (f" port {region.port}" if region.port else "")
+                want = str(dnat.target) + (f" port {dnat.target_port}" if dnat.target_port else "")
+                findings.append(Finding(
+                    "nat",
+                    f"port forward of opening '{dnat.opening.name}' (row {dnat.opening.index}) goes to {got}, the matrix says {want}",
+                    dnat.opening, region.origin, tuple(common.lines()),
+                ))
+        missing = wanted.subtract(covered)
+        if missing:
+            findings.append(Finding(
+                "nat",
+                f"port forward of opening '{dnat.opening.name}' (row {dnat.opening.index}) to {dnat.target} is missing",
+                dnat.opening, "", tuple(missing.lines()),
+            ))
+    for region in live:
+        extra = region.space.subtract(wanted_all)
+        if extra:
+            to = ", ".join(addr_text(region.target)) + (f" port {region.port}" if region.port else "")
+            findings.append(Finding("nat", f"port forward to {to} that no opening asks for", None, region.origin, tuple(extra.lines())))
+    return findings
+
+
+def fail(report: AuditReport, threshold: str) -> bool:
+    """Whether the report has a finding at or above the threshold."""
+    limit = SEVERITIES.index(threshold)
+    return any(SEVERITIES.index(f.level) >= limit for f in report.findings)
+
+
+__all__ = ["Finding", "AuditReport", "audit", "fail", "SEVERITIES", "KINDS", "flow_space", "reply_space", "Grant", "Opening"]

@@ -1,0 +1,461 @@
+"""Symbolic execution of a ruleset: what it really does to forwarded packets.
+
+The netfilter path, as the kernel runs it:
+  1. prerouting, nat chains by priority: the first DNAT that matches a new
+     connection translates its destination (later nat rules and chains no
+     longer see it);
+  2. forward: every base chain on the forward hook, of every table whose
+     family sees the packet (ip: IPv4, ip6: IPv6, inet: both), in priority
+     order. Within a chain the first matching rule decides; accept ends that
+     chain only (the next base chain still judges the packet), drop and
+     reject are final; jump/goto/return and verdict maps move between
+     chains; the policy takes what no rule decided.
+
+The result is an `Effective` policy: the regions of (post-DNAT) packets that
+are forwarded, each remembering the rule that accepted it; the DNAT
+mappings; the rules that can never match; and the constructs that could not
+be modelled, which are judged both ways (the evaluation runs once assuming
+they match and once assuming they do not).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from netaddr import IPNetwork, IPRange
+
+from .ir import Chain, Dnat, DnatMap, Jump, Match, Rule, Ruleset, SetDef, Table, Unmodelled, UnmodelledAction, Verdict, VerdictMap
+from .model import PortRange
+from .space import (
+    ADDR_ALL, CT_ALL, CT_STATES, NO_PORT, PORT_DIM_ALL, PORT_PROTOCOLS, PORTS_ALL, PROTO_ALL, V4_ALL, V6_ALL,
+    Interfaces, Intervals, Remaining, Space, addr_interval, iv_and, iv_norm, iv_sub, physical,
+)
+
+MAX_DEPTH = 64  # jumps deeper than this are a loop (the kernel refuses loops too)
+# Fields the IR carries but packet spaces have no dimension for: a match on them
+# is judged both ways, like any unmodelled construct.
+UNMODELLED_FIELDS = frozenset({"sport", "ct.status"})
+DEFAULT_ACCEPT = "no forward chain judges these packets (netfilter forwards them by default)"
+
+
+@dataclass(frozen=True)
+class Grant:
+    """Packets a rule lets through."""
+
+    space: Space
+    origin: str
+
+
+@dataclass(frozen=True)
+class DnatRegion:
+    """Packets (as they arrive, before translation) that a rule translates."""
+
+    space: Space
+    target: Intervals  # address interval(s) in space coordinates
+    port: PortRange | None
+    origin: str
+
+
+@dataclass(frozen=True)
+class Note:
+    origin: str
+    text: str
+
+
+@dataclass
+class Effective:
+    ifaces: Interfaces
+    forwarded: list[Grant]  # regions forwarded (every ct state), by the rule that accepted them
+    dnats: list[DnatRegion]
+    shadowed: list[Note] = field(default_factory=list)
+    unmodelled: list[Note] = field(default_factory=list)
+    uncertain: list[Grant] = field(default_factory=list)  # forwarded only if unmodelled rules go one way
+
+    def forwarded_space(self) -> Space:
+        out = Space.empty(self.ifaces)
+        for grant in self.forwarded:
+            out = out.union(grant.space)
+        return out
+
+
+class EvaluationError(Exception):
+    pass
+
+
+def interfaces_of(ruleset: Ruleset, known: list[str]) -> Interfaces:
+    """The interface universe: the matrix's names and every name the ruleset uses."""
+    names = set(known)
+    for table in ruleset.tables:
+        for set_def in table.sets:
+            for position, f in enumerate(set_def.key):
+                if f in ("iif", "oif"):
+                    names.update(str(e.key[position]) for e in set_def.elements if not str(e.key[position]).endswith("*"))
+        for chain in table.chains:
+            for rule in chain.rules:
+                for match in rule.matches:
+                    if isinstance(match, Match):
+                        for position, f in enumerate(match.fields):
+                            if f in ("iif", "oif"):
+                                names.update(str(k[position]) for k in match.values if not str(k[position]).endswith("*"))
+                if isinstance(rule.action, VerdictMap):
+                    for position, f in enumerate(rule.action.fields):
+                        if f in ("iif", "oif"):
+                            names.update(str(k[position]) for k, _ in rule.action.entries)
+    return Interfaces.of(names)
+
+
+def evaluate(ruleset: Ruleset, ifaces: Interfaces) -> Effective:
+    """The effective policy; with unmodelled constructs, the union of both readings
+    is `forwarded` minus what only one reading forwards, which is `uncertain`."""
+    yes = _Evaluator(ruleset, ifaces, assume_unmodelled_match=True).run()
+    if not yes.unmodelled:
+        return yes
+    no = _Evaluator(ruleset, ifaces, assume_unmodelled_match=False).run()
+    both = yes.forwarded_space().intersect(no.forwarded_space())
+    certain = [Grant(g.space.intersect(both), g.origin) for g in yes.forwarded]
+    maybe = [Grant(g.space.subtract(both), g.origin) for g in yes.forwarded + no.forwarded]
+    return Effective(
+        ifaces,
+        [g for g in certain if g.space],
+        yes.dnats,
+        yes.shadowed,
+        yes.unmodelled,
+        [g for g in maybe if g.space],
+    )
+
+
+class _Evaluator:
+    def __init__(self, ruleset: Ruleset, ifaces: Interfaces, assume_unmodelled_match: bool):
+        self.ruleset = ruleset
+        self.ifaces = ifaces
+        self.assume = assume_unmodelled_match
+        self.full = Space.full(ifaces)
+        self.unmodelled: dict[str, Note] = {}
+        self.shadowed: list[Note] = []
+        self._match_cache: dict[tuple[int, int], Space | None] = {}
+
+    # -- the packet path ----------------------------------------------------------
+
+    def run(self) -> Effective:
+        dnats = self._prerouting()
+        forwarded = self._forward()
+        return Effective(self.ifaces, forwarded, dnats, self.shadowed, list(self.unmodelled.values()))
+
+    def _base_chains(self, hook: str, kind: str) -> list[tuple[Table, Chain]]:
+        found = [
+            (table, chain)
+            for table in self.ruleset.tables
+            if table.family in ("ip", "ip6", "inet")
+            for chain in table.chains
+            if chain.hook == hook and chain.type == kind
+        ]
+        return sorted(found, key=lambda tc: tc[1].priority)  # stable: equal priorities keep listing order
+
+    def _family_space(self, table: Table) -> Space:
+        if table.family == "ip":
+            return self.full.intersect(self.full.make(src=V4_ALL, dst=V4_ALL))
+        if table.family == "ip6":
+            return self.full.intersect(self.full.make(src=V6_ALL, dst=V6_ALL))
+        return self.full
+
+    def _prerouting(self) -> list[DnatRegion]:
+        regions: list[DnatRegion] = []
+        untranslated = Remaining(self.full.intersect(self.full.make(ct=_ct_bits(["new"]))))
+        for table, chain in self._base_chains("prerouting", "nat"):
+            untranslated_in_table = untranslated.intersect(self._family_space(table))
+            result = self._chain(table, chain, Remaining(untranslated_in_table), depth=0)
+            for region in result.dnats:
+                regions.append(region)
+                untranslated.remove(region.space)
+        return regions
+
+    def _forward(self) -> list[Grant]:
+        """Forwarded packets, by the rule that let them through.
+
+        A packet is forwarded when every forward base chain of its family lets
+        it pass. Each chain is evaluated over its family's packets; of a chain
+        with policy drop only its explicit accepts pass, of a chain with policy
+        accept everything but its explicit drops. Grants may overlap (the
+        forwarded set is their union); the explicit accept of the latest chain
+        names the region's rule."""
+        grants = [Grant(self.full, DEFAULT_ACCEPT)]
+        for table, chain in self._base_chains("forward", "filter"):
+            family = self._family_space(table)
+            result = self._chain(table, chain, Remaining(family), depth=0)
+            outside = [Grant(g.space.subtract(family), g.origin) for g in grants]
+            explicit = _intersect_grants([Grant(g.space.intersect(family), g.origin) for g in grants], result.accepted)
+            inside: list[Grant] = []
+            if chain.policy != "drop":
+                dropped = Space(self.ifaces, [b for d in result.dropped for b in d.space.boxes])
+                policy_origin = f"{_chain_name(table, chain)} policy accept"
+                for g in grants:
+                    rest = g.space.intersect(family).subtract(dropped)
+                    if rest:
+                        inside.append(Grant(rest, policy_origin if g.origin == DEFAULT_ACCEPT else g.origin))
+            grants = [g for g in explicit + inside + outside if g.space]
+        return grants
+
+    # -- chains ---------------------------------------------------------------------
+
+    def _chain(self, table: Table, chain: Chain, remaining: Remaining, depth: int) -> "_ChainResult":
+        if depth > MAX_DEPTH:
+            raise EvaluationError(f"jumps nest deeper than {MAX_DEPTH} from {_chain_name(table, chain)}: a loop?")
+        result = _ChainResult()
+        entry = remaining.base
+        for index, rule in enumerate(chain.rules):
+            match = self._rule_space(table, rule, index, chain)
+            if match is None:
+                continue
+            hit = remaining.intersect(match)
+            origin = rule.origin or f"{_chain_name(table, chain)} rule {index + 1}"
+            decides = _is_terminal(rule.action)
+            if not hit:
+                if decides and entry.intersect(match):
+                    self.shadowed.append(Note(origin, "never matches: earlier rules in the chain decide every packet it would match"))
+                continue
+            self._act(table, chain, rule, origin, hit, match, remaining, result, depth)
+        if chain.hook is not None and chain.policy is not None:
+            # only the chain's small side is needed: its explicit decisions (see _forward)
+            result.policy = chain.policy
+        return result
+
+    def _act(self, table: Table, chain: Chain, rule: Rule, origin: str, hit: Space, match: Space,
+             remaining: Remaining, result: "_ChainResult", depth: int) -> None:
+        action = rule.action
+        if action is None:
+            return
+        if isinstance(action, Verdict):
+            if action.kind == "accept":
+                result.accepted.append(Grant(hit, origin))
+            elif action.kind in ("drop", "reject"):
+                result.dropped.append(Grant(hit, origin))
+            elif action.kind == "return":
+                pass  # back to the caller, undecided
+            elif action.kind == "continue":
+                return
+            else:
+                self._unmodelled(origin, f"verdict '{action.kind}'")
+                return
+            remaining.remove(match)
+            return
+        if isinstance(action, Jump):
+            target = _find_chain(table, action.chain)
+            if target is None:
+                raise EvaluationError(f"{origin}: jump to a chain that does not exist: {action.chain}")
+            sub = self._chain(table, target, Remaining(hit), depth + 1)
+            result.absorb(sub)
+            if action.goto:
+                remaining.remove(match)  # what returns from a goto goes back to our caller
+            else:
+                remaining.remove(sub.decided_space(self.ifaces))
+            return
+        if isinstance(action, VerdictMap):
+            entries = action.entries if action.map_name is None else _map_entries(table, action.map_name)
+            for key, verdict in entries:
+                entry_space = match.intersect(self._key_space(action.fields, key, table))
+                if not entry_space:
+                    continue
+                entry_hit = remaining.intersect(entry_space)
+                if entry_hit:
+                    self._act(table, chain, Rule((), verdict, origin=origin), origin, entry_hit, entry_space, remaining, result, depth)
+            return
+        if isinstance(action, Dnat):
+            target = (addr_interval(action.address),)
+            result.dnats.append(DnatRegion(hit, target, action.port, origin))
+            remaining.remove(match)
+            return
+        if isinstance(action, DnatMap):
+            entries = action.entries if action.map_name is None else tuple((e.key, e.data) for e in table.set(action.map_name).elements)
+            for key, data in entries:
+                entry_space = match.intersect(self._key_space(action.fields, key, table))
+                entry_hit = remaining.intersect(entry_space) if entry_space else entry_space
+                if entry_hit:
+                    address = data[0]
+                    port = data[1] if len(data) > 1 else None
+                    if isinstance(port, int):
+                        port = PortRange(port, port)
+                    result.dnats.append(DnatRegion(entry_hit, (addr_interval(address),), port, origin))  # type: ignore[arg-type]
+                    remaining.remove(entry_space)
+            return
+        if isinstance(action, UnmodelledAction):
+            self._unmodelled(origin, action.text)
+            if self.assume:
+                result.accepted.append(Grant(hit, origin))
+            else:
+                result.dropped.append(Grant(hit, origin))
+            remaining.remove(match)
+            return
+        raise EvaluationError(f"{origin}: no evaluation for action {action!r}")
+
+    def _unmodelled(self, origin: str, text: str) -> None:
+        self.unmodelled.setdefault(origin + text, Note(origin, text))
+
+    # -- matches --------------------------------------------------------------------
+
+    def _rule_space(self, table: Table, rule: Rule, index: int, chain: Chain) -> Space | None:
+        """The packets a rule's matches select; None when the rule cannot match (or is
+        assumed not to, for unmodelled matches read the other way)."""
+        space = self._family_space(table)
+        origin = rule.origin or f"{_chain_name(table, chain)} rule {index + 1}"
+        for match in rule.matches:
+            if isinstance(match, Match) and UNMODELLED_FIELDS.intersection(match.fields):
+                match = Unmodelled(_match_text(match))
+            if isinstance(match, Unmodelled):
+                self._unmodelled(origin, match.text)
+                if not self.assume:
+                    return None
+                continue
+            if match.set_name is not None:
+                set_def = table.set(match.set_name)
+                part = self._set_space(match.fields, set_def, table)
+            else:
+                part = Space.empty(self.ifaces)
+                for key in match.values:
+                    part = part.union(self._key_space(match.fields, key, table))
+            if match.negate:
+                part = self._family_space(table).intersect(_implied(self.full, match.fields)).subtract(part)
+            space = space.intersect(part)
+            if not space:
+                return space
+        return space
+
+    def _set_space(self, fields: tuple[str, ...], set_def: SetDef, table: Table) -> Space:
+        boxes = []
+        for element in set_def.elements:
+            boxes.extend(self._key_space(fields, element.key, table).boxes)
+        return Space(self.ifaces, boxes)
+
+    def _key_space(self, fields: tuple[str, ...], key: tuple, table: Table) -> Space:
+        bounds: dict[str, object] = {}
+        for f, value in zip(fields, key):
+            _constrain(bounds, f, value, self.ifaces)
+        if bounds.get("_empty"):
+            return Space.empty(self.ifaces)
+        bounds.pop("_empty", None)
+        return Space(self.ifaces, physical(
+            bounds.get("iif", self.ifaces.all), bounds.get("oif", self.ifaces.all),  # type: ignore[arg-type]
+            bounds.get("src", ADDR_ALL), bounds.get("dst", ADDR_ALL),  # type: ignore[arg-type]
+            bounds.get("proto", PROTO_ALL), bounds.get("dport", PORT_DIM_ALL), bounds.get("ct", CT_ALL),  # type: ignore[arg-type]
+        ))
+
+
+@dataclass
+class _ChainResult:
+    accepted: list[Grant] = field(default_factory=list)
+    dropped: list[Grant] = field(default_factory=list)
+    dnats: list[DnatRegion] = field(default_factory=list)
+    policy: str | None = None
+
+    def absorb(self, other: "_ChainResult") -> None:
+        self.accepted += other.accepted
+        self.dropped += other.dropped
+        self.dnats += other.dnats
+
+    def decided_space(self, ifaces: Interfaces) -> Space:
+        return Space(ifaces, [b for g in self.accepted + self.dropped for b in g.space.boxes] + [b for d in self.dnats for b in d.space.boxes])
+
+
+def _intersect_grants(grants: list[Grant], passes: list[Grant]) -> list[Grant]:
+    """Each grant cut by each pass, named by the pass's rule (found through an index, not pairwise)."""
+    from .space import BoxIndex
+
+    origin_of: dict[int, str] = {}
+    index = BoxIndex()
+    for p in passes:
+        for box in p.space.boxes:
+            origin_of[id(box)] = p.origin
+            index.add(box)
+    by_origin: dict[str, list] = {}
+    for g in grants:
+        for box in g.space.boxes:
+            for other in index.overlapping(box):
+                common = box.intersect(other)
+                if common is not None:
+                    by_origin.setdefault(origin_of[id(other)], []).append(common)
+    return [Grant(Space(grants[0].space.ifaces if grants else passes[0].space.ifaces, boxes), origin) for origin, boxes in by_origin.items()]
+
+
+def _constrain(bounds: dict[str, object], f: str, value: object, ifaces: Interfaces) -> None:
+    """Narrow `bounds` by one field = value."""
+
+    def narrow(dim: str, values: Intervals) -> None:
+        current = bounds.get(dim)
+        bounds[dim] = values if current is None else iv_and(current, values)  # type: ignore[arg-type]
+        if not bounds[dim]:
+            bounds["_empty"] = True
+
+    if f in ("iif", "oif"):
+        bits = ifaces.mask(str(value))
+        bounds[f] = bounds.get(f, ifaces.all) & bits  # type: ignore[operator]
+        if not bounds[f]:
+            bounds["_empty"] = True
+    elif f in ("ip.saddr", "ip.daddr", "ip6.saddr", "ip6.daddr"):
+        assert isinstance(value, (IPNetwork, IPRange))
+        narrow("src" if f.endswith("saddr") else "dst", (addr_interval(value),))
+        family = V4_ALL if f.startswith("ip.") else V6_ALL
+        narrow("src", family)
+        narrow("dst", family)
+    elif f == "l4proto":
+        narrow("proto", ((int(value), int(value)),))  # type: ignore[call-overload]
+    elif f == "dport":
+        port = value if isinstance(value, PortRange) else PortRange(int(value), int(value))  # type: ignore[call-overload]
+        narrow("dport", ((port.low, port.high),))
+        narrow("proto", PORT_PROTOCOLS)
+    elif f == "ct.state":
+        bits = _ct_bits([str(value)])
+        bounds["ct"] = bounds.get("ct", CT_ALL) & bits  # type: ignore[operator]
+        if not bounds["ct"]:
+            bounds["_empty"] = True
+    elif f == "nfproto":
+        family = V4_ALL if int(value) == 4 else V6_ALL  # type: ignore[call-overload]
+        narrow("src", family)
+        narrow("dst", family)
+    else:
+        raise EvaluationError(f"no evaluation for field {f!r}")
+
+
+def _implied(full: Space, fields: tuple[str, ...]) -> Space:
+    """What a field's mere presence requires (`ip saddr` only exists in IPv4 packets;
+    `th dport` only in port protocols): the universe of a negated match."""
+    bounds: dict[str, Intervals] = {}
+    for f in fields:
+        if f.startswith("ip."):
+            bounds["src"] = bounds["dst"] = V4_ALL
+        elif f.startswith("ip6."):
+            bounds["src"] = bounds["dst"] = V6_ALL
+        elif f == "dport":
+            bounds["proto"] = PORT_PROTOCOLS
+            bounds["dport"] = PORTS_ALL
+    return full.intersect(full.make(**bounds)) if bounds else full
+
+
+def _match_text(match: Match) -> str:
+    values = ", ".join(" . ".join(str(v) for v in key) for key in match.values) or f"@{match.set_name}"
+    return f"a match on {' . '.join(match.fields)} {'!=' if match.negate else '=='} {values}"
+
+
+def _ct_bits(states: list[str]) -> int:
+    bits = 0
+    for state in states:
+        if state in CT_STATES:
+            bits |= 1 << CT_STATES.index(state)
+    return bits
+
+
+def _is_terminal(action: object) -> bool:
+    return isinstance(action, (Verdict, Dnat, DnatMap)) and getattr(action, "kind", "accept") in ("accept", "drop", "reject")
+
+
+def _find_chain(table: Table, name: str) -> Chain | None:
+    return next((c for c in table.chains if c.name == name), None)
+
+
+def _map_entries(table: Table, name: str) -> tuple:
+    return tuple((e.key, e.data[0]) for e in table.set(name).elements)
+
+
+def _chain_name(table: Table, chain: Chain) -> str:
+    return f"{table.family} {table.name} {chain.name}"
+
+
+__all__ = ["Effective", "Grant", "DnatRegion", "Note", "evaluate", "interfaces_of", "EvaluationError", "NO_PORT", "iv_norm", "iv_sub"]

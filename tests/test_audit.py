@@ -1,0 +1,217 @@
+"""The audit on the IR: compiled rulesets match their matrix, and each kind of drift
+gives exactly its finding. (Parsing live rulesets into the IR is tested per backend.)"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from netaddr import IPNetwork
+
+from conftest import ROOT, SEED
+from fwmatrix.audit import audit, fail
+from fwmatrix.compile import compile_intent
+from fwmatrix.intent import build_intent
+from fwmatrix.ir import Chain, Dnat, Jump, Match, Rule, Ruleset, Table, Unmodelled, Verdict, VerdictMap
+from fwmatrix.loader import load_matrix
+from fwmatrix.model import PortRange
+from strategies import matrix_yaml
+
+TWO = ROOT / "examples" / "two-firewalls" / "matrix.yaml"
+TCP, UDP = 6, 17
+
+
+def setup(path=SEED):
+    intent = build_intent(load_matrix(str(path)))
+    return intent, compile_intent(intent)
+
+
+def kinds(report) -> list[str]:
+    return sorted(f.kind for f in report.findings)
+
+
+def replace_table(ruleset: Ruleset, table: Table) -> Ruleset:
+    return dataclasses.replace(ruleset, tables=(table,))
+
+
+def test_compiled_seed_matches_its_matrix() -> None:
+    intent, rulesets = setup()
+    report = audit(intent, "edge", rulesets["edge"], "compiled")
+    assert report.findings == []
+    assert "matches the matrix" in report.verdict()
+
+
+@pytest.mark.parametrize("path", [SEED, TWO, ROOT / "examples" / "shared-proxy" / "matrix.yaml"], ids=lambda p: p.parent.name)
+def test_compiled_examples_match(path) -> None:
+    intent, rulesets = setup(path)
+    for name, ruleset in rulesets.items():
+        assert audit(intent, name, ruleset, "compiled").findings == []
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=matrix_yaml())
+def test_generated_matrices_round_trip_with_no_findings(tmp_path_factory, text: str) -> None:
+    path = tmp_path_factory.mktemp("m") / "m.yaml"
+    path.write_text(text)
+    intent, rulesets = setup(path)
+    for name, ruleset in rulesets.items():
+        report = audit(intent, name, ruleset, "compiled")
+        assert report.findings == [], [f.to_json() for f in report.findings]
+
+
+def _set(table: Table, prefix: str):
+    return next(s for s in table.sets if s.name.startswith(prefix))
+
+
+def _with_set(table: Table, new_set) -> Table:
+    return dataclasses.replace(table, sets=tuple(new_set if s.name == new_set.name else s for s in table.sets))
+
+
+def test_dropped_element_is_missing_and_names_the_part() -> None:
+    intent, rulesets = setup()
+    (table,) = rulesets["edge"].tables
+    wan = _set(table, "wan0_to_dmz0")
+    kept = tuple(e for e in wan.elements if e.key[3] != PortRange(5061, 5061))
+    report = audit(intent, "edge", replace_table(rulesets["edge"], _with_set(table, dataclasses.replace(wan, elements=kept))), "mutated")
+    assert kinds(report) == ["missing"]
+    (finding,) = report.findings
+    assert finding.opening is not None and finding.opening.name == "operator-sip"
+    assert "partly" in finding.message
+    assert finding.regions == ("wan0 → dmz0  0.0.0.0/0 → 172.16.10.21  tcp/5061  ct new",)
+
+
+def test_widened_port_range_is_excess_with_its_rule() -> None:
+    intent, rulesets = setup()
+    (table,) = rulesets["edge"].tables
+    lan = _set(table, "dmz1_to_lan0")
+    widened = tuple(dataclasses.replace(e, key=e.key[:3] + (PortRange(4000, 9999 + 10),)) if e.key[3] == PortRange(4000, 9999) else e for e in lan.elements)
+    report = audit(intent, "edge", replace_table(rulesets["edge"], _with_set(table, dataclasses.replace(lan, elements=widened))), "mutated")
+    assert kinds(report) == ["excess"]
+    (finding,) = report.findings
+    assert finding.rule == "inet fwmatrix fwd_dmz1_to_lan0 rule 1"
+    assert finding.regions == ("dmz1 → lan0  172.16.20.22 → 10.20.0.30  udp/10000-10009  ct new",)
+
+
+def test_wrong_dnat_target_is_a_nat_finding() -> None:
+    intent, rulesets = setup()
+    (table,) = rulesets["edge"].tables
+    dnat = _set(table, "dnat_v4")
+    moved = tuple(dataclasses.replace(e, data=(IPNetwork("172.16.10.99/32"),)) if e.comment == "operator-rtp" else e for e in dnat.elements)
+    report = audit(intent, "edge", replace_table(rulesets["edge"], _with_set(table, dataclasses.replace(dnat, elements=moved))), "mutated")
+    assert kinds(report) == ["nat"]
+    (finding,) = report.findings
+    assert "goes to 172.16.10.99" in finding.message and "the matrix says 172.16.10.22" in finding.message
+    assert finding.opening is not None and finding.opening.name == "operator-rtp"
+
+
+def _forward_with(table: Table, rules_before: tuple[Rule, ...] = (), rules_after: tuple[Rule, ...] = ()) -> Table:
+    forward = table.chain("forward")
+    new = dataclasses.replace(forward, rules=rules_before + forward.rules + rules_after)
+    return dataclasses.replace(table, chains=tuple(new if c.name == "forward" else c for c in table.chains))
+
+
+def _m(field: str, *values) -> Match:
+    return Match((field,), tuple((v,) for v in values))
+
+
+def test_extra_accept_is_excess_and_dmz_to_internet_is_its_own_kind() -> None:
+    intent, rulesets = setup()
+    (table,) = rulesets["edge"].tables
+    ssh = Rule((_m("iif", "wan0"), _m("oif", "dmz0"), _m("ip.daddr", IPNetwork("172.16.10.10/32")), _m("l4proto", TCP), _m("dport", PortRange(22, 22))), Verdict("accept"), origin="ssh-rule")
+    outbound = Rule((_m("iif", "dmz0"), _m("oif", "wan0")), Verdict("accept"), origin="outbound-rule")
+    report = audit(intent, "edge", replace_table(rulesets["edge"], _forward_with(table, rules_after=(ssh, outbound))), "mutated")
+    assert kinds(report) == ["dmz-to-internet", "excess"]
+    by_kind = {f.kind: f for f in report.findings}
+    assert by_kind["excess"].rule == "ssh-rule"
+    assert by_kind["excess"].regions == ("wan0 → dmz0  0.0.0.0/0 → 172.16.10.10  tcp/22  ct new",)
+    assert by_kind["dmz-to-internet"].rule == "outbound-rule"
+    assert "connection tracking" in by_kind["dmz-to-internet"].message
+
+
+def test_drop_before_accept_makes_missing_and_shadows() -> None:
+    intent, rulesets = setup()
+    (table,) = rulesets["edge"].tables
+    block = Rule((_m("iif", "lan0"),), Verdict("drop"), origin="block-lan")
+    # the new rule goes after established/related (so replies still pass) but before the jumps
+    forward = table.chain("forward")
+    rules = forward.rules[:2] + (block,) + forward.rules[2:]
+    table = dataclasses.replace(table, chains=tuple(dataclasses.replace(c, rules=rules) if c.name == "forward" else c for c in table.chains))
+    report = audit(intent, "edge", replace_table(rulesets["edge"], table), "mutated")
+    missing = {f.opening.name for f in report.findings if f.kind == "missing"}
+    assert missing == {"cti-to-sipproxy", "msa-to-rtpproxy"}
+    assert {f.kind for f in report.findings} == {"missing"}
+
+
+def test_no_established_rule_blocks_replies() -> None:
+    intent, rulesets = setup()
+    (table,) = rulesets["edge"].tables
+    forward = table.chain("forward")
+    table = dataclasses.replace(table, chains=tuple(dataclasses.replace(c, rules=c.rules[1:]) if c.name == "forward" else c for c in table.chains))
+    report = audit(intent, "edge", replace_table(rulesets["edge"], table), "mutated")
+    blocked = {f.opening.name for f in report.findings if f.kind == "reply-blocked"}
+    assert blocked == {o.name for o in intent.matrix.openings}
+    assert forward.rules[0].matches[0].fields == ("ct.state",)
+
+
+def test_unmodelled_is_reported_and_judged_both_ways() -> None:
+    intent, rulesets = setup()
+    (table,) = rulesets["edge"].tables
+    marked = Rule((Unmodelled("meta mark 0x1"), _m("iif", "wan0"), _m("oif", "dmz0")), Verdict("accept"), origin="mark-rule")
+    report = audit(intent, "edge", replace_table(rulesets["edge"], _forward_with(table, rules_after=(marked,))), "mutated")
+    assert sorted({f.kind for f in report.findings}) == ["unmodelled"]
+    (finding,) = [f for f in report.findings if f.kind == "unmodelled"]
+    assert finding.rule == "mark-rule" and "meta mark" in finding.message
+
+
+def test_missing_port_forward_and_extra_port_forward() -> None:
+    intent, rulesets = setup()
+    (table,) = rulesets["edge"].tables
+    dnat = _set(table, "dnat_v4")
+    without_https = tuple(e for e in dnat.elements if e.comment != "operator-https")
+    table = _with_set(table, dataclasses.replace(dnat, elements=without_https))
+    extra = Rule((_m("iif", "wan0"), _m("ip.daddr", IPNetwork("203.0.113.10/32")), _m("l4proto", TCP), _m("dport", PortRange(8080, 8080))),
+                 Dnat(4, IPNetwork("172.16.10.10/32"), PortRange(8080, 8080)), origin="extra-forward")
+    prerouting = table.chain("prerouting")
+    table = dataclasses.replace(table, chains=tuple(dataclasses.replace(c, rules=c.rules + (extra,)) if c.name == "prerouting" else c for c in table.chains))
+    report = audit(intent, "edge", replace_table(rulesets["edge"], table), "mutated")
+    nat = [f for f in report.findings if f.kind == "nat"]
+    assert len(nat) == 2
+    assert any("operator-https" in f.message and "missing" in f.message for f in nat)
+    assert any(f.rule == "extra-forward" and "no opening asks for" in f.message for f in nat)
+    assert prerouting.hook == "prerouting"
+
+
+def test_several_forward_chains_all_judge() -> None:
+    """An accept ends one base chain only: a later chain's drop still drops."""
+    intent, rulesets = setup()
+    (table,) = rulesets["edge"].tables
+    late_drop = Rule((_m("iif", "dmz0"), _m("oif", "lan0"), _m("ip.daddr", IPNetwork("10.20.0.10/32"))), Verdict("drop"), origin="late-drop")
+    later = Table("ip", "other", (Chain("fwd", (late_drop,),
+                                        hook="forward", type="filter", priority=10, policy="accept"),))
+    report = audit(intent, "edge", Ruleset((table, later)), "two tables")
+    assert kinds(report) == ["missing"]
+    assert report.findings[0].opening.name == "nginx-to-bal"
+
+
+def test_jump_and_return() -> None:
+    intent, rulesets = setup()
+    (table,) = rulesets["edge"].tables
+    # a user chain that returns for the nginx host and drops the rest of dmz0 -> lan0
+    guard = Chain("guard", (Rule((_m("ip.saddr", IPNetwork("172.16.10.10/32")),), Verdict("return")), Rule((), Verdict("drop"), origin="guard-drop")))
+    jump = Rule((), VerdictMap(("iif", "oif"), ((("dmz0", "lan0"), Jump("guard")),)))
+    forward = table.chain("forward")
+    table = dataclasses.replace(table, chains=tuple(
+        dataclasses.replace(c, rules=c.rules[:2] + (jump,) + c.rules[2:]) if c.name == "forward" else c for c in table.chains) + (guard,))
+    report = audit(intent, "edge", replace_table(rulesets["edge"], table), "jump/return")
+    assert report.findings == []
+    assert forward.policy == "drop"
+
+
+def test_fail_threshold() -> None:
+    intent, rulesets = setup()
+    (table,) = rulesets["edge"].tables
+    report = audit(intent, "edge", replace_table(rulesets["edge"], _forward_with(table, rules_after=(
+        Rule((Unmodelled("limit rate 10/second"),), None, origin="x"),))), "m")
+    assert [f.level for f in report.findings] == ["medium"]
+    assert fail(report, "medium") and not fail(report, "high")
