@@ -1,7 +1,7 @@
 """Audit reports for people (a rich terminal table, Markdown) and machines (JSON).
 
 The JSON form is versioned (`"schema": "fwmatrix.audit/1"`) and documented in
-docs/reports.md; it is what other tools should read.
+docs/audit.md; it is what other tools should read.
 """
 
 from __future__ import annotations
