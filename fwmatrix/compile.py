@@ -51,6 +51,7 @@ def compile_intent(intent: Intent) -> dict[str, Ruleset]:
 
 def compile_firewall(intent: Intent, fw: FirewallIntent) -> Ruleset:
     chain_ids = _Identifiers()
+    nets = _Nets()
     sets: list[SetDef] = []
     pair_chains: list[Chain] = []
     vmap_entries: list[tuple[tuple[str, str], Jump]] = []
@@ -64,10 +65,10 @@ def compile_firewall(intent: Intent, fw: FirewallIntent) -> Ruleset:
         rules: list[Rule] = []
         for family in (4, 6):
             for with_ports in (True, False):
-                entries = _flow_entries([f for f in flows if f.family == family], with_ports)
+                entries = _flow_entries([f for f in flows if f.family == family], with_ports, nets)
                 key = (addr_field(family, "saddr"), addr_field(family, "daddr"), "l4proto") + (("dport",) if with_ports else ())
                 base = f"{chain_name[4:]}_v{family}{'' if with_ports else '_noport'}"
-                for suffix, elements in _disjoint_layers(entries, address_positions=(0, 1), port_position=3 if with_ports else None):
+                for suffix, elements in _disjoint_layers(entries, (0, 1), 3 if with_ports else None, nets):
                     set_name = chain_ids.make(base + suffix)
                     sets.append(SetDef(set_name, key, elements))
                     rules.append(Rule((Match(key, set_name=set_name),), Verdict("accept"), f"matrix openings {in_iface} -> {out_iface}"))
@@ -90,12 +91,12 @@ def compile_firewall(intent: Intent, fw: FirewallIntent) -> Ruleset:
     dnat_rules: list[Rule] = []
     for family in (4, 6):
         for with_ports, with_target_port in ((True, False), (True, True), (False, False)):
-            entries = _dnat_entries([d for d in fw.dnats if d.family == family], with_ports, with_target_port)
+            entries = _dnat_entries([d for d in fw.dnats if d.family == family], with_ports, with_target_port, nets)
             key = ("iif", addr_field(family, "saddr"), addr_field(family, "daddr"), "l4proto") + (("dport",) if with_ports else ())
             data = (addr_field(family, "daddr"),) + (("dport",) if with_target_port else ())
             base = f"dnat_v{family}" + ("_port" if with_target_port else "") + ("" if with_ports else "_noport")
             matches = (Match(("l4proto",), tuple((p,) for p in PORT_L4PROTOS)),) if with_ports else ()
-            for suffix, elements in _disjoint_layers(entries, address_positions=(1,), port_position=4 if with_ports else None):
+            for suffix, elements in _disjoint_layers(entries, (1,), 4 if with_ports else None, nets):
                 name = chain_ids.make(base + suffix)
                 sets.append(SetDef(name, key, elements, data))
                 dnat_rules.append(Rule(matches, DnatMap(family, key, name), "port forwards of the matrix"))
@@ -118,38 +119,62 @@ def _parts(parts: tuple[ServicePart, ...], family: int, with_ports: bool) -> lis
         if (part.ports is not None) != with_ports:
             continue
         proto = PROTOCOLS[part.protocol_for_family(family)]
-        out.append((proto, part.ports) if with_ports else (proto,))
+        out.append((proto, (part.ports.low, part.ports.high)) if with_ports else (proto,))
     return out
 
 
 Entries = dict[tuple, tuple[tuple, list[str]]]  # key -> (map data, names of the openings)
+NetKey = tuple[int, int, int]  # (version, first address, prefix length): sorts v4 first, then numerically
 
 
-def _flow_entries(flows: list[Flow], with_ports: bool) -> Entries:
+class _Nets:
+    """Networks as integer keys while elements are sorted, merged and layered:
+    netaddr objects are slow to hash and compare by the hundred thousand."""
+
+    def __init__(self) -> None:
+        self.keys: dict[int, NetKey] = {}
+        self.nets: dict[NetKey, IPNetwork] = {}
+        self.keep: list[IPNetwork] = []  # ids stay valid while the networks live
+
+    def key(self, net: IPNetwork) -> NetKey:
+        found = self.keys.get(id(net))
+        if found is None:
+            found = (net.version, net.first, net.prefixlen)
+            self.keys[id(net)] = found
+            self.nets.setdefault(found, net)
+            self.keep.append(net)
+        return found
+
+
+def _flow_entries(flows: list[Flow], with_ports: bool, nets: _Nets) -> Entries:
     """Openings as set keys: source . destination . protocol [. port]."""
     entries: Entries = {}
     for flow in flows:
-        for service in _parts(flow.parts, flow.family, with_ports):
-            for src in flow.sources:
-                for dst in flow.destinations:
+        services = _parts(flow.parts, flow.family, with_ports)
+        sources = [nets.key(n) for n in flow.sources]
+        destinations = [nets.key(n) for n in flow.destinations]
+        for service in services:
+            for src in sources:
+                for dst in destinations:
                     entries.setdefault((src, dst) + service, ((), []))[1].append(flow.opening.name)
     return entries
 
 
-def _dnat_entries(dnats: list[Dnat], with_ports: bool, with_target_port: bool) -> Entries:
+def _dnat_entries(dnats: list[Dnat], with_ports: bool, with_target_port: bool, nets: _Nets) -> Entries:
     entries: Entries = {}
     for dnat in dnats:
         if (dnat.target_port is not None) != with_target_port:
             continue
         data = (IPNetwork(dnat.target),) + ((dnat.target_port,) if with_target_port else ())
+        public = nets.key(IPNetwork(dnat.public))
         for service in _parts(dnat.parts, dnat.family, with_ports):
             for src in dnat.sources:
-                key = (dnat.in_iface, src, IPNetwork(dnat.public)) + service
+                key = (dnat.in_iface, nets.key(src), public) + service
                 entries.setdefault(key, (data, []))[1].append(dnat.opening.name)
     return entries
 
 
-def _disjoint_layers(entries: Entries, address_positions: tuple[int, ...], port_position: int | None) -> list[tuple[str, tuple[Element, ...]]]:
+def _disjoint_layers(entries: Entries, address_positions: tuple[int, ...], port_position: int | None, nets: _Nets) -> list[tuple[str, tuple[Element, ...]]]:
     """Split set elements into layers whose elements never overlap.
 
     The kernel refuses overlapping elements in a concatenated interval set,
@@ -159,29 +184,68 @@ def _disjoint_layers(entries: Entries, address_positions: tuple[int, ...], port_
     lengths has no overlap left but between equal addresses, where the port
     ranges are merged. Layers grow with prefix-length combinations (a handful),
     never with openings. The host-to-host layer keeps the plain set name.
+    An element that a wider element of another layer holds is left out: its
+    rule could never match it.
     """
     layers: dict[tuple[int, ...], dict[tuple, list[tuple[object, tuple, list[str]]]]] = defaultdict(lambda: defaultdict(list))
     for key, (data, names) in entries.items():
-        lengths = tuple(key[i].prefixlen for i in address_positions)
+        lengths = tuple(key[i][2] for i in address_positions)
         rest = key if port_position is None else key[:port_position] + key[port_position + 1 :]
         port = None if port_position is None else key[port_position]
         layers[lengths][rest].append((port, data, names))
     merged = {lengths: {rest: _merge_ports(items) for rest, items in by_rest.items()} for lengths, by_rest in layers.items()}
+    # which layers hold a given network at the first address position: only those can cover an element
+    first = address_positions[0]
+    layers_of: dict[NetKey, list[tuple[int, ...]]] = defaultdict(list)
+    for lengths, by_rest in merged.items():
+        for net in {rest[first] for rest in by_rest}:
+            layers_of[net].append(lengths)
+    present: dict[int, list[int]] = defaultdict(list)  # version -> prefix lengths in use at that position
+    for version, _, length in layers_of:
+        if length not in present[version]:
+            present[version].append(length)
     out = []
     for lengths in sorted(merged, key=lambda ls: (not all(n in (32, 128) for n in ls), ls)):
-        wider = [w for w in merged if w != lengths and all(a <= b for a, b in zip(w, lengths))]
-        elements: list[Element] = []
+        kept: list[tuple[tuple, tuple, list[str]]] = []
         for rest, items in merged[lengths].items():
+            wider = [w for w in _supernet_layers(rest[first], layers_of, present) if w != lengths and all(a <= b for a, b in zip(w, lengths))]
             for port, data, names in items:
-                if any(_covered(merged[w], w, rest, port, data, address_positions) for w in wider):
-                    continue  # a wider element of another layer matches all of it: the rule could never match it
+                if wider and any(_covered(merged[w], w, rest, port, data, address_positions) for w in wider):
+                    continue
                 key = rest if port_position is None else rest[:port_position] + (port,) + rest[port_position:]
-                elements.append(Element(key, data, _comment(names)))
-        if not elements:
+                kept.append((key, data, names))
+        if not kept:
             continue
-        elements.sort(key=lambda e: tuple(_value_key(v) for v in e.key))
+        kept.sort(key=lambda item: item[0])
+        elements = tuple(Element(_ir_key(key, address_positions, port_position, nets), data, _comment(names)) for key, data, names in kept)
         host_layer = all(n in (32, 128) for n in lengths)
-        out.append(("" if host_layer else "_" + "_".join(_length_word(n) for n in lengths), tuple(elements)))
+        out.append(("" if host_layer else "_" + "_".join(_length_word(n) for n in lengths), elements))
+    return out
+
+
+def _ir_key(key: tuple, address_positions: tuple[int, ...], port_position: int | None, nets: _Nets) -> tuple:
+    out = list(key)
+    for position in address_positions:
+        out[position] = nets.nets[key[position]]
+    if port_position is not None:
+        out[port_position] = PortRange(*key[port_position])
+    for position, value in enumerate(out):
+        if isinstance(value, tuple):  # a network outside the layered positions (the DNAT public address)
+            out[position] = nets.nets[value]
+    return tuple(out)
+
+
+def _supernet_layers(net: NetKey, layers_of: dict[NetKey, list[tuple[int, ...]]], present: dict[int, list[int]]) -> list[tuple[int, ...]]:
+    """The layers holding `net` or a network that contains it."""
+    version, address, length = net
+    bits = 32 if version == 4 else 128
+    out: list[tuple[int, ...]] = []
+    for shorter in present[version]:
+        if shorter > length:
+            continue
+        found = layers_of.get((version, address & ~((1 << (bits - shorter)) - 1), shorter))
+        if found:
+            out.extend(found)
     return out
 
 
@@ -189,9 +253,11 @@ def _covered(layer: dict, lengths: tuple[int, ...], rest: tuple, port: object, d
     """Whether the layer of these prefix lengths has an element holding (rest, port) with the same data."""
     wider = list(rest)
     for position, length in zip(address_positions, lengths):
-        wider[position] = IPNetwork(f"{rest[position].ip}/{length}").cidr
+        version, first, _ = rest[position]
+        bits = 32 if version == 4 else 128
+        wider[position] = (version, first & ~((1 << (bits - length)) - 1), length)
     for other_port, other_data, _ in layer.get(tuple(wider), ()):
-        if other_data == data and (port is None or (other_port.low <= port.low and port.high <= other_port.high)):  # type: ignore[attr-defined]
+        if other_data == data and (port is None or (other_port[0] <= port[0] and port[1] <= other_port[1])):  # type: ignore[index]
             return True
     return False
 
@@ -202,27 +268,19 @@ def _length_word(prefixlen: int) -> str:
 
 def _merge_ports(items: list[tuple[object, tuple, list[str]]]) -> list[tuple[object, tuple, list[str]]]:
     """Overlapping port ranges of equal keys become one range (their openings' names joined)."""
+    if len(items) == 1:
+        return items
     if items[0][0] is None:
         return [(None, items[0][1], [n for _, _, names in items for n in names])]
-    merged: list[tuple[PortRange, tuple, list[str]]] = []
-    for port, data, names in sorted(items, key=lambda item: (item[0].low, item[0].high)):  # type: ignore[union-attr]
-        assert isinstance(port, PortRange)
-        if merged and port.low <= merged[-1][0].high and data == merged[-1][1]:
+    merged: list[tuple[tuple[int, int], tuple, list[str]]] = []
+    for port, data, names in sorted(items, key=lambda item: item[0]):  # type: ignore[arg-type,return-value]
+        low, high = port  # type: ignore[misc]
+        if merged and low <= merged[-1][0][1] and data == merged[-1][1]:
             last = merged[-1]
-            merged[-1] = (PortRange(last[0].low, max(last[0].high, port.high)), data, last[2] + names)
+            merged[-1] = ((last[0][0], max(last[0][1], high)), data, last[2] + names)
         else:
-            merged.append((port, data, list(names)))
+            merged.append(((low, high), data, list(names)))
     return merged  # type: ignore[return-value]
-
-
-def _value_key(value: object) -> tuple:
-    if isinstance(value, IPNetwork):
-        return (1, value.version, value.first, value.prefixlen)
-    if isinstance(value, PortRange):
-        return (2, value.low, value.high)
-    if isinstance(value, int):
-        return (3, value)
-    return (0, str(value))
 
 
 class _Identifiers:

@@ -132,7 +132,7 @@ class _Evaluator:
         self.full = Space.full(ifaces)
         self.unmodelled: dict[str, Note] = {}
         self.shadowed: list[Note] = []
-        self._match_cache: dict[tuple[int, int], Space | None] = {}
+        self._families: dict[str, Space] = {}
 
     # -- the packet path ----------------------------------------------------------
 
@@ -152,11 +152,14 @@ class _Evaluator:
         return sorted(found, key=lambda tc: tc[1].priority)  # stable: equal priorities keep listing order
 
     def _family_space(self, table: Table) -> Space:
-        if table.family == "ip":
-            return self.full.intersect(self.full.make(src=V4_ALL, dst=V4_ALL))
-        if table.family == "ip6":
-            return self.full.intersect(self.full.make(src=V6_ALL, dst=V6_ALL))
-        return self.full
+        if table.family not in self._families:
+            if table.family == "ip":
+                self._families["ip"] = self.full.make(src=V4_ALL, dst=V4_ALL)
+            elif table.family == "ip6":
+                self._families["ip6"] = self.full.make(src=V6_ALL, dst=V6_ALL)
+            else:
+                self._families[table.family] = self.full
+        return self._families[table.family]
 
     def _prerouting(self) -> list[DnatRegion]:
         regions: list[DnatRegion] = []
@@ -294,9 +297,16 @@ class _Evaluator:
 
     def _rule_space(self, table: Table, rule: Rule, index: int, chain: Chain) -> Space | None:
         """The packets a rule's matches select; None when the rule cannot match (or is
-        assumed not to, for unmodelled matches read the other way)."""
-        space = self._family_space(table)
+        assumed not to, for unmodelled matches read the other way).
+
+        Plain matches on one field narrow one box's bounds (cheap); set lookups,
+        concatenations and negations are spaces of their own, intersected last."""
         origin = rule.origin or f"{_chain_name(table, chain)} rule {index + 1}"
+        bounds: dict[str, object] = {}
+        if table.family in ("ip", "ip6"):
+            family = V4_ALL if table.family == "ip" else V6_ALL
+            bounds["src"] = bounds["dst"] = family
+        parts: list[Space] = []
         for match in rule.matches:
             if isinstance(match, Match) and UNMODELLED_FIELDS.intersection(match.fields):
                 match = Unmodelled(_match_text(match))
@@ -305,18 +315,27 @@ class _Evaluator:
                 if not self.assume:
                     return None
                 continue
+            if len(match.fields) == 1 and match.set_name is None and not match.negate:
+                _narrow_by_values(bounds, match.fields[0], match.values, self.ifaces)
+                continue
             if match.set_name is not None:
-                set_def = table.set(match.set_name)
-                part = self._set_space(match.fields, set_def, table)
+                part = self._set_space(match.fields, table.set(match.set_name), table)
             else:
-                part = Space.empty(self.ifaces)
-                for key in match.values:
-                    part = part.union(self._key_space(match.fields, key, table))
+                part = Space(self.ifaces, [b for key in match.values for b in self._key_space(match.fields, key, table).boxes])
             if match.negate:
                 part = self._family_space(table).intersect(_implied(self.full, match.fields)).subtract(part)
-            space = space.intersect(part)
+            parts.append(part)
+        if bounds.pop("_empty", False):
+            return Space.empty(self.ifaces)
+        space = Space(self.ifaces, physical(
+            bounds.get("iif", self.ifaces.all), bounds.get("oif", self.ifaces.all),  # type: ignore[arg-type]
+            bounds.get("src", ADDR_ALL), bounds.get("dst", ADDR_ALL),  # type: ignore[arg-type]
+            bounds.get("proto", PROTO_ALL), bounds.get("dport", PORT_DIM_ALL), bounds.get("ct", CT_ALL),  # type: ignore[arg-type]
+        ))
+        for part in sorted(parts, key=len):
             if not space:
-                return space
+                break
+            space = space.intersect(part)
         return space
 
     def _set_space(self, fields: tuple[str, ...], set_def: SetDef, table: Table) -> Space:
@@ -412,6 +431,35 @@ def _constrain(bounds: dict[str, object], f: str, value: object, ifaces: Interfa
         narrow("dst", family)
     else:
         raise EvaluationError(f"no evaluation for field {f!r}")
+
+
+def _narrow_by_values(bounds: dict[str, object], f: str, values: tuple, ifaces: Interfaces) -> None:
+    """Narrow `bounds` by `f` being one of `values`: the union of what each value allows."""
+    union: dict[str, object] = {}
+    for key in values:
+        one: dict[str, object] = {}
+        _constrain(one, f, key[0], ifaces)
+        if one.pop("_empty", False):
+            continue
+        for dim, value in one.items():
+            if dim not in union:
+                union[dim] = value
+            elif isinstance(value, int):
+                union[dim] = union[dim] | value  # type: ignore[operator]
+            else:
+                union[dim] = iv_norm(union[dim] + value)  # type: ignore[operator]
+    if not union:
+        bounds["_empty"] = True
+        return
+    for dim, value in union.items():
+        if dim not in bounds:
+            bounds[dim] = value
+        elif isinstance(value, int):
+            bounds[dim] = bounds[dim] & value  # type: ignore[operator]
+        else:
+            bounds[dim] = iv_and(bounds[dim], value)  # type: ignore[arg-type]
+        if not bounds[dim]:
+            bounds["_empty"] = True
 
 
 def _implied(full: Space, fields: tuple[str, ...]) -> Space:

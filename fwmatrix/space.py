@@ -361,9 +361,10 @@ class Space:
         out = []
         for a in small.boxes:
             for b in index.overlapping(a):
-                c = a.intersect(b)
-                if c is not None:
-                    out.append(c)
+                if may_overlap(a, b):
+                    c = a.intersect(b)
+                    if c is not None:
+                        out.append(c)
         return Space(self.ifaces, out)
 
     def subtract(self, other: "Space") -> "Space":
@@ -497,50 +498,69 @@ def _ports_text(dport: Intervals) -> str:
 class _Sorted:
     """Boxes of one interface pair and one size class, sorted by where an address side starts."""
 
-    __slots__ = ("starts", "boxes", "dirty")
+    __slots__ = ("starts", "boxes")
 
     def __init__(self) -> None:
         self.starts: list[int] = []
         self.boxes: list[Box] = []
-        self.dirty = False
 
     def add(self, start: int, box: Box) -> None:
-        self.starts.append(start)
-        self.boxes.append(box)
-        self.dirty = True
+        # kept sorted on insertion: lookups and additions interleave (a chain's
+        # undecided packets shrink rule by rule), so sorting on lookup would repeat
+        if not self.starts or start >= self.starts[-1]:
+            self.starts.append(start)
+            self.boxes.append(box)
+            return
+        at = bisect_right(self.starts, start)
+        self.starts.insert(at, start)
+        self.boxes.insert(at, box)
 
     def window(self, low: int, high: int) -> list[Box]:
-        if self.dirty:
-            order = sorted(range(len(self.starts)), key=self.starts.__getitem__)
-            self.starts = [self.starts[i] for i in order]
-            self.boxes = [self.boxes[i] for i in order]
-            self.dirty = False
         return self.boxes[bisect_left(self.starts, low) : bisect_right(self.starts, high)]
 
 
 def _size_class(low: int, high: int) -> int:
-    """Intervals are grouped by size, in steps of 4 bits: one of class c spans
-    fewer than 2**(4*(c+1)) addresses."""
-    return (high - low).bit_length() // 4
+    """Intervals are grouped by size: class 0 holds single addresses, class c > 0
+    intervals of fewer than 2**(4*c) addresses."""
+    return 0 if low == high else 1 + (high - low).bit_length() // 4
+
+
+def _reach(size_class: int) -> int:
+    """How far before a lookup's start an interval of this class may start and still overlap it."""
+    return 0 if size_class == 0 else 1 << (4 * size_class)
 
 
 def _widest(intervals: Intervals) -> int:
     return max(high - low for low, high in intervals)
 
 
+PORT_BUCKET_BITS = 10  # ports are filed by 1024s
+WIDE = -1
+
+
+def _port_buckets(dport: Intervals) -> list[int]:
+    """The port buckets a port set touches, or [WIDE] when it spans many."""
+    low, high = dport[0][0], dport[-1][1]
+    first, last = low >> PORT_BUCKET_BITS, high >> PORT_BUCKET_BITS
+    return list(range(first, last + 1)) if last - first < 2 else [WIDE]
+
+
 class BoxIndex:
     """Finds the boxes that may overlap a box.
 
-    Every interval of a box's destination (and, separately, of its source) is
-    filed under the box's interface pair and the interval's size class, sorted
-    by where it starts: an interval of class c that overlaps [low, high]
-    starts in [low - 2**(4*(c+1)), high], a window found by bisection. A
-    lookup walks the query's side with the narrower intervals. Openings name
-    hosts and networks, so a lookup touches the few boxes near them, not all."""
+    Boxes are filed by interface pair, then by destination-port bucket (ports
+    tell openings apart well), then, for every interval of the box's
+    destination (and separately of its source), by the interval's size class,
+    sorted by where it starts: an interval of class c that overlaps
+    [low, high] starts in [low - _reach(c), high], a window found by
+    bisection. A lookup walks the query's side with the narrower intervals.
+    Openings name hosts, networks and ports, so a lookup touches the few
+    boxes near them, not all."""
 
     def __init__(self, boxes: Sequence[Box] = ()):
-        self.by_dst: dict[tuple[int, int], dict[int, _Sorted]] = {}
-        self.by_src: dict[tuple[int, int], dict[int, _Sorted]] = {}
+        # (iif, oif) -> port bucket -> size class -> sorted intervals
+        self.by_dst: dict[tuple[int, int], dict[int, dict[int, _Sorted]]] = {}
+        self.by_src: dict[tuple[int, int], dict[int, dict[int, _Sorted]]] = {}
         self.all: list[Box] = []
         for box in boxes:
             self.add(box)
@@ -548,39 +568,61 @@ class BoxIndex:
     def add(self, box: Box) -> None:
         self.all.append(box)
         pair = (box.iif, box.oif)
+        buckets = _port_buckets(box.dport)
         for side, table in ((box.dst, self.by_dst), (box.src, self.by_src)):
-            classes = table.get(pair)
-            if classes is None:
-                classes = table[pair] = {}
-            for low, high in side:
-                size_class = _size_class(low, high)
-                group = classes.get(size_class)
-                if group is None:
-                    group = classes[size_class] = _Sorted()
-                group.add(low, box)
+            by_port = table.get(pair)
+            if by_port is None:
+                by_port = table[pair] = {}
+            for bucket in buckets:
+                classes = by_port.get(bucket)
+                if classes is None:
+                    classes = by_port[bucket] = {}
+                for low, high in side:
+                    size_class = _size_class(low, high)
+                    group = classes.get(size_class)
+                    if group is None:
+                        group = classes[size_class] = _Sorted()
+                    group.add(low, box)
 
     def overlapping(self, box: Box) -> list[Box]:
         if _widest(box.dst) <= _widest(box.src):
             table, side = self.by_dst, box.dst
         else:
             table, side = self.by_src, box.src
+        buckets = _port_buckets(box.dport)
         found: dict[int, Box] = {}
-        for (iif, oif), classes in table.items():
+        for (iif, oif), by_port in table.items():
             if not (iif & box.iif and oif & box.oif):
                 continue
-            for size_class, group in classes.items():
-                reach = 1 << (4 * (size_class + 1))
-                for low, high in side:
-                    for b in group.window(low - reach, high):
-                        found[id(b)] = b
+            if buckets[0] == WIDE:
+                groups = by_port.values()
+            else:
+                groups = [by_port[b] for b in buckets + [WIDE] if b in by_port]
+            for classes in groups:
+                for size_class, group in classes.items():
+                    reach = _reach(size_class)
+                    for low, high in side:
+                        for b in group.window(low - reach, high):
+                            found[id(b)] = b
         return list(found.values())
+
+
+def may_overlap(a: Box, b: Box) -> bool:
+    """A quick test on the outer bounds of each dimension: False means certainly disjoint."""
+    return bool(
+        a.iif & b.iif and a.oif & b.oif and a.ct & b.ct
+        and a.dst[0][0] <= b.dst[-1][1] and b.dst[0][0] <= a.dst[-1][1]
+        and a.src[0][0] <= b.src[-1][1] and b.src[0][0] <= a.src[-1][1]
+        and a.dport[0][0] <= b.dport[-1][1] and b.dport[0][0] <= a.dport[-1][1]
+        and a.proto[0][0] <= b.proto[-1][1] and b.proto[0][0] <= a.proto[-1][1]
+    )
 
 
 def subtract_boxes(boxes: Iterable[Box], index: BoxIndex) -> list[Box]:
     """Each box minus every indexed box that may overlap it."""
     out: list[Box] = []
     for a in boxes:
-        candidates = [b for b in index.overlapping(a) if a.intersect(b) is not None]
+        candidates = [b for b in index.overlapping(a) if may_overlap(a, b) and a.intersect(b) is not None]
         if not candidates:
             out.append(a)
             continue

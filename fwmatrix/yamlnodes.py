@@ -59,7 +59,8 @@ def compose(source: Source) -> yaml.Node:
         raise MatrixError(f"YAML error: {exc}", source.path, 1) from None
     if node is None:
         raise MatrixError("the file is empty", source.path, 1)
-    _refuse_aliases(node, source.path)
+    if "&" in text or "*" in text:  # without either character the file can hold no alias
+        _refuse_aliases(node, source.path)
     return node
 
 
