@@ -137,9 +137,36 @@ class _Evaluator:
     # -- the packet path ----------------------------------------------------------
 
     def run(self) -> Effective:
+        early = self._early_drops()
         dnats = self._prerouting()
         forwarded = self._forward()
-        return Effective(self.ifaces, forwarded, dnats, self.shadowed, list(self.unmodelled.values()))
+        if early:
+            # Packets dropped before DNAT (raw, mangle) never reach NAT or forward. The
+            # regions are in arriving coordinates: exact for the DNAT regions and for
+            # untranslated traffic; for translated traffic, the drop is judged on the
+            # translated packet (documented in docs/audit.md).
+            dnats = [DnatRegion(d.space.subtract(early), d.target, d.port, d.origin) for d in dnats]
+            forwarded = [Grant(g.space.subtract(early), g.origin) for g in forwarded]
+        return Effective(
+            self.ifaces,
+            [g for g in forwarded if g.space],
+            [d for d in dnats if d.space],
+            self.shadowed,
+            list(self.unmodelled.values()),
+        )
+
+    def _early_drops(self) -> Space:
+        """What filtering chains on the prerouting hook (raw, mangle) drop. Before DNAT
+        (priority below dstnat) they see the arriving packet, after it the translated one;
+        both are judged here on the packet as it arrives or is forwarded."""
+        boxes = []
+        for table, chain in self._base_chains("prerouting", "filter"):
+            result = self._chain(table, chain, Remaining(self._family_space(table)), depth=0)
+            boxes += [b for g in result.dropped for b in g.space.boxes]
+            if chain.policy == "drop":
+                kept = Space(self.ifaces, [b for g in result.accepted for b in g.space.boxes])
+                boxes += self._family_space(table).subtract(kept).boxes
+        return Space(self.ifaces, boxes)
 
     def _base_chains(self, hook: str, kind: str) -> list[tuple[Table, Chain]]:
         found = [
@@ -206,6 +233,8 @@ class _Evaluator:
         result = _ChainResult()
         entry = remaining.base
         for index, rule in enumerate(chain.rules):
+            if rule.action is None:
+                continue  # decides nothing (a counter, a log, a mark): its matches cannot change a verdict
             match = self._rule_space(table, rule, index, chain)
             if match is None:
                 continue
@@ -214,7 +243,7 @@ class _Evaluator:
             decides = _is_terminal(rule.action)
             if not hit:
                 if decides and entry.intersect(match):
-                    self.shadowed.append(Note(origin, "never matches: earlier rules in the chain decide every packet it would match"))
+                    self.shadowed.append(Note(origin, "earlier rules in the chain decide every packet it would match"))
                 continue
             self._act(table, chain, rule, origin, hit, match, remaining, result, depth)
         if chain.hook is not None and chain.policy is not None:
@@ -282,6 +311,8 @@ class _Evaluator:
             return
         if isinstance(action, UnmodelledAction):
             self._unmodelled(origin, action.text)
+            if not action.terminal:
+                return  # the chain goes on; what the action changes is not modelled
             if self.assume:
                 result.accepted.append(Grant(hit, origin))
             else:

@@ -120,9 +120,12 @@ class Dnat:
 
 @dataclass(frozen=True)
 class UnmodelledAction:
-    """An action fwmatrix cannot model (queue, an unknown statement): its verdict is unknown."""
+    """An action fwmatrix cannot model. A terminal one (queue, an unknown verdict)
+    decides the packet's fate in a way fwmatrix cannot tell; a non-terminal one
+    (notrack, a helper) lets the chain go on but may change what later rules see."""
 
     text: str
+    terminal: bool = True
 
 
 Action = Union[Verdict, Jump, VerdictMap, DnatMap, Dnat, UnmodelledAction, None]

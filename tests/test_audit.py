@@ -212,6 +212,30 @@ def test_fail_threshold() -> None:
     intent, rulesets = setup()
     (table,) = rulesets["edge"].tables
     report = audit(intent, "edge", replace_table(rulesets["edge"], _forward_with(table, rules_after=(
-        Rule((Unmodelled("limit rate 10/second"),), None, origin="x"),))), "m")
-    assert [f.level for f in report.findings] == ["medium"]
+        Rule((Unmodelled("limit rate 10/second"), _m("iif", "wan0"), _m("oif", "dmz0"), _m("ip.daddr", IPNetwork("172.16.10.10/32")),
+              _m("l4proto", TCP), _m("dport", PortRange(443, 443))), Verdict("accept"), origin="x"),))), "m")
+    # unmodelled (medium), and shadowed (low): the compiled rules already accept what it would
+    assert sorted(f.level for f in report.findings) == ["low", "medium"]
     assert fail(report, "medium") and not fail(report, "high")
+
+
+def test_rules_that_decide_nothing_are_not_findings() -> None:
+    """A counter or a log (action None) cannot change a verdict, whatever it matches."""
+    intent, rulesets = setup()
+    (table,) = rulesets["edge"].tables
+    counter = Rule((Unmodelled("tcp flags syn"), _m("iif", "wan0")), None, origin="mss-clamp")
+    report = audit(intent, "edge", replace_table(rulesets["edge"], _forward_with(table, rules_before=(counter,))), "m")
+    assert report.findings == []
+
+
+def test_drops_before_dnat_count() -> None:
+    """A raw or mangle prerouting drop ends the packet before NAT and forward."""
+    intent, rulesets = setup()
+    (table,) = rulesets["edge"].tables
+    raw = Table("ip", "raw", (Chain("pre", (Rule((_m("iif", "dmz0"), _m("ip.daddr", IPNetwork("10.20.0.10/32")), _m("l4proto", TCP), _m("dport", PortRange(80, 80))),
+                                               Verdict("drop"), origin="raw-drop"),), hook="prerouting", type="filter", priority=-300, policy="accept"),))
+    report = audit(intent, "edge", Ruleset((raw, table)), "with raw")
+    missing = [f.opening.name for f in report.findings if f.kind == "missing"]
+    assert missing == ["nginx-to-bal"]
+    # the drop also hits answers to internet clients that happen to use 10.20.0.10:80
+    assert {f.kind for f in report.findings} == {"missing", "reply-blocked"}
