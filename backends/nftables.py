@@ -13,13 +13,11 @@ newline: a name in the matrix cannot smuggle syntax into the ruleset.
 
 from __future__ import annotations
 
-import gc
 import json
 import re
 import shlex
 import socket
 import subprocess
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence, cast
 
@@ -28,8 +26,9 @@ from netaddr import AddrFormatError, IPNetwork, IPRange
 from fwmatrix.ir import DnatMap, Element, Jump, Match, Rule, Ruleset, SetDef, Table, Value, Verdict, VerdictMap
 from fwmatrix.ir import Action, Chain, Dnat, Key, Unmodelled, UnmodelledAction
 from fwmatrix.errors import BackendError
+from fwmatrix.gcpause import gc_paused
 from fwmatrix.model import PortRange
-from fwmatrix.netns import NetNamespace, run_private, tool_path
+from fwmatrix.netns import NetNamespace, is_root, run_private, tool_path
 
 NAME = "nftables"
 SUFFIX = ".nft"
@@ -238,6 +237,10 @@ def check(text: str) -> list[str]:
     proc = run_private(["nft", "-c", "-f", "-"], stdin=text)
     if proc.returncode == 0:
         return []
+    if not is_root() and "Message too long" in proc.stderr:
+        # in an unprivileged user namespace netlink batches are capped: the ruleset is
+        # not wrong, only too large to check this way (as root it is checked)
+        raise BackendError("too large to check without root (netlink refuses so large a batch in a user namespace); run the check as root")
     return [line for line in (proc.stderr or proc.stdout).splitlines() if line.strip()] or [f"nft exited with {proc.returncode}"]
 
 
@@ -857,22 +860,9 @@ def _required(body: Any, kind: str, index: int, *keys: str) -> tuple[str, ...]:
     return tuple(body[key] for key in keys)
 
 
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """A big listing means millions of small objects and no reference cycles:
-    the cyclic collector would only rescan them (3-4 times slower at 100k rules)."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
 def parse_json(data: dict | str | bytes) -> Ruleset:
     """The JSON of `nft -j list ruleset` (a dict, or its text) as a Ruleset."""
-    with _gc_paused():
+    with gc_paused():
         return _parse_listing(_listing(data))
 
 

@@ -21,6 +21,7 @@ from rich.table import Table as RichTable
 from . import __version__
 from .compile import compile_intent
 from .errors import BackendError, FwmatrixError
+from .gcpause import gc_paused
 from .intent import Intent, build_intent
 from .loader import load_matrix
 from .audit import SEVERITIES, AuditReport, audit, fail
@@ -47,7 +48,8 @@ def user_errors(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(*args: object, **kwargs: object) -> object:
         try:
-            return fn(*args, **kwargs)
+            with gc_paused():  # bulk work, few cycles: see fwmatrix/gcpause.py
+                return fn(*args, **kwargs)
         except BackendError as exc:
             err_console.print(f"[bold red]error:[/] {exc}", markup=True, soft_wrap=True)
             sys.exit(EXIT_FINDINGS)
