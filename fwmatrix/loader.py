@@ -105,6 +105,16 @@ class _Reader:
             raise self.fail(node, f"a note may have at most {NOTE_MAX} characters (this one has {len(note)})")
         return note
 
+    def long_form(self, value: yaml.Node, what: str, key: str) -> tuple[yaml.Node, str]:
+        """A value written short (`lan: 10.0.0.0/8`) or long (`lan: {networks: ..., note: ...}`):
+        the value's node and the note."""
+        if not isinstance(value, yaml.MappingNode):
+            return value, ""
+        fields = self.mapping(value, what, (key, "note"))
+        if key not in fields:
+            raise self.fail(value, f"{what} has no '{key}'")
+        return fields[key][1], self.note(fields["note"][1]) if "note" in fields else ""
+
     def name(self, node: yaml.Node, what: str, pattern: re.Pattern[str] = NAME_RE) -> str:
         value = self.text(node, what)
         if not pattern.match(value):
@@ -209,13 +219,7 @@ def _load_zones(reader: _Reader, node: yaml.Node | None, claim: Claim) -> dict[s
     for key, key_node, value in entries:
         name = reader.name(key_node, "zone name")
         claim(name, "zone", key_node)
-        note = ""
-        if isinstance(value, yaml.MappingNode):
-            fields = reader.mapping(value, f"zone '{name}'", ("networks", "note"))
-            if "networks" not in fields:
-                raise reader.fail(value, f"zone '{name}' has no 'networks'")
-            note = reader.note(fields["note"][1]) if "note" in fields else ""
-            value = fields["networks"][1]
+        value, note = reader.long_form(value, f"zone '{name}'", "networks")
         items = reader.scalars(value, f"the networks of zone '{name}'")
         if any(text == "any" for text, _ in items):
             if len(items) != 1:
@@ -280,13 +284,7 @@ def _load_groups(reader: _Reader, node: yaml.Node | None, claim: Claim) -> dict[
     for key, key_node, value in _entries(reader, node, "'groups'"):
         name = reader.name(key_node, "group name")
         claim(name, "group", key_node)
-        note = ""
-        if isinstance(value, yaml.MappingNode):
-            fields = reader.mapping(value, f"group '{name}'", ("members", "note"))
-            if "members" not in fields:
-                raise reader.fail(value, f"group '{name}' has no 'members'")
-            note = reader.note(fields["note"][1]) if "note" in fields else ""
-            value = fields["members"][1]
+        value, note = reader.long_form(value, f"group '{name}'", "members")
         members = reader.scalars(value, f"the members of group '{name}'")
         groups[name] = Group(
             name,
@@ -305,13 +303,7 @@ def _load_services(reader: _Reader, node: yaml.Node | None, claim: Claim) -> dic
         if parse_service_literal_or_none(name) is not None:
             raise reader.fail(key_node, f"service name '{name}' reads as a protocol: pick another name")
         claim(name, "service", key_node)
-        note = ""
-        if isinstance(value, yaml.MappingNode):
-            fields = reader.mapping(value, f"service '{name}'", ("ports", "note"))
-            if "ports" not in fields:
-                raise reader.fail(value, f"service '{name}' has no 'ports'")
-            note = reader.note(fields["note"][1]) if "note" in fields else ""
-            value = fields["ports"][1]
+        value, note = reader.long_form(value, f"service '{name}'", "ports")
         parts = tuple(_service_literal(reader, text, item) for text, item in reader.scalars(value, f"service '{name}'"))
         services[name] = Service(name, parts, reader.where(key_node), note)
     return services
