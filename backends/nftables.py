@@ -13,6 +13,7 @@ newline: a name in the matrix cannot smuggle syntax into the ruleset.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import shlex
@@ -89,8 +90,15 @@ def value(field: str, v: Value) -> str:
     if field == "ct.state":
         assert isinstance(v, str) and IDENT_RE.match(v)
         return v
-    assert isinstance(v, IPNetwork)
-    return str(v.ip) if v.size == 1 else str(v.cidr)
+    return _address_text(v)  # type: ignore[arg-type]
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _address_text(net: IPNetwork | IPRange) -> str:
+    """A host as its address, a network in CIDR form (cached: large sets repeat their hosts)."""
+    if isinstance(net, IPRange):
+        return f"{net[0]}-{net[-1]}"
+    return str(net.ip) if net.size == 1 else str(net.cidr)
 
 
 def key_text(fields: tuple[str, ...], key: tuple[Value, ...]) -> str:

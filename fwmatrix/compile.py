@@ -206,9 +206,10 @@ def _disjoint_layers(entries: Entries, address_positions: tuple[int, ...], port_
             present[version].append(length)
     out = []
     for lengths in sorted(merged, key=lambda ls: (not all(n in (32, 128) for n in ls), ls)):
+        wider_layers = {w for w in merged if w != lengths and all(a <= b for a, b in zip(w, lengths))}
         kept: list[tuple[tuple, tuple, list[str]]] = []
         for rest, items in merged[lengths].items():
-            wider = [w for w in _supernet_layers(rest[first], layers_of, present) if w != lengths and all(a <= b for a, b in zip(w, lengths))]
+            wider = [w for w in _supernet_layers(rest[first], layers_of, present) if w in wider_layers]
             for port, data, names in items:
                 if wider and any(_covered(merged[w], w, rest, port, data, address_positions) for w in wider):
                     continue
