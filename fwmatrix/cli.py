@@ -23,9 +23,10 @@ from .compile import compile_intent
 from .errors import BackendError, FwmatrixError
 from .gcpause import gc_paused
 from .intent import Intent, build_intent
-from .loader import load_matrix
+from .loader import load_matrix, load_text
 from .audit import SEVERITIES, AuditReport, audit, fail
-from .report import as_json, markdown, print_table
+from .report import as_json, markdown, print_review, print_table, review_json, review_markdown
+from .review import review
 from .targets import BACKENDS, backend, read_live, read_ruleset
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
@@ -292,6 +293,67 @@ def audit_command(matrix: str, firewall: str | None, live: bool, ruleset_path: s
         else:
             write_file_atomically(output, text)
     sys.exit(EXIT_FINDINGS if fail(report, fail_on) else EXIT_OK)
+
+
+@main.command("diff")
+@click.argument("old", type=click.Path(dir_okay=False))
+@click.argument("new", type=click.Path(dir_okay=False), required=False)
+@click.option("--git", "git_rev", metavar="REV", help="Compare OLD as it is at git revision REV with the working tree (NEW is then not given).")
+@click.option("--backend", "-b", "backend_name", type=click.Choice(BACKENDS + ("all",)), default="nftables", show_default=True, help="Which rulesets to diff.")
+@click.option("--format", "fmt", type=click.Choice(("table", "json", "markdown")), default="table", show_default=True)
+@click.option("--output", "-o", metavar="FILE", help="Write the review to FILE (atomically) instead of standard output.")
+@click.option("--exit-code", is_flag=True, help="Exit 1 when the change opens, closes or re-targets anything (like git diff --exit-code).")
+@user_errors
+def diff_command(old: str, new: str | None, git_rev: str | None, backend_name: str, fmt: str, output: str | None, exit_code: bool) -> None:
+    """Review a change of the matrix: what it opens and closes, per firewall.
+
+    Compares OLD and NEW (or OLD at --git REV with OLD in the working tree) as
+    traffic, not text: openings added, removed, widened and narrowed, port
+    forwards changed, definitions whose change moves traffic, and the diff of
+    every rendered ruleset. A rename or a reordering is "no change in what is
+    open"."""
+    if git_rev is not None:
+        if new is not None:
+            raise click.UsageError("with --git REV give one matrix: it is compared with itself at REV")
+        before, old_label = load_text(git_show(git_rev, old), f"{git_rev}:{old}"), f"{git_rev}:{old}"
+        after, new_label = load_matrix(old), old
+    else:
+        if new is None:
+            raise click.UsageError("give OLD and NEW, or one matrix with --git REV")
+        before, old_label = load_matrix(old), old
+        after, new_label = load_matrix(new), new
+    result = review(build_intent(before), build_intent(after), old_label, new_label, _backends(backend_name))
+    if fmt == "table" and output is None:
+        print_review(result, _console())
+    else:
+        text = review_json(result) if fmt == "json" else review_markdown(result) if fmt == "markdown" else _recorded(lambda c: print_review(result, c))
+        if output is None:
+            click.echo(text, nl=False)
+        else:
+            write_file_atomically(output, text)
+    sys.exit(EXIT_FINDINGS if exit_code and result.changed else EXIT_OK)
+
+
+def git_show(rev: str, path: str) -> bytes:
+    """The bytes of `path` (as given, relative to here) at git revision `rev`."""
+    import subprocess
+
+    directory = os.path.dirname(os.path.abspath(path)) or "."
+    try:
+        prefix = subprocess.run(["git", "-C", directory, "rev-parse", "--show-prefix"], capture_output=True, text=True, check=True).stdout.strip()
+        shown = subprocess.run(["git", "-C", directory, "show", f"{rev}:{prefix}{os.path.basename(path)}"], capture_output=True, check=True)
+    except FileNotFoundError:
+        raise FwmatrixError("git is not installed") from None
+    except subprocess.CalledProcessError as exc:
+        message = (exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else exc.stderr or "").strip().splitlines()
+        raise FwmatrixError(f"git cannot show it at {rev}: {message[-1] if message else 'failed'}", path) from None
+    return shown.stdout
+
+
+def _recorded(printer: Callable[[Console], None]) -> str:
+    console = Console(record=True, width=160, file=io.StringIO(), highlight=False)
+    printer(console)
+    return console.export_text()
 
 
 def _plain_table(report: "AuditReport") -> str:

@@ -30,7 +30,7 @@ from .model import (
     parse_service_literal,
 )
 from .resolve import Resolver
-from .yamlnodes import compose, kind_of, line_of, read_source
+from .yamlnodes import MAX_FILE_BYTES, Source, compose, kind_of, line_of, read_source
 
 FORMAT_VERSION = 1
 
@@ -146,7 +146,18 @@ class _Reader:
 
 
 def load_matrix(path: str) -> Matrix:
-    source = read_source(path)
+    return load_source(read_source(path))
+
+
+def load_text(data: bytes, label: str) -> Matrix:
+    """A matrix from bytes that are not a file here (a git revision): errors name `label`."""
+    if len(data) > MAX_FILE_BYTES:
+        raise MatrixError(f"{len(data)} bytes, more than the {MAX_FILE_BYTES} a matrix may have", label)
+    return load_source(Source(label, data))
+
+
+def load_source(source: Source) -> Matrix:
+    path = source.path
     root = compose(source)
     reader = _Reader(path)
     top = reader.mapping(root, "the matrix", TOP_KEYS)

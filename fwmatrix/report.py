@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .audit import KINDS, AuditReport, Finding
+from .review import Review
 
 MAX_REGIONS = 8  # region lines shown per finding in human forms (JSON has them all)
 
@@ -82,3 +83,82 @@ def _md(text: str) -> str:
 
 def as_json(report: AuditReport) -> str:
     return json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n"
+
+
+# -- change review (fwmatrix diff) ------------------------------------------------------
+
+
+def _traffic(line: str) -> str:
+    """A review line without the connection state: every opening is about new connections."""
+    return line.removesuffix("  ct new")
+
+
+def print_review(review: Review, console: Console, show_rulesets: bool = True) -> None:
+    style = "bold yellow" if review.changed else "bold green"
+    console.print(f"[{style}]{review.summary()}[/]")
+    console.print(f"{review.old_label} → {review.new_label}", style="dim")
+    for old, new in review.renames:
+        console.print(f"renamed: opening {old} → {new} (same traffic)")
+    for fw in review.firewalls:
+        if not (fw.changed or fw.openings or fw.ruleset_diffs):
+            continue
+        table = Table(title=f"firewall {fw.name}", title_justify="left", show_lines=True)
+        for column in ("change", "opening", "opens", "closes", "note"):
+            table.add_column(column, overflow="fold")
+        for c in fw.openings:
+            name = f"{c.old_name} → {c.name}" if c.old_name else c.name
+            table.add_row(c.kind, name, "\n".join("+ " + _traffic(x) for x in c.opened), "\n".join("- " + _traffic(x) for x in c.closed), c.note)
+        if fw.openings:
+            console.print(table)
+        if fw.nat:
+            nat = Table(title=f"port forwards on {fw.name}", title_justify="left")
+            for column in ("change", "port forward", "before", "after", "opening"):
+                nat.add_column(column, overflow="fold")
+            for n in fw.nat:
+                nat.add_row(n.kind, n.what, n.old, n.new, n.opening)
+            console.print(nat)
+        if show_rulesets:
+            for name, diff in fw.ruleset_diffs.items():
+                console.print(f"--- ruleset {name}", style="bold")
+                console.print(diff, markup=False, highlight=False)
+    for d in review.definitions:
+        moves = f" (moves {', '.join(d.moves)})" if d.moves else ""
+        console.print(f"{d.kind} {d.name}: {d.old} → {d.new}{moves}", markup=False)
+
+
+def review_markdown(review: Review) -> str:
+    icon = "🔀" if review.changed else "✅"
+    out = [f"### {icon} fwmatrix review: {review.summary()}", "", f"`{review.old_label}` → `{review.new_label}`", ""]
+    for old, new in review.renames:
+        out.append(f"- renamed: opening `{old}` → `{new}` (same traffic)")
+    if review.renames:
+        out.append("")
+    for fw in review.firewalls:
+        if not (fw.changed or fw.openings or fw.ruleset_diffs):
+            continue
+        out += [f"#### Firewall `{fw.name}`", ""]
+        if fw.openings:
+            out += ["| change | opening | opens | closes | note |", "|---|---|---|---|---|"]
+            for c in fw.openings:
+                name = f"`{_md(c.old_name)}` → `{_md(c.name)}`" if c.old_name else f"`{_md(c.name)}`"
+                opens = "<br>".join(f"➕ `{_md(_traffic(x))}`" for x in c.opened)
+                closes = "<br>".join(f"➖ `{_md(_traffic(x))}`" for x in c.closed)
+                out.append(f"| {c.kind} | {name} | {opens} | {closes} | {_md(c.note)} |")
+            out.append("")
+        if fw.nat:
+            out += ["| port forward | change | before | after | opening |", "|---|---|---|---|---|"]
+            for n in fw.nat:
+                out.append(f"| {_md(n.what)} | {n.kind} | {_md(n.old)} | {_md(n.new)} | `{_md(n.opening)}` |")
+            out.append("")
+        for name, diff in fw.ruleset_diffs.items():
+            out += [f"<details><summary>ruleset <code>{name}</code></summary>", "", "```diff", diff.rstrip("\n"), "```", "", "</details>", ""]
+    if review.definitions:
+        out += ["#### Definitions changed", "", "| kind | name | before | after | moves |", "|---|---|---|---|---|"]
+        for d in review.definitions:
+            out.append(f"| {d.kind} | `{d.name}` | {_md(d.old)} | {_md(d.new)} | {', '.join(f'`{m}`' for m in d.moves)} |")
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def review_json(review: Review) -> str:
+    return json.dumps(review.to_json(), indent=2, ensure_ascii=False) + "\n"
