@@ -38,6 +38,7 @@ SEVERITY_OF = {
 }
 CT_NEW = 1
 CT_ESTABLISHED = 2
+UNCERTAIN_NAT = " (if rules fwmatrix cannot model match: see 'unmodelled')"
 
 
 @dataclass(frozen=True)
@@ -154,6 +155,18 @@ def audit(intent: Intent, firewall: str, ruleset: Ruleset, source: str) -> Audit
             why = grant.origin if grant.origin == DEFAULT_ACCEPT else f"granted by {grant.origin}"
             report.findings.append(Finding("excess", f"forwarded, but no opening asks for it ({why})", None, rule, tuple(rest.lines())))
 
+    # what may be forwarded in excess, depending on rules fwmatrix cannot model
+    for grant in effective.uncertain:
+        extra = grant.space.intersect(full.make(ct=CT_NEW)).subtract(intended).subtract(reported)
+        if not extra:
+            continue
+        reported = reported.union(extra)
+        report.findings.append(Finding(
+            "excess",
+            f"may be forwarded, but no opening asks for it: it depends on rules fwmatrix cannot model (see 'unmodelled'; {grant.origin})",
+            None, grant.origin, tuple(extra.lines()), severity="medium",
+        ))
+
     # replies: every opening's answers must come back
     forwarded_est = _union(full, [g.space for g in effective.forwarded]).intersect(full.make(ct=CT_ESTABLISHED))
     for index, flows in sorted(flows_by_opening.items()):
@@ -257,10 +270,19 @@ def _nat_findings(full: Space, dnats: tuple[Dnat, ...], effective: Effective) ->
                 want = str(dnat.target) + (f" port {dnat.target_port}" if dnat.target_port else "")
                 findings.append(Finding(
                     "nat",
-                    f"port forward of opening '{dnat.opening.name}' (row {dnat.opening.index}) goes to {got}, the matrix says {want}",
-                    dnat.opening, region.origin, tuple(common.lines()),
+                    f"port forward of opening '{dnat.opening.name}' (row {dnat.opening.index}) "
+                    f"{'may go' if region.uncertain else 'goes'} to {got}, the matrix says {want}{UNCERTAIN_NAT if region.uncertain else ''}",
+                    dnat.opening, region.origin, tuple(common.lines()), severity="medium" if region.uncertain else "",
                 ))
-        missing = wanted.subtract(covered)
+        missing = wanted.subtract(Space(ifaces, [b for b in covered.boxes]))
+        certain = Space(ifaces, [b for r in live if not r.uncertain for b in r.space.intersect(wanted).boxes])
+        maybe_missing = wanted.subtract(certain).subtract(missing)
+        if maybe_missing:
+            findings.append(Finding(
+                "nat",
+                f"port forward of opening '{dnat.opening.name}' (row {dnat.opening.index}) to {dnat.target} depends on rules fwmatrix cannot model",
+                dnat.opening, "", tuple(maybe_missing.lines()), severity="medium",
+            ))
         if missing:
             findings.append(Finding(
                 "nat",
@@ -271,7 +293,10 @@ def _nat_findings(full: Space, dnats: tuple[Dnat, ...], effective: Effective) ->
         extra = region.space.subtract(wanted_all)
         if extra:
             to = ", ".join(addr_text(region.target)) + (f" port {region.port}" if region.port else "")
-            findings.append(Finding("nat", f"port forward to {to} that no opening asks for", None, region.origin, tuple(extra.lines())))
+            findings.append(Finding(
+                "nat", f"port forward to {to} that no opening asks for{UNCERTAIN_NAT if region.uncertain else ''}",
+                None, region.origin, tuple(extra.lines()), severity="medium" if region.uncertain else "",
+            ))
     return findings
 
 

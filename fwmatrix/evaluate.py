@@ -20,7 +20,7 @@ they match and once assuming they do not).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from netaddr import IPNetwork, IPRange
 
@@ -54,6 +54,7 @@ class DnatRegion:
     target: Intervals  # address interval(s) in space coordinates
     port: PortRange | None
     origin: str
+    uncertain: bool = False  # the rule has a match fwmatrix cannot model: it may not translate these
 
 
 @dataclass(frozen=True)
@@ -105,19 +106,27 @@ def interfaces_of(ruleset: Ruleset, known: list[str]) -> Interfaces:
 
 
 def evaluate(ruleset: Ruleset, ifaces: Interfaces) -> Effective:
-    """The effective policy; with unmodelled constructs, the union of both readings
-    is `forwarded` minus what only one reading forwards, which is `uncertain`."""
-    yes = _Evaluator(ruleset, ifaces, assume_unmodelled_match=True).run()
+    """The effective policy. Where rules fwmatrix cannot model are involved, it
+    reads them twice (they all match; none matches) and also marks every packet
+    that such a rule could match: `forwarded` holds only what is forwarded
+    whatever those rules do, `uncertain` what may be forwarded depending on them
+    (forwarded by one reading, or within reach of such a rule that lets packets
+    on), and DNAT regions behind them are flagged uncertain."""
+    yes_run = _Evaluator(ruleset, ifaces, assume_unmodelled_match=True)
+    yes = yes_run.run()
     if not yes.unmodelled:
         return yes
     no = _Evaluator(ruleset, ifaces, assume_unmodelled_match=False).run()
-    both = yes.forwarded_space().intersect(no.forwarded_space())
-    certain = [Grant(g.space.intersect(both), g.origin) for g in yes.forwarded]
-    maybe = [Grant(g.space.subtract(both), g.origin) for g in yes.forwarded + no.forwarded]
+    touched = Space(ifaces, yes_run.touched)
+    certain_space = yes.forwarded_space().intersect(no.forwarded_space()).subtract(touched)
+    certain = [Grant(g.space.intersect(certain_space), g.origin) for g in yes.forwarded]
+    maybe = [Grant(g.space.subtract(certain_space), g.origin) for g in yes.forwarded + no.forwarded + yes_run.upper]
+    seen = {(d.origin, d.target, d.port) for d in yes.dnats}
+    dnats = yes.dnats + [replace(d, uncertain=True) for d in no.dnats if (d.origin, d.target, d.port) not in seen]
     return Effective(
         ifaces,
         [g for g in certain if g.space],
-        yes.dnats,
+        dnats,
         yes.shadowed,
         yes.unmodelled,
         [g for g in maybe if g.space],
@@ -133,20 +142,29 @@ class _Evaluator:
         self.unmodelled: dict[str, Note] = {}
         self.shadowed: list[Note] = []
         self._families: dict[str, Space] = {}
+        # what rules with unmodelled constructs could match (they are judged both ways):
+        # every such packet is uncertain; those such a rule lets on may be forwarded
+        self.touched: list = []
+        self.upper: list[Grant] = []  # what may be forwarded at most (see _combine)
 
     # -- the packet path ----------------------------------------------------------
 
     def run(self) -> Effective:
-        early = self._early_drops()
+        early, early_certain = self._early_drops()
         dnats = self._prerouting()
-        forwarded = self._forward()
+        chains = [(table, chain, self._chain(table, chain, Remaining(self._family_space(table)), depth=0))
+                  for table, chain in self._base_chains("forward", "filter")]
+        forwarded = self._combine(chains, upper=False)
+        self.upper = self._combine(chains, upper=True)
         if early:
             # Packets dropped before DNAT (raw, mangle) never reach NAT or forward. The
             # regions are in arriving coordinates: exact for the DNAT regions and for
             # untranslated traffic; for translated traffic, the drop is judged on the
             # translated packet (documented in docs/audit.md).
-            dnats = [DnatRegion(d.space.subtract(early), d.target, d.port, d.origin) for d in dnats]
+            dnats = [replace(d, space=d.space.subtract(early)) for d in dnats]
             forwarded = [Grant(g.space.subtract(early), g.origin) for g in forwarded]
+        if early_certain:
+            self.upper = [Grant(g.space.subtract(early_certain), g.origin) for g in self.upper]
         return Effective(
             self.ifaces,
             [g for g in forwarded if g.space],
@@ -155,18 +173,22 @@ class _Evaluator:
             list(self.unmodelled.values()),
         )
 
-    def _early_drops(self) -> Space:
-        """What filtering chains on the prerouting hook (raw, mangle) drop. Before DNAT
-        (priority below dstnat) they see the arriving packet, after it the translated one;
-        both are judged here on the packet as it arrives or is forwarded."""
-        boxes = []
+    def _early_drops(self) -> tuple[Space, Space]:
+        """What filtering chains on the prerouting hook (raw, mangle) drop, and of that
+        what they drop whatever unmodelled constructs do. Before DNAT (priority below
+        dstnat) they see the arriving packet, after it the translated one; both are
+        judged here on the packet as it arrives or is forwarded."""
+        boxes, certain = [], []
         for table, chain in self._base_chains("prerouting", "filter"):
             result = self._chain(table, chain, Remaining(self._family_space(table)), depth=0)
             boxes += [b for g in result.dropped for b in g.space.boxes]
+            certain += [b for g in result.dropped if g.origin not in result.uncertain_origins for b in g.space.boxes]
             if chain.policy == "drop":
-                kept = Space(self.ifaces, [b for g in result.accepted for b in g.space.boxes])
-                boxes += self._family_space(table).subtract(kept).boxes
-        return Space(self.ifaces, boxes)
+                kept = Space(self.ifaces, [b for g in result.accepted + result.maybe_accepted for b in g.space.boxes])
+                rest = self._family_space(table).subtract(kept).boxes
+                boxes += rest
+                certain += rest
+        return Space(self.ifaces, boxes), Space(self.ifaces, certain)
 
     def _base_chains(self, hook: str, kind: str) -> list[tuple[Table, Chain]]:
         found = [
@@ -199,7 +221,7 @@ class _Evaluator:
                 untranslated.remove(region.space)
         return regions
 
-    def _forward(self) -> list[Grant]:
+    def _combine(self, chains: list[tuple[Table, Chain, "_ChainResult"]], upper: bool) -> list[Grant]:
         """Forwarded packets, by the rule that let them through.
 
         A packet is forwarded when every forward base chain of its family lets
@@ -207,16 +229,19 @@ class _Evaluator:
         with policy drop only its explicit accepts pass, of a chain with policy
         accept everything but its explicit drops. Grants may overlap (the
         forwarded set is their union); the explicit accept of the latest chain
-        names the region's rule."""
+        names the region's rule. With `upper`, what rules fwmatrix cannot model
+        may let pass counts as passing and only their certain drops drop: what
+        may be forwarded at most."""
         grants = [Grant(self.full, DEFAULT_ACCEPT)]
-        for table, chain in self._base_chains("forward", "filter"):
+        for table, chain, result in chains:
             family = self._family_space(table)
-            result = self._chain(table, chain, Remaining(family), depth=0)
+            accepted = result.accepted + (result.maybe_accepted if upper else [])
+            dropped_grants = [d for d in result.dropped if not (upper and d.origin in result.uncertain_origins)]
             outside = [Grant(g.space.subtract(family), g.origin) for g in grants]
-            explicit = _intersect_grants([Grant(g.space.intersect(family), g.origin) for g in grants], result.accepted)
+            explicit = _intersect_grants([Grant(g.space.intersect(family), g.origin) for g in grants], accepted)
             inside: list[Grant] = []
             if chain.policy != "drop":
-                dropped = Space(self.ifaces, [b for d in result.dropped for b in d.space.boxes])
+                dropped = Space(self.ifaces, [b for d in dropped_grants for b in d.space.boxes])
                 policy_origin = f"{_chain_name(table, chain)} policy accept"
                 for g in grants:
                     rest = g.space.intersect(family).subtract(dropped)
@@ -232,27 +257,51 @@ class _Evaluator:
             raise EvaluationError(f"jumps nest deeper than {MAX_DEPTH} from {_chain_name(table, chain)}: a loop?")
         result = _ChainResult()
         entry = remaining.base
+        # what earlier rules decide whatever unmodelled constructs do: a packet they
+        # decide never reaches a later rule, in any reading
+        certain_decided: list[Space] = []
+        certain_remaining: Remaining | None = None
         for index, rule in enumerate(chain.rules):
             if rule.action is None:
                 continue  # decides nothing (a counter, a log, a mark): its matches cannot change a verdict
-            match = self._rule_space(table, rule, index, chain)
-            if match is None:
+            found = self._rule_space(table, rule, index, chain)
+            if found is None:
                 continue
-            hit = remaining.intersect(match)
+            match, uncertain = found
             origin = rule.origin or f"{_chain_name(table, chain)} rule {index + 1}"
+            if uncertain or isinstance(rule.action, UnmodelledAction):
+                if certain_remaining is None:
+                    certain_remaining = Remaining(entry)
+                    for decided in certain_decided:
+                        certain_remaining.remove(decided)
+                reach = certain_remaining.intersect(match)
+                self.touched.extend(reach.boxes)
+                result.uncertain_origins.add(origin)
+                if not isinstance(rule.action, Verdict) or rule.action.kind == "accept":
+                    result.maybe_accepted.append(Grant(reach, origin))
+            hit = remaining.intersect(match)
             decides = _is_terminal(rule.action)
             if not hit:
                 if decides and entry.intersect(match):
                     self.shadowed.append(Note(origin, "earlier rules in the chain decide every packet it would match"))
                 continue
-            self._act(table, chain, rule, origin, hit, match, remaining, result, depth)
+            recorder = _Recording(remaining)
+            touched_before = len(self.touched)
+            self._act(table, chain, rule, origin, hit, match, recorder, result, depth, uncertain)  # type: ignore[arg-type]
+            if not uncertain and len(self.touched) == touched_before:
+                # decided whatever unmodelled constructs do (a jump counts when its chain had none)
+                for decided in recorder.removed:
+                    if certain_remaining is None:
+                        certain_decided.append(decided)
+                    else:
+                        certain_remaining.remove(decided)
         if chain.hook is not None and chain.policy is not None:
             # only the chain's small side is needed: its explicit decisions (see _forward)
             result.policy = chain.policy
         return result
 
     def _act(self, table: Table, chain: Chain, rule: Rule, origin: str, hit: Space, match: Space,
-             remaining: Remaining, result: "_ChainResult", depth: int) -> None:
+             remaining: Remaining, result: "_ChainResult", depth: int, uncertain: bool = False) -> None:
         action = rule.action
         if action is None:
             return
@@ -289,11 +338,11 @@ class _Evaluator:
                     continue
                 entry_hit = remaining.intersect(entry_space)
                 if entry_hit:
-                    self._act(table, chain, Rule((), verdict, origin=origin), origin, entry_hit, entry_space, remaining, result, depth)
+                    self._act(table, chain, Rule((), verdict, origin=origin), origin, entry_hit, entry_space, remaining, result, depth, uncertain)
             return
         if isinstance(action, Dnat):
             target = (addr_interval(action.address),)
-            result.dnats.append(DnatRegion(hit, target, action.port, origin))
+            result.dnats.append(DnatRegion(hit, target, action.port, origin, uncertain))
             remaining.remove(match)
             return
         if isinstance(action, DnatMap):
@@ -306,7 +355,7 @@ class _Evaluator:
                     port = data[1] if len(data) > 1 else None
                     if isinstance(port, int):
                         port = PortRange(port, port)
-                    result.dnats.append(DnatRegion(entry_hit, (addr_interval(address),), port, origin))  # type: ignore[arg-type]
+                    result.dnats.append(DnatRegion(entry_hit, (addr_interval(address),), port, origin, uncertain))  # type: ignore[arg-type]
                     remaining.remove(entry_space)
             return
         if isinstance(action, UnmodelledAction):
@@ -326,9 +375,9 @@ class _Evaluator:
 
     # -- matches --------------------------------------------------------------------
 
-    def _rule_space(self, table: Table, rule: Rule, index: int, chain: Chain) -> Space | None:
-        """The packets a rule's matches select; None when the rule cannot match (or is
-        assumed not to, for unmodelled matches read the other way).
+    def _rule_space(self, table: Table, rule: Rule, index: int, chain: Chain) -> tuple[Space, bool] | None:
+        """The packets a rule's matches select, and whether an unmodelled match was left
+        out of them; None when the rule is assumed not to match (the other reading).
 
         Plain matches on one field narrow one box's bounds (cheap); set lookups,
         concatenations and negations are spaces of their own, intersected last."""
@@ -338,6 +387,7 @@ class _Evaluator:
             family = V4_ALL if table.family == "ip" else V6_ALL
             bounds["src"] = bounds["dst"] = family
         parts: list[Space] = []
+        uncertain = False
         for match in rule.matches:
             if isinstance(match, Match) and UNMODELLED_FIELDS.intersection(match.fields):
                 match = Unmodelled(_match_text(match))
@@ -345,6 +395,7 @@ class _Evaluator:
                 self._unmodelled(origin, match.text)
                 if not self.assume:
                     return None
+                uncertain = True
                 continue
             if len(match.fields) == 1 and match.set_name is None and not match.negate:
                 _narrow_by_values(bounds, match.fields[0], match.values, self.ifaces)
@@ -357,7 +408,7 @@ class _Evaluator:
                 part = self._family_space(table).intersect(_implied(self.full, match.fields)).subtract(part)
             parts.append(part)
         if bounds.pop("_empty", False):
-            return Space.empty(self.ifaces)
+            return Space.empty(self.ifaces), uncertain
         space = Space(self.ifaces, physical(
             bounds.get("iif", self.ifaces.all), bounds.get("oif", self.ifaces.all),  # type: ignore[arg-type]
             bounds.get("src", ADDR_ALL), bounds.get("dst", ADDR_ALL),  # type: ignore[arg-type]
@@ -367,7 +418,7 @@ class _Evaluator:
             if not space:
                 break
             space = space.intersect(part)
-        return space
+        return space, uncertain
 
     def _set_space(self, fields: tuple[str, ...], set_def: SetDef, table: Table) -> Space:
         boxes = []
@@ -389,17 +440,36 @@ class _Evaluator:
         ))
 
 
+class _Recording:
+    """A chain's undecided packets, remembering what one rule's action removed from them."""
+
+    def __init__(self, remaining: Remaining):
+        self.remaining = remaining
+        self.removed: list[Space] = []
+
+    def intersect(self, space: Space) -> Space:
+        return self.remaining.intersect(space)
+
+    def remove(self, space: Space) -> None:
+        self.removed.append(space)
+        self.remaining.remove(space)
+
+
 @dataclass
 class _ChainResult:
     accepted: list[Grant] = field(default_factory=list)
     dropped: list[Grant] = field(default_factory=list)
     dnats: list[DnatRegion] = field(default_factory=list)
+    maybe_accepted: list[Grant] = field(default_factory=list)  # what unmodelled rules may let pass
+    uncertain_origins: set[str] = field(default_factory=set)  # rules whose decisions depend on unmodelled constructs
     policy: str | None = None
 
     def absorb(self, other: "_ChainResult") -> None:
         self.accepted += other.accepted
         self.dropped += other.dropped
         self.dnats += other.dnats
+        self.maybe_accepted += other.maybe_accepted
+        self.uncertain_origins |= other.uncertain_origins
 
     def decided_space(self, ifaces: Interfaces) -> Space:
         return Space(ifaces, [b for g in self.accepted + self.dropped for b in g.space.boxes] + [b for d in self.dnats for b in d.space.boxes])

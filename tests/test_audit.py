@@ -159,9 +159,40 @@ def test_unmodelled_is_reported_and_judged_both_ways() -> None:
     (table,) = rulesets["edge"].tables
     marked = Rule((Unmodelled("meta mark 0x1"), _m("iif", "wan0"), _m("oif", "dmz0")), Verdict("accept"), origin="mark-rule")
     report = audit(intent, "edge", replace_table(rulesets["edge"], _forward_with(table, rules_after=(marked,))), "mutated")
-    assert sorted({f.kind for f in report.findings}) == ["unmodelled"]
+    assert sorted(f.kind for f in report.findings) == ["excess", "unmodelled"]
     (finding,) = [f for f in report.findings if f.kind == "unmodelled"]
     assert finding.rule == "mark-rule" and "meta mark" in finding.message
+    # what the rule may let through beyond the openings is reported, as uncertain
+    (maybe,) = [f for f in report.findings if f.kind == "excess"]
+    assert maybe.level == "medium" and "may be forwarded" in maybe.message and maybe.rule == "mark-rule"
+    assert all(line.startswith("wan0 → dmz0") for line in maybe.regions)
+
+
+def test_unmodelled_rules_are_judged_one_by_one() -> None:
+    """Mixed readings: the first never matches, the second always does (marks are 0).
+    Neither 'all match' nor 'none match' forwards; the kernel does. The audit must not
+    call the openings certainly missing."""
+    intent, rulesets = setup()
+    (table,) = rulesets["edge"].tables
+    forward = Chain("forward", (Rule((Unmodelled("meta mark 0x1"),), Verdict("drop"), origin="mark1-drop"),
+                                Rule((Unmodelled("meta mark 0x0"),), Verdict("accept"), origin="mark0-accept")),
+                    hook="forward", policy="drop")
+    table = dataclasses.replace(table, chains=tuple(forward if c.name == "forward" else c for c in table.chains))
+    report = audit(intent, "edge", replace_table(rulesets["edge"], table), "marks")
+    missing = [f for f in report.findings if f.kind == "missing"]
+    assert missing and all("depends on rules fwmatrix cannot model" in f.message for f in missing)
+    assert any(f.kind == "excess" and f.level == "medium" and f.rule == "mark0-accept" for f in report.findings)
+
+
+def test_dnat_behind_an_unmodelled_match_is_uncertain() -> None:
+    intent, rulesets = setup()
+    (table,) = rulesets["edge"].tables
+    extra = Rule((Unmodelled("meta mark 0x1"), _m("iif", "wan0"), _m("ip.daddr", IPNetwork("203.0.113.10/32")), _m("l4proto", TCP), _m("dport", PortRange(8080, 8080))),
+                 Dnat(4, IPNetwork("172.16.10.10/32"), PortRange(80, 80)), origin="marked-forward")
+    table = dataclasses.replace(table, chains=tuple(dataclasses.replace(c, rules=(extra,) + c.rules) if c.name == "prerouting" else c for c in table.chains))
+    report = audit(intent, "edge", replace_table(rulesets["edge"], table), "m")
+    (nat,) = [f for f in report.findings if f.kind == "nat"]
+    assert nat.level == "medium" and nat.rule == "marked-forward" and "cannot model" in nat.message
 
 
 def test_missing_port_forward_and_extra_port_forward() -> None:
@@ -215,7 +246,7 @@ def test_fail_threshold() -> None:
         Rule((Unmodelled("limit rate 10/second"), _m("iif", "wan0"), _m("oif", "dmz0"), _m("ip.daddr", IPNetwork("172.16.10.10/32")),
               _m("l4proto", TCP), _m("dport", PortRange(443, 443))), Verdict("accept"), origin="x"),))), "m")
     # unmodelled (medium), and shadowed (low): the compiled rules already accept what it would
-    assert sorted(f.level for f in report.findings) == ["low", "medium"]
+    assert sorted(f.level for f in report.findings) == ["low", "medium"], [f.to_json() for f in report.findings]
     assert fail(report, "medium") and not fail(report, "high")
 
 

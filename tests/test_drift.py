@@ -28,6 +28,7 @@ EXPECTED = [
     ("reply-blocked", "msa-to-rtpproxy", "cannot come back", None),
     ("shadowed", None, "never match", None),
     ("unmodelled", None, "meta mark", None),
+    ("excess", None, "may be forwarded", "lan0 → dmz0  10.20.0.50 → 0.0.0.0/0  any protocol  ct new"),
 ]
 
 
