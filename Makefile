@@ -22,6 +22,12 @@ demo: venv
 	@echo
 	@echo "--- $(OUT)/contact-highway-7/edge.nft ---"
 	@cat $(OUT)/contact-highway-7/edge.nft
+	@echo
+	@echo "--- audit: the compiled ruleset against the matrix ---"
+	$(BIN)/fwmatrix audit $(MATRIX) --ruleset $(OUT)/contact-highway-7/edge.nft
+	@echo
+	@echo "--- audit: a firewall that drifted (examples/drift; exit status 1: it has findings) ---"
+	-$(BIN)/fwmatrix audit $(MATRIX) --ruleset examples/drift/edge.json
 
 test: venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
