@@ -301,8 +301,8 @@ def _load_groups(reader: _Reader, node: yaml.Node | None, claim: Claim) -> dict[
             name,
             tuple(text for text, _ in members),
             reader.where(key_node),
-            note,
-            tuple(line_of(member) for _, member in members),
+            member_lines=tuple(line_of(member) for _, member in members),
+            note=note,
         )
     return groups
 

@@ -170,3 +170,14 @@ def test_huge_file_is_refused_before_reading(tmp_path, monkeypatch) -> None:
     path.write_text(BASE + "#" * 2000 + "\n")
     with pytest.raises(MatrixError, match="more than the 1000"):
         load_matrix(str(path))
+
+
+def test_group_member_lines_and_note(write_matrix) -> None:
+    text = BASE.replace("  web: [nginx]", "  web:\n    members: [nginx, bal]\n    note: the web tier")
+    group = load_matrix(write_matrix(text)).groups["web"]
+    assert group.note == "the web tier"
+    assert group.member_lines == (13, 13)
+    bad = BASE.replace("  web: [nginx]", "  web:\n    members:\n      - nginx\n      - nosuch\n    note: x")
+    with pytest.raises(MatrixError) as caught:
+        load_matrix(write_matrix(bad))
+    assert caught.value.line == 15 and "nosuch" in caught.value.message
