@@ -1,0 +1,384 @@
+"""Lint: findings about the matrix itself, each pointing at a line of its YAML.
+
+Kinds (default severity):
+  dmz-to-internet      medium  an explicit opening from a DMZ (a zone the internet reaches
+                               through a firewall) towards the internet: never needed,
+                               replies pass by connection tracking;
+  no-firewall          medium  an opening that crosses no firewall (sources and destinations
+                               share a zone): it opens nothing;
+  redundant            low     an opening whose traffic, and port forwards, other openings
+                               already open on every firewall it crosses;
+  broad-from-internet  high    every port of a protocol opened from the internet;
+  zone-to-zone         medium  a whole zone opened to a whole zone (high from the internet);
+  unused               info    a host, service or group that no opening uses.
+
+Pure: an Intent (the matrix and its placement) in, a LintReport out. The packet
+spaces are the audit's (`flow_space`), so lint and audit agree on what an
+opening opens and on what a DMZ is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from netaddr import IPNetwork
+
+from .audit import CT_NEW, SEVERITIES, _inside_to_internet, _service_bounds, flow_space
+from .intent import Dnat, Intent
+from .model import Matrix, Opening, ServicePart, Where
+from .resolve import Resolver
+from .space import Box, BoxIndex, Interfaces, Space, addrs, may_overlap, physical, subtract_boxes
+
+KINDS = ("dmz-to-internet", "no-firewall", "redundant", "broad-from-internet", "zone-to-zone", "unused")
+SEVERITY_OF = {
+    "dmz-to-internet": "medium",
+    "no-firewall": "medium",
+    "redundant": "low",
+    "broad-from-internet": "high",
+    "zone-to-zone": "medium",
+    "unused": "info",
+}
+# What each kind means and what to do about it: SARIF rule help, docs/reports.md.
+HELP = {
+    "dmz-to-internet": "An explicit opening from a DMZ (a zone the internet reaches through a firewall) towards the "
+                       "internet. Replies to the internet's requests pass by connection tracking (established/related), "
+                       "so such an opening is never needed for them; it lets a compromised DMZ host start connections "
+                       "out. Remove it, or keep it only for connections the DMZ host really starts, and say so in its note.",
+    "no-firewall": "The opening's sources and destinations share a zone, so no firewall sees its traffic and the "
+                   "opening opens nothing. Check the zones of its hosts, or remove it.",
+    "redundant": "Other openings already open all of this opening's traffic (and its port forwards) on every firewall "
+                 "it crosses, so removing it changes nothing. All openings reported redundant can be removed together.",
+    "broad-from-internet": "Every port of a protocol is open from the internet. Open the ports the service needs.",
+    "zone-to-zone": "A whole zone is opened to a whole zone. Name the hosts or groups that need to talk.",
+    "unused": "A host, service or group that no opening uses (directly or through groups and roles). Remove it, "
+              "or add the opening it was meant for.",
+}
+
+
+@dataclass(frozen=True)
+class LintFinding:
+    kind: str
+    message: str
+    where: Where  # the offending line of the matrix
+    opening: Opening | None = None
+    definition: tuple[str, str] | None = None  # ('host', 'nginx') for unused definitions
+    covering: tuple[str, ...] = ()  # the openings that cover a redundant one
+    severity: str = ""
+
+    @property
+    def level(self) -> str:
+        return self.severity or SEVERITY_OF[self.kind]
+
+    def to_json(self) -> dict:
+        out: dict = {"kind": self.kind, "severity": self.level, "message": self.message, "file": self.where.file, "line": self.where.line}
+        if self.opening is not None:
+            o = self.opening
+            out["opening"] = {"name": o.name, "row": o.index, "note": o.note, "file": o.where.file, "line": o.where.line}
+        if self.definition is not None:
+            out["definition"] = {"kind": self.definition[0], "name": self.definition[1]}
+        if self.covering:
+            out["covering"] = list(self.covering)
+        return out
+
+
+@dataclass
+class LintReport:
+    matrix: str
+    file: str
+    findings: list[LintFinding] = field(default_factory=list)
+    openings: tuple[Opening, ...] = ()  # every opening linted (a JUnit case each)
+
+    def counts(self) -> dict[str, int]:
+        counts = {kind: 0 for kind in KINDS}
+        for f in self.findings:
+            counts[f.kind] += 1
+        return counts
+
+    def verdict(self) -> str:
+        if not self.findings:
+            return f"matrix '{self.matrix}' is clean: {len(self.openings)} openings, nothing to report"
+        return f"matrix '{self.matrix}' has findings: " + ", ".join(f"{n} {kind}" for kind, n in self.counts().items() if n)
+
+    def to_json(self) -> dict:
+        return {
+            "schema": "fwmatrix.lint/1",
+            "matrix": self.matrix,
+            "file": self.file,
+            "verdict": self.verdict(),
+            "counts": self.counts(),
+            "findings": [f.to_json() for f in self.findings],
+        }
+
+
+def lint(intent: Intent) -> LintReport:
+    matrix = intent.matrix
+    findings = (
+        _dmz_to_internet(intent)
+        + _no_firewall(intent)
+        + _redundant(intent)
+        + _broad(intent)
+        + _unused(matrix)
+    )
+    findings.sort(key=lambda f: (f.where.line, KINDS.index(f.kind)))
+    return LintReport(matrix.name, matrix.file, findings, matrix.openings)
+
+
+def fail(report: LintReport, threshold: str) -> bool:
+    """Whether the report has a finding at or above the threshold."""
+    limit = SEVERITIES.index(threshold)
+    return any(SEVERITIES.index(f.level) >= limit for f in report.findings)
+
+
+# -- DMZ towards the internet -------------------------------------------------------
+
+
+def _dmz_to_internet(intent: Intent) -> list[LintFinding]:
+    found: dict[int, tuple[Opening, list[str]]] = {}
+    for fw_name, fw in intent.firewalls.items():
+        ifaces = Interfaces.of(fw.firewall.interfaces)
+        outward = _inside_to_internet(intent, fw_name, ifaces)
+        if not outward:
+            continue
+        full = Space.full(ifaces)
+        for flow in fw.flows:
+            if flow_space(full, flow, CT_NEW).intersect(outward):
+                entry = found.setdefault(flow.opening.index, (flow.opening, []))
+                hop = f"{fw_name}: {flow.in_iface} → {flow.out_iface}"
+                if hop not in entry[1]:
+                    entry[1].append(hop)
+    return [
+        LintFinding(
+            "dmz-to-internet",
+            f"opening '{o.name}' (row {o.index}) opens the DMZ towards the internet ({', '.join(hops)}): not needed, "
+            "replies to the internet's requests pass by connection tracking (established/related)",
+            o.where_of("to"), o,
+        )
+        for o, hops in found.values()
+    ]
+
+
+# -- openings that cross no firewall ---------------------------------------------------
+
+
+def _no_firewall(intent: Intent) -> list[LintFinding]:
+    by_where = {o.where: o for o in intent.matrix.openings}
+    return [LintFinding("no-firewall", w.message, w.where, by_where.get(w.where)) for w in intent.warnings]
+
+
+# -- redundant openings ------------------------------------------------------------------
+
+
+class _Layer:
+    """Boxes of one firewall that must be covered together: its forwarded flows, or
+    its port forwards to one target (a forward is only covered by forwards to the
+    same place). Each box remembers the opening it comes from."""
+
+    def __init__(self) -> None:
+        self.boxes: dict[int, list[Box]] = {}  # opening index -> boxes
+        self.owner: dict[int, int] = {}  # id(box) -> opening index
+        self.index = BoxIndex()
+
+    def add(self, opening: int, boxes: list[Box]) -> None:
+        self.boxes.setdefault(opening, []).extend(boxes)
+        for box in boxes:
+            self.owner[id(box)] = opening
+            self.index.add(box)
+
+    def covering(self, opening: int, excluded: set[int]) -> set[int] | None:
+        """The other openings (not excluded) whose boxes cover this opening's boxes here,
+        or None when they do not cover them all."""
+        mine = self.boxes[opening]
+        others: dict[int, Box] = {}
+        for a in mine:
+            for b in self.index.overlapping(a):
+                owner = self.owner[id(b)]
+                if owner != opening and owner not in excluded and may_overlap(a, b) and a.intersect(b) is not None:
+                    others[id(b)] = b
+        if subtract_boxes(mine, BoxIndex(list(others.values()))):
+            return None
+        return {self.owner[i] for i in others}
+
+
+def _layers(intent: Intent) -> list[_Layer]:
+    layers: list[_Layer] = []
+    for fw in intent.firewalls.values():
+        ifaces = Interfaces.of(fw.firewall.interfaces)
+        full = Space.full(ifaces)
+        flows = _Layer()
+        for flow in fw.flows:
+            flows.add(flow.opening.index, flow_space(full, flow, CT_NEW).boxes)
+        forwards: dict[tuple[str, int | None], _Layer] = {}
+        for dnat in fw.dnats:
+            forwards.setdefault((str(dnat.target), dnat.target_port), _Layer()).add(dnat.opening.index, _dnat_boxes(ifaces, dnat))
+        layers += [flows, *forwards.values()]
+    return layers
+
+
+def _dnat_boxes(ifaces: Interfaces, dnat: Dnat) -> list[Box]:
+    """The packets a port forward translates: from its interface and sources, to the public address."""
+    boxes: list[Box] = []
+    src, dst = addrs(dnat.sources), addrs([IPNetwork(dnat.public)])
+    for part in dnat.parts:
+        proto, dport = _service_bounds(part, dnat.family)
+        boxes += physical(ifaces.mask(dnat.in_iface), ifaces.all, src, dst, proto, dport, CT_NEW)
+    return boxes
+
+
+MINIMIZE_UP_TO = 16  # covering openings; beyond that all are named (trying each would cost too much)
+
+
+def _redundant(intent: Intent) -> list[LintFinding]:
+    """Openings covered by the others. Later rows are tried first, and an opening found
+    redundant no longer covers the ones before it, so every reported opening can be
+    removed at once without changing what is open; each is named with a few of the
+    openings that stay and cover it."""
+    layers = _layers(intent)
+    openings = {o.index: o for o in intent.matrix.openings}
+    placed = {index: [layer for layer in layers if index in layer.boxes] for index in openings}
+
+    def cover(index: int, excluded: set[int]) -> set[int] | None:
+        found: set[int] = set()
+        for layer in placed[index]:
+            part = layer.covering(index, excluded)
+            if part is None:
+                return None
+            found |= part
+        return found
+
+    removed: set[int] = set()
+    for index in sorted(openings, reverse=True):
+        if placed[index] and cover(index, removed) is not None:  # not placed: 'no-firewall' says so
+            removed.add(index)
+    findings: list[LintFinding] = []
+    for index in sorted(removed):
+        covering = cover(index, removed)
+        assert covering is not None  # what stays opens what all opened (each removal was covered by what stayed then)
+        if len(covering) <= MINIMIZE_UP_TO:
+            excluded = set(removed)
+            for other in sorted(covering, reverse=True):  # keep the earliest rows
+                if cover(index, excluded | {other}) is not None:
+                    excluded.add(other)
+            covering -= excluded
+        names = tuple(openings[i].name for i in sorted(covering))
+        o = openings[index]
+        findings.append(LintFinding(
+            "redundant",
+            f"opening '{o.name}' (row {o.index}) is redundant: {_and(names)} already open{'s' if len(names) == 1 else ''} all of its traffic",
+            o.where, o, covering=names,
+        ))
+    return findings
+
+
+def _and(names: tuple[str, ...]) -> str:
+    quoted = [f"'{n}'" for n in names]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " and " + quoted[-1]
+
+
+# -- overly broad openings ----------------------------------------------------------------
+
+
+def _broad(intent: Intent) -> list[LintFinding]:
+    matrix = intent.matrix
+    resolver = Resolver(matrix)
+    internet = _zone_any(matrix)
+    from_internet = _from_internet(intent)
+    findings: list[LintFinding] = []
+    for o in matrix.openings:
+        if o.index in from_internet:
+            for part in resolver.services(o):
+                if _every_port(part):
+                    findings.append(LintFinding(
+                        "broad-from-internet",
+                        f"opening '{o.name}' (row {o.index}) opens every {part.protocol} port from the internet: open the ports the service needs",
+                        o.where_of("service"), o,
+                    ))
+        sources, destinations = _zones_named(matrix, o.sources), _zones_named(matrix, o.destinations)
+        if sources and destinations:
+            findings.append(LintFinding(
+                "zone-to-zone",
+                f"opening '{o.name}' (row {o.index}) opens the whole zone {_and(tuple(sources))} to the whole zone {_and(tuple(destinations))}: "
+                "name the hosts or groups that need to talk",
+                o.where_of("from"), o, severity="high" if internet in sources else "",
+            ))
+    return findings
+
+
+def _every_port(part: ServicePart) -> bool:
+    return part.ports is not None and part.ports.low <= 1 and part.ports.high == 65535
+
+
+def _zone_any(matrix: Matrix) -> str | None:
+    return next((z.name for z in matrix.zones.values() if z.is_any), None)
+
+
+def _from_internet(intent: Intent) -> set[int]:
+    """Openings whose traffic enters some firewall from the internet (the `any` zone)."""
+    matrix = intent.matrix
+    out: set[int] = set()
+    for fw in intent.firewalls.values():
+        facing = {iface for iface, zone in fw.firewall.interfaces.items() if matrix.zones[zone].is_any}
+        out |= {f.opening.index for f in fw.flows if f.in_iface in facing}
+        out |= {d.opening.index for d in fw.dnats if d.in_iface in facing}
+    return out
+
+
+def _zones_named(matrix: Matrix, refs: tuple[str, ...]) -> list[str]:
+    """The zones a list of references names as a whole, directly or through groups."""
+    zones: list[str] = []
+    for ref in _expand(matrix, refs):
+        if ref in matrix.zones and ref not in zones:
+            zones.append(ref)
+    return zones
+
+
+def _expand(matrix: Matrix, refs: tuple[str, ...] | list[str]) -> list[str]:
+    """References and, for groups, their members, recursively (each once)."""
+    seen: dict[str, None] = {}  # ordered, for stable messages
+    pending = list(refs)
+    while pending:
+        ref = pending.pop()
+        if ref in seen:
+            continue
+        seen[ref] = None
+        if ref in matrix.groups:
+            pending += matrix.groups[ref].members
+    return list(seen)
+
+
+# -- definitions nobody uses -----------------------------------------------------------------
+
+
+def _unused(matrix: Matrix) -> list[LintFinding]:
+    refs = [r for o in matrix.openings for r in o.sources + o.destinations + ((o.nat.target,) if o.nat else ())]
+    used = _names_behind(matrix, _expand(matrix, refs))
+    used_services = {s for o in matrix.openings for s in o.services}
+    findings: list[LintFinding] = []
+    for group in matrix.groups.values():
+        if group.name not in used:
+            findings.append(_unused_finding("group", group.name, group.where, ""))
+    for host in matrix.hosts.values():
+        if host.name in used:
+            continue
+        holders = [g.name for g in matrix.groups.values() if host.name in _names_behind(matrix, _expand(matrix, g.members))]
+        why = f" (only group{'s' if len(holders) > 1 else ''} {_and(tuple(holders))} name{'s' if len(holders) == 1 else ''} it, and no opening uses {'them' if len(holders) > 1 else 'it'})" if holders else ""
+        findings.append(_unused_finding("host", host.name, host.where, why))
+    for service in matrix.services.values():
+        if service.name not in used_services:
+            findings.append(_unused_finding("service", service.name, service.where, ""))
+    return findings
+
+
+def _names_behind(matrix: Matrix, refs: list[str]) -> set[str]:
+    """The names references stand for: themselves, the host of `host.address`, the host of a role."""
+    names: set[str] = set()
+    for ref in refs:
+        base = ref.partition(".")[0]
+        names |= {ref, base, matrix.roles.get(base, base)}
+    return names
+
+
+def _unused_finding(kind: str, name: str, where: Where, why: str) -> LintFinding:
+    return LintFinding("unused", f"{kind} '{name}' is defined but no opening uses it{why}", where, definition=(kind, name))
+
+
+__all__ = ["KINDS", "SEVERITY_OF", "HELP", "LintFinding", "LintReport", "lint", "fail"]
