@@ -1,8 +1,11 @@
 """The `fwmatrix` command.
 
-Exit codes: 0 all good; 1 findings or a failed check; 2 a usage or input
-error (bad matrix, unknown firewall). User errors print one line, never a
-traceback (FWMATRIX_DEBUG=1 shows tracebacks of internal errors).
+Exit codes: 0 clean; 1 findings at or above the threshold (`--fail-on` for
+audit, lint and check; `--exit-code` for diff), a refused ruleset, or an
+internal error; 2 a usage or input error (bad matrix, unknown firewall). User
+errors print one line, never a traceback (FWMATRIX_DEBUG=1 shows tracebacks of
+internal errors). Every report command writes `--format table|json|markdown|
+junit|sarif` (docs/reports.md), to standard output or atomically to `--output`.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import io
 import os
 import sys
 import tempfile
-from typing import Callable, TypeVar
+from typing import Callable, Sequence, TypeVar
 
 import click
 from rich.console import Console
@@ -25,12 +28,21 @@ from .gcpause import gc_paused
 from .intent import Intent, build_intent
 from .loader import load_matrix, load_text
 from .audit import SEVERITIES, AuditReport, audit, fail
-from .report import as_json, markdown, print_review, print_table, review_json, review_markdown
-from .review import review
+from .formats import (
+    BackendCheck, CheckReport, FirewallCheck, Outcome, as_json, audit_outcome, check_fails, check_markdown,
+    check_outcome, diff_outcome, junit, lint_markdown, lint_outcome, print_check, print_lint, sarif,
+)
+from .ir import Ruleset
+from .lint import LintReport, lint
+from .lint import fail as lint_fails
+from .report import markdown, print_review, print_table, review_markdown
+from .review import Review, review
 from .targets import BACKENDS, backend, read_live, read_ruleset
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
+FORMATS = ("table", "json", "markdown", "junit", "sarif")
 F = TypeVar("F", bound=Callable[..., object])
+R = TypeVar("R")
 
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -101,6 +113,12 @@ def write_file_atomically(path: str, text: str) -> None:
     write_atomically(directory, {os.path.basename(path): text})
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_atomically(directory: str, files: dict[str, str]) -> None:
     """Each file appears whole or not at all: written aside, then renamed into place."""
     os.makedirs(directory, exist_ok=True)
@@ -109,6 +127,7 @@ def write_atomically(directory: str, files: dict[str, str]) -> None:
         for name, text in files.items():
             fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=directory)
             staged.append((tmp, os.path.join(directory, name)))
+            os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a ruleset is an ordinary file
             with os.fdopen(fd, "w", encoding="utf-8") as out:
                 out.write(text)
                 out.flush()
@@ -123,7 +142,53 @@ def write_atomically(directory: str, files: dict[str, str]) -> None:
 
 
 matrix_argument = click.argument("matrix", type=click.Path(dir_okay=False))
+matrices_argument = click.argument("matrices", metavar="MATRIX...", nargs=-1, required=True, type=click.Path(dir_okay=False))
 firewall_option = click.option("--firewall", "-f", metavar="NAME", help="Only this firewall (default: every firewall in the matrix).")
+format_option = click.option(
+    "--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
+    help="table for people, json for tools, markdown for a pull request comment, junit and sarif for CI (docs/reports.md).",
+)
+output_option = click.option("--output", "-o", metavar="FILE", help="Write the report to FILE (atomically) instead of standard output.")
+
+
+def _fail_on(default: str, what: str) -> Callable[[F], F]:
+    return click.option("--fail-on", type=click.Choice(SEVERITIES), default=default, show_default=True, help=f"Exit 1 when {what} is at least this severe.")
+
+
+def _json_takes_one(fmt: str, matrices: Sequence[str]) -> None:
+    if fmt == "json" and len(matrices) != 1:
+        raise click.UsageError("--format json reports on one matrix: run once per matrix (junit and sarif take several)")
+
+
+def _emit(fmt: str, output: str | None, reports: Sequence[R], *, table: Callable[[R, Console], None], markdown: Callable[[R], str],
+          to_json: Callable[[R], dict], outcome: Callable[[R], Outcome], fail_on: str | None) -> None:
+    """Print the reports in the chosen format, or write them atomically to `output`.
+    JUnit cases fail for issues at or above `fail_on` (None: none fails)."""
+    if fmt == "table" and output is None:
+        console = _console()
+        for report in reports:
+            table(report, console)
+        return
+    if fmt == "table":
+
+        def print_all(console: Console) -> None:
+            for report in reports:
+                table(report, console)
+
+        text = _recorded(print_all)
+    elif fmt == "markdown":
+        text = "\n".join(markdown(report) for report in reports)
+    elif fmt == "json":
+        (report,) = reports
+        text = as_json(to_json(report))
+    elif fmt == "junit":
+        text = junit([outcome(report) for report in reports], fail_on)
+    else:
+        text = sarif([outcome(report) for report in reports])
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        write_file_atomically(output, text)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -135,7 +200,8 @@ def main() -> None:
     which ports, through which NAT. fwmatrix compiles it into rulesets, one per
     firewall the traffic crosses.
 
-    Exit codes: 0 ok, 1 findings or a failed check, 2 usage or input error.
+    Exit codes: 0 clean; 1 findings or changes at or above the threshold
+    (--fail-on, or --exit-code for diff); 2 usage or input error.
     """
 
 
@@ -158,47 +224,69 @@ def compile_command(matrix: str, firewall: str | None, backend_name: str, output
 
 
 @main.command("check")
-@matrix_argument
+@matrices_argument
 @firewall_option
 @click.option("--backend", "-b", "backend_name", type=click.Choice(BACKENDS + ("all",)), default="all", show_default=True, help="Which backends' output to validate.")
 @click.option("--no-kernel", is_flag=True, help="Skip the validation by the backends' own tools (nft -c ...).")
+@format_option
+@output_option
+@_fail_on("high", "a result (a refused ruleset: high, a warning: medium, a ruleset not checked: info)")
 @user_errors
-def check_command(matrix: str, firewall: str | None, backend_name: str, no_kernel: bool) -> None:
-    """Load and validate MATRIX; check the compiled rulesets with the targets' own tools.
+def check_command(matrices: tuple[str, ...], firewall: str | None, backend_name: str, no_kernel: bool, fmt: str, output: str | None, fail_on: str) -> None:
+    """Load and validate each MATRIX; check the compiled rulesets with the targets' own tools.
 
     The rulesets are checked in a private network namespace (nft -c, as root
-    or through an unprivileged user namespace), so nothing is loaded."""
-    console = _console()
-    intent = _intent(matrix, firewall)
-    m = intent.matrix
-    console.print(f"[green]✓[/] {matrix}: matrix '{m.name}' is valid — {len(m.zones)} zones, {len(m.hosts)} hosts, {len(m.services)} services, {len(m.firewalls)} firewalls, {len(m.openings)} openings")
-    for warning in intent.warnings:
-        console.print(f"[yellow]![/] {warning.where}: {warning.message}")
-    failed = False
-    rulesets = compile_intent(intent)
-    for fw_name, ruleset in rulesets.items():
+    or through an unprivileged user namespace), so nothing is loaded. A
+    ruleset a target refuses exits 1; so do warnings with --fail-on medium."""
+    _json_takes_one(fmt, matrices)
+    reports = [_check(path, firewall, _backends(backend_name), no_kernel) for path in matrices]
+    _emit(fmt, output, reports, table=print_check, markdown=check_markdown, to_json=CheckReport.to_json, outcome=check_outcome, fail_on=fail_on)
+    sys.exit(EXIT_FINDINGS if any(check_fails(r, fail_on) for r in reports) else EXIT_OK)
+
+
+def _check(matrix_path: str, firewall: str | None, backend_names: tuple[str, ...], no_kernel: bool) -> CheckReport:
+    intent = _intent(matrix_path, firewall)
+    firewalls = []
+    for fw_name, ruleset in compile_intent(intent).items():
         if firewall is not None and fw_name != firewall:
             continue
         fw = intent.firewalls[fw_name]
-        console.print(f"  firewall '{fw_name}': {len(fw.flows)} flows on {len(fw.interface_pairs)} interface pairs, {len(fw.dnats)} DNAT mappings")
-        for name in _backends(backend_name):
-            module = backend(name)
-            files = module.render_files(ruleset)
-            if no_kernel:
-                continue
-            try:
-                problems = module.check_files(files)
-            except BackendError as exc:
-                console.print(f"  [yellow]?[/] {name}: not checked ({exc})")
-                continue
-            if problems:
-                failed = True
-                console.print(f"  [red]✗[/] {name}: the target refuses the ruleset:")
-                for line in problems[:20]:
-                    console.print(f"      {line}", markup=False)
-            else:
-                console.print(f"  [green]✓[/] {name}: {', '.join(f'{fw_name}{s}' for s in files)} accepted by the target's checker")
-    sys.exit(EXIT_FINDINGS if failed else EXIT_OK)
+        results = tuple(_check_backend(name, fw_name, ruleset, no_kernel) for name in backend_names)
+        firewalls.append(FirewallCheck(fw_name, fw.firewall.where, len(fw.flows), len(fw.interface_pairs), len(fw.dnats), results))
+    return CheckReport(intent.matrix, intent.warnings, firewalls)
+
+
+def _check_backend(name: str, fw_name: str, ruleset: Ruleset, no_kernel: bool) -> BackendCheck:
+    module = backend(name)
+    files = module.render_files(ruleset)
+    names = tuple(f"{fw_name}{suffix}" for suffix in files)
+    if no_kernel:
+        return BackendCheck(name, names, "skipped", reason="--no-kernel")
+    try:
+        problems = module.check_files(files)
+    except BackendError as exc:  # no checker here: said, not failed
+        return BackendCheck(name, names, "unchecked", reason=str(exc))
+    return BackendCheck(name, names, "refused" if problems else "accepted", tuple(problems))
+
+
+@main.command("lint")
+@matrices_argument
+@format_option
+@output_option
+@_fail_on("low", "a finding")
+@user_errors
+def lint_command(matrices: tuple[str, ...], fmt: str, output: str | None, fail_on: str) -> None:
+    """Lint each MATRIX: findings about the matrix itself, each at its file:line.
+
+    Explicit openings from a DMZ towards the internet (never needed: replies
+    pass by connection tracking), openings that cross no firewall, openings
+    other openings already cover (naming them), every port open from the
+    internet, a whole zone opened to a whole zone, and hosts, services and
+    groups no opening uses. Exit 1 when a finding reaches --fail-on."""
+    _json_takes_one(fmt, matrices)
+    reports = [lint(build_intent(load_matrix(path))) for path in matrices]
+    _emit(fmt, output, reports, table=print_lint, markdown=lint_markdown, to_json=LintReport.to_json, outcome=lint_outcome, fail_on=fail_on)
+    sys.exit(EXIT_FINDINGS if any(lint_fails(r, fail_on) for r in reports) else EXIT_OK)
 
 
 @main.command("show")
@@ -257,9 +345,9 @@ def show_command(matrix: str, firewall: str | None) -> None:
 @click.option("--live", is_flag=True, help="Read the running kernel's ruleset (on the firewall itself; needs root).")
 @click.option("--ruleset", "-r", "ruleset_path", metavar="FILE", type=click.Path(dir_okay=False), help="A saved ruleset: nft -j list ruleset, a .nft file, iptables-save output, or pf.conf.")
 @click.option("--backend", "-b", "backend_name", type=click.Choice(("auto",) + BACKENDS), default="auto", show_default=True, help="What wrote the ruleset (auto: guess from its text).")
-@click.option("--format", "fmt", type=click.Choice(("table", "json", "markdown")), default="table", show_default=True)
-@click.option("--output", "-o", metavar="FILE", help="Write the report to FILE (atomically) instead of standard output.")
-@click.option("--fail-on", type=click.Choice(SEVERITIES), default="low", show_default=True, help="Exit 1 when a finding is at least this severe.")
+@format_option
+@output_option
+@_fail_on("low", "a finding")
 @user_errors
 def audit_command(matrix: str, firewall: str | None, live: bool, ruleset_path: str | None, backend_name: str, fmt: str, output: str | None, fail_on: str) -> None:
     """Audit a firewall's live ruleset against MATRIX.
@@ -284,14 +372,8 @@ def audit_command(matrix: str, firewall: str | None, live: bool, ruleset_path: s
         ruleset, used = read_ruleset(ruleset_path, backend_name)
         source = f"{ruleset_path} ({used})"
     report = audit(intent, firewall, ruleset, source)
-    if fmt == "table" and output is None:
-        print_table(report, _console())
-    else:
-        text = as_json(report) if fmt == "json" else markdown(report) if fmt == "markdown" else _plain_table(report)
-        if output is None:
-            click.echo(text, nl=False)
-        else:
-            write_file_atomically(output, text)
+    _emit(fmt, output, [report], table=print_table, markdown=markdown, to_json=AuditReport.to_json,
+          outcome=lambda r: audit_outcome(r, intent), fail_on=fail_on)
     sys.exit(EXIT_FINDINGS if fail(report, fail_on) else EXIT_OK)
 
 
@@ -300,8 +382,8 @@ def audit_command(matrix: str, firewall: str | None, live: bool, ruleset_path: s
 @click.argument("new", type=click.Path(dir_okay=False), required=False)
 @click.option("--git", "git_rev", metavar="REV", help="Compare OLD as it is at git revision REV with the working tree (NEW is then not given).")
 @click.option("--backend", "-b", "backend_name", type=click.Choice(BACKENDS + ("all",)), default="nftables", show_default=True, help="Which rulesets to diff.")
-@click.option("--format", "fmt", type=click.Choice(("table", "json", "markdown")), default="table", show_default=True)
-@click.option("--output", "-o", metavar="FILE", help="Write the review to FILE (atomically) instead of standard output.")
+@format_option
+@output_option
 @click.option("--exit-code", is_flag=True, help="Exit 1 when the change opens, closes or re-targets anything (like git diff --exit-code).")
 @user_errors
 def diff_command(old: str, new: str | None, git_rev: str | None, backend_name: str, fmt: str, output: str | None, exit_code: bool) -> None:
@@ -323,14 +405,9 @@ def diff_command(old: str, new: str | None, git_rev: str | None, backend_name: s
         before, old_label = load_matrix(old), old
         after, new_label = load_matrix(new), new
     result = review(build_intent(before), build_intent(after), old_label, new_label, _backends(backend_name))
-    if fmt == "table" and output is None:
-        print_review(result, _console())
-    else:
-        text = review_json(result) if fmt == "json" else review_markdown(result) if fmt == "markdown" else _recorded(lambda c: print_review(result, c))
-        if output is None:
-            click.echo(text, nl=False)
-        else:
-            write_file_atomically(output, text)
+    # JUnit: with --exit-code every change fails its case, as it fails the exit code
+    _emit(fmt, output, [result], table=print_review, markdown=review_markdown, to_json=Review.to_json,
+          outcome=lambda r: diff_outcome(r, after), fail_on="info" if exit_code else None)
     sys.exit(EXIT_FINDINGS if exit_code and result.changed else EXIT_OK)
 
 
@@ -351,14 +428,9 @@ def git_show(rev: str, path: str) -> bytes:
 
 
 def _recorded(printer: Callable[[Console], None]) -> str:
+    """What a printer writes to a console, as plain text (for --format table --output FILE)."""
     console = Console(record=True, width=160, file=io.StringIO(), highlight=False)
     printer(console)
-    return console.export_text()
-
-
-def _plain_table(report: "AuditReport") -> str:
-    console = Console(record=True, width=160, file=io.StringIO(), highlight=False)
-    print_table(report, console)
     return console.export_text()
 
 
