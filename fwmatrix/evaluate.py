@@ -182,7 +182,7 @@ class _Evaluator:
         for table, chain in self._base_chains("prerouting", "filter"):
             result = self._chain(table, chain, Remaining(self._family_space(table)), depth=0)
             boxes += [b for g in result.dropped for b in g.space.boxes]
-            certain += [b for g in result.dropped if g.origin not in result.uncertain_origins for b in g.space.boxes]
+            certain += [b for g in result.dropped if id(g) not in result.uncertain_drops for b in g.space.boxes]
             if chain.policy == "drop":
                 kept = Space(self.ifaces, [b for g in result.accepted + result.maybe_accepted for b in g.space.boxes])
                 rest = self._family_space(table).subtract(kept).boxes
@@ -236,7 +236,7 @@ class _Evaluator:
         for table, chain, result in chains:
             family = self._family_space(table)
             accepted = result.accepted + (result.maybe_accepted if upper else [])
-            dropped_grants = [d for d in result.dropped if not (upper and d.origin in result.uncertain_origins)]
+            dropped_grants = [d for d in result.dropped if not (upper and id(d) in result.uncertain_drops)]
             outside = [Grant(g.space.subtract(family), g.origin) for g in grants]
             explicit = _intersect_grants([Grant(g.space.intersect(family), g.origin) for g in grants], accepted)
             inside: list[Grant] = []
@@ -276,14 +276,19 @@ class _Evaluator:
                         certain_remaining.remove(decided)
                 reach = certain_remaining.intersect(match)
                 self.touched.extend(reach.boxes)
-                result.uncertain_origins.add(origin)
                 if not isinstance(rule.action, Verdict) or rule.action.kind == "accept":
                     result.maybe_accepted.append(Grant(reach, origin))
             hit = remaining.intersect(match)
             decides = _is_terminal(rule.action)
             if not hit:
                 if decides and entry.intersect(match):
-                    self.shadowed.append(Note(origin, "earlier rules in the chain decide every packet it would match"))
+                    # shadowed only if rules that decide whatever unmodelled constructs do cover it
+                    if certain_remaining is None:
+                        certain_remaining = Remaining(entry)
+                        for decided in certain_decided:
+                            certain_remaining.remove(decided)
+                    if not certain_remaining.intersect(match):
+                        self.shadowed.append(Note(origin, "earlier rules in the chain decide every packet it would match"))
                 continue
             recorder = _Recording(remaining)
             touched_before = len(self.touched)
@@ -309,7 +314,7 @@ class _Evaluator:
             if action.kind == "accept":
                 result.accepted.append(Grant(hit, origin))
             elif action.kind in ("drop", "reject"):
-                result.dropped.append(Grant(hit, origin))
+                result.drop(Grant(hit, origin), uncertain)
             elif action.kind == "return":
                 pass  # back to the caller, undecided
             elif action.kind == "continue":
@@ -365,7 +370,7 @@ class _Evaluator:
             if self.assume:
                 result.accepted.append(Grant(hit, origin))
             else:
-                result.dropped.append(Grant(hit, origin))
+                result.drop(Grant(hit, origin), uncertain=True)
             remaining.remove(match)
             return
         raise EvaluationError(f"{origin}: no evaluation for action {action!r}")
@@ -461,7 +466,7 @@ class _ChainResult:
     dropped: list[Grant] = field(default_factory=list)
     dnats: list[DnatRegion] = field(default_factory=list)
     maybe_accepted: list[Grant] = field(default_factory=list)  # what unmodelled rules may let pass
-    uncertain_origins: set[str] = field(default_factory=set)  # rules whose decisions depend on unmodelled constructs
+    uncertain_drops: set[int] = field(default_factory=set)  # ids of the drops that depend on unmodelled constructs
     policy: str | None = None
 
     def absorb(self, other: "_ChainResult") -> None:
@@ -469,7 +474,12 @@ class _ChainResult:
         self.dropped += other.dropped
         self.dnats += other.dnats
         self.maybe_accepted += other.maybe_accepted
-        self.uncertain_origins |= other.uncertain_origins
+        self.uncertain_drops |= other.uncertain_drops
+
+    def drop(self, grant: Grant, uncertain: bool) -> None:
+        self.dropped.append(grant)
+        if uncertain:
+            self.uncertain_drops.add(id(grant))
 
     def decided_space(self, ifaces: Interfaces) -> Space:
         return Space(ifaces, [b for g in self.accepted + self.dropped for b in g.space.boxes] + [b for d in self.dnats for b in d.space.boxes])

@@ -270,3 +270,17 @@ def test_drops_before_dnat_count() -> None:
     assert missing == ["nginx-to-bal"]
     # the drop also hits answers to internet clients that happen to use 10.20.0.10:80
     assert {f.kind for f in report.findings} == {"missing", "reply-blocked"}
+
+
+def test_a_rule_after_an_unmodelled_one_is_not_called_shadowed() -> None:
+    from fwmatrix.evaluate import evaluate
+    from fwmatrix.ir import UnmodelledAction
+    from fwmatrix.space import Interfaces
+
+    chain = Chain("forward", (Rule((), UnmodelledAction("anchor"), origin="L1"), Rule((), Verdict("drop"), origin="L2")), hook="forward", policy="accept")
+    effective = evaluate(Ruleset((Table("inet", "t", (chain,)),)), Interfaces.of(["a", "b"]))
+    assert effective.shadowed == []
+    # while a rule that certain rules cover is
+    chain = Chain("forward", (Rule((), Verdict("drop"), origin="L1"), Rule((_m("iif", "a"),), Verdict("accept"), origin="L2")), hook="forward", policy="accept")
+    effective = evaluate(Ruleset((Table("inet", "t", (chain,)),)), Interfaces.of(["a", "b"]))
+    assert [n.origin for n in effective.shadowed] == ["L2"]
