@@ -48,13 +48,17 @@ real check. docs/backend-pf.md says more.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from typing import Iterable, Iterator
+from bisect import bisect_right
+from dataclasses import dataclass, field, replace
+from typing import Iterable, Iterator, Mapping, Sequence
 
-from netaddr import AddrFormatError, IPNetwork, IPRange, cidr_merge
+from netaddr import AddrFormatError, IPNetwork, IPRange, IPSet, cidr_merge
 
 from fwmatrix.errors import BackendError
-from fwmatrix.ir import Chain, Dnat, DnatMap, Jump, Match, Ruleset, SetDef, Table, Unmodelled, Value, Verdict, VerdictMap
+from fwmatrix.ir import (
+    PRIORITY_DSTNAT, Action, Chain, Dnat, DnatMap, Jump, Match, Rule, Ruleset, SetDef, Table, Unmodelled, UnmodelledAction,
+    Value, Verdict, VerdictMap, addr_field,
+)
 from fwmatrix.model import PortRange
 
 NAME = "pf"
@@ -1245,3 +1249,1667 @@ def rule_counts(text: str) -> tuple[int, int]:
     conf = parse(text)
     return conf.rule_count, conf.expanded_rule_count
 
+
+# == Reading pf rulesets into the IR, with netfilter's semantics =================
+#
+# `parse_ruleset` reads a pf.conf, or what `pfctl -sr`, `-sn` or `-sa` prints
+# (rules expanded, no macros, tables by name only), into the Ruleset IR, so that
+# the one evaluator judges pf firewalls too. pf's semantics become netfilter's:
+#
+# * The last matching rule decides, unless a matching rule is `quick`; a packet no
+#   rule matches passes. That is first match over [quick rules in file order] +
+#   [the other rules in reverse order], with policy accept. (A quick anchor's rules
+#   go to the quick part, in their own such order; other anchors are inline.)
+# * A forwarded packet is filtered twice: in on its input interface, then out on
+#   its output interface. Two forward base chains: "in" (priority -1, `on` is the
+#   iif) and "out" (priority 0, `on` is the oif); a rule without in/out is in both.
+#   The evaluator forwards a packet only if every forward base chain passes it.
+#   `received-on IF` is a match on the iif; `tagged T` too, when T is set only by
+#   rules `in on IF` and every packet in on IF meets a block rule (else unmodelled).
+# * pf looks packets up in its state table before any rule, and pass rules keep
+#   state unless `no state`: both chains start with `ct state established,related
+#   accept`. Replies that meet the rules instead (those of `no state` rules, and of
+#   packets passed by default, which keeps no state) are judged both ways. tcp
+#   creates state on a SYN only (`flags S/SA`, the default): flags are not
+#   modelled, a connection is a connection.
+# * Translation becomes a prerouting nat chain of first-match DNAT rules, and the
+#   filter chains see translated packets, as pf.conf(5) says for old-style `rdr`
+#   (FreeBSD; evaluated before the filter, binat first) and for rules after a
+#   `match ... rdr-to` (OpenBSD). OpenBSD applies every matching `match ... rdr-to`
+#   at once and later rules see the new packet, so a later one can translate it
+#   again (the last that matches the packet as it then is wins): the nat chain gets
+#   the composed translation first. A `pass ... rdr-to` translates only when it is
+#   the rule that decides: the filter's own first-match order, mirrored in the nat
+#   chain. Filter rules before a `match ... rdr-to` judged the packet untranslated:
+#   where that can differ, their verdict on translated packets is left open.
+# * `rdr pass` and `pass ... rdr-to` pass the translated packet without the rest of
+#   the in rules (pf.conf(5): "passed without inspecting the filter rules"); the
+#   out pass is a separate evaluation and still filters it. The IR cannot tell a
+#   translated packet from an untranslated one with the same header (that needs
+#   `ct status dnat` and the original destination): that accept is judged both ways.
+# * Source NAT (`nat`, `nat-to`, binat's outbound half) does not change what is
+#   forwarded and is skipped; `nat pass` lets the packet out without the out rules.
+#   binat's inbound half is a DNAT (one address to one address; else unmodelled).
+#
+# What cannot be modelled is kept as ir.Unmodelled / ir.UnmodelledAction, never
+# dropped: interface groups (egress), addresses of interfaces, host names, `self`
+# as a source, tables filled at run time or from files, `no-route`, `urpf-failed`,
+# icmp types, user/group/os/tos/prio/probability, state limits, route-to/reply-to/
+# dup-to/divert, af-to, rdr-to on the way out, translation to several addresses,
+# anchors and includes whose rules are not given. Source ports become the IR's
+# `sport` (which the evaluator judges both ways). `to self` never matches a
+# forwarded packet (its destination is not the firewall), nor do link-local scopes
+# and loopback (RFC 4291, 3927): such rules vanish from the filter chains.
+
+PARSED_TABLE = "pf"
+PRIORITY_IN, PRIORITY_OUT = -1, 0  # the in pass judges a packet before the out pass
+
+PF_PROTOCOLS: dict[str, int] = {
+    "ip": 0, "hopopt": 0, "icmp": 1, "igmp": 2, "ggp": 3, "ipencap": 4, "ipip": 4, "tcp": 6, "egp": 8, "udp": 17,
+    "ipv6": 41, "ipv6-route": 43, "ipv6-frag": 44, "rsvp": 46, "gre": 47, "esp": 50, "ah": 51, "ipv6-icmp": 58,
+    "icmp6": 58, "ipv6-nonxt": 59, "ipv6-opts": 60, "eigrp": 88, "ospf": 89, "etherip": 97, "pim": 103, "ipcomp": 108,
+    "vrrp": 112, "carp": 112, "l2tp": 115, "sctp": 132, "udplite": 136, "pfsync": 240, "dccp": 33,
+}
+# Service names as /etc/services gives them, for the ports pfctl prints by name.
+PF_SERVICES: dict[str, int] = {
+    "ftp-data": 20, "ftp": 21, "ssh": 22, "telnet": 23, "smtp": 25, "domain": 53, "bootps": 67, "bootpc": 68,
+    "tftp": 69, "www": 80, "http": 80, "kerberos": 88, "pop3": 110, "sunrpc": 111, "auth": 113, "ident": 113,
+    "ntp": 123, "netbios-ns": 137, "netbios-dgm": 138, "netbios-ssn": 139, "imap": 143, "snmp": 161,
+    "snmptrap": 162, "snmp-trap": 162, "bgp": 179, "ldap": 389, "https": 443, "microsoft-ds": 445, "isakmp": 500,
+    "syslog": 514, "submission": 587, "ldaps": 636, "imaps": 993, "pop3s": 995, "openvpn": 1194, "ms-sql-s": 1433,
+    "radius": 1812, "radius-acct": 1813, "nfs": 2049, "mysql": 3306, "ms-wbt-server": 3389, "ipsec-nat-t": 4500,
+    "sip": 5060, "sip-tls": 5061, "postgresql": 5432, "spamd": 8025, "http-alt": 8080,
+}
+# Interface groups OpenBSD makes by itself: their members are known only on the firewall.
+PF_GROUPS = frozenset({"egress", "carp", "enc", "pflog", "pfsync", "tun", "tap", "gif", "gre", "wg", "vlan", "bridge",
+                       "veb", "tpmr", "pppoe", "all"})
+# Addresses no router forwards from or to (loopback, link-local scopes).
+_NEVER_FORWARDED = {
+    ("saddr", 4): IPSet(["127.0.0.0/8", "169.254.0.0/16"]),
+    ("daddr", 4): IPSet(["127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/24", "255.255.255.255/32"]),
+    ("saddr", 6): IPSet(["::1/128", "fe80::/10"]),
+    ("daddr", 6): IPSet(["::1/128", "fe80::/10", "ff01::/16", "ff02::/16"]),
+}
+_ALL = {4: IPSet(["0.0.0.0/0"]), 6: IPSet(["::/0"])}
+_ESTABLISHED = Match(("ct.state",), (("established",), ("related",)))
+_PORTS_ALL = (PortRange(0, 65535),)
+_LOOPBACK_RE = re.compile(r"lo\d*")
+
+
+# -- what a rule says -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _If:
+    name: str
+    negate: bool = False
+    group: bool = False  # an interface group: its members are not known here
+
+
+@dataclass(frozen=True)
+class _Host:
+    negate: bool
+    kind: str  # 'any', 'self', 'net', 'table', 'unknown'
+    net: IPNetwork | IPRange | None = None
+    name: str = ""  # the table's name, or what an unknown address is
+
+
+@dataclass(frozen=True)
+class _Ports:
+    ranges: tuple[PortRange, ...]  # their union, merged
+    unknown: tuple[str, ...] = ()  # service names not known here
+
+
+@dataclass(frozen=True)
+class _Target:
+    """Where a translation sends a packet: one address (else unmodelled) and maybe one port."""
+
+    address: IPNetwork | None
+    port: PortRange | None
+    text: str
+
+
+@dataclass(frozen=True)
+class _Rule:
+    origin: str
+    action: str  # 'pass', 'block', 'match', 'rdr' (old style), 'no-rdr', 'nat' (a `nat pass`)
+    reject: bool = False
+    direction: str | None = None
+    quick: bool = False
+    on: tuple[_If, ...] | None = None
+    received_on: tuple[_If, ...] | None = None
+    af: int | None = None
+    protos: tuple[int | str, ...] | None = None  # str: a protocol name not known here
+    src: tuple[_Host, ...] | None = None
+    dst: tuple[_Host, ...] | None = None
+    dport: _Ports | None = None
+    sport: _Ports | None = None
+    tag: str | None = None
+    tagged: tuple[str, bool] | None = None  # (tag, negated)
+    rdr: _Target | None = None
+    keep_state: bool = True
+    passes: bool = False  # `rdr pass`, `nat pass`: the translated packet skips the filter rules
+    binat: bool = False  # the inbound half of an old-style binat (evaluated before rdr)
+    unknown: tuple[str, ...] = ()  # what fwmatrix cannot model about this rule
+    label: str = ""
+    parents: tuple[_Rule, ...] = ()  # the conditions of the anchors around it
+
+    @property
+    def parts(self) -> tuple[_Rule, ...]:
+        return self.parents + (self,)
+
+
+@dataclass(frozen=True)
+class _Opaque:
+    """Rules fwmatrix cannot see (an anchor loaded elsewhere, an include): their verdict is unknown."""
+
+    origin: str
+    text: str
+    cond: _Rule  # the anchor's own conditions
+    chains: frozenset[str]  # which of 'in', 'out', 'nat' they may act in
+
+
+@dataclass(frozen=True)
+class _Group:
+    """A `quick` anchor: once a rule inside matched, its last matching rule decides at once."""
+
+    items: tuple[_Rule | _Opaque | _Group, ...]
+
+
+_Item = _Rule | _Opaque | _Group
+_Seen = _Rule | _Opaque  # a rule, or rules not seen; anchors opened
+
+
+@dataclass(frozen=True)
+class _TableValue:
+    nets: dict[int, IPSet]  # family -> addresses
+    unknown: tuple[str, ...] = ()
+
+
+# -- reading text: lines, tokens, statements ----------------------------------------
+
+
+@dataclass(frozen=True)
+class _Tok:
+    text: str
+    line: int
+    quoted: bool = False
+
+
+_NL = "\n"
+_PF_TOKEN_RE = re.compile(r"!=|<=|>=|><|<>|->|<[^<>\s=!]+>|\$[A-Za-z_][A-Za-z0-9_]*|[{}(),=!<>]|[^\s{}(),=!<>\"#\\$]+")
+_SECTION_RE = re.compile(r"[A-Z][A-Z0-9 /&_-]*:")
+_RULE_SECTIONS = frozenset({"FILTER RULES:", "TRANSLATION RULES:", "NAT RULES:", "RDR RULES:"})
+_NOISE_RE = re.compile(r"(No ALTQ support in kernel|ALTQ related functions disabled)")
+_RULE_NUMBER_RE = re.compile(r"\s*@\d+(\(\d+\))?\s+")
+_OLD_TRANSLATION_RE = re.compile(r"^\s*(@\d+\s+)?(no\s+)?(rdr|nat|binat)(\s+pass)?(\s+log)?\s+on\b", re.MULTILINE)
+
+
+def _listing_text(text: str) -> str:
+    """pfctl's listings as pf.conf: section headers and what is not a rule blanked, `@N` dropped
+    (line numbers kept)."""
+    lines = text.split("\n")
+    rules = True
+    for i, line in enumerate(lines):
+        bare = line.strip()
+        if _SECTION_RE.fullmatch(bare):
+            rules = " ".join(bare.split()) in _RULE_SECTIONS
+            lines[i] = ""
+        elif not rules or _NOISE_RE.match(bare) or bare.startswith("["):
+            lines[i] = ""  # states, counters, info, timeouts, limits; `-v` counter lines
+        else:
+            number = _RULE_NUMBER_RE.match(line)
+            if number:
+                lines[i] = line[number.end():]
+    return "\n".join(lines)
+
+
+def _lex(text: str, where: str, first_line: int = 1) -> list[_Tok]:
+    """pfctl's lexer: `\\` + newline joins lines (in a comment too), `#` comments, quoted strings."""
+    toks: list[_Tok] = []
+    i, line, n = 0, first_line, len(text)
+    while i < n:
+        ch = text[i]
+        if ch == "\\" and text.startswith("\n", i + 1):
+            i, line = i + 2, line + 1
+        elif ch == "\n":
+            toks.append(_Tok(_NL, line))
+            i, line = i + 1, line + 1
+        elif ch in " \t\r\f\v":
+            i += 1
+        elif ch == "#":
+            while i < n and text[i] != "\n":
+                if text[i] == "\\" and text.startswith("\n", i + 1):
+                    line += 1
+                    i += 1
+                i += 1
+        elif ch == '"':
+            end = text.find('"', i + 1)
+            if end < 0 or "\n" in text[i + 1:end]:
+                raise BackendError("unterminated quoted string", file=where, line=line)
+            toks.append(_Tok(text[i + 1:end], line, quoted=True))
+            i = end + 1
+        else:
+            m = _PF_TOKEN_RE.match(text, i)
+            if m is None:
+                raise BackendError(f"unexpected character {ch!r}", file=where, line=line)
+            toks.append(_Tok(m.group(), line))
+            i = m.end()
+    return toks
+
+
+def _statements(toks: list[_Tok], where: str) -> list[list[_Tok]]:
+    """Statements end at a newline outside braces; inside braces newlines stay (anchor bodies)."""
+    out: list[list[_Tok]] = []
+    current: list[_Tok] = []
+    depth = 0
+    for tok in toks:
+        if tok.text == _NL and not tok.quoted and depth == 0:
+            if current:
+                out.append(current)
+                current = []
+            continue
+        if not tok.quoted and tok.text in ("{", "}"):
+            depth += 1 if tok.text == "{" else -1
+            if depth < 0:
+                raise BackendError("'}' without '{'", file=where, line=tok.line)
+        current.append(tok)
+    if depth:
+        raise BackendError("'{' is never closed", file=where, line=current[0].line)
+    if current:
+        out.append(current)
+    return out
+
+
+class _Cur:
+    """A cursor over one statement's tokens (macros expanded, newlines gone)."""
+
+    def __init__(self, toks: list[_Tok]) -> None:
+        self.toks, self.i = toks, 0
+
+    def peek(self, ahead: int = 0) -> str | None:
+        j = self.i + ahead
+        return self.toks[j].text if j < len(self.toks) else None
+
+    def quoted(self) -> bool:
+        return self.i < len(self.toks) and self.toks[self.i].quoted
+
+    def word(self, *words: str) -> bool:
+        """Take the next token if it is one of these keywords (a quoted string is never a keyword)."""
+        if self.peek() in words and not self.quoted():
+            self.i += 1
+            return True
+        return False
+
+    def next(self, what: str) -> str:
+        tok = self.peek()
+        if tok is None:
+            raise _Bad(f"missing {what}")
+        self.i += 1
+        return tok
+
+    def done(self) -> bool:
+        return self.i >= len(self.toks)
+
+    def group(self, opening: str, closing: str) -> list[str]:
+        """The tokens inside a balanced (...) or {...} that starts here."""
+        if not self.word(opening):
+            raise _Bad(f"expected '{opening}'")
+        depth, out = 1, []
+        while True:
+            tok = self.next(f"'{closing}'")
+            if tok == opening:
+                depth += 1
+            elif tok == closing:
+                depth -= 1
+                if depth == 0:
+                    return out
+            out.append(tok)
+
+    def arg(self, what: str) -> str:
+        """One argument: a token, or a (...) / {...} group, as text."""
+        if self.peek() in ("(", "{") and not self.quoted():
+            opening = self.peek()
+            inner = self.group(opening, ")" if opening == "(" else "}")  # type: ignore[arg-type]
+            return f"{opening} {' '.join(inner)} {')' if opening == '(' else '}'}"
+        return self.next(what)
+
+    def items(self, what: str) -> list[str]:
+        """One item or a { list } (commas optional)."""
+        if self.word("{"):
+            out = []
+            while not self.word("}"):
+                tok = self.next(f"'}}' closing the {what} list")
+                if tok != ",":
+                    out.append(tok)
+            if not out:
+                raise _Bad(f"empty {what} list")
+            return out
+        return [self.next(what)]
+
+
+# -- values ---------------------------------------------------------------------------
+
+
+def _net(word: str) -> IPNetwork | None:
+    """An address or network as pf writes it (`10/8` is 10.0.0.0/8; host bits are masked)."""
+    addr, _, bits = word.partition("/")
+    if re.fullmatch(r"\d+(\.\d+){0,3}", addr):
+        parts = addr.split(".")
+        if len(parts) < 4:
+            if not bits:
+                return None
+            addr = ".".join(parts + ["0"] * (4 - len(parts)))
+    elif ":" not in addr or "%" in addr:
+        return None
+    try:
+        net = IPNetwork(f"{addr}/{bits}" if bits else addr)
+    except (AddrFormatError, ValueError, TypeError):
+        return None
+    return net.cidr
+
+
+def _port_number(word: str) -> int | None:
+    if word.isdigit():
+        port = int(word)
+        if port > 65535:
+            raise _Bad(f"port {word} is out of range")
+        return port
+    return PF_SERVICES.get(word)
+
+
+def _merge_ports(ranges: Iterable[PortRange]) -> tuple[PortRange, ...]:
+    merged: list[PortRange] = []
+    for rng in sorted(ranges, key=lambda r: (r.low, r.high)):
+        if merged and rng.low <= merged[-1].high + 1:
+            merged[-1] = PortRange(merged[-1].low, max(merged[-1].high, rng.high))
+        else:
+            merged.append(rng)
+    return tuple(merged)
+
+
+def _port_op(op: str, a: int, b: int | None = None) -> list[PortRange]:
+    """pf.conf(5)'s port operators as ranges (as the kernel compares: port 0 included)."""
+    spans = {
+        "=": [(a, a)], "!=": [(0, a - 1), (a + 1, 65535)], "<": [(0, a - 1)], "<=": [(0, a)],
+        ">": [(a + 1, 65535)], ">=": [(a, 65535)],
+    }
+    if b is not None:
+        spans = {":": [(a, b)], "><": [(a + 1, b - 1)], "<>": [(0, a - 1), (b + 1, 65535)]}
+    return [PortRange(low, high) for low, high in spans[op] if low <= high]
+
+
+def _port_set(ranges: Iterable[PortRange]) -> IPSet:
+    """Ports as an interval set (IPSet over small integers is one)."""
+    out = IPSet()
+    for rng in ranges:
+        out |= IPSet(IPRange(rng.low, rng.high))
+    return out
+
+
+def _input_names(parts: Sequence[_Rule], strict: bool) -> set[str] | None | bool:
+    """The input interfaces the parts allow, as plain names: None when any; False (strict) or
+    a wider answer (not strict) when a negation, a group or `any` makes the names not plain."""
+    found: set[str] | None = None
+    for p in parts:
+        for items in (p.on, p.received_on):
+            if items is None:
+                continue
+            if any(i.negate or i.group or i.name == "any" for i in items):
+                if strict:
+                    return False
+                continue
+            names = {i.name for i in items}
+            found = names if found is None else found & names
+    return found
+
+
+def _intersect_all(sets: Sequence[IPSet]) -> IPSet:
+    out = sets[0]
+    for other in sets[1:]:
+        out = out & other
+    return out
+
+
+def _ports_contain(ports: _Ports, port: int) -> bool | None:
+    if any(r.low <= port <= r.high for r in ports.ranges):
+        return True
+    return None if ports.unknown else False
+
+
+def _table_value(entries: Sequence[tuple[bool, str]]) -> _TableValue:
+    """A table's addresses: the longest matching prefix decides, so a `!` entry cuts a hole."""
+    known: list[tuple[bool, IPNetwork]] = []
+    unknown: list[str] = []
+    for negate, word in entries:
+        net = _net(word)
+        if net is None:
+            unknown.append(f"{'!' if negate else ''}{word} (an interface, host name or 'self': resolved on the firewall)")
+        else:
+            known.append((negate, net))
+    nets = {4: IPSet(), 6: IPSet()}
+    for negate, net in sorted(known, key=lambda item: item[1].prefixlen):
+        if negate:
+            nets[net.version] -= IPSet([net])
+        else:
+            nets[net.version] |= IPSet([net])
+    return _TableValue(nets, tuple(unknown))
+
+
+def _table_entries(words: Sequence[str]) -> list[tuple[bool, str]]:
+    entries: list[tuple[bool, str]] = []
+    negate = False
+    for word in words:
+        if word == "!":
+            negate = True
+        elif word != ",":
+            entries.append((negate, word))
+            negate = False
+    return entries
+
+
+# -- the reader: statements -> items -----------------------------------------------------
+
+
+class _Bad(Exception):
+    pass
+
+
+# What a filter rule may say after its hosts and fwmatrix does not need: ignored, with
+# their arguments (the count of tokens that follow, or a group).
+_IGNORED_OPTIONS = {"ridentifier": 1, "tracker": 1, "flags": 1, "allow-opts": 0, "queue": 1, "dnpipe": 1, "dnqueue": 1,
+                    "scrub": 1, "max-mss": 1, "min-ttl": 1, "random-id": 0, "no-df": 0}
+_STATE_LIMITS = ("max", "max-src-conn", "max-src-conn-rate", "max-src-nodes", "max-src-states", "overload")
+_POOL_OPTIONS = ("round-robin", "random", "sticky-address", "least-states", "bitmask", "static-port", "prefer-ipv6")
+# Statements that do not change what is forwarded: normalisation, queues, limiters.
+_IGNORED_STATEMENTS = frozenset({"scrub", "altq", "queue", "scrub-anchor", "dummynet-anchor", "state", "source"})
+# Statements whose rules are elsewhere, and the chains those rules may act in: an
+# include may hold anything, ether rules may block.
+_OPAQUE_STATEMENTS = {"include": frozenset({"in", "out", "nat"}), "ether": frozenset({"in", "out"})}
+# ... and anchors not given to parse_ruleset: filter anchors may block or pass (and on
+# OpenBSD translate), FreeBSD's translation anchors translate, a nat-anchor may hold `nat pass`.
+_ANCHOR_CHAINS = {"anchor": frozenset({"in", "out"}), "rdr-anchor": frozenset({"nat"}), "binat-anchor": frozenset({"nat"}),
+                  "nat-anchor": frozenset({"out"})}
+
+
+class _Reader:
+    def __init__(self, source: str, dialect: str, tables: Mapping[str, str] | None, anchors: Mapping[str, str] | None) -> None:
+        self.source = source
+        self.dialect = dialect
+        self.macros: dict[str, str] = {}
+        self.tables: dict[str, _TableValue] = {}
+        self.given_tables = {name: _table_value(_table_entries(text.split())) for name, text in (tables or {}).items()}
+        self.anchors = dict(anchors or {})
+        self.skip: list[tuple[_If, str]] = []
+        self.block_reject = False
+
+    def read(self, text: str, where: str, parents: tuple[_Rule, ...] = ()) -> list[_Item]:
+        items: list[_Item] = []
+        for stmt in _statements(_lex(_listing_text(text), where), where):
+            items += self._statement(stmt, where, parents)
+        return items
+
+    def _statement(self, stmt: list[_Tok], where: str, parents: tuple[_Rule, ...]) -> list[_Item]:
+        line = stmt[0].line
+        try:
+            toks = self._expand([t for t in stmt if t.text != _NL or t.quoted])
+            head = toks[0].text if not toks[0].quoted else ""
+            if len(toks) >= 2 and toks[1].text == "=" and not toks[1].quoted and IDENT_RE.match(head):
+                self._macro(toks)
+                return []
+            origin = f"{where}:{line}"
+            if head in ("anchor", "rdr-anchor", "nat-anchor", "binat-anchor"):
+                return self._anchor(self._expand_keeping_lines(stmt), where, origin, parents)
+            if head in ("pass", "block", "match", "rdr", "nat", "binat", "no"):
+                return self._rule(_Cur(toks), origin, parents)
+            if head == "table":
+                self._table(_Cur(toks))
+            elif head == "set":
+                self._set(_Cur(toks), origin)
+            elif head == "antispoof":
+                return self._antispoof(_Cur(toks), origin, parents)
+            elif head in _OPAQUE_STATEMENTS:
+                what = f"{head} {toks[1].text if len(toks) > 1 else ''} (its rules are not read)"
+                return [_Opaque(origin, what, _Rule(origin, "anchor", parents=parents), _OPAQUE_STATEMENTS[head])]
+            elif head == "load":
+                if len(toks) < 5 or toks[1].text != "anchor" or toks[3].text != "from":
+                    raise _Bad("expected: load anchor NAME from FILE")
+            elif head not in _IGNORED_STATEMENTS:
+                raise _Bad(f"unknown statement '{toks[0].text}'")
+            return []
+        except _Bad as bad:
+            raise BackendError(str(bad), file=where, line=line) from None
+
+    def _expand(self, toks: list[_Tok]) -> list[_Tok]:
+        """Macros expanded where they stand (a macro may hold a list, even braces)."""
+        out: list[_Tok] = []
+        for tok in toks:
+            if tok.text.startswith("$") and not tok.quoted:
+                name = tok.text[1:]
+                if name not in self.macros:
+                    raise _Bad(f"macro '{name}' is not defined")
+                out += [t for t in _lex(self.macros[name], self.source, tok.line) if t.text != _NL]
+            else:
+                out.append(tok)
+        return out
+
+    def _expand_keeping_lines(self, stmt: list[_Tok]) -> list[_Tok]:
+        return [t for tok in stmt for t in (self._expand([tok]) if tok.text != _NL else [tok])]
+
+    def _macro(self, toks: list[_Tok]) -> None:
+        name = toks[0].text
+        if name in PF_KEYWORDS:
+            raise _Bad(f"a macro cannot be named '{name}' (a pf keyword)")
+        if len(toks) < 3:
+            raise _Bad(f"macro '{name}' has no value")
+        self.macros[name] = " ".join(t.text for t in toks[2:])
+
+    def _table(self, c: _Cur) -> None:
+        c.next("table")
+        tok = c.next("the table's name")
+        if not (tok.startswith("<") and tok.endswith(">")):
+            raise _Bad(f"expected a table name in <angle brackets>, found {tok!r}")
+        name = tok[1:-1]
+        entries: list[tuple[bool, str]] = []
+        files: list[str] = []
+        listed = False
+        while not c.done():
+            word = c.next("a table option")
+            if word in ("persist", "const", "counters"):
+                continue
+            if word == "timeout":
+                c.arg("the timeout")
+            elif word == "file":
+                files.append(c.next("the file name"))
+            elif word == "{":
+                c.i -= 1
+                entries += _table_entries(c.group("{", "}"))
+                listed = True
+            else:
+                raise _Bad(f"unexpected {word!r} in a table definition")
+        value = _table_value(entries)
+        if files:
+            value = _TableValue(value.nets, value.unknown + tuple(f'addresses from file "{f}"' for f in files))
+        elif not listed:
+            value = _TableValue(value.nets, (f"table <{name}> has no addresses in the file (they are added at run time)",))
+        self.tables[name] = self.given_tables.get(name, value)
+
+    def _set(self, c: _Cur, origin: str) -> None:
+        c.next("set")
+        option = c.next("an option")
+        if option == "skip":
+            if not c.word("on"):
+                raise _Bad("expected: set skip on INTERFACE")
+            self.skip += [(iface, origin) for iface in self._ifspec(c)]
+        elif option == "block-policy":
+            policy = c.next("drop or return")
+            if policy not in ("drop", "return"):
+                raise _Bad(f"block-policy is drop or return, not {policy!r}")
+            self.block_reject = policy == "return"
+        # the other options (timeouts, limits, optimization, state-policy, ...) tune the
+        # engine but do not change which packets pass
+
+    # -- interfaces, hosts, ports ------------------------------------------------------
+
+    def _iface(self, name: str, negate: bool) -> _If:
+        if not re.fullmatch(r"[A-Za-z0-9_.:-]+", name):
+            raise _Bad(f"bad interface name {name!r}")
+        if name == "lo":
+            return _If("lo", negate)  # the loopback group: the universe's "lo"
+        # OpenBSD's interface names end in a unit number: a name without one is a group
+        group = name in PF_GROUPS or (self.dialect == "openbsd" and not name[-1].isdigit() and name != "any")
+        return _If(name, negate, group)
+
+    def _ifspec(self, c: _Cur) -> tuple[_If, ...]:
+        if c.word("{"):
+            out: list[_If] = []
+            while not c.word("}"):
+                if c.word(","):
+                    continue
+                negate = c.word("!")
+                out.append(self._iface(c.next("an interface"), negate))
+            return tuple(out)
+        negate = c.word("!")
+        return (self._iface(c.next("an interface"), negate),)
+
+    def _hosts(self, c: _Cur) -> tuple[_Host, ...]:
+        if c.word("{"):
+            out: list[_Host] = []
+            while not c.word("}"):
+                if c.word(","):
+                    continue
+                out.append(self._host(c))
+            if not out:
+                raise _Bad("empty address list")
+            return tuple(out)
+        return (self._host(c),)
+
+    def _host(self, c: _Cur) -> _Host:
+        negate = c.word("!")
+        word = c.next("an address")
+        if word in ("any", "self"):
+            return _Host(negate, word)
+        if word in ("no-route", "urpf-failed"):
+            return _Host(negate, "unknown", name=f"{word} (depends on the firewall's routes)")
+        if word == "route":
+            return _Host(negate, "unknown", name=f"route {c.next('a route label')} (a routing label)")
+        if word.startswith("<") and word.endswith(">"):
+            return _Host(negate, "table", name=word[1:-1])
+        if word == "(":
+            inner = []
+            while not c.word(")"):
+                inner.append(c.next("')'"))
+            return _Host(negate, "unknown", name=f"({' '.join(inner)}) (the addresses of an interface)")
+        net = _net(word)
+        if net is None and word.count("-") == 1 and _net(word.split("-")[0]) is not None:
+            first, last = word.split("-")  # written without spaces
+            return self._range(negate, first, last)
+        if net is not None and c.peek() == "-":
+            c.next("-")
+            return self._range(negate, word, c.next("the end of the address range"))
+        if c.word("weight"):
+            c.next("a weight")
+        if net is None:
+            return _Host(negate, "unknown", name=f"{word} (an interface's addresses or a host name: resolved on the firewall)")
+        return _Host(negate, "net", net)
+
+    def _range(self, negate: bool, first: str, last: str) -> _Host:
+        a, b = _net(first), _net(last)
+        if a is None or b is None or a.size != 1 or b.size != 1 or a.version != b.version or a.first > b.first:
+            raise _Bad(f"bad address range {first} - {last}")
+        return _Host(negate, "net", IPRange(a.ip, b.ip))
+
+    def _ports(self, c: _Cur) -> _Ports:
+        items: list[list[PortRange] | str] = []
+        if c.word("{"):
+            while not c.word("}"):
+                if c.word(","):
+                    continue
+                items.append(self._port_item(c))
+        else:
+            items.append(self._port_item(c))
+        ranges = [r for item in items if not isinstance(item, str) for r in item]
+        return _Ports(_merge_ports(ranges), tuple(item for item in items if isinstance(item, str)))
+
+    def _port_item(self, c: _Cur) -> list[PortRange] | str:
+        op = c.next("a port operator") if c.peek() in ("=", "!=", "<", "<=", ">", ">=") else "="
+        first = c.next("a port")
+        second: str | None = None
+        if op == "=" and c.peek() in ("><", "<>", ":"):
+            op = c.next("")
+            second = c.next("the end of the port range")
+        elif op == "=" and ":" in first:
+            first, second = first.split(":", 1)
+            op = ":"
+        a = _port_number(first)
+        b = _port_number(second) if second is not None else None
+        if a is None or (second is not None and b is None):
+            return f"port {first}{':' + second if second else ''} (a service name fwmatrix does not know)"
+        if b is not None and b < a:
+            raise _Bad(f"port range {a}:{b} is empty")
+        return _port_op(op, a, b)
+
+    def _protos(self, c: _Cur) -> tuple[int | str, ...]:
+        out: list[int | str] = []
+        for word in c.items("protocol"):
+            if word.isdigit():
+                if int(word) > 255:
+                    raise _Bad(f"protocol {word} is out of range")
+                out.append(int(word))
+            else:
+                out.append(PF_PROTOCOLS.get(word, word))
+        return tuple(out)
+
+    def _target(self, c: _Cur) -> _Target:
+        """A translation's target: `ADDR [port P]` and pool options."""
+        text = c.arg("the translation address")
+        net = _net(text)
+        address = net if net is not None and net.size == 1 else None
+        port: PortRange | None = None
+        if c.word("port"):
+            word = c.next("the translation port")
+            text += f" port {word}"
+            low, _, high = word.partition(":")
+            number = _port_number(low)
+            if number is None or high:
+                address = None  # a port range mapped to a range (`:*`), or a name not known
+            else:
+                port = PortRange(number, number)
+        self._pool_options(c)
+        return _Target(address, port, text)
+
+    def _route(self, c: _Cur) -> str:
+        word = c.next("route-to")
+        target = "" if word == "fastroute" else " " + c.arg("the route target")
+        self._pool_options(c)
+        return f"{word}{target} (the packet may leave by another route)"
+
+    @staticmethod
+    def _pool_options(c: _Cur) -> None:
+        while c.peek() in _POOL_OPTIONS or c.peek() == "source-hash":
+            if c.next("") == "source-hash" and (c.peek() or "").startswith("0x"):
+                c.next("the hash key")
+
+    # -- rules ---------------------------------------------------------------------------
+
+    def _rule(self, c: _Cur, origin: str, parents: tuple[_Rule, ...]) -> list[_Item]:
+        rule = self._action(c, _Rule(origin, "", parents=parents))
+        rule = self._header(c, rule)
+        rule, binat_to = self._options(c, rule)
+        return self._finish(rule, binat_to)
+
+    def _action(self, c: _Cur, rule: _Rule) -> _Rule:
+        action = c.next("an action")
+        if action == "no":
+            action = "no-" + c.next("rdr, nat or binat")
+            if action not in ("no-rdr", "no-nat", "no-binat"):
+                raise _Bad(f"unexpected 'no {action[3:]}'")
+        reject = False
+        if action == "block":
+            if c.word("return", "return-rst", "return-icmp", "return-icmp6"):
+                if c.peek() == "(":
+                    c.group("(", ")")
+                reject = True
+            elif not c.word("drop"):
+                reject = self.block_reject  # `set block-policy`
+        return replace(rule, action=action, reject=reject)
+
+    def _header(self, c: _Cur, rule: _Rule) -> _Rule:
+        """Direction, log, quick, on, af, proto, hosts: what comes before the options."""
+        changes: dict[str, object] = {}
+        unknown = list(rule.unknown)
+        old_style = rule.action in ("rdr", "nat", "binat", "no-rdr", "no-nat", "no-binat")
+        while not c.done() and not c.quoted():
+            tok = c.peek()
+            if tok in ("in", "out") and "direction" not in changes and not old_style:
+                changes["direction"] = c.next("")
+            elif tok == "log":
+                c.next("")
+                if c.peek() == "(":
+                    c.group("(", ")")
+            elif tok == "quick":
+                changes["quick"] = bool(c.next(""))
+            elif tok == "pass" and old_style:
+                changes["passes"] = bool(c.next(""))
+            elif tok == "on":
+                c.next("")
+                if c.word("rdomain"):
+                    unknown.append(f"on rdomain {c.next('a routing domain')}")
+                else:
+                    changes["on"] = self._ifspec(c)
+            elif tok in ("inet", "inet6"):
+                changes["af"] = 4 if c.next("") == "inet" else 6
+            elif tok == "proto":
+                c.next("")
+                changes["protos"] = self._protos(c)
+            elif tok == "all":
+                c.next("")
+            elif tok in ("route-to", "reply-to", "dup-to", "fastroute"):  # FreeBSD writes them before the hosts
+                unknown.append(self._route(c))
+            elif tok in ("from", "to"):
+                c.next("")
+                if c.peek() not in ("port", "os") and not c.word("any"):  # `to port 22`: any address
+                    changes["src" if tok == "from" else "dst"] = self._hosts(c)
+                if c.word("port"):
+                    ports = self._ports(c)
+                    changes["dport" if tok == "to" else "sport"] = ports
+                if tok == "from" and c.word("os"):
+                    unknown.append(f"os {c.arg('an operating system')}")
+            else:
+                break
+        rule = replace(rule, unknown=tuple(unknown), **changes)  # type: ignore[arg-type]
+        if (rule.dport is not None or rule.sport is not None) and not rule.protos:
+            raise _Bad("'port' needs 'proto tcp' or 'proto udp' (pfctl refuses it otherwise)")
+        return rule
+
+    def _options(self, c: _Cur, rule: _Rule) -> tuple[_Rule, _Target | None]:
+        """The filter options after the hosts; also a binat-to target, which _finish expands."""
+        unknown = list(rule.unknown)
+        changes: dict[str, object] = {}
+        while not c.done():
+            if c.word(","):
+                continue
+            negate = c.word("!")
+            word = c.next("an option")
+            if negate and word not in ("tagged", "received-on"):
+                raise _Bad(f"'!' before {word!r}")
+            if word in _IGNORED_OPTIONS:
+                for _ in range(_IGNORED_OPTIONS[word]):
+                    c.arg(f"the argument of {word}")
+            elif word == "set":
+                what = c.next("prio, queue, tos or delay")
+                if what not in ("prio", "queue", "tos", "delay"):
+                    raise _Bad(f"unexpected 'set {what}' in a rule")
+                c.arg(f"the {what}")
+            elif word in ("keep", "modulate", "synproxy", "no"):
+                if not c.word("state"):
+                    raise _Bad(f"expected 'state' after {word!r}")
+                changes["keep_state"] = word != "no"
+                if c.peek() == "(":
+                    opts = c.group("(", ")")
+                    limits = [o for o in opts if o in _STATE_LIMITS]
+                    if limits:
+                        unknown.append(f"state limits ({', '.join(limits)}): new connections beyond them are refused")
+            elif word == "label":
+                changes["label"] = c.next("the label")
+            elif word == "tag":
+                changes["tag"] = c.next("a tag")
+            elif word == "tagged":
+                changes["tagged"] = (c.next("a tag"), negate)
+            elif word == "received-on":
+                iface = self._iface(c.next("an interface"), negate)
+                changes["received_on"] = (iface,) if iface.name != "any" or negate else None
+            elif word in ("icmp-type", "icmp6-type"):
+                kinds = c.arg(word)
+                if c.word("code"):
+                    kinds += " code " + c.next("a code")
+                unknown.append(f"{word} {kinds} (fwmatrix has no icmp type field)")
+            elif word in ("user", "group"):
+                unknown.append(f"{word} {self._op_arg(c)} (the owner of a local socket)")
+            elif word in ("tos", "prio", "probability", "rtable", "max-pkt-rate", "os"):
+                unknown.append(f"{word} {c.arg(word)}")
+            elif word in ("once", "fragment", "divert-reply"):
+                unknown.append(word)
+            elif word in ("route-to", "reply-to", "dup-to", "fastroute"):
+                c.i -= 1
+                unknown.append(self._route(c))
+            elif word in ("divert-to", "divert-packet"):
+                host = c.next("a host") + " " if word == "divert-to" else ""
+                if not c.word("port"):
+                    raise _Bad(f"expected 'port' in {word}")
+                unknown.append(f"{word} {host}port {c.next('a port')} (the packet goes to a local socket)")
+            elif word in ("state", "source"):
+                if not c.word("limiter"):
+                    raise _Bad(f"expected 'limiter' after {word!r}")
+                name = c.next("the limiter's name")
+                if c.peek() == "(":
+                    c.group("(", ")")
+                unknown.append(f"{word} limiter {name}: new connections beyond it are refused")
+            elif word == "rdr-to" or (word == "->" and rule.action in ("rdr", "nat", "binat")):
+                changes["rdr"] = self._target(c)
+            elif word in ("nat-to", "binat-to"):
+                target = self._target(c)
+                if word == "binat-to":
+                    changes["binat_to"] = target
+            elif word == "af-to":
+                rest = [c.next("")]
+                while not c.done() and c.peek() not in ("label", "tag", "rtable"):
+                    rest.append(c.next(""))
+                unknown.append(f"af-to {' '.join(rest)} (translated to another address family)")
+            else:
+                raise _Bad(f"unknown option {word!r}")
+        binat_to = changes.pop("binat_to", None)
+        return replace(rule, unknown=tuple(dict.fromkeys(unknown)), **changes), binat_to  # type: ignore[arg-type]
+
+    @staticmethod
+    def _op_arg(c: _Cur) -> str:
+        if c.peek() == "{":
+            return c.arg("a list")
+        op = c.next("") if c.peek() in ("=", "!=", "<", "<=", ">", ">=") else ""
+        first = c.next("a value")
+        if c.peek() in ("><", "<>"):
+            return f"{first} {c.next('')} {c.next('a value')}"
+        return f"{op} {first}".strip()
+
+    def _finish(self, rule: _Rule, binat_to: _Target | None) -> list[_Item]:
+        """Old-style translation and binat-to become the rules they stand for."""
+        action = rule.action
+        if action in ("nat", "no-nat"):
+            # source NAT changes no forward decision; `nat pass` lets the packet out unfiltered
+            return [replace(rule, direction="out")] if action == "nat" and rule.passes else []
+        if action == "no-binat":
+            return [_Opaque(rule.origin, "no binat (an exception to a binat rule)", rule, frozenset({"nat"}))]
+        if action in ("rdr", "binat") and rule.rdr is None:
+            raise _Bad(f"{action} without '-> ADDRESS'")
+        if action == "binat":
+            inbound = replace(rule, action="rdr", binat=True, rdr=None)
+            return self._binat(inbound, rule.rdr, outbound=replace(rule, action="nat", direction="out", rdr=None) if rule.passes else None)  # type: ignore[arg-type]
+        if action in ("rdr", "no-rdr"):
+            return [replace(rule, direction="in")]
+        if binat_to is not None:
+            outbound = replace(rule, direction="out") if rule.direction != "in" else None
+            return self._binat(replace(rule, direction="in"), binat_to, outbound=outbound)
+        return [rule]
+
+    def _binat(self, rule: _Rule, external: _Target, outbound: _Rule | None) -> list[_Item]:
+        """binat's inbound half: from the peers to the external address, redirected to the
+        internal one (ports are never translated). The outbound half is source NAT."""
+        inner = rule.src or ()
+        single = len(inner) == 1 and inner[0].kind == "net" and not inner[0].negate and isinstance(inner[0].net, IPNetwork) and inner[0].net.size == 1
+        out: list[_Item] = [outbound] if outbound is not None else []
+        if not single or external.address is None or rule.dport is not None:
+            return out + [_Opaque(rule.origin, f"binat of {inner[0].net if single else 'several addresses'} to {external.text} "
+                                  "(only one address to one address is modelled)", replace(rule, src=None, dst=None, dport=None), frozenset({"nat"}))]
+        target = _Target(inner[0].net, None, str(inner[0].net))  # type: ignore[arg-type]
+        return out + [replace(rule, src=rule.dst, dst=(_Host(False, "net", external.address),), rdr=target, direction="in")]
+
+    def _antispoof(self, c: _Cur, origin: str, parents: tuple[_Rule, ...]) -> list[_Item]:
+        """`antispoof for IF` blocks, in on other interfaces, sources from IF's networks, and
+        everywhere sources that are IF's own addresses (pf.conf(5)); only loopback's are known."""
+        c.next("antispoof")
+        quick = False
+        while c.peek() in ("log", "quick"):
+            quick |= c.next("") == "quick"
+            if c.peek() == "(":
+                c.group("(", ")")
+        if not c.word("for"):
+            raise _Bad("expected: antispoof for INTERFACE")
+        ifaces = self._ifspec(c)
+        af = (4 if c.next("") == "inet" else 6) if c.peek() in ("inet", "inet6") else None
+        while not c.done():
+            word = c.next("label or ridentifier")
+            if word not in ("label", "ridentifier", "tracker"):
+                raise _Bad(f"unexpected {word!r} in antispoof")
+            c.next("its argument")
+        rules: list[_Item] = []
+        block = _Rule(origin, "block", reject=self.block_reject, direction="in", quick=quick, af=af, parents=parents)
+        for iface in ifaces:
+            if iface.negate:
+                raise _Bad("antispoof for '!' an interface")
+            elsewhere = (replace(iface, negate=True),)
+            if iface.name in ("lo", "lo0"):
+                for family, net in ((4, "127.0.0.0/8"), (6, "::1/128")):
+                    if af in (None, family):
+                        rules.append(replace(block, on=elsewhere, af=family, src=(_Host(False, "net", IPNetwork(net)),)))
+                continue
+            rules.append(replace(block, on=elsewhere, src=(_Host(False, "unknown", name=f"{iface.name}:network (antispoof)"),)))
+            rules.append(replace(block, src=(_Host(False, "unknown", name=f"{iface.name} (antispoof: its own addresses)"),)))
+        return rules
+
+    def _anchor(self, stmt: list[_Tok], where: str, origin: str, parents: tuple[_Rule, ...]) -> list[_Item]:
+        body_at = next((i for i, t in enumerate(stmt[:-1]) if t.text == "{" and not t.quoted and stmt[i + 1].text == _NL), None)
+        header = [t for t in (stmt if body_at is None else stmt[:body_at]) if t.text != _NL or t.quoted]
+        c = _Cur(header)
+        kind = c.next("anchor")
+        name = ""
+        if c.quoted() or (c.peek() is not None and c.peek() not in ("in", "out", "log", "quick", "on", "inet", "inet6", "proto", "from", "to", "all")):
+            name = c.next("the anchor's name")
+        cond = self._header(c, _Rule(origin, "anchor", parents=parents))
+        cond, binat_to = self._options(c, cond)
+        if cond.rdr is not None or binat_to is not None:
+            raise _Bad("an anchor rule cannot translate")
+        inner = parents + (cond,)
+        if body_at is not None:
+            if stmt[-1].text != "}":
+                raise _Bad("an anchor's rules end with '}' on a line of its own")
+            items = [item for st in _statements(stmt[body_at + 1:-1], where) for item in self._statement(st, where, inner)]
+        elif name in self.anchors:
+            items = self.read(self.anchors[name], f"{self.source}[{name}]", inner)
+        else:
+            chains = _ANCHOR_CHAINS[kind] | ({"nat"} if kind == "anchor" and self.dialect == "openbsd" else set())
+            return [_Opaque(origin, f"{kind} '{name}' (its rules are not in the file)", cond, chains)]
+        return [_Group(tuple(items))] if cond.quick else items
+
+
+# -- the builder: items -> IR chains -----------------------------------------------------
+
+
+def _opened(items: Iterable[_Item]) -> Iterator[_Seen]:
+    """Rules and opaque items in file order, anchors opened."""
+    for item in items:
+        if isinstance(item, _Group):
+            yield from _opened(item.items)
+        else:
+            yield item
+
+
+def _applies(parts: Iterable[_Rule], chain: str) -> bool:
+    """Whether the rule is evaluated in this chain ('nat' is the in pass, before translation)."""
+    direction = "out" if chain == "out" else "in"
+    return all(p.direction in (None, direction) for p in parts)
+
+
+def _verdict(rule: _Rule) -> Verdict:
+    return Verdict("accept") if rule.action == "pass" else Verdict("reject" if rule.reject else "drop")
+
+
+def _is_pass_rdr(rule: _Rule) -> bool:
+    return rule.action == "pass" and rule.rdr is not None
+
+
+def _translates_and_passes(rule: _Rule) -> bool:
+    """`rdr pass` and `pass ... rdr-to`: the translated packet skips the rest of the in pass."""
+    return (rule.action == "rdr" and rule.passes) or _is_pass_rdr(rule)
+
+
+def _aside(origin: str, what: str) -> str:
+    """The origin of an IR rule made beside a source rule (its replies, its translated packets):
+    the evaluator tells rules apart by origin, and these are judged apart from the rule itself."""
+    return f"{origin} ({what})"
+
+
+def _compose(first: _Target, then: _Target) -> _Target:
+    return _Target(then.address, then.port if then.port is not None else first.port, then.text)
+
+
+def _translated_by(rule: _Rule) -> Unmodelled:
+    # Exact with a 'ct status dnat' match (and the original destination), which the evaluator
+    # does not have yet: this is the one place to change when it does.
+    return Unmodelled(f"packets translated by {rule.origin}: pf passes them without the rest of the in rules, "
+                      "and fwmatrix cannot tell them from untranslated packets with the same header")
+
+
+def _finish_matches(matches: Sequence[Match | Unmodelled], family: int | None) -> tuple[Match | Unmodelled, ...]:
+    """Matches first, every unmodelled part joined into one at the end; the family when no
+    address field implies it."""
+    known = list(dict.fromkeys(m for m in matches if isinstance(m, Match)))
+    texts = list(dict.fromkeys(m.text for m in matches if isinstance(m, Unmodelled)))
+    if family is not None and not any(f.startswith("ip") for m in known for f in m.fields):
+        known.insert(0, Match(("nfproto",), ((family,),)))
+    return tuple(known) + ((Unmodelled("; ".join(texts)),) if texts else ())
+
+
+Alts = list[tuple[Match | Unmodelled, ...]]  # a union of conjunctions
+
+
+class _Builder:
+    def __init__(self, reader: _Reader, items: list[_Item]) -> None:
+        self.reader = reader
+        self.items = items
+        self.flat = list(_opened(items))
+        self.rules = [r for r in self.flat if isinstance(r, _Rule)]
+        self._tags: dict[str, tuple[str | None, list[_Rule]]] = {}
+        self._sets: dict[tuple[int, int, str, str], tuple[object, IPSet | None]] = {}
+        self._spans: dict[tuple[int, int], tuple[object, list[int] | None]] = {}
+        # OpenBSD: where each in-pass rule stands among the rules translation sees, and the
+        # translations match rules make (from the position of the first one): rules before
+        # that position judged those packets untranslated
+        self._position: dict[int, int] = {}
+        self._images: list[tuple[int, list[_Rule], _Target]] = []
+
+    def ruleset(self) -> Ruleset:
+        chains = []
+        nat = self._nat_chain()  # first: it finds the translations the in chain must know about
+        if nat:
+            chains.append(Chain("rdr", tuple(nat), hook="prerouting", type="nat", priority=PRIORITY_DSTNAT, policy="accept"))
+        for name, priority in (("in", PRIORITY_IN), ("out", PRIORITY_OUT)):
+            chains.append(Chain(name, tuple(self._filter_chain(name)), hook="forward", priority=priority, policy="accept"))
+        return Ruleset((Table("inet", PARSED_TABLE, tuple(chains)),))
+
+    # -- emitting IR rules ---------------------------------------------------------------
+
+    def _emit(self, parts: Sequence[_Rule], chain: str, action: Action, origin: str, *,
+              extra: tuple[Match | Unmodelled, ...] = (), comment: str = "") -> list[Rule]:
+        """IR rules (their union) for what every part matches, as `chain` sees the packet."""
+        if not _applies(parts, chain):
+            return []
+        families: tuple[int | None, ...] = (None,)
+        if isinstance(action, Dnat):
+            families = (action.family,)
+        elif any(p.af is not None or p.src is not None or p.dst is not None for p in parts):
+            families = (4, 6)
+        comment = comment or next((p.label for p in reversed(parts) if p.label), "")
+        out: list[Rule] = []
+        for family in families:
+            if any(p.af not in (None, family) for p in parts):
+                continue
+            alts: Alts = [extra]
+            for part in parts:
+                for dim in self._dims(part, chain, family):
+                    alts = [a + b for a in alts for b in dim]
+            out += [Rule(_finish_matches(a, family), action, comment, origin) for a in alts]
+        return out
+
+    def _dims(self, rule: _Rule, chain: str, family: int | None) -> Iterator[Alts]:
+        if rule.on is not None:
+            yield self._if_alts(rule.on, "oif" if chain == "out" else "iif")
+        if rule.received_on is not None:
+            yield self._if_alts(rule.received_on, "iif")
+        if rule.tagged is not None:
+            yield self._tagged_alts(rule, chain)
+        if rule.protos is not None:
+            known = tuple((p,) for p in rule.protos if isinstance(p, int))
+            yield ([(Match(("l4proto",), known),)] if known else []) + [
+                (Unmodelled(f"protocol '{p}' (not a name fwmatrix knows)"),) for p in rule.protos if isinstance(p, str)]
+        if family is not None:
+            for side, hosts in (("saddr", rule.src), ("daddr", rule.dst)):
+                if hosts is not None:
+                    yield self._host_alts(hosts, side, family, chain)
+        for field_name, ports in (("dport", rule.dport), ("sport", rule.sport)):
+            if ports is not None:
+                yield ([(Match((field_name,), tuple((r,) for r in ports.ranges)),)] if ports.ranges else []) + [
+                    (Unmodelled(text),) for text in ports.unknown]
+        if rule.unknown:
+            yield [(Unmodelled("; ".join(rule.unknown)),)]
+
+    @staticmethod
+    def _if_alts(items: tuple[_If, ...], field_name: str) -> Alts:
+        if any(i.name == "any" and not i.negate for i in items):
+            return [()]  # `on any`: every interface (loopback aside, which forwards nothing)
+        named = tuple((i.name,) for i in items if not i.negate and not i.group)
+        alts: Alts = [(Match((field_name,), named),)] if named else []
+        for i in items:
+            if i.group:
+                alts.append((Unmodelled(f"{'! ' if i.negate else ''}interface group '{i.name}' (its members are known only on the firewall)"),))
+            elif i.negate and i.name != "any":
+                alts.append((Match((field_name,), ((i.name,),), negate=True),))
+        return alts
+
+    def _resolve(self, host: _Host, family: int, side: str, context: str) -> tuple[IPSet | None, str | None]:
+        """(known addresses of this family, or None when the item is of the other family;
+        what is not known about it, or None)."""
+        if host.kind == "net":
+            return (IPSet([host.net]), None) if host.net.version == family else (None, None)  # type: ignore[union-attr, list-item]
+        if host.kind == "table":
+            value = self.reader.tables.get(host.name) or self.reader.given_tables.get(host.name)
+            if value is None:
+                return IPSet(), f"table <{host.name}> (its addresses are not in the file)"
+            return value.nets[family], "; ".join(value.unknown) or None
+        if host.kind == "self" and side == "daddr" and context == "filter":
+            return IPSet(), None  # a forwarded packet is never addressed to the firewall
+        if host.kind == "self":
+            return None, "self (the firewall's own addresses)"
+        return None, host.name
+
+    def _host_alts(self, hosts: tuple[_Host, ...], side: str, family: int, chain: str) -> Alts:
+        """pfctl makes one rule per list item: their union. A negated item of one family only
+        makes a rule of that family."""
+        context = "nat" if chain == "nat" else "filter"
+        field_name = addr_field(family, side)
+        positive = IPSet()
+        alts: Alts = []
+        tail: Alts = []
+        for host in hosts:
+            if host.kind == "any":
+                if not host.negate:
+                    return [()]
+                continue
+            known, unknown = self._resolve(host, family, side, context)
+            if known is None and unknown is None:
+                continue
+            if host.negate:
+                parts: list[Match | Unmodelled] = []
+                if known:
+                    parts.append(Match((field_name,), tuple((n,) for n in known.iter_cidrs()), negate=True))
+                if unknown:
+                    parts.append(Unmodelled(f"! {unknown}"))
+                tail.append(tuple(parts))
+                continue
+            if known:
+                positive |= known
+            if unknown:
+                tail.append((Unmodelled(unknown),))
+        if context == "filter":
+            positive -= _NEVER_FORWARDED[(side, family)]
+        if positive:
+            alts.append((Match((field_name,), tuple((n,) for n in positive.iter_cidrs())),))
+        return alts + tail
+
+    def _addr_set(self, hosts: tuple[_Host, ...] | None, family: int, side: str, context: str) -> IPSet | None:
+        """The addresses a host spec matches, or None when not all are known."""
+        if hosts is None:
+            return _ALL[family]
+        key = (id(hosts), family, side, context)
+        if key not in self._sets:
+            self._sets[key] = (hosts, self._compute_addr_set(hosts, family, side, context))  # hosts kept: the id stays theirs
+        return self._sets[key][1]
+
+    def _compute_addr_set(self, hosts: tuple[_Host, ...], family: int, side: str, context: str) -> IPSet | None:
+        total = IPSet()
+        for host in hosts:
+            if host.kind == "any":
+                if not host.negate:
+                    return _ALL[family]
+                continue
+            known, unknown = self._resolve(host, family, side, context)
+            if unknown:
+                return None
+            if known is not None:
+                total |= (_ALL[family] - known) if host.negate else known
+        return total
+
+    # -- what two rules can share -----------------------------------------------------------
+
+    def _may_overlap(self, a: Sequence[_Rule], b: Sequence[_Rule], context: str = "filter") -> bool:
+        """False only when no packet can match both conjunctions (ifaces are the caller's)."""
+        parts = list(a) + list(b)
+        afs = {p.af for p in parts if p.af is not None}
+        if len(afs) > 1:
+            return False
+        protos: set[int] | None = None
+        for p in parts:
+            if p.protos is not None and all(isinstance(x, int) for x in p.protos):
+                protos = set(p.protos) if protos is None else protos & set(p.protos)  # type: ignore[arg-type]
+        if protos is not None and not protos:
+            return False
+        ports = _PORTS_ALL
+        for p in parts:
+            if p.dport is not None and not p.dport.unknown:
+                ports = tuple(PortRange(max(x.low, y.low), min(x.high, y.high)) for x in ports for y in p.dport.ranges
+                              if max(x.low, y.low) <= min(x.high, y.high))
+        if not ports:
+            return False
+        for family in (afs or {4, 6}):
+            shared = True
+            for side, attr in (("saddr", "src"), ("daddr", "dst")):
+                common = _ALL[family]
+                for p in parts:
+                    found = self._addr_set(getattr(p, attr), family, side, context)
+                    common = common & found if found is not None else common
+                shared = shared and bool(common)
+            if shared:
+                return True
+        return False
+
+    def _on_image(self, parts: Sequence[_Rule], target: _Target) -> list[_Rule] | None:
+        """The rule as it judges a packet translated to `target`, or None when it cannot match it."""
+        assert target.address is not None
+        out = []
+        for p in parts:
+            dst = True if p.dst is None else self._contains(p.dst, target.address)
+            port = True if p.dport is None or target.port is None else _ports_contain(p.dport, target.port.low)
+            if dst is False or port is False:
+                return None
+            unknown = p.unknown + ((f"whether {p.origin} matches the translated destination",) if dst is None or port is None else ())
+            out.append(replace(p, dst=None, dport=p.dport if target.port is None else None, unknown=unknown, parents=()))
+        return out
+
+    def _contains(self, hosts: tuple[_Host, ...], address: IPNetwork) -> bool | None:
+        """Is the address in the host spec (as translation sees it)? None: not known."""
+        key = (id(hosts), address.version)
+        if key not in self._spans:
+            found = self._addr_set(hosts, address.version, "daddr", "nat")
+            bounds = None if found is None else [x for r in found.iter_ipranges() for x in (r.first, r.last + 1)]
+            self._spans[key] = (hosts, bounds)
+        bounds = self._spans[key][1]
+        return None if bounds is None else bisect_right(bounds, address.first) % 2 == 1
+
+    @staticmethod
+    def _image(parts: Sequence[_Rule], target: _Target) -> list[_Rule]:
+        """What the packets the parts match look like once translated to `target`."""
+        assert target.address is not None
+        moved = [replace(p, dst=None, dport=None if target.port is not None else p.dport, parents=()) for p in parts]
+        return moved + [_Rule(parts[-1].origin, "pass", dst=(_Host(False, "net", target.address),),
+                              dport=_Ports((target.port,)) if target.port is not None else None)]
+
+    # -- the filter chains -----------------------------------------------------------------
+
+    def _decision_order(self, items: Sequence[_Item], chain: str) -> list[_Seen]:
+        """pf's last match as netfilter's first: quick rules in order, then the rest reversed."""
+        quick: list[_Seen] = []
+        rest: list[_Rule] = []
+        for item in items:
+            if isinstance(item, _Group):
+                quick += self._decision_order(item.items, chain)
+            elif isinstance(item, _Opaque):
+                if chain in item.chains:
+                    quick.append(item)  # unseen rules may be quick: nothing after them is certain
+            elif item.action in ("pass", "block") and _applies(item.parts, chain):
+                (quick if item.quick else rest).append(item)
+        return quick + rest[::-1]
+
+    def _filter_chain(self, chain: str) -> list[Rule]:
+        out = self._skip_rules(chain)
+        out += self._reply_rules(chain)
+        out.append(Rule((_ESTABLISHED,), Verdict("accept"), "pf's state table: pass rules keep state",
+                        f"{self.reader.source}: state table"))
+        out += self._translated_rules() if chain == "in" else self._out_translation_rules()
+        for item in self._decision_order(self.items, chain):
+            if isinstance(item, _Opaque):
+                out += self._emit(item.cond.parts, chain, UnmodelledAction(item.text), item.origin)
+            elif chain == "in" and _is_pass_rdr(item):
+                # The packets this rule decides are translated: they are forwarded as their
+                # image (the accept above), never as they arrived.
+                out += self._emit(item.parts, chain, Verdict("drop"), item.origin, comment="translated by this rule (see its image above)")
+            else:
+                out += self._tagged_unknowns(item, chain) + self._untranslated_unknowns(item, chain)
+                out += self._emit(item.parts, chain, _verdict(item), item.origin)
+        return out
+
+    def _skip_rules(self, chain: str) -> list[Rule]:
+        out: list[Rule] = []
+        for iface, origin in self.reader.skip:
+            if _LOOPBACK_RE.fullmatch(iface.name) and not iface.negate:
+                continue  # nothing is forwarded in or out of a loopback interface
+            out += self._emit([_Rule(origin, "pass", on=(iface,))], chain, Verdict("accept"), origin, comment="set skip: pf does not filter here")
+        return out
+
+    def _passed_by_default(self, chain: str, iface: str | None = None) -> list[int]:
+        """The families whose packets may match no rule of the pass (and pass by default): those
+        without a block rule that every packet of the family matches (`block all`, `block in inet`)."""
+        bare = _Rule("", "block")
+        covered: set[int] = set()
+        for r in self.rules:
+            if (r.action == "block" and not r.parents and _applies([r], chain) and r.on in (None, (_If(iface),) if iface else None)
+                    and replace(r, origin="", reject=False, direction=None, quick=False, on=None, af=None, label="") == bare):
+                covered |= {r.af} if r.af else {4, 6}
+        return [f for f in (4, 6) if f not in covered]
+
+    def _reply_rules(self, chain: str) -> list[Rule]:
+        """Established packets that pf filters by the rules, not by the state table: replies of
+        `no state` pass rules, and (without a block rule for every packet) replies of packets
+        passed by default, which keeps no state. Their verdict is left open."""
+        out: list[Rule] = []
+        for r in self.rules:
+            if r.action == "pass" and not r.keep_state and not r.parents:
+                # the replies leave by the interface the requests came in by: the other pass
+                flipped = {"in": "out", "out": "in", None: None}[r.direction]
+                back = _Rule(r.origin, "pass", direction=flipped, on=r.on, af=r.af, protos=r.protos, src=r.dst, dst=r.src,
+                             dport=r.sport, sport=r.dport)
+                out += self._emit([back], chain, UnmodelledAction(f"replies of the 'no state' rule {r.origin}: pf filters them by the rules"),
+                                  _aside(r.origin, "replies"), extra=(_ESTABLISHED,))
+        for family in self._passed_by_default(chain):
+            for r in self.rules:
+                if r.action == "block" and _applies(r.parts, chain):
+                    out += self._emit(list(r.parts) + [_Rule(r.origin, "block", af=family)], chain, UnmodelledAction(
+                        "replies of packets that no rule passed (pf's default pass keeps no state) meet this block rule"),
+                        _aside(r.origin, "replies"), extra=(_ESTABLISHED,))
+        return out
+
+    def _translated_rules(self) -> list[Rule]:
+        out: list[Rule] = []
+        for r in self.rules:
+            if _translates_and_passes(r) and r.rdr is not None and r.rdr.address is not None:
+                image = self._image(replace(r, unknown=r.unknown + (_translated_by(r).text,)).parts, r.rdr)
+                out += self._emit(image, "in", Verdict("accept"), _aside(r.origin, "translated"), comment="translated and passed at once")
+        return out
+
+    def _out_translation_rules(self) -> list[Rule]:
+        out: list[Rule] = []
+        for r in self.rules:
+            if r.action == "nat" and r.passes:
+                out += self._emit(r.parts, "out", Verdict("accept"), r.origin, comment="nat pass: out without the out rules")
+            elif r.rdr is not None and r.action in ("pass", "match") and _applies(r.parts, "out"):
+                out += self._emit(r.parts, "out", UnmodelledAction(f"rdr-to on the way out ({r.origin}): the destination changes after routing"),
+                                  _aside(r.origin, "out"))
+        return out
+
+    def _untranslated_unknowns(self, rule: _Rule, chain: str) -> list[Rule]:
+        """OpenBSD: a rule before a `match ... rdr-to` judged the packet untranslated, while the
+        in chain sees it translated. Where that can change whether the rule matches, its
+        verdict on the translated packets is left open (the rule itself stays exact for the
+        others)."""
+        position = self._position.get(id(rule))
+        if chain != "in" or position is None:
+            return []
+        out: list[Rule] = []
+        for first, parts, target in self._images:
+            if first > position and not self._commutes(rule, parts, target):
+                unconstrained = [replace(p, dst=None, dport=None) for p in rule.parts]
+                out += self._emit(unconstrained + self._image(parts, target), chain, UnmodelledAction(
+                    f"{rule.origin} judged these packets before the translation at {parts[0].origin}, untranslated"), _aside(rule.origin, "untranslated"))
+        return out
+
+    def _commutes(self, f: _Rule, parts: list[_Rule], target: _Target) -> bool:
+        """Does rule f judge every packet these parts translate as it judges its image?"""
+        first = parts[0]  # what rules before the translation saw: its destination and port
+        assert target.address is not None
+        if first.action == "rdr":
+            return False  # an old-style rdr translated the packet before them: not followed here
+        if not self._ifaces_may_meet(f.parts, parts) or (
+                not self._may_overlap(f.parts, parts, "nat") and not self._may_overlap(f.parts, self._image(parts, target), "nat")):
+            return True
+        if any(p.dst is not None or p.dport is not None for p in f.parents):
+            return False
+        family = target.address.version
+        if f.dst is not None:
+            inside = self._contains(f.dst, target.address)
+            before = self._addr_set(first.dst, family, "daddr", "nat")
+            judged = self._addr_set(f.dst, family, "daddr", "nat")
+            if inside is None or before is None or judged is None:
+                return False
+            if (inside and before - judged) or (not inside and before & judged):
+                return False
+        if f.dport is not None and target.port is not None:
+            inside_port = _ports_contain(f.dport, target.port.low)
+            if inside_port is None:
+                return False
+            before_ports = _port_set(first.dport.ranges if first.dport is not None else _PORTS_ALL)
+            judged_ports = _port_set(f.dport.ranges)
+            if (inside_port and before_ports - judged_ports) or (not inside_port and before_ports & judged_ports):
+                return False
+        return True
+
+    # -- tags -------------------------------------------------------------------------------
+
+    def _tag_iface(self, tag: str) -> str | None:
+        return self._tag(tag)[0]
+
+    def _tag(self, tag: str) -> tuple[str | None, list[_Rule]]:
+        """The interface a tag stands for, and the rules that pass packets in on it without
+        setting the tag. A tag stands for IF when it is set only by rules `in on IF`, no other
+        tag is set there (tags replace each other), and a block rule matches every packet in
+        on IF (so none passes by default, untagged). Otherwise (None, [])."""
+        if tag not in self._tags:
+            self._tags[tag] = (None, [])
+            setters = [r for r in self.rules if r.tag == tag]
+            names = {r.on[0].name for r in setters if r.on is not None and len(r.on) == 1 and not r.on[0].negate and not r.on[0].group}
+            if setters and len(names) == 1 and not any(r.parents or r.direction != "in" or r.on is None or len(r.on) != 1 for r in setters):
+                (iface,) = names
+                here = [r for r in self.rules if self._may_apply_on(r, iface)]
+                if not any(r.tag not in (None, tag) for r in here) and not self._passed_by_default("in", iface):
+                    untagged = [r for r in here if (r.action == "pass" or (r.action == "rdr" and r.passes)) and r.tag != tag]
+                    self._tags[tag] = (iface, untagged)
+        return self._tags[tag]
+
+    @staticmethod
+    def _may_apply_on(rule: _Rule, iface: str) -> bool:
+        """Can the rule match a packet in on `iface`? (conservative)"""
+        if not _applies(rule.parts, "in"):
+            return False
+        if rule.on is None:
+            return True
+        return any(i.group or i.name == "any" or (i.name == iface) != i.negate for i in rule.on)
+
+    def _tagged_alts(self, rule: _Rule, chain: str) -> Alts:
+        assert rule.tagged is not None
+        tag, negate = rule.tagged
+        iface = self._tag_iface(tag) if chain == "out" else None
+        if iface is None:
+            if not any(r.tag == tag for r in self.rules):
+                return [()] if negate else []  # no rule sets it: `tagged` never matches
+            return [(Unmodelled(f"{'! ' if negate else ''}tagged {tag} (what the tag stands for is not one input interface)"),)]
+        return [(Match(("iif",), ((iface,),), negate=negate),)]
+
+    def _tagged_unknowns(self, rule: _Rule, chain: str) -> list[Rule]:
+        """Packets passed in on the tag's interface by a rule that does not set the tag (and that
+        can look like this rule's packets) reach the out pass untagged: their verdict is open."""
+        if rule.tagged is None or chain != "out":
+            return []
+        tag, _ = rule.tagged
+        out: list[Rule] = []
+        for u in self._tag(tag)[1]:
+            seen = self._image(u.parts, u.rdr) if _translates_and_passes(u) and u.rdr is not None and u.rdr.address is not None else u.parts
+            as_out = [replace(p, direction=None, on=None, received_on=p.on, tagged=None, tag=None) for p in seen]
+            if self._may_overlap(rule.parts, as_out):
+                out += self._emit(list(rule.parts[:-1]) + [replace(rule, tagged=None)] + as_out, "out", UnmodelledAction(
+                    f"tagged {tag}: packets passed in by {u.origin} carry no tag"), _aside(rule.origin, "untagged"))
+        return out
+
+    # -- the nat chain -------------------------------------------------------------------
+
+    def _nat_chain(self) -> list[Rule]:
+        """Translation as first-match DNAT on the untranslated packet. Each entry is
+        (translates, its parts or None when unknown, its IR rules); an entry that only ends
+        translation is kept when a later translation could have matched the same packets."""
+        entries: list[tuple[bool, Sequence[_Rule] | None, list[Rule]]] = [(False, None, self._skip_rules("nat"))]
+
+        def stop(parts: Sequence[_Rule], origin: str) -> None:
+            entries.append((False, parts, self._emit(parts, "nat", Verdict("accept"), origin)))
+
+        def translate(parts: Sequence[_Rule] | None, rules: list[Rule]) -> None:
+            entries.append((True, parts, rules))
+
+        sequence = self._nat_sequence()
+        # FreeBSD: binat, then rdr, first match, all before the filter rules
+        old = [r for r in self.flat if (isinstance(r, _Rule) and r.action in ("rdr", "no-rdr"))
+               or (isinstance(r, _Opaque) and r.chains == frozenset({"nat"}))]
+        old.sort(key=lambda r: not (isinstance(r, _Rule) and r.binat))
+        for r in old:
+            if isinstance(r, _Opaque):
+                translate(None, self._emit(r.cond.parts, "nat", UnmodelledAction(r.text), r.origin))
+            elif r.action == "no-rdr":
+                stop(r.parts, r.origin)
+            else:
+                translate(r.parts, self._translation(list(r.parts), r.rdr, r.origin, 0, sequence))  # type: ignore[arg-type]
+        # OpenBSD: match rules translate where they stand; a pass rule when it decides
+        tail: list[_Rule] = []
+        for k, item in enumerate(sequence):
+            if isinstance(item, _Opaque):
+                translate(None, self._emit(item.cond.parts, "nat", UnmodelledAction(item.text), item.origin))
+            elif item.action == "match":
+                if item.rdr is not None:
+                    translate(item.parts, self._conflicts(item, sequence[:k])
+                              + self._translation(list(item.parts), item.rdr, item.origin, k + 1, sequence, first=k))
+            elif not item.quick:
+                tail.append(item)
+            elif _is_pass_rdr(item):
+                translate(item.parts, self._translation(list(item.parts), item.rdr, item.origin, None, sequence))  # type: ignore[arg-type]
+            else:
+                stop(item.parts, item.origin)
+        for item in reversed(tail):  # the last match decides
+            if _is_pass_rdr(item):
+                translate(item.parts, self._translation(list(item.parts), item.rdr, item.origin, None, sequence))  # type: ignore[arg-type]
+            else:
+                stop(item.parts, item.origin)
+        kept: list[Rule] = []
+        for i, (translates, parts, rules) in enumerate(entries):
+            later = [p for t, p, _ in entries[i + 1:] if t]
+            if translates or (parts is None and later) or any(
+                    p is None or (self._ifaces_may_meet(parts, p) and self._may_overlap(parts, p, "nat")) for p in later):  # type: ignore[arg-type]
+                kept += rules
+        return kept
+
+    def _covers(self, big: Sequence[_Rule], small: Sequence[_Rule]) -> bool:
+        """Does every packet the `small` parts match also match the `big` ones? True only when
+        plainly so: each condition of `big` is one of `small`'s, or wider. (Both on the
+        in pass: `on` and `received-on` are the input interface.)"""
+        narrow_ifaces = _input_names(small, strict=False)
+        for p in big:
+            if p.unknown or p.tagged is not None or p.sport is not None or (p.af is not None and p.af not in {q.af for q in small}):
+                return False
+            wide_ifaces = _input_names([p], strict=True)
+            if wide_ifaces is False or (wide_ifaces is not None and (narrow_ifaces is None or not narrow_ifaces <= wide_ifaces)):  # type: ignore[operator]
+                return False
+            if p.protos is not None:
+                narrow_protos = [set(q.protos) for q in small if q.protos is not None]
+                if not narrow_protos or not set.intersection(*narrow_protos) <= set(p.protos):
+                    return False
+            for attr, side in (("src", "saddr"), ("dst", "daddr")):
+                if getattr(p, attr) is None:
+                    continue
+                for family in (4, 6):
+                    wide_set = self._addr_set(getattr(p, attr), family, side, "nat")
+                    narrow_set = _ALL[family]
+                    for q in small:
+                        found = self._addr_set(getattr(q, attr), family, side, "nat")
+                        narrow_set = narrow_set & found if found is not None else narrow_set
+                    if wide_set is None or narrow_set - wide_set:
+                        return False
+            if p.dport is not None:
+                narrow_ports = [_port_set(q.dport.ranges) for q in small if q.dport is not None and not q.dport.unknown]
+                if p.dport.unknown or not narrow_ports or _intersect_all(narrow_ports) - _port_set(p.dport.ranges):
+                    return False
+        return True
+
+    @staticmethod
+    def _ifaces_may_meet(a: Sequence[_Rule], b: Sequence[_Rule]) -> bool:
+        """Can two rules of one chain see the same interface? (`on` lists of plain names)"""
+        def names(parts: Sequence[_Rule]) -> set[str] | None:
+            found: set[str] | None = None
+            for p in parts:
+                if p.on is not None and all(not i.negate and not i.group and i.name != "any" for i in p.on):
+                    here = {i.name for i in p.on}
+                    found = here if found is None else found & here
+            return found
+
+        x, y = names(a), names(b)
+        return x is None or y is None or bool(x & y)
+
+    def _nat_sequence(self) -> list[_Seen]:
+        """The in pass's rules in file order, as translation sees them: a quick anchor's rules
+        all end the evaluation when they match."""
+        out: list[_Seen] = []
+
+        def walk(items: Sequence[_Item], quick: bool) -> None:
+            for item in items:
+                if isinstance(item, _Group):
+                    walk(item.items, True)
+                elif isinstance(item, _Opaque):
+                    if "nat" in item.chains and item.chains != frozenset({"nat"}):
+                        out.append(item)
+                elif item.action in ("pass", "block", "match") and _applies(item.parts, "in"):
+                    self._position[id(item)] = len(out)
+                    out.append(replace(item, quick=True) if quick and item.action != "match" else item)
+
+        walk(self.items, False)
+        return out
+
+    def _conflicts(self, match: _Rule, earlier: Sequence[_Seen]) -> list[Rule]:
+        """An earlier non-quick `pass ... rdr-to` that may also match: if it decides, it translates
+        the packet again after this match rule did. Left open."""
+        out: list[Rule] = []
+        for p in earlier:
+            if isinstance(p, _Rule) and _is_pass_rdr(p) and not p.quick and self._may_overlap(match.parts, p.parts, "nat"):
+                out += self._emit(list(match.parts) + list(p.parts), "nat", UnmodelledAction(
+                    f"translated by {match.origin}, then again by {p.origin} if that rule decides"), _aside(match.origin, "again"))
+        return out
+
+    def _translation(self, parts: list[_Rule], target: _Target, origin: str, start: int | None,
+                     sequence: Sequence[_Seen], depth: int = 0, first: int | None = None) -> list[Rule]:
+        """DNAT for what `parts` match, composed with the translations that the rules from
+        `start` on apply to the translated packet (OpenBSD's match rules apply at once).
+        `first`: the position of the first match rule in the composition."""
+        if target.address is not None and first is not None:
+            self._images.append((first, parts, target))
+        if target.address is None:
+            return self._emit(parts, "nat", UnmodelledAction(f"translation to {target.text} (not one address and port)"), origin)
+        final = Dnat(target.address.version, target.address, target.port)
+        composed: list[tuple[bool, list[Rule]]] = []  # (changes the target, rules)
+        for k in range(start if start is not None else len(sequence), len(sequence)):
+            item = sequence[k]
+            if isinstance(item, _Opaque):
+                composed.append((True, self._emit(parts, "nat", UnmodelledAction(f"{item.text}, after the translation at {origin}"), _aside(origin, "then"))))
+                break
+            if (item.action in ("pass", "block") and not item.quick and not _is_pass_rdr(item)) or not self._ifaces_may_meet(parts, item.parts):
+                continue  # decides nothing about translation, or never sees these packets
+            image = self._on_image(item.parts, target)
+            if image is None or not self._may_overlap(parts, image, "nat"):
+                continue
+            if item.action == "match" and item.rdr is not None:
+                if depth >= 8:
+                    composed.append((True, self._emit(parts + image, "nat", UnmodelledAction("translated again more than 8 times"), _aside(origin, "again"))))
+                    continue
+                composed.append((True, self._translation(parts + image, _compose(target, item.rdr), item.origin, k + 1, sequence, depth + 1,
+                                                         k if first is None else first)))
+            elif _is_pass_rdr(item) and item.quick:
+                composed.append((True, self._translation(parts + image, _compose(target, item.rdr), item.origin, None, sequence,  # type: ignore[arg-type]
+                                                         first=first)))
+            elif _is_pass_rdr(item):
+                composed.append((True, self._emit(parts + image, "nat", UnmodelledAction(
+                    f"translated by {origin}, then again by {item.origin} if that rule decides"), _aside(origin, "again"))))
+            elif item.quick and item.action != "match":
+                composed.append((False, self._emit(parts + image, "nat", final, origin)))  # evaluation ends: stays translated
+                if self._covers(image, parts):
+                    break  # ... for every packet translated here: nothing after it is reached
+        while composed and not composed[-1][0]:
+            composed.pop()  # the final rule below says the same
+        return [rule for _, rules in composed for rule in rules] + self._emit(parts, "nat", final, origin)
+
+
+def detect_dialect(text: str) -> str:
+    """'freebsd' for the renderer's FreeBSD header or old-style translation rules, else 'openbsd'."""
+    found = _DIALECT_RE.search(text)
+    if found and found.group(1) in DIALECTS:
+        return found.group(1)
+    return "freebsd" if _OLD_TRANSLATION_RE.search(text) else "openbsd"
+
+
+def parse_ruleset(text: str, source: str = "", dialect: str | None = None, *,
+                  tables: Mapping[str, str] | None = None, anchors: Mapping[str, str] | None = None) -> Ruleset:
+    """A pf ruleset (a pf.conf, or a `pfctl -sr` / `-sn` / `-sa` listing) as the Ruleset IR,
+    with netfilter's semantics (see the comment at the top of this section).
+
+    `tables` gives the addresses of tables the text only names (as `pfctl -t NAME -T show`
+    prints them); `anchors` the rules of anchors the text only names (as `pfctl -a NAME -sr`
+    prints them; "" for an empty anchor). Others are unmodelled. `dialect` decides whether a
+    name without a unit number is an interface group (OpenBSD) or may be an interface
+    (FreeBSD, which can rename interfaces); it is detected when not given.
+
+    Invalid text raises BackendError("SOURCE:LINE: message")."""
+    if dialect is not None and dialect not in DIALECTS:
+        raise BackendError(f"unknown pf dialect {dialect!r} (known: {', '.join(DIALECTS)})")
+    where = source or "pf.conf"
+    reader = _Reader(where, dialect or detect_dialect(text), tables, anchors)
+    items = reader.read(text, where)
+    return _Builder(reader, items).ruleset()
