@@ -293,7 +293,7 @@ class _Evaluator:
             recorder = _Recording(remaining)
             touched_before = len(self.touched)
             self._act(table, chain, rule, origin, hit, match, recorder, result, depth, uncertain)  # type: ignore[arg-type]
-            if not uncertain and len(self.touched) == touched_before:
+            if not (uncertain or isinstance(rule.action, UnmodelledAction)) and len(self.touched) == touched_before:
                 # decided whatever unmodelled constructs do (a jump counts when its chain had none)
                 for decided in recorder.removed:
                     if certain_remaining is None:
