@@ -25,6 +25,7 @@ from . import __version__
 from .compile import compile_intent
 from .errors import BackendError, FwmatrixError
 from .gcpause import gc_paused
+from .ir import Ruleset
 from .intent import Intent, build_intent
 from .loader import load_matrix, load_text
 from .audit import SEVERITIES, AuditReport, audit, fail
@@ -96,14 +97,14 @@ def _backends(name: str) -> tuple[str, ...]:
     return BACKENDS if name == "all" else (name,)
 
 
-def _rendered(intent: Intent, firewall: str | None, backend_names: tuple[str, ...]) -> dict[str, str]:
-    """file name -> text, for every selected firewall and backend."""
+def _rendered(intent: Intent, firewall: str | None, backend_names: tuple[str, ...], options: dict[str, dict] | None = None) -> dict[str, str]:
+    """file name -> text, for every selected firewall and backend (with each backend's options)."""
     files: dict[str, str] = {}
     for fw_name, ruleset in compile_intent(intent).items():
         if firewall is not None and fw_name != firewall:
             continue
         for name in backend_names:
-            for suffix, text in backend(name).render_files(ruleset).items():
+            for suffix, text in backend(name).render_files(ruleset, **(options or {}).get(name, {})).items():
                 files[f"{fw_name}{suffix}"] = text
     return files
 
@@ -210,10 +211,15 @@ def main() -> None:
 @firewall_option
 @click.option("--backend", "-b", "backend_name", type=click.Choice(BACKENDS + ("all",)), default="nftables", show_default=True, help="Ruleset syntax.")
 @click.option("--output", "-o", metavar="DIR|-", default="-", show_default=True, help="Directory to write FIREWALL.SUFFIX files into, or - for standard output.")
+@click.option("--iptables-mode", type=click.Choice(("own-chains", "full")), default="own-chains", show_default=True,
+              help="own-chains: only fwmatrix's FWM-* chains (a container runtime's chains survive; the apply step hooks them); full: the whole filter and nat tables.")
+@click.option("--pf-dialect", type=click.Choice(("openbsd", "freebsd")), default="openbsd", show_default=True,
+              help="openbsd: match/pass ... rdr-to (OpenBSD 4.7+); freebsd: rdr ... -> (FreeBSD, pfSense, OPNsense).")
 @user_errors
-def compile_command(matrix: str, firewall: str | None, backend_name: str, output: str) -> None:
+def compile_command(matrix: str, firewall: str | None, backend_name: str, output: str, iptables_mode: str, pf_dialect: str) -> None:
     """Compile MATRIX into a ruleset for each firewall."""
-    files = _rendered(_intent(matrix, firewall), firewall, _backends(backend_name))
+    options = {"iptables": {"mode": iptables_mode}, "pf": {"dialect": pf_dialect}}
+    files = _rendered(_intent(matrix, firewall), firewall, _backends(backend_name), options)
     if output == "-":
         for text in files.values():
             click.echo(text, nl=False)
@@ -343,13 +349,14 @@ def show_command(matrix: str, firewall: str | None) -> None:
 @matrix_argument
 @click.option("--firewall", "-f", metavar="NAME", help="The firewall whose ruleset this is (may be left out when the matrix has one).")
 @click.option("--live", is_flag=True, help="Read the running kernel's ruleset (on the firewall itself; needs root).")
-@click.option("--ruleset", "-r", "ruleset_path", metavar="FILE", type=click.Path(dir_okay=False), help="A saved ruleset: nft -j list ruleset, a .nft file, iptables-save output, or pf.conf.")
+@click.option("--ruleset", "-r", "ruleset_paths", metavar="FILE", multiple=True, type=click.Path(dir_okay=False),
+              help="A saved ruleset: nft -j list ruleset, a .nft file, iptables-save output, or pf.conf. Repeat it for rulesets that run together (e.g. iptables-save and ip6tables-save).")
 @click.option("--backend", "-b", "backend_name", type=click.Choice(("auto",) + BACKENDS), default="auto", show_default=True, help="What wrote the ruleset (auto: guess from its text).")
 @format_option
 @output_option
 @_fail_on("low", "a finding")
 @user_errors
-def audit_command(matrix: str, firewall: str | None, live: bool, ruleset_path: str | None, backend_name: str, fmt: str, output: str | None, fail_on: str) -> None:
+def audit_command(matrix: str, firewall: str | None, live: bool, ruleset_paths: tuple[str, ...], backend_name: str, fmt: str, output: str | None, fail_on: str) -> None:
     """Audit a firewall's live ruleset against MATRIX.
 
     Finds openings that are missing (or the part of them), traffic forwarded
@@ -358,7 +365,7 @@ def audit_command(matrix: str, firewall: str | None, live: bool, ruleset_path: s
     towards the internet (never needed: replies pass by connection
     tracking), rules that can never match, and constructs fwmatrix cannot
     model. Exit 1 when a finding reaches --fail-on."""
-    if live == (ruleset_path is not None):
+    if live == bool(ruleset_paths):
         raise click.UsageError("give exactly one of --live or --ruleset FILE")
     intent = _intent(matrix, firewall)
     if firewall is None:
@@ -368,9 +375,10 @@ def audit_command(matrix: str, firewall: str | None, live: bool, ruleset_path: s
     if live:
         ruleset, source = read_live(backend_name), f"live ({'nftables' if backend_name == 'auto' else backend_name})"
     else:
-        assert ruleset_path is not None
-        ruleset, used = read_ruleset(ruleset_path, backend_name)
-        source = f"{ruleset_path} ({used})"
+        read = [(path,) + read_ruleset(path, backend_name) for path in ruleset_paths]
+        # rulesets that run together on one firewall: their tables side by side
+        ruleset = Ruleset(tuple(table for _, parsed, _ in read for table in parsed.tables))
+        source = ", ".join(f"{path} ({used})" for path, _, used in read)
     report = audit(intent, firewall, ruleset, source)
     _emit(fmt, output, [report], table=print_table, markdown=markdown, to_json=AuditReport.to_json,
           outcome=lambda r: audit_outcome(r, intent), fail_on=fail_on)

@@ -58,7 +58,10 @@ def parse_text(name: str, text: str, source: str) -> Ruleset:
     if name == "nftables":
         return module.parse_json(text) if text.lstrip().startswith("{") else module.parse_text(text)
     if name == "iptables":
-        return module.parse_save(text, source=source)
+        # fwmatrix's own files say their family in the suffix; saved dumps in their header
+        base = os.path.basename(source)
+        family = 6 if base.endswith(".ipt6") or "ip6tables" in base else 4 if base.endswith(".ipt4") else None
+        return module.parse_save(text, family=family, source=source)
     return module.parse_ruleset(text, source=source)
 
 

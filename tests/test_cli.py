@@ -100,3 +100,22 @@ def test_show_prints_the_matrix_and_its_placement() -> None:
     assert result.exit_code == 0, result.output
     for word in ("operator-sip", "sipproxy.ext", "udp/10000-30000", "wan0→dmz0", "NAT verso NGINX"):
         assert word in result.output
+
+
+def test_audit_of_rulesets_that_run_together(tmp_path) -> None:
+    """iptables-save and ip6tables-save of one firewall: audited together, IPv6 is judged too."""
+    out = tmp_path / "out"
+    assert run("compile", str(SEED), "--backend", "iptables", "--iptables-mode", "full", "-o", str(out)).returncode == 0
+    both = run("audit", str(SEED), "-r", str(out / "edge.ipt4"), "-r", str(out / "edge.ipt6"), "--format", "json")
+    assert both.returncode == 0, both.stdout
+    # the IPv4 file alone leaves IPv6 unjudged: netfilter forwards it by default
+    alone = run("audit", str(SEED), "-r", str(out / "edge.ipt4"), "--backend", "iptables", "--format", "json")
+    assert alone.returncode == 1
+    assert "netfilter forwards them by default" in alone.stdout
+
+
+def test_pf_dialect_option(tmp_path) -> None:
+    proc = run("compile", str(SEED), "--backend", "pf", "--pf-dialect", "freebsd")
+    assert proc.returncode == 0
+    assert "rdr on $wan0_if inet proto tcp from any to 203.0.113.10 port 443 -> 172.16.10.10" in proc.stdout
+    assert " rdr-to " not in proc.stdout
