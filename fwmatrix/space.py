@@ -357,6 +357,9 @@ class Space:
         if not self.boxes or not other.boxes:
             return Space(self.ifaces)
         small, large = (self, other) if len(self.boxes) <= len(other.boxes) else (other, self)
+        if len(large.boxes) <= 8 and large._index is None:  # too few boxes for an index to pay
+            pairs = [a.intersect(b) for a in small.boxes for b in large.boxes if may_overlap(a, b)]
+            return Space(self.ifaces, [c for c in pairs if c is not None])
         index = large.index()
         out = []
         for a in small.boxes:
@@ -370,6 +373,15 @@ class Space:
     def subtract(self, other: "Space") -> "Space":
         if not other.boxes or not self.boxes:
             return Space(self.ifaces, self.boxes)
+        if len(other.boxes) <= 8 and other._index is None:  # too few boxes for an index to pay
+            out: list[Box] = []
+            for a in self.boxes:
+                pieces = [a]
+                for b in other.boxes:
+                    if may_overlap(a, b):
+                        pieces = [p for piece in pieces for p in piece.minus(b)]
+                out.extend(pieces)
+            return Space(self.ifaces, out)
         return Space(self.ifaces, subtract_boxes(self.boxes, other.index()))
 
     def equals(self, other: "Space") -> bool:
@@ -562,11 +574,14 @@ class BoxIndex:
         self.by_dst: dict[tuple[int, int], dict[int, dict[int, _Sorted]]] = {}
         self.by_src: dict[tuple[int, int], dict[int, dict[int, _Sorted]]] = {}
         self.all: list[Box] = []
+        self.huge: list[Box] = []  # boxes of every source and destination: checked first, they cover much
         for box in boxes:
             self.add(box)
 
     def add(self, box: Box) -> None:
         self.all.append(box)
+        if _widest(box.src) >= 1 << 32 and _widest(box.dst) >= 1 << 32:
+            self.huge.append(box)
         pair = (box.iif, box.oif)
         buckets = _port_buckets(box.dport)
         for side, table in ((box.dst, self.by_dst), (box.src, self.by_src)):
@@ -622,6 +637,8 @@ def subtract_boxes(boxes: Iterable[Box], index: BoxIndex) -> list[Box]:
     """Each box minus every indexed box that may overlap it."""
     out: list[Box] = []
     for a in boxes:
+        if any(h.contains(a) for h in index.huge):
+            continue  # covered whole by a box of everything (e.g. every established packet)
         candidates = [b for b in index.overlapping(a) if may_overlap(a, b) and a.intersect(b) is not None]
         if not candidates:
             out.append(a)
