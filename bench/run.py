@@ -15,7 +15,8 @@ measures, all in one run so that ratios compare like with like:
   - `unshare -rn nft -c -f FILE`, the check fwmatrix runs without root, and
     `unshare -n nft -c -f FILE`, the one it runs as root.
 
-Then (unless --no-peer) bench/peer_aerleon.py, the peer side by side.
+Then, with --audit, bench/audit_bench.py (the audit benchmark) at the same
+sizes, and (unless --no-peer) bench/peer_aerleon.py, the peer side by side.
 Prints Markdown and writes bench/results/compile.md. See bench/README.md.
 """
 
@@ -243,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-kernel", action="store_true", help="skip nft loads and checks")
     parser.add_argument("--no-profile", action="store_true", help="skip the phase profile of the 10,000-opening compile")
     parser.add_argument("--no-peer", action="store_true", help="skip bench/peer_aerleon.py")
+    parser.add_argument("--audit", action="store_true",
+                        help="then bench/audit_bench.py at the same sizes (naive rulesets; long: their first loads take minutes)")
     parser.add_argument("--keep", metavar="DIR", help="keep matrices and outputs in DIR (default: a temporary directory, removed)")
     parser.add_argument("--output", default=os.path.join(B.RESULTS_DIR, "compile.md"), help="where to write the Markdown")
     ARGS = parser.parse_args(argv)
@@ -276,6 +279,16 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not ARGS.keep:
             shutil.rmtree(workdir, ignore_errors=True)
+
+    if ARGS.audit:
+        if kernel is not None:
+            B.log(f"audit benchmark skipped: {kernel}")
+        else:
+            import audit_bench
+
+            rc = audit_bench.main(["--seed", str(ARGS.seed), "--repeat", str(ARGS.repeat), "--sizes", ARGS.sizes])
+            if rc:
+                return rc
 
     if not ARGS.no_peer:
         import peer_aerleon
