@@ -57,8 +57,7 @@ class Finding:
     def to_json(self) -> dict:
         out: dict = {"kind": self.kind, "severity": self.level, "message": self.message}
         if self.opening is not None:
-            o = self.opening
-            out["opening"] = {"name": o.name, "row": o.index, "note": o.note, "file": o.where.file, "line": o.where.line}
+            out["opening"] = self.opening.to_json()
         if self.rule:
             out["rule"] = self.rule
         if self.regions:

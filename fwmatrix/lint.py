@@ -72,8 +72,7 @@ class LintFinding:
     def to_json(self) -> dict:
         out: dict = {"kind": self.kind, "severity": self.level, "message": self.message, "file": self.where.file, "line": self.where.line}
         if self.opening is not None:
-            o = self.opening
-            out["opening"] = {"name": o.name, "row": o.index, "note": o.note, "file": o.where.file, "line": o.where.line}
+            out["opening"] = self.opening.to_json()
         if self.definition is not None:
             out["definition"] = {"kind": self.definition[0], "name": self.definition[1]}
         if self.covering:

@@ -168,6 +168,10 @@ class Opening:
     def label(self) -> str:
         return f"#{self.index} {self.name}"
 
+    def to_json(self) -> dict:
+        """How reports name an opening: name, row, note and where it is written."""
+        return {"name": self.name, "row": self.index, "note": self.note, "file": self.where.file, "line": self.where.line}
+
 
 @dataclass(frozen=True)
 class Matrix:
