@@ -45,6 +45,7 @@ FIELD_SYNTAX = {
     "ip6.saddr": ("ip6 saddr", "ipv6_addr"),
     "ip6.daddr": ("ip6 daddr", "ipv6_addr"),
     "ct.state": ("ct state", "ct_state"),
+    "ct.status": ("ct status", "ct_status"),
 }
 PROTO_NAMES = {6: "tcp", 17: "udp", 132: "sctp", 1: "icmp", 58: "ipv6-icmp"}
 PRIORITY_NAMES = {-100: "dstnat", 0: "filter", 100: "srcnat", -300: "raw", -150: "mangle"}
@@ -87,7 +88,7 @@ def value(field: str, v: Value) -> str:
         if isinstance(v, PortRange):
             return str(v)
         return str(int(v))  # type: ignore[arg-type]
-    if field == "ct.state":
+    if field in ("ct.state", "ct.status"):
         assert isinstance(v, str) and IDENT_RE.match(v)
         return v
     return _address_text(v)  # type: ignore[arg-type]
@@ -182,7 +183,7 @@ def _match(match: Match) -> str:
         return f"{expr(match.fields)} {op}@{ident(match.set_name)}"
     if len(match.values) == 1:
         return f"{expr(match.fields)} {op}{key_text(match.fields, match.values[0])}"
-    if match.fields == ("ct.state",):
+    if match.fields in (("ct.state",), ("ct.status",)):
         return f"{expr(match.fields)} {op}{','.join(key_text(match.fields, v) for v in match.values)}"
     return f"{expr(match.fields)} {op}{{ {', '.join(key_text(match.fields, v) for v in match.values)} }}"
 

@@ -13,7 +13,7 @@ Findings, each naming the opening (name, row, note) and the live rule:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from netaddr import IPNetwork
 
@@ -22,7 +22,7 @@ from .intent import Dnat, Flow, Intent
 from .ir import Ruleset
 from .model import PROTOCOLS, Opening, ServicePart
 from .space import (
-    NO_PORT, PORTS_ALL, Box, Interfaces, Space, addr_interval, addr_text, addrs, physical,
+    NO_PORT, PORTS_ALL, Box, Interfaces, Space, addr_interval, addr_text, addrs, ct_bits, physical,
 )
 
 SEVERITIES = ("info", "low", "medium", "high")
@@ -36,8 +36,9 @@ SEVERITY_OF = {
     "unmodelled": "medium",
     "shadowed": "low",
 }
-CT_NEW = 1
-CT_ESTABLISHED = 2
+CT_NEW = ct_bits("new", translated=False)
+CT_ESTABLISHED = ct_bits("established", translated=False)
+CT_NEW_DNAT = ct_bits("new", translated=True)
 UNCERTAIN_NAT = " (if rules fwmatrix cannot model match: see 'unmodelled')"
 
 
@@ -115,8 +116,13 @@ def audit(intent: Intent, firewall: str, ruleset: Ruleset, source: str) -> Audit
     opening_spaces = {index: _union(full, [flow_space(full, f, CT_NEW) for f in flows]) for index, flows in flows_by_opening.items()}
     intended = _union(full, list(opening_spaces.values()))
 
-    forwarded_new = _union(full, [g.space for g in effective.forwarded]).intersect(full.make(ct=CT_NEW))
+    forwarded_new = _union(full, [g.space for g in effective.forwarded]).intersect(full.make(ct=CT_NEW | CT_NEW_DNAT))
     uncertain = _union(full, [g.space for g in effective.uncertain])
+    # the new connections that can reach the forward hook: untranslated ones, and
+    # translated ones only as the live port forwards translate them
+    arriving_new = full.make(ct=CT_NEW).union(_translated(full, effective))
+    # port forwards' targets sent to directly: what a forward rule without `ct status dnat` opens
+    direct = _union(full, [flow_space(full, replace(f, translated=False), CT_NEW) for f in fw_intent.flows if f.translated])
 
     # missing: what an opening asks for and no rule forwards
     for index, space in sorted(opening_spaces.items()):
@@ -136,13 +142,22 @@ def audit(intent: Intent, firewall: str, ruleset: Ruleset, source: str) -> Audit
     inside_to_internet = _inside_to_internet(intent, firewall, ifaces)
     reported = Space.empty(ifaces)
     for grant in effective.forwarded:
-        extra = grant.space.intersect(full.make(ct=CT_NEW)).subtract(intended).subtract(reported)
+        extra = grant.space.intersect(arriving_new).subtract(intended).subtract(reported)
         if not extra:
             continue
         reported = reported.union(extra)
         to_internet = extra.intersect(inside_to_internet) if inside_to_internet else inside_to_internet
         rest = extra.subtract(to_internet) if to_internet else extra
         rule = "" if grant.origin == DEFAULT_ACCEPT else grant.origin
+        untranslated = rest.intersect(direct) if direct else direct
+        if untranslated:
+            rest = rest.subtract(untranslated)
+            report.findings.append(Finding(
+                "excess",
+                "a port forward's target is reachable directly, not only through the translation "
+                "(the rule does not ask for `ct status dnat`)",
+                None, rule, tuple(untranslated.lines()),
+            ))
         if to_internet:
             report.findings.append(Finding(
                 "dmz-to-internet",
@@ -156,7 +171,7 @@ def audit(intent: Intent, firewall: str, ruleset: Ruleset, source: str) -> Audit
 
     # what may be forwarded in excess, depending on rules fwmatrix cannot model
     for grant in effective.uncertain:
-        extra = grant.space.intersect(full.make(ct=CT_NEW)).subtract(intended).subtract(reported)
+        extra = grant.space.intersect(arriving_new).subtract(intended).subtract(reported)
         if not extra:
             continue
         reported = reported.union(extra)
@@ -167,7 +182,7 @@ def audit(intent: Intent, firewall: str, ruleset: Ruleset, source: str) -> Audit
         ))
 
     # replies: every opening's answers must come back
-    forwarded_est = _union(full, [g.space for g in effective.forwarded]).intersect(full.make(ct=CT_ESTABLISHED))
+    forwarded_est = _union(full, [g.space for g in effective.forwarded])
     for index, flows in sorted(flows_by_opening.items()):
         opening = flows[0].opening
         replies = _union(full, [reply_space(full, f) for f in flows])
@@ -198,8 +213,29 @@ def _service_bounds(part: ServicePart, family: int) -> tuple[tuple, tuple]:
     return ((proto, proto),), ((part.ports.low, part.ports.high),)
 
 
+def _translated(full: Space, effective: Effective) -> Space:
+    """New connections as the live port forwards hand them to the forward hook: their
+    destination (and port) translated, marked `ct status dnat`."""
+    boxes: list[Box] = []
+    for region in effective.dnats:
+        for box in region.space.boxes:
+            dport = box.dport if region.port is None else ((region.port.low, region.port.high),)
+            boxes += physical(box.iif, full.ifaces.all, box.src, region.target, box.proto, dport, CT_NEW_DNAT)
+    return Space(full.ifaces, boxes)
+
+
+def _flow_ct(flow: Flow, ct: int) -> int:
+    """The conntrack bits of a flow's packets: a translated flow's are its states' dnat bits."""
+    if not flow.translated:
+        return ct
+    return sum(ct_bits(state, translated=True) for state in ("new", "established", "related") if ct & ct_bits(state, translated=False))
+
+
 def flow_space(full: Space, flow: Flow, ct: int) -> Space:
+    """A flow's packets in the given untranslated conntrack states (CT_NEW ...); those of a
+    port forward this firewall translates carry the same states as translated."""
     ifaces = full.ifaces
+    ct = _flow_ct(flow, ct)
     boxes: list[Box] = []
     src, dst = addrs(flow.sources), addrs(flow.destinations)
     for part in flow.parts:
@@ -216,7 +252,7 @@ def reply_space(full: Space, flow: Flow) -> Space:
     for part in flow.parts:
         proto, dport = _service_bounds(part, flow.family)
         answer_ports = ((NO_PORT, NO_PORT),) if part.ports is None else PORTS_ALL
-        boxes += physical(ifaces.mask(flow.out_iface), ifaces.mask(flow.in_iface), src, dst, proto, answer_ports, CT_ESTABLISHED)
+        boxes += physical(ifaces.mask(flow.out_iface), ifaces.mask(flow.in_iface), src, dst, proto, answer_ports, _flow_ct(flow, CT_ESTABLISHED))
     return Space(ifaces, boxes)
 
 

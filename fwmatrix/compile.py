@@ -8,6 +8,9 @@ The shape, for every backend:
     pair (a verdict map), and in each pair's chain one set lookup per address
     family and kind. Openings become set elements, not rules, so the rule
     count grows with interface pairs, never with the number of openings.
+    A port forward's elements sit in sets of their own, looked up only for
+    connections whose destination was translated (`ct status dnat`): its
+    target is not open to packets sent to it directly.
 Nothing is opened from a zone towards another unless an opening asks for it:
 replies (a DMZ answering the internet) pass by connection tracking.
 """
@@ -43,6 +46,7 @@ from .model import PROTOCOLS, PortRange, ServicePart
 TABLE_NAME = "fwmatrix"
 COMMENT_MAX = 120
 PORT_L4PROTOS = tuple(PROTOCOLS[p] for p in ("tcp", "udp", "sctp"))
+TRANSLATED = Match(("ct.status",), (("dnat",),))
 
 
 def compile_intent(intent: Intent) -> dict[str, Ruleset]:
@@ -64,14 +68,18 @@ def compile_firewall(intent: Intent, fw: FirewallIntent) -> Ruleset:
         chain_name = chain_ids.make(f"fwd_{in_iface}_to_{out_iface}")
         rules: list[Rule] = []
         for family in (4, 6):
-            for with_ports in (True, False):
-                entries = _flow_entries([f for f in flows if f.family == family], with_ports, nets)
-                key = (addr_field(family, "saddr"), addr_field(family, "daddr"), "l4proto") + (("dport",) if with_ports else ())
-                base = f"{chain_name[4:]}_v{family}{'' if with_ports else '_noport'}"
-                for suffix, elements in _disjoint_layers(entries, (0, 1), 3 if with_ports else None, nets):
-                    set_name = chain_ids.make(base + suffix)
-                    sets.append(SetDef(set_name, key, elements))
-                    rules.append(Rule((Match(key, set_name=set_name),), Verdict("accept"), f"matrix openings {in_iface} -> {out_iface}"))
+            for translated in (False, True):
+                for with_ports in (True, False):
+                    entries = _flow_entries([f for f in flows if f.family == family and f.translated == translated], with_ports, nets)
+                    key = (addr_field(family, "saddr"), addr_field(family, "daddr"), "l4proto") + (("dport",) if with_ports else ())
+                    base = f"{chain_name[4:]}_v{family}{'_dnat' if translated else ''}{'' if with_ports else '_noport'}"
+                    # a port forward's target is open only to connections this firewall translated
+                    only_translated = (TRANSLATED,) if translated else ()
+                    comment = f"{'port forwards' if translated else 'matrix openings'} {in_iface} -> {out_iface}"
+                    for suffix, elements in _disjoint_layers(entries, (0, 1), 3 if with_ports else None, nets):
+                        set_name = chain_ids.make(base + suffix)
+                        sets.append(SetDef(set_name, key, elements))
+                        rules.append(Rule(only_translated + (Match(key, set_name=set_name),), Verdict("accept"), comment))
         pair_chains.append(Chain(chain_name, tuple(rules)))
         vmap_entries.append(((in_iface, out_iface), Jump(chain_name)))
 

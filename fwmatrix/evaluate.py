@@ -27,14 +27,16 @@ from netaddr import IPNetwork, IPRange
 from .ir import Chain, Dnat, DnatMap, Jump, Match, Rule, Ruleset, SetDef, Table, Unmodelled, UnmodelledAction, Verdict, VerdictMap
 from .model import PortRange
 from .space import (
-    ADDR_ALL, CT_ALL, CT_STATES, NO_PORT, PORT_DIM_ALL, PORT_PROTOCOLS, PORTS_ALL, PROTO_ALL, V4_ALL, V6_ALL,
-    Interfaces, Intervals, Remaining, Space, addr_interval, iv_and, iv_norm, iv_sub, physical,
+    ADDR_ALL, CT_ALL, CT_DNAT, NO_PORT, PORT_DIM_ALL, PORT_PROTOCOLS, PORTS_ALL, PROTO_ALL, V4_ALL, V6_ALL,
+    Interfaces, Intervals, Remaining, Space, addr_interval, ct_bits, iv_and, iv_norm, iv_sub, physical,
 )
 
 MAX_DEPTH = 64  # jumps deeper than this are a loop (the kernel refuses loops too)
 # Fields the IR carries but packet spaces have no dimension for: a match on them
-# is judged both ways, like any unmodelled construct.
-UNMODELLED_FIELDS = frozenset({"sport", "ct.status"})
+# is judged both ways, like any unmodelled construct. Of the ct status bits only
+# dnat is modelled (the ct dimension knows translated connections).
+UNMODELLED_FIELDS = frozenset({"sport"})
+MODELLED_CT_STATUS = "dnat"
 DEFAULT_ACCEPT = "no forward chain judges these packets (netfilter forwards them by default)"
 
 
@@ -212,7 +214,7 @@ class _Evaluator:
 
     def _prerouting(self) -> list[DnatRegion]:
         regions: list[DnatRegion] = []
-        untranslated = Remaining(self.full.intersect(self.full.make(ct=_ct_bits(["new"]))))
+        untranslated = Remaining(self.full.intersect(self.full.make(ct=ct_bits("new", translated=False))))
         for table, chain in self._base_chains("prerouting", "nat"):
             untranslated_in_table = untranslated.intersect(self._family_space(table))
             result = self._chain(table, chain, Remaining(untranslated_in_table), depth=0)
@@ -329,6 +331,8 @@ class _Evaluator:
             if target is None:
                 raise EvaluationError(f"{origin}: jump to a chain that does not exist: {action.chain}")
             sub = self._chain(table, target, Remaining(hit), depth + 1)
+            if uncertain:  # reached through a match fwmatrix cannot model: so are its translations
+                sub.dnats = [replace(d, uncertain=True) for d in sub.dnats]
             result.absorb(sub)
             if action.goto:
                 remaining.remove(match)  # what returns from a goto goes back to our caller
@@ -394,7 +398,7 @@ class _Evaluator:
         parts: list[Space] = []
         uncertain = False
         for match in rule.matches:
-            if isinstance(match, Match) and UNMODELLED_FIELDS.intersection(match.fields):
+            if isinstance(match, Match) and _unmodelled(match):
                 match = Unmodelled(_match_text(match))
             if isinstance(match, Unmodelled):
                 self._unmodelled(origin, match.text)
@@ -531,8 +535,10 @@ def _constrain(bounds: dict[str, object], f: str, value: object, ifaces: Interfa
         port = value if isinstance(value, PortRange) else PortRange(int(value), int(value))  # type: ignore[call-overload]
         narrow("dport", ((port.low, port.high),))
         narrow("proto", PORT_PROTOCOLS)
-    elif f == "ct.state":
-        bits = _ct_bits([str(value)])
+    elif f in ("ct.state", "ct.status"):
+        if f == "ct.status" and value != MODELLED_CT_STATUS:
+            raise EvaluationError(f"no evaluation for ct status {value!r}")
+        bits = ct_bits(str(value)) if f == "ct.state" else CT_DNAT
         bounds["ct"] = bounds.get("ct", CT_ALL) & bits  # type: ignore[operator]
         if not bounds["ct"]:
             bounds["_empty"] = True
@@ -593,12 +599,14 @@ def _match_text(match: Match) -> str:
     return f"a match on {' . '.join(match.fields)} {'!=' if match.negate else '=='} {values}"
 
 
-def _ct_bits(states: list[str]) -> int:
-    bits = 0
-    for state in states:
-        if state in CT_STATES:
-            bits |= 1 << CT_STATES.index(state)
-    return bits
+def _unmodelled(match: Match) -> bool:
+    """A match on a field packet spaces have no dimension for (or a ct status bit but dnat)."""
+    if UNMODELLED_FIELDS.intersection(match.fields):
+        return True
+    if "ct.status" not in match.fields:
+        return False
+    position = match.fields.index("ct.status")
+    return match.set_name is not None or any(key[position] != MODELLED_CT_STATUS for key in match.values)
 
 
 def _is_terminal(action: object) -> bool:

@@ -22,7 +22,7 @@ from functools import lru_cache
 from netaddr import IPAddress, IPNetwork, IPSet
 
 from .errors import MatrixError
-from .model import Firewall, Matrix, Opening, PortRange, ServicePart, Where
+from .model import Firewall, Management, Matrix, Opening, PortRange, ServicePart, Where
 from .resolve import Endpoint, Resolver
 
 
@@ -37,6 +37,9 @@ class Flow:
     sources: tuple[IPNetwork, ...]
     destinations: tuple[IPNetwork, ...]
     parts: tuple[ServicePart, ...]
+    # a port forward this firewall translates: only packets whose destination it
+    # translated (`ct status dnat`) may pass, never the same sent to the target directly
+    translated: bool = False
 
 
 @dataclass(frozen=True)
@@ -239,7 +242,7 @@ def build_intent(matrix: Matrix) -> Intent:
                             at_or_after_owner = nodes.index(("fw", fw)) >= len(head) - 1
                             dst = IPNetwork(target) if at_or_after_owner else IPNetwork(public)
                             service = parts if not (at_or_after_owner and opening.nat.port) else _retarget(parts, opening.nat.port)
-                            _add_flows(flows[fw], opening, ins, outs, family_src, [dst], service)
+                            _add_flows(flows[fw], opening, ins, outs, family_src, [dst], service, translated=fw == owner)
                             if fw == owner:
                                 for iface in ins:
                                     dnats[fw].append(Dnat(opening, iface, public.version, tuple(family_src), public, parts, target, opening.nat.port))
@@ -253,6 +256,34 @@ def build_intent(matrix: Matrix) -> Intent:
     return Intent(matrix, intents, tuple(warnings))
 
 
+def management_arrivals(matrix: Matrix, firewall: str, access: Management,
+                        resolver: Resolver | None = None) -> list[tuple[tuple[str, ...], list[IPNetwork]]]:
+    """Where a management access reaches `firewall` itself, placed as openings are: for each zone
+    of its sources, the firewall's interfaces on the last hop of every shortest path from that
+    zone to it, and the sources' networks in the zone. Refuses a zone with no path to it."""
+    resolver = resolver if resolver is not None else Resolver(matrix)
+    zoner, topology = _Zoner(matrix), _Topology(matrix)
+    where = access.where_of("from")
+    out: list[tuple[tuple[str, ...], list[IPNetwork]]] = []
+    for ref in access.sources:
+        for zone, nets in zoner.zones_of(resolver.endpoint(ref, where), ref, where).items():
+            paths = topology.paths(("zone", zone), ("fw", firewall))
+            if not paths:
+                raise MatrixError(f"management access #{access.index} of firewall '{firewall}': zone '{zone}' (of '{ref}') has no path to the firewall",
+                                  where.file, where.line)
+            out.append((tuple(sorted({iface for nodes in paths for iface in topology.edges[(nodes[-2], nodes[-1])]})), nets))
+    return out
+
+
+def check_management(matrix: Matrix) -> None:
+    """Every management access reaches its firewall (the loader calls this, so that a bad one
+    is refused at load time, with its line)."""
+    resolver = Resolver(matrix)
+    for firewall in matrix.firewalls.values():
+        for access in firewall.management:
+            management_arrivals(matrix, firewall.name, access, resolver)
+
+
 def _zoned(resolver: Resolver, zoner: _Zoner, opening: Opening, refs: tuple[str, ...], field: str) -> dict[str, list[IPNetwork]]:
     where = opening.where_of(field)
     out: dict[str, list[IPNetwork]] = defaultdict(list)
@@ -263,7 +294,7 @@ def _zoned(resolver: Resolver, zoner: _Zoner, opening: Opening, refs: tuple[str,
 
 
 def _add_flows(into: list[Flow], opening: Opening, ins: tuple[str, ...], outs: tuple[str, ...],
-               src_nets: list[IPNetwork], dst_nets: list[IPNetwork], parts: tuple[ServicePart, ...]) -> bool:
+               src_nets: list[IPNetwork], dst_nets: list[IPNetwork], parts: tuple[ServicePart, ...], translated: bool = False) -> bool:
     added = False
     for family in (4, 6):
         src = tuple(n for n in src_nets if n.version == family)
@@ -273,7 +304,7 @@ def _add_flows(into: list[Flow], opening: Opening, ins: tuple[str, ...], outs: t
         for in_iface in ins:
             for out_iface in outs:
                 if in_iface != out_iface:
-                    into.append(Flow(opening, in_iface, out_iface, family, src, dst, parts))
+                    into.append(Flow(opening, in_iface, out_iface, family, src, dst, parts, translated))
                     added = True
     return added
 

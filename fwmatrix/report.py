@@ -89,7 +89,10 @@ def as_json(report: AuditReport) -> str:
 
 
 def _traffic(line: str) -> str:
-    """A review line without the connection state: every opening is about new connections."""
+    """A review line without the connection state: every opening is about new connections,
+    which a port forward's are once translated."""
+    if line.endswith("  ct new dnat"):
+        return line.removesuffix("  ct new dnat") + "  after DNAT"
     return line.removesuffix("  ct new")
 
 

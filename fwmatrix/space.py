@@ -12,7 +12,12 @@ A packet, as a firewall's forward path judges it, has these dimensions:
   dport      the destination port, 0 .. 65535, or NO_PORT for protocols that
              have none (ICMP): a box either has port protocols and real ports,
              or portless protocols and NO_PORT;
-  ct         connection tracking state: a bitmask over CT_STATES.
+  ct         connection tracking: a bitmask over CT_STATES, then the same
+             states of connections whose destination this firewall translated
+             (`ct status dnat`), which only new, established and related
+             packets can be. A port forward's packets are forwarded as
+             translated: a rule that asks for `ct status dnat` lets them
+             through, and not the same packets sent to the target directly.
 
 A box is one value set per dimension (their product); a space is a union of
 boxes. Boxes are kept "physical": single address family, ports consistent
@@ -41,10 +46,30 @@ PORT_DIM_ALL = ((0, NO_PORT),)
 PROTO_ALL = ((0, 255),)
 PORT_PROTOCOLS = ((6, 6), (17, 17), (33, 33), (132, 132), (136, 136))  # tcp, udp, dccp, sctp, udplite
 CT_STATES = ("new", "established", "related", "invalid", "untracked")
-CT_ALL = (1 << len(CT_STATES)) - 1
+CT_TRANSLATABLE = ("new", "established", "related")  # the states a DNAT connection can be in
+CT_DNAT_SHIFT = len(CT_STATES)
+CT_ALL = (1 << (len(CT_STATES) + len(CT_TRANSLATABLE))) - 1
+CT_DNAT = CT_ALL & ~((1 << CT_DNAT_SHIFT) - 1)  # every translated state
+CT_PLAIN = CT_ALL & ~CT_DNAT
 PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp", 33: "dccp", 136: "udplite", 47: "gre", 50: "esp", 51: "ah"}
 
 Intervals = tuple[tuple[int, int], ...]
+
+
+def ct_bits(state: str, translated: bool | None = None) -> int:
+    """The bits of a conntrack state: untranslated (False), translated by DNAT (True), or either (None)."""
+    if state not in CT_STATES:
+        return 0
+    plain = 1 << CT_STATES.index(state)
+    dnat = 1 << (CT_DNAT_SHIFT + CT_TRANSLATABLE.index(state)) if state in CT_TRANSLATABLE else 0
+    return plain if translated is False else dnat if translated else plain | dnat
+
+
+def ct_text(bits: int) -> str:
+    """'new', 'new dnat' (translated by a port forward), comma-separated."""
+    names = [s for i, s in enumerate(CT_STATES) if bits >> i & 1]
+    names += [f"{s} dnat" for i, s in enumerate(CT_TRANSLATABLE) if bits >> (CT_DNAT_SHIFT + i) & 1]
+    return ",".join(names)
 
 
 # -- interval sets ----------------------------------------------------------------
@@ -444,7 +469,7 @@ class Space:
         parts.append(f"{', '.join(addr_text(box.src))} → {', '.join(addr_text(box.dst))}")
         parts.append(service_text(box.proto, box.dport))
         if box.ct != CT_ALL:
-            parts.append("ct " + ",".join(s for i, s in enumerate(CT_STATES) if box.ct >> i & 1))
+            parts.append("ct " + ct_text(box.ct))
         return "  ".join(parts)
 
     def lines(self) -> list[str]:

@@ -11,7 +11,7 @@ from netaddr import IPNetwork
 
 from conftest import ROOT, SEED
 from fwmatrix.audit import audit, fail
-from fwmatrix.compile import compile_intent
+from fwmatrix.compile import TRANSLATED, compile_intent
 from fwmatrix.intent import build_intent
 from fwmatrix.ir import Chain, Dnat, Jump, Match, Rule, Ruleset, Table, Unmodelled, Verdict, VerdictMap
 from fwmatrix.loader import load_matrix
@@ -78,7 +78,7 @@ def test_dropped_element_is_missing_and_names_the_part() -> None:
     (finding,) = report.findings
     assert finding.opening is not None and finding.opening.name == "operator-sip"
     assert "partly" in finding.message
-    assert finding.regions == ("wan0 → dmz0  0.0.0.0/0 → 172.16.10.21  tcp/5061  ct new",)
+    assert finding.regions == ("wan0 → dmz0  0.0.0.0/0 → 172.16.10.21  tcp/5061  ct new dnat",)  # as translated
 
 
 def test_widened_port_range_is_excess_with_its_rule() -> None:
@@ -243,7 +243,7 @@ def test_fail_threshold() -> None:
     intent, rulesets = setup()
     (table,) = rulesets["edge"].tables
     report = audit(intent, "edge", replace_table(rulesets["edge"], _forward_with(table, rules_after=(
-        Rule((Unmodelled("limit rate 10/second"), _m("iif", "wan0"), _m("oif", "dmz0"), _m("ip.daddr", IPNetwork("172.16.10.10/32")),
+        Rule((Unmodelled("limit rate 10/second"), TRANSLATED, _m("iif", "wan0"), _m("oif", "dmz0"), _m("ip.daddr", IPNetwork("172.16.10.10/32")),
               _m("l4proto", TCP), _m("dport", PortRange(443, 443))), Verdict("accept"), origin="x"),))), "m")
     # unmodelled (medium), and shadowed (low): the compiled rules already accept what it would
     assert sorted(f.level for f in report.findings) == ["low", "medium"], [f.to_json() for f in report.findings]
@@ -284,3 +284,41 @@ def test_a_rule_after_an_unmodelled_one_is_not_called_shadowed() -> None:
     chain = Chain("forward", (Rule((), Verdict("drop"), origin="L1"), Rule((_m("iif", "a"),), Verdict("accept"), origin="L2")), hook="forward", policy="accept")
     effective = evaluate(Ruleset((Table("inet", "t", (chain,)),)), Interfaces.of(["a", "b"]))
     assert [n.origin for n in effective.shadowed] == ["L2"]
+
+
+def _without_translation(table: Table) -> Table:
+    """The compiled table with its port forwards' forward rules not asking for the translation."""
+    chains = tuple(dataclasses.replace(c, rules=tuple(dataclasses.replace(r, matches=tuple(m for m in r.matches if m != TRANSLATED))
+                                                      for r in c.rules)) for c in table.chains)
+    return dataclasses.replace(table, chains=chains)
+
+
+def test_a_port_forward_target_reachable_directly_is_excess() -> None:
+    intent, rulesets = setup()
+    (table,) = rulesets["edge"].tables
+    report = audit(intent, "edge", replace_table(rulesets["edge"], _without_translation(table)), "m")
+    direct = [f for f in report.findings if "reachable directly" in f.message]
+    assert [f.kind for f in report.findings] == ["excess"] * len(direct) and direct
+    regions = {line for f in direct for line in f.regions}
+    assert "wan0 → dmz0  0.0.0.0/0 → 172.16.10.10  tcp/443  ct new" in regions  # nginx at its own address
+    assert all(line.endswith("ct new") for line in regions)  # untranslated only: the translated part is asked for
+
+
+def test_translated_connections_are_what_a_port_forward_asks_for() -> None:
+    """A forward rule that accepts what was translated towards the DMZ (docker's idiom) opens no
+    target directly, and what it accepts beyond the live port forwards' translations cannot
+    arrive: no finding."""
+    intent, rulesets = setup()
+    (table,) = rulesets["edge"].tables
+    extra = Rule((TRANSLATED, _m("oif", "dmz0")), Verdict("accept"), origin="all translated")
+    report = audit(intent, "edge", replace_table(rulesets["edge"], _forward_with(table, rules_after=(extra,))), "m")
+    assert report.findings == [], [f.to_json() for f in report.findings]
+    # another port forward to the same target: a nat finding; what it translates lands on
+    # packets an opening asks for, so the same forward rule grants nothing in excess
+    other = Rule((_m("iif", "wan0"), _m("ip.daddr", IPNetwork("203.0.113.10/32")), _m("l4proto", TCP), _m("dport", PortRange(8443, 8443))),
+                 Dnat(4, IPNetwork("172.16.10.10/32"), PortRange(443, 443)), origin="extra dnat")
+    widened = _forward_with(table, rules_after=(extra,))
+    widened = dataclasses.replace(widened, chains=tuple(
+        dataclasses.replace(c, rules=(other,) + c.rules) if c.name == "prerouting" else c for c in widened.chains))
+    report = audit(intent, "edge", replace_table(rulesets["edge"], widened), "m")
+    assert sorted(f.kind for f in report.findings) == ["nat"], [f.to_json() for f in report.findings]

@@ -14,13 +14,18 @@ DRIFT = ROOT / "examples" / "drift"
 
 EXPECTED = [
     # (kind, opening or None, words in the message, a region line or None)
-    ("missing", "operator-sip", "partly", "wan0 → dmz0  0.0.0.0/0 → 172.16.10.21  tcp/5061  ct new"),
-    ("excess", None, "no opening asks for it", "wan0 → dmz0  0.0.0.0/0 → 172.16.10.10  tcp/8080  ct new"),
+    ("missing", "operator-sip", "partly", "wan0 → dmz0  0.0.0.0/0 → 172.16.10.21  tcp/5061  ct new dnat"),
+    ("excess", None, "no opening asks for it", "wan0 → dmz0  0.0.0.0/0 → 172.16.10.10  tcp/8080  ct new,new dnat"),
+    # the forward rules of the port forwards do not ask for the translation
+    ("excess", None, "reachable directly", "wan0 → dmz0  0.0.0.0/0 → 172.16.10.10  tcp/443  ct new"),
+    ("excess", None, "reachable directly", "wan0 → dmz0  0.0.0.0/0 → 172.16.10.21  tcp/5060  ct new"),
+    ("excess", None, "reachable directly", "wan0 → dmz0  0.0.0.0/0 → 172.16.10.21  udp/5060  ct new"),
+    ("excess", None, "reachable directly", "wan0 → dmz0  0.0.0.0/0 → 172.16.10.22  udp/10000-30000  ct new"),
     ("excess", None, "no opening asks for it", "lan0 → dmz1  10.20.0.0/16 → 172.16.20.0/24  tcp/22  ct new"),
     ("dmz-to-internet", None, "connection tracking", "dmz0 → wan0  0.0.0.0/0 → 0.0.0.0/0  tcp/80,443  ct new"),
     ("nat", "operator-rtp", "goes to 172.16.10.23, the matrix says 172.16.10.22", None),
     ("nat", None, "port forward to 172.16.10.10 port 8080 that no opening asks for", None),
-    ("reply-blocked", "operator-sip", "cannot come back", "dmz0 → wan0  172.16.10.21 → 0.0.0.0/0  udp  ct established"),
+    ("reply-blocked", "operator-sip", "cannot come back", "dmz0 → wan0  172.16.10.21 → 0.0.0.0/0  udp  ct established dnat"),
     ("reply-blocked", "operator-rtp", "cannot come back", None),
     ("reply-blocked", "sipproxy-to-cti1", "cannot come back", None),
     ("reply-blocked", "rtpproxy-to-msa", "cannot come back", None),

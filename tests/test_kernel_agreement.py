@@ -46,14 +46,15 @@ from fwmatrix.ir import Dnat, DnatMap, Match, Rule, Ruleset, Table, VerdictMap
 from fwmatrix.lab import Lab, Probe, ProbeResult
 from fwmatrix.loader import load_matrix
 from fwmatrix.model import PortRange, ServicePart
-from fwmatrix.space import CT_STATES, NO_PORT, OTHER, V4_BASE, Box, Interfaces, Space
+from fwmatrix.space import NO_PORT, OTHER, V4_BASE, Box, Interfaces, Space, ct_bits
 from strategies import matrix_yaml
 
 pytestmark = pytest.mark.kernel
 
 DRIFTED = ROOT / "examples" / "drift" / "edge.nft"
 SEED_IFACES = ("wan0", "dmz0", "dmz1", "lan0")
-CT_NEW = 1 << CT_STATES.index("new")
+CT_NEW = ct_bits("new", translated=False)
+CT_NEW_DNAT = ct_bits("new", translated=True)  # the first packet once a port forward translated it
 L4 = {"tcp": 6, "udp": 17, "sctp": 132}
 INTERNET = {4: ("198.51.100.7", "192.0.2.44", "198.51.100.200"), 6: ("2001:db8:ffff::7", "2001:db8:ffff::44")}
 COMMON_PORTS = (22, 53, 80, 443, 5060, 8080)
@@ -92,13 +93,13 @@ def _text(point: int) -> str:
     return str(ipaddress.IPv4Address(point - V4_BASE) if point >= V4_BASE else ipaddress.IPv6Address(point))
 
 
-def packet_space(ifaces: Interfaces, iif: str, oif: str, src: str, dst: str, proto: str, dport: int | None) -> Space:
-    """A space holding exactly one packet: a NEW connection's first packet."""
+def packet_space(ifaces: Interfaces, iif: str, oif: str, src: str, dst: str, proto: str, dport: int | None, ct: int = CT_NEW) -> Space:
+    """A space holding exactly one packet: a NEW connection's first packet (translated or not)."""
     family = ipaddress.ip_address(src).version
     number = L4.get(proto) or (1 if family == 4 else 58)
     port = (dport, dport) if dport is not None else (NO_PORT, NO_PORT)
     s, d = _point(src), _point(dst)
-    return Space(ifaces, [Box(ifaces.mask(iif), ifaces.mask(oif), ((s, s),), ((d, d),), ((number, number),), (port,), CT_NEW)])
+    return Space(ifaces, [Box(ifaces.mask(iif), ifaces.mask(oif), ((s, s),), ((d, d),), ((number, number),), (port,), ct)])
 
 
 def judge(effective: Effective, p: Probe) -> Judgement:
@@ -117,7 +118,7 @@ def judge(effective: Effective, p: Probe) -> Judgement:
             if region.uncertain:
                 unsure = "the translation depends on constructs fwmatrix does not model"
             break
-    packet = packet_space(ifaces, p.iif, p.oif, p.src, dst, p.proto, dport)
+    packet = packet_space(ifaces, p.iif, p.oif, p.src, dst, p.proto, dport, CT_NEW_DNAT if dnat else CT_NEW)
     grant = next((g for g in effective.forwarded if g.space.intersect(packet)), None)
     if unsure:
         return Judgement(None, dst, dport, "", dnat, unsure)
@@ -757,6 +758,21 @@ def test_dnat_behind_an_unmodelled_match() -> None:
     j, r = known_bug_case(text, Probe("wan0", "dmz0", "198.51.100.7", "203.0.113.10", "tcp", 8080))
     assert not r.delivered  # mark 0: no DNAT, and nothing forwards 203.0.113.10:8080
     assert j.forwarded is not True, explain(j, r)  # the evaluator should say "not forwarded" or "uncertain"
+
+
+def test_dnat_in_a_chain_jumped_to_behind_an_unmodelled_match() -> None:
+    # found once ct status dnat was modelled (docker's `fib daddr type local jump DOCKER`):
+    # a translation inside a chain that only an unmodelled match leads to is uncertain too
+    text = (
+        "table ip nat {\n chain docker {\n  tcp dport 8080 dnat to 172.16.10.10:80\n }\n"
+        " chain prerouting {\n  type nat hook prerouting priority dstnat; policy accept;\n"
+        "  fib daddr type local jump docker\n }\n}\n"
+        "table inet f {\n chain forward {\n  type filter hook forward priority 0; policy drop;\n"
+        "  ct status dnat ip daddr 172.16.10.10 tcp dport 80 accept\n }\n}\n"
+    )
+    j, r = known_bug_case(text, Probe("wan0", "dmz0", "198.51.100.7", "172.16.10.99", "tcp", 8080))
+    assert not r.delivered  # not a local address: no DNAT, and nothing forwards 172.16.10.99
+    assert j.forwarded is not True, explain(j, r)
 
 
 # -- the lab itself ----------------------------------------------------------------------------

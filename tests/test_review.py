@@ -32,10 +32,10 @@ def test_tls_sip_on_a_new_port_and_rtp_moved(write_matrix) -> None:
     (edge,) = r.firewalls
     changes = {c.name: c for c in edge.openings}
     assert changes["operator-sip"].kind == "widened"
-    assert changes["operator-sip"].opened == ("wan0 → dmz0  0.0.0.0/0 → 172.16.10.21  tcp/5062  ct new",)
+    assert changes["operator-sip"].opened == ("wan0 → dmz0  0.0.0.0/0 → 172.16.10.21  tcp/5062  ct new dnat",)
     assert changes["operator-rtp"].kind == "changed"
-    assert changes["operator-rtp"].opened == ("wan0 → dmz0  0.0.0.0/0 → 172.16.10.22  udp/30001-40000  ct new",)
-    assert changes["operator-rtp"].closed == ("wan0 → dmz0  0.0.0.0/0 → 172.16.10.22  udp/10000-19999  ct new",)
+    assert changes["operator-rtp"].opened == ("wan0 → dmz0  0.0.0.0/0 → 172.16.10.22  udp/30001-40000  ct new dnat",)
+    assert changes["operator-rtp"].closed == ("wan0 → dmz0  0.0.0.0/0 → 172.16.10.22  udp/10000-19999  ct new dnat",)
     assert changes["msa-to-rtpproxy"].kind == "changed"
     assert set(changes) == {"operator-sip", "operator-rtp", "msa-to-rtpproxy"}
     assert {(n.kind, n.new or n.old) for n in edge.nat} == {("added", "172.16.10.21"), ("removed", "172.16.10.22"), ("added", "172.16.10.22")}
