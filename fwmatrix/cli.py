@@ -442,5 +442,9 @@ def _recorded(printer: Callable[[Console], None]) -> str:
     return console.export_text()
 
 
+# apply, confirm, rollback and lab live in cli_ops, which imports from this module and registers
+# them on `main` itself: `from .cli_ops import COMMANDS` here would fail when cli_ops is imported first.
+from . import cli_ops  # noqa: E402, F401
+
 if __name__ == "__main__":  # pragma: no cover
     main()

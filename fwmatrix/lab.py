@@ -45,6 +45,7 @@ from typing import Any
 from .errors import BackendError
 from .ir import Ruleset
 from .netns import CLONE_NEWNET, NetNamespace, call_in_netns, unique_name
+from .signals import held
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -236,10 +237,12 @@ class Lab:
         _sysctl(self.fw, tuple(f"net.ipv4.conf.{iface}.rp_filter=0" for iface in self.links))
 
     def close(self) -> None:
-        """Delete every namespace this lab made (its links vanish with them)."""
-        for link in self.links.values():
-            link.side.delete()
-        self.fw.delete()
+        """Delete every namespace this lab made (its links vanish with them); an interrupt
+        (Ctrl-C, SIGTERM) waits until they are all gone."""
+        with held():
+            for link in self.links.values():
+                link.side.delete()
+            self.fw.delete()
         self._placed.clear()
 
     @property

@@ -15,11 +15,13 @@ import yaml
 from netaddr import AddrFormatError, IPAddress, IPNetwork
 
 from .errors import MatrixError, did_you_mean
+from .intent import check_management
 from .model import (
     PROTOCOLS,
     Firewall,
     Group,
     Host,
+    Management,
     Matrix,
     Nat,
     Opening,
@@ -43,6 +45,8 @@ NOTE_MAX = 500
 
 TOP_KEYS = ("fwmatrix", "name", "title", "zones", "hosts", "groups", "services", "firewalls", "openings")
 OPENING_KEYS = ("name", "from", "to", "service", "services", "nat", "note")
+FIREWALL_KEYS = ("interfaces", "public", "management", "note")
+MANAGEMENT_KEYS = ("from", "to", "service", "services", "note")
 
 
 class _Reader:
@@ -209,6 +213,7 @@ def load_source(source: Source) -> Matrix:
         roles=roles,
     )
     Resolver(matrix).check_all()
+    check_management(matrix)
     return matrix
 
 
@@ -345,7 +350,7 @@ def _load_firewalls(reader: _Reader, node: yaml.Node | None, claim: Claim, zones
     for key, key_node, value in entries:
         name = reader.name(key_node, "firewall name")
         claim(name, "firewall", key_node)
-        fields = reader.mapping(value, f"firewall '{name}'", ("interfaces", "public", "note"))
+        fields = reader.mapping(value, f"firewall '{name}'", FIREWALL_KEYS)
         if "interfaces" not in fields:
             raise reader.fail(value, f"firewall '{name}' has no 'interfaces'")
         interfaces: dict[str, str] = {}
@@ -367,7 +372,8 @@ def _load_firewalls(reader: _Reader, node: yaml.Node | None, claim: Claim, zones
             else:
                 public["public"] = reader.address(pub_node, f"public address of firewall '{name}'")
         note = reader.note(fields["note"][1]) if "note" in fields else ""
-        firewalls[name] = Firewall(name, interfaces, public, reader.where(key_node), note)
+        management = _load_management(reader, fields["management"][1], name) if "management" in fields else ()
+        firewalls[name] = Firewall(name, interfaces, public, reader.where(key_node), note, management)
     seen_public: dict[IPAddress, str] = {}
     for fw in firewalls.values():
         for pub_name, addr in fw.public.items():
@@ -375,6 +381,36 @@ def _load_firewalls(reader: _Reader, node: yaml.Node | None, claim: Claim, zones
                 raise MatrixError(f"public address {addr} of '{fw.name}.{pub_name}' is also '{seen_public[addr]}'", fw.where.file, fw.where.line)
             seen_public[addr] = f"{fw.name}.{pub_name}"
     return firewalls
+
+
+def _load_management(reader: _Reader, node: yaml.Node, firewall: str) -> tuple[Management, ...]:
+    """A firewall's `management`: the accesses administrators have to the firewall itself.
+    References are checked by `resolve` (names, services) and `intent` (the paths to the firewall)."""
+    what = f"'management' of firewall '{firewall}'"
+    items = reader.sequence(node, what)
+    if not items:
+        raise reader.fail(node, f"{what} is an empty list: list the accesses ({{from: ..., service: ...}}), or leave the key out")
+    accesses: list[Management] = []
+    for index, item in enumerate(items, start=1):
+        access = f"management access #{index} of firewall '{firewall}'"
+        fields = reader.mapping(item, access, MANAGEMENT_KEYS)
+        if "from" not in fields:
+            raise reader.fail(item, f"{access} has no 'from'")
+        if ("service" in fields) == ("services" in fields):
+            raise reader.fail(item, f"{access} needs exactly one of 'service' or 'services'")
+        service_node = fields.get("service", fields.get("services"))[1]  # type: ignore[index]
+        accesses.append(
+            Management(
+                index=index,
+                sources=tuple(text for text, _ in reader.scalars(fields["from"][1], "'from'")),
+                destinations=tuple(text for text, _ in reader.scalars(fields["to"][1], "'to'")) if "to" in fields else (),
+                services=tuple(text for text, _ in reader.scalars(service_node, "'service'")),
+                note=reader.note(fields["note"][1]) if "note" in fields else "",
+                where=reader.where(item),
+                field_lines={("service" if key == "services" else key): line_of(value) for key, (_, value) in fields.items()},
+            )
+        )
+    return tuple(accesses)
 
 
 def _load_openings(reader: _Reader, node: yaml.Node | None) -> tuple[Opening, ...]:

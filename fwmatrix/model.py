@@ -134,12 +134,40 @@ class Group:
 
 
 @dataclass(frozen=True)
+class Management:
+    """One management access: `sources` reach the firewall itself on `services` (at `destinations`).
+
+    Written under a firewall's `management` key; `fwmatrix apply` refuses a ruleset that cuts it."""
+
+    index: int  # 1-based, within its firewall
+    sources: tuple[str, ...]  # references, as written
+    destinations: tuple[str, ...]  # the firewall's addresses they use; empty: any address of the firewall
+    services: tuple[str, ...]  # service names or literals, as written
+    note: str
+    where: Where
+    field_lines: dict[str, int] = field(default_factory=dict, compare=False)  # 'from', 'to', 'service' -> line
+
+    def where_of(self, field_name: str) -> Where:
+        return Where(self.where.file, self.field_lines.get(field_name, self.where.line))
+
+    def label(self, firewall: str) -> str:
+        to = ", ".join(self.destinations) if self.destinations else firewall
+        return f"{', '.join(self.sources)} → {to} {', '.join(self.services)}"
+
+    def as_opening(self) -> Opening:
+        """The same access as an opening, for the resolver (names, services, file:line)."""
+        return Opening(self.index, f"management-{self.index}", self.sources, self.destinations,
+                       self.services, None, self.note, self.where, dict(self.field_lines))
+
+
+@dataclass(frozen=True)
 class Firewall:
     name: str
     interfaces: dict[str, str]  # interface name -> zone name
     public: dict[str, IPAddress]  # name -> public address the firewall owns
     where: Where
     note: str = ""
+    management: tuple[Management, ...] = ()  # how administrators reach the firewall itself
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,14 @@ from functools import lru_cache
 from netaddr import AddrFormatError, IPAddress, IPNetwork
 
 from .errors import MatrixError, did_you_mean
-from .model import Matrix, Opening, ServicePart, Where, parse_service_literal
+from .model import (
+    Management,
+    Matrix,
+    Opening,
+    ServicePart,
+    Where,
+    parse_service_literal,
+)
 
 ANY4 = IPNetwork("0.0.0.0/0")
 ANY6 = IPNetwork("::/0")
@@ -151,6 +158,32 @@ class Resolver:
         self.check_groups()
         for opening in self.matrix.openings:
             self.check_opening(opening)
+        for firewall in self.matrix.firewalls.values():
+            for access in firewall.management:
+                self.check_management(firewall.name, access)
+
+    def check_management(self, firewall: str, access: Management) -> None:
+        """A management access to `firewall` itself: its names and services resolve, its `to`
+        is no public address of another firewall, and its sources and destinations share an
+        address family. (That its sources' zones reach the firewall is for `intent` to say.)"""
+        sources = [self.endpoint(ref, access.where_of("from")) for ref in access.sources]
+        destinations = [self.endpoint(ref, access.where_of("to")) for ref in access.destinations]
+        self.services(access.as_opening())
+        what = f"management access #{access.index} of firewall '{firewall}'"
+        for ref, dest in zip(access.destinations, destinations):
+            if dest.public_of is not None and dest.public_of != firewall:
+                where = access.where_of("to")
+                raise MatrixError(f"{what} goes to '{ref}', a public address of firewall '{dest.public_of}', not of '{firewall}'", where.file, where.line)
+        src_families = {net.version for s in sources for net in s.networks}
+        dst_families = {net.version for d in destinations for net in d.networks} if destinations else {4, 6}
+        if not src_families & dst_families:
+            where = access.where_of("to")
+            raise MatrixError(
+                f"{what} goes from IPv{'/'.join(map(str, sorted(src_families)))} sources "
+                f"to IPv{'/'.join(map(str, sorted(dst_families)))} destinations: no address family in common",
+                where.file,
+                where.line,
+            )
 
     def check_opening(self, opening: Opening) -> None:
         sources = [self.endpoint(ref, opening.where_of("from")) for ref in opening.sources]

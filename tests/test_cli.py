@@ -102,6 +102,25 @@ def test_show_prints_the_matrix_and_its_placement() -> None:
         assert word in result.output
 
 
+def test_check_and_show_take_a_matrix_with_management(write_matrix) -> None:
+    """The `management` key is part of the format: the commands that read a matrix take it."""
+    path = write_matrix(SEED.read_text().replace("    public: 203.0.113.10\n", "    public: 203.0.113.10\n    management: [{from: lan, service: tcp/22}]\n"))
+    proc = run("check", path, "--no-kernel")
+    assert proc.returncode == 0, proc.stderr
+    assert "8 openings" in proc.stdout
+    result = CliRunner().invoke(main, ["show", path], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "operator-sip" in result.output
+
+
+def test_the_commands_that_change_a_firewall_are_registered() -> None:
+    result = CliRunner().invoke(main, ["--help"])
+    assert result.exit_code == 0
+    for command in ("apply", "confirm", "rollback", "lab"):
+        assert f"  {command} " in result.output
+    assert run("apply", "--help").returncode == 0
+
+
 def test_audit_of_rulesets_that_run_together(tmp_path) -> None:
     """iptables-save and ip6tables-save of one firewall: audited together, IPv6 is judged too."""
     out = tmp_path / "out"

@@ -10,7 +10,7 @@ from netaddr import IPAddress, IPNetwork
 from conftest import SEED
 from fwmatrix.errors import MatrixError
 from fwmatrix.loader import load_matrix
-from fwmatrix.model import PortRange, ServicePart
+from fwmatrix.model import Management, PortRange, ServicePart, Where
 
 BASE = """\
 fwmatrix: 1
@@ -181,3 +181,87 @@ def test_group_member_lines_and_note(write_matrix) -> None:
     with pytest.raises(MatrixError) as caught:
         load_matrix(write_matrix(bad))
     assert caught.value.line == 15 and "nosuch" in caught.value.message
+
+
+# -- management: how administrators reach a firewall itself --------------------------------------
+
+PUBLIC_LINE = "    public: 203.0.113.10\n"  # line 19 of BASE: `management` goes right after it
+
+
+def _with_management(management: str, text: str = BASE) -> str:
+    return text.replace(PUBLIC_LINE, PUBLIC_LINE + textwrap.indent(textwrap.dedent(management), "    "))
+
+
+def test_management_accesses_load_with_their_lines(write_matrix) -> None:
+    text = _with_management("""\
+        management:
+          - from: lan
+            service: [tcp/22, https]
+            note: the admins' desks
+          - from: [internet]
+            to: edge.public
+            services: tcp/22
+        """)
+    m = load_matrix(write_matrix(text))
+    first, second = m.firewalls["edge"].management
+    assert first == Management(1, ("lan",), (), ("tcp/22", "https"), "the admins' desks", Where(m.file, 21))
+    assert first.field_lines == {"from": 21, "service": 22, "note": 23}
+    assert second == Management(2, ("internet",), ("edge.public",), ("tcp/22",), "", Where(m.file, 24))
+    assert second.field_lines == {"from": 24, "to": 25, "service": 26}
+    assert second.label("edge") == "internet → edge.public tcp/22" and first.label("edge") == "lan → edge tcp/22, https"
+    assert [o.name for o in m.openings] == ["web", "web-to-bal"]
+    assert load_matrix(write_matrix(BASE, "plain.yaml")).firewalls["edge"].management == ()
+
+
+def test_management_in_a_flow_mapping(write_matrix) -> None:
+    text = BASE.replace("  edge:\n    interfaces: {wan0: internet, dmz0: dmz, lan0: lan}\n" + PUBLIC_LINE,
+                        "  edge: {management: [{from: bal, service: tcp/22}], interfaces: {wan0: internet, dmz0: dmz, lan0: lan}, public: 203.0.113.10}\n")
+    (access,) = load_matrix(write_matrix(text)).firewalls["edge"].management
+    assert (access.sources, access.services, access.where.line) == (("bal",), ("tcp/22",), 17)
+
+
+ISLAND = BASE.replace("  lan: 10.20.0.0/16\n", "  lan: 10.20.0.0/16\n  island: 192.168.99.0/24\n")  # no firewall faces it
+CORE = BASE.replace("openings:\n", "  core:\n    interfaces: {lan0: lan, dmz0: dmz}\n    public: 198.51.100.1\nopenings:\n")
+
+# (what, management (under the firewall `edge`, line 20 on), expected line, the whole message); BASE unless a text is given
+BAD_MANAGEMENT = [
+    ("not a list", "management: {from: lan, service: tcp/22}\n", 20,
+     "'management' of firewall 'edge' must be a list, not a mapping"),
+    ("empty list", "management: []\n", 20,
+     "'management' of firewall 'edge' is an empty list: list the accesses ({from: ..., service: ...}), or leave the key out"),
+    ("item not a mapping", "management: [lan]\n", 20,
+     "management access #1 of firewall 'edge' must be a mapping, not a string"),
+    ("unknown key", "management:\n  - {from: lan, service: tcp/22}\n  - {from: lan, servce: tcp/22}\n", 22,
+     "unknown key 'servce' in management access #2 of firewall 'edge' (did you mean 'service'?); expected one of: from, to, service, services, note"),
+    ("missing from", "management:\n  - to: 10.20.0.1\n    service: tcp/22\n", 21,
+     "management access #1 of firewall 'edge' has no 'from'"),
+    ("both service and services", "management: [{from: lan, service: tcp/22, services: [tcp/22]}]\n", 20,
+     "management access #1 of firewall 'edge' needs exactly one of 'service' or 'services'"),
+    ("neither service nor services", "management:\n  - from: lan\n", 21,
+     "management access #1 of firewall 'edge' needs exactly one of 'service' or 'services'"),
+    ("unknown name in from", "management:\n  - service: tcp/22\n    from: [lan, sipprox]\n", 22,
+     "unknown name 'sipprox' (did you mean 'sipproxy'?)"),
+    ("unknown name in to", "management:\n  - from: lan\n    service: tcp/22\n    to: ngnix\n", 23,
+     "unknown name 'ngnix' (did you mean 'nginx'?)"),
+    ("bad service literal", "management:\n  - from: lan\n    service: tcp/70000\n", 22,
+     "bad service 'tcp/70000': port 70000 is out of range (1-65535)"),
+    ("unknown service", "management:\n  - from: lan\n    services: [https, htps]\n", 22,
+     "unknown service 'htps' (did you mean 'https'?); a literal looks like tcp/443 or udp/10000-30000"),
+    ("a mapping for from", "management:\n  - from: {a: 1}\n    service: tcp/22\n", 21,
+     "'from' must be a string, not a mapping"),
+    ("no address family in common", "management:\n  - from: lan\n    service: tcp/22\n    to: 2001:db8::1\n", 23,
+     "management access #1 of firewall 'edge' goes from IPv4 sources to IPv6 destinations: no address family in common"),
+    ("public address of another firewall", ("management:\n  - from: lan\n    service: tcp/22\n    to: core.public\n", CORE), 23,
+     "management access #1 of firewall 'edge' goes to 'core.public', a public address of firewall 'core', not of 'edge'"),
+    ("zone with no path to the firewall", ("management:\n  - from: [lan, island]\n    service: tcp/22\n", ISLAND), 22,
+     "management access #1 of firewall 'edge': zone 'island' (of 'island') has no path to the firewall"),
+]
+
+
+@pytest.mark.parametrize(("what", "management", "line", "message"), BAD_MANAGEMENT, ids=[b[0] for b in BAD_MANAGEMENT])
+def test_bad_management_names_file_and_line(write_matrix, what: str, management: str | tuple[str, str], line: int, message: str) -> None:
+    key, text = management if isinstance(management, tuple) else (management, BASE)
+    path = write_matrix(_with_management(key, text))
+    with pytest.raises(MatrixError) as caught:
+        load_matrix(path)
+    assert str(caught.value) == f"{path}:{line}: {message}", what

@@ -10,8 +10,10 @@ import yaml
 from hypothesis import given, settings
 
 from conftest import ROOT, SEED
+from fwmatrix.errors import MatrixError
+from fwmatrix.loader import load_matrix
 from strategies import matrix_yaml
-from test_loader import BASE
+from test_loader import BASE, PUBLIC_LINE
 
 SCHEMA = json.loads((ROOT / "docs" / "matrix.schema.json").read_text())
 VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
@@ -46,3 +48,32 @@ def test_generated_matrices_follow_the_schema(text: str) -> None:
 def test_schema_refuses_what_the_loader_refuses(change: tuple[str, str]) -> None:
     doc = yaml.safe_load(BASE.replace(*change))
     assert not VALIDATOR.is_valid(doc)
+
+
+MANAGEMENT = PUBLIC_LINE + "    management:\n      - {from: [lan, bal], to: edge.public, service: tcp/22, note: admins}\n      - {from: dmz, services: [tcp/22, https]}\n"
+
+
+def test_schema_takes_management_accesses(write_matrix) -> None:
+    text = BASE.replace(PUBLIC_LINE, MANAGEMENT)
+    VALIDATOR.validate(yaml.safe_load(text))
+    assert len(load_matrix(write_matrix(text)).firewalls["edge"].management) == 2
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        ("{from: dmz, services: [tcp/22, https]}", "{from: dmz, services: [tcp/22], service: https}"),
+        ("{from: dmz, services: [tcp/22, https]}", "{from: dmz}"),
+        ("{from: dmz, services: [tcp/22, https]}", "{services: [tcp/22, https]}"),
+        ("{from: dmz, services: [tcp/22, https]}", "{from: dmz, port: 22, service: tcp/22}"),
+        ("{from: dmz, services: [tcp/22, https]}", "dmz"),
+        ("management:\n      - {from: [lan, bal], to: edge.public, service: tcp/22, note: admins}\n      - {from: dmz, services: [tcp/22, https]}\n",
+         "management: []\n"),
+    ],
+)
+def test_schema_refuses_bad_management(write_matrix, change: tuple[str, str]) -> None:
+    text = BASE.replace(PUBLIC_LINE, MANAGEMENT).replace(*change)
+    assert change[0] in BASE.replace(PUBLIC_LINE, MANAGEMENT)
+    assert not VALIDATOR.is_valid(yaml.safe_load(text))
+    with pytest.raises(MatrixError):
+        load_matrix(write_matrix(text))

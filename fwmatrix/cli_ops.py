@@ -1,0 +1,240 @@
+"""The commands that change a firewall, and the lab: `apply`, `confirm`, `rollback`, `lab`.
+
+They are click commands of their own, registered on the `fwmatrix` group
+(`main`) at the bottom of this module, which fwmatrix/cli.py imports at its
+own bottom: so they are there whichever of the two is imported first. They follow its
+conventions: one-line errors through `user_errors`, exit 0 when all went
+well, 1 when a ruleset was refused, an apply failed (the firewall then runs
+what it ran before), nothing was armed to confirm, or a lab check failed,
+2 for usage and input errors (and when not run as root).
+
+`apply` and `rollback` act on this host's network namespace, the firewall
+itself; `--netns NAME` points them at a network namespace instead (a lab,
+the tests). docs/apply.md describes the whole procedure.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.syntax import Syntax
+from rich.table import Table
+
+from .apply import (
+    DEFAULT_KEEP,
+    DEFAULT_STATE_DIR,
+    DRIVERS,
+    TIMERS,
+    ApplyRequest,
+    ApplyResult,
+    Executor,
+    HostExecutor,
+    NamespaceExecutor,
+    Plan,
+    StateDir,
+    apply,
+    confirm,
+    rollback,
+)
+from .cli import EXIT_FINDINGS, EXIT_OK, _console, main, matrix_argument, user_errors
+from .errors import FwmatrixError
+from .lab import DEFAULT_TIMEOUT
+from .labrun import LAB_BACKENDS, print_lab, run_lab
+from .signals import interrupting
+
+state_dir_option = click.option("--state-dir", metavar="DIR", default=DEFAULT_STATE_DIR, show_default=True,
+                                help="Where backups, the lock and the armed rollback live.")
+netns_option = click.option("--netns", metavar="NAME", help="Act inside network namespace NAME instead of this host (labs, tests).")
+
+
+def require_root(command: str, why: str) -> None:
+    if os.geteuid() != 0:
+        raise FwmatrixError(f"fwmatrix {command} needs root: {why}")
+
+
+def _executor(netns: str | None) -> Executor:
+    return NamespaceExecutor(netns) if netns else HostExecutor()
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms"
+
+
+# -- apply -------------------------------------------------------------------------------------
+
+
+@click.command("apply")
+@matrix_argument
+@click.option("--firewall", "-f", metavar="NAME", required=True, help="The firewall this machine is.")
+@click.option("--backend", "-b", "backend_name", type=click.Choice(tuple(DRIVERS)), default="nftables", show_default=True)
+@click.option("--dry-run", is_flag=True, help="Validate and show what would change; change nothing.")
+@click.option("--confirm", "confirm_seconds", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="Roll back automatically unless `fwmatrix confirm` runs within SECONDS.")
+@click.option("--force", is_flag=True, help="Apply even when management access to the firewall would be cut or cannot be judged.")
+@state_dir_option
+@click.option("--keep", type=click.IntRange(min=1), default=DEFAULT_KEEP, show_default=True, help="Backups kept in the state directory.")
+@click.option("--timer", type=click.Choice(TIMERS), default="auto", show_default=True,
+              help="What waits to roll back: a systemd-run timer, a detached process, or (auto) systemd where it runs.")
+@netns_option
+@user_errors
+def apply_command(matrix: str, firewall: str, backend_name: str, dry_run: bool, confirm_seconds: float | None, force: bool,
+                  state_dir: str, keep: int, timer: str, netns: str | None) -> None:
+    """Apply MATRIX's ruleset for FIREWALL to this machine, safely.
+
+    Validates the ruleset with the target's own tool, shows what changes
+    (the audit findings it fixes, the diff of fwmatrix's own tables),
+    refuses a ruleset that would cut the management access the matrix
+    declares, saves the live ruleset, then loads the new one atomically.
+    Any failure puts the previous ruleset back. With --confirm SECONDS the
+    previous ruleset comes back by itself unless `fwmatrix confirm` runs in
+    time, even if this session dies."""
+    require_root("apply", "it reads and loads the kernel's ruleset")
+    console = _console()
+    request = ApplyRequest(matrix, firewall, backend_name, dry_run, confirm_seconds, force, keep, timer)
+    with interrupting():
+        result = apply(request, _executor(netns), StateDir(state_dir), show=lambda plan: print_plan(plan, console))
+    print_result(result, console)
+
+
+def print_plan(plan: Plan, console: Console) -> None:
+    console.print(f"[bold]fwmatrix apply[/]: firewall [bold]{escape(plan.firewall)}[/], {plan.backend}, on {escape(plan.target)}")
+    if plan.problems:
+        console.print(f"[bold red]refused[/] by the {plan.backend} tools:")
+        for problem in plan.problems:
+            console.print(f"  {escape(problem)}", soft_wrap=True)
+        return
+    console.print(f"[green]validated[/]: the {plan.backend} tools accept the ruleset ({', '.join(sorted(plan.files))})")
+    if plan.before is not None and plan.after is not None:
+        console.print(f"live ruleset: {len(plan.before.findings)} findings against the matrix; "
+                      f"after the apply (predicted): {len(plan.after.findings)}")
+        _findings_table(console, "fixed by this apply", plan.fixed)
+        _findings_table(console, "still there after the apply", plan.after.findings)
+    for verdict in plan.access_after:
+        before = next((v for v in plan.access_before if v.access.index == verdict.access.index), None)
+        was = "" if before is None else f" (now: {'kept' if before.kept else 'already cut'})"
+        style = "green" if verdict.kept else "bold red"
+        console.print(f"management access [{style}]{'kept' if verdict.kept else 'CUT'}[/]: {escape(verdict.label)}{was}")
+        for line in verdict.lost[:6]:
+            console.print(f"  lost: {escape(line)}", soft_wrap=True)
+    for text in plan.unjudged:
+        console.print(f"management access [yellow]not judged[/]: {escape(text)}")
+    for note in plan.notes:
+        console.print(f"[yellow]note[/]: {escape(note)}")
+    diff = plan.diff
+    if diff:
+        console.print("fwmatrix's own part of the ruleset, live → after the apply:")
+        console.print(Syntax(diff, "diff", theme="ansi_dark", background_color="default"))
+    elif plan.own_after or plan.own_before:
+        console.print("fwmatrix's own part of the ruleset does not change")
+
+
+def _findings_table(console: Console, title: str, findings: list) -> None:
+    if not findings:
+        return
+    table = Table(title=f"{title}: {len(findings)}", title_justify="left", show_lines=False)
+    for column in ("kind", "severity", "finding", "opening / rule"):
+        table.add_column(column, overflow="fold")
+    for f in findings:
+        where = f"{f.opening.name} (row {f.opening.index})" if f.opening is not None else f.rule
+        table.add_row(f.kind, f.level, escape(f.message), escape(where))
+    console.print(table)
+
+
+def print_result(result: ApplyResult, console: Console) -> None:
+    steps = ", ".join(f"{name} {_ms(s)}" for name, s in result.timings.items())
+    if not result.applied:
+        console.print(f"[bold]dry run[/]: nothing was changed ({steps})")
+        return
+    assert result.backup is not None
+    console.print(f"[bold green]applied[/] in {_ms(result.timings.get('load', 0.0))} "
+                  f"(steps: {steps}); previous ruleset saved as backup {result.backup.name}")
+    if result.as_predicted is False:
+        console.print("[yellow]note[/]: fwmatrix's part of the live ruleset differs from the plan's prediction; audit it")
+    for verdict in result.access_live:
+        console.print(f"management access on the live ruleset: {escape(str(verdict))}")
+    if result.pending is not None:
+        p = result.pending
+        at = time.strftime("%H:%M:%S", time.localtime(float(p["deadline"])))
+        how = f"systemd unit {p['unit']}" if p["timer"] == "systemd" else f"detached process {p['pid']}"
+        console.print(f"[bold yellow]rollback armed[/]: run `fwmatrix confirm` within {p['seconds']:g} s (before {at}), "
+                      f"or backup {p['backup']} is restored ({how})")
+
+
+# -- confirm and rollback ----------------------------------------------------------------------------
+
+
+@click.command("confirm")
+@state_dir_option
+@user_errors
+def confirm_command(state_dir: str) -> None:
+    """Keep the ruleset applied with --confirm: cancel its automatic rollback.
+
+    Exits 1 when nothing is armed, e.g. because the rollback already fired."""
+    pending = confirm(StateDir(state_dir))
+    left = float(pending["deadline"]) - time.time()
+    _console().print(f"[bold green]confirmed[/]: the ruleset applied at {pending['armed']} stays "
+                     f"(the rollback to {pending['backup']} was {left:.1f} s away)")
+
+
+@click.command("rollback")
+@state_dir_option
+@click.option("--backup", "backup_name", metavar="NAME", help="Restore this backup (default: the newest).")
+@netns_option
+@user_errors
+def rollback_command(state_dir: str, backup_name: str | None, netns: str | None) -> None:
+    """Restore the previous ruleset now: the newest backup, or the one named.
+
+    An armed automatic rollback is cancelled."""
+    require_root("rollback", "it loads the kernel's ruleset")
+    with interrupting():
+        result = rollback(StateDir(state_dir), _executor(netns), backup_name)
+    console = _console()
+    console.print(f"[bold green]rolled back[/] to backup {result.backup.name} (taken {result.backup.meta.get('created')}) "
+                  f"in {_ms(result.seconds)}")
+    if result.cancelled is not None:
+        console.print(f"the armed rollback of {result.cancelled['armed']} is cancelled")
+
+
+# -- lab ---------------------------------------------------------------------------------------
+
+
+@click.command("lab")
+@matrix_argument
+@click.option("--firewall", "-f", metavar="NAME", help="The firewall to build (may be left out when the matrix has one).")
+@click.option("--backend", "-b", "backend_name", type=click.Choice(LAB_BACKENDS), default="nftables", show_default=True)
+@click.option("--timeout", type=click.FloatRange(min=0.05), default=DEFAULT_TIMEOUT, show_default=True, metavar="SECONDS",
+              help="How long a probe waits for packets that may never come.")
+@user_errors
+def lab_command(matrix: str, firewall: str | None, backend_name: str, timeout: float) -> None:
+    """Prove MATRIX's ruleset for a firewall with real packets, in network namespaces.
+
+    Builds the firewall with one interface per zone and a namespace behind
+    each, loads the compiled ruleset, and checks that every opening works
+    (TCP handshakes, UDP round trips, port forwards landing on their target)
+    and that a sample of what must stay closed is closed. Exits 1 when a
+    check fails. Needs root; every namespace is deleted at the end, also
+    when interrupted."""
+    require_root("lab", "it creates network namespaces")
+    from .cli import _intent
+
+    intent = _intent(matrix, firewall)
+    if firewall is None:
+        if len(intent.firewalls) != 1:
+            raise click.UsageError(f"the matrix has several firewalls ({', '.join(intent.firewalls)}): say which with --firewall")
+        firewall = next(iter(intent.firewalls))
+    with interrupting():
+        report = run_lab(intent, firewall, backend_name, timeout)
+    print_lab(report, _console())
+    sys.exit(EXIT_OK if report.passed else EXIT_FINDINGS)
+
+
+COMMANDS = (apply_command, confirm_command, rollback_command, lab_command)
+for _command in COMMANDS:
+    main.add_command(_command)
+
+__all__ = ["COMMANDS", "apply_command", "confirm_command", "lab_command", "rollback_command"]

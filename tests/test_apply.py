@@ -1,0 +1,604 @@
+"""`fwmatrix apply`, `confirm` and `rollback` (fwmatrix/apply.py, fwmatrix/cli_ops.py).
+
+Kernel tests apply inside a network namespace of their own standing in for
+the firewall; the host's own ruleset is compared before and after the
+module and must not change. The firewall namespace starts with a foreign
+configuration (another nftables table, or another iptables chain, mangle
+rule and ipset) and an earlier apply of the seed matrix minus its last
+opening, so that "as it was" is a ruleset worth keeping.
+
+pf cannot run here: its apply path runs against a fake firewall that
+records the pfctl commands.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+from conftest import ROOT, SEED
+from netaddr import IPNetwork
+
+from fwmatrix import apply as applying
+from fwmatrix.apply import (
+    ApplyError,
+    ApplyRequest,
+    IptablesDriver,
+    LockedError,
+    LockoutError,
+    NamespaceExecutor,
+    NotArmedError,
+    StateDir,
+    apply,
+    arm,
+    confirm,
+    disarm,
+    nft_blocks,
+    rollback,
+    systemd_argv,
+)
+from fwmatrix.cli_ops import COMMANDS
+from fwmatrix.errors import FwmatrixError
+from fwmatrix.ir import Chain, Match, Rule, Ruleset, Table, Verdict
+from fwmatrix.loader import load_matrix
+from fwmatrix.management import check as check_access
+from fwmatrix.model import Management, PortRange, Where
+from fwmatrix.netns import NetNamespace, unique_name
+
+BACKENDS = ("nftables", "iptables")
+SEED_TEXT = SEED.read_text()
+LAST_OPENING = "  - name: msa-to-rtpproxy"
+V1_TEXT = SEED_TEXT[: SEED_TEXT.index(LAST_OPENING)]  # the seed without its last opening: what runs before
+FOREIGN_NFT = "table ip other {\n chain counting {\n  type filter hook forward priority 10; policy accept;\n  tcp dport 9999 counter\n }\n}\n"
+FOREIGN_IPT = (
+    "*mangle\n-A PREROUTING -p tcp --dport 9999 -j MARK --set-mark 7\nCOMMIT\n"
+    "*filter\n:OTHER - [0:0]\n-A FORWARD -j OTHER\n-A OTHER -p tcp --dport 9999 -j RETURN\nCOMMIT\n"
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def host_untouched() -> Iterator[None]:
+    """Nothing here may change the host's own ruleset."""
+    def listing() -> str:
+        proc = subprocess.run(["nft", "list", "ruleset"], capture_output=True, text=True, check=False)
+        return proc.stdout if proc.returncode == 0 else f"unreadable: {proc.stderr}"
+
+    if os.geteuid() != 0:
+        yield
+        return
+    before = listing()
+    yield
+    assert listing() == before, "the host's own ruleset changed"
+
+
+@pytest.fixture
+def firewall() -> Iterator[NamespaceExecutor]:
+    with NetNamespace(unique_name("fwmapplyt")) as ns:
+        yield NamespaceExecutor(ns.name)
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> Iterator[StateDir]:
+    state = StateDir(tmp_path / "state")
+    yield state
+    pending = state.pending()
+    if pending is not None:  # a test that failed with a rollback armed: no timer may outlive it
+        disarm(state, pending)
+
+
+@pytest.fixture
+def v1(tmp_path: Path) -> str:
+    path = tmp_path / "v1.yaml"
+    path.write_text(V1_TEXT)
+    return str(path)
+
+
+def whole_ruleset(ex: NamespaceExecutor, backend: str) -> str:
+    """What the namespace runs, to compare: nft's listing, or iptables-save without counters
+    and comments (a table with nothing in it is the same as no table) and the ipsets."""
+    if backend == "nftables":
+        return ex.run(["nft", "list", "ruleset"]).stdout
+    driver = IptablesDriver()
+    snap = driver.snapshot(ex)
+    saves = []
+    for name in driver.SAVES.values():
+        sections: dict[str, list[str]] = {}
+        table = None
+        for line in snap[name].splitlines():
+            if line.startswith("*"):
+                table = line[1:]
+                sections[table] = []
+            elif table and line and not line.startswith("#") and line != "COMMIT":
+                sections[table].append(re.sub(r"\s*\[\d+:\d+\]$", "", line))
+        saves += [f"*{t}\n" + "\n".join(lines) for t, lines in sections.items()
+                  if not all(l.startswith(":") and l.split()[1] == "ACCEPT" for l in lines)]
+    return "\n".join(saves) + "\n" + snap[driver.IPSETS]
+
+
+def prepare(ex: NamespaceExecutor, backend: str, v1: str) -> str:
+    """A foreign configuration and fwmatrix's ruleset of the matrix before; returns what the namespace runs."""
+    if backend == "nftables":
+        ex.run(["nft", "-f", "-"], stdin=FOREIGN_NFT)
+    else:
+        ex.run(["iptables-restore", "--noflush"], stdin=FOREIGN_IPT)
+        ex.run(["ipset", "create", "other-set", "hash:ip"])
+        ex.run(["ipset", "add", "other-set", "192.0.2.1"])
+    _, _, ruleset = applying.load_request(ApplyRequest(v1, "edge", backend))
+    driver = applying.DRIVERS[backend]
+    driver.load(ex, driver.render(ruleset))
+    return whole_ruleset(ex, backend)
+
+
+def wait_for(condition, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+def timer_alive(pending: dict) -> bool:
+    return applying._is_timer(pending["pid"], pending["token"])
+
+
+# -- apply and rollback ---------------------------------------------------------------------
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_apply_then_rollback_gives_back_the_previous_ruleset(backend: str, firewall, state, v1) -> None:
+    before = prepare(firewall, backend, v1)
+    started = time.monotonic()
+    result = apply(ApplyRequest(str(SEED), "edge", backend), firewall, state)
+    applied_in = time.monotonic() - started
+    assert result.applied and result.as_predicted
+    plan = result.plan
+    assert [f.opening.name for f in plan.fixed if f.opening] == ["msa-to-rtpproxy"]  # the one missing opening
+    assert plan.after is not None and not plan.after.findings  # the foreign rule only counts packets
+    assert "msa-to-rtpproxy" in plan.diff and "nginx-to-bal" not in plan.diff  # only what changes
+    now = whole_ruleset(firewall, backend)
+    assert now != before and "msa-to-rtpproxy" in now
+    assert ("table ip other" in now) if backend == "nftables" else ("-A OTHER" in now and "other-set" in now)
+    assert len(state.backup_names()) == 1
+    back = rollback(state, firewall)
+    assert back.backup.name == result.backup.name
+    assert whole_ruleset(firewall, backend) == before
+    print(f"{backend}: apply {applied_in * 1000:.0f} ms (load {result.timings['load'] * 1000:.0f} ms), "
+          f"rollback {back.seconds * 1000:.0f} ms; steps {({k: round(v * 1000) for k, v in result.timings.items()})}")
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_applying_twice_changes_nothing_the_second_time(backend: str, firewall, state) -> None:
+    apply(ApplyRequest(str(SEED), "edge", backend), firewall, state)
+    first = whole_ruleset(firewall, backend)
+    again = apply(ApplyRequest(str(SEED), "edge", backend), firewall, state)
+    assert again.plan.diff == "" and not again.plan.fixed
+    assert whole_ruleset(firewall, backend) == first
+
+
+@pytest.mark.kernel
+def test_dry_run_changes_nothing(firewall, state, v1) -> None:
+    before = prepare(firewall, "nftables", v1)
+    backups = state.backup_names()
+    shown = []
+    result = apply(ApplyRequest(str(SEED), "edge", "nftables", dry_run=True), firewall, state, show=shown.append)
+    assert not result.applied and shown == [result.plan]
+    assert "msa-to-rtpproxy" in result.plan.diff
+    assert whole_ruleset(firewall, "nftables") == before
+    assert state.backup_names() == backups and state.pending() is None
+
+
+@pytest.mark.kernel
+def test_a_refused_ruleset_is_not_applied(firewall, state, monkeypatch) -> None:
+    before = whole_ruleset(firewall, "nftables")
+    monkeypatch.setattr(applying.NftDriver, "validate", lambda self, ex, files: ["nft: syntax error, unexpected junk"])
+    with pytest.raises(ApplyError, match="refuse the ruleset"):
+        apply(ApplyRequest(str(SEED), "edge", "nftables"), firewall, state)
+    assert whole_ruleset(firewall, "nftables") == before and state.backup_names() == []
+
+
+# -- failures between the steps --------------------------------------------------------------
+
+
+class FailingLoad:
+    """An executor that fails while loading: nftables after its transaction went through
+    (the kernel has the new ruleset), iptables between the IPv4 and the IPv6 restore."""
+
+    def __init__(self, inner: NamespaceExecutor):
+        self.inner = inner
+        self.armed = True
+
+    @property
+    def target(self) -> str:
+        return self.inner.target
+
+    def run(self, argv, stdin=None, check=True):
+        if self.armed and list(argv) == ["ip6tables-restore", "--noflush"]:
+            self.armed = False
+            raise RuntimeError("injected: ip6tables-restore died")
+        proc = self.inner.run(argv, stdin, check)
+        if self.armed and list(argv) == ["nft", "-f", "-"]:
+            self.armed = False
+            raise RuntimeError("injected: the connection dropped after nft -f")
+        return proc
+
+
+STEPS = ["validated", "backed-up", "during-load", "loaded", "verified", "armed"]
+FAILURES = [("nftables", step) for step in STEPS] + [("iptables", step) for step in ("backed-up", "during-load", "verified")]
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize(("backend", "step"), FAILURES)
+def test_a_failure_at_any_step_leaves_the_ruleset_as_it_was(backend: str, step: str, firewall, state, v1) -> None:
+    before = prepare(firewall, backend, v1)
+    ex = FailingLoad(firewall) if step == "during-load" else firewall
+    armed: list[dict] = []
+
+    def checkpoint(name: str) -> None:
+        if name == "armed":
+            armed.append(state.pending())
+        if name == step:
+            raise RuntimeError(f"injected at {name}")
+
+    with pytest.raises(Exception, match="injected"):
+        apply(ApplyRequest(str(SEED), "edge", backend, confirm=30 if step == "armed" else None), ex, state, checkpoint=checkpoint)
+    assert whole_ruleset(firewall, backend) == before
+    assert state.pending() is None
+    if step == "armed":  # the timer it had started is gone too
+        assert armed and wait_for(lambda: not timer_alive(armed[0]))
+    if step not in ("validated",):
+        event = state.last_event("failed")
+        assert event is not None and "injected" in event["error"]
+        assert event["restored"] in ("the previous ruleset was restored", "the live ruleset was not changed")
+
+
+# -- confirm, and the rollback timer -----------------------------------------------------------
+
+
+@pytest.mark.kernel
+def test_confirm_keeps_the_ruleset_and_stops_the_timer(firewall, state) -> None:
+    result = apply(ApplyRequest(str(SEED), "edge", "nftables", confirm=2), firewall, state)
+    pending = result.pending
+    assert pending is not None and pending["timer"] == "detached"
+    assert timer_alive(pending)
+    assert os.getsid(pending["pid"]) != os.getsid(0)  # a session of its own: a dying SSH session does not take it
+    applied = whole_ruleset(firewall, "nftables")
+    with pytest.raises(ApplyError, match="a rollback is armed"):
+        apply(ApplyRequest(str(SEED), "edge", "nftables"), firewall, state)
+    confirm(state)
+    assert state.pending() is None
+    assert wait_for(lambda: not timer_alive(pending))  # gone before its deadline: it cannot roll back
+    assert whole_ruleset(firewall, "nftables") == applied
+    with pytest.raises(NotArmedError, match="no rollback is armed"):
+        confirm(state)
+
+
+def cli_group() -> click.Group:
+    @click.group()
+    def group() -> None:
+        pass
+
+    for command in COMMANDS:
+        group.add_command(command)
+    return group
+
+
+CLI = [sys.executable, "-c",
+       "import click; from fwmatrix.cli_ops import COMMANDS; click.Group('fwmatrix', commands={c.name: c for c in COMMANDS})()"]
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_timer_rolls_back_after_the_session_is_gone(backend: str, firewall, state, v1) -> None:
+    """`fwmatrix apply --confirm 2` in a process that ends at once, like a dropped SSH
+    session: the timer still restores the previous ruleset 2 seconds later."""
+    before = prepare(firewall, backend, v1)
+    started = time.monotonic()
+    proc = subprocess.run(CLI + ["apply", str(SEED), "-f", "edge", "-b", backend, "--confirm", "2", "--netns", firewall.name,
+                                 "--state-dir", str(state.root)], capture_output=True, text=True, cwd=ROOT / "tests",
+                          start_new_session=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "rollback armed" in proc.stdout
+    assert whole_ruleset(firewall, backend) != before
+    assert wait_for(lambda: state.pending() is None, 15)
+    fired = time.monotonic() - started
+    assert whole_ruleset(firewall, backend) == before
+    event = state.last_event("rollback")
+    assert event is not None and event["reason"] == "not confirmed within 2.0 s"
+    assert "restored" in state.log_path.read_text()
+    with pytest.raises(NotArmedError, match="rolled back at"):
+        confirm(state)
+    print(f"{backend}: rolled back {fired:.2f} s after the apply began; the restore took {event['seconds'] * 1000:.0f} ms")
+
+
+# -- the lock, backups, and where a backup may go ------------------------------------------------
+
+
+@pytest.mark.kernel
+def test_a_second_apply_waits_for_no_one(firewall, state) -> None:
+    with state.lock():
+        with pytest.raises(LockedError, match=f"pid {os.getpid()}"):
+            apply(ApplyRequest(str(SEED), "edge", "nftables"), firewall, state)
+        with pytest.raises(LockedError), state.lock(wait=0.2):
+            pass
+    assert state.backup_names() == []
+    assert apply(ApplyRequest(str(SEED), "edge", "nftables"), firewall, state).applied  # free again
+
+
+@pytest.mark.kernel
+def test_backups_are_kept_up_to_the_retention_count(firewall, state) -> None:
+    made = [apply(ApplyRequest(str(SEED), "edge", "nftables", keep=2), firewall, state).backup.name for _ in range(3)]
+    assert state.backup_names() == made[-2:]
+    backup = state.latest()
+    assert backup is not None and backup.meta["target"] == firewall.target and backup.meta["firewall"] == "edge"
+    assert set(backup.meta["files"]) == {"ruleset.nft", "ruleset.json"}
+    assert oct(state.root.stat().st_mode & 0o777) == "0o700"
+
+
+@pytest.mark.kernel
+def test_a_backup_is_only_restored_where_it_was_taken(firewall, state) -> None:
+    apply(ApplyRequest(str(SEED), "edge", "nftables"), firewall, state)
+    with NetNamespace(unique_name("fwmapplyt")) as other, pytest.raises(FwmatrixError, match="refusing to restore it here"):
+        rollback(state, NamespaceExecutor(other.name))
+
+
+def test_rollback_without_backups_says_so(tmp_path: Path) -> None:
+    with pytest.raises(FwmatrixError, match="no backup to roll back to"):
+        rollback(StateDir(tmp_path), NamespaceExecutor("fwm-none"))
+
+
+def test_pruning_keeps_the_backup_an_armed_rollback_needs(tmp_path: Path) -> None:
+    state = StateDir(tmp_path)
+    names = [state.save_backup("nftables", "netns:x", {"ruleset.nft": f"# {i}\n"}).name for i in range(3)]
+    state.write_pending({"token": "t", "backup": names[0]})
+    assert state.prune(1) == [names[1]]
+    assert state.backup_names() == [names[0], names[2]]
+    assert state.backup(names[2]).files() == {"ruleset.nft": "# 2\n"}
+
+
+# -- anti-lockout ----------------------------------------------------------------------------------
+
+MANAGEMENT_FROM_INTERNET = """    management:
+      - from: internet
+        service: tcp/22
+        to: edge.public
+        note: the operators' own SSH to the firewall
+"""
+JUMP_HOST = """
+  - name: jump-host
+    from: internet
+    to: edge.public
+    service: tcp/22
+    nat: nginx
+"""
+ADMIN_INPUT = (
+    "table inet admin {\n chain input {\n  type filter hook input priority 0; policy drop;\n"
+    "  ct state established,related accept\n  iifname \"lo\" accept\n"
+    "  iifname \"lan0\" ip saddr 10.20.0.0/16 tcp dport 22 accept\n }\n}\n"
+)
+
+
+def with_management(text: str, management: str, extra_openings: str = "") -> str:
+    anchor = "    public: 203.0.113.10\n"
+    return text.replace(anchor, anchor + management) + extra_openings
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_apply_refuses_to_forward_the_management_port_away(backend: str, firewall, state, write_matrix) -> None:
+    matrix = write_matrix(with_management(SEED_TEXT, MANAGEMENT_FROM_INTERNET, JUMP_HOST))
+    before = whole_ruleset(firewall, backend)
+    with pytest.raises(LockoutError, match="cut management access") as refused:
+        apply(ApplyRequest(matrix, "edge", backend), firewall, state)
+    assert "translated away" in str(refused.value) and "--force" in str(refused.value)
+    assert whole_ruleset(firewall, backend) == before and state.backup_names() == []
+    forced = apply(ApplyRequest(matrix, "edge", backend, force=True), firewall, state)
+    assert forced.applied and [v.kept for v in forced.access_live] == [False]
+
+
+@pytest.mark.kernel
+def test_a_ruleset_that_cannot_be_judged_is_refused_not_crashed_on(firewall, state, write_matrix, monkeypatch) -> None:
+    """The evaluator failing on a ruleset (say, a jump loop) is a refusal with a reason, and
+    --force still applies: the same failure after the load does not undo it."""
+    from fwmatrix.evaluate import EvaluationError
+
+    def cannot(*args, **kwargs):
+        raise EvaluationError("jumps nest deeper than 64: a loop?")
+
+    monkeypatch.setattr(applying, "check_access", cannot)
+    matrix = write_matrix(with_management(SEED_TEXT, "    management: [{from: lan, service: tcp/22}]\n"))
+    before = whole_ruleset(firewall, "nftables")
+    with pytest.raises(LockoutError, match="cannot be judged.*a loop"):
+        apply(ApplyRequest(matrix, "edge", "nftables"), firewall, state)
+    assert whole_ruleset(firewall, "nftables") == before and state.backup_names() == []
+    forced = apply(ApplyRequest(matrix, "edge", "nftables", force=True), firewall, state)
+    assert forced.applied and forced.access_live == []
+
+
+@pytest.mark.kernel
+def test_management_access_is_judged_on_the_input_chains(firewall, state, write_matrix) -> None:
+    firewall.run(["nft", "-f", "-"], stdin=ADMIN_INPUT)
+    kept = write_matrix(with_management(SEED_TEXT, "    management: [{from: lan, service: tcp/22}]\n"), "kept.yaml")
+    result = apply(ApplyRequest(kept, "edge", "nftables"), firewall, state)
+    assert result.applied and [v.kept for v in result.plan.access_after] == [True] and [v.kept for v in result.access_live] == [True]
+    cut = write_matrix(with_management(SEED_TEXT, "    management:\n      - {from: sipproxy.int, service: tcp/22}\n"), "cut.yaml")
+    with pytest.raises(LockoutError, match=r"sipproxy.int → edge tcp/22"):
+        apply(ApplyRequest(cut, "edge", "nftables"), firewall, state)
+    assert apply(ApplyRequest(cut, "edge", "nftables", force=True), firewall, state).applied
+
+
+def _rule(*matches: tuple[str, object], verdict: str = "accept") -> Rule:
+    return Rule(tuple(Match((f,), ((v,),)) for f, v in matches), Verdict(verdict))
+
+
+def _admin(hook: str, policy: str, *rules: Rule) -> Ruleset:
+    return Ruleset((Table("inet", "admin", (Chain(hook, rules, hook=hook, type="filter", priority=0, policy=policy),)),))
+
+
+@pytest.mark.parametrize(("ruleset", "kept", "why"), [
+    (Ruleset(()), True, ""),
+    (_admin("input", "drop"), False, "in on lan0"),
+    (_admin("input", "drop", _rule(("iif", "lan0"), ("ip.saddr", IPNetwork("10.20.0.0/16")), ("l4proto", 6), ("dport", PortRange(22, 22)))), True, ""),
+    (_admin("input", "drop", _rule(("iif", "dmz1"), ("l4proto", 6), ("dport", PortRange(22, 22)))), False, "in on lan0"),
+    (_admin("input", "accept", _rule(("ct.state", "established"), verdict="drop")), False, "ct established"),
+    (_admin("output", "drop"), False, "answers out"),
+    (_admin("forward", "drop"), True, ""),
+])
+def test_management_check_reads_input_and_output(ruleset: Ruleset, kept: bool, why: str) -> None:
+    matrix = load_matrix(str(SEED))
+    access = Management(1, ("lan",), (), ("tcp/22",), "", Where("m.yaml", 3), {})
+    (verdict,) = check_access(ruleset, matrix, "edge", [access])
+    assert verdict.kept is kept, verdict
+    assert why in " ".join(verdict.lost)
+
+
+def test_apply_judges_the_management_accesses_of_its_firewall(write_matrix) -> None:
+    """The accesses come from the loader (`Firewall.management`, docs/matrix-format.md)."""
+    text = with_management(SEED_TEXT, MANAGEMENT_FROM_INTERNET)
+    intent, accesses, _ = applying.load_request(ApplyRequest(write_matrix(text), "edge"))
+    assert accesses == intent.matrix.firewalls["edge"].management
+    (access,) = accesses
+    assert access.sources == ("internet",) and access.services == ("tcp/22",) and access.destinations == ("edge.public",)
+    assert access.where.line == text.splitlines().index("      - from: internet") + 1
+    assert applying.load_request(ApplyRequest(str(SEED), "edge"))[1] == ()
+
+
+# -- pf: the same steps, with pfctl commands, on a fake firewall -----------------------------------------
+
+
+class FakePf:
+    """Answers pfctl as a firewall would; records every command."""
+
+    target = "fake:pf"
+
+    def __init__(self, fail_load: bool = False):
+        self.rules = "block drop all\n"
+        self.calls: list[tuple[tuple[str, ...], str | None]] = []
+        self.fail_load = fail_load
+
+    def run(self, argv, stdin=None, check=True):
+        argv = tuple(argv)
+        self.calls.append((argv, stdin))
+        out = ""
+        if argv == ("pfctl", "-f", "-"):
+            self.rules = stdin
+            if self.fail_load:
+                self.fail_load = False
+                raise FwmatrixError("pfctl: injected failure after loading")
+        elif argv == ("pfctl", "-sT"):
+            out = "blocked\n"
+        elif argv == ("pfctl", "-t", "blocked", "-T", "show"):
+            out = "   192.0.2.1\n   192.0.2.2\n"
+        elif argv == ("pfctl", "-sr"):  # rules only: tables are listed apart
+            out = "".join(line for line in self.rules.splitlines(keepends=True) if not line.startswith("table <"))
+        return subprocess.CompletedProcess(list(argv), 0, out, "")
+
+
+def test_pf_apply_and_rollback_run_these_pfctl_commands(tmp_path: Path) -> None:
+    fw, state = FakePf(), StateDir(tmp_path)
+    result = apply(ApplyRequest(str(SEED), "edge", "pf"), fw, state)
+    assert result.applied
+    commands = [argv for argv, _ in fw.calls]
+    read = [("pfctl", "-sT"), ("pfctl", "-t", "blocked", "-T", "show"), ("pfctl", "-sn"), ("pfctl", "-sr")]
+    assert commands == [("pfctl", "-nf", "-")] + read + [("pfctl", "-f", "-")] + read
+    rendered = fw.calls[0][1]
+    assert rendered is not None and "block drop all" in rendered and fw.calls[5][1] == rendered
+    saved = result.backup.files()["pf.conf"]
+    assert saved == "table <blocked> { 192.0.2.1 192.0.2.2 }\nblock drop all\n"
+    fw.calls.clear()
+    rollback(state, fw)
+    assert fw.calls[0] == (("pfctl", "-f", "-"), saved)
+
+
+def test_pf_a_failed_load_loads_the_backup_back(tmp_path: Path) -> None:
+    fw = FakePf(fail_load=True)
+    with pytest.raises(ApplyError, match="the previous ruleset was restored"):
+        apply(ApplyRequest(str(SEED), "edge", "pf"), fw, StateDir(tmp_path))
+    loads = [stdin for argv, stdin in fw.calls if argv == ("pfctl", "-f", "-")]
+    assert len(loads) == 2 and loads[1].startswith("table <blocked>")
+
+
+def test_pf_management_access_cannot_be_judged_without_force(tmp_path: Path, write_matrix) -> None:
+    matrix = write_matrix(with_management(SEED_TEXT, "    management: [{from: lan, service: tcp/22}]\n"))
+    with pytest.raises(LockoutError, match="input rules are not modelled"):
+        apply(ApplyRequest(matrix, "edge", "pf"), FakePf(), StateDir(tmp_path))
+    assert apply(ApplyRequest(matrix, "edge", "pf", force=True), FakePf(), StateDir(tmp_path / "forced")).applied
+
+
+# -- the timers' commands ------------------------------------------------------------------------------
+
+
+class Recorder:
+    target = "host"
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    def run(self, argv, stdin=None, check=True):
+        self.calls.append(list(argv))
+        return subprocess.CompletedProcess(list(argv), 0, "", "")
+
+
+def test_a_systemd_timer_is_armed_and_stopped_with_systemd_tools(tmp_path: Path) -> None:
+    state = StateDir(tmp_path)
+    backup = state.save_backup("nftables", "host", {"ruleset.nft": ""})
+    host = Recorder()
+    pending = arm(state, backup, "host", 90, "systemd", host=host)
+    (argv,) = host.calls
+    unit = pending["unit"]
+    assert argv[:3] == ["systemd-run", "--unit", unit] and "--on-active=90000ms" in argv
+    assert argv[argv.index("--") + 1:] == [sys.executable, "-m", "fwmatrix.apply", "timer", "--state-dir", str(tmp_path.resolve()), "--token", pending["token"]]
+    assert state.pending() == pending
+    disarm(state, pending, host=host)
+    assert host.calls[1:] == [["systemctl", "stop", f"{unit}.timer"], ["systemctl", "stop", f"{unit}.service"]]
+    assert state.pending() is None
+    assert systemd_argv("u", 2.5, ["x"])[-2:] == ["--", "x"]
+
+
+def test_auto_timer_is_detached_in_a_namespace() -> None:
+    assert applying.timer_kind("netns:x") == "detached"
+    with pytest.raises(FwmatrixError):
+        applying.timer_kind("host", "cron")
+
+
+def test_nft_blocks_splits_a_listing_by_table() -> None:
+    listing = "table inet fwmatrix {\n\tchain c {\n\t}\n}\ntable ip other {\n}\n"
+    assert nft_blocks(listing) == {("inet", "fwmatrix"): "table inet fwmatrix {\n\tchain c {\n\t}\n}\n", ("ip", "other"): "table ip other {\n}\n"}
+
+
+# -- the commands ----------------------------------------------------------------------------------
+
+
+@pytest.mark.kernel
+def test_cli_apply_dry_run_apply_rollback_and_confirm(firewall, tmp_path: Path) -> None:
+    runner = CliRunner()
+    group = cli_group()
+    common = ["--netns", firewall.name, "--state-dir", str(tmp_path / "state")]
+    dry = runner.invoke(group, ["apply", str(SEED), "-f", "edge", "--dry-run", *common])
+    assert dry.exit_code == 0, dry.output
+    assert "validated" in dry.output and "fixed by this apply: 6" in dry.output and "dry run: nothing was changed" in dry.output
+    done = runner.invoke(group, ["apply", str(SEED), "-f", "edge", *common])
+    assert done.exit_code == 0 and "applied in" in done.output and "previous ruleset saved as backup" in done.output
+    back = runner.invoke(group, ["rollback", *common])
+    assert back.exit_code == 0 and "rolled back to backup" in back.output
+    assert firewall.run(["nft", "list", "ruleset"]).stdout == ""
+    nothing = runner.invoke(group, ["confirm", "--state-dir", str(tmp_path / "state")])
+    assert nothing.exit_code == 1 and "nothing to confirm" in nothing.output
+
+
+def test_cli_needs_root(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    # --netns: should the root check ever go, the command still cannot reach the host's ruleset
+    result = CliRunner().invoke(cli_group(), ["apply", str(SEED), "-f", "edge", "--state-dir", str(tmp_path), "--netns", "fwm-absent"])
+    assert result.exit_code == 2
+    assert result.output.strip() == "error: fwmatrix apply needs root: it reads and loads the kernel's ruleset"

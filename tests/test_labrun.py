@@ -1,0 +1,196 @@
+"""`fwmatrix lab` (fwmatrix/labrun.py): the seed's openings proven with real packets.
+
+The seed runs once per backend (module fixture); every row of the source
+document's table must pass, and so must every closed sample, among them the
+internet sending to a port forward's target directly at its own address (the
+forward rules of a port forward ask for the translation: `ct status dnat`).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import click
+import pytest
+from click.testing import CliRunner
+from conftest import SEED
+from rich.console import Console
+
+from fwmatrix.cli_ops import COMMANDS
+from fwmatrix.compile import compile_firewall
+from fwmatrix.intent import build_intent
+from fwmatrix.labrun import LabReport, _Judge, plan_checks, print_lab, run_lab
+from fwmatrix.loader import load_matrix
+
+SOURCE_ROWS = {  # the source document's table: opening -> its services, part by part
+    "operator-https": ["tcp/443"],
+    "operator-sip": ["tcp/5060", "tcp/5061", "udp/5060"],
+    "operator-rtp": ["udp/10000-30000"],
+    "nginx-to-bal": ["tcp/80"],
+    "sipproxy-to-cti1": ["tcp/5060", "udp/5060"],
+    "rtpproxy-to-msa": ["udp/4000-9999"],
+    "cti-to-sipproxy": ["tcp/5060", "udp/5060"],
+    "msa-to-rtpproxy": ["udp/10000-30000"],
+}
+NAT_TARGETS = {"operator-https": "172.16.10.10", "operator-sip": "172.16.10.21", "operator-rtp": "172.16.10.22"}
+DIRECT = "directly, without NAT"
+
+
+def group() -> click.Group:
+    return click.Group("fwmatrix", commands={c.name: c for c in COMMANDS})
+
+
+@pytest.fixture(scope="module")
+def seed_reports() -> dict[str, LabReport]:
+    from conftest import require_kernel
+
+    require_kernel()
+    intent = build_intent(load_matrix(str(SEED)))
+    reports = {backend: run_lab(intent, "edge", backend) for backend in ("nftables", "iptables")}
+    for report in reports.values():
+        print_lab(report, Console(width=220, force_terminal=False))
+    return reports
+
+
+# -- what is probed ----------------------------------------------------------------------------
+
+
+def test_every_row_of_the_source_document_is_a_check() -> None:
+    checks = plan_checks(build_intent(load_matrix(str(SEED))), "edge")
+    opened = [c for c in checks if c.kind == "open"]
+    assert {name: [c.service for c in opened if c.name == name] for name in SOURCE_ROWS} == SOURCE_ROWS
+    for check in opened:
+        if check.name in NAT_TARGETS:  # sent to the public address, expected at the NAT target
+            assert {(p.dst, p.expect_dst) for p in check.probes} == {("203.0.113.10", NAT_TARGETS[check.name])}
+        if check.service.endswith("-30000"):
+            assert sorted(p.dport for p in check.probes) == [10000, 30000]
+
+
+def test_closed_samples_are_closed_in_the_matrix() -> None:
+    intent = build_intent(load_matrix(str(SEED)))
+    closed = [c for c in plan_checks(intent, "edge") if c.kind == "closed"]
+    judge = _Judge(intent.firewalls["edge"])
+    assert closed and not any(judge.opens(p) for c in closed for p in c.probes)
+    names = " | ".join(c.name for c in closed)
+    for expected in ("operator-sip: next port", "dmz-ext → internet: new connection", "operator-https: nginx " + DIRECT,
+                     "203.0.113.10: a port nothing forwards", "nginx-to-bal: reversed"):
+        assert expected in names
+    next_sip = next(c for c in closed if c.name == "operator-sip: next port")
+    assert next_sip.service == "tcp/5062"  # 5061 is forwarded too
+    assert not any(c.name == "cti-to-sipproxy: reversed" for c in closed)  # sipproxy-to-cti1 opens it
+
+
+# -- the seed, with real packets -----------------------------------------------------------------
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("backend", ["nftables", "iptables"])
+def test_every_opening_of_the_seed_works(seed_reports, backend: str) -> None:
+    report = seed_reports[backend]
+    opened = report.of_kind("open")
+    assert {name: [r.check.service for r in opened if r.check.name == name] for name in SOURCE_ROWS} == SOURCE_ROWS
+    failed = [f"{r.check.name} {r.check.service}: {r.detail()}" for r in opened if not r.passed]
+    assert not failed, failed
+    for r in opened:
+        assert all(x.answered for x in r.results)  # handshakes completed, UDP replies came back
+        if r.check.name in NAT_TARGETS:
+            assert {x.at_oif.dst for x in r.results} == {NAT_TARGETS[r.check.name]}  # landed on the NAT target
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("backend", ["nftables", "iptables"])
+def test_what_must_stay_closed_stays_closed(seed_reports, backend: str) -> None:
+    closed = seed_reports[backend].of_kind("closed")
+    assert len(closed) >= 10
+    failed = [f"{r.check.name}: {r.detail()}" for r in closed if not r.passed]
+    assert not failed, failed
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("backend", ["nftables", "iptables"])
+def test_the_internet_cannot_reach_a_nat_target_directly(seed_reports, backend: str) -> None:
+    direct = [r for r in seed_reports[backend].of_kind("closed") if DIRECT in r.check.name]
+    assert len(direct) == 3
+    assert all(r.passed for r in direct), [r.detail() for r in direct if not r.passed]
+
+
+@pytest.mark.kernel
+def test_a_missing_opening_fails_its_row(write_matrix) -> None:
+    intent = build_intent(load_matrix(str(SEED)))
+    text = SEED.read_text()
+    without = text.replace("  - name: nginx-to-bal\n    from: nginx\n    to: bal\n    service: http\n", "")
+    assert without != text
+    other = build_intent(load_matrix(write_matrix(without)))
+    report = run_lab(intent, "edge", "nftables", timeout=0.4, ruleset=compile_firewall(other, other.firewalls["edge"]))
+    failed = [r for r in report.results if not r.passed]
+    assert any(r.check.name == "nginx-to-bal" and r.check.kind == "open" for r in failed)
+    row = next(r for r in failed if r.check.name == "nginx-to-bal")
+    assert "not seen on any side" in row.detail()
+    assert not report.passed
+
+
+# -- the command --------------------------------------------------------------------------------
+
+SMALL = """fwmatrix: 1
+name: small
+zones: {lan: 10.1.0.0/16, dmz: 10.2.0.0/24}
+hosts: {web: 10.2.0.10, dns: 10.2.0.53}
+firewalls:
+  fw:
+    interfaces: {lan0: lan, dmz0: dmz}
+openings:
+  - {name: web, from: lan, to: web, service: tcp/443}
+  - {name: dns, from: lan, to: dns, service: [udp/53, tcp/53]}
+"""
+
+
+@pytest.mark.kernel
+def test_lab_command_prints_the_table_and_exits_0(write_matrix) -> None:
+    result = CliRunner().invoke(group(), ["lab", write_matrix(SMALL), "--timeout", "0.4"])
+    assert result.exit_code == 0, result.output
+    for text in ("lab: matrix small, firewall fw, nftables", "web", "dns", "udp/53", "pass open: handshake completed",
+                 "pass open: reply came back", "pass closed", "3/3 opening rows work"):
+        assert text in result.output
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False).stdout
+    assert f"-{os.getpid()}-" not in listed  # every namespace is gone
+
+
+def test_lab_needs_root(monkeypatch, write_matrix) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    result = CliRunner().invoke(group(), ["lab", write_matrix(SMALL)])
+    assert result.exit_code == 2
+    assert result.output.strip() == "error: fwmatrix lab needs root: it creates network namespaces"
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_an_interrupted_lab_deletes_its_namespaces(write_matrix, sig: signal.Signals) -> None:
+    code = "import click; from fwmatrix.cli_ops import COMMANDS; click.Group('fwmatrix', commands={c.name: c for c in COMMANDS})()"
+    # a long timeout keeps the lab busy in its closed samples long enough to be interrupted
+    proc = subprocess.Popen([sys.executable, "-c", code, "lab", write_matrix(SMALL), "--timeout", "20"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    mine = f"-{proc.pid}-"
+
+    def namespaces() -> list[str]:
+        out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False).stdout
+        return [line.split()[0] for line in out.splitlines() if mine in line]
+
+    try:
+        deadline = time.monotonic() + 30
+        while len(namespaces()) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(namespaces()) == 3, "the lab did not come up"
+        time.sleep(0.5)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    assert namespaces() == []
