@@ -26,7 +26,7 @@ from .compile import compile_intent
 from .errors import BackendError, FwmatrixError
 from .gcpause import gc_paused
 from .ir import Ruleset
-from .intent import Intent, build_intent
+from .intent import Intent, build_intent, management_arrivals
 from .loader import load_matrix, load_text
 from .audit import SEVERITIES, AuditReport, audit, fail
 from .formats import (
@@ -35,6 +35,8 @@ from .formats import (
 )
 from .ir import Ruleset
 from .lint import LintReport, lint
+from .model import Matrix
+from .resolve import Resolver
 from .lint import fail as lint_fails
 from .report import markdown, print_review, print_table, review_markdown
 from .review import Review, review
@@ -304,8 +306,6 @@ def show_command(matrix: str, firewall: str | None) -> None:
     with the firewalls and interfaces each opening is placed on."""
     intent = _intent(matrix, firewall)
     m = intent.matrix
-    from .resolve import Resolver
-
     resolver = Resolver(m)
     placement: dict[int, list[str]] = {}
     for fw_name, fw in intent.firewalls.items():
@@ -343,6 +343,24 @@ def show_command(matrix: str, firewall: str | None) -> None:
         "Replies to these openings pass by connection tracking (established/related): "
         "nothing needs opening from the DMZ towards the internet."
     )
+    _show_management(console, m, resolver, firewall)
+
+
+def _show_management(console: Console, m: Matrix, resolver: Resolver, only: str | None) -> None:
+    """The management accesses the matrix declares: what `fwmatrix apply` will not let a ruleset cut."""
+    table = RichTable(title="management access to the firewalls (kept by `fwmatrix apply`)", show_lines=True)
+    for column in ("firewall", "#", "from", "to", "service", "arrives on", "note"):
+        table.add_column(column, overflow="fold")
+    for fw in m.firewalls.values():
+        if only is not None and fw.name != only:
+            continue
+        for access in fw.management:
+            arrives = sorted({iface for ifaces, _ in management_arrivals(m, fw.name, access, resolver) for iface in ifaces})
+            services = ", ".join(str(p) for p in resolver.services(access.as_opening()))
+            table.add_row(fw.name, str(access.index), ", ".join(access.sources), ", ".join(access.destinations) or "(any address of it)",
+                          services, ", ".join(arrives), access.note)
+    if table.row_count:
+        console.print(table)
 
 
 @main.command("audit")

@@ -111,6 +111,11 @@ def test_check_and_show_take_a_matrix_with_management(write_matrix) -> None:
     result = CliRunner().invoke(main, ["show", path], terminal_width=200)
     assert result.exit_code == 0, result.output
     assert "operator-sip" in result.output
+    # the access is shown with the interface it arrives on (lan faces lan0)
+    row = next(line for line in result.output.splitlines() if "│ edge" in line and "tcp/22" in line)
+    assert [cell.strip() for cell in row.strip("│ ").split("│")][:6] == ["edge", "1", "lan", "(any address of it)", "tcp/22", "lan0"]
+    plain = CliRunner().invoke(main, ["show", str(SEED)], terminal_width=200)
+    assert "management access" not in plain.output  # no table when the matrix declares none
 
 
 def test_the_commands_that_change_a_firewall_are_registered() -> None:
