@@ -44,7 +44,7 @@ class NatChange:
 
 @dataclass(frozen=True)
 class DefinitionChange:
-    kind: str  # 'host', 'service', 'zone', 'group', 'firewall'
+    kind: str  # 'host', 'service', 'zone', 'group', 'firewall', 'management'
     name: str
     old: str
     new: str
@@ -95,6 +95,8 @@ class Review:
                 bits.append(f"changes {len(fw.nat)} NAT")
             parts.append(f"{', '.join(bits)} on firewall {fw.name}")
         if not parts:
+            if any(d.kind == "management" for d in self.definitions):
+                return "no change in what is open; management access to a firewall changed"
             if self.renames or self.definitions:
                 return "no change in what is open (names, order or notes only)"
             return "no change in what is open"
@@ -288,6 +290,8 @@ def _definition_changes(old: Matrix, new: Matrix, firewalls: list[FirewallReview
     compare("zone", old.zones, new.zones, lambda z: "any" if z.is_any else ", ".join(map(str, z.networks)))
     compare("group", old.groups, new.groups, lambda g: ", ".join(g.members))
     compare("firewall", old.firewalls, new.firewalls, lambda f: "; ".join(f"{i}: {z}" for i, z in sorted(f.interfaces.items())) + " | " + ", ".join(f"{k}: {v}" for k, v in sorted(f.public.items())))
+    # what `fwmatrix apply` keeps reachable on the firewall itself (the compiled rulesets do not change)
+    compare("management", old.firewalls, new.firewalls, lambda f: "; ".join(a.label(f.name) for a in f.management) or "(none)")
     return out
 
 

@@ -55,6 +55,16 @@ def test_rename_and_reorder_open_nothing(write_matrix) -> None:
     assert all(c.kind == "renamed" for fw in r.firewalls for c in fw.openings)
 
 
+def test_a_management_access_change_is_a_definition_change(write_matrix) -> None:
+    """The compiled rulesets do not change, but what `apply` keeps reachable does: the review says so."""
+    anchor = "    public: 203.0.113.10\n"
+    new = SEED_TEXT.replace(anchor, anchor + "    management: [{from: lan, service: tcp/22}]\n")
+    r = run(write_matrix, SEED_TEXT, new)
+    assert not r.changed
+    assert [(d.kind, d.name, d.old, d.new) for d in r.definitions] == [("management", "edge", "(none)", "lan → edge tcp/22")]
+    assert r.summary() == "no change in what is open; management access to a firewall changed"
+
+
 def test_a_host_moving_moves_its_openings(write_matrix) -> None:
     r = run(write_matrix, SEED_TEXT, SEED_TEXT.replace("  bal: 10.20.0.10", "  bal: 10.20.0.11"))
     (edge,) = r.firewalls
