@@ -71,6 +71,41 @@ def fwmatrix() -> str:
     return os.path.join(B.VENV_BIN, "fwmatrix")
 
 
+TIME = "/usr/bin/time"
+CPU_MARK = "@@fwmbench-cpu"
+
+
+def with_cpu(argv: list[str]) -> list[str]:
+    """argv under GNU time, which prints the command's user and system CPU seconds last on
+    stderr (and exits with its status). The peak RSS stays the command's: wait4 on time
+    reports the largest of time's and its reaped child's."""
+    return [TIME, "-f", f"{CPU_MARK} %U %S"] + argv if os.path.exists(TIME) else argv
+
+
+def cpu(run: B.Run | None) -> float | None:
+    """CPU seconds (user + system) of a run made through with_cpu, or None."""
+    if run is None:
+        return None
+    for line in reversed(run.stderr.splitlines()):
+        if line.startswith(CPU_MARK):
+            user, system = line.split()[1:3]
+            return float(user) + float(system)
+    return None
+
+
+def error_line(run: B.Run) -> str:
+    if run.timed_out:
+        return "timed out"
+    lines = [line for line in run.stderr.splitlines() if line.strip() and not line.startswith(CPU_MARK)
+             and not line.startswith("Command exited with non-zero status")]
+    return lines[-1][:200] if lines else f"exit status {run.returncode}"
+
+
+def fmt_cpu(run: B.Run | None) -> str:
+    value = cpu(run)
+    return "–" if value is None else B.fmt_s(value)
+
+
 def baseline_argv(kind: str, path: str) -> tuple[str, list[str]]:
     if kind == "ipt":
         return "read + splitlines", [python(), "-c", "import sys; open(sys.argv[1]).read().splitlines()", path]
@@ -135,10 +170,10 @@ def run_audit(case: Case, times: int, slow: float, timeout: float, workdir: str)
     for i in range(times):
         if os.path.exists(out):
             os.unlink(out)
-        run = B.measure(argv, timeout)
+        run = B.measure(with_cpu(argv), timeout)
         case.audit.append(run)
         if run.timed_out or run.returncode not in (0, 1) or not os.path.exists(out):
-            case.error = f"fwmatrix audit failed: {run.error_line()}"
+            case.error = f"fwmatrix audit failed: {error_line(run)}"
             B.log(f"  {case.error}")
             case.counts = None
             return
@@ -150,7 +185,7 @@ def run_audit(case: Case, times: int, slow: float, timeout: float, workdir: str)
             examples = case.examples.setdefault(finding["kind"], [])
             if len(examples) < 3:
                 examples.append(finding)
-        B.log(f"  audit run {i + 1}: {run.wall:.2f} s, {run.rss_mb:.0f} MB, exit {run.returncode}, "
+        B.log(f"  audit run {i + 1}: {run.wall:.2f} s wall, {fmt_cpu(run)} s CPU, {run.rss_mb:.0f} MB, exit {run.returncode}, "
               + ", ".join(f"{n} {k}" for k, n in case.counts.items() if n))
         if run.wall > slow:
             break
@@ -276,6 +311,14 @@ def _load_cell(meta: dict) -> str:
         single = meta.get("single_transaction", {})
         notes.append(f"in {meta['load']['transactions']} transactions"
                      + (f"; in one: over {single['timed_out_after']:.0f} s" if single.get("timed_out_after") else ""))
+    if meta.get("variant") == "legacy":
+        cell = "legacy " + cell
+        other = meta.get("nft_variant") or {}
+        if "load" in other:
+            cell += f"; iptables-nft {B.fmt_s(other['load']['wall'])} + {B.fmt_s(other['list']['wall'])}" + \
+                ("" if other.get("same_listing") else " (**its listing differs**)")
+        elif other.get("timed_out"):
+            cell += f"; iptables-nft: a step took over {other['timed_out_after']:.0f} s ({other['timed_out'].split(':')[0]})"
     if meta.get("cached"):
         notes.append(f"cached, {meta.get('date', '?')[:10]}")
     return cell + (f" ({'; '.join(notes)})" if notes else "")
@@ -291,22 +334,24 @@ def report(cases: list[Case], fixed: dict[str, B.Run], info: dict[str, str], arg
         "",
     ]
     e, s = fixed["python"], fixed["version"]
-    lines += [f"Fixed costs in the same run: `python -c pass` {B.fmt_s(e.wall)} s / {B.fmt_mb(e.rss_mb)} MB; "
-              f"`fwmatrix --version` (interpreter and imports) {B.fmt_s(s.wall)} s / {B.fmt_mb(s.rss_mb)} MB.", ""]
+    lines += [f"Fixed costs in the same run (wall / CPU / peak RSS): `python -c pass` {B.fmt_s(e.wall)} s / {fmt_cpu(e)} s / "
+              f"{B.fmt_mb(e.rss_mb)} MB; `fwmatrix --version` (interpreter and imports) {B.fmt_s(s.wall)} s / {fmt_cpu(s)} s / "
+              f"{B.fmt_mb(s.rss_mb)} MB.", ""]
     for kind in args.kinds:
         kcases = [c for c in cases if c.kind == kind]
         if not kcases:
             continue
         lines += [f"## {KIND_LABEL[kind]}", ""]
-        header = ["openings", "rules (kernel)", "file", "load + list (s)", "baseline: s / MB", "fwmatrix audit: s / MB",
-                  "audit ÷ baseline: time / memory", "runs", "findings"]
+        header = ["openings", "rules (kernel)", "file", "load + list (s)", "baseline: wall s / CPU s / MB",
+                  "fwmatrix audit: wall s / CPU s / MB", "audit ÷ baseline: wall / CPU / memory", "runs", "findings"]
         rows = []
         for c in kcases:
             meta = c.prep
             b, a = c.baseline_med, c.audit_med
-            base = f"{B.fmt_s(b.wall)} / {B.fmt_mb(b.rss_mb)}" if b else "–"
-            aud = f"**{B.fmt_s(a.wall)}** / **{B.fmt_mb(a.rss_mb)}**" if a else (c.error or "–")
-            ratio = f"{a.wall / b.wall:.1f}× / {a.rss_mb / b.rss_mb:.1f}×" if a and b else "–"
+            base = f"{B.fmt_s(b.wall)} / {fmt_cpu(b)} / {B.fmt_mb(b.rss_mb)}" if b else "–"
+            aud = f"**{B.fmt_s(a.wall)}** / {fmt_cpu(a)} / **{B.fmt_mb(a.rss_mb)}**" if a else (c.error or "–")
+            cpu_ratio = f"{cpu(a) / cpu(b):.1f}×" if a and b and cpu(a) is not None and cpu(b) else "–"
+            ratio = f"{a.wall / b.wall:.1f}× / {cpu_ratio} / {a.rss_mb / b.rss_mb:.1f}×" if a and b else "–"
             found = ", ".join(f"{n:,} {k}" for k, n in (c.counts or {}).items() if n) or ("none" if c.counts is not None else "–")
             rows.append([f"{c.n:,}", B.fmt_int(meta.get("rules")) if meta else "–",
                          f"{meta['bytes'] / 1e6:.1f} MB" if meta else "–", _load_cell(meta) if meta else "–",
@@ -317,15 +362,20 @@ def report(cases: list[Case], fixed: dict[str, B.Run], info: dict[str, str], arg
             growth = []
             for prev, cur in zip(ok, ok[1:]):
                 growth.append(f"{prev.n:,} → {cur.n:,} openings: rules ×{cur.prep['rules'] / prev.prep['rules']:.1f}, "
-                              f"audit time ×{cur.audit_med.wall / prev.audit_med.wall:.1f}, "
+                              f"audit wall ×{cur.audit_med.wall / prev.audit_med.wall:.1f}"
+                              + (f" (CPU ×{cpu(cur.audit_med) / cpu(prev.audit_med):.1f})" if cpu(cur.audit_med) and cpu(prev.audit_med) else "")
+                              + ", "
                               f"peak RSS ×{cur.audit_med.rss_mb / prev.audit_med.rss_mb:.1f}")
             lines += ["Growth: " + "; ".join(growth) + ".", ""]
     lines += [
         "Columns: **rules (kernel)** — rules the kernel holds after the load (nft: every chain; iptables: `-A` lines, "
         "IPv4 + IPv6: iptables-restore expands `-s a,b -d c,d` into one rule per source and destination); "
-        "**load + list** — `nft -f` in one transaction (or `iptables-restore` + `ip6tables-restore`) into a fresh namespace, then "
-        "`nft -j list ruleset` (or `iptables-save` + `ip6tables-save`), seconds, measured when the listing was made "
-        "(\"cached\": in an earlier run, same text); **baseline** — a bare `json.load` of the file (or read + "
+        "**CPU** — user + system seconds of the command (GNU time): less sensitive than wall time to the other work on "
+        "this machine; "
+        "**load + list** — `nft -f` in one transaction into a fresh namespace, then `nft -j list ruleset`; for iptables "
+        "`iptables-restore` + `ip6tables-restore`, then `iptables-save` + `ip6tables-save`, of iptables-legacy (whose "
+        "listing is audited) and of iptables-nft, the system's default (checked to list the same rules); seconds, "
+        "measured when the listing was made (\"cached\": in an earlier run, same text); **baseline** — a bare `json.load` of the file (or read + "
         "`splitlines()` for iptables-save) as a whole process; **findings** — counts by kind in the audit report.",
         "",
     ]
@@ -366,7 +416,8 @@ def report(cases: list[Case], fixed: dict[str, B.Run], info: dict[str, str], arg
             continue
         a = c.audit_med
         ok_t = a.wall < secs
-        text = f"- {n:,} openings ({c.prep['rules']:,} rules): under {secs:.0f} s wall — {B.fmt_s(a.wall)} s, " + ("met" if ok_t else "**missed**")
+        text = (f"- {n:,} openings ({c.prep['rules']:,} rules): under {secs:.0f} s wall — {B.fmt_s(a.wall)} s "
+                f"({fmt_cpu(a)} s CPU), " + ("met" if ok_t else "**missed**"))
         if mb is not None:
             text += f"; under {mb:.0f} MB peak — {B.fmt_mb(a.rss_mb)} MB, " + ("met" if a.rss_mb < mb else "**missed**")
         lines.append(text)
@@ -375,7 +426,7 @@ def report(cases: list[Case], fixed: dict[str, B.Run], info: dict[str, str], arg
         if c is None or c.audit_med is None:
             continue
         a = c.audit_med
-        lines.append(f"- iptables-save, {n:,} openings ({c.prep['rules']:,} rules): {B.fmt_s(a.wall)} s / {B.fmt_mb(a.rss_mb)} MB "
+        lines.append(f"- iptables-save, {n:,} openings ({c.prep['rules']:,} rules): {B.fmt_s(a.wall)} s ({fmt_cpu(a)} s CPU) / {B.fmt_mb(a.rss_mb)} MB "
                      f"(against the same limits: {'met' if a.wall < secs and (mb is None or a.rss_mb < mb) else '**missed**'})")
     lines.append("")
     return "\n".join(lines)
@@ -399,6 +450,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-profile", action="store_true", help="skip the phases and cProfile of the slowest audit")
     parser.add_argument("--profile-case", metavar="KIND:N,...", help="profile these cases (e.g. nft:10000,ipt:1000) instead "
                         "of the slowest nft case and the slowest case")
+    parser.add_argument("--profile-limit", type=float, default=900.0, help="profile the slowest case only if its audit "
+                        "took at most this many seconds (else the slowest that did)")
     parser.add_argument("--output", default=os.path.join(B.RESULTS_DIR, "audit.md"), help="where to write the Markdown")
     args = parser.parse_args(argv)
     if args.phases:
@@ -419,8 +472,8 @@ def main(argv: list[str] | None = None) -> int:
     cases: list[Case] = []
     try:
         B.log("fixed costs: python -c pass, fwmatrix --version")
-        fixed = {"python": B.median_run(B.repeat([python(), "-c", "pass"], args.repeat)),
-                 "version": B.median_run(B.repeat([fwmatrix(), "--version"], args.repeat))}
+        fixed = {"python": B.median_run(B.repeat(with_cpu([python(), "-c", "pass"]), args.repeat)),
+                 "version": B.median_run(B.repeat(with_cpu([fwmatrix(), "--version"]), args.repeat))}
         for n in (int(x) for x in args.sizes.split(",") if x):
             matrix = matrix_for(n, args.seed, args.cache)
             B.log(f"[{n:,}] {matrix}: preparing {', '.join(args.kinds)} (bench/naive_ruleset.py)")
@@ -432,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
                 times = 1 if n >= 100_000 else args.repeat
                 B.log(f"[{n:,} {kind}] {case.prep['rules']:,} rules: baseline x{times}")
                 case.baseline_name, bargv = baseline_argv(kind, case.ruleset)
-                case.baseline = B.repeat(bargv, times, args.timeout)
+                case.baseline = B.repeat(with_cpu(bargv), times, args.timeout)
                 B.log(f"[{n:,} {kind}] fwmatrix audit x{times}")
                 run_audit(case, times, args.slow, args.timeout, workdir)
         prof = ""
@@ -451,8 +504,16 @@ def main(argv: list[str] | None = None) -> int:
                     worst = max(nft, key=lambda c: c.audit_med.wall)
                     targets.append((f"The slowest naive nftables case, {worst.n:,} openings", worst))
                 worst = max(done, key=lambda c: c.audit_med.wall)
+                affordable = [c for c in done if c.audit_med.wall <= args.profile_limit]
+                if worst.audit_med.wall > args.profile_limit and affordable:
+                    skipped = worst
+                    worst = max(affordable, key=lambda c: c.audit_med.wall)
+                    title = (f"The slowest case, {skipped.n:,} openings, {skipped.kind}, took {skipped.audit_med.wall:.0f} s, "
+                             f"more than --profile-limit; the slowest one below it, {worst.n:,} openings, {worst.kind}")
+                else:
+                    title = f"The slowest case, {worst.n:,} openings, {worst.kind}"
                 if all(worst is not t for _, t in targets):
-                    targets.append((f"The slowest case, {worst.n:,} openings, {worst.kind}", worst))
+                    targets.append((title, worst))
             parts = []
             for title, target in targets:
                 B.log(f"[{target.n:,} {target.kind}] phases and cProfile")

@@ -33,12 +33,19 @@ network namespace of its own (`fwmbench-<pid>-<random>`, deleted right after;
 nothing ever goes into the host's own namespace) and read back:
 
   nft:  `nft -f FILE`, then `nft -j list ruleset` -> `<hash>.json`
-  ipt:  `iptables-restore V4`, `ip6tables-restore V6`, then `iptables-save`
-        and `ip6tables-save` concatenated -> `<hash>.save`
+  ipt:  `iptables-legacy-restore V4`, `ip6tables-legacy-restore V6`, then
+        `iptables-legacy-save` and `ip6tables-legacy-save` concatenated ->
+        `<hash>.save` (the listing audited); then the same with the system's
+        default, iptables-nft, for its times (minutes from 100,000 rules up:
+        `--ipt-nft-timeout`), its listing checked to hold the same lines
 
 with the wall time of each step (the cost of holding the rules that way) and
-what the kernel holds. Loads are slow for naive rulesets (minutes at 100,000
-rules), so the results are cached by the hash of the loaded text under
+what the kernel holds. Loads are slow for naive rulesets: nft creates one
+anonymous set per address list, and the kernel's cost per new set grows with
+the sets already in the table and in the transaction, so 100,000 naive rules
+do not load in one transaction within an hour; past --single-timeout they are
+loaded in transactions of --chunk rules (the same ruleset, listed the same).
+The results are cached by the hash of the loaded text under
 /tmp/fwmatrix-bench-cache (or --cache; --fresh loads again). With --json the
 paths and the measurements are printed as one JSON object (what
 bench/audit_bench.py reads). Needs root for the namespaces.
@@ -102,6 +109,8 @@ def nft_text(fw_intent, title: str = "") -> str:
             head.append(_nft_addr_match(flow.family, "daddr", flow.destinations))
         if src_full and dst_full:
             head.append(f"meta nfproto {'ipv4' if flow.family == 4 else 'ipv6'}")
+        if flow.translated:  # a port forward's target, only through the translation
+            head.append("ct status dnat")
         for part in flow.parts:
             lines.append("\t\t" + " ".join(head + [_nft_service(part, flow.family), "accept"]))
     lines += ["\t}", "}"]
@@ -171,8 +180,9 @@ def iptables_texts(fw_intent) -> dict[int, str]:
                 head += ["-s", ",".join(_addr(n) for n in flow.sources)]
             if not _whole_family(flow.destinations):
                 head += ["-d", ",".join(_addr(n) for n in flow.destinations)]
+            translated = ["-m", "conntrack", "--ctstate", "DNAT"] if flow.translated else []
             for part in flow.parts:
-                lines.append(" ".join(head + _ipt_service(part, family) + ["-j", "ACCEPT"]))
+                lines.append(" ".join(head + _ipt_service(part, family) + translated + ["-j", "ACCEPT"]))
         lines.append("COMMIT")
         out[family] = "\n".join(lines) + "\n"
     return out
@@ -214,6 +224,13 @@ class TimedOut(RuntimeError):
     pass
 
 
+def _delete(ns: str) -> None:
+    try:
+        B.delete_netns(ns)
+    except ValueError:
+        pass  # already deleted by benchlib's cleanup (on a signal)
+
+
 def _step(argv: list[str], timeout: float) -> dict:
     run = B.measure(argv, timeout)
     if run.timed_out:
@@ -251,7 +268,7 @@ def load_nft(paths: list[str], listing: str, timeout: float) -> dict:
         lst = _step(["ip", "netns", "exec", ns, "sh", "-c", 'nft -j list ruleset > "$1"', "sh", tmp], timeout)
         os.replace(tmp, listing)
     finally:
-        B.delete_netns(ns)
+        _delete(ns)
     rules = sets = elements = 0
     with open(listing, encoding="utf-8") as handle:
         for item in json.load(handle)["nftables"]:
@@ -264,17 +281,25 @@ def load_nft(paths: list[str], listing: str, timeout: float) -> dict:
             "bytes": os.path.getsize(listing)}
 
 
-def load_ipt(v4: str, v6: str, saved: str, timeout: float) -> dict:
-    """iptables-restore and ip6tables-restore into a fresh namespace, then iptables-save + ip6tables-save."""
+IPT_TOOLS = {  # variant -> (restore v4, restore v6, save v4, save v6)
+    "nft": ("iptables-nft-restore", "ip6tables-nft-restore", "iptables-nft-save", "ip6tables-nft-save"),
+    "legacy": ("iptables-legacy-restore", "ip6tables-legacy-restore", "iptables-legacy-save", "ip6tables-legacy-save"),
+}
+
+
+def load_ipt(v4: str, v6: str, saved: str, timeout: float, variant: str) -> dict:
+    """iptables-restore and ip6tables-restore (of `variant`) into a fresh namespace,
+    then iptables-save + ip6tables-save into `saved`."""
+    restore4, restore6, save4, save6 = IPT_TOOLS[variant]
     ns = B.create_netns()
     try:
-        load4 = _step(["ip", "netns", "exec", ns, "iptables-restore", v4], timeout)
-        load6 = _step(["ip", "netns", "exec", ns, "ip6tables-restore", v6], timeout)
+        load4 = _step(["ip", "netns", "exec", ns, restore4, v4], timeout)
+        load6 = _step(["ip", "netns", "exec", ns, restore6, v6], timeout)
         tmp = f"{saved}.{os.getpid()}.tmp"
-        lst = _step(["ip", "netns", "exec", ns, "sh", "-c", 'iptables-save > "$1" && ip6tables-save >> "$1"', "sh", tmp], timeout)
+        lst = _step(["ip", "netns", "exec", ns, "sh", "-c", f'{save4} > "$1" && {save6} >> "$1"', "sh", tmp], timeout)
         os.replace(tmp, saved)
     finally:
-        B.delete_netns(ns)
+        _delete(ns)
     rules = {4: 0, 6: 0}
     family = 4
     with open(saved, encoding="utf-8") as handle:
@@ -283,10 +308,19 @@ def load_ipt(v4: str, v6: str, saved: str, timeout: float) -> dict:
                 family = 6 if "ip6tables" in line else 4
             elif line.startswith("-A "):
                 rules[family] += 1
-    return {"load": {"wall": load4["wall"] + load6["wall"], "maxrss_kb": max(load4["maxrss_kb"], load6["maxrss_kb"]),
+    return {"variant": variant,
+            "load": {"wall": load4["wall"] + load6["wall"], "maxrss_kb": max(load4["maxrss_kb"], load6["maxrss_kb"]),
                      "v4": load4["wall"], "v6": load6["wall"]},
             "list": lst, "rules": rules[4] + rules[6], "rules_v4": rules[4], "rules_v6": rules[6],
             "bytes": os.path.getsize(saved)}
+
+
+def _same_rules(a: str, b: str) -> bool:
+    """Two iptables-save files say the same (comment lines, e.g. the tool's name and the date, aside)."""
+    with open(a, encoding="utf-8") as fa, open(b, encoding="utf-8") as fb:
+        la = (line for line in fa if not line.startswith("#"))
+        lb = (line for line in fb if not line.startswith("#"))
+        return all(x == y for x, y in zip(la, lb, strict=True))
 
 
 def _cached(meta_path: str, fresh: bool) -> dict | None:
@@ -304,7 +338,8 @@ def _save_meta(meta_path: str, meta: dict) -> None:
 
 
 def prepare(matrix: str, firewall: str = "edge", kinds: tuple[str, ...] = KINDS, cache: str = CACHE_DIR,
-            fresh: bool = False, timeout: float = 3600, single_timeout: float | None = None, chunk: int = 10_000) -> dict:
+            fresh: bool = False, timeout: float = 3600, single_timeout: float | None = None, chunk: int = 10_000,
+            ipt_nft_timeout: float = 1800) -> dict:
     """Write the texts, load them (unless cached) and return {kind: meta} with the paths."""
     from fwmatrix.intent import build_intent
     from fwmatrix.loader import load_matrix
@@ -364,10 +399,23 @@ def prepare(matrix: str, firewall: str = "edge", kinds: tuple[str, ...] = KINDS,
         _write(base + ".v6.rules", texts[6])
         meta = _cached(base + ".meta.json", fresh)
         if meta is None:
-            B.log(f"  iptables-restore / ip6tables-restore {os.path.basename(base)}.v4/.v6.rules into a fresh namespace ...")
-            meta = load_ipt(base + ".v4.rules", base + ".v6.rules", base + ".save", timeout)
+            # The listing audited comes from iptables-legacy (fast); the system's default
+            # variant, iptables-nft, is loaded and listed too, for its times (minutes from
+            # 100,000 rules up), and its listing is checked to say the same.
+            B.log(f"  iptables-legacy-restore / ip6tables-legacy-restore {os.path.basename(base)}.v4/.v6.rules into a fresh namespace ...")
+            meta = load_ipt(base + ".v4.rules", base + ".v6.rules", base + ".save", timeout, "legacy")
             meta.update(date=time.strftime("%Y-%m-%d %H:%M:%S %Z"), text_bytes=len(texts[4].encode()) + len(texts[6].encode()),
                         text_lines=texts[4].count("\n-A ") + texts[6].count("\n-A "), intent=source)
+            if ipt_nft_timeout > 0:
+                B.log(f"  iptables-nft-restore / ip6tables-nft-restore {os.path.basename(base)}.v4/.v6.rules into a fresh namespace ...")
+                other = base + ".nft-variant.save"
+                try:
+                    nft_variant = load_ipt(base + ".v4.rules", base + ".v6.rules", other, ipt_nft_timeout, "nft")
+                    nft_variant["same_listing"] = _same_rules(base + ".save", other)
+                    os.unlink(other)
+                except TimedOut as exc:
+                    nft_variant = {"timed_out": str(exc), "timed_out_after": ipt_nft_timeout}
+                meta["nft_variant"] = nft_variant
             _save_meta(base + ".meta.json", meta)
         else:
             meta["cached"] = True
@@ -403,6 +451,8 @@ def main(argv: list[str] | None = None) -> int:
                         "transaction (default: --timeout; 0: do not try); past it, it is loaded in several")
     parser.add_argument("--chunk", type=int, default=10_000, help="rules per transaction when one transaction "
                         "is too slow (0: fail instead)")
+    parser.add_argument("--ipt-nft-timeout", type=float, default=1800, help="seconds for each step of the iptables-nft "
+                        "load and listing, measured next to the iptables-legacy one (0: skip it)")
     parser.add_argument("--json", action="store_true", help="print the paths and measurements as JSON")
     args = parser.parse_args(argv)
     kinds = tuple(k for k in args.kinds.split(",") if k)
@@ -413,7 +463,8 @@ def main(argv: list[str] | None = None) -> int:
     if why is not None:
         B.log(f"error: loading needs the kernel: {why}")
         return 2
-    result = prepare(args.matrix, args.firewall, kinds, args.cache, args.fresh, args.timeout, args.single_timeout, args.chunk)
+    result = prepare(args.matrix, args.firewall, kinds, args.cache, args.fresh, args.timeout, args.single_timeout, args.chunk,
+                     args.ipt_nft_timeout)
     if args.json:
         json.dump(result, sys.stdout, indent=1)
         print()
