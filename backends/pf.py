@@ -25,6 +25,41 @@ another, and keeps state. The lowering, done generically on the IR:
      (FreeBSD). Both translate before the filter rules are evaluated, so
      the filter rules match the translated destination, as netfilter's
      forward chain does after prerouting.
+  5. `ct status dnat` (a port forward's rules: only connections this
+     firewall translated) becomes a tag. Every translation rule sets
+     `tag fwm_dnat`, and only translation rules set it, so at the in pass a
+     packet is `tagged fwm_dnat` exactly when netfilter would call it
+     translated (FreeBSD: the rdr rules run before every filter rule;
+     OpenBSD: the match rules come before every filter rule, and no filter
+     rule sets a tag). A cell that asks for the translation carries
+     `tagged fwm_dnat`; `ct status` with another value, or negated, is
+     refused.
+     OpenBSD's filter rules set no tag (the input interface is received-on),
+     so fwm_dnat is still there when the out rules see the packet: both
+     halves say `tagged fwm_dnat`, exactly the IR's condition.
+     FreeBSD's `pass in` rule sets the tag that carries the input interface
+     to the out rules, and a packet holds one tag: it replaces fwm_dnat. So
+     on an input interface IF with translated cells the in rules set one of
+     two tags, fwm_in_IF_dnat (translated) or fwm_in_IF (not), and must set
+     the right one:
+       - a translated cell's in rule says `tagged fwm_dnat tag fwm_in_IF_dnat`;
+       - a plain accept cell on IF (the IR matches both kinds of packets) is
+         written twice, as a twin `tagged fwm_dnat tag fwm_in_IF_dnat` and
+         then as itself `tag fwm_in_IF`, the twin first. A translated packet
+         meets the twin of any plain rule before the rule itself (same
+         conditions), and `tagged fwm_dnat` keeps untranslated packets out
+         of the twin: a packet passed in on IF carries fwm_in_IF_dnat if and
+         only if it was translated. (Within a run of accepts the order does
+         not change the verdict, only the tag; across runs the twin is what
+         makes this hold, whatever the runs.)
+     Out rules then read the tag exactly: a translated cell matches
+     `tagged fwm_in_IF_dnat`; a plain cell from IF is written for both tags
+     (two rules, same verdict), as the IR matches both kinds. A translated
+     cell without an input interface has no tag to ride on: refused in this
+     dialect, as an accept without one already is. Interfaces without
+     translated cells keep their one tag, and the output does not change.
+     A translated cell that a plain cell of the same run covers is left out:
+     the plain one takes translated packets too (the same union).
 
 Every rule is `quick`, so the first matching rule decides, like a netfilter
 chain; the only non-quick rule is the default `block drop all`, which pf
@@ -71,13 +106,16 @@ PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmp6", 132: "sctp"}
 PROTO_NUMBERS = {name: number for number, name in PROTO_NAMES.items()}
 PORT_PROTOS = (6, 17)  # pf matches ports for tcp and udp (sctp ports: recent FreeBSD only)
 ADDR_FIELDS = {"ip.saddr": (4, "saddr"), "ip.daddr": (4, "daddr"), "ip6.saddr": (6, "saddr"), "ip6.daddr": (6, "daddr")}
-KNOWN_FIELDS = ("iif", "oif", "l4proto", "dport", "ct.state", "nfproto") + tuple(ADDR_FIELDS)
+KNOWN_FIELDS = ("iif", "oif", "l4proto", "dport", "ct.state", "ct.status", "nfproto") + tuple(ADDR_FIELDS)
 # Known to the IR, not lowered (yet): refused with a reason rather than dropped.
-REFUSED_FIELDS = {"sport": "source ports are not lowered to pf yet", "ct.status": "pf cannot match a conntrack status"}
+REFUSED_FIELDS = {"sport": "source ports are not lowered to pf yet"}
+# `ct status dnat`: the tag every translation rule sets (see 5. above)
+DNAT_TAG = "fwm_dnat"
 
 # pf limits (PF_TABLE_NAME_SIZE, PF_RULE_LABEL_SIZE, IFNAMSIZ), minus the NUL.
 TABLE_NAME_MAX = 31
 LABEL_MAX = 63
+TAG_MAX = 63  # PF_TAG_NAME_SIZE
 COMMENT_MAX = 160
 
 # An interface name pf reads as one plain word: it starts with a letter and
@@ -241,6 +279,9 @@ def _act(table: Table, chain: Chain, action: object, conds: tuple[_Cond, ...], n
 
 
 def _match_cond(table: Table, match: Match) -> _Cond:
+    if match.negate and "ct.status" in match.fields:
+        raise RenderError(f"negated match on {', '.join(match.fields)}: pf is told only `ct status dnat`, as a tag "
+                          "the translation rules set; the freebsd dialect's in rules replace it, so its absence is not lowered")
     if match.negate:
         raise RenderError(f"negated match on {', '.join(match.fields)}: not lowered to pf")
     _check_fields(match.fields)
@@ -316,6 +357,7 @@ class _Cell:
     dport: PortRange | None
     note: str = ""
     target: tuple[IPNetwork, int | None] | None = None  # DNAT only
+    dnat: bool = False  # `ct status dnat`: only connections this firewall translated
 
 
 def _meet(f: str, a: Value, b: Value) -> Value | None:
@@ -412,8 +454,11 @@ def _cells(flat: _Flat, table: Table) -> Iterator[tuple[_Cell, str | None]]:
         state = row.get("ct.state")
         if state is not None and state not in ("established", "related", "new", "invalid"):
             raise RenderError(f"ct.state {state!r} is not a connection state")
+        status = row.get("ct.status")
+        if status is not None and status != "dnat":
+            raise RenderError(f"ct status {status!r}: pf is told only `ct status dnat` (a tag the translation rules set)")
         cell = _Cell(ifaces["iif"], ifaces["oif"], family, addrs["saddr"], addrs["daddr"], proto, dport,  # type: ignore[arg-type]
-                     ", ".join(dict.fromkeys(notes)), target)
+                     ", ".join(dict.fromkeys(notes)), target, dnat=status is not None)
         yield cell, state  # type: ignore[misc]
 
 
@@ -440,6 +485,11 @@ class _Lowered:
     filter_rules: list[tuple[str, str, list[_Cell]]] = field(default_factory=list)  # verdict, comment, cells
     dnat_rules: list[tuple[str, list[_Cell]]] = field(default_factory=list)  # comment, cells
     state_rules: list[str] = field(default_factory=list)  # what the leading ct.state rules said
+
+    @property
+    def translated_ifaces(self) -> set[str | None]:
+        """The input interfaces of the cells that ask for translated connections (ct status dnat)."""
+        return {c.iif for _, _, cells in self.filter_rules for c in cells if c.dnat}
 
     @property
     def has_ipv6(self) -> bool:
@@ -478,8 +528,8 @@ def _lower_nat(low: _Lowered, table: Table, chain: Chain) -> None:
             raise RenderError(f"nat chain '{chain.name}': verdict '{flat.verdict}' in a nat chain has no pf form")
         cells = []
         for cell, state in _cells(flat, table):
-            if state is not None:
-                raise RenderError(f"nat chain '{chain.name}': ct.state matches have no pf translation form")
+            if state is not None or cell.dnat:
+                raise RenderError(f"nat chain '{chain.name}': ct.state and ct.status matches have no pf translation form")
             if cell.oif is not None:
                 raise RenderError(f"nat chain '{chain.name}': an output interface in prerouting matches nothing")
             cells.append(cell)
@@ -560,6 +610,43 @@ def _lower_forward(low: _Lowered, table: Table, chain: Chain) -> None:
                 raise RenderError(f"chain '{chain.name}': a rule on ct state {state} among other matches has no pf form")
             kept.append(cell)  # 'new' is every packet pf's rules see: the match is implied
         low.filter_rules.append((flat.verdict, flat.comment, kept))
+    _drop_covered_translated(low)
+
+
+def _drop_covered_translated(low: _Lowered) -> None:
+    """A cell for translated packets that a plain cell of the same run (consecutive rules, one
+    verdict) covers says nothing more: the plain cell takes translated packets too, and within
+    a run order does not matter. Dropping it changes no packet's fate, and spares pf a rule
+    that could never decide (and the freebsd dialect the _dnat tag where nothing else needs it)."""
+    start = 0
+    rules = low.filter_rules
+    while start < len(rules):
+        end = start
+        while end < len(rules) and rules[end][0] == rules[start][0]:
+            end += 1
+        plain: dict[tuple, list[_Cell]] = {}
+        for _, _, cells in rules[start:end]:
+            for c in cells:
+                if not c.dnat:
+                    plain.setdefault((c.family, c.proto), []).append(c)
+        if plain:
+            for i in range(start, end):
+                verdict, note, cells = rules[i]
+                if any(c.dnat for c in cells):
+                    kept = [c for c in cells if not c.dnat or not any(
+                        _cell_within(c, p) for f in {c.family, None} for q in {c.proto, None} for p in plain.get((f, q), ()))]
+                    rules[i] = (verdict, note, kept)
+        start = end
+
+
+def _cell_within(a: _Cell, b: _Cell) -> bool:
+    """Does plain cell b match every packet cell a matches? (same family and protocol)"""
+    def inside(x: object, y: object, f: str) -> bool:
+        return y is None or (x is not None and _meet(f, x, y) == x)  # type: ignore[arg-type]
+
+    addr = "ip.saddr" if a.family == 4 else "ip6.saddr"
+    return (inside(a.iif, b.iif, "iif") and inside(a.oif, b.oif, "oif") and inside(a.saddr, b.saddr, addr)
+            and inside(a.daddr, b.daddr, addr) and inside(a.dport, b.dport, "dport"))
 
 
 # -- 3. products: cells merged into rules pf can write ----------------------------
@@ -628,6 +715,9 @@ class _Writer:
         self.dialect = dialect
         self.macros = _Names(suffix="_if")
         self.tags = _Names(prefix="fwm_in_")
+        # freebsd, on an input interface with translated cells: in on it and translated
+        self.dnat_tags = _Names(prefix="fwm_in_", suffix="_dnat")
+        self.dnat_tags.used = self.tags.used  # one namespace: an interface 'x_dnat' gets another name
         self.tables: dict[tuple[IPNetwork, ...], str] = {}
         self.table_notes: dict[str, str] = {}
 
@@ -693,22 +783,23 @@ def _runs(rules: list[tuple[str, str, list[_Cell]]]) -> list[tuple[str, list[tup
     return runs
 
 
-def _group_key(iface: str | None, other: str | None, family: int | None) -> tuple:
-    return (iface or "", other or "", family or 0)
-
-
 def _filter_lines(w: _Writer, low: _Lowered, direction: str) -> list[str]:
     """The in-list (pre-filter, out-interface dropped) or the out-list (exact)."""
+    freebsd = w.dialect == "freebsd"
+    translated_in = low.translated_ifaces  # freebsd: these interfaces' in rules set one of two tags (see 5.)
     projected: list[tuple[str, str, list[_Cell]]] = []
     for verdict, note, cells in low.filter_rules:
+        if freebsd and any(c.dnat and c.iif is None for c in cells):
+            raise RenderError("a rule for translated connections (ct status dnat) without an input interface: the freebsd "
+                              "dialect carries the translation to the out rules in the input interface's tag, which needs the interface")
         if direction == "in":
             if verdict != "accept" and any(c.oif is not None for c in cells):
                 # A drop that depends on the out-interface cannot be decided on the way
                 # in; the exact out-list applies it. Skipping it here only widens the
                 # pre-filter, never the result.
                 cells = [c for c in cells if c.oif is None]
-            cells = [_Cell(c.iif, None, c.family, c.saddr, c.daddr, c.proto, c.dport, c.note) for c in cells]
-            if w.dialect == "freebsd" and verdict == "accept" and any(c.iif is None for c in cells):
+            cells = [replace(c, oif=None) for c in cells]
+            if freebsd and verdict == "accept" and any(c.iif is None for c in cells):
                 raise RenderError("an accept rule without an input interface: the freebsd dialect carries the input "
                                   "interface to the out rules as a tag, and a tag needs the interface")
         projected.append((verdict, note, cells))
@@ -716,23 +807,68 @@ def _filter_lines(w: _Writer, low: _Lowered, direction: str) -> list[str]:
     for verdict, items in _runs(projected):
         groups: dict[tuple, list[tuple[_Cell, str]]] = {}
         for cell, note in items:
-            key = (cell.iif, None, cell.family) if direction == "in" else (cell.oif, cell.iif, cell.family)
+            key = (cell.iif, None, cell.family, cell.dnat) if direction == "in" else (cell.oif, cell.iif, cell.family, cell.dnat)
             groups.setdefault(key, []).append((cell, note))
-        for (on, received, family), members in sorted(groups.items(), key=lambda kv: _group_key(*kv[0])):
+        # Each group is written in one or two variants: 'dnat' (a translated cell), 'plain', and
+        # on freebsd 'twin' (a plain cell on an interface with translated cells, for translated
+        # packets: in, before the plain variant, so that they get the _dnat tag; out, for the
+        # packets carrying that tag).
+        order: list[tuple[tuple, tuple, str]] = []
+        for key, members in groups.items():
+            on, received, family, dnat = key
+            iif = on if direction == "in" else received
+            if dnat:
+                variants = ["dnat"]
+            elif freebsd and iif is not None and iif in translated_in and (direction == "out" or verdict == "accept"):
+                variants = ["twin", "plain"]
+            else:
+                variants = ["plain"]
+            for variant in variants:
+                rank = {"dnat": 0, "twin": 1, "plain": 2}[variant]
+                # in: per input interface, the variants that set the _dnat tag first (the order
+                # within a run of one verdict changes only the tag); out: the order is free
+                sort = (on or "", rank, family or 0) if direction == "in" else (on or "", received or "", family or 0, rank)
+                order.append((sort, key, variant))
+        order.sort(key=lambda item: item[0])
+        products: dict[tuple, list[tuple[Dims, list[str]]]] = {}
+        last_notes = None
+        for _, key, variant in order:
+            on, received, family, dnat = key
+            members = groups[key]
             notes = list(dict.fromkeys(n for _, n in members if n))
-            if notes:
+            if notes and notes != last_notes:
                 lines.append(comment("; ".join(notes)))
+            last_notes = notes
             head = f"{_VERDICT_HEAD[verdict]} {direction} quick" + (f" on {w.iface(on)}" if on else "")
-            for dims, labels in _products(c for c, _ in members):
-                opts = []
-                if received is not None:
-                    opts.append(f"received-on {w.iface(received)}" if w.dialect == "openbsd" else f"tagged {w.tags.get(interface_name(received))}")
-                if direction == "in" and verdict == "accept" and on is not None and w.dialect == "freebsd":
-                    opts.append(f"tag {w.tags.get(interface_name(on))}")
-                if labels:
-                    opts.append(label(", ".join(labels)))
-                lines.append(w.rule(head, family, dims, labels, opts))
+            if key not in products:
+                products[key] = _products(c for c, _ in members)  # a twin and its plain rule: the same products
+            for dims, labels in products[key]:
+                lines.append(w.rule(head, family, dims, labels, _filter_opts(w, direction, verdict, on, received, variant, labels)))
     return lines
+
+
+def _filter_opts(w: _Writer, direction: str, verdict: str, on: str | None, received: str | None, variant: str,
+                 labels: list[str]) -> list[str]:
+    """What a filter rule says after its hosts: the input interface and the translation (see 4., 5.)."""
+    opts: list[str] = []
+    translated = variant in ("dnat", "twin")
+    if w.dialect == "openbsd":
+        if received is not None:
+            opts.append(f"received-on {w.iface(received)}")
+        if translated:
+            opts.append(f"tagged {DNAT_TAG}")
+    elif direction == "in":
+        if translated:
+            opts.append(f"tagged {DNAT_TAG}")
+        if verdict == "accept" and on is not None:
+            iface = interface_name(on)
+            opts.append(f"tag {w.dnat_tags.get(iface) if translated else w.tags.get(iface)}")
+    elif received is not None:
+        iface = interface_name(received)
+        opts.append(f"tagged {w.dnat_tags.get(iface) if translated else w.tags.get(iface)}")
+    if labels:
+        opts.append(label(", ".join(labels)))
+    return opts
 
 
 def _translation_lines(w: _Writer, low: _Lowered) -> list[str]:
@@ -755,6 +891,8 @@ def _translation_lines(w: _Writer, low: _Lowered) -> list[str]:
         for note, cell in items:
             by_target.setdefault(cell.target, []).append((note, cell))  # type: ignore[arg-type]
         runs = list(by_target.items())
+    # `tag fwm_dnat` on every translation rule when a filter rule asks for translated packets
+    tag = [f"tag {DNAT_TAG}"] if low.translated_ifaces else []
     lines: list[str] = []
     for (addr, port), members in runs:
         notes = comment("; ".join(dict.fromkeys(note for note, _ in members if note)))
@@ -768,13 +906,13 @@ def _translation_lines(w: _Writer, low: _Lowered) -> list[str]:
             for dims, labels in _products(group):
                 if w.dialect == "openbsd":
                     head = "match in" + (f" on {w.iface(on)}" if on else "")
-                    opts = [f"rdr-to {to}"] + ([label(", ".join(labels))] if labels else [])
+                    opts = [f"rdr-to {to}"] + tag + ([label(", ".join(labels))] if labels else [])
                     lines.append(w.rule(head, family, dims, labels, opts))
                 else:
                     if labels:
                         lines.append(comment(", ".join(labels)))  # rdr rules take no label
                     head = "rdr" + (f" on {w.iface(on)}" if on else "")
-                    lines.append(w.rule(head, family, dims, labels, [f"-> {to}"]))
+                    lines.append(w.rule(head, family, dims, labels, tag + [f"-> {to}"]))  # pf.conf(5): tag before ->
     return lines
 
 
@@ -818,10 +956,12 @@ def render(ruleset: Ruleset, dialect: str = DEFAULT_DIALECT) -> str:
                 out.append(comment(f"{name}: {w.table_notes[name]}"))
             out.append(f"table <{name}> const {{ {' '.join(_address(n) for n in nets)} }}")
     out += ["", f"set skip on {'lo' if dialect == 'openbsd' else 'lo0'}"]
+    tagged = [f"# tag {DNAT_TAG}: translated by these rules (netfilter: ct status dnat); a port forward's filter rules pass only such packets"] \
+        if translation and low.translated_ifaces else []
     if dialect == "freebsd" and translation:
         # FreeBSD's pfctl wants translation rules before filter rules (require-order).
         out += ["", "# translation (netfilter: prerouting DNAT); the filter rules below see the translated packet"]
-        out += translation
+        out += tagged + translation
     out += [
         "",
         "# default: block what no rule passes (netfilter: forward policy drop). This blocks the",
@@ -830,7 +970,7 @@ def render(ruleset: Ruleset, dialect: str = DEFAULT_DIALECT) -> str:
     ]
     if dialect == "openbsd" and translation:
         out += ["", "# translation (netfilter: prerouting DNAT); the rules after a match rule see the translated packet"]
-        out += translation
+        out += tagged + translation
     if low.state_rules:
         out += ["", "# replies and state, as the forward chain begins:"]
         out += [comment(text) for text in low.state_rules]
@@ -851,6 +991,8 @@ def render(ruleset: Ruleset, dialect: str = DEFAULT_DIALECT) -> str:
     if outs:
         via = "received-on" if dialect == "openbsd" else "the tag its pass in rule set"
         out += ["", f"# forwarded traffic, out on the output interface, with the input interface ({via})"]
+        if dialect == "freebsd" and low.translated_ifaces:
+            out.append("# fwm_in_IF_dnat: in on IF and translated; fwm_in_IF: in on IF and not (rules for both kinds say both)")
         out += outs
     out += [
         "",
@@ -1175,12 +1317,13 @@ def _parse_rule(conf: PfConf, toks: list[str], line: int) -> PfRule:
                 raise _Bad("icmp6-type goes with proto icmp6 and the types neighbrsol, neighbradv")
         elif opt == "received-on" and conf.dialect == "openbsd" and action in ("pass", "block") and rule.direction == "out":
             rule.received_on = _iface(c.next("an interface"))
-        elif ((opt == "tag" and action == "pass" and rule.direction == "in")
-              or (opt == "tagged" and action in ("pass", "block") and rule.direction == "out")) and conf.dialect == "freebsd":
-            tag = c.next("a tag")
-            if not IDENT_RE.match(tag) or tag in PF_KEYWORDS:
-                raise _Bad(f"bad tag {tag!r}")
-            setattr(rule, opt, tag)
+        elif opt == "tag" and ((action == "pass" and rule.direction == "in" and conf.dialect == "freebsd")
+                               or action == "match" or (action == "rdr" and rule.rdr_to is None)):
+            # freebsd: the input interface, for the out rules; translation rules: fwm_dnat
+            # (pf.conf(5): an rdr rule's tag comes before '->')
+            rule.tag = _tag_name(c, opt, rule.tag)
+        elif opt == "tagged" and action in ("pass", "block"):
+            rule.tagged = _tag_name(c, opt, rule.tagged)
         elif opt == "rdr-to" and action == "match" and rule.direction == "in":
             rule.rdr_to, rule.rdr_port = _redirect(c, rule.af)
         elif opt == "->" and action == "rdr":
@@ -1195,6 +1338,15 @@ def _parse_rule(conf: PfConf, toks: list[str], line: int) -> PfRule:
     if action in ("match", "rdr") and rule.rdr_to is None:
         raise _Bad(f"a {action} rule without a redirection")
     return rule
+
+
+def _tag_name(c: _Cursor, opt: str, before: str | None) -> str:
+    if before is not None:
+        raise _Bad(f"'{opt}' twice in one rule")
+    tag = c.next("a tag")
+    if not IDENT_RE.match(tag) or tag in PF_KEYWORDS or len(tag) > TAG_MAX:
+        raise _Bad(f"bad tag {tag!r}")
+    return tag
 
 
 def _iface(tok: str) -> str:
@@ -1266,6 +1418,11 @@ def rule_counts(text: str) -> tuple[int, int]:
 #   The evaluator forwards a packet only if every forward base chain passes it.
 #   `received-on IF` is a match on the iif; `tagged T` too, when T is set only by
 #   rules `in on IF` and every packet in on IF meets a block rule (else unmodelled).
+# * `tagged T`, where T is set by every translation rule and by translation rules only
+#   (rdr, `match in ... rdr-to`), is `ct status dnat`: the packet was translated. In the
+#   out pass that holds while no in rule replaced T; the renderer's freebsd pair of
+#   interface tags (fwm_in_IF_dnat set by rules that ask for `tagged fwm_dnat`, fwm_in_IF
+#   by their plain twins) is read as IF and translated, IF and not. See _Builder._tag.
 # * pf looks packets up in its state table before any rule, and pass rules keep
 #   state unless `no state`: both chains start with `ct state established,related
 #   accept`. Replies that meet the rules instead (those of `no state` rules, and of
@@ -1284,9 +1441,10 @@ def rule_counts(text: str) -> tuple[int, int]:
 #   where that can differ, their verdict on translated packets is left open.
 # * `rdr pass` and `pass ... rdr-to` pass the translated packet without the rest of
 #   the in rules (pf.conf(5): "passed without inspecting the filter rules"); the
-#   out pass is a separate evaluation and still filters it. The IR cannot tell a
-#   translated packet from an untranslated one with the same header (that needs
-#   `ct status dnat` and the original destination): that accept is judged both ways.
+#   out pass is a separate evaluation and still filters it. The IR cannot tell the
+#   packets this rule translated from others with the same header (`ct status dnat`
+#   says translated, not by which rule: that needs the original destination): that
+#   accept is judged both ways.
 # * Source NAT (`nat`, `nat-to`, binat's outbound half) does not change what is
 #   forwarded and is skipped; `nat pass` lets the packet out without the out rules.
 #   binat's inbound half is a DNAT (one address to one address; else unmodelled).
@@ -1332,6 +1490,8 @@ _NEVER_FORWARDED = {
 }
 _ALL = {4: IPSet(["0.0.0.0/0"]), 6: IPSet(["::/0"])}
 _ESTABLISHED = Match(("ct.state",), (("established",), ("related",)))
+_TRANSLATED = Match(("ct.status",), (("dnat",),))
+_UNTRANSLATED = Match(("ct.status",), (("dnat",),), negate=True)
 _PORTS_ALL = (PortRange(0, 65535),)
 _LOOPBACK_RE = re.compile(r"lo\d*")
 
@@ -1418,6 +1578,23 @@ class _Group:
 
 _Item = _Rule | _Opaque | _Group
 _Seen = _Rule | _Opaque  # a rule, or rules not seen; anchors opened
+
+
+@dataclass(frozen=True)
+class _TagInfo:
+    """What `tagged T` says in the out pass, when it says something exact: the packet came in
+    on `iface` (None: any) and was translated (dnat True), was not (False), or either (None);
+    except the packets of `untagged` (in rules that pass such packets without setting T),
+    whose verdict is left open."""
+
+    known: bool = False
+    iface: str | None = None
+    dnat: bool | None = None
+    untagged: tuple[_Rule, ...] = ()
+
+    def matches(self) -> tuple[Match, ...]:
+        return (((Match(("iif",), ((self.iface,),)),) if self.iface is not None else ())
+                + ((_TRANSLATED if self.dnat else _UNTRANSLATED,) if self.dnat is not None else ()))
 
 
 @dataclass(frozen=True)
@@ -1742,6 +1919,9 @@ class _Reader:
         self.anchors = dict(anchors or {})
         self.skip: list[tuple[_If, str]] = []
         self.block_reject = False
+        # rules that set a tag but become no rule of their own (source nat, binat's outbound
+        # half without pass): what `tagged` means must know of them
+        self.hidden: list[_Rule] = []
 
     def read(self, text: str, where: str, parents: tuple[_Rule, ...] = ()) -> list[_Item]:
         items: list[_Item] = []
@@ -2156,12 +2336,18 @@ class _Reader:
         action = rule.action
         if action in ("nat", "no-nat"):
             # source NAT changes no forward decision; `nat pass` lets the packet out unfiltered
-            return [replace(rule, direction="out")] if action == "nat" and rule.passes else []
+            if action == "nat" and rule.passes:
+                return [replace(rule, direction="out")]
+            if rule.tag is not None:
+                self.hidden.append(replace(rule, direction="out"))
+            return []
         if action == "no-binat":
             return [_Opaque(rule.origin, "no binat (an exception to a binat rule)", rule, frozenset({"nat"}))]
         if action in ("rdr", "binat") and rule.rdr is None:
             raise _Bad(f"{action} without '-> ADDRESS'")
         if action == "binat":
+            if rule.tag is not None and not rule.passes:
+                self.hidden.append(replace(rule, action="nat", direction="out", rdr=None))
             inbound = replace(rule, action="rdr", binat=True, rdr=None)
             return self._binat(inbound, rule.rdr, outbound=replace(rule, action="nat", direction="out", rdr=None) if rule.passes else None)  # type: ignore[arg-type]
         if action in ("rdr", "no-rdr"):
@@ -2267,6 +2453,11 @@ def _is_pass_rdr(rule: _Rule) -> bool:
     return rule.action == "pass" and rule.rdr is not None
 
 
+def _passes_in(rule: _Rule) -> bool:
+    """A rule that can pass a packet on the way in (and set its tag)."""
+    return rule.action == "pass" or (rule.action == "rdr" and rule.passes)
+
+
 def _translates_and_passes(rule: _Rule) -> bool:
     """`rdr pass` and `pass ... rdr-to`: the translated packet skips the rest of the in pass."""
     return (rule.action == "rdr" and rule.passes) or _is_pass_rdr(rule)
@@ -2283,8 +2474,8 @@ def _compose(first: _Target, then: _Target) -> _Target:
 
 
 def _translated_by(rule: _Rule) -> Unmodelled:
-    # Exact with a 'ct status dnat' match (and the original destination), which the evaluator
-    # does not have yet: this is the one place to change when it does.
+    # Exact with the original destination (`ct status dnat` alone does not say which rule
+    # translated), which the evaluator does not have: this is the one place to change when it does.
     return Unmodelled(f"packets translated by {rule.origin}: pf passes them without the rest of the in rules, "
                       "and fwmatrix cannot tell them from untranslated packets with the same header")
 
@@ -2308,7 +2499,12 @@ class _Builder:
         self.items = items
         self.flat = list(_opened(items))
         self.rules = [r for r in self.flat if isinstance(r, _Rule)]
-        self._tags: dict[str, tuple[str | None, list[_Rule]]] = {}
+        self._tags: dict[str, _TagInfo] = {}
+        self._translation_tags: dict[tuple[str, str], bool] = {}
+        # tags set where no rule of self.rules shows it (see _Reader.hidden; an anchor's or a
+        # binat's conditions). The rules of anchors not given are assumed to set no tag: what
+        # they do is unmodelled already.
+        self._hidden = reader.hidden + [o.cond for o in self.flat if isinstance(o, _Opaque) and o.cond.tag is not None]
         self._sets: dict[tuple[int, int, str, str], tuple[object, IPSet | None]] = {}
         self._spans: dict[tuple[int, int], tuple[object, list[int] | None]] = {}
         # OpenBSD: where each in-pass rule stands among the rules translation sees, and the
@@ -2496,6 +2692,11 @@ class _Builder:
         assert target.address is not None
         out = []
         for p in parts:
+            if p.tagged is not None and self._translation_tag(p.tagged[0], "in"):
+                # every translation rule sets the tag: the translated packet carries it
+                if p.tagged[1]:
+                    return None
+                p = replace(p, tagged=None)
             dst = True if p.dst is None else self._contains(p.dst, target.address)
             port = True if p.dport is None or target.port is None else _ports_contain(p.dport, target.port.low)
             if dst is False or port is False:
@@ -2639,8 +2840,8 @@ class _Builder:
         if not self._ifaces_may_meet(f.parts, parts) or (
                 not self._may_overlap(f.parts, parts, "nat") and not self._may_overlap(f.parts, self._image(parts, target), "nat")):
             return True
-        if any(p.dst is not None or p.dport is not None for p in f.parents):
-            return False
+        if any(p.dst is not None or p.dport is not None or p.tagged is not None for p in f.parts[:-1]) or f.tagged is not None:
+            return False  # (the translation sets its tag, which the rule did not see)
         family = target.address.version
         if f.dst is not None:
             inside = self._contains(f.dst, target.address)
@@ -2662,25 +2863,113 @@ class _Builder:
 
     # -- tags -------------------------------------------------------------------------------
 
-    def _tag_iface(self, tag: str) -> str | None:
-        return self._tag(tag)[0]
-
-    def _tag(self, tag: str) -> tuple[str | None, list[_Rule]]:
-        """The interface a tag stands for, and the rules that pass packets in on it without
-        setting the tag. A tag stands for IF when it is set only by rules `in on IF`, no other
-        tag is set there (tags replace each other), and a block rule matches every packet in
-        on IF (so none passes by default, untagged). Otherwise (None, [])."""
-        if tag not in self._tags:
-            self._tags[tag] = (None, [])
+    def _translation_tag(self, tag: str, chain: str) -> bool:
+        """Does `tagged TAG`, in the in or the out pass, say exactly that the packet was translated
+        (netfilter's `ct status dnat`)? When only translation rules set it, each time they
+        translate (old-style rdr, `match in ... rdr-to`, a quick `pass in ... rdr-to`; not binat,
+        whose outbound half tags untranslated packets), every translation rule sets it (or a
+        packet translated by another would be translated but untagged), and no rule of that pass
+        can replace it before the rule is reached (a non-quick or match rule setting another tag;
+        a quick one ends the evaluation). In the out pass the in rule that passed the packet may
+        still have replaced it: see _tag."""
+        key = (tag, chain)
+        if key not in self._translation_tags:
             setters = [r for r in self.rules if r.tag == tag]
-            names = {r.on[0].name for r in setters if r.on is not None and len(r.on) == 1 and not r.on[0].negate and not r.on[0].group}
-            if setters and len(names) == 1 and not any(r.parents or r.direction != "in" or r.on is None or len(r.on) != 1 for r in setters):
-                (iface,) = names
+            translators = [r for r in self.rules if r.rdr is not None and r.action in ("rdr", "match", "pass")]
+            self._translation_tags[key] = (
+                bool(setters)
+                and all(not r.parents and r.direction == "in" and r.rdr is not None
+                        and ((r.action == "rdr" and not r.binat) or r.action == "match" or (r.action == "pass" and r.quick))
+                        for r in setters)
+                and all(r.tag == tag for r in translators)
+                and not any(r.tag == tag for r in self._hidden)
+                and not any(r.tag not in (None, tag) and _applies(r.parts, chain) for r in self._hidden)
+                and not any(r.tag not in (None, tag) and r.action not in ("rdr", "no-rdr") and (not r.quick or r.action == "match")
+                            and _applies(r.parts, chain) for r in self.rules))
+        return self._translation_tags[key]
+
+    def _tag(self, tag: str) -> _TagInfo:
+        """What `tagged TAG` says in the out pass (see _TagInfo).
+
+        A translation tag (see _translation_tag): translated, except for packets an in rule
+        passed while setting another tag (tags replace each other).
+
+        An interface tag stands for IF when it is set only by rules `in on IF` and a block rule
+        matches every packet in on IF (so none passes by default, untagged). Rules that pass
+        packets in on IF without setting it leave their packets' verdict open. No other tag may
+        be set in on IF (tags replace each other) but one, its partner, when one of the two is
+        set only by rules that ask for translated packets (`tagged` a translation tag) and the
+        other by rules that do not (the renderer's freebsd fwm_in_IF_dnat and fwm_in_IF):
+          - the translated one says IF and translated: the partner's rules, which pass
+            translated packets too, leave those open, unless each has a twin (below);
+          - the plain one says IF and, when each of its rules has a twin, not translated (the
+            translated packets all got the partner); else IF (the partner's packets open).
+        A twin of a plain rule: a quick rule of the partner before it that matches every packet
+        it matches, once translated. A translated packet meets the twin first: it never gets
+        the plain tag. Translation rules setting a translation tag before the filter rules
+        (old-style rdr) are no partner: the in rules replace their tag."""
+        if tag in self._tags:
+            return self._tags[tag]
+        info = _TagInfo()
+        if any(r.tag == tag for r in self._hidden):
+            pass
+        elif self._translation_tag(tag, "in") and self._translation_tag(tag, "out"):
+            strippers = tuple(r for r in self.rules if _applies(r.parts, "in") and _passes_in(r) and r.tag not in (None, tag))
+            info = _TagInfo(True, None, True, strippers)
+        else:
+            setters = [r for r in self.rules if r.tag == tag]
+            iface = self._setters_iface(setters)
+            if iface is not None and not self._passed_by_default("in", iface):
                 here = [r for r in self.rules if self._may_apply_on(r, iface)]
-                if not any(r.tag not in (None, tag) for r in here) and not self._passed_by_default("in", iface):
-                    untagged = [r for r in here if (r.action == "pass" or (r.action == "rdr" and r.passes)) and r.tag != tag]
-                    self._tags[tag] = (iface, untagged)
-        return self._tags[tag]
+                translated = self._need_translation(setters)
+                others = {r.tag for r in here if r.tag not in (None, tag)
+                          and not (r.action == "rdr" and self._translation_tag(r.tag, "in"))}  # type: ignore[arg-type]
+                partner: str | None = None
+                if len(others) == 1:
+                    (other,) = others
+                    theirs = [r for r in self.rules if r.tag == other]
+                    if (not any(r.tag == other for r in self._hidden) and self._setters_iface(theirs) == iface
+                            and self._need_translation(theirs) != translated):
+                        partner = other
+                if not others or partner is not None:
+                    twins = partner is not None and (self._twinned(theirs, setters) if translated else self._twinned(setters, theirs))
+                    dnat = True if translated else (False if twins else None)
+                    untagged = tuple(r for r in here if _passes_in(r) and r.tag != tag and not (twins and r.tag == partner))
+                    info = _TagInfo(True, iface, dnat, untagged)
+        self._tags[tag] = info
+        return info
+
+    @staticmethod
+    def _setters_iface(setters: Sequence[_Rule]) -> str | None:
+        """The one interface all the rules setting a tag pass packets in on (plain rules, no anchor), or None."""
+        names = {r.on[0].name for r in setters if r.on is not None and len(r.on) == 1 and not r.on[0].negate and not r.on[0].group}
+        if setters and len(names) == 1 and not any(r.parents or r.direction != "in" or r.on is None or len(r.on) != 1 for r in setters):
+            (iface,) = names
+            return iface
+        return None
+
+    def _need_translation(self, setters: Sequence[_Rule]) -> bool:
+        """Do all these rules ask for translated packets (`tagged` a translation tag)?"""
+        return bool(setters) and all(r.tagged is not None and not r.tagged[1] and self._translation_tag(r.tagged[0], "in") for r in setters)
+
+    def _twinned(self, plain: Sequence[_Rule], translated: Sequence[_Rule]) -> bool:
+        """Has every plain rule a twin among the translated ones (see _tag)?"""
+        position = {id(r): i for i, r in enumerate(self.rules)}
+
+        def bare(r: _Rule) -> _Rule:
+            return replace(r, origin="", label="", tag=None, tagged=None)
+
+        first: dict[_Rule, int] = {}
+        for r in translated:
+            if r.quick:
+                first.setdefault(bare(r), position[id(r)])
+        for u in plain:
+            at = position[id(u)]
+            if first.get(bare(u), at) < at:
+                continue  # the renderer's twin: the same rule, with the tags
+            if not any(r.quick and position[id(r)] < at and self._covers([replace(r, tagged=None)], [u]) for r in translated):
+                return False
+        return True
 
     @staticmethod
     def _may_apply_on(rule: _Rule, iface: str) -> bool:
@@ -2694,12 +2983,19 @@ class _Builder:
     def _tagged_alts(self, rule: _Rule, chain: str) -> Alts:
         assert rule.tagged is not None
         tag, negate = rule.tagged
-        iface = self._tag_iface(tag) if chain == "out" else None
-        if iface is None:
-            if not any(r.tag == tag for r in self.rules):
-                return [()] if negate else []  # no rule sets it: `tagged` never matches
-            return [(Unmodelled(f"{'! ' if negate else ''}tagged {tag} (what the tag stands for is not one input interface)"),)]
-        return [(Match(("iif",), ((iface,),), negate=negate),)]
+        if chain == "out":
+            info = self._tag(tag)
+            if info.known:
+                matches = info.matches()
+                return [(replace(m, negate=not m.negate),) for m in matches] if negate else [matches]
+        elif chain == "in" and self._translation_tag(tag, "in"):
+            return [(_UNTRANSLATED if negate else _TRANSLATED,)]
+        elif chain == "nat" and self._translation_tag(tag, "in"):
+            return [()] if negate else []  # the nat chain judges packets not translated yet (see _on_image)
+        if not any(r.tag == tag for r in self.rules + self._hidden):
+            return [()] if negate else []  # no rule sets it: `tagged` never matches
+        return [(Unmodelled(f"{'! ' if negate else ''}tagged {tag} (what the tag stands for is neither one input "
+                            "interface nor the translation)"),)]
 
     def _tagged_unknowns(self, rule: _Rule, chain: str) -> list[Rule]:
         """Packets passed in on the tag's interface by a rule that does not set the tag (and that
@@ -2707,13 +3003,16 @@ class _Builder:
         if rule.tagged is None or chain != "out":
             return []
         tag, _ = rule.tagged
+        info = self._tag(tag)
+        # only the packets of the translation status the tag says: for the others pf and the IR agree
+        extra = () if info.dnat is None else ((_TRANSLATED if info.dnat else _UNTRANSLATED),)
         out: list[Rule] = []
-        for u in self._tag(tag)[1]:
+        for u in info.untagged:
             seen = self._image(u.parts, u.rdr) if _translates_and_passes(u) and u.rdr is not None and u.rdr.address is not None else u.parts
             as_out = [replace(p, direction=None, on=None, received_on=p.on, tagged=None, tag=None) for p in seen]
             if self._may_overlap(rule.parts, as_out):
                 out += self._emit(list(rule.parts[:-1]) + [replace(rule, tagged=None)] + as_out, "out", UnmodelledAction(
-                    f"tagged {tag}: packets passed in by {u.origin} carry no tag"), _aside(rule.origin, "untagged"))
+                    f"tagged {tag}: packets passed in by {u.origin} do not carry it"), _aside(rule.origin, "untagged"), extra=extra)
         return out
 
     # -- the nat chain -------------------------------------------------------------------

@@ -155,7 +155,7 @@ def audit(intent: Intent, firewall: str, ruleset: Ruleset, source: str) -> Audit
             report.findings.append(Finding(
                 "excess",
                 "a port forward's target is reachable directly, not only through the translation "
-                "(the rule does not ask for `ct status dnat`)",
+                "(the rule does not ask for it: nft `ct status dnat`, iptables `--ctstate DNAT`, pf `tagged`)",
                 None, rule, tuple(untranslated.lines()),
             ))
         if to_internet:

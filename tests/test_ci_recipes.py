@@ -202,7 +202,7 @@ def test_github_pull_request(repo: Repo) -> None:
     # the comment posted is the review of the change against the base
     comment = (repo.capture / "comment.md").read_text()
     assert comment.startswith("### 🔀 fwmatrix review: opens 3 flows, closes 2, changes 3 NAT on firewall edge")
-    assert "➕ `wan0 → dmz0  0.0.0.0/0 → 172.16.10.21  tcp/5062`" in comment
+    assert "➕ `wan0 → dmz0  0.0.0.0/0 → 172.16.10.21  tcp/5062  after DNAT`" in comment
     assert comment == (repo.capture / "summary.md").read_text()
     (call,) = repo.calls("gh")
     assert shlex.split(call)[:3] == ["pr", "comment", "42"] and "--edit-last" in call

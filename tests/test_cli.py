@@ -141,5 +141,5 @@ def test_audit_of_rulesets_that_run_together(tmp_path) -> None:
 def test_pf_dialect_option(tmp_path) -> None:
     proc = run("compile", str(SEED), "--backend", "pf", "--pf-dialect", "freebsd")
     assert proc.returncode == 0
-    assert "rdr on $wan0_if inet proto tcp from any to 203.0.113.10 port 443 -> 172.16.10.10" in proc.stdout
+    assert "rdr on $wan0_if inet proto tcp from any to 203.0.113.10 port 443 tag fwm_dnat -> 172.16.10.10" in proc.stdout
     assert " rdr-to " not in proc.stdout

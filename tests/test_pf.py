@@ -76,16 +76,46 @@ def test_seed_content(seed: Ruleset, dialect: str) -> None:
     # Nothing is opened from the DMZ towards the internet: no rule goes out on wan0.
     assert not [r for r in conf.rules if r.direction == "out" and r.on == "wan0"]
     if dialect == "openbsd":
-        assert "match in on $wan0_if inet proto tcp from any to 203.0.113.10 port 443 rdr-to 172.16.10.10" in text
+        assert "match in on $wan0_if inet proto tcp from any to 203.0.113.10 port 443 rdr-to 172.16.10.10 tag fwm_dnat" in text
         assert "received-on $wan0_if" in text and " rdr " not in text
     else:
-        assert "rdr on $wan0_if inet proto tcp from any to 203.0.113.10 port 443 -> 172.16.10.10" in text
-        assert "tag fwm_in_wan0" in text and "tagged fwm_in_wan0" in text
+        assert "rdr on $wan0_if inet proto tcp from any to 203.0.113.10 port 443 tag fwm_dnat -> 172.16.10.10" in text
+        assert "tag fwm_in_lan0 " in text and "tagged fwm_in_lan0 " in text
         assert text.index("rdr on") < text.index("block drop all")  # translation before filtering
     # Filter rules match the translated destination (the DMZ host), not the public address.
     assert "pass out quick on $dmz0_if inet proto tcp from any to 172.16.10.10 port 443" in text
     assert not [r for r in conf.rules if r.action == "pass" and "203.0.113.10" in r.dst]
     assert all(r.quick for r in conf.rules if r.action == "pass")
+
+
+FORWARDED = {"172.16.10.10", "172.16.10.21", "172.16.10.22"}  # the port forwards' targets
+
+
+@pytest.mark.parametrize("dialect", pf.DIALECTS)
+def test_port_forwards_pass_translated_packets_only(seed: Ruleset, dialect: str) -> None:
+    """`ct status dnat`: every translation rule tags what it translates, and the pass rules of
+    the port forwards ask for the tag (freebsd: the in rule for it, and sets the interface's
+    _dnat tag, which the out rule asks for); no other rule does."""
+    conf = pf.parse(pf.render(seed, dialect))
+    translations = [r for r in conf.rules if r.rdr_to is not None]
+    assert len(translations) == 4 and all(r.tag == "fwm_dnat" for r in translations)
+    forwards = [r for r in conf.rules if r.action == "pass" and set(r.dst) & FORWARDED]
+    assert [(r.direction, r.on) for r in forwards] == [("in", "wan0")] * 4 + [("out", "dmz0")] * 4
+    others = [r for r in conf.rules if r.action == "pass" and r not in forwards]
+    if dialect == "openbsd":
+        assert all(r.tagged == "fwm_dnat" and r.tag is None for r in forwards)
+        assert all(r.received_on == "wan0" for r in forwards if r.direction == "out")
+        assert not [r for r in others if r.tagged or r.tag]
+    else:
+        assert all(r.tagged == "fwm_dnat" and r.tag == "fwm_in_wan0_dnat" for r in forwards if r.direction == "in")
+        assert all(r.tagged == "fwm_in_wan0_dnat" for r in forwards if r.direction == "out")
+        assert not [r for r in others if "dnat" in (r.tagged or "") + (r.tag or "")]
+    # the target sent to directly: not forwarded; through the public address: forwarded
+    direct = {"iif": "wan0", "oif": "dmz0", "family": 4, "saddr": IPAddress("198.51.100.7"),
+              "daddr": IPAddress("172.16.10.10"), "proto": 6, "dport": 443}
+    assert not pf_forward(conf, direct)[0] and not ir_forward(seed, direct)[0]
+    public = dict(direct, daddr=IPAddress("203.0.113.10"))
+    assert pf_forward(conf, public) == ir_forward(seed, public) == (True, IPAddress("172.16.10.10"), 443)
 
 
 def test_deterministic(seed: Ruleset) -> None:
@@ -112,7 +142,7 @@ def _field(pkt: dict, f: str):
         want = 4 if f.startswith("ip.") else 6
         return pkt[f.split(".")[1]] if pkt["family"] == want else None
     return {"iif": pkt["iif"], "oif": pkt["oif"], "l4proto": pkt["proto"], "dport": pkt["dport"], "ct.state": "new",
-            "nfproto": pkt["family"]}[f]
+            "ct.status": "dnat" if pkt.get("translated") else None, "nfproto": pkt["family"]}[f]
 
 
 def _value_matches(f: str, pv, v) -> bool:
@@ -170,6 +200,7 @@ def ir_forward(ruleset: Ruleset, pkt: dict) -> tuple[bool, IPAddress, int | None
                 result = _ir_chain(table, chain, pkt)
                 if result is not None:
                     data = result[1]
+                    pkt["translated"] = True  # ct status dnat, for the forward chain
                     pkt["daddr"] = IPAddress(data[0].first, data[0].version)
                     if len(data) > 1:
                         pkt["dport"] = data[1].low if isinstance(data[1], PortRange) else data[1]
@@ -221,28 +252,33 @@ def _pf_matches(conf: pf.PfConf, r: pf.PfRule, pkt: dict, direction: str, iface:
 
 
 def _pf_pass(conf: pf.PfConf, pkt: dict, direction: str, iface: str, received: str | None, tag: str | None):
-    """Evaluate the filter for one direction: (passed, packet after translation, tag)."""
+    """Evaluate the filter for one direction: (passed, packet after translation, tag).
+
+    pf.conf(5): a packet holds one tag; a matching rule's `tag` replaces it at once, even if
+    the rule is not the last to match ("sticky"), and later rules' `tagged` see the new one;
+    translation rules (rdr, match) tag the packets they translate."""
     pkt = dict(pkt)
     if direction == "in":  # FreeBSD: rdr rules, first match, before any filter rule
         for r in conf.rules:
-            if r.action == "rdr" and _pf_matches(conf, r, pkt, "in", iface, None, None):
+            if r.action == "rdr" and _pf_matches(conf, r, pkt, "in", iface, None, tag):
                 pkt["daddr"] = IPAddress(r.rdr_to)
                 pkt["dport"] = r.rdr_port if r.rdr_port is not None else pkt["dport"]
+                tag = r.tag if r.tag is not None else tag
                 break
-    decision, new_tag = "pass", tag  # pf passes what no rule matches
+    decision = "pass"  # pf passes what no rule matches
     for r in conf.rules:
         if r.action not in ("pass", "block", "match") or not _pf_matches(conf, r, pkt, direction, iface, received, tag):
             continue
+        if r.tag is not None:
+            tag = r.tag
         if r.action == "match":  # OpenBSD: translated at once; later rules see the new packet
             pkt["daddr"] = IPAddress(r.rdr_to)
             pkt["dport"] = r.rdr_port if r.rdr_port is not None else pkt["dport"]
             continue
         decision = r.action
-        if r.tag is not None:
-            new_tag = r.tag
         if r.quick:
             break
-    return decision == "pass", pkt, new_tag
+    return decision == "pass", pkt, tag
 
 
 def pf_forward(conf: pf.PfConf, pkt: dict) -> tuple[bool, IPAddress, int | None]:
@@ -270,7 +306,7 @@ def _samples(ruleset: Ruleset, count: int, seed: int = 0) -> list[dict]:
                     nets.add(v)
                 elif isinstance(v, PortRange):
                     ports.update({v.low, v.high, max(v.low - 1, 1), min(v.high + 1, 65535)})
-                elif isinstance(v, str) and v not in ("established", "related", "new", "invalid"):
+                elif isinstance(v, str) and v not in ("established", "related", "new", "invalid", "dnat"):
                     ifaces.add(v)
     addrs = {4: {IPAddress("198.51.100.7")}, 6: {IPAddress("2001:db8:ffff::7")}}
     for net in nets:
@@ -325,17 +361,20 @@ def assert_same_policy(ruleset: Ruleset, dialect: str, count: int = 4000) -> int
     return accepted
 
 
-def _element_packets(ruleset: Ruleset) -> list[dict]:
-    """One packet per set element of the seed: they must all be forwarded."""
+def _element_packets(ruleset: Ruleset) -> list[tuple[dict, bool]]:
+    """One packet per set element of the seed, sent to the address the element names, and
+    whether its rule asks for translated connections (a port forward's: `ct status dnat`)."""
     table = ruleset.tables[0]
     pairs = {k: a.chain for r in table.chain("forward").rules if isinstance(r.action, VerdictMap) for k, a in r.action.entries}
     out = []
     for (iif, oif), chain in pairs.items():
         for rule in table.chain(chain).rules:
-            for e in table.set(rule.matches[0].set_name).elements:
+            lookup = rule.matches[-1]
+            translated = Match(("ct.status",), (("dnat",),)) in rule.matches
+            for e in table.set(lookup.set_name).elements:
                 src, dst, proto, ports = e.key
-                out.append({"iif": iif, "oif": oif, "family": dst.version, "saddr": IPAddress(src.last, src.version),
-                            "daddr": dst.ip, "proto": proto, "dport": ports.high})
+                out.append(({"iif": iif, "oif": oif, "family": dst.version, "saddr": IPAddress(src.last, src.version),
+                             "daddr": dst.ip, "proto": proto, "dport": ports.high}, translated))
     return out
 
 
@@ -343,8 +382,11 @@ def _element_packets(ruleset: Ruleset) -> list[dict]:
 def test_seed_same_policy_as_ir(seed: Ruleset, dialect: str) -> None:
     assert assert_same_policy(seed, dialect) > 0
     conf = pf.parse(pf.render(seed, dialect))
-    for pkt in _element_packets(seed):
-        assert ir_forward(seed, pkt)[0] and pf_forward(conf, pkt)[0], pkt
+    elements = _element_packets(seed)
+    assert {translated for _, translated in elements} == {True, False}
+    for pkt, translated in elements:
+        # a port forward's target is open to translated connections only, not sent to directly
+        assert ir_forward(seed, pkt)[0] == pf_forward(conf, pkt)[0] == (not translated), pkt
     # The NAT rows: the public address is translated and forwarded to the DMZ host.
     https = {"iif": "wan0", "oif": "dmz0", "family": 4, "saddr": IPAddress("198.51.100.7"),
              "daddr": IPAddress("203.0.113.10"), "proto": 6, "dport": 443}
@@ -532,11 +574,147 @@ def test_newer_ir_forms() -> None:
         assert_same_policy(rs, dialect, 3000)
 
 
+TRANSLATED = Match(("ct.status",), (("dnat",),))
+
+
+def translated_ruleset(*extra: Rule) -> Ruleset:
+    """Rules that ask for translated connections (ct status dnat) among plain ones on the same
+    input interfaces, across runs of one verdict, with drops of both kinds: what the freebsd
+    dialect's two tags per interface must carry exactly."""
+    def tcp(*ports: int) -> Match:
+        return Match(("l4proto", "dport"), tuple((6, PortRange(p, p)) for p in ports))
+
+    def pair(iif: str, oif: str) -> Match:
+        return Match(("iif", "oif"), ((iif, oif),))
+
+    nat = Chain("prerouting", (
+        Rule((Match(DNAT_KEY, (("wan0", V4("0.0.0.0/0"), V4("203.0.113.5/32"), 6, PortRange(80, 80)),
+                               ("lan0", V4("0.0.0.0/0"), V4("203.0.113.5/32"), 6, PortRange(80, 80)))),), Dnat(4, V4("10.1.0.10/32")), "web"),
+        Rule((Match(DNAT_KEY, (("wan0", V4("0.0.0.0/0"), V4("203.0.113.5/32"), 6, PortRange(2222, 2222)),)),),
+             Dnat(4, V4("10.1.0.10/32"), PortRange(22, 22)), "ssh"),
+    ), hook="prerouting", type="nat", priority=-100, policy="accept")
+    forward = _forward((
+        # a plain accept on wan0 that a translated packet for dmz0 meets on the way in first
+        Rule((pair("wan0", "lan0"), Match(("ip.daddr",), ((V4("10.1.0.0/16"),),)), tcp(80)), Verdict("accept"), "plain to lan"),
+        Rule((Match(("iif",), (("wan0",),)), Match(("ip.saddr",), ((V4("192.0.2.66/32"),),))), Verdict("drop"), "one bad host"),
+        Rule((TRANSLATED, pair("wan0", "dmz0"), Match(("ip.saddr",), ((V4("198.51.100.0/25"),),))), Verdict("drop"), "not translated for them"),
+        Rule((TRANSLATED, pair("wan0", "dmz0"), Match(("ip.daddr",), ((V4("10.1.0.10/32"),),)), tcp(80, 22)), Verdict("accept"), "forwards"),
+        Rule((pair("wan0", "dmz0"), Match(("ip.saddr", "ip.daddr"), ((V4("192.0.2.0/24"), V4("10.1.0.10/32")),)), tcp(22)),
+             Verdict("accept"), "admins, directly"),
+        Rule((pair("wan0", "dmz0"), tcp(443)), Verdict("drop"), "no 443 from outside"),
+        Rule((TRANSLATED, pair("lan0", "dmz0"), Match(("ip.daddr",), ((V4("10.1.0.10/32"),),)), tcp(80)), Verdict("accept"), "hairpin"),
+        Rule((pair("lan0", "dmz0"), Match(("ip.daddr",), ((V4("10.1.0.0/16"),),)), tcp(443, 80)), Verdict("accept"), "lan to dmz"),
+    ) + extra)
+    return _table((nat, forward))
+
+
+def translated_packets() -> list[dict]:
+    ifaces = ("wan0", "lan0", "dmz0", "other0")
+    out = []
+    for iif in ifaces:
+        for oif in ifaces:
+            for src in ("192.0.2.66", "192.0.2.5", "198.51.100.7", "198.51.100.200", "10.1.0.99"):
+                for dst in ("203.0.113.5", "10.1.0.10", "10.1.0.11"):
+                    for port in (22, 80, 443, 2222):
+                        if iif != oif:
+                            out.append({"iif": iif, "oif": oif, "family": 4, "saddr": IPAddress(src), "daddr": IPAddress(dst),
+                                        "proto": 6, "dport": port})
+    return out
+
+
+def assert_same_on(ruleset: Ruleset, text: str, packets: list[dict]) -> tuple[int, int]:
+    """pf (simulated) and the IR (interpreted) agree on every packet: (forwarded, of them translated)."""
+    conf = pf.parse(text)
+    assert conf.problems == []
+    passed = translated = 0
+    for pkt in packets:
+        want, got = ir_forward(ruleset, pkt), pf_forward(conf, pkt)
+        assert got == want if want[0] else not got[0], f"{pkt} -> IR {want}, pf {got}\n{text}"
+        passed += want[0]
+        translated += want[0] and want[1] != pkt["daddr"]
+    return passed, translated
+
+
+@pytest.mark.parametrize("dialect", pf.DIALECTS)
+def test_translated_connections_same_policy(dialect: str) -> None:
+    rs = translated_ruleset()
+    text = pf.render(rs, dialect)
+    passed, translated = assert_same_on(rs, text, translated_packets())
+    assert passed > translated > 0
+    assert assert_same_policy(rs, dialect, 3000) > 0
+    if dialect == "freebsd":
+        # the plain accepts on wan0 and lan0 have twins for translated packets, before them
+        twin = "pass in quick on $wan0_if inet proto tcp from any to 10.1.0.0/16 port 80 tagged fwm_dnat tag fwm_in_wan0_dnat\n"
+        plain = "pass in quick on $wan0_if inet proto tcp from any to 10.1.0.0/16 port 80 tag fwm_in_wan0\n"
+        assert text.index(twin) < text.index(plain)
+        # a plain out rule from wan0 is written for both of its tags (a drop too: never fail-open)
+        assert "block drop out quick on $dmz0_if proto tcp from any to any port 443 tagged fwm_in_wan0\n" in text
+        assert "block drop out quick on $dmz0_if proto tcp from any to any port 443 tagged fwm_in_wan0_dnat\n" in text
+
+
+def test_freebsd_without_the_twins_would_lose_translated_packets() -> None:
+    """The twin is what makes the tag exact: without it, a translated packet that a plain rule
+    passes in gets the plain tag, and the out rule for translated packets refuses it."""
+    rs = translated_ruleset()
+    text = pf.render(rs, "freebsd")
+    twins = [line for line in text.splitlines() if line.startswith("pass in") and "tagged fwm_dnat" in line
+             and line.replace("tagged fwm_dnat tag fwm_in_wan0_dnat", "tag fwm_in_wan0") in text]
+    assert twins
+    broken = pf.parse("\n".join(line for line in text.splitlines() if line not in twins) + "\n")
+    lost = {"iif": "wan0", "oif": "dmz0", "family": 4, "saddr": IPAddress("192.0.2.5"), "daddr": IPAddress("203.0.113.5"), "proto": 6, "dport": 80}
+    assert ir_forward(rs, lost) == (True, IPAddress("10.1.0.10"), 80)
+    assert pf_forward(pf.parse(text), lost)[0] and not pf_forward(broken, lost)[0]
+
+
+def test_translated_connections_without_an_input_interface() -> None:
+    # openbsd: the tag stays on the packet to the out rules; freebsd: it rides on the input
+    # interface's tag, so a rule without one is refused (as an accept without one is)
+    extra = Rule((TRANSLATED, Match(("oif",), (("other0",),)), Match(("l4proto", "dport"), ((6, PortRange(80, 80)),))), Verdict("accept"), "anywhere")
+    rs = translated_ruleset(extra)
+    text = pf.render(rs, "openbsd")
+    assert "pass out quick on $other0_if proto tcp from any to any port 80 tagged fwm_dnat\n" in text
+    _, translated = assert_same_on(rs, text, translated_packets())
+    assert translated > 0
+    with pytest.raises(pf.RenderError, match="translated connections .ct status dnat. without an input interface"):
+        pf.render(rs, "freebsd")
+
+
+@pytest.mark.parametrize("dialect", pf.DIALECTS)
+def test_a_translated_cell_a_plain_one_covers_is_left_out(dialect: str) -> None:
+    """A port forward to a tuple a plain opening already opens (the same run of accepts): the
+    plain rule takes translated packets too, so the translated one is not written. Across a
+    drop, order matters and it stays."""
+    nat = Chain("prerouting", (Rule((Match(DNAT_KEY, (("wan0", V4("0.0.0.0/0"), V4("203.0.113.5/32"), 6, PortRange(80, 80)),)),),
+                                    Dnat(4, V4("10.0.0.2/32"))),), hook="prerouting", type="nat", priority=-100, policy="accept")
+    tuple_ = (Match(("iif", "oif"), (("wan0", "lan0"),)), Match(("ip.daddr", "l4proto", "dport"), ((V4("10.0.0.0/24"), 6, PortRange(80, 80)),)))
+    forward = Match(("ip.daddr", "l4proto", "dport"), ((V4("10.0.0.2/32"), 6, PortRange(80, 80)),))
+    plain = Rule(tuple_, Verdict("accept"), "plain")
+    translated = Rule((TRANSLATED, Match(("iif", "oif"), (("wan0", "lan0"),)), forward), Verdict("accept"), "port-forward")
+    drop = Rule((Match(("ip.saddr",), ((V4("192.0.2.66/32"),),)),), Verdict("drop"), "bad")
+    same_run = _table((nat, _forward((plain, translated))))
+    text = pf.render(same_run, dialect)
+    assert "fwm_dnat" not in text and "port-forward" not in text
+    assert_same_on(same_run, text, translated_packets())
+    apart = _table((nat, _forward((plain, drop, translated))))
+    text = pf.render(apart, dialect)
+    assert "tagged fwm_dnat" in text
+    assert_same_on(apart, text, translated_packets())
+
+
+def test_translation_rules_are_tagged_only_when_a_rule_asks() -> None:
+    rs = _nat_ruleset(Rule((), DnatMap(4, DNAT_KEY, entries=((("wan0", V4("0.0.0.0/0"), V4("203.0.113.5/32"), 6, PortRange(443, 443)),
+                                                               (V4("10.0.0.2/32"),)),))))
+    for dialect in pf.DIALECTS:
+        assert "fwm_dnat" not in pf.render(rs, dialect)
+
+
 @pytest.mark.parametrize("rule, message", [
     (Rule((Unmodelled("meta mark 0x1"),), Verdict("accept"), origin="inet filter forward handle 9"), "meta mark 0x1"),
     (Rule((), UnmodelledAction("queue num 3")), "unmodelled"),
     (Rule((Match(("l4proto", "sport"), ((6, PortRange(53, 53)),)),), Verdict("accept")), "source ports"),
-    (Rule((Match(("ct.status",), (("dnat",),)),), Verdict("accept")), "conntrack status"),
+    (Rule((Match(("ct.status",), (("dnat",),), negate=True),), Verdict("accept")), "negated match on ct.status"),
+    (Rule((Match(("ct.status",), (("snat",),)),), Verdict("accept")), "ct status 'snat'"),
+    (Rule((Match(("ct.status", "iif"), (("confirmed", "wan0"),)),), Verdict("accept")), "ct status 'confirmed'"),
     (Rule((Match(("iif",), (("eth*",),)),), Verdict("accept")), "interface name"),
     (Rule((Match(("ct.state",), (("untracked",),)),), Verdict("accept")), "connection state"),
 ])
@@ -660,6 +838,21 @@ def test_check_catches_dialect_mixups(seed: Ruleset) -> None:
     assert pf.check(moved) != []  # filter rules before the default block
     late_rdr = freebsd + "rdr on $wan0_if inet proto tcp from any to 203.0.113.10 port 22 -> 172.16.10.10\n"
     assert any("require-order" in p for p in pf.check(late_rdr))
+
+
+@pytest.mark.parametrize("dialect, old, new, message", [
+    ("freebsd", "tag fwm_dnat -> 172.16.10.10", "-> 172.16.10.10 tag fwm_dnat", "unexpected 'tag' in a rdr rule"),  # tag before ->
+    ("freebsd", "tagged fwm_in_lan0 label \"cti-to-sipproxy\"", "tagged fwm_in_lan0 tagged x label \"cti-to-sipproxy\"", "'tagged' twice"),
+    ("freebsd", "tag fwm_in_lan0 label \"cti-to-sipproxy\"", "tag fwm_in_lan0 tag x label \"cti-to-sipproxy\"", "'tag' twice"),
+    ("freebsd", "tag fwm_dnat -> 172.16.10.10", "tag pass -> 172.16.10.10", "bad tag 'pass'"),
+    ("openbsd", "rdr-to 172.16.10.10 tag fwm_dnat", "rdr-to 172.16.10.10 tag " + "x" * 64, "bad tag"),
+    ("openbsd", "port 5060 received-on $lan0_if label", "port 5060 received-on $lan0_if tag x label", "unexpected 'tag' in a pass rule"),
+])
+def test_check_reads_tags(seed: Ruleset, dialect: str, old: str, new: str, message: str) -> None:
+    text = pf.render(seed, dialect)
+    assert pf.check(text) == []
+    problems = pf.check(_mutate(text, old, new))
+    assert any(message in p for p in problems), problems
 
 
 # -- scale --------------------------------------------------------------------------------

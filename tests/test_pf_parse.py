@@ -39,10 +39,10 @@ from fwmatrix.ir import (
 )
 from fwmatrix.loader import load_matrix
 from fwmatrix.model import PortRange
-from fwmatrix.space import NO_PORT, Space, addr_interval
+from fwmatrix.space import NO_PORT, Space, addr_interval, ct_bits
 
 CORPUS = Path(__file__).resolve().parent / "corpus" / "pf"
-TWO_FIREWALLS = ROOT / "examples" / "two-firewalls" / "matrix.yaml"
+EXAMPLES = sorted((ROOT / "examples").glob("*/matrix.yaml"))  # two-firewalls, shared-proxy, ...
 NO_ANCHORS = {"local": ""}  # the renderer's anchor for the firewall's own traffic, known empty here
 
 
@@ -114,9 +114,11 @@ class Judge:
         return dst, dport, ""
 
     def fate(self, iif: str, oif: str, src: str, dst: str, proto: int, dport: int | None = None, ct: int = 1) -> str:
-        """'pass', 'block' or 'maybe' (depends on what fwmatrix cannot model), after translation."""
+        """'pass', 'block' or 'maybe' (depends on what fwmatrix cannot model), after translation
+        (a translated packet is `ct new dnat`)."""
         if ct == 1:
-            dst, dport, _ = self.translate(iif, oif, src, dst, proto, dport)
+            dst, dport, by = self.translate(iif, oif, src, dst, proto, dport)
+            ct = ct_bits("new", translated=bool(by))
         here = self.point(iif, oif, src, dst, proto, dport, ct)
         if self.forwarded.intersect(here):
             return "pass"
@@ -401,7 +403,7 @@ def assert_round_trip(intent: Intent, firewall: str, text: str) -> AuditReport:
 
 
 @pytest.mark.parametrize("dialect", pf.DIALECTS)
-@pytest.mark.parametrize("path", [SEED, TWO_FIREWALLS], ids=["seed", "two-firewalls"])
+@pytest.mark.parametrize("path", [SEED] + EXAMPLES, ids=["seed"] + [p.parent.name for p in EXAMPLES])
 def test_rendered_rulesets_audit_clean(path: Path, dialect: str) -> None:
     intent, rulesets = compiled(path)
     for firewall, ruleset in rulesets.items():
@@ -512,7 +514,7 @@ def test_a_block_quick_before_a_pass_is_missing(seed_texts: dict[str, str], dial
     findings = audit_text(edit(text, sip, block + "\n" + sip))
     assert [(f.kind, f.opening.name) for f in findings] == [("missing", "operator-sip")], findings
     assert "only partly forwarded" in findings[0].message
-    assert findings[0].regions == ("wan0 → dmz0  0.0.0.0/0 → 172.16.10.21  tcp/5061  ct new",)
+    assert findings[0].regions == ("wan0 → dmz0  0.0.0.0/0 → 172.16.10.21  tcp/5061  ct new dnat",)
 
 
 def test_a_block_quick_covering_a_pass_also_shadows_it(seed_texts: dict[str, str]) -> None:
@@ -522,6 +524,90 @@ def test_a_block_quick_covering_a_pass_also_shadows_it(seed_texts: dict[str, str
     findings = audit_text(text)
     assert sorted((f.kind, f.rule or f.opening.name) for f in findings) == [
         ("missing", "operator-https"), ("shadowed", f"edge.conf:{line_of(text, https)}")], findings
+
+
+@pytest.mark.parametrize("dialect", pf.DIALECTS)
+def test_a_port_forward_passed_without_the_tag_is_reachable_directly(seed_texts: dict[str, str], dialect: str) -> None:
+    """A hand-written pf.conf whose pass rules for a port forward do not ask for the
+    translation's tag: the target is open to packets sent to it directly."""
+    text = seed_texts[dialect]
+    # openbsd: the in and the out rule; freebsd: the in rule (the out rule then asks for a tag
+    # that no longer says translated)
+    lines = [line.replace(" tagged fwm_dnat", "") if "to 172.16.10.10 port 443" in line else line for line in text.splitlines()]
+    text = "\n".join(lines) + "\n"
+    assert text.count("to 172.16.10.10 port 443") == 2 and text.count("tagged fwm_dnat") == (6 if dialect == "openbsd" else 3)
+    findings = audit_text(text)
+    assert [f.kind for f in findings] == ["excess"], findings
+    assert "reachable directly" in findings[0].message
+    assert findings[0].regions == ("wan0 → dmz0  0.0.0.0/0 → 172.16.10.10  tcp/443  ct new",)
+    out_line = line_of(text, "pass out quick on $dmz0_if inet proto tcp from any to 172.16.10.10 port 443")
+    assert findings[0].rule == f"edge.conf:{out_line}"
+
+
+TRANSLATIONS = ("rdr on em0 proto tcp to 192.0.2.1 port 80 tag FWD -> 10.0.0.5\n"
+                "rdr on em0 proto tcp to 192.0.2.1 port 2222 tag FWD -> 10.0.0.5 port 22\n")
+FILTER = ("block all\npass in quick on em0 proto tcp to 10.0.0.5 port { 22 80 } tagged FWD\n"
+          "pass out quick on em1 proto tcp to 10.0.0.5 port { 22 80 } tagged FWD\n")
+
+
+@pytest.mark.parametrize("text, exact", [
+    (TRANSLATIONS + FILTER, True),
+    # openbsd: match rules tag what they translate; the filter rules come after them
+    ("block all\nmatch in on em0 proto tcp to 192.0.2.1 port 80 rdr-to 10.0.0.5 tag FWD\n" + FILTER.split("\n", 1)[1], True),
+    # a filter rule sets it too: it can mark packets that were not translated
+    (TRANSLATIONS + FILTER + "pass in on em2 tag FWD\n", False),
+    # one translation does not set it: a packet it translates is translated, untagged
+    (TRANSLATIONS + "rdr on em0 proto tcp to 192.0.2.1 port 8080 -> 10.0.0.5 port 80\n" + FILTER, False),
+    # `no rdr` tags what it does not translate
+    ("no rdr on em0 proto tcp from 198.51.100.1 tag FWD\n" + TRANSLATIONS + FILTER, False),
+    # binat tags the packets of its outbound half too
+    (TRANSLATIONS.replace("-> 10.0.0.5\n", "-> 10.0.0.5\nbinat on em0 from 10.0.0.6 to any tag FWD -> 192.0.2.6\n") + FILTER, False),
+    # a non-quick rule that sets another tag may replace it before `tagged` is read
+    (TRANSLATIONS + FILTER + "pass in on em0 proto tcp tag OTHER\n", False),
+])
+def test_a_tag_set_by_translation_rules_only_is_ct_status_dnat(text: str, exact: bool) -> None:
+    rs = parse(text)
+    line = next(n for n, t in enumerate(text.splitlines(), 1) if t.startswith("pass in quick on em0"))
+    (rule,) = rules_at(rs, "in", line)
+    translated = Match(("ct.status",), (("dnat",),))
+    if exact:
+        assert rule.matches == (m("iif", "em0"), translated, m("l4proto", 6), m("ip.daddr", "10.0.0.5/32"), m("dport", 22, 80))
+        (out,) = rules_at(rs, "out", line + 1)
+        assert translated in out.matches and not unmodelled_texts(out)
+        judge = Judge(rs, ("em0", "em1"))
+        assert judge.fate("em0", "em1", "198.51.100.9", "192.0.2.1", TCP, 80) == "pass"  # translated
+        assert judge.fate("em0", "em1", "198.51.100.9", "10.0.0.5", TCP, 80) == "block"  # sent to directly
+    else:
+        assert translated not in rule.matches and "tagged FWD" in unmodelled_texts(rule)[0]
+
+
+def test_the_renderers_freebsd_tags_read_back() -> None:
+    """fwm_in_IF_dnat (set by rules for translated packets) is "in on IF and translated";
+    fwm_in_IF, whose rules all have a twin before them, "in on IF and not"; without the twins,
+    just "in on IF", and the twins' packets are left open where they may meet the rule."""
+    text = ("rdr on em0 proto tcp to 192.0.2.1 port 80 tag fwm_dnat -> 10.0.0.5\nblock all\n"
+            "pass in quick on em0 proto tcp to 10.0.0.0/24 port 80 tagged fwm_dnat tag fwm_in_em0_dnat\n"
+            "pass in quick on em0 proto tcp to 10.0.0.0/24 port 80 tag fwm_in_em0\n"
+            "pass out quick on em1 proto tcp to 10.0.0.5 port 80 tagged fwm_in_em0_dnat\n"
+            "pass out quick on em2 proto tcp to 10.0.0.0/24 port 80 tagged fwm_in_em0\n")
+    rs = parse(text, dialect="freebsd")
+    translated = Match(("ct.status",), (("dnat",),))
+    assert rules_at(rs, "out", 5)[0].matches[:3] == (m("oif", "em1"), m("iif", "em0"), translated)
+    assert rules_at(rs, "out", 6)[0].matches[:3] == (m("oif", "em2"), m("iif", "em0"), m("ct.status", "dnat", negate=True))
+    judge = Judge(rs, ("em0", "em1", "em2"))
+    assert judge.fate("em0", "em1", "198.51.100.9", "192.0.2.1", TCP, 80) == "pass"
+    assert judge.fate("em0", "em1", "198.51.100.9", "10.0.0.5", TCP, 80) == "block"  # not translated: fwm_in_em0
+    assert judge.fate("em0", "em2", "198.51.100.9", "192.0.2.1", TCP, 80) == "block"  # translated: fwm_in_em0_dnat
+    assert judge.fate("em0", "em2", "198.51.100.9", "10.0.0.7", TCP, 80) == "pass"
+    # without a twin (a rule for translated packets that covers it), a translated packet may
+    # get the plain tag: fwm_in_em0 is "in on em0", and what the other rule passes is left open
+    lonely = parse(edit(text, "to 10.0.0.0/24 port 80 tagged fwm_dnat", "to 10.0.0.5 port 80 tagged fwm_dnat"), dialect="freebsd")
+    (plain,) = [r for r in rules_at(lonely, "out", 6) if isinstance(r.action, Verdict)]
+    assert plain.matches[:2] == (m("oif", "em2"), m("iif", "em0")) and not any(x.fields == ("ct.status",) for x in plain.matches)
+    judge = Judge(lonely, ("em0", "em1", "em2"))
+    assert judge.fate("em0", "em2", "198.51.100.9", "192.0.2.1", TCP, 80) == "maybe"  # pf: blocked (fwm_in_em0_dnat)
+    assert judge.fate("em0", "em1", "198.51.100.9", "192.0.2.1", TCP, 80) == "maybe"  # pf: passed (the narrow rule is first)
+    assert judge.fate("em0", "em2", "198.51.100.9", "10.0.0.7", TCP, 80) == "pass"
 
 
 # -- 4. the corpus ----------------------------------------------------------------------------
