@@ -68,9 +68,16 @@ def compile_firewall(intent: Intent, fw: FirewallIntent) -> Ruleset:
         chain_name = chain_ids.make(f"fwd_{in_iface}_to_{out_iface}")
         rules: list[Rule] = []
         for family in (4, 6):
+            by_kind: dict[tuple[bool, bool], Entries] = {}
+            for with_ports in (True, False):
+                plain = _flow_entries([f for f in flows if f.family == family and not f.translated], with_ports, nets)
+                forwarded = _flow_entries([f for f in flows if f.family == family and f.translated], with_ports, nets)
+                by_kind[(False, with_ports)] = plain
+                # what a plain opening already accepts, translated or not, needs no translated element
+                by_kind[(True, with_ports)] = _uncovered(forwarded, plain, with_ports)
             for translated in (False, True):
                 for with_ports in (True, False):
-                    entries = _flow_entries([f for f in flows if f.family == family and f.translated == translated], with_ports, nets)
+                    entries = by_kind[(translated, with_ports)]
                     key = (addr_field(family, "saddr"), addr_field(family, "daddr"), "l4proto") + (("dport",) if with_ports else ())
                     base = f"{chain_name[4:]}_v{family}{'_dnat' if translated else ''}{'' if with_ports else '_noport'}"
                     # a port forward's target is open only to connections this firewall translated
@@ -166,6 +173,45 @@ def _flow_entries(flows: list[Flow], with_ports: bool, nets: _Nets) -> Entries:
                 for dst in destinations:
                     entries.setdefault((src, dst) + service, ((), []))[1].append(flow.opening.name)
     return entries
+
+
+def _uncovered(entries: Entries, by: Entries, with_ports: bool) -> Entries:
+    """The entries that the entries of `by` do not hold between them (source and destination
+    networks containing theirs, the same protocol, port ranges covering theirs)."""
+    if not entries or not by:
+        return entries
+    holders: dict[NetKey, list[tuple]] = defaultdict(list)  # destination -> the keys of `by` with it
+    for key in by:
+        holders[key[1]].append(key)
+    lengths: dict[int, set[int]] = defaultdict(set)
+    for version, _, length in holders:
+        lengths[version].add(length)
+    out: Entries = {}
+    for key, value in entries.items():
+        src, dst = key[0], key[1]
+        bits = 32 if dst[0] == 4 else 128
+        ranges: list[tuple[int, int]] = []  # ports of holders that contain the addresses
+        for length in lengths[dst[0]]:
+            if length > dst[2]:
+                continue
+            for other in holders.get((dst[0], dst[1] & ~((1 << (bits - length)) - 1), length), ()):
+                o_src = other[0]
+                if other[2] == key[2] and o_src[2] <= src[2] and src[1] & ~((1 << (bits - o_src[2])) - 1) == o_src[1]:
+                    ranges.append(other[3] if with_ports else (0, 0))
+        if not _ports_cover(ranges, key[3] if with_ports else (0, 0)):
+            out[key] = value
+    return out
+
+
+def _ports_cover(ranges: list[tuple[int, int]], wanted: tuple[int, int]) -> bool:
+    low, high = wanted
+    for r_low, r_high in sorted(ranges):
+        if r_low > low:
+            return False
+        low = max(low, r_high + 1)
+        if low > high:
+            return True
+    return False
 
 
 def _dnat_entries(dnats: list[Dnat], with_ports: bool, with_target_port: bool, nets: _Nets) -> Entries:

@@ -322,3 +322,31 @@ def test_translated_connections_are_what_a_port_forward_asks_for() -> None:
         dataclasses.replace(c, rules=(other,) + c.rules) if c.name == "prerouting" else c for c in widened.chains))
     report = audit(intent, "edge", replace_table(rulesets["edge"], widened), "m")
     assert sorted(f.kind for f in report.findings) == ["nat"], [f.to_json() for f in report.findings]
+
+
+SAME_TARGET = """fwmatrix: 1
+name: same-target
+zones: {internet: any, dmz: 10.0.0.0/16}
+hosts: {web: 10.0.0.1}
+firewalls:
+  fw:
+    interfaces: {wan0: internet, dmz0: dmz}
+    public: 203.0.113.1
+openings:
+  - {name: direct, from: internet, to: web, service: [tcp/1000-1010, tcp/1011-1020]}
+  - {name: forwarded, from: internet, to: fw.public, service: tcp/1005-1015, nat: web}
+"""
+
+
+def test_a_port_forward_a_plain_opening_already_covers_adds_no_rule(write_matrix) -> None:
+    """The plain opening accepts the target's ports translated or not (two ranges between them):
+    a translated element for the same packets would be a rule that can never match."""
+    intent, rulesets = setup(write_matrix(SAME_TARGET))
+    (table,) = rulesets["fw"].tables
+    assert not any("_dnat" in s.name for s in table.sets)
+    assert audit(intent, "fw", rulesets["fw"], "compiled").findings == []
+    wider = SAME_TARGET.replace("tcp/1005-1015, nat", "tcp/1005-1025, nat")  # 1021-1025 only translated
+    intent, rulesets = setup(write_matrix(wider, "wider.yaml"))
+    (table,) = rulesets["fw"].tables
+    assert [len(s.elements) for s in table.sets if "_dnat" in s.name] == [1]
+    assert audit(intent, "fw", rulesets["fw"], "compiled").findings == []
