@@ -1,5 +1,5 @@
 # Two commands on a fresh Debian machine:
-#   make demo   install, then check, show and compile the example matrix
+#   make demo   install, then check, show, compile and audit the example matrix (and, as root, prove it in a lab)
 #   make test   install, then run the whole test suite
 # As root on Debian, the first run installs the system packages too
 # (nftables, its python binding, iptables, ipset); see docs/install.md.
@@ -28,6 +28,10 @@ demo: venv
 	@echo
 	@echo "--- audit: a firewall that drifted (examples/drift; exit status 1: it has findings) ---"
 	-$(BIN)/fwmatrix audit $(MATRIX) --ruleset examples/drift/edge.json
+	@echo
+	@echo "--- lab: the compiled ruleset in network namespaces, proven with real packets (root only) ---"
+	@if [ "$$(id -u)" = 0 ]; then $(BIN)/fwmatrix lab $(MATRIX) --firewall edge; \
+	else echo "skipped: fwmatrix lab creates network namespaces and needs root (sudo make demo)"; fi
 
 test: venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
