@@ -658,18 +658,30 @@ def may_overlap(a: Box, b: Box) -> bool:
     )
 
 
+def may_contain(a: Box, b: Box) -> bool:
+    """A quick test on the outer bounds: False means `a` certainly does not contain `b`."""
+    return (
+        b.iif & ~a.iif == 0 and b.oif & ~a.oif == 0 and b.ct & ~a.ct == 0
+        and a.dst[0][0] <= b.dst[0][0] and b.dst[-1][1] <= a.dst[-1][1]
+        and a.src[0][0] <= b.src[0][0] and b.src[-1][1] <= a.src[-1][1]
+        and a.dport[0][0] <= b.dport[0][0] and b.dport[-1][1] <= a.dport[-1][1]
+        and a.proto[0][0] <= b.proto[0][0] and b.proto[-1][1] <= a.proto[-1][1]
+    )
+
+
 def subtract_boxes(boxes: Iterable[Box], index: BoxIndex) -> list[Box]:
     """Each box minus every indexed box that may overlap it."""
     out: list[Box] = []
     for a in boxes:
         if any(h.contains(a) for h in index.huge):
             continue  # covered whole by a box of everything (e.g. every established packet)
-        candidates = [b for b in index.overlapping(a) if may_overlap(a, b) and a.intersect(b) is not None]
+        near = [b for b in index.overlapping(a) if may_overlap(a, b)]
+        if any(may_contain(b, a) and b.contains(a) for b in near):
+            continue  # covered whole: no need to intersect or cut it into pieces
+        candidates = [b for b in near if a.intersect(b) is not None]
         if not candidates:
             out.append(a)
             continue
-        if any(b.contains(a) for b in candidates):
-            continue  # covered whole: no need to cut it into pieces first
         pieces = [a]
         for b in candidates:
             nxt: list[Box] = []
