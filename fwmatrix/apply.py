@@ -484,8 +484,11 @@ class StateDir:
         self.journal_path = self.root / "journal.jsonl"
 
     def ensure(self) -> None:
-        self.backups.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(self.root, 0o700)  # rulesets and the timer's token are root's business
+        try:
+            self.backups.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.chmod(self.root, 0o700)  # rulesets and the timer's token are root's business
+        except OSError as exc:
+            raise FwmatrixError(f"cannot use the state directory {self.root}: {exc.strerror or exc}") from None
 
     @contextlib.contextmanager
     def lock(self, wait: float = 0.0) -> Iterator[None]:
@@ -563,8 +566,10 @@ class StateDir:
     def pending(self) -> dict | None:
         try:
             return json.loads(self.pending_path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return None
+        except OSError as exc:
+            raise FwmatrixError(f"cannot read {self.pending_path}: {exc.strerror or exc}") from None
         except ValueError:
             raise FwmatrixError(f"{self.pending_path} is not valid JSON: remove it once no rollback timer runs") from None
 

@@ -175,6 +175,7 @@ def confirm_command(state_dir: str) -> None:
     """Keep the ruleset applied with --confirm: cancel its automatic rollback.
 
     Exits 1 when nothing is armed, e.g. because the rollback already fired."""
+    require_root("confirm", "it cancels the rollback that root's apply armed")
     pending = confirm(StateDir(state_dir))
     left = float(pending["deadline"]) - time.time()
     _console().print(f"[bold green]confirmed[/]: the ruleset applied at {pending['armed']} stays "

@@ -602,3 +602,14 @@ def test_cli_needs_root(monkeypatch, tmp_path: Path) -> None:
     result = CliRunner().invoke(cli_group(), ["apply", str(SEED), "-f", "edge", "--state-dir", str(tmp_path), "--netns", "fwm-absent"])
     assert result.exit_code == 2
     assert result.output.strip() == "error: fwmatrix apply needs root: it reads and loads the kernel's ruleset"
+    confirmed = CliRunner().invoke(cli_group(), ["confirm", "--state-dir", str(tmp_path)])
+    assert (confirmed.exit_code, confirmed.output.strip()) == (2, "error: fwmatrix confirm needs root: it cancels the rollback that root's apply armed")
+
+
+@pytest.mark.parametrize("command", [["confirm"], ["rollback", "--netns", "fwm-absent"]])
+def test_an_unusable_state_directory_is_one_line(tmp_path: Path, command: list[str]) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = CliRunner().invoke(cli_group(), [*command, "--state-dir", str(blocker / "state")])
+    assert result.exit_code == 2
+    assert result.output.strip() == f"error: cannot use the state directory {blocker / 'state'}: Not a directory"
