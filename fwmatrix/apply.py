@@ -534,11 +534,14 @@ class StateDir:
         return self.backup(name)
 
     def backup(self, name: str) -> Backup:
+        names = self.backup_names()
         path = self.backups / name
         try:
+            if name not in names:  # only a backup of this directory, never a path elsewhere
+                raise FileNotFoundError(name)
             meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            raise FwmatrixError(f"no backup named {name!r} in {self.backups}{did_you_mean(name, self.backup_names())}") from None
+            raise FwmatrixError(f"no backup named {name!r} in {self.backups}{did_you_mean(name, names)}") from None
         return Backup(path, meta)
 
     def backup_names(self) -> list[str]:

@@ -357,6 +357,15 @@ def test_rollback_without_backups_says_so(tmp_path: Path) -> None:
         rollback(StateDir(tmp_path), NamespaceExecutor("fwm-none"))
 
 
+def test_a_backup_is_named_not_a_path(tmp_path: Path) -> None:
+    state = StateDir(tmp_path / "state")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "meta.json").write_text('{"backend": "nftables", "target": "host", "files": []}')
+    with pytest.raises(FwmatrixError, match="no backup named '../../elsewhere'"):
+        state.backup("../../elsewhere")
+
+
 def test_pruning_keeps_the_backup_an_armed_rollback_needs(tmp_path: Path) -> None:
     state = StateDir(tmp_path)
     names = [state.save_backup("nftables", "netns:x", {"ruleset.nft": f"# {i}\n"}).name for i in range(3)]
