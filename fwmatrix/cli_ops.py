@@ -41,10 +41,11 @@ from .apply import (
     confirm,
     rollback,
 )
-from .cli import EXIT_FINDINGS, EXIT_OK, _console, main, matrix_argument, user_errors
+from .cli import EXIT_FINDINGS, EXIT_OK, _console, _emit, format_option, main, matrix_argument, output_option, user_errors
 from .errors import FwmatrixError
 from .lab import DEFAULT_TIMEOUT
-from .labrun import LAB_BACKENDS, print_lab, run_lab
+from .formats import lab_outcome
+from .labrun import LAB_BACKENDS, lab_markdown, print_lab, run_lab
 from .signals import interrupting
 
 state_dir_option = click.option("--state-dir", metavar="DIR", default=DEFAULT_STATE_DIR, show_default=True,
@@ -210,8 +211,10 @@ def rollback_command(state_dir: str, backup_name: str | None, netns: str | None)
 @click.option("--backend", "-b", "backend_name", type=click.Choice(LAB_BACKENDS), default="nftables", show_default=True)
 @click.option("--timeout", type=click.FloatRange(min=0.05), default=DEFAULT_TIMEOUT, show_default=True, metavar="SECONDS",
               help="How long a probe waits for packets that may never come.")
+@format_option
+@output_option
 @user_errors
-def lab_command(matrix: str, firewall: str | None, backend_name: str, timeout: float) -> None:
+def lab_command(matrix: str, firewall: str | None, backend_name: str, timeout: float, fmt: str, output: str | None) -> None:
     """Prove MATRIX's ruleset for a firewall with real packets, in network namespaces.
 
     Builds the firewall with one interface per zone and a namespace behind
@@ -230,7 +233,8 @@ def lab_command(matrix: str, firewall: str | None, backend_name: str, timeout: f
         firewall = next(iter(intent.firewalls))
     with interrupting():
         report = run_lab(intent, firewall, backend_name, timeout)
-    print_lab(report, _console())
+    _emit(fmt, output, [report], table=print_lab, markdown=lab_markdown, to_json=lambda r: r.to_json(),
+          outcome=lambda r: lab_outcome(r, intent.matrix), fail_on="high")
     sys.exit(EXIT_OK if report.passed else EXIT_FINDINGS)
 
 

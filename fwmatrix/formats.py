@@ -40,6 +40,7 @@ from .intent import Intent, Warning_
 from .lint import HELP as LINT_HELP
 from .lint import KINDS as LINT_KINDS
 from .lint import SEVERITY_OF as LINT_SEVERITY
+from .labrun import LabReport
 from .lint import LintReport
 from .model import Matrix, Where
 from .report import KIND_TITLES, MAX_REGIONS, _md, _traffic
@@ -406,6 +407,30 @@ DIFF_RULES = {
     "nat": Rule("Port forward changed", "A port forward was added, removed or re-targeted.", "info"),
     "definition": Rule("Definition moves traffic", "A host, service, zone, group or firewall changed, and with it what some openings open.", "info"),
 }
+
+
+# -- lab -------------------------------------------------------------------------------------------
+
+LAB_RULES = {
+    "open": Rule("Opening does not work", "Real packets of an opening did not arrive where they should, or its answer did not come back.", "high"),
+    "closed": Rule("Closed traffic got through", "A new connection the matrix leaves closed was seen beyond the firewall.", "high"),
+}
+
+
+def lab_outcome(report: LabReport, matrix: Matrix) -> Outcome:
+    """One case per check of the lab; a failed check is an issue (high) on its opening's line."""
+    outcome = Outcome("lab", f"{report.matrix}.{report.firewall}.{report.backend}", report.summary(), f"fwmatrix/lab/{report.firewall}/", LAB_RULES)
+    rows = {o.index: o for o in matrix.openings}
+    for r in report.results:
+        opening = rows.get(r.check.row) if r.check.row is not None else None
+        where = opening.where if opening is not None else None
+        name = f"{r.check.kind}: {r.check.name} {r.check.service}"
+        outcome.cases.append(Case(name, where))
+        if not r.passed:
+            verb = "does not work" if r.check.kind == "open" else "is not closed"
+            outcome.issues.append(Issue(r.check.kind, "high", f"{r.check.name} ({r.check.route}, {r.check.service}) {verb}: {r.detail()}",
+                                        where, name, tuple(str(x) for x in r.results)))
+    return outcome
 
 
 def diff_outcome(review: Review, matrix: Matrix) -> Outcome:

@@ -44,6 +44,7 @@ from .intent import Dnat, FirewallIntent, Flow, Intent
 from .ir import Ruleset
 from .lab import DEFAULT_TIMEOUT, Lab, Probe, ProbeResult
 from .model import Opening, ServicePart
+from .report import _md
 
 LAB_BACKENDS = ("nftables", "iptables")
 INTERNET_HOST = {4: "198.51.100.7", 6: "2001:db8:ffff::7"}  # documentation addresses (RFC 5737, RFC 3849)
@@ -112,6 +113,31 @@ class LabReport:
 
     def of_kind(self, kind: str) -> list[CheckResult]:
         return [r for r in self.results if r.check.kind == kind]
+
+    def to_json(self) -> dict:
+        return {
+            "schema": "fwmatrix.lab/1",
+            "matrix": self.matrix,
+            "firewall": self.firewall,
+            "backend": self.backend,
+            "passed": self.passed,
+            "summary": self.summary(),
+            "seconds": {"build": round(self.build_seconds, 4), "load": round(self.load_seconds, 4), "total": round(self.total_seconds, 4)},
+            "checks": [
+                {
+                    "kind": r.check.kind,
+                    "name": r.check.name,
+                    "row": r.check.row,
+                    "route": r.check.route,
+                    "service": r.check.service,
+                    "passed": r.passed,
+                    "detail": r.detail(),
+                    "seconds": round(r.seconds, 4),
+                    "probes": [{"probe": str(x.probe), "outcome": x.outcome()} for x in r.results],
+                }
+                for r in self.results
+            ],
+        }
 
     def summary(self) -> str:
         opened, closed = self.of_kind("open"), self.of_kind("closed")
@@ -365,4 +391,15 @@ def print_lab(report: LabReport, console: Console) -> None:
         console.print("closed samples run together: each waits out the timeout, so they share one time", style="dim")
 
 
-__all__ = ["Check", "CheckResult", "LabReport", "plan_checks", "print_lab", "run_lab"]
+def lab_markdown(report: LabReport) -> str:
+    """The lab's table for a pull request comment or a CI summary."""
+    verdict = "✅ PASS" if report.passed else "❌ FAIL"
+    lines = [f"### 🧪 fwmatrix lab: {verdict} — matrix `{_md(report.matrix)}`, firewall `{_md(report.firewall)}`, {report.backend}", "",
+             _md(report.summary()), "", "| # | check | opening | from → to | service | result |", "|---|---|---|---|---|---|"]
+    for r in report.results:
+        result = ("pass" if r.passed else "**FAIL**") + f": {_md(r.detail())}"
+        lines.append(f"| {r.check.row or ''} | {r.check.kind} | `{_md(r.check.name)}` | {_md(r.check.route)} | {_md(r.check.service)} | {result} |")
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["Check", "CheckResult", "LabReport", "lab_markdown", "plan_checks", "print_lab", "run_lab"]

@@ -25,7 +25,7 @@ from fwmatrix.cli_ops import COMMANDS
 from fwmatrix.compile import compile_firewall
 from fwmatrix.errors import FwmatrixError
 from fwmatrix.intent import build_intent
-from fwmatrix.labrun import LabReport, _Judge, plan_checks, print_lab, run_lab
+from fwmatrix.labrun import LabReport, _Judge, lab_markdown, plan_checks, print_lab, run_lab
 from fwmatrix.loader import load_matrix
 from strategies import matrix_yaml
 
@@ -213,3 +213,58 @@ def test_generated_matrices_pass_their_lab(write_matrix, text: str) -> None:
         for backend in ("nftables", "iptables"):
             report = run_lab(intent, firewall, backend, timeout=0.3)
             assert report.passed, [f"{r.check.name} {r.check.service}: {r.detail()}" for r in report.results if not r.passed]
+
+
+# -- report formats -----------------------------------------------------------------------------
+
+
+@pytest.mark.kernel
+def test_lab_reports_follow_their_schemas(seed_reports, write_matrix) -> None:
+    import json
+
+    import jsonschema
+    from test_formats import JUNIT, SARIF, SCHEMAS
+
+    from fwmatrix.formats import junit, lab_outcome, sarif
+
+    validator = jsonschema.Draft202012Validator(json.loads((SCHEMAS / "lab.schema.json").read_text()))
+    matrix = load_matrix(str(SEED))
+    for report in seed_reports.values():
+        validator.validate(report.to_json())
+        JUNIT.validate(junit([lab_outcome(report, matrix)], "high"))
+        SARIF.validate(json.loads(sarif([lab_outcome(report, matrix)])))
+    with pytest.raises(jsonschema.ValidationError):
+        validator.validate(seed_reports["nftables"].to_json() | {"backend": "pf"})
+
+
+@pytest.mark.kernel
+def test_a_failed_check_fails_its_junit_case_and_points_at_its_row(write_matrix) -> None:
+    import xml.etree.ElementTree as ET
+
+    from fwmatrix.formats import junit, lab_outcome
+
+    intent = build_intent(load_matrix(str(SEED)))
+    without = SEED.read_text().replace("  - name: nginx-to-bal\n    from: nginx\n    to: bal\n    service: http\n", "")
+    other = build_intent(load_matrix(write_matrix(without)))
+    report = run_lab(intent, "edge", "iptables", timeout=0.4, ruleset=compile_firewall(other, other.firewalls["edge"]))
+    outcome = lab_outcome(report, intent.matrix)
+    (issue,) = outcome.issues
+    assert issue.case == "open: nginx-to-bal tcp/80" and issue.where == intent.matrix.openings[3].where
+    root = ET.fromstring(junit([outcome], "high"))
+    failed = [c.get("name") for c in root.iter("testcase") if c.find("failure") is not None]
+    assert failed == ["open: nginx-to-bal tcp/80"] and root.get("failures") == "1"
+    assert "| 4 | open | `nginx-to-bal` | nginx → bal | tcp/80 | **FAIL**: " in lab_markdown(report)
+    assert lab_markdown(report).startswith("### 🧪 fwmatrix lab: ❌ FAIL")
+
+
+@pytest.mark.kernel
+def test_lab_command_writes_json(write_matrix, tmp_path) -> None:
+    import json
+
+    out = tmp_path / "lab.json"
+    result = CliRunner().invoke(group(), ["lab", write_matrix(SMALL), "--timeout", "0.3", "--format", "json", "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert data["passed"] is True and data["firewall"] == "fw"
+    assert [(c["kind"], c["name"], c["service"]) for c in data["checks"] if c["kind"] == "open"] == [
+        ("open", "web", "tcp/443"), ("open", "dns", "tcp/53"), ("open", "dns", "udp/53")]
