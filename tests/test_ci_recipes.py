@@ -39,7 +39,9 @@ VENV_BIN = str(Path(sys.executable).parent)
 
 STUBS = {
     "gh": 'while [ $# -gt 0 ]; do [ "$1" = --body-file ] && cp "$2" "$CAPTURE/comment.md"; shift; done',
-    "curl": 'for a in "$@"; do case "$a" in body@*) cp "${a#body@}" "$CAPTURE/note.md";; esac; done',
+    # a request without a body lists the notes: those in notes.json, if the test wrote it
+    "curl": 'sent=; for a in "$@"; do case "$a" in body@*) cp "${a#body@}" "$CAPTURE/note.md"; sent=1;; esac; done; '
+            '[ -n "$sent" ] || cat "$CAPTURE/notes.json" 2>/dev/null || echo "[]"',
     "sudo": 'exec "$@"',
     "pip": "true",
     "apt-get": "true",
@@ -332,14 +334,27 @@ def test_gitlab_merge_request(repo: Repo) -> None:
     assert results["fwmatrix-audit"][:2] == (1, True)  # the live ruleset lags the change: allowed to fail
     note = (repo.capture / "note.md").read_text()
     assert note.startswith("### 🔀 fwmatrix review: opens 3 flows, closes 2, changes 3 NAT on firewall edge")
-    (call,) = repo.calls("curl")
-    assert "PRIVATE-TOKEN: stub-token" in call and call.endswith("/projects/1234/merge_requests/7/notes")
+    listed, posted = repo.calls("curl")
+    assert "PRIVATE-TOKEN: stub-token" in listed and "/projects/1234/merge_requests/7/notes?sort=desc" in listed
+    assert "--request POST" in posted and "PRIVATE-TOKEN: stub-token" in posted and posted.endswith("/projects/1234/merge_requests/7/notes")
     reports = check_reports(repo)
     assert set(reports) == {"check.junit.xml", "lint.junit.xml", "audit-edge.junit.xml"}
     _, jobs = gitlab_jobs()
     assert all(jobs[name]["artifacts"]["reports"]["junit"] == "reports/*.junit.xml" for name in ("fwmatrix-validate", "fwmatrix-audit"))
     assert sorted(os.listdir(repo.path / "out")) == ["edge.ipt4", "edge.ipt6", "edge.nft", "edge.pf.conf"]
     assert 'failure type="missing"' in reports["audit-edge.junit.xml"]
+
+
+def test_gitlab_updates_its_note_on_the_next_push(repo: Repo) -> None:
+    """The merge request keeps one review note: a later pipeline edits it instead of adding one."""
+    (repo.capture / "notes.json").write_text(json.dumps([
+        {"id": 31, "body": "looks good to me"},
+        {"id": 30, "body": "### 🔀 fwmatrix review: opens 1 flow on firewall edge\n..."},
+    ]))
+    results = run_gitlab(repo, merge_request(repo))
+    assert results["fwmatrix-review"][0] == 0, results["fwmatrix-review"][2][-3000:]
+    _, updated = repo.calls("curl")
+    assert "--request PUT" in updated and updated.endswith("/projects/1234/merge_requests/7/notes/30")
 
 
 def test_gitlab_default_branch_in_sync_is_green_and_posts_nothing(repo: Repo) -> None:
