@@ -39,6 +39,19 @@ class Endpoint:
     zone: str | None = None  # the zone, when the reference is a zone (its traffic is judged by interface)
 
 
+def _common_family(what: str, sources: list[Endpoint], destinations: list[Endpoint] | None, where: Where) -> None:
+    """Sources and destinations (None: any address) must share an address family."""
+    src_families = {net.version for s in sources for net in s.networks}
+    dst_families = {net.version for d in destinations for net in d.networks} if destinations is not None else {4, 6}
+    if not src_families & dst_families:
+        raise MatrixError(
+            f"{what} goes from IPv{'/'.join(map(str, sorted(src_families)))} sources "
+            f"to IPv{'/'.join(map(str, sorted(dst_families)))} destinations: no address family in common",
+            where.file,
+            where.line,
+        )
+
+
 class Resolver:
     def __init__(self, matrix: Matrix):
         self.matrix = matrix
@@ -174,31 +187,13 @@ class Resolver:
             if dest.public_of is not None and dest.public_of != firewall:
                 where = access.where_of("to")
                 raise MatrixError(f"{what} goes to '{ref}', a public address of firewall '{dest.public_of}', not of '{firewall}'", where.file, where.line)
-        src_families = {net.version for s in sources for net in s.networks}
-        dst_families = {net.version for d in destinations for net in d.networks} if destinations else {4, 6}
-        if not src_families & dst_families:
-            where = access.where_of("to")
-            raise MatrixError(
-                f"{what} goes from IPv{'/'.join(map(str, sorted(src_families)))} sources "
-                f"to IPv{'/'.join(map(str, sorted(dst_families)))} destinations: no address family in common",
-                where.file,
-                where.line,
-            )
+        _common_family(what, sources, destinations if destinations else None, access.where_of("to"))
 
     def check_opening(self, opening: Opening) -> None:
         sources = [self.endpoint(ref, opening.where_of("from")) for ref in opening.sources]
         destinations = [self.endpoint(ref, opening.where_of("to")) for ref in opening.destinations]
         parts = self.services(opening)
-        src_families = {net.version for s in sources for net in s.networks}
-        dst_families = {net.version for d in destinations for net in d.networks}
-        if not src_families & dst_families:
-            where = opening.where_of("to")
-            raise MatrixError(
-                f"opening '{opening.name}' goes from IPv{'/'.join(map(str, sorted(src_families)))} sources "
-                f"to IPv{'/'.join(map(str, sorted(dst_families)))} destinations: no address family in common",
-                where.file,
-                where.line,
-            )
+        _common_family(f"opening '{opening.name}'", sources, destinations, opening.where_of("to"))
         if opening.nat is None:
             for ref, dest in zip(opening.destinations, destinations):
                 if dest.public_of is not None:
