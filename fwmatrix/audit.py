@@ -22,7 +22,7 @@ from .intent import Dnat, Flow, Intent
 from .ir import Ruleset
 from .model import PROTOCOLS, Opening, ServicePart
 from .space import (
-    NO_PORT, PORTS_ALL, Box, Interfaces, Space, addr_interval, addr_text, addrs, ct_bits, physical,
+    NO_PORT, PORTS_ALL, Box, Interfaces, Space, addr_interval, addr_text, addrs, ct_bits, ct_translated, physical,
 )
 
 SEVERITIES = ("info", "low", "medium", "high")
@@ -116,7 +116,8 @@ def audit(intent: Intent, firewall: str, ruleset: Ruleset, source: str) -> Audit
     opening_spaces = {index: _union(full, [flow_space(full, f, CT_NEW) for f in flows]) for index, flows in flows_by_opening.items()}
     intended = _union(full, list(opening_spaces.values()))
 
-    forwarded_new = _union(full, [g.space for g in effective.forwarded]).intersect(full.make(ct=CT_NEW | CT_NEW_DNAT))
+    forwarded = _union(full, [g.space for g in effective.forwarded])
+    forwarded_new = forwarded.intersect(full.make(ct=CT_NEW | CT_NEW_DNAT))
     uncertain = _union(full, [g.space for g in effective.uncertain])
     # the new connections that can reach the forward hook: untranslated ones, and
     # translated ones only as the live port forwards translate them
@@ -181,12 +182,11 @@ def audit(intent: Intent, firewall: str, ruleset: Ruleset, source: str) -> Audit
             None, grant.origin, tuple(extra.lines()), severity="medium",
         ))
 
-    # replies: every opening's answers must come back
-    forwarded_est = _union(full, [g.space for g in effective.forwarded])
+    # replies: every opening's answers must come back (each reply space holds its conntrack states)
     for index, flows in sorted(flows_by_opening.items()):
         opening = flows[0].opening
         replies = _union(full, [reply_space(full, f) for f in flows])
-        blocked = replies.subtract(forwarded_est)
+        blocked = replies.subtract(forwarded)
         if blocked:
             report.findings.append(Finding(
                 "reply-blocked",
@@ -226,9 +226,7 @@ def _translated(full: Space, effective: Effective) -> Space:
 
 def _flow_ct(flow: Flow, ct: int) -> int:
     """The conntrack bits of a flow's packets: a translated flow's are its states' dnat bits."""
-    if not flow.translated:
-        return ct
-    return sum(ct_bits(state, translated=True) for state in ("new", "established", "related") if ct & ct_bits(state, translated=False))
+    return ct_translated(ct) if flow.translated else ct
 
 
 def flow_space(full: Space, flow: Flow, ct: int) -> Space:

@@ -189,14 +189,12 @@ def _uncovered(entries: Entries, by: Entries, with_ports: bool) -> Entries:
     out: Entries = {}
     for key, value in entries.items():
         src, dst = key[0], key[1]
-        bits = 32 if dst[0] == 4 else 128
         ranges: list[tuple[int, int]] = []  # ports of holders that contain the addresses
         for length in lengths[dst[0]]:
             if length > dst[2]:
                 continue
-            for other in holders.get((dst[0], dst[1] & ~((1 << (bits - length)) - 1), length), ()):
-                o_src = other[0]
-                if other[2] == key[2] and o_src[2] <= src[2] and src[1] & ~((1 << (bits - o_src[2])) - 1) == o_src[1]:
+            for other in holders.get(_supernet(dst, length), ()):
+                if other[2] == key[2] and other[0][2] <= src[2] and _supernet(src, other[0][2]) == other[0]:
                     ranges.append(other[3] if with_ports else (0, 0))
         if not _ports_cover(ranges, key[3] if with_ports else (0, 0)):
             out[key] = value
@@ -290,15 +288,21 @@ def _ir_key(key: tuple, address_positions: tuple[int, ...], port_position: int |
     return tuple(out)
 
 
+def _supernet(net: NetKey, length: int) -> NetKey:
+    """The network of prefix `length` (at most the network's own) that holds `net`."""
+    version, first, _ = net
+    bits = 32 if version == 4 else 128
+    return (version, first & ~((1 << (bits - length)) - 1), length)
+
+
 def _supernet_layers(net: NetKey, layers_of: dict[NetKey, list[tuple[int, ...]]], present: dict[int, list[int]]) -> list[tuple[int, ...]]:
     """The layers holding `net` or a network that contains it."""
-    version, address, length = net
-    bits = 32 if version == 4 else 128
+    version, _, length = net
     out: list[tuple[int, ...]] = []
     for shorter in present[version]:
         if shorter > length:
             continue
-        found = layers_of.get((version, address & ~((1 << (bits - shorter)) - 1), shorter))
+        found = layers_of.get(_supernet(net, shorter))
         if found:
             out.extend(found)
     return out
@@ -308,9 +312,7 @@ def _covered(layer: dict, lengths: tuple[int, ...], rest: tuple, port: object, d
     """Whether the layer of these prefix lengths has an element holding (rest, port) with the same data."""
     wider = list(rest)
     for position, length in zip(address_positions, lengths):
-        version, first, _ = rest[position]
-        bits = 32 if version == 4 else 128
-        wider[position] = (version, first & ~((1 << (bits - length)) - 1), length)
+        wider[position] = _supernet(rest[position], length)
     for other_port, other_data, _ in layer.get(tuple(wider), ()):
         if other_data == data and (port is None or (other_port[0] <= port[0] and port[1] <= other_port[1])):  # type: ignore[index]
             return True

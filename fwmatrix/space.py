@@ -50,7 +50,6 @@ CT_TRANSLATABLE = ("new", "established", "related")  # the states a DNAT connect
 CT_DNAT_SHIFT = len(CT_STATES)
 CT_ALL = (1 << (len(CT_STATES) + len(CT_TRANSLATABLE))) - 1
 CT_DNAT = CT_ALL & ~((1 << CT_DNAT_SHIFT) - 1)  # every translated state
-CT_PLAIN = CT_ALL & ~CT_DNAT
 PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp", 33: "dccp", 136: "udplite", 47: "gre", 50: "esp", 51: "ah"}
 
 Intervals = tuple[tuple[int, int], ...]
@@ -63,6 +62,11 @@ def ct_bits(state: str, translated: bool | None = None) -> int:
     plain = 1 << CT_STATES.index(state)
     dnat = 1 << (CT_DNAT_SHIFT + CT_TRANSLATABLE.index(state)) if state in CT_TRANSLATABLE else 0
     return plain if translated is False else dnat if translated else plain | dnat
+
+
+def ct_translated(bits: int) -> int:
+    """The same untranslated states as translated ones (the states DNAT cannot have dropped)."""
+    return sum(ct_bits(state, translated=True) for state in CT_TRANSLATABLE if bits & ct_bits(state, translated=False))
 
 
 def ct_text(bits: int) -> str:
