@@ -62,7 +62,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Protocol
+from typing import ClassVar, Protocol, TypeVar
 
 from . import signals
 from .audit import AuditReport, Finding, audit
@@ -703,6 +703,19 @@ def load_request(request: ApplyRequest) -> tuple[Intent, tuple[Management, ...],
     return intent, intent.matrix.firewalls[request.firewall].management, compile_firewall(intent, intent.firewalls[request.firewall])
 
 
+JUDGING_ERRORS = (FwmatrixError, EvaluationError)  # a ruleset that cannot be read or judged
+T = TypeVar("T")
+
+
+def _or_note(notes: list[str], cannot: str, call: Callable[[], T]) -> T | None:
+    """What `call` gives, or None with a note saying what cannot be done, and why."""
+    try:
+        return call()
+    except JUDGING_ERRORS as exc:
+        notes.append(f"{cannot}: {exc}")
+        return None
+
+
 def make_plan(request: ApplyRequest, intent: Intent, accesses: Sequence[Management], ruleset: Ruleset, ex: Executor,
               checkpoint: Checkpoint | None = None) -> Plan:
     """Validate, read the live ruleset, predict the one after the apply, and judge both."""
@@ -722,38 +735,25 @@ def make_plan(request: ApplyRequest, intent: Intent, accesses: Sequence[Manageme
     if problems:
         return plan
     with timer("plan"):
-        try:
-            live = driver.parse(plan.snapshot)
-        except (FwmatrixError, EvaluationError) as exc:
-            live = None
-            plan.notes.append(f"the live ruleset cannot be read: {exc}")
+        # each judgement says what it can: one failing leaves the others
+        live = _or_note(plan.notes, "the live ruleset cannot be read", lambda: driver.parse(plan.snapshot))
         if live is not None:
-            # the audit and the access check each say what they can: one failing leaves the other
-            try:
-                plan.before = audit(intent, fw, live, f"live ({ex.target})")
-            except (FwmatrixError, EvaluationError) as exc:
-                plan.notes.append(f"the live ruleset cannot be audited: {exc}")
+            plan.before = _or_note(plan.notes, "the live ruleset cannot be audited", lambda: audit(intent, fw, live, f"live ({ex.target})"))
             if accesses and driver.models_input:
-                try:
-                    plan.access_before = check_access(live, intent.matrix, fw, accesses)
-                except (FwmatrixError, EvaluationError) as exc:
-                    plan.notes.append(f"management access on the live ruleset cannot be judged: {exc}")
+                plan.access_before = _or_note(plan.notes, "management access on the live ruleset cannot be judged",
+                                              lambda: check_access(live, intent.matrix, fw, accesses)) or []
         plan.own_before = driver.own_text(plan.snapshot, own)
-        try:
-            prediction = driver.predict(plan.snapshot, files, ruleset, own)
-        except (FwmatrixError, EvaluationError) as exc:
-            plan.notes.append(f"the ruleset after the apply cannot be predicted: {exc}")
+        prediction = _or_note(plan.notes, "the ruleset after the apply cannot be predicted", lambda: driver.predict(plan.snapshot, files, ruleset, own))
+        if prediction is None:
             plan.unjudged += [f"{a.label(fw)} (no prediction)" for a in accesses]
             return plan
         plan.own_after = prediction.own_text
-        try:
-            plan.after = audit(intent, fw, prediction.ruleset, "after the apply (predicted)")
-        except (FwmatrixError, EvaluationError) as exc:
-            plan.notes.append(f"the ruleset after the apply cannot be audited: {exc}")
+        plan.after = _or_note(plan.notes, "the ruleset after the apply cannot be audited",
+                              lambda: audit(intent, fw, prediction.ruleset, "after the apply (predicted)"))
         if accesses and driver.models_input:
             try:
                 plan.access_after = check_access(prediction.ruleset, intent.matrix, fw, accesses)
-            except (FwmatrixError, EvaluationError) as exc:
+            except JUDGING_ERRORS as exc:  # not a note: an access that cannot be judged refuses the apply
                 plan.unjudged += [f"{a.label(fw)} ({exc})" for a in accesses]
         elif accesses:
             plan.unjudged += [f"{a.label(fw)} ({driver.name}: input rules are not modelled)" for a in accesses]
@@ -836,7 +836,7 @@ def apply(request: ApplyRequest, ex: Executor, state: StateDir, *, show: Callabl
                 if accesses and driver.models_input:
                     try:
                         result.access_live = check_access(driver.parse(live), intent.matrix, request.firewall, accesses)
-                    except (FwmatrixError, EvaluationError) as exc:
+                    except JUDGING_ERRORS as exc:
                         if not request.force:  # forced: it could not be judged before the load either
                             raise LockoutError(f"management access on the ruleset the kernel now runs cannot be judged: {exc}") from exc
                     cut = [v for v in result.access_live if not v.kept]
