@@ -67,7 +67,7 @@ from fwmatrix.ir import (
     VerdictMap,
     addr_field,
 )
-from fwmatrix.model import PortRange
+from fwmatrix.matrix.model import PortRange
 from fwmatrix.netns import have, run_private, tool_path
 
 NAME = "iptables"

@@ -28,7 +28,7 @@ from fwmatrix.ir import DnatMap, Element, Jump, Match, Rule, Ruleset, SetDef, Ta
 from fwmatrix.ir import Action, Chain, Dnat, Key, Unmodelled, UnmodelledAction
 from fwmatrix.errors import BackendError
 from fwmatrix.gcpause import gc_paused
-from fwmatrix.model import PortRange
+from fwmatrix.matrix.model import PortRange
 from fwmatrix.netns import NetNamespace, is_root, run_private, tool_path
 
 NAME = "nftables"

@@ -94,7 +94,7 @@ from fwmatrix.ir import (
     PRIORITY_DSTNAT, Action, Chain, Dnat, DnatMap, Jump, Match, Rule, Ruleset, SetDef, Table, Unmodelled, UnmodelledAction,
     Value, Verdict, VerdictMap, addr_field,
 )
-from fwmatrix.model import PortRange
+from fwmatrix.matrix.model import PortRange
 
 NAME = "pf"
 SUFFIX = ".pf.conf"

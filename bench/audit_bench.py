@@ -231,12 +231,12 @@ def phases_main(matrix: str, ruleset_path: str, cprofile_file: str | None, top: 
     profiler = cProfile.Profile() if cprofile_file else None
     if profiler:
         profiler.enable()
-    from fwmatrix import audit as audit_module
+    from fwmatrix.audit import findings as audit_module
     from fwmatrix import cli  # noqa: F401  (what the command imports)
     from fwmatrix.gcpause import gc_paused
-    from fwmatrix.intent import build_intent
-    from fwmatrix.loader import load_matrix
-    from fwmatrix.report import as_json
+    from fwmatrix.compile.intent import build_intent
+    from fwmatrix.matrix.loader import load_matrix
+    from fwmatrix.report.text import as_json
     from fwmatrix.targets import backend, detect
     mark("import")
     evaluated: list[float] = []

@@ -341,8 +341,8 @@ def prepare(matrix: str, firewall: str = "edge", kinds: tuple[str, ...] = KINDS,
             fresh: bool = False, timeout: float = 3600, single_timeout: float | None = None, chunk: int = 10_000,
             ipt_nft_timeout: float = 1800) -> dict:
     """Write the texts, load them (unless cached) and return {kind: meta} with the paths."""
-    from fwmatrix.intent import build_intent
-    from fwmatrix.loader import load_matrix
+    from fwmatrix.compile.intent import build_intent
+    from fwmatrix.matrix.loader import load_matrix
 
     if single_timeout is None:
         single_timeout = timeout

@@ -93,10 +93,10 @@ class Translation:
 
 def translate(matrix_path: str) -> Translation:
     """An Aerleon policy equivalent to the forward filter fwmatrix compiles from matrix_path."""
-    from fwmatrix.intent import build_intent
-    from fwmatrix.loader import load_matrix
-    from fwmatrix.model import ALL_PORTS, parse_service_literal
-    from fwmatrix.resolve import Resolver
+    from fwmatrix.compile.intent import build_intent
+    from fwmatrix.matrix.loader import load_matrix
+    from fwmatrix.matrix.model import ALL_PORTS, parse_service_literal
+    from fwmatrix.matrix.resolve import Resolver
 
     matrix = load_matrix(matrix_path)
     intent = build_intent(matrix)
@@ -318,8 +318,8 @@ def fwmatrix_cells(matrix_path: str) -> dict[tuple, tuple]:
     """What fwmatrix's intent for the (one) firewall must let through, cell by cell."""
     import ipaddress
 
-    from fwmatrix.intent import build_intent
-    from fwmatrix.loader import load_matrix
+    from fwmatrix.compile.intent import build_intent
+    from fwmatrix.matrix.loader import load_matrix
 
     (fw,) = build_intent(load_matrix(matrix_path)).firewalls.values()
     items = []

@@ -65,11 +65,11 @@ def run(matrix: str, outdir: str) -> list[tuple[str, float, float]]:
         t = now
 
     from fwmatrix import cli  # noqa: F401  (what the command imports)
-    from fwmatrix.compile import compile_intent
-    from fwmatrix.intent import build_intent
-    from fwmatrix.loader import load_matrix
+    from fwmatrix.compile.ruleset import compile_intent
+    from fwmatrix.compile.intent import build_intent
+    from fwmatrix.matrix.loader import load_matrix
     from fwmatrix.targets import backend
-    from fwmatrix import yamlnodes
+    from fwmatrix.matrix import yamlnodes
 
     mark("import")
     yamlnodes.compose(yamlnodes.read_source(matrix))

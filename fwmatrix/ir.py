@@ -28,7 +28,7 @@ from typing import Union
 
 from netaddr import IPNetwork, IPRange
 
-from .model import PortRange
+from fwmatrix.matrix.model import PortRange
 
 Value = Union[str, int, IPNetwork, IPRange, PortRange]
 Key = tuple[Value, ...]

@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Callable, TypeVar
 
-from .errors import BackendError
+from fwmatrix.errors import BackendError
 
 T = TypeVar("T")
 CLONE_NEWNET = 0x40000000

@@ -13,8 +13,8 @@ import importlib
 import os
 from types import ModuleType
 
-from .errors import FwmatrixError
-from .ir import Ruleset
+from fwmatrix.errors import FwmatrixError
+from fwmatrix.ir import Ruleset
 
 BACKENDS = ("nftables", "iptables", "pf")
 

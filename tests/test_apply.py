@@ -27,8 +27,8 @@ from click.testing import CliRunner
 from conftest import ROOT, SEED
 from netaddr import IPNetwork
 
-from fwmatrix import apply as applying
-from fwmatrix.apply import (
+from fwmatrix.ops import apply as applying
+from fwmatrix.ops.apply import (
     ApplyError,
     ApplyRequest,
     IptablesDriver,
@@ -45,12 +45,12 @@ from fwmatrix.apply import (
     rollback,
     systemd_argv,
 )
-from fwmatrix.cli_ops import COMMANDS
+from fwmatrix.cli.ops import COMMANDS
 from fwmatrix.errors import FwmatrixError
 from fwmatrix.ir import Chain, Match, Rule, Ruleset, Table, Verdict
-from fwmatrix.loader import load_matrix
-from fwmatrix.management import check as check_access
-from fwmatrix.model import Management, PortRange, Where
+from fwmatrix.matrix.loader import load_matrix
+from fwmatrix.ops.management import check as check_access
+from fwmatrix.matrix.model import Management, PortRange, Where
 from fwmatrix.netns import NetNamespace, unique_name
 
 BACKENDS = ("nftables", "iptables")
@@ -294,7 +294,7 @@ def cli_group() -> click.Group:
 
 
 CLI = [sys.executable, "-c",
-       "import click; from fwmatrix.cli_ops import COMMANDS; click.Group('fwmatrix', commands={c.name: c for c in COMMANDS})()"]
+       "import click; from fwmatrix.cli.ops import COMMANDS; click.Group('fwmatrix', commands={c.name: c for c in COMMANDS})()"]
 
 
 @pytest.mark.kernel
@@ -419,7 +419,7 @@ def test_apply_refuses_to_forward_the_management_port_away(backend: str, firewal
 def test_a_ruleset_that_cannot_be_judged_is_refused_not_crashed_on(firewall, state, write_matrix, monkeypatch) -> None:
     """The evaluator failing on a ruleset (say, a jump loop) is a refusal with a reason, and
     --force still applies: the same failure after the load does not undo it."""
-    from fwmatrix.evaluate import EvaluationError
+    from fwmatrix.audit.evaluate import EvaluationError
 
     def cannot(*args, **kwargs):
         raise EvaluationError("jumps nest deeper than 64: a loop?")
@@ -566,7 +566,7 @@ def test_a_systemd_timer_is_armed_and_stopped_with_systemd_tools(tmp_path: Path)
     (argv,) = host.calls
     unit = pending["unit"]
     assert argv[:3] == ["systemd-run", "--unit", unit] and "--on-active=90000ms" in argv
-    assert argv[argv.index("--") + 1:] == [sys.executable, "-m", "fwmatrix.apply", "timer", "--state-dir", str(tmp_path.resolve()), "--token", pending["token"]]
+    assert argv[argv.index("--") + 1:] == [sys.executable, "-m", "fwmatrix.ops.apply", "timer", "--state-dir", str(tmp_path.resolve()), "--token", pending["token"]]
     assert state.pending() == pending
     disarm(state, pending, host=host)
     assert host.calls[1:] == [["systemctl", "stop", f"{unit}.timer"], ["systemctl", "stop", f"{unit}.service"]]

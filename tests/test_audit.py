@@ -10,12 +10,12 @@ from hypothesis import HealthCheck, given, settings
 from netaddr import IPNetwork
 
 from conftest import ROOT, SEED
-from fwmatrix.audit import audit, fail
-from fwmatrix.compile import TRANSLATED, compile_intent
-from fwmatrix.intent import build_intent
+from fwmatrix.audit.findings import audit, fail
+from fwmatrix.compile.ruleset import TRANSLATED, compile_intent
+from fwmatrix.compile.intent import build_intent
 from fwmatrix.ir import Chain, Dnat, Jump, Match, Rule, Ruleset, Table, Unmodelled, Verdict, VerdictMap
-from fwmatrix.loader import load_matrix
-from fwmatrix.model import PortRange
+from fwmatrix.matrix.loader import load_matrix
+from fwmatrix.matrix.model import PortRange
 from strategies import matrix_yaml
 
 TWO = ROOT / "examples" / "two-firewalls" / "matrix.yaml"
@@ -273,7 +273,7 @@ def test_drops_before_dnat_count() -> None:
 
 
 def test_a_rule_after_an_unmodelled_one_is_not_called_shadowed() -> None:
-    from fwmatrix.evaluate import evaluate
+    from fwmatrix.audit.evaluate import evaluate
     from fwmatrix.ir import UnmodelledAction
     from fwmatrix.space import Interfaces
 

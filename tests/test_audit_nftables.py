@@ -8,11 +8,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from conftest import ROOT, SEED
-from fwmatrix.audit import audit
+from fwmatrix.audit.findings import audit
 from fwmatrix.backends import nftables
-from fwmatrix.compile import compile_intent
-from fwmatrix.intent import build_intent
-from fwmatrix.loader import load_matrix
+from fwmatrix.compile.ruleset import compile_intent
+from fwmatrix.compile.intent import build_intent
+from fwmatrix.matrix.loader import load_matrix
 from fwmatrix.netns import NetNamespace
 from strategies import matrix_yaml
 

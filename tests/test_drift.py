@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from conftest import ROOT, SEED
-from fwmatrix.audit import audit
-from fwmatrix.intent import build_intent
-from fwmatrix.loader import load_matrix
+from fwmatrix.audit.findings import audit
+from fwmatrix.compile.intent import build_intent
+from fwmatrix.matrix.loader import load_matrix
 from fwmatrix.targets import read_ruleset
 
 DRIFT = ROOT / "examples" / "drift"
@@ -71,7 +71,7 @@ def test_drift_nft_text() -> None:
 
 
 def test_markdown_report_is_up_to_date() -> None:
-    from fwmatrix.report import markdown
+    from fwmatrix.report.text import markdown
 
     report = _report(DRIFT / "edge.json")
     report.source = "examples/drift/edge.json (nftables)"

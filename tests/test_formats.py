@@ -20,10 +20,10 @@ import xmlschema
 from hypothesis import HealthCheck, given, settings
 
 from conftest import GOLDEN, ROOT, SEED, check_golden
-from fwmatrix.formats import junit, lint_markdown, lint_outcome, sarif
-from fwmatrix.intent import build_intent
-from fwmatrix.lint import lint
-from fwmatrix.loader import load_matrix, load_text
+from fwmatrix.report.ci import junit, lint_markdown, lint_outcome, sarif
+from fwmatrix.compile.intent import build_intent
+from fwmatrix.review.lint import lint
+from fwmatrix.matrix.loader import load_matrix, load_text
 from strategies import matrix_yaml
 
 SCHEMAS = ROOT / "docs" / "schemas"
@@ -244,7 +244,7 @@ def test_junit_text_is_always_xml(tmp_path: Path) -> None:
     """Control characters (a live rule's comment may carry one) cannot break the XML."""
     report = lint(build_intent(load_matrix(str(SEED))))
     outcome = lint_outcome(report)
-    from fwmatrix.formats import Issue
+    from fwmatrix.report.ci import Issue
 
     outcome.issues.append(Issue("unused", "low", "bell \x07 and escape \x1b", None, "odd <case> & \"quotes\""))
     text = junit([outcome], "low")

@@ -9,8 +9,8 @@ import pytest
 
 from conftest import ROOT, SEED
 from fwmatrix.errors import MatrixError
-from fwmatrix.intent import build_intent
-from fwmatrix.loader import load_matrix
+from fwmatrix.compile.intent import build_intent
+from fwmatrix.matrix.loader import load_matrix
 from strategies import matrix_yaml
 
 TWO = ROOT / "examples" / "two-firewalls" / "matrix.yaml"

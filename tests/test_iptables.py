@@ -21,8 +21,8 @@ from netaddr import IPNetwork, IPRange
 from conftest import GOLDEN, SEED, check_golden
 from fwmatrix.backends import iptables
 from fwmatrix.backends.iptables import RenderError
-from fwmatrix.compile import compile_intent
-from fwmatrix.intent import build_intent
+from fwmatrix.compile.ruleset import compile_intent
+from fwmatrix.compile.intent import build_intent
 from fwmatrix.ir import (
     Chain,
     Dnat,
@@ -40,8 +40,8 @@ from fwmatrix.ir import (
     Verdict,
     VerdictMap,
 )
-from fwmatrix.loader import load_matrix
-from fwmatrix.model import PortRange
+from fwmatrix.matrix.loader import load_matrix
+from fwmatrix.matrix.model import PortRange
 from fwmatrix.netns import NetNamespace
 from strategies import matrix_yaml
 
@@ -147,8 +147,8 @@ def test_deterministic_across_hash_seeds(tmp_path: Path) -> None:
     matrix = tmp_path / "big.yaml"
     matrix.write_text(generated_matrix(300))
     script = (
-        "import sys, json; from fwmatrix.loader import load_matrix; from fwmatrix.intent import build_intent;"
-        "from fwmatrix.compile import compile_intent; from fwmatrix.backends import iptables;"
+        "import sys, json; from fwmatrix.matrix.loader import load_matrix; from fwmatrix.compile.intent import build_intent;"
+        "from fwmatrix.compile.ruleset import compile_intent; from fwmatrix.backends import iptables;"
         "out = {}\n"
         "for path in sys.argv[1:]:\n"
         "    for fw, rs in compile_intent(build_intent(load_matrix(path))).items():\n"

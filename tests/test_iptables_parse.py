@@ -32,11 +32,11 @@ from hypothesis import HealthCheck, given, settings
 from netaddr import IPNetwork, IPRange
 from strategies import matrix_yaml
 
-from fwmatrix.audit import AuditReport, audit
-from fwmatrix.compile import compile_intent
+from fwmatrix.audit.findings import AuditReport, audit
+from fwmatrix.compile.ruleset import compile_intent
 from fwmatrix.errors import BackendError
-from fwmatrix.evaluate import evaluate, interfaces_of
-from fwmatrix.intent import Intent, build_intent
+from fwmatrix.audit.evaluate import evaluate, interfaces_of
+from fwmatrix.compile.intent import Intent, build_intent
 from fwmatrix.ir import (
     Action,
     Dnat,
@@ -49,8 +49,8 @@ from fwmatrix.ir import (
     UnmodelledAction,
     Verdict,
 )
-from fwmatrix.loader import load_matrix
-from fwmatrix.model import PortRange
+from fwmatrix.matrix.loader import load_matrix
+from fwmatrix.matrix.model import PortRange
 from fwmatrix.netns import NetNamespace
 from fwmatrix.space import Space, addr_interval
 

@@ -1,6 +1,6 @@
 """Kernel agreement: the auditor's verdict on a packet equals the kernel's.
 
-Each case loads a ruleset into the firewall namespace of a `fwmatrix.lab.Lab`,
+Each case loads a ruleset into the firewall namespace of a `fwmatrix.ops.lab.Lab`,
 reads it back the way the audit does (`nft -j list ruleset`, iptables-save),
 evaluates it symbolically, and sends real probes between the lab's side
 namespaces: for every sampled NEW connection, the kernel forwards it out of
@@ -39,13 +39,13 @@ from netaddr import IPNetwork, IPRange
 
 from conftest import ROOT, SEED
 from fwmatrix.backends import iptables, nftables
-from fwmatrix.compile import compile_intent
-from fwmatrix.evaluate import Effective, evaluate, interfaces_of
-from fwmatrix.intent import Intent, build_intent
+from fwmatrix.compile.ruleset import compile_intent
+from fwmatrix.audit.evaluate import Effective, evaluate, interfaces_of
+from fwmatrix.compile.intent import Intent, build_intent
 from fwmatrix.ir import Dnat, DnatMap, Match, Rule, Ruleset, Table, VerdictMap
-from fwmatrix.lab import Lab, Probe, ProbeResult
-from fwmatrix.loader import load_matrix
-from fwmatrix.model import PortRange, ServicePart
+from fwmatrix.ops.lab import Lab, Probe, ProbeResult
+from fwmatrix.matrix.loader import load_matrix
+from fwmatrix.matrix.model import PortRange, ServicePart
 from fwmatrix.space import NO_PORT, OTHER, V4_BASE, Box, Interfaces, Space, ct_bits
 from strategies import matrix_yaml
 

@@ -21,12 +21,12 @@ from conftest import SEED
 from hypothesis import HealthCheck, given, settings
 from rich.console import Console
 
-from fwmatrix.cli_ops import COMMANDS
-from fwmatrix.compile import compile_firewall
+from fwmatrix.cli.ops import COMMANDS
+from fwmatrix.compile.ruleset import compile_firewall
 from fwmatrix.errors import FwmatrixError
-from fwmatrix.intent import build_intent
-from fwmatrix.labrun import LabReport, _Judge, lab_markdown, plan_checks, print_lab, run_lab
-from fwmatrix.loader import load_matrix
+from fwmatrix.compile.intent import build_intent
+from fwmatrix.ops.labrun import LabReport, _Judge, lab_markdown, plan_checks, print_lab, run_lab
+from fwmatrix.matrix.loader import load_matrix
 from strategies import matrix_yaml
 
 SOURCE_ROWS = {  # the source document's table: opening -> its services, part by part
@@ -172,7 +172,7 @@ def test_lab_needs_root(monkeypatch, write_matrix) -> None:
 @pytest.mark.kernel
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_an_interrupted_lab_deletes_its_namespaces(write_matrix, sig: signal.Signals) -> None:
-    code = "import click; from fwmatrix.cli_ops import COMMANDS; click.Group('fwmatrix', commands={c.name: c for c in COMMANDS})()"
+    code = "import click; from fwmatrix.cli.ops import COMMANDS; click.Group('fwmatrix', commands={c.name: c for c in COMMANDS})()"
     # a long timeout keeps the lab busy in its closed samples long enough to be interrupted
     proc = subprocess.Popen([sys.executable, "-c", code, "lab", write_matrix(SMALL), "--timeout", "20"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -225,7 +225,7 @@ def test_lab_reports_follow_their_schemas(seed_reports, write_matrix) -> None:
     import jsonschema
     from test_formats import JUNIT, SARIF, SCHEMAS
 
-    from fwmatrix.formats import junit, lab_outcome, sarif
+    from fwmatrix.report.ci import junit, lab_outcome, sarif
 
     validator = jsonschema.Draft202012Validator(json.loads((SCHEMAS / "lab.schema.json").read_text()))
     matrix = load_matrix(str(SEED))
@@ -241,7 +241,7 @@ def test_lab_reports_follow_their_schemas(seed_reports, write_matrix) -> None:
 def test_a_failed_check_fails_its_junit_case_and_points_at_its_row(write_matrix) -> None:
     import xml.etree.ElementTree as ET
 
-    from fwmatrix.formats import junit, lab_outcome
+    from fwmatrix.report.ci import junit, lab_outcome
 
     intent = build_intent(load_matrix(str(SEED)))
     without = SEED.read_text().replace("  - name: nginx-to-bal\n    from: nginx\n    to: bal\n    service: http\n", "")

@@ -6,10 +6,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 
 from conftest import ROOT, SEED
-from fwmatrix.intent import build_intent
-from fwmatrix.lint import KINDS, LintReport, fail, lint
-from fwmatrix.loader import load_matrix, load_text
-from fwmatrix.review import review
+from fwmatrix.compile.intent import build_intent
+from fwmatrix.review.lint import KINDS, LintReport, fail, lint
+from fwmatrix.matrix.loader import load_matrix, load_text
+from fwmatrix.review.diff import review
 from strategies import matrix_yaml
 
 SEED_TEXT = SEED.read_text()

@@ -9,8 +9,8 @@ from netaddr import IPAddress, IPNetwork
 
 from conftest import SEED
 from fwmatrix.errors import MatrixError
-from fwmatrix.loader import load_matrix
-from fwmatrix.model import Management, PortRange, ServicePart, Where
+from fwmatrix.matrix.loader import load_matrix
+from fwmatrix.matrix.model import Management, PortRange, ServicePart, Where
 
 BASE = """\
 fwmatrix: 1
@@ -163,7 +163,7 @@ def test_billion_laughs_is_refused_quickly(write_matrix) -> None:
 
 
 def test_huge_file_is_refused_before_reading(tmp_path, monkeypatch) -> None:
-    import fwmatrix.yamlnodes as yamlnodes
+    import fwmatrix.matrix.yamlnodes as yamlnodes
 
     monkeypatch.setattr(yamlnodes, "MAX_FILE_BYTES", 1000)
     path = tmp_path / "big.yaml"

@@ -10,10 +10,10 @@ from netaddr import IPNetwork
 
 from conftest import GOLDEN, ROOT, SEED, check_golden
 from fwmatrix.backends import nftables
-from fwmatrix.compile import compile_intent
-from fwmatrix.intent import build_intent
+from fwmatrix.compile.ruleset import compile_intent
+from fwmatrix.compile.intent import build_intent
 from fwmatrix.ir import Chain, Element, Match, Rule, Ruleset, SetDef, Table, Verdict
-from fwmatrix.loader import load_matrix
+from fwmatrix.matrix.loader import load_matrix
 from fwmatrix.netns import NetNamespace
 from strategies import matrix_yaml
 
@@ -109,7 +109,7 @@ def test_element_comments_cannot_break_out() -> None:
     table = Table(
         "inet", "fwmatrix",
         (Chain("forward", (Rule((Match(("ip.saddr", "ip.daddr", "l4proto", "dport"), set_name="s"),), Verdict("accept"), comment=hostile),), hook="forward", policy="drop"),),
-        (SetDef("s", ("ip.saddr", "ip.daddr", "l4proto", "dport"), (Element((IPNetwork("10.0.0.1/32"), IPNetwork("10.0.0.2/32"), 6, __import__("fwmatrix.model").model.PortRange(1, 1)), comment=hostile + "\nflush ruleset"),)),),
+        (SetDef("s", ("ip.saddr", "ip.daddr", "l4proto", "dport"), (Element((IPNetwork("10.0.0.1/32"), IPNetwork("10.0.0.2/32"), 6, __import__("fwmatrix.matrix.model").matrix.model.PortRange(1, 1)), comment=hostile + "\nflush ruleset"),)),),
     )
     text = nftables.render(Ruleset((table,)))
     assert "flush ruleset" not in text.replace("_flush ruleset", "").replace("; flush ruleset ;", "")

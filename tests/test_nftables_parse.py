@@ -22,12 +22,12 @@ from netaddr import IPNetwork, IPRange
 
 from conftest import ROOT, SEED
 from fwmatrix.backends import nftables
-from fwmatrix.compile import compile_intent
+from fwmatrix.compile.ruleset import compile_intent
 from fwmatrix.errors import BackendError
-from fwmatrix.intent import build_intent
+from fwmatrix.compile.intent import build_intent
 from fwmatrix.ir import Action, Dnat, DnatMap, Jump, Match, Rule, Ruleset, Table, Unmodelled, UnmodelledAction, Verdict, VerdictMap
-from fwmatrix.loader import load_matrix
-from fwmatrix.model import PortRange
+from fwmatrix.matrix.loader import load_matrix
+from fwmatrix.matrix.model import PortRange
 from fwmatrix.netns import NetNamespace
 from strategies import matrix_yaml
 

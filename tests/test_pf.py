@@ -18,8 +18,8 @@ from netaddr import IPAddress, IPNetwork, IPRange
 
 from conftest import GOLDEN, SEED, check_golden
 from fwmatrix.backends import pf
-from fwmatrix.compile import compile_intent
-from fwmatrix.intent import build_intent
+from fwmatrix.compile.ruleset import compile_intent
+from fwmatrix.compile.intent import build_intent
 from fwmatrix.ir import (
     Chain,
     Dnat,
@@ -37,8 +37,8 @@ from fwmatrix.ir import (
     Verdict,
     VerdictMap,
 )
-from fwmatrix.loader import load_matrix
-from fwmatrix.model import PortRange
+from fwmatrix.matrix.loader import load_matrix
+from fwmatrix.matrix.model import PortRange
 from strategies import matrix_yaml
 
 GOLDEN_FILES = {"openbsd": "edge.pf.conf", "freebsd": "edge.pf.freebsd.conf"}

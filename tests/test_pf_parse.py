@@ -22,11 +22,11 @@ from hypothesis import HealthCheck, given, settings
 from netaddr import IPAddress, IPNetwork
 from strategies import matrix_yaml
 
-from fwmatrix.audit import AuditReport, audit
-from fwmatrix.compile import compile_intent
+from fwmatrix.audit.findings import AuditReport, audit
+from fwmatrix.compile.ruleset import compile_intent
 from fwmatrix.errors import BackendError
-from fwmatrix.evaluate import evaluate, interfaces_of
-from fwmatrix.intent import Intent, build_intent
+from fwmatrix.audit.evaluate import evaluate, interfaces_of
+from fwmatrix.compile.intent import Intent, build_intent
 from fwmatrix.ir import (
     Chain,
     Dnat,
@@ -37,8 +37,8 @@ from fwmatrix.ir import (
     UnmodelledAction,
     Verdict,
 )
-from fwmatrix.loader import load_matrix
-from fwmatrix.model import PortRange
+from fwmatrix.matrix.loader import load_matrix
+from fwmatrix.matrix.model import PortRange
 from fwmatrix.space import NO_PORT, Space, addr_interval, ct_bits
 
 CORPUS = Path(__file__).resolve().parent / "corpus" / "pf"

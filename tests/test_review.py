@@ -9,10 +9,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import SEED
-from fwmatrix.intent import build_intent
-from fwmatrix.loader import load_matrix
-from fwmatrix.report import review_json, review_markdown
-from fwmatrix.review import review
+from fwmatrix.compile.intent import build_intent
+from fwmatrix.matrix.loader import load_matrix
+from fwmatrix.report.text import review_json, review_markdown
+from fwmatrix.review.diff import review
 from strategies import matrix_yaml
 
 SEED_TEXT = SEED.read_text()

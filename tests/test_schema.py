@@ -11,7 +11,7 @@ from hypothesis import given, settings
 
 from conftest import ROOT, SEED
 from fwmatrix.errors import MatrixError
-from fwmatrix.loader import load_matrix
+from fwmatrix.matrix.loader import load_matrix
 from strategies import matrix_yaml
 from test_loader import BASE, PUBLIC_LINE
 

@@ -21,26 +21,26 @@ import click
 from rich.console import Console
 from rich.table import Table as RichTable
 
-from . import __version__
-from .compile import compile_intent
-from .errors import BackendError, FwmatrixError
-from .gcpause import gc_paused
-from .ir import Ruleset
-from .intent import Intent, build_intent, management_arrivals
-from .loader import load_matrix, load_text
-from .audit import SEVERITIES, AuditReport, audit, fail
-from .formats import (
+from fwmatrix import __version__
+from fwmatrix.compile.ruleset import compile_intent
+from fwmatrix.errors import BackendError, FwmatrixError
+from fwmatrix.gcpause import gc_paused
+from fwmatrix.ir import Ruleset
+from fwmatrix.compile.intent import Intent, build_intent, management_arrivals
+from fwmatrix.matrix.loader import load_matrix, load_text
+from fwmatrix.audit.findings import SEVERITIES, AuditReport, audit, fail
+from fwmatrix.report.ci import (
     BackendCheck, CheckReport, FirewallCheck, Outcome, as_json, audit_outcome, check_fails, check_markdown,
     check_outcome, diff_outcome, junit, lint_markdown, lint_outcome, print_check, print_lint, sarif,
 )
-from .ir import Ruleset
-from .lint import LintReport, lint
-from .model import Matrix
-from .resolve import Resolver
-from .lint import fail as lint_fails
-from .report import markdown, print_review, print_table, review_markdown
-from .review import Review, review
-from .targets import BACKENDS, backend, read_live, read_ruleset
+from fwmatrix.ir import Ruleset
+from fwmatrix.review.lint import LintReport, lint
+from fwmatrix.matrix.model import Matrix
+from fwmatrix.matrix.resolve import Resolver
+from fwmatrix.review.lint import fail as lint_fails
+from fwmatrix.report.text import markdown, print_review, print_table, review_markdown
+from fwmatrix.review.diff import Review, review
+from fwmatrix.targets import BACKENDS, backend, read_live, read_ruleset
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
 FORMATS = ("table", "json", "markdown", "junit", "sarif")
@@ -89,7 +89,7 @@ def user_errors(fn: F) -> F:
 def _intent(matrix_path: str, firewall: str | None) -> Intent:
     intent = build_intent(load_matrix(matrix_path))
     if firewall is not None and firewall not in intent.firewalls:
-        from .errors import did_you_mean
+        from fwmatrix.errors import did_you_mean
 
         raise FwmatrixError(f"no firewall named '{firewall}' in the matrix{did_you_mean(firewall, intent.firewalls)}; it has: {', '.join(intent.firewalls)}", matrix_path)
     return intent
@@ -462,7 +462,7 @@ def _recorded(printer: Callable[[Console], None]) -> str:
 
 # apply, confirm, rollback and lab live in cli_ops, which imports from this module and registers
 # them on `main` itself: `from .cli_ops import COMMANDS` here would fail when cli_ops is imported first.
-from . import cli_ops  # noqa: E402, F401
+from fwmatrix.cli import ops as cli_ops  # noqa: E402, F401
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import yaml
 
-from .errors import MatrixError
+from fwmatrix.errors import MatrixError
 
 try:  # the C composer is about 3x faster on large matrices
     from yaml import CSafeLoader as _Loader

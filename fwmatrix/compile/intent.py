@@ -21,9 +21,9 @@ from functools import lru_cache
 
 from netaddr import IPAddress, IPNetwork, IPSet
 
-from .errors import MatrixError
-from .model import Firewall, Management, Matrix, Opening, PortRange, ServicePart, Where
-from .resolve import Endpoint, Resolver
+from fwmatrix.errors import MatrixError
+from fwmatrix.matrix.model import Firewall, Management, Matrix, Opening, PortRange, ServicePart, Where
+from fwmatrix.matrix.resolve import Endpoint, Resolver
 
 
 @dataclass(frozen=True)

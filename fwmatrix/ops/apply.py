@@ -64,19 +64,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Protocol, TypeVar
 
-from . import signals
-from .audit import AuditReport, Finding, audit
-from .compile import compile_firewall
-from .errors import BackendError, FwmatrixError, did_you_mean
-from .evaluate import EvaluationError
-from .intent import Intent, build_intent
-from .ir import Ruleset
-from .loader import load_matrix
-from .management import AccessVerdict
-from .management import check as check_access
-from .model import Management
-from .netns import NetNamespace, have, run_private, tool_path, unique_name
-from .targets import backend as backend_module
+from fwmatrix.ops import signals
+from fwmatrix.audit.findings import AuditReport, Finding, audit
+from fwmatrix.compile.ruleset import compile_firewall
+from fwmatrix.errors import BackendError, FwmatrixError, did_you_mean
+from fwmatrix.audit.evaluate import EvaluationError
+from fwmatrix.compile.intent import Intent, build_intent
+from fwmatrix.ir import Ruleset
+from fwmatrix.matrix.loader import load_matrix
+from fwmatrix.ops.management import AccessVerdict
+from fwmatrix.ops.management import check as check_access
+from fwmatrix.matrix.model import Management
+from fwmatrix.netns import NetNamespace, have, run_private, tool_path, unique_name
+from fwmatrix.targets import backend as backend_module
 
 DEFAULT_STATE_DIR = "/var/lib/fwmatrix"
 DEFAULT_KEEP = 10
@@ -247,7 +247,7 @@ class NftDriver(Driver):
         return {self.LISTING: ex.run(["nft", "list", "ruleset"]).stdout, self.JSON: ex.run(["nft", "-j", "list", "ruleset"]).stdout}
 
     def parse(self, snap: Snapshot) -> Ruleset:
-        from .backends import nftables
+        from fwmatrix.backends import nftables
 
         return nftables.parse_json(snap[self.JSON])
 
@@ -256,7 +256,7 @@ class NftDriver(Driver):
         return "".join(blocks.get(table, "") for table in own)
 
     def predict(self, snap: Snapshot, files: dict[str, str], ruleset: Ruleset, own: Own) -> Prediction:
-        from .backends.nftables import SUFFIX
+        from fwmatrix.backends.nftables import SUFFIX
 
         # fwmatrix's tables as the kernel lists them: loaded alone into a private namespace
         proc = run_private(["sh", "-c", '"$0" -f - && "$0" list ruleset', tool_path("nft")], stdin=files[SUFFIX])
@@ -267,7 +267,7 @@ class NftDriver(Driver):
         return Prediction(Ruleset(others + ruleset.tables, ruleset.header), "".join(blocks.get(t, "") for t in own))
 
     def load(self, ex: Executor, files: dict[str, str]) -> None:
-        from .backends.nftables import SUFFIX
+        from fwmatrix.backends.nftables import SUFFIX
 
         ex.run(["nft", "-f", "-"], stdin=files[SUFFIX])
 
@@ -292,7 +292,7 @@ class IptablesDriver(Driver):
     TABLES = ("nat", "filter")
 
     def snapshot(self, ex: Executor) -> Snapshot:
-        from .backends.iptables import SAVE_TOOL
+        from fwmatrix.backends.iptables import SAVE_TOOL
 
         snap = {self.SAVES[family]: ex.run([tool]).stdout for family, tool in SAVE_TOOL.items()}
         ipsets = ex.run(["ipset", "save"], check=False) if have("ipset") else None
@@ -300,7 +300,7 @@ class IptablesDriver(Driver):
         return snap
 
     def parse(self, snap: Snapshot) -> Ruleset:
-        from .backends.iptables import SAVE_TOOL, parse_save
+        from fwmatrix.backends.iptables import SAVE_TOOL, parse_save
 
         tables = []
         for family, name in self.SAVES.items():
@@ -310,7 +310,7 @@ class IptablesDriver(Driver):
     def _tables(self, snap: Snapshot) -> Iterator[tuple[int, str, list[str]]]:
         """(family, table, its lines without counters) for nat and filter; a table that is
         empty (built-in chains accepting, nothing else) is the same as no table."""
-        from .backends.iptables import (
+        from fwmatrix.backends.iptables import (
             _sections,  # the backend's reader of restore/save sections
         )
 
@@ -323,7 +323,7 @@ class IptablesDriver(Driver):
 
     def _own_sets(self, snap: Snapshot) -> dict[str, list[str]]:
         """fwmatrix's ipsets in an `ipset save` text: name -> its create line, then its add lines."""
-        from .backends.iptables import SET_PREFIX
+        from fwmatrix.backends.iptables import SET_PREFIX
 
         sets: dict[str, list[str]] = {}
         for line in snap.get(self.IPSETS, "").splitlines():
@@ -338,7 +338,7 @@ class IptablesDriver(Driver):
         return "".join(out)
 
     def own_text(self, snap: Snapshot, own: Own) -> str:
-        from .backends.iptables import CHAIN_PREFIX
+        from fwmatrix.backends.iptables import CHAIN_PREFIX
 
         out = []
         for family, table, lines in self._tables(snap):
@@ -351,7 +351,7 @@ class IptablesDriver(Driver):
 
     def predict(self, snap: Snapshot, files: dict[str, str], ruleset: Ruleset, own: Own) -> Prediction:
         """Replay: the live ruleset and the apply, in a scratch network namespace, read back."""
-        from .backends import iptables
+        from fwmatrix.backends import iptables
 
         with NetNamespace(unique_name("fwmapply")) as scratch:
             ex = NamespaceExecutor(scratch.name)
@@ -365,12 +365,12 @@ class IptablesDriver(Driver):
         return Prediction(self.parse(after), self.own_text(after, own))
 
     def load(self, ex: Executor, files: dict[str, str]) -> None:
-        from .backends import iptables
+        from fwmatrix.backends import iptables
 
         iptables.apply(files, ex.run)
 
     def restore(self, ex: Executor, snap: Snapshot, own: Own) -> None:
-        from .backends.iptables import BUILTINS, RESTORE_TOOL, SET_PREFIX, _sections
+        from fwmatrix.backends.iptables import BUILTINS, RESTORE_TOOL, SET_PREFIX, _sections
 
         saved = self._own_sets(snap)
         existing = set(ex.run(["ipset", "list", "-n"], check=False).stdout.split()) if have("ipset") else set()
@@ -408,7 +408,7 @@ class PfDriver(Driver):
     CONF = "pf.conf"
 
     def validate(self, ex: Executor, files: dict[str, str]) -> list[str]:
-        from .backends.pf import SUFFIX
+        from fwmatrix.backends.pf import SUFFIX
 
         problems = backend_module(self.name).check_files(files)
         proc = ex.run(["pfctl", "-nf", "-"], stdin=files[SUFFIX], check=False)
@@ -426,7 +426,7 @@ class PfDriver(Driver):
         return {self.CONF: "\n".join(p for p in parts if p) + "\n"}
 
     def parse(self, snap: Snapshot) -> Ruleset:
-        from .backends.pf import parse_ruleset
+        from fwmatrix.backends.pf import parse_ruleset
 
         return parse_ruleset(snap[self.CONF], "pfctl -sr")
 
@@ -434,12 +434,12 @@ class PfDriver(Driver):
         return snap[self.CONF]
 
     def predict(self, snap: Snapshot, files: dict[str, str], ruleset: Ruleset, own: Own) -> Prediction:
-        from .backends.pf import SUFFIX, parse_ruleset
+        from fwmatrix.backends.pf import SUFFIX, parse_ruleset
 
         return Prediction(parse_ruleset(files[SUFFIX], "the new pf.conf"), files[SUFFIX])
 
     def load(self, ex: Executor, files: dict[str, str]) -> None:
-        from .backends.pf import SUFFIX
+        from fwmatrix.backends.pf import SUFFIX
 
         ex.run(["pfctl", "-f", "-"], stdin=files[SUFFIX])
 
@@ -901,7 +901,7 @@ def timer_kind(target: str, wanted: str = "auto") -> str:
 
 
 def timer_argv(state: StateDir, token: str) -> list[str]:
-    return [sys.executable, "-m", "fwmatrix.apply", "timer", "--state-dir", str(state.root.resolve()), "--token", token]
+    return [sys.executable, "-m", "fwmatrix.ops.apply", "timer", "--state-dir", str(state.root.resolve()), "--token", token]
 
 
 def systemd_argv(unit: str, seconds: float, command: list[str]) -> list[str]:
@@ -1099,8 +1099,8 @@ def rollback(state: StateDir, ex: Executor, name: str | None = None) -> Rollback
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m fwmatrix.apply timer --state-dir DIR --token T`: the detached timer."""
-    parser = argparse.ArgumentParser(prog="python -m fwmatrix.apply")
+    """`python -m fwmatrix.ops.apply timer --state-dir DIR --token T`: the detached timer."""
+    parser = argparse.ArgumentParser(prog="python -m fwmatrix.ops.apply")
     sub = parser.add_subparsers(dest="command", required=True)
     timer = sub.add_parser("timer", help="wait for the armed rollback's deadline, then roll back unless confirmed")
     timer.add_argument("--state-dir", required=True)

@@ -34,17 +34,17 @@ from urllib.parse import quote
 from rich.console import Console
 from rich.table import Table
 
-from . import __version__
-from .audit import SEVERITIES, AuditReport
-from .intent import Intent, Warning_
-from .lint import HELP as LINT_HELP
-from .lint import KINDS as LINT_KINDS
-from .lint import SEVERITY_OF as LINT_SEVERITY
-from .labrun import LabReport
-from .lint import LintReport
-from .model import Matrix, Where
-from .report import KIND_TITLES, MAX_REGIONS, _md, _traffic
-from .review import Review
+from fwmatrix import __version__
+from fwmatrix.audit.findings import SEVERITIES, AuditReport
+from fwmatrix.compile.intent import Intent, Warning_
+from fwmatrix.review.lint import HELP as LINT_HELP
+from fwmatrix.review.lint import KINDS as LINT_KINDS
+from fwmatrix.review.lint import SEVERITY_OF as LINT_SEVERITY
+from fwmatrix.ops.labrun import LabReport
+from fwmatrix.review.lint import LintReport
+from fwmatrix.matrix.model import Matrix, Where
+from fwmatrix.report.text import KIND_TITLES, MAX_REGIONS, _md, _traffic
+from fwmatrix.review.diff import Review
 
 # -- the neutral shape ---------------------------------------------------------------
 

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field, replace
 
 from netaddr import IPNetwork, IPRange
 
-from .ir import Chain, Dnat, DnatMap, Jump, Match, Rule, Ruleset, SetDef, Table, Unmodelled, UnmodelledAction, Verdict, VerdictMap
-from .model import PortRange
-from .space import (
+from fwmatrix.ir import Chain, Dnat, DnatMap, Jump, Match, Rule, Ruleset, SetDef, Table, Unmodelled, UnmodelledAction, Verdict, VerdictMap
+from fwmatrix.matrix.model import PortRange
+from fwmatrix.space import (
     ADDR_ALL, CT_ALL, CT_DNAT, NO_PORT, PORT_DIM_ALL, PORT_PROTOCOLS, PORTS_ALL, PROTO_ALL, V4_ALL, V6_ALL,
     Interfaces, Intervals, Remaining, Space, addr_interval, ct_bits, iv_and, iv_norm, iv_sub, physical,
 )
@@ -491,7 +491,7 @@ class _ChainResult:
 
 def _intersect_grants(grants: list[Grant], passes: list[Grant]) -> list[Grant]:
     """Each grant cut by each pass, named by the pass's rule (found through an index, not pairwise)."""
-    from .space import BoxIndex
+    from fwmatrix.space import BoxIndex
 
     origin_of: dict[int, str] = {}
     index = BoxIndex()

@@ -17,11 +17,11 @@ from dataclasses import dataclass, field, replace
 
 from netaddr import IPNetwork
 
-from .evaluate import DEFAULT_ACCEPT, Effective, Grant, evaluate, interfaces_of
-from .intent import Dnat, Flow, Intent
-from .ir import Ruleset
-from .model import PROTOCOLS, Opening, ServicePart
-from .space import (
+from fwmatrix.audit.evaluate import DEFAULT_ACCEPT, Effective, Grant, evaluate, interfaces_of
+from fwmatrix.compile.intent import Dnat, Flow, Intent
+from fwmatrix.ir import Ruleset
+from fwmatrix.matrix.model import PROTOCOLS, Opening, ServicePart
+from fwmatrix.space import (
     NO_PORT, PORTS_ALL, Box, Interfaces, Space, addr_interval, addr_text, addrs, ct_bits, ct_translated, physical,
 )
 

@@ -33,14 +33,14 @@ from dataclasses import dataclass, replace
 
 from netaddr import IPNetwork
 
-from .audit import CT_ESTABLISHED, CT_NEW, flow_space, reply_space
-from .errors import MatrixError
-from .evaluate import Effective, evaluate, interfaces_of
-from .intent import Flow, management_arrivals
-from .ir import Chain, Ruleset, Table
-from .model import Management, Matrix
-from .resolve import ANY4, ANY6, Resolver
-from .space import Space
+from fwmatrix.audit.findings import CT_ESTABLISHED, CT_NEW, flow_space, reply_space
+from fwmatrix.errors import MatrixError
+from fwmatrix.audit.evaluate import Effective, evaluate, interfaces_of
+from fwmatrix.compile.intent import Flow, management_arrivals
+from fwmatrix.ir import Chain, Ruleset, Table
+from fwmatrix.matrix.model import Management, Matrix
+from fwmatrix.matrix.resolve import ANY4, ANY6, Resolver
+from fwmatrix.space import Space
 
 # The firewall's own end of a management connection: not an interface, so no
 # rule on an interface name (nor a wildcard but `*`) can match it.

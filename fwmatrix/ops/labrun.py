@@ -1,6 +1,6 @@
 """`fwmatrix lab`: prove a firewall's compiled ruleset with real packets through a real kernel.
 
-The lab is `fwmatrix.lab.Lab`: the firewall's network namespace with one link
+The lab is `fwmatrix.ops.lab.Lab`: the firewall's network namespace with one link
 per interface of the matrix, and a namespace behind each link standing for
 the zone it faces (host addresses are put there as probes need them; the
 internet's client is a documentation address behind the interface facing the
@@ -38,13 +38,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .compile import compile_firewall
-from .errors import FwmatrixError
-from .intent import Dnat, FirewallIntent, Flow, Intent
-from .ir import Ruleset
-from .lab import DEFAULT_TIMEOUT, Lab, Probe, ProbeResult
-from .model import Opening, ServicePart
-from .report import _md
+from fwmatrix.compile.ruleset import compile_firewall
+from fwmatrix.errors import FwmatrixError
+from fwmatrix.compile.intent import Dnat, FirewallIntent, Flow, Intent
+from fwmatrix.ir import Ruleset
+from fwmatrix.ops.lab import DEFAULT_TIMEOUT, Lab, Probe, ProbeResult
+from fwmatrix.matrix.model import Opening, ServicePart
+from fwmatrix.report.text import _md
 
 LAB_BACKENDS = ("nftables", "iptables")
 INTERNET_HOST = {4: "198.51.100.7", 6: "2001:db8:ffff::7"}  # documentation addresses (RFC 5737, RFC 3849)
@@ -330,7 +330,7 @@ def run_lab(intent: Intent, firewall: str, backend: str = "nftables", timeout: f
         if backend == "nftables":
             lab.load_nft(ruleset)
         else:
-            from .backends import iptables
+            from fwmatrix.backends import iptables
 
             lab.load_iptables(iptables.render_files(ruleset))
         report.load_seconds = time.monotonic() - loaded

@@ -12,12 +12,12 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, field
 
-from .audit import CT_NEW, flow_space
-from .compile import compile_intent
-from .intent import Dnat, Intent
-from .model import Matrix, Opening
-from .space import Interfaces, Space
-from .targets import backend
+from fwmatrix.audit.findings import CT_NEW, flow_space
+from fwmatrix.compile.ruleset import compile_intent
+from fwmatrix.compile.intent import Dnat, Intent
+from fwmatrix.matrix.model import Matrix, Opening
+from fwmatrix.space import Interfaces, Space
+from fwmatrix.targets import backend
 
 
 @dataclass(frozen=True)

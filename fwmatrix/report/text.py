@@ -11,8 +11,8 @@ import json
 from rich.console import Console
 from rich.table import Table
 
-from .audit import KINDS, AuditReport, Finding
-from .review import Review
+from fwmatrix.audit.findings import KINDS, AuditReport, Finding
+from fwmatrix.review.diff import Review
 
 MAX_REGIONS = 8  # region lines shown per finding in human forms (JSON has them all)
 

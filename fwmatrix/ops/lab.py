@@ -42,10 +42,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import BackendError
-from .ir import Ruleset
-from .netns import CLONE_NEWNET, NetNamespace, call_in_netns, unique_name
-from .signals import held
+from fwmatrix.errors import BackendError
+from fwmatrix.ir import Ruleset
+from fwmatrix.netns import CLONE_NEWNET, NetNamespace, call_in_netns, unique_name
+from fwmatrix.ops.signals import held
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -262,7 +262,7 @@ class Lab:
 
     def load_nft(self, script: str | Ruleset) -> None:
         """Load an nft script (or a Ruleset, rendered) into the firewall, as one transaction."""
-        from .backends import nftables
+        from fwmatrix.backends import nftables
 
         nftables.load(self.fw, script if isinstance(script, str) else nftables.render(script))
 
@@ -273,19 +273,19 @@ class Lab:
     def load_iptables(self, files: Mapping[str, str]) -> None:
         """Apply rendered iptables files (`.ipt4`, `.ipt6`, `.ipset`) to the firewall, in either
         mode: in own-chains mode the jumps from the built-in chains are added as `apply` does."""
-        from .backends import iptables
+        from fwmatrix.backends import iptables
 
         iptables.apply(dict(files), self.fw.run)
 
     def read_nft(self) -> Ruleset:
         """The firewall's ruleset as the kernel lists it (`nft -j list ruleset`), as IR."""
-        from .backends import nftables
+        from fwmatrix.backends import nftables
 
         return nftables.parse_json(nftables.list_ruleset_json(self.fw))
 
     def read_iptables(self) -> Ruleset:
         """The firewall's iptables and ip6tables rulesets (iptables-save), with its ipsets, as IR."""
-        from .backends import iptables
+        from fwmatrix.backends import iptables
 
         ipsets = self.fw.run(["ipset", "save"], check=False)
         sets = ipsets.stdout if ipsets.returncode == 0 else None

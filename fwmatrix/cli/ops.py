@@ -25,7 +25,7 @@ from rich.markup import escape
 from rich.syntax import Syntax
 from rich.table import Table
 
-from .apply import (
+from fwmatrix.ops.apply import (
     DEFAULT_KEEP,
     DEFAULT_STATE_DIR,
     DRIVERS,
@@ -41,12 +41,12 @@ from .apply import (
     confirm,
     rollback,
 )
-from .cli import EXIT_FINDINGS, EXIT_OK, _console, _emit, format_option, main, matrix_argument, output_option, user_errors
-from .errors import FwmatrixError
-from .lab import DEFAULT_TIMEOUT
-from .formats import lab_outcome
-from .labrun import LAB_BACKENDS, lab_markdown, print_lab, run_lab
-from .signals import interrupting
+from fwmatrix.cli import EXIT_FINDINGS, EXIT_OK, _console, _emit, format_option, main, matrix_argument, output_option, user_errors
+from fwmatrix.errors import FwmatrixError
+from fwmatrix.ops.lab import DEFAULT_TIMEOUT
+from fwmatrix.report.ci import lab_outcome
+from fwmatrix.ops.labrun import LAB_BACKENDS, lab_markdown, print_lab, run_lab
+from fwmatrix.ops.signals import interrupting
 
 state_dir_option = click.option("--state-dir", metavar="DIR", default=DEFAULT_STATE_DIR, show_default=True,
                                 help="Where backups, the lock and the armed rollback live.")
@@ -224,7 +224,7 @@ def lab_command(matrix: str, firewall: str | None, backend_name: str, timeout: f
     check fails. Needs root; every namespace is deleted at the end, also
     when interrupted."""
     require_root("lab", "it creates network namespaces")
-    from .cli import _intent
+    from fwmatrix.cli import _intent
 
     intent = _intent(matrix, firewall)
     if firewall is None:

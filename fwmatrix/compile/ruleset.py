@@ -22,9 +22,9 @@ from collections import defaultdict
 
 from netaddr import IPNetwork
 
-from . import __version__
-from .intent import Dnat, FirewallIntent, Flow, Intent
-from .ir import (
+from fwmatrix import __version__
+from fwmatrix.compile.intent import Dnat, FirewallIntent, Flow, Intent
+from fwmatrix.ir import (
     PRIORITY_DSTNAT,
     PRIORITY_FILTER,
     Chain,
@@ -41,7 +41,7 @@ from .ir import (
     VerdictMap,
     addr_field,
 )
-from .model import PROTOCOLS, PortRange, ServicePart
+from fwmatrix.matrix.model import PROTOCOLS, PortRange, ServicePart
 
 TABLE_NAME = "fwmatrix"
 COMMENT_MAX = 120

@@ -14,9 +14,9 @@ from typing import Callable, Iterable
 import yaml
 from netaddr import AddrFormatError, IPAddress, IPNetwork
 
-from .errors import MatrixError, did_you_mean
-from .intent import check_management
-from .model import (
+from fwmatrix.errors import MatrixError, did_you_mean
+from fwmatrix.compile.intent import check_management
+from fwmatrix.matrix.model import (
     PROTOCOLS,
     Firewall,
     Group,
@@ -31,8 +31,8 @@ from .model import (
     Zone,
     parse_service_literal,
 )
-from .resolve import Resolver
-from .yamlnodes import MAX_FILE_BYTES, Source, compose, kind_of, line_of, read_source
+from fwmatrix.matrix.resolve import Resolver
+from fwmatrix.matrix.yamlnodes import MAX_FILE_BYTES, Source, compose, kind_of, line_of, read_source
 
 FORMAT_VERSION = 1
 

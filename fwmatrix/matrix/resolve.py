@@ -16,8 +16,8 @@ from functools import lru_cache
 
 from netaddr import AddrFormatError, IPAddress, IPNetwork
 
-from .errors import MatrixError, did_you_mean
-from .model import (
+from fwmatrix.errors import MatrixError, did_you_mean
+from fwmatrix.matrix.model import (
     Management,
     Matrix,
     Opening,

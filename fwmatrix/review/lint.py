@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 
 from netaddr import IPNetwork
 
-from .audit import CT_NEW, SEVERITIES, _inside_to_internet, _service_bounds, flow_space
-from .intent import Dnat, Intent
-from .model import Matrix, Opening, ServicePart, Where
-from .resolve import Resolver
-from .space import Box, BoxIndex, Interfaces, Space, addrs, may_overlap, physical, subtract_boxes
+from fwmatrix.audit.findings import CT_NEW, SEVERITIES, _inside_to_internet, _service_bounds, flow_space
+from fwmatrix.compile.intent import Dnat, Intent
+from fwmatrix.matrix.model import Matrix, Opening, ServicePart, Where
+from fwmatrix.matrix.resolve import Resolver
+from fwmatrix.space import Box, BoxIndex, Interfaces, Space, addrs, may_overlap, physical, subtract_boxes
 
 KINDS = ("dmz-to-internet", "no-firewall", "redundant", "broad-from-internet", "zone-to-zone", "unused")
 SEVERITY_OF = {
