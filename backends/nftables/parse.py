@@ -1,307 +1,33 @@
-"""nftables backend: Ruleset IR -> an `nft -f` script.
+"""A live ruleset (nft's JSON listing, or nft text) as the Ruleset IR.
 
-The script replaces fwmatrix's own tables in one transaction and touches
-nothing else: `table X {}` makes sure the table exists, `delete table X`
-removes it with everything in it, and the full definition follows. `nft -f`
-applies a file atomically, so the kernel sees the old ruleset or the new one,
-never a mix, and other tables (a container runtime's) survive.
+The audit judges what a firewall really runs. The source is the JSON of
+`nft -j list ruleset` (libnftables-json(5)); text is loaded into a private
+network namespace and listed back (binding.list_text), so nft itself parses
+the text and normalises it (`meta l4proto udp th dport 53` lists as
+`udp dport 53`) and this code reads meaning, never syntax.
 
-Every string placed in the script is either an identifier made of
-[A-Za-z0-9_] or a quoted string checked to hold no quote, backslash or
-newline: a name in the matrix cannot smuggle syntax into the ruleset.
+What the IR cannot express becomes Unmodelled or UnmodelledAction, never
+nothing (the package docstring says what). Malformed *listings* are the
+user's error (BackendError); an expression this code does not know is the
+ruleset's business (Unmodelled).
 """
 
 from __future__ import annotations
 
-import functools
 import json
-import re
-import shlex
 import socket
-import subprocess
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence, cast
+from typing import Any, Iterator, Sequence, cast
 
 from netaddr import AddrFormatError, IPNetwork, IPRange
 
-from fwmatrix.ir import DnatMap, Element, Jump, Match, Rule, Ruleset, SetDef, Table, Value, Verdict, VerdictMap
-from fwmatrix.ir import Action, Chain, Dnat, Key, Unmodelled, UnmodelledAction
+from fwmatrix.backends.nftables.binding import list_live, list_text
+from fwmatrix.backends.nftables.describe import as_list, describe
 from fwmatrix.errors import BackendError
 from fwmatrix.gcpause import gc_paused
+from fwmatrix.ir import DnatMap, Element, Jump, Match, Rule, Ruleset, SetDef, Table, Value, Verdict, VerdictMap
+from fwmatrix.ir import Action, Chain, Dnat, Key, Unmodelled, UnmodelledAction
 from fwmatrix.matrix.model import PortRange
-from fwmatrix.netns import NetNamespace, is_root, run_private, tool_path
-
-NAME = "nftables"
-SUFFIX = ".nft"
-
-# field -> (expression, set type)
-FIELD_SYNTAX = {
-    "iif": ("iifname", "ifname"),
-    "oif": ("oifname", "ifname"),
-    "l4proto": ("meta l4proto", "inet_proto"),
-    "dport": ("th dport", "inet_service"),
-    "ip.saddr": ("ip saddr", "ipv4_addr"),
-    "ip.daddr": ("ip daddr", "ipv4_addr"),
-    "ip6.saddr": ("ip6 saddr", "ipv6_addr"),
-    "ip6.daddr": ("ip6 daddr", "ipv6_addr"),
-    "ct.state": ("ct state", "ct_state"),
-    "ct.status": ("ct status", "ct_status"),
-}
-PROTO_NAMES = {6: "tcp", 17: "udp", 132: "sctp", 1: "icmp", 58: "ipv6-icmp"}
-PRIORITY_NAMES = {-100: "dstnat", 0: "filter", 100: "srcnat", -300: "raw", -150: "mangle"}
-IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-IFNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}\Z")  # Linux: at most 15 bytes
-SAFE_STRING_RE = re.compile(r"[A-Za-z0-9 _.,:;/()+=@#%<>-]*\Z")
-SAFE_COMMENT_RE = re.compile(r"[^A-Za-z0-9 _.,:;/()+=@#%<>-]")
-
-
-class RenderError(ValueError):
-    """The IR holds something this renderer refuses to write (never user-reachable after validation)."""
-
-
-def ident(name: str) -> str:
-    if not IDENT_RE.match(name):
-        raise RenderError(f"refusing to write {name!r} as an nftables identifier")
-    return name
-
-
-def quoted(text: str) -> str:
-    if not SAFE_STRING_RE.match(text):
-        raise RenderError(f"refusing to write {text!r} as an nftables string")
-    return f'"{text}"'
-
-
-def comment(text: str) -> str:
-    """Comments are free text from the matrix: anything outside a safe set becomes '_'."""
-    return f'comment "{SAFE_COMMENT_RE.sub("_", text)[:128]}"'
-
-
-def value(field: str, v: Value) -> str:
-    if field in ("iif", "oif"):
-        if not isinstance(v, str) or not IFNAME_RE.match(v):
-            raise RenderError(f"refusing to write {v!r} as an interface name")
-        return f'"{v}"'
-    if field == "l4proto":
-        assert isinstance(v, int)
-        return PROTO_NAMES.get(v, str(v))
-    if field == "dport":
-        if isinstance(v, PortRange):
-            return str(v)
-        return str(int(v))  # type: ignore[arg-type]
-    if field in ("ct.state", "ct.status"):
-        assert isinstance(v, str) and IDENT_RE.match(v)
-        return v
-    return _address_text(v)  # type: ignore[arg-type]
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def _address_text(net: IPNetwork | IPRange) -> str:
-    """A host as its address, a network in CIDR form (cached: large sets repeat their hosts)."""
-    if isinstance(net, IPRange):
-        return f"{net[0]}-{net[-1]}"
-    return str(net.ip) if net.size == 1 else str(net.cidr)
-
-
-def key_text(fields: tuple[str, ...], key: tuple[Value, ...]) -> str:
-    return " . ".join(value(f, v) for f, v in zip(fields, key))
-
-
-def expr(fields: tuple[str, ...]) -> str:
-    return " . ".join(FIELD_SYNTAX[f][0] for f in fields)
-
-
-def set_type(fields: tuple[str, ...]) -> str:
-    return " . ".join(FIELD_SYNTAX[f][1] for f in fields)
-
-
-def render(ruleset: Ruleset) -> str:
-    out: list[str] = ["#!/usr/sbin/nft -f"]
-    if ruleset.header is not None:
-        h = ruleset.header
-        out += [
-            f"# Generated by {h.generator} from matrix '{h.matrix}' for firewall '{h.firewall}'.",
-            f"# matrix sha256: {h.content_hash}",
-            "# Do not edit: change the matrix and compile again.",
-            "# Loading this file replaces fwmatrix's own tables in one transaction; other tables are left alone.",
-        ]
-    for table in ruleset.tables:
-        out.append("")
-        out.extend(_table(table))
-    return "\n".join(out) + "\n"
-
-
-def _table(table: Table) -> list[str]:
-    head = f"{ident(table.family)} {ident(table.name)}"
-    lines = [f"table {head} {{}}", f"delete table {head}", f"table {head} {{"]
-    for set_def in table.sets:
-        lines.extend(_set(set_def))
-        lines.append("")
-    for chain in table.chains:
-        lines.append(f"\tchain {ident(chain.name)} {{")
-        if chain.hook is not None:
-            prio = PRIORITY_NAMES.get(chain.priority, str(chain.priority))
-            policy = f" policy {chain.policy};" if chain.policy else ""
-            lines.append(f"\t\ttype {ident(chain.type)} hook {ident(chain.hook)} priority {prio};{policy}")
-        for rule in chain.rules:
-            lines.append("\t\t" + _rule(rule))
-        lines.append("\t}")
-        lines.append("")
-    if lines[-1] == "":
-        lines.pop()
-    lines.append("}")
-    return lines
-
-
-def _set(set_def: SetDef) -> list[str]:
-    kind = "map" if set_def.is_map else "set"
-    type_text = set_type(set_def.key) + (f" : {set_type(set_def.data)}" if set_def.is_map else "")
-    lines = [f"\t{kind} {ident(set_def.name)} {{", f"\t\ttype {type_text}"]
-    if any(f in set_def.key for f in ("ip.saddr", "ip.daddr", "ip6.saddr", "ip6.daddr", "dport")):
-        lines.append("\t\tflags interval")
-    if set_def.elements:
-        lines.append("\t\telements = {")
-        for i, element in enumerate(set_def.elements):
-            sep = "," if i < len(set_def.elements) - 1 else ""
-            lines.append(f"\t\t\t{_element(set_def, element)}{sep}")
-        lines.append("\t\t}")
-    lines.append("\t}")
-    return lines
-
-
-def _element(set_def: SetDef, element: Element) -> str:
-    text = key_text(set_def.key, element.key)
-    if element.comment:
-        text += " " + comment(element.comment)
-    if set_def.is_map:
-        text += " : " + key_text(set_def.data, element.data)
-    return text
-
-
-def _match(match: Match) -> str:
-    op = "!= " if match.negate else ""
-    if match.set_name is not None:
-        return f"{expr(match.fields)} {op}@{ident(match.set_name)}"
-    if len(match.values) == 1:
-        return f"{expr(match.fields)} {op}{key_text(match.fields, match.values[0])}"
-    if match.fields in (("ct.state",), ("ct.status",)):
-        return f"{expr(match.fields)} {op}{','.join(key_text(match.fields, v) for v in match.values)}"
-    return f"{expr(match.fields)} {op}{{ {', '.join(key_text(match.fields, v) for v in match.values)} }}"
-
-
-def _action(action: object) -> str:
-    if action is None:
-        return ""
-    if isinstance(action, Verdict):
-        return ident(action.kind)
-    if isinstance(action, Jump):
-        return f"{'goto' if action.goto else 'jump'} {ident(action.chain)}"
-    if isinstance(action, VerdictMap):
-        entries = ", ".join(f"{key_text(action.fields, key)} : {_action(act)}" for key, act in action.entries)
-        return f"{expr(action.fields)} vmap {{ {entries} }}"
-    if isinstance(action, DnatMap):
-        family = "ip" if action.family == 4 else "ip6"
-        return f"dnat {family} to {expr(action.fields)} map @{ident(action.map_name)}"
-    raise RenderError(f"no nftables form for {action!r}")
-
-
-def _rule(rule: Rule) -> str:
-    parts = [_match(m) for m in rule.matches]
-    action = _action(rule.action)
-    if action:
-        parts.append(action)
-    if rule.comment:
-        parts.append(comment(rule.comment))
-    return " ".join(parts)
-
-
-# -- talking to nftables ------------------------------------------------------
-#
-# The official python binding (Debian's python3-nftables, over libnftables) is
-# preferred; where it cannot be imported, the `nft` binary does the same job.
-# docs/nftables-binding.md says why.
-
-
-def _binding():  # pragma: no cover - depends on the machine
-    try:
-        import nftables as binding  # type: ignore[import-not-found]
-    except ImportError:
-        return None
-    return binding.Nftables()
-
-
-def run_nft(script: str, json_output: bool = False) -> tuple[int, str, str]:
-    """Run an nft script in the current network namespace: (rc, output, error)."""
-    nft = _binding()
-    if nft is not None:
-        nft.set_json_output(json_output)
-        rc, out, err = nft.cmd(script)
-        return rc, out, err
-    argv = [tool_path("nft")] + (["-j"] if json_output else []) + ["-f", "-"]
-    proc = subprocess.run(argv, input=script, capture_output=True, text=True)
-    return proc.returncode, proc.stdout, proc.stderr
-
-
-def check(text: str) -> list[str]:
-    """Errors `nft -c` finds in a script, checked in a private network namespace."""
-    proc = run_private(["nft", "-c", "-f", "-"], stdin=text)
-    if proc.returncode == 0:
-        return []
-    if not is_root() and "Message too long" in proc.stderr:
-        # in an unprivileged user namespace netlink batches are capped: the ruleset is
-        # not wrong, only too large to check this way (as root it is checked)
-        raise BackendError("too large to check without root (netlink refuses so large a batch in a user namespace); run the check as root")
-    return [line for line in (proc.stderr or proc.stdout).splitlines() if line.strip()] or [f"nft exited with {proc.returncode}"]
-
-
-def load(ns: NetNamespace, text: str) -> None:
-    """Load a script into a namespace (one transaction) with the binding."""
-
-    def apply() -> None:
-        rc, _, err = run_nft(text)
-        if rc != 0:
-            raise BackendError(err.strip() or f"nft failed with {rc}")
-
-    ns.call(apply)
-
-
-def list_ruleset_json(ns: NetNamespace) -> dict:
-    """`nft -j list ruleset` of a namespace, as parsed JSON."""
-
-    def listing() -> str:
-        rc, out, err = run_nft("list ruleset", json_output=True)
-        if rc != 0:
-            raise BackendError(err.strip() or f"nft failed with {rc}")
-        return out
-
-    return json.loads(ns.call(listing))
-
-
-# -- the backend interface (see fwmatrix/targets.py) ----------------------------
-
-
-def render_files(ruleset: Ruleset) -> dict[str, str]:
-    """File suffix -> contents, for one firewall."""
-    return {SUFFIX: render(ruleset)}
-
-
-def check_files(files: dict[str, str]) -> list[str]:
-    return check(files[SUFFIX])
-
-
-# -- parsing: a live ruleset (nft's JSON listing, or nft text) -> the Ruleset IR --------
-#
-# The audit judges what a firewall really runs. The source is the JSON of
-# `nft -j list ruleset` (libnftables-json(5)); text is loaded into a private
-# network namespace and listed back, so nft itself parses the text and
-# normalises it (`meta l4proto udp th dport 53` lists as `udp dport 53`) and
-# this code reads meaning, never syntax.
-#
-# Nothing is dropped silently: a match the IR cannot express becomes
-# Unmodelled (it may or may not match), a statement that may change the
-# packet's fate becomes UnmodelledAction. Only statements that never change a
-# verdict (counter, log, nftrace, flow offload) are skipped. Malformed
-# *listings* are the user's error (BackendError); an expression this code does
-# not know is the ruleset's business (Unmodelled).
 
 XT_TEXT = "iptables-nft (xt) expression: audit this table from iptables-save instead"
 
@@ -403,9 +129,9 @@ def _address(version: int, raw: Any) -> IPNetwork | IPRange:
     elif isinstance(raw, str):
         net = IPNetwork(raw)
     else:
-        raise _Unknown(f"address {_text(raw)}")
+        raise _Unknown(f"address {describe(raw)}")
     if net.version != version:
-        raise _Unknown(f"{_text(raw)} is not an IPv{version} address")
+        raise _Unknown(f"{describe(raw)} is not an IPv{version} address")
     return net
 
 
@@ -437,8 +163,8 @@ def _value(kind: str, raw: Any) -> Value:
     if kind == "ethertype" and raw in ETHERTYPE_VALUES:
         return ETHERTYPE_VALUES[raw]
     if kind == "raw":  # a set of a type the IR has no field for: kept as text
-        return _text(raw)
-    raise _Unknown(f"{_text(raw)} as {kind}")
+        return describe(raw)
+    raise _Unknown(f"{describe(raw)} as {kind}")
 
 
 def _key(kinds: Sequence[str], raw: Any) -> Key:
@@ -447,7 +173,7 @@ def _key(kinds: Sequence[str], raw: Any) -> Key:
         return (_value(kinds[0], raw),)
     if isinstance(raw, dict) and isinstance(raw.get("concat"), list) and len(raw["concat"]) == len(kinds):
         return tuple(_value(kind, part) for kind, part in zip(kinds, raw["concat"]))
-    raise _Unknown(f"{_text(raw)} does not fit {len(kinds)} concatenated fields")
+    raise _Unknown(f"{describe(raw)} does not fit {len(kinds)} concatenated fields")
 
 
 def _items(raw: Any) -> list[Any]:
@@ -466,7 +192,7 @@ def _flags(raw: Any) -> list[str]:
         return [flag for item in raw for flag in _flags(item)]
     if isinstance(raw, dict) and "|" in raw:
         return _flags(raw["|"])
-    raise _Unknown(f"flags {_text(raw)}")
+    raise _Unknown(f"flags {describe(raw)}")
 
 
 def _verdict(raw: Any) -> Verdict | Jump | None:
@@ -478,12 +204,12 @@ def _verdict(raw: Any) -> Verdict | Jump | None:
         return Jump(arg["target"], goto=kind == "goto")
     if kind == "continue":
         return None
-    raise _Unknown(f"verdict {_text(raw)}")
+    raise _Unknown(f"verdict {describe(raw)}")
 
 
 def _single(raw: Any) -> tuple[str, Any]:
     if not isinstance(raw, dict) or len(raw) != 1:
-        raise _Unknown(f"{_text(raw)} is not a one-key object")
+        raise _Unknown(f"{describe(raw)} is not a one-key object")
     ((kind, arg),) = raw.items()
     return kind, arg
 
@@ -619,7 +345,7 @@ def _parse_match(arg: Any, ctx: _TableContext) -> list[Match | Unmodelled]:
     try:
         match = _relation(_fields(left), arg["op"], arg["right"], ctx)
     except _SHAPE_ERRORS as exc:
-        return [*_implied(left, exact=False), Unmodelled(_text({"match": arg}) + _why(exc))]
+        return [*_implied(left, exact=False), Unmodelled(describe({"match": arg}) + _why(exc))]
     return [*_implied(left, exact=not match.negate), match]
 
 
@@ -653,7 +379,7 @@ def _dnat(arg: Any, ctx: _TableContext) -> tuple[list[Match], Dnat | DnatMap]:
         raise _Unknown("options fwmatrix does not model")
     flags = arg.get("flags", [])
     if set([flags] if isinstance(flags, str) else flags) - NAT_FLAGS:
-        raise _Unknown(f"flags {_text(flags)}")
+        raise _Unknown(f"flags {describe(flags)}")
     if arg.get("family", ctx.family) not in FAMILY_VERSION:
         raise _Unknown("no address family")
     family = FAMILY_VERSION[arg.get("family", ctx.family)]
@@ -687,7 +413,7 @@ def _terminal(kind: str, arg: Any, ctx: _TableContext) -> tuple[list[Match], Act
         try:
             return _vmap(arg, ctx) if kind == "vmap" else _dnat(arg, ctx)
         except _SHAPE_ERRORS as exc:
-            return [], UnmodelledAction(_text({kind: arg}) + _why(exc))
+            return [], UnmodelledAction(describe({kind: arg}) + _why(exc))
     return None
 
 
@@ -702,7 +428,7 @@ def _parse_rule(body: dict, ctx: _TableContext, chain: str) -> Rule:
         try:
             kind, arg = _single(stmt)
         except _Unknown:
-            effects.append(_text(stmt))
+            effects.append(describe(stmt))
             continue
         if kind == "match":
             matches += _parse_match(arg, ctx)
@@ -711,18 +437,18 @@ def _parse_rule(body: dict, ctx: _TableContext, chain: str) -> Rule:
             if not (isinstance(arg, dict) and arg.get("type") == "match"):
                 effects.append(XT_TEXT)
         elif kind in STATEFUL_MATCHES:
-            matches.append(Unmodelled(_text(stmt)))
+            matches.append(Unmodelled(describe(stmt)))
         elif kind in NO_EFFECT or kind == "continue" or _is_nftrace(kind, arg):
             continue
         else:
             decided = _terminal(kind, arg, ctx)
             if decided is None:
-                effects.append(_text(stmt))
+                effects.append(describe(stmt))
                 continue
             implied, action = decided
             matches += implied
             if effects:
-                effects.append(_text(stmt))
+                effects.append(describe(stmt))
             break  # nothing after a verdict runs
     if effects:
         action = UnmodelledAction("; ".join(dict.fromkeys(effects)))
@@ -781,7 +507,7 @@ def _set_info(body: dict, is_map: bool) -> _SetInfo:
         if "raw" in key_kinds + data_kinds:
             opaque = f"holds values of type {' . '.join(key_types + data_types)}, which fwmatrix does not model"
     except _SHAPE_ERRORS as exc:
-        elements = tuple(Element((_text(item),)) for item in raw_elements)
+        elements = tuple(Element((describe(item),)) for item in raw_elements)
         opaque = "has elements fwmatrix cannot read" + _why(exc)
     return _SetInfo(body["name"], key_types, key_kinds, data_types, data_kinds, elements, opaque)
 
@@ -885,7 +611,7 @@ def _parse_listing(items: list[Any]) -> Ruleset:
             continue
         if kind == "table":
             family, name = _required(body, kind, index, "family", "name")
-            tables.setdefault((family, name), _TableParts(family, name, tuple(str(flag) for flag in _as_list(body.get("flags")))))
+            tables.setdefault((family, name), _TableParts(family, name, tuple(str(flag) for flag in as_list(body.get("flags")))))
             continue
         if kind not in ("chain", "set", "map", "rule"):
             raise BackendError(f"nftables JSON: unknown object '{kind}' (item {index}); fwmatrix reads the output of `nft -j list ruleset`")
@@ -909,15 +635,6 @@ def _parse_listing(items: list[Any]) -> Ruleset:
     return Ruleset(tuple(_build_table(parts) for parts in tables.values()))
 
 
-def _as_list(raw: Any) -> list[Any]:
-    if raw is None:
-        return []
-    return raw if isinstance(raw, list) else [raw]
-
-
-NFT_ERROR_RE = re.compile(r"^(?:/dev/stdin|-):(\d+):[\d-]+: Error: (.*)$")
-
-
 def parse_text(text: str, source: str = "<nft text>") -> Ruleset:
     """An nft ruleset as text (an `nft -f` file or `nft list ruleset` output) as a Ruleset.
 
@@ -925,128 +642,10 @@ def parse_text(text: str, source: str = "<nft text>") -> Ruleset:
     process (a user namespace too when not root) and listed back as JSON, so
     nft's own parser reads the text. Invalid text raises BackendError with
     nft's first error and its line."""
-    nft = shlex.quote(tool_path("nft"))
-    proc = run_private(["sh", "-c", f"{nft} -f - && {nft} -j list ruleset"], stdin=text)
-    if proc.returncode != 0:
-        raise _nft_failure(proc.stderr or proc.stdout, source)
-    return parse_json(proc.stdout)
-
-
-def _nft_failure(output: str, source: str) -> BackendError:
-    lines = [line for line in output.splitlines() if line.strip()]
-    errors = [NFT_ERROR_RE.match(line) for line in lines]
-    located = [m for m in errors if m is not None]
-    if not located:
-        first = next((line for line in lines if "Error" in line), lines[0] if lines else "nft failed")
-        return BackendError(first.strip(), file=source)
-    more = f" (and {len(located) - 1} more error{'s' if len(located) > 2 else ''})" if len(located) > 1 else ""
-    return BackendError(located[0][2] + more, file=source, line=int(located[0][1]))
+    return parse_json(list_text(text, source))
 
 
 def read_live() -> Ruleset:
     """The ruleset of the current network namespace's kernel (in tests and labs:
     `NetNamespace.call(read_live)`, which runs it inside the namespace)."""
-    rc, out, err = run_nft("list ruleset", json_output=True)
-    if rc != 0:
-        raise BackendError(f"nft list ruleset failed: {err.strip() or rc}")
-    return parse_json(out)
-
-
-# -- text for what is not modelled ------------------------------------------------------
-
-
-def _text(raw: Any) -> str:
-    """nft-like text of a JSON expression or statement, for Unmodelled and UnmodelledAction."""
-    if raw is None:
-        return ""
-    if isinstance(raw, bool):
-        return "exists" if raw else "missing"
-    if isinstance(raw, (int, float, str)):
-        return str(raw)
-    if isinstance(raw, list):
-        return ",".join(_text(item) for item in raw)
-    if not isinstance(raw, dict) or len(raw) != 1:
-        return json.dumps(raw, separators=(",", ":"), sort_keys=True)
-    ((kind, arg),) = raw.items()
-    special = _TEXT.get(kind)
-    if special is not None:
-        try:
-            return special(arg)
-        except (KeyError, TypeError, ValueError, AttributeError):
-            pass
-    if arg is None:
-        return kind
-    if isinstance(arg, dict):
-        return " ".join([kind] + [f"{name} {_text(value)}" for name, value in arg.items()])
-    return f"{kind} {_text(arg)}"
-
-
-def _set_text(items: Any) -> str:
-    parts = [f"{_text(item[0])} : {_text(item[1])}" if isinstance(item, list) and len(item) == 2 else _text(item) for item in _as_list(items)]
-    return "{ " + ", ".join(parts) + " }"
-
-
-def _rate_text(arg: dict) -> str:
-    unit = arg.get("rate_unit", "packets")
-    rate = f"{arg['rate']}/{arg['per']}" if unit == "packets" else f"{arg['rate']} {unit}/{arg['per']}"
-    burst = f" burst {arg['burst']} {arg.get('burst_unit', 'packets')}" if arg.get("burst") else ""
-    return f"limit rate {'over ' if arg.get('inv') else ''}{rate}{burst}"
-
-
-def _match_text(arg: dict) -> str:
-    left = arg["left"]
-    plain = arg["op"] == "in" or (arg["op"] == "==" and not (isinstance(left, dict) and set(left) & {"&", "|", "^"}))
-    op = "" if plain else f"{arg['op']} "
-    return f"{_text(left)} {op}{_text(arg['right'])}"
-
-
-def _dynset_text(arg: dict) -> str:
-    """`add @set { ip saddr limit rate 3/minute }`: a statement that adds to a set from the packet path."""
-    inside = " ".join([_text(arg["elem"])] + [_text(stmt) for stmt in _as_list(arg.get("stmt"))])
-    return f"{arg['op']} {arg['set']} {{ {inside} }}"
-
-
-def _nat_text(kind: str) -> Callable[[Any], str]:
-    def text(arg: Any) -> str:
-        if not isinstance(arg, dict):
-            return kind
-        family = f" {arg['family']}" if "family" in arg else ""
-        target = _text(arg.get("addr")) + (f":{_text(arg['port'])}" if "port" in arg else "")
-        to = f" to {target}" if target else ""
-        flags = f" {_text(arg['flags'])}" if "flags" in arg else ""
-        return f"{kind}{family}{to}{flags}"
-
-    return text
-
-
-_TEXT: dict[str, Callable[[Any], str]] = {
-    "match": _match_text,
-    "set": lambda arg: _set_text(arg) if not isinstance(arg, dict) else _dynset_text(arg),
-    "range": lambda arg: f"{_text(arg[0])}-{_text(arg[1])}",
-    "prefix": lambda arg: f"{arg['addr']}/{arg['len']}",
-    "concat": lambda arg: " . ".join(_text(part) for part in arg),
-    "elem": lambda arg: _text(arg["val"]),
-    "payload": lambda arg: f"{arg['protocol']} {arg['field']}" if "protocol" in arg else f"@{arg['base']},{arg['offset']},{arg['len']}",
-    "meta": lambda arg: f"meta {arg['key']}",
-    "ct": lambda arg: " ".join(["ct"] + ([arg["dir"]] if "dir" in arg else []) + [arg["key"]]),
-    "fib": lambda arg: f"fib {' . '.join(_as_list(arg['flags']))} {arg['result']}",
-    "map": lambda arg: f"{_text(arg['key'])} map {_text(arg['data'])}",
-    "|": lambda arg: " | ".join(_text(part) for part in arg),
-    "&": lambda arg: " & ".join(_text(part) for part in arg),
-    "^": lambda arg: " ^ ".join(_text(part) for part in arg),
-    "jump": lambda arg: f"jump {arg['target']}",
-    "goto": lambda arg: f"goto {arg['target']}",
-    "limit": _rate_text,
-    "quota": lambda arg: f"quota name {arg}" if isinstance(arg, str) else f"quota {'over ' if arg.get('inv') else ''}{arg['val']} {arg.get('val_unit', 'bytes')}",
-    "ct count": lambda arg: f"ct count {'over ' if arg.get('inv') else ''}{arg['val']}",
-    "mangle": lambda arg: f"{_text(arg['key'])} set {_text(arg['value'])}",
-    "meter": lambda arg: f"meter {arg['name']} {{ {_text(arg['key'])} {_text(arg['stmt'])} }}",
-    "queue": lambda arg: "queue" + (f" num {_text(arg['num'])}" if "num" in arg else "") + (f" {_text(arg['flags'])}" if "flags" in arg else ""),
-    "snat": _nat_text("snat"),
-    "dnat": _nat_text("dnat"),
-    "masquerade": _nat_text("masquerade"),
-    "redirect": _nat_text("redirect"),
-    "reject": lambda arg: "reject" + (f" with {arg.get('type', '')} {_text(arg.get('expr'))}".rstrip() if arg else ""),
-    "vmap": lambda arg: f"{_text(arg['key'])} vmap {_text(arg['data'])}",
-    "xt": lambda arg: f"xt {arg.get('type', '')} {arg.get('name', '')}".strip(),
-}
+    return parse_json(list_live())
