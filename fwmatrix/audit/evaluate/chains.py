@@ -1,0 +1,234 @@
+"""Walking one chain: its rules in order over the packets still undecided.
+
+Accept, drop, reject and DNAT decide the packets a rule hits, and later rules
+no longer see them; return hands them back to the calling chain undecided;
+a jump walks the target chain over them and keeps what it did not decide, a
+goto hands them over for good; a verdict map takes the action of the entry
+whose key matches. The walk gathers the chain's explicit decisions in a
+`ChainResult`; what its policy does is the caller's business (see forward).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Iterator
+
+from fwmatrix.audit.evaluate.effective import DnatRegion, EvaluationError, Grant, Note
+from fwmatrix.audit.evaluate.matches import key_space, rule_space
+from fwmatrix.audit.evaluate.reading import Reading
+from fwmatrix.ir import Chain, Dnat, DnatMap, Jump, Table, UnmodelledAction, Verdict, VerdictMap
+from fwmatrix.matrix.model import PortRange
+from fwmatrix.space import Interfaces, Remaining, Space, addr_interval
+
+MAX_DEPTH = 64  # jumps deeper than this are a loop (the kernel refuses loops too)
+
+
+@dataclass
+class ChainResult:
+    accepted: list[Grant] = field(default_factory=list)
+    dropped: list[Grant] = field(default_factory=list)
+    dnats: list[DnatRegion] = field(default_factory=list)
+    maybe_accepted: list[Grant] = field(default_factory=list)  # what unmodelled rules may let pass
+    uncertain_drops: set[int] = field(default_factory=set)  # ids of the drops that depend on unmodelled constructs
+
+    def absorb(self, other: ChainResult) -> None:
+        self.accepted += other.accepted
+        self.dropped += other.dropped
+        self.dnats += other.dnats
+        self.maybe_accepted += other.maybe_accepted
+        self.uncertain_drops |= other.uncertain_drops
+
+    def drop(self, grant: Grant, uncertain: bool) -> None:
+        self.dropped.append(grant)
+        if uncertain:
+            self.uncertain_drops.add(id(grant))
+
+    def decided_space(self, ifaces: Interfaces) -> Space:
+        return Space(ifaces, [b for g in self.accepted + self.dropped for b in g.space.boxes] + [b for d in self.dnats for b in d.space.boxes])
+
+
+def walk(reading: Reading, table: Table, chain: Chain, remaining: Remaining, depth: int) -> ChainResult:
+    """The chain's decisions over `remaining` (the packets that enter it)."""
+    if depth > MAX_DEPTH:
+        raise EvaluationError(f"jumps nest deeper than {MAX_DEPTH} from {chain_name(table, chain)}: a loop?")
+    result = ChainResult()
+    entry = remaining.base
+    certain = _CertainRemaining(entry)
+    for index, rule in enumerate(chain.rules):
+        if rule.action is None:
+            continue  # decides nothing (a counter, a log, a mark): its matches cannot change a verdict
+        origin = rule.origin or f"{chain_name(table, chain)} rule {index + 1}"
+        found = rule_space(reading, table, rule, origin)
+        if found is None:
+            continue
+        match, uncertain = found
+        doubtful = uncertain or isinstance(rule.action, UnmodelledAction)
+        if doubtful:
+            reach = certain.remaining().intersect(match)
+            reading.touched.extend(reach.boxes)
+            if not isinstance(rule.action, Verdict) or rule.action.kind == "accept":
+                result.maybe_accepted.append(Grant(reach, origin))
+        hit = remaining.intersect(match)
+        if not hit:
+            # shadowed only if rules that decide whatever unmodelled constructs do cover it
+            if _is_terminal(rule.action) and entry.intersect(match) and not certain.remaining().intersect(match):
+                reading.shadowed.append(Note(origin, "earlier rules in the chain decide every packet it would match"))
+            continue
+        recorder = _Recording(remaining)
+        touched_before = len(reading.touched)
+        _act(_Site(reading, table, origin, uncertain, result, depth), rule.action, hit, match, recorder)
+        if not doubtful and len(reading.touched) == touched_before:
+            # decided whatever unmodelled constructs do (a jump counts when its chain had none)
+            for decided in recorder.removed:
+                certain.decide(decided)
+    return result
+
+
+def chain_name(table: Table, chain: Chain) -> str:
+    return f"{table.family} {table.name} {chain.name}"
+
+
+class _CertainRemaining:
+    """The packets entering a chain minus what earlier rules decide whatever
+    unmodelled constructs do (a packet they decide never reaches a later rule,
+    in any reading). Built only when a rule first asks: most chains never do."""
+
+    def __init__(self, entry: Space):
+        self.entry = entry
+        self._decided: list[Space] = []
+        self._remaining: Remaining | None = None
+
+    def remaining(self) -> Remaining:
+        if self._remaining is None:
+            self._remaining = Remaining(self.entry)
+            for decided in self._decided:
+                self._remaining.remove(decided)
+        return self._remaining
+
+    def decide(self, space: Space) -> None:
+        if self._remaining is None:
+            self._decided.append(space)
+        else:
+            self._remaining.remove(space)
+
+
+class _Recording:
+    """A chain's undecided packets, remembering what one rule's action removed from them."""
+
+    def __init__(self, remaining: Remaining):
+        self.remaining = remaining
+        self.removed: list[Space] = []
+
+    def intersect(self, space: Space) -> Space:
+        return self.remaining.intersect(space)
+
+    def remove(self, space: Space) -> None:
+        self.removed.append(space)
+        self.remaining.remove(space)
+
+
+@dataclass(frozen=True)
+class _Site:
+    """Where an action runs: its rule (named by `origin`; `uncertain` when it has a
+    match fwmatrix cannot model), the table, the chain's result, the jump depth."""
+
+    reading: Reading
+    table: Table
+    origin: str
+    uncertain: bool
+    result: ChainResult
+    depth: int
+
+
+# -- actions: `hit` is what the rule's `match` selects of the undecided packets --------
+
+def _act(site: _Site, action: object, hit: Space, match: Space, remaining: _Recording) -> None:
+    if isinstance(action, Verdict):
+        _verdict(site, action, hit, match, remaining)
+    elif isinstance(action, Jump):
+        _jump(site, action, hit, match, remaining)
+    elif isinstance(action, VerdictMap):
+        _verdict_map(site, action, match, remaining)
+    elif isinstance(action, Dnat):
+        site.result.dnats.append(DnatRegion(hit, (addr_interval(action.address),), action.port, site.origin, site.uncertain))
+        remaining.remove(match)
+    elif isinstance(action, DnatMap):
+        _dnat_map(site, action, match, remaining)
+    elif isinstance(action, UnmodelledAction):
+        _unmodelled_action(site, action, hit, match, remaining)
+    elif action is not None:
+        raise EvaluationError(f"{site.origin}: no evaluation for action {action!r}")
+
+
+def _verdict(site: _Site, verdict: Verdict, hit: Space, match: Space, remaining: _Recording) -> None:
+    if verdict.kind == "accept":
+        site.result.accepted.append(Grant(hit, site.origin))
+    elif verdict.kind in ("drop", "reject"):
+        site.result.drop(Grant(hit, site.origin), site.uncertain)
+    elif verdict.kind == "return":
+        pass  # back to the caller, undecided
+    elif verdict.kind == "continue":
+        return
+    else:
+        site.reading.note_unmodelled(site.origin, f"verdict '{verdict.kind}'")
+        return
+    remaining.remove(match)
+
+
+def _jump(site: _Site, jump: Jump, hit: Space, match: Space, remaining: _Recording) -> None:
+    target = next((c for c in site.table.chains if c.name == jump.chain), None)
+    if target is None:
+        raise EvaluationError(f"{site.origin}: jump to a chain that does not exist: {jump.chain}")
+    sub = walk(site.reading, site.table, target, Remaining(hit), site.depth + 1)
+    if site.uncertain:  # reached through a match fwmatrix cannot model: so are its translations
+        sub.dnats = [replace(d, uncertain=True) for d in sub.dnats]
+    site.result.absorb(sub)
+    if jump.goto:
+        remaining.remove(match)  # what returns from a goto goes back to our caller
+    else:
+        remaining.remove(sub.decided_space(site.reading.ifaces))
+
+
+def _verdict_map(site: _Site, vmap: VerdictMap, match: Space, remaining: _Recording) -> None:
+    entries = vmap.entries if vmap.map_name is None else tuple((e.key, e.data[0]) for e in site.table.set(vmap.map_name).elements)
+    for verdict, entry_hit, entry_space in _entry_hits(site, vmap.fields, entries, match, remaining):
+        _act(site, verdict, entry_hit, entry_space, remaining)
+
+
+def _dnat_map(site: _Site, dmap: DnatMap, match: Space, remaining: _Recording) -> None:
+    entries = dmap.entries if dmap.map_name is None else tuple((e.key, e.data) for e in site.table.set(dmap.map_name).elements)
+    for data, entry_hit, entry_space in _entry_hits(site, dmap.fields, entries, match, remaining):
+        address = data[0]
+        port = data[1] if len(data) > 1 else None
+        if isinstance(port, int):
+            port = PortRange(port, port)
+        site.result.dnats.append(DnatRegion(entry_hit, (addr_interval(address),), port, site.origin, site.uncertain))  # type: ignore[arg-type]
+        remaining.remove(entry_space)
+
+
+def _entry_hits(site: _Site, fields: tuple[str, ...], entries: tuple, match: Space, remaining: _Recording) -> Iterator[tuple]:
+    """Each map entry that takes packets: its data, the undecided packets it takes, and
+    all the packets of `match` with its key. Lazy: an entry's action decides packets
+    before the next entry is looked at."""
+    for key, data in entries:
+        entry_space = match.intersect(key_space(site.reading, fields, key))
+        if not entry_space:
+            continue
+        entry_hit = remaining.intersect(entry_space)
+        if entry_hit:
+            yield data, entry_hit, entry_space
+
+
+def _unmodelled_action(site: _Site, action: UnmodelledAction, hit: Space, match: Space, remaining: _Recording) -> None:
+    site.reading.note_unmodelled(site.origin, action.text)
+    if not action.terminal:
+        return  # the chain goes on; what the action changes is not modelled
+    if site.reading.assume:
+        site.result.accepted.append(Grant(hit, site.origin))
+    else:
+        site.result.drop(Grant(hit, site.origin), uncertain=True)
+    remaining.remove(match)
+
+
+def _is_terminal(action: object) -> bool:
+    return isinstance(action, (Verdict, Dnat, DnatMap)) and getattr(action, "kind", "accept") in ("accept", "drop", "reject")

@@ -1,0 +1,55 @@
+"""What an evaluation gives back: the regions forwarded, by the rule that let
+them through; the DNAT regions; notes on rules that can never match and on
+constructs fwmatrix cannot model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fwmatrix.matrix.model import PortRange
+from fwmatrix.space import Interfaces, Intervals, Space
+
+
+@dataclass(frozen=True)
+class Grant:
+    """Packets a rule lets through."""
+
+    space: Space
+    origin: str
+
+
+@dataclass(frozen=True)
+class DnatRegion:
+    """Packets (as they arrive, before translation) that a rule translates."""
+
+    space: Space
+    target: Intervals  # address interval(s) in space coordinates
+    port: PortRange | None
+    origin: str
+    uncertain: bool = False  # the rule has a match fwmatrix cannot model: it may not translate these
+
+
+@dataclass(frozen=True)
+class Note:
+    origin: str
+    text: str
+
+
+@dataclass
+class Effective:
+    ifaces: Interfaces
+    forwarded: list[Grant]  # regions forwarded (every ct state), by the rule that accepted them
+    dnats: list[DnatRegion]
+    shadowed: list[Note] = field(default_factory=list)
+    unmodelled: list[Note] = field(default_factory=list)
+    uncertain: list[Grant] = field(default_factory=list)  # forwarded only if unmodelled rules go one way
+
+    def forwarded_space(self) -> Space:
+        out = Space.empty(self.ifaces)
+        for grant in self.forwarded:
+            out = out.union(grant.space)
+        return out
+
+
+class EvaluationError(Exception):
+    pass

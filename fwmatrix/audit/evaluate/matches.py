@@ -1,0 +1,187 @@
+"""The packets a rule selects: its matches, set lookups and map keys as packet spaces.
+
+Bounds are built one field at a time in a dict, dimension → allowed values
+(an interface or ct bit mask, or intervals); `_empty` marks bounds that
+nothing satisfies.
+"""
+
+from __future__ import annotations
+
+from netaddr import IPNetwork, IPRange
+
+from fwmatrix.audit.evaluate.effective import EvaluationError
+from fwmatrix.audit.evaluate.reading import Reading
+from fwmatrix.ir import Match, Rule, SetDef, Table, Unmodelled
+from fwmatrix.matrix.model import PortRange
+from fwmatrix.space import (
+    CT_ALL, CT_DNAT, PORT_PROTOCOLS, PORTS_ALL, V4_ALL, V6_ALL,
+    Interfaces, Intervals, Space, addr_interval, ct_bits, iv_and, iv_norm,
+)
+
+# Fields the IR carries but packet spaces have no dimension for: a match on them
+# is judged both ways, like any unmodelled construct. Of the ct status bits only
+# dnat is modelled (the ct dimension knows translated connections).
+UNMODELLED_FIELDS = frozenset({"sport"})
+MODELLED_CT_STATUS = "dnat"
+
+
+def rule_space(reading: Reading, table: Table, rule: Rule, origin: str) -> tuple[Space, bool] | None:
+    """The packets a rule's matches select, and whether an unmodelled match was left
+    out of them; None when the rule is assumed not to match (the other reading).
+
+    Plain matches on one field narrow one box's bounds (cheap); set lookups,
+    concatenations and negations are spaces of their own, intersected last."""
+    ifaces = reading.ifaces
+    bounds: dict[str, object] = {}
+    if table.family in ("ip", "ip6"):
+        family = V4_ALL if table.family == "ip" else V6_ALL
+        bounds["src"] = bounds["dst"] = family
+    parts: list[Space] = []
+    uncertain = False
+    for match in rule.matches:
+        if isinstance(match, Match) and _unmodelled(match):
+            match = Unmodelled(_match_text(match))
+        if isinstance(match, Unmodelled):
+            reading.note_unmodelled(origin, match.text)
+            if not reading.assume:
+                return None
+            uncertain = True
+            continue
+        if len(match.fields) == 1 and match.set_name is None and not match.negate:
+            _narrow_by_values(bounds, match.fields[0], match.values, ifaces)
+            continue
+        if match.set_name is not None:
+            part = set_space(reading, match.fields, table.set(match.set_name))
+        else:
+            part = Space(ifaces, [b for key in match.values for b in key_space(reading, match.fields, key).boxes])
+        if match.negate:
+            part = reading.family_space(table).intersect(_implied(reading.full, match.fields)).subtract(part)
+        parts.append(part)
+    space = _space_of(reading, bounds)
+    for part in sorted(parts, key=len):
+        if not space:
+            break
+        space = space.intersect(part)
+    return space, uncertain
+
+
+def set_space(reading: Reading, fields: tuple[str, ...], set_def: SetDef) -> Space:
+    boxes = []
+    for element in set_def.elements:
+        boxes.extend(key_space(reading, fields, element.key).boxes)
+    return Space(reading.ifaces, boxes)
+
+
+def key_space(reading: Reading, fields: tuple[str, ...], key: tuple) -> Space:
+    """The packets whose `fields` are `key` (a set element, a map key)."""
+    bounds: dict[str, object] = {}
+    for f, value in zip(fields, key):
+        _constrain(bounds, f, value, reading.ifaces)
+    return _space_of(reading, bounds)
+
+
+def _space_of(reading: Reading, bounds: dict[str, object]) -> Space:
+    """The box the bounds describe, whole in every dimension they leave out; empty when marked so."""
+    if bounds.pop("_empty", False):
+        return Space.empty(reading.ifaces)
+    return reading.full.make(**bounds)
+
+
+def _constrain(bounds: dict[str, object], f: str, value: object, ifaces: Interfaces) -> None:
+    """Narrow `bounds` by one field = value."""
+
+    def narrow(dim: str, values: Intervals) -> None:
+        current = bounds.get(dim)
+        bounds[dim] = values if current is None else iv_and(current, values)  # type: ignore[arg-type]
+        if not bounds[dim]:
+            bounds["_empty"] = True
+
+    if f in ("iif", "oif"):
+        bits = ifaces.mask(str(value))
+        bounds[f] = bounds.get(f, ifaces.all) & bits  # type: ignore[operator]
+        if not bounds[f]:
+            bounds["_empty"] = True
+    elif f in ("ip.saddr", "ip.daddr", "ip6.saddr", "ip6.daddr"):
+        assert isinstance(value, (IPNetwork, IPRange))
+        narrow("src" if f.endswith("saddr") else "dst", (addr_interval(value),))
+        family = V4_ALL if f.startswith("ip.") else V6_ALL
+        narrow("src", family)
+        narrow("dst", family)
+    elif f == "l4proto":
+        narrow("proto", ((int(value), int(value)),))  # type: ignore[call-overload]
+    elif f == "dport":
+        port = value if isinstance(value, PortRange) else PortRange(int(value), int(value))  # type: ignore[call-overload]
+        narrow("dport", ((port.low, port.high),))
+        narrow("proto", PORT_PROTOCOLS)
+    elif f in ("ct.state", "ct.status"):
+        if f == "ct.status" and value != MODELLED_CT_STATUS:
+            raise EvaluationError(f"no evaluation for ct status {value!r}")
+        bits = ct_bits(str(value)) if f == "ct.state" else CT_DNAT
+        bounds["ct"] = bounds.get("ct", CT_ALL) & bits  # type: ignore[operator]
+        if not bounds["ct"]:
+            bounds["_empty"] = True
+    elif f == "nfproto":
+        family = V4_ALL if int(value) == 4 else V6_ALL  # type: ignore[call-overload]
+        narrow("src", family)
+        narrow("dst", family)
+    else:
+        raise EvaluationError(f"no evaluation for field {f!r}")
+
+
+def _narrow_by_values(bounds: dict[str, object], f: str, values: tuple, ifaces: Interfaces) -> None:
+    """Narrow `bounds` by `f` being one of `values`: the union of what each value allows."""
+    union: dict[str, object] = {}
+    for key in values:
+        one: dict[str, object] = {}
+        _constrain(one, f, key[0], ifaces)
+        if one.pop("_empty", False):
+            continue
+        for dim, value in one.items():
+            if dim not in union:
+                union[dim] = value
+            elif isinstance(value, int):
+                union[dim] = union[dim] | value  # type: ignore[operator]
+            else:
+                union[dim] = iv_norm(union[dim] + value)  # type: ignore[operator]
+    if not union:
+        bounds["_empty"] = True
+        return
+    for dim, value in union.items():
+        if dim not in bounds:
+            bounds[dim] = value
+        elif isinstance(value, int):
+            bounds[dim] = bounds[dim] & value  # type: ignore[operator]
+        else:
+            bounds[dim] = iv_and(bounds[dim], value)  # type: ignore[arg-type]
+        if not bounds[dim]:
+            bounds["_empty"] = True
+
+
+def _implied(full: Space, fields: tuple[str, ...]) -> Space:
+    """What a field's mere presence requires (`ip saddr` only exists in IPv4 packets;
+    `th dport` only in port protocols): the universe of a negated match."""
+    bounds: dict[str, Intervals] = {}
+    for f in fields:
+        if f.startswith("ip."):
+            bounds["src"] = bounds["dst"] = V4_ALL
+        elif f.startswith("ip6."):
+            bounds["src"] = bounds["dst"] = V6_ALL
+        elif f == "dport":
+            bounds["proto"] = PORT_PROTOCOLS
+            bounds["dport"] = PORTS_ALL
+    return full.intersect(full.make(**bounds)) if bounds else full
+
+
+def _match_text(match: Match) -> str:
+    values = ", ".join(" . ".join(str(v) for v in key) for key in match.values) or f"@{match.set_name}"
+    return f"a match on {' . '.join(match.fields)} {'!=' if match.negate else '=='} {values}"
+
+
+def _unmodelled(match: Match) -> bool:
+    """A match on a field packet spaces have no dimension for (or a ct status bit but dnat)."""
+    if UNMODELLED_FIELDS.intersection(match.fields):
+        return True
+    if "ct.status" not in match.fields:
+        return False
+    position = match.fields.index("ct.status")
+    return match.set_name is not None or any(key[position] != MODELLED_CT_STATUS for key in match.values)
