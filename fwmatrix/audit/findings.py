@@ -14,6 +14,7 @@ Findings, each naming the opening (name, row, note) and the live rule:
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Iterable, Protocol
 
 from netaddr import IPNetwork
 
@@ -66,6 +67,19 @@ class Finding:
         return out
 
 
+class _Kinded(Protocol):
+    @property
+    def kind(self) -> str: ...
+
+
+def count_kinds(findings: Iterable[_Kinded], kinds: tuple[str, ...]) -> dict[str, int]:
+    """How many findings of each kind: every kind, in `kinds`' order, zero when none (a report's `counts`)."""
+    counts = {kind: 0 for kind in kinds}
+    for f in findings:
+        counts[f.kind] += 1
+    return counts
+
+
 @dataclass
 class AuditReport:
     matrix: str
@@ -75,10 +89,7 @@ class AuditReport:
     openings_checked: int = 0
 
     def counts(self) -> dict[str, int]:
-        counts = {kind: 0 for kind in KINDS}
-        for f in self.findings:
-            counts[f.kind] += 1
-        return counts
+        return count_kinds(self.findings, KINDS)
 
     def verdict(self) -> str:
         if not self.findings:

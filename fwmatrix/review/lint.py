@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from netaddr import IPNetwork
 
-from fwmatrix.audit.findings import CT_NEW, SEVERITIES, _inside_to_internet, _service_bounds, flow_space
+from fwmatrix.audit.findings import CT_NEW, SEVERITIES, _inside_to_internet, _service_bounds, count_kinds, flow_space
 from fwmatrix.compile.intent import Dnat, Intent
 from fwmatrix.matrix.model import Matrix, Opening, ServicePart, Where
 from fwmatrix.matrix.resolve import Resolver
@@ -88,10 +88,7 @@ class LintReport:
     openings: tuple[Opening, ...] = ()  # every opening linted (a JUnit case each)
 
     def counts(self) -> dict[str, int]:
-        counts = {kind: 0 for kind in KINDS}
-        for f in self.findings:
-            counts[f.kind] += 1
-        return counts
+        return count_kinds(self.findings, KINDS)
 
     def verdict(self) -> str:
         if not self.findings:
