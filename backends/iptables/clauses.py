@@ -1,0 +1,296 @@
+"""Clauses: the exact set algebra the lowering works in.
+
+A clause is a conjunction of per-field value sets (addresses as CIDRs, ports as ranges,
+interfaces as names or prefix wildcards, protocols, conntrack states and status bits, the
+address family). An IR match narrows a clause, set and map lookups expand it element by
+element, an intersection that is empty drops it, and clauses that differ in one field only
+merge into one (their union). Nothing here is approximate: what has no exact clause form
+raises RenderError."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from netaddr import IPNetwork, IPRange, IPSet, cidr_merge
+
+from fwmatrix.backends.iptables.names import CT_STATES, CT_STATUS
+from fwmatrix.backends.iptables.safe import RenderError, _ifname
+from fwmatrix.matrix.model import PortRange
+
+# IR field -> (clause field, address family the field implies)
+IR_FIELDS: dict[str, tuple[str, int | None]] = {
+    "iif": ("iif", None),
+    "oif": ("oif", None),
+    "l4proto": ("l4proto", None),
+    "sport": ("sport", None),
+    "dport": ("dport", None),
+    "ip.saddr": ("saddr", 4),
+    "ip.daddr": ("daddr", 4),
+    "ip6.saddr": ("saddr", 6),
+    "ip6.daddr": ("daddr", 6),
+    "ct.state": ("ct.state", None),
+    "ct.status": ("ct.status", None),
+    "nfproto": ("family", None),
+}
+CLAUSE_FIELDS = ("family", "iif", "oif", "saddr", "daddr", "l4proto", "sport", "dport", "ct.state", "ct.status")
+MERGE_FIELDS = ("dport", "sport", "ct.state", "saddr", "daddr")  # iptables matches these against a set of values
+ADDR_FIELDS = ("saddr", "daddr")
+PORT_FIELDS = ("sport", "dport")
+IF_FIELDS = ("iif", "oif")
+EXCLUDABLE = ("iif", "oif", "l4proto", "ct.status")  # negations without a finite complement: `! -i X`
+
+Items = list[tuple["_Clause", tuple[str, ...]]]  # clauses with the comments they carry
+Members = list[tuple["_Clause", tuple[str, ...], int]]  # ... and the index of the IR rule they came from
+
+
+# -- interface names: literal `eth0` or prefix wildcard `eth*` ---------------------
+
+
+def _if_covers(a: str, b: str) -> bool:
+    """Every name `b` matches, `a` matches too."""
+    if not a.endswith("*"):
+        return a == b
+    return b.removesuffix("*").startswith(a[:-1])
+
+
+def _if_meet(a: str, b: str) -> str | None:
+    """The names both match, as one pattern (prefixes are nested or disjoint)."""
+    return b if _if_covers(a, b) else a if _if_covers(b, a) else None
+
+
+# -- values -------------------------------------------------------------------
+
+
+def _merge_ports(ranges: Iterable[PortRange]) -> frozenset[PortRange]:
+    merged: list[PortRange] = []
+    for r in sorted(ranges):
+        if merged and r.low <= merged[-1].high + 1:
+            merged[-1] = PortRange(merged[-1].low, max(merged[-1].high, r.high))
+        else:
+            merged.append(r)
+    return frozenset(merged)
+
+
+def _normalise(name: str, values: Iterable) -> frozenset:
+    """The canonical form of a value set, so that equal sets compare equal."""
+    if name in ADDR_FIELDS:
+        return frozenset(cidr_merge(list(values)))
+    if name in PORT_FIELDS:
+        return _merge_ports(values)
+    if name in IF_FIELDS:
+        values = set(values)
+        return frozenset(v for v in values if not any(o != v and _if_covers(o, v) for o in values))
+    return frozenset(values)
+
+
+def _intersect(name: str, a: frozenset, b: frozenset) -> frozenset:
+    if name in ADDR_FIELDS:
+        return frozenset((IPSet(a) & IPSet(b)).iter_cidrs())
+    if name in PORT_FIELDS:
+        return _merge_ports(PortRange(max(x.low, y.low), min(x.high, y.high)) for x in a for y in b if max(x.low, y.low) <= min(x.high, y.high))
+    if name in IF_FIELDS:
+        return _normalise(name, (m for x in a for y in b if (m := _if_meet(x, y)) is not None))
+    return a & b
+
+
+def _union(name: str, a: frozenset | None, b: frozenset | None) -> frozenset | None:
+    if a is None or b is None:  # "any value" absorbs everything
+        return None
+    return _normalise(name, a | b)
+
+
+def _difference(name: str, a: frozenset, b: frozenset) -> frozenset:
+    if name in ADDR_FIELDS:
+        return frozenset((IPSet(a) - IPSet(b)).iter_cidrs())
+    if name in IF_FIELDS:
+        kept = set()
+        for x in a:
+            if any(_if_covers(e, x) for e in b):
+                continue
+            if any(_if_meet(e, x) is not None for e in b):
+                raise RenderError(f"iptables cannot match interface {x!r} except {sorted(b)}")
+            kept.add(x)
+        return frozenset(kept)
+    return a - b
+
+
+def _complement(name: str, values: frozenset) -> frozenset:
+    if name == "ct.state":
+        return frozenset(CT_STATES) - values
+    if name == "family":
+        return frozenset({4, 6}) - values
+    if name in PORT_FIELDS:
+        out, low = [], 0
+        for r in sorted(values):
+            if r.low > low:
+                out.append(PortRange(low, r.low - 1))
+            low = max(low, r.high + 1)
+        if low <= 65535:
+            out.append(PortRange(low, 65535))
+        return frozenset(out)
+    raise RenderError(f"no complement for field {name!r}")  # addresses are complemented in _negate
+
+
+def _values(ir_field: str, v: object) -> frozenset:
+    """One IR value, checked, as the set of values a clause keeps (an address range: its CIDRs)."""
+    name, family = IR_FIELDS[ir_field]
+    if name in IF_FIELDS:
+        return frozenset({_ifname(v)})
+    if name == "l4proto":
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 255:
+            raise RenderError(f"refusing {v!r} as an IP protocol number")
+        return frozenset({v})
+    if name in PORT_FIELDS:
+        if isinstance(v, int) and not isinstance(v, bool):
+            v = PortRange(v, v)
+        if not isinstance(v, PortRange) or not 0 <= v.low <= v.high <= 65535:
+            raise RenderError(f"refusing {v!r} as a port or port range")
+        return frozenset({v})
+    if name == "ct.state" and v in CT_STATES or name == "ct.status" and v in CT_STATUS or name == "family" and v in (4, 6):
+        return frozenset({v})
+    if name in ADDR_FIELDS and isinstance(v, (IPNetwork, IPRange)) and v.version == family:
+        return frozenset({v.cidr}) if isinstance(v, IPNetwork) else frozenset(v.cidrs())
+    raise RenderError(f"refusing {v!r} as a value of {ir_field}")
+
+
+# -- clauses ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Clause:
+    """A conjunction: each listed field takes one of its allowed values; unlisted fields take any.
+
+    `excluded` keeps negations iptables writes as `! -i X`: interfaces,
+    protocols and ct status bits (no finite complement), and one address
+    (which reads better than the CIDRs of its complement)."""
+
+    allowed: tuple[tuple[str, frozenset], ...] = ()
+    excluded: tuple[tuple[str, frozenset], ...] = ()
+
+    def get(self, name: str) -> frozenset | None:
+        return dict(self.allowed).get(name)
+
+    def with_(self, name: str, values: frozenset | None) -> _Clause:
+        allowed = dict(self.allowed)
+        allowed.pop(name, None)
+        if values is not None:
+            allowed[name] = values
+        return _Clause(_sorted_fields(allowed), self.excluded)
+
+    def constrain(self, name: str, values: frozenset) -> _Clause | None:
+        """This clause and `name` in `values`; None when nothing can match both."""
+        current = self.get(name)
+        values = _normalise(name, values) if current is None else _intersect(name, current, values)
+        excluded = dict(self.excluded)
+        if name in excluded:  # a positive set absorbs a negation of the same field
+            values = _difference(name, values, excluded.pop(name))
+        if not values:
+            return None
+        allowed = dict(self.allowed)
+        allowed[name] = values
+        return _Clause(_sorted_fields(allowed), _sorted_fields(excluded))
+
+    def exclude(self, name: str, values: frozenset) -> _Clause | None:
+        if name in IF_FIELDS and "*" in values:
+            return None  # not any interface at all
+        current = self.get(name)
+        if current is not None:
+            return self.constrain(name, _difference(name, current, values))
+        excluded = dict(self.excluded)
+        excluded[name] = excluded.get(name, frozenset()) | values
+        return _Clause(self.allowed, _sorted_fields(excluded))
+
+
+def _sorted_fields(d: dict[str, frozenset]) -> tuple[tuple[str, frozenset], ...]:
+    return tuple(sorted(d.items(), key=lambda item: CLAUSE_FIELDS.index(item[0])))
+
+
+def _value_key(v: object) -> tuple:
+    if isinstance(v, IPNetwork):
+        return (1, v.version, v.first, v.prefixlen)
+    if isinstance(v, PortRange):
+        return (2, v.low, v.high)
+    if isinstance(v, int):
+        return (3, v)
+    return (0, str(v))
+
+
+def _sorted_values(values: Iterable) -> list:
+    return sorted(values, key=_value_key)
+
+
+def _clause_key(clause: _Clause) -> tuple:
+    """Sort key: by interfaces, then addresses, protocol and ports, numerically."""
+    allowed = dict(clause.allowed)
+    return tuple(
+        (0,) if allowed.get(name) is None else (1, tuple(_value_key(v) for v in _sorted_values(allowed[name])))
+        for name in CLAUSE_FIELDS
+    ) + (tuple((name, tuple(_value_key(v) for v in _sorted_values(vals))) for name, vals in clause.excluded),)
+
+
+# -- IR fields on clauses ---------------------------------------------------------
+
+
+def _constrain_one(clause: _Clause, ir_field: str, values: frozenset) -> _Clause | None:
+    name, family = IR_FIELDS[ir_field]
+    if family is not None:  # `ip saddr X` only matches IPv4 packets
+        narrowed = clause.constrain("family", frozenset({family}))
+        if narrowed is None:
+            return None
+        clause = narrowed
+    return clause.constrain(name, values)
+
+
+def _constrain_key(clause: _Clause | None, fields: tuple[str, ...], key: tuple, where: str) -> _Clause | None:
+    if len(key) != len(fields):
+        raise RenderError(f"{where}: key {key!r} does not fit fields {fields}")
+    for f, v in zip(fields, key):
+        if clause is None:
+            return None
+        clause = _constrain_one(clause, f, _values(f, v))
+    return clause
+
+
+def _negate(clause: _Clause, ir_field: str, raw: list) -> _Clause | None:
+    name, family = IR_FIELDS[ir_field]
+    values = _normalise(name, frozenset().union(*(_values(ir_field, v) for v in raw)))
+    if family is not None:  # `ip saddr != X` still only matches IPv4 packets
+        narrowed = clause.constrain("family", frozenset({family}))
+        if narrowed is None:
+            return None
+        clause = narrowed
+    if name in EXCLUDABLE:
+        return clause.exclude(name, values)
+    if name in ADDR_FIELDS:
+        if len(values) == 1 and clause.get(name) is None and name not in dict(clause.excluded):
+            return clause.exclude(name, values)
+        universe = IPSet([IPNetwork("0.0.0.0/0" if family == 4 else "::/0")])
+        return clause.constrain(name, frozenset((universe - IPSet(values)).iter_cidrs()))
+    return clause.constrain(name, _complement(name, values))
+
+
+# -- merging ------------------------------------------------------------------------
+
+
+def _regroup(members: Members) -> Members:
+    """Merge clauses that differ in one mergeable field into one (their union), until stable.
+    A merged clause keeps all comments and the lowest rule index."""
+    current: dict[_Clause, tuple[tuple[str, ...], int]] = {}
+    for clause, comments, index in members:
+        seen_comments, seen_index = current.get(clause, ((), index))
+        current[clause] = (tuple(dict.fromkeys(seen_comments + comments)), min(seen_index, index))
+    while True:
+        before = len(current)
+        for name in MERGE_FIELDS:
+            buckets: dict[_Clause, tuple[frozenset | None, tuple[str, ...], int]] = {}
+            for clause, (comments, index) in current.items():
+                rest, values = clause.with_(name, None), clause.get(name)
+                if rest in buckets:
+                    seen_values, seen_comments, seen_index = buckets[rest]
+                    buckets[rest] = (_union(name, seen_values, values), tuple(dict.fromkeys(seen_comments + comments)), min(seen_index, index))
+                else:
+                    buckets[rest] = (values, comments, index)
+            current = {rest.with_(name, values): (comments, index) for rest, (values, comments, index) in buckets.items()}
+        if len(current) == before:
+            return [(clause, comments, index) for clause, (comments, index) in current.items()]

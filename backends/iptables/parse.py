@@ -1,0 +1,422 @@
+"""Parsing: iptables-save / ip6tables-save text -> the Ruleset IR, for the audit.
+
+The audit judges what a firewall really runs, so the parser keeps netfilter's
+meaning, not iptables' syntax: each *table section becomes an IR table of
+its family whose built-in chains are base chains on their hooks and
+priorities (so mangle FORWARD runs at -150, before filter FORWARD at 0).
+
+Nothing is dropped silently: dropping a match makes a rule look wider than
+it is. A match the IR cannot express becomes Unmodelled (judged both ways),
+a target that may change the packet's fate becomes UnmodelledAction. Only
+rules that neither decide nor change anything (LOG, no target) are skipped;
+targets that change the packet but not its fate (MARK, SNAT) keep a rule
+with no action. Malformed text is the user's error: BackendError "FILE:LINE:".
+
+reader.py reads the text into sections, options and match/target blocks; this module
+gives them their meaning."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from itertools import product
+
+from netaddr import IPNetwork
+
+from fwmatrix.backends.iptables.ipset import _Ipset, _ipset_def, _parse_ipsets
+from fwmatrix.backends.iptables.modes import _hooked, file_mode
+from fwmatrix.backends.iptables.names import BUILTIN_CHAINS, CT_STATES, CT_STATUS, SAVE_TOOL
+from fwmatrix.backends.iptables.reader import (
+    COUNTERS_RE,
+    CORE_OPTIONS,
+    PORT_MATCHES,
+    VERDICT_TARGETS,
+    _Block,
+    _group,
+    _ip,
+    _Malformed,
+    _network,
+    _NotModelled,
+    _Option,
+    _port,
+    _port_range,
+    _proto,
+    _range,
+    _save_sections,
+    _Section,
+    _Word,
+)
+from fwmatrix.errors import BackendError
+from fwmatrix.gcpause import gc_paused
+from fwmatrix.ir import Action, Chain, Dnat, Jump, Match, Rule, Ruleset, SetDef, Table, Unmodelled, UnmodelledAction, Verdict, addr_field
+from fwmatrix.matrix.model import PortRange
+
+IR_FAMILY = {4: "ip", 6: "ip6"}
+STATE_WORDS = {s.upper(): s for s in CT_STATES}
+# --ctstate SNAT/DNAT and --ctstatus X test ct status bits
+STATUS_WORDS = {option: {word: status for status, (opt, word) in CT_STATUS.items() if opt == option} for option in ("--ctstate", "--ctstatus")}
+LOG_TARGETS = {"LOG", "NFLOG", "ULOG", "TRACE", "AUDIT"}  # a rule with one of these decides and changes nothing
+# Targets that change the packet or its connection but never whether it is forwarded
+# (source NAT happens after the forward decision; marks only matter to -m mark, which is Unmodelled).
+NO_VERDICT_TARGETS = {
+    "SNAT", "MASQUERADE", "SNPT", "MARK", "CONNMARK", "TCPMSS", "CLASSIFY", "DSCP", "TOS", "TTL", "HL", "ECN",
+    "SECMARK", "CONNSECMARK", "CHECKSUM", "SET", "TEE", "IDLETIMER", "LED", "RATEEST", "HMARK", "TCPOPTSTRIP",
+}
+# Targets that may change the packet's fate in ways the IR cannot say.
+FATE_TARGETS = {
+    "REDIRECT": "sends the packet to the firewall itself",
+    "TPROXY": "sends the packet to a local socket",
+    "NFQUEUE": "a userspace program decides the verdict",
+    "QUEUE": "a userspace program decides the verdict",
+    "NOTRACK": "the packet is not tracked: ct state untracked, no NAT",
+    "CT": "changes connection tracking (a helper, a zone, or --notrack: ct state untracked, no NAT)",
+    "SYNPROXY": "answers the TCP handshake itself",
+    "NETMAP": "maps addresses prefix to prefix",
+    "DNPT": "translates the destination prefix",
+    "CLUSTERIP": "answers for a cluster address",
+}
+PORT_OPTIONS = {"--sport": "sport", "--source-port": "sport", "--dport": "dport", "--destination-port": "dport"}
+MULTIPORT_OPTIONS = {"--sports": "sport", "--source-ports": "sport", "--dports": "dport", "--destination-ports": "dport"}
+SET_NO_EFFECT = {"--return-nomatch", "--update-counters", "--update-subcounters"}  # see _SectionParser._set
+
+Cond = Match | Unmodelled
+
+
+@dataclass(frozen=True)
+class _AnyOf:
+    """A disjunction iptables allows in one rule (`--ports`: sport or dport; `--ctstate NEW,DNAT`):
+    the rule becomes one IR rule per alternative, which means the same (first match wins)."""
+
+    alternatives: tuple[tuple[Cond, ...], ...]
+
+
+Term = Cond | _AnyOf
+
+
+def _match(field_name: str, values: Iterable, negate: bool = False) -> Match:
+    return Match((field_name,), tuple((v,) for v in values), negate=negate)
+
+
+def _dnat(text: str) -> Dnat:
+    """--to-destination A[-B][:P[-Q]]; IPv6 with a port: [A[-B]]:P[-Q]."""
+    if text.startswith("["):
+        addr, bracket, rest = text[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise _Malformed(f"DNAT target {text!r} is not [address]:port")
+        ports = rest[1:] if rest else ""
+    elif text.count(":") > 1:  # IPv6 without a port
+        addr, ports = text, ""
+    else:
+        addr, _, ports = text.partition(":")
+    if not addr:
+        raise _NotModelled(f"DNAT to port {ports} of the original destination")
+    if "/" in ports:
+        raise _NotModelled(f"DNAT with a base port ({text})")
+    address = _range(addr)
+    port = None
+    if ports:
+        low, _, high = ports.partition("-")
+        port = PortRange(_port(low), _port(high or low))
+        if port.low > port.high:
+            raise _Malformed(f"DNAT target {text!r}: port range the wrong way round")
+    target = IPNetwork(address[0]) if address.size == 1 else address
+    return Dnat(address.version, target, port)
+
+
+# -- one table section -----------------------------------------------------------------
+
+
+@dataclass
+class _SectionParser:
+    section: _Section
+    source: str
+    ipsets: dict[str, _Ipset] | None
+    versions: dict[int, tuple[int, str]] = field(default_factory=dict)  # address family seen -> (first line, what)
+    sets: dict[str, SetDef] = field(default_factory=dict)
+    line: int = 0
+
+    def table(self, family: int | None) -> Table:
+        rules: dict[str, list[Rule]] = {name: [] for name in self.section.chains}
+        for line, words in self.section.rules:
+            self.line = line
+            try:
+                chain, parsed = self._rule(words)
+            except _Malformed as exc:
+                raise BackendError(str(exc), file=self.source, line=self.line) from None
+            rules.setdefault(chain, []).extend(parsed)
+        family = self._family(family)
+        builtins = BUILTIN_CHAINS[self.section.table]
+        chains = []
+        for name, chain_rules in rules.items():
+            if name in builtins:
+                hook, kind, priority = builtins[name]
+                policy = self.section.chains.get(name) or "accept"  # used but not declared: iptables made it
+                chains.append(Chain(name, tuple(chain_rules), hook, kind, priority, policy))
+            else:
+                chains.append(Chain(name, tuple(chain_rules)))
+        return Table(IR_FAMILY[family], self.section.table, tuple(chains), tuple(self.sets.values()))
+
+    def _family(self, given: int | None) -> int:
+        """The forced family, else the save tool's header, else the addresses; they must agree."""
+        family = given or self.section.header_family
+        if family is None:
+            if len(self.versions) > 1:
+                line = max(line for line, _ in self.versions.values())
+                raise BackendError(f"table {self.section.table} mixes IPv4 and IPv6", file=self.source, line=line)
+            family = next(iter(self.versions), 4)
+        for version, (line, what) in self.versions.items():
+            if version != family:
+                raise BackendError(f"IPv{version} {what} in an IPv{family} ({SAVE_TOOL[family]}) table", file=self.source, line=line)
+        return family
+
+    def _seen(self, version: int, what: str = "address") -> None:
+        self.versions.setdefault(version, (self.line, what))
+
+    # -- a rule line ------------------------------------------------------------------
+
+    def _rule(self, words: list[_Word]) -> tuple[str, list[Rule]]:
+        """One `-A CHAIN ...` line as IR rules: more than one when it holds a disjunction
+        (`-s A,B` means one rule per address, as iptables-restore makes them)."""
+        if words and COUNTERS_RE.match(words[0].text):
+            words = words[1:]  # iptables-save -c
+        if len(words) < 2 or CORE_OPTIONS.get(words[0].text) != "-A":
+            raise _Malformed("a rule must start with -A CHAIN")
+        chain = words[1].text
+        if chain not in self.section.chains and chain not in BUILTIN_CHAINS[self.section.table]:
+            raise _Malformed(f"chain {chain} is not declared in table {self.section.table}")
+        core, blocks = _group(words[2:])
+        terms: list[Term] = []
+        comments: list[str] = []
+        target: _Block | None = None
+        for item in core + blocks:  # iptables matches the core options before any match
+            if isinstance(item, _Option):
+                terms += self._core(item)
+            elif item.kind == "target":
+                target = item
+            elif item.name == "comment":
+                comments += [o.value for o in item.options]
+            else:
+                terms += self._module(item)
+        decided = self._target(target)
+        if decided is None:
+            return chain, []
+        action, note = decided
+        comment = "; ".join(comments + ([note] if note else []))
+        origin = f"{self.source}:{self.line}"
+        rules = []
+        for combination in product(*((t.alternatives if isinstance(t, _AnyOf) else ((t,),)) for t in terms)):
+            matches = tuple(dict.fromkeys(c for part in combination for c in part))
+            rules.append(Rule(matches, action, comment, origin))
+        return chain, rules
+
+    # -- iptables' own options ----------------------------------------------------------
+
+    def _core(self, option: _Option) -> list[Term]:
+        flag, negate = option.name, option.negate
+        if flag == "-f":
+            return [Unmodelled(("! " if negate else "") + "-f (non-first fragments)")]
+        text = option.value
+        if flag in ("-s", "-d"):
+            which = "saddr" if flag == "-s" else "daddr"
+            parts = text.split(",")
+            if negate and len(parts) > 1:
+                raise _Malformed(f"'!' with several addresses in {flag} {text}")
+            conds: list[Cond] = []
+            for part in parts:
+                try:
+                    net = _network(part)
+                except _NotModelled as exc:
+                    conds.append(Unmodelled(f"{'! ' if negate else ''}{flag} {part}: {exc}"))
+                    self._seen(_ip(part.partition("/")[0]).version)
+                    continue
+                self._seen(net.version)
+                conds.append(_match(addr_field(net.version, which), [net], negate))
+            return [conds[0] if len(conds) == 1 else _AnyOf(tuple((c,) for c in conds))]
+        if flag in ("-i", "-o"):
+            if not text:
+                raise _Malformed(f"{flag} needs an interface name")
+            name = text[:-1] + "*" if text.endswith("+") else text  # the IR's prefix wildcard
+            if name == "*" and not negate:
+                return []  # every interface
+            return [_match("iif" if flag == "-i" else "oif", [name], negate)]
+        if flag == "-p":
+            proto = _proto(text)
+            if proto is None:
+                if negate:
+                    raise _Malformed("! -p all never matches")
+                return []
+            return [_match("l4proto", [proto], negate)]
+        raise _Malformed(f"unexpected option {flag}")
+
+    # -- matches ------------------------------------------------------------------------
+
+    def _module(self, block: _Block) -> list[Term]:
+        """A match's options as terms; the options the IR cannot express (or all of them, for a
+        match parsed nowhere here) become one Unmodelled naming the match and those options."""
+        handler = MATCH_HANDLERS.get(block.name)
+        if handler is None:
+            return [Unmodelled(block.shown())]
+        terms: list[Term] = []
+        leftover = [o for o in block.options if not handler(self, block.name, o, terms)]
+        return terms + ([Unmodelled(block.shown(leftover))] if leftover else [])
+
+    # Each handler appends the terms of one option and says whether it could.
+
+    def _ports(self, name: str, o: _Option, terms: list[Term]) -> bool:
+        terms.append(_match("l4proto", [PORT_MATCHES[name]]))  # -m tcp only matches TCP packets
+        if o.name not in PORT_OPTIONS:
+            return False
+        terms.append(_match(PORT_OPTIONS[o.name], [_port_range(o.value, name)], o.negate))
+        return True
+
+    def _multiport(self, name: str, o: _Option, terms: list[Term]) -> bool:
+        ports = [_port_range(p) for p in o.value.split(",")]
+        if o.name in MULTIPORT_OPTIONS:
+            terms.append(_match(MULTIPORT_OPTIONS[o.name], ports, o.negate))
+        elif o.negate:  # --ports: the source or the destination port; negated: neither
+            terms += [_match("sport", ports, True), _match("dport", ports, True)]
+        else:
+            terms.append(_AnyOf(((_match("dport", ports),), (_match("sport", ports),))))
+        return True
+
+    def _conntrack(self, name: str, o: _Option, terms: list[Term]) -> bool:
+        if o.name not in ("--state", "--ctstate", "--ctstatus"):
+            return False
+        words = o.value.split(",")
+        states = STATE_WORDS if o.name != "--ctstatus" else {}
+        statuses = STATUS_WORDS.get(o.name, {})
+        if o.name == "--ctstatus" and "NONE" in words:
+            return False  # no status bit set: not a value of ct.status
+        unknown = [w for w in words if w not in states and w not in statuses]
+        if unknown:
+            raise _Malformed(f"{name} {o.name}: unknown {'status' if o.name == '--ctstatus' else 'state'} {unknown[0]}")
+        parts = [
+            _match(f, values, o.negate)
+            for f, values in (("ct.state", [states[w] for w in words if w in states]), ("ct.status", [statuses[w] for w in words if w in statuses]))
+            if values
+        ]
+        # a state or a status bit; negated: neither
+        terms += parts if o.negate or len(parts) == 1 else [_AnyOf(tuple((p,) for p in parts))]
+        return True
+
+    def _iprange(self, name: str, o: _Option, terms: list[Term]) -> bool:
+        addresses = _range(o.value)
+        self._seen(addresses.version)
+        terms.append(_match(addr_field(addresses.version, "saddr" if o.name == "--src-range" else "daddr"), [addresses], o.negate))
+        return True
+
+    def _set(self, name: str, o: _Option, terms: list[Term]) -> bool:
+        """--match-set NAME src,dst: a lookup in the ipset's members when the `ipset save` text is
+        given, else Unmodelled. Options that only count packets have no effect; --return-nomatch
+        only matters with nomatch members, which are not modelled."""
+        if o.name in SET_NO_EFFECT:
+            return True
+        if o.name not in ("--match-set", "--set"):
+            return False
+        set_name, directions = o.values[0].text, o.values[1].text.split(",")
+        if not set(directions) <= {"src", "dst"}:
+            raise _Malformed(f"set {set_name}: directions must be src or dst, not {o.values[1].text}")
+        try:
+            set_id = self._ipset(set_name, directions)
+        except _NotModelled as exc:
+            terms.append(Unmodelled(f"-m set {o.shown()} ({exc})"))
+            return True
+        terms.append(Match(self.sets[set_id].key, set_name=set_id, negate=o.negate))
+        return True
+
+    def _ipset(self, name: str, directions: list[str]) -> str:
+        """The IR set for this lookup, made once per table: ipset name and directions."""
+        set_id = f"{name} {','.join(directions)}"
+        if set_id not in self.sets:
+            if self.ipsets is None:
+                raise _NotModelled("ipset contents not given")
+            ipset = self.ipsets.get(name)
+            if ipset is None:
+                raise _NotModelled(f"no ipset {name} in the ipset listing")
+            self.sets[set_id] = _ipset_def(ipset, directions, set_id)
+        for f in self.sets[set_id].key:
+            if f.startswith("ip"):
+                self._seen(4 if f.startswith("ip.") else 6)
+        return set_id
+
+    # -- targets --------------------------------------------------------------------------
+
+    def _target(self, block: _Block | None) -> tuple[Action, str] | None:
+        """The rule's action and a note for its comment; None for a rule with no effect."""
+        if block is None:
+            return None  # counts packets, nothing else
+        name = block.name
+        builtins = BUILTIN_CHAINS[self.section.table]
+        if name in self.section.chains and name not in builtins:
+            if block.options:
+                raise _Malformed(f"jump to chain {name} with options")
+            return Jump(name, goto=block.goto), ""
+        if block.goto or name in builtins:
+            raise _Malformed(f"{'-g' if block.goto else '-j'} {name}: not a user chain of table {self.section.table}")
+        if name in VERDICT_TARGETS:
+            for o in block.options:  # only REJECT --reject-with: which ICMP error says the family
+                kind = o.value
+                if kind.startswith("icmp6-") or kind in ("no-route", "adm-prohibited", "addr-unreach", "port-unreach"):
+                    self._seen(6, f"reject type {kind}")
+                elif kind.startswith("icmp-"):
+                    self._seen(4, f"reject type {kind}")
+            return Verdict(VERDICT_TARGETS[name]), ""
+        if name == "DNAT":
+            targets = [o for o in block.options if o.name == "--to-destination"]
+            if len(targets) != 1:
+                return UnmodelledAction(f"{block.shown()}: DNAT with {len(targets)} targets"), ""
+            try:
+                dnat = _dnat(targets[0].value)
+            except _NotModelled as exc:
+                return UnmodelledAction(f"{block.shown()}: {exc}"), ""
+            self._seen(dnat.family)
+            return dnat, ""
+        if name in LOG_TARGETS:
+            return None
+        if name in NO_VERDICT_TARGETS:
+            return None, f"-j {name}: changes the packet, not its fate"
+        why = FATE_TARGETS.get(name, "a target fwmatrix does not know")
+        return UnmodelledAction(f"{block.shown()} ({why})"), ""
+
+
+MATCH_HANDLERS: dict[str, Callable[[_SectionParser, str, _Option, list[Term]], bool]] = {
+    **{name: _SectionParser._ports for name in PORT_MATCHES},
+    "multiport": _SectionParser._multiport,
+    "conntrack": _SectionParser._conntrack,
+    "state": _SectionParser._conntrack,
+    "iprange": _SectionParser._iprange,
+    "set": _SectionParser._set,
+}
+
+
+# -- text -> tables ---------------------------------------------------------------------
+
+
+def parse_save(text: str, family: int | None = None, source: str = "", ipsets: str | None = None) -> Ruleset:
+    """`iptables-save` and/or `ip6tables-save` output (concatenated is fine) as a Ruleset.
+
+    A section's family is `family` when given, else the `# Generated by ip6tables-save`
+    line before it, else its addresses (IPv4 when it has none). `ipsets`, the output of
+    `ipset save`, resolves `-m set` lookups; without it they are Unmodelled. Origins are
+    "SOURCE:LINE"; malformed text raises BackendError "SOURCE:LINE: message"."""
+    if family not in (None, 4, 6):
+        raise ValueError(f"family must be 4, 6 or None, not {family!r}")
+    source = source or "iptables-save"
+    with gc_paused():
+        return _parse_save(text, family, source, ipsets)
+
+
+def _parse_save(text: str, family: int | None, source: str, ipsets: str | None) -> Ruleset:
+    sets = _parse_ipsets(ipsets, f"{source} (ipset save)") if ipsets is not None else None
+    tables: dict[tuple[str, str], Table] = {}
+    for section in _save_sections(text, source):
+        table = _SectionParser(section, source, sets).table(family)
+        key = (table.family, table.name)
+        if key in tables:
+            raise BackendError(
+                f"a second {table.name} table for {table.family}: give each ip6tables-save part its "
+                "'# Generated by ip6tables-save' line, or parse the families separately", file=source, line=section.line)
+        tables[key] = table
+    if file_mode(text) == "own-chains":  # fwmatrix's own file: judged as it runs once applied
+        tables = {key: _hooked(table, source) for key, table in tables.items()}
+    return Ruleset(tuple(tables.values()))
