@@ -17,19 +17,6 @@ CHAIN_MAX = 28  # iptables: XT_EXTENSION_MAXNAMELEN - 1
 SET_PREFIX = {4: "fwm4-", 6: "fwm6-"}
 SET_MAX = 31  # ipset: IPSET_MAXNAMELEN - 1
 
-# (chain type, hook, priority) -> (iptables table, built-in chain): where iptables runs that hook.
-HOOKS = {
-    ("nat", "prerouting", -100): ("nat", "PREROUTING"),
-    ("nat", "output", -100): ("nat", "OUTPUT"),
-    ("nat", "input", 100): ("nat", "INPUT"),
-    ("nat", "postrouting", 100): ("nat", "POSTROUTING"),
-    ("filter", "input", 0): ("filter", "INPUT"),
-    ("filter", "forward", 0): ("filter", "FORWARD"),
-    ("filter", "output", 0): ("filter", "OUTPUT"),
-}
-BUILTINS = {"nat": ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"), "filter": ("INPUT", "FORWARD", "OUTPUT")}
-TABLES = ("nat", "filter")  # file order: DNAT happens before filtering
-
 PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "ipv6-icmp", 132: "sctp"}
 # conntrack states in the order iptables-save prints them, so our lines read back verbatim.
 CT_STATES = ("invalid", "new", "related", "established", "untracked")
@@ -45,7 +32,7 @@ CT_STATUS = {
 VERDICTS = {"accept": "ACCEPT", "drop": "DROP", "reject": "REJECT", "return": "RETURN"}
 
 # iptables table -> built-in chain -> (hook, IR chain type, priority): netfilter's NF_IP_PRI_*
-# values. HOOKS above is the part of this the renderer writes.
+# values. The parser reads every table; the renderer writes nat and filter (TABLES).
 BUILTIN_CHAINS: dict[str, dict[str, tuple[str, str, int]]] = {
     "raw": {"PREROUTING": ("prerouting", "filter", -300), "OUTPUT": ("output", "filter", -300)},
     "mangle": {
@@ -64,3 +51,7 @@ BUILTIN_CHAINS: dict[str, dict[str, tuple[str, str, int]]] = {
     "filter": {"INPUT": ("input", "filter", 0), "FORWARD": ("forward", "filter", 0), "OUTPUT": ("output", "filter", 0)},
     "security": {"INPUT": ("input", "filter", 50), "FORWARD": ("forward", "filter", 50), "OUTPUT": ("output", "filter", 50)},
 }
+TABLES = ("nat", "filter")  # file order: DNAT happens before filtering
+BUILTINS = {table: tuple(BUILTIN_CHAINS[table]) for table in TABLES}
+# (chain type, hook, priority) -> (iptables table, built-in chain): where iptables runs that hook.
+HOOKS = {(kind, hook, priority): (table, chain) for table in TABLES for chain, (hook, kind, priority) in BUILTIN_CHAINS[table].items()}
