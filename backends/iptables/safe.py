@@ -26,7 +26,7 @@ class RenderError(BackendError):
 
 
 # -- safe text ----------------------------------------------------------------
-# These helpers duplicate the idea of backends/nftables.py on purpose (backends
+# These helpers duplicate the idea of backends/nftables/render.py on purpose (backends
 # never import each other); they are candidates for a shared fwmatrix module.
 
 
