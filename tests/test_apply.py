@@ -1,4 +1,4 @@
-"""`fwmatrix apply`, `confirm` and `rollback` (fwmatrix/apply.py, fwmatrix/cli_ops.py).
+"""`fwmatrix apply`, `confirm` and `rollback` (fwmatrix/ops/apply/, fwmatrix/cli/apply.py).
 
 Kernel tests apply inside a network namespace of their own standing in for
 the firewall; the host's own ruleset is compared before and after the
@@ -28,6 +28,7 @@ from conftest import ROOT, SEED
 from netaddr import IPNetwork
 
 from fwmatrix.ops import apply as applying
+from fwmatrix.ops.apply import timer as rollback_timer
 from fwmatrix.ops.apply import (
     ApplyError,
     ApplyRequest,
@@ -45,7 +46,7 @@ from fwmatrix.ops.apply import (
     rollback,
     systemd_argv,
 )
-from fwmatrix.cli.ops import COMMANDS
+from fwmatrix.cli.apply import COMMANDS
 from fwmatrix.errors import FwmatrixError
 from fwmatrix.ir import Chain, Match, Rule, Ruleset, Table, Verdict
 from fwmatrix.matrix.loader import load_matrix
@@ -147,7 +148,7 @@ def wait_for(condition, timeout: float = 10.0) -> bool:
 
 
 def timer_alive(pending: dict) -> bool:
-    return applying._is_timer(pending["pid"], pending["token"])
+    return rollback_timer._is_timer(pending["pid"], pending["token"])
 
 
 # -- apply and rollback ---------------------------------------------------------------------
@@ -294,7 +295,7 @@ def cli_group() -> click.Group:
 
 
 CLI = [sys.executable, "-c",
-       "import click; from fwmatrix.cli.ops import COMMANDS; click.Group('fwmatrix', commands={c.name: c for c in COMMANDS})()"]
+       "import click; from fwmatrix.cli.apply import COMMANDS; click.Group('fwmatrix', commands={c.name: c for c in COMMANDS})()"]
 
 
 @pytest.mark.kernel
@@ -424,7 +425,7 @@ def test_a_ruleset_that_cannot_be_judged_is_refused_not_crashed_on(firewall, sta
     def cannot(*args, **kwargs):
         raise EvaluationError("jumps nest deeper than 64: a loop?")
 
-    monkeypatch.setattr(applying, "check_access", cannot)
+    monkeypatch.setattr("fwmatrix.ops.management.check", cannot)  # looked up there by the plan and the verify step
     matrix = write_matrix(with_management(SEED_TEXT, "    management: [{from: lan, service: tcp/22}]\n"))
     before = whole_ruleset(firewall, "nftables")
     with pytest.raises(LockoutError, match="cannot be judged.*a loop"):

@@ -143,3 +143,15 @@ def test_pf_dialect_option(tmp_path) -> None:
     assert proc.returncode == 0
     assert "rdr on $wan0_if inet proto tcp from any to 203.0.113.10 port 443 tag fwm_dnat -> 172.16.10.10" in proc.stdout
     assert " rdr-to " not in proc.stdout
+
+
+def test_python_dash_m_fwmatrix_is_the_command(tmp_path) -> None:
+    """`python -m fwmatrix` (fwmatrix/__main__.py) answers as the console script does, under its name."""
+    version = subprocess.run([sys.executable, "-m", "fwmatrix", "--version"], capture_output=True, text=True, cwd=tmp_path)
+    assert (version.returncode, version.stdout) == (0, "fwmatrix, version 0.1.0\n")
+    by_module = subprocess.run([sys.executable, "-m", "fwmatrix", "check", str(SEED), "--no-kernel"], capture_output=True, text=True, cwd=tmp_path)
+    assert by_module.returncode == 0, by_module.stderr
+    assert "matrix 'contact-highway-7' is valid" in by_module.stdout and "8 openings" in by_module.stdout
+    assert by_module.stdout == run("check", str(SEED), "--no-kernel").stdout
+    usage = subprocess.run([sys.executable, "-m", "fwmatrix", "nosuch"], capture_output=True, text=True, cwd=tmp_path)
+    assert usage.returncode == 2 and "Usage: fwmatrix [OPTIONS] COMMAND [ARGS]..." in usage.stderr

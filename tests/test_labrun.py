@@ -21,7 +21,7 @@ from conftest import SEED
 from hypothesis import HealthCheck, given, settings
 from rich.console import Console
 
-from fwmatrix.cli.ops import COMMANDS
+from fwmatrix.cli.lab import COMMANDS
 from fwmatrix.compile.ruleset import compile_firewall
 from fwmatrix.errors import FwmatrixError
 from fwmatrix.compile.intent import build_intent
@@ -172,7 +172,7 @@ def test_lab_needs_root(monkeypatch, write_matrix) -> None:
 @pytest.mark.kernel
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_an_interrupted_lab_deletes_its_namespaces(write_matrix, sig: signal.Signals) -> None:
-    code = "import click; from fwmatrix.cli.ops import COMMANDS; click.Group('fwmatrix', commands={c.name: c for c in COMMANDS})()"
+    code = "import click; from fwmatrix.cli.lab import COMMANDS; click.Group('fwmatrix', commands={c.name: c for c in COMMANDS})()"
     # a long timeout keeps the lab busy in its closed samples long enough to be interrupted
     proc = subprocess.Popen([sys.executable, "-c", code, "lab", write_matrix(SMALL), "--timeout", "20"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -1,12 +1,10 @@
-"""The commands that change a firewall, and the lab: `apply`, `confirm`, `rollback`, `lab`.
+"""The commands that change a firewall: `apply`, `confirm`, `rollback`.
 
-They are click commands of their own, registered on the `fwmatrix` group
-(`main`) at the bottom of this module, which fwmatrix/cli.py imports at its
-own bottom: so they are there whichever of the two is imported first. They follow its
-conventions: one-line errors through `user_errors`, exit 0 when all went
-well, 1 when a ruleset was refused, an apply failed (the firewall then runs
-what it ran before), nothing was armed to confirm, or a lab check failed,
-2 for usage and input errors (and when not run as root).
+They follow the conventions of fwmatrix/cli/common.py: one-line errors
+through `user_errors`, exit 0 when all went well, 1 when a ruleset was
+refused, an apply failed (the firewall then runs what it ran before), or
+nothing was armed to confirm, 2 for usage and input errors (and when not run
+as root).
 
 `apply` and `rollback` act on this host's network namespace, the firewall
 itself; `--netns NAME` points them at a network namespace instead (a lab,
@@ -15,8 +13,6 @@ the tests). docs/apply.md describes the whole procedure.
 
 from __future__ import annotations
 
-import os
-import sys
 import time
 
 import click
@@ -25,6 +21,7 @@ from rich.markup import escape
 from rich.syntax import Syntax
 from rich.table import Table
 
+from fwmatrix.cli.common import matrix_argument, require_root, stdout_console, user_errors
 from fwmatrix.ops.apply import (
     DEFAULT_KEEP,
     DEFAULT_STATE_DIR,
@@ -41,21 +38,11 @@ from fwmatrix.ops.apply import (
     confirm,
     rollback,
 )
-from fwmatrix.cli import EXIT_FINDINGS, EXIT_OK, _console, _emit, format_option, main, matrix_argument, output_option, user_errors
-from fwmatrix.errors import FwmatrixError
-from fwmatrix.ops.lab import DEFAULT_TIMEOUT
-from fwmatrix.report.ci import lab_outcome
-from fwmatrix.ops.labrun import LAB_BACKENDS, lab_markdown, print_lab, run_lab
 from fwmatrix.ops.signals import interrupting
 
 state_dir_option = click.option("--state-dir", metavar="DIR", default=DEFAULT_STATE_DIR, show_default=True,
                                 help="Where backups, the lock and the armed rollback live.")
 netns_option = click.option("--netns", metavar="NAME", help="Act inside network namespace NAME instead of this host (labs, tests).")
-
-
-def require_root(command: str, why: str) -> None:
-    if os.geteuid() != 0:
-        raise FwmatrixError(f"fwmatrix {command} needs root: {why}")
 
 
 def _executor(netns: str | None) -> Executor:
@@ -95,7 +82,7 @@ def apply_command(matrix: str, firewall: str, backend_name: str, dry_run: bool, 
     previous ruleset comes back by itself unless `fwmatrix confirm` runs in
     time, even if this session dies."""
     require_root("apply", "it reads and loads the kernel's ruleset")
-    console = _console()
+    console = stdout_console()
     request = ApplyRequest(matrix, firewall, backend_name, dry_run, confirm_seconds, force, keep, timer)
     with interrupting():
         result = apply(request, _executor(netns), StateDir(state_dir), show=lambda plan: print_plan(plan, console))
@@ -179,8 +166,8 @@ def confirm_command(state_dir: str) -> None:
     require_root("confirm", "it cancels the rollback that root's apply armed")
     pending = confirm(StateDir(state_dir))
     left = float(pending["deadline"]) - time.time()
-    _console().print(f"[bold green]confirmed[/]: the ruleset applied at {pending['armed']} stays "
-                     f"(the rollback to {pending['backup']} was {left:.1f} s away)")
+    stdout_console().print(f"[bold green]confirmed[/]: the ruleset applied at {pending['armed']} stays "
+                           f"(the rollback to {pending['backup']} was {left:.1f} s away)")
 
 
 @click.command("rollback")
@@ -195,51 +182,11 @@ def rollback_command(state_dir: str, backup_name: str | None, netns: str | None)
     require_root("rollback", "it loads the kernel's ruleset")
     with interrupting():
         result = rollback(StateDir(state_dir), _executor(netns), backup_name)
-    console = _console()
+    console = stdout_console()
     console.print(f"[bold green]rolled back[/] to backup {result.backup.name} (taken {result.backup.meta.get('created')}) "
                   f"in {_ms(result.seconds)}")
     if result.cancelled is not None:
         console.print(f"the armed rollback of {result.cancelled['armed']} is cancelled")
 
 
-# -- lab ---------------------------------------------------------------------------------------
-
-
-@click.command("lab")
-@matrix_argument
-@click.option("--firewall", "-f", metavar="NAME", help="The firewall to build (may be left out when the matrix has one).")
-@click.option("--backend", "-b", "backend_name", type=click.Choice(LAB_BACKENDS), default="nftables", show_default=True)
-@click.option("--timeout", type=click.FloatRange(min=0.05), default=DEFAULT_TIMEOUT, show_default=True, metavar="SECONDS",
-              help="How long a probe waits for packets that may never come.")
-@format_option
-@output_option
-@user_errors
-def lab_command(matrix: str, firewall: str | None, backend_name: str, timeout: float, fmt: str, output: str | None) -> None:
-    """Prove MATRIX's ruleset for a firewall with real packets, in network namespaces.
-
-    Builds the firewall with one interface per zone and a namespace behind
-    each, loads the compiled ruleset, and checks that every opening works
-    (TCP handshakes, UDP round trips, port forwards landing on their target)
-    and that a sample of what must stay closed is closed. Exits 1 when a
-    check fails. Needs root; every namespace is deleted at the end, also
-    when interrupted."""
-    require_root("lab", "it creates network namespaces")
-    from fwmatrix.cli import _intent
-
-    intent = _intent(matrix, firewall)
-    if firewall is None:
-        if len(intent.firewalls) != 1:
-            raise click.UsageError(f"the matrix has several firewalls ({', '.join(intent.firewalls)}): say which with --firewall")
-        firewall = next(iter(intent.firewalls))
-    with interrupting():
-        report = run_lab(intent, firewall, backend_name, timeout)
-    _emit(fmt, output, [report], table=print_lab, markdown=lab_markdown, to_json=lambda r: r.to_json(),
-          outcome=lambda r: lab_outcome(r, intent.matrix), fail_on="high")
-    sys.exit(EXIT_OK if report.passed else EXIT_FINDINGS)
-
-
-COMMANDS = (apply_command, confirm_command, rollback_command, lab_command)
-for _command in COMMANDS:
-    main.add_command(_command)
-
-__all__ = ["COMMANDS", "apply_command", "confirm_command", "lab_command", "rollback_command"]
+COMMANDS = (apply_command, confirm_command, rollback_command)

@@ -1,0 +1,173 @@
+"""`fwmatrix compile`, `check` and `show`: a matrix turned into rulesets, validated, shown."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+from rich.console import Console
+from rich.table import Table as RichTable
+
+from fwmatrix.cli.common import (
+    EXIT_FINDINGS, EXIT_OK, emit, err_console, fail_on_option, firewall_option, format_option, json_takes_one, load_intent,
+    matrices_argument, matrix_argument, output_option, selected_backends, stdout_console, user_errors, write_atomically,
+)
+from fwmatrix.compile.intent import Intent, management_arrivals
+from fwmatrix.compile.ruleset import compile_intent
+from fwmatrix.errors import BackendError
+from fwmatrix.ir import Ruleset
+from fwmatrix.matrix.model import Matrix
+from fwmatrix.matrix.resolve import Resolver
+from fwmatrix.report.ci import BackendCheck, CheckReport, FirewallCheck, check_fails, check_markdown, check_outcome, print_check
+from fwmatrix.targets import BACKENDS, backend
+
+
+def _rendered(intent: Intent, firewall: str | None, backend_names: tuple[str, ...], options: dict[str, dict] | None = None) -> dict[str, str]:
+    """file name -> text, for every selected firewall and backend (with each backend's options)."""
+    files: dict[str, str] = {}
+    for fw_name, ruleset in compile_intent(intent).items():
+        if firewall is not None and fw_name != firewall:
+            continue
+        for name in backend_names:
+            for suffix, text in backend(name).render_files(ruleset, **(options or {}).get(name, {})).items():
+                files[f"{fw_name}{suffix}"] = text
+    return files
+
+
+@click.command("compile")
+@matrix_argument
+@firewall_option
+@click.option("--backend", "-b", "backend_name", type=click.Choice(BACKENDS + ("all",)), default="nftables", show_default=True, help="Ruleset syntax.")
+@click.option("--output", "-o", metavar="DIR|-", default="-", show_default=True, help="Directory to write FIREWALL.SUFFIX files into, or - for standard output.")
+@click.option("--iptables-mode", type=click.Choice(("own-chains", "full")), default="own-chains", show_default=True,
+              help="own-chains: only fwmatrix's FWM-* chains (a container runtime's chains survive; the apply step hooks them); full: the whole filter and nat tables.")
+@click.option("--pf-dialect", type=click.Choice(("openbsd", "freebsd")), default="openbsd", show_default=True,
+              help="openbsd: match/pass ... rdr-to (OpenBSD 4.7+); freebsd: rdr ... -> (FreeBSD, pfSense, OPNsense).")
+@user_errors
+def compile_command(matrix: str, firewall: str | None, backend_name: str, output: str, iptables_mode: str, pf_dialect: str) -> None:
+    """Compile MATRIX into a ruleset for each firewall."""
+    options = {"iptables": {"mode": iptables_mode}, "pf": {"dialect": pf_dialect}}
+    files = _rendered(load_intent(matrix, firewall), firewall, selected_backends(backend_name), options)
+    if output == "-":
+        for text in files.values():
+            click.echo(text, nl=False)
+        return
+    write_atomically(output, files)
+    for name in files:
+        err_console.print(f"wrote {os.path.join(output, name)}", highlight=False)
+
+
+@click.command("check")
+@matrices_argument
+@firewall_option
+@click.option("--backend", "-b", "backend_name", type=click.Choice(BACKENDS + ("all",)), default="all", show_default=True, help="Which backends' output to validate.")
+@click.option("--no-kernel", is_flag=True, help="Skip the validation by the backends' own tools (nft -c ...).")
+@format_option
+@output_option
+@fail_on_option("high", "a result (a refused ruleset: high, a warning: medium, a ruleset not checked: info)")
+@user_errors
+def check_command(matrices: tuple[str, ...], firewall: str | None, backend_name: str, no_kernel: bool, fmt: str, output: str | None, fail_on: str) -> None:
+    """Load and validate each MATRIX; check the compiled rulesets with the targets' own tools.
+
+    The rulesets are checked in a private network namespace (nft -c, as root
+    or through an unprivileged user namespace), so nothing is loaded. A
+    ruleset a target refuses exits 1; so do warnings with --fail-on medium."""
+    json_takes_one(fmt, matrices)
+    reports = [_check(path, firewall, selected_backends(backend_name), no_kernel) for path in matrices]
+    emit(fmt, output, reports, table=print_check, markdown=check_markdown, to_json=CheckReport.to_json, outcome=check_outcome, fail_on=fail_on)
+    sys.exit(EXIT_FINDINGS if any(check_fails(r, fail_on) for r in reports) else EXIT_OK)
+
+
+def _check(matrix_path: str, firewall: str | None, backend_names: tuple[str, ...], no_kernel: bool) -> CheckReport:
+    intent = load_intent(matrix_path, firewall)
+    firewalls = []
+    for fw_name, ruleset in compile_intent(intent).items():
+        if firewall is not None and fw_name != firewall:
+            continue
+        fw = intent.firewalls[fw_name]
+        results = tuple(_check_backend(name, fw_name, ruleset, no_kernel) for name in backend_names)
+        firewalls.append(FirewallCheck(fw_name, fw.firewall.where, len(fw.flows), len(fw.interface_pairs), len(fw.dnats), results))
+    return CheckReport(intent.matrix, intent.warnings, firewalls)
+
+
+def _check_backend(name: str, fw_name: str, ruleset: Ruleset, no_kernel: bool) -> BackendCheck:
+    module = backend(name)
+    files = module.render_files(ruleset)
+    names = tuple(f"{fw_name}{suffix}" for suffix in files)
+    if no_kernel:
+        return BackendCheck(name, names, "skipped", reason="--no-kernel")
+    try:
+        problems = module.check_files(files)
+    except BackendError as exc:  # no checker here: said, not failed
+        return BackendCheck(name, names, "unchecked", reason=str(exc))
+    return BackendCheck(name, names, "refused" if problems else "accepted", tuple(problems))
+
+
+@click.command("show")
+@matrix_argument
+@firewall_option
+@user_errors
+def show_command(matrix: str, firewall: str | None) -> None:
+    """Show MATRIX as a table, like the connectivity matrix of a design document,
+    with the firewalls and interfaces each opening is placed on."""
+    intent = load_intent(matrix, firewall)
+    m = intent.matrix
+    resolver = Resolver(m)
+    placement: dict[int, list[str]] = {}
+    for fw_name, fw in intent.firewalls.items():
+        if firewall is not None and fw_name != firewall:
+            continue
+        for flow in fw.flows:
+            text = f"{fw_name}: {flow.in_iface}→{flow.out_iface}"
+            placement.setdefault(flow.opening.index, [])
+            if text not in placement[flow.opening.index]:
+                placement[flow.opening.index].append(text)
+    table = RichTable(title=f"{m.title} — {m.name}", show_lines=True)
+    for column in ("#", "opening", "from", "to", "service", "NAT", "placed on", "note"):
+        table.add_column(column, overflow="fold")
+    for opening in m.openings:
+        if firewall is not None and opening.index not in placement:
+            continue
+        nat = ""
+        if opening.nat is not None:
+            nat = opening.nat.target + (f" port {opening.nat.port}" if opening.nat.port else "")
+        services = ", ".join(str(p) for p in resolver.services(opening))
+        named = ", ".join(opening.services)
+        table.add_row(
+            str(opening.index),
+            opening.name,
+            ", ".join(opening.sources),
+            ", ".join(opening.destinations),
+            services if named == services else f"{named}\n({services})",
+            nat,
+            "\n".join(placement.get(opening.index, ["(crosses no firewall)"])),
+            opening.note,
+        )
+    console = stdout_console()
+    console.print(table)
+    console.print(
+        "Replies to these openings pass by connection tracking (established/related): "
+        "nothing needs opening from the DMZ towards the internet."
+    )
+    _show_management(console, m, resolver, firewall)
+
+
+def _show_management(console: Console, m: Matrix, resolver: Resolver, only: str | None) -> None:
+    """The management accesses the matrix declares: what `fwmatrix apply` will not let a ruleset cut."""
+    table = RichTable(title="management access to the firewalls (kept by `fwmatrix apply`)", show_lines=True)
+    for column in ("firewall", "#", "from", "to", "service", "arrives on", "note"):
+        table.add_column(column, overflow="fold")
+    for fw in m.firewalls.values():
+        if only is not None and fw.name != only:
+            continue
+        for access in fw.management:
+            arrives = sorted({iface for ifaces, _ in management_arrivals(m, fw.name, access, resolver) for iface in ifaces})
+            services = ", ".join(str(p) for p in resolver.services(access.as_opening()))
+            table.add_row(fw.name, str(access.index), ", ".join(access.sources), ", ".join(access.destinations) or "(any address of it)",
+                          services, ", ".join(arrives), access.note)
+    if table.row_count:
+        console.print(table)
+
+
+COMMANDS = (compile_command, check_command, show_command)

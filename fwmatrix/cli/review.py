@@ -1,0 +1,95 @@
+"""`fwmatrix diff` and `lint`: a change of the matrix reviewed, and the matrix itself linted."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from fwmatrix.cli.common import (
+    EXIT_FINDINGS, EXIT_OK, emit, fail_on_option, format_option, json_takes_one, matrices_argument, output_option,
+    selected_backends, user_errors,
+)
+from fwmatrix.compile.intent import build_intent
+from fwmatrix.errors import FwmatrixError
+from fwmatrix.matrix.loader import load_matrix, load_text
+from fwmatrix.report.ci import diff_outcome, lint_markdown, lint_outcome, print_lint
+from fwmatrix.report.text import print_review, review_markdown
+from fwmatrix.review.diff import Review, review
+from fwmatrix.review.lint import LintReport, lint
+from fwmatrix.review.lint import fail as lint_fails
+from fwmatrix.targets import BACKENDS
+
+
+@click.command("lint")
+@matrices_argument
+@format_option
+@output_option
+@fail_on_option("low", "a finding")
+@user_errors
+def lint_command(matrices: tuple[str, ...], fmt: str, output: str | None, fail_on: str) -> None:
+    """Lint each MATRIX: findings about the matrix itself, each at its file:line.
+
+    Explicit openings from a DMZ towards the internet (never needed: replies
+    pass by connection tracking), openings that cross no firewall, openings
+    other openings already cover (naming them), every port open from the
+    internet, a whole zone opened to a whole zone, and hosts, services and
+    groups no opening uses. Exit 1 when a finding reaches --fail-on."""
+    json_takes_one(fmt, matrices)
+    reports = [lint(build_intent(load_matrix(path))) for path in matrices]
+    emit(fmt, output, reports, table=print_lint, markdown=lint_markdown, to_json=LintReport.to_json, outcome=lint_outcome, fail_on=fail_on)
+    sys.exit(EXIT_FINDINGS if any(lint_fails(r, fail_on) for r in reports) else EXIT_OK)
+
+
+@click.command("diff")
+@click.argument("old", type=click.Path(dir_okay=False))
+@click.argument("new", type=click.Path(dir_okay=False), required=False)
+@click.option("--git", "git_rev", metavar="REV", help="Compare OLD as it is at git revision REV with the working tree (NEW is then not given).")
+@click.option("--backend", "-b", "backend_name", type=click.Choice(BACKENDS + ("all",)), default="nftables", show_default=True, help="Which rulesets to diff.")
+@format_option
+@output_option
+@click.option("--exit-code", is_flag=True, help="Exit 1 when the change opens, closes or re-targets anything (like git diff --exit-code).")
+@user_errors
+def diff_command(old: str, new: str | None, git_rev: str | None, backend_name: str, fmt: str, output: str | None, exit_code: bool) -> None:
+    """Review a change of the matrix: what it opens and closes, per firewall.
+
+    Compares OLD and NEW (or OLD at --git REV with OLD in the working tree) as
+    traffic, not text: openings added, removed, widened and narrowed, port
+    forwards changed, definitions whose change moves traffic, and the diff of
+    every rendered ruleset. A rename or a reordering is "no change in what is
+    open"."""
+    if git_rev is not None:
+        if new is not None:
+            raise click.UsageError("with --git REV give one matrix: it is compared with itself at REV")
+        before, old_label = load_text(git_show(git_rev, old), f"{git_rev}:{old}"), f"{git_rev}:{old}"
+        after, new_label = load_matrix(old), old
+    else:
+        if new is None:
+            raise click.UsageError("give OLD and NEW, or one matrix with --git REV")
+        before, old_label = load_matrix(old), old
+        after, new_label = load_matrix(new), new
+    result = review(build_intent(before), build_intent(after), old_label, new_label, selected_backends(backend_name))
+    # JUnit: with --exit-code every change fails its case, as it fails the exit code
+    emit(fmt, output, [result], table=print_review, markdown=review_markdown, to_json=Review.to_json,
+         outcome=lambda r: diff_outcome(r, after), fail_on="info" if exit_code else None)
+    sys.exit(EXIT_FINDINGS if exit_code and result.changed else EXIT_OK)
+
+
+def git_show(rev: str, path: str) -> bytes:
+    """The bytes of `path` (as given, relative to here) at git revision `rev`."""
+    import subprocess
+
+    directory = os.path.dirname(os.path.abspath(path)) or "."
+    try:
+        prefix = subprocess.run(["git", "-C", directory, "rev-parse", "--show-prefix"], capture_output=True, text=True, check=True).stdout.strip()
+        shown = subprocess.run(["git", "-C", directory, "show", f"{rev}:{prefix}{os.path.basename(path)}"], capture_output=True, check=True)
+    except FileNotFoundError:
+        raise FwmatrixError("git is not installed") from None
+    except subprocess.CalledProcessError as exc:
+        message = (exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else exc.stderr or "").strip().splitlines()
+        raise FwmatrixError(f"git cannot show it at {rev}: {message[-1] if message else 'failed'}", path) from None
+    return shown.stdout
+
+
+COMMANDS = (diff_command, lint_command)

@@ -1,0 +1,156 @@
+"""The three procedures on a firewall: `apply` (plan, show, back up, load, verify, arm
+the automatic rollback; undo on any failure), `confirm` and `rollback`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from fwmatrix.errors import FwmatrixError
+from fwmatrix.ops import management  # management.check, looked up when called (tests replace it)
+from fwmatrix.ops.apply.drivers import DRIVERS
+from fwmatrix.ops.apply.errors import ApplyError, LockoutError, NotArmedError
+from fwmatrix.ops.apply.executors import Executor
+from fwmatrix.ops.apply.plan import JUDGING_ERRORS, ApplyRequest, Checkpoint, Plan, StepTimer, load_request, make_plan
+from fwmatrix.ops.apply.restore import recover, restore_backup
+from fwmatrix.ops.apply.state import LOCK_WAIT, Backup, StateDir
+from fwmatrix.ops.apply.timer import arm, disarm, stale_note
+from fwmatrix.ops.management import AccessVerdict
+
+
+@dataclass
+class ApplyResult:
+    plan: Plan
+    applied: bool
+    backup: Backup | None = None
+    pending: dict | None = None
+    access_live: list[AccessVerdict] = field(default_factory=list)  # management access on what the kernel runs now
+    as_predicted: bool | None = None  # fwmatrix's part of the live ruleset is what the plan showed
+    removed_backups: list[str] = field(default_factory=list)
+
+    @property
+    def timings(self) -> dict[str, float]:
+        return self.plan.timings
+
+
+def apply(request: ApplyRequest, ex: Executor, state: StateDir, *, show: Callable[[Plan], None] | None = None,
+          checkpoint: Checkpoint | None = None) -> ApplyResult:
+    """Plan, show, back up, load, verify and (with request.confirm) arm the automatic rollback.
+
+    Raises ApplyError (LockoutError, LockedError) when refused or failed; the live
+    ruleset is then what it was. Checkpoints: validated, planned, backed-up, loaded,
+    verified, armed."""
+    step = checkpoint or (lambda name: None)
+    intent, accesses, ruleset = load_request(request)
+    driver = DRIVERS[request.backend]
+    with contextlib.nullcontext() if request.dry_run else state.lock():
+        armed = state.pending()
+        if armed is not None and not request.dry_run:
+            raise ApplyError(f"a rollback is armed (apply of {armed.get('armed')}, backup {armed.get('backup')}): "
+                             "run `fwmatrix confirm` or `fwmatrix rollback` first" + stale_note(armed))
+        plan = make_plan(request, intent, accesses, ruleset, ex, step)
+        if armed is not None:
+            plan.notes.append(f"a rollback is armed (backup {armed.get('backup')}): an apply waits for `fwmatrix confirm` or `fwmatrix rollback`")
+        step("planned")
+        if show is not None:
+            show(plan)
+        refusal = plan.refusal(request.force)
+        if refusal is not None:
+            raise (ApplyError if plan.problems else LockoutError)(refusal)
+        if request.dry_run:
+            return ApplyResult(plan, applied=False)
+        timer = StepTimer(plan.timings)
+        with timer("backup"):
+            backup = state.save_backup(request.backend, ex.target, plan.snapshot, own=[list(t) for t in plan.own],
+                                       firewall=request.firewall, matrix=os.path.abspath(request.matrix))
+        result = ApplyResult(plan, applied=False, backup=backup)
+        result.removed_backups = state.prune(max(1, request.keep))
+        try:
+            step("backed-up")
+            with timer("load"):
+                driver.load(ex, plan.files)
+            step("loaded")
+            with timer("verify"):
+                live = driver.snapshot(ex)
+                result.as_predicted = driver.own_text(live, plan.own) == plan.own_after
+                if accesses and driver.models_input:
+                    try:
+                        result.access_live = management.check(driver.parse(live), intent.matrix, request.firewall, accesses)
+                    except JUDGING_ERRORS as exc:
+                        if not request.force:  # forced: it could not be judged before the load either
+                            raise LockoutError(f"management access on the ruleset the kernel now runs cannot be judged: {exc}") from exc
+                    cut = [v for v in result.access_live if not v.kept]
+                    if cut and not request.force:
+                        raise LockoutError("the ruleset the kernel now runs cuts management access: " + "; ".join(map(str, cut)))
+            step("verified")
+            if request.confirm is not None:
+                with timer("arm"):
+                    result.pending = arm(state, backup, ex.target, request.confirm, request.timer)
+                step("armed")
+        except BaseException as exc:
+            if result.pending is not None:
+                disarm(state, result.pending)
+            with timer("recover"):
+                restored = recover(driver, ex, plan.snapshot, plan.own)
+            state.journal("failed", firewall=request.firewall, backend=request.backend, target=ex.target,
+                          backup=backup.name, error=f"{type(exc).__name__}: {exc}", restored=restored)
+            if not isinstance(exc, Exception):
+                raise  # an interrupt: the ruleset is back, the interrupt goes on
+            raise _undone(exc, restored) from exc
+        result.applied = True
+        state.journal("apply", firewall=request.firewall, backend=request.backend, target=ex.target, backup=backup.name,
+                      confirm=request.confirm, token=(result.pending or {}).get("token"),
+                      seconds={k: round(v, 4) for k, v in plan.timings.items()})
+        return result
+
+
+def _undone(exc: Exception, restored: str) -> ApplyError:
+    """The error to raise for a failed step, saying what became of the ruleset."""
+    if isinstance(exc, ApplyError):
+        return type(exc)(f"apply {'refused' if isinstance(exc, LockoutError) else 'failed'}: {exc}; {restored}")
+    return ApplyError(f"apply failed: {type(exc).__name__}: {exc}; {restored}")
+
+
+# -- confirm and rollback ------------------------------------------------------------------------
+
+
+def confirm(state: StateDir) -> dict:
+    """Keep the applied ruleset: cancel the armed rollback. Returns what was armed."""
+    with state.lock(wait=LOCK_WAIT):
+        pending = state.pending()
+        if pending is None:
+            fired = state.last_event("rollback", "rollback-failed")
+            last_apply = state.last_event("apply")
+            if fired and (last_apply is None or fired["time"] > last_apply["time"]):
+                raise NotArmedError(f"nothing to confirm: the apply was rolled back at {fired['time']} "
+                                    f"({fired.get('reason', 'on demand')}, backup {fired.get('backup')})")
+            raise NotArmedError("nothing to confirm: no rollback is armed")
+        disarm(state, pending)
+        state.journal("confirm", backup=pending["backup"], target=pending["target"], token=pending["token"],
+                      after=round(time.time() - (float(pending["deadline"]) - float(pending["seconds"])), 3))
+        return pending
+
+
+@dataclass(frozen=True)
+class RollbackResult:
+    backup: Backup
+    seconds: float
+    cancelled: dict | None  # the armed rollback this one replaced
+
+
+def rollback(state: StateDir, ex: Executor, name: str | None = None) -> RollbackResult:
+    """Restore the newest backup (or the one named) now; an armed rollback is cancelled."""
+    with state.lock(wait=LOCK_WAIT):
+        backup = state.backup(name) if name else state.latest()
+        if backup is None:
+            raise FwmatrixError(f"no backup to roll back to in {state.backups}")
+        pending = state.pending()
+        seconds = restore_backup(state, ex, backup)
+        if pending is not None:
+            disarm(state, pending)
+        state.journal("rollback", reason="on demand", backup=backup.name, target=ex.target, seconds=round(seconds, 4))
+        return RollbackResult(backup, seconds, pending)

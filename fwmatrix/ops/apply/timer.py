@@ -1,0 +1,192 @@
+"""The automatic rollback of `fwmatrix apply --confirm SECONDS`: armed after the load,
+it restores the backup unless `fwmatrix confirm` runs in time. Its timer is a process
+of its own (a daemon: double fork, new session; or a systemd-run timer where systemd
+runs), so it fires when the operator's SSH session dies with the firewall. The timer
+runs `python -m fwmatrix.ops.apply timer --state-dir DIR --token T` (`main`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+from fwmatrix.errors import FwmatrixError
+from fwmatrix.ops.apply.errors import ApplyError
+from fwmatrix.ops.apply.executors import Executor, HostExecutor, executor_for
+from fwmatrix.ops.apply.restore import restore_backup
+from fwmatrix.ops.apply.state import LOCK_WAIT, Backup, StateDir, iso_time
+
+TIMERS = ("auto", "detached", "systemd")
+POLL = 0.1  # seconds between the timer's looks at pending.json
+
+
+def timer_kind(target: str, wanted: str = "auto") -> str:
+    if wanted not in TIMERS:
+        raise FwmatrixError(f"unknown timer {wanted!r}; choose one of {', '.join(TIMERS)}")
+    if wanted != "auto":
+        return wanted
+    # a systemd timer escapes the login session's cgroup, which logind may kill with the session
+    systemd = os.path.isdir("/run/systemd/system") and shutil.which("systemd-run") is not None
+    return "systemd" if systemd and target == "host" else "detached"
+
+
+def timer_argv(state: StateDir, token: str) -> list[str]:
+    return [sys.executable, "-m", "fwmatrix.ops.apply", "timer", "--state-dir", str(state.root.resolve()), "--token", token]
+
+
+def systemd_argv(unit: str, seconds: float, command: list[str]) -> list[str]:
+    return ["systemd-run", "--unit", unit, "--description", "fwmatrix: roll back the ruleset unless confirmed",
+            f"--on-active={max(1, round(seconds * 1000))}ms", "--timer-property=AccuracySec=100ms", "--collect", "--", *command]
+
+
+def arm(state: StateDir, backup: Backup, target: str, seconds: float, wanted: str = "auto",
+        host: Executor | None = None) -> dict:
+    """Record the armed rollback, then start its timer; the record goes if the timer cannot start."""
+    if seconds <= 0:
+        raise FwmatrixError("--confirm needs a positive number of seconds")
+    kind = timer_kind(target, wanted)
+    token = uuid.uuid4().hex
+    now = time.time()
+    pending = {"token": token, "backup": backup.name, "backend": backup.meta["backend"], "target": target,
+               "seconds": seconds, "armed": iso_time(now), "deadline": now + seconds, "timer": kind}
+    state.write_pending(pending)
+    try:
+        command = timer_argv(state, token)
+        if kind == "systemd":
+            pending["unit"] = f"fwmatrix-rollback-{token[:12]}"
+            (host or HostExecutor()).run(systemd_argv(pending["unit"], seconds, command))
+        else:
+            pending["pid"] = spawn_detached(command, state.log_path)
+            state.pid_path.write_text(f"{pending['pid']}\n")
+        state.write_pending(pending)
+    except BaseException:
+        state.clear_pending()
+        raise
+    return pending
+
+
+def disarm(state: StateDir, pending: dict, host: Executor | None = None) -> None:
+    """Forget the armed rollback and stop its timer (a timer that finds no record does nothing)."""
+    state.clear_pending()
+    if pending.get("timer") == "systemd" and pending.get("unit"):
+        for suffix in (".timer", ".service"):
+            (host or HostExecutor()).run(["systemctl", "stop", pending["unit"] + suffix], check=False)
+    elif isinstance(pending.get("pid"), int) and _is_timer(pending["pid"], pending["token"]):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pending["pid"], signal.SIGTERM)
+    with contextlib.suppress(FileNotFoundError):
+        if state.pid_path.read_text().strip() == str(pending.get("pid")):
+            state.pid_path.unlink()
+
+
+def _is_timer(pid: int, token: str) -> bool:
+    """The process is our timer (its command line holds the token): never signal a reused pid."""
+    try:
+        return token.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def stale_note(pending: dict) -> str:
+    """A note when the armed rollback's timer is gone although its time is up."""
+    if time.time() < float(pending.get("deadline", 0)) + 5:
+        return ""
+    alive = pending.get("timer") == "systemd" or (isinstance(pending.get("pid"), int) and _is_timer(pending["pid"], pending.get("token", "")))
+    return "" if alive else " (its timer is gone without rolling back: `fwmatrix rollback` restores the backup)"
+
+
+def spawn_detached(argv: list[str], log_path: Path) -> int:
+    """Start `argv` as a daemon and return its pid once it runs `argv`: double fork with a
+    new session, so it has no controlling terminal, is in no process group of the caller's
+    session, and outlives the caller and its SSH session; stdin from /dev/null, output to
+    `log_path`."""
+    pid_r, pid_w = os.pipe()
+    exec_r, exec_w = os.pipe()  # close-on-exec: end of file once the daemon has exec'd (or died)
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the forked children
+        try:
+            os.close(pid_r)
+            os.close(exec_r)
+            os.setsid()
+            daemon = os.fork()
+            if daemon:
+                os.write(pid_w, str(daemon).encode())
+                os._exit(0)
+            os.close(pid_w)
+            for sig in (signal.SIGHUP, signal.SIGINT):
+                signal.signal(sig, signal.SIG_IGN)  # ignored signals stay ignored across exec
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            null = os.open(os.devnull, os.O_RDONLY)
+            log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            os.dup2(null, 0)
+            os.dup2(log, 1)
+            os.dup2(log, 2)
+            os.chdir("/")
+            os.execv(argv[0], argv)
+        except BaseException as exc:  # noqa: BLE001 - told to the parent, which raises
+            with contextlib.suppress(OSError):
+                os.write(exec_w, f"{type(exc).__name__}: {exc}".encode())
+        finally:
+            os._exit(127)
+    os.close(pid_w)
+    os.close(exec_w)
+    with os.fdopen(pid_r, "rb") as pipe:
+        pid = pipe.read()
+    os.waitpid(child, 0)
+    with os.fdopen(exec_r, "rb") as pipe:
+        failure = pipe.read()
+    if not pid or failure:
+        raise ApplyError(f"the rollback timer could not be started: {failure.decode(errors='replace') or 'it did not fork'}")
+    return int(pid)
+
+
+def run_timer(state: StateDir, token: str) -> int:
+    """The timer's body: wait for the deadline unless confirmed, then restore the backup."""
+    pending = state.pending()
+    if pending is None or pending.get("token") != token:
+        return 0
+    deadline = time.monotonic() + max(0.0, float(pending["deadline"]) - time.time())
+    while time.monotonic() < deadline:
+        time.sleep(min(POLL, max(0.0, deadline - time.monotonic())))
+        current = state.pending()
+        if current is None or current.get("token") != token:
+            print(f"{iso_time(time.time())} confirmed or cancelled: no rollback", flush=True)
+            return 0
+    with state.lock(wait=LOCK_WAIT):
+        pending = state.pending()
+        if pending is None or pending.get("token") != token:
+            return 0
+        try:
+            result = restore_backup(state, executor_for(pending["target"]), state.backup(pending["backup"]))
+        except FwmatrixError as exc:
+            state.journal("rollback-failed", reason="not confirmed in time", backup=pending["backup"], target=pending["target"], error=str(exc))
+            print(f"{iso_time(time.time())} rollback to {pending['backup']} FAILED: {exc}", flush=True)
+            return 1
+        finally:
+            state.clear_pending()
+            with contextlib.suppress(FileNotFoundError):
+                if state.pid_path.read_text().strip() == str(os.getpid()):
+                    state.pid_path.unlink()
+        state.journal("rollback", reason=f"not confirmed within {pending['seconds']} s", backup=pending["backup"],
+                      target=pending["target"], token=token, seconds=round(result, 4))
+        print(f"{iso_time(time.time())} not confirmed within {pending['seconds']} s: restored {pending['backup']} in {result * 1000:.0f} ms", flush=True)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m fwmatrix.ops.apply timer --state-dir DIR --token T`: the detached timer."""
+    parser = argparse.ArgumentParser(prog="python -m fwmatrix.ops.apply")
+    sub = parser.add_subparsers(dest="command", required=True)
+    timer = sub.add_parser("timer", help="wait for the armed rollback's deadline, then roll back unless confirmed")
+    timer.add_argument("--state-dir", required=True)
+    timer.add_argument("--token", required=True)
+    args = parser.parse_args(argv)
+    return run_timer(StateDir(args.state_dir), args.token)
