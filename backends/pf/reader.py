@@ -1,0 +1,657 @@
+"""The reader: pf text (a pf.conf, or a `pfctl -sr` / `-sn` / `-sa` listing) as the
+rules it says (syntax.py), macros expanded, anchors given read in place.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from typing import Iterable, Mapping, Sequence
+
+from netaddr import AddrFormatError, IPNetwork, IPRange, IPSet
+
+from fwmatrix.backends.pf.lexer import _NL, _Bad, _Cur, _lex, _listing_text, _statements, _Tok
+from fwmatrix.backends.pf.names import IDENT_RE, PF_KEYWORDS
+from fwmatrix.backends.pf.syntax import _Group, _Host, _If, _Item, _Opaque, _Ports, _Rule, _TableValue, _Target
+from fwmatrix.errors import BackendError
+from fwmatrix.matrix.model import PortRange
+
+PF_PROTOCOLS: dict[str, int] = {
+    "ip": 0, "hopopt": 0, "icmp": 1, "igmp": 2, "ggp": 3, "ipencap": 4, "ipip": 4, "tcp": 6, "egp": 8, "udp": 17,
+    "ipv6": 41, "ipv6-route": 43, "ipv6-frag": 44, "rsvp": 46, "gre": 47, "esp": 50, "ah": 51, "ipv6-icmp": 58,
+    "icmp6": 58, "ipv6-nonxt": 59, "ipv6-opts": 60, "eigrp": 88, "ospf": 89, "etherip": 97, "pim": 103, "ipcomp": 108,
+    "vrrp": 112, "carp": 112, "l2tp": 115, "sctp": 132, "udplite": 136, "pfsync": 240, "dccp": 33,
+}
+# Service names as /etc/services gives them, for the ports pfctl prints by name.
+PF_SERVICES: dict[str, int] = {
+    "ftp-data": 20, "ftp": 21, "ssh": 22, "telnet": 23, "smtp": 25, "domain": 53, "bootps": 67, "bootpc": 68,
+    "tftp": 69, "www": 80, "http": 80, "kerberos": 88, "pop3": 110, "sunrpc": 111, "auth": 113, "ident": 113,
+    "ntp": 123, "netbios-ns": 137, "netbios-dgm": 138, "netbios-ssn": 139, "imap": 143, "snmp": 161,
+    "snmptrap": 162, "snmp-trap": 162, "bgp": 179, "ldap": 389, "https": 443, "microsoft-ds": 445, "isakmp": 500,
+    "syslog": 514, "submission": 587, "ldaps": 636, "imaps": 993, "pop3s": 995, "openvpn": 1194, "ms-sql-s": 1433,
+    "radius": 1812, "radius-acct": 1813, "nfs": 2049, "mysql": 3306, "ms-wbt-server": 3389, "ipsec-nat-t": 4500,
+    "sip": 5060, "sip-tls": 5061, "postgresql": 5432, "spamd": 8025, "http-alt": 8080,
+}
+# Interface groups OpenBSD makes by itself: their members are known only on the firewall.
+PF_GROUPS = frozenset({"egress", "carp", "enc", "pflog", "pfsync", "tun", "tap", "gif", "gre", "wg", "vlan", "bridge",
+                       "veb", "tpmr", "pppoe", "all"})
+
+
+# -- values ---------------------------------------------------------------------------
+
+
+def _net(word: str) -> IPNetwork | None:
+    """An address or network as pf writes it (`10/8` is 10.0.0.0/8; host bits are masked)."""
+    addr, _, bits = word.partition("/")
+    if re.fullmatch(r"\d+(\.\d+){0,3}", addr):
+        parts = addr.split(".")
+        if len(parts) < 4:
+            if not bits:
+                return None
+            addr = ".".join(parts + ["0"] * (4 - len(parts)))
+    elif ":" not in addr or "%" in addr:
+        return None
+    try:
+        net = IPNetwork(f"{addr}/{bits}" if bits else addr)
+    except (AddrFormatError, ValueError, TypeError):
+        return None
+    return net.cidr
+
+
+def _port_number(word: str) -> int | None:
+    if word.isdigit():
+        port = int(word)
+        if port > 65535:
+            raise _Bad(f"port {word} is out of range")
+        return port
+    return PF_SERVICES.get(word)
+
+
+def _merge_ports(ranges: Iterable[PortRange]) -> tuple[PortRange, ...]:
+    merged: list[PortRange] = []
+    for rng in sorted(ranges, key=lambda r: (r.low, r.high)):
+        if merged and rng.low <= merged[-1].high + 1:
+            merged[-1] = PortRange(merged[-1].low, max(merged[-1].high, rng.high))
+        else:
+            merged.append(rng)
+    return tuple(merged)
+
+
+def _port_op(op: str, a: int, b: int | None = None) -> list[PortRange]:
+    """pf.conf(5)'s port operators as ranges (as the kernel compares: port 0 included)."""
+    spans = {
+        "=": [(a, a)], "!=": [(0, a - 1), (a + 1, 65535)], "<": [(0, a - 1)], "<=": [(0, a)],
+        ">": [(a + 1, 65535)], ">=": [(a, 65535)],
+    }
+    if b is not None:
+        spans = {":": [(a, b)], "><": [(a + 1, b - 1)], "<>": [(0, a - 1), (b + 1, 65535)]}
+    return [PortRange(low, high) for low, high in spans[op] if low <= high]
+
+
+def _table_value(entries: Sequence[tuple[bool, str]]) -> _TableValue:
+    """A table's addresses: the longest matching prefix decides, so a `!` entry cuts a hole."""
+    known: list[tuple[bool, IPNetwork]] = []
+    unknown: list[str] = []
+    for negate, word in entries:
+        net = _net(word)
+        if net is None:
+            unknown.append(f"{'!' if negate else ''}{word} (an interface, host name or 'self': resolved on the firewall)")
+        else:
+            known.append((negate, net))
+    nets = {4: IPSet(), 6: IPSet()}
+    for negate, net in sorted(known, key=lambda item: item[1].prefixlen):
+        if negate:
+            nets[net.version] -= IPSet([net])
+        else:
+            nets[net.version] |= IPSet([net])
+    return _TableValue(nets, tuple(unknown))
+
+
+def _table_entries(words: Sequence[str]) -> list[tuple[bool, str]]:
+    entries: list[tuple[bool, str]] = []
+    negate = False
+    for word in words:
+        if word == "!":
+            negate = True
+        elif word != ",":
+            entries.append((negate, word))
+            negate = False
+    return entries
+
+
+# -- the reader: statements -> items -----------------------------------------------------
+
+
+# What a filter rule may say after its hosts and fwmatrix does not need: ignored, with
+# their arguments (the count of tokens that follow, or a group).
+_IGNORED_OPTIONS = {"ridentifier": 1, "tracker": 1, "flags": 1, "allow-opts": 0, "queue": 1, "dnpipe": 1, "dnqueue": 1,
+                    "scrub": 1, "max-mss": 1, "min-ttl": 1, "random-id": 0, "no-df": 0}
+_STATE_LIMITS = ("max", "max-src-conn", "max-src-conn-rate", "max-src-nodes", "max-src-states", "overload")
+_POOL_OPTIONS = ("round-robin", "random", "sticky-address", "least-states", "bitmask", "static-port", "prefer-ipv6")
+# Statements that do not change what is forwarded: normalisation, queues, limiters.
+_IGNORED_STATEMENTS = frozenset({"scrub", "altq", "queue", "scrub-anchor", "dummynet-anchor", "state", "source"})
+# Statements whose rules are elsewhere, and the chains those rules may act in: an
+# include may hold anything, ether rules may block.
+_OPAQUE_STATEMENTS = {"include": frozenset({"in", "out", "nat"}), "ether": frozenset({"in", "out"})}
+# ... and anchors not given to parse_ruleset: filter anchors may block or pass (and on
+# OpenBSD translate), FreeBSD's translation anchors translate, a nat-anchor may hold `nat pass`.
+_ANCHOR_CHAINS = {"anchor": frozenset({"in", "out"}), "rdr-anchor": frozenset({"nat"}), "binat-anchor": frozenset({"nat"}),
+                  "nat-anchor": frozenset({"out"})}
+
+
+class _Reader:
+    def __init__(self, source: str, dialect: str, tables: Mapping[str, str] | None, anchors: Mapping[str, str] | None) -> None:
+        self.source = source
+        self.dialect = dialect
+        self.macros: dict[str, str] = {}
+        self.tables: dict[str, _TableValue] = {}
+        self.given_tables = {name: _table_value(_table_entries(text.split())) for name, text in (tables or {}).items()}
+        self.anchors = dict(anchors or {})
+        self.skip: list[tuple[_If, str]] = []
+        self.block_reject = False
+        # rules that set a tag but become no rule of their own (source nat, binat's outbound
+        # half without pass): what `tagged` means must know of them
+        self.hidden: list[_Rule] = []
+
+    def read(self, text: str, where: str, parents: tuple[_Rule, ...] = ()) -> list[_Item]:
+        items: list[_Item] = []
+        for stmt in _statements(_lex(_listing_text(text), where), where):
+            items += self._statement(stmt, where, parents)
+        return items
+
+    def _statement(self, stmt: list[_Tok], where: str, parents: tuple[_Rule, ...]) -> list[_Item]:
+        line = stmt[0].line
+        try:
+            toks = self._expand([t for t in stmt if t.text != _NL or t.quoted])
+            head = toks[0].text if not toks[0].quoted else ""
+            if len(toks) >= 2 and toks[1].text == "=" and not toks[1].quoted and IDENT_RE.match(head):
+                self._macro(toks)
+                return []
+            origin = f"{where}:{line}"
+            if head in ("anchor", "rdr-anchor", "nat-anchor", "binat-anchor"):
+                return self._anchor(self._expand_keeping_lines(stmt), where, origin, parents)
+            if head in ("pass", "block", "match", "rdr", "nat", "binat", "no"):
+                return self._rule(_Cur(toks), origin, parents)
+            if head == "table":
+                self._table(_Cur(toks))
+            elif head == "set":
+                self._set(_Cur(toks), origin)
+            elif head == "antispoof":
+                return self._antispoof(_Cur(toks), origin, parents)
+            elif head in _OPAQUE_STATEMENTS:
+                what = f"{head} {toks[1].text if len(toks) > 1 else ''} (its rules are not read)"
+                return [_Opaque(origin, what, _Rule(origin, "anchor", parents=parents), _OPAQUE_STATEMENTS[head])]
+            elif head == "load":
+                if len(toks) < 5 or toks[1].text != "anchor" or toks[3].text != "from":
+                    raise _Bad("expected: load anchor NAME from FILE")
+            elif head not in _IGNORED_STATEMENTS:
+                raise _Bad(f"unknown statement '{toks[0].text}'")
+            return []
+        except _Bad as bad:
+            raise BackendError(str(bad), file=where, line=line) from None
+
+    def _expand(self, toks: list[_Tok]) -> list[_Tok]:
+        """Macros expanded where they stand (a macro may hold a list, even braces)."""
+        out: list[_Tok] = []
+        for tok in toks:
+            if tok.text.startswith("$") and not tok.quoted:
+                name = tok.text[1:]
+                if name not in self.macros:
+                    raise _Bad(f"macro '{name}' is not defined")
+                out += [t for t in _lex(self.macros[name], self.source, tok.line) if t.text != _NL]
+            else:
+                out.append(tok)
+        return out
+
+    def _expand_keeping_lines(self, stmt: list[_Tok]) -> list[_Tok]:
+        return [t for tok in stmt for t in (self._expand([tok]) if tok.text != _NL else [tok])]
+
+    def _macro(self, toks: list[_Tok]) -> None:
+        name = toks[0].text
+        if name in PF_KEYWORDS:
+            raise _Bad(f"a macro cannot be named '{name}' (a pf keyword)")
+        if len(toks) < 3:
+            raise _Bad(f"macro '{name}' has no value")
+        self.macros[name] = " ".join(t.text for t in toks[2:])
+
+    def _table(self, c: _Cur) -> None:
+        c.next("table")
+        tok = c.next("the table's name")
+        if not (tok.startswith("<") and tok.endswith(">")):
+            raise _Bad(f"expected a table name in <angle brackets>, found {tok!r}")
+        name = tok[1:-1]
+        entries: list[tuple[bool, str]] = []
+        files: list[str] = []
+        listed = False
+        while not c.done():
+            word = c.next("a table option")
+            if word in ("persist", "const", "counters"):
+                continue
+            if word == "timeout":
+                c.arg("the timeout")
+            elif word == "file":
+                files.append(c.next("the file name"))
+            elif word == "{":
+                c.i -= 1
+                entries += _table_entries(c.group("{", "}"))
+                listed = True
+            else:
+                raise _Bad(f"unexpected {word!r} in a table definition")
+        value = _table_value(entries)
+        if files:
+            value = _TableValue(value.nets, value.unknown + tuple(f'addresses from file "{f}"' for f in files))
+        elif not listed:
+            value = _TableValue(value.nets, (f"table <{name}> has no addresses in the file (they are added at run time)",))
+        self.tables[name] = self.given_tables.get(name, value)
+
+    def _set(self, c: _Cur, origin: str) -> None:
+        c.next("set")
+        option = c.next("an option")
+        if option == "skip":
+            if not c.word("on"):
+                raise _Bad("expected: set skip on INTERFACE")
+            self.skip += [(iface, origin) for iface in self._ifspec(c)]
+        elif option == "block-policy":
+            policy = c.next("drop or return")
+            if policy not in ("drop", "return"):
+                raise _Bad(f"block-policy is drop or return, not {policy!r}")
+            self.block_reject = policy == "return"
+        # the other options (timeouts, limits, optimization, state-policy, ...) tune the
+        # engine but do not change which packets pass
+
+    # -- interfaces, hosts, ports ------------------------------------------------------
+
+    def _iface(self, name: str, negate: bool) -> _If:
+        if not re.fullmatch(r"[A-Za-z0-9_.:-]+", name):
+            raise _Bad(f"bad interface name {name!r}")
+        if name == "lo":
+            return _If("lo", negate)  # the loopback group: the universe's "lo"
+        # OpenBSD's interface names end in a unit number: a name without one is a group
+        group = name in PF_GROUPS or (self.dialect == "openbsd" and not name[-1].isdigit() and name != "any")
+        return _If(name, negate, group)
+
+    def _ifspec(self, c: _Cur) -> tuple[_If, ...]:
+        if c.word("{"):
+            out: list[_If] = []
+            while not c.word("}"):
+                if c.word(","):
+                    continue
+                negate = c.word("!")
+                out.append(self._iface(c.next("an interface"), negate))
+            return tuple(out)
+        negate = c.word("!")
+        return (self._iface(c.next("an interface"), negate),)
+
+    def _hosts(self, c: _Cur) -> tuple[_Host, ...]:
+        if c.word("{"):
+            out: list[_Host] = []
+            while not c.word("}"):
+                if c.word(","):
+                    continue
+                out.append(self._host(c))
+            if not out:
+                raise _Bad("empty address list")
+            return tuple(out)
+        return (self._host(c),)
+
+    def _host(self, c: _Cur) -> _Host:
+        negate = c.word("!")
+        word = c.next("an address")
+        if word in ("any", "self"):
+            return _Host(negate, word)
+        if word in ("no-route", "urpf-failed"):
+            return _Host(negate, "unknown", name=f"{word} (depends on the firewall's routes)")
+        if word == "route":
+            return _Host(negate, "unknown", name=f"route {c.next('a route label')} (a routing label)")
+        if word.startswith("<") and word.endswith(">"):
+            return _Host(negate, "table", name=word[1:-1])
+        if word == "(":
+            inner = []
+            while not c.word(")"):
+                inner.append(c.next("')'"))
+            return _Host(negate, "unknown", name=f"({' '.join(inner)}) (the addresses of an interface)")
+        net = _net(word)
+        if net is None and word.count("-") == 1 and _net(word.split("-")[0]) is not None:
+            first, last = word.split("-")  # written without spaces
+            return self._range(negate, first, last)
+        if net is not None and c.peek() == "-":
+            c.next("-")
+            return self._range(negate, word, c.next("the end of the address range"))
+        if c.word("weight"):
+            c.next("a weight")
+        if net is None:
+            return _Host(negate, "unknown", name=f"{word} (an interface's addresses or a host name: resolved on the firewall)")
+        return _Host(negate, "net", net)
+
+    def _range(self, negate: bool, first: str, last: str) -> _Host:
+        a, b = _net(first), _net(last)
+        if a is None or b is None or a.size != 1 or b.size != 1 or a.version != b.version or a.first > b.first:
+            raise _Bad(f"bad address range {first} - {last}")
+        return _Host(negate, "net", IPRange(a.ip, b.ip))
+
+    def _ports(self, c: _Cur) -> _Ports:
+        items: list[list[PortRange] | str] = []
+        if c.word("{"):
+            while not c.word("}"):
+                if c.word(","):
+                    continue
+                items.append(self._port_item(c))
+        else:
+            items.append(self._port_item(c))
+        ranges = [r for item in items if not isinstance(item, str) for r in item]
+        return _Ports(_merge_ports(ranges), tuple(item for item in items if isinstance(item, str)))
+
+    def _port_item(self, c: _Cur) -> list[PortRange] | str:
+        op = c.next("a port operator") if c.peek() in ("=", "!=", "<", "<=", ">", ">=") else "="
+        first = c.next("a port")
+        second: str | None = None
+        if op == "=" and c.peek() in ("><", "<>", ":"):
+            op = c.next("")
+            second = c.next("the end of the port range")
+        elif op == "=" and ":" in first:
+            first, second = first.split(":", 1)
+            op = ":"
+        a = _port_number(first)
+        b = _port_number(second) if second is not None else None
+        if a is None or (second is not None and b is None):
+            return f"port {first}{':' + second if second else ''} (a service name fwmatrix does not know)"
+        if b is not None and b < a:
+            raise _Bad(f"port range {a}:{b} is empty")
+        return _port_op(op, a, b)
+
+    def _protos(self, c: _Cur) -> tuple[int | str, ...]:
+        out: list[int | str] = []
+        for word in c.items("protocol"):
+            if word.isdigit():
+                if int(word) > 255:
+                    raise _Bad(f"protocol {word} is out of range")
+                out.append(int(word))
+            else:
+                out.append(PF_PROTOCOLS.get(word, word))
+        return tuple(out)
+
+    def _target(self, c: _Cur) -> _Target:
+        """A translation's target: `ADDR [port P]` and pool options."""
+        text = c.arg("the translation address")
+        net = _net(text)
+        address = net if net is not None and net.size == 1 else None
+        port: PortRange | None = None
+        if c.word("port"):
+            word = c.next("the translation port")
+            text += f" port {word}"
+            low, _, high = word.partition(":")
+            number = _port_number(low)
+            if number is None or high:
+                address = None  # a port range mapped to a range (`:*`), or a name not known
+            else:
+                port = PortRange(number, number)
+        self._pool_options(c)
+        return _Target(address, port, text)
+
+    def _route(self, c: _Cur) -> str:
+        word = c.next("route-to")
+        target = "" if word == "fastroute" else " " + c.arg("the route target")
+        self._pool_options(c)
+        return f"{word}{target} (the packet may leave by another route)"
+
+    @staticmethod
+    def _pool_options(c: _Cur) -> None:
+        while c.peek() in _POOL_OPTIONS or c.peek() == "source-hash":
+            if c.next("") == "source-hash" and (c.peek() or "").startswith("0x"):
+                c.next("the hash key")
+
+    # -- rules ---------------------------------------------------------------------------
+
+    def _rule(self, c: _Cur, origin: str, parents: tuple[_Rule, ...]) -> list[_Item]:
+        rule = self._action(c, _Rule(origin, "", parents=parents))
+        rule = self._header(c, rule)
+        rule, binat_to = self._options(c, rule)
+        return self._finish(rule, binat_to)
+
+    def _action(self, c: _Cur, rule: _Rule) -> _Rule:
+        action = c.next("an action")
+        if action == "no":
+            action = "no-" + c.next("rdr, nat or binat")
+            if action not in ("no-rdr", "no-nat", "no-binat"):
+                raise _Bad(f"unexpected 'no {action[3:]}'")
+        reject = False
+        if action == "block":
+            if c.word("return", "return-rst", "return-icmp", "return-icmp6"):
+                if c.peek() == "(":
+                    c.group("(", ")")
+                reject = True
+            elif not c.word("drop"):
+                reject = self.block_reject  # `set block-policy`
+        return replace(rule, action=action, reject=reject)
+
+    def _header(self, c: _Cur, rule: _Rule) -> _Rule:
+        """Direction, log, quick, on, af, proto, hosts: what comes before the options."""
+        changes: dict[str, object] = {}
+        unknown = list(rule.unknown)
+        old_style = rule.action in ("rdr", "nat", "binat", "no-rdr", "no-nat", "no-binat")
+        while not c.done() and not c.quoted():
+            tok = c.peek()
+            if tok in ("in", "out") and "direction" not in changes and not old_style:
+                changes["direction"] = c.next("")
+            elif tok == "log":
+                c.next("")
+                if c.peek() == "(":
+                    c.group("(", ")")
+            elif tok == "quick":
+                changes["quick"] = bool(c.next(""))
+            elif tok == "pass" and old_style:
+                changes["passes"] = bool(c.next(""))
+            elif tok == "on":
+                c.next("")
+                if c.word("rdomain"):
+                    unknown.append(f"on rdomain {c.next('a routing domain')}")
+                else:
+                    changes["on"] = self._ifspec(c)
+            elif tok in ("inet", "inet6"):
+                changes["af"] = 4 if c.next("") == "inet" else 6
+            elif tok == "proto":
+                c.next("")
+                changes["protos"] = self._protos(c)
+            elif tok == "all":
+                c.next("")
+            elif tok in ("route-to", "reply-to", "dup-to", "fastroute"):  # FreeBSD writes them before the hosts
+                unknown.append(self._route(c))
+            elif tok in ("from", "to"):
+                c.next("")
+                if c.peek() not in ("port", "os") and not c.word("any"):  # `to port 22`: any address
+                    changes["src" if tok == "from" else "dst"] = self._hosts(c)
+                if c.word("port"):
+                    ports = self._ports(c)
+                    changes["dport" if tok == "to" else "sport"] = ports
+                if tok == "from" and c.word("os"):
+                    unknown.append(f"os {c.arg('an operating system')}")
+            else:
+                break
+        rule = replace(rule, unknown=tuple(unknown), **changes)  # type: ignore[arg-type]
+        if (rule.dport is not None or rule.sport is not None) and not rule.protos:
+            raise _Bad("'port' needs 'proto tcp' or 'proto udp' (pfctl refuses it otherwise)")
+        return rule
+
+    def _options(self, c: _Cur, rule: _Rule) -> tuple[_Rule, _Target | None]:
+        """The filter options after the hosts; also a binat-to target, which _finish expands."""
+        unknown = list(rule.unknown)
+        changes: dict[str, object] = {}
+        while not c.done():
+            if c.word(","):
+                continue
+            negate = c.word("!")
+            word = c.next("an option")
+            if negate and word not in ("tagged", "received-on"):
+                raise _Bad(f"'!' before {word!r}")
+            if word in _IGNORED_OPTIONS:
+                for _ in range(_IGNORED_OPTIONS[word]):
+                    c.arg(f"the argument of {word}")
+            elif word == "set":
+                what = c.next("prio, queue, tos or delay")
+                if what not in ("prio", "queue", "tos", "delay"):
+                    raise _Bad(f"unexpected 'set {what}' in a rule")
+                c.arg(f"the {what}")
+            elif word in ("keep", "modulate", "synproxy", "no"):
+                if not c.word("state"):
+                    raise _Bad(f"expected 'state' after {word!r}")
+                changes["keep_state"] = word != "no"
+                if c.peek() == "(":
+                    opts = c.group("(", ")")
+                    limits = [o for o in opts if o in _STATE_LIMITS]
+                    if limits:
+                        unknown.append(f"state limits ({', '.join(limits)}): new connections beyond them are refused")
+            elif word == "label":
+                changes["label"] = c.next("the label")
+            elif word == "tag":
+                changes["tag"] = c.next("a tag")
+            elif word == "tagged":
+                changes["tagged"] = (c.next("a tag"), negate)
+            elif word == "received-on":
+                iface = self._iface(c.next("an interface"), negate)
+                changes["received_on"] = (iface,) if iface.name != "any" or negate else None
+            elif word in ("icmp-type", "icmp6-type"):
+                kinds = c.arg(word)
+                if c.word("code"):
+                    kinds += " code " + c.next("a code")
+                unknown.append(f"{word} {kinds} (fwmatrix has no icmp type field)")
+            elif word in ("user", "group"):
+                unknown.append(f"{word} {self._op_arg(c)} (the owner of a local socket)")
+            elif word in ("tos", "prio", "probability", "rtable", "max-pkt-rate", "os"):
+                unknown.append(f"{word} {c.arg(word)}")
+            elif word in ("once", "fragment", "divert-reply"):
+                unknown.append(word)
+            elif word in ("route-to", "reply-to", "dup-to", "fastroute"):
+                c.i -= 1
+                unknown.append(self._route(c))
+            elif word in ("divert-to", "divert-packet"):
+                host = c.next("a host") + " " if word == "divert-to" else ""
+                if not c.word("port"):
+                    raise _Bad(f"expected 'port' in {word}")
+                unknown.append(f"{word} {host}port {c.next('a port')} (the packet goes to a local socket)")
+            elif word in ("state", "source"):
+                if not c.word("limiter"):
+                    raise _Bad(f"expected 'limiter' after {word!r}")
+                name = c.next("the limiter's name")
+                if c.peek() == "(":
+                    c.group("(", ")")
+                unknown.append(f"{word} limiter {name}: new connections beyond it are refused")
+            elif word == "rdr-to" or (word == "->" and rule.action in ("rdr", "nat", "binat")):
+                changes["rdr"] = self._target(c)
+            elif word in ("nat-to", "binat-to"):
+                target = self._target(c)
+                if word == "binat-to":
+                    changes["binat_to"] = target
+            elif word == "af-to":
+                rest = [c.next("")]
+                while not c.done() and c.peek() not in ("label", "tag", "rtable"):
+                    rest.append(c.next(""))
+                unknown.append(f"af-to {' '.join(rest)} (translated to another address family)")
+            else:
+                raise _Bad(f"unknown option {word!r}")
+        binat_to = changes.pop("binat_to", None)
+        return replace(rule, unknown=tuple(dict.fromkeys(unknown)), **changes), binat_to  # type: ignore[arg-type]
+
+    @staticmethod
+    def _op_arg(c: _Cur) -> str:
+        if c.peek() == "{":
+            return c.arg("a list")
+        op = c.next("") if c.peek() in ("=", "!=", "<", "<=", ">", ">=") else ""
+        first = c.next("a value")
+        if c.peek() in ("><", "<>"):
+            return f"{first} {c.next('')} {c.next('a value')}"
+        return f"{op} {first}".strip()
+
+    def _finish(self, rule: _Rule, binat_to: _Target | None) -> list[_Item]:
+        """Old-style translation and binat-to become the rules they stand for."""
+        action = rule.action
+        if action in ("nat", "no-nat"):
+            # source NAT changes no forward decision; `nat pass` lets the packet out unfiltered
+            if action == "nat" and rule.passes:
+                return [replace(rule, direction="out")]
+            if rule.tag is not None:
+                self.hidden.append(replace(rule, direction="out"))
+            return []
+        if action == "no-binat":
+            return [_Opaque(rule.origin, "no binat (an exception to a binat rule)", rule, frozenset({"nat"}))]
+        if action in ("rdr", "binat") and rule.rdr is None:
+            raise _Bad(f"{action} without '-> ADDRESS'")
+        if action == "binat":
+            if rule.tag is not None and not rule.passes:
+                self.hidden.append(replace(rule, action="nat", direction="out", rdr=None))
+            inbound = replace(rule, action="rdr", binat=True, rdr=None)
+            return self._binat(inbound, rule.rdr, outbound=replace(rule, action="nat", direction="out", rdr=None) if rule.passes else None)  # type: ignore[arg-type]
+        if action in ("rdr", "no-rdr"):
+            return [replace(rule, direction="in")]
+        if binat_to is not None:
+            outbound = replace(rule, direction="out") if rule.direction != "in" else None
+            return self._binat(replace(rule, direction="in"), binat_to, outbound=outbound)
+        return [rule]
+
+    def _binat(self, rule: _Rule, external: _Target, outbound: _Rule | None) -> list[_Item]:
+        """binat's inbound half: from the peers to the external address, redirected to the
+        internal one (ports are never translated). The outbound half is source NAT."""
+        inner = rule.src or ()
+        single = len(inner) == 1 and inner[0].kind == "net" and not inner[0].negate and isinstance(inner[0].net, IPNetwork) and inner[0].net.size == 1
+        out: list[_Item] = [outbound] if outbound is not None else []
+        if not single or external.address is None or rule.dport is not None:
+            return out + [_Opaque(rule.origin, f"binat of {inner[0].net if single else 'several addresses'} to {external.text} "
+                                  "(only one address to one address is modelled)", replace(rule, src=None, dst=None, dport=None), frozenset({"nat"}))]
+        target = _Target(inner[0].net, None, str(inner[0].net))  # type: ignore[arg-type]
+        return out + [replace(rule, src=rule.dst, dst=(_Host(False, "net", external.address),), rdr=target, direction="in")]
+
+    def _antispoof(self, c: _Cur, origin: str, parents: tuple[_Rule, ...]) -> list[_Item]:
+        """`antispoof for IF` blocks, in on other interfaces, sources from IF's networks, and
+        everywhere sources that are IF's own addresses (pf.conf(5)); only loopback's are known."""
+        c.next("antispoof")
+        quick = False
+        while c.peek() in ("log", "quick"):
+            quick |= c.next("") == "quick"
+            if c.peek() == "(":
+                c.group("(", ")")
+        if not c.word("for"):
+            raise _Bad("expected: antispoof for INTERFACE")
+        ifaces = self._ifspec(c)
+        af = (4 if c.next("") == "inet" else 6) if c.peek() in ("inet", "inet6") else None
+        while not c.done():
+            word = c.next("label or ridentifier")
+            if word not in ("label", "ridentifier", "tracker"):
+                raise _Bad(f"unexpected {word!r} in antispoof")
+            c.next("its argument")
+        rules: list[_Item] = []
+        block = _Rule(origin, "block", reject=self.block_reject, direction="in", quick=quick, af=af, parents=parents)
+        for iface in ifaces:
+            if iface.negate:
+                raise _Bad("antispoof for '!' an interface")
+            elsewhere = (replace(iface, negate=True),)
+            if iface.name in ("lo", "lo0"):
+                for family, net in ((4, "127.0.0.0/8"), (6, "::1/128")):
+                    if af in (None, family):
+                        rules.append(replace(block, on=elsewhere, af=family, src=(_Host(False, "net", IPNetwork(net)),)))
+                continue
+            rules.append(replace(block, on=elsewhere, src=(_Host(False, "unknown", name=f"{iface.name}:network (antispoof)"),)))
+            rules.append(replace(block, src=(_Host(False, "unknown", name=f"{iface.name} (antispoof: its own addresses)"),)))
+        return rules
+
+    def _anchor(self, stmt: list[_Tok], where: str, origin: str, parents: tuple[_Rule, ...]) -> list[_Item]:
+        body_at = next((i for i, t in enumerate(stmt[:-1]) if t.text == "{" and not t.quoted and stmt[i + 1].text == _NL), None)
+        header = [t for t in (stmt if body_at is None else stmt[:body_at]) if t.text != _NL or t.quoted]
+        c = _Cur(header)
+        kind = c.next("anchor")
+        name = ""
+        if c.quoted() or (c.peek() is not None and c.peek() not in ("in", "out", "log", "quick", "on", "inet", "inet6", "proto", "from", "to", "all")):
+            name = c.next("the anchor's name")
+        cond = self._header(c, _Rule(origin, "anchor", parents=parents))
+        cond, binat_to = self._options(c, cond)
+        if cond.rdr is not None or binat_to is not None:
+            raise _Bad("an anchor rule cannot translate")
+        inner = parents + (cond,)
+        if body_at is not None:
+            if stmt[-1].text != "}":
+                raise _Bad("an anchor's rules end with '}' on a line of its own")
+            items = [item for st in _statements(stmt[body_at + 1:-1], where) for item in self._statement(st, where, inner)]
+        elif name in self.anchors:
+            items = self.read(self.anchors[name], f"{self.source}[{name}]", inner)
+        else:
+            chains = _ANCHOR_CHAINS[kind] | ({"nat"} if kind == "anchor" and self.dialect == "openbsd" else set())
+            return [_Opaque(origin, f"{kind} '{name}' (its rules are not in the file)", cond, chains)]
+        return [_Group(tuple(items))] if cond.quick else items

@@ -1,0 +1,99 @@
+"""What a pf rule says, as the reader reads it (reader.py) and the converter turns it
+into IR chains (convert.py): interfaces, hosts, ports, translation targets, rules,
+the rules fwmatrix cannot see, quick anchors, and a table's addresses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from netaddr import IPNetwork, IPRange, IPSet
+
+from fwmatrix.matrix.model import PortRange
+
+
+@dataclass(frozen=True)
+class _If:
+    name: str
+    negate: bool = False
+    group: bool = False  # an interface group: its members are not known here
+
+
+@dataclass(frozen=True)
+class _Host:
+    negate: bool
+    kind: str  # 'any', 'self', 'net', 'table', 'unknown'
+    net: IPNetwork | IPRange | None = None
+    name: str = ""  # the table's name, or what an unknown address is
+
+
+@dataclass(frozen=True)
+class _Ports:
+    ranges: tuple[PortRange, ...]  # their union, merged
+    unknown: tuple[str, ...] = ()  # service names not known here
+
+
+@dataclass(frozen=True)
+class _Target:
+    """Where a translation sends a packet: one address (else unmodelled) and maybe one port."""
+
+    address: IPNetwork | None
+    port: PortRange | None
+    text: str
+
+
+@dataclass(frozen=True)
+class _Rule:
+    origin: str
+    action: str  # 'pass', 'block', 'match', 'rdr' (old style), 'no-rdr', 'nat' (a `nat pass`)
+    reject: bool = False
+    direction: str | None = None
+    quick: bool = False
+    on: tuple[_If, ...] | None = None
+    received_on: tuple[_If, ...] | None = None
+    af: int | None = None
+    protos: tuple[int | str, ...] | None = None  # str: a protocol name not known here
+    src: tuple[_Host, ...] | None = None
+    dst: tuple[_Host, ...] | None = None
+    dport: _Ports | None = None
+    sport: _Ports | None = None
+    tag: str | None = None
+    tagged: tuple[str, bool] | None = None  # (tag, negated)
+    rdr: _Target | None = None
+    keep_state: bool = True
+    passes: bool = False  # `rdr pass`, `nat pass`: the translated packet skips the filter rules
+    binat: bool = False  # the inbound half of an old-style binat (evaluated before rdr)
+    unknown: tuple[str, ...] = ()  # what fwmatrix cannot model about this rule
+    label: str = ""
+    parents: tuple[_Rule, ...] = ()  # the conditions of the anchors around it
+
+    @property
+    def parts(self) -> tuple[_Rule, ...]:
+        return self.parents + (self,)
+
+
+@dataclass(frozen=True)
+class _Opaque:
+    """Rules fwmatrix cannot see (an anchor loaded elsewhere, an include): their verdict is unknown."""
+
+    origin: str
+    text: str
+    cond: _Rule  # the anchor's own conditions
+    chains: frozenset[str]  # which of 'in', 'out', 'nat' they may act in
+
+
+@dataclass(frozen=True)
+class _Group:
+    """A `quick` anchor: once a rule inside matched, its last matching rule decides at once."""
+
+    items: tuple[_Rule | _Opaque | _Group, ...]
+
+
+_Item = _Rule | _Opaque | _Group
+_Seen = _Rule | _Opaque  # a rule, or rules not seen; anchors opened
+
+
+@dataclass(frozen=True)
+class _TableValue:
+    nets: dict[int, IPSet]  # family -> addresses
+    unknown: tuple[str, ...] = ()

@@ -1,0 +1,324 @@
+"""pf.conf text from the lowered ruleset (lower.py), in the OpenBSD or the FreeBSD dialect:
+steps 3 to 5 of the lowering (see lower.py's docstring), and the file around them.
+
+Every rule is `quick`, so the first matching rule decides, like a netfilter
+chain; the only non-quick rule is the default `block drop all`, which pf
+applies to whatever no quick rule matched (the forward policy drop).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from netaddr import IPNetwork
+
+from fwmatrix.backends.pf.lower import Dims, _Cell, _check_no_rematch, _Lowered, _lower, _products, _targets_overlap, _value_key
+from fwmatrix.backends.pf.names import (
+    DEFAULT_DIALECT, DIALECTS, HEX_RE, PROTO_NAMES, SUFFIX, RenderError, _Names, comment, interface_name, label, safe_text,
+)
+from fwmatrix.ir import Ruleset
+from fwmatrix.matrix.model import PortRange
+
+LOCAL_ANCHOR = "local"
+# `ct status dnat`: the tag every translation rule sets (see 5. in lower.py)
+DNAT_TAG = "fwm_dnat"
+
+
+# -- 4. writing ------------------------------------------------------------------
+
+
+class _Writer:
+    def __init__(self, dialect: str) -> None:
+        self.dialect = dialect
+        self.macros = _Names(suffix="_if")
+        self.tags = _Names(prefix="fwm_in_")
+        # freebsd, on an input interface with translated cells: in on it and translated
+        self.dnat_tags = _Names(prefix="fwm_in_", suffix="_dnat")
+        self.dnat_tags.used = self.tags.used  # one namespace: an interface 'x_dnat' gets another name
+        self.tables: dict[tuple[IPNetwork, ...], str] = {}
+        self.table_notes: dict[str, str] = {}
+
+    def iface(self, name: str) -> str:
+        return "$" + self.macros.get(interface_name(name))
+
+    def addresses(self, values: frozenset, notes: list[str]) -> str:
+        if values == frozenset([None]):
+            return "any"
+        nets = tuple(sorted(values, key=_value_key))
+        if len(nets) == 1:
+            return _address(nets[0])
+        if nets not in self.tables:
+            name = f"fwm_{len(self.tables) + 1}"
+            self.tables[nets] = name
+            self.table_notes[name] = ", ".join(notes)
+        return f"<{self.tables[nets]}>"
+
+    def hosts(self, dims: Dims, notes: list[str]) -> str:
+        src, dst, _, ports = dims
+        text = f"from {self.addresses(src, notes)} to {self.addresses(dst, notes)}"
+        if ports != frozenset([None]):
+            text += " port " + _list([_port(p) for p in sorted(ports)])
+        return text
+
+    def rule(self, head: str, family: int | None, dims: Dims, notes: list[str], opts: list[str]) -> str:
+        parts = [head]
+        if family is not None:
+            parts.append("inet" if family == 4 else "inet6")
+        protos = dims[2]
+        if protos != frozenset([None]):
+            parts.append("proto " + _list([PROTO_NAMES.get(p, str(p)) for p in sorted(protos)]))
+        parts.append(self.hosts(dims, notes))
+        parts.extend(opts)
+        return " ".join(parts)
+
+
+def _address(net: IPNetwork) -> str:
+    return str(net.ip) if net.size == 1 else str(net.cidr)
+
+
+def _port(rng: PortRange) -> str:
+    return str(rng.low) if rng.is_single else f"{rng.low}:{rng.high}"
+
+
+def _list(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else "{ " + " ".join(items) + " }"
+
+
+_VERDICT_HEAD = {"accept": "pass", "drop": "block drop", "reject": "block return"}
+
+
+def _runs(rules: list[tuple[str, str, list[_Cell]]]) -> list[tuple[str, list[tuple[_Cell, str]]]]:
+    """Consecutive rules with one verdict, merged: within a run order does not matter."""
+    runs: list[tuple[str, list[tuple[_Cell, str]]]] = []
+    for verdict, note, cells in rules:
+        if not cells:
+            continue
+        if runs and runs[-1][0] == verdict:
+            runs[-1][1].extend((c, note) for c in cells)
+        else:
+            runs.append((verdict, [(c, note) for c in cells]))
+    return runs
+
+
+def _filter_lines(w: _Writer, low: _Lowered, direction: str) -> list[str]:
+    """The in-list (pre-filter, out-interface dropped) or the out-list (exact)."""
+    freebsd = w.dialect == "freebsd"
+    translated_in = low.translated_ifaces  # freebsd: these interfaces' in rules set one of two tags (see 5. in lower.py)
+    projected: list[tuple[str, str, list[_Cell]]] = []
+    for verdict, note, cells in low.filter_rules:
+        if freebsd and any(c.dnat and c.iif is None for c in cells):
+            raise RenderError("a rule for translated connections (ct status dnat) without an input interface: the freebsd "
+                              "dialect carries the translation to the out rules in the input interface's tag, which needs the interface")
+        if direction == "in":
+            if verdict != "accept" and any(c.oif is not None for c in cells):
+                # A drop that depends on the out-interface cannot be decided on the way
+                # in; the exact out-list applies it. Skipping it here only widens the
+                # pre-filter, never the result.
+                cells = [c for c in cells if c.oif is None]
+            cells = [replace(c, oif=None) for c in cells]
+            if freebsd and verdict == "accept" and any(c.iif is None for c in cells):
+                raise RenderError("an accept rule without an input interface: the freebsd dialect carries the input "
+                                  "interface to the out rules as a tag, and a tag needs the interface")
+        projected.append((verdict, note, cells))
+    lines: list[str] = []
+    for verdict, items in _runs(projected):
+        groups: dict[tuple, list[tuple[_Cell, str]]] = {}
+        for cell, note in items:
+            key = (cell.iif, None, cell.family, cell.dnat) if direction == "in" else (cell.oif, cell.iif, cell.family, cell.dnat)
+            groups.setdefault(key, []).append((cell, note))
+        # Each group is written in one or two variants: 'dnat' (a translated cell), 'plain', and
+        # on freebsd 'twin' (a plain cell on an interface with translated cells, for translated
+        # packets: in, before the plain variant, so that they get the _dnat tag; out, for the
+        # packets carrying that tag).
+        order: list[tuple[tuple, tuple, str]] = []
+        for key, members in groups.items():
+            on, received, family, dnat = key
+            iif = on if direction == "in" else received
+            if dnat:
+                variants = ["dnat"]
+            elif freebsd and iif is not None and iif in translated_in and (direction == "out" or verdict == "accept"):
+                variants = ["twin", "plain"]
+            else:
+                variants = ["plain"]
+            for variant in variants:
+                rank = {"dnat": 0, "twin": 1, "plain": 2}[variant]
+                # in: per input interface, the variants that set the _dnat tag first (the order
+                # within a run of one verdict changes only the tag); out: the order is free
+                sort = (on or "", rank, family or 0) if direction == "in" else (on or "", received or "", family or 0, rank)
+                order.append((sort, key, variant))
+        order.sort(key=lambda item: item[0])
+        products: dict[tuple, list[tuple[Dims, list[str]]]] = {}
+        last_notes = None
+        for _, key, variant in order:
+            on, received, family, dnat = key
+            members = groups[key]
+            notes = list(dict.fromkeys(n for _, n in members if n))
+            if notes and notes != last_notes:
+                lines.append(comment("; ".join(notes)))
+            last_notes = notes
+            head = f"{_VERDICT_HEAD[verdict]} {direction} quick" + (f" on {w.iface(on)}" if on else "")
+            if key not in products:
+                products[key] = _products(c for c, _ in members)  # a twin and its plain rule: the same products
+            for dims, labels in products[key]:
+                lines.append(w.rule(head, family, dims, labels, _filter_opts(w, direction, verdict, on, received, variant, labels)))
+    return lines
+
+
+def _filter_opts(w: _Writer, direction: str, verdict: str, on: str | None, received: str | None, variant: str,
+                 labels: list[str]) -> list[str]:
+    """What a filter rule says after its hosts: the input interface and the translation (see 4. and 5. in lower.py)."""
+    opts: list[str] = []
+    translated = variant in ("dnat", "twin")
+    if w.dialect == "openbsd":
+        if received is not None:
+            opts.append(f"received-on {w.iface(received)}")
+        if translated:
+            opts.append(f"tagged {DNAT_TAG}")
+    elif direction == "in":
+        if translated:
+            opts.append(f"tagged {DNAT_TAG}")
+        if verdict == "accept" and on is not None:
+            iface = interface_name(on)
+            opts.append(f"tag {w.dnat_tags.get(iface) if translated else w.tags.get(iface)}")
+    elif received is not None:
+        iface = interface_name(received)
+        opts.append(f"tagged {w.dnat_tags.get(iface) if translated else w.tags.get(iface)}")
+    if labels:
+        opts.append(label(", ".join(labels)))
+    return opts
+
+
+def _translation_lines(w: _Writer, low: _Lowered) -> list[str]:
+    items = [(note, cell) for note, cells in low.dnat_rules for cell in cells]
+    cells = [cell for _, cell in items]
+    if w.dialect == "openbsd":
+        _check_no_rematch(cells)
+    # netfilter, FreeBSD's rdr and (given the check above) OpenBSD's match rules all let the
+    # first translation that matches win. When no two targets overlap, order is free and each
+    # target's entries merge; otherwise only neighbours with one target merge.
+    runs: list[tuple[tuple, list[tuple[str, _Cell]]]] = []
+    if _targets_overlap(cells):
+        for note, cell in items:
+            if runs and runs[-1][0] == cell.target:
+                runs[-1][1].append((note, cell))
+            else:
+                runs.append((cell.target, [(note, cell)]))  # type: ignore[arg-type]
+    else:
+        by_target: dict[tuple, list[tuple[str, _Cell]]] = {}
+        for note, cell in items:
+            by_target.setdefault(cell.target, []).append((note, cell))  # type: ignore[arg-type]
+        runs = list(by_target.items())
+    # `tag fwm_dnat` on every translation rule when a filter rule asks for translated packets
+    tag = [f"tag {DNAT_TAG}"] if low.translated_ifaces else []
+    lines: list[str] = []
+    for (addr, port), members in runs:
+        notes = comment("; ".join(dict.fromkeys(note for note, _ in members if note)))
+        if notes != "# " and notes not in lines:
+            lines.append(notes)
+        to = _address(addr) + (f" port {port}" if port is not None else "")
+        groups: dict[tuple, list[_Cell]] = {}
+        for _, cell in members:
+            groups.setdefault((cell.iif, cell.family), []).append(cell)
+        for (on, family), group in sorted(groups.items(), key=lambda kv: (kv[0][0] or "", kv[0][1] or 0)):
+            for dims, labels in _products(group):
+                if w.dialect == "openbsd":
+                    head = "match in" + (f" on {w.iface(on)}" if on else "")
+                    opts = [f"rdr-to {to}"] + tag + ([label(", ".join(labels))] if labels else [])
+                    lines.append(w.rule(head, family, dims, labels, opts))
+                else:
+                    if labels:
+                        lines.append(comment(", ".join(labels)))  # rdr rules take no label
+                    head = "rdr" + (f" on {w.iface(on)}" if on else "")
+                    lines.append(w.rule(head, family, dims, labels, tag + [f"-> {to}"]))  # pf.conf(5): tag before ->
+    return lines
+
+
+def render(ruleset: Ruleset, dialect: str = DEFAULT_DIALECT) -> str:
+    if dialect not in DIALECTS:
+        raise ValueError(f"unknown pf dialect {dialect!r} (known: {', '.join(DIALECTS)})")
+    w = _Writer(dialect)
+    try:
+        low = _lower(ruleset)
+        translation = _translation_lines(w, low)
+        ins = _filter_lines(w, low, "in")
+        outs = _filter_lines(w, low, "out")
+    except RenderError as exc:
+        firewall = f"firewall '{ruleset.header.firewall}', " if ruleset.header else ""
+        raise RenderError(f"pf ({firewall}{dialect}): {exc.message}") from None
+
+    out: list[str] = []
+    h = ruleset.header
+    if h is not None:
+        digest = h.content_hash if HEX_RE.match(h.content_hash) else safe_text(h.content_hash, 64)
+        out += [
+            comment(f"Generated by {h.generator} from matrix '{h.matrix}' for firewall '{h.firewall}'."),
+            f"# matrix sha256: {digest}",
+        ]
+    if dialect == "openbsd":
+        out.append("# pf dialect: openbsd (OpenBSD 4.7 or later: match ... rdr-to, received-on)")
+    else:
+        out.append("# pf dialect: freebsd (FreeBSD pf, pfSense, OPNsense: rdr ... ->, tags)")
+    out += [
+        "# Do not edit: change the matrix and compile again. Check it on the firewall with: pfctl -nf FILE",
+        "# Every rule is 'quick': the first rule that matches decides, as in a netfilter chain.",
+        "# Every pass rule keeps state (pf's default): replies pass by the state table.",
+    ]
+    if w.macros.by_source:
+        out += ["", "# interfaces"]
+        out += [f'{macro} = "{iface}"' for iface, macro in sorted(w.macros.by_source.items())]
+    if w.tables:
+        out += ["", "# address groups"]
+        for nets, name in sorted(w.tables.items(), key=lambda kv: int(kv[1].split("_")[1])):
+            if w.table_notes[name]:
+                out.append(comment(f"{name}: {w.table_notes[name]}"))
+            out.append(f"table <{name}> const {{ {' '.join(_address(n) for n in nets)} }}")
+    out += ["", f"set skip on {'lo' if dialect == 'openbsd' else 'lo0'}"]
+    tagged = [f"# tag {DNAT_TAG}: translated by these rules (netfilter: ct status dnat); a port forward's filter rules pass only such packets"] \
+        if translation and low.translated_ifaces else []
+    if dialect == "freebsd" and translation:
+        # FreeBSD's pfctl wants translation rules before filter rules (require-order).
+        out += ["", "# translation (netfilter: prerouting DNAT); the filter rules below see the translated packet"]
+        out += tagged + translation
+    out += [
+        "",
+        "# default: block what no rule passes (netfilter: forward policy drop). This blocks the",
+        f"# firewall's own traffic too: rules for it go in anchor \"{LOCAL_ANCHOR}\" (at the end).",
+        "block drop all",
+    ]
+    if dialect == "openbsd" and translation:
+        out += ["", "# translation (netfilter: prerouting DNAT); the rules after a match rule see the translated packet"]
+        out += tagged + translation
+    if low.state_rules:
+        out += ["", "# replies and state, as the forward chain begins:"]
+        out += [comment(text) for text in low.state_rules]
+    if low.has_ipv6:
+        out += [
+            "",
+            "# IPv6 neighbour discovery of the firewall itself: without it no IPv6 packet is forwarded",
+            "pass in quick inet6 proto icmp6 from any to { self ff02::/16 } icmp6-type { neighbrsol neighbradv }",
+            "pass out quick inet6 proto icmp6 from self to any icmp6-type { neighbrsol neighbradv }",
+        ]
+    if ins:
+        out += [
+            "",
+            "# forwarded traffic, in on the input interface: a pre-filter, the out rules below decide exactly",
+            "# (a packet for the firewall itself that fits one of these passes in, as netfilter's input would take it)",
+        ]
+        out += ins
+    if outs:
+        via = "received-on" if dialect == "openbsd" else "the tag its pass in rule set"
+        out += ["", f"# forwarded traffic, out on the output interface, with the input interface ({via})"]
+        if dialect == "freebsd" and low.translated_ifaces:
+            out.append("# fwm_in_IF_dnat: in on IF and translated; fwm_in_IF: in on IF and not (rules for both kinds say both)")
+        out += outs
+    out += [
+        "",
+        f"# the firewall's own traffic (management, DNS, NTP): load rules with pfctl -a {LOCAL_ANCHOR} -f FILE",
+        f'anchor "{LOCAL_ANCHOR}"',
+    ]
+    return "\n".join(out) + "\n"
+
+
+def render_files(ruleset: Ruleset, *, dialect: str = DEFAULT_DIALECT) -> dict[str, str]:
+    """File suffix -> contents, for one firewall."""
+    return {SUFFIX: render(ruleset, dialect)}
