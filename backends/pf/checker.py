@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from netaddr import AddrFormatError, IPNetwork
 
-from fwmatrix.backends.pf.lexer import _Bad, _Cursor, _strip_comment, _tokens
+from fwmatrix.backends.pf.lexer import _Bad, _Cursor, _strip_comment, _Tok, _tokens
 from fwmatrix.backends.pf.names import (
     _DIALECT_RE, DEFAULT_DIALECT, DIALECTS, IDENT_RE, LABEL_MAX, PF_KEYWORDS, PROTO_NUMBERS, TABLE_NAME_MAX, TAG_MAX, RenderError,
     interface_name,
@@ -200,7 +200,7 @@ def _check_address(tok: str, af: str | None) -> None:
 
 
 def _parse_rule(conf: PfConf, toks: list[str], line: int) -> PfRule:
-    c = _Cursor(toks)
+    c = _Cursor([_Tok(tok, line) for tok in toks])
     action = c.next("an action")
     if action == "anchor":
         name = c.next("the anchor's name")
@@ -215,33 +215,33 @@ def _parse_rule(conf: PfConf, toks: list[str], line: int) -> PfRule:
         raise _Bad("'rdr ... ->' was removed in OpenBSD 4.7: use match in ... rdr-to")
     rule = PfRule(line, action)
     if action == "block":
-        rule.block = "drop" if c.take("drop") else "return" if c.take("return") else None
+        rule.block = "drop" if c.word("drop") else "return" if c.word("return") else None
         if rule.block is None:
             raise _Bad("block without drop or return depends on set block-policy")
     if action != "rdr":
         direction = c.peek()
-        rule.direction = direction if c.take("in", "out") else None
-        rule.quick = c.take("quick")
-    if c.take("on"):
+        rule.direction = direction if c.word("in", "out") else None
+        rule.quick = c.word("quick")
+    if c.word("on"):
         rule.on = _iface(c.next("an interface"))
     if c.peek() in ("inet", "inet6"):
         rule.af = c.next("")
-    if c.take("proto"):
-        rule.protos = c.items("protocol")
+    if c.word("proto"):
+        rule.protos = tuple(c.items("protocol", strict=True))
         for proto in rule.protos:
             if proto not in PROTO_NUMBERS and not (proto.isdigit() and int(proto) <= 255):
                 raise _Bad(f"unknown protocol {proto!r}")
-    if c.take("all"):
+    if c.word("all"):
         rule.all = True
     else:
-        if not c.take("from"):
+        if not c.word("from"):
             raise _Bad("expected 'from' or 'all'")
         rule.src = _hosts(conf, c, rule.af)
-        if not c.take("to"):
+        if not c.word("to"):
             raise _Bad("expected 'to'")
         rule.dst = _hosts(conf, c, rule.af)
-        if c.take("port"):
-            rule.ports = c.items("port")
+        if c.word("port"):
+            rule.ports = tuple(c.items("port", strict=True))
             for port in rule.ports:
                 _check_port(port)
             if not rule.protos or any(p not in ("tcp", "udp") for p in rule.protos):
@@ -249,7 +249,7 @@ def _parse_rule(conf: PfConf, toks: list[str], line: int) -> PfRule:
     while c.peek() is not None:
         opt = c.next("an option")
         if opt == "icmp6-type":
-            rule.icmp6_types = c.items("icmp6 type")
+            rule.icmp6_types = tuple(c.items("icmp6 type", strict=True))
             if rule.protos != ("icmp6",) or any(t not in _ICMP6_TYPES for t in rule.icmp6_types):
                 raise _Bad("icmp6-type goes with proto icmp6 and the types neighbrsol, neighbradv")
         elif opt == "received-on" and conf.dialect == "openbsd" and action in ("pass", "block") and rule.direction == "out":
@@ -294,7 +294,7 @@ def _iface(tok: str) -> str:
 
 
 def _hosts(conf: PfConf, c: _Cursor, af: str | None) -> tuple[str, ...]:
-    items = c.items("address")
+    items = tuple(c.items("address", strict=True))
     for item in items:
         if item in ("any", "self"):
             if len(items) > 1 and item == "any":
@@ -325,7 +325,7 @@ def _redirect(c: _Cursor, af: str | None) -> tuple[str, int | None]:
     if "/" in addr:
         raise _Bad("a redirection goes to one address")
     port = None
-    if c.take("port"):
+    if c.word("port"):
         tok = c.next("the redirection port")
         if not tok.isdigit() or not 1 <= int(tok) <= 65535:
             raise _Bad(f"bad redirection port {tok!r}")

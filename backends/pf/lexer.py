@@ -50,46 +50,7 @@ def _tokens(text: str) -> list[str]:
     return out
 
 
-class _Cursor:
-    def __init__(self, toks: list[str]) -> None:
-        self.toks, self.i = toks, 0
-
-    def peek(self) -> str | None:
-        return self.toks[self.i] if self.i < len(self.toks) else None
-
-    def take(self, *words: str) -> bool:
-        if self.peek() in words:
-            self.i += 1
-            return True
-        return False
-
-    def next(self, what: str) -> str:
-        tok = self.peek()
-        if tok is None:
-            raise _Bad(f"missing {what}")
-        self.i += 1
-        return tok
-
-    def items(self, what: str) -> tuple[str, ...]:
-        """One item or a { list }."""
-        if self.take("{"):
-            out = []
-            while not self.take("}"):
-                tok = self.next(f"'}}' closing the {what} list")
-                if tok in ("{", "!"):
-                    raise _Bad(f"unexpected {tok!r} in a {what} list")
-                if tok != ",":
-                    out.append(tok)
-            if not out:
-                raise _Bad(f"empty {what} list")
-            return tuple(out)
-        tok = self.next(what)
-        if tok in ("{", "}", ",", "!", "="):
-            raise _Bad(f"expected {what}, found {tok!r}")
-        return (tok,)
-
-
-# -- reading text: lines, tokens, statements ----------------------------------------
+# -- the reader's lexer: any pf.conf, or what pfctl prints; statements ---------------
 
 
 @dataclass(frozen=True)
@@ -183,8 +144,12 @@ def _statements(toks: list[_Tok], where: str) -> list[list[_Tok]]:
     return out
 
 
-class _Cur:
-    """A cursor over one statement's tokens (macros expanded, newlines gone)."""
+# -- the cursor: one statement, for the checker and the reader ------------------------
+
+
+class _Cursor:
+    """A cursor over one statement's tokens (macros expanded, newlines gone): the reader's,
+    and the checker's (its tokens keep a quoted string's quotes, so none is a keyword)."""
 
     def __init__(self, toks: list[_Tok]) -> None:
         self.toks, self.i = toks, 0
@@ -236,15 +201,21 @@ class _Cur:
             return f"{opening} {' '.join(inner)} {')' if opening == '(' else '}'}"
         return self.next(what)
 
-    def items(self, what: str) -> list[str]:
-        """One item or a { list } (commas optional)."""
+    def items(self, what: str, *, strict: bool = False) -> list[str]:
+        """One item or a { list } (commas optional). Strict, as the checker reads what the
+        renderer writes: no '{' or '!' inside the list, and a single item is no punctuation."""
         if self.word("{"):
             out = []
             while not self.word("}"):
                 tok = self.next(f"'}}' closing the {what} list")
+                if strict and tok in ("{", "!"):
+                    raise _Bad(f"unexpected {tok!r} in a {what} list")
                 if tok != ",":
                     out.append(tok)
             if not out:
                 raise _Bad(f"empty {what} list")
             return out
-        return [self.next(what)]
+        tok = self.next(what)
+        if strict and tok in ("{", "}", ",", "!", "="):
+            raise _Bad(f"expected {what}, found {tok!r}")
+        return [tok]

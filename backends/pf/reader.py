@@ -10,7 +10,7 @@ from typing import Iterable, Mapping, Sequence
 
 from netaddr import AddrFormatError, IPNetwork, IPRange, IPSet
 
-from fwmatrix.backends.pf.lexer import _NL, _Bad, _Cur, _lex, _listing_text, _statements, _Tok
+from fwmatrix.backends.pf.lexer import _NL, _Bad, _Cursor, _lex, _listing_text, _statements, _Tok
 from fwmatrix.backends.pf.names import IDENT_RE, PF_KEYWORDS
 from fwmatrix.backends.pf.syntax import _Group, _Host, _If, _Item, _Opaque, _Ports, _Rule, _TableValue, _Target
 from fwmatrix.errors import BackendError
@@ -171,13 +171,13 @@ class _Reader:
             if head in ("anchor", "rdr-anchor", "nat-anchor", "binat-anchor"):
                 return self._anchor(self._expand_keeping_lines(stmt), where, origin, parents)
             if head in ("pass", "block", "match", "rdr", "nat", "binat", "no"):
-                return self._rule(_Cur(toks), origin, parents)
+                return self._rule(_Cursor(toks), origin, parents)
             if head == "table":
-                self._table(_Cur(toks))
+                self._table(_Cursor(toks))
             elif head == "set":
-                self._set(_Cur(toks), origin)
+                self._set(_Cursor(toks), origin)
             elif head == "antispoof":
-                return self._antispoof(_Cur(toks), origin, parents)
+                return self._antispoof(_Cursor(toks), origin, parents)
             elif head in _OPAQUE_STATEMENTS:
                 what = f"{head} {toks[1].text if len(toks) > 1 else ''} (its rules are not read)"
                 return [_Opaque(origin, what, _Rule(origin, "anchor", parents=parents), _OPAQUE_STATEMENTS[head])]
@@ -214,7 +214,7 @@ class _Reader:
             raise _Bad(f"macro '{name}' has no value")
         self.macros[name] = " ".join(t.text for t in toks[2:])
 
-    def _table(self, c: _Cur) -> None:
+    def _table(self, c: _Cursor) -> None:
         c.next("table")
         tok = c.next("the table's name")
         if not (tok.startswith("<") and tok.endswith(">")):
@@ -244,7 +244,7 @@ class _Reader:
             value = _TableValue(value.nets, (f"table <{name}> has no addresses in the file (they are added at run time)",))
         self.tables[name] = self.given_tables.get(name, value)
 
-    def _set(self, c: _Cur, origin: str) -> None:
+    def _set(self, c: _Cursor, origin: str) -> None:
         c.next("set")
         option = c.next("an option")
         if option == "skip":
@@ -270,7 +270,7 @@ class _Reader:
         group = name in PF_GROUPS or (self.dialect == "openbsd" and not name[-1].isdigit() and name != "any")
         return _If(name, negate, group)
 
-    def _ifspec(self, c: _Cur) -> tuple[_If, ...]:
+    def _ifspec(self, c: _Cursor) -> tuple[_If, ...]:
         if c.word("{"):
             out: list[_If] = []
             while not c.word("}"):
@@ -282,7 +282,7 @@ class _Reader:
         negate = c.word("!")
         return (self._iface(c.next("an interface"), negate),)
 
-    def _hosts(self, c: _Cur) -> tuple[_Host, ...]:
+    def _hosts(self, c: _Cursor) -> tuple[_Host, ...]:
         if c.word("{"):
             out: list[_Host] = []
             while not c.word("}"):
@@ -294,7 +294,7 @@ class _Reader:
             return tuple(out)
         return (self._host(c),)
 
-    def _host(self, c: _Cur) -> _Host:
+    def _host(self, c: _Cursor) -> _Host:
         negate = c.word("!")
         word = c.next("an address")
         if word in ("any", "self"):
@@ -329,7 +329,7 @@ class _Reader:
             raise _Bad(f"bad address range {first} - {last}")
         return _Host(negate, "net", IPRange(a.ip, b.ip))
 
-    def _ports(self, c: _Cur) -> _Ports:
+    def _ports(self, c: _Cursor) -> _Ports:
         items: list[list[PortRange] | str] = []
         if c.word("{"):
             while not c.word("}"):
@@ -341,7 +341,7 @@ class _Reader:
         ranges = [r for item in items if not isinstance(item, str) for r in item]
         return _Ports(_merge_ports(ranges), tuple(item for item in items if isinstance(item, str)))
 
-    def _port_item(self, c: _Cur) -> list[PortRange] | str:
+    def _port_item(self, c: _Cursor) -> list[PortRange] | str:
         op = c.next("a port operator") if c.peek() in ("=", "!=", "<", "<=", ">", ">=") else "="
         first = c.next("a port")
         second: str | None = None
@@ -359,7 +359,7 @@ class _Reader:
             raise _Bad(f"port range {a}:{b} is empty")
         return _port_op(op, a, b)
 
-    def _protos(self, c: _Cur) -> tuple[int | str, ...]:
+    def _protos(self, c: _Cursor) -> tuple[int | str, ...]:
         out: list[int | str] = []
         for word in c.items("protocol"):
             if word.isdigit():
@@ -370,7 +370,7 @@ class _Reader:
                 out.append(PF_PROTOCOLS.get(word, word))
         return tuple(out)
 
-    def _target(self, c: _Cur) -> _Target:
+    def _target(self, c: _Cursor) -> _Target:
         """A translation's target: `ADDR [port P]` and pool options."""
         text = c.arg("the translation address")
         net = _net(text)
@@ -388,27 +388,27 @@ class _Reader:
         self._pool_options(c)
         return _Target(address, port, text)
 
-    def _route(self, c: _Cur) -> str:
+    def _route(self, c: _Cursor) -> str:
         word = c.next("route-to")
         target = "" if word == "fastroute" else " " + c.arg("the route target")
         self._pool_options(c)
         return f"{word}{target} (the packet may leave by another route)"
 
     @staticmethod
-    def _pool_options(c: _Cur) -> None:
+    def _pool_options(c: _Cursor) -> None:
         while c.peek() in _POOL_OPTIONS or c.peek() == "source-hash":
             if c.next("") == "source-hash" and (c.peek() or "").startswith("0x"):
                 c.next("the hash key")
 
     # -- rules ---------------------------------------------------------------------------
 
-    def _rule(self, c: _Cur, origin: str, parents: tuple[_Rule, ...]) -> list[_Item]:
+    def _rule(self, c: _Cursor, origin: str, parents: tuple[_Rule, ...]) -> list[_Item]:
         rule = self._action(c, _Rule(origin, "", parents=parents))
         rule = self._header(c, rule)
         rule, binat_to = self._options(c, rule)
         return self._finish(rule, binat_to)
 
-    def _action(self, c: _Cur, rule: _Rule) -> _Rule:
+    def _action(self, c: _Cursor, rule: _Rule) -> _Rule:
         action = c.next("an action")
         if action == "no":
             action = "no-" + c.next("rdr, nat or binat")
@@ -424,7 +424,7 @@ class _Reader:
                 reject = self.block_reject  # `set block-policy`
         return replace(rule, action=action, reject=reject)
 
-    def _header(self, c: _Cur, rule: _Rule) -> _Rule:
+    def _header(self, c: _Cursor, rule: _Rule) -> _Rule:
         """Direction, log, quick, on, af, proto, hosts: what comes before the options."""
         changes: dict[str, object] = {}
         unknown = list(rule.unknown)
@@ -472,7 +472,7 @@ class _Reader:
             raise _Bad("'port' needs 'proto tcp' or 'proto udp' (pfctl refuses it otherwise)")
         return rule
 
-    def _options(self, c: _Cur, rule: _Rule) -> tuple[_Rule, _Target | None]:
+    def _options(self, c: _Cursor, rule: _Rule) -> tuple[_Rule, _Target | None]:
         """The filter options after the hosts; also a binat-to target, which _finish expands."""
         unknown = list(rule.unknown)
         changes: dict[str, object] = {}
@@ -552,7 +552,7 @@ class _Reader:
         return replace(rule, unknown=tuple(dict.fromkeys(unknown)), **changes), binat_to  # type: ignore[arg-type]
 
     @staticmethod
-    def _op_arg(c: _Cur) -> str:
+    def _op_arg(c: _Cursor) -> str:
         if c.peek() == "{":
             return c.arg("a list")
         op = c.next("") if c.peek() in ("=", "!=", "<", "<=", ">", ">=") else ""
@@ -599,7 +599,7 @@ class _Reader:
         target = _Target(inner[0].net, None, str(inner[0].net))  # type: ignore[arg-type]
         return out + [replace(rule, src=rule.dst, dst=(_Host(False, "net", external.address),), rdr=target, direction="in")]
 
-    def _antispoof(self, c: _Cur, origin: str, parents: tuple[_Rule, ...]) -> list[_Item]:
+    def _antispoof(self, c: _Cursor, origin: str, parents: tuple[_Rule, ...]) -> list[_Item]:
         """`antispoof for IF` blocks, in on other interfaces, sources from IF's networks, and
         everywhere sources that are IF's own addresses (pf.conf(5)); only loopback's are known."""
         c.next("antispoof")
@@ -635,7 +635,7 @@ class _Reader:
     def _anchor(self, stmt: list[_Tok], where: str, origin: str, parents: tuple[_Rule, ...]) -> list[_Item]:
         body_at = next((i for i, t in enumerate(stmt[:-1]) if t.text == "{" and not t.quoted and stmt[i + 1].text == _NL), None)
         header = [t for t in (stmt if body_at is None else stmt[:body_at]) if t.text != _NL or t.quoted]
-        c = _Cur(header)
+        c = _Cursor(header)
         kind = c.next("anchor")
         name = ""
         if c.quoted() or (c.peek() is not None and c.peek() not in ("in", "out", "log", "quick", "on", "inet", "inet6", "proto", "from", "to", "all")):
