@@ -11,7 +11,8 @@ Reading, pf text -> IR:
   lexer.py    tokens and statements, and the cursor the checker and the reader share;
   reader.py   the text as the rules it says (syntax.py: the rule model);
   convert.py  those rules as IR chains: pf's last-match-wins in and out passes as
-              netfilter's first-match chains (parse_ruleset), explained there.
+              netfilter's first-match chains (parse_ruleset), explained there;
+  overlap.py  the address sets of its host specs, and what two rules can share.
 names.py holds what they share: the backend's name, its dialects, pf's limits and
 keywords, and what pf may be told as a name or as free text.
 

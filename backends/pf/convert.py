@@ -53,20 +53,19 @@ dropped: the package's docstring (__init__.py) lists it.
 from __future__ import annotations
 
 import re
-from bisect import bisect_right
 from dataclasses import dataclass, replace
 from typing import Iterable, Iterator, Mapping, Sequence
 
-from netaddr import IPNetwork, IPRange, IPSet
+from netaddr import IPSet
 
 from fwmatrix.backends.pf.names import _DIALECT_RE, DIALECTS
+from fwmatrix.backends.pf.overlap import _PORTS_ALL, _Overlap, _port_set, _ports_contain
 from fwmatrix.backends.pf.reader import _Reader
 from fwmatrix.backends.pf.syntax import _Group, _Host, _If, _Item, _Opaque, _Ports, _Rule, _Seen, _Target
 from fwmatrix.errors import BackendError
 from fwmatrix.ir import (
     PRIORITY_DSTNAT, Action, Chain, Dnat, Match, Rule, Ruleset, Table, Unmodelled, UnmodelledAction, Verdict, addr_field,
 )
-from fwmatrix.matrix.model import PortRange
 
 PARSED_TABLE = "pf"
 PRIORITY_IN, PRIORITY_OUT = -1, 0  # the in pass judges a packet before the out pass
@@ -77,11 +76,9 @@ _NEVER_FORWARDED = {
     ("saddr", 6): IPSet(["::1/128", "fe80::/10"]),
     ("daddr", 6): IPSet(["::1/128", "fe80::/10", "ff01::/16", "ff02::/16"]),
 }
-_ALL = {4: IPSet(["0.0.0.0/0"]), 6: IPSet(["::/0"])}
 _ESTABLISHED = Match(("ct.state",), (("established",), ("related",)))
 _TRANSLATED = Match(("ct.status",), (("dnat",),))
 _UNTRANSLATED = Match(("ct.status",), (("dnat",),), negate=True)
-_PORTS_ALL = (PortRange(0, 65535),)
 _LOOPBACK_RE = re.compile(r"lo\d*")
 _OLD_TRANSLATION_RE = re.compile(r"^\s*(@\d+\s+)?(no\s+)?(rdr|nat|binat)(\s+pass)?(\s+log)?\s+on\b", re.MULTILINE)
 
@@ -101,44 +98,6 @@ class _TagInfo:
     def matches(self) -> tuple[Match, ...]:
         return (((Match(("iif",), ((self.iface,),)),) if self.iface is not None else ())
                 + ((_TRANSLATED if self.dnat else _UNTRANSLATED,) if self.dnat is not None else ()))
-
-
-def _port_set(ranges: Iterable[PortRange]) -> IPSet:
-    """Ports as an interval set (IPSet over small integers is one)."""
-    out = IPSet()
-    for rng in ranges:
-        out |= IPSet(IPRange(rng.low, rng.high))
-    return out
-
-
-def _input_names(parts: Sequence[_Rule], strict: bool) -> set[str] | None | bool:
-    """The input interfaces the parts allow, as plain names: None when any; False (strict) or
-    a wider answer (not strict) when a negation, a group or `any` makes the names not plain."""
-    found: set[str] | None = None
-    for p in parts:
-        for items in (p.on, p.received_on):
-            if items is None:
-                continue
-            if any(i.negate or i.group or i.name == "any" for i in items):
-                if strict:
-                    return False
-                continue
-            names = {i.name for i in items}
-            found = names if found is None else found & names
-    return found
-
-
-def _intersect_all(sets: Sequence[IPSet]) -> IPSet:
-    out = sets[0]
-    for other in sets[1:]:
-        out = out & other
-    return out
-
-
-def _ports_contain(ports: _Ports, port: int) -> bool | None:
-    if any(r.low <= port <= r.high for r in ports.ranges):
-        return True
-    return None if ports.unknown else False
 
 
 # -- the builder: items -> IR chains -----------------------------------------------------
@@ -207,9 +166,9 @@ def _finish_matches(matches: Sequence[Match | Unmodelled], family: int | None) -
 Alts = list[tuple[Match | Unmodelled, ...]]  # a union of conjunctions
 
 
-class _Builder:
+class _Builder(_Overlap):
     def __init__(self, reader: _Reader, items: list[_Item]) -> None:
-        self.reader = reader
+        super().__init__(reader)
         self.items = items
         self.flat = list(_opened(items))
         self.rules = [r for r in self.flat if isinstance(r, _Rule)]
@@ -219,8 +178,6 @@ class _Builder:
         # binat's conditions). The rules of anchors not given are assumed to set no tag: what
         # they do is unmodelled already.
         self._hidden = reader.hidden + [o.cond for o in self.flat if isinstance(o, _Opaque) and o.cond.tag is not None]
-        self._sets: dict[tuple[int, int, str, str], tuple[object, IPSet | None]] = {}
-        self._spans: dict[tuple[int, int], tuple[object, list[int] | None]] = {}
         # OpenBSD: where each in-pass rule stands among the rules translation sees, and the
         # translations match rules make (from the position of the first one): rules before
         # that position judged those packets untranslated
@@ -295,22 +252,6 @@ class _Builder:
                 alts.append((Match((field_name,), ((i.name,),), negate=True),))
         return alts
 
-    def _resolve(self, host: _Host, family: int, side: str, context: str) -> tuple[IPSet | None, str | None]:
-        """(known addresses of this family, or None when the item is of the other family;
-        what is not known about it, or None)."""
-        if host.kind == "net":
-            return (IPSet([host.net]), None) if host.net.version == family else (None, None)  # type: ignore[union-attr, list-item]
-        if host.kind == "table":
-            value = self.reader.tables.get(host.name) or self.reader.given_tables.get(host.name)
-            if value is None:
-                return IPSet(), f"table <{host.name}> (its addresses are not in the file)"
-            return value.nets[family], "; ".join(value.unknown) or None
-        if host.kind == "self" and side == "daddr" and context == "filter":
-            return IPSet(), None  # a forwarded packet is never addressed to the firewall
-        if host.kind == "self":
-            return None, "self (the firewall's own addresses)"
-        return None, host.name
-
     def _host_alts(self, hosts: tuple[_Host, ...], side: str, family: int, chain: str) -> Alts:
         """pfctl makes one rule per list item: their union. A negated item of one family only
         makes a rule of that family."""
@@ -345,61 +286,7 @@ class _Builder:
             alts.append((Match((field_name,), tuple((n,) for n in positive.iter_cidrs())),))
         return alts + tail
 
-    def _addr_set(self, hosts: tuple[_Host, ...] | None, family: int, side: str, context: str) -> IPSet | None:
-        """The addresses a host spec matches, or None when not all are known."""
-        if hosts is None:
-            return _ALL[family]
-        key = (id(hosts), family, side, context)
-        if key not in self._sets:
-            self._sets[key] = (hosts, self._compute_addr_set(hosts, family, side, context))  # hosts kept: the id stays theirs
-        return self._sets[key][1]
-
-    def _compute_addr_set(self, hosts: tuple[_Host, ...], family: int, side: str, context: str) -> IPSet | None:
-        total = IPSet()
-        for host in hosts:
-            if host.kind == "any":
-                if not host.negate:
-                    return _ALL[family]
-                continue
-            known, unknown = self._resolve(host, family, side, context)
-            if unknown:
-                return None
-            if known is not None:
-                total |= (_ALL[family] - known) if host.negate else known
-        return total
-
-    # -- what two rules can share -----------------------------------------------------------
-
-    def _may_overlap(self, a: Sequence[_Rule], b: Sequence[_Rule], context: str = "filter") -> bool:
-        """False only when no packet can match both conjunctions (ifaces are the caller's)."""
-        parts = list(a) + list(b)
-        afs = {p.af for p in parts if p.af is not None}
-        if len(afs) > 1:
-            return False
-        protos: set[int] | None = None
-        for p in parts:
-            if p.protos is not None and all(isinstance(x, int) for x in p.protos):
-                protos = set(p.protos) if protos is None else protos & set(p.protos)  # type: ignore[arg-type]
-        if protos is not None and not protos:
-            return False
-        ports = _PORTS_ALL
-        for p in parts:
-            if p.dport is not None and not p.dport.unknown:
-                ports = tuple(PortRange(max(x.low, y.low), min(x.high, y.high)) for x in ports for y in p.dport.ranges
-                              if max(x.low, y.low) <= min(x.high, y.high))
-        if not ports:
-            return False
-        for family in (afs or {4, 6}):
-            shared = True
-            for side, attr in (("saddr", "src"), ("daddr", "dst")):
-                common = _ALL[family]
-                for p in parts:
-                    found = self._addr_set(getattr(p, attr), family, side, context)
-                    common = common & found if found is not None else common
-                shared = shared and bool(common)
-            if shared:
-                return True
-        return False
+    # -- rules and translated packets -------------------------------------------------------
 
     def _on_image(self, parts: Sequence[_Rule], target: _Target) -> list[_Rule] | None:
         """The rule as it judges a packet translated to `target`, or None when it cannot match it."""
@@ -418,16 +305,6 @@ class _Builder:
             unknown = p.unknown + ((f"whether {p.origin} matches the translated destination",) if dst is None or port is None else ())
             out.append(replace(p, dst=None, dport=p.dport if target.port is None else None, unknown=unknown, parents=()))
         return out
-
-    def _contains(self, hosts: tuple[_Host, ...], address: IPNetwork) -> bool | None:
-        """Is the address in the host spec (as translation sees it)? None: not known."""
-        key = (id(hosts), address.version)
-        if key not in self._spans:
-            found = self._addr_set(hosts, address.version, "daddr", "nat")
-            bounds = None if found is None else [x for r in found.iter_ipranges() for x in (r.first, r.last + 1)]
-            self._spans[key] = (hosts, bounds)
-        bounds = self._spans[key][1]
-        return None if bounds is None else bisect_right(bounds, address.first) % 2 == 1
 
     @staticmethod
     def _image(parts: Sequence[_Rule], target: _Target) -> list[_Rule]:
@@ -782,52 +659,6 @@ class _Builder:
                     p is None or (self._ifaces_may_meet(parts, p) and self._may_overlap(parts, p, "nat")) for p in later):  # type: ignore[arg-type]
                 kept += rules
         return kept
-
-    def _covers(self, big: Sequence[_Rule], small: Sequence[_Rule]) -> bool:
-        """Does every packet the `small` parts match also match the `big` ones? True only when
-        plainly so: each condition of `big` is one of `small`'s, or wider. (Both on the
-        in pass: `on` and `received-on` are the input interface.)"""
-        narrow_ifaces = _input_names(small, strict=False)
-        for p in big:
-            if p.unknown or p.tagged is not None or p.sport is not None or (p.af is not None and p.af not in {q.af for q in small}):
-                return False
-            wide_ifaces = _input_names([p], strict=True)
-            if wide_ifaces is False or (wide_ifaces is not None and (narrow_ifaces is None or not narrow_ifaces <= wide_ifaces)):  # type: ignore[operator]
-                return False
-            if p.protos is not None:
-                narrow_protos = [set(q.protos) for q in small if q.protos is not None]
-                if not narrow_protos or not set.intersection(*narrow_protos) <= set(p.protos):
-                    return False
-            for attr, side in (("src", "saddr"), ("dst", "daddr")):
-                if getattr(p, attr) is None:
-                    continue
-                for family in (4, 6):
-                    wide_set = self._addr_set(getattr(p, attr), family, side, "nat")
-                    narrow_set = _ALL[family]
-                    for q in small:
-                        found = self._addr_set(getattr(q, attr), family, side, "nat")
-                        narrow_set = narrow_set & found if found is not None else narrow_set
-                    if wide_set is None or narrow_set - wide_set:
-                        return False
-            if p.dport is not None:
-                narrow_ports = [_port_set(q.dport.ranges) for q in small if q.dport is not None and not q.dport.unknown]
-                if p.dport.unknown or not narrow_ports or _intersect_all(narrow_ports) - _port_set(p.dport.ranges):
-                    return False
-        return True
-
-    @staticmethod
-    def _ifaces_may_meet(a: Sequence[_Rule], b: Sequence[_Rule]) -> bool:
-        """Can two rules of one chain see the same interface? (`on` lists of plain names)"""
-        def names(parts: Sequence[_Rule]) -> set[str] | None:
-            found: set[str] | None = None
-            for p in parts:
-                if p.on is not None and all(not i.negate and not i.group and i.name != "any" for i in p.on):
-                    here = {i.name for i in p.on}
-                    found = here if found is None else found & here
-            return found
-
-        x, y = names(a), names(b)
-        return x is None or y is None or bool(x & y)
 
     def _nat_sequence(self) -> list[_Seen]:
         """The in pass's rules in file order, as translation sees them: a quick anchor's rules
