@@ -1,10 +1,10 @@
 """The structural checker: a rendered pf.conf read back against the subset of
 pf.conf(5) the renderer (writer.py) writes.
 
-pfctl does not exist on Linux: `check_files` reports structural problems
-(undefined macros or tables, unbalanced braces, bad ports, rules out of
-order, a missing default block). On a BSD host, `pfctl -nf FILE` is the
-real check. docs/backend-pf.md says more.
+pfctl does not exist on Linux: `check` (the backend's check_files) reports
+structural problems (undefined macros or tables, unbalanced braces, bad ports,
+rules out of order, a missing default block). On a BSD host, `pfctl -nf FILE`
+is the real check. docs/backend-pf.md says more.
 """
 
 from __future__ import annotations
@@ -18,17 +18,6 @@ from fwmatrix.backends.pf.names import (
     _DIALECT_RE, DEFAULT_DIALECT, DIALECTS, IDENT_RE, LABEL_MAX, PF_KEYWORDS, PROTO_NUMBERS, TABLE_NAME_MAX, TAG_MAX, RenderError,
     interface_name,
 )
-
-
-def check_files(files: dict[str, str], *, dialect: str | None = None) -> list[str]:
-    """Structural problems in rendered files ('suffix:line: message'); [] when none.
-
-    No pfctl here: this re-parses the subset of pf.conf(5) the renderer writes.
-    The dialect comes from the header comment unless given."""
-    problems: list[str] = []
-    for suffix, text in sorted(files.items()):
-        problems += [f"{suffix}:{p}" for p in check(text, dialect)]
-    return problems
 
 
 def check(text: str, dialect: str | None = None) -> list[str]:

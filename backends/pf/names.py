@@ -1,5 +1,5 @@
-"""The pf backend's shared words: its name, dialects and limits, pf's keywords, and
-what pf may be told as a name or as free text.
+"""The pf backend's shared words: its dialects, pf's limits and keywords, and what
+pf may be told as a name or as free text.
 
 Every name written is validated against a strict pattern or refused, and
 free text (comments, labels) keeps only a safe set of characters, so no
@@ -12,8 +12,6 @@ import re
 
 from fwmatrix.errors import BackendError
 
-NAME = "pf"
-SUFFIX = ".pf.conf"
 DIALECTS = ("openbsd", "freebsd")
 DEFAULT_DIALECT = "openbsd"
 # the header comment the renderer writes, which the checker and the reader look for

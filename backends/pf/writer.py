@@ -14,7 +14,7 @@ from netaddr import IPNetwork
 
 from fwmatrix.backends.pf.lower import Dims, _Cell, _check_no_rematch, _Lowered, _lower, _products, _targets_overlap, _value_key
 from fwmatrix.backends.pf.names import (
-    DEFAULT_DIALECT, DIALECTS, HEX_RE, PROTO_NAMES, SUFFIX, RenderError, _Names, comment, interface_name, label, safe_text,
+    DEFAULT_DIALECT, DIALECTS, HEX_RE, PROTO_NAMES, RenderError, _Names, comment, interface_name, label, safe_text,
 )
 from fwmatrix.ir import Ruleset
 from fwmatrix.matrix.model import PortRange
@@ -317,8 +317,3 @@ def render(ruleset: Ruleset, dialect: str = DEFAULT_DIALECT) -> str:
         f'anchor "{LOCAL_ANCHOR}"',
     ]
     return "\n".join(out) + "\n"
-
-
-def render_files(ruleset: Ruleset, *, dialect: str = DEFAULT_DIALECT) -> dict[str, str]:
-    """File suffix -> contents, for one firewall."""
-    return {SUFFIX: render(ruleset, dialect)}
