@@ -250,7 +250,7 @@ def phases_main(matrix: str, ruleset_path: str, cprofile_file: str | None, top: 
             evaluated.append(time.perf_counter() - t0)
 
     audit_module.evaluate = timed_evaluate
-    with gc_paused():  # as the command runs (fwmatrix/cli.py: user_errors)
+    with gc_paused():  # as the command runs (fwmatrix/cli/common.py: user_errors)
         m = load_matrix(matrix)
         mark("load matrix")
         intent = build_intent(m)

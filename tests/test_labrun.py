@@ -1,4 +1,4 @@
-"""`fwmatrix lab` (fwmatrix/labrun.py): the seed's openings proven with real packets.
+"""`fwmatrix lab` (fwmatrix/ops/labrun.py): the seed's openings proven with real packets.
 
 The seed runs once per backend (module fixture); every row of the source
 document's table must pass, and so must every closed sample, among them the

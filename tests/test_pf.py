@@ -134,7 +134,7 @@ def test_rule_counts(seed: Ruleset) -> None:
 # -- a small interpreter of the IR and a small simulator of pf ----------------------
 #
 # Both are written from the definitions (netfilter's chains; pf.conf(5)), not from
-# backends/pf.py's lowering, so that comparing them checks the lowering.
+# backends/pf/lower.py's lowering, so that comparing them checks the lowering.
 
 
 def _field(pkt: dict, f: str):

@@ -1,4 +1,4 @@
-"""Reading pf rulesets into the IR, with netfilter's semantics (backends/pf.py, parse_ruleset).
+"""Reading pf rulesets into the IR, with netfilter's semantics (backends/pf/reader.py and convert.py, parse_ruleset).
 
 pf evaluates every rule and the last match decides (unless `quick`); netfilter's chains
 take the first match. The parser rewrites one into the other, splits a forwarded packet's
