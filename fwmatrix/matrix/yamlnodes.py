@@ -1,26 +1,31 @@
 """Reading YAML as a tree of nodes that remember their line.
 
-PyYAML's composer gives every node a start mark; the loader walks the nodes
-itself instead of building plain dicts, so each error can name its line.
-Anchors and aliases are refused: a walker would expand them, and a small
-file of nested aliases would then blow up into billions of nodes.
+Every node keeps its start mark; the loader walks the nodes itself instead
+of building plain dicts, so each error can name its line. The nodes are
+composed here from the parser's events, without recursion, so that nesting
+has a limit with a one-line error instead of a crash. Anchors and aliases
+are refused: a walker would expand them, and a small file of nested aliases
+would then blow up into billions of nodes.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Iterable
 
 import yaml
+from yaml.resolver import Resolver
 
 from fwmatrix.errors import MatrixError
 
-try:  # the C composer is about 3x faster on large matrices
+try:  # the C parser is about 3x faster on large matrices
     from yaml import CSafeLoader as _Loader
 except ImportError:  # pragma: no cover - PyYAML built without libyaml
     from yaml import SafeLoader as _Loader  # type: ignore[assignment]
 
 MAX_FILE_BYTES = 64 * 1024 * 1024
+MAX_DEPTH = 100  # nested lists and mappings; a matrix has about 6
 
 
 @dataclass
@@ -49,35 +54,79 @@ def compose(source: Source) -> yaml.Node:
     if not text.strip():
         raise MatrixError("the file is empty", source.path, 1)
     try:
-        node = yaml.compose(text, Loader=_Loader)
+        node = _compose_events(yaml.parse(text, Loader=_Loader), source.path)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
         problem = exc.problem or exc.context or "invalid YAML"
         raise MatrixError(f"YAML syntax error: {problem}", source.path, line) from None
-    except yaml.YAMLError as exc:  # e.g. several documents
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow (NUL, other control bytes)
+        line = source.data[: exc.position].count(b"\n") + 1  # libyaml counts bytes
+        raise MatrixError(f"character U+{exc.character:04X} is not allowed in a matrix (a control character)", source.path, line) from None
+    except yaml.YAMLError as exc:  # pragma: no cover - every error libyaml raises is one of the above
         raise MatrixError(f"YAML error: {exc}", source.path, 1) from None
     if node is None:
         raise MatrixError("the file is empty", source.path, 1)
-    if "&" in text or "*" in text:  # without either character the file can hold no alias
-        _refuse_aliases(node, source.path)
     return node
 
 
-def _refuse_aliases(root: yaml.Node, path: str) -> None:
-    seen: set[int] = set()
-    stack = [root]
-    while stack:
-        node = stack.pop()
-        if id(node) in seen:
-            raise MatrixError("YAML anchors and aliases (&name / *name) are not supported", path, line_of(node))
-        seen.add(id(node))
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                stack.append(key)
-                stack.append(value)
-        elif isinstance(node, yaml.SequenceNode):
-            stack.extend(node.value)
+def _compose_events(events: Iterable[yaml.Event], path: str) -> yaml.Node | None:
+    """The one document's node tree, built from the parser's events with a stack of its own.
+
+    PyYAML's composers recurse once a level: the C one crashes the process
+    (SIGSEGV) on some tens of thousands of nested `[`. This one keeps its own
+    stack, refuses nesting deeper than MAX_DEPTH where it happens, and refuses
+    aliases at the alias, as fast as the C composer."""
+    resolve = Resolver().resolve
+    root: yaml.Node | None = None
+    documents = 0
+    anchors: dict[str, int] = {}  # name -> the line of its first anchor
+    open_nodes: list[tuple[yaml.Node, list[yaml.Node | None]]] = []  # collection, [its pending mapping key]
+
+    def attach(node: yaml.Node) -> None:
+        nonlocal root
+        if not open_nodes:
+            root = node
+            return
+        parent, pending = open_nodes[-1]
+        if isinstance(parent, yaml.SequenceNode):
+            parent.value.append(node)
+        elif pending[0] is None:
+            pending[0] = node
+        else:
+            parent.value.append((pending[0], node))
+            pending[0] = None
+
+    for event in events:
+        kind = event.__class__
+        if getattr(event, "anchor", None) is not None and kind is not yaml.AliasEvent:
+            anchors.setdefault(event.anchor, event.start_mark.line + 1)
+        if kind is yaml.ScalarEvent:
+            tag = event.tag
+            if tag is None or tag == "!":
+                tag = resolve(yaml.ScalarNode, event.value, event.implicit)
+            attach(yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, style=event.style))
+        elif kind is yaml.SequenceStartEvent or kind is yaml.MappingStartEvent:
+            if len(open_nodes) >= MAX_DEPTH:
+                raise MatrixError(f"the YAML nests deeper than {MAX_DEPTH} levels; a matrix needs a handful", path, event.start_mark.line + 1)
+            node_class = yaml.SequenceNode if kind is yaml.SequenceStartEvent else yaml.MappingNode
+            tag = event.tag
+            if tag is None or tag == "!":
+                tag = resolve(node_class, None, event.implicit)
+            node = node_class(tag, [], event.start_mark, None, flow_style=event.flow_style)
+            attach(node)
+            open_nodes.append((node, [None]))
+        elif kind is yaml.SequenceEndEvent or kind is yaml.MappingEndEvent:
+            open_nodes.pop()[0].end_mark = event.end_mark
+        elif kind is yaml.AliasEvent:
+            # a walker would expand aliases: a small file of nested ones would blow up into billions of nodes
+            line = anchors.get(event.anchor, event.start_mark.line + 1)
+            raise MatrixError(f"YAML anchors and aliases (&name / *name) are not supported (*{event.anchor} on line {event.start_mark.line + 1})", path, line)
+        elif kind is yaml.DocumentStartEvent:
+            documents += 1
+            if documents > 1:
+                raise MatrixError("the file holds several YAML documents (a '---' line): a matrix is one", path, event.start_mark.line + 1)
+    return root
 
 
 def line_of(node: yaml.Node) -> int:
