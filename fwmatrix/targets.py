@@ -25,6 +25,26 @@ def backend(name: str) -> ModuleType:
     return importlib.import_module(f"fwmatrix.backends.{name}")
 
 
+def output_suffixes(name: str) -> tuple[str, ...]:
+    """Every file suffix a backend's render_files may write for one firewall."""
+    module = backend(name)
+    if name == "iptables":
+        return (module.SUFFIX_V4, module.SUFFIX_V6, module.SUFFIX_IPSET)
+    return (module.SUFFIX,)
+
+
+def interface_name_refusal(name: str) -> str | None:
+    """Why some backend could not write `name` as an interface name, or None.
+    The matrix refuses such names at load time, so every backend compiles every matrix."""
+    from fwmatrix.backends.pf.names import IFACE_RE, PF_KEYWORDS  # pf is the strictest
+
+    if name in PF_KEYWORDS:
+        return f"'{name}' is a pf keyword"
+    if not IFACE_RE.match(name):
+        return "pf cannot read it as an interface name"
+    return None
+
+
 
 # -- reading live rulesets (the audit) ---------------------------------------------
 

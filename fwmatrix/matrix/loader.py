@@ -33,12 +33,14 @@ from fwmatrix.matrix.model import (
 )
 from fwmatrix.matrix.resolve import Resolver
 from fwmatrix.matrix.yamlnodes import MAX_FILE_BYTES, Source, compose, kind_of, line_of, read_source
+from fwmatrix.targets import interface_name_refusal
 
 FORMAT_VERSION = 1
 
 NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,47}\Z")
-# Linux interface names: at most 15 bytes; no quotes, spaces or slashes.
-IFACE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}\Z")
+# Linux interface names (at most 15 bytes; no quotes, spaces or slashes) that pf
+# reads as names too: a leading digit reads as a number. pf's keywords: targets.
+IFACE_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,14}\Z")
 # Words a host's address may not be named, because they mean something in the long form.
 HOST_KEYS = ("addresses", "roles", "note")
 NOTE_MAX = 500
@@ -123,7 +125,7 @@ class _Reader:
         value = self.text(node, what)
         if not pattern.match(value):
             if pattern is IFACE_RE:
-                rule = "1 to 15 letters, digits, '_', '.' or '-', starting with a letter or digit"
+                rule = "1 to 15 letters, digits, '_', '.' or '-', starting with a letter"
             else:
                 rule = "a letter, then up to 47 letters, digits, '_' or '-'"
             raise self.fail(node, f"{what} '{value}' is not a valid name: use {rule}")
@@ -356,6 +358,9 @@ def _load_firewalls(reader: _Reader, node: yaml.Node | None, claim: Claim, zones
         interfaces: dict[str, str] = {}
         for iface, (iface_node, zone_node) in reader.mapping(fields["interfaces"][1], f"the interfaces of firewall '{name}'").items():
             reader.name(iface_node, "interface name", IFACE_RE)
+            refusal = interface_name_refusal(iface)
+            if refusal is not None:
+                raise reader.fail(iface_node, f"interface name '{iface}' of firewall '{name}' cannot be written for every target ({refusal}): rename it")
             zone = reader.text(zone_node, f"the zone of interface '{iface}'")
             if zone not in zones:
                 raise reader.fail(zone_node, f"interface '{iface}' of firewall '{name}': unknown zone '{zone}'{did_you_mean(zone, zones)}")

@@ -78,6 +78,8 @@ def parse_service_literal(text: str) -> ServicePart | None:
         return None
     proto = match["proto"]
     if match["low"] is None:
+        if proto == "sctp":  # pf matches no sctp port, not even all of them: say which ones
+            raise ValueError(f"'{text}': sctp needs its ports, e.g. sctp/2905 or sctp/2905-2910")
         return ServicePart(proto, ALL_PORTS if proto in PORT_PROTOCOLS else None)
     if proto not in PORT_PROTOCOLS:
         raise ValueError(f"'{text}': {proto} has no ports")
