@@ -37,6 +37,10 @@ class MatrixError(FwmatrixError):
     """The matrix file is not valid."""
 
 
+class RulesetError(FwmatrixError):
+    """A ruleset file fwmatrix is given (to audit) cannot be read: an input error, exit 2."""
+
+
 class BackendError(FwmatrixError):
     """A backend tool (nft, iptables-restore) refused or failed."""
 

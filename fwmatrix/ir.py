@@ -183,6 +183,59 @@ class Ruleset:
         return sum(len(chain.rules) for table in self.tables for chain in table.chains)
 
 
+MAX_JUMP_DEPTH = 64  # jumps the audit follows from a base chain (audit/evaluate/chains.py)
+
+
+def jump_problem(table: Table) -> str | None:
+    """Why the jumps from a table's base chains cannot be followed, or None: a jump to
+    a chain the table does not define, a loop (named chain by chain), or jumps nested
+    deeper than MAX_JUMP_DEPTH. One check for every backend's rulesets, when they are read."""
+    chains = {chain.name: chain for chain in table.chains}
+    maps = {s.name: s for s in table.sets}
+    where = f"{table.family} {table.name}"
+    targets: dict[str, list[str]] = {}
+
+    def jumps_of(chain: Chain) -> list[str]:
+        if chain.name not in targets:
+            found: list[str] = []
+            for rule in chain.rules:
+                action = rule.action
+                if isinstance(action, Jump):
+                    found.append(action.chain)
+                elif isinstance(action, VerdictMap):
+                    entries = [verdict for _, verdict in action.entries]
+                    if action.map_name is not None and action.map_name in maps:
+                        entries += [element.data[0] for element in maps[action.map_name].elements if element.data]
+                    found += [verdict.chain for verdict in entries if isinstance(verdict, Jump)]
+            targets[chain.name] = found
+        return targets[chain.name]
+
+    height: dict[str, int] = {}  # chain -> the most jumps nested from it
+    for base in (chain for chain in table.chains if chain.hook is not None):
+        if base.name in height:
+            continue
+        path = [base.name]
+        pending = [iter(jumps_of(base))]
+        while pending:
+            child = next(pending[-1], None)
+            if child is None:
+                name = path.pop()
+                pending.pop()
+                height[name] = max((height[c] + 1 for c in jumps_of(chains[name])), default=0)
+                continue
+            if child not in chains:
+                return f"{where} {path[-1]}: a jump to chain '{child}', which the table does not define"
+            if child in path:
+                loop = path[path.index(child):] + [child]
+                return f"{where}: jumps loop, {' -> '.join(loop)}: the kernel refuses such a ruleset"
+            if child not in height:
+                path.append(child)
+                pending.append(iter(jumps_of(chains[child])))
+        if height[base.name] > MAX_JUMP_DEPTH:
+            return f"{where} {base.name}: jumps nest {height[base.name]} deep; fwmatrix follows at most {MAX_JUMP_DEPTH}"
+    return None
+
+
 # Netfilter hook priorities (the named ones nft uses).
 PRIORITY_DSTNAT = -100
 PRIORITY_FILTER = 0

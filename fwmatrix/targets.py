@@ -13,8 +13,8 @@ import importlib
 import os
 from types import ModuleType
 
-from fwmatrix.errors import FwmatrixError
-from fwmatrix.ir import Ruleset
+from fwmatrix.errors import BackendError, FwmatrixError, RulesetError
+from fwmatrix.ir import Ruleset, jump_problem
 
 BACKENDS = ("nftables", "iptables", "pf")
 
@@ -76,7 +76,7 @@ def detect(text: str) -> str:
 def parse_text(name: str, text: str, source: str) -> Ruleset:
     module = backend(name)
     if name == "nftables":
-        return module.parse_json(text) if text.lstrip().startswith("{") else module.parse_text(text)
+        return module.parse_json(text) if text.lstrip().startswith("{") else module.parse_text(text, source)
     if name == "iptables":
         # fwmatrix's own files say their family in the suffix; saved dumps in their header
         base = os.path.basename(source)
@@ -104,11 +104,26 @@ def read_ruleset(path: str, name: str = "auto") -> tuple[Ruleset, str]:
             name = detect(text)
         except FwmatrixError as exc:
             raise FwmatrixError(exc.message, path) from None
-    return parse_text(name, text, path), name
+    try:
+        ruleset = parse_text(name, text, path)
+    except BackendError as exc:  # the ruleset's own fault: an input error (exit 2), naming the file
+        raise RulesetError(exc.message, exc.file or path, exc.line) from None
+    except RecursionError:  # a reader that recurses over the input's nesting
+        raise RulesetError("nested too deeply to read", path) from None
+    return followable(ruleset, path), name
+
+
+def followable(ruleset: Ruleset, source: str) -> Ruleset:
+    """The ruleset, if the audit can follow its jumps (no loop, no missing chain); else RulesetError."""
+    for table in ruleset.tables:
+        problem = jump_problem(table)
+        if problem is not None:
+            raise RulesetError(problem, source)
+    return ruleset
 
 
 def read_live(name: str) -> Ruleset:
     """The running kernel's ruleset (this host's network namespace), as IR."""
     if name == "pf":
         raise FwmatrixError("pf cannot be read live on this system: save `pfctl -sr` and `pfctl -sn` on the firewall and pass them with --ruleset")
-    return backend("nftables" if name == "auto" else name).read_live()
+    return followable(backend("nftables" if name == "auto" else name).read_live(), "the live ruleset")

@@ -581,6 +581,10 @@ def _listing(data: dict | str | bytes) -> list[Any]:
             data = json.loads(data)
         except json.JSONDecodeError as exc:
             raise BackendError(f"not nftables JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        except RecursionError:
+            raise BackendError("not nftables JSON fwmatrix reads: arrays or objects nested too deeply") from None
+        except ValueError:  # an integer of more digits than Python converts (4300)
+            raise BackendError("not nftables JSON fwmatrix reads: a number with thousands of digits") from None
     if not isinstance(data, dict) or not isinstance(data.get("nftables"), list):
         raise BackendError("not an nftables JSON listing: expected {\"nftables\": [...]}, the output of `nft -j list ruleset`")
     return data["nftables"]

@@ -3,9 +3,11 @@ common arguments and options, report output, atomic file writes.
 
 Exit codes: 0 clean; 1 findings at or above the threshold (`--fail-on` for
 audit, lint and check; `--exit-code` for diff), a refused ruleset, or an
-internal error; 2 a usage or input error (bad matrix, unknown firewall). User
+internal error; 2 a usage or input error (bad matrix, unknown firewall, a
+ruleset file that cannot be read). User
 errors print one line, never a traceback (FWMATRIX_DEBUG=1 shows tracebacks of
-internal errors). Every report command writes `--format table|json|markdown|
+internal errors); user text in them is escaped, never read as rich markup
+(`[root@host ~]` prints as written). Every report command writes `--format table|json|markdown|
 junit|sarif` (docs/reports.md), to standard output or atomically to `--output`.
 
 The command modules import this one; it imports no command module.
@@ -22,6 +24,7 @@ from typing import Callable, Sequence, TypeVar
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from fwmatrix.audit.findings import SEVERITIES
 from fwmatrix.compile.intent import Intent, build_intent
@@ -56,7 +59,7 @@ def user_errors(fn: F) -> F:
             with gc_paused():  # bulk work, few cycles: see fwmatrix/gcpause.py
                 return fn(*args, **kwargs)
         except BackendError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", markup=True, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, soft_wrap=True)
             sys.exit(EXIT_FINDINGS)
         except FwmatrixError as exc:
             click.echo(f"error: {exc}", err=True)

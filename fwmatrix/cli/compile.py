@@ -7,6 +7,7 @@ import sys
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table as RichTable
 
 from fwmatrix.cli.common import (
@@ -55,7 +56,7 @@ def compile_command(matrix: str, firewall: str | None, backend_name: str, output
         return
     write_atomically(output, files)
     for name in files:
-        err_console.print(f"wrote {os.path.join(output, name)}", highlight=False)
+        err_console.print(f"wrote {os.path.join(output, name)}", highlight=False, markup=False)
 
 
 @click.command("check")
@@ -123,7 +124,7 @@ def show_command(matrix: str, firewall: str | None) -> None:
             placement.setdefault(flow.opening.index, [])
             if text not in placement[flow.opening.index]:
                 placement[flow.opening.index].append(text)
-    table = RichTable(title=f"{m.title} — {m.name}", show_lines=True)
+    table = RichTable(title=escape(f"{m.title} — {m.name}"), show_lines=True)
     for column in ("#", "opening", "from", "to", "service", "NAT", "placed on", "note"):
         table.add_column(column, overflow="fold")
     for opening in m.openings:
@@ -134,7 +135,7 @@ def show_command(matrix: str, firewall: str | None) -> None:
             nat = opening.nat.target + (f" port {opening.nat.port}" if opening.nat.port else "")
         services = ", ".join(str(p) for p in resolver.services(opening))
         named = ", ".join(opening.services)
-        table.add_row(
+        table.add_row(*(escape(cell) for cell in (  # user text: never rich markup
             str(opening.index),
             opening.name,
             ", ".join(opening.sources),
@@ -143,7 +144,7 @@ def show_command(matrix: str, firewall: str | None) -> None:
             nat,
             "\n".join(placement.get(opening.index, ["(crosses no firewall)"])),
             opening.note,
-        )
+        )))
     console = stdout_console()
     console.print(table)
     console.print(
@@ -164,8 +165,9 @@ def _show_management(console: Console, m: Matrix, resolver: Resolver, only: str 
         for access in fw.management:
             arrives = sorted({iface for ifaces, _ in management_arrivals(m, fw.name, access, resolver) for iface in ifaces})
             services = ", ".join(str(p) for p in resolver.services(access.as_opening()))
-            table.add_row(fw.name, str(access.index), ", ".join(access.sources), ", ".join(access.destinations) or "(any address of it)",
-                          services, ", ".join(arrives), access.note)
+            cells = (fw.name, str(access.index), ", ".join(access.sources), ", ".join(access.destinations) or "(any address of it)",
+                     services, ", ".join(arrives), access.note)
+            table.add_row(*(escape(cell) for cell in cells))
     if table.row_count:
         console.print(table)
 
