@@ -15,6 +15,7 @@ The command modules import this one; it imports no command module.
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import io
 import os
@@ -130,6 +131,24 @@ def write_atomically(directory: str, files: dict[str, str]) -> None:
             if os.path.exists(tmp):
                 os.unlink(tmp)
         raise
+
+
+def replace_file_set(directory: str, files: dict[str, str], replaced: set[str]) -> None:
+    """Write `files` into `directory` and remove the names in `replaced` they no longer
+    include (the files an earlier run wrote that this one does not), holding an exclusive
+    lock on the directory: two runs at once end with one run's whole set, never a mix."""
+    os.makedirs(directory, exist_ok=True)
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # released when fd closes
+        write_atomically(directory, files)
+        for name in sorted(replaced - files.keys()):
+            try:
+                os.unlink(os.path.join(directory, name))
+            except FileNotFoundError:
+                pass
+    finally:
+        os.close(fd)
 
 
 # -- arguments and options shared by several commands -------------------------------------------

@@ -12,7 +12,7 @@ from rich.table import Table as RichTable
 
 from fwmatrix.cli.common import (
     EXIT_FINDINGS, EXIT_OK, emit, err_console, fail_on_option, firewall_option, format_option, json_takes_one, load_intent,
-    matrices_argument, matrix_argument, output_option, selected_backends, stdout_console, user_errors, write_atomically,
+    matrices_argument, matrix_argument, output_option, replace_file_set, selected_backends, stdout_console, user_errors,
 )
 from fwmatrix.compile.intent import Intent, management_arrivals
 from fwmatrix.compile.ruleset import compile_intent
@@ -21,7 +21,7 @@ from fwmatrix.ir import Ruleset
 from fwmatrix.matrix.model import Matrix
 from fwmatrix.matrix.resolve import Resolver
 from fwmatrix.report.ci import BackendCheck, CheckReport, FirewallCheck, check_fails, check_markdown, check_outcome, print_check
-from fwmatrix.targets import BACKENDS, backend
+from fwmatrix.targets import BACKENDS, backend, output_suffixes
 
 
 def _rendered(intent: Intent, firewall: str | None, backend_names: tuple[str, ...], options: dict[str, dict] | None = None) -> dict[str, str]:
@@ -40,7 +40,8 @@ def _rendered(intent: Intent, firewall: str | None, backend_names: tuple[str, ..
 @matrix_argument
 @firewall_option
 @click.option("--backend", "-b", "backend_name", type=click.Choice(BACKENDS + ("all",)), default="nftables", show_default=True, help="Ruleset syntax.")
-@click.option("--output", "-o", metavar="DIR|-", default="-", show_default=True, help="Directory to write FIREWALL.SUFFIX files into, or - for standard output.")
+@click.option("--output", "-o", metavar="DIR|-", default="-", show_default=True, help="Directory to write FIREWALL.SUFFIX files into (each firewall's files of the chosen backends replaced as a set: "
+                   "a file this compile no longer writes is removed; compiles into one directory take turns), or - for standard output.")
 @click.option("--iptables-mode", type=click.Choice(("own-chains", "full")), default="own-chains", show_default=True,
               help="own-chains: only fwmatrix's FWM-* chains (a container runtime's chains survive; the apply step hooks them); full: the whole filter and nat tables.")
 @click.option("--pf-dialect", type=click.Choice(("openbsd", "freebsd")), default="openbsd", show_default=True,
@@ -49,12 +50,18 @@ def _rendered(intent: Intent, firewall: str | None, backend_names: tuple[str, ..
 def compile_command(matrix: str, firewall: str | None, backend_name: str, output: str, iptables_mode: str, pf_dialect: str) -> None:
     """Compile MATRIX into a ruleset for each firewall."""
     options = {"iptables": {"mode": iptables_mode}, "pf": {"dialect": pf_dialect}}
-    files = _rendered(load_intent(matrix, firewall), firewall, selected_backends(backend_name), options)
+    intent = load_intent(matrix, firewall)
+    backend_names = selected_backends(backend_name)
+    files = _rendered(intent, firewall, backend_names, options)
     if output == "-":
         for text in files.values():
             click.echo(text, nl=False)
         return
-    write_atomically(output, files)
+    # each firewall's files of these backends are replaced as a set: an .ipset an earlier
+    # compile needed and this one does not goes, another backend's files stay
+    firewalls = [firewall] if firewall is not None else list(intent.firewalls)
+    replaced = {f"{fw}{suffix}" for fw in firewalls for name in backend_names for suffix in output_suffixes(name)}
+    replace_file_set(output, files, replaced)
     for name in files:
         err_console.print(f"wrote {os.path.join(output, name)}", highlight=False, markup=False)
 
