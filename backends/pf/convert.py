@@ -38,10 +38,12 @@ the one evaluator judges pf firewalls too. pf's semantics become netfilter's:
   where that can differ, their verdict on translated packets is left open.
 * `rdr pass` and `pass ... rdr-to` pass the translated packet without the rest of
   the in rules (pf.conf(5): "passed without inspecting the filter rules"); the
-  out pass is a separate evaluation and still filters it. The IR cannot tell the
-  packets this rule translated from others with the same header (`ct status dnat`
-  says translated, not by which rule: that needs the original destination): that
-  accept is judged both ways.
+  out pass is a separate evaluation and still filters it. The nat chain translates
+  exactly the packets such a rule decides, so the in chain accepts its image with
+  `ct status dnat` (a packet sent to the target's own address is not translated and
+  meets the rules). `ct status dnat` says translated, not by which rule: where a
+  translation that leaves its packets to the filter rules (`match ... rdr-to`, plain
+  `rdr`, an anchor's) can make the same packet, that accept is judged both ways.
 * Source NAT (`nat`, `nat-to`, binat's outbound half) does not change what is
   forwarded and is skipped; `nat pass` lets the packet out without the out rules.
   binat's inbound half is a DNAT (one address to one address; else unmodelled).
@@ -146,11 +148,11 @@ def _compose(first: _Target, then: _Target) -> _Target:
     return _Target(then.address, then.port if then.port is not None else first.port, then.text)
 
 
-def _translated_by(rule: _Rule) -> Unmodelled:
-    # Exact with the original destination (`ct status dnat` alone does not say which rule
-    # translated), which the evaluator does not have: this is the one place to change when it does.
+def _translated_by(rule: _Rule, other: str) -> Unmodelled:
+    # `ct status dnat` says translated, not by which rule: exact only when no translation that
+    # leaves the packet to the filter rules can make the same packet (see _passed_translated).
     return Unmodelled(f"packets translated by {rule.origin}: pf passes them without the rest of the in rules, "
-                      "and fwmatrix cannot tell them from untranslated packets with the same header")
+                      f"and fwmatrix cannot tell them from the packets {other} translates to the same header")
 
 
 def _finish_matches(matches: Sequence[Match | Unmodelled], family: int | None) -> tuple[Match | Unmodelled, ...]:
@@ -342,6 +344,7 @@ class _Builder(_Overlap):
             elif chain == "in" and _is_pass_rdr(item):
                 # The packets this rule decides are translated: they are forwarded as their
                 # image (the accept above), never as they arrived.
+                out += self._untranslated_unknowns(item, chain)
                 out += self._emit(item.parts, chain, Verdict("drop"), item.origin, comment="translated by this rule (see its image above)")
             else:
                 out += self._tagged_unknowns(item, chain) + self._untranslated_unknowns(item, chain)
@@ -389,12 +392,32 @@ class _Builder(_Overlap):
         return out
 
     def _translated_rules(self) -> list[Rule]:
+        """`rdr pass`, `pass ... rdr-to`: the packets such a rule translates are passed at once.
+        Translated packets carry `ct status dnat` and the nat chain translates them exactly when
+        the rule decides, so their image with `ct status dnat` is exactly what it passes, unless
+        a translation that leaves its packets to the filter rules makes the same image."""
         out: list[Rule] = []
         for r in self.rules:
             if _translates_and_passes(r) and r.rdr is not None and r.rdr.address is not None:
-                image = self._image(replace(r, unknown=r.unknown + (_translated_by(r).text,)).parts, r.rdr)
-                out += self._emit(image, "in", Verdict("accept"), _aside(r.origin, "translated"), comment="translated and passed at once")
+                other = self._other_translation(r)
+                parts = r.parts if other is None else replace(r, unknown=r.unknown + (_translated_by(r, other).text,)).parts
+                out += self._emit(self._image(parts, r.rdr), "in", Verdict("accept"), _aside(r.origin, "translated"),
+                                  extra=(_TRANSLATED,), comment="translated and passed at once")
         return out
+
+    def _other_translation(self, passing: _Rule) -> str | None:
+        """The origin of a translation that does not pass its packets at once (`match ... rdr-to`,
+        plain `rdr`, an anchor's) and may make a packet like those `passing` translates; None if none."""
+        assert passing.rdr is not None and passing.rdr.address is not None
+        image = self._image(passing.parts, passing.rdr)
+        for t in self.flat:
+            if isinstance(t, _Opaque):
+                if "nat" in t.chains and self._ifaces_may_meet(passing.parts, t.cond.parts):
+                    return t.origin
+            elif t.rdr is not None and not _translates_and_passes(t) and _applies(t.parts, "in") and self._ifaces_may_meet(passing.parts, t.parts):
+                if t.rdr.address is None or self._may_overlap(image, self._image(t.parts, t.rdr), "nat"):
+                    return t.origin
+        return None
 
     def _out_translation_rules(self) -> list[Rule]:
         out: list[Rule] = []

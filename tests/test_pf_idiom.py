@@ -1,0 +1,169 @@
+"""The port-forward idiom of pf.conf(5), audited exactly, and found drifted exactly as its
+nftables twin is.
+
+pf.conf(5) writes a port forward as `block all`, then `pass in on $ext_if ... to $public_ip
+port P rdr-to $server` and `pass out on $dmz_if ... to $server port P`: the rule that matches
+last on the way in translates and creates state, the out rules see the translated packet, and
+a packet sent to the server's own address never matches the pass-in rule. The same firewall
+is written four ways (OpenBSD `pass ... rdr-to` and `match ... rdr-to tag` + `tagged`,
+FreeBSD `rdr pass` and `rdr ... tag` + `tagged`) and once in nftables (DNAT in prerouting,
+`ct status dnat` in forward). Each drift is made in all five, and the audit must report the
+same findings for each pf text as for the nftables one.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+from fwmatrix.audit.findings import AuditReport, audit
+from fwmatrix.compile.intent import Intent, build_intent
+from fwmatrix.matrix.loader import load_matrix
+from fwmatrix.targets import parse_text
+
+MATRIX = Path(__file__).resolve().parent / "idiom" / "perimeter.yaml"
+PUBLIC = "198.51.100.7"
+HOSTS = {"web": "192.168.10.10", "mail": "192.168.10.25", "voip": "192.168.10.50", "other": "192.168.10.99"}
+
+
+@dataclass(frozen=True)
+class Forward:
+    proto: str
+    ports: tuple[int, int]  # what the translation takes
+    to: str  # where it sends it (a key of HOSTS)
+    out_to: str = ""  # what the out rule (nft: the forward rule) lets through, when not `to`
+    out_ports: tuple[int, int] | None = None
+    direct: bool = False  # the forward rule does not ask for translated packets
+
+    @property
+    def opened(self) -> tuple[str, tuple[int, int]]:
+        return self.out_to or self.to, self.out_ports or self.ports
+
+
+@dataclass(frozen=True)
+class Firewall:
+    forwards: tuple[Forward, ...]
+    dmz_out: tuple[str, tuple[int, int]] | None = None  # a pass from the DMZ to the internet (proto, ports)
+    extra: tuple[str, ...] = field(default=())
+
+
+CORRECT = Firewall((Forward("tcp", (443, 443), "web"), Forward("tcp", (25, 25), "mail"), Forward("udp", (10000, 20000), "voip")))
+DRIFTS = {
+    "wrong rdr target": replace(CORRECT, forwards=(replace(CORRECT.forwards[0], to="other"),) + CORRECT.forwards[1:]),
+    "narrowed port range": replace(CORRECT, forwards=CORRECT.forwards[:2] + (replace(CORRECT.forwards[2], ports=(10000, 19999)),)),
+    "an extra forward": replace(CORRECT, forwards=CORRECT.forwards + (Forward("tcp", (8080, 8080), "web"),)),
+    "a DMZ to internet pass": replace(CORRECT, dmz_out=("tcp", (443, 443))),
+    "the server reachable directly": replace(CORRECT, forwards=(replace(CORRECT.forwards[0], direct=True),) + CORRECT.forwards[1:]),
+}
+PF_STYLES = ("openbsd pass rdr-to", "openbsd match rdr-to", "freebsd rdr pass", "freebsd rdr")
+
+
+def _pf_ports(ports: tuple[int, int]) -> str:
+    return str(ports[0]) if ports[0] == ports[1] else f"{ports[0]}:{ports[1]}"
+
+
+def _nft_ports(ports: tuple[int, int]) -> str:
+    return str(ports[0]) if ports[0] == ports[1] else f"{ports[0]}-{ports[1]}"
+
+
+def pf_text(fw: Firewall, style: str) -> str:
+    """The firewall as pf.conf, in one of PF_STYLES."""
+    head = ['ext_if = "em0"', 'dmz_if = "em1"', f'public_ip = "{PUBLIC}"', 'dmz_net = "192.168.10.0/24"']
+    head += [f'{name} = "{address}"' for name, address in HOSTS.items()]
+    translations, filters = [], ["block all"]
+    tagged = style in ("openbsd match rdr-to", "freebsd rdr")
+    for f in fw.forwards:
+        what = f"proto {f.proto} to $public_ip port {_pf_ports(f.ports)}"
+        if style == "openbsd pass rdr-to":
+            filters.append(f"pass in on $ext_if {what} rdr-to ${f.to}")
+        elif style == "openbsd match rdr-to":
+            filters.append(f"match in on $ext_if {what} rdr-to ${f.to} tag FWD")
+        elif style == "freebsd rdr pass":
+            translations.append(f"rdr pass on $ext_if {what} -> ${f.to}")
+        else:
+            translations.append(f"rdr on $ext_if {what} tag FWD -> ${f.to}")
+    if tagged:
+        filters.append("pass in on $ext_if tagged FWD")
+    for f in fw.forwards:
+        host, ports = f.opened
+        filters.append(f"pass out on $dmz_if proto {f.proto} to ${host} port {_pf_ports(ports)}")
+        if f.direct:  # the in rule for the server's own address: untranslated packets pass in too
+            filters.append(f"pass in on $ext_if proto {f.proto} to ${host} port {_pf_ports(ports)}")
+    if fw.dmz_out is not None:
+        proto, ports = fw.dmz_out
+        # `! $dmz_net`: else the out rule would also pass port forwards back out on $ext_if
+        filters += [f"pass in on $dmz_if proto {proto} from $dmz_net to ! $dmz_net port {_pf_ports(ports)}",
+                    f"pass out on $ext_if proto {proto} from $dmz_net to ! $dmz_net port {_pf_ports(ports)}"]
+    return "\n".join(head + translations + filters + list(fw.extra)) + "\n"
+
+
+def nft_text(fw: Firewall) -> str:
+    """The same firewall as nftables."""
+    dnat = [f'iifname "em0" ip daddr {PUBLIC} {f.proto} dport {_nft_ports(f.ports)} dnat ip to {HOSTS[f.to]}' for f in fw.forwards]
+    forward = ["ct state established,related accept"]
+    for f in fw.forwards:
+        host, ports = f.opened
+        status = "" if f.direct else "ct status dnat "
+        forward.append(f'iifname "em0" oifname "em1" {status}ip daddr {HOSTS[host]} {f.proto} dport {_nft_ports(ports)} accept')
+    if fw.dmz_out is not None:
+        proto, ports = fw.dmz_out
+        forward.append(f'iifname "em1" oifname "em0" ip saddr 192.168.10.0/24 ip daddr != 192.168.10.0/24 {proto} dport {_nft_ports(ports)} accept')
+    return ("table inet gw {\n  chain prerouting {\n    type nat hook prerouting priority dstnat; policy accept;\n"
+            + "".join(f"    {line}\n" for line in dnat)
+            + "  }\n  chain forward {\n    type filter hook forward priority filter; policy drop;\n"
+            + "".join(f"    {line}\n" for line in forward) + "  }\n}\n")
+
+
+@pytest.fixture(scope="module")
+def intent() -> Intent:
+    return build_intent(load_matrix(str(MATRIX)))
+
+
+def run_audit(intent: Intent, backend: str, text: str) -> AuditReport:
+    return audit(intent, "gw", parse_text(backend, text, f"gw.{backend}"), f"gw.{backend}")
+
+
+def findings(report: AuditReport) -> list[tuple[str, str, tuple[str, ...]]]:
+    """What was found, without where (the rule's origin differs between the two texts)."""
+    return sorted((f.kind, f.opening.name if f.opening else "", f.regions) for f in report.findings)
+
+
+@pytest.mark.parametrize("style", PF_STYLES)
+def test_the_idiom_audits_clean(intent: Intent, style: str) -> None:
+    report = run_audit(intent, "pf", pf_text(CORRECT, style))
+    assert findings(report) == []
+    assert findings(run_audit(intent, "nftables", nft_text(CORRECT))) == []
+
+
+@pytest.mark.parametrize("style", PF_STYLES)
+@pytest.mark.parametrize("drift", sorted(DRIFTS))
+def test_a_drift_is_found_as_in_its_nftables_twin(intent: Intent, style: str, drift: str) -> None:
+    fw = DRIFTS[drift]
+    twin = findings(run_audit(intent, "nftables", nft_text(fw)))
+    assert twin, f"the nftables twin of '{drift}' audits clean"
+    assert not [f for f in twin if f[0] == "unmodelled"]
+    assert findings(run_audit(intent, "pf", pf_text(fw, style))) == twin
+
+
+def test_the_drifts_are_the_findings_they_should_be(intent: Intent) -> None:
+    kinds = {drift: {kind for kind, _, _ in findings(run_audit(intent, "nftables", nft_text(fw)))} for drift, fw in DRIFTS.items()}
+    assert kinds["wrong rdr target"] >= {"nat", "excess"}
+    assert "missing" in kinds["narrowed port range"]
+    assert "excess" in kinds["an extra forward"]
+    assert "dmz-to-internet" in kinds["a DMZ to internet pass"] or "excess" in kinds["a DMZ to internet pass"]
+    assert "excess" in kinds["the server reachable directly"]
+
+
+@pytest.mark.parametrize("style", ["openbsd pass rdr-to", "freebsd rdr pass"])
+def test_the_idiom_audits_clean_through_the_cli(tmp_path: Path, style: str) -> None:
+    path = tmp_path / "gw.pf.conf"
+    path.write_text(pf_text(CORRECT, style))
+    done = subprocess.run([sys.executable, "-m", "fwmatrix", "audit", str(MATRIX), "-r", str(path)],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "matches the matrix" in done.stdout
