@@ -34,6 +34,8 @@ The modules, in the order data flows:
   syntax   the pf rule model: what a rule says
   reader   pf text -> syntax: macros expanded, anchors given read in place
   overlap  the address sets of host specs, and what two rules can share
+  tags     what `tagged T` stands for (a translation, an input interface), and the
+           predicates on rules the converter shares with it
   convert  syntax -> IR: pf's last-match-wins in and out passes as netfilter's
            first-match chains (parse_ruleset); the semantics, explained there
 """
