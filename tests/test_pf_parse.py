@@ -1070,3 +1070,62 @@ def test_generated_firewall_idioms() -> None:
     assert judge.fate("em1", "em0", "192.168.2.7", "198.51.100.9", TCP, 443) == "block"
     assert judge.fate("em0", "em1", "198.51.100.9", "192.168.1.10", TCP, 443) == "maybe"  # <bogons>, reply-to
     assert judge.fate("em0", "em1", "198.51.100.9", "192.168.1.10", TCP, 22) != "pass"  # blocked (an uncertain block first)
+
+
+# -- 6. grammar of public rulesets that pfctl reads ---------------------------------------------
+
+
+def ir_rules(ruleset: Ruleset) -> list[tuple[str, tuple, object]]:
+    """Every IR rule, without its origin's file name."""
+    return [(c.name, r.matches, r.action) for t in ruleset.tables for c in t.chains for r in t.chain(c.name).rules]
+
+
+def test_a_macro_glued_to_a_modifier_is_expanded_first() -> None:
+    """pfctl expands `$int_if` in its input and reads `em1:network` as one word."""
+    literal = parse("pass in on em1 from em1:network to em1:network\n")
+    expanded = parse('int_if = "em1"\npass in on $int_if from $int_if:network to $int_if:network\n')
+    assert ir_rules(expanded) == ir_rules(literal)
+    assert any("em1:network" in t for r in rules_at(expanded, "in", 2) for t in unmodelled_texts(r))
+    glued = parse('a = "10.0"\nb = ".0.0/16"\npass in on em0 from $a$b\n')
+    assert rules_at(glued, "in", 3)[0].matches == (m("iif", "em0"), m("ip.saddr", "10.0.0.0/16"))
+
+
+@pytest.mark.parametrize("spec", ["($ext_if)", "{ ($ext_if) ($int_if) }", "{ $ext_if, ($int_if) }"])
+def test_antispoof_for_an_interface_in_parentheses(spec: str) -> None:
+    plain = parse('ext_if = "em0"\nint_if = "em1"\nantispoof quick for { $ext_if $int_if }\n')
+    dynamic = parse(f'ext_if = "em0"\nint_if = "em1"\nantispoof quick for {spec}\n')
+    want = ir_rules(plain)
+    if spec == "($ext_if)":
+        want = ir_rules(parse('ext_if = "em0"\nantispoof quick for $ext_if\n'))
+    assert ir_rules(dynamic) == want
+
+
+def test_quoted_strings_span_lines_as_pfctl_reads_them() -> None:
+    """A newline inside quotes is dropped, so is `\\` + newline; single quotes quote too; the
+    line numbers after it stay true."""
+    text = ('trusted = "{\n  192.0.2.0/24\n  198.51.100.0/24\n}" # a comment\n'
+            "ports = '{ 22, 80,\t\\\n  443 }'\n"
+            "pass in on em0 proto tcp from $trusted to any port $ports\n")
+    rs = parse(text)
+    (rule,) = rules_at(rs, "in", 7)
+    assert m("ip.saddr", "192.0.2.0/24", "198.51.100.0/24") in rule.matches
+    assert m("dport", 22, 80, 443) in rule.matches
+    with pytest.raises(BackendError, match="t.conf:2: unterminated quoted string"):
+        parse('pass in on em0\nx = "{ 10.0.0.1\n')
+
+
+@pytest.mark.parametrize("host", ["(em0)", "(em0:0)", "em0", "em0:0", "(egress)", "self"])
+def test_the_firewall_s_own_addresses_are_never_a_forwarded_packet_s_destination(host: str) -> None:
+    """As `self`: a packet to the firewall's own address that is not translated is for the firewall."""
+    rs = parse(f"block all\npass in on em0 proto tcp to {host} port 22\npass out on em1\n")
+    assert rules_at(rs, "in", 2) == []
+    judge = Judge(rs, ("em0", "em1"))
+    assert judge.fate("em0", "em1", "192.0.2.1", "10.0.0.9", TCP, 22) == "block"
+
+
+def test_what_may_be_a_host_name_or_a_network_stays_unmodelled() -> None:
+    rs = parse("block all\npass in on em1 proto tcp to mailhost port 25\npass in on em1 from em2:network\n"
+               "pass in on em1 from lo0:network\n")
+    assert "mailhost (an interface's addresses or a host name" in unmodelled_texts(rules_at(rs, "in", 2)[0])[0]
+    assert "em2:network (the addresses of an interface)" in unmodelled_texts(rules_at(rs, "in", 3)[0])[0]
+    assert rules_at(rs, "in", 4) == []  # loopback addresses: never forwarded

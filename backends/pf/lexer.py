@@ -61,7 +61,10 @@ class _Tok:
 
 
 _NL = "\n"
-_PF_TOKEN_RE = re.compile(r"!=|<=|>=|><|<>|->|<[^<>\s=!]+>|\$[A-Za-z_][A-Za-z0-9_]*|[{}(),=!<>]|[^\s{}(),=!<>\"#\\$]+")
+# A macro glued to what follows it (`$ext_if:network`) is one token: pfctl expands the macro
+# in its input, and reads the result as one word.
+_PF_TOKEN_RE = re.compile(r"!=|<=|>=|><|<>|->|<[^<>\s=!]+>|\$[A-Za-z_][A-Za-z0-9_]*[^\s{}(),=!<>\"'#\\]*|[{}(),=!<>]"
+                          r"|[^\s{}(),=!<>\"'#\\$]+")
 _SECTION_RE = re.compile(r"[A-Z][A-Z0-9 /&_-]*:")
 _RULE_SECTIONS = frozenset({"FILTER RULES:", "TRANSLATION RULES:", "NAT RULES:", "RDR RULES:"})
 _NOISE_RE = re.compile(r"(No ALTQ support in kernel|ALTQ related functions disabled)")
@@ -88,7 +91,8 @@ def _listing_text(text: str) -> str:
 
 
 def _lex(text: str, where: str, first_line: int = 1) -> list[_Tok]:
-    """pfctl's lexer: `\\` + newline joins lines (in a comment too), `#` comments, quoted strings."""
+    """pfctl's lexer: `\\` + newline joins lines (in a comment too), `#` comments, quoted strings
+    (in double or single quotes, over several lines)."""
     toks: list[_Tok] = []
     i, line, n = 0, first_line, len(text)
     while i < n:
@@ -106,12 +110,8 @@ def _lex(text: str, where: str, first_line: int = 1) -> list[_Tok]:
                     line += 1
                     i += 1
                 i += 1
-        elif ch == '"':
-            end = text.find('"', i + 1)
-            if end < 0 or "\n" in text[i + 1:end]:
-                raise BackendError("unterminated quoted string", file=where, line=line)
-            toks.append(_Tok(text[i + 1:end], line, quoted=True))
-            i = end + 1
+        elif ch in "\"'":
+            i, line = _quoted(text, i, line, toks, where)
         else:
             m = _PF_TOKEN_RE.match(text, i)
             if m is None:
@@ -119,6 +119,32 @@ def _lex(text: str, where: str, first_line: int = 1) -> list[_Tok]:
             toks.append(_Tok(m.group(), line))
             i = m.end()
     return toks
+
+
+def _quoted(text: str, start: int, line: int, toks: list[_Tok], where: str) -> tuple[int, int]:
+    """A quoted string as pfctl reads it: it may span lines (a newline inside is dropped, as is
+    `\\` + newline), and `\\` before the quote, a space or a tab keeps that character. Returns
+    where the text goes on, and its line."""
+    quote, first_line = text[start], line
+    out: list[str] = []
+    i = start + 1
+    while i < len(text):
+        ch = text[i]
+        if ch == quote:
+            toks.append(_Tok("".join(out), first_line, quoted=True))
+            return i + 1, line
+        if ch == "\n":
+            line += 1
+        elif ch == "\\" and i + 1 < len(text) and text[i + 1] in (quote, " ", "\t", "\n"):
+            i += 1
+            if text[i] == "\n":
+                line += 1
+            else:
+                out.append(text[i])
+        else:
+            out.append(ch)
+        i += 1
+    raise BackendError("unterminated quoted string", file=where, line=first_line)
 
 
 def _statements(toks: list[_Tok], where: str) -> list[list[_Tok]]:

@@ -7,6 +7,7 @@ judged a packet the way a later translation sees it.
 
 from __future__ import annotations
 
+import re
 from bisect import bisect_right
 from typing import Iterable, Sequence
 
@@ -18,6 +19,8 @@ from fwmatrix.matrix.model import PortRange
 
 _ALL = {4: IPSet(["0.0.0.0/0"]), 6: IPSet(["::/0"])}
 _PORTS_ALL = (PortRange(0, 65535),)
+_LOOPBACK_RE = re.compile(r"lo\d*")
+_LOOPBACK = {4: IPSet(["127.0.0.0/8"]), 6: IPSet(["::1/128", "fe80::/10"])}
 
 
 def _port_set(ranges: Iterable[PortRange]) -> IPSet:
@@ -79,8 +82,12 @@ class _Overlap:
             if value is None:
                 return IPSet(), f"table <{host.name}> (its addresses are not in the file)"
             return value.nets[family], "; ".join(value.unknown) or None
-        if host.kind == "self" and side == "daddr" and context == "filter":
-            return IPSet(), None  # a forwarded packet is never addressed to the firewall
+        if host.kind == "iface" and _LOOPBACK_RE.fullmatch(host.iface) and context == "filter":
+            return _LOOPBACK[family], None  # lo0, lo0:network: loopback addresses, never forwarded
+        own = host.kind == "self" or (host.kind == "iface" and host.modifier in ("", "0")
+                                      and (host.certain or self.reader.is_interface(host.iface)))
+        if own and side == "daddr" and context == "filter":
+            return IPSet(), None  # the firewall's own addresses: a forwarded packet is never addressed to them
         if host.kind == "self":
             return None, "self (the firewall's own addresses)"
         return None, host.name

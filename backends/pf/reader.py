@@ -32,6 +32,9 @@ PF_SERVICES: dict[str, int] = {
     "radius": 1812, "radius-acct": 1813, "nfs": 2049, "mysql": 3306, "ms-wbt-server": 3389, "ipsec-nat-t": 4500,
     "sip": 5060, "sip-tls": 5061, "postgresql": 5432, "spamd": 8025, "http-alt": 8080,
 }
+# An interface's (or group's) addresses as a host: `em0`, `em0:network`, `egress:0`, `em0:network:0`.
+_IF_ADDRESS_RE = re.compile(r"([A-Za-z][A-Za-z0-9_.-]*)(?::(network|broadcast|peer|0))?(?::0)?")
+_MACRO_RE = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 # Interface groups OpenBSD makes by itself: their members are known only on the firewall.
 PF_GROUPS = frozenset({"egress", "carp", "enc", "pflog", "pfsync", "tun", "tap", "gif", "gre", "wg", "vlan", "bridge",
                        "veb", "tpmr", "pppoe", "all"})
@@ -148,6 +151,7 @@ class _Reader:
         self.given_tables = {name: _table_value(_table_entries(text.split())) for name, text in (tables or {}).items()}
         self.anchors = dict(anchors or {})
         self.skip: list[tuple[_If, str]] = []
+        self.seen_interfaces: set[str] = set()
         self.block_reject = False
         # rules that set a tag but become no rule of their own (source nat, binat's outbound
         # half without pass): what `tagged` means must know of them
@@ -195,13 +199,17 @@ class _Reader:
         out: list[_Tok] = []
         for tok in toks:
             if tok.text.startswith("$") and not tok.quoted:
-                name = tok.text[1:]
-                if name not in self.macros:
-                    raise _Bad(f"macro '{name}' is not defined")
-                out += [t for t in _lex(self.macros[name], self.source, tok.line) if t.text != _NL]
+                # `$ext_if:network`, `$a$b`: pfctl expands in its input and reads on
+                text = _MACRO_RE.sub(lambda found: self._macro_value(found.group(1)), tok.text)
+                out += [t for t in _lex(text, self.source, tok.line) if t.text != _NL]
             else:
                 out.append(tok)
         return out
+
+    def _macro_value(self, name: str) -> str:
+        if name not in self.macros:
+            raise _Bad(f"macro '{name}' is not defined")
+        return self.macros[name]
 
     def _expand_keeping_lines(self, stmt: list[_Tok]) -> list[_Tok]:
         return [t for tok in stmt for t in (self._expand([tok]) if tok.text != _NL else [tok])]
@@ -261,26 +269,39 @@ class _Reader:
 
     # -- interfaces, hosts, ports ------------------------------------------------------
 
+    def is_interface(self, name: str) -> bool:
+        """Is this name an interface or a group (not a host name)? When the ruleset filters on it."""
+        return name in self.seen_interfaces
+
     def _iface(self, name: str, negate: bool) -> _If:
         if not re.fullmatch(r"[A-Za-z0-9_.:-]+", name):
             raise _Bad(f"bad interface name {name!r}")
+        self.seen_interfaces.add(name)
         if name == "lo":
             return _If("lo", negate)  # the loopback group: the universe's "lo"
         # OpenBSD's interface names end in a unit number: a name without one is a group
         group = name in PF_GROUPS or (self.dialect == "openbsd" and not name[-1].isdigit() and name != "any")
         return _If(name, negate, group)
 
-    def _ifspec(self, c: _Cursor) -> tuple[_If, ...]:
+    def _ifspec(self, c: _Cursor, dynamic: bool = False) -> tuple[_If, ...]:
+        """An interface or a { list }; `dynamic`: an item may be in parentheses (antispoof's
+        `(IF)`, which follows the interface's addresses as they change: the same interface)."""
         if c.word("{"):
             out: list[_If] = []
             while not c.word("}"):
-                if c.word(","):
-                    continue
-                negate = c.word("!")
-                out.append(self._iface(c.next("an interface"), negate))
+                if not c.word(","):
+                    out.append(self._if_item(c, dynamic))
             return tuple(out)
+        return (self._if_item(c, dynamic),)
+
+    def _if_item(self, c: _Cursor, dynamic: bool) -> _If:
         negate = c.word("!")
-        return (self._iface(c.next("an interface"), negate),)
+        if dynamic and c.word("("):
+            name = c.next("an interface")
+            if not c.word(")"):
+                raise _Bad(f"expected ')' after '({name}'")
+            return self._iface(name, negate)
+        return self._iface(c.next("an interface"), negate)
 
     def _hosts(self, c: _Cursor) -> tuple[_Host, ...]:
         if c.word("{"):
@@ -309,7 +330,11 @@ class _Reader:
             inner = []
             while not c.word(")"):
                 inner.append(c.next("')'"))
-            return _Host(negate, "unknown", name=f"({' '.join(inner)}) (the addresses of an interface)")
+            found = _IF_ADDRESS_RE.fullmatch(inner[0]) if len(inner) == 1 else None
+            if found is None:
+                return _Host(negate, "unknown", name=f"({' '.join(inner)}) (the addresses of an interface)")
+            return _Host(negate, "iface", name=f"({inner[0]}) (the addresses of an interface)", iface=found.group(1),
+                         modifier=found.group(2) or "")
         net = _net(word)
         if net is None and word.count("-") == 1 and _net(word.split("-")[0]) is not None:
             first, last = word.split("-")  # written without spaces
@@ -319,8 +344,13 @@ class _Reader:
             return self._range(negate, word, c.next("the end of the address range"))
         if c.word("weight"):
             c.next("a weight")
+        found = _IF_ADDRESS_RE.fullmatch(word) if net is None else None
+        if found is not None:
+            modifier = found.group(2) or ""
+            what = "the addresses of an interface" if modifier else "an interface's addresses or a host name: resolved on the firewall"
+            return _Host(negate, "iface", name=f"{word} ({what})", iface=found.group(1), modifier=modifier, certain=bool(modifier))
         if net is None:
-            return _Host(negate, "unknown", name=f"{word} (an interface's addresses or a host name: resolved on the firewall)")
+            return _Host(negate, "unknown", name=f"{word} (a host name: resolved on the firewall)")
         return _Host(negate, "net", net)
 
     def _range(self, negate: bool, first: str, last: str) -> _Host:
@@ -610,7 +640,7 @@ class _Reader:
                 c.group("(", ")")
         if not c.word("for"):
             raise _Bad("expected: antispoof for INTERFACE")
-        ifaces = self._ifspec(c)
+        ifaces = self._ifspec(c, dynamic=True)
         af = (4 if c.next("") == "inet" else 6) if c.peek() in ("inet", "inet6") else None
         while not c.done():
             word = c.next("label or ridentifier")

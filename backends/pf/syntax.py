@@ -22,9 +22,15 @@ class _If:
 @dataclass(frozen=True)
 class _Host:
     negate: bool
-    kind: str  # 'any', 'self', 'net', 'table', 'unknown'
+    kind: str  # 'any', 'self', 'net', 'table', 'iface', 'unknown'
     net: IPNetwork | IPRange | None = None
     name: str = ""  # the table's name, or what an unknown address is
+    # 'iface': the addresses of an interface (or group) `iface`, `IF:modifier` ('network',
+    # 'broadcast', 'peer'; '' or '0' for its own addresses); `certain` when it can only be an
+    # interface (in parentheses, or with a modifier), else it may be a host name
+    iface: str = ""
+    modifier: str = ""
+    certain: bool = True
 
 
 @dataclass(frozen=True)
