@@ -13,6 +13,8 @@ the tests). docs/apply.md describes the whole procedure.
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 import click
@@ -29,6 +31,7 @@ from fwmatrix.ops.apply import (
     TIMERS,
     ApplyRequest,
     ApplyResult,
+    Checkpoint,
     Executor,
     HostExecutor,
     NamespaceExecutor,
@@ -47,6 +50,22 @@ netns_option = click.option("--netns", metavar="NAME", help="Act inside network 
 
 def _executor(netns: str | None) -> Executor:
     return NamespaceExecutor(netns) if netns else HostExecutor()
+
+
+def _test_stops() -> Checkpoint | None:
+    """FWMATRIX_TEST_KILL_AT=STEP makes the process SIGKILL itself at that checkpoint,
+    FWMATRIX_TEST_STOP_AT=STEP SIGSTOP itself (the test then looks, and kills it): how
+    tests/test_apply.py proves that a kill -9 at any step leaves a known state."""
+    stops = {os.environ.get("FWMATRIX_TEST_KILL_AT"): signal.SIGKILL, os.environ.get("FWMATRIX_TEST_STOP_AT"): signal.SIGSTOP}
+    stops.pop(None, None)
+    if not stops:
+        return None
+
+    def checkpoint(name: str) -> None:
+        if name in stops:
+            os.kill(os.getpid(), stops[name])
+
+    return checkpoint
 
 
 def _ms(seconds: float) -> str:
@@ -85,12 +104,15 @@ def apply_command(matrix: str, firewall: str, backend_name: str, dry_run: bool, 
     console = stdout_console()
     request = ApplyRequest(matrix, firewall, backend_name, dry_run, confirm_seconds, force, keep, timer)
     with interrupting():
-        result = apply(request, _executor(netns), StateDir(state_dir), show=lambda plan: print_plan(plan, console))
+        result = apply(request, _executor(netns), StateDir(state_dir), show=lambda plan: print_plan(plan, console),
+                       checkpoint=_test_stops())
     print_result(result, console)
 
 
 def print_plan(plan: Plan, console: Console) -> None:
     console.print(f"[bold]fwmatrix apply[/]: firewall [bold]{escape(plan.firewall)}[/], {plan.backend}, on {escape(plan.target)}")
+    for note in plan.notes:
+        console.print(f"[yellow]note[/]: {escape(note)}", soft_wrap=True)
     if plan.problems:
         console.print(f"[bold red]refused[/] by the {plan.backend} tools:")
         for problem in plan.problems:
@@ -111,8 +133,6 @@ def print_plan(plan: Plan, console: Console) -> None:
             console.print(f"  lost: {escape(line)}", soft_wrap=True)
     for text in plan.unjudged:
         console.print(f"management access [yellow]not judged[/]: {escape(text)}")
-    for note in plan.notes:
-        console.print(f"[yellow]note[/]: {escape(note)}")
     diff = plan.diff
     if diff:
         console.print("fwmatrix's own part of the ruleset, live → after the apply:")
@@ -164,7 +184,7 @@ def confirm_command(state_dir: str) -> None:
 
     Exits 1 when nothing is armed, e.g. because the rollback already fired."""
     require_root("confirm", "it cancels the rollback that root's apply armed")
-    pending = confirm(StateDir(state_dir))
+    pending = confirm(StateDir(state_dir), checkpoint=_test_stops())
     left = float(pending["deadline"]) - time.time()
     stdout_console().print(f"[bold green]confirmed[/]: the ruleset applied at {pending['armed']} stays "
                            f"(the rollback to {pending['backup']} was {left:.1f} s away)")
@@ -183,6 +203,8 @@ def rollback_command(state_dir: str, backup_name: str | None, netns: str | None)
     with interrupting():
         result = rollback(StateDir(state_dir), _executor(netns), backup_name)
     console = stdout_console()
+    if result.interrupted is not None:
+        console.print(f"[yellow]note[/]: {escape(result.interrupted)}", soft_wrap=True)
     console.print(f"[bold green]rolled back[/] to backup {result.backup.name} (taken {result.backup.meta.get('created')}) "
                   f"in {_ms(result.seconds)}")
     if result.cancelled is not None:

@@ -1,8 +1,9 @@
-"""What an apply, confirm or rollback raises when it is refused or fails (exit 1)."""
+"""What an apply, confirm or rollback raises when it is refused or fails (exit 1), or when
+its state directory cannot be written (exit 2)."""
 
 from __future__ import annotations
 
-from fwmatrix.errors import BackendError
+from fwmatrix.errors import BackendError, FwmatrixError
 
 
 class ApplyError(BackendError):
@@ -19,3 +20,8 @@ class LockedError(ApplyError):
 
 class NotArmedError(BackendError):
     """`confirm` found no armed rollback (exit 1: perhaps it fired already)."""
+
+
+class StateDirError(FwmatrixError):
+    """The state directory cannot be written (full, read-only): exit 2 when nothing was
+    changed yet; after the load the apply is undone and fails (exit 1)."""

@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from fwmatrix.errors import FwmatrixError
 from fwmatrix.ops import management  # management.check, looked up when called (tests replace it)
 from fwmatrix.ops.apply.drivers import DRIVERS
-from fwmatrix.ops.apply.errors import ApplyError, LockoutError, NotArmedError
+from fwmatrix.ops.apply.errors import ApplyError, LockoutError, NotArmedError, StateDirError
 from fwmatrix.ops.apply.executors import Executor
 from fwmatrix.ops.apply.plan import JUDGING_ERRORS, ApplyRequest, Checkpoint, Plan, StepTimer, load_request, make_plan
-from fwmatrix.ops.apply.restore import recover, restore_backup
+from fwmatrix.ops.apply.restore import NOT_CHANGED, recover, restore_backup
 from fwmatrix.ops.apply.state import LOCK_WAIT, Backup, StateDir
-from fwmatrix.ops.apply.timer import arm, disarm, stale_note
+from fwmatrix.ops.apply.timer import arm, disarm, settle_interrupted, stale_note, start_countdown
 from fwmatrix.ops.management import AccessVerdict
 
 
@@ -39,22 +39,38 @@ class ApplyResult:
 
 def apply(request: ApplyRequest, ex: Executor, state: StateDir, *, show: Callable[[Plan], None] | None = None,
           checkpoint: Checkpoint | None = None) -> ApplyResult:
-    """Plan, show, back up, load, verify and (with request.confirm) arm the automatic rollback.
+    """Plan, show, back up, record the rollback and start its timer, load, verify and
+    (with request.confirm) arm the automatic rollback.
 
     Raises ApplyError (LockoutError, LockedError) when refused or failed; the live
-    ruleset is then what it was. Checkpoints: validated, planned, backed-up, loaded,
-    verified, armed."""
+    ruleset is then what it was. Checkpoints, in order: validated, planned, backed-up,
+    recorded, guarded, loaded, verified, armed (with confirm), journaled. A kill -9 at
+    any of them leaves the old ruleset running, or the new one with an armed rollback:
+    from "recorded" on the record is on disk, and from "guarded" on its timer undoes an
+    apply that dies (docs/apply.md, "An apply that is killed")."""
     step = checkpoint or (lambda name: None)
     intent, accesses, ruleset = load_request(request)
     driver = DRIVERS[request.backend]
     with contextlib.nullcontext() if request.dry_run else state.lock():
-        armed = state.pending()
-        if armed is not None and not request.dry_run:
-            raise ApplyError(f"a rollback is armed (apply of {armed.get('armed')}, backup {armed.get('backup')}): "
-                             "run `fwmatrix confirm` or `fwmatrix rollback` first" + stale_note(armed))
+        pending = state.pending()
+        interrupted = None
+        if pending is not None and pending.get("phase") == "loading":
+            if request.dry_run:
+                interrupted = (f"an apply started at {pending.get('started')} was interrupted: the next apply, confirm or "
+                               f"rollback restores its backup {pending.get('backup')} first (or its timer already did)")
+            else:
+                interrupted = settle_interrupted(state, pending, by="apply")
+                if interrupted is not None:
+                    interrupted += "; this apply starts from there"
+            pending = None
+        if pending is not None and not request.dry_run:
+            raise ApplyError(f"a rollback is armed (apply of {pending.get('armed')}, backup {pending.get('backup')}): "
+                             "run `fwmatrix confirm` or `fwmatrix rollback` first" + stale_note(pending))
         plan = make_plan(request, intent, accesses, ruleset, ex, step)
-        if armed is not None:
-            plan.notes.append(f"a rollback is armed (backup {armed.get('backup')}): an apply waits for `fwmatrix confirm` or `fwmatrix rollback`")
+        if interrupted is not None:
+            plan.notes.insert(0, interrupted)
+        if pending is not None:
+            plan.notes.append(f"a rollback is armed (backup {pending.get('backup')}): an apply waits for `fwmatrix confirm` or `fwmatrix rollback`")
         step("planned")
         if show is not None:
             show(plan)
@@ -69,8 +85,12 @@ def apply(request: ApplyRequest, ex: Executor, state: StateDir, *, show: Callabl
                                        firewall=request.firewall, matrix=os.path.abspath(request.matrix))
         result = ApplyResult(plan, applied=False, backup=backup)
         result.removed_backups = state.prune(max(1, request.keep))
+        guard: dict | None = None  # the rollback recorded before the load, and its timer
         try:
             step("backed-up")
+            with timer("arm"):
+                guard = arm(state, backup, ex.target, request.confirm, request.timer, step=step)
+            step("guarded")
             with timer("load"):
                 driver.load(ex, plan.files)
             step("loaded")
@@ -88,23 +108,28 @@ def apply(request: ApplyRequest, ex: Executor, state: StateDir, *, show: Callabl
                         raise LockoutError("the ruleset the kernel now runs cuts management access: " + "; ".join(map(str, cut)))
             step("verified")
             if request.confirm is not None:
-                with timer("arm"):
-                    result.pending = arm(state, backup, ex.target, request.confirm, request.timer)
+                result.pending = start_countdown(state, guard)
                 step("armed")
+            state.journal("apply", firewall=request.firewall, backend=request.backend, target=ex.target, backup=backup.name,
+                          confirm=request.confirm, token=guard["token"],
+                          seconds={k: round(v, 4) for k, v in plan.timings.items()})
+            step("journaled")
         except BaseException as exc:
-            if result.pending is not None:
-                disarm(state, result.pending)
             with timer("recover"):
                 restored = recover(driver, ex, plan.snapshot, plan.own)
-            state.journal("failed", firewall=request.firewall, backend=request.backend, target=ex.target,
-                          backup=backup.name, error=f"{type(exc).__name__}: {exc}", restored=restored)
+            if guard is not None:  # only now: had the recovery been killed, the timer would have finished it
+                disarm(state, guard)
+            with contextlib.suppress(FwmatrixError):  # a full disk must not hide what became of the ruleset
+                state.journal("failed", firewall=request.firewall, backend=request.backend, target=ex.target,
+                              backup=backup.name, error=f"{type(exc).__name__}: {exc}", restored=restored)
             if not isinstance(exc, Exception):
                 raise  # an interrupt: the ruleset is back, the interrupt goes on
+            if isinstance(exc, StateDirError) and restored == NOT_CHANGED:
+                raise StateDirError(f"{exc}; nothing was changed") from None  # as before the backup: exit 2
             raise _undone(exc, restored) from exc
+        if request.confirm is None:
+            disarm(state, guard)  # done: the watchdog goes (the journal line tells a later look that it finished)
         result.applied = True
-        state.journal("apply", firewall=request.firewall, backend=request.backend, target=ex.target, backup=backup.name,
-                      confirm=request.confirm, token=(result.pending or {}).get("token"),
-                      seconds={k: round(v, 4) for k, v in plan.timings.items()})
         return result
 
 
@@ -118,10 +143,17 @@ def _undone(exc: Exception, restored: str) -> ApplyError:
 # -- confirm and rollback ------------------------------------------------------------------------
 
 
-def confirm(state: StateDir) -> dict:
-    """Keep the applied ruleset: cancel the armed rollback. Returns what was armed."""
+def confirm(state: StateDir, checkpoint: Checkpoint | None = None) -> dict:
+    """Keep the applied ruleset: cancel the armed rollback. Returns what was armed.
+    An apply that was interrupted before it was verified cannot be confirmed: it is undone."""
+    step = checkpoint or (lambda name: None)
     with state.lock(wait=LOCK_WAIT):
         pending = state.pending()
+        if pending is not None and pending.get("phase") == "loading":
+            said = settle_interrupted(state, pending, by="confirm")
+            if said is not None:
+                raise NotArmedError(f"nothing to confirm: {said}")
+            pending = state.pending()
         if pending is None:
             fired = state.last_event("rollback", "rollback-failed")
             last_apply = state.last_event("apply")
@@ -129,6 +161,8 @@ def confirm(state: StateDir) -> dict:
                 raise NotArmedError(f"nothing to confirm: the apply was rolled back at {fired['time']} "
                                     f"({fired.get('reason', 'on demand')}, backup {fired.get('backup')})")
             raise NotArmedError("nothing to confirm: no rollback is armed")
+        state.clear_pending()
+        step("confirm-cleared")  # killed here: the timer finds no record and ends; the ruleset stays
         disarm(state, pending)
         state.journal("confirm", backup=pending["backup"], target=pending["target"], token=pending["token"],
                       after=round(time.time() - (float(pending["deadline"]) - float(pending["seconds"])), 3))
@@ -140,11 +174,17 @@ class RollbackResult:
     backup: Backup
     seconds: float
     cancelled: dict | None  # the armed rollback this one replaced
+    interrupted: str | None = None  # what became of an interrupted apply found first
 
 
 def rollback(state: StateDir, ex: Executor, name: str | None = None) -> RollbackResult:
-    """Restore the newest backup (or the one named) now; an armed rollback is cancelled."""
+    """Restore the newest backup (or the one named) now; an armed rollback is cancelled,
+    an interrupted apply undone first."""
     with state.lock(wait=LOCK_WAIT):
+        pending = state.pending()
+        interrupted = None
+        if pending is not None and pending.get("phase") == "loading":
+            interrupted = settle_interrupted(state, pending, by="rollback")
         backup = state.backup(name) if name else state.latest()
         if backup is None:
             raise FwmatrixError(f"no backup to roll back to in {state.backups}")
@@ -153,4 +193,4 @@ def rollback(state: StateDir, ex: Executor, name: str | None = None) -> Rollback
         if pending is not None:
             disarm(state, pending)
         state.journal("rollback", reason="on demand", backup=backup.name, target=ex.target, seconds=round(seconds, 4))
-        return RollbackResult(backup, seconds, pending)
+        return RollbackResult(backup, seconds, pending, interrupted)

@@ -14,6 +14,10 @@ from fwmatrix.ops.apply.executors import Executor
 from fwmatrix.ops.apply.state import Backup, StateDir
 
 
+NOT_CHANGED = "the live ruleset was not changed"
+RESTORED = "the previous ruleset was restored"
+
+
 def recover(driver: Driver, ex: Executor, snap: Snapshot, own: Own) -> str:
     """Put the backup back when what an apply touches differs from it; say what was done.
     Interrupts wait until it is done: a half-restored firewall is the one thing to avoid."""
@@ -23,11 +27,11 @@ def recover(driver: Driver, ex: Executor, snap: Snapshot, own: Own) -> str:
         except FwmatrixError:
             unchanged = False  # cannot tell: restore to be sure
         if unchanged:
-            return "the live ruleset was not changed"
+            return NOT_CHANGED
         driver.restore(ex, snap, own)
         if driver.touched(driver.snapshot(ex), own) != driver.touched(snap, own):
             raise BackendError("the previous ruleset could NOT be restored: run `fwmatrix rollback` and check the firewall")
-        return "the previous ruleset was restored"
+        return RESTORED
 
 
 def restore_backup(state: StateDir, ex: Executor, backup: Backup) -> float:

@@ -5,7 +5,8 @@ the armed rollback and the journal.
   backups/<UTC time>-<backend>/
                        meta.json and the saved ruleset (ruleset.nft and ruleset.json;
                        iptables.save, ip6tables.save, ipset.save; pf.conf)
-  pending.json         the armed rollback: token, backup, target, deadline, timer
+  pending.json         the rollback an apply prepared before loading ("loading": undone if the
+                       apply dies) and, once verified with --confirm, the armed one ("armed")
   rollback.pid         the detached timer's pid
   rollback.log         what the detached timer wrote
   journal.jsonl        one JSON line per apply, confirm, rollback and failure
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fwmatrix.errors import FwmatrixError, did_you_mean
-from fwmatrix.ops.apply.errors import LockedError
+from fwmatrix.ops.apply.errors import LockedError, StateDirError
 
 if TYPE_CHECKING:
     from fwmatrix.ops.apply.drivers import Own, Snapshot
@@ -84,8 +85,9 @@ class StateDir:
                         holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
                         raise LockedError(f"another fwmatrix apply, confirm or rollback is running (pid {holder}, lock {self.root / 'lock'})") from None
                     time.sleep(0.05)
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            with contextlib.suppress(OSError):  # the holder's pid only informs; a full disk must not stop a rollback
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
             yield
         finally:
             os.close(fd)  # releases the lock
@@ -95,21 +97,35 @@ class StateDir:
     def save_backup(self, backend: str, target: str, snap: Snapshot, **meta: object) -> Backup:
         """Write a backup whole or not at all: into a hidden directory, then renamed."""
         self.ensure()
+        for stale in self.backups.glob(".new-*"):  # left by an apply killed while saving (the caller holds the lock)
+            shutil.rmtree(stale, ignore_errors=True)
         now = time.time()
         name = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z-{backend}"
-        staging = Path(tempfile.mkdtemp(prefix=".new-", dir=self.backups))
+        staging: Path | None = None
         try:
-            info = {"backend": backend, "target": target, "created": iso_time(now), "files": sorted(snap), **meta}
-            for file_name, text in {**snap, "meta.json": json.dumps(info, indent=2) + "\n"}.items():
-                with open(staging / file_name, "w", encoding="utf-8") as out:
-                    out.write(text)
-                    out.flush()
-                    os.fsync(out.fileno())
-            os.rename(staging, self.backups / name)
+            with self.writing("the backup"):
+                staging = Path(tempfile.mkdtemp(prefix=".new-", dir=self.backups))
+                info = {"backend": backend, "target": target, "created": iso_time(now), "files": sorted(snap), **meta}
+                for file_name, text in {**snap, "meta.json": json.dumps(info, indent=2) + "\n"}.items():
+                    with open(staging / file_name, "w", encoding="utf-8") as out:
+                        out.write(text)
+                        out.flush()
+                        os.fsync(out.fileno())
+                os.rename(staging, self.backups / name)
+                fsync_dir(self.backups)
         except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
+            if staging is not None:
+                shutil.rmtree(staging, ignore_errors=True)
             raise
         return self.backup(name)
+
+    @contextlib.contextmanager
+    def writing(self, what: str) -> Iterator[None]:
+        """An OSError writing `what` (ENOSPC, EROFS, EIO) becomes one line naming the directory."""
+        try:
+            yield
+        except OSError as exc:
+            raise StateDirError(f"cannot write {what} in the state directory {self.root}: {exc.strerror or exc}") from None
 
     def backup(self, name: str) -> Backup:
         names = self.backup_names()
@@ -155,19 +171,38 @@ class StateDir:
             raise FwmatrixError(f"{self.pending_path} is not valid JSON: remove it once no rollback timer runs") from None
 
     def write_pending(self, pending: dict) -> None:
+        """Durably: once this returns, the record survives a kill -9 or a power cut."""
         self.ensure()
-        write_json(self.pending_path, pending)
+        with self.writing(self.pending_path.name):
+            write_json(self.pending_path, pending)
 
     def clear_pending(self) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.pending_path.unlink()
+            fsync_dir(self.root)
 
     def journal(self, event: str, **fields: object) -> None:
+        """Append one line, durably; on failure (a full disk) the journal is cut back to
+        what it was, so no half line is left."""
         self.ensure()
-        with open(self.journal_path, "a", encoding="utf-8") as out:
-            out.write(json.dumps({"time": iso_time(time.time()), "event": event, **fields}) + "\n")
+        line = (json.dumps({"time": iso_time(time.time()), "event": event, **fields}) + "\n").encode()
+        with self.writing("the journal"):
+            fd = os.open(self.journal_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            try:
+                size = os.fstat(fd).st_size
+                try:
+                    if os.write(fd, line) != len(line):
+                        raise OSError(28, os.strerror(28))  # a short write: the disk filled up
+                    os.fsync(fd)
+                except OSError:
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(fd, size)
+                    raise
+            finally:
+                os.close(fd)
 
-    def last_event(self, *events: str) -> dict | None:
+    def last_event(self, *events: str, token: str | None = None) -> dict | None:
+        """The newest journal line of one of `events` (and with `token`, when given)."""
         try:
             lines = self.journal_path.read_text(encoding="utf-8").splitlines()
         except FileNotFoundError:
@@ -175,7 +210,7 @@ class StateDir:
         for line in reversed(lines):
             with contextlib.suppress(ValueError):
                 entry = json.loads(line)
-                if entry.get("event") in events:
+                if entry.get("event") in events and (token is None or entry.get("token") == token):
                     return entry
         return None
 
@@ -194,7 +229,16 @@ def write_json(path: Path, data: dict) -> None:
             out.flush()
             os.fsync(out.fileno())
         os.replace(staged, path)
+        fsync_dir(path.parent)  # the rename itself survives a power cut
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(staged)
         raise
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

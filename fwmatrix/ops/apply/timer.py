@@ -1,5 +1,7 @@
-"""The automatic rollback of `fwmatrix apply --confirm SECONDS`: armed after the load,
-it restores the backup unless `fwmatrix confirm` runs in time. Its timer is a process
+"""The automatic rollback of `fwmatrix apply`: recorded and started before the load, so
+that an apply killed at any point is undone (the watchdog); with `--confirm SECONDS`,
+armed once the load is verified, it restores the backup unless `fwmatrix confirm`
+runs in time. Its timer is a process
 of its own (a daemon: double fork, new session; or a systemd-run timer where systemd
 runs), so it fires when the operator's SSH session dies with the firewall. The timer
 runs `python -m fwmatrix.ops.apply timer --state-dir DIR --token T` (`main`).
@@ -15,13 +17,14 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from fwmatrix.errors import FwmatrixError
-from fwmatrix.ops.apply.errors import ApplyError
+from fwmatrix.errors import BackendError, FwmatrixError
+from fwmatrix.ops.apply.drivers import DRIVERS
+from fwmatrix.ops.apply.errors import ApplyError, LockedError
 from fwmatrix.ops.apply.executors import Executor, HostExecutor, executor_for
-from fwmatrix.ops.apply.restore import restore_backup
+from fwmatrix.ops.apply.restore import recover, restore_backup
 from fwmatrix.ops.apply.state import LOCK_WAIT, Backup, StateDir, iso_time
 
 TIMERS = ("auto", "detached", "systemd")
@@ -47,25 +50,35 @@ def systemd_argv(unit: str, seconds: float, command: list[str]) -> list[str]:
             f"--on-active={max(1, round(seconds * 1000))}ms", "--timer-property=AccuracySec=100ms", "--collect", "--", *command]
 
 
-def arm(state: StateDir, backup: Backup, target: str, seconds: float, wanted: str = "auto",
-        host: Executor | None = None) -> dict:
-    """Record the armed rollback, then start its timer; the record goes if the timer cannot start."""
-    if seconds <= 0:
+def arm(state: StateDir, backup: Backup, target: str, seconds: float | None, wanted: str = "auto",
+        host: Executor | None = None, step: Callable[[str], None] | None = None) -> dict:
+    """Before the load: record the rollback durably (phase "loading"), then start its timer.
+
+    Until the apply marks it armed (`start_countdown`), the timer is a watchdog: should
+    the apply die (kill -9) it finds the lock free and the record still "loading", and
+    puts the backup back at once (`settle_interrupted`). Without --confirm the apply
+    removes the record when it is done. The record goes if the timer cannot start."""
+    if seconds is not None and seconds <= 0:
         raise FwmatrixError("--confirm needs a positive number of seconds")
-    kind = timer_kind(target, wanted)
+    kind = timer_kind(target, wanted) if seconds is not None else "detached"  # a watchdog runs from the start
     token = uuid.uuid4().hex
     now = time.time()
-    pending = {"token": token, "backup": backup.name, "backend": backup.meta["backend"], "target": target,
-               "seconds": seconds, "armed": iso_time(now), "deadline": now + seconds, "timer": kind}
+    pending = {"token": token, "phase": "loading", "backup": backup.name, "backend": backup.meta["backend"], "target": target,
+               "seconds": seconds, "started": iso_time(now), "apply_pid": os.getpid(), "timer": kind}
+    if kind == "systemd":
+        pending["unit"] = f"fwmatrix-rollback-{token[:12]}"  # known before it starts: disarm can stop it
     state.write_pending(pending)
     try:
+        if step is not None:
+            step("recorded")
         command = timer_argv(state, token)
         if kind == "systemd":
-            pending["unit"] = f"fwmatrix-rollback-{token[:12]}"
+            assert seconds is not None
             (host or HostExecutor()).run(systemd_argv(pending["unit"], seconds, command))
         else:
             pending["pid"] = spawn_detached(command, state.log_path)
-            state.pid_path.write_text(f"{pending['pid']}\n")
+            with contextlib.suppress(OSError):  # informative; pending.json has the pid
+                state.pid_path.write_text(f"{pending['pid']}\n")
         state.write_pending(pending)
     except BaseException:
         state.clear_pending()
@@ -73,13 +86,52 @@ def arm(state: StateDir, backup: Backup, target: str, seconds: float, wanted: st
     return pending
 
 
+def start_countdown(state: StateDir, pending: dict) -> dict:
+    """After the load is verified: the rollback fires at now + seconds unless confirmed."""
+    now = time.time()
+    pending.update(phase="armed", armed=iso_time(now), deadline=now + float(pending["seconds"]))
+    state.write_pending(pending)
+    return pending
+
+
+def settle_interrupted(state: StateDir, pending: dict, by: str) -> str | None:
+    """Finish off an apply that died (kill -9, power cut) after recording its rollback:
+    its record is still "loading" although the caller holds the lock, so no apply runs.
+    The backup comes back wherever the new ruleset may have been loaded. Returns one
+    line saying what was done, or None when the apply had finished (its journal line
+    carries the token) and only its record was left over."""
+    token = pending["token"]
+    if state.last_event("apply", token=token) is not None:
+        disarm(state, pending)
+        return None
+    who = f"an apply started at {pending.get('started')} (pid {pending.get('apply_pid')}) was interrupted before it finished"
+    target = pending["target"]
+    if target.startswith("netns:") and not os.path.exists(f"/run/netns/{target.removeprefix('netns:')}"):
+        done = f"its network namespace {target.removeprefix('netns:')} is gone: nothing to restore"
+    else:
+        backup = state.backup(pending["backup"])
+        try:
+            done = recover(DRIVERS[backup.meta["backend"]], executor_for(target), backup.files(), backup.own)
+        except FwmatrixError as exc:
+            with contextlib.suppress(FwmatrixError):
+                state.journal("rollback-failed", reason="the apply was interrupted", backup=backup.name, target=target, token=token,
+                              by=by, error=str(exc))
+            raise BackendError(f"{who}, and its backup {backup.name} could not be restored: {exc}") from None
+        done = f"{done} (backup {backup.name})"
+    state.journal("rollback", reason=f"the apply (pid {pending.get('apply_pid')}) was interrupted before it finished",
+                  backup=pending["backup"], target=target, token=token, by=by, restored=done)
+    disarm(state, pending)
+    return f"{who}: {done}"
+
+
 def disarm(state: StateDir, pending: dict, host: Executor | None = None) -> None:
-    """Forget the armed rollback and stop its timer (a timer that finds no record does nothing)."""
+    """Forget the armed rollback and stop its timer (a timer that finds no record does nothing).
+    The timer itself may call this: it never signals itself."""
     state.clear_pending()
     if pending.get("timer") == "systemd" and pending.get("unit"):
         for suffix in (".timer", ".service"):
             (host or HostExecutor()).run(["systemctl", "stop", pending["unit"] + suffix], check=False)
-    elif isinstance(pending.get("pid"), int) and _is_timer(pending["pid"], pending["token"]):
+    elif isinstance(pending.get("pid"), int) and pending["pid"] != os.getpid() and _is_timer(pending["pid"], pending["token"]):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pending["pid"], signal.SIGTERM)
     with contextlib.suppress(FileNotFoundError):
@@ -149,36 +201,68 @@ def spawn_detached(argv: list[str], log_path: Path) -> int:
 
 
 def run_timer(state: StateDir, token: str) -> int:
-    """The timer's body: wait for the deadline unless confirmed, then restore the backup."""
+    """The timer's body. While the record is "loading" it watches the apply: should the
+    lock come free with the record still there, the apply died, and the backup comes
+    back now. Once "armed", it waits for the deadline unless confirmed, then restores."""
+    while True:
+        pending = state.pending()
+        if pending is None or pending.get("token") != token:
+            if pending is None and state.last_event("apply", token=token) is None:
+                _log("confirmed or cancelled: no rollback")
+            return 0
+        if pending.get("phase", "armed") == "loading":
+            with contextlib.suppress(LockedError), state.lock():
+                current = state.pending()
+                if current is not None and current.get("token") == token and current.get("phase") == "loading":
+                    try:
+                        said = settle_interrupted(state, current, by="timer")
+                    except FwmatrixError as exc:
+                        _log(f"FAILED: {exc}")
+                        return 1
+                    _log(said or "the apply finished: nothing to do")
+                    return 0
+        elif time.time() >= float(pending["deadline"]):
+            return _fire(state, token)
+        time.sleep(POLL)
+
+
+def _fire(state: StateDir, token: str) -> int:
+    """The deadline passed unconfirmed: restore the backup (waiting for the lock as long as it takes)."""
+    while True:
+        try:
+            with state.lock(wait=LOCK_WAIT):
+                return _restore_unconfirmed(state, token)
+        except LockedError as exc:
+            _log(f"still waiting to roll back: {exc}")
+
+
+def _restore_unconfirmed(state: StateDir, token: str) -> int:
     pending = state.pending()
     if pending is None or pending.get("token") != token:
         return 0
-    deadline = time.monotonic() + max(0.0, float(pending["deadline"]) - time.time())
-    while time.monotonic() < deadline:
-        time.sleep(min(POLL, max(0.0, deadline - time.monotonic())))
-        current = state.pending()
-        if current is None or current.get("token") != token:
-            print(f"{iso_time(time.time())} confirmed or cancelled: no rollback", flush=True)
-            return 0
-    with state.lock(wait=LOCK_WAIT):
-        pending = state.pending()
-        if pending is None or pending.get("token") != token:
-            return 0
-        try:
-            result = restore_backup(state, executor_for(pending["target"]), state.backup(pending["backup"]))
-        except FwmatrixError as exc:
+    try:
+        result = restore_backup(state, executor_for(pending["target"]), state.backup(pending["backup"]))
+    except FwmatrixError as exc:
+        with contextlib.suppress(FwmatrixError):
             state.journal("rollback-failed", reason="not confirmed in time", backup=pending["backup"], target=pending["target"], error=str(exc))
-            print(f"{iso_time(time.time())} rollback to {pending['backup']} FAILED: {exc}", flush=True)
-            return 1
-        finally:
-            state.clear_pending()
-            with contextlib.suppress(FileNotFoundError):
-                if state.pid_path.read_text().strip() == str(os.getpid()):
-                    state.pid_path.unlink()
+        _log(f"rollback to {pending['backup']} FAILED: {exc}")
+        return 1
+    finally:
+        state.clear_pending()
+        with contextlib.suppress(OSError):
+            if state.pid_path.read_text().strip() == str(os.getpid()):
+                state.pid_path.unlink()
+    with contextlib.suppress(FwmatrixError):  # the ruleset is back: a full disk does not undo that
         state.journal("rollback", reason=f"not confirmed within {pending['seconds']} s", backup=pending["backup"],
                       target=pending["target"], token=token, seconds=round(result, 4))
-        print(f"{iso_time(time.time())} not confirmed within {pending['seconds']} s: restored {pending['backup']} in {result * 1000:.0f} ms", flush=True)
+    _log(f"not confirmed within {pending['seconds']} s: restored {pending['backup']} in {result * 1000:.0f} ms")
     return 0
+
+
+def _log(message: str) -> None:
+    """A line in rollback.log; a full disk must not stop the timer."""
+    with contextlib.suppress(OSError):
+        print(f"{iso_time(time.time())} {message}", flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
