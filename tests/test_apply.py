@@ -13,8 +13,11 @@ records the pfctl commands.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -623,3 +626,210 @@ def test_an_unusable_state_directory_is_one_line(tmp_path: Path, command: list[s
     result = CliRunner().invoke(cli_group(), [*command, "--state-dir", str(blocker / "state")])
     assert result.exit_code == 2
     assert result.output.strip() == f"error: cannot use the state directory {blocker / 'state'}: Not a directory"
+
+
+# -- kill -9 at every step of an apply (issue 11) ---------------------------------------------------
+#
+# The command runs in a process of its own and kills itself (FWMATRIX_TEST_KILL_AT=STEP: SIGKILL
+# at that checkpoint) or stops itself (FWMATRIX_TEST_STOP_AT) for the test to look and kill it.
+# Each case ends with the old ruleset running, or the new one with an armed rollback, and the next
+# command says what became of the interrupted apply.
+
+KILL_WAIT = 30.0  # seconds the watchdog may take to undo a killed apply on a busy machine
+
+
+def run_cli(args: list[str], state: StateDir, netns: str | None = None, **env: str) -> subprocess.CompletedProcess[str]:
+    where = ["--netns", netns] if netns else []
+    return subprocess.run(CLI + [*args, *where, "--state-dir", str(state.root)], capture_output=True, text=True,
+                          cwd=ROOT / "tests", env={**os.environ, **env}, start_new_session=True, timeout=120, check=False)
+
+
+def apply_args(backend: str, confirm_seconds: float | None = None) -> list[str]:
+    return ["apply", str(SEED), "-f", "edge", "-b", backend, *(["--confirm", str(confirm_seconds)] if confirm_seconds else [])]
+
+
+def rollbacks(state: StateDir) -> list[dict]:
+    if not state.journal_path.exists():
+        return []
+    return [e for e in map(json.loads, state.journal_path.read_text().splitlines()) if e["event"].startswith("rollback")]
+
+
+# step, --confirm: what runs afterwards, once the watchdog (if any) is done
+KILLS = [
+    ("validated", None, "old"), ("backed-up", None, "old"), ("recorded", None, "old, record left"),
+    ("guarded", None, "old"), ("loaded", None, "old"), ("verified", None, "old"), ("journaled", None, "new"),
+    ("loaded", 30, "old"), ("armed", 30, "new, armed"),
+]
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize(("backend", "step", "confirm_seconds", "outcome"),
+                         [("nftables", *kill) for kill in KILLS] + [("iptables", "loaded", None, "old"), ("iptables", "armed", 30, "new, armed")])
+def test_a_kill_9_at_any_step_of_apply_leaves_a_known_state(backend, step, confirm_seconds, outcome, firewall, state, v1) -> None:
+    before = prepare(firewall, backend, v1)
+    proc = run_cli(apply_args(backend, confirm_seconds), state, firewall.name, FWMATRIX_TEST_KILL_AT=step)
+    assert proc.returncode == -signal.SIGKILL, proc.stdout + proc.stderr
+    if outcome == "old":  # nothing was loaded, or the watchdog has put the backup back
+        assert wait_for(lambda: state.pending() is None, KILL_WAIT)
+        assert whole_ruleset(firewall, backend) == before
+        undone = rollbacks(state)
+        if step in ("validated", "backed-up"):
+            assert undone == []
+            assert len(state.backup_names()) == (step == "backed-up")
+        else:  # the watchdog says what it did, in the journal and its log
+            (event,) = undone
+            assert event["by"] == "timer" and event["reason"].endswith("was interrupted before it finished")
+            assert event["restored"].startswith("the previous ruleset was restored" if step in ("loaded", "verified")
+                                                else "the live ruleset was not changed")
+            assert "was interrupted before it finished" in state.log_path.read_text()
+        nothing = run_cli(["confirm"], state)
+        assert nothing.returncode == 1
+        assert ("was interrupted before it finished" if undone else "no rollback is armed") in nothing.stderr
+    elif outcome == "old, record left":  # killed before its timer started: the next command finishes it off
+        pending = state.pending()
+        assert pending is not None and pending["phase"] == "loading" and "pid" not in pending
+        assert whole_ruleset(firewall, backend) == before
+        nothing = run_cli(["confirm"], state)
+        assert nothing.returncode == 1
+        assert re.fullmatch(r"error: nothing to confirm: an apply started at \S+ \(pid \d+\) was interrupted before it finished: "
+                            r"the live ruleset was not changed \(backup \S+\)\n", nothing.stderr), nothing.stderr
+        assert state.pending() is None and [e["by"] for e in rollbacks(state)] == ["confirm"]
+    elif outcome == "new":  # it had finished but for removing its record: the watchdog only tidies up
+        assert wait_for(lambda: state.pending() is None, KILL_WAIT)
+        now = whole_ruleset(firewall, backend)
+        assert now != before and "msa-to-rtpproxy" in now and rollbacks(state) == []
+        assert state.last_event("apply") is not None
+    else:  # new, armed: confirm keeps it
+        pending = state.pending()
+        assert pending is not None and pending["phase"] == "armed" and timer_alive(pending)
+        assert "msa-to-rtpproxy" in whole_ruleset(firewall, backend)
+        confirmed = run_cli(["confirm"], state)
+        assert confirmed.returncode == 0 and "confirmed" in confirmed.stdout, confirmed.stderr
+        assert wait_for(lambda: not timer_alive(pending)) and "msa-to-rtpproxy" in whole_ruleset(firewall, backend)
+
+
+def stopped(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+    except OSError:
+        return False
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize(("backend", "next_command"), [("nftables", "apply"), ("iptables", "rollback"), ("nftables", "confirm")])
+def test_an_apply_killed_with_its_watchdog_is_undone_by_the_next_command(backend, next_command, firewall, state, v1) -> None:
+    """The worst case: the apply and its timer both die (a crash) right after the load. The
+    record on disk lets the next apply, confirm or rollback put the backup back first."""
+    before = prepare(firewall, backend, v1)
+    proc = subprocess.Popen(CLI + [*apply_args(backend, 30), "--netns", firewall.name, "--state-dir", str(state.root)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT / "tests",
+                            env={**os.environ, "FWMATRIX_TEST_STOP_AT": "loaded"}, start_new_session=True)
+    try:
+        assert wait_for(lambda: stopped(proc.pid), 60), "the apply never reached the load"
+        loaded = whole_ruleset(firewall, backend)
+        assert loaded != before and "msa-to-rtpproxy" in loaded  # the window: new ruleset, not yet verified
+        pending = state.pending()
+        assert pending is not None and pending["phase"] == "loading" and pending["apply_pid"] == proc.pid and timer_alive(pending)
+        os.kill(pending["pid"], signal.SIGKILL)
+        assert wait_for(lambda: not timer_alive(pending))
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    time.sleep(0.3)
+    assert whole_ruleset(firewall, backend) == loaded and state.pending() is not None  # no one has undone it yet
+    said = run_cli(["apply", str(SEED), "-f", "edge", "-b", backend] if next_command == "apply" else [next_command], state,
+                   None if next_command == "confirm" else firewall.name)
+    interrupted = "was interrupted before it finished: the previous ruleset was restored"
+    if next_command == "confirm":
+        assert said.returncode == 1 and interrupted in said.stderr and said.stderr.count("\n") == 1, said.stderr
+        assert whole_ruleset(firewall, backend) == before
+    else:
+        assert said.returncode == 0, said.stderr
+        assert "note: an apply started at" in said.stdout and interrupted in said.stdout.replace("\n", " ")
+    if next_command == "apply":  # it planned from the restored ruleset, and applied
+        assert "msa-to-rtpproxy" in said.stdout and whole_ruleset(firewall, backend) == loaded
+    if next_command == "rollback":
+        assert whole_ruleset(firewall, backend) == before
+    assert state.pending() is None and rollbacks(state)[0]["by"] == next_command
+
+
+@pytest.mark.kernel
+def test_a_kill_9_during_confirm_keeps_the_ruleset_and_ends_the_timer(firewall, state) -> None:
+    applied = run_cli(apply_args("nftables", 3), state, firewall.name)
+    assert applied.returncode == 0, applied.stderr
+    pending = state.pending()
+    assert pending is not None and timer_alive(pending)
+    now = whole_ruleset(firewall, "nftables")
+    killed = run_cli(["confirm"], state, FWMATRIX_TEST_KILL_AT="confirm-cleared")
+    assert killed.returncode == -signal.SIGKILL
+    assert state.pending() is None and wait_for(lambda: not timer_alive(pending))
+    time.sleep(max(0.0, float(pending["deadline"]) - time.time()) + 0.5)  # past its deadline: nothing rolled back
+    assert whole_ruleset(firewall, "nftables") == now and rollbacks(state) == []
+
+
+# -- a full state directory (issue 11) ----------------------------------------------------------------
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    """A 256 KiB tmpfs of the test's own, unmounted after it."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a tmpfs")
+    mount = tmp_path / "small"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+def fill(mount: Path) -> None:
+    fd = os.open(mount / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        with contextlib.suppress(OSError):
+            while os.write(fd, b"\0" * 4096):
+                pass
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.kernel
+def test_a_full_state_directory_is_one_line_and_changes_nothing(firewall, small_fs, v1) -> None:
+    before = prepare(firewall, "nftables", v1)
+    state = StateDir(small_fs / "state")
+    state.ensure()
+    fill(small_fs)
+    result = CliRunner().invoke(cli_group(), ["apply", str(SEED), "-f", "edge", "--netns", firewall.name, "--state-dir", str(state.root)])
+    assert result.exit_code == 2, result.output
+    assert result.output.splitlines()[-1] == (f"error: cannot write the backup in the state directory {state.root}: "
+                                              "No space left on device")
+    assert whole_ruleset(firewall, "nftables") == before
+    assert sorted(p.name for p in state.root.rglob("*")) == ["backups", "lock"]  # no half backup, no record, no journal
+
+
+@pytest.mark.kernel
+def test_a_journal_that_cannot_be_written_after_the_load_undoes_the_apply(firewall, state, v1, monkeypatch) -> None:
+    before = prepare(firewall, "nftables", v1)
+    journal = StateDir.journal
+
+    def full_disk(self, event, **fields):
+        if event == "apply":
+            raise applying.StateDirError(f"cannot write the journal in the state directory {self.root}: No space left on device")
+        journal(self, event, **fields)
+
+    monkeypatch.setattr(StateDir, "journal", full_disk)
+    with pytest.raises(ApplyError, match=r"apply failed: cannot write the journal .*No space left on device; the previous ruleset was restored"):
+        apply(ApplyRequest(str(SEED), "edge", "nftables"), firewall, state)
+    assert whole_ruleset(firewall, "nftables") == before and state.pending() is None
+
+
+def test_a_journal_line_is_whole_or_absent_on_a_full_disk(small_fs) -> None:
+    state = StateDir(small_fs / "state")
+    state.journal("apply", pad="x" * (4000 - 80))
+    size = state.journal_path.stat().st_size
+    assert 3900 < size < 4096  # the next line cannot fit in the page the file has
+    fill(small_fs)
+    with pytest.raises(applying.StateDirError, match="cannot write the journal .*No space left on device"):
+        state.journal("rollback", pad="y" * 400)
+    assert state.journal_path.stat().st_size == size and state.last_event("apply", "rollback")["event"] == "apply"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from fwmatrix.errors import FwmatrixError
@@ -135,12 +135,23 @@ def apply(request: ApplyRequest, ex: Executor, state: StateDir, *, show: Callabl
 
 def _undone(exc: Exception, restored: str) -> ApplyError:
     """The error to raise for a failed step, saying what became of the ruleset."""
+    if isinstance(exc, StateDirError):
+        return ApplyError(f"apply failed: {exc}; {restored}")
     if isinstance(exc, ApplyError):
         return type(exc)(f"apply {'refused' if isinstance(exc, LockoutError) else 'failed'}: {exc}; {restored}")
     return ApplyError(f"apply failed: {type(exc).__name__}: {exc}; {restored}")
 
 
 # -- confirm and rollback ------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _done_but(done: str) -> Iterator[None]:
+    """A journal line that cannot be written after the deed: say that the deed was done."""
+    try:
+        yield
+    except StateDirError as exc:
+        raise StateDirError(f"{done}, but {exc}") from None
 
 
 def confirm(state: StateDir, checkpoint: Checkpoint | None = None) -> dict:
@@ -164,8 +175,9 @@ def confirm(state: StateDir, checkpoint: Checkpoint | None = None) -> dict:
         state.clear_pending()
         step("confirm-cleared")  # killed here: the timer finds no record and ends; the ruleset stays
         disarm(state, pending)
-        state.journal("confirm", backup=pending["backup"], target=pending["target"], token=pending["token"],
-                      after=round(time.time() - (float(pending["deadline"]) - float(pending["seconds"])), 3))
+        with _done_but("confirmed: the rollback is cancelled"):
+            state.journal("confirm", backup=pending["backup"], target=pending["target"], token=pending["token"],
+                          after=round(time.time() - (float(pending["deadline"]) - float(pending["seconds"])), 3))
         return pending
 
 
@@ -192,5 +204,6 @@ def rollback(state: StateDir, ex: Executor, name: str | None = None) -> Rollback
         seconds = restore_backup(state, ex, backup)
         if pending is not None:
             disarm(state, pending)
-        state.journal("rollback", reason="on demand", backup=backup.name, target=ex.target, seconds=round(seconds, 4))
+        with _done_but(f"rolled back to {backup.name}"):
+            state.journal("rollback", reason="on demand", backup=backup.name, target=ex.target, seconds=round(seconds, 4))
         return RollbackResult(backup, seconds, pending, interrupted)
