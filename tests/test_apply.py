@@ -656,7 +656,7 @@ def rollbacks(state: StateDir) -> list[dict]:
 
 # step, --confirm: what runs afterwards, once the watchdog (if any) is done
 KILLS = [
-    ("validated", None, "old"), ("backed-up", None, "old"), ("recorded", None, "old, record left"),
+    ("validated", None, "old"), ("planned", None, "old"), ("backed-up", None, "old"), ("recorded", None, "old, record left"),
     ("guarded", None, "old"), ("loaded", None, "old"), ("verified", None, "old"), ("journaled", None, "new"),
     ("loaded", 30, "old"), ("armed", 30, "new, armed"),
 ]
@@ -673,7 +673,7 @@ def test_a_kill_9_at_any_step_of_apply_leaves_a_known_state(backend, step, confi
         assert wait_for(lambda: state.pending() is None, KILL_WAIT)
         assert whole_ruleset(firewall, backend) == before
         undone = rollbacks(state)
-        if step in ("validated", "backed-up"):
+        if step in ("validated", "planned", "backed-up"):
             assert undone == []
             assert len(state.backup_names()) == (step == "backed-up")
         else:  # the watchdog says what it did, in the journal and its log
@@ -685,6 +685,12 @@ def test_a_kill_9_at_any_step_of_apply_leaves_a_known_state(backend, step, confi
         nothing = run_cli(["confirm"], state)
         assert nothing.returncode == 1
         assert ("was interrupted before it finished" if undone else "no rollback is armed") in nothing.stderr
+        if step == "loaded":  # the next apply says what the timer did, and applies
+            again = run_cli(apply_args(backend), state, firewall.name)
+            assert again.returncode == 0, again.stderr
+            assert re.search(r"note: the apply \(pid \d+\) was interrupted before it finished: its rollback timer put back "
+                             r"backup \S+ at \S+\n", again.stdout), again.stdout
+            assert "msa-to-rtpproxy" in whole_ruleset(firewall, backend)
     elif outcome == "old, record left":  # killed before its timer started: the next command finishes it off
         pending = state.pending()
         assert pending is not None and pending["phase"] == "loading" and "pid" not in pending
@@ -833,3 +839,16 @@ def test_a_journal_line_is_whole_or_absent_on_a_full_disk(small_fs) -> None:
     with pytest.raises(applying.StateDirError, match="cannot write the journal .*No space left on device"):
         state.journal("rollback", pad="y" * 400)
     assert state.journal_path.stat().st_size == size and state.last_event("apply", "rollback")["event"] == "apply"
+
+
+def test_an_interrupted_apply_whose_backup_is_gone_says_what_to_do(tmp_path: Path) -> None:
+    state = StateDir(tmp_path)
+    state.write_pending({"token": "t", "phase": "loading", "backup": "20260101T000000.000000Z-nftables", "target": "host",
+                         "started": "2026-01-01T00:00:00.000Z", "apply_pid": 4242, "timer": "detached"})
+    with pytest.raises(FwmatrixError, match=r"^an apply started at 2026-01-01T00:00:00.000Z \(pid 4242\) was interrupted before it "
+                       r"finished, and its backup 20260101T000000.000000Z-nftables could not be restored: no backup named .*; "
+                       r"check the firewall, then `fwmatrix rollback --backup NAME` or remove .*pending.json$"):
+        confirm(state)
+    assert state.pending() is not None and state.last_event("rollback-failed")["by"] == "confirm"
+    with pytest.raises(FwmatrixError, match="no backup to roll back to"):  # rollback goes on to the backup asked for
+        rollback(state, NamespaceExecutor("fwm-none"))

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from fwmatrix.errors import FwmatrixError
+from fwmatrix.errors import BackendError, FwmatrixError
 from fwmatrix.ops import management  # management.check, looked up when called (tests replace it)
 from fwmatrix.ops.apply.drivers import DRIVERS
 from fwmatrix.ops.apply.errors import ApplyError, LockoutError, NotArmedError, StateDirError
@@ -54,10 +54,11 @@ def apply(request: ApplyRequest, ex: Executor, state: StateDir, *, show: Callabl
     with contextlib.nullcontext() if request.dry_run else state.lock():
         pending = state.pending()
         interrupted = None
+        interrupted = undone_by_timer(state)
         if pending is not None and pending.get("phase") == "loading":
-            if request.dry_run:
-                interrupted = (f"an apply started at {pending.get('started')} was interrupted: the next apply, confirm or "
-                               f"rollback restores its backup {pending.get('backup')} first (or its timer already did)")
+            if request.dry_run:  # without the lock: that apply may still be running
+                interrupted = (f"an apply started at {pending.get('started')} (pid {pending.get('apply_pid')}) is running or was "
+                               f"interrupted; if interrupted, the next apply, confirm or rollback restores its backup {pending.get('backup')} first")
             else:
                 interrupted = settle_interrupted(state, pending, by="apply")
                 if interrupted is not None:
@@ -133,6 +134,14 @@ def apply(request: ApplyRequest, ex: Executor, state: StateDir, *, show: Callabl
         return result
 
 
+def undone_by_timer(state: StateDir) -> str | None:
+    """When the last thing that happened is a timer undoing an interrupted apply: say so."""
+    last = state.last_event("apply", "rollback", "rollback-failed", "failed", "confirm")
+    if last is None or last["event"] != "rollback" or last.get("by") != "timer":
+        return None
+    return f"{last['reason']}: its rollback timer put back backup {last.get('backup')} at {last['time']}"
+
+
 def _undone(exc: Exception, restored: str) -> ApplyError:
     """The error to raise for a failed step, saying what became of the ruleset."""
     if isinstance(exc, StateDirError):
@@ -195,8 +204,12 @@ def rollback(state: StateDir, ex: Executor, name: str | None = None) -> Rollback
     with state.lock(wait=LOCK_WAIT):
         pending = state.pending()
         interrupted = None
+        interrupted = undone_by_timer(state)
         if pending is not None and pending.get("phase") == "loading":
-            interrupted = settle_interrupted(state, pending, by="rollback")
+            try:
+                interrupted = settle_interrupted(state, pending, by="rollback")
+            except BackendError as exc:  # its backup cannot come back: the one asked for may (the record goes with it)
+                interrupted = str(exc)
         backup = state.backup(name) if name else state.latest()
         if backup is None:
             raise FwmatrixError(f"no backup to roll back to in {state.backups}")

@@ -109,14 +109,15 @@ def settle_interrupted(state: StateDir, pending: dict, by: str) -> str | None:
     if target.startswith("netns:") and not os.path.exists(f"/run/netns/{target.removeprefix('netns:')}"):
         done = f"its network namespace {target.removeprefix('netns:')} is gone: nothing to restore"
     else:
-        backup = state.backup(pending["backup"])
         try:
+            backup = state.backup(pending["backup"])
             done = recover(DRIVERS[backup.meta["backend"]], executor_for(target), backup.files(), backup.own)
-        except FwmatrixError as exc:
+        except (FwmatrixError, OSError, KeyError) as exc:
             with contextlib.suppress(FwmatrixError):
-                state.journal("rollback-failed", reason="the apply was interrupted", backup=backup.name, target=target, token=token,
-                              by=by, error=str(exc))
-            raise BackendError(f"{who}, and its backup {backup.name} could not be restored: {exc}") from None
+                state.journal("rollback-failed", reason="the apply was interrupted", backup=pending["backup"], target=target,
+                              token=token, by=by, error=str(exc))
+            raise BackendError(f"{who}, and its backup {pending['backup']} could not be restored: {exc}; check the firewall, "
+                               f"then `fwmatrix rollback --backup NAME` or remove {state.pending_path}") from None
         done = f"{done} (backup {backup.name})"
     state.journal("rollback", reason=f"the apply (pid {pending.get('apply_pid')}) was interrupted before it finished",
                   backup=pending["backup"], target=target, token=token, by=by, restored=done)
