@@ -56,6 +56,7 @@ class SetDef:
     key: tuple[str, ...]  # fields
     elements: tuple[Element, ...]
     data: tuple[str, ...] = ()  # fields whose types the mapped values have
+    dynamic: bool = False  # the packet path adds to it (`add @set`, `update @set`): it may hold anything of its type
 
     @property
     def is_map(self) -> bool:
@@ -128,7 +129,14 @@ class UnmodelledAction:
     terminal: bool = True
 
 
-Action = Union[Verdict, Jump, VerdictMap, DnatMap, Dnat, UnmodelledAction, None]
+@dataclass(frozen=True)
+class Notrack:
+    """Take the packet out of connection tracking (nft `notrack`, iptables `-j CT --notrack`):
+    before conntrack (priority below -200) it goes on as `ct state untracked`, never NATed.
+    The chain goes on."""
+
+
+Action = Union[Verdict, Jump, VerdictMap, DnatMap, Dnat, Notrack, UnmodelledAction, None]
 
 
 @dataclass(frozen=True)

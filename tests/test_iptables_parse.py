@@ -42,6 +42,7 @@ from fwmatrix.ir import (
     Dnat,
     Jump,
     Match,
+    Notrack,
     Rule,
     Ruleset,
     Table,
@@ -284,9 +285,8 @@ def test_mangle_and_raw() -> None:
     assert base(rs, "ip mangle PREROUTING") == ("prerouting", "filter", -150, "accept")
     assert base(rs, "ip mangle OUTPUT") == ("output", "route", -150, "accept")
     assert base(rs, "ip raw OUTPUT") == ("output", "filter", -300, "accept")
-    notrack = UnmodelledAction("-j CT --notrack (changes connection tracking (a helper, a zone, or --notrack: ct state untracked, no NAT))")
-    expect(n, "ip raw PREROUTING", "--notrack", (m("iif", "eth0"), UDP, m("dport", 5060)), notrack)
-    expect(n, "ip raw PREROUTING", "--dport 5061", (m("iif", "eth0"), UDP, m("dport", 5061)), UnmodelledAction("-j NOTRACK (the packet is not tracked: ct state untracked, no NAT)"))
+    expect(n, "ip raw PREROUTING", "--notrack", (m("iif", "eth0"), UDP, m("dport", 5060)), Notrack())
+    expect(n, "ip raw PREROUTING", "--dport 5061", (m("iif", "eth0"), UDP, m("dport", 5061)), Notrack())
     expect(n, "ip mangle PREROUTING", "INVALID", (m("ct.state", "invalid"),), DROP)
     expect(n, "ip mangle PREROUTING", "-j MARK", (m("iif", "eth1"),), None, "-j MARK: changes the packet, not its fate")
     expect(n, "ip mangle FORWARD", "198.51.100.66", (m("ip.saddr", "198.51.100.66"),), DROP)

@@ -25,7 +25,7 @@ from fwmatrix.backends import nftables
 from fwmatrix.compile.ruleset import compile_intent
 from fwmatrix.errors import BackendError
 from fwmatrix.compile.intent import build_intent
-from fwmatrix.ir import Action, Dnat, DnatMap, Jump, Match, Rule, Ruleset, Table, Unmodelled, UnmodelledAction, Verdict, VerdictMap
+from fwmatrix.ir import Action, Dnat, DnatMap, Jump, Match, Notrack, Rule, Ruleset, Table, Unmodelled, UnmodelledAction, Verdict, VerdictMap
 from fwmatrix.matrix.loader import load_matrix
 from fwmatrix.matrix.model import PortRange
 from fwmatrix.netns import NetNamespace
@@ -328,7 +328,7 @@ def test_jumps_gotos_returns() -> None:
 @pytest.mark.kernel
 def test_unmodelled_constructs_are_kept() -> None:
     rs = corpus("unmodelled.nft")
-    expect(rs, "inet odd raw_prerouting", 0, (UDP, m("dport", 53)), UnmodelledAction("notrack"))
+    expect(rs, "inet odd raw_prerouting", 0, (UDP, m("dport", 53)), Notrack())
     expect(rs, "inet odd mangle_prerouting", 0, (m("iif", "wan1"),), UnmodelledAction("meta mark set 2"))
     expect(rs, "inet odd mangle_prerouting", 1, (), UnmodelledAction("ct mark set meta mark"))
     expect(rs, "inet odd forward", 0, (), None)  # a bare counter

@@ -48,7 +48,7 @@ from fwmatrix.backends.iptables.reader import (
 )
 from fwmatrix.errors import BackendError
 from fwmatrix.gcpause import gc_paused
-from fwmatrix.ir import Action, Chain, Dnat, Jump, Match, Rule, Ruleset, SetDef, Table, Unmodelled, UnmodelledAction, Verdict, addr_field
+from fwmatrix.ir import Action, Chain, Dnat, Jump, Match, Notrack, Rule, Ruleset, SetDef, Table, Unmodelled, UnmodelledAction, Verdict, addr_field
 from fwmatrix.matrix.model import PortRange
 
 IR_FAMILY = {4: "ip", 6: "ip6"}
@@ -68,8 +68,7 @@ FATE_TARGETS = {
     "TPROXY": "sends the packet to a local socket",
     "NFQUEUE": "a userspace program decides the verdict",
     "QUEUE": "a userspace program decides the verdict",
-    "NOTRACK": "the packet is not tracked: ct state untracked, no NAT",
-    "CT": "changes connection tracking (a helper, a zone, or --notrack: ct state untracked, no NAT)",
+    "CT": "changes connection tracking (a helper, a zone; alone, --notrack is modelled)",
     "SYNPROXY": "answers the TCP handshake itself",
     "NETMAP": "maps addresses prefix to prefix",
     "DNPT": "translates the destination prefix",
@@ -371,6 +370,8 @@ class _SectionParser:
                 return UnmodelledAction(f"{block.shown()}: {exc}"), ""
             self._seen(dnat.family)
             return dnat, ""
+        if name == "NOTRACK" or (name == "CT" and [o.name for o in block.options] == ["--notrack"]):
+            return Notrack(), ""
         if name in LOG_TARGETS:
             return None
         if name in NO_VERDICT_TARGETS:

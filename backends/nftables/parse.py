@@ -26,7 +26,7 @@ from fwmatrix.backends.nftables.describe import as_list, describe
 from fwmatrix.errors import BackendError
 from fwmatrix.gcpause import gc_paused
 from fwmatrix.ir import DnatMap, Element, Jump, Match, Rule, Ruleset, SetDef, Table, Value, Verdict, VerdictMap
-from fwmatrix.ir import Action, Chain, Dnat, Key, Unmodelled, UnmodelledAction
+from fwmatrix.ir import Action, Chain, Dnat, Key, Notrack, Unmodelled, UnmodelledAction
 from fwmatrix.matrix.model import PortRange
 
 XT_TEXT = "iptables-nft (xt) expression: audit this table from iptables-save instead"
@@ -305,6 +305,13 @@ class _TableContext:
         self.name = name
         self.sets = sets
         self.uses: dict[str, tuple[str, ...] | None] = {}  # set -> the fields rules look it up with; None: several
+        self.filled: set[str] = set()  # sets and maps the packet path adds to (`add @set`, `update @set`)
+
+    def fill(self, kind: str, arg: Any) -> None:
+        """Remember the set or map a `set`/`map` statement adds to (a lookup of it may then match anything)."""
+        target = arg.get(kind) if kind in ("set", "map") and isinstance(arg, dict) else None
+        if isinstance(target, str) and target.startswith("@"):
+            self.filled.add(target[1:])
 
     def use(self, name: str, fields: Sequence[_Field], purpose: str) -> None:
         """Check that a rule may look up @name with these fields ('set', 'vmap' or 'dnat'); remember the fields."""
@@ -417,11 +424,13 @@ def _terminal(kind: str, arg: Any, ctx: _TableContext) -> tuple[list[Match], Act
     return None
 
 
-def _parse_rule(body: dict, ctx: _TableContext, chain: str) -> Rule:
+def _parse_rule(body: dict, ctx: _TableContext, chain: str) -> list[Rule]:
     """A rule: its matches (with the protocols they imply) and one action. The IR has
     one action per rule, so a statement of unknown effect before the verdict makes
-    the whole action unknown, naming both."""
+    the whole action unknown, naming both. `notrack` before a verdict makes two IR
+    rules with the same matches: the notrack, then the verdict."""
     matches: list[Match | Unmodelled] = []
+    notrack = False
     effects: list[str] = []  # statements that may change the packet's fate, in order
     action: Action = None
     for stmt in body.get("expr") or []:
@@ -430,6 +439,7 @@ def _parse_rule(body: dict, ctx: _TableContext, chain: str) -> Rule:
         except _Unknown:
             effects.append(describe(stmt))
             continue
+        ctx.fill(kind, arg)
         if kind == "match":
             matches += _parse_match(arg, ctx)
         elif kind == "xt":  # iptables-nft: the parameters are not in the listing
@@ -438,6 +448,8 @@ def _parse_rule(body: dict, ctx: _TableContext, chain: str) -> Rule:
                 effects.append(XT_TEXT)
         elif kind in STATEFUL_MATCHES:
             matches.append(Unmodelled(describe(stmt)))
+        elif kind == "notrack" and not effects:
+            notrack = True
         elif kind in NO_EFFECT or kind == "continue" or _is_nftrace(kind, arg):
             continue
         else:
@@ -453,7 +465,11 @@ def _parse_rule(body: dict, ctx: _TableContext, chain: str) -> Rule:
     if effects:
         action = UnmodelledAction("; ".join(dict.fromkeys(effects)))
     origin = f"{ctx.family} {ctx.name} {chain} handle {body.get('handle', '?')}"
-    return Rule(tuple(dict.fromkeys(matches)), action, comment=str(body.get("comment", "")), origin=origin)
+    rule = Rule(tuple(dict.fromkeys(matches)), action, comment=str(body.get("comment", "")), origin=origin)
+    if not notrack:
+        return [rule]
+    untracking = Rule(rule.matches, Notrack(), rule.comment, origin)
+    return [untracking] if action is None else [untracking, rule]
 
 
 def _is_nftrace(kind: str, arg: Any) -> bool:
@@ -480,14 +496,15 @@ class _SetInfo:
     data_kinds: tuple[str, ...]  # () for a set, ("verdict",) for a verdict map
     elements: tuple[Element, ...]
     opaque: str = ""  # why rules cannot look it up exactly (its values are kept as text)
+    dynamic: bool = False  # `flags dynamic`: the packet path may add to it
 
-    def definition(self, uses: tuple[str, ...] | None) -> SetDef:
+    def definition(self, uses: tuple[str, ...] | None, filled: bool) -> SetDef:
         key = uses if uses else tuple(SET_TYPES.get(t, ("", f"nft:{t}"))[1] for t in self.key_types)
         if self.data_kinds == ("verdict",):
             data: tuple[str, ...] = ("verdict",)
         else:
             data = tuple(MAP_DATA_TYPES.get(t, ("", f"nft:{t}"))[1] for t in self.data_types)
-        return SetDef(self.name, key, self.elements, data)
+        return SetDef(self.name, key, self.elements, data, dynamic=filled or self.dynamic)
 
 
 def _set_info(body: dict, is_map: bool) -> _SetInfo:
@@ -509,7 +526,7 @@ def _set_info(body: dict, is_map: bool) -> _SetInfo:
     except _SHAPE_ERRORS as exc:
         elements = tuple(Element((describe(item),)) for item in raw_elements)
         opaque = "has elements fwmatrix cannot read" + _why(exc)
-    return _SetInfo(body["name"], key_types, key_kinds, data_types, data_kinds, elements, opaque)
+    return _SetInfo(body["name"], key_types, key_kinds, data_types, data_kinds, elements, opaque, "dynamic" in as_list(body.get("flags")))
 
 
 def _parse_element(key_kinds: tuple[str, ...], data_kinds: tuple[str, ...], item: Any) -> Element:
@@ -558,7 +575,7 @@ def _build_table(parts: _TableParts) -> Table:
     unknown_flags = [flag for flag in parts.flags if flag not in TABLE_FLAGS]
     chains = []
     for name, body in parts.chains.items():
-        rules = tuple(_parse_rule(rule, ctx, name) for rule in parts.rules.get(name, []))
+        rules = tuple(ir_rule for rule in parts.rules.get(name, []) for ir_rule in _parse_rule(rule, ctx, name))
         # A dormant table is registered on no hook: its base chains see no packets,
         # which the IR says by making them regular chains.
         if body.get("hook") is None or "dormant" in parts.flags:
@@ -571,7 +588,7 @@ def _build_table(parts: _TableParts) -> Table:
             rules = (Rule((maybe_off,), Verdict("accept"), origin=f"{parts.family} {parts.name} {name} (table flags)"),) + rules
         where = f"chain {parts.family} {parts.name} {name}"
         chains.append(Chain(name, rules, hook=str(body["hook"]), type=str(body.get("type", "filter")), priority=_priority(body.get("prio", 0), where), policy=str(body.get("policy", "accept"))))
-    sets = tuple(info.definition(ctx.uses.get(name)) for name, info in ctx.sets.items())
+    sets = tuple(info.definition(ctx.uses.get(name), name in ctx.filled) for name, info in ctx.sets.items())
     return Table(parts.family, parts.name, tuple(chains), sets)
 
 
