@@ -818,3 +818,108 @@ def test_lab_deletes_its_namespaces_even_when_the_body_fails() -> None:
     assert names
     listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False).stdout
     assert not any(n in listed for n in names)
+
+
+# -- trust: constructs that let packets through where the audit once saw none (issue 11) ----------
+
+NOTRACK_SSH = (
+    "table inet t {\n chain raw {\n  type filter hook prerouting priority raw; policy accept;\n"
+    '  iifname "wan0" tcp dport 22 notrack\n }\n'
+    " chain forward {\n  type filter hook forward priority 0; policy drop;\n  %s\n }\n}\n"
+)
+UNTRACKED_ACCEPTS = {
+    "untracked": "ct state untracked accept",
+    "in a set": "ct state { established, related, untracked } accept",
+    "negated": "ct state != { new, invalid } accept",
+}
+UNTRACKED_PROBES = [
+    Probe("wan0", "dmz0", "198.51.100.7", "172.16.10.10", "tcp", 22),  # untracked: forwarded
+    Probe("wan0", "dmz0", "2001:db8:ffff::7", "fd00:10::10", "tcp", 22),
+    Probe("wan0", "dmz0", "198.51.100.7", "172.16.10.10", "tcp", 23),  # tracked, new: dropped
+    Probe("lan0", "dmz0", "10.20.0.10", "172.16.10.10", "tcp", 22),  # another interface: tracked
+    Probe("wan0", "dmz0", "198.51.100.7", "172.16.10.10", "udp", 22),
+]
+
+
+def _untracked_verdicts(tally: Tally, effective: Effective) -> None:
+    assert_agreement(tally)
+    ssh = judge(effective, UNTRACKED_PROBES[0])
+    assert ssh.forwarded is True and "notrack" in ssh.rule, ssh
+
+
+@pytest.mark.parametrize("accept", list(UNTRACKED_ACCEPTS.values()), ids=list(UNTRACKED_ACCEPTS))
+def test_notrack_then_untracked_accept_nftables(accept: str) -> None:
+    # once judged "not forwarded": notrack was unmodelled and `ct state untracked` never new
+    with Lab(SEED_IFACES, timeout=TIMEOUT) as lab:
+        lab.load_raw_nft(NOTRACK_SSH % accept)
+        live = lab.read_nft()
+        tally = check_agreement(lab, live, UNTRACKED_PROBES, f"notrack, {accept}")
+    _untracked_verdicts(tally, evaluate(live, interfaces_of(live, list(SEED_IFACES))))
+
+
+@pytest.mark.parametrize("target", ["CT --notrack", "NOTRACK"])
+def test_notrack_then_untracked_accept_iptables(target: str) -> None:
+    from test_trust_eval import iptables_untracked
+
+    rules = iptables_untracked(f"-j {target}", "UNTRACKED")
+    with Lab(SEED_IFACES, timeout=TIMEOUT) as lab:
+        try:
+            lab.load_iptables({iptables.FAMILY_SUFFIX[4]: rules})
+        except Exception as exc:  # an iptables without the NOTRACK target (it is deprecated)
+            pytest.skip(f"iptables refused -j {target}: {exc}")
+        live = lab.read_iptables()
+        probes = [p for p in UNTRACKED_PROBES if p.family == 4]
+        tally = check_agreement(lab, live, probes, f"iptables -j {target}, --ctstate UNTRACKED")
+    _untracked_verdicts(tally, evaluate(live, interfaces_of(live, list(SEED_IFACES))))
+
+
+def test_set_filled_from_the_packet_path() -> None:
+    # once judged "not forwarded": the set is empty when listed, one knock fills it
+    text = (
+        "table inet t {\n set knock {\n  type ipv4_addr; flags dynamic,timeout; timeout 1m;\n }\n"
+        " chain forward {\n  type filter hook forward priority 0; policy drop;\n"
+        '  iifname "wan0" tcp dport 7000 update @knock { ip saddr }\n'
+        '  iifname "wan0" ip saddr @knock accept\n }\n}\n'
+    )
+    ssh = Probe("wan0", "dmz0", "198.51.100.7", "172.16.10.10", "tcp", 22)
+    with Lab(SEED_IFACES, timeout=TIMEOUT) as lab:
+        lab.load_raw_nft(text)
+        live = lab.read_nft()  # listed before any knock: the set is empty
+        (before,) = lab.run([ssh], retries=1)
+        lab.run([replace(ssh, dport=7000)])  # the knock (itself dropped, by the policy)
+        (after,) = lab.run([ssh], retries=1)
+    assert not before.delivered and after.delivered, (before.outcome(), after.outcome())
+    j = judge(evaluate(live, interfaces_of(live, list(SEED_IFACES))), ssh)
+    assert j.forwarded is None, explain(j, after)  # may be forwarded: the evaluator must not say "no"
+
+
+CROSS_FAMILY_DNAT = (
+    "table inet nat {\n chain prerouting {\n  type nat hook prerouting priority dstnat; policy accept;\n%s }\n}\n"
+    "table inet f {\n chain forward {\n  type filter hook forward priority 0; policy accept;\n }\n}\n"
+)
+CROSS_FAMILY_RULES = {
+    "dnat ip only": "  tcp dport 8080 dnat ip to 172.16.10.10:80\n",
+    "dnat ip then ip6": "  tcp dport 8080 dnat ip to 172.16.10.10:80\n  tcp dport 8080 dnat ip6 to [fd00:10::10]:80\n",
+    "dnat ip map": "  dnat ip to tcp dport map { 8080 : 172.16.10.10 }\n",
+}
+
+
+@pytest.mark.parametrize("rules", list(CROSS_FAMILY_RULES.values()), ids=list(CROSS_FAMILY_RULES))
+def test_dnat_of_one_family_in_an_inet_table(rules: str) -> None:
+    # once judged as translating IPv6 packets to an IPv4 address (and the ip6 rule shadowed)
+    probes = [
+        Probe("wan0", "dmz0", "198.51.100.7", "172.16.10.99", "tcp", 8080),
+        Probe("wan0", "dmz0", "2001:db8:ffff::7", "fd00:10::99", "tcp", 8080),
+        Probe("wan0", "dmz0", "2001:db8:ffff::7", "fd00:10::99", "tcp", 8081),
+    ]
+    with Lab(SEED_IFACES, timeout=TIMEOUT) as lab:
+        lab.load_raw_nft(CROSS_FAMILY_DNAT % rules)
+        live = lab.read_nft()
+        tally = check_agreement(lab, live, probes, f"inet table, {rules.strip()}")
+    assert_agreement(tally, min_each=0)
+    effective = evaluate(live, interfaces_of(live, list(SEED_IFACES)))
+    v4, v6 = judge(effective, probes[0]), judge(effective, probes[1])
+    assert (v4.dst, v4.dport) == ("172.16.10.10", 80 if "map" not in rules else 8080), v4
+    expected_v6 = ("fd00:10::10", 80) if "ip6" in rules else ("fd00:10::99", 8080)
+    assert (v6.dst, v6.dport) == expected_v6 and v6.forwarded is True, v6
+    assert not effective.shadowed, effective.shadowed

@@ -40,6 +40,7 @@ SEVERITY_OF = {
 CT_NEW = ct_bits("new", translated=False)
 CT_ESTABLISHED = ct_bits("established", translated=False)
 CT_NEW_DNAT = ct_bits("new", translated=True)
+UNCERTAIN_SEVERITY = "medium"  # the least a consequence of an unmodelled construct is reported at
 UNCERTAIN_NAT = " (if rules fwmatrix cannot model match: see 'unmodelled')"
 
 
@@ -181,7 +182,8 @@ def audit(intent: Intent, firewall: str, ruleset: Ruleset, source: str) -> Audit
             why = grant.origin if grant.origin == DEFAULT_ACCEPT else f"granted by {grant.origin}"
             report.findings.append(Finding("excess", f"forwarded, but no opening asks for it ({why})", None, rule, tuple(rest.lines())))
 
-    # what may be forwarded in excess, depending on rules fwmatrix cannot model
+    # what may be forwarded in excess, depending on rules fwmatrix cannot model: the
+    # invariant (docs/audit.md, "Judged both ways") says it is never only an 'unmodelled' line
     for grant in effective.uncertain:
         extra = grant.space.intersect(arriving_new).subtract(intended).subtract(reported)
         if not extra:
@@ -189,8 +191,9 @@ def audit(intent: Intent, firewall: str, ruleset: Ruleset, source: str) -> Audit
         reported = reported.union(extra)
         report.findings.append(Finding(
             "excess",
-            f"may be forwarded, but no opening asks for it: it depends on rules fwmatrix cannot model (see 'unmodelled'; {grant.origin})",
-            None, grant.origin, tuple(extra.lines()), severity="medium",
+            f"may be forwarded, but no opening asks for it: it depends on rules fwmatrix cannot model "
+            f"(see 'unmodelled'; {_depends_on(grant, extra, effective.doubtful)})",
+            None, grant.origin, tuple(extra.lines()), severity=UNCERTAIN_SEVERITY,
         ))
 
     # replies: every opening's answers must come back (each reply space holds its conntrack states)
@@ -211,6 +214,12 @@ def audit(intent: Intent, firewall: str, ruleset: Ruleset, source: str) -> Audit
     for note in effective.unmodelled:
         report.findings.append(Finding("unmodelled", f"fwmatrix cannot model {note.text}; judged both ways (it may match, or not)", None, note.origin))
     return report
+
+
+def _depends_on(grant: Grant, extra: Space, doubtful: list[Grant]) -> str:
+    """The rule that may forward `extra`, and the rules with unmodelled constructs that can reach it."""
+    names = [grant.origin] + [d.origin for d in doubtful if d.origin != grant.origin and d.space.intersect(extra)]
+    return ", ".join(dict.fromkeys(names))
 
 
 def _union(full: Space, spaces: list[Space]) -> Space:
@@ -316,7 +325,7 @@ def _nat_findings(full: Space, dnats: tuple[Dnat, ...], effective: Effective) ->
                     "nat",
                     f"port forward of opening '{dnat.opening.name}' (row {dnat.opening.index}) "
                     f"{'may go' if region.uncertain else 'goes'} to {got}, the matrix says {want}{UNCERTAIN_NAT if region.uncertain else ''}",
-                    dnat.opening, region.origin, tuple(common.lines()), severity="medium" if region.uncertain else "",
+                    dnat.opening, region.origin, tuple(common.lines()), severity=UNCERTAIN_SEVERITY if region.uncertain else "",
                 ))
         missing = wanted.subtract(Space(ifaces, [b for b in covered.boxes]))
         certain = Space(ifaces, [b for r in live if not r.uncertain for b in r.space.intersect(wanted).boxes])
@@ -325,7 +334,7 @@ def _nat_findings(full: Space, dnats: tuple[Dnat, ...], effective: Effective) ->
             findings.append(Finding(
                 "nat",
                 f"port forward of opening '{dnat.opening.name}' (row {dnat.opening.index}) to {dnat.target} depends on rules fwmatrix cannot model",
-                dnat.opening, "", tuple(maybe_missing.lines()), severity="medium",
+                dnat.opening, "", tuple(maybe_missing.lines()), severity=UNCERTAIN_SEVERITY,
             ))
         if missing:
             findings.append(Finding(
@@ -339,7 +348,7 @@ def _nat_findings(full: Space, dnats: tuple[Dnat, ...], effective: Effective) ->
             to = ", ".join(addr_text(region.target)) + (f" port {region.port}" if region.port else "")
             findings.append(Finding(
                 "nat", f"port forward to {to} that no opening asks for{UNCERTAIN_NAT if region.uncertain else ''}",
-                None, region.origin, tuple(extra.lines()), severity="medium" if region.uncertain else "",
+                None, region.origin, tuple(extra.lines()), severity=UNCERTAIN_SEVERITY if region.uncertain else "",
             ))
     return findings
 

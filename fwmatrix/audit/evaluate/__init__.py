@@ -17,10 +17,12 @@ mappings; the rules that can never match; and the constructs that could not
 be modelled, which are judged both ways (the evaluation runs once assuming
 they match and once assuming they do not).
 
-The parts, in the path's order: prerouting (early drops, DNAT regions),
-forward (the forward base chains, combined), chains (walking one chain:
-rules, jumps, verdict maps), matches (a rule's packet space); reading is
-the context they share, effective what they give back.
+The parts, in the path's order: prerouting (early drops, notrack, DNAT
+regions), forward (the forward base chains, combined), untracked (what
+notrack changes about them), chains (walking one chain: rules, jumps,
+verdict maps; and the one place where unmodelled constructs get their
+consequences), matches (a rule's packet space); reading is the context they
+share, effective what they give back.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from fwmatrix.audit.evaluate.effective import DnatRegion, Effective, EvaluationE
 from fwmatrix.audit.evaluate.forward import DEFAULT_ACCEPT, combine, forward_chains
 from fwmatrix.audit.evaluate.prerouting import dnat_regions, early_drops
 from fwmatrix.audit.evaluate.reading import Reading
+from fwmatrix.audit.evaluate.untracked import as_untracked
 from fwmatrix.ir import Match, Ruleset, VerdictMap
 from fwmatrix.space import NO_PORT, Interfaces, Space, iv_norm, iv_sub
 
@@ -63,16 +66,19 @@ def evaluate(ruleset: Ruleset, ifaces: Interfaces) -> Effective:
     that such a rule could match: `forwarded` holds only what is forwarded
     whatever those rules do, `uncertain` what may be forwarded depending on them
     (forwarded by one reading, or within reach of such a rule that lets packets
-    on), and DNAT regions behind them are flagged uncertain."""
+    on), and DNAT regions behind them are flagged uncertain; `doubtful` holds what
+    each such rule can reach, so that findings can name it."""
     yes_reading = Reading(ruleset, ifaces, assume_unmodelled_match=True)
     yes = _read(yes_reading)
     if not yes.unmodelled:
         return yes
-    no = _read(Reading(ruleset, ifaces, assume_unmodelled_match=False))
-    touched = Space(ifaces, yes_reading.touched)
+    no_reading = Reading(ruleset, ifaces, assume_unmodelled_match=False)
+    no = _read(no_reading)
+    # Both readings' doubts count: a rule may meet packets that only one reading lets reach it.
+    touched = Space(ifaces, yes_reading.touched + no_reading.touched)
     certain_space = yes.forwarded_space().intersect(no.forwarded_space()).subtract(touched)
     certain = [Grant(g.space.intersect(certain_space), g.origin) for g in yes.forwarded]
-    maybe = [Grant(g.space.subtract(certain_space), g.origin) for g in yes.forwarded + no.forwarded + yes_reading.upper]
+    maybe = [Grant(g.space.subtract(certain_space), g.origin) for g in yes.forwarded + no.forwarded + yes_reading.upper + no_reading.upper]
     seen = {(d.origin, d.target, d.port) for d in yes.dnats}
     dnats = yes.dnats + [replace(d, uncertain=True) for d in no.dnats if (d.origin, d.target, d.port) not in seen]
     return Effective(
@@ -82,6 +88,7 @@ def evaluate(ruleset: Ruleset, ifaces: Interfaces) -> Effective:
         yes.shadowed,
         yes.unmodelled,
         [g for g in maybe if g.space],
+        [g for g in yes_reading.doubtful + no_reading.doubtful if g.space],
     )
 
 
@@ -90,8 +97,8 @@ def _read(reading: Reading) -> Effective:
     early, early_certain = early_drops(reading)
     dnats = dnat_regions(reading)
     chains = forward_chains(reading)
-    forwarded = combine(reading, chains, upper=False)
-    reading.upper = combine(reading, chains, upper=True)
+    forwarded = as_untracked(reading.ifaces, combine(reading, chains, upper=False), reading.notracked, reading.maybe_notracked)
+    reading.upper = as_untracked(reading.ifaces, combine(reading, chains, upper=True), reading.notracked, reading.maybe_notracked)
     if early:
         # Packets dropped before DNAT (raw, mangle) never reach NAT or forward. The
         # regions are in arriving coordinates: exact for the DNAT regions and for

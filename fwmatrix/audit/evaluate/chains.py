@@ -16,10 +16,11 @@ from typing import Iterator
 from fwmatrix.audit.evaluate.effective import DnatRegion, EvaluationError, Grant, Note
 from fwmatrix.audit.evaluate.matches import key_space, rule_space
 from fwmatrix.audit.evaluate.reading import Reading
-from fwmatrix.ir import Chain, Dnat, DnatMap, Jump, Table, UnmodelledAction, Verdict, VerdictMap
+from fwmatrix.ir import Chain, Dnat, DnatMap, Jump, Notrack, Rule, Table, UnmodelledAction, Verdict, VerdictMap
 from fwmatrix.matrix.model import PortRange
 from fwmatrix.space import Interfaces, Remaining, Space, addr_interval
 
+MODELLED_VERDICTS = ("accept", "drop", "reject", "return", "continue")
 MAX_DEPTH = 64  # jumps deeper than this are a loop (the kernel refuses loops too)
 
 
@@ -29,6 +30,8 @@ class ChainResult:
     dropped: list[Grant] = field(default_factory=list)
     dnats: list[DnatRegion] = field(default_factory=list)
     maybe_accepted: list[Grant] = field(default_factory=list)  # what unmodelled rules may let pass
+    notracked: list[Grant] = field(default_factory=list)  # what notrack rules take out of connection tracking
+    maybe_notracked: list[Grant] = field(default_factory=list)  # what unmodelled actions may take out of it
     uncertain_drops: set[int] = field(default_factory=set)  # ids of the drops that depend on unmodelled constructs
 
     def absorb(self, other: ChainResult) -> None:
@@ -36,6 +39,8 @@ class ChainResult:
         self.dropped += other.dropped
         self.dnats += other.dnats
         self.maybe_accepted += other.maybe_accepted
+        self.notracked += other.notracked
+        self.maybe_notracked += other.maybe_notracked
         self.uncertain_drops |= other.uncertain_drops
 
     def drop(self, grant: Grant, uncertain: bool) -> None:
@@ -58,30 +63,60 @@ def walk(reading: Reading, table: Table, chain: Chain, remaining: Remaining, dep
         if rule.action is None:
             continue  # decides nothing (a counter, a log, a mark): its matches cannot change a verdict
         origin = rule.origin or f"{chain_name(table, chain)} rule {index + 1}"
+        notes_before = reading.notes_by_rule.get(origin, 0)
+        _note_unmodelled_action(reading, table, rule.action, origin)
         found = rule_space(reading, table, rule, origin)
         if found is None:
             continue
         match, uncertain = found
-        doubtful = uncertain or isinstance(rule.action, UnmodelledAction)
-        if doubtful:
-            reach = certain.remaining().intersect(match)
-            reading.touched.extend(reach.boxes)
-            if not isinstance(rule.action, Verdict) or rule.action.kind == "accept":
-                result.maybe_accepted.append(Grant(reach, origin))
+        match = _scope(reading, rule.action, match)
         hit = remaining.intersect(match)
-        if not hit:
-            # shadowed only if rules that decide whatever unmodelled constructs do cover it
-            if _is_terminal(rule.action) and entry.intersect(match) and not certain.remaining().intersect(match):
-                reading.shadowed.append(Note(origin, "earlier rules in the chain decide every packet it would match"))
-            continue
-        recorder = _Recording(remaining)
         touched_before = len(reading.touched)
-        _act(_Site(reading, table, origin, uncertain, result, depth), rule.action, hit, match, recorder)
-        if not doubtful and len(reading.touched) == touched_before:
+        if hit:
+            recorder = _Recording(remaining)
+            _act(_Site(reading, table, origin, uncertain, result, depth), rule.action, hit, match, recorder)
+        if reading.notes_by_rule.get(origin, 0) > notes_before:
+            _judge_both_ways(reading, result, rule, origin, certain.remaining().intersect(match))
+        elif hit and len(reading.touched) == touched_before:
             # decided whatever unmodelled constructs do (a jump counts when its chain had none)
             for decided in recorder.removed:
                 certain.decide(decided)
+        # shadowed only if rules that decide whatever unmodelled constructs do cover it
+        if not hit and _is_terminal(rule.action) and entry.intersect(match) and not certain.remaining().intersect(match):
+            reading.shadowed.append(Note(origin, "earlier rules in the chain decide every packet it would match"))
     return result
+
+
+def _judge_both_ways(reading: Reading, result: ChainResult, rule: Rule, origin: str, reach: Space) -> None:
+    """The one place where a rule with a construct fwmatrix cannot model (every rule that
+    `Reading.note_unmodelled` names, whatever the construct) gets its consequences: every
+    packet it can reach is uncertain, so none counts as certainly forwarded (an opening
+    there is `missing`), and unless it can only drop them it may let them on (what a
+    forward chain then passes beyond the openings is `excess`, medium at least)."""
+    reading.touched.extend(reach.boxes)
+    reading.doubtful.append(Grant(reach, origin))
+    if not (isinstance(rule.action, Verdict) and rule.action.kind in ("drop", "reject")):
+        result.maybe_accepted.append(Grant(reach, origin))
+
+
+def _note_unmodelled_action(reading: Reading, table: Table, action: object, origin: str) -> None:
+    """Note an action fwmatrix cannot model before the rule is walked, so that the rule is
+    judged both ways even where none of the packets it may take reach it in this reading."""
+    if isinstance(action, UnmodelledAction):
+        reading.note_unmodelled(origin, action.text)
+    elif isinstance(action, Verdict) and action.kind not in MODELLED_VERDICTS:
+        reading.note_unmodelled(origin, f"verdict '{action.kind}'")
+    elif isinstance(action, (VerdictMap, DnatMap)) and action.map_name and table.set(action.map_name).dynamic:
+        reading.note_unmodelled(origin, f"a lookup of @{action.map_name}, a map the packet path adds to (it may map any key to anything)")
+
+
+def _scope(reading: Reading, action: object, match: Space) -> Space:
+    """The packets a rule's action applies to: a DNAT of one address family (`dnat ip to`
+    in an inet table) does nothing to the other family's packets, which go on to the
+    next rule as if the rule did not match."""
+    if isinstance(action, (Dnat, DnatMap)):
+        return match.intersect(reading.version_space(action.family))
+    return match
 
 
 def chain_name(table: Table, chain: Chain) -> str:
@@ -143,12 +178,16 @@ class _Site:
 # -- actions: `hit` is what the rule's `match` selects of the undecided packets --------
 
 def _act(site: _Site, action: object, hit: Space, match: Space, remaining: _Recording) -> None:
-    if isinstance(action, Verdict):
+    if isinstance(action, (VerdictMap, DnatMap)) and action.map_name and site.table.set(action.map_name).dynamic:
+        _decide_unmodelled(site, hit, match, remaining)  # any key may map to anything (noted by _note_unmodelled_action)
+    elif isinstance(action, Verdict):
         _verdict(site, action, hit, match, remaining)
     elif isinstance(action, Jump):
         _jump(site, action, hit, match, remaining)
     elif isinstance(action, VerdictMap):
         _verdict_map(site, action, match, remaining)
+    elif isinstance(action, Notrack):
+        site.result.notracked.append(Grant(hit, f"{site.origin} (notrack)"))  # the chain goes on
     elif isinstance(action, Dnat):
         site.result.dnats.append(DnatRegion(hit, (addr_interval(action.address),), action.port, site.origin, site.uncertain))
         remaining.remove(match)
@@ -221,8 +260,16 @@ def _entry_hits(site: _Site, fields: tuple[str, ...], entries: tuple, match: Spa
 
 def _unmodelled_action(site: _Site, action: UnmodelledAction, hit: Space, match: Space, remaining: _Recording) -> None:
     site.reading.note_unmodelled(site.origin, action.text)
-    if not action.terminal:
-        return  # the chain goes on; what the action changes is not modelled
+    if site.reading.assume:  # before conntrack, it may be a notrack (CT, an unknown statement)
+        site.result.maybe_notracked.append(Grant(hit, f"{site.origin} (fwmatrix cannot model it: it may untrack)"))
+    if action.terminal:
+        _decide_unmodelled(site, hit, match, remaining)
+    # else the chain goes on; what the action changes is not modelled
+
+
+def _decide_unmodelled(site: _Site, hit: Space, match: Space, remaining: _Recording) -> None:
+    """A verdict fwmatrix cannot tell: accept in the reading where unmodelled constructs
+    match, drop (uncertain) in the other."""
     if site.reading.assume:
         site.result.accepted.append(Grant(hit, site.origin))
     else:

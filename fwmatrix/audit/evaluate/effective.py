@@ -43,6 +43,7 @@ class Effective:
     shadowed: list[Note] = field(default_factory=list)
     unmodelled: list[Note] = field(default_factory=list)
     uncertain: list[Grant] = field(default_factory=list)  # forwarded only if unmodelled rules go one way
+    doubtful: list[Grant] = field(default_factory=list)  # what each rule with an unmodelled construct can reach
 
     def forwarded_space(self) -> Space:
         out = Space.empty(self.ifaces)

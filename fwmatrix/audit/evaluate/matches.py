@@ -39,6 +39,14 @@ def rule_space(reading: Reading, table: Table, rule: Rule, origin: str) -> tuple
     parts: list[Space] = []
     uncertain = False
     for match in rule.matches:
+        if isinstance(match, Match) and match.set_name is not None and table.set(match.set_name).dynamic:
+            # the packet path adds to the set: it may hold anything of its type, or nothing
+            reading.note_unmodelled(origin, f"a lookup of @{match.set_name}, a set the packet path adds to (it may hold any {' . '.join(match.fields)})")
+            if not reading.assume:
+                return None
+            uncertain = True
+            parts.append(reading.family_space(table).intersect(_implied(reading.full, match.fields)))
+            continue
         if isinstance(match, Match) and _unmodelled(match):
             match = Unmodelled(_match_text(match))
         if isinstance(match, Unmodelled):
