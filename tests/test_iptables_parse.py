@@ -395,8 +395,8 @@ FILTER = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0
     (FILTER + "*nat\n", 5, "table nat starts before table filter has its COMMIT"),
     (FILTER + "-A NOPE -j ACCEPT\nCOMMIT\n", 5, "chain NOPE is not declared in table filter"),
     (FILTER + "-A FORWARD -p tcp -m tcp --dprt 22 -j ACCEPT\nCOMMIT\n", 5, "unknown option --dprt for match tcp (did you mean '--dport'?)"),
-    (FILTER + "-A FORWARD -m conntrack --ctstate NEW --ctstat X -j ACCEPT\nCOMMIT\n", 5, "unknown option --ctstat for match conntrack (did you mean '--ctstate'?)"),
-    (FILTER + "-A FORWARD -j REJECT --reject icmp-port-unreachable\nCOMMIT\n", 5, "unknown option --reject for target REJECT (did you mean '--reject-with'?)"),
+    (FILTER + "-A FORWARD -m conntrack --ctstate NEW --ctstat X -j ACCEPT\nCOMMIT\n", 5, "option --ctstat is ambiguous: it abbreviates --ctstate, --ctstatus"),
+    (FILTER + "-A FORWARD -j REJECT --reject-wiht icmp-port-unreachable\nCOMMIT\n", 5, "unknown option --reject-wiht for target REJECT (did you mean '--reject-with'?)"),
     (FILTER + "-A FORWARD -j ACCEPT --foo\nCOMMIT\n", 5, "unknown option --foo for target ACCEPT"),
     (FILTER + "-A FORWARD --dport 22 -j ACCEPT\nCOMMIT\n", 5, "option --dport belongs to no match (add -m or -p)"),
     (FILTER + "-A FORWARD -s 10.0.0.300 -j ACCEPT\nCOMMIT\n", 5, "'10.0.0.300' is not an IP address"),
@@ -418,7 +418,9 @@ FILTER = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0
     (FILTER + "-A FORWARD -s\nCOMMIT\n", 5, "-s needs a value"),
     (FILTER + "-A FORWARD -m set --match-set x -j DROP\nCOMMIT\n", 5, "set --match-set needs 2 values"),
     (FILTER + "-A FORWARD -m set --match-set x up -j DROP\nCOMMIT\n", 5, "set x: directions must be src or dst, not up"),
-    (FILTER + "-I FORWARD 1 -j DROP\nCOMMIT\n", 5, "a rule must start with -A CHAIN"),
+    (FILTER + "-D FORWARD 1\nCOMMIT\n", 5, "a rule must start with -A CHAIN or -I CHAIN [NUMBER]"),
+    (FILTER + "-I FORWARD 0 -j DROP\nCOMMIT\n", 5, "-I FORWARD 0: the rule number must be 1 or more"),
+    (FILTER + "-A FORWARD -j DROP\n-I FORWARD 3 -j DROP\nCOMMIT\n", 6, "-I FORWARD 3: the chain has only 1 rules so far (iptables: index of insertion too big)"),
     (FILTER + "-A FORWARD -j ACCEPT extra\nCOMMIT\n", 5, "unexpected word 'extra'"),
     (FILTER + "-A FORWARD --append FORWARD -j ACCEPT\nCOMMIT\n", 5, "--append inside a rule"),
     (FILTER + "-A FORWARD -j DNAT --to-destination [2001:db8::1\nCOMMIT\n", 5, "DNAT target '[2001:db8::1' is not [address]:port"),
@@ -785,3 +787,89 @@ def test_mutation_drop_before_accept_is_missing_and_shadowed(kernel: None) -> No
     report, saved = mutated_audit(replace_line("--comment nginx-to-bal -j ACCEPT", [drop, "{old}"]))
     found = sorted((f.kind, f.opening.name if f.opening else None, f.rule) for f in report.findings)
     assert found == [("missing", "nginx-to-bal", ""), ("shadowed", None, save_origin(saved, "nginx-to-bal"))], report.findings
+
+
+# -- restore input as people write it: -I, abbreviated options, a pasted prompt ---------------
+
+
+NAT = "*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n"
+INSERTS = FILTER + (
+    "-A FORWARD -s 10.0.0.1 -j ACCEPT\n"   # 1 after the first -I, 2 after the second
+    "-A FORWARD -s 10.0.0.2 -j DROP\n"
+    "-I FORWARD -s 10.0.0.3 -j REJECT\n"   # top
+    "-I FORWARD 2 -s 10.0.0.4,10.0.0.5 -j ACCEPT\n"  # two kernel rules, both before 10.0.0.1
+    "-A FORWARD -s 10.0.0.6 -j LOG\n"      # no effect, but a kernel rule to count
+    "-I FORWARD 7 -s 10.0.0.7 -j DROP\n"   # just past the last: appends
+    "-I FORWARD 6 -s 10.0.0.8 -j ACCEPT\n"  # between the LOG rule and 10.0.0.7
+    "--insert FORWARD 1 -s 10.0.0.9 -j DROP\n"
+    "COMMIT\n"
+)
+
+
+def test_insert_places_rules_as_iptables_restore_does() -> None:
+    got = rules(parse_save(INSERTS, source="t"), "ip filter FORWARD")
+    sources = [str(r.matches[0].values[0][0].ip) for r in got]
+    assert sources == ["10.0.0.9", "10.0.0.3", "10.0.0.5", "10.0.0.4", "10.0.0.1", "10.0.0.2", "10.0.0.8", "10.0.0.7"]
+
+
+@pytest.mark.parametrize(("line", "expected"), [
+    ("-A PREROUTING -p tcp --dport 80 -j DNAT --to 10.0.0.5", "-A PREROUTING -p tcp -m tcp --dport 80 -j DNAT --to-destination 10.0.0.5"),
+    ("-A PREROUTING -p tcp --dp 80 -j DNAT --to-d 10.0.0.5:8080", "-A PREROUTING -p tcp -m tcp --dport 80 -j DNAT --to-destination 10.0.0.5:8080"),
+    ("-A PREROUTING --sou 10.1.0.0/16 --prot udp --dport=53 --ju DNAT --to=10.0.0.6", "-A PREROUTING -s 10.1.0.0/16 -p udp -m udp --dport 53 -j DNAT --to-destination 10.0.0.6"),
+    ("-A PREROUTING -p tcp -m multiport --dpo 80,443 -m comment --comm web -j DNAT --to 10.0.0.7", "-A PREROUTING -p tcp -m multiport --dports 80,443 -m comment --comment web -j DNAT --to-destination 10.0.0.7"),
+    ("-A PREROUTING -m tcp -p tcp -m comment --comment x --sport 81 -j DNAT --to 10.0.0.8", "-A PREROUTING -p tcp -m tcp --sport 81 -m comment --comment x -j DNAT --to-destination 10.0.0.8"),
+])
+def test_abbreviated_options_mean_what_iptables_makes_of_them(line: str, expected: str) -> None:
+    got = parse_save(NAT + line + "\nCOMMIT\n", source="t")
+    want = parse_save(NAT + expected + "\nCOMMIT\n", source="t")
+    assert meaning(got) == meaning(want)
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ("-A PREROUTING -p tcp --d 80 -j ACCEPT", "option --d is ambiguous: it abbreviates --delete, --delete-chain, --destination, --dst"),
+    ("-A PREROUTING -p tcp -m tcp --dport 80 -m multiport --dports 80 --dp 81 -j ACCEPT", "option --dp is ambiguous: it abbreviates --dport, --dports"),
+    ("-A PREROUTING -m comment --c x -j ACCEPT", "option --c is ambiguous: it abbreviates --check, --comment"),
+    ("-A PREROUTING -m foo --foo 1 --ju ACCEPT", "--ju may abbreviate --jump or --goto, or an option of foo, whose options fwmatrix does not know: write the option in full"),
+    ("-A PREROUTING -t nat -j ACCEPT", "-t inside a rule"),
+])
+def test_ambiguous_or_unknown_abbreviations_are_refused(line: str, message: str) -> None:
+    with pytest.raises(BackendError) as caught:
+        parse_save(NAT + line + "\nCOMMIT\n", source="t")
+    assert str(caught.value) == f"t:6: {message}"
+
+
+def test_options_of_modules_kept_as_text_are_known_so_exact_names_win() -> None:
+    # `--set` is recent's own option, not an abbreviation of iptables' --set-counters
+    got = parse_rules("-A FORWARD -m recent --set --name x --rsource -j DROP\n")
+    assert got == (Rule((Unmodelled("-m recent --set --name x --rsource"),), DROP, origin="t:5"),)
+    # limit's options are known, so `--ju` can only be --jump: the rule drops (it is not lost as text)
+    got = parse_rules("-A FORWARD -m limit --limit 1/s --ju DROP\n")
+    assert got == (Rule((Unmodelled("-m limit --limit 1/s"),), DROP, origin="t:5"),)
+
+
+@pytest.mark.parametrize("prompt", ["[root@host ~]# iptables-save", "admin@fw:~$ sudo iptables-save -c", "$ /usr/sbin/iptables-legacy-save"])
+def test_a_pasted_prompt_above_the_dump_is_skipped_with_a_note(prompt: str, caplog: pytest.LogCaptureFixture) -> None:
+    dump = "# Generated by iptables-save v1.8.9 (nf_tables) on Sun Dec  6 20:00:00 2026\n" + FILTER + "-A FORWARD -j DROP\nCOMMIT\n"
+    got = parse_save(prompt + "\n" + dump, source="t")
+    assert meaning(got) == meaning(parse_save(dump, source="t"))
+    assert f"t:1: note: skipped the shell prompt line {prompt!r} before the first table" in caplog.text
+
+
+@pytest.mark.parametrize("line", ["[root@host ~]# iptables -L", "[root@host ~]# iptables-save | grep -v DROP", "-P FORWARD DROP", "hello"])
+def test_other_text_before_the_first_table_is_still_refused(line: str) -> None:
+    with pytest.raises(BackendError, match=r"^t:1: .* outside a table"):
+        parse_save(line + "\n" + FILTER + "COMMIT\n", source="t")
+    with pytest.raises(BackendError, match=r"^t:6: .* outside a table"):  # a prompt after the first table is not skipped
+        parse_save(FILTER + "COMMIT\n[root@host ~]# iptables-save\n", source="t")
+
+
+@pytest.mark.kernel
+def test_insert_and_abbreviations_read_as_the_kernel_holds_them(kernel: None) -> None:
+    """The restore input with -I and abbreviations, loaded by iptables-restore and saved back
+    (only -A and full names), reads to the same rules in the same order."""
+    text = INSERTS + NAT + "-A PREROUTING -p tcp --dp 80 -j DNAT --to 10.0.0.5\n-I PREROUTING --sou 10.9.0.0/16 -j ACCEPT\nCOMMIT\n"
+    with NetNamespace() as ns:
+        restore(ns, text)
+        saved = ns.run(["iptables-save"]).stdout
+    assert "-I " not in saved and "--to-destination 10.0.0.5" in saved
+    assert meaning(parse_save(text, source="t")) == meaning(parse_save(saved, source="t"))

@@ -27,11 +27,10 @@ from fwmatrix.backends.iptables.ipset import _Ipset, _ipset_def, _parse_ipsets
 from fwmatrix.backends.iptables.modes import _hooked, file_mode
 from fwmatrix.backends.iptables.names import BUILTIN_CHAINS, CT_STATES, CT_STATUS, SAVE_TOOL
 from fwmatrix.backends.iptables.reader import (
-    COUNTERS_RE,
-    CORE_OPTIONS,
     PORT_MATCHES,
     VERDICT_TARGETS,
     _Block,
+    _command,
     _group,
     _ip,
     _Malformed,
@@ -87,6 +86,7 @@ class _AnyOf:
     the rule becomes one IR rule per alternative, which means the same (first match wins)."""
 
     alternatives: tuple[tuple[Cond, ...], ...]
+    kernel_rules: bool = False  # `-s A,B`: one kernel rule each (they count for `-I CHAIN N`)
 
 
 Term = Cond | _AnyOf
@@ -135,14 +135,22 @@ class _SectionParser:
     line: int = 0
 
     def table(self, family: int | None) -> Table:
-        rules: dict[str, list[Rule]] = {name: [] for name in self.section.chains}
+        # per chain its kernel rules in order, each as its IR rules (none for a rule with no effect)
+        kernel: dict[str, list[list[Rule]]] = {name: [] for name in self.section.chains}
         for line, words in self.section.rules:
             self.line = line
             try:
-                chain, parsed = self._rule(words)
+                chain, position, parsed = self._rule(words)
+                chain_rules = kernel.setdefault(chain, [])
+                if position is None:
+                    chain_rules.extend(parsed)
+                elif position > len(chain_rules) + 1:
+                    raise _Malformed(f"-I {chain} {position}: the chain has only {len(chain_rules)} rules so far (iptables: index of insertion too big)")
+                else:  # iptables inserts each kernel rule of the line at N in turn
+                    chain_rules[position - 1 : position - 1] = parsed[::-1]
             except _Malformed as exc:
                 raise BackendError(str(exc), file=self.source, line=self.line) from None
-            rules.setdefault(chain, []).extend(parsed)
+        rules = {name: [rule for group in groups for rule in group] for name, groups in kernel.items()}
         family = self._family(family)
         builtins = BUILTIN_CHAINS[self.section.table]
         chains = []
@@ -173,17 +181,14 @@ class _SectionParser:
 
     # -- a rule line ------------------------------------------------------------------
 
-    def _rule(self, words: list[_Word]) -> tuple[str, list[Rule]]:
-        """One `-A CHAIN ...` line as IR rules: more than one when it holds a disjunction
-        (`-s A,B` means one rule per address, as iptables-restore makes them)."""
-        if words and COUNTERS_RE.match(words[0].text):
-            words = words[1:]  # iptables-save -c
-        if len(words) < 2 or CORE_OPTIONS.get(words[0].text) != "-A":
-            raise _Malformed("a rule must start with -A CHAIN")
-        chain = words[1].text
+    def _rule(self, words: list[_Word]) -> tuple[str, int | None, list[list[Rule]]]:
+        """One `-A CHAIN ...` or `-I CHAIN [N] ...` line: the chain, N (None to append) and its
+        kernel rules, each as IR rules: more than one when it holds a disjunction (`-s A,B`
+        means one kernel rule per address, as iptables-restore makes them)."""
+        _, chain, position, words = _command(words)
         if chain not in self.section.chains and chain not in BUILTIN_CHAINS[self.section.table]:
             raise _Malformed(f"chain {chain} is not declared in table {self.section.table}")
-        core, blocks = _group(words[2:])
+        core, blocks = _group(words)
         terms: list[Term] = []
         comments: list[str] = []
         target: _Block | None = None
@@ -196,17 +201,18 @@ class _SectionParser:
                 comments += [o.value for o in item.options]
             else:
                 terms += self._module(item)
+        separate = [i for i, t in enumerate(terms) if isinstance(t, _AnyOf) and t.kernel_rules]
         decided = self._target(target)
-        if decided is None:
-            return chain, []
+        if decided is None:  # no effect, but it still counts for -I N
+            return chain, position, [[] for _ in product(*(terms[i].alternatives for i in separate))]
         action, note = decided
         comment = "; ".join(comments + ([note] if note else []))
         origin = f"{self.source}:{self.line}"
-        rules = []
+        kernel_rules: dict[tuple, list[Rule]] = {}
         for combination in product(*((t.alternatives if isinstance(t, _AnyOf) else ((t,),)) for t in terms)):
             matches = tuple(dict.fromkeys(c for part in combination for c in part))
-            rules.append(Rule(matches, action, comment, origin))
-        return chain, rules
+            kernel_rules.setdefault(tuple(combination[i] for i in separate), []).append(Rule(matches, action, comment, origin))
+        return chain, position, list(kernel_rules.values())
 
     # -- iptables' own options ----------------------------------------------------------
 
@@ -230,7 +236,7 @@ class _SectionParser:
                     continue
                 self._seen(net.version)
                 conds.append(_match(addr_field(net.version, which), [net], negate))
-            return [conds[0] if len(conds) == 1 else _AnyOf(tuple((c,) for c in conds))]
+            return [conds[0] if len(conds) == 1 else _AnyOf(tuple((c,) for c in conds), kernel_rules=True)]
         if flag in ("-i", "-o"):
             if not text:
                 raise _Malformed(f"{flag} needs an interface name")
