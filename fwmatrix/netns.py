@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import shutil
 import subprocess
+import tempfile
 import uuid
 from dataclasses import dataclass, field
 from typing import Callable, TypeVar
@@ -35,18 +37,87 @@ def tool_path(tool: str) -> str:
     return found
 
 
-def run_private(argv: list[str], stdin: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_private(argv: list[str], stdin: str | None = None, timeout: float = 120, placeholders: "Placeholders | None" = None) -> subprocess.CompletedProcess[str]:
     """Run a command in a fresh, empty network namespace that vanishes with it.
 
     As root a plain network namespace; otherwise a user namespace too
     (`unshare -rn`), which lets nft and iptables-restore check a ruleset
-    without privileges."""
+    without privileges. With `placeholders`, its interfaces exist there as
+    veth links, and its users and groups in a private mount namespace's
+    /etc/passwd and /etc/group: a ruleset from another host loads as it
+    would on that host, and the host sees none of it."""
     prefix = ["unshare", "-n"] if is_root() else ["unshare", "-rn"]
     argv = [tool_path(argv[0])] + argv[1:]
     try:
-        return subprocess.run(prefix + argv, input=stdin, capture_output=True, text=True, timeout=timeout)
+        if placeholders is None or placeholders.empty():
+            return subprocess.run(prefix + argv, input=stdin, capture_output=True, text=True, timeout=timeout)
+        with tempfile.TemporaryDirectory(prefix="fwm-placeholders-") as scratch:
+            setup = placeholders.write(scratch)
+            return subprocess.run(prefix + ["-m", "sh", "-c", PLACEHOLDER_SCRIPT, "sh", *setup, *argv], input=stdin, capture_output=True, text=True, timeout=timeout)
     except FileNotFoundError as exc:
         raise BackendError(f"cannot run {prefix[0]}: {exc}") from None
+
+
+# $1: an `ip -batch` file of placeholder links (or ""), $2/$3: passwd/group files to bind over /etc's
+# (or ""); the rest is the command. unshare -m makes the mounts private to the namespace.
+PLACEHOLDER_SCRIPT = (
+    'set -e; [ -z "$1" ] || ip -batch "$1"; [ -z "$2" ] || mount --bind "$2" /etc/passwd; '
+    '[ -z "$3" ] || mount --bind "$3" /etc/group; shift 3; exec "$@"'
+)
+IFNAME_RE = re.compile(r"[^\s/:]{1,15}\Z")  # what the kernel accepts as a link name (not . or ..)
+ACCOUNT_RE = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.@$-]{0,31}\Z")
+FIRST_PLACEHOLDER_ID = 3_900_000_000  # far from the ids rulesets write (uid_t is 32 bits)
+
+
+@dataclass
+class Placeholders:
+    """Names a ruleset from another host refers to that this host may not have."""
+
+    interfaces: set[str] = field(default_factory=set)
+    users: set[str] = field(default_factory=set)
+    groups: set[str] = field(default_factory=set)
+    accounts: bool = False  # own /etc/passwd and /etc/group, holding only the users and groups above
+    ids: dict[str, dict[int, str]] = field(default_factory=dict)  # 'user'/'group' -> id given -> name
+
+    def empty(self) -> bool:
+        return not (self.interfaces or self.accounts)
+
+    def add(self, kind: str, name: str) -> bool:
+        """Add a name of kind 'interface', 'user' or 'group'; False if it is known or cannot be one."""
+        names = {"interface": self.interfaces, "user": self.users, "group": self.groups}[kind]
+        valid = IFNAME_RE.match(name) and name not in (".", "..") if kind == "interface" else ACCOUNT_RE.match(name)
+        if not valid or name in names:
+            return False
+        names.add(name)
+        return True
+
+    def write(self, scratch: str) -> list[str]:
+        """The files PLACEHOLDER_SCRIPT takes, written under `scratch`: its first three arguments."""
+        links = passwd = group = ""
+        if self.interfaces:
+            links = os.path.join(scratch, "links")
+            names = sorted(self.interfaces - {"lo"})
+            peers = (peer for peer in (f"fwmpeer{i}" for i in range(2 * len(names) + 1)) if peer not in self.interfaces)
+            with open(links, "w") as out:  # veth: the lab needs it anyway, where dummy may be missing
+                out.writelines(f"link add {name} type veth peer name {next(peers)}\n" for name in names)
+        if self.accounts:
+            passwd, group = os.path.join(scratch, "passwd"), os.path.join(scratch, "group")
+            self.ids["user"] = _accounts(passwd, self.users, lambda name, uid: f"{name}:x:{uid}:{uid}::/nonexistent:/usr/sbin/nologin")
+            self.ids["group"] = _accounts(group, self.groups, lambda name, gid: f"{name}:x:{gid}:")
+        for path in (links, passwd, group):
+            if path:
+                os.chmod(path, 0o644)
+        os.chmod(scratch, 0o755)
+        return [links, passwd, group]
+
+
+def _accounts(path: str, names: set[str], line: Callable[[str, int], str]) -> dict[int, str]:
+    """An accounts file holding only `names` (not the host's: a name means what the ruleset's
+    host made of it, and comes back by name): the ids given."""
+    given = {FIRST_PLACEHOLDER_ID + i: name for i, name in enumerate(sorted(names))}
+    with open(path, "w", encoding="utf-8") as out:
+        out.writelines(line(name, number) + "\n" for number, name in given.items())
+    return given
 
 
 def unique_name(prefix: str = "fwm") -> str:

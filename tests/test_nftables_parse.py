@@ -567,3 +567,88 @@ def test_malformed_listings_are_one_line_errors(data: Any, message: str) -> None
     with pytest.raises(BackendError) as info:
         nftables.parse_json(data)
     assert message in str(info.value) and "\n" not in str(info.value)
+
+
+# -- text written on another host: interfaces, users and groups this host lacks ----------------
+
+
+HOST_NAMES = """\
+define wan = fwmt-wan0
+define lans = { fwmt-lan0, fwmt-lan1 }
+table inet host {
+    set ports_by_if {
+        type iface_index . inet_service
+        elements = { fwmt-lan0 . 22, fwmt-dmz0 . 80 }
+    }
+    chain forward {
+        type filter hook forward priority 0; policy drop;
+        iif $wan oif $lans tcp dport 22 accept
+        iif . tcp dport @ports_by_if accept
+    }
+    chain output {
+        type filter hook output priority 0; policy accept;
+        meta skuid fwmt-alice accept
+        tcp dport . meta skgid { 80 . fwmt-web, 443 . fwmt-web, 22 . fwmt-ops } accept
+    }
+}
+table netdev edge {
+    chain ingress {
+        type filter hook ingress device fwmt-wan0 priority 0; policy accept;
+        udp dport 53 fwd to fwmt-dmz0
+    }
+}
+"""
+
+
+def _host_state() -> tuple[str, bytes, bytes]:
+    links = [line.split(":")[1].strip().split("@")[0] for line in run_host(["ip", "-o", "link", "show"]).splitlines()]
+    return " ".join(sorted(links)), Path("/etc/passwd").read_bytes(), Path("/etc/group").read_bytes()
+
+
+def run_host(argv: list[str]) -> str:
+    import subprocess
+
+    return subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+
+
+@pytest.mark.kernel
+def test_text_naming_interfaces_users_and_groups_of_another_host_is_read(kernel: None) -> None:
+    before = _host_state()
+    got = nftables.parse_text(HOST_NAMES, "host.nft")
+    assert _host_state() == before  # the placeholders lived in the private namespaces only
+    forward = rules(got, "inet host forward")
+    assert forward[0].matches[:2] == (m("iif", "fwmt-wan0"), m("oif", "fwmt-lan0", "fwmt-lan1"))
+    assert elements(got, "inet", "host", "ports_by_if") == {("fwmt-dmz0", PortRange(80, 80)): ((), ""), ("fwmt-lan0", PortRange(22, 22)): ((), "")}
+    assert "fwmt-alice" in str(rules(got, "inet host output")[0].matches)
+    assert "fwmt-dmz0" in str(rules(got, "netdev edge ingress")[0].action)
+
+
+@pytest.mark.kernel
+def test_placeholders_read_as_the_host_that_has_the_interfaces_lists_them(kernel: None) -> None:
+    """The same text loaded into a namespace where the interfaces really exist lists to the same IR."""
+    text = HOST_NAMES.split("table netdev")[0].replace("meta skuid fwmt-alice accept", "meta skuid 0 accept")
+    text = text.replace("tcp dport . meta skgid { 80 . fwmt-web, 443 . fwmt-web, 22 . fwmt-ops } accept", "")
+    with NetNamespace() as ns:
+        for name in ("fwmt-wan0", "fwmt-lan0", "fwmt-lan1", "fwmt-dmz0"):
+            ns.run(["ip", "link", "add", name, "type", "veth", "peer", "name", name[5:] + "p"])
+        nftables.load(ns, text)
+        live = nftables.parse_json(nftables.list_ruleset_json(ns))
+    assert meaning(nftables.parse_text(text, "host.nft")) == meaning(live)
+
+
+@pytest.mark.kernel
+def test_names_that_cannot_be_placeholders_keep_nfts_error_naming_the_file(kernel: None) -> None:
+    text = "table inet t {\n chain c {\n  type filter hook forward priority 0;\n  iif an-interface-name-too-long accept\n }\n}\n"
+    with pytest.raises(BackendError) as caught:
+        nftables.parse_text(text, "long.nft")
+    assert str(caught.value) == "long.nft:4: Interface does not exist"
+
+
+def test_every_read_error_names_the_file(tmp_path: Path) -> None:
+    from fwmatrix.targets import read_ruleset
+
+    listing = tmp_path / "listing.json"
+    listing.write_text('{"nftables": 3}')
+    with pytest.raises(BackendError) as caught:
+        read_ruleset(str(listing))
+    assert caught.value.file == str(listing) and str(caught.value).startswith(f"{listing}: not an nftables JSON listing")

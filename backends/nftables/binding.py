@@ -13,9 +13,10 @@ import json
 import re
 import shlex
 import subprocess
+from typing import Any
 
 from fwmatrix.errors import BackendError
-from fwmatrix.netns import NetNamespace, is_root, run_private, tool_path
+from fwmatrix.netns import NetNamespace, Placeholders, is_root, run_private, tool_path
 
 
 def _binding():  # pragma: no cover - depends on the machine
@@ -38,9 +39,38 @@ def run_nft(script: str, json_output: bool = False) -> tuple[int, str, str]:
     return proc.returncode, proc.stdout, proc.stderr
 
 
+# nft resolves interface, user and group names where it runs: "Interface does not exist" for
+# `iif eth2` in an empty namespace. The error's place (line, columns) holds the name.
+MISSING_RE = re.compile(r"^(?:/dev/stdin|-):(\d+):(\d+)-(\d+): Error: (Interface|User|Group) does not exist$", re.M)
+ACCOUNTS_RE = re.compile(r"\b(?:skuid|skgid|uid|gid)\b")  # the text may name users or groups
+MAX_PLACEHOLDER_ROUNDS = 32  # nft names one missing name per set each time
+
+
+def run_nft_private(argv: list[str], text: str) -> tuple[subprocess.CompletedProcess[str], Placeholders]:
+    """Run nft on a script in a private namespace in which the interfaces, users and groups
+    it names exist (as placeholders: dummy links, generated passwd and group entries), so a
+    ruleset written on another host loads here as it does there. A name nft still misses
+    after that, or that cannot be a placeholder, is left to nft's error. Returns nft's
+    result and the placeholders it needed."""
+    placeholders = Placeholders(accounts=ACCOUNTS_RE.search(text) is not None)
+    lines = text.splitlines()
+    for _ in range(MAX_PLACEHOLDER_ROUNDS):
+        proc = run_private(argv, stdin=text, placeholders=placeholders)
+        if proc.returncode == 0:
+            return proc, placeholders
+        added = False
+        for m in MISSING_RE.finditer(proc.stderr):
+            line, first, last, kind = int(m[1]), int(m[2]), int(m[3]), m[4].lower()
+            name = lines[line - 1][first - 1 : last].strip('"') if 0 < line <= len(lines) else ""
+            added |= placeholders.add(kind, name)
+        if not added:
+            return proc, placeholders
+    return proc, placeholders
+
+
 def check(text: str) -> list[str]:
     """Errors `nft -c` finds in a script, checked in a private network namespace."""
-    proc = run_private(["nft", "-c", "-f", "-"], stdin=text)
+    proc, _ = run_nft_private(["nft", "-c", "-f", "-"], text)
     if proc.returncode == 0:
         return []
     if not is_root() and "Message too long" in proc.stderr:
@@ -89,10 +119,57 @@ def list_text(text: str, source: str) -> str:
     network namespace that vanishes with the process (a user namespace too when
     not root). Invalid text raises BackendError with nft's first error and its line."""
     nft = shlex.quote(tool_path("nft"))
-    proc = run_private(["sh", "-c", f"{nft} -f - && {nft} -j list ruleset"], stdin=text)
+    proc, placeholders = run_nft_private(["sh", "-c", f"{nft} -f - && {nft} -j list ruleset"], text)
     if proc.returncode != 0:
         raise _nft_failure(proc.stderr or proc.stdout, source)
-    return proc.stdout
+    if not placeholders.ids:
+        return proc.stdout
+    listing = json.loads(proc.stdout)
+    _account_names(listing, placeholders.ids)
+    return json.dumps(listing)
+
+
+ACCOUNT_KEYS = {"skuid": "user", "skgid": "group", "uid": "user", "gid": "group"}  # meta keys and set types
+
+
+def _account_names(node: Any, ids: dict[str, dict[int, str]]) -> None:
+    """nft lists users and groups by number: the placeholders get the names the text gave
+    them back (in matches on meta skuid/skgid, alone or concatenated, and in sets of uid/gid)."""
+    if isinstance(node, list):
+        for item in node:
+            _account_names(item, ids)
+        return
+    if not isinstance(node, dict):
+        return
+    match, named_set = node.get("match"), node.get("set")
+    if isinstance(match, dict) and "right" in match:
+        match["right"] = _renamed(match["right"], _account_kinds(match.get("left")), ids)
+    elif isinstance(named_set, dict) and "elem" in named_set:
+        types = named_set.get("type")
+        kinds = [ACCOUNT_KEYS.get(t) if isinstance(t, str) else None for t in (types if isinstance(types, list) else [types])]
+        named_set["elem"] = _renamed({"set": named_set["elem"]}, kinds, ids)["set"]
+    for value in node.values():
+        _account_names(value, ids)
+
+
+def _account_kinds(left: Any) -> list[str | None]:
+    """Per position of a match's left side: 'user', 'group' or None."""
+    parts = left["concat"] if isinstance(left, dict) and isinstance(left.get("concat"), list) else [left]
+    return [ACCOUNT_KEYS.get(p["meta"].get("key")) if isinstance(p, dict) and isinstance(p.get("meta"), dict) else None for p in parts]
+
+
+def _renamed(value: Any, kinds: list[str | None], ids: dict[str, dict[int, str]]) -> Any:
+    if not any(kinds):
+        return value
+    if isinstance(value, dict) and isinstance(value.get("set"), list):
+        return {**value, "set": [_renamed(item, kinds, ids) for item in value["set"]]}
+    if isinstance(value, dict) and isinstance(value.get("elem"), dict) and "val" in value["elem"]:
+        return {**value, "elem": {**value["elem"], "val": _renamed(value["elem"]["val"], kinds, ids)}}
+    if isinstance(value, dict) and isinstance(value.get("concat"), list) and len(value["concat"]) == len(kinds):
+        return {**value, "concat": [_renamed(v, [k], ids) for v, k in zip(value["concat"], kinds)]}
+    if isinstance(value, int) and len(kinds) == 1 and kinds[0] is not None:
+        return ids.get(kinds[0], {}).get(value, value)
+    return value
 
 
 def _nft_failure(output: str, source: str) -> BackendError:
