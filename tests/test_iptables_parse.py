@@ -419,6 +419,7 @@ FILTER = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0
     (FILTER + "-A FORWARD -m set --match-set x -j DROP\nCOMMIT\n", 5, "set --match-set needs 2 values"),
     (FILTER + "-A FORWARD -m set --match-set x up -j DROP\nCOMMIT\n", 5, "set x: directions must be src or dst, not up"),
     (FILTER + "-D FORWARD 1\nCOMMIT\n", 5, "a rule must start with -A CHAIN or -I CHAIN [NUMBER]"),
+    (FILTER + "-A FORWARD -s 10.0.0.0/8 -d ! 192.168.122.0/255.255.255.0 -j DROP\nCOMMIT\n", 5, "'-d ! VALUE' is the negation of iptables before 1.4.3, which iptables 1.8 refuses too: write '! -d VALUE'"),
     (FILTER + "-I FORWARD 0 -j DROP\nCOMMIT\n", 5, "-I FORWARD 0: the rule number must be 1 or more"),
     (FILTER + "-A FORWARD -j DROP\n-I FORWARD 3 -j DROP\nCOMMIT\n", 6, "-I FORWARD 3: the chain has only 1 rules so far (iptables: index of insertion too big)"),
     (FILTER + "-A FORWARD -j ACCEPT extra\nCOMMIT\n", 5, "unexpected word 'extra'"),

@@ -420,6 +420,8 @@ def _group(words: list[_Word]) -> tuple[list[_Option], list[_Block]]:
         else:
             if i >= len(words):
                 raise _Malformed(f"{word.text} needs a value")
+            if words[i].text == "!" and not words[i].quoted:
+                raise _Malformed(f"'{word.text} ! VALUE' is the negation of iptables before 1.4.3, which iptables 1.8 refuses too: write '! {word.text} VALUE'")
             core.append(_Option(name, negate, (words[i],)))
             i += 1
             if name == "-p" and not negate:
