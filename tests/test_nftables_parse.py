@@ -652,3 +652,33 @@ def test_every_read_error_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(BackendError) as caught:
         read_ruleset(str(listing))
     assert caught.value.file == str(listing) and str(caught.value).startswith(f"{listing}: not an nftables JSON listing")
+
+
+VLAN_RULESET = """\
+table inet vlans {
+    chain forward {
+        type filter hook forward priority 0; policy drop;
+        ct state established,related accept
+        iif eth0.4 oif eth1 ip daddr 10.1.0.5 tcp dport 22 accept
+    }
+}
+"""
+
+
+@pytest.mark.kernel
+def test_a_vlan_named_interface_in_a_lab_with_real_packets(kernel: None) -> None:
+    """A lab interface named like a VLAN (`eth0.4`) is built (its rp_filter set through the
+    sysctl path form), and a text with `iif eth0.4` read through placeholders means what
+    the lab's kernel holds and does."""
+    from fwmatrix.ops.lab import Lab, Probe
+
+    with Lab(("eth0.4", "eth1"), timeout=0.8) as lab:
+        assert lab.fw.run(["cat", "/proc/sys/net/ipv4/conf/eth0.4/rp_filter"]).stdout.strip() == "0"
+        lab.load_raw_nft(VLAN_RULESET)
+        assert meaning(lab.read_nft()) == meaning(nftables.parse_text(VLAN_RULESET, "vlan.nft"))
+        results = lab.run([
+            Probe("eth0.4", "eth1", "10.4.0.7", "10.1.0.5", "tcp", 22),
+            Probe("eth0.4", "eth1", "10.4.0.7", "10.1.0.5", "tcp", 23),
+            Probe("eth1", "eth0.4", "10.1.0.5", "10.4.0.7", "tcp", 22),
+        ], retries=1)
+    assert [r.delivered for r in results] == [True, False, False]

@@ -233,8 +233,8 @@ class Lab:
                 f"route add default via {link.fw_v4} dev {SIDE_LINK}",
                 f"route add default via {FW_LINK_V6} dev {SIDE_LINK}",
             ])
-            _sysctl(side, (f"net.ipv4.conf.{SIDE_LINK}.rp_filter=0",))
-        _sysctl(self.fw, tuple(f"net.ipv4.conf.{iface}.rp_filter=0" for iface in self.links))
+            _sysctl(side, (_rp_filter_off(SIDE_LINK),))
+        _sysctl(self.fw, tuple(_rp_filter_off(iface) for iface in self.links))
 
     def close(self) -> None:
         """Delete every namespace this lab made (its links vanish with them); an interrupt
@@ -430,6 +430,12 @@ def _rounds(probes: Sequence[Probe]) -> list[list[int]]:
 
 def _sysctl(ns: NetNamespace, settings: Iterable[str]) -> None:
     ns.run(["sysctl", "-q", "-w", *settings])
+
+
+def _rp_filter_off(iface: str) -> str:
+    """The setting in sysctl's path form: a VLAN's name (`eth0.4`) keeps its dot there,
+    where `net.ipv4.conf.eth0.4.rp_filter` would name `conf/eth0/4`."""
+    return f"net/ipv4/conf/{iface}/rp_filter=0"
 
 
 def _ip_batch(ns: NetNamespace, commands: list[str]) -> None:
