@@ -1,0 +1,149 @@
+"""Public real-world rulesets, read as a new user would read them.
+
+The rulesets are other people's work under their own licences, so they are not
+in this repository: tests/corpus/public/MANIFEST.tsv names each one (source
+repository, path, commit, licence) and what fwmatrix must make of it (the
+`expect` column: `read`, or `refused: <reason>` with the words the one-line
+error must hold), and tests/corpus/public/fetch.py downloads them.
+
+These tests run only when FWMATRIX_PUBLIC_CORPUS names the fetched directory
+(`<dir>/<family>/<name>.<ext>`), so whether CI runs them is explicit; without it
+they skip and say so. Each file must be read, or refused with its expected
+reason in one line naming the file. The last test prints, per family, how many
+files were read and what share of the rules read is unmodelled (a match
+fwmatrix cannot express, or an action that may change the packet's fate), and
+fails when that share rises above its recorded ceiling.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from fwmatrix.errors import FwmatrixError
+from fwmatrix.ir import Ruleset, Unmodelled, UnmodelledAction
+from fwmatrix.targets import detect, read_ruleset
+
+CORPUS_ENV = "FWMATRIX_PUBLIC_CORPUS"
+MANIFEST = Path(__file__).resolve().parent / "corpus" / "public" / "MANIFEST.tsv"
+EXTENSIONS = {"nftables": "nft", "iptables": "ipt", "pf": "conf"}
+FAMILIES = ("nftables", "iptables", "pf")
+REFUSED = "refused: "
+# The share of unmodelled rules measured when the expectations were recorded (rounded up):
+# a change that models less fails here; one that models more should lower these.
+UNMODELLED_CEILING = {"nftables": 0.30, "iptables": 0.47, "pf": 0.68}
+
+
+def _manifest() -> list[dict[str, str]]:
+    if not MANIFEST.exists():
+        return []
+    with MANIFEST.open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle, delimiter="\t"))
+
+
+ROWS = _manifest()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    path: Path
+    detected: str
+    ruleset: Ruleset | None = None
+    error: FwmatrixError | None = None
+
+    def counts(self) -> tuple[int, int]:
+        """(rules, unmodelled rules) of what was read."""
+        rules = [r for t in self.ruleset.tables for c in t.chains for r in c.rules] if self.ruleset else []
+        unmodelled = sum(
+            isinstance(r.action, UnmodelledAction) or any(isinstance(m, Unmodelled) for m in r.matches) for r in rules
+        )
+        return len(rules), unmodelled
+
+
+_outcomes: dict[str, Outcome] = {}
+
+
+def corpus_dir() -> Path:
+    value = os.environ.get(CORPUS_ENV)
+    if not value:
+        pytest.skip(f"{CORPUS_ENV} is not set: fetch the public corpus with tests/corpus/public/fetch.py DIR and set {CORPUS_ENV}=DIR to read it")
+    path = Path(value)
+    if not path.is_dir():
+        pytest.fail(f"{CORPUS_ENV}={value} is not a directory")
+    return path
+
+
+def outcome(row: dict[str, str]) -> Outcome:
+    """Read one manifest entry once (the summary reuses it)."""
+    name = row["name"]
+    if name not in _outcomes:
+        ext = "json" if row["format"] == "json" else EXTENSIONS[row["family"]]
+        path = corpus_dir() / row["family"] / f"{name}.{ext}"
+        if not path.exists():
+            pytest.fail(f"{path} is missing: run tests/corpus/public/fetch.py {corpus_dir()}")
+        try:
+            detected = detect(path.read_text(encoding="utf-8"))
+        except FwmatrixError as exc:
+            detected = f"unknown ({exc.message})"
+        try:
+            ruleset, _ = read_ruleset(str(path), row["family"])
+            _outcomes[name] = Outcome(path, detected, ruleset=ruleset)
+        except FwmatrixError as exc:
+            _outcomes[name] = Outcome(path, detected, error=exc)
+    return _outcomes[name]
+
+
+@pytest.mark.skipif(not ROWS, reason=f"{MANIFEST} is missing")
+@pytest.mark.parametrize("row", ROWS, ids=[row["name"] for row in ROWS])
+def test_public_ruleset_read_or_refused_as_expected(row: dict[str, str]) -> None:
+    result = outcome(row)
+    expect = row.get("expect") or ""
+    assert expect == "read" or expect.startswith(REFUSED), f"{row['name']}: the manifest's expect column must be 'read' or 'refused: REASON', not {expect!r}"
+    assert result.detected == row["family"], f"{result.path} detected as {result.detected}"
+    if expect == "read":
+        assert result.error is None, f"expected to be read, refused: {result.error}"
+        return
+    assert result.error is not None, f"expected to be refused ({expect}), but it was read"
+    message = str(result.error)
+    assert "\n" not in message, f"the error is not one line: {message!r}"
+    assert result.error.file == str(result.path), f"the error does not name the file: {message}"
+    assert expect.removeprefix(REFUSED) in result.error.message, f"refused for another reason: {message}"
+
+
+def test_public_corpus_summary(capsys: pytest.CaptureFixture[str], record_property) -> None:
+    """Per family: files, read, refused (with reasons), rules read and the unmodelled share."""
+    corpus_dir()
+    assert ROWS, f"{CORPUS_ENV} is set but {MANIFEST} is missing or empty"
+    table = []
+    reasons: Counter[tuple[str, str]] = Counter()
+    shares = {}
+    for family in FAMILIES:
+        outcomes = [outcome(row) for row in ROWS if row["family"] == family]
+        read = [o for o in outcomes if o.error is None]
+        for o in outcomes:
+            if o.error is not None:
+                reasons[(family, o.error.message)] += 1
+        rules = unmodelled = 0
+        for o in read:
+            total, bad = o.counts()
+            rules += total
+            unmodelled += bad
+        shares[family] = unmodelled / rules if rules else 0.0
+        rate = len(read) / len(outcomes) if outcomes else 0.0
+        table.append(f"{family:9} files {len(outcomes):3}  read {len(read):3} ({rate:.0%})  refused {len(outcomes) - len(read):3}  "
+                     f"rules {rules:5}  unmodelled {unmodelled:5} ({shares[family]:.1%})")
+        record_property(f"{family}_read", f"{len(read)}/{len(outcomes)}")
+        record_property(f"{family}_unmodelled_share", f"{shares[family]:.4f}")
+    with capsys.disabled():
+        print("\npublic corpus (" + os.environ.get(CORPUS_ENV, "") + "):")
+        for line in table:
+            print("  " + line)
+        for (family, reason), count in sorted(reasons.items()):
+            print(f"  refused {family}: {count} x {reason}")
+    for family, share in shares.items():
+        assert share <= UNMODELLED_CEILING[family], f"{family}: {share:.1%} of the rules read are unmodelled, more than the recorded {UNMODELLED_CEILING[family]:.0%}"
