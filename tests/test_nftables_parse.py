@@ -645,11 +645,12 @@ def test_names_that_cannot_be_placeholders_keep_nfts_error_naming_the_file(kerne
 
 
 def test_every_read_error_names_the_file(tmp_path: Path) -> None:
+    from fwmatrix.errors import FwmatrixError
     from fwmatrix.targets import read_ruleset
 
     listing = tmp_path / "listing.json"
     listing.write_text('{"nftables": 3}')
-    with pytest.raises(BackendError) as caught:
+    with pytest.raises(FwmatrixError) as caught:
         read_ruleset(str(listing))
     assert caught.value.file == str(listing) and str(caught.value).startswith(f"{listing}: not an nftables JSON listing")
 
