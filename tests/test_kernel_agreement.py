@@ -893,6 +893,22 @@ def test_set_filled_from_the_packet_path() -> None:
     assert j.forwarded is None, explain(j, after)  # may be forwarded: the evaluator must not say "no"
 
 
+def test_ipset_filled_from_the_packet_path() -> None:
+    # iptables' twin of the knock set: -j SET --add-set, then -m set --match-set
+    from test_trust_eval import IPTABLES_KNOCK, KNOCK_IPSET
+
+    ssh = Probe("wan0", "dmz0", "198.51.100.7", "172.16.10.10", "tcp", 22)
+    with Lab(SEED_IFACES, timeout=TIMEOUT) as lab:
+        lab.load_iptables({iptables.FAMILY_SUFFIX[4]: IPTABLES_KNOCK, iptables.SUFFIX_IPSET: KNOCK_IPSET})
+        live = lab.read_iptables()  # listed before any knock: the ipset is empty
+        (before,) = lab.run([ssh], retries=1)
+        lab.run([replace(ssh, dport=7000)])
+        (after,) = lab.run([ssh], retries=1)
+    assert not before.delivered and after.delivered, (before.outcome(), after.outcome())
+    j = judge(evaluate(live, interfaces_of(live, list(SEED_IFACES))), ssh)
+    assert j.forwarded is None, explain(j, after)
+
+
 CROSS_FAMILY_DNAT = (
     "table inet nat {\n chain prerouting {\n  type nat hook prerouting priority dstnat; policy accept;\n%s }\n}\n"
     "table inet f {\n chain forward {\n  type filter hook forward priority 0; policy accept;\n }\n}\n"

@@ -139,6 +139,21 @@ def test_a_set_the_packet_path_fills_may_hold_anything(statement: str) -> None:
     assert fail(report, "medium")
 
 
+IPTABLES_KNOCK = (
+    "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+    "-A FORWARD -i wan0 -p tcp -m tcp --dport 7000 -j SET --add-set knock src\n"
+    "-A FORWARD -i wan0 -m set --match-set knock src -j ACCEPT\nCOMMIT\n"
+)
+KNOCK_IPSET = "create knock hash:ip family inet hashsize 1024 maxelem 65536 timeout 60\n"
+
+
+def test_an_ipset_the_packet_path_fills_may_hold_anything() -> None:
+    report = audit(INTENT, "edge", iptables.parse_save(IPTABLES_KNOCK, 4, "edge.rules", KNOCK_IPSET), "edge.rules")
+    excess = [f for f in report.findings if f.kind == "excess" and "0.0.0.0/0" in f.regions[0]]
+    assert excess and all(f.level == "medium" and f.rule == "edge.rules:6" for f in excess), shown(report)
+    assert any(line.startswith("wan0 → any  0.0.0.0/0 → 0.0.0.0/0  any protocol") for f in excess for line in f.regions), shown(report)
+
+
 # -- DNAT of one family in an inet table ----------------------------------------------------------
 
 

@@ -18,7 +18,8 @@ gives them their meaning."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from itertools import product
 
 from netaddr import IPNetwork
@@ -75,6 +76,7 @@ FATE_TARGETS = {
 }
 PORT_OPTIONS = {"--sport": "sport", "--source-port": "sport", "--dport": "dport", "--destination-port": "dport"}
 MULTIPORT_OPTIONS = {"--sports": "sport", "--source-ports": "sport", "--dports": "dport", "--destination-ports": "dport"}
+ADD_SET_RE = re.compile(r"--add-set\s+\"?([^\s\"]+)")  # the SET target adding to an ipset
 SET_NO_EFFECT = {"--return-nomatch", "--update-counters", "--update-subcounters"}  # see _SectionParser._set
 
 Cond = Match | Unmodelled
@@ -133,6 +135,7 @@ class _SectionParser:
     versions: dict[int, tuple[int, str]] = field(default_factory=dict)  # address family seen -> (first line, what)
     sets: dict[str, SetDef] = field(default_factory=dict)
     line: int = 0
+    filled: frozenset[str] = frozenset()  # ipsets the packet path adds to (`-j SET --add-set NAME`)
 
     def table(self, family: int | None) -> Table:
         # per chain its kernel rules in order, each as its IR rules (none for a rule with no effect)
@@ -338,7 +341,7 @@ class _SectionParser:
             ipset = self.ipsets.get(name)
             if ipset is None:
                 raise _NotModelled(f"no ipset {name} in the ipset listing")
-            self.sets[set_id] = _ipset_def(ipset, directions, set_id)
+            self.sets[set_id] = replace(_ipset_def(ipset, directions, set_id), dynamic=name in self.filled)
         for f in self.sets[set_id].key:
             if f.startswith("ip"):
                 self._seen(4 if f.startswith("ip.") else 6)
@@ -415,9 +418,10 @@ def parse_save(text: str, family: int | None = None, source: str = "", ipsets: s
 
 def _parse_save(text: str, family: int | None, source: str, ipsets: str | None) -> Ruleset:
     sets = _parse_ipsets(ipsets, f"{source} (ipset save)") if ipsets is not None else None
+    filled = frozenset(ADD_SET_RE.findall(text))  # ipsets are global: any table's SET target fills them
     tables: dict[tuple[str, str], Table] = {}
     for section in _save_sections(text, source):
-        table = _SectionParser(section, source, sets).table(family)
+        table = _SectionParser(section, source, sets, filled=filled).table(family)
         key = (table.family, table.name)
         if key in tables:
             raise BackendError(
