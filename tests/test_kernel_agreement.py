@@ -939,3 +939,24 @@ def test_dnat_of_one_family_in_an_inet_table(rules: str) -> None:
     expected_v6 = ("fd00:10::10", 80) if "ip6" in rules else ("fd00:10::99", 8080)
     assert (v6.dst, v6.dport) == expected_v6 and v6.forwarded is True, v6
     assert not effective.shadowed, effective.shadowed
+
+
+def test_notrack_leaves_a_translated_connection_alone() -> None:
+    # the port forward's packets arrive on tcp/2222 (tracked, translated) and reach forward on
+    # tcp/22, where notrack would have matched them had they arrived so
+    text = (
+        "table inet t {\n chain raw {\n  type filter hook prerouting priority raw; policy accept;\n"
+        '  iifname "wan0" tcp dport 22 notrack\n }\n'
+        " chain nat {\n  type nat hook prerouting priority dstnat; policy accept;\n"
+        '  iifname "wan0" tcp dport 2222 dnat ip to 172.16.10.10:22\n }\n'
+        " chain forward {\n  type filter hook forward priority 0; policy drop;\n  ct status dnat accept\n }\n}\n"
+    )
+    probes = [
+        Probe("wan0", "dmz0", "198.51.100.7", "203.0.113.10", "tcp", 2222),  # translated: forwarded
+        Probe("wan0", "dmz0", "198.51.100.7", "172.16.10.10", "tcp", 22),  # untracked: dropped
+        Probe("wan0", "dmz0", "198.51.100.7", "203.0.113.10", "tcp", 22),  # untracked, never translated
+    ]
+    with Lab(SEED_IFACES, timeout=TIMEOUT) as lab:
+        lab.load_raw_nft(text)
+        tally = check_agreement(lab, lab.read_nft(), probes, "notrack beside a port forward")
+    assert_agreement(tally)

@@ -24,7 +24,10 @@ from fwmatrix.space import CT_ALL, Interfaces, Space, ct_bits
 
 CONNTRACK_PRIORITY = -200  # NF_IP_PRI_CONNTRACK: notrack in a chain that runs later changes nothing
 UNTRACKED = ct_bits("untracked")
-TRACKED = CT_ALL & ~UNTRACKED  # every state a tracked packet can be in, translated ones included
+# The states notrack takes away, in forward coordinates. Not `new dnat`: a translated new
+# connection reached forward at its translated address, so it arrived elsewhere (an
+# untracked packet is never translated) and notrack did not touch it.
+TRACKED = CT_ALL & ~UNTRACKED & ~ct_bits("new", translated=True)
 WOULD_BE = sum(ct_bits(state, translated=False) for state in ("new", "established", "related", "invalid"))
 
 
