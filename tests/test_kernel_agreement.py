@@ -960,3 +960,24 @@ def test_notrack_leaves_a_translated_connection_alone() -> None:
         lab.load_raw_nft(text)
         tally = check_agreement(lab, lab.read_nft(), probes, "notrack beside a port forward")
     assert_agreement(tally)
+
+
+def test_dnat_map_filled_from_the_packet_path() -> None:
+    # a knock adds a port forward: listed empty, the map translates once knocked
+    text = (
+        "table ip t {\n map knocked {\n  type inet_service : ipv4_addr; flags dynamic,timeout; timeout 1m;\n }\n"
+        " chain raw {\n  type filter hook prerouting priority raw; policy accept;\n"
+        '  iifname "wan0" tcp dport 7000 update @knocked { 8080 : 172.16.10.10 }\n }\n'
+        " chain nat {\n  type nat hook prerouting priority dstnat; policy accept;\n"
+        '  iifname "wan0" dnat to tcp dport map @knocked\n }\n}\n'
+    )
+    forward = Probe("wan0", "dmz0", "198.51.100.7", "203.0.113.10", "tcp", 8080, expect_dst="172.16.10.10")
+    with Lab(SEED_IFACES, timeout=TIMEOUT) as lab:
+        lab.load_raw_nft(text)
+        live = lab.read_nft()  # listed before any knock: the map is empty
+        (before,) = lab.run([forward], retries=1)
+        lab.run([replace(forward, dport=7000, expect_dst=None)])
+        (after,) = lab.run([forward], retries=1)
+    assert not before.arrived and after.arrived, (before.outcome(), after.outcome())
+    j = judge(evaluate(live, interfaces_of(live, list(SEED_IFACES))), forward)
+    assert j.forwarded is None and j.dnat.startswith("ip t nat handle"), j  # may be translated, anywhere

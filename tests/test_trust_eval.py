@@ -21,7 +21,7 @@ from fwmatrix.audit.findings import SEVERITIES, AuditReport, audit, fail
 from fwmatrix.backends import iptables, nftables
 from fwmatrix.compile.intent import build_intent
 from fwmatrix.compile.ruleset import compile_intent
-from fwmatrix.ir import Action, Match, Rule, Ruleset, SetDef, Table, Unmodelled, UnmodelledAction, Verdict, VerdictMap
+from fwmatrix.ir import Action, DnatMap, Match, Rule, Ruleset, SetDef, Table, Unmodelled, UnmodelledAction, Verdict, VerdictMap
 from fwmatrix.matrix.loader import load_matrix
 from fwmatrix.matrix.model import PortRange
 from fwmatrix.netns import NetNamespace
@@ -250,3 +250,17 @@ def test_exact_rules_stay_exact() -> None:
     ssh = Rule((*WAN_LAN, Match(("ip.daddr",), ((IPNetwork("10.20.0.10/32"),),))), Verdict("accept"), origin="ssh-rule")
     report = audit_with(ssh)
     assert [(f.kind, f.level, f.rule) for f in report.findings] == [("excess", "high", "ssh-rule")], shown(report)
+
+
+def test_a_dnat_map_the_packet_path_fills_may_translate_anywhere() -> None:
+    (table,) = COMPILED.tables
+    nat = table.chain("prerouting")
+    lookup = Rule((Match(("iif",), (("wan0",),)), Match(("l4proto",), ((6,),))), DnatMap(4, ("dport",), map_name="dnat_knock"), origin="dnat-rule")
+    filled = SetDef("dnat_knock", ("dport",), (), data=("ip.daddr",), dynamic=True)
+    chains = tuple(dataclasses.replace(nat, rules=(lookup, *nat.rules)) if c is nat else c for c in table.chains)
+    report = audit(INTENT, "edge", Ruleset((dataclasses.replace(table, chains=chains, sets=table.sets + (filled,)),)), "mutated")
+    nat_findings = [f for f in report.findings if f.kind == "nat"]
+    assert nat_findings and all(f.level == "medium" for f in nat_findings), shown(report)
+    extra = [f for f in nat_findings if "that no opening asks for" in f.message]
+    assert extra and extra[0].rule == "dnat-rule" and "0.0.0.0/0" in extra[0].message, shown(report)
+    assert {f.opening.name for f in nat_findings if f.opening is not None} == {"operator-https", "operator-sip"}

@@ -15,6 +15,7 @@ ruleset's business (Unmodelled).
 from __future__ import annotations
 
 import json
+import re
 import socket
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence, cast
@@ -58,6 +59,7 @@ STATEFUL_MATCHES = {"limit", "quota", "ct count", "meter", "set"}
 # once it is established; the NEW packets the audit judges still traverse the chain.
 NO_EFFECT = {"counter", "log", "flow"}
 VERDICT_KINDS = ("accept", "drop", "reject", "return")
+MAP_UPDATE_TEXT = re.compile(r"\s*(?:add|update)\s+@([\w.-]+)\s*\{")  # a set or map statement listed as text
 
 
 class _Unknown(Exception):
@@ -313,6 +315,13 @@ class _TableContext:
         if isinstance(target, str) and target.startswith("@"):
             self.filled.add(target[1:])
 
+    def fill_text(self, stmt: Any) -> None:
+        """The same for a statement nft lists as text (a map update has no JSON form:
+        "update @m { 0x1f90 [invalid type] : 172.16.10.10 }")."""
+        found = MAP_UPDATE_TEXT.match(stmt) if isinstance(stmt, str) else None
+        if found:
+            self.filled.add(found.group(1))
+
     def use(self, name: str, fields: Sequence[_Field], purpose: str) -> None:
         """Check that a rule may look up @name with these fields ('set', 'vmap' or 'dnat'); remember the fields."""
         info = self.sets.get(name)
@@ -437,6 +446,7 @@ def _parse_rule(body: dict, ctx: _TableContext, chain: str) -> list[Rule]:
         try:
             kind, arg = _single(stmt)
         except _Unknown:
+            ctx.fill_text(stmt)
             effects.append(describe(stmt))
             continue
         ctx.fill(kind, arg)

@@ -18,7 +18,7 @@ from fwmatrix.audit.evaluate.matches import key_space, rule_space
 from fwmatrix.audit.evaluate.reading import Reading
 from fwmatrix.ir import Chain, Dnat, DnatMap, Jump, Notrack, Rule, Table, UnmodelledAction, Verdict, VerdictMap
 from fwmatrix.matrix.model import PortRange
-from fwmatrix.space import Interfaces, Remaining, Space, addr_interval
+from fwmatrix.space import V4_ALL, V6_ALL, Interfaces, Remaining, Space, addr_interval
 
 MODELLED_VERDICTS = ("accept", "drop", "reject", "return", "continue")
 MAX_DEPTH = 64  # jumps deeper than this are a loop (the kernel refuses loops too)
@@ -178,8 +178,13 @@ class _Site:
 # -- actions: `hit` is what the rule's `match` selects of the undecided packets --------
 
 def _act(site: _Site, action: object, hit: Space, match: Space, remaining: _Recording) -> None:
-    if isinstance(action, (VerdictMap, DnatMap)) and action.map_name and site.table.set(action.map_name).dynamic:
-        _decide_unmodelled(site, hit, match, remaining)  # any key may map to anything (noted by _note_unmodelled_action)
+    if isinstance(action, DnatMap) and action.map_name and site.table.set(action.map_name).dynamic:
+        # any key may map to any address of its family (noted by _note_unmodelled_action)
+        anywhere = V4_ALL if action.family == 4 else V6_ALL
+        site.result.dnats.append(DnatRegion(hit, anywhere, None, site.origin, uncertain=True))
+        remaining.remove(match)
+    elif isinstance(action, VerdictMap) and action.map_name and site.table.set(action.map_name).dynamic:
+        _decide_unmodelled(site, hit, match, remaining)  # any key may map to any verdict (noted by _note_unmodelled_action)
     elif isinstance(action, Verdict):
         _verdict(site, action, hit, match, remaining)
     elif isinstance(action, Jump):
