@@ -664,7 +664,8 @@ KILLS = [
 
 @pytest.mark.kernel
 @pytest.mark.parametrize(("backend", "step", "confirm_seconds", "outcome"),
-                         [("nftables", *kill) for kill in KILLS] + [("iptables", "loaded", None, "old"), ("iptables", "armed", 30, "new, armed")])
+                         [("nftables", *kill) for kill in KILLS] + [("iptables", "loaded", None, "old"), ("iptables", "armed", 30, "new, armed"),
+                                                                           ("iptables", "load:ip6tables-save", 30, "old")])
 def test_a_kill_9_at_any_step_of_apply_leaves_a_known_state(backend, step, confirm_seconds, outcome, firewall, state, v1) -> None:
     before = prepare(firewall, backend, v1)
     proc = run_cli(apply_args(backend, confirm_seconds), state, firewall.name, FWMATRIX_TEST_KILL_AT=step)
@@ -679,7 +680,7 @@ def test_a_kill_9_at_any_step_of_apply_leaves_a_known_state(backend, step, confi
         else:  # the watchdog says what it did, in the journal and its log
             (event,) = undone
             assert event["by"] == "timer" and event["reason"].endswith("was interrupted before it finished")
-            assert event["restored"].startswith("the previous ruleset was restored" if step in ("loaded", "verified")
+            assert event["restored"].startswith("the previous ruleset was restored" if step in ("loaded", "verified", "load:ip6tables-save")
                                                 else "the live ruleset was not changed")
             assert "was interrupted before it finished" in state.log_path.read_text()
         nothing = run_cli(["confirm"], state)

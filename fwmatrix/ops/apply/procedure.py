@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from fwmatrix.errors import BackendError, FwmatrixError
@@ -44,8 +45,8 @@ def apply(request: ApplyRequest, ex: Executor, state: StateDir, *, show: Callabl
 
     Raises ApplyError (LockoutError, LockedError) when refused or failed; the live
     ruleset is then what it was. Checkpoints, in order: validated, planned, backed-up,
-    recorded, guarded, loaded, verified, armed (with confirm), journaled. A kill -9 at
-    any of them leaves the old ruleset running, or the new one with an armed rollback:
+    recorded, guarded, load:TOOL (before each command of the load), loaded, verified,
+    armed (with confirm), journaled. A kill -9 at any of them leaves the old ruleset running, or the new one with an armed rollback:
     from "recorded" on the record is on disk, and from "guarded" on its timer undoes an
     apply that dies (docs/apply.md, "An apply that is killed")."""
     step = checkpoint or (lambda name: None)
@@ -93,7 +94,7 @@ def apply(request: ApplyRequest, ex: Executor, state: StateDir, *, show: Callabl
                 guard = arm(state, backup, ex.target, request.confirm, request.timer, step=step)
             step("guarded")
             with timer("load"):
-                driver.load(ex, plan.files)
+                driver.load(_Announcing(ex, step), plan.files)
             step("loaded")
             with timer("verify"):
                 live = driver.snapshot(ex)
@@ -132,6 +133,23 @@ def apply(request: ApplyRequest, ex: Executor, state: StateDir, *, show: Callabl
             disarm(state, guard)  # done: the watchdog goes (the journal line tells a later look that it finished)
         result.applied = True
         return result
+
+
+@dataclass(frozen=True)
+class _Announcing:
+    """The executor, calling the checkpoint `load:TOOL` before each command of the load: a
+    load is several commands on iptables (ipsets, then each family), and tests kill between."""
+
+    inner: Executor
+    step: Checkpoint
+
+    @property
+    def target(self) -> str:
+        return self.inner.target
+
+    def run(self, argv: Sequence[str], stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+        self.step(f"load:{argv[0]}")
+        return self.inner.run(argv, stdin, check)
 
 
 def undone_by_timer(state: StateDir) -> str | None:
