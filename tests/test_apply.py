@@ -237,7 +237,7 @@ class FailingLoad:
         return proc
 
 
-STEPS = ["validated", "backed-up", "during-load", "loaded", "verified", "armed"]
+STEPS = ["validated", "backed-up", "recorded", "guarded", "during-load", "loaded", "verified", "armed"]
 FAILURES = [("nftables", step) for step in STEPS] + [("iptables", step) for step in ("backed-up", "during-load", "verified")]
 
 
