@@ -47,11 +47,12 @@ from fwmatrix.backends.pf.convert import detect_dialect, parse_ruleset
 from fwmatrix.backends.pf.names import DEFAULT_DIALECT, DIALECTS, LABEL_MAX, PROTO_NUMBERS, RenderError
 from fwmatrix.backends.pf.writer import LOCAL_ANCHOR, render
 from fwmatrix.ir import Ruleset
+from fwmatrix.matrix.model import Matrix
 
 __all__ = [
     "NAME", "SUFFIX", "DIALECTS", "DEFAULT_DIALECT", "LOCAL_ANCHOR", "LABEL_MAX", "PROTO_NUMBERS", "RenderError",
     "render", "render_files", "check", "check_files", "parse", "rule_counts", "PfConf", "PfRule",
-    "detect_dialect", "parse_ruleset",
+    "detect_dialect", "parse_ruleset", "firewall_facts",
 ]
 
 NAME = "pf"
@@ -64,6 +65,16 @@ SUFFIX = ".pf.conf"
 def render_files(ruleset: Ruleset, *, dialect: str = DEFAULT_DIALECT) -> dict[str, str]:
     """File suffix -> contents, for one firewall."""
     return {SUFFIX: render(ruleset, dialect)}
+
+
+def firewall_facts(matrix: Matrix, firewall: str) -> dict[str, object]:
+    """What the matrix says of a firewall that its pf ruleset may name, as parse_ruleset's
+    `interfaces` and `groups`: its interfaces (none is a group, whatever its name), and the
+    group `egress`, the interfaces facing the matrix's `any` zone (where the default route
+    leads, which is how OpenBSD fills the group)."""
+    fw = matrix.firewalls[firewall]
+    facing_any = {name for name, zone in fw.interfaces.items() if matrix.zones[zone].is_any}
+    return {"interfaces": tuple(fw.interfaces), "groups": {"egress": tuple(sorted(facing_any))}}
 
 
 def check_files(files: dict[str, str], *, dialect: str | None = None) -> list[str]:

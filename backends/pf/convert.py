@@ -61,10 +61,10 @@ from typing import Iterable, Iterator, Mapping, Sequence
 from netaddr import IPSet
 
 from fwmatrix.backends.pf.names import _DIALECT_RE, DIALECTS
-from fwmatrix.backends.pf.overlap import _PORTS_ALL, _port_set, _ports_contain
+from fwmatrix.backends.pf.overlap import _LOOPBACK_RE, _NEVER_FORWARDED, _PORTS_ALL, _port_set, _ports_contain
 from fwmatrix.backends.pf.reader import _Reader
 from fwmatrix.backends.pf.tags import (
-    _TRANSLATED, Alts, _aside, _applies, _is_pass_rdr, _TagInfo, _Tags, _translates_and_passes, _verdict,
+    _TRANSLATED, Alts, _aside, _applies, _is_pass_rdr, _passes_in, _TagInfo, _Tags, _translates_and_passes, _verdict,
 )
 from fwmatrix.backends.pf.syntax import _Group, _Host, _If, _Item, _Opaque, _Ports, _Rule, _Seen, _Target
 from fwmatrix.errors import BackendError
@@ -74,15 +74,7 @@ from fwmatrix.ir import (
 
 PARSED_TABLE = "pf"
 PRIORITY_IN, PRIORITY_OUT = -1, 0  # the in pass judges a packet before the out pass
-# Addresses no router forwards from or to (loopback, link-local scopes).
-_NEVER_FORWARDED = {
-    ("saddr", 4): IPSet(["127.0.0.0/8", "169.254.0.0/16"]),
-    ("daddr", 4): IPSet(["127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/24", "255.255.255.255/32"]),
-    ("saddr", 6): IPSet(["::1/128", "fe80::/10"]),
-    ("daddr", 6): IPSet(["::1/128", "fe80::/10", "ff01::/16", "ff02::/16"]),
-}
 _ESTABLISHED = Match(("ct.state",), (("established",), ("related",)))
-_LOOPBACK_RE = re.compile(r"lo\d*")
 _OLD_TRANSLATION_RE = re.compile(r"^\s*(@\d+\s+)?(no\s+)?(rdr|nat|binat)(\s+pass)?(\s+log)?\s+on\b", re.MULTILINE)
 
 
@@ -202,7 +194,9 @@ class _Builder(_Tags):
         named = tuple((i.name,) for i in items if not i.negate and not i.group)
         alts: Alts = [(Match((field_name,), named),)] if named else []
         for i in items:
-            if i.group:
+            if i.members is not None:  # a negated group whose members are known
+                alts.append((Match((field_name,), tuple((m,) for m in i.members), negate=True),) if i.members else ())
+            elif i.group:
                 alts.append((Unmodelled(f"{'! ' if i.negate else ''}interface group '{i.name}' (its members are known only on the firewall)"),))
             elif i.negate and i.name != "any":
                 alts.append((Match((field_name,), ((i.name,),), negate=True),))
@@ -301,9 +295,38 @@ class _Builder(_Tags):
                 out += self._untranslated_unknowns(item, chain)
                 out += self._emit(item.parts, chain, Verdict("drop"), item.origin, comment="translated by this rule (see its image above)")
             else:
-                out += self._tagged_unknowns(item, chain) + self._untranslated_unknowns(item, chain)
-                out += self._emit(item.parts, chain, _verdict(item), item.origin)
+                rules = self._tagged_unknowns(item, chain) + self._untranslated_unknowns(item, chain)
+                rules += self._emit(item.parts, chain, _verdict(item), item.origin)
+                if chain == "out" and any(_is_unmodelled(r) for r in rules) and not self._reaches_out(item):
+                    continue  # no packet it could judge passed in: what it cannot tell decides nothing
+                out += rules
         return out
+
+    def _reaches_out(self, rule: _Rule) -> bool:
+        """May a packet that the in pass passes meet this out rule? False only when the in pass
+        blocks by default (every family), skips no interface, holds no rules not seen, and no
+        rule that passes in (nor the image of one that translates and passes) can match a
+        packet this rule matches."""
+        if self._passed_by_default("in") or any(not _LOOPBACK_RE.fullmatch(i.name) or i.negate for i, _ in self.reader.skip):
+            return True
+        if any(isinstance(o, _Opaque) and "in" in o.chains for o in self.flat):
+            return True
+        bare = [replace(p, on=None, received_on=None) for p in rule.parts]
+        for p in self.rules:
+            if not (_passes_in(p) and _applies(p.parts, "in")):
+                continue
+            if _translates_and_passes(p):
+                if p.rdr is None or p.rdr.address is None:
+                    return True
+                seen = self._image(p.parts, p.rdr)
+            elif any(first > self._position.get(id(p), first) for first, _, _ in self._images):
+                # a rule before a `match ... rdr-to` may pass what it saw untranslated (_untranslated_unknowns)
+                seen = [replace(q, dst=None, dport=None) for q in p.parts]
+            else:
+                seen = list(p.parts)
+            if self._may_overlap(bare, [replace(q, on=None, received_on=None) for q in seen]):
+                return True
+        return False
 
     def _skip_rules(self, chain: str) -> list[Rule]:
         out: list[Rule] = []
@@ -554,6 +577,10 @@ class _Builder(_Tags):
         return [rule for _, rules in composed for rule in rules] + self._emit(parts, "nat", final, origin)
 
 
+def _is_unmodelled(rule: Rule) -> bool:
+    return isinstance(rule.action, UnmodelledAction) or any(isinstance(m, Unmodelled) for m in rule.matches)
+
+
 def detect_dialect(text: str) -> str:
     """'freebsd' for the renderer's FreeBSD header or old-style translation rules, else 'openbsd'."""
     found = _DIALECT_RE.search(text)
@@ -563,13 +590,16 @@ def detect_dialect(text: str) -> str:
 
 
 def parse_ruleset(text: str, source: str = "", dialect: str | None = None, *,
-                  tables: Mapping[str, str] | None = None, anchors: Mapping[str, str] | None = None) -> Ruleset:
+                  tables: Mapping[str, str] | None = None, anchors: Mapping[str, str] | None = None,
+                  interfaces: Iterable[str] = (), groups: Mapping[str, Sequence[str]] | None = None) -> Ruleset:
     """A pf ruleset (a pf.conf, or a `pfctl -sr` / `-sn` / `-sa` listing) as the Ruleset IR,
     with netfilter's semantics (see this module's docstring).
 
     `tables` gives the addresses of tables the text only names (as `pfctl -t NAME -T show`
     prints them); `anchors` the rules of anchors the text only names (as `pfctl -a NAME -sr`
-    prints them; "" for an empty anchor). Others are unmodelled. `dialect` decides whether a
+    prints them; "" for an empty anchor). Others are unmodelled. `interfaces` names the
+    firewall's interfaces (none is a group, unit number or not), `groups` the members of
+    interface groups (`egress`): `on GROUP` is `on` its members; other groups are unmodelled. `dialect` decides whether a
     name without a unit number is an interface group (OpenBSD) or may be an interface
     (FreeBSD, which can rename interfaces); it is detected when not given.
 
@@ -577,6 +607,6 @@ def parse_ruleset(text: str, source: str = "", dialect: str | None = None, *,
     if dialect is not None and dialect not in DIALECTS:
         raise BackendError(f"unknown pf dialect {dialect!r} (known: {', '.join(DIALECTS)})")
     where = source or "pf.conf"
-    reader = _Reader(where, dialect or detect_dialect(text), tables, anchors)
+    reader = _Reader(where, dialect or detect_dialect(text), tables, anchors, interfaces, groups)
     items = reader.read(text, where)
     return _Builder(reader, items).ruleset()

@@ -20,6 +20,13 @@ from fwmatrix.matrix.model import PortRange
 _ALL = {4: IPSet(["0.0.0.0/0"]), 6: IPSet(["::/0"])}
 _PORTS_ALL = (PortRange(0, 65535),)
 _LOOPBACK_RE = re.compile(r"lo\d*")
+# Addresses no router forwards from or to (loopback, link-local scopes).
+_NEVER_FORWARDED = {
+    ("saddr", 4): IPSet(["127.0.0.0/8", "169.254.0.0/16"]),
+    ("daddr", 4): IPSet(["127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/24", "255.255.255.255/32"]),
+    ("saddr", 6): IPSet(["::1/128", "fe80::/10"]),
+    ("daddr", 6): IPSet(["::1/128", "fe80::/10", "ff01::/16", "ff02::/16"]),
+}
 _LOOPBACK = {4: IPSet(["127.0.0.0/8"]), 6: IPSet(["::1/128", "fe80::/10"])}
 
 
@@ -113,7 +120,8 @@ class _Overlap:
                 return None
             if known is not None:
                 total |= (_ALL[family] - known) if host.negate else known
-        return total
+        # the filter rules see forwarded packets only
+        return total - _NEVER_FORWARDED[(side, family)] if context == "filter" else total
 
     def _contains(self, hosts: tuple[_Host, ...], address: IPNetwork) -> bool | None:
         """Is the address in the host spec (as translation sees it)? None: not known."""

@@ -110,6 +110,16 @@ def _table_value(entries: Sequence[tuple[bool, str]]) -> _TableValue:
     return _TableValue(nets, tuple(unknown))
 
 
+def _table_words(text: str) -> list[str]:
+    """The words of a table's contents as `pfctl -T show` prints them, or a table file
+    (`#` comments; `!10.0.1.0/24` is '!' and the address)."""
+    words: list[str] = []
+    for line in text.splitlines():
+        for word in line.split("#", 1)[0].split():
+            words += ["!", word[1:]] if word.startswith("!") and len(word) > 1 else [word]
+    return words
+
+
 def _table_entries(words: Sequence[str]) -> list[tuple[bool, str]]:
     entries: list[tuple[bool, str]] = []
     negate = False
@@ -143,12 +153,15 @@ _ANCHOR_CHAINS = {"anchor": frozenset({"in", "out"}), "rdr-anchor": frozenset({"
 
 
 class _Reader:
-    def __init__(self, source: str, dialect: str, tables: Mapping[str, str] | None, anchors: Mapping[str, str] | None) -> None:
+    def __init__(self, source: str, dialect: str, tables: Mapping[str, str] | None, anchors: Mapping[str, str] | None,
+                 interfaces: Iterable[str] = (), groups: Mapping[str, Sequence[str]] | None = None) -> None:
         self.source = source
+        self.interfaces = frozenset(interfaces)  # the firewall's, when known: none of them is a group
+        self.groups = {name: tuple(members) for name, members in (groups or {}).items()}
         self.dialect = dialect
         self.macros: dict[str, str] = {}
         self.tables: dict[str, _TableValue] = {}
-        self.given_tables = {name: _table_value(_table_entries(text.split())) for name, text in (tables or {}).items()}
+        self.given_tables = {name: _table_value(_table_entries(_table_words(text))) for name, text in (tables or {}).items()}
         self.anchors = dict(anchors or {})
         self.skip: list[tuple[_If, str]] = []
         self.seen_interfaces: set[str] = set()
@@ -271,17 +284,23 @@ class _Reader:
 
     def is_interface(self, name: str) -> bool:
         """Is this name an interface or a group (not a host name)? When the ruleset filters on it."""
-        return name in self.seen_interfaces
+        return name in self.seen_interfaces or name in self.interfaces or name in self.groups
 
-    def _iface(self, name: str, negate: bool) -> _If:
+    def _iface(self, name: str, negate: bool) -> tuple[_If, ...]:
+        """An interface, or a group: its members when they are known (a negated one stays whole)."""
         if not re.fullmatch(r"[A-Za-z0-9_.:-]+", name):
             raise _Bad(f"bad interface name {name!r}")
         self.seen_interfaces.add(name)
         if name == "lo":
-            return _If("lo", negate)  # the loopback group: the universe's "lo"
+            return (_If("lo", negate),)  # the loopback group: the universe's "lo"
+        if name in self.interfaces:
+            return (_If(name, negate),)
+        if name in self.groups:
+            members = self.groups[name]
+            return (_If(name, True, True, members),) if negate else tuple(_If(m) for m in members)
         # OpenBSD's interface names end in a unit number: a name without one is a group
         group = name in PF_GROUPS or (self.dialect == "openbsd" and not name[-1].isdigit() and name != "any")
-        return _If(name, negate, group)
+        return (_If(name, negate, group),)
 
     def _ifspec(self, c: _Cursor, dynamic: bool = False) -> tuple[_If, ...]:
         """An interface or a { list }; `dynamic`: an item may be in parentheses (antispoof's
@@ -290,11 +309,11 @@ class _Reader:
             out: list[_If] = []
             while not c.word("}"):
                 if not c.word(","):
-                    out.append(self._if_item(c, dynamic))
+                    out += self._if_item(c, dynamic)
             return tuple(out)
-        return (self._if_item(c, dynamic),)
+        return self._if_item(c, dynamic)
 
-    def _if_item(self, c: _Cursor, dynamic: bool) -> _If:
+    def _if_item(self, c: _Cursor, dynamic: bool) -> tuple[_If, ...]:
         negate = c.word("!")
         if dynamic and c.word("("):
             name = c.next("an interface")
@@ -537,8 +556,8 @@ class _Reader:
             elif word == "tagged":
                 changes["tagged"] = (c.next("a tag"), negate)
             elif word == "received-on":
-                iface = self._iface(c.next("an interface"), negate)
-                changes["received_on"] = (iface,) if iface.name != "any" or negate else None
+                ifaces = self._iface(c.next("an interface"), negate)
+                changes["received_on"] = None if ifaces == (_If("any"),) else ifaces
             elif word in ("icmp-type", "icmp6-type"):
                 kinds = c.arg(word)
                 if c.word("code"):

@@ -16,7 +16,8 @@ from fwmatrix.matrix.model import PortRange
 class _If:
     name: str
     negate: bool = False
-    group: bool = False  # an interface group: its members are not known here
+    group: bool = False  # an interface group: its members are not known here (unless `members`)
+    members: tuple[str, ...] | None = None  # a negated group's known members (a group is its members)
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,11 @@ import sys
 import click
 
 from fwmatrix.audit.findings import AuditReport, audit, fail
+from fwmatrix.backends import pf
 from fwmatrix.cli.common import (
     EXIT_FINDINGS, EXIT_OK, emit, fail_on_option, format_option, load_intent, matrix_argument, output_option, user_errors,
 )
+from fwmatrix.errors import FwmatrixError
 from fwmatrix.ir import Ruleset
 from fwmatrix.report.ci import audit_outcome
 from fwmatrix.report.text import markdown, print_table
@@ -23,11 +25,16 @@ from fwmatrix.targets import BACKENDS, read_live, read_ruleset
 @click.option("--ruleset", "-r", "ruleset_paths", metavar="FILE", multiple=True, type=click.Path(dir_okay=False),
               help="A saved ruleset: nft -j list ruleset, a .nft file, iptables-save output, or pf.conf. Repeat it for rulesets that run together (e.g. iptables-save and ip6tables-save).")
 @click.option("--backend", "-b", "backend_name", type=click.Choice(("auto",) + BACKENDS), default="auto", show_default=True, help="What wrote the ruleset (auto: guess from its text).")
+@click.option("--pf-table", "pf_tables", metavar="NAME=FILE", multiple=True,
+              help="pf: the addresses of table <NAME>, as `pfctl -t NAME -T show` prints them (else a table the ruleset only names is unmodelled). Repeatable.")
+@click.option("--pf-anchor", "pf_anchors", metavar="NAME=FILE", multiple=True,
+              help="pf: the rules of anchor NAME, as `pfctl -a NAME -sr` prints them (an empty file: an empty anchor, such as fwmatrix's 'local' without rules). Repeatable.")
 @format_option
 @output_option
 @fail_on_option("low", "a finding")
 @user_errors
-def audit_command(matrix: str, firewall: str | None, live: bool, ruleset_paths: tuple[str, ...], backend_name: str, fmt: str, output: str | None, fail_on: str) -> None:
+def audit_command(matrix: str, firewall: str | None, live: bool, ruleset_paths: tuple[str, ...], backend_name: str,
+                  pf_tables: tuple[str, ...], pf_anchors: tuple[str, ...], fmt: str, output: str | None, fail_on: str) -> None:
     """Audit a firewall's live ruleset against MATRIX.
 
     Finds openings that are missing (or the part of them), traffic forwarded
@@ -35,7 +42,10 @@ def audit_command(matrix: str, firewall: str | None, live: bool, ruleset_paths: 
     forwards, replies that cannot come back, explicit openings from the DMZ
     towards the internet (never needed: replies pass by connection
     tracking), rules that can never match, and constructs fwmatrix cannot
-    model. Exit 1 when a finding reaches --fail-on."""
+    model. Exit 1 when a finding reaches --fail-on.
+
+    A pf ruleset is read with what the matrix says of the firewall: its
+    interfaces, and the group `egress` (the interfaces facing the `any` zone)."""
     if live == bool(ruleset_paths):
         raise click.UsageError("give exactly one of --live or --ruleset FILE")
     intent = load_intent(matrix, firewall)
@@ -46,7 +56,8 @@ def audit_command(matrix: str, firewall: str | None, live: bool, ruleset_paths: 
     if live:
         ruleset, source = read_live(backend_name), f"live ({'nftables' if backend_name == 'auto' else backend_name})"
     else:
-        read = [(path,) + read_ruleset(path, backend_name) for path in ruleset_paths]
+        pf_context = dict(pf.firewall_facts(intent.matrix, firewall), tables=_named_files(pf_tables), anchors=_named_files(pf_anchors))
+        read = [(path,) + _read(path, backend_name, pf_context) for path in ruleset_paths]
         # rulesets that run together on one firewall: their tables side by side
         ruleset = Ruleset(tuple(table for _, parsed, _ in read for table in parsed.tables))
         source = ", ".join(f"{path} ({used})" for path, _, used in read)
@@ -54,6 +65,29 @@ def audit_command(matrix: str, firewall: str | None, live: bool, ruleset_paths: 
     emit(fmt, output, [report], table=print_table, markdown=markdown, to_json=AuditReport.to_json,
          outcome=lambda r: audit_outcome(r, intent), fail_on=fail_on)
     sys.exit(EXIT_FINDINGS if fail(report, fail_on) else EXIT_OK)
+
+
+def _read(path: str, backend_name: str, pf_context: dict) -> tuple[Ruleset, str]:
+    ruleset, used = read_ruleset(path, backend_name)
+    if used == "pf":  # read again, knowing the firewall (checked and decoded by the first read)
+        with open(path, encoding="utf-8") as handle:
+            ruleset = pf.parse_ruleset(handle.read(), source=path, **pf_context)
+    return ruleset, used
+
+
+def _named_files(pairs: tuple[str, ...]) -> dict[str, str]:
+    """NAME=FILE options as {NAME: the file's text}."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        name, _, path = pair.partition("=")
+        if not name or not path:
+            raise click.UsageError(f"expected NAME=FILE, not {pair!r}")
+        try:
+            with open(path, encoding="utf-8") as handle:
+                out[name] = handle.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise FwmatrixError(f"cannot read: {getattr(exc, 'strerror', None) or exc}", path) from None
+    return out
 
 
 COMMANDS = (audit_command,)
