@@ -10,26 +10,49 @@ commands in `COMMANDS`:
   lab.py       lab
 
 They share common.py (exit codes, one-line errors, consoles, options, report
-output). Imports go one way: this module imports the command modules, they
-import common.py, and common.py imports no command. `fwmatrix.cli:main` is
-the console script; `python -m fwmatrix` runs it too (fwmatrix/__main__.py).
+output). Imports go one way: this module names the command modules, they
+import common.py, and common.py imports no command. A command's module is
+imported only when that command runs (or `--help` lists it): `fwmatrix
+compile` never pays for the audit, apply or lab imports (`COMMAND_MODULES`,
+the registry, maps each command's name to its module). `fwmatrix.cli:main`
+is the console script; `python -m fwmatrix` runs it too (fwmatrix/__main__.py).
 """
 
 from __future__ import annotations
 
+import importlib
+
 import click
 
 from fwmatrix import __version__
-from fwmatrix.cli import apply, audit, lab, review
-from fwmatrix.cli import compile as compile_commands
-from fwmatrix.cli.common import write_atomically
 
-COMMANDS: tuple[click.Command, ...] = (
-    *compile_commands.COMMANDS, *audit.COMMANDS, *review.COMMANDS, *apply.COMMANDS, *lab.COMMANDS,
-)
+# command name -> the module under fwmatrix.cli whose COMMANDS holds it
+COMMAND_MODULES: dict[str, str] = {
+    "compile": "compile", "check": "compile", "show": "compile",
+    "audit": "audit",
+    "diff": "review", "lint": "review",
+    "apply": "apply", "confirm": "apply", "rollback": "apply",
+    "lab": "lab",
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+def load_command(name: str) -> click.Command:
+    """The click command `name`, importing its module now."""
+    module = importlib.import_module(f"fwmatrix.cli.{COMMAND_MODULES[name]}")
+    return next(command for command in module.COMMANDS if command.name == name)
+
+
+class _LazyGroup(click.Group):
+    """A group whose commands are imported when they are looked up (pip's way)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMAND_MODULES)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return load_command(cmd_name) if cmd_name in COMMAND_MODULES else None
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="fwmatrix")
 def main() -> None:
     """fwmatrix: a firewall connectivity matrix kept as data.
@@ -43,7 +66,15 @@ def main() -> None:
     """
 
 
-for _command in COMMANDS:
-    main.add_command(_command)
+def __getattr__(name: str) -> object:
+    # every command, for code that wants them all (imports every command module)
+    if name == "COMMANDS":
+        return tuple(load_command(command) for command in sorted(COMMAND_MODULES))
+    if name == "write_atomically":
+        from fwmatrix.cli.common import write_atomically
 
-__all__ = ["COMMANDS", "main", "write_atomically"]
+        return write_atomically
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["COMMANDS", "COMMAND_MODULES", "load_command", "main", "write_atomically"]
