@@ -140,38 +140,67 @@ def _parts(parts: tuple[ServicePart, ...], family: int, with_ports: bool) -> lis
 
 Entries = dict[tuple, tuple[tuple, list[str]]]  # key -> (map data, names of the openings)
 NetKey = tuple[int, int, int]  # (version, first address, prefix length): sorts v4 first, then numerically
+# version -> prefix length -> the mask that keeps a network's bits
+_MASKS = {version: [((1 << bits) - 1) ^ ((1 << (bits - n)) - 1) for n in range(bits + 1)] for version, bits in ((4, 32), (6, 128))}
 
 
 class _Nets:
-    """Networks as integer keys while elements are sorted, merged and layered:
-    netaddr objects are slow to hash and compare by the hundred thousand."""
+    """Networks as integer keys while elements are sorted, merged and layered
+    (netaddr objects are slow to hash and compare by the hundred thousand);
+    `ir` turns the keys of the result back into the IR's netaddr networks and
+    PortRanges, one object per distinct value."""
 
     def __init__(self) -> None:
         self.keys: dict[int, NetKey] = {}
-        self.nets: dict[NetKey, IPNetwork] = {}
-        self.keep: list[IPNetwork] = []  # ids stay valid while the networks live
+        self.ir: dict[tuple, object] = {}  # NetKey -> IPNetwork, (low, high) -> PortRange
+        self.keep: list[object] = []  # ids stay valid while the networks (and service tuples) live
+        self.parts: dict[tuple[int, int, bool], list[tuple]] = {}  # id(parts), family, with ports -> _parts()
 
     def key(self, net: IPNetwork) -> NetKey:
         found = self.keys.get(id(net))
         if found is None:
             found = (net.version, net.first, net.prefixlen)
             self.keys[id(net)] = found
-            self.nets.setdefault(found, net)
+            self.ir.setdefault(found, net)
             self.keep.append(net)
         return found
+
+    def services(self, parts: tuple[ServicePart, ...], family: int, with_ports: bool) -> list[tuple]:
+        found = self.parts.get((id(parts), family, with_ports))
+        if found is None:
+            found = self.parts[(id(parts), family, with_ports)] = _parts(parts, family, with_ports)
+            self.keep.append(parts)
+        return found
+
+    def ir_key(self, key: tuple) -> tuple:
+        """A layered key with netaddr networks and PortRanges in place of integer tuples."""
+        ir = self.ir
+        for value in key:
+            if type(value) is tuple and value not in ir:  # a port range not seen yet (networks are all known)
+                ir[value] = PortRange(*value)
+        return tuple(map(ir.get, key, key))
 
 
 def _flow_entries(flows: list[Flow], with_ports: bool, nets: _Nets) -> Entries:
     """Openings as set keys: source . destination . protocol [. port]."""
     entries: Entries = {}
+    net_key = nets.key
     for flow in flows:
-        services = _parts(flow.parts, flow.family, with_ports)
-        sources = [nets.key(n) for n in flow.sources]
-        destinations = [nets.key(n) for n in flow.destinations]
+        services = nets.services(flow.parts, flow.family, with_ports)
+        if not services:
+            continue
+        sources = [net_key(n) for n in flow.sources]
+        destinations = [net_key(n) for n in flow.destinations]
+        name = flow.opening.name
         for service in services:
             for src in sources:
                 for dst in destinations:
-                    entries.setdefault((src, dst) + service, ((), []))[1].append(flow.opening.name)
+                    key = (src, dst) + service
+                    found = entries.get(key)
+                    if found is None:
+                        entries[key] = ((), [name])
+                    else:
+                        found[1].append(name)
     return entries
 
 
@@ -226,6 +255,9 @@ def _dnat_entries(dnats: list[Dnat], with_ports: bool, with_target_port: bool, n
     return entries
 
 
+Item = tuple[object, tuple, list[str]]  # (port range or None, map data, names of the openings)
+
+
 def _disjoint_layers(entries: Entries, address_positions: tuple[int, ...], port_position: int | None, nets: _Nets) -> list[tuple[str, tuple[Element, ...]]]:
     """Split set elements into layers whose elements never overlap.
 
@@ -239,91 +271,94 @@ def _disjoint_layers(entries: Entries, address_positions: tuple[int, ...], port_
     An element that a wider element of another layer holds is left out: its
     rule could never match it.
     """
-    layers: dict[tuple[int, ...], dict[tuple, list[tuple[object, tuple, list[str]]]]] = defaultdict(lambda: defaultdict(list))
-    for key, (data, names) in entries.items():
-        lengths = tuple(key[i][2] for i in address_positions)
-        rest = key if port_position is None else key[:port_position] + key[port_position + 1 :]
-        port = None if port_position is None else key[port_position]
-        layers[lengths][rest].append((port, data, names))
-    merged = {lengths: {rest: _merge_ports(items) for rest, items in by_rest.items()} for lengths, by_rest in layers.items()}
-    # which layers hold a given network at the first address position: only those can cover an element
+    layers = _layers(entries, address_positions, port_position)
     first = address_positions[0]
-    layers_of: dict[NetKey, list[tuple[int, ...]]] = defaultdict(list)
-    for lengths, by_rest in merged.items():
-        for net in {rest[first] for rest in by_rest}:
-            layers_of[net].append(lengths)
-    present: dict[int, list[int]] = defaultdict(list)  # version -> prefix lengths in use at that position
-    for version, _, length in layers_of:
-        if length not in present[version]:
-            present[version].append(length)
+    # the networks at the first address position of each layer: a cheap test before a whole key is built
+    heads = {lengths: {rest[first] for rest in by_rest} for lengths, by_rest in layers.items()}
     out = []
-    for lengths in sorted(merged, key=lambda ls: (not all(n in (32, 128) for n in ls), ls)):
-        wider_layers = {w for w in merged if w != lengths and all(a <= b for a, b in zip(w, lengths))}
+    for lengths in sorted(layers, key=lambda ls: (not all(n in (32, 128) for n in ls), ls)):
+        wider_layers = [w for w in layers if w != lengths and all(a <= b for a, b in zip(w, lengths))]
         kept: list[tuple[tuple, tuple, list[str]]] = []
-        for rest, items in merged[lengths].items():
-            wider = [w for w in _supernet_layers(rest[first], layers_of, present) if w in wider_layers]
+        candidates_of: dict[NetKey, list[tuple[tuple[int, ...], NetKey]]] = {}  # first network -> (wider layer, its supernet there)
+        for rest, items in layers[lengths].items():
+            holders: list[list[Item]] = []  # the items of wider elements that hold `rest`
+            if wider_layers:
+                head = rest[first]
+                candidates = candidates_of.get(head)
+                if candidates is None:
+                    candidates = candidates_of[head] = [(w, s) for w in wider_layers if (s := _supernet(head, w[0])) in heads[w]]
+                for w, s in candidates:
+                    found = layers[w].get(_wider_key(rest, s, w, address_positions))
+                    if found:
+                        holders.append(found)
             for port, data, names in items:
-                if wider and any(_covered(merged[w], w, rest, port, data, address_positions) for w in wider):
+                if holders and _held(holders, port, data):
                     continue
-                key = rest if port_position is None else rest[:port_position] + (port,) + rest[port_position:]
-                kept.append((key, data, names))
+                kept.append((rest if port_position is None else rest[:port_position] + (port,) + rest[port_position:], data, names))
         if not kept:
             continue
         kept.sort(key=lambda item: item[0])
-        elements = tuple(Element(_ir_key(key, address_positions, port_position, nets), data, _comment(names)) for key, data, names in kept)
+        ir_key = nets.ir_key
+        elements = tuple(Element(ir_key(key), data, _comment(names)) for key, data, names in kept)
         host_layer = all(n in (32, 128) for n in lengths)
         out.append(("" if host_layer else "_" + "_".join(_length_word(n) for n in lengths), elements))
     return out
 
 
-def _ir_key(key: tuple, address_positions: tuple[int, ...], port_position: int | None, nets: _Nets) -> tuple:
-    out = list(key)
-    for position in address_positions:
-        out[position] = nets.nets[key[position]]
-    if port_position is not None:
-        out[port_position] = PortRange(*key[port_position])
-    for position, value in enumerate(out):
-        if isinstance(value, tuple):  # a network outside the layered positions (the DNAT public address)
-            out[position] = nets.nets[value]
-    return tuple(out)
+def _layers(entries: Entries, address_positions: tuple[int, ...], port_position: int | None) -> dict[tuple[int, ...], dict[tuple, list[Item]]]:
+    """Entries by the prefix lengths of their addresses, then by their key without the port;
+    overlapping port ranges of equal keys merged."""
+    layers: dict[tuple[int, ...], dict[tuple, list[Item]]] = defaultdict(dict)
+    for key, (data, names) in entries.items():
+        lengths = tuple([key[i][2] for i in address_positions])
+        if port_position is None:
+            rest, port = key, None
+        else:
+            rest, port = key[:port_position] + key[port_position + 1 :], key[port_position]
+        by_rest = layers[lengths]
+        found = by_rest.get(rest)
+        if found is None:
+            by_rest[rest] = [(port, data, names)]
+        else:
+            found.append((port, data, names))
+    for by_rest in layers.values():
+        for rest, items in by_rest.items():
+            if len(items) > 1:
+                by_rest[rest] = _merge_ports(items)
+    return layers
+
+
+def _wider_key(rest: tuple, head: NetKey, lengths: tuple[int, ...], address_positions: tuple[int, ...]) -> tuple:
+    """`rest` with its addresses replaced by their supernets of these prefix lengths (`head`: the first one's)."""
+    if address_positions == (0, 1):  # flows: source . destination . protocol
+        return (head, _supernet(rest[1], lengths[1])) + rest[2:]
+    wider = list(rest)
+    wider[address_positions[0]] = head
+    for position, length in zip(address_positions[1:], lengths[1:]):
+        wider[position] = _supernet(rest[position], length)
+    return tuple(wider)
+
+
+def _held(holders: list[list[Item]], port: object, data: tuple) -> bool:
+    """Whether one of these items has the same data and a port range holding `port`."""
+    for items in holders:
+        for other_port, other_data, _ in items:
+            if other_data == data and (port is None or (other_port[0] <= port[0] and port[1] <= other_port[1])):  # type: ignore[index]
+                return True
+    return False
 
 
 def _supernet(net: NetKey, length: int) -> NetKey:
     """The network of prefix `length` (at most the network's own) that holds `net`."""
     version, first, _ = net
-    bits = 32 if version == 4 else 128
-    return (version, first & ~((1 << (bits - length)) - 1), length)
-
-
-def _supernet_layers(net: NetKey, layers_of: dict[NetKey, list[tuple[int, ...]]], present: dict[int, list[int]]) -> list[tuple[int, ...]]:
-    """The layers holding `net` or a network that contains it."""
-    version, _, length = net
-    out: list[tuple[int, ...]] = []
-    for shorter in present[version]:
-        if shorter > length:
-            continue
-        found = layers_of.get(_supernet(net, shorter))
-        if found:
-            out.extend(found)
-    return out
-
-
-def _covered(layer: dict, lengths: tuple[int, ...], rest: tuple, port: object, data: tuple, address_positions: tuple[int, ...]) -> bool:
-    """Whether the layer of these prefix lengths has an element holding (rest, port) with the same data."""
-    wider = list(rest)
-    for position, length in zip(address_positions, lengths):
-        wider[position] = _supernet(rest[position], length)
-    for other_port, other_data, _ in layer.get(tuple(wider), ()):
-        if other_data == data and (port is None or (other_port[0] <= port[0] and port[1] <= other_port[1])):  # type: ignore[index]
-            return True
-    return False
+    return (version, first & _MASKS[version][length], length)
 
 
 def _length_word(prefixlen: int) -> str:
     return "any" if prefixlen == 0 else "host" if prefixlen in (32, 128) else f"net{prefixlen}"
 
 
-def _merge_ports(items: list[tuple[object, tuple, list[str]]]) -> list[tuple[object, tuple, list[str]]]:
+def _merge_ports(items: list[Item]) -> list[Item]:
     """Overlapping port ranges of equal keys become one range (their openings' names joined)."""
     if len(items) == 1:
         return items
