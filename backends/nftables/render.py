@@ -7,7 +7,6 @@ package docstring says what the script does when it is loaded.
 
 from __future__ import annotations
 
-import functools
 import re
 
 from netaddr import IPNetwork, IPRange
@@ -75,12 +74,38 @@ def value(field: str, v: Value) -> str:
     return _address_text(v)  # type: ignore[arg-type]
 
 
-@functools.lru_cache(maxsize=1 << 16)
 def _address_text(net: IPNetwork | IPRange) -> str:
-    """A host as its address, a network in CIDR form (cached: large sets repeat their hosts)."""
+    """A host as its address, a network in CIDR form."""
     if isinstance(net, IPRange):
         return f"{net[0]}-{net[-1]}"
     return str(net.ip) if net.size == 1 else str(net.cidr)
+
+
+class _Texts:
+    """The text of each value of a set's elements, made once per object and field: large sets
+    repeat their hosts and port ranges, and netaddr objects are slow to hash, so the cache goes
+    by identity (each entry holds its object, so that no id is reused while the cache lives)."""
+
+    def __init__(self) -> None:
+        self.by_field: dict[str, dict[int, tuple[Value, str]]] = {}
+
+    def column(self, field: str, values: list[Value]) -> list[str]:
+        cache = self.by_field.setdefault(field, {})
+        out = []
+        for v in values:
+            hit = cache.get(id(v))
+            if hit is None:
+                hit = cache[id(v)] = (v, value(field, v))
+            out.append(hit[1])
+        return out
+
+    def keys(self, fields: tuple[str, ...], keys: list[tuple[Value, ...]]) -> list[str]:
+        """Each key as `key_text` writes it."""
+        for key in keys:
+            if len(key) != len(fields):  # what zip() in key_text would do
+                return [key_text(fields, key) for key in keys]
+        columns = [self.column(field, [key[i] for key in keys]) for i, field in enumerate(fields)]
+        return [" . ".join(parts) for parts in zip(*columns)] if columns else [""] * len(keys)
 
 
 def key_text(fields: tuple[str, ...], key: tuple[Value, ...]) -> str:
@@ -114,8 +139,9 @@ def render(ruleset: Ruleset) -> str:
 def _table(table: Table) -> list[str]:
     head = f"{ident(table.family)} {ident(table.name)}"
     lines = [f"table {head} {{}}", f"delete table {head}", f"table {head} {{"]
+    texts = _Texts()
     for set_def in table.sets:
-        lines.extend(_set(set_def))
+        lines.extend(_set(set_def, texts))
         lines.append("")
     for chain in table.chains:
         lines.append(f"\tchain {ident(chain.name)} {{")
@@ -133,7 +159,7 @@ def _table(table: Table) -> list[str]:
     return lines
 
 
-def _set(set_def: SetDef) -> list[str]:
+def _set(set_def: SetDef, texts: _Texts) -> list[str]:
     kind = "map" if set_def.is_map else "set"
     type_text = set_type(set_def.key) + (f" : {set_type(set_def.data)}" if set_def.is_map else "")
     lines = [f"\t{kind} {ident(set_def.name)} {{", f"\t\ttype {type_text}"]
@@ -141,21 +167,17 @@ def _set(set_def: SetDef) -> list[str]:
         lines.append("\t\tflags interval")
     if set_def.elements:
         lines.append("\t\telements = {")
-        for i, element in enumerate(set_def.elements):
-            sep = "," if i < len(set_def.elements) - 1 else ""
-            lines.append(f"\t\t\t{_element(set_def, element)}{sep}")
+        elements = set_def.elements
+        keys = texts.keys(set_def.key, [e.key for e in elements])
+        comments = [" " + comment(e.comment) if e.comment else "" for e in elements]
+        data = texts.keys(set_def.data, [e.data for e in elements]) if set_def.is_map else None
+        last = len(elements) - 1
+        for i, key in enumerate(keys):
+            text = key + comments[i] + (" : " + data[i] if data is not None else "")
+            lines.append(f"\t\t\t{text}{',' if i < last else ''}")
         lines.append("\t\t}")
     lines.append("\t}")
     return lines
-
-
-def _element(set_def: SetDef, element: Element) -> str:
-    text = key_text(set_def.key, element.key)
-    if element.comment:
-        text += " " + comment(element.comment)
-    if set_def.is_map:
-        text += " : " + key_text(set_def.data, element.data)
-    return text
 
 
 def _match(match: Match) -> str:
