@@ -137,8 +137,8 @@ def review(old: Intent, new: Intent, old_label: str, new_label: str, backends: t
         new_spaces = _opening_spaces(new, name, ifaces)
         old_all = _union(ifaces, old_spaces.values())
         new_all = _union(ifaces, new_spaces.values())
-        opened = new_all.subtract(old_all)
-        closed = old_all.subtract(new_all)
+        opened = _changed(new_all, old_all)
+        closed = _changed(old_all, new_all)
         fw.before, fw.after, fw.opened_space, fw.closed_space = old_all, new_all, opened, closed
         fw.opened = opened.lines() if opened else []
         fw.closed = closed.lines() if closed else []
@@ -174,6 +174,13 @@ def _opening_spaces(intent: Intent, firewall: str, ifaces: Interfaces) -> dict[s
 
 def _union(ifaces: Interfaces, spaces) -> Space:
     return Space(ifaces, [b for s in spaces for b in s.boxes])
+
+
+def _changed(space: Space, base: Space) -> Space:
+    """`space` minus `base`. A box that `base` holds as it is (most of them: a change moves few
+    openings) is dropped before the subtraction, which would only find it covered, one by one."""
+    kept = set(base.boxes)
+    return Space(space.ifaces, [box for box in space.boxes if box not in kept]).subtract(base)
 
 
 def _opening_changes(firewall: str, old: Intent, new: Intent, old_spaces: dict[str, Space], new_spaces: dict[str, Space],
@@ -225,27 +232,32 @@ def _renames(old: Intent, new: Intent) -> list[tuple[str, str]]:
     gone, came = old_names - new_names, new_names - old_names
     if not gone or not came:
         return []
-    fingerprint_old = {n: _fingerprint(old, n) for n in gone}
-    fingerprint_new = {n: _fingerprint(new, n) for n in came}
+    fingerprint_old = _fingerprints(old, gone)
+    fingerprint_new = _fingerprints(new, came)
+    unpaired: dict[tuple, list[str]] = {}  # fingerprint -> new names not paired yet, in order
+    for b in sorted(came, reverse=True):
+        unpaired.setdefault(fingerprint_new[b], []).append(b)
     out = []
-    for a in sorted(gone):
-        for b in sorted(came):
-            if fingerprint_old[a] == fingerprint_new[b] and b not in {y for _, y in out}:
-                out.append((a, b))
-                break
+    for a in sorted(gone):  # each old name takes the first free new name with its traffic
+        candidates = unpaired.get(fingerprint_old[a])
+        if candidates:
+            out.append((a, candidates.pop()))
     return out
 
 
-def _fingerprint(intent: Intent, name: str) -> tuple:
-    flows = []
+def _fingerprints(intent: Intent, names: set[str]) -> dict[str, tuple]:
+    """Each named opening's traffic on every firewall, in one pass over the flows (not one per name)."""
+    rows: dict[str, list[tuple]] = {name: [] for name in names}
     for fw_name, fw in intent.firewalls.items():
         for f in fw.flows:
-            if f.opening.name == name:
-                flows.append((fw_name, f.in_iface, f.out_iface, f.family, tuple(sorted(map(str, f.sources))), tuple(sorted(map(str, f.destinations))), tuple(sorted(map(str, f.parts)))))
+            found = rows.get(f.opening.name)
+            if found is not None:
+                found.append((fw_name, f.in_iface, f.out_iface, f.family, tuple(sorted(map(str, f.sources))), tuple(sorted(map(str, f.destinations))), tuple(sorted(map(str, f.parts)))))
         for d in fw.dnats:
-            if d.opening.name == name:
-                flows.append((fw_name, "dnat", d.in_iface, str(d.public), str(d.target), d.target_port, tuple(sorted(map(str, d.parts)))))
-    return tuple(sorted(flows))
+            found = rows.get(d.opening.name)
+            if found is not None:
+                found.append((fw_name, "dnat", d.in_iface, str(d.public), str(d.target), d.target_port, tuple(sorted(map(str, d.parts)))))
+    return {name: tuple(sorted(flows)) for name, flows in rows.items()}
 
 
 def _nat_key(d: Dnat) -> list[tuple[str, str]]:
