@@ -20,6 +20,7 @@ opening opens and on what a DMZ is.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Iterable
 
 from netaddr import IPNetwork
 
@@ -27,7 +28,7 @@ from fwmatrix.audit.findings import CT_NEW, SEVERITIES, _inside_to_internet, _se
 from fwmatrix.compile.intent import Dnat, Intent
 from fwmatrix.matrix.model import Matrix, Opening, ServicePart, Where
 from fwmatrix.matrix.resolve import Resolver
-from fwmatrix.space import Box, BoxIndex, Interfaces, Space, addrs, may_overlap, physical, subtract_boxes
+from fwmatrix.space import Box, BoxIndex, Interfaces, Space, addrs, iv_overlaps, may_contain, may_overlap, physical, subtract_boxes
 
 KINDS = ("dmz-to-internet", "no-firewall", "redundant", "broad-from-internet", "zone-to-zone", "unused")
 SEVERITY_OF = {
@@ -173,6 +174,7 @@ class _Layer:
         self.boxes: dict[int, list[Box]] = {}  # opening index -> boxes
         self.owner: dict[int, int] = {}  # id(box) -> opening index
         self.index = BoxIndex()
+        self.meeting: dict[int, dict[int, tuple[int, Box]]] = {}  # see _meeting
 
     def add(self, opening: int, boxes: list[Box]) -> None:
         self.boxes.setdefault(opening, []).extend(boxes)
@@ -184,15 +186,40 @@ class _Layer:
         """The other openings (not excluded) whose boxes cover this opening's boxes here,
         or None when they do not cover them all."""
         mine = self.boxes[opening]
-        others: dict[int, Box] = {}
-        for a in mine:
-            for b in self.index.overlapping(a):
-                owner = self.owner[id(b)]
-                if owner != opening and owner not in excluded and may_overlap(a, b) and a.intersect(b) is not None:
-                    others[id(b)] = b
-        if subtract_boxes(mine, BoxIndex(list(others.values()))):
+        others = {i: b for i, (owner, b) in self._meeting(opening).items() if owner not in excluded}
+        if not _covered_whole(mine, others.values()) and subtract_boxes(mine, BoxIndex(list(others.values()))):
             return None
         return {self.owner[i] for i in others}
+
+    def _meeting(self, opening: int) -> dict[int, tuple[int, Box]]:
+        """The boxes of other openings that meet this opening's boxes: id -> (owner, box).
+        Made once per opening (an opening is tried again when the report names its coverers)."""
+        found = self.meeting.get(opening)
+        if found is None:
+            found = self.meeting[opening] = {}
+            owner_of = self.owner
+            for a in self.boxes[opening]:
+                for b in self.index.overlapping(a):
+                    owner = owner_of[id(b)]
+                    if owner != opening and may_overlap(a, b) and _meets(a, b):
+                        found[id(b)] = (owner, b)
+        return found
+
+
+def _meets(a: Box, b: Box) -> bool:
+    """`a.intersect(b) is not None` for boxes that may_overlap, without making the box: with one
+    interval per dimension, overlapping outer bounds are an overlap."""
+    for x, y in ((a.src, b.src), (a.dst, b.dst), (a.proto, b.proto), (a.dport, b.dport)):
+        if (len(x) > 1 or len(y) > 1) and not iv_overlaps(x, y):
+            return False
+    return True
+
+
+def _covered_whole(boxes: list[Box], others: Iterable[Box]) -> bool:
+    """Whether each box lies whole inside one of the others: the common case of a covered opening,
+    told without building an index to subtract with (False: maybe not, subtract to know)."""
+    others = list(others)
+    return all(any(may_contain(b, a) and b.contains(a) for b in others) for a in boxes)
 
 
 def _layers(intent: Intent) -> list[_Layer]:
@@ -230,7 +257,11 @@ def _redundant(intent: Intent) -> list[LintFinding]:
     openings that stay and cover it."""
     layers = _layers(intent)
     openings = {o.index: o for o in intent.matrix.openings}
-    placed = {index: [layer for layer in layers if index in layer.boxes] for index in openings}
+    placed: dict[int, list[_Layer]] = {index: [] for index in openings}  # opening -> the layers it has boxes in
+    for layer in layers:
+        for index in layer.boxes:
+            if index in placed:
+                placed[index].append(layer)
 
     def cover(index: int, excluded: set[int]) -> set[int] | None:
         found: set[int] = set()
