@@ -1,4 +1,4 @@
-"""Run one command and report its wall time and its own peak RSS, as JSON on stdout.
+"""Run one command and report its wall time, CPU time (user + system) and its own peak RSS, as JSON on stdout.
 
     python -S -I bench/_spawn.py TIMEOUT ARGV...
 
@@ -48,7 +48,8 @@ def main() -> None:
     _, status, usage = os.wait4(pid, 0)
     wall = time.perf_counter() - start
     signal.setitimer(signal.ITIMER_REAL, 0)
-    json.dump({"wall": wall, "maxrss_kb": usage.ru_maxrss, "returncode": os.waitstatus_to_exitcode(status),
+    json.dump({"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "maxrss_kb": usage.ru_maxrss,
+               "returncode": os.waitstatus_to_exitcode(status),
                "timed_out": timed_out}, sys.stdout)
 
 

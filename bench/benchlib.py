@@ -49,6 +49,7 @@ class Run:
     returncode: int
     stderr: str = ""
     timed_out: bool = False
+    cpu: float = 0.0  # seconds of CPU, user + system (on a loaded machine the figure to compare)
 
     @property
     def ok(self) -> bool:
@@ -78,7 +79,7 @@ def measure(argv: list[str], timeout: float = 900) -> Run:
     if proc.returncode != 0:
         raise RuntimeError(f"the launcher failed ({proc.returncode}): {stderr.strip()[-500:]}")
     data = json.loads(proc.stdout)
-    return Run(argv, data["wall"], data["maxrss_kb"], data["returncode"], stderr, data["timed_out"])
+    return Run(argv, data["wall"], data["maxrss_kb"], data["returncode"], stderr, data["timed_out"], data.get("cpu", 0.0))
 
 
 def repeat(argv: list[str], times: int, timeout: float = 900, before=None) -> list[Run]:
@@ -93,6 +94,12 @@ def repeat(argv: list[str], times: int, timeout: float = 900, before=None) -> li
 def median_run(runs: list[Run]) -> Run:
     """The run of median wall time (its RSS is reported with it)."""
     ordered = sorted(runs, key=lambda r: r.wall)
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def median_cpu_run(runs: list[Run]) -> Run:
+    """The run of median CPU time (its wall time and RSS are reported with it)."""
+    ordered = sorted(runs, key=lambda r: r.cpu)
     return ordered[(len(ordered) - 1) // 2]
 
 
