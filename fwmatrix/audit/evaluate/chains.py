@@ -72,12 +72,12 @@ def walk(reading: Reading, table: Table, chain: Chain, remaining: Remaining, dep
         match = _scope(reading, rule.action, match)
         hit = remaining.intersect(match)
         touched_before = len(reading.touched)
+        recorder = _Recording(remaining)
         if hit:
-            recorder = _Recording(remaining)
             _act(_Site(reading, table, origin, uncertain, result, depth), rule.action, hit, match, recorder)
         if reading.notes_by_rule.get(origin, 0) > notes_before:
             _judge_both_ways(reading, result, rule, origin, certain.remaining().intersect(match))
-        elif hit and len(reading.touched) == touched_before:
+        elif len(reading.touched) == touched_before:
             # decided whatever unmodelled constructs do (a jump counts when its chain had none)
             for decided in recorder.removed:
                 certain.decide(decided)
