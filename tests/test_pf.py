@@ -9,6 +9,7 @@ files for real. Regenerate them with FWMATRIX_UPDATE_GOLDEN=1.
 from __future__ import annotations
 
 import random
+import re
 import time
 from pathlib import Path
 
@@ -37,6 +38,8 @@ from fwmatrix.ir import (
     Verdict,
     VerdictMap,
 )
+from fwmatrix.errors import MatrixError
+from fwmatrix.matrix import loader
 from fwmatrix.matrix.loader import load_matrix
 from fwmatrix.matrix.model import PortRange
 from strategies import matrix_yaml
@@ -757,11 +760,16 @@ def test_hostile_text_sanitised() -> None:
         assert sum("pass in all" in line for line in text.splitlines()) >= 2
 
 
-def test_matrix_interface_pf_cannot_name(tmp_path: Path) -> None:
-    # The loader accepts '0wan' (Linux does); pf would read it as a number: refused, never mangled.
+def test_matrix_interface_pf_cannot_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # pf would read '0wan' as a number. The loader refuses it (tests/test_hostile_input.py);
+    # the renderer is the second wall: with the loader's check off, refused, never mangled.
     text = SEED.read_text().replace("wan0:", "0wan:")
     path = tmp_path / "m.yaml"
     path.write_text(text)
+    with pytest.raises(MatrixError, match="0wan"):
+        load_matrix(str(path))
+    monkeypatch.setattr(loader, "IFACE_RE", re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}\Z"))  # Linux's rule alone
+    monkeypatch.setattr(loader, "interface_name_refusal", lambda name: None)
     with pytest.raises(pf.RenderError, match="0wan"):
         pf.render(compile_file(path)["edge"])
 
