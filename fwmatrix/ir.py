@@ -15,6 +15,8 @@ Values inside matches and set elements:
   ct.state            -> str ('established', 'related', 'new', 'invalid', 'untracked')
   ct.status           -> str ('dnat', 'snat', ...)
   nfproto             -> int (4 or 6: the packet's address family, `meta nfproto`)
+  icmpv6.type         -> int (the ICMPv6 type: 135 neighbour solicitation, 136 advertisement;
+                         read by the neighbour-discovery check only, judged both ways elsewhere)
 
 What the IR cannot express exactly is kept, never dropped: an `Unmodelled`
 match or action names the construct and its origin, and evaluation judges
@@ -33,7 +35,7 @@ from fwmatrix.matrix.model import PortRange
 Value = Union[str, int, IPNetwork, IPRange, PortRange]
 Key = tuple[Value, ...]
 
-FIELDS = ("iif", "oif", "l4proto", "dport", "sport", "ip.saddr", "ip.daddr", "ip6.saddr", "ip6.daddr", "ct.state", "ct.status", "nfproto")
+FIELDS = ("iif", "oif", "l4proto", "dport", "sport", "ip.saddr", "ip.daddr", "ip6.saddr", "ip6.daddr", "ct.state", "ct.status", "nfproto", "icmpv6.type")
 
 
 def addr_field(family: int, which: str) -> str:
@@ -155,11 +157,14 @@ class Chain:
     type: str = "filter"  # 'filter' or 'nat'
     priority: int = 0
     policy: str | None = None  # 'accept' or 'drop' for base chains
+    # the interfaces an ingress/egress chain (netdev, inet) is bound to; None when the
+    # listing does not say (nft's JSON before 1.0.7): any interface may be one of them
+    devices: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
 class Table:
-    family: str  # 'inet', 'ip', 'ip6'
+    family: str  # 'inet', 'ip', 'ip6', 'netdev'
     name: str
     chains: tuple[Chain, ...]
     sets: tuple[SetDef, ...] = ()
@@ -185,6 +190,10 @@ class Header:
 class Ruleset:
     tables: tuple[Table, ...]
     header: Header | None = None
+    # The address families (4, 6) the input covers. None: every family — one nftables
+    # ruleset (or pf.conf) filters both, a family without tables is not filtered. An
+    # iptables-save file covers its own family only: ip6tables-save is another file.
+    families: frozenset[int] | None = None
 
     @property
     def rule_count(self) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -132,10 +133,11 @@ def test_audit_of_rulesets_that_run_together(tmp_path) -> None:
     assert run("compile", str(SEED), "--backend", "iptables", "--iptables-mode", "full", "-o", str(out)).returncode == 0
     both = run("audit", str(SEED), "-r", str(out / "edge.ipt4"), "-r", str(out / "edge.ipt6"), "--format", "json")
     assert both.returncode == 0, both.stdout
-    # the IPv4 file alone leaves IPv6 unjudged: netfilter forwards it by default
+    # the IPv4 file alone says nothing of IPv6: not audited, and said so (issue 11, item 5)
     alone = run("audit", str(SEED), "-r", str(out / "edge.ipt4"), "--backend", "iptables", "--format", "json")
-    assert alone.returncode == 1
-    assert "netfilter forwards them by default" in alone.stdout
+    assert alone.returncode == 0, alone.stdout
+    assert [(f["kind"], f["severity"]) for f in json.loads(alone.stdout)["findings"]] == [("not-audited", "info")]
+    assert "no IPv6 ruleset was given (ip6tables-save output)" in alone.stdout
 
 
 def test_pf_dialect_option(tmp_path) -> None:

@@ -232,7 +232,7 @@ def test_ip6_router() -> None:
     assert {(t.family, t.name) for t in rs.tables} == {("ip6", "nat"), ("ip6", "filter")}  # from the header
     expect(n, "ip6 nat PREROUTING", "--dport 8080", (m("ip6.daddr", "2001:db8:ffff::1/128"), m("iif", "wan0"), TCP, m("dport", 8080)), Dnat(6, IPNetwork("2001:db8:10::80/128"), PortRange(80, 80)))
     expect(n, "ip6 nat PREROUTING", "2200:2299", (m("ip6.daddr", "2001:db8:ffff::1/128"), m("iif", "wan0"), TCP, m("dport", "2200-2299")), Dnat(6, IPRange("2001:db8:10::22", "2001:db8:10::23")))
-    expect(n, "ip6 filter FORWARD", "--icmpv6-type 128", (ICMPV6, Unmodelled("-m icmp6 --icmpv6-type 128"), Unmodelled("-m limit --limit 5/sec")), ACCEPT)
+    expect(n, "ip6 filter FORWARD", "--icmpv6-type 128", (ICMPV6, m("icmpv6.type", 128), Unmodelled("-m limit --limit 5/sec")), ACCEPT)
     expect(n, "ip6 filter FORWARD", "-A FORWARD -m rt", (Unmodelled("-m rt --rt-type 0"),), DROP)
     expect(n, "ip6 filter FORWARD", "2001:db8:10::22/127", (m("ip6.daddr", "2001:db8:10::22/127"), m("iif", "wan0"), m("oif", "lan0"), TCP, m("dport", 22)), ACCEPT)
     expect(n, "ip6 filter FORWARD", "icmp6-adm-prohibited", (m("iif", "wan0"),), REJECT)

@@ -45,6 +45,7 @@ from fwmatrix.backends.iptables.reader import (
     _save_sections,
     _Section,
     _Word,
+    _header_family,
 )
 from fwmatrix.errors import BackendError
 from fwmatrix.gcpause import gc_paused
@@ -389,8 +390,29 @@ class _SectionParser:
         return UnmodelledAction(f"{block.shown()} ({why})"), ""
 
 
+# --icmpv6-type names ip6tables knows (both spellings); a type/code pair stays Unmodelled
+ICMPV6_TYPE_NAMES = {
+    "destination-unreachable": 1, "packet-too-big": 2, "time-exceeded": 3, "ttl-exceeded": 3, "parameter-problem": 4,
+    "echo-request": 128, "echo-reply": 129, "router-solicitation": 133, "router-advertisement": 134,
+    "neighbour-solicitation": 135, "neighbor-solicitation": 135, "neighbour-advertisement": 136,
+    "neighbor-advertisement": 136, "redirect": 137,
+}
+
+
+def _icmp6(parser: _SectionParser, name: str, o: _Option, terms: list[Term]) -> bool:
+    """`-m icmp6 --icmpv6-type T`: the type alone (a code, `T/C`, is not modelled)."""
+    value = o.value.strip()
+    number = int(value) if value.isdigit() else ICMPV6_TYPE_NAMES.get(value)
+    if o.name != "--icmpv6-type" or number is None or not 0 <= number <= 255:
+        return False
+    terms.append(_match("l4proto", [58]))
+    terms.append(_match("icmpv6.type", [number], o.negate))
+    return True
+
+
 MATCH_HANDLERS: dict[str, Callable[[_SectionParser, str, _Option, list[Term]], bool]] = {
     **{name: _SectionParser._ports for name in PORT_MATCHES},
+    "icmp6": _icmp6,
     "multiport": _SectionParser._multiport,
     "conntrack": _SectionParser._conntrack,
     "state": _SectionParser._conntrack,
@@ -430,4 +452,7 @@ def _parse_save(text: str, family: int | None, source: str, ipsets: str | None) 
         tables[key] = table
     if file_mode(text) == "own-chains":  # fwmatrix's own file: judged as it runs once applied
         tables = {key: _hooked(table, source) for key, table in tables.items()}
-    return Ruleset(tuple(tables.values()))
+    # the families this text speaks for: its tables', and a save tool's header even without tables
+    families = {4 if t.family == "ip" else 6 for t in tables.values()} | ({family} if family else set())
+    families |= {f for f in map(_header_family, (line for line in text.splitlines() if line.startswith("#"))) if f}
+    return Ruleset(tuple(tables.values()), families=frozenset(families))

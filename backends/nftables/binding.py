@@ -92,23 +92,52 @@ def load(ns: NetNamespace, text: str) -> None:
 
 
 def list_ruleset_json(ns: NetNamespace) -> dict:
-    """`nft -j list ruleset` of a namespace, as parsed JSON."""
-
-    def listing() -> str:
-        rc, out, err = run_nft("list ruleset", json_output=True)
-        if rc != 0:
-            raise BackendError(err.strip() or f"nft failed with {rc}")
-        return out
-
-    return json.loads(ns.call(listing))
+    """`nft -j list ruleset` of a namespace, as parsed JSON (devices completed, see `with_devices`)."""
+    return json.loads(ns.call(list_live))
 
 
 def list_live() -> str:
-    """`nft -j list ruleset` of the current network namespace, as text."""
+    """`nft -j list ruleset` of the current network namespace, as text (devices completed)."""
     rc, out, err = run_nft("list ruleset", json_output=True)
     if rc != 0:
         raise BackendError(f"nft list ruleset failed: {err.strip() or rc}")
+    if '"ingress"' in out or '"egress"' in out:
+        rc, chains, err = run_nft("list chains")
+        if rc == 0:
+            out = with_devices(out, chains)
     return out
+
+
+CHAIN_HEADER_RE = re.compile(r'^\s*(table|chain)\s+(?:(\w+)\s+)?("[^"]*"|\S+)\s*\{')
+DEVICES_RE = re.compile(r'\bhook\s+(?:ingress|egress)\s+(?:device\s+("[^"]*"|\S+)|devices\s*=\s*\{([^}]*)\})')
+
+
+def with_devices(listing: str, chains_text: str) -> str:
+    """The JSON listing with each ingress/egress chain's devices ("dev"), which nft's JSON
+    leaves out before 1.0.7, taken from the text listing of the same chains (`nft list chains`)."""
+    devices: dict[tuple[str, str, str], list[str]] = {}
+    table: tuple[str, str] = ("", "")
+    chain = ""
+    for line in chains_text.splitlines():
+        header = CHAIN_HEADER_RE.match(line)
+        if header:
+            if header.group(1) == "table":
+                table = (header.group(2) or "ip", header.group(3).strip('"'))
+            else:
+                chain = header.group(3).strip('"')
+            continue
+        found = DEVICES_RE.search(line)
+        if found:
+            names = [found.group(1)] if found.group(1) else found.group(2).split(",")
+            devices[table + (chain,)] = [n.strip().strip('"') for n in names if n.strip()]
+    data = json.loads(listing)
+    for item in data.get("nftables", []):
+        body = item.get("chain") if isinstance(item, dict) else None
+        if isinstance(body, dict) and body.get("hook") in ("ingress", "egress") and "dev" not in body:
+            key = (body.get("family"), body.get("table"), body.get("name"))
+            if key in devices:
+                body["dev"] = devices[key]  # type: ignore[index]
+    return json.dumps(data)
 
 
 NFT_ERROR_RE = re.compile(r"^(?:/dev/stdin|-):(\d+):[\d-]+: Error: (.*)$")
@@ -119,14 +148,16 @@ def list_text(text: str, source: str) -> str:
     network namespace that vanishes with the process (a user namespace too when
     not root). Invalid text raises BackendError with nft's first error and its line."""
     nft = shlex.quote(tool_path("nft"))
-    proc, placeholders = run_nft_private(["sh", "-c", f"{nft} -f - && {nft} -j list ruleset"], text)
+    proc, placeholders = run_nft_private(["sh", "-c", f"{nft} -f - && {nft} -j list ruleset && printf '\\0' && {nft} list chains"], text)
     if proc.returncode != 0:
         raise _nft_failure(proc.stderr or proc.stdout, source)
+    listing, _, chains = proc.stdout.partition("\0")
+    listing = with_devices(listing, chains) if chains else listing
     if not placeholders.ids:
-        return proc.stdout
-    listing = json.loads(proc.stdout)
-    _account_names(listing, placeholders.ids)
-    return json.dumps(listing)
+        return listing
+    data = json.loads(listing)
+    _account_names(data, placeholders.ids)
+    return json.dumps(data)
 
 
 ACCOUNT_KEYS = {"skuid": "user", "skgid": "group", "uid": "user", "gid": "group"}  # meta keys and set types

@@ -39,6 +39,14 @@ L4_NUMBERS = {
 }
 # Payload headers whose fields nft only matches after `meta l4proto X` (a dependency it hides when listing).
 HEADER_L4 = {name: L4_NUMBERS[name] for name in ("icmp", "igmp", "tcp", "udp", "dccp", "esp", "ah", "icmpv6", "comp", "sctp", "udplite")}
+# `icmpv6 type` names as nft lists them (the ones a ruleset for a router uses)
+ICMPV6_TYPES = {
+    "destination-unreachable": 1, "packet-too-big": 2, "time-exceeded": 3, "parameter-problem": 4,
+    "echo-request": 128, "echo-reply": 129, "mld-listener-query": 130, "mld-listener-report": 131,
+    "mld-listener-done": 132, "mld-listener-reduction": 132, "nd-router-solicit": 133, "nd-router-advert": 134,
+    "nd-neighbor-solicit": 135, "nd-neighbor-advert": 136, "nd-redirect": 137, "router-renumbering": 138,
+    "ind-neighbor-solicit": 141, "ind-neighbor-advert": 142, "mld2-listener-report": 143,
+}
 PORT_HEADERS = ("tcp", "udp", "sctp", "dccp", "udplite", "th")  # `th`: any transport header, no protocol implied
 FAMILY_VERSION = {"ip": 4, "ip6": 6}
 CT_STATE_NAMES = ("invalid", "established", "related", "new", "untracked")
@@ -164,6 +172,10 @@ def _value(kind: str, raw: Any) -> Value:
         return NFPROTO_VALUES[raw]
     if kind == "ethertype" and raw in ETHERTYPE_VALUES:
         return ETHERTYPE_VALUES[raw]
+    if kind == "icmpv6_type" and isinstance(raw, (int, str)) and not isinstance(raw, bool):
+        number = ICMPV6_TYPES.get(raw, raw) if isinstance(raw, str) else raw
+        if isinstance(number, int) and 0 <= number <= 255:
+            return number
     if kind == "raw":  # a set of a type the IR has no field for: kept as text
         return describe(raw)
     raise _Unknown(f"{describe(raw)} as {kind}")
@@ -229,6 +241,8 @@ def _field(expr: Any) -> _Field:
             return _Field("l4proto", "proto")  # exact for IPv4, which has no extension headers
         if proto in PORT_HEADERS and name in ("sport", "dport"):
             return _Field(name, "port")
+        if (proto, name) == ("icmpv6", "type"):
+            return _Field("icmpv6.type", "icmpv6_type")
         if (proto, name) == ("ip6", "nexthdr"):
             raise _Unknown("ip6 nexthdr is the first extension header, not always the layer-4 protocol")
     elif kind == "meta" and arg.get("key") in META_FIELDS:
@@ -238,10 +252,16 @@ def _field(expr: Any) -> _Field:
     raise _Unknown()
 
 
-def _fields(expr: Any) -> tuple[_Field, ...]:
+def _fields(expr: Any, lookup: bool = False) -> tuple[_Field, ...]:
+    """The fields an expression reads; `lookup`: as the key of a verdict or DNAT map, where
+    packet spaces must model every field (the ICMPv6 type is only read by the ND check)."""
     if isinstance(expr, dict) and "concat" in expr:
-        return tuple(_field(part) for part in expr["concat"])
-    return (_field(expr),)
+        fields = tuple(_field(part) for part in expr["concat"])
+    else:
+        fields = (_field(expr),)
+    if lookup and any(f.name == "icmpv6.type" for f in fields):
+        raise _Unknown("a map keyed on the ICMPv6 type")
+    return fields
 
 
 def _payloads(raw: Any) -> Iterator[dict]:
@@ -373,7 +393,7 @@ def _why(exc: Exception) -> str:
 
 
 def _vmap(arg: Any, ctx: _TableContext) -> tuple[list[Match], VerdictMap]:
-    fields = _fields(arg["key"])
+    fields = _fields(arg["key"], lookup=True)
     names = tuple(f.name for f in fields)
     data = arg["data"]
     if isinstance(data, str) and data.startswith("@"):
@@ -407,7 +427,7 @@ def _dnat(arg: Any, ctx: _TableContext) -> tuple[list[Match], Dnat | DnatMap]:
     if "port" in arg:
         raise _Unknown("an address map with a separate port")
     lookup = addr["map"]
-    fields = _fields(lookup["key"])
+    fields = _fields(lookup["key"], lookup=True)
     names = tuple(f.name for f in fields)
     data = lookup["data"]
     implied = _implied(lookup["key"], exact=True)
@@ -597,7 +617,9 @@ def _build_table(parts: _TableParts) -> Table:
             maybe_off = Unmodelled(f"table flags {','.join(unknown_flags)}: flags fwmatrix cannot read; the table may be dormant (off)")
             rules = (Rule((maybe_off,), Verdict("accept"), origin=f"{parts.family} {parts.name} {name} (table flags)"),) + rules
         where = f"chain {parts.family} {parts.name} {name}"
-        chains.append(Chain(name, rules, hook=str(body["hook"]), type=str(body.get("type", "filter")), priority=_priority(body.get("prio", 0), where), policy=str(body.get("policy", "accept"))))
+        devices = tuple(str(d) for d in as_list(body["dev"])) if "dev" in body else None
+        chains.append(Chain(name, rules, hook=str(body["hook"]), type=str(body.get("type", "filter")), priority=_priority(body.get("prio", 0), where),
+                            policy=str(body.get("policy", "accept")), devices=devices))
     sets = tuple(info.definition(ctx.uses.get(name), name in ctx.filled) for name, info in ctx.sets.items())
     return Table(parts.family, parts.name, tuple(chains), sets)
 

@@ -8,7 +8,9 @@ Findings, each naming the opening (name, row, note) and the live rule:
   nat              a port forward missing, going to the wrong host or port, or extra;
   reply-blocked    an opening whose replies cannot come back (no established path);
   shadowed         a rule that can never match;
-  unmodelled       a construct fwmatrix cannot model, judged both ways.
+  unmodelled       a construct fwmatrix cannot model, judged both ways;
+  nd-blocked       openings whose IPv6 part cannot work: the firewall drops neighbour discovery;
+  not-audited      an address family the input does not cover (an iptables-save without its ip6tables-save).
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from typing import Iterable, Protocol
 
 from netaddr import IPNetwork
 
-from fwmatrix.audit.evaluate import DEFAULT_ACCEPT, Effective, Grant, evaluate, interfaces_of
-from fwmatrix.compile.intent import Dnat, Flow, Intent
+from fwmatrix.audit.evaluate import DEFAULT_ACCEPT, Effective, Grant, evaluate, interfaces_of, within_families
+from fwmatrix.audit.evaluate.neighbours import nd_blocked
+from fwmatrix.compile.intent import Dnat, FirewallIntent, Flow, Intent
 from fwmatrix.ir import Ruleset
 from fwmatrix.matrix.model import PROTOCOLS, Opening, ServicePart
 from fwmatrix.space import (
@@ -27,7 +30,7 @@ from fwmatrix.space import (
 )
 
 SEVERITIES = ("info", "low", "medium", "high")
-KINDS = ("missing", "excess", "dmz-to-internet", "nat", "reply-blocked", "shadowed", "unmodelled")
+KINDS = ("missing", "excess", "dmz-to-internet", "nat", "reply-blocked", "shadowed", "unmodelled", "nd-blocked", "not-audited")
 SEVERITY_OF = {
     "missing": "high",
     "excess": "high",
@@ -36,6 +39,8 @@ SEVERITY_OF = {
     "dmz-to-internet": "medium",
     "unmodelled": "medium",
     "shadowed": "low",
+    "nd-blocked": "high",
+    "not-audited": "info",
 }
 CT_NEW = ct_bits("new", translated=False)
 CT_ESTABLISHED = ct_bits("established", translated=False)
@@ -119,6 +124,11 @@ def audit(intent: Intent, firewall: str, ruleset: Ruleset, source: str) -> Audit
     fw = fw_intent.firewall
     ifaces = interfaces_of(ruleset, list(fw.interfaces))
     effective = evaluate(ruleset, ifaces)
+    not_given = _not_given(ruleset)
+    if not_given:  # what was not given was not audited: judge the rest, and say so
+        effective = within_families(effective, frozenset({4, 6}) - not_given)
+        fw_intent = replace(fw_intent, flows=tuple(f for f in fw_intent.flows if f.family not in not_given),
+                            dnats=tuple(d for d in fw_intent.dnats if d.family not in not_given))
     report = AuditReport(intent.matrix.name, firewall, source, openings_checked=len({f.opening.index for f in fw_intent.flows}))
     full = Space.full(ifaces)
 
@@ -209,6 +219,9 @@ def audit(intent: Intent, firewall: str, ruleset: Ruleset, source: str) -> Audit
             ))
 
     report.findings.extend(_nat_findings(full, fw_intent.dnats, effective))
+    report.findings.extend(_nd_findings(full, ruleset, fw_intent))
+    if not_given:
+        report.findings.append(_not_audited(intent.firewalls[firewall], not_given))
     for note in effective.shadowed:
         report.findings.append(Finding("shadowed", f"rule can never match: {note.text}", None, note.origin))
     for note in effective.unmodelled:
@@ -220,6 +233,55 @@ def _depends_on(grant: Grant, extra: Space, doubtful: list[Grant]) -> str:
     """The rule that may forward `extra`, and the rules with unmodelled constructs that can reach it."""
     names = [grant.origin] + [d.origin for d in doubtful if d.origin != grant.origin and d.space.intersect(extra)]
     return ", ".join(dict.fromkeys(names))
+
+
+SAVE_TOOLS = {4: "iptables-save", 6: "ip6tables-save"}
+
+
+def _not_given(ruleset: Ruleset) -> frozenset[int]:
+    return frozenset() if ruleset.families is None else frozenset({4, 6}) - ruleset.families
+
+
+def _not_audited(fw_intent: FirewallIntent, not_given: frozenset[int]) -> Finding:
+    """What was not audited: the families not given, and the openings (or their parts) in them."""
+    families = " and ".join(f"IPv{v}" for v in sorted(not_given))
+    tools = " and ".join(f"{SAVE_TOOLS[v]} output" for v in sorted(not_given))
+    message = f"no {families} ruleset was given ({tools}): {families} was not audited; pass it with a second -r"
+    unchecked = sorted({f.opening.name for f in fw_intent.flows if f.family in not_given})
+    if unchecked:
+        message += f". Openings with {families} addresses were not checked for them: {', '.join(unchecked)}"
+    return Finding("not-audited", message)
+
+
+def _nd_findings(full: Space, ruleset: Ruleset, fw_intent: FirewallIntent) -> list[Finding]:
+    """Openings whose IPv6 flows need neighbour discovery that the firewall drops: advertisements
+    on either interface (it cannot send to those hosts), solicitations on the in-interface
+    (those hosts cannot send to it)."""
+    blocked = nd_blocked(ruleset, full.ifaces, sorted(fw_intent.firewall.interfaces))
+    if not blocked:
+        return []
+    hit: dict[int, list[Flow]] = {}
+    reasons: dict[int, set[str]] = {}
+    for f in fw_intent.flows:
+        if f.family != 6:
+            continue
+        found = {f"it cannot send to the hosts on {i} (their advertisements are dropped)"
+                 for i in (f.in_iface, f.out_iface) if "advertisements" in blocked.get(i, ())}
+        if "solicitations" in blocked.get(f.in_iface, ()):
+            found.add(f"the hosts on {f.in_iface} cannot send to it (their solicitations are dropped)")
+        if found:
+            hit.setdefault(f.opening.index, []).append(f)
+            reasons.setdefault(f.opening.index, set()).update(found)
+    findings = []
+    for index, flows in sorted(hit.items()):
+        opening = flows[0].opening
+        findings.append(Finding(
+            "nd-blocked",
+            f"IPv6 of opening '{opening.name}' (row {opening.index}) cannot work: the firewall drops ICMPv6 neighbour discovery, "
+            f"so {'; '.join(sorted(reasons[index]))} (unless static neighbour entries stand in for it)",
+            opening, "", tuple(_union(full, [flow_space(full, f, CT_NEW) for f in flows]).lines()),
+        ))
+    return findings
 
 
 def _union(full: Space, spaces: list[Space]) -> Space:

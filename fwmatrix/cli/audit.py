@@ -59,7 +59,10 @@ def audit_command(matrix: str, firewall: str | None, live: bool, ruleset_paths: 
         pf_context = dict(pf.firewall_facts(intent.matrix, firewall), tables=_named_files(pf_tables), anchors=_named_files(pf_anchors))
         read = [(path,) + _read(path, backend_name, pf_context) for path in ruleset_paths]
         # rulesets that run together on one firewall: their tables side by side
-        ruleset = Ruleset(tuple(table for _, parsed, _ in read for table in parsed.tables))
+        # (an iptables-save file covers its family only: together they cover what each covers)
+        families = [parsed.families for _, parsed, _ in read]
+        covered = None if None in families else frozenset().union(*families)
+        ruleset = Ruleset(tuple(table for _, parsed, _ in read for table in parsed.tables), families=covered)
         source = ", ".join(f"{path} ({used})" for path, _, used in read)
     report = audit(intent, firewall, ruleset, source)
     emit(fmt, output, [report], table=print_table, markdown=markdown, to_json=AuditReport.to_json,

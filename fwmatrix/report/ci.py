@@ -239,6 +239,8 @@ AUDIT_RULES = {
     "reply-blocked": Rule(KIND_TITLES["reply-blocked"], "The answers of an opening cannot come back: no rule accepts them as an established connection (e.g. an established/related rule limited to TCP).", "high"),
     "shadowed": Rule(KIND_TITLES["shadowed"], "A rule that can never match: earlier rules decide every packet it would. Remove it, or move it before the rules that hide it.", "low"),
     "unmodelled": Rule(KIND_TITLES["unmodelled"], "A construct fwmatrix cannot model (marks, rate limits, queues, unknown matches): the audit judged the ruleset both ways, and reports what depends on it.", "medium"),
+    "nd-blocked": Rule(KIND_TITLES["nd-blocked"], "The firewall drops ICMPv6 neighbour solicitations or advertisements arriving on an interface, so IPv6 through it cannot work: accept icmpv6 nd-neighbor-solicit and nd-neighbor-advert in the input chain.", "high"),
+    "not-audited": Rule(KIND_TITLES["not-audited"], "The input covers one address family only (iptables-save without ip6tables-save, or the other way round): the other was not audited. Pass both files with -r.", "info"),
 }
 
 

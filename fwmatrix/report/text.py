@@ -24,6 +24,8 @@ KIND_TITLES = {
     "reply-blocked": "Replies blocked: answers cannot come back",
     "shadowed": "Shadowed: rules that can never match",
     "unmodelled": "Unmodelled: constructs judged both ways",
+    "nd-blocked": "ND blocked: IPv6 openings that cannot work",
+    "not-audited": "Not audited: address families the input does not cover",
 }
 
 

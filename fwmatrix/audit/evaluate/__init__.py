@@ -1,6 +1,8 @@
 """Symbolic execution of a ruleset: what it really does to forwarded packets.
 
 The netfilter path, as the kernel runs it:
+  0. ingress (netdev and inet tables, on the in-interface) and prerouting
+     filter chains (raw, mangle): what they drop never goes further;
   1. prerouting, nat chains by priority: the first DNAT that matches a new
      connection translates its destination (later nat rules and chains no
      longer see it);
@@ -9,7 +11,9 @@ The netfilter path, as the kernel runs it:
      order. Within a chain the first matching rule decides; accept ends that
      chain only (the next base chain still judges the packet), drop and
      reject are final; jump/goto/return and verdict maps move between
-     chains; the policy takes what no rule decided.
+     chains; the policy takes what no rule decided;
+  3. postrouting filter chains, then egress (netdev tables, on the
+     out-interface): each may still drop what forward let pass.
 
 The result is an `Effective` policy: the regions of (post-DNAT) packets that
 are forwarded, each remembering the rule that accepted it; the DNAT
@@ -35,7 +39,7 @@ from fwmatrix.audit.evaluate.prerouting import dnat_regions, early_drops
 from fwmatrix.audit.evaluate.reading import Reading
 from fwmatrix.audit.evaluate.untracked import as_untracked
 from fwmatrix.ir import Match, Ruleset, VerdictMap
-from fwmatrix.space import NO_PORT, Interfaces, Space, iv_norm, iv_sub
+from fwmatrix.space import NO_PORT, V4_ALL, V6_ALL, Interfaces, Space, iv_norm, iv_sub
 
 
 def interfaces_of(ruleset: Ruleset, known: list[str]) -> Interfaces:
@@ -47,6 +51,7 @@ def interfaces_of(ruleset: Ruleset, known: list[str]) -> Interfaces:
                 if f in ("iif", "oif"):
                     names.update(str(e.key[position]) for e in set_def.elements if not str(e.key[position]).endswith("*"))
         for chain in table.chains:
+            names.update(chain.devices or ())
             for rule in chain.rules:
                 for match in rule.matches:
                     if isinstance(match, Match):
@@ -92,15 +97,34 @@ def evaluate(ruleset: Ruleset, ifaces: Interfaces) -> Effective:
     )
 
 
+def within_families(effective: Effective, families: frozenset[int]) -> Effective:
+    """The policy for packets of the given address families only (what an input covers)."""
+    ifaces = effective.ifaces
+    family = Space.empty(ifaces)
+    for version in families:
+        addresses = V4_ALL if version == 4 else V6_ALL
+        family = family.union(Space.full(ifaces).make(src=addresses, dst=addresses))
+    return Effective(
+        ifaces,
+        [g for g in (Grant(g.space.intersect(family), g.origin) for g in effective.forwarded) if g.space],
+        [d for d in (replace(d, space=d.space.intersect(family)) for d in effective.dnats) if d.space],
+        effective.shadowed,
+        effective.unmodelled,
+        [g for g in (Grant(g.space.intersect(family), g.origin) for g in effective.uncertain) if g.space],
+        [g for g in (Grant(g.space.intersect(family), g.origin) for g in effective.doubtful) if g.space],
+    )
+
+
 def _read(reading: Reading) -> Effective:
     """One reading along the netfilter path; what may be forwarded at most is left in `reading.upper`."""
-    early, early_certain = early_drops(reading)
-    dnats = dnat_regions(reading)
+    drops = early_drops(reading)
+    dnats = dnat_regions(reading, drops)
+    early, early_certain = drops.spaces(reading)
     chains = forward_chains(reading)
     forwarded = as_untracked(reading.ifaces, combine(reading, chains, upper=False), reading.notracked, reading.maybe_notracked)
     reading.upper = as_untracked(reading.ifaces, combine(reading, chains, upper=True), reading.notracked, reading.maybe_notracked)
     if early:
-        # Packets dropped before DNAT (raw, mangle) never reach NAT or forward. The
+        # Packets dropped before DNAT (ingress, raw, mangle) never reach NAT or forward. The
         # regions are in arriving coordinates: exact for the DNAT regions and for
         # untranslated traffic; for translated traffic, the drop is judged on the
         # translated packet (documented in docs/audit.md).
@@ -118,6 +142,6 @@ def _read(reading: Reading) -> Effective:
 
 
 __all__ = [
-    "Effective", "Grant", "DnatRegion", "Note", "evaluate", "interfaces_of", "EvaluationError", "DEFAULT_ACCEPT",
+    "Effective", "Grant", "DnatRegion", "Note", "evaluate", "interfaces_of", "within_families", "EvaluationError", "DEFAULT_ACCEPT",
     "NO_PORT", "iv_norm", "iv_sub",
 ]

@@ -1,8 +1,12 @@
-"""The forward hook: every base chain of every table whose family sees the
-packet, in priority order. Accept ends one chain only (the next still judges
-the packet); a packet is forwarded when every chain lets it pass."""
+"""From the forward decision to the wire: every filtering base chain of every
+table that sees the forwarded packet, in the path's order — the forward hook,
+then postrouting, then egress on the out-interface (netdev tables). Within a hook by priority. Accept
+ends one chain only (the next still judges the packet); a packet is
+forwarded when every chain lets it pass."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from fwmatrix.audit.evaluate.chains import ChainResult, chain_name, walk
 from fwmatrix.audit.evaluate.effective import Grant
@@ -11,40 +15,75 @@ from fwmatrix.ir import Chain, Table
 from fwmatrix.space import BoxIndex, Remaining, Space
 
 DEFAULT_ACCEPT = "no forward chain judges these packets (netfilter forwards them by default)"
+# the hooks after forward whose filter chains can still drop a forwarded packet (postrouting
+# nat chains are not walked: their snat and masquerade let the packet on)
+AFTER_FORWARD = ("postrouting", "egress")
 
 
-def forward_chains(reading: Reading) -> list[tuple[Table, Chain, ChainResult]]:
-    """Each forward base chain, in priority order, with its decisions over its family's packets."""
-    return [(table, chain, walk(reading, table, chain, Remaining(reading.family_space(table)), depth=0))
-            for table, chain in reading.base_chains("forward", "filter")]
+@dataclass
+class Judge:
+    """One base chain on the way out, with its decisions over the packets it sees (`scope`).
+    `known`: whether it surely sees them (an egress chain whose device is not listed may not:
+    its drops are uncertain)."""
+
+    table: Table
+    chain: Chain
+    scope: Space
+    result: ChainResult
+    known: bool = True
+    names_grants: bool = True  # a forward chain's accept names the region; later hooks keep that name
 
 
-def combine(reading: Reading, chains: list[tuple[Table, Chain, ChainResult]], upper: bool) -> list[Grant]:
+def forward_chains(reading: Reading) -> list[Judge]:
+    """Each base chain a forwarded packet passes after routing, in the path's order."""
+    judges = [_judge(reading, table, chain, names_grants=True) for table, chain in reading.base_chains("forward", "filter")]
+    for hook in AFTER_FORWARD:
+        judges += [_judge(reading, table, chain, names_grants=False) for table, chain in reading.base_chains(hook, "filter")]
+    return judges
+
+
+def _judge(reading: Reading, table: Table, chain: Chain, names_grants: bool) -> Judge:
+    scope, known = reading.scope(table, chain)
+    result = walk(reading, table, chain, Remaining(scope), depth=0)
+    if not known:
+        result.uncertain_drops |= {id(g) for g in result.dropped}
+    return Judge(table, chain, scope, result, known, names_grants)
+
+
+def combine(reading: Reading, judges: list[Judge], upper: bool) -> list[Grant]:
     """Forwarded packets, by the rule that let them through.
 
-    A packet is forwarded when every forward base chain of its family lets
-    it pass. Each chain is evaluated over its family's packets; of a chain
-    with policy drop only its explicit accepts pass, of a chain with policy
-    accept everything but its explicit drops. Grants may overlap (the
-    forwarded set is their union); the explicit accept of the latest chain
-    names the region's rule. With `upper`, what rules fwmatrix cannot model
-    may let pass counts as passing and only their certain drops drop: what
-    may be forwarded at most."""
+    A packet is forwarded when every base chain that sees it lets it pass.
+    Each chain is evaluated over the packets it sees; of a chain with policy
+    drop only its explicit accepts pass, of a chain with policy accept
+    everything but its explicit drops. Grants may overlap (the forwarded set
+    is their union); the explicit accept of the latest forward chain names
+    the region's rule. With `upper`, what rules fwmatrix cannot model may let
+    pass counts as passing and only their certain drops drop: what may be
+    forwarded at most."""
     grants = [Grant(reading.full, DEFAULT_ACCEPT)]
-    for table, chain, result in chains:
-        family = reading.family_space(table)
+    for judge in judges:
+        table, chain, result, scope = judge.table, judge.chain, judge.result, judge.scope
+        if upper and not judge.known and chain.policy == "drop":
+            continue  # may not be on these packets' way at all
         accepted = result.accepted + (result.maybe_accepted if upper else [])
         dropped_grants = [d for d in result.dropped if not (upper and id(d) in result.uncertain_drops)]
-        outside = [Grant(g.space.subtract(family), g.origin) for g in grants]
-        explicit = _intersect_grants([Grant(g.space.intersect(family), g.origin) for g in grants], accepted)
+        outside = [Grant(g.space.subtract(scope), g.origin) for g in grants]
+        inside_grants = [Grant(g.space.intersect(scope), g.origin) for g in grants]
+        if judge.names_grants:
+            explicit = _intersect_grants(inside_grants, accepted)
+        else:
+            passed = Space(reading.ifaces, [b for a in accepted for b in a.space.boxes])
+            explicit = [Grant(g.space.intersect(passed), g.origin) for g in inside_grants]
         inside: list[Grant] = []
         if chain.policy != "drop":
             dropped = Space(reading.ifaces, [b for d in dropped_grants for b in d.space.boxes])
             policy_origin = f"{chain_name(table, chain)} policy accept"
-            for g in grants:
-                rest = g.space.intersect(family).subtract(dropped)
+            for g in inside_grants:
+                rest = g.space.subtract(dropped)
                 if rest:
-                    inside.append(Grant(rest, policy_origin if g.origin == DEFAULT_ACCEPT else g.origin))
+                    named = judge.names_grants and g.origin == DEFAULT_ACCEPT
+                    inside.append(Grant(rest, policy_origin if named else g.origin))
         grants = [g for g in explicit + inside + outside if g.space]
     return grants
 

@@ -20,8 +20,9 @@ from fwmatrix.space import (
 
 # Fields the IR carries but packet spaces have no dimension for: a match on them
 # is judged both ways, like any unmodelled construct. Of the ct status bits only
-# dnat is modelled (the ct dimension knows translated connections).
-UNMODELLED_FIELDS = frozenset({"sport"})
+# dnat is modelled (the ct dimension knows translated connections). The ICMPv6 type
+# is read only by the neighbour-discovery check (evaluate/neighbours.py).
+UNMODELLED_FIELDS = frozenset({"sport", "icmpv6.type"})
 MODELLED_CT_STATUS = "dnat"
 
 

@@ -1,48 +1,75 @@
-"""The prerouting hook, before the forward decision: filtering chains (raw,
-mangle) that drop packets early, and nat chains whose first DNAT translates
-a new connection's destination."""
+"""Before the forward decision: filtering chains that drop packets early (netdev
+and inet ingress on the in-interface, raw and mangle prerouting), and nat chains
+whose first DNAT translates a new connection's destination (their drops are
+judged both ways)."""
 
 from __future__ import annotations
 
-from fwmatrix.audit.evaluate.chains import walk
+from fwmatrix.audit.evaluate.chains import ChainResult, chain_name, walk
 from fwmatrix.audit.evaluate.effective import DnatRegion
 from fwmatrix.audit.evaluate.reading import Reading
 from fwmatrix.audit.evaluate.untracked import CONNTRACK_PRIORITY, untracked_region
-from fwmatrix.space import Remaining, Space, ct_bits
+from fwmatrix.ir import Chain
+from fwmatrix.space import Box, Remaining, Space, ct_bits
 
 
-def early_drops(reading: Reading) -> tuple[Space, Space]:
-    """What filtering chains on the prerouting hook (raw, mangle) drop, and of that
-    what they drop whatever unmodelled constructs do. Before DNAT (priority below
-    dstnat) they see the arriving packet, after it the translated one; both are
-    judged here on the packet as it arrives or is forwarded. What their notrack rules
-    take out of connection tracking (before conntrack) is left in `reading.notracked`."""
-    boxes, certain = [], []
-    for table, chain in reading.base_chains("prerouting", "filter"):
-        result = walk(reading, table, chain, Remaining(reading.family_space(table)), depth=0)
-        if chain.priority < CONNTRACK_PRIORITY:
-            reading.notracked += [g for g in result.notracked if g.space]
-            reading.maybe_notracked += [g for g in result.maybe_notracked if g.space]
-        boxes += [b for g in result.dropped for b in g.space.boxes]
-        certain += [b for g in result.dropped if id(g) not in result.uncertain_drops for b in g.space.boxes]
+class Drops:
+    """What chains before the forward decision drop: in this reading, and of that what
+    they drop whatever unmodelled constructs (and unnamed devices) do."""
+
+    def __init__(self) -> None:
+        self.boxes: list[Box] = []
+        self.certain: list[Box] = []
+
+    def add(self, chain: Chain, seen: Space, result: ChainResult, known: bool) -> None:
+        """A base chain's drops over the packets it saw; its policy drops what it did not accept
+        or translate. `known`: whether the chain surely sees them (its device is named)."""
+        dropped = [(b, id(g) not in result.uncertain_drops) for g in result.dropped for b in g.space.boxes]
         if chain.policy == "drop":
-            kept = Space(reading.ifaces, [b for g in result.accepted + result.maybe_accepted for b in g.space.boxes])
-            rest = reading.family_space(table).subtract(kept).boxes
-            boxes += rest
-            certain += rest
-    return Space(reading.ifaces, boxes), Space(reading.ifaces, certain)
+            kept = Space(seen.ifaces, [b for g in result.accepted + result.maybe_accepted for b in g.space.boxes]
+                         + [b for d in result.dnats for b in d.space.boxes])
+            dropped += [(b, True) for b in seen.subtract(kept).boxes]
+        self.boxes += [b for b, _ in dropped]
+        self.certain += [b for b, certain in dropped if certain and known]
+
+    def spaces(self, reading: Reading) -> tuple[Space, Space]:
+        return Space(reading.ifaces, self.boxes), Space(reading.ifaces, self.certain)
 
 
-def dnat_regions(reading: Reading) -> list[DnatRegion]:
+def early_drops(reading: Reading) -> Drops:
+    """What filtering chains at ingress and prerouting drop. Ingress and prerouting before
+    DNAT (priority below dstnat) see the arriving packet, after it the translated one; both
+    are judged here on the packet as it arrives or is forwarded. What prerouting's notrack
+    rules take out of connection tracking (before conntrack) is left in `reading.notracked`."""
+    drops = Drops()
+    for hook in ("ingress", "prerouting"):
+        for table, chain in reading.base_chains(hook, "filter"):
+            seen, known = reading.scope(table, chain)
+            result = walk(reading, table, chain, Remaining(seen), depth=0)
+            if hook == "prerouting" and chain.priority < CONNTRACK_PRIORITY:
+                reading.notracked += [g for g in result.notracked if g.space]
+                reading.maybe_notracked += [g for g in result.maybe_notracked if g.space]
+            drops.add(chain, seen, result, known)
+    return drops
+
+
+def dnat_regions(reading: Reading, drops: Drops) -> list[DnatRegion]:
     """The new, untranslated connections each DNAT rule translates: the nat chains in
     priority order, each over what no earlier chain translated. Call after
-    `early_drops`, which finds the untracked packets."""
+    `early_drops`, which finds the untracked packets. What the nat chains drop (a rule,
+    a policy) is added to `drops`, judged both ways."""
     regions: list[DnatRegion] = []
     tracked_new = reading.full.make(ct=ct_bits("new", translated=False)).subtract(untracked_region(reading.ifaces, reading.notracked))
     untranslated = Remaining(tracked_new)  # NAT never sees an untracked packet
     for table, chain in reading.base_chains("prerouting", "nat"):
         untranslated_in_table = untranslated.intersect(reading.family_space(table))
         result = walk(reading, table, chain, Remaining(untranslated_in_table), depth=0)
+        if result.dropped or chain.policy == "drop":
+            # The kernel runs a nat chain only once its namespace has a nat statement (Linux
+            # 6.18; tested in the lab): whether these drops drop is judged both ways.
+            reading.note_unmodelled(chain_name(table, chain), "drops in a nat chain, which the kernel may not run (it runs nat chains "
+                                    "only for a connection's first packet, and only once a nat statement exists)")
+            drops.add(chain, untranslated_in_table, result, known=False)
         for region in result.dnats:
             regions.append(region)
             untranslated.remove(region.space)

@@ -9,9 +9,20 @@ unmodelled constructs could match.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from fwmatrix.audit.evaluate.effective import Grant, Note
-from fwmatrix.ir import Chain, Ruleset, Table
+from fwmatrix.ir import Chain, DnatMap, Match, Rule, Ruleset, Table, Unmodelled, VerdictMap
 from fwmatrix.space import V4_ALL, V6_ALL, Box, Interfaces, Space
+
+# The hooks a forwarded packet passes, in order: netdev ingress on its in-interface,
+# prerouting, forward, postrouting, netdev egress on its out-interface.
+DEVICE_FIELD = {"ingress": "iif", "egress": "oif"}  # the interface a device-bound chain is bound to
+# The interface a hook has no device for: the out-interface before routing, the
+# in-interface at egress (postrouting still knows a forwarded packet's). Its name is
+# empty there: `oifname "x"` never matches, `oifname != "x"` always does.
+ABSENT_INTERFACE = {"ingress": "oif", "prerouting": "oif", "input": "oif", "egress": "iif"}
+NO_CONNTRACK_YET = "a ct match at ingress, where conntrack has not seen the packet yet"
 
 
 class Reading:
@@ -23,6 +34,7 @@ class Reading:
         self.unmodelled: dict[str, Note] = {}
         self.shadowed: list[Note] = []
         self._families: dict[str, Space] = {}
+        self._seen_at: dict[tuple[int, str], Table] = {}
         # what rules with unmodelled constructs could match (they are judged both ways):
         # every such packet is uncertain; those such a rule lets on may be forwarded
         self.touched: list[Box] = []
@@ -33,15 +45,46 @@ class Reading:
         self.notes_by_rule: dict[str, int] = {}  # how often each rule (origin) was noted unmodelled
 
     def base_chains(self, hook: str, kind: str) -> list[tuple[Table, Chain]]:
-        """The base chains of a hook and type, of every IP table, in priority order."""
-        found = [
-            (table, chain)
-            for table in self.ruleset.tables
-            if table.family in ("ip", "ip6", "inet")
-            for chain in table.chains
-            if chain.hook == hook and chain.type == kind
-        ]
+        """The base chains of a hook and type, of every table that hook runs (IP tables;
+        netdev tables at ingress and egress), in priority order, each with its table as
+        the hook sees it (see `_as_seen_at`)."""
+        families = ("ip", "ip6", "inet") + (("netdev",) if hook in DEVICE_FIELD else ())
+        found = []
+        for table in self.ruleset.tables:
+            if table.family not in families or not any(c.hook == hook and c.type == kind for c in table.chains):
+                continue
+            seen = self._as_seen_at(table, hook)
+            found += [(seen, chain) for chain in seen.chains if chain.hook == hook and chain.type == kind]
         return sorted(found, key=lambda tc: tc[1].priority)  # stable: equal priorities keep listing order
+
+    def _as_seen_at(self, table: Table, hook: str) -> Table:
+        """The table as a hook runs it: rules matching an interface the hook does not know
+        never match (kept, deciding nothing, so rule numbers stay); at ingress ct matches
+        are judged both ways."""
+        key = (id(table), hook)
+        if key not in self._seen_at:
+            absent = ABSENT_INTERFACE.get(hook)
+            chains = tuple(replace(c, rules=tuple(_as_seen(r, absent, hook == "ingress") for r in c.rules)) for c in table.chains)
+            self._seen_at[key] = replace(table, chains=chains)
+        return self._seen_at[key]
+
+    def scope(self, table: Table, chain: Chain) -> tuple[Space, bool]:
+        """The packets a base chain sees: its family's, on its device at ingress and egress;
+        and whether that is known (a listing may not name the device: then every interface
+        may be it, and what the chain drops is dropped only maybe)."""
+        family = self.family_space(table)
+        field = DEVICE_FIELD.get(chain.hook or "")
+        if field is None:
+            return family, True
+        if chain.devices is None:
+            self.note_unmodelled(f"{table.family} {table.name} {chain.name}",
+                                 f"a {chain.hook} chain whose device the listing does not name (nft -j before 1.0.7): "
+                                 "its drops may apply to any interface")
+            return family, False
+        mask = 0
+        for device in chain.devices:
+            mask |= self.ifaces.mask(device)
+        return family.intersect(self.full.make(**{field: mask})), True
 
     def family_space(self, table: Table) -> Space:
         """The packets a table's family sees (ip: IPv4, ip6: IPv6, inet: both)."""
@@ -66,3 +109,18 @@ class Reading:
         the walk judges every rule noted here both ways (see chains.walk)."""
         self.unmodelled.setdefault(origin + text, Note(origin, text))
         self.notes_by_rule[origin] = self.notes_by_rule.get(origin, 0) + 1
+
+
+def _as_seen(rule: Rule, absent: str | None, at_ingress: bool) -> Rule:
+    """A rule as a hook runs it (see `ABSENT_INTERFACE`, `NO_CONNTRACK_YET`)."""
+    if absent is not None:
+        if isinstance(rule.action, (VerdictMap, DnatMap)) and absent in rule.action.fields:
+            return replace(rule, action=None)  # no entry's key has an empty name
+        on_absent = [m for m in rule.matches if isinstance(m, Match) and absent in m.fields]
+        if any(not m.negate for m in on_absent):
+            return replace(rule, action=None)  # never matches: decides nothing
+        rule = replace(rule, matches=tuple(m for m in rule.matches if m not in on_absent))  # `!=` always holds
+    if at_ingress:
+        rule = replace(rule, matches=tuple(Unmodelled(NO_CONNTRACK_YET) if isinstance(m, Match) and any(f.startswith("ct.") for f in m.fields) else m
+                                           for m in rule.matches))
+    return rule
