@@ -15,11 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from fwmatrix.audit.findings import audit
 from fwmatrix.backends import iptables
 from fwmatrix.compile.intent import build_intent
 from fwmatrix.compile.ruleset import compile_intent
 from fwmatrix.matrix.loader import load_matrix
 from fwmatrix.ops.lab import Lab, Probe
+from test_trust_path import DUAL_STACK, IPT_MANGLE_POSTROUTING
 from test_kernel_agreement import SEED_IFACES, TIMEOUT, assert_agreement, check_agreement, explain, known_bug_case
 
 pytestmark = pytest.mark.kernel
@@ -106,15 +108,8 @@ def test_drops_in_a_nat_chain_are_judged_both_ways(with_dnat: bool) -> None:
     assert j.forwarded is None, explain(j, r)
 
 
-IPT_MANGLE_POSTROUTING = """\
-*mangle
-:PREROUTING ACCEPT [0:0]
-:INPUT ACCEPT [0:0]
-:FORWARD ACCEPT [0:0]
-:OUTPUT ACCEPT [0:0]
-:POSTROUTING ACCEPT [0:0]
--A POSTROUTING -o dmz0 -p tcp --dport 443 -j DROP
-COMMIT
+# mangle POSTROUTING drops tcp/22 out of dmz0 (the audit-level case), raw PREROUTING udp from lan0
+IPT_MANGLE_AND_RAW = IPT_MANGLE_POSTROUTING + """\
 *raw
 :PREROUTING ACCEPT [0:0]
 :OUTPUT ACCEPT [0:0]
@@ -125,7 +120,7 @@ COMMIT
 
 def test_iptables_mangle_postrouting_and_raw_drops() -> None:
     with Lab(SEED_IFACES, timeout=TIMEOUT) as lab:
-        lab.load_iptables({iptables.FAMILY_SUFFIX[4]: IPT_MANGLE_POSTROUTING, iptables.FAMILY_SUFFIX[6]: IPT_MANGLE_POSTROUTING})
+        lab.load_iptables({iptables.FAMILY_SUFFIX[4]: IPT_MANGLE_AND_RAW, iptables.FAMILY_SUFFIX[6]: IPT_MANGLE_AND_RAW})
         tally = check_agreement(lab, lab.read_iptables(), PATH_PROBES, "path iptables mangle/raw")
     assert tally.uncertain == 0, tally.summary()
     assert_agreement(tally)
@@ -141,9 +136,8 @@ ND_CASES = {
     # ND is untracked: `ct state untracked drop` drops all of it
     "untracked-dropped": ('table inet host {\n chain input {\n  type filter hook input priority 0; policy accept;\n'
                           '  ct state untracked drop\n }\n}\n', {"internet-to-web", "lan-to-web"}),
-    # the firewall cannot resolve the hosts behind wan0: nothing reaches them, nor do answers
-    "advertisements-dropped-on-wan0": ('table inet host {\n chain input {\n  type filter hook input priority 0; policy accept;\n'
-                                       '  iifname "wan0" icmpv6 type nd-neighbor-advert drop\n }\n}\n', {"internet-to-web"}),
+    # (advertisements dropped on one interface only: the firewall still learns hosts from their
+    # router solicitations, so the first packets pass; the audit calls that unreliable, not dead)
     "nd-accepted": ('table inet host {\n chain input {\n  type filter hook input priority 0; policy drop;\n'
                     '  ct state established,related accept\n  icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept\n }\n}\n', set()),
 }
@@ -155,9 +149,6 @@ ND_PROBES = {  # opening -> its IPv6 probe and, for contrast, its IPv4 one
 
 @pytest.mark.parametrize("case", list(ND_CASES))
 def test_ipv6_without_neighbour_discovery(case: str, tmp_path: Path) -> None:
-    from fwmatrix.audit.findings import audit
-    from test_trust_path import DUAL_STACK
-
     text, dead = ND_CASES[case]
     matrix = tmp_path / "matrix.yaml"
     matrix.write_text(DUAL_STACK)
@@ -173,4 +164,5 @@ def test_ipv6_without_neighbour_discovery(case: str, tmp_path: Path) -> None:
         works = bool(results[v6].delivered and results[v6].answered)
         assert works is (name not in dead), f"{case}: {results[v6]}"
     report = audit(intent, "edge", live, "lab")
-    assert {f.opening.name for f in report.findings if f.kind == "nd-blocked" and f.opening} == dead, [f.to_json() for f in report.findings]
+    blocked = {f.opening.name for f in report.findings if f.kind == "nd-blocked" and f.opening and f.level == "high"}
+    assert blocked == dead, [f.to_json() for f in report.findings]

@@ -243,7 +243,8 @@ def test_nd_dropped_everywhere_makes_every_ipv6_opening_impossible(compiled) -> 
     report = nft_audit(compiled, NO_ND)
     assert found(report) == [("nd-blocked", "high", "internet-to-web"), ("nd-blocked", "high", "lan-to-web")]
     web = report.findings[0]
-    assert "cannot send to the hosts on dmz0" in web.message and "the hosts on wan0 cannot send to it" in web.message
+    assert "cannot work" in web.message
+    assert "it can learn the address of no host on dmz0" in web.message and "no host on wan0" in web.message
     assert web.regions == ("wan0 → dmz0  ::/0 → fd00:10::10  tcp/443  ct new",)  # its IPv6 part only
 
 
@@ -255,10 +256,21 @@ def test_nd_accepted_or_maybe_accepted_is_no_finding(compiled, text: str) -> Non
 
 
 @pytest.mark.kernel
-def test_advertisements_dropped_on_one_interface(compiled) -> None:
-    report = nft_audit(compiled, ADVERT_DROPPED_ON_WAN)
-    assert found(report) == [("nd-blocked", "high", "internet-to-web")]
-    assert "cannot send to the hosts on wan0 (their advertisements are dropped)" in report.findings[0].message
+@pytest.mark.parametrize("iface", ["wan0", "dmz0"])
+def test_advertisements_dropped_on_one_interface_is_unreliable(compiled, iface: str) -> None:
+    # the firewall still learns those hosts from their solicitations and router solicitations,
+    # until it must confirm them: in the lab the first packets pass, so this is no certain failure
+    report = nft_audit(compiled, ADVERT_DROPPED_ON_WAN.replace("wan0", iface))
+    expected = {"wan0": ["internet-to-web"], "dmz0": ["internet-to-web", "lan-to-web"]}[iface]
+    assert found(report) == [("nd-blocked", "medium", name) for name in expected]
+    assert "is unreliable" in report.findings[0].message
+    assert f"neighbour discovery with the hosts on {iface} works only in part (their advertisements are dropped)" in report.findings[0].message
+
+
+@pytest.mark.kernel
+def test_router_solicitations_alone_dropped_is_no_finding(compiled) -> None:
+    text = ADVERT_DROPPED_ON_WAN.replace("nd-neighbor-advert", "nd-router-solicit")
+    assert nft_audit(compiled, text).findings == []
 
 
 IP6_INPUT = """\
@@ -272,19 +284,19 @@ IP6_INPUT = """\
 """
 
 
-@pytest.mark.parametrize("nd, blocked", [
-    ("", True),
-    ("-A INPUT -p ipv6-icmp -m icmp6 --icmpv6-type 135 -j ACCEPT\n-A INPUT -p ipv6-icmp -m icmp6 --icmpv6-type neighbour-advertisement -j ACCEPT\n", False),
-    ("-A INPUT -p ipv6-icmp -m icmp6 --icmpv6-type 135 -j ACCEPT\n", True),  # advertisements still dropped
-    ("-A INPUT -p ipv6-icmp -j ACCEPT\n", False),
+@pytest.mark.parametrize("nd, severity", [
+    ("", "high"),
+    ("-A INPUT -p ipv6-icmp -m icmp6 --icmpv6-type 135 -j ACCEPT\n-A INPUT -p ipv6-icmp -m icmp6 --icmpv6-type neighbour-advertisement -j ACCEPT\n", None),
+    ("-A INPUT -p ipv6-icmp -m icmp6 --icmpv6-type 135 -j ACCEPT\n", "medium"),  # advertisements still dropped
+    ("-A INPUT -p ipv6-icmp -j ACCEPT\n", None),
 ])
-def test_ip6tables_input_without_nd(compiled, nd: str, blocked: bool) -> None:
+def test_ip6tables_input_without_nd(compiled, nd: str, severity: str | None) -> None:
     intent, ruleset = compiled
     files = ipt_files(compiled)
     tables = iptables.parse_save(files[".ipt4"], 4, "edge.ipt4").tables + iptables.parse_save(files[".ipt6"], 6, "edge.ipt6").tables
     tables += iptables.parse_save(IP6_INPUT.replace("{nd}", nd), 6, "input.ipt6").tables
-    kinds = [f.kind for f in audit(intent, "edge", Ruleset(tables), "iptables").findings]
-    assert kinds == (["nd-blocked", "nd-blocked"] if blocked else [])
+    got = [(f.kind, f.level) for f in audit(intent, "edge", Ruleset(tables), "iptables").findings]
+    assert got == ([("nd-blocked", severity)] * 2 if severity else [])
 
 
 def test_an_ipv4_only_matrix_hears_nothing_of_nd(tmp_path: Path) -> None:

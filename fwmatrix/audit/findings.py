@@ -9,7 +9,7 @@ Findings, each naming the opening (name, row, note) and the live rule:
   reply-blocked    an opening whose replies cannot come back (no established path);
   shadowed         a rule that can never match;
   unmodelled       a construct fwmatrix cannot model, judged both ways;
-  nd-blocked       openings whose IPv6 part cannot work: the firewall drops neighbour discovery;
+  nd-blocked       openings whose IPv6 part cannot work (or not reliably): the firewall drops neighbour discovery;
   not-audited      an address family the input does not cover (an iptables-save without its ip6tables-save).
 """
 
@@ -21,7 +21,7 @@ from typing import Iterable, Protocol
 from netaddr import IPNetwork
 
 from fwmatrix.audit.evaluate import DEFAULT_ACCEPT, Effective, Grant, evaluate, interfaces_of, within_families
-from fwmatrix.audit.evaluate.neighbours import nd_blocked
+from fwmatrix.audit.evaluate.neighbours import nd_blocked, nd_failures
 from fwmatrix.compile.intent import Dnat, FirewallIntent, Flow, Intent
 from fwmatrix.ir import Ruleset
 from fwmatrix.matrix.model import PROTOCOLS, Opening, ServicePart
@@ -254,32 +254,25 @@ def _not_audited(fw_intent: FirewallIntent, not_given: frozenset[int]) -> Findin
 
 
 def _nd_findings(full: Space, ruleset: Ruleset, fw_intent: FirewallIntent) -> list[Finding]:
-    """Openings whose IPv6 flows need neighbour discovery that the firewall drops: advertisements
-    on either interface (it cannot send to those hosts), solicitations on the in-interface
-    (those hosts cannot send to it)."""
+    """Openings whose IPv6 flows need neighbour discovery that the firewall drops (see nd_failures)."""
     blocked = nd_blocked(ruleset, full.ifaces, sorted(fw_intent.firewall.interfaces))
-    if not blocked:
-        return []
-    hit: dict[int, list[Flow]] = {}
-    reasons: dict[int, set[str]] = {}
+    by_opening: dict[int, tuple[list[Flow], set[str], list[bool]]] = {}
     for f in fw_intent.flows:
-        if f.family != 6:
-            continue
-        found = {f"it cannot send to the hosts on {i} (their advertisements are dropped)"
-                 for i in (f.in_iface, f.out_iface) if "advertisements" in blocked.get(i, ())}
-        if "solicitations" in blocked.get(f.in_iface, ()):
-            found.add(f"the hosts on {f.in_iface} cannot send to it (their solicitations are dropped)")
-        if found:
-            hit.setdefault(f.opening.index, []).append(f)
-            reasons.setdefault(f.opening.index, set()).update(found)
+        certain, reasons = nd_failures(blocked, f.in_iface, f.out_iface) if f.family == 6 else (False, [])
+        if reasons:
+            flows, why, certainty = by_opening.setdefault(f.opening.index, ([], set(), []))
+            flows.append(f)
+            why.update(reasons)
+            certainty.append(certain)
     findings = []
-    for index, flows in sorted(hit.items()):
+    for index, (flows, why, certainty) in sorted(by_opening.items()):
         opening = flows[0].opening
         findings.append(Finding(
             "nd-blocked",
-            f"IPv6 of opening '{opening.name}' (row {opening.index}) cannot work: the firewall drops ICMPv6 neighbour discovery, "
-            f"so {'; '.join(sorted(reasons[index]))} (unless static neighbour entries stand in for it)",
+            f"IPv6 of opening '{opening.name}' (row {opening.index}) {'cannot work' if any(certainty) else 'is unreliable'}: "
+            f"the firewall drops ICMPv6 neighbour discovery, so {'; '.join(sorted(why))} (unless static neighbour entries stand in for it)",
             opening, "", tuple(_union(full, [flow_space(full, f, CT_NEW) for f in flows]).lines()),
+            severity="" if any(certainty) else "medium",
         ))
     return findings
 

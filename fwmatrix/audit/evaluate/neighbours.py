@@ -1,19 +1,21 @@
 """IPv6 neighbour discovery: the firewall's own ICMPv6 traffic that IPv6 forwarding needs.
 
-A host reaches its IPv6 router only after the router answered its neighbour
-solicitation, and the router sends to a host only after the host answered
-its own: both arrive at the firewall itself (ingress, prerouting, input).
-Where the ruleset certainly drops every advertisement arriving on an
-interface, the firewall cannot send to the hosts behind it (neither forward
-to them nor answer them); where it drops every solicitation (to the
-solicited-node multicast group), those hosts cannot send to it (unless the
-firewall happened to solicit them first). Tested with real packets in
-tests/test_kernel_agreement.py.
+The firewall learns a host's link-layer address from the host's neighbour
+advertisement (the answer to its own solicitation), and also from the
+address a host puts in its own solicitations and router solicitations;
+hosts learn the firewall's likewise. All of these arrive at the firewall
+itself (ingress, prerouting, input). Where the ruleset certainly drops every
+solicitation, advertisement and router solicitation arriving on an
+interface, the firewall can learn no host there: IPv6 through it cannot
+work. Where it drops only some of them, entries learned the other way work
+until they must be confirmed: IPv6 there is unreliable. The lab showed both
+(tests/test_kernel_trust_path.py): hosts send router solicitations when
+their interface comes up, and a router takes their address from them.
 
-ND messages are not tracked by conntrack (`ct state untracked`). A drop counts
-only when it holds whatever constructs fwmatrix cannot model do: a claim that
-IPv6 is dead must be certain (static neighbour entries would still make it
-work; the finding says so).
+ND messages are not tracked by conntrack (`ct state untracked`, tested). A
+drop counts only when it holds whatever constructs fwmatrix cannot model do:
+a claim that IPv6 fails must be certain (static neighbour entries would
+still make it work; the finding says so).
 """
 
 from __future__ import annotations
@@ -29,15 +31,16 @@ from fwmatrix.ir import Match, Rule, Ruleset, Unmodelled
 from fwmatrix.space import NO_PORT, V6_ALL, Interfaces, Remaining, Space, addr_interval, ct_bits
 
 ICMPV6 = 58
-NEIGHBOUR_SOLICITATION, NEIGHBOUR_ADVERTISEMENT = 135, 136
-SOLICITED_NODES = IPNetwork("ff02::1:ff00:0/104")  # where a solicitation goes
-ND_MESSAGES = {NEIGHBOUR_SOLICITATION: "solicitations", NEIGHBOUR_ADVERTISEMENT: "advertisements"}
+ROUTER_SOLICITATION, NEIGHBOUR_SOLICITATION, NEIGHBOUR_ADVERTISEMENT = 133, 135, 136
+SOLICITED_NODES = IPNetwork("ff02::1:ff00:0/104")  # where a neighbour solicitation goes
+ALL_ROUTERS = IPNetwork("ff02::2/128")  # where a router solicitation goes
+ND_MESSAGES = {NEIGHBOUR_SOLICITATION: "solicitations", NEIGHBOUR_ADVERTISEMENT: "advertisements", ROUTER_SOLICITATION: "router solicitations"}
+DESTINATIONS = {NEIGHBOUR_SOLICITATION: (addr_interval(SOLICITED_NODES),), NEIGHBOUR_ADVERTISEMENT: V6_ALL, ROUTER_SOLICITATION: (addr_interval(ALL_ROUTERS),)}
 
 
 def nd_blocked(ruleset: Ruleset, ifaces: Interfaces, interfaces: list[str]) -> dict[str, set[str]]:
-    """The interfaces (of `interfaces`) where the ruleset certainly drops every neighbour
-    solicitation, or every advertisement, arriving for the firewall itself: interface ->
-    what it drops ("solicitations", "advertisements")."""
+    """The interfaces (of `interfaces`) where the ruleset certainly drops every ND message of
+    a type arriving for the firewall itself: interface -> those types ("solicitations", ...)."""
     found: dict[str, set[str]] = {}
     if not any(t.family in ("ip6", "inet", "netdev") for t in ruleset.tables):
         return found
@@ -46,13 +49,29 @@ def nd_blocked(ruleset: Ruleset, ifaces: Interfaces, interfaces: list[str]) -> d
         if not dropped:
             continue
         full = Space.full(ifaces)
-        dst = (addr_interval(SOLICITED_NODES),) if icmp_type == NEIGHBOUR_SOLICITATION else V6_ALL
         for name in interfaces:
-            arriving = full.make(iif=ifaces.mask(name), src=V6_ALL, dst=dst, proto=((ICMPV6, ICMPV6),),
+            arriving = full.make(iif=ifaces.mask(name), src=V6_ALL, dst=DESTINATIONS[icmp_type], proto=((ICMPV6, ICMPV6),),
                                  dport=((NO_PORT, NO_PORT),), ct=ct_bits("untracked"))
             if not arriving.subtract(dropped):
                 found.setdefault(name, set()).add(what)
     return found
+
+
+def nd_failures(blocked: dict[str, set[str]], in_iface: str, out_iface: str) -> tuple[bool, list[str]]:
+    """What dropped neighbour discovery does to forwarding from `in_iface` to `out_iface` (a
+    connection needs both ways): whether it certainly fails, and why."""
+    reasons, certain = [], False
+    for iface in dict.fromkeys((in_iface, out_iface)):
+        dropped = blocked.get(iface, set())
+        if dropped == set(ND_MESSAGES.values()):
+            certain = True
+            reasons.append(f"it can learn the address of no host on {iface} (their solicitations, advertisements "
+                           "and router solicitations are all dropped)")
+        elif dropped - {"router solicitations"}:
+            shown = " and ".join(sorted(dropped))
+            reasons.append(f"neighbour discovery with the hosts on {iface} works only in part (their {shown} are dropped): "
+                           "IPv6 through it fails whenever a neighbour entry must be learned or confirmed that way")
+    return certain, reasons
 
 
 def _certain_drops(ruleset: Ruleset, ifaces: Interfaces) -> Space:
