@@ -460,7 +460,8 @@ def test_queue_and_other_fate_changing_statements_are_unmodelled_actions() -> No
     )
     assert queue.action == UnmodelledAction("queue num 3 bypass")
     assert marked.action == UnmodelledAction("meta mark set 1; accept")
-    assert helper.matches == (TCP, m("dport", 21)) and helper.action == UnmodelledAction("ct helper ftp")
+    # a helper never accepts: the chain goes on (what it may drop is judged both ways)
+    assert helper.matches == (TCP, m("dport", 21)) and helper.action == UnmodelledAction("ct helper ftp", terminal=False)
     assert offload == Rule((), None, origin="inet t c handle 13")  # offload only touches established connections
 
 

@@ -249,6 +249,20 @@ def test_nd_dropped_everywhere_makes_every_ipv6_opening_impossible(compiled) -> 
 
 
 @pytest.mark.kernel
+def test_excess_ipv6_through_a_dead_interface_is_still_reported(compiled) -> None:
+    # static neighbour entries would forward it: said, at medium, never hidden
+    intent, _ = compiled
+    wide_open = 'table inet open {\n chain forward {\n  type filter hook forward priority 0; policy accept;\n }\n}\n'
+    report = audit(intent, "edge", nftables.parse_text(NO_ND + wide_open, "open.nft"), "open.nft")
+    excess = {f.level: f for f in report.findings if f.kind == "excess"}
+    assert "static neighbour entries" in excess["medium"].message
+    assert "wan0 → dmz0  ::/0 → fd00:10::10  udp+dccp+sctp+udplite  ct new" in excess["medium"].regions
+    # forwarded for sure: IPv4, and IPv6 between interfaces the firewall does not know to be dead
+    assert all("::" not in line or line.startswith("lo/*other* → lo/*other*") for line in excess["high"].regions)
+    assert [f for f in report.findings if f.kind in ("missing", "reply-blocked")] == []  # nd-blocked says it
+
+
+@pytest.mark.kernel
 @pytest.mark.parametrize("text", [WITH_ND, MAYBE_ND], ids=["nd-accepted", "nd-maybe-accepted"])
 def test_nd_accepted_or_maybe_accepted_is_no_finding(compiled, text: str) -> None:
     # a claim that IPv6 is dead must be certain: a rule fwmatrix cannot model may accept ND

@@ -66,6 +66,9 @@ STATEFUL_MATCHES = {"limit", "quota", "ct count", "meter", "set"}
 # Statements with no effect on any verdict. `flow add @ft` offloads a connection only
 # once it is established; the NEW packets the audit judges still traverse the chain.
 NO_EFFECT = {"counter", "log", "flow"}
+# Statements after which the chain goes on, whose effect is not modelled: `ct helper set`
+# never accepts (a helper may drop a packet it cannot parse; what it expects is `related`).
+GOES_ON = {"ct helper"}
 VERDICT_KINDS = ("accept", "drop", "reject", "return")
 MAP_UPDATE_TEXT = re.compile(r"\s*(?:add|update)\s+@([\w.-]+)\s*\{")  # a set or map statement listed as text
 
@@ -461,6 +464,7 @@ def _parse_rule(body: dict, ctx: _TableContext, chain: str) -> list[Rule]:
     matches: list[Match | Unmodelled] = []
     notrack = False
     effects: list[str] = []  # statements that may change the packet's fate, in order
+    going_on = 0  # how many of them let the chain go on (GOES_ON)
     action: Action = None
     for stmt in body.get("expr") or []:
         try:
@@ -486,6 +490,7 @@ def _parse_rule(body: dict, ctx: _TableContext, chain: str) -> list[Rule]:
             decided = _terminal(kind, arg, ctx)
             if decided is None:
                 effects.append(describe(stmt))
+                going_on += kind in GOES_ON
                 continue
             implied, action = decided
             matches += implied
@@ -493,7 +498,9 @@ def _parse_rule(body: dict, ctx: _TableContext, chain: str) -> list[Rule]:
                 effects.append(describe(stmt))
             break  # nothing after a verdict runs
     if effects:
-        action = UnmodelledAction("; ".join(dict.fromkeys(effects)))
+        # only statements after which the chain goes on, and no verdict: the chain goes on
+        goes_on = action is None and len(effects) == going_on
+        action = UnmodelledAction("; ".join(dict.fromkeys(effects)), terminal=not goes_on)
     origin = f"{ctx.family} {ctx.name} {chain} handle {body.get('handle', '?')}"
     rule = Rule(tuple(dict.fromkeys(matches)), action, comment=str(body.get("comment", "")), origin=origin)
     if not notrack:

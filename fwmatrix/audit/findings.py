@@ -21,7 +21,7 @@ from typing import Iterable, Protocol
 from netaddr import IPNetwork
 
 from fwmatrix.audit.evaluate import DEFAULT_ACCEPT, Effective, Grant, evaluate, interfaces_of, within_families
-from fwmatrix.audit.evaluate.neighbours import nd_blocked, nd_failures
+from fwmatrix.audit.evaluate.neighbours import nd_failures
 from fwmatrix.compile.intent import Dnat, FirewallIntent, Flow, Intent
 from fwmatrix.ir import Ruleset
 from fwmatrix.matrix.model import PROTOCOLS, Opening, ServicePart
@@ -146,15 +146,17 @@ def audit(intent: Intent, firewall: str, ruleset: Ruleset, source: str) -> Audit
     arriving_new = full.make(ct=CT_NEW).union(_translated(full, effective))
     # port forwards' targets sent to directly: what a forward rule without `ct status dnat` opens
     direct = _union(full, [flow_space(full, replace(f, translated=False), CT_NEW) for f in fw_intent.flows if f.translated])
+    # IPv6 where the firewall drops all neighbour discovery: said once, by 'nd-blocked'
+    nd_dead = effective.nd_dead or Space.empty(ifaces)
 
     # missing: what an opening asks for and no rule forwards
     for index, space in sorted(opening_spaces.items()):
         opening = flows_by_opening[index][0].opening
-        lost = space.subtract(forwarded_new)
+        lost = space.subtract(forwarded_new).subtract(nd_dead)
         if not lost:
             continue
         maybe = lost.intersect(uncertain)
-        whole = lost.equals(space)
+        whole = lost.equals(space.subtract(nd_dead))
         what = "is not forwarded at all" if whole else "is only partly forwarded; not forwarded"
         message = f"opening '{opening.name}' (row {opening.index}) {what}"
         if maybe:
@@ -199,10 +201,12 @@ def audit(intent: Intent, firewall: str, ruleset: Ruleset, source: str) -> Audit
         if not extra:
             continue
         reported = reported.union(extra)
+        why = (f"only static neighbour entries would forward it: the firewall drops neighbour discovery ({grant.origin})"
+               if nd_dead and not extra.subtract(nd_dead) else
+               f"it depends on rules fwmatrix cannot model (see 'unmodelled'; {_depends_on(grant, extra, effective.doubtful)})")
         report.findings.append(Finding(
             "excess",
-            f"may be forwarded, but no opening asks for it: it depends on rules fwmatrix cannot model "
-            f"(see 'unmodelled'; {_depends_on(grant, extra, effective.doubtful)})",
+            f"may be forwarded, but no opening asks for it: {why}",
             None, grant.origin, tuple(extra.lines()), severity=UNCERTAIN_SEVERITY,
         ))
 
@@ -210,7 +214,7 @@ def audit(intent: Intent, firewall: str, ruleset: Ruleset, source: str) -> Audit
     for index, flows in sorted(flows_by_opening.items()):
         opening = flows[0].opening
         replies = _union(full, [reply_space(full, f) for f in flows])
-        blocked = replies.subtract(forwarded)
+        blocked = replies.subtract(forwarded).subtract(nd_dead)
         if blocked:
             report.findings.append(Finding(
                 "reply-blocked",
@@ -219,7 +223,7 @@ def audit(intent: Intent, firewall: str, ruleset: Ruleset, source: str) -> Audit
             ))
 
     report.findings.extend(_nat_findings(full, fw_intent.dnats, effective))
-    report.findings.extend(_nd_findings(full, ruleset, fw_intent))
+    report.findings.extend(_nd_findings(full, effective, fw_intent))
     if not_given:
         report.findings.append(_not_audited(intent.firewalls[firewall], not_given))
     for note in effective.shadowed:
@@ -253,9 +257,9 @@ def _not_audited(fw_intent: FirewallIntent, not_given: frozenset[int]) -> Findin
     return Finding("not-audited", message)
 
 
-def _nd_findings(full: Space, ruleset: Ruleset, fw_intent: FirewallIntent) -> list[Finding]:
+def _nd_findings(full: Space, effective: Effective, fw_intent: FirewallIntent) -> list[Finding]:
     """Openings whose IPv6 flows need neighbour discovery that the firewall drops (see nd_failures)."""
-    blocked = nd_blocked(ruleset, full.ifaces, sorted(fw_intent.firewall.interfaces))
+    blocked = effective.nd_blocked
     by_opening: dict[int, tuple[list[Flow], set[str], list[bool]]] = {}
     for f in fw_intent.flows:
         certain, reasons = nd_failures(blocked, f.in_iface, f.out_iface) if f.family == 6 else (False, [])

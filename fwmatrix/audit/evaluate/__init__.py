@@ -35,11 +35,12 @@ from dataclasses import replace
 
 from fwmatrix.audit.evaluate.effective import DnatRegion, Effective, EvaluationError, Grant, Note
 from fwmatrix.audit.evaluate.forward import DEFAULT_ACCEPT, combine, forward_chains
+from fwmatrix.audit.evaluate.neighbours import nd_blocked, nd_dead
 from fwmatrix.audit.evaluate.prerouting import dnat_regions, early_drops
 from fwmatrix.audit.evaluate.reading import Reading
 from fwmatrix.audit.evaluate.untracked import as_untracked
 from fwmatrix.ir import Match, Ruleset, VerdictMap
-from fwmatrix.space import NO_PORT, V4_ALL, V6_ALL, Interfaces, Space, iv_norm, iv_sub
+from fwmatrix.space import NO_PORT, OTHER, V4_ALL, V6_ALL, Interfaces, Space, iv_norm, iv_sub
 
 
 def interfaces_of(ruleset: Ruleset, known: list[str]) -> Interfaces:
@@ -72,7 +73,29 @@ def evaluate(ruleset: Ruleset, ifaces: Interfaces) -> Effective:
     whatever those rules do, `uncertain` what may be forwarded depending on them
     (forwarded by one reading, or within reach of such a rule that lets packets
     on), and DNAT regions behind them are flagged uncertain; `doubtful` holds what
-    each such rule can reach, so that findings can name it."""
+    each such rule can reach, so that findings can name it. IPv6 through an interface
+    where the firewall drops all neighbour discovery is uncertain too (`nd_dead`)."""
+    return _without_dead_neighbours(ruleset, _evaluate(ruleset, ifaces))
+
+
+def _without_dead_neighbours(ruleset: Ruleset, effective: Effective) -> Effective:
+    """IPv6 through an interface where the firewall drops all neighbour discovery is not
+    forwarded in reality, unless static neighbour entries stand in for it: uncertain."""
+    ifaces = effective.ifaces
+    blocked = nd_blocked(ruleset, ifaces, [n for n in ifaces.names if n not in ("lo", OTHER)])
+    dead = nd_dead(ifaces, blocked)
+    if not dead:
+        return replace(effective, nd_blocked=blocked)
+    return replace(
+        effective,
+        forwarded=[g for g in (Grant(g.space.subtract(dead), g.origin) for g in effective.forwarded) if g.space],
+        uncertain=effective.uncertain + [g for g in (Grant(g.space.intersect(dead), g.origin) for g in effective.forwarded) if g.space],
+        nd_blocked=blocked,
+        nd_dead=dead,
+    )
+
+
+def _evaluate(ruleset: Ruleset, ifaces: Interfaces) -> Effective:
     yes_reading = Reading(ruleset, ifaces, assume_unmodelled_match=True)
     yes = _read(yes_reading)
     if not yes.unmodelled:
@@ -104,14 +127,16 @@ def within_families(effective: Effective, families: frozenset[int]) -> Effective
     for version in families:
         addresses = V4_ALL if version == 4 else V6_ALL
         family = family.union(Space.full(ifaces).make(src=addresses, dst=addresses))
-    return Effective(
-        ifaces,
-        [g for g in (Grant(g.space.intersect(family), g.origin) for g in effective.forwarded) if g.space],
-        [d for d in (replace(d, space=d.space.intersect(family)) for d in effective.dnats) if d.space],
-        effective.shadowed,
-        effective.unmodelled,
-        [g for g in (Grant(g.space.intersect(family), g.origin) for g in effective.uncertain) if g.space],
-        [g for g in (Grant(g.space.intersect(family), g.origin) for g in effective.doubtful) if g.space],
+
+    def within(grants: list[Grant]) -> list[Grant]:
+        return [g for g in (Grant(g.space.intersect(family), g.origin) for g in grants) if g.space]
+
+    return replace(
+        effective,
+        forwarded=within(effective.forwarded),
+        dnats=[d for d in (replace(d, space=d.space.intersect(family)) for d in effective.dnats) if d.space],
+        uncertain=within(effective.uncertain),
+        doubtful=within(effective.doubtful),
     )
 
 

@@ -91,11 +91,14 @@ def _judge_both_ways(reading: Reading, result: ChainResult, rule: Rule, origin: 
     """The one place where a rule with a construct fwmatrix cannot model (every rule that
     `Reading.note_unmodelled` names, whatever the construct) gets its consequences: every
     packet it can reach is uncertain, so none counts as certainly forwarded (an opening
-    there is `missing`), and unless it can only drop them it may let them on (what a
-    forward chain then passes beyond the openings is `excess`, medium at least)."""
+    there is `missing`), and unless it can only drop them, or lets the chain go on (a
+    non-terminal action: later rules decide), it may let them on (what a forward chain
+    then passes beyond the openings is `excess`, medium at least)."""
     reading.touched.extend(reach.boxes)
     reading.doubtful.append(Grant(reach, origin))
-    if not (isinstance(rule.action, Verdict) and rule.action.kind in ("drop", "reject")):
+    only_drops = isinstance(rule.action, Verdict) and rule.action.kind in ("drop", "reject")
+    goes_on = isinstance(rule.action, UnmodelledAction) and not rule.action.terminal
+    if not (only_drops or goes_on):
         result.maybe_accepted.append(Grant(reach, origin))
 
 

@@ -44,6 +44,11 @@ class Effective:
     unmodelled: list[Note] = field(default_factory=list)
     uncertain: list[Grant] = field(default_factory=list)  # forwarded only if unmodelled rules go one way
     doubtful: list[Grant] = field(default_factory=list)  # what each rule with an unmodelled construct can reach
+    # interface -> the ICMPv6 neighbour discovery the firewall certainly drops arriving there
+    # (see neighbours.py); IPv6 through an interface where it drops all of it is in `uncertain`
+    # (static neighbour entries would forward it), not in `forwarded`: `nd_dead` holds it
+    nd_blocked: dict[str, set[str]] = field(default_factory=dict)
+    nd_dead: Space | None = None
 
     def forwarded_space(self) -> Space:
         out = Space.empty(self.ifaces)

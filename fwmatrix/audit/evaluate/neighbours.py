@@ -74,6 +74,19 @@ def nd_failures(blocked: dict[str, set[str]], in_iface: str, out_iface: str) -> 
     return certain, reasons
 
 
+def nd_dead(ifaces: Interfaces, blocked: dict[str, set[str]]) -> Space:
+    """IPv6 packets in or out of an interface where the firewall can learn no neighbour."""
+    full = Space.full(ifaces)
+    dead = 0
+    for name, dropped in blocked.items():
+        if dropped == set(ND_MESSAGES.values()):
+            dead |= ifaces.mask(name)
+    if not dead:
+        return Space.empty(ifaces)
+    ipv6 = full.make(src=V6_ALL, dst=V6_ALL)
+    return ipv6.intersect(full.make(iif=dead)).union(ipv6.intersect(full.make(oif=dead)))
+
+
 def _certain_drops(ruleset: Ruleset, ifaces: Interfaces) -> Space:
     """What ingress, prerouting and input chains drop of the packets for the firewall, whatever
     unmodelled constructs do (its own reading: its notes are not the forward path's)."""
