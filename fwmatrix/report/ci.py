@@ -32,6 +32,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from fwmatrix import __version__
@@ -477,8 +478,8 @@ def print_lint(report: LintReport, console: Console) -> None:
     for column in ("line", "severity", "kind", "finding"):
         table.add_column(column, overflow="fold")
     for f in report.findings:
-        table.add_row(str(f.where.line), f.level, f.kind, f.message)
-    console.print(f"matrix file {report.file}", style="dim")
+        table.add_row(str(f.where.line), f.level, f.kind, escape(f.message))
+    console.print(f"matrix file {report.file}", style="dim", markup=False)
     console.print(table)
 
 
@@ -496,22 +497,22 @@ def print_check(report: CheckReport, console: Console) -> None:
     m = report.matrix
     sizes = report.sizes()
     console.print(
-        f"[green]✓[/] {m.file}: matrix '{m.name}' is valid — {sizes['zones']} zones, {sizes['hosts']} hosts, "
+        f"[green]✓[/] {escape(m.file)}: matrix '{escape(m.name)}' is valid — {sizes['zones']} zones, {sizes['hosts']} hosts, "
         f"{sizes['services']} services, {sizes['firewalls']} firewalls, {sizes['openings']} openings"
     )
     for warning in report.warnings:
-        console.print(f"[yellow]![/] {warning.where}: {warning.message}")
+        console.print(f"[yellow]![/] {escape(str(warning.where))}: {escape(warning.message)}")
     for fw in report.firewalls:
-        console.print(f"  firewall '{fw.name}': {fw.flows} flows on {fw.interface_pairs} interface pairs, {fw.dnats} DNAT mappings")
+        console.print(f"  firewall '{escape(fw.name)}': {fw.flows} flows on {fw.interface_pairs} interface pairs, {fw.dnats} DNAT mappings")
         for b in fw.backends:
             if b.status == "unchecked":
-                console.print(f"  [yellow]?[/] {b.backend}: not checked ({b.reason})")
+                console.print(f"  [yellow]?[/] {b.backend}: not checked ({escape(b.reason)})")
             elif b.status == "refused":
                 console.print(f"  [red]✗[/] {b.backend}: the target refuses the ruleset:")
                 for line in b.problems[:20]:
                     console.print(f"      {line}", markup=False)
             elif b.status == "accepted":
-                console.print(f"  [green]✓[/] {b.backend}: {', '.join(b.files)} accepted by the target's checker")
+                console.print(f"  [green]✓[/] {b.backend}: {escape(', '.join(b.files))} accepted by the target's checker")
 
 
 def check_markdown(report: CheckReport) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from fwmatrix.audit.findings import KINDS, AuditReport, Finding
@@ -46,8 +47,8 @@ def _regions(f: Finding) -> list[str]:
 
 def print_table(report: AuditReport, console: Console) -> None:
     style = "bold green" if not report.findings else "bold red"
-    console.print(f"[{style}]{report.verdict()}[/]")
-    console.print(f"matrix {report.matrix}, live ruleset: {report.source}", style="dim")
+    console.print(f"[{style}]{escape(report.verdict())}[/]")
+    console.print(f"matrix {report.matrix}, live ruleset: {report.source}", style="dim", markup=False)
     for kind in KINDS:
         findings = [f for f in report.findings if f.kind == kind]
         if not findings:
@@ -59,7 +60,7 @@ def print_table(report: AuditReport, console: Console) -> None:
         table.add_column("live rule", overflow="fold")
         table.add_column("packets", overflow="fold")
         for f in findings:
-            table.add_row(f.level, f.message, _opening_text(f), f.rule, "\n".join(_regions(f)))
+            table.add_row(f.level, *map(escape, (f.message, _opening_text(f), f.rule, "\n".join(_regions(f)))))
         console.print(table)
 
 
@@ -100,31 +101,33 @@ def _traffic(line: str) -> str:
 
 def print_review(review: Review, console: Console, show_rulesets: bool = True) -> None:
     style = "bold yellow" if review.changed else "bold green"
-    console.print(f"[{style}]{review.summary()}[/]")
-    console.print(f"{review.old_label} → {review.new_label}", style="dim")
+    console.print(f"[{style}]{escape(review.summary())}[/]")
+    console.print(f"{review.old_label} → {review.new_label}", style="dim", markup=False)
     for old, new in review.renames:
-        console.print(f"renamed: opening {old} → {new} (same traffic)")
+        console.print(f"renamed: opening {old} → {new} (same traffic)", markup=False)
     for fw in review.firewalls:
         if not (fw.changed or fw.openings or fw.ruleset_diffs):
             continue
-        table = Table(title=f"firewall {fw.name}", title_justify="left", show_lines=True)
+        table = Table(title=f"firewall {escape(fw.name)}", title_justify="left", show_lines=True)
         for column in ("change", "opening", "opens", "closes", "note"):
             table.add_column(column, overflow="fold")
         for c in fw.openings:
             name = f"{c.old_name} → {c.name}" if c.old_name else c.name
-            table.add_row(c.kind, name, "\n".join("+ " + _traffic(x) for x in c.opened), "\n".join("- " + _traffic(x) for x in c.closed), c.note)
+            opened = "\n".join("+ " + _traffic(x) for x in c.opened)
+            closed = "\n".join("- " + _traffic(x) for x in c.closed)
+            table.add_row(c.kind, *map(escape, (name, opened, closed, c.note)))
         if fw.openings:
             console.print(table)
         if fw.nat:
-            nat = Table(title=f"port forwards on {fw.name}", title_justify="left")
+            nat = Table(title=f"port forwards on {escape(fw.name)}", title_justify="left")
             for column in ("change", "port forward", "before", "after", "opening"):
                 nat.add_column(column, overflow="fold")
             for n in fw.nat:
-                nat.add_row(n.kind, n.what, n.old, n.new, n.opening)
+                nat.add_row(n.kind, *map(escape, (n.what, n.old, n.new, n.opening)))
             console.print(nat)
         if show_rulesets:
             for name, diff in fw.ruleset_diffs.items():
-                console.print(f"--- ruleset {name}", style="bold")
+                console.print(f"--- ruleset {name}", style="bold", markup=False)
                 console.print(diff, markup=False, highlight=False)
     for d in review.definitions:
         moves = f" (moves {', '.join(d.moves)})" if d.moves else ""
