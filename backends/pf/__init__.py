@@ -12,15 +12,16 @@ What it cannot model:
       sctp, ...): a match silently dropped from a rule would make the rule accept more
       than the IR says (fail-open). lower.py's docstring says what it does write.
   Reading, kept in the IR as Unmodelled (judged both ways) or UnmodelledAction, never
-      dropped: interface groups (egress), addresses of interfaces, host names, `self` as
-      a source, tables filled at run time or from files, `no-route`, `urpf-failed`, icmp
+      dropped: interface groups whose members are not given (parse_ruleset's `groups`;
+      the audit gives `egress` from the matrix), addresses of interfaces other than as a
+      destination, host names, `self` as a source, tables filled at run time or from files, `no-route`, `urpf-failed`, icmp
       types, user/group/os/tos/prio/probability, state limits,
       route-to/reply-to/dup-to/divert, af-to, rdr-to on the way out, translation to
       several addresses, anchors and includes whose rules are not given. Source ports
-      become the IR's `sport` (which the evaluator judges both ways). `to self` never
-      matches a forwarded packet (its destination is not the firewall), nor do
-      link-local scopes and loopback (RFC 4291, 3927): such rules vanish from the filter
-      chains.
+      become the IR's `sport` (which the evaluator judges both ways). `to self` (and
+      `to (IF)`, `to IF:0`) never matches a forwarded packet (its destination is not the
+      firewall), nor do link-local scopes and loopback (RFC 4291, 3927): such rules
+      vanish from the filter chains.
 
 The modules, in the order data flows:
   names    what both directions share: the dialects, pf's limits and keywords,
