@@ -171,3 +171,20 @@ def test_ipv6_without_neighbour_discovery(case: str, tmp_path: Path) -> None:
     report = audit(intent, "edge", live, "lab")
     blocked = {f.opening.name for f in report.findings if f.kind == "nd-blocked" and f.opening and f.level == "high"}
     assert blocked == dead, [f.to_json() for f in report.findings]
+
+
+@pytest.mark.parametrize("hook", ["egress", "late-postrouting"])
+def test_a_source_match_after_source_nat_is_judged_both_ways(hook: str) -> None:
+    # masquerade rewrites the source to the firewall's link address on dmz0 (169.254.0.x): a drop
+    # of that source at egress, or in postrouting after srcnat, drops what arrived from the internet
+    chain = ('table netdev late {\n chain out {\n  type filter hook egress device "dmz0" priority 0; policy accept;\n'
+             if hook == "egress" else
+             'table ip late {\n chain out {\n  type filter hook postrouting priority 200; policy accept;\n')
+    text = (
+        'table ip nat {\n chain post {\n  type nat hook postrouting priority srcnat; policy accept;\n'
+        '  oifname "dmz0" masquerade\n }\n}\n'
+        + chain + '  ip saddr 169.254.0.0/16 tcp dport 443 drop\n }\n}\n'
+    )
+    j, r = known_bug_case(text, Probe("wan0", "dmz0", "198.51.100.7", "172.16.10.10", "tcp", 443))
+    assert not r.delivered, explain(j, r)  # the kernel drops it
+    assert j.forwarded is not True, explain(j, r)  # before: "forwarded", judged on the source before masquerade

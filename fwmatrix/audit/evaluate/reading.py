@@ -23,6 +23,10 @@ DEVICE_FIELD = {"ingress": "iif", "egress": "oif"}  # the interface a device-bou
 # empty there: `oifname "x"` never matches, `oifname != "x"` always does.
 ABSENT_INTERFACE = {"ingress": "oif", "prerouting": "oif", "input": "oif", "egress": "iif"}
 NO_CONNTRACK_YET = "a ct match at ingress, where conntrack has not seen the packet yet"
+# Postrouting after srcnat, and egress, see the source that snat or masquerade wrote;
+# the audit judges packets by their source before it.
+PRIORITY_SRCNAT = 100
+AFTER_SNAT = "a source address after source NAT (snat, masquerade) may have rewritten it"
 
 
 class Reading:
@@ -34,7 +38,9 @@ class Reading:
         self.unmodelled: dict[str, Note] = {}
         self.shadowed: list[Note] = []
         self._families: dict[str, Space] = {}
-        self._seen_at: dict[tuple[int, str], Table] = {}
+        self._seen_at: dict[tuple[int, str, bool], Table] = {}
+        # source NAT may rewrite a forwarded packet's source before late postrouting and egress
+        self._snat = any(c.hook == "postrouting" and c.type == "nat" and c.rules for t in ruleset.tables for c in t.chains)
         # what rules with unmodelled constructs could match (they are judged both ways):
         # every such packet is uncertain; those such a rule lets on may be forwarded
         self.touched: list[Box] = []
@@ -53,18 +59,21 @@ class Reading:
         for table in self.ruleset.tables:
             if table.family not in families or not any(c.hook == hook and c.type == kind for c in table.chains):
                 continue
-            seen = self._as_seen_at(table, hook)
-            found += [(seen, chain) for chain in seen.chains if chain.hook == hook and chain.type == kind]
+            for chain in table.chains:
+                if chain.hook == hook and chain.type == kind:
+                    after_snat = self._snat and (hook == "egress" or (hook == "postrouting" and chain.priority > PRIORITY_SRCNAT))
+                    seen = self._as_seen_at(table, hook, after_snat)
+                    found.append((seen, seen.chain(chain.name)))
         return sorted(found, key=lambda tc: tc[1].priority)  # stable: equal priorities keep listing order
 
-    def _as_seen_at(self, table: Table, hook: str) -> Table:
+    def _as_seen_at(self, table: Table, hook: str, after_snat: bool) -> Table:
         """The table as a hook runs it: rules matching an interface the hook does not know
-        never match (kept, deciding nothing, so rule numbers stay); at ingress ct matches
-        are judged both ways."""
-        key = (id(table), hook)
+        never match (kept, deciding nothing, so rule numbers stay); at ingress ct matches,
+        and after source NAT source addresses, are judged both ways."""
+        key = (id(table), hook, after_snat)
         if key not in self._seen_at:
             absent = ABSENT_INTERFACE.get(hook)
-            chains = tuple(replace(c, rules=tuple(_as_seen(r, absent, hook == "ingress") for r in c.rules)) for c in table.chains)
+            chains = tuple(replace(c, rules=tuple(_as_seen(r, absent, hook == "ingress", after_snat) for r in c.rules)) for c in table.chains)
             self._seen_at[key] = replace(table, chains=chains)
         return self._seen_at[key]
 
@@ -111,8 +120,8 @@ class Reading:
         self.notes_by_rule[origin] = self.notes_by_rule.get(origin, 0) + 1
 
 
-def _as_seen(rule: Rule, absent: str | None, at_ingress: bool) -> Rule:
-    """A rule as a hook runs it (see `ABSENT_INTERFACE`, `NO_CONNTRACK_YET`)."""
+def _as_seen(rule: Rule, absent: str | None, at_ingress: bool, after_snat: bool) -> Rule:
+    """A rule as a hook runs it (see `ABSENT_INTERFACE`, `NO_CONNTRACK_YET`, `AFTER_SNAT`)."""
     if absent is not None:
         if isinstance(rule.action, (VerdictMap, DnatMap)) and absent in rule.action.fields:
             return replace(rule, action=None)  # no entry's key has an empty name
@@ -122,5 +131,8 @@ def _as_seen(rule: Rule, absent: str | None, at_ingress: bool) -> Rule:
         rule = replace(rule, matches=tuple(m for m in rule.matches if m not in on_absent))  # `!=` always holds
     if at_ingress:
         rule = replace(rule, matches=tuple(Unmodelled(NO_CONNTRACK_YET) if isinstance(m, Match) and any(f.startswith("ct.") for f in m.fields) else m
+                                           for m in rule.matches))
+    if after_snat:
+        rule = replace(rule, matches=tuple(Unmodelled(AFTER_SNAT) if isinstance(m, Match) and any(f.endswith(".saddr") for f in m.fields) else m
                                            for m in rule.matches))
     return rule
