@@ -4,8 +4,8 @@
     .venv/bin/python bench/profile_compile.py MATRIX [--cprofile FILE] [--top N]
 
 Runs what `fwmatrix compile MATRIX -o DIR --backend nftables` runs, through the
-same functions, in this one process, and prints per phase the wall time and
-the peak RSS so far:
+same functions, in this one process, and prints per phase the wall time, the
+CPU time (the figure to compare on a loaded machine) and the peak RSS so far:
 
   import        importing fwmatrix (click, rich, netaddr, yaml ...)
   compose       read the file and build PyYAML's node tree (libyaml parser)
@@ -54,15 +54,15 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run(matrix: str, outdir: str) -> list[tuple[str, float, float]]:
-    phases: list[tuple[str, float, float]] = []
-    t = time.perf_counter()
+def run(matrix: str, outdir: str) -> list[tuple[str, float, float, float]]:
+    phases: list[tuple[str, float, float, float]] = []  # name, wall, CPU, peak RSS so far
+    t, c = time.perf_counter(), time.process_time()
 
     def mark(name: str) -> None:
-        nonlocal t
-        now = time.perf_counter()
-        phases.append((name, now - t, rss_mb()))
-        t = now
+        nonlocal t, c
+        now, cpu = time.perf_counter(), time.process_time()
+        phases.append((name, now - t, cpu - c, rss_mb()))
+        t, c = now, cpu
 
     from fwmatrix import cli  # noqa: F401  (what the command imports)
     from fwmatrix.compile.ruleset import compile_intent
@@ -74,12 +74,11 @@ def run(matrix: str, outdir: str) -> list[tuple[str, float, float]]:
     mark("import")
     yamlnodes.compose(yamlnodes.read_source(matrix))
     mark("compose")
-    t_load = time.perf_counter()
+    t_load, c_load = time.perf_counter(), time.process_time()
     m = load_matrix(matrix)  # composes again: its own compose time is subtracted below
-    load_total = time.perf_counter() - t_load
-    compose_time = phases[-1][1]
-    phases.append(("load", max(0.0, load_total - compose_time), rss_mb()))
-    t = time.perf_counter()
+    load_total, load_cpu = time.perf_counter() - t_load, time.process_time() - c_load
+    phases.append(("load", max(0.0, load_total - phases[-1][1]), max(0.0, load_cpu - phases[-1][2]), rss_mb()))
+    t, c = time.perf_counter(), time.process_time()
     intent = build_intent(m)
     mark("intent")
     rulesets = compile_intent(intent)
@@ -113,10 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     if profiler:
         profiler.disable()
     total = time.perf_counter() - start
-    print(f"{'phase':<10} {'seconds':>8} {'share':>6} {'peak RSS so far (MB)':>21}")
-    for name, seconds, rss in phases:
-        print(f"{name:<10} {seconds:8.3f} {seconds / total:6.0%} {rss:21.0f}")
-    print(f"{'total':<10} {total:8.3f}  (in-process; add interpreter start-up for the whole command)"
+    cpu_total = sum(cpu for _, _, cpu, _ in phases)
+    print(f"{'phase':<10} {'seconds':>8} {'CPU s':>8} {'share':>6} {'peak RSS so far (MB)':>21}")
+    for name, seconds, cpu, rss in phases:
+        print(f"{name:<10} {seconds:8.3f} {cpu:8.3f} {cpu / cpu_total:6.0%} {rss:21.0f}")
+    print(f"{'total':<10} {total:8.3f} {cpu_total:8.3f}  (in-process; add interpreter start-up for the whole command; share: of CPU)"
           + ("  [under cProfile: everything is slower]" if profiler else ""))
     collections = [stat["collections"] for stat in gc.get_stats()]
     print(f"garbage collector {'off' if args.no_gc else 'on'}: collections per generation {collections}")

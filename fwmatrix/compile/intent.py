@@ -146,7 +146,16 @@ class _Zoner:
         self.any_zone = next((z.name for z in matrix.zones.values() if z.is_any), None)
         nets = [(net, z.name) for z in matrix.zones.values() for net in z.networks]
         self.zone_nets = sorted(nets, key=lambda item: -item[0].prefixlen)
-        self.split = lru_cache(maxsize=None)(self._split)
+        self._by_value = lru_cache(maxsize=None)(self._split)
+        self._by_id: dict[int, tuple[IPNetwork, tuple | None]] = {}  # id(net) -> (net, its split)
+
+    def split(self, net: IPNetwork) -> tuple[tuple[str, tuple[IPNetwork, ...]], ...] | None:
+        """`_split`, cached by the network object first (openings share their hosts' objects,
+        and netaddr networks are slow to hash), then by value."""
+        hit = self._by_id.get(id(net))
+        if hit is None or hit[0] is not net:
+            hit = self._by_id[id(net)] = (net, self._by_value(net))  # holding `net` keeps its id unique
+        return hit[1]
 
     def _split(self, net: IPNetwork) -> tuple[tuple[str, tuple[IPNetwork, ...]], ...] | None:
         """[(zone, networks)], or None when part of `net` is in no zone."""

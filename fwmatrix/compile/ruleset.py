@@ -273,6 +273,7 @@ def _disjoint_layers(entries: Entries, address_positions: tuple[int, ...], port_
     """
     layers = _layers(entries, address_positions, port_position)
     first = address_positions[0]
+    flows = address_positions == (0, 1)
     # the networks at the first address position of each layer: a cheap test before a whole key is built
     heads = {lengths: {rest[first] for rest in by_rest} for lengths, by_rest in layers.items()}
     out = []
@@ -287,10 +288,20 @@ def _disjoint_layers(entries: Entries, address_positions: tuple[int, ...], port_
                 candidates = candidates_of.get(head)
                 if candidates is None:
                     candidates = candidates_of[head] = [(w, s) for w in wider_layers if (s := _supernet(head, w[0])) in heads[w]]
-                for w, s in candidates:
-                    found = layers[w].get(_wider_key(rest, s, w, address_positions))
-                    if found:
-                        holders.append(found)
+                if flows:  # source . destination . protocol: the wider key made here (the hot path)
+                    version, dst_first, _ = rest[1]
+                    masks = _MASKS[version]
+                    tail = rest[2:]
+                    for w, s in candidates:
+                        length = w[1]
+                        found = layers[w].get((s, (version, dst_first & masks[length], length)) + tail)
+                        if found:
+                            holders.append(found)
+                else:
+                    for w, s in candidates:
+                        found = layers[w].get(_wider_key(rest, s, w, address_positions))
+                        if found:
+                            holders.append(found)
             for port, data, names in items:
                 if holders and _held(holders, port, data):
                     continue
@@ -330,8 +341,6 @@ def _layers(entries: Entries, address_positions: tuple[int, ...], port_position:
 
 def _wider_key(rest: tuple, head: NetKey, lengths: tuple[int, ...], address_positions: tuple[int, ...]) -> tuple:
     """`rest` with its addresses replaced by their supernets of these prefix lengths (`head`: the first one's)."""
-    if address_positions == (0, 1):  # flows: source . destination . protocol
-        return (head, _supernet(rest[1], lengths[1])) + rest[2:]
     wider = list(rest)
     wider[address_positions[0]] = head
     for position, length in zip(address_positions[1:], lengths[1:]):
