@@ -28,7 +28,7 @@ from fwmatrix.audit.findings import CT_NEW, SEVERITIES, _inside_to_internet, _se
 from fwmatrix.compile.intent import Dnat, Intent
 from fwmatrix.matrix.model import Matrix, Opening, ServicePart, Where
 from fwmatrix.matrix.resolve import Resolver
-from fwmatrix.space import Box, BoxIndex, Interfaces, Space, addrs, iv_overlaps, may_contain, may_overlap, physical, subtract_boxes
+from fwmatrix.space import Box, BoxIndex, Interfaces, Space, addrs, iv_overlaps, may_contain, physical, subtract_boxes
 
 KINDS = ("dmz-to-internet", "no-firewall", "redundant", "broad-from-internet", "zone-to-zone", "unused")
 SEVERITY_OF = {
@@ -199,10 +199,18 @@ class _Layer:
             found = self.meeting[opening] = {}
             owner_of = self.owner
             for a in self.boxes[opening]:
+                # may_overlap(a, b), inline: this loop runs for every candidate the index returns
+                iif, oif, ct = a.iif, a.oif, a.ct
+                src_low, src_high, dst_low, dst_high = a.src[0][0], a.src[-1][1], a.dst[0][0], a.dst[-1][1]
+                port_low, port_high, proto_low, proto_high = a.dport[0][0], a.dport[-1][1], a.proto[0][0], a.proto[-1][1]
                 for b in self.index.overlapping(a):
-                    owner = owner_of[id(b)]
-                    if owner != opening and may_overlap(a, b) and _meets(a, b):
-                        found[id(b)] = (owner, b)
+                    if (iif & b.iif and oif & b.oif and ct & b.ct
+                            and b.dst[0][0] <= dst_high and dst_low <= b.dst[-1][1] and b.src[0][0] <= src_high and src_low <= b.src[-1][1]
+                            and b.dport[0][0] <= port_high and port_low <= b.dport[-1][1]
+                            and b.proto[0][0] <= proto_high and proto_low <= b.proto[-1][1]):
+                        owner = owner_of[id(b)]
+                        if owner != opening and _meets(a, b):
+                            found[id(b)] = (owner, b)
         return found
 
 
