@@ -124,7 +124,7 @@ def compile_firewall(intent: Intent, fw: FirewallIntent) -> Ruleset:
 
 
 def _comment(names: list[str]) -> str:
-    text = ", ".join(dict.fromkeys(names))
+    text = names[0] if len(names) == 1 else ", ".join(dict.fromkeys(names))
     return text if len(text) <= COMMENT_MAX else text[: COMMENT_MAX - 3] + "..."
 
 
@@ -305,7 +305,12 @@ def _disjoint_layers(entries: Entries, address_positions: tuple[int, ...], port_
             for port, data, names in items:
                 if holders and _held(holders, port, data):
                     continue
-                kept.append((rest if port_position is None else rest[:port_position] + (port,) + rest[port_position:], data, names))
+                if port_position is None:
+                    kept.append((rest, data, names))
+                elif port_position == len(rest):  # the port comes last (every set fwmatrix makes)
+                    kept.append((rest + (port,), data, names))
+                else:
+                    kept.append((rest[:port_position] + (port,) + rest[port_position:], data, names))
         if not kept:
             continue
         kept.sort(key=lambda item: item[0])
