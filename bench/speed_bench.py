@@ -96,8 +96,12 @@ def measure_size(n: int, args: argparse.Namespace, workdir: str) -> dict:
             if path:
                 other = commands(matrix, changed, outputs["before"])[work][1]
                 result["identical"][work] = os.path.exists(path) and os.path.exists(other) and same_output(path, other)
-    with open(changed, encoding="utf-8") as handle:
-        result["changed_lines"] = sum(1 for _ in handle)
+    if n == 10_000:  # where compile's time goes, phase by phase (as bench/run.py shows it)
+        import subprocess
+
+        proc = subprocess.run([python(), os.path.join(B.BENCH_DIR, "profile_compile.py"), matrix, "--no-gc"],
+                              capture_output=True, text=True, timeout=1800)
+        result["profile"] = (proc.stdout or proc.stderr).rstrip()
     return result
 
 
@@ -141,6 +145,9 @@ def report(results: list[dict], args: argparse.Namespace, info: dict[str, str]) 
             rows.append(row)
         rows.append(["`yaml.load` (baseline)", cell(base)] + (["", "", ""] if args.before else []) + ["1.0×", "–"])
         lines += [B.md_table(header, rows), ""]
+        if r.get("profile"):
+            lines += ["Where compile's time goes, in one process (`bench/profile_compile.py MATRIX --no-gc`; the command "
+                      "runs with the collector paused too):", "", "```", r["profile"], "```", ""]
     return "\n".join(lines)
 
 
