@@ -201,12 +201,13 @@ def build_intent(matrix: Matrix) -> Intent:
     flows: dict[str, list[Flow]] = {name: [] for name in matrix.firewalls}
     dnats: dict[str, list[Dnat]] = {name: [] for name in matrix.firewalls}
     warnings: list[Warning_] = []
+    zoned: dict[tuple[str, ...], dict[str, list[IPNetwork]]] = {}  # see _zoned
 
     for opening in matrix.openings:
         parts = resolver.services(opening)
-        src_zones = _zoned(resolver, zoner, opening, opening.sources, "from")
+        src_zones = _zoned(resolver, zoner, opening, opening.sources, "from", zoned)
         if opening.nat is None:
-            dst_zones = _zoned(resolver, zoner, opening, opening.destinations, "to")
+            dst_zones = _zoned(resolver, zoner, opening, opening.destinations, "to", zoned)
             placed = False
             for src_zone, src_nets in src_zones.items():
                 for dst_zone, dst_nets in dst_zones.items():
@@ -293,13 +294,20 @@ def check_management(matrix: Matrix) -> None:
             management_arrivals(matrix, firewall.name, access, resolver)
 
 
-def _zoned(resolver: Resolver, zoner: _Zoner, opening: Opening, refs: tuple[str, ...], field: str) -> dict[str, list[IPNetwork]]:
+def _zoned(resolver: Resolver, zoner: _Zoner, opening: Opening, refs: tuple[str, ...], field: str,
+           cache: dict[tuple[str, ...], dict[str, list[IPNetwork]]]) -> dict[str, list[IPNetwork]]:
+    """The networks of these references by zone; cached by the references (openings repeat them,
+    and a reference that fails raises at its first use, where the cache has nothing yet)."""
+    found = cache.get(refs)
+    if found is not None:
+        return found
     where = opening.where_of(field)
     out: dict[str, list[IPNetwork]] = defaultdict(list)
     for ref in refs:
         for zone, nets in zoner.zones_of(resolver.endpoint(ref, where), ref, where).items():
             out[zone].extend(nets)
-    return dict(sorted(out.items()))
+    found = cache[refs] = dict(sorted(out.items()))
+    return found
 
 
 def _add_flows(into: list[Flow], opening: Opening, ins: tuple[str, ...], outs: tuple[str, ...],
