@@ -15,8 +15,11 @@ Values inside matches and set elements:
   ct.state            -> str ('established', 'related', 'new', 'invalid', 'untracked')
   ct.status           -> str ('dnat', 'snat', ...)
   nfproto             -> int (4 or 6: the packet's address family, `meta nfproto`)
-  icmpv6.type         -> int (the ICMPv6 type: 135 neighbour solicitation, 136 advertisement;
-                         read by the neighbour-discovery check only, judged both ways elsewhere)
+  icmp.type           -> int (the ICMP type of an IPv4 packet: 8 echo request)
+  icmpv6.type         -> int (the ICMPv6 type: 135 neighbour solicitation, 136 advertisement)
+                         Packet spaces have no ICMP-type dimension: the evaluator judges these
+                         both ways, within ICMP only (the neighbour-discovery check reads them)
+  tcp.flags           -> TcpFlags (the TCP flags under a mask equal a value: `--syn`, `tcp flags syn`)
 
 What the IR cannot express exactly is kept, never dropped: an `Unmodelled`
 match or action names the construct and its origin, and evaluation judges
@@ -32,15 +35,35 @@ from netaddr import IPNetwork, IPRange
 
 from fwmatrix.matrix.model import PortRange
 
-Value = Union[str, int, IPNetwork, IPRange, PortRange]
-Key = tuple[Value, ...]
+FIELDS = (
+    "iif", "oif", "l4proto", "dport", "sport", "ip.saddr", "ip.daddr", "ip6.saddr", "ip6.daddr",
+    "ct.state", "ct.status", "nfproto", "icmp.type", "icmpv6.type", "tcp.flags",
+)
 
-FIELDS = ("iif", "oif", "l4proto", "dport", "sport", "ip.saddr", "ip.daddr", "ip6.saddr", "ip6.daddr", "ct.state", "ct.status", "nfproto", "icmpv6.type")
+TCP_FLAG_BITS = {"fin": 0x01, "syn": 0x02, "rst": 0x04, "psh": 0x08, "ack": 0x10, "urg": 0x20, "ecn": 0x40, "cwr": 0x80}
+
+
+@dataclass(frozen=True)
+class TcpFlags:
+    """The TCP flags under `mask` equal `value` (iptables `--tcp-flags MASK COMP`; `--syn`
+    is mask fin|syn|rst|ack, value syn; nft `tcp flags syn` is mask syn, value syn)."""
+
+    mask: int
+    value: int
+
+    def __str__(self) -> str:
+        def names(bits: int) -> str:
+            return "|".join(name for name, bit in TCP_FLAG_BITS.items() if bits & bit) or "0"
+        return f"tcp flags & ({names(self.mask)}) == {names(self.value)}"
 
 
 def addr_field(family: int, which: str) -> str:
     """`addr_field(4, 'saddr')` -> 'ip.saddr'."""
     return f"{'ip' if family == 4 else 'ip6'}.{which}"
+
+
+Value = Union[str, int, IPNetwork, IPRange, PortRange, TcpFlags]
+Key = tuple[Value, ...]
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ from fwmatrix.ir import (
     Rule,
     Ruleset,
     Table,
+    TcpFlags,
     Unmodelled,
     UnmodelledAction,
     Verdict,
@@ -214,7 +215,7 @@ def test_server_input() -> None:
     expect(n, "ip filter INPUT", "--state RELATED,ESTABLISHED", (m("ct.state", "related", "established"),), ACCEPT)
     recent = Unmodelled("-m recent --update --seconds 60 --hitcount 4 --name ssh --mask 255.255.255.255 --rsource")
     expect(n, "ip filter INPUT", "--update", (TCP, m("dport", 22), m("ct.state", "new"), recent), DROP)
-    expect(n, "ip filter INPUT", "--icmp-type 8", (ICMP, Unmodelled("-m icmp --icmp-type 8"), Unmodelled("-m limit --limit 1/sec")), ACCEPT)
+    expect(n, "ip filter INPUT", "--icmp-type 8", (ICMP, m("icmp.type", 8), Unmodelled("-m limit --limit 1/sec")), ACCEPT)
     assert len(rules(rs, "ip filter INPUT")) == 7  # `recent --set` without a target and LOG: skipped
 
 
@@ -290,7 +291,7 @@ def test_mangle_and_raw() -> None:
     expect(n, "ip mangle PREROUTING", "INVALID", (m("ct.state", "invalid"),), DROP)
     expect(n, "ip mangle PREROUTING", "-j MARK", (m("iif", "eth1"),), None, "-j MARK: changes the packet, not its fate")
     expect(n, "ip mangle FORWARD", "198.51.100.66", (m("ip.saddr", "198.51.100.66"),), DROP)
-    expect(n, "ip mangle FORWARD", "TCPMSS", (TCP, Unmodelled("-m tcp --tcp-flags SYN,RST SYN")), None, "-j TCPMSS: changes the packet, not its fate")
+    expect(n, "ip mangle FORWARD", "TCPMSS", (TCP, m("tcp.flags", TcpFlags(0x06, 0x02))), None, "-j TCPMSS: changes the packet, not its fate")
     expect(n, "ip filter FORWARD", "--mark", (Unmodelled("-m mark --mark 0x2"),), ACCEPT)
     expect(n, "ip filter FORWARD", "NFQUEUE", (), UnmodelledAction("-j NFQUEUE --queue-num 1 --queue-bypass (a userspace program decides the verdict)"))
 

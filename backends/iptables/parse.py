@@ -49,7 +49,9 @@ from fwmatrix.backends.iptables.reader import (
 )
 from fwmatrix.errors import BackendError
 from fwmatrix.gcpause import gc_paused
-from fwmatrix.ir import Action, Chain, Dnat, Jump, Match, Notrack, Rule, Ruleset, SetDef, Table, Unmodelled, UnmodelledAction, Verdict, addr_field
+from fwmatrix.ir import (
+    TCP_FLAG_BITS, Action, Chain, Dnat, Jump, Match, Notrack, Rule, Ruleset, SetDef, Table, TcpFlags, Unmodelled, UnmodelledAction, Verdict, addr_field,
+)
 from fwmatrix.matrix.model import PortRange
 
 IR_FAMILY = {4: "ip", 6: "ip6"}
@@ -273,6 +275,9 @@ class _SectionParser:
 
     def _ports(self, name: str, o: _Option, terms: list[Term]) -> bool:
         terms.append(_match("l4proto", [PORT_MATCHES[name]]))  # -m tcp only matches TCP packets
+        if name == "tcp" and o.name in ("--syn", "--tcp-flags"):
+            terms.append(_match("tcp.flags", [SYN_ONLY if o.name == "--syn" else _tcp_flags(o.values[0].text, o.values[1].text)], o.negate))
+            return True
         if o.name not in PORT_OPTIONS:
             return False
         terms.append(_match(PORT_OPTIONS[o.name], [_port_range(o.value, name)], o.negate))
@@ -390,6 +395,32 @@ class _SectionParser:
         return UnmodelledAction(f"{block.shown()} ({why})"), ""
 
 
+# --tcp-flags names (iptables' ALL is the six classic flags, as in libxt_tcp)
+TCP_FLAG_NAMES = {name.upper(): bit for name, bit in TCP_FLAG_BITS.items() if name in ("fin", "syn", "rst", "psh", "ack", "urg")}
+TCP_FLAG_NAMES |= {"ALL": 0x3F, "NONE": 0}
+SYN_ONLY = TcpFlags(0x17, 0x02)  # --syn: --tcp-flags FIN,SYN,RST,ACK SYN
+
+
+def _tcp_flags(mask: str, value: str) -> TcpFlags:
+    def bits(words: str) -> int:
+        total = 0
+        for word in words.split(","):
+            if word.upper() not in TCP_FLAG_NAMES:
+                raise _Malformed(f"--tcp-flags: unknown flag {word}")
+            total |= TCP_FLAG_NAMES[word.upper()]
+        return total
+    return TcpFlags(bits(mask), bits(value))
+
+
+# --icmp-type names iptables knows (a type/code pair or a name that stands for one stays Unmodelled)
+ICMP_TYPE_NAMES = {
+    "echo-reply": 0, "pong": 0, "destination-unreachable": 3, "source-quench": 4, "redirect": 5,
+    "echo-request": 8, "ping": 8, "router-advertisement": 9, "router-solicitation": 10,
+    "time-exceeded": 11, "ttl-exceeded": 11, "parameter-problem": 12, "timestamp-request": 13,
+    "timestamp-reply": 14, "address-mask-request": 17, "address-mask-reply": 18,
+}
+
+
 # --icmpv6-type names ip6tables knows (both spellings); a type/code pair stays Unmodelled
 ICMPV6_TYPE_NAMES = {
     "destination-unreachable": 1, "packet-too-big": 2, "time-exceeded": 3, "ttl-exceeded": 3, "parameter-problem": 4,
@@ -399,20 +430,31 @@ ICMPV6_TYPE_NAMES = {
 }
 
 
-def _icmp6(parser: _SectionParser, name: str, o: _Option, terms: list[Term]) -> bool:
-    """`-m icmp6 --icmpv6-type T`: the type alone (a code, `T/C`, is not modelled)."""
+# -m icmp / -m icmp6: the option, the protocol it implies, the IR field and the type names
+ICMP_MATCHES = {
+    "icmp": ("--icmp-type", 1, "icmp.type", ICMP_TYPE_NAMES),
+    "icmp6": ("--icmpv6-type", 58, "icmpv6.type", ICMPV6_TYPE_NAMES),
+}
+
+
+def _icmp(parser: _SectionParser, name: str, o: _Option, terms: list[Term]) -> bool:
+    """`-m icmp --icmp-type T`, `-m icmp6 --icmpv6-type T`: the type alone (a code, `T/C`,
+    is not modelled, but is ICMP only); `any` is every ICMP packet."""
+    option, protocol, field, names = ICMP_MATCHES[name]
+    terms.append(_match("l4proto", [protocol]))
     value = o.value.strip()
-    number = int(value) if value.isdigit() else ICMPV6_TYPE_NAMES.get(value)
-    if o.name != "--icmpv6-type" or number is None or not 0 <= number <= 255:
+    if o.name == option and value == "any" and not o.negate:
+        return True
+    number = int(value) if value.isdigit() else names.get(value)
+    if o.name != option or number is None or not 0 <= number <= 255:
         return False
-    terms.append(_match("l4proto", [58]))
-    terms.append(_match("icmpv6.type", [number], o.negate))
+    terms.append(_match(field, [number], o.negate))
     return True
 
 
 MATCH_HANDLERS: dict[str, Callable[[_SectionParser, str, _Option, list[Term]], bool]] = {
     **{name: _SectionParser._ports for name in PORT_MATCHES},
-    "icmp6": _icmp6,
+    **{name: _icmp for name in ICMP_MATCHES},
     "multiport": _SectionParser._multiport,
     "conntrack": _SectionParser._conntrack,
     "state": _SectionParser._conntrack,

@@ -27,7 +27,7 @@ from fwmatrix.backends.nftables.describe import as_list, describe
 from fwmatrix.errors import BackendError
 from fwmatrix.gcpause import gc_paused
 from fwmatrix.ir import DnatMap, Element, Jump, Match, Rule, Ruleset, SetDef, Table, Value, Verdict, VerdictMap
-from fwmatrix.ir import Action, Chain, Dnat, Key, Notrack, Unmodelled, UnmodelledAction
+from fwmatrix.ir import TCP_FLAG_BITS, Action, Chain, Dnat, Key, Notrack, TcpFlags, Unmodelled, UnmodelledAction
 from fwmatrix.matrix.model import PortRange
 
 XT_TEXT = "iptables-nft (xt) expression: audit this table from iptables-save instead"
@@ -46,6 +46,13 @@ ICMPV6_TYPES = {
     "mld-listener-done": 132, "mld-listener-reduction": 132, "nd-router-solicit": 133, "nd-router-advert": 134,
     "nd-neighbor-solicit": 135, "nd-neighbor-advert": 136, "nd-redirect": 137, "router-renumbering": 138,
     "ind-neighbor-solicit": 141, "ind-neighbor-advert": 142, "mld2-listener-report": 143,
+}
+# `icmp type` names as nft lists them
+ICMP_TYPES = {
+    "echo-reply": 0, "destination-unreachable": 3, "source-quench": 4, "redirect": 5, "echo-request": 8,
+    "router-advertisement": 9, "router-solicitation": 10, "time-exceeded": 11, "parameter-problem": 12,
+    "timestamp-request": 13, "timestamp-reply": 14, "info-request": 15, "info-reply": 16,
+    "address-mask-request": 17, "address-mask-reply": 18,
 }
 PORT_HEADERS = ("tcp", "udp", "sctp", "dccp", "udplite", "th")  # `th`: any transport header, no protocol implied
 FAMILY_VERSION = {"ip": 4, "ip6": 6}
@@ -175,8 +182,8 @@ def _value(kind: str, raw: Any) -> Value:
         return NFPROTO_VALUES[raw]
     if kind == "ethertype" and raw in ETHERTYPE_VALUES:
         return ETHERTYPE_VALUES[raw]
-    if kind == "icmpv6_type" and isinstance(raw, (int, str)) and not isinstance(raw, bool):
-        number = ICMPV6_TYPES.get(raw, raw) if isinstance(raw, str) else raw
+    if kind in ("icmp_type", "icmpv6_type") and isinstance(raw, (int, str)) and not isinstance(raw, bool):
+        number = (ICMP_TYPES if kind == "icmp_type" else ICMPV6_TYPES).get(raw, raw) if isinstance(raw, str) else raw
         if isinstance(number, int) and 0 <= number <= 255:
             return number
     if kind == "raw":  # a set of a type the IR has no field for: kept as text
@@ -244,8 +251,8 @@ def _field(expr: Any) -> _Field:
             return _Field("l4proto", "proto")  # exact for IPv4, which has no extension headers
         if proto in PORT_HEADERS and name in ("sport", "dport"):
             return _Field(name, "port")
-        if (proto, name) == ("icmpv6", "type"):
-            return _Field("icmpv6.type", "icmpv6_type")
+        if (proto, name) in (("icmp", "type"), ("icmpv6", "type")):
+            return _Field(f"{proto}.type", f"{proto}_type")
         if (proto, name) == ("ip6", "nexthdr"):
             raise _Unknown("ip6 nexthdr is the first extension header, not always the layer-4 protocol")
     elif kind == "meta" and arg.get("key") in META_FIELDS:
@@ -257,13 +264,13 @@ def _field(expr: Any) -> _Field:
 
 def _fields(expr: Any, lookup: bool = False) -> tuple[_Field, ...]:
     """The fields an expression reads; `lookup`: as the key of a verdict or DNAT map, where
-    packet spaces must model every field (the ICMPv6 type is only read by the ND check)."""
+    packet spaces must model every field (they have no ICMP type)."""
     if isinstance(expr, dict) and "concat" in expr:
         fields = tuple(_field(part) for part in expr["concat"])
     else:
         fields = (_field(expr),)
-    if lookup and any(f.name == "icmpv6.type" for f in fields):
-        raise _Unknown("a map keyed on the ICMPv6 type")
+    if lookup and any(f.name in ("icmp.type", "icmpv6.type") for f in fields):
+        raise _Unknown(f"a map keyed on the {'ICMP' if fields[0].name == 'icmp.type' else 'ICMPv6'} type")
     return fields
 
 
@@ -378,11 +385,41 @@ def _relation(fields: tuple[_Field, ...], op: str, right: Any, ctx: _TableContex
     raise _Unknown(f"operator {op}")
 
 
+def _tcp_flags(left: Any, op: str, right: Any) -> Match | None:
+    """`tcp flags syn` (the bit is set), `tcp flags & (fin|syn|rst|ack) == syn` (nft lists it
+    `tcp flags syn / fin,syn,rst,ack`), `tcp flags == syn` (the whole byte), `!=`, and sets
+    of such values, as one tcp.flags match; None when `left` is not the TCP flags."""
+    flags_field = {"payload": {"protocol": "tcp", "field": "flags"}}
+    if left == flags_field:
+        mask = None  # the whole byte, or the bits of the value for `in`
+    elif isinstance(left, dict) and isinstance(left.get("&"), list) and len(left["&"]) == 2 and left["&"][0] == flags_field:
+        mask = _tcp_bits(left["&"][1])
+    else:
+        return None
+    if op == "in" and mask is None:  # each bit it names is set (nft: `flags & bits != 0`, one bit at a time)
+        return Match(("tcp.flags",), tuple((TcpFlags(bit, bit),) for bit in TCP_FLAG_BITS.values() if _tcp_bits(right) & bit))
+    if op not in ("==", "!="):
+        raise _Unknown(f"operator {op} on tcp flags")
+    values = [_tcp_bits(item) for item in _items(right)]
+    return Match(("tcp.flags",), tuple((TcpFlags(0xFF if mask is None else mask, value),) for value in values), negate=op == "!=")
+
+
+def _tcp_bits(raw: Any) -> int:
+    if isinstance(raw, int) and not isinstance(raw, bool) and 0 <= raw <= 0xFF:
+        return raw
+    total = 0
+    for name in _flags(raw):
+        if name not in TCP_FLAG_BITS:
+            raise _Unknown(f"tcp flag {name}")
+        total |= TCP_FLAG_BITS[name]
+    return total
+
+
 def _parse_match(arg: Any, ctx: _TableContext) -> list[Match | Unmodelled]:
     """One `match` statement: the implied protocol matches, then the match itself (or Unmodelled)."""
     left = arg.get("left") if isinstance(arg, dict) else None
     try:
-        match = _relation(_fields(left), arg["op"], arg["right"], ctx)
+        match = _tcp_flags(left, arg["op"], arg["right"]) or _relation(_fields(left), arg["op"], arg["right"], ctx)
     except _SHAPE_ERRORS as exc:
         return [*_implied(left, exact=False), Unmodelled(describe({"match": arg}) + _why(exc))]
     return [*_implied(left, exact=not match.negate), match]

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Iterator
 
 from fwmatrix.audit.evaluate.effective import DnatRegion, EvaluationError, Grant, Note
-from fwmatrix.audit.evaluate.matches import key_space, rule_space
+from fwmatrix.audit.evaluate.matches import exact_parts, key_space, rule_space
 from fwmatrix.audit.evaluate.reading import Reading
 from fwmatrix.ir import Chain, Dnat, DnatMap, Jump, Notrack, Rule, Table, UnmodelledAction, Verdict, VerdictMap
 from fwmatrix.matrix.model import PortRange
@@ -59,30 +59,35 @@ def walk(reading: Reading, table: Table, chain: Chain, remaining: Remaining, dep
     result = ChainResult()
     entry = remaining.base
     certain = _CertainRemaining(entry)
-    for index, rule in enumerate(chain.rules):
-        if rule.action is None:
+    for index, whole in enumerate(chain.rules):
+        if whole.action is None:
             continue  # decides nothing (a counter, a log, a mark): its matches cannot change a verdict
-        origin = rule.origin or f"{chain_name(table, chain)} rule {index + 1}"
-        notes_before = reading.notes_by_rule.get(origin, 0)
-        _note_unmodelled_action(reading, table, rule.action, origin)
-        found = rule_space(reading, table, rule, origin)
-        if found is None:
-            continue
-        match, uncertain = found
-        match = _scope(reading, rule.action, match)
-        hit = remaining.intersect(match)
-        touched_before = len(reading.touched)
-        recorder = _Recording(remaining)
-        if hit:
-            _act(_Site(reading, table, origin, uncertain, result, depth), rule.action, hit, match, recorder)
-        if reading.notes_by_rule.get(origin, 0) > notes_before:
-            _judge_both_ways(reading, result, rule, origin, certain.remaining().intersect(match))
-        elif len(reading.touched) == touched_before:
-            # decided whatever unmodelled constructs do (a jump counts when its chain had none)
-            for decided in recorder.removed:
-                certain.decide(decided)
+        origin = whole.origin or f"{chain_name(table, chain)} rule {index + 1}"
+        matched = Space.empty(reading.ifaces)
+        any_hit = False
+        for rule in exact_parts(whole):  # parts with disjoint packets (see matches.exact_parts)
+            notes_before = reading.notes_by_rule.get(origin, 0)
+            _note_unmodelled_action(reading, table, rule.action, origin)
+            found = rule_space(reading, table, rule, origin)
+            if found is None:
+                continue
+            match, uncertain = found
+            match = _scope(reading, rule.action, match)
+            hit = remaining.intersect(match)
+            touched_before = len(reading.touched)
+            recorder = _Recording(remaining)
+            if hit:
+                any_hit = True
+                _act(_Site(reading, table, origin, uncertain, result, depth), rule.action, hit, match, recorder)
+            if reading.notes_by_rule.get(origin, 0) > notes_before:
+                _judge_both_ways(reading, result, rule, origin, certain.remaining().intersect(match))
+            elif len(reading.touched) == touched_before:
+                # decided whatever unmodelled constructs do (a jump counts when its chain had none)
+                for decided in recorder.removed:
+                    certain.decide(decided)
+            matched = matched.union(match)
         # shadowed only if rules that decide whatever unmodelled constructs do cover it
-        if not hit and _is_terminal(rule.action) and entry.intersect(match) and not certain.remaining().intersect(match):
+        if not any_hit and _is_terminal(whole.action) and entry.intersect(matched) and not certain.remaining().intersect(matched):
             reading.shadowed.append(Note(origin, "earlier rules in the chain decide every packet it would match"))
     return result
 

@@ -7,11 +7,13 @@ nothing satisfies.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from netaddr import IPNetwork, IPRange
 
 from fwmatrix.audit.evaluate.effective import EvaluationError
 from fwmatrix.audit.evaluate.reading import Reading
-from fwmatrix.ir import Match, Rule, SetDef, Table, Unmodelled
+from fwmatrix.ir import Match, Rule, SetDef, Table, TcpFlags, Unmodelled
 from fwmatrix.matrix.model import PortRange
 from fwmatrix.space import (
     CT_ALL, CT_DNAT, PORT_PROTOCOLS, PORTS_ALL, V4_ALL, V6_ALL,
@@ -19,11 +21,55 @@ from fwmatrix.space import (
 )
 
 # Fields the IR carries but packet spaces have no dimension for: a match on them
-# is judged both ways, like any unmodelled construct. Of the ct status bits only
-# dnat is modelled (the ct dimension knows translated connections). The ICMPv6 type
-# is read only by the neighbour-discovery check (evaluate/neighbours.py).
-UNMODELLED_FIELDS = frozenset({"sport", "icmpv6.type"})
+# is judged both ways, like any unmodelled construct, over the packets the rule's
+# other matches select (an ICMP type match implies its protocol, so it is uncertain
+# within ICMP only). Of the ct status bits only dnat is modelled (the ct dimension
+# knows translated connections). The ICMPv6 type is also read by the
+# neighbour-discovery check (evaluate/neighbours.py). TCP flags: see `exact_parts`.
+UNMODELLED_FIELDS = frozenset({"sport", "icmp.type", "icmpv6.type", "tcp.flags"})
 MODELLED_CT_STATUS = "dnat"
+# The flags of the first packet of a NEW TCP connection, the only one an opening is
+# judged by: SYN, without FIN, RST and ACK. Its other flags (PSH, URG, ECN, CWR: an
+# ECN-setup SYN carries the last two) are not known.
+NEW_TCP_MASK = 0x17  # fin|syn|rst|ack
+NEW_TCP_VALUE = 0x02
+NOT_NEW = "a TCP flags match on packets that are not the first of a NEW connection"
+
+
+def exact_parts(rule: Rule) -> list[Rule]:
+    """The rule as parts the walk judges one after the other, with its action: itself,
+    unless it matches TCP flags. The first packet of a NEW connection has known flags
+    (NEW_TCP_*), so a flags match that only tests those is exact for `ct state new`:
+    one part, the rule over NEW packets without the flags match (when it matches them)
+    and one over the other states with the flags match left unmodelled (judged both
+    ways). A flags match that tests other flags stays unmodelled for every state."""
+    flags = [m for m in rule.matches if isinstance(m, Match) and m.fields == ("tcp.flags",) and m.set_name is None]
+    if not flags:
+        return [rule]
+    outcomes = [_on_new_syn(match) for match in flags]
+    if None in outcomes:
+        return [rule]
+    rest = tuple(m for m in rule.matches if m not in flags)
+    not_new = replace(rule, matches=rest + (Match(("ct.state",), (("new",),), negate=True), Unmodelled(NOT_NEW)))
+    if not all(outcomes):
+        return [not_new]
+    return [replace(rule, matches=rest + (Match(("ct.state",), (("new",),)),)), not_new]
+
+
+def _on_new_syn(match: Match) -> bool | None:
+    """Whether a tcp.flags match holds for the first packet of a NEW connection; None when
+    that depends on flags it does not fix."""
+    results = set()
+    for (flags,) in match.values:
+        assert isinstance(flags, TcpFlags)
+        if flags.mask & NEW_TCP_MASK & (flags.value ^ NEW_TCP_VALUE):
+            results.add(False)
+        elif flags.mask & ~NEW_TCP_MASK or flags.value & ~flags.mask:
+            results.add(None)
+        else:
+            results.add(True)
+    holds = True if True in results else None if None in results else False
+    return holds if holds is None or not match.negate else not holds
 
 
 def rule_space(reading: Reading, table: Table, rule: Rule, origin: str) -> tuple[Space, bool] | None:

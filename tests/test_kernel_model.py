@@ -1,0 +1,191 @@
+"""Constructs modelled exactly for what the audit asks, proved with real packets.
+
+TCP flags: the first packet of a NEW connection carries SYN without FIN, RST and
+ACK, so `--syn` (`tcp flags & (fin|syn|rst|ack) == syn`), `tcp flags syn` and any
+flags test on those four bits decide NEW packets exactly; on packets of other
+states they are judged both ways. ICMP types: a type match implies its protocol,
+so it decides every TCP/UDP packet exactly and is judged both ways within ICMP
+only. Each kernel case loads a ruleset in a lab, sends real probes (NEW
+connections) and requires the evaluator's verdicts to be the kernel's, and exact
+(compared, not "uncertain") where the model says so.
+"""
+
+from __future__ import annotations
+
+import pytest
+from test_kernel_agreement import SEED_IFACES, TIMEOUT, check_agreement, judge
+
+from fwmatrix.audit.evaluate import evaluate, interfaces_of
+from fwmatrix.backends import iptables, nftables
+from fwmatrix.ir import Match, Ruleset, TcpFlags, Unmodelled
+from fwmatrix.ops.lab import Lab, Probe
+from fwmatrix.space import Box, Space, ct_bits
+from test_kernel_agreement import packet_space
+
+WAN, DMZ = ("wan0", "198.51.100.7"), ("dmz0", "172.16.10.10")
+
+
+def probe(proto: str, port: int | None) -> Probe:
+    return Probe(WAN[0], DMZ[0], WAN[1], DMZ[1], proto, port)
+
+
+# -- parsing -----------------------------------------------------------------------------------
+
+
+def _matches(ruleset: Ruleset) -> list[tuple]:
+    return [rule.matches for table in ruleset.tables for chain in table.chains for rule in chain.rules]
+
+
+IPT_FLAGS = """*filter
+:INPUT ACCEPT [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+-A FORWARD -p tcp -m tcp --tcp-flags FIN,SYN,RST,ACK SYN -m tcp --dport 22 -j ACCEPT
+-A FORWARD -p tcp -m tcp ! --syn -m conntrack --ctstate NEW -j DROP
+-A FORWARD -p tcp -m tcp --tcp-flags ALL NONE -j DROP
+-A FORWARD -p icmp -m icmp --icmp-type echo-request -j ACCEPT
+-A FORWARD -p icmp -m icmp --icmp-type 3/4 -j ACCEPT
+-A FORWARD -p icmp -m icmp --icmp-type any -j ACCEPT
+COMMIT
+"""
+
+
+def test_iptables_tcp_flags_and_icmp_types_are_read() -> None:
+    rules = _matches(iptables.parse_save(IPT_FLAGS, 4))
+    tcp, icmp = Match(("l4proto",), ((6,),)), Match(("l4proto",), ((1,),))
+    assert Match(("tcp.flags",), ((TcpFlags(0x17, 0x02),),)) in rules[0] and tcp in rules[0]
+    assert Match(("tcp.flags",), ((TcpFlags(0x17, 0x02),),), negate=True) in rules[1]
+    assert Match(("tcp.flags",), ((TcpFlags(0x3F, 0),),)) in rules[2]
+    assert rules[3] == (icmp, Match(("icmp.type",), ((8,),)))
+    assert rules[4][0] == icmp and isinstance(rules[4][1], Unmodelled)  # a type/code pair: ICMP only
+    assert rules[5] == (icmp,)
+
+
+def test_iptables_unknown_tcp_flag_is_refused_in_one_line() -> None:
+    with pytest.raises(Exception) as caught:
+        iptables.parse_save(IPT_FLAGS.replace("ALL NONE", "ALL BOGUS"), 4, "x.ipt")
+    assert "x.ipt:7:" in str(caught.value) and "BOGUS" in str(caught.value)
+
+
+NFT_FLAGS = {
+    "tcp flags syn": TcpFlags(0x02, 0x02),
+    "tcp flags & (fin|syn|rst|ack) == syn": TcpFlags(0x17, 0x02),
+    "tcp flags syn / fin,syn,rst,ack": TcpFlags(0x17, 0x02),
+    "tcp flags == syn": TcpFlags(0xFF, 0x02),
+    "tcp flags & (syn|ack) == syn": TcpFlags(0x12, 0x02),
+}
+
+
+@pytest.mark.kernel
+def test_nftables_tcp_flags_icmp_types_are_read() -> None:
+    body = "\n".join(f"  {text} accept" for text in NFT_FLAGS) + "\n  tcp flags != syn drop\n  icmp type { echo-request, echo-reply } accept\n"
+    ruleset = nftables.parse_text("table inet t {\n chain forward {\n  type filter hook forward priority 0;\n" + body + " }\n}\n")
+    rules = _matches(ruleset)
+    for matches, flags in zip(rules, NFT_FLAGS.values()):
+        assert matches == (Match(("l4proto",), ((6,),)), Match(("tcp.flags",), ((flags,),)))
+    assert rules[5][1] == Match(("tcp.flags",), ((TcpFlags(0xFF, 0x02),),), negate=True)
+    assert rules[6] == (Match(("l4proto",), ((1,),)), Match(("icmp.type",), ((0,), (8,))))
+
+
+# -- evaluation --------------------------------------------------------------------------------
+
+
+def _effective(text: str):
+    ruleset = iptables.parse_save(text, 4)
+    return evaluate(ruleset, interfaces_of(ruleset, list(SEED_IFACES)))
+
+
+def _state(effective, proto: str, port: int | None, state: str) -> str:
+    ifaces = effective.ifaces
+    one = packet_space(ifaces, WAN[0], DMZ[0], WAN[1], DMZ[1], proto, port)
+    (box,) = one.boxes
+    one = Space(ifaces, [Box(box.iif, box.oif, box.src, box.dst, box.proto, box.dport, ct_bits(state, translated=False))])
+    if any(g.space.intersect(one) for g in effective.forwarded):
+        return "forwarded"
+    return "uncertain" if any(g.space.intersect(one) for g in effective.uncertain) else "not"
+
+
+def test_syn_decides_new_exactly_and_other_states_both_ways() -> None:
+    effective = _effective(IPT_FLAGS)
+    assert _state(effective, "tcp", 22, "new") == "forwarded"
+    assert _state(effective, "tcp", 22, "established") == "uncertain"  # flags of a later packet: unknown
+    assert _state(effective, "tcp", 80, "new") == "not"  # `! --syn` NEW and ALL NONE drop nothing NEW
+    assert _state(effective, "udp", 22, "new") == "not"
+    assert _state(effective, "icmp", None, "new") == "uncertain"  # echo-request: within ICMP, both ways
+
+
+def test_flags_beyond_fin_syn_rst_ack_stay_unmodelled_for_new() -> None:
+    text = IPT_FLAGS.replace("--tcp-flags FIN,SYN,RST,ACK SYN -m tcp --dport 22", "--tcp-flags SYN,PSH SYN -m tcp --dport 22")
+    assert _state(_effective(text), "tcp", 22, "new") == "uncertain"
+
+
+def test_a_flags_test_no_syn_passes_matches_no_new_packet() -> None:
+    text = IPT_FLAGS.replace("--tcp-flags FIN,SYN,RST,ACK SYN -m tcp --dport 22", "--tcp-flags SYN,ACK SYN,ACK -m tcp --dport 22")
+    effective = _effective(text)
+    assert _state(effective, "tcp", 22, "new") == "not"
+    assert _state(effective, "tcp", 22, "established") == "uncertain"
+
+
+# -- real packets ------------------------------------------------------------------------------
+
+NFT_SYN = """table inet t {
+ chain forward {
+  type filter hook forward priority 0; policy drop;
+  tcp flags & (fin|syn|rst|ack) == syn ct state new tcp dport 22 accept
+  tcp flags & (fin|syn|rst|ack) != syn ct state new drop
+  tcp flags syn tcp dport { 80, 443 } accept
+  tcp flags & (fin|syn) == fin|syn drop
+  tcp flags & (syn|ack) == syn|ack tcp dport 8080 accept
+  icmp type echo-request accept
+  udp dport 5060 accept
+ }
+}
+"""
+EXACT = [probe("tcp", 22), probe("tcp", 80), probe("tcp", 443), probe("tcp", 8080), probe("tcp", 25), probe("udp", 53), probe("udp", 5060)]
+
+
+@pytest.mark.kernel
+def test_tcp_flags_and_icmp_types_in_the_kernel_nftables() -> None:
+    with Lab(SEED_IFACES, timeout=TIMEOUT) as lab:
+        lab.load_raw_nft(NFT_SYN)
+        live = lab.read_nft()
+        tally = check_agreement(lab, live, EXACT + [probe("icmp", None)], "tcp flags, icmp type (nftables)")
+    assert not tally.disagreements, "\n".join(tally.disagreements)
+    effective = evaluate(live, interfaces_of(live, list(SEED_IFACES)))
+    verdicts = [judge(effective, p).forwarded for p in EXACT]
+    assert verdicts == [True, True, True, False, False, False, True]  # every TCP/UDP probe compared
+    assert judge(effective, probe("icmp", None)).forwarded is None  # ICMP: judged both ways
+
+
+IPT_SYN = """*filter
+:INPUT ACCEPT [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+-A FORWARD -p tcp -m tcp --tcp-flags FIN,SYN,RST,ACK SYN -m tcp --dport 22 -j ACCEPT
+-A FORWARD -p tcp -m tcp ! --tcp-flags FIN,SYN,RST,ACK SYN -m conntrack --ctstate NEW -j DROP
+-A FORWARD -p tcp -m tcp --tcp-flags ALL NONE -j DROP
+-A FORWARD -p tcp -m tcp --syn -m multiport --dports 80,443 -j ACCEPT
+-A FORWARD -p tcp -m tcp --tcp-flags SYN,RST SYN,RST -j DROP
+-A FORWARD -p tcp -m tcp --tcp-flags SYN,ACK SYN,ACK --dport 8080 -j ACCEPT
+-A FORWARD -p icmp -m icmp --icmp-type echo-request -j ACCEPT
+-A FORWARD -p udp -m udp --dport 5060 -j ACCEPT
+COMMIT
+"""
+
+
+@pytest.mark.kernel
+def test_tcp_flags_and_icmp_types_in_the_kernel_iptables() -> None:
+    with Lab(SEED_IFACES, timeout=TIMEOUT) as lab:
+        lab.load_iptables({iptables.FAMILY_SUFFIX[4]: IPT_SYN})
+        live = lab.read_iptables()
+        tally = check_agreement(lab, live, EXACT + [probe("icmp", None)], "tcp flags, icmp type (iptables)")
+    assert not tally.disagreements, "\n".join(tally.disagreements)
+    effective = evaluate(live, interfaces_of(live, list(SEED_IFACES)))
+    assert [judge(effective, p).forwarded for p in EXACT] == [True, True, True, False, False, False, True]
+    assert judge(effective, probe("icmp", None)).forwarded is None
+
+
+def test_whole_flags_byte_is_judged_both_ways_for_new() -> None:
+    # `tcp flags == syn` also tests ECN and CWR, which an ECN-setup SYN carries: not exact
+    text = IPT_FLAGS.replace("--tcp-flags FIN,SYN,RST,ACK SYN -m tcp --dport 22", "--tcp-flags ALL SYN -m tcp --dport 22")
+    assert _state(_effective(text), "tcp", 22, "new") == "uncertain"
