@@ -189,3 +189,49 @@ def test_whole_flags_byte_is_judged_both_ways_for_new() -> None:
     # `tcp flags == syn` also tests ECN and CWR, which an ECN-setup SYN carries: not exact
     text = IPT_FLAGS.replace("--tcp-flags FIN,SYN,RST,ACK SYN -m tcp --dport 22", "--tcp-flags ALL SYN -m tcp --dport 22")
     assert _state(_effective(text), "tcp", 22, "new") == "uncertain"
+
+
+# -- the address family and the IPv6 next header -------------------------------------------------
+
+NFT_FAMILY = """table inet t {
+ chain forward {
+  type filter hook forward priority 0; policy drop;
+  ip6 nexthdr tcp tcp dport 22 accept
+  ip6 nexthdr != tcp udp dport 53 accept
+  meta nfproto ipv4 udp dport 5060 accept
+  ip6 nexthdr { udp, sctp } th dport 9 accept
+ }
+}
+"""
+V6 = ("lan0", "wan0", "fd00:20::21", "2001:db8:ffff::7")
+V4 = ("wan0", "dmz0", "198.51.100.7", "172.16.10.10")
+FAMILY_PROBES = {
+    Probe(*V6, "tcp", 22): True, Probe(*V6, "tcp", 80): False, Probe(*V6, "udp", 53): True,
+    Probe(*V4, "udp", 53): False, Probe(*V4, "udp", 5060): True, Probe(*V6, "udp", 5060): False,
+    Probe(*V6, "udp", 9): True, Probe(*V6, "tcp", 9): False, Probe(*V4, "udp", 9): False,
+}
+
+
+def test_ip6_nexthdr_reads_as_the_protocol_but_extension_headers_stay_unmodelled() -> None:
+    ruleset = nftables.parse_json(
+        '{"nftables": [{"table": {"family": "inet", "name": "t"}}, {"chain": {"family": "inet", "table": "t", "name": "f",'
+        ' "type": "filter", "hook": "forward", "prio": 0, "policy": "drop"}},'
+        ' {"rule": {"family": "inet", "table": "t", "chain": "f", "expr": [{"match": {"op": "==", "left": {"payload":'
+        ' {"protocol": "ip6", "field": "nexthdr"}}, "right": {"set": ["tcp", "udp"]}}}, {"accept": null}]}},'
+        ' {"rule": {"family": "inet", "table": "t", "chain": "f", "expr": [{"match": {"op": "==", "left": {"payload":'
+        ' {"protocol": "ip6", "field": "nexthdr"}}, "right": "hopopts"}}, {"drop": null}]}}]}'
+    )
+    plain, hop = _matches(ruleset)
+    assert plain == (Match(("nfproto",), ((6,),)), Match(("l4proto",), ((6,), (17,))))
+    assert hop[0] == Match(("nfproto",), ((6,),)) and isinstance(hop[1], Unmodelled) and "extension header" in hop[1].text
+
+
+@pytest.mark.kernel
+def test_nfproto_and_ip6_nexthdr_in_the_kernel() -> None:
+    with Lab(SEED_IFACES, timeout=TIMEOUT) as lab:
+        lab.load_raw_nft(NFT_FAMILY)
+        live = lab.read_nft()
+        tally = check_agreement(lab, live, list(FAMILY_PROBES), "meta nfproto, ip6 nexthdr")
+    assert not tally.disagreements, "\n".join(tally.disagreements)
+    effective = evaluate(live, interfaces_of(live, list(SEED_IFACES)))
+    assert {p: judge(effective, p).forwarded for p in FAMILY_PROBES} == FAMILY_PROBES  # all compared, none uncertain

@@ -54,6 +54,13 @@ ICMP_TYPES = {
     "timestamp-request": 13, "timestamp-reply": 14, "info-request": 15, "info-reply": 16,
     "address-mask-request": 17, "address-mask-reply": 18,
 }
+# `ip6 nexthdr` is the header after the fixed IPv6 header: the layer-4 protocol of the
+# packets the audit judges, which are plain first packets of connections, without
+# extension headers (conntrack reassembles fragments before the forward hook, and the
+# reassembled packet has no fragment header). A match on an extension header itself
+# (hop-by-hop, routing, fragment, destination options, AH, mobility, HIP, shim6,
+# experiments) stays unmodelled.
+IPV6_EXTENSION_HEADERS = frozenset({0, 43, 44, 51, 60, 135, 139, 140, 253, 254})
 PORT_HEADERS = ("tcp", "udp", "sctp", "dccp", "udplite", "th")  # `th`: any transport header, no protocol implied
 FAMILY_VERSION = {"ip": 4, "ip6": 6}
 CT_STATE_NAMES = ("invalid", "established", "related", "new", "untracked")
@@ -168,6 +175,14 @@ def _value(kind: str, raw: Any) -> Value:
         return PortRange(port, port)
     if kind == "proto":
         return _proto(raw)
+    if kind == "nexthdr":
+        try:
+            number: int | None = _proto(raw)
+        except _Unknown:
+            number = None
+        if number is None or number in IPV6_EXTENSION_HEADERS:
+            raise _Unknown(f"{describe(raw)}: an extension header or a protocol fwmatrix does not know")
+        return number
     if kind == "ifname" and isinstance(raw, str):
         return raw
     if kind == "ifindex" and isinstance(raw, str) and not raw.isdigit():
@@ -254,7 +269,7 @@ def _field(expr: Any) -> _Field:
         if (proto, name) in (("icmp", "type"), ("icmpv6", "type")):
             return _Field(f"{proto}.type", f"{proto}_type")
         if (proto, name) == ("ip6", "nexthdr"):
-            raise _Unknown("ip6 nexthdr is the first extension header, not always the layer-4 protocol")
+            return _Field("l4proto", "nexthdr")  # see IPV6_EXTENSION_HEADERS
     elif kind == "meta" and arg.get("key") in META_FIELDS:
         return _Field(*META_FIELDS[arg["key"]])
     elif kind == "ct" and "dir" not in arg and arg.get("key") in ("state", "status"):
