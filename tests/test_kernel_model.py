@@ -235,3 +235,38 @@ def test_nfproto_and_ip6_nexthdr_in_the_kernel() -> None:
     assert not tally.disagreements, "\n".join(tally.disagreements)
     effective = evaluate(live, interfaces_of(live, list(SEED_IFACES)))
     assert {p: judge(effective, p).forwarded for p in FAMILY_PROBES} == FAMILY_PROBES  # all compared, none uncertain
+
+
+# -- audits of the compiled seed with these constructs added -------------------------------------
+
+AFTER_INVALID = "\t\tct state invalid drop\n"
+
+
+def _seed_audit(added: str):
+    from test_audit_nftables import SEED_TEXT, audit_text
+
+    from conftest import SEED
+
+    assert AFTER_INVALID in SEED_TEXT, "the compiled seed changed: update this test"
+    report = audit_text(SEED, "edge", SEED_TEXT.replace(AFTER_INVALID, AFTER_INVALID + added, 1))
+    return [f.to_json() for f in report.findings]
+
+
+@pytest.mark.kernel
+def test_a_syn_check_before_the_openings_audits_clean() -> None:
+    # the common "NEW without SYN: drop" rule changes nothing for the openings: no finding
+    assert _seed_audit("\t\ttcp flags & (fin|syn|rst|ack) != syn ct state new drop\n") == []
+
+
+@pytest.mark.kernel
+def test_a_syn_accept_towards_the_internet_is_found_exactly() -> None:
+    findings = _seed_audit('\t\ttcp flags syn iifname "dmz0" oifname "wan0" accept\n')
+    assert [f["kind"] for f in findings if f["kind"] != "unmodelled"] == ["dmz-to-internet"], findings
+
+
+@pytest.mark.kernel
+def test_an_icmp_type_accept_is_judged_within_icmp_only() -> None:
+    findings = _seed_audit('\t\ticmp type echo-request iifname "dmz0" oifname "wan0" accept\n')
+    assert findings, "an ICMP accept towards the internet may forward: it must be found"
+    text = str(findings)
+    assert "icmp" in text and "tcp" not in text and "udp" not in text, findings

@@ -50,10 +50,16 @@ def exact_parts(rule: Rule) -> list[Rule]:
     if None in outcomes:
         return [rule]
     rest = tuple(m for m in rule.matches if m not in flags)
-    not_new = replace(rule, matches=rest + (Match(("ct.state",), (("new",),), negate=True), Unmodelled(NOT_NEW)))
+    not_new = [] if _only_new(rest) else [replace(rule, matches=rest + (Match(("ct.state",), (("new",),), negate=True), Unmodelled(NOT_NEW)))]
     if not all(outcomes):
-        return [not_new]
-    return [replace(rule, matches=rest + (Match(("ct.state",), (("new",),)),)), not_new]
+        return not_new
+    return [replace(rule, matches=rest + (Match(("ct.state",), (("new",),)),)), *not_new]
+
+
+def _only_new(matches: tuple) -> bool:
+    """Whether a plain `ct state` match among `matches` admits NEW packets only (`ct state new`)."""
+    return any(isinstance(m, Match) and m.fields == ("ct.state",) and m.set_name is None and not m.negate
+               and {key[0] for key in m.values} <= {"new"} for m in matches)
 
 
 def _on_new_syn(match: Match) -> bool | None:
