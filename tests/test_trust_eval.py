@@ -17,7 +17,8 @@ import pytest
 from netaddr import IPNetwork
 
 from conftest import SEED
-from fwmatrix.audit.findings import SEVERITIES, AuditReport, audit, fail
+from fwmatrix.audit.findings import AuditReport, audit, fail
+from fwmatrix.severity import SEVERITIES
 from fwmatrix.backends import iptables, nftables
 from fwmatrix.compile.intent import build_intent
 from fwmatrix.compile.ruleset import compile_intent

@@ -20,6 +20,7 @@ from typing import Iterable, Protocol
 
 from netaddr import IPNetwork
 
+from fwmatrix.severity import SEVERITIES, any_reaches
 from fwmatrix.audit.evaluate import DEFAULT_ACCEPT, Effective, Grant, evaluate, interfaces_of, within_families
 from fwmatrix.audit.evaluate.neighbours import nd_failures
 from fwmatrix.compile.intent import Dnat, FirewallIntent, Flow, Intent
@@ -29,7 +30,6 @@ from fwmatrix.space import (
     NO_PORT, PORTS_ALL, Box, Interfaces, Space, addr_interval, addr_text, addrs, ct_bits, ct_translated, physical,
 )
 
-SEVERITIES = ("info", "low", "medium", "high")
 KINDS = ("missing", "excess", "dmz-to-internet", "nat", "reply-blocked", "shadowed", "unmodelled", "nd-blocked", "not-audited")
 SEVERITY_OF = {
     "missing": "high",
@@ -414,8 +414,7 @@ def _nat_findings(full: Space, dnats: tuple[Dnat, ...], effective: Effective) ->
 
 def fail(report: AuditReport, threshold: str) -> bool:
     """Whether the report has a finding at or above the threshold."""
-    limit = SEVERITIES.index(threshold)
-    return any(SEVERITIES.index(f.level) >= limit for f in report.findings)
+    return any_reaches((f.level for f in report.findings), threshold)
 
 
-__all__ = ["Finding", "AuditReport", "audit", "fail", "SEVERITIES", "KINDS", "flow_space", "reply_space", "Grant", "Opening"]
+__all__ = ["Finding", "AuditReport", "audit", "fail", "KINDS", "flow_space", "reply_space", "Grant", "Opening"]

@@ -27,12 +27,12 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
-from fwmatrix.audit.findings import SEVERITIES
 from fwmatrix.compile.intent import Intent, build_intent
 from fwmatrix.errors import BackendError, FwmatrixError, did_you_mean
 from fwmatrix.gcpause import gc_paused
 from fwmatrix.matrix.loader import load_matrix
 from fwmatrix.report.ci import Outcome, as_json, junit, sarif
+from fwmatrix.severity import SEVERITIES
 from fwmatrix.targets import BACKENDS
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2

@@ -36,7 +36,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from fwmatrix import __version__
-from fwmatrix.audit.findings import SEVERITIES, AuditReport
+from fwmatrix.audit.findings import AuditReport
+from fwmatrix.severity import reaches
 from fwmatrix.compile.intent import Intent, Warning_
 from fwmatrix.review.lint import HELP as LINT_HELP
 from fwmatrix.review.lint import KINDS as LINT_KINDS
@@ -85,10 +86,6 @@ class Outcome:
     issues: list[Issue] = field(default_factory=list)
 
 
-def _reaches(level: str, threshold: str | None) -> bool:
-    return threshold is not None and SEVERITIES.index(level) >= SEVERITIES.index(threshold)
-
-
 # -- JUnit XML ------------------------------------------------------------------------
 
 # XML 1.0 has no place for most control characters; a live rule's comment may hold one.
@@ -117,7 +114,7 @@ def junit(outcomes: list[Outcome], fail_on: str | None) -> str:
         for case in cases:
             element = ET.SubElement(suite, "testcase", classname=_x(f"fwmatrix.{outcome.command}.{outcome.suite}"), name=_x(case.name))
             issues = by_case.get(case.name, [])
-            failing = [i for i in issues if _reaches(i.level, fail_on)]
+            failing = [i for i in issues if reaches(i.level, fail_on)]
             for issue in failing:
                 failure = ET.SubElement(element, "failure", type=issue.rule, message=_x(f"{issue.level}: {issue.message}"))
                 failure.text = _x("\n".join(_where_lines(issue.where) + list(issue.details)))
@@ -377,7 +374,7 @@ class CheckReport:
 
 
 def check_fails(report: CheckReport, threshold: str) -> bool:
-    return any(_reaches(level, threshold) for level in report.levels())
+    return any(reaches(level, threshold) for level in report.levels())
 
 
 def check_outcome(report: CheckReport) -> Outcome:

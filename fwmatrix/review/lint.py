@@ -24,7 +24,8 @@ from typing import Iterable
 
 from netaddr import IPNetwork
 
-from fwmatrix.audit.findings import CT_NEW, SEVERITIES, _inside_to_internet, _service_bounds, count_kinds, flow_space
+from fwmatrix.severity import any_reaches
+from fwmatrix.audit.findings import CT_NEW, _inside_to_internet, _service_bounds, count_kinds, flow_space
 from fwmatrix.compile.intent import Dnat, Intent
 from fwmatrix.matrix.model import Matrix, Opening, ServicePart, Where
 from fwmatrix.matrix.resolve import Resolver
@@ -122,8 +123,7 @@ def lint(intent: Intent) -> LintReport:
 
 def fail(report: LintReport, threshold: str) -> bool:
     """Whether the report has a finding at or above the threshold."""
-    limit = SEVERITIES.index(threshold)
-    return any(SEVERITIES.index(f.level) >= limit for f in report.findings)
+    return any_reaches((f.level for f in report.findings), threshold)
 
 
 # -- DMZ towards the internet -------------------------------------------------------
