@@ -1,0 +1,228 @@
+"""The differential fuzzer: random rulesets, real packets, the evaluator's verdict.
+
+Each seed makes a random nftables ruleset from the grammar in
+tests/fuzz_rulesets.py, loads it into a namespace lab, reads it back as the
+audit does, and sends a bounded number of NEW connections aimed at the
+edges of its rules. Every probe is judged by the evaluator too (the same
+judgement as tests/test_kernel_agreement.py: DNAT first, then whether the
+translated packet lies in a forwarded region; packets that only unmodelled
+constructs decide are not compared). A disagreement fails the test with the
+seed, the ruleset, the probe, both verdicts and a minimised ruleset:
+
+- fail-open: the kernel forwards a packet the evaluator calls closed (the
+  severe kind: an audit that says clean while packets pass);
+- fail-closed: the evaluator says forwarded, the kernel drops it;
+- translation: both forward it, to different destinations.
+
+CI runs FUZZ_RULESETS seeds from FWMATRIX_FUZZ_SEED (default 0);
+FWMATRIX_FUZZ_RULESETS=500 runs more, FWMATRIX_FUZZ_SEED=N other ones, and
+FWMATRIX_FUZZ_CONSTRUCTS=notrack,netdev (or `all`) adds constructs of
+fuzz_rulesets.EXPERIMENTAL that the evaluator is still being taught. Seeds
+that found a bug are kept in REGRESSION_SEEDS, with the bug.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import time
+from dataclasses import dataclass, replace
+
+import pytest
+
+import fuzz_rulesets as fuzz
+from conftest import require_kernel
+from fwmatrix.audit.evaluate import evaluate, interfaces_of
+from fwmatrix.errors import BackendError
+from fwmatrix.ir import Ruleset
+from fwmatrix.ops.lab import Lab, Probe, ProbeResult
+from test_kernel_agreement import Judgement, disagrees, explain, judge
+
+FUZZ_RULESETS = 12  # per CI run: about 4 s each on a loaded 2-core machine
+TIMEOUT = 0.5
+SHRINK_SECONDS = 60.0  # at most this long minimising one disagreement
+
+
+def _seeds() -> list[int]:
+    count = int(os.environ.get("FWMATRIX_FUZZ_RULESETS", FUZZ_RULESETS))
+    first = int(os.environ.get("FWMATRIX_FUZZ_SEED", 0))
+    return list(range(first, first + count))
+
+
+def _constructs() -> list[str]:
+    wanted = os.environ.get("FWMATRIX_FUZZ_CONSTRUCTS", "")
+    names = list(fuzz.EXPERIMENTAL) if wanted.strip() == "all" else [w.strip() for w in wanted.split(",") if w.strip()]
+    unknown = [n for n in names if n not in fuzz.EXPERIMENTAL]
+    if unknown:
+        raise ValueError(f"FWMATRIX_FUZZ_CONSTRUCTS: unknown {', '.join(unknown)} (known: {', '.join(fuzz.EXPERIMENTAL)})")
+    return names
+
+
+# seed -> the bug it found (fixed since); run on every CI run beside the fresh seeds
+REGRESSION_SEEDS: dict[int, str] = {}
+
+
+# -- comparing -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Disagreement:
+    kind: str  # fail-open, fail-closed, translation
+    probe: Probe
+    judgement: Judgement
+    result: ProbeResult
+
+    def __str__(self) -> str:
+        return f"[{self.kind}] {explain(self.judgement, self.result)}"
+
+
+def _kind(j: Judgement, r: ProbeResult) -> str:
+    if r.delivered and not j.forwarded:
+        return "fail-open"
+    if j.forwarded and not r.delivered:
+        return "fail-closed"
+    return "translation"
+
+
+@dataclass
+class Outcome:
+    probes: int
+    forwarded: int  # by the evaluator's judgement
+    translated: int
+    uncompared: int
+    disagreements: list[Disagreement]
+
+
+def differential(lab: Lab, text: str, probes: list[Probe], live: Ruleset | None = None) -> Outcome:
+    """Load `text`, judge every probe by the evaluator (on `live`, default: what the kernel
+    lists back) and by real packets; a disagreement is sent once more before it counts."""
+    lab.load_raw_nft(text)
+    live = live if live is not None else lab.read_nft()
+    effective = evaluate(live, interfaces_of(live, list(lab.links)))
+    judged: list[tuple[Probe, Judgement]] = []
+    for p in probes:
+        j = judge(effective, p)
+        if j.dnat:  # the lab routes and listens where the evaluator says the packet goes
+            if ipaddress.ip_address(j.dst) == ipaddress.ip_address(p.src):
+                continue
+            p = replace(p, expect_dst=j.dst, expect_dport=j.dport)
+        judged.append((p, j))
+    results = lab.run([p for p, _ in judged])
+    suspect = [i for i, ((_, j), r) in enumerate(zip(judged, results)) if disagrees(j, r)]
+    if suspect:  # a slow moment of the machine is not a disagreement
+        for i, r in zip(suspect, lab.run([judged[i][0] for i in suspect], retries=1)):
+            results[i] = r
+    found = [Disagreement(_kind(j, r), p, j, r) for (p, j), r in zip(judged, results) if disagrees(j, r)]
+    return Outcome(len(judged), sum(j.forwarded is True for _, j in judged), sum(bool(j.dnat) for _, j in judged),
+                   sum(j.forwarded is None for _, j in judged), found)
+
+
+def _same_kind(lab: Lab, tables: list[fuzz.FuzzTable], probe: Probe, kind: str) -> bool:
+    try:
+        outcome = differential(lab, fuzz.render(tables), [probe])
+    except BackendError:  # the variant does not load (a jump to a chain it removed, say)
+        return False
+    return any(d.kind == kind for d in outcome.disagreements)
+
+
+def minimise(lab: Lab, tables: list[fuzz.FuzzTable], d: Disagreement) -> str:
+    """The smallest ruleset (one element less at a time) on which the probe still disagrees the same way."""
+    probe = replace(d.probe, expect_dst=None, expect_dport=None)
+    deadline = time.monotonic() + SHRINK_SECONDS
+    smaller = True
+    while smaller and time.monotonic() < deadline:
+        smaller = False
+        for candidate in fuzz.shrink_candidates(tables):
+            if time.monotonic() > deadline:
+                break
+            if _same_kind(lab, candidate, probe, d.kind):
+                tables, smaller = candidate, True
+                break
+    return fuzz.render(tables)
+
+
+def report(seed: int, ruleset: fuzz.FuzzRuleset, outcome: Outcome, lab: Lab) -> str:
+    ranked = sorted(outcome.disagreements, key=lambda d: d.kind != "fail-open")
+    first = ranked[0]
+    minimal = minimise(lab, ruleset.tables, first)
+    kinds = ", ".join(f"{sum(d.kind == k for d in ranked)} {k}" for k in ("fail-open", "fail-closed", "translation"))
+    return (
+        f"seed {seed}: the kernel and the evaluator disagree on {len(ranked)} of {outcome.probes} probes ({kinds})\n"
+        f"--- ruleset (seed {seed}) ---\n{ruleset.text()}"
+        + "".join(f"{d}\n" for d in ranked[:12])
+        + f"--- minimised for the first ({first.kind}): {first.probe} ---\n{minimal}"
+        + f"reproduce: FWMATRIX_FUZZ_SEED={seed} FWMATRIX_FUZZ_RULESETS=1 pytest tests/test_differential.py"
+    )
+
+
+# -- the tests -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def lab():  # one lab for every ruleset: probes never reuse a source port, so each is a new connection
+    require_kernel()  # before the lab: module fixtures come before the per-test `kernel` one
+    with Lab(fuzz.INTERFACES, timeout=TIMEOUT) as lab:
+        yield lab
+
+
+CONSTRUCTS = _constructs()
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("seed", sorted(set(_seeds()) | set(REGRESSION_SEEDS)))
+def test_random_ruleset(lab: Lab, seed: int) -> None:
+    ruleset = fuzz.generate(seed, CONSTRUCTS)
+    outcome = differential(lab, ruleset.text(), fuzz.probes(ruleset))
+    print(f"seed {seed}: {outcome.probes} probes, {outcome.forwarded} forwarded by the evaluator, "
+          f"{outcome.translated} translated, {outcome.uncompared} not compared, {len(outcome.disagreements)} disagreements")
+    assert not outcome.disagreements, report(seed, ruleset, outcome, lab)
+    assert outcome.uncompared < outcome.probes, f"seed {seed}: no probe was compared"
+
+
+@pytest.mark.kernel
+def test_the_harness_reports_both_kinds(lab: Lab) -> None:
+    """Judged on the wrong ruleset, every probe is a disagreement of the right kind:
+    the comparison can fail, and names fail-open and fail-closed apart."""
+    closed = "table inet t {\n chain f {\n  type filter hook forward priority 0; policy drop;\n }\n}\n"
+    opened = closed.replace("policy drop", "policy accept")
+    probes = [Probe("wan0", "dmz0", "198.51.100.7", "10.2.0.5", "tcp", 443), Probe("eth1", "lan0", "fd00:2::5", "fd00:1::7", "udp", 53)]
+    lab.load_raw_nft(closed)
+    outcome = differential(lab, opened, probes, live=lab.read_nft())
+    assert [d.kind for d in outcome.disagreements] == ["fail-open", "fail-open"], [str(d) for d in outcome.disagreements]
+    lab.load_raw_nft(opened)
+    outcome = differential(lab, closed, probes, live=lab.read_nft())
+    assert [d.kind for d in outcome.disagreements] == ["fail-closed", "fail-closed"], [str(d) for d in outcome.disagreements]
+
+
+# what the CI run's rulesets must exercise between them, so that a change to the grammar cannot quietly drop one
+COVERED = {
+    "table-inet", "table-ip", "table-ip6", "policy-accept", "policy-drop", "several-forward-chains",
+    "accept", "drop", "reject", "jump", "goto", "return", "vmap", "iface-vmap",
+    "iface", "iface-negated", "iface-wildcard", "iface-set", "iface-pair", "named-iface-pair-set",
+    "addr-prefix", "addr-range", "addr-set", "addr-negated", "named-interval-set", "named-concat-set",
+    "port", "port-range", "port-set", "port-negated", "th-dport", "icmp", "meta-nfproto",
+    "ct-state-new", "ct-state-established,related", "ct-state-invalid", "ct-status-dnat",
+    "dnat", "dnat-port", "dnat-map", "prerouting-raw", "prerouting-mangle", "prerouting-drop",
+}
+
+
+def test_the_grammar_covers_its_constructs() -> None:
+    used: set[str] = set()
+    for seed in range(FUZZ_RULESETS):
+        used |= fuzz.generate(seed).constructs
+    assert COVERED <= used, f"the first {FUZZ_RULESETS} seeds never use {sorted(COVERED - used)}"
+
+
+@pytest.mark.parametrize("name", list(fuzz.EXPERIMENTAL))
+def test_experimental_constructs_are_ready(name: str) -> None:
+    ruleset = fuzz.generate(0, [name])
+    assert name in ruleset.constructs and ruleset.tables[-1].name.startswith("x")
+    assert fuzz.probes(ruleset), name
+
+
+def test_a_seed_is_one_ruleset_and_one_set_of_probes() -> None:
+    for seed in (0, 7, 12345):
+        a, b = fuzz.generate(seed), fuzz.generate(seed)
+        assert a.text() == b.text() and fuzz.probes(a) == fuzz.probes(b)
+        assert len(fuzz.probes(a)) <= fuzz.PROBES_PER_RULESET
+    assert fuzz.generate(1).text() != fuzz.generate(2).text()
