@@ -199,6 +199,8 @@ class _TableContext:
     table: FuzzTable
     families: tuple[int, ...]  # address families this table's rules see
     constructs: set[str]
+    enabled: frozenset[str] = frozenset()  # KNOWN_BUGS productions switched on
+    before_conntrack: bool = False  # generating a chain at raw priority: conntrack has not run yet
     regular: list[str] = field(default_factory=list)  # regular chains, in the order they may be reached
     named_sets: list[tuple[str, str, Aim]] = field(default_factory=list)  # (name, kind, aim of its elements)
 
@@ -263,6 +265,8 @@ def _match(ctx: _TableContext, aim: Aim, hook: str) -> str | None:
         aim.proto += [proto, "udp" if proto == "tcp" else "tcp"]
         return f"{proto} dport {bang}{text}"
     if kind == "ct":
+        if ctx.before_conntrack and "ct-before-conntrack" not in ctx.enabled:
+            return None
         choice = rng.choice(("ct state new", "ct state != established", "ct state { new, related }",
                              "ct state established,related", "ct state invalid", "ct status dnat"))
         ctx.constructs.add(choice.replace(" ", "-"))
@@ -352,6 +356,10 @@ def _rules(ctx: _TableContext, count: int, hook: str, chain_index: int | None, a
             ctx.constructs.add("iface-vmap")
         else:
             action = _action(ctx, aim, chain_index)
+        if not matches and action.endswith(("drop", "reject")):
+            action = "accept"  # a drop of everything would leave nothing after it to compare
+        if action.endswith("reject") and any(m.startswith("meta nfproto") for m in matches) and "reject-family-in-inet" not in ctx.enabled:
+            action = "drop"
         out.append(FuzzRule(matches, action))
         aims.append(aim)
     return out
@@ -426,10 +434,10 @@ def _port_forwards(ctx: _TableContext, aims: list[Aim]) -> list[FuzzRule]:
     return out
 
 
-def _table(rng: random.Random, index: int, family: str, aims: list[Aim], constructs: set[str]) -> FuzzTable:
+def _table(rng: random.Random, index: int, family: str, aims: list[Aim], constructs: set[str], enabled: frozenset[str]) -> FuzzTable:
     table = FuzzTable(family, f"t{index}")
     families = {"inet": (4, 6), "ip": (4,), "ip6": (6,)}[family]
-    ctx = _TableContext(rng, table, families, constructs)
+    ctx = _TableContext(rng, table, families, constructs, enabled)
     constructs.add(f"table-{family}")
     _named_sets(ctx)
     ctx.regular = [f"c{i}" for i in range(rng.choice((0, 1, 2, 3)))]
@@ -437,11 +445,15 @@ def _table(rng: random.Random, index: int, family: str, aims: list[Aim], constru
     if rng.random() < 0.25:
         priority = rng.choice(("raw", "mangle"))
         chain = FuzzChain("pre", f"type filter hook prerouting priority {priority}; policy accept;")
+        ctx.before_conntrack = priority == "raw"
         chain.rules = _rules(ctx, rng.randint(1, 2), "prerouting", None, aims)
+        ctx.before_conntrack = False
         chains.append(chain)
         constructs.add(f"prerouting-{priority}")
     if rng.random() < 0.5:
-        chain = FuzzChain("nat", "type nat hook prerouting priority dstnat; policy accept;")
+        # one priority per table: of two at one priority the kernel runs the last loaded first (KNOWN_BUGS)
+        priority = "dstnat" if "nat-same-priority" in enabled else str(-100 + index)
+        chain = FuzzChain("nat", f"type nat hook prerouting priority {priority}; policy accept;")
         chain.rules = _port_forwards(ctx, aims)
         chains.append(chain)
     for i, priority in enumerate(sorted(rng.sample(FORWARD_PRIORITIES, rng.choice((1, 1, 2))))):
@@ -533,14 +545,26 @@ EXPERIMENTAL: dict[str, Callable[[random.Random, list[Aim]], FuzzTable]] = {
 # -- rulesets and probes -----------------------------------------------------------------------------
 
 
+# productions of the default grammar that found evaluator bugs, switched off until they are fixed
+# (tests/test_differential.py keeps each bug's minimal ruleset as a strict xfail)
+KNOWN_BUGS = {
+    "ct-before-conntrack": "`ct state` / `ct status` matches in a prerouting chain at raw priority (conntrack has not run: the kernel sees `invalid`)",
+    "reject-family-in-inet": "`meta nfproto ipv6 reject` in an inet table (listed as `reject with icmpv6 ...`, its family implied)",
+    "nat-same-priority": "nat prerouting chains of several tables at one priority (the kernel runs the last loaded first)",
+}
+
+
 def generate(seed: int, extra: Sequence[str] = ()) -> FuzzRuleset:
-    """The ruleset of one seed; `extra` adds constructs of EXPERIMENTAL to it."""
+    """The ruleset of one seed; `extra` adds constructs of EXPERIMENTAL, and switches on
+    productions of KNOWN_BUGS."""
     rng = random.Random(seed)
     aims: list[Aim] = []
     constructs: set[str] = set()
-    tables = [_table(rng, i, rng.choice(("inet", "inet", "ip", "ip6")), aims, constructs) for i in range(rng.choice((1, 1, 2, 3)))]
+    enabled = frozenset(e for e in extra if e in KNOWN_BUGS)
+    tables = [_table(rng, i, rng.choice(("inet", "inet", "ip", "ip6")), aims, constructs, enabled) for i in range(rng.choice((1, 1, 2, 3)))]
     for name in extra:
-        tables.append(EXPERIMENTAL[name](rng, aims))
+        if name in EXPERIMENTAL:
+            tables.append(EXPERIMENTAL[name](rng, aims))
         constructs.add(name)
     return FuzzRuleset(seed, tables, aims, constructs)
 
