@@ -66,6 +66,7 @@ class Aim:
     dst: dict[int, list[str]] = field(default_factory=lambda: {4: [], 6: []})
     proto: list[str] = field(default_factory=list)
     ports: list[int] = field(default_factory=list)
+    hits: list[Probe] = field(default_factory=list)  # probes the rule surely matches (a port forward's own)
 
 
 @dataclass
@@ -211,7 +212,10 @@ class _TableContext:
 def _match(ctx: _TableContext, aim: Aim, hook: str) -> str | None:
     """One match of a rule, recorded in its aim; None when the chosen kind does not fit."""
     rng = ctx.rng
-    kind = rng.choice(("iif", "oif", "saddr", "daddr", "saddr", "daddr", "l4", "l4", "ct", "set", "pair"))
+    if hook == "prerouting" and "prerouting-before-dnat" not in ctx.enabled:
+        kind = rng.choice(("iif", "saddr", "saddr", "ct"))
+    else:
+        kind = rng.choice(("iif", "oif", "saddr", "daddr", "saddr", "daddr", "l4", "l4", "ct", "set", "set", "pair"))
     negate = rng.random() < 0.25
     bang = "!= " if negate else ""
     if kind in ("iif", "oif"):
@@ -221,6 +225,8 @@ def _match(ctx: _TableContext, aim: Aim, hook: str) -> str | None:
         getattr(aim, kind).extend(names)
         ctx.constructs.add(construct + ("-negated" if negate else ""))
         return f"{kind}name {bang}{text}"
+    if hook == "prerouting" and kind in ("daddr", "l4") and "prerouting-before-dnat" not in ctx.enabled:
+        return None  # judged on the translated packet by the evaluator (KNOWN_BUGS)
     if kind in ("saddr", "daddr"):
         family = aim.family or rng.choice(ctx.families)
         if aim.family is None and len(ctx.families) > 1:
@@ -334,6 +340,12 @@ def _action(ctx: _TableContext, aim: Aim, chain_index: int | None) -> str:
     return "counter " + choice if rng.random() < 0.1 else choice
 
 
+def _spares_neighbour_discovery(aim: Aim, matches: list[str]) -> bool:
+    """Whether a prerouting drop surely leaves IPv6 neighbour discovery alone (link-local and
+    multicast addresses): an IPv4-only rule, or one naming the IPv6 addresses it matches."""
+    return aim.family == 4 or any(m.startswith("ip6 ") and "!=" not in m for m in matches)
+
+
 def _rules(ctx: _TableContext, count: int, hook: str, chain_index: int | None, aims: list[Aim]) -> list[FuzzRule]:
     out = []
     for _ in range(count):
@@ -345,6 +357,8 @@ def _rules(ctx: _TableContext, count: int, hook: str, chain_index: int | None, a
             ctx.constructs.add("meta-nfproto")
         if hook == "prerouting":
             action = ctx.rng.choice(("drop", "drop", "accept"))
+            if action == "drop" and not _spares_neighbour_discovery(aim, matches) and "ndp-drops" not in ctx.enabled:
+                action = "accept"
             ctx.constructs.add("prerouting-" + action)
         elif ctx.rng.random() < 0.08 and hook == "forward":
             # an iifname verdict map
@@ -400,6 +414,14 @@ def _named_sets(ctx: _TableContext) -> None:
         ctx.named_sets.append((name, kind, aim))
 
 
+def port_forward_probe(family: int, proto: str, port: int) -> Probe:
+    """A packet a port forward translates: from the internet side to the public address
+    (its own random choices, so that adding it does not change the grammar's draws)."""
+    rng = random.Random(f"{family} {proto} {port}")
+    oif = rng.choice([i for i in INTERFACES if i != "wan0"])
+    return Probe("wan0", oif, rng.choice(DEFAULT_HOSTS[family]), PUBLIC[family], proto, port)
+
+
 def _port_forwards(ctx: _TableContext, aims: list[Aim]) -> list[FuzzRule]:
     """DNAT rules: iifname "wan0" <public address> <port> dnat to <target>[:port], and maps."""
     rng = ctx.rng
@@ -420,6 +442,7 @@ def _port_forwards(ctx: _TableContext, aims: list[Aim]) -> list[FuzzRule]:
             aim.ports += ports + [ports[0] + 1]
             mapping = ", ".join(f"{p} : {t}" for p, t in zip(ports, targets))
             out.append(FuzzRule(matches, f"dnat{via} to {proto} dport map {{ {mapping} }}"))
+            aim.hits.append(port_forward_probe(family, proto, rng.choice(ports)))
             ctx.constructs.add("dnat-map")
         else:
             port = rng.choice(PORTS)
@@ -429,6 +452,7 @@ def _port_forwards(ctx: _TableContext, aims: list[Aim]) -> list[FuzzRule]:
                 target += f":{rng.choice(PORTS)}"
                 ctx.constructs.add("dnat-port")
             out.append(FuzzRule(matches + [f"{proto} dport {port}"], f"dnat{via} to {target}"))
+            aim.hits.append(port_forward_probe(family, proto, port))
             ctx.constructs.add("dnat")
         aims.append(aim)
     return out
@@ -442,7 +466,7 @@ def _table(rng: random.Random, index: int, family: str, aims: list[Aim], constru
     _named_sets(ctx)
     ctx.regular = [f"c{i}" for i in range(rng.choice((0, 1, 2, 3)))]
     chains: list[FuzzChain] = []
-    if rng.random() < 0.25:
+    if rng.random() < 0.35:
         priority = rng.choice(("raw", "mangle"))
         chain = FuzzChain("pre", f"type filter hook prerouting priority {priority}; policy accept;")
         ctx.before_conntrack = priority == "raw"
@@ -551,6 +575,8 @@ KNOWN_BUGS = {
     "ct-before-conntrack": "`ct state` / `ct status` matches in a prerouting chain at raw priority (conntrack has not run: the kernel sees `invalid`)",
     "reject-family-in-inet": "`meta nfproto ipv6 reject` in an inet table (listed as `reject with icmpv6 ...`, its family implied)",
     "nat-same-priority": "nat prerouting chains of several tables at one priority (the kernel runs the last loaded first)",
+    "prerouting-before-dnat": "destination and port matches in raw/mangle prerouting (before DNAT: the kernel sees the arriving packet)",
+    "ndp-drops": "prerouting drops that may take IPv6 neighbour discovery (IPv6 through that interface stops working)",
 }
 
 
@@ -592,7 +618,7 @@ def probes(ruleset: FuzzRuleset, limit: int = PROBES_PER_RULESET) -> list[Probe]
     rng = random.Random(f"probes {ruleset.seed}")
     out: list[Probe] = []
     for aim in ruleset.aims:
-        out += [p for p in (_probe(rng, aim) for _ in range(AIMED_PER_RULE)) if p]
+        out += aim.hits + [p for p in (_probe(rng, aim) for _ in range(AIMED_PER_RULE)) if p]
     out = list(dict.fromkeys(out))
     if len(out) > limit:
         out = rng.sample(out, limit)
