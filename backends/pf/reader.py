@@ -562,7 +562,7 @@ class _Reader:
                 kinds = c.arg(word)
                 if c.word("code"):
                     kinds += " code " + c.next("a code")
-                unknown.append(f"{word} {kinds} (fwmatrix has no icmp type field)")
+                unknown.append(f"{word} {kinds} (the pf reader does not model icmp types yet)")
             elif word in ("user", "group"):
                 unknown.append(f"{word} {self._op_arg(c)} (the owner of a local socket)")
             elif word in ("tos", "prio", "probability", "rtable", "max-pkt-rate", "os"):
