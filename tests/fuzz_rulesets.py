@@ -502,7 +502,8 @@ def _table(rng: random.Random, index: int, family: str, aims: list[Aim], constru
 
 def _notrack(rng: random.Random, aims: list[Aim]) -> FuzzTable:
     port = rng.choice(PORTS)
-    aims.append(Aim(iif=["wan0", "lan0"], proto=["tcp", "udp"], ports=[port - 1, port, port + 1]))
+    aims.append(Aim(iif=["wan0", "lan0"], proto=["tcp", "udp"], ports=[port - 1, port, port + 1],
+                    hits=[Probe("wan0", "dmz0", DEFAULT_HOSTS[f][2], DEFAULT_HOSTS[f][1], "tcp", port) for f in (4, 6)]))
     accept = rng.choice(("ct state untracked accept", "ct state { established, related, untracked } accept",
                          "ct state != { new, invalid } accept"))
     return FuzzTable("inet", "xnotrack", chains=[
@@ -527,7 +528,7 @@ def _dynamic_set(rng: random.Random, aims: list[Aim]) -> FuzzTable:
 def _cross_family_dnat(rng: random.Random, aims: list[Aim]) -> FuzzTable:
     port = rng.choice(PORTS)
     aims.append(Aim(iif=["wan0"], oif=["dmz0"], proto=["tcp"], ports=[port, port + 1],
-                    dst={4: [PUBLIC[4]], 6: [PUBLIC[6]]}))
+                    dst={4: [PUBLIC[4]], 6: [PUBLIC[6]]}, hits=[port_forward_probe(f, "tcp", port) for f in (4, 6)]))
     return FuzzTable("inet", "xcross", chains=[
         FuzzChain("nat", "type nat hook prerouting priority dstnat; policy accept;", [
             FuzzRule(['iifname "wan0"', f"tcp dport {port}"], "dnat ip to 10.2.0.5"),
@@ -540,7 +541,9 @@ def _cross_family_dnat(rng: random.Random, aims: list[Aim]) -> FuzzTable:
 def _postrouting_filter(rng: random.Random, aims: list[Aim]) -> FuzzTable:
     port = rng.choice(PORTS)
     out_if = rng.choice(INTERFACES)
-    aims.append(Aim(oif=[out_if, rng.choice(INTERFACES)], proto=["tcp", "udp"], ports=[port, port + 1]))
+    source = next(i for i in INTERFACES if i != out_if)
+    aims.append(Aim(oif=[out_if, rng.choice(INTERFACES)], proto=["tcp", "udp"], ports=[port, port + 1],
+                    hits=[Probe(source, out_if, DEFAULT_HOSTS[f][0], DEFAULT_HOSTS[f][3], "tcp", port) for f in (4, 6)]))
     return FuzzTable("inet", "xpost", chains=[
         FuzzChain("post", "type filter hook postrouting priority 0; policy accept;",
                   [FuzzRule([f'oifname "{out_if}"', f"tcp dport {port}"], "drop")]),
@@ -550,7 +553,9 @@ def _postrouting_filter(rng: random.Random, aims: list[Aim]) -> FuzzTable:
 def _netdev(rng: random.Random, aims: list[Aim]) -> FuzzTable:
     port = rng.choice(PORTS)
     device = rng.choice(INTERFACES)
-    aims.append(Aim(iif=[device, rng.choice(INTERFACES)], proto=["tcp", "udp"], ports=[port, port + 1]))
+    target = next(i for i in INTERFACES if i != device)
+    aims.append(Aim(iif=[device, rng.choice(INTERFACES)], proto=["tcp", "udp"], ports=[port, port + 1],
+                    hits=[Probe(device, target, DEFAULT_HOSTS[f][3], DEFAULT_HOSTS[f][0], "tcp", port) for f in (4, 6)]))
     return FuzzTable("netdev", "xnetdev", chains=[
         FuzzChain("ingress", f'type filter hook ingress device "{device}" priority 0; policy accept;',
                   [FuzzRule([f"tcp dport {port}"], "drop")]),
