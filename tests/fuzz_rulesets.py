@@ -372,8 +372,6 @@ def _rules(ctx: _TableContext, count: int, hook: str, chain_index: int | None, a
             action = _action(ctx, aim, chain_index)
         if not matches and action.endswith(("drop", "reject")):
             action = "accept"  # a drop of everything would leave nothing after it to compare
-        if action.endswith("reject") and any(m.startswith("meta nfproto") for m in matches) and "reject-family-in-inet" not in ctx.enabled:
-            action = "drop"
         out.append(FuzzRule(matches, action))
         aims.append(aim)
     return out
@@ -475,8 +473,9 @@ def _table(rng: random.Random, index: int, family: str, aims: list[Aim], constru
         chains.append(chain)
         constructs.add(f"prerouting-{priority}")
     if rng.random() < 0.5:
-        # one priority per table: of two at one priority the kernel runs the last loaded first (KNOWN_BUGS)
-        priority = "dstnat" if "nat-same-priority" in enabled else str(-100 + index)
+        # tables' nat chains at one priority or at their own: of two at one priority the
+        # kernel runs the one loaded last first
+        priority = "dstnat" if rng.random() < 0.5 else str(-100 + index)
         chain = FuzzChain("nat", f"type nat hook prerouting priority {priority}; policy accept;")
         chain.rules = _port_forwards(ctx, aims)
         chains.append(chain)
@@ -578,8 +577,6 @@ EXPERIMENTAL: dict[str, Callable[[random.Random, list[Aim]], FuzzTable]] = {
 # (tests/test_differential.py keeps each bug's minimal ruleset as a strict xfail)
 KNOWN_BUGS = {
     "ct-before-conntrack": "`ct state` / `ct status` matches in a prerouting chain at raw priority (conntrack has not run: the kernel sees `invalid`)",
-    "reject-family-in-inet": "`meta nfproto ipv6 reject` in an inet table (listed as `reject with icmpv6 ...`, its family implied)",
-    "nat-same-priority": "nat prerouting chains of several tables at one priority (the kernel runs the last loaded first)",
     "prerouting-before-dnat": "destination and port matches in raw/mangle prerouting (before DNAT: the kernel sees the arriving packet)",
     "ndp-drops": "prerouting drops that may take IPv6 neighbour discovery (IPv6 through that interface stops working)",
 }

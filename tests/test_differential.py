@@ -258,26 +258,18 @@ def test_the_harness_reports_both_kinds(lab: Lab) -> None:
     assert [d.kind for d in outcome.disagreements] == ["fail-closed", "fail-closed"], [str(d) for d in outcome.disagreements]
 
 
-# -- evaluator bugs the fuzzer found, minimised (open: strict xfails, to be routed by the lead) ---------
+# -- evaluator bugs the fuzzer found, minimised: fixed ones pass, open ones are strict xfails ---------
 
 FORWARD_ACCEPT = "table inet t {\n chain f {\n  type filter hook forward priority 0; policy drop;\n  %s\n  accept\n }\n}\n"
 RAW = "table inet t {\n chain pre {\n  type filter hook prerouting priority raw; policy accept;\n  %s\n }\n}\n"
 V4 = Probe("lan0", "wan0", "10.9.0.9", "10.1.0.9", "tcp", 80)
 V6 = Probe("lan0", "wan0", "fd00:9::9", "fd00:1::9", "tcp", 80)
 
-REJECT_FAMILY = (
-    "reject-family-in-inet: `meta nfproto ipv6 reject` in an inet table is listed as `reject with icmpv6 "
-    "port-unreachable` (nft hides the family match it implies); the evaluator reads a reject of every family"
-)
 CT_BEFORE_CONNTRACK = (
     "ct-before-conntrack: a prerouting chain at raw priority runs before conntrack, where the kernel's "
     "`ct state` is `invalid` for every packet; the evaluator judges the packet as `new` there"
 )
 
-NAT_SAME_PRIORITY = (
-    "nat-same-priority: of two nat prerouting chains at one priority, the kernel runs the one loaded "
-    "last first (its DNAT wins); the evaluator takes the first loaded"
-)
 PREROUTING_BEFORE_DNAT = (
     "prerouting-before-dnat: a raw or mangle prerouting chain runs before DNAT and sees the arriving "
     "destination; the evaluator judges its drops on the translated packet (fail-open)"
@@ -292,11 +284,10 @@ NAT = (
 )
 
 KNOWN_BUG_CASES = [
-    # found by seed 104 (grammar of commit d87f1e7): 14 fail-open of 64 probes
-    pytest.param(FORWARD_ACCEPT % "meta nfproto ipv6 reject", V4, id="reject-icmpv6-in-inet-drops-ipv4",
-                 marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=REJECT_FAMILY)),
-    pytest.param(FORWARD_ACCEPT % "meta nfproto ipv4 reject with icmp host-unreachable", V6, id="reject-icmp-in-inet-drops-ipv6",
-                 marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=REJECT_FAMILY)),
+    # found by seed 104 (grammar of commit d87f1e7): 14 fail-open of 64 probes. Fixed: nft lists
+    # `meta nfproto ipv6 reject` of an inet table as `reject with icmpv6 ...`, the family only in the answer
+    pytest.param(FORWARD_ACCEPT % "meta nfproto ipv6 reject", V4, id="reject-icmpv6-in-inet-drops-ipv4"),
+    pytest.param(FORWARD_ACCEPT % "meta nfproto ipv4 reject with icmp host-unreachable", V6, id="reject-icmp-in-inet-drops-ipv6"),
     # found by seed 106: the kernel forwards what the evaluator has the raw chain drop
     pytest.param(RAW % "ct state new drop", V4, id="ct-state-new-in-raw-prerouting",
                  marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=CT_BEFORE_CONNTRACK)),
@@ -312,10 +303,10 @@ KNOWN_BUG_CASES = [
     pytest.param(RAW % "ip6 saddr != fd00:1::/64 drop", Probe("wan0", "dmz0", "fd00:1::7", "fd00:2::7", "tcp", 80),
                  id="raw-drop-of-neighbour-discovery",
                  marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=NDP_DROPS)),
-    # found by seed 248: two port forwards of one port in tables whose nat chains share a priority
+    # found by seed 248: two port forwards of one port in tables whose nat chains share a priority.
+    # Fixed: of chains at one priority the kernel runs the one loaded last first
     pytest.param(NAT % ("ip", "a", "10.2.0.48:8080") + NAT % ("ip", "b", "10.2.0.58:8080"),
-                 Probe("wan0", "eth1", "198.51.100.7", "203.0.113.10", "tcp", 53), id="nat-chains-of-one-priority",
-                 marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=NAT_SAME_PRIORITY)),
+                 Probe("wan0", "eth1", "198.51.100.7", "203.0.113.10", "tcp", 53), id="nat-chains-of-one-priority"),
 ]
 
 

@@ -496,8 +496,15 @@ def _dnat(arg: Any, ctx: _TableContext) -> tuple[list[Match], Dnat | DnatMap]:
     return implied, DnatMap(family, names, entries=tuple(entries))
 
 
+REJECT_FAMILY = {"icmp": 4, "icmpv6": 6}  # `icmpx` and `tcp reset` answer either family
+
+
 def _terminal(kind: str, arg: Any, ctx: _TableContext) -> tuple[list[Match], Action] | None:
     """A statement that decides the packet's fate in this chain, or None when it is not one of those."""
+    if kind == "reject" and isinstance(arg, dict) and arg.get("type") in REJECT_FAMILY:
+        # nft lists `meta nfproto ipv6 reject` of an inet table as `reject with icmpv6 ...`:
+        # the family the reject implies is only in the type of its answer
+        return [Match(("nfproto",), ((REJECT_FAMILY[arg["type"]],),))], Verdict("reject")
     if kind in ("accept", "drop", "reject", "return", "jump", "goto"):
         return [], _verdict({kind: arg})
     if kind in ("vmap", "dnat"):

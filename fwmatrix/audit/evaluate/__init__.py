@@ -8,7 +8,8 @@ The netfilter path, as the kernel runs it:
      longer see it);
   2. forward: every base chain on the forward hook, of every table whose
      family sees the packet (ip: IPv4, ip6: IPv6, inet: both), in priority
-     order. Within a chain the first matching rule decides; accept ends that
+     order (of chains at one priority, the one registered last runs first).
+     Within a chain the first matching rule decides; accept ends that
      chain only (the next base chain still judges the packet), drop and
      reject are final; jump/goto/return and verdict maps move between
      chains; the policy takes what no rule decided;

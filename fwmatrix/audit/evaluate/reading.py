@@ -64,7 +64,9 @@ class Reading:
                     after_snat = self._snat and (hook == "egress" or (hook == "postrouting" and chain.priority > PRIORITY_SRCNAT))
                     seen = self._as_seen_at(table, hook, after_snat)
                     found.append((seen, seen.chain(chain.name)))
-        return sorted(found, key=lambda tc: tc[1].priority)  # stable: equal priorities keep listing order
+        # of chains at one priority the kernel runs the one registered last first; the
+        # listing is in registration order (tables and chains by handle)
+        return [tc for _, tc in sorted(enumerate(found), key=lambda it: (it[1][1].priority, -it[0]))]
 
     def _as_seen_at(self, table: Table, hook: str, after_snat: bool) -> Table:
         """The table as a hook runs it: rules matching an interface the hook does not know
