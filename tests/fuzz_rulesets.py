@@ -271,8 +271,6 @@ def _match(ctx: _TableContext, aim: Aim, hook: str) -> str | None:
         aim.proto += [proto, "udp" if proto == "tcp" else "tcp"]
         return f"{proto} dport {bang}{text}"
     if kind == "ct":
-        if ctx.before_conntrack and "ct-before-conntrack" not in ctx.enabled:
-            return None
         choice = rng.choice(("ct state new", "ct state != established", "ct state { new, related }",
                              "ct state established,related", "ct state invalid", "ct status dnat"))
         ctx.constructs.add(choice.replace(" ", "-"))
@@ -576,7 +574,6 @@ EXPERIMENTAL: dict[str, Callable[[random.Random, list[Aim]], FuzzTable]] = {
 # productions of the default grammar that found evaluator bugs, switched off until they are fixed
 # (tests/test_differential.py keeps each bug's minimal ruleset as a strict xfail)
 KNOWN_BUGS = {
-    "ct-before-conntrack": "`ct state` / `ct status` matches in a prerouting chain at raw priority (conntrack has not run: the kernel sees `invalid`)",
     "prerouting-before-dnat": "destination and port matches in raw/mangle prerouting (before DNAT: the kernel sees the arriving packet)",
     "ndp-drops": "prerouting drops that may take IPv6 neighbour discovery (IPv6 through that interface stops working)",
 }

@@ -265,10 +265,6 @@ RAW = "table inet t {\n chain pre {\n  type filter hook prerouting priority raw;
 V4 = Probe("lan0", "wan0", "10.9.0.9", "10.1.0.9", "tcp", 80)
 V6 = Probe("lan0", "wan0", "fd00:9::9", "fd00:1::9", "tcp", 80)
 
-CT_BEFORE_CONNTRACK = (
-    "ct-before-conntrack: a prerouting chain at raw priority runs before conntrack, where the kernel's "
-    "`ct state` is `invalid` for every packet; the evaluator judges the packet as `new` there"
-)
 
 PREROUTING_BEFORE_DNAT = (
     "prerouting-before-dnat: a raw or mangle prerouting chain runs before DNAT and sees the arriving "
@@ -288,12 +284,11 @@ KNOWN_BUG_CASES = [
     # `meta nfproto ipv6 reject` of an inet table as `reject with icmpv6 ...`, the family only in the answer
     pytest.param(FORWARD_ACCEPT % "meta nfproto ipv6 reject", V4, id="reject-icmpv6-in-inet-drops-ipv4"),
     pytest.param(FORWARD_ACCEPT % "meta nfproto ipv4 reject with icmp host-unreachable", V6, id="reject-icmp-in-inet-drops-ipv6"),
-    # found by seed 106: the kernel forwards what the evaluator has the raw chain drop
-    pytest.param(RAW % "ct state new drop", V4, id="ct-state-new-in-raw-prerouting",
-                 marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=CT_BEFORE_CONNTRACK)),
-    # found by seed 137: the kernel drops everything, the evaluator nothing (fail-closed)
-    pytest.param(RAW % "ct state invalid drop", V6, id="ct-state-invalid-in-raw-prerouting",
-                 marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=CT_BEFORE_CONNTRACK)),
+    # found by seeds 106 (the kernel forwards what the evaluator had the raw chain drop) and 137
+    # (the kernel drops everything, the evaluator nothing). Fixed, both ways: before conntrack the
+    # packet has no connection (the kernel's `ct state` is invalid); ct matches there are judged both ways
+    pytest.param(RAW % "ct state new drop", V4, id="ct-state-new-in-raw-prerouting"),
+    pytest.param(RAW % "ct state invalid drop", V6, id="ct-state-invalid-in-raw-prerouting"),
     # found by seed 535 (with the port forwards' own probes): the raw chain never sees 10.2.0.5, only 203.0.113.10
     pytest.param("table ip t {\n chain pre {\n  type filter hook prerouting priority raw; policy accept;\n  ip daddr 10.2.0.5 drop\n }\n"
                  " chain nat {\n  type nat hook prerouting priority dstnat; policy accept;\n  tcp dport 80 dnat to 10.2.0.5\n }\n}\n",

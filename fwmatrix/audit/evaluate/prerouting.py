@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from fwmatrix.audit.evaluate.chains import ChainResult, chain_name, walk
 from fwmatrix.audit.evaluate.effective import DnatRegion
-from fwmatrix.audit.evaluate.reading import Reading
-from fwmatrix.audit.evaluate.untracked import CONNTRACK_PRIORITY, untracked_region
+from fwmatrix.audit.evaluate.reading import CONNTRACK_PRIORITY, Reading
+from fwmatrix.audit.evaluate.untracked import untracked_region
 from fwmatrix.ir import Chain
 from fwmatrix.space import Box, Remaining, Space, ct_bits
 

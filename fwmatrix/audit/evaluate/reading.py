@@ -23,6 +23,8 @@ DEVICE_FIELD = {"ingress": "iif", "egress": "oif"}  # the interface a device-bou
 # empty there: `oifname "x"` never matches, `oifname != "x"` always does.
 ABSENT_INTERFACE = {"ingress": "oif", "prerouting": "oif", "input": "oif", "egress": "iif"}
 NO_CONNTRACK_YET = "a ct match at ingress, where conntrack has not seen the packet yet"
+CONNTRACK_PRIORITY = -200  # NF_IP_PRI_CONNTRACK: prerouting chains below it run before conntrack
+BEFORE_CONNTRACK = "a ct match in prerouting before conntrack (priority below -200), where the packet has no connection yet"
 # Postrouting after srcnat, and egress, see the source that snat or masquerade wrote;
 # the audit judges packets by their source before it.
 PRIORITY_SRCNAT = 100
@@ -62,20 +64,22 @@ class Reading:
             for chain in table.chains:
                 if chain.hook == hook and chain.type == kind:
                     after_snat = self._snat and (hook == "egress" or (hook == "postrouting" and chain.priority > PRIORITY_SRCNAT))
-                    seen = self._as_seen_at(table, hook, after_snat)
+                    before_conntrack = hook == "prerouting" and chain.priority < CONNTRACK_PRIORITY
+                    seen = self._as_seen_at(table, hook, after_snat, before_conntrack)
                     found.append((seen, seen.chain(chain.name)))
         # of chains at one priority the kernel runs the one registered last first; the
         # listing is in registration order (tables and chains by handle)
         return [tc for _, tc in sorted(enumerate(found), key=lambda it: (it[1][1].priority, -it[0]))]
 
-    def _as_seen_at(self, table: Table, hook: str, after_snat: bool) -> Table:
+    def _as_seen_at(self, table: Table, hook: str, after_snat: bool, before_conntrack: bool = False) -> Table:
         """The table as a hook runs it: rules matching an interface the hook does not know
-        never match (kept, deciding nothing, so rule numbers stay); at ingress ct matches,
-        and after source NAT source addresses, are judged both ways."""
-        key = (id(table), hook, after_snat)
+        never match (kept, deciding nothing, so rule numbers stay); at ingress and before
+        conntrack ct matches, and after source NAT source addresses, are judged both ways."""
+        key = (id(table), hook, after_snat, before_conntrack)
         if key not in self._seen_at:
             absent = ABSENT_INTERFACE.get(hook)
-            chains = tuple(replace(c, rules=tuple(_as_seen(r, absent, hook == "ingress", after_snat) for r in c.rules)) for c in table.chains)
+            no_conntrack = NO_CONNTRACK_YET if hook == "ingress" else BEFORE_CONNTRACK if before_conntrack else None
+            chains = tuple(replace(c, rules=tuple(_as_seen(r, absent, no_conntrack, after_snat) for r in c.rules)) for c in table.chains)
             self._seen_at[key] = replace(table, chains=chains)
         return self._seen_at[key]
 
@@ -122,8 +126,8 @@ class Reading:
         self.notes_by_rule[origin] = self.notes_by_rule.get(origin, 0) + 1
 
 
-def _as_seen(rule: Rule, absent: str | None, at_ingress: bool, after_snat: bool) -> Rule:
-    """A rule as a hook runs it (see `ABSENT_INTERFACE`, `NO_CONNTRACK_YET`, `AFTER_SNAT`)."""
+def _as_seen(rule: Rule, absent: str | None, no_conntrack: str | None, after_snat: bool) -> Rule:
+    """A rule as a hook runs it (see `ABSENT_INTERFACE`, `NO_CONNTRACK_YET`, `BEFORE_CONNTRACK`, `AFTER_SNAT`)."""
     if absent is not None:
         if isinstance(rule.action, (VerdictMap, DnatMap)) and absent in rule.action.fields:
             return replace(rule, action=None)  # no entry's key has an empty name
@@ -131,8 +135,8 @@ def _as_seen(rule: Rule, absent: str | None, at_ingress: bool, after_snat: bool)
         if any(not m.negate for m in on_absent):
             return replace(rule, action=None)  # never matches: decides nothing
         rule = replace(rule, matches=tuple(m for m in rule.matches if m not in on_absent))  # `!=` always holds
-    if at_ingress:
-        rule = replace(rule, matches=tuple(Unmodelled(NO_CONNTRACK_YET) if isinstance(m, Match) and any(f.startswith("ct.") for f in m.fields) else m
+    if no_conntrack:
+        rule = replace(rule, matches=tuple(Unmodelled(no_conntrack) if isinstance(m, Match) and any(f.startswith("ct.") for f in m.fields) else m
                                            for m in rule.matches))
     if after_snat:
         rule = replace(rule, matches=tuple(Unmodelled(AFTER_SNAT) if isinstance(m, Match) and any(f.endswith(".saddr") for f in m.fields) else m

@@ -22,7 +22,6 @@ from fwmatrix.audit.evaluate.effective import Grant
 from fwmatrix.audit.evaluate.forward import DEFAULT_ACCEPT
 from fwmatrix.space import CT_ALL, Interfaces, Space, ct_bits
 
-CONNTRACK_PRIORITY = -200  # NF_IP_PRI_CONNTRACK: notrack in a chain that runs later changes nothing
 UNTRACKED = ct_bits("untracked")
 # The states notrack takes away, in forward coordinates. Not `new dnat`: a translated new
 # connection reached forward at its translated address, so it arrived elsewhere (an
