@@ -146,18 +146,19 @@ def _read(reading: Reading) -> Effective:
     drops = early_drops(reading)
     dnats = dnat_regions(reading, drops)
     early, early_certain = drops.spaces(reading)
+    early_fwd, early_fwd_certain = drops.of_forwarded(reading)
     chains = forward_chains(reading)
     forwarded = as_untracked(reading.ifaces, combine(reading, chains, upper=False), reading.notracked, reading.maybe_notracked)
     reading.upper = as_untracked(reading.ifaces, combine(reading, chains, upper=True), reading.notracked, reading.maybe_notracked)
     if early:
-        # Packets dropped before DNAT (ingress, raw, mangle) never reach NAT or forward. The
-        # regions are in arriving coordinates: exact for the DNAT regions and for
-        # untranslated traffic; for translated traffic, the drop is judged on the
-        # translated packet (documented in docs/audit.md).
+        # Packets dropped before DNAT (ingress, raw, mangle, nat) never reach NAT or
+        # forward: the DNAT regions lose them (both in arriving coordinates), and of the
+        # forwarded packets only untranslated ones (a translated one arrived elsewhere).
+        # Chains after DNAT drop the translated packet, as forward sees it.
         dnats = [replace(d, space=d.space.subtract(early)) for d in dnats]
-        forwarded = [Grant(g.space.subtract(early), g.origin) for g in forwarded]
-    if early_certain:
-        reading.upper = [Grant(g.space.subtract(early_certain), g.origin) for g in reading.upper]
+        forwarded = [Grant(g.space.subtract(early_fwd), g.origin) for g in forwarded]
+    if early_fwd_certain:
+        reading.upper = [Grant(g.space.subtract(early_fwd_certain), g.origin) for g in reading.upper]
     return Effective(
         reading.ifaces,
         [g for g in forwarded if g.space],

@@ -10,7 +10,9 @@ from fwmatrix.audit.evaluate.effective import DnatRegion
 from fwmatrix.audit.evaluate.reading import CONNTRACK_PRIORITY, Reading
 from fwmatrix.audit.evaluate.untracked import untracked_region
 from fwmatrix.ir import Chain
-from fwmatrix.space import Box, Remaining, Space, ct_bits
+from fwmatrix.space import CT_ALL, Box, Remaining, Space, ct_bits
+
+DSTNAT_PRIORITY = -100  # NF_IP_PRI_NAT_DST: filtering chains below it see the packet before DNAT
 
 
 class Drops:
@@ -20,6 +22,11 @@ class Drops:
     def __init__(self) -> None:
         self.boxes: list[Box] = []
         self.certain: list[Box] = []
+        # the same, split by whether the chain runs before DNAT (it sees the arriving packet)
+        self.arriving: list[Box] = []
+        self.arriving_certain: list[Box] = []
+        self.later: list[Box] = []
+        self.later_certain: list[Box] = []
 
     def add(self, chain: Chain, seen: Space, result: ChainResult, known: bool) -> None:
         """A base chain's drops over the packets it saw; its policy drops what it did not accept
@@ -29,11 +36,26 @@ class Drops:
             kept = Space(seen.ifaces, [b for g in result.accepted + result.maybe_accepted for b in g.space.boxes]
                          + [b for d in result.dnats for b in d.space.boxes])
             dropped += [(b, True) for b in seen.subtract(kept).boxes]
+        certain = [b for b, sure in dropped if sure and known]
         self.boxes += [b for b, _ in dropped]
-        self.certain += [b for b, certain in dropped if certain and known]
+        self.certain += certain
+        before_dnat = chain.hook == "ingress" or chain.type == "nat" or chain.priority < DSTNAT_PRIORITY
+        (self.arriving if before_dnat else self.later).extend(b for b, _ in dropped)
+        (self.arriving_certain if before_dnat else self.later_certain).extend(certain)
 
     def spaces(self, reading: Reading) -> tuple[Space, Space]:
         return Space(reading.ifaces, self.boxes), Space(reading.ifaces, self.certain)
+
+    def of_forwarded(self, reading: Reading) -> tuple[Space, Space]:
+        """The drops as the forward path's packets know them: a drop before DNAT saw the
+        arriving packet, so it takes no new connection that DNAT translated (the DNAT
+        regions lose what it takes). Other states keep being judged as forward sees them."""
+        plain = reading.full.make(ct=CT_ALL & ~ct_bits("new", translated=True))
+
+        def forwarded(arriving: list[Box], later: list[Box]) -> Space:
+            return Space(reading.ifaces, arriving).intersect(plain).union(Space(reading.ifaces, later))
+
+        return forwarded(self.arriving, self.later), forwarded(self.arriving_certain, self.later_certain)
 
 
 def early_drops(reading: Reading) -> Drops:
