@@ -290,9 +290,9 @@ KNOWN_BUG_CASES = [
     pytest.param("table ip t {\n chain pre {\n  type filter hook prerouting priority raw; policy accept;\n  ip daddr 10.2.0.5 drop\n }\n"
                  " chain nat {\n  type nat hook prerouting priority dstnat; policy accept;\n  tcp dport 80 dnat to 10.2.0.5\n }\n}\n",
                  Probe("wan0", "dmz0", "198.51.100.7", "203.0.113.10", "tcp", 80), id="raw-drop-of-a-port-forward-target"),
-    # found by seed 0 (idem): the drop takes the neighbour solicitations from fe80::, IPv6 stops on every interface
+    # found by seed 0 (idem): the drop takes the neighbour solicitations from fe80::, IPv6 stops on every interface.
+    # Not strict: whether the kernel still forwards depends on the neighbour state it had (one CI run passed it)
     pytest.param(RAW % "ip6 saddr != fd00:1::/64 drop", Probe("wan0", "dmz0", "fd00:1::7", "fd00:2::7", "tcp", 80),
-    # not strict: whether the kernel still forwards depends on the neighbour state it had (one CI run passed it)
                  id="raw-drop-of-neighbour-discovery",
                  marks=pytest.mark.xfail(strict=False, raises=AssertionError, reason=NDP_DROPS)),
     # found by seed 248: two port forwards of one port in tables whose nat chains share a priority.
