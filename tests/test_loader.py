@@ -114,6 +114,7 @@ BAD_INPUTS = [
     ("wrong type for from", BASE.replace("from: web\n", "from: {a: 1}\n"), 27, "must be a string"),
     ("wrong type for zones", BASE.replace("zones:\n  internet: any\n  dmz: 172.16.10.0/24\n  lan: 10.20.0.0/16\n", "zones: [a, b]\n"), 3, "'zones' must be a mapping"),
     ("number for a port", BASE.replace("nat: nginx", "nat: {to: nginx, port: eighty}"), 25, "whole number"),
+    ("nat port on several ports", BASE.replace("service: https\n    nat: nginx", "service: [https, tcp/80]\n    nat: {to: nginx, port: 8443}"), 25, "has ports 80, 443"),
     ("nat port out of range", BASE.replace("nat: nginx", "nat: {to: nginx, port: 65536}"), 25, "out of range"),
     ("unknown zone of interface", BASE.replace("dmz0: dmz,", "dmz0: dmzz,"), 18, "unknown zone 'dmzz' (did you mean 'dmz'?)"),
     ("injection in a name", BASE.replace("name: web-to-bal", 'name: "x\\" accept; #"'), 26, "not a valid name"),
@@ -265,3 +266,9 @@ def test_bad_management_names_file_and_line(write_matrix, what: str, management:
     with pytest.raises(MatrixError) as caught:
         load_matrix(path)
     assert str(caught.value) == f"{path}:{line}: {message}", what
+
+
+def test_nat_port_on_one_port_of_several_protocols_loads(write_matrix) -> None:
+    """udp/5060 and tcp/5060 share their port: one NAT port serves both."""
+    m = load_matrix(write_matrix(BASE.replace("service: https\n    nat: nginx", "service: sip\n    nat: {to: nginx, port: 5070}")))
+    assert m.openings[0].nat is not None and m.openings[0].nat.port == 5070

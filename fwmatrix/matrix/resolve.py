@@ -223,6 +223,13 @@ class Resolver:
             for part in parts:
                 if part.ports is None or not part.ports.is_single:
                     raise MatrixError(f"a NAT port needs single-port services, but '{part}' is not one", where.file, where.line)
+            # one port number (any protocols): two would both land on the one NAT port
+            ports = sorted({part.ports.low for part in parts if part.ports is not None})
+            if len(ports) > 1:
+                raise MatrixError(
+                    f"a NAT port sends every port of the service to {opening.nat.port}, but "
+                    f"'{', '.join(opening.services)}' has ports {', '.join(map(str, ports))}: write one opening per port",
+                    where.file, where.line)
 
 
 class _Unresolved(Exception):
