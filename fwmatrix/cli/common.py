@@ -21,7 +21,7 @@ import io
 import os
 import sys
 import tempfile
-from typing import Callable, Sequence, TypeVar
+from typing import TYPE_CHECKING, Callable, Sequence, TypeVar
 
 import click
 from rich.console import Console
@@ -31,9 +31,11 @@ from fwmatrix.compile.intent import Intent, build_intent
 from fwmatrix.errors import BackendError, FwmatrixError, did_you_mean
 from fwmatrix.gcpause import gc_paused
 from fwmatrix.matrix.loader import load_matrix
-from fwmatrix.report.ci import Outcome, as_json, junit, sarif
 from fwmatrix.severity import SEVERITIES
 from fwmatrix.targets import BACKENDS
+
+if TYPE_CHECKING:  # the report formats import every report's module: only emit() needs them
+    from fwmatrix.report.ci import Outcome
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
 FORMATS = ("table", "json", "markdown", "junit", "sarif")
@@ -180,6 +182,8 @@ def emit(fmt: str, output: str | None, reports: Sequence[R], *, table: Callable[
          to_json: Callable[[R], dict], outcome: Callable[[R], Outcome], fail_on: str | None) -> None:
     """Print the reports in the chosen format, or write them atomically to `output`.
     JUnit cases fail for issues at or above `fail_on` (None: none fails)."""
+    from fwmatrix.report.ci import as_json, junit, sarif  # here: `fwmatrix compile` never pays for them
+
     if fmt == "table" and output is None:
         console = stdout_console()
         for report in reports:

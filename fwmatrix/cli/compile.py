@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
@@ -20,8 +21,10 @@ from fwmatrix.errors import BackendError
 from fwmatrix.ir import Ruleset
 from fwmatrix.matrix.model import Matrix
 from fwmatrix.matrix.resolve import Resolver
-from fwmatrix.report.ci import BackendCheck, CheckReport, FirewallCheck, check_fails, check_markdown, check_outcome, print_check
 from fwmatrix.targets import BACKENDS, backend, output_suffixes
+
+if TYPE_CHECKING:
+    from fwmatrix.report.ci import BackendCheck, CheckReport
 
 
 def _rendered(intent: Intent, firewall: str | None, backend_names: tuple[str, ...], options: dict[str, dict] | None = None) -> dict[str, str]:
@@ -81,6 +84,8 @@ def check_command(matrices: tuple[str, ...], firewall: str | None, backend_name:
     The rulesets are checked in a private network namespace (nft -c, as root
     or through an unprivileged user namespace), so nothing is loaded. A
     ruleset a target refuses exits 1; so do warnings with --fail-on medium."""
+    from fwmatrix.report.ci import CheckReport, check_fails, check_markdown, check_outcome, print_check  # not for compile
+
     json_takes_one(fmt, matrices)
     reports = [_check(path, firewall, selected_backends(backend_name), no_kernel) for path in matrices]
     emit(fmt, output, reports, table=print_check, markdown=check_markdown, to_json=CheckReport.to_json, outcome=check_outcome, fail_on=fail_on)
@@ -88,6 +93,8 @@ def check_command(matrices: tuple[str, ...], firewall: str | None, backend_name:
 
 
 def _check(matrix_path: str, firewall: str | None, backend_names: tuple[str, ...], no_kernel: bool) -> CheckReport:
+    from fwmatrix.report.ci import CheckReport, FirewallCheck
+
     intent = load_intent(matrix_path, firewall)
     firewalls = []
     for fw_name, ruleset in compile_intent(intent).items():
@@ -100,6 +107,8 @@ def _check(matrix_path: str, firewall: str | None, backend_names: tuple[str, ...
 
 
 def _check_backend(name: str, fw_name: str, ruleset: Ruleset, no_kernel: bool) -> BackendCheck:
+    from fwmatrix.report.ci import BackendCheck
+
     module = backend(name)
     files = module.render_files(ruleset)
     names = tuple(f"{fw_name}{suffix}" for suffix in files)
