@@ -34,6 +34,7 @@ IR_FIELDS: dict[str, tuple[str, int | None]] = {
     "nfproto": ("family", None),
 }
 CLAUSE_FIELDS = ("family", "iif", "oif", "saddr", "daddr", "l4proto", "sport", "dport", "ct.state", "ct.status")
+FIELD_ORDER = {name: i for i, name in enumerate(CLAUSE_FIELDS)}
 MERGE_FIELDS = ("dport", "sport", "ct.state", "saddr", "daddr")  # iptables matches these against a set of values
 ADDR_FIELDS = ("saddr", "daddr")
 PORT_FIELDS = ("sport", "dport")
@@ -75,6 +76,10 @@ def _merge_ports(ranges: Iterable[PortRange]) -> frozenset[PortRange]:
 def _normalise(name: str, values: Iterable) -> frozenset:
     """The canonical form of a value set, so that equal sets compare equal."""
     if name in ADDR_FIELDS:
+        if len(values) == 1:  # one network: its CIDR (cidr_merge's answer, without its cost)
+            (net,) = values
+            if isinstance(net, IPNetwork):
+                return values if net.value == net.first and isinstance(values, frozenset) else frozenset((net.cidr,))
         return frozenset(cidr_merge(list(values)))
     if name in PORT_FIELDS:
         return _merge_ports(values)
@@ -144,7 +149,9 @@ def _values(ir_field: str, v: object) -> frozenset:
     if name == "ct.state" and v in CT_STATES or name == "ct.status" and v in CT_STATUS or name == "family" and v in (4, 6):
         return frozenset({v})
     if name in ADDR_FIELDS and isinstance(v, (IPNetwork, IPRange)) and v.version == family:
-        return frozenset({v.cidr}) if isinstance(v, IPNetwork) else frozenset(v.cidrs())
+        if isinstance(v, IPNetwork):
+            return frozenset((v,)) if v.value == v.first else frozenset((v.cidr,))  # the IR's networks are mostly CIDRs already
+        return frozenset(v.cidrs())
     raise RenderError(f"refusing {v!r} as a value of {ir_field}")
 
 
@@ -163,26 +170,29 @@ class _Clause:
     excluded: tuple[tuple[str, frozenset], ...] = ()
 
     def get(self, name: str) -> frozenset | None:
-        return dict(self.allowed).get(name)
+        for field_name, values in self.allowed:  # a handful of fields: cheaper than a dict
+            if field_name == name:
+                return values
+        return None
 
     def with_(self, name: str, values: frozenset | None) -> _Clause:
-        allowed = dict(self.allowed)
-        allowed.pop(name, None)
+        if values is None and all(n != name for n, _ in self.allowed):
+            return self  # nothing to drop (most clauses have no sport, ct.state ...)
+        allowed = tuple(item for item in self.allowed if item[0] != name)  # stays in field order
         if values is not None:
-            allowed[name] = values
-        return _Clause(_sorted_fields(allowed), self.excluded)
+            at = FIELD_ORDER[name]
+            i = next((i for i, item in enumerate(allowed) if FIELD_ORDER[item[0]] > at), len(allowed))
+            allowed = allowed[:i] + ((name, values),) + allowed[i:]
+        return _Clause(allowed, self.excluded)
 
     def constrain(self, name: str, values: frozenset) -> _Clause | None:
         """This clause and `name` in `values`; None when nothing can match both."""
         current = self.get(name)
-        values = _normalise(name, values) if current is None else _intersect(name, current, values)
-        excluded = dict(self.excluded)
-        if name in excluded:  # a positive set absorbs a negation of the same field
-            values = _difference(name, values, excluded.pop(name))
-        if not values:
+        if current is not None and current == values and all(n != name for n, _ in self.excluded):
+            return self  # a normalised set meets itself unchanged (the family, checked per field)
+        allowed, excluded = dict(self.allowed), dict(self.excluded)
+        if not _narrow(allowed, excluded, name, values):
             return None
-        allowed = dict(self.allowed)
-        allowed[name] = values
         return _Clause(_sorted_fields(allowed), _sorted_fields(excluded))
 
     def exclude(self, name: str, values: frozenset) -> _Clause | None:
@@ -196,8 +206,22 @@ class _Clause:
         return _Clause(self.allowed, _sorted_fields(excluded))
 
 
+def _narrow(allowed: dict[str, frozenset], excluded: dict[str, frozenset], name: str, values: frozenset) -> bool:
+    """_Clause.constrain on a clause's fields as dictionaries, in place; False: nothing matches."""
+    current = allowed.get(name)
+    if current is not None and current == values and name not in excluded:
+        return True
+    values = _normalise(name, values) if current is None else _intersect(name, current, values)
+    if name in excluded:  # a positive set absorbs a negation of the same field
+        values = _difference(name, values, excluded.pop(name))
+    if not values:
+        return False
+    allowed[name] = values
+    return True
+
+
 def _sorted_fields(d: dict[str, frozenset]) -> tuple[tuple[str, frozenset], ...]:
-    return tuple(sorted(d.items(), key=lambda item: CLAUSE_FIELDS.index(item[0])))
+    return tuple(sorted(d.items(), key=lambda item: FIELD_ORDER[item[0]]))
 
 
 def _value_key(v: object) -> tuple:
@@ -239,11 +263,18 @@ def _constrain_one(clause: _Clause, ir_field: str, values: frozenset) -> _Clause
 def _constrain_key(clause: _Clause | None, fields: tuple[str, ...], key: tuple, where: str) -> _Clause | None:
     if len(key) != len(fields):
         raise RenderError(f"{where}: key {key!r} does not fit fields {fields}")
+    if clause is None:
+        return None
+    # what _constrain_one does field by field, on dictionaries: one clause built, not one per field
+    allowed, excluded = dict(clause.allowed), dict(clause.excluded)
     for f, v in zip(fields, key):
-        if clause is None:
+        values = _values(f, v)
+        name, family = IR_FIELDS[f]
+        if family is not None and not _narrow(allowed, excluded, "family", frozenset((family,))):
             return None
-        clause = _constrain_one(clause, f, _values(f, v))
-    return clause
+        if not _narrow(allowed, excluded, name, values):
+            return None
+    return _Clause(_sorted_fields(allowed), _sorted_fields(excluded))
 
 
 def _negate(clause: _Clause, ir_field: str, raw: list) -> _Clause | None:
@@ -275,6 +306,10 @@ class _Bucket:
     parts: list[frozenset] | None
     comments: dict[str, None]
     index: int
+    alone: _Clause | None = None  # the one clause in the bucket, until a second joins
+
+    def merged(self, rest: _Clause, name: str) -> _Clause:
+        return self.alone if self.alone is not None else rest.with_(name, self.values(name))
 
     def values(self, name: str) -> frozenset | None:
         if self.parts is None:
@@ -301,8 +336,9 @@ def _regroup(members: Members) -> Members:
                 rest, values = clause.with_(name, None), clause.get(name)
                 bucket = buckets.get(rest)
                 if bucket is None:
-                    buckets[rest] = _Bucket(None if values is None else [values], dict.fromkeys(comments), index)
+                    buckets[rest] = _Bucket(None if values is None else [values], dict.fromkeys(comments), index, clause)
                     continue
+                bucket.alone = None
                 if bucket.parts is not None:
                     if values is None:  # "any value" absorbs everything
                         bucket.parts = None
@@ -310,6 +346,6 @@ def _regroup(members: Members) -> Members:
                         bucket.parts.append(values)
                 bucket.comments.update(dict.fromkeys(comments))
                 bucket.index = min(bucket.index, index)
-            current = {rest.with_(name, bucket.values(name)): (tuple(bucket.comments), bucket.index) for rest, bucket in buckets.items()}
+            current = {bucket.merged(rest, name): (tuple(bucket.comments), bucket.index) for rest, bucket in buckets.items()}
         if len(current) == before:
             return [(clause, comments, index) for clause, (comments, index) in current.items()]
