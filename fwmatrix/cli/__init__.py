@@ -8,6 +8,7 @@ commands in `COMMANDS`:
   review.py    diff, lint
   apply.py     apply, confirm, rollback
   lab.py       lab
+  exchange.py  export, import
 
 They share common.py (exit codes, one-line errors, consoles, options, report
 output). Imports go one way: this module names the command modules, they
@@ -33,6 +34,7 @@ COMMAND_MODULES: dict[str, str] = {
     "diff": "review", "lint": "review",
     "apply": "apply", "confirm": "apply", "rollback": "apply",
     "lab": "lab",
+    "export": "exchange", "import": "exchange",
 }
 
 

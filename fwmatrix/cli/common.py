@@ -102,7 +102,7 @@ def selected_backends(name: str) -> tuple[str, ...]:
 # -- writing files whole or not at all --------------------------------------------------------
 
 
-def write_file_atomically(path: str, text: str) -> None:
+def write_file_atomically(path: str, text: str | bytes) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     write_atomically(directory, {os.path.basename(path): text})
 
@@ -113,8 +113,9 @@ def _umask() -> int:
     return mask
 
 
-def write_atomically(directory: str, files: dict[str, str]) -> None:
-    """Each file appears whole or not at all: written aside, then renamed into place."""
+def write_atomically(directory: str, files: dict[str, str] | dict[str, bytes]) -> None:
+    """Each file appears whole or not at all: written aside, then renamed into place.
+    Text is written as UTF-8; bytes (a workbook, a picture) as they are."""
     os.makedirs(directory, exist_ok=True)
     staged: list[tuple[str, str]] = []
     try:
@@ -122,7 +123,7 @@ def write_atomically(directory: str, files: dict[str, str]) -> None:
             fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=directory)
             staged.append((tmp, os.path.join(directory, name)))
             os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a ruleset is an ordinary file
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
+            with (os.fdopen(fd, "wb") if isinstance(text, bytes) else os.fdopen(fd, "w", encoding="utf-8")) as out:
                 out.write(text)
                 out.flush()
                 os.fsync(out.fileno())

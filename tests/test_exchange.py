@@ -1,0 +1,280 @@
+"""Spreadsheets both ways: export, import, the round trip, and bad spreadsheets refused at their cell."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from pathlib import Path
+
+import openpyxl
+import pytest
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+
+from fwmatrix.cli import main
+from fwmatrix.compile.intent import build_intent
+from fwmatrix.compile.ruleset import compile_intent
+from fwmatrix.exchange import export_matrix, import_spreadsheet
+from fwmatrix.matrix.loader import load_matrix, load_text
+from fwmatrix.matrix.model import Matrix
+from fwmatrix.targets import BACKENDS, backend
+
+from conftest import SEED
+from strategies import matrix_yaml
+
+HASH_LINE = re.compile(r"^.*matrix sha256: [0-9a-f]{64}.*$", re.MULTILINE)
+
+
+def compiled(matrix: Matrix) -> dict[str, str]:
+    """Every backend's files for every firewall; the line with the matrix file's sha256 left
+    out (an imported file is other bytes than the one exported: its hash differs, nothing else)."""
+    out = {}
+    for fw_name, ruleset in compile_intent(build_intent(matrix)).items():
+        for name in BACKENDS:
+            try:
+                files = backend(name).render_files(ruleset)
+            except Exception as exc:  # noqa: BLE001 - a backend that cannot write this matrix refuses both alike
+                files = {f".{name}": f"refused: {exc}"}
+            for suffix, text in files.items():
+                out[f"{fw_name}{suffix}"] = HASH_LINE.sub("<hash>", text)
+    return out
+
+
+def meaning(m: Matrix) -> tuple:
+    """What a matrix says, without where it says it (file, lines, hash)."""
+    return (
+        m.name, m.title,
+        [(z.name, z.networks, z.is_any, z.note) for z in m.zones.values()],
+        [(h.name, h.addresses, h.roles, h.note) for h in m.hosts.values()],
+        [(g.name, g.members, g.note) for g in m.groups.values()],
+        [(s.name, s.parts, s.note) for s in m.services.values()],
+        [(f.name, f.interfaces, f.public, f.note, [(a.sources, a.destinations, a.services, a.note) for a in f.management])
+         for f in m.firewalls.values()],
+        [(o.index, o.name, o.sources, o.destinations, o.services, o.nat and (o.nat.target, o.nat.port), o.note) for o in m.openings],
+    )
+
+
+def round_trip(matrix: Matrix, fmt: str, tmp: Path) -> Matrix:
+    sheet = tmp / f"m.{fmt}"
+    data = export_matrix(matrix, fmt)
+    sheet.write_bytes(data) if isinstance(data, bytes) else sheet.write_text(data)
+    return load_text(import_spreadsheet(str(sheet)).encode(), "imported.yaml")
+
+
+def seed_book() -> openpyxl.Workbook:
+    return openpyxl.load_workbook(io.BytesIO(export_matrix(load_matrix(str(SEED)), "xlsx")))  # type: ignore[arg-type]
+
+
+def import_error(tmp_path: Path, book: openpyxl.Workbook) -> str:
+    """Import a workbook through the CLI: it must exit 2, write nothing, and print one line."""
+    path = tmp_path / "bad.xlsx"
+    book.save(path)
+    out = tmp_path / "out.yaml"
+    result = CliRunner().invoke(main, ["import", str(path), "-o", str(out)])
+    assert result.exit_code == 2, result.output
+    assert not out.exists()
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {path}: "), result.output
+    return lines[0].removeprefix(f"error: {path}: ")
+
+
+# -- the seed --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["xlsx", "csv"])
+def test_seed_round_trip_compiles_the_same_rulesets(fmt: str, tmp_path: Path) -> None:
+    seed = load_matrix(str(SEED))
+    back = round_trip(seed, fmt, tmp_path)
+    assert meaning(back) == meaning(seed)
+    assert compiled(back) == compiled(seed)
+
+
+def test_seed_xlsx_reads_like_the_source_table() -> None:
+    book = seed_book()
+    assert book.sheetnames[0] == "openings"
+    assert {"zones", "hosts", "services", "firewalls", "groups", "matrix"} <= set(book.sheetnames)
+    sheet = book["openings"]
+    assert [c.value for c in sheet[1]] == ["source", "traffic type", "destination", "destination port", "NAT", "notes", "name"]
+    assert [c.value for c in sheet[3]][:5] == ["internet", "sip-and-tls", "edge.public", "udp/5060, tcp/5060, tcp/5061", "sipproxy.ext"]
+    assert sheet.max_row == 1 + 8
+    assert sheet.freeze_panes == "A2"
+    assert sheet.auto_filter.ref == "A1:G9"
+    assert sheet["A1"].font.bold and sheet["A1"].fill.start_color.rgb.endswith("1F4E79")
+    assert sheet.column_dimensions["F"].width >= 30  # the notes
+    hosts = book["hosts"]
+    header = [c.value for c in hosts[1]]
+    sipproxy = next(row for row in hosts.iter_rows(values_only=True) if row[0] == "sipproxy")
+    assert sipproxy[header.index("EXT address")] == "172.16.10.21" and sipproxy[header.index("INT address")] == "172.16.20.21"
+
+
+def test_italian_headers_are_written_and_read(tmp_path: Path) -> None:
+    seed = load_matrix(str(SEED))
+    path = tmp_path / "it.xlsx"
+    path.write_bytes(export_matrix(seed, "xlsx", "it"))  # type: ignore[arg-type]
+    header = [c.value for c in openpyxl.load_workbook(path)["openings"][1]]
+    assert header[:5] == ["Sorgente", "Tipologia traffico", "IP Destinazione", "Porta Destinazione", "NAT"]
+    assert compiled(load_text(import_spreadsheet(str(path)).encode(), "x.yaml")) == compiled(seed)
+
+
+def test_the_source_documents_own_table_imports(tmp_path: Path) -> None:
+    """Rows as the Italian document writes them: its headers, UDP+TCP/5060 and upper case
+    ports, no traffic type name, columns in another order, no name column."""
+    seed_csv = export_matrix(load_matrix(str(SEED)), "csv")
+    assert isinstance(seed_csv, str)
+    others = seed_csv[seed_csv.index("[zones]"):]
+    table = "\n".join([
+        "[Matrice connettività]",
+        "Sorgente,IP Destinazione,Porta Destinazione,Note,NAT",
+        'internet,edge.public,"UDP+TCP/5060, TCP/5061",NAT verso IP EXT di SIPProxy (osips),sipproxy.ext',
+        "sipproxy.int,cti1,UDP+TCP/5060,,",
+        "",
+    ])
+    path = tmp_path / "source.csv"
+    path.write_text(table + "\n" + others)
+    m = load_text(import_spreadsheet(str(path)).encode(), "x.yaml")
+    assert [(o.name, o.services, o.nat and o.nat.target) for o in m.openings] == [
+        ("row1", ("udp/5060", "tcp/5060", "tcp/5061"), "sipproxy.ext"),
+        ("row2", ("udp/5060", "tcp/5060"), None),
+    ]
+
+
+def test_markdown_export_escapes_cells() -> None:
+    text = export_matrix(load_matrix(str(SEED)), "markdown")
+    assert isinstance(text, str)
+    assert "| source | traffic type | destination | destination port | NAT | notes | name |" in text
+    assert "| internet | https | edge.public | tcp/443 | nginx | NAT verso NGINX (NAT to NGINX) | operator-https |" in text
+
+
+def test_cli_export_then_import(tmp_path: Path) -> None:
+    runner = CliRunner()
+    sheet, back = tmp_path / "seed.xlsx", tmp_path / "back.yaml"
+    assert runner.invoke(main, ["export", str(SEED), "--format", "xlsx", "-o", str(sheet)]).exit_code == 0
+    result = runner.invoke(main, ["import", str(sheet), "-o", str(back)])
+    assert result.exit_code == 0, result.output
+    assert compiled(load_matrix(str(back))) == compiled(load_matrix(str(SEED)))
+
+
+# -- every matrix ----------------------------------------------------------------------------
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(matrix_yaml(max_openings=8))
+def test_round_trip_of_generated_matrices(tmp_path: Path, text: str) -> None:
+    original = load_text(text.encode(), "generated.yaml")
+    for fmt in ("xlsx", "csv"):
+        back = round_trip(original, fmt, tmp_path)
+        assert meaning(back) == meaning(original)
+        assert compiled(back) == compiled(original)
+
+
+def test_round_trip_keeps_hostile_text_as_text(tmp_path: Path, write_matrix) -> None:
+    seed_text = SEED.read_text()
+    hostile = seed_text.replace("note: NAT verso NGINX (NAT to NGINX)", "note: \"=HYPERLINK(\\\"http://x\\\") | <b>'quote\"")
+    original = load_matrix(write_matrix(hostile))
+    path = tmp_path / "h.xlsx"
+    path.write_bytes(export_matrix(original, "xlsx"))  # type: ignore[arg-type]
+    cell = openpyxl.load_workbook(path)["openings"]["F2"]
+    assert cell.data_type == "s" and cell.value.startswith("=HYPERLINK")
+    row = next(csv.reader(io.StringIO(export_matrix(original, "csv").splitlines()[2])))  # type: ignore[union-attr]
+    assert row[5].startswith("'=")  # a spreadsheet program opening the CSV sees text, not a formula
+    for fmt in ("xlsx", "csv"):
+        assert meaning(round_trip(original, fmt, tmp_path)) == meaning(original)
+
+
+# -- bad spreadsheets ------------------------------------------------------------------------
+
+
+def test_a_bad_port_range_is_reported_at_its_cell(tmp_path: Path) -> None:
+    book = seed_book()
+    book["openings"]["D7"] = "udp/10000-3000O"
+    assert import_error(tmp_path, book).startswith("sheet 'openings', row 7, column D: 'udp/10000-3000O' is not a port range")
+
+
+def test_ports_that_contradict_the_traffic_type(tmp_path: Path) -> None:
+    book = seed_book()
+    book["openings"]["D5"] = "tcp/8080"
+    assert import_error(tmp_path, book).startswith("sheet 'openings', row 5, column D: the destination ports (tcp/8080) are not those of traffic type 'http' (tcp/80)")
+
+
+def test_unknown_names_are_reported_at_their_cell(tmp_path: Path) -> None:
+    book = seed_book()
+    book["openings"]["C6"] = "cti2"
+    assert import_error(tmp_path, book) == "sheet 'openings', row 6, column C: unknown name 'cti2' (did you mean 'cti'?)"
+    book = seed_book()
+    book["firewalls"]["B2"] = "wan0: internet, dmz0: dmz-ext, dmz1: dmz-int, lan0: lann"
+    assert import_error(tmp_path, book) == "sheet 'firewalls', row 2, column B: interface 'lan0' of firewall 'edge': unknown zone 'lann' (did you mean 'lan'?)"
+    book = seed_book()
+    book["openings"]["B4"] = "rtp"
+    assert import_error(tmp_path, book).startswith("sheet 'openings', row 4, column B: unknown service 'rtp'")
+
+
+def test_loader_errors_land_on_their_cell(tmp_path: Path) -> None:
+    book = seed_book()
+    book["hosts"]["B2"] = "172.16.10.300"
+    assert import_error(tmp_path, book).startswith("sheet 'hosts', row 2, column B: address of host 'nginx' '172.16.10.300' is not an IP address")
+    book = seed_book()
+    book["zones"]["A4"] = "dmz-ext"  # two zones of one name
+    assert import_error(tmp_path, book) == "sheet 'zones', row 4, column A: 'dmz-ext' is already defined in sheet 'zones', row 3, column A"
+    book = seed_book()
+    book["openings"]["C2"] = "bal"  # a NAT to an address that no firewall owns
+    assert import_error(tmp_path, book).startswith("sheet 'openings', row 2, column C: opening 'operator-https' has a NAT, but its destination 'bal' is not a public address")
+
+
+def test_merged_cells_are_refused(tmp_path: Path) -> None:
+    book = seed_book()
+    book["openings"].merge_cells("E5:F5")
+    assert import_error(tmp_path, book) == "sheet 'openings', row 5, column E: merged cells (E5:F5): unmerge them, one value a cell"
+
+
+def test_an_empty_row_inside_a_table_is_refused(tmp_path: Path) -> None:
+    book = seed_book()
+    book["openings"].insert_rows(4)
+    assert import_error(tmp_path, book).startswith("sheet 'openings', row 4: an empty row inside the table")
+
+
+def test_formulas_are_refused(tmp_path: Path) -> None:
+    book = seed_book()
+    book["openings"]["A3"] = '=LOWER("INTERNET")'
+    assert import_error(tmp_path, book) == "sheet 'openings', row 3, column A: a formula ('=LOWER(\"INTERNET\")'): fwmatrix reads values, write the value itself"
+
+
+def test_wrong_cell_types_are_refused(tmp_path: Path) -> None:
+    book = seed_book()
+    book["openings"]["D2"] = 443
+    assert import_error(tmp_path, book) == "sheet 'openings', row 2, column D: the number 443 where text belongs (write protocol/port, e.g. tcp/443): format the cell as text"
+    book = seed_book()
+    book["hosts"]["B2"] = True
+    assert import_error(tmp_path, book) == "sheet 'hosts', row 2, column B: bool 'True' where text belongs: format the cell as text"
+
+
+def test_duplicated_and_unknown_headers_are_refused(tmp_path: Path) -> None:
+    book = seed_book()
+    book["openings"]["H1"] = "Sorgente"
+    assert import_error(tmp_path, book) == "sheet 'openings', row 1, column H: duplicate header 'Sorgente': column A is already 'source'"
+    book = seed_book()
+    book["openings"]["C1"] = "destinaton"
+    assert import_error(tmp_path, book).startswith("sheet 'openings', row 1, column C: unknown header 'destinaton' (did you mean 'destination'?)")
+    book = seed_book()
+    book["openings"]["C1"] = None
+    assert import_error(tmp_path, book) == "sheet 'openings', row 1: no 'destination' column ('IP Destinazione')"
+
+
+def test_unknown_and_missing_sheets_are_refused(tmp_path: Path) -> None:
+    book = seed_book()
+    book["services"].title = "servizzi"
+    assert import_error(tmp_path, book).startswith("sheet 'servizzi': not a sheet fwmatrix reads")
+    book = seed_book()
+    del book["zones"]
+    assert import_error(tmp_path, book).startswith("no 'zones' sheet")
+
+
+def test_csv_errors_name_the_line(tmp_path: Path) -> None:
+    text = export_matrix(load_matrix(str(SEED)), "csv")
+    assert isinstance(text, str)
+    path = tmp_path / "bad.csv"
+    path.write_text(text.replace("nginx,http,bal,tcp/80", "nginx,http,bal,=A1"))
+    result = CliRunner().invoke(main, ["import", str(path), "-o", str(tmp_path / "out.yaml")])
+    assert result.exit_code == 2
+    assert result.output == f"error: {path}: section 'openings', line 6, column D: a formula ('=A1'): fwmatrix reads values, write the value itself\n"
+    assert not (tmp_path / "out.yaml").exists()
