@@ -145,6 +145,21 @@ class Dnat:
 
 
 @dataclass(frozen=True)
+class Snat:
+    """Source NAT to one address (nft `snat ip to A`, iptables `-j SNAT --to-source A`), in a
+    postrouting nat chain: replies are translated back by connection tracking."""
+
+    family: int
+    address: IPNetwork
+
+
+@dataclass(frozen=True)
+class Masquerade:
+    """Source NAT to the address of the interface the packet leaves by (nft `masquerade`,
+    iptables `-j MASQUERADE`), for both families."""
+
+
+@dataclass(frozen=True)
 class UnmodelledAction:
     """An action fwmatrix cannot model. A terminal one (queue, an unknown verdict)
     decides the packet's fate in a way fwmatrix cannot tell; a non-terminal one
@@ -161,7 +176,7 @@ class Notrack:
     The chain goes on."""
 
 
-Action = Union[Verdict, Jump, VerdictMap, DnatMap, Dnat, Notrack, UnmodelledAction, None]
+Action = Union[Verdict, Jump, VerdictMap, DnatMap, Dnat, Snat, Masquerade, Notrack, UnmodelledAction, None]
 
 
 @dataclass(frozen=True)
@@ -279,3 +294,4 @@ def jump_problem(table: Table) -> str | None:
 # Netfilter hook priorities (the named ones nft uses).
 PRIORITY_DSTNAT = -100
 PRIORITY_FILTER = 0
+PRIORITY_SRCNAT = 100

@@ -429,6 +429,10 @@ def assert_round_trip(intent: Intent, firewall: str, text: str) -> AuditReport:
 def test_rendered_rulesets_audit_clean(path: Path, dialect: str) -> None:
     intent, rulesets = compiled(path)
     for firewall, ruleset in rulesets.items():
+        if dialect == "freebsd" and intent.firewalls[firewall].snats:
+            with pytest.raises(pf.RenderError, match="openbsd dialect only"):  # no nat-to on FreeBSD's pass rules
+                pf.render(ruleset, dialect)
+            continue
         text = pf.render(ruleset, dialect)
         report = assert_round_trip(intent, firewall, text)
         assert report.openings_checked > 0

@@ -36,7 +36,7 @@ from fwmatrix.backends.iptables.ipset import _SetBook
 from fwmatrix.backends.iptables.modes import Mode
 from fwmatrix.backends.iptables.names import BUILTINS, CHAIN_PREFIX, CT_STATES, CT_STATUS, HOOKS, PROTO_NAMES, VERDICTS
 from fwmatrix.backends.iptables.safe import RenderError, comment_args
-from fwmatrix.ir import Chain, Dnat, DnatMap, Jump, Match, Rule, Ruleset, SetDef, Table, Unmodelled, Verdict, VerdictMap
+from fwmatrix.ir import Chain, Dnat, DnatMap, Jump, Masquerade, Match, Rule, Ruleset, SetDef, Snat, Table, Unmodelled, Verdict, VerdictMap
 from fwmatrix.matrix.model import PortRange
 
 MULTIPORT_MAX = 15  # entries per -m multiport; a range counts as two
@@ -165,7 +165,7 @@ class _Lowering:
             return items
         if isinstance(action, DnatMap):
             return self._dnat_map_items(ipt_table, table, action, clauses, where)
-        if isinstance(action, Dnat) and action.family != self.family:
+        if isinstance(action, (Dnat, Snat)) and action.family != self.family:
             return []  # `dnat ip6 to` never applies to the other family's packets
         target = self._target(ipt_table, table, action, where)
         return [(clause, comments, target) for clause, comments in clauses]
@@ -214,6 +214,14 @@ class _Lowering:
             if ipt_table != "nat":
                 raise RenderError(f"{where}: DNAT belongs in a nat chain")
             return _dnat_target(action.family, action.address, action.port, where)
+        if isinstance(action, (Snat, Masquerade)):
+            if ipt_table != "nat":
+                raise RenderError(f"{where}: source NAT belongs in a nat chain")
+            if isinstance(action, Masquerade):
+                return _Target(("-j", "MASQUERADE"))
+            if not isinstance(action.address, IPNetwork) or action.address.size != 1 or action.address.version != self.family:
+                raise RenderError(f"{where}: SNAT target {action.address!r} is not one IPv{self.family} address")
+            return _Target(("-j", "SNAT", "--to-source", str(action.address.ip)))
         raise RenderError(f"{where}: no iptables form for action {action!r}")
 
     def _expand(self, table: Table, matches: tuple[Match | Unmodelled, ...], where: str) -> Items:

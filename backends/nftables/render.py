@@ -11,7 +11,7 @@ import re
 
 from netaddr import IPNetwork, IPRange
 
-from fwmatrix.ir import DnatMap, Element, Jump, Match, Rule, Ruleset, SetDef, Table, Value, Verdict, VerdictMap
+from fwmatrix.ir import DnatMap, Element, Jump, Masquerade, Match, Rule, Ruleset, SetDef, Snat, Table, Value, Verdict, VerdictMap
 from fwmatrix.matrix.model import PortRange
 
 # field -> (expression, set type)
@@ -204,6 +204,12 @@ def _action(action: object) -> str:
     if isinstance(action, DnatMap):
         family = "ip" if action.family == 4 else "ip6"
         return f"dnat {family} to {expr(action.fields)} map @{ident(action.map_name)}"
+    if isinstance(action, Snat):
+        if action.address.size != 1 or action.address.version != action.family:
+            raise RenderError(f"refusing to write SNAT to {action.address!r}: one IPv{action.family} address")
+        return f"snat {'ip' if action.family == 4 else 'ip6'} to {_address_text(action.address)}"
+    if isinstance(action, Masquerade):
+        return "masquerade"
     raise RenderError(f"no nftables form for {action!r}")
 
 

@@ -45,6 +45,7 @@ class PfRule:
     tagged: str | None = None
     rdr_to: str | None = None
     rdr_port: int | None = None
+    nat_to: str | None = None  # source NAT on a pass out rule: an address, or '(IF)' for the interface's address
     label: str | None = None
     name: str | None = None  # anchor name
     all: bool = False
@@ -252,6 +253,8 @@ def _parse_rule(conf: PfConf, toks: list[str], line: int) -> PfRule:
             rule.tagged = _tag_name(c, opt, rule.tagged)
         elif opt == "rdr-to" and action == "match" and rule.direction == "in":
             rule.rdr_to, rule.rdr_port = _redirect(c, rule.af)
+        elif opt == "nat-to" and action == "pass" and rule.direction == "out" and conf.dialect == "openbsd" and rule.nat_to is None:
+            rule.nat_to = _nat_to(c, rule.af)
         elif opt == "->" and action == "rdr":
             rule.rdr_to, rule.rdr_port = _redirect(c, rule.af)
         elif opt == "label" and action != "rdr":
@@ -297,6 +300,20 @@ def _hosts(conf: PfConf, c: _Cursor, af: str | None) -> tuple[str, ...]:
         else:
             _check_address(item, af)
     return items
+
+
+def _nat_to(c: _Cursor, af: str | None) -> str:
+    """`nat-to ADDRESS` or `nat-to (IF)` (the interface's address, followed as it changes)."""
+    if c.word("("):
+        iface = _iface(c.next("an interface"))
+        if not c.word(")"):
+            raise _Bad("expected ')' after the interface of nat-to")
+        return f"({iface})"
+    addr = c.next("the source address")
+    _check_address(addr, af)
+    if "/" in addr:
+        raise _Bad("a source translation goes to one address")
+    return addr
 
 
 def _check_port(tok: str) -> None:

@@ -23,7 +23,7 @@ class _Bad(Exception):
 # -- the checker's lexer: one line of what the renderer writes ----------------------
 
 _TOKEN_RE = re.compile(r'\s*(?:(?P<quoted>"[^"\\\n]*")|(?P<table><[^<>\s]*>)|(?P<macro>\$[A-Za-z0-9_]+)|(?P<arrow>->)'
-                       r"|(?P<punct>[{}=,!])|(?P<word>[A-Za-z0-9_.:/*%+-]+))")
+                       r"|(?P<punct>[{}=,!()])|(?P<word>[A-Za-z0-9_.:/*%+-]+))")
 
 
 def _strip_comment(line: str) -> str:

@@ -73,7 +73,7 @@ from typing import Iterable, Iterator
 from netaddr import IPNetwork, IPRange, cidr_merge
 
 from fwmatrix.backends.pf.names import RenderError, interface_name
-from fwmatrix.ir import Chain, Dnat, DnatMap, Jump, Match, Ruleset, SetDef, Table, Unmodelled, Value, Verdict, VerdictMap
+from fwmatrix.ir import Chain, Dnat, DnatMap, Jump, Masquerade, Match, Ruleset, SetDef, Snat, Table, Unmodelled, Value, Verdict, VerdictMap
 from fwmatrix.matrix.model import PortRange
 
 PORT_PROTOS = (6, 17)  # pf matches ports for tcp and udp (sctp ports: recent FreeBSD only)
@@ -101,9 +101,10 @@ class _Flat:
     """One rule of a flattened chain: every cond holds -> verdict (or DNAT)."""
 
     conds: tuple[_Cond, ...]
-    verdict: str  # 'accept', 'drop', 'reject', 'dnat'
+    verdict: str  # 'accept', 'drop', 'reject', 'dnat', 'snat'
     comment: str
     dnat: DnatMap | Dnat | None = None
+    snat: Snat | Masquerade | None = None
 
 
 def _flatten(table: Table, chain: Chain) -> list[_Flat]:
@@ -139,6 +140,8 @@ def _walk(table: Table, chain: Chain, path: tuple[_Cond, ...], inherited: str, s
             out.append(_Flat(conds + (_map_cond(table, action),), "dnat", note, action))
         elif isinstance(action, Dnat):
             out.append(_Flat(conds, "dnat", note, action))
+        elif isinstance(action, (Snat, Masquerade)):
+            out.append(_Flat(conds, "snat", note, snat=action))
         else:
             _act(table, chain, action, conds, note, stack, out, last=i == len(chain.rules) - 1, bare=not rule.matches)
 
@@ -245,6 +248,7 @@ class _Cell:
     note: str = ""
     target: tuple[IPNetwork, int | None] | None = None  # DNAT only
     dnat: bool = False  # `ct status dnat`: only connections this firewall translated
+    snat: IPNetwork | str | None = None  # an out cell's source NAT: to an address, or to the address of this interface (masquerade)
 
 
 def _meet(f: str, a: Value, b: Value) -> Value | None:
@@ -387,6 +391,7 @@ class _Lowered:
 def _lower(ruleset: Ruleset) -> _Lowered:
     forward: list[tuple[Table, Chain]] = []
     prerouting: list[tuple[Table, Chain]] = []
+    postrouting: list[tuple[Table, Chain]] = []
     for table in ruleset.tables:
         for chain in table.chains:
             if chain.hook is None:
@@ -395,15 +400,22 @@ def _lower(ruleset: Ruleset) -> _Lowered:
                 forward.append((table, chain))
             elif chain.hook == "prerouting" and chain.type == "nat":
                 prerouting.append((table, chain))
+            elif chain.hook == "postrouting" and chain.type == "nat":
+                postrouting.append((table, chain))
             else:
-                raise RenderError(f"base chain '{chain.name}' ({chain.type} on {chain.hook}): the pf backend lowers forward filtering and prerouting DNAT only")
-    if len(forward) > 1 or len(prerouting) > 1:
-        raise RenderError("more than one forward filter chain or prerouting nat chain: their combined verdict has no single pf rule list")
+                raise RenderError(f"base chain '{chain.name}' ({chain.type} on {chain.hook}): the pf backend lowers forward "
+                                  "filtering, prerouting DNAT and postrouting source NAT only")
+    if len(forward) > 1 or len(prerouting) > 1 or len(postrouting) > 1:
+        raise RenderError("more than one forward filter chain or nat chain on one hook: their combined verdict has no single pf rule list")
     low = _Lowered()
     if prerouting:
         _lower_nat(low, *prerouting[0])
     if forward:
         _lower_forward(low, *forward[0])
+    if postrouting:
+        from fwmatrix.backends.pf.snat import apply_snat, snat_cells  # it builds on this module's cells
+
+        apply_snat(low, snat_cells(*postrouting[0]))
     return low
 
 

@@ -105,6 +105,9 @@ def _filter_lines(w: _Writer, low: _Lowered, direction: str) -> list[str]:
     freebsd = w.dialect == "freebsd"
     translated_in = low.translated_ifaces  # freebsd: these interfaces' in rules set one of two tags (see 5. in lower.py)
     projected: list[tuple[str, str, list[_Cell]]] = []
+    if freebsd and any(c.snat is not None for _, _, cells in low.filter_rules for c in cells):
+        raise RenderError("source NAT: FreeBSD's pf has no nat-to on pass rules, and its nat rules translate before the out "
+                          "rules filter; fwmatrix writes source NAT for the openbsd dialect only")
     for verdict, note, cells in low.filter_rules:
         if freebsd and any(c.dnat and c.iif is None for c in cells):
             raise RenderError("a rule for translated connections (ct status dnat) without an input interface: the freebsd "
@@ -115,7 +118,7 @@ def _filter_lines(w: _Writer, low: _Lowered, direction: str) -> list[str]:
                 # in; the exact out-list applies it. Skipping it here only widens the
                 # pre-filter, never the result.
                 cells = [c for c in cells if c.oif is None]
-            cells = [replace(c, oif=None) for c in cells]
+            cells = [replace(c, oif=None, snat=None) for c in cells]
             if freebsd and verdict == "accept" and any(c.iif is None for c in cells):
                 raise RenderError("an accept rule without an input interface: the freebsd dialect carries the input "
                                   "interface to the out rules as a tag, and a tag needs the interface")
@@ -124,7 +127,7 @@ def _filter_lines(w: _Writer, low: _Lowered, direction: str) -> list[str]:
     for verdict, items in _runs(projected):
         groups: dict[tuple, list[tuple[_Cell, str]]] = {}
         for cell, note in items:
-            key = (cell.iif, None, cell.family, cell.dnat) if direction == "in" else (cell.oif, cell.iif, cell.family, cell.dnat)
+            key = (cell.iif, None, cell.family, cell.dnat, None) if direction == "in" else (cell.oif, cell.iif, cell.family, cell.dnat, cell.snat)
             groups.setdefault(key, []).append((cell, note))
         # Each group is written in one or two variants: 'dnat' (a translated cell), 'plain', and
         # on freebsd 'twin' (a plain cell on an interface with translated cells, for translated
@@ -132,7 +135,7 @@ def _filter_lines(w: _Writer, low: _Lowered, direction: str) -> list[str]:
         # packets carrying that tag).
         order: list[tuple[tuple, tuple, str]] = []
         for key, members in groups.items():
-            on, received, family, dnat = key
+            on, received, family, dnat, _ = key
             iif = on if direction == "in" else received
             if dnat:
                 variants = ["dnat"]
@@ -144,13 +147,13 @@ def _filter_lines(w: _Writer, low: _Lowered, direction: str) -> list[str]:
                 rank = {"dnat": 0, "twin": 1, "plain": 2}[variant]
                 # in: per input interface, the variants that set the _dnat tag first (the order
                 # within a run of one verdict changes only the tag); out: the order is free
-                sort = (on or "", rank, family or 0) if direction == "in" else (on or "", received or "", family or 0, rank)
+                sort = (on or "", rank, family or 0) if direction == "in" else (on or "", received or "", family or 0, rank, _snat_key(key[4]))
                 order.append((sort, key, variant))
         order.sort(key=lambda item: item[0])
         products: dict[tuple, list[tuple[Dims, list[str]]]] = {}
         last_notes = None
         for _, key, variant in order:
-            on, received, family, dnat = key
+            on, received, family, dnat, snat = key
             members = groups[key]
             notes = list(dict.fromkeys(n for _, n in members if n))
             if notes and notes != last_notes:
@@ -160,8 +163,13 @@ def _filter_lines(w: _Writer, low: _Lowered, direction: str) -> list[str]:
             if key not in products:
                 products[key] = _products(c for c, _ in members)  # a twin and its plain rule: the same products
             for dims, labels in products[key]:
-                lines.append(w.rule(head, family, dims, labels, _filter_opts(w, direction, verdict, on, received, variant, labels)))
+                nat = [f"nat-to {_address(snat) if not isinstance(snat, str) else '(' + w.iface(snat) + ')'}"] if snat is not None else []
+                lines.append(w.rule(head, family, dims, labels, nat + _filter_opts(w, direction, verdict, on, received, variant, labels)))
     return lines
+
+
+def _snat_key(snat: IPNetwork | str | None) -> tuple:
+    return (0,) if snat is None else (1, str(snat)) if isinstance(snat, str) else (2, snat.version, snat.first)
 
 
 def _filter_opts(w: _Writer, direction: str, verdict: str, on: str | None, received: str | None, variant: str,

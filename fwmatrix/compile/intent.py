@@ -57,10 +57,25 @@ class Dnat:
 
 
 @dataclass(frozen=True)
+class Snat:
+    """A source NAT a firewall must perform on an opening's NEW connections leaving by
+    `out_iface` (replies are translated back by connection tracking)."""
+
+    opening: Opening
+    out_iface: str
+    family: int
+    sources: tuple[IPNetwork, ...]
+    destinations: tuple[IPNetwork, ...]
+    parts: tuple[ServicePart, ...]
+    address: IPAddress | None  # None: masquerade, the address of `out_iface`
+
+
+@dataclass(frozen=True)
 class FirewallIntent:
     firewall: Firewall
     flows: tuple[Flow, ...]
     dnats: tuple[Dnat, ...]
+    snats: tuple[Snat, ...] = ()
 
     @property
     def interface_pairs(self) -> list[tuple[str, str]]:
@@ -200,6 +215,7 @@ def build_intent(matrix: Matrix) -> Intent:
     zoner = _Zoner(matrix)
     flows: dict[str, list[Flow]] = {name: [] for name in matrix.firewalls}
     dnats: dict[str, list[Dnat]] = {name: [] for name in matrix.firewalls}
+    snats: dict[str, list[Snat]] = {name: [] for name in matrix.firewalls}
     warnings: list[Warning_] = []
     zoned: dict[tuple[str, ...], dict[str, list[IPNetwork]]] = {}  # see _zoned
 
@@ -218,8 +234,12 @@ def build_intent(matrix: Matrix) -> Intent:
                         where = opening.where_of("to")
                         raise MatrixError(f"opening '{opening.name}': no firewall joins zone '{src_zone}' to zone '{dst_zone}'", where.file, where.line)
                     for nodes in paths:
-                        for fw, ins, outs in topology.hops(nodes):
-                            placed |= _add_flows(flows[fw], opening, ins, outs, src_nets, dst_nets, parts)
+                        hops = topology.hops(nodes)
+                        if opening.snat is None:
+                            for fw, ins, outs in hops:
+                                placed |= _add_flows(flows[fw], opening, ins, outs, src_nets, dst_nets, parts)
+                            continue
+                        placed |= _place_snat(resolver, opening, hops, src_nets, dst_nets, parts, flows, snats, (src_zone, dst_zone))
             if not placed:
                 warnings.append(Warning_(f"opening '{opening.name}' crosses no firewall: its sources and destinations share a zone", opening.where))
             continue
@@ -260,7 +280,7 @@ def build_intent(matrix: Matrix) -> Intent:
     for fw_dnats in dnats.values():
         _refuse_conflicting_dnats(fw_dnats)
     intents = {
-        name: FirewallIntent(fw, tuple(flows[name]), tuple(_dedupe_dnats(dnats[name])))
+        name: FirewallIntent(fw, tuple(flows[name]), tuple(_dedupe_dnats(dnats[name])), tuple(dict.fromkeys(snats[name])))
         for name, fw in sorted(matrix.firewalls.items())
     }
     return Intent(matrix, intents, tuple(warnings))
@@ -324,6 +344,40 @@ def _add_flows(into: list[Flow], opening: Opening, ins: tuple[str, ...], outs: t
                     into.append(Flow(opening, in_iface, out_iface, family, src, dst, parts, translated))
                     added = True
     return added
+
+
+def _place_snat(resolver: Resolver, opening: Opening, hops: list[Hop], src_nets: list[IPNetwork], dst_nets: list[IPNetwork],
+                parts: tuple[ServicePart, ...], flows: dict[str, list[Flow]], snats: dict[str, list[Snat]], zones: tuple[str, str]) -> bool:
+    """An opening with `snat` along one path: the flows on every firewall, the translation on the
+    firewall that owns the address (masquerade: the last firewall), and the firewalls after it see
+    the translated source (in the address's family; the other family passes untranslated)."""
+    assert opening.snat is not None
+    found = resolver.snat_source(opening)
+    if found is None:
+        at, address = len(hops) - 1, None
+    else:
+        owner, address = found
+        at = next((i for i, (fw, _, _) in enumerate(hops) if fw == owner), -1)
+        if at < 0:
+            where = opening.snat.where
+            raise MatrixError(f"opening '{opening.name}': 'snat: {opening.snat.target}' belongs to firewall '{owner}', which the "
+                              f"path from zone '{zones[0]}' to zone '{zones[1]}' does not cross", where.file, where.line)
+    placed = False
+    for i, (fw, ins, outs) in enumerate(hops):
+        sources = src_nets
+        if i > at and address is not None:
+            sources = [n for n in src_nets if n.version != address.version] + [IPNetwork(address)]
+        placed |= _add_flows(flows[fw], opening, ins, outs, sources, dst_nets, parts)
+        if i != at:
+            continue
+        for family in (4, 6):
+            if address is not None and address.version != family:
+                continue
+            src = tuple(n for n in src_nets if n.version == family)
+            dst = tuple(n for n in dst_nets if n.version == family)
+            if src and dst:
+                snats[fw].extend(Snat(opening, out_iface, family, src, dst, parts, address) for out_iface in outs)
+    return placed
 
 
 def _retarget(parts: tuple[ServicePart, ...], port: int) -> tuple[ServicePart, ...]:

@@ -23,19 +23,22 @@ from collections import defaultdict
 from netaddr import IPNetwork
 
 from fwmatrix import __version__
-from fwmatrix.compile.intent import Dnat, FirewallIntent, Flow, Intent
+from fwmatrix.compile.intent import Dnat, FirewallIntent, Flow, Intent, Snat
 from fwmatrix.ir import (
     PRIORITY_DSTNAT,
     PRIORITY_FILTER,
+    PRIORITY_SRCNAT,
     Chain,
     DnatMap,
     Element,
     Header,
     Jump,
+    Masquerade,
     Match,
     Rule,
     Ruleset,
     SetDef,
+    Snat as SnatStatement,
     Table,
     Verdict,
     VerdictMap,
@@ -117,10 +120,34 @@ def compile_firewall(intent: Intent, fw: FirewallIntent) -> Ruleset:
                 dnat_rules.append(Rule(matches, DnatMap(family, key, name), "port forwards of the matrix"))
 
     chains = [forward] + pair_chains
+    snat_rules = _snat_rules(fw.snats, chain_ids, nets, sets)
+    if snat_rules:
+        chains.append(Chain("postrouting", tuple(snat_rules), hook="postrouting", type="nat", priority=PRIORITY_SRCNAT, policy="accept"))
     if dnat_rules:
         chains.insert(0, Chain("prerouting", tuple(dnat_rules), hook="prerouting", type="nat", priority=PRIORITY_DSTNAT, policy="accept"))
     header = Header(intent.matrix.name, intent.matrix.content_hash, fw.firewall.name, f"fwmatrix {__version__}")
     return Ruleset((Table("inet", TABLE_NAME, tuple(chains), tuple(sets)),), header)
+
+
+def _snat_rules(snats: tuple[Snat, ...], chain_ids: _Identifiers, nets: _Nets, sets: list[SetDef]) -> list[Rule]:
+    """Source NAT in postrouting: per outgoing interface, family and address, one set of the
+    openings' keys (as the forward sets) and one rule that translates what it holds."""
+    by_target: dict[tuple[str, int, str], list[Snat]] = defaultdict(list)
+    for snat in snats:
+        by_target[(snat.out_iface, snat.family, "" if snat.address is None else str(snat.address))].append(snat)
+    rules: list[Rule] = []
+    for (out_iface, family, address), group in sorted(by_target.items()):
+        action = Masquerade() if not address else SnatStatement(family, IPNetwork(address))
+        oif = Match(("oif",), ((out_iface,),))
+        for with_ports in (True, False):
+            entries = _flow_entries(group, with_ports, nets)  # type: ignore[arg-type]  # a Snat has a Flow's keys
+            key = (addr_field(family, "saddr"), addr_field(family, "daddr"), "l4proto") + (("dport",) if with_ports else ())
+            base = f"{'masq' if not address else 'snat'}_{out_iface}_v{family}{'' if with_ports else '_noport'}"
+            for suffix, elements in _disjoint_layers(entries, (0, 1), 3 if with_ports else None, nets):
+                set_name = chain_ids.make(base + suffix)
+                sets.append(SetDef(set_name, key, elements))
+                rules.append(Rule((oif, Match(key, set_name=set_name)), action, f"source NAT out of {out_iface}"))
+    return rules
 
 
 def _comment(names: list[str]) -> str:

@@ -27,6 +27,7 @@ from fwmatrix.matrix.model import (
     Opening,
     Service,
     ServicePart,
+    SourceNat,
     Where,
     Zone,
     parse_service_literal,
@@ -46,7 +47,7 @@ HOST_KEYS = ("addresses", "roles", "note")
 NOTE_MAX = 500
 
 TOP_KEYS = ("fwmatrix", "name", "title", "zones", "hosts", "groups", "services", "firewalls", "openings")
-OPENING_KEYS = ("name", "from", "to", "service", "services", "nat", "note")
+OPENING_KEYS = ("name", "from", "to", "service", "services", "nat", "snat", "note")
 FIREWALL_KEYS = ("interfaces", "public", "management", "note")
 MANAGEMENT_KEYS = ("from", "to", "service", "services", "note")
 
@@ -438,6 +439,7 @@ def _load_openings(reader: _Reader, node: yaml.Node | None) -> tuple[Opening, ..
         seen_names[name] = index
         service_node = fields.get("service", fields.get("services"))[1]  # type: ignore[index]
         nat = _load_nat(reader, fields["nat"][1]) if "nat" in fields else None
+        snat = SourceNat(reader.text(fields["snat"][1], "'snat'"), reader.where(fields["snat"][1])) if "snat" in fields else None
         openings.append(
             Opening(
                 index=index,
@@ -449,6 +451,7 @@ def _load_openings(reader: _Reader, node: yaml.Node | None) -> tuple[Opening, ..
                 note=reader.note(fields["note"][1]) if "note" in fields else "",
                 where=reader.where(item),
                 field_lines={("service" if key == "services" else key): line_of(value) for key, (_, value) in fields.items()},
+                snat=snat,
             )
         )
     return tuple(openings)

@@ -179,6 +179,23 @@ class Nat:
     where: Where
 
 
+MASQUERADE = "masquerade"
+
+
+@dataclass(frozen=True)
+class SourceNat:
+    """`snat:` of an opening: the source its connections leave with. `target` is a firewall's
+    public address as written (`edge.public`), or `masquerade`: the address of the interface
+    the traffic leaves by, on the last firewall of the path."""
+
+    target: str
+    where: Where
+
+    @property
+    def is_masquerade(self) -> bool:
+        return self.target == MASQUERADE
+
+
 @dataclass(frozen=True)
 class Opening:
     index: int  # 1-based row number in the matrix
@@ -190,6 +207,7 @@ class Opening:
     note: str
     where: Where
     field_lines: dict[str, int] = field(default_factory=dict, compare=False)  # 'from', 'to', 'service' -> line
+    snat: SourceNat | None = None  # the source its connections leave with (to the internet)
 
     def where_of(self, field_name: str) -> Where:
         return Where(self.where.file, self.field_lines.get(field_name, self.where.line))

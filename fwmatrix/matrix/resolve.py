@@ -164,6 +164,19 @@ class Resolver:
             by_family[net.version] = net.ip
         return tuple(by_family[v] for v in sorted(by_family))
 
+    def snat_source(self, opening: Opening) -> tuple[str, IPAddress] | None:
+        """The firewall and address a `snat: fw.public` opening leaves with; None for masquerade."""
+        snat = opening.snat
+        assert snat is not None
+        if snat.is_masquerade:
+            return None
+        endpoint = self.endpoint(snat.target, snat.where)
+        if endpoint.public_of is None:
+            raise MatrixError(f"opening '{opening.name}': 'snat: {snat.target}' is not a public address of a firewall: "
+                              "write one (snat: edge.public), or 'snat: masquerade' for the address of the outgoing interface",
+                              snat.where.file, snat.where.line)
+        return endpoint.public_of, endpoint.networks[0].ip
+
     # -- the whole matrix -------------------------------------------------------
 
     def check_all(self) -> None:
@@ -194,6 +207,16 @@ class Resolver:
         destinations = [self.endpoint(ref, opening.where_of("to")) for ref in opening.destinations]
         parts = self.services(opening)
         _common_family(f"opening '{opening.name}'", sources, destinations, opening.where_of("to"))
+        if opening.snat is not None:
+            if opening.nat is not None:
+                where = opening.snat.where
+                raise MatrixError(f"opening '{opening.name}' has both 'nat' and 'snat': write the port forward and the "
+                                  "source translation as two openings", where.file, where.line)
+            found = self.snat_source(opening)
+            if found is not None and found[1].version not in {net.version for s in sources for net in s.networks}:
+                where = opening.snat.where
+                raise MatrixError(f"opening '{opening.name}': 'snat: {opening.snat.target}' is an IPv{found[1].version} address, "
+                                  f"but no source is IPv{found[1].version}", where.file, where.line)
         if opening.nat is None:
             for ref, dest in zip(opening.destinations, destinations):
                 if dest.public_of is not None:

@@ -81,7 +81,8 @@ class Probe:
 
     `expect_dst` / `expect_dport` are where the packet should arrive after a
     destination NAT (default: `dst` / `dport`); the lab places that address on
-    the `oif` side too and listens there."""
+    the `oif` side too and listens there. `expect_src` is the source it should
+    arrive with after a source NAT (default: any source)."""
 
     iif: str
     oif: str
@@ -91,6 +92,7 @@ class Probe:
     dport: int | None = None
     expect_dst: str | None = None
     expect_dport: int | None = None
+    expect_src: str | None = None
 
     @property
     def family(self) -> int:
@@ -109,6 +111,8 @@ class Probe:
         nat = ""
         if self.expect_dst is not None or self.expect_dport is not None:
             nat = f" (expected at {self.arrival_dst}" + (f":{self.arrival_dport})" if self.arrival_dport is not None else ")")
+        if self.expect_src is not None:
+            nat += f" (expected from {self.expect_src})"
         return f"{self.iif} → {self.oif}  {self.src} → {self.dst}  {service}{nat}"
 
 
@@ -142,7 +146,9 @@ class ProbeResult:
     def arrived(self) -> bool:
         """Forwarded out of `oif` to the expected (post-DNAT) address and port."""
         s = self.at_oif
-        return s is not None and s.dst == self.probe.arrival_dst and s.dport == self.probe.arrival_dport
+        p = self.probe
+        return s is not None and s.dst == p.arrival_dst and s.dport == p.arrival_dport and (
+            p.expect_src is None or s.src == str(ipaddress.ip_address(p.expect_src)))
 
     def __str__(self) -> str:
         return f"{self.probe}: {self.outcome()}"
@@ -167,6 +173,12 @@ class _Link:
     @property
     def side_v4(self) -> ipaddress.IPv4Address:
         return LINK_NET_V4[4 * self.index + 2]
+
+
+def firewall_link_address(index: int, family: int) -> str:
+    """The firewall's own address on the link of its `index`-th interface (what masquerade
+    gives a packet leaving by it)."""
+    return str(LINK_NET_V4[4 * index + 1]) if family == 4 else FW_LINK_V6
 
 
 @dataclass
@@ -334,6 +346,11 @@ class Lab:
         for port in (p.dport, p.expect_dport):
             if port is not None and not 1 <= port <= 65535:
                 raise LabError(f"{p}: port {port} is out of range")
+        if p.expect_src is not None:
+            try:
+                ipaddress.ip_address(p.expect_src)
+            except ValueError:
+                raise LabError(f"{p}: {p.expect_src!r} is not an address") from None
         addrs = [_address(p, a) for a in (p.src, p.dst, p.expect_dst) if a is not None]
         if len({a.version for a in addrs}) != 1:
             raise LabError(f"{p}: source and destination are of different families")

@@ -42,7 +42,7 @@ from fwmatrix.compile.ruleset import compile_firewall
 from fwmatrix.errors import FwmatrixError
 from fwmatrix.compile.intent import Dnat, FirewallIntent, Flow, Intent
 from fwmatrix.ir import Ruleset
-from fwmatrix.ops.lab import DEFAULT_TIMEOUT, Lab, Probe, ProbeResult
+from fwmatrix.ops.lab import DEFAULT_TIMEOUT, Lab, Probe, ProbeResult, firewall_link_address
 from fwmatrix.matrix.model import Opening, ServicePart
 from fwmatrix.report.text import _md
 
@@ -87,6 +87,8 @@ class CheckResult:
         text = words[first.proto]
         if first.expect_dst is not None:
             text = f"arrived at {first.arrival_dst}" + (f":{first.arrival_dport}" if first.arrival_dport is not None else "") + f", {text}"
+        if first.expect_src is not None:
+            text = f"arrived from {first.expect_src}, {text}"
         ports = sorted({r.probe.dport for r in self.results if r.probe.dport is not None})
         return text + (f" (ports {', '.join(map(str, ports))})" if len(ports) > 1 else "")
 
@@ -231,13 +233,26 @@ def _opening_checks(fw: FirewallIntent) -> list[Check]:
         src = host_in(flow.sources[0])
         dnats = _dnats_of(fw, flow)  # port forwards: sent to the public address, expected at the target
         targets = [(d.parts, str(d.public), str(d.target), d.target_port) for d in dnats] or [(flow.parts, host_in(flow.destinations[0]), None, None)]
+        source = _source_after_snat(fw, flow)
         for parts, dst, expect, expect_port in targets:
             for part in parts:
                 for port in sample_ports(part):
-                    probe = Probe(flow.in_iface, flow.out_iface, src, dst, lab_proto(part), port, expect, expect_port if port is not None else None)
+                    probe = Probe(flow.in_iface, flow.out_iface, src, dst, lab_proto(part), port, expect, expect_port if port is not None else None,
+                                  source)
                     rows.setdefault((flow.opening.index, part), []).append(probe)
     return [Check("open", openings[i].name, i, _route(openings[i]), str(part), tuple(dict.fromkeys(probes)))
             for (i, part), probes in sorted(rows.items(), key=lambda kv: (kv[0][0], str(kv[0][1])))]
+
+
+def _source_after_snat(fw: FirewallIntent, flow: Flow) -> str | None:
+    """The source a flow's connections leave with when this firewall translates it: the address,
+    or (masquerade) the firewall's own address on the outgoing link of the lab."""
+    for snat in fw.snats:
+        if (snat.opening.index, snat.out_iface, snat.family) == (flow.opening.index, flow.out_iface, flow.family):
+            if snat.address is not None:
+                return str(snat.address)
+            return firewall_link_address(list(fw.firewall.interfaces).index(flow.out_iface), flow.family)
+    return None
 
 
 Candidate = tuple[str, int | None, str, list[Probe]]  # name, row, route, probes
