@@ -437,29 +437,53 @@ def _lower_nat(low: _Lowered, table: Table, chain: Chain) -> None:
 
 def _targets_overlap(cells: list[_Cell]) -> bool:
     """Can one packet match two translations with different targets? Then their order matters."""
-    buckets: dict[tuple, list[_Cell]] = {}
-    for cell in cells:
-        buckets.setdefault((cell.iif, cell.family, cell.proto), []).append(cell)
-    wild = [c for c in cells if c.iif is None or c.proto is None]
-    for bucket in buckets.values():
-        for i, a in enumerate(bucket):
-            for b in bucket[i + 1:] + [w for w in wild if w not in bucket]:
-                if a.target != b.target and _cells_overlap(a, b):
-                    return True
-    return False
+    # two overlapping cells have nested destinations (or one has none): each pair is found from
+    # the narrower one, among the cells whose destination holds its own
+    index = _DestIndex(cells)
+    return any(b is not a and a.target != b.target and _cells_overlap(a, b) for a in cells for b in index.holding(a.family, a.daddr))
 
 
 def _check_no_rematch(cells: list[_Cell]) -> None:
     """OpenBSD translates at a match rule at once and later rules see the new packet; netfilter
     translates once. They agree when no translated packet matches another translation rule."""
+    index = _DestIndex(cells)
+    order = {id(c): i for i, c in enumerate(cells)}
     for a in cells:
         assert a.target is not None
         addr, port = a.target
         moved = _Cell(a.iif, None, a.family, a.saddr, addr, a.proto, PortRange(port, port) if port is not None else a.dport)
-        for b in cells:
-            if b is not a and b.target != a.target and _cells_overlap(moved, b):
-                raise RenderError(f"a packet translated to {addr} would match the translation to {b.target[0]} too "  # type: ignore[index]
-                                  "(openbsd applies match rules one after the other): not written")
+        # the moved destination is one address: a cell meets it only if its destination holds it
+        hits = [b for b in index.holding(moved.family, moved.daddr) if b is not a and b.target != a.target and _cells_overlap(moved, b)]
+        if hits:
+            b = min(hits, key=lambda c: order[id(c)])  # the first in rule order, as a scan finds it
+            raise RenderError(f"a packet translated to {addr} would match the translation to {b.target[0]} too "  # type: ignore[index]
+                              "(openbsd applies match rules one after the other): not written")
+
+
+class _DestIndex:
+    """Cells by family and destination network (None: any): the cells whose destination holds
+    a given network, in one lookup per destination prefix length present, rather than a scan of
+    every cell (translation checks were quadratic in the port forwards). Candidates only: the
+    caller decides with _cells_overlap."""
+
+    def __init__(self, cells: Iterable[_Cell]) -> None:
+        self._cells: dict[tuple, list[_Cell]] = {}
+        self._lengths: dict[int | None, set[int]] = {}
+        for c in cells:
+            dest = None if c.daddr is None else (c.daddr.prefixlen, c.daddr.first)
+            self._cells.setdefault((c.family, dest), []).append(c)
+            if dest is not None:
+                self._lengths.setdefault(c.family, set()).add(dest[0])
+
+    def holding(self, family: int | None, net: IPNetwork | None) -> Iterator[_Cell]:
+        yield from self._cells.get((family, None), ())
+        if net is None:
+            return
+        bits = 32 if net.version == 4 else 128
+        first, length = net.first, net.prefixlen
+        for plen in sorted(self._lengths.get(family, ())):
+            if plen <= length:
+                yield from self._cells.get((family, (plen, first >> (bits - plen) << (bits - plen))), ())
 
 
 def _cells_overlap(a: _Cell, b: _Cell) -> bool:
