@@ -2,14 +2,15 @@
 #   make demo   install, then check, show, compile and audit the example matrix (and, as root, prove it in a lab)
 #   make test   install, then run the whole test suite
 # As root on Debian, the first run installs the system packages too
-# (nftables, its python binding, iptables, ipset); see docs/install.md.
+# (nftables, its python binding, iptables, ipset, Graphviz and Chromium for the
+# diagrams and the HTML report's browser test); see docs/install.md.
 
 # Debian's own interpreter, so the venv sees the official nftables binding
 # (python3-nftables) through --system-site-packages; see docs/nftables-binding.md.
 PYTHON ?= $(shell [ -x /usr/bin/python3 ] && echo /usr/bin/python3 || echo python3)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-APT_PACKAGES := nftables libnftables1 python3-nftables iptables ipset iproute2 python3-venv
+APT_PACKAGES := nftables libnftables1 python3-nftables iptables ipset iproute2 python3-venv graphviz chromium
 MATRIX := matrices/contact-highway-7.yaml
 OUT    := out
 

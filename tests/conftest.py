@@ -2,7 +2,9 @@
 
 Kernel tests (marked `kernel`) need root and network namespaces. On a laptop
 they skip with the reason; CI sets FWMATRIX_REQUIRE_KERNEL=1, which turns
-such a skip into a failure, so CI cannot pass without running them.
+such a skip into a failure, so CI cannot pass without running them. Tests
+that need a program (Graphviz, Chromium) call `require_tool`; CI sets
+FWMATRIX_REQUIRE_TOOLS=1 for them likewise.
 """
 
 from __future__ import annotations
@@ -48,6 +50,17 @@ def require_kernel() -> None:
 @pytest.fixture
 def kernel() -> None:
     require_kernel()
+
+
+def require_tool(tool: str, package: str) -> str:
+    """The path of a program a test needs (Graphviz's dot, Chromium). Without it the test
+    skips, but CI (FWMATRIX_REQUIRE_TOOLS=1, set by .ci/run) fails: the Makefile installs them."""
+    path = shutil.which(tool)
+    if path is not None:
+        return path
+    if os.environ.get("FWMATRIX_REQUIRE_TOOLS") == "1":
+        pytest.fail(f"'{tool}' is not installed but FWMATRIX_REQUIRE_TOOLS=1 (Debian package {package}, in the Makefile's APT_PACKAGES)")
+    pytest.skip(f"needs '{tool}' (Debian package {package})")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

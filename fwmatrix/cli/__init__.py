@@ -9,6 +9,7 @@ commands in `COMMANDS`:
   apply.py     apply, confirm, rollback
   lab.py       lab
   exchange.py  export, import
+  graph.py     graph
 
 They share common.py (exit codes, one-line errors, consoles, options, report
 output). Imports go one way: this module names the command modules, they
@@ -35,6 +36,7 @@ COMMAND_MODULES: dict[str, str] = {
     "apply": "apply", "confirm": "apply", "rollback": "apply",
     "lab": "lab",
     "export": "exchange", "import": "exchange",
+    "graph": "graph",
 }
 
 
