@@ -35,7 +35,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from netaddr import IPNetwork, IPRange
+from netaddr import IPAddress, IPNetwork, IPRange
 
 from conftest import ROOT, SEED
 from fwmatrix.backends import iptables, nftables
@@ -46,6 +46,8 @@ from fwmatrix.ir import Dnat, DnatMap, Match, Rule, Ruleset, Table, VerdictMap
 from fwmatrix.ops.lab import Lab, Probe, ProbeResult
 from fwmatrix.matrix.loader import load_matrix
 from fwmatrix.matrix.model import PortRange, ServicePart
+from fwmatrix.query.packet import Packet
+from fwmatrix.query.trace import query_ruleset
 from fwmatrix.space import NO_PORT, OTHER, V4_BASE, Box, Interfaces, Space, ct_bits
 from strategies import matrix_yaml
 
@@ -144,11 +146,12 @@ class Tally:
     resent: int = 0  # probes sent twice because the first answer disagreed
     seconds: float = 0.0
     disagreements: list[str] = field(default_factory=list)
+    queried: int = 0  # probes fwmatrix query judged too
 
     def summary(self) -> str:
         return (f"{self.case}: {self.probes} probes, {self.forwarded} forwarded, {self.dropped} not, "
                 f"{self.translated} translated, {self.uncertain} not compared, "
-                f"{len(self.disagreements)} disagreements; {self.rounds} rounds, {self.resent} resent, {self.seconds:.1f}s")
+                f"{len(self.disagreements)} disagreements, {self.queried} queried; {self.rounds} rounds, {self.resent} resent, {self.seconds:.1f}s")
 
 
 def disagrees(j: Judgement, r: ProbeResult) -> bool:
@@ -163,8 +166,19 @@ def explain(j: Judgement, r: ProbeResult) -> str:
     return f"{r.probe}\n    kernel:    {r.outcome()}\n    evaluator: {j}"
 
 
-def check_agreement(lab: Lab, ruleset: Ruleset, probes: Iterable[Probe], case: str) -> Tally:
-    """Judge each probe with the evaluator, send it for real, and count where the two part."""
+def query_verdict(ruleset: Ruleset, lab: Lab, p: Probe) -> str:
+    """What `fwmatrix query` says of the probe (the lab routes every address, a translated
+    one too, out of the probe's `oif`)."""
+    family = ipaddress.ip_address(p.src).version
+    proto = "icmpv6" if p.proto == "icmp" and family == 6 else p.proto
+    packet = Packet(IPAddress(p.src), IPAddress(p.dst), ServicePart(proto, None if p.dport is None else PortRange(p.dport, p.dport)))
+    return query_ruleset(ruleset, list(lab.links), packet, p.iif, p.oif, lambda _: p.oif, local=False).verdict
+
+
+def check_agreement(lab: Lab, ruleset: Ruleset, probes: Iterable[Probe], case: str, query: bool = False) -> Tally:
+    """Judge each probe with the evaluator, send it for real, and count where the two part.
+    With `query`, `fwmatrix query`'s verdict on each probe must be the kernel's too (and
+    "uncertain" where the evaluator's is not compared)."""
     started, rounds = time.monotonic(), lab.rounds
     effective = evaluate(ruleset, interfaces_of(ruleset, list(lab.links)))
     judged: list[tuple[Probe, Judgement]] = []
@@ -188,6 +202,12 @@ def check_agreement(lab: Lab, ruleset: Ruleset, probes: Iterable[Probe], case: s
         tally.translated += bool(j.dnat)
         if disagrees(j, r):
             tally.disagreements.append(explain(j, r))
+        if query:
+            said = query_verdict(ruleset, lab, r.probe)
+            kernel = "uncertain" if j.forwarded is None else "allowed" if r.delivered and r.arrived else "denied"
+            if said != kernel:
+                tally.disagreements.append(f"{r.probe}\n    kernel:    {r.outcome()} ({kernel})\n    query:     {said}")
+            tally.queried += 1
     tally.rounds, tally.resent = lab.rounds - rounds, len(suspect)
     tally.seconds = time.monotonic() - started
     print(tally.summary())
@@ -383,8 +403,9 @@ def test_compiled_seed(backend: str) -> None:
     with Lab(interfaces, timeout=TIMEOUT) as lab:
         live = BACKENDS[backend](lab, ruleset)
         probes = matrix_probes(intent, "edge", _rng("seed"), extra=80)
-        tally = check_agreement(lab, live, probes, f"seed/{backend}")
+        tally = check_agreement(lab, live, probes, f"seed/{backend}", query=True)
     assert_agreement(tally, min_each=15)
+    assert tally.queried == tally.probes
     assert tally.translated >= 5  # the port forwards were probed, through the kernel's DNAT
 
 
@@ -523,7 +544,7 @@ def multi_table_probes() -> list[Probe]:
 def test_multi_table_jumps_and_verdict_maps() -> None:
     with Lab(SEED_IFACES, timeout=TIMEOUT) as lab:
         lab.load_raw_nft(MULTI_TABLE)
-        tally = check_agreement(lab, lab.read_nft(), multi_table_probes(), "multi-table")
+        tally = check_agreement(lab, lab.read_nft(), multi_table_probes(), "multi-table", query=True)
     assert_agreement(tally, min_each=15)
     assert tally.translated >= 4
 
@@ -548,7 +569,7 @@ def test_drifted_edge() -> None:
     with Lab(SEED_IFACES, timeout=TIMEOUT) as lab:
         lab.load_nft(DRIFTED.read_text())  # begins with `flush ruleset`: the lab's firewall namespace only
         probes = aimed + matrix_probes(intent, "edge", _rng("drift"), extra=80)
-        tally = check_agreement(lab, lab.read_nft(), probes, "drifted edge")
+        tally = check_agreement(lab, lab.read_nft(), probes, "drifted edge", query=True)
     assert_agreement(tally, min_each=15)
     assert tally.uncertain >= 1  # the mark rule was probed and left out of the comparison
 

@@ -10,6 +10,7 @@ commands in `COMMANDS`:
   lab.py       lab
   exchange.py  export, import
   graph.py     graph
+  query.py     query
 
 They share common.py (exit codes, one-line errors, consoles, options, report
 output). Imports go one way: this module names the command modules, they
@@ -37,6 +38,7 @@ COMMAND_MODULES: dict[str, str] = {
     "lab": "lab",
     "export": "exchange", "import": "exchange",
     "graph": "graph",
+    "query": "query",
 }
 
 

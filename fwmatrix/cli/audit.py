@@ -7,9 +7,10 @@ import sys
 import click
 
 from fwmatrix.audit.findings import AuditReport, audit, fail
+from fwmatrix.compile.intent import Intent
 from fwmatrix.backends import pf
 from fwmatrix.cli.common import (
-    EXIT_FINDINGS, EXIT_OK, emit, fail_on_option, format_option, load_intent, matrix_argument, output_option, user_errors,
+    F, EXIT_FINDINGS, EXIT_OK, emit, fail_on_option, format_option, load_intent, matrix_argument, output_option, user_errors,
 )
 from fwmatrix.errors import FwmatrixError
 from fwmatrix.ir import Ruleset
@@ -18,17 +19,26 @@ from fwmatrix.report.text import markdown, print_table
 from fwmatrix.targets import BACKENDS, read_live, read_ruleset
 
 
+def ruleset_options(fn: F) -> F:
+    """--live, --ruleset, --backend, --pf-table, --pf-anchor: the ruleset a command reads (audit, query)."""
+    for option in reversed((
+        click.option("--live", is_flag=True, help="Read the running kernel's ruleset (on the firewall itself; needs root)."),
+        click.option("--ruleset", "-r", "ruleset_paths", metavar="FILE", multiple=True, type=click.Path(dir_okay=False),
+                     help="A saved ruleset: nft -j list ruleset, a .nft file, iptables-save output, or pf.conf. Repeat it for rulesets that run together (e.g. iptables-save and ip6tables-save)."),
+        click.option("--backend", "-b", "backend_name", type=click.Choice(("auto",) + BACKENDS), default="auto", show_default=True, help="What wrote the ruleset (auto: guess from its text)."),
+        click.option("--pf-table", "pf_tables", metavar="NAME=FILE", multiple=True,
+                     help="pf: the addresses of table <NAME>, as `pfctl -t NAME -T show` prints them (else a table the ruleset only names is unmodelled). Repeatable."),
+        click.option("--pf-anchor", "pf_anchors", metavar="NAME=FILE", multiple=True,
+                     help="pf: the rules of anchor NAME, as `pfctl -a NAME -sr` prints them (an empty file: an empty anchor, such as fwmatrix's 'local' without rules). Repeatable."),
+    )):
+        fn = option(fn)
+    return fn
+
+
 @click.command("audit")
 @matrix_argument
 @click.option("--firewall", "-f", metavar="NAME", help="The firewall whose ruleset this is (may be left out when the matrix has one).")
-@click.option("--live", is_flag=True, help="Read the running kernel's ruleset (on the firewall itself; needs root).")
-@click.option("--ruleset", "-r", "ruleset_paths", metavar="FILE", multiple=True, type=click.Path(dir_okay=False),
-              help="A saved ruleset: nft -j list ruleset, a .nft file, iptables-save output, or pf.conf. Repeat it for rulesets that run together (e.g. iptables-save and ip6tables-save).")
-@click.option("--backend", "-b", "backend_name", type=click.Choice(("auto",) + BACKENDS), default="auto", show_default=True, help="What wrote the ruleset (auto: guess from its text).")
-@click.option("--pf-table", "pf_tables", metavar="NAME=FILE", multiple=True,
-              help="pf: the addresses of table <NAME>, as `pfctl -t NAME -T show` prints them (else a table the ruleset only names is unmodelled). Repeatable.")
-@click.option("--pf-anchor", "pf_anchors", metavar="NAME=FILE", multiple=True,
-              help="pf: the rules of anchor NAME, as `pfctl -a NAME -sr` prints them (an empty file: an empty anchor, such as fwmatrix's 'local' without rules). Repeatable.")
+@ruleset_options
 @format_option
 @output_option
 @fail_on_option("low", "a finding")
@@ -53,21 +63,26 @@ def audit_command(matrix: str, firewall: str | None, live: bool, ruleset_paths: 
         if len(intent.firewalls) != 1:
             raise click.UsageError(f"the matrix has several firewalls ({', '.join(intent.firewalls)}): say which with --firewall")
         firewall = next(iter(intent.firewalls))
-    if live:
-        ruleset, source = read_live(backend_name), f"live ({'nftables' if backend_name == 'auto' else backend_name})"
-    else:
-        pf_context = dict(pf.firewall_facts(intent.matrix, firewall), tables=_named_files(pf_tables), anchors=_named_files(pf_anchors))
-        read = [(path,) + _read(path, backend_name, pf_context) for path in ruleset_paths]
-        # rulesets that run together on one firewall: their tables side by side
-        # (an iptables-save file covers its family only: together they cover what each covers)
-        families = [parsed.families for _, parsed, _ in read]
-        covered = None if None in families else frozenset().union(*families)
-        ruleset = Ruleset(tuple(table for _, parsed, _ in read for table in parsed.tables), families=covered)
-        source = ", ".join(f"{path} ({used})" for path, _, used in read)
+    ruleset, source = read_input(intent, firewall, live, ruleset_paths, backend_name, pf_tables, pf_anchors)
     report = audit(intent, firewall, ruleset, source)
     emit(fmt, output, [report], table=print_table, markdown=markdown, to_json=AuditReport.to_json,
          outcome=lambda r: audit_outcome(r, intent), fail_on=fail_on)
     sys.exit(EXIT_FINDINGS if fail(report, fail_on) else EXIT_OK)
+
+
+def read_input(intent: Intent, firewall: str, live: bool, ruleset_paths: tuple[str, ...], backend_name: str,
+               pf_tables: tuple[str, ...], pf_anchors: tuple[str, ...]) -> tuple[Ruleset, str]:
+    """The firewall's ruleset, live or from the files (read together), and how to name its source."""
+    if live:
+        return read_live(backend_name), f"live ({'nftables' if backend_name == 'auto' else backend_name})"
+    pf_context = dict(pf.firewall_facts(intent.matrix, firewall), tables=_named_files(pf_tables), anchors=_named_files(pf_anchors))
+    read = [(path,) + _read(path, backend_name, pf_context) for path in ruleset_paths]
+    # rulesets that run together on one firewall: their tables side by side
+    # (an iptables-save file covers its family only: together they cover what each covers)
+    families = [parsed.families for _, parsed, _ in read]
+    covered = None if None in families else frozenset().union(*families)
+    ruleset = Ruleset(tuple(table for _, parsed, _ in read for table in parsed.tables), families=covered)
+    return ruleset, ", ".join(f"{path} ({used})" for path, _, used in read)
 
 
 def _read(path: str, backend_name: str, pf_context: dict) -> tuple[Ruleset, str]:

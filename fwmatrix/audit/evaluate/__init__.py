@@ -67,7 +67,7 @@ def interfaces_of(ruleset: Ruleset, known: list[str]) -> Interfaces:
     return Interfaces.of(names)
 
 
-def evaluate(ruleset: Ruleset, ifaces: Interfaces) -> Effective:
+def evaluate(ruleset: Ruleset, ifaces: Interfaces, within: Space | None = None, observer: object | None = None) -> Effective:
     """The effective policy. Where rules fwmatrix cannot model are involved, it
     reads them twice (they all match; none matches) and also marks every packet
     that such a rule could match: `forwarded` holds only what is forwarded
@@ -75,8 +75,11 @@ def evaluate(ruleset: Ruleset, ifaces: Interfaces) -> Effective:
     (forwarded by one reading, or within reach of such a rule that lets packets
     on), and DNAT regions behind them are flagged uncertain; `doubtful` holds what
     each such rule can reach, so that findings can name it. IPv6 through an interface
-    where the firewall drops all neighbour discovery is uncertain too (`nd_dead`)."""
-    return _without_dead_neighbours(ruleset, _evaluate(ruleset, ifaces))
+    where the firewall drops all neighbour discovery is uncertain too (`nd_dead`).
+
+    `within` limits the walk to those packets (what the result says of others is then
+    meaningless); `observer` watches the walk (fwmatrix query's trace, fwmatrix/query/trace.py)."""
+    return _without_dead_neighbours(ruleset, _evaluate(ruleset, ifaces, within, observer))
 
 
 def _without_dead_neighbours(ruleset: Ruleset, effective: Effective) -> Effective:
@@ -96,12 +99,12 @@ def _without_dead_neighbours(ruleset: Ruleset, effective: Effective) -> Effectiv
     )
 
 
-def _evaluate(ruleset: Ruleset, ifaces: Interfaces) -> Effective:
-    yes_reading = Reading(ruleset, ifaces, assume_unmodelled_match=True)
+def _evaluate(ruleset: Ruleset, ifaces: Interfaces, within: Space | None, observer: object | None) -> Effective:
+    yes_reading = Reading(ruleset, ifaces, assume_unmodelled_match=True, within=within, observer=observer)
     yes = _read(yes_reading)
     if not yes.unmodelled:
         return yes
-    no_reading = Reading(ruleset, ifaces, assume_unmodelled_match=False)
+    no_reading = Reading(ruleset, ifaces, assume_unmodelled_match=False, within=within, observer=observer)
     no = _read(no_reading)
     # Both readings' doubts count: a rule may meet packets that only one reading lets reach it.
     touched = Space(ifaces, yes_reading.touched + no_reading.touched)

@@ -78,6 +78,8 @@ def walk(reading: Reading, table: Table, chain: Chain, remaining: Remaining, dep
             recorder = _Recording(remaining)
             if hit:
                 any_hit = True
+                if reading.observer is not None:  # fwmatrix query's trace; None in the audit
+                    reading.observer.matched(reading, table, chain, origin, rule, hit)
                 _act(_Site(reading, table, origin, uncertain, result, depth), rule.action, hit, match, recorder)
             if reading.notes_by_rule.get(origin, 0) > notes_before:
                 _judge_both_ways(reading, result, rule, origin, certain.remaining().intersect(match))
@@ -89,6 +91,8 @@ def walk(reading: Reading, table: Table, chain: Chain, remaining: Remaining, dep
         # shadowed only if rules that decide whatever unmodelled constructs do cover it
         if not any_hit and _is_terminal(whole.action) and entry.intersect(matched) and not certain.remaining().intersect(matched):
             reading.shadowed.append(Note(origin, "earlier rules in the chain decide every packet it would match"))
+    if depth == 0 and reading.observer is not None:
+        reading.observer.walked(reading, table, chain, entry, result)
     return result
 
 

@@ -10,6 +10,7 @@ unmodelled constructs could match.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 from fwmatrix.audit.evaluate.effective import Grant, Note
 from fwmatrix.ir import Chain, DnatMap, Match, Rule, Ruleset, Table, Unmodelled, VerdictMap
@@ -32,8 +33,13 @@ AFTER_SNAT = "a source address after source NAT (snat, masquerade) may have rewr
 
 
 class Reading:
-    def __init__(self, ruleset: Ruleset, ifaces: Interfaces, assume_unmodelled_match: bool):
+    def __init__(self, ruleset: Ruleset, ifaces: Interfaces, assume_unmodelled_match: bool,
+                 within: Space | None = None, observer: Any = None):
         self.ruleset = ruleset
+        # `fwmatrix query` runs a few packets (`within`) through the same walk, and watches
+        # it (`observer`: chains.walk calls its `matched` and `walked`)
+        self.within = within
+        self.observer = observer
         self.ifaces = ifaces
         self.assume = assume_unmodelled_match
         self.full = Space.full(ifaces)
@@ -117,6 +123,8 @@ class Reading:
                 self._families["ip6"] = self.full.make(src=V6_ALL, dst=V6_ALL)
             else:
                 self._families[family] = self.full
+            if self.within is not None:
+                self._families[family] = self._families[family].intersect(self.within)
         return self._families[family]
 
     def note_unmodelled(self, origin: str, text: str) -> None:

@@ -1,0 +1,67 @@
+"""`fwmatrix query`: is a packet allowed, and why — by the matrix, or by a firewall's ruleset."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from fwmatrix.cli.audit import read_input, ruleset_options
+from fwmatrix.cli.common import EXIT_FINDINGS, EXIT_OK, emit, load_intent, matrix_argument, output_option, user_errors
+from fwmatrix.query.matrix import MatrixQuery, Placement
+from fwmatrix.query.packet import packets
+from fwmatrix.query.render import QueryReport, print_query, query_markdown
+from fwmatrix.query.trace import query_ruleset
+
+
+@click.command("query")
+@matrix_argument
+@click.option("--from", "source", required=True, metavar="ADDRESS|NAME", help="The source: an address (IPv4 or IPv6), or a host, host.address, role, group of the matrix.")
+@click.option("--to", "destination", required=True, metavar="ADDRESS|NAME", help="The destination, likewise (a firewall's public address too, e.g. edge.public).")
+@click.option("--service", required=True, metavar="SERVICE", help="A service of the matrix or literals: https, tcp/443, udp/10000-30000, icmp (comma-separated).")
+@click.option("--firewall", "-f", metavar="NAME", help="With --ruleset/--live: the firewall whose ruleset it is (may be left out when the matrix has one).")
+@ruleset_options
+@click.option("--expect", type=click.Choice(("allow", "deny")), help="Assert the verdict: exit 0 when it is this, 1 otherwise (for CI).")
+@click.option("--format", "fmt", type=click.Choice(("table", "json", "markdown")), default="table", show_default=True,
+              help="table for people, json for tools (schema fwmatrix.query/1), markdown for a pull request comment.")
+@output_option
+@user_errors
+def query_command(matrix: str, source: str, destination: str, service: str, firewall: str | None, live: bool, ruleset_paths: tuple[str, ...],
+                  backend_name: str, pf_tables: tuple[str, ...], pf_anchors: tuple[str, ...], expect: str | None, fmt: str, output: str | None) -> None:
+    """Is a NEW connection from --from to --to on --service allowed, and why.
+
+    Against MATRIX: by which opening (name, row, YAML line), through which
+    firewalls and interfaces, with the port forward on each; for a packet it
+    does not allow, the nearest openings (other ports, other hosts). With
+    --ruleset FILE or --live: the firewall's ruleset, judged by the audit's
+    evaluator, with the rules the packet meets in order, the DNAT, and the
+    verdict; a rule fwmatrix cannot model "may match".
+
+    Exit 0 allowed, 1 denied (or partly, or uncertain), 2 input error; with
+    --expect, 0 when the verdict is the expected one."""
+    if live and ruleset_paths:
+        raise click.UsageError("give one of --live or --ruleset FILE, not both")
+    intent = load_intent(matrix, firewall)
+    asked = packets(intent.matrix, source, destination, service)
+    question = f"{source} → {destination} {service}"
+    matrix_query = MatrixQuery(intent)
+    if not live and not ruleset_paths:
+        report = QueryReport(intent.matrix.name, intent.matrix.file, question, [matrix_query.answer(p) for p in asked], firewall, expect=expect)
+    else:
+        if firewall is None:
+            if len(intent.firewalls) != 1:
+                raise click.UsageError(f"the matrix has several firewalls ({', '.join(intent.firewalls)}): say whose ruleset it is with --firewall")
+            firewall = next(iter(intent.firewalls))
+        ruleset, where = read_input(intent, firewall, live, ruleset_paths, backend_name, pf_tables, pf_anchors)
+        placement = Placement(matrix_query, firewall)
+        known = list(intent.matrix.firewalls[firewall].interfaces)
+        answers = []
+        for packet in asked:
+            iif, oif, local = placement.of(packet)
+            answers.append(query_ruleset(ruleset, known, packet, iif, oif, placement.route, local, where))
+        report = QueryReport(intent.matrix.name, intent.matrix.file, question, answers, firewall, where, expect)
+    emit(fmt, output, [report], table=print_query, markdown=query_markdown, to_json=QueryReport.to_json, outcome=lambda r: None, fail_on=None)  # type: ignore[arg-type,return-value]
+    sys.exit(EXIT_OK if report.as_expected else EXIT_FINDINGS)
+
+
+COMMANDS = (query_command,)

@@ -1,0 +1,257 @@
+"""A packet against a ruleset, by the audit's own evaluator: the packet (as a
+one-point region, or one port range) is run through `fwmatrix.audit.evaluate`
+with an observer that records each rule the walk finds it matching, in the
+path's order, and each base chain whose policy takes it. The verdict is the
+evaluation's: forwarded whatever the unmodelled constructs do (allowed), by
+neither reading (denied), or depending on them (uncertain).
+
+A port forward changes the packet on its way: a first walk finds the DNAT that
+takes the arriving packet, a second walks the arriving and the translated
+packet together (forward sees the translated one, `ct status dnat`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from netaddr import IPAddress, IPNetwork
+
+from fwmatrix.audit.evaluate import evaluate, interfaces_of
+from fwmatrix.audit.evaluate.chains import ChainResult, chain_name
+from fwmatrix.audit.evaluate.matches import key_space
+from fwmatrix.audit.evaluate.reading import Reading
+from fwmatrix.ir import Chain, Dnat, DnatMap, Jump, Notrack, Rule, Ruleset, Table, UnmodelledAction, Verdict, VerdictMap
+from fwmatrix.matrix.model import PROTOCOLS
+from fwmatrix.query.matrix import ALLOWED, DENIED, MAYBE, PARTLY
+from fwmatrix.query.packet import Packet, endpoint_text
+from fwmatrix.space import NO_PORT, V4_BASE, Box, Interfaces, Space, ct_bits, physical
+
+CT_NEW = ct_bits("new", translated=False)
+CT_NEW_DNAT = ct_bits("new", translated=True)
+CT_UNTRACKED = ct_bits("untracked")
+BEFORE_ROUTING = ("ingress", "prerouting")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One line of the trace: a rule the packet matched, or a base chain's policy."""
+
+    hook: str
+    chain: str  # family table chain
+    rule: str  # the rule's origin (handle, FILE:LINE), or "" for the policy
+    action: str
+    may: str = ""  # why it may match or not (a construct fwmatrix cannot model)
+    only: str = ""  # the part of the packet it concerns, when not all of it
+
+    @property
+    def ends(self) -> bool:
+        """A drop of all of the packet that nothing unmodelled makes doubtful: the packet goes no further."""
+        return not self.may and not self.only and self.action.split(" ", 1)[0] in ("drop", "reject")
+
+    def __str__(self) -> str:
+        where = self.rule or f"{self.chain} policy"
+        if self.rule and not self.rule.startswith(self.chain):  # FILE:LINE: say in which chain
+            where += f" [{self.chain}]"
+        text = f"{self.hook:<11} {where}: {self.action}"
+        if self.only:
+            text += f" ({self.only} only)"
+        if self.may:
+            text += " — may match" + ("" if self.may == self.action else f": {self.may}")
+        return text
+
+    def to_json(self) -> dict:
+        return {"hook": self.hook, "chain": self.chain, "rule": self.rule or None, "action": self.action,
+                "may_match": self.may or None, "only": self.only or None}
+
+
+@dataclass
+class RulesetAnswer:
+    packet: Packet
+    verdict: str
+    source: str  # which ruleset
+    in_iface: str
+    out_iface: str
+    nat: str = ""  # "→ 172.16.10.10:443 by RULE"
+    trace: list[Step] = field(default_factory=list)
+    otherwise: list[Step] = field(default_factory=list)  # the trace if unmodelled constructs do not match
+    reason: str = ""
+
+    def to_json(self) -> dict:
+        return {"packet": self.packet.to_json(), "verdict": self.verdict, "source": self.source, "in": self.in_iface,
+                "out": self.out_iface, "nat": self.nat or None, "reason": self.reason,
+                "trace": [s.to_json() for s in self.trace], "trace_if_unmodelled_do_not_match": [s.to_json() for s in self.otherwise]}
+
+
+class Observer:
+    """What the walk saw, per reading (assume_unmodelled_match True / False), in its order."""
+
+    def __init__(self) -> None:
+        self.events: dict[bool, list[tuple]] = {True: [], False: []}
+
+    def matched(self, reading: Reading, table: Table, chain: Chain, origin: str, rule: Rule, hit: Space) -> None:
+        self.events[reading.assume].append(("rule", reading, table, chain, origin, rule, hit))
+
+    def walked(self, reading: Reading, table: Table, chain: Chain, entry: Space, result: ChainResult) -> None:
+        undecided = entry.subtract(result.decided_space(reading.ifaces))
+        self.events[reading.assume].append(("policy", reading, table, chain, "", None, undecided))
+
+
+def _point(address: IPAddress) -> tuple[tuple[int, int], ...]:
+    value = int(address) + (V4_BASE if address.version == 4 else 0)
+    return ((value, value),)
+
+
+def packet_region(ifaces: Interfaces, packet: Packet, iif: str, oif: str, ct: int, dst: IPAddress | None = None,
+                  ports: tuple[int, int] | None = None) -> Space:
+    number = PROTOCOLS[packet.part.protocol]
+    if packet.part.ports is None:
+        dport = ((NO_PORT, NO_PORT),)
+    else:
+        dport = (ports or (packet.part.ports.low, packet.part.ports.high),)
+    return Space(ifaces, physical(ifaces.mask(iif), ifaces.mask(oif), _point(packet.src), _point(dst or packet.dst),
+                                  ((number, number),), dport, ct))
+
+
+def query_ruleset(ruleset: Ruleset, known_ifaces: list[str], packet: Packet, iif: str, oif: str,
+                  route: Callable[[IPAddress], str], local: bool, source: str = "") -> RulesetAnswer:
+    """The packet arriving on `iif`, leaving by `oif` unless a DNAT sends it elsewhere
+    (`route` gives the out-interface towards an address). `local`: the destination is the
+    firewall's own address, so a packet no DNAT takes is not forwarded at all."""
+    ifaces = interfaces_of(ruleset, known_ifaces)
+    arriving = packet_region(ifaces, packet, iif, oif, CT_NEW | CT_UNTRACKED)
+    arriving_new = arriving.intersect(Space.full(ifaces).make(ct=CT_NEW))
+    first = evaluate(ruleset, ifaces, within=arriving)
+    translated, nats, dnat_uncertain = _translations(ifaces, packet, arriving_new, first, iif, route)
+    observer = Observer()
+    effective = evaluate(ruleset, ifaces, within=arriving.union(translated) if translated else arriving, observer=observer)
+    taken = Space(ifaces, [b for d in effective.dnats for b in d.space.boxes])
+    plain = Space.empty(ifaces) if local else arriving_new.subtract(taken)
+    wanted = translated.union(plain)
+    forwarded = Space(ifaces, [b for g in effective.forwarded for b in g.space.boxes]).intersect(wanted)
+    maybe = Space(ifaces, [b for g in effective.uncertain for b in g.space.boxes]).intersect(wanted)
+    if not wanted:
+        verdict = DENIED
+    elif forwarded.equals(wanted):
+        verdict = MAYBE if dnat_uncertain else ALLOWED
+    elif not forwarded and not maybe:
+        verdict = DENIED
+    elif forwarded.union(maybe).equals(wanted):
+        verdict = MAYBE
+    else:
+        verdict = PARTLY
+    noted = {note.origin: note.text for note in effective.unmodelled}
+    relevant = (arriving_new, wanted)
+    answer = RulesetAnswer(packet, verdict, source, iif, oif, nat=", ".join(nats))
+    answer.trace = _steps(observer.events[True], relevant, noted, packet)
+    if observer.events[False]:
+        otherwise = _steps(observer.events[False], relevant, noted, packet)
+        answer.otherwise = otherwise if otherwise != answer.trace else []
+    if local and not translated:
+        answer.reason = f"{packet.dst} is the firewall's own address and no DNAT takes the packet: it is not forwarded"
+    return answer
+
+
+def _translations(ifaces: Interfaces, packet: Packet, arriving_new: Space, first, iif: str,
+                  route: Callable[[IPAddress], str]) -> tuple[Space, list[str], bool]:
+    """The packet as the DNAT rules of the first walk hand it to forward (ct status dnat)."""
+    translated = Space.empty(ifaces)
+    nats: list[str] = []
+    uncertain = False
+    for region in first.dnats:
+        hit = region.space.intersect(arriving_new)
+        if not hit:
+            continue
+        low, high = region.target[0]
+        target = IPAddress(low - V4_BASE if low >= V4_BASE else low, 4 if low >= V4_BASE else 6)
+        uncertain |= region.uncertain or len(region.target) > 1 or low != high
+        port = region.port if region.port is not None else packet.part.ports
+        for box in hit.boxes:
+            dport = box.dport if region.port is None else ((region.port.low, region.port.high),)
+            translated = translated.union(Space(ifaces, physical(ifaces.mask(iif), ifaces.mask(route(target)), box.src, region.target,
+                                                                 box.proto, dport, CT_NEW_DNAT)))
+        nats.append(f"{'→'} {endpoint_text(target, port)}{' (may)' if region.uncertain else ''} by {region.origin}")
+    return translated, nats, uncertain
+
+
+def _steps(events: list[tuple], relevant: tuple[Space, Space], noted: dict[str, str], packet: Packet) -> list[Step]:
+    steps: list[Step] = []
+    for hook, (kind, reading, table, chain, origin, rule, space) in _with_hooks(events):
+        concerned = relevant[0] if hook in BEFORE_ROUTING else relevant[1]
+        part = space.intersect(concerned)
+        if not part:
+            continue
+        only = "" if part.equals(concerned) else _ports_of(part, packet)
+        name = chain_name(table, chain)
+        if kind == "policy":
+            if chain.policy is None:
+                continue
+            step = Step(hook, name, "", f"{chain.policy} (no rule decided)", only=only)
+        else:
+            step = Step(hook, name, origin, _action_text(reading, table, rule, part), noted.get(origin, ""), only)
+        if step not in steps:
+            steps.append(step)
+        if step.ends:
+            break
+    return steps
+
+
+def _with_hooks(events: list[tuple]) -> list[tuple[str, tuple]]:
+    """Each event with the hook of its base chain: a chain jumped to has none of its own; its
+    rules are seen before the base chain's walk ends (its `policy` event)."""
+    out: list[tuple[str, tuple]] = []
+    pending: list[tuple] = []
+    for event in events:
+        pending.append(event)
+        if event[0] == "policy":
+            out += [(event[3].hook or "", e) for e in pending]
+            pending = []
+    return out
+
+
+def _ports_of(part: Space, packet: Packet) -> str:
+    if packet.part.ports is None:
+        return "part"
+    ranges = sorted({r for b in part.boxes for r in b.dport})
+    return "ports " + ",".join(str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in ranges)
+
+
+def _action_text(reading: Reading, table: Table, rule: Rule, hit: Space) -> str:
+    action = rule.action
+    comment = f' "{rule.comment}"' if rule.comment else ""
+    if isinstance(action, Verdict):
+        return action.kind + comment
+    if isinstance(action, Jump):
+        return f"{'goto' if action.goto else 'jump'} {action.chain}{comment}"
+    if isinstance(action, VerdictMap):
+        entries = action.entries if action.map_name is None else tuple((e.key, e.data[0]) for e in table.set(action.map_name).elements)
+        data = _entry(reading, action.fields, entries, hit)
+        if isinstance(data, Jump):
+            return f"verdict map: {'goto' if data.goto else 'jump'} {data.chain}{comment}"
+        return f"verdict map: {data.kind if isinstance(data, Verdict) else 'no entry'}{comment}"
+    if isinstance(action, Dnat):
+        return f"dnat to {_address(action.address)}{'' if action.port is None else f' port {action.port}'}{comment}"
+    if isinstance(action, DnatMap):
+        entries = action.entries if action.map_name is None else tuple((e.key, e.data) for e in table.set(action.map_name).elements)
+        data = _entry(reading, action.fields, entries, hit)
+        to = "no entry matches" if data is None else "to " + " port ".join(_address(d) for d in data)
+        return f"dnat map{f' @{action.map_name}' if action.map_name else ''}: {to}{comment}"
+    if isinstance(action, Notrack):
+        return "notrack" + comment
+    if isinstance(action, UnmodelledAction):
+        return action.text + comment
+    return repr(action)
+
+
+def _address(value: object) -> str:
+    """An address as written (a one-address network without its /32 or /128)."""
+    if isinstance(value, IPNetwork) and value.size == 1:
+        return str(value.ip)
+    return str(value)
+
+
+def _entry(reading: Reading, fields: tuple[str, ...], entries: tuple, hit: Space) -> object:
+    """The data of the first map entry whose key holds (part of) the packet."""
+    for key, data in entries:
+        if key_space(reading, fields, key).intersect(hit):
+            return data
+    return None
