@@ -13,7 +13,7 @@ What it cannot model:
       than the IR says (fail-open). lower.py's docstring says what it does write.
   Reading, kept in the IR as Unmodelled (judged both ways) or UnmodelledAction, never
       dropped: interface groups whose members are not given (parse_ruleset's `groups`;
-      the audit gives `egress` from the matrix), addresses of interfaces other than as a
+      the audit gives `egress` from the matrix), addresses of interfaces not given (`addresses`) other than as a
       destination, host names, `self` as a source, tables filled at run time or from files, `no-route`, `urpf-failed`, icmp
       types, user/group/os/tos/prio/probability, state limits,
       route-to/reply-to/dup-to/divert, af-to, rdr-to on the way out, translation to
@@ -34,6 +34,7 @@ The modules, in the order data flows:
            reader walk a statement with
   syntax   the pf rule model: what a rule says
   reader   pf text -> syntax: macros expanded, anchors given read in place
+  own      the firewall's own addresses, when given: `self`, `(IF)`, `IF:network`, ...
   overlap  the address sets of host specs, and what two rules can share
   tags     what `tagged T` stands for (a translation, an input interface), and the
            predicates on rules the converter shares with it
@@ -43,17 +44,21 @@ The modules, in the order data flows:
 
 from __future__ import annotations
 
+from typing import Iterable
+
 from fwmatrix.backends.pf.checker import PfConf, PfRule, check, parse, rule_counts
 from fwmatrix.backends.pf.convert import detect_dialect, parse_ruleset
-from fwmatrix.backends.pf.names import DEFAULT_DIALECT, DIALECTS, LABEL_MAX, PROTO_NUMBERS, RenderError
+from fwmatrix.backends.pf.names import DEFAULT_DIALECT, DIALECTS, IFACE_RE, LABEL_MAX, PROTO_NUMBERS, RenderError
+from fwmatrix.backends.pf.own import interface_addresses
 from fwmatrix.backends.pf.writer import LOCAL_ANCHOR, render
+from fwmatrix.errors import FwmatrixError
 from fwmatrix.ir import Ruleset
 from fwmatrix.matrix.model import Matrix
 
 __all__ = [
     "NAME", "SUFFIX", "DIALECTS", "DEFAULT_DIALECT", "LOCAL_ANCHOR", "LABEL_MAX", "PROTO_NUMBERS", "RenderError",
     "render", "render_files", "check", "check_files", "parse", "rule_counts", "PfConf", "PfRule",
-    "detect_dialect", "parse_ruleset", "firewall_facts",
+    "detect_dialect", "parse_ruleset", "firewall_facts", "interface_options",
 ]
 
 NAME = "pf"
@@ -75,7 +80,22 @@ def firewall_facts(matrix: Matrix, firewall: str) -> dict[str, object]:
     leads, which is how OpenBSD fills the group)."""
     fw = matrix.firewalls[firewall]
     facing_any = {name for name, zone in fw.interfaces.items() if matrix.zones[zone].is_any}
-    return {"interfaces": tuple(fw.interfaces), "groups": {"egress": tuple(sorted(facing_any))}}
+    return {"interfaces": tuple(fw.interfaces), "groups": {"egress": tuple(sorted(facing_any))},
+            "self_addresses": tuple(fw.public.values())}
+
+
+def interface_options(addresses: Iterable[str], groups: Iterable[str]) -> dict[str, object]:
+    """The CLI's `--pf-interface IF=ADDR/PREFIX[,...]` and `--pf-group NAME=IF[,IF...]` as
+    parse_ruleset's `addresses` and `groups` (a bad value: FwmatrixError, one line)."""
+    given = dict(interface_addresses(text) for text in addresses)
+    members: dict[str, tuple[str, ...]] = {}
+    for text in groups:
+        name, _, listed = text.partition("=")
+        names = tuple(n.strip() for n in listed.split(",") if n.strip())
+        if not IFACE_RE.match(name) or not names or not all(IFACE_RE.match(n) for n in names):
+            raise FwmatrixError(f"expected --pf-group NAME=IF[,IF...], not {text!r}")
+        members[name] = names
+    return {"addresses": given, "groups": members}
 
 
 def check_files(files: dict[str, str], *, dialect: str | None = None) -> list[str]:

@@ -58,9 +58,10 @@ import re
 from dataclasses import replace
 from typing import Iterable, Iterator, Mapping, Sequence
 
-from netaddr import IPSet
+from netaddr import IPAddress, IPNetwork, IPSet
 
 from fwmatrix.backends.pf.names import _DIALECT_RE, DIALECTS
+from fwmatrix.backends.pf.own import OwnAddresses
 from fwmatrix.backends.pf.overlap import _LOOPBACK_RE, _NEVER_FORWARDED, _PORTS_ALL, _port_set, _ports_contain
 from fwmatrix.backends.pf.reader import _Reader
 from fwmatrix.backends.pf.tags import (
@@ -130,6 +131,7 @@ class _Builder(_Tags):
         # translations match rules make (from the position of the first one): rules before
         # that position judged those packets untranslated
         self._position: dict[int, int] = {}
+        self._file_position = {id(r): k for k, r in enumerate(self.flat)}
         self._images: list[tuple[int, list[_Rule], _Target]] = []
 
     def ruleset(self) -> Ruleset:
@@ -295,7 +297,7 @@ class _Builder(_Tags):
                 out += self._untranslated_unknowns(item, chain)
                 out += self._emit(item.parts, chain, Verdict("drop"), item.origin, comment="translated by this rule (see its image above)")
             else:
-                rules = self._tagged_unknowns(item, chain) + self._untranslated_unknowns(item, chain)
+                rules = self._tagged_unknowns(item, chain) + self._untranslated_unknowns(item, chain) + self._snat_unknowns(item, chain)
                 rules += self._emit(item.parts, chain, _verdict(item), item.origin)
                 if chain == "out" and any(_is_unmodelled(r) for r in rules) and not self._reaches_out(item):
                     continue  # no packet it could judge passed in: what it cannot tell decides nothing
@@ -420,6 +422,26 @@ class _Builder(_Tags):
                 unconstrained = [replace(p, dst=None, dport=None) for p in rule.parts]
                 out += self._emit(unconstrained + self._image(parts, target), chain, UnmodelledAction(
                     f"{rule.origin} judged these packets before the translation at {parts[0].origin}, untranslated"), _aside(rule.origin, "untranslated"))
+        return out
+
+    def _snat_unknowns(self, rule: _Rule, chain: str) -> list[Rule]:
+        """A rule that matches the source (address or port) sees it as a source translation
+        before it left it: old-style `nat` (before every filter rule), or a `match ... nat-to`
+        earlier in the file. The audit knows packets by their source as they arrived, so for
+        the packets such a translation may take, the rule's verdict is left open (it stays
+        exact for the others, after this)."""
+        if not any(p.src is not None or p.sport is not None for p in rule.parts):
+            return []
+        at = self._file_position.get(id(rule), 0)
+        out: list[Rule] = []
+        for nat in self.reader.source_nats + [r for r in self.rules if r.snat and r.action == "match" and self._file_position[id(r)] < at]:
+            if not _applies(nat.parts, chain) or not self._ifaces_may_meet(rule.parts, nat.parts):
+                continue
+            unconstrained = [replace(p, src=None, sport=None) for p in rule.parts]
+            condition = [replace(p, action="match", snat=False, tag=None, rdr=None) for p in nat.parts]
+            if self._may_overlap(unconstrained, condition):
+                out += self._emit(unconstrained + condition, chain, UnmodelledAction(
+                    f"{rule.origin} sees the source as {nat.origin} translated it (nat-to), not as it arrived"), _aside(rule.origin, "translated source"))
         return out
 
     def _commutes(self, f: _Rule, parts: list[_Rule], target: _Target) -> bool:
@@ -591,7 +613,9 @@ def detect_dialect(text: str) -> str:
 
 def parse_ruleset(text: str, source: str = "", dialect: str | None = None, *,
                   tables: Mapping[str, str] | None = None, anchors: Mapping[str, str] | None = None,
-                  interfaces: Iterable[str] = (), groups: Mapping[str, Sequence[str]] | None = None) -> Ruleset:
+                  interfaces: Iterable[str] = (), groups: Mapping[str, Sequence[str]] | None = None,
+                  addresses: Mapping[str, Sequence[IPNetwork | str]] | None = None,
+                  self_addresses: Iterable[IPNetwork | IPAddress | str] = ()) -> Ruleset:
     """A pf ruleset (a pf.conf, or a `pfctl -sr` / `-sn` / `-sa` listing) as the Ruleset IR,
     with netfilter's semantics (see this module's docstring).
 
@@ -599,7 +623,11 @@ def parse_ruleset(text: str, source: str = "", dialect: str | None = None, *,
     prints them); `anchors` the rules of anchors the text only names (as `pfctl -a NAME -sr`
     prints them; "" for an empty anchor). Others are unmodelled. `interfaces` names the
     firewall's interfaces (none is a group, unit number or not), `groups` the members of
-    interface groups (`egress`): `on GROUP` is `on` its members; other groups are unmodelled. `dialect` decides whether a
+    interface groups (`egress`): `on GROUP` is `on` its members; other groups are unmodelled.
+    `addresses` gives interfaces' addresses with their prefix (`{"em0": ["192.0.2.1/24"]}`):
+    then `(em0)`, `em0:network`, `em0:broadcast`, `em0:0` and antispoof are exact, and `self`
+    too once every interface has them (`self_addresses`: the firewall's addresses on no
+    named interface, such as the matrix's public ones). `dialect` decides whether a
     name without a unit number is an interface group (OpenBSD) or may be an interface
     (FreeBSD, which can rename interfaces); it is detected when not given.
 
@@ -607,6 +635,8 @@ def parse_ruleset(text: str, source: str = "", dialect: str | None = None, *,
     if dialect is not None and dialect not in DIALECTS:
         raise BackendError(f"unknown pf dialect {dialect!r} (known: {', '.join(DIALECTS)})")
     where = source or "pf.conf"
-    reader = _Reader(where, dialect or detect_dialect(text), tables, anchors, interfaces, groups)
+    own = OwnAddresses({name: tuple(IPNetwork(a) for a in values) for name, values in (addresses or {}).items()},
+                       tuple(IPNetwork(a) for a in self_addresses))
+    reader = _Reader(where, dialect or detect_dialect(text), tables, anchors, interfaces, groups, own)
     items = reader.read(text, where)
     return _Builder(reader, items).ruleset()

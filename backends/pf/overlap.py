@@ -88,16 +88,37 @@ class _Overlap:
             value = self.reader.tables.get(host.name) or self.reader.given_tables.get(host.name)
             if value is None:
                 return IPSet(), f"table <{host.name}> (its addresses are not in the file)"
-            return value.nets[family], "; ".join(value.unknown) or None
+            nets, unknown = value.nets[family], list(value.unknown)
+            for entry in value.hosts:
+                found, what = self._resolve(entry, family, side, context)
+                nets = nets | found if found is not None else nets
+                unknown += [what] if what else []
+            return nets, "; ".join(dict.fromkeys(unknown)) or None
         if host.kind == "iface" and _LOOPBACK_RE.fullmatch(host.iface) and context == "filter":
             return _LOOPBACK[family], None  # lo0, lo0:network: loopback addresses, never forwarded
         own = host.kind == "self" or (host.kind == "iface" and host.modifier in ("", "0")
                                       and (host.certain or self.reader.is_interface(host.iface)))
         if own and side == "daddr" and context == "filter":
             return IPSet(), None  # the firewall's own addresses: a forwarded packet is never addressed to them
+        known = self._own(host)
+        if known is not None:
+            return IPSet(n for n in known.iter_cidrs() if n.version == family), None
         if host.kind == "self":
             return None, "self (the firewall's own addresses)"
         return None, host.name
+
+    def _own(self, host: _Host) -> IPSet | None:
+        """The firewall's addresses `self` or an interface host stands for, when given (own.py)."""
+        reader = self.reader
+        if host.kind == "self":
+            return reader.own.all(reader.firewall_interfaces())
+        if host.kind != "iface" or not (host.certain or reader.is_interface(host.iface)):
+            return None  # (a bare name the ruleset never filters on may be a host name)
+        if host.iface in reader.groups:
+            return reader.own.interface(reader.groups[host.iface], host.modifier)
+        if host.iface in reader.seen_groups and host.iface not in reader.interfaces:
+            return None  # a group whose members are not known
+        return reader.own.interface([host.iface], host.modifier)
 
     def _addr_set(self, hosts: tuple[_Host, ...] | None, family: int, side: str, context: str) -> IPSet | None:
         """The addresses a host spec matches, or None when not all are known."""

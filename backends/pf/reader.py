@@ -12,6 +12,7 @@ from netaddr import AddrFormatError, IPNetwork, IPRange, IPSet
 
 from fwmatrix.backends.pf.lexer import _NL, _Bad, _Cursor, _lex, _listing_text, _statements, _Tok
 from fwmatrix.backends.pf.names import IDENT_RE, PF_KEYWORDS
+from fwmatrix.backends.pf.own import OwnAddresses
 from fwmatrix.backends.pf.syntax import _Group, _Host, _If, _Item, _Opaque, _Ports, _Rule, _TableValue, _Target
 from fwmatrix.errors import BackendError
 from fwmatrix.matrix.model import PortRange
@@ -33,7 +34,7 @@ PF_SERVICES: dict[str, int] = {
     "sip": 5060, "sip-tls": 5061, "postgresql": 5432, "spamd": 8025, "http-alt": 8080,
 }
 # An interface's (or group's) addresses as a host: `em0`, `em0:network`, `egress:0`, `em0:network:0`.
-_IF_ADDRESS_RE = re.compile(r"([A-Za-z][A-Za-z0-9_.-]*)(?::(network|broadcast|peer|0))?(?::0)?")
+_IF_ADDRESS_RE = re.compile(r"([A-Za-z][A-Za-z0-9_.-]*)(?::(network|broadcast|peer|0))?(:0)?")
 _MACRO_RE = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 # Interface groups OpenBSD makes by itself: their members are known only on the firewall.
 PF_GROUPS = frozenset({"egress", "carp", "enc", "pflog", "pfsync", "tun", "tap", "gif", "gre", "wg", "vlan", "bridge",
@@ -92,22 +93,45 @@ def _port_op(op: str, a: int, b: int | None = None) -> list[PortRange]:
 
 
 def _table_value(entries: Sequence[tuple[bool, str]]) -> _TableValue:
-    """A table's addresses: the longest matching prefix decides, so a `!` entry cuts a hole."""
+    """A table's addresses: the longest matching prefix decides, so a `!` entry cuts a hole.
+    Interfaces and `self` among them are kept as hosts, resolved where the firewall's
+    addresses are known (own.py); not under a `!` entry's hole, which is left unknown."""
     known: list[tuple[bool, IPNetwork]] = []
     unknown: list[str] = []
+    hosts: list[_Host] = []
+    negated = any(negate for negate, _ in entries)
     for negate, word in entries:
         net = _net(word)
-        if net is None:
-            unknown.append(f"{'!' if negate else ''}{word} (an interface, host name or 'self': resolved on the firewall)")
-        else:
+        found = _IF_ADDRESS_RE.fullmatch(word) if net is None else None
+        if net is not None:
             known.append((negate, net))
+        elif (word == "self" or found is not None) and not negated:
+            hosts.append(_Host(False, "self") if word == "self" else _iface_host(False, word, found, parenthesised=False))
+        else:
+            unknown.append(f"{'!' if negate else ''}{word} (an interface, host name or 'self': resolved on the firewall)")
     nets = {4: IPSet(), 6: IPSet()}
     for negate, net in sorted(known, key=lambda item: item[1].prefixlen):
         if negate:
             nets[net.version] -= IPSet([net])
         else:
             nets[net.version] |= IPSet([net])
-    return _TableValue(nets, tuple(unknown))
+    return _TableValue(nets, tuple(unknown), tuple(hosts))
+
+
+def _iface_host(negate: bool, word: str, found: re.Match[str], parenthesised: bool) -> _Host:
+    """`IF`, `IF:network`, `(IF:0)`, ...: an interface's (or group's) addresses. A bare name
+    may also be a host name (`certain` False) unless the ruleset filters on it."""
+    modifier = found.group(2) or ""
+    if found.group(3) and modifier not in ("", "0"):
+        modifier += ":0"
+    elif found.group(3):
+        modifier = "0"
+    if parenthesised:
+        what = "the addresses of an interface"
+    else:
+        what = "the addresses of an interface" if modifier else "an interface's addresses or a host name: resolved on the firewall"
+    return _Host(negate, "iface", name=f"{'(' + word + ')' if parenthesised else word} ({what})", iface=found.group(1),
+                 modifier=modifier, certain=parenthesised or bool(modifier))
 
 
 def _table_words(text: str) -> list[str]:
@@ -126,7 +150,7 @@ def _table_entries(words: Sequence[str]) -> list[tuple[bool, str]]:
     for word in words:
         if word == "!":
             negate = True
-        elif word != ",":
+        elif word not in (",", "(", ")"):  # `(em0)` in a table: em0's addresses
             entries.append((negate, word))
             negate = False
     return entries
@@ -154,9 +178,12 @@ _ANCHOR_CHAINS = {"anchor": frozenset({"in", "out"}), "rdr-anchor": frozenset({"
 
 class _Reader:
     def __init__(self, source: str, dialect: str, tables: Mapping[str, str] | None, anchors: Mapping[str, str] | None,
-                 interfaces: Iterable[str] = (), groups: Mapping[str, Sequence[str]] | None = None) -> None:
+                 interfaces: Iterable[str] = (), groups: Mapping[str, Sequence[str]] | None = None,
+                 own: OwnAddresses | None = None) -> None:
         self.source = source
-        self.interfaces = frozenset(interfaces)  # the firewall's, when known: none of them is a group
+        self.own = own or OwnAddresses()
+        # the firewall's, when known (none of them is a group), and those whose addresses are given
+        self.interfaces = frozenset(interfaces) | frozenset(self.own.by_iface)
         self.groups = {name: tuple(members) for name, members in (groups or {}).items()}
         self.dialect = dialect
         self.macros: dict[str, str] = {}
@@ -165,10 +192,14 @@ class _Reader:
         self.anchors = dict(anchors or {})
         self.skip: list[tuple[_If, str]] = []
         self.seen_interfaces: set[str] = set()
+        self.seen_groups: set[str] = set()
         self.block_reject = False
         # rules that set a tag but become no rule of their own (source nat, binat's outbound
         # half without pass): what `tagged` means must know of them
         self.hidden: list[_Rule] = []
+        # old-style source translation (`nat on`, binat's outbound half without pass): it comes
+        # before every filter rule, which see the translated source (pf.conf(5), TRANSLATION)
+        self.source_nats: list[_Rule] = []
 
     def read(self, text: str, where: str, parents: tuple[_Rule, ...] = ()) -> list[_Item]:
         items: list[_Item] = []
@@ -260,9 +291,9 @@ class _Reader:
                 raise _Bad(f"unexpected {word!r} in a table definition")
         value = _table_value(entries)
         if files:
-            value = _TableValue(value.nets, value.unknown + tuple(f'addresses from file "{f}"' for f in files))
+            value = replace(value, unknown=value.unknown + tuple(f'addresses from file "{f}"' for f in files))
         elif not listed:
-            value = _TableValue(value.nets, (f"table <{name}> has no addresses in the file (they are added at run time)",))
+            value = replace(value, unknown=(f"table <{name}> has no addresses in the file (they are added at run time)",))
         self.tables[name] = self.given_tables.get(name, value)
 
     def _set(self, c: _Cursor, origin: str) -> None:
@@ -300,26 +331,28 @@ class _Reader:
             return (_If(name, True, True, members),) if negate else tuple(_If(m) for m in members)
         # OpenBSD's interface names end in a unit number: a name without one is a group
         group = name in PF_GROUPS or (self.dialect == "openbsd" and not name[-1].isdigit() and name != "any")
+        if group:
+            self.seen_groups.add(name)
         return (_If(name, negate, group),)
 
-    def _ifspec(self, c: _Cursor, dynamic: bool = False) -> tuple[_If, ...]:
-        """An interface or a { list }; `dynamic`: an item may be in parentheses (antispoof's
-        `(IF)`, which follows the interface's addresses as they change: the same interface)."""
+    def firewall_interfaces(self) -> set[str]:
+        """The firewall's interfaces as far as known: the given ones and those the ruleset
+        filters on (groups, `any` and loopback aside). `self` needs the addresses of all."""
+        named = {n for n in self.seen_interfaces - self.seen_groups - set(self.groups) if n != "any" and n != "lo"}
+        return named | set(self.interfaces)
+
+    def _ifspec(self, c: _Cursor) -> tuple[_If, ...]:
+        """An interface or a { list }."""
         if c.word("{"):
             out: list[_If] = []
             while not c.word("}"):
                 if not c.word(","):
-                    out += self._if_item(c, dynamic)
+                    out += self._if_item(c)
             return tuple(out)
-        return self._if_item(c, dynamic)
+        return self._if_item(c)
 
-    def _if_item(self, c: _Cursor, dynamic: bool) -> tuple[_If, ...]:
+    def _if_item(self, c: _Cursor) -> tuple[_If, ...]:
         negate = c.word("!")
-        if dynamic and c.word("("):
-            name = c.next("an interface")
-            if not c.word(")"):
-                raise _Bad(f"expected ')' after '({name}'")
-            return self._iface(name, negate)
         return self._iface(c.next("an interface"), negate)
 
     def _hosts(self, c: _Cursor) -> tuple[_Host, ...]:
@@ -339,6 +372,8 @@ class _Reader:
         word = c.next("an address")
         if word in ("any", "self"):
             return _Host(negate, word)
+        if word == "localhost":  # /etc/hosts: 127.0.0.1 and ::1, the loopback's addresses
+            return _Host(negate, "iface", name="localhost (the loopback's addresses)", iface="lo0")
         if word in ("no-route", "urpf-failed"):
             return _Host(negate, "unknown", name=f"{word} (depends on the firewall's routes)")
         if word == "route":
@@ -352,8 +387,7 @@ class _Reader:
             found = _IF_ADDRESS_RE.fullmatch(inner[0]) if len(inner) == 1 else None
             if found is None:
                 return _Host(negate, "unknown", name=f"({' '.join(inner)}) (the addresses of an interface)")
-            return _Host(negate, "iface", name=f"({inner[0]}) (the addresses of an interface)", iface=found.group(1),
-                         modifier=found.group(2) or "")
+            return _iface_host(negate, inner[0], found, parenthesised=True)
         net = _net(word)
         if net is None and word.count("-") == 1 and _net(word.split("-")[0]) is not None:
             first, last = word.split("-")  # written without spaces
@@ -365,9 +399,7 @@ class _Reader:
             c.next("a weight")
         found = _IF_ADDRESS_RE.fullmatch(word) if net is None else None
         if found is not None:
-            modifier = found.group(2) or ""
-            what = "the addresses of an interface" if modifier else "an interface's addresses or a host name: resolved on the firewall"
-            return _Host(negate, "iface", name=f"{word} ({what})", iface=found.group(1), modifier=modifier, certain=bool(modifier))
+            return _iface_host(negate, word, found, parenthesised=False)
         if net is None:
             return _Host(negate, "unknown", name=f"{word} (a host name: resolved on the firewall)")
         return _Host(negate, "net", net)
@@ -588,6 +620,7 @@ class _Reader:
                 changes["rdr"] = self._target(c)
             elif word in ("nat-to", "binat-to"):
                 target = self._target(c)
+                changes["snat"] = True
                 if word == "binat-to":
                     changes["binat_to"] = target
             elif word == "af-to":
@@ -619,6 +652,8 @@ class _Reader:
                 return [replace(rule, direction="out")]
             if rule.tag is not None:
                 self.hidden.append(replace(rule, direction="out"))
+            if action == "nat":
+                self.source_nats.append(replace(rule, direction="out", snat=True))
             return []
         if action == "no-binat":
             return [_Opaque(rule.origin, "no binat (an exception to a binat rule)", rule, frozenset({"nat"}))]
@@ -627,6 +662,8 @@ class _Reader:
         if action == "binat":
             if rule.tag is not None and not rule.passes:
                 self.hidden.append(replace(rule, action="nat", direction="out", rdr=None))
+            if not rule.passes:
+                self.source_nats.append(replace(rule, action="nat", direction="out", rdr=None, snat=True))
             inbound = replace(rule, action="rdr", binat=True, rdr=None)
             return self._binat(inbound, rule.rdr, outbound=replace(rule, action="nat", direction="out", rdr=None) if rule.passes else None)  # type: ignore[arg-type]
         if action in ("rdr", "no-rdr"):
@@ -659,7 +696,7 @@ class _Reader:
                 c.group("(", ")")
         if not c.word("for"):
             raise _Bad("expected: antispoof for INTERFACE")
-        ifaces = self._ifspec(c, dynamic=True)
+        names = self._antispoof_names(c)
         af = (4 if c.next("") == "inet" else 6) if c.peek() in ("inet", "inet6") else None
         while not c.done():
             word = c.next("label or ridentifier")
@@ -668,18 +705,48 @@ class _Reader:
             c.next("its argument")
         rules: list[_Item] = []
         block = _Rule(origin, "block", reject=self.block_reject, direction="in", quick=quick, af=af, parents=parents)
-        for iface in ifaces:
-            if iface.negate:
-                raise _Bad("antispoof for '!' an interface")
-            elsewhere = (replace(iface, negate=True),)
-            if iface.name in ("lo", "lo0"):
+        for name in names:
+            # a group stays whole (pfctl looks the group's addresses up): `on ! GROUP from GROUP:network`
+            elsewhere = self._iface(name, True)
+            if name in ("lo", "lo0"):
                 for family, net in ((4, "127.0.0.0/8"), (6, "::1/128")):
                     if af in (None, family):
                         rules.append(replace(block, on=elsewhere, af=family, src=(_Host(False, "net", IPNetwork(net)),)))
                 continue
-            rules.append(replace(block, on=elsewhere, src=(_Host(False, "unknown", name=f"{iface.name}:network (antispoof)"),)))
-            rules.append(replace(block, src=(_Host(False, "unknown", name=f"{iface.name} (antispoof: its own addresses)"),)))
+            # pfctl's expansion (pf.conf(5), BLOCKING SPOOFED TRAFFIC): `block in on ! IF from
+            # IF:network`, `block in from IF's addresses`
+            rules.append(replace(block, on=elsewhere, src=(_Host(False, "iface", name=f"{name}:network (antispoof)",
+                                                                 iface=name, modifier="network"),)))
+            rules.append(replace(block, src=(_Host(False, "iface", name=f"{name} (antispoof: its own addresses)",
+                                                   iface=name, modifier=""),)))
         return rules
+
+    def _antispoof_names(self, c: _Cursor) -> list[str]:
+        """antispoof's interfaces: `IF`, `(IF)` (the same interface, its addresses followed as
+        they change), or a { list } of them."""
+        listed = c.word("{")
+        names: list[str] = []
+        while not c.done():
+            if listed and c.word("}"):
+                break
+            if c.word(","):
+                continue
+            if c.word("!"):
+                raise _Bad("antispoof for '!' an interface")
+            if c.word("("):
+                names.append(c.next("an interface"))
+                if not c.word(")"):
+                    raise _Bad(f"expected ')' after '({names[-1]}'")
+            else:
+                name = c.next("an interface")
+                if not re.fullmatch(r"[A-Za-z0-9_.:-]+", name):
+                    raise _Bad(f"bad interface name {name!r}")
+                names.append(name)
+            if not listed:
+                break
+        if not names:
+            raise _Bad("expected: antispoof for INTERFACE")
+        return names
 
     def _anchor(self, stmt: list[_Tok], where: str, origin: str, parents: tuple[_Rule, ...]) -> list[_Item]:
         body_at = next((i for i, t in enumerate(stmt[:-1]) if t.text == "{" and not t.quoted and stmt[i + 1].text == _NL), None)

@@ -69,6 +69,7 @@ class _Rule:
     rdr: _Target | None = None
     keep_state: bool = True
     passes: bool = False  # `rdr pass`, `nat pass`: the translated packet skips the filter rules
+    snat: bool = False  # `nat-to`, `binat-to`: translates the source (the rules after a match rule see it)
     binat: bool = False  # the inbound half of an old-style binat (evaluated before rdr)
     unknown: tuple[str, ...] = ()  # what fwmatrix cannot model about this rule
     label: str = ""
@@ -104,3 +105,4 @@ _Seen = _Rule | _Opaque  # a rule, or rules not seen; anchors opened
 class _TableValue:
     nets: dict[int, IPSet]  # family -> addresses
     unknown: tuple[str, ...] = ()
+    hosts: tuple[_Host, ...] = ()  # interfaces and `self`: the firewall's addresses, where known

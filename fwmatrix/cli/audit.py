@@ -39,12 +39,17 @@ def ruleset_options(fn: F) -> F:
 @matrix_argument
 @click.option("--firewall", "-f", metavar="NAME", help="The firewall whose ruleset this is (may be left out when the matrix has one).")
 @ruleset_options
+@click.option("--pf-interface", "pf_interfaces", metavar="IF=ADDR/PREFIX[,...]", multiple=True,
+              help="pf: the addresses of interface IF with their prefix, as ifconfig shows them (192.0.2.1/24): then `(IF)`, `IF:network`, antispoof and, once every interface has them, `self` are exact. Repeatable.")
+@click.option("--pf-group", "pf_groups", metavar="NAME=IF[,IF...]", multiple=True,
+              help="pf: the members of interface group NAME (egress defaults to the interfaces facing the matrix's internet zone). Repeatable.")
 @format_option
 @output_option
 @fail_on_option("low", "a finding")
 @user_errors
 def audit_command(matrix: str, firewall: str | None, live: bool, ruleset_paths: tuple[str, ...], backend_name: str,
-                  pf_tables: tuple[str, ...], pf_anchors: tuple[str, ...], fmt: str, output: str | None, fail_on: str) -> None:
+                  pf_tables: tuple[str, ...], pf_anchors: tuple[str, ...], pf_interfaces: tuple[str, ...], pf_groups: tuple[str, ...],
+                  fmt: str, output: str | None, fail_on: str) -> None:
     """Audit a firewall's live ruleset against MATRIX.
 
     Finds openings that are missing (or the part of them), traffic forwarded
@@ -55,7 +60,9 @@ def audit_command(matrix: str, firewall: str | None, live: bool, ruleset_paths: 
     model. Exit 1 when a finding reaches --fail-on.
 
     A pf ruleset is read with what the matrix says of the firewall: its
-    interfaces, and the group `egress` (the interfaces facing the `any` zone)."""
+    interfaces, its public addresses (part of `self`), and the group `egress`
+    (the interfaces facing the `any` zone); --pf-interface and --pf-group add
+    what only the firewall knows."""
     if live == bool(ruleset_paths):
         raise click.UsageError("give exactly one of --live or --ruleset FILE")
     intent = load_intent(matrix, firewall)
@@ -63,7 +70,7 @@ def audit_command(matrix: str, firewall: str | None, live: bool, ruleset_paths: 
         if len(intent.firewalls) != 1:
             raise click.UsageError(f"the matrix has several firewalls ({', '.join(intent.firewalls)}): say which with --firewall")
         firewall = next(iter(intent.firewalls))
-    ruleset, source = read_input(intent, firewall, live, ruleset_paths, backend_name, pf_tables, pf_anchors)
+    ruleset, source = read_input(intent, firewall, live, ruleset_paths, backend_name, pf_tables, pf_anchors, pf_interfaces, pf_groups)
     report = audit(intent, firewall, ruleset, source)
     emit(fmt, output, [report], table=print_table, markdown=markdown, to_json=AuditReport.to_json,
          outcome=lambda r: audit_outcome(r, intent), fail_on=fail_on)
@@ -71,11 +78,14 @@ def audit_command(matrix: str, firewall: str | None, live: bool, ruleset_paths: 
 
 
 def read_input(intent: Intent, firewall: str, live: bool, ruleset_paths: tuple[str, ...], backend_name: str,
-               pf_tables: tuple[str, ...], pf_anchors: tuple[str, ...]) -> tuple[Ruleset, str]:
+               pf_tables: tuple[str, ...], pf_anchors: tuple[str, ...], pf_interfaces: tuple[str, ...] = (),
+               pf_groups: tuple[str, ...] = ()) -> tuple[Ruleset, str]:
     """The firewall's ruleset, live or from the files (read together), and how to name its source."""
     if live:
         return read_live(backend_name), f"live ({'nftables' if backend_name == 'auto' else backend_name})"
     pf_context = dict(pf.firewall_facts(intent.matrix, firewall), tables=_named_files(pf_tables), anchors=_named_files(pf_anchors))
+    given = pf.interface_options(pf_interfaces, pf_groups)
+    pf_context.update(addresses=given["addresses"], groups={**pf_context["groups"], **given["groups"]})
     read = [(path,) + _read(path, backend_name, pf_context) for path in ruleset_paths]
     # rulesets that run together on one firewall: their tables side by side
     # (an iptables-save file covers its family only: together they cover what each covers)

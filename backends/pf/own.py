@@ -1,0 +1,93 @@
+"""The firewall's own addresses, when they are given: what `self`, `(IF)`, `IF`,
+`IF:network`, `IF:broadcast` and `IF:0` stand for (pf.conf(5), PARAMETERS: "Host name
+resolution and interface to address translation are done at ruleset load-time"; the
+modifiers `:network`, `:broadcast`, `:peer` and `:0`, no aliases).
+
+An interface's addresses are given as ifconfig shows them, with their prefix
+(`192.0.2.1/24`): the address is the interface's, the prefix its network. Without
+them an interface's addresses stay unknown (the converter judges such rules both
+ways). `self` is every address of every interface, so it is known only when every
+interface of the firewall has its addresses given: the matrix's interfaces, those
+the ruleset names, and those given.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping, Sequence
+
+from netaddr import AddrFormatError, IPNetwork, IPSet
+
+from fwmatrix.errors import FwmatrixError
+
+_LOOPBACK_NAME_RE = re.compile(r"lo\d*")
+_LOOPBACK_ADDRESSES = (IPNetwork("127.0.0.1/8"), IPNetwork("::1/128"))
+
+
+def interface_addresses(text: str, where: str = "") -> tuple[str, tuple[IPNetwork, ...]]:
+    """`IF=CIDR[,CIDR...]` (the CLI's --pf-interface) as (IF, its addresses), or a one-line error."""
+    name, _, values = text.partition("=")
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_.-]{0,15}", name) or not values:
+        raise FwmatrixError(f"expected IF=ADDRESS/PREFIX[,ADDRESS/PREFIX...], not {text!r}", where or None)
+    out = []
+    for value in values.split(","):
+        try:
+            out.append(IPNetwork(value.strip()))
+        except (AddrFormatError, ValueError, TypeError):
+            raise FwmatrixError(f"{name}: {value.strip()!r} is not an address with its prefix (192.0.2.1/24)", where or None) from None
+    return name, tuple(out)
+
+
+@dataclass
+class OwnAddresses:
+    """Interface -> its addresses (with their prefix), and the firewall's addresses on no
+    named interface (the matrix's public addresses: part of `self`)."""
+
+    by_iface: Mapping[str, Sequence[IPNetwork]] = field(default_factory=dict)
+    extra: Sequence[IPNetwork] = ()
+
+    def interface(self, members: Iterable[str], modifier: str) -> IPSet | None:
+        """The addresses `IF[:modifier]` stands for over an interface's (or group's) members, or
+        None when not all are known. modifier: '' (its addresses), '0' (no aliases: the first
+        of each family), 'network', 'broadcast', either with ':0'; 'peer' is never known."""
+        base, _, noalias = modifier.partition(":")
+        if base == "0":
+            base, noalias = "", "0"
+        if base == "peer":
+            return None
+        out = IPSet()
+        for member in members:
+            if _LOOPBACK_NAME_RE.fullmatch(member):
+                addresses: Sequence[IPNetwork] = _LOOPBACK_ADDRESSES
+            elif member in self.by_iface:
+                addresses = self.by_iface[member]
+            else:
+                return None
+            if noalias:
+                firsts: dict[int, IPNetwork] = {}
+                for a in addresses:
+                    firsts.setdefault(a.version, a)
+                addresses = list(firsts.values())
+            for a in addresses:
+                if base == "network":
+                    out.add(a.cidr)
+                elif base == "broadcast":
+                    if a.version == 4 and a.prefixlen < 31:
+                        out.add(IPNetwork(f"{a.broadcast}/32"))
+                else:
+                    out.add(IPNetwork(f"{a.ip}/{a.ip.version == 4 and 32 or 128}"))
+        return out
+
+    def all(self, interfaces: Iterable[str]) -> IPSet | None:
+        """`self`: every address of these interfaces (the firewall's), loopback and the extra
+        ones included; None when one of them has no addresses given, or none has (then which
+        interfaces the firewall has is not known either)."""
+        if not self.by_iface:
+            return None
+        found = self.interface([i for i in interfaces if not _LOOPBACK_NAME_RE.fullmatch(i)] + ["lo0"], "")
+        if found is None:
+            return None
+        for a in self.extra:
+            found.add(IPNetwork(f"{a.ip}/{a.ip.version == 4 and 32 or 128}"))
+        return found

@@ -1,0 +1,164 @@
+"""What real pf rulesets say that needs the firewall itself, read exactly once it is known.
+
+Public pf.conf files lean on the firewall's own addresses (`self`, `(em0)`, `em0:network`,
+antispoof), on interface groups, on source translation before the out rules, and on icmp
+types. Each is checked here on small rulesets written for the purpose, against pf.conf(5)
+(no pfctl on Linux): the section a test follows is named in it. What stays unknown must be
+judged both ways, never dropped.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+from test_pf_idiom import CORRECT, MATRIX, pf_text
+from test_pf_parse import ICMP, TCP, Judge, chain, parse, rules_at, unmodelled_texts
+
+from fwmatrix.backends import pf
+from fwmatrix.errors import FwmatrixError
+
+ADDRESSES = {"em0": ["192.0.2.1/24", "192.0.2.9/24", "2001:db8::1/64"], "em1": ["10.0.0.1/24"]}
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fwmatrix", *args], capture_output=True, text=True, cwd=ROOT)
+
+
+# -- the firewall's own addresses (pf.conf(5), PARAMETERS: interface names and modifiers) ------------
+
+
+@pytest.mark.parametrize("host, inside, outside", [
+    ("(em0)", ["192.0.2.1", "192.0.2.9", "2001:db8::1"], ["192.0.2.2", "10.0.0.1"]),
+    ("em0:network", ["192.0.2.77", "2001:db8::99"], ["192.0.3.1", "10.0.0.5"]),
+    ("em0:broadcast", ["192.0.2.255"], ["192.0.2.1", "2001:db8::1"]),
+    ("(em0:0)", ["192.0.2.1", "2001:db8::1"], ["192.0.2.9"]),  # :0, no aliases: the first of each family
+    ("em1", ["10.0.0.1"], ["10.0.0.2", "192.0.2.1"]),  # a bare name the ruleset filters on is the interface
+])
+def test_an_interface_s_addresses_are_exact_once_given(host: str, inside: list[str], outside: list[str]) -> None:
+    text = f"block all\npass in quick on em1 from {host}\npass out quick on em0\n"
+    judge = Judge(parse(text, addresses=ADDRESSES), ("em0", "em1"))
+    for src in inside:
+        assert judge.fate("em1", "em0", src, "198.51.100.1" if "." in src else "2001:db8:5::1", TCP, 80) == "pass", src
+    for src in outside:
+        assert judge.fate("em1", "em0", src, "198.51.100.1" if "." in src else "2001:db8:5::1", TCP, 80) == "block", src
+    # not given: judged both ways, as before
+    unknown = Judge(parse(text), ("em0", "em1"))
+    assert unknown.fate("em1", "em0", inside[0], "198.51.100.1" if "." in inside[0] else "2001:db8:5::1", TCP, 80) == "maybe"
+
+
+def test_self_needs_every_interface_s_addresses() -> None:
+    text = "block all\npass in quick on em1 from self\npass out quick on em0\n"
+    rules = rules_at(parse(text, addresses={"em1": ["10.0.0.1/24"]}), "in", 2)
+    assert rules and all(unmodelled_texts(r) for r in rules), "em0 has no addresses given: self is not known"
+    judge = Judge(parse(text, addresses=ADDRESSES, self_addresses=["203.0.113.7"]), ("em0", "em1"))
+    for src in ("10.0.0.1", "192.0.2.9", "2001:db8::1", "203.0.113.7"):  # every interface's, and the matrix's public one
+        assert judge.fate("em1", "em0", src, "198.51.100.1" if "." in src else "2001:db8:5::1", TCP, 22) == "pass", src
+    assert judge.fate("em1", "em0", "10.0.0.2", "198.51.100.1", TCP, 22) == "block"
+    # an interface the matrix names but the options do not: self is not known
+    rules = rules_at(parse(text, addresses=ADDRESSES, interfaces=("em0", "em1", "em2")), "in", 2)
+    assert rules and all(unmodelled_texts(r) for r in rules)
+
+
+def test_a_table_holding_self_and_interfaces() -> None:
+    """pf.conf(5), TABLES: a table may hold interface names and `self`."""
+    text = "table <me> { self, em1:network }\nblock all\npass in quick on em1 from <me>\npass out quick on em0\n"
+    judge = Judge(parse(text, addresses=ADDRESSES), ("em0", "em1"))
+    assert judge.fate("em1", "em0", "10.0.0.77", "198.51.100.1", TCP, 22) == "pass"
+    assert judge.fate("em1", "em0", "192.0.2.9", "198.51.100.1", TCP, 22) == "pass"
+    assert judge.fate("em1", "em0", "10.0.1.1", "198.51.100.1", TCP, 22) == "block"
+    assert Judge(parse(text), ("em0", "em1")).fate("em1", "em0", "10.0.1.1", "198.51.100.1", TCP, 22) == "maybe"
+
+
+def test_antispoof_expands_as_pfctl_does() -> None:
+    """pf.conf(5), BLOCKING SPOOFED TRAFFIC: `antispoof for fxp0 inet` is `block drop in on !
+    fxp0 inet from 10.0.0.0/24 to any` and `block drop in inet from 10.0.0.1 to any`."""
+    text = "block all\nantispoof quick for { em0 (em1) }\npass in quick\npass out quick\n"
+    judge = Judge(parse(text, addresses=ADDRESSES), ("em0", "em1", "em2"))
+    assert judge.fate("em0", "em2", "10.0.0.5", "198.51.100.1", TCP, 80) == "block"  # em1's network, in on em0
+    assert judge.fate("em1", "em2", "10.0.0.5", "198.51.100.1", TCP, 80) == "pass"  # ... in on em1 itself
+    assert judge.fate("em1", "em2", "10.0.0.1", "198.51.100.1", TCP, 80) == "block"  # em1's own address, even on em1
+    assert judge.fate("em2", "em1", "2001:db8::7", "2001:db8:5::1", TCP, 80) == "block"
+    assert judge.fate("em2", "em1", "198.51.100.9", "10.0.0.5", TCP, 80) == "pass"
+    assert Judge(parse(text), ("em0", "em1", "em2")).fate("em0", "em2", "10.0.0.5", "198.51.100.1", TCP, 80) == "maybe"
+
+
+def test_antispoof_for_a_group_is_the_group_s_networks_off_the_group() -> None:
+    """A group stays whole: `block in on ! egress from egress:network` (pfctl looks the group up)."""
+    text = "block all\nantispoof quick for egress\npass in quick\npass out quick\n"
+    judge = Judge(parse(text, addresses=ADDRESSES, groups={"egress": ("em0", "em1")}), ("em0", "em1", "em2"))
+    assert judge.fate("em1", "em2", "192.0.2.50", "198.51.100.1", TCP, 80) == "pass"  # em0's network, in on a member
+    assert judge.fate("em2", "em1", "192.0.2.50", "10.0.0.5", TCP, 80) == "block"
+
+
+# -- source translation before the out rules (pf.conf(5), TRANSLATION) ---------------------------
+
+
+@pytest.mark.parametrize("nat", [
+    "nat on em0 from 10.0.0.0/24 to any -> 192.0.2.1",  # FreeBSD: before every filter rule
+    "match out on em0 from 10.0.0.0/24 nat-to 192.0.2.1",  # OpenBSD: the rules after it
+])
+def test_out_rules_see_the_translated_source(nat: str) -> None:
+    """A rule matching the source after a translation sees the new source: `pass out from
+    192.0.2.1` passes the translated packets, `pass out from 10.0.0.0/24` does not. The audit
+    knows packets as they arrived, so it leaves those open, and stays exact for the others."""
+    passes_new = Judge(parse(f"{nat}\nblock all\npass in quick on em1\npass out quick on em0 from 192.0.2.1\n"), ("em0", "em1"))
+    assert passes_new.fate("em1", "em0", "10.0.0.5", "198.51.100.1", TCP, 80) == "maybe"  # pf passes it
+    assert passes_new.fate("em1", "em0", "10.0.1.5", "198.51.100.1", TCP, 80) == "block"  # not translated, not 192.0.2.1
+    passes_old = Judge(parse(f"{nat}\nblock all\npass in quick on em1\npass out quick on em0 from 10.0.0.0/24\n"), ("em0", "em1"))
+    assert passes_old.fate("em1", "em0", "10.0.0.5", "198.51.100.1", TCP, 80) == "maybe"  # pf blocks it
+    assert passes_old.fate("em1", "em0", "10.0.1.5", "198.51.100.1", TCP, 80) == "block"
+
+
+def test_a_rule_before_the_match_nat_to_sees_the_source_as_it_arrived() -> None:
+    text = "block all\npass in quick on em1\npass out on em0 from 10.0.0.0/24\nmatch out on em0 from 10.0.0.0/24 nat-to 192.0.2.1\n"
+    judge = Judge(parse(text), ("em0", "em1"))
+    assert judge.fate("em1", "em0", "10.0.0.5", "198.51.100.1", TCP, 80) == "pass"
+
+
+# -- through the CLI ---------------------------------------------------------------------------
+
+
+def test_interface_addresses_through_the_cli(tmp_path: Path) -> None:
+    """The idiom behind antispoof: without em0's and em1's addresses the forwards depend on what
+    fwmatrix cannot model; with them, exactly the spoofed sources (the DMZ's network and the
+    firewall's own address arriving on em0) are not forwarded, as pf does."""
+    ruleset = tmp_path / "gw.pf.conf"
+    ruleset.write_text(pf_text(CORRECT, "openbsd pass rdr-to").replace("block all\n", "block all\nantispoof quick for { $ext_if $dmz_if }\n"))
+    done = cli("audit", str(MATRIX), "-r", str(ruleset))
+    assert done.returncode == 1 and "unmodelled" in done.stdout.splitlines()[0], done.stdout
+    done = cli("audit", str(MATRIX), "-r", str(ruleset), "--pf-interface", "em0=203.0.113.7/24",
+               "--pf-interface", "em1=192.168.10.1/24", "--format", "markdown")
+    assert "3 nat" in done.stdout and "unmodelled" not in done.stdout and "excess" not in done.stdout, done.stdout
+    assert done.stdout.count("`em0 → any  192.168.10.0/24, 203.0.113.7 → 203.0.113.7") == 3, done.stdout
+
+
+def test_groups_through_the_cli(tmp_path: Path) -> None:
+    ruleset = tmp_path / "gw.pf.conf"
+    ruleset.write_text(pf_text(CORRECT, "openbsd pass rdr-to").replace("on $dmz_if", "on dmz"))
+    assert "interface group 'dmz'" in cli("audit", str(MATRIX), "-r", str(ruleset)).stdout
+    done = cli("audit", str(MATRIX), "-r", str(ruleset), "--pf-group", "dmz=em1")
+    assert done.returncode == 0 and "matches the matrix" in done.stdout, done.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--pf-interface", "em0"], "expected IF=ADDRESS/PREFIX"),
+    (["--pf-interface", "em0=192.0.2.300/24"], "'192.0.2.300/24' is not an address"),
+    (["--pf-group", "dmz="], "expected --pf-group NAME=IF"),
+])
+def test_bad_interface_options_are_one_line_errors(tmp_path: Path, args: list[str], message: str) -> None:
+    ruleset = tmp_path / "gw.pf.conf"
+    ruleset.write_text(pf_text(CORRECT, "openbsd pass rdr-to"))
+    done = cli("audit", str(MATRIX), "-r", str(ruleset), *args)
+    assert done.returncode == 2 and message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_interface_options_parse() -> None:
+    given = pf.interface_options(["em0=192.0.2.1/24,2001:db8::1/64"], ["egress=em0,em1"])
+    assert [str(a) for a in given["addresses"]["em0"]] == ["192.0.2.1/24", "2001:db8::1/64"]
+    assert given["groups"] == {"egress": ("em0", "em1")}
+    with pytest.raises(FwmatrixError):
+        pf.interface_options(["0bad=192.0.2.1/24"], [])
