@@ -11,6 +11,7 @@ commands in `COMMANDS`:
   exchange.py  export, import
   graph.py     graph
   query.py     query
+  report.py    report
 
 They share common.py (exit codes, one-line errors, consoles, options, report
 output). Imports go one way: this module names the command modules, they
@@ -37,7 +38,7 @@ COMMAND_MODULES: dict[str, str] = {
     "apply": "apply", "confirm": "apply", "rollback": "apply",
     "lab": "lab",
     "export": "exchange", "import": "exchange",
-    "graph": "graph",
+    "graph": "graph", "report": "report",
     "query": "query",
 }
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fwmatrix.matrix.model import Host, Matrix, Opening, parse_service_literal
-from fwmatrix.matrix.resolve import Resolver
 from fwmatrix.exchange.layout import FIREWALLS, GROUPS, HOSTS, MANAGEMENT, MATRIX, OPENINGS, SERVICES, SHEETS, ZONES, Sheet
 
 LIST_SEPARATOR = ", "
@@ -38,7 +37,7 @@ def is_literal_service(ref: str) -> bool:
         return True
 
 
-def opening_row(opening: Opening, matrix: Matrix, resolver: Resolver) -> dict[str, str]:
+def opening_row(opening: Opening, matrix: Matrix) -> dict[str, str]:
     services = opening.services
     named = any(not is_literal_service(ref) for ref in services)
     if named:
@@ -77,9 +76,8 @@ def host_row(host: Host) -> dict[str, str]:
 def tables(matrix: Matrix) -> list[Table]:
     """The matrix's tables in export order; sheets without rows are left out (but zones,
     firewalls, openings and the matrix sheet are always there)."""
-    resolver = Resolver(matrix)
     by_sheet: dict[str, list[dict[str, str]]] = {
-        OPENINGS.name: [opening_row(o, matrix, resolver) for o in matrix.openings],
+        OPENINGS.name: [opening_row(o, matrix) for o in matrix.openings],
         ZONES.name: [
             {"name": z.name, "networks": "any" if z.is_any else joined(z.networks), "note": z.note} for z in matrix.zones.values()
         ],

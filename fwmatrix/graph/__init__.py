@@ -31,4 +31,4 @@ def graph(matrix: Matrix, fmt: str, firewall: str | None = None, group: str = "a
     return dot_text if fmt == "dot" else draw(dot_text, fmt)
 
 
-__all__ = ["GRAPH_FORMATS", "GROUPINGS", "diagram", "graph"]
+__all__ = ["GRAPH_FORMATS", "GROUPINGS", "diagram", "graph", "to_dot"]
