@@ -201,7 +201,7 @@ def test_home_router() -> None:
     expect(rs, "inet filter forward", 4, (m("iif", "wan0"), m("oif", "br-lan"), m("ct.status", "dnat")), ACCEPT, "port forwards")
     expect(rs, "ip nat prerouting", 0, (m("iif", "wan0"), TCP, m("dport", 8443)), Dnat(4, IPNetwork("192.168.1.10"), PortRange(443, 443)), "nas web interface")
     expect(rs, "ip nat prerouting", 1, (m("iif", "wan0"), UDP, m("dport", 51820)), Dnat(4, IPNetwork("192.168.1.20"), None))
-    expect(rs, "ip nat postrouting", 0, (m("oif", "wan0"),), UnmodelledAction("masquerade"))
+    expect(rs, "ip nat postrouting", 0, (m("oif", "wan0"),), ACCEPT)  # masquerade accepts in its nat chain
     local = table(rs, "inet", "filter").set("local_ifaces")
     assert local.key == ("iif",) and {e.key for e in local.elements} == {("br-lan",), ("wlan-guest",)}
 
@@ -463,6 +463,31 @@ def test_queue_and_other_fate_changing_statements_are_unmodelled_actions() -> No
     # a helper never accepts: the chain goes on (what it may drop is judged both ways)
     assert helper.matches == (TCP, m("dport", 21)) and helper.action == UnmodelledAction("ct helper ftp", terminal=False)
     assert offload == Rule((), None, origin="inet t c handle 13")  # offload only touches established connections
+
+
+def test_source_nat_accepts_in_its_nat_chain_and_an_mss_clamp_decides_nothing() -> None:
+    """snat and masquerade end the nat chain with an accept (only for their family, in an
+    inet table); an MSS clamp (`tcp option maxseg size set`) changes no fate, but a packet
+    without the option stops the rule there, so a verdict after it stays unmodelled."""
+    OIF = {"meta": {"key": "oifname"}}
+    SYN = match({"&": [{"payload": {"protocol": "tcp", "field": "flags"}}, "syn"]}, "syn")
+    clamp = {"mangle": {"key": {"tcp option": {"name": "maxseg", "field": "size"}}, "value": {"rt": {"key": "mtu"}}}}
+    masq, snat4, snat6, plain_snat, clamped, clamped_accept = parsed(
+        [match(OIF, "wan0"), {"masquerade": None}],
+        [{"snat": {"family": "ip", "addr": {"range": ["192.0.2.1", "192.0.2.5"]}}}],
+        [{"snat": {"family": "ip6", "addr": "2001:db8::1"}}],
+        [{"snat": {"addr": "192.0.2.1", "flags": "random"}}],
+        [SYN, clamp],
+        [SYN, clamp, {"accept": None}],
+    )
+    assert masq.matches == (m("oif", "wan0"),) and masq.action == ACCEPT
+    assert snat4.matches == (IPV4,) and snat4.action == ACCEPT
+    assert snat6.matches == (IPV6,) and snat6.action == ACCEPT
+    assert plain_snat.matches == () and plain_snat.action == ACCEPT
+    assert clamped.action is None
+    assert isinstance(clamped_accept.action, UnmodelledAction) and clamped_accept.action.text.endswith("; accept")
+    ip_table = nftables.parse_json(listing([{"snat": {"addr": "192.0.2.1"}}], family="ip")).tables[0].chains[0].rules[0]
+    assert ip_table.matches == () and ip_table.action == ACCEPT
 
 
 def test_xt_expressions_are_unmodelled_never_guessed() -> None:

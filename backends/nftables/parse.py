@@ -83,6 +83,11 @@ NO_EFFECT = {"counter", "log", "flow"}
 # Statements after which the chain goes on, whose effect is not modelled: `ct helper set`
 # never accepts (a helper may drop a packet it cannot parse; what it expects is `related`).
 GOES_ON = {"ct helper"}
+# Source NAT statements: nft ends the nat chain's walk with an accept once the mapping is
+# set up (nf_nat_setup_info; a masquerade out of an interface without an address drops).
+# They run after the forward decision (postrouting, input) and the audit does not walk
+# those nat chains; `snat ip to` in an inet table only translates its family.
+SOURCE_NAT = {"snat", "masquerade"}
 VERDICT_KINDS = ("accept", "drop", "reject", "return")
 MAP_UPDATE_TEXT = re.compile(r"\s*(?:add|update)\s+@([\w.-]+)\s*\{")  # a set or map statement listed as text
 
@@ -507,6 +512,10 @@ def _terminal(kind: str, arg: Any, ctx: _TableContext) -> tuple[list[Match], Act
         return [Match(("nfproto",), ((REJECT_FAMILY[arg["type"]],),))], Verdict("reject")
     if kind in ("accept", "drop", "reject", "return", "jump", "goto"):
         return [], _verdict({kind: arg})
+    if kind in SOURCE_NAT:
+        family = arg.get("family") if isinstance(arg, dict) else None
+        implied = [Match(("nfproto",), ((FAMILY_VERSION[family],),))] if ctx.family == "inet" and family in FAMILY_VERSION else []
+        return implied, Verdict("accept")
     if kind in ("vmap", "dnat"):
         try:
             return _vmap(arg, ctx) if kind == "vmap" else _dnat(arg, ctx)
@@ -523,6 +532,7 @@ def _parse_rule(body: dict, ctx: _TableContext, chain: str) -> list[Rule]:
     matches: list[Match | Unmodelled] = []
     notrack = False
     effects: list[str] = []  # statements that may change the packet's fate, in order
+    quiet: list[str] = []  # statements that change the packet, not its fate, but may stop the rule
     going_on = 0  # how many of them let the chain go on (GOES_ON)
     action: Action = None
     for stmt in body.get("expr") or []:
@@ -545,6 +555,8 @@ def _parse_rule(body: dict, ctx: _TableContext, chain: str) -> list[Rule]:
             notrack = True
         elif kind in NO_EFFECT or kind == "continue" or _is_nftrace(kind, arg):
             continue
+        elif _sets_tcp_option(kind, arg):
+            quiet.append(describe(stmt))
         else:
             decided = _terminal(kind, arg, ctx)
             if decided is None:
@@ -553,6 +565,7 @@ def _parse_rule(body: dict, ctx: _TableContext, chain: str) -> list[Rule]:
                 continue
             implied, action = decided
             matches += implied
+            effects += quiet  # the verdict runs only when they did not stop the rule
             if effects:
                 effects.append(describe(stmt))
             break  # nothing after a verdict runs
@@ -566,6 +579,13 @@ def _parse_rule(body: dict, ctx: _TableContext, chain: str) -> list[Rule]:
         return [rule]
     untracking = Rule(rule.matches, Notrack(), rule.comment, origin)
     return [untracking] if action is None else [untracking, rule]
+
+
+def _sets_tcp_option(kind: str, arg: Any) -> bool:
+    """`tcp option maxseg size set rt mtu` (an MSS clamp) rewrites an option of the packet;
+    a packet without the option stops the rule there (NFT_BREAK), so it only matters to
+    a verdict after it."""
+    return kind == "mangle" and isinstance(arg, dict) and isinstance(arg.get("key"), dict) and "tcp option" in arg["key"]
 
 
 def _is_nftrace(kind: str, arg: Any) -> bool:
