@@ -20,6 +20,9 @@ Values inside matches and set elements:
                          Packet spaces have no ICMP-type dimension: the evaluator judges these
                          both ways, within ICMP only (the neighbour-discovery check reads them)
   tcp.flags           -> TcpFlags (the TCP flags under a mask equal a value: `--syn`, `tcp flags syn`)
+  daddr.type, saddr.type -> str (the address's type in the firewall's routing: 'local', 'unicast',
+                         'broadcast', 'multicast', ...; nft `fib daddr type`, iptables `-m addrtype`).
+                         'local' is judged with the firewall's own addresses (audit/evaluate/addrtype.py)
 
 What the IR cannot express exactly is kept, never dropped: an `Unmodelled`
 match or action names the construct and its origin, and evaluation judges
@@ -37,8 +40,11 @@ from fwmatrix.matrix.model import PortRange
 
 FIELDS = (
     "iif", "oif", "l4proto", "dport", "sport", "ip.saddr", "ip.daddr", "ip6.saddr", "ip6.daddr",
-    "ct.state", "ct.status", "nfproto", "icmp.type", "icmpv6.type", "tcp.flags",
+    "ct.state", "ct.status", "nfproto", "icmp.type", "icmpv6.type", "tcp.flags", "daddr.type", "saddr.type",
 )
+# the address types of `fib ... type` and `-m addrtype` (the kernel's RTN_* route types)
+ADDRESS_TYPES = ("unspec", "unicast", "local", "broadcast", "anycast", "multicast", "blackhole", "unreachable",
+                 "prohibit", "throw", "nat", "xresolve")
 
 TCP_FLAG_BITS = {"fin": 0x01, "syn": 0x02, "rst": 0x04, "psh": 0x08, "ack": 0x10, "urg": 0x20, "ecn": 0x40, "cwr": 0x80}
 

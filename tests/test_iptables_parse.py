@@ -186,7 +186,7 @@ def test_home_router() -> None:
 def test_docker_like() -> None:
     n, rs = "docker-like.ipt", corpus("docker-like.ipt")
     assert base(rs, "ip filter DOCKER") == (None, "filter", 0, None)
-    expect(n, "ip nat PREROUTING", "-A PREROUTING -m addrtype", (Unmodelled("-m addrtype --dst-type LOCAL"),), Jump("DOCKER"))
+    expect(n, "ip nat PREROUTING", "-A PREROUTING -m addrtype", (m("daddr.type", "local"),), Jump("DOCKER"))
     expect(n, "ip nat DOCKER", "--dport 8080", (m("iif", "docker0", negate=True), TCP, m("dport", 8080)), Dnat(4, IPNetwork("172.17.0.2/32"), PortRange(80, 80)))
     expect(n, "ip filter FORWARD", "-A FORWARD -j DOCKER-USER", (), Jump("DOCKER-USER"))
     expect(n, "ip filter FORWARD", "-A FORWARD -i docker0 ! -o docker0", (m("iif", "docker0"), m("oif", "docker0", negate=True)), ACCEPT)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import json
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -40,7 +41,8 @@ from netaddr import IPAddress, IPNetwork, IPRange
 from conftest import ROOT, SEED
 from fwmatrix.backends import iptables, nftables
 from fwmatrix.compile.ruleset import compile_intent
-from fwmatrix.audit.evaluate import Effective, evaluate, interfaces_of
+from fwmatrix.audit.evaluate import Effective, OwnAddresses, evaluate, interfaces_of
+from fwmatrix.audit.evaluate.addrtype import UNKNOWN
 from fwmatrix.compile.intent import Intent, build_intent
 from fwmatrix.ir import Dnat, DnatMap, Match, Rule, Ruleset, Table, VerdictMap
 from fwmatrix.ops.lab import Lab, Probe, ProbeResult
@@ -175,12 +177,14 @@ def query_verdict(ruleset: Ruleset, lab: Lab, p: Probe) -> str:
     return query_ruleset(ruleset, list(lab.links), packet, p.iif, p.oif, lambda _: p.oif, local=False).verdict
 
 
-def check_agreement(lab: Lab, ruleset: Ruleset, probes: Iterable[Probe], case: str, query: bool = False) -> Tally:
+def check_agreement(lab: Lab, ruleset: Ruleset, probes: Iterable[Probe], case: str, query: bool = False,
+                    own: OwnAddresses | None = None) -> Tally:
     """Judge each probe with the evaluator, send it for real, and count where the two part.
     With `query`, `fwmatrix query`'s verdict on each probe must be the kernel's too (and
-    "uncertain" where the evaluator's is not compared)."""
+    "uncertain" where the evaluator's is not compared). `own`: the firewall's addresses
+    the evaluator knows (default: all of the lab firewall's, see `lab_own_addresses`)."""
     started, rounds = time.monotonic(), lab.rounds
-    effective = evaluate(ruleset, interfaces_of(ruleset, list(lab.links)))
+    effective = evaluate(ruleset, interfaces_of(ruleset, list(lab.links)), own=lab_own_addresses(lab) if own is None else own)
     judged: list[tuple[Probe, Judgement]] = []
     for p in dict.fromkeys(probes):
         j = judge(effective, p)
@@ -212,6 +216,13 @@ def check_agreement(lab: Lab, ruleset: Ruleset, probes: Iterable[Probe], case: s
     tally.seconds = time.monotonic() - started
     print(tally.summary())
     return tally
+
+
+def lab_own_addresses(lab: Lab) -> OwnAddresses:
+    """Every address of the lab's firewall namespace (its links' and loopback's): all its own."""
+    listing = json.loads(lab.fw.run(["ip", "-j", "addr", "show"]).stdout)
+    addresses = {a["local"] for link in listing for a in link.get("addr_info", []) if a.get("family") in ("inet", "inet6")}
+    return OwnAddresses(tuple(IPNetwork(a) for a in sorted(addresses)), complete=True)
 
 
 def assert_agreement(tally: Tally, min_each: int = 1) -> None:
@@ -1002,3 +1013,62 @@ def test_dnat_map_filled_from_the_packet_path() -> None:
     assert not before.arrived and after.arrived, (before.outcome(), after.outcome())
     j = judge(evaluate(live, interfaces_of(live, list(SEED_IFACES))), forward)
     assert j.forwarded is None and j.dnat.startswith("ip t nat handle"), j  # may be translated, anywhere
+
+
+# -- "the destination is the firewall's own address": Docker's DNAT gate --------------------------
+
+PUBLIC = "203.0.113.10"
+LOCAL_NFT = (
+    "table ip nat {\n chain prerouting {\n  type nat hook prerouting priority dstnat; policy accept;\n"
+    "  fib daddr type local jump docker\n }\n"
+    " chain docker {\n  iifname != \"lan0\" tcp dport 8080 dnat to 172.16.10.10:80\n }\n}\n"
+    "table inet filter {\n chain forward {\n  type filter hook forward priority 0; policy drop;\n"
+    "  ct status dnat accept\n  fib daddr type != local tcp dport 22 accept\n }\n}\n"
+)
+LOCAL_IPT = {".ipt4": (
+    "*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n:DOCKER - [0:0]\n"
+    "-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER\n"
+    "-A DOCKER ! -i lan0 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 172.16.10.10:80\nCOMMIT\n"
+    "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+    "-A FORWARD -m conntrack --ctstate DNAT -j ACCEPT\n"
+    "-A FORWARD -p tcp -m addrtype ! --dst-type LOCAL -m tcp --dport 22 -j ACCEPT\nCOMMIT\n"
+)}
+LOCAL_PROBES = [
+    Probe("wan0", "dmz0", "198.51.100.7", PUBLIC, "tcp", 8080),  # to the firewall: translated, forwarded
+    Probe("dmz1", "dmz0", "172.16.20.7", PUBLIC, "tcp", 8080),
+    Probe("wan0", "dmz0", "198.51.100.7", "172.16.10.20", "tcp", 8080),  # not the firewall's: no DNAT, dropped
+    Probe("wan0", "dmz0", "198.51.100.7", "172.16.10.20", "tcp", 22),  # not the firewall's: forwarded
+    Probe("wan0", "dmz1", "198.51.100.7", "172.16.20.9", "tcp", 22),
+    Probe("wan0", "dmz1", "198.51.100.7", "172.16.20.9", "tcp", 23),
+]
+
+
+@pytest.mark.parametrize("backend", ["nftables", "iptables"])
+def test_destination_is_local_with_the_firewalls_addresses(backend: str) -> None:
+    """`fib daddr type local` / `-m addrtype --dst-type LOCAL` with real packets: a lab firewall
+    owning 203.0.113.10 translates what is sent to it and forwards the rest as its rules say.
+    Knowing all its addresses, the evaluator decides every probe, as the kernel does; knowing
+    only the public one (what a matrix says), it decides the probes to it and judges the
+    others both ways; knowing none but loopback, it judges them all both ways."""
+    with Lab(SEED_IFACES, timeout=TIMEOUT) as lab:
+        lab.fw.run(["ip", "addr", "add", f"{PUBLIC}/32", "dev", "wan0"])
+        if backend == "nftables":
+            lab.load_raw_nft(LOCAL_NFT)
+            live = lab.read_nft()
+        else:
+            lab.load_iptables(LOCAL_IPT)
+            live = lab.read_iptables()
+        every = lab_own_addresses(lab)
+        assert IPNetwork(PUBLIC) in every.networks
+        complete = check_agreement(lab, live, LOCAL_PROBES, f"local destination ({backend}, all addresses known)", own=every)
+        public_only = check_agreement(lab, live, LOCAL_PROBES, f"local destination ({backend}, the public one known)",
+                                      own=OwnAddresses((IPNetwork(PUBLIC),)))
+        unknown = check_agreement(lab, live, LOCAL_PROBES, f"local destination ({backend}, none known)", own=UNKNOWN)
+    assert_agreement(complete)
+    assert complete.uncertain == 0 and complete.translated == 2 and complete.forwarded == 4, complete.summary()
+    assert_agreement(public_only)
+    # the probes to the public address exact; to other addresses both ways (but port 23,
+    # which no rule takes whatever the address)
+    assert public_only.forwarded == 2 and public_only.dropped == 1 and public_only.uncertain == 3, public_only.summary()
+    assert_agreement(unknown, min_each=0)
+    assert unknown.dropped == 1 and unknown.uncertain == 5, unknown.summary()

@@ -233,8 +233,8 @@ def test_docker_like() -> None:
     expect(rs, "ip filter DOCKER", 0, (m("iif", "docker0", negate=True), m("oif", "docker0"), m("ip.daddr", "172.17.0.2"), TCP, m("dport", 80)), ACCEPT)
     expect(rs, "ip filter DOCKER-ISOLATION-STAGE-2", 1, (), RETURN)
     expect(rs, "ip nat DOCKER", 1, (m("iif", "docker0", negate=True), TCP, m("dport", 8080)), Dnat(4, IPNetwork("172.17.0.2"), PortRange(80, 80)))
-    expect(rs, "ip nat PREROUTING", 0, (Unmodelled("fib daddr type local"),), Jump("DOCKER"))
-    expect(rs, "ip nat OUTPUT", 0, (IPV4, m("ip.daddr", "127.0.0.0/8", negate=True), Unmodelled("fib daddr type local")), Jump("DOCKER"))
+    expect(rs, "ip nat PREROUTING", 0, (m("daddr.type", "local"),), Jump("DOCKER"))
+    expect(rs, "ip nat OUTPUT", 0, (IPV4, m("ip.daddr", "127.0.0.0/8", negate=True), m("daddr.type", "local")), Jump("DOCKER"))
 
 
 @pytest.mark.kernel

@@ -47,10 +47,10 @@ from fwmatrix.backends.iptables.reader import (
     _Word,
     _header_family,
 )
-from fwmatrix.errors import BackendError
+from fwmatrix.errors import BackendError, did_you_mean
 from fwmatrix.gcpause import gc_paused
 from fwmatrix.ir import (
-    TCP_FLAG_BITS, Action, Chain, Dnat, Jump, Match, Notrack, Rule, Ruleset, SetDef, Table, TcpFlags, Unmodelled, UnmodelledAction, Verdict, addr_field,
+    ADDRESS_TYPES, TCP_FLAG_BITS, Action, Chain, Dnat, Jump, Match, Notrack, Rule, Ruleset, SetDef, Table, TcpFlags, Unmodelled, UnmodelledAction, Verdict, addr_field,
 )
 from fwmatrix.matrix.model import PortRange
 
@@ -265,7 +265,7 @@ class _SectionParser:
         """A match's options as terms; the options the IR cannot express (or all of them, for a
         match parsed nowhere here) become one Unmodelled naming the match and those options."""
         handler = MATCH_HANDLERS.get(block.name)
-        if handler is None:
+        if handler is None or any(o.name in WHOLE_BLOCK_OPTIONS.get(block.name, ()) for o in block.options):
             return [Unmodelled(block.shown())]
         terms: list[Term] = []
         leftover = [o for o in block.options if not handler(self, block.name, o, terms)]
@@ -452,6 +452,25 @@ def _icmp(parser: _SectionParser, name: str, o: _Option, terms: list[Term]) -> b
     return True
 
 
+# -m addrtype: the kernel's route types, as iptables names them
+ADDRESS_TYPE_WORDS = {name.upper(): name for name in ADDRESS_TYPES}
+# options that change what a match's other options mean: the whole match is unmodelled
+# (`--limit-iface-in`: the type as one interface sees it, where `! LOCAL` matches more)
+WHOLE_BLOCK_OPTIONS = {"addrtype": ("--limit-iface-in", "--limit-iface-out")}
+
+
+def _addrtype(parser: _SectionParser, name: str, o: _Option, terms: list[Term]) -> bool:
+    """`-m addrtype --dst-type LOCAL` (several types: `LOCAL,BROADCAST`) as daddr.type;
+    which types the audit can judge is the evaluator's business (evaluate/addrtype.py)."""
+    words = o.value.upper().split(",")  # iptables compares the names case-insensitively
+    unknown = [w for w in words if w not in ADDRESS_TYPE_WORDS]
+    if unknown:
+        raise _Malformed(f"addrtype {o.name}: unknown address type {unknown[0]}{did_you_mean(unknown[0], ADDRESS_TYPE_WORDS)}")
+    field_name = "daddr.type" if o.name == "--dst-type" else "saddr.type"
+    terms.append(_match(field_name, [ADDRESS_TYPE_WORDS[w] for w in words], o.negate))
+    return True
+
+
 MATCH_HANDLERS: dict[str, Callable[[_SectionParser, str, _Option, list[Term]], bool]] = {
     **{name: _SectionParser._ports for name in PORT_MATCHES},
     **{name: _icmp for name in ICMP_MATCHES},
@@ -460,6 +479,7 @@ MATCH_HANDLERS: dict[str, Callable[[_SectionParser, str, _Option, list[Term]], b
     "state": _SectionParser._conntrack,
     "iprange": _SectionParser._iprange,
     "set": _SectionParser._set,
+    "addrtype": _addrtype,
 }
 
 

@@ -58,6 +58,7 @@ MATCH_OPTIONS: dict[str, dict[str, int]] = {
         "--packets-eq": 1, "--packets-lt": 1, "--packets-gt": 1, "--bytes-eq": 1, "--bytes-lt": 1, "--bytes-gt": 1,
     },
     "comment": {"--comment": 1},
+    "addrtype": {"--src-type": 1, "--dst-type": 1, "--limit-iface-in": 0, "--limit-iface-out": 0},
 }
 MATCH_OPTIONS["tcp"] |= {"--tcp-flags": 2, "--syn": 0, "--tcp-option": 1}
 MATCH_OPTIONS["sctp"] |= {"--chunk-types": 2}
@@ -76,7 +77,6 @@ TEXT_MATCH_OPTIONS: dict[str, tuple[str, ...]] = {
                "--mask", "--rsource", "--rdest"),
     "mac": ("--mac-source",),
     "owner": ("--uid-owner", "--gid-owner", "--socket-exists", "--suppl-groups"),
-    "addrtype": ("--src-type", "--dst-type", "--limit-iface-in", "--limit-iface-out"),
     "icmp": ("--icmp-type",),
     "icmp6": ("--icmpv6-type",),
     "mark": ("--mark",),

@@ -27,7 +27,7 @@ from fwmatrix.backends.nftables.describe import as_list, describe
 from fwmatrix.errors import BackendError
 from fwmatrix.gcpause import gc_paused
 from fwmatrix.ir import DnatMap, Element, Jump, Match, Rule, Ruleset, SetDef, Table, Value, Verdict, VerdictMap
-from fwmatrix.ir import TCP_FLAG_BITS, Action, Chain, Dnat, Key, Notrack, TcpFlags, Unmodelled, UnmodelledAction
+from fwmatrix.ir import ADDRESS_TYPES, TCP_FLAG_BITS, Action, Chain, Dnat, Key, Notrack, TcpFlags, Unmodelled, UnmodelledAction
 from fwmatrix.matrix.model import PortRange
 
 XT_TEXT = "iptables-nft (xt) expression: audit this table from iptables-save instead"
@@ -206,6 +206,8 @@ def _value(kind: str, raw: Any) -> Value:
         number = (ICMP_TYPES if kind == "icmp_type" else ICMPV6_TYPES).get(raw, raw) if isinstance(raw, str) else raw
         if isinstance(number, int) and 0 <= number <= 255:
             return number
+    if kind == "addrtype" and raw in ADDRESS_TYPES:
+        return cast(str, raw)
     if kind == "raw":  # a set of a type the IR has no field for: kept as text
         return describe(raw)
     raise _Unknown(f"{describe(raw)} as {kind}")
@@ -279,6 +281,8 @@ def _field(expr: Any) -> _Field:
         return _Field(*META_FIELDS[arg["key"]])
     elif kind == "ct" and "dir" not in arg and arg.get("key") in ("state", "status"):
         return _Field(f"ct.{arg['key']}", f"ct_{arg['key']}")
+    elif kind == "fib" and arg.get("result") == "type" and as_list(arg.get("flags")) in (["daddr"], ["saddr"]):
+        return _Field(f"{as_list(arg['flags'])[0]}.type", "addrtype")  # with iif/oif: the type on one interface
     raise _Unknown()
 
 
@@ -289,8 +293,9 @@ def _fields(expr: Any, lookup: bool = False) -> tuple[_Field, ...]:
         fields = tuple(_field(part) for part in expr["concat"])
     else:
         fields = (_field(expr),)
-    if lookup and any(f.name in ("icmp.type", "icmpv6.type") for f in fields):
-        raise _Unknown(f"a map keyed on the {'ICMP' if fields[0].name == 'icmp.type' else 'ICMPv6'} type")
+    unmodelled = [f.name for f in fields if f.name in ("icmp.type", "icmpv6.type", "daddr.type", "saddr.type")]
+    if lookup and unmodelled:
+        raise _Unknown(f"a map keyed on {unmodelled[0]}")
     return fields
 
 

@@ -21,7 +21,7 @@ from typing import Iterable, Protocol
 from netaddr import IPNetwork
 
 from fwmatrix.severity import SEVERITIES, any_reaches
-from fwmatrix.audit.evaluate import DEFAULT_ACCEPT, Effective, Grant, evaluate, interfaces_of, within_families
+from fwmatrix.audit.evaluate import DEFAULT_ACCEPT, Effective, Grant, OwnAddresses, evaluate, interfaces_of, within_families
 from fwmatrix.audit.evaluate.neighbours import nd_failures
 from fwmatrix.compile.intent import Dnat, FirewallIntent, Flow, Intent
 from fwmatrix.ir import Ruleset
@@ -119,11 +119,15 @@ class AuditReport:
         }
 
 
-def audit(intent: Intent, firewall: str, ruleset: Ruleset, source: str) -> AuditReport:
+def audit(intent: Intent, firewall: str, ruleset: Ruleset, source: str, local_addresses: Iterable[IPNetwork] = ()) -> AuditReport:
+    """`local_addresses`: all the firewall's own addresses (`--local-address`); without them
+    only the matrix's public addresses are known to be its own (see evaluate/addrtype.py)."""
     fw_intent = intent.firewalls[firewall]
     fw = fw_intent.firewall
     ifaces = interfaces_of(ruleset, list(fw.interfaces))
-    effective = evaluate(ruleset, ifaces)
+    given = tuple(local_addresses)
+    own = OwnAddresses(tuple(IPNetwork(address) for address in fw.public.values()) + given, complete=bool(given))
+    effective = evaluate(ruleset, ifaces, own=own)
     not_given = _not_given(ruleset)
     if not_given:  # what was not given was not audited: judge the rest, and say so
         effective = within_families(effective, frozenset({4, 6}) - not_given)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import click
+from netaddr import AddrFormatError, IPNetwork
 
 from fwmatrix.audit.findings import AuditReport, audit, fail
 from fwmatrix.compile.intent import Intent
@@ -43,13 +44,16 @@ def ruleset_options(fn: F) -> F:
               help="pf: the addresses of interface IF with their prefix, as ifconfig shows them (192.0.2.1/24): then `(IF)`, `IF:network`, antispoof and, once every interface has them, `self` are exact. Repeatable.")
 @click.option("--pf-group", "pf_groups", metavar="NAME=IF[,IF...]", multiple=True,
               help="pf: the members of interface group NAME (egress defaults to the interfaces facing the matrix's internet zone). Repeatable.")
+@click.option("--local-address", "local_addresses", metavar="CIDR", multiple=True,
+              help="An address (or network) of the firewall itself; give them all: with the matrix's public addresses they are "
+                   "what `fib daddr type local` and `-m addrtype --dst-type LOCAL` match (else only the public ones are known). Repeatable.")
 @format_option
 @output_option
 @fail_on_option("low", "a finding")
 @user_errors
 def audit_command(matrix: str, firewall: str | None, live: bool, ruleset_paths: tuple[str, ...], backend_name: str,
                   pf_tables: tuple[str, ...], pf_anchors: tuple[str, ...], pf_interfaces: tuple[str, ...], pf_groups: tuple[str, ...],
-                  fmt: str, output: str | None, fail_on: str) -> None:
+                  local_addresses: tuple[str, ...], fmt: str, output: str | None, fail_on: str) -> None:
     """Audit a firewall's live ruleset against MATRIX.
 
     Finds openings that are missing (or the part of them), traffic forwarded
@@ -65,13 +69,14 @@ def audit_command(matrix: str, firewall: str | None, live: bool, ruleset_paths: 
     what only the firewall knows."""
     if live == bool(ruleset_paths):
         raise click.UsageError("give exactly one of --live or --ruleset FILE")
+    own = tuple(_network(text) for text in local_addresses)
     intent = load_intent(matrix, firewall)
     if firewall is None:
         if len(intent.firewalls) != 1:
             raise click.UsageError(f"the matrix has several firewalls ({', '.join(intent.firewalls)}): say which with --firewall")
         firewall = next(iter(intent.firewalls))
     ruleset, source = read_input(intent, firewall, live, ruleset_paths, backend_name, pf_tables, pf_anchors, pf_interfaces, pf_groups)
-    report = audit(intent, firewall, ruleset, source)
+    report = audit(intent, firewall, ruleset, source, own)
     emit(fmt, output, [report], table=print_table, markdown=markdown, to_json=AuditReport.to_json,
          outcome=lambda r: audit_outcome(r, intent), fail_on=fail_on)
     sys.exit(EXIT_FINDINGS if fail(report, fail_on) else EXIT_OK)
@@ -101,6 +106,18 @@ def _read(path: str, backend_name: str, pf_context: dict) -> tuple[Ruleset, str]
         with open(path, encoding="utf-8") as handle:
             ruleset = pf.parse_ruleset(handle.read(), source=path, **pf_context)
     return ruleset, used
+
+
+def _network(text: str) -> IPNetwork:
+    """An address or a network; `10.0.0.1/24` (as `ip addr` prints an address) is refused:
+    it may mean the address or its whole network, and only the address is the firewall's."""
+    try:
+        net = IPNetwork(text)
+    except (AddrFormatError, ValueError):
+        raise click.UsageError(f"--local-address {text!r} is not an address or a network (CIDR)") from None
+    if net.ip != net.network:
+        raise click.UsageError(f"--local-address {text}: host bits are set; give the address ({net.ip}) or the network ({net.cidr})")
+    return net
 
 
 def _named_files(pairs: tuple[str, ...]) -> dict[str, str]:

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from fwmatrix.audit.evaluate.addrtype import UNKNOWN, OwnAddresses
 from fwmatrix.audit.evaluate.effective import DnatRegion, Effective, EvaluationError, Grant, Note
 from fwmatrix.audit.evaluate.forward import DEFAULT_ACCEPT, combine, forward_chains
 from fwmatrix.audit.evaluate.neighbours import nd_blocked, nd_dead
@@ -67,7 +68,8 @@ def interfaces_of(ruleset: Ruleset, known: list[str]) -> Interfaces:
     return Interfaces.of(names)
 
 
-def evaluate(ruleset: Ruleset, ifaces: Interfaces, within: Space | None = None, observer: object | None = None) -> Effective:
+def evaluate(ruleset: Ruleset, ifaces: Interfaces, within: Space | None = None, observer: object | None = None,
+             own: OwnAddresses = UNKNOWN) -> Effective:
     """The effective policy. Where rules fwmatrix cannot model are involved, it
     reads them twice (they all match; none matches) and also marks every packet
     that such a rule could match: `forwarded` holds only what is forwarded
@@ -78,8 +80,9 @@ def evaluate(ruleset: Ruleset, ifaces: Interfaces, within: Space | None = None, 
     where the firewall drops all neighbour discovery is uncertain too (`nd_dead`).
 
     `within` limits the walk to those packets (what the result says of others is then
-    meaningless); `observer` watches the walk (fwmatrix query's trace, fwmatrix/query/trace.py)."""
-    return _without_dead_neighbours(ruleset, _evaluate(ruleset, ifaces, within, observer))
+    meaningless); `observer` watches the walk (fwmatrix query's trace, fwmatrix/query/trace.py).
+    `own`: the firewall's own addresses, as far as they are known (addrtype.py)."""
+    return _without_dead_neighbours(ruleset, _evaluate(ruleset, ifaces, within, observer, own))
 
 
 def _without_dead_neighbours(ruleset: Ruleset, effective: Effective) -> Effective:
@@ -99,12 +102,12 @@ def _without_dead_neighbours(ruleset: Ruleset, effective: Effective) -> Effectiv
     )
 
 
-def _evaluate(ruleset: Ruleset, ifaces: Interfaces, within: Space | None, observer: object | None) -> Effective:
-    yes_reading = Reading(ruleset, ifaces, assume_unmodelled_match=True, within=within, observer=observer)
+def _evaluate(ruleset: Ruleset, ifaces: Interfaces, within: Space | None, observer: object | None, own: OwnAddresses) -> Effective:
+    yes_reading = Reading(ruleset, ifaces, assume_unmodelled_match=True, within=within, observer=observer, own=own)
     yes = _read(yes_reading)
     if not yes.unmodelled:
         return yes
-    no_reading = Reading(ruleset, ifaces, assume_unmodelled_match=False, within=within, observer=observer)
+    no_reading = Reading(ruleset, ifaces, assume_unmodelled_match=False, within=within, observer=observer, own=own)
     no = _read(no_reading)
     # Both readings' doubts count: a rule may meet packets that only one reading lets reach it.
     touched = Space(ifaces, yes_reading.touched + no_reading.touched)
@@ -172,6 +175,6 @@ def _read(reading: Reading) -> Effective:
 
 
 __all__ = [
-    "Effective", "Grant", "DnatRegion", "Note", "evaluate", "interfaces_of", "within_families", "EvaluationError", "DEFAULT_ACCEPT",
+    "Effective", "Grant", "DnatRegion", "Note", "OwnAddresses", "evaluate", "interfaces_of", "within_families", "EvaluationError", "DEFAULT_ACCEPT",
     "NO_PORT", "iv_norm", "iv_sub",
 ]

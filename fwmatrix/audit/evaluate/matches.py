@@ -11,6 +11,7 @@ from dataclasses import replace
 
 from netaddr import IPNetwork, IPRange
 
+from fwmatrix.audit.evaluate.addrtype import UNKNOWN, OwnAddresses, local_parts
 from fwmatrix.audit.evaluate.effective import EvaluationError
 from fwmatrix.audit.evaluate.reading import Reading
 from fwmatrix.ir import Match, Rule, SetDef, Table, TcpFlags, Unmodelled
@@ -25,8 +26,9 @@ from fwmatrix.space import (
 # other matches select (an ICMP type match implies its protocol, so it is uncertain
 # within ICMP only). Of the ct status bits only dnat is modelled (the ct dimension
 # knows translated connections). The ICMPv6 type is also read by the
-# neighbour-discovery check (evaluate/neighbours.py). TCP flags: see `exact_parts`.
-UNMODELLED_FIELDS = frozenset({"sport", "icmp.type", "icmpv6.type", "tcp.flags"})
+# neighbour-discovery check (evaluate/neighbours.py). TCP flags and address types
+# ('local' with the firewall's own addresses): see `exact_parts`.
+UNMODELLED_FIELDS = frozenset({"sport", "icmp.type", "icmpv6.type", "tcp.flags", "daddr.type", "saddr.type"})
 MODELLED_CT_STATUS = "dnat"
 # The flags of the first packet of a NEW TCP connection, the only one an opening is
 # judged by: SYN, without FIN, RST and ACK. Its other flags (PSH, URG, ECN, CWR: an
@@ -36,9 +38,15 @@ NEW_TCP_VALUE = 0x02
 NOT_NEW = "a TCP flags match on packets that are not the first of a NEW connection"
 
 
-def exact_parts(rule: Rule) -> list[Rule]:
-    """The rule as parts the walk judges one after the other, with its action: itself,
-    unless it matches TCP flags. The first packet of a NEW connection has known flags
+def exact_parts(rule: Rule, own: OwnAddresses = UNKNOWN) -> list[Rule]:
+    """The rule as parts with disjoint packets that the walk judges one after the other,
+    with its action: itself, unless it tests whether an address is the firewall's own
+    (addrtype.local_parts) or TCP flags (`_flag_parts`)."""
+    return [part for local in local_parts(rule, own) for part in _flag_parts(local)]
+
+
+def _flag_parts(rule: Rule) -> list[Rule]:
+    """The rule as parts for TCP flags: itself, unless it matches them. The first packet of a NEW connection has known flags
     (NEW_TCP_*), so a flags match that only tests those is exact for `ct state new`:
     one part, the rule over NEW packets without the flags match (when it matches them)
     and one over the other states with the flags match left unmodelled (judged both

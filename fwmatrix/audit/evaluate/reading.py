@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from fwmatrix.audit.evaluate.addrtype import UNKNOWN, OwnAddresses
 from fwmatrix.audit.evaluate.effective import Grant, Note
 from fwmatrix.ir import Chain, DnatMap, Match, Rule, Ruleset, Table, Unmodelled, VerdictMap
 from fwmatrix.space import V4_ALL, V6_ALL, Box, Interfaces, Space
@@ -34,7 +35,7 @@ AFTER_SNAT = "a source address after source NAT (snat, masquerade) may have rewr
 
 class Reading:
     def __init__(self, ruleset: Ruleset, ifaces: Interfaces, assume_unmodelled_match: bool,
-                 within: Space | None = None, observer: Any = None):
+                 within: Space | None = None, observer: Any = None, own: OwnAddresses = UNKNOWN):
         self.ruleset = ruleset
         # `fwmatrix query` runs a few packets (`within`) through the same walk, and watches
         # it (`observer`: chains.walk calls its `matched` and `walked`)
@@ -42,6 +43,7 @@ class Reading:
         self.observer = observer
         self.ifaces = ifaces
         self.assume = assume_unmodelled_match
+        self.own = own  # the firewall's own addresses, for `fib daddr type local` (addrtype.py)
         self.full = Space.full(ifaces)
         self.unmodelled: dict[str, Note] = {}
         self.shadowed: list[Note] = []
