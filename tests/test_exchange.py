@@ -16,13 +16,16 @@ from fwmatrix.cli import main
 from fwmatrix.compile.intent import build_intent
 from fwmatrix.compile.ruleset import compile_intent
 from fwmatrix.exchange import export_matrix, import_spreadsheet
+from fwmatrix.exchange.layout import CARRIED_KEYS
+from fwmatrix.matrix import loader
 from fwmatrix.matrix.loader import load_matrix, load_text
 from fwmatrix.matrix.model import Matrix
 from fwmatrix.targets import BACKENDS, backend
 
-from conftest import SEED
+from conftest import ROOT, SEED
 from strategies import matrix_yaml
 
+EXAMPLES = sorted(ROOT.glob("examples/*/matrix.yaml"))
 HASH_LINE = re.compile(r"^.*matrix sha256: [0-9a-f]{64}.*$", re.MULTILINE)
 
 
@@ -51,7 +54,8 @@ def meaning(m: Matrix) -> tuple:
         [(s.name, s.parts, s.note) for s in m.services.values()],
         [(f.name, f.interfaces, f.public, f.note, [(a.sources, a.destinations, a.services, a.note) for a in f.management])
          for f in m.firewalls.values()],
-        [(o.index, o.name, o.sources, o.destinations, o.services, o.nat and (o.nat.target, o.nat.port), o.note) for o in m.openings],
+        [(o.index, o.name, o.sources, o.destinations, o.services, o.nat and (o.nat.target, o.nat.port), o.snat and o.snat.target, o.note)
+         for o in m.openings],
     )
 
 
@@ -83,11 +87,21 @@ def import_error(tmp_path: Path, book: openpyxl.Workbook) -> str:
 
 
 @pytest.mark.parametrize("fmt", ["xlsx", "csv"])
-def test_seed_round_trip_compiles_the_same_rulesets(fmt: str, tmp_path: Path) -> None:
-    seed = load_matrix(str(SEED))
-    back = round_trip(seed, fmt, tmp_path)
-    assert meaning(back) == meaning(seed)
-    assert compiled(back) == compiled(seed)
+@pytest.mark.parametrize("path", [SEED] + EXAMPLES, ids=lambda p: p.parent.name if p.name == "matrix.yaml" else p.stem)
+def test_round_trip_compiles_the_same_rulesets(path: Path, fmt: str, tmp_path: Path) -> None:
+    original = load_matrix(str(path))
+    back = round_trip(original, fmt, tmp_path)
+    assert meaning(back) == meaning(original)
+    assert compiled(back) == compiled(original)
+
+
+def test_every_key_of_the_matrix_file_is_carried() -> None:
+    """A key the loader learns (a new opening field, say) must get a column, or this fails."""
+    assert set(loader.TOP_KEYS) == set(CARRIED_KEYS["top"])
+    assert set(loader.OPENING_KEYS) == set(CARRIED_KEYS["opening"])
+    assert set(loader.FIREWALL_KEYS) == set(CARRIED_KEYS["firewall"])
+    assert set(loader.MANAGEMENT_KEYS) == set(CARRIED_KEYS["management"])
+    assert set(loader.HOST_KEYS) == set(CARRIED_KEYS["host"])
 
 
 def test_seed_xlsx_reads_like_the_source_table() -> None:

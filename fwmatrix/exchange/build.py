@@ -345,6 +345,8 @@ class _Builder:
             opening["service"] = self.opening_services(row, place, path, service_ports)
             if "nat" in row:
                 opening["nat"] = self.nat(row["nat"], path + ("nat",))
+            if "snat" in row:
+                opening["snat"] = self.put(path + ("snat",), row["snat"].text, row["snat"])
             if "note" in row:
                 opening["note"] = self.put(path + ("note",), row["note"].text, row["note"])
             out.append(opening)

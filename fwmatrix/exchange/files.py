@@ -26,11 +26,11 @@ SECTION_RE = re.compile(r"\[([^\[\]]+)\]\Z")
 
 
 def _header(table: Table, language: str) -> list[str]:
-    return [header_text(column, language) for column in table.sheet.columns]
+    return [header_text(column, language) for column in table.columns]
 
 
 def _row(table: Table, row: dict[str, str]) -> list[str]:
-    return [row.get(column.key, "") for column in table.sheet.columns]
+    return [row.get(column.key, "") for column in table.columns]
 
 
 # -- XLSX -------------------------------------------------------------------------------------
@@ -57,7 +57,7 @@ def write_xlsx(tables: list[Table], language: str, title: str) -> bytes:
             for cell in line:
                 cell.data_type = "s"  # text, never a formula (a note may start with '=')
                 cell.alignment = Alignment(vertical="top", wrap_text=True)
-        for index, column in enumerate(table.sheet.columns, start=1):
+        for index, column in enumerate(table.columns, start=1):
             sheet.column_dimensions[get_column_letter(index)].width = column.width
         sheet.freeze_panes = "A2"
         sheet.auto_filter.ref = sheet.dimensions
@@ -155,7 +155,7 @@ def write_markdown(tables: list[Table], language: str, title: str) -> str:
     out = [f"# {_md_cell(title)}", ""]
     for table in tables:
         out += [f"## {table.sheet.name}", "", "| " + " | ".join(_header(table, language)) + " |",
-                "|" + "---|" * len(table.sheet.columns)]
+                "|" + "---|" * len(table.columns)]
         out += ["| " + " | ".join(_md_cell(cell) for cell in _row(table, row)) + " |" for row in table.rows]
         out.append("")
     return "\n".join(out)

@@ -21,6 +21,7 @@ class Column:
     aliases: tuple[str, ...] = ()  # other headers import accepts
     width: int = 16  # export's column width, in characters
     required: bool = False  # import refuses a sheet without it
+    optional: bool = False  # export leaves it out when no row fills it (a key few matrices use)
 
     def headers(self) -> tuple[str, ...]:
         return (self.english, self.italian) + self.aliases
@@ -47,6 +48,7 @@ OPENINGS = Sheet("openings", (
     Column("nat", "NAT", "NAT", ("nat to", "nat verso"), 20),
     NOTE,
     Column("name", "name", "Nome", ("opening", "apertura"), 22),
+    Column("snat", "source NAT", "NAT sorgente", ("snat", "source nat to", "masquerade"), 18, optional=True),
 ), aliases=("matrice connettività", "matrice connettivita", "matrice", "aperture", "connectivity matrix"), required=True)
 
 ZONES = Sheet("zones", (
@@ -96,6 +98,16 @@ MATRIX = Sheet("matrix", (
     Column("key", "key", "Chiave", ("field", "campo"), 14, required=True),
     Column("value", "value", "Valore", ("valore",), 60, required=True),
 ), aliases=("matrice fwmatrix",))
+
+# the matrix file's keys each sheet carries (tests/test_exchange.py compares them with the
+# loader's: a key the loader learns and the spreadsheet does not carry fails that test)
+CARRIED_KEYS = {
+    "top": ("fwmatrix", "name", "title", "zones", "hosts", "groups", "services", "firewalls", "openings"),
+    "opening": ("name", "from", "to", "service", "services", "nat", "snat", "note"),
+    "firewall": ("interfaces", "public", "management", "note"),
+    "management": ("from", "to", "service", "services", "note"),
+    "host": ("addresses", "roles", "note"),
+}
 
 # in the order export writes them (the openings first, as in the source document)
 SHEETS: tuple[Sheet, ...] = (OPENINGS, ZONES, HOSTS, GROUPS, SERVICES, FIREWALLS, MANAGEMENT, MATRIX)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fwmatrix.matrix.model import Host, Matrix, Opening, parse_service_literal
-from fwmatrix.exchange.layout import FIREWALLS, GROUPS, HOSTS, MANAGEMENT, MATRIX, OPENINGS, SERVICES, SHEETS, ZONES, Sheet
+from fwmatrix.exchange.layout import FIREWALLS, GROUPS, HOSTS, MANAGEMENT, MATRIX, OPENINGS, SERVICES, SHEETS, ZONES, Column, Sheet
 
 LIST_SEPARATOR = ", "
 # the named addresses that have a column of their own (the source document's EXT and INT)
@@ -24,6 +24,11 @@ OWN_COLUMNS = ("ext", "int")
 class Table:
     sheet: Sheet
     rows: tuple[dict[str, str], ...]  # column key -> cell text
+
+    @property
+    def columns(self) -> tuple[Column, ...]:
+        """The sheet's columns, but the optional ones no row fills."""
+        return tuple(c for c in self.sheet.columns if not c.optional or any(row.get(c.key) for row in self.rows))
 
 
 def joined(items: object) -> str:
@@ -56,6 +61,7 @@ def opening_row(opening: Opening, matrix: Matrix) -> dict[str, str]:
         "nat": nat,
         "note": opening.note,
         "name": opening.name,
+        "snat": opening.snat.target if opening.snat is not None else "",
     }
 
 

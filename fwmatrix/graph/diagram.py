@@ -170,9 +170,10 @@ def detailed(matrix: Matrix, firewall: str | None = None) -> Diagram:
         sources = [ref_node(ref, opening) for ref in opening.sources]
         destinations = [ref_node(ref, opening) for ref in opening.destinations]
         tip = f"{opening.name}: {_services(opening)}" + (f" — {opening.note}" if opening.note else "")
+        label = _services_with_ports(matrix, opening) + (f" (source NAT: {opening.snat.target})" if opening.snat is not None else "")
         for source in sources:
             for destination in destinations:
-                diagram.edge(source, destination, "opening", _services_with_ports(matrix, opening), tip)
+                diagram.edge(source, destination, "opening", label, tip)
         if opening.nat is not None:
             target = ref_node(opening.nat.target, opening)
             port = f" → port {opening.nat.port}" if opening.nat.port else ""

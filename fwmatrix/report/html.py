@@ -60,13 +60,14 @@ def _placements(intent: Intent) -> dict[int, list[str]]:
 def _matrix_section(intent: Intent) -> str:
     m = intent.matrix
     placed = _placements(intent)
-    head = "".join(f"<th>{_e(title)}</th>" for title in ("#", "opening", *(t for _, t in OPENING_COLUMNS), "placed on", "notes"))
+    columns = OPENING_COLUMNS + ((("snat", "source NAT"),) if any(o.snat is not None for o in m.openings) else ())
+    head = "".join(f"<th>{_e(title)}</th>" for title in ("#", "opening", *(t for _, t in columns), "placed on", "notes"))
     rows = []
     for opening in m.openings:
         cells = opening_row(opening, m)
         rows.append(
             f'<tr class="opening" id="opening-{opening.index}"><td>{opening.index}</td><td>{_e(opening.name)}</td>'
-            + "".join(f"<td>{_e(cells[key])}</td>" for key, _ in OPENING_COLUMNS)
+            + "".join(f"<td>{_e(cells[key])}</td>" for key, _ in columns)
             + f'<td>{"<br>".join(_e(p) for p in placed.get(opening.index, ["(crosses no firewall)"]))}</td><td>{_e(opening.note)}</td></tr>'
         )
     firewalls = "".join(
