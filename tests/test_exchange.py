@@ -17,6 +17,7 @@ from fwmatrix.compile.intent import build_intent
 from fwmatrix.compile.ruleset import compile_intent
 from fwmatrix.exchange import export_matrix, import_spreadsheet
 from fwmatrix.exchange.layout import CARRIED_KEYS
+from fwmatrix.exchange.names import canonical_references
 from fwmatrix.matrix import loader
 from fwmatrix.matrix.loader import load_matrix, load_text
 from fwmatrix.matrix.model import Matrix
@@ -133,23 +134,25 @@ def test_italian_headers_are_written_and_read(tmp_path: Path) -> None:
 
 def test_the_source_documents_own_table_imports(tmp_path: Path) -> None:
     """Rows as the Italian document writes them: its headers, UDP+TCP/5060 and upper case
-    ports, no traffic type name, columns in another order, no name column."""
+    ports and names, columns in another order, no name column."""
     seed_csv = export_matrix(load_matrix(str(SEED)), "csv")
     assert isinstance(seed_csv, str)
     others = seed_csv[seed_csv.index("[zones]"):]
     table = "\n".join([
         "[Matrice connettività]",
-        "Sorgente,IP Destinazione,Porta Destinazione,Note,NAT",
-        'internet,edge.public,"UDP+TCP/5060, TCP/5061",NAT verso IP EXT di SIPProxy (osips),sipproxy.ext',
-        "sipproxy.int,cti1,UDP+TCP/5060,,",
+        "Sorgente,IP Destinazione,Porta Destinazione,Note,NAT,Tipologia traffico",
+        'Internet,edge.public,"UDP+TCP/5060, TCP/5061",NAT verso IP EXT di SIPProxy (osips),SIPProxy.EXT,',
+        "SIPProxy.int,CTI1,UDP+TCP/5060,,,",
+        "NGINX,BAL,TCP/80,,,HTTP",
         "",
     ])
     path = tmp_path / "source.csv"
     path.write_text(table + "\n" + others)
     m = load_text(import_spreadsheet(str(path)).encode(), "x.yaml")
-    assert [(o.name, o.services, o.nat and o.nat.target) for o in m.openings] == [
-        ("row1", ("udp/5060", "tcp/5060", "tcp/5061"), "sipproxy.ext"),
-        ("row2", ("udp/5060", "tcp/5060"), None),
+    assert [(o.name, o.sources, o.destinations, o.services, o.nat and o.nat.target) for o in m.openings] == [
+        ("row1", ("internet",), ("edge.public",), ("udp/5060", "tcp/5060", "tcp/5061"), "sipproxy.ext"),
+        ("row2", ("sipproxy.int",), ("cti1",), ("udp/5060", "tcp/5060"), None),
+        ("row3", ("nginx",), ("bal",), ("http",), None),  # names as the document writes them: case is not a mistake
     ]
 
 
@@ -292,3 +295,10 @@ def test_csv_errors_name_the_line(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert result.output == f"error: {path}: section 'openings', line 6, column D: a formula ('=A1'): fwmatrix reads values, write the value itself\n"
     assert not (tmp_path / "out.yaml").exists()
+
+
+def test_case_is_forgiven_only_when_one_name_matches() -> None:
+    doc = {"zones": {"lan": "10.0.0.0/8", "LAN": "10.1.0.0/16", "dmz": "192.0.2.0/24"},
+           "openings": [{"from": ["Lan", "DMZ", "10.0.0.1"], "to": "Dmz", "service": "tcp/22"}]}
+    canonical_references(doc)
+    assert doc["openings"][0]["from"] == ["Lan", "dmz", "10.0.0.1"] and doc["openings"][0]["to"] == "dmz"

@@ -20,6 +20,7 @@ from netaddr import AddrFormatError, IPAddress
 
 from fwmatrix.compile.intent import build_intent
 from fwmatrix.errors import FwmatrixError, MatrixError, did_you_mean
+from fwmatrix.exchange.names import canonical_references, folded_names
 from fwmatrix.exchange.layout import (
     FIREWALLS, GROUPS, HOSTS, MANAGEMENT, MATRIX, OPENINGS, SERVICES, SHEETS, ZONES, Column, Sheet, column_for_header,
     column_letter, sheet_named,
@@ -214,6 +215,7 @@ class _Builder:
         for key, builder in (("zones", self.zones), ("hosts", self.hosts), ("groups", self.groups), ("services", self.services),
                              ("firewalls", self.firewalls), ("openings", self.openings)):
             self.doc[key] = builder((key,))
+        canonical_references(self.doc)
         return self.doc
 
     def matrix_fields(self) -> None:
@@ -367,7 +369,8 @@ class _Builder:
                 raise self.error(place, "neither a traffic type nor a destination port: say which service this opening is for")
             return self.put(path + ("service",), self.one_or_list(ports), row["ports"])
         refs = items(row["service"].text)
-        refs = [ref if ref in service_ports else _literal_or(ref, ref) for ref in refs]
+        folded = folded_names(service_ports)
+        refs = [ref if ref in service_ports else folded.get(ref.casefold()) or _literal_or(ref, ref) for ref in refs]
         if ports:
             meant: set[str] = set()
             for ref in refs:
