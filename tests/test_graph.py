@@ -107,3 +107,15 @@ def test_a_thousand_openings_are_drawn_by_zone_pair(tmp_path: Path) -> None:
     assert all(len(label) < 80 for e in pairs for label in e.labels)  # legible: no label lists them all
     svg = graph(matrix, "svg")
     assert isinstance(svg, bytes) and b"</svg>" in svg
+
+
+def test_diff_markdown_embeds_the_changed_part(tmp_path: Path) -> None:
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(SEED.read_text().replace("    service: http\n", "    service: [http, https]\n"))
+    result = CliRunner().invoke(main, ["diff", str(SEED), str(changed), "--format", "markdown", "--diagram"])
+    assert result.exit_code == 0, result.output
+    block = result.output[result.output.index("```mermaid"):]
+    arrows = re.findall(r"^  n\d+ -->\|\"([^\"]*)\"\| n\d+$", block, re.MULTILINE)
+    assert arrows == ["http tcp/80, https tcp/443"]  # nginx-to-bal, the one opening changed
+    plain = CliRunner().invoke(main, ["diff", str(SEED), str(changed), "--format", "markdown"])
+    assert "```mermaid" not in plain.output and result.output.startswith(plain.output)

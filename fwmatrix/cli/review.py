@@ -50,8 +50,10 @@ def lint_command(matrices: tuple[str, ...], fmt: str, output: str | None, fail_o
 @format_option
 @output_option
 @click.option("--exit-code", is_flag=True, help="Exit 1 when the change opens, closes or re-targets anything (like git diff --exit-code).")
+@click.option("--diagram", is_flag=True, help="--format markdown: add a Mermaid diagram of the openings the change adds or changes (GitHub and GitLab draw it).")
 @user_errors
-def diff_command(old: str, new: str | None, git_rev: str | None, backend_name: str, fmt: str, output: str | None, exit_code: bool) -> None:
+def diff_command(old: str, new: str | None, git_rev: str | None, backend_name: str, fmt: str, output: str | None, exit_code: bool,
+                 diagram: bool) -> None:
     """Review a change of the matrix: what it opens and closes, per firewall.
 
     Compares OLD and NEW (or OLD at --git REV with OLD in the working tree) as
@@ -71,7 +73,12 @@ def diff_command(old: str, new: str | None, git_rev: str | None, backend_name: s
         after, new_label = load_matrix(new), new
     result = review(build_intent(before), build_intent(after), old_label, new_label, selected_backends(backend_name))
     # JUnit: with --exit-code every change fails its case, as it fails the exit code
-    emit(fmt, output, [result], table=print_review, markdown=review_markdown, to_json=Review.to_json,
+    markdown = review_markdown
+    if diagram:
+        from fwmatrix.graph import changed_part_mermaid
+
+        markdown = lambda r: review_markdown(r) + changed_part_mermaid(after, r)  # noqa: E731
+    emit(fmt, output, [result], table=print_review, markdown=markdown, to_json=Review.to_json,
          outcome=lambda r: diff_outcome(r, after), fail_on="info" if exit_code else None)
     sys.exit(EXIT_FINDINGS if exit_code and result.changed else EXIT_OK)
 

@@ -128,9 +128,12 @@ def _firewalls(diagram: Diagram, matrix: Matrix, drawn: set[str], zone_node: dic
             diagram.edge(fw_id, zone_node[zone], "interface", iface)
 
 
-def detailed(matrix: Matrix, firewall: str | None = None) -> Diagram:
+def detailed(matrix: Matrix, firewall: str | None = None, only: set[str] | None = None, title: str = "") -> Diagram:
+    """Every opening (placed on `firewall`; named in `only`), with what it touches."""
     openings, drawn = _placed(matrix, firewall)
-    diagram = Diagram(f"{matrix.title} — {matrix.name}", {})
+    if only is not None:
+        openings = [o for o in openings if o.name in only]
+    diagram = Diagram(title or f"{matrix.title} — {matrix.name}", {})
     places = _Places(matrix)
     used_zones = set(z for fw in drawn for z in matrix.firewalls[fw].interfaces.values())
     zone_node = {name: f"zone:{name}" for name in matrix.zones}
