@@ -25,7 +25,7 @@ from fwmatrix.audit.evaluate import DEFAULT_ACCEPT, Effective, Grant, OwnAddress
 from fwmatrix.audit.evaluate.neighbours import nd_failures
 from fwmatrix.compile.intent import Dnat, FirewallIntent, Flow, Intent
 from fwmatrix.ir import Ruleset
-from fwmatrix.matrix.model import PROTOCOLS, Opening, ServicePart
+from fwmatrix.matrix.model import PROTOCOLS, Acceptance, Opening, ServicePart
 from fwmatrix.space import (
     NO_PORT, PORTS_ALL, Box, Interfaces, Space, addr_interval, addr_text, addrs, ct_bits, ct_translated, physical,
 )
@@ -57,6 +57,8 @@ class Finding:
     rule: str = ""
     regions: tuple[str, ...] = ()
     severity: str = ""
+    accepted: Acceptance | None = None  # accepted with a reason: shown, counts for no threshold (audit/waivers.py)
+    expired: Acceptance | None = None  # its acceptance has lapsed: a finding again
 
     @property
     def level(self) -> str:
@@ -70,7 +72,15 @@ class Finding:
             out["rule"] = self.rule
         if self.regions:
             out["regions"] = list(self.regions)
-        return out
+        return out | acceptance_json(self)
+
+
+def acceptance_json(finding: Finding | object) -> dict:
+    """`accepted` or `expired_acceptance`, for findings that have one (audit and lint)."""
+    accepted, expired = getattr(finding, "accepted", None), getattr(finding, "expired", None)
+    if accepted is not None:
+        return {"accepted": accepted.to_json()}
+    return {"expired_acceptance": expired.to_json()} if expired is not None else {}
 
 
 class _Kinded(Protocol):
@@ -94,17 +104,26 @@ class AuditReport:
     findings: list[Finding] = field(default_factory=list)
     openings_checked: int = 0
 
+    @property
+    def standing(self) -> list[Finding]:
+        """The findings not accepted: what counts and fails."""
+        return [f for f in self.findings if f.accepted is None]
+
     def counts(self) -> dict[str, int]:
-        return count_kinds(self.findings, KINDS)
+        return count_kinds(self.standing, KINDS)
 
     def verdict(self) -> str:
+        accepted = len(self.findings) - len(self.standing)
+        but = f" ({accepted} accepted finding{'s' if accepted != 1 else ''} not counted)" if accepted else ""
         if not self.findings:
             return f"firewall '{self.firewall}' matches the matrix: {self.openings_checked} openings checked, nothing missing, nothing in excess"
+        if not self.standing:
+            return f"firewall '{self.firewall}' differs from the matrix only by accepted findings: {accepted} not counted"
         parts = [f"{n} {kind}" for kind, n in self.counts().items() if n]
-        return f"firewall '{self.firewall}' differs from the matrix: " + ", ".join(parts)
+        return f"firewall '{self.firewall}' differs from the matrix: " + ", ".join(parts) + but
 
     def worst(self) -> str | None:
-        levels = [SEVERITIES.index(f.level) for f in self.findings]
+        levels = [SEVERITIES.index(f.level) for f in self.standing]
         return SEVERITIES[max(levels)] if levels else None
 
     def to_json(self) -> dict:
@@ -115,6 +134,7 @@ class AuditReport:
             "source": self.source,
             "verdict": self.verdict(),
             "counts": self.counts(),
+            "accepted": len(self.findings) - len(self.standing),
             "findings": [f.to_json() for f in self.findings],
         }
 
@@ -418,7 +438,7 @@ def _nat_findings(full: Space, dnats: tuple[Dnat, ...], effective: Effective) ->
 
 def fail(report: AuditReport, threshold: str) -> bool:
     """Whether the report has a finding at or above the threshold."""
-    return any_reaches((f.level for f in report.findings), threshold)
+    return any_reaches((f.level for f in report.standing), threshold)
 
 
 __all__ = ["Finding", "AuditReport", "audit", "fail", "KINDS", "flow_space", "reply_space", "Grant", "Opening"]

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import sys
+from datetime import date
 
 import click
 from netaddr import AddrFormatError, IPNetwork
 
-from fwmatrix.audit.findings import AuditReport, audit, fail
+from fwmatrix.audit.findings import KINDS, AuditReport, audit, fail
+from fwmatrix.audit.waivers import BASELINE_DAYS, accept, baseline_entries, check_kinds
 from fwmatrix.compile.intent import Intent
 from fwmatrix.backends import pf
 from fwmatrix.cli.common import (
-    F, EXIT_FINDINGS, EXIT_OK, emit, fail_on_option, format_option, load_intent, matrix_argument, output_option, user_errors,
+    F, EXIT_FINDINGS, EXIT_OK, err_console, write_file_atomically, emit, fail_on_option, format_option, load_intent, matrix_argument, output_option, user_errors,
 )
 from fwmatrix.errors import FwmatrixError
+from fwmatrix.matrix.accepts import baseline_text, load_baseline
+from fwmatrix.review.lint import KINDS as LINT_KINDS
 from fwmatrix.ir import Ruleset
 from fwmatrix.report.ci import audit_outcome
 from fwmatrix.report.text import markdown, print_table
@@ -47,13 +51,19 @@ def ruleset_options(fn: F) -> F:
 @click.option("--local-address", "local_addresses", metavar="CIDR", multiple=True,
               help="An address (or network) of the firewall itself; give them all: with the matrix's public addresses they are "
                    "what `fib daddr type local` and `-m addrtype --dst-type LOCAL` match (else only the public ones are known). Repeatable.")
+@click.option("--baseline", metavar="FILE", type=click.Path(dir_okay=False),
+              help="Findings accepted in FILE (a baseline) fail nothing; they stay in the report, marked. With --write-baseline, FILE is (re)written first.")
+@click.option("--write-baseline", is_flag=True, help="Write every finding the matrix does not accept into --baseline FILE (adoption on a large firewall: only new findings fail from now on).")
+@click.option("--baseline-owner", metavar="WHO", default="baseline", show_default=True, help="The owner written into new baseline entries.")
+@click.option("--baseline-expires", metavar="YYYY-MM-DD", help=f"When new baseline entries expire (default: {BASELINE_DAYS} days from today).")
 @format_option
 @output_option
 @fail_on_option("low", "a finding")
 @user_errors
 def audit_command(matrix: str, firewall: str | None, live: bool, ruleset_paths: tuple[str, ...], backend_name: str,
                   pf_tables: tuple[str, ...], pf_anchors: tuple[str, ...], pf_interfaces: tuple[str, ...], pf_groups: tuple[str, ...],
-                  local_addresses: tuple[str, ...], fmt: str, output: str | None, fail_on: str) -> None:
+                  local_addresses: tuple[str, ...], baseline: str | None, write_baseline: bool, baseline_owner: str,
+                  baseline_expires: str | None, fmt: str, output: str | None, fail_on: str) -> None:
     """Audit a firewall's live ruleset against MATRIX.
 
     Finds openings that are missing (or the part of them), traffic forwarded
@@ -77,6 +87,7 @@ def audit_command(matrix: str, firewall: str | None, live: bool, ruleset_paths: 
         firewall = next(iter(intent.firewalls))
     ruleset, source = read_input(intent, firewall, live, ruleset_paths, backend_name, pf_tables, pf_anchors, pf_interfaces, pf_groups)
     report = audit(intent, firewall, ruleset, source, own)
+    report.findings = accepted_findings(intent, firewall, report, baseline, write_baseline, baseline_owner, baseline_expires)
     emit(fmt, output, [report], table=print_table, markdown=markdown, to_json=AuditReport.to_json,
          outcome=lambda r: audit_outcome(r, intent), fail_on=fail_on)
     sys.exit(EXIT_FINDINGS if fail(report, fail_on) else EXIT_OK)
@@ -98,6 +109,29 @@ def read_input(intent: Intent, firewall: str, live: bool, ruleset_paths: tuple[s
     covered = None if None in families else frozenset().union(*families)
     ruleset = Ruleset(tuple(table for _, parsed, _ in read for table in parsed.tables), families=covered)
     return ruleset, ", ".join(f"{path} ({used})" for path, _, used in read)
+
+
+def accepted_findings(intent: Intent, firewall: str, report: AuditReport, baseline: str | None, write: bool, owner: str,
+                      expires: str | None) -> list:
+    """The report's findings marked by the matrix's acceptances and the baseline's; with
+    `write`, the baseline is first rewritten to accept every finding the matrix does not."""
+    today = date.today()
+    accepts = intent.matrix.accepts
+    check_kinds(accepts, KINDS + LINT_KINDS, "audit and lint")
+    if write:
+        if baseline is None:
+            raise click.UsageError("--write-baseline needs --baseline FILE")
+        try:
+            until = date.fromisoformat(expires) if expires else None
+        except ValueError:
+            raise click.UsageError(f"--baseline-expires {expires}: not a date written YYYY-MM-DD") from None
+        standing = [f for f in accept(report.findings, accepts, firewall, today) if f.accepted is None]
+        write_file_atomically(baseline, baseline_text(intent.matrix.name, firewall, baseline_entries(standing, firewall, today, owner, until)))
+        err_console.print(f"wrote {baseline}: {len(standing)} findings accepted as the baseline", markup=False, highlight=False)
+    if baseline is not None:
+        accepts = accepts + load_baseline(baseline)
+        check_kinds(accepts, KINDS + LINT_KINDS, "audit and lint")
+    return accept(report.findings, accepts, firewall, today)
 
 
 def _read(path: str, backend_name: str, pf_context: dict) -> tuple[Ruleset, str]:

@@ -32,6 +32,7 @@ from fwmatrix.matrix.model import (
     Zone,
     parse_service_literal,
 )
+from fwmatrix.matrix.accepts import parse_accepts
 from fwmatrix.matrix.resolve import Resolver
 from fwmatrix.matrix.yamlnodes import MAX_FILE_BYTES, Source, compose, kind_of, line_of, read_source
 from fwmatrix.targets import interface_name_refusal
@@ -46,7 +47,7 @@ IFACE_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,14}\Z")
 HOST_KEYS = ("addresses", "roles", "note")
 NOTE_MAX = 500
 
-TOP_KEYS = ("fwmatrix", "name", "title", "zones", "hosts", "groups", "services", "firewalls", "openings")
+TOP_KEYS = ("fwmatrix", "name", "title", "zones", "hosts", "groups", "services", "firewalls", "openings", "accept")
 OPENING_KEYS = ("name", "from", "to", "service", "services", "nat", "snat", "note")
 FIREWALL_KEYS = ("interfaces", "public", "management", "note")
 MANAGEMENT_KEYS = ("from", "to", "service", "services", "note")
@@ -214,6 +215,7 @@ def load_source(source: Source) -> Matrix:
         firewalls=firewalls,
         openings=openings,
         roles=roles,
+        accepts=parse_accepts(reader, section("accept", required=False)),
     )
     Resolver(matrix).check_all()
     check_management(matrix)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Iterator
 
 from netaddr import IPAddress, IPNetwork
@@ -222,6 +223,33 @@ class Opening:
 
 
 @dataclass(frozen=True)
+class Acceptance:
+    """A finding accepted with a reason (`accept:` of the matrix, or a baseline file): it stays
+    in every report, marked, and fails nothing until `expires` (after that day it is a finding
+    again). It matches findings of `kind` by every selector it has (at least one): the
+    opening's name, the rule (as the finding names it; a trailing FILE:LINE may omit the
+    directory), the regions (the finding's regions must all be among them), the message."""
+
+    kind: str
+    reason: str
+    owner: str
+    expires: date
+    where: Where
+    firewall: str | None = None
+    opening: str | None = None
+    rule: str | None = None
+    regions: tuple[str, ...] = ()
+    message: str | None = None
+
+    def label(self) -> str:
+        return f"{self.owner}, until {self.expires.isoformat()}: {self.reason}"
+
+    def to_json(self) -> dict:
+        return {"reason": self.reason, "owner": self.owner, "expires": self.expires.isoformat(),
+                "file": self.where.file, "line": self.where.line}
+
+
+@dataclass(frozen=True)
 class Matrix:
     name: str
     title: str
@@ -234,6 +262,7 @@ class Matrix:
     firewalls: dict[str, Firewall]
     openings: tuple[Opening, ...]
     roles: dict[str, str] = field(default_factory=dict)  # role name -> host name
+    accepts: tuple[Acceptance, ...] = ()  # findings accepted with a reason (`accept:`)
 
     def all_names(self) -> Iterator[str]:
         """Every name a reference may use (for "did you mean")."""

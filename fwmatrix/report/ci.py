@@ -37,6 +37,7 @@ from rich.table import Table
 
 from fwmatrix import __version__
 from fwmatrix.audit.findings import AuditReport
+from fwmatrix.audit.waivers import acceptance_text
 from fwmatrix.severity import reaches
 from fwmatrix.compile.intent import Intent, Warning_
 from fwmatrix.review.lint import HELP as LINT_HELP
@@ -45,7 +46,7 @@ from fwmatrix.review.lint import SEVERITY_OF as LINT_SEVERITY
 from fwmatrix.ops.labrun import LabReport
 from fwmatrix.review.lint import LintReport
 from fwmatrix.matrix.model import Matrix, Where
-from fwmatrix.report.text import KIND_TITLES, MAX_REGIONS, _md, _traffic
+from fwmatrix.report.text import KIND_TITLES, MAX_REGIONS, _marked, _md, _traffic
 from fwmatrix.review.diff import Review
 
 # -- the neutral shape ---------------------------------------------------------------
@@ -73,6 +74,7 @@ class Issue:
     where: Where | None  # the matrix line it is about (line 0: the file as a whole)
     case: str  # the case it belongs to: an opening's name, or a case of its own
     details: tuple[str, ...] = ()  # the live rule, the packets: more lines for people
+    accepted: str = ""  # accepted with a reason (who, until when, why): fails nothing, SARIF `suppressions`
 
 
 @dataclass
@@ -114,7 +116,7 @@ def junit(outcomes: list[Outcome], fail_on: str | None) -> str:
         for case in cases:
             element = ET.SubElement(suite, "testcase", classname=_x(f"fwmatrix.{outcome.command}.{outcome.suite}"), name=_x(case.name))
             issues = by_case.get(case.name, [])
-            failing = [i for i in issues if reaches(i.level, fail_on)]
+            failing = [i for i in issues if reaches(i.level, fail_on) and not i.accepted]
             for issue in failing:
                 failure = ET.SubElement(element, "failure", type=issue.rule, message=_x(f"{issue.level}: {issue.message}"))
                 failure.text = _x("\n".join(_where_lines(issue.where) + list(issue.details)))
@@ -123,7 +125,8 @@ def junit(outcomes: list[Outcome], fail_on: str | None) -> str:
             elif case.skipped:
                 ET.SubElement(element, "skipped", message=_x(case.skipped))
                 counts["skipped"] += 1
-            notes = ([] if failing else _where_lines(case.where)) + [f"{i.level} {i.rule}: {i.message}" for i in issues if i not in failing]
+            notes = ([] if failing else _where_lines(case.where)) + [
+                f"{i.level} {i.rule}: {i.message}" + (f" [accepted: {i.accepted}]" if i.accepted else "") for i in issues if i not in failing]
             if notes:
                 ET.SubElement(element, "system-out").text = _x("\n".join(notes))
         for key, value in counts.items():
@@ -214,6 +217,8 @@ def _sarif_result(outcome: Outcome, issue: Issue, rule_index: int) -> dict:
     # Stable across edits that only move lines, so code scanning keeps one alert per finding.
     digest = hashlib.sha256("\0".join((outcome.category, issue.rule, issue.case, issue.message)).encode()).hexdigest()
     result["partialFingerprints"] = {"fwmatrixFinding/v1": digest[:32]}
+    if issue.accepted:
+        result["suppressions"] = [{"kind": "external", "status": "accepted", "justification": issue.accepted}]
     return result
 
 
@@ -252,11 +257,12 @@ def audit_outcome(report: AuditReport, intent: Intent) -> Outcome:
         [Case(o.name, o.where) for o in placed],
     )
     for f in report.findings:
-        details = ((f"live rule: {f.rule}",) if f.rule else ()) + f.regions
+        details = ((f"live rule: {f.rule}",) if f.rule else ()) + f.regions + _expired(f)
+        accepted = f.accepted.label() if f.accepted else ""
         if f.opening is not None:
-            outcome.issues.append(Issue(f.kind, f.level, f.message, f.opening.where, f.opening.name, details))
+            outcome.issues.append(Issue(f.kind, f.level, f.message, f.opening.where, f.opening.name, details, accepted))
         else:
-            outcome.issues.append(Issue(f.kind, f.level, f.message, fw.where, f"{f.kind}: {f.rule or f.message}", details))
+            outcome.issues.append(Issue(f.kind, f.level, f.message, fw.where, f"{f.kind}: {f.rule or f.message}", details, accepted))
     return outcome
 
 
@@ -277,8 +283,15 @@ def lint_outcome(report: LintReport) -> Outcome:
     outcome = Outcome("lint", report.matrix, report.verdict(), "fwmatrix/lint/", LINT_RULES, [Case(o.name, o.where) for o in report.openings])
     for f in report.findings:
         case = f.opening.name if f.opening is not None else f"{f.kind}: {' '.join(f.definition) if f.definition else f.message}"
-        outcome.issues.append(Issue(f.kind, f.level, f.message, f.where, case, (f"covered by: {', '.join(f.covering)}",) if f.covering else ()))
+        details = ((f"covered by: {', '.join(f.covering)}",) if f.covering else ()) + _expired(f)
+        outcome.issues.append(Issue(f.kind, f.level, f.message, f.where, case, details, f.accepted.label() if f.accepted else ""))
     return outcome
+
+
+def _expired(finding: object) -> tuple[str, ...]:
+    """A lapsed acceptance, as a detail line of the finding it no longer accepts."""
+    text = acceptance_text(finding)
+    return (text,) if text and getattr(finding, "expired", None) is not None else ()
 
 
 # -- check ----------------------------------------------------------------------------------------
@@ -467,7 +480,7 @@ def _definition_where(matrix: Matrix, kind: str, name: str) -> Where | None:
 
 
 def print_lint(report: LintReport, console: Console) -> None:
-    style = "bold green" if not report.findings else "bold yellow"
+    style = "bold green" if not report.standing else "bold yellow"
     console.print(f"[{style}]{report.verdict()}[/]")
     if not report.findings:
         return
@@ -475,18 +488,18 @@ def print_lint(report: LintReport, console: Console) -> None:
     for column in ("line", "severity", "kind", "finding"):
         table.add_column(column, overflow="fold")
     for f in report.findings:
-        table.add_row(str(f.where.line), f.level, f.kind, escape(f.message))
+        table.add_row(str(f.where.line), f.level, f.kind, escape(_marked(f)))
     console.print(f"matrix file {report.file}", style="dim", markup=False)
     console.print(table)
 
 
 def lint_markdown(report: LintReport) -> str:
-    icon = "✅" if not report.findings else "⚠️"
+    icon = "✅" if not report.standing else "⚠️"
     out = [f"### {icon} fwmatrix lint: {report.verdict()}", "", f"Matrix file `{report.file}`.", ""]
     if report.findings:
         out += ["| line | severity | kind | finding |", "|---|---|---|---|"]
         for f in report.findings:
-            out.append(f"| {f.where.line} | {f.level} | {f.kind} | {_md(f.message)} |")
+            out.append(f"| {f.where.line} | {f.level} | {f.kind} | {_md(_marked(f))} |")
     return "\n".join(out).rstrip() + "\n"
 
 

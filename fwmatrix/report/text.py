@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from fwmatrix.audit.findings import KINDS, AuditReport, Finding
+from fwmatrix.audit.waivers import acceptance_text
 from fwmatrix.review.diff import Review
 
 MAX_REGIONS = 8  # region lines shown per finding in human forms (JSON has them all)
@@ -46,7 +47,7 @@ def _regions(f: Finding) -> list[str]:
 
 
 def print_table(report: AuditReport, console: Console) -> None:
-    style = "bold green" if not report.findings else "bold red"
+    style = "bold green" if not report.standing else "bold red"
     console.print(f"[{style}]{escape(report.verdict())}[/]")
     console.print(f"matrix {report.matrix}, live ruleset: {report.source}", style="dim", markup=False)
     for kind in KINDS:
@@ -60,12 +61,12 @@ def print_table(report: AuditReport, console: Console) -> None:
         table.add_column("live rule", overflow="fold")
         table.add_column("packets", overflow="fold")
         for f in findings:
-            table.add_row(f.level, *map(escape, (f.message, _opening_text(f), f.rule, "\n".join(_regions(f)))))
+            table.add_row(f.level, *map(escape, (_marked(f), _opening_text(f), f.rule, "\n".join(_regions(f)))))
         console.print(table)
 
 
 def markdown(report: AuditReport) -> str:
-    icon = "✅" if not report.findings else "❌"
+    icon = "✅" if not report.standing else "❌"
     out = [f"### {icon} {report.verdict()}", "", f"Matrix `{report.matrix}`, live ruleset `{report.source}`.", ""]
     for kind in KINDS:
         findings = [f for f in report.findings if f.kind == kind]
@@ -74,9 +75,15 @@ def markdown(report: AuditReport) -> str:
         out += [f"#### {KIND_TITLES[kind]}", "", "| severity | finding | opening | live rule | packets |", "|---|---|---|---|---|"]
         for f in findings:
             packets = "<br>".join(f"`{_md(line)}`" for line in _regions(f))
-            out.append(f"| {f.level} | {_md(f.message)} | {_md(_opening_text(f))} | {('`' + _md(f.rule) + '`') if f.rule else ''} | {packets} |")
+            out.append(f"| {f.level} | {_md(_marked(f))} | {_md(_opening_text(f))} | {('`' + _md(f.rule) + '`') if f.rule else ''} | {packets} |")
         out.append("")
     return "\n".join(out).rstrip() + "\n"
+
+
+def _marked(f: object) -> str:
+    """A finding's message, with its acceptance (or the one that lapsed) after it."""
+    mark = acceptance_text(f)
+    return getattr(f, "message") + (f"\n{mark}" if mark else "")
 
 
 def _md(text: str) -> str:

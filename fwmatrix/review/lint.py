@@ -20,14 +20,17 @@ opening opens and on what a DMZ is.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Iterable
 
 from netaddr import IPNetwork
 
 from fwmatrix.severity import any_reaches
-from fwmatrix.audit.findings import CT_NEW, _inside_to_internet, _service_bounds, count_kinds, flow_space
+from fwmatrix.audit.findings import KINDS as AUDIT_KINDS
+from fwmatrix.audit.findings import CT_NEW, _inside_to_internet, _service_bounds, acceptance_json, count_kinds, flow_space
+from fwmatrix.audit.waivers import accept, check_kinds
 from fwmatrix.compile.intent import Dnat, Intent
-from fwmatrix.matrix.model import Matrix, Opening, ServicePart, Where
+from fwmatrix.matrix.model import Acceptance, Matrix, Opening, ServicePart, Where
 from fwmatrix.matrix.resolve import Resolver
 from fwmatrix.space import Box, BoxIndex, Interfaces, Space, addrs, iv_overlaps, may_contain, physical, subtract_boxes
 
@@ -66,6 +69,8 @@ class LintFinding:
     definition: tuple[str, str] | None = None  # ('host', 'nginx') for unused definitions
     covering: tuple[str, ...] = ()  # the openings that cover a redundant one
     severity: str = ""
+    accepted: Acceptance | None = None  # accepted with a reason (fwmatrix/audit/waivers.py)
+    expired: Acceptance | None = None  # its acceptance has lapsed
 
     @property
     def level(self) -> str:
@@ -79,7 +84,7 @@ class LintFinding:
             out["definition"] = {"kind": self.definition[0], "name": self.definition[1]}
         if self.covering:
             out["covering"] = list(self.covering)
-        return out
+        return out | acceptance_json(self)
 
 
 @dataclass
@@ -89,13 +94,22 @@ class LintReport:
     findings: list[LintFinding] = field(default_factory=list)
     openings: tuple[Opening, ...] = ()  # every opening linted (a JUnit case each)
 
+    @property
+    def standing(self) -> list[LintFinding]:
+        """The findings not accepted: what counts and fails."""
+        return [f for f in self.findings if f.accepted is None]
+
     def counts(self) -> dict[str, int]:
-        return count_kinds(self.findings, KINDS)
+        return count_kinds(self.standing, KINDS)
 
     def verdict(self) -> str:
+        accepted = len(self.findings) - len(self.standing)
+        but = f" ({accepted} accepted finding{'s' if accepted != 1 else ''} not counted)" if accepted else ""
         if not self.findings:
             return f"matrix '{self.matrix}' is clean: {len(self.openings)} openings, nothing to report"
-        return f"matrix '{self.matrix}' has findings: " + ", ".join(f"{n} {kind}" for kind, n in self.counts().items() if n)
+        if not self.standing:
+            return f"matrix '{self.matrix}' has only accepted findings: {accepted} not counted"
+        return f"matrix '{self.matrix}' has findings: " + ", ".join(f"{n} {kind}" for kind, n in self.counts().items() if n) + but
 
     def to_json(self) -> dict:
         return {
@@ -104,11 +118,13 @@ class LintReport:
             "file": self.file,
             "verdict": self.verdict(),
             "counts": self.counts(),
+            "accepted": len(self.findings) - len(self.standing),
             "findings": [f.to_json() for f in self.findings],
         }
 
 
-def lint(intent: Intent) -> LintReport:
+def lint(intent: Intent, today: date | None = None) -> LintReport:
+    """The matrix's findings; those its `accept:` list accepts (as of `today`) are marked."""
     matrix = intent.matrix
     findings = (
         _dmz_to_internet(intent)
@@ -118,12 +134,14 @@ def lint(intent: Intent) -> LintReport:
         + _unused(matrix)
     )
     findings.sort(key=lambda f: (f.where.line, KINDS.index(f.kind)))
+    check_kinds(matrix.accepts, AUDIT_KINDS + KINDS, "audit and lint")
+    findings = accept(findings, matrix.accepts, None, today or date.today())
     return LintReport(matrix.name, matrix.file, findings, matrix.openings)
 
 
 def fail(report: LintReport, threshold: str) -> bool:
     """Whether the report has a finding at or above the threshold."""
-    return any_reaches((f.level for f in report.findings), threshold)
+    return any_reaches((f.level for f in report.standing), threshold)
 
 
 # -- DMZ towards the internet -------------------------------------------------------
