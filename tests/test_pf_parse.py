@@ -386,7 +386,7 @@ def compiled(path: Path | str) -> tuple[Intent, dict[str, Ruleset]]:
 
 def neighbour_discovery_line(text: str) -> int | None:
     """The renderer's rule for the firewall's own IPv6 neighbour discovery, which fwmatrix
-    cannot model exactly (`from self`, icmp6-type): its one expected finding."""
+    cannot model exactly without the firewall's addresses (`from self`): its one expected finding."""
     for number, line in enumerate(text.splitlines(), 1):
         if line.startswith("pass out quick inet6 proto icmp6 from self to any icmp6-type"):
             return number
@@ -399,7 +399,7 @@ def round_trip(intent: Intent, firewall: str, text: str) -> AuditReport:
 
 def assert_round_trip(intent: Intent, firewall: str, text: str) -> AuditReport:
     """Zero findings, but for two things of the renderer's. With IPv6, its out rule for the
-    firewall's own neighbour discovery cannot be modelled (`from self`, icmp6-type); it
+    firewall's own neighbour discovery cannot be modelled (`from self`, no addresses given); it
     decides nothing while no in rule passes icmp6 (the in pass blocks every forwarded packet
     it could judge), else it is reported as unmodelled, and what depends on it as uncertain
     (the evaluator, judging it both ways, may also call rules after it shadowed: an issue of
@@ -413,7 +413,8 @@ def assert_round_trip(intent: Intent, firewall: str, text: str) -> AuditReport:
         unmodelled = [f.rule for f in findings if f.kind == "unmodelled"]
         may_pass_icmp6 = any(line.startswith("pass in quick on ") and "inet " not in line and ("icmp6" in line or "proto" not in line)
                              for line in lines)
-        assert unmodelled == ([f"rendered.conf:{nd}"] if may_pass_icmp6 else []), findings
+        # (one finding per construct it holds: `self`, and the icmp6 type judged within icmp6)
+        assert set(unmodelled) == ({f"rendered.conf:{nd}"} if may_pass_icmp6 else set()), findings
         if unmodelled:
             assert all(f.kind in ("unmodelled", "shadowed") or "depends on" in f.message for f in findings), findings
             text = "\n".join(lines[:nd - 1] + [""] + lines[nd:]) + "\n"
@@ -895,7 +896,7 @@ def test_anchors_inline_quick_and_unknown() -> None:
 
 def test_unmodelled_constructs_are_kept() -> None:
     text = "\n".join([
-        "pass in quick proto icmp icmp-type echoreq",             # 1
+        "pass in quick proto icmp icmp-type echoreq code 0",      # 1
         "pass in quick proto tcp from any port 1024:65535",       # 2
         "pass in quick proto tcp user root",                       # 3
         "pass in quick proto tcp from any os \"OpenBSD\"",         # 4

@@ -178,6 +178,8 @@ class _Builder(_Tags):
             known = tuple((p,) for p in rule.protos if isinstance(p, int))
             yield ([(Match(("l4proto",), known),)] if known else []) + [
                 (Unmodelled(f"protocol '{p}' (not a name fwmatrix knows)"),) for p in rule.protos if isinstance(p, str)]
+        if rule.icmp is not None:  # (pfctl asks for `proto icmp` / `proto icmp6` with it)
+            yield [(Match((rule.icmp[0],), tuple((t,) for t in rule.icmp[1])),)]
         if family is not None:
             for side, hosts in (("saddr", rule.src), ("daddr", rule.dst)):
                 if hosts is not None:
@@ -340,14 +342,26 @@ class _Builder(_Tags):
 
     def _passed_by_default(self, chain: str, iface: str | None = None) -> list[int]:
         """The families whose packets may match no rule of the pass (and pass by default): those
-        without a block rule that every packet of the family matches (`block all`, `block in inet`)."""
+        without a block or pass rule that every packet of the family matches (`block all`, `block
+        in inet`, `pass`; `block on { em0 em1 }` when those are all the firewall's interfaces).
+        (The replies of a `no state` pass rule are _reply_rules' other part.)"""
         bare = _Rule("", "block")
         covered: set[int] = set()
         for r in self.rules:
-            if (r.action == "block" and not r.parents and _applies([r], chain) and r.on in (None, (_If(iface),) if iface else None)
-                    and replace(r, origin="", reject=False, direction=None, quick=False, on=None, af=None, label="") == bare):
+            if r.action in ("block", "pass") and not r.parents and _applies([r], chain) and self._on_every_interface(r.on, iface) \
+                    and replace(r, origin="", action="block", reject=False, direction=None, quick=False, on=None, af=None, label="",
+                                keep_state=True) == bare:
                 covered |= {r.af} if r.af else {4, 6}
         return [f for f in (4, 6) if f not in covered]
+
+    def _on_every_interface(self, on: tuple[_If, ...] | None, iface: str | None) -> bool:
+        """Does `on` take every packet (of `iface` when given)? A list of plain names does when it
+        holds every interface of the firewall (the matrix's: loopback forwards nothing)."""
+        if on is None or on == ((_If(iface),) if iface else None):
+            return True
+        names = {i.name for i in on if not i.negate and not i.group}
+        known = self.reader.interfaces
+        return iface is None and bool(known) and known <= names and self.reader.firewall_interfaces() <= names
 
     def _reply_rules(self, chain: str) -> list[Rule]:
         """Established packets that pf filters by the rules, not by the state table: replies of

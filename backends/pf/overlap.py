@@ -193,7 +193,7 @@ class _Overlap:
         in pass: `on` and `received-on` are the input interface.)"""
         narrow_ifaces = _input_names(small, strict=False)
         for p in big:
-            if p.unknown or p.tagged is not None or p.sport is not None or (p.af is not None and p.af not in {q.af for q in small}):
+            if p.unknown or p.tagged is not None or p.sport is not None or p.icmp is not None or (p.af is not None and p.af not in {q.af for q in small}):
                 return False
             wide_ifaces = _input_names([p], strict=True)
             if wide_ifaces is False or (wide_ifaces is not None and (narrow_ifaces is None or not narrow_ifaces <= wide_ifaces)):  # type: ignore[operator]

@@ -27,11 +27,26 @@ PF_PROTOCOLS: dict[str, int] = {
 PF_SERVICES: dict[str, int] = {
     "ftp-data": 20, "ftp": 21, "ssh": 22, "telnet": 23, "smtp": 25, "domain": 53, "bootps": 67, "bootpc": 68,
     "tftp": 69, "www": 80, "http": 80, "kerberos": 88, "pop3": 110, "sunrpc": 111, "auth": 113, "ident": 113,
-    "ntp": 123, "netbios-ns": 137, "netbios-dgm": 138, "netbios-ssn": 139, "imap": 143, "snmp": 161,
+    "nntp": 119, "ntp": 123, "netbios-ns": 137, "netbios-dgm": 138, "netbios-ssn": 139, "imap": 143, "snmp": 161,
     "snmptrap": 162, "snmp-trap": 162, "bgp": 179, "ldap": 389, "https": 443, "microsoft-ds": 445, "isakmp": 500,
     "syslog": 514, "submission": 587, "ldaps": 636, "imaps": 993, "pop3s": 995, "openvpn": 1194, "ms-sql-s": 1433,
     "radius": 1812, "radius-acct": 1813, "nfs": 2049, "mysql": 3306, "ms-wbt-server": 3389, "ipsec-nat-t": 4500,
     "sip": 5060, "sip-tls": 5061, "postgresql": 5432, "spamd": 8025, "http-alt": 8080,
+}
+# icmp-type and icmp6-type names as pfctl reads them (pfctl/pf_print_state.c's tables, after
+# the ICMP and ICMPv6 registries)
+PF_ICMP_TYPES: dict[str, int] = {
+    "echorep": 0, "unreach": 3, "squench": 4, "redir": 5, "althost": 6, "echoreq": 8, "routeradv": 9, "routersol": 10,
+    "timex": 11, "paramprob": 12, "timereq": 13, "timerep": 14, "inforeq": 15, "inforep": 16, "maskreq": 17,
+    "maskrep": 18, "trace": 30, "dataconv": 31, "mobredir": 32, "ipv6-where": 33, "ipv6-here": 34, "mobregreq": 35,
+    "mobregrep": 36, "skip": 39, "photuris": 40,
+}
+PF_ICMP6_TYPES: dict[str, int] = {
+    "unreach": 1, "toobig": 2, "timex": 3, "paramprob": 4, "echoreq": 128, "echorep": 129, "groupqry": 130,
+    "listqry": 130, "grouprep": 131, "listenrep": 131, "groupterm": 132, "listendone": 132, "routersol": 133,
+    "routeradv": 134, "neighbrsol": 135, "neighbradv": 136, "redir": 137, "routrrenum": 138, "wrureq": 139,
+    "fqdnreq": 139, "niqry": 139, "wrurep": 140, "fqdnrep": 140, "nirep": 140, "listenrepv2": 143, "mtraceresp": 200,
+    "mtrace": 201,
 }
 # An interface's (or group's) addresses as a host: `em0`, `em0:network`, `egress:0`, `em0:network:0`.
 _IF_ADDRESS_RE = re.compile(r"([A-Za-z][A-Za-z0-9_.-]*)(?::(network|broadcast|peer|0))?(:0)?")
@@ -132,6 +147,20 @@ def _iface_host(negate: bool, word: str, found: re.Match[str], parenthesised: bo
         what = "the addresses of an interface" if modifier else "an interface's addresses or a host name: resolved on the firewall"
     return _Host(negate, "iface", name=f"{'(' + word + ')' if parenthesised else word} ({what})", iface=found.group(1),
                  modifier=modifier, certain=parenthesised or bool(modifier))
+
+
+def _icmp_types(names: Mapping[str, int], tokens: Sequence[str]) -> tuple[int, ...] | None:
+    """icmp-type's list (`echoreq`, `{ 1 2 echorep }`) as type numbers; None when an item has a
+    code (the IR has no code field) or a name not known."""
+    types: list[int] = []
+    for token in tokens:
+        if token == "code":
+            return None
+        number = int(token) if token.isdigit() else names.get(token)
+        if number is None or number > 255:
+            return None
+        types.append(number)
+    return tuple(dict.fromkeys(types))
 
 
 def _table_words(text: str) -> list[str]:
@@ -451,11 +480,18 @@ class _Reader:
                 out.append(PF_PROTOCOLS.get(word, word))
         return tuple(out)
 
-    def _target(self, c: _Cursor) -> _Target:
-        """A translation's target: `ADDR [port P]` and pool options."""
+    def _target(self, c: _Cursor, af: int | None = None) -> _Target:
+        """A translation's target: `ADDR [port P]` and pool options. `(IF)`, `IF:0`: the
+        interface's address, when it has one of the rule's family (given: own.py); several
+        would be a pool."""
         text = c.arg("the translation address")
         net = _net(text)
         address = net if net is not None and net.size == 1 else None
+        found = _IF_ADDRESS_RE.fullmatch(text.strip("( )")) if net is None and af is not None else None
+        if found is not None and (found.group(2) or "0") == "0" and found.group(1) not in self.groups:
+            known = self.own.interface([found.group(1)], "0" if found.group(2) or found.group(3) else "")
+            mine = [n for n in (known.iter_cidrs() if known is not None else ()) if n.version == af]
+            address = mine[0] if len(mine) == 1 and mine[0].size == 1 else None
         port: PortRange | None = None
         if c.word("port"):
             word = c.next("the translation port")
@@ -591,10 +627,14 @@ class _Reader:
                 ifaces = self._iface(c.next("an interface"), negate)
                 changes["received_on"] = None if ifaces == (_If("any"),) else ifaces
             elif word in ("icmp-type", "icmp6-type"):
-                kinds = c.arg(word)
+                tokens = c.items(word)
                 if c.word("code"):
-                    kinds += " code " + c.next("a code")
-                unknown.append(f"{word} {kinds} (the pf reader does not model icmp types yet)")
+                    tokens += ["code", c.next("a code")]
+                types = _icmp_types(PF_ICMP_TYPES if word == "icmp-type" else PF_ICMP6_TYPES, tokens)
+                if types is None:
+                    unknown.append(f"{word} {' '.join(tokens)} (an icmp code, or a type name fwmatrix does not know)")
+                else:
+                    changes["icmp"] = ("icmp.type" if word == "icmp-type" else "icmpv6.type", types)
             elif word in ("user", "group"):
                 unknown.append(f"{word} {self._op_arg(c)} (the owner of a local socket)")
             elif word in ("tos", "prio", "probability", "rtable", "max-pkt-rate", "os"):
@@ -617,7 +657,7 @@ class _Reader:
                     c.group("(", ")")
                 unknown.append(f"{word} limiter {name}: new connections beyond it are refused")
             elif word == "rdr-to" or (word == "->" and rule.action in ("rdr", "nat", "binat")):
-                changes["rdr"] = self._target(c)
+                changes["rdr"] = self._target(c, rule.af)
             elif word in ("nat-to", "binat-to"):
                 target = self._target(c)
                 changes["snat"] = True

@@ -64,6 +64,7 @@ class _Rule:
     dst: tuple[_Host, ...] | None = None
     dport: _Ports | None = None
     sport: _Ports | None = None
+    icmp: tuple[str, tuple[int, ...]] | None = None  # ('icmp.type' or 'icmpv6.type', the types): icmp-type, icmp6-type
     tag: str | None = None
     tagged: tuple[str, bool] | None = None  # (tag, negated)
     rdr: _Target | None = None
