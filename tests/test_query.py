@@ -158,3 +158,23 @@ def test_input_errors_are_one_line_and_exit_2(args: list[str], message: str) -> 
     result = CliRunner().invoke(main, ["query", str(SEED), *args])
     assert result.exit_code == 2, result.output
     assert message in result.output and len(result.output.strip().splitlines()) == 1, result.output
+
+
+def test_two_firewalls_and_source_nat(tmp_path: Path) -> None:
+    """examples/perimeter: the LAN reaches the internet through both firewalls, and leaves
+    the perimeter with its public address; a query against the internal firewall's ruleset
+    arrives and leaves by that firewall's interfaces."""
+    matrix = str(ROOT / "examples" / "perimeter" / "matrix.yaml")
+    runner = CliRunner()
+    result = runner.invoke(main, ["query", matrix, "--from", "app", "--to", "198.51.100.200", "--service", "https", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    (answer,) = json.loads(result.output)["answers"]
+    assert [(h["firewall"], h["in"], h["out"], h["source"], h["snat"]) for h in answer["path"]] == [
+        ("internal", "lan0", "outside0", "10.40.1.10", None), ("perimeter", "transit0", "wan0", "10.40.1.10", "203.0.113.10")]
+    assert runner.invoke(main, ["compile", matrix, "--backend", "iptables", "-o", str(tmp_path)]).exit_code == 0
+    rules = ["-f", "internal", "-r", str(tmp_path / "internal.ipt4"), "-r", str(tmp_path / "internal.ipt6"), "--format", "json"]
+    result = runner.invoke(main, ["query", matrix, "--from", "app", "--to", "198.51.100.200", "--service", "https", *rules])
+    (answer,) = json.loads(result.output)["answers"]
+    assert result.exit_code == 0 and (answer["in"], answer["out"]) == ("lan0", "outside0"), result.output
+    result = runner.invoke(main, ["query", matrix, "--from", "web", "--to", "198.51.100.200", "--service", "https", *rules])
+    assert result.exit_code == 2 and "does not cross firewall 'internal'" in result.output

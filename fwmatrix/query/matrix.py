@@ -39,12 +39,14 @@ class Hop:
     dst: IPAddress  # the destination as this firewall's forward path sees it
     part: ServicePart  # the service as it sees it (a port forward may change the port)
     nat: Nat | None = None  # the port forward this firewall performs
+    src: IPAddress | None = None  # the source as this firewall sees it (after an earlier firewall's source NAT)
+    snat: str = ""  # the source NAT this firewall performs: an address, or "masquerade (IFACE)"
     openings: list[tuple[Opening, str]] = field(default_factory=list)  # opening, the part of the service it opens
     covered: Intervals = ()  # the queried ports this hop lets through (in the packet's own ports)
 
     def to_json(self) -> dict:
         return {"firewall": self.firewall, "in": self.in_iface, "out": self.out_iface, "destination": str(self.dst),
-                "service": str(self.part), "nat": None if self.nat is None else {
+                "service": str(self.part), "source": str(self.src), "snat": self.snat or None, "nat": None if self.nat is None else {
                     "target": str(self.nat.target), "port": self.nat.port, "opening": self.nat.opening.to_json()},
                 "openings": [dict(o.to_json(), service=text) for o, text in self.openings]}
 
@@ -156,9 +158,12 @@ class MatrixQuery:
         covered = wanted
         if dnat is not None:  # only the ports the port forward takes
             covered = iv_and(covered, iv_norm(x for p in dnat.parts if _same_protocol(p, packet.part, packet.family) for x in _ports(p)))
+        src = packet.src
         for hop in hops:
+            hop.src = src
             hop.covered = self._cover(packet, hop)
             covered = iv_and(covered, hop.covered)
+            src = self._source_nat(packet, hop) or src
         verdict = ALLOWED if covered == wanted else DENIED if not covered else PARTLY
         answer = MatrixAnswer(packet, verdict, hops, uncovered=iv_sub(wanted, covered))
         if verdict != ALLOWED and final:
@@ -177,7 +182,7 @@ class MatrixQuery:
         shift = 0 if hop.part == packet.part or hop.part.ports is None or packet.part.ports is None else hop.part.ports.low - packet.part.ports.low
         covered: Intervals = ()
         for flow in self._flows(hop, packet):
-            if not (_contains(flow.sources, packet.src) and _contains(flow.destinations, hop.dst)):
+            if not (_contains(flow.sources, hop.src) and _contains(flow.destinations, hop.dst)):
                 continue
             for p in flow.parts:
                 if not _same_protocol(p, hop.part, packet.family):
@@ -192,23 +197,35 @@ class MatrixQuery:
             covered = _ports(packet.part) if covered else ()
         return covered
 
+    def _source_nat(self, packet: Packet, hop: Hop) -> IPAddress | None:
+        """The source NAT the hop's firewall performs on the packet (noted on the hop), and the
+        source the next firewalls see (None: unchanged, or masquerade to an address the matrix
+        does not know)."""
+        for snat in self.intent.firewalls[hop.firewall].snats:
+            if (snat.out_iface == hop.out_iface and snat.family == packet.family and _contains(snat.sources, hop.src)
+                    and _contains(snat.destinations, hop.dst)
+                    and any(_same_protocol(p, hop.part, packet.family) and iv_and(_ports(p), _ports(hop.part)) for p in snat.parts)):
+                hop.snat = str(snat.address) if snat.address is not None else f"masquerade (the address of {hop.out_iface})"
+                return snat.address
+        return None
+
     def _neighbours(self, packet: Packet, hop: Hop) -> list[Neighbour]:
         """Openings on the hop that stops the packet, nearest first: from the same source to the
         same destination on other ports, then for the same service from or to other hosts."""
         ports: list[tuple[int, Neighbour]] = []
         hosts: list[tuple[int, Neighbour]] = []
         for flow in self._flows(hop, packet):
-            src_in, dst_in = _contains(flow.sources, packet.src), _contains(flow.destinations, hop.dst)
+            src_in, dst_in = _contains(flow.sources, hop.src), _contains(flow.destinations, hop.dst)
             for p in flow.parts:
                 if src_in and dst_in:
                     if p.ports is None or hop.part.ports is None or not _same_protocol(p, hop.part, packet.family):
                         distance = 1 << 17
                     else:
                         distance = max(p.ports.low - hop.part.ports.high, hop.part.ports.low - p.ports.high, 0)
-                    ports.append((distance, Neighbour("other port", flow.opening, f"{str(p)} from {packet.src} to {hop.dst}")))
+                    ports.append((distance, Neighbour("other port", flow.opening, f"{str(p)} from {hop.src} to {hop.dst}")))
                 elif (src_in or dst_in) and _same_protocol(p, hop.part, packet.family) and iv_and(_ports(p), _ports(hop.part)):
                     other = flow.destinations if src_in else flow.sources
-                    mine = int(hop.dst if src_in else packet.src)
+                    mine = int(hop.dst if src_in else hop.src)
                     distance = min(abs(int(n.first) - mine) for n in other)
                     where = f"to {', '.join(map(str, other))}" if src_in else f"from {', '.join(map(str, other))}"
                     hosts.append((distance, Neighbour("other host", flow.opening, f"{p} {where}")))

@@ -76,7 +76,8 @@ def _matrix_lines(answer: MatrixAnswer) -> list[tuple[int, str]]:
         if hop.nat:
             port = hop.nat.port if hop.nat.port is not None else hop.part.ports
             nat = f"  DNAT → {endpoint_text(hop.nat.target, port)} by {_opening(hop.nat.opening)}"
-        out.append((2, f"{hop.firewall}: {hop.in_iface} → {hop.out_iface}  {hop.dst} {hop.part}{nat}"))
+        snat = f"  SNAT → {hop.snat}" if hop.snat else ""
+        out.append((2, f"{hop.firewall}: {hop.in_iface} → {hop.out_iface}  {hop.src} → {hop.dst} {hop.part}{nat}{snat}"))
         for opening, service in hop.openings:
             out.append((3, f"opened by {_opening(opening)}: {service}"))
         if not hop.openings:
