@@ -191,7 +191,14 @@ def test_docker_like() -> None:
     expect(n, "ip filter FORWARD", "-A FORWARD -j DOCKER-USER", (), Jump("DOCKER-USER"))
     expect(n, "ip filter FORWARD", "-A FORWARD -i docker0 ! -o docker0", (m("iif", "docker0"), m("oif", "docker0", negate=True)), ACCEPT)
     expect(n, "ip filter DOCKER-ISOLATION-STAGE-2", "-o br-app -j DROP", (m("oif", "br-app"),), DROP)
-    expect(n, "ip filter DOCKER-USER", "--ctorigdstport 5432", (m("iif", "eth0"), TCP, Unmodelled("-m conntrack --ctorigdstport 5432 --ctdir ORIGINAL")), DROP)
+    # the original tuple of a NEW connection: its first packet as it arrived (before DNAT)
+    ports = m("l4proto", 6, 17, 33, 132, 136)
+    text = "-m conntrack --ctorigdstport 5432 --ctdir ORIGINAL"
+    expect(n, "ip filter DOCKER-USER", "--ctorigdstport 5432", (
+        (m("iif", "eth0"), TCP, m("ct.state", "new"), m("ct.status", "dnat", negate=True), ports, m("dport", 5432)),
+        (m("iif", "eth0"), TCP, m("ct.state", "new"), m("ct.status", "dnat"), Unmodelled(f"{text} (the destination before DNAT)")),
+        (m("iif", "eth0"), TCP, m("ct.state", "established", "related"), Unmodelled(f"{text} (on packets after a connection's first)")),
+    ), DROP)
 
 
 def test_firewalld_like() -> None:
@@ -264,7 +271,12 @@ def test_conntrack_and_state() -> None:
     expect(n, "ip filter FORWARD", "ASSURED,SEEN_REPLY", (m("ct.status", "assured", "seen-reply"),), ACCEPT)
     expect(n, "ip filter FORWARD", "! --ctstatus CONFIRMED", (m("ct.status", "confirmed", negate=True),), DROP)
     expect(n, "ip filter FORWARD", "-m state ! --state NEW", (m("iif", "eth1"), m("ct.state", "new", negate=True)), ACCEPT)
-    expect(n, "ip filter FORWARD", "--ctproto", (m("ct.state", "new"), Unmodelled("-m conntrack --ctproto tcp --ctorigdstport 22")), ACCEPT)
+    # a NEW connection's original tuple is its first packet before DNAT (both ways after it)
+    expect(n, "ip filter FORWARD", "--ctproto", (
+        (m("ct.state", "new"), m("ct.status", "dnat", negate=True), TCP, m("dport", 22)),
+        (m("ct.state", "new"), m("ct.status", "dnat"), TCP,
+         Unmodelled("-m conntrack --ctstate NEW --ctproto tcp --ctorigdstport 22 (the destination before DNAT)")),
+    ), ACCEPT)
 
 
 def test_negations() -> None:
@@ -875,3 +887,36 @@ def test_insert_and_abbreviations_read_as_the_kernel_holds_them(kernel: None) ->
         saved = ns.run(["iptables-save"]).stdout
     assert "-I " not in saved and "--to-destination 10.0.0.5" in saved
     assert meaning(parse_save(text, source="t")) == meaning(parse_save(saved, source="t"))
+
+
+CT_TUPLE = """*filter
+:INPUT ACCEPT [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+-A FORWARD -m conntrack --ctproto 17 --ctorigsrc 10.0.0.0/8 -j ACCEPT
+-A FORWARD -m conntrack --ctstate INVALID,UNTRACKED,NEW --ctproto 6 -j DROP
+-A FORWARD -m conntrack --ctstate NEW --ctdir REPLY --ctproto 6 -j DROP
+-A FORWARD -m conntrack --ctstate NEW --ctproto icmp --ctorigdstport 8 -j DROP
+-A FORWARD -m conntrack ! --ctstate NEW --ctproto 6 -j DROP
+COMMIT
+"""
+
+
+def test_conntrack_original_tuple() -> None:
+    """Without a connection (invalid, untracked) xt_conntrack matches by the state alone when
+    the match names states, else never; with one, the options test its original tuple, which
+    is a NEW connection's first packet (judged both ways on later packets)."""
+    rules = [r.matches for t in iptables.parse_save(CT_TUPLE, 4, "ct.ipt").tables for c in t.chains for r in c.rules]
+    later = Unmodelled("-m conntrack --ctproto 17 --ctorigsrc 10.0.0.0/8 (on packets after a connection's first)")
+    assert rules[0] == (m("ct.state", "new"), m("l4proto", 17), m("ip.saddr", "10.0.0.0/8"))
+    assert rules[1] == (m("ct.state", "established", "related"), later)
+    assert rules[2] == (m("ct.state", "new"), m("l4proto", 6))
+    assert rules[3] == (m("ct.state", "invalid", "untracked"),)  # no connection: the state alone decides
+    assert rules[4] == (m("ct.state"),)  # the first packet never goes the reply way: never matches
+    # ICMP's tuple holds no port: judged both ways (only on translated packets would DNAT matter)
+    assert m("dport", 8) not in rules[5] and any(isinstance(c, Unmodelled) for c in rules[5])
+    # a negated state: option by option, the tuple test judged both ways
+    assert rules[-1] == (m("ct.state", "new", negate=True), Unmodelled("-m conntrack --ctproto 6"))
+    with pytest.raises(BackendError) as caught:
+        iptables.parse_save(CT_TUPLE.replace("--ctdir REPLY", "--ctdir SIDEWAYS"), 4, "ct.ipt")
+    assert str(caught.value).startswith("ct.ipt:7: ") and "SIDEWAYS" in str(caught.value)

@@ -1072,3 +1072,38 @@ def test_destination_is_local_with_the_firewalls_addresses(backend: str) -> None
     assert public_only.forwarded == 2 and public_only.dropped == 1 and public_only.uncertain == 3, public_only.summary()
     assert_agreement(unknown, min_each=0)
     assert unknown.dropped == 1 and unknown.uncertain == 5, unknown.summary()
+
+
+# -- -m conntrack on the original tuple (--ctproto, --ctorigsrc, --ctorigdst, --ctorigdstport) ------
+
+CTORIG_IPT = {".ipt4": (
+    "*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n"
+    "-A PREROUTING -i wan0 -p tcp -m tcp --dport 8022 -j DNAT --to-destination 172.16.10.10:22\nCOMMIT\n"
+    "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+    "-A FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n"
+    "-A FORWARD -m conntrack --ctstate NEW --ctproto 17 --ctorigdstport 53 -j ACCEPT\n"
+    "-A FORWARD -m conntrack --ctstate NEW --ctproto 6 --ctorigdst 172.16.10.10 -j ACCEPT\n"
+    "-A FORWARD -m conntrack --ctstate NEW --ctproto 6 ! --ctorigdstport 22 --ctorigsrc 198.51.100.0/24 -j ACCEPT\n"
+    "COMMIT\n"
+)}
+CTORIG_PROBES = [
+    Probe("wan0", "dmz0", "198.51.100.7", "172.16.10.20", "udp", 53),  # forwarded: --ctorigdstport 53
+    Probe("wan0", "dmz0", "198.51.100.7", "172.16.10.20", "udp", 54),  # dropped
+    Probe("wan0", "dmz0", "198.51.100.7", "172.16.10.20", "tcp", 53),  # forwarded: the source, not port 22
+    Probe("wan0", "dmz0", "198.51.100.7", "172.16.10.20", "tcp", 22),  # dropped: port 22
+    Probe("wan0", "dmz0", "198.51.100.7", "172.16.10.10", "tcp", 22),  # forwarded: --ctorigdst
+    Probe("dmz1", "dmz0", "172.16.20.7", "172.16.10.20", "tcp", 80),  # dropped: another source
+    Probe("dmz1", "dmz0", "172.16.20.7", "172.16.10.20", "sctp", 53),  # dropped: another protocol
+    Probe("wan0", "dmz0", "198.51.100.7", "203.0.113.10", "tcp", 8022),  # translated: its original tuple is judged both ways
+]
+
+
+def test_conntrack_original_tuple_in_the_kernel() -> None:
+    """A NEW connection's original tuple is its first packet as it arrived: --ctproto, --ctorigsrc
+    exactly, --ctorigdst and --ctorigdstport exactly where no DNAT translated it (both ways
+    where one did): real packets agree, and every untranslated probe is compared."""
+    with Lab(SEED_IFACES, timeout=TIMEOUT) as lab:
+        lab.load_iptables(CTORIG_IPT)
+        tally = check_agreement(lab, lab.read_iptables(), CTORIG_PROBES, "conntrack original tuple (iptables)")
+    assert_agreement(tally)
+    assert tally.forwarded == 3 and tally.dropped == 4 and tally.uncertain == 1 and tally.translated == 1, tally.summary()

@@ -217,7 +217,9 @@ class _SectionParser:
         kernel_rules: dict[tuple, list[Rule]] = {}
         for combination in product(*((t.alternatives if isinstance(t, _AnyOf) else ((t,),)) for t in terms)):
             matches = tuple(dict.fromkeys(c for part in combination for c in part))
-            kernel_rules.setdefault(tuple(combination[i] for i in separate), []).append(Rule(matches, action, comment, origin))
+            same_kernel_rule = kernel_rules.setdefault(tuple(combination[i] for i in separate), [])
+            if not _contradicts(matches):  # an alternative another match rules out (-p tcp, "no ports")
+                same_kernel_rule.append(Rule(matches, action, comment, origin))
         return chain, position, list(kernel_rules.values())
 
     # -- iptables' own options ----------------------------------------------------------
@@ -267,6 +269,10 @@ class _SectionParser:
         handler = MATCH_HANDLERS.get(block.name)
         if handler is None or any(o.name in WHOLE_BLOCK_OPTIONS.get(block.name, ()) for o in block.options):
             return [Unmodelled(block.shown())]
+        if block.name == "conntrack":
+            tuple_terms = _conntrack_tuple(self, block)
+            if tuple_terms is not None:
+                return tuple_terms
         terms: list[Term] = []
         leftover = [o for o in block.options if not handler(self, block.name, o, terms)]
         return terms + ([Unmodelled(block.shown(leftover))] if leftover else [])
@@ -393,6 +399,97 @@ class _SectionParser:
             return None, f"-j {name}: changes the packet, not its fate"
         why = FATE_TARGETS.get(name, "a target fwmatrix does not know")
         return UnmodelledAction(f"{block.shown()} ({why})"), ""
+
+
+# -m conntrack options on the connection's original tuple (see _conntrack_tuple)
+CT_TUPLE_OPTIONS = ("--ctproto", "--ctorigsrc", "--ctorigdst", "--ctorigsrcport", "--ctorigdstport")
+PORT_TUPLE_PROTOCOLS = {6, 17, 33, 132, 136}  # their tuples hold ports (ICMP's: type, code and id)
+
+
+def _conntrack_tuple(parser: _SectionParser, block: _Block) -> list[Term] | None:
+    """`-m conntrack [--ctstate S] --ctproto P --ctorigdst A --ctorigdstport N ...`, as the kernel
+    reads it (xt_conntrack): a packet without a connection (invalid, untracked) matches by
+    its state alone when the match names states, else not at all; for the others the options
+    test the connection's original tuple. For a NEW connection's first packet that tuple is the
+    packet as it arrived: its protocol and source exactly, and its destination (address and
+    port, for protocols whose tuples hold ports) where no DNAT translated it; on a translated
+    one, and on established and related packets (replies, ICMP errors of another connection),
+    they are judged both ways. None when the block is not of this kind, or has options this
+    does not read."""
+    names = [o.name for o in block.options]
+    if not any(n in CT_TUPLE_OPTIONS for n in names) or set(names) - {*CT_TUPLE_OPTIONS, "--ctdir", "--state", "--ctstate"}:
+        return None
+    if len(names) != len(set(names)):
+        return None
+    options = {o.name: o for o in block.options}
+    state = options.get("--ctstate") or options.get("--state")
+    if state is not None and (state.negate or not set(state.value.split(",")) <= set(STATE_WORDS)):
+        return None  # the virtual states SNAT/DNAT, or a negation: read option by option
+    states = {STATE_WORDS[w] for w in state.value.split(",")} if state is not None else set(CT_STATES)
+    proto = options.get("--ctproto")
+    number = _proto(proto.value) if proto is not None else None
+    ports_known = proto is not None and not proto.negate and number in PORT_TUPLE_PROTOCOLS
+    text = f"-m conntrack {' '.join(o.shown() for o in block.options)}"
+    # each entry: the alternatives (conjunctions) one option allows a NEW packet, before DNAT
+    by_option: list[tuple[str, list[tuple[Cond, ...]]]] = []
+    for o in block.options:
+        if o.name == "--ctproto" and number is not None:
+            by_option.append((o.name, [(_match("l4proto", [number], o.negate),)]))
+        elif o.name in ("--ctorigsrc", "--ctorigdst"):
+            net = _network(o.value)
+            parser._seen(net.version)
+            by_option.append((o.name, [(_match(addr_field(net.version, "saddr" if o.name == "--ctorigsrc" else "daddr"), [net], o.negate),)]))
+        elif o.name == "--ctorigdstport":
+            port = (_match("dport", [_port_range(o.value)], o.negate),)
+            if ports_known:
+                by_option.append((o.name, [port]))
+            else:  # ICMP's tuple holds its type, code and id there
+                in_ports = _match("l4proto", sorted(PORT_TUPLE_PROTOCOLS))
+                by_option.append((o.name, [(in_ports, *port), (replace(in_ports, negate=True), Unmodelled(f"{text} (a protocol without ports)"))]))
+        elif o.name == "--ctorigsrcport":
+            by_option.append((o.name, [(Unmodelled(f"-m conntrack {o.shown()}"),)]))  # no source-port dimension
+        elif o.name == "--ctdir" and o.value.upper() not in ("ORIGINAL", "REPLY"):
+            raise _Malformed(f"conntrack --ctdir: ORIGINAL or REPLY, not {o.value}")
+        elif o.name == "--ctdir" and (o.value.upper() == "REPLY") != o.negate:
+            states.discard("new")  # a NEW connection's first packet goes the original way
+    alternatives: list[tuple[Cond, ...]] = []
+    if "new" in states:
+        new = _match("ct.state", ["new"])
+        untranslated = [alts for _, alts in by_option]
+        kept = [alts for name, alts in by_option if name not in ("--ctorigdst", "--ctorigdstport")]  # what DNAT leaves alone
+        if len(kept) < len(untranslated):  # the destination before DNAT: a translated packet's is not its own
+            alternatives += [(new, _match("ct.status", ["dnat"], True), *_joined(combination)) for combination in product(*untranslated)]
+            alternatives += [(new, _match("ct.status", ["dnat"]), *_joined(combination), Unmodelled(f"{text} (the destination before DNAT)"))
+                             for combination in product(*kept)]
+        else:
+            alternatives += [(new, *_joined(combination)) for combination in product(*untranslated)]
+    later = sorted(states & {"established", "related"})
+    if later:
+        alternatives.append((_match("ct.state", later), Unmodelled(f"{block.shown()} (on packets after a connection's first)")))
+    without = sorted(states & {"invalid", "untracked"}) if state is not None else []
+    if without:
+        alternatives.append((_match("ct.state", without),))  # no connection: the state alone decides
+    if not alternatives:
+        return [_match("ct.state", [])]  # never matches
+    return list(alternatives[0]) if len(alternatives) == 1 else [_AnyOf(tuple(alternatives))]
+
+
+def _contradicts(matches: tuple[Cond, ...]) -> bool:
+    """Whether literal protocol matches leave no protocol (`-p tcp` and "not a port protocol")."""
+    allowed: set[int] | None = None
+    excluded: set[int] = set()
+    for m in matches:
+        if isinstance(m, Match) and m.fields == ("l4proto",) and m.set_name is None:
+            values = {key[0] for key in m.values}
+            if m.negate:
+                excluded |= values
+            else:
+                allowed = values if allowed is None else allowed & values
+    return allowed is not None and not allowed - excluded
+
+
+def _joined(combination: tuple[tuple[Cond, ...], ...]) -> tuple[Cond, ...]:
+    return tuple(cond for part in combination for cond in part)
 
 
 # --tcp-flags names (iptables' ALL is the six classic flags, as in libxt_tcp)
