@@ -302,3 +302,35 @@ def test_case_is_forgiven_only_when_one_name_matches() -> None:
            "openings": [{"from": ["Lan", "DMZ", "10.0.0.1"], "to": "Dmz", "service": "tcp/22"}]}
     canonical_references(doc)
     assert doc["openings"][0]["from"] == ["Lan", "dmz", "10.0.0.1"] and doc["openings"][0]["to"] == "dmz"
+
+
+def test_what_a_sheet_cannot_carry_is_refused_at_export(tmp_path: Path, write_matrix) -> None:
+    bell = write_matrix(SEED.read_text().replace("note: NAT verso NGINX (NAT to NGINX)", 'note: "bell\\a"'))
+    result = CliRunner().invoke(main, ["export", bell, "--format", "xlsx", "-o", str(tmp_path / "x.xlsx")])
+    assert result.exit_code == 2 and not (tmp_path / "x.xlsx").exists()
+    assert result.output == f"error: {bell}: cannot export sheet 'openings', row 2, column F: a control character ('\\x07') that a spreadsheet cannot hold; remove it from the matrix\n"
+    markdown = export_matrix(load_matrix(bell), "markdown")
+    assert "bell\\x07" in markdown and "\a" not in markdown  # escaped, as in messages
+
+
+def test_control_characters_and_far_cells_are_refused(tmp_path: Path) -> None:
+    text = export_matrix(load_matrix(str(SEED)), "csv")
+    assert isinstance(text, str)
+    path = tmp_path / "esc.csv"
+    path.write_text(text.replace("nginx,http,bal", "nginx,http,b\x1bal"))
+    result = CliRunner().invoke(main, ["import", str(path), "-o", str(tmp_path / "out.yaml")])
+    assert result.exit_code == 2
+    assert result.output == f"error: {path}: section 'openings', line 6, column C: a control character ('\\x1b') in the cell: only text, tabs and new lines\n"
+    book = seed_book()
+    book["zones"]["XFD1048576"] = "far"  # iterating up to it would make 17 billion cells
+    assert import_error(tmp_path, book) == "sheet 'zones', row 1048576, column XFD: a value far to the right of any table"
+
+
+def test_a_workbook_that_unpacks_too_far_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fwmatrix.exchange import files
+
+    monkeypatch.setattr(files, "MAX_UNPACKED", 10_000)  # instead of writing a 512 MiB zip bomb
+    path = tmp_path / "seed.xlsx"
+    path.write_bytes(export_matrix(load_matrix(str(SEED)), "xlsx"))  # type: ignore[arg-type]
+    result = CliRunner().invoke(main, ["import", str(path), "-o", str(tmp_path / "out.yaml")])
+    assert result.exit_code == 2 and "unpacks to" in result.output and "more than the 10000 fwmatrix reads" in result.output

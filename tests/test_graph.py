@@ -4,6 +4,7 @@ hostile text kept as text."""
 from __future__ import annotations
 
 import json
+from xml.etree import ElementTree
 import re
 import subprocess
 import sys
@@ -78,7 +79,7 @@ def test_one_firewall_only(tmp_path: Path) -> None:
 def test_hostile_text_stays_text(write_matrix, tmp_path: Path) -> None:
     hostile = '"];\\ evil [label="pwned"]; x -> y [label="<b>'
     text = SEED.read_text().replace("title: Operator access from the internet (ContaCT Highway 7)", f"title: '{hostile}'")
-    text = text.replace("note: forwards the web traffic (HTTP/S)", "note: '# x ;\"]; `<script>alert(1)</script>`|'")
+    text = text.replace("note: forwards the web traffic (HTTP/S)", "note: \"# x ;\\\"]; `<script>alert(1)</script>`| \\e[31m\"")
     matrix = load_matrix(write_matrix(text))
     mermaid = graph(matrix, "mermaid")
     assert isinstance(mermaid, str) and "<script>" not in mermaid and "evil [" in mermaid and '"];' not in mermaid
@@ -91,6 +92,7 @@ def test_hostile_text_stays_text(write_matrix, tmp_path: Path) -> None:
     assert isinstance(svg, bytes)
     assert hostile in svg_texts(svg)[0]  # the title, shown as written
     assert b"<script>" not in svg and b"<b>" not in svg
+    ElementTree.fromstring(svg)  # well-formed XML: the note's escape character is written as \x1b, not as itself
 
 
 def test_a_thousand_openings_are_drawn_by_zone_pair(tmp_path: Path) -> None:

@@ -33,6 +33,8 @@ from fwmatrix.matrix.yamlnodes import line_of
 Path = tuple[object, ...]
 # a multi-protocol port as the source document writes it: UDP+TCP/5060
 _COMBINED_RE = re.compile(r"(?P<protos>[a-z0-9]+(?:\+[a-z0-9]+)+)/(?P<ports>.+)\Z")
+# characters no cell may hold (as no matrix file may): C0 and C1 controls but tab and new lines
+CONTROL_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 # CSV cells that a spreadsheet program would run as a formula are written with a leading quote
 FORMULA_STARTS = ("=", "+", "-", "@")
 
@@ -138,6 +140,9 @@ class _Rows:
 
     def text(self, value: object, column: Column, place: Place) -> str:
         if isinstance(value, str):
+            control = CONTROL_RE.search(value)
+            if control:
+                raise self.error(place, f"a control character ({control.group()!r}) in the cell: only text, tabs and new lines")
             return value.strip()
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise self.error(place, f"{type(value).__name__} '{value}' where text belongs: format the cell as text")

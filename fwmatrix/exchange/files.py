@@ -15,12 +15,14 @@ import os
 import re
 import zipfile
 
-from fwmatrix.errors import FwmatrixError
+from fwmatrix.errors import FwmatrixError, one_line
 from fwmatrix.exchange.build import FORMULA_STARTS, ExchangeError, Place, RawCell, RawSheet
 from fwmatrix.exchange.layout import header_text
 from fwmatrix.exchange.tabulate import Table
 
 MAX_BYTES = 64 * 1024 * 1024  # as a matrix file
+MAX_UNPACKED = 512 * 1024 * 1024  # an XLSX is a zip: what it may unpack to
+MAX_COLUMNS = 256  # a sheet has a dozen; a value beyond is a mistake (and a cost)
 HEADER_FILL = "1F4E79"
 SECTION_RE = re.compile(r"\[([^\[\]]+)\]\Z")
 
@@ -66,23 +68,39 @@ def write_xlsx(tables: list[Table], language: str, title: str) -> bytes:
     return out.getvalue()
 
 
+def _unpacked_size(path: str) -> int:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return sum(item.file_size for item in archive.infolist())
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise FwmatrixError(f"cannot read as an XLSX workbook: {exc}", path) from None
+
+
 def read_xlsx(path: str) -> list[RawSheet]:
     from openpyxl import load_workbook
 
+    size = _unpacked_size(path)
+    if size > MAX_UNPACKED:  # a small zip can unpack to gigabytes
+        raise FwmatrixError(f"the workbook unpacks to {size} bytes, more than the {MAX_UNPACKED} fwmatrix reads", path)
     try:
         book = load_workbook(path, data_only=False)
-    except (OSError, zipfile.BadZipFile, KeyError, ValueError) as exc:
-        raise FwmatrixError(f"cannot read as an XLSX workbook: {exc}", path) from None
+    except (OSError, zipfile.BadZipFile, KeyError, ValueError, TypeError, AttributeError) as exc:
+        raise FwmatrixError(f"cannot read as an XLSX workbook: {type(exc).__name__}: {exc}", path) from None
     sheets = []
     for sheet in book.worksheets:
         place = Place(sheet.title)
         for merged in sorted(sheet.merged_cells.ranges, key=lambda r: (r.min_row, r.min_col)):
             raise ExchangeError(f"{place.at(merged.min_row, merged.min_col - 1)}: merged cells ({merged.coord}): unmerge them, one value a cell", path)
-        rows = []
-        for number, line in enumerate(sheet.iter_rows(), start=1):
-            cells = [RawCell(cell.value, cell.data_type == "f") for cell in line]
-            if any(c.value is not None and not (isinstance(c.value, str) and not c.value.strip()) for c in cells):
-                rows.append((number, cells))
+        # the cells that exist, not the rectangle up to the farthest one (iter_rows would make
+        # every cell up to XFD1048576 when one value sits there)
+        by_row: dict[int, dict[int, RawCell]] = {}
+        for (row, column), cell in sorted(sheet._cells.items()):
+            if cell.value is None or (isinstance(cell.value, str) and not cell.value.strip()):
+                continue
+            if column > MAX_COLUMNS:
+                raise ExchangeError(f"{place.at(row, column - 1)}: a value far to the right of any table", path)
+            by_row.setdefault(row, {})[column - 1] = RawCell(cell.value, cell.data_type == "f")
+        rows = [(number, [cells.get(i, RawCell(None)) for i in range(max(cells) + 1)]) for number, cells in sorted(by_row.items())]
         sheets.append(RawSheet(sheet.title, place, rows))
     return sheets
 
@@ -148,7 +166,10 @@ def read_csv(path: str) -> list[RawSheet]:
 
 
 def _md_cell(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", "<br>").replace("<", "&lt;").replace(">", "&gt;") if text else " "
+    if not text:
+        return " "
+    text = text.replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+    return one_line(text.replace("\r\n", "\n").replace("\n", "<br>"))  # control characters escaped, as in messages
 
 
 def write_markdown(tables: list[Table], language: str, title: str) -> str:

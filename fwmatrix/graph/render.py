@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 
-from fwmatrix.errors import FwmatrixError
+from fwmatrix.errors import FwmatrixError, one_line
 from fwmatrix.graph.diagram import Diagram, Edge, Node
 
 DOT_TIMEOUT = 120  # seconds; the 1,000-opening bench matrix grouped by zone pair takes under one
@@ -37,8 +37,9 @@ AREA_STYLE = {
 
 
 def _dot_text(text: str) -> str:
-    """Text inside a DOT double-quoted string: quotes and backslashes escaped, one line."""
-    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ").replace("\r", " ")
+    """Text inside a DOT double-quoted string: quotes and backslashes escaped, one line
+    (control characters written as escapes: an SVG, being XML, cannot hold them)."""
+    return one_line(text).replace("\\", "\\\\").replace('"', '\\"')
 
 
 def _dot_label(lines: list[str]) -> str:
@@ -85,10 +86,10 @@ def _edge_attributes(edge: Edge) -> str:
 
 def _mermaid_text(text: str) -> str:
     """Text inside a Mermaid quoted label: quotes, HTML and Mermaid's entity syntax neutralised."""
-    text = text.replace("#", "#35;")  # first: the entities below start with '#'
+    text = one_line(text).replace("#", "#35;")  # first: the entities below start with '#'
     for char, entity in (("&", "#38;"), ('"', "#quot;"), ("<", "#lt;"), (">", "#gt;"), ("|", "#124;")):
         text = text.replace(char, entity)
-    return text.replace("\n", " ").replace("\r", " ").replace("`", "'")
+    return text.replace("`", "'")
 
 
 def _mermaid_label(lines: list[str]) -> str:
