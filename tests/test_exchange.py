@@ -18,7 +18,7 @@ from fwmatrix.compile.ruleset import compile_intent
 from fwmatrix.exchange import export_matrix, import_spreadsheet
 from fwmatrix.exchange.layout import CARRIED_KEYS
 from fwmatrix.exchange.names import canonical_references
-from fwmatrix.matrix import loader
+from fwmatrix.matrix import accepts, loader
 from fwmatrix.matrix.loader import load_matrix, load_text
 from fwmatrix.matrix.model import Matrix
 from fwmatrix.targets import BACKENDS, backend
@@ -57,6 +57,7 @@ def meaning(m: Matrix) -> tuple:
          for f in m.firewalls.values()],
         [(o.index, o.name, o.sources, o.destinations, o.services, o.nat and (o.nat.target, o.nat.port), o.snat and o.snat.target, o.note)
          for o in m.openings],
+        [(a.kind, a.firewall, a.opening, a.rule, a.regions, a.message, a.reason, a.owner, a.expires) for a in m.accepts],
     )
 
 
@@ -103,6 +104,7 @@ def test_every_key_of_the_matrix_file_is_carried() -> None:
     assert set(loader.FIREWALL_KEYS) == set(CARRIED_KEYS["firewall"])
     assert set(loader.MANAGEMENT_KEYS) == set(CARRIED_KEYS["management"])
     assert set(loader.HOST_KEYS) == set(CARRIED_KEYS["host"])
+    assert set(accepts.ACCEPT_KEYS) == set(CARRIED_KEYS["accept"])
 
 
 def test_seed_xlsx_reads_like_the_source_table() -> None:
@@ -334,3 +336,46 @@ def test_a_workbook_that_unpacks_too_far_is_refused(tmp_path: Path, monkeypatch:
     path.write_bytes(export_matrix(load_matrix(str(SEED)), "xlsx"))  # type: ignore[arg-type]
     result = CliRunner().invoke(main, ["import", str(path), "-o", str(tmp_path / "out.yaml")])
     assert result.exit_code == 2 and "unpacks to" in result.output and "more than the 10000 fwmatrix reads" in result.output
+
+
+ACCEPT = """
+accept:
+  - kind: dmz-to-internet
+    rule: inet filter forward handle 18
+    firewall: edge
+    reason: "nginx fetches its updates: the vendor's mirror, tcp/80,443"
+    owner: netops@example.com
+    expires: 2027-06-30
+  - kind: excess
+    regions: ["wan0 → dmz0  0.0.0.0/0 → 172.16.10.10  tcp/8080  ct new,new dnat", "lan0 → dmz1  10.20.0.0/16 → 172.16.20.0/24  tcp/22  ct new"]
+    reason: a test left behind, removed next sprint
+    owner: ops
+    expires: 2026-12-31
+"""
+
+
+@pytest.mark.parametrize("fmt", ["xlsx", "csv"])
+def test_accepted_findings_make_the_round_trip(fmt: str, tmp_path: Path, write_matrix) -> None:
+    original = load_matrix(write_matrix(SEED.read_text() + ACCEPT))
+    assert len(original.accepts) == 2
+    assert meaning(round_trip(original, fmt, tmp_path)) == meaning(original)
+
+
+def test_an_expiry_typed_as_a_date_cell_is_read(tmp_path: Path, write_matrix) -> None:
+    import datetime
+
+    original = load_matrix(write_matrix(SEED.read_text() + ACCEPT))
+    book = openpyxl.load_workbook(io.BytesIO(export_matrix(original, "xlsx")))  # type: ignore[arg-type]
+    sheet = book["accepted"]
+    column = [c.value for c in sheet[1]].index("expires") + 1
+    sheet.cell(2, column).value = datetime.datetime(2027, 6, 30)
+    sheet.cell(3, column).value = "31/12/2026"
+    path = tmp_path / "dates.xlsx"
+    book.save(path)
+    result = CliRunner().invoke(main, ["import", str(path), "-o", str(tmp_path / "out.yaml")])
+    assert result.exit_code == 2
+    letter = "ABCDEFGHI"[column - 1]
+    assert f"sheet 'accepted', row 3, column {letter}: 'expires' must be a date written YYYY-MM-DD, not '31/12/2026'" in result.output
+    sheet.cell(3, column).value = datetime.date(2026, 12, 31)
+    book.save(path)
+    assert meaning(load_text(import_spreadsheet(str(path)).encode(), "x.yaml")) == meaning(original)

@@ -166,3 +166,30 @@ def test_the_harness_sees_errors(tmp_path: Path, browser: Browser) -> None:
     browser.open(page)
     problems = browser.problems()
     assert any("seen" in p for p in problems) and any(p.startswith("exception") for p in problems), problems
+
+
+def test_accepted_findings_are_marked_and_filtered(tmp_path: Path, write_matrix, browser: Browser) -> None:
+    accept = """
+accept:
+  - kind: dmz-to-internet
+    rule: inet filter forward handle 18
+    reason: the DMZ fetches its updates
+    owner: netops
+    expires: 2999-12-31
+  - kind: shadowed
+    rule: inet filter forward handle 19
+    reason: left for a while
+    owner: netops
+    expires: 2000-01-01
+"""
+    matrix = write_matrix(SEED.read_text() + accept)
+    page = write_report(tmp_path, Path(matrix), "--ruleset", str(DRIFT))
+    browser.events.clear()
+    browser.open(page)
+    rows = browser.evaluate("Array.from(document.querySelectorAll('tr.finding')).map(r => [r.dataset.kind, r.dataset.status])")
+    assert ["dmz-to-internet", "accepted"] in rows and ["shadowed", "expired"] in rows
+    assert sum(1 for _, status in rows if status == "standing") == len(rows) - 2
+    browser.evaluate("document.querySelector('input[data-filter=\"status\"][value=\"accepted\"]').click()")
+    assert browser.evaluate("document.querySelectorAll('tr.finding:not([hidden])').length") == len(rows) - 1
+    assert "accepted: netops, until 2999-12-31: the DMZ fetches its updates" in browser.evaluate("document.body.textContent")
+    assert browser.problems() == []

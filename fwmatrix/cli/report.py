@@ -8,7 +8,7 @@ import json
 import click
 
 from fwmatrix.audit.findings import audit
-from fwmatrix.cli.audit import read_input
+from fwmatrix.cli.audit import accepted_findings, read_input
 from fwmatrix.cli.common import err_console, firewall_option, load_intent, matrix_argument, user_errors, write_file_atomically
 from fwmatrix.compile.intent import Intent
 from fwmatrix.errors import FwmatrixError, did_you_mean
@@ -41,7 +41,9 @@ def report_command(matrix: str, firewall: str | None, rulesets: tuple[str, ...],
     audits = {}
     for fw_name, paths in _rulesets_by_firewall(intent, rulesets).items():
         ruleset, source = read_input(intent, fw_name, False, paths, backend_name, (), ())
-        audits[fw_name] = audit(intent, fw_name, ruleset, source)
+        report = audit(intent, fw_name, ruleset, source)
+        report.findings = accepted_findings(intent, fw_name, report, None, False, "", None)  # the matrix's `accept:`
+        audits[fw_name] = report
     page = html_report(intent, audits, [_lab(path) for path in labs], _diagram(intent, firewall))
     write_file_atomically(output, page)
     err_console.print(f"wrote {output}", highlight=False, markup=False)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from typing import Iterator
 
 import yaml
@@ -22,7 +23,7 @@ from fwmatrix.compile.intent import build_intent
 from fwmatrix.errors import FwmatrixError, MatrixError, did_you_mean
 from fwmatrix.exchange.names import canonical_references, folded_names
 from fwmatrix.exchange.layout import (
-    FIREWALLS, GROUPS, HOSTS, MANAGEMENT, MATRIX, OPENINGS, SERVICES, SHEETS, ZONES, Column, Sheet, column_for_header,
+    ACCEPTED, FIREWALLS, GROUPS, HOSTS, MANAGEMENT, MATRIX, OPENINGS, SERVICES, SHEETS, ZONES, Column, Sheet, column_for_header,
     column_letter, sheet_named,
 )
 from fwmatrix.exchange.tabulate import OWN_COLUMNS
@@ -144,6 +145,8 @@ class _Rows:
             if control:
                 raise self.error(place, f"a control character ({control.group()!r}) in the cell: only text, tabs and new lines")
             return value.strip()
+        if column.key == "expires" and isinstance(value, (datetime, date)):  # a date cell
+            return value.date().isoformat() if isinstance(value, datetime) else value.isoformat()
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise self.error(place, f"{type(value).__name__} '{value}' where text belongs: format the cell as text")
         if column.key in ("note", "value") and float(value).is_integer():
@@ -218,8 +221,10 @@ class _Builder:
         self.doc = {"fwmatrix": 1, "name": self.default_name}
         self.matrix_fields()
         for key, builder in (("zones", self.zones), ("hosts", self.hosts), ("groups", self.groups), ("services", self.services),
-                             ("firewalls", self.firewalls), ("openings", self.openings)):
+                             ("firewalls", self.firewalls), ("openings", self.openings), ("accept", self.accepted)):
             self.doc[key] = builder((key,))
+        if not self.doc["accept"]:
+            del self.doc["accept"]
         canonical_references(self.doc)
         return self.doc
 
@@ -357,6 +362,21 @@ class _Builder:
             if "note" in row:
                 opening["note"] = self.put(path + ("note",), row["note"].text, row["note"])
             out.append(opening)
+        return out
+
+    def accepted(self, section: Path) -> list[object]:
+        """The accepted findings: one a row; packets one a line (a packet line may hold commas)."""
+        out: list[object] = []
+        for index, (place, row) in enumerate(self.rows(ACCEPTED)):
+            path = section + (index,)
+            self.put(path, None, place)
+            entry: dict[str, object] = {}
+            for column in ACCEPTED.columns:
+                if column.key in row:
+                    cell = row[column.key]
+                    value = [line.strip() for line in cell.text.splitlines() if line.strip()] if column.key == "regions" else cell.text
+                    entry[column.key] = self.put(path + (column.key,), value, cell)
+            out.append(entry)
         return out
 
     def service_ports(self) -> dict[str, set[str]]:

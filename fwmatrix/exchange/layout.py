@@ -94,6 +94,18 @@ MANAGEMENT = Sheet("management", (
     NOTE,
 ), aliases=("gestione",))
 
+ACCEPTED = Sheet("accepted", (
+    Column("kind", "kind", "Tipo", ("finding kind",), 16, required=True),
+    Column("firewall", "firewall", "Firewall", (), 14),
+    Column("opening", "opening", "Apertura", (), 18),
+    Column("rule", "rule", "Regola", ("live rule",), 28),
+    Column("regions", "packets (one a line)", "Pacchetti (uno per riga)", ("packets", "regions", "pacchetti"), 40),
+    Column("message", "finding", "Rilievo", ("message", "messaggio"), 30),
+    Column("reason", "reason", "Motivo", (), 30, required=True),
+    Column("owner", "owner", "Responsabile", (), 20, required=True),
+    Column("expires", "expires", "Scadenza", ("until", "fino al"), 12, required=True),
+), aliases=("accept", "accepted findings", "accettati", "rilievi accettati"))
+
 MATRIX = Sheet("matrix", (
     Column("key", "key", "Chiave", ("field", "campo"), 14, required=True),
     Column("value", "value", "Valore", ("valore",), 60, required=True),
@@ -102,15 +114,16 @@ MATRIX = Sheet("matrix", (
 # the matrix file's keys each sheet carries (tests/test_exchange.py compares them with the
 # loader's: a key the loader learns and the spreadsheet does not carry fails that test)
 CARRIED_KEYS = {
-    "top": ("fwmatrix", "name", "title", "zones", "hosts", "groups", "services", "firewalls", "openings"),
+    "top": ("fwmatrix", "name", "title", "zones", "hosts", "groups", "services", "firewalls", "openings", "accept"),
     "opening": ("name", "from", "to", "service", "services", "nat", "snat", "note"),
     "firewall": ("interfaces", "public", "management", "note"),
     "management": ("from", "to", "service", "services", "note"),
     "host": ("addresses", "roles", "note"),
+    "accept": ("kind", "firewall", "opening", "rule", "regions", "message", "reason", "owner", "expires"),
 }
 
 # in the order export writes them (the openings first, as in the source document)
-SHEETS: tuple[Sheet, ...] = (OPENINGS, ZONES, HOSTS, GROUPS, SERVICES, FIREWALLS, MANAGEMENT, MATRIX)
+SHEETS: tuple[Sheet, ...] = (OPENINGS, ZONES, HOSTS, GROUPS, SERVICES, FIREWALLS, MANAGEMENT, ACCEPTED, MATRIX)
 LANGUAGES = ("en", "it")
 
 

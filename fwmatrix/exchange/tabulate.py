@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fwmatrix.matrix.model import Host, Matrix, Opening, parse_service_literal
-from fwmatrix.exchange.layout import FIREWALLS, GROUPS, HOSTS, MANAGEMENT, MATRIX, OPENINGS, SERVICES, SHEETS, ZONES, Column, Sheet
+from fwmatrix.exchange.layout import ACCEPTED, FIREWALLS, GROUPS, HOSTS, MANAGEMENT, MATRIX, OPENINGS, SERVICES, SHEETS, ZONES, Column, Sheet
 
 LIST_SEPARATOR = ", "
 # the named addresses that have a column of their own (the source document's EXT and INT)
@@ -103,6 +103,11 @@ def tables(matrix: Matrix) -> list[Table]:
             {"firewall": fw.name, "from": joined(a.sources), "to": joined(a.destinations), "service": joined(a.services), "note": a.note}
             for fw in matrix.firewalls.values()
             for a in fw.management
+        ],
+        ACCEPTED.name: [
+            {"kind": a.kind, "firewall": a.firewall or "", "opening": a.opening or "", "rule": a.rule or "", "regions": "\n".join(a.regions),
+             "message": a.message or "", "reason": a.reason, "owner": a.owner, "expires": a.expires.isoformat()}
+            for a in matrix.accepts
         ],
         MATRIX.name: [
             {"key": "fwmatrix", "value": "1"},

@@ -24,6 +24,7 @@ from fwmatrix.exchange.tabulate import opening_row
 from fwmatrix.report.text import KIND_TITLES
 from fwmatrix.severity import SEVERITIES
 
+STATUSES = ("standing", "accepted", "expired")  # a finding not accepted, accepted, or its acceptance lapsed
 OPENING_COLUMNS = (("from", "source"), ("service", "traffic type"), ("to", "destination"), ("ports", "destination port"), ("nat", "NAT"))
 
 
@@ -96,12 +97,23 @@ def _opening_text(finding: Finding) -> str:
     return f"{o.name} (row {o.index}, line {o.where.line})" + (f" — {o.note}" if o.note else "")
 
 
+def _status(finding: Finding) -> tuple[str, str]:
+    """standing, accepted or expired (an acceptance that lapsed), and what the acceptance says."""
+    if finding.accepted is not None:
+        return "accepted", f"accepted: {finding.accepted.label()}"
+    if finding.expired is not None:
+        return "expired", f"acceptance expired: {finding.expired.label()}"
+    return "standing", ""
+
+
 def _finding_row(finding: Finding) -> str:
     regions = "\n".join(finding.regions)
+    status, acceptance = _status(finding)
+    note = f'<div class="acceptance {status}">{_e(acceptance)}</div>' if acceptance else ""
     return (
-        f'<tr class="finding" data-kind="{_e(finding.kind)}" data-severity="{_e(finding.level)}">'
+        f'<tr class="finding" data-kind="{_e(finding.kind)}" data-severity="{_e(finding.level)}" data-status="{status}">'
         f'<td><span class="badge {_e(finding.level)}">{_e(finding.level)}</span></td><td>{_e(finding.kind)}</td>'
-        f'<td class="message">{_e(finding.message)}</td><td>{_e(_opening_text(finding))}</td>'
+        f'<td><div class="message">{_e(finding.message)}</div>{note}</td><td>{_e(_opening_text(finding))}</td>'
         f'<td><code>{_e(finding.rule)}</code></td><td><code>{_e(regions)}</code></td></tr>'
     )
 
@@ -110,8 +122,10 @@ def _filters(reports: list[AuditReport]) -> str:
     kinds = [k for k in KINDS if any(f.kind == k for r in reports for f in r.findings)]
     boxes = "".join(f'<label><input type="checkbox" data-filter="kind" value="{_e(k)}" checked> {_e(k)}</label>' for k in kinds)
     levels = "".join(f'<label><input type="checkbox" data-filter="severity" value="{_e(s)}" checked> {_e(s)}</label>' for s in reversed(SEVERITIES))
+    statuses = "".join(f'<label><input type="checkbox" data-filter="status" value="{s}" checked> {s}</label>' for s in STATUSES)
     return (f'<div class="filters"><fieldset><legend>kind</legend>{boxes}</fieldset>'
-            f'<fieldset><legend>severity</legend>{levels}</fieldset><span id="findings-shown" class="muted"></span></div>')
+            f'<fieldset><legend>severity</legend>{levels}</fieldset><fieldset><legend>acceptance</legend>{statuses}</fieldset>'
+            '<span id="findings-shown" class="muted"></span></div>')
 
 
 def _audit_section(intent: Intent, audits: dict[str, AuditReport]) -> str:
