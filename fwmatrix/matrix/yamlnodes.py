@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import yaml
 from yaml.resolver import Resolver
@@ -54,7 +54,7 @@ def compose(source: Source) -> yaml.Node:
     if not text.strip():
         raise MatrixError("the file is empty", source.path, 1)
     try:
-        node = _compose_events(yaml.parse(text, Loader=_Loader), source.path)
+        node = _compose_events(_events(text), source.path)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
@@ -70,6 +70,17 @@ def compose(source: Source) -> yaml.Node:
     return node
 
 
+def _events(text: str) -> Iterator[yaml.Event]:
+    """The parser's events (what yaml.parse gives, one call a event rather than two)."""
+    parser = _Loader(text)
+    try:
+        get_event = parser.get_event
+        while (event := get_event()) is not None:
+            yield event
+    finally:
+        parser.dispose()
+
+
 def _compose_events(events: Iterable[yaml.Event], path: str) -> yaml.Node | None:
     """The one document's node tree, built from the parser's events with a stack of its own.
 
@@ -78,6 +89,10 @@ def _compose_events(events: Iterable[yaml.Event], path: str) -> yaml.Node | None
     stack, refuses nesting deeper than MAX_DEPTH where it happens, and refuses
     aliases at the alias, as fast as the C composer."""
     resolve = Resolver().resolve
+    # a plain scalar whose first character starts no implicit type (most: names, hosts) is a
+    # string, which is what resolve() answers for it after a dictionary lookup and a call
+    implicit_starts = Resolver.yaml_implicit_resolvers
+    string_tag = Resolver.DEFAULT_SCALAR_TAG
     root: yaml.Node | None = None
     documents = 0
     anchors: dict[str, int] = {}  # name -> the line of its first anchor
@@ -97,16 +112,34 @@ def _compose_events(events: Iterable[yaml.Event], path: str) -> yaml.Node | None
             parent.value.append((pending[0], node))
             pending[0] = None
 
+    ScalarEvent, ScalarNode, SequenceNode = yaml.ScalarEvent, yaml.ScalarNode, yaml.SequenceNode
     for event in events:
         kind = event.__class__
+        if kind is ScalarEvent:
+            if event.anchor is not None:
+                anchors.setdefault(event.anchor, event.start_mark.line + 1)
+            tag, value = event.tag, event.value
+            if tag is None or tag == "!":
+                if value and value[0] not in implicit_starts and event.implicit[0]:
+                    tag = string_tag
+                else:
+                    tag = resolve(ScalarNode, value, event.implicit)
+            node = ScalarNode(tag, value, event.start_mark, event.end_mark, style=event.style)
+            if not open_nodes:  # attach(node), inline: scalars are most of the nodes
+                root = node
+                continue
+            parent, pending = open_nodes[-1]
+            if parent.__class__ is SequenceNode:
+                parent.value.append(node)
+            elif pending[0] is None:
+                pending[0] = node
+            else:
+                parent.value.append((pending[0], node))
+                pending[0] = None
+            continue
         if getattr(event, "anchor", None) is not None and kind is not yaml.AliasEvent:
             anchors.setdefault(event.anchor, event.start_mark.line + 1)
-        if kind is yaml.ScalarEvent:
-            tag = event.tag
-            if tag is None or tag == "!":
-                tag = resolve(yaml.ScalarNode, event.value, event.implicit)
-            attach(yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, style=event.style))
-        elif kind is yaml.SequenceStartEvent or kind is yaml.MappingStartEvent:
+        if kind is yaml.SequenceStartEvent or kind is yaml.MappingStartEvent:
             if len(open_nodes) >= MAX_DEPTH:
                 raise MatrixError(f"the YAML nests deeper than {MAX_DEPTH} levels; a matrix needs a handful", path, event.start_mark.line + 1)
             node_class = yaml.SequenceNode if kind is yaml.SequenceStartEvent else yaml.MappingNode
