@@ -29,6 +29,7 @@ import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from rich.console import Console
@@ -43,11 +44,13 @@ from fwmatrix.compile.intent import Intent, Warning_
 from fwmatrix.review.lint import HELP as LINT_HELP
 from fwmatrix.review.lint import KINDS as LINT_KINDS
 from fwmatrix.review.lint import SEVERITY_OF as LINT_SEVERITY
-from fwmatrix.ops.labrun import LabReport
 from fwmatrix.review.lint import LintReport
 from fwmatrix.matrix.model import Matrix, Where
 from fwmatrix.report.text import KIND_TITLES, MAX_REGIONS, _marked, _md, _traffic
 from fwmatrix.review.diff import Review
+
+if TYPE_CHECKING:  # only named in annotations: the lab's modules are not imported for every report
+    from fwmatrix.ops.labrun import LabReport
 
 # -- the neutral shape ---------------------------------------------------------------
 
