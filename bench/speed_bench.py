@@ -34,7 +34,8 @@ import benchlib as B  # noqa: E402
 import gen_matrix  # noqa: E402
 import mutate_matrix  # noqa: E402
 
-GOALS = {"compile": (0.5, 150), "diff": (2.0, None), "lint": (2.0, None)}  # CPU s, MB (issue 13, at 10,000)
+GOALS = {"compile": (0.5, 150), "compile-iptables": (1.0, None), "compile-pf": (1.0, None), "diff": (2.0, None), "lint": (2.0, None)}  # CPU s, MB (issue 13, at 10,000)
+WORKS = ("startup", "compile", "compile-iptables", "compile-pf", "diff", "lint")
 AT_TREE = os.path.join(B.BENCH_DIR, "_at_tree.py")
 
 
@@ -47,6 +48,8 @@ def commands(matrix: str, changed: str, out: str) -> dict[str, tuple[list[str], 
     return {
         "startup": (["--version"], ""),
         "compile": (["compile", matrix, "-o", os.path.join(out, "compiled"), "--backend", "nftables"], os.path.join(out, "compiled")),
+        "compile-iptables": (["compile", matrix, "-o", os.path.join(out, "compiled-iptables"), "--backend", "iptables"], os.path.join(out, "compiled-iptables")),
+        "compile-pf": (["compile", matrix, "-o", os.path.join(out, "compiled-pf"), "--backend", "pf"], os.path.join(out, "compiled-pf")),
         "diff": (["diff", matrix, changed, "--format", "json", "-o", os.path.join(out, "diff.json")], os.path.join(out, "diff.json")),
         "lint": (["lint", matrix, "--format", "json", "-o", os.path.join(out, "lint.json")], os.path.join(out, "lint.json")),
     }
@@ -78,11 +81,21 @@ def measure_size(n: int, args: argparse.Namespace, workdir: str) -> dict:
     outputs = {side: os.path.join(workdir, f"{side}-{n}") for side in sides}
     for side in sides:
         os.makedirs(outputs[side], exist_ok=True)
+    # bytecode cached, as an installed fwmatrix has it (pip compiles it at install): one round
+    # first that is not measured, so that no measured run compiles fwmatrix's sources (about
+    # 0.12 s CPU a process; PYTHONDONTWRITEBYTECODE, which forbids the cache, is dropped in main)
+    B.log(f"[{n:,}] warming up (bytecode)")
+    for side, prefix in sides.items():
+        for work, (argv, _) in commands(matrix, changed, outputs[side]).items():
+            if work in args.works:
+                B.measure(prefix + argv)
     for i in range(args.repeat):
         B.log(f"[{n:,}] round {i + 1}/{args.repeat}")
         runs.setdefault(("baseline", ""), []).append(B.measure(baseline))
         for side, prefix in sides.items():
             for work, (argv, _) in commands(matrix, changed, outputs[side]).items():
+                if work not in args.works:
+                    continue
                 runs.setdefault((work, side), []).append(B.measure(prefix + argv))
     result = {"n": n, "medians": {}, "failed": {}, "identical": {}}
     for (work, side), rs in runs.items():
@@ -93,7 +106,7 @@ def measure_size(n: int, args: argparse.Namespace, workdir: str) -> dict:
             result["failed"][(work, side)] = rs[0].error_line()
     if args.before:
         for work, (_, path) in commands(matrix, changed, outputs["after"]).items():
-            if path:
+            if path and work in args.works:
                 other = commands(matrix, changed, outputs["before"])[work][1]
                 result["identical"][work] = os.path.exists(path) and os.path.exists(other) and same_output(path, other)
     if n == 10_000:  # where compile's time goes, phase by phase (as bench/run.py shows it)
@@ -117,6 +130,8 @@ def report(results: list[dict], args: argparse.Namespace, info: dict[str, str]) 
         f"of {args.repeat}; the machine is shared and was loaded by other work, so wall times are inflated and CPU is the "
         "figure to compare",
         "- baseline of the same run: `yaml.load` of the matrix with libyaml (CSafeLoader)",
+        "- bytecode cached (as an installed package has it): one unmeasured round first writes it for both sides "
+        "(PYTHONDONTWRITEBYTECODE dropped from the environment)",
     ]
     if args.before:
         lines.append(f"- before: the code of `{args.before_label}`, run from its checkout by bench/_at_tree.py in the same run, "
@@ -129,14 +144,15 @@ def report(results: list[dict], args: argparse.Namespace, info: dict[str, str]) 
         header = ["work", "after: CPU s / wall s / MB"] + (["before: CPU s / wall s / MB", "after ÷ before (CPU)", "outputs identical"] if args.before else []) + [
             "after ÷ yaml.load (CPU)", "goal (CPU s, MB)"]
         rows = []
-        for work in ("startup", "compile", "diff", "lint"):
+        for work in args.works:
             after, before = med.get((work, "after")), med.get((work, "before"))
             goal = GOALS.get(work) if r["n"] == 10_000 else None  # the issue's goals are at 10,000 openings
             goal_text = "–"
             if goal and after is not None:
                 met = after.cpu <= goal[0] and (goal[1] is None or after.rss_mb <= goal[1])
                 goal_text = f"≤ {goal[0]} s" + (f", ≤ {goal[1]} MB" if goal[1] else "") + (" — met" if met else " — **missed**")
-            row = [{"startup": "`fwmatrix --version`"}.get(work, f"`fwmatrix {work}`"), cell(after) if after else r["failed"].get((work, "after"), "–")]
+            row = [{"startup": "`fwmatrix --version`", "compile": "`fwmatrix compile` (nftables)", "compile-iptables": "`fwmatrix compile` (iptables)",
+                    "compile-pf": "`fwmatrix compile` (pf)"}.get(work, f"`fwmatrix {work}`"), cell(after) if after else r["failed"].get((work, "after"), "–")]
             if args.before:
                 row += [cell(before) if before else r["failed"].get((work, "before"), "–"),
                         f"{after.cpu / before.cpu:.2f}×" if after and before and before.cpu else "–",
@@ -163,12 +179,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--before-label", default="", help="how to name TREE in the report (default: its commit)")
     parser.add_argument("--output", default=os.path.join(B.RESULTS_DIR, "speed.md"))
     parser.add_argument("--keep", metavar="DIR")
+    parser.add_argument("--works", default=",".join(WORKS), help=f"which to measure (default: all of {', '.join(WORKS)})")
     args = parser.parse_args(argv)
+    args.works = tuple(w for w in WORKS if w in args.works.split(","))
     if args.before and not args.before_label:
         import subprocess
 
         head = subprocess.run(["git", "-C", args.before, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
         args.before_label = head or args.before
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)  # see measure_size: runs read cached bytecode
     info = B.machine()
     workdir = args.keep or tempfile.mkdtemp(prefix="fwmatrix-speed-")
     os.makedirs(workdir, exist_ok=True)
