@@ -314,7 +314,8 @@ def _cells(flat: _Flat, table: Table) -> Iterator[tuple[_Cell, str | None]]:
             if family not in (None, version):
                 contradiction = True  # ip and ip6 fields together: the rule matches nothing
             family = version
-            addrs[which] = None if net.prefixlen == 0 else net.cidr
+            # the IR's own object when it is a CIDR already (they are shared: products hash them once)
+            addrs[which] = None if net.prefixlen == 0 else net if net.value == net.first else net.cidr
         if "nfproto" in row:
             if row["nfproto"] not in (4, 6):
                 raise RenderError(f"nfproto {row['nfproto']!r} is not an address family (4 or 6)")
@@ -624,6 +625,8 @@ def _normalise(dim: int, values: set) -> frozenset:
     if None in values:
         return frozenset([None])  # 'any' absorbs the rest
     if dim in (0, 1):
+        if len(values) == 1:  # one CIDR (cells hold CIDRs): cidr_merge would give it back
+            return frozenset(values)
         return frozenset(cidr_merge(list(values)))
     if dim == 3:
         merged: list[PortRange] = []
@@ -642,8 +645,16 @@ def _products(cells: Iterable[_Cell]) -> list[tuple[Dims, list[str]]]:
     Greedy: merge ports, then protocols, then sources, then destinations, each time among
     products equal in the other three dimensions, so a union is never widened."""
     rects: dict[Dims, dict[str, None]] = {}
+    singles: dict[int, frozenset] = {}  # id(value) -> {value}: a frozenset keeps its hash, netaddr's is slow to compute
+
+    def single(value: object) -> frozenset:
+        found = singles.get(id(value))
+        if found is None:
+            found = singles[id(value)] = frozenset([value])
+        return found
+
     for c in cells:
-        key: Dims = (frozenset([c.saddr]), frozenset([c.daddr]), frozenset([c.proto]), frozenset([c.dport]))
+        key: Dims = (single(c.saddr), single(c.daddr), single(c.proto), single(c.dport))
         rects.setdefault(key, {}).update({c.note: None} if c.note else {})
     for dim in (3, 2, 0, 1):
         merged: dict[tuple, tuple[set, dict[str, None]]] = {}
