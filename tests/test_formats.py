@@ -41,6 +41,10 @@ LINT_EVERYTHING = (
     SEED.read_text()
     .replace("  msa: 10.20.0.30\n", "  msa: 10.20.0.30\n  orphan: 10.20.0.98\n")
     .replace("  rtp-int: udp/4000-9999\n", "  rtp-int: udp/4000-9999\n  ftp: tcp/21\n")
+    # a firewall behind edge, managed from the internet: edge cannot forward that (no address of it is known)
+    .replace("  internet: any\n", "  internet: any\n  vault: 10.99.0.0/24\n")
+    .replace("    public: 203.0.113.10\n", "    public: 203.0.113.10\n  inner:\n    interfaces: {up0: lan, vault0: vault}\n"
+             "    management: [{from: internet, service: tcp/22}]\n")
     + """
   - {name: nginx-updates, from: nginx, to: internet, service: tcp/443}
   - {name: bal-again, from: nginx, to: bal, service: tcp/80}
@@ -150,10 +154,12 @@ def test_sarif_of_lint_points_at_the_offending_lines(workdir: Path) -> None:
     (run,) = json.loads(output(workdir, "lint", "sarif"))["runs"]
     text = LINT_EVERYTHING.splitlines()
     located = {(r["ruleId"], r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"], r["locations"][0]["physicalLocation"]["region"]["startLine"]) for r in run["results"]}
-    assert {rule for rule, _, _ in located} == {"dmz-to-internet", "no-firewall", "redundant", "broad-from-internet", "zone-to-zone", "unused"}
+    assert {rule for rule, _, _ in located} == {"dmz-to-internet", "no-firewall", "redundant", "broad-from-internet", "zone-to-zone", "unused",
+                                                "management-dropped"}
     assert {uri for _, uri, _ in located} == {"lint.yaml"}
     lines = {rule: text[line - 1] for rule, _, line in located if rule != "unused"}
     assert "nginx-updates" in lines["dmz-to-internet"] and "all-tcp" in lines["broad-from-internet"] and "bal-again" in lines["redundant"]
+    assert "management: [{from: internet, service: tcp/22}]" in lines["management-dropped"]
     assert {text[line - 1].strip() for rule, _, line in located if rule == "unused"} == {"orphan: 10.20.0.98", "ftp: tcp/21"}
     assert run["automationDetails"]["id"] == "fwmatrix/lint/"
     levels = {r["ruleId"]: r["level"] for r in run["results"]}

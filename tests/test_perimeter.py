@@ -1,6 +1,8 @@
-"""Issue 14, the whole perimeter (examples/perimeter): source NAT, compiled for every backend,
-each backend's checker accepting it, and proven with real packets (the internet side sees the
-public address, or the firewall's own address for masquerade, as the source)."""
+"""Issue 14, the whole perimeter (examples/perimeter), compiled for every backend, each
+backend's checker accepting it, and proven with real packets: source NAT (the internet side
+sees the public address, or the firewall's own address for masquerade, as the source), the
+firewalls' own services (an input chain, policy drop: the firewall answers what is declared,
+and nothing else), and management accesses placed on every firewall they cross."""
 
 from __future__ import annotations
 
@@ -83,8 +85,8 @@ def test_bad_snat_names_its_line(write_matrix, change: str, line: str, words: st
 
 
 def test_snat_to_a_firewall_off_the_path_is_refused(write_matrix) -> None:
-    text = EXAMPLE.read_text().replace("    interfaces: {outside0: transit, lan0: lan, guest0: guests}\n",
-                                       "    interfaces: {outside0: transit, lan0: lan, guest0: guests}\n    public: 198.51.100.6\n")
+    text = EXAMPLE.read_text().replace("      guest0: {zone: guests, address: 10.41.0.1}\n",
+                                       "      guest0: {zone: guests, address: 10.41.0.1}\n    public: 198.51.100.6\n")
     text = text.replace("    snat: perimeter.public\n", "    snat: internal.public\n    # the address is internal's\n")
     path = write_matrix(text.replace("  - name: lan-browsing\n    from: lan", "  - name: lan-browsing\n    from: dmz"))
     with pytest.raises(MatrixError, match="does not cross"):
@@ -95,11 +97,11 @@ def test_snat_to_a_firewall_off_the_path_is_refused(write_matrix) -> None:
 
 
 @pytest.fixture(scope="module")
-def perimeter_reports(intent) -> dict[str, LabReport]:
+def perimeter_reports(intent) -> dict[tuple[str, str], LabReport]:
     from conftest import require_kernel
 
     require_kernel()
-    reports = {backend: run_lab(intent, "perimeter", backend) for backend in ("nftables", "iptables")}
+    reports = {(fw, backend): run_lab(intent, fw, backend) for fw in ("perimeter", "internal") for backend in ("nftables", "iptables")}
     for report in reports.values():
         print_lab(report, Console(width=220, force_terminal=False))
     return reports
@@ -111,7 +113,7 @@ SNAT_SOURCES = {"lan-browsing": PUBLIC, "guest-browsing": "169.254.0.1"}  # masq
 @pytest.mark.kernel
 @pytest.mark.parametrize("backend", ["nftables", "iptables"])
 def test_lab_proves_source_nat(perimeter_reports, backend: str) -> None:
-    report = perimeter_reports[backend]
+    report = perimeter_reports[("perimeter", backend)]
     assert report.passed, [r.detail() for r in report.results if not r.passed]
     rows = [r for r in report.of_kind("open") if r.check.name in SNAT_SOURCES]
     assert {r.check.service for r in rows if r.check.name == "lan-browsing"} == {"tcp/53", "tcp/80", "tcp/443", "udp/53"}
@@ -131,3 +133,130 @@ def test_lab_finds_a_missing_source_nat(intent) -> None:
     report = run_lab(intent, "perimeter", "nftables", ruleset=bare)
     failed = {r.check.name for r in report.results if not r.passed}
     assert failed == set(SNAT_SOURCES)
+
+
+# -- the firewalls' own services, and management across firewalls ----------------------
+
+
+def test_own_services_and_management_are_placed(intent) -> None:
+    internal, perimeter = intent.firewalls["internal"], intent.firewalls["perimeter"]
+    assert internal.filters_input and perimeter.filters_input
+    inputs = {(i.opening.name, i.in_iface, i.management) for i in internal.inputs}
+    assert inputs == {("lan-dns", "lan0", False), ("lan-dns", "guest0", False), ("internal-management-1", "lan0", True)}
+    assert {(i.opening.name, i.in_iface) for i in perimeter.inputs} == {("perimeter-ntp", "transit0"), ("perimeter-management-1", "transit0")}
+    # the perimeter's management crosses the internal firewall: forwarded there to the perimeter's addresses
+    ssh = [f for f in internal.flows if f.opening.name == "perimeter-management-1"]
+    assert [(f.in_iface, f.out_iface, [str(d) for d in f.destinations]) for f in ssh] == [("lan0", "outside0", ["198.51.100.1/32", "203.0.113.10/32"])]
+    assert not intent.warnings
+
+
+def test_every_backend_writes_the_input_chain(intent) -> None:
+    ruleset = compile_firewall(intent, intent.firewalls["internal"])
+    nft = nftables.render(ruleset)
+    chain = nft[nft.index("chain input {"):nft.index("}", nft.index("chain input {"))]
+    assert chain.splitlines()[1:6] == [
+        "\t\ttype filter hook input priority filter; policy drop;",
+        '\t\tiifname "lo" accept comment "loopback of the firewall"',
+        '\t\tct state established,related accept comment "replies pass by connection tracking"',
+        "\t\tct state invalid drop",
+        '\t\tmeta l4proto ipv6-icmp accept comment "ICMPv6: neighbour discovery, packet too big"',
+    ]
+    assert "10.40.9.5 . 10.40.0.1 . tcp . 22 comment \"internal-management-1\"" in nft
+    ipt4 = iptables.render_files(ruleset)[".ipt4"]
+    assert ":INPUT DROP [0:0]" in ipt4
+    assert "-A FWM-INPUT -s 10.40.9.5/32 -d 10.40.0.1/32 -i lan0 -p tcp -m tcp --dport 22 -m comment --comment internal-management-1 -j ACCEPT" in ipt4
+    for dialect in pf.DIALECTS:
+        conf = pf.render(ruleset, dialect)
+        assert pf.check(conf) == [], dialect
+        lines = conf.splitlines()
+        block = lines.index("block drop in quick from any to self")
+        services = [i for i, line in enumerate(lines) if "to self port" in line or "to 10.40.0.1 port 22" in line]
+        forwards = [i for i, line in enumerate(lines) if line.startswith("pass in quick") and "lan-browsing" in line]
+        assert services and max(services) < block < min(forwards), dialect  # services, then the rest to self dropped, then forwarding
+    # a firewall without own services keeps its input as it was: no chain
+    bare = replace(intent.firewalls["internal"], inputs=())
+    assert "hook input" not in nftables.render(compile_firewall(intent, bare))
+
+
+@pytest.mark.kernel
+def test_every_checker_accepts_the_example() -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "fwmatrix", "check", "-b", "all", str(EXAMPLE)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for firewall in ("internal", "perimeter"):
+        for backend in ("nftables", "iptables", "pf"):
+            assert any(line.strip().startswith(f"✓ {backend}: {firewall}.") for line in proc.stdout.splitlines()), proc.stdout
+
+
+def _perimeter_without_addresses() -> str:
+    """The example with no address of the perimeter known (no public one, none on its interfaces)."""
+    text = EXAMPLE.read_text().replace("      transit0: {zone: transit, address: 198.51.100.1}\n    public: 203.0.113.10\n", "      transit0: transit\n")
+    text = text.replace("    to: perimeter.public\n    service: https\n    nat: web\n", "    to: web\n    service: https\n")
+    return text.replace("    snat: perimeter.public\n", "    snat: masquerade\n").replace("    to: perimeter.transit0\n", "    to: 198.51.100.1\n")
+
+
+def test_management_a_firewall_on_the_way_cannot_forward_is_flagged(write_matrix) -> None:
+    """No address of the perimeter is known: the internal firewall, on the admins' way, cannot
+    open their access, so it would drop it. `check` says so (intent warning)."""
+    text = _perimeter_without_addresses()
+    intent = build_intent(load_matrix(write_matrix(text)))
+    (warning,) = [w.message for w in intent.warnings]
+    assert "perimeter management access #1 crosses firewall 'internal', which drops it" in warning
+    assert not any(f.opening.name == "perimeter-management-1" for f in intent.firewalls["internal"].flows)
+
+
+@pytest.mark.parametrize(("old", "new", "words"), [
+    ("    to: perimeter.transit0\n", "    to: perimeter.dmz0\n", "interface 'dmz0' of firewall 'perimeter' declares no address"),
+    ("    from: [lan, guests]\n", "    from: internal\n", "comes from firewall 'internal' itself"),
+    ("    to: internal\n", "    to: [internal, app]\n", "goes to a firewall itself and to other places"),
+])
+def test_bad_own_service_names_its_line(write_matrix, old: str, new: str, words: str) -> None:
+    text = EXAMPLE.read_text().replace(old, new)
+    with pytest.raises(MatrixError) as caught:
+        build_intent(load_matrix(write_matrix(text)))
+    assert words in caught.value.message
+    assert caught.value.line == text.splitlines().index(new.rstrip("\n")) + 1
+
+
+OWN_ROWS = {"internal": {"lan-dns", "internal-management-1"}, "perimeter": {"perimeter-ntp", "perimeter-management-1"}}
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("backend", ["nftables", "iptables"])
+@pytest.mark.parametrize("firewall", ["internal", "perimeter"])
+def test_lab_proves_own_services_and_management(perimeter_reports, firewall: str, backend: str) -> None:
+    report = perimeter_reports[(firewall, backend)]
+    assert report.passed, [f"{r.check.name}: {r.detail()}" for r in report.results if not r.passed]
+    own = [r for r in report.of_kind("open") if r.check.name in OWN_ROWS[firewall]]
+    assert {r.check.name for r in own} == OWN_ROWS[firewall]
+    assert all(res.probe.oif == "(firewall)" and res.answered for r in own for res in r.results)
+    # the firewall answers nothing else: a port nothing opens, from behind every interface
+    itself = [r for r in report.of_kind("closed") if r.check.name == f"{firewall} itself: a port nothing opens"]
+    assert len(itself) == 3 and all(r.passed for r in itself)
+    if firewall == "internal":  # the perimeter's management crosses it, forwarded
+        (crossing,) = [r for r in report.of_kind("open") if r.check.name == "perimeter-management-1"]
+        assert all(res.at_oif is not None and res.at_oif.side == "outside0" and res.answered for res in crossing.results)
+
+
+@pytest.mark.kernel
+def test_lab_finds_a_management_access_the_input_chain_drops(intent) -> None:
+    """The internal firewall compiled without its management access in the input chain: the
+    admins' SSH row fails (nothing answers), every other row still passes."""
+    fw = intent.firewalls["internal"]
+    cut = compile_firewall(intent, replace(fw, inputs=tuple(i for i in fw.inputs if not i.management)))
+    report = run_lab(intent, "internal", "iptables", ruleset=cut)
+    assert {r.check.name for r in report.results if not r.passed} == {"internal-management-1"}
+
+
+def test_lint_flags_the_dropped_management_access_and_counts_management_as_use(write_matrix) -> None:
+    from fwmatrix.review.lint import lint
+
+    clean = lint(build_intent(load_matrix(str(EXAMPLE))))
+    assert not [f for f in clean.findings if f.kind in ("unused", "management-dropped")], clean.findings  # admin-ws, ssh: used by management
+    text = _perimeter_without_addresses()
+    report = lint(build_intent(load_matrix(write_matrix(text))))
+    (dropped,) = [f for f in report.findings if f.kind == "management-dropped"]
+    assert dropped.level == "high" and "crosses firewall 'internal'" in dropped.message
+    assert dropped.where.line == text.splitlines().index("      - from: admin-ws") + 1

@@ -514,8 +514,10 @@ def test_refuses_chain_shapes() -> None:
         pf.render(_table((_forward((), policy="accept"),)))
     with pytest.raises(pf.RenderError, match="established,related"):
         pf.render(_table((Chain("forward", (Rule((), Verdict("accept")),), hook="forward", policy="drop"),)))
-    with pytest.raises(pf.RenderError, match="input"):
-        pf.render(_table((Chain("input", (), hook="input", policy="drop"),)))
+    with pytest.raises(pf.RenderError, match="input chains with policy drop only"):
+        pf.render(_table((Chain("input", (), hook="input", policy="accept"),)))
+    with pytest.raises(pf.RenderError, match="output"):
+        pf.render(_table((Chain("output", (), hook="output", policy="drop"),)))
     with pytest.raises(pf.RenderError, match="jump loop"):
         pf.render(_table((_forward((Rule((), Jump("loop")),)), Chain("loop", (Rule((), Jump("loop")),)))))
     two = _table((_forward(()),))

@@ -377,6 +377,7 @@ class _Lowered:
     filter_rules: list[tuple[str, str, list[_Cell]]] = field(default_factory=list)  # verdict, comment, cells
     dnat_rules: list[tuple[str, list[_Cell]]] = field(default_factory=list)  # comment, cells
     state_rules: list[str] = field(default_factory=list)  # what the leading ct.state rules said
+    input_rules: list[tuple[str, list[_Cell]]] = field(default_factory=list)  # the firewall's own services: comment, cells
 
     @property
     def translated_ifaces(self) -> set[str | None]:
@@ -393,6 +394,7 @@ def _lower(ruleset: Ruleset) -> _Lowered:
     forward: list[tuple[Table, Chain]] = []
     prerouting: list[tuple[Table, Chain]] = []
     postrouting: list[tuple[Table, Chain]] = []
+    local: list[tuple[Table, Chain]] = []
     for table in ruleset.tables:
         for chain in table.chains:
             if chain.hook is None:
@@ -403,10 +405,12 @@ def _lower(ruleset: Ruleset) -> _Lowered:
                 prerouting.append((table, chain))
             elif chain.hook == "postrouting" and chain.type == "nat":
                 postrouting.append((table, chain))
+            elif chain.hook == "input" and chain.type == "filter":
+                local.append((table, chain))
             else:
                 raise RenderError(f"base chain '{chain.name}' ({chain.type} on {chain.hook}): the pf backend lowers forward "
                                   "filtering, prerouting DNAT and postrouting source NAT only")
-    if len(forward) > 1 or len(prerouting) > 1 or len(postrouting) > 1:
+    if len(forward) > 1 or len(prerouting) > 1 or len(postrouting) > 1 or len(local) > 1:
         raise RenderError("more than one forward filter chain or nat chain on one hook: their combined verdict has no single pf rule list")
     low = _Lowered()
     if prerouting:
@@ -417,6 +421,10 @@ def _lower(ruleset: Ruleset) -> _Lowered:
         from fwmatrix.backends.pf.snat import apply_snat, snat_cells  # it builds on this module's cells
 
         apply_snat(low, snat_cells(*postrouting[0]))
+    if local:
+        from fwmatrix.backends.pf.local import lower_input  # it builds on this module's cells
+
+        lower_input(low, *local[0])
     return low
 
 

@@ -53,21 +53,22 @@ class _Writer:
             self.table_notes[name] = ", ".join(notes)
         return f"<{self.tables[nets]}>"
 
-    def hosts(self, dims: Dims, notes: list[str]) -> str:
+    def hosts(self, dims: Dims, notes: list[str], to_self: bool = False) -> str:
         src, dst, _, ports = dims
-        text = f"from {self.addresses(src, notes)} to {self.addresses(dst, notes)}"
+        to = "self" if to_self and dst == frozenset([None]) else self.addresses(dst, notes)
+        text = f"from {self.addresses(src, notes)} to {to}"
         if ports != frozenset([None]):
             text += " port " + _list([_port(p) for p in sorted(ports)])
         return text
 
-    def rule(self, head: str, family: int | None, dims: Dims, notes: list[str], opts: list[str]) -> str:
+    def rule(self, head: str, family: int | None, dims: Dims, notes: list[str], opts: list[str], to_self: bool = False) -> str:
         parts = [head]
         if family is not None:
             parts.append("inet" if family == 4 else "inet6")
         protos = dims[2]
         if protos != frozenset([None]):
             parts.append("proto " + _list([PROTO_NAMES.get(p, str(p)) for p in sorted(protos)]))
-        parts.append(self.hosts(dims, notes))
+        parts.append(self.hosts(dims, notes, to_self))
         parts.extend(opts)
         return " ".join(parts)
 
@@ -196,6 +197,32 @@ def _filter_opts(w: _Writer, direction: str, verdict: str, on: str | None, recei
     return opts
 
 
+def _input_lines(w: _Writer, low: _Lowered) -> list[str]:
+    """The firewall's own services (see local.py): pass in to self, then the rest to self dropped."""
+    if not low.input_rules:
+        return []
+    freebsd = w.dialect == "freebsd"
+    lines: list[str] = []
+    for note, cells in low.input_rules:
+        if note:
+            lines.append(comment(note))
+        groups: dict[tuple, list[_Cell]] = {}
+        for cell in cells:
+            groups.setdefault((cell.iif, cell.family), []).append(cell)
+        for (on, family), group in sorted(groups.items(), key=lambda kv: (kv[0][0] or "", kv[0][1] or 0)):
+            head = "pass in quick" + (f" on {w.iface(on)}" if on else "")
+            for dims, labels in _products(group):
+                # freebsd's out rules read the input interface from a tag: these packets never go out
+                opts = ([f"tag {w.tags.get(interface_name(on))}"] if freebsd and on else []) + ([label(", ".join(labels))] if labels else [])
+                line = w.rule(head, family, dims, labels, opts, to_self=True)
+                if family == 6 and dims[2] == frozenset([58]) and dims[1] == frozenset([None]):
+                    line = line.replace(" to self", " to { self ff02::/16 }")  # neighbour solicitations go to multicast
+                lines.append(line)
+    lines.append("# anything else for the firewall itself (netfilter: the input chain's policy drop)")
+    lines.append("block drop in quick from any to self")
+    return lines
+
+
 def _translation_lines(w: _Writer, low: _Lowered) -> list[str]:
     items = [(note, cell) for note, cells in low.dnat_rules for cell in cells]
     cells = [cell for _, cell in items]
@@ -248,6 +275,7 @@ def render(ruleset: Ruleset, dialect: str = DEFAULT_DIALECT) -> str:
     try:
         low = _lower(ruleset)
         translation = _translation_lines(w, low)
+        local = _input_lines(w, low)
         ins = _filter_lines(w, low, "in")
         outs = _filter_lines(w, low, "out")
     except RenderError as exc:
@@ -306,6 +334,9 @@ def render(ruleset: Ruleset, dialect: str = DEFAULT_DIALECT) -> str:
             "pass in quick inet6 proto icmp6 from any to { self ff02::/16 } icmp6-type { neighbrsol neighbradv }",
             "pass out quick inet6 proto icmp6 from self to any icmp6-type { neighbrsol neighbradv }",
         ]
+    if local:
+        out += ["", "# the firewall's own services (netfilter: the input chain, policy drop); replies pass by state"]
+        out += local
     if ins:
         out += [
             "",

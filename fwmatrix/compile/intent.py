@@ -16,14 +16,14 @@ it see the target's address).
 from __future__ import annotations
 
 from collections import defaultdict, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from netaddr import IPAddress, IPNetwork, IPSet
 
 from fwmatrix.errors import MatrixError
 from fwmatrix.matrix.model import Firewall, Management, Matrix, Opening, PortRange, ServicePart, Where
-from fwmatrix.matrix.resolve import Endpoint, Resolver
+from fwmatrix.matrix.resolve import ANY4, ANY6, Endpoint, Resolver
 
 
 @dataclass(frozen=True)
@@ -71,11 +71,34 @@ class Snat:
 
 
 @dataclass(frozen=True)
+class Input:
+    """NEW connections to the firewall itself it must accept, arriving on `in_iface`
+    (its input chain): an opening to the firewall (`to: edge`, `to: edge.lan0`), or a
+    management access. `destinations` are the firewall's addresses they use (0.0.0.0/0
+    or ::/0: any of them)."""
+
+    opening: Opening
+    in_iface: str
+    family: int
+    sources: tuple[IPNetwork, ...]
+    destinations: tuple[IPNetwork, ...]
+    parts: tuple[ServicePart, ...]
+    management: bool = False
+
+
+@dataclass(frozen=True)
 class FirewallIntent:
     firewall: Firewall
     flows: tuple[Flow, ...]
     dnats: tuple[Dnat, ...]
     snats: tuple[Snat, ...] = ()
+    inputs: tuple[Input, ...] = ()
+
+    @property
+    def filters_input(self) -> bool:
+        """An opening goes to the firewall itself: its input chain is compiled (policy drop),
+        with the management accesses in it too."""
+        return any(not i.management for i in self.inputs)
 
     @property
     def interface_pairs(self) -> list[tuple[str, str]]:
@@ -86,6 +109,7 @@ class FirewallIntent:
 class Warning_:
     message: str
     where: Where
+    kind: str = "no-firewall"  # or "management-dropped": a firewall on a management access's way drops it
 
 
 @dataclass(frozen=True)
@@ -216,12 +240,17 @@ def build_intent(matrix: Matrix) -> Intent:
     flows: dict[str, list[Flow]] = {name: [] for name in matrix.firewalls}
     dnats: dict[str, list[Dnat]] = {name: [] for name in matrix.firewalls}
     snats: dict[str, list[Snat]] = {name: [] for name in matrix.firewalls}
+    inputs: dict[str, list[Input]] = {name: [] for name in matrix.firewalls}
     warnings: list[Warning_] = []
     zoned: dict[tuple[str, ...], dict[str, list[IPNetwork]]] = {}  # see _zoned
 
     for opening in matrix.openings:
         parts = resolver.services(opening)
         src_zones = _zoned(resolver, zoner, opening, opening.sources, "from", zoned)
+        own = [resolver.endpoint(ref, opening.where_of("to")) for ref in opening.destinations]
+        if own and own[0].firewall_of is not None:  # the firewall's own services
+            _place_own(topology, opening, own, src_zones, parts, flows, inputs, warnings)
+            continue
         if opening.nat is None:
             dst_zones = _zoned(resolver, zoner, opening, opening.destinations, "to", zoned)
             placed = False
@@ -277,10 +306,21 @@ def build_intent(matrix: Matrix) -> Intent:
                                 for iface in ins:
                                     dnats[fw].append(Dnat(opening, iface, public.version, tuple(family_src), public, parts, target, opening.nat.port))
 
+    accesses = [(fw, access) for fw in matrix.firewalls.values() for access in fw.management]
+    # management accesses: placed as openings to the firewall (row numbers below zero: they are no rows of the matrix)
+    for number, (fw, access) in enumerate(accesses, start=1):
+        opening = replace(access.as_opening(), index=-number, name=f"{fw.name}-management-{access.index}", destinations=access.destinations or (fw.name,))
+        where = access.where_of("to")
+        refs = access.destinations or (fw.name,)
+        endpoints = [resolver.endpoint(ref, where) for ref in refs]
+        endpoints = [replace(e, firewall_of=fw.name) for e in endpoints]
+        sources = _zoned(resolver, zoner, opening, access.sources, "from", {})
+        _place_own(topology, opening, endpoints, sources, resolver.services(opening), flows, inputs, warnings, management=True)
     for fw_dnats in dnats.values():
         _refuse_conflicting_dnats(fw_dnats)
     intents = {
-        name: FirewallIntent(fw, tuple(flows[name]), tuple(_dedupe_dnats(dnats[name])), tuple(dict.fromkeys(snats[name])))
+        name: FirewallIntent(fw, tuple(flows[name]), tuple(_dedupe_dnats(dnats[name])), tuple(dict.fromkeys(snats[name])),
+                             tuple(dict.fromkeys(inputs[name])))
         for name, fw in sorted(matrix.firewalls.items())
     }
     return Intent(matrix, intents, tuple(warnings))
@@ -378,6 +418,44 @@ def _place_snat(resolver: Resolver, opening: Opening, hops: list[Hop], src_nets:
             if src and dst:
                 snats[fw].extend(Snat(opening, out_iface, family, src, dst, parts, address) for out_iface in outs)
     return placed
+
+
+def _place_own(topology: _Topology, opening: Opening, endpoints: list[Endpoint], src_zones: dict[str, list[IPNetwork]],
+               parts: tuple[ServicePart, ...], flows: dict[str, list[Flow]], inputs: dict[str, list[Input]],
+               warnings: list[Warning_], management: bool = False) -> None:
+    """An opening to a firewall itself (or a management access), placed as openings are: the
+    firewalls on the way forward it to the firewall's addresses, and the firewall accepts it on
+    the interfaces of the last hop (its input chain). A management access that a firewall on
+    its way cannot forward (no address of its firewall is known) is a warning: that firewall
+    drops it, and the administrators are locked out."""
+    firewall = endpoints[0].firewall_of
+    assert firewall is not None
+    anywhere = any(e.any_address for e in endpoints)
+    addresses = [n for e in endpoints for n in e.networks if n.prefixlen not in (0,)]
+    where = opening.where_of("to")
+    for src_zone, src_nets in src_zones.items():
+        paths = topology.paths(("zone", src_zone), ("fw", firewall))
+        if not paths:
+            raise MatrixError(f"opening '{opening.name}': zone '{src_zone}' has no path to firewall '{firewall}'", where.file, where.line)
+        for nodes in paths:
+            for fw, ins, outs in topology.hops(nodes):
+                if not addresses and management:
+                    warnings.append(Warning_(f"{opening.name.replace('-management-', ' management access #')} crosses firewall '{fw}', "
+                                             f"which drops it: no address of '{firewall}' is known to open it to (give its interfaces "
+                                             "their addresses, {zone: ..., address: ...}, or write the access's 'to')", opening.where,
+                                             "management-dropped"))
+                    continue
+                if not addresses:
+                    raise MatrixError(f"opening '{opening.name}' crosses firewall '{fw}' on its way to firewall '{firewall}', which "
+                                      f"needs '{firewall}''s addresses: give its interfaces theirs ({{zone: ..., address: ...}}), or name one",
+                                      where.file, where.line)
+                _add_flows(flows[fw], opening, ins, outs, src_nets, addresses, parts)
+            for iface in topology.edges[(nodes[-2], nodes[-1])]:
+                for family, any_net in ((4, ANY4), (6, ANY6)):
+                    src = tuple(n for n in src_nets if n.version == family)
+                    dst = (any_net,) if anywhere else tuple(n for n in addresses if n.version == family)
+                    if src and dst:
+                        inputs[firewall].append(Input(opening, iface, family, src, dst, parts, management))
 
 
 def _retarget(parts: tuple[ServicePart, ...], port: int) -> tuple[ServicePart, ...]:

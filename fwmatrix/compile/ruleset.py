@@ -50,6 +50,17 @@ TABLE_NAME = "fwmatrix"
 COMMENT_MAX = 120
 PORT_L4PROTOS = tuple(PROTOCOLS[p] for p in ("tcp", "udp", "sctp"))
 TRANSLATED = Match(("ct.status",), (("dnat",),))
+REPLIES = (
+    Rule((Match(("ct.state",), (("established",), ("related",))),), Verdict("accept"), "replies pass by connection tracking"),
+    Rule((Match(("ct.state",), (("invalid",),)),), Verdict("drop")),
+)
+# what the firewall itself needs before any service: its loopback, and ICMPv6 (neighbour discovery,
+# packet too big; RFC 4890); IPv4's ICMP errors (fragmentation needed) pass as related
+INPUT_ESSENTIALS = (
+    Rule((Match(("iif",), (("lo",),)),), Verdict("accept"), "loopback of the firewall"),
+) + REPLIES + (
+    Rule((Match(("l4proto",), ((PROTOCOLS["icmpv6"],),)),), Verdict("accept"), "ICMPv6: neighbour discovery, packet too big"),
+)
 
 
 def compile_intent(intent: Intent) -> dict[str, Ruleset]:
@@ -95,11 +106,7 @@ def compile_firewall(intent: Intent, fw: FirewallIntent) -> Ruleset:
 
     forward = Chain(
         "forward",
-        (
-            Rule((Match(("ct.state",), (("established",), ("related",))),), Verdict("accept"), "replies pass by connection tracking"),
-            Rule((Match(("ct.state",), (("invalid",),)),), Verdict("drop")),
-        )
-        + ((Rule((), VerdictMap(("iif", "oif"), tuple(vmap_entries))),) if vmap_entries else ()),
+        REPLIES + ((Rule((), VerdictMap(("iif", "oif"), tuple(vmap_entries))),) if vmap_entries else ()),
         hook="forward",
         type="filter",
         priority=PRIORITY_FILTER,
@@ -120,6 +127,8 @@ def compile_firewall(intent: Intent, fw: FirewallIntent) -> Ruleset:
                 dnat_rules.append(Rule(matches, DnatMap(family, key, name), "port forwards of the matrix"))
 
     chains = [forward] + pair_chains
+    if fw.filters_input:
+        chains.insert(0, Chain("input", _input_rules(fw, chain_ids, nets, sets), hook="input", type="filter", priority=PRIORITY_FILTER, policy="drop"))
     snat_rules = _snat_rules(fw.snats, chain_ids, nets, sets)
     if snat_rules:
         chains.append(Chain("postrouting", tuple(snat_rules), hook="postrouting", type="nat", priority=PRIORITY_SRCNAT, policy="accept"))
@@ -127,6 +136,27 @@ def compile_firewall(intent: Intent, fw: FirewallIntent) -> Ruleset:
         chains.insert(0, Chain("prerouting", tuple(dnat_rules), hook="prerouting", type="nat", priority=PRIORITY_DSTNAT, policy="accept"))
     header = Header(intent.matrix.name, intent.matrix.content_hash, fw.firewall.name, f"fwmatrix {__version__}")
     return Ruleset((Table("inet", TABLE_NAME, tuple(chains), tuple(sets)),), header)
+
+
+def _input_rules(fw: FirewallIntent, chain_ids: _Identifiers, nets: _Nets, sets: list[SetDef]) -> tuple[Rule, ...]:
+    """The input chain (policy drop): the essentials, then per interface and family one set
+    of the firewall's own services (openings to it, and its management accesses)."""
+    rules = list(INPUT_ESSENTIALS)
+    by_iface: dict[str, list] = defaultdict(list)
+    for item in fw.inputs:
+        by_iface[item.in_iface].append(item)
+    for iface, items in sorted(by_iface.items()):
+        iif = Match(("iif",), ((iface,),))
+        for family in (4, 6):
+            for with_ports in (True, False):
+                entries = _flow_entries([i for i in items if i.family == family], with_ports, nets)  # type: ignore[misc]  # an Input has a Flow's keys
+                key = (addr_field(family, "saddr"), addr_field(family, "daddr"), "l4proto") + (("dport",) if with_ports else ())
+                base = f"in_{iface}_v{family}{'' if with_ports else '_noport'}"
+                for suffix, elements in _disjoint_layers(entries, (0, 1), 3 if with_ports else None, nets):
+                    set_name = chain_ids.make(base + suffix)
+                    sets.append(SetDef(set_name, key, elements))
+                    rules.append(Rule((iif, Match(key, set_name=set_name)), Verdict("accept"), f"own services of the firewall on {iface}"))
+    return tuple(rules)
 
 
 def _snat_rules(snats: tuple[Snat, ...], chain_ids: _Identifiers, nets: _Nets, sets: list[SetDef]) -> list[Rule]:

@@ -359,11 +359,19 @@ def _load_firewalls(reader: _Reader, node: yaml.Node | None, claim: Claim, zones
         if "interfaces" not in fields:
             raise reader.fail(value, f"firewall '{name}' has no 'interfaces'")
         interfaces: dict[str, str] = {}
+        own: dict[str, tuple[IPAddress, ...]] = {}
         for iface, (iface_node, zone_node) in reader.mapping(fields["interfaces"][1], f"the interfaces of firewall '{name}'").items():
             reader.name(iface_node, "interface name", IFACE_RE)
             refusal = interface_name_refusal(iface)
             if refusal is not None:
                 raise reader.fail(iface_node, f"interface name '{iface}' of firewall '{name}' cannot be written for every target ({refusal}): rename it")
+            if isinstance(zone_node, yaml.MappingNode):  # long form: {zone: lan, address: 10.40.0.1}
+                iface_fields = reader.mapping(zone_node, f"interface '{iface}' of firewall '{name}'", ("zone", "address"))
+                if "zone" not in iface_fields:
+                    raise reader.fail(zone_node, f"interface '{iface}' of firewall '{name}' has no 'zone'")
+                if "address" in iface_fields:
+                    own[iface] = _load_addresses(reader, iface_fields["address"][1], f"address of interface '{name}.{iface}'")
+                zone_node = iface_fields["zone"][1]
             zone = reader.text(zone_node, f"the zone of interface '{iface}'")
             if zone not in zones:
                 raise reader.fail(zone_node, f"interface '{iface}' of firewall '{name}': unknown zone '{zone}'{did_you_mean(zone, zones)}")
@@ -379,9 +387,12 @@ def _load_firewalls(reader: _Reader, node: yaml.Node | None, claim: Claim, zones
                     public[pub_name] = reader.address(pub_value, f"public address '{name}.{pub_name}'")
             else:
                 public["public"] = reader.address(pub_node, f"public address of firewall '{name}'")
+        for iface in own:
+            if iface in public:
+                raise reader.fail(fields["public"][1], f"firewall '{name}': '{name}.{iface}' would name both an interface and a public address: rename one")
         note = reader.note(fields["note"][1]) if "note" in fields else ""
         management = _load_management(reader, fields["management"][1], name) if "management" in fields else ()
-        firewalls[name] = Firewall(name, interfaces, public, reader.where(key_node), note, management)
+        firewalls[name] = Firewall(name, interfaces, public, reader.where(key_node), note, management, own)
     seen_public: dict[IPAddress, str] = {}
     for fw in firewalls.values():
         for pub_name, addr in fw.public.items():

@@ -171,6 +171,11 @@ class Firewall:
     where: Where
     note: str = ""
     management: tuple[Management, ...] = ()  # how administrators reach the firewall itself
+    addresses: dict[str, tuple[IPAddress, ...]] = field(default_factory=dict)  # interface -> its own addresses, where declared
+
+    def own_addresses(self) -> tuple[IPAddress, ...]:
+        """Every address the matrix gives the firewall: its interfaces' and its public ones."""
+        return tuple(dict.fromkeys([a for addrs in self.addresses.values() for a in addrs] + list(self.public.values())))
 
 
 @dataclass(frozen=True)
@@ -275,5 +280,8 @@ class Matrix:
                 if addr_name:
                     yield f"{host.name}.{addr_name}"
         for fw in self.firewalls.values():
+            yield fw.name
             for pub in fw.public:
                 yield f"{fw.name}.{pub}"
+            for iface in fw.addresses:
+                yield f"{fw.name}.{iface}"

@@ -6,6 +6,8 @@ A reference is one of:
     (`sipproxy.ext`); a role (`rtpproxy`) stands for the host that plays it;
   - a group: the union of its members, which are references themselves;
   - a public address of a firewall (`edge.public`);
+  - a firewall itself (`edge`: any of its addresses), or its address on an
+    interface (`edge.lan0`, where the interface declares it);
   - a literal address or CIDR network (`198.51.100.0/24`, `2001:db8::1`).
 """
 
@@ -37,6 +39,9 @@ class Endpoint:
     networks: tuple[IPNetwork, ...]
     public_of: str | None = None  # firewall name, when the reference is `fw.public-name`
     zone: str | None = None  # the zone, when the reference is a zone (its traffic is judged by interface)
+    # the firewall, when the reference is the firewall itself (`edge`, or `edge.lan0` for its address on lan0)
+    firewall_of: str | None = None
+    any_address: bool = False  # `edge`: any address of the firewall (its networks: those the matrix declares)
 
 
 def _common_family(what: str, sources: list[Endpoint], destinations: list[Endpoint] | None, where: Where) -> None:
@@ -77,7 +82,7 @@ class Resolver:
             nets: list[IPNetwork] = []
             for member in m.groups[ref].members:
                 inner = self._endpoint(member) if not stack else self._endpoint_uncached(member, stack + (ref,))
-                if inner.public_of is not None:
+                if inner.public_of is not None or inner.firewall_of is not None:
                     raise _Unresolved(f"group '{ref}' contains the firewall address '{member}': name it directly in the opening")
                 nets.extend(inner.networks)
             return Endpoint(_dedupe(nets))
@@ -97,6 +102,14 @@ class Resolver:
             return Endpoint(tuple(IPNetwork(a) for a in host.addresses[sub]))
         if base in m.firewalls:
             fw = m.firewalls[base]
+            if not sub:  # the firewall itself: any of its addresses
+                own = tuple(IPNetwork(a) for a in fw.own_addresses())
+                return Endpoint(own or (ANY4, ANY6), firewall_of=base, any_address=True)
+            if sub in fw.addresses:
+                return Endpoint(tuple(IPNetwork(a) for a in fw.addresses[sub]), firewall_of=base)
+            if sub in fw.interfaces and sub not in fw.public:
+                raise _Unresolved(f"interface '{sub}' of firewall '{base}' declares no address: "
+                                  f"write it as {sub}: {{zone: {fw.interfaces[sub]}, address: ...}}")
             if sub not in fw.public:
                 choices = [f"{base}.{n}" for n in fw.public]
                 hint = f"; its public addresses are: {', '.join(choices)}" if choices else "; it declares no public address"
@@ -207,6 +220,20 @@ class Resolver:
         destinations = [self.endpoint(ref, opening.where_of("to")) for ref in opening.destinations]
         parts = self.services(opening)
         _common_family(f"opening '{opening.name}'", sources, destinations, opening.where_of("to"))
+        for ref, src in zip(opening.sources, sources):
+            if src.firewall_of is not None:
+                where = opening.where_of("from")
+                raise MatrixError(f"opening '{opening.name}' comes from firewall '{src.firewall_of}' itself ('{ref}'): "
+                                  "the firewalls' own traffic leaves by their output, which fwmatrix does not filter", where.file, where.line)
+        own = {d.firewall_of for d in destinations}
+        if own != {None}:
+            where = opening.where_of("to")
+            if None in own or len(own) > 1:
+                raise MatrixError(f"opening '{opening.name}' goes to a firewall itself and to other places: "
+                                  "write one opening for the firewall's own services", where.file, where.line)
+            if opening.nat is not None or opening.snat is not None:
+                raise MatrixError(f"opening '{opening.name}' goes to firewall '{own.pop()}' itself: it takes no 'nat' or 'snat'",
+                                  where.file, where.line)
         if opening.snat is not None:
             if opening.nat is not None:
                 where = opening.snat.where

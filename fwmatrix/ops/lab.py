@@ -45,6 +45,7 @@ from typing import Any
 from fwmatrix.errors import BackendError
 from fwmatrix.ir import Ruleset
 from fwmatrix.netns import CLONE_NEWNET, NetNamespace, call_in_netns, unique_name
+from fwmatrix.ops.labpackets import _echo_request, _parse, _sctp_init
 from fwmatrix.ops.signals import held
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -59,6 +60,9 @@ PORT_PROTOCOLS = ("tcp", "udp", "sctp")
 FIRST_TAG, LAST_TAG = 20000, 60999  # source ports (and echo ids) that tell probes apart
 MAX_PER_ROUND = 256  # sockets per probe: up to three; stay well inside the file limit
 DEFAULT_TIMEOUT = 0.8  # seconds a round waits for packets that may never come
+# a probe's `oif` for a connection to the firewall itself: its destination is put on the
+# firewall (on the probe's `iif`), a listener there answers, and the answer is the proof
+FIREWALL = "(firewall)"
 
 FW_SYSCTLS = ("net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1", "net.ipv6.conf.default.forwarding=1")
 # every lab namespace: no reverse-path filter (test sources are asymmetric on purpose),
@@ -139,14 +143,27 @@ class ProbeResult:
 
     @property
     def delivered(self) -> bool:
-        """The firewall forwarded the first packet out of `oif`."""
+        """The firewall forwarded the first packet out of `oif` (to itself: it answered, or refused)."""
+        if self.probe.oif == FIREWALL:
+            return self.reached
         return self.at_oif is not None
 
     @property
+    def reached(self) -> bool:
+        """The first packet got past the firewall: seen on a side, or (to the firewall itself)
+        answered or refused by its stack, which only packets its input chain accepts reach."""
+        if self.probe.oif == FIREWALL:
+            return bool(self.answered) or self.error in ("ECONNREFUSED", "ECONNRESET")
+        return bool(self.seen)
+
+    @property
     def arrived(self) -> bool:
-        """Forwarded out of `oif` to the expected (post-DNAT) address and port."""
+        """Forwarded out of `oif` to the expected (post-DNAT) address and port (to the firewall
+        itself: answered by the listener there)."""
         s = self.at_oif
         p = self.probe
+        if p.oif == FIREWALL:
+            return bool(self.answered)
         return s is not None and s.dst == p.arrival_dst and s.dport == p.arrival_dport and (
             p.expect_src is None or s.src == str(ipaddress.ip_address(p.expect_src)))
 
@@ -336,7 +353,8 @@ class Lab:
 
     def _validate(self, p: Probe) -> None:
         for iface in (p.iif, p.oif):
-            self._link(iface)
+            if iface != FIREWALL or iface == p.iif:
+                self._link(iface)
         if p.iif == p.oif:
             raise LabError(f"{p}: a probe goes from one interface to another")
         if p.proto not in PROTOCOLS:
@@ -346,6 +364,8 @@ class Lab:
         for port in (p.dport, p.expect_dport):
             if port is not None and not 1 <= port <= 65535:
                 raise LabError(f"{p}: port {port} is out of range")
+        if p.oif == FIREWALL and p.proto == "sctp":
+            raise LabError(f"{p}: the lab cannot tell whether the firewall itself took an SCTP INIT")
         if p.expect_src is not None:
             try:
                 ipaddress.ip_address(p.expect_src)
@@ -374,7 +394,8 @@ class Lab:
         ports = {port for p in probes for port in (p.dport, p.expect_dport) if port is not None}
         specs = [_Spec(p, tag) for p, tag in zip(probes, self._tags(len(probes), ports))]
         paths = {iface: f"/run/netns/{link.side.name}" for iface, link in self.links.items()}
-        raw = call_in_netns(f"/run/netns/{self.fw.name}", lambda: _probe_round(paths, specs, self.timeout))
+        paths[FIREWALL] = f"/run/netns/{self.fw.name}"
+        raw = call_in_netns(paths[FIREWALL], lambda: _probe_round(paths, specs, self.timeout))
         out = []
         for spec, (seen, answered, error) in zip(specs, raw):
             sightings = tuple(Sighting(side, *details) for side, details in seen.items() if side != spec.probe.iif)
@@ -382,7 +403,8 @@ class Lab:
         return out
 
     def _place(self, wanted: dict[Address, str]) -> None:
-        """Put each address on its side (taking it off the side it was on), routed there from the firewall."""
+        """Put each address on its side (taking it off the side it was on), routed there from the
+        firewall; an address wanted on `FIREWALL:IF` goes on the firewall's own interface IF."""
         side_cmds: dict[str, list[str]] = {}
         fw_cmds: list[str] = []
         for addr, iface in wanted.items():
@@ -390,12 +412,19 @@ class Lab:
             if current == iface:
                 continue
             plen = 32 if addr.version == 4 else 128
-            if current is not None:
+            nodad = " nodad" if addr.version == 6 else ""
+            if current is not None and current.startswith(FIREWALL):
+                fw_cmds.append(f"addr del {addr}/{plen} dev {current.split(':', 1)[1]}")
+            elif current is not None:
                 side_cmds.setdefault(current, []).append(f"addr del {addr}/{plen} dev {SIDE_LINK}")
-            side_cmds.setdefault(iface, []).append(f"addr add {addr}/{plen} dev {SIDE_LINK}" + (" nodad" if addr.version == 6 else ""))
-            link = self.links[iface]
-            via = link.side_v4 if addr.version == 4 else SIDE_LINK_V6
-            fw_cmds.append(f"route replace {addr}/{plen} via {via} dev {iface}")
+                fw_cmds.append(f"route del {addr}/{plen}")
+            if iface.startswith(FIREWALL):
+                fw_cmds.append(f"addr add {addr}/{plen} dev {iface.split(':', 1)[1]}{nodad}")
+            else:
+                side_cmds.setdefault(iface, []).append(f"addr add {addr}/{plen} dev {SIDE_LINK}{nodad}")
+                link = self.links[iface]
+                via = link.side_v4 if addr.version == 4 else SIDE_LINK_V6
+                fw_cmds.append(f"route replace {addr}/{plen} via {via} dev {iface}")
             self._placed[addr] = iface
         for iface, cmds in side_cmds.items():
             _ip_batch(self.links[iface].side, cmds)
@@ -421,9 +450,10 @@ def _address(p: Probe, text: str) -> Address:
 def _needs(p: Probe) -> dict[Address, str]:
     """Which side each of a probe's addresses must be on: the source on the sender's,
     the destination (as sent and as expected after DNAT) on the receiver's."""
-    need = {ipaddress.ip_address(p.src): p.iif, ipaddress.ip_address(p.dst): p.oif}
+    oif = f"{FIREWALL}:{p.iif}" if p.oif == FIREWALL else p.oif
+    need = {ipaddress.ip_address(p.src): p.iif, ipaddress.ip_address(p.dst): oif}
     if p.expect_dst is not None:
-        need[ipaddress.ip_address(p.expect_dst)] = p.oif
+        need[ipaddress.ip_address(p.expect_dst)] = oif
     return need
 
 
@@ -512,11 +542,12 @@ def _probe_round(paths: Mapping[str, str], specs: Sequence[_Spec], timeout: floa
     listeners: set[tuple[str, str, str, int]] = set()
     for iface, path in paths.items():
         _enter(path)
-        cap = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_ALL))
-        cap.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
-        cap.bind((SIDE_LINK, ETH_P_ALL))
-        cap.setblocking(False)
-        sel.register(cap, selectors.EVENT_READ, ("capture", iface))
+        if iface != FIREWALL:  # the firewall's own listeners answer for it: no capture there
+            cap = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_ALL))
+            cap.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+            cap.bind((SIDE_LINK, ETH_P_ALL))
+            cap.setblocking(False)
+            sel.register(cap, selectors.EVENT_READ, ("capture", iface))
         for s in specs:
             p = s.probe
             port = p.arrival_dport
@@ -542,7 +573,7 @@ def _probe_round(paths: Mapping[str, str], specs: Sequence[_Spec], timeout: floa
 
     def settled() -> bool:
         return all(
-            (done_sending[i] and (seen[i].get(s.probe.oif) is not None or errors[i] != ""))
+            (done_sending[i] and (s.probe.oif == FIREWALL or seen[i].get(s.probe.oif) is not None or errors[i] != ""))
             for i, s in enumerate(specs)
         )
 
@@ -637,15 +668,6 @@ def _send(spec: _Spec) -> tuple[socket.socket, str]:
     return sock, ""
 
 
-def _echo_request(family: int, ident: int) -> bytes:
-    echo_type = 128 if family == socket.AF_INET6 else 8
-    body = b"fwmatrix-lab"
-    checksum = 0  # the kernel sums ICMPv6 itself, not ICMP
-    if family == socket.AF_INET:
-        checksum = _inet_checksum(struct.pack("!BBHHH", echo_type, 0, 0, ident, 1) + body)
-    return struct.pack("!BBHHH", echo_type, 0, checksum, ident, 1) + body
-
-
 def _answer(spec: _Spec, sock: socket.socket, answered: list[bool | None], errors: list[str], i: int) -> bool:
     """Read what came back to a sender; True when nothing more will."""
     proto = spec.probe.proto
@@ -693,66 +715,4 @@ def _drain(sock: socket.socket, side: str, by_key: Mapping[tuple[str, int], int]
             seen[index].setdefault(side, (src, dst, dport))
 
 
-def _parse(data: bytes) -> tuple[tuple[str, int], str, str, int | None] | None:
-    """A probe's first packet: (its key, source, destination, destination port); None for others."""
-    if len(data) < 20:
-        return None
-    version = data[0] >> 4
-    if version == 4:
-        proto, start = data[9], (data[0] & 0x0F) * 4
-        src, dst = socket.inet_ntop(socket.AF_INET, data[12:16]), socket.inet_ntop(socket.AF_INET, data[16:20])
-    elif version == 6 and len(data) >= 40:
-        proto, start = data[6], 40
-        src, dst = socket.inet_ntop(socket.AF_INET6, data[8:24]), socket.inet_ntop(socket.AF_INET6, data[24:40])
-    else:
-        return None
-    l4 = data[start:]
-    if proto in (6, 17, 132) and len(l4) >= 4:
-        sport, dport = struct.unpack("!HH", l4[:4])
-        if proto == 6 and (len(l4) < 14 or l4[13] & 0x12 != 0x02):
-            return None  # only the SYN opens a connection; later segments and answers are not the probe
-        name = {6: "tcp", 17: "udp", 132: "sctp"}[proto]
-        return (name, sport), src, dst, dport
-    if (proto, version) in ((1, 4), (58, 6)) and len(l4) >= 8 and l4[0] == (8 if version == 4 else 128):
-        return ("echo", struct.unpack("!H", l4[4:6])[0]), src, dst, None
-    return None
-
-
-def _inet_checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
-def _crc32c_table() -> list[int]:
-    table = []
-    for n in range(256):
-        c = n
-        for _ in range(8):
-            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-        table.append(c)
-    return table
-
-
-_CRC32C = _crc32c_table()
-
-
-def _crc32c(data: bytes) -> int:
-    crc = 0xFFFFFFFF
-    for byte in data:
-        crc = _CRC32C[(crc ^ byte) & 0xFF] ^ (crc >> 8)
-    return crc ^ 0xFFFFFFFF
-
-
-def _sctp_init(sport: int, dport: int) -> bytes:
-    """An SCTP INIT (RFC 9260 §3.3.2) that connection tracking takes for a new association."""
-    chunk = struct.pack("!BBHIIHHI", 1, 0, 20, sport or 1, 65535, 1, 1, 1)  # type, flags, length, tag, a_rwnd, streams, TSN
-    common = struct.pack("!HHII", sport, dport, 0, 0)  # verification tag 0 in an INIT
-    checksum = _crc32c(common + chunk)
-    return common[:8] + struct.pack("<I", checksum) + chunk
-
-
-__all__ = ["DEFAULT_TIMEOUT", "Lab", "LabError", "Probe", "ProbeResult", "Sighting"]
+__all__ = ["DEFAULT_TIMEOUT", "FIREWALL", "Lab", "LabError", "Probe", "ProbeResult", "Sighting"]

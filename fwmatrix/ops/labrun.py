@@ -40,9 +40,9 @@ from rich.table import Table
 
 from fwmatrix.compile.ruleset import compile_firewall
 from fwmatrix.errors import FwmatrixError
-from fwmatrix.compile.intent import Dnat, FirewallIntent, Flow, Intent
+from fwmatrix.compile.intent import Dnat, FirewallIntent, Flow, Input, Intent
 from fwmatrix.ir import Ruleset
-from fwmatrix.ops.lab import DEFAULT_TIMEOUT, Lab, Probe, ProbeResult, firewall_link_address
+from fwmatrix.ops.lab import DEFAULT_TIMEOUT, FIREWALL, Lab, Probe, ProbeResult, firewall_link_address
 from fwmatrix.matrix.model import Opening, ServicePart
 from fwmatrix.report.text import _md
 
@@ -50,6 +50,7 @@ LAB_BACKENDS = ("nftables", "iptables")
 INTERNET_HOST = {4: "198.51.100.7", 6: "2001:db8:ffff::7"}  # documentation addresses (RFC 5737, RFC 3849)
 INSIDE_OUT = (("tcp", 443), ("udp", 53))  # new connections from inside towards the internet
 UNFORWARDED = (22, 8080, 3389, 2222)  # a port of the public address nothing forwards: the first one free
+FIREWALL_HOST = {4: "192.0.2.254", 6: "2001:db8:fffe::1"}  # the firewall's own address, where the matrix gives none
 
 
 @dataclass(frozen=True)
@@ -74,12 +75,14 @@ class CheckResult:
     def passed(self) -> bool:
         if self.check.kind == "open":
             return all(_works(r) for r in self.results)
-        return not any(r.seen for r in self.results)
+        return not any(r.reached for r in self.results)
 
     def detail(self) -> str:
         if not self.passed:
             bad = next(r for r in self.results if (not _works(r) if self.check.kind == "open" else r.seen))
             return f"{bad.probe}: {bad.outcome()}"
+        if self.check.kind == "closed" and all(r.probe.oif == FIREWALL for r in self.results):
+            return "the firewall did not answer" + (f" ({len(self.results)} probes)" if len(self.results) > 1 else "")
         if self.check.kind == "closed":
             return "not seen on any side" + (f" ({len(self.results)} probes)" if len(self.results) > 1 else "")
         words = {"tcp": "handshake completed", "udp": "reply came back", "icmp": "echo answered", "sctp": "INIT arrived"}
@@ -188,6 +191,9 @@ class _Judge:
 
     def opens(self, p: Probe) -> bool:
         src, dst = IPAddress(p.src), IPAddress(p.dst)
+        if p.oif == FIREWALL:
+            return any(i.in_iface == p.iif and any(src in n for n in i.sources) and any(dst in n for n in i.destinations)
+                       and any(_covers(x, p.proto, p.dport) for x in i.parts) for i in self.fw.inputs)
         for d in self.fw.dnats:
             if d.in_iface == p.iif and d.public == dst and any(src in n for n in d.sources) and any(_covers(x, p.proto, p.dport) for x in d.parts):
                 return True
@@ -240,8 +246,28 @@ def _opening_checks(fw: FirewallIntent) -> list[Check]:
                     probe = Probe(flow.in_iface, flow.out_iface, src, dst, lab_proto(part), port, expect, expect_port if port is not None else None,
                                   source)
                     rows.setdefault((flow.opening.index, part), []).append(probe)
-    return [Check("open", openings[i].name, i, _route(openings[i]), str(part), tuple(dict.fromkeys(probes)))
-            for (i, part), probes in sorted(rows.items(), key=lambda kv: (kv[0][0], str(kv[0][1])))]
+    for item in fw.inputs:  # the firewall's own services and management accesses: to the firewall itself
+        openings[item.opening.index] = item.opening
+        dst = own_address(fw, item.in_iface, item.family, item.destinations[0])
+        for part in item.parts:
+            for port in sample_ports(part):
+                probe = Probe(item.in_iface, FIREWALL, host_in(item.sources[0]), dst, lab_proto(part), port)
+                rows.setdefault((item.opening.index, part), []).append(probe)
+    order = sorted(rows.items(), key=lambda kv: (kv[0][0] < 0, abs(kv[0][0]), str(kv[0][1])))  # openings, then management
+    return [Check("open", openings[i].name, i if i > 0 else None, _route(openings[i]), str(part), tuple(dict.fromkeys(probes)))
+            for (i, part), probes in order]
+
+
+def own_address(fw: FirewallIntent, iface: str, family: int, wanted: IPNetwork) -> str:
+    """An address of the firewall to probe it at: the one wanted, else the one the matrix gives
+    the interface (then any it gives the firewall), else a documentation address."""
+    if wanted.prefixlen:
+        return host_in(wanted)
+    firewall = fw.firewall
+    for address in list(firewall.addresses.get(iface, ())) + list(firewall.own_addresses()):
+        if address.version == family:
+            return str(address)
+    return FIREWALL_HOST[family]
 
 
 def _source_after_snat(fw: FirewallIntent, flow: Flow) -> str | None:
@@ -260,7 +286,7 @@ Candidate = tuple[str, int | None, str, list[Probe]]  # name, row, route, probes
 
 def _closed_candidates(intent: Intent, fw: FirewallIntent, opened: list[Check]) -> Iterator[Candidate]:
     judge = _Judge(fw)
-    openings = {c.row: c for c in reversed(opened)}  # each opening's first check
+    openings = {c.row: c for c in reversed(opened) if c.row is not None}  # each opening's first check
     # the port just past each opening's first service
     for row, first in sorted(openings.items()):
         probe = first.probes[0]
@@ -294,9 +320,23 @@ def _closed_candidates(intent: Intent, fw: FirewallIntent, opened: list[Check]) 
         free = next((p for p in tries if not judge.opens(p)), None)
         if free is not None:
             yield f"{d.public}: a port nothing forwards", None, f"{', '.join(d.opening.sources)} → {d.public}", [free]
+    # the firewall itself, on a port nothing opens to it, from behind each interface
+    if fw.filters_input:
+        for iface, zone in sorted(interfaces.items()):
+            src = behind.get(iface, [INTERNET_HOST[4]] if iface in internet else [None])[0]
+            if src is None:
+                continue
+            family = IPAddress(src).version
+            dst = own_address(fw, iface, family, IPNetwork("0.0.0.0/0" if family == 4 else "::/0"))
+            tries = [Probe(iface, FIREWALL, src, dst, "tcp", port) for port in UNFORWARDED]
+            free = next((p for p in tries if not judge.opens(p)), None)
+            if free is not None:
+                yield f"{fw.firewall.name} itself: a port nothing opens", None, f"{src} ({zone}) → {fw.firewall.name}", [free]
     # internal openings the other way round
     for row, first in sorted(openings.items()):
         probe = first.probes[0]
+        if probe.oif == FIREWALL:
+            continue  # the firewall's own services: not a way through it
         opening = next(f.opening for f in fw.flows if f.opening.index == row)
         if opening.nat is None and probe.dport is not None:
             yield (f"{opening.name}: reversed", row, f"{', '.join(opening.destinations)} → {', '.join(opening.sources)}",

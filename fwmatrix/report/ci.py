@@ -278,6 +278,7 @@ LINT_TITLES = {
     "broad-from-internet": "Broad: every port open from the internet",
     "zone-to-zone": "Broad: a whole zone opened to a whole zone",
     "unused": "Unused: hosts, services and groups no opening uses",
+    "management-dropped": "Lockout: management accesses a firewall on their way drops",
 }
 LINT_RULES = {kind: Rule(LINT_TITLES[kind], LINT_HELP[kind], LINT_SEVERITY[kind]) for kind in LINT_KINDS}
 

@@ -10,7 +10,9 @@ Kinds (default severity):
                                already open on every firewall it crosses;
   broad-from-internet  high    every port of a protocol opened from the internet;
   zone-to-zone         medium  a whole zone opened to a whole zone (high from the internet);
-  unused               info    a host, service or group that no opening uses.
+  unused               info    a host, service or group that no opening (or management access) uses;
+  management-dropped   high    a management access that a firewall on its way drops (it cannot be
+                               placed there: no address of the managed firewall is known).
 
 Pure: an Intent (the matrix and its placement) in, a LintReport out. The packet
 spaces are the audit's (`flow_space`), so lint and audit agree on what an
@@ -34,7 +36,7 @@ from fwmatrix.matrix.model import Acceptance, Matrix, Opening, ServicePart, Wher
 from fwmatrix.matrix.resolve import Resolver
 from fwmatrix.space import Box, BoxIndex, Interfaces, Space, addrs, iv_overlaps, may_contain, physical, subtract_boxes
 
-KINDS = ("dmz-to-internet", "no-firewall", "redundant", "broad-from-internet", "zone-to-zone", "unused")
+KINDS = ("dmz-to-internet", "no-firewall", "redundant", "broad-from-internet", "zone-to-zone", "unused", "management-dropped")
 SEVERITY_OF = {
     "dmz-to-internet": "medium",
     "no-firewall": "medium",
@@ -42,6 +44,7 @@ SEVERITY_OF = {
     "broad-from-internet": "high",
     "zone-to-zone": "medium",
     "unused": "info",
+    "management-dropped": "high",
 }
 # What each kind means and what to do about it: SARIF rule help, docs/reports.md.
 HELP = {
@@ -57,6 +60,10 @@ HELP = {
     "zone-to-zone": "A whole zone is opened to a whole zone. Name the hosts or groups that need to talk.",
     "unused": "A host, service or group that no opening uses (directly or through groups and roles). Remove it, "
               "or add the opening it was meant for.",
+    "management-dropped": "A management access crosses another firewall on its way, which cannot forward it because no "
+                          "address of the managed firewall is known: that firewall drops it and the administrators are "
+                          "locked out. Give the managed firewall's interfaces their addresses ({zone: ..., address: ...}), "
+                          "or write the access's 'to'.",
 }
 
 
@@ -177,7 +184,7 @@ def _dmz_to_internet(intent: Intent) -> list[LintFinding]:
 
 def _no_firewall(intent: Intent) -> list[LintFinding]:
     by_where = {o.where: o for o in intent.matrix.openings}
-    return [LintFinding("no-firewall", w.message, w.where, by_where.get(w.where)) for w in intent.warnings]
+    return [LintFinding(w.kind, w.message, w.where, by_where.get(w.where)) for w in intent.warnings]
 
 
 # -- redundant openings ------------------------------------------------------------------
@@ -402,9 +409,10 @@ def _expand(matrix: Matrix, refs: tuple[str, ...] | list[str]) -> list[str]:
 
 
 def _unused(matrix: Matrix) -> list[LintFinding]:
-    refs = [r for o in matrix.openings for r in o.sources + o.destinations + ((o.nat.target,) if o.nat else ())]
+    rows = list(matrix.openings) + [access.as_opening() for fw in matrix.firewalls.values() for access in fw.management]
+    refs = [r for o in rows for r in o.sources + o.destinations + ((o.nat.target,) if o.nat else ())]
     used = _names_behind(matrix, _expand(matrix, refs))
-    used_services = {s for o in matrix.openings for s in o.services}
+    used_services = {s for o in rows for s in o.services}
     findings: list[LintFinding] = []
     for group in matrix.groups.values():
         if group.name not in used:
