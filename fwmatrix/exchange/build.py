@@ -173,6 +173,14 @@ def named_items(cell: _Cell, what: str, error: type[ExchangeError] = ExchangeErr
     return out
 
 
+def _interface(text: str) -> object:
+    """'lan' -> 'lan'; 'lan @ 10.40.0.1 @ fd00:40::1' -> {zone: lan, address: [...]}: the firewall's own addresses."""
+    zone, *addresses = [part.strip() for part in text.split("@")]
+    if not addresses:
+        return zone
+    return {"zone": zone, "address": addresses[0] if len(addresses) == 1 else addresses}
+
+
 def service_literals(cell: _Cell, file: str) -> list[str]:
     """The destination ports of a cell, as service literals: 'UDP+TCP/5060, TCP/5061' -> udp/5060, tcp/5060, tcp/5061."""
     out: list[str] = []
@@ -309,7 +317,8 @@ class _Builder:
         out: dict[str, dict[str, object]] = {}
         for name, path, place, row in self.named_rows(FIREWALLS, section):
             cell = self.required(row, "interfaces", FIREWALLS, place)
-            interfaces = {iface: self.put(path + ("interfaces", iface), zone, cell) for iface, zone in named_items(cell, "interface: zone", file=self.file)}
+            interfaces = {iface: self.put(path + ("interfaces", iface), _interface(zone), cell)
+                          for iface, zone in named_items(cell, "interface: zone", file=self.file)}
             fw: dict[str, object] = {"interfaces": self.put(path + ("interfaces",), interfaces, cell)}
             if "public" in row:
                 fw["public"] = self.public(row["public"], path + ("public",))

@@ -93,7 +93,9 @@ def tables(matrix: Matrix) -> list[Table]:
         FIREWALLS.name: [
             {
                 "name": fw.name,
-                "interfaces": joined(f"{iface}: {zone}" for iface, zone in fw.interfaces.items()),
+                # the firewall's own addresses on an interface after '@': 'lan0: lan @ 10.40.0.1'
+                "interfaces": joined(f"{iface}: {zone}" + "".join(f" @ {a}" for a in fw.addresses.get(iface, ()))
+                                     for iface, zone in fw.interfaces.items()),
                 "public": str(fw.public["public"]) if list(fw.public) == ["public"] else joined(f"{n}: {a}" for n, a in fw.public.items()),
                 "note": fw.note,
             }
