@@ -24,6 +24,7 @@ from itertools import product
 
 from netaddr import IPNetwork
 
+from fwmatrix.backends.iptables.commands import KernelRule, TableState, unmarked
 from fwmatrix.backends.iptables.ipset import _Ipset, _ipset_def, _parse_ipsets
 from fwmatrix.backends.iptables.modes import _hooked, file_mode
 from fwmatrix.backends.iptables.names import BUILTIN_CHAINS, CT_STATES, CT_STATUS, SAVE_TOOL
@@ -141,32 +142,40 @@ class _SectionParser:
     filled: frozenset[str] = frozenset()  # ipsets the packet path adds to (`-j SET --add-set NAME`)
 
     def table(self, family: int | None) -> Table:
-        # per chain its kernel rules in order, each as its IR rules (none for a rule with no effect)
-        kernel: dict[str, list[list[Rule]]] = {name: [] for name in self.section.chains}
+        # the table as the lines build it: per chain its kernel rules in order, each with its IR
+        # rules (none for a rule with no effect); `-4`/`-6` lines are read for the family forced,
+        # else the header's, else IPv4 (a file without a header goes to iptables-restore)
+        marked_for = family or self.section.header_family or 4
+        self.state = state = TableState(self.section.table, frozenset(BUILTIN_CHAINS[self.section.table]), dict(self.section.chains))
         for line, words in self.section.rules:
             self.line = line
             try:
-                chain, position, parsed = self._rule(words)
-                chain_rules = kernel.setdefault(chain, [])
-                if position is None:
-                    chain_rules.extend(parsed)
-                elif position > len(chain_rules) + 1:
-                    raise _Malformed(f"-I {chain} {position}: the chain has only {len(chain_rules)} rules so far (iptables: index of insertion too big)")
-                else:  # iptables inserts each kernel rule of the line at N in turn
-                    chain_rules[position - 1 : position - 1] = parsed[::-1]
+                if line in self.section.marked:
+                    words = unmarked(words, marked_for)
+                    if words is None:
+                        continue  # a line for the other family's tool
+                command, chain, number, rest = _command(words)
+                if chain is None:
+                    state.command(command, rest)
+                elif command == "-D" and number is not None:
+                    state.delete_at(chain, number)
+                elif command == "-D":
+                    state.delete_matching(chain, self._rule(chain, rest))
+                else:
+                    state.put(command, chain, number, self._rule(chain, rest))
             except _Malformed as exc:
                 raise BackendError(str(exc), file=self.source, line=self.line) from None
-        rules = {name: [rule for group in groups for rule in group] for name, groups in kernel.items()}
         family = self._family(family)
         builtins = BUILTIN_CHAINS[self.section.table]
         chains = []
-        for name, chain_rules in rules.items():
+        for name, kernel in state.chains.items():
+            chain_rules = tuple(rule for k in kernel for rule in k.rules)
             if name in builtins:
                 hook, kind, priority = builtins[name]
-                policy = self.section.chains.get(name) or "accept"  # used but not declared: iptables made it
-                chains.append(Chain(name, tuple(chain_rules), hook, kind, priority, policy))
+                policy = state.policies.get(name) or "accept"  # used but not declared: iptables made it
+                chains.append(Chain(name, chain_rules, hook, kind, priority, policy))
             else:
-                chains.append(Chain(name, tuple(chain_rules)))
+                chains.append(Chain(name, chain_rules))
         return Table(IR_FAMILY[family], self.section.table, tuple(chains), tuple(self.sets.values()))
 
     def _family(self, given: int | None) -> int:
@@ -187,19 +196,21 @@ class _SectionParser:
 
     # -- a rule line ------------------------------------------------------------------
 
-    def _rule(self, words: list[_Word]) -> tuple[str, int | None, list[list[Rule]]]:
-        """One `-A CHAIN ...` or `-I CHAIN [N] ...` line: the chain, N (None to append) and its
-        kernel rules, each as IR rules: more than one when it holds a disjunction (`-s A,B`
-        means one kernel rule per address, as iptables-restore makes them)."""
-        _, chain, position, words = _command(words)
-        if chain not in self.section.chains and chain not in BUILTIN_CHAINS[self.section.table]:
+    def _rule(self, chain: str, words: list[_Word]) -> list[KernelRule]:
+        """The rule of an `-A`, `-I`, `-R` or `-D` line as its kernel rules, each as IR rules:
+        more than one when it holds a disjunction (`-s A,B` means one kernel rule per
+        address, as iptables-restore makes them)."""
+        if not self.state.known(chain):
             raise _Malformed(f"chain {chain} is not declared in table {self.section.table}")
         core, blocks = _group(words)
         terms: list[Term] = []
         comments: list[str] = []
         target: _Block | None = None
+        addresses: list[int] = []  # the terms of -s and -d
         for item in core + blocks:  # iptables matches the core options before any match
             if isinstance(item, _Option):
+                if item.name == "-s" or item.name == "-d":
+                    addresses.append(len(terms))
                 terms += self._core(item)
             elif item.kind == "target":
                 target = item
@@ -207,20 +218,26 @@ class _SectionParser:
                 comments += [o.value for o in item.options]
             else:
                 terms += self._module(item)
-        separate = [i for i, t in enumerate(terms) if isinstance(t, _AnyOf) and t.kernel_rules]
         decided = self._target(target)
-        if decided is None:  # no effect, but it still counts for -I N
-            return chain, position, [[] for _ in product(*(terms[i].alternatives for i in separate))]
-        action, note = decided
-        comment = "; ".join(comments + ([note] if note else []))
+        target_name = target.name if target is not None else ""
         origin = f"{self.source}:{self.line}"
-        kernel_rules: dict[tuple, list[Rule]] = {}
+        comment = "; ".join(comments + ([decided[1]] if decided is not None and decided[1] else []))
+        if not any(isinstance(t, _AnyOf) for t in terms):  # the common case: one kernel rule, one IR rule
+            rules = [] if decided is None else [Rule(tuple(dict.fromkeys(terms)), decided[0], comment, origin)]  # type: ignore[arg-type]
+            return [KernelRule(rules, target_name, (core, blocks, target, tuple(terms[i] for i in addresses)))]
+        separate = [i for i, t in enumerate(terms) if isinstance(t, _AnyOf) and t.kernel_rules]
+        kernel: dict[tuple, KernelRule] = {}
         for combination in product(*((t.alternatives if isinstance(t, _AnyOf) else ((t,),)) for t in terms)):
+            key = tuple(combination[i] for i in separate)
+            # the kernel rule: the same but for its addresses (one of `-s A,B` each)
+            same = kernel.get(key)
+            if same is None:
+                written = (core, blocks, target, tuple(c for i in addresses for c in combination[i]))
+                same = kernel[key] = KernelRule([], target_name, written)
             matches = tuple(dict.fromkeys(c for part in combination for c in part))
-            same_kernel_rule = kernel_rules.setdefault(tuple(combination[i] for i in separate), [])
-            if not _contradicts(matches):  # an alternative another match rules out (-p tcp, "no ports")
-                same_kernel_rule.append(Rule(matches, action, comment, origin))
-        return chain, position, list(kernel_rules.values())
+            if decided is not None and not _contradicts(matches):  # an alternative another match rules out (-p tcp, "no ports")
+                same.rules.append(Rule(matches, decided[0], comment, origin))
+        return list(kernel.values())
 
     # -- iptables' own options ----------------------------------------------------------
 
@@ -267,7 +284,7 @@ class _SectionParser:
         """A match's options as terms; the options the IR cannot express (or all of them, for a
         match parsed nowhere here) become one Unmodelled naming the match and those options."""
         handler = MATCH_HANDLERS.get(block.name)
-        if handler is None or any(o.name in WHOLE_BLOCK_OPTIONS.get(block.name, ()) for o in block.options):
+        if handler is None or (block.name in WHOLE_BLOCK_OPTIONS and any(o.name in WHOLE_BLOCK_OPTIONS[block.name] for o in block.options)):
             return [Unmodelled(block.shown())]
         if block.name == "conntrack":
             tuple_terms = _conntrack_tuple(self, block)
@@ -367,7 +384,7 @@ class _SectionParser:
             return None  # counts packets, nothing else
         name = block.name
         builtins = BUILTIN_CHAINS[self.section.table]
-        if name in self.section.chains and name not in builtins:
+        if name in self.state.chains and name not in builtins:
             if block.options:
                 raise _Malformed(f"jump to chain {name} with options")
             return Jump(name, goto=block.goto), ""

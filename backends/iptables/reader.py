@@ -151,7 +151,8 @@ CORE_LONG = {
     "--set-counters": "-c", "--goto": "-g", "--ipv4": "-4", "--ipv6": "-6",
 }
 RULE_FLAGS = ("-s", "-d", "-i", "-o", "-p", "-f", "-m", "-j", "-g", "-c")
-COMMANDS = ("-A", "-I")  # the commands a rules file uses; others (-D, -N, -P, ...) are refused
+COMMANDS = ("-A", "-I", "-R", "-D", "-N", "-P", "-F", "-X", "-Z", "-E")  # what restore input may hold (backends/iptables/commands.py)
+RULE_COMMANDS = ("-A", "-I", "-R", "-D")
 CORE_OPTIONS = {flag: flag for flag in set(CORE_LONG.values()) if len(flag) == 2} | CORE_LONG
 class _Malformed(Exception):
     """A line that is not valid iptables-save text (the message says why)."""
@@ -303,18 +304,26 @@ def _proto(text: str) -> int | None:
 # -- a rule line: words -> options and blocks ------------------------------------------
 
 
-def _command(words: list[_Word]) -> tuple[str, str, int | None, list[_Word]]:
-    """`[packets:bytes] -A CHAIN ...` or `-I CHAIN [N] ...` -> (command, chain, N, the rest)."""
+def _command(words: list[_Word]) -> tuple[str, str | None, int | None, list[_Word]]:
+    """`[packets:bytes] -A CHAIN ...`, `-I CHAIN [N] ...`, `-R CHAIN N ...`, `-D CHAIN N|...`
+    -> (command, chain, N, the rest); the other commands (-N, -P, -F, -X, -Z, -E) -> (command,
+    None, None, their words)."""
     if words and COUNTERS_RE.match(words[0].text):
         words = words[1:]  # iptables-save -c
     command = _resolve(words[0].text, [], None)[1] if words and not words[0].quoted and words[0].text.startswith("-") else None
-    if command not in COMMANDS or len(words) < 2:
-        raise _Malformed("a rule must start with -A CHAIN or -I CHAIN [NUMBER]")
+    if command not in COMMANDS:
+        raise _Malformed(f"a line must start with a command ({', '.join(COMMANDS)}), such as -A CHAIN")
+    if command not in RULE_COMMANDS:
+        return command, None, None, words[1:]
+    if len(words) < 2:
+        raise _Malformed(f"{command} needs a chain")
     chain, rest = words[1].text, words[2:]
-    if command == "-I" and rest and not rest[0].quoted and not rest[0].text.startswith(("-", "!")):
+    if command != "-A" and rest and not rest[0].quoted and not rest[0].text.startswith(("-", "!")):
         if not rest[0].text.isdigit() or int(rest[0].text) < 1:
-            raise _Malformed(f"-I {chain} {rest[0].shown()}: the rule number must be 1 or more")
+            raise _Malformed(f"{command} {chain} {rest[0].shown()}: the rule number must be 1 or more")
         return command, chain, int(rest[0].text), rest[1:]
+    if command == "-R":
+        raise _Malformed(f"-R {chain} needs the number of the rule it replaces")
     return command, chain, 1 if command == "-I" else None, rest
 
 
@@ -462,6 +471,7 @@ class _Section:
     header_family: int | None
     chains: dict[str, str | None] = field(default_factory=dict)  # declared chain -> policy (None: a user chain)
     rules: list[tuple[int, list[_Word]]] = field(default_factory=list)
+    marked: set[int] = field(default_factory=set)  # the lines that may hold -4 or -6 (commands.unmarked)
 
 
 def _header_family(line: str) -> int | None:
@@ -511,6 +521,8 @@ def _save_sections(text: str, source: str) -> list[_Section]:
         elif line.startswith(("-", "[")):
             try:
                 current.rules.append((lineno, _split_words(line)))
+                if "-4" in line or "-6" in line or "--ipv" in line:
+                    current.marked.add(lineno)
             except _Malformed as exc:
                 raise BackendError(str(exc), file=source, line=lineno) from None
         else:
