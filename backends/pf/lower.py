@@ -665,15 +665,23 @@ def _products(cells: Iterable[_Cell]) -> list[tuple[Dims, list[str]]]:
         key: Dims = (single(c.saddr), single(c.daddr), single(c.proto), single(c.dport))
         rects.setdefault(key, {}).update({c.note: None} if c.note else {})
     for dim in (3, 2, 0, 1):
-        merged: dict[tuple, tuple[set, dict[str, None]]] = {}
+        # rest -> [the first product's values, the union once a second joins (None until then), notes]
+        merged: dict[tuple, list] = {}
         for key, notes in rects.items():
             rest = key[:dim] + key[dim + 1:]
-            values, seen = merged.setdefault(rest, (set(), {}))
-            values.update(key[dim])
-            seen.update(notes)
+            entry = merged.get(rest)
+            if entry is None:
+                merged[rest] = [key[dim], None, dict(notes)]
+                continue
+            if entry[1] is None:
+                entry[1] = set(entry[0])
+            entry[1].update(key[dim])
+            entry[2].update(notes)
         rects = {}
-        for rest, (values, notes) in merged.items():
-            new_key: Dims = rest[:dim] + (_normalise(dim, values),) + rest[dim:]  # type: ignore[assignment]
+        for rest, (first, union, notes) in merged.items():
+            # alone, a product keeps its values: they are normalised already (and their set's hash is known)
+            values = first if union is None else _normalise(dim, union)
+            new_key: Dims = rest[:dim] + (values,) + rest[dim:]  # type: ignore[assignment]
             rects.setdefault(new_key, {}).update(notes)
     out = [(key, list(notes)) for key, notes in rects.items()]
     out.sort(key=lambda item: tuple(tuple(sorted(_value_key(v) for v in dim)) for dim in item[0]))
