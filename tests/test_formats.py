@@ -51,6 +51,8 @@ LINT_EVERYTHING = (
   - {name: lan-to-dmz, from: lan, to: dmz-int, service: tcp/22}
   - {name: all-tcp, from: internet, to: sipproxy.ext, service: tcp}
   - {name: local, from: bal, to: msa, service: tcp/8080}
+  - {name: temporary, from: cti1, to: nginx, service: tcp/8443, owner: ops, ticket: CHG-1, expires: 2001-01-31}
+  - {name: until-2999, from: cti1, to: nginx, service: tcp/8444, expires: 2999-12-31}
 """
 )
 # The realistic change: SIP over TLS on a new port, RTP moved to another range.
@@ -83,7 +85,7 @@ def workdir(tmp_path_factory) -> Path:
 # the arguments of each command, with the exit code expected (run in `workdir`)
 RUNS = {
     "audit": (["audit", str(SEED), "--ruleset", str(DRIFT)], 1),
-    "lint": (["lint", "lint.yaml"], 1),
+    "lint": (["lint", "lint.yaml", "--expiring-within", "400000"], 1),
     "check": (["check", str(TWO), "--backend", "pf"], 0),
     "diff": (["diff", "matrices/contact-highway-7.yaml", "--git", "HEAD"], 0),
 }
@@ -155,11 +157,12 @@ def test_sarif_of_lint_points_at_the_offending_lines(workdir: Path) -> None:
     text = LINT_EVERYTHING.splitlines()
     located = {(r["ruleId"], r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"], r["locations"][0]["physicalLocation"]["region"]["startLine"]) for r in run["results"]}
     assert {rule for rule, _, _ in located} == {"dmz-to-internet", "no-firewall", "redundant", "broad-from-internet", "zone-to-zone", "unused",
-                                                "management-dropped"}
+                                                "management-dropped", "expired", "expiring"}
     assert {uri for _, uri, _ in located} == {"lint.yaml"}
     lines = {rule: text[line - 1] for rule, _, line in located if rule != "unused"}
     assert "nginx-updates" in lines["dmz-to-internet"] and "all-tcp" in lines["broad-from-internet"] and "bal-again" in lines["redundant"]
     assert "management: [{from: internet, service: tcp/22}]" in lines["management-dropped"]
+    assert "2001-01-31" in lines["expired"] and "2999-12-31" in lines["expiring"]
     assert {text[line - 1].strip() for rule, _, line in located if rule == "unused"} == {"orphan: 10.20.0.98", "ftp: tcp/21"}
     assert run["automationDetails"]["id"] == "fwmatrix/lint/"
     levels = {r["ruleId"]: r["level"] for r in run["results"]}
@@ -184,7 +187,7 @@ def test_sarif_fingerprints_survive_moved_lines(workdir: Path, tmp_path: Path) -
     moved = tmp_path / "lint.yaml"
     moved.write_text("# a comment that moves every line\n" + LINT_EVERYTHING)
     before = json.loads(output(workdir, "lint", "sarif"))["runs"][0]["results"]
-    after = json.loads(fwmatrix("lint", "lint.yaml", "--format", "sarif", cwd=tmp_path).stdout)["runs"][0]["results"]
+    after = json.loads(fwmatrix("lint", "lint.yaml", "--expiring-within", "400000", "--format", "sarif", cwd=tmp_path).stdout)["runs"][0]["results"]
     assert [r["partialFingerprints"] for r in before] == [r["partialFingerprints"] for r in after]
     assert [r["locations"] for r in before] != [r["locations"] for r in after]
 
@@ -265,7 +268,7 @@ def test_junit_text_is_always_xml(tmp_path: Path) -> None:
 @pytest.mark.parametrize("command", ["lint", "check", "diff"])
 def test_markdown_snapshot(workdir: Path, command: str) -> None:
     args = {
-        "lint": ["lint", "lint.yaml"],
+        "lint": ["lint", "lint.yaml", "--expiring-within", "400000"],
         "check": ["check", "matrices/contact-highway-7.yaml", "--no-kernel"],
         "diff": ["diff", "matrices/contact-highway-7.yaml", "--git", "HEAD"],
     }[command]

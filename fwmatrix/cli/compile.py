@@ -159,7 +159,7 @@ def show_command(matrix: str, firewall: str | None) -> None:
             services if named == services else f"{named}\n({services})",
             nat,
             "\n".join(placement.get(opening.index, ["(crosses no firewall)"])),
-            opening.note,
+            "\n".join(t for t in (opening.note, opening.meta.text() if opening.meta else "") if t),
         )))
     console = stdout_console()
     console.print(table)

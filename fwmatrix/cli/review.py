@@ -17,6 +17,7 @@ from fwmatrix.matrix.loader import load_matrix, load_text
 from fwmatrix.report.ci import diff_outcome, lint_markdown, lint_outcome, print_lint
 from fwmatrix.report.text import print_review, review_markdown
 from fwmatrix.review.diff import Review, review
+from fwmatrix.review.expiry import DEFAULT_WITHIN_DAYS
 from fwmatrix.review.lint import LintReport, lint
 from fwmatrix.review.lint import fail as lint_fails
 from fwmatrix.targets import BACKENDS
@@ -24,20 +25,24 @@ from fwmatrix.targets import BACKENDS
 
 @click.command("lint")
 @matrices_argument
+@click.option("--expiring-within", metavar="DAYS", type=click.IntRange(0), default=DEFAULT_WITHIN_DAYS, show_default=True,
+              help="Report openings and groups whose `expires` date is this many days away or less (info); past it they are `expired` (medium).")
 @format_option
 @output_option
 @fail_on_option("low", "a finding")
 @user_errors
-def lint_command(matrices: tuple[str, ...], fmt: str, output: str | None, fail_on: str) -> None:
+def lint_command(matrices: tuple[str, ...], expiring_within: int, fmt: str, output: str | None, fail_on: str) -> None:
     """Lint each MATRIX: findings about the matrix itself, each at its file:line.
 
     Explicit openings from a DMZ towards the internet (never needed: replies
     pass by connection tracking), openings that cross no firewall, openings
     other openings already cover (naming them), every port open from the
-    internet, a whole zone opened to a whole zone, and hosts, services and
-    groups no opening uses. Exit 1 when a finding reaches --fail-on."""
+    internet, a whole zone opened to a whole zone, hosts, services and
+    groups no opening uses, and openings and groups past (or close to) their
+    `expires` date. Findings the matrix's `accept:` list accepts are shown,
+    marked, and fail nothing. Exit 1 when a finding reaches --fail-on."""
     json_takes_one(fmt, matrices)
-    reports = [lint(build_intent(load_matrix(path))) for path in matrices]
+    reports = [lint(build_intent(load_matrix(path)), expiring_within=expiring_within) for path in matrices]
     emit(fmt, output, reports, table=print_lint, markdown=lint_markdown, to_json=LintReport.to_json, outcome=lint_outcome, fail_on=fail_on)
     sys.exit(EXIT_FINDINGS if any(lint_fails(r, fail_on) for r in reports) else EXIT_OK)
 

@@ -44,10 +44,12 @@ from fwmatrix.ir import (
     VerdictMap,
     addr_field,
 )
-from fwmatrix.matrix.model import PROTOCOLS, PortRange, ServicePart
+from fwmatrix.matrix.model import PROTOCOLS, Opening, PortRange, ServicePart
 
 TABLE_NAME = "fwmatrix"
 COMMENT_MAX = 120
+TICKET_UNSAFE = re.compile(r"[^A-Za-z0-9._:/+-]")  # a ticket in a comment: what every target writes as it is
+TICKET_MAX = 32
 PORT_L4PROTOS = tuple(PROTOCOLS[p] for p in ("tcp", "udp", "sctp"))
 TRANSLATED = Match(("ct.status",), (("dnat",),))
 REPLIES = (
@@ -180,6 +182,14 @@ def _snat_rules(snats: tuple[Snat, ...], chain_ids: _Identifiers, nets: _Nets, s
     return rules
 
 
+def opening_comment(opening: Opening) -> str:
+    """How a compiled element names its opening: the name, and its change ticket in parentheses
+    (`operator-https (CHG-1234)`), the ticket kept to characters every target's comment and
+    label syntax writes unchanged."""
+    ticket = TICKET_UNSAFE.sub("", opening.meta.ticket)[:TICKET_MAX] if opening.meta is not None else ""
+    return f"{opening.name} ({ticket})" if ticket else opening.name
+
+
 def _comment(names: list[str]) -> str:
     text = names[0] if len(names) == 1 else ", ".join(dict.fromkeys(names))
     return text if len(text) <= COMMENT_MAX else text[: COMMENT_MAX - 3] + "..."
@@ -248,7 +258,7 @@ def _flow_entries(flows: list[Flow], with_ports: bool, nets: _Nets) -> Entries:
             continue
         sources = [net_key(n) for n in flow.sources]
         destinations = [net_key(n) for n in flow.destinations]
-        name = flow.opening.name
+        name = opening_comment(flow.opening)
         for service in services:
             for src in sources:
                 for dst in destinations:
@@ -308,7 +318,7 @@ def _dnat_entries(dnats: list[Dnat], with_ports: bool, with_target_port: bool, n
         for service in _parts(dnat.parts, dnat.family, with_ports):
             for src in dnat.sources:
                 key = (dnat.in_iface, nets.key(src), public) + service
-                entries.setdefault(key, (data, []))[1].append(dnat.opening.name)
+                entries.setdefault(key, (data, []))[1].append(opening_comment(dnat.opening))
     return entries
 
 

@@ -6,7 +6,6 @@ business (fwmatrix/audit/waivers.py checks them), not the loader's."""
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Any
 
 import yaml
@@ -38,11 +37,7 @@ def parse_accepts(reader: Any, node: yaml.Node | None) -> tuple[Acceptance, ...]
         def text(key: str) -> str | None:
             return reader.text(fields[key][1], f"'{key}' of {what}") if key in fields else None
 
-        expires_node = fields["expires"][1]
-        try:
-            expires = date.fromisoformat(reader.text(expires_node, "'expires'"))
-        except ValueError:
-            raise reader.fail(expires_node, f"'expires' must be a date written YYYY-MM-DD, not '{expires_node.value}'") from None
+        expires = reader.date(fields["expires"][1], "'expires'")
         for key in ("reason", "owner"):
             if not (text(key) or "").strip():
                 raise reader.fail(fields[key][1], f"'{key}' of {what} is empty")

@@ -8,6 +8,7 @@ whole file is read, so a name may be used before it is defined.
 from __future__ import annotations
 
 import hashlib
+from datetime import date
 import re
 from typing import Callable, Iterable
 
@@ -17,6 +18,7 @@ from netaddr import AddrFormatError, IPAddress, IPNetwork
 from fwmatrix.errors import MatrixError, did_you_mean
 from fwmatrix.compile.intent import check_management
 from fwmatrix.matrix.model import (
+    Metadata,
     PROTOCOLS,
     Firewall,
     Group,
@@ -48,7 +50,8 @@ HOST_KEYS = ("addresses", "roles", "note")
 NOTE_MAX = 500
 
 TOP_KEYS = ("fwmatrix", "name", "title", "zones", "hosts", "groups", "services", "firewalls", "openings", "accept")
-OPENING_KEYS = ("name", "from", "to", "service", "services", "nat", "snat", "note")
+OPENING_KEYS = ("name", "from", "to", "service", "services", "nat", "snat", "note", "owner", "ticket", "expires")
+METADATA_KEYS = ("owner", "ticket", "expires")
 FIREWALL_KEYS = ("interfaces", "public", "management", "note")
 MANAGEMENT_KEYS = ("from", "to", "service", "services", "note")
 
@@ -122,6 +125,21 @@ class _Reader:
         if key not in fields:
             raise self.fail(value, f"{what} has no '{key}'")
         return fields[key][1], self.note(fields["note"][1]) if "note" in fields else ""
+
+    def date(self, node: yaml.Node, what: str) -> date:
+        try:
+            return date.fromisoformat(self.text(node, what))
+        except ValueError:
+            raise self.fail(node, f"{what} must be a date written YYYY-MM-DD, not '{node.value}'") from None
+
+    def metadata(self, fields: dict[str, tuple[yaml.Node, yaml.Node]], what: str) -> Metadata | None:
+        """`owner`, `ticket` and `expires` of an opening or a group, when it has any."""
+        if not any(key in fields for key in METADATA_KEYS):
+            return None
+        owner = self.note(fields["owner"][1]) if "owner" in fields else ""
+        ticket = self.note(fields["ticket"][1]) if "ticket" in fields else ""
+        expires = self.date(fields["expires"][1], f"'expires' of {what}") if "expires" in fields else None
+        return Metadata(owner, ticket, expires, line_of(fields["expires"][1]) if "expires" in fields else 0)
 
     def name(self, node: yaml.Node, what: str, pattern: re.Pattern[str] = NAME_RE) -> str:
         value = self.text(node, what)
@@ -305,7 +323,14 @@ def _load_groups(reader: _Reader, node: yaml.Node | None, claim: Claim) -> dict[
     for key, key_node, value in _entries(reader, node, "'groups'"):
         name = reader.name(key_node, "group name")
         claim(name, "group", key_node)
-        value, note = reader.long_form(value, f"group '{name}'", "members")
+        meta, note = None, ""
+        if isinstance(value, yaml.MappingNode):  # the long form, with a note, owner, ticket, expires
+            fields = reader.mapping(value, f"group '{name}'", ("members", "note") + METADATA_KEYS)
+            if "members" not in fields:
+                raise reader.fail(value, f"group '{name}' has no 'members'")
+            meta = reader.metadata(fields, f"group '{name}'")
+            note = reader.note(fields["note"][1]) if "note" in fields else ""
+            value = fields["members"][1]
         members = reader.scalars(value, f"the members of group '{name}'")
         groups[name] = Group(
             name,
@@ -313,6 +338,7 @@ def _load_groups(reader: _Reader, node: yaml.Node | None, claim: Claim) -> dict[
             reader.where(key_node),
             member_lines=tuple(line_of(member) for _, member in members),
             note=note,
+            meta=meta,
         )
     return groups
 
@@ -465,6 +491,7 @@ def _load_openings(reader: _Reader, node: yaml.Node | None) -> tuple[Opening, ..
                 where=reader.where(item),
                 field_lines={("service" if key == "services" else key): line_of(value) for key, (_, value) in fields.items()},
                 snat=snat,
+                meta=reader.metadata(fields, f"opening '{name}'"),
             )
         )
     return tuple(openings)

@@ -128,12 +128,40 @@ class Host:
 
 
 @dataclass(frozen=True)
+class Metadata:
+    """Who answers for an opening or a group, the change ticket it came with, and the last
+    day it is needed (`lint` reports it once expired, and while it expires soon)."""
+
+    owner: str = ""
+    ticket: str = ""
+    expires: date | None = None
+    expires_line: int = 0
+
+    def to_json(self) -> dict:
+        out: dict = {}
+        if self.owner:
+            out["owner"] = self.owner
+        if self.ticket:
+            out["ticket"] = self.ticket
+        if self.expires is not None:
+            out["expires"] = self.expires.isoformat()
+        return out
+
+    def text(self) -> str:
+        """`owner netops, ticket CHG-1, expires 2027-06-30`, for people."""
+        parts = [f"owner {self.owner}" if self.owner else "", f"ticket {self.ticket}" if self.ticket else "",
+                 f"expires {self.expires.isoformat()}" if self.expires else ""]
+        return ", ".join(p for p in parts if p)
+
+
+@dataclass(frozen=True)
 class Group:
     name: str
     members: tuple[str, ...]
     where: Where
     member_lines: tuple[int, ...] = ()
     note: str = ""
+    meta: Metadata | None = None  # owner, ticket, expiry
 
 
 @dataclass(frozen=True)
@@ -214,6 +242,7 @@ class Opening:
     where: Where
     field_lines: dict[str, int] = field(default_factory=dict, compare=False)  # 'from', 'to', 'service' -> line
     snat: SourceNat | None = None  # the source its connections leave with (to the internet)
+    meta: Metadata | None = None  # owner, ticket, expiry
 
     def where_of(self, field_name: str) -> Where:
         return Where(self.where.file, self.field_lines.get(field_name, self.where.line))
@@ -223,8 +252,10 @@ class Opening:
         return f"#{self.index} {self.name}"
 
     def to_json(self) -> dict:
-        """How reports name an opening: name, row, note and where it is written."""
-        return {"name": self.name, "row": self.index, "note": self.note, "file": self.where.file, "line": self.where.line}
+        """How reports name an opening: name, row, note and where it is written (and its
+        owner, ticket and expiry, when it has them)."""
+        out = {"name": self.name, "row": self.index, "note": self.note, "file": self.where.file, "line": self.where.line}
+        return out | self.meta.to_json() if self.meta is not None else out
 
 
 @dataclass(frozen=True)

@@ -279,6 +279,8 @@ LINT_TITLES = {
     "zone-to-zone": "Broad: a whole zone opened to a whole zone",
     "unused": "Unused: hosts, services and groups no opening uses",
     "management-dropped": "Lockout: management accesses a firewall on their way drops",
+    "expired": "Expired: openings and groups past their expiry date",
+    "expiring": "Expiring: openings and groups that expire soon",
 }
 LINT_RULES = {kind: Rule(LINT_TITLES[kind], LINT_HELP[kind], LINT_SEVERITY[kind]) for kind in LINT_KINDS}
 

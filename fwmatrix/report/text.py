@@ -36,7 +36,8 @@ def _opening_text(f: Finding) -> str:
         return ""
     o = f.opening
     text = f"{o.name} (row {o.index}, line {o.where.line})"
-    return text + (f" — {o.note}" if o.note else "")
+    text += f" — {o.note}" if o.note else ""
+    return text + (f" [{o.meta.text()}]" if o.meta is not None else "")
 
 
 def _regions(f: Finding) -> list[str]:

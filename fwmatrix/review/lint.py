@@ -31,12 +31,13 @@ from fwmatrix.severity import any_reaches
 from fwmatrix.audit.findings import KINDS as AUDIT_KINDS
 from fwmatrix.audit.findings import CT_NEW, _inside_to_internet, _service_bounds, acceptance_json, count_kinds, flow_space
 from fwmatrix.audit.waivers import accept, check_kinds
+from fwmatrix.review.expiry import DEFAULT_WITHIN_DAYS, expiry_findings
 from fwmatrix.compile.intent import Dnat, Intent
 from fwmatrix.matrix.model import Acceptance, Matrix, Opening, ServicePart, Where
 from fwmatrix.matrix.resolve import Resolver
 from fwmatrix.space import Box, BoxIndex, Interfaces, Space, addrs, iv_overlaps, may_contain, physical, subtract_boxes
 
-KINDS = ("dmz-to-internet", "no-firewall", "redundant", "broad-from-internet", "zone-to-zone", "unused", "management-dropped")
+KINDS = ("dmz-to-internet", "no-firewall", "redundant", "broad-from-internet", "zone-to-zone", "unused", "management-dropped", "expired", "expiring")
 SEVERITY_OF = {
     "dmz-to-internet": "medium",
     "no-firewall": "medium",
@@ -45,6 +46,8 @@ SEVERITY_OF = {
     "zone-to-zone": "medium",
     "unused": "info",
     "management-dropped": "high",
+    "expired": "medium",
+    "expiring": "info",
 }
 # What each kind means and what to do about it: SARIF rule help, docs/reports.md.
 HELP = {
@@ -64,6 +67,10 @@ HELP = {
                           "address of the managed firewall is known: that firewall drops it and the administrators are "
                           "locked out. Give the managed firewall's interfaces their addresses ({zone: ..., address: ...}), "
                           "or write the access's 'to'.",
+    "expired": "An opening or a group is past the date its `expires` says it is needed until. Remove it (its owner and "
+               "ticket say whom to ask), or extend the date.",
+    "expiring": "An opening or a group reaches its `expires` date soon (within --expiring-within days): ask its owner "
+                "whether it is still needed.",
 }
 
 
@@ -130,19 +137,22 @@ class LintReport:
         }
 
 
-def lint(intent: Intent, today: date | None = None) -> LintReport:
-    """The matrix's findings; those its `accept:` list accepts (as of `today`) are marked."""
+def lint(intent: Intent, today: date | None = None, expiring_within: int = DEFAULT_WITHIN_DAYS) -> LintReport:
+    """The matrix's findings (as of `today`: expiry, acceptances); those its `accept:` list
+    accepts are marked."""
     matrix = intent.matrix
+    today = today or date.today()
     findings = (
         _dmz_to_internet(intent)
         + _no_firewall(intent)
         + _redundant(intent)
         + _broad(intent)
         + _unused(matrix)
+        + expiry_findings(matrix, today, expiring_within, LintFinding)
     )
     findings.sort(key=lambda f: (f.where.line, KINDS.index(f.kind)))
     check_kinds(matrix.accepts, AUDIT_KINDS + KINDS, "audit and lint")
-    findings = accept(findings, matrix.accepts, None, today or date.today())
+    findings = accept(findings, matrix.accepts, None, today)
     return LintReport(matrix.name, matrix.file, findings, matrix.openings)
 
 
