@@ -490,6 +490,21 @@ def test_source_nat_accepts_in_its_nat_chain_and_an_mss_clamp_decides_nothing() 
     assert ip_table.matches == () and ip_table.action == ACCEPT
 
 
+def test_a_set_filled_without_a_limit_decides_nothing_unless_a_verdict_follows() -> None:
+    """`add @s { ip saddr }` only fills the set (its lookups become judged both ways); it stops
+    the rule when the set is full, which matters only to a verdict after it."""
+    DPORT = {"payload": {"protocol": "tcp", "field": "dport"}}
+    add = {"set": {"op": "add", "elem": SADDR, "set": "@s"}}
+    limited = {"set": {"op": "update", "elem": SADDR, "set": "@s", "stmt": [{"limit": {"rate": 1, "burst": 5, "per": "second"}}]}}
+    objects = ({"set": {"family": "inet", "table": "t", "name": "s", "handle": 2, "type": "ipv4_addr", "flags": ["dynamic"]}},)
+    rules = parsed([match(DPORT, 22), add], [match(DPORT, 24), add, {"accept": None}], [match(DPORT, 23), limited, {"accept": None}], objects=objects)
+    filling, then_accept, rate_limited = rules
+    assert filling.matches == (TCP, m("dport", 22)) and filling.action is None
+    assert isinstance(then_accept.action, UnmodelledAction) and then_accept.action.text.endswith("; accept")
+    assert any(isinstance(x, Unmodelled) for x in rate_limited.matches) and rate_limited.action == ACCEPT
+    assert nftables.parse_json(listing([match(DPORT, 22), add], objects=objects)).tables[0].set("s").dynamic
+
+
 def test_xt_expressions_are_unmodelled_never_guessed() -> None:
     xt_match, xt_target = parsed(
         [{"xt": {"type": "match", "name": "conntrack"}}, {"counter": {"packets": 0, "bytes": 0}}, {"accept": None}],

@@ -554,6 +554,8 @@ def _parse_rule(body: dict, ctx: _TableContext, chain: str) -> list[Rule]:
             matches.append(Unmodelled(XT_TEXT))
             if not (isinstance(arg, dict) and arg.get("type") == "match"):
                 effects.append(XT_TEXT)
+        elif _fills_without_limit(kind, arg):
+            quiet.append(describe(stmt))  # fills a set (ctx.fill): decides nothing unless a verdict follows
         elif kind in STATEFUL_MATCHES:
             matches.append(Unmodelled(describe(stmt)))
         elif kind == "notrack" and not effects:
@@ -584,6 +586,13 @@ def _parse_rule(body: dict, ctx: _TableContext, chain: str) -> list[Rule]:
         return [rule]
     untracking = Rule(rule.matches, Notrack(), rule.comment, origin)
     return [untracking] if action is None else [untracking, rule]
+
+
+def _fills_without_limit(kind: str, arg: Any) -> bool:
+    """`add @knock { ip saddr }`: adds to a set and matches unless the set is full (the rule
+    then stops there: NFT_BREAK); with a stateful statement inside (`update @s { ip saddr limit
+    rate 1/second }`) it is a rate limit, which stays an unmodelled match."""
+    return kind in ("set", "map") and isinstance(arg, dict) and not arg.get("stmt")
 
 
 def _sets_tcp_option(kind: str, arg: Any) -> bool:
