@@ -169,11 +169,27 @@ class _Clause:
     allowed: tuple[tuple[str, frozenset], ...] = ()
     excluded: tuple[tuple[str, frozenset], ...] = ()
 
+    def __hash__(self) -> int:
+        # computed once: regrouping looks a clause up several times per field (a tuple's hash is not kept)
+        found = self.__dict__.get("_hash")
+        if found is None:
+            found = hash((self.allowed, self.excluded))
+            object.__setattr__(self, "_hash", found)
+        return found
+
     def get(self, name: str) -> frozenset | None:
         for field_name, values in self.allowed:  # a handful of fields: cheaper than a dict
             if field_name == name:
                 return values
         return None
+
+    def without(self, name: str) -> tuple[_Clause, frozenset | None]:
+        """This clause with `name` unconstrained, and the values it allowed (None: any)."""
+        allowed = self.allowed
+        for i, item in enumerate(allowed):
+            if item[0] == name:
+                return _Clause(allowed[:i] + allowed[i + 1:], self.excluded), item[1]
+        return self, None
 
     def with_(self, name: str, values: frozenset | None) -> _Clause:
         if values is None and all(n != name for n, _ in self.allowed):
@@ -333,7 +349,7 @@ def _regroup(members: Members) -> Members:
             # re-sorted the growing set each time (10,000 single ports took minutes)
             buckets: dict[_Clause, _Bucket] = {}
             for clause, (comments, index) in current.items():
-                rest, values = clause.with_(name, None), clause.get(name)
+                rest, values = clause.without(name)
                 bucket = buckets.get(rest)
                 if bucket is None:
                     buckets[rest] = _Bucket(None if values is None else [values], dict.fromkeys(comments), index, clause)
