@@ -1107,3 +1107,28 @@ def test_conntrack_original_tuple_in_the_kernel() -> None:
         tally = check_agreement(lab, lab.read_iptables(), CTORIG_PROBES, "conntrack original tuple (iptables)")
     assert_agreement(tally)
     assert tally.forwarded == 3 and tally.dropped == 4 and tally.uncertain == 1 and tally.translated == 1, tally.summary()
+
+
+# -- a DNAT map keyed on a drawn number (numgen), without targets ------------------------------------
+
+DRAWN_NFT = (
+    "table ip nat {\n map targets {\n  typeof numgen inc mod 2 : ip daddr\n }\n"
+    " chain prerouting {\n  type nat hook prerouting priority dstnat; policy accept;\n"
+    "  dnat to numgen inc mod 2 map @targets\n  tcp dport 8080 dnat to 172.16.10.10:80\n }\n}\n"
+    "table inet filter {\n chain forward {\n  type filter hook forward priority 0; policy drop;\n  tcp dport { 80, 443 } accept\n }\n}\n"
+)
+
+
+def test_dnat_by_an_empty_numgen_map_translates_nothing() -> None:
+    """No number finds a target in an empty map: the rule never translates and the packet
+    goes on to the next rule (here a port forward), exactly as the evaluator says."""
+    probes = [
+        Probe("wan0", "dmz0", "198.51.100.7", "203.0.113.10", "tcp", 8080),  # the next rule's port forward
+        Probe("wan0", "dmz0", "198.51.100.7", "172.16.10.20", "tcp", 443),  # untranslated, forwarded
+        Probe("wan0", "dmz0", "198.51.100.7", "172.16.10.20", "tcp", 22),  # untranslated, dropped
+    ]
+    with Lab(SEED_IFACES, timeout=TIMEOUT) as lab:
+        lab.load_raw_nft(DRAWN_NFT)
+        tally = check_agreement(lab, lab.read_nft(), probes, "dnat by an empty numgen map")
+    assert_agreement(tally)
+    assert tally.uncertain == 0 and tally.translated == 1 and tally.forwarded == 2, tally.summary()

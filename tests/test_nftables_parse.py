@@ -505,6 +505,22 @@ def test_a_set_filled_without_a_limit_decides_nothing_unless_a_verdict_follows()
     assert nftables.parse_json(listing([match(DPORT, 22), add], objects=objects)).tables[0].set("s").dynamic
 
 
+def test_dnat_keyed_on_a_drawn_number() -> None:
+    """`dnat to numgen inc mod 2 map @m`: with @m empty no number finds a target and the rule
+    never translates (exact); with targets, which one a connection gets is not modelled."""
+    numgen = {"numgen": {"mode": "inc", "mod": 2, "offset": 0}}
+    def dnat_to(name: str) -> list:
+        return [{"dnat": {"family": "ip", "addr": {"map": {"key": numgen, "data": f"@{name}"}}}}]
+    objects = (
+        {"map": {"family": "inet", "table": "t", "name": "none", "handle": 2, "type": {"typeof": numgen}, "map": "ipv4_addr"}},
+        {"map": {"family": "inet", "table": "t", "name": "two", "handle": 3, "type": {"typeof": numgen}, "map": "ipv4_addr",
+                 "elem": [[0, "10.0.0.1"], [1, "10.0.0.2"]]}},
+    )
+    empty, balanced = parsed(dnat_to("none"), dnat_to("two"), objects=objects)
+    assert empty.action == DnatMap(4, (), map_name="none")
+    assert isinstance(balanced.action, UnmodelledAction) and "drawn per connection" in balanced.action.text
+
+
 def test_xt_expressions_are_unmodelled_never_guessed() -> None:
     xt_match, xt_target = parsed(
         [{"xt": {"type": "match", "name": "conntrack"}}, {"counter": {"packets": 0, "bytes": 0}}, {"accept": None}],

@@ -492,6 +492,8 @@ def _dnat(arg: Any, ctx: _TableContext) -> tuple[list[Match], Dnat | DnatMap]:
     if "port" in arg:
         raise _Unknown("an address map with a separate port")
     lookup = addr["map"]
+    if isinstance(lookup["key"], dict) and len(lookup["key"]) == 1 and next(iter(lookup["key"])) in DRAWN_KEYS:
+        return [], _drawn_dnat(family, lookup, ctx)
     fields = _fields(lookup["key"], lookup=True)
     names = tuple(f.name for f in fields)
     data = lookup["data"]
@@ -504,6 +506,23 @@ def _dnat(arg: Any, ctx: _TableContext) -> tuple[list[Match], Dnat | DnatMap]:
         target_kinds = (addr_kind, "port") if isinstance(target, dict) and "concat" in target else (addr_kind,)
         entries.append((_key(tuple(f.kind for f in fields), key), _key(target_kinds, target)))
     return implied, DnatMap(family, names, entries=tuple(entries))
+
+
+# `dnat to numgen inc mod 2 map @targets`: a number drawn per connection (a counter, a random
+# number, a hash of the packet) picks the target; a number the map lacks translates nothing
+DRAWN_KEYS = ("numgen", "jhash", "symhash")
+
+
+def _drawn_dnat(family: int, lookup: dict, ctx: _TableContext) -> DnatMap:
+    """A DNAT map keyed on a drawn number: exact when the map is empty (no number finds a
+    target: the rule never translates, the packet goes on), else which target a connection
+    gets is not modelled. (A map the packet path fills is judged both ways by the evaluator.)"""
+    data = lookup["data"]
+    info = ctx.sets.get(data[1:]) if isinstance(data, str) and data.startswith("@") else None
+    if info is None or info.elements or info.dynamic or info.data_kinds in ((), ("verdict",)):
+        raise _Unknown("a map keyed on a number drawn per connection: which target a connection gets is not modelled")
+    ctx.uses[info.name] = ()
+    return DnatMap(family, (), map_name=info.name)
 
 
 REJECT_FAMILY = {"icmp": 4, "icmpv6": 6}  # `icmpx` and `tcp reset` answer either family
