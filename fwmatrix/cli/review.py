@@ -14,6 +14,7 @@ from fwmatrix.cli.common import (
 from fwmatrix.compile.intent import build_intent
 from fwmatrix.errors import FwmatrixError
 from fwmatrix.matrix.loader import load_matrix, load_text
+from fwmatrix.matrix.yamlnodes import Source
 from fwmatrix.report.ci import diff_outcome, lint_markdown, lint_outcome, print_lint
 from fwmatrix.report.text import print_review, review_markdown
 from fwmatrix.review.diff import Review, review
@@ -69,7 +70,8 @@ def diff_command(old: str, new: str | None, git_rev: str | None, backend_name: s
     if git_rev is not None:
         if new is not None:
             raise click.UsageError("with --git REV give one matrix: it is compared with itself at REV")
-        before, old_label = load_text(git_show(git_rev, old), f"{git_rev}:{old}"), f"{git_rev}:{old}"
+        at_rev = lambda path: Source(f"{git_rev}:{path}", git_show(git_rev, path))  # noqa: E731 - its includes, at the same revision
+        before, old_label = load_text(git_show(git_rev, old), f"{git_rev}:{old}", read=at_rev, path=old), f"{git_rev}:{old}"
         after, new_label = load_matrix(old), old
     else:
         if new is None:

@@ -35,6 +35,7 @@ from fwmatrix.matrix.model import (
     parse_service_literal,
 )
 from fwmatrix.matrix.accepts import parse_accepts
+from fwmatrix.matrix.includes import Part, included_parts
 from fwmatrix.matrix.resolve import Resolver
 from fwmatrix.matrix.yamlnodes import MAX_FILE_BYTES, Source, compose, kind_of, line_of, read_source
 from fwmatrix.targets import interface_name_refusal
@@ -49,7 +50,7 @@ IFACE_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,14}\Z")
 HOST_KEYS = ("addresses", "roles", "note")
 NOTE_MAX = 500
 
-TOP_KEYS = ("fwmatrix", "name", "title", "zones", "hosts", "groups", "services", "firewalls", "openings", "accept")
+TOP_KEYS = ("fwmatrix", "name", "title", "include", "zones", "hosts", "groups", "services", "firewalls", "openings", "accept")
 OPENING_KEYS = ("name", "from", "to", "service", "services", "nat", "snat", "note", "owner", "ticket", "expires")
 METADATA_KEYS = ("owner", "ticket", "expires")
 FIREWALL_KEYS = ("interfaces", "public", "management", "note")
@@ -175,14 +176,17 @@ def load_matrix(path: str) -> Matrix:
     return load_source(read_source(path))
 
 
-def load_text(data: bytes, label: str) -> Matrix:
-    """A matrix from bytes that are not a file here (a git revision): errors name `label`."""
+def load_text(data: bytes, label: str, read: Callable[[str], Source] | None = None, path: str | None = None) -> Matrix:
+    """A matrix from bytes that are not a file here (a git revision): errors name `label`.
+    Its includes are read by `read` (e.g. from the same revision), relative to `path`."""
     if len(data) > MAX_FILE_BYTES:
         raise MatrixError(f"{len(data)} bytes, more than the {MAX_FILE_BYTES} a matrix may have", label)
-    return load_source(Source(label, data))
+    return load_source(Source(label, data), read, path)
 
 
-def load_source(source: Source) -> Matrix:
+def load_source(source: Source, read: Callable[[str], Source] | None = None, location: str | None = None) -> Matrix:
+    """A matrix; `read` reads the files it includes (default: from disk), relative to
+    `location` (default: the source's path)."""
     path = source.path
     root = compose(source)
     reader = _Reader(path)
@@ -208,16 +212,32 @@ def load_source(source: Source) -> Matrix:
 
     names: dict[str, tuple[str, Where]] = {}  # every defined name -> (kind, where)
 
-    def claim(name_: str, kind: str, node: yaml.Node) -> None:
-        if name_ in names:
-            other_kind, other_where = names[name_]
-            raise reader.fail(node, f"duplicate name '{name_}': already a {other_kind} on line {other_where.line}")
-        names[name_] = (kind, reader.where(node))
+    def claimer(part_reader: _Reader) -> Claim:
+        def claim(name_: str, kind: str, node: yaml.Node) -> None:
+            if name_ in names:
+                other_kind, other = names[name_]
+                at = f"line {other.line}" if other.file == part_reader.path else f"{other.file}:{other.line}"
+                raise part_reader.fail(node, f"duplicate name '{name_}': already a {other_kind} on {at}")
+            names[name_] = (kind, part_reader.where(node))
 
-    zones = _load_zones(reader, section("zones"), claim)
-    hosts, roles = _load_hosts(reader, section("hosts", required=False), claim)
-    groups = _load_groups(reader, section("groups", required=False), claim)
-    services = _load_services(reader, section("services", required=False), claim)
+        return claim
+
+    # the shared definitions of the included files first, then the matrix's own
+    main = Part(reader, top, source.data)
+    parts = included_parts(main, location or path, read or read_source, _Reader, FORMAT_VERSION) + [main]
+    if not any("zones" in part.sections for part in parts):
+        raise MatrixError("the matrix has no 'zones' section", path, line_of(root))
+    zones, hosts, roles, groups, services = {}, {}, {}, {}, {}
+    for part in parts:
+        claim = claimer(part.reader)
+        if "zones" in part.sections:
+            zones.update(_load_zones(part.reader, part.section("zones"), claim, zones))
+        part_hosts, part_roles = _load_hosts(part.reader, part.section("hosts"), claim)
+        hosts.update(part_hosts)
+        roles.update(part_roles)
+        groups.update(_load_groups(part.reader, part.section("groups"), claim))
+        services.update(_load_services(part.reader, part.section("services"), claim))
+    claim = claimer(reader)
     firewalls = _load_firewalls(reader, section("firewalls"), claim, zones)
     openings = _load_openings(reader, section("openings"))
 
@@ -225,7 +245,7 @@ def load_source(source: Source) -> Matrix:
         name=name,
         title=title,
         file=path,
-        content_hash=hashlib.sha256(source.data).hexdigest(),
+        content_hash=hashlib.sha256(b"".join(part.data for part in ([main] + parts[:-1]))).hexdigest(),
         zones=zones,
         hosts=hosts,
         groups=groups,
@@ -249,9 +269,10 @@ def _entries(reader: _Reader, node: yaml.Node | None, what: str) -> list[tuple[s
     return [(key, key_node, value) for key, (key_node, value) in reader.mapping(node, what).items()]
 
 
-def _load_zones(reader: _Reader, node: yaml.Node | None, claim: Claim) -> dict[str, Zone]:
+def _load_zones(reader: _Reader, node: yaml.Node | None, claim: Claim, earlier: dict[str, Zone] | None = None) -> dict[str, Zone]:
+    """The zones of one file (`earlier`: those of the files it comes after, for the one 'any')."""
     zones: dict[str, Zone] = {}
-    any_zone: Zone | None = None
+    any_zone: Zone | None = next((z for z in (earlier or {}).values() if z.is_any), None)
     entries = _entries(reader, node, "'zones'")
     if not entries:
         raise MatrixError("'zones' must define at least one zone", reader.path, line_of(node) if node else 1)
@@ -264,7 +285,8 @@ def _load_zones(reader: _Reader, node: yaml.Node | None, claim: Claim) -> dict[s
             if len(items) != 1:
                 raise reader.fail(value, f"zone '{name}': 'any' cannot be listed with other networks")
             if any_zone is not None:
-                raise reader.fail(value, f"zone '{name}' is 'any', but zone '{any_zone.name}' (line {any_zone.where.line}) already is: only one zone may cover every address")
+                at = f"line {any_zone.where.line}" if any_zone.where.file == reader.path else str(any_zone.where)
+                raise reader.fail(value, f"zone '{name}' is 'any', but zone '{any_zone.name}' ({at}) already is: only one zone may cover every address")
             zone = Zone(name, (), True, reader.where(key_node), note)
             any_zone = zone
         else:

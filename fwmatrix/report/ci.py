@@ -494,7 +494,7 @@ def print_lint(report: LintReport, console: Console) -> None:
     for column in ("line", "severity", "kind", "finding"):
         table.add_column(column, overflow="fold")
     for f in report.findings:
-        table.add_row(str(f.where.line), f.level, f.kind, escape(_marked(f)))
+        table.add_row(escape(_line(f.where, report.file)), f.level, f.kind, escape(_marked(f)))
     console.print(f"matrix file {report.file}", style="dim", markup=False)
     console.print(table)
 
@@ -505,8 +505,13 @@ def lint_markdown(report: LintReport) -> str:
     if report.findings:
         out += ["| line | severity | kind | finding |", "|---|---|---|---|"]
         for f in report.findings:
-            out.append(f"| {f.where.line} | {f.level} | {f.kind} | {_md(_marked(f))} |")
+            out.append(f"| {_md(_line(f.where, report.file))} | {f.level} | {f.kind} | {_md(_marked(f))} |")
     return "\n".join(out).rstrip() + "\n"
+
+
+def _line(where: Where, matrix_file: str) -> str:
+    """A finding's line; with its file when an included file holds it."""
+    return str(where.line) if where.file == matrix_file else f"{where.file}:{where.line}"
 
 
 def print_check(report: CheckReport, console: Console) -> None:
