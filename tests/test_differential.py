@@ -119,10 +119,18 @@ def iptables_restore(files: dict[str, str]) -> Loader:
     return load
 
 
+def forget_neighbours(lab: Lab) -> None:
+    """Empty every neighbour cache of the lab (ARP and IPv6 neighbour discovery): what the
+    kernel does with a ruleset that drops them depends on what it learnt under the last one."""
+    for ns in [lab.fw] + [lab.side(iface) for iface in lab.links]:
+        ns.run(["ip", "neigh", "flush", "all"])
+
+
 def differential(lab: Lab, load: Loader, probes: list[Probe], live: Ruleset | None = None) -> Outcome:
     """Load a ruleset, judge every probe by the evaluator (on `live`, default: what the kernel
     lists back) and by real packets; a disagreement is sent once more before it counts."""
     listed = load(lab)
+    forget_neighbours(lab)
     live = live if live is not None else listed
     effective = evaluate(live, interfaces_of(live, list(lab.links)))
     judged: list[tuple[Probe, Judgement]] = []
@@ -266,10 +274,6 @@ V4 = Probe("lan0", "wan0", "10.9.0.9", "10.1.0.9", "tcp", 80)
 V6 = Probe("lan0", "wan0", "fd00:9::9", "fd00:1::9", "tcp", 80)
 
 
-NDP_DROPS = (
-    "ndp-drops: a prerouting drop that takes ICMPv6 neighbour discovery (`ip6 saddr != PREFIX drop` "
-    "matches fe80::) stops IPv6 through the interfaces; the evaluator still calls it forwarded (issue 11, item 6)"
-)
 NAT = (
     "table %s %s {\n chain nat {\n  type nat hook prerouting priority dstnat; policy accept;\n"
     "  iifname \"wan0\" ip daddr 203.0.113.10 tcp dport 53 dnat to %s\n }\n}\n"
@@ -281,8 +285,8 @@ KNOWN_BUG_CASES = [
     pytest.param(FORWARD_ACCEPT % "meta nfproto ipv6 reject", V4, id="reject-icmpv6-in-inet-drops-ipv4"),
     pytest.param(FORWARD_ACCEPT % "meta nfproto ipv4 reject with icmp host-unreachable", V6, id="reject-icmp-in-inet-drops-ipv6"),
     # found by seeds 106 (the kernel forwards what the evaluator had the raw chain drop) and 137
-    # (the kernel drops everything, the evaluator nothing). Fixed, both ways: before conntrack the
-    # packet has no connection (the kernel's `ct state` is invalid); ct matches there are judged both ways
+    # (the kernel drops everything, the evaluator nothing). Fixed: before conntrack the packet has
+    # no connection, the kernel's `ct state` is invalid (first judged both ways; now exact, below)
     pytest.param(RAW % "ct state new drop", V4, id="ct-state-new-in-raw-prerouting"),
     pytest.param(RAW % "ct state invalid drop", V6, id="ct-state-invalid-in-raw-prerouting"),
     # found by seed 535 (with the port forwards' own probes): the raw chain never sees 10.2.0.5, only
@@ -290,11 +294,6 @@ KNOWN_BUG_CASES = [
     pytest.param("table ip t {\n chain pre {\n  type filter hook prerouting priority raw; policy accept;\n  ip daddr 10.2.0.5 drop\n }\n"
                  " chain nat {\n  type nat hook prerouting priority dstnat; policy accept;\n  tcp dport 80 dnat to 10.2.0.5\n }\n}\n",
                  Probe("wan0", "dmz0", "198.51.100.7", "203.0.113.10", "tcp", 80), id="raw-drop-of-a-port-forward-target"),
-    # found by seed 0 (idem): the drop takes the neighbour solicitations from fe80::, IPv6 stops on every interface.
-    # Not strict: whether the kernel still forwards depends on the neighbour state it had (one CI run passed it)
-    pytest.param(RAW % "ip6 saddr != fd00:1::/64 drop", Probe("wan0", "dmz0", "fd00:1::7", "fd00:2::7", "tcp", 80),
-                 id="raw-drop-of-neighbour-discovery",
-                 marks=pytest.mark.xfail(strict=False, raises=AssertionError, reason=NDP_DROPS)),
     # found by seed 248: two port forwards of one port in tables whose nat chains share a priority.
     # Fixed: of chains at one priority the kernel runs the one loaded last first
     pytest.param(NAT % ("ip", "a", "10.2.0.48:8080") + NAT % ("ip", "b", "10.2.0.58:8080"),
@@ -302,17 +301,64 @@ KNOWN_BUG_CASES = [
 ]
 
 
-OWN_LAB = {"raw-drop-of-neighbour-discovery"}  # the shared lab's neighbour caches would hide the bug
+BEFORE_CONNTRACK = [  # (raw prerouting rules, whether the kernel forwards the probe: the evaluator must say the same)
+    ("ct state new drop", True), ("ct state invalid drop", False), ("ct state != established drop", False),
+    ("ct state { new, established } drop", True), ("ct status dnat drop", True), ("ct state untracked drop", True),
+    ("notrack\n  ct state untracked drop", None),  # untracked by then: judged both ways (not compared)
+]
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize(("rules", "forwarded"), BEFORE_CONNTRACK, ids=[r.replace("\n ", ";") for r, _ in BEFORE_CONNTRACK])
+def test_ct_matches_before_conntrack_are_exact(lab: Lab, rules: str, forwarded: bool | None) -> None:
+    """Before conntrack a packet has no connection: `ct state` reads invalid, other ct keys fail."""
+    lab.load_raw_nft(RAW % rules)
+    live = lab.read_nft()
+    verdict = judge(evaluate(live, interfaces_of(live, list(lab.links))), V4)
+    assert verdict.forwarded is forwarded, str(verdict)
+    if forwarded is not None:
+        assert lab.run([V4], retries=1)[0].delivered is forwarded
+
+
+NEIGHBOURS_DROPPED = [
+    # found by seed 0 (with the port forwards' own probes): the drop takes the neighbour advertisements from fe80::, so the firewall learns no
+    # next hop and IPv6 stops on every interface. Fixed: ND from link-local addresses is what an interface needs
+    # (and the lab forgets its neighbours before each ruleset, so the kernel's answer no longer depends on the last one)
+    pytest.param(RAW % "ip6 saddr != fd00:1::/64 drop", Probe("wan0", "dmz0", "fd00:1::7", "fd00:2::7", "tcp", 80),
+                 id="raw-drop-of-neighbour-discovery"),
+    # the same class: solicitations from a host's own address (Linux solicits from the packet's source)
+    pytest.param(RAW % "meta l4proto ipv6-icmp ip6 saddr fd00:1::/64 drop", Probe("wan0", "dmz0", "fd00:1::7", "fd00:2::7", "tcp", 80),
+                 id="raw-drop-of-solicitations-from-a-host-address"),
+    # ARP dropped at netdev ingress: IPv4 through that interface is dead
+    pytest.param('table netdev t {\n chain i {\n  type filter hook ingress device "dmz0" priority 0; policy accept;\n  iifname "dmz0" drop\n }\n}\n',
+                 Probe("wan0", "dmz0", "10.1.0.7", "10.2.0.7", "tcp", 80), id="netdev-ingress-drop-of-arp"),
+]
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize(("text", "probe"), NEIGHBOURS_DROPPED)
+def test_dropped_neighbour_discovery_or_arp(lab: Lab, text: str, probe: Probe) -> None:
+    """The kernel drops the probe once it must learn its neighbours anew (a warm cache would
+    hide it: the same probe passes first under an empty ruleset); the evaluator calls it
+    uncertain (static neighbour entries would forward it) and says why."""
+    lab.load_raw_nft("")
+    forget_neighbours(lab)
+    assert lab.run([probe], retries=1)[0].delivered, "the lab forwards the probe under an empty ruleset"
+    lab.load_raw_nft(text)
+    forget_neighbours(lab)
+    result = lab.run([probe])[0]
+    assert not result.delivered, str(result)
+    live = lab.read_nft()
+    effective = evaluate(live, interfaces_of(live, list(lab.links)))
+    verdict = judge(effective, probe)
+    assert verdict.forwarded is None, explain(verdict, result)
+    assert any("static" in note.text or "neighbour" in note.text for note in effective.unmodelled) or effective.nd_dead, effective.unmodelled
 
 
 @pytest.mark.kernel
 @pytest.mark.parametrize(("text", "probe"), KNOWN_BUG_CASES)
-def test_known_bug(lab: Lab, text: str, probe: Probe, request: pytest.FixtureRequest) -> None:
-    if request.node.callspec.id in OWN_LAB:  # a lab of its own: no neighbour is known yet
-        with Lab(fuzz.INTERFACES, timeout=TIMEOUT) as own:
-            outcome = differential(own, nft(text), [probe])
-    else:
-        outcome = differential(lab, nft(text), [probe])
+def test_known_bug(lab: Lab, text: str, probe: Probe) -> None:
+    outcome = differential(lab, nft(text), [probe])
     assert outcome.probes == 1
     assert not outcome.disagreements, f"{text}" + "".join(f"{d}\n" for d in outcome.disagreements)
 

@@ -37,7 +37,7 @@ from dataclasses import replace
 from fwmatrix.audit.evaluate.addrtype import UNKNOWN, OwnAddresses
 from fwmatrix.audit.evaluate.effective import DnatRegion, Effective, EvaluationError, Grant, Note
 from fwmatrix.audit.evaluate.forward import DEFAULT_ACCEPT, combine, forward_chains
-from fwmatrix.audit.evaluate.neighbours import nd_blocked, nd_dead
+from fwmatrix.audit.evaluate.neighbours import arp_dead, nd_blocked, nd_dead, nd_doubtful
 from fwmatrix.audit.evaluate.prerouting import dnat_regions, early_drops
 from fwmatrix.audit.evaluate.reading import Reading
 from fwmatrix.audit.evaluate.untracked import as_untracked
@@ -87,10 +87,15 @@ def evaluate(ruleset: Ruleset, ifaces: Interfaces, within: Space | None = None, 
 
 def _without_dead_neighbours(ruleset: Ruleset, effective: Effective) -> Effective:
     """IPv6 through an interface where the firewall drops all neighbour discovery is not
-    forwarded in reality, unless static neighbour entries stand in for it: uncertain."""
+    forwarded in reality, unless static neighbour entries stand in for it: uncertain. So is
+    IPv6 whose neighbour discovery is dropped for some addresses, and IPv4 through an
+    interface where ARP is dropped: each is noted, and judged both ways like an unmodelled rule."""
     ifaces = effective.ifaces
-    blocked = nd_blocked(ruleset, ifaces, [n for n in ifaces.names if n not in ("lo", OTHER)])
+    names = [n for n in ifaces.names if n not in ("lo", OTHER)]
+    blocked = nd_blocked(ruleset, ifaces, names)
     dead = nd_dead(ifaces, blocked)
+    for origin, text, region in nd_doubtful(ruleset, ifaces, blocked, names) + arp_dead(ruleset, ifaces, names):
+        effective = _judged_both_ways(effective, Note(origin, text), region)
     if not dead:
         return replace(effective, nd_blocked=blocked)
     return replace(
@@ -99,6 +104,17 @@ def _without_dead_neighbours(ruleset: Ruleset, effective: Effective) -> Effectiv
         uncertain=effective.uncertain + [g for g in (Grant(g.space.intersect(dead), g.origin) for g in effective.forwarded) if g.space],
         nd_blocked=blocked,
         nd_dead=dead,
+    )
+
+
+def _judged_both_ways(effective: Effective, note: Note, region: Space) -> Effective:
+    """What the firewall forwards in `region` only maybe (for a reason `note` gives, outside the ruleset's rules)."""
+    return replace(
+        effective,
+        forwarded=[g for g in (Grant(g.space.subtract(region), g.origin) for g in effective.forwarded) if g.space],
+        uncertain=effective.uncertain + [g for g in (Grant(g.space.intersect(region), g.origin) for g in effective.forwarded) if g.space],
+        unmodelled=effective.unmodelled + [note],
+        doubtful=effective.doubtful + [Grant(region, note.origin)],
     )
 
 

@@ -28,14 +28,23 @@ from fwmatrix.audit.evaluate.chains import walk
 from fwmatrix.audit.evaluate.prerouting import Drops, early_drops
 from fwmatrix.audit.evaluate.reading import Reading
 from fwmatrix.ir import Match, Rule, Ruleset, Unmodelled
-from fwmatrix.space import NO_PORT, V6_ALL, Interfaces, Remaining, Space, addr_interval, ct_bits
+from fwmatrix.space import NO_PORT, V4_ALL, V6_ALL, Interfaces, Remaining, Space, addr_interval, ct_bits, iv_and, iv_norm
 
 ICMPV6 = 58
 ROUTER_SOLICITATION, NEIGHBOUR_SOLICITATION, NEIGHBOUR_ADVERTISEMENT = 133, 135, 136
 SOLICITED_NODES = IPNetwork("ff02::1:ff00:0/104")  # where a neighbour solicitation goes
 ALL_ROUTERS = IPNetwork("ff02::2/128")  # where a router solicitation goes
+LINK_LOCAL = (addr_interval(IPNetwork("fe80::/10")),)
 ND_MESSAGES = {NEIGHBOUR_SOLICITATION: "solicitations", NEIGHBOUR_ADVERTISEMENT: "advertisements", ROUTER_SOLICITATION: "router solicitations"}
-DESTINATIONS = {NEIGHBOUR_SOLICITATION: (addr_interval(SOLICITED_NODES),), NEIGHBOUR_ADVERTISEMENT: V6_ALL, ROUTER_SOLICITATION: (addr_interval(ALL_ROUTERS),)}
+# Where each message goes: an advertisement answers the firewall's own solicitation, which
+# it sends from its link-local address (the packet that needs the neighbour is not its own)
+DESTINATIONS = {NEIGHBOUR_SOLICITATION: (addr_interval(SOLICITED_NODES),), NEIGHBOUR_ADVERTISEMENT: LINK_LOCAL,
+                ROUTER_SOLICITATION: (addr_interval(ALL_ROUTERS),)}
+# A message type counts as dropped on an interface when every one of them from a link-local
+# address is: router solicitations and the answers of link-local next hops come from there.
+# A host also solicits the firewall from the address of the packet it wants to send (Linux
+# does), and an on-link host answers from the address solicited: drops of those sources
+# make IPv6 from (solicitations) or to (advertisements) those addresses uncertain (`nd_doubtful`).
 
 
 def nd_blocked(ruleset: Ruleset, ifaces: Interfaces, interfaces: list[str]) -> dict[str, set[str]]:
@@ -48,13 +57,98 @@ def nd_blocked(ruleset: Ruleset, ifaces: Interfaces, interfaces: list[str]) -> d
         dropped = _certain_drops(_for_icmpv6_type(ruleset, icmp_type), ifaces)
         if not dropped:
             continue
-        full = Space.full(ifaces)
         for name in interfaces:
-            arriving = full.make(iif=ifaces.mask(name), src=V6_ALL, dst=DESTINATIONS[icmp_type], proto=((ICMPV6, ICMPV6),),
-                                 dport=((NO_PORT, NO_PORT),), ct=ct_bits("untracked"))
-            if not arriving.subtract(dropped):
+            if not _arriving(ifaces, name, icmp_type, LINK_LOCAL).subtract(dropped):
                 found.setdefault(name, set()).add(what)
     return found
+
+
+def _arriving(ifaces: Interfaces, name: str, icmp_type: int, sources: tuple) -> Space:
+    """ND messages of a type arriving on an interface from `sources`, for the firewall itself."""
+    return Space.full(ifaces).make(iif=ifaces.mask(name), src=sources, dst=DESTINATIONS[icmp_type], proto=((ICMPV6, ICMPV6),),
+                                   dport=((NO_PORT, NO_PORT),), ct=ct_bits("untracked"))
+
+
+def nd_doubtful(ruleset: Ruleset, ifaces: Interfaces, blocked: dict[str, set[str]], interfaces: list[str]) -> list[tuple[str, str, Space]]:
+    """IPv6 that neighbour discovery dropped from some addresses may stop, by interface (why, packets):
+    from a host whose solicitations (sent from the packet's source) the firewall drops, and
+    to an on-link host whose advertisements (sent from its own address) it drops. A message type
+    already dropped on the whole interface is said by `nd_blocked`, not here."""
+    if not any(t.family in ("ip6", "inet", "netdev") for t in ruleset.tables):
+        return []
+    full = Space.full(ifaces)
+    out: list[tuple[str, str, Space]] = []
+    for icmp_type, field in ((NEIGHBOUR_SOLICITATION, "src"), (NEIGHBOUR_ADVERTISEMENT, "dst")):
+        dropped = _certain_drops(_for_icmpv6_type(ruleset, icmp_type), ifaces)
+        if not dropped:
+            continue
+        where, region = [], Space.empty(ifaces)
+        for name in interfaces:
+            if ND_MESSAGES[icmp_type] in blocked.get(name, set()):
+                continue
+            sources = _sources_dropped(_arriving(ifaces, name, icmp_type, V6_ALL).intersect(dropped), DESTINATIONS[icmp_type])
+            if not sources:
+                continue
+            side = "iif" if field == "src" else "oif"
+            if iv_and(sources, LINK_LOCAL):  # a next hop's own address: any packet through it
+                sources = V6_ALL
+            where.append(name)
+            region = region.union(full.make(**{side: ifaces.mask(name), "src": V6_ALL, "dst": V6_ALL}).intersect(full.make(**{field: sources})))
+        if where:
+            direction = "from" if field == "src" else "to"
+            out.append((f"neighbour {ND_MESSAGES[icmp_type]} arriving on {', '.join(where)}",
+                        f"static neighbour entries, which IPv6 {direction} some addresses through {', '.join(where)} needs: the "
+                        f"ruleset drops the ICMPv6 neighbour {ND_MESSAGES[icmp_type]} they send", region))
+    return out
+
+
+def arp_dead(ruleset: Ruleset, ifaces: Interfaces, interfaces: list[str]) -> list[tuple[str, str, Space]]:
+    """IPv4 through an interface where a netdev chain certainly drops ARP (only netdev tables
+    see it: at ingress the hosts' requests and answers, at egress the firewall's): the firewall
+    and the hosts there cannot learn each other's link-layer address. A rule matches ARP when
+    it names nothing but interfaces (anything of IP, a protocol or a port fails on ARP)."""
+    if not any(t.family == "netdev" for t in ruleset.tables):
+        return []
+    reading = Reading(_for_arp(ruleset), ifaces, assume_unmodelled_match=True)
+    full = Space.full(ifaces)
+    ipv4 = full.make(src=V4_ALL, dst=V4_ALL)
+    out = []
+    for hook, field in (("ingress", "iif"), ("egress", "oif")):
+        drops = Drops()
+        for table, chain in reading.base_chains(hook, "filter"):
+            if table.family == "netdev":
+                seen, known = reading.scope(table, chain)
+                drops.add(chain, seen, walk(reading, table, chain, Remaining(seen), depth=0), known)
+        dropped = drops.spaces(reading)[1]
+        for name in interfaces:
+            if dropped and not full.make(**{field: ifaces.mask(name)}).subtract(dropped):
+                packets = ipv4.intersect(full.make(iif=ifaces.mask(name)).union(full.make(oif=ifaces.mask(name))))
+                out.append((f"ARP on {name}", f"static ARP entries, which IPv4 through {name} needs: a netdev {hook} chain drops ARP there", packets))
+    return out
+
+
+def _for_arp(ruleset: Ruleset) -> Ruleset:
+    """The netdev tables as they run for ARP: a rule or map that needs anything but interface
+    names never matches."""
+    def arp_rule(rule: Rule) -> Rule:
+        keys = [f for m in rule.matches if isinstance(m, Match) for f in m.fields]
+        keys += list(getattr(rule.action, "fields", ()) or ())
+        if any(f not in ("iif", "oif") for f in keys):
+            return replace(rule, action=None)
+        return rule
+
+    tables = [replace(t, chains=tuple(replace(c, rules=tuple(arp_rule(r) for r in c.rules)) for c in t.chains))
+              for t in ruleset.tables if t.family == "netdev"]
+    return replace(ruleset, tables=tuple(tables))
+
+
+def _sources_dropped(dropped: Space, destinations: tuple) -> tuple:
+    """The source addresses whose messages are dropped whatever their destination (of `destinations`)."""
+    sources = []
+    for box in dropped.boxes:
+        if iv_and(box.dst, destinations) == iv_norm(destinations):
+            sources += list(box.src)
+    return iv_norm(sources) if sources else ()
 
 
 def nd_failures(blocked: dict[str, set[str]], in_iface: str, out_iface: str) -> tuple[bool, list[str]]:

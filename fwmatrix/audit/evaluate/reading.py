@@ -14,7 +14,7 @@ from typing import Any
 
 from fwmatrix.audit.evaluate.addrtype import UNKNOWN, OwnAddresses
 from fwmatrix.audit.evaluate.effective import Grant, Note
-from fwmatrix.ir import Chain, DnatMap, Match, Rule, Ruleset, Table, Unmodelled, VerdictMap
+from fwmatrix.ir import Chain, DnatMap, Match, Notrack, Rule, Ruleset, Table, Unmodelled, UnmodelledAction, VerdictMap
 from fwmatrix.space import V4_ALL, V6_ALL, Box, Interfaces, Space
 
 # The hooks a forwarded packet passes, in order: netdev ingress on its in-interface,
@@ -27,6 +27,10 @@ ABSENT_INTERFACE = {"ingress": "oif", "prerouting": "oif", "input": "oif", "egre
 NO_CONNTRACK_YET = "a ct match at ingress, where conntrack has not seen the packet yet"
 CONNTRACK_PRIORITY = -200  # NF_IP_PRI_CONNTRACK: prerouting chains below it run before conntrack
 BEFORE_CONNTRACK = "a ct match in prerouting before conntrack (priority below -200), where the packet has no connection yet"
+# Before conntrack a packet has no connection: the kernel reads its `ct state` as invalid
+# (untracked once a notrack took it), and every other ct key fails the rule, negated or not
+# (nft breaks; iptables' --ctstatus fails). Tested with real packets (tests/test_differential.py).
+STATE_WITHOUT_CONNECTION = "invalid"
 # Postrouting after srcnat, and egress, see the source that snat or masquerade wrote;
 # the audit judges packets by their source before it.
 PRIORITY_SRCNAT = 100
@@ -59,6 +63,9 @@ class Reading:
         self.notracked: list[Grant] = []  # what notrack takes out of connection tracking, by rule
         self.maybe_notracked: list[Grant] = []  # what unmodelled actions before conntrack may take out of it
         self.notes_by_rule: dict[str, int] = {}  # how often each rule (origin) was noted unmodelled
+        # whether a packet may already be untracked in prerouting before conntrack (then `ct state` there may read untracked)
+        self._may_untrack = any(c.hook == "prerouting" and c.priority < CONNTRACK_PRIORITY and isinstance(r.action, (Notrack, UnmodelledAction))
+                                for t in ruleset.tables for c in t.chains for r in c.rules)
 
     def base_chains(self, hook: str, kind: str) -> list[tuple[Table, Chain]]:
         """The base chains of a hook and type, of every table that hook runs (IP tables;
@@ -87,7 +94,8 @@ class Reading:
         if key not in self._seen_at:
             absent = ABSENT_INTERFACE.get(hook)
             no_conntrack = NO_CONNTRACK_YET if hook == "ingress" else BEFORE_CONNTRACK if before_conntrack else None
-            chains = tuple(replace(c, rules=tuple(_as_seen(r, absent, no_conntrack, after_snat) for r in c.rules)) for c in table.chains)
+            untracked = before_conntrack and self._may_untrack  # ingress runs before any notrack
+            chains = tuple(replace(c, rules=tuple(_as_seen(r, absent, no_conntrack, after_snat, untracked) for r in c.rules)) for c in table.chains)
             self._seen_at[key] = replace(table, chains=chains)
         return self._seen_at[key]
 
@@ -136,7 +144,7 @@ class Reading:
         self.notes_by_rule[origin] = self.notes_by_rule.get(origin, 0) + 1
 
 
-def _as_seen(rule: Rule, absent: str | None, no_conntrack: str | None, after_snat: bool) -> Rule:
+def _as_seen(rule: Rule, absent: str | None, no_conntrack: str | None, after_snat: bool, may_be_untracked: bool = False) -> Rule:
     """A rule as a hook runs it (see `ABSENT_INTERFACE`, `NO_CONNTRACK_YET`, `BEFORE_CONNTRACK`, `AFTER_SNAT`)."""
     if absent is not None:
         if isinstance(rule.action, (VerdictMap, DnatMap)) and absent in rule.action.fields:
@@ -146,9 +154,34 @@ def _as_seen(rule: Rule, absent: str | None, no_conntrack: str | None, after_sna
             return replace(rule, action=None)  # never matches: decides nothing
         rule = replace(rule, matches=tuple(m for m in rule.matches if m not in on_absent))  # `!=` always holds
     if no_conntrack:
-        rule = replace(rule, matches=tuple(Unmodelled(no_conntrack) if isinstance(m, Match) and any(f.startswith("ct.") for f in m.fields) else m
-                                           for m in rule.matches))
+        matches = []
+        for m in rule.matches:
+            if not (isinstance(m, Match) and any(f.startswith("ct.") for f in m.fields)):
+                matches.append(m)
+                continue
+            holds = _without_connection(m, may_be_untracked)
+            if holds is False:
+                return replace(rule, action=None)  # never matches: decides nothing
+            if holds is None:
+                matches.append(Unmodelled(no_conntrack))
+        rule = replace(rule, matches=tuple(matches))
     if after_snat:
         rule = replace(rule, matches=tuple(Unmodelled(AFTER_SNAT) if isinstance(m, Match) and any(f.endswith(".saddr") for f in m.fields) else m
                                            for m in rule.matches))
     return rule
+
+
+def _without_connection(match: Match, may_be_untracked: bool) -> bool | None:
+    """Whether a ct match holds for a packet conntrack has not seen (see STATE_WITHOUT_CONNECTION);
+    None when that is not known: the packet may be untracked already and the two states differ,
+    a negated status (iptables' `! --ctstate DNAT` holds there, nft's `ct status != dnat` does not),
+    or a lookup the IR does not spell out."""
+    if match.fields == ("ct.status",) and not match.negate:
+        return False
+    if match.fields != ("ct.state",) or match.set_name is not None:
+        return None
+    states = {key[0] for key in match.values}
+    holds = {(state in states) != match.negate for state in (STATE_WITHOUT_CONNECTION, "untracked")}
+    if len(holds) == 1 or not may_be_untracked:
+        return (STATE_WITHOUT_CONNECTION in states) != match.negate
+    return None
