@@ -6,18 +6,19 @@ forwarded when every chain lets it pass."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from fwmatrix.audit.evaluate.chains import ChainResult, chain_name, walk
 from fwmatrix.audit.evaluate.effective import Grant
 from fwmatrix.audit.evaluate.reading import Reading
-from fwmatrix.ir import Chain, Table
-from fwmatrix.space import BoxIndex, Remaining, Space
+from fwmatrix.ir import Chain, Rule, Table, UnmodelledAction, Verdict
+from fwmatrix.space import BoxIndex, Remaining, Space, ct_bits
 
 DEFAULT_ACCEPT = "no forward chain judges these packets (netfilter forwards them by default)"
-# the hooks after forward whose filter chains can still drop a forwarded packet (postrouting
-# nat chains are not walked: their snat and masquerade let the packet on)
+# the hooks after forward whose filter chains can still drop a forwarded packet
 AFTER_FORWARD = ("postrouting", "egress")
+NAT_DROPS = ("drops in a nat chain, which the kernel may not run (it runs nat chains only for a connection's "
+             "first packet, and only once a nat statement exists)")
 
 
 @dataclass
@@ -39,7 +40,31 @@ def forward_chains(reading: Reading) -> list[Judge]:
     judges = [_judge(reading, table, chain, names_grants=True) for table, chain in reading.base_chains("forward", "filter")]
     for hook in AFTER_FORWARD:
         judges += [_judge(reading, table, chain, names_grants=False) for table, chain in reading.base_chains(hook, "filter")]
+    return judges + _source_nat_drops(reading)
+
+
+def _source_nat_drops(reading: Reading) -> list[Judge]:
+    """Postrouting nat chains that drop: snat and masquerade let the packet on (read as accept),
+    and what they drop of new connections (the only packets a nat chain sees) is judged both
+    ways, like the drops of prerouting nat chains."""
+    judges = []
+    first_packets = reading.full.make(ct=ct_bits("new"))
+    for table, chain in reading.base_chains("postrouting", "nat"):
+        passing = replace(table, chains=tuple(replace(c, rules=tuple(_nat_passes(r) for r in c.rules)) for c in table.chains))
+        scope = reading.scope(table, chain)[0].intersect(first_packets)
+        result = walk(reading, passing, passing.chain(chain.name), Remaining(scope), depth=0)
+        if result.dropped or chain.policy == "drop":
+            reading.note_unmodelled(chain_name(table, chain), NAT_DROPS)
+            result.uncertain_drops |= {id(g) for g in result.dropped}
+            # not known: its drops are uncertain, and with a drop policy it may not be on the way at all
+            judges.append(Judge(table, chain, scope, result, known=False, names_grants=False))
     return judges
+
+
+def _nat_passes(rule: Rule) -> Rule:
+    """A postrouting nat rule as the filtering sees it: a translation (snat, masquerade: actions
+    fwmatrix does not model) lets the packet on."""
+    return replace(rule, action=Verdict("accept")) if isinstance(rule.action, UnmodelledAction) and rule.action.terminal else rule
 
 
 def _judge(reading: Reading, table: Table, chain: Chain, names_grants: bool) -> Judge:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from fwmatrix.audit.evaluate.chains import ChainResult, chain_name, walk
 from fwmatrix.audit.evaluate.effective import DnatRegion
+from fwmatrix.audit.evaluate.forward import NAT_DROPS
 from fwmatrix.audit.evaluate.reading import CONNTRACK_PRIORITY, Reading
 from fwmatrix.audit.evaluate.untracked import untracked_region
 from fwmatrix.ir import Chain
@@ -89,8 +90,7 @@ def dnat_regions(reading: Reading, drops: Drops) -> list[DnatRegion]:
         if result.dropped or chain.policy == "drop":
             # The kernel runs a nat chain only once its namespace has a nat statement (Linux
             # 6.18; tested in the lab): whether these drops drop is judged both ways.
-            reading.note_unmodelled(chain_name(table, chain), "drops in a nat chain, which the kernel may not run (it runs nat chains "
-                                    "only for a connection's first packet, and only once a nat statement exists)")
+            reading.note_unmodelled(chain_name(table, chain), NAT_DROPS)
             drops.add(chain, untranslated_in_table, result, known=False)
         for region in result.dnats:
             regions.append(region)
