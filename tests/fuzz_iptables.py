@@ -3,11 +3,13 @@
 The same idea as tests/fuzz_rulesets.py, in iptables' grammar: a filter
 table whose FORWARD policy is ACCEPT or DROP, user chains reached by jump
 (`-j`) and goto (`-g`) and left by RETURN, interface names negated and with
-wildcards (`eth+`), addresses (prefixes, `-m iprange`), ports (single,
-ranges, `-m multiport`), `-m conntrack --ctstate`, REJECT; a nat table with
-port forwards (DNAT, with or without a new port); sometimes a raw table that
-drops in PREROUTING. Every rule records an Aim, and probes come from
-fuzz_rulesets.probes.
+wildcards (`eth+`), addresses (prefixes, `-m iprange`, ipsets with `-m set
+--match-set`), ports (single, ranges, `-m multiport`), `-m conntrack
+--ctstate` (UNTRACKED too), REJECT; a nat table with port forwards (DNAT,
+with or without a new port); sometimes a raw table that drops, accepts or
+untracks (`-j CT --notrack`) in PREROUTING, and a mangle table that drops
+or accepts in PREROUTING, FORWARD and POSTROUTING. Every rule records an
+Aim, and probes come from fuzz_rulesets.probes.
 """
 
 from __future__ import annotations
@@ -18,8 +20,22 @@ from dataclasses import dataclass, field
 
 from collections.abc import Iterator
 
-from fuzz_rulesets import DNAT_NET, INTERFACES, PORTS, PUBLIC, WILDCARD_MATCHES, Aim, FuzzRuleset, _block, _ports, port_forward_probe
-from fwmatrix.backends.iptables import FAMILY_SUFFIX
+from fuzz_rulesets import DNAT_NET, INTERFACES, PORTS, PUBLIC, WILDCARD_MATCHES, Aim, FuzzRuleset, _block, _blocks, _ports, port_forward_probe
+from fwmatrix.backends.iptables import FAMILY_SUFFIX, SUFFIX_IPSET
+
+STATES = ("NEW", "ESTABLISHED,RELATED", "INVALID", "NEW,ESTABLISHED", "UNTRACKED", "ESTABLISHED,RELATED,UNTRACKED")
+VERDICTS = {"raw": ("-j DROP", "-j DROP", "-j ACCEPT", "-j CT --notrack", "-j CT --notrack"), "mangle": ("-j DROP", "-j DROP", "-j ACCEPT")}
+
+
+@dataclass
+class _Ipset:
+    name: str
+    family: int
+    members: list[str]
+    edges: list[str]
+
+    def text(self) -> str:
+        return f"create {self.name} hash:net family {'inet' if self.family == 4 else 'inet6'}\n" + "".join(f"add {self.name} {m}\n" for m in self.members)
 
 
 @dataclass
@@ -76,26 +92,33 @@ def _l4(rng: random.Random, aim: Aim, family: int, constructs: set[str]) -> str:
     return f"-p {proto} {bang}--dport {text.replace('-', ':')}"
 
 
-def _rule(rng: random.Random, family: int, chain: str, targets: list[str], aims: list[Aim], constructs: set[str]) -> str:
+def _rule(rng: random.Random, family: int, chain: str, targets: list[str], aims: list[Aim], constructs: set[str],
+          ipsets: list[_Ipset] = (), table: str = "filter") -> str:
     aim = Aim(family=family)
     parts: list[str] = []
-    # raw PREROUTING: no destination or port matches (before DNAT, KNOWN_BUGS), no conntrack (not run yet)
-    pool = ("i", "s") if chain == "PREROUTING" else ("i", "o", "s", "d", "l4", "ct")
+    # no out-interface before routing, and iptables refuses -i in POSTROUTING
+    pool = {"PREROUTING": ("i", "s", "d", "l4", "ct", "set"), "POSTROUTING": ("o", "s", "d", "l4", "ct", "set")}.get(
+        chain, ("i", "o", "s", "d", "l4", "ct", "set"))
     kinds = rng.sample(pool, min(len(pool), rng.choice((1, 1, 2, 2, 3))))
+    sets = [s for s in ipsets if s.family == family]
     for kind in kinds:
         if kind in ("i", "o"):
-            if not (kind == "o" and chain == "PREROUTING"):
-                parts.append(_iface(rng, aim, f"-{kind}", constructs))
+            parts.append(_iface(rng, aim, f"-{kind}", constructs))
         elif kind in ("s", "d"):
             parts.append(_address(rng, aim, family, kind, constructs))
         elif kind == "l4":
             parts.append(_l4(rng, aim, family, constructs))
-        elif chain != "PREROUTING":  # conntrack has not run in raw PREROUTING
-            state = rng.choice(("NEW", "ESTABLISHED,RELATED", "INVALID", "NEW,ESTABLISHED"))
+        elif kind == "set" and sets:
+            ipset, direction = rng.choice(sets), rng.choice(("src", "dst"))
+            (aim.src if direction == "src" else aim.dst)[family].extend(ipset.edges)
+            parts.append(f"-m set {'! ' if rng.random() < 0.25 else ''}--match-set {ipset.name} {direction}")
+            constructs.add("ipt-ipset")
+        elif kind == "ct":
+            state = rng.choice(STATES)
             parts.append(f"-m conntrack {'! ' if rng.random() < 0.2 else ''}--ctstate {state}")
-            constructs.add("ipt-ctstate")
-    if chain == "PREROUTING":
-        verdicts = ["-j DROP", "-j ACCEPT"]
+            constructs.add("ipt-ctstate" + ("-untracked" if "UNTRACKED" in state else ""))
+    if table in VERDICTS:
+        verdicts = list(VERDICTS[table] if chain == "PREROUTING" else VERDICTS["mangle"])
     else:
         verdicts = ["-j ACCEPT", "-j ACCEPT", "-j DROP", "-j REJECT"]
         verdicts += [f"-j {t}" for t in targets] + [f"-g {t}" for t in targets]
@@ -104,9 +127,12 @@ def _rule(rng: random.Random, family: int, chain: str, targets: list[str], aims:
     verdict = rng.choice(verdicts)
     if not parts and verdict in ("-j DROP", "-j REJECT"):
         verdict = "-j ACCEPT"  # a drop of everything would leave nothing after it to compare
-    if chain == "PREROUTING" and family == 6 and not any(p.startswith(("-s ", "-m iprange --src")) for p in parts):
-        verdict = "-j ACCEPT"  # it could drop neighbour discovery (KNOWN_BUGS: ndp-drops)
-    constructs.add("ipt" + verdict.split()[0] + ("-chain" if verdict.split()[1].startswith("c") else "-" + verdict.split()[1]))
+    if (chain == "POSTROUTING" and family == 6 and verdict == "-j DROP"
+            and not any(p.startswith(("-s ", "-m iprange --src", "-p tcp", "-p udp")) or p.endswith(" src") and "!" not in p for p in parts)):
+        verdict = "-j ACCEPT"  # it could drop the firewall's own neighbour discovery (fuzz_rulesets.KNOWN_BUGS: ndp-output-drops)
+    constructs.add(f"ipt-{table}-{chain}" if table != "filter" else "")
+    constructs.add("ipt-notrack" if "notrack" in verdict else
+                   "ipt" + verdict.split()[0] + ("-chain" if verdict.split()[1].startswith("c") else "-" + verdict.split()[1]))
     aims.append(aim)
     return " ".join([f"-A {chain}"] + parts + [verdict])
 
@@ -128,13 +154,30 @@ def _dnat(rng: random.Random, family: int, aims: list[Aim], constructs: set[str]
     return f"-A PREROUTING -i wan0 -d {PUBLIC[family]} -p {proto} --dport {port} -j DNAT --to-destination {target}"
 
 
-def _family(rng: random.Random, family: int, aims: list[Aim], constructs: set[str]) -> str:
+def _ipsets(rng: random.Random, family: int) -> list[_Ipset]:
+    out = []
+    for i in range(rng.choice((0, 0, 1, 2))):
+        blocks = _blocks(rng, family, rng.randint(1, 3))
+        members = [b for b, _ in blocks if "-" not in b]  # hash:net takes prefixes
+        if members:
+            out.append(_Ipset(f"fz{family}{'ab'[i]}", family, members, [e for b, es in blocks if "-" not in b for e in es]))
+    return out
+
+
+def _family(rng: random.Random, family: int, aims: list[Aim], constructs: set[str], ipsets: list[_Ipset]) -> str:
     out: list[str] = []
-    if rng.random() < 0.25:
+    ipsets += _ipsets(rng, family)
+    if rng.random() < 0.35:
         out += ["*raw", ":PREROUTING ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]"]
-        out += [_rule(rng, family, "PREROUTING", [], aims, constructs) for _ in range(rng.randint(1, 2))]
+        out += [_rule(rng, family, "PREROUTING", [], aims, constructs, ipsets, "raw") for _ in range(rng.randint(1, 2))]
         out.append("COMMIT")
         constructs.add("ipt-raw")
+    if rng.random() < 0.35:
+        out += ["*mangle"] + [f":{c} ACCEPT [0:0]" for c in ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING")]
+        for chain in rng.sample(("PREROUTING", "FORWARD", "POSTROUTING"), rng.randint(1, 2)):
+            out += [_rule(rng, family, chain, [], aims, constructs, ipsets, "mangle") for _ in range(rng.randint(1, 2))]
+        out.append("COMMIT")
+        constructs.add("ipt-mangle")
     if rng.random() < 0.5:
         out += ["*nat", ":PREROUTING ACCEPT [0:0]", ":INPUT ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]", ":POSTROUTING ACCEPT [0:0]"]
         out += [_dnat(rng, family, aims, constructs) for _ in range(rng.randint(1, 3))]
@@ -146,9 +189,12 @@ def _family(rng: random.Random, family: int, aims: list[Aim], constructs: set[st
     out += [f":{u} - [0:0]" for u in users]
     if rng.random() < 0.4:
         out.append("-A FORWARD -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT")
-    out += [_rule(rng, family, "FORWARD", users, aims, constructs) for _ in range(rng.randint(1, 6))]
+    if any("notrack" in line for line in out) and rng.random() < 0.6:
+        out.append(f"-A FORWARD -m conntrack --ctstate {rng.choice(('UNTRACKED', 'ESTABLISHED,RELATED,UNTRACKED'))} -j ACCEPT")
+        constructs.add("ipt-ctstate-untracked")
+    out += [_rule(rng, family, "FORWARD", users, aims, constructs, ipsets) for _ in range(rng.randint(1, 6))]
     for i, user in enumerate(users):  # a user chain reaches only the chains after it: no loops
-        out += [_rule(rng, family, user, users[i + 1:], aims, constructs) for _ in range(rng.randint(1, 4))]
+        out += [_rule(rng, family, user, users[i + 1:], aims, constructs, ipsets) for _ in range(rng.randint(1, 4))]
     out.append("COMMIT")
     return "\n".join(out) + "\n"
 
@@ -158,7 +204,11 @@ def generate_iptables(seed: int) -> IptRuleset:
     aims: list[Aim] = []
     constructs: set[str] = set()
     families = rng.choice(((4,), (6,), (4, 6), (4, 6)))
-    files = {FAMILY_SUFFIX[f]: _family(rng, f, aims, constructs) for f in families}
+    ipsets: list[_Ipset] = []
+    files = {FAMILY_SUFFIX[f]: _family(rng, f, aims, constructs, ipsets) for f in families}
+    if ipsets:
+        files = {SUFFIX_IPSET: "".join(s.text() for s in ipsets), **files}
+    constructs.discard("")
     return IptRuleset(seed, files, aims, constructs)
 
 
@@ -166,7 +216,8 @@ def shrink_candidates(files: dict[str, str]) -> Iterator[dict[str, str]]:
     """Smaller variants: a family's file, or one rule, less."""
     if len(files) > 1:
         for suffix in files:
-            yield {s: t for s, t in files.items() if s != suffix}
+            if suffix != SUFFIX_IPSET:
+                yield {s: t for s, t in files.items() if s != suffix}
     for suffix, text in files.items():
         lines = text.splitlines()
         for i, line in enumerate(lines):
