@@ -9,6 +9,7 @@ unmodelled constructs could match.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -63,9 +64,10 @@ class Reading:
         self.notracked: list[Grant] = []  # what notrack takes out of connection tracking, by rule
         self.maybe_notracked: list[Grant] = []  # what unmodelled actions before conntrack may take out of it
         self.notes_by_rule: dict[str, int] = {}  # how often each rule (origin) was noted unmodelled
-        # whether a packet may already be untracked in prerouting before conntrack (then `ct state` there may read untracked)
-        self._may_untrack = any(c.hook == "prerouting" and c.priority < CONNTRACK_PRIORITY and isinstance(r.action, (Notrack, UnmodelledAction))
-                                for t in ruleset.tables for c in t.chains for r in c.rules)
+        # the rules that may untrack a packet before conntrack (then `ct state` there may read untracked)
+        self._untracking = [(t, r) for t in ruleset.tables for c in t.chains for r in c.rules
+                            if c.hook == "prerouting" and c.priority < CONNTRACK_PRIORITY and isinstance(r.action, (Notrack, UnmodelledAction))]
+        self._untracked: Space | None = None
 
     def base_chains(self, hook: str, kind: str) -> list[tuple[Table, Chain]]:
         """The base chains of a hook and type, of every table that hook runs (IP tables;
@@ -94,10 +96,27 @@ class Reading:
         if key not in self._seen_at:
             absent = ABSENT_INTERFACE.get(hook)
             no_conntrack = NO_CONNTRACK_YET if hook == "ingress" else BEFORE_CONNTRACK if before_conntrack else None
-            untracked = before_conntrack and self._may_untrack  # ingress runs before any notrack
+            def untracked(rule: Rule) -> bool:  # ingress runs before any notrack
+                return before_conntrack and self._may_be_untracked(table, rule)
+
             chains = tuple(replace(c, rules=tuple(_as_seen(r, absent, no_conntrack, after_snat, untracked) for r in c.rules)) for c in table.chains)
             self._seen_at[key] = replace(table, chains=chains)
         return self._seen_at[key]
+
+    def _may_be_untracked(self, table: Table, rule: Rule) -> bool:
+        """Whether a packet the rule may match (its ct matches left out) may have been untracked
+        by a notrack, or an action fwmatrix cannot model, before conntrack (any such rule's
+        packets, its ct matches left out: more than it untracks, never less)."""
+        if not self._untracking:
+            return False
+        from fwmatrix.audit.evaluate.matches import rule_space  # matches reads a Reading: imported when asked
+
+        if self._untracked is None:
+            self._scratch = Reading(self.ruleset, self.ifaces, assume_unmodelled_match=True)  # its notes are not this reading's
+            regions = [rule_space(self._scratch, t, _without_ct(r), "") for t, r in self._untracking]
+            self._untracked = Space(self.ifaces, [b for found in regions if found for b in found[0].boxes])
+        found = rule_space(self._scratch, table, _without_ct(rule), "")
+        return bool(found and found[0].intersect(self._untracked))
 
     def scope(self, table: Table, chain: Chain) -> tuple[Space, bool]:
         """The packets a base chain sees: its family's, on its device at ingress and egress;
@@ -144,7 +163,8 @@ class Reading:
         self.notes_by_rule[origin] = self.notes_by_rule.get(origin, 0) + 1
 
 
-def _as_seen(rule: Rule, absent: str | None, no_conntrack: str | None, after_snat: bool, may_be_untracked: bool = False) -> Rule:
+def _as_seen(rule: Rule, absent: str | None, no_conntrack: str | None, after_snat: bool,
+             may_be_untracked: Callable[[Rule], bool] = lambda rule: False) -> Rule:
     """A rule as a hook runs it (see `ABSENT_INTERFACE`, `NO_CONNTRACK_YET`, `BEFORE_CONNTRACK`, `AFTER_SNAT`)."""
     if absent is not None:
         if isinstance(rule.action, (VerdictMap, DnatMap)) and absent in rule.action.fields:
@@ -159,7 +179,7 @@ def _as_seen(rule: Rule, absent: str | None, no_conntrack: str | None, after_sna
             if not (isinstance(m, Match) and any(f.startswith("ct.") for f in m.fields)):
                 matches.append(m)
                 continue
-            holds = _without_connection(m, may_be_untracked)
+            holds = _without_connection(m, lambda: may_be_untracked(rule))
             if holds is False:
                 return replace(rule, action=None)  # never matches: decides nothing
             if holds is None:
@@ -171,7 +191,11 @@ def _as_seen(rule: Rule, absent: str | None, no_conntrack: str | None, after_sna
     return rule
 
 
-def _without_connection(match: Match, may_be_untracked: bool) -> bool | None:
+def _without_ct(rule: Rule) -> Rule:
+    return replace(rule, matches=tuple(m for m in rule.matches if not (isinstance(m, Match) and any(f.startswith("ct.") for f in m.fields))))
+
+
+def _without_connection(match: Match, may_be_untracked: Callable[[], bool]) -> bool | None:
     """Whether a ct match holds for a packet conntrack has not seen (see STATE_WITHOUT_CONNECTION);
     None when that is not known: the packet may be untracked already and the two states differ,
     a negated status (iptables' `! --ctstate DNAT` holds there, nft's `ct status != dnat` does not),
@@ -182,6 +206,6 @@ def _without_connection(match: Match, may_be_untracked: bool) -> bool | None:
         return None
     states = {key[0] for key in match.values}
     holds = {(state in states) != match.negate for state in (STATE_WITHOUT_CONNECTION, "untracked")}
-    if len(holds) == 1 or not may_be_untracked:
+    if len(holds) == 1 or not may_be_untracked():
         return (STATE_WITHOUT_CONNECTION in states) != match.negate
     return None
