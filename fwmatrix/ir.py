@@ -23,6 +23,8 @@ Values inside matches and set elements:
   daddr.type, saddr.type -> str (the address's type in the firewall's routing: 'local', 'unicast',
                          'broadcast', 'multicast', ...; nft `fib daddr type`, iptables `-m addrtype`).
                          'local' is judged with the firewall's own addresses (audit/evaluate/addrtype.py)
+  physdev.bridged     -> int (1: the packet is being bridged, `-m physdev --physdev-is-bridged`;
+                         judged by its interfaces, audit/evaluate/bridged.py)
 
 What the IR cannot express exactly is kept, never dropped: an `Unmodelled`
 match or action names the construct and its origin, and evaluation judges
@@ -41,6 +43,7 @@ from fwmatrix.matrix.model import PortRange
 FIELDS = (
     "iif", "oif", "l4proto", "dport", "sport", "ip.saddr", "ip.daddr", "ip6.saddr", "ip6.daddr",
     "ct.state", "ct.status", "nfproto", "icmp.type", "icmpv6.type", "tcp.flags", "daddr.type", "saddr.type",
+    "physdev.bridged",
 )
 # the address types of `fib ... type` and `-m addrtype` (the kernel's RTN_* route types)
 ADDRESS_TYPES = ("unspec", "unicast", "local", "broadcast", "anycast", "multicast", "blackhole", "unreachable",

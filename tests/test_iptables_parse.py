@@ -1008,3 +1008,22 @@ def test_restore_commands_read_as_the_kernel_holds_them(kernel: None, tool: str)
     assert meaning(parse_save(text, source="t")) == meaning(parse_save(saved, source="t"))
     with NetNamespace() as ns:  # and --test accepts all of it
         ns.run([tool, "--test"], stdin=COMMANDS_INPUT)
+
+
+def test_physdev_is_bridged_is_read_and_the_ports_stay_unmodelled() -> None:
+    text = FILTER + "-A FORWARD -m physdev ! --physdev-is-bridged --physdev-in eth0 -j ACCEPT\nCOMMIT\n"
+    (rule,) = parse_save(text, source="t").tables[0].chains[1].rules
+    assert rule.matches == (m("physdev.bridged", 1, negate=True), Unmodelled("-m physdev --physdev-in eth0"))
+
+
+def test_physdev_is_bridged_is_judged_both_ways_only_in_and_out_of_one_interface() -> None:
+    from fwmatrix.space import V4_ALL
+
+    ruleset = parse_save(FILTER + "-A FORWARD -m physdev --physdev-is-bridged -j ACCEPT\nCOMMIT\n", 4, "t")
+    ifaces = interfaces_of(ruleset, ["br0", "wan0"])
+    effective = evaluate(ruleset, ifaces)
+    full = Space.full(ifaces)  # of IPv4, which the file filters
+    same = full.make(iif=ifaces.mask("br0"), oif=ifaces.mask("br0"), src=V4_ALL, dst=V4_ALL)
+    across = full.make(iif=ifaces.mask("wan0"), oif=ifaces.mask("br0"), src=V4_ALL, dst=V4_ALL)
+    assert not any(g.space.intersect(across) for g in effective.forwarded + effective.uncertain)  # never bridged: dropped
+    assert any(g.space.intersect(same) for g in effective.uncertain) and not any(g.space.intersect(same) for g in effective.forwarded)

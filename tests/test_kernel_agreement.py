@@ -1132,3 +1132,25 @@ def test_dnat_by_an_empty_numgen_map_translates_nothing() -> None:
         tally = check_agreement(lab, lab.read_nft(), probes, "dnat by an empty numgen map")
     assert_agreement(tally)
     assert tally.uncertain == 0 and tally.translated == 1 and tally.forwarded == 2, tally.summary()
+
+
+# -- -m physdev --physdev-is-bridged: never for a packet routed between two interfaces ---------------
+
+BRIDGED_IPT = {".ipt4": (
+    "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+    "-A FORWARD -m physdev --physdev-is-bridged -j ACCEPT\n"
+    "-A FORWARD -p tcp -m physdev ! --physdev-is-bridged -m tcp --dport 22 -j ACCEPT\n"
+    "-A FORWARD -p udp -m physdev --physdev-is-bridged --physdev-in eth0 -j ACCEPT\nCOMMIT\n"
+)}
+
+
+def test_physdev_is_bridged_never_holds_between_two_interfaces() -> None:
+    """A routed packet is never bridged, so between two interfaces `--physdev-is-bridged`
+    never matches and its negation always does: every probe is compared, and agrees."""
+    probes = [Probe("wan0", "dmz0", "198.51.100.7", "172.16.10.20", proto, port)
+              for proto, port in (("tcp", 22), ("tcp", 80), ("udp", 53), ("icmp", None))]
+    with Lab(SEED_IFACES, timeout=TIMEOUT) as lab:
+        lab.load_iptables(BRIDGED_IPT)
+        tally = check_agreement(lab, lab.read_iptables(), probes, "physdev is-bridged")
+    assert_agreement(tally)
+    assert tally.uncertain == 0 and tally.forwarded == 1, tally.summary()

@@ -566,6 +566,15 @@ def _icmp(parser: _SectionParser, name: str, o: _Option, terms: list[Term]) -> b
     return True
 
 
+def _physdev(parser: _SectionParser, name: str, o: _Option, terms: list[Term]) -> bool:
+    """`-m physdev --physdev-is-bridged` (the evaluator judges it by the interfaces,
+    evaluate/bridged.py); the bridge ports' names stay unmodelled."""
+    if o.name != "--physdev-is-bridged":
+        return False
+    terms.append(_match("physdev.bridged", [1], o.negate))
+    return True
+
+
 # -m addrtype: the kernel's route types, as iptables names them
 ADDRESS_TYPE_WORDS = {name.upper(): name for name in ADDRESS_TYPES}
 # options that change what a match's other options mean: the whole match is unmodelled
@@ -594,6 +603,7 @@ MATCH_HANDLERS: dict[str, Callable[[_SectionParser, str, _Option, list[Term]], b
     "iprange": _SectionParser._iprange,
     "set": _SectionParser._set,
     "addrtype": _addrtype,
+    "physdev": _physdev,
 }
 
 

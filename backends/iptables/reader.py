@@ -59,6 +59,7 @@ MATCH_OPTIONS: dict[str, dict[str, int]] = {
     },
     "comment": {"--comment": 1},
     "addrtype": {"--src-type": 1, "--dst-type": 1, "--limit-iface-in": 0, "--limit-iface-out": 0},
+    "physdev": {"--physdev-in": 1, "--physdev-out": 1, "--physdev-is-in": 0, "--physdev-is-out": 0, "--physdev-is-bridged": 0},
 }
 MATCH_OPTIONS["tcp"] |= {"--tcp-flags": 2, "--syn": 0, "--tcp-option": 1}
 MATCH_OPTIONS["sctp"] |= {"--chunk-types": 2}
@@ -81,7 +82,6 @@ TEXT_MATCH_OPTIONS: dict[str, tuple[str, ...]] = {
     "icmp6": ("--icmpv6-type",),
     "mark": ("--mark",),
     "connmark": ("--mark",),
-    "physdev": ("--physdev-in", "--physdev-out", "--physdev-is-in", "--physdev-is-out", "--physdev-is-bridged"),
     "pkttype": ("--pkt-type",),
     "ttl": ("--ttl-eq", "--ttl-lt", "--ttl-gt"),
     "hl": ("--hl-eq", "--hl-lt", "--hl-gt"),

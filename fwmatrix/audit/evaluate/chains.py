@@ -65,7 +65,7 @@ def walk(reading: Reading, table: Table, chain: Chain, remaining: Remaining, dep
         origin = whole.origin or f"{chain_name(table, chain)} rule {index + 1}"
         matched = Space.empty(reading.ifaces)
         any_hit = False
-        for rule in exact_parts(whole, reading.own):  # parts with disjoint packets (see matches.exact_parts)
+        for rule in exact_parts(whole, reading.own, reading.ifaces.names):  # parts with disjoint packets (see matches.exact_parts)
             notes_before = reading.notes_by_rule.get(origin, 0)
             _note_unmodelled_action(reading, table, rule.action, origin)
             found = rule_space(reading, table, rule, origin)

@@ -12,6 +12,7 @@ from dataclasses import replace
 from netaddr import IPNetwork, IPRange
 
 from fwmatrix.audit.evaluate.addrtype import UNKNOWN, OwnAddresses, local_parts
+from fwmatrix.audit.evaluate.bridged import bridged_parts
 from fwmatrix.audit.evaluate.effective import EvaluationError
 from fwmatrix.audit.evaluate.reading import Reading
 from fwmatrix.ir import Match, Rule, SetDef, Table, TcpFlags, Unmodelled
@@ -28,7 +29,7 @@ from fwmatrix.space import (
 # knows translated connections). The ICMPv6 type is also read by the
 # neighbour-discovery check (evaluate/neighbours.py). TCP flags and address types
 # ('local' with the firewall's own addresses): see `exact_parts`.
-UNMODELLED_FIELDS = frozenset({"sport", "icmp.type", "icmpv6.type", "tcp.flags", "daddr.type", "saddr.type"})
+UNMODELLED_FIELDS = frozenset({"sport", "icmp.type", "icmpv6.type", "tcp.flags", "daddr.type", "saddr.type", "physdev.bridged"})
 MODELLED_CT_STATUS = "dnat"
 # The flags of the first packet of a NEW TCP connection, the only one an opening is
 # judged by: SYN, without FIN, RST and ACK. Its other flags (PSH, URG, ECN, CWR: an
@@ -38,11 +39,12 @@ NEW_TCP_VALUE = 0x02
 NOT_NEW = "a TCP flags match on packets that are not the first of a NEW connection"
 
 
-def exact_parts(rule: Rule, own: OwnAddresses = UNKNOWN) -> list[Rule]:
+def exact_parts(rule: Rule, own: OwnAddresses = UNKNOWN, interfaces: tuple[str, ...] = ()) -> list[Rule]:
     """The rule as parts with disjoint packets that the walk judges one after the other,
     with its action: itself, unless it tests whether an address is the firewall's own
-    (addrtype.local_parts) or TCP flags (`_flag_parts`)."""
-    return [part for local in local_parts(rule, own) for part in _flag_parts(local)]
+    (addrtype.local_parts), whether the packet is bridged (bridged.bridged_parts, over the
+    `interfaces`) or TCP flags (`_flag_parts`)."""
+    return [part for local in local_parts(rule, own) for bridged in bridged_parts(local, interfaces) for part in _flag_parts(bridged)]
 
 
 def _flag_parts(rule: Rule) -> list[Rule]:
