@@ -65,7 +65,10 @@ def _constructs() -> list[str]:
 # seed -> the bug it found (fixed since); run on every CI run beside the fresh seeds.
 # Bugs still open are kept below as minimal rulesets (KNOWN_BUG_CASES), not as seeds:
 # a seed's ruleset changes with the grammar, a minimal ruleset does not.
-REGRESSION_SEEDS: dict[int, str] = {}
+REGRESSION_SEEDS: dict[int, str] = {
+    2140: "a mangle prerouting chain (after conntrack) judged on the states packets would have had, not on the "
+          "`untracked` a raw notrack gave them (`ct state { established, related, untracked } drop`): 12 fail-closed of 64",
+}
 IPT_REGRESSION_SEEDS: dict[int, str] = {
     1083: "ct matches before conntrack judged both ways wherever a notrack exists, even on packets it never "
           "untracks (a raw drop of ICMPv6 by state took all neighbour discovery): 25 fail-closed of 64",
@@ -285,6 +288,11 @@ NAT = (
 )
 
 KNOWN_BUG_CASES = [
+    # found by seed 2140: chains after conntrack in prerouting see what notrack took as untracked. Fixed
+    pytest.param(RAW % "notrack" + "table ip m {\n chain pre {\n  type filter hook prerouting priority mangle; policy accept;\n"
+                 "  ct state untracked drop\n }\n}\n", V4, id="mangle-drop-of-untracked"),
+    pytest.param(RAW % "notrack" + "table ip m {\n chain pre {\n  type filter hook prerouting priority mangle; policy drop;\n"
+                 "  ct state untracked accept\n }\n}\n", V4, id="mangle-accept-of-untracked"),
     # found by seed 104 (grammar of commit d87f1e7): 14 fail-open of 64 probes. Fixed: nft lists
     # `meta nfproto ipv6 reject` of an inet table as `reject with icmpv6 ...`, the family only in the answer
     pytest.param(FORWARD_ACCEPT % "meta nfproto ipv6 reject", V4, id="reject-icmpv6-in-inet-drops-ipv4"),

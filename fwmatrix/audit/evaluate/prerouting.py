@@ -9,7 +9,7 @@ from fwmatrix.audit.evaluate.chains import ChainResult, chain_name, walk
 from fwmatrix.audit.evaluate.effective import DnatRegion
 from fwmatrix.audit.evaluate.forward import NAT_DROPS
 from fwmatrix.audit.evaluate.reading import CONNTRACK_PRIORITY, Reading
-from fwmatrix.audit.evaluate.untracked import untracked_region
+from fwmatrix.audit.evaluate.untracked import as_untracked, drops_as_untracked, untracked_region
 from fwmatrix.ir import Chain
 from fwmatrix.space import CT_ALL, Box, Remaining, Space, ct_bits
 
@@ -72,8 +72,18 @@ def early_drops(reading: Reading) -> Drops:
             if hook == "prerouting" and chain.priority < CONNTRACK_PRIORITY:
                 reading.notracked += [g for g in result.notracked if g.space]
                 reading.maybe_notracked += [g for g in result.maybe_notracked if g.space]
+            elif hook == "prerouting":  # after conntrack: what notrack took arrives untracked
+                _as_untracked(reading, result)
             drops.add(chain, seen, result, known)
     return drops
+
+
+def _as_untracked(reading: Reading, result: ChainResult) -> None:
+    """A chain's decisions after conntrack as the packets notrack took live them (see untracked.py)."""
+    notracked, maybe = reading.notracked, reading.maybe_notracked
+    result.accepted = as_untracked(reading.ifaces, result.accepted, notracked, maybe)
+    result.maybe_accepted = as_untracked(reading.ifaces, result.maybe_accepted, notracked, maybe)
+    result.dropped, result.uncertain_drops = drops_as_untracked(reading.ifaces, result.dropped, result.uncertain_drops, notracked, maybe)
 
 
 def dnat_regions(reading: Reading, drops: Drops) -> list[DnatRegion]:
