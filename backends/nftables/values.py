@@ -1,0 +1,191 @@
+"""Values of an nft JSON listing as the IR holds them: protocols, ports, addresses, ICMP
+types, verdicts, and the unwrapping of set elements. A value the IR cannot express raises
+_Unknown (the parser makes it Unmodelled). Split from parse.py, which reads the rules."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any, Sequence, cast
+
+from netaddr import IPNetwork, IPRange
+
+from fwmatrix.backends.nftables.describe import describe
+from fwmatrix.ir import ADDRESS_TYPES, Jump, Key, Value, Verdict
+from fwmatrix.matrix.model import PortRange
+
+# Layer-4 protocol names nft prints -> IANA numbers (others: the system's /etc/protocols).
+L4_NUMBERS = {
+    "icmp": 1, "igmp": 2, "tcp": 6, "udp": 17, "dccp": 33, "gre": 47, "esp": 50, "ah": 51,
+    "ipv6-icmp": 58, "icmpv6": 58, "comp": 108, "sctp": 132, "udplite": 136,
+}
+# Payload headers whose fields nft only matches after `meta l4proto X` (a dependency it hides when listing).
+HEADER_L4 = {name: L4_NUMBERS[name] for name in ("icmp", "igmp", "tcp", "udp", "dccp", "esp", "ah", "icmpv6", "comp", "sctp", "udplite")}
+# `icmpv6 type` names as nft lists them (the ones a ruleset for a router uses)
+ICMPV6_TYPES = {
+    "destination-unreachable": 1, "packet-too-big": 2, "time-exceeded": 3, "parameter-problem": 4,
+    "echo-request": 128, "echo-reply": 129, "mld-listener-query": 130, "mld-listener-report": 131,
+    "mld-listener-done": 132, "mld-listener-reduction": 132, "nd-router-solicit": 133, "nd-router-advert": 134,
+    "nd-neighbor-solicit": 135, "nd-neighbor-advert": 136, "nd-redirect": 137, "router-renumbering": 138,
+    "ind-neighbor-solicit": 141, "ind-neighbor-advert": 142, "mld2-listener-report": 143,
+}
+# `icmp type` names as nft lists them
+ICMP_TYPES = {
+    "echo-reply": 0, "destination-unreachable": 3, "source-quench": 4, "redirect": 5, "echo-request": 8,
+    "router-advertisement": 9, "router-solicitation": 10, "time-exceeded": 11, "parameter-problem": 12,
+    "timestamp-request": 13, "timestamp-reply": 14, "info-request": 15, "info-reply": 16,
+    "address-mask-request": 17, "address-mask-reply": 18,
+}
+# `ip6 nexthdr` is the header after the fixed IPv6 header: the layer-4 protocol of the
+# packets the audit judges, which are plain first packets of connections, without
+# extension headers (conntrack reassembles fragments before the forward hook, and the
+# reassembled packet has no fragment header). A match on an extension header itself
+# (hop-by-hop, routing, fragment, destination options, AH, mobility, HIP, shim6,
+# experiments) stays unmodelled.
+IPV6_EXTENSION_HEADERS = frozenset({0, 43, 44, 51, 60, 135, 139, 140, 253, 254})
+CT_STATE_NAMES = ("invalid", "established", "related", "new", "untracked")
+NFPROTO_VALUES = {"ipv4": 4, "ipv6": 6, 2: 4, 10: 6}  # names, or NFPROTO_IPV4 / NFPROTO_IPV6
+ETHERTYPE_VALUES = {"ip": 4, "ip6": 6}  # `meta protocol` of an IP packet
+VERDICT_KINDS = ("accept", "drop", "reject", "return")
+
+
+class _Unknown(Exception):
+    """Something inside a rule that the IR cannot express (the message says why, or is empty)."""
+
+
+# -- values -------------------------------------------------------------------------
+
+
+def _unwrap(raw: Any) -> Any:
+    """A set element may come wrapped with its comment or timeout: {"elem": {"val": ...}}."""
+    if isinstance(raw, dict) and "elem" in raw:
+        return raw["elem"]["val"]
+    return raw
+
+
+def _proto(raw: Any) -> int:
+    if isinstance(raw, int) and not isinstance(raw, bool) and 0 <= raw <= 255:
+        return raw
+    if isinstance(raw, str):
+        if raw in L4_NUMBERS:
+            return L4_NUMBERS[raw]
+        try:
+            return socket.getprotobyname(raw)
+        except OSError:
+            pass
+    raise _Unknown(f"protocol {raw!r}")
+
+
+def _port(raw: Any) -> int:
+    if isinstance(raw, str):
+        raw = int(raw) if raw.isdigit() else socket.getservbyname(raw)  # OSError: not a service name
+    if isinstance(raw, int) and not isinstance(raw, bool) and 0 <= raw <= 65535:
+        return raw
+    raise _Unknown(f"port {raw!r}")
+
+
+def _address(version: int, raw: Any) -> IPNetwork | IPRange:
+    if isinstance(raw, dict) and "prefix" in raw:
+        net: IPNetwork | IPRange = IPNetwork(f"{raw['prefix']['addr']}/{raw['prefix']['len']}")
+    elif isinstance(raw, dict) and "range" in raw:
+        low, high = raw["range"]
+        net = IPRange(low, high)
+    elif isinstance(raw, str):
+        net = IPNetwork(raw)
+    else:
+        raise _Unknown(f"address {describe(raw)}")
+    if net.version != version:
+        raise _Unknown(f"{describe(raw)} is not an IPv{version} address")
+    return net
+
+
+def _value(kind: str, raw: Any) -> Value:
+    """One value of a match or set element, as the IR holds it (see fwmatrix/ir.py)."""
+    raw = _unwrap(raw)
+    if kind in ("ip", "ip6"):
+        return _address(4 if kind == "ip" else 6, raw)
+    if kind == "port":
+        if isinstance(raw, dict) and "range" in raw:
+            low, high = raw["range"]
+            return PortRange(_port(low), _port(high))
+        port = _port(raw)
+        return PortRange(port, port)
+    if kind == "proto":
+        return _proto(raw)
+    if kind == "nexthdr":
+        try:
+            number: int | None = _proto(raw)
+        except _Unknown:
+            number = None
+        if number is None or number in IPV6_EXTENSION_HEADERS:
+            raise _Unknown(f"{describe(raw)}: an extension header or a protocol fwmatrix does not know")
+        return number
+    if kind == "ifname" and isinstance(raw, str):
+        return raw
+    if kind == "ifindex" and isinstance(raw, str) and not raw.isdigit():
+        return raw
+    if kind == "ifindex":
+        raise _Unknown(f"interface index {raw} has no name in the listing")
+    if kind == "ct_status":
+        raise _Unknown("a lookup of the whole ct status word, not of its bits")
+    if kind == "ct_state" and raw in CT_STATE_NAMES:
+        return cast(str, raw)
+    if kind == "nfproto" and raw in NFPROTO_VALUES:
+        return NFPROTO_VALUES[raw]
+    if kind == "ethertype" and raw in ETHERTYPE_VALUES:
+        return ETHERTYPE_VALUES[raw]
+    if kind in ("icmp_type", "icmpv6_type") and isinstance(raw, (int, str)) and not isinstance(raw, bool):
+        number = (ICMP_TYPES if kind == "icmp_type" else ICMPV6_TYPES).get(raw, raw) if isinstance(raw, str) else raw
+        if isinstance(number, int) and 0 <= number <= 255:
+            return number
+    if kind == "addrtype" and raw in ADDRESS_TYPES:
+        return cast(str, raw)
+    if kind == "raw":  # a set of a type the IR has no field for: kept as text
+        return describe(raw)
+    raise _Unknown(f"{describe(raw)} as {kind}")
+
+
+def _key(kinds: Sequence[str], raw: Any) -> Key:
+    raw = _unwrap(raw)
+    if len(kinds) == 1:
+        return (_value(kinds[0], raw),)
+    if isinstance(raw, dict) and isinstance(raw.get("concat"), list) and len(raw["concat"]) == len(kinds):
+        return tuple(_value(kind, part) for kind, part in zip(kinds, raw["concat"]))
+    raise _Unknown(f"{describe(raw)} does not fit {len(kinds)} concatenated fields")
+
+
+def _items(raw: Any) -> list[Any]:
+    """The members of an anonymous set {"set": [...]}, or the one value that stands alone."""
+    if isinstance(raw, dict) and "set" in raw:
+        inner = raw["set"]
+        return inner if isinstance(inner, list) else [inner]
+    return [raw]
+
+
+def _flags(raw: Any) -> list[str]:
+    """A bitmask value: "new", ["established", "related"] or {"|": [...]}."""
+    if isinstance(raw, str):
+        return [raw]
+    if isinstance(raw, list):
+        return [flag for item in raw for flag in _flags(item)]
+    if isinstance(raw, dict) and "|" in raw:
+        return _flags(raw["|"])
+    raise _Unknown(f"flags {describe(raw)}")
+
+
+def _verdict(raw: Any) -> Verdict | Jump | None:
+    """A verdict as a vmap holds it; None for `continue` (the packet goes on, as when nothing matched)."""
+    kind, arg = _single(raw)
+    if kind in VERDICT_KINDS:
+        return Verdict(kind)
+    if kind in ("jump", "goto"):
+        return Jump(arg["target"], goto=kind == "goto")
+    if kind == "continue":
+        return None
+    raise _Unknown(f"verdict {describe(raw)}")
+
+
+def _single(raw: Any) -> tuple[str, Any]:
+    if not isinstance(raw, dict) or len(raw) != 1:
+        raise _Unknown(f"{describe(raw)} is not a one-key object")
+    ((kind, arg),) = raw.items()
+    return kind, arg
