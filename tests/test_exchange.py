@@ -379,3 +379,9 @@ def test_an_expiry_typed_as_a_date_cell_is_read(tmp_path: Path, write_matrix) ->
     sheet.cell(3, column).value = datetime.date(2026, 12, 31)
     book.save(path)
     assert meaning(load_text(import_spreadsheet(str(path)).encode(), "x.yaml")) == meaning(original)
+
+
+def test_text_formats_go_to_standard_output() -> None:
+    for fmt in ("csv", "markdown"):
+        result = CliRunner().invoke(main, ["export", str(SEED), "--format", fmt, "-o", "-"])
+        assert result.exit_code == 0 and result.output == export_matrix(load_matrix(str(SEED)), fmt)

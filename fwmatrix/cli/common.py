@@ -102,6 +102,15 @@ def selected_backends(name: str) -> tuple[str, ...]:
 # -- writing files whole or not at all --------------------------------------------------------
 
 
+def write_output(path: str, data: str | bytes) -> None:
+    """`data` to the file `path` (atomically, saying so on standard error), or to standard output for '-'."""
+    if path == "-":
+        click.echo(data, nl=False)
+        return
+    write_file_atomically(path, data)
+    err_console.print(f"wrote {path}", highlight=False, markup=False)
+
+
 def write_file_atomically(path: str, text: str | bytes) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     write_atomically(directory, {os.path.basename(path): text})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from fwmatrix.cli.common import err_console, matrix_argument, user_errors, write_file_atomically
+from fwmatrix.cli.common import matrix_argument, user_errors, write_output
 from fwmatrix.exchange import EXPORT_FORMATS, export_matrix, import_spreadsheet
 from fwmatrix.exchange.layout import LANGUAGES
 from fwmatrix.matrix.loader import load_matrix
@@ -16,20 +16,19 @@ from fwmatrix.matrix.loader import load_matrix
               help="xlsx: a workbook, one sheet a table; csv: one file, one [section] a table; markdown: tables for a document.")
 @click.option("--language", type=click.Choice(LANGUAGES), default="en", show_default=True,
               help="The headers' language (it: the source document's Sorgente, Tipologia traffico, IP Destinazione, ...).")
-@click.option("--output", "-o", metavar="FILE", required=True, help="The file to write (atomically).")
+@click.option("--output", "-o", metavar="FILE", required=True, help="The file to write (atomically), or - for standard output.")
 @user_errors
 def export_command(matrix: str, fmt: str, language: str, output: str) -> None:
     """Export MATRIX as a spreadsheet: one row per opening in the source document's columns
     (source, traffic type, destination, destination port, NAT, notes, name), and sheets for
     zones, hosts (EXT and INT addresses), groups, services, firewalls and management access.
     `fwmatrix import` reads the XLSX and CSV forms back into the same matrix."""
-    write_file_atomically(output, export_matrix(load_matrix(matrix), fmt, language))
-    err_console.print(f"wrote {output}", highlight=False, markup=False)
+    write_output(output, export_matrix(load_matrix(matrix), fmt, language))
 
 
 @click.command("import")
 @click.argument("spreadsheet", type=click.Path(dir_okay=False))
-@click.option("--output", "-o", metavar="MATRIX.yaml", required=True, help="The matrix file to write (atomically; nothing is written on an error).")
+@click.option("--output", "-o", metavar="MATRIX.yaml", required=True, help="The matrix file to write (atomically; nothing is written on an error), or - for standard output.")
 @user_errors
 def import_command(spreadsheet: str, output: str) -> None:
     """Read SPREADSHEET (.xlsx, or .csv with [section] lines) into a matrix file.
@@ -38,8 +37,7 @@ def import_command(spreadsheet: str, output: str) -> None:
     hosts, groups, services and firewalls sheets, and the matrix as `fwmatrix
     check` checks it. Each error names its cell (sheet 'openings', row 7,
     column D) and exits 2, writing nothing."""
-    write_file_atomically(output, import_spreadsheet(spreadsheet))
-    err_console.print(f"wrote {output}", highlight=False, markup=False)
+    write_output(output, import_spreadsheet(spreadsheet))
 
 
 COMMANDS = (export_command, import_command)

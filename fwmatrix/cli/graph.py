@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from fwmatrix.cli.common import err_console, firewall_option, load_intent, matrix_argument, user_errors, write_file_atomically
+from fwmatrix.cli.common import firewall_option, load_intent, matrix_argument, user_errors, write_output
 from fwmatrix.graph import GRAPH_FORMATS, GROUPINGS, graph
 
 
@@ -15,7 +15,7 @@ from fwmatrix.graph import GRAPH_FORMATS, GROUPINGS, graph
               help="svg and png are drawn by Graphviz (dot); dot is its input; mermaid is for Markdown documents and pull requests.")
 @click.option("--group", type=click.Choice(GROUPINGS), default="auto", show_default=True,
               help="host: every host and arrow; zone-pair: one box per zone, one arrow per zone pair; auto: zone-pair above 40 openings.")
-@click.option("--output", "-o", metavar="FILE", required=True, help="The file to write (atomically).")
+@click.option("--output", "-o", metavar="FILE", required=True, help="The file to write (atomically), or - for standard output.")
 @user_errors
 def graph_command(matrix: str, firewall: str | None, fmt: str, group: str, output: str) -> None:
     """Draw MATRIX: zones as areas, hosts with their EXT and INT addresses, firewalls with
@@ -23,8 +23,7 @@ def graph_command(matrix: str, firewall: str | None, fmt: str, group: str, outpu
     and port forwards as public address ⇒ target. With --firewall, only what that firewall
     carries."""
     intent = load_intent(matrix, firewall)
-    write_file_atomically(output, graph(intent.matrix, fmt, firewall, group))
-    err_console.print(f"wrote {output}", highlight=False, markup=False)
+    write_output(output, graph(intent.matrix, fmt, firewall, group))
 
 
 COMMANDS = (graph_command,)

@@ -9,7 +9,7 @@ import click
 
 from fwmatrix.audit.findings import audit
 from fwmatrix.cli.audit import accepted_findings, read_input
-from fwmatrix.cli.common import err_console, firewall_option, load_intent, matrix_argument, user_errors, write_file_atomically
+from fwmatrix.cli.common import firewall_option, load_intent, matrix_argument, user_errors, write_output
 from fwmatrix.compile.intent import Intent
 from fwmatrix.errors import FwmatrixError, did_you_mean
 from fwmatrix.graph import diagram, to_dot
@@ -31,7 +31,7 @@ CHECK_KEYS = ("kind", "name", "row", "route", "service", "passed", "detail")
 @click.option("--lab", "labs", metavar="FILE", multiple=True, type=click.Path(dir_okay=False),
               help="A lab result to include: the output of `fwmatrix lab --format json`. Repeatable.")
 @click.option("--format", "fmt", type=click.Choice(("html",)), default="html", show_default=True)
-@click.option("--output", "-o", metavar="FILE", required=True, help="The HTML file to write (atomically).")
+@click.option("--output", "-o", metavar="FILE", required=True, help="The HTML file to write (atomically), or - for standard output.")
 @user_errors
 def report_command(matrix: str, firewall: str | None, rulesets: tuple[str, ...], backend_name: str, labs: tuple[str, ...], fmt: str, output: str) -> None:
     """Write an HTML report of MATRIX: the connectivity matrix, its diagram, the audit of each
@@ -45,8 +45,7 @@ def report_command(matrix: str, firewall: str | None, rulesets: tuple[str, ...],
         report.findings = accepted_findings(intent, fw_name, report, None, False, "", None)  # the matrix's `accept:`
         audits[fw_name] = report
     page = html_report(intent, audits, [_lab(path) for path in labs], _diagram(intent, firewall))
-    write_file_atomically(output, page)
-    err_console.print(f"wrote {output}", highlight=False, markup=False)
+    write_output(output, page)
 
 
 def _rulesets_by_firewall(intent: Intent, rulesets: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
