@@ -51,14 +51,18 @@ def meaning(m: Matrix) -> tuple:
         m.name, m.title,
         [(z.name, z.networks, z.is_any, z.note) for z in m.zones.values()],
         [(h.name, h.addresses, h.roles, h.note) for h in m.hosts.values()],
-        [(g.name, g.members, g.note) for g in m.groups.values()],
+        [(g.name, g.members, g.note, _meta(g.meta)) for g in m.groups.values()],
         [(s.name, s.parts, s.note) for s in m.services.values()],
         [(f.name, f.interfaces, f.public, f.note, [(a.sources, a.destinations, a.services, a.note) for a in f.management])
          for f in m.firewalls.values()],
-        [(o.index, o.name, o.sources, o.destinations, o.services, o.nat and (o.nat.target, o.nat.port), o.snat and o.snat.target, o.note)
+        [(o.index, o.name, o.sources, o.destinations, o.services, o.nat and (o.nat.target, o.nat.port), o.snat and o.snat.target, o.note, _meta(o.meta))
          for o in m.openings],
         [(a.kind, a.firewall, a.opening, a.rule, a.regions, a.message, a.reason, a.owner, a.expires) for a in m.accepts],
     )
+
+
+def _meta(meta: object) -> tuple | None:
+    return None if meta is None else (meta.owner, meta.ticket, meta.expires)  # type: ignore[attr-defined]
 
 
 def round_trip(matrix: Matrix, fmt: str, tmp: Path) -> Matrix:
@@ -105,6 +109,7 @@ def test_every_key_of_the_matrix_file_is_carried() -> None:
     assert set(loader.MANAGEMENT_KEYS) == set(CARRIED_KEYS["management"])
     assert set(loader.HOST_KEYS) == set(CARRIED_KEYS["host"])
     assert set(accepts.ACCEPT_KEYS) == set(CARRIED_KEYS["accept"])
+    assert {"members", "note"} | set(loader.METADATA_KEYS) == set(CARRIED_KEYS["group"])
 
 
 def test_seed_xlsx_reads_like_the_source_table() -> None:
@@ -385,3 +390,25 @@ def test_text_formats_go_to_standard_output() -> None:
     for fmt in ("csv", "markdown"):
         result = CliRunner().invoke(main, ["export", str(SEED), "--format", fmt, "-o", "-"])
         assert result.exit_code == 0 and result.output == export_matrix(load_matrix(str(SEED)), fmt)
+
+
+@pytest.mark.parametrize("fmt", ["xlsx", "csv"])
+def test_owners_tickets_and_expiry_make_the_round_trip(fmt: str, tmp_path: Path, write_matrix) -> None:
+    text = SEED.read_text().replace("    service: http\n", "    service: http\n    owner: web team\n    ticket: CHG-1234\n    expires: 2027-01-31\n")
+    text = text.replace("    note: the CTI servers (CTI1 today)\n", "    note: the CTI servers (CTI1 today)\n    owner: cti team\n")
+    original = load_matrix(write_matrix(text))
+    assert original.openings[3].meta is not None and original.groups["cti"].meta is not None
+    back = round_trip(original, fmt, tmp_path)
+    assert meaning(back) == meaning(original)
+
+
+def test_an_including_matrix_exports_as_one(tmp_path: Path) -> None:
+    seed = SEED.read_text()
+    services = seed[seed.index("services:\n"):seed.index("firewalls:\n")]
+    (tmp_path / "shared.yaml").write_text("fwmatrix: 1\n" + services)
+    main_file = tmp_path / "main.yaml"
+    main_file.write_text(seed.replace(services, "").replace("zones:\n", "include: shared.yaml\nzones:\n", 1))
+    original = load_matrix(str(main_file))
+    assert "https" in original.services
+    back = round_trip(original, "xlsx", tmp_path)
+    assert meaning(back) == meaning(original) and compiled(back) == compiled(original)

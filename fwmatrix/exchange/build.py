@@ -32,6 +32,7 @@ from fwmatrix.matrix.model import PROTOCOLS, parse_service_literal
 from fwmatrix.matrix.yamlnodes import line_of
 
 Path = tuple[object, ...]
+METADATA_KEYS = ("owner", "ticket", "expires")  # of an opening or a group
 # a multi-protocol port as the source document writes it: UDP+TCP/5060
 _COMBINED_RE = re.compile(r"(?P<protos>[a-z0-9]+(?:\+[a-z0-9]+)+)/(?P<ports>.+)\Z")
 # characters no cell may hold (as no matrix file may): C0 and C1 controls but tab and new lines
@@ -149,9 +150,9 @@ class _Rows:
             return value.date().isoformat() if isinstance(value, datetime) else value.isoformat()
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise self.error(place, f"{type(value).__name__} '{value}' where text belongs: format the cell as text")
-        if column.key in ("note", "value") and float(value).is_integer():
+        if column.key in ("note", "value", "ticket") and float(value).is_integer():  # a ticket number typed as a number
             return str(int(value))
-        if column.key in ("note", "value"):
+        if column.key in ("note", "value", "ticket"):
             return str(value)
         hint = " (write protocol/port, e.g. tcp/443)" if column.key == "ports" else ""
         raise self.error(place, f"the number {value} where text belongs{hint}: format the cell as text")
@@ -302,7 +303,8 @@ class _Builder:
         for name, path, place, row in self.named_rows(GROUPS, section):
             cell = self.required(row, "members", GROUPS, place)
             members = self.put(path + ("members",), items(cell.text), cell)
-            out[name] = self.with_note(path, members, "members", row)
+            extra = {key: self.put(path + (key,), row[key].text, row[key]) for key in ("note",) + METADATA_KEYS if key in row}
+            out[name] = {"members": members, **extra} if extra else members
         return out
 
     def services(self, section: Path) -> dict[str, object]:
@@ -368,8 +370,9 @@ class _Builder:
                 opening["nat"] = self.nat(row["nat"], path + ("nat",))
             if "snat" in row:
                 opening["snat"] = self.put(path + ("snat",), row["snat"].text, row["snat"])
-            if "note" in row:
-                opening["note"] = self.put(path + ("note",), row["note"].text, row["note"])
+            for key in ("note",) + METADATA_KEYS:
+                if key in row:
+                    opening[key] = self.put(path + (key,), row[key].text, row[key])
             out.append(opening)
         return out
 

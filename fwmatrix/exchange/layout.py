@@ -39,6 +39,12 @@ class Sheet:
 
 
 NOTE = Column("note", "notes", "Note", ("note", "nota", "comment", "comments"), width=40)
+# who answers for an opening or a group, its change ticket, its last day (written when some row has them)
+METADATA = (
+    Column("owner", "owner", "Responsabile", (), 18, optional=True),
+    Column("ticket", "ticket", "Ticket", ("change", "change ticket"), 14, optional=True),
+    Column("expires", "expires", "Scadenza", ("until", "fino al"), 12, optional=True),
+)
 
 OPENINGS = Sheet("openings", (
     Column("from", "source", "Sorgente", ("from", "sources"), 22, required=True),
@@ -49,6 +55,7 @@ OPENINGS = Sheet("openings", (
     NOTE,
     Column("name", "name", "Nome", ("opening", "apertura"), 22),
     Column("snat", "source NAT", "NAT sorgente", ("snat", "source nat to", "masquerade"), 18, optional=True),
+    *METADATA,
 ), aliases=("matrice connettività", "matrice connettivita", "matrice", "aperture", "connectivity matrix"), required=True)
 
 ZONES = Sheet("zones", (
@@ -71,6 +78,7 @@ GROUPS = Sheet("groups", (
     Column("name", "group", "Gruppo", ("name", "nome"), 16, required=True),
     Column("members", "members", "Membri", ("membro",), 40, required=True),
     NOTE,
+    *METADATA,
 ), aliases=("gruppi",))
 
 SERVICES = Sheet("services", (
@@ -114,8 +122,10 @@ MATRIX = Sheet("matrix", (
 # the matrix file's keys each sheet carries (tests/test_exchange.py compares them with the
 # loader's: a key the loader learns and the spreadsheet does not carry fails that test)
 CARRIED_KEYS = {
-    "top": ("fwmatrix", "name", "title", "zones", "hosts", "groups", "services", "firewalls", "openings", "accept"),
-    "opening": ("name", "from", "to", "service", "services", "nat", "snat", "note"),
+    # `include` is carried by being read: a spreadsheet holds the included definitions as its own
+    "top": ("fwmatrix", "name", "title", "include", "zones", "hosts", "groups", "services", "firewalls", "openings", "accept"),
+    "opening": ("name", "from", "to", "service", "services", "nat", "snat", "note", "owner", "ticket", "expires"),
+    "group": ("members", "note", "owner", "ticket", "expires"),
     "firewall": ("interfaces", "public", "management", "note"),
     "management": ("from", "to", "service", "services", "note"),
     "host": ("addresses", "roles", "note"),

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fwmatrix.matrix.model import Host, Matrix, Opening, parse_service_literal
+from fwmatrix.matrix.model import Host, Matrix, Metadata, Opening, parse_service_literal
 from fwmatrix.exchange.layout import ACCEPTED, FIREWALLS, GROUPS, HOSTS, MANAGEMENT, MATRIX, OPENINGS, SERVICES, SHEETS, ZONES, Column, Sheet
 
 LIST_SEPARATOR = ", "
@@ -62,7 +62,14 @@ def opening_row(opening: Opening, matrix: Matrix) -> dict[str, str]:
         "note": opening.note,
         "name": opening.name,
         "snat": opening.snat.target if opening.snat is not None else "",
+        **metadata_cells(opening.meta),
     }
+
+
+def metadata_cells(meta: Metadata | None) -> dict[str, str]:
+    if meta is None:
+        return {}
+    return {"owner": meta.owner, "ticket": meta.ticket, "expires": meta.expires.isoformat() if meta.expires else ""}
 
 
 def host_row(host: Host) -> dict[str, str]:
@@ -88,7 +95,7 @@ def tables(matrix: Matrix) -> list[Table]:
             {"name": z.name, "networks": "any" if z.is_any else joined(z.networks), "note": z.note} for z in matrix.zones.values()
         ],
         HOSTS.name: [host_row(h) for h in matrix.hosts.values()],
-        GROUPS.name: [{"name": g.name, "members": joined(g.members), "note": g.note} for g in matrix.groups.values()],
+        GROUPS.name: [{"name": g.name, "members": joined(g.members), "note": g.note, **metadata_cells(g.meta)} for g in matrix.groups.values()],
         SERVICES.name: [{"name": s.name, "ports": joined(s.parts), "note": s.note} for s in matrix.services.values()],
         FIREWALLS.name: [
             {

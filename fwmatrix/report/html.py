@@ -21,6 +21,7 @@ from fwmatrix import __version__
 from fwmatrix.audit.findings import KINDS, AuditReport, Finding
 from fwmatrix.compile.intent import Intent
 from fwmatrix.exchange.tabulate import opening_row
+from fwmatrix.matrix.model import Opening
 from fwmatrix.report.text import KIND_TITLES
 from fwmatrix.severity import SEVERITIES
 
@@ -64,12 +65,16 @@ def _matrix_section(intent: Intent) -> str:
     columns = OPENING_COLUMNS + ((("snat", "source NAT"),) if any(o.snat is not None for o in m.openings) else ())
     head = "".join(f"<th>{_e(title)}</th>" for title in ("#", "opening", *(t for _, t in columns), "placed on", "notes"))
     rows = []
+
+    def meta(opening: Opening) -> str:
+        return f'<div class="muted meta">{_e(opening.meta.text())}</div>' if opening.meta is not None else ""
+
     for opening in m.openings:
         cells = opening_row(opening, m)
         rows.append(
             f'<tr class="opening" id="opening-{opening.index}"><td>{opening.index}</td><td>{_e(opening.name)}</td>'
             + "".join(f"<td>{_e(cells[key])}</td>" for key, _ in columns)
-            + f'<td>{"<br>".join(_e(p) for p in placed.get(opening.index, ["(crosses no firewall)"]))}</td><td>{_e(opening.note)}</td></tr>'
+            + f'<td>{"<br>".join(_e(p) for p in placed.get(opening.index, ["(crosses no firewall)"]))}</td><td>{_e(opening.note)}{meta(opening)}</td></tr>'
         )
     firewalls = "".join(
         f"<tr><td>{_e(fw.name)}</td><td>{_e(', '.join(f'{i}: {z}' for i, z in fw.interfaces.items()))}</td>"
