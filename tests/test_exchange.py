@@ -53,7 +53,7 @@ def meaning(m: Matrix) -> tuple:
         [(h.name, h.addresses, h.roles, h.note) for h in m.hosts.values()],
         [(g.name, g.members, g.note, _meta(g.meta)) for g in m.groups.values()],
         [(s.name, s.parts, s.note) for s in m.services.values()],
-        [(f.name, f.interfaces, f.public, f.note, [(a.sources, a.destinations, a.services, a.note) for a in f.management])
+        [(f.name, f.interfaces, f.public, f.addresses, f.note, [(a.sources, a.destinations, a.services, a.note) for a in f.management])
          for f in m.firewalls.values()],
         [(o.index, o.name, o.sources, o.destinations, o.services, o.nat and (o.nat.target, o.nat.port), o.snat and o.snat.target, o.note, _meta(o.meta))
          for o in m.openings],

@@ -121,3 +121,16 @@ def test_diff_markdown_embeds_the_changed_part(tmp_path: Path) -> None:
     assert arrows == ["http tcp/80, https tcp/443"]  # nginx-to-bal, the one opening changed
     plain = CliRunner().invoke(main, ["diff", str(SEED), str(changed), "--format", "markdown"])
     assert "```mermaid" not in plain.output and result.output.startswith(plain.output)
+
+
+def test_the_firewalls_own_services_go_to_the_firewall() -> None:
+    matrix = load_matrix(str(ROOT / "examples" / "perimeter" / "matrix.yaml"))
+    own = [o for o in matrix.openings if any(ref.partition(".")[0] in matrix.firewalls and ref.partition(".")[2] not in
+                                             matrix.firewalls[ref.partition(".")[0]].public for ref in o.destinations)]
+    assert own  # the example has some: DNS and NTP of the internal firewall, NTP of the perimeter's transit address
+    for built in (diagram(matrix, group="host"), diagram(matrix, group="zone-pair")):
+        targets = {e.target for e in built.edges.values() if e.kind in ("opening", "zone-pair")}
+        assert "fw:internal" in targets
+        assert all(target in built.nodes for e in built.edges.values() for target in (e.source, e.target))
+    detailed_targets = {e.target for e in diagram(matrix, group="host").edges.values() if e.kind == "opening"}
+    assert "own:perimeter.transit0" in detailed_targets

@@ -35,6 +35,10 @@ def _address_names(doc: dict) -> Iterable[str]:
             for address in addresses if isinstance(addresses, dict) else ():
                 yield f"{role}.{address}"
     for firewall, fields in (doc.get("firewalls") or {}).items():
+        yield firewall  # its own services
+        for interface, zone in (fields.get("interfaces") or {}).items():
+            if isinstance(zone, dict):  # an interface with the firewall's address on it: `fw.iface`
+                yield f"{firewall}.{interface}"
         public = fields.get("public")
         for name in public if isinstance(public, dict) else (("public",) if public else ()):
             yield f"{firewall}.{name}"

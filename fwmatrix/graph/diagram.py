@@ -27,7 +27,7 @@ MAX_LABEL_SERVICES = 4  # services named on a zone-pair arrow; the rest are coun
 class Node:
     id: str
     lines: list[str]  # the label, line by line (the first is the name)
-    kind: str  # zone, host, group, network, firewall, public
+    kind: str  # zone, host, group, network, firewall, public (a public address), own (a firewall's address on an interface)
     area: str | None = None  # the area it is drawn in: "zone:NAME" or "firewall:NAME"
     tooltip: str = ""
 
@@ -142,16 +142,19 @@ def detailed(matrix: Matrix, firewall: str | None = None, only: set[str] | None 
         if ref in matrix.zones:
             used_zones.add(ref)
             return diagram.node(zone_node[ref], _zone_lines(matrix, ref), "zone", ref)
-        zone = places.zone(ref, opening)
-        zones = places.zones(ref, opening)
-        used_zones.update(zones)
         base, _, sub = ref.partition(".")
+        if base in matrix.firewalls:  # a public address, or the firewall itself (its own services)
+            fw = matrix.firewalls[base]
+            if sub in fw.public:
+                return diagram.node(f"public:{ref}", [ref, str(fw.public[sub])], "public", area=f"firewall:{base}")
+            if sub:
+                return diagram.node(f"own:{ref}", [ref, " ".join(str(a) for a in fw.addresses.get(sub, ()))], "own", area=f"firewall:{base}")
+            return f"fw:{base}"  # drawn with the firewalls
+        zone = places.zone(ref, opening)
+        used_zones.update(places.zones(ref, opening))
         host = matrix.hosts.get(matrix.roles.get(base, base))
         if host is not None:
             return host_node(host.name, sub, zone)
-        if base in matrix.firewalls and sub:
-            addr = matrix.firewalls[base].public[sub]
-            return diagram.node(f"public:{ref}", [ref, str(addr)], "public", area=f"firewall:{base}")
         if ref in matrix.groups:
             group = matrix.groups[ref]
             return diagram.node(f"group:{ref}", [ref, ", ".join(group.members)], "group", zone, group.note)
@@ -169,6 +172,8 @@ def detailed(matrix: Matrix, firewall: str | None = None, only: set[str] | None 
                 diagram.edge(first, second, "same-host", "")
         return node_id
 
+    for fw_name in sorted(drawn):  # openings may go to a firewall itself: its node first
+        diagram.node(f"fw:{fw_name}", [fw_name], "firewall", tooltip=matrix.firewalls[fw_name].note, area=f"firewall:{fw_name}")
     for opening in openings:
         sources = [ref_node(ref, opening) for ref in opening.sources]
         destinations = [ref_node(ref, opening) for ref in opening.destinations]
@@ -192,19 +197,27 @@ def by_zone_pair(matrix: Matrix, firewall: str | None = None) -> Diagram:
     openings, drawn = _placed(matrix, firewall)
     diagram = Diagram(f"{matrix.title} — {matrix.name} (openings grouped by zone pair)", {})
     places = _Places(matrix)
-    pairs: dict[tuple[str, str], list[Opening]] = defaultdict(list)
+    zone_node = {name: f"zone:{name}" for name in matrix.zones}
+    pairs: dict[tuple[str, str], list[Opening]] = defaultdict(list)  # (zone node, zone or firewall node) -> openings
     for opening in openings:
         sources = {z for ref in opening.sources for z in places.zones(ref, opening)}
         if opening.nat is not None:
-            destinations = set(places.zones(opening.nat.target, opening))
+            destinations = {zone_node[z] for z in places.zones(opening.nat.target, opening)}
         else:
-            destinations = {z for ref in opening.destinations for z in places.zones(ref, opening)}
+            destinations = set()
+            for ref in opening.destinations:
+                base, _, sub = ref.partition(".")
+                if base in matrix.firewalls and sub not in matrix.firewalls[base].public:  # the firewall's own service
+                    destinations |= {f"fw:{base}"} if base in drawn else set()
+                else:
+                    destinations |= {zone_node[z] for z in places.zones(ref, opening)}
         for source in sources:
             for destination in destinations:
-                pairs[(source, destination)].append(opening)
-    zone_node = {name: f"zone:{name}" for name in matrix.zones}
-    used = {z for pair in pairs for z in pair} | {z for fw in drawn for z in matrix.firewalls[fw].interfaces.values()}
+                pairs[(zone_node[source], destination)].append(opening)
+    used = {node.partition(":")[2] for pair in pairs for node in pair if node.startswith("zone:")}
+    used |= {z for fw in drawn for z in matrix.firewalls[fw].interfaces.values()}
     _zone_areas(diagram, matrix, used)
+    _firewalls(diagram, matrix, drawn, zone_node)
     for (source, destination), members in pairs.items():
         services: dict[str, int] = defaultdict(int)
         for opening in members:
@@ -214,7 +227,6 @@ def by_zone_pair(matrix: Matrix, firewall: str | None = None) -> Diagram:
         shown = ", ".join(top[:MAX_LABEL_SERVICES]) + (f", +{len(top) - MAX_LABEL_SERVICES} more" if len(top) > MAX_LABEL_SERVICES else "")
         nat = sum(1 for o in members if o.nat is not None)
         label = f"{len(members)} opening{'s' if len(members) != 1 else ''}" + (f" ({nat} port forwards)" if nat else "")
-        diagram.edge(zone_node[source], zone_node[destination], "zone-pair", label)
-        diagram.edge(zone_node[source], zone_node[destination], "zone-pair", shown)
-    _firewalls(diagram, matrix, drawn, zone_node)
+        diagram.edge(source, destination, "zone-pair", label)
+        diagram.edge(source, destination, "zone-pair", shown)
     return diagram

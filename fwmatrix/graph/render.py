@@ -22,6 +22,7 @@ NODE_STYLE = {
     "network": 'shape=box style="dashed,rounded"',
     "firewall": 'shape=box3d style=filled fillcolor="#f4b183" fontname="Helvetica-Bold"',
     "public": 'shape=box style="rounded,filled" fillcolor="#fde9d9"',
+    "own": 'shape=box style="rounded,filled,dashed" fillcolor="#fff2e6"',
 }
 EDGE_STYLE = {
     "opening": 'color="#1f4e79" fontcolor="#1f4e79"',
@@ -96,7 +97,7 @@ def _mermaid_label(lines: list[str]) -> str:
     return "<br>".join(_mermaid_text(line) for line in lines if line)
 
 
-MERMAID_SHAPES = {"zone": ("[/", "/]"), "host": ("(", ")"), "group": ("[[", "]]"), "network": ("[", "]"), "firewall": ("{{", "}}"), "public": ("([", "])")}
+MERMAID_SHAPES = {"zone": ("[/", "/]"), "host": ("(", ")"), "group": ("[[", "]]"), "network": ("[", "]"), "firewall": ("{{", "}}"), "public": ("([", "])"), "own": ("([", "])")}
 MERMAID_ARROWS = {"opening": "-->", "nat": "==>", "interface": "---", "same-host": "-.-", "zone-pair": "-->"}
 
 
