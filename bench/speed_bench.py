@@ -98,6 +98,8 @@ def measure_size(n: int, args: argparse.Namespace, workdir: str) -> dict:
                     continue
                 runs.setdefault((work, side), []).append(B.measure(prefix + argv))
     result = {"n": n, "medians": {}, "failed": {}, "identical": {}}
+    if args.aerleon is not None and n == 10_000:  # the peer on the same matrix, once (a run takes over 10 s)
+        result["aerleon"] = _aerleon(matrix, args.aerleon, workdir)
     for (work, side), rs in runs.items():
         good = [r for r in rs if ok(r, work)]
         if good:
@@ -116,6 +118,20 @@ def measure_size(n: int, args: argparse.Namespace, workdir: str) -> dict:
                               capture_output=True, text=True, timeout=1800)
         result["profile"] = (proc.stdout or proc.stderr).rstrip()
     return result
+
+
+def _aerleon(matrix: str, venv: str, workdir: str) -> tuple[str, B.Run | None, str]:
+    """(Aerleon's version, its aclgen run on the matrix translated as bench/peer_aerleon.py does, why not)."""
+    import peer_aerleon
+
+    aclgen, version = peer_aerleon.ensure_aerleon(venv or os.environ.get("AERLEON_VENV", peer_aerleon.DEFAULT_VENV))
+    if aclgen is None:
+        return "", None, version
+    policy, defs, base = peer_aerleon.write_policy(peer_aerleon.translate(matrix), os.path.join(workdir, "aerleon"), 10_000)
+    B.log("Aerleon aclgen (one run)")
+    run = B.measure([aclgen, f"--base_directory={base}", f"--definitions_directory={defs}", f"--output_directory={os.path.join(workdir, 'aerleon-out')}",
+                     f"--policy_file={policy}", "--nooptimize", "--noshade_check"], timeout=1800)
+    return version, run if run.ok else None, "" if run.ok else run.error_line()
 
 
 def cell(run: B.Run | None) -> str:
@@ -160,7 +176,15 @@ def report(results: list[dict], args: argparse.Namespace, info: dict[str, str]) 
             row += [f"{after.cpu / base.cpu:.1f}×" if after and base and base.cpu else "–", goal_text]
             rows.append(row)
         rows.append(["`yaml.load` (baseline)", cell(base)] + (["", "", ""] if args.before else []) + ["1.0×", "–"])
+        if r.get("aerleon"):
+            version, aer, why = r["aerleon"]
+            rows.append([f"Aerleon {version} `aclgen` (peer, nftables; one run)", cell(aer) if aer else why] + (["", "", ""] if args.before else [])
+                        + ([f"{aer.cpu / base.cpu:.1f}×" if aer and base and base.cpu else "–", "–"]))
         lines += [B.md_table(header, rows), ""]
+        if r.get("aerleon") and r["aerleon"][1] and med.get(("compile", "after")):
+            aer, fwm = r["aerleon"][1], med[("compile", "after")]
+            lines += [f"Compile to nftables, fwmatrix ÷ Aerleon (CPU, the same matrix translated by bench/peer_aerleon.py): "
+                      f"{fwm.cpu / aer.cpu:.2f}× ({fwm.cpu:.2f} s against {aer.cpu:.2f} s).", ""]
         if r.get("profile"):
             lines += ["Where compile's time goes, in one process (`bench/profile_compile.py MATRIX --no-gc`; the command "
                       "runs with the collector paused too):", "", "```", r["profile"], "```", ""]
@@ -179,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--before-label", default="", help="how to name TREE in the report (default: its commit)")
     parser.add_argument("--output", default=os.path.join(B.RESULTS_DIR, "speed.md"))
     parser.add_argument("--keep", metavar="DIR")
+    parser.add_argument("--aerleon", metavar="VENV", nargs="?", const="",
+                        help="also time Aerleon's aclgen on the 10,000-opening matrix (installed into VENV as bench/peer_aerleon.py does)")
     parser.add_argument("--works", default=",".join(WORKS), help=f"which to measure (default: all of {', '.join(WORKS)})")
     args = parser.parse_args(argv)
     args.works = tuple(w for w in WORKS if w in args.works.split(","))
