@@ -222,8 +222,10 @@ class _Layer:
         or None when they do not cover them all."""
         mine = self.boxes[opening]
         others = {i: b for i, (owner, b) in self._meeting(opening).items() if owner not in excluded}
-        if not _covered_whole(mine, others.values()) and subtract_boxes(mine, BoxIndex(list(others.values()))):
-            return None
+        if not _covered_whole(mine, others.values()):
+            # most openings are not covered, and one of their boxes' first corner says so without a subtraction
+            if not all(_corner_held(a, others.values()) for a in mine) or subtract_boxes(mine, BoxIndex(list(others.values()))):
+                return None
         return {self.owner[i] for i in others}
 
     def _meeting(self, opening: int) -> dict[int, tuple[int, Box]]:
@@ -256,6 +258,19 @@ def _meets(a: Box, b: Box) -> bool:
         if (len(x) > 1 or len(y) > 1) and not iv_overlaps(x, y):
             return False
     return True
+
+
+def _corner_held(a: Box, others: Iterable[Box]) -> bool:
+    """Whether one of the others holds a's first corner (its lowest interface bits, addresses,
+    protocol, port and state). False proves a is not covered; True proves nothing."""
+    iif, oif, ct = a.iif & -a.iif, a.oif & -a.oif, a.ct & -a.ct
+    src, dst, proto, port = a.src[0][0], a.dst[0][0], a.proto[0][0], a.dport[0][0]
+    return any(b.iif & iif and b.oif & oif and b.ct & ct and _holds(b.src, src) and _holds(b.dst, dst)
+               and _holds(b.proto, proto) and _holds(b.dport, port) for b in others)
+
+
+def _holds(intervals: tuple[tuple[int, int], ...], value: int) -> bool:
+    return any(low <= value <= high for low, high in intervals)
 
 
 def _covered_whole(boxes: list[Box], others: Iterable[Box]) -> bool:
