@@ -152,9 +152,12 @@ def matrix_for(n: int, seed: int, cache: str) -> str:
     return path
 
 
-def prepare(matrix: str, kinds: list[str], cache: str, fresh: bool, timeout: float, single_timeout: float | None) -> dict:
+def prepare(matrix: str, kinds: list[str], cache: str, fresh: bool, timeout: float, single_timeout: float | None,
+            kernel_listing: bool = False) -> dict:
     argv = [python(), os.path.join(B.BENCH_DIR, "naive_ruleset.py"), matrix, "--firewall", FIREWALL,
             "--kinds", ",".join(kinds), "--cache", cache, "--json", "--timeout", str(timeout)] + (["--fresh"] if fresh else [])
+    if not kernel_listing:
+        argv.append("--generated")
     if single_timeout is not None:
         argv += ["--single-timeout", str(single_timeout)]
     proc = subprocess.run(argv, stdout=subprocess.PIPE, text=True)
@@ -305,6 +308,8 @@ def phases_main(matrix: str, ruleset_path: str, cprofile_file: str | None, top: 
 
 
 def _load_cell(meta: dict) -> str:
+    if meta.get("generated"):
+        return f"written directly, {B.fmt_s(meta['write_seconds'])} (no kernel: bench/naive_listing.py)"
     cell = f"{B.fmt_s(meta['load']['wall'])} + {B.fmt_s(meta['list']['wall'])}"
     notes = []
     if meta["load"].get("transactions", 1) > 1:
@@ -327,7 +332,11 @@ def _load_cell(meta: dict) -> str:
 def report(cases: list[Case], fixed: dict[str, B.Run], info: dict[str, str], args: argparse.Namespace, prof: str) -> str:
     lines = ["# fwmatrix audit benchmark", ""] + B.machine_lines(info) + [
         f"- matrices: `bench/gen_matrix.py N --seed {args.seed}` (one firewall, `edge`, seven interfaces); "
-        "rulesets: `bench/naive_ruleset.py` (the naive hand-written form, loaded into a fresh network namespace and read back)",
+        "rulesets: `bench/naive_ruleset.py` (the naive hand-written form"
+        + (", loaded into a fresh network namespace and read back)" if args.kernel_listing else
+           ", its `nft -j list ruleset` and `iptables-save` listings written directly as the kernel lists them: "
+           "bench/naive_listing.py, checked against real listings by `naive_ruleset.py --verify`; "
+           "fwmatrix's compiled ruleset loaded and listed)"),
         f"- `fwmatrix audit MATRIX --firewall edge --ruleset FILE --format json -o OUT --fail-on high`, whole process; "
         f"medians of {args.repeat} runs (one run from 100,000 openings up, or when a run takes over {args.slow:.0f} s); "
         "the machine is shared and noisy: compare ratios within this run",
@@ -447,6 +456,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fresh", action="store_true", help="load the rulesets again even when listings are cached")
     parser.add_argument("--single-timeout", type=float, help="seconds for a naive nft load in one transaction before "
                         "it is loaded in transactions of 10,000 rules (default: --timeout; see naive_ruleset.py)")
+    parser.add_argument("--kernel-listing", action="store_true", help="audit the naive rulesets as loaded into a namespace "
+                        "and listed (hours at 100,000 openings), not as written directly by bench/naive_listing.py")
     parser.add_argument("--no-profile", action="store_true", help="skip the phases and cProfile of the slowest audit")
     parser.add_argument("--profile-case", metavar="KIND:N,...", help="profile these cases (e.g. nft:10000,ipt:1000) instead "
                         "of the slowest nft case and the slowest case")
@@ -477,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
         for n in (int(x) for x in args.sizes.split(",") if x):
             matrix = matrix_for(n, args.seed, args.cache)
             B.log(f"[{n:,}] {matrix}: preparing {', '.join(args.kinds)} (bench/naive_ruleset.py)")
-            prep = prepare(matrix, args.kinds, args.cache, args.fresh, args.timeout, args.single_timeout)
+            prep = prepare(matrix, args.kinds, args.cache, args.fresh, args.timeout, args.single_timeout, args.kernel_listing)
             for kind in args.kinds:
                 case = Case(n, kind)
                 case.matrix, case.prep, case.ruleset = matrix, prep[kind], prep[kind]["ruleset"]

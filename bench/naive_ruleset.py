@@ -339,8 +339,9 @@ def _save_meta(meta_path: str, meta: dict) -> None:
 
 def prepare(matrix: str, firewall: str = "edge", kinds: tuple[str, ...] = KINDS, cache: str = CACHE_DIR,
             fresh: bool = False, timeout: float = 3600, single_timeout: float | None = None, chunk: int = 10_000,
-            ipt_nft_timeout: float = 1800) -> dict:
-    """Write the texts, load them (unless cached) and return {kind: meta} with the paths."""
+            ipt_nft_timeout: float = 1800, generated: bool = False) -> dict:
+    """Write the texts, load them (unless cached) and return {kind: meta} with the paths.
+    With `generated`, the naive listings are written directly (naive_listing.py), not loaded."""
     from fwmatrix.compile.intent import build_intent
     from fwmatrix.matrix.loader import load_matrix
 
@@ -355,6 +356,10 @@ def prepare(matrix: str, firewall: str = "edge", kinds: tuple[str, ...] = KINDS,
         source = {"flows": len(fw_intent.flows), "dnats": len(fw_intent.dnats),
                   "openings": len({f.opening.index for f in fw_intent.flows}),
                   "parts": sum(len(f.parts) for f in fw_intent.flows) + sum(len(d.parts) for d in fw_intent.dnats)}
+    if generated:
+        assert fw_intent is not None
+        out.update(_generated(fw_intent, [k for k in kinds if k in ("nft", "ipt")], cache, source))
+        kinds = tuple(k for k in kinds if k == "compiled")
     if "nft" in kinds:
         assert fw_intent is not None
         text = nft_text(fw_intent, f"matrix '{intent.matrix.name}'")
@@ -439,6 +444,49 @@ def prepare(matrix: str, firewall: str = "edge", kinds: tuple[str, ...] = KINDS,
     return out
 
 
+def _generated(fw_intent, kinds: list[str], cache: str, source: dict) -> dict[str, dict]:
+    """The naive listings written directly, as the kernel lists them (naive_listing.py): no load."""
+    from naive_listing import nft_listing, save_listing  # noqa: F401 (bench/ is on the path)
+
+    out: dict[str, dict] = {}
+    for kind in kinds:
+        started = time.perf_counter()
+        if kind == "nft":
+            listing = nft_listing(fw_intent)
+            text = json.dumps(listing)
+            rules = sum(1 for item in listing["nftables"] if "rule" in item)
+            suffix = ".json"
+        else:
+            text = save_listing(fw_intent)
+            rules = text.count("\n-A ")
+            suffix = ".save"
+        base = os.path.join(cache, f"generated-{kind}-{_digest(text)}")
+        _write(base + suffix, text)
+        out[kind] = {"generated": True, "rules": rules, "bytes": len(text.encode()), "intent": source,
+                     "write_seconds": time.perf_counter() - started, "ruleset": base + suffix,
+                     "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    return out
+
+
+def verify(matrix: str, firewall: str, kinds: tuple[str, ...], cache: str, timeout: float) -> list[str]:
+    """The generated listings against the kernel's own (loaded and listed): the differences, if any."""
+    listed = prepare(matrix, firewall, kinds, cache, fresh=False, timeout=timeout, ipt_nft_timeout=0)
+    made = prepare(matrix, firewall, kinds, cache, generated=True)
+    problems = []
+    for kind in kinds:
+        with open(listed[kind]["ruleset"], encoding="utf-8") as a, open(made[kind]["ruleset"], encoding="utf-8") as b:
+            if kind == "nft":
+                from naive_listing import same_sets
+
+                real, made_listing = json.load(a), json.load(b)
+                same = real == made_listing or same_sets(real) == same_sets(made_listing)
+            else:  # comment lines carry the tool's date
+                same = [x for x in a if not x.startswith("#")] == [y for y in b if not y.startswith("#")]
+        if not same:
+            problems.append(f"{kind}: the generated listing {made[kind]['ruleset']} differs from the kernel's {listed[kind]['ruleset']}")
+    return problems
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("matrix")
@@ -453,25 +501,36 @@ def main(argv: list[str] | None = None) -> int:
                         "is too slow (0: fail instead)")
     parser.add_argument("--ipt-nft-timeout", type=float, default=1800, help="seconds for each step of the iptables-nft "
                         "load and listing, measured next to the iptables-legacy one (0: skip it)")
+    parser.add_argument("--generated", action="store_true", help="write the naive listings directly, as the kernel "
+                        "lists them (no load; bench/naive_listing.py)")
+    parser.add_argument("--verify", action="store_true", help="load the naive rulesets and compare the kernel's "
+                        "listings with the generated ones (exit 1 when they differ)")
     parser.add_argument("--json", action="store_true", help="print the paths and measurements as JSON")
     args = parser.parse_args(argv)
     kinds = tuple(k for k in args.kinds.split(",") if k)
     unknown = set(kinds) - set(KINDS)
     if unknown:
         parser.error(f"unknown kind(s): {', '.join(sorted(unknown))}")
-    why = B.kernel_available()
+    why = B.kernel_available() if args.verify or not args.generated or "compiled" in kinds else None
     if why is not None:
         B.log(f"error: loading needs the kernel: {why}")
         return 2
+    if args.verify:
+        problems = verify(args.matrix, args.firewall, tuple(k for k in kinds if k != "compiled"), args.cache, args.timeout)
+        for problem in problems:
+            B.log(problem)
+        print("the generated listings are the kernel's" if not problems else "the generated listings differ")
+        return 1 if problems else 0
     result = prepare(args.matrix, args.firewall, kinds, args.cache, args.fresh, args.timeout, args.single_timeout, args.chunk,
-                     args.ipt_nft_timeout)
+                     args.ipt_nft_timeout, args.generated)
     if args.json:
         json.dump(result, sys.stdout, indent=1)
         print()
     else:
         for kind, meta in result.items():
-            print(f"{kind}: {meta['ruleset']}  rules {meta['rules']:,}  load {meta['load']['wall']:.2f} s  "
-                  f"list {meta['list']['wall']:.2f} s{'  (cached)' if meta.get('cached') else ''}")
+            how = (f"written directly in {meta['write_seconds']:.2f} s" if meta.get("generated") else
+                   f"load {meta['load']['wall']:.2f} s  list {meta['list']['wall']:.2f} s{'  (cached)' if meta.get('cached') else ''}")
+            print(f"{kind}: {meta['ruleset']}  rules {meta['rules']:,}  {how}")
     return 0
 
 
