@@ -575,7 +575,8 @@ def _widest(intervals: Intervals) -> int:
     return max(high - low for low, high in intervals)
 
 
-PORT_BUCKET_BITS = 10  # ports are filed by 1024s
+SMALL_GROUP = 8  # a group of at most this many boxes is taken whole, not bisected
+PORT_BUCKET_BITS = 4  # ports are filed by 16s: well-known ports tell openings apart
 WIDE = -1
 
 
@@ -583,7 +584,7 @@ def _port_buckets(dport: Intervals) -> list[int]:
     """The port buckets a port set touches, or [WIDE] when it spans many."""
     low, high = dport[0][0], dport[-1][1]
     first, last = low >> PORT_BUCKET_BITS, high >> PORT_BUCKET_BITS
-    return list(range(first, last + 1)) if last - first < 2 else [WIDE]
+    return list(range(first, last + 1)) if last - first < 8 else [WIDE]
 
 
 class BoxIndex:
@@ -604,12 +605,18 @@ class BoxIndex:
         self.by_src: dict[tuple[int, int], dict[int, dict[int, _Sorted]]] = {}
         self.all: list[Box] = []
         self.huge: list[Box] = []  # boxes of every source and destination: checked first, they cover much
+        # boxes by every dimension but the destination (and but the source): most boxes
+        # a lookup asks about lie within one that differs from them in one address side only
+        self.same_src: dict[tuple, list[Box]] = {}
+        self.same_dst: dict[tuple, list[Box]] = {}
         for box in boxes:
             self.add(box)
 
     def add(self, box: Box) -> None:
         self.all.append(box)
-        if _widest(box.src) >= 1 << 32 and _widest(box.dst) >= 1 << 32:
+        self.same_src.setdefault((box.iif, box.oif, box.ct, box.proto, box.dport, box.src), []).append(box)
+        self.same_dst.setdefault((box.iif, box.oif, box.ct, box.proto, box.dport, box.dst), []).append(box)
+        if _widest(box.src) >= (1 << 32) - 1 and _widest(box.dst) >= (1 << 32) - 1:  # a whole family at least
             self.huge.append(box)
         pair = (box.iif, box.oif)
         buckets = _port_buckets(box.dport)
@@ -628,12 +635,22 @@ class BoxIndex:
                         group = classes[size_class] = _Sorted()
                     group.add(low, box)
 
+    def covers_alike(self, box: Box) -> bool:
+        """Whether one indexed box that differs from `box` in at most one address side contains it."""
+        alike = self.same_src.get((box.iif, box.oif, box.ct, box.proto, box.dport, box.src))
+        if alike and any(not iv_sub(box.dst, b.dst) for b in alike):
+            return True
+        alike = self.same_dst.get((box.iif, box.oif, box.ct, box.proto, box.dport, box.dst))
+        return bool(alike) and any(not iv_sub(box.src, b.src) for b in alike)
+
     def overlapping(self, box: Box) -> list[Box]:
-        if _widest(box.dst) <= _widest(box.src):
+        wide_dst, wide_src = _widest(box.dst), _widest(box.src)
+        if wide_dst < wide_src or (wide_dst == wide_src and len(box.dst) <= len(box.src)):  # fewer windows
             table, side = self.by_dst, box.dst
         else:
             table, side = self.by_src, box.src
         buckets = _port_buckets(box.dport)
+        first, last = side[0][0], side[-1][1]
         found: dict[int, Box] = {}
         for (iif, oif), by_port in table.items():
             if not (iif & box.iif and oif & box.oif):
@@ -644,9 +661,19 @@ class BoxIndex:
                 groups = [by_port[b] for b in buckets + [WIDE] if b in by_port]
             for classes in groups:
                 for size_class, group in classes.items():
+                    starts = group.starts
                     reach = _reach(size_class)
+                    if starts[0] > last or starts[-1] < first - reach:
+                        continue  # nothing of this group starts near the side
+                    if len(starts) <= SMALL_GROUP:
+                        for b in group.boxes:  # fewer than the bisections would cost: callers check overlap
+                            found[id(b)] = b
+                        continue
+                    boxes = group.boxes
                     for low, high in side:
-                        for b in group.window(low - reach, high):
+                        start, end = bisect_left(starts, low - reach), bisect_right(starts, high)
+                        for at in range(start, end):
+                            b = boxes[at]
                             found[id(b)] = b
         return list(found.values())
 
@@ -677,8 +704,8 @@ def subtract_boxes(boxes: Iterable[Box], index: BoxIndex) -> list[Box]:
     """Each box minus every indexed box that may overlap it."""
     out: list[Box] = []
     for a in boxes:
-        if any(h.contains(a) for h in index.huge):
-            continue  # covered whole by a box of everything (e.g. every established packet)
+        if any(h.contains(a) for h in index.huge) or index.covers_alike(a):
+            continue  # covered whole by a box of everything (e.g. every established packet), or by its like
         near = [b for b in index.overlapping(a) if may_overlap(a, b)]
         if any(may_contain(b, a) and b.contains(a) for b in near):
             continue  # covered whole: no need to intersect or cut it into pieces
@@ -690,7 +717,10 @@ def subtract_boxes(boxes: Iterable[Box], index: BoxIndex) -> list[Box]:
         for b in candidates:
             nxt: list[Box] = []
             for piece in pieces:
-                nxt.extend(piece.minus(b))
+                if may_overlap(piece, b):
+                    nxt.extend(piece.minus(b))
+                else:
+                    nxt.append(piece)
             pieces = nxt
             if not pieces:
                 break

@@ -27,7 +27,7 @@ from fwmatrix.compile.intent import Dnat, FirewallIntent, Flow, Intent
 from fwmatrix.ir import Ruleset
 from fwmatrix.matrix.model import PROTOCOLS, Acceptance, Opening, ServicePart
 from fwmatrix.space import (
-    NO_PORT, PORTS_ALL, Box, Interfaces, Space, addr_interval, addr_text, addrs, ct_bits, ct_translated, physical,
+    NO_PORT, PORTS_ALL, Box, BoxIndex, Interfaces, Space, addr_interval, addr_text, addrs, ct_bits, ct_translated, physical,
 )
 
 KINDS = ("missing", "excess", "dmz-to-internet", "nat", "reply-blocked", "shadowed", "unmodelled", "nd-blocked", "not-audited")
@@ -382,6 +382,13 @@ def _nat_findings(full: Space, dnats: tuple[Dnat, ...], effective: Effective) ->
     findings: list[Finding] = []
     ifaces = full.ifaces
     live = effective.dnats
+    # which live port forwards may meet a wanted one: found through an index, not pairwise
+    region_of: dict[int, int] = {}
+    live_index = BoxIndex()
+    for position, region in enumerate(live):
+        for box in region.space.boxes:
+            region_of[id(box)] = position
+            live_index.add(box)
     wanted_all = Space.empty(ifaces)
     for dnat in dnats:
         wanted = Space.empty(ifaces)
@@ -393,7 +400,8 @@ def _nat_findings(full: Space, dnats: tuple[Dnat, ...], effective: Effective) ->
         wanted_all = wanted_all.union(wanted)
         target = (addr_interval(IPNetwork(dnat.target)),)
         covered = Space.empty(ifaces)
-        for region in live:
+        near = sorted({region_of[id(b)] for box in wanted.boxes for b in live_index.overlapping(box)})
+        for region in (live[position] for position in near):
             common = region.space.intersect(wanted)
             if not common:
                 continue
@@ -411,7 +419,7 @@ def _nat_findings(full: Space, dnats: tuple[Dnat, ...], effective: Effective) ->
                     dnat.opening, region.origin, tuple(common.lines()), severity=UNCERTAIN_SEVERITY if region.uncertain else "",
                 ))
         missing = wanted.subtract(Space(ifaces, [b for b in covered.boxes]))
-        certain = Space(ifaces, [b for r in live if not r.uncertain for b in r.space.intersect(wanted).boxes])
+        certain = Space(ifaces, [b for r in (live[p] for p in near) if not r.uncertain for b in r.space.intersect(wanted).boxes])
         maybe_missing = wanted.subtract(certain).subtract(missing)
         if maybe_missing:
             findings.append(Finding(
