@@ -124,6 +124,9 @@ class Case:
         self.counts: dict[str, int] | None = None
         self.examples: dict[str, list[dict]] = {}
         self.error = ""
+        self.report: dict | None = None  # the last audit report
+        self.before: "Case | None" = None  # the same audit with the older tree's code (--before)
+        self.timed_out_after: float | None = None
 
     @property
     def audit_med(self) -> B.Run | None:
@@ -166,9 +169,11 @@ def prepare(matrix: str, kinds: list[str], cache: str, fresh: bool, timeout: flo
     return json.loads(proc.stdout)
 
 
-def run_audit(case: Case, times: int, slow: float, timeout: float, workdir: str) -> None:
-    out = os.path.join(workdir, f"audit-{case.n}-{case.kind}.json")
-    argv = [fwmatrix(), "audit", case.matrix, "--firewall", FIREWALL, "--ruleset", case.ruleset,
+def run_audit(case: Case, times: int, slow: float, timeout: float, workdir: str, tree: str | None = None) -> None:
+    """`fwmatrix audit` of the case, `times` times; with `tree`, that checkout's code (bench/_at_tree.py)."""
+    out = os.path.join(workdir, f"audit-{case.n}-{case.kind}{'-before' if tree else ''}.json")
+    command = [python(), os.path.join(B.BENCH_DIR, "_at_tree.py"), tree] if tree else [fwmatrix()]
+    argv = command + ["audit", case.matrix, "--firewall", FIREWALL, "--ruleset", case.ruleset,
             "--format", "json", "-o", out, "--fail-on", "high"]
     for i in range(times):
         if os.path.exists(out):
@@ -176,12 +181,14 @@ def run_audit(case: Case, times: int, slow: float, timeout: float, workdir: str)
         run = B.measure(with_cpu(argv), timeout)
         case.audit.append(run)
         if run.timed_out or run.returncode not in (0, 1) or not os.path.exists(out):
-            case.error = f"fwmatrix audit failed: {error_line(run)}"
+            case.timed_out_after = timeout if run.timed_out else None
+            case.error = f"over {timeout:.0f} s (stopped)" if run.timed_out else f"fwmatrix audit failed: {error_line(run)}"
             B.log(f"  {case.error}")
             case.counts = None
             return
         with open(out, encoding="utf-8") as handle:
             report = json.load(handle)
+        case.report = report
         case.counts = report["counts"]
         case.examples = {}
         for finding in report["findings"]:
@@ -417,6 +424,9 @@ def report(cases: list[Case], fixed: dict[str, B.Run], info: dict[str, str], arg
     if prof:
         lines += ["## Where the time goes", "", "```", prof, "```", ""]
 
+    if args.before:
+        lines += before_after(cases, args)
+    lines += goals(cases)
     lines += ["## Targets (from the issue: the naive nftables ruleset, whole `fwmatrix audit` process)", ""]
     for n, (secs, mb) in TARGETS.items():
         c = next((c for c in cases if c.n == n and c.kind == "nft"), None)
@@ -441,6 +451,59 @@ def report(cases: list[Case], fixed: dict[str, B.Run], info: dict[str, str], arg
     return "\n".join(lines)
 
 
+def _same(a: dict | None, b: dict | None) -> str:
+    if a is None or b is None:
+        return "–"
+    return "identical" if a == b else "**differ**"
+
+
+def before_after(cases: list[Case], args: argparse.Namespace) -> list[str]:
+    """Each audit with the older tree's code and this one's, in the same run: CPU, memory, the reports compared."""
+    rev = subprocess.run(["git", "-C", args.before, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    lines = [f"## Before and after (the same audits with the code of commit {rev or args.before}, bench/_at_tree.py, in this run)", ""]
+    header = ["ruleset", "openings", "rules", "baseline CPU s", "before: CPU s / MB", "after: CPU s / MB",
+              "after ÷ baseline (CPU)", "before ÷ after (CPU)", "reports"]
+    rows = []
+    for c in cases:
+        b, a, base = c.before.audit_med if c.before else None, c.audit_med, c.baseline_med
+        before_cell = (f"{fmt_cpu(b)} / {B.fmt_mb(b.rss_mb)}" if b else (c.before.error if c.before else "–"))
+        rows.append([c.kind, f"{c.n:,}", B.fmt_int(c.prep.get("rules")) if c.prep else "–", fmt_cpu(base), before_cell,
+                     f"{fmt_cpu(a)} / {B.fmt_mb(a.rss_mb)}" if a else (c.error or "–"),
+                     f"{cpu(a) / cpu(base):.1f}×" if a and base and cpu(a) and cpu(base) else "–",
+                     f"{cpu(b) / cpu(a):.1f}×" if a and b and cpu(a) and cpu(b) else "–",
+                     _same(c.report, c.before.report if c.before else None)])
+    return lines + [B.md_table(header, rows), "", "reports: the JSON audit reports of both, compared whole (every finding, "
+                    "its regions and rule); the kinds are nft (naive nftables), ipt (naive iptables-save), compiled "
+                    "(fwmatrix's own nftables output).", ""]
+
+
+GOALS = {  # (kind, openings) -> (CPU seconds, times the baseline or None, MB)
+    ("nft", 10_000): (3.0, 5.0, 500.0),
+    ("compiled", 10_000): (3.0, None, 2048.0),
+    ("compiled", 100_000): (30.0, None, 2048.0),
+    ("nft", 100_000): (30.0, None, None),
+}
+
+
+def goals(cases: list[Case]) -> list[str]:
+    """Issue 13's goals for the audit, in CPU seconds of the whole process."""
+    lines = ["## Goals (issue 13: CPU seconds, whole `fwmatrix audit` process)", ""]
+    for (kind, n), (seconds, times, mb) in GOALS.items():
+        c = next((c for c in cases if c.kind == kind and c.n == n), None)
+        if c is None or c.audit_med is None:
+            lines.append(f"- {kind} {n:,}: not measured in this run" + (f" ({c.error})" if c is not None and c.error else ""))
+            continue
+        a, base = c.audit_med, c.baseline_med
+        parts = [f"≤ {seconds:.0f} s CPU: {fmt_cpu(a)} s, " + ("met" if cpu(a) is not None and cpu(a) <= seconds else "**missed**")]
+        if times is not None and base is not None and cpu(base):
+            ratio = cpu(a) / cpu(base)
+            parts.append(f"≤ {times:.0f} × json.load ({fmt_cpu(base)} s): {ratio:.1f}×, " + ("met" if ratio <= times else "**missed**"))
+        if mb is not None:
+            parts.append(f"≤ {mb:.0f} MB: {B.fmt_mb(a.rss_mb)} MB, " + ("met" if a.rss_mb <= mb else "**missed**"))
+        lines.append(f"- {kind} {n:,} ({c.prep['rules']:,} rules): " + "; ".join(parts))
+    return lines + [""]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="fwmatrix audit benchmark (see bench/README.md)")
     parser.add_argument("--phases", nargs=2, metavar=("MATRIX", "RULESET"), help="only: the phases of one audit in this process")
@@ -456,6 +519,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fresh", action="store_true", help="load the rulesets again even when listings are cached")
     parser.add_argument("--single-timeout", type=float, help="seconds for a naive nft load in one transaction before "
                         "it is loaded in transactions of 10,000 rules (default: --timeout; see naive_ruleset.py)")
+    parser.add_argument("--before", metavar="TREE", help="also run every audit with the code of TREE (a checkout of an "
+                        "older commit, bench/_at_tree.py) and compare the reports")
+    parser.add_argument("--before-timeout", type=float, default=600.0, help="seconds for each --before audit")
+    parser.add_argument("--ipt-max", type=int, default=10_000, help="the largest size audited from iptables-save "
+                        "(iptables-restore expands the naive rules about 8 times)")
     parser.add_argument("--kernel-listing", action="store_true", help="audit the naive rulesets as loaded into a namespace "
                         "and listed (hours at 100,000 openings), not as written directly by bench/naive_listing.py")
     parser.add_argument("--no-profile", action="store_true", help="skip the phases and cProfile of the slowest audit")
@@ -488,8 +556,11 @@ def main(argv: list[str] | None = None) -> int:
         for n in (int(x) for x in args.sizes.split(",") if x):
             matrix = matrix_for(n, args.seed, args.cache)
             B.log(f"[{n:,}] {matrix}: preparing {', '.join(args.kinds)} (bench/naive_ruleset.py)")
-            prep = prepare(matrix, args.kinds, args.cache, args.fresh, args.timeout, args.single_timeout, args.kernel_listing)
+            kinds = [k for k in args.kinds if not (k == "ipt" and n > args.ipt_max)]
+            prep = prepare(matrix, kinds, args.cache, args.fresh, args.timeout, args.single_timeout, args.kernel_listing)
             for kind in args.kinds:
+                if kind == "ipt" and n > args.ipt_max:
+                    continue
                 case = Case(n, kind)
                 case.matrix, case.prep, case.ruleset = matrix, prep[kind], prep[kind]["ruleset"]
                 cases.append(case)
@@ -499,6 +570,11 @@ def main(argv: list[str] | None = None) -> int:
                 case.baseline = B.repeat(with_cpu(bargv), times, args.timeout)
                 B.log(f"[{n:,} {kind}] fwmatrix audit x{times}")
                 run_audit(case, times, args.slow, args.timeout, workdir)
+                if args.before:
+                    case.before = Case(n, kind)
+                    case.before.matrix, case.before.prep, case.before.ruleset = matrix, case.prep, case.ruleset
+                    B.log(f"[{n:,} {kind}] fwmatrix audit x{times} from {args.before}")
+                    run_audit(case.before, times, args.slow, args.before_timeout, workdir, args.before)
         prof = ""
         if not args.no_profile:
             targets: list[tuple[str, Case]] = []
