@@ -252,17 +252,39 @@ class Box:
         ct = self.ct & other.ct
         if not ct:
             return None
-        src = iv_and(self.src, other.src)
-        if not src:
-            return None
-        dst = iv_and(self.dst, other.dst)
-        if not dst:
-            return None
+        # the common case inline: single intervals (a function call each costs more than the work)
+        a, b = self.dport, other.dport
+        if len(a) == 1 and len(b) == 1:
+            low, high = max(a[0][0], b[0][0]), min(a[0][1], b[0][1])
+            if low > high:
+                return None
+            dport = a if low == a[0][0] and high == a[0][1] else b if low == b[0][0] and high == b[0][1] else ((low, high),)
+        else:
+            dport = iv_and(a, b)
+            if not dport:
+                return None
+        a, b = self.dst, other.dst
+        if len(a) == 1 and len(b) == 1:
+            low, high = max(a[0][0], b[0][0]), min(a[0][1], b[0][1])
+            if low > high:
+                return None
+            dst = a if low == a[0][0] and high == a[0][1] else b if low == b[0][0] and high == b[0][1] else ((low, high),)
+        else:
+            dst = iv_and(a, b)
+            if not dst:
+                return None
+        a, b = self.src, other.src
+        if len(a) == 1 and len(b) == 1:
+            low, high = max(a[0][0], b[0][0]), min(a[0][1], b[0][1])
+            if low > high:
+                return None
+            src = a if low == a[0][0] and high == a[0][1] else b if low == b[0][0] and high == b[0][1] else ((low, high),)
+        else:
+            src = iv_and(a, b)
+            if not src:
+                return None
         proto = iv_and(self.proto, other.proto)
         if not proto:
-            return None
-        dport = iv_and(self.dport, other.dport)
-        if not dport:
             return None
         return Box(iif, oif, src, dst, proto, dport, ct)
 
@@ -427,6 +449,39 @@ class Space:
             out.extend(pieces)
         return Space(self.ifaces, out)
 
+    def coalesced(self) -> "Space":
+        """The same set in fewer boxes, cheaply: boxes equal in every dimension but one
+        become one box with the union of that dimension (exact, a union stays a union),
+        one dimension after the other. Not disjoint and not canonical (see `simplified`):
+        for asking whether something is covered, where the fragments a chain's walk leaves
+        (each rule's packets minus the earlier rules') would cost a search each."""
+        boxes = self.boxes
+        for dim in _COALESCE:
+            if len(boxes) < 2:
+                break
+            at = _DIMS.index(dim)
+            groups: dict[tuple, list] = {}
+            for box in boxes:
+                fields = _box_order(box)
+                groups.setdefault(fields[:at] + fields[at + 1:], []).append(box)
+            if len(groups) == len(boxes):
+                continue
+            merged = []
+            for group in groups.values():
+                if len(group) == 1:
+                    merged.append(group[0])
+                    continue
+                values = [getattr(b, dim) for b in group]
+                if dim in ("iif", "oif", "ct"):
+                    joined: object = 0
+                    for v in values:
+                        joined |= v  # type: ignore[operator]
+                else:
+                    joined = iv_norm(p for v in values for p in v)
+                merged.append(_with(group[0], dim, joined))
+            boxes = merged
+        return Space(self.ifaces, boxes)
+
     def size(self) -> int:
         """How many packets (counting each dimension's values); for tests and ordering."""
         total = 0
@@ -487,6 +542,7 @@ class Space:
 
 
 _DIMS = ("iif", "oif", "src", "dst", "proto", "dport", "ct")
+_COALESCE = ("dst", "src")  # address sides: rules cut each other there
 
 
 def _whole_protocols(boxes: list[Box]) -> list[Box]:
@@ -700,6 +756,40 @@ def may_contain(a: Box, b: Box) -> bool:
     )
 
 
+MANY_NEAR = 8  # from this many boxes near one, whether they cover it is asked first, largest first
+
+
+def _common_size(a: Box, b: Box) -> int:
+    """How many packets of `a` box `b` holds (0 when they miss each other)."""
+    common = a.intersect(b)
+    if common is None:
+        return 0
+    return (bin(common.iif).count("1") * bin(common.oif).count("1") * bin(common.ct).count("1")
+            * iv_size(common.src) * iv_size(common.dst) * iv_size(common.proto) * iv_size(common.dport))
+
+
+def _covered(a: Box, near: list[Box]) -> bool:
+    """Whether the boxes cover `a` whole. Largest share first: a wide opening that earlier,
+    narrower rules punched holes in is then one cut (its holes left), and each hole one more,
+    where the order of the index cuts it into hundreds of pieces. Whatever the order, the
+    rest is empty exactly when covered; a rest that is not empty is worked out again in the
+    index's order by the caller, so that what is reported does not depend on this."""
+    sized = [(size, b) for b in near if (size := _common_size(a, b))]
+    sized.sort(key=lambda pair: -pair[0])
+    pieces = [a]
+    for _, b in sized:
+        nxt: list[Box] = []
+        for piece in pieces:
+            if may_overlap(piece, b):
+                nxt.extend(piece.minus(b))
+            else:
+                nxt.append(piece)
+        pieces = nxt
+        if not pieces:
+            return True
+    return False
+
+
 def subtract_boxes(boxes: Iterable[Box], index: BoxIndex) -> list[Box]:
     """Each box minus every indexed box that may overlap it."""
     out: list[Box] = []
@@ -709,12 +799,10 @@ def subtract_boxes(boxes: Iterable[Box], index: BoxIndex) -> list[Box]:
         near = [b for b in index.overlapping(a) if may_overlap(a, b)]
         if any(may_contain(b, a) and b.contains(a) for b in near):
             continue  # covered whole: no need to intersect or cut it into pieces
-        candidates = [b for b in near if a.intersect(b) is not None]
-        if not candidates:
-            out.append(a)
-            continue
+        if len(near) > MANY_NEAR and _covered(a, near):
+            continue  # covered whole by several boxes together
         pieces = [a]
-        for b in candidates:
+        for b in near:  # a box that misses `a` leaves every piece whole (minus gives it back)
             nxt: list[Box] = []
             for piece in pieces:
                 if may_overlap(piece, b):

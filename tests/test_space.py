@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from netaddr import IPNetwork
 
+import fwmatrix.space as space_module
 from fwmatrix.space import (
     ADDR_ALL, NO_PORT, V4_BASE, Interfaces, Space, addr_text, addrs, iv_and, iv_norm, iv_or, iv_sub, physical, service_text,
 )
@@ -133,3 +134,27 @@ def test_remaining_is_lazy_subtraction(a: Space, removed: list[Space], probe: Sp
         lazy.remove(r)
         eager = eager.subtract(r)
     assert points(lazy.intersect(probe)) == points(eager.intersect(probe))
+
+
+@settings(max_examples=100, deadline=None)
+@given(a=spaces, parts=st.lists(spaces, min_size=3, max_size=6))
+def test_indexed_subtraction_and_coalescing(a: Space, parts: list[Space]) -> None:
+    """Many boxes: subtraction goes through the index (and, with many near one box, asks
+    first whether they cover it, largest first); coalescing keeps the set in fewer boxes."""
+    other = Space(IFACES, [b for p in parts for b in p.boxes])
+    pa, po = points(a), points(other)
+    assert points(a.subtract(other)) == pa - po
+    many_near = space_module.MANY_NEAR
+    space_module.MANY_NEAR = 0  # the cover check on every box (the domain is too small for many near)
+    try:
+        assert points(a.subtract(other)) == pa - po
+        assert points(other.subtract(a)) == po - pa
+        cover = Space(IFACES, other.boxes + a.subtract(other).boxes)  # covers `a` only together
+        assert a.subtract(cover).is_empty()
+    finally:
+        space_module.MANY_NEAR = many_near
+    few = other.coalesced()
+    assert points(few) == po
+    assert len(few.boxes) <= len(other.boxes)
+    assert points(a.subtract(few)) == pa - po
+    assert points(other.subtract(a)) == po - pa
