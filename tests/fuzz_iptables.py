@@ -127,9 +127,6 @@ def _rule(rng: random.Random, family: int, chain: str, targets: list[str], aims:
     verdict = rng.choice(verdicts)
     if not parts and verdict in ("-j DROP", "-j REJECT"):
         verdict = "-j ACCEPT"  # a drop of everything would leave nothing after it to compare
-    if (chain == "POSTROUTING" and family == 6 and verdict == "-j DROP"
-            and not any(p.startswith(("-s ", "-m iprange --src", "-p tcp", "-p udp")) or p.endswith(" src") and "!" not in p for p in parts)):
-        verdict = "-j ACCEPT"  # it could drop the firewall's own neighbour discovery (fuzz_rulesets.KNOWN_BUGS: ndp-output-drops)
     constructs.add(f"ipt-{table}-{chain}" if table != "filter" else "")
     constructs.add("ipt-notrack" if "notrack" in verdict else
                    "ipt" + verdict.split()[0] + ("-chain" if verdict.split()[1].startswith("c") else "-" + verdict.split()[1]))

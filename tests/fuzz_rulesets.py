@@ -367,12 +367,6 @@ def _update(ctx: _TableContext, aim: Aim) -> str:
     return f"{ctx.rng.choice(('update', 'add'))} @{name} {{ {ctx.family_prefix(family)} {ctx.rng.choice(('saddr', 'daddr'))} }}"
 
 
-def _spares_neighbour_discovery(aim: Aim, matches: list[str]) -> bool:
-    """Whether a postrouting drop surely leaves the firewall's own IPv6 neighbour discovery alone
-    (from its link-local address): an IPv4-only rule, a TCP or UDP one, or one naming the IPv6 sources it matches."""
-    return aim.family == 4 or aim.l4 in ("tcp", "udp", "th") or any(m.startswith("ip6 saddr") and "!=" not in m for m in matches)
-
-
 def _rules(ctx: _TableContext, count: int, hook: str, chain_index: int | None, aims: list[Aim]) -> list[FuzzRule]:
     out = []
     for _ in range(count):
@@ -384,8 +378,6 @@ def _rules(ctx: _TableContext, count: int, hook: str, chain_index: int | None, a
             ctx.constructs.add("meta-nfproto")
         if hook in EARLY_OR_LATE:
             action = ctx.rng.choice(("drop", "drop", "accept") + (("notrack",) * 3 if ctx.before_conntrack and hook == "prerouting" else ()))
-            if action == "drop" and hook == "postrouting" and not _spares_neighbour_discovery(aim, matches) and "ndp-output-drops" not in ctx.enabled:
-                action = "accept"
             if action == "notrack":
                 ctx.notrack = True
                 ctx.constructs.add("notrack")
@@ -575,10 +567,7 @@ def _netdev_table(rng: random.Random, index: int, aims: list[Aim], constructs: s
 
 # productions of the default grammar that found evaluator bugs, switched off until they are fixed
 # (tests/test_differential.py keeps each bug's minimal ruleset as a strict xfail)
-KNOWN_BUGS = {
-    # the evaluator checks the neighbour discovery that arrives (ingress, prerouting, input), not what the firewall sends
-    "ndp-output-drops": "postrouting drops that may take the firewall's own neighbour solicitations and advertisements",
-}
+KNOWN_BUGS: dict[str, str] = {}  # none today
 
 
 def generate(seed: int, extra: Sequence[str] = ()) -> FuzzRuleset:

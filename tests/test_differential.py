@@ -16,8 +16,8 @@ seed, the ruleset, the probe, both verdicts and a minimised ruleset:
 
 CI runs FUZZ_RULESETS seeds from FWMATRIX_FUZZ_SEED (default 0);
 FWMATRIX_FUZZ_RULESETS=500 runs more, FWMATRIX_FUZZ_SEED=N other ones, and
-FWMATRIX_FUZZ_CONSTRUCTS=ndp-output-drops (or `all`) switches on productions of
-fuzz_rulesets.KNOWN_BUGS, kept out while the evaluator gets them wrong.
+FWMATRIX_FUZZ_CONSTRUCTS=NAME,... (or `all`) switches on productions of
+fuzz_rulesets.KNOWN_BUGS, kept out while the evaluator gets them wrong (none today).
 Seeds that found a bug are kept in REGRESSION_SEEDS, with the bug.
 """
 
@@ -278,6 +278,7 @@ def test_the_harness_reports_both_kinds(lab: Lab) -> None:
 
 FORWARD_ACCEPT = "table inet t {\n chain f {\n  type filter hook forward priority 0; policy drop;\n  %s\n  accept\n }\n}\n"
 RAW = "table inet t {\n chain pre {\n  type filter hook prerouting priority raw; policy accept;\n  %s\n }\n}\n"
+POST = "table inet t {\n chain post {\n  type filter hook postrouting priority 0; policy accept;\n  %s\n }\n}\n"
 V4 = Probe("lan0", "wan0", "10.9.0.9", "10.1.0.9", "tcp", 80)
 V6 = Probe("lan0", "wan0", "fd00:9::9", "fd00:1::9", "tcp", 80)
 
@@ -345,6 +346,12 @@ NEIGHBOURS_DROPPED = [
     # ARP dropped at netdev ingress: IPv4 through that interface is dead
     pytest.param('table netdev t {\n chain i {\n  type filter hook ingress device "dmz0" priority 0; policy accept;\n  iifname "dmz0" drop\n }\n}\n',
                  Probe("wan0", "dmz0", "10.1.0.7", "10.2.0.7", "tcp", 80), id="netdev-ingress-drop-of-arp"),
+    # the firewall's own solicitations dropped on their way out: it learns no host on dmz0
+    pytest.param(POST % 'oifname "dmz0" meta l4proto ipv6-icmp drop', Probe("wan0", "dmz0", "fd00:1::7", "fd00:2::7", "tcp", 80),
+                 id="postrouting-drop-of-own-solicitations"),
+    # its advertisements to a host's address dropped: that host cannot learn the firewall
+    pytest.param(POST % "meta l4proto ipv6-icmp ip6 daddr fd00:1::/64 drop", Probe("wan0", "dmz0", "fd00:1::7", "fd00:2::7", "tcp", 80),
+                 id="postrouting-drop-of-own-advertisements"),
 ]
 
 

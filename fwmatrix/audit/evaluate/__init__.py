@@ -37,7 +37,7 @@ from dataclasses import replace
 from fwmatrix.audit.evaluate.addrtype import UNKNOWN, OwnAddresses
 from fwmatrix.audit.evaluate.effective import DnatRegion, Effective, EvaluationError, Grant, Note
 from fwmatrix.audit.evaluate.forward import DEFAULT_ACCEPT, combine, forward_chains
-from fwmatrix.audit.evaluate.neighbours import arp_dead, nd_blocked, nd_dead, nd_doubtful
+from fwmatrix.audit.evaluate.neighbours import arp_dead, nd_blocked, nd_dead, nd_doubtful, nd_output_doubtful
 from fwmatrix.audit.evaluate.prerouting import dnat_regions, early_drops
 from fwmatrix.audit.evaluate.reading import Reading
 from fwmatrix.audit.evaluate.untracked import as_untracked
@@ -94,7 +94,8 @@ def _without_dead_neighbours(ruleset: Ruleset, effective: Effective) -> Effectiv
     names = [n for n in ifaces.names if n not in ("lo", OTHER)]
     blocked = nd_blocked(ruleset, ifaces, names)
     dead = nd_dead(ifaces, blocked)
-    for origin, text, region in nd_doubtful(ruleset, ifaces, blocked, names) + arp_dead(ruleset, ifaces, names):
+    doubts = nd_doubtful(ruleset, ifaces, blocked, names) + nd_output_doubtful(ruleset, ifaces, names) + arp_dead(ruleset, ifaces, names)
+    for origin, text, region in doubts:
         effective = _judged_both_ways(effective, Note(origin, text), region)
     if not dead:
         return replace(effective, nd_blocked=blocked)

@@ -28,7 +28,7 @@ from fwmatrix.audit.evaluate.chains import walk
 from fwmatrix.audit.evaluate.prerouting import Drops, early_drops
 from fwmatrix.audit.evaluate.reading import Reading
 from fwmatrix.ir import Match, Rule, Ruleset, Unmodelled
-from fwmatrix.space import NO_PORT, V4_ALL, V6_ALL, Interfaces, Remaining, Space, addr_interval, ct_bits, iv_and, iv_norm
+from fwmatrix.space import NO_PORT, OTHER, V4_ALL, V6_ALL, Interfaces, Remaining, Space, addr_interval, ct_bits, iv_and, iv_norm
 
 ICMPV6 = 58
 ROUTER_SOLICITATION, NEIGHBOUR_SOLICITATION, NEIGHBOUR_ADVERTISEMENT = 133, 135, 136
@@ -86,7 +86,7 @@ def nd_doubtful(ruleset: Ruleset, ifaces: Interfaces, blocked: dict[str, set[str
         for name in interfaces:
             if ND_MESSAGES[icmp_type] in blocked.get(name, set()):
                 continue
-            sources = _sources_dropped(_arriving(ifaces, name, icmp_type, V6_ALL).intersect(dropped), DESTINATIONS[icmp_type])
+            sources = _dropped_whatever(_arriving(ifaces, name, icmp_type, V6_ALL).intersect(dropped), "src", "dst", DESTINATIONS[icmp_type])
             if not sources:
                 continue
             side = "iif" if field == "src" else "oif"
@@ -100,6 +100,57 @@ def nd_doubtful(ruleset: Ruleset, ifaces: Interfaces, blocked: dict[str, set[str
                         f"static neighbour entries, which IPv6 {direction} some addresses through {', '.join(where)} needs: the "
                         f"ruleset drops the ICMPv6 neighbour {ND_MESSAGES[icmp_type]} they send", region))
     return out
+
+
+def nd_output_doubtful(ruleset: Ruleset, ifaces: Interfaces, interfaces: list[str]) -> list[tuple[str, str, Space]]:
+    """IPv6 that the firewall's own neighbour discovery, dropped on its way out (output,
+    postrouting, egress), may stop: its solicitations (from its link-local address to a
+    solicited-node address) dropped on an interface leave it unable to learn the hosts there,
+    so IPv6 out of it is uncertain; its advertisements dropped towards some addresses leave
+    the hosts with those addresses unable to learn it, so IPv6 from them is uncertain (from
+    every host when a link-local address is among them)."""
+    if not any(t.family in ("ip6", "inet", "netdev") for t in ruleset.tables):
+        return []
+    full = Space.full(ifaces)
+    out: list[tuple[str, str, Space]] = []
+    for icmp_type in (NEIGHBOUR_SOLICITATION, NEIGHBOUR_ADVERTISEMENT):
+        dropped = _certain_output_drops(_for_icmpv6_type(ruleset, icmp_type), ifaces)
+        if not dropped:
+            continue
+        where, region = [], Space.empty(ifaces)
+        for name in interfaces:
+            sent = full.make(iif=ifaces.mask(OTHER), oif=ifaces.mask(name), src=LINK_LOCAL, proto=((ICMPV6, ICMPV6),),
+                             dport=((NO_PORT, NO_PORT),), ct=ct_bits("untracked"),
+                             dst=(addr_interval(SOLICITED_NODES),) if icmp_type == NEIGHBOUR_SOLICITATION else V6_ALL)
+            if icmp_type == NEIGHBOUR_SOLICITATION:
+                if sent.subtract(dropped):
+                    continue
+                packets = full.make(oif=ifaces.mask(name), src=V6_ALL, dst=V6_ALL)
+            else:
+                hosts = _dropped_whatever(sent.intersect(dropped), "dst", "src", LINK_LOCAL)
+                if not hosts:
+                    continue
+                packets = full.make(iif=ifaces.mask(name), src=V6_ALL if iv_and(hosts, LINK_LOCAL) else hosts, dst=V6_ALL)
+            where.append(name)
+            region = region.union(packets)
+        if where:
+            what, direction = ND_MESSAGES[icmp_type], "to" if icmp_type == NEIGHBOUR_SOLICITATION else "from"
+            out.append((f"the firewall's neighbour {what} sent on {', '.join(where)}",
+                        f"static neighbour entries, which IPv6 {direction} hosts through {', '.join(where)} needs: the ruleset "
+                        f"drops the firewall's own ICMPv6 neighbour {what} there", region))
+    return out
+
+
+def _certain_output_drops(ruleset: Ruleset, ifaces: Interfaces) -> Space:
+    """What output, postrouting and egress chains certainly drop of the firewall's own packets
+    (they come from no interface: `OTHER` stands for that)."""
+    reading = Reading(ruleset, ifaces, assume_unmodelled_match=True)
+    drops = Drops()
+    for hook in ("output", "postrouting", "egress"):
+        for table, chain in reading.base_chains(hook, "filter"):
+            seen, known = reading.scope(table, chain)
+            drops.add(chain, seen, walk(reading, table, chain, Remaining(seen), depth=0), known)
+    return drops.spaces(reading)[1]
 
 
 def arp_dead(ruleset: Ruleset, ifaces: Interfaces, interfaces: list[str]) -> list[tuple[str, str, Space]]:
@@ -142,13 +193,14 @@ def _for_arp(ruleset: Ruleset) -> Ruleset:
     return replace(ruleset, tables=tuple(tables))
 
 
-def _sources_dropped(dropped: Space, destinations: tuple) -> tuple:
-    """The source addresses whose messages are dropped whatever their destination (of `destinations`)."""
-    sources = []
+def _dropped_whatever(dropped: Space, field: str, other: str, others: tuple) -> tuple:
+    """The addresses (`field`: src or dst) whose messages are dropped whatever their `other`
+    address (of `others`)."""
+    found = []
     for box in dropped.boxes:
-        if iv_and(box.dst, destinations) == iv_norm(destinations):
-            sources += list(box.src)
-    return iv_norm(sources) if sources else ()
+        if iv_and(getattr(box, other), others) == iv_norm(others):
+            found += list(getattr(box, field))
+    return iv_norm(found) if found else ()
 
 
 def nd_failures(blocked: dict[str, set[str]], in_iface: str, out_iface: str) -> tuple[bool, list[str]]:
