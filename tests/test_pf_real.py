@@ -245,3 +245,58 @@ def test_a_translation_to_an_interface_s_address() -> None:
     for kw in ({}, {"addresses": ADDRESSES}):  # not given; two addresses of the family: a pool
         rules = [r for r in chain(parse(text, **kw), "rdr").rules if r.origin == "t.conf:2"]
         assert rules and all("translation to" in str(r.action) for r in rules)
+
+
+# -- routes: no-route and urpf-failed (pf.conf(5), PARAMETERS) -----------------------------------------
+
+ROUTES = {"em0": (), "em1": ("10.0.0.0/16",), "em2": ("10.0.5.0/24",)}
+
+
+def test_urpf_failed_with_the_routes_known() -> None:
+    """urpf-failed: the route back to the source leaves by another interface than the packet
+    came in on, or there is none. The longest prefix decides (10.0.5.0/24 by em2 inside em1's
+    10.0.0.0/16); the default route leaves by em0; an interface no route leaves by fails all."""
+    text = "block in quick from urpf-failed\npass in quick\npass out quick\n"
+    judge = Judge(parse(text, routes=ROUTES, default_route=("em0",)), ("em0", "em1", "em2", "em3"))
+    for iif, src, fate in [("em0", "198.51.100.1", "pass"), ("em0", "10.0.1.1", "block"), ("em1", "10.0.1.1", "pass"),
+                           ("em1", "10.0.5.1", "block"), ("em2", "10.0.5.1", "pass"), ("em1", "198.51.100.1", "block"),
+                           ("em3", "198.51.100.1", "block"), ("em0", "2001:db8::1", "pass")]:
+        oif = "em0" if iif != "em0" else "em1"
+        dst = "2001:db8:9::9" if ":" in src else ("198.51.100.9" if oif == "em0" else "10.0.9.9")
+        assert judge.fate(iif, oif, src, dst, TCP, 80) == fate, (iif, src)
+    negated = Judge(parse("block all\npass in quick from ! urpf-failed\npass out quick\n", routes=ROUTES, default_route=("em0",)),
+                    ("em0", "em1", "em2", "em3"))
+    assert negated.fate("em1", "em0", "10.0.1.1", "198.51.100.9", TCP, 80) == "pass"
+    assert negated.fate("em0", "em1", "10.0.1.1", "10.0.9.9", TCP, 80) == "block"
+    assert Judge(parse(text), ("em0", "em1")).fate("em0", "em1", "10.0.1.1", "10.0.9.9", TCP, 80) == "maybe"
+
+
+def test_no_route_with_and_without_a_default_route() -> None:
+    text = "block in quick from no-route\npass in quick\npass out quick\n"
+    with_default = Judge(parse(text, routes=ROUTES, default_route=("em0",)), ("em0", "em1"))
+    assert with_default.fate("em0", "em1", "198.51.100.1", "10.0.9.9", TCP, 80) == "pass"
+    without = Judge(parse(text, routes=ROUTES), ("em0", "em1"))
+    assert without.fate("em0", "em1", "198.51.100.1", "10.0.9.9", TCP, 80) == "block"
+    assert without.fate("em0", "em1", "10.0.7.1", "10.0.9.9", TCP, 80) == "pass"
+    assert Judge(parse(text, routes=ROUTES, default_route=("em0", "em2")), ("em0", "em1")).fate(
+        "em0", "em1", "198.51.100.1", "10.0.9.9", TCP, 80) == "maybe"  # two default routes: which one is not known
+
+
+def test_the_matrix_gives_routes_only_when_every_zone_faces_the_firewall() -> None:
+    from fwmatrix.matrix.loader import load_matrix
+
+    seed = load_matrix(str(ROOT / "matrices" / "contact-highway-7.yaml"))
+    facts = pf.firewall_facts(seed, "edge")
+    assert facts["default_route"] == ("wan0",) and facts["routes"]["wan0"] == () and facts["routes"]["lan0"]
+    two = load_matrix(str(ROOT / "examples" / "two-firewalls" / "matrix.yaml"))
+    assert all(pf.firewall_facts(two, name)["routes"] is None for name in two.firewalls)
+
+
+def test_urpf_failed_through_the_cli_with_the_matrix_s_routes(tmp_path: Path) -> None:
+    """The idiom's matrix: every zone faces gw, the internet by em0: sources of the DMZ's network
+    arriving on em0 fail uRPF, exactly; nothing is left unmodelled."""
+    ruleset = tmp_path / "gw.pf.conf"
+    ruleset.write_text(pf_text(CORRECT, "openbsd pass rdr-to").replace("block all\n", "block all\nblock in quick from urpf-failed\n"))
+    done = cli("audit", str(MATRIX), "-r", str(ruleset), "--format", "markdown")
+    assert "3 nat" in done.stdout and "unmodelled" not in done.stdout and "excess" not in done.stdout, done.stdout
+    assert done.stdout.count("`em0 → any  192.168.10.0/24 → 203.0.113.7") == 3, done.stdout

@@ -14,7 +14,7 @@ What it cannot model:
   Reading, kept in the IR as Unmodelled (judged both ways) or UnmodelledAction, never
       dropped: interface groups whose members are not given (parse_ruleset's `groups`;
       the audit gives `egress` from the matrix), addresses of interfaces not given (`addresses`) other than as a
-      destination, host names, `self` as a source, tables filled at run time or from files, `no-route`, `urpf-failed`, icmp
+      destination, host names, `self` as a source, tables filled at run time or from files, `no-route`, `urpf-failed` (routes not given), icmp
       codes, user/group/os/tos/prio/probability, state limits,
       route-to/reply-to/dup-to/divert, af-to, rdr-to on the way out, translation to
       several addresses, anchors and includes whose rules are not given. Source ports
@@ -33,8 +33,9 @@ The modules, in the order data flows:
   lexer    pf text -> tokens and statements, and the one cursor the checker and the
            reader walk a statement with
   syntax   the pf rule model: what a rule says
+  values   pf's words as values: addresses, ports and services, protocols, icmp types, tables
   reader   pf text -> syntax: macros expanded, anchors given read in place
-  own      the firewall's own addresses, when given: `self`, `(IF)`, `IF:network`, ...
+  own      the firewall's own addresses and routes, when given: `self`, `(IF)`, `IF:network`, `urpf-failed`, ...
   overlap  the address sets of host specs, and what two rules can share
   tags     what `tagged T` stands for (a translation, an input interface), and the
            predicates on rules the converter shares with it
@@ -53,7 +54,7 @@ from fwmatrix.backends.pf.own import interface_addresses
 from fwmatrix.backends.pf.writer import LOCAL_ANCHOR, render
 from fwmatrix.errors import FwmatrixError
 from fwmatrix.ir import Ruleset
-from fwmatrix.matrix.model import Matrix
+from fwmatrix.matrix.model import Firewall, Matrix
 
 __all__ = [
     "NAME", "SUFFIX", "DIALECTS", "DEFAULT_DIALECT", "LOCAL_ANCHOR", "LABEL_MAX", "PROTO_NUMBERS", "RenderError",
@@ -77,11 +78,24 @@ def firewall_facts(matrix: Matrix, firewall: str) -> dict[str, object]:
     """What the matrix says of a firewall that its pf ruleset may name, as parse_ruleset's
     `interfaces` and `groups`: its interfaces (none is a group, whatever its name), and the
     group `egress`, the interfaces facing the matrix's `any` zone (where the default route
-    leads, which is how OpenBSD fills the group)."""
+    leads, which is how OpenBSD fills the group); its public addresses (part of `self`); and
+    its routes (`no-route`, `urpf-failed`)."""
     fw = matrix.firewalls[firewall]
     facing_any = {name for name, zone in fw.interfaces.items() if matrix.zones[zone].is_any}
     return {"interfaces": tuple(fw.interfaces), "groups": {"egress": tuple(sorted(facing_any))},
-            "self_addresses": tuple(fw.public.values())}
+            "self_addresses": tuple(fw.public.values()),
+            "routes": _routes(matrix, fw), "default_route": tuple(sorted(facing_any))}
+
+
+def _routes(matrix: Matrix, fw: Firewall) -> dict[str, tuple] | None:
+    """The firewall's routes as the audit routes packets, each zone's networks out of the
+    interface facing it and the default route out of the one facing the `any` zone; known
+    only when every zone of the matrix faces this firewall and one interface faces `any`
+    (else some zone lies behind another firewall, or the default route is not known)."""
+    facing_any = [name for name, zone in fw.interfaces.items() if matrix.zones[zone].is_any]
+    if set(matrix.zones) - set(fw.interfaces.values()) or len(facing_any) != 1:
+        return None
+    return {name: matrix.zones[zone].networks for name, zone in fw.interfaces.items()}
 
 
 def interface_options(addresses: Iterable[str], groups: Iterable[str]) -> dict[str, object]:

@@ -219,6 +219,11 @@ class _Builder(_Tags):
                 if not host.negate:
                     return [()]
                 continue
+            if host.kind == "urpf-failed" and side == "saddr" and chain in ("in", "nat"):
+                urpf = self._urpf_alts(host.negate, family)
+                if urpf is not None:
+                    tail += urpf
+                    continue
             known, unknown = self._resolve(host, family, side, context)
             if known is None and unknown is None:
                 continue
@@ -239,6 +244,25 @@ class _Builder(_Tags):
         if positive:
             alts.append((Match((field_name,), tuple((n,) for n in positive.iter_cidrs())),))
         return alts + tail
+
+    def _urpf_alts(self, negate: bool, family: int) -> Alts | None:
+        """`from urpf-failed`, in: the packets whose source's route leaves by another interface
+        than the one they came in on, or by none (pf.conf(5), PARAMETERS); None when the routes
+        are not known. An interface no route leaves by fails every source."""
+        routed = self.reader.own.routed(family)
+        if routed is None:
+            return None
+        field_name = addr_field(family, "saddr")
+        alts: Alts = []
+        for iface, back in sorted(routed.items()):
+            if negate:  # the source's route leaves by this interface
+                alts += [(Match(("iif",), ((iface,),)), Match((field_name,), tuple((n,) for n in back.iter_cidrs())))] if back else []
+            else:
+                failed = IPSet([IPNetwork("0.0.0.0/0" if family == 4 else "::/0")]) - back
+                alts += [(Match(("iif",), ((iface,),)), Match((field_name,), tuple((n,) for n in failed.iter_cidrs())))] if failed else []
+        if not negate:
+            alts.append((Match(("iif",), tuple((i,) for i in sorted(routed)), negate=True),) if routed else ())
+        return alts
 
     # -- rules and translated packets -------------------------------------------------------
 
@@ -629,7 +653,8 @@ def parse_ruleset(text: str, source: str = "", dialect: str | None = None, *,
                   tables: Mapping[str, str] | None = None, anchors: Mapping[str, str] | None = None,
                   interfaces: Iterable[str] = (), groups: Mapping[str, Sequence[str]] | None = None,
                   addresses: Mapping[str, Sequence[IPNetwork | str]] | None = None,
-                  self_addresses: Iterable[IPNetwork | IPAddress | str] = ()) -> Ruleset:
+                  self_addresses: Iterable[IPNetwork | IPAddress | str] = (),
+                  routes: Mapping[str, Sequence[IPNetwork | str]] | None = None, default_route: Sequence[str] = ()) -> Ruleset:
     """A pf ruleset (a pf.conf, or a `pfctl -sr` / `-sn` / `-sa` listing) as the Ruleset IR,
     with netfilter's semantics (see this module's docstring).
 
@@ -641,7 +666,9 @@ def parse_ruleset(text: str, source: str = "", dialect: str | None = None, *,
     `addresses` gives interfaces' addresses with their prefix (`{"em0": ["192.0.2.1/24"]}`):
     then `(em0)`, `em0:network`, `em0:broadcast`, `em0:0` and antispoof are exact, and `self`
     too once every interface has them (`self_addresses`: the firewall's addresses on no
-    named interface, such as the matrix's public ones). `dialect` decides whether a
+    named interface, such as the matrix's public ones). `routes` (interface -> the networks
+    routed out of it) and `default_route` (the interfaces of the default route) make
+    `no-route` and `urpf-failed` exact. `dialect` decides whether a
     name without a unit number is an interface group (OpenBSD) or may be an interface
     (FreeBSD, which can rename interfaces); it is detected when not given.
 
@@ -650,7 +677,9 @@ def parse_ruleset(text: str, source: str = "", dialect: str | None = None, *,
         raise BackendError(f"unknown pf dialect {dialect!r} (known: {', '.join(DIALECTS)})")
     where = source or "pf.conf"
     own = OwnAddresses({name: tuple(IPNetwork(a) for a in values) for name, values in (addresses or {}).items()},
-                       tuple(IPNetwork(a) for a in self_addresses))
+                       tuple(IPNetwork(a) for a in self_addresses),
+                       None if routes is None else {name: tuple(IPNetwork(n) for n in nets) for name, nets in routes.items()},
+                       tuple(default_route))
     reader = _Reader(where, dialect or detect_dialect(text), tables, anchors, interfaces, groups, own)
     items = reader.read(text, where)
     return _Builder(reader, items).ruleset()

@@ -100,6 +100,9 @@ class _Overlap:
                                       and (host.certain or self.reader.is_interface(host.iface)))
         if own and side == "daddr" and context == "filter":
             return IPSet(), None  # the firewall's own addresses: a forwarded packet is never addressed to them
+        if host.kind == "no-route":
+            unrouted = self.reader.own.unrouted(family)
+            return (unrouted, None) if unrouted is not None else (None, host.name)
         known = self._own(host)
         if known is not None:
             return IPSet(n for n in known.iter_cidrs() if n.version == family), None

@@ -1,5 +1,5 @@
-"""The firewall's own addresses, when they are given: what `self`, `(IF)`, `IF`,
-`IF:network`, `IF:broadcast` and `IF:0` stand for (pf.conf(5), PARAMETERS: "Host name
+"""The firewall's own addresses and routes, when they are given: what `self`, `(IF)`, `IF`,
+`IF:network`, `IF:broadcast`, `IF:0`, `no-route` and `urpf-failed` stand for (pf.conf(5), PARAMETERS: "Host name
 resolution and interface to address translation are done at ruleset load-time"; the
 modifiers `:network`, `:broadcast`, `:peer` and `:0`, no aliases).
 
@@ -8,7 +8,9 @@ An interface's addresses are given as ifconfig shows them, with their prefix
 them an interface's addresses stay unknown (the converter judges such rules both
 ways). `self` is every address of every interface, so it is known only when every
 interface of the firewall has its addresses given: the matrix's interfaces, those
-the ruleset names, and those given.
+the ruleset names, and those given. Routes are the matrix's, as the audit routes
+packets: each zone's networks out of the interface facing it, the default route out of
+the one facing the internet zone.
 """
 
 from __future__ import annotations
@@ -42,10 +44,48 @@ def interface_addresses(text: str, where: str = "") -> tuple[str, tuple[IPNetwor
 @dataclass
 class OwnAddresses:
     """Interface -> its addresses (with their prefix), and the firewall's addresses on no
-    named interface (the matrix's public addresses: part of `self`)."""
+    named interface (the matrix's public addresses: part of `self`). And its routes, when
+    known: interface -> the networks routed out of it (the matrix's zones behind it), and the
+    interfaces of the default route (those facing the matrix's internet zone)."""
 
     by_iface: Mapping[str, Sequence[IPNetwork]] = field(default_factory=dict)
     extra: Sequence[IPNetwork] = ()
+    routes: Mapping[str, Sequence[IPNetwork]] | None = None
+    default: Sequence[str] = ()
+
+    def routed(self, family: int) -> dict[str, IPSet] | None:
+        """Interface -> the addresses of this family whose route leaves by it (the longest prefix
+        wins; the interfaces' own networks are routes too); None when the routes are not given,
+        or one network (the default one too) leads out of two interfaces (which one a packet
+        takes is not known)."""
+        if self.routes is None or len(self.default) > 1:
+            return None
+        table: dict[IPNetwork, str] = {}
+        everything = IPNetwork("0.0.0.0/0" if family == 4 else "::/0")
+        pairs = [(n.cidr, i) for i, nets in self.routes.items() for n in nets] + \
+                [(a.cidr, i) for i, addresses in self.by_iface.items() for a in addresses] + [(everything, i) for i in self.default]
+        for net, iface in pairs:
+            if net.version != family:
+                continue
+            if table.setdefault(net, iface) != iface:
+                return None
+        out: dict[str, IPSet] = {iface: IPSet() for iface in self.routes}
+        taken = IPSet()
+        for net in sorted(table, key=lambda n: -n.prefixlen):
+            part = IPSet([net]) - taken
+            out[table[net]] = out.get(table[net], IPSet()) | part
+            taken |= part
+        return out
+
+    def unrouted(self, family: int) -> IPSet | None:
+        """`no-route`: the addresses of this family no route leads to."""
+        routed = self.routed(family)
+        if routed is None:
+            return None
+        everything = IPSet([IPNetwork("0.0.0.0/0" if family == 4 else "::/0")])
+        for part in routed.values():
+            everything -= part
+        return everything
 
     def interface(self, members: Iterable[str], modifier: str) -> IPSet | None:
         """The addresses `IF[:modifier]` stands for over an interface's (or group's) members, or

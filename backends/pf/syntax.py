@@ -23,7 +23,7 @@ class _If:
 @dataclass(frozen=True)
 class _Host:
     negate: bool
-    kind: str  # 'any', 'self', 'net', 'table', 'iface', 'unknown'
+    kind: str  # 'any', 'self', 'net', 'table', 'iface', 'no-route', 'urpf-failed', 'unknown'
     net: IPNetwork | IPRange | None = None
     name: str = ""  # the table's name, or what an unknown address is
     # 'iface': the addresses of an interface (or group) `iface`, `IF:modifier` ('network',

@@ -5,10 +5,11 @@
 2. with the firewall: as an audit reads it, knowing the firewall's interfaces and groups and
    their addresses (the matrix and --pf-interface / --pf-group). The corpus has no matrix, so
    every interface the ruleset filters on or names as an address gets a placeholder address
-   (10.K.0.1/24, fd00:K::1/64) and every interface group the first of them as its member.
+   (10.K.0.1/24, fd00:K::1/64) and every interface group the first of them as its member;
+   the routes are the interfaces' networks and a default route out of that first one.
    Whether a rule is modelled does not depend on the addresses' values, only on whether they
    are known; what stays unmodelled needs more than the firewall's interfaces (anchors and
-   tables loaded from files, routes, route-to).
+   tables loaded from files, route-to).
 
 A rule counts as unmodelled when one of its matches is `Unmodelled` or its action an
 `UnmodelledAction` (as in tests/test_public_corpus.py).
@@ -72,7 +73,9 @@ def firewall_facts(text: str, source: str) -> dict[str, object]:
     names = [n for n in names if not re.fullmatch(r"lo\d*", n)] or ["em0"]
     addresses = {name: [f"10.{k + 1}.0.1/24", f"fd00:{k + 1}::1/64"] for k, name in enumerate(names)}
     groups = {group: (names[0],) for group in reader.seen_groups if group != "lo"}
-    return {"interfaces": tuple(names), "addresses": addresses, "groups": groups}
+    # routes: each interface's own network, and the default route out of the first
+    return {"interfaces": tuple(names), "addresses": addresses, "groups": groups,
+            "routes": {name: () for name in names}, "default_route": (names[0],)}
 
 
 def measure(corpus: Path) -> tuple[Share, Share, dict[str, tuple[int, int, int]]]:
