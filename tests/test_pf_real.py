@@ -300,3 +300,19 @@ def test_urpf_failed_through_the_cli_with_the_matrix_s_routes(tmp_path: Path) ->
     done = cli("audit", str(MATRIX), "-r", str(ruleset), "--format", "markdown")
     assert "3 nat" in done.stdout and "unmodelled" not in done.stdout and "excess" not in done.stdout, done.stdout
     assert done.stdout.count("`em0 → any  192.168.10.0/24 → 203.0.113.7") == 3, done.stdout
+
+
+def test_self_from_all_the_firewall_s_addresses(tmp_path: Path) -> None:
+    """--local-address gives all the firewall's addresses (as for nftables' `fib daddr type
+    local`): pf's `self` is then them, the matrix's public address and loopback."""
+    text = "block all\npass in quick on em1 from self\npass out quick on em0\n"
+    judge = Judge(parse(text, all_addresses=["10.0.0.1/32"], self_addresses=["203.0.113.7"]), ("em0", "em1"))
+    assert judge.fate("em1", "em0", "10.0.0.1", "198.51.100.1", TCP, 22) == "pass"
+    assert judge.fate("em1", "em0", "203.0.113.7", "198.51.100.1", TCP, 22) == "pass"
+    assert judge.fate("em1", "em0", "10.0.0.2", "198.51.100.1", TCP, 22) == "block"
+    ruleset = tmp_path / "gw.pf.conf"
+    ruleset.write_text(pf_text(CORRECT, "openbsd pass rdr-to").replace("block all\n", "block all\nblock in quick on $ext_if from self\n"))
+    assert "self (the firewall's own addresses)" in cli("audit", str(MATRIX), "-r", str(ruleset)).stdout
+    done = cli("audit", str(MATRIX), "-r", str(ruleset), "--local-address", "192.168.10.1", "--format", "markdown")
+    # (self holds loopback's 127.0.0.1 too, as pfctl expands it: the block takes it, in the translation's sight)
+    assert "unmodelled" not in done.stdout and done.stdout.count("`em0 → any  127.0.0.1, 192.168.10.1, 203.0.113.7 → 203.0.113.7") == 3, done.stdout

@@ -654,7 +654,8 @@ def parse_ruleset(text: str, source: str = "", dialect: str | None = None, *,
                   interfaces: Iterable[str] = (), groups: Mapping[str, Sequence[str]] | None = None,
                   addresses: Mapping[str, Sequence[IPNetwork | str]] | None = None,
                   self_addresses: Iterable[IPNetwork | IPAddress | str] = (),
-                  routes: Mapping[str, Sequence[IPNetwork | str]] | None = None, default_route: Sequence[str] = ()) -> Ruleset:
+                  routes: Mapping[str, Sequence[IPNetwork | str]] | None = None, default_route: Sequence[str] = (),
+                  all_addresses: Iterable[IPNetwork | str] | None = None) -> Ruleset:
     """A pf ruleset (a pf.conf, or a `pfctl -sr` / `-sn` / `-sa` listing) as the Ruleset IR,
     with netfilter's semantics (see this module's docstring).
 
@@ -668,7 +669,9 @@ def parse_ruleset(text: str, source: str = "", dialect: str | None = None, *,
     too once every interface has them (`self_addresses`: the firewall's addresses on no
     named interface, such as the matrix's public ones). `routes` (interface -> the networks
     routed out of it) and `default_route` (the interfaces of the default route) make
-    `no-route` and `urpf-failed` exact. `dialect` decides whether a
+    `no-route` and `urpf-failed` exact. `all_addresses`, when given, are all the firewall's
+    addresses (the audit's --local-address): `self` is them, loopback and `self_addresses`
+    included, whatever `addresses` holds. `dialect` decides whether a
     name without a unit number is an interface group (OpenBSD) or may be an interface
     (FreeBSD, which can rename interfaces); it is detected when not given.
 
@@ -679,7 +682,7 @@ def parse_ruleset(text: str, source: str = "", dialect: str | None = None, *,
     own = OwnAddresses({name: tuple(IPNetwork(a) for a in values) for name, values in (addresses or {}).items()},
                        tuple(IPNetwork(a) for a in self_addresses),
                        None if routes is None else {name: tuple(IPNetwork(n) for n in nets) for name, nets in routes.items()},
-                       tuple(default_route))
+                       tuple(default_route), None if all_addresses is None else tuple(IPNetwork(a) for a in all_addresses))
     reader = _Reader(where, dialect or detect_dialect(text), tables, anchors, interfaces, groups, own)
     items = reader.read(text, where)
     return _Builder(reader, items).ruleset()

@@ -52,6 +52,7 @@ class OwnAddresses:
     extra: Sequence[IPNetwork] = ()
     routes: Mapping[str, Sequence[IPNetwork]] | None = None
     default: Sequence[str] = ()
+    complete: Sequence[IPNetwork] | None = None  # all the firewall's addresses, when given (--local-address)
 
     def routed(self, family: int) -> dict[str, IPSet] | None:
         """Interface -> the addresses of this family whose route leaves by it (the longest prefix
@@ -122,10 +123,14 @@ class OwnAddresses:
     def all(self, interfaces: Iterable[str]) -> IPSet | None:
         """`self`: every address of these interfaces (the firewall's), loopback and the extra
         ones included; None when one of them has no addresses given, or none has (then which
-        interfaces the firewall has is not known either)."""
-        if not self.by_iface:
+        interfaces the firewall has is not known either). All the firewall's addresses, when
+        given (`complete`), are `self` whatever the interfaces."""
+        if self.complete is not None:
+            found = IPSet(self.complete) | self.interface(["lo0"], "")  # type: ignore[operator]
+        elif not self.by_iface:
             return None
-        found = self.interface([i for i in interfaces if not _LOOPBACK_NAME_RE.fullmatch(i)] + ["lo0"], "")
+        else:
+            found = self.interface([i for i in interfaces if not _LOOPBACK_NAME_RE.fullmatch(i)] + ["lo0"], "")
         if found is None:
             return None
         for a in self.extra:

@@ -85,7 +85,8 @@ def audit_command(matrix: str, firewall: str | None, live: bool, ruleset_paths: 
         if len(intent.firewalls) != 1:
             raise click.UsageError(f"the matrix has several firewalls ({', '.join(intent.firewalls)}): say which with --firewall")
         firewall = next(iter(intent.firewalls))
-    ruleset, source = read_input(intent, firewall, live, ruleset_paths, backend_name, pf_tables, pf_anchors, pf_interfaces, pf_groups)
+    ruleset, source = read_input(intent, firewall, live, ruleset_paths, backend_name, pf_tables, pf_anchors, pf_interfaces, pf_groups,
+                                 own if own else None)
     report = audit(intent, firewall, ruleset, source, own)
     report.findings = accepted_findings(intent, firewall, report, baseline, write_baseline, baseline_owner, baseline_expires)
     emit(fmt, output, [report], table=print_table, markdown=markdown, to_json=AuditReport.to_json,
@@ -95,13 +96,13 @@ def audit_command(matrix: str, firewall: str | None, live: bool, ruleset_paths: 
 
 def read_input(intent: Intent, firewall: str, live: bool, ruleset_paths: tuple[str, ...], backend_name: str,
                pf_tables: tuple[str, ...], pf_anchors: tuple[str, ...], pf_interfaces: tuple[str, ...] = (),
-               pf_groups: tuple[str, ...] = ()) -> tuple[Ruleset, str]:
+               pf_groups: tuple[str, ...] = (), local_addresses: tuple | None = None) -> tuple[Ruleset, str]:
     """The firewall's ruleset, live or from the files (read together), and how to name its source."""
     if live:
         return read_live(backend_name), f"live ({'nftables' if backend_name == 'auto' else backend_name})"
     pf_context = dict(pf.firewall_facts(intent.matrix, firewall), tables=_named_files(pf_tables), anchors=_named_files(pf_anchors))
     given = pf.interface_options(pf_interfaces, pf_groups)
-    pf_context.update(addresses=given["addresses"], groups={**pf_context["groups"], **given["groups"]})
+    pf_context.update(addresses=given["addresses"], groups={**pf_context["groups"], **given["groups"]}, all_addresses=local_addresses)
     read = [(path,) + _read(path, backend_name, pf_context) for path in ruleset_paths]
     # rulesets that run together on one firewall: their tables side by side
     # (an iptables-save file covers its family only: together they cover what each covers)
