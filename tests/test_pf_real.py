@@ -316,3 +316,19 @@ def test_self_from_all_the_firewall_s_addresses(tmp_path: Path) -> None:
     done = cli("audit", str(MATRIX), "-r", str(ruleset), "--local-address", "192.168.10.1", "--format", "markdown")
     # (self holds loopback's 127.0.0.1 too, as pfctl expands it: the block takes it, in the translation's sight)
     assert "unmodelled" not in done.stdout and done.stdout.count("`em0 → any  127.0.0.1, 192.168.10.1, 203.0.113.7 → 203.0.113.7") == 3, done.stdout
+
+
+def test_an_address_without_its_prefix_says_nothing_of_the_network() -> None:
+    """The matrix declares interfaces' own addresses without a prefix (`lan0: {zone: lan,
+    address: 10.40.0.1}`): `(IF)` is known, `IF:network` is not."""
+    text = "block all\npass in quick on em1 from (em1)\npass in quick on em1 from em1:network\npass out quick on em0\n"
+    rs = parse(text, addresses={"em1": ["10.0.0.1"]})
+    assert rules_at(rs, "in", 2) and not any(unmodelled_texts(r) for r in rules_at(rs, "in", 2))
+    assert rules_at(rs, "in", 3) and all(unmodelled_texts(r) for r in rules_at(rs, "in", 3))
+    from fwmatrix.matrix.loader import load_matrix
+
+    perimeter = load_matrix(str(ROOT / "examples" / "perimeter" / "matrix.yaml"))
+    name = next(n for n, fw in perimeter.firewalls.items() if "lan0" in fw.addresses)
+    assert [str(a) for a in pf.firewall_facts(perimeter, name)["addresses"]["lan0"]] == ["10.40.0.1"]
+    with pytest.raises(FwmatrixError, match="with its prefix"):
+        pf.interface_options(["em0=192.0.2.1"], [])

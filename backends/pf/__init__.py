@@ -78,12 +78,15 @@ def firewall_facts(matrix: Matrix, firewall: str) -> dict[str, object]:
     """What the matrix says of a firewall that its pf ruleset may name, as parse_ruleset's
     `interfaces` and `groups`: its interfaces (none is a group, whatever its name), and the
     group `egress`, the interfaces facing the matrix's `any` zone (where the default route
-    leads, which is how OpenBSD fills the group); its public addresses (part of `self`); and
-    its routes (`no-route`, `urpf-failed`)."""
+    leads, which is how OpenBSD fills the group); its public addresses (part of `self`), its
+    interfaces' own addresses where declared (no prefix: `(IF)`, not `IF:network`); and its
+    routes (`no-route`, `urpf-failed`)."""
     fw = matrix.firewalls[firewall]
     facing_any = {name for name, zone in fw.interfaces.items() if matrix.zones[zone].is_any}
     return {"interfaces": tuple(fw.interfaces), "groups": {"egress": tuple(sorted(facing_any))},
             "self_addresses": tuple(fw.public.values()),
+            # the interfaces' own addresses the matrix declares (`lan0: {zone: lan, address: ...}`): no prefix
+            "addresses": {name: tuple(addresses) for name, addresses in fw.addresses.items()},
             "routes": _routes(matrix, fw), "default_route": tuple(sorted(facing_any))}
 
 

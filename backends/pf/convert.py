@@ -666,7 +666,8 @@ def parse_ruleset(text: str, source: str = "", dialect: str | None = None, *,
     interface groups (`egress`): `on GROUP` is `on` its members; other groups are unmodelled.
     `addresses` gives interfaces' addresses with their prefix (`{"em0": ["192.0.2.1/24"]}`):
     then `(em0)`, `em0:network`, `em0:broadcast`, `em0:0` and antispoof are exact, and `self`
-    too once every interface has them (`self_addresses`: the firewall's addresses on no
+    too once every interface has them (an address without a prefix, an IPAddress or a string
+    without '/', is the interface's but says nothing of its network) (`self_addresses`: the firewall's addresses on no
     named interface, such as the matrix's public ones). `routes` (interface -> the networks
     routed out of it) and `default_route` (the interfaces of the default route) make
     `no-route` and `urpf-failed` exact. `all_addresses`, when given, are all the firewall's
@@ -679,10 +680,12 @@ def parse_ruleset(text: str, source: str = "", dialect: str | None = None, *,
     if dialect is not None and dialect not in DIALECTS:
         raise BackendError(f"unknown pf dialect {dialect!r} (known: {', '.join(DIALECTS)})")
     where = source or "pf.conf"
-    own = OwnAddresses({name: tuple(IPNetwork(a) for a in values) for name, values in (addresses or {}).items()},
+    given = dict(addresses or {})
+    own = OwnAddresses({name: tuple(IPNetwork(a) for a in values) for name, values in given.items()},
                        tuple(IPNetwork(a) for a in self_addresses),
                        None if routes is None else {name: tuple(IPNetwork(n) for n in nets) for name, nets in routes.items()},
-                       tuple(default_route), None if all_addresses is None else tuple(IPNetwork(a) for a in all_addresses))
+                       tuple(default_route), None if all_addresses is None else tuple(IPNetwork(a) for a in all_addresses),
+                       frozenset(name for name, values in given.items() if any(not isinstance(a, IPNetwork) and "/" not in str(a) for a in values)))
     reader = _Reader(where, dialect or detect_dialect(text), tables, anchors, interfaces, groups, own)
     items = reader.read(text, where)
     return _Builder(reader, items).ruleset()

@@ -35,6 +35,8 @@ def interface_addresses(text: str, where: str = "") -> tuple[str, tuple[IPNetwor
     out = []
     for value in values.split(","):
         try:
+            if "/" not in value:
+                raise ValueError(value)
             out.append(IPNetwork(value.strip()))
         except (AddrFormatError, ValueError, TypeError):
             raise FwmatrixError(f"{name}: {value.strip()!r} is not an address with its prefix (192.0.2.1/24)", where or None) from None
@@ -53,6 +55,7 @@ class OwnAddresses:
     routes: Mapping[str, Sequence[IPNetwork]] | None = None
     default: Sequence[str] = ()
     complete: Sequence[IPNetwork] | None = None  # all the firewall's addresses, when given (--local-address)
+    no_prefix: frozenset[str] = frozenset()  # interfaces whose addresses came without their prefix (the matrix's)
 
     def routed(self, family: int) -> dict[str, IPSet] | None:
         """Interface -> the addresses of this family whose route leaves by it (the longest prefix
@@ -64,7 +67,8 @@ class OwnAddresses:
         table: dict[IPNetwork, str] = {}
         everything = IPNetwork("0.0.0.0/0" if family == 4 else "::/0")
         pairs = [(n.cidr, i) for i, nets in self.routes.items() for n in nets] + \
-                [(a.cidr, i) for i, addresses in self.by_iface.items() for a in addresses] + [(everything, i) for i in self.default]
+                [(a.cidr, i) for i, addresses in self.by_iface.items() if i not in self.no_prefix for a in addresses] + \
+                [(everything, i) for i in self.default]
         for net, iface in pairs:
             if net.version != family:
                 continue
@@ -102,6 +106,8 @@ class OwnAddresses:
             if _LOOPBACK_NAME_RE.fullmatch(member):
                 addresses: Sequence[IPNetwork] = _LOOPBACK_ADDRESSES
             elif member in self.by_iface:
+                if base in ("network", "broadcast") and member in self.no_prefix:
+                    return None  # the address is known, its network is not
                 addresses = self.by_iface[member]
             else:
                 return None

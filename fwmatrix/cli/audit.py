@@ -102,7 +102,8 @@ def read_input(intent: Intent, firewall: str, live: bool, ruleset_paths: tuple[s
         return read_live(backend_name), f"live ({'nftables' if backend_name == 'auto' else backend_name})"
     pf_context = dict(pf.firewall_facts(intent.matrix, firewall), tables=_named_files(pf_tables), anchors=_named_files(pf_anchors))
     given = pf.interface_options(pf_interfaces, pf_groups)
-    pf_context.update(addresses=given["addresses"], groups={**pf_context["groups"], **given["groups"]}, all_addresses=local_addresses)
+    pf_context.update(addresses={**pf_context["addresses"], **given["addresses"]}, groups={**pf_context["groups"], **given["groups"]},
+                      all_addresses=local_addresses)
     read = [(path,) + _read(path, backend_name, pf_context) for path in ruleset_paths]
     # rulesets that run together on one firewall: their tables side by side
     # (an iptables-save file covers its family only: together they cover what each covers)
