@@ -169,6 +169,16 @@ class Masquerade:
 
 
 @dataclass(frozen=True)
+class Log:
+    """Count the packet and log it, at most `per_minute` a minute (nft `counter limit rate N/minute
+    log prefix P`, iptables `-m limit --limit N/min -j LOG --log-prefix P`, pf `log`). It decides
+    nothing: the chain goes on."""
+
+    prefix: str
+    per_minute: int = 10
+
+
+@dataclass(frozen=True)
 class UnmodelledAction:
     """An action fwmatrix cannot model. A terminal one (queue, an unknown verdict)
     decides the packet's fate in a way fwmatrix cannot tell; a non-terminal one
@@ -185,7 +195,7 @@ class Notrack:
     The chain goes on."""
 
 
-Action = Union[Verdict, Jump, VerdictMap, DnatMap, Dnat, Snat, Masquerade, Notrack, UnmodelledAction, None]
+Action = Union[Verdict, Jump, VerdictMap, DnatMap, Dnat, Snat, Masquerade, Log, Notrack, UnmodelledAction, None]
 
 
 @dataclass(frozen=True)

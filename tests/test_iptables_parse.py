@@ -41,6 +41,7 @@ from fwmatrix.ir import (
     Action,
     Dnat,
     Jump,
+    Masquerade,
     Match,
     Notrack,
     Rule,
@@ -176,7 +177,7 @@ def test_home_router() -> None:
     expect(n, "ip nat PREROUTING", "--dport 8443", (m("iif", "wan0"), TCP, m("dport", 8443)), Dnat(4, IPNetwork("192.168.1.10/32"), PortRange(443, 443)), "nas web ui")
     expect(n, "ip nat PREROUTING", "--dport 51820", (m("iif", "wan0"), UDP, m("dport", 51820)), Dnat(4, IPNetwork("192.168.1.20/32")))
     expect(n, "ip nat PREROUTING", "6881:6889", (m("iif", "wan0"), TCP, m("dport", "6881-6889")), Dnat(4, IPNetwork("192.168.1.30/32")))
-    expect(n, "ip nat POSTROUTING", "MASQUERADE", (m("oif", "wan0"),), None, "-j MASQUERADE: changes the packet, not its fate")
+    expect(n, "ip nat POSTROUTING", "MASQUERADE", (m("oif", "wan0"),), Masquerade())  # ends the nat chain; audit/snat.py reads it
     expect(n, "ip filter INPUT", "22,53,80,443", (m("iif", "br-lan"), TCP, m("dport", 22, 53, 80, 443)), ACCEPT, "router admin and dns from the lan")
     expect(n, "ip filter FORWARD", "-o br-lan", (m("iif", "wlan-guest"), m("oif", "br-lan")), REJECT)
     expect(n, "ip filter FORWARD", "--ctstate DNAT", (m("ct.status", "dnat"),), ACCEPT, "whatever prerouting published")

@@ -25,7 +25,7 @@ from fwmatrix.backends import nftables
 from fwmatrix.compile.ruleset import compile_intent
 from fwmatrix.errors import BackendError
 from fwmatrix.compile.intent import build_intent
-from fwmatrix.ir import Action, Dnat, DnatMap, Jump, Match, Notrack, Rule, Ruleset, Table, TcpFlags, Unmodelled, UnmodelledAction, Verdict, VerdictMap
+from fwmatrix.ir import Action, Dnat, DnatMap, Jump, Masquerade, Match, Notrack, Rule, Ruleset, Snat, Table, TcpFlags, Unmodelled, UnmodelledAction, Verdict, VerdictMap
 from fwmatrix.matrix.loader import load_matrix
 from fwmatrix.matrix.model import PortRange
 from fwmatrix.netns import NetNamespace
@@ -201,7 +201,7 @@ def test_home_router() -> None:
     expect(rs, "inet filter forward", 4, (m("iif", "wan0"), m("oif", "br-lan"), m("ct.status", "dnat")), ACCEPT, "port forwards")
     expect(rs, "ip nat prerouting", 0, (m("iif", "wan0"), TCP, m("dport", 8443)), Dnat(4, IPNetwork("192.168.1.10"), PortRange(443, 443)), "nas web interface")
     expect(rs, "ip nat prerouting", 1, (m("iif", "wan0"), UDP, m("dport", 51820)), Dnat(4, IPNetwork("192.168.1.20"), None))
-    expect(rs, "ip nat postrouting", 0, (m("oif", "wan0"),), ACCEPT)  # masquerade accepts in its nat chain
+    expect(rs, "ip nat postrouting", 0, (m("oif", "wan0"),), Masquerade())  # masquerade ends its nat chain (the evaluator: as accept)
     local = table(rs, "inet", "filter").set("local_ifaces")
     assert local.key == ("iif",) and {e.key for e in local.elements} == {("br-lan",), ("wlan-guest",)}
 
@@ -467,7 +467,8 @@ def test_queue_and_other_fate_changing_statements_are_unmodelled_actions() -> No
 
 def test_source_nat_accepts_in_its_nat_chain_and_an_mss_clamp_decides_nothing() -> None:
     """snat and masquerade end the nat chain with an accept (only for their family, in an
-    inet table); an MSS clamp (`tcp option maxseg size set`) changes no fate, but a packet
+    inet table): `masquerade` and `snat to A` read as the IR's source NAT (audit/snat.py judges
+    the address), other forms (a range, flags) as accept; an MSS clamp (`tcp option maxseg size set`) changes no fate, but a packet
     without the option stops the rule there, so a verdict after it stays unmodelled."""
     OIF = {"meta": {"key": "oifname"}}
     SYN = match({"&": [{"payload": {"protocol": "tcp", "field": "flags"}}, "syn"]}, "syn")
@@ -480,14 +481,14 @@ def test_source_nat_accepts_in_its_nat_chain_and_an_mss_clamp_decides_nothing() 
         [SYN, clamp],
         [SYN, clamp, {"accept": None}],
     )
-    assert masq.matches == (m("oif", "wan0"),) and masq.action == ACCEPT
+    assert masq.matches == (m("oif", "wan0"),) and masq.action == Masquerade()
     assert snat4.matches == (IPV4,) and snat4.action == ACCEPT
-    assert snat6.matches == (IPV6,) and snat6.action == ACCEPT
+    assert snat6.matches == (IPV6,) and snat6.action == Snat(6, IPNetwork("2001:db8::1"))
     assert plain_snat.matches == () and plain_snat.action == ACCEPT
     assert clamped.action is None
     assert isinstance(clamped_accept.action, UnmodelledAction) and clamped_accept.action.text.endswith("; accept")
     ip_table = nftables.parse_json(listing([{"snat": {"addr": "192.0.2.1"}}], family="ip")).tables[0].chains[0].rules[0]
-    assert ip_table.matches == () and ip_table.action == ACCEPT
+    assert ip_table.matches == () and ip_table.action == Snat(4, IPNetwork("192.0.2.1"))
 
 
 def test_a_set_filled_without_a_limit_decides_nothing_unless_a_verdict_follows() -> None:

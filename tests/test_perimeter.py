@@ -16,6 +16,7 @@ from fwmatrix.backends import iptables, nftables, pf
 from fwmatrix.compile.intent import build_intent
 from fwmatrix.compile.ruleset import compile_firewall
 from fwmatrix.errors import MatrixError
+from fwmatrix.ir import Ruleset
 from fwmatrix.matrix.loader import load_matrix
 from fwmatrix.ops.labrun import LabReport, print_lab, run_lab
 
@@ -150,7 +151,7 @@ def test_own_services_and_management_are_placed(intent) -> None:
     assert not intent.warnings
 
 
-def test_every_backend_writes_the_input_chain(intent) -> None:
+def test_every_backend_writes_the_input_chain(intent, write_matrix) -> None:
     ruleset = compile_firewall(intent, intent.firewalls["internal"])
     nft = nftables.render(ruleset)
     chain = nft[nft.index("chain input {"):nft.index("}", nft.index("chain input {"))]
@@ -165,8 +166,9 @@ def test_every_backend_writes_the_input_chain(intent) -> None:
     ipt4 = iptables.render_files(ruleset)[".ipt4"]
     assert ":INPUT DROP [0:0]" in ipt4
     assert "-A FWM-INPUT -s 10.40.9.5/32 -d 10.40.0.1/32 -i lan0 -p tcp -m tcp --dport 22 -m comment --comment internal-management-1 -j ACCEPT" in ipt4
-    for dialect in pf.DIALECTS:
-        conf = pf.render(ruleset, dialect)
+    unlogged = build_intent(load_matrix(write_matrix(EXAMPLE.read_text().replace("    snat: masquerade\n    log: true\n", "    snat: masquerade\n"))))
+    for dialect in pf.DIALECTS:  # freebsd writes no log of an opening (no match rules): internal without it
+        conf = pf.render(ruleset if dialect == "openbsd" else compile_firewall(unlogged, unlogged.firewalls["internal"]), dialect)
         assert pf.check(conf) == [], dialect
         lines = conf.splitlines()
         block = lines.index("block drop in quick from any to self")
@@ -260,3 +262,133 @@ def test_lint_flags_the_dropped_management_access_and_counts_management_as_use(w
     (dropped,) = [f for f in report.findings if f.kind == "management-dropped"]
     assert dropped.level == "high" and "crosses firewall 'internal'" in dropped.message
     assert dropped.where.line == text.splitlines().index("      - from: admin-ws") + 1
+
+
+# -- logging and counters ------------------------------------------------------------------
+
+
+def test_every_backend_writes_the_logs(intent) -> None:
+    ruleset = compile_firewall(intent, intent.firewalls["perimeter"])
+    nft = nftables.render(ruleset)
+    assert 'counter limit rate 10/minute log prefix "fwm drop forward: " comment "log what the policy drops"\n\t}' in nft  # last in forward
+    assert 'counter limit rate 10/minute log prefix "fwm drop input: "' in nft
+    assert '@log_wan0_to_dmz0_v4_dnat_any_host counter limit rate 10/minute log prefix "fwm www: "' in nft
+    ipt4 = iptables.render_files(ruleset)[".ipt4"]
+    assert '-A FWM-FORWARD -m comment --comment "log what the policy drops" -m limit --limit 10/min -j LOG --log-prefix "fwm drop forward: "' in ipt4
+    conf = pf.render(ruleset, "openbsd")
+    assert "block drop log all" in conf and "block drop in log quick from any to self" in conf
+    assert 'match in log on $wan0_if inet proto tcp from any to 192.0.2.10 port 443 tagged fwm_dnat label "www"' in conf
+    assert pf.check(conf) == []
+    # internal logs guest-browsing (an opening with log: true) but not its drops (no log on the firewall)
+    internal = nftables.render(compile_firewall(intent, intent.firewalls["internal"]))
+    assert 'log prefix "fwm guest-browsing: "' in internal and "fwm drop" not in internal
+
+
+def test_log_must_be_true_or_false(write_matrix) -> None:
+    text = EXAMPLE.read_text().replace("    log: true                  # log (rate-limited) and count its new", '    log: "yes"                 # log (rate-limited) and count its new')
+    with pytest.raises(MatrixError) as caught:
+        load_matrix(write_matrix(text))
+    assert "must be true or false" in caught.value.message
+    assert caught.value.line == text.splitlines().index('    log: "yes"                 # log (rate-limited) and count its new connections') + 1
+
+
+def _counter(listing: str, prefix: str) -> int:
+    """The packets counted by the rule that logs with this prefix (`nft list ruleset` text)."""
+    line = next(line for line in listing.splitlines() if f'log prefix "{prefix}"' in line)
+    return int(line.split("counter packets ")[1].split()[0])
+
+
+@pytest.mark.kernel
+def test_log_rules_count_in_the_kernel(intent) -> None:
+    """Loaded into a kernel: a dropped connection is counted by the drop log rule, a port forward
+    with log: true by its own; nothing else is. (A network namespace's netfilter log messages
+    do not reach the kernel log unless net.netfilter.nf_log_all_netns is set: the counters are
+    what a test can read.)"""
+    from fwmatrix.ops.lab import Lab, Probe
+
+    fw = intent.firewalls["perimeter"]
+    with Lab(list(fw.firewall.interfaces)) as lab:
+        lab.load_nft(compile_firewall(intent, fw))
+        before = lab.fw.run(["nft", "list", "ruleset"]).stdout
+        assert _counter(before, "fwm drop forward: ") == 0 and _counter(before, "fwm www: ") == 0
+        www, closed = lab.run([Probe("wan0", "dmz0", "198.51.100.7", PUBLIC, "tcp", 443, "192.0.2.10"),
+                               Probe("wan0", "dmz0", "198.51.100.7", "192.0.2.10", "tcp", 444)])
+        assert www.arrived and not closed.seen
+        after = lab.fw.run(["nft", "list", "ruleset"]).stdout
+        assert _counter(after, "fwm www: ") == 1  # the SYN; the rest of the connection passes by state first
+        assert _counter(after, "fwm drop forward: ") >= 1
+        assert _counter(after, "fwm guest-browsing: ") == 0
+
+
+# -- the audit: source NAT and the input chain -------------------------------------------
+
+
+DRIFTED = EXAMPLE.parent / "drifted" / "perimeter.nft"
+
+
+@pytest.mark.parametrize("firewall", ["perimeter", "internal"])
+def test_compiled_rulesets_audit_clean(intent, firewall: str) -> None:
+    from fwmatrix.audit.findings import audit
+
+    report = audit(intent, firewall, compile_firewall(intent, intent.firewalls[firewall]), "compiled")
+    assert report.findings == [], [f.to_json() for f in report.findings]
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("firewall", ["perimeter", "internal"])
+def test_compiled_rulesets_read_back_audit_clean(intent, firewall: str) -> None:
+    """The rendered files as `fwmatrix audit` reads them (nft through nft, iptables-save text),
+    the translations and the input chain read back too."""
+    from fwmatrix.audit.findings import audit
+
+    ruleset = compile_firewall(intent, intent.firewalls[firewall])
+    files = iptables.render_files(ruleset, mode="full")
+    parsed = [iptables.parse_save(files[suffix], family, suffix) for family, suffix in ((4, ".ipt4"), (6, ".ipt6"))]
+    for live in [nftables.parse_text(nftables.render(ruleset)), Ruleset(parsed[0].tables + parsed[1].tables)]:
+        report = audit(intent, firewall, live, "read back")
+        assert report.findings == [], [f.to_json() for f in report.findings]
+
+
+@pytest.mark.kernel
+def test_audit_of_the_drifted_twin_finds_each_planted_drift(intent) -> None:
+    """examples/perimeter/drifted/perimeter.nft: the compiled ruleset with five drifts by hand."""
+    from fwmatrix.audit.findings import audit
+
+    report = audit(intent, "perimeter", nftables.parse_text(DRIFTED.read_text()), str(DRIFTED))
+    found = {(f.kind, f.opening.name if f.opening else "", (f.regions or ("",))[0]) for f in report.findings}
+    assert ("missing", "perimeter-ntp", "transit0 → (firewall)  10.40.0.0/16 → 198.51.100.1  udp/123  ct new") in found  # drift 1
+    (ssh,) = [f for f in report.findings if f.kind == "excess"]  # drift 2
+    assert ssh.regions == ("wan0 → (firewall)  ::/0 → ::/0  tcp/22  ct new", "wan0 → (firewall)  0.0.0.0/0 → 0.0.0.0/0  tcp/22  ct new")
+    nat = {f.opening.name if f.opening else f.rule: f.regions for f in report.findings if f.kind == "nat"}
+    assert all("translated to 203.0.113.99, not 203.0.113.10" in line for line in nat["lan-browsing"])  # drift 3
+    assert nat["guest-browsing"] == ("any → wan0  10.41.0.0/16 → 0.0.0.0/0  tcp/80,443  ct new,new dnat: not translated (the matrix says masquerade)",)  # drift 4
+    (extra,) = [regions for name, regions in nat.items() if name not in ("lan-browsing", "guest-browsing")]  # drift 5
+    assert extra == ("wan0 → dmz0  0.0.0.0/0 → 192.0.2.10  tcp/443  ct new dnat",)
+    assert len(report.findings) == 5
+
+
+def test_snat_is_never_needed_for_replies_from_the_dmz(intent) -> None:
+    """The seed's rule stays true with source NAT: the DMZ's answers to the internet need no
+    opening and no translation, and the audit asks for none."""
+    from fwmatrix.audit.findings import audit
+
+    fw = intent.firewalls["perimeter"]
+    assert not [s for s in fw.snats if any(str(n).startswith("192.0.2.") for n in s.sources)]
+    assert not [f for f in fw.flows if f.in_iface == "dmz0" and f.out_iface == "wan0"]
+    report = audit(intent, "perimeter", compile_firewall(intent, fw), "compiled")
+    assert not [f for f in report.findings if f.kind in ("nat", "reply-blocked")]
+
+
+def test_audit_finds_iptables_drifts_of_snat_and_input(intent) -> None:
+    """The same judgement from iptables-save text: a wrong --to-source, a MASQUERADE gone, and an
+    INPUT accept nobody asked for."""
+    from fwmatrix.audit.findings import audit
+
+    ipt4 = iptables.render_files(compile_firewall(intent, intent.firewalls["perimeter"]), mode="full")[".ipt4"]
+    masquerade = next(line for line in ipt4.splitlines() if line.endswith("-j MASQUERADE"))
+    drifted = (ipt4.replace("--to-source 203.0.113.10", "--to-source 203.0.113.99").replace(masquerade + "\n", "")
+               .replace("-A INPUT -p ipv6-icmp", "-A INPUT -i wan0 -p tcp -m tcp --dport 22 -j ACCEPT\n-A INPUT -p ipv6-icmp"))
+    assert drifted.count("\n") == ipt4.count("\n") and "203.0.113.99" in drifted
+    report = audit(intent, "perimeter", iptables.parse_save(drifted, 4, "drifted.ipt4"), "drifted.ipt4")  # IPv4 only: not-audited says so
+    kinds = sorted((f.kind, f.opening.name if f.opening else "") for f in report.findings if f.kind != "not-audited")
+    assert kinds == [("excess", ""), ("nat", "guest-browsing"), ("nat", "lan-browsing")], [f.to_json() for f in report.findings]

@@ -420,7 +420,9 @@ def assert_round_trip(intent: Intent, firewall: str, text: str) -> AuditReport:
             text = "\n".join(lines[:nd - 1] + [""] + lines[nd:]) + "\n"
     report = round_trip(intent, firewall, text)
     redundant_in = [f for f in report.findings if f.kind == "shadowed" and lines[int(f.rule.rsplit(":", 1)[1]) - 1].startswith("pass in quick on ")]
-    rest = [f.to_json() for f in report.findings if f not in redundant_in]
+    # the firewall's own services (pass in ... to self) and source NAT (nat-to) are not read back from pf yet: said so
+    not_read_back = [f for f in report.findings if f.kind == "not-audited" and "not read back yet" in f.message]
+    rest = [f.to_json() for f in report.findings if f not in redundant_in and f not in not_read_back]
     assert rest == [], "\n".join(map(str, rest)) + "\n\n" + text
     return report
 
@@ -430,8 +432,9 @@ def assert_round_trip(intent: Intent, firewall: str, text: str) -> AuditReport:
 def test_rendered_rulesets_audit_clean(path: Path, dialect: str) -> None:
     intent, rulesets = compiled(path)
     for firewall, ruleset in rulesets.items():
-        if dialect == "freebsd" and intent.firewalls[firewall].snats:
-            with pytest.raises(pf.RenderError, match="openbsd dialect only"):  # no nat-to on FreeBSD's pass rules
+        fw = intent.firewalls[firewall]
+        if dialect == "freebsd" and (fw.snats or any(f.opening.log for f in fw.flows)):
+            with pytest.raises(pf.RenderError, match="openbsd dialect only"):  # no nat-to on FreeBSD's pass rules, no match rules
                 pf.render(ruleset, dialect)
             continue
         text = pf.render(ruleset, dialect)

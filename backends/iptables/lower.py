@@ -35,10 +35,11 @@ from fwmatrix.backends.iptables.clauses import (
 from fwmatrix.backends.iptables.ipset import _SetBook
 from fwmatrix.backends.iptables.modes import Mode
 from fwmatrix.backends.iptables.names import BUILTINS, CHAIN_PREFIX, CT_STATES, CT_STATUS, HOOKS, PROTO_NAMES, VERDICTS
-from fwmatrix.backends.iptables.safe import RenderError, comment_args
-from fwmatrix.ir import Chain, Dnat, DnatMap, Jump, Masquerade, Match, Rule, Ruleset, SetDef, Snat, Table, Unmodelled, Verdict, VerdictMap
+from fwmatrix.backends.iptables.safe import RenderError, comment_args, safe_text
+from fwmatrix.ir import Chain, Dnat, DnatMap, Jump, Log, Masquerade, Match, Rule, Ruleset, SetDef, Snat, Table, Unmodelled, Verdict, VerdictMap
 from fwmatrix.matrix.model import PortRange
 
+LOG_PREFIX_MAX = 29  # --log-prefix
 MULTIPORT_MAX = 15  # entries per -m multiport; a range counts as two
 IPSET_MIN = 8  # below this many networks, one rule per network reads better than a set
 TABLE_FAMILIES = {"inet": (4, 6), "ip": (4,), "ip6": (6,)}
@@ -214,6 +215,11 @@ class _Lowering:
             if ipt_table != "nat":
                 raise RenderError(f"{where}: DNAT belongs in a nat chain")
             return _dnat_target(action.family, action.address, action.port, where)
+        if isinstance(action, Log):  # the rule's own counters count what the rate lets through
+            prefix = safe_text(action.prefix)
+            if len(prefix) > LOG_PREFIX_MAX:
+                raise RenderError(f"{where}: log prefix {prefix!r} is longer than iptables' {LOG_PREFIX_MAX} characters")
+            return _Target(("-m", "limit", "--limit", f"{int(action.per_minute)}/min", "-j", "LOG", "--log-prefix", f'"{prefix}"'))
         if isinstance(action, (Snat, Masquerade)):
             if ipt_table != "nat":
                 raise RenderError(f"{where}: source NAT belongs in a nat chain")

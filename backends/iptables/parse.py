@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass, field, replace
 from itertools import product
 
-from netaddr import IPNetwork
+from netaddr import AddrFormatError, IPNetwork
 
 from fwmatrix.backends.iptables.commands import KernelRule, TableState, unmarked
 from fwmatrix.backends.iptables.ipset import _Ipset, _ipset_def, _parse_ipsets
@@ -51,7 +51,8 @@ from fwmatrix.backends.iptables.reader import (
 from fwmatrix.errors import BackendError, did_you_mean
 from fwmatrix.gcpause import gc_paused
 from fwmatrix.ir import (
-    ADDRESS_TYPES, TCP_FLAG_BITS, Action, Chain, Dnat, Jump, Match, Notrack, Rule, Ruleset, SetDef, Table, TcpFlags, Unmodelled, UnmodelledAction, Verdict, addr_field,
+    ADDRESS_TYPES, TCP_FLAG_BITS, Action, Chain, Dnat, Jump, Masquerade, Match, Notrack, Rule, Ruleset, SetDef, Snat, Table, TcpFlags, Unmodelled,
+    UnmodelledAction, Verdict, addr_field,
 )
 from fwmatrix.matrix.model import PortRange
 
@@ -412,6 +413,12 @@ class _SectionParser:
             return Notrack(), ""
         if name in LOG_TARGETS:
             return None
+        if name in ("SNAT", "MASQUERADE") and self.section.table == "nat":
+            translation = _source_nat(name, block)
+            if isinstance(translation, Snat):
+                self._seen(translation.family)
+            if translation is not None:  # ends the nat chain as accept does; audit/snat.py judges the address
+                return translation, ""
         if name in NO_VERDICT_TARGETS:
             return None, f"-j {name}: changes the packet, not its fate"
         why = FATE_TARGETS.get(name, "a target fwmatrix does not know")
@@ -642,3 +649,18 @@ def _parse_save(text: str, family: int | None, source: str, ipsets: str | None) 
     families = {4 if t.family == "ip" else 6 for t in tables.values()} | ({family} if family else set())
     families |= {f for f in map(_header_family, (line for line in text.splitlines() if line.startswith("#"))) if f}
     return Ruleset(tuple(tables.values()), families=frozenset(families))
+
+
+def _source_nat(name: str, block: object) -> Snat | Masquerade | None:
+    """`-j MASQUERADE` (no options), `-j SNAT --to-source A` (one address, no port): the IR's
+    source NAT; None for other forms (the rule then keeps no action, as before)."""
+    options = getattr(block, "options", ())
+    if name == "MASQUERADE":
+        return Masquerade() if not options else None
+    if len(options) != 1 or options[0].name != "--to-source":
+        return None
+    try:
+        address = IPNetwork(options[0].value)
+    except (AddrFormatError, ValueError):
+        return None
+    return Snat(address.version, address) if address.size == 1 and "/" not in options[0].value else None

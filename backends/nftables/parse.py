@@ -29,7 +29,7 @@ from fwmatrix.backends.nftables.values import (
 from fwmatrix.errors import BackendError
 from fwmatrix.gcpause import gc_paused
 from fwmatrix.ir import DnatMap, Element, Match, Rule, Ruleset, SetDef, Table, Value, Verdict, VerdictMap
-from fwmatrix.ir import TCP_FLAG_BITS, Action, Chain, Dnat, Key, Notrack, TcpFlags, Unmodelled, UnmodelledAction
+from fwmatrix.ir import TCP_FLAG_BITS, Action, Chain, Dnat, Key, Masquerade, Notrack, Snat, TcpFlags, Unmodelled, UnmodelledAction
 from fwmatrix.matrix.model import PortRange
 
 XT_TEXT = "iptables-nft (xt) expression: audit this table from iptables-save instead"
@@ -351,6 +351,23 @@ def _drawn_dnat(family: int, lookup: dict, ctx: _TableContext) -> DnatMap:
     return DnatMap(family, (), map_name=info.name)
 
 
+def _source_nat(kind: str, arg: Any, family: str | None, ctx: _TableContext) -> Action:
+    """`masquerade`, `snat ip to A` as the IR says them (the audit judges the translation:
+    audit/snat.py); other forms (ranges, ports, maps, flags) end the chain as accept does,
+    with a translation the audit cannot tell."""
+    if kind == "masquerade" and not arg:
+        return Masquerade()
+    version = FAMILY_VERSION.get(family or "", {"ip": 4, "ip6": 6}.get(ctx.family))
+    if kind == "snat" and isinstance(arg, dict) and set(arg) <= {"family", "addr"} and isinstance(arg.get("addr"), str) and version:
+        try:
+            address = IPNetwork(arg["addr"])
+        except (AddrFormatError, ValueError):
+            return Verdict("accept")
+        if address.size == 1 and address.version == version:
+            return Snat(version, address)
+    return Verdict("accept")
+
+
 REJECT_FAMILY = {"icmp": 4, "icmpv6": 6}  # `icmpx` and `tcp reset` answer either family
 
 
@@ -365,7 +382,7 @@ def _terminal(kind: str, arg: Any, ctx: _TableContext) -> tuple[list[Match], Act
     if kind in SOURCE_NAT:
         family = arg.get("family") if isinstance(arg, dict) else None
         implied = [Match(("nfproto",), ((FAMILY_VERSION[family],),))] if ctx.family == "inet" and family in FAMILY_VERSION else []
-        return implied, Verdict("accept")
+        return implied, _source_nat(kind, arg, family, ctx)
     if kind in ("vmap", "dnat"):
         try:
             return _vmap(arg, ctx) if kind == "vmap" else _dnat(arg, ctx)

@@ -11,7 +11,7 @@ import re
 
 from netaddr import IPNetwork, IPRange
 
-from fwmatrix.ir import DnatMap, Element, Jump, Masquerade, Match, Rule, Ruleset, SetDef, Snat, Table, Value, Verdict, VerdictMap
+from fwmatrix.ir import DnatMap, Element, Jump, Log, Masquerade, Match, Rule, Ruleset, SetDef, Snat, Table, Value, Verdict, VerdictMap
 from fwmatrix.matrix.model import PortRange
 
 # field -> (expression, set type)
@@ -210,6 +210,8 @@ def _action(action: object) -> str:
         return f"snat {'ip' if action.family == 4 else 'ip6'} to {_address_text(action.address)}"
     if isinstance(action, Masquerade):
         return "masquerade"
+    if isinstance(action, Log):  # counted always, logged within the rate
+        return f"counter limit rate {int(action.per_minute)}/minute log prefix {quoted(action.prefix)}"
     raise RenderError(f"no nftables form for {action!r}")
 
 

@@ -45,6 +45,7 @@ class PfRule:
     tagged: str | None = None
     rdr_to: str | None = None
     rdr_port: int | None = None
+    log: bool = False
     nat_to: str | None = None  # source NAT on a pass out rule: an address, or '(IF)' for the interface's address
     label: str | None = None
     name: str | None = None  # anchor name
@@ -211,6 +212,7 @@ def _parse_rule(conf: PfConf, toks: list[str], line: int) -> PfRule:
     if action != "rdr":
         direction = c.peek()
         rule.direction = direction if c.word("in", "out") else None
+        rule.log = c.word("log")
         rule.quick = c.word("quick")
     if c.word("on"):
         rule.on = _iface(c.next("an interface"))
@@ -249,7 +251,7 @@ def _parse_rule(conf: PfConf, toks: list[str], line: int) -> PfRule:
             # freebsd: the input interface, for the out rules; translation rules: fwm_dnat
             # (pf.conf(5): an rdr rule's tag comes before '->')
             rule.tag = _tag_name(c, opt, rule.tag)
-        elif opt == "tagged" and action in ("pass", "block"):
+        elif opt == "tagged" and (action in ("pass", "block") or (action == "match" and rule.log)):
             rule.tagged = _tag_name(c, opt, rule.tagged)
         elif opt == "rdr-to" and action == "match" and rule.direction == "in":
             rule.rdr_to, rule.rdr_port = _redirect(c, rule.af)
@@ -264,7 +266,7 @@ def _parse_rule(conf: PfConf, toks: list[str], line: int) -> PfRule:
             rule.label = text[1:-1]
         else:
             raise _Bad(f"unexpected {opt!r} in a {action} rule")
-    if action in ("match", "rdr") and rule.rdr_to is None:
+    if action in ("match", "rdr") and rule.rdr_to is None and not rule.log:
         raise _Bad(f"a {action} rule without a redirection")
     return rule
 

@@ -15,6 +15,7 @@ from dataclasses import replace
 
 from fwmatrix.backends.pf.lower import _Cell, _cells, _flatten, _Lowered
 from fwmatrix.backends.pf.names import RenderError
+from fwmatrix.backends.pf.pflog import lower_log
 from fwmatrix.ir import Chain, Table
 
 ICMPV6 = 58
@@ -24,7 +25,11 @@ LOOPBACK = "lo"
 def lower_input(low: _Lowered, table: Table, chain: Chain) -> None:
     if chain.policy != "drop":
         raise RenderError(f"input chain '{chain.name}' has policy {chain.policy}: the pf backend writes input chains with policy drop only")
-    for flat in _flatten(table, chain):
+    flats = _flatten(table, chain)
+    for index, flat in enumerate(flats):
+        if flat.verdict == "log":
+            lower_log(low, table, chain, flat, last=index == len(flats) - 1)
+            continue
         cells = list(_cells(flat, table))
         states = {state for _, state in cells}
         bare = all(cell == _Cell(None, None, cell.family, None, None, None, None, cell.note) for cell, _ in cells)

@@ -73,7 +73,7 @@ from typing import Iterable, Iterator
 from netaddr import IPNetwork, IPRange, cidr_merge
 
 from fwmatrix.backends.pf.names import RenderError, interface_name
-from fwmatrix.ir import Chain, Dnat, DnatMap, Jump, Masquerade, Match, Ruleset, SetDef, Snat, Table, Unmodelled, Value, Verdict, VerdictMap
+from fwmatrix.ir import Chain, Dnat, DnatMap, Jump, Log, Masquerade, Match, Ruleset, SetDef, Snat, Table, Unmodelled, Value, Verdict, VerdictMap
 from fwmatrix.matrix.model import PortRange
 
 PORT_PROTOS = (6, 17)  # pf matches ports for tcp and udp (sctp ports: recent FreeBSD only)
@@ -142,6 +142,8 @@ def _walk(table: Table, chain: Chain, path: tuple[_Cond, ...], inherited: str, s
             out.append(_Flat(conds, "dnat", note, action))
         elif isinstance(action, (Snat, Masquerade)):
             out.append(_Flat(conds, "snat", note, snat=action))
+        elif isinstance(action, Log):
+            out.append(_Flat(conds, "log", note))
         else:
             _act(table, chain, action, conds, note, stack, out, last=i == len(chain.rules) - 1, bare=not rule.matches)
 
@@ -378,6 +380,8 @@ class _Lowered:
     dnat_rules: list[tuple[str, list[_Cell]]] = field(default_factory=list)  # comment, cells
     state_rules: list[str] = field(default_factory=list)  # what the leading ct.state rules said
     input_rules: list[tuple[str, list[_Cell]]] = field(default_factory=list)  # the firewall's own services: comment, cells
+    log_rules: list[tuple[str, list[_Cell], bool]] = field(default_factory=list)  # logged new connections: comment, cells, to the firewall
+    log_drops: set[str] = field(default_factory=set)  # the hooks ('forward', 'input') whose policy drops are logged
 
     @property
     def translated_ifaces(self) -> set[str | None]:
@@ -510,7 +514,13 @@ def _lower_forward(low: _Lowered, table: Table, chain: Chain) -> None:
         raise RenderError(f"forward chain '{chain.name}' has policy {chain.policy}: the pf backend writes a default block (policy drop) only")
     leading = True
     replies_pass = False
-    for flat in _flatten(table, chain):
+    flats = _flatten(table, chain)
+    for index, flat in enumerate(flats):
+        if flat.verdict == "log":
+            from fwmatrix.backends.pf.pflog import lower_log  # it builds on this module's cells
+
+            lower_log(low, table, chain, flat, last=index == len(flats) - 1)
+            continue
         if flat.verdict == "dnat":
             raise RenderError(f"chain '{chain.name}': DNAT in a filter chain")
         cells = list(_cells(flat, table))

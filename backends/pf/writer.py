@@ -219,7 +219,26 @@ def _input_lines(w: _Writer, low: _Lowered) -> list[str]:
                     line = line.replace(" to self", " to { self ff02::/16 }")  # neighbour solicitations go to multicast
                 lines.append(line)
     lines.append("# anything else for the firewall itself (netfilter: the input chain's policy drop)")
-    lines.append("block drop in quick from any to self")
+    lines.append(f"block drop in {'log ' if 'input' in low.log_drops else ''}quick from any to self")
+    return lines
+
+
+def _log_lines(w: _Writer, low: _Lowered) -> list[str]:
+    """Openings with `log: true`: match rules that log their new connections (see pflog.py)."""
+    if low.log_rules and w.dialect != "openbsd":
+        raise RenderError("an opening's log: FreeBSD's pf has no match rules; fwmatrix writes it for the openbsd dialect only")
+    lines: list[str] = []
+    for note, cells, to_self in low.log_rules:
+        if note:
+            lines.append(comment(note))
+        groups: dict[tuple, list[_Cell]] = {}
+        for cell in cells:
+            groups.setdefault((cell.iif, cell.family, cell.dnat), []).append(cell)
+        for (on, family, dnat), group in sorted(groups.items(), key=lambda kv: (kv[0][0] or "", kv[0][1] or 0, kv[0][2])):
+            head = "match in log" + (f" on {w.iface(on)}" if on else "")
+            for dims, labels in _products(group):
+                opts = ([f"tagged {DNAT_TAG}"] if dnat else []) + ([label(", ".join(labels))] if labels else [])
+                lines.append(w.rule(head, family, dims, labels, opts, to_self=to_self))
     return lines
 
 
@@ -276,6 +295,7 @@ def render(ruleset: Ruleset, dialect: str = DEFAULT_DIALECT) -> str:
         low = _lower(ruleset)
         translation = _translation_lines(w, low)
         local = _input_lines(w, low)
+        logs = _log_lines(w, low)
         ins = _filter_lines(w, low, "in")
         outs = _filter_lines(w, low, "out")
     except RenderError as exc:
@@ -319,11 +339,14 @@ def render(ruleset: Ruleset, dialect: str = DEFAULT_DIALECT) -> str:
         "",
         "# default: block what no rule passes (netfilter: forward policy drop). This blocks the",
         f"# firewall's own traffic too: rules for it go in anchor \"{LOCAL_ANCHOR}\" (at the end).",
-        "block drop all",
+        f"block drop {'log ' if 'forward' in low.log_drops else ''}all",
     ]
     if dialect == "openbsd" and translation:
         out += ["", "# translation (netfilter: prerouting DNAT); the rules after a match rule see the translated packet"]
         out += tagged + translation
+    if logs:
+        out += ["", "# openings with log: true, their new connections logged to pflog (netfilter: a counted, rate-limited log rule)"]
+        out += logs
     if low.state_rules:
         out += ["", "# replies and state, as the forward chain begins:"]
         out += [comment(text) for text in low.state_rules]
@@ -341,7 +364,8 @@ def render(ruleset: Ruleset, dialect: str = DEFAULT_DIALECT) -> str:
         out += [
             "",
             "# forwarded traffic, in on the input interface: a pre-filter, the out rules below decide exactly",
-            "# (a packet for the firewall itself that fits one of these passes in, as netfilter's input would take it)",
+            "# (a packet for the firewall itself that fits one of these passes in, as netfilter's input would take it)"
+            if not local else "# (a packet for the firewall itself never gets here: the rules above decide it, as netfilter's input chain)",
         ]
         out += ins
     if outs:

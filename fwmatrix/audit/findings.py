@@ -23,6 +23,8 @@ from netaddr import IPNetwork
 from fwmatrix.severity import SEVERITIES, any_reaches
 from fwmatrix.audit.evaluate import DEFAULT_ACCEPT, Effective, Grant, OwnAddresses, evaluate, interfaces_of, within_families
 from fwmatrix.audit.evaluate.neighbours import nd_failures
+from fwmatrix.audit.local import input_findings
+from fwmatrix.audit.snat import snat_findings
 from fwmatrix.compile.intent import Dnat, FirewallIntent, Flow, Intent
 from fwmatrix.ir import Ruleset
 from fwmatrix.matrix.model import PROTOCOLS, Acceptance, Opening, ServicePart
@@ -261,6 +263,8 @@ def audit(intent: Intent, firewall: str, ruleset: Ruleset, source: str, local_ad
             ))
 
     report.findings.extend(_nat_findings(full, fw_intent.dnats, effective))
+    report.findings.extend(input_findings(fw_intent, ruleset))  # the firewall's own services (audit/local.py)
+    report.findings.extend(snat_findings(fw_intent, ruleset, ifaces, effective))  # source NAT (audit/snat.py)
     report.findings.extend(_nd_findings(full, effective, fw_intent))
     if not_given:
         report.findings.append(_not_audited(intent.firewalls[firewall], not_given))

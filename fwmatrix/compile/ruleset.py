@@ -33,6 +33,7 @@ from fwmatrix.ir import (
     Element,
     Header,
     Jump,
+    Log,
     Masquerade,
     Match,
     Rule,
@@ -52,6 +53,7 @@ TICKET_UNSAFE = re.compile(r"[^A-Za-z0-9._:/+-]")  # a ticket in a comment: what
 TICKET_MAX = 32
 PORT_L4PROTOS = tuple(PROTOCOLS[p] for p in ("tcp", "udp", "sctp"))
 TRANSLATED = Match(("ct.status",), (("dnat",),))
+DROP_LOG_PREFIX = {"forward": "fwm drop forward: ", "input": "fwm drop input: "}  # iptables: at most 29 characters
 REPLIES = (
     Rule((Match(("ct.state",), (("established",), ("related",))),), Verdict("accept"), "replies pass by connection tracking"),
     Rule((Match(("ct.state",), (("invalid",),)),), Verdict("drop")),
@@ -82,7 +84,7 @@ def compile_firewall(intent: Intent, fw: FirewallIntent) -> Ruleset:
 
     for (in_iface, out_iface), flows in sorted(by_pair.items()):
         chain_name = chain_ids.make(f"fwd_{in_iface}_to_{out_iface}")
-        rules: list[Rule] = []
+        rules: list[Rule] = _log_rules(flows, (), f"log_{in_iface}_to_{out_iface}", chain_ids, nets, sets)
         for family in (4, 6):
             by_kind: dict[tuple[bool, bool], Entries] = {}
             for with_ports in (True, False):
@@ -108,7 +110,8 @@ def compile_firewall(intent: Intent, fw: FirewallIntent) -> Ruleset:
 
     forward = Chain(
         "forward",
-        REPLIES + ((Rule((), VerdictMap(("iif", "oif"), tuple(vmap_entries))),) if vmap_entries else ()),
+        REPLIES + ((Rule((), VerdictMap(("iif", "oif"), tuple(vmap_entries))),) if vmap_entries else ())
+        + ((Rule((), Log(DROP_LOG_PREFIX["forward"]), "log what the policy drops"),) if fw.firewall.log else ()),
         hook="forward",
         type="filter",
         priority=PRIORITY_FILTER,
@@ -149,6 +152,7 @@ def _input_rules(fw: FirewallIntent, chain_ids: _Identifiers, nets: _Nets, sets:
         by_iface[item.in_iface].append(item)
     for iface, items in sorted(by_iface.items()):
         iif = Match(("iif",), ((iface,),))
+        rules += _log_rules(items, (iif,), f"log_in_{iface}", chain_ids, nets, sets)  # type: ignore[arg-type]  # an Input has a Flow's keys
         for family in (4, 6):
             for with_ports in (True, False):
                 entries = _flow_entries([i for i in items if i.family == family], with_ports, nets)  # type: ignore[misc]  # an Input has a Flow's keys
@@ -158,7 +162,30 @@ def _input_rules(fw: FirewallIntent, chain_ids: _Identifiers, nets: _Nets, sets:
                     set_name = chain_ids.make(base + suffix)
                     sets.append(SetDef(set_name, key, elements))
                     rules.append(Rule((iif, Match(key, set_name=set_name)), Verdict("accept"), f"own services of the firewall on {iface}"))
+    if fw.firewall.log:
+        rules.append(Rule((), Log(DROP_LOG_PREFIX["input"]), "log what the policy drops"))
     return tuple(rules)
+
+
+def _log_rules(flows: list[Flow], head: tuple[Match, ...], base: str, chain_ids: _Identifiers, nets: _Nets, sets: list[SetDef]) -> list[Rule]:
+    """`log: true` openings: before the accepts, one rule per opening (and family, kind) that counts
+    and logs its new connections, rate-limited, with the opening's name in the prefix."""
+    rules: list[Rule] = []
+    logged = sorted({f.opening.index: f.opening for f in flows if f.opening.log}.items())
+    for _, opening in logged:
+        mine = [f for f in flows if f.opening.index == opening.index]
+        prefix = f"fwm {opening.name[:22]}: "
+        for family in (4, 6):
+            for translated in (False, True):
+                group = [f for f in mine if f.family == family and getattr(f, "translated", False) == translated]
+                for with_ports in (True, False):
+                    key = (addr_field(family, "saddr"), addr_field(family, "daddr"), "l4proto") + (("dport",) if with_ports else ())
+                    for suffix, elements in _disjoint_layers(_flow_entries(group, with_ports, nets), (0, 1), 3 if with_ports else None, nets):
+                        set_name = chain_ids.make(f"{base}_v{family}{'_dnat' if translated else ''}{'' if with_ports else '_noport'}{suffix}")
+                        sets.append(SetDef(set_name, key, elements))
+                        only_translated = (TRANSLATED,) if translated else ()
+                        rules.append(Rule(head + only_translated + (Match(key, set_name=set_name),), Log(prefix), f"log: {opening.name}"))
+    return rules
 
 
 def _snat_rules(snats: tuple[Snat, ...], chain_ids: _Identifiers, nets: _Nets, sets: list[SetDef]) -> list[Rule]:

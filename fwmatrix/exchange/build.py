@@ -174,6 +174,12 @@ def named_items(cell: _Cell, what: str, error: type[ExchangeError] = ExchangeErr
     return out
 
 
+def _yes(text: str) -> object:
+    """A log cell: yes/no (also true/false, sì, x); anything else is passed on for the loader to refuse, at its cell."""
+    word = text.strip().lower()
+    return True if word in ("yes", "true", "sì", "si", "x", "1") else False if word in ("no", "false", "0", "") else text
+
+
 def _interface(text: str) -> object:
     """'lan' -> 'lan'; 'lan @ 10.40.0.1 @ fd00:40::1' -> {zone: lan, address: [...]}: the firewall's own addresses."""
     zone, *addresses = [part.strip() for part in text.split("@")]
@@ -326,6 +332,8 @@ class _Builder:
                 fw["public"] = self.public(row["public"], path + ("public",))
             if "note" in row:
                 fw["note"] = self.put(path + ("note",), row["note"].text, row["note"])
+            if "log" in row:
+                fw["log"] = self.put(path + ("log",), _yes(row["log"].text), row["log"])
             out[name] = fw
         for place, row in self.rows(MANAGEMENT):
             firewall = self.required(row, "firewall", MANAGEMENT, place)
@@ -370,6 +378,8 @@ class _Builder:
                 opening["nat"] = self.nat(row["nat"], path + ("nat",))
             if "snat" in row:
                 opening["snat"] = self.put(path + ("snat",), row["snat"].text, row["snat"])
+            if "log" in row:
+                opening["log"] = self.put(path + ("log",), _yes(row["log"].text), row["log"])
             for key in ("note",) + METADATA_KEYS:
                 if key in row:
                     opening[key] = self.put(path + (key,), row[key].text, row[key])

@@ -56,6 +56,7 @@ OPENINGS = Sheet("openings", (
     Column("name", "name", "Nome", ("opening", "apertura"), 22),
     Column("snat", "source NAT", "NAT sorgente", ("snat", "source nat to", "masquerade"), 18, optional=True),
     *METADATA,
+    Column("log", "log", "Log", ("logging",), 8, optional=True),
 ), aliases=("matrice connettività", "matrice connettivita", "matrice", "aperture", "connectivity matrix"), required=True)
 
 ZONES = Sheet("zones", (
@@ -92,6 +93,7 @@ FIREWALLS = Sheet("firewalls", (
     Column("interfaces", "interfaces (interface: zone)", "Interfacce (interfaccia: zona)", ("interfaces", "interfacce"), 40, required=True),
     Column("public", "public addresses", "IP pubblici", ("public", "public address", "ip pubblico", "indirizzi pubblici"), 30),
     NOTE,
+    Column("log", "log drops", "Log scarti", ("log", "logging"), 10, optional=True),
 ), aliases=("firewall",), required=True)
 
 MANAGEMENT = Sheet("management", (
@@ -124,9 +126,9 @@ MATRIX = Sheet("matrix", (
 CARRIED_KEYS = {
     # `include` is carried by being read: a spreadsheet holds the included definitions as its own
     "top": ("fwmatrix", "name", "title", "include", "zones", "hosts", "groups", "services", "firewalls", "openings", "accept"),
-    "opening": ("name", "from", "to", "service", "services", "nat", "snat", "note", "owner", "ticket", "expires"),
+    "opening": ("name", "from", "to", "service", "services", "nat", "snat", "log", "note", "owner", "ticket", "expires"),
     "group": ("members", "note", "owner", "ticket", "expires"),
-    "firewall": ("interfaces", "public", "management", "note"),
+    "firewall": ("interfaces", "public", "management", "log", "note"),
     "management": ("from", "to", "service", "services", "note"),
     "host": ("addresses", "roles", "note"),
     "accept": ("kind", "firewall", "opening", "rule", "regions", "message", "reason", "owner", "expires"),

@@ -63,6 +63,7 @@ def opening_row(opening: Opening, matrix: Matrix) -> dict[str, str]:
         "name": opening.name,
         "snat": opening.snat.target if opening.snat is not None else "",
         **metadata_cells(opening.meta),
+        "log": "yes" if opening.log else "",
     }
 
 
@@ -105,6 +106,7 @@ def tables(matrix: Matrix) -> list[Table]:
                                      for iface, zone in fw.interfaces.items()),
                 "public": str(fw.public["public"]) if list(fw.public) == ["public"] else joined(f"{n}: {a}" for n, a in fw.public.items()),
                 "note": fw.note,
+                "log": "yes" if fw.log else "",
             }
             for fw in matrix.firewalls.values()
         ],

@@ -51,9 +51,9 @@ HOST_KEYS = ("addresses", "roles", "note")
 NOTE_MAX = 500
 
 TOP_KEYS = ("fwmatrix", "name", "title", "include", "zones", "hosts", "groups", "services", "firewalls", "openings", "accept")
-OPENING_KEYS = ("name", "from", "to", "service", "services", "nat", "snat", "note", "owner", "ticket", "expires")
+OPENING_KEYS = ("name", "from", "to", "service", "services", "nat", "snat", "log", "note", "owner", "ticket", "expires")
 METADATA_KEYS = ("owner", "ticket", "expires")
-FIREWALL_KEYS = ("interfaces", "public", "management", "note")
+FIREWALL_KEYS = ("interfaces", "public", "management", "log", "note")
 MANAGEMENT_KEYS = ("from", "to", "service", "services", "note")
 
 
@@ -108,6 +108,12 @@ class _Reader:
         if not isinstance(node, yaml.ScalarNode) or not re.fullmatch(r"[0-9]+", str(node.value)):
             raise self.fail(node, f"{what} must be a whole number, not {kind_of(node)} '{getattr(node, 'value', '')}'")
         return int(node.value)
+
+    def flag(self, node: yaml.Node, what: str) -> bool:
+        """`true` or `false` (YAML's booleans, as written: a quoted "true" is a string)."""
+        if not isinstance(node, yaml.ScalarNode) or not node.tag.endswith(":bool"):
+            raise self.fail(node, f"{what} must be true or false, not {kind_of(node)} '{getattr(node, 'value', '')}'")
+        return str(node.value).lower() in ("true", "yes", "on")
 
     def note(self, node: yaml.Node | None) -> str:
         if node is None:
@@ -440,7 +446,8 @@ def _load_firewalls(reader: _Reader, node: yaml.Node | None, claim: Claim, zones
                 raise reader.fail(fields["public"][1], f"firewall '{name}': '{name}.{iface}' would name both an interface and a public address: rename one")
         note = reader.note(fields["note"][1]) if "note" in fields else ""
         management = _load_management(reader, fields["management"][1], name) if "management" in fields else ()
-        firewalls[name] = Firewall(name, interfaces, public, reader.where(key_node), note, management, own)
+        log = reader.flag(fields["log"][1], f"'log' of firewall '{name}'") if "log" in fields else False
+        firewalls[name] = Firewall(name, interfaces, public, reader.where(key_node), note, management, own, log)
     seen_public: dict[IPAddress, str] = {}
     for fw in firewalls.values():
         for pub_name, addr in fw.public.items():
@@ -514,6 +521,7 @@ def _load_openings(reader: _Reader, node: yaml.Node | None) -> tuple[Opening, ..
                 field_lines={("service" if key == "services" else key): line_of(value) for key, (_, value) in fields.items()},
                 snat=snat,
                 meta=reader.metadata(fields, f"opening '{name}'"),
+                log=reader.flag(fields["log"][1], f"'log' of opening #{index}") if "log" in fields else False,
             )
         )
     return tuple(openings)

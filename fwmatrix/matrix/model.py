@@ -200,6 +200,7 @@ class Firewall:
     note: str = ""
     management: tuple[Management, ...] = ()  # how administrators reach the firewall itself
     addresses: dict[str, tuple[IPAddress, ...]] = field(default_factory=dict)  # interface -> its own addresses, where declared
+    log: bool = False  # log (rate-limited, counted) what its forward and input chains drop
 
     def own_addresses(self) -> tuple[IPAddress, ...]:
         """Every address the matrix gives the firewall: its interfaces' and its public ones."""
@@ -243,6 +244,7 @@ class Opening:
     field_lines: dict[str, int] = field(default_factory=dict, compare=False)  # 'from', 'to', 'service' -> line
     snat: SourceNat | None = None  # the source its connections leave with (to the internet)
     meta: Metadata | None = None  # owner, ticket, expiry
+    log: bool = False  # log (rate-limited, counted) its new connections on every firewall that accepts them
 
     def where_of(self, field_name: str) -> Where:
         return Where(self.where.file, self.field_lines.get(field_name, self.where.line))

@@ -29,22 +29,20 @@ the forward ones.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from netaddr import IPNetwork
 
 from fwmatrix.audit.findings import CT_ESTABLISHED, CT_NEW, flow_space, reply_space
+from fwmatrix.audit.local import LOCAL, as_forward
 from fwmatrix.errors import MatrixError
 from fwmatrix.audit.evaluate import Effective, evaluate, interfaces_of
 from fwmatrix.compile.intent import Flow, management_arrivals
-from fwmatrix.ir import Chain, Ruleset, Table
+from fwmatrix.ir import Ruleset
 from fwmatrix.matrix.model import Management, Matrix
 from fwmatrix.matrix.resolve import ANY4, ANY6, Resolver
 from fwmatrix.space import Space
 
-# The firewall's own end of a management connection: not an interface, so no
-# rule on an interface name (nor a wildcard but `*`) can match it.
-LOCAL = "(firewall)"
 
 
 @dataclass(frozen=True)
@@ -117,23 +115,6 @@ def check(ruleset: Ruleset, matrix: Matrix, firewall: str, accesses: Sequence[Ma
 def _passed(full: Space, effective: Effective) -> Space:
     """What passes whatever unmodelled constructs do (uncertain regions count as cut)."""
     return Space(full.ifaces, [b for g in effective.forwarded for b in g.space.boxes])
-
-
-def as_forward(ruleset: Ruleset, hook: str) -> Ruleset:
-    """The ruleset with the filtering chains of `hook` standing on the forward hook, and the
-    forward chains taken off it. Prerouting stays for packets that arrive (input); locally
-    made packets (output) do not cross it."""
-    kinds = ("filter",) if hook == "input" else ("filter", "route")
-    keep_prerouting = hook == "input"
-
-    def moved(chain: Chain) -> Chain:
-        if chain.hook == hook and chain.type in kinds:
-            return replace(chain, hook="forward", type="filter")
-        if chain.hook == "forward" or (chain.hook == "prerouting" and not keep_prerouting):
-            return replace(chain, hook=None)
-        return chain
-
-    return Ruleset(tuple(Table(t.family, t.name, tuple(moved(c) for c in t.chains), t.sets) for t in ruleset.tables), ruleset.header)
 
 
 __all__ = ["LOCAL", "AccessVerdict", "Management", "access_flows", "as_forward", "check"]

@@ -16,7 +16,7 @@ from typing import Iterator
 from fwmatrix.audit.evaluate.effective import DnatRegion, EvaluationError, Grant, Note
 from fwmatrix.audit.evaluate.matches import exact_parts, key_space, rule_space
 from fwmatrix.audit.evaluate.reading import Reading
-from fwmatrix.ir import Chain, Dnat, DnatMap, Jump, Notrack, Rule, Table, UnmodelledAction, Verdict, VerdictMap
+from fwmatrix.ir import Chain, Dnat, DnatMap, Jump, Log, Masquerade, Notrack, Rule, Snat, Table, UnmodelledAction, Verdict, VerdictMap
 from fwmatrix.matrix.model import PortRange
 from fwmatrix.space import V4_ALL, V6_ALL, Interfaces, Remaining, Space, addr_interval
 
@@ -212,6 +212,10 @@ def _act(site: _Site, action: object, hit: Space, match: Space, remaining: _Reco
         _dnat_map(site, action, match, remaining)
     elif isinstance(action, UnmodelledAction):
         _unmodelled_action(site, action, hit, match, remaining)
+    elif isinstance(action, (Snat, Masquerade)):  # a NAT statement ends its nat chain as accept does
+        _verdict(site, Verdict("accept"), hit, match, remaining)
+    elif isinstance(action, Log):
+        pass  # counts and logs: the chain goes on
     elif action is not None:
         raise EvaluationError(f"{site.origin}: no evaluation for action {action!r}")
 

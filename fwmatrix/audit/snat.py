@@ -1,0 +1,125 @@
+"""Source NAT judged against the matrix: what the postrouting nat chains translate.
+
+A firewall whose intent has source NAT (`snat:` openings it translates) is judged here: the
+postrouting nat base chains are walked in priority order, first match within a chain. A
+`snat to A` or `masquerade` sets the new connection's source and ends the walk (netfilter
+sets up one mapping per connection); an accept ends that chain without one (the next nat
+chain still looks); a drop ends it all. What no rule translates leaves untranslated. Rules
+fwmatrix cannot read exactly (a jump, a map, a snat to a range or port, an unmodelled
+match) make the translation of what they reach unknown.
+
+`nat` findings: an opening's new connections that leave untranslated (missing), translated
+to another address than the matrix says (wrong), or with an unknown translation; and, on
+such a firewall, forwarded new connections that are translated though no opening asks for
+it. Replies are never judged: connection tracking translates them back, and a reply is no
+new connection (so nothing from the DMZ towards the internet ever needs a translation).
+A firewall without source NAT in its intent is not judged here. pf's `nat-to` is not read
+back into the IR yet: a pf ruleset's source NAT is reported as not audited.
+"""
+
+from __future__ import annotations
+
+from netaddr import IPNetwork
+
+from fwmatrix.audit.evaluate import Effective
+from fwmatrix.audit.evaluate.matches import rule_space
+from fwmatrix.audit.evaluate.reading import Reading
+from fwmatrix.audit.local import PF_TABLE
+from fwmatrix.compile.intent import FirewallIntent, Flow, Snat
+from fwmatrix.ir import Masquerade, Ruleset, Snat as SnatAction, Verdict
+from fwmatrix.space import Interfaces, Space, ct_bits
+
+CT_NEW_ANY = ct_bits("new")  # translated by a port forward or not
+MASQUERADE = "masquerade"
+UNKNOWN = "unknown"
+
+
+def snat_findings(fw_intent: FirewallIntent, ruleset: Ruleset, ifaces: Interfaces, effective: Effective) -> list:
+    from fwmatrix.audit.findings import Finding, flow_space  # findings imports this module
+
+    if not fw_intent.snats:
+        return []
+    if any(t.name == PF_TABLE for t in ruleset.tables):
+        names = ", ".join(sorted({s.opening.name for s in fw_intent.snats}))
+        return [Finding("not-audited", f"source NAT of a pf ruleset (nat-to) is not read back yet: not audited ({names})")]
+    full = Space.full(ifaces)
+    regions = _translations(ruleset, ifaces)
+    findings = []
+    wanted_all = Space.empty(ifaces)
+    given = ruleset.families if ruleset.families is not None else frozenset({4, 6})  # an iptables-save covers its family only
+    judged = [s for s in fw_intent.snats if s.family in given]
+    for opening_index in sorted({s.opening.index for s in judged}):
+        snats = [s for s in judged if s.opening.index == opening_index]
+        opening = snats[0].opening
+        lines: list[str] = []
+        for snat in snats:
+            wanted = flow_space(full, _as_flow(snat), CT_NEW_ANY).intersect(full.make(ct=CT_NEW_ANY))
+            wanted_all = wanted_all.union(wanted)
+            expected = MASQUERADE if snat.address is None else str(snat.address)
+            rest = wanted
+            for space, target, origin in regions:
+                hit = rest.intersect(space)
+                if not hit:
+                    continue
+                rest = rest.subtract(space)
+                if target == UNKNOWN:
+                    lines += [f"{line}: translated as fwmatrix cannot tell ({origin})" for line in hit.lines()]
+                elif target != expected:
+                    lines += [f"{line}: translated to {target}, not {expected} ({origin})" for line in hit.lines()]
+            lines += [f"{line}: not translated (the matrix says {expected})" for line in rest.lines()]
+        if lines:
+            findings.append(Finding("nat", f"source NAT of opening '{opening.name}' (row {opening.index}) is missing or wrong",
+                                    opening, "", tuple(lines)))
+    forwarded_new = Space(ifaces, [b for g in effective.forwarded for b in g.space.boxes]).intersect(full.make(ct=CT_NEW_ANY))
+    for space, target, origin in regions:
+        extra = forwarded_new.intersect(space).subtract(wanted_all)
+        if extra:
+            findings.append(Finding("nat", f"forwarded new connections are source-translated ({target}), but no opening asks for it",
+                                    None, origin, tuple(extra.lines())))
+            forwarded_new = forwarded_new.subtract(extra)
+    return findings
+
+
+def _translations(ruleset: Ruleset, ifaces: Interfaces) -> list[tuple[Space, str | None, str]]:
+    """(packets, translation, rule) for new connections in the postrouting nat chains, first
+    decision first; translation None: the chain accepts them untranslated."""
+    reading = Reading(ruleset, ifaces, assume_unmodelled_match=True)
+    out: list[tuple[Space, str | None, str]] = []
+    decided = Space.empty(ifaces)
+    for table, chain in reading.base_chains("postrouting", "nat"):
+        scope, _ = reading.scope(table, chain)
+        left = scope.intersect(reading.full.make(ct=CT_NEW_ANY)).subtract(decided)
+        for position, rule in enumerate(chain.rules, start=1):
+            origin = rule.origin or f"{table.family} {table.name} {chain.name} rule {position}"
+            found = rule_space(reading, table, rule, origin)
+            if found is None or not left:
+                continue
+            space, uncertain = found
+            hit = left.intersect(space)
+            if not hit:
+                continue
+            action = rule.action
+            if isinstance(action, SnatAction):
+                target: str | None = str(action.address.ip) if not uncertain else UNKNOWN
+            elif isinstance(action, Masquerade):
+                target = MASQUERADE if not uncertain else UNKNOWN
+            elif isinstance(action, Verdict) and action.kind in ("accept", "drop"):
+                left = left.subtract(hit) if not uncertain else left
+                if action.kind == "drop" and not uncertain:
+                    decided = decided.union(hit)
+                continue
+            elif action is None:
+                continue
+            else:
+                target = UNKNOWN  # a jump, a map, an action fwmatrix cannot read: the translation is not known
+            out.append((hit, target, origin))
+            left = left.subtract(hit)
+            decided = decided.union(hit)
+    return out
+
+
+def _as_flow(snat: Snat) -> Flow:
+    return Flow(snat.opening, "*", snat.out_iface, snat.family, snat.sources, snat.destinations, snat.parts)
+
+
+__all__ = ["snat_findings"]
