@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence, cast
 
-from netaddr import AddrFormatError
+from netaddr import AddrFormatError, IPNetwork
 
 from fwmatrix.backends.nftables.binding import list_live, list_text
 from fwmatrix.backends.nftables.describe import as_list, describe
