@@ -11,6 +11,7 @@ names, and is left empty when the opening names no service.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from fwmatrix.matrix.model import Host, Matrix, Metadata, Opening, parse_service_literal
 from fwmatrix.exchange.layout import ACCEPTED, FIREWALLS, GROUPS, HOSTS, MANAGEMENT, MATRIX, OPENINGS, SERVICES, SHEETS, ZONES, Column, Sheet
@@ -25,7 +26,7 @@ class Table:
     sheet: Sheet
     rows: tuple[dict[str, str], ...]  # column key -> cell text
 
-    @property
+    @cached_property  # once: each row's cells ask for it
     def columns(self) -> tuple[Column, ...]:
         """The sheet's columns, but the optional ones no row fills."""
         return tuple(c for c in self.sheet.columns if not c.optional or any(row.get(c.key) for row in self.rows))
