@@ -178,3 +178,5 @@ def test_two_firewalls_and_source_nat(tmp_path: Path) -> None:
     assert result.exit_code == 0 and (answer["in"], answer["out"]) == ("lan0", "outside0"), result.output
     result = runner.invoke(main, ["query", matrix, "--from", "web", "--to", "198.51.100.200", "--service", "https", *rules])
     assert result.exit_code == 2 and "does not cross firewall 'internal'" in result.output
+    result = runner.invoke(main, ["query", matrix, "--from", "app", "--to", "198.51.100.200", "--service", "https", *rules[2:]])
+    assert result.exit_code == 2 and result.output == "error: the matrix has several firewalls (internal, perimeter): say whose ruleset it is with --firewall\n"
