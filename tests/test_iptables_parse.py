@@ -1028,3 +1028,10 @@ def test_physdev_is_bridged_is_judged_both_ways_only_in_and_out_of_one_interface
     across = full.make(iif=ifaces.mask("wan0"), oif=ifaces.mask("br0"), src=V4_ALL, dst=V4_ALL)
     assert not any(g.space.intersect(across) for g in effective.forwarded + effective.uncertain)  # never bridged: dropped
     assert any(g.space.intersect(same) for g in effective.uncertain) and not any(g.space.intersect(same) for g in effective.forwarded)
+
+
+@pytest.mark.parametrize(("name", "number"), [("ping", 128), ("pong", 129), ("neighbour-solicitation", 135)])
+def test_icmpv6_type_names_ip6tables_knows(name: str, number: int) -> None:
+    text = FILTER + f"-A FORWARD -p ipv6-icmp -m icmp6 --icmpv6-type {name} -j ACCEPT\nCOMMIT\n"
+    (rule,) = parse_save(text, 6, "t").tables[0].chains[1].rules
+    assert rule.matches == (m("l4proto", 58), m("icmpv6.type", number))

@@ -545,7 +545,7 @@ ICMP_TYPE_NAMES = {
 # --icmpv6-type names ip6tables knows (both spellings); a type/code pair stays Unmodelled
 ICMPV6_TYPE_NAMES = {
     "destination-unreachable": 1, "packet-too-big": 2, "time-exceeded": 3, "ttl-exceeded": 3, "parameter-problem": 4,
-    "echo-request": 128, "echo-reply": 129, "router-solicitation": 133, "router-advertisement": 134,
+    "echo-request": 128, "ping": 128, "echo-reply": 129, "pong": 129, "router-solicitation": 133, "router-advertisement": 134,
     "neighbour-solicitation": 135, "neighbor-solicitation": 135, "neighbour-advertisement": 136,
     "neighbor-advertisement": 136, "redirect": 137,
 }
