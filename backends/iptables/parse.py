@@ -590,14 +590,15 @@ WHOLE_BLOCK_OPTIONS = {"addrtype": ("--limit-iface-in", "--limit-iface-out")}
 
 
 def _addrtype(parser: _SectionParser, name: str, o: _Option, terms: list[Term]) -> bool:
-    """`-m addrtype --dst-type LOCAL` (several types: `LOCAL,BROADCAST`) as daddr.type;
-    which types the audit can judge is the evaluator's business (evaluate/addrtype.py)."""
+    """`-m addrtype --dst-type LOCAL` as daddr.type (judged with the firewall's addresses,
+    evaluate/addrtype.py); other types, or several at once, stay unmodelled."""
     words = o.value.upper().split(",")  # iptables compares the names case-insensitively
     unknown = [w for w in words if w not in ADDRESS_TYPE_WORDS]
     if unknown:
         raise _Malformed(f"addrtype {o.name}: unknown address type {unknown[0]}{did_you_mean(unknown[0], ADDRESS_TYPE_WORDS)}")
-    field_name = "daddr.type" if o.name == "--dst-type" else "saddr.type"
-    terms.append(_match(field_name, [ADDRESS_TYPE_WORDS[w] for w in words], o.negate))
+    if set(words) != {"LOCAL"}:
+        return False  # other types, or several: the evaluator judges only LOCAL alone (unmodelled)
+    terms.append(_match("daddr.type" if o.name == "--dst-type" else "saddr.type", ["local"], o.negate))
     return True
 
 

@@ -227,6 +227,8 @@ def _relation(fields: tuple[_Field, ...], op: str, right: Any, ctx: _TableContex
             raise _Unknown(f"operator {op} with a named set")
         ctx.use(right[1:], fields, "set")
         return Match(names, set_name=right[1:], negate=op == "!=")
+    if len(fields) == 1 and fields[0].kind == "addrtype" and right != "local":
+        raise _Unknown("an address type other than local, or several: only `local` is judged, with the firewall's addresses")
     if len(fields) == 1 and fields[0].kind in ("ct_state", "ct_status") and not (isinstance(right, dict) and "set" in right):
         return _flag_match(fields[0], op, right)
     if op in ("==", "!=", "in"):
