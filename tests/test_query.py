@@ -180,3 +180,16 @@ def test_two_firewalls_and_source_nat(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "does not cross firewall 'internal'" in result.output
     result = runner.invoke(main, ["query", matrix, "--from", "app", "--to", "198.51.100.200", "--service", "https", *rules[2:]])
     assert result.exit_code == 2 and result.output == "error: the matrix has several firewalls (internal, perimeter): say whose ruleset it is with --firewall\n"
+
+
+def test_shell_completion_offers_the_matrix_names() -> None:
+    from click.shell_completion import ShellComplete
+
+    complete = ShellComplete(main, {}, "fwmatrix", "_FWMATRIX_COMPLETE")
+
+    def offered(args: list[str], incomplete: str) -> list[str]:
+        return [item.value for item in complete.get_completions(["query", str(SEED), *args], incomplete)]
+
+    assert offered(["--from"], "sip") == ["sipproxy", "sipproxy.ext", "sipproxy.int"]
+    assert offered(["--from", "cti1", "--to", "bal", "--service"], "rtp") == ["rtp-ext", "rtp-int"]
+    assert offered(["--firewall"], "") == ["edge"]
