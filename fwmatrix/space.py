@@ -64,39 +64,17 @@ class Box:
         ct = self.ct & other.ct
         if not ct:
             return None
-        # the common case inline: single intervals (a function call each costs more than the work)
-        a, b = self.dport, other.dport
-        if len(a) == 1 and len(b) == 1:
-            low, high = max(a[0][0], b[0][0]), min(a[0][1], b[0][1])
-            if low > high:
-                return None
-            dport = a if low == a[0][0] and high == a[0][1] else b if low == b[0][0] and high == b[0][1] else ((low, high),)
-        else:
-            dport = iv_and(a, b)
-            if not dport:
-                return None
-        a, b = self.dst, other.dst
-        if len(a) == 1 and len(b) == 1:
-            low, high = max(a[0][0], b[0][0]), min(a[0][1], b[0][1])
-            if low > high:
-                return None
-            dst = a if low == a[0][0] and high == a[0][1] else b if low == b[0][0] and high == b[0][1] else ((low, high),)
-        else:
-            dst = iv_and(a, b)
-            if not dst:
-                return None
-        a, b = self.src, other.src
-        if len(a) == 1 and len(b) == 1:
-            low, high = max(a[0][0], b[0][0]), min(a[0][1], b[0][1])
-            if low > high:
-                return None
-            src = a if low == a[0][0] and high == a[0][1] else b if low == b[0][0] and high == b[0][1] else ((low, high),)
-        else:
-            src = iv_and(a, b)
-            if not src:
-                return None
+        src = iv_and(self.src, other.src)
+        if not src:
+            return None
+        dst = iv_and(self.dst, other.dst)
+        if not dst:
+            return None
         proto = iv_and(self.proto, other.proto)
         if not proto:
+            return None
+        dport = iv_and(self.dport, other.dport)
+        if not dport:
             return None
         return Box(iif, oif, src, dst, proto, dport, ct)
 
@@ -271,27 +249,7 @@ class Space:
         for dim in _COALESCE:
             if len(boxes) < 2:
                 break
-            at = _DIMS.index(dim)
-            groups: dict[tuple, list] = {}
-            for box in boxes:
-                fields = _box_order(box)
-                groups.setdefault(fields[:at] + fields[at + 1:], []).append(box)
-            if len(groups) == len(boxes):
-                continue
-            merged = []
-            for group in groups.values():
-                if len(group) == 1:
-                    merged.append(group[0])
-                    continue
-                values = [getattr(b, dim) for b in group]
-                if dim in ("iif", "oif", "ct"):
-                    joined: object = 0
-                    for v in values:
-                        joined |= v  # type: ignore[operator]
-                else:
-                    joined = iv_norm(p for v in values for p in v)
-                merged.append(_with(group[0], dim, joined))
-            boxes = merged
+            boxes, _ = _merge_along(boxes, dim)
         return Space(self.ifaces, boxes)
 
     def size(self) -> int:
@@ -309,27 +267,8 @@ class Space:
         while changed and len(boxes) > 1:
             changed = False
             for dim in _DIMS:
-                groups: dict[tuple, list[Box]] = {}
-                for box in boxes:
-                    key = tuple(getattr(box, d) for d in _DIMS if d != dim)
-                    groups.setdefault(key, []).append(box)
-                if len(groups) == len(boxes):
-                    continue
-                merged = []
-                for group in groups.values():
-                    if len(group) == 1:
-                        merged.append(group[0])
-                        continue
-                    changed = True
-                    values = [getattr(b, dim) for b in group]
-                    if dim in ("iif", "oif", "ct"):
-                        joined: object = 0
-                        for v in values:
-                            joined |= v  # type: ignore[operator]
-                    else:
-                        joined = iv_norm(p for v in values for p in v)
-                    merged.append(_with(group[0], dim, joined))
-                boxes = merged
+                boxes, merged = _merge_along(boxes, dim)
+                changed = changed or merged
         return Space(self.ifaces, sorted(boxes, key=_box_order))
 
     # reading
@@ -372,6 +311,32 @@ def _whole_protocols(boxes: list[Box]) -> list[Box]:
         )):
             out.append(b)
     return out
+
+
+def _merge_along(boxes: list[Box], dim: str) -> tuple[list[Box], bool]:
+    """Boxes equal in every dimension but `dim` as one box with the union of `dim`
+    (the same set); and whether any were merged."""
+    at = _DIMS.index(dim)
+    groups: dict[tuple, list[Box]] = {}
+    for box in boxes:
+        fields = _box_order(box)
+        groups.setdefault(fields[:at] + fields[at + 1:], []).append(box)
+    if len(groups) == len(boxes):
+        return boxes, False
+    merged = []
+    for group in groups.values():
+        if len(group) == 1:
+            merged.append(group[0])
+            continue
+        values = [getattr(b, dim) for b in group]
+        if dim in ("iif", "oif", "ct"):
+            joined: object = 0
+            for v in values:
+                joined |= v  # type: ignore[operator]
+        else:
+            joined = iv_norm(p for v in values for p in v)
+        merged.append(_with(group[0], dim, joined))
+    return merged, True
 
 
 def _with(box: Box, dim: str, value: object) -> Box:
@@ -588,8 +553,13 @@ def _covered(a: Box, near: list[Box]) -> bool:
     index's order by the caller, so that what is reported does not depend on this."""
     sized = [(size, b) for b in near if (size := _common_size(a, b))]
     sized.sort(key=lambda pair: -pair[0])
+    return not _minus_each(a, [b for _, b in sized])
+
+
+def _minus_each(a: Box, boxes: list[Box]) -> list[Box]:
+    """`a` minus the boxes one after the other, as pieces (none once it is used up)."""
     pieces = [a]
-    for _, b in sized:
+    for b in boxes:  # a box that misses a piece leaves it whole (minus would give it back)
         nxt: list[Box] = []
         for piece in pieces:
             if may_overlap(piece, b):
@@ -598,8 +568,8 @@ def _covered(a: Box, near: list[Box]) -> bool:
                 nxt.append(piece)
         pieces = nxt
         if not pieces:
-            return True
-    return False
+            break
+    return pieces
 
 
 def subtract_boxes(boxes: Iterable[Box], index: BoxIndex) -> list[Box]:
@@ -613,18 +583,7 @@ def subtract_boxes(boxes: Iterable[Box], index: BoxIndex) -> list[Box]:
             continue  # covered whole: no need to intersect or cut it into pieces
         if len(near) > MANY_NEAR and _covered(a, near):
             continue  # covered whole by several boxes together
-        pieces = [a]
-        for b in near:  # a box that misses `a` leaves every piece whole (minus gives it back)
-            nxt: list[Box] = []
-            for piece in pieces:
-                if may_overlap(piece, b):
-                    nxt.extend(piece.minus(b))
-                else:
-                    nxt.append(piece)
-            pieces = nxt
-            if not pieces:
-                break
-        out.extend(pieces)
+        out.extend(_minus_each(a, near))
     return out
 
 
