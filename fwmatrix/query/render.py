@@ -89,7 +89,8 @@ def _matrix_lines(answer: MatrixAnswer) -> list[tuple[int, str]]:
 
 
 def _ruleset_lines(answer: RulesetAnswer) -> list[tuple[int, str]]:
-    out: list[tuple[int, str]] = [(2, f"arrives on {answer.in_iface}" + (f", DNAT {answer.nat}" if answer.nat else f", leaves by {answer.out_iface}"))]
+    where = f", DNAT {answer.nat}" if answer.nat else "" if answer.reason else f", leaves by {answer.out_iface}"
+    out: list[tuple[int, str]] = [(2, f"arrives on {answer.in_iface}{where}")]
     if answer.reason:
         out.append((2, answer.reason))
     out += _steps(answer.trace) or [(3, "no rule matches it")]
