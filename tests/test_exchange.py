@@ -283,6 +283,18 @@ def test_duplicated_and_unknown_headers_are_refused(tmp_path: Path) -> None:
     assert import_error(tmp_path, book) == "sheet 'openings', row 1: no 'destination' column ('IP Destinazione')"
 
 
+def test_empty_sheets(tmp_path: Path) -> None:
+    book = seed_book()
+    book["groups"].delete_rows(1, 2)  # no group, and no header either: the group sheet says nothing
+    book["openings"]["A8"] = "cti1"  # the group's one user now names its member
+    path = tmp_path / "empty.xlsx"
+    book.save(path)
+    assert load_text(import_spreadsheet(str(path)).encode(), "x.yaml").groups == {}
+    book = seed_book()
+    book["zones"].delete_rows(1, 5)
+    assert import_error(tmp_path, book).startswith("sheet 'zones': the sheet is empty: it needs a header row (zone, networks, notes)")
+
+
 def test_unknown_and_missing_sheets_are_refused(tmp_path: Path) -> None:
     book = seed_book()
     book["services"].title = "servizzi"

@@ -95,6 +95,8 @@ class _Rows:
         self.sheet, self.file = sheet, file
         self.rows: list[tuple[Place, dict[str, _Cell]]] = []
         rows = list(raw.rows)
+        if not rows and not sheet.required:
+            return  # an empty groups or services sheet: none of them
         if not rows:
             raise self.error(raw.place, f"the sheet is empty: it needs a header row ({', '.join(c.english for c in sheet.columns)})")
         header_number, header = rows[0]
