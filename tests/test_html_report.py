@@ -193,3 +193,12 @@ accept:
     assert browser.evaluate("document.querySelectorAll('tr.finding:not([hidden])').length") == len(rows) - 1
     assert "accepted: netops, until 2999-12-31: the DMZ fetches its updates" in browser.evaluate("document.body.textContent")
     assert browser.problems() == []
+
+
+def test_without_graphviz_the_page_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import fwmatrix.graph.render as render
+
+    monkeypatch.setattr(render, "DOT", "no-such-dot")
+    page = write_report(tmp_path, SEED, "--ruleset", str(DRIFT)).read_text()
+    assert "<svg" not in page and "no diagram: drawing SVG or PNG needs Graphviz&#x27;s &#x27;dot&#x27;" in page
+    assert 'class="finding"' in page  # the rest of the report is there

@@ -15,6 +15,7 @@ import subprocess
 from fwmatrix.errors import FwmatrixError, one_line
 from fwmatrix.graph.diagram import Diagram, Edge, Node
 
+DOT = "dot"  # Graphviz's layout program, found on PATH
 DOT_TIMEOUT = 120  # seconds; the 1,000-opening bench matrix grouped by zone pair takes under one
 # how each kind of node and arrow looks, in DOT attributes
 NODE_STYLE = {
@@ -127,7 +128,7 @@ def to_mermaid(diagram: Diagram) -> str:
 
 def draw(dot_text: str, fmt: str) -> bytes:
     """DOT text drawn by Graphviz as `svg` or `png`."""
-    dot = shutil.which("dot")
+    dot = shutil.which(DOT)
     if dot is None:
         raise FwmatrixError("drawing SVG or PNG needs Graphviz's 'dot' (Debian: apt install graphviz); --format dot or mermaid need nothing")
     try:
