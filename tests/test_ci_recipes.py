@@ -205,6 +205,7 @@ def test_github_pull_request(repo: Repo) -> None:
     comment = (repo.capture / "comment.md").read_text()
     assert comment.startswith("### 🔀 fwmatrix review: opens 3 flows, closes 2, changes 3 NAT on firewall edge")
     assert "➕ `wan0 → dmz0  0.0.0.0/0 → 172.16.10.21  tcp/5062  after DNAT`" in comment
+    assert "```mermaid\n" in comment  # --diagram: the openings the change adds or changes, drawn
     assert comment == (repo.capture / "summary.md").read_text()
     (call,) = repo.calls("gh")
     assert shlex.split(call)[:3] == ["pr", "comment", "42"] and "--edit-last" in call
@@ -334,6 +335,7 @@ def test_gitlab_merge_request(repo: Repo) -> None:
     assert results["fwmatrix-audit"][:2] == (1, True)  # the live ruleset lags the change: allowed to fail
     note = (repo.capture / "note.md").read_text()
     assert note.startswith("### 🔀 fwmatrix review: opens 3 flows, closes 2, changes 3 NAT on firewall edge")
+    assert "```mermaid\n" in note
     listed, posted = repo.calls("curl")
     assert "PRIVATE-TOKEN: stub-token" in listed and "/projects/1234/merge_requests/7/notes?sort=desc" in listed
     assert "--request POST" in posted and "PRIVATE-TOKEN: stub-token" in posted and posted.endswith("/projects/1234/merge_requests/7/notes")
