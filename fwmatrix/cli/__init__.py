@@ -40,6 +40,7 @@ COMMAND_MODULES: dict[str, str] = {
     "export": "exchange", "import": "exchange",
     "graph": "graph", "report": "report",
     "query": "query",
+    "schema": "schema",
 }
 
 
