@@ -219,7 +219,7 @@ def test_replies_of_packets_passed_by_default(text: str, kw: dict, left_open: bo
 # The unmodelled share of the public pf rulesets once the firewall's interfaces, groups and
 # their addresses are known (placeholders: the corpus has no matrix), rounded up. What is left
 # needs more than the interfaces: anchors and tables loaded from files, routes, route-to.
-KNOWN_FIREWALL_CEILING = 0.37
+KNOWN_FIREWALL_CEILING = 0.30
 
 
 def test_public_pf_corpus_with_the_firewall_known() -> None:
@@ -332,3 +332,17 @@ def test_an_address_without_its_prefix_says_nothing_of_the_network() -> None:
     assert [str(a) for a in pf.firewall_facts(perimeter, name)["addresses"]["lan0"]] == ["10.40.0.1"]
     with pytest.raises(FwmatrixError, match="with its prefix"):
         pf.interface_options(["em0=192.0.2.1"], [])
+
+
+# -- state limits (pf.conf(5), STATEFUL TRACKING OPTIONS) ------------------------------------------------
+
+
+def test_a_pass_rule_with_state_limits_passes_or_drops_never_falls_through() -> None:
+    """Past max-src-conn pf drops the packet the rule passes: a later rule never sees it. So the
+    rule's verdict is open between pass and drop, and a later pass does not make it certain."""
+    text = "block all\npass in quick on em1 proto tcp keep state (max-src-conn 10)\npass in quick on em1 proto tcp\npass out quick\n"
+    judge = Judge(parse(text), ("em0", "em1"))
+    assert judge.fate("em1", "em0", "10.0.0.5", "198.51.100.1", TCP, 22) == "maybe"
+    assert judge.fate("em1", "em0", "10.0.0.5", "198.51.100.1", 17, 53) == "block"
+    (rule,) = rules_at(parse(text), "in", 2)
+    assert "state limits (max-src-conn)" in rule.action.text and not unmodelled_texts(rule)

@@ -457,7 +457,7 @@ class _Reader:
                     opts = c.group("(", ")")
                     limits = [o for o in opts if o in _STATE_LIMITS]
                     if limits:
-                        unknown.append(f"state limits ({', '.join(limits)}): new connections beyond them are refused")
+                        changes["limited"] = f"state limits ({', '.join(limits)}): new connections beyond them are refused"
             elif word == "label":
                 changes["label"] = c.next("the label")
             elif word == "tag":
@@ -512,6 +512,8 @@ class _Reader:
             else:
                 raise _Bad(f"unknown option {word!r}")
         binat_to = changes.pop("binat_to", None)
+        if changes.get("limited") and (rule.action != "pass" or "rdr" in changes):
+            unknown.append(changes.pop("limited"))  # (judged as a match where the verdict is not the rule's own)
         return replace(rule, unknown=tuple(dict.fromkeys(unknown)), **changes), binat_to  # type: ignore[arg-type]
 
     @staticmethod

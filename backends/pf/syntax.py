@@ -69,6 +69,7 @@ class _Rule:
     tagged: tuple[str, bool] | None = None  # (tag, negated)
     rdr: _Target | None = None
     keep_state: bool = True
+    limited: str = ""  # state limits (`max-src-conn`, ...): past them pf drops the packet the rule passes
     passes: bool = False  # `rdr pass`, `nat pass`: the translated packet skips the filter rules
     snat: bool = False  # `nat-to`, `binat-to`: translates the source (the rules after a match rule see it)
     binat: bool = False  # the inbound half of an old-style binat (evaluated before rdr)

@@ -23,7 +23,11 @@ def _applies(parts: Iterable[_Rule], chain: str) -> bool:
     return all(p.direction in (None, direction) for p in parts)
 
 
-def _verdict(rule: _Rule) -> Verdict:
+def _verdict(rule: _Rule) -> Verdict | UnmodelledAction:
+    """A pass rule with state limits passes, or drops once they are reached (pf.conf(5),
+    STATEFUL TRACKING OPTIONS): it decides either way, never leaves the packet to other rules."""
+    if rule.action == "pass" and rule.limited:
+        return UnmodelledAction(f"{rule.limited} (pass, or drop past them)")
     return Verdict("accept") if rule.action == "pass" else Verdict("reject" if rule.reject else "drop")
 
 
