@@ -127,6 +127,8 @@ def _rule(rng: random.Random, family: int, chain: str, targets: list[str], aims:
     verdict = rng.choice(verdicts)
     if not parts and verdict in ("-j DROP", "-j REJECT"):
         verdict = "-j ACCEPT"  # a drop of everything would leave nothing after it to compare
+    if family == 6 and verdict == "-j DROP" and table != "filter" and not any(p.startswith(("-p tcp", "-p udp")) for p in parts):
+        constructs.add("ipt-nd-drop")  # it may take neighbour discovery (for coverage)
     constructs.add(f"ipt-{table}-{chain}" if table != "filter" else "")
     constructs.add("ipt-notrack" if "notrack" in verdict else
                    "ipt" + verdict.split()[0] + ("-chain" if verdict.split()[1].startswith("c") else "-" + verdict.split()[1]))

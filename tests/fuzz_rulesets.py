@@ -367,6 +367,11 @@ def _update(ctx: _TableContext, aim: Aim) -> str:
     return f"{ctx.rng.choice(('update', 'add'))} @{name} {{ {ctx.family_prefix(family)} {ctx.rng.choice(('saddr', 'daddr'))} }}"
 
 
+def _spares_icmpv6(aim: Aim, matches: list[str]) -> bool:
+    """Whether a rule surely matches no ICMPv6 (and so no neighbour discovery)."""
+    return aim.family == 4 or aim.l4 in ("tcp", "udp", "th")
+
+
 def _rules(ctx: _TableContext, count: int, hook: str, chain_index: int | None, aims: list[Aim]) -> list[FuzzRule]:
     out = []
     for _ in range(count):
@@ -378,6 +383,11 @@ def _rules(ctx: _TableContext, count: int, hook: str, chain_index: int | None, a
             ctx.constructs.add("meta-nfproto")
         if hook in EARLY_OR_LATE:
             action = ctx.rng.choice(("drop", "drop", "accept") + (("notrack",) * 3 if ctx.before_conntrack and hook == "prerouting" else ()))
+            if action == "drop":  # for coverage: drops that may take neighbour discovery (ICMPv6) or ARP (netdev)
+                if not _spares_icmpv6(aim, matches):
+                    ctx.constructs.add("nd-drop")
+                if hook == "ingress" and all(m.startswith(("iifname", "oifname")) for m in matches):
+                    ctx.constructs.add("arp-drop")
             if action == "notrack":
                 ctx.notrack = True
                 ctx.constructs.add("notrack")

@@ -411,7 +411,7 @@ COVERED = {
     "ct-state-new", "ct-state-established,related", "ct-state-invalid", "ct-status-dnat",
     "dnat", "dnat-port", "dnat-map", "prerouting-raw", "prerouting-mangle", "prerouting-drop",
     "notrack", "ct-state-untracked", "dynamic-set-update", "dynamic-set-lookup", "dnat-cross-family",
-    "postrouting-filter", "postrouting-drop", "postrouting-nat", "table-netdev", "ingress-drop",
+    "postrouting-filter", "postrouting-drop", "postrouting-nat", "table-netdev", "ingress-drop", "nd-drop", "arp-drop",
 }
 
 
@@ -422,7 +422,8 @@ def test_the_grammar_covers_its_constructs() -> None:
     assert COVERED <= used, f"the first {FUZZ_RULESETS} seeds never use {sorted(COVERED - used)}"
 
 
-IPT_COVERED = {"ipt-raw", "ipt-notrack", "ipt-ctstate-untracked", "ipt-mangle", "ipt-mangle-POSTROUTING", "ipt-ipset", "ipt-dnat", "ipt-g-chain"}
+IPT_COVERED = {"ipt-raw", "ipt-notrack", "ipt-ctstate-untracked", "ipt-mangle", "ipt-mangle-POSTROUTING", "ipt-ipset", "ipt-dnat", "ipt-g-chain",
+               "ipt-nd-drop"}
 
 
 def test_the_iptables_grammar_covers_its_constructs() -> None:
