@@ -38,6 +38,7 @@ from conftest import require_kernel
 from fwmatrix.audit.evaluate import evaluate, interfaces_of
 from fwmatrix.errors import BackendError
 from fwmatrix.ir import Ruleset
+from fwmatrix.space import Space
 from fwmatrix.ops.lab import Lab, Probe, ProbeResult
 from test_kernel_agreement import Judgement, disagrees, explain, judge
 
@@ -391,6 +392,31 @@ def test_postrouting_nat_drops_are_judged_both_ways(lab: Lab) -> None:
     effective = evaluate(live, interfaces_of(live, list(lab.links)))
     assert judge(effective, dropped).forwarded is None and judge(effective, other_port).forwarded is True
     assert any("nat chain" in note.text for note in effective.unmodelled)
+
+
+PORT_FORWARD = ("table ip t {\n chain pre {\n  type filter hook prerouting priority raw; policy accept;\n  %s drop\n }\n"
+                " chain nat {\n  type nat hook prerouting priority dstnat; policy accept;\n  ip daddr 203.0.113.10 tcp dport 80 dnat to 10.2.0.5\n }\n}\n")
+
+
+@pytest.mark.parametrize(("drop", "doubt"), [("ip daddr 203.0.113.10", True), ("ip daddr 10.2.0.5", True), ("ip saddr 198.51.100.7", False),
+                                             ("ip daddr 10.1.0.5", False)])
+def test_later_packets_of_a_translated_connection(drop: str, doubt: bool) -> None:
+    """A raw drop saw a translated connection's later packets with their original destination,
+    forward sees the translated one: a drop by either is judged both ways for them (the lab sees
+    only a connection's first packet and its answer); one by the source, or by other destinations, is exact."""
+    from fwmatrix.backends.nftables.parse import parse_text
+    from fwmatrix.space import Box, ct_bits
+    from test_kernel_agreement import _point
+
+    live = parse_text(PORT_FORWARD % drop)
+    effective = evaluate(live, interfaces_of(live, list(fuzz.INTERFACES)))
+    ifaces = effective.ifaces
+    src, dst = _point("198.51.100.7"), _point("10.2.0.5")
+    later = Space(ifaces, [Box(ifaces.mask("wan0"), ifaces.mask("dmz0"), ((src, src),), ((dst, dst),), ((6, 6),), ((80, 80),),
+                               ct_bits("established", translated=True))])
+    uncertain = any(g.space.intersect(later) for g in effective.uncertain)
+    assert uncertain is doubt, [n.text for n in effective.unmodelled]
+    assert any("later packets of a translated connection" in n.text for n in effective.unmodelled) is doubt
 
 
 @pytest.mark.kernel

@@ -169,7 +169,7 @@ def _read(reading: Reading) -> Effective:
     drops = early_drops(reading)
     dnats = dnat_regions(reading, drops)
     early, early_certain = drops.spaces(reading)
-    early_fwd, early_fwd_certain = drops.of_forwarded(reading)
+    early_fwd, early_fwd_certain = drops.of_forwarded(reading, dnats)
     chains = forward_chains(reading)
     forwarded = as_untracked(reading.ifaces, combine(reading, chains, upper=False), reading.notracked, reading.maybe_notracked)
     reading.upper = as_untracked(reading.ifaces, combine(reading, chains, upper=True), reading.notracked, reading.maybe_notracked)

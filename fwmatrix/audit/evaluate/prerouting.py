@@ -5,13 +5,15 @@ judged both ways)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from fwmatrix.audit.evaluate.chains import ChainResult, chain_name, walk
 from fwmatrix.audit.evaluate.effective import DnatRegion
 from fwmatrix.audit.evaluate.forward import NAT_DROPS
 from fwmatrix.audit.evaluate.reading import CONNTRACK_PRIORITY, Reading
 from fwmatrix.audit.evaluate.untracked import as_untracked, drops_as_untracked, untracked_region
 from fwmatrix.ir import Chain
-from fwmatrix.space import CT_ALL, Box, Remaining, Space, ct_bits
+from fwmatrix.space import CT_ALL, CT_DNAT, PORTS_ALL, V4_ALL, V6_ALL, Box, Remaining, Space, ct_bits, iv_and
 
 DSTNAT_PRIORITY = -100  # NF_IP_PRI_NAT_DST: filtering chains below it see the packet before DNAT
 
@@ -28,6 +30,7 @@ class Drops:
         self.arriving_certain: list[Box] = []
         self.later: list[Box] = []
         self.later_certain: list[Box] = []
+        self.arriving_chains: list[str] = []  # the chains before DNAT that drop
 
     def add(self, chain: Chain, seen: Space, result: ChainResult, known: bool) -> None:
         """A base chain's drops over the packets it saw; its policy drops what it did not accept
@@ -43,20 +46,67 @@ class Drops:
         before_dnat = chain.hook == "ingress" or chain.type == "nat" or chain.priority < DSTNAT_PRIORITY
         (self.arriving if before_dnat else self.later).extend(b for b, _ in dropped)
         (self.arriving_certain if before_dnat else self.later_certain).extend(certain)
+        if before_dnat and dropped:
+            self.arriving_chains.append(f"{chain.hook} chain {chain.name} (priority {chain.priority})")
 
     def spaces(self, reading: Reading) -> tuple[Space, Space]:
         return Space(reading.ifaces, self.boxes), Space(reading.ifaces, self.certain)
 
-    def of_forwarded(self, reading: Reading) -> tuple[Space, Space]:
+    def of_forwarded(self, reading: Reading, dnats: list[DnatRegion]) -> tuple[Space, Space]:
         """The drops as the forward path's packets know them: a drop before DNAT saw the
         arriving packet, so it takes no new connection that DNAT translated (the DNAT
-        regions lose what it takes). Other states keep being judged as forward sees them."""
+        regions lose what it takes). The later packets of a translated connection it saw
+        with their original destination (answers with the addresses forward sees): where
+        it drops by a destination that a port forward translates from or to, whether it
+        drops them is judged both ways. Other states are judged as forward sees them."""
         plain = reading.full.make(ct=CT_ALL & ~ct_bits("new", translated=True))
+        translated = _translated_destinations(reading, dnats)
+        certain = [replace(b, ct=b.ct & ~LATER_TRANSLATED) if b.ct & LATER_TRANSLATED and not _whatever_destination(b)
+                   and translated.intersect(Space(reading.ifaces, [b])) else b for b in self.arriving_certain]
+        # what they drop by the original destination, where forward sees those packets: maybe dropped
+        mapped = _as_translated(reading, [b for b in self.arriving if b.ct & LATER_TRANSLATED and not _whatever_destination(b)], dnats)
+        if mapped or any(b.ct != c.ct for b, c in zip(self.arriving_certain, certain)):
+            for name in dict.fromkeys(self.arriving_chains):
+                reading.note_unmodelled(name, LATER_PACKETS)
 
         def forwarded(arriving: list[Box], later: list[Box]) -> Space:
-            return Space(reading.ifaces, arriving).intersect(plain).union(Space(reading.ifaces, later))
+            return Space(reading.ifaces, [b for b in arriving if b.ct]).intersect(plain).union(Space(reading.ifaces, later))
 
-        return forwarded(self.arriving, self.later), forwarded(self.arriving_certain, self.later_certain)
+        return forwarded(self.arriving + mapped, self.later), forwarded(certain, self.later_certain)
+
+
+LATER_TRANSLATED = CT_DNAT & ~ct_bits("new", translated=True)  # a translated connection's packets after the first
+LATER_PACKETS = ("drops by destination before DNAT, which the later packets of a translated connection reach with "
+                 "their original destination (forward sees the translated one)")
+
+
+def _translated_destinations(reading: Reading, dnats: list[DnatRegion]) -> Space:
+    """The destinations (address and port) the port forwards translate from and to."""
+    boxes = []
+    for region in dnats:
+        boxes += [reading.full.make(dst=b.dst, dport=b.dport).boxes[0] for b in region.space.boxes]
+        port = ((region.port.low, region.port.high),) if region.port is not None else PORTS_ALL
+        boxes += reading.full.make(dst=region.target, dport=port).boxes
+    return Space(reading.ifaces, boxes)
+
+
+def _as_translated(reading: Reading, dropped: list[Box], dnats: list[DnatRegion]) -> list[Box]:
+    """The later packets of translated connections among `dropped` (arriving coordinates), with
+    the destination forward sees them with."""
+    out = []
+    for region in dnats:
+        arriving = Space(reading.ifaces, [replace(b, ct=LATER_TRANSLATED) for b in region.space.boxes])
+        hit = arriving.intersect(Space(reading.ifaces, [replace(b, ct=b.ct & LATER_TRANSLATED) for b in dropped]))
+        port = ((region.port.low, region.port.high),) if region.port is not None else None
+        out += [replace(b, dst=region.target, dport=port or b.dport) for b in hit.boxes]
+    return out
+
+
+def _whatever_destination(box: Box) -> bool:
+    """Whether the box holds every destination address (of its families) and port: a drop of it
+    does not depend on what DNAT changes."""
+    return (iv_and(box.dst, V4_ALL) in ((), V4_ALL) and iv_and(box.dst, V6_ALL) in ((), V6_ALL)
+            and iv_and(box.dport, PORTS_ALL) in ((), PORTS_ALL))
 
 
 def early_drops(reading: Reading) -> Drops:
