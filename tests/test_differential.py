@@ -69,6 +69,8 @@ def _constructs() -> list[str]:
 REGRESSION_SEEDS: dict[int, str] = {
     2140: "a mangle prerouting chain (after conntrack) judged on the states packets would have had, not on the "
           "`untracked` a raw notrack gave them (`ct state { established, related, untracked } drop`): 12 fail-closed of 64",
+    3095: "a notrack rule's own ct match (`ct state invalid notrack`) judged both ways, as if its packets could be "
+          "untracked already: every probe uncertain, none compared",
 }
 IPT_REGRESSION_SEEDS: dict[int, str] = {
     1083: "ct matches before conntrack judged both ways wherever a notrack exists, even on packets it never "
@@ -318,6 +320,7 @@ BEFORE_CONNTRACK = [  # (raw prerouting rules, whether the kernel forwards the p
     ("ct state new drop", True), ("ct state invalid drop", False), ("ct state != established drop", False),
     ("ct status dnat drop", True),
     ("notrack\n  ct state untracked drop", None),  # untracked by then: judged both ways (not compared)
+    ("ct state invalid notrack", True),  # found by seed 3095: a rule's own notrack comes after its match
     # found by iptables seed 1083: a notrack of other packets (UDP) leaves the state of a rule on TCP exact
     ('iifname "eth2" udp dport 53 notrack\n  meta l4proto tcp ct state invalid drop', False),
 ]

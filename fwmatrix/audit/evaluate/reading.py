@@ -67,7 +67,7 @@ class Reading:
         # the rules that may untrack a packet before conntrack (then `ct state` there may read untracked)
         self._untracking = [(t, r) for t in ruleset.tables for c in t.chains for r in c.rules
                             if c.hook == "prerouting" and c.priority < CONNTRACK_PRIORITY and isinstance(r.action, (Notrack, UnmodelledAction))]
-        self._untracked: Space | None = None
+        self._untracked: list[tuple[Rule, Space]] | None = None  # what each of them may untrack
 
     def base_chains(self, hook: str, kind: str) -> list[tuple[Table, Chain]]:
         """The base chains of a hook and type, of every table that hook runs (IP tables;
@@ -105,18 +105,22 @@ class Reading:
 
     def _may_be_untracked(self, table: Table, rule: Rule) -> bool:
         """Whether a packet the rule may match (its ct matches left out) may have been untracked
-        by a notrack, or an action fwmatrix cannot model, before conntrack (any such rule's
-        packets, its ct matches left out: more than it untracks, never less)."""
+        by a notrack, or an action fwmatrix cannot model, before conntrack: by another such rule
+        (its own match comes before its action), whose packets are taken with its ct matches
+        left out (more than it untracks, never less)."""
         if not self._untracking:
             return False
         from fwmatrix.audit.evaluate.matches import rule_space  # matches reads a Reading: imported when asked
 
         if self._untracked is None:
             self._scratch = Reading(self.ruleset, self.ifaces, assume_unmodelled_match=True)  # its notes are not this reading's
-            regions = [rule_space(self._scratch, t, _without_ct(r), "") for t, r in self._untracking]
-            self._untracked = Space(self.ifaces, [b for found in regions if found for b in found[0].boxes])
-        found = rule_space(self._scratch, table, _without_ct(rule), "")
-        return bool(found and found[0].intersect(self._untracked))
+            found = [(r, rule_space(self._scratch, t, _without_ct(r), "")) for t, r in self._untracking]
+            self._untracked = [(r, region[0]) for r, region in found if region]
+        others = [space for r, space in self._untracked if r is not rule]
+        if not others:
+            return False
+        mine = rule_space(self._scratch, table, _without_ct(rule), "")
+        return bool(mine and any(mine[0].intersect(space) for space in others))
 
     def scope(self, table: Table, chain: Chain) -> tuple[Space, bool]:
         """The packets a base chain sees: its family's, on its device at ingress and egress;
@@ -166,6 +170,7 @@ class Reading:
 def _as_seen(rule: Rule, absent: str | None, no_conntrack: str | None, after_snat: bool,
              may_be_untracked: Callable[[Rule], bool] = lambda rule: False) -> Rule:
     """A rule as a hook runs it (see `ABSENT_INTERFACE`, `NO_CONNTRACK_YET`, `BEFORE_CONNTRACK`, `AFTER_SNAT`)."""
+    listed = rule  # `may_be_untracked` knows the rule as listed
     if absent is not None:
         if isinstance(rule.action, (VerdictMap, DnatMap)) and absent in rule.action.fields:
             return replace(rule, action=None)  # no entry's key has an empty name
@@ -179,7 +184,7 @@ def _as_seen(rule: Rule, absent: str | None, no_conntrack: str | None, after_sna
             if not (isinstance(m, Match) and any(f.startswith("ct.") for f in m.fields)):
                 matches.append(m)
                 continue
-            holds = _without_connection(m, lambda: may_be_untracked(rule))
+            holds = _without_connection(m, lambda: may_be_untracked(listed))
             if holds is False:
                 return replace(rule, action=None)  # never matches: decides nothing
             if holds is None:
