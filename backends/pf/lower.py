@@ -68,7 +68,8 @@ another, and keeps state. The lowering, done generically on the IR:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
+from itertools import product
+from typing import Callable, Iterable, Iterator
 
 from netaddr import IPNetwork, IPRange, cidr_merge
 
@@ -452,14 +453,14 @@ def _targets_overlap(cells: list[_Cell]) -> bool:
     """Can one packet match two translations with different targets? Then their order matters."""
     # two overlapping cells have nested destinations (or one has none): each pair is found from
     # the narrower one, among the cells whose destination holds its own
-    index = _DestIndex(cells)
+    index = _DestIndex(cells, _family)
     return any(b is not a and a.target != b.target and _cells_overlap(a, b) for a in cells for b in index.holding(a.family, a.daddr))
 
 
 def _check_no_rematch(cells: list[_Cell]) -> None:
     """OpenBSD translates at a match rule at once and later rules see the new packet; netfilter
     translates once. They agree when no translated packet matches another translation rule."""
-    index = _DestIndex(cells)
+    index = _DestIndex(cells, _family)
     order = {id(c): i for i, c in enumerate(cells)}
     for a in cells:
         assert a.target is not None
@@ -474,29 +475,34 @@ def _check_no_rematch(cells: list[_Cell]) -> None:
 
 
 class _DestIndex:
-    """Cells by family and destination network (None: any): the cells whose destination holds
-    a given network, in one lookup per destination prefix length present, rather than a scan of
-    every cell (translation checks were quadratic in the port forwards). Candidates only: the
-    caller decides with _cells_overlap."""
+    """Cells by a head (fields compared for equality, `head(cell)`) and destination network
+    (None: any): the cells whose destination holds a given network, in one lookup per
+    destination prefix length present, rather than a scan of every cell (the translation
+    checks and the covered-translated check were quadratic: 21.6M comparisons at 10,000
+    openings). Candidates only: the caller decides."""
 
-    def __init__(self, cells: Iterable[_Cell]) -> None:
+    def __init__(self, cells: Iterable[_Cell], head: Callable[[_Cell], object]) -> None:
         self._cells: dict[tuple, list[_Cell]] = {}
-        self._lengths: dict[int | None, set[int]] = {}
+        self._lengths: dict[object, set[int]] = {}  # head -> destination prefix lengths present
         for c in cells:
+            key = head(c)
             dest = None if c.daddr is None else (c.daddr.prefixlen, c.daddr.first)
-            self._cells.setdefault((c.family, dest), []).append(c)
+            self._cells.setdefault((key, dest), []).append(c)
             if dest is not None:
-                self._lengths.setdefault(c.family, set()).add(dest[0])
+                self._lengths.setdefault(key, set()).add(dest[0])
 
-    def holding(self, family: int | None, net: IPNetwork | None) -> Iterator[_Cell]:
-        yield from self._cells.get((family, None), ())
+    def __bool__(self) -> bool:
+        return bool(self._cells)
+
+    def holding(self, key: object, net: IPNetwork | None) -> Iterator[_Cell]:
+        yield from self._cells.get((key, None), ())
         if net is None:
             return
         bits = 32 if net.version == 4 else 128
         first, length = net.first, net.prefixlen
-        for plen in sorted(self._lengths.get(family, ())):
+        for plen in sorted(self._lengths.get(key, ())):
             if plen <= length:
-                yield from self._cells.get((family, (plen, first >> (bits - plen) << (bits - plen))), ())
+                yield from self._cells.get((key, (plen, first >> (bits - plen) << (bits - plen))), ())
 
 
 def _cells_overlap(a: _Cell, b: _Cell) -> bool:
@@ -566,50 +572,28 @@ def _drop_covered_translated(low: _Lowered) -> None:
         end = start
         while end < len(rules) and rules[end][0] == rules[start][0]:
             end += 1
-        plain = _PlainIndex(c for _, _, cells in rules[start:end] for c in cells if not c.dnat)
+        plain = _DestIndex((c for _, _, cells in rules[start:end] for c in cells if not c.dnat), _kind)
         if plain:
             for i in range(start, end):
                 verdict, note, cells = rules[i]
                 if any(c.dnat for c in cells):
-                    kept = [c for c in cells if not c.dnat or not any(_cell_within(c, p) for p in plain.candidates(c))]
+                    kept = [c for c in cells if not c.dnat or not any(_cell_within(c, p) for p in _covering_candidates(plain, c))]
                     rules[i] = (verdict, note, kept)
         start = end
 
 
-class _PlainIndex:
-    """Plain cells by (family, protocol, in, out interface, destination network): the cells
-    that can cover a given cell are found in a few lookups (one per destination prefix length
-    present), not by comparing it with every plain cell (quadratic: 21.6M comparisons at
-    10,000 openings). The candidates are a superset; _cell_within decides."""
+def _family(cell: _Cell) -> int | None:
+    return cell.family
 
-    def __init__(self, cells: Iterable[_Cell]) -> None:
-        self._cells: dict[tuple, list[_Cell]] = {}
-        self._lengths: dict[tuple, set[int]] = {}  # (family, proto, iif, oif) -> destination prefix lengths
-        for c in cells:
-            head = (c.family, c.proto, c.iif, c.oif)
-            dest = None if c.daddr is None else (c.daddr.prefixlen, c.daddr.first)
-            self._cells.setdefault(head + (dest,), []).append(c)
-            if dest is not None:
-                self._lengths.setdefault(head, set()).add(dest[0])
 
-    def __bool__(self) -> bool:
-        return bool(self._cells)
+def _kind(cell: _Cell) -> tuple:
+    return (cell.family, cell.proto, cell.iif, cell.oif)
 
-    def candidates(self, a: _Cell) -> Iterator[_Cell]:
-        """The plain cells whose interfaces, family, protocol and destination can hold a's."""
-        for family in {a.family, None}:
-            for proto in {a.proto, None}:
-                for iif in {a.iif, None}:
-                    for oif in {a.oif, None}:
-                        head = (family, proto, iif, oif)
-                        yield from self._cells.get(head + (None,), ())
-                        if a.daddr is None:
-                            continue
-                        bits = 32 if a.daddr.version == 4 else 128
-                        first, length = a.daddr.first, a.daddr.prefixlen
-                        for plen in self._lengths.get(head, ()):
-                            if plen <= length:
-                                yield from self._cells.get(head + ((plen, first >> (bits - plen) << (bits - plen)),), ())
+
+def _covering_candidates(plain: _DestIndex, a: _Cell) -> Iterator[_Cell]:
+    """The plain cells whose interfaces, family, protocol and destination can hold a's (None: any)."""
+    for kind in product({a.family, None}, {a.proto, None}, {a.iif, None}, {a.oif, None}):
+        yield from plain.holding(kind, a.daddr)
 
 
 def _cell_within(a: _Cell, b: _Cell) -> bool:
