@@ -112,7 +112,7 @@ def _compose_events(events: Iterable[yaml.Event], path: str) -> yaml.Node | None
             parent.value.append((pending[0], node))
             pending[0] = None
 
-    ScalarEvent, ScalarNode, SequenceNode = yaml.ScalarEvent, yaml.ScalarNode, yaml.SequenceNode
+    ScalarEvent, ScalarNode = yaml.ScalarEvent, yaml.ScalarNode
     for event in events:
         kind = event.__class__
         if kind is ScalarEvent:
@@ -124,18 +124,7 @@ def _compose_events(events: Iterable[yaml.Event], path: str) -> yaml.Node | None
                     tag = string_tag
                 else:
                     tag = resolve(ScalarNode, value, event.implicit)
-            node = ScalarNode(tag, value, event.start_mark, event.end_mark, style=event.style)
-            if not open_nodes:  # attach(node), inline: scalars are most of the nodes
-                root = node
-                continue
-            parent, pending = open_nodes[-1]
-            if parent.__class__ is SequenceNode:
-                parent.value.append(node)
-            elif pending[0] is None:
-                pending[0] = node
-            else:
-                parent.value.append((pending[0], node))
-                pending[0] = None
+            attach(ScalarNode(tag, value, event.start_mark, event.end_mark, style=event.style))
             continue
         if getattr(event, "anchor", None) is not None and kind is not yaml.AliasEvent:
             anchors.setdefault(event.anchor, event.start_mark.line + 1)
