@@ -13,14 +13,19 @@ and then:
   the answer comes back through the firewall: the TCP handshake completes,
   the UDP datagram is echoed back, the ICMP echo is answered. A port
   forward is sent to the public address and must arrive at the NAT
-  target's own address (and port);
+  target's own address (and port); with source NAT it must arrive from
+  the translated source (the public address; masquerade: the firewall's
+  address on the outgoing link). Openings to the firewall itself and its
+  management accesses are sent to the firewall's own address and must be
+  answered by a listener there (`lab.FIREWALL`);
 
   a sample of what must stay closed stays closed, each a NEW connection
   that no side may see: the port just past each opening's service, a new
   connection from each inside interface towards the internet, the internet
   reaching each NAT target directly at its own address instead of through
-  the public address, the public address on a port nothing forwards, and
-  each internal opening the other way round. A sample is taken only where
+  the public address, the public address on a port nothing forwards, each
+  internal opening the other way round, and (where the firewall has own
+  services) the firewall itself on a port nothing opens to it. A sample is taken only where
   the matrix really leaves it closed.
 
 Every namespace goes when the lab ends, whatever ended it (the CLI turns
