@@ -314,7 +314,7 @@ def test_the_timer_rolls_back_after_the_session_is_gone(backend: str, firewall, 
     assert proc.returncode == 0, proc.stderr
     assert "rollback armed" in proc.stdout
     assert whole_ruleset(firewall, backend) != before
-    assert wait_for(lambda: state.pending() is None, 15)
+    assert wait_for(lambda: state.pending() is None, 60)  # 2 s, but a loaded CI machine may start the timer late
     fired = time.monotonic() - started
     assert whole_ruleset(firewall, backend) == before
     event = state.last_event("rollback")

@@ -595,14 +595,11 @@ def test_ipset_without_contents_is_unmodelled_and_ipv6_sets_say_the_family() -> 
         parse_save(FILTER + "-A FORWARD -m set --match-set v6 dst -j DROP\nCOMMIT\n", family=4, ipsets=SETS)
 
 
-def test_a_big_ruleset_parses_quickly() -> None:
-    import time
-
+def test_a_big_ruleset_parses_whole() -> None:
+    """100,000 rules read, every one (how fast is bench/'s work: bench/audit_bench.py)."""
     body = "".join(f"-A FORWARD -s 10.{i // 250 % 250}.{i % 250}.0/24 -d 192.0.2.{i % 250} -p tcp -m tcp --dport {i % 60000 + 1} -m comment --comment \"row {i}\" -j ACCEPT\n" for i in range(100_000))
-    start = time.perf_counter()
     rs = parse_save(FILTER + body + "COMMIT\n")
     assert rs.rule_count == 100_000
-    assert time.perf_counter() - start < 30
 
 
 # -- round trip: matrix -> rules -> kernel -> iptables-save -> parse -> audit ---------------

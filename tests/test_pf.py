@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import random
 import re
-import time
 from pathlib import Path
 
 import pytest
@@ -921,10 +920,7 @@ def big(tmp_path_factory: pytest.TempPathFactory) -> Ruleset:
 
 @pytest.mark.parametrize("dialect", pf.DIALECTS)
 def test_two_thousand_openings(big: Ruleset, dialect: str) -> None:
-    started = time.perf_counter()
-    files = pf.render_files(big, dialect=dialect)
-    elapsed = time.perf_counter() - started
-    assert elapsed < 20, f"rendering took {elapsed:.1f}s"
+    files = pf.render_files(big, dialect=dialect)  # how fast: bench/speed_bench.py --works pf
     assert pf.check_files(files) == []
     text = files[pf.SUFFIX]
     assert text == pf.render(big, dialect)
