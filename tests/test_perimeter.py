@@ -392,3 +392,27 @@ def test_audit_finds_iptables_drifts_of_snat_and_input(intent) -> None:
     report = audit(intent, "perimeter", iptables.parse_save(drifted, 4, "drifted.ipt4"), "drifted.ipt4")  # IPv4 only: not-audited says so
     kinds = sorted((f.kind, f.opening.name if f.opening else "") for f in report.findings if f.kind != "not-audited")
     assert kinds == [("excess", ""), ("nat", "guest-browsing"), ("nat", "lan-browsing")], [f.to_json() for f in report.findings]
+
+
+def test_show_places_own_services_source_nat_and_management_on_the_way() -> None:
+    from click.testing import CliRunner
+
+    from fwmatrix.cli import main
+
+    result = CliRunner().invoke(main, ["show", str(EXAMPLE)], terminal_width=240)
+    assert result.exit_code == 0, result.output
+    openings_table, management_table = result.output.split("management access to the firewalls")
+    rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in openings_table.splitlines() if line.startswith("│")]
+    placed = {}
+    current = None
+    for cells in rows:
+        if len(cells) == 8 and cells[0].isdigit():
+            current = cells[1]
+        if len(cells) == 8 and current is not None and cells[6]:
+            placed.setdefault(current, []).append(cells[6])
+    assert placed["lan-dns"] == ["internal: guest0→itself", "internal: lan0→itself"]
+    assert placed["perimeter-ntp"] == ["internal: lan0→outside0", "perimeter: transit0→itself"]
+    assert "perimeter: source NAT out of wan0" in placed["lan-browsing"]
+    accesses = [[cell.strip() for cell in line.split("│")[1:-1]] for line in management_table.splitlines() if line.startswith("│")]
+    (access,) = [cells for cells in accesses if cells[0] == "perimeter" and cells[1] == "1"]
+    assert access[5] == "transit0" and access[7] == "internal: lan0→outside0"  # arrives on transit0, forwarded by internal

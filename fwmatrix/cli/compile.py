@@ -132,14 +132,19 @@ def show_command(matrix: str, firewall: str | None) -> None:
     m = intent.matrix
     resolver = Resolver(m)
     placement: dict[int, list[str]] = {}
+    management: dict[str, list[str]] = {}
     for fw_name, fw in intent.firewalls.items():
         if firewall is not None and fw_name != firewall:
             continue
-        for flow in fw.flows:
-            text = f"{fw_name}: {flow.in_iface}→{flow.out_iface}"
-            placement.setdefault(flow.opening.index, [])
-            if text not in placement[flow.opening.index]:
-                placement[flow.opening.index].append(text)
+        placed = [(flow.opening, f"{fw_name}: {flow.in_iface}→{flow.out_iface}") for flow in fw.flows]
+        placed += [(item.opening, f"{fw_name}: {item.in_iface}→itself") for item in fw.inputs]  # its input chain
+        placed += [(snat.opening, f"{fw_name}: source NAT out of {snat.out_iface}") for snat in fw.snats]
+        for opening, text in placed:
+            lines = placement.setdefault(opening.index, [])
+            if text not in lines:
+                lines.append(text)
+            if opening.index < 0:  # a management access (intent.build_intent names it FIREWALL-management-N)
+                management[opening.name] = lines
     table = RichTable(title=escape(f"{m.title} — {m.name}"), show_lines=True)
     for column in ("#", "opening", "from", "to", "service", "NAT", "placed on", "note"):
         table.add_column(column, overflow="fold")
@@ -149,6 +154,8 @@ def show_command(matrix: str, firewall: str | None) -> None:
         nat = ""
         if opening.nat is not None:
             nat = opening.nat.target + (f" port {opening.nat.port}" if opening.nat.port else "")
+        if opening.snat is not None:
+            nat = f"source: {opening.snat.target}"
         services = ", ".join(str(p) for p in resolver.services(opening))
         named = ", ".join(opening.services)
         table.add_row(*(escape(cell) for cell in (  # user text: never rich markup
@@ -167,13 +174,14 @@ def show_command(matrix: str, firewall: str | None) -> None:
         "Replies to these openings pass by connection tracking (established/related): "
         "nothing needs opening from the DMZ towards the internet."
     )
-    _show_management(console, m, resolver, firewall)
+    _show_management(console, m, resolver, firewall, management)
 
 
-def _show_management(console: Console, m: Matrix, resolver: Resolver, only: str | None) -> None:
-    """The management accesses the matrix declares: what `fwmatrix apply` will not let a ruleset cut."""
+def _show_management(console: Console, m: Matrix, resolver: Resolver, only: str | None, placement: dict[str, list[str]]) -> None:
+    """The management accesses the matrix declares: what `fwmatrix apply` will not let a ruleset cut,
+    with the firewalls on their way that forward them (placed as openings are; intent.build_intent)."""
     table = RichTable(title="management access to the firewalls (kept by `fwmatrix apply`)", show_lines=True)
-    for column in ("firewall", "#", "from", "to", "service", "arrives on", "note"):
+    for column in ("firewall", "#", "from", "to", "service", "arrives on", "note", "forwarded by"):
         table.add_column(column, overflow="fold")
     for fw in m.firewalls.values():
         if only is not None and fw.name != only:
@@ -181,8 +189,9 @@ def _show_management(console: Console, m: Matrix, resolver: Resolver, only: str 
         for access in fw.management:
             arrives = sorted({iface for ifaces, _ in management_arrivals(m, fw.name, access, resolver) for iface in ifaces})
             services = ", ".join(str(p) for p in resolver.services(access.as_opening()))
+            on_the_way = [line for line in placement.get(f"{fw.name}-management-{access.index}", []) if not line.startswith(f"{fw.name}: ")]
             cells = (fw.name, str(access.index), ", ".join(access.sources), ", ".join(access.destinations) or "(any address of it)",
-                     services, ", ".join(arrives), access.note)
+                     services, ", ".join(arrives), access.note, "\n".join(on_the_way))
             table.add_row(*(escape(cell) for cell in cells))
     if table.row_count:
         console.print(table)
