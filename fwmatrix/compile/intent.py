@@ -247,7 +247,9 @@ def build_intent(matrix: Matrix) -> Intent:
     for opening in matrix.openings:
         parts = resolver.services(opening)
         src_zones = _zoned(resolver, zoner, opening, opening.sources, "from", zoned)
-        own = [resolver.endpoint(ref, opening.where_of("to")) for ref in opening.destinations]
+        # only a firewall's name (`edge`, `edge.lan0`) can mean the firewall itself: resolve no other
+        own = ([resolver.endpoint(ref, opening.where_of("to")) for ref in opening.destinations]
+               if any(ref.partition(".")[0] in matrix.firewalls for ref in opening.destinations) else [])
         if own and own[0].firewall_of is not None:  # the firewall's own services
             _place_own(topology, opening, own, src_zones, parts, flows, inputs, warnings)
             continue
