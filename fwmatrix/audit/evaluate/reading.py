@@ -191,8 +191,15 @@ def _as_seen(rule: Rule, absent: str | None, no_conntrack: str | None, after_sna
                 matches.append(Unmodelled(no_conntrack))
         rule = replace(rule, matches=tuple(matches))
     if after_snat:
-        rule = replace(rule, matches=tuple(Unmodelled(AFTER_SNAT) if isinstance(m, Match) and any(f.endswith(".saddr") for f in m.fields) else m
-                                           for m in rule.matches))
+        matches = []
+        for m in rule.matches:
+            if isinstance(m, Match) and any(f.endswith(".saddr") for f in m.fields):
+                # the address is not known, its family is: `ip saddr` only exists in IPv4 packets
+                families = {4 if f.startswith("ip.") else 6 for f in m.fields if f.startswith(("ip.", "ip6."))}
+                matches += [Match(("nfproto",), ((v,),)) for v in families] + [Unmodelled(AFTER_SNAT)]
+            else:
+                matches.append(m)
+        rule = replace(rule, matches=tuple(matches))
     return rule
 
 
