@@ -42,7 +42,7 @@ from fwmatrix.space import Space
 from fwmatrix.ops.lab import Lab, Probe, ProbeResult
 from test_kernel_agreement import Judgement, disagrees, explain, judge
 
-FUZZ_RULESETS = 9  # per CI run, beside REGRESSION_SEEDS: about 6 s each on a loaded 2-core machine
+FUZZ_RULESETS = 8  # per CI run, beside REGRESSION_SEEDS: about 6 s each on a loaded 2-core machine
 TIMEOUT = 0.5
 SHRINK_SECONDS = 60.0  # at most this long minimising one disagreement
 
@@ -319,7 +319,7 @@ KNOWN_BUG_CASES = [
 BEFORE_CONNTRACK = [  # (raw prerouting rules, whether the kernel forwards the probe: the evaluator must say the same)
     # found by seeds 106 (the kernel forwarded what the evaluator had the raw chain drop) and 137 (the kernel
     # dropped everything, the evaluator nothing): before conntrack the packet has no connection, `ct state` is invalid
-    ("ct state new drop", True), ("ct state invalid drop", False), ("ct state != established drop", False),
+    ("ct state new drop", True), ("ct state invalid drop", False),
     ("ct status dnat drop", True),
     ("notrack\n  ct state untracked drop", None),  # untracked by then: judged both ways (not compared)
     ("ct state invalid notrack", True),  # found by seed 3095: a rule's own notrack comes after its match
