@@ -452,9 +452,11 @@ def report(cases: list[Case], fixed: dict[str, B.Run], info: dict[str, str], arg
 
 
 def _same(a: dict | None, b: dict | None) -> str:
+    """The findings and their counts compared (a report may gain fields between commits)."""
     if a is None or b is None:
         return "–"
-    return "identical" if a == b else "**differ**"
+    same = (a["findings"], a["counts"]) == (b["findings"], b["counts"])
+    return "findings identical" if same else "**findings differ**"
 
 
 def before_after(cases: list[Case], args: argparse.Namespace) -> list[str]:
@@ -472,8 +474,8 @@ def before_after(cases: list[Case], args: argparse.Namespace) -> list[str]:
                      f"{cpu(a) / cpu(base):.1f}×" if a and base and cpu(a) and cpu(base) else "–",
                      f"{cpu(b) / cpu(a):.1f}×" if a and b and cpu(a) and cpu(b) else "–",
                      _same(c.report, c.before.report if c.before else None)])
-    return lines + [B.md_table(header, rows), "", "reports: the JSON audit reports of both, compared whole (every finding, "
-                    "its regions and rule); the kinds are nft (naive nftables), ipt (naive iptables-save), compiled "
+    return lines + [B.md_table(header, rows), "", "reports: the findings of the JSON audit reports of both, compared "
+                    "whole (every finding, its message, regions and rule, in order) with their counts; the kinds are nft (naive nftables), ipt (naive iptables-save), compiled "
                     "(fwmatrix's own nftables output).", ""]
 
 
