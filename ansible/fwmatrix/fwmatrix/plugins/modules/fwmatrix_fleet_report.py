@@ -1,0 +1,142 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Apache License 2.0 (see the LICENSE file of fwmatrix)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: fwmatrix_fleet_report
+short_description: Merge the audits of many firewalls into one report with a firewall column
+version_added: "0.1.0"
+description:
+  - Reads the audit reports (C(fwmatrix audit --format json), or the C(audit) that
+    M(fwmatrix.fwmatrix.fwmatrix_ruleset) returns) saved one file per host in O(src), named
+    C(HOST.json), and writes one merged report as JSON and as Markdown.
+  - "Meant to run on the controller (C(delegate_to: localhost), C(run_once: true))."
+author:
+  - fwmatrix contributors
+options:
+  src:
+    description: The directory holding one audit JSON per host, C(HOST.json).
+    type: path
+    required: true
+  json:
+    description: Where to write the merged report as JSON (schema C(fwmatrix.fleet-audit/1)).
+    type: path
+  markdown:
+    description: Where to write the merged report as Markdown (one table, a firewall column).
+    type: path
+notes:
+  - Check mode is supported; nothing is written then.
+"""
+
+EXAMPLES = r"""
+- name: Save each firewall's audit on the controller
+  ansible.builtin.copy:
+    content: "{{ audit.audit | to_nice_json }}"
+    dest: "reports/audit/{{ inventory_hostname }}.json"
+    mode: "0644"
+  delegate_to: localhost
+
+- name: One report for the fleet
+  fwmatrix.fwmatrix.fwmatrix_fleet_report:
+    src: reports/audit
+    json: reports/fleet-audit.json
+    markdown: reports/fleet-audit.md
+  delegate_to: localhost
+  run_once: true
+"""
+
+RETURN = r"""
+report:
+  description: The merged report; each finding carries its C(host) and C(firewall).
+  returned: always
+  type: dict
+  sample:
+    schema: fwmatrix.fleet-audit/1
+    clean: false
+    firewalls:
+      - {host: fw1, firewall: perimeter, verdict: "firewall 'perimeter' matches the matrix", findings: 0}
+    findings:
+      - {host: fw2, firewall: internal, kind: excess, severity: high, message: "forwarded, but no opening asks for it"}
+clean:
+  description: Whether no firewall has a finding.
+  returned: always
+  type: bool
+"""
+
+import json
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.common.text.converters import to_native
+
+
+def merge(audits):
+    """{host: audit report} -> one report, a row per firewall and every finding with its host."""
+    firewalls, findings = [], []
+    for host in sorted(audits):
+        audit = audits[host]
+        firewall = audit.get("firewall", host)
+        firewalls.append({"host": host, "firewall": firewall, "matrix": audit.get("matrix"),
+                          "verdict": audit.get("verdict"), "findings": len(audit.get("findings", []))})
+        for finding in audit.get("findings", []):
+            findings.append(dict(host=host, firewall=firewall, **finding))
+    return {"schema": "fwmatrix.fleet-audit/1", "clean": not findings, "firewalls": firewalls, "findings": findings}
+
+
+def cell(text):
+    return str(text if text is not None else "").replace("|", "\\|").replace("\n", " ")
+
+
+def markdown(report):
+    lines = ["# Fleet audit", "", "| host | firewall | verdict | findings |", "|---|---|---|---|"]
+    lines += ["| %s | %s | %s | %d |" % (cell(f["host"]), cell(f["firewall"]), cell(f["verdict"]), f["findings"])
+              for f in report["firewalls"]]
+    lines += ["", "## Findings", ""]
+    if not report["findings"]:
+        lines.append("None: every firewall matches the matrix.")
+    else:
+        lines += ["| firewall | host | kind | severity | finding | rule |", "|---|---|---|---|---|---|"]
+        lines += ["| %s | %s | %s | %s | %s | %s |" % tuple(cell(f.get(key)) for key in ("firewall", "host", "kind", "severity", "message", "rule"))
+                  for f in report["findings"]]
+    return "\n".join(lines) + "\n"
+
+
+def write(module, path, text):
+    """Written aside and renamed: the report is whole or absent."""
+    partial = path + ".partial"
+    with open(partial, "w") as out:
+        out.write(text)
+    module.atomic_move(partial, path)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(src=dict(type="path", required=True), json=dict(type="path"), markdown=dict(type="path")),
+        supports_check_mode=True,
+    )
+    src = module.params["src"]
+    audits = {}
+    try:
+        names = sorted(name for name in os.listdir(src) if name.endswith(".json"))
+        for name in names:
+            with open(os.path.join(src, name)) as handle:
+                audits[name[: -len(".json")]] = json.load(handle)
+    except (OSError, ValueError) as exc:
+        module.fail_json(msg="cannot read the audits in %s: %s" % (src, to_native(exc)))
+    report = merge(audits)
+    changed = False
+    if not module.check_mode:
+        for key, text in (("json", json.dumps(report, indent=2, ensure_ascii=False) + "\n"), ("markdown", markdown(report))):
+            if module.params[key]:
+                write(module, module.params[key], text)
+                changed = True
+    module.exit_json(changed=changed, report=report, clean=report["clean"])
+
+
+if __name__ == "__main__":
+    main()
