@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import time
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -241,6 +242,11 @@ def test_the_fleet_playbook_checks_applies_rolls_back_and_audits(fleet: list[Hos
     assert report["clean"] is True and report["findings"] == []
     assert [(f["host"], f["firewall"]) for f in report["firewalls"]] == sorted((h.name, h.firewall) for h in fleet)
     assert "| perimeter | perimeter |" in (tmp_path / "audit" / "audit.md").read_text()
+    junit = ET.parse(tmp_path / "audit" / "audit.junit.xml").getroot()  # written by `fwmatrix fleet-report` on the controller
+    assert sorted(s.get("name") for s in junit.iter("testsuite")) == sorted(f"{h.name}.{h.firewall}" for h in fleet)
+    assert (junit.get("tests"), junit.get("failures")) == ("3", "0")
+    sarif = read_json(tmp_path / "audit" / "audit.sarif")
+    assert sarif["version"] == "2.1.0" and [r for run in sarif["runs"] for r in run["results"]] == []
     print("fleet timings (wall): " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in timings.items()))
     print("check mode, perimeter's planted drift: " + json.dumps(drift) + "\n" + plans["perimeter"]["ruleset_diff"])
 

@@ -11,7 +11,7 @@ commands in `COMMANDS`:
   exchange.py  export, import
   graph.py     graph
   query.py     query
-  report.py    report
+  report.py    report, fleet-report
 
 They share common.py (exit codes, one-line errors, consoles, options, report
 output). Imports go one way: this module names the command modules, they
@@ -38,7 +38,7 @@ COMMAND_MODULES: dict[str, str] = {
     "apply": "apply", "confirm": "apply", "rollback": "apply",
     "lab": "lab",
     "export": "exchange", "import": "exchange",
-    "graph": "graph", "report": "report",
+    "graph": "graph", "report": "report", "fleet-report": "report",
     "query": "query",
     "schema": "schema",
 }

@@ -4,16 +4,19 @@ findings per firewall and lab results."""
 from __future__ import annotations
 
 import json
+import sys
 
 import click
 
 from fwmatrix.audit.findings import audit
 from fwmatrix.cli.audit import accepted_findings, read_input
-from fwmatrix.cli.common import firewall_option, load_intent, matrix_argument, user_errors, write_output
+from fwmatrix.cli.common import fail_on_option, firewall_option, load_intent, matrix_argument, user_errors, write_output
 from fwmatrix.compile.intent import Intent
 from fwmatrix.errors import FwmatrixError, did_you_mean
 from fwmatrix.graph import diagram, to_dot
 from fwmatrix.graph.render import draw
+from fwmatrix.report.ci import junit, sarif
+from fwmatrix.report.fleet import fleet_outcomes
 from fwmatrix.report.html import Diagram, html_report
 from fwmatrix.targets import BACKENDS
 
@@ -88,4 +91,27 @@ def _diagram(intent: Intent, firewall: str | None) -> Diagram:
     return Diagram(svg)
 
 
-COMMANDS = (report_command,)
+@click.command("fleet-report")
+@click.argument("merged", metavar="MERGED")
+@click.option("--format", "fmt", type=click.Choice(("junit", "sarif")), required=True)
+@click.option("--output", "-o", metavar="FILE", default="-", show_default=True, help="The file to write (atomically), or - for standard output.")
+@fail_on_option("low", "a finding (JUnit: which findings fail their case)")
+@user_errors
+def fleet_report_command(merged: str, fmt: str, output: str, fail_on: str) -> None:
+    """Write the merged audit of a fleet (MERGED: the JSON the Ansible module
+    fwmatrix_fleet_report writes, or - for standard input) as JUnit (a testsuite per firewall,
+    a testcase per finding) or SARIF (a result per finding, its host and firewall in the
+    result's properties). Exits 0 whatever the findings: the report is the answer."""
+    try:
+        if merged == "-":
+            report = json.load(sys.stdin)
+        else:
+            with open(merged, encoding="utf-8") as handle:
+                report = json.load(handle)
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise FwmatrixError(f"cannot read the merged fleet audit: {getattr(exc, 'strerror', None) or exc}", merged) from None
+    outcomes = fleet_outcomes(report, merged)
+    write_output(output, junit(outcomes, fail_on) if fmt == "junit" else sarif(outcomes))
+
+
+COMMANDS = (report_command, fleet_report_command)

@@ -78,6 +78,7 @@ class Issue:
     case: str  # the case it belongs to: an opening's name, or a case of its own
     details: tuple[str, ...] = ()  # the live rule, the packets: more lines for people
     accepted: str = ""  # accepted with a reason (who, until when, why): fails nothing, SARIF `suppressions`
+    about: tuple[tuple[str, str], ...] = ()  # more SARIF result properties, e.g. the host and firewall of a fleet audit
 
 
 @dataclass
@@ -210,7 +211,7 @@ def _sarif_result(outcome: Outcome, issue: Issue, rule_index: int) -> dict:
         "ruleIndex": rule_index,
         "level": SARIF_LEVEL[issue.level],
         "message": {"text": text},
-        "properties": {"severity": issue.level, "case": issue.case},
+        "properties": {"severity": issue.level, "case": issue.case, **dict(issue.about)},
     }
     if issue.where is not None:
         location: dict = {"artifactLocation": {"uri": _uri(issue.where.file)}}

@@ -14,7 +14,9 @@ version_added: "0.1.0"
 description:
   - Reads the audit reports (C(fwmatrix audit --format json), or the C(audit) that
     M(fwmatrix.fwmatrix.fwmatrix_ruleset) returns) saved one file per host in O(src), named
-    C(HOST.json), and writes one merged report as JSON and as Markdown.
+    C(HOST.json), and writes one merged report as JSON, Markdown, JUnit XML and SARIF 2.1.0.
+  - JUnit and SARIF are written by fwmatrix itself (C(fwmatrix fleet-report), the writers of
+    C(fwmatrix audit --format junit/sarif)), so fwmatrix must be installed where this module runs.
   - "Meant to run on the controller (C(delegate_to: localhost), C(run_once: true))."
 author:
   - fwmatrix contributors
@@ -29,6 +31,25 @@ options:
   markdown:
     description: Where to write the merged report as Markdown (one table, a firewall column).
     type: path
+  junit:
+    description:
+      - Where to write the merged report as JUnit XML; a testsuite per firewall (named C(HOST.FIREWALL)),
+        a testcase per finding, failing when the finding reaches O(fail_on); a clean firewall has one passing testcase.
+    type: path
+  sarif:
+    description:
+      - Where to write the merged report as SARIF 2.1.0; a result per finding, with C(host) and C(firewall)
+        in the result's properties and in its message.
+    type: path
+  fail_on:
+    description: The least severity of a finding that fails its JUnit testcase (as C(fwmatrix audit --fail-on)).
+    type: str
+    choices: [info, low, medium, high]
+    default: low
+  fwmatrix:
+    description: The fwmatrix command on the controller (for O(junit) and O(sarif)).
+    type: path
+    default: fwmatrix
 notes:
   - Check mode is supported; nothing is written then.
 """
@@ -46,6 +67,8 @@ EXAMPLES = r"""
     src: reports/audit
     json: reports/fleet-audit.json
     markdown: reports/fleet-audit.md
+    junit: reports/fleet-audit.junit.xml
+    sarif: reports/fleet-audit.sarif
   delegate_to: localhost
   run_once: true
 """
@@ -106,6 +129,16 @@ def markdown(report):
     return "\n".join(lines) + "\n"
 
 
+def fleet_report(module, report, fmt):
+    """The merged report as JUnit or SARIF, from fwmatrix's own writers (fwmatrix fleet-report)."""
+    argv = [module.params["fwmatrix"], "fleet-report", "-", "--format", fmt, "--fail-on", module.params["fail_on"]]
+    rc, out, err = module.run_command(argv, data=json.dumps(report), environ_update={"NO_COLOR": "1"})
+    if rc != 0:
+        last = ((err or out).strip().splitlines() or [""])[-1]
+        module.fail_json(msg="fwmatrix fleet-report --format %s failed (exit %d): %s" % (fmt, rc, last), cmd=argv)
+    return out
+
+
 def write(module, path, text):
     """Written aside and renamed: the report is whole or absent."""
     partial = path + ".partial"
@@ -116,7 +149,9 @@ def write(module, path, text):
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(src=dict(type="path", required=True), json=dict(type="path"), markdown=dict(type="path")),
+        argument_spec=dict(src=dict(type="path", required=True), json=dict(type="path"), markdown=dict(type="path"),
+                           junit=dict(type="path"), sarif=dict(type="path"), fwmatrix=dict(type="path", default="fwmatrix"),
+                           fail_on=dict(type="str", default="low", choices=["info", "low", "medium", "high"])),
         supports_check_mode=True,
     )
     src = module.params["src"]
@@ -134,6 +169,10 @@ def main():
         for key, text in (("json", json.dumps(report, indent=2, ensure_ascii=False) + "\n"), ("markdown", markdown(report))):
             if module.params[key]:
                 write(module, module.params[key], text)
+                changed = True
+        for key in ("junit", "sarif"):
+            if module.params[key]:
+                write(module, module.params[key], fleet_report(module, report, key))
                 changed = True
     module.exit_json(changed=changed, report=report, clean=report["clean"])
 
