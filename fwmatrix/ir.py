@@ -314,3 +314,9 @@ def jump_problem(table: Table) -> str | None:
 PRIORITY_DSTNAT = -100
 PRIORITY_FILTER = 0
 PRIORITY_SRCNAT = 100
+
+
+# The comment of the rules a pf ruleset's input chain opens with (backends/pf/readlocal.py):
+# they take the packets not addressed to the firewall, which never reach an input hook (the
+# audit leaves them out of what the firewall itself receives, fwmatrix/audit/local.py).
+NOT_LOCAL = "pf: not addressed to the firewall, so forwarded, never taken by it"

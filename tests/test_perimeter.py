@@ -361,7 +361,8 @@ def test_audit_of_the_drifted_twin_finds_each_planted_drift(intent) -> None:
     assert ssh.regions == ("wan0 → (firewall)  ::/0 → ::/0  tcp/22  ct new", "wan0 → (firewall)  0.0.0.0/0 → 0.0.0.0/0  tcp/22  ct new")
     nat = {f.opening.name if f.opening else f.rule: f.regions for f in report.findings if f.kind == "nat"}
     assert all("translated to 203.0.113.99, not 203.0.113.10" in line for line in nat["lan-browsing"])  # drift 3
-    assert nat["guest-browsing"] == ("any → wan0  10.41.0.0/16 → 0.0.0.0/0  tcp/80,443  ct new,new dnat: not translated (the matrix says masquerade)",)  # drift 4
+    # drift 4: judged for what the forward chain may pass out of wan0 (from transit0 only): what it drops is never translated
+    assert nat["guest-browsing"] == ("transit0 → wan0  10.41.0.0/16 → 0.0.0.0/0  tcp/80,443  ct new,new dnat: not translated (the matrix says masquerade)",)
     (extra,) = [regions for name, regions in nat.items() if name not in ("lan-browsing", "guest-browsing")]  # drift 5
     assert extra == ("wan0 → dmz0  0.0.0.0/0 → 192.0.2.10  tcp/443  ct new dnat",)
     assert len(report.findings) == 5
@@ -416,3 +417,74 @@ def test_show_places_own_services_source_nat_and_management_on_the_way() -> None
     accesses = [[cell.strip() for cell in line.split("│")[1:-1]] for line in management_table.splitlines() if line.startswith("│")]
     (access,) = [cells for cells in accesses if cells[0] == "perimeter" and cells[1] == "1"]
     assert access[5] == "transit0" and access[7] == "internal: lan0→outside0"  # arrives on transit0, forwarded by internal
+
+
+# What only the perimeter knows (the matrix declares no address on wan0 and dmz0): with it,
+# `self` is known and the pf reader reads the firewall's own services into an input chain.
+PF_ADDRESSES = ("wan0=203.0.113.10/24", "dmz0=192.0.2.1/24")
+
+
+def _pf_parse(intent, firewall: str, text: str, addresses: tuple[str, ...] = PF_ADDRESSES) -> Ruleset:
+    """A pf.conf as `fwmatrix audit -r FILE --pf-anchor local=EMPTY --pf-interface ...` reads it."""
+    facts = dict(pf.firewall_facts(intent.matrix, firewall), anchors={"local": ""})
+    facts["addresses"] = {**facts["addresses"], **pf.interface_options(addresses, ())["addresses"]}  # type: ignore[dict-item]
+    return pf.parse_ruleset(text, f"{firewall}.pf.conf", **facts)  # type: ignore[arg-type]
+
+
+def _pf_audit(intent, firewall: str, text: str, addresses: tuple[str, ...] = PF_ADDRESSES):
+    from fwmatrix.audit.findings import audit
+
+    return audit(intent, firewall, _pf_parse(intent, firewall, text, addresses), f"{firewall}.pf.conf")
+
+
+@pytest.mark.parametrize("firewall", ["internal", "perimeter"])
+def test_pf_reads_back_its_source_nat_and_input_chain(intent, firewall: str) -> None:
+    """nat-to on the pass-out rules becomes the postrouting snat/masquerade, `pass in ... to self`
+    the input chain: the compiled pf.conf audits clean, nothing left not-audited."""
+    conf = pf.render(compile_firewall(intent, intent.firewalls[firewall]), "openbsd")
+    report = _pf_audit(intent, firewall, conf)
+    assert report.findings == [], [f.to_json() for f in report.findings]
+    (table,) = _pf_parse(intent, firewall, conf).tables
+    hooks = {c.hook for c in table.chains}
+    assert "input" in hooks and ("postrouting" in hooks) == (firewall == "perimeter")
+
+
+def test_pf_own_services_without_the_firewalls_addresses_are_said_not_audited(intent) -> None:
+    """`self` not known (wan0 and dmz0 have no address): no input chain is read, and the audit
+    says so rather than judging the own services against a guess. Source NAT is still judged."""
+    conf = pf.render(compile_firewall(intent, intent.firewalls["perimeter"]), "openbsd")
+    report = _pf_audit(intent, "perimeter", conf, addresses=())
+    (finding,) = report.findings
+    assert finding.kind == "not-audited" and "perimeter-ntp, perimeter-management-1" in finding.message
+    assert "--pf-interface" in finding.message
+
+
+def test_audit_finds_pf_drifts_of_snat_and_input(intent) -> None:
+    """The pf twin of the iptables drifts: a wrong nat-to address, a nat-to gone, and a `pass in
+    ... to self port 22` nobody asked for give the findings the nftables and iptables twins give."""
+    from fwmatrix.audit.findings import audit
+
+    ruleset = compile_firewall(intent, intent.firewalls["perimeter"])
+    conf = pf.render(ruleset, "openbsd")
+    drifted = (conf.replace("nat-to 203.0.113.10", "nat-to 203.0.113.99").replace(" nat-to ($wan0_if)", "")
+               .replace("block drop in log quick from any to self", "pass in quick on $wan0_if proto tcp from any to self port 22\n"
+                        "block drop in log quick from any to self"))
+    assert drifted.count("203.0.113.99") == 2 and "nat-to ($wan0_if)" not in drifted
+    report = _pf_audit(intent, "perimeter", drifted)
+    kinds = sorted((f.kind, f.opening.name if f.opening else "") for f in report.findings)
+    assert kinds == [("excess", ""), ("nat", "guest-browsing"), ("nat", "lan-browsing")], [f.to_json() for f in report.findings]
+    nat = {f.opening.name: f.regions for f in report.findings if f.kind == "nat"}
+    assert all("translated to 203.0.113.99, not 203.0.113.10" in line for line in nat["lan-browsing"])
+    assert nat["guest-browsing"] == ("transit0 → wan0  10.41.0.0/16 → 0.0.0.0/0  tcp/80,443  ct new,new dnat: not translated (the matrix says masquerade)",)
+    (ssh,) = [f for f in report.findings if f.kind == "excess"]
+    assert all(region.startswith("wan0 → (firewall)") and "tcp/22" in region for region in ssh.regions), ssh.regions
+    assert ssh.rule == f"perimeter.pf.conf:{drifted.splitlines().index('pass in quick on $wan0_if proto tcp from any to self port 22') + 1}"
+    # the same drifts in nftables: the same findings
+    nft = nftables.render(ruleset)
+    masquerade = next(line for line in nft.splitlines() if line.endswith('masquerade comment "source NAT out of wan0"'))
+    input_policy = "type filter hook input priority filter; policy drop;\n"
+    nft_drifted = (nft.replace("snat ip to 203.0.113.10", "snat ip to 203.0.113.99").replace(masquerade + "\n", "")
+                   .replace(input_policy, input_policy + '\t\tiifname "wan0" tcp dport 22 accept\n'))
+    assert nft_drifted.count("\n") == nft.count("\n") and "203.0.113.99" in nft_drifted
+    nft_report = audit(intent, "perimeter", nftables.parse_text(nft_drifted), "nft")
+    assert sorted((f.kind, f.opening.name if f.opening else "") for f in nft_report.findings) == kinds, [f.to_json() for f in nft_report.findings]

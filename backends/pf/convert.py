@@ -64,13 +64,15 @@ from fwmatrix.backends.pf.names import _DIALECT_RE, DIALECTS
 from fwmatrix.backends.pf.own import OwnAddresses
 from fwmatrix.backends.pf.overlap import _LOOPBACK_RE, _NEVER_FORWARDED, _PORTS_ALL, _port_set, _ports_contain
 from fwmatrix.backends.pf.reader import _Reader
+from fwmatrix.backends.pf.readlocal import input_chain
+from fwmatrix.backends.pf.readnat import source_nat_chain
 from fwmatrix.backends.pf.tags import (
     _TRANSLATED, Alts, _aside, _applies, _is_pass_rdr, _passes_in, _TagInfo, _Tags, _translates_and_passes, _verdict,
 )
 from fwmatrix.backends.pf.syntax import _Group, _Host, _If, _Item, _Opaque, _Ports, _Rule, _Seen, _Target
 from fwmatrix.errors import BackendError
 from fwmatrix.ir import (
-    PRIORITY_DSTNAT, Action, Chain, Dnat, Match, Rule, Ruleset, Table, Unmodelled, UnmodelledAction, Verdict, addr_field,
+    PRIORITY_DSTNAT, PRIORITY_FILTER, PRIORITY_SRCNAT, Action, Chain, Dnat, Match, Rule, Ruleset, Table, Unmodelled, UnmodelledAction, Verdict, addr_field,
 )
 
 PARSED_TABLE = "pf"
@@ -133,6 +135,8 @@ class _Builder(_Tags):
         self._position: dict[int, int] = {}
         self._file_position = {id(r): k for k, r in enumerate(self.flat)}
         self._images: list[tuple[int, list[_Rule], _Target]] = []
+        self._decided_by: dict[int, _Rule] = {}
+        self._local = False  # reading the in rules for the firewall itself (readlocal.py): its addresses are destinations
 
     def ruleset(self) -> Ruleset:
         chains = []
@@ -141,6 +145,12 @@ class _Builder(_Tags):
             chains.append(Chain("rdr", tuple(nat), hook="prerouting", type="nat", priority=PRIORITY_DSTNAT, policy="accept"))
         for name, priority in (("in", PRIORITY_IN), ("out", PRIORITY_OUT)):
             chains.append(Chain(name, tuple(self._filter_chain(name)), hook="forward", priority=priority, policy="accept"))
+        local = input_chain(self)
+        if local is not None:
+            chains.append(Chain("local", tuple(local), hook="input", priority=PRIORITY_FILTER, policy="accept"))
+        postrouting = source_nat_chain(self, list(chains[-1 if local is None else -2].rules))
+        if postrouting:
+            chains.append(Chain("snat", tuple(postrouting), hook="postrouting", type="nat", priority=PRIORITY_SRCNAT, policy="accept"))
         return Ruleset((Table("inet", PARSED_TABLE, tuple(chains)),))
 
     # -- emitting IR rules ---------------------------------------------------------------
@@ -209,7 +219,7 @@ class _Builder(_Tags):
     def _host_alts(self, hosts: tuple[_Host, ...], side: str, family: int, chain: str) -> Alts:
         """pfctl makes one rule per list item: their union. A negated item of one family only
         makes a rule of that family."""
-        context = "nat" if chain == "nat" else "filter"
+        context = "nat" if chain == "nat" else "local" if self._local else "filter"
         field_name = addr_field(family, side)
         positive = IPSet()
         alts: Alts = []
@@ -324,7 +334,9 @@ class _Builder(_Tags):
                 out += self._emit(item.parts, chain, Verdict("drop"), item.origin, comment="translated by this rule (see its image above)")
             else:
                 rules = self._tagged_unknowns(item, chain) + self._untranslated_unknowns(item, chain) + self._snat_unknowns(item, chain)
-                rules += self._emit(item.parts, chain, _verdict(item), item.origin)
+                own = self._emit(item.parts, chain, _verdict(item), item.origin)
+                self._decided_by.update((id(r), item) for r in own)  # (source_nat_chain: which rule passed them)
+                rules += own
                 if chain == "out" and any(_is_unmodelled(r) for r in rules) and not self._reaches_out(item):
                     continue  # no packet it could judge passed in: what it cannot tell decides nothing
                 out += rules

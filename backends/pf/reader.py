@@ -502,6 +502,8 @@ class _Reader:
             elif word in ("nat-to", "binat-to"):
                 target = self._target(c)
                 changes["snat"] = True
+                if word == "nat-to":
+                    changes["nat_to"] = target
                 if word == "binat-to":
                     changes["binat_to"] = target
             elif word == "af-to":

@@ -72,6 +72,7 @@ class _Rule:
     limited: str = ""  # state limits (`max-src-conn`, ...): past them pf drops the packet the rule passes
     passes: bool = False  # `rdr pass`, `nat pass`: the translated packet skips the filter rules
     snat: bool = False  # `nat-to`, `binat-to`: translates the source (the rules after a match rule see it)
+    nat_to: _Target | None = None  # the target of a `nat-to` (not binat-to)
     binat: bool = False  # the inbound half of an old-style binat (evaluated before rdr)
     unknown: tuple[str, ...] = ()  # what fwmatrix cannot model about this rule
     label: str = ""

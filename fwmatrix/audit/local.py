@@ -10,7 +10,8 @@ big). Findings, as for forwarding: `missing` (an own service, or the part of it,
 chain does not accept) and `excess` (new connections to the firewall that no opening asks
 for, with the rule accepting them). A firewall without own services is not judged here: its
 input is not fwmatrix's (the anti-lockout check of `apply` still reads it, ops/management.py).
-pf's `pass in ... to self` rules are not read back into an input chain yet: `not-audited`.
+pf's `pass in ... to self` rules are read back into an input chain (backends/pf/readlocal.py)
+when the firewall's addresses are known; else `not-audited`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from dataclasses import replace
 
 from fwmatrix.audit.evaluate import DEFAULT_ACCEPT, evaluate, interfaces_of
 from fwmatrix.compile.intent import FirewallIntent, Flow, Input
-from fwmatrix.ir import Chain, Ruleset, Table
+from fwmatrix.audit.evaluate.matches import rule_space
+from fwmatrix.audit.evaluate.reading import Reading
+from fwmatrix.ir import NOT_LOCAL, Chain, Ruleset, Table
 from fwmatrix.matrix.model import PROTOCOLS
 from fwmatrix.space import V4_ALL, V6_ALL, Space, ct_bits
 
@@ -54,15 +57,17 @@ def input_findings(fw_intent: FirewallIntent, ruleset: Ruleset) -> list:
 
     if not fw_intent.filters_input:
         return []
-    if any(t.name == PF_TABLE for t in ruleset.tables):
+    if any(t.name == PF_TABLE and not any(c.hook == "input" for c in t.chains) for t in ruleset.tables):
         names = ", ".join(dict.fromkeys(i.opening.name for i in fw_intent.inputs))
-        return [Finding("not-audited", f"the firewall's own services in a pf ruleset (pass in ... to self) are not read back yet: not audited ({names})")]
+        return [Finding("not-audited", "the firewall's own services in a pf ruleset are audited only when its addresses are known "
+                        f"(`self`: --pf-interface IF=ADDR/PREFIX for each interface, or --local-address): not audited ({names})")]
     fw = fw_intent.firewall
     ifaces = interfaces_of(ruleset, list(fw.interfaces) + [LOCAL, LOOPBACK])
     full = Space.full(ifaces)
     given = ruleset.families if ruleset.families is not None else frozenset({4, 6})  # an iptables-save covers its family only
     families = _union(full, [full.make(dst=V4_ALL if version == 4 else V6_ALL) for version in sorted(given)])
-    to_firewall = full.make(oif=ifaces.mask(LOCAL), ct=CT_NEW).intersect(families)
+    not_local = _not_local(ruleset, ifaces)
+    to_firewall = full.make(oif=ifaces.mask(LOCAL), ct=CT_NEW).intersect(families).subtract(not_local)
     inbound = evaluate(as_forward(ruleset, "input"), ifaces)
     accepted = Space(ifaces, [b for g in inbound.forwarded for b in g.space.boxes]).intersect(to_firewall)
     icmpv6 = PROTOCOLS["icmpv6"]
@@ -71,7 +76,7 @@ def input_findings(fw_intent: FirewallIntent, ruleset: Ruleset) -> list:
     by_opening: dict[int, list[Input]] = {}
     for item in fw_intent.inputs:
         by_opening.setdefault(item.opening.index, []).append(item)
-    spaces = {index: _union(full, [flow_space(full, _as_flow(i), CT_NEW) for i in items]) for index, items in by_opening.items()}
+    spaces = {index: _union(full, [flow_space(full, _as_flow(i), CT_NEW) for i in items]).subtract(not_local) for index, items in by_opening.items()}
     intended = _union(full, list(spaces.values())).union(essentials.intersect(to_firewall))
     findings = []
     for index, space in sorted(spaces.items(), key=lambda kv: (kv[0] < 0, abs(kv[0]))):
@@ -92,6 +97,20 @@ def input_findings(fw_intent: FirewallIntent, ruleset: Ruleset) -> list:
         why = grant.origin if grant.origin == DEFAULT_ACCEPT else f"accepted by {grant.origin}"
         findings.append(Finding("excess", f"taken by the firewall itself, but no opening asks for it ({why})", None, rule, tuple(extra.lines())))
     return findings
+
+
+def _not_local(ruleset: Ruleset, ifaces) -> Space:
+    """What a pf ruleset's input chain says is not addressed to the firewall (readlocal.py):
+    forwarded, it never reaches the input hook, so it is neither missing nor excess here."""
+    reading = Reading(ruleset, ifaces, assume_unmodelled_match=True)
+    out = Space.empty(ifaces)
+    for table in ruleset.tables:
+        for chain in table.chains:
+            for rule in chain.rules if chain.hook == "input" else ():
+                found = rule.comment == NOT_LOCAL and rule_space(reading, table, rule, rule.origin)
+                if found and not found[1]:
+                    out = out.union(found[0])
+    return out
 
 
 def _as_flow(item: Input) -> Flow:

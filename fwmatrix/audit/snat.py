@@ -8,13 +8,13 @@ chain still looks); a drop ends it all. What no rule translates leaves untransla
 fwmatrix cannot read exactly (a jump, a map, a snat to a range or port, an unmodelled
 match) make the translation of what they reach unknown.
 
-`nat` findings: an opening's new connections that leave untranslated (missing), translated
+`nat` findings: an opening's new connections that leave (the forward chains may pass them) untranslated (missing), translated
 to another address than the matrix says (wrong), or with an unknown translation; and, on
 such a firewall, forwarded new connections that are translated though no opening asks for
 it. Replies are never judged: connection tracking translates them back, and a reply is no
 new connection (so nothing from the DMZ towards the internet ever needs a translation).
-A firewall without source NAT in its intent is not judged here. pf's `nat-to` is not read
-back into the IR yet: a pf ruleset's source NAT is reported as not audited.
+A firewall without source NAT in its intent is not judged here. pf's `nat-to` is read back
+into such a chain by backends/pf/readnat.py.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from netaddr import IPNetwork
 from fwmatrix.audit.evaluate import Effective
 from fwmatrix.audit.evaluate.matches import rule_space
 from fwmatrix.audit.evaluate.reading import Reading
-from fwmatrix.audit.local import PF_TABLE
 from fwmatrix.compile.intent import FirewallIntent, Flow, Snat
 from fwmatrix.ir import Masquerade, Ruleset, Snat as SnatAction, Verdict
 from fwmatrix.space import Interfaces, Space, ct_bits
@@ -39,21 +38,21 @@ def snat_findings(fw_intent: FirewallIntent, ruleset: Ruleset, ifaces: Interface
 
     if not fw_intent.snats:
         return []
-    if any(t.name == PF_TABLE for t in ruleset.tables):
-        names = ", ".join(sorted({s.opening.name for s in fw_intent.snats}))
-        return [Finding("not-audited", f"source NAT of a pf ruleset (nat-to) is not read back yet: not audited ({names})")]
     full = Space.full(ifaces)
     regions = _translations(ruleset, ifaces)
     findings = []
     wanted_all = Space.empty(ifaces)
     given = ruleset.families if ruleset.families is not None else frozenset({4, 6})  # an iptables-save covers its family only
     judged = [s for s in fw_intent.snats if s.family in given]
+    # only what may leave can be translated: what the forward chain drops is its `missing` finding,
+    # whatever a nat chain says of it (pf translates on the out rule, so only what that rule passes)
+    leaving = Space(ifaces, [b for g in effective.forwarded + effective.uncertain for b in g.space.boxes])
     for opening_index in sorted({s.opening.index for s in judged}):
         snats = [s for s in judged if s.opening.index == opening_index]
         opening = snats[0].opening
         lines: list[str] = []
         for snat in snats:
-            wanted = flow_space(full, _as_flow(snat), CT_NEW_ANY).intersect(full.make(ct=CT_NEW_ANY))
+            wanted = flow_space(full, _as_flow(snat), CT_NEW_ANY).intersect(full.make(ct=CT_NEW_ANY)).intersect(leaving)
             wanted_all = wanted_all.union(wanted)
             expected = MASQUERADE if snat.address is None else str(snat.address)
             rest = wanted

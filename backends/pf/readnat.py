@@ -1,0 +1,101 @@
+"""Reading pf's source NAT back: a postrouting nat chain of `snat`/`masquerade` (the audit's
+fwmatrix/audit/snat.py judges it as it judges nftables' and iptables').
+
+pf translates on the rule that creates the state: a `pass out ... nat-to A` translates exactly
+the packets it passes, which are the packets the out chain accepts by that rule. So the
+postrouting chain is the out chain itself with its verdicts turned into translations: an
+accept by a `pass out ... nat-to A` is `snat to A` (when A is one address of the rule's
+family) or `masquerade` (`nat-to (IF)` on a rule `out on IF`, IF's address); an accept by
+any other rule leaves the source untranslated, and so does a block (the packet never
+leaves: the out chain drops it, and the evaluator does not model drops in nat chains).
+What fwmatrix cannot tell exactly becomes an unmodelled action, an unknown translation (a
+`nat` finding where it meets an opening): a `nat-to` to a pool, a table, another interface
+or of another family; rules it already cannot judge; and, at the head of the chain, the
+translations made before the filter rules decide (old-style `nat`, `nat pass`, binat, and
+`match ... nat-to`, which a later rule may replace).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from fwmatrix.backends.pf.syntax import _Rule
+from fwmatrix.backends.pf.tags import _applies
+from fwmatrix.ir import Action, Masquerade, Match, Rule, Snat, UnmodelledAction, Verdict
+
+if TYPE_CHECKING:
+    from fwmatrix.backends.pf.convert import _Builder
+
+
+def source_nat_chain(builder: _Builder, out_rules: list[Rule]) -> list[Rule]:
+    """The postrouting nat chain's rules (none when the ruleset translates no source)."""
+    before = builder.reader.source_nats + [r for r in builder.rules if r.action == "nat" or (r.snat and r.action != "pass")]
+    if not before and not any(r.snat for r in builder.rules):
+        return []
+    out: list[Rule] = []
+    for nat in before:
+        condition = [replace(p, action="match", snat=False, nat_to=None, tag=None, rdr=None, passes=False) for p in nat.parts]
+        for chain in ("out", "in"):
+            if _applies(condition, chain):
+                out += builder._emit(condition, chain, UnmodelledAction(
+                    f"{nat.origin} translates the source before the filter rules decide: fwmatrix does not follow it"), nat.origin)
+                break
+    for rule in out_rules:
+        out.append(replace(rule, action=_translation(builder, rule, builder._decided_by.get(id(rule)))))
+    return out
+
+
+def _translation(builder: _Builder, rule: Rule, passing: _Rule | None) -> Action:
+    action = rule.action
+    if isinstance(action, Verdict) and action.kind in ("drop", "reject"):
+        return Verdict("accept")  # the packet does not leave: untranslated (the forward chain drops it; a nat chain's drop is not modelled)
+    if passing is None or not passing.snat or not isinstance(action, Verdict) or action.kind != "accept":
+        return action
+    target = passing.nat_to
+    family = _family(rule)
+    if target is not None and passing.direction == "out" and target.port is None:
+        if target.address is not None and target.address.version == family:
+            return Snat(family, target.address)
+        interface = _interface(target.text)
+        on = passing.on or ()
+        if (interface is not None and len(on) == 1 and on[0].name == interface and not on[0].negate and not on[0].group
+                and _one_address(builder, interface)):
+            return Masquerade()
+    text = target.text if target is not None else "binat-to"
+    return UnmodelledAction(f"{passing.origin} translates the source to {text}: fwmatrix cannot tell to which address")
+
+
+def _family(rule: Rule) -> int | None:
+    for match in rule.matches:
+        if not isinstance(match, Match):
+            continue
+        for name in match.fields:
+            if name == "nfproto" and len(match.values) == 1:
+                return int(match.values[0][0])
+            if name.startswith("ip6."):
+                return 6
+            if name.startswith("ip."):
+                return 4
+    return None
+
+
+def _interface(text: str) -> str | None:
+    """`(IF)`: the interface's address as it is when the packet leaves (no modifier)."""
+    inner = text.replace(" ", "")
+    if not (inner.startswith("(") and inner.endswith(")")):
+        return None
+    name = inner[1:-1]
+    return name if name and all(ch.isalnum() or ch in "_.-" for ch in name) else None
+
+
+def _one_address(builder: _Builder, interface: str) -> bool:
+    """netfilter's masquerade takes the interface's first address; pf's `(IF)` a pool of all of
+    them: the same when IF has at most one address of each family, or its addresses are not given."""
+    known = builder.reader.own.interface([interface], "")
+    if known is None:
+        return True
+    return all(sum(n.size for n in known.iter_cidrs() if n.version == v) <= 1 for v in (4, 6))
+
+
+__all__ = ["source_nat_chain"]
