@@ -488,3 +488,16 @@ def test_audit_finds_pf_drifts_of_snat_and_input(intent) -> None:
     assert nft_drifted.count("\n") == nft.count("\n") and "203.0.113.99" in nft_drifted
     nft_report = audit(intent, "perimeter", nftables.parse_text(nft_drifted), "nft")
     assert sorted((f.kind, f.opening.name if f.opening else "") for f in nft_report.findings) == kinds, [f.to_json() for f in nft_report.findings]
+
+
+def test_pf_source_nat_fwmatrix_cannot_follow_is_a_nat_finding(intent) -> None:
+    """A `match out ... nat-to` translates before the pass rules decide, and a later rule may
+    replace it: not followed, so the translation of what it matches is unknown (judged a `nat`
+    finding), never taken as right."""
+    conf = pf.render(compile_firewall(intent, intent.firewalls["perimeter"]), "openbsd")
+    lan = 'pass out quick on $wan0_if inet proto tcp from 10.40.0.0/16 to any port { 53 80 443 } nat-to 203.0.113.10'
+    assert lan in conf
+    drifted = conf.replace(lan, "match out on $wan0_if inet from 10.40.0.0/16 nat-to 203.0.113.10\n" + lan.replace(" nat-to 203.0.113.10", ""))
+    report = _pf_audit(intent, "perimeter", drifted)
+    (nat,) = [f for f in report.findings if f.kind == "nat"]
+    assert nat.opening.name == "lan-browsing" and all("translated as fwmatrix cannot tell" in line for line in nat.regions)
