@@ -176,6 +176,11 @@ format_option = click.option(
 output_option = click.option("--output", "-o", metavar="FILE", help="Write the report to FILE (atomically) instead of standard output.")
 
 
+def file_output_option(what: str = "The file") -> Callable[[F], F]:
+    """-o of the commands whose result is a file (written by `write_output`)."""
+    return click.option("--output", "-o", metavar="FILE", required=True, help=f"{what} to write (atomically), or - for standard output.")
+
+
 def fail_on_option(default: str, what: str) -> Callable[[F], F]:
     return click.option("--fail-on", type=click.Choice(SEVERITIES), default=default, show_default=True, help=f"Exit 1 when {what} is at least this severe.")
 

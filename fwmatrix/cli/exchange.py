@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from fwmatrix.cli.common import matrix_argument, user_errors, write_output
+from fwmatrix.cli.common import file_output_option, matrix_argument, user_errors, write_output
 from fwmatrix.exchange import EXPORT_FORMATS, export_matrix, import_spreadsheet
 from fwmatrix.exchange.layout import LANGUAGES
 from fwmatrix.matrix.loader import load_matrix
@@ -16,7 +16,7 @@ from fwmatrix.matrix.loader import load_matrix
               help="xlsx: a workbook, one sheet a table; csv: one file, one [section] a table; markdown: tables for a document.")
 @click.option("--language", type=click.Choice(LANGUAGES), default="en", show_default=True,
               help="The headers' language (it: the source document's Sorgente, Tipologia traffico, IP Destinazione, ...).")
-@click.option("--output", "-o", metavar="FILE", required=True, help="The file to write (atomically), or - for standard output.")
+@file_output_option()
 @user_errors
 def export_command(matrix: str, fmt: str, language: str, output: str) -> None:
     """Export MATRIX as a spreadsheet: one row per opening in the source document's columns

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from fwmatrix.cli.common import firewall_option, load_intent, matrix_argument, user_errors, write_output
+from fwmatrix.cli.common import file_output_option, firewall_option, load_intent, matrix_argument, user_errors, write_output
 from fwmatrix.graph import GRAPH_FORMATS, GROUPINGS, graph
 
 
@@ -15,7 +15,7 @@ from fwmatrix.graph import GRAPH_FORMATS, GROUPINGS, graph
               help="svg and png are drawn by Graphviz (dot); dot is its input; mermaid is for Markdown documents and pull requests.")
 @click.option("--group", type=click.Choice(GROUPINGS), default="auto", show_default=True,
               help="host: every host and arrow; zone-pair: one box per zone, one arrow per zone pair; auto: zone-pair above 40 openings.")
-@click.option("--output", "-o", metavar="FILE", required=True, help="The file to write (atomically), or - for standard output.")
+@file_output_option()
 @user_errors
 def graph_command(matrix: str, firewall: str | None, fmt: str, group: str, output: str) -> None:
     """Draw MATRIX: zones as areas, hosts with their EXT and INT addresses, firewalls with

@@ -10,7 +10,7 @@ import click
 
 from fwmatrix.audit.findings import audit
 from fwmatrix.cli.audit import accepted_findings, read_input
-from fwmatrix.cli.common import fail_on_option, firewall_option, load_intent, matrix_argument, user_errors, write_output
+from fwmatrix.cli.common import fail_on_option, file_output_option, firewall_option, load_intent, matrix_argument, user_errors, write_output
 from fwmatrix.compile.intent import Intent
 from fwmatrix.errors import FwmatrixError, did_you_mean
 from fwmatrix.graph import diagram, to_dot
@@ -34,7 +34,7 @@ CHECK_KEYS = ("kind", "name", "row", "route", "service", "passed", "detail")
 @click.option("--lab", "labs", metavar="FILE", multiple=True, type=click.Path(dir_okay=False),
               help="A lab result to include: the output of `fwmatrix lab --format json`. Repeatable.")
 @click.option("--format", "fmt", type=click.Choice(("html",)), default="html", show_default=True)
-@click.option("--output", "-o", metavar="FILE", required=True, help="The HTML file to write (atomically), or - for standard output.")
+@file_output_option("The HTML file")
 @user_errors
 def report_command(matrix: str, firewall: str | None, rulesets: tuple[str, ...], backend_name: str, labs: tuple[str, ...], fmt: str, output: str) -> None:
     """Write an HTML report of MATRIX: the connectivity matrix, its diagram, the audit of each
