@@ -19,7 +19,7 @@ OUT    := out
 demo: venv
 	$(BIN)/fwmatrix check $(MATRIX)
 	$(BIN)/fwmatrix show $(MATRIX)
-	$(BIN)/fwmatrix compile $(MATRIX) --backend all -o $(OUT)/contact-highway-7
+	$(BIN)/fwmatrix compile $(MATRIX) --backend all --out-dir $(OUT)/contact-highway-7
 	@echo
 	@echo "--- $(OUT)/contact-highway-7/edge.nft ---"
 	@cat $(OUT)/contact-highway-7/edge.nft

@@ -189,7 +189,7 @@ def iptables_texts(fw_intent) -> dict[int, str]:
 
 
 def compiled_text(matrix: str, firewall: str) -> str:
-    proc = subprocess.run([os.path.join(B.VENV_BIN, "fwmatrix"), "compile", matrix, "--firewall", firewall, "-o", "-"],
+    proc = subprocess.run([os.path.join(B.VENV_BIN, "fwmatrix"), "compile", matrix, "--firewall", firewall],
                           capture_output=True, text=True, timeout=3600)
     if proc.returncode != 0:
         raise RuntimeError(f"fwmatrix compile failed: {proc.stderr.strip()[-500:]}")

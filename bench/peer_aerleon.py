@@ -490,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
         fwm = Tool("fwmatrix compile")
         fwm_out = os.path.join(workdir, "fwmatrix-out")
         B.log("fwmatrix compile")
-        fwm.compile = timed([os.path.join(B.VENV_BIN, "fwmatrix"), "compile", matrix, "-o", fwm_out], args.repeat,
+        fwm.compile = timed([os.path.join(B.VENV_BIN, "fwmatrix"), "compile", matrix, "--out-dir", fwm_out], args.repeat,
                             before=lambda: shutil.rmtree(fwm_out, ignore_errors=True))
         if fwm.compile[-1].ok:
             fwm.files = sorted(os.path.join(fwm_out, f) for f in os.listdir(fwm_out))

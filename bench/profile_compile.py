@@ -3,7 +3,7 @@
 
     .venv/bin/python bench/profile_compile.py MATRIX [--cprofile FILE] [--top N]
 
-Runs what `fwmatrix compile MATRIX -o DIR --backend nftables` runs, through the
+Runs what `fwmatrix compile MATRIX --out-dir DIR --backend nftables` runs, through the
 same functions, in this one process, and prints per phase the wall time, the
 CPU time (the figure to compare on a loaded machine) and the peak RSS so far:
 

@@ -7,7 +7,7 @@ measures, all in one run so that ratios compare like with like:
 
   - baseline: `python -c "import yaml; yaml.load(open(F), Loader=yaml.CSafeLoader)"`
     on the same file (the floor: reading the YAML with libyaml);
-  - `fwmatrix compile MATRIX -o DIR`, the whole process: wall time and peak
+  - `fwmatrix compile MATRIX --out-dir DIR`, the whole process: wall time and peak
     RSS, median of --repeat runs (one run from 100,000 openings up);
   - what the kernel holds after loading the output: rules, named sets and
     their elements (`nft -j list ruleset`);
@@ -101,7 +101,7 @@ def run_case(case: Case, workdir: str, repeat: int, kernel: bool) -> None:
 
     out = os.path.join(workdir, f"out-{case.n}-fw{case.firewalls}")
     B.log(f"[{case.label}] fwmatrix compile x{times}")
-    case.compile = B.repeat([fwmatrix(), "compile", case.matrix, "-o", out], times,
+    case.compile = B.repeat([fwmatrix(), "compile", case.matrix, "--out-dir", out], times,
                             before=lambda: shutil.rmtree(out, ignore_errors=True))
     if not case.compile[-1].ok:
         case.error = f"fwmatrix compile failed: {case.compile[-1].error_line()}"

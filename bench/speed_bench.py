@@ -45,6 +45,7 @@ def python() -> str:
 
 def commands(matrix: str, changed: str, out: str) -> dict[str, tuple[list[str], str]]:
     """work -> (fwmatrix arguments, the output file or directory it writes)"""
+    # compile -o (deprecated for --out-dir): the same words for an older --before tree
     return {
         "startup": (["--version"], ""),
         "compile": (["compile", matrix, "-o", os.path.join(out, "compiled"), "--backend", "nftables"], os.path.join(out, "compiled")),

@@ -37,17 +37,39 @@ def test_compile_to_stdout_is_the_nft_script() -> None:
 
 
 def test_compile_to_a_directory_writes_one_file_per_firewall(tmp_path) -> None:
-    proc = run("compile", str(TWO), "-o", str(tmp_path / "out"))
+    proc = run("compile", str(TWO), "--out-dir", str(tmp_path / "out"))
     assert proc.returncode == 0, proc.stderr
     assert sorted(os.listdir(tmp_path / "out")) == ["internal.nft", "perimeter.nft"]
-    proc = run("compile", str(TWO), "--firewall", "internal", "-o", str(tmp_path / "one"))
+    proc = run("compile", str(TWO), "--firewall", "internal", "--out-dir", str(tmp_path / "one"))
     assert sorted(os.listdir(tmp_path / "one")) == ["internal.nft"]
+
+
+def test_compile_dash_o_still_writes_the_directory_and_says_out_dir(tmp_path) -> None:
+    """-o was compile's directory; every other command's -o is a file: it works, deprecated, one line."""
+    old = run("compile", str(TWO), "-o", str(tmp_path / "old"))
+    assert old.returncode == 0, old.stderr
+    assert sorted(os.listdir(tmp_path / "old")) == ["internal.nft", "perimeter.nft"]
+    warning, *wrote = old.stderr.splitlines()
+    assert warning == f"warning: compile -o is deprecated: use --out-dir {tmp_path / 'old'} (-o names a file for every other command)"
+    assert all(line.startswith("wrote ") for line in wrote) and len(wrote) == 2
+    new = run("compile", str(TWO), "--out-dir", str(tmp_path / "new"))
+    assert new.stderr.splitlines() == wrote_lines(tmp_path / "new", ["internal.nft", "perimeter.nft"])
+    to_stdout = run("compile", str(SEED), "-o", "-")
+    assert to_stdout.returncode == 0 and to_stdout.stdout == run("compile", str(SEED)).stdout
+    assert to_stdout.stderr == "warning: compile -o is deprecated: leave it out for standard output (-o names a file for every other command)\n"
+    both = run("compile", str(SEED), "-o", str(tmp_path / "a"), "--out-dir", str(tmp_path / "b"))
+    assert both.returncode == 2 and not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    assert "-o, --output" not in run("compile", "--help").stdout  # hidden: --out-dir is the one shown
+
+
+def wrote_lines(directory, names: list[str]) -> list[str]:
+    return [f"wrote {directory / name}" for name in names]
 
 
 def test_bad_matrix_is_one_line_exit_2_and_writes_nothing(tmp_path, write_matrix) -> None:
     bad = write_matrix(SEED.read_text().replace("to: bal", "to: bla"))
     out = tmp_path / "out"
-    proc = run("compile", bad, "-o", str(out))
+    proc = run("compile", bad, "--out-dir", str(out))
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1
     assert proc.stderr.startswith(f"error: {bad}:")
@@ -57,10 +79,10 @@ def test_bad_matrix_is_one_line_exit_2_and_writes_nothing(tmp_path, write_matrix
 
 def test_existing_output_survives_a_failed_compile(tmp_path, write_matrix) -> None:
     out = tmp_path / "out"
-    assert run("compile", str(SEED), "-o", str(out)).returncode == 0
+    assert run("compile", str(SEED), "--out-dir", str(out)).returncode == 0
     before = (out / "edge.nft").read_text()
     bad = write_matrix(SEED.read_text().replace("tcp/443", "tcp/0"))
-    assert run("compile", bad, "-o", str(out)).returncode == 2
+    assert run("compile", bad, "--out-dir", str(out)).returncode == 2
     assert (out / "edge.nft").read_text() == before
     assert sorted(os.listdir(out)) == ["edge.nft"]  # no temporary files left behind
 
@@ -130,7 +152,7 @@ def test_the_commands_that_change_a_firewall_are_registered() -> None:
 def test_audit_of_rulesets_that_run_together(tmp_path) -> None:
     """iptables-save and ip6tables-save of one firewall: audited together, IPv6 is judged too."""
     out = tmp_path / "out"
-    assert run("compile", str(SEED), "--backend", "iptables", "--iptables-mode", "full", "-o", str(out)).returncode == 0
+    assert run("compile", str(SEED), "--backend", "iptables", "--iptables-mode", "full", "--out-dir", str(out)).returncode == 0
     both = run("audit", str(SEED), "-r", str(out / "edge.ipt4"), "-r", str(out / "edge.ipt6"), "--format", "json")
     assert both.returncode == 0, both.stdout
     # the IPv4 file alone says nothing of IPv6: not audited, and said so (issue 11, item 5)

@@ -161,7 +161,7 @@ def test_user_text_is_never_rich_markup(tmp_path) -> None:
     message = refused(run("audit", str(SEED), "-r", str(path)), path)
     assert "[root@host ~]/[bold]x.ipt4" in message
     out = tmp_path / "[blink]out"
-    proc = run("compile", str(SEED), "-o", str(out))
+    proc = run("compile", str(SEED), "--out-dir", str(out))
     assert proc.returncode == 0, proc.stderr
     assert f"wrote {out}/edge.nft" in proc.stderr
     noted = write(tmp_path, "m.yaml", SMALL.replace("    service: tcp/443", "    service: tcp/443\n    note: '[root@host ~] [bold]x[/bold]'"))
@@ -201,7 +201,7 @@ def test_a_trailing_newline_in_a_value_is_echoed_escaped(tmp_path) -> None:
     assert "'lanx\\n'" in message
 
 
-# -- compile -o: a firewall's files replaced as a whole --------------------------------------------
+# -- compile --out-dir: a firewall's files replaced as a whole --------------------------------------------
 
 
 def _many_hosts(count: int) -> str:
@@ -214,14 +214,14 @@ def _many_hosts(count: int) -> str:
 def test_a_compile_removes_the_files_it_no_longer_writes(tmp_path) -> None:
     out = tmp_path / "out"
     big = write(tmp_path, "big.yaml", _many_hosts(200))
-    assert run("compile", str(big), "-b", "iptables", "-o", str(out)).returncode == 0
+    assert run("compile", str(big), "-b", "iptables", "--out-dir", str(out)).returncode == 0
     assert (out / "edge.ipset").exists()
     (out / "notes.txt").write_text("not fwmatrix's")
     small = write(tmp_path, "small.yaml", SMALL)
-    proc = run("compile", str(small), "-b", "iptables", "-o", str(out))
+    proc = run("compile", str(small), "-b", "iptables", "--out-dir", str(out))
     assert proc.returncode == 0, proc.stderr
     assert sorted(os.listdir(out)) == ["edge.ipt4", "edge.ipt6", "notes.txt"]
-    assert run("compile", str(small), "-b", "nftables", "-o", str(out)).returncode == 0
+    assert run("compile", str(small), "-b", "nftables", "--out-dir", str(out)).returncode == 0
     assert sorted(os.listdir(out)) == ["edge.ipt4", "edge.ipt6", "edge.nft", "notes.txt"]  # another backend's files stay
 
 
@@ -232,7 +232,7 @@ def test_a_compile_waits_for_the_one_writing_the_directory(tmp_path) -> None:
     try:
         fcntl.flock(lock, fcntl.LOCK_EX)
         exe = os.path.join(os.path.dirname(sys.executable), "fwmatrix")
-        proc = subprocess.Popen([exe, "compile", str(SEED), "-o", str(out)], stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen([exe, "compile", str(SEED), "--out-dir", str(out)], stderr=subprocess.PIPE, text=True)
         time.sleep(3)
         assert proc.poll() is None and not (out / "edge.nft").exists()
     finally:

@@ -80,7 +80,7 @@ def test_lint_reports_expired_and_expiring(write_matrix) -> None:
 
 def test_compiled_comments_carry_the_ticket_sanitised(write_matrix, tmp_path: Path) -> None:
     path = write_matrix(MATRIX)
-    code, out = run("compile", str(path), "--backend", "all", "-o", str(tmp_path))
+    code, out = run("compile", str(path), "--backend", "all", "--out-dir", str(tmp_path))
     assert code == 0, out
     for name in ("fw.nft", "fw.ipt4", "fw.pf.conf"):
         text = (tmp_path / name).read_text()
@@ -93,7 +93,7 @@ def test_show_and_audit_reports_show_them(write_matrix, tmp_path: Path) -> None:
     path = write_matrix(MATRIX)
     code, out = run("show", str(path))
     assert code == 0 and "owner web team, ticket" in " ".join(out.split())
-    assert run("compile", str(path), "--backend", "iptables", "-o", str(tmp_path))[0] == 0
+    assert run("compile", str(path), "--backend", "iptables", "--out-dir", str(tmp_path))[0] == 0
     (tmp_path / "fw.ipt4").write_text((tmp_path / "fw.ipt4").read_text().replace("--dport 443", "--dport 444"))
     code, out = run("audit", str(path), "-r", str(tmp_path / "fw.ipt4"), "-r", str(tmp_path / "fw.ipt6"), "--format", "json")
     missing = [f for f in json.loads(out)["findings"] if f["kind"] == "missing"]

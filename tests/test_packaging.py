@@ -106,7 +106,7 @@ def test_the_installed_commands_run_outside_the_checkout(installed: Path, tmp_pa
     assert schema.returncode == 0 and json.loads(schema.stdout) == json.loads((ROOT / "docs" / "matrix.schema.json").read_text())
 
     out = tmp_path / "out"
-    compiled = _run([fwm, "compile", str(SEED), "--backend", "all", "-o", str(out)], cwd=tmp_path)
+    compiled = _run([fwm, "compile", str(SEED), "--backend", "all", "--out-dir", str(out)], cwd=tmp_path)
     assert compiled.returncode == 0, compiled.stderr
     assert {p.name for p in out.iterdir()} >= {"edge.nft", "edge.ipt4", "edge.ipt6", "edge.pf.conf"}
 

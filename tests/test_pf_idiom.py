@@ -184,7 +184,7 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 def test_fwmatrix_s_own_pf_conf_audits_clean_through_the_cli(tmp_path: Path, matrix: str, dialect: str) -> None:
     """The renderer's `anchor "local"` holds the firewall's own rules: given (here empty), nothing
     is left to judge both ways; not given, it is."""
-    done = cli("compile", matrix, "-b", "pf", "--pf-dialect", dialect, "-o", str(tmp_path))
+    done = cli("compile", matrix, "-b", "pf", "--pf-dialect", dialect, "--out-dir", str(tmp_path))
     assert done.returncode == 0, done.stderr
     empty = tmp_path / "local.conf"
     empty.write_text("")

@@ -39,7 +39,7 @@ def service_of(proto: str, dport: int | None) -> str:
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("compiled")
-    result = CliRunner().invoke(main, ["compile", str(SEED), "--backend", "all", "-o", str(out)])
+    result = CliRunner().invoke(main, ["compile", str(SEED), "--backend", "all", "--out-dir", str(out)])
     assert result.exit_code == 0, result.output
     (out / "empty").write_text("")
     return out
@@ -171,7 +171,7 @@ def test_two_firewalls_and_source_nat(tmp_path: Path) -> None:
     (answer,) = json.loads(result.output)["answers"]
     assert [(h["firewall"], h["in"], h["out"], h["source"], h["snat"]) for h in answer["path"]] == [
         ("internal", "lan0", "outside0", "10.40.1.10", None), ("perimeter", "transit0", "wan0", "10.40.1.10", "203.0.113.10")]
-    assert runner.invoke(main, ["compile", matrix, "--backend", "iptables", "-o", str(tmp_path)]).exit_code == 0
+    assert runner.invoke(main, ["compile", matrix, "--backend", "iptables", "--out-dir", str(tmp_path)]).exit_code == 0
     rules = ["-f", "internal", "-r", str(tmp_path / "internal.ipt4"), "-r", str(tmp_path / "internal.ipt6"), "--format", "json"]
     result = runner.invoke(main, ["query", matrix, "--from", "app", "--to", "198.51.100.200", "--service", "https", *rules])
     (answer,) = json.loads(result.output)["answers"]

@@ -43,20 +43,24 @@ def _rendered(intent: Intent, firewall: str | None, backend_names: tuple[str, ..
 @matrix_argument
 @firewall_option
 @click.option("--backend", "-b", "backend_name", type=click.Choice(BACKENDS + ("all",)), default="nftables", show_default=True, help="Ruleset syntax.")
-@click.option("--output", "-o", metavar="DIR|-", default="-", show_default=True, help="Directory to write FIREWALL.SUFFIX files into (each firewall's files of the chosen backends replaced as a set: "
-                   "a file this compile no longer writes is removed; compiles into one directory take turns), or - for standard output.")
+@click.option("--out-dir", "out_dir", metavar="DIR", help="Write FIREWALL.SUFFIX files into DIR (each firewall's files of the chosen backends replaced as a set: "
+                   "a file this compile no longer writes is removed; compiles into one directory take turns); without it, the rulesets go to standard output. Formerly -o.")
+@click.option("--output", "-o", "old_output", metavar="DIR|-", hidden=True, help="Deprecated: --out-dir DIR (-o is a file for every other command).")
 @click.option("--iptables-mode", type=click.Choice(("own-chains", "full")), default="own-chains", show_default=True,
               help="own-chains: only fwmatrix's FWM-* chains (a container runtime's chains survive; the apply step hooks them); full: the whole filter and nat tables.")
 @click.option("--pf-dialect", type=click.Choice(("openbsd", "freebsd")), default="openbsd", show_default=True,
               help="openbsd: match/pass ... rdr-to (OpenBSD 4.7+); freebsd: rdr ... -> (FreeBSD, pfSense, OPNsense).")
 @user_errors
-def compile_command(matrix: str, firewall: str | None, backend_name: str, output: str, iptables_mode: str, pf_dialect: str) -> None:
-    """Compile MATRIX into a ruleset for each firewall."""
+def compile_command(matrix: str, firewall: str | None, backend_name: str, out_dir: str | None, old_output: str | None, iptables_mode: str,
+                    pf_dialect: str) -> None:
+    """Compile MATRIX into a ruleset for each firewall: to standard output, or with
+    --out-dir DIR one file per firewall and backend (FIREWALL.nft, .ipt4/.ipt6, .pf.conf)."""
+    output = _output_directory(out_dir, old_output)
     options = {"iptables": {"mode": iptables_mode}, "pf": {"dialect": pf_dialect}}
     intent = load_intent(matrix, firewall)
     backend_names = selected_backends(backend_name)
     files = _rendered(intent, firewall, backend_names, options)
-    if output == "-":
+    if output is None:
         for text in files.values():
             click.echo(text, nl=False)
         return
@@ -67,6 +71,20 @@ def compile_command(matrix: str, firewall: str | None, backend_name: str, output
     replace_file_set(output, files, replaced)
     for name in files:
         err_console.print(f"wrote {os.path.join(output, name)}", highlight=False, markup=False)
+
+
+def _output_directory(out_dir: str | None, old_output: str | None) -> str | None:
+    """The directory to write into (None: standard output). `-o` was compile's directory
+    before every other command took it for a file: still read, with a line saying so."""
+    if out_dir == "-":
+        raise click.UsageError("--out-dir -: standard output is where the rulesets go without --out-dir")
+    if old_output is None:
+        return out_dir
+    if out_dir is not None:
+        raise click.UsageError("give --out-dir DIR alone (-o is its deprecated spelling)")
+    hint = "leave it out for standard output" if old_output == "-" else f"use --out-dir {old_output}"
+    err_console.print(f"warning: compile -o is deprecated: {hint} (-o names a file for every other command)", markup=False, highlight=False)
+    return None if old_output == "-" else old_output
 
 
 @click.command("check")
