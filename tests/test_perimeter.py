@@ -192,6 +192,23 @@ def test_every_checker_accepts_the_example() -> None:
             assert any(line.strip().startswith(f"✓ {backend}: {firewall}.") for line in proc.stdout.splitlines()), proc.stdout
 
 
+def test_check_counts_source_nat_and_inputs() -> None:
+    """`check` says, per firewall, its SNAT mappings, own services and management accesses (per
+    interface and family), as it says its DNAT mappings."""
+    import json
+    import subprocess
+    import sys
+
+    run = [sys.executable, "-m", "fwmatrix", "check", "--no-kernel", str(EXAMPLE)]
+    data = json.loads(subprocess.run(run + ["--format", "json"], capture_output=True, text=True, check=True).stdout)
+    counts = {fw["name"]: (fw["dnats"], fw["snats"], fw["inputs"], fw["management"]) for fw in data["firewalls"]}
+    # perimeter: www's port forward; lan and guests leave by wan0; NTP on transit0; the admins' ssh on transit0
+    # internal: DNS/NTP for lan0 and guest0; the admins' ssh on lan0
+    assert counts == {"perimeter": (1, 2, 1, 1), "internal": (0, 0, 2, 1)}
+    text = subprocess.run(run, capture_output=True, text=True, check=True).stdout
+    assert "firewall 'perimeter': 4 flows on 3 interface pairs, 1 DNAT mapping, 2 SNAT mappings, 1 own-service input, 1 management input" in text
+
+
 def _perimeter_without_addresses() -> str:
     """The example with no address of the perimeter known (no public one, none on its interfaces)."""
     text = EXAMPLE.read_text().replace("      transit0: {zone: transit, address: 198.51.100.1}\n    public: 203.0.113.10\n", "      transit0: transit\n")

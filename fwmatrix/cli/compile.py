@@ -120,7 +120,9 @@ def _check(matrix_path: str, firewall: str | None, backend_names: tuple[str, ...
             continue
         fw = intent.firewalls[fw_name]
         results = tuple(_check_backend(name, fw_name, ruleset, no_kernel) for name in backend_names)
-        firewalls.append(FirewallCheck(fw_name, fw.firewall.where, len(fw.flows), len(fw.interface_pairs), len(fw.dnats), results))
+        own = sum(not i.management for i in fw.inputs)
+        firewalls.append(FirewallCheck(fw_name, fw.firewall.where, len(fw.flows), len(fw.interface_pairs), len(fw.dnats), results,
+                                       len(fw.snats), own, len(fw.inputs) - own))
     return CheckReport(intent.matrix, intent.warnings, firewalls)
 
 

@@ -328,6 +328,9 @@ class FirewallCheck:
     interface_pairs: int
     dnats: int
     backends: tuple[BackendCheck, ...]
+    snats: int = 0  # source NAT mappings (postrouting)
+    inputs: int = 0  # openings to the firewall itself (its input chain), management apart
+    management: int = 0  # management accesses that arrive on it
 
 
 @dataclass
@@ -383,6 +386,9 @@ class CheckReport:
                     "flows": fw.flows,
                     "interface_pairs": fw.interface_pairs,
                     "dnats": fw.dnats,
+                    "snats": fw.snats,
+                    "inputs": fw.inputs,
+                    "management": fw.management,
                     "backends": [
                         {"backend": b.backend, "files": list(b.files), "status": b.status, "problems": list(b.problems), "reason": b.reason}
                         for b in fw.backends
@@ -525,7 +531,9 @@ def print_check(report: CheckReport, console: Console) -> None:
     for warning in report.warnings:
         console.print(f"[yellow]![/] {escape(str(warning.where))}: {escape(warning.message)}")
     for fw in report.firewalls:
-        console.print(f"  firewall '{escape(fw.name)}': {fw.flows} flows on {fw.interface_pairs} interface pairs, {fw.dnats} DNAT mappings")
+        console.print(f"  firewall '{escape(fw.name)}': {_count(fw.flows, 'flow')} on {_count(fw.interface_pairs, 'interface pair')}, "
+                      f"{_count(fw.dnats, 'DNAT mapping')}, {_count(fw.snats, 'SNAT mapping')}, "
+                      f"{_count(fw.inputs, 'own-service input')}, {_count(fw.management, 'management input')}")
         for b in fw.backends:
             if b.status == "unchecked":
                 console.print(f"  [yellow]?[/] {b.backend}: not checked ({escape(b.reason)})")
@@ -535,6 +543,10 @@ def print_check(report: CheckReport, console: Console) -> None:
                     console.print(f"      {line}", markup=False)
             elif b.status == "accepted":
                 console.print(f"  [green]✓[/] {b.backend}: {escape(', '.join(b.files))} accepted by the target's checker")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def check_markdown(report: CheckReport) -> str:
