@@ -179,7 +179,7 @@ def test_two_firewalls_and_source_nat(tmp_path: Path) -> None:
     result = runner.invoke(main, ["query", matrix, "--from", "web", "--to", "198.51.100.200", "--service", "https", *rules])
     assert result.exit_code == 2 and "does not cross firewall 'internal'" in result.output
     result = runner.invoke(main, ["query", matrix, "--from", "app", "--to", "198.51.100.200", "--service", "https", *rules[2:]])
-    assert result.exit_code == 2 and result.output == "error: the matrix has several firewalls (internal, perimeter): say whose ruleset it is with --firewall\n"
+    assert result.exit_code == 2 and result.output == f"error: {matrix}: the matrix has several firewalls (internal, perimeter): say which with --firewall NAME\n"
 
 
 def test_shell_completion_offers_the_matrix_names() -> None:

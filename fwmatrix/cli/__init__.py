@@ -25,6 +25,7 @@ is the console script; `python -m fwmatrix` runs it too (fwmatrix/__main__.py).
 from __future__ import annotations
 
 import importlib
+import re
 
 import click
 
@@ -50,8 +51,45 @@ def load_command(name: str) -> click.Command:
     return next(command for command in module.COMMANDS if command.name == name)
 
 
+class _OneLineUsageError(click.ClickException):
+    """A usage error as every other user error: one line, `error: ...`, exit 2 (click's
+    own is three: the usage, a hint, the error)."""
+
+    exit_code = 2
+
+    def show(self, file: object = None) -> None:
+        click.echo(f"error: {self.message}", err=True)
+
+
+def _one_line(exc: click.UsageError) -> _OneLineUsageError:
+    from fwmatrix.errors import one_line
+
+    message = re.sub(r"\. Did you mean (.*)\?$", r" (did you mean \1?)", one_line(exc.format_message())).rstrip(".")
+    if message[:1].isupper() and message[1:2].islower():  # click's "Missing option": as fwmatrix's own, lower case
+        message = message[0].lower() + message[1:]
+    path = exc.ctx.command_path if exc.ctx is not None else "fwmatrix"
+    return _OneLineUsageError(f"{path}: {message} (see {path} --help)")
+
+
 class _LazyGroup(click.Group):
-    """A group whose commands are imported when they are looked up (pip's way)."""
+    """A group whose commands are imported when they are looked up (pip's way), and
+    whose usage errors, its own and its commands', are one line."""
+
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: object) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as exc:
+            raise _one_line(exc) from None
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as exc:
+            raise _one_line(exc) from None
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMAND_MODULES)
@@ -70,7 +108,8 @@ def main() -> None:
     firewall the traffic crosses.
 
     Exit codes: 0 clean; 1 findings or changes at or above the threshold
-    (--fail-on, or --exit-code for diff); 2 usage or input error.
+    (--fail-on, or --exit-code for diff); 2 usage or input error (one line:
+    error: ...).
     """
 
 

@@ -13,7 +13,7 @@ from fwmatrix.audit.waivers import BASELINE_DAYS, accept, baseline_entries, chec
 from fwmatrix.compile.intent import Intent
 from fwmatrix.backends import pf
 from fwmatrix.cli.common import (
-    F, EXIT_FINDINGS, EXIT_OK, err_console, write_file_atomically, emit, fail_on_option, format_option, load_intent, matrix_argument, output_option, user_errors,
+    F, EXIT_FINDINGS, EXIT_OK, err_console, write_file_atomically, emit, fail_on_option, format_option, load_intent, matrix_argument, output_option, the_firewall, user_errors,
 )
 from fwmatrix.errors import FwmatrixError
 from fwmatrix.matrix.accepts import baseline_text, load_baseline
@@ -81,10 +81,7 @@ def audit_command(matrix: str, firewall: str | None, live: bool, ruleset_paths: 
         raise click.UsageError("give exactly one of --live or --ruleset FILE")
     own = tuple(_network(text) for text in local_addresses)
     intent = load_intent(matrix, firewall)
-    if firewall is None:
-        if len(intent.firewalls) != 1:
-            raise click.UsageError(f"the matrix has several firewalls ({', '.join(intent.firewalls)}): say which with --firewall")
-        firewall = next(iter(intent.firewalls))
+    firewall = the_firewall(intent, firewall, matrix)
     ruleset, source = read_input(intent, firewall, live, ruleset_paths, backend_name, pf_tables, pf_anchors, pf_interfaces, pf_groups,
                                  own if own else None)
     report = audit(intent, firewall, ruleset, source, own)

@@ -94,6 +94,16 @@ def load_intent(matrix_path: str, firewall: str | None) -> Intent:
     return intent
 
 
+def the_firewall(intent: Intent, firewall: str | None, matrix_path: str) -> str:
+    """The firewall a command acts on: the one named, or the matrix's only one."""
+    if firewall is not None:
+        return firewall
+    if len(intent.firewalls) != 1:
+        have = f"several firewalls ({', '.join(intent.firewalls)})" if intent.firewalls else "no firewall"
+        raise FwmatrixError(f"the matrix has {have}: say which with --firewall NAME", matrix_path)
+    return next(iter(intent.firewalls))
+
+
 def selected_backends(name: str) -> tuple[str, ...]:
     """The backends a `--backend` choice names ("all": every one)."""
     return BACKENDS if name == "all" else (name,)

@@ -11,7 +11,7 @@ import sys
 import click
 
 from fwmatrix.cli.common import (
-    EXIT_FINDINGS, EXIT_OK, emit, format_option, load_intent, matrix_argument, output_option, require_root, user_errors,
+    EXIT_FINDINGS, EXIT_OK, emit, format_option, load_intent, matrix_argument, output_option, require_root, the_firewall, user_errors,
 )
 from fwmatrix.ops.lab import DEFAULT_TIMEOUT
 from fwmatrix.ops.labrun import LAB_BACKENDS, lab_markdown, print_lab, run_lab
@@ -39,10 +39,7 @@ def lab_command(matrix: str, firewall: str | None, backend_name: str, timeout: f
     when interrupted."""
     require_root("lab", "it creates network namespaces")
     intent = load_intent(matrix, firewall)
-    if firewall is None:
-        if len(intent.firewalls) != 1:
-            raise click.UsageError(f"the matrix has several firewalls ({', '.join(intent.firewalls)}): say which with --firewall")
-        firewall = next(iter(intent.firewalls))
+    firewall = the_firewall(intent, firewall, matrix)
     with interrupting():
         report = run_lab(intent, firewall, backend_name, timeout)
     emit(fmt, output, [report], table=print_lab, markdown=lab_markdown, to_json=lambda r: r.to_json(),

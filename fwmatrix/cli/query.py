@@ -7,8 +7,7 @@ import sys
 import click
 
 from fwmatrix.cli.audit import read_input, ruleset_options
-from fwmatrix.errors import FwmatrixError
-from fwmatrix.cli.common import EXIT_FINDINGS, EXIT_OK, emit, load_intent, matrix_argument, output_option, user_errors
+from fwmatrix.cli.common import EXIT_FINDINGS, EXIT_OK, emit, load_intent, matrix_argument, output_option, the_firewall, user_errors
 from fwmatrix.matrix.loader import load_matrix
 from fwmatrix.query.matrix import MatrixQuery, Placement
 from fwmatrix.query.packet import packets
@@ -66,10 +65,7 @@ def query_command(matrix: str, source: str, destination: str, service: str, fire
     if not live and not ruleset_paths:
         report = QueryReport(intent.matrix.name, intent.matrix.file, question, [matrix_query.answer(p) for p in asked], firewall, expect=expect)
     else:
-        if firewall is None:
-            if len(intent.firewalls) != 1:
-                raise FwmatrixError(f"the matrix has several firewalls ({', '.join(intent.firewalls)}): say whose ruleset it is with --firewall")
-            firewall = next(iter(intent.firewalls))
+        firewall = the_firewall(intent, firewall, matrix)
         ruleset, where = read_input(intent, firewall, live, ruleset_paths, backend_name, pf_tables, pf_anchors)
         placement = Placement(matrix_query, firewall)
         known = list(intent.matrix.firewalls[firewall].interfaces)
