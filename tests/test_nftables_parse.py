@@ -704,6 +704,33 @@ def test_names_that_cannot_be_placeholders_keep_nfts_error_naming_the_file(kerne
     assert str(caught.value) == "long.nft:4: Interface does not exist"
 
 
+DELETED_TABLES = """\
+delete table inet gone
+table ip filter {
+    chain old { tcp dport 23 accept; }
+}
+delete table filter  # the table above goes with its chains
+table filter {
+    chain input {
+        type filter hook input priority 0; policy drop;
+        tcp dport 22 accept
+    }
+}
+"""
+
+
+@pytest.mark.kernel
+def test_delete_table_reads_as_on_a_host_that_had_the_table(kernel: None) -> None:
+    """`delete table T` on a host without T is nft's "No such file or directory"; the script
+    was written for a host that had it, and after the delete nothing of it is left: read
+    as there. A table the script defined before its delete is gone too."""
+    got = nftables.parse_text(DELETED_TABLES, "deleted.nft")
+    assert [(t.family, t.name, [c.name for c in t.chains]) for t in got.tables] == [("ip", "filter", ["input"])]
+    assert rules(got, "ip filter input")[0].matches[-1] == m("dport", PortRange(22, 22))
+    assert nftables.binding.with_deleted_tables("delete table ip6 x;\n delete chain ip x y\n") == \
+        "add table ip6 x; delete table ip6 x;\n delete chain ip x y\n"
+
+
 def test_every_read_error_names_the_file(tmp_path: Path) -> None:
     from fwmatrix.errors import FwmatrixError
     from fwmatrix.targets import read_ruleset

@@ -44,6 +44,15 @@ def run_nft(script: str, json_output: bool = False) -> tuple[int, str, str]:
 MISSING_RE = re.compile(r"^(?:/dev/stdin|-):(\d+):(\d+)-(\d+): Error: (Interface|User|Group) does not exist$", re.M)
 ACCOUNTS_RE = re.compile(r"\b(?:skuid|skgid|uid|gid)\b")  # the text may name users or groups
 MAX_PLACEHOLDER_ROUNDS = 32  # nft names one missing name per set each time
+# `delete table T` fails on a host without T ("No such file or directory"), as in a private
+# namespace; on the ruleset's own host T existed. Whatever T held, nothing of it is left after
+# the delete, so adding an empty T first (on the same line: error lines stay true) is exact.
+DELETE_TABLE_RE = re.compile(r"^(\s*)delete(\s+table\s+(?:(?:ip|ip6|inet|arp|bridge|netdev)\s+)?[A-Za-z_][\w.-]*)(\s*(?:[;#].*)?)$", re.M)
+
+
+def with_deleted_tables(text: str) -> str:
+    """The script with `add table T;` in front of each `delete table T` (see DELETE_TABLE_RE)."""
+    return DELETE_TABLE_RE.sub(r"\1add\2; delete\2\3", text)
 
 
 def run_nft_private(argv: list[str], text: str) -> tuple[subprocess.CompletedProcess[str], Placeholders]:
@@ -54,6 +63,7 @@ def run_nft_private(argv: list[str], text: str) -> tuple[subprocess.CompletedPro
     result and the placeholders it needed."""
     placeholders = Placeholders(accounts=ACCOUNTS_RE.search(text) is not None)
     lines = text.splitlines()
+    text = with_deleted_tables(text)
     for _ in range(MAX_PLACEHOLDER_ROUNDS):
         proc = run_private(argv, stdin=text, placeholders=placeholders)
         if proc.returncode == 0:

@@ -297,7 +297,9 @@ class Lab:
 
     def load_raw_nft(self, text: str) -> None:
         """Make a hand-written nft ruleset the firewall's whole ruleset (what was there goes)."""
-        self.load_nft("flush ruleset\n" + text)
+        from fwmatrix.backends.nftables.binding import with_deleted_tables
+
+        self.load_nft("flush ruleset\n" + with_deleted_tables(text))
 
     def load_iptables(self, files: Mapping[str, str]) -> None:
         """Apply rendered iptables files (`.ipt4`, `.ipt6`, `.ipset`) to the firewall, in either
