@@ -87,6 +87,49 @@ def test_closed_samples_are_closed_in_the_matrix() -> None:
     assert not any(c.name == "cti-to-sipproxy: reversed" for c in closed)  # sipproxy-to-cti1 opens it
 
 
+def test_the_internet_host_lies_outside_every_network_of_the_matrix(write_matrix) -> None:
+    """The lab's internet client and the firewall's made-up address are computed: outside every
+    zone, host, firewall address and literal network of the matrix (a client inside the
+    transit zone would be treated as the transit zone by the ruleset), the lab's link nets too."""
+    from netaddr import IPAddress
+
+    from fwmatrix.ops.labaddresses import lab_addresses, matrix_networks
+
+    text = "\n".join([
+        "fwmatrix: 1", "name: crowded",
+        "zones: {internet: any, transit: 198.51.100.0/24, dmz: [203.0.113.0/25, '2001:db8:ffff::/48']}",
+        "hosts: {web: [203.0.113.10, '2001:db8:ffff::10'], odd: 192.0.2.1}",
+        "firewalls:", "  fw:", "    interfaces: {wan0: internet, tr0: {zone: transit, address: 198.51.100.1}, dmz0: dmz}",
+        "    public: 192.0.2.254",
+        "openings:",
+        "  - {from: internet, to: web, service: tcp/443}",
+        "  - {from: 203.0.113.128/26, to: internet, service: tcp/80}",  # a literal network outside every zone
+        "  - {from: transit, to: fw, service: tcp/22}",
+    ]) + "\n"
+    intent = build_intent(load_matrix(write_matrix(text)))
+    free = lab_addresses(intent)
+    taken = matrix_networks(intent.matrix)
+    chosen = [*free.internet.values(), *free.firewall.values()]
+    assert len(set(chosen)) == 4 and not any(IPAddress(a) in taken for a in chosen), free
+    assert free.internet[4] == "203.0.113.192"  # 198.51.100.0/24 is transit, 203.0.113.0/25 the dmz, .128/26 a literal
+    assert free.internet[6] == "2001:db8::1"  # 2001:db8:ffff::7 is in the dmz
+    assert free.firewall[4] == "192.0.2.2"  # 192.0.2.254 is the public address, .1 a host
+    checks = plan_checks(intent, "fw")
+    from_internet = [p for c in checks for p in c.probes if p.iif == "wan0"]
+    to_internet = [p for c in checks for p in c.probes if p.oif == "wan0"]
+    assert from_internet and to_internet
+    assert {p.src for p in from_internet} | {p.dst for p in to_internet} <= {free.internet[4], free.internet[6]}
+
+
+def test_the_perimeter_lab_sends_from_outside_the_transit_zone() -> None:
+    """examples/perimeter's transit zone is 198.51.100.0/29: the old fixed 198.51.100.7 was inside."""
+    from conftest import ROOT
+
+    checks = plan_checks(build_intent(load_matrix(str(ROOT / "examples/perimeter/matrix.yaml"))), "perimeter")
+    sources = {p.src for c in checks for p in c.probes if p.iif == "wan0"}
+    assert sources == {"198.51.100.8"}
+
+
 # -- the seed, with real packets -----------------------------------------------------------------
 
 

@@ -3,8 +3,8 @@
 The lab is `fwmatrix.ops.lab.Lab`: the firewall's network namespace with one link
 per interface of the matrix, and a namespace behind each link standing for
 the zone it faces (host addresses are put there as probes need them; the
-internet's client is a documentation address behind the interface facing the
-`any` zone). The compiled ruleset is loaded into the firewall's namespace,
+internet's client, behind the interface facing the `any` zone, has an address
+outside every network of the matrix: `labaddresses`). The compiled ruleset is loaded into the firewall's namespace,
 and then:
 
   every opening, one row per part of its service, must work end to end: a
@@ -48,14 +48,13 @@ from fwmatrix.errors import FwmatrixError
 from fwmatrix.compile.intent import Dnat, FirewallIntent, Flow, Input, Intent
 from fwmatrix.ir import Ruleset
 from fwmatrix.ops.lab import DEFAULT_TIMEOUT, FIREWALL, Lab, Probe, ProbeResult, firewall_link_address
+from fwmatrix.ops.labaddresses import LabAddresses, lab_addresses
 from fwmatrix.matrix.model import Opening, ServicePart
 from fwmatrix.report.text import _md
 
 LAB_BACKENDS = ("nftables", "iptables")
-INTERNET_HOST = {4: "198.51.100.7", 6: "2001:db8:ffff::7"}  # documentation addresses (RFC 5737, RFC 3849)
 INSIDE_OUT = (("tcp", 443), ("udp", 53))  # new connections from inside towards the internet
 UNFORWARDED = (22, 8080, 3389, 2222)  # a port of the public address nothing forwards: the first one free
-FIREWALL_HOST = {4: "192.0.2.254", 6: "2001:db8:fffe::1"}  # the firewall's own address, where the matrix gives none
 
 
 @dataclass(frozen=True)
@@ -160,11 +159,11 @@ class LabReport:
 # -- what to probe ------------------------------------------------------------------------------
 
 
-def host_in(net: IPNetwork) -> str:
-    """An address to probe with inside a network: itself for a host, a documentation
-    address for the whole internet, else a fixed host of the network."""
+def host_in(net: IPNetwork, free: LabAddresses) -> str:
+    """An address to probe with inside a network: itself for a host, for the whole internet
+    one outside every network of the matrix, else a fixed host of the network."""
     if net.prefixlen == 0:
-        return INTERNET_HOST[net.version]
+        return free.internet[net.version]
     if net.size <= 2:
         return str(net.ip)
     return str(net[min(net.size - 2, 100)])
@@ -224,10 +223,11 @@ def _dnats_of(fw: FirewallIntent, flow: Flow) -> list[Dnat]:
 def plan_checks(intent: Intent, firewall: str) -> list[Check]:
     """The rows: every opening part (open), then the closed samples."""
     fw = intent.firewalls[firewall]
-    opened = _opening_checks(fw)
+    free = lab_addresses(intent)
+    opened = _opening_checks(fw, free)
     judge = _Judge(fw)
     closed: list[Check] = []
-    for name, row, route, probes in _closed_candidates(intent, fw, opened):
+    for name, row, route, probes in _closed_candidates(intent, fw, opened, free):
         kept = tuple(p for p in dict.fromkeys(probes) if not judge.opens(p))  # only what the matrix leaves closed
         if kept:
             service = ", ".join(dict.fromkeys(f"{p.proto}/{p.dport}" if p.dport else p.proto for p in kept))
@@ -235,15 +235,15 @@ def plan_checks(intent: Intent, firewall: str) -> list[Check]:
     return opened + closed
 
 
-def _opening_checks(fw: FirewallIntent) -> list[Check]:
+def _opening_checks(fw: FirewallIntent, free: LabAddresses) -> list[Check]:
     """One check per opening and part of its service, with probes for each flow it has here."""
     rows: dict[tuple[int, ServicePart], list[Probe]] = {}
     openings: dict[int, Opening] = {}
     for flow in fw.flows:
         openings[flow.opening.index] = flow.opening
-        src = host_in(flow.sources[0])
+        src = host_in(flow.sources[0], free)
         dnats = _dnats_of(fw, flow)  # port forwards: sent to the public address, expected at the target
-        targets = [(d.parts, str(d.public), str(d.target), d.target_port) for d in dnats] or [(flow.parts, host_in(flow.destinations[0]), None, None)]
+        targets = [(d.parts, str(d.public), str(d.target), d.target_port) for d in dnats] or [(flow.parts, host_in(flow.destinations[0], free), None, None)]
         source = _source_after_snat(fw, flow)
         for parts, dst, expect, expect_port in targets:
             for part in parts:
@@ -253,26 +253,26 @@ def _opening_checks(fw: FirewallIntent) -> list[Check]:
                     rows.setdefault((flow.opening.index, part), []).append(probe)
     for item in fw.inputs:  # the firewall's own services and management accesses: to the firewall itself
         openings[item.opening.index] = item.opening
-        dst = own_address(fw, item.in_iface, item.family, item.destinations[0])
+        dst = own_address(fw, item.in_iface, item.family, item.destinations[0], free)
         for part in item.parts:
             for port in sample_ports(part):
-                probe = Probe(item.in_iface, FIREWALL, host_in(item.sources[0]), dst, lab_proto(part), port)
+                probe = Probe(item.in_iface, FIREWALL, host_in(item.sources[0], free), dst, lab_proto(part), port)
                 rows.setdefault((item.opening.index, part), []).append(probe)
     order = sorted(rows.items(), key=lambda kv: (kv[0][0] < 0, abs(kv[0][0]), str(kv[0][1])))  # openings, then management
     return [Check("open", openings[i].name, i if i > 0 else None, _route(openings[i]), str(part), tuple(dict.fromkeys(probes)))
             for (i, part), probes in order]
 
 
-def own_address(fw: FirewallIntent, iface: str, family: int, wanted: IPNetwork) -> str:
+def own_address(fw: FirewallIntent, iface: str, family: int, wanted: IPNetwork, free: LabAddresses) -> str:
     """An address of the firewall to probe it at: the one wanted, else the one the matrix gives
-    the interface (then any it gives the firewall), else a documentation address."""
+    the interface (then any it gives the firewall), else one outside the matrix's networks."""
     if wanted.prefixlen:
-        return host_in(wanted)
+        return host_in(wanted, free)
     firewall = fw.firewall
     for address in list(firewall.addresses.get(iface, ())) + list(firewall.own_addresses()):
         if address.version == family:
             return str(address)
-    return FIREWALL_HOST[family]
+    return free.firewall[family]
 
 
 def _source_after_snat(fw: FirewallIntent, flow: Flow) -> str | None:
@@ -289,7 +289,7 @@ def _source_after_snat(fw: FirewallIntent, flow: Flow) -> str | None:
 Candidate = tuple[str, int | None, str, list[Probe]]  # name, row, route, probes
 
 
-def _closed_candidates(intent: Intent, fw: FirewallIntent, opened: list[Check]) -> Iterator[Candidate]:
+def _closed_candidates(intent: Intent, fw: FirewallIntent, opened: list[Check], free: LabAddresses) -> Iterator[Candidate]:
     judge = _Judge(fw)
     openings = {c.row: c for c in reversed(opened) if c.row is not None}  # each opening's first check
     # the port just past each opening's first service
@@ -305,38 +305,38 @@ def _closed_candidates(intent: Intent, fw: FirewallIntent, opened: list[Check]) 
     # new connections from inside towards the internet
     interfaces = fw.firewall.interfaces
     internet = [i for i, zone in interfaces.items() if intent.matrix.zones[zone].is_any]
-    behind = _hosts_behind(fw)
+    behind = _hosts_behind(fw, free)
     for iface, zone in sorted(interfaces.items()):
         if iface in internet or not behind.get(iface):
             continue
         src = behind[iface][0]
         for wan in internet:
             yield (f"{zone} → internet: new connection", None, f"{src} ({zone}) → {interfaces[wan]}",
-                   [Probe(iface, wan, src, INTERNET_HOST[IPAddress(src).version], proto, port) for proto, port in INSIDE_OUT])
+                   [Probe(iface, wan, src, free.internet[IPAddress(src).version], proto, port) for proto, port in INSIDE_OUT])
     # the internet straight at each NAT target, then the public address where nothing forwards
     forwards = [(d, next(f for f in fw.flows if d in _dnats_of(fw, f))) for d in fw.dnats if any(d in _dnats_of(fw, f) for f in fw.flows)]
     for d, flow in forwards:
         part = d.parts[0]
         target = d.opening.nat.target if d.opening.nat else str(d.target)
         yield (f"{d.opening.name}: {target} directly, without NAT", d.opening.index, f"{', '.join(d.opening.sources)} → {d.target}",
-               [Probe(d.in_iface, flow.out_iface, host_in(d.sources[0]), str(d.target), lab_proto(part), sample_ports(part)[0])])
+               [Probe(d.in_iface, flow.out_iface, host_in(d.sources[0], free), str(d.target), lab_proto(part), sample_ports(part)[0])])
     for d, flow in {(d.public, d.in_iface): (d, flow) for d, flow in forwards}.values():  # once per address and interface
-        tries = [Probe(d.in_iface, flow.out_iface, host_in(d.sources[0]), str(d.public), "tcp", port) for port in UNFORWARDED]
-        free = next((p for p in tries if not judge.opens(p)), None)
-        if free is not None:
-            yield f"{d.public}: a port nothing forwards", None, f"{', '.join(d.opening.sources)} → {d.public}", [free]
+        tries = [Probe(d.in_iface, flow.out_iface, host_in(d.sources[0], free), str(d.public), "tcp", port) for port in UNFORWARDED]
+        idle = next((p for p in tries if not judge.opens(p)), None)
+        if idle is not None:
+            yield f"{d.public}: a port nothing forwards", None, f"{', '.join(d.opening.sources)} → {d.public}", [idle]
     # the firewall itself, on a port nothing opens to it, from behind each interface
     if fw.filters_input:
         for iface, zone in sorted(interfaces.items()):
-            src = behind.get(iface, [INTERNET_HOST[4]] if iface in internet else [None])[0]
+            src = behind.get(iface, [free.internet[4]] if iface in internet else [None])[0]
             if src is None:
                 continue
             family = IPAddress(src).version
-            dst = own_address(fw, iface, family, IPNetwork("0.0.0.0/0" if family == 4 else "::/0"))
+            dst = own_address(fw, iface, family, IPNetwork("0.0.0.0/0" if family == 4 else "::/0"), free)
             tries = [Probe(iface, FIREWALL, src, dst, "tcp", port) for port in UNFORWARDED]
-            free = next((p for p in tries if not judge.opens(p)), None)
-            if free is not None:
-                yield f"{fw.firewall.name} itself: a port nothing opens", None, f"{src} ({zone}) → {fw.firewall.name}", [free]
+            idle = next((p for p in tries if not judge.opens(p)), None)
+            if idle is not None:
+                yield f"{fw.firewall.name} itself: a port nothing opens", None, f"{src} ({zone}) → {fw.firewall.name}", [idle]
     # internal openings the other way round
     for row, first in sorted(openings.items()):
         probe = first.probes[0]
@@ -348,7 +348,7 @@ def _closed_candidates(intent: Intent, fw: FirewallIntent, opened: list[Check]) 
                    [Probe(probe.oif, probe.iif, probe.dst, probe.src, probe.proto, probe.dport)])
 
 
-def _hosts_behind(fw: FirewallIntent) -> dict[str, list[str]]:
+def _hosts_behind(fw: FirewallIntent, free: LabAddresses) -> dict[str, list[str]]:
     """Per interface, addresses of hosts the openings name behind it (as probe sources)."""
     out: dict[str, list[str]] = {}
     for flow in fw.flows:
@@ -356,8 +356,8 @@ def _hosts_behind(fw: FirewallIntent) -> dict[str, list[str]]:
             for net in nets:
                 if net.prefixlen:
                     out.setdefault(iface, [])
-                    if host_in(net) not in out[iface]:
-                        out[iface].append(host_in(net))
+                    if host_in(net, free) not in out[iface]:
+                        out[iface].append(host_in(net, free))
     for d in fw.dnats:
         for flow in fw.flows:
             if d in _dnats_of(fw, flow):
