@@ -30,6 +30,7 @@ import re
 import click
 
 from fwmatrix import __version__
+from fwmatrix.cli.consoles import COLORS, set_color
 
 # command name -> the module under fwmatrix.cli whose COMMANDS holds it
 COMMAND_MODULES: dict[str, str] = {
@@ -100,7 +101,9 @@ class _LazyGroup(click.Group):
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="fwmatrix")
-def main() -> None:
+@click.option("--color", type=click.Choice(COLORS), default="auto", show_default=True,
+              help="Colour: auto on a terminal only (none when NO_COLOR is set), always, or never (no escape codes).")
+def main(color: str) -> None:
     """fwmatrix: a firewall connectivity matrix kept as data.
 
     The matrix (YAML, see docs/matrix-format.md) says who may talk to whom, on
@@ -111,6 +114,7 @@ def main() -> None:
     (--fail-on, or --exit-code for diff); 2 usage or input error (one line:
     error: ...).
     """
+    set_color(color)
 
 
 def __getattr__(name: str) -> object:

@@ -21,7 +21,7 @@ import click
 from rich.console import Console
 from rich.markup import escape
 from rich.syntax import Syntax
-from rich.table import Table
+from fwmatrix.report.tables import Table
 
 from fwmatrix.cli.common import matrix_argument, require_root, stdout_console, user_errors
 from fwmatrix.ops.apply import (

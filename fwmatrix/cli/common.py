@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import fcntl
 import functools
-import io
 import os
 import sys
 import tempfile
@@ -27,6 +26,7 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
+from fwmatrix.cli.consoles import err_console, make_console, recorded
 from fwmatrix.compile.intent import Intent, build_intent
 from fwmatrix.errors import BackendError, FwmatrixError, did_you_mean
 from fwmatrix.gcpause import gc_paused
@@ -42,15 +42,11 @@ FORMATS = ("table", "json", "markdown", "junit", "sarif")
 F = TypeVar("F", bound=Callable[..., object])
 R = TypeVar("R")
 
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def stdout_console() -> Console:
-    """Standard output; lines are not cut when it is a pipe or a file."""
-    console = Console(highlight=False, soft_wrap=True)
-    if not console.is_terminal:
-        console.width = 200  # tables: wide enough for a CI log or a file
-    return console
+    """Standard output, as wide as COLUMNS or the terminal, coloured as --color says (consoles.py)."""
+    return make_console()
 
 
 def user_errors(fn: F) -> F:
@@ -220,7 +216,7 @@ def emit(fmt: str, output: str | None, reports: Sequence[R], *, table: Callable[
             for report in reports:
                 table(report, console)
 
-        text = _recorded(print_all)
+        text = recorded(print_all)
     elif fmt == "markdown":
         text = "\n".join(markdown(report) for report in reports)
     elif fmt == "json":
@@ -234,10 +230,3 @@ def emit(fmt: str, output: str | None, reports: Sequence[R], *, table: Callable[
         click.echo(text, nl=False)
     else:
         write_file_atomically(output, text)
-
-
-def _recorded(printer: Callable[[Console], None]) -> str:
-    """What a printer writes to a console, as plain text (for --format table --output FILE)."""
-    console = Console(record=True, width=160, file=io.StringIO(), highlight=False)
-    printer(console)
-    return console.export_text()

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import click
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table as RichTable
+from fwmatrix.report.tables import Table as RichTable
 
 from fwmatrix.cli.common import (
     EXIT_FINDINGS, EXIT_OK, emit, err_console, fail_on_option, firewall_option, format_option, json_takes_one, load_intent,

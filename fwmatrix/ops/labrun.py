@@ -41,7 +41,7 @@ from dataclasses import dataclass, field, replace
 from netaddr import IPAddress, IPNetwork
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
+from fwmatrix.report.tables import Table
 
 from fwmatrix.compile.ruleset import compile_firewall
 from fwmatrix.errors import FwmatrixError

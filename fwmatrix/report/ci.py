@@ -34,7 +34,7 @@ from urllib.parse import quote
 
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
+from fwmatrix.report.tables import Table
 
 from fwmatrix import __version__
 from fwmatrix.audit.findings import AuditReport

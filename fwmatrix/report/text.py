@@ -10,7 +10,7 @@ import json
 
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
+from fwmatrix.report.tables import Table
 
 from fwmatrix.audit.findings import KINDS, AuditReport, Finding
 from fwmatrix.audit.waivers import acceptance_text

@@ -1,0 +1,122 @@
+"""How text output reads anywhere: tables as wide as COLUMNS or the terminal, never a word cut
+in two; colour on a terminal only, NO_COLOR and --color."""
+
+from __future__ import annotations
+
+import os
+import pty
+import re
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import ROOT, SEED
+from fwmatrix.cli import main
+
+DRIFT = ROOT / "examples" / "drift" / "edge.nft"
+ESCAPE = "\x1b["
+BORDERS = "│┃║|"
+
+
+def invoke(*args: str, env: dict[str, str] | None = None) -> str:
+    result = CliRunner().invoke(main, list(args), env={"NO_COLOR": None, "COLUMNS": None, **(env or {})})
+    assert result.exit_code in (0, 1), result.output
+    return result.output
+
+
+def cell_words(output: str) -> set[str]:
+    """Every word inside a table's cells (the borders taken out)."""
+    return {word for line in output.splitlines() for word in re.split(f"[\\s{BORDERS}━─┏┓┗┛┡┩└┘├┤┼╇╈┳┻┃]+", line) if word}
+
+
+def widest(output: str) -> int:
+    """The widest table line (prose lines are soft-wrapped: left whole for the terminal to wrap)."""
+    return max(len(line) for line in output.splitlines() if line[:1] in "┏┃┡│├└")
+
+
+@pytest.mark.parametrize("columns", ["40", "80", "120"])
+def test_show_never_cuts_a_name_or_a_port(columns: str) -> None:
+    out = invoke("show", str(SEED), env={"COLUMNS": columns})
+    words = cell_words(out)
+    for whole in ("operator-rtp", "operator-sip", "sipproxy-to-cti1", "(udp/10000-30000)", "tcp/5061,", "sipproxy.ext", "wan0→dmz0"):
+        assert whole in words, (whole, out)
+    for piece in ("-rtp", "tcp/506", "operator", "sipproxy-to-"):
+        assert piece not in words, (piece, out)
+
+
+def test_show_honours_columns_when_piped() -> None:
+    wide, narrow = invoke("show", str(SEED), env={"COLUMNS": "200"}), invoke("show", str(SEED), env={"COLUMNS": "120"})
+    assert widest(narrow) <= 120 < widest(wide)
+    assert widest(invoke("show", str(SEED))) == widest(wide)  # a pipe without COLUMNS: 200
+
+
+def test_a_table_grows_wider_than_columns_rather_than_cut_a_word() -> None:
+    out = invoke("show", str(SEED), env={"COLUMNS": "40"})
+    longest_words = len("sipproxy-to-cti1") + len("(udp/10000-30000)") + len("sipproxy.ext")  # three of the eight columns
+    assert widest(out) > longest_words > 40
+
+
+@pytest.mark.parametrize("args", [
+    ("audit", str(SEED), "--firewall", "edge", "--ruleset", str(DRIFT)),
+    ("lint", str(SEED)),
+    ("diff", str(SEED), str(ROOT / "examples" / "two-firewalls" / "matrix.yaml")),
+])
+def test_every_table_fits_columns_or_keeps_its_words(args: tuple[str, ...]) -> None:
+    wide = invoke(*args, env={"COLUMNS": "250"})
+    narrow = invoke(*args, env={"COLUMNS": "70"})
+    assert cell_words(narrow) <= cell_words(wide) | {"…"}, cell_words(narrow) - cell_words(wide)
+
+
+def test_output_to_a_file_honours_columns(tmp_path) -> None:
+    report = tmp_path / "audit.txt"
+    invoke("audit", str(SEED), "-f", "edge", "-r", str(DRIFT), "-o", str(report), env={"COLUMNS": "90"})
+    text = report.read_text()
+    assert "operator-sip" in cell_words(text) and widest(text) < 200
+
+
+def test_user_text_with_brackets_prints_as_written(write_matrix) -> None:
+    path = write_matrix(SEED.read_text().replace("note: NAT verso NGINX (NAT to NGINX)", "note: '[bold]kept[/] [red] as written'"))
+    out = invoke("show", path)
+    assert "[bold]kept[/] [red] as written" in out
+
+
+# -- colour ------------------------------------------------------------------------------------
+
+
+def test_piped_output_has_no_escape_codes() -> None:
+    assert ESCAPE not in invoke("lint", str(SEED))
+    assert ESCAPE not in invoke("--color", "never", "lint", str(SEED))
+
+
+def test_color_always_colours_a_pipe_even_with_no_color() -> None:
+    assert ESCAPE in invoke("--color", "always", "lint", str(SEED))
+    assert ESCAPE in invoke("--color", "always", "lint", str(SEED), env={"NO_COLOR": "1"})
+
+
+def on_a_terminal(*args: str, env: dict[str, str]) -> str:
+    """The command's output when its standard output is a terminal (a pseudo-terminal)."""
+    leader, follower = pty.openpty()
+    environ = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR", "COLUMNS")} | {"TERM": "xterm-256color"} | env
+    proc = subprocess.Popen([sys.executable, "-m", "fwmatrix", *args], stdout=follower, stderr=subprocess.PIPE, env=environ)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the terminal closed: the command ended
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    assert proc.wait() in (0, 1), proc.stderr.read() if proc.stderr else ""
+    return b"".join(chunks).decode()
+
+
+def test_a_terminal_is_coloured_unless_no_color_says_otherwise() -> None:
+    assert ESCAPE in on_a_terminal("lint", str(SEED), env={})
+    assert ESCAPE not in on_a_terminal("lint", str(SEED), env={"NO_COLOR": "1"})
+    assert ESCAPE in on_a_terminal("lint", str(SEED), env={"NO_COLOR": ""})  # set but empty: no effect
+    assert ESCAPE not in on_a_terminal("--color", "never", "lint", str(SEED), env={})
