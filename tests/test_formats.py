@@ -249,6 +249,26 @@ def test_junit_of_diff_fails_changes_only_with_exit_code(workdir: Path) -> None:
     assert got["msa-to-rtpproxy"] == ["changed"] and got["nginx-to-bal"] == []
 
 
+def test_diff_fail_on_info_is_exit_code(workdir: Path) -> None:
+    """diff takes --fail-on as audit and lint do; its changes are info, so only --fail-on info
+    fails on one (exit and JUnit alike), as --exit-code does."""
+    assert output(workdir, "diff", "junit", "--fail-on", "low") == output(workdir, "diff", "junit")
+    by_threshold = fwmatrix(*RUNS["diff"][0], "--format", "junit", "--fail-on", "info", cwd=workdir)
+    by_flag = fwmatrix(*RUNS["diff"][0], "--format", "junit", "--exit-code", cwd=workdir)
+    assert (by_threshold.returncode, by_threshold.stdout) == (by_flag.returncode, by_flag.stdout) == (1, by_flag.stdout)
+    assert cases(by_threshold.stdout)["operator-sip"] == ["widened", "nat"]
+    same = fwmatrix("diff", str(SEED), str(SEED), "--fail-on", "info")
+    assert same.returncode == 0 and "no change in what is open" in same.stdout
+
+
+@pytest.mark.parametrize("command", ["audit", "lint", "diff", "fleet-report"])
+def test_one_default_for_fail_on(command: str) -> None:
+    """--fail-on: one default, low (every finding but info), said by every help that offers it."""
+    text = " ".join(fwmatrix(command, "--help").stdout.split())
+    assert "--fail-on [info|low|medium|high]" in text
+    assert "(low: every finding but info" in text and "docs/reports.md#exit-codes). [default: low]" in text
+
+
 def test_junit_text_is_always_xml(tmp_path: Path) -> None:
     """Control characters (a live rule's comment may carry one) cannot break the XML."""
     report = lint(build_intent(load_matrix(str(SEED))))

@@ -111,7 +111,7 @@ def main(color: str) -> None:
     firewall the traffic crosses.
 
     Exit codes: 0 clean; 1 findings or changes at or above the threshold
-    (--fail-on, or --exit-code for diff); 2 usage or input error (one line:
+    (--fail-on, default low: every finding but info); 2 usage or input error (one line:
     error: ...).
     """
     set_color(color)

@@ -58,7 +58,7 @@ def ruleset_options(fn: F) -> F:
 @click.option("--baseline-expires", metavar="YYYY-MM-DD", help=f"When new baseline entries expire (default: {BASELINE_DAYS} days from today).")
 @format_option
 @output_option
-@fail_on_option("low", "a finding")
+@fail_on_option("a finding")
 @user_errors
 def audit_command(matrix: str, firewall: str | None, live: bool, ruleset_paths: tuple[str, ...], backend_name: str,
                   pf_tables: tuple[str, ...], pf_anchors: tuple[str, ...], pf_interfaces: tuple[str, ...], pf_groups: tuple[str, ...],

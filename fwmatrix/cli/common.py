@@ -1,8 +1,8 @@
 """What every `fwmatrix` command shares: exit codes, one-line errors, consoles, the
 common arguments and options, report output, atomic file writes.
 
-Exit codes: 0 clean; 1 findings at or above the threshold (`--fail-on` for
-audit, lint and check; `--exit-code` for diff), a refused ruleset, or an
+Exit codes: 0 clean; 1 findings at or above the threshold (`--fail-on`,
+default low, for audit, lint, diff; high for check), a refused ruleset, or an
 internal error; 2 a usage or input error (bad matrix, unknown firewall, a
 ruleset file that cannot be read). User
 errors print one line, never a traceback (FWMATRIX_DEBUG=1 shows tracebacks of
@@ -187,8 +187,14 @@ def file_output_option(what: str = "The file") -> Callable[[F], F]:
     return click.option("--output", "-o", metavar="FILE", required=True, help=f"{what} to write (atomically), or - for standard output.")
 
 
-def fail_on_option(default: str, what: str) -> Callable[[F], F]:
-    return click.option("--fail-on", type=click.Choice(SEVERITIES), default=default, show_default=True, help=f"Exit 1 when {what} is at least this severe.")
+DEFAULT_FAIL_ON = "low"  # every finding but info: the one default of audit, lint, diff and fleet-report (docs/reports.md)
+
+
+def fail_on_option(what: str, fails: str = "Exit 1", default: str = DEFAULT_FAIL_ON, note: str = "") -> Callable[[F], F]:
+    """--fail-on: the least severity of `what` that fails (`fails`: what failing does)."""
+    rule = "every finding but info" if default == DEFAULT_FAIL_ON else "only a refused ruleset"
+    return click.option("--fail-on", type=click.Choice(SEVERITIES), default=default, show_default=True,
+                        help=f"{fails} when {what} is at least this severe ({default}: {rule}{note}; docs/reports.md#exit-codes).")
 
 
 # -- report output ------------------------------------------------------------------------------

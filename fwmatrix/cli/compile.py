@@ -94,7 +94,7 @@ def _output_directory(out_dir: str | None, old_output: str | None) -> str | None
 @click.option("--no-kernel", is_flag=True, help="Skip the validation by the backends' own tools (nft -c ...).")
 @format_option
 @output_option
-@fail_on_option("high", "a result (a refused ruleset: high, a warning: medium, a ruleset not checked: info)")
+@fail_on_option("a result (a refused ruleset: high, a warning: medium, a ruleset not checked: info)", default="high")
 @user_errors
 def check_command(matrices: tuple[str, ...], firewall: str | None, backend_name: str, no_kernel: bool, fmt: str, output: str | None, fail_on: str) -> None:
     """Load and validate each MATRIX; check the compiled rulesets with the targets' own tools.

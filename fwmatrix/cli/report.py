@@ -95,7 +95,7 @@ def _diagram(intent: Intent, firewall: str | None) -> Diagram:
 @click.argument("merged", metavar="MERGED")
 @click.option("--format", "fmt", type=click.Choice(("junit", "sarif")), required=True)
 @click.option("--output", "-o", metavar="FILE", default="-", show_default=True, help="The file to write (atomically), or - for standard output.")
-@fail_on_option("low", "a finding (JUnit: which findings fail their case)")
+@fail_on_option("a finding", fails="A JUnit case fails (the exit code stays 0)")
 @user_errors
 def fleet_report_command(merged: str, fmt: str, output: str, fail_on: str) -> None:
     """Write the merged audit of a fleet (MERGED: the JSON the Ansible module

@@ -21,6 +21,7 @@ from fwmatrix.review.diff import Review, review
 from fwmatrix.review.expiry import DEFAULT_WITHIN_DAYS
 from fwmatrix.review.lint import LintReport, lint
 from fwmatrix.review.lint import fail as lint_fails
+from fwmatrix.severity import reaches
 from fwmatrix.targets import BACKENDS
 
 
@@ -30,7 +31,7 @@ from fwmatrix.targets import BACKENDS
               help="Report openings and groups whose `expires` date is this many days away or less (info); past it they are `expired` (medium).")
 @format_option
 @output_option
-@fail_on_option("low", "a finding")
+@fail_on_option("a finding")
 @user_errors
 def lint_command(matrices: tuple[str, ...], expiring_within: int, fmt: str, output: str | None, fail_on: str) -> None:
     """Lint each MATRIX: findings about the matrix itself, each at its file:line.
@@ -55,11 +56,12 @@ def lint_command(matrices: tuple[str, ...], expiring_within: int, fmt: str, outp
 @click.option("--backend", "-b", "backend_name", type=click.Choice(BACKENDS + ("all",)), default="nftables", show_default=True, help="Which rulesets to diff.")
 @format_option
 @output_option
-@click.option("--exit-code", is_flag=True, help="Exit 1 when the change opens, closes or re-targets anything (like git diff --exit-code).")
+@fail_on_option("a change", note="; every change is info: --fail-on info fails on any")
+@click.option("--exit-code", is_flag=True, help="Exit 1 when the change opens, closes or re-targets anything, as git diff --exit-code: --fail-on info.")
 @click.option("--diagram", is_flag=True, help="--format markdown: add a Mermaid diagram of the openings the change adds or changes (GitHub and GitLab draw it).")
 @user_errors
-def diff_command(old: str, new: str | None, git_rev: str | None, backend_name: str, fmt: str, output: str | None, exit_code: bool,
-                 diagram: bool) -> None:
+def diff_command(old: str, new: str | None, git_rev: str | None, backend_name: str, fmt: str, output: str | None, fail_on: str,
+                 exit_code: bool, diagram: bool) -> None:
     """Review a change of the matrix: what it opens and closes, per firewall.
 
     Compares OLD and NEW (or OLD at --git REV with OLD in the working tree) as
@@ -79,15 +81,17 @@ def diff_command(old: str, new: str | None, git_rev: str | None, backend_name: s
         before, old_label = load_matrix(old), old
         after, new_label = load_matrix(new), new
     result = review(build_intent(before), build_intent(after), old_label, new_label, selected_backends(backend_name))
-    # JUnit: with --exit-code every change fails its case, as it fails the exit code
+    # every change is info (a rename, a reordering: none): only --fail-on info fails on one,
+    # its JUnit case as the exit code
+    threshold = "info" if exit_code else fail_on
     markdown = review_markdown
     if diagram:
         from fwmatrix.graph import changed_part_mermaid
 
         markdown = lambda r: review_markdown(r) + changed_part_mermaid(after, r)  # noqa: E731
     emit(fmt, output, [result], table=print_review, markdown=markdown, to_json=Review.to_json,
-         outcome=lambda r: diff_outcome(r, after), fail_on="info" if exit_code else None)
-    sys.exit(EXIT_FINDINGS if exit_code and result.changed else EXIT_OK)
+         outcome=lambda r: diff_outcome(r, after), fail_on=threshold)
+    sys.exit(EXIT_FINDINGS if reaches("info", threshold) and result.changed else EXIT_OK)
 
 
 def git_show(rev: str, path: str) -> bytes:
