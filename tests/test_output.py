@@ -3,6 +3,7 @@ in two; colour on a terminal only, NO_COLOR and --color."""
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import re
@@ -120,3 +121,42 @@ def test_a_terminal_is_coloured_unless_no_color_says_otherwise() -> None:
     assert ESCAPE not in on_a_terminal("lint", str(SEED), env={"NO_COLOR": "1"})
     assert ESCAPE in on_a_terminal("lint", str(SEED), env={"NO_COLOR": ""})  # set but empty: no effect
     assert ESCAPE not in on_a_terminal("--color", "never", "lint", str(SEED), env={})
+
+
+# -- --format compact: one line per finding ------------------------------------------------------
+
+
+def test_audit_compact_is_one_line_per_finding_with_its_packets() -> None:
+    args = ("audit", str(SEED), "-f", "edge", "-r", str(DRIFT))
+    report = json.loads(invoke(*args, "--format", "json"))
+    lines = invoke(*args, "--format", "compact", env={"COLUMNS": "60"}).splitlines()  # never wrapped
+    assert lines[0].startswith(report["verdict"])
+    assert len(lines) == 1 + len(report["findings"])
+    for line, finding in zip(lines[1:], report["findings"]):  # in the report's order
+        assert line.startswith("  ") and line.split()[:2] == [finding["kind"], finding["severity"]]
+        assert finding["message"] in line
+        if finding.get("rule"):
+            assert f"live rule: {finding['rule']}" in line
+        if finding.get("regions"):
+            assert finding["regions"][0] in line
+
+
+def test_lint_and_diff_compact_name_the_matrix_line(tmp_path) -> None:
+    two = str(ROOT / "examples" / "two-firewalls" / "matrix.yaml")
+    lint = invoke("lint", two, "--format", "compact").splitlines()
+    assert lint[1].split()[:3] == ["no-firewall", "medium", f"{two}:81:"]
+    out = tmp_path / "diff.txt"
+    invoke("diff", str(SEED), two, "--format", "compact", "-o", str(out))
+    lines = out.read_text().splitlines()
+    review = json.loads(invoke("diff", str(SEED), two, "--format", "json"))
+    assert lines[0] == review["summary"]
+    assert any(line.startswith("  removed  info  opening 'operator-sip' removed on firewall edge") for line in lines)
+
+
+def test_the_readme_and_docs_show_real_compact_output(monkeypatch) -> None:
+    monkeypatch.chdir(ROOT)  # the paths as the docs write them
+    readme = (ROOT / "README.md").read_text()
+    audit = invoke("audit", "matrices/contact-highway-7.yaml", "--ruleset", "examples/drift/edge.nft", "--format", "compact")
+    assert f"```\n{audit}```" in readme
+    lint = invoke("lint", "examples/two-firewalls/matrix.yaml", "--format", "compact")
+    assert f"--format compact\n{lint}```" in (ROOT / "docs" / "reports.md").read_text()

@@ -38,7 +38,7 @@ if TYPE_CHECKING:  # the report formats import every report's module: only emit(
     from fwmatrix.report.ci import Outcome
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
-FORMATS = ("table", "json", "markdown", "junit", "sarif")
+FORMATS = ("table", "compact", "json", "markdown", "junit", "sarif")
 F = TypeVar("F", bound=Callable[..., object])
 R = TypeVar("R")
 
@@ -177,7 +177,7 @@ matrices_argument = click.argument("matrices", metavar="MATRIX...", nargs=-1, re
 firewall_option = click.option("--firewall", "-f", metavar="NAME", help="Only this firewall (default: every firewall in the matrix).")
 format_option = click.option(
     "--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
-    help="table for people, json for tools, markdown for a pull request comment, junit and sarif for CI (docs/reports.md).",
+    help="table for people, compact for one line per finding, json for tools, markdown for a pull request comment, junit and sarif for CI (docs/reports.md).",
 )
 output_option = click.option("--output", "-o", metavar="FILE", help="Write the report to FILE (atomically) instead of standard output.")
 
@@ -223,6 +223,10 @@ def emit(fmt: str, output: str | None, reports: Sequence[R], *, table: Callable[
                 table(report, console)
 
         text = recorded(print_all)
+    elif fmt == "compact":
+        from fwmatrix.report.compact import compact
+
+        text = compact([outcome(report) for report in reports])
     elif fmt == "markdown":
         text = "\n".join(markdown(report) for report in reports)
     elif fmt == "json":
