@@ -25,6 +25,9 @@ Values inside matches and set elements:
                          'local' is judged with the firewall's own addresses (audit/evaluate/addrtype.py)
   physdev.bridged     -> int (1: the packet is being bridged, `-m physdev --physdev-is-bridged`;
                          judged by its interfaces, audit/evaluate/bridged.py)
+  socket              -> str (the packet has a local socket of which this holds: `meta skuid 0`,
+                         `-m owner --uid-owner 0`, pf `user 0`; a forwarded packet never has one,
+                         audit/evaluate/sockets.py)
 
 What the IR cannot express exactly is kept, never dropped: an `Unmodelled`
 match or action names the construct and its origin, and evaluation judges
@@ -43,7 +46,7 @@ from fwmatrix.matrix.model import PortRange
 FIELDS = (
     "iif", "oif", "l4proto", "dport", "sport", "ip.saddr", "ip.daddr", "ip6.saddr", "ip6.daddr",
     "ct.state", "ct.status", "nfproto", "icmp.type", "icmpv6.type", "tcp.flags", "daddr.type", "saddr.type",
-    "physdev.bridged",
+    "physdev.bridged", "socket",
 )
 # the address types of `fib ... type` and `-m addrtype` (the kernel's RTN_* route types)
 ADDRESS_TYPES = ("unspec", "unicast", "local", "broadcast", "anycast", "multicast", "blackhole", "unreachable",

@@ -339,6 +339,34 @@ def test_sets() -> None:
     assert {e.key for e in t.set("lan-nets src,src").elements} == {(IPNetwork("10.0.0.0/16"), "eth1")}
 
 
+def test_owner_matches_are_socket_tests() -> None:
+    """`-m owner` options test the packet's local socket, negated as written (xt_owner without
+    a socket holds when every option is negated: the conjunction of the terms, sockets.py)."""
+    n = "sockets.ipt"
+    sock = lambda text, negate=False: Match(("socket",), ((text,),), negate=negate)
+    expect(n, "ip mangle POSTROUTING", "--dport 22", (TCP, m("dport", 22), sock("-m owner --uid-owner 0")), DROP)
+    expect(n, "ip mangle POSTROUTING", "--dport 80", (TCP, m("dport", 80), sock("-m owner --uid-owner 0", True), sock("-m owner --gid-owner 0")), DROP)
+    expect(n, "ip mangle POSTROUTING", "--dport 8443", (TCP, m("dport", 8443), sock("-m owner --socket-exists", True)), DROP)
+
+
+def test_owner_matches_are_exact_on_forwarded_packets_and_both_ways_on_the_firewalls_own() -> None:
+    from fwmatrix.audit.local import as_forward
+    from fwmatrix.space import V4_ALL
+
+    ruleset = corpus("sockets.ipt")
+    ifaces = interfaces_of(ruleset, ["lan0", "wan0"])
+    effective = evaluate(ruleset, ifaces)
+    assert not effective.uncertain and not effective.unmodelled
+    full = Space.full(ifaces)
+    tcp = lambda port: full.make(src=V4_ALL, dst=V4_ALL, proto=((6, 6),), dport=((port, port),))
+    forwarded = effective.forwarded_space()
+    assert forwarded.contains(tcp(22)) and forwarded.contains(tcp(80))  # a positive option needs a socket
+    assert not forwarded.intersect(tcp(443)) and not forwarded.intersect(tcp(8443))  # all negated: holds
+    own = evaluate(as_forward(ruleset, "output"), ifaces)
+    assert own.uncertain and {n.text for n in own.unmodelled} >= {
+        "-m owner --uid-owner 0 (the owner of a local socket, which the firewall's own traffic may have)"}
+
+
 def test_every_rule_names_its_line() -> None:
     for name in NAMES:
         lines = (CORPUS / name).read_text().splitlines()

@@ -161,6 +161,7 @@ STRUCTURE = {
     "ip6-only.nft": {("ip6", "filter"): {"input": 5, "forward": 7}},
     "jumps.nft": {("inet", "fw"): {"forward": 4, "from_lan": 3, "lan_to_wan": 2, "from_wan": 3, "wan_to_dmz_extra": 2}},
     "unmodelled.nft": {("inet", "odd"): {"raw_prerouting": 1, "mangle_prerouting": 2, "forward": 8}},
+    "sockets.nft": {("inet", "sockets"): {"forward": 6, "output": 1}},
     "families.nft": {("bridge", "filter"): {"forward": 2}, ("arp", "filter"): {"input": 1}, ("netdev", "edge"): {"ingress": 1}, ("ip", "plain"): {"forward": 1}},
     "fwmatrix-seed.nft": {
         ("inet", "fwmatrix"): {"prerouting": 1, "forward": 3, "fwd_dmz0_to_lan0": 1, "fwd_dmz1_to_lan0": 1, "fwd_lan0_to_dmz1": 1, "fwd_wan0_to_dmz0": 1}
@@ -341,6 +342,19 @@ def test_unmodelled_constructs_are_kept() -> None:
     expect(rs, "inet odd forward", 5, (m("ip.daddr", "10.0.0.80"), TCP, m("dport", 80), Unmodelled("quota 100 mbytes")), ACCEPT)
     expect(rs, "inet odd forward", 6, (TCP, m("tcp.flags", TcpFlags(0x02, 0x02)), m("dport", 8080)), UnmodelledAction("synproxy"))
     expect(rs, "inet odd forward", 7, (), DROP)
+
+
+@pytest.mark.kernel
+def test_socket_owner_matches_are_socket_tests() -> None:
+    """`meta skuid`/`skgid` (==, !=, in a concatenation) test the packet's local socket: nft
+    breaks the rule without one, so each is a positive socket match (evaluate/sockets.py)."""
+    rs = corpus("sockets.nft")
+    sock = lambda text: Match(("socket",), ((text,),))
+    expect(rs, "inet sockets forward", 1, (sock("meta skuid 0"),), DROP)
+    expect(rs, "inet sockets forward", 2, (sock("meta skuid != 0"),), DROP)
+    expect(rs, "inet sockets forward", 3, (sock("meta skgid != 0"), TCP, m("dport", 22)), DROP)
+    [concat] = rules(rs, "inet sockets forward")[4].matches[1:]
+    assert concat.fields == ("socket",) and "80 . 0" in concat.values[0][0] and not concat.negate
 
 
 @pytest.mark.kernel

@@ -582,6 +582,14 @@ def _physdev(parser: _SectionParser, name: str, o: _Option, terms: list[Term]) -
     return True
 
 
+def _owner(parser: _SectionParser, name: str, o: _Option, terms: list[Term]) -> bool:
+    """`-m owner` options as tests on the packet's local socket (evaluate/sockets.py). Without
+    a socket xt_owner holds when every option is negated: as the conjunction of these terms
+    (`--suppl-groups`, never negated, needs a socket)."""
+    terms.append(_match("socket", [" ".join(["-m owner", o.name, *(v.shown() for v in o.values)])], o.negate))
+    return True
+
+
 # -m addrtype: the kernel's route types, as iptables names them
 ADDRESS_TYPE_WORDS = {name.upper(): name for name in ADDRESS_TYPES}
 # options that change what a match's other options mean: the whole match is unmodelled
@@ -612,6 +620,7 @@ MATCH_HANDLERS: dict[str, Callable[[_SectionParser, str, _Option, list[Term]], b
     "set": _SectionParser._set,
     "addrtype": _addrtype,
     "physdev": _physdev,
+    "owner": _owner,
 }
 
 

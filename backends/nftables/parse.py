@@ -271,11 +271,21 @@ def _tcp_bits(raw: Any) -> int:
 def _parse_match(arg: Any, ctx: _TableContext) -> list[Match | Unmodelled]:
     """One `match` statement: the implied protocol matches, then the match itself (or Unmodelled)."""
     left = arg.get("left") if isinstance(arg, dict) else None
+    if _reads_socket(left):  # nft breaks the rule when the packet has no socket, whatever the operator
+        return [*_implied(left, exact=False), Match(("socket",), ((describe({"match": arg}),),))]
     try:
         match = _tcp_flags(left, arg["op"], arg["right"]) or _relation(_fields(left), arg["op"], arg["right"], ctx)
     except _SHAPE_ERRORS as exc:
         return [*_implied(left, exact=False), Unmodelled(describe({"match": arg}) + _why(exc))]
     return [*_implied(left, exact=not match.negate), match]
+
+
+SOCKET_KEYS = {"skuid", "skgid"}  # the owner of the packet's local socket (evaluate/sockets.py)
+
+
+def _reads_socket(left: Any) -> bool:
+    parts = left["concat"] if isinstance(left, dict) and isinstance(left.get("concat"), list) else [left]
+    return any(isinstance(p, dict) and isinstance(p.get("meta"), dict) and p["meta"].get("key") in SOCKET_KEYS for p in parts)
 
 
 def _why(exc: Exception) -> str:

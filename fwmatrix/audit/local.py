@@ -22,6 +22,7 @@ from fwmatrix.audit.evaluate import DEFAULT_ACCEPT, evaluate, interfaces_of
 from fwmatrix.compile.intent import FirewallIntent, Flow, Input
 from fwmatrix.audit.evaluate.matches import rule_space
 from fwmatrix.audit.evaluate.reading import Reading
+from fwmatrix.audit.evaluate.sockets import unknown_socket
 from fwmatrix.ir import NOT_LOCAL, Chain, Ruleset, Table
 from fwmatrix.matrix.model import PROTOCOLS
 from fwmatrix.space import V4_ALL, V6_ALL, Space, ct_bits
@@ -48,7 +49,10 @@ def as_forward(ruleset: Ruleset, hook: str) -> Ruleset:
             return replace(chain, hook=None)
         return chain
 
-    return Ruleset(tuple(Table(t.family, t.name, tuple(moved(c) for c in t.chains), t.sets) for t in ruleset.tables), ruleset.header)
+    def own(chain: Chain) -> Chain:  # the firewall's own packets may have a socket (sockets.py)
+        return replace(chain, rules=tuple(unknown_socket(r) for r in chain.rules))
+
+    return Ruleset(tuple(Table(t.family, t.name, tuple(own(moved(c)) for c in t.chains), t.sets) for t in ruleset.tables), ruleset.header)
 
 
 def input_findings(fw_intent: FirewallIntent, ruleset: Ruleset) -> list:

@@ -29,7 +29,8 @@ from fwmatrix.space import (
 # knows translated connections). The ICMPv6 type is also read by the
 # neighbour-discovery check (evaluate/neighbours.py). TCP flags and address types
 # ('local' with the firewall's own addresses): see `exact_parts`.
-UNMODELLED_FIELDS = frozenset({"sport", "icmp.type", "icmpv6.type", "tcp.flags", "daddr.type", "saddr.type", "physdev.bridged"})
+UNMODELLED_FIELDS = frozenset({"sport", "icmp.type", "icmpv6.type", "tcp.flags", "daddr.type", "saddr.type", "physdev.bridged",
+                               "socket"})  # a socket match a hook did not settle (sockets.py): both ways
 MODELLED_CT_STATUS = "dnat"
 # The flags of the first packet of a NEW TCP connection, the only one an opening is
 # judged by: SYN, without FIN, RST and ACK. Its other flags (PSH, URG, ECN, CWR: an

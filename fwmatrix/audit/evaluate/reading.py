@@ -15,6 +15,7 @@ from typing import Any
 
 from fwmatrix.audit.evaluate.addrtype import UNKNOWN, OwnAddresses
 from fwmatrix.audit.evaluate.effective import Grant, Note
+from fwmatrix.audit.evaluate.sockets import without_socket
 from fwmatrix.ir import Chain, DnatMap, Match, Notrack, Rule, Ruleset, Table, Unmodelled, UnmodelledAction, VerdictMap
 from fwmatrix.space import V4_ALL, V6_ALL, Box, Interfaces, Space
 
@@ -169,8 +170,10 @@ class Reading:
 
 def _as_seen(rule: Rule, absent: str | None, no_conntrack: str | None, after_snat: bool,
              may_be_untracked: Callable[[Rule], bool] = lambda rule: False) -> Rule:
-    """A rule as a hook runs it (see `ABSENT_INTERFACE`, `NO_CONNTRACK_YET`, `BEFORE_CONNTRACK`, `AFTER_SNAT`)."""
+    """A rule as a hook runs it (see `ABSENT_INTERFACE`, `NO_CONNTRACK_YET`, `BEFORE_CONNTRACK`, `AFTER_SNAT`;
+    a forwarded packet has no local socket: sockets.py)."""
     listed = rule  # `may_be_untracked` knows the rule as listed
+    rule = without_socket(rule)
     if absent is not None:
         if isinstance(rule.action, (VerdictMap, DnatMap)) and absent in rule.action.fields:
             return replace(rule, action=None)  # no entry's key has an empty name
