@@ -212,3 +212,25 @@ def test_python_dash_m_fwmatrix_is_the_command(tmp_path) -> None:
     assert by_module.stdout == run("check", str(SEED), "--no-kernel").stdout
     usage = subprocess.run([sys.executable, "-m", "fwmatrix", "nosuch"], capture_output=True, text=True, cwd=tmp_path)
     assert (usage.returncode, usage.stderr) == (2, "error: fwmatrix: no such command 'nosuch' (see fwmatrix --help)\n")
+
+
+def test_lint_and_diff_narrowed_to_one_firewall(tmp_path) -> None:
+    """--firewall on lint and diff: what concerns the openings placed on that firewall."""
+    whole = run("lint", str(TWO))
+    assert whole.returncode == 1 and "app-to-db" in whole.stdout  # crosses no firewall: on none
+    internal = run("lint", str(TWO), "--firewall", "internal", "--format", "json")
+    assert internal.returncode == 0, internal.stderr
+    report = json.loads(internal.stdout)
+    assert (report["firewall"], report["findings"]) == ("internal", [])
+    assert report["verdict"] == "matrix 'two-firewalls' on firewall 'internal' is clean: 3 openings, nothing to report"
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(TWO.read_text().replace("smtp: tcp/25", "smtp: tcp/587"))  # mx: the perimeter only
+    assert run("diff", str(TWO), str(changed), "--fail-on", "info").returncode == 1
+    calm = run("diff", str(TWO), str(changed), "--firewall", "internal", "--fail-on", "info", "--format", "json")
+    assert calm.returncode == 0, calm.stderr
+    assert [fw["name"] for fw in json.loads(calm.stdout)["firewalls"]] == ["internal"]
+    moved = run("diff", str(TWO), str(changed), "-f", "perimeter", "--fail-on", "info", "--format", "json")
+    assert moved.returncode == 1 and json.loads(moved.stdout)["summary"].endswith("on firewall perimeter")
+    for command in (["lint", str(TWO)], ["diff", str(TWO), str(changed)]):
+        unknown = run(*command, "--firewall", "internl")
+        assert unknown.returncode == 2 and unknown.stderr.count("\n") == 1 and "(did you mean 'internal'?)" in unknown.stderr

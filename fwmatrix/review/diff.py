@@ -125,8 +125,10 @@ class Review:
         }
 
 
-def review(old: Intent, new: Intent, old_label: str, new_label: str, backends: tuple[str, ...] = ("nftables",)) -> Review:
-    names = sorted(set(old.firewalls) | set(new.firewalls))
+def review(old: Intent, new: Intent, old_label: str, new_label: str, backends: tuple[str, ...] = ("nftables",),
+           firewall: str | None = None) -> Review:
+    """The change from `old` to `new` on every firewall of either, or on `firewall` alone."""
+    names = sorted(set(old.firewalls) | set(new.firewalls)) if firewall is None else [firewall]
     old_rulesets, new_rulesets = compile_intent(old), compile_intent(new)
     renames = _renames(old, new)
     firewalls = []

@@ -107,6 +107,7 @@ class LintReport:
     file: str
     findings: list[LintFinding] = field(default_factory=list)
     openings: tuple[Opening, ...] = ()  # every opening linted (a JUnit case each)
+    firewall: str | None = None  # narrowed to this firewall's placement (on_firewall)
 
     @property
     def standing(self) -> list[LintFinding]:
@@ -119,17 +120,19 @@ class LintReport:
     def verdict(self) -> str:
         accepted = len(self.findings) - len(self.standing)
         but = f" ({accepted} accepted finding{'s' if accepted != 1 else ''} not counted)" if accepted else ""
+        linted = f"matrix '{self.matrix}'" + (f" on firewall '{self.firewall}'" if self.firewall else "")
         if not self.findings:
-            return f"matrix '{self.matrix}' is clean: {len(self.openings)} openings, nothing to report"
+            return f"{linted} is clean: {len(self.openings)} openings, nothing to report"
         if not self.standing:
-            return f"matrix '{self.matrix}' has only accepted findings: {accepted} not counted"
-        return f"matrix '{self.matrix}' has findings: " + ", ".join(f"{n} {kind}" for kind, n in self.counts().items() if n) + but
+            return f"{linted} has only accepted findings: {accepted} not counted"
+        return f"{linted} has findings: " + ", ".join(f"{n} {kind}" for kind, n in self.counts().items() if n) + but
 
     def to_json(self) -> dict:
         return {
             "schema": "fwmatrix.lint/1",
             "matrix": self.matrix,
             "file": self.file,
+            **({"firewall": self.firewall} if self.firewall else {}),
             "verdict": self.verdict(),
             "counts": self.counts(),
             "accepted": len(self.findings) - len(self.standing),
@@ -154,6 +157,16 @@ def lint(intent: Intent, today: date | None = None, expiring_within: int = DEFAU
     check_kinds(matrix.accepts, AUDIT_KINDS + KINDS, "audit and lint")
     findings = accept(findings, matrix.accepts, None, today)
     return LintReport(matrix.name, matrix.file, findings, matrix.openings)
+
+
+def on_firewall(report: LintReport, intent: Intent, firewall: str) -> LintReport:
+    """The report narrowed to one firewall's placement: the findings about the openings (and
+    management accesses) placed on it. Findings about no opening (an unused name, a group's
+    expiry) belong to the whole matrix and are left out."""
+    fw = intent.firewalls[firewall]
+    placed = {item.opening.index for items in (fw.flows, fw.dnats, fw.snats, fw.inputs) for item in items}
+    findings = [f for f in report.findings if f.opening is not None and f.opening.index in placed]
+    return LintReport(report.matrix, report.file, findings, tuple(o for o in report.openings if o.index in placed), firewall)
 
 
 def fail(report: LintReport, threshold: str) -> bool:
