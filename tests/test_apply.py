@@ -584,6 +584,23 @@ def test_auto_timer_is_detached_in_a_namespace() -> None:
         applying.timer_kind("host", "cron")
 
 
+def test_no_systemd_timer_from_inside_another_network_namespace(tmp_path: Path) -> None:
+    """An apply run in a namespace PID 1 is not in (an sshd or a shell there), its target "host":
+    systemd would run the rollback in PID 1's namespace, so auto is detached and systemd refused."""
+    for pid, inode in (("self", "net:[1]"), ("1", "net:[2]")):
+        (tmp_path / pid / "ns").mkdir(parents=True)
+        (tmp_path / pid / "ns" / "net").write_text(inode)  # two files: two inodes, as two namespaces
+    assert applying.timer_kind("host", "auto", ns_dir=str(tmp_path)) == "detached"
+    with pytest.raises(FwmatrixError, match="not in the network namespace of PID 1"):
+        applying.timer_kind("host", "systemd", ns_dir=str(tmp_path))
+    assert applying.timer_kind("netns:x", "systemd", ns_dir=str(tmp_path)) == "systemd"  # the record names the namespace
+    (tmp_path / "1" / "ns" / "net").unlink()
+    (tmp_path / "1" / "ns" / "net").symlink_to(tmp_path / "self" / "ns" / "net")  # one namespace
+    assert applying.timer_kind("host", "systemd", ns_dir=str(tmp_path)) == "systemd"
+    (tmp_path / "1" / "ns" / "net").unlink()  # cannot be told (/proc/1 unreadable): auto does not take the risk
+    assert applying.timer_kind("host", "auto", ns_dir=str(tmp_path)) == "detached"
+
+
 def test_nft_blocks_splits_a_listing_by_table() -> None:
     listing = "table inet fwmatrix {\n\tchain c {\n\t}\n}\ntable ip other {\n}\n"
     assert nft_blocks(listing) == {("inet", "fwmatrix"): "table inet fwmatrix {\n\tchain c {\n\t}\n}\n", ("ip", "other"): "table ip other {\n}\n"}

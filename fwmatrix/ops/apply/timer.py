@@ -31,14 +31,28 @@ TIMERS = ("auto", "detached", "systemd")
 POLL = 0.1  # seconds between the timer's looks at pending.json
 
 
-def timer_kind(target: str, wanted: str = "auto") -> str:
+def in_init_netns(ns_dir: str = "/proc") -> bool | None:
+    """Whether this process is in PID 1's network namespace (None: cannot be told, /proc/1 unreadable).
+    A systemd-run timer runs where PID 1 runs: started from a shell inside another namespace
+    (`ip netns exec`, an sshd there) it would restore the backup into PID 1's namespace."""
+    try:
+        return os.stat(f"{ns_dir}/self/ns/net").st_ino == os.stat(f"{ns_dir}/1/ns/net").st_ino
+    except OSError:
+        return None
+
+
+def timer_kind(target: str, wanted: str = "auto", ns_dir: str = "/proc") -> str:
     if wanted not in TIMERS:
         raise FwmatrixError(f"unknown timer {wanted!r}; choose one of {', '.join(TIMERS)}")
+    here = True if target != "host" else in_init_netns(ns_dir)  # a --netns target is named in the record: found from anywhere
+    if wanted == "systemd" and here is False:
+        raise FwmatrixError("--timer systemd: this process is not in the network namespace of PID 1, where systemd would run "
+                            "the rollback and restore the backup into the wrong ruleset; use --timer detached (docs/apply.md)")
     if wanted != "auto":
         return wanted
     # a systemd timer escapes the login session's cgroup, which logind may kill with the session
     systemd = os.path.isdir("/run/systemd/system") and shutil.which("systemd-run") is not None
-    return "systemd" if systemd and target == "host" else "detached"
+    return "systemd" if systemd and target == "host" and here is True else "detached"
 
 
 def timer_argv(state: StateDir, token: str) -> list[str]:
