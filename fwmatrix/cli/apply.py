@@ -13,6 +13,7 @@ the tests). docs/apply.md describes the whole procedure.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -24,6 +25,7 @@ from rich.syntax import Syntax
 from fwmatrix.report.tables import Table
 
 from fwmatrix.cli.common import matrix_argument, require_root, stdout_console, user_errors
+from fwmatrix.errors import BackendError
 from fwmatrix.ops.apply import (
     DEFAULT_KEEP,
     DEFAULT_STATE_DIR,
@@ -39,9 +41,14 @@ from fwmatrix.ops.apply import (
     StateDir,
     apply,
     confirm,
+    NotArmedError,
+    RolledBackError,
     rollback,
 )
 from fwmatrix.ops.signals import interrupting
+
+json_option = click.option("--format", "fmt", type=click.Choice(("table", "json")), default="table", show_default=True,
+                           help="table for people, json for tools (docs/apply.md, \"Output for tools\").")
 
 state_dir_option = click.option("--state-dir", metavar="DIR", default=DEFAULT_STATE_DIR, show_default=True,
                                 help="Where backups, the lock and the armed rollback live.")
@@ -88,9 +95,10 @@ def _ms(seconds: float) -> str:
 @click.option("--timer", type=click.Choice(TIMERS), default="auto", show_default=True,
               help="What waits to roll back: a systemd-run timer, a detached process, or (auto) systemd where it runs.")
 @netns_option
+@json_option
 @user_errors
 def apply_command(matrix: str, firewall: str, backend_name: str, dry_run: bool, confirm_seconds: float | None, force: bool,
-                  state_dir: str, keep: int, timer: str, netns: str | None) -> None:
+                  state_dir: str, keep: int, timer: str, netns: str | None, fmt: str) -> None:
     """Apply MATRIX's ruleset for FIREWALL to this machine, safely.
 
     Validates the ruleset with the target's own tool, shows what changes
@@ -101,12 +109,31 @@ def apply_command(matrix: str, firewall: str, backend_name: str, dry_run: bool, 
     previous ruleset comes back by itself unless `fwmatrix confirm` runs in
     time, even if this session dies."""
     require_root("apply", "it reads and loads the kernel's ruleset")
-    console = stdout_console()
     request = ApplyRequest(matrix, firewall, backend_name, dry_run, confirm_seconds, force, keep, timer)
+    if fmt == "json":
+        _apply_json(request, netns, state_dir)
+        return
+    console = stdout_console()
     with interrupting():
         result = apply(request, _executor(netns), StateDir(state_dir), show=lambda plan: print_plan(plan, console),
                        checkpoint=_test_stops())
     print_result(result, console)
+
+
+def _apply_json(request: ApplyRequest, netns: str | None, state_dir: str) -> None:
+    """One JSON document on stdout once the plan is made, also when the apply is refused or
+    fails (`error`; the one-line error and exit 1 follow as without --format json)."""
+    from fwmatrix.report.apply import apply_json
+
+    planned: list[Plan] = []
+    try:
+        with interrupting():
+            result = apply(request, _executor(netns), StateDir(state_dir), show=planned.append, checkpoint=_test_stops())
+    except BackendError as exc:
+        if planned:
+            click.echo(json.dumps(apply_json(planned[0], None, str(exc)), indent=2))
+        raise
+    click.echo(json.dumps(apply_json(result.plan, result, None), indent=2))
 
 
 def print_plan(plan: Plan, console: Console) -> None:
@@ -178,12 +205,23 @@ def print_result(result: ApplyResult, console: Console) -> None:
 
 @click.command("confirm")
 @state_dir_option
+@json_option
 @user_errors
-def confirm_command(state_dir: str) -> None:
+def confirm_command(state_dir: str, fmt: str) -> None:
     """Keep the ruleset applied with --confirm: cancel its automatic rollback.
 
     Exits 1 when nothing is armed, e.g. because the rollback already fired."""
     require_root("confirm", "it cancels the rollback that root's apply armed")
+    if fmt == "json":
+        from fwmatrix.report.apply import confirm_json
+
+        try:
+            pending = confirm(StateDir(state_dir), checkpoint=_test_stops())
+        except NotArmedError as exc:
+            click.echo(json.dumps(confirm_json(None, str(exc), rolled_back=isinstance(exc, RolledBackError)), indent=2))
+            raise
+        click.echo(json.dumps(confirm_json(pending, None), indent=2))
+        return
     pending = confirm(StateDir(state_dir), checkpoint=_test_stops())
     left = float(pending["deadline"]) - time.time()
     stdout_console().print(f"[bold green]confirmed[/]: the ruleset applied at {pending['armed']} stays "

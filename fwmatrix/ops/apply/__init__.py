@@ -37,7 +37,7 @@ A backup records where it was taken and is only ever restored there.
 
 The parts, each importing only those above it:
 
-  errors.py      ApplyError, LockoutError, LockedError, NotArmedError, StateDirError
+  errors.py      ApplyError, LockoutError, LockedError, NotArmedError, RolledBackError, StateDirError
   executors.py   where the tools run: HostExecutor, NamespaceExecutor
   drivers.py     each backend's apply steps: NftDriver, IptablesDriver, PfDriver (DRIVERS)
   state.py       the state directory: lock, backups, pending.json, journal
@@ -53,7 +53,7 @@ from __future__ import annotations
 from fwmatrix.ops.apply.drivers import (
     DRIVERS, Driver, IptablesDriver, NftDriver, Own, PfDriver, Prediction, Snapshot, nft_blocks, own_tables,
 )
-from fwmatrix.ops.apply.errors import ApplyError, LockedError, LockoutError, NotArmedError, StateDirError
+from fwmatrix.ops.apply.errors import ApplyError, LockedError, LockoutError, NotArmedError, RolledBackError, StateDirError
 from fwmatrix.ops.apply.executors import Executor, HostExecutor, NamespaceExecutor, executor_for
 from fwmatrix.ops.apply.plan import DEFAULT_KEEP, ApplyRequest, Checkpoint, Plan, load_request, make_plan
 from fwmatrix.ops.apply.procedure import ApplyResult, RollbackResult, apply, confirm, rollback
@@ -66,7 +66,7 @@ from fwmatrix.ops.apply.timer import (
 __all__ = [
     "DEFAULT_KEEP", "DEFAULT_STATE_DIR", "DRIVERS", "LOCK_WAIT", "TIMERS",
     "ApplyError", "ApplyRequest", "ApplyResult", "Backup", "Checkpoint", "Driver", "Executor", "HostExecutor",
-    "IptablesDriver", "LockedError", "LockoutError", "NamespaceExecutor", "NftDriver", "NotArmedError", "Own",
+    "IptablesDriver", "LockedError", "LockoutError", "NamespaceExecutor", "NftDriver", "NotArmedError", "Own", "RolledBackError",
     "PfDriver", "Plan", "Prediction", "RollbackResult", "Snapshot", "StateDir", "StateDirError",
     "apply", "arm", "confirm", "disarm", "executor_for", "load_request", "make_plan", "nft_blocks", "own_tables",
     "recover", "restore_backup", "rollback", "run_timer", "settle_interrupted", "spawn_detached", "start_countdown",

@@ -22,6 +22,10 @@ class NotArmedError(BackendError):
     """`confirm` found no armed rollback (exit 1: perhaps it fired already)."""
 
 
+class RolledBackError(NotArmedError):
+    """`confirm` came after the automatic rollback fired: the apply is undone."""
+
+
 class StateDirError(FwmatrixError):
     """The state directory cannot be written (full, read-only): exit 2 when nothing was
     changed yet; after the load the apply is undone and fails (exit 1)."""

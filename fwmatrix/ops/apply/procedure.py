@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from fwmatrix.errors import BackendError, FwmatrixError
 from fwmatrix.ops import management  # management.check, looked up when called (tests replace it)
 from fwmatrix.ops.apply.drivers import DRIVERS
-from fwmatrix.ops.apply.errors import ApplyError, LockoutError, NotArmedError, StateDirError
+from fwmatrix.ops.apply.errors import ApplyError, LockoutError, NotArmedError, RolledBackError, StateDirError
 from fwmatrix.ops.apply.executors import Executor
 from fwmatrix.ops.apply.plan import JUDGING_ERRORS, ApplyRequest, Checkpoint, Plan, StepTimer, load_request, make_plan
 from fwmatrix.ops.apply.restore import NOT_CHANGED, recover, restore_backup
@@ -196,7 +196,7 @@ def confirm(state: StateDir, checkpoint: Checkpoint | None = None) -> dict:
             fired = state.last_event("rollback", "rollback-failed")
             last_apply = state.last_event("apply")
             if fired and (last_apply is None or fired["time"] > last_apply["time"]):
-                raise NotArmedError(f"nothing to confirm: the apply was rolled back at {fired['time']} "
+                raise RolledBackError(f"nothing to confirm: the apply was rolled back at {fired['time']} "
                                     f"({fired.get('reason', 'on demand')}, backup {fired.get('backup')})")
             raise NotArmedError("nothing to confirm: no rollback is armed")
         state.clear_pending()
