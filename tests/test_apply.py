@@ -191,6 +191,33 @@ def test_applying_twice_changes_nothing_the_second_time(backend: str, firewall, 
 
 
 @pytest.mark.kernel
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_ruleset_compiled_elsewhere_is_applied_as_it_is(backend: str, firewall, state, v1, tmp_path: Path) -> None:
+    """`apply --compiled DIR` (a controller's `fwmatrix compile -o DIR`) loads those files; the
+    matrix judges them: the seed's own files change nothing after the seed's apply, a file
+    with an opening the matrix lacks is applied with that finding predicted and shown."""
+    prepare(firewall, backend, v1)
+    out = tmp_path / "compiled"
+    proc = subprocess.run([sys.executable, "-m", "fwmatrix", "compile", str(SEED), "-f", "edge", "-b", backend, "-o", str(out)],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    result = apply(ApplyRequest(str(SEED), "edge", backend, compiled=str(out)), firewall, state)
+    assert result.applied and result.as_predicted and result.plan.after is not None and result.plan.after.findings == []
+    assert "msa-to-rtpproxy" in result.plan.diff
+    compiled_here = whole_ruleset(firewall, backend)
+    assert apply(ApplyRequest(str(SEED), "edge", backend), firewall, state).plan.diff == ""  # what the firewall compiles itself
+    assert whole_ruleset(firewall, backend) == compiled_here
+    # the compiled files of the seed without its last opening, judged against the seed: that opening is missing
+    subprocess.run([sys.executable, "-m", "fwmatrix", "compile", v1, "-f", "edge", "-b", backend, "-o", str(out)], check=True,
+                   capture_output=True)
+    older = apply(ApplyRequest(str(SEED), "edge", backend, compiled=str(out)), firewall, state)
+    assert {f.kind for f in older.plan.after.findings} == {"missing"}
+    assert {f.opening.name for f in older.plan.after.findings} == {"msa-to-rtpproxy"}
+    with pytest.raises(FwmatrixError, match=f"no compiled {backend} ruleset for firewall 'edge' .*fwmatrix compile"):
+        apply(ApplyRequest(str(SEED), "edge", backend, compiled=str(tmp_path / "nothing")), firewall, state)
+
+
+@pytest.mark.kernel
 def test_dry_run_changes_nothing(firewall, state, v1) -> None:
     before = prepare(firewall, "nftables", v1)
     backups = state.backup_names()

@@ -95,10 +95,12 @@ def _ms(seconds: float) -> str:
 @click.option("--timer", type=click.Choice(TIMERS), default="auto", show_default=True,
               help="What waits to roll back: a systemd-run timer, a detached process, or (auto) systemd where it runs.")
 @netns_option
+@click.option("--compiled", metavar="DIR", help="Load FIREWALL's files that `fwmatrix compile -o DIR` wrote (on a controller) "
+              "as they are, instead of compiling MATRIX here; MATRIX still judges them.")
 @json_option
 @user_errors
 def apply_command(matrix: str, firewall: str, backend_name: str, dry_run: bool, confirm_seconds: float | None, force: bool,
-                  state_dir: str, keep: int, timer: str, netns: str | None, fmt: str) -> None:
+                  state_dir: str, keep: int, timer: str, netns: str | None, compiled: str | None, fmt: str) -> None:
     """Apply MATRIX's ruleset for FIREWALL to this machine, safely.
 
     Validates the ruleset with the target's own tool, shows what changes
@@ -109,7 +111,7 @@ def apply_command(matrix: str, firewall: str, backend_name: str, dry_run: bool, 
     previous ruleset comes back by itself unless `fwmatrix confirm` runs in
     time, even if this session dies."""
     require_root("apply", "it reads and loads the kernel's ruleset")
-    request = ApplyRequest(matrix, firewall, backend_name, dry_run, confirm_seconds, force, keep, timer)
+    request = ApplyRequest(matrix, firewall, backend_name, dry_run, confirm_seconds, force, keep, timer, compiled)
     if fmt == "json":
         _apply_json(request, netns, state_dir)
         return

@@ -21,6 +21,7 @@ from fwmatrix.ir import Ruleset
 from fwmatrix.matrix.loader import load_matrix
 from fwmatrix.matrix.model import Management
 from fwmatrix.ops import management  # management.check, looked up when called (tests replace it)
+from fwmatrix.ops.apply.compiled import compiled_ruleset, read_compiled
 from fwmatrix.ops.apply.drivers import DRIVERS, Own, Snapshot, own_tables
 from fwmatrix.ops.apply.executors import Executor
 from fwmatrix.ops.management import AccessVerdict
@@ -39,6 +40,7 @@ class ApplyRequest:
     force: bool = False  # apply even when management access would be cut or cannot be judged
     keep: int = DEFAULT_KEEP  # backups kept
     timer: str = "auto"  # auto, detached or systemd
+    compiled: str | None = None  # a directory with the firewall's files from `fwmatrix compile -o`, applied as they are
 
 
 @dataclass
@@ -104,7 +106,11 @@ def load_request(request: ApplyRequest) -> tuple[Intent, tuple[Management, ...],
                             f"it has: {', '.join(intent.firewalls)}", request.matrix)
     if request.backend not in DRIVERS:
         raise FwmatrixError(f"unknown backend {request.backend!r}; choose one of {', '.join(DRIVERS)}")
-    return intent, intent.matrix.firewalls[request.firewall].management, compile_firewall(intent, intent.firewalls[request.firewall])
+    if request.compiled is not None:
+        ruleset = compiled_ruleset(request.compiled, request.firewall, request.backend)
+    else:
+        ruleset = compile_firewall(intent, intent.firewalls[request.firewall])
+    return intent, intent.matrix.firewalls[request.firewall].management, ruleset
 
 
 JUDGING_ERRORS = (FwmatrixError, EvaluationError)  # a ruleset that cannot be read or judged
@@ -127,7 +133,7 @@ def make_plan(request: ApplyRequest, intent: Intent, accesses: Sequence[Manageme
     fw = request.firewall
     timer = StepTimer()
     with timer("render"):
-        files = driver.render(ruleset)
+        files = read_compiled(request.compiled, fw, request.backend) if request.compiled is not None else driver.render(ruleset)
     own = own_tables(ruleset)
     with timer("validate"):
         problems = driver.validate(ex, files)
