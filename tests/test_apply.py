@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -651,6 +652,49 @@ def test_cli_apply_dry_run_apply_rollback_and_confirm(firewall, tmp_path: Path) 
     assert firewall.run(["nft", "list", "ruleset"]).stdout == ""
     nothing = runner.invoke(group, ["confirm", "--state-dir", str(tmp_path / "state")])
     assert nothing.exit_code == 1 and "nothing to confirm" in nothing.output
+
+
+@pytest.mark.kernel
+def test_the_armed_hint_names_the_state_directory_and_confirms_as_printed(firewall, tmp_path: Path) -> None:
+    """apply --state-dir D --confirm N prints the confirm command with D (quoted for the shell);
+    run as printed, it confirms. confirm on another directory that holds nothing says where it
+    looked and creates nothing."""
+    state = StateDir(tmp_path / "my state")
+    try:
+        done = subprocess.run(CLI + ["apply", str(SEED), "-f", "edge", "--confirm", "120", "--timer", "detached", "--netns", firewall.name,
+                                     "--state-dir", str(state.root)], capture_output=True, text=True, cwd=ROOT / "tests",
+                              start_new_session=True, timeout=120, check=False)
+        assert done.returncode == 0, done.stderr
+        hint = re.search(r"rollback armed: run `([^`]+)` within 120 s", " ".join(done.stdout.split()))
+        assert hint is not None, done.stdout
+        assert hint.group(1) == f"fwmatrix confirm --state-dir '{state.root}'"
+        elsewhere = tmp_path / "default-like"
+        nothing = subprocess.run(CLI + ["confirm", "--state-dir", str(elsewhere)], capture_output=True, text=True, check=False)
+        assert (nothing.returncode, nothing.stderr) == (1, f"error: nothing to confirm: no rollback is armed in {elsewhere} "
+                                                           "(no apply has used it; an apply run with --state-dir DIR is confirmed with --state-dir DIR)\n")
+        assert not elsewhere.exists()
+        argv = shlex.split(hint.group(1))
+        assert argv[0] == "fwmatrix"
+        confirmed = subprocess.run(CLI + argv[1:], capture_output=True, text=True, check=False)
+        assert confirmed.returncode == 0 and "confirmed: the ruleset applied at" in confirmed.stdout, confirmed.stderr
+        assert state.pending() is None
+    finally:
+        pending = state.pending()
+        if pending is not None:
+            disarm(state, pending)
+
+
+def test_confirm_and_rollback_create_no_state_directory(tmp_path: Path) -> None:
+    """Nothing to do in a state directory that is not there: one line, and no directory made."""
+    absent = tmp_path / "var" / "lib" / "fwmatrix"
+    confirmed = CliRunner().invoke(cli_group(), ["confirm", "--state-dir", str(absent)])
+    assert confirmed.exit_code == 1 and confirmed.output.startswith(f"error: nothing to confirm: no rollback is armed in {absent} (no apply has used it")
+    rolled = CliRunner().invoke(cli_group(), ["rollback", "--state-dir", str(absent), "--netns", "fwm-absent"])
+    assert (rolled.exit_code, rolled.output) == (2, f"error: no backup to roll back to: {absent} does not exist (no apply has used it)\n")
+    assert not (tmp_path / "var").exists()
+    absent.mkdir(parents=True)  # there, but nothing armed in it
+    empty = CliRunner().invoke(cli_group(), ["confirm", "--state-dir", str(absent)])
+    assert (empty.exit_code, empty.output) == (1, f"error: nothing to confirm: no rollback is armed in {absent}\n")
 
 
 def test_cli_needs_root(monkeypatch, tmp_path: Path) -> None:

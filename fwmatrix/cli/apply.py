@@ -119,7 +119,7 @@ def apply_command(matrix: str, firewall: str, backend_name: str, dry_run: bool, 
     with interrupting():
         result = apply(request, _executor(netns), StateDir(state_dir), show=lambda plan: print_plan(plan, console),
                        checkpoint=_test_stops())
-    print_result(result, console)
+    print_result(result, console, state_dir)
 
 
 def _apply_json(request: ApplyRequest, netns: str | None, state_dir: str) -> None:
@@ -182,7 +182,7 @@ def _findings_table(console: Console, title: str, findings: list) -> None:
     console.print(table)
 
 
-def print_result(result: ApplyResult, console: Console) -> None:
+def print_result(result: ApplyResult, console: Console, state_dir: str = DEFAULT_STATE_DIR) -> None:
     steps = ", ".join(f"{name} {_ms(s)}" for name, s in result.timings.items())
     if not result.applied:
         console.print(f"[bold]dry run[/]: nothing was changed ({steps})")
@@ -198,7 +198,7 @@ def print_result(result: ApplyResult, console: Console) -> None:
         p = result.pending
         at = time.strftime("%H:%M:%S", time.localtime(float(p["deadline"])))
         how = f"systemd unit {p['unit']}" if p["timer"] == "systemd" else f"detached process {p['pid']}"
-        console.print(f"[bold yellow]rollback armed[/]: run `fwmatrix confirm` within {p['seconds']:g} s (before {at}), "
+        console.print(f"[bold yellow]rollback armed[/]: run `{escape(StateDir(state_dir).command('confirm'))}` within {p['seconds']:g} s (before {at}), "
                       f"or backup {p['backup']} is restored ({how})")
 
 

@@ -67,12 +67,12 @@ def apply(request: ApplyRequest, ex: Executor, state: StateDir, *, show: Callabl
             pending = None
         if pending is not None and not request.dry_run:
             raise ApplyError(f"a rollback is armed (apply of {pending.get('armed')}, backup {pending.get('backup')}): "
-                             "run `fwmatrix confirm` or `fwmatrix rollback` first" + stale_note(pending))
+                             f"run `{state.command('confirm')}` or `{state.command('rollback')}` first" + stale_note(pending))
         plan = make_plan(request, intent, accesses, ruleset, ex, step)
         if interrupted is not None:
             plan.notes.insert(0, interrupted)
         if pending is not None:
-            plan.notes.append(f"a rollback is armed (backup {pending.get('backup')}): an apply waits for `fwmatrix confirm` or `fwmatrix rollback`")
+            plan.notes.append(f"a rollback is armed (backup {pending.get('backup')}): an apply waits for `{state.command('confirm')}` or `{state.command('rollback')}`")
         step("planned")
         if show is not None:
             show(plan)
@@ -185,6 +185,9 @@ def confirm(state: StateDir, checkpoint: Checkpoint | None = None) -> dict:
     """Keep the applied ruleset: cancel the armed rollback. Returns what was armed.
     An apply that was interrupted before it was verified cannot be confirmed: it is undone."""
     step = checkpoint or (lambda name: None)
+    if not state.used():  # no apply ever armed anything here: say so, and create nothing
+        raise NotArmedError(f"nothing to confirm: no rollback is armed in {state.root} (no apply has used it; "
+                            "an apply run with --state-dir DIR is confirmed with --state-dir DIR)")
     with state.lock(wait=LOCK_WAIT):
         pending = state.pending()
         if pending is not None and pending.get("phase") == "loading":
@@ -198,7 +201,7 @@ def confirm(state: StateDir, checkpoint: Checkpoint | None = None) -> dict:
             if fired and (last_apply is None or fired["time"] > last_apply["time"]):
                 raise RolledBackError(f"nothing to confirm: the apply was rolled back at {fired['time']} "
                                     f"({fired.get('reason', 'on demand')}, backup {fired.get('backup')})")
-            raise NotArmedError("nothing to confirm: no rollback is armed")
+            raise NotArmedError(f"nothing to confirm: no rollback is armed in {state.root}")
         state.clear_pending()
         step("confirm-cleared")  # killed here: the timer finds no record and ends; the ruleset stays
         disarm(state, pending)
@@ -219,6 +222,8 @@ class RollbackResult:
 def rollback(state: StateDir, ex: Executor, name: str | None = None) -> RollbackResult:
     """Restore the newest backup (or the one named) now; an armed rollback is cancelled,
     an interrupted apply undone first."""
+    if not state.used():  # nothing was ever saved here: say so, and create nothing
+        raise FwmatrixError(f"no backup to roll back to: {state.root} does not exist (no apply has used it)")
     with state.lock(wait=LOCK_WAIT):
         pending = state.pending()
         interrupted = None

@@ -18,6 +18,7 @@ import contextlib
 import fcntl
 import json
 import os
+import shlex
 import shutil
 import tempfile
 import time
@@ -61,6 +62,21 @@ class StateDir:
         self.pid_path = self.root / "rollback.pid"
         self.log_path = self.root / "rollback.log"
         self.journal_path = self.root / "journal.jsonl"
+
+    def command(self, name: str) -> str:
+        """How to run `fwmatrix NAME` on this state directory (the hints name it unless it is the default)."""
+        return f"fwmatrix {name}" + ("" if str(self.root) == DEFAULT_STATE_DIR else f" --state-dir {shlex.quote(str(self.root))}")
+
+    def used(self) -> bool:
+        """Whether the directory is there (or cannot be looked at: `ensure` then says why);
+        a command with nothing to do in a state directory that is not there creates none."""
+        try:
+            os.stat(self.root)
+        except FileNotFoundError:
+            return False
+        except OSError:
+            pass
+        return True
 
     def ensure(self) -> None:
         try:
