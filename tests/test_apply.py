@@ -194,12 +194,12 @@ def test_applying_twice_changes_nothing_the_second_time(backend: str, firewall, 
 @pytest.mark.kernel
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_ruleset_compiled_elsewhere_is_applied_as_it_is(backend: str, firewall, state, v1, tmp_path: Path) -> None:
-    """`apply --compiled DIR` (a controller's `fwmatrix compile -o DIR`) loads those files; the
+    """`apply --compiled DIR` (a controller's `fwmatrix compile --out-dir DIR`) loads those files; the
     matrix judges them: the seed's own files change nothing after the seed's apply, a file
     with an opening the matrix lacks is applied with that finding predicted and shown."""
     prepare(firewall, backend, v1)
     out = tmp_path / "compiled"
-    proc = subprocess.run([sys.executable, "-m", "fwmatrix", "compile", str(SEED), "-f", "edge", "-b", backend, "-o", str(out)],
+    proc = subprocess.run([sys.executable, "-m", "fwmatrix", "compile", str(SEED), "-f", "edge", "-b", backend, "--out-dir", str(out)],
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
     result = apply(ApplyRequest(str(SEED), "edge", backend, compiled=str(out)), firewall, state)
@@ -209,7 +209,7 @@ def test_a_ruleset_compiled_elsewhere_is_applied_as_it_is(backend: str, firewall
     assert apply(ApplyRequest(str(SEED), "edge", backend), firewall, state).plan.diff == ""  # what the firewall compiles itself
     assert whole_ruleset(firewall, backend) == compiled_here
     # the compiled files of the seed without its last opening, judged against the seed: that opening is missing
-    subprocess.run([sys.executable, "-m", "fwmatrix", "compile", v1, "-f", "edge", "-b", backend, "-o", str(out)], check=True,
+    subprocess.run([sys.executable, "-m", "fwmatrix", "compile", v1, "-f", "edge", "-b", backend, "--out-dir", str(out)], check=True,
                    capture_output=True)
     older = apply(ApplyRequest(str(SEED), "edge", backend, compiled=str(out)), firewall, state)
     assert {f.kind for f in older.plan.after.findings} == {"missing"}

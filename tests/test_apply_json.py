@@ -58,7 +58,7 @@ def test_apply_and_confirm_say_what_they_did_as_json(backend: str, netns: str, t
     assert (rc, again["changes"], again["diff"]) == (0, False, "")
     rc, nothing, err = fwmatrix("confirm", "--state-dir", state, "--format", "json")
     assert rc == 1 and (nothing["confirmed"], nothing["rolled_back"]) == (False, False)
-    assert nothing["error"] == "nothing to confirm: no rollback is armed" and err.startswith("error: nothing to confirm")
+    assert nothing["error"] == f"nothing to confirm: no rollback is armed in {state}" and err.startswith("error: nothing to confirm")
 
 
 @pytest.mark.kernel

@@ -95,7 +95,7 @@ def _ms(seconds: float) -> str:
 @click.option("--timer", type=click.Choice(TIMERS), default="auto", show_default=True,
               help="What waits to roll back: a systemd-run timer, a detached process, or (auto) systemd where it runs.")
 @netns_option
-@click.option("--compiled", metavar="DIR", help="Load FIREWALL's files that `fwmatrix compile -o DIR` wrote (on a controller) "
+@click.option("--compiled", metavar="DIR", help="Load FIREWALL's files that `fwmatrix compile --out-dir DIR` wrote (on a controller) "
               "as they are, instead of compiling MATRIX here; MATRIX still judges them.")
 @json_option
 @user_errors

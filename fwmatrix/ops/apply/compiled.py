@@ -1,4 +1,4 @@
-"""A ruleset compiled elsewhere (`fwmatrix compile -o DIR` on a controller), applied as it
+"""A ruleset compiled elsewhere (`fwmatrix compile --out-dir DIR` on a controller), applied as it
 is: the firewall's files read from DIR, and read back into the IR the plan predicts with.
 The matrix still judges it (the audits before and after, the management accesses), so a
 compiled file that differs from the matrix shows as findings of the plan's `after`."""

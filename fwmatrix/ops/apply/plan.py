@@ -40,7 +40,7 @@ class ApplyRequest:
     force: bool = False  # apply even when management access would be cut or cannot be judged
     keep: int = DEFAULT_KEEP  # backups kept
     timer: str = "auto"  # auto, detached or systemd
-    compiled: str | None = None  # a directory with the firewall's files from `fwmatrix compile -o`, applied as they are
+    compiled: str | None = None  # a directory with the firewall's files from `fwmatrix compile --out-dir`, applied as they are
 
 
 @dataclass
