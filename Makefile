@@ -10,7 +10,7 @@
 PYTHON ?= $(shell [ -x /usr/bin/python3 ] && echo /usr/bin/python3 || echo python3)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-APT_PACKAGES := nftables libnftables1 python3-nftables iptables ipset iproute2 python3-venv graphviz chromium openssh-server
+APT_PACKAGES := nftables libnftables1 python3-nftables iptables ipset iproute2 python3-venv graphviz chromium openssh-server perl
 MATRIX := matrices/contact-highway-7.yaml
 OUT    := out
 
