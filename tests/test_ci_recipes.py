@@ -404,6 +404,31 @@ def test_pre_commit_hooks(repo: Repo) -> None:
         assert result.returncode == 2 and result.stderr.startswith("error: matrices/contact-highway-7.yaml:82: unknown name 'bla'")
 
 
+# -- the version the recipes pin ----------------------------------------------------------------
+
+# a pinned fwmatrix: a tagged git URL (...@v0.1.0), a pre-commit `rev:`, a requirement (fwmatrix==0.1.0)
+PIN = re.compile(r"(?:@v|\brev:\s*v?|\bfwmatrix\s*(?:==|~=|>=|<=)\s*)(\d+\.\d+\.\d+[\w.+-]*)")
+PINNING = [HOOKS, GITHUB, GITLAB, RECIPES / "README.md", ROOT / "README.md", ROOT / "ansible" / "fwmatrix" / "fwmatrix" / "README.md",
+           *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def test_recipes_pin_the_version_fwmatrix_is() -> None:
+    """Every recipe, the hook's example and the docs pin fwmatrix.__version__ (what `fwmatrix --version`
+    says and the tag v<version> names), never a version that does not exist."""
+    from fwmatrix import __version__
+
+    pins = {(path.relative_to(ROOT).as_posix(), version) for path in PINNING for version in PIN.findall(path.read_text(encoding="utf-8"))}
+    assert {path for path, _ in pins} >= {".pre-commit-hooks.yaml", "examples/ci/github/fwmatrix.yml", "examples/ci/gitlab/.gitlab-ci.yml",
+                                          "examples/ci/README.md"}  # the pins are still found where they are
+    assert sorted(pin for pin in pins if pin[1] != __version__) == []
+
+
+def test_the_pin_check_sees_another_version() -> None:
+    text = ('rev: v0.0.9\n  rev: 1.2.3\nFWMATRIX_SPEC: "fwmatrix @ git+https://git.example.com/netops/fwmatrix@v0.2.0"\n'
+            "pip install fwmatrix==3.0.0rc1; uses: actions/checkout@v4")
+    assert PIN.findall(text) == ["0.0.9", "1.2.3", "0.2.0", "3.0.0rc1"]
+
+
 # -- schemas of the CI systems ------------------------------------------------------------------
 
 
