@@ -3,8 +3,8 @@
 Rich fits a table to the console by narrowing its widest columns, and folds a
 word that no longer fits (`operator-rtp` as `operator` / `-rtp`, `tcp/5060` as
 `tcp/506` / `0`). A name, an address or a port cut in two reads as another
-one, so `Table` gives each column at least its longest word and shares what
-is left of the width by how much each column would like to grow; when even
+one, so `Table` gives each column at least its longest word and narrows the
+widest columns first, as rich does, down to that; when even
 the longest words do not fit side by side, the table grows wider than the
 console (consoles print soft-wrapped: lines are never cut) rather than split
 a word.
@@ -65,20 +65,13 @@ def _plain(console: Console, cell: RenderableType) -> str:
 
 
 def _share(room: int, spans: Iterable[tuple[int, int]]) -> list[int]:
-    """Column widths: each its least, then the room left given to the columns that want more,
-    in proportion to how much more (every column natural when the room allows)."""
+    """Column widths: each natural, then the widest narrowed a cell at a time (rich's order:
+    short columns keep their lines whole), none below its least width."""
     spans = list(spans)
-    widths = [least for least, _ in spans]
-    wants = [natural - least for least, natural in spans]
-    spare = room - sum(widths)
-    if spare >= sum(wants):
-        return [natural for _, natural in spans]
-    if spare <= 0:
-        return widths
-    total = sum(wants)
-    given = [spare * want // total for want in wants]
-    # the rounding's leftover, one cell each, to the columns still furthest from natural
-    order = sorted(range(len(spans)), key=lambda i: given[i] - wants[i])
-    for i in order[: spare - sum(given)]:
-        given[i] += 1
-    return [width + extra for width, extra in zip(widths, given)]
+    widths = [natural for _, natural in spans]
+    for _ in range(sum(widths) - room):
+        narrowable = [i for i, (least, _) in enumerate(spans) if widths[i] > least]
+        if not narrowable:
+            break
+        widths[max(narrowable, key=lambda i: widths[i])] -= 1
+    return widths
