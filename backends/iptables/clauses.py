@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import cycle
 
 from netaddr import IPNetwork, IPRange, IPSet, cidr_merge
 
@@ -276,7 +277,14 @@ def _constrain_one(clause: _Clause, ir_field: str, values: frozenset) -> _Clause
     return clause.constrain(name, values)
 
 
-def _constrain_key(clause: _Clause | None, fields: tuple[str, ...], key: tuple, where: str) -> _Clause | None:
+FAMILY_VALUES = {4: frozenset((4,)), 6: frozenset((6,))}
+ValueCache = dict[tuple[str, int], tuple[object, frozenset]]  # (IR field, id(value)) -> (the value, _values of it)
+
+
+def _constrain_key(clause: _Clause | None, fields: tuple[str, ...], key: tuple, where: str, cache: ValueCache | None = None) -> _Clause | None:
+    """`clause` narrowed by one set or map key. `cache` keeps each IR value's checked value set
+    across the keys of a lookup: the IR shares one object per distinct value, so 75k elements
+    hold a few thousand values (checking and hashing netaddr networks was a third of the time)."""
     if len(key) != len(fields):
         raise RenderError(f"{where}: key {key!r} does not fit fields {fields}")
     if clause is None:
@@ -284,11 +292,19 @@ def _constrain_key(clause: _Clause | None, fields: tuple[str, ...], key: tuple, 
     # what _constrain_one does field by field, on dictionaries: one clause built, not one per field
     allowed, excluded = dict(clause.allowed), dict(clause.excluded)
     for f, v in zip(fields, key):
-        values = _values(f, v)
         name, family = IR_FIELDS[f]
-        if family is not None and not _narrow(allowed, excluded, "family", frozenset((family,))):
+        if family is not None and not _narrow(allowed, excluded, "family", FAMILY_VALUES[family]):
             return None
-        if not _narrow(allowed, excluded, name, values):
+        if cache is None:
+            if not _narrow(allowed, excluded, name, _values(f, v)):
+                return None
+            continue
+        found = cache.get((f, id(v)))
+        if found is None or found[0] is not v:  # the value is kept with it: its id stays its own
+            found = cache[(f, id(v))] = (v, _normalise(name, _values(f, v)))
+        if name not in allowed and name not in excluded:
+            allowed[name] = found[1]  # what _narrow makes of a field not yet constrained
+        elif not _narrow(allowed, excluded, name, found[1]):
             return None
     return _Clause(_sorted_fields(allowed), _sorted_fields(excluded))
 
@@ -342,26 +358,33 @@ def _regroup(members: Members) -> Members:
     for clause, comments, index in members:
         seen_comments, seen_index = current.get(clause, ((), index))
         current[clause] = (tuple(dict.fromkeys(seen_comments + comments)), min(seen_index, index))
-    while True:
+    # a field no clause constrains merges nothing (every clause is its own bucket), and merging
+    # never adds a field; a pass that merges nothing changes nothing, so once each field had
+    # one such pass in a row the clauses are stable
+    present = {name for clause in current for name, _ in clause.allowed}
+    fields = [name for name in MERGE_FIELDS if name in present]
+    unchanged = 0
+    for name in cycle(fields):
+        if unchanged == len(fields):
+            break
         before = len(current)
-        for name in MERGE_FIELDS:
-            # a bucket gathers its value sets and normalises their union once: union by union
-            # re-sorted the growing set each time (10,000 single ports took minutes)
-            buckets: dict[_Clause, _Bucket] = {}
-            for clause, (comments, index) in current.items():
-                rest, values = clause.without(name)
-                bucket = buckets.get(rest)
-                if bucket is None:
-                    buckets[rest] = _Bucket(None if values is None else [values], dict.fromkeys(comments), index, clause)
-                    continue
-                bucket.alone = None
-                if bucket.parts is not None:
-                    if values is None:  # "any value" absorbs everything
-                        bucket.parts = None
-                    else:
-                        bucket.parts.append(values)
-                bucket.comments.update(dict.fromkeys(comments))
-                bucket.index = min(bucket.index, index)
-            current = {bucket.merged(rest, name): (tuple(bucket.comments), bucket.index) for rest, bucket in buckets.items()}
-        if len(current) == before:
-            return [(clause, comments, index) for clause, (comments, index) in current.items()]
+        # a bucket gathers its value sets and normalises their union once: union by union
+        # re-sorted the growing set each time (10,000 single ports took minutes)
+        buckets: dict[_Clause, _Bucket] = {}
+        for clause, (comments, index) in current.items():
+            rest, values = clause.without(name)
+            bucket = buckets.get(rest)
+            if bucket is None:
+                buckets[rest] = _Bucket(None if values is None else [values], dict.fromkeys(comments), index, clause)
+                continue
+            bucket.alone = None
+            if bucket.parts is not None:
+                if values is None:  # "any value" absorbs everything
+                    bucket.parts = None
+                else:
+                    bucket.parts.append(values)
+            bucket.comments.update(dict.fromkeys(comments))
+            bucket.index = min(bucket.index, index)
+        current = {bucket.merged(rest, name): (tuple(bucket.comments), bucket.index) for rest, bucket in buckets.items()}
+        unchanged = unchanged + 1 if len(current) == before else 0
+    return [(clause, comments, index) for clause, (comments, index) in current.items()]

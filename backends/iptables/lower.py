@@ -23,6 +23,7 @@ from fwmatrix.backends.iptables.clauses import (
     PORT_FIELDS,
     Items,
     Members,
+    ValueCache,
     _Clause,
     _clause_key,
     _constrain_key,
@@ -86,6 +87,7 @@ class _Lowering:
     mode: Mode
     book: _SetBook
     names: dict[tuple[str, str, str], str]  # (IR table family, IR table name, chain) -> iptables name
+    values: ValueCache = field(default_factory=dict)  # the checked value sets of the IR's values, by id
 
     def tables(self) -> dict[str, _TableOut]:
         out: dict[str, _TableOut] = {}
@@ -160,7 +162,7 @@ class _Lowering:
             for key, verdict, comment in entries:
                 target = self._target(ipt_table, table, verdict, where)
                 for clause, comments in clauses:
-                    narrowed = _constrain_key(clause, fields, key, where)
+                    narrowed = _constrain_key(clause, fields, key, where, self.values)
                     if narrowed is not None:
                         items.append((narrowed, comments + ((comment,) if comment else ()), target))
             return items
@@ -192,7 +194,7 @@ class _Lowering:
             target = _dnat_target(action.family, data[0], data[1] if len(data) == 2 else None, where)
             target = _Target(target.words, needs_port_proto=target.needs_port_proto, regroup=False)
             for clause, comments in clauses:
-                narrowed = _constrain_key(clause, fields, key, where)
+                narrowed = _constrain_key(clause, fields, key, where, self.values)
                 if narrowed is not None:
                     items.append((narrowed, comments + ((comment,) if comment else ()), target))
         return items
@@ -263,7 +265,7 @@ class _Lowering:
                     (narrowed, comments + ((element_comment,) if element_comment else ()))
                     for clause, comments in clauses
                     for key, element_comment in keys
-                    if (narrowed := _constrain_key(clause, fields, key, where)) is not None
+                    if (narrowed := _constrain_key(clause, fields, key, where, self.values)) is not None
                 ]
         return clauses
 
