@@ -184,14 +184,6 @@ class _Clause:
                 return values
         return None
 
-    def without(self, name: str) -> tuple[_Clause, frozenset | None]:
-        """This clause with `name` unconstrained, and the values it allowed (None: any)."""
-        allowed = self.allowed
-        for i, item in enumerate(allowed):
-            if item[0] == name:
-                return _Clause(allowed[:i] + allowed[i + 1:], self.excluded), item[1]
-        return self, None
-
     def with_(self, name: str, values: frozenset | None) -> _Clause:
         if values is None and all(n != name for n, _ in self.allowed):
             return self  # nothing to drop (most clauses have no sport, ct.state ...)
@@ -340,8 +332,9 @@ class _Bucket:
     index: int
     alone: _Clause | None = None  # the one clause in the bucket, until a second joins
 
-    def merged(self, rest: _Clause, name: str) -> _Clause:
-        return self.alone if self.alone is not None else rest.with_(name, self.values(name))
+    def merged(self, rest: tuple, name: str) -> _Clause:
+        """The bucket's clause; `rest`: the fields but `name`, as (allowed, excluded)."""
+        return self.alone if self.alone is not None else _Clause(*rest).with_(name, self.values(name))
 
     def values(self, name: str) -> frozenset | None:
         if self.parts is None:
@@ -370,9 +363,15 @@ def _regroup(members: Members) -> Members:
         before = len(current)
         # a bucket gathers its value sets and normalises their union once: union by union
         # re-sorted the growing set each time (10,000 single ports took minutes)
-        buckets: dict[_Clause, _Bucket] = {}
+        buckets: dict[tuple, _Bucket] = {}
         for clause, (comments, index) in current.items():
-            rest, values = clause.without(name)
+            # the clause without `name`, as a plain key: a _Clause made per clause and pass cost more than the rest
+            allowed, values = clause.allowed, None
+            for i, item in enumerate(allowed):
+                if item[0] == name:
+                    allowed, values = allowed[:i] + allowed[i + 1:], item[1]
+                    break
+            rest = (allowed, clause.excluded)
             bucket = buckets.get(rest)
             if bucket is None:
                 buckets[rest] = _Bucket(None if values is None else [values], dict.fromkeys(comments), index, clause)
