@@ -5,7 +5,9 @@ CI reaches no network but the package registries, so this corpus comes from ther
 each package named in MANIFEST.tsv is downloaded with `apt-get download PKG=VERSION`
 (no install), checked against the manifest's sha256 and unpacked with `dpkg-deb -x`;
 each listed file is then copied (or, for `format` ferm, compiled by the same package's
-own `ferm --remote`, which prints iptables-save text) to <cache>/<family>/<name>.<ext>.
+own `ferm --remote`, which prints iptables-save text; for `ferm-translate`, that text
+then turned into nft commands by iptables-restore-translate, as users migrating to
+nftables do) to <cache>/<family>/<name>.<ext>.
 Nothing is committed: the files are other people's work under their own licences.
 
 The cache is the first argument, else $FWMATRIX_REGISTRY_CORPUS, else
@@ -99,6 +101,17 @@ def _ferm(unpacked: Path, source: Path) -> str:
     return result.stdout
 
 
+def _translate(text: str, scratch: Path) -> str:
+    """iptables-save text as iptables' own iptables-restore-translate writes it in nft commands."""
+    scratch.write_text(text, encoding="utf-8")
+    tool = shutil.which("iptables-restore-translate") or "/usr/sbin/iptables-restore-translate"
+    result = _run([tool, "-f", str(scratch)])
+    scratch.unlink()
+    if result.returncode != 0:
+        raise FetchError(f"iptables-restore-translate failed: {result.stderr.strip()[:200]}")
+    return result.stdout
+
+
 def fetch(cache: Path | None = None) -> dict[str, Path]:
     """Every manifest entry's file in the cache (fetched when missing): name -> path."""
     cache = cache or default_cache()
@@ -115,9 +128,11 @@ def fetch(cache: Path | None = None) -> dict[str, Path]:
         source = unpacked[key] / row["path"]
         if not source.is_file():
             raise FetchError(f"{row['package']}={row['version']} has no {row['path']}")
-        text = _ferm(unpacked[key], source) if row["format"] == "ferm" else source.read_text(encoding="utf-8")
+        text = _ferm(unpacked[key], source) if row["format"].startswith("ferm") else source.read_text(encoding="utf-8")
         dest.parent.mkdir(parents=True, exist_ok=True)
         partial = dest.with_name(dest.name + ".part")
+        if row["format"] == "ferm-translate":
+            text = _translate(text, partial)
         partial.write_text(text, encoding="utf-8")
         partial.replace(dest)
     return out
