@@ -234,3 +234,45 @@ def test_lint_and_diff_narrowed_to_one_firewall(tmp_path) -> None:
     for command in (["lint", str(TWO)], ["diff", str(TWO), str(changed)]):
         unknown = run(*command, "--firewall", "internl")
         assert unknown.returncode == 2 and unknown.stderr.count("\n") == 1 and "(did you mean 'internal'?)" in unknown.stderr
+
+
+def complete(line: str, shell: str = "bash") -> list[str]:
+    """What the shell's completion script gets for `line` (the word under the cursor is its last,
+    empty after a trailing space), asked as the script asks: _FWMATRIX_COMPLETE=bash_complete etc."""
+    words = line.split(" ")
+    cword = words[-1] if shell == "fish" else str(len(words) - 1)
+    env = {**os.environ, "_FWMATRIX_COMPLETE": f"{shell}_complete", "COMP_WORDS": line, "COMP_CWORD": cword}
+    exe = os.path.join(os.path.dirname(sys.executable), "fwmatrix")
+    proc = subprocess.run([exe], env=env, capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    if shell == "zsh":
+        return proc.stdout.splitlines()[1::3]  # type, value, help
+    return [item.partition(",")[2] for item in proc.stdout.splitlines() if item]  # bash, fish: type,value
+
+
+TWO_REL = "examples/two-firewalls/matrix.yaml"
+
+
+@pytest.mark.parametrize(("line", "offered"), [
+    ("fwmatrix li", ["lint"]),
+    (f"fwmatrix audit {TWO_REL} --firewall ", ["internal", "perimeter"]),
+    (f"fwmatrix lint {TWO_REL} -f p", ["perimeter"]),
+    (f"fwmatrix diff {TWO_REL} {TWO_REL} --firewall i", ["internal"]),
+    ("fwmatrix sh", ["show"]),
+    (f"fwmatrix show {TWO_REL} --firewall ", ["internal", "perimeter"]),
+    (f"fwmatrix apply {TWO_REL} -f int", ["internal"]),
+    (f"fwmatrix compile {TWO_REL} --firewall ", ["internal", "perimeter"]),
+    ("fwmatrix query matrices/contact-highway-7.yaml --service rtp", ["rtp-ext", "rtp-int"]),
+    ("fwmatrix lint no/such/matrix.yaml --firewall ", []),  # no matrix: nothing offered, no error
+])
+def test_shell_completion_as_the_shell_asks(line: str, offered: list[str]) -> None:
+    assert complete(line) == offered
+
+
+def test_shell_completion_zsh_and_fish_and_their_scripts() -> None:
+    line = f"fwmatrix lint {TWO_REL} --firewall i"
+    assert complete(line, "zsh") == complete(line, "fish") == ["internal"]
+    for shell, first in (("bash", "_fwmatrix_completion() {"), ("zsh", "#compdef fwmatrix"), ("fish", "function _fwmatrix_completion;")):
+        script = subprocess.run([os.path.join(os.path.dirname(sys.executable), "fwmatrix")], env={**os.environ, "_FWMATRIX_COMPLETE": f"{shell}_source"},
+                                capture_output=True, text=True)
+        assert script.returncode == 0 and script.stdout.startswith(first) and "_FWMATRIX_COMPLETE" in script.stdout

@@ -24,7 +24,7 @@ from rich.markup import escape
 from rich.syntax import Syntax
 from fwmatrix.report.tables import Table
 
-from fwmatrix.cli.common import matrix_argument, require_root, stdout_console, user_errors
+from fwmatrix.cli.common import firewall_option_saying, matrix_argument, require_root, stdout_console, user_errors
 from fwmatrix.errors import BackendError
 from fwmatrix.ops.apply import (
     DEFAULT_KEEP,
@@ -84,7 +84,7 @@ def _ms(seconds: float) -> str:
 
 @click.command("apply")
 @matrix_argument
-@click.option("--firewall", "-f", metavar="NAME", required=True, help="The firewall this machine is.")
+@firewall_option_saying("The firewall this machine is.", required=True)
 @click.option("--backend", "-b", "backend_name", type=click.Choice(tuple(DRIVERS)), default="nftables", show_default=True)
 @click.option("--dry-run", is_flag=True, help="Validate and show what would change; change nothing.")
 @click.option("--confirm", "confirm_seconds", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",

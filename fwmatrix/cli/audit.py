@@ -13,6 +13,7 @@ from fwmatrix.audit.waivers import BASELINE_DAYS, accept, baseline_entries, chec
 from fwmatrix.compile.intent import Intent
 from fwmatrix.backends import pf
 from fwmatrix.cli.common import (
+    firewall_option_saying,
     F, EXIT_FINDINGS, EXIT_OK, err_console, write_file_atomically, emit, fail_on_option, format_option, load_intent, matrix_argument, output_option, the_firewall, user_errors,
 )
 from fwmatrix.errors import FwmatrixError
@@ -42,7 +43,7 @@ def ruleset_options(fn: F) -> F:
 
 @click.command("audit")
 @matrix_argument
-@click.option("--firewall", "-f", metavar="NAME", help="The firewall whose ruleset this is (may be left out when the matrix has one).")
+@firewall_option_saying("The firewall whose ruleset this is (may be left out when the matrix has one).")
 @ruleset_options
 @click.option("--pf-interface", "pf_interfaces", metavar="IF=ADDR/PREFIX[,...]", multiple=True,
               help="pf: the addresses of interface IF with their prefix, as ifconfig shows them (192.0.2.1/24): then `(IF)`, `IF:network`, antispoof and, once every interface has them, `self` are exact. Repeatable.")

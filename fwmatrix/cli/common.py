@@ -27,6 +27,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from fwmatrix.cli.consoles import err_console, make_console, recorded
+from fwmatrix.cli.completion import from_matrix
 from fwmatrix.compile.intent import Intent, build_intent
 from fwmatrix.errors import BackendError, FwmatrixError, did_you_mean
 from fwmatrix.gcpause import gc_paused
@@ -174,7 +175,12 @@ def replace_file_set(directory: str, files: dict[str, str], replaced: set[str]) 
 
 matrix_argument = click.argument("matrix", type=click.Path(dir_okay=False))
 matrices_argument = click.argument("matrices", metavar="MATRIX...", nargs=-1, required=True, type=click.Path(dir_okay=False))
-firewall_option = click.option("--firewall", "-f", metavar="NAME", help="Only this firewall (default: every firewall in the matrix).")
+def firewall_option_saying(help_text: str, required: bool = False) -> Callable[[F], F]:
+    """--firewall NAME, completed from the matrix's firewalls."""
+    return click.option("--firewall", "-f", metavar="NAME", required=required, shell_complete=from_matrix("firewalls"), help=help_text)
+
+
+firewall_option = firewall_option_saying("Only this firewall (default: every firewall in the matrix).")
 format_option = click.option(
     "--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
     help="table for people, compact for one line per finding, json for tools, markdown for a pull request comment, junit and sarif for CI (docs/reports.md).",

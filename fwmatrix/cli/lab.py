@@ -11,6 +11,7 @@ import sys
 import click
 
 from fwmatrix.cli.common import (
+    firewall_option_saying,
     EXIT_FINDINGS, EXIT_OK, emit, format_option, load_intent, matrix_argument, output_option, require_root, the_firewall, user_errors,
 )
 from fwmatrix.ops.lab import DEFAULT_TIMEOUT
@@ -21,7 +22,7 @@ from fwmatrix.report.ci import lab_outcome
 
 @click.command("lab")
 @matrix_argument
-@click.option("--firewall", "-f", metavar="NAME", help="The firewall to build (may be left out when the matrix has one).")
+@firewall_option_saying("The firewall to build (may be left out when the matrix has one).")
 @click.option("--backend", "-b", "backend_name", type=click.Choice(LAB_BACKENDS), default="nftables", show_default=True)
 @click.option("--timeout", type=click.FloatRange(min=0.05), default=DEFAULT_TIMEOUT, show_default=True, metavar="SECONDS",
               help="How long a probe waits for packets that may never come.")

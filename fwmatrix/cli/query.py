@@ -7,36 +7,20 @@ import sys
 import click
 
 from fwmatrix.cli.audit import read_input, ruleset_options
-from fwmatrix.cli.common import EXIT_FINDINGS, EXIT_OK, emit, load_intent, matrix_argument, output_option, the_firewall, user_errors
-from fwmatrix.matrix.loader import load_matrix
+from fwmatrix.cli.common import EXIT_FINDINGS, EXIT_OK, emit, firewall_option_saying, load_intent, matrix_argument, output_option, the_firewall, user_errors
+from fwmatrix.cli.completion import from_matrix
 from fwmatrix.query.matrix import MatrixQuery, Placement
 from fwmatrix.query.packet import packets
 from fwmatrix.query.render import QueryReport, print_query, query_markdown
 from fwmatrix.query.trace import query_ruleset
 
 
-def _matrix_names(kind: str):
-    """Shell completion from the matrix on the command line: names, services or firewalls."""
-
-    def complete(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
-        # while an option's value is being completed, click leaves the MATRIX argument unparsed
-        path = ctx.params.get("matrix") or next((a for a in ctx.args if not a.startswith("-")), "")
-        try:
-            matrix = load_matrix(path)
-        except Exception:  # noqa: BLE001 - no matrix yet, or a broken one: nothing to offer
-            return []
-        names = {"names": list(matrix.all_names()), "services": list(matrix.services), "firewalls": list(matrix.firewalls)}[kind]
-        return sorted(n for n in names if n.startswith(incomplete))
-
-    return complete
-
-
 @click.command("query")
 @matrix_argument
-@click.option("--from", "source", required=True, metavar="ADDRESS|NAME", shell_complete=_matrix_names("names"), help="The source: an address (IPv4 or IPv6), or a host, host.address, role, group of the matrix.")
-@click.option("--to", "destination", required=True, metavar="ADDRESS|NAME", shell_complete=_matrix_names("names"), help="The destination, likewise (a firewall's public address too, e.g. edge.public).")
-@click.option("--service", required=True, metavar="SERVICE", shell_complete=_matrix_names("services"), help="A service of the matrix or literals: https, tcp/443, udp/10000-30000, icmp (comma-separated).")
-@click.option("--firewall", "-f", metavar="NAME", shell_complete=_matrix_names("firewalls"), help="With --ruleset/--live: the firewall whose ruleset it is (may be left out when the matrix has one).")
+@click.option("--from", "source", required=True, metavar="ADDRESS|NAME", shell_complete=from_matrix("names"), help="The source: an address (IPv4 or IPv6), or a host, host.address, role, group of the matrix.")
+@click.option("--to", "destination", required=True, metavar="ADDRESS|NAME", shell_complete=from_matrix("names"), help="The destination, likewise (a firewall's public address too, e.g. edge.public).")
+@click.option("--service", required=True, metavar="SERVICE", shell_complete=from_matrix("services"), help="A service of the matrix or literals: https, tcp/443, udp/10000-30000, icmp (comma-separated).")
+@firewall_option_saying("With --ruleset/--live: the firewall whose ruleset it is (may be left out when the matrix has one).")
 @ruleset_options
 @click.option("--expect", type=click.Choice(("allow", "deny")), help="Assert the verdict: exit 0 when it is this, 1 otherwise (for CI).")
 @click.option("--format", "fmt", type=click.Choice(("table", "json", "markdown")), default="table", show_default=True,

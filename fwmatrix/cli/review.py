@@ -8,6 +8,7 @@ import sys
 import click
 
 from fwmatrix.cli.common import (
+    firewall_option_saying,
     EXIT_FINDINGS, EXIT_OK, emit, fail_on_option, firewall_option, format_option, json_takes_one, load_intent, matrices_argument,
     output_option, selected_backends, user_errors,
 )
@@ -60,7 +61,7 @@ def lint_command(matrices: tuple[str, ...], firewall: str | None, expiring_withi
 @click.argument("old", type=click.Path(dir_okay=False))
 @click.argument("new", type=click.Path(dir_okay=False), required=False)
 @click.option("--git", "git_rev", metavar="REV", help="Compare OLD as it is at git revision REV with the working tree (NEW is then not given).")
-@click.option("--firewall", "-f", metavar="NAME", help="Only the change on this firewall (default: every firewall of either matrix).")
+@firewall_option_saying("Only the change on this firewall (default: every firewall of either matrix).")
 @click.option("--backend", "-b", "backend_name", type=click.Choice(BACKENDS + ("all",)), default="nftables", show_default=True, help="Which rulesets to diff.")
 @format_option
 @output_option
