@@ -23,6 +23,7 @@ SCHEMAS: dict[str, str] = {
     "lab": "schemas/lab.schema.json",
     "lint": "schemas/lint.schema.json",
     "query": "schemas/query.schema.json",
+    "show": "schemas/show.schema.json",
     "junit": "schemas/junit-10.xsd",
 }
 

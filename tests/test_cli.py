@@ -276,3 +276,32 @@ def test_shell_completion_zsh_and_fish_and_their_scripts() -> None:
         script = subprocess.run([os.path.join(os.path.dirname(sys.executable), "fwmatrix")], env={**os.environ, "_FWMATRIX_COMPLETE": f"{shell}_source"},
                                 capture_output=True, text=True)
         assert script.returncode == 0 and script.stdout.startswith(first) and "_FWMATRIX_COMPLETE" in script.stdout
+
+
+def test_show_formats_opening_and_firewall(tmp_path) -> None:
+    """show --format json (its schema), markdown, --opening (completed too) and --firewall."""
+    import jsonschema
+
+    from fwmatrix.schemas import schema_text
+
+    proc = run("show", str(ROOT / "examples" / "perimeter" / "matrix.yaml"), "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    view = json.loads(proc.stdout)
+    jsonschema.Draft202012Validator(json.loads(schema_text("show")), format_checker=jsonschema.FormatChecker()).validate(view)
+    rows = {row["name"]: row for row in view["openings"]}
+    assert rows["web-to-app"]["placed_on"] == ["internal: outside0→lan0", "perimeter: dmz0→transit0"]
+    assert (rows["www"]["nat"], rows["www"]["ports"]) == ("web", ["tcp/443"]) and view["management"]
+    one = json.loads(run("show", str(TWO), "--opening", "app-to-db", "--opening", "www", "--format", "json").stdout)
+    assert [(r["name"], r["placed_on"]) for r in one["openings"]] == [("www", ["perimeter: wan0→dmz0"]), ("app-to-db", [])]
+    assert one["management"] == []
+    internal = json.loads(run("show", str(TWO), "-f", "internal", "--format", "json").stdout)
+    assert internal["firewall"] == "internal" and [r["name"] for r in internal["openings"]] == ["web-to-app", "admin-ssh", "partner-api"]
+    markdown = run("show", str(TWO), "--opening", "web-to-app", "--format", "markdown", "-o", str(tmp_path / "show.md"))
+    assert markdown.returncode == 0 and markdown.stdout == ""
+    assert (tmp_path / "show.md").read_text().splitlines()[2:5] == [
+        "| # | opening | from | to | service | NAT | placed on | note |", "|---|---|---|---|---|---|---|---|",
+        "| 4 | web-to-app | web | app-servers | app-api<br>(tcp/8443) |  | internal: outside0→lan0<br>perimeter: dmz0→transit0<br>"
+        "perimeter: dmz6→transit0 | crosses both firewalls (IPv4 and IPv6) |"]
+    unknown = run("show", str(TWO), "--opening", "web-to-ap")
+    assert (unknown.returncode, unknown.stderr) == (2, f"error: {TWO}: no opening named 'web-to-ap' in the matrix (did you mean 'web-to-app'?)\n")
+    assert complete(f"fwmatrix show {TWO_REL} --opening w") == ["web-to-app", "www", "www6"]

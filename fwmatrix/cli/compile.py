@@ -7,20 +7,16 @@ import sys
 from typing import TYPE_CHECKING
 
 import click
-from rich.console import Console
-from rich.markup import escape
-from fwmatrix.report.tables import Table as RichTable
 
 from fwmatrix.cli.common import (
     EXIT_FINDINGS, EXIT_OK, emit, err_console, fail_on_option, firewall_option, format_option, json_takes_one, load_intent,
-    matrices_argument, matrix_argument, output_option, replace_file_set, selected_backends, stdout_console, user_errors,
+    matrices_argument, matrix_argument, output_option, replace_file_set, selected_backends, user_errors,
 )
-from fwmatrix.compile.intent import Intent, management_arrivals
+from fwmatrix.cli.completion import from_matrix
+from fwmatrix.compile.intent import Intent
 from fwmatrix.compile.ruleset import compile_intent
-from fwmatrix.errors import BackendError
+from fwmatrix.errors import BackendError, FwmatrixError, did_you_mean
 from fwmatrix.ir import Ruleset
-from fwmatrix.matrix.model import Matrix
-from fwmatrix.matrix.resolve import Resolver
 from fwmatrix.targets import BACKENDS, backend, output_suffixes
 
 if TYPE_CHECKING:
@@ -144,77 +140,25 @@ def _check_backend(name: str, fw_name: str, ruleset: Ruleset, no_kernel: bool) -
 @click.command("show")
 @matrix_argument
 @firewall_option
+@click.option("--opening", "openings", metavar="NAME", multiple=True, shell_complete=from_matrix("openings"),
+              help="Only this opening (repeatable); the management accesses are then left out.")
+@click.option("--format", "fmt", type=click.Choice(("table", "json", "markdown")), default="table", show_default=True,
+              help="table for people, json for tools (schema fwmatrix.show/1), markdown for a design document or a pull request.")
+@output_option
 @user_errors
-def show_command(matrix: str, firewall: str | None) -> None:
+def show_command(matrix: str, firewall: str | None, openings: tuple[str, ...], fmt: str, output: str | None) -> None:
     """Show MATRIX as a table, like the connectivity matrix of a design document,
     with the firewalls and interfaces each opening is placed on."""
+    from fwmatrix.report.matrixview import MatrixView, matrix_view, print_view, view_markdown  # not for compile
+
     intent = load_intent(matrix, firewall)
-    m = intent.matrix
-    resolver = Resolver(m)
-    placement: dict[int, list[str]] = {}
-    management: dict[str, list[str]] = {}
-    for fw_name, fw in intent.firewalls.items():
-        if firewall is not None and fw_name != firewall:
-            continue
-        placed = [(flow.opening, f"{fw_name}: {flow.in_iface}→{flow.out_iface}") for flow in fw.flows]
-        placed += [(item.opening, f"{fw_name}: {item.in_iface}→itself") for item in fw.inputs]  # its input chain
-        placed += [(snat.opening, f"{fw_name}: source NAT out of {snat.out_iface}") for snat in fw.snats]
-        for opening, text in placed:
-            lines = placement.setdefault(opening.index, [])
-            if text not in lines:
-                lines.append(text)
-            if opening.index < 0:  # a management access (intent.build_intent names it FIREWALL-management-N)
-                management[opening.name] = lines
-    table = RichTable(title=escape(f"{m.title} — {m.name}"), show_lines=True)
-    for column in ("#", "opening", "from", "to", "service", "NAT", "placed on", "note"):
-        table.add_column(column, overflow="fold")
-    for opening in m.openings:
-        if firewall is not None and opening.index not in placement:
-            continue
-        nat = ""
-        if opening.nat is not None:
-            nat = opening.nat.target + (f" port {opening.nat.port}" if opening.nat.port else "")
-        if opening.snat is not None:
-            nat = f"source: {opening.snat.target}"
-        services = ", ".join(str(p) for p in resolver.services(opening))
-        named = ", ".join(opening.services)
-        table.add_row(*(escape(cell) for cell in (  # user text: never rich markup
-            str(opening.index),
-            opening.name,
-            ", ".join(opening.sources),
-            ", ".join(opening.destinations),
-            services if named == services else f"{named}\n({services})",
-            nat,
-            "\n".join(placement.get(opening.index, ["(crosses no firewall)"])),
-            "\n".join(t for t in (opening.note, opening.meta.text() if opening.meta else "") if t),
-        )))
-    console = stdout_console()
-    console.print(table)
-    console.print(
-        "Replies to these openings pass by connection tracking (established/related): "
-        "nothing needs opening from the DMZ towards the internet."
-    )
-    _show_management(console, m, resolver, firewall, management)
-
-
-def _show_management(console: Console, m: Matrix, resolver: Resolver, only: str | None, placement: dict[str, list[str]]) -> None:
-    """The management accesses the matrix declares: what `fwmatrix apply` will not let a ruleset cut,
-    with the firewalls on their way that forward them (placed as openings are; intent.build_intent)."""
-    table = RichTable(title="management access to the firewalls (kept by `fwmatrix apply`)", show_lines=True)
-    for column in ("firewall", "#", "from", "to", "service", "arrives on", "note", "forwarded by"):
-        table.add_column(column, overflow="fold")
-    for fw in m.firewalls.values():
-        if only is not None and fw.name != only:
-            continue
-        for access in fw.management:
-            arrives = sorted({iface for ifaces, _ in management_arrivals(m, fw.name, access, resolver) for iface in ifaces})
-            services = ", ".join(str(p) for p in resolver.services(access.as_opening()))
-            on_the_way = [line for line in placement.get(f"{fw.name}-management-{access.index}", []) if not line.startswith(f"{fw.name}: ")]
-            cells = (fw.name, str(access.index), ", ".join(access.sources), ", ".join(access.destinations) or "(any address of it)",
-                     services, ", ".join(arrives), access.note, "\n".join(on_the_way))
-            table.add_row(*(escape(cell) for cell in cells))
-    if table.row_count:
-        console.print(table)
+    known = [o.name for o in intent.matrix.openings]
+    for name in openings:
+        if name not in known:
+            raise FwmatrixError(f"no opening named '{name}' in the matrix{did_you_mean(name, known)}", matrix)
+    view = matrix_view(intent, firewall, openings)
+    emit(fmt, output, [view], table=print_view, markdown=view_markdown, to_json=MatrixView.to_json,
+         outcome=lambda v: None, fail_on=None)  # type: ignore[arg-type,return-value] - no junit or sarif
 
 
 COMMANDS = (compile_command, check_command, show_command)
