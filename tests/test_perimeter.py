@@ -108,7 +108,26 @@ def perimeter_reports(intent) -> dict[tuple[str, str], LabReport]:
     return reports
 
 
-SNAT_SOURCES = {"lan-browsing": PUBLIC, "guest-browsing": "169.254.0.1"}  # masquerade: the lab's wan0 address
+# family -> opening -> the source its probes must arrive with on the internet side; masquerade: the
+# firewall's own address on the lab's wan0 link; the LAN's IPv6 leaves untranslated (snat to an IPv4 address)
+SNAT_SOURCES = {4: {"lan-browsing": PUBLIC, "guest-browsing": "169.254.0.1"},
+                6: {"lan-browsing": "2001:db8:40::64", "guest-browsing": "fe80::1"}}
+
+
+def dual_stack() -> str:
+    """The example with an IPv6 network in every zone, IPv6 addresses for the hosts and the
+    firewalls' interfaces: both families through the same rows."""
+    text = EXAMPLE.read_text()
+    for old, new in (("dmz: 192.0.2.0/25", "dmz: [192.0.2.0/25, 2001:db8:d::/64]"), ("transit: 198.51.100.0/29", "transit: [198.51.100.0/29, 2001:db8:7::/64]"),
+                     ("lan: 10.40.0.0/16", "lan: [10.40.0.0/16, 2001:db8:40::/48]"), ("guests: 10.41.0.0/16", "guests: [10.41.0.0/16, 2001:db8:41::/48]"),
+                     ("web: 192.0.2.10", "web: [192.0.2.10, 2001:db8:d::10]"), ("app: 10.40.1.10", "app: [10.40.1.10, 2001:db8:40:1::10]"),
+                     ("admin-ws: 10.40.9.5", "admin-ws: [10.40.9.5, 2001:db8:40:9::5]"),
+                     ("address: 203.0.113.2}", "address: [203.0.113.2, 2001:db8:ff::2]}"), ("address: 192.0.2.1}", "address: [192.0.2.1, 2001:db8:d::1]}"),
+                     ("address: 198.51.100.1}", "address: [198.51.100.1, 2001:db8:7::1]}"), ("address: 198.51.100.2}", "address: [198.51.100.2, 2001:db8:7::2]}"),
+                     ("address: 10.40.0.1}", "address: [10.40.0.1, 2001:db8:40::1]}"), ("address: 10.41.0.1}", "address: [10.41.0.1, 2001:db8:41::1]}")):
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
+    return text
 
 
 @pytest.mark.kernel
@@ -116,13 +135,40 @@ SNAT_SOURCES = {"lan-browsing": PUBLIC, "guest-browsing": "169.254.0.1"}  # masq
 def test_lab_proves_source_nat(perimeter_reports, backend: str) -> None:
     report = perimeter_reports[("perimeter", backend)]
     assert report.passed, [r.detail() for r in report.results if not r.passed]
-    rows = [r for r in report.of_kind("open") if r.check.name in SNAT_SOURCES]
+    rows = [r for r in report.of_kind("open") if r.check.name in SNAT_SOURCES[4]]
     assert {r.check.service for r in rows if r.check.name == "lan-browsing"} == {"tcp/53", "tcp/80", "tcp/443", "udp/53"}
+    _assert_sources(rows, (4,))
+
+
+def _assert_sources(rows, families: tuple[int, ...]) -> None:
+    seen_families = set()
     for row in rows:
         for result in row.results:
-            seen = result.at_oif
-            assert seen is not None and seen.src == SNAT_SOURCES[row.check.name], result.outcome()
+            seen, family = result.at_oif, result.probe.family
+            seen_families.add((row.check.name, family))
+            assert seen is not None and seen.src == SNAT_SOURCES[family][row.check.name], result.outcome()
             assert result.answered, result.outcome()
+    assert seen_families == {(name, family) for family in families for name in SNAT_SOURCES[family]}  # every family probed
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("backend", ["nftables", "iptables"])
+def test_lab_proves_ipv6_source_nat_own_services_and_management(write_matrix, backend: str) -> None:
+    """Dual stack: the same rows in IPv6 with real packets — the guests masqueraded (the firewall's
+    address on the outgoing link), the LAN's IPv6 untranslated (its snat address is IPv4), the
+    firewalls' own services and the admins' SSH answered at their IPv6 addresses, the
+    perimeter's management forwarded by the internal firewall."""
+    intent = build_intent(load_matrix(write_matrix(dual_stack())))
+    reports = {fw: run_lab(intent, fw, backend) for fw in ("perimeter", "internal")}
+    for fw, report in reports.items():
+        assert report.passed, [f"{r.check.name}: {r.detail()}" for r in report.results if not r.passed]
+        v6 = [res for r in report.of_kind("open") if r.check.name in OWN_ROWS[fw] for res in r.results if res.probe.family == 6]
+        assert {res.probe.dst for res in v6} >= ({"2001:db8:40::1"} if fw == "internal" else {"2001:db8:7::1"}), v6
+        assert all(res.probe.oif == "(firewall)" and res.answered for res in v6)
+    _assert_sources([r for r in reports["perimeter"].of_kind("open") if r.check.name in SNAT_SOURCES[4]], (4, 6))
+    (crossing,) = [r for r in reports["internal"].of_kind("open") if r.check.name == "perimeter-management-1"]
+    assert {res.probe.family for res in crossing.results} == {4, 6}
+    assert all(res.at_oif is not None and res.at_oif.side == "outside0" and res.answered for res in crossing.results)
 
 
 @pytest.mark.kernel
@@ -133,7 +179,7 @@ def test_lab_finds_a_missing_source_nat(intent) -> None:
     bare = compile_firewall(intent, replace(fw, snats=()))
     report = run_lab(intent, "perimeter", "nftables", ruleset=bare)
     failed = {r.check.name for r in report.results if not r.passed}
-    assert failed == set(SNAT_SOURCES)
+    assert failed == set(SNAT_SOURCES[4])
 
 
 # -- the firewalls' own services, and management across firewalls ----------------------
@@ -147,7 +193,8 @@ def test_own_services_and_management_are_placed(intent) -> None:
     assert {(i.opening.name, i.in_iface) for i in perimeter.inputs} == {("perimeter-ntp", "transit0"), ("perimeter-management-1", "transit0")}
     # the perimeter's management crosses the internal firewall: forwarded there to the perimeter's addresses
     ssh = [f for f in internal.flows if f.opening.name == "perimeter-management-1"]
-    assert [(f.in_iface, f.out_iface, [str(d) for d in f.destinations]) for f in ssh] == [("lan0", "outside0", ["198.51.100.1/32", "203.0.113.10/32"])]
+    assert [(f.in_iface, f.out_iface, [str(d) for d in f.destinations]) for f in ssh] == [
+        ("lan0", "outside0", ["203.0.113.2/32", "192.0.2.1/32", "198.51.100.1/32", "203.0.113.10/32"])]  # every address of the perimeter
     assert not intent.warnings
 
 
@@ -211,7 +258,9 @@ def test_check_counts_source_nat_and_inputs() -> None:
 
 def _perimeter_without_addresses() -> str:
     """The example with no address of the perimeter known (no public one, none on its interfaces)."""
-    text = EXAMPLE.read_text().replace("      transit0: {zone: transit, address: 198.51.100.1}\n    public: 203.0.113.10\n", "      transit0: transit\n")
+    text = EXAMPLE.read_text().replace("      wan0: {zone: internet, address: 203.0.113.2}\n      dmz0: {zone: dmz, address: 192.0.2.1}\n"
+                                       "      transit0: {zone: transit, address: 198.51.100.1}\n    public: 203.0.113.10\n",
+                                       "      wan0: internet\n      dmz0: dmz\n      transit0: transit\n")
     text = text.replace("    to: perimeter.public\n    service: https\n    nat: web\n", "    to: web\n    service: https\n")
     return text.replace("    snat: perimeter.public\n", "    snat: masquerade\n").replace("    to: perimeter.transit0\n", "    to: 198.51.100.1\n")
 
@@ -227,7 +276,7 @@ def test_management_a_firewall_on_the_way_cannot_forward_is_flagged(write_matrix
 
 
 @pytest.mark.parametrize(("old", "new", "words"), [
-    ("    to: perimeter.transit0\n", "    to: perimeter.dmz0\n", "interface 'dmz0' of firewall 'perimeter' declares no address"),
+    ("    to: perimeter.transit0\n", "    to: perimeter.dmz1\n", "firewall 'perimeter' has no public address named 'dmz1'"),
     ("    from: [lan, guests]\n", "    from: internal\n", "comes from firewall 'internal' itself"),
     ("    to: internal\n", "    to: [internal, app]\n", "goes to a firewall itself and to other places"),
 ])
@@ -436,19 +485,15 @@ def test_show_places_own_services_source_nat_and_management_on_the_way() -> None
     assert access[5] == "transit0" and access[7] == "internal: lan0→outside0"  # arrives on transit0, forwarded by internal
 
 
-# What only the perimeter knows (the matrix declares no address on wan0 and dmz0): with it,
-# `self` is known and the pf reader reads the firewall's own services into an input chain.
-PF_ADDRESSES = ("wan0=203.0.113.10/24", "dmz0=192.0.2.1/24")
-
-
-def _pf_parse(intent, firewall: str, text: str, addresses: tuple[str, ...] = PF_ADDRESSES) -> Ruleset:
-    """A pf.conf as `fwmatrix audit -r FILE --pf-anchor local=EMPTY --pf-interface ...` reads it."""
+def _pf_parse(intent, firewall: str, text: str, addresses: tuple[str, ...] = ()) -> Ruleset:
+    """A pf.conf as `fwmatrix audit -r FILE --pf-anchor local=EMPTY [--pf-interface ...]` reads it:
+    the matrix gives every interface's address, so `self` is known without the flag."""
     facts = dict(pf.firewall_facts(intent.matrix, firewall), anchors={"local": ""})
     facts["addresses"] = {**facts["addresses"], **pf.interface_options(addresses, ())["addresses"]}  # type: ignore[dict-item]
     return pf.parse_ruleset(text, f"{firewall}.pf.conf", **facts)  # type: ignore[arg-type]
 
 
-def _pf_audit(intent, firewall: str, text: str, addresses: tuple[str, ...] = PF_ADDRESSES):
+def _pf_audit(intent, firewall: str, text: str, addresses: tuple[str, ...] = ()):
     from fwmatrix.audit.findings import audit
 
     return audit(intent, firewall, _pf_parse(intent, firewall, text, addresses), f"{firewall}.pf.conf")
@@ -466,14 +511,18 @@ def test_pf_reads_back_its_source_nat_and_input_chain(intent, firewall: str) -> 
     assert "input" in hooks and ("postrouting" in hooks) == (firewall == "perimeter")
 
 
-def test_pf_own_services_without_the_firewalls_addresses_are_said_not_audited(intent) -> None:
-    """`self` not known (wan0 and dmz0 have no address): no input chain is read, and the audit
-    says so rather than judging the own services against a guess. Source NAT is still judged."""
+def test_pf_own_services_without_the_firewalls_addresses_are_said_not_audited(write_matrix) -> None:
+    """`self` not known (the matrix gives wan0 and dmz0 no address): no input chain is read, and
+    the audit says so once, naming the interfaces and the flag, rather than judging the own
+    services against a guess. Source NAT is still judged. With the flag, it is audited."""
+    text = EXAMPLE.read_text().replace("      wan0: {zone: internet, address: 203.0.113.2}\n      dmz0: {zone: dmz, address: 192.0.2.1}\n",
+                                       "      wan0: internet\n      dmz0: dmz\n")
+    intent = build_intent(load_matrix(write_matrix(text)))
     conf = pf.render(compile_firewall(intent, intent.firewalls["perimeter"]), "openbsd")
-    report = _pf_audit(intent, "perimeter", conf, addresses=())
-    (finding,) = report.findings
+    (finding,) = _pf_audit(intent, "perimeter", conf).findings
     assert finding.kind == "not-audited" and "perimeter-ntp, perimeter-management-1" in finding.message
-    assert "--pf-interface" in finding.message
+    assert "the matrix gives no address to wan0, dmz0" in finding.message and "--pf-interface wan0=ADDR/PREFIX" in finding.message
+    assert _pf_audit(intent, "perimeter", conf, ("wan0=203.0.113.2/24", "dmz0=192.0.2.1/25")).findings == []
 
 
 def test_audit_finds_pf_drifts_of_snat_and_input(intent) -> None:

@@ -25,6 +25,7 @@ from fwmatrix.errors import FwmatrixError
 
 _LOOPBACK_NAME_RE = re.compile(r"lo\d*")
 _LOOPBACK_ADDRESSES = (IPNetwork("127.0.0.1/8"), IPNetwork("::1/128"))
+_LINK_LOCAL = IPNetwork("fe80::/10")  # never forwarded: as a destination, always for the firewall itself
 
 
 def interface_addresses(text: str, where: str = "") -> tuple[str, tuple[IPNetwork, ...]]:
@@ -141,4 +142,6 @@ class OwnAddresses:
             return None
         for a in self.extra:
             found.add(IPNetwork(f"{a.ip}/{a.ip.version == 4 and 32 or 128}"))
+        if any(n.version == 6 and n not in _LOOPBACK_ADDRESSES[1] for n in found.iter_cidrs()):
+            found.add(_LINK_LOCAL)  # an interface with IPv6 has a link-local address too (RFC 4291, 2.1): in `self`
         return found

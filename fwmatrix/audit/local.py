@@ -63,8 +63,13 @@ def input_findings(fw_intent: FirewallIntent, ruleset: Ruleset) -> list:
         return []
     if any(t.name == PF_TABLE and not any(c.hook == "input" for c in t.chains) for t in ruleset.tables):
         names = ", ".join(dict.fromkeys(i.opening.name for i in fw_intent.inputs))
-        return [Finding("not-audited", "the firewall's own services in a pf ruleset are audited only when its addresses are known "
-                        f"(`self`: --pf-interface IF=ADDR/PREFIX for each interface, or --local-address): not audited ({names})")]
+        fw = fw_intent.firewall
+        lacking = [i for i in fw.interfaces if i not in fw.addresses]
+        why = (f"the matrix gives no address to {', '.join(lacking)} (declare it, `{lacking[0]}: {{zone: {fw.interfaces[lacking[0]]}, "
+               f"address: ...}}`, or give it with --pf-interface {lacking[0]}=ADDR/PREFIX)" if lacking else
+               "the ruleset names interfaces the matrix does not (give their addresses with --pf-interface IF=ADDR/PREFIX)")
+        return [Finding("not-audited", "the firewall's own services in a pf ruleset are audited only when all its addresses are known "
+                        f"(`self`), and {why}, or all of them with --local-address: not audited ({names})")]
     fw = fw_intent.firewall
     ifaces = interfaces_of(ruleset, list(fw.interfaces) + [LOCAL, LOOPBACK])
     full = Space.full(ifaces)

@@ -64,7 +64,10 @@ DEFAULT_TIMEOUT = 0.8  # seconds a round waits for packets that may never come
 # firewall (on the probe's `iif`), a listener there answers, and the answer is the proof
 FIREWALL = "(firewall)"
 
-FW_SYSCTLS = ("net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1", "net.ipv6.conf.default.forwarding=1")
+FW_SYSCTLS = ("net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1", "net.ipv6.conf.default.forwarding=1",
+              # IPv6 source selection (masquerade's too) from the outgoing link's addresses only: its
+              # one address there is FW_LINK_V6, so a masqueraded probe must arrive from it
+              "net.ipv6.conf.default.use_oif_addrs_only=1")
 # every lab namespace: no reverse-path filter (test sources are asymmetric on purpose),
 # no duplicate address detection (addresses must work the moment they are added)
 COMMON_SYSCTLS = (
@@ -72,6 +75,7 @@ COMMON_SYSCTLS = (
     "net.ipv4.conf.default.rp_filter=0",
     "net.ipv6.conf.all.accept_dad=0",
     "net.ipv6.conf.default.accept_dad=0",
+    "net.ipv6.conf.default.addr_gen_mode=1",  # no link-local address of the kernel's choosing: the links have fe80::1, fe80::2
 )
 
 
