@@ -536,6 +536,27 @@ def test_dnat_keyed_on_a_drawn_number() -> None:
     assert isinstance(balanced.action, UnmodelledAction) and "drawn per connection" in balanced.action.text
 
 
+def test_dnat_to_an_address_map_and_a_port_map_of_one_key() -> None:
+    """nftables' own examples/nat.nft: `dnat tcp dport map { 1000 : 1.1.1.1 } : tcp dport map
+    { 1000 : 1234 }` is one map to (address, port) when both hold the same keys (the registry
+    corpus probes it in the kernel); other keys, or a named map, stay unmodelled."""
+    DPORT = {"payload": {"protocol": "tcp", "field": "dport"}}
+    def dnat(addrs: list, ports: Any) -> list:
+        return [{"dnat": {"family": "ip", "addr": {"map": {"key": DPORT, "data": {"set": addrs}}},
+                          "port": {"map": {"key": DPORT, "data": ports}}}}]
+    paired, other_keys, named = parsed(
+        dnat([[1000, "1.1.1.1"], [2000, "2.2.2.2"]], {"set": [[2000, 2345], [1000, 1234]]}),
+        dnat([[1000, "1.1.1.1"], [2000, "2.2.2.2"]], {"set": [[1000, 1234]]}),
+        dnat([[1000, "1.1.1.1"]], "@ports"),
+        family="ip",
+    )
+    assert paired.matches == (TCP,) and paired.action == DnatMap(4, ("dport",), entries=(
+        ((PortRange(1000, 1000),), (IPNetwork("1.1.1.1/32"), PortRange(1234, 1234))),
+        ((PortRange(2000, 2000),), (IPNetwork("2.2.2.2/32"), PortRange(2345, 2345)))))
+    assert isinstance(other_keys.action, UnmodelledAction) and "different keys" in other_keys.action.text
+    assert isinstance(named.action, UnmodelledAction) and "separate port" in named.action.text
+
+
 def test_xt_expressions_are_unmodelled_never_guessed() -> None:
     xt_match, xt_target = parsed(
         [{"xt": {"type": "match", "name": "conntrack"}}, {"counter": {"packets": 0, "bytes": 0}}, {"accept": None}],

@@ -327,9 +327,9 @@ def _dnat(arg: Any, ctx: _TableContext) -> tuple[list[Match], Dnat | DnatMap]:
     if not (isinstance(addr, dict) and "map" in addr):
         port = _value("port", arg["port"]) if "port" in arg else None
         return [], Dnat(family, _address(family, addr), cast("PortRange | None", port))
-    if "port" in arg:
-        raise _Unknown("an address map with a separate port")
     lookup = addr["map"]
+    if "port" in arg:
+        return _paired_dnat(family, addr_kind, lookup, arg["port"])
     if isinstance(lookup["key"], dict) and len(lookup["key"]) == 1 and next(iter(lookup["key"])) in DRAWN_KEYS:
         return [], _drawn_dnat(family, lookup, ctx)
     fields = _fields(lookup["key"], lookup=True)
@@ -344,6 +344,24 @@ def _dnat(arg: Any, ctx: _TableContext) -> tuple[list[Match], Dnat | DnatMap]:
         target_kinds = (addr_kind, "port") if isinstance(target, dict) and "concat" in target else (addr_kind,)
         entries.append((_key(tuple(f.kind for f in fields), key), _key(target_kinds, target)))
     return implied, DnatMap(family, names, entries=tuple(entries))
+
+
+def _paired_dnat(family: int, addr_kind: str, lookup: dict, port: Any) -> tuple[list[Match], DnatMap]:
+    """`dnat to tcp dport map { 1000 : 1.1.1.1 } : tcp dport map { 1000 : 1234 }` (nftables'
+    own example of iptables' DNAT rules in one): two literal maps looked up with one key are one
+    map to (address, port), exact when both hold the same keys (a key missing from one breaks
+    the rule in the kernel: no translation, which a shared key set never meets)."""
+    pmap = port.get("map") if isinstance(port, dict) else None
+    if not isinstance(pmap, dict) or pmap.get("key") != lookup["key"] or any(isinstance(m["data"], str) for m in (lookup, pmap)):
+        raise _Unknown("an address map with a separate port")
+    fields = _fields(lookup["key"], lookup=True)
+    kinds = tuple(f.kind for f in fields)
+    ports = {_key(kinds, key): _key(("port",), value) for key, value in _items(pmap["data"])}
+    addrs = {_key(kinds, key): _key((addr_kind,), value) for key, value in _items(lookup["data"])}
+    if set(ports) != set(addrs):
+        raise _Unknown("address and port maps with different keys")
+    entries = tuple((key, addrs[key] + ports[key]) for key in addrs)
+    return _implied(lookup["key"], exact=True), DnatMap(family, tuple(f.name for f in fields), entries=entries)
 
 
 # `dnat to numgen inc mod 2 map @targets`: a number drawn per connection (a counter, a random
