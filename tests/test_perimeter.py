@@ -213,9 +213,8 @@ def test_every_backend_writes_the_input_chain(intent, write_matrix) -> None:
     ipt4 = iptables.render_files(ruleset)[".ipt4"]
     assert ":INPUT DROP [0:0]" in ipt4
     assert "-A FWM-INPUT -s 10.40.9.5/32 -d 10.40.0.1/32 -i lan0 -p tcp -m tcp --dport 22 -m comment --comment internal-management-1 -j ACCEPT" in ipt4
-    unlogged = build_intent(load_matrix(write_matrix(EXAMPLE.read_text().replace("    snat: masquerade\n    log: true\n", "    snat: masquerade\n"))))
-    for dialect in pf.DIALECTS:  # freebsd writes no log of an opening (no match rules): internal without it
-        conf = pf.render(ruleset if dialect == "openbsd" else compile_firewall(unlogged, unlogged.firewalls["internal"]), dialect)
+    for dialect in pf.DIALECTS:
+        conf = pf.render(ruleset, dialect)
         assert pf.check(conf) == [], dialect
         lines = conf.splitlines()
         block = lines.index("block drop in quick from any to self")
@@ -331,6 +330,16 @@ def test_lint_flags_the_dropped_management_access_and_counts_management_as_use(w
 
 
 # -- logging and counters ------------------------------------------------------------------
+
+
+def test_freebsd_logs_an_opening_on_its_pass_in_rules(intent) -> None:
+    """FreeBSD's pf has no match rules: an opening's log is `log` on the pass in rules of its
+    packets (pf logs the packet that creates the state), and on nothing else."""
+    conf = pf.render(compile_firewall(intent, intent.firewalls["internal"]), "freebsd")
+    assert pf.check(conf, "freebsd") == []
+    logged = [line for line in conf.splitlines() if " log " in line]
+    assert logged == ['pass in log quick on $guest0_if inet proto tcp from 10.41.0.0/16 to any port { 80 443 } tag fwm_in_guest0 label "guest-browsing"']
+    assert "match " not in conf
 
 
 def test_every_backend_writes_the_logs(intent) -> None:

@@ -12,7 +12,7 @@ from dataclasses import replace
 
 from netaddr import IPNetwork
 
-from fwmatrix.backends.pf.lower import Dims, _Cell, _check_no_rematch, _Lowered, _lower, _products, _targets_overlap, _value_key
+from fwmatrix.backends.pf.lower import Dims, _Cell, _cell_within, _check_no_rematch, _Lowered, _lower, _products, _targets_overlap, _value_key
 from fwmatrix.backends.pf.names import (
     DEFAULT_DIALECT, DIALECTS, HEX_RE, PROTO_NAMES, RenderError, _Names, comment, interface_name, label, safe_text,
 )
@@ -124,11 +124,13 @@ def _filter_lines(w: _Writer, low: _Lowered, direction: str) -> list[str]:
                 raise RenderError("an accept rule without an input interface: the freebsd dialect carries the input "
                                   "interface to the out rules as a tag, and a tag needs the interface")
         projected.append((verdict, note, cells))
+    logs = _freebsd_logs(low, to_self=False) if freebsd and direction == "in" else None
     lines: list[str] = []
     for verdict, items in _runs(projected):
         groups: dict[tuple, list[tuple[_Cell, str]]] = {}
         for cell, note in items:
-            key = (cell.iif, None, cell.family, cell.dnat, None) if direction == "in" else (cell.oif, cell.iif, cell.family, cell.dnat, cell.snat)
+            logged = logs is not None and verdict == "accept" and logs.holds(cell)
+            key = (cell.iif, None, cell.family, cell.dnat, None, logged) if direction == "in" else (cell.oif, cell.iif, cell.family, cell.dnat, cell.snat, False)
             groups.setdefault(key, []).append((cell, note))
         # Each group is written in one or two variants: 'dnat' (a translated cell), 'plain', and
         # on freebsd 'twin' (a plain cell on an interface with translated cells, for translated
@@ -136,7 +138,7 @@ def _filter_lines(w: _Writer, low: _Lowered, direction: str) -> list[str]:
         # packets carrying that tag).
         order: list[tuple[tuple, tuple, str]] = []
         for key, members in groups.items():
-            on, received, family, dnat, _ = key
+            on, received, family, dnat, _, _ = key
             iif = on if direction == "in" else received
             if dnat:
                 variants = ["dnat"]
@@ -148,25 +150,53 @@ def _filter_lines(w: _Writer, low: _Lowered, direction: str) -> list[str]:
                 rank = {"dnat": 0, "twin": 1, "plain": 2}[variant]
                 # in: per input interface, the variants that set the _dnat tag first (the order
                 # within a run of one verdict changes only the tag); out: the order is free
-                sort = (on or "", rank, family or 0) if direction == "in" else (on or "", received or "", family or 0, rank, _snat_key(key[4]))
+                sort = (on or "", rank, family or 0, key[5]) if direction == "in" else (on or "", received or "", family or 0, rank, _snat_key(key[4]))
                 order.append((sort, key, variant))
         order.sort(key=lambda item: item[0])
         products: dict[tuple, list[tuple[Dims, list[str]]]] = {}
         last_notes = None
         for _, key, variant in order:
-            on, received, family, dnat, snat = key
+            on, received, family, dnat, snat, logged = key
             members = groups[key]
             notes = list(dict.fromkeys(n for _, n in members if n))
             if notes and notes != last_notes:
                 lines.append(comment("; ".join(notes)))
             last_notes = notes
-            head = f"{_VERDICT_HEAD[verdict]} {direction} quick" + (f" on {w.iface(on)}" if on else "")
+            head = f"{_VERDICT_HEAD[verdict]} {direction}{' log' if logged else ''} quick" + (f" on {w.iface(on)}" if on else "")
             if key not in products:
                 products[key] = _products(c for c, _ in members)  # a twin and its plain rule: the same products
             for dims, labels in products[key]:
                 nat = [f"nat-to {_address(snat) if not isinstance(snat, str) else '(' + w.iface(snat) + ')'}"] if snat is not None else []
                 lines.append(w.rule(head, family, dims, labels, nat + _filter_opts(w, direction, verdict, on, received, variant, labels)))
+    if logs is not None:
+        logs.all_held()
     return lines
+
+
+class _FreebsdLogs:
+    """FreeBSD's pf has no match rules: an opening's log is `log` on the pass in rules of its
+    cells (pf logs the packet that creates the state: its new connections, as the IR's log rule
+    before the accepts). Every log cell must hold a pass in cell, or the log is refused."""
+
+    def __init__(self, cells: list[_Cell]) -> None:
+        self.cells = cells
+        self.used: set[int] = set()
+
+    def holds(self, cell: _Cell) -> bool:
+        found = [i for i, c in enumerate(self.cells)
+                 if (c.iif, c.family, c.dnat, c.proto) == (cell.iif, cell.family, cell.dnat, cell.proto) and _cell_within(cell, c)]
+        self.used.update(found)
+        return bool(found)
+
+    def all_held(self) -> None:
+        lost = [c for i, c in enumerate(self.cells) if i not in self.used]
+        if lost:
+            raise RenderError(f"an opening's log ('{lost[0].note}'): FreeBSD's pf has no match rules, and no pass in rule of the "
+                              "freebsd dialect holds these packets to carry `log`")
+
+
+def _freebsd_logs(low: _Lowered, to_self: bool) -> _FreebsdLogs:
+    return _FreebsdLogs([c for _, cells, local in low.log_rules if local == to_self for c in cells])
 
 
 def _snat_key(snat: IPNetwork | str | None) -> tuple:
@@ -202,15 +232,16 @@ def _input_lines(w: _Writer, low: _Lowered) -> list[str]:
     if not low.input_rules:
         return []
     freebsd = w.dialect == "freebsd"
+    logs = _freebsd_logs(low, to_self=True) if freebsd else None
     lines: list[str] = []
     for note, cells in low.input_rules:
         if note:
             lines.append(comment(note))
         groups: dict[tuple, list[_Cell]] = {}
         for cell in cells:
-            groups.setdefault((cell.iif, cell.family), []).append(cell)
-        for (on, family), group in sorted(groups.items(), key=lambda kv: (kv[0][0] or "", kv[0][1] or 0)):
-            head = "pass in quick" + (f" on {w.iface(on)}" if on else "")
+            groups.setdefault((cell.iif, cell.family, logs is not None and logs.holds(cell)), []).append(cell)
+        for (on, family, logged), group in sorted(groups.items(), key=lambda kv: (kv[0][0] or "", kv[0][1] or 0, kv[0][2])):
+            head = f"pass in{' log' if logged else ''} quick" + (f" on {w.iface(on)}" if on else "")
             for dims, labels in _products(group):
                 # freebsd's out rules read the input interface from a tag: these packets never go out
                 opts = ([f"tag {w.tags.get(interface_name(on))}"] if freebsd and on else []) + ([label(", ".join(labels))] if labels else [])
@@ -218,6 +249,8 @@ def _input_lines(w: _Writer, low: _Lowered) -> list[str]:
                 if family == 6 and dims[2] == frozenset([58]) and dims[1] == frozenset([None]):
                     line = line.replace(" to self", " to { self ff02::/16 }")  # neighbour solicitations go to multicast
                 lines.append(line)
+    if logs is not None:
+        logs.all_held()
     lines.append("# anything else for the firewall itself (netfilter: the input chain's policy drop)")
     lines.append(f"block drop in {'log ' if 'input' in low.log_drops else ''}quick from any to self")
     return lines
@@ -225,8 +258,8 @@ def _input_lines(w: _Writer, low: _Lowered) -> list[str]:
 
 def _log_lines(w: _Writer, low: _Lowered) -> list[str]:
     """Openings with `log: true`: match rules that log their new connections (see pflog.py)."""
-    if low.log_rules and w.dialect != "openbsd":
-        raise RenderError("an opening's log: FreeBSD's pf has no match rules; fwmatrix writes it for the openbsd dialect only")
+    if w.dialect != "openbsd":
+        return []  # FreeBSD: `log` on the pass in rules (_FreebsdLogs)
     lines: list[str] = []
     for note, cells, to_self in low.log_rules:
         if note:
