@@ -6,6 +6,8 @@ and nothing else), and management accesses placed on every firewall they cross."
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import replace
 from pathlib import Path
 
@@ -563,6 +565,28 @@ def test_audit_finds_pf_drifts_of_snat_and_input(intent) -> None:
     assert nft_drifted.count("\n") == nft.count("\n") and "203.0.113.99" in nft_drifted
     nft_report = audit(intent, "perimeter", nftables.parse_text(nft_drifted), "nft")
     assert sorted((f.kind, f.opening.name if f.opening else "") for f in nft_report.findings) == kinds, [f.to_json() for f in nft_report.findings]
+
+
+def test_pf_old_style_nat_is_judged_as_the_matrix_source_nat(intent) -> None:
+    """FreeBSD's `nat on IF ... -> ADDRESS` / `-> (IF)` (before the filter rules) in place of the
+    pass-out rules' nat-to: the same translations, judged exactly — no `nat` finding — and a wrong
+    address is found as for nftables. (The out rules, which test the source, then see the
+    translated one: judged both ways, so `missing` and `unmodelled` findings are not asserted.)"""
+    conf = pf.render(compile_firewall(intent, intent.firewalls["perimeter"]), "openbsd")
+    lines, nats = [], []
+    for line in conf.splitlines():
+        found = re.match(r"(pass out quick on \$wan0_if inet proto \w+ from \S+ to any port .*?) nat-to (\S+) (received-on .*)$", line)
+        if found:
+            nats.append(found[1].replace("pass out quick on", "nat on") + " -> " + found[2])
+            line = f"{found[1]} {found[3]}"
+        lines.append(line)
+    assert len(nats) == 3 and any(n.endswith("-> ($wan0_if)") for n in nats)
+    first = next(i for i, line in enumerate(lines) if line.startswith(("pass", "block")))
+    text = "\n".join(lines[:first] + nats + lines[first:]) + "\n"
+    assert [f for f in _pf_audit(intent, "perimeter", text).findings if f.kind == "nat"] == []
+    drifted = _pf_audit(intent, "perimeter", text.replace("-> 203.0.113.10", "-> 203.0.113.99")).findings
+    (nat,) = [f for f in drifted if f.kind == "nat"]
+    assert nat.opening.name == "lan-browsing" and all("translated to 203.0.113.99, not 203.0.113.10" in r for r in nat.regions)
 
 
 def test_pf_source_nat_fwmatrix_cannot_follow_is_a_nat_finding(intent) -> None:

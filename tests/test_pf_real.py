@@ -9,23 +9,18 @@ judged both ways, never dropped.
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from conftest import ROOT
-from test_pf_idiom import CORRECT, MATRIX, pf_text
-from test_pf_parse import ICMP, TCP, Judge, chain, parse, rules_at, unmodelled_texts
+from test_pf_idiom import CORRECT, MATRIX, cli, pf_text
+from test_pf_parse import ICMP, TCP, Judge, chain, net, parse, rules_at, unmodelled_texts
 
 from fwmatrix.backends import pf
 from fwmatrix.errors import FwmatrixError
 
 ADDRESSES = {"em0": ["192.0.2.1/24", "192.0.2.9/24", "2001:db8::1/64"], "em1": ["10.0.0.1/24"]}
-
-
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fwmatrix", *args], capture_output=True, text=True, cwd=ROOT)
 
 
 # -- the firewall's own addresses (pf.conf(5), PARAMETERS: interface names and modifiers) ------------
@@ -111,6 +106,30 @@ def test_out_rules_see_the_translated_source(nat: str) -> None:
     passes_old = Judge(parse(f"{nat}\nblock all\npass in quick on em1\npass out quick on em0 from 10.0.0.0/24\n"), ("em0", "em1"))
     assert passes_old.fate("em1", "em0", "10.0.0.5", "198.51.100.1", TCP, 80) == "maybe"  # pf blocks it
     assert passes_old.fate("em1", "em0", "10.0.1.5", "198.51.100.1", TCP, 80) == "block"
+
+
+def test_old_style_nat_rules_are_the_nat_chain_they_stand_for() -> None:
+    """FreeBSD's `nat` rules translate what they match before the filter rules, the first
+    matching one deciding and `no nat` excepting (pf.conf(5), TRANSLATION): the postrouting
+    nat chain holds them in order — `no nat` untranslated, `-> (em0)` on em0 a masquerade,
+    one address a snat — and what is not one address (a pool) stays an unknown translation."""
+    from fwmatrix.ir import Masquerade, Snat, UnmodelledAction, Verdict
+
+    text = ("no nat on em0 from 10.0.0.7 to any\n"
+            "nat on em0 from 10.0.0.0/24 to any -> (em0)\n"
+            "nat on em0 inet from 10.0.1.0/24 to any -> 192.0.2.9\n"
+            "nat on em0 inet from 10.0.2.0/24 to any -> 192.0.2.0/28\n"
+            "pass\n")
+    ruleset = parse(text)
+    actions = [[r.action for r in rules_at(ruleset, "snat", line)] for line in (1, 2, 3, 4)]
+    assert actions[0] == [Verdict("accept")] and actions[1] == [Masquerade()]
+    assert actions[2] == [Snat(4, net("192.0.2.9/32"))]
+    assert len(actions[3]) == 1 and isinstance(actions[3][0], UnmodelledAction)
+    heads = [r.origin for r in chain(ruleset, "snat").rules][:4]
+    assert heads == ["t.conf:1", "t.conf:2", "t.conf:3", "t.conf:4"]
+    # `(em0)` follows em0's address: a masquerade also where that address is known now
+    known = parse(text, addresses={"em0": ["192.0.2.1/24"]})
+    assert [r.action for r in rules_at(known, "snat", 2)] == [Masquerade()]
 
 
 def test_a_rule_before_the_match_nat_to_sees_the_source_as_it_arrived() -> None:

@@ -485,7 +485,7 @@ class _Builder(_Tags):
         at = self._file_position.get(id(rule), 0)
         out: list[Rule] = []
         for nat in self.reader.source_nats + [r for r in self.rules if r.snat and r.action == "match" and self._file_position[id(r)] < at]:
-            if not _applies(nat.parts, chain) or not self._ifaces_may_meet(rule.parts, nat.parts):
+            if not nat.snat or not _applies(nat.parts, chain) or not self._ifaces_may_meet(rule.parts, nat.parts):
                 continue
             unconstrained = [replace(p, src=None, sport=None) for p in rule.parts]
             condition = [replace(p, action="match", snat=False, tag=None, rdr=None) for p in nat.parts]

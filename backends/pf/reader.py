@@ -537,8 +537,8 @@ class _Reader:
                 return [replace(rule, direction="out")]
             if rule.tag is not None:
                 self.hidden.append(replace(rule, direction="out"))
-            if action == "nat":
-                self.source_nats.append(replace(rule, direction="out", snat=True))
+            # old-style nat rules are first-match among themselves: `no nat` is an exception
+            self.source_nats.append(replace(rule, direction="out", snat=action == "nat"))
             return []
         if action == "no-binat":
             return [_Opaque(rule.origin, "no binat (an exception to a binat rule)", rule, frozenset({"nat"}))]

@@ -8,11 +8,12 @@ accept by a `pass out ... nat-to A` is `snat to A` (when A is one address of the
 family) or `masquerade` (`nat-to (IF)` on a rule `out on IF`, IF's address); an accept by
 any other rule leaves the source untranslated, and so does a block (the packet never
 leaves: the out chain drops it, and the evaluator does not model drops in nat chains).
-What fwmatrix cannot tell exactly becomes an unmodelled action, an unknown translation (a
-`nat` finding where it meets an opening): a `nat-to` to a pool, a table, another interface
-or of another family; rules it already cannot judge; and, at the head of the chain, the
-translations made before the filter rules decide (old-style `nat`, `nat pass`, binat, and
-`match ... nat-to`, which a later rule may replace).
+Old-style `nat` rules (FreeBSD) translate before the filter rules, first match deciding: they
+head the chain in file order (`no nat`: untranslated). What fwmatrix cannot tell exactly
+becomes an unmodelled action, an unknown translation (a `nat` finding where it meets an
+opening): a `nat-to` or `nat ->` to a pool, a table, another interface or of another family;
+rules it already cannot judge; and the other translations made before the filter rules
+decide (`nat pass`, binat, and `match ... nat-to`, which a later rule may replace).
 """
 
 from __future__ import annotations
@@ -34,12 +35,16 @@ def source_nat_chain(builder: _Builder, out_rules: list[Rule]) -> list[Rule]:
     if not before and not any(r.snat for r in builder.rules):
         return []
     out: list[Rule] = []
+    old_style = {id(r) for r in builder.reader.source_nats}
     for nat in before:
         condition = [replace(p, action="match", snat=False, nat_to=None, tag=None, rdr=None, passes=False) for p in nat.parts]
+        unknown = UnmodelledAction(f"{nat.origin} translates the source before the filter rules decide: fwmatrix does not follow it")
         for chain in ("out", "in"):
             if _applies(condition, chain):
-                out += builder._emit(condition, chain, UnmodelledAction(
-                    f"{nat.origin} translates the source before the filter rules decide: fwmatrix does not follow it"), nat.origin)
+                emitted = builder._emit(condition, chain, unknown, nat.origin)
+                if id(nat) in old_style and chain == "out":
+                    emitted = [replace(r, action=_old_style(builder, nat, r) or unknown) for r in emitted]
+                out += emitted
                 break
     for rule in out_rules:
         out.append(replace(rule, action=_translation(builder, rule, builder._decided_by.get(id(rule)))))
@@ -64,6 +69,25 @@ def _translation(builder: _Builder, rule: Rule, passing: _Rule | None) -> Action
             return Masquerade()
     text = target.text if target is not None else "binat-to"
     return UnmodelledAction(f"{passing.origin} translates the source to {text}: fwmatrix cannot tell to which address")
+
+
+def _old_style(builder: _Builder, nat: _Rule, rule: Rule) -> Action | None:
+    """An old-style `nat on IF ... -> TARGET` (FreeBSD; OpenBSD before 4.7) translates every
+    packet it matches, the first such rule deciding (`no nat`: untranslated): as a nat chain
+    does. Exact for one address of the rule's family and for `(IF)` on a rule `on IF` (see
+    `_translation`); None for the others (a pool, a table, a port, `binat`)."""
+    if not nat.snat:
+        return Verdict("accept")  # `no nat`: leaves the nat rules untranslated
+    target, family = nat.rdr, _family(rule)
+    if nat.action != "nat" or nat.passes or target is None or target.port is not None:
+        return None
+    interface = _interface(target.text)  # `(IF)` follows IF's address even where it is known now
+    on = nat.on or ()
+    if interface is not None and len(on) == 1 and on[0].name == interface and not on[0].negate and not on[0].group:
+        return Masquerade() if _one_address(builder, interface) else None
+    if target.address is not None and interface is None:
+        return Snat(family, target.address) if target.address.version == family else None
+    return None
 
 
 def _family(rule: Rule) -> int | None:
