@@ -13,14 +13,18 @@ short_description: Apply, confirm or audit the ruleset fwmatrix compiles for a f
 version_added: "0.1.0"
 description:
   - Runs on the firewall itself and calls the C(fwmatrix) command there.
-  - With O(state=applied) the firewall's ruleset is rendered from the matrix and loaded with
+  - With O(state=applied) and O(controller_matrix), the firewall's ruleset is compiled on the
+    controller (an action plugin runs the controller's C(fwmatrix compile), one file per firewall,
+    or for iptables its C(.ipt4), C(.ipt6) and C(.ipset)) and sent to the host, which applies
+    exactly those files (C(fwmatrix apply --compiled)). Without it the firewall compiles O(matrix) itself.
+  - With O(state=applied) the ruleset is loaded with
     C(fwmatrix apply), which validates it, refuses one that would cut the management access the
     matrix declares, backs up the live ruleset and loads the new one atomically. With O(confirm)
     (the default) the previous ruleset comes back by itself unless the ruleset is confirmed in
     time (O(state=confirmed)), also when the connection to the firewall is lost.
   - In check mode nothing is touched. The module reports the audit of the live ruleset against
     the matrix and whether an apply would change fwmatrix's part of the ruleset
-    (C(fwmatrix apply --dry-run)); with C(--diff) it shows that change as a unified diff.
+    (C(fwmatrix apply --dry-run --format json)); with C(--diff) it shows that change as a unified diff.
   - With O(state=audited) it returns the audit of the live ruleset (C(fwmatrix audit --live
     --format json)) as structured data and never reports a change.
   - With O(state=confirmed) it keeps the ruleset applied with O(confirm) (C(fwmatrix confirm)).
@@ -38,7 +42,24 @@ options:
   matrix:
     description:
       - Path of the matrix (YAML) on the firewall host. Copy it there first (M(ansible.builtin.copy)).
-      - Required with O(state=applied) and O(state=audited).
+      - Required with O(state=applied) and O(state=audited). The firewall judges the ruleset against it
+        (the audits, the management accesses), also one compiled on the controller.
+    type: path
+  controller_matrix:
+    description:
+      - The matrix on the controller. With O(state=applied), the action plugin compiles O(firewall)'s ruleset
+        from it on the controller and the host applies those files. It should be the matrix copied to O(matrix).
+      - Relative paths are looked up as M(ansible.builtin.copy) looks up O(ansible.builtin.copy#module:src).
+    type: path
+  controller_fwmatrix:
+    description:
+      - The C(fwmatrix) command on the controller, for O(controller_matrix).
+    type: str
+    default: fwmatrix
+  compiled:
+    description:
+      - A directory on the firewall host holding the files C(fwmatrix compile -o) wrote for O(firewall), applied as
+        they are. The action plugin sets it from O(controller_matrix); give it only for files already on the host.
     type: path
   firewall:
     description:
@@ -103,11 +124,13 @@ EXAMPLES = r"""
 - name: What would change (run the play with --check --diff)
   fwmatrix.fwmatrix.fwmatrix_ruleset:
     matrix: /etc/fwmatrix/site.yaml
+    controller_matrix: matrices/site.yaml
     firewall: "{{ inventory_hostname }}"
 
-- name: Apply, rolled back by itself unless confirmed within 60 s
+- name: Apply what the controller compiled, rolled back by itself unless confirmed within 60 s
   fwmatrix.fwmatrix.fwmatrix_ruleset:
     matrix: /etc/fwmatrix/site.yaml
+    controller_matrix: matrices/site.yaml
     firewall: "{{ inventory_hostname }}"
     confirm: 60
 
@@ -156,34 +179,37 @@ ruleset_diff:
   description: The unified diff of fwmatrix's own part of the ruleset, live against after the apply; empty when it does not change.
   returned: when state is applied
   type: str
-armed:
-  description: The line saying until when the apply must be confirmed.
-  returned: when state is applied with confirm, not in check mode
-  type: str
+rollback:
+  description:
+    - The armed rollback (C(fwmatrix apply --format json)'s C(rollback)) - C(deadline) (seconds since the epoch),
+      C(seconds), C(backup) it restores, C(timer) and its C(pid) or systemd C(unit); null when nothing is armed.
+  returned: when state is applied
+  type: dict
+report:
+  description:
+    - Everything C(fwmatrix apply --format json) reports (schema C(fwmatrix.apply/1), docs/apply.md) - the plan
+      (audits before and after, findings fixed, management accesses kept or cut), what was done, the step timings.
+    - Also returned, when the apply is refused or fails, with the failure.
+  returned: when state is applied
+  type: dict
+confirm:
+  description: What C(fwmatrix confirm --format json) reports (schema C(fwmatrix.confirm/1)) - C(confirmed), C(cancelled).
+  returned: when state is confirmed, not in check mode
+  type: dict
+compiled_files:
+  description: The files compiled on the controller and applied (with O(controller_matrix)).
+  returned: when state is applied with controller_matrix
+  type: list
+  elements: str
 stdout:
-  description: What the fwmatrix command printed.
-  returned: always
+  description: What C(fwmatrix audit) printed.
+  returned: when state is audited
   type: str
 """
 
 import json
 
 from ansible.module_utils.basic import AnsibleModule
-
-DIFF_HEADER = "fwmatrix's own part of the ruleset, live → after the apply:"
-NOTHING_ARMED = "nothing to confirm: no rollback is armed"
-
-
-def ruleset_diff(output):
-    """The unified diff `fwmatrix apply` prints under its header, up to the result line after it."""
-    if DIFF_HEADER not in output:
-        return ""
-    lines = []
-    for line in output.split(DIFF_HEADER, 1)[1].splitlines()[1:]:
-        if line.startswith(("dry run:", "applied in ")):
-            break
-        lines.append(line)
-    return "\n".join(lines).strip("\n") + "\n"
 
 
 class Firewall(object):
@@ -219,19 +245,28 @@ class Firewall(object):
                 self.module.fail_json(msg="state=%s needs %s" % (self.params["state"], name))
         return [self.params["matrix"], "--firewall", self.params["firewall"]]
 
+    def json_of(self, what, rc, out, err, argv):
+        """What the command printed with --format json; None when it printed nothing (an error
+        before it had anything to say)."""
+        if not out.strip():
+            return None
+        try:
+            return json.loads(out)
+        except ValueError:
+            self.module.fail_json(msg="%s did not print JSON" % what, rc=rc, stdout=out, stderr=err, cmd=argv)
+
     def audit(self):
         args = ["audit"] + self.target() + ["--backend", self.params["backend"], "--live", "--format", "json"]
         rc, out, err, argv = self.run(args, in_netns=True)
         if rc not in (0, 1):  # 1: findings
             self.fail("fwmatrix audit", rc, out, err, argv)
-        try:
-            report = json.loads(out)
-        except ValueError:
-            self.module.fail_json(msg="fwmatrix audit did not print JSON", stdout=out, stderr=err, cmd=argv)
-        return report, out
+        return self.json_of("fwmatrix audit", rc, out, err, argv), out
 
     def apply(self):
-        args = ["apply"] + self.target() + ["--backend", self.params["backend"]] + self.common()
+        """The apply's report (fwmatrix.apply/1): the plan (the live audit, the diff), and what was done."""
+        args = ["apply"] + self.target() + ["--backend", self.params["backend"], "--format", "json"] + self.common()
+        if self.params["compiled"]:
+            args += ["--compiled", self.params["compiled"]]
         if self.module.check_mode:
             args.append("--dry-run")
         else:
@@ -240,17 +275,22 @@ class Firewall(object):
             if self.params["force"]:
                 args.append("--force")
         rc, out, err, argv = self.run(args)
-        if rc != 0:
-            self.fail("fwmatrix apply", rc, out, err, argv)
-        return out
+        report = self.json_of("fwmatrix apply", rc, out, err, argv)
+        if rc != 0:  # refused or failed: the live ruleset is what it was; the plan says why
+            said = (err.strip().splitlines() or [(report or {}).get("error") or ""])[-1]
+            self.module.fail_json(msg="fwmatrix apply failed (exit %d): %s" % (rc, said), rc=rc, report=report,
+                                  stderr=err, cmd=argv)
+        return report
 
     def confirm(self):
-        args = ["confirm"] + self.common(netns=False)
+        """Whether an armed rollback was cancelled; nothing armed is no change, a rollback that fired a failure."""
+        args = ["confirm", "--format", "json"] + self.common(netns=False)
         rc, out, err, argv = self.run(args)
+        report = self.json_of("fwmatrix confirm", rc, out, err, argv)
         if rc == 0:
-            return True, out
-        if rc == 1 and NOTHING_ARMED in err + out:
-            return False, out + err
+            return True, report
+        if rc == 1 and report is not None and not report["rolled_back"]:
+            return False, report
         self.fail("fwmatrix confirm", rc, out, err, argv)
 
 
@@ -259,6 +299,9 @@ def main():
         argument_spec=dict(
             state=dict(type="str", choices=["applied", "confirmed", "audited"], default="applied"),
             matrix=dict(type="path"),
+            controller_matrix=dict(type="path"),  # taken by the action plugin, never seen here
+            controller_fwmatrix=dict(type="str", default="fwmatrix"),
+            compiled=dict(type="path"),
             firewall=dict(type="str"),
             backend=dict(type="str", choices=["nftables", "iptables"], default="nftables"),
             confirm=dict(type="int", default=120),
@@ -278,21 +321,17 @@ def main():
         module.exit_json(changed=False, audit=report, clean=not report.get("findings"), stdout=out)
     if state == "confirmed":
         if module.check_mode:
-            module.exit_json(changed=False, stdout="")
-        confirmed, out = firewall.confirm()
-        module.exit_json(changed=confirmed, stdout=out)
-    result = {}
-    if module.check_mode:
-        report, _ = firewall.audit()
-        result.update(audit=report, clean=not report.get("findings"))
-    out = firewall.apply()
-    diff = ruleset_diff(out)
-    result.update(changed=bool(diff), ruleset_diff=diff, stdout=out)
+            module.exit_json(changed=False)
+        confirmed, report = firewall.confirm()
+        module.exit_json(changed=confirmed, confirm=report)
+    report = firewall.apply()
+    diff = report["diff"]
+    result = dict(changed=report["changes"], ruleset_diff=diff, rollback=report.get("rollback"), report=report)
+    if module.check_mode:  # the plan's audit of the live ruleset; when it has none, the audit says why
+        audit = report["before"] if report["before"] is not None else firewall.audit()[0]
+        result.update(audit=audit, clean=not audit.get("findings"))
     if module._diff and diff:
         result["diff"] = {"prepared": diff}
-    armed = [line for line in out.splitlines() if line.startswith("rollback armed")]
-    if armed:
-        result["armed"] = armed[0]
     module.exit_json(**result)
 
 
