@@ -33,7 +33,7 @@ ROWS = fetch.manifest()
 # a change that models less fails here; one that models more should lower these.
 UNMODELLED_CEILING = {"nftables": 0.02, "iptables": 0.21, "pf": 0.0}
 
-_files: dict[str, Path] = {}
+_files: dict[str, tuple[Path, fetch.Source]] = {}
 _outcomes: dict[str, Outcome] = {}
 _tallies: dict[str, object] = {}
 
@@ -48,7 +48,7 @@ def corpus_file(row: dict[str, str]) -> Path:
             if os.environ.get("FWMATRIX_REQUIRE_TOOLS") == "1":
                 pytest.fail(message + " (FWMATRIX_REQUIRE_TOOLS=1)")
             pytest.skip(message)
-    return _files[row["name"]]
+    return _files[row["name"]][0]
 
 
 def outcome(row: dict[str, str]) -> Outcome:
@@ -103,4 +103,5 @@ def test_registry_corpus_summary(capsys: pytest.CaptureFixture[str], record_prop
                  f"{sum(len(t.disagreements) for t in tallies)} disagreements")
         lines.append(line)
         record_property(f"{family}_unmodelled_share", f"{shares[family]:.4f}")
+    lines += [f"from {source}" for source in sorted({str(source) for _, source in _files.values()})]
     report_summary(capsys, f"registry corpus ({fetch.default_cache()}, {probes()} probes a file)", lines, reasons, shares, UNMODELLED_CEILING)
