@@ -19,6 +19,18 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "matrices" / "contact-highway-7.yaml"
 GOLDEN = Path(__file__).resolve().parent / "golden"
+
+
+@pytest.fixture(autouse=True)
+def _no_terminal_size_in_the_environment() -> None:
+    """fwmatrix honours COLUMNS even into a pipe; GNU readline, which pytest imports, puts
+    COLUMNS=80 and LINES=24 into the process's C environment (not os.environ), so every
+    command a test starts would inherit them. Tests that want a width say so."""
+    for name in ("COLUMNS", "LINES"):
+        if name not in os.environ:
+            os.unsetenv(name)
+
+
 KERNEL_TOOLS = (
     "ip", "nft", "iptables", "ip6tables", "iptables-restore", "ip6tables-restore",
     "iptables-save", "ip6tables-save", "ipset",
