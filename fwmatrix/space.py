@@ -282,14 +282,54 @@ class Space:
             parts.append("ct " + ct_text(box.ct))
         return "  ".join(parts)
 
+    def fields(self, box: Box) -> dict[str, object]:
+        """A box as data, each dimension a list (None: every value): the interfaces it comes
+        `in` and goes `out` by, its address `family`, `source` and `destination` networks,
+        `protocols` (by name, else number), destination `ports` as [first, last] ranges, and
+        conntrack `state`s ('new', 'established', 'new dnat': translated by a port forward)."""
+        return {
+            "in": None if box.iif == self.ifaces.all else self.ifaces.text(box.iif),
+            "out": None if box.oif == self.ifaces.all else self.ifaces.text(box.oif),
+            "family": family_of(box.src[0]),
+            "source": addr_text(box.src),
+            "destination": addr_text(box.dst),
+            "protocols": None if box.proto == PROTO_ALL else [PROTO_NAMES.get(p, str(p)) for low, high in box.proto for p in range(low, high + 1)],
+            "ports": None if box.dport in (PORT_DIM_ALL, PORTS_ALL, ((NO_PORT, NO_PORT),)) else [[low, high] for low, high in box.dport if low != NO_PORT],
+            "state": None if box.ct == CT_ALL else ct_text(box.ct).split(","),
+        }
+
     def lines(self) -> list[str]:
-        return [self.describe(b) for b in _whole_protocols(self.simplified().boxes)]
+        return [self.describe(b) for b in self._reading()]
+
+    def regions(self) -> tuple["Region", ...]:
+        """`lines`, each carrying its box as `fields` (a finding's packets in every report)."""
+        return tuple(Region(self.describe(b), self.fields(b)) for b in self._reading())
+
+    def _reading(self) -> list[Box]:
+        return _whole_protocols(self.simplified().boxes)
 
     def __iter__(self) -> Iterator[Box]:
         return iter(self.boxes)
 
     def __len__(self) -> int:
         return len(self.boxes)
+
+
+class Region(str):
+    """One box of a space as people read it (the string itself: `Space.describe`) and as
+    data (`fields`), made from the same box: whatever compares, matches or prints a region
+    (acceptances, baselines, tables) reads the line, the JSON reports the fields too."""
+
+    fields: dict[str, object]
+
+    def __new__(cls, text: str, fields: dict[str, object]) -> "Region":
+        region = super().__new__(cls, text)
+        region.fields = fields
+        return region
+
+    def noted(self, note: str) -> "Region":
+        """The line with what the finding says of it after a colon, the note among the fields."""
+        return Region(f"{self}: {note}", self.fields | {"note": note})
 
 
 _DIMS = ("iif", "oif", "src", "dst", "proto", "dport", "ct")

@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 
+import jsonschema
 import pytest
 from click.testing import CliRunner
 
@@ -160,3 +161,58 @@ def test_the_readme_and_docs_show_real_compact_output(monkeypatch) -> None:
     assert f"```\n{audit}```" in readme
     lint = invoke("lint", "examples/two-firewalls/matrix.yaml", "--format", "compact")
     assert f"--format compact\n{lint}```" in (ROOT / "docs" / "reports.md").read_text()
+
+
+# -- JSON findings: their regions as data ---------------------------------------------------------
+
+AUDIT_SCHEMA = jsonschema.Draft202012Validator(json.loads((ROOT / "docs" / "schemas" / "audit.schema.json").read_text()))
+
+
+def read_back(region: str, packets: dict) -> str:
+    """The readable line, written again from the fields alone (space.Space.describe's form)."""
+    parts = []
+    if packets["in"] is not None or packets["out"] is not None:
+        parts.append(f"{'/'.join(packets['in'] or ['any'])} → {'/'.join(packets['out'] or ['any'])}")
+    parts.append(f"{', '.join(packets['source'])} → {', '.join(packets['destination'])}")
+    protocols = "+".join(packets["protocols"]) if packets["protocols"] is not None else "any protocol"
+    ports = ",".join(str(a) if a == b else f"{a}-{b}" for a, b in packets["ports"] or [])
+    parts.append(f"{protocols}/{ports}" if ports else protocols)
+    if packets["state"] is not None:
+        parts.append("ct " + ",".join(packets["state"]))
+    return "  ".join(parts) + (f": {packets['note']}" if "note" in packets else "")
+
+
+def test_audit_json_findings_carry_their_regions_as_data() -> None:
+    report = json.loads(invoke("audit", str(SEED), "-f", "edge", "-r", str(DRIFT), "--format", "json"))
+    AUDIT_SCHEMA.validate(report)
+    with_regions = [f for f in report["findings"] if f.get("regions")]
+    assert len(with_regions) >= 15
+    for finding in with_regions:
+        assert len(finding["packets"]) == len(finding["regions"])
+        for region, packets in zip(finding["regions"], finding["packets"]):
+            assert read_back(region, packets) == region
+    missing = next(f for f in report["findings"] if f["kind"] == "missing")
+    assert missing["packets"] == [{"in": ["wan0"], "out": ["dmz0"], "family": 4, "source": ["0.0.0.0/0"], "destination": ["172.16.10.21"],
+                                   "protocols": ["tcp"], "ports": [[5061, 5061]], "state": ["new dnat"]}]
+
+
+def test_source_nat_regions_carry_what_the_finding_says_of_them(tmp_path) -> None:
+    perimeter = str(ROOT / "examples" / "perimeter" / "matrix.yaml")
+    nft = invoke("compile", perimeter, "--firewall", "perimeter")
+    drifted = tmp_path / "drifted.nft"
+    drifted.write_text(nft.replace("snat ip to 203.0.113.10", "snat ip to 203.0.113.99"))
+    report = json.loads(invoke("audit", perimeter, "-f", "perimeter", "-r", str(drifted), "--format", "json"))
+    AUDIT_SCHEMA.validate(report)
+    notes = [(region, packets) for f in report["findings"] if f["kind"] == "nat" for region, packets in zip(f["regions"], f["packets"])]
+    assert notes and all(p["note"].startswith("translated to 203.0.113.99, not 203.0.113.10") for _, p in notes)
+    assert all(read_back(region, packets) == region for region, packets in notes)
+
+
+def test_the_schema_refuses_packets_that_are_not_regions() -> None:
+    report = json.loads(invoke("audit", str(SEED), "-f", "edge", "-r", str(DRIFT), "--format", "json"))
+    packets = next(f for f in report["findings"] if f.get("packets"))["packets"][0]
+    for bad in ({"ports": [[0, 70000]]}, {"state": ["new translated"]}, {"family": 5}, {"source": []}, {"protocol": ["tcp"]}):
+        broken = json.loads(json.dumps(report))
+        next(f for f in broken["findings"] if f.get("packets"))["packets"][0] = packets | bad
+        with pytest.raises(jsonschema.ValidationError):
+            AUDIT_SCHEMA.validate(broken)

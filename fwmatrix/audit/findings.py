@@ -29,7 +29,7 @@ from fwmatrix.compile.intent import Dnat, FirewallIntent, Flow, Intent
 from fwmatrix.ir import Ruleset
 from fwmatrix.matrix.model import PROTOCOLS, Acceptance, Opening, ServicePart
 from fwmatrix.space import (
-    NO_PORT, PORTS_ALL, Box, BoxIndex, Interfaces, Space, addr_interval, addr_text, addrs, ct_bits, ct_translated, physical,
+    NO_PORT, PORTS_ALL, Box, BoxIndex, Interfaces, Region, Space, addr_interval, addr_text, addrs, ct_bits, ct_translated, physical,
 )
 
 KINDS = ("missing", "excess", "dmz-to-internet", "nat", "reply-blocked", "shadowed", "unmodelled", "nd-blocked", "not-audited")
@@ -57,7 +57,7 @@ class Finding:
     message: str
     opening: Opening | None = None
     rule: str = ""
-    regions: tuple[str, ...] = ()
+    regions: tuple[str, ...] = ()  # Regions (space.py): each line with its box's fields
     severity: str = ""
     accepted: Acceptance | None = None  # accepted with a reason: shown, counts for no threshold (audit/waivers.py)
     expired: Acceptance | None = None  # its acceptance has lapsed: a finding again
@@ -74,6 +74,8 @@ class Finding:
             out["rule"] = self.rule
         if self.regions:
             out["regions"] = list(self.regions)
+            if all(isinstance(r, Region) for r in self.regions):  # the same regions as data, line for line
+                out["packets"] = [r.fields for r in self.regions]
         return out | acceptance_json(self)
 
 
@@ -196,7 +198,7 @@ def audit(intent: Intent, firewall: str, ruleset: Ruleset, source: str, local_ad
         message = f"opening '{opening.name}' (row {opening.index}) {what}"
         if maybe:
             message += " (part of it depends on rules fwmatrix cannot model: see 'unmodelled')"
-        report.findings.append(Finding("missing", message, opening, "", tuple(lost.lines())))
+        report.findings.append(Finding("missing", message, opening, "", lost.regions()))
 
     # excess: what rules forward beyond the openings, by rule
     inside_to_internet = _inside_to_internet(intent, firewall, ifaces)
@@ -219,18 +221,18 @@ def audit(intent: Intent, firewall: str, ruleset: Ruleset, source: str, local_ad
                 "excess",
                 "a port forward's target is reachable directly, not only through the translation "
                 "(the rule does not ask for it: nft `ct status dnat`, iptables `--ctstate DNAT`, pf `tagged`)",
-                None, rule, tuple(untranslated.lines()),
+                None, rule, untranslated.regions(),
             ))
         if to_internet:
             report.findings.append(Finding(
                 "dmz-to-internet",
                 "explicit opening from an inside zone towards the internet: not needed, replies to "
                 "the internet's requests pass by connection tracking (established/related)",
-                None, rule, tuple(to_internet.lines()),
+                None, rule, to_internet.regions(),
             ))
         if rest:
             why = grant.origin if grant.origin == DEFAULT_ACCEPT else f"granted by {grant.origin}"
-            report.findings.append(Finding("excess", f"forwarded, but no opening asks for it ({why})", None, rule, tuple(rest.lines())))
+            report.findings.append(Finding("excess", f"forwarded, but no opening asks for it ({why})", None, rule, rest.regions()))
 
     # what may be forwarded in excess, depending on rules fwmatrix cannot model: the
     # invariant (docs/audit.md, "Judged both ways") says it is never only an 'unmodelled' line
@@ -245,7 +247,7 @@ def audit(intent: Intent, firewall: str, ruleset: Ruleset, source: str, local_ad
         report.findings.append(Finding(
             "excess",
             f"may be forwarded, but no opening asks for it: {why}",
-            None, grant.origin, tuple(extra.lines()), severity=UNCERTAIN_SEVERITY,
+            None, grant.origin, extra.regions(), severity=UNCERTAIN_SEVERITY,
         ))
 
     # replies: every opening's answers must come back (each reply space holds its conntrack states)
@@ -259,7 +261,7 @@ def audit(intent: Intent, firewall: str, ruleset: Ruleset, source: str, local_ad
             report.findings.append(Finding(
                 "reply-blocked",
                 f"replies of opening '{opening.name}' (row {opening.index}) cannot come back: no rule accepts them as established connections",
-                opening, "", tuple(blocked.lines()),
+                opening, "", blocked.regions(),
             ))
 
     report.findings.extend(_nat_findings(full, fw_intent.dnats, effective))
@@ -317,7 +319,7 @@ def _nd_findings(full: Space, effective: Effective, fw_intent: FirewallIntent) -
             "nd-blocked",
             f"IPv6 of opening '{opening.name}' (row {opening.index}) {'cannot work' if any(certainty) else 'is unreliable'}: "
             f"the firewall drops ICMPv6 neighbour discovery, so {'; '.join(sorted(why))} (unless static neighbour entries stand in for it)",
-            opening, "", tuple(_union(full, [flow_space(full, f, CT_NEW) for f in flows]).lines()),
+            opening, "", _union(full, [flow_space(full, f, CT_NEW) for f in flows]).regions(),
             severity="" if any(certainty) else "medium",
         ))
     return findings
@@ -434,7 +436,7 @@ def _nat_findings(full: Space, dnats: tuple[Dnat, ...], effective: Effective) ->
                     "nat",
                     f"port forward of opening '{dnat.opening.name}' (row {dnat.opening.index}) "
                     f"{'may go' if region.uncertain else 'goes'} to {got}, the matrix says {want}{UNCERTAIN_NAT if region.uncertain else ''}",
-                    dnat.opening, region.origin, tuple(common.lines()), severity=UNCERTAIN_SEVERITY if region.uncertain else "",
+                    dnat.opening, region.origin, common.regions(), severity=UNCERTAIN_SEVERITY if region.uncertain else "",
                 ))
         missing = wanted.subtract(Space(ifaces, [b for b in covered.boxes]))
         certain = Space(ifaces, [b for r in (live[p] for p in near) if not r.uncertain for b in r.space.intersect(wanted).boxes])
@@ -443,13 +445,13 @@ def _nat_findings(full: Space, dnats: tuple[Dnat, ...], effective: Effective) ->
             findings.append(Finding(
                 "nat",
                 f"port forward of opening '{dnat.opening.name}' (row {dnat.opening.index}) to {dnat.target} depends on rules fwmatrix cannot model",
-                dnat.opening, "", tuple(maybe_missing.lines()), severity=UNCERTAIN_SEVERITY,
+                dnat.opening, "", maybe_missing.regions(), severity=UNCERTAIN_SEVERITY,
             ))
         if missing:
             findings.append(Finding(
                 "nat",
                 f"port forward of opening '{dnat.opening.name}' (row {dnat.opening.index}) to {dnat.target} is missing",
-                dnat.opening, "", tuple(missing.lines()),
+                dnat.opening, "", missing.regions(),
             ))
     for region in live:
         extra = region.space.subtract(wanted_all)
@@ -457,7 +459,7 @@ def _nat_findings(full: Space, dnats: tuple[Dnat, ...], effective: Effective) ->
             to = ", ".join(addr_text(region.target)) + (f" port {region.port}" if region.port else "")
             findings.append(Finding(
                 "nat", f"port forward to {to} that no opening asks for{UNCERTAIN_NAT if region.uncertain else ''}",
-                None, region.origin, tuple(extra.lines()), severity=UNCERTAIN_SEVERITY if region.uncertain else "",
+                None, region.origin, extra.regions(), severity=UNCERTAIN_SEVERITY if region.uncertain else "",
             ))
     return findings
 

@@ -95,7 +95,7 @@ def input_findings(fw_intent: FirewallIntent, ruleset: Ruleset) -> list:
             what = "management access" if by_opening[index][0].management else "own service"
             whole = "is not accepted at all" if lost.equals(space) else "is only partly accepted; not accepted"
             findings.append(Finding("missing", f"the firewall's {what} '{opening.name}' {whole} by its input chain",
-                                    opening if index > 0 else None, "", tuple(lost.lines())))
+                                    opening if index > 0 else None, "", lost.regions()))
     reported = Space.empty(ifaces)
     for grant in inbound.forwarded + inbound.uncertain:
         extra = grant.space.intersect(to_firewall).subtract(intended).subtract(reported)
@@ -104,7 +104,7 @@ def input_findings(fw_intent: FirewallIntent, ruleset: Ruleset) -> list:
         reported = reported.union(extra)
         rule = "" if grant.origin == DEFAULT_ACCEPT else grant.origin
         why = grant.origin if grant.origin == DEFAULT_ACCEPT else f"accepted by {grant.origin}"
-        findings.append(Finding("excess", f"taken by the firewall itself, but no opening asks for it ({why})", None, rule, tuple(extra.lines())))
+        findings.append(Finding("excess", f"taken by the firewall itself, but no opening asks for it ({why})", None, rule, extra.regions()))
     return findings
 
 

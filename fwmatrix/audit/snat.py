@@ -26,7 +26,7 @@ from fwmatrix.audit.evaluate.matches import rule_space
 from fwmatrix.audit.evaluate.reading import Reading
 from fwmatrix.compile.intent import FirewallIntent, Flow, Snat
 from fwmatrix.ir import Masquerade, Ruleset, Snat as SnatAction, Verdict
-from fwmatrix.space import Interfaces, Space, ct_bits
+from fwmatrix.space import Interfaces, Region, Space, ct_bits
 
 CT_NEW_ANY = ct_bits("new")  # translated by a port forward or not
 MASQUERADE = "masquerade"
@@ -50,7 +50,7 @@ def snat_findings(fw_intent: FirewallIntent, ruleset: Ruleset, ifaces: Interface
     for opening_index in sorted({s.opening.index for s in judged}):
         snats = [s for s in judged if s.opening.index == opening_index]
         opening = snats[0].opening
-        lines: list[str] = []
+        lines: list[Region] = []
         for snat in snats:
             wanted = flow_space(full, _as_flow(snat), CT_NEW_ANY).intersect(full.make(ct=CT_NEW_ANY)).intersect(leaving)
             wanted_all = wanted_all.union(wanted)
@@ -62,10 +62,10 @@ def snat_findings(fw_intent: FirewallIntent, ruleset: Ruleset, ifaces: Interface
                     continue
                 rest = rest.subtract(space)
                 if target == UNKNOWN:
-                    lines += [f"{line}: translated as fwmatrix cannot tell ({origin})" for line in hit.lines()]
+                    lines += [r.noted(f"translated as fwmatrix cannot tell ({origin})") for r in hit.regions()]
                 elif target != expected:
-                    lines += [f"{line}: translated to {target}, not {expected} ({origin})" for line in hit.lines()]
-            lines += [f"{line}: not translated (the matrix says {expected})" for line in rest.lines()]
+                    lines += [r.noted(f"translated to {target}, not {expected} ({origin})") for r in hit.regions()]
+            lines += [r.noted(f"not translated (the matrix says {expected})") for r in rest.regions()]
         if lines:
             findings.append(Finding("nat", f"source NAT of opening '{opening.name}' (row {opening.index}) is missing or wrong",
                                     opening, "", tuple(lines)))
@@ -74,7 +74,7 @@ def snat_findings(fw_intent: FirewallIntent, ruleset: Ruleset, ifaces: Interface
         extra = forwarded_new.intersect(space).subtract(wanted_all)
         if extra:
             findings.append(Finding("nat", f"forwarded new connections are source-translated ({target}), but no opening asks for it",
-                                    None, origin, tuple(extra.lines())))
+                                    None, origin, extra.regions()))
             forwarded_new = forwarded_new.subtract(extra)
     return findings
 

@@ -68,7 +68,7 @@ def baseline_entries(findings: Iterable[object], firewall: str, today: date, own
     out = []
     for f in findings:
         opening = getattr(f, "opening", None)
-        rule, regions = getattr(f, "rule", ""), tuple(getattr(f, "regions", ()))
+        rule, regions = getattr(f, "rule", ""), tuple(str(r) for r in getattr(f, "regions", ()))  # the lines, not their fields
         entry = Acceptance(kind=getattr(f, "kind"), reason=reason, owner=owner, expires=expires, where=Where("", 0), firewall=firewall,
                            opening=opening.name if opening is not None else None, rule=rule or None, regions=regions,
                            message=None if (opening is not None or rule or regions) else getattr(f, "message"))
