@@ -132,6 +132,26 @@ def test_old_style_nat_rules_are_the_nat_chain_they_stand_for() -> None:
     assert [r.action for r in rules_at(known, "snat", 2)] == [Masquerade()]
 
 
+@pytest.mark.parametrize("before, after, exact", [
+    ("", "", True),
+    ("pass out quick on em0 from 10.0.0.7\n", "", False),  # leaves untranslated, before the match rule is seen
+    ("block out quick on em0 from 10.0.0.7\n", "", True),  # never leaves
+    ("", "pass out on em0 from 10.0.0.0/25 nat-to 192.0.2.9\n", False),  # may translate again
+    ("", 'anchor "other"\n', False),  # its rules are not in the file: they may
+])
+def test_a_sole_match_nat_to_is_the_nat_chain_it_stands_for(before: str, after: str, exact: bool) -> None:
+    """`match out ... nat-to` translates the packets it matches that then leave (pf.conf(5),
+    TRANSLATION), when nothing else may decide their source: no other translation, no rules
+    out of sight, no quick pass before it. `(em0:0)` on em0 is a masquerade."""
+    from fwmatrix.ir import Masquerade, Snat, UnmodelledAction
+
+    for target, expected in (("192.0.2.1", Snat(4, net("192.0.2.1/32"))), ("(em0:0)", Masquerade())):
+        text = f"block all\n{before}match out on em0 inet from 10.0.0.0/24 nat-to {target}\n{after}pass out on em0\npass in on em1\n"
+        line = 2 + before.count("\n")
+        (rule,) = rules_at(parse(text), "snat", line)
+        assert rule.action == expected if exact else isinstance(rule.action, UnmodelledAction), (text, rule.action)
+
+
 def test_a_rule_before_the_match_nat_to_sees_the_source_as_it_arrived() -> None:
     text = "block all\npass in quick on em1\npass out on em0 from 10.0.0.0/24\nmatch out on em0 from 10.0.0.0/24 nat-to 192.0.2.1\n"
     judge = Judge(parse(text), ("em0", "em1"))

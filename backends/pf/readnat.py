@@ -13,7 +13,8 @@ head the chain in file order (`no nat`: untranslated). What fwmatrix cannot tell
 becomes an unmodelled action, an unknown translation (a `nat` finding where it meets an
 opening): a `nat-to` or `nat ->` to a pool, a table, another interface or of another family;
 rules it already cannot judge; and the other translations made before the filter rules
-decide (`nat pass`, binat, and `match ... nat-to`, which a later rule may replace).
+decide (`nat pass`, binat, and a `match ... nat-to` that a later rule may replace, or that a
+quick pass before it skips: a sole one heads the chain as its translation).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from fwmatrix.backends.pf.syntax import _Rule
+from fwmatrix.backends.pf.syntax import _Rule, _Target
 from fwmatrix.backends.pf.tags import _applies
 from fwmatrix.ir import Action, Masquerade, Match, Rule, Snat, UnmodelledAction, Verdict
 
@@ -42,8 +43,9 @@ def source_nat_chain(builder: _Builder, out_rules: list[Rule]) -> list[Rule]:
         for chain in ("out", "in"):
             if _applies(condition, chain):
                 emitted = builder._emit(condition, chain, unknown, nat.origin)
-                if id(nat) in old_style and chain == "out":
-                    emitted = [replace(r, action=_old_style(builder, nat, r) or unknown) for r in emitted]
+                exact = _old_style if id(nat) in old_style else _sole_match_nat
+                if chain == "out":
+                    emitted = [replace(r, action=exact(builder, nat, r) or unknown) for r in emitted]
                 out += emitted
                 break
     for rule in out_rules:
@@ -58,15 +60,10 @@ def _translation(builder: _Builder, rule: Rule, passing: _Rule | None) -> Action
     if passing is None or not passing.snat or not isinstance(action, Verdict) or action.kind != "accept":
         return action
     target = passing.nat_to
-    family = _family(rule)
-    if target is not None and passing.direction == "out" and target.port is None:
-        if target.address is not None and target.address.version == family:
-            return Snat(family, target.address)
-        interface = _interface(target.text)
-        on = passing.on or ()
-        if (interface is not None and len(on) == 1 and on[0].name == interface and not on[0].negate and not on[0].group
-                and _one_address(builder, interface)):
-            return Masquerade()
+    if target is not None and passing.direction == "out":
+        exact = _target_action(builder, passing, target, _family(rule))
+        if exact is not None:
+            return exact
     text = target.text if target is not None else "binat-to"
     return UnmodelledAction(f"{passing.origin} translates the source to {text}: fwmatrix cannot tell to which address")
 
@@ -78,15 +75,44 @@ def _old_style(builder: _Builder, nat: _Rule, rule: Rule) -> Action | None:
     `_translation`); None for the others (a pool, a table, a port, `binat`)."""
     if not nat.snat:
         return Verdict("accept")  # `no nat`: leaves the nat rules untranslated
-    target, family = nat.rdr, _family(rule)
-    if nat.action != "nat" or nat.passes or target is None or target.port is not None:
+    if nat.action != "nat" or nat.passes or nat.rdr is None:
+        return None
+    return _target_action(builder, nat, nat.rdr, _family(rule))
+
+
+def _sole_match_nat(builder: _Builder, nat: _Rule, rule: Rule) -> Action | None:
+    """A `match out ... nat-to T` translates every packet it matches that then leaves, when
+    nothing else can decide that: no other translation of the source (nat-to, binat, old-style
+    nat), no rules fwmatrix cannot see (anchors, which may hold those), and no quick pass
+    before it (its packets would leave untranslated). As a pass rule's nat-to otherwise."""
+    if nat.action != "match" or nat.direction != "out" or nat.nat_to is None or nat.parents or builder.reader.source_nats:
+        return None
+    at = builder._file_position[id(nat)]
+    for k, item in enumerate(builder.flat):
+        if item is nat:
+            continue
+        if not isinstance(item, _Rule) or item.snat or item.binat or item.action == "nat":
+            return None  # an anchor or another translation
+        if k < at and item.quick and item.action == "pass" and _applies(item.parts, "out"):
+            return None
+    return _target_action(builder, nat, nat.nat_to, _family(rule))
+
+
+def _target_action(builder: _Builder, translating: _Rule, target: _Target, family: int | None) -> Action | None:
+    """The nat chain's action for a translation to `target` by a rule (`on` its interfaces) of a
+    packet of `family`: a snat to one address of the family, a masquerade for `(IF)` or `(IF:0)`
+    on a rule `on IF` (IF with at most one address of each family, or its addresses not given:
+    netfilter takes the first); None for the others (pools, tables, ports, other interfaces)."""
+    if target.port is not None:
         return None
     interface = _interface(target.text)  # `(IF)` follows IF's address even where it is known now
-    on = nat.on or ()
-    if interface is not None and len(on) == 1 and on[0].name == interface and not on[0].negate and not on[0].group:
-        return Masquerade() if _one_address(builder, interface) else None
-    if target.address is not None and interface is None:
-        return Snat(family, target.address) if target.address.version == family else None
+    if interface is not None:
+        on = translating.on or ()
+        if len(on) == 1 and on[0].name == interface and not on[0].negate and not on[0].group and _one_address(builder, interface):
+            return Masquerade()
+        return None
+    if target.address is not None and target.address.version == family:
+        return Snat(family, target.address)
     return None
 
 
@@ -105,11 +131,12 @@ def _family(rule: Rule) -> int | None:
 
 
 def _interface(text: str) -> str | None:
-    """`(IF)`: the interface's address as it is when the packet leaves (no modifier)."""
+    """`(IF)`: the interface's address as it is when the packet leaves (no modifier but `:0`,
+    its first address)."""
     inner = text.replace(" ", "")
     if not (inner.startswith("(") and inner.endswith(")")):
         return None
-    name = inner[1:-1]
+    name = inner[1:-1].removesuffix(":0")
     return name if name and all(ch.isalnum() or ch in "_.-" for ch in name) else None
 
 
