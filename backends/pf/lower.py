@@ -200,6 +200,8 @@ def _map_cond(table: Table, dnat: DnatMap) -> _Cond:
 
 def _split_ranges(fields: tuple[str, ...], key: tuple[Value, ...]) -> list[tuple[Value, ...]]:
     """An address range (10.0.0.3-10.0.0.9) becomes the networks that cover it exactly."""
+    if not any(isinstance(v, IPRange) for v in key):
+        return [tuple(key)]  # most keys: nothing to split
     keys: list[tuple[Value, ...]] = [()]
     for f, v in zip(fields, key):
         options: list[Value] = list(v.cidrs()) if isinstance(v, IPRange) and f in ADDR_FIELDS else [v]
@@ -304,6 +306,8 @@ def _cells(flat: _Flat, table: Table) -> Iterator[tuple[_Cell, str | None]]:
     table_family = {"ip": 4, "ip6": 6, "inet": None}
     if table.family not in table_family:
         raise RenderError(f"table family '{table.family}' has no pf form")
+    cidrs: dict[int, IPNetwork | None] = {}  # id(the row's network) -> what the cell holds (netaddr's first is slow)
+    names: set[str] = set()  # interface names checked
     for row, notes, data in _expand(flat.conds):
         family = table_family[table.family]
         addrs: dict[str, IPNetwork | None] = {"saddr": None, "daddr": None}
@@ -318,7 +322,9 @@ def _cells(flat: _Flat, table: Table) -> Iterator[tuple[_Cell, str | None]]:
                 contradiction = True  # ip and ip6 fields together: the rule matches nothing
             family = version
             # the IR's own object when it is a CIDR already (they are shared: products hash them once)
-            addrs[which] = None if net.prefixlen == 0 else net if net.value == net.first else net.cidr
+            if id(net) not in cidrs:
+                cidrs[id(net)] = None if net.prefixlen == 0 else net if net.value == net.first else net.cidr
+            addrs[which] = cidrs[id(net)]
         if "nfproto" in row:
             if row["nfproto"] not in (4, 6):
                 raise RenderError(f"nfproto {row['nfproto']!r} is not an address family (4 or 6)")
@@ -344,8 +350,9 @@ def _cells(flat: _Flat, table: Table) -> Iterator[tuple[_Cell, str | None]]:
         target = _target(flat.dnat, data) if flat.dnat is not None else None
         ifaces = {k: row.get(k) for k in ("iif", "oif")}
         for name in ifaces.values():
-            if name is not None:
+            if name is not None and name not in names:
                 interface_name(name)  # type: ignore[arg-type]
+                names.add(name)
         state = row.get("ct.state")
         if state is not None and state not in ("established", "related", "new", "invalid"):
             raise RenderError(f"ct.state {state!r} is not a connection state")

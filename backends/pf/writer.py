@@ -8,7 +8,6 @@ applies to whatever no quick rule matched (the forward policy drop).
 
 from __future__ import annotations
 
-from dataclasses import replace
 
 from netaddr import IPNetwork
 
@@ -119,7 +118,9 @@ def _filter_lines(w: _Writer, low: _Lowered, direction: str) -> list[str]:
                 # in; the exact out-list applies it. Skipping it here only widens the
                 # pre-filter, never the result.
                 cells = [c for c in cells if c.oif is None]
-            cells = [replace(c, oif=None, snat=None) for c in cells]
+            # the out-interface and source NAT are dropped from the in-list by its group key
+            # (interface, family, translated) and products (addresses, protocol, ports): the
+            # cells need no copies without them (75k dataclass copies at 10,000 openings)
             if freebsd and verdict == "accept" and any(c.iif is None for c in cells):
                 raise RenderError("an accept rule without an input interface: the freebsd dialect carries the input "
                                   "interface to the out rules as a tag, and a tag needs the interface")
