@@ -185,6 +185,7 @@ class _Zoner:
         self.any_zone = next((z.name for z in matrix.zones.values() if z.is_any), None)
         nets = [(net, z.name) for z in matrix.zones.values() for net in z.networks]
         self.zone_nets = sorted(nets, key=lambda item: -item[0].prefixlen)
+        self.zone_bounds = [(net.version, net.first, net.last, net.prefixlen, zone) for net, zone in self.zone_nets]
         self._by_value = lru_cache(maxsize=None)(self._split)
         self._by_id: dict[int, tuple[IPNetwork, tuple | None]] = {}  # id(net) -> (net, its split)
 
@@ -198,10 +199,12 @@ class _Zoner:
 
     def _split(self, net: IPNetwork) -> tuple[tuple[str, tuple[IPNetwork, ...]], ...] | None:
         """[(zone, networks)], or None when part of `net` is in no zone."""
-        for zone_net, zone in self.zone_nets:  # most specific first
-            if zone_net.version == net.version and net in zone_net and not any(
-                other.version == net.version and other in net and other.prefixlen > zone_net.prefixlen and other != net
-                for other, _ in self.zone_nets
+        version, first, last = net.version, net.first, net.last
+        for z_version, z_first, z_last, z_length, zone in self.zone_bounds:  # most specific first
+            # net inside this zone's network, and no more specific zone network inside net (in integers: netaddr's `in` is slow)
+            if z_version == version and z_first <= first and last <= z_last and not any(
+                o_version == version and first <= o_first and o_last <= last and o_length > z_length and (o_first, o_last) != (first, last)
+                for o_version, o_first, o_last, o_length, _ in self.zone_bounds
             ):
                 return ((zone, (net,)),)
         # `net` straddles zones (or lies in none): cut it into pieces.
