@@ -250,10 +250,11 @@ def _sorted_values(values: Iterable) -> list:
 def _clause_key(clause: _Clause) -> tuple:
     """Sort key: by interfaces, then addresses, protocol and ports, numerically."""
     allowed = dict(clause.allowed)
+    # the values' keys sorted: what keying the sorted values gives, with each key made once
     return tuple(
-        (0,) if allowed.get(name) is None else (1, tuple(_value_key(v) for v in _sorted_values(allowed[name])))
+        (0,) if allowed.get(name) is None else (1, tuple(sorted(map(_value_key, allowed[name]))))
         for name in CLAUSE_FIELDS
-    ) + (tuple((name, tuple(_value_key(v) for v in _sorted_values(vals))) for name, vals in clause.excluded),)
+    ) + (tuple((name, tuple(sorted(map(_value_key, vals)))) for name, vals in clause.excluded),)
 
 
 # -- IR fields on clauses ---------------------------------------------------------
