@@ -26,7 +26,7 @@ def read_compiled(directory: str, firewall: str, backend_name: str) -> dict[str,
             if backend_name == "iptables" and suffix == backend(backend_name).SUFFIX_IPSET:
                 continue  # a firewall without sets has no set file
             raise FwmatrixError(f"no compiled {backend_name} ruleset for firewall '{firewall}' "
-                                f"(fwmatrix compile MATRIX -f {firewall} -b {backend_name} -o {directory})", path) from None
+                                f"(fwmatrix compile MATRIX -f {firewall} -b {backend_name} --out-dir {directory})", path) from None
         except OSError as exc:
             raise FwmatrixError(f"cannot read: {exc.strerror or exc}", path) from None
         except UnicodeDecodeError:
