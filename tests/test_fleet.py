@@ -196,14 +196,18 @@ def compiles(tmp: Path) -> list[tuple[str, str]]:
     return sorted((argv[argv.index("--firewall") + 1], argv[argv.index("--backend") + 1]) for argv in calls if argv[0] == "compile")
 
 
-def playbook(tmp: Path, name: str, inventory_path: Path, report: str, *options: str) -> tuple[subprocess.CompletedProcess[str], float, float]:
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(collections_path(tmp)), ANSIBLE_HOME=str(tmp / "ansible-home"),
+def playbook(tmp: Path, name: str, inventory_path: Path, report: str | None, *options: str) -> tuple[subprocess.CompletedProcess[str], float, float]:
+    """Reports go to tmp/REPORT, or without REPORT where the playbooks put them by default (fleet-report in the
+    current directory, run from tmp/cwd as a shell would: PWD set)."""
+    cwd = tmp / "cwd"
+    cwd.mkdir(exist_ok=True)
+    where = ["-e", f"fleet_report_dir={tmp / report}"] if report is not None else []
+    env = dict(os.environ, PWD=str(cwd), ANSIBLE_COLLECTIONS_PATH=str(collections_path(tmp)), ANSIBLE_HOME=str(tmp / "ansible-home"),
                ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_SSH_CONTROL_PATH_DIR=str(tmp / "cp"), ANSIBLE_FORKS="3",
                ANSIBLE_NOCOLOR="1", LC_ALL="C.UTF-8", ANSIBLE_RETRY_FILES_ENABLED="False", ANSIBLE_LOCAL_TEMP=str(tmp / "local-tmp"))
     started, cpu = time.monotonic(), resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run([str(BIN / "ansible-playbook"), "-i", str(inventory_path), str(COLLECTION / "playbooks" / name),
-                           "-e", f"fleet_report_dir={tmp / report}", *options],
-                          capture_output=True, text=True, env=env, timeout=300)
+                           *where, *options], capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the controller's side: ansible-playbook, ssh, fwmatrix compile
     return proc, time.monotonic() - started, after.ru_utime + after.ru_stime - cpu.ru_utime - cpu.ru_stime
 
@@ -270,17 +274,18 @@ def test_the_fleet_playbook_checks_applies_rolls_back_and_audits(fleet: list[Hos
     assert all(not (host.state_dir / "pending.json").exists() for host in fleet)
     assert read_json(tmp_path / "apply2" / "after.json")["clean"] is True
 
-    # the fleet's audit
-    proc, *timings["audit"] = playbook(tmp_path, "audit.yml", inventory(tmp_path, fleet), "audit")
+    # the fleet's audit, its reports where they go by default
+    proc, *timings["audit"] = playbook(tmp_path, "audit.yml", inventory(tmp_path, fleet), None)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    report = read_json(tmp_path / "audit" / "audit.json")
+    reports = tmp_path / "cwd" / "fleet-report"
+    report = read_json(reports / "audit.json")
     assert report["clean"] is True and report["findings"] == []
     assert [(f["host"], f["firewall"]) for f in report["firewalls"]] == sorted((h.name, h.firewall) for h in fleet)
-    assert "| branch | branch |" in (tmp_path / "audit" / "audit.md").read_text()
-    junit = ET.parse(tmp_path / "audit" / "audit.junit.xml").getroot()  # written by `fwmatrix fleet-report` on the controller
+    assert "| branch | branch |" in (reports / "audit.md").read_text()
+    junit = ET.parse(reports / "audit.junit.xml").getroot()  # written by `fwmatrix fleet-report` on the controller
     assert sorted(s.get("name") for s in junit.iter("testsuite")) == sorted(f"{h.name}.{h.firewall}" for h in fleet)
     assert (junit.get("tests"), junit.get("failures")) == ("3", "0")
-    sarif = read_json(tmp_path / "audit" / "audit.sarif")
+    sarif = read_json(reports / "audit.sarif")
     assert sarif["version"] == "2.1.0" and [r for run in sarif["runs"] for r in run["results"]] == []
     print("fleet timings (wall, controller CPU): " + ", ".join(f"{name} {wall:.1f} s, {cpu:.1f} s" for name, (wall, cpu) in timings.items()))
     print("check mode, perimeter's planted drift: " + json.dumps(drift) + "\n" + plans["perimeter"]["ruleset_diff"])
