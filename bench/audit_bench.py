@@ -336,6 +336,21 @@ def _load_cell(meta: dict) -> str:
     return cell + (f" ({'; '.join(notes)})" if notes else "")
 
 
+KEPT = "<!-- kept by audit_bench.py: written by hand, not by this run -->"
+
+
+def _kept(path: str) -> str:
+    """What the file holds from the KEPT line on (measurements made by other tools, e.g.
+    bench/space_directions.py, dated there): a run rewrites only its own part."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            old = handle.read()
+    except FileNotFoundError:
+        return ""
+    at = old.find(KEPT)
+    return "\n" + old[at:] if at >= 0 else ""
+
+
 def report(cases: list[Case], fixed: dict[str, B.Run], info: dict[str, str], args: argparse.Namespace, prof: str) -> str:
     lines = ["# fwmatrix audit benchmark", ""] + B.machine_lines(info) + [
         f"- matrices: `bench/gen_matrix.py N --seed {args.seed}` (one firewall, `edge`, seven interfaces); "
@@ -611,6 +626,7 @@ def main(argv: list[str] | None = None) -> int:
             prof = "\n\n".join(parts)
         text = report(cases, fixed, info, args, prof)
         print(text)
+        text += _kept(args.output)
         os.makedirs(os.path.dirname(args.output), exist_ok=True)
         tmp = args.output + ".tmp"
         with open(tmp, "w", encoding="utf-8") as handle:
