@@ -154,6 +154,13 @@ class NetNamespace:
             raise BackendError(f"{' '.join(argv)} in namespace {self.name} failed: {(proc.stderr or proc.stdout).strip()}")
         return proc
 
+    def run_with_accounts(self, argv: list[str], stdin: str | None, placeholders: "Placeholders") -> subprocess.CompletedProcess[str]:
+        """Run a command here with the placeholders' users and groups (not its links: this
+        namespace has its own) in a private mount namespace's /etc/passwd and /etc/group."""
+        with tempfile.TemporaryDirectory(prefix="fwm-placeholders-") as scratch:
+            _, passwd, group = placeholders.write(scratch)
+            return self.run(["unshare", "-m", "sh", "-c", PLACEHOLDER_SCRIPT, "sh", "", passwd, group, *argv], stdin=stdin, check=False)
+
     def call(self, fn: Callable[[], T]) -> T:
         """Run `fn` in a forked child that has entered this namespace; return its result."""
         return call_in_netns(f"/run/netns/{self.name}", fn)

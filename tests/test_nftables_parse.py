@@ -161,7 +161,7 @@ STRUCTURE = {
     "ip6-only.nft": {("ip6", "filter"): {"input": 5, "forward": 7}},
     "jumps.nft": {("inet", "fw"): {"forward": 4, "from_lan": 3, "lan_to_wan": 2, "from_wan": 3, "wan_to_dmz_extra": 2}},
     "unmodelled.nft": {("inet", "odd"): {"raw_prerouting": 1, "mangle_prerouting": 2, "forward": 8}},
-    "sockets.nft": {("inet", "sockets"): {"forward": 6, "output": 1}},
+    "sockets.nft": {("inet", "sockets"): {"forward": 7, "output": 1}},
     "families.nft": {("bridge", "filter"): {"forward": 2}, ("arp", "filter"): {"input": 1}, ("netdev", "edge"): {"ingress": 1}, ("ip", "plain"): {"forward": 1}},
     "fwmatrix-seed.nft": {
         ("inet", "fwmatrix"): {"prerouting": 1, "forward": 3, "fwd_dmz0_to_lan0": 1, "fwd_dmz1_to_lan0": 1, "fwd_lan0_to_dmz1": 1, "fwd_wan0_to_dmz0": 1}
@@ -355,6 +355,7 @@ def test_socket_owner_matches_are_socket_tests() -> None:
     expect(rs, "inet sockets forward", 3, (sock("meta skgid != 0"), TCP, m("dport", 22)), DROP)
     [concat] = rules(rs, "inet sockets forward")[4].matches[1:]
     assert concat.fields == ("socket",) and "80 . 0" in concat.values[0][0] and not concat.negate
+    expect(rs, "inet sockets forward", 5, (sock("meta skgid fwmt-web"), TCP, m("dport", 25)), DROP)  # a placeholder group, by name
 
 
 @pytest.mark.kernel

@@ -13,7 +13,7 @@ import json
 import re
 import shlex
 import subprocess
-from typing import Any
+from typing import Any, Callable
 
 from fwmatrix.errors import BackendError
 from fwmatrix.netns import NetNamespace, Placeholders, is_root, run_private, tool_path
@@ -44,6 +44,7 @@ def run_nft(script: str, json_output: bool = False) -> tuple[int, str, str]:
 MISSING_RE = re.compile(r"^(?:/dev/stdin|-):(\d+):(\d+)-(\d+): Error: (Interface|User|Group) does not exist$", re.M)
 ACCOUNTS_RE = re.compile(r"\b(?:skuid|skgid|uid|gid)\b")  # the text may name users or groups
 MAX_PLACEHOLDER_ROUNDS = 32  # nft names one missing name per set each time
+Runner = Callable[[list[str], str, Placeholders], "subprocess.CompletedProcess[str]"]
 # `delete table T` fails on a host without T ("No such file or directory"), as in a private
 # namespace; on the ruleset's own host T existed. Whatever T held, nothing of it is left after
 # the delete, so adding an empty T first (on the same line: error lines stay true) is exact.
@@ -55,17 +56,17 @@ def with_deleted_tables(text: str) -> str:
     return DELETE_TABLE_RE.sub(r"\1add\2; delete\2\3", text)
 
 
-def run_nft_private(argv: list[str], text: str) -> tuple[subprocess.CompletedProcess[str], Placeholders]:
+def run_nft_private(argv: list[str], text: str, runner: Runner | None = None) -> tuple[subprocess.CompletedProcess[str], Placeholders]:
     """Run nft on a script in a private namespace in which the interfaces, users and groups
     it names exist (as placeholders: dummy links, generated passwd and group entries), so a
     ruleset written on another host loads here as it does there. A name nft still misses
     after that, or that cannot be a placeholder, is left to nft's error. Returns nft's
-    result and the placeholders it needed."""
+    result and the placeholders it needed. `runner` runs it elsewhere (the lab's namespace)."""
     placeholders = Placeholders(accounts=ACCOUNTS_RE.search(text) is not None)
     lines = text.splitlines()
     text = with_deleted_tables(text)
     for _ in range(MAX_PLACEHOLDER_ROUNDS):
-        proc = run_private(argv, stdin=text, placeholders=placeholders)
+        proc = (runner or _in_private)(argv, text, placeholders)
         if proc.returncode == 0:
             return proc, placeholders
         added = False
@@ -76,6 +77,19 @@ def run_nft_private(argv: list[str], text: str) -> tuple[subprocess.CompletedPro
         if not added:
             return proc, placeholders
     return proc, placeholders
+
+
+def _in_private(argv: list[str], text: str, placeholders: Placeholders) -> subprocess.CompletedProcess[str]:
+    return run_private(argv, stdin=text, placeholders=placeholders)
+
+
+def load_with_accounts(ns: NetNamespace, text: str) -> None:
+    """Load a script naming users or groups of another host (`meta skuid nm-openvpn`) into a
+    namespace: nft resolves them in a private mount namespace's placeholder accounts (nft
+    lists them by number, as the placeholders' ids)."""
+    proc, _ = run_nft_private(["nft", "-f", "-"], text, runner=lambda argv, script, p: ns.run_with_accounts(argv, script, p))
+    if proc.returncode != 0:
+        raise _nft_failure(proc.stderr or proc.stdout, "nft")
 
 
 def check(text: str) -> list[str]:

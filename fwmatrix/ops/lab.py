@@ -301,9 +301,13 @@ class Lab:
 
     def load_raw_nft(self, text: str) -> None:
         """Make a hand-written nft ruleset the firewall's whole ruleset (what was there goes)."""
-        from fwmatrix.backends.nftables.binding import with_deleted_tables
+        from fwmatrix.backends.nftables.binding import ACCOUNTS_RE, load_with_accounts, with_deleted_tables
 
-        self.load_nft("flush ruleset\n" + with_deleted_tables(text))
+        script = "flush ruleset\n" + with_deleted_tables(text)
+        if ACCOUNTS_RE.search(text):  # users and groups of its host: placeholders in the lab too
+            load_with_accounts(self.fw, script)
+        else:
+            self.load_nft(script)
 
     def load_iptables(self, files: Mapping[str, str]) -> None:
         """Apply rendered iptables files (`.ipt4`, `.ipt6`, `.ipset`) to the firewall, in either
