@@ -184,8 +184,11 @@ def audit(intent: Intent, firewall: str, ruleset: Ruleset, source: str, local_ad
     forwarded_few = forwarded.coalesced()
     intended_few = intended.coalesced()
 
-    # missing: what an opening asks for and no rule forwards
-    for index, space in sorted(opening_spaces.items()):
+    # missing: what an opening asks for and no rule forwards. One subtraction of all the
+    # openings first: only openings that meet what it leaves can miss anything.
+    lost_any = intended_few.subtract(forwarded_new_few).subtract(nd_dead)
+    for index in _meeting(opening_spaces, lost_any):
+        space = opening_spaces[index]
         opening = flows_by_opening[index][0].opening
         if not space.subtract(forwarded_new_few).subtract(nd_dead):
             continue
@@ -203,7 +206,10 @@ def audit(intent: Intent, firewall: str, ruleset: Ruleset, source: str, local_ad
     # excess: what rules forward beyond the openings, by rule
     inside_to_internet = _inside_to_internet(intent, firewall, ifaces)
     reported = Space.empty(ifaces)
-    for grant in effective.forwarded:
+    # likewise: the grants that can forward anything no opening asks for meet this
+    extra_any = forwarded.intersect(arriving_new).coalesced().subtract(intended_few)
+    for position in _meeting(dict(enumerate(g.space for g in effective.forwarded)), extra_any):
+        grant = effective.forwarded[position]
         arriving = grant.space.intersect(arriving_new)
         if not arriving.subtract(intended_few):
             continue
@@ -251,9 +257,11 @@ def audit(intent: Intent, firewall: str, ruleset: Ruleset, source: str, local_ad
         ))
 
     # replies: every opening's answers must come back (each reply space holds its conntrack states)
-    for index, flows in sorted(flows_by_opening.items()):
-        opening = flows[0].opening
-        replies = _union(full, [reply_space(full, f) for f in flows])
+    reply_spaces = {index: _union(full, [reply_space(full, f) for f in flows]) for index, flows in flows_by_opening.items()}
+    blocked_any = _union(full, list(reply_spaces.values())).coalesced().subtract(forwarded_few).subtract(nd_dead)
+    for index in _meeting(reply_spaces, blocked_any):
+        opening = flows_by_opening[index][0].opening
+        replies = reply_spaces[index]
         if not replies.subtract(forwarded_few).subtract(nd_dead):
             continue
         blocked = replies.subtract(forwarded).subtract(nd_dead)
@@ -275,6 +283,14 @@ def audit(intent: Intent, firewall: str, ruleset: Ruleset, source: str, local_ad
     for note in effective.unmodelled:
         report.findings.append(Finding("unmodelled", f"fwmatrix cannot model {note.text}; judged both ways (it may match, or not)", None, note.origin))
     return report
+
+
+def _meeting(spaces: dict[int, Space], rest: Space) -> list[int]:
+    """The keys, in order, of the spaces that meet `rest` (none when it is empty): what a
+    space leaves after a subtraction lies within what the union of them all leaves."""
+    if not rest:
+        return []
+    return [key for key, space in sorted(spaces.items()) if space.intersect(rest)]
 
 
 def _depends_on(grant: Grant, extra: Space, doubtful: list[Grant]) -> str:
