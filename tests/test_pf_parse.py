@@ -976,6 +976,15 @@ def test_translation_targets_that_are_not_one_address_are_unmodelled() -> None:
     assert all(isinstance(a, UnmodelledAction) for a in actions) and len(actions) == 2
 
 
+@pytest.mark.parametrize("key", ["hex-key", "0x0123456789abcdef0123456789abcdef", '"a phrase"'])
+def test_a_source_hash_key_is_any_word_but_a_keyword(key: str) -> None:
+    """pf.conf(5): `source-hash [key]`, the key a hex number or a string pfctl hashes; the keyword
+    after it (static-port) is still an option, not a key."""
+    rs = parse(f"nat on em0 inet from any to any -> 192.0.2.16/28 source-hash {key} static-port\n"
+               "pass out on em0 from any to any nat-to 192.0.2.16/28 source-hash\n")
+    assert [r.origin for r in chain(rs, "snat").rules if r.origin != "t.conf: state table"] == ["t.conf:1", "t.conf:2"]
+
+
 def test_filter_rules_before_a_match_translation() -> None:
     text = ("block all\npass in quick on em0 proto tcp to 198.51.100.1 port 80\npass in on em0 proto udp\n"
             "match in on em0 proto tcp to 198.51.100.1 port 80 rdr-to 10.0.0.80\npass out quick\n")

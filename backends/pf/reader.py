@@ -35,6 +35,10 @@ _IGNORED_OPTIONS = {"ridentifier": 1, "tracker": 1, "flags": 1, "allow-opts": 0,
                     "scrub": 1, "max-mss": 1, "min-ttl": 1, "random-id": 0, "no-df": 0}
 _STATE_LIMITS = ("max", "max-src-conn", "max-src-conn-rate", "max-src-nodes", "max-src-states", "overload")
 _POOL_OPTIONS = ("round-robin", "random", "sticky-address", "least-states", "bitmask", "static-port", "prefer-ipv6")
+
+
+def _is_hash_key(word: str | None) -> bool:
+    return word is not None and word not in PF_KEYWORDS and (word[:1].isalnum() or word[:1] == '"')
 # Statements that do not change what is forwarded: normalisation, queues, limiters.
 _IGNORED_STATEMENTS = frozenset({"scrub", "altq", "queue", "scrub-anchor", "dummynet-anchor", "state", "source"})
 # Statements whose rules are elsewhere, and the chains those rules may act in: an
@@ -355,7 +359,9 @@ class _Reader:
     @staticmethod
     def _pool_options(c: _Cursor) -> None:
         while c.peek() in _POOL_OPTIONS or c.peek() == "source-hash":
-            if c.next("") == "source-hash" and (c.peek() or "").startswith("0x"):
+            # pfctl's `source-hash [key]`: the key is any word that is no keyword — `0x` and 32 hex
+            # digits, or a string it hashes (fwbuilder's own pf tests write `source-hash hex-key`)
+            if c.next("") == "source-hash" and _is_hash_key(c.peek()):
                 c.next("the hash key")
 
     # -- rules ---------------------------------------------------------------------------
