@@ -1017,6 +1017,7 @@ def test_filter_rules_before_a_match_translation() -> None:
     ("pass in from 10.0.0.9 - 10.0.0.1\n", 1, "bad address range"),
     ("rdr on em0 proto tcp to port 80\n", 1, "rdr without '-> ADDRESS'"),
     ("table foo { 10.0.0.1 }\n", 1, "expected a table name"),
+    ("table <block these> persist\n", 1, "a table name in <angle brackets> holds no blank"),
     ("pass in quick proto 300\n", 1, "protocol 300 is out of range"),
     ("pass in $\n", 1, "unexpected character '$'"),
 ])

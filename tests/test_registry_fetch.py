@@ -113,5 +113,5 @@ def test_a_file_missing_from_the_current_version_fails(tmp_path: Path, archive: 
 
 def test_a_package_gone_altogether_fails_and_says_so(tmp_path: Path, archive: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     manifest(tmp_path, monkeypatch, "0~cannot-exist", "0" * 64)
-    with pytest.raises(fetch.FetchError, match="no longer in the archive, and apt-get download x failed too: E: Unable to locate package x"):
+    with pytest.raises(fetch.FetchError, match="no longer in the archive, and fetching x failed too: E: Unable to locate package x"):
         fetch.fetch(tmp_path / "cache")

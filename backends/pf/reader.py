@@ -143,6 +143,8 @@ class _Reader:
     def _table(self, c: _Cursor) -> None:
         c.next("table")
         tok = c.next("the table's name")
+        if tok.startswith("<") and not tok.endswith(">"):  # pfctl's lexer ends a name at a blank too
+            raise _Bad(f"a table name in <angle brackets> holds no blank: '{tok} {c.peek() or ''}...'")
         if not (tok.startswith("<") and tok.endswith(">")):
             raise _Bad(f"expected a table name in <angle brackets>, found {tok!r}")
         name = tok[1:-1]

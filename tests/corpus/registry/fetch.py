@@ -28,6 +28,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,7 @@ MANIFEST = Path(__file__).resolve().parent / "MANIFEST.tsv"
 CACHE_ENV = "FWMATRIX_REGISTRY_CORPUS"
 EXTENSIONS = {"nftables": "nft", "iptables": "ipt", "pf": "conf"}
 FERM = "usr/sbin/ferm"
+SOURCE = "source"  # the `format` of a file read from a source package's upstream tarball
 
 
 class FetchError(Exception):
@@ -89,53 +91,131 @@ class Source:
         return cls(package, version, pinned)
 
 
-def _apt_download(spec: str, debs: Path) -> subprocess.CompletedProcess:
-    result = _run(["apt-get", "download", "-q", spec], cwd=debs)
-    if result.returncode != 0 and os.geteuid() == 0:  # a fresh machine may have no package lists yet
-        _run(["apt-get", "update", "-qq"])
-        result = _run(["apt-get", "download", "-q", spec], cwd=debs)
-    return result
-
-
 def _last_words(result: subprocess.CompletedProcess) -> str:
     return (result.stderr.strip().splitlines() or ["no reason given"])[-1]
 
 
-def _deb_version(deb: Path) -> str:
-    result = _run(["dpkg-deb", "-f", str(deb), "Version"])
-    if result.returncode != 0:
-        raise FetchError(f"dpkg-deb -f {deb.name} Version failed: {result.stderr.strip()}")
-    return result.stdout.strip()
+class _Binary:
+    """Binary packages: `apt-get download`, the .deb is the file pinned by sha256."""
+    what = ".deb"
+
+    def __init__(self, cache: Path) -> None:
+        self.cache = cache
+
+    def command(self, spec: str) -> list[str]:
+        return ["apt-get", "download", "-q", spec]
+
+    def update(self) -> None:
+        if os.geteuid() == 0:  # a fresh machine may have no package lists yet
+            _run(["apt-get", "update", "-qq"])
+
+    def missing(self, package: str, version: str) -> str:
+        return f"Version '{version}' for '{package}' was not found"
+
+    def files(self, where: Path, package: str) -> list[Path]:
+        return list(where.glob(f"{package}_*.deb"))
+
+    def version_of(self, deb: Path) -> str:
+        result = _run(["dpkg-deb", "-f", str(deb), "Version"])
+        if result.returncode != 0:
+            raise FetchError(f"dpkg-deb -f {deb.name} Version failed: {result.stderr.strip()}")
+        return result.stdout.strip()
 
 
-def _download(package: str, version: str, sha256: str, debs: Path) -> tuple[Path, Source]:
-    """The package's .deb in `debs`: the pinned version, checked against its sha256; if the archive
-    no longer has that version, the version it has now (a suite must not break because a mirror
-    moved on: every file's expectation still runs on it, and the Source says which version it was)."""
-    pinned = [p for p in debs.glob(f"{package}_*.deb") if _sha256(p) == sha256]
+class _SourcePackage(_Binary):
+    """Source packages: `apt-get source --download-only` with apt's own configuration pointed at a
+    private deb-src list, state and cache under the corpus cache (the machine's apt state is not
+    touched); the upstream tarball is the file pinned by sha256 and the files are read from it."""
+    what = "upstream tarball"
+
+    def __init__(self, cache: Path) -> None:
+        super().__init__(cache)
+        self.apt = cache / "apt"
+
+    def _options(self) -> list[str]:
+        sources = self.apt / "sources.list"
+        if not sources.exists():
+            (self.apt / "parts").mkdir(parents=True, exist_ok=True)
+            (self.apt / "state" / "lists" / "partial").mkdir(parents=True, exist_ok=True)
+            (self.apt / "cache" / "archives" / "partial").mkdir(parents=True, exist_ok=True)
+            sources.write_text(_deb_src_lines(), encoding="utf-8")
+        return ["-o", f"Dir::Etc::sourcelist={sources}", "-o", f"Dir::Etc::sourceparts={self.apt / 'parts'}",
+                "-o", f"Dir::State={self.apt / 'state'}", "-o", "Dir::State::status=/var/lib/dpkg/status",
+                "-o", f"Dir::Cache={self.apt / 'cache'}"]
+
+    def command(self, spec: str) -> list[str]:
+        return ["apt-get", "source", "--download-only", "-q", *self._options(), spec]
+
+    def update(self) -> None:
+        _run(["apt-get", "update", "-qq", *self._options()])
+
+    def missing(self, package: str, version: str) -> str:
+        return f"Can not find version '{version}' of package '{package}'"
+
+    def files(self, where: Path, package: str) -> list[Path]:
+        return [p for p in where.glob(f"{package}_*.tar.*") if p.suffix in (".gz", ".xz", ".bz2") and ".debian.tar." not in p.name]
+
+    def version_of(self, tarball: Path) -> str:
+        (dsc,) = tarball.parent.glob("*.dsc")
+        return next(line.split()[1] for line in dsc.read_text(encoding="utf-8").splitlines() if line.startswith("Version:"))
+
+
+def _deb_src_lines() -> str:
+    """The machine's own apt sources (one-line and deb822) as deb-src lines: the same mirror."""
+    lines = []
+    for path in sorted(Path("/etc/apt/sources.list.d").glob("*.list")) + [Path("/etc/apt/sources.list")]:
+        if path.is_file():
+            lines += ["deb-src" + line.strip()[3:] for line in path.read_text(encoding="utf-8").splitlines() if line.strip().startswith("deb ")]
+    for path in sorted(Path("/etc/apt/sources.list.d").glob("*.sources")):
+        for stanza in path.read_text(encoding="utf-8").split("\n\n"):
+            fields = dict(line.split(":", 1) for line in stanza.splitlines() if ":" in line and not line.startswith(("#", " ")))
+            fields = {k.strip(): v.strip() for k, v in fields.items()}
+            if "deb" not in fields.get("Types", "").split() or fields.get("Enabled", "yes") == "no":
+                continue
+            signed = f"[signed-by={fields['Signed-By']}] " if fields.get("Signed-By", "").startswith("/") else ""
+            for uri in fields.get("URIs", "").split():
+                for suite in fields.get("Suites", "").split():
+                    lines.append(f"deb-src {signed}{uri} {suite} {fields.get('Components', 'main')}")
+    if not lines:
+        raise FetchError("no Debian apt source on this machine to take deb-src lines from")
+    return "\n".join(lines) + "\n"
+
+
+def _apt(kind: _Binary, spec: str, where: Path) -> subprocess.CompletedProcess:
+    result = _run(kind.command(spec), cwd=where)
+    if result.returncode != 0:  # no package lists yet, or old ones
+        kind.update()
+        result = _run(kind.command(spec), cwd=where)
+    return result
+
+
+def _download(kind: _Binary, package: str, version: str, sha256: str, where: Path) -> tuple[Path, Source]:
+    """The package's pinned file (.deb or upstream tarball) in `where`, checked against its sha256;
+    if the archive no longer has that version, the one it has now (a suite must not break because
+    a mirror moved on: every file's expectation still runs on it, and the Source says which)."""
+    pinned = [p for p in kind.files(where, package) if _sha256(p) == sha256]
     if pinned:
         return pinned[0], Source(package, version, version)
     if shutil.which("apt-get") is None:
         raise FetchError(f"{package}={version}: apt-get is not here (the registry corpus needs Debian's apt)")
-    debs.mkdir(parents=True, exist_ok=True)
-    result = _apt_download(f"{package}={version}", debs)
+    where.mkdir(parents=True, exist_ok=True)
+    result = _apt(kind, f"{package}={version}", where)
     if result.returncode == 0:
-        got = [p for p in debs.glob(f"{package}_*.deb") if _sha256(p) == sha256]
+        got = [p for p in kind.files(where, package) if _sha256(p) == sha256]
         if not got:
-            raise FetchError(f"{package}={version}: the downloaded .deb's sha256 is not the manifest's {sha256} "
+            raise FetchError(f"{package}={version}: the downloaded {kind.what}'s sha256 is not the manifest's {sha256} "
                              f"(the archive serves other bytes under this version: check them, then record the new sha256)")
         return got[0], Source(package, version, version)
-    if f"Version '{version}' for '{package}' was not found" not in result.stderr:
-        raise FetchError(f"apt-get download {package}={version} failed: {_last_words(result)}")
-    current = debs / "current" / package  # its own directory: the one .deb there is the one just fetched
+    if kind.missing(package, version) not in result.stderr:
+        raise FetchError(f"{' '.join(kind.command(package + '=' + version)[:3])} {package}={version} failed: {_last_words(result)}")
+    current = where / "current" / package  # its own directory: what is there is what was just fetched
     shutil.rmtree(current, ignore_errors=True)
     current.mkdir(parents=True)
-    result = _apt_download(package, current)
-    got = list(current.glob(f"{package}_*.deb"))
+    result = _apt(kind, package, current)
+    got = kind.files(current, package)
     if result.returncode != 0 or len(got) != 1:
-        raise FetchError(f"{package}={version} is no longer in the archive, and apt-get download {package} failed too: "
-                         f"{_last_words(result)}")
-    return got[0], Source(package, _deb_version(got[0]), version)
+        raise FetchError(f"{package}={version} is no longer in the archive, and fetching {package} failed too: {_last_words(result)}")
+    return got[0], Source(package, kind.version_of(got[0]), version)
 
 
 def _unpack(deb: Path, root: Path) -> Path:
@@ -148,6 +228,25 @@ def _unpack(deb: Path, root: Path) -> Path:
         if result.returncode != 0:
             raise FetchError(f"dpkg-deb -x {deb.name} failed: {result.stderr.strip()}")
         partial.rename(target)
+    return target
+
+
+def _unpack_source(tarball: Path, root: Path, wanted: set[str]) -> Path:
+    """Only the wanted files of an upstream tarball, by their paths below its top directory."""
+    target = root / tarball.name
+    if all((target / path).is_file() for path in wanted):
+        return target
+    partial = root / (tarball.name + ".part")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    with tarfile.open(tarball) as archive:
+        for member in archive:
+            inner = member.name.partition("/")[2]
+            if member.isfile() and inner in wanted:
+                (partial / inner).parent.mkdir(parents=True, exist_ok=True)
+                (partial / inner).write_bytes(archive.extractfile(member).read())
+    shutil.rmtree(target, ignore_errors=True)
+    partial.rename(target)
     return target
 
 
@@ -180,15 +279,20 @@ def fetch(cache: Path | None = None) -> dict[str, tuple[Path, Source]]:
     version it came from)."""
     cache = cache or default_cache()
     out: dict[str, tuple[Path, Source]] = {}
-    unpacked: dict[tuple[str, str], tuple[Path, Source]] = {}
-    for row in manifest():
+    unpacked: dict[tuple[bool, str, str], tuple[Path, Source]] = {}
+    rows = manifest()
+    for row in rows:
         dest = corpus_path(cache, row)
         if dest.exists() and source_path(dest).exists():
             out[row["name"]] = (dest, Source.parse(source_path(dest).read_text(encoding="utf-8")))
             continue
-        key = (row["package"], row["version"])
-        if key not in unpacked:
-            deb, source = _download(row["package"], row["version"], row["sha256"], cache / "debs")
+        key = (row["format"] == SOURCE, row["package"], row["version"])
+        if key not in unpacked and key[0]:
+            tarball, source = _download(_SourcePackage(cache), row["package"], row["version"], row["sha256"], cache / "sources")
+            wanted = {r["path"] for r in rows if (r["format"], r["package"], r["version"]) == (SOURCE, *key[1:])}
+            unpacked[key] = (_unpack_source(tarball, cache / "unpacked", wanted), source)
+        elif key not in unpacked:
+            deb, source = _download(_Binary(cache), row["package"], row["version"], row["sha256"], cache / "debs")
             unpacked[key] = (_unpack(deb, cache / "unpacked"), source)
         root, source = unpacked[key]
         path = root / row["path"]
