@@ -91,6 +91,24 @@ def test_registry_ruleset_kernel_agreement(row: dict[str, str]) -> None:
     assert_agreement(tally, min_each=0)
 
 
+# pf with the firewall's interfaces known (placeholder addresses, as tests/test_pf_real.py measures
+# the public corpus): the share measured when recorded, rounded up
+PF_KNOWN_FIREWALL_CEILING = 0.41
+
+
+def test_registry_pf_with_the_firewall_known() -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent / "corpus" / "public"))
+    from pf_share import measure
+
+    read = [row for row in ROWS if row["family"] == "pf" and row["expect"] == "read"]
+    paths = {corpus_file(row) for row in read}
+    (cache,) = {path.parent.parent for path in paths}
+    bare, known, per_file = measure(cache, {path.stem for path in paths})
+    assert len(per_file) == len(read) and known.rules
+    assert known.value <= PF_KNOWN_FIREWALL_CEILING, f"{known.unmodelled}/{known.rules} rules unmodelled ({known.value:.1%})"
+    assert known.value < bare.value
+
+
 def test_registry_corpus_summary(capsys: pytest.CaptureFixture[str], record_property) -> None:
     """Per family: files, read, refused (with reasons), unmodelled share, probes and disagreements."""
     reasons: Counter[tuple[str, str]] = Counter()

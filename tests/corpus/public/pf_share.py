@@ -78,10 +78,11 @@ def firewall_facts(text: str, source: str) -> dict[str, object]:
             "routes": {name: () for name in names}, "default_route": (names[0],)}
 
 
-def measure(corpus: Path) -> tuple[Share, Share, dict[str, tuple[int, int, int]]]:
+def measure(corpus: Path, names: set[str] | None = None) -> tuple[Share, Share, dict[str, tuple[int, int, int]]]:
+    """Both shares over the corpus's pf/*.conf (only those named, when `names` is given)."""
     bare, known = Share(), Share()
     per_file: dict[str, tuple[int, int, int]] = {}
-    for path in sorted((corpus / "pf").glob("*.conf")):
+    for path in sorted(p for p in (corpus / "pf").glob("*.conf") if names is None or p.stem in names):
         text = path.read_text(encoding="utf-8")
         before = (bare.unmodelled, known.unmodelled)
         bare.add(parse_ruleset(text, str(path)))
