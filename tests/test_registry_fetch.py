@@ -11,6 +11,7 @@ import hashlib
 import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -24,16 +25,27 @@ pytestmark = pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="dpkg-d
 # `download PKG`, with apt's own words when a version is not there.
 FAKE_APT = """#!/usr/bin/env python3
 import os, shutil, sys
-archive, (command, *args) = os.environ["FAKE_ARCHIVE"], [a for a in sys.argv[1:] if a != "-q"]
+argv = [a for a in sys.argv[1:] if a not in ("-q", "--download-only")]
+while "-o" in argv:  # apt's configuration options: this archive needs none
+    del argv[argv.index("-o"):argv.index("-o") + 2]
+archive, (command, *args) = os.environ["FAKE_ARCHIVE"], argv
 if command == "update":
     sys.exit(0)
 spec = args[0]
-served = os.path.join(archive, spec + ".deb")
+served = os.path.join(archive, spec + (".src" if command == "source" else ".deb"))
 if not os.path.exists(served):
     package, _, version = spec.partition("=")
-    print(f"E: Version '{version}' for '{package}' was not found" if version else f"E: Unable to locate package {package}", file=sys.stderr)
+    if command == "source":
+        print(f"E: Can not find version '{version}' of package '{package}'" if version else "", file=sys.stderr)
+        print(f"E: Unable to find a source package for {package}", file=sys.stderr)
+    else:
+        print(f"E: Version '{version}' for '{package}' was not found" if version else f"E: Unable to locate package {package}", file=sys.stderr)
     sys.exit(100)
-shutil.copy(served, f"{spec.split('=')[0]}_fromfake_all.deb")
+if command == "source":
+    for name in os.listdir(served):
+        shutil.copy(os.path.join(served, name), name)
+else:
+    shutil.copy(served, f"{spec.split('=')[0]}_fromfake_all.deb")
 """
 
 HEADER = "name\tfamily\tformat\tpackage\tversion\tsha256\tpath\tlicence\texpect\tkernel\tdescription\n"
@@ -69,10 +81,33 @@ def serve(archive: Path, deb: Path, spec: str) -> None:
     shutil.copy(deb, archive / f"{spec}.deb")
 
 
-def manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, version: str, sha256: str, path: str = "usr/share/doc/x/a.nft") -> None:
+def manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, version: str, sha256: str, path: str = "usr/share/doc/x/a.nft",
+             package: str = "x", form: str = "nft") -> None:
     file = tmp_path / "MANIFEST.tsv"
-    file.write_text(HEADER + f"x-a\tnftables\tnft\tx\t{version}\t{sha256}\t{path}\tGPL-2\tread\tprobe\ttest\n", encoding="utf-8")
+    file.write_text(HEADER + f"x-a\tnftables\t{form}\t{package}\t{version}\t{sha256}\t{path}\tGPL-2\tread\tprobe\ttest\n", encoding="utf-8")
     monkeypatch.setattr(fetch, "MANIFEST", file)
+
+
+def serve_source(archive: Path, spec: str, version: str, files: dict[str, str]) -> Path:
+    """A source package as apt-get source leaves it: its .dsc and its upstream tarball."""
+    served = archive / f"{spec}.src"
+    served.mkdir()
+    upstream = version.partition("-")[0]
+    (served / f"y_{version}.dsc").write_text(f"Format: 3.0 (quilt)\nSource: y\nVersion: {version}\n", encoding="utf-8")
+    tree = archive / f"tree-{version}" / f"y-{upstream}"
+    for path, text in files.items():
+        (tree / path).parent.mkdir(parents=True, exist_ok=True)
+        (tree / path).write_text(text, encoding="utf-8")
+    tarball = served / f"y_{upstream}.orig.tar.gz"
+    with tarfile.open(tarball, "w:gz") as out:
+        out.add(tree, arcname=tree.name)
+    return tarball
+
+
+def private_apt(cache: Path) -> None:
+    """The private deb-src list is written once from the machine's sources; here, beforehand."""
+    (cache / "apt").mkdir(parents=True)
+    (cache / "apt" / "sources.list").write_text("deb-src http://archive.invalid/debian stable main\n", encoding="utf-8")
 
 
 def test_the_pinned_version_is_fetched_and_checked(tmp_path: Path, archive: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -115,3 +150,21 @@ def test_a_package_gone_altogether_fails_and_says_so(tmp_path: Path, archive: Pa
     manifest(tmp_path, monkeypatch, "0~cannot-exist", "0" * 64)
     with pytest.raises(fetch.FetchError, match="no longer in the archive, and fetching x failed too: E: Unable to locate package x"):
         fetch.fetch(tmp_path / "cache")
+
+
+def test_a_source_package_s_listed_files_from_its_pinned_tarball(tmp_path: Path, archive: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tarball = serve_source(archive, "y=1.0-1", "1.0-1", {"test/pf/a.conf": "pass all\n", "test/pf/b.conf": "block all\n"})
+    manifest(tmp_path, monkeypatch, "1.0-1", hashlib.sha256(tarball.read_bytes()).hexdigest(), "test/pf/a.conf", "y", fetch.SOURCE)
+    private_apt(tmp_path / "cache")
+    path, source = fetch.fetch(tmp_path / "cache")["x-a"]
+    assert path.read_text(encoding="utf-8") == "pass all\n" and str(source) == "y 1.0-1 (pinned, sha256 checked)"
+    assert not list((tmp_path / "cache" / "unpacked").rglob("b.conf"))  # only what the manifest lists is taken out
+
+
+def test_a_source_version_gone_falls_back_to_the_current_one(tmp_path: Path, archive: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    serve_source(archive, "y", "2.0-3", {"test/pf/a.conf": "pass all\n"})
+    manifest(tmp_path, monkeypatch, "0~cannot-exist", "0" * 64, "test/pf/a.conf", "y", fetch.SOURCE)
+    private_apt(tmp_path / "cache")
+    path, source = fetch.fetch(tmp_path / "cache")["x-a"]
+    assert path.read_text(encoding="utf-8") == "pass all\n"
+    assert (source.version, source.fallback) == ("2.0-3", True)
