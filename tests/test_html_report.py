@@ -21,7 +21,7 @@ from chromium import Browser
 from conftest import ROOT, SEED, require_tool
 from fwmatrix.audit.findings import audit
 from fwmatrix.cli import main
-from fwmatrix.cli.audit import read_input
+from fwmatrix.cli.rulesetinput import read_input
 from fwmatrix.cli.common import load_intent
 
 DRIFT = ROOT / "examples" / "drift" / "edge.nft"

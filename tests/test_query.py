@@ -193,3 +193,44 @@ def test_shell_completion_offers_the_matrix_names() -> None:
     assert offered(["--from"], "sip") == ["sipproxy", "sipproxy.ext", "sipproxy.int"]
     assert offered(["--from", "cti1", "--to", "bal", "--service"], "rtp") == ["rtp-ext", "rtp-int"]
     assert offered(["--firewall"], "") == ["edge"]
+
+
+GOLDEN = ROOT / "tests" / "golden" / "contact-highway-7"
+
+
+def test_ruleset_read_with_what_only_the_firewall_knows(tmp_path: Path) -> None:
+    """The audit's ruleset options, through one definition: a Docker-style gate (`-m addrtype
+    --dst-type LOCAL`) is exact for the matrix's public address, and for every other address
+    once --local-address lists the firewall's; a pf `($wan0_if)` once --pf-interface says it."""
+    docker = tmp_path / "edge.ipt4"
+    docker.write_text((GOLDEN / "edge.iptables.full.ipt4").read_text().replace("-d 203.0.113.10/32 -i wan0", "-i wan0 -m addrtype --dst-type LOCAL"))
+    rules = ["-r", str(docker), "-r", str(GOLDEN / "edge.iptables.full.ipt6")]
+    code, report = query("--from", "198.51.100.7", "--to", "edge.public", "--service", "https", *rules)
+    assert (code, report["verdict"]) == (0, "allowed") and report["answers"][0]["nat"].startswith("→ 172.16.10.10:443 by "), report
+    code, report = query("--from", "198.51.100.7", "--to", "10.20.0.5", "--service", "https", *rules)
+    assert report["verdict"] == "uncertain" and "(may)" in report["answers"][0]["nat"]  # 10.20.0.5 may be the firewall's
+    code, report = query("--from", "198.51.100.7", "--to", "10.20.0.5", "--service", "https", *rules, "--local-address", "203.0.113.10")
+    assert (code, report["verdict"], report["answers"][0]["nat"]) == (1, "denied", None)
+    result = CliRunner().invoke(main, ["query", str(SEED), "--from", "cti1", "--to", "bal", "--service", "https", *rules, "--local-address", "10.0.0.1/24"])
+    assert result.exit_code == 2 and "host bits are set" in result.output
+    pf_conf = tmp_path / "edge.pf.conf"
+    pf_conf.write_text((GOLDEN / "edge.pf.conf").read_text().replace("to 203.0.113.10 port 443 rdr-to", "to ($wan0_if) port 443 rdr-to"))
+    (tmp_path / "empty").write_text("")
+    rules = ["-r", str(pf_conf), "--pf-anchor", f"local={tmp_path / 'empty'}"]
+    _, report = query("--from", "198.51.100.7", "--to", "edge.public", "--service", "https", *rules)
+    assert report["verdict"] == "uncertain"  # the address of wan0 is not known
+    code, report = query("--from", "198.51.100.7", "--to", "edge.public", "--service", "https", *rules, "--pf-interface", "wan0=203.0.113.10/24")
+    assert (code, report["verdict"]) == (0, "allowed") and report["answers"][0]["nat"].startswith("→ 172.16.10.10:443 by "), report
+
+
+def test_query_and_audit_share_one_definition_of_the_ruleset_options() -> None:
+    from fwmatrix.cli.audit import audit_command
+    from fwmatrix.cli.query import query_command
+
+    def options(command: object) -> dict[str, str]:
+        return {p.name: p.help for p in command.params if p.name in _RULESET_OPTIONS}  # type: ignore[attr-defined]
+
+    assert options(query_command) == options(audit_command) and set(options(query_command)) == set(_RULESET_OPTIONS)
+
+
+_RULESET_OPTIONS = ("live", "paths", "backend", "pf_tables", "pf_anchors", "pf_interfaces", "pf_groups", "local_addresses")

@@ -6,9 +6,9 @@ import sys
 
 import click
 
-from fwmatrix.cli.audit import read_input, ruleset_options
 from fwmatrix.cli.common import EXIT_FINDINGS, EXIT_OK, emit, firewall_option_saying, load_intent, matrix_argument, output_option, the_firewall, user_errors
 from fwmatrix.cli.completion import from_matrix
+from fwmatrix.cli.rulesetinput import RulesetInput, ruleset_options
 from fwmatrix.query.matrix import MatrixQuery, Placement
 from fwmatrix.query.packet import packets
 from fwmatrix.query.render import QueryReport, print_query, query_markdown
@@ -27,8 +27,8 @@ from fwmatrix.query.trace import query_ruleset
               help="table for people, json for tools (schema fwmatrix.query/1), markdown for a pull request comment.")
 @output_option
 @user_errors
-def query_command(matrix: str, source: str, destination: str, service: str, firewall: str | None, live: bool, ruleset_paths: tuple[str, ...],
-                  backend_name: str, pf_tables: tuple[str, ...], pf_anchors: tuple[str, ...], expect: str | None, fmt: str, output: str | None) -> None:
+def query_command(matrix: str, source: str, destination: str, service: str, firewall: str | None, ruleset_input: RulesetInput,
+                  expect: str | None, fmt: str, output: str | None) -> None:
     """Is a NEW connection from --from to --to on --service allowed, and why.
 
     Against MATRIX: by which opening (name, row, YAML line), through which
@@ -40,23 +40,24 @@ def query_command(matrix: str, source: str, destination: str, service: str, fire
 
     Exit 0 allowed, 1 denied (or partly, or uncertain), 2 input error; with
     --expect, 0 when the verdict is the expected one."""
-    if live and ruleset_paths:
+    if ruleset_input.live and ruleset_input.paths:
         raise click.UsageError("give one of --live or --ruleset FILE, not both")
     intent = load_intent(matrix, firewall)
     asked = packets(intent.matrix, source, destination, service)
     question = f"{source} → {destination} {service}"
     matrix_query = MatrixQuery(intent)
-    if not live and not ruleset_paths:
+    if not ruleset_input.given:
         report = QueryReport(intent.matrix.name, intent.matrix.file, question, [matrix_query.answer(p) for p in asked], firewall, expect=expect)
     else:
         firewall = the_firewall(intent, firewall, matrix)
-        ruleset, where = read_input(intent, firewall, live, ruleset_paths, backend_name, pf_tables, pf_anchors)
-        placement = Placement(matrix_query, firewall)
+        ruleset, where = ruleset_input.read(intent, firewall)
+        own = ruleset_input.own(intent, firewall)
+        placement = Placement(matrix_query, firewall, own)
         known = list(intent.matrix.firewalls[firewall].interfaces)
         answers = []
         for packet in asked:
             iif, oif, local = placement.of(packet)
-            answers.append(query_ruleset(ruleset, known, packet, iif, oif, placement.route, local, where))
+            answers.append(query_ruleset(ruleset, known, packet, iif, oif, placement.route, local, where, own))
         report = QueryReport(intent.matrix.name, intent.matrix.file, question, answers, firewall, where, expect)
     emit(fmt, output, [report], table=print_query, markdown=query_markdown, to_json=QueryReport.to_json, outcome=lambda r: None, fail_on=None)  # type: ignore[arg-type,return-value]
     sys.exit(EXIT_OK if report.as_expected else EXIT_FINDINGS)

@@ -9,7 +9,8 @@ import sys
 import click
 
 from fwmatrix.audit.findings import audit
-from fwmatrix.cli.audit import accepted_findings, read_input
+from fwmatrix.cli.audit import accepted_findings
+from fwmatrix.cli.rulesetinput import read_input
 from fwmatrix.cli.common import fail_on_option, file_output_option, firewall_option, load_intent, matrix_argument, user_errors, write_output
 from fwmatrix.compile.intent import Intent
 from fwmatrix.errors import FwmatrixError, did_you_mean

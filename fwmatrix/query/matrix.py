@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from netaddr import IPAddress, IPNetwork
 
+from fwmatrix.audit.evaluate.addrtype import UNKNOWN, OwnAddresses
 from fwmatrix.compile.intent import Dnat, Flow, Intent, _Topology, _Zoner
 from fwmatrix.errors import FwmatrixError
 from fwmatrix.matrix.model import Opening, PortRange, ServicePart
@@ -250,16 +251,20 @@ def _nearest(candidates: list[tuple[int, Neighbour]]) -> list[Neighbour]:
 class Placement:
     """Where a packet crosses one firewall, for a query against that firewall's ruleset: the
     interface it arrives on, the one it leaves by (towards its destination, or towards the
-    target of the matrix's port forward), and whether it is addressed to the firewall itself."""
+    target of the matrix's port forward), and whether it is addressed to the firewall itself
+    (a public address of the matrix, or one given with --local-address: `own`)."""
 
-    def __init__(self, query: MatrixQuery, firewall: str):
+    def __init__(self, query: MatrixQuery, firewall: str, own: OwnAddresses = UNKNOWN):
         self.query = query
         self.firewall = firewall
+        self.own = own
 
     def of(self, packet: Packet) -> tuple[str, str, bool]:
         q = self.query
         src_zone = q.zone_of(packet.src, "--from")
         owner = q.owner_of(packet.dst)
+        if owner is None and _contains(self.own.networks, packet.dst):
+            owner = self.firewall
         towards = ("fw", owner) if owner is not None else ("zone", q.zone_of(packet.dst, "--to"))
         paths = q.topology.paths(("zone", src_zone), towards)
         if owner == self.firewall:

@@ -17,6 +17,7 @@ from typing import Callable
 from netaddr import IPAddress, IPNetwork
 
 from fwmatrix.audit.evaluate import evaluate, interfaces_of
+from fwmatrix.audit.evaluate.addrtype import UNKNOWN, OwnAddresses
 from fwmatrix.audit.evaluate.chains import ChainResult, chain_name
 from fwmatrix.audit.evaluate.matches import key_space
 from fwmatrix.audit.evaluate.reading import Reading
@@ -113,17 +114,18 @@ def packet_region(ifaces: Interfaces, packet: Packet, iif: str, oif: str, ct: in
 
 
 def query_ruleset(ruleset: Ruleset, known_ifaces: list[str], packet: Packet, iif: str, oif: str,
-                  route: Callable[[IPAddress], str], local: bool, source: str = "") -> RulesetAnswer:
+                  route: Callable[[IPAddress], str], local: bool, source: str = "", own: OwnAddresses = UNKNOWN) -> RulesetAnswer:
     """The packet arriving on `iif`, leaving by `oif` unless a DNAT sends it elsewhere
     (`route` gives the out-interface towards an address). `local`: the destination is the
-    firewall's own address, so a packet no DNAT takes is not forwarded at all."""
+    firewall's own address, so a packet no DNAT takes is not forwarded at all. `own`: the
+    firewall's addresses as far as they are known (`fib daddr type local`), as the audit has them."""
     ifaces = interfaces_of(ruleset, known_ifaces)
     arriving = packet_region(ifaces, packet, iif, oif, CT_NEW | CT_UNTRACKED)
     arriving_new = arriving.intersect(Space.full(ifaces).make(ct=CT_NEW))
-    first = evaluate(ruleset, ifaces, within=arriving)
+    first = evaluate(ruleset, ifaces, within=arriving, own=own)
     translated, nats, dnat_uncertain = _translations(ifaces, packet, arriving_new, first, iif, route)
     observer = Observer()
-    effective = evaluate(ruleset, ifaces, within=arriving.union(translated) if translated else arriving, observer=observer)
+    effective = evaluate(ruleset, ifaces, within=arriving.union(translated) if translated else arriving, observer=observer, own=own)
     taken = Space(ifaces, [b for d in effective.dnats for b in d.space.boxes])
     plain = Space.empty(ifaces) if local else arriving_new.subtract(taken)
     wanted = translated.union(plain)

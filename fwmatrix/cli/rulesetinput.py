@@ -1,0 +1,134 @@
+"""How a command reads a firewall's ruleset, saved or live: one set of options (`--live`,
+`--ruleset`, `--backend`, the pf facts, `--local-address`) shared by `audit` and `query`,
+gathered into one `RulesetInput`, so both judge a ruleset from the same facts."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import click
+from netaddr import AddrFormatError, IPNetwork
+
+from fwmatrix.audit.evaluate import OwnAddresses
+from fwmatrix.backends import pf
+from fwmatrix.cli.common import F
+from fwmatrix.compile.intent import Intent
+from fwmatrix.errors import FwmatrixError
+from fwmatrix.ir import Ruleset
+from fwmatrix.targets import BACKENDS, read_live, read_ruleset
+
+
+@dataclass(frozen=True)
+class RulesetInput:
+    """The options as given: which ruleset, and what only the firewall knows about itself."""
+
+    live: bool = False
+    paths: tuple[str, ...] = ()
+    backend: str = "auto"
+    pf_tables: tuple[str, ...] = ()
+    pf_anchors: tuple[str, ...] = ()
+    pf_interfaces: tuple[str, ...] = ()
+    pf_groups: tuple[str, ...] = ()
+    local_addresses: tuple[IPNetwork, ...] = ()
+
+    @property
+    def given(self) -> bool:
+        return self.live or bool(self.paths)
+
+    def read(self, intent: Intent, firewall: str) -> tuple[Ruleset, str]:
+        return read_input(intent, firewall, self.live, self.paths, self.backend, self.pf_tables, self.pf_anchors,
+                          self.pf_interfaces, self.pf_groups, self.local_addresses or None)
+
+    def own(self, intent: Intent, firewall: str) -> OwnAddresses:
+        """The firewall's own addresses: the matrix's public ones and --local-address (then all of them)."""
+        public = tuple(IPNetwork(address) for address in intent.matrix.firewalls[firewall].public.values())
+        return OwnAddresses(public + self.local_addresses, complete=bool(self.local_addresses))
+
+
+_OPTIONS = (
+    click.option("--live", is_flag=True, help="Read the running kernel's ruleset (on the firewall itself; needs root)."),
+    click.option("--ruleset", "-r", "paths", metavar="FILE", multiple=True, type=click.Path(dir_okay=False),
+                 help="A saved ruleset: nft -j list ruleset, a .nft file, iptables-save output, or pf.conf. Repeat it for rulesets that run together (e.g. iptables-save and ip6tables-save)."),
+    click.option("--backend", "-b", "backend", type=click.Choice(("auto",) + BACKENDS), default="auto", show_default=True, help="What wrote the ruleset (auto: guess from its text)."),
+    click.option("--pf-table", "pf_tables", metavar="NAME=FILE", multiple=True,
+                 help="pf: the addresses of table <NAME>, as `pfctl -t NAME -T show` prints them (else a table the ruleset only names is unmodelled). Repeatable."),
+    click.option("--pf-anchor", "pf_anchors", metavar="NAME=FILE", multiple=True,
+                 help="pf: the rules of anchor NAME, as `pfctl -a NAME -sr` prints them (an empty file: an empty anchor, such as fwmatrix's 'local' without rules). Repeatable."),
+    click.option("--pf-interface", "pf_interfaces", metavar="IF=ADDR/PREFIX[,...]", multiple=True,
+                 help="pf: the addresses of interface IF with their prefix, as ifconfig shows them (192.0.2.1/24): then `(IF)`, `IF:network`, antispoof and, once every interface has them, `self` are exact. Repeatable."),
+    click.option("--pf-group", "pf_groups", metavar="NAME=IF[,IF...]", multiple=True,
+                 help="pf: the members of interface group NAME (egress defaults to the interfaces facing the matrix's internet zone). Repeatable."),
+    click.option("--local-address", "local_addresses", metavar="CIDR", multiple=True,
+                 help="An address (or network) of the firewall itself; give them all: with the matrix's public addresses they are "
+                      "what `fib daddr type local` and `-m addrtype --dst-type LOCAL` match (else only the public ones are known). Repeatable."),
+)
+_NAMES = ("live", "paths", "backend", "pf_tables", "pf_anchors", "pf_interfaces", "pf_groups", "local_addresses")
+
+
+def ruleset_options(fn: F) -> F:
+    """The options above; the command receives them as one `ruleset_input: RulesetInput`."""
+
+    @functools.wraps(fn)
+    def gathered(**kwargs: object) -> object:
+        given = {name: kwargs.pop(name) for name in _NAMES}
+        given["local_addresses"] = tuple(_network(text) for text in given["local_addresses"])  # type: ignore[union-attr]
+        return fn(ruleset_input=RulesetInput(**given), **kwargs)  # type: ignore[arg-type]
+
+    for option in reversed(_OPTIONS):
+        gathered = option(gathered)
+    return gathered  # type: ignore[return-value]
+
+
+def read_input(intent: Intent, firewall: str, live: bool, ruleset_paths: tuple[str, ...], backend_name: str,
+               pf_tables: tuple[str, ...], pf_anchors: tuple[str, ...], pf_interfaces: tuple[str, ...] = (),
+               pf_groups: tuple[str, ...] = (), local_addresses: tuple | None = None) -> tuple[Ruleset, str]:
+    """The firewall's ruleset, live or from the files (read together), and how to name its source."""
+    if live:
+        return read_live(backend_name), f"live ({'nftables' if backend_name == 'auto' else backend_name})"
+    pf_context = dict(pf.firewall_facts(intent.matrix, firewall), tables=_named_files(pf_tables), anchors=_named_files(pf_anchors))
+    given = pf.interface_options(pf_interfaces, pf_groups)
+    pf_context.update(addresses={**pf_context["addresses"], **given["addresses"]}, groups={**pf_context["groups"], **given["groups"]},
+                      all_addresses=local_addresses)
+    read = [(path,) + _read(path, backend_name, pf_context) for path in ruleset_paths]
+    # rulesets that run together on one firewall: their tables side by side
+    # (an iptables-save file covers its family only: together they cover what each covers)
+    families = [parsed.families for _, parsed, _ in read]
+    covered = None if None in families else frozenset().union(*families)
+    ruleset = Ruleset(tuple(table for _, parsed, _ in read for table in parsed.tables), families=covered)
+    return ruleset, ", ".join(f"{path} ({used})" for path, _, used in read)
+
+
+def _read(path: str, backend_name: str, pf_context: dict) -> tuple[Ruleset, str]:
+    ruleset, used = read_ruleset(path, backend_name)
+    if used == "pf":  # read again, knowing the firewall (checked and decoded by the first read)
+        with open(path, encoding="utf-8") as handle:
+            ruleset = pf.parse_ruleset(handle.read(), source=path, **pf_context)
+    return ruleset, used
+
+
+def _network(text: str) -> IPNetwork:
+    """An address or a network; `10.0.0.1/24` (as `ip addr` prints an address) is refused:
+    it may mean the address or its whole network, and only the address is the firewall's."""
+    try:
+        net = IPNetwork(text)
+    except (AddrFormatError, ValueError):
+        raise click.UsageError(f"--local-address {text!r} is not an address or a network (CIDR)") from None
+    if net.ip != net.network:
+        raise click.UsageError(f"--local-address {text}: host bits are set; give the address ({net.ip}) or the network ({net.cidr})")
+    return net
+
+
+def _named_files(pairs: tuple[str, ...]) -> dict[str, str]:
+    """NAME=FILE options as {NAME: the file's text}."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        name, _, path = pair.partition("=")
+        if not name or not path:
+            raise click.UsageError(f"expected NAME=FILE, not {pair!r}")
+        try:
+            with open(path, encoding="utf-8") as handle:
+                out[name] = handle.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise FwmatrixError(f"cannot read: {getattr(exc, 'strerror', None) or exc}", path) from None
+    return out
