@@ -22,7 +22,12 @@ Values inside matches and set elements:
   tcp.flags           -> TcpFlags (the TCP flags under a mask equal a value: `--syn`, `tcp flags syn`)
   daddr.type, saddr.type -> str (the address's type in the firewall's routing: 'local', 'unicast',
                          'broadcast', 'multicast', ...; nft `fib daddr type`, iptables `-m addrtype`).
-                         'local' is judged with the firewall's own addresses (audit/evaluate/addrtype.py)
+                         'local' is judged with the firewall's own addresses, 'multicast' and 'broadcast'
+                         by their fixed addresses (audit/evaluate/addrtype.py)
+  exthdr              -> str (the IPv6 packet carries this extension header: 'rt', 'frag', 'hbh', 'dst';
+                         `-m rt`, `-m frag`, `-m hbh`, `-m dst`). The audit's packets carry none: a rule
+                         that only drops with it never matches them, any other is judged both ways
+                         (audit/evaluate/matches.py, `_exthdr_parts`)
   physdev.bridged     -> int (1: the packet is being bridged, `-m physdev --physdev-is-bridged`;
                          judged by its interfaces, audit/evaluate/bridged.py)
   socket              -> str (the packet has a local socket of which this holds: `meta skuid 0`,
@@ -46,7 +51,7 @@ from fwmatrix.matrix.model import PortRange
 FIELDS = (
     "iif", "oif", "l4proto", "dport", "sport", "ip.saddr", "ip.daddr", "ip6.saddr", "ip6.daddr",
     "ct.state", "ct.status", "nfproto", "icmp.type", "icmpv6.type", "tcp.flags", "daddr.type", "saddr.type",
-    "physdev.bridged", "socket",
+    "physdev.bridged", "socket", "exthdr",
 )
 # the address types of `fib ... type` and `-m addrtype` (the kernel's RTN_* route types)
 ADDRESS_TYPES = ("unspec", "unicast", "local", "broadcast", "anycast", "multicast", "blackhole", "unreachable",

@@ -55,7 +55,7 @@ from fwmatrix.ir import (
 from fwmatrix.matrix.loader import load_matrix
 from fwmatrix.matrix.model import PortRange
 from fwmatrix.netns import NetNamespace
-from fwmatrix.space import Space, addr_interval
+from fwmatrix.space import Space, addr_interval, ct_bits
 
 CORPUS = Path(__file__).resolve().parent / "corpus" / "iptables"
 NAMES = sorted(p.name for p in CORPUS.glob("*.ipt"))
@@ -242,7 +242,7 @@ def test_ip6_router() -> None:
     expect(n, "ip6 nat PREROUTING", "--dport 8080", (m("ip6.daddr", "2001:db8:ffff::1/128"), m("iif", "wan0"), TCP, m("dport", 8080)), Dnat(6, IPNetwork("2001:db8:10::80/128"), PortRange(80, 80)))
     expect(n, "ip6 nat PREROUTING", "2200:2299", (m("ip6.daddr", "2001:db8:ffff::1/128"), m("iif", "wan0"), TCP, m("dport", "2200-2299")), Dnat(6, IPRange("2001:db8:10::22", "2001:db8:10::23")))
     expect(n, "ip6 filter FORWARD", "--icmpv6-type 128", (ICMPV6, m("icmpv6.type", 128), Unmodelled("-m limit --limit 5/sec")), ACCEPT)
-    expect(n, "ip6 filter FORWARD", "-A FORWARD -m rt", (Unmodelled("-m rt --rt-type 0"),), DROP)
+    expect(n, "ip6 filter FORWARD", "-A FORWARD -m rt", (m("exthdr", "rt"),), DROP)
     expect(n, "ip6 filter FORWARD", "2001:db8:10::22/127", (m("ip6.daddr", "2001:db8:10::22/127"), m("iif", "wan0"), m("oif", "lan0"), TCP, m("dport", 22)), ACCEPT)
     expect(n, "ip6 filter FORWARD", "icmp6-adm-prohibited", (m("iif", "wan0"),), REJECT)
 
@@ -1071,3 +1071,42 @@ def test_a_generator_naming_the_save_format_in_its_header() -> None:
             "-A INPUT --protocol icmpv6 --jump ACCEPT\nCOMMIT\n")
     ruleset = iptables.parse_save(text, source="ferm.out")
     assert sorted(t.family for t in ruleset.tables) == ["ip", "ip6"]
+
+
+def test_ipv6_extension_header_matches() -> None:
+    """`-m rt`, `-m frag`, `-m hbh`, `-m dst`: whatever their options, only packets with the
+    header match (the evaluator: evaluate/matches.py `_exthdr_parts`)."""
+    n = "ext-headers.ipt"
+    expect(n, "ip6 filter INPUT", "-A INPUT -m rt", (m("exthdr", "rt"),), DROP)
+    expect(n, "ip6 filter FORWARD", "--rt-segsleft 0", (m("exthdr", "rt"),), REJECT)
+    for word in ("frag", "hbh", "dst"):
+        expect(n, "ip6 filter FORWARD", f"-m {word} --", (m("exthdr", word),), DROP)
+    expect(n, "ip6 filter FORWARD", "--dport 25", (TCP, m("exthdr", "rt"), m("dport", 25)), ACCEPT)
+
+
+def test_multicast_and_broadcast_address_types() -> None:
+    n = "address-types.ipt"
+    expect(n, "ip filter INPUT", "--dst-type MULTICAST -j DROP", (m("daddr.type", "multicast"),), DROP)
+    expect(n, "ip filter INPUT", "-A INPUT -m addrtype --dst-type BROADCAST", (m("daddr.type", "broadcast"),), DROP)
+    expect(n, "ip filter INPUT", "--src-type broadcast", (m("saddr.type", "broadcast"),), DROP)
+    expect(n, "ip filter FORWARD", "! --dst-type MULTICAST", (UDP, m("daddr.type", "multicast", negate=True), m("dport", 53)), ACCEPT)
+    expect(n, "ip filter FORWARD", "UNICAST,MULTICAST", (Unmodelled("-m addrtype --dst-type UNICAST,MULTICAST"),), ACCEPT)
+
+
+def test_extension_header_drops_never_match_the_probes_and_accepts_are_both_ways() -> None:
+    """Judged: the drops with `-m rt`/`frag`/`hbh`/`dst` take nothing from the forwarded
+    traffic (port 80 is certainly forwarded); the accept of port 25 with a routing header
+    could let such packets through: uncertain, never certain."""
+    ruleset = corpus("ext-headers.ipt")
+    effective = evaluate(ruleset, interfaces_of(ruleset, ["lan0", "wan0"]))
+    full = Space.full(effective.ifaces)
+
+    def to(port: int) -> Space:
+        return full.make(iif=effective.ifaces.mask("wan0"), oif=effective.ifaces.mask("lan0"), proto=((6, 6),),
+                         dport=((port, port),), dst=(addr_interval(IPNetwork("2001:db8:10::80")),), ct=ct_bits("new"))
+
+    uncertain = Space.empty(effective.ifaces)
+    for grant in effective.uncertain:
+        uncertain = uncertain.union(grant.space)
+    assert not to(80).subtract(effective.forwarded_space())
+    assert not to(25).intersect(effective.forwarded_space()) and to(25).intersect(uncertain)

@@ -10,6 +10,7 @@ judged both ways. Real packets: tests/test_kernel_agreement.py
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -56,7 +57,10 @@ def test_iptables_addrtype_is_read() -> None:
     assert jump.matches == (local,)
     assert Match(("daddr.type",), (("local",),), negate=True) in not_local.matches  # `local`: any case, as iptables
     text = DOCKER_LIKE.replace("--dst-type LOCAL -j", "--src-type LOCAL,BROADCAST -j")
-    assert rules_of(text)[0].matches == (Unmodelled("-m addrtype --src-type LOCAL,BROADCAST"),)  # only LOCAL alone is judged
+    assert rules_of(text)[0].matches == (Unmodelled("-m addrtype --src-type LOCAL,BROADCAST"),)  # one type alone is judged
+    for word, kind in (("MULTICAST", "multicast"), ("broadcast", "broadcast")):
+        assert rules_of(DOCKER_LIKE.replace("--dst-type LOCAL -j", f"--dst-type {word} -j"))[0].matches == (Match(("daddr.type",), ((kind,),)),)
+    assert rules_of(DOCKER_LIKE.replace("--dst-type LOCAL -j", "--dst-type UNICAST -j"))[0].matches == (Unmodelled("-m addrtype --dst-type UNICAST"),)
     assert rules_of(DOCKER_LIKE.replace("--dst-type LOCAL -j", "--src-type local -j"))[0].matches == (Match(("saddr.type",), (("local",),)),)
     # limited to an interface, `! LOCAL` matches more than "not the firewall's": the whole match is unmodelled
     limited = rules_of(DOCKER_LIKE.replace("--dst-type LOCAL -j", "--dst-type LOCAL --limit-iface-in -j"))[0]
@@ -110,8 +114,28 @@ def test_local_parts_split_known_and_unknown_addresses() -> None:
     negated = Rule((Match(("daddr.type",), (("local",),), negate=True),), Verdict("drop"))
     assert [p.matches for p in local_parts(negated, OwnAddresses((PUBLIC,), complete=True))] == [
         (parts[1].matches[0],), (parts[3].matches[0],)]
-    assert local_parts(Rule((Match(("daddr.type",), (("broadcast",),)),), Verdict("drop")), own) == [
-        Rule((Match(("daddr.type",), (("broadcast",),)),), Verdict("drop"))]  # left to be judged both ways (matches._unmodelled)
+    unicast = Rule((Match(("daddr.type",), (("unicast",),)),), Verdict("drop"))
+    assert local_parts(unicast, own) == [unicast]  # left to be judged both ways (matches._unmodelled)
+
+
+def test_multicast_and_broadcast_parts_by_their_fixed_addresses() -> None:
+    """Multicast is a fixed range in both families: exact whatever the firewall's addresses.
+    Broadcast: 255.255.255.255 and 0.0.0.0/8 certainly, no IPv6 address, the other IPv4
+    addresses both ways (a directed broadcast of a network the firewall is in)."""
+    v4m, v6m = Match(("ip.daddr",), ((IPNetwork("224.0.0.0/4"),),)), Match(("ip6.daddr",), ((IPNetwork("ff00::/8"),),))
+    multicast = Rule((Match(("daddr.type",), (("multicast",),)),), Verdict("accept"))
+    assert [p.matches for p in local_parts(multicast, UNKNOWN)] == [(v4m,), (v6m,)]
+    not_multicast = Rule((Match(("daddr.type",), (("multicast",),), negate=True),), Verdict("accept"))
+    assert [p.matches for p in local_parts(not_multicast, UNKNOWN)] == [(replace(v4m, negate=True),), (replace(v6m, negate=True),)]
+    limited = Match(("ip.saddr",), ((IPNetwork("255.255.255.255/32"),), (IPNetwork("0.0.0.0/8"),)))
+    broadcast = Rule((Match(("saddr.type",), (("broadcast",),)),), Verdict("drop"))
+    certain, rest = local_parts(broadcast, UNKNOWN)  # nothing of IPv6
+    assert certain.matches == (limited,)
+    assert rest.matches[0] == replace(limited, negate=True) and isinstance(rest.matches[1], Unmodelled) and "directed broadcast" in rest.matches[1].text
+    not_broadcast = Rule((Match(("daddr.type",), (("broadcast",),), negate=True),), Verdict("accept"))
+    assert [p.matches[0] for p in local_parts(not_broadcast, UNKNOWN)] == [
+        Match(("ip.daddr",), limited.values, negate=True), Match(("nfproto",), ((6,),))]  # every IPv6 address is not
+    assert isinstance(local_parts(not_broadcast, UNKNOWN)[0].matches[1], Unmodelled)
 
 
 def _dnat_spaces(own: OwnAddresses) -> tuple[list[Space], list[Space]]:

@@ -284,6 +284,8 @@ class _SectionParser:
     def _module(self, block: _Block) -> list[Term]:
         """A match's options as terms; the options the IR cannot express (or all of them, for a
         match parsed nowhere here) become one Unmodelled naming the match and those options."""
+        if block.name in EXTENSION_HEADERS:  # whatever its options test, only packets with the header match
+            return [_match("exthdr", [block.name])]
         handler = MATCH_HANDLERS.get(block.name)
         if handler is None or (block.name in WHOLE_BLOCK_OPTIONS and any(o.name in WHOLE_BLOCK_OPTIONS[block.name] for o in block.options)):
             return [Unmodelled(block.shown())]
@@ -590,8 +592,13 @@ def _owner(parser: _SectionParser, name: str, o: _Option, terms: list[Term]) -> 
     return True
 
 
+# matches on an IPv6 extension header: the kernel's never holds for a packet without it
+# (ipv6_find_hdr finds none: false, negated options too)
+EXTENSION_HEADERS = ("rt", "frag", "hbh", "dst")
+
 # -m addrtype: the kernel's route types, as iptables names them
 ADDRESS_TYPE_WORDS = {name.upper(): name for name in ADDRESS_TYPES}
+JUDGED_TYPES = ("LOCAL", "MULTICAST", "BROADCAST")  # evaluate/addrtype.py
 # options that change what a match's other options mean: the whole match is unmodelled
 # (`--limit-iface-in`: the type as one interface sees it, where `! LOCAL` matches more)
 WHOLE_BLOCK_OPTIONS = {"addrtype": ("--limit-iface-in", "--limit-iface-out")}
@@ -599,14 +606,15 @@ WHOLE_BLOCK_OPTIONS = {"addrtype": ("--limit-iface-in", "--limit-iface-out")}
 
 def _addrtype(parser: _SectionParser, name: str, o: _Option, terms: list[Term]) -> bool:
     """`-m addrtype --dst-type LOCAL` as daddr.type (judged with the firewall's addresses,
-    evaluate/addrtype.py); other types, or several at once, stay unmodelled."""
+    evaluate/addrtype.py), MULTICAST and BROADCAST likewise (by their fixed addresses); other
+    types, or several at once, stay unmodelled."""
     words = o.value.upper().split(",")  # iptables compares the names case-insensitively
     unknown = [w for w in words if w not in ADDRESS_TYPE_WORDS]
     if unknown:
         raise _Malformed(f"addrtype {o.name}: unknown address type {unknown[0]}{did_you_mean(unknown[0], ADDRESS_TYPE_WORDS)}")
-    if set(words) != {"LOCAL"}:
-        return False  # other types, or several: the evaluator judges only LOCAL alone (unmodelled)
-    terms.append(_match("daddr.type" if o.name == "--dst-type" else "saddr.type", ["local"], o.negate))
+    if len(set(words)) != 1 or words[0] not in JUDGED_TYPES:
+        return False  # other types, or several: the evaluator judges only these alone (unmodelled)
+    terms.append(_match("daddr.type" if o.name == "--dst-type" else "saddr.type", [ADDRESS_TYPE_WORDS[words[0]]], o.negate))
     return True
 
 

@@ -15,7 +15,7 @@ from fwmatrix.audit.evaluate.addrtype import UNKNOWN, OwnAddresses, local_parts
 from fwmatrix.audit.evaluate.bridged import bridged_parts
 from fwmatrix.audit.evaluate.effective import EvaluationError
 from fwmatrix.audit.evaluate.reading import Reading
-from fwmatrix.ir import Match, Rule, SetDef, Table, TcpFlags, Unmodelled
+from fwmatrix.ir import Match, Rule, SetDef, Table, TcpFlags, Unmodelled, Verdict
 from fwmatrix.matrix.model import PortRange
 from fwmatrix.space import (
     CT_ALL, CT_DNAT, PORT_PROTOCOLS, PORTS_ALL, V4_ALL, V6_ALL,
@@ -30,7 +30,7 @@ from fwmatrix.space import (
 # neighbour-discovery check (evaluate/neighbours.py). TCP flags and address types
 # ('local' with the firewall's own addresses): see `exact_parts`.
 UNMODELLED_FIELDS = frozenset({"sport", "icmp.type", "icmpv6.type", "tcp.flags", "daddr.type", "saddr.type", "physdev.bridged",
-                               "socket"})  # a socket match a hook did not settle (sockets.py): both ways
+                               "socket", "exthdr"})  # a socket match a hook did not settle (sockets.py): both ways
 MODELLED_CT_STATUS = "dnat"
 # The flags of the first packet of a NEW TCP connection, the only one an opening is
 # judged by: SYN, without FIN, RST and ACK. Its other flags (PSH, URG, ECN, CWR: an
@@ -44,8 +44,20 @@ def exact_parts(rule: Rule, own: OwnAddresses = UNKNOWN, interfaces: tuple[str, 
     """The rule as parts with disjoint packets that the walk judges one after the other,
     with its action: itself, unless it tests whether an address is the firewall's own
     (addrtype.local_parts), whether the packet is bridged (bridged.bridged_parts, over the
-    `interfaces`) or TCP flags (`_flag_parts`)."""
-    return [part for local in local_parts(rule, own) for bridged in bridged_parts(local, interfaces) for part in _flag_parts(bridged)]
+    `interfaces`), TCP flags (`_flag_parts`) or an IPv6 extension header (`_exthdr_parts`)."""
+    return [part for whole in _exthdr_parts(rule) for local in local_parts(whole, own) for bridged in bridged_parts(local, interfaces)
+            for part in _flag_parts(bridged)]
+
+
+def _exthdr_parts(rule: Rule) -> list[Rule]:
+    """The rule, or no part when it drops (or rejects) only packets with an IPv6 extension
+    header (`-m rt --rt-type 0 -j DROP`): the audit's packets carry none, and removing
+    others opens nothing. With any other action it could let through packets the audit
+    does not model: the match is judged both ways (UNMODELLED_FIELDS)."""
+    needs_header = any(isinstance(m, Match) and "exthdr" in m.fields and not m.negate for m in rule.matches)
+    if needs_header and isinstance(rule.action, Verdict) and rule.action.kind in ("drop", "reject"):
+        return []
+    return [rule]
 
 
 def _flag_parts(rule: Rule) -> list[Rule]:
