@@ -254,10 +254,7 @@ class Space:
 
     def size(self) -> int:
         """How many packets (counting each dimension's values); for tests and ordering."""
-        total = 0
-        for b in self.disjoint().boxes:
-            total += bin(b.iif).count("1") * bin(b.oif).count("1") * bin(b.ct).count("1") * iv_size(b.src) * iv_size(b.dst) * iv_size(b.proto) * iv_size(b.dport)
-        return total
+        return sum(_box_size(b) for b in self.disjoint().boxes)
 
     def simplified(self) -> "Space":
         """Fewer, larger boxes for the same set: disjoint, then merged where boxes
@@ -576,13 +573,15 @@ def may_contain(a: Box, b: Box) -> bool:
 MANY_NEAR = 8  # from this many boxes near one, whether they cover it is asked first, largest first
 
 
+def _box_size(box: Box) -> int:
+    return (bin(box.iif).count("1") * bin(box.oif).count("1") * bin(box.ct).count("1")
+            * iv_size(box.src) * iv_size(box.dst) * iv_size(box.proto) * iv_size(box.dport))
+
+
 def _common_size(a: Box, b: Box) -> int:
     """How many packets of `a` box `b` holds (0 when they miss each other)."""
     common = a.intersect(b)
-    if common is None:
-        return 0
-    return (bin(common.iif).count("1") * bin(common.oif).count("1") * bin(common.ct).count("1")
-            * iv_size(common.src) * iv_size(common.dst) * iv_size(common.proto) * iv_size(common.dport))
+    return 0 if common is None else _box_size(common)
 
 
 def _covered(a: Box, near: list[Box]) -> bool:
@@ -592,6 +591,8 @@ def _covered(a: Box, near: list[Box]) -> bool:
     rest is empty exactly when covered; a rest that is not empty is worked out again in the
     index's order by the caller, so that what is reported does not depend on this."""
     sized = [(size, b) for b in near if (size := _common_size(a, b))]
+    if sum(size for size, _ in sized) < _box_size(a):
+        return False  # what they hold of it, even counted twice where they overlap, is less than it
     sized.sort(key=lambda pair: -pair[0])
     return not _minus_each(a, [b for _, b in sized])
 
