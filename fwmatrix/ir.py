@@ -28,6 +28,10 @@ Values inside matches and set elements:
                          `-m rt`, `-m frag`, `-m hbh`, `-m dst`). The audit's packets carry none: a rule
                          that only drops with it never matches them, any other is judged both ways
                          (audit/evaluate/matches.py, `_exthdr_parts`)
+  ttl, hoplimit       -> PortRange (the IPv4 TTL, the IPv6 hop limit lies in this range of 0-255;
+                         `-m ttl`, `-m hl`). Judged both ways on forwarded packets, whose hop limit
+                         the audit does not fix; exactly on neighbour discovery, whose messages carry
+                         hop limit 255 (audit/evaluate/neighbours.py)
   physdev.bridged     -> int (1: the packet is being bridged, `-m physdev --physdev-is-bridged`;
                          judged by its interfaces, audit/evaluate/bridged.py)
   socket              -> str (the packet has a local socket of which this holds: `meta skuid 0`,
@@ -51,7 +55,7 @@ from fwmatrix.matrix.model import PortRange
 FIELDS = (
     "iif", "oif", "l4proto", "dport", "sport", "ip.saddr", "ip.daddr", "ip6.saddr", "ip6.daddr",
     "ct.state", "ct.status", "nfproto", "icmp.type", "icmpv6.type", "tcp.flags", "daddr.type", "saddr.type",
-    "physdev.bridged", "socket", "exthdr",
+    "physdev.bridged", "socket", "exthdr", "ttl", "hoplimit",
 )
 # the address types of `fib ... type` and `-m addrtype` (the kernel's RTN_* route types)
 ADDRESS_TYPES = ("unspec", "unicast", "local", "broadcast", "anycast", "multicast", "blackhole", "unreachable",

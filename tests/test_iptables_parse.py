@@ -1110,3 +1110,35 @@ def test_extension_header_drops_never_match_the_probes_and_accepts_are_both_ways
         uncertain = uncertain.union(grant.space)
     assert not to(80).subtract(effective.forwarded_space())
     assert not to(25).intersect(effective.forwarded_space()) and to(25).intersect(uncertain)
+
+
+def hops(field: str, low: int, high: int, negate: bool = False) -> Match:
+    return Match((field,), ((PortRange(low, high),),), negate=negate)
+
+
+def test_ttl_and_hop_limit() -> None:
+    n = "hop-limits.ipt"
+    expect(n, "ip filter FORWARD", "--ttl-lt 2", (hops("ttl", 0, 1),), DROP)
+    expect(n, "ip filter FORWARD", "! --ttl-eq 64", (TCP, hops("ttl", 64, 64, negate=True), m("dport", 22)), ACCEPT)
+    expect(n, "ip filter FORWARD", "--ttl-gt 250", (TCP, m("dport", 80), hops("ttl", 251, 255)), ACCEPT)
+    expect(n, "ip6 filter INPUT", "--icmpv6-type 135", (ICMPV6, m("icmpv6.type", 135), hops("hoplimit", 255, 255)), ACCEPT)
+    expect(n, "ip6 filter FORWARD", "--hl-lt 2", (hops("hoplimit", 0, 1),), DROP)
+    with pytest.raises(BackendError, match=r"t.ipt:3: hl --hl-eq: '256' is not a hop limit"):
+        parse_save("*filter\n:FORWARD DROP [0:0]\n-A FORWARD -m hl --hl-eq 256 -j DROP\nCOMMIT\n", 6, "t.ipt")
+
+
+@pytest.mark.parametrize("limit, blocked", [("255", False), ("1", True), ("254", True)])
+def test_neighbour_discovery_is_judged_by_its_hop_limit_255(limit: str, blocked: bool) -> None:
+    """ND messages carry hop limit 255: accepted with `--hl-eq 255` (as ufw does) they
+    certainly arrive; accepted only with another hop limit, they are certainly dropped."""
+    text = (CORPUS / "hop-limits.ipt").read_text().replace("--hl-eq 255", f"--hl-eq {limit}")
+    text = text.replace("-A FORWARD -m hl --hl-lt 2 -j DROP\n", "")  # else every forward is uncertain (by its hop limit)
+    ruleset = parse_save(text, source="hop-limits.ipt")
+    effective = evaluate(ruleset, interfaces_of(ruleset, ["lan0", "wan0"]))
+    assert bool(effective.nd_blocked) == blocked
+    full = Space.full(effective.ifaces)
+    out = full.make(iif=effective.ifaces.mask("lan0"), oif=effective.ifaces.mask("wan0"), src=(addr_interval(IPNetwork("2001:db8:10::/48")),),
+                    dst=(addr_interval(IPNetwork("2001:db8:99::/48")),), ct=ct_bits("new"))
+    assert bool(out.intersect(effective.forwarded_space())) != blocked  # certainly forwarded only where ND works
+    if blocked:
+        assert effective.nd_blocked["lan0"] == {"solicitations", "advertisements", "router solicitations"}

@@ -618,6 +618,25 @@ def _addrtype(parser: _SectionParser, name: str, o: _Option, terms: list[Term]) 
     return True
 
 
+# -m hl (IPv6 hop limit), -m ttl (IPv4 TTL): `--hl-eq N` (negated: not N), `--hl-lt N`, `--hl-gt N`
+HOP_MATCHES = {"hl": "hoplimit", "ttl": "ttl"}
+
+
+def _hop_limit(parser: _SectionParser, name: str, o: _Option, terms: list[Term]) -> bool:
+    """The hop limit (TTL) as a range of values; the evaluator judges it both ways on forwarded
+    packets and exactly on neighbour discovery (hop limit 255: evaluate/neighbours.py)."""
+    relation = o.name.rpartition("-")[2]
+    value = o.value.strip()
+    if relation not in ("eq", "lt", "gt") or (o.negate and relation != "eq"):
+        return False
+    if not value.isdigit() or int(value) > 255:
+        raise _Malformed(f"{name} {o.name}: {value!r} is not a hop limit (0-255)")
+    n = int(value)
+    low, high = {"eq": (n, n), "lt": (0, n - 1), "gt": (n + 1, 255)}[relation]
+    terms.append(_match(HOP_MATCHES[name], [PortRange(low, high)] if low <= high else [], o.negate))
+    return True
+
+
 MATCH_HANDLERS: dict[str, Callable[[_SectionParser, str, _Option, list[Term]], bool]] = {
     **{name: _SectionParser._ports for name in PORT_MATCHES},
     **{name: _icmp for name in ICMP_MATCHES},
@@ -629,6 +648,7 @@ MATCH_HANDLERS: dict[str, Callable[[_SectionParser, str, _Option, list[Term]], b
     "addrtype": _addrtype,
     "physdev": _physdev,
     "owner": _owner,
+    **{name: _hop_limit for name in HOP_MATCHES},
 }
 
 

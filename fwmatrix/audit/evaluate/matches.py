@@ -27,10 +27,10 @@ from fwmatrix.space import (
 # other matches select (an ICMP type match implies its protocol, so it is uncertain
 # within ICMP only). Of the ct status bits only dnat is modelled (the ct dimension
 # knows translated connections). The ICMPv6 type is also read by the
-# neighbour-discovery check (evaluate/neighbours.py). TCP flags and address types
+# neighbour-discovery check (evaluate/neighbours.py), as is the hop limit. TCP flags and address types
 # ('local' with the firewall's own addresses): see `exact_parts`.
 UNMODELLED_FIELDS = frozenset({"sport", "icmp.type", "icmpv6.type", "tcp.flags", "daddr.type", "saddr.type", "physdev.bridged",
-                               "socket", "exthdr"})  # a socket match a hook did not settle (sockets.py): both ways
+                               "socket", "exthdr", "ttl", "hoplimit"})  # a socket match a hook did not settle (sockets.py): both ways
 MODELLED_CT_STATUS = "dnat"
 # The flags of the first packet of a NEW TCP connection, the only one an opening is
 # judged by: SYN, without FIN, RST and ACK. Its other flags (PSH, URG, ECN, CWR: an

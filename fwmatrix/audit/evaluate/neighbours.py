@@ -31,6 +31,7 @@ from fwmatrix.ir import Match, Rule, Ruleset, Unmodelled
 from fwmatrix.space import NO_PORT, OTHER, V4_ALL, V6_ALL, Interfaces, Remaining, Space, addr_interval, ct_bits, iv_and, iv_norm
 
 ICMPV6 = 58
+ND_HOP_LIMIT = 255
 ROUTER_SOLICITATION, NEIGHBOUR_SOLICITATION, NEIGHBOUR_ADVERTISEMENT = 133, 135, 136
 SOLICITED_NODES = IPNetwork("ff02::1:ff00:0/104")  # where a neighbour solicitation goes
 ALL_ROUTERS = IPNetwork("ff02::2/128")  # where a router solicitation goes
@@ -255,12 +256,20 @@ def _for_icmpv6_type(ruleset: Ruleset, icmp_type: int) -> Ruleset:
 
 
 def _rule_for_type(rule: Rule, icmp_type: int) -> Rule:
+    """Also the hop limit: an ND message carries 255 (RFC 4861; the kernel discards the
+    others), and no IPv4 TTL."""
     matches = []
     for m in rule.matches:
-        if not (isinstance(m, Match) and "icmpv6.type" in m.fields):
+        field = next((f for f in ("icmpv6.type", "hoplimit", "ttl") if isinstance(m, Match) and f in m.fields), None)
+        if field is None:
             matches.append(m)
-        elif m.fields != ("icmpv6.type",) or m.set_name is not None:
-            matches.append(Unmodelled("an ICMPv6 type in a concatenation or a named set"))
-        elif any(key[0] == icmp_type for key in m.values) == m.negate:
-            return replace(rule, action=None)  # never matches this type
+        elif m.fields != (field,) or m.set_name is not None:
+            matches.append(Unmodelled(f"{'an ICMPv6 type' if field == 'icmpv6.type' else 'a hop limit'} in a concatenation or a named set"))
+        elif field == "ttl" or _holds(m, icmp_type if field == "icmpv6.type" else ND_HOP_LIMIT) == m.negate:
+            return replace(rule, action=None)  # never matches this message
     return replace(rule, matches=tuple(matches))
+
+
+def _holds(match: Match, value: int) -> bool:
+    """Whether a plain match's values (numbers, or ranges of them) hold `value`."""
+    return any(key[0] == value if isinstance(key[0], int) else key[0].low <= value <= key[0].high for key in match.values)
