@@ -55,13 +55,19 @@ def as_forward(ruleset: Ruleset, hook: str) -> Ruleset:
     return Ruleset(tuple(Table(t.family, t.name, tuple(own(moved(c)) for c in t.chains), t.sets) for t in ruleset.tables), ruleset.header)
 
 
+def pf_input_unread(ruleset: Ruleset) -> bool:
+    """A pf ruleset whose `pass in ... to self` rules could not be read back into an input
+    chain (the firewall's addresses are not all known, readlocal.py)."""
+    return any(t.name == PF_TABLE and not any(c.hook == "input" for c in t.chains) for t in ruleset.tables)
+
+
 def input_findings(fw_intent: FirewallIntent, ruleset: Ruleset) -> list:
     """`missing` and `excess` findings on the firewall's own addresses (see the module's docstring)."""
     from fwmatrix.audit.findings import Finding, flow_space  # findings imports this module
 
     if not fw_intent.filters_input:
         return []
-    if any(t.name == PF_TABLE and not any(c.hook == "input" for c in t.chains) for t in ruleset.tables):
+    if pf_input_unread(ruleset):
         names = ", ".join(dict.fromkeys(i.opening.name for i in fw_intent.inputs))
         fw = fw_intent.firewall
         lacking = [i for i in fw.interfaces if i not in fw.addresses]

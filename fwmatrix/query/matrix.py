@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from netaddr import IPAddress, IPNetwork
 
 from fwmatrix.audit.evaluate.addrtype import UNKNOWN, OwnAddresses
-from fwmatrix.compile.intent import Dnat, Flow, Intent, _Topology, _Zoner
+from fwmatrix.audit.local import LOCAL
+from fwmatrix.compile.intent import Dnat, Flow, Input, Intent, _Topology, _Zoner
 from fwmatrix.errors import FwmatrixError
 from fwmatrix.matrix.model import Opening, PortRange, ServicePart
 from fwmatrix.query.packet import Packet, endpoint_text
@@ -106,8 +107,8 @@ class MatrixQuery:
         return split[0][0]
 
     def owner_of(self, address: IPAddress) -> str | None:
-        """The firewall whose public address this is."""
-        return next((fw.name for fw in self.matrix.firewalls.values() if address in fw.public.values()), None)
+        """The firewall whose address this is (a public one, or one of its interfaces')."""
+        return next((fw.name for fw in self.matrix.firewalls.values() if address in fw.own_addresses()), None)
 
     def answer(self, packet: Packet) -> MatrixAnswer:
         src_zone = self.zone_of(packet.src, "--from")
@@ -131,12 +132,7 @@ class MatrixQuery:
         dnat = self._port_forward(packet, owner, arrivals)
         head = [Hop(fw, i, o, packet.dst, packet.part) for fw, ins, outs in self.topology.hops(before[0]) for i in ins for o in outs if i != o]
         if dnat is None:
-            reason = (f"{packet.dst} is firewall '{owner}' itself, and no port forward of the matrix takes "
-                      f"{packet.part} from {packet.src} there (the firewall's own services are not queried)")
-            answer = self._judged(packet, head, final=False)
-            answer.verdict, answer.reason, answer.uncovered = DENIED, reason, _ports(packet.part)
-            answer.neighbours = self._forward_neighbours(packet, owner) + answer.neighbours
-            return answer
+            return self._to_firewall(packet, owner, [h for h in head if h.firewall != owner] + [Hop(owner, arrivals[0], LOCAL, packet.dst, packet.part)])
         target_zone = self.zone_of(dnat.target, "the NAT target")
         after = self.topology.paths(("fw", owner), ("zone", target_zone))
         part = packet.part if dnat.target_port is None else ServicePart(packet.part.protocol, PortRange(dnat.target_port, dnat.target_port))
@@ -145,6 +141,24 @@ class MatrixQuery:
             tail[0].in_iface = dnat.in_iface
             tail[0].nat = Nat(dnat.target, dnat.target_port, dnat.opening)
         answer = self._judged(packet, [h for h in head if h.firewall != owner] + tail, dnat=dnat)
+        return answer
+
+    def _to_firewall(self, packet: Packet, owner: str, hops: list[Hop]) -> MatrixAnswer:
+        """A packet no port forward takes, to the firewall itself: the last hop is its input
+        (its own services and management accesses). A firewall without own services gets no
+        input chain from the matrix (its input stays as it was): there, what no management
+        access names is uncertain."""
+        answer = self._judged(packet, hops)
+        filters = self.intent.firewalls[owner].filters_input
+        local = hops[-1]
+        answer.reason = f"{packet.dst} is firewall '{owner}' itself: no port forward takes it, its input judges it"
+        wanted = _ports(packet.part)
+        if not filters and local.covered != wanted and all(h.covered == wanted for h in hops[:-1]):
+            answer.verdict = MAYBE
+            answer.reason += (f"; '{owner}' has no opening to itself, so the matrix gives it no input chain "
+                              "(its input stays as it was): only its management accesses are the matrix's")
+        if answer.verdict != ALLOWED and any(d.public == packet.dst for d in self.intent.firewalls[owner].dnats):
+            answer.neighbours = self._forward_neighbours(packet, owner) + answer.neighbours
         return answer
 
     def _port_forward(self, packet: Packet, owner: str, arrivals: list[str]) -> Dnat | None:
@@ -173,7 +187,9 @@ class MatrixQuery:
                 answer.neighbours = self._neighbours(packet, blocking)
         return answer
 
-    def _flows(self, hop: Hop, packet: Packet) -> list[Flow]:
+    def _flows(self, hop: Hop, packet: Packet) -> list[Flow] | list[Input]:
+        if hop.out_iface == LOCAL:  # the firewall's input: its own services and management accesses
+            return [i for i in self.intent.firewalls[hop.firewall].inputs if i.in_iface == hop.in_iface and i.family == packet.family]
         translated = hop.nat is not None
         return [f for f in self.intent.firewalls[hop.firewall].flows
                 if (f.in_iface, f.out_iface) == (hop.in_iface, hop.out_iface) and f.family == packet.family and f.translated == translated]
@@ -196,6 +212,8 @@ class MatrixQuery:
                         hop.openings.append((flow.opening, text))
         if shift:  # a port forward to one port: the whole queried range is that port
             covered = _ports(packet.part) if covered else ()
+        if hop.out_iface == LOCAL and hop.part.protocol == "icmpv6" and self.intent.firewalls[hop.firewall].filters_input:
+            covered = _ports(packet.part)  # the compiled input chain accepts all ICMPv6 (docs/matrix-format.md)
         return covered
 
     def _source_nat(self, packet: Packet, hop: Hop) -> IPAddress | None:

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from fwmatrix.matrix.model import Opening
-from fwmatrix.query.matrix import ALLOWED, DENIED, MatrixAnswer
+from fwmatrix.query.matrix import ALLOWED, DENIED, MAYBE, MatrixAnswer
 from fwmatrix.query.packet import endpoint_text
 from fwmatrix.query.trace import RulesetAnswer
 
@@ -50,7 +50,8 @@ class QueryReport:
 
 
 def _opening(o: Opening) -> str:
-    return f"{o.name} (row {o.index}, {o.where.file}:{o.where.line})"
+    row = f"row {o.index}" if o.index > 0 else "management access"  # management accesses are no rows (compile/intent.py)
+    return f"{o.name} ({row}, {o.where.file}:{o.where.line})"
 
 
 def lines(report: QueryReport) -> list[tuple[int, str]]:
@@ -70,7 +71,7 @@ def _matrix_lines(answer: MatrixAnswer) -> list[tuple[int, str]]:
     if answer.reason:
         out.append((2, answer.reason))
     if answer.uncovered and answer.verdict != DENIED:
-        out.append((2, "not allowed: ports " + ",".join(str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in answer.uncovered)))
+        out.append((2, ("not opened by the matrix" if answer.verdict == MAYBE else "not allowed") + ": ports " + ",".join(str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in answer.uncovered)))
     for hop in answer.hops:
         nat = ""
         if hop.nat:

@@ -11,7 +11,7 @@ packet together (forward sees the translated one, `ct status dnat`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from netaddr import IPAddress, IPNetwork
@@ -20,6 +20,7 @@ from fwmatrix.audit.evaluate import evaluate, interfaces_of
 from fwmatrix.audit.evaluate.addrtype import UNKNOWN, OwnAddresses
 from fwmatrix.audit.evaluate.chains import ChainResult, chain_name
 from fwmatrix.audit.evaluate.matches import key_space
+from fwmatrix.audit.local import LOCAL, LOOPBACK, as_forward, pf_input_unread
 from fwmatrix.audit.evaluate.reading import Reading
 from fwmatrix.ir import Chain, Dnat, DnatMap, Jump, Notrack, Rule, Ruleset, Table, UnmodelledAction, Verdict, VerdictMap
 from fwmatrix.matrix.model import PROTOCOLS
@@ -117,9 +118,10 @@ def query_ruleset(ruleset: Ruleset, known_ifaces: list[str], packet: Packet, iif
                   route: Callable[[IPAddress], str], local: bool, source: str = "", own: OwnAddresses = UNKNOWN) -> RulesetAnswer:
     """The packet arriving on `iif`, leaving by `oif` unless a DNAT sends it elsewhere
     (`route` gives the out-interface towards an address). `local`: the destination is the
-    firewall's own address, so a packet no DNAT takes is not forwarded at all. `own`: the
-    firewall's addresses as far as they are known (`fib daddr type local`), as the audit has them."""
-    ifaces = interfaces_of(ruleset, known_ifaces)
+    firewall's own address, so what no DNAT takes goes to its input chain, walked as the
+    audit walks it (audit/local.py). `own`: the firewall's addresses as far as they are
+    known (`fib daddr type local`), as the audit has them."""
+    ifaces = interfaces_of(ruleset, known_ifaces + ([LOCAL, LOOPBACK] if local else []))
     arriving = packet_region(ifaces, packet, iif, oif, CT_NEW | CT_UNTRACKED)
     arriving_new = arriving.intersect(Space.full(ifaces).make(ct=CT_NEW))
     first = evaluate(ruleset, ifaces, within=arriving, own=own)
@@ -127,10 +129,24 @@ def query_ruleset(ruleset: Ruleset, known_ifaces: list[str], packet: Packet, iif
     observer = Observer()
     effective = evaluate(ruleset, ifaces, within=arriving.union(translated) if translated else arriving, observer=observer, own=own)
     taken = Space(ifaces, [b for d in effective.dnats for b in d.space.boxes])
-    plain = Space.empty(ifaces) if local else arriving_new.subtract(taken)
-    wanted = translated.union(plain)
-    forwarded = Space(ifaces, [b for g in effective.forwarded for b in g.space.boxes]).intersect(wanted)
-    maybe = Space(ifaces, [b for g in effective.uncertain for b in g.space.boxes]).intersect(wanted)
+    untaken = arriving_new.subtract(taken)
+    plain = Space.empty(ifaces) if local else untaken
+    through = translated.union(plain)
+    forwarded = _granted(ifaces, effective.forwarded, through)
+    maybe = _granted(ifaces, effective.uncertain, through)
+    answer = RulesetAnswer(packet, "", source, iif, oif, nat=", ".join(nats))
+    noted = {note.origin: note.text for note in effective.unmodelled}
+    answer.trace = _steps(observer.events[True], (arriving_new, through), noted, packet)
+    if observer.events[False]:
+        otherwise = _steps(observer.events[False], (arriving_new, through), noted, packet)
+        answer.otherwise = otherwise if otherwise != answer.trace else []
+    wanted = through
+    if local and untaken:
+        to_self = Space(ifaces, [b for box in untaken.boxes for b in physical(box.iif, ifaces.mask(LOCAL), box.src, box.dst, box.proto, box.dport, CT_NEW)])
+        wanted = wanted.union(to_self)
+        accepted, doubtful, reason = _to_the_firewall(answer, ruleset, ifaces, to_self, own, packet)
+        forwarded, maybe = forwarded.union(accepted), maybe.union(doubtful)
+        answer.reason = f"{packet.dst} is the firewall's own address: {'what no DNAT takes' if translated else 'no DNAT takes it, it'} goes to its input chain" + reason
     if not wanted:
         verdict = DENIED
     elif forwarded.equals(wanted):
@@ -141,16 +157,33 @@ def query_ruleset(ruleset: Ruleset, known_ifaces: list[str], packet: Packet, iif
         verdict = MAYBE
     else:
         verdict = PARTLY
-    noted = {note.origin: note.text for note in effective.unmodelled}
-    relevant = (arriving_new, wanted)
-    answer = RulesetAnswer(packet, verdict, source, iif, oif, nat=", ".join(nats))
-    answer.trace = _steps(observer.events[True], relevant, noted, packet)
-    if observer.events[False]:
-        otherwise = _steps(observer.events[False], relevant, noted, packet)
-        answer.otherwise = otherwise if otherwise != answer.trace else []
-    if local and not translated:
-        answer.reason = f"{packet.dst} is the firewall's own address and no DNAT takes the packet: it is not forwarded"
+    answer.verdict = verdict
     return answer
+
+
+def _granted(ifaces: Interfaces, grants: list, within: Space) -> Space:
+    return Space(ifaces, [b for g in grants for b in g.space.boxes]).intersect(within)
+
+
+def _to_the_firewall(answer: RulesetAnswer, ruleset: Ruleset, ifaces: Interfaces, to_self: Space, own: OwnAddresses,
+                     packet: Packet) -> tuple[Space, Space, str]:
+    """The packet in the firewall's input chain: what it accepts, what it may accept, and what
+    to add to the reason; the input walk's steps join the trace (its hook named `input`)."""
+    if pf_input_unread(ruleset):  # pf's `to self` rules were not read back: judged both ways
+        return Space.empty(ifaces), to_self, (": pf's in rules are read as the firewall's input only when all its addresses are known "
+                                              "(--pf-interface IF=ADDR/PREFIX for each interface, or --local-address) and a rule names them "
+                                              "as its destination (`to self`): judged both ways")
+    observer = Observer()
+    inbound = evaluate(as_forward(ruleset, "input"), ifaces, within=to_self, observer=observer, own=own)
+    noted = {note.origin: note.text for note in inbound.unmodelled}
+    for reading, steps in ((True, answer.trace), (False, answer.otherwise)):
+        if reading is False and not observer.events[False]:
+            continue
+        walked = _steps(observer.events[reading], (to_self, to_self), noted, packet)
+        steps += [replace(step, hook="input") for step in walked if step.hook == "forward"]  # the input chains, moved there
+    has_input = any(c.hook == "input" and c.type == "filter" for t in ruleset.tables for c in t.chains)
+    return (_granted(ifaces, inbound.forwarded, to_self), _granted(ifaces, inbound.uncertain, to_self),
+            "" if has_input else " — there is none: the kernel takes it (whether a service listens is the host's)")
 
 
 def _translations(ifaces: Interfaces, packet: Packet, arriving_new: Space, first, iif: str,
