@@ -162,6 +162,7 @@ STRUCTURE = {
     "jumps.nft": {("inet", "fw"): {"forward": 4, "from_lan": 3, "lan_to_wan": 2, "from_wan": 3, "wan_to_dmz_extra": 2}},
     "unmodelled.nft": {("inet", "odd"): {"raw_prerouting": 1, "mangle_prerouting": 2, "forward": 8}},
     "sockets.nft": {("inet", "sockets"): {"forward": 7, "output": 1}},
+    "hop-limits.nft": {("inet", "hops"): {"input": 3, "forward": 5}},
     "families.nft": {("bridge", "filter"): {"forward": 2}, ("arp", "filter"): {"input": 1}, ("netdev", "edge"): {"ingress": 1}, ("ip", "plain"): {"forward": 1}},
     "fwmatrix-seed.nft": {
         ("inet", "fwmatrix"): {"prerouting": 1, "forward": 3, "fwd_dmz0_to_lan0": 1, "fwd_dmz1_to_lan0": 1, "fwd_lan0_to_dmz1": 1, "fwd_wan0_to_dmz0": 1}
@@ -806,3 +807,21 @@ def test_a_vlan_named_interface_in_a_lab_with_real_packets(kernel: None) -> None
             Probe("eth1", "eth0.4", "10.1.0.5", "10.4.0.7", "tcp", 22),
         ], retries=1)
     assert [r.delivered for r in results] == [True, False, False]
+
+
+@pytest.mark.kernel
+def test_ttl_and_hop_limit() -> None:
+    """`ip ttl`, `ip6 hoplimit` as a range of 0-255 (each implies its family)."""
+    rs = corpus("hop-limits.nft")
+    v4, v6 = m("nfproto", 4), m("nfproto", 6)
+
+    def hops(field: str, low: int, high: int, negate: bool = False) -> Match:
+        return Match((field,), ((PortRange(low, high),),), negate=negate)
+
+    nd = m("icmpv6.type", 133, 135, 136)
+    assert rules(rs, "inet hops input")[1].matches in ((m("l4proto", 58), nd, v6, hops("hoplimit", 255, 255)),
+                                                        (v6, hops("hoplimit", 255, 255), m("l4proto", 58), nd))
+    expect(rs, "inet hops forward", 0, (v4, hops("ttl", 0, 1)), DROP)
+    expect(rs, "inet hops forward", 3, (v6, hops("hoplimit", 200, 255), TCP, m("dport", 80)), ACCEPT)
+    expect(rs, "inet hops forward", 4, (v6, hops("hoplimit", 2, 255), TCP, m("dport", 22)), ACCEPT)
+    assert rules(rs, "inet hops input")[2].matches[-1] == hops("hoplimit", 1, 1, negate=True)

@@ -103,6 +103,8 @@ def _field(expr: Any) -> _Field:
             return _Field(f"{proto}.type", f"{proto}_type")
         if (proto, name) == ("ip6", "nexthdr"):
             return _Field("l4proto", "nexthdr")  # see IPV6_EXTENSION_HEADERS
+        if (proto, name) in (("ip", "ttl"), ("ip6", "hoplimit")):
+            return _Field(name, "hop")  # a range of 0-255 (ir.py)
     elif kind == "meta" and arg.get("key") in META_FIELDS:
         return _Field(*META_FIELDS[arg["key"]])
     elif kind == "ct" and "dir" not in arg and arg.get("key") in ("state", "status"):
@@ -119,7 +121,7 @@ def _fields(expr: Any, lookup: bool = False) -> tuple[_Field, ...]:
         fields = tuple(_field(part) for part in expr["concat"])
     else:
         fields = (_field(expr),)
-    unmodelled = [f.name for f in fields if f.name in ("icmp.type", "icmpv6.type", "daddr.type", "saddr.type")]
+    unmodelled = [f.name for f in fields if f.name in ("icmp.type", "icmpv6.type", "daddr.type", "saddr.type", "ttl", "hoplimit")]
     if lookup and unmodelled:
         raise _Unknown(f"a map keyed on {unmodelled[0]}")
     return fields
@@ -155,11 +157,12 @@ def _implied(expr: Any, exact: bool) -> list[Match]:
 
 
 def _bound(kind: str, op: str, raw: Any) -> Value:
-    """`tcp dport < 1024` -> the port range it stands for."""
-    if kind != "port":
+    """`tcp dport < 1024`, `ip6 hoplimit > 1` -> the range it stands for."""
+    if kind not in ("port", "hop"):
         raise _Unknown(f"operator {op} on {kind}")
-    port = _port(raw)
-    low, high = {"<": (0, port - 1), "<=": (0, port), ">": (port + 1, 65535), ">=": (port, 65535)}[op]
+    port = _port(raw) if kind == "port" else _value(kind, raw).low
+    top = 65535 if kind == "port" else 255
+    low, high = {"<": (0, port - 1), "<=": (0, port), ">": (port + 1, top), ">=": (port, top)}[op]
     if low > high:
         raise _Unknown(f"empty range {op} {port}")
     return PortRange(low, high)

@@ -109,6 +109,11 @@ def _value(kind: str, raw: Any) -> Value:
             return PortRange(_port(low), _port(high))
         port = _port(raw)
         return PortRange(port, port)
+    if kind == "hop":  # a TTL or hop limit: 0-255, or a range of them
+        low, high = raw["range"] if isinstance(raw, dict) and "range" in raw else (raw, raw)
+        if all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in (low, high)) and low <= high:
+            return PortRange(low, high)
+        raise _Unknown(f"{describe(raw)}: not a hop limit")
     if kind == "proto":
         return _proto(raw)
     if kind == "nexthdr":
