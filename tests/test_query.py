@@ -289,3 +289,20 @@ def test_packets_to_the_firewall_itself(backend: str, tmp_path: Path) -> None:
         assert [s for s in ntp["trace"] if s["hook"] == "input"][-1]["action"].startswith("accept"), ntp["trace"]
         last = [s for s in other["trace"] if s["hook"] == "input"][-1]
         assert last["action"].startswith(("drop", "reject")), other["trace"]
+
+
+@pytest.mark.parametrize("backend", ["matrix", "iptables", "pf"])
+def test_a_port_range_crossing_port_forwards_is_answered_per_sub_range(backend: str, compiled: Path) -> None:
+    """udp/5000-10005 to edge.public meets operator-sip (udp/5060) and operator-rtp (from 10000):
+    four answers, each with its own NAT; the rest goes to edge itself (see TO_EDGE_ITSELF)."""
+    _, report = query("--from", "198.51.100.7", "--to", "edge.public", "--service", "udp/5000-10005", *against(backend, compiled))
+    itself = TO_EDGE_ITSELF[backend]
+
+    def nat(answer: dict) -> str | None:
+        if backend == "matrix":
+            return next((h["nat"]["target"] for h in answer["path"] if h["nat"]), None)
+        return answer["nat"] and answer["nat"].split(" ")[1].split(":")[0]
+
+    assert [(a["packet"]["ports"], a["verdict"], nat(a)) for a in report["answers"]] == [
+        ([5000, 5059], itself, None), ([5060, 5060], "allowed", "172.16.10.21"),
+        ([5061, 9999], itself, None), ([10000, 10005], "allowed", "172.16.10.22")]

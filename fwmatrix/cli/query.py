@@ -12,7 +12,7 @@ from fwmatrix.cli.rulesetinput import RulesetInput, ruleset_options
 from fwmatrix.query.matrix import MatrixQuery, Placement
 from fwmatrix.query.packet import packets
 from fwmatrix.query.render import QueryReport, print_query, query_markdown
-from fwmatrix.query.trace import query_ruleset
+from fwmatrix.query.trace import dnat_pieces, query_ruleset
 
 
 @click.command("query")
@@ -47,7 +47,7 @@ def query_command(matrix: str, source: str, destination: str, service: str, fire
     question = f"{source} → {destination} {service}"
     matrix_query = MatrixQuery(intent)
     if not ruleset_input.given:
-        report = QueryReport(intent.matrix.name, intent.matrix.file, question, [matrix_query.answer(p) for p in asked], firewall, expect=expect)
+        report = QueryReport(intent.matrix.name, intent.matrix.file, question, [a for p in asked for a in matrix_query.answers(p)], firewall, expect=expect)
     else:
         firewall = the_firewall(intent, firewall, matrix)
         ruleset, where = ruleset_input.read(intent, firewall)
@@ -56,8 +56,9 @@ def query_command(matrix: str, source: str, destination: str, service: str, fire
         known = list(intent.matrix.firewalls[firewall].interfaces)
         answers = []
         for packet in asked:
-            iif, oif, local = placement.of(packet)
-            answers.append(query_ruleset(ruleset, known, packet, iif, oif, placement.route, local, where, own))
+            for piece in dnat_pieces(ruleset, known, packet, *placement.of(packet)[:2], own):
+                iif, oif, local = placement.of(piece)
+                answers.append(query_ruleset(ruleset, known, piece, iif, oif, placement.route, local, where, own))
         report = QueryReport(intent.matrix.name, intent.matrix.file, question, answers, firewall, where, expect)
     emit(fmt, output, [report], table=print_query, markdown=query_markdown, to_json=QueryReport.to_json, outcome=lambda r: None, fail_on=None)  # type: ignore[arg-type,return-value]
     sys.exit(EXIT_OK if report.as_expected else EXIT_FINDINGS)

@@ -14,7 +14,7 @@ from fwmatrix.audit.local import LOCAL
 from fwmatrix.compile.intent import Dnat, Flow, Input, Intent, _Topology, _Zoner
 from fwmatrix.errors import FwmatrixError
 from fwmatrix.matrix.model import Opening, PortRange, ServicePart
-from fwmatrix.query.packet import Packet, endpoint_text
+from fwmatrix.query.packet import Packet, endpoint_text, pieces
 from fwmatrix.space import Intervals, iv_and, iv_norm, iv_sub
 
 ALLOWED, DENIED, PARTLY, MAYBE = "allowed", "denied", "partly", "uncertain"
@@ -110,6 +110,21 @@ class MatrixQuery:
         """The firewall whose address this is (a public one, or one of its interfaces')."""
         return next((fw.name for fw in self.matrix.firewalls.values() if address in fw.own_addresses()), None)
 
+    def answers(self, packet: Packet) -> list[MatrixAnswer]:
+        """The packet's answers: one, or, to a firewall's address, one per sub-range of its
+        ports that one port forward (or none: the firewall itself) takes."""
+        owner = self.owner_of(packet.dst)
+        if owner is None or packet.part.ports is None:
+            return [self.answer(packet)]
+        arrivals = self._arrivals(packet, owner)
+        takers = [(d, tuple(x for p in d.parts if _same_protocol(p, packet.part, packet.family) for x in _ports(p)))
+                  for d in self._forwards(packet, owner, arrivals)]
+        return [self.answer(piece) for piece in pieces(packet, takers)]
+
+    def _arrivals(self, packet: Packet, owner: str) -> list[str]:
+        before = self.topology.paths(("zone", self.zone_of(packet.src, "--from")), ("fw", owner))
+        return list(self.topology.edges[(before[0][-2], before[0][-1])]) if before else []
+
     def answer(self, packet: Packet) -> MatrixAnswer:
         src_zone = self.zone_of(packet.src, "--from")
         owner = self.owner_of(packet.dst)
@@ -163,10 +178,14 @@ class MatrixQuery:
 
     def _port_forward(self, packet: Packet, owner: str, arrivals: list[str]) -> Dnat | None:
         """The first port forward (in the matrix's order) that takes some of the packet's ports."""
+        return next(iter(self._forwards(packet, owner, arrivals)), None)
+
+    def _forwards(self, packet: Packet, owner: str, arrivals: list[str]) -> list[Dnat]:
+        """The port forwards that take some of the packet's ports, in the matrix's order."""
         fits = [d for d in self.intent.firewalls[owner].dnats
                 if d.in_iface in arrivals and d.public == packet.dst and d.family == packet.family and _contains(d.sources, packet.src)
                 and any(_same_protocol(p, packet.part, packet.family) and iv_and(_ports(p), _ports(packet.part)) for p in d.parts)]
-        return min(fits, key=lambda d: d.opening.index, default=None)
+        return sorted(fits, key=lambda d: d.opening.index)
 
     def _judged(self, packet: Packet, hops: list[Hop], dnat: Dnat | None = None, final: bool = True) -> MatrixAnswer:
         wanted = _ports(packet.part)

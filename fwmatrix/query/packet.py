@@ -4,12 +4,12 @@ crossed into packets of one address family each."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from netaddr import AddrFormatError, IPAddress
 
 from fwmatrix.errors import FwmatrixError, MatrixError
-from fwmatrix.matrix.model import Matrix, Opening, ServicePart, Where
+from fwmatrix.matrix.model import Matrix, Opening, PortRange, ServicePart, Where
 from fwmatrix.matrix.resolve import Resolver
 
 
@@ -32,6 +32,31 @@ class Packet:
         ports = self.part.ports
         return {"source": str(self.src), "destination": str(self.dst), "protocol": self.part.protocol,
                 "ports": None if ports is None else [ports.low, ports.high]}
+
+
+def pieces(packet: Packet, takers: list[tuple[object, tuple[tuple[int, int], ...]]]) -> list[Packet]:
+    """The packet's port range cut where the first of `takers` (in order) that takes a port
+    changes: each piece is taken whole by one taker, or by none (a range crossing several port
+    forwards is answered per sub-range, each with its own NAT and verdict)."""
+    ports = packet.part.ports
+    if ports is None:
+        return [packet]
+    cuts = {ports.low, ports.high + 1}
+    for _, intervals in takers:
+        cuts.update(x for lo, hi in intervals for x in (lo, hi + 1) if ports.low < x <= ports.high)
+
+    def taker(port: int) -> int | None:
+        return next((n for n, (_, intervals) in enumerate(takers) if any(lo <= port <= hi for lo, hi in intervals)), None)
+
+    out: list[tuple[int, int, int | None]] = []
+    edges = sorted(cuts)
+    for lo, nxt in zip(edges, edges[1:]):
+        who = taker(lo)
+        if out and out[-1][2] == who:
+            out[-1] = (out[-1][0], nxt - 1, who)
+        else:
+            out.append((lo, nxt - 1, who))
+    return [replace(packet, part=ServicePart(packet.part.protocol, PortRange(lo, hi))) for lo, hi, _ in out]
 
 
 def endpoint_text(address: IPAddress, port: object) -> str:

@@ -25,7 +25,7 @@ from fwmatrix.audit.evaluate.reading import Reading
 from fwmatrix.ir import Chain, Dnat, DnatMap, Jump, Notrack, Rule, Ruleset, Table, UnmodelledAction, Verdict, VerdictMap
 from fwmatrix.matrix.model import PROTOCOLS
 from fwmatrix.query.matrix import ALLOWED, DENIED, MAYBE, PARTLY
-from fwmatrix.query.packet import Packet, endpoint_text
+from fwmatrix.query.packet import Packet, endpoint_text, pieces
 from fwmatrix.space import NO_PORT, V4_BASE, Box, Interfaces, Space, ct_bits, physical
 
 CT_NEW = ct_bits("new", translated=False)
@@ -112,6 +112,21 @@ def packet_region(ifaces: Interfaces, packet: Packet, iif: str, oif: str, ct: in
         dport = (ports or (packet.part.ports.low, packet.part.ports.high),)
     return Space(ifaces, physical(ifaces.mask(iif), ifaces.mask(oif), _point(packet.src), _point(dst or packet.dst),
                                   ((number, number),), dport, ct))
+
+
+def dnat_pieces(ruleset: Ruleset, known_ifaces: list[str], packet: Packet, iif: str, oif: str, own: OwnAddresses = UNKNOWN) -> list[Packet]:
+    """The packet's port range cut where the DNAT that takes it changes (the first walk's, in
+    its order): each piece is then queried on its own, with its own NAT and verdict."""
+    if packet.part.ports is None:
+        return [packet]
+    ifaces = interfaces_of(ruleset, known_ifaces)
+    arriving = packet_region(ifaces, packet, iif, oif, CT_NEW)
+    takers = []
+    for region in evaluate(ruleset, ifaces, within=arriving, own=own).dnats:
+        hit = region.space.intersect(arriving)
+        if hit:
+            takers.append((region, tuple(sorted({r for b in hit.boxes for r in b.dport}))))
+    return pieces(packet, takers)
 
 
 def query_ruleset(ruleset: Ruleset, known_ifaces: list[str], packet: Packet, iif: str, oif: str,
