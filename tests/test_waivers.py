@@ -158,3 +158,16 @@ def test_bad_acceptances_are_refused_at_their_line(tmp_path: Path, entry: str, m
     line = SEED.read_text().count("\n") + 3
     code, out = run("audit", str(matrix), "-r", str(DRIFTED))
     assert code == 2 and out.startswith(f"error: {matrix}:{line}: ") and message in out and len(out.splitlines()) == 1, out
+
+
+@pytest.mark.parametrize("command", [["check", "--no-kernel"], ["lint"], ["audit", "-r", str(DRIFTED)]])
+def test_an_unknown_kind_is_refused_by_check_lint_and_audit_alike(tmp_path: Path, command: list[str]) -> None:
+    matrix = tmp_path / "matrix.yaml"
+    entry = "  - {kind: reply-blockd, rule: x, reason: why, owner: me, expires: 2999-01-01}"
+    matrix.write_text(SEED.read_text() + "\naccept:\n" + entry + "\n")
+    line = SEED.read_text().count("\n") + 3
+    code, out = run(command[0], str(matrix), *command[1:])
+    assert code == 2 and out.startswith(f"error: {matrix}:{line}: accepted finding of unknown kind 'reply-blockd' (did you mean 'reply-blocked'?)"), out
+    assert len(out.splitlines()) == 1 and out.count("dmz-to-internet") == 1  # each kind named once
+    matrix.write_text(matrix.read_text().replace("reply-blockd", "management-dropped"))  # a lint kind: known to check too
+    assert run("check", str(matrix), "--no-kernel")[0] == 0

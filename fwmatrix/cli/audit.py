@@ -7,8 +7,8 @@ from datetime import date
 
 import click
 
-from fwmatrix.audit.findings import KINDS, AuditReport, audit, fail
-from fwmatrix.audit.waivers import BASELINE_DAYS, accept, baseline_entries, check_kinds
+from fwmatrix.audit.findings import AuditReport, audit, fail
+from fwmatrix.audit.waivers import BASELINE_DAYS, accept, baseline_entries
 from fwmatrix.compile.intent import Intent
 from fwmatrix.cli.rulesetinput import RulesetInput, ruleset_options
 from fwmatrix.cli.common import (
@@ -16,7 +16,7 @@ from fwmatrix.cli.common import (
     EXIT_FINDINGS, EXIT_OK, err_console, write_file_atomically, emit, fail_on_option, format_option, load_intent, matrix_argument, output_option, the_firewall, user_errors,
 )
 from fwmatrix.matrix.accepts import baseline_text, load_baseline
-from fwmatrix.review.lint import KINDS as LINT_KINDS
+from fwmatrix.review.lint import check_accepted_kinds
 from fwmatrix.report.ci import audit_outcome
 from fwmatrix.report.text import markdown, print_table
 
@@ -67,7 +67,7 @@ def accepted_findings(intent: Intent, firewall: str, report: AuditReport, baseli
     `write`, the baseline is first rewritten to accept every finding the matrix does not."""
     today = date.today()
     accepts = intent.matrix.accepts
-    check_kinds(accepts, KINDS + LINT_KINDS, "audit and lint")
+    check_accepted_kinds(accepts)
     if write:
         if baseline is None:
             raise click.UsageError("--write-baseline needs --baseline FILE")
@@ -80,7 +80,7 @@ def accepted_findings(intent: Intent, firewall: str, report: AuditReport, baseli
         err_console.print(f"wrote {baseline}: {len(standing)} findings accepted as the baseline", markup=False, highlight=False)
     if baseline is not None:
         accepts = accepts + load_baseline(baseline)
-        check_kinds(accepts, KINDS + LINT_KINDS, "audit and lint")
+        check_accepted_kinds(accepts)
     return accept(report.findings, accepts, firewall, today)
 
 

@@ -109,7 +109,10 @@ def check_command(matrices: tuple[str, ...], firewall: str | None, backend_name:
 def _check(matrix_path: str, firewall: str | None, backend_names: tuple[str, ...], no_kernel: bool) -> CheckReport:
     from fwmatrix.report.ci import CheckReport, FirewallCheck
 
+    from fwmatrix.review.lint import check_accepted_kinds  # not for compile
+
     intent = load_intent(matrix_path, firewall)
+    check_accepted_kinds(intent.matrix.accepts)
     firewalls = []
     for fw_name, ruleset in compile_intent(intent).items():
         if firewall is not None and fw_name != firewall:

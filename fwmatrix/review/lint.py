@@ -38,6 +38,14 @@ from fwmatrix.matrix.resolve import Resolver
 from fwmatrix.space import Box, BoxIndex, Interfaces, Space, addrs, iv_overlaps, may_contain, physical, subtract_boxes
 
 KINDS = ("dmz-to-internet", "no-firewall", "redundant", "broad-from-internet", "zone-to-zone", "unused", "management-dropped", "expired", "expiring")
+
+
+def check_accepted_kinds(accepts: Iterable[Acceptance]) -> None:
+    """The `accept:` entries (and a baseline's) name kinds of findings the audit or lint can
+    report: else `error: FILE:LINE: ...` with a did-you-mean (check, lint and audit refuse them alike)."""
+    check_kinds(accepts, tuple(dict.fromkeys(AUDIT_KINDS + KINDS)), "audit and lint")
+
+
 SEVERITY_OF = {
     "dmz-to-internet": "medium",
     "no-firewall": "medium",
@@ -154,7 +162,7 @@ def lint(intent: Intent, today: date | None = None, expiring_within: int = DEFAU
         + expiry_findings(matrix, today, expiring_within, LintFinding)
     )
     findings.sort(key=lambda f: (f.where.line, KINDS.index(f.kind)))
-    check_kinds(matrix.accepts, AUDIT_KINDS + KINDS, "audit and lint")
+    check_accepted_kinds(matrix.accepts)
     findings = accept(findings, matrix.accepts, None, today)
     return LintReport(matrix.name, matrix.file, findings, matrix.openings)
 
