@@ -44,10 +44,20 @@ if _DIR and "pytest" in sys.modules:
         _current["test"], _current["n"] = item.nodeid, 0
 
 
+_TMP = re.compile(r"pytest-of-[^/]+/pytest-[0-9]+/")  # each pytest run has its own temporary directory
+
+
+def _text(path: str) -> str | None:
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as handle:
+        return _TMP.sub("pytest-N/", handle.read())
+
+
 def compare(before: str, after: str) -> int:
+    """Byte for byte, but for the runs' temporary directories in file names."""
     names = sorted(set(os.listdir(before)) | set(os.listdir(after)))
-    differ = [n for n in names if not (os.path.exists(os.path.join(before, n)) and os.path.exists(os.path.join(after, n)))
-              or open(os.path.join(before, n), "rb").read() != open(os.path.join(after, n), "rb").read()]
+    differ = [n for n in names if (old := _text(os.path.join(before, n))) is None or old != _text(os.path.join(after, n))]
     print(f"{len(names)} recorded audit reports, {len(names) - len(differ)} byte-identical, {len(differ)} differ or exist on one side")
     for n in differ[:20]:
         print("  differs:", n)
