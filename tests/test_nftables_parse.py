@@ -163,6 +163,7 @@ STRUCTURE = {
     "unmodelled.nft": {("inet", "odd"): {"raw_prerouting": 1, "mangle_prerouting": 2, "forward": 8}},
     "sockets.nft": {("inet", "sockets"): {"forward": 7, "output": 1}},
     "hop-limits.nft": {("inet", "hops"): {"input": 3, "forward": 5}},
+    "ext-headers.nft": {("inet", "exthdrs"): {"forward": 8}},
     "families.nft": {("bridge", "filter"): {"forward": 2}, ("arp", "filter"): {"input": 1}, ("netdev", "edge"): {"ingress": 1}, ("ip", "plain"): {"forward": 1}},
     "fwmatrix-seed.nft": {
         ("inet", "fwmatrix"): {"prerouting": 1, "forward": 3, "fwd_dmz0_to_lan0": 1, "fwd_dmz1_to_lan0": 1, "fwd_lan0_to_dmz1": 1, "fwd_wan0_to_dmz0": 1}
@@ -825,3 +826,15 @@ def test_ttl_and_hop_limit() -> None:
     expect(rs, "inet hops forward", 3, (v6, hops("hoplimit", 200, 255), TCP, m("dport", 80)), ACCEPT)
     expect(rs, "inet hops forward", 4, (v6, hops("hoplimit", 2, 255), TCP, m("dport", 22)), ACCEPT)
     assert rules(rs, "inet hops input")[2].matches[-1] == hops("hoplimit", 1, 1, negate=True)
+
+
+@pytest.mark.kernel
+def test_ipv6_extension_headers() -> None:
+    """A field of an extension header, or `exthdr X exists`, needs the packet to carry it
+    (nft breaks the rule otherwise, whatever the operator); `missing` stays unmodelled."""
+    rs = corpus("ext-headers.nft")
+    expect(rs, "inet exthdrs forward", 0, (m("exthdr", "rt"),), DROP)
+    expect(rs, "inet exthdrs forward", 1, (m("exthdr", "hbh"),), DROP)
+    expect(rs, "inet exthdrs forward", 2, (m("exthdr", "frag"),), DROP)
+    assert isinstance(rules(rs, "inet exthdrs forward")[3].matches[0], Unmodelled)
+    expect(rs, "inet exthdrs forward", 6, (m("exthdr", "rt"), TCP, m("dport", 25)), ACCEPT)

@@ -276,11 +276,29 @@ def _parse_match(arg: Any, ctx: _TableContext) -> list[Match | Unmodelled]:
     left = arg.get("left") if isinstance(arg, dict) else None
     if _reads_socket(left):  # nft breaks the rule when the packet has no socket, whatever the operator
         return [*_implied(left, exact=False), Match(("socket",), ((describe({"match": arg}),),))]
+    header = _needs_header(arg)
+    if header:
+        return [Match(("exthdr",), ((header,),))]
     try:
         match = _tcp_flags(left, arg["op"], arg["right"]) or _relation(_fields(left), arg["op"], arg["right"], ctx)
     except _SHAPE_ERRORS as exc:
         return [*_implied(left, exact=False), Unmodelled(describe({"match": arg}) + _why(exc))]
     return [*_implied(left, exact=not match.negate), match]
+
+
+# IPv6 extension headers as nft names them: a field of one (`rt type 0`) breaks the rule when
+# the packet has none (nft_exthdr), whatever the operator, as `exthdr rt exists` fails
+EXTENSION_HEADERS = {"hbh", "rt", "rt0", "rt2", "srh", "frag", "dst", "mh"}
+
+
+def _needs_header(arg: Any) -> str | None:
+    """The extension header a match needs the packet to carry (ir.py `exthdr`), or None."""
+    left = arg.get("left") if isinstance(arg, dict) else None
+    header = left.get("exthdr") if isinstance(left, dict) else None
+    if not isinstance(header, dict) or header.get("name") not in EXTENSION_HEADERS or set(header) - {"name", "field", "offset"}:
+        return None
+    present = "field" not in header and (arg.get("op"), arg.get("right")) in (("==", True), ("!=", False))
+    return header["name"] if "field" in header or present else None
 
 
 SOCKET_KEYS = {"skuid", "skgid"}  # the owner of the packet's local socket (evaluate/sockets.py)
