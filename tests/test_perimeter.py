@@ -52,8 +52,12 @@ def test_every_backend_writes_the_source_nat(intent) -> None:
     assert f"pass out quick on $wan0_if inet proto udp from 10.40.0.0/16 to any port 53 nat-to {PUBLIC} received-on $transit0_if" in conf
     assert "nat-to ($wan0_if) received-on $transit0_if" in conf
     assert pf.check(conf) == []
-    with pytest.raises(pf.RenderError, match="openbsd dialect only"):
-        pf.render(ruleset, "freebsd")
+    freebsd = pf.render(ruleset, "freebsd")  # nat rules before the filter rules, each tagging what it translates
+    assert pf.check(freebsd, "freebsd") == []
+    assert f"nat on $wan0_if inet proto udp from 10.40.0.0/16 to any port 53 tag fwm_snat_3 tagged fwm_in_transit0 -> {PUBLIC}" in freebsd
+    assert "nat on $wan0_if inet proto tcp from 10.41.0.0/16 to any port { 80 443 } tag fwm_snat_1 tagged fwm_in_transit0 -> ($wan0_if)" in freebsd
+    assert 'pass out quick on $wan0_if inet proto udp from any to any port 53 tagged fwm_snat_3 label "lan-browsing"' in freebsd
+    assert freebsd.index("nat on ") < freebsd.index("block drop log all")
 
 
 def test_without_snat_nothing_is_written_for_it(intent) -> None:
@@ -472,6 +476,30 @@ def test_audit_finds_iptables_drifts_of_snat_and_input(intent) -> None:
     assert kinds == [("excess", ""), ("nat", "guest-browsing"), ("nat", "lan-browsing")], [f.to_json() for f in report.findings]
 
 
+def test_audit_follows_the_own_chains_jump_to_the_source_nat(intent, tmp_path) -> None:
+    """The default iptables output (own chains: POSTROUTING -j FWM-POSTROUTING, the jump apply
+    adds) audits clean as compiled, and a wrong --to-source in FWM-POSTROUTING is a nat finding:
+    the source NAT judgement follows the jump (it took it for an unknown translation)."""
+    import json
+
+    from click.testing import CliRunner
+
+    from fwmatrix.cli import main
+
+    files = iptables.render_files(compile_firewall(intent, intent.firewalls["perimeter"]))
+    for drift in ("", "203.0.113.99"):
+        for suffix, text in files.items():
+            (tmp_path / f"p{suffix}").write_text(text.replace(f"--to-source {PUBLIC}", f"--to-source {drift}") if drift else text)
+        run = CliRunner().invoke(main, ["audit", str(EXAMPLE), "-f", "perimeter", "-r", str(tmp_path / "p.ipt4"), "-r", str(tmp_path / "p.ipt6"),
+                                        "--format", "json"])
+        findings = json.loads(run.stdout)["findings"]
+        if not drift:
+            assert findings == [], findings
+        else:
+            assert [(f["kind"], f["opening"]["name"]) for f in findings] == [("nat", "lan-browsing")], findings
+            assert all("translated to 203.0.113.99, not 203.0.113.10" in r for r in findings[0]["regions"])
+
+
 def test_show_places_own_services_source_nat_and_management_on_the_way() -> None:
     from click.testing import CliRunner
 
@@ -510,11 +538,13 @@ def _pf_audit(intent, firewall: str, text: str, addresses: tuple[str, ...] = ())
     return audit(intent, firewall, _pf_parse(intent, firewall, text, addresses), f"{firewall}.pf.conf")
 
 
+@pytest.mark.parametrize("dialect", pf.DIALECTS)
 @pytest.mark.parametrize("firewall", ["internal", "perimeter"])
-def test_pf_reads_back_its_source_nat_and_input_chain(intent, firewall: str) -> None:
-    """nat-to on the pass-out rules becomes the postrouting snat/masquerade, `pass in ... to self`
-    the input chain: the compiled pf.conf audits clean, nothing left not-audited."""
-    conf = pf.render(compile_firewall(intent, intent.firewalls[firewall]), "openbsd")
+def test_pf_reads_back_its_source_nat_and_input_chain(intent, firewall: str, dialect: str) -> None:
+    """nat-to on the pass-out rules (freebsd: the nat rules, and the pass out rules of what they
+    tag) becomes the postrouting snat/masquerade, `pass in ... to self` the input chain: the
+    compiled pf.conf audits clean, nothing left not-audited."""
+    conf = pf.render(compile_firewall(intent, intent.firewalls[firewall]), dialect)
     report = _pf_audit(intent, firewall, conf)
     assert report.findings == [], [f.to_json() for f in report.findings]
     (table,) = _pf_parse(intent, firewall, conf).tables
@@ -534,6 +564,24 @@ def test_pf_own_services_without_the_firewalls_addresses_are_said_not_audited(wr
     assert finding.kind == "not-audited" and "perimeter-ntp, perimeter-management-1" in finding.message
     assert "the matrix gives no address to wan0, dmz0" in finding.message and "--pf-interface wan0=ADDR/PREFIX" in finding.message
     assert _pf_audit(intent, "perimeter", conf, ("wan0=203.0.113.2/24", "dmz0=192.0.2.1/25")).findings == []
+
+
+def test_audit_finds_freebsd_drifts_of_snat(intent) -> None:
+    """FreeBSD's nat rules read back: a wrong address and a masquerade turned into an address are
+    nat findings; a nat rule gone leaves its tag unset, so the guests are not forwarded at all
+    (pf passes only what the rule tagged); a pass in to self port 22, excess."""
+    conf = pf.render(compile_firewall(intent, intent.firewalls["perimeter"]), "freebsd")
+    masquerade = next(line for line in conf.splitlines() if line.endswith("-> ($wan0_if)"))
+    drifted = conf.replace(f"-> {PUBLIC}", "-> 203.0.113.99").replace("-> ($wan0_if)", f"-> {PUBLIC}").replace(
+        "block drop in log quick from any to self", "pass in quick on $wan0_if proto tcp from any to self port 22\nblock drop in log quick from any to self")
+    report = _pf_audit(intent, "perimeter", drifted)
+    kinds = sorted((f.kind, f.opening.name if f.opening else "") for f in report.findings)
+    assert kinds == [("excess", ""), ("nat", "guest-browsing"), ("nat", "lan-browsing")], [f.to_json() for f in report.findings]
+    nat = {f.opening.name: f.regions for f in report.findings if f.kind == "nat"}
+    assert all("translated to 203.0.113.99, not 203.0.113.10" in line for line in nat["lan-browsing"])
+    assert all(f"translated to {PUBLIC}, not masquerade" in line for line in nat["guest-browsing"])
+    gone = _pf_audit(intent, "perimeter", conf.replace(masquerade + "\n", ""))
+    assert [(f.kind, f.opening.name) for f in gone.findings] == [("missing", "guest-browsing")], [f.to_json() for f in gone.findings]
 
 
 def test_audit_finds_pf_drifts_of_snat_and_input(intent) -> None:

@@ -116,7 +116,7 @@ def parse(text: str, dialect: str | None = None) -> PfConf:
                 conf.skip.append(toks[3])
             else:
                 rule = _parse_rule(conf, toks, number)
-                kind = 1 if rule.action == "rdr" else 2
+                kind = 1 if rule.action in ("rdr", "nat") else 2
                 if conf.dialect == "freebsd" and kind < section:
                     raise _Bad("translation rules must come before filter rules (pfctl require-order)")
                 section = max(section, kind)
@@ -198,18 +198,20 @@ def _parse_rule(conf: PfConf, toks: list[str], line: int) -> PfRule:
         if not name.startswith('"') or c.peek() is not None:
             raise _Bad('an anchor is written as: anchor "name"')
         return PfRule(line, "anchor", name=name[1:-1])
-    if action not in ("pass", "block", "match", "rdr"):
+    if action not in ("pass", "block", "match", "rdr", "nat"):
         raise _Bad(f"unknown statement {action!r}")
     if action == "match" and conf.dialect != "openbsd":
         raise _Bad("'match' rules are OpenBSD syntax")
     if action == "rdr" and conf.dialect != "freebsd":
         raise _Bad("'rdr ... ->' was removed in OpenBSD 4.7: use match in ... rdr-to")
+    if action == "nat" and conf.dialect != "freebsd":
+        raise _Bad("'nat ... ->' was removed in OpenBSD 4.7: use pass out ... nat-to")
     rule = PfRule(line, action)
     if action == "block":
         rule.block = "drop" if c.word("drop") else "return" if c.word("return") else None
         if rule.block is None:
             raise _Bad("block without drop or return depends on set block-policy")
-    if action != "rdr":
+    if action not in ("rdr", "nat"):
         direction = c.peek()
         rule.direction = direction if c.word("in", "out") else None
         rule.log = c.word("log")
@@ -247,11 +249,12 @@ def _parse_rule(conf: PfConf, toks: list[str], line: int) -> PfRule:
         elif opt == "received-on" and conf.dialect == "openbsd" and action in ("pass", "block") and rule.direction == "out":
             rule.received_on = _iface(c.next("an interface"))
         elif opt == "tag" and ((action == "pass" and rule.direction == "in" and conf.dialect == "freebsd")
-                               or action == "match" or (action == "rdr" and rule.rdr_to is None)):
+                               or action == "match" or (action in ("rdr", "nat") and rule.rdr_to is None and rule.nat_to is None)):
             # freebsd: the input interface, for the out rules; translation rules: fwm_dnat
             # (pf.conf(5): an rdr rule's tag comes before '->')
             rule.tag = _tag_name(c, opt, rule.tag)
-        elif opt == "tagged" and (action in ("pass", "block") or (action == "match" and rule.log)):
+        elif opt == "tagged" and (action in ("pass", "block") or (action == "match" and rule.log)
+                                  or (action == "nat" and rule.nat_to is None)):  # freebsd: the input interface's tag
             rule.tagged = _tag_name(c, opt, rule.tagged)
         elif opt == "rdr-to" and action == "match" and rule.direction == "in":
             rule.rdr_to, rule.rdr_port = _redirect(c, rule.af)
@@ -259,7 +262,9 @@ def _parse_rule(conf: PfConf, toks: list[str], line: int) -> PfRule:
             rule.nat_to = _nat_to(c, rule.af)
         elif opt == "->" and action == "rdr":
             rule.rdr_to, rule.rdr_port = _redirect(c, rule.af)
-        elif opt == "label" and action != "rdr":
+        elif opt == "->" and action == "nat" and rule.on is not None and rule.nat_to is None:
+            rule.nat_to = _nat_to(c, rule.af)
+        elif opt == "label" and action not in ("rdr", "nat"):
             text = c.next("the label")
             if not text.startswith('"') or len(text) - 2 > LABEL_MAX or "$" in text:
                 raise _Bad(f"bad label {text}")
@@ -268,6 +273,8 @@ def _parse_rule(conf: PfConf, toks: list[str], line: int) -> PfRule:
             raise _Bad(f"unexpected {opt!r} in a {action} rule")
     if action in ("match", "rdr") and rule.rdr_to is None and not rule.log:
         raise _Bad(f"a {action} rule without a redirection")
+    if action == "nat" and (rule.nat_to is None or rule.on is None):
+        raise _Bad("a nat rule is written as: nat on IF ... -> ADDRESS (or (IF))")
     return rule
 
 

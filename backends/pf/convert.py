@@ -480,12 +480,17 @@ class _Builder(_Tags):
         earlier in the file. The audit knows packets by their source as they arrived, so for
         the packets such a translation may take, the rule's verdict is left open (it stays
         exact for the others, after this)."""
-        if not any(p.src is not None or p.sport is not None for p in rule.parts):
+        sees_source = any(p.src is not None or p.sport is not None for p in rule.parts)
+        if not sees_source and rule.tagged is None:
             return []
         at = self._file_position.get(id(rule), 0)
         out: list[Rule] = []
         for nat in self.reader.source_nats + [r for r in self.rules if r.snat and r.action == "match" and self._file_position[id(r)] < at]:
             if not nat.snat or not _applies(nat.parts, chain) or not self._ifaces_may_meet(rule.parts, nat.parts):
+                continue
+            # a nat rule's `tag` replaces the tag the rule asks for, on the packets it translates
+            if not sees_source and (nat.tag is None or rule.tagged is None or rule.tagged[0] == nat.tag
+                                    or self._nat_tag_alts(rule.tagged[0]) is not None):  # (a nat rule's tag: exact, tags.py)
                 continue
             unconstrained = [replace(p, src=None, sport=None) for p in rule.parts]
             condition = [replace(p, action="match", snat=False, tag=None, rdr=None) for p in nat.parts]

@@ -48,8 +48,9 @@ def source_nat_chain(builder: _Builder, out_rules: list[Rule]) -> list[Rule]:
                     emitted = [replace(r, action=exact(builder, nat, r) or unknown) for r in emitted]
                 out += emitted
                 break
-    for rule in out_rules:
-        out.append(replace(rule, action=_translation(builder, rule, builder._decided_by.get(id(rule)))))
+    if any(r.snat and r.action == "pass" for r in builder.rules):  # else the out rules translate nothing: no copy of them
+        for rule in out_rules:
+            out.append(replace(rule, action=_translation(builder, rule, builder._decided_by.get(id(rule)))))
     return out
 
 

@@ -17,6 +17,11 @@ _UNTRANSLATED = Match(("ct.status",), (("dnat",),), negate=True)
 Alts = list[tuple[Match | Unmodelled, ...]]  # a union of conjunctions
 
 
+def _condition(nat: _Rule) -> list[_Rule]:
+    """What a translation rule matches, as a rule that translates nothing."""
+    return [replace(p, action="match", snat=False, nat_to=None, tag=None, rdr=None, passes=False) for p in nat.parts]
+
+
 def _applies(parts: Iterable[_Rule], chain: str) -> bool:
     """Whether the rule is evaluated in this chain ('nat' is the in pass, before translation)."""
     direction = "out" if chain == "out" else "in"
@@ -194,9 +199,37 @@ class _Tags(_Overlap):
             return True
         return any(i.group or i.name == "any" or (i.name == iface) != i.negate for i in rule.on)
 
+    def _nat_tag_alts(self, tag: str) -> Alts | None:
+        """What `tagged TAG` says in the out pass when only old-style `nat` rules set it (the
+        renderer's freebsd source NAT): the packet met one of them, so their conditions as the
+        packet was before it (the nat rules translate the source, nothing they match on but it;
+        the out rules see it after, the audit before). None when other rules set it too."""
+        setters = [r for r in self._hidden if r.tag == tag]
+        if not setters or any(r.tag == tag for r in self.rules) or not all(
+                r.action == "nat" and not r.passes and not r.parents and r.direction == "out" for r in setters):
+            return None
+        nats = [r for r in self.reader.source_nats]  # type: ignore[attr-defined]  # in file order: the first that matches translates
+        alts: Alts = []
+        for nat in setters:
+            condition = _condition(nat)
+            at = next((i for i, r in enumerate(nats) if r.origin == nat.origin), None)
+            if at is None:
+                return None
+            for earlier in nats[:at]:  # one that may take some of its packets first (and tag them otherwise): not exact
+                if earlier.action != "nat" or (earlier.tag != tag and self._ifaces_may_meet(earlier.parts, nat.parts)
+                                               and self._may_overlap(_condition(earlier), condition)):
+                    return None
+            emitted = self._emit(condition, "out", Verdict("accept"), nat.origin)  # type: ignore[attr-defined]
+            alts += [tuple(r.matches) for r in emitted]
+        return alts
+
     def _tagged_alts(self, rule: _Rule, chain: str) -> Alts:
         assert rule.tagged is not None
         tag, negate = rule.tagged
+        if chain == "out" and not negate:
+            by_nat = self._nat_tag_alts(tag)
+            if by_nat is not None:
+                return by_nat
         if chain == "out":
             info = self._tag(tag)
             if info.known:

@@ -36,6 +36,7 @@ class _Writer:
         self.dnat_tags.used = self.tags.used  # one namespace: an interface 'x_dnat' gets another name
         self.tables: dict[tuple[IPNetwork, ...], str] = {}
         self.table_notes: dict[str, str] = {}
+        self.nat_lines: list[str] = []  # freebsd: source NAT as translation rules (snat.py)
 
     def iface(self, name: str) -> str:
         return "$" + self.macros.get(interface_name(name))
@@ -105,9 +106,11 @@ def _filter_lines(w: _Writer, low: _Lowered, direction: str) -> list[str]:
     freebsd = w.dialect == "freebsd"
     translated_in = low.translated_ifaces  # freebsd: these interfaces' in rules set one of two tags (see 5. in lower.py)
     projected: list[tuple[str, str, list[_Cell]]] = []
-    if freebsd and any(c.snat is not None for _, _, cells in low.filter_rules for c in cells):
-        raise RenderError("source NAT: FreeBSD's pf has no nat-to on pass rules, and its nat rules translate before the out "
-                          "rules filter; fwmatrix writes source NAT for the openbsd dialect only")
+    if freebsd and direction == "out" and any(c.snat is not None for _, _, cells in low.filter_rules for c in cells) and any(
+            verdict != "accept" and any(c.oif is not None for c in cells) for verdict, _, cells in low.filter_rules):
+        raise RenderError("source NAT beside a drop among the out rules: FreeBSD's nat rules translate before the out rules "
+                          "filter, so a drop of the inside source would miss the translated packet; fwmatrix writes this for "
+                          "the openbsd dialect only")
     for verdict, note, cells in low.filter_rules:
         if freebsd and any(c.dnat and c.iif is None for c in cells):
             raise RenderError("a rule for translated connections (ct status dnat) without an input interface: the freebsd "
@@ -167,7 +170,10 @@ def _filter_lines(w: _Writer, low: _Lowered, direction: str) -> list[str]:
             if key not in products:
                 products[key] = _products(c for c, _ in members)  # a twin and its plain rule: the same products
             for dims, labels in products[key]:
-                nat = [f"nat-to {_address(snat) if not isinstance(snat, str) else '(' + w.iface(snat) + ')'}"] if snat is not None else []
+                if snat is not None and freebsd:
+                    lines.append(_freebsd_snat(w, head, family, dims, labels, on, snat, _filter_opts(w, direction, verdict, on, received, variant, [])))
+                    continue
+                nat = [f"nat-to {_snat_target(w, snat)}"] if snat is not None else []
                 lines.append(w.rule(head, family, dims, labels, nat + _filter_opts(w, direction, verdict, on, received, variant, labels)))
     if logs is not None:
         logs.all_held()
@@ -198,6 +204,21 @@ class _FreebsdLogs:
 
 def _freebsd_logs(low: _Lowered, to_self: bool) -> _FreebsdLogs:
     return _FreebsdLogs([c for _, cells, local in low.log_rules if local == to_self for c in cells])
+
+
+def _snat_target(w: _Writer, snat: IPNetwork | str) -> str:
+    return _address(snat) if not isinstance(snat, str) else "(" + w.iface(snat) + ")"
+
+
+def _freebsd_snat(w: _Writer, head: str, family: int | None, dims: Dims, labels: list[str], on: str, snat: IPNetwork | str,
+                  received: list[str]) -> str:
+    """FreeBSD's pf translates by `nat` rules, before the out rules filter, which then see the new
+    source. So the translation rule matches what the pass out rule would (its input interface by
+    that interface's tag, `received`) and sets a tag of its own; the pass out rule passes what
+    carries that tag, from any source: exactly the packets the nat rule translated."""
+    tag = f"fwm_snat_{len(w.nat_lines) + 1}"
+    w.nat_lines.append(w.rule(f"nat on {w.iface(on)}", family, dims, labels, [f"tag {tag}"] + received + [f"-> {_snat_target(w, snat)}"]))
+    return w.rule(head, family, (frozenset([None]),) + dims[1:], labels, [f"tagged {tag}"] + ([label(", ".join(labels))] if labels else []))
 
 
 def _snat_key(snat: IPNetwork | str | None) -> tuple:
@@ -365,10 +386,15 @@ def render(ruleset: Ruleset, dialect: str = DEFAULT_DIALECT) -> str:
     out += ["", f"set skip on {'lo' if dialect == 'openbsd' else 'lo0'}"]
     tagged = [f"# tag {DNAT_TAG}: translated by these rules (netfilter: ct status dnat); a port forward's filter rules pass only such packets"] \
         if translation and low.translated_ifaces else []
-    if dialect == "freebsd" and translation:
+    if dialect == "freebsd" and (translation or w.nat_lines):
         # FreeBSD's pfctl wants translation rules before filter rules (require-order).
-        out += ["", "# translation (netfilter: prerouting DNAT); the filter rules below see the translated packet"]
-        out += tagged + translation
+        if translation:
+            out += ["", "# translation (netfilter: prerouting DNAT); the filter rules below see the translated packet"]
+            out += tagged + translation
+        if w.nat_lines:
+            out += ["", "# source NAT (netfilter: postrouting snat/masquerade), each rule tagging what it translates:",
+                    "# the out rules below see the new source, and pass what carries the tag"]
+            out += w.nat_lines
     out += [
         "",
         "# default: block what no rule passes (netfilter: forward policy drop). This blocks the",

@@ -5,8 +5,9 @@ postrouting nat base chains are walked in priority order, first match within a c
 `snat to A` or `masquerade` sets the new connection's source and ends the walk (netfilter
 sets up one mapping per connection); an accept ends that chain without one (the next nat
 chain still looks); a drop ends it all. What no rule translates leaves untranslated. Rules
-fwmatrix cannot read exactly (a jump, a map, a snat to a range or port, an unmodelled
-match) make the translation of what they reach unknown.
+fwmatrix cannot read exactly (a goto, a map, a snat to a range or port, an unmodelled
+match) make the translation of what they reach unknown; a jump to a chain of the table is
+followed (its return coming back).
 
 `nat` findings: an opening's new connections that leave (the forward chains may pass them) untranslated (missing), translated
 to another address than the matrix says (wrong), or with an unknown translation; and, on
@@ -25,7 +26,7 @@ from fwmatrix.audit.evaluate import Effective
 from fwmatrix.audit.evaluate.matches import rule_space
 from fwmatrix.audit.evaluate.reading import Reading
 from fwmatrix.compile.intent import FirewallIntent, Flow, Snat
-from fwmatrix.ir import Masquerade, Ruleset, Snat as SnatAction, Verdict
+from fwmatrix.ir import MAX_JUMP_DEPTH, Jump, Masquerade, Ruleset, Snat as SnatAction, Verdict
 from fwmatrix.space import Interfaces, Region, Space, ct_bits
 
 CT_NEW_ANY = ct_bits("new")  # translated by a port forward or not
@@ -88,33 +89,55 @@ def _translations(ruleset: Ruleset, ifaces: Interfaces) -> list[tuple[Space, str
     for table, chain in reading.base_chains("postrouting", "nat"):
         scope, _ = reading.scope(table, chain)
         left = scope.intersect(reading.full.make(ct=CT_NEW_ANY)).subtract(decided)
-        for position, rule in enumerate(chain.rules, start=1):
-            origin = rule.origin or f"{table.family} {table.name} {chain.name} rule {position}"
-            found = rule_space(reading, table, rule, origin)
-            if found is None or not left:
-                continue
-            space, uncertain = found
-            hit = left.intersect(space)
-            if not hit:
-                continue
-            action = rule.action
-            if isinstance(action, SnatAction):
-                target: str | None = str(action.address.ip) if not uncertain else UNKNOWN
-            elif isinstance(action, Masquerade):
-                target = MASQUERADE if not uncertain else UNKNOWN
-            elif isinstance(action, Verdict) and action.kind in ("accept", "drop"):
-                left = left.subtract(hit) if not uncertain else left
-                if action.kind == "drop" and not uncertain:
-                    decided = decided.union(hit)
-                continue
-            elif action is None:
-                continue
-            else:
-                target = UNKNOWN  # a jump, a map, an action fwmatrix cannot read: the translation is not known
-            out.append((hit, target, origin))
-            left = left.subtract(hit)
-            decided = decided.union(hit)
+        _, done = _walk(reading, table, chain, left, out, 0)
+        decided = decided.union(done)
     return out
+
+
+def _walk(reading: Reading, table, chain, left: Space, out: list, depth: int) -> tuple[Space, Space]:
+    """One chain's rules over `left`: the translations found go to `out`; returns what falls
+    through it (to the rule after the jump, or the chain's policy) and what it decided
+    (translated or dropped). A jump (iptables' own chains: POSTROUTING -j FWM-POSTROUTING) is
+    followed, its return coming back; a goto, a map or a chain too deep is an unknown translation."""
+    decided = returned = Space.empty(left.ifaces)
+    for position, rule in enumerate(chain.rules, start=1):
+        origin = rule.origin or f"{table.family} {table.name} {chain.name} rule {position}"
+        found = rule_space(reading, table, rule, origin)
+        if found is None or not left:
+            continue
+        space, uncertain = found
+        hit = left.intersect(space)
+        if not hit:
+            continue
+        action = rule.action
+        if isinstance(action, Jump) and not action.goto and not uncertain and depth < MAX_JUMP_DEPTH \
+                and any(c.name == action.chain and c.hook is None for c in table.chains):
+            back, done = _walk(reading, table, table.chain(action.chain), hit, out, depth + 1)
+            left = left.subtract(hit).union(back)
+            decided = decided.union(done)
+            continue
+        if isinstance(action, Verdict) and action.kind == "return":
+            if not uncertain:  # back to the caller, the rest of this chain skipped
+                returned = returned.union(hit)
+                left = left.subtract(hit)
+            continue
+        if isinstance(action, SnatAction):
+            target: str | None = str(action.address.ip) if not uncertain else UNKNOWN
+        elif isinstance(action, Masquerade):
+            target = MASQUERADE if not uncertain else UNKNOWN
+        elif isinstance(action, Verdict) and action.kind in ("accept", "drop"):
+            left = left.subtract(hit) if not uncertain else left
+            if action.kind == "drop" and not uncertain:
+                decided = decided.union(hit)
+            continue
+        elif action is None:
+            continue
+        else:
+            target = UNKNOWN  # a goto, a map, an action fwmatrix cannot read: the translation is not known
+        out.append((hit, target, origin))
+        left = left.subtract(hit)
+        decided = decided.union(hit)
+    return left.union(returned), decided
 
 
 def _as_flow(snat: Snat) -> Flow:
