@@ -168,13 +168,13 @@ def explain(j: Judgement, r: ProbeResult) -> str:
     return f"{r.probe}\n    kernel:    {r.outcome()}\n    evaluator: {j}"
 
 
-def query_verdict(ruleset: Ruleset, lab: Lab, p: Probe) -> str:
+def query_verdict(ruleset: Ruleset, lab: Lab, p: Probe, own: OwnAddresses) -> str:
     """What `fwmatrix query` says of the probe (the lab routes every address, a translated
-    one too, out of the probe's `oif`)."""
+    one too, out of the probe's `oif`), knowing the firewall's addresses as the evaluator does."""
     family = ipaddress.ip_address(p.src).version
     proto = "icmpv6" if p.proto == "icmp" and family == 6 else p.proto
     packet = Packet(IPAddress(p.src), IPAddress(p.dst), ServicePart(proto, None if p.dport is None else PortRange(p.dport, p.dport)))
-    return query_ruleset(ruleset, list(lab.links), packet, p.iif, p.oif, lambda _: p.oif, local=False).verdict
+    return query_ruleset(ruleset, list(lab.links), packet, p.iif, p.oif, lambda _: p.oif, local=False, own=own).verdict
 
 
 def check_agreement(lab: Lab, ruleset: Ruleset, probes: Iterable[Probe], case: str, query: bool = False,
@@ -184,7 +184,8 @@ def check_agreement(lab: Lab, ruleset: Ruleset, probes: Iterable[Probe], case: s
     "uncertain" where the evaluator's is not compared). `own`: the firewall's addresses
     the evaluator knows (default: all of the lab firewall's, see `lab_own_addresses`)."""
     started, rounds = time.monotonic(), lab.rounds
-    effective = evaluate(ruleset, interfaces_of(ruleset, list(lab.links)), own=lab_own_addresses(lab) if own is None else own)
+    own = lab_own_addresses(lab) if own is None else own
+    effective = evaluate(ruleset, interfaces_of(ruleset, list(lab.links)), own=own)
     judged: list[tuple[Probe, Judgement]] = []
     for p in dict.fromkeys(probes):
         j = judge(effective, p)
@@ -207,7 +208,7 @@ def check_agreement(lab: Lab, ruleset: Ruleset, probes: Iterable[Probe], case: s
         if disagrees(j, r):
             tally.disagreements.append(explain(j, r))
         if query:
-            said = query_verdict(ruleset, lab, r.probe)
+            said = query_verdict(ruleset, lab, r.probe, own)
             kernel = "uncertain" if j.forwarded is None else "allowed" if r.delivered and r.arrived else "denied"
             if said != kernel:
                 tally.disagreements.append(f"{r.probe}\n    kernel:    {r.outcome()} ({kernel})\n    query:     {said}")
@@ -1059,10 +1060,10 @@ def test_destination_is_local_with_the_firewalls_addresses(backend: str) -> None
             live = lab.read_iptables()
         every = lab_own_addresses(lab)
         assert IPNetwork(PUBLIC) in every.networks
-        complete = check_agreement(lab, live, LOCAL_PROBES, f"local destination ({backend}, all addresses known)", own=every)
-        public_only = check_agreement(lab, live, LOCAL_PROBES, f"local destination ({backend}, the public one known)",
+        complete = check_agreement(lab, live, LOCAL_PROBES, f"local destination ({backend}, all addresses known)", query=True, own=every)
+        public_only = check_agreement(lab, live, LOCAL_PROBES, f"local destination ({backend}, the public one known)", query=True,
                                       own=OwnAddresses((IPNetwork(PUBLIC),)))
-        unknown = check_agreement(lab, live, LOCAL_PROBES, f"local destination ({backend}, none known)", own=UNKNOWN)
+        unknown = check_agreement(lab, live, LOCAL_PROBES, f"local destination ({backend}, none known)", query=True, own=UNKNOWN)
     assert_agreement(complete)
     assert complete.uncertain == 0 and complete.translated == 2 and complete.forwarded == 4, complete.summary()
     assert_agreement(public_only)
