@@ -306,3 +306,33 @@ def test_a_port_range_crossing_port_forwards_is_answered_per_sub_range(backend: 
     assert [(a["packet"]["ports"], a["verdict"], nat(a)) for a in report["answers"]] == [
         ([5000, 5059], itself, None), ([5060, 5060], "allowed", "172.16.10.21"),
         ([5061, 9999], itself, None), ([10000, 10005], "allowed", "172.16.10.22")]
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("backend", ["nftables", "iptables"])
+def test_verdicts_to_the_firewall_itself_agree_with_the_kernel(backend: str, tmp_path: Path) -> None:
+    """examples/perimeter in the lab: every probe to 'perimeter' itself (its own services, its
+    management access, the ports next to them and a port nothing opens, from behind each
+    interface) answered by the kernel, and asked of `fwmatrix query` on the same compiled ruleset."""
+    require_kernel()
+    from fwmatrix.ops.lab import FIREWALL
+    from fwmatrix.ops.labrun import run_lab
+
+    matrix = str(ROOT / "examples" / "perimeter" / "matrix.yaml")
+    report = run_lab(build_intent(load_matrix(matrix)), "perimeter", backend)
+    runner = CliRunner()
+    assert runner.invoke(main, ["compile", matrix, "--backend", backend, "--out-dir", str(tmp_path)]).exit_code == 0
+    files = ["perimeter.nft"] if backend == "nftables" else ["perimeter.ipt4", "perimeter.ipt6"]
+    rules = ["-f", "perimeter"] + [a for f in files for a in ("-r", str(tmp_path / f))]
+    seen: list[str] = []
+    for result in report.results:
+        for r in result.results:
+            p = r.probe
+            if p.oif != FIREWALL:
+                continue
+            kernel = "allowed" if r.reached else "denied"
+            out = runner.invoke(main, ["query", matrix, "--from", p.src, "--to", p.dst, "--service", f"{p.proto}/{p.dport}", "--format", "json", *rules])
+            said = json.loads(out.output)["verdict"]
+            assert said == kernel, (str(p), r.outcome(), out.output)
+            seen.append(kernel)
+    assert seen.count("allowed") >= 2 and seen.count("denied") >= 3, seen  # services and management; closed ports
