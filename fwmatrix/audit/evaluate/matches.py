@@ -256,9 +256,19 @@ def _implied(full: Space, fields: tuple[str, ...]) -> Space:
     return full.intersect(full.make(**bounds)) if bounds else full
 
 
+# why a match on these fields is judged both ways, for the finding
+WHY_UNMODELLED = {
+    "exthdr": "an IPv6 extension header, which the audit's packets do not carry; a rule that does more than drop with it "
+              "could let such packets through",
+    "hoplimit": "the hop limit, which the matrix does not fix for forwarded packets",
+    "ttl": "the TTL, which the matrix does not fix for forwarded packets",
+}
+
+
 def _match_text(match: Match) -> str:
     values = ", ".join(" . ".join(str(v) for v in key) for key in match.values) or f"@{match.set_name}"
-    return f"a match on {' . '.join(match.fields)} {'!=' if match.negate else '=='} {values}"
+    why = "".join(f" ({WHY_UNMODELLED[f]})" for f in match.fields if f in WHY_UNMODELLED)
+    return f"a match on {' . '.join(match.fields)} {'!=' if match.negate else '=='} {values}{why}"
 
 
 def _unmodelled(match: Match) -> bool:
