@@ -407,27 +407,61 @@ def _ports_text(dport: Intervals) -> str:
 
 
 class _Sorted:
-    """Boxes of one interface pair and one size class, sorted by where an address side starts."""
+    """Boxes of one interface pair and one size class, sorted by where an address side starts
+    (equal starts in the order they came: what inserting each at bisect_right gives)."""
 
-    __slots__ = ("starts", "boxes")
+    __slots__ = ("_starts", "_boxes", "_tail")
 
     def __init__(self) -> None:
-        self.starts: list[int] = []
-        self.boxes: list[Box] = []
+        self._starts: list[int] = []
+        self._boxes: list[Box] = []
+        self._tail: list[tuple[int, Box]] = []  # added since the last read
 
     def add(self, start: int, box: Box) -> None:
-        # kept sorted on insertion: lookups and additions interleave (a chain's
-        # undecided packets shrink rule by rule), so sorting on lookup would repeat
-        if not self.starts or start >= self.starts[-1]:
-            self.starts.append(start)
-            self.boxes.append(box)
-            return
-        at = bisect_right(self.starts, start)
-        self.starts.insert(at, start)
-        self.boxes.insert(at, box)
+        # sorted when read: an index built whole (an intersection's, a combine's) is sorted
+        # once, not by one list.insert per box (quadratic at 100,000 rules)
+        self._tail.append((start, box))
+
+    def _sort(self) -> None:
+        tail = self._tail
+        if len(tail) <= SMALL_TAIL:  # a chain's walk adds a rule's boxes between reads
+            starts, boxes = self._starts, self._boxes
+            for start, box in tail:
+                if not starts or start >= starts[-1]:
+                    starts.append(start)
+                    boxes.append(box)
+                else:
+                    at = bisect_right(starts, start)
+                    starts.insert(at, start)
+                    boxes.insert(at, box)
+        else:  # a stable sort keeps equal starts in the order they came, as the insertions would
+            pairs = sorted([*zip(self._starts, self._boxes), *tail], key=_first)
+            self._starts = [start for start, _ in pairs]
+            self._boxes = [box for _, box in pairs]
+        tail.clear()
+
+    @property
+    def starts(self) -> list[int]:
+        if self._tail:
+            self._sort()
+        return self._starts
+
+    @property
+    def boxes(self) -> list[Box]:
+        if self._tail:
+            self._sort()
+        return self._boxes
 
     def window(self, low: int, high: int) -> list[Box]:
-        return self.boxes[bisect_left(self.starts, low) : bisect_right(self.starts, high)]
+        starts = self.starts
+        return self._boxes[bisect_left(starts, low) : bisect_right(starts, high)]
+
+
+SMALL_TAIL = 16  # up to this many new boxes are inserted one by one; more, and the group is sorted again
+
+
+def _first(pair: tuple[int, Box]) -> int:
+    return pair[0]
 
 
 def _size_class(low: int, high: int) -> int:
