@@ -141,6 +141,13 @@ ND_CASES = {
     # router solicitations, so the first packets pass; the audit calls that unreliable, not dead)
     "nd-accepted": ('table inet host {\n chain input {\n  type filter hook input priority 0; policy drop;\n'
                     '  ct state established,related accept\n  icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept\n }\n}\n', set()),
+    # accepted only with the hop limit every ND message carries (255, as ufw does): IPv6 works;
+    # only with another hop limit: none of it is accepted, IPv6 is dead
+    "nd-hoplimit-255": ('table inet host {\n chain input {\n  type filter hook input priority 0; policy drop;\n'
+                        '  ct state established,related accept\n  icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } ip6 hoplimit 255 accept\n }\n}\n', set()),
+    "nd-hoplimit-1": ('table inet host {\n chain input {\n  type filter hook input priority 0; policy drop;\n'
+                      '  ct state established,related accept\n  icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } ip6 hoplimit 1 accept\n }\n}\n',
+                      {"internet-to-web", "lan-to-web"}),
 }
 ND_PROBES = {  # opening -> its IPv6 probe and, for contrast, its IPv4 one
     "internet-to-web": (Probe("wan0", "dmz0", "2001:db8:ffff::7", "fd00:10::10", "tcp", 443), Probe("wan0", "dmz0", "198.51.100.7", "172.16.10.10", "tcp", 443)),
