@@ -65,6 +65,7 @@ from fwmatrix.backends.pf.own import OwnAddresses
 from fwmatrix.backends.pf.overlap import _LOOPBACK_RE, _NEVER_FORWARDED, _PORTS_ALL, _port_set, _ports_contain
 from fwmatrix.backends.pf.reader import _Reader
 from fwmatrix.backends.pf.readlocal import input_chain
+from fwmatrix.backends.pf.natout import out_rule
 from fwmatrix.backends.pf.readnat import source_nat_chain
 from fwmatrix.backends.pf.tags import (
     _TRANSLATED, Alts, _aside, _applies, _is_pass_rdr, _passes_in, _TagInfo, _Tags, _translates_and_passes, _verdict,
@@ -136,6 +137,7 @@ class _Builder(_Tags):
         self._file_position = {id(r): k for k, r in enumerate(self.flat)}
         self._images: list[tuple[int, list[_Rule], _Target]] = []
         self._decided_by: dict[int, _Rule] = {}
+        self._own_chains: list[Chain] = []  # out rules that see a translated source (natout.py)
         self._local = False  # reading the in rules for the firewall itself (readlocal.py): its addresses are destinations
 
     def ruleset(self) -> Ruleset:
@@ -151,6 +153,7 @@ class _Builder(_Tags):
         postrouting = source_nat_chain(self, list(chains[-1 if local is None else -2].rules))
         if postrouting:
             chains.append(Chain("snat", tuple(postrouting), hook="postrouting", type="nat", priority=PRIORITY_SRCNAT, policy="accept"))
+        chains += self._own_chains
         return Ruleset((Table("inet", PARSED_TABLE, tuple(chains)),))
 
     # -- emitting IR rules ---------------------------------------------------------------
@@ -334,11 +337,17 @@ class _Builder(_Tags):
                 out += self._emit(item.parts, chain, Verdict("drop"), item.origin, comment="translated by this rule (see its image above)")
             else:
                 rules = self._tagged_unknowns(item, chain) + self._untranslated_unknowns(item, chain) + self._snat_unknowns(item, chain)
-                own = self._emit(item.parts, chain, _verdict(item), item.origin)
+                own, own_chain = out_rule(self, item, chain, f"{chain}-{len(self._own_chains)}")
                 self._decided_by.update((id(r), item) for r in own)  # (source_nat_chain: which rule passed them)
                 rules += own
-                if chain == "out" and any(_is_unmodelled(r) for r in rules) and not self._reaches_out(item):
+                inner = list(own_chain.rules) if own_chain is not None else []
+                # (a translated source may be any: what reaches it is judged without its source)
+                seen = item if own_chain is None else replace(item, src=None, sport=None, parents=tuple(
+                    replace(p, src=None, sport=None) for p in item.parents))
+                if chain == "out" and any(_is_unmodelled(r) for r in rules + inner) and not self._reaches_out(seen):
                     continue  # no packet it could judge passed in: what it cannot tell decides nothing
+                if own_chain is not None:
+                    self._own_chains.append(own_chain)
                 out += rules
         return out
 
@@ -481,6 +490,8 @@ class _Builder(_Tags):
         the packets such a translation may take, the rule's verdict is left open (it stays
         exact for the others, after this)."""
         sees_source = any(p.src is not None or p.sport is not None for p in rule.parts)
+        if chain == "out" and sees_source:
+            return []  # natout.py follows them
         if not sees_source and rule.tagged is None:
             return []
         at = self._file_position.get(id(rule), 0)

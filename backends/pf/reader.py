@@ -349,8 +349,8 @@ class _Reader:
                 address = None  # a port range mapped to a range (`:*`), or a name not known
             else:
                 port = PortRange(number, number)
-        self._pool_options(c)
-        return _Target(address, port, text)
+        static = self._pool_options(c)
+        return _Target(address, port, text, static)
 
     def _route(self, c: _Cursor) -> str:
         word = c.next("route-to")
@@ -359,12 +359,16 @@ class _Reader:
         return f"{word}{target} (the packet may leave by another route)"
 
     @staticmethod
-    def _pool_options(c: _Cursor) -> None:
+    def _pool_options(c: _Cursor) -> bool:
+        """Reads the pool options; whether one was `static-port`."""
+        static = False
         while c.peek() in _POOL_OPTIONS or c.peek() == "source-hash":
+            static = static or c.peek() == "static-port"
             # pfctl's `source-hash [key]`: the key is any word that is no keyword — `0x` and 32 hex
             # digits, or a string it hashes (fwbuilder's own pf tests write `source-hash hex-key`)
             if c.next("") == "source-hash" and _is_hash_key(c.peek()):
                 c.next("the hash key")
+        return static
 
     # -- rules ---------------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from fwmatrix.backends.pf.syntax import _Rule, _Target
 from fwmatrix.backends.pf.tags import _applies
-from fwmatrix.ir import Action, Masquerade, Match, Rule, Snat, UnmodelledAction, Verdict
+from fwmatrix.ir import Action, Jump, Masquerade, Match, Rule, Snat, UnmodelledAction, Verdict
 
 if TYPE_CHECKING:
     from fwmatrix.backends.pf.convert import _Builder
@@ -38,7 +38,7 @@ def source_nat_chain(builder: _Builder, out_rules: list[Rule]) -> list[Rule]:
     out: list[Rule] = []
     old_style = {id(r) for r in builder.reader.source_nats}
     for nat in before:
-        condition = [replace(p, action="match", snat=False, nat_to=None, tag=None, rdr=None, passes=False) for p in nat.parts]
+        condition = nat_condition(nat)
         unknown = UnmodelledAction(f"{nat.origin} translates the source before the filter rules decide: fwmatrix does not follow it")
         for chain in ("out", "in"):
             if _applies(condition, chain):
@@ -54,8 +54,17 @@ def source_nat_chain(builder: _Builder, out_rules: list[Rule]) -> list[Rule]:
     return out
 
 
+def nat_condition(nat: _Rule) -> list[_Rule]:
+    """The packets a translation rule matches, as a rule that only matches."""
+    return [replace(p, action="match", snat=False, nat_to=None, tag=None, rdr=None, passes=False) for p in nat.parts]
+
+
 def _translation(builder: _Builder, rule: Rule, passing: _Rule | None) -> Action:
     action = rule.action
+    if isinstance(action, Jump):  # an out rule that sees a translated source (natout.py): it translates nothing itself
+        if any(r.snat and r.action == "pass" for r in builder.rules):
+            return UnmodelledAction(f"{rule.origin} leaves some packets to later rules, which may translate them: fwmatrix does not follow it")
+        return Verdict("accept")
     if isinstance(action, Verdict) and action.kind in ("drop", "reject"):
         return Verdict("accept")  # the packet does not leave: untranslated (the forward chain drops it; a nat chain's drop is not modelled)
     if passing is None or not passing.snat or not isinstance(action, Verdict) or action.kind != "accept":

@@ -47,6 +47,7 @@ class _Target:
     address: IPNetwork | None
     port: PortRange | None
     text: str
+    static_port: bool = False  # `static-port`: a source translation keeps the source port
 
 
 @dataclass(frozen=True)
