@@ -615,26 +615,38 @@ def test_audit_finds_pf_drifts_of_snat_and_input(intent) -> None:
     assert sorted((f.kind, f.opening.name if f.opening else "") for f in nft_report.findings) == kinds, [f.to_json() for f in nft_report.findings]
 
 
-def test_pf_old_style_nat_is_judged_as_the_matrix_source_nat(intent) -> None:
-    """FreeBSD's `nat on IF ... -> ADDRESS` / `-> (IF)` (before the filter rules) in place of the
-    pass-out rules' nat-to: the same translations, judged exactly — no `nat` finding — and a wrong
-    address is found as for nftables. (The out rules, which test the source, then see the
-    translated one: judged both ways, so `missing` and `unmodelled` findings are not asserted.)"""
+def _old_style_nat(intent, out_from: str, target: str = "203.0.113.10") -> str:
+    """The compiled pf.conf with FreeBSD's `nat on IF ... -> ADDRESS` / `-> (IF)` (before the
+    filter rules) in place of the pass-out rules' nat-to, the pass-out rules matching the source
+    as it arrived (`out_from="original"`) or as translated (`"translated"`)."""
     conf = pf.render(compile_firewall(intent, intent.firewalls["perimeter"]), "openbsd")
     lines, nats = [], []
     for line in conf.splitlines():
-        found = re.match(r"(pass out quick on \$wan0_if inet proto \w+ from \S+ to any port .*?) nat-to (\S+) (received-on .*)$", line)
+        found = re.match(r"(pass out quick on \$wan0_if inet proto \w+ from )(\S+)( to any port .*?) nat-to (\S+) (received-on .*)$", line)
         if found:
-            nats.append(found[1].replace("pass out quick on", "nat on") + " -> " + found[2])
-            line = f"{found[1]} {found[3]}"
+            to = found[4].replace("203.0.113.10", target)
+            nats.append(f"{found[1].replace('pass out quick on', 'nat on')}{found[2]}{found[3]} -> {to}")
+            line = f"{found[1]}{found[2] if out_from == 'original' else to}{found[3]} {found[5]}"
         lines.append(line)
     assert len(nats) == 3 and any(n.endswith("-> ($wan0_if)") for n in nats)
     first = next(i for i, line in enumerate(lines) if line.startswith(("pass", "block")))
-    text = "\n".join(lines[:first] + nats + lines[first:]) + "\n"
-    assert [f for f in _pf_audit(intent, "perimeter", text).findings if f.kind == "nat"] == []
-    drifted = _pf_audit(intent, "perimeter", text.replace("-> 203.0.113.10", "-> 203.0.113.99")).findings
+    return "\n".join(lines[:first] + nats + lines[first:]) + "\n"
+
+
+def test_pf_old_style_nat_is_judged_as_the_matrix_source_nat(intent) -> None:
+    """Old-style nat translates before the filter rules, which see the translated source (pf.conf(5),
+    TRANSLATION): pass-out rules from the translated source (203.0.113.10, ($wan0_if), wan0's
+    address known from the matrix) audit clean, and a wrong address is found as for nftables.
+    Pass-out rules from the source as it arrived never match what the nat rules translated: pf
+    forwards none of it, and the audit says so (missing), exactly."""
+    report = _pf_audit(intent, "perimeter", _old_style_nat(intent, "translated"))
+    assert report.findings == [], [f.to_json() for f in report.findings]
+    drifted = _pf_audit(intent, "perimeter", _old_style_nat(intent, "translated", "203.0.113.99")).findings
     (nat,) = [f for f in drifted if f.kind == "nat"]
     assert nat.opening.name == "lan-browsing" and all("translated to 203.0.113.99, not 203.0.113.10" in r for r in nat.regions)
+    untranslated = _pf_audit(intent, "perimeter", _old_style_nat(intent, "original")).findings
+    assert {f.opening.name for f in untranslated if f.kind == "missing"} >= {"lan-browsing", "guest-browsing"}
+    assert [f for f in untranslated if f.kind in ("unmodelled", "nat")] == []
 
 
 def test_pf_source_nat_fwmatrix_cannot_follow_is_a_nat_finding(intent) -> None:
