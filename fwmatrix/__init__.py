@@ -1,3 +1,3 @@
 """fwmatrix: a firewall connectivity matrix kept as data, compiled and audited."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

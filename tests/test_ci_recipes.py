@@ -406,7 +406,7 @@ def test_pre_commit_hooks(repo: Repo) -> None:
 
 # -- the version the recipes pin ----------------------------------------------------------------
 
-# a pinned fwmatrix: a tagged git URL (...@v0.1.0), a pre-commit `rev:`, a requirement (fwmatrix==0.1.0)
+# a pinned fwmatrix: a tagged git URL (...@v0.2.0), a pre-commit `rev:`, a requirement (fwmatrix==0.2.0)
 PIN = re.compile(r"(?:@v|\brev:\s*v?|\bfwmatrix\s*(?:==|~=|>=|<=)\s*)(\d+\.\d+\.\d+[\w.+-]*)")
 PINNING = [HOOKS, GITHUB, GITLAB, RECIPES / "README.md", ROOT / "README.md", ROOT / "ansible" / "fwmatrix" / "fwmatrix" / "README.md",
            *sorted((ROOT / "docs").glob("*.md"))]

@@ -205,7 +205,7 @@ def test_pf_dialect_option(tmp_path) -> None:
 def test_python_dash_m_fwmatrix_is_the_command(tmp_path) -> None:
     """`python -m fwmatrix` (fwmatrix/__main__.py) answers as the console script does, under its name."""
     version = subprocess.run([sys.executable, "-m", "fwmatrix", "--version"], capture_output=True, text=True, cwd=tmp_path)
-    assert (version.returncode, version.stdout) == (0, "fwmatrix, version 0.1.0\n")
+    assert (version.returncode, version.stdout) == (0, "fwmatrix, version 0.2.0\n")
     by_module = subprocess.run([sys.executable, "-m", "fwmatrix", "check", str(SEED), "--no-kernel"], capture_output=True, text=True, cwd=tmp_path)
     assert by_module.returncode == 0, by_module.stderr
     assert "matrix 'contact-highway-7' is valid" in by_module.stdout and "8 openings" in by_module.stdout
