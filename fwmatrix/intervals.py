@@ -116,9 +116,21 @@ def iv_sub(a: Intervals, b: Intervals) -> Intervals:
 
 
 def iv_overlaps(a: Intervals, b: Intervals) -> bool:
+    """`bool(iv_and(a, b))`, walking both lists to the first overlap without building the intersection
+    (lint asks this of every pair of meeting boxes)."""
     if not a or not b or a[-1][1] < b[0][0] or b[-1][1] < a[0][0]:
         return False
-    return bool(iv_and(a, b))
+    i = j = 0
+    while i < len(a) and j < len(b):
+        a_low, a_high = a[i]
+        b_low, b_high = b[j]
+        if a_low <= b_high and b_low <= a_high:
+            return True
+        if a_high < b_high:
+            i += 1
+        else:
+            j += 1
+    return False
 
 
 def iv_size(a: Intervals) -> int:

@@ -153,10 +153,11 @@ def lint(intent: Intent, today: date | None = None, expiring_within: int = DEFAU
     accepts are marked."""
     matrix = intent.matrix
     today = today or date.today()
+    spaces = _flow_spaces(intent)
     findings = (
-        _dmz_to_internet(intent)
+        _dmz_to_internet(intent, spaces)
         + _no_firewall(intent)
-        + _redundant(intent)
+        + _redundant(intent, spaces)
         + _broad(intent)
         + _unused(matrix)
         + expiry_findings(matrix, today, expiring_within, LintFinding)
@@ -182,19 +183,28 @@ def fail(report: LintReport, threshold: str) -> bool:
     return any_reaches((f.level for f in report.standing), threshold)
 
 
+def _flow_spaces(intent: Intent) -> dict[str, list[Space]]:
+    """Each firewall's flows as packet spaces (NEW connections), in the order of its flows: made
+    once, for the DMZ check and the redundant one."""
+    out: dict[str, list[Space]] = {}
+    for fw_name, fw in intent.firewalls.items():
+        full = Space.full(Interfaces.of(fw.firewall.interfaces))
+        out[fw_name] = [flow_space(full, flow, CT_NEW) for flow in fw.flows]
+    return out
+
+
 # -- DMZ towards the internet -------------------------------------------------------
 
 
-def _dmz_to_internet(intent: Intent) -> list[LintFinding]:
+def _dmz_to_internet(intent: Intent, spaces: dict[str, list[Space]]) -> list[LintFinding]:
     found: dict[int, tuple[Opening, list[str]]] = {}
     for fw_name, fw in intent.firewalls.items():
         ifaces = Interfaces.of(fw.firewall.interfaces)
         outward = _inside_to_internet(intent, fw_name, ifaces)
         if not outward:
             continue
-        full = Space.full(ifaces)
-        for flow in fw.flows:
-            if flow_space(full, flow, CT_NEW).intersect(outward):
+        for flow, space in zip(fw.flows, spaces[fw_name]):
+            if space.intersect(outward):
                 entry = found.setdefault(flow.opening.index, (flow.opening, []))
                 hop = f"{fw_name}: {flow.in_iface} → {flow.out_iface}"
                 if hop not in entry[1]:
@@ -301,14 +311,13 @@ def _covered_whole(boxes: list[Box], others: Iterable[Box]) -> bool:
     return all(any(may_contain(b, a) and b.contains(a) for b in others) for a in boxes)
 
 
-def _layers(intent: Intent) -> list[_Layer]:
+def _layers(intent: Intent, spaces: dict[str, list[Space]]) -> list[_Layer]:
     layers: list[_Layer] = []
-    for fw in intent.firewalls.values():
+    for fw_name, fw in intent.firewalls.items():
         ifaces = Interfaces.of(fw.firewall.interfaces)
-        full = Space.full(ifaces)
         flows = _Layer()
-        for flow in fw.flows:
-            flows.add(flow.opening.index, flow_space(full, flow, CT_NEW).boxes)
+        for flow, space in zip(fw.flows, spaces[fw_name]):
+            flows.add(flow.opening.index, space.boxes)
         forwards: dict[tuple[str, int | None], _Layer] = {}
         for dnat in fw.dnats:
             forwards.setdefault((str(dnat.target), dnat.target_port), _Layer()).add(dnat.opening.index, _dnat_boxes(ifaces, dnat))
@@ -329,12 +338,12 @@ def _dnat_boxes(ifaces: Interfaces, dnat: Dnat) -> list[Box]:
 MINIMIZE_UP_TO = 16  # covering openings; beyond that all are named (trying each would cost too much)
 
 
-def _redundant(intent: Intent) -> list[LintFinding]:
+def _redundant(intent: Intent, spaces: dict[str, list[Space]]) -> list[LintFinding]:
     """Openings covered by the others. Later rows are tried first, and an opening found
     redundant no longer covers the ones before it, so every reported opening can be
     removed at once without changing what is open; each is named with a few of the
     openings that stay and cover it."""
-    layers = _layers(intent)
+    layers = _layers(intent, spaces)
     openings = {o.index: o for o in intent.matrix.openings}
     placed: dict[int, list[_Layer]] = {index: [] for index in openings}  # opening -> the layers it has boxes in
     for layer in layers:
