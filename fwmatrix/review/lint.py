@@ -239,6 +239,9 @@ class _Layer:
     def __init__(self) -> None:
         self.boxes: dict[int, list[Box]] = {}  # opening index -> boxes
         self.owner: dict[int, int] = {}  # id(box) -> opening index
+        # id(box) -> (owner, iif, oif, ct, and each dimension's outer bounds): _meeting tests every
+        # candidate the index returns on these, one lookup instead of a dozen attribute reads
+        self.bounds: dict[int, tuple[int, ...]] = {}
         self.index = BoxIndex()
         self.meeting: dict[int, dict[int, tuple[int, Box]]] = {}  # see _meeting
 
@@ -246,6 +249,8 @@ class _Layer:
         self.boxes.setdefault(opening, []).extend(boxes)
         for box in boxes:
             self.owner[id(box)] = opening
+            self.bounds[id(box)] = (opening, box.iif, box.oif, box.ct, box.src[0][0], box.src[-1][1], box.dst[0][0], box.dst[-1][1],
+                                    box.dport[0][0], box.dport[-1][1], box.proto[0][0], box.proto[-1][1])
             self.index.add(box)
 
     def covering(self, opening: int, excluded: set[int]) -> set[int] | None:
@@ -265,20 +270,17 @@ class _Layer:
         found = self.meeting.get(opening)
         if found is None:
             found = self.meeting[opening] = {}
-            owner_of = self.owner
+            bounds = self.bounds
             for a in self.boxes[opening]:
-                # may_overlap(a, b), inline: this loop runs for every candidate the index returns
-                iif, oif, ct = a.iif, a.oif, a.ct
-                src_low, src_high, dst_low, dst_high = a.src[0][0], a.src[-1][1], a.dst[0][0], a.dst[-1][1]
-                port_low, port_high, proto_low, proto_high = a.dport[0][0], a.dport[-1][1], a.proto[0][0], a.proto[-1][1]
+                # may_overlap(a, b) on the bounds, inline: this loop runs for every candidate the index returns
+                _, iif, oif, ct, src_low, src_high, dst_low, dst_high, port_low, port_high, proto_low, proto_high = bounds[id(a)]
                 for b in self.index.overlapping(a):
-                    if (iif & b.iif and oif & b.oif and ct & b.ct
-                            and b.dst[0][0] <= dst_high and dst_low <= b.dst[-1][1] and b.src[0][0] <= src_high and src_low <= b.src[-1][1]
-                            and b.dport[0][0] <= port_high and port_low <= b.dport[-1][1]
-                            and b.proto[0][0] <= proto_high and proto_low <= b.proto[-1][1]):
-                        owner = owner_of[id(b)]
-                        if owner != opening and _meets(a, b):
-                            found[id(b)] = (owner, b)
+                    owner, b_iif, b_oif, b_ct, b_src_low, b_src_high, b_dst_low, b_dst_high, b_port_low, b_port_high, b_proto_low, b_proto_high = bounds[id(b)]
+                    if (owner != opening and iif & b_iif and oif & b_oif and ct & b_ct
+                            and b_dst_low <= dst_high and dst_low <= b_dst_high and b_src_low <= src_high and src_low <= b_src_high
+                            and b_port_low <= port_high and port_low <= b_port_high
+                            and b_proto_low <= proto_high and proto_low <= b_proto_high and _meets(a, b)):
+                        found[id(b)] = (owner, b)
         return found
 
 
