@@ -19,9 +19,16 @@ V4_ALL = ((V4_BASE, V4_BASE + (1 << 32) - 1),)
 ADDR_ALL = ((0, V4_BASE + (1 << 32) - 1),)
 NO_PORT = 65536
 PORTS_ALL = ((0, 65535),)
-PORT_DIM_ALL = ((0, NO_PORT),)
+# ICMP and ICMPv6 packets carry their type and code in the port dimension, past NO_PORT
+# so that no value means both a port and a type: ICMP_BASE + type * 256 + code (a type
+# with any code is one interval)
+ICMP_BASE = NO_PORT + 1
+ICMP_TYPES_ALL = ((ICMP_BASE, ICMP_BASE + 65535),)
+PORT_DIM_ALL = ((0, ICMP_BASE + 65535),)
+PORTLESS_ALL = ((NO_PORT, ICMP_BASE + 65535),)  # a packet without ports: NO_PORT, or any ICMP type and code
 PROTO_ALL = ((0, 255),)
 PORT_PROTOCOLS = ((6, 6), (17, 17), (33, 33), (132, 132), (136, 136))  # tcp, udp, dccp, sctp, udplite
+ICMP_PROTOCOLS = ((1, 1), (58, 58))  # icmp, icmpv6 (either in either family: it is the protocol number)
 CT_STATES = ("new", "established", "related", "invalid", "untracked")
 CT_TRANSLATABLE = ("new", "established", "related")  # the states a DNAT connection can be in
 CT_DNAT_SHIFT = len(CT_STATES)
@@ -30,6 +37,54 @@ CT_DNAT = CT_ALL & ~((1 << CT_DNAT_SHIFT) - 1)  # every translated state
 PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp", 33: "dccp", 136: "udplite", 47: "gre", 50: "esp", 51: "ah"}
 
 Intervals = tuple[tuple[int, int], ...]
+
+# ICMP and ICMPv6 types by number, named as nft lists them (the audit's text says `icmp echo-request`)
+ICMP_NAMES = {
+    0: "echo-reply", 3: "destination-unreachable", 4: "source-quench", 5: "redirect", 8: "echo-request",
+    9: "router-advertisement", 10: "router-solicitation", 11: "time-exceeded", 12: "parameter-problem",
+    13: "timestamp-request", 14: "timestamp-reply", 15: "info-request", 16: "info-reply",
+    17: "address-mask-request", 18: "address-mask-reply",
+}
+ICMPV6_NAMES = {
+    1: "destination-unreachable", 2: "packet-too-big", 3: "time-exceeded", 4: "parameter-problem",
+    128: "echo-request", 129: "echo-reply", 130: "mld-listener-query", 131: "mld-listener-report",
+    132: "mld-listener-done", 133: "nd-router-solicit", 134: "nd-router-advert",
+    135: "nd-neighbor-solicit", 136: "nd-neighbor-advert", 137: "nd-redirect", 138: "router-renumbering",
+    141: "ind-neighbor-solicit", 142: "ind-neighbor-advert", 143: "mld2-listener-report",
+}
+
+
+def icmp_values(icmp_type: int, code: int | None = None) -> Intervals:
+    """The port dimension's values of an ICMP type, with one code or any."""
+    low = ICMP_BASE + icmp_type * 256
+    return ((low, low + 255),) if code is None else ((low + code, low + code),)
+
+
+ECHO_REQUEST = {1: icmp_values(8), 58: icmp_values(128)}  # by protocol: a ping's values
+
+
+def icmp_text(proto: int | None, values: Intervals) -> str:
+    """ICMP types and codes as people read them: 'echo-request', 'redirect code 1', 'types 20-40';
+    'all but redirect' when that is shorter. Names only for one protocol (`proto` 1 or 58)."""
+    names = ICMP_NAMES if proto == 1 else ICMPV6_NAMES if proto == 58 else {}
+    left_out = iv_sub(ICMP_TYPES_ALL, values)
+    if left_out and iv_size(left_out) < iv_size(values):
+        return "all but " + icmp_text(proto, left_out)
+    words = []
+    for low, high in values:
+        low, high = low - ICMP_BASE, high - ICMP_BASE
+        while low <= high:
+            icmp_type, code = divmod(low, 256)
+            name = names.get(icmp_type, f"type {icmp_type}")
+            if code == 0 and high - low >= 255:  # whole types: as many as the interval holds
+                last = (high + 1) // 256 - 1
+                words += [names.get(t, f"type {t}") for t in range(icmp_type, last + 1)] if last - icmp_type < 8 else [f"types {icmp_type}-{last}"]
+                low = (last + 1) * 256
+            else:
+                end = min(high, icmp_type * 256 + 255)
+                words.append(f"{name} code {code}" if end == low else f"{name} codes {code}-{end % 256}")
+                low = end + 1
+    return ",".join(words)
 
 
 def ct_bits(state: str, translated: bool | None = None) -> int:

@@ -17,8 +17,7 @@ Values inside matches and set elements:
   nfproto             -> int (4 or 6: the packet's address family, `meta nfproto`)
   icmp.type           -> int (the ICMP type of an IPv4 packet: 8 echo request)
   icmpv6.type         -> int (the ICMPv6 type: 135 neighbour solicitation, 136 advertisement)
-                         Packet spaces have no ICMP-type dimension: the evaluator judges these
-                         both ways, within ICMP only (the neighbour-discovery check reads them)
+                         Packet spaces carry the type in the port dimension (space.py): exact
   tcp.flags           -> TcpFlags (the TCP flags under a mask equal a value: `--syn`, `tcp flags syn`)
   daddr.type, saddr.type -> str (the address's type in the firewall's routing: 'local', 'unicast',
                          'broadcast', 'multicast', ...; nft `fib daddr type`, iptables `-m addrtype`).

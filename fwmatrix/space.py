@@ -10,8 +10,9 @@ A packet, as a firewall's forward path judges it, has these dimensions:
              both families and a box never mixes them;
   proto      the IP protocol number, 0 .. 255;
   dport      the destination port, 0 .. 65535, or NO_PORT for protocols that
-             have none (ICMP): a box either has port protocols and real ports,
-             or portless protocols and NO_PORT;
+             have none, or for ICMP and ICMPv6 the type and code, ICMP_BASE +
+             type * 256 + code: a box has port protocols and real ports, or
+             ICMP protocols and types, or other protocols and NO_PORT;
   ct         connection tracking: a bitmask over CT_STATES, then the same
              states of connections whose destination this firewall translated
              (`ct status dnat`), which only new, established and related
@@ -36,10 +37,13 @@ from typing import Iterable, Iterator, Sequence
 
 from fwmatrix.intervals import (  # noqa: F401 (the dimensions' values, re-exported)
     V4_BASE, V6_ALL, V4_ALL, ADDR_ALL, NO_PORT, PORTS_ALL, PORT_DIM_ALL, PROTO_ALL, PORT_PROTOCOLS, CT_STATES,
+    ICMP_BASE, ICMP_TYPES_ALL, PORTLESS_ALL, ECHO_REQUEST, ICMP_PROTOCOLS, icmp_values, icmp_text,
     CT_TRANSLATABLE, CT_DNAT_SHIFT, CT_ALL, CT_DNAT, PROTO_NAMES, Intervals, ct_bits, ct_translated, ct_text,
     iv_norm, iv_and, iv_or, iv_sub, iv_overlaps, iv_size, addr_interval, addrs, family_of, addr_text, OTHER,
     Interfaces,
 )
+
+NOT_PORTLESS = iv_or(PORT_PROTOCOLS, ICMP_PROTOCOLS)
 
 # -- boxes and spaces ----------------------------------------------------------------
 
@@ -141,7 +145,11 @@ def physical(iif: int, oif: int, src: Intervals, dst: Intervals, proto: Interval
         ports = iv_and(dport, PORTS_ALL)
         if with_ports and ports:
             out.append(Box(iif, oif, fsrc, fdst, with_ports, ports, ct))
-        portless = iv_sub(proto, PORT_PROTOCOLS)
+        with_types = iv_and(proto, ICMP_PROTOCOLS)
+        types = iv_and(dport, ICMP_TYPES_ALL)
+        if with_types and types:
+            out.append(Box(iif, oif, fsrc, fdst, with_types, types, ct))
+        portless = iv_sub(proto, NOT_PORTLESS)
         if portless and iv_and(dport, ((NO_PORT, NO_PORT),)):
             out.append(Box(iif, oif, fsrc, fdst, portless, ((NO_PORT, NO_PORT),), ct))
     return out
@@ -291,9 +299,10 @@ class Space:
             "source": addr_text(box.src),
             "destination": addr_text(box.dst),
             "protocols": None if box.proto == PROTO_ALL else [PROTO_NAMES.get(p, str(p)) for low, high in box.proto for p in range(low, high + 1)],
-            "ports": None if box.dport in (PORT_DIM_ALL, PORTS_ALL, ((NO_PORT, NO_PORT),)) else [[low, high] for low, high in box.dport if low != NO_PORT],
+            "ports": None if box.dport in (PORT_DIM_ALL, PORTS_ALL, ((NO_PORT, NO_PORT),)) or box.dport[0][0] >= NO_PORT
+            else [[low, high] for low, high in box.dport if low < NO_PORT],
             "state": None if box.ct == CT_ALL else ct_text(box.ct).split(","),
-        }
+        } | ({"icmp": icmp_text(_one_proto(box.proto), box.dport)} if box.dport[0][0] >= ICMP_BASE else {})
 
     def lines(self) -> list[str]:
         return [self.describe(b) for b in self._reading()]
@@ -303,7 +312,7 @@ class Space:
         return tuple(Region(self.describe(b), self.fields(b)) for b in self._reading())
 
     def _reading(self) -> list[Box]:
-        return _whole_protocols(self.simplified().boxes)
+        return _whole_protocols(Space(self.ifaces, _any_type_as_portless(self.boxes)).simplified().boxes)
 
     def __iter__(self) -> Iterator[Box]:
         return iter(self.boxes)
@@ -331,6 +340,16 @@ class Region(str):
 
 _DIMS = ("iif", "oif", "src", "dst", "proto", "dport", "ct")
 _COALESCE = ("dst", "src")  # address sides: rules cut each other there
+
+
+def _any_type_as_portless(boxes: list[Box]) -> list[Box]:
+    """For reading: ICMP of every type as a protocol without ports (not a physical box:
+    only for `describe`), so that it joins the other portless protocols."""
+    return [Box(b.iif, b.oif, b.src, b.dst, b.proto, ((NO_PORT, NO_PORT),), b.ct) if b.dport == ICMP_TYPES_ALL else b for b in boxes]
+
+
+def _one_proto(proto: Intervals) -> int | None:
+    return proto[0][0] if len(proto) == 1 and proto[0][0] == proto[0][1] else None
 
 
 def _whole_protocols(boxes: list[Box]) -> list[Box]:
@@ -397,8 +416,10 @@ def service_text(proto: Intervals, dport: Intervals) -> str:
     protos = []
     for low, high in proto:
         protos += [PROTO_NAMES.get(p, f"proto {p}") for p in range(low, high + 1)] if high - low < 8 else [f"proto {low}-{high}"]
-    if dport in (((NO_PORT, NO_PORT),), PORT_DIM_ALL, PORTS_ALL):
+    if dport in (((NO_PORT, NO_PORT),), PORT_DIM_ALL, PORTS_ALL, ICMP_TYPES_ALL):
         return "+".join(protos)
+    if dport[0][0] >= ICMP_BASE:
+        return f"{'+'.join(protos)} {icmp_text(_one_proto(proto), dport)}"
     return f"{'+'.join(protos)}/{_ports_text(dport)}"
 
 

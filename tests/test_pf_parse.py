@@ -16,6 +16,7 @@ from functools import partial
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import ROOT, SEED
 from fwmatrix.backends import pf
 from hypothesis import HealthCheck, given, settings
@@ -39,7 +40,7 @@ from fwmatrix.ir import (
 )
 from fwmatrix.matrix.loader import load_matrix
 from fwmatrix.matrix.model import PortRange
-from fwmatrix.space import NO_PORT, Space, addr_interval, ct_bits
+from fwmatrix.space import ECHO_REQUEST, NO_PORT, Space, addr_interval, ct_bits
 
 CORPUS = Path(__file__).resolve().parent / "corpus" / "pf"
 EXAMPLES = sorted((ROOT / "examples").glob("*/matrix.yaml"))  # two-firewalls, shared-proxy, ...
@@ -97,10 +98,10 @@ class Judge:
 
     def point(self, iif: str, oif: str, src: str, dst: str, proto: int, dport: int | None, ct: int = 1) -> Space:
         ifaces = self.effective.ifaces
-        port = NO_PORT if dport is None else dport
+        port = ECHO_REQUEST.get(proto, ((NO_PORT, NO_PORT),)) if dport is None else ((dport, dport),)
         return self.full.intersect(self.full.make(
             iif=ifaces.mask(iif), oif=ifaces.mask(oif), src=(addr_interval(IPNetwork(src)),), dst=(addr_interval(IPNetwork(dst)),),
-            proto=((proto, proto),), dport=((port, port),), ct=ct))
+            proto=((proto, proto),), dport=port, ct=ct))
 
     def translate(self, iif: str, oif: str, src: str, dst: str, proto: int, dport: int | None) -> tuple[str, int | None, str]:
         """The destination after DNAT (and the rule that translated, or '')."""
@@ -402,12 +403,12 @@ def round_trip(intent: Intent, firewall: str, text: str) -> AuditReport:
 
 def assert_round_trip(intent: Intent, firewall: str, text: str) -> AuditReport:
     """Zero findings, but for two things of the renderer's. With IPv6, its out rule for the
-    firewall's own neighbour discovery cannot be modelled (`from self` where the matrix gives
-    not all of the firewall's addresses, its icmp6 types where it does); it decides nothing
-    while `self` is not known and no in rule passes icmp6 (the in pass blocks every forwarded
-    packet it could judge), else it is reported as unmodelled, and what depends on it as uncertain
-    (the evaluator, judging it both ways, may also call rules after it shadowed: an issue of
-    the evaluator); the ruleset without it is checked. And its `pass in` pre-filter drops
+    firewall's own neighbour discovery cannot be modelled where the matrix gives not all of
+    the firewall's addresses (`from self`; its icmp6 types are exact); it decides nothing
+    while no in rule passes icmp6 (the in pass blocks every forwarded packet it could judge),
+    else it is reported as unmodelled, and what depends on it as uncertain (the evaluator,
+    judging it both ways, may also call rules after it shadowed: an issue of the evaluator);
+    the ruleset without it is checked. And its `pass in` pre-filter drops
     the output interface, so one in rule can cover another: that shadowing is real, and
     reported."""
     lines = text.splitlines()
@@ -418,9 +419,8 @@ def assert_round_trip(intent: Intent, firewall: str, text: str) -> AuditReport:
         may_pass_icmp6 = any(line.startswith("pass in quick on ") and "inet " not in line and ("icmp6" in line or "proto" not in line)
                              for line in lines)
         fw = intent.matrix.firewalls[firewall]
-        may_pass_icmp6 |= set(fw.addresses) == set(fw.interfaces)  # `self` known: the icmp6 types are what is left
-        # (one finding per construct it holds: `self`, and the icmp6 type judged within icmp6)
-        assert set(unmodelled) == ({f"rendered.conf:{nd}"} if may_pass_icmp6 else set()), findings
+        self_known = set(fw.addresses) == set(fw.interfaces)  # then the rule is exact
+        assert set(unmodelled) == ({f"rendered.conf:{nd}"} if may_pass_icmp6 and not self_known else set()), findings
         if unmodelled:
             assert all(f.kind in ("unmodelled", "shadowed") or "depends on" in f.message for f in findings), findings
             text = "\n".join(lines[:nd - 1] + [""] + lines[nd:]) + "\n"
@@ -440,6 +440,26 @@ def test_rendered_rulesets_audit_clean(path: Path, dialect: str) -> None:
         text = pf.render(ruleset, dialect)
         report = assert_round_trip(intent, firewall, text)
         assert report.openings_checked > 0
+
+
+def test_dual_stack_neighbour_discovery_is_exact_when_self_is_known(tmp_path: Path) -> None:
+    """The renderer's `pass out … from self … icmp6-type { neighbrsol neighbradv }` with every
+    address of the firewall given: `self` is known and the icmp6 types are a packet space's, so
+    the dual-stack ruleset audits with no finding, the rule kept."""
+    doc = yaml.safe_load((ROOT / "examples" / "two-firewalls" / "matrix.yaml").read_text())
+    doc["firewalls"]["perimeter"]["interfaces"] = {
+        "wan0": {"zone": "internet", "address": ["203.0.113.1", "2001:db8:ffff::1"]},
+        "dmz0": {"zone": "dmz", "address": "192.0.2.1"},
+        "dmz6": {"zone": "dmz6", "address": "2001:db8:10::1"},
+        "transit0": {"zone": "transit", "address": "198.51.100.1"},
+    }
+    path = tmp_path / "dual.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    intent, rulesets = compiled(path)
+    for dialect in pf.DIALECTS:
+        text = pf.render(rulesets["perimeter"], dialect)
+        assert neighbour_discovery_line(text) is not None
+        assert round_trip(intent, "perimeter", text).findings == []
 
 
 def test_seed_audits_with_no_finding_at_all() -> None:

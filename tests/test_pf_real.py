@@ -19,6 +19,7 @@ from test_pf_parse import ICMP, TCP, UDP, Judge, chain, net, parse, rules_at, un
 
 from fwmatrix.backends import pf
 from fwmatrix.errors import FwmatrixError
+from fwmatrix.intervals import icmp_values
 
 ADDRESSES = {"em0": ["192.0.2.1/24", "192.0.2.9/24", "2001:db8::1/64"], "em1": ["10.0.0.1/24"]}
 
@@ -278,11 +279,12 @@ def test_an_icmp_code_or_an_unknown_name_stays_unmodelled(option: str) -> None:
 
 
 def test_an_icmp_type_rule_passes_no_other_protocol() -> None:
-    """The type implies icmp: tcp meets the block; within icmp the evaluator judges the type
-    both ways (packet spaces do not divide icmp by type)."""
+    """The type implies icmp: tcp meets the block; within icmp the type is exact (packet
+    spaces carry it): an echo request passes, an echo reply (type 0) is blocked."""
     judge = Judge(parse("block all\npass in quick on em1 proto icmp icmp-type echoreq\npass out quick on em0\n"), ("em0", "em1"))
     assert judge.fate("em1", "em0", "10.0.0.5", "198.51.100.1", TCP, 80) == "block"
-    assert judge.fate("em1", "em0", "10.0.0.5", "198.51.100.1", ICMP) == "maybe"
+    assert judge.fate("em1", "em0", "10.0.0.5", "198.51.100.1", ICMP) == "pass"
+    assert judge.fate("em1", "em0", "10.0.0.5", "198.51.100.1", ICMP, icmp_values(0)[0][0]) == "block"
 
 
 # -- what passes by default (pf.conf(5), PACKET FILTERING: a packet no rule matches passes, keeping no state)

@@ -10,18 +10,19 @@ from netaddr import IPNetwork
 
 import fwmatrix.space as space_module
 from fwmatrix.space import (
-    ADDR_ALL, NO_PORT, V4_BASE, Interfaces, Space, addr_text, addrs, iv_and, iv_norm, iv_or, iv_sub, physical, service_text,
+    ADDR_ALL, ICMP_TYPES_ALL, NO_PORT, PORT_DIM_ALL, PROTO_ALL, V4_BASE, icmp_values, Interfaces, Space, addr_text, addrs, iv_and, iv_norm, iv_or, iv_sub, physical, service_text,
 )
 
 IFACES = Interfaces.of(["wan0", "dmz0"])  # wan0? sorted: dmz0, wan0, lo, other
 ADDRS = [V4_BASE + 10, V4_BASE + 11, V4_BASE + 12, 5, 6, 7]  # three IPv4, three IPv6 addresses
-PROTOS = [1, 6, 17]
-PORTS = [22, 23, 24, NO_PORT]
+PROTOS = [1, 6, 17, 47]  # icmp (types in the port dimension), two port protocols, gre (no port)
+ICMP_POINTS = [icmp_values(5)[0][0], icmp_values(8)[0][0], icmp_values(8, 1)[0][0]]  # redirect, echo-request code 0 and 1
+PORTS = [22, 23, 24, NO_PORT, *ICMP_POINTS]
 CTS = [1, 2]  # new, established
 POINTS = [
     p for p in itertools.product(range(4), range(4), ADDRS, ADDRS, PROTOS, PORTS, CTS)
     # physical packets only: one family, ports exactly for port protocols
-    if (p[2] >= V4_BASE) == (p[3] >= V4_BASE) and (p[5] == NO_PORT) == (p[4] == 1)
+    if (p[2] >= V4_BASE) == (p[3] >= V4_BASE) and (p[5] < NO_PORT) == (p[4] in (6, 17)) and (p[5] > NO_PORT) == (p[4] == 1)
 ]
 
 
@@ -42,7 +43,8 @@ boxes = st.builds(
     st.integers(1, 15), st.integers(1, 15),
     st.one_of(intervals_from(ADDRS), contiguous(V4_BLOCK), contiguous(V6_BLOCK)),
     st.one_of(intervals_from(ADDRS), contiguous(V4_BLOCK), contiguous(V6_BLOCK)),
-    intervals_from(PROTOS), st.one_of(intervals_from(PORTS), contiguous(PORT_BLOCK)), st.sampled_from([1, 2, 3]),
+    intervals_from(PROTOS), st.one_of(intervals_from(PORTS), contiguous(PORT_BLOCK), contiguous(ICMP_POINTS), st.just(icmp_values(8)),
+                                      st.just(PORT_DIM_ALL)), st.sampled_from([1, 2, 3]),
 )
 spaces = st.lists(boxes, max_size=4).map(lambda lists: Space(IFACES, [b for bl in lists for b in bl]))
 
@@ -102,8 +104,10 @@ def test_boxes_never_mix_families_or_fake_ports() -> None:
     full = Space.full(IFACES)
     for b in full.boxes:
         assert (b.src[0][0] >= V4_BASE) == (b.dst[0][0] >= V4_BASE)
-        assert (b.dport == ((NO_PORT, NO_PORT),)) != bool(iv_and(b.proto, ((6, 6),)))
-    assert len(full.boxes) == 4  # 2 families x (port protocols, portless)
+        assert (b.dport == ((NO_PORT, NO_PORT),)) == (b.proto == iv_sub(PROTO_ALL, ((1, 1), (6, 6), (17, 17), (33, 33), (58, 58), (132, 132), (136, 136))))
+        assert (b.dport == ICMP_TYPES_ALL) == (b.proto == ((1, 1), (58, 58)))
+        assert (b.dport == ((0, 65535),)) == bool(iv_and(b.proto, ((6, 6),)))
+    assert len(full.boxes) == 6  # 2 families x (port protocols, ICMP with types, other protocols)
 
 
 def test_readable_rendering() -> None:
@@ -158,3 +162,21 @@ def test_indexed_subtraction_and_coalescing(a: Space, parts: list[Space]) -> Non
     assert len(few.boxes) <= len(other.boxes)
     assert points(a.subtract(few)) == pa - po
     assert points(other.subtract(a)) == po - pa
+
+
+def test_icmp_types_read_by_name() -> None:
+    """ICMP types and codes in the port dimension, as the audit's text and fields say them."""
+    full = Space.full(IFACES)
+    ping = full.make(src=((V4_BASE, V4_BASE + 255),), dst=((V4_BASE, V4_BASE + 255),), proto=((1, 1),), dport=icmp_values(8))
+    assert ping.lines() == ["0.0.0.0/24 → 0.0.0.0/24  icmp echo-request"]
+    assert ping.regions()[0].fields["icmp"] == "echo-request" and ping.regions()[0].fields["ports"] is None
+    rest = full.make(src=((V4_BASE, V4_BASE + 255),), dst=((V4_BASE, V4_BASE + 255),), proto=((1, 1),)).subtract(ping)
+    assert rest.lines() == ["0.0.0.0/24 → 0.0.0.0/24  icmp all but echo-request"]
+    nd = full.make(src=((5, 5),), dst=((6, 6),), proto=((58, 58),), dport=iv_or(icmp_values(135), icmp_values(136)))
+    assert nd.lines()[0].endswith("icmpv6 nd-neighbor-solicit,nd-neighbor-advert")
+    code = full.make(src=((5, 5),), dst=((6, 6),), proto=((58, 58),), dport=icmp_values(1, 4))
+    assert code.lines()[0].endswith("icmpv6 destination-unreachable code 4")
+    # every type of ICMP joins the other protocols without ports, as before types were modelled
+    assert full.lines() == ["::/0 → ::/0  any protocol", "0.0.0.0/0 → 0.0.0.0/0  any protocol"]
+    # a type implies its protocol: nothing of it is a port protocol's port
+    assert not full.make(proto=((6, 6),), dport=icmp_values(8))

@@ -116,12 +116,12 @@ def _field(expr: Any) -> _Field:
 
 def _fields(expr: Any, lookup: bool = False) -> tuple[_Field, ...]:
     """The fields an expression reads; `lookup`: as the key of a verdict or DNAT map, where
-    packet spaces must model every field (they have no ICMP type)."""
+    packet spaces must model every field (they have no address type or hop limit)."""
     if isinstance(expr, dict) and "concat" in expr:
         fields = tuple(_field(part) for part in expr["concat"])
     else:
         fields = (_field(expr),)
-    unmodelled = [f.name for f in fields if f.name in ("icmp.type", "icmpv6.type", "daddr.type", "saddr.type", "ttl", "hoplimit")]
+    unmodelled = [f.name for f in fields if f.name in ("daddr.type", "saddr.type", "ttl", "hoplimit")]
     if lookup and unmodelled:
         raise _Unknown(f"a map keyed on {unmodelled[0]}")
     return fields

@@ -10,6 +10,7 @@ from typing import Any, Sequence, cast
 from netaddr import IPNetwork, IPRange
 
 from fwmatrix.backends.nftables.describe import describe
+from fwmatrix.intervals import ICMP_NAMES, ICMPV6_NAMES
 from fwmatrix.ir import ADDRESS_TYPES, Jump, Key, Value, Verdict
 from fwmatrix.matrix.model import PortRange
 
@@ -20,21 +21,9 @@ L4_NUMBERS = {
 }
 # Payload headers whose fields nft only matches after `meta l4proto X` (a dependency it hides when listing).
 HEADER_L4 = {name: L4_NUMBERS[name] for name in ("icmp", "igmp", "tcp", "udp", "dccp", "esp", "ah", "icmpv6", "comp", "sctp", "udplite")}
-# `icmpv6 type` names as nft lists them (the ones a ruleset for a router uses)
-ICMPV6_TYPES = {
-    "destination-unreachable": 1, "packet-too-big": 2, "time-exceeded": 3, "parameter-problem": 4,
-    "echo-request": 128, "echo-reply": 129, "mld-listener-query": 130, "mld-listener-report": 131,
-    "mld-listener-done": 132, "mld-listener-reduction": 132, "nd-router-solicit": 133, "nd-router-advert": 134,
-    "nd-neighbor-solicit": 135, "nd-neighbor-advert": 136, "nd-redirect": 137, "router-renumbering": 138,
-    "ind-neighbor-solicit": 141, "ind-neighbor-advert": 142, "mld2-listener-report": 143,
-}
-# `icmp type` names as nft lists them
-ICMP_TYPES = {
-    "echo-reply": 0, "destination-unreachable": 3, "source-quench": 4, "redirect": 5, "echo-request": 8,
-    "router-advertisement": 9, "router-solicitation": 10, "time-exceeded": 11, "parameter-problem": 12,
-    "timestamp-request": 13, "timestamp-reply": 14, "info-request": 15, "info-reply": 16,
-    "address-mask-request": 17, "address-mask-reply": 18,
-}
+# `icmp type` and `icmpv6 type` names as nft lists them (fwmatrix's own text uses the same)
+ICMP_TYPES = {name: number for number, name in ICMP_NAMES.items()}
+ICMPV6_TYPES = {name: number for number, name in ICMPV6_NAMES.items()} | {"mld-listener-reduction": 132}
 # `ip6 nexthdr` is the header after the fixed IPv6 header: the layer-4 protocol of the
 # packets the audit judges, which are plain first packets of connections, without
 # extension headers (conntrack reassembles fragments before the forward hook, and the

@@ -29,7 +29,7 @@ from fwmatrix.compile.intent import Dnat, FirewallIntent, Flow, Intent
 from fwmatrix.ir import Ruleset
 from fwmatrix.matrix.model import PROTOCOLS, Acceptance, Opening, ServicePart
 from fwmatrix.space import (
-    NO_PORT, PORTS_ALL, Box, BoxIndex, Interfaces, Region, Space, addr_interval, addr_text, addrs, ct_bits, ct_translated, physical,
+    PORTLESS_ALL, PORTS_ALL, Box, BoxIndex, Interfaces, Region, Space, addr_interval, addr_text, addrs, ct_bits, ct_translated, physical,
 )
 
 KINDS = ("missing", "excess", "dmz-to-internet", "nat", "reply-blocked", "shadowed", "unmodelled", "nd-blocked", "not-audited")
@@ -348,7 +348,7 @@ def _union(full: Space, spaces: list[Space]) -> Space:
 def _service_bounds(part: ServicePart, family: int) -> tuple[tuple, tuple]:
     proto = PROTOCOLS[part.protocol_for_family(family)]
     if part.ports is None:
-        return ((proto, proto),), ((NO_PORT, NO_PORT),)
+        return ((proto, proto),), PORTLESS_ALL
     return ((proto, proto),), ((part.ports.low, part.ports.high),)
 
 
@@ -388,7 +388,7 @@ def reply_space(full: Space, flow: Flow) -> Space:
     src, dst = addrs(flow.destinations), addrs(flow.sources)
     for part in flow.parts:
         proto, dport = _service_bounds(part, flow.family)
-        answer_ports = ((NO_PORT, NO_PORT),) if part.ports is None else PORTS_ALL
+        answer_ports = PORTLESS_ALL if part.ports is None else PORTS_ALL
         boxes += physical(ifaces.mask(flow.out_iface), ifaces.mask(flow.in_iface), src, dst, proto, answer_ports, _flow_ct(flow, CT_ESTABLISHED))
     return Space(ifaces, boxes)
 

@@ -26,7 +26,7 @@ from fwmatrix.ir import Chain, Dnat, DnatMap, Jump, Notrack, Rule, Ruleset, Tabl
 from fwmatrix.matrix.model import PROTOCOLS
 from fwmatrix.query.matrix import ALLOWED, DENIED, MAYBE, PARTLY
 from fwmatrix.query.packet import Packet, endpoint_text, pieces
-from fwmatrix.space import NO_PORT, V4_BASE, Box, Interfaces, Space, ct_bits, physical
+from fwmatrix.space import ECHO_REQUEST, PORTLESS_ALL, V4_BASE, Box, Interfaces, Space, ct_bits, physical
 
 CT_NEW = ct_bits("new", translated=False)
 CT_NEW_DNAT = ct_bits("new", translated=True)
@@ -107,7 +107,7 @@ def packet_region(ifaces: Interfaces, packet: Packet, iif: str, oif: str, ct: in
                   ports: tuple[int, int] | None = None) -> Space:
     number = PROTOCOLS[packet.part.protocol]
     if packet.part.ports is None:
-        dport = ((NO_PORT, NO_PORT),)
+        dport = ECHO_REQUEST.get(number, PORTLESS_ALL)  # a ping, the ICMP packet one sends to try
     else:
         dport = (ports or (packet.part.ports.low, packet.part.ports.high),)
     return Space(ifaces, physical(ifaces.mask(iif), ifaces.mask(oif), _point(packet.src), _point(dst or packet.dst),

@@ -18,18 +18,18 @@ from fwmatrix.audit.evaluate.reading import Reading
 from fwmatrix.ir import Match, Rule, SetDef, Table, TcpFlags, Unmodelled, Verdict
 from fwmatrix.matrix.model import PortRange
 from fwmatrix.space import (
-    CT_ALL, CT_DNAT, PORT_PROTOCOLS, PORTS_ALL, V4_ALL, V6_ALL,
+    CT_ALL, CT_DNAT, ICMP_TYPES_ALL, PORT_PROTOCOLS, PORTS_ALL, V4_ALL, V6_ALL, icmp_values,
     Interfaces, Intervals, Space, addr_interval, ct_bits, iv_and, iv_norm,
 )
 
 # Fields the IR carries but packet spaces have no dimension for: a match on them
 # is judged both ways, like any unmodelled construct, over the packets the rule's
-# other matches select (an ICMP type match implies its protocol, so it is uncertain
-# within ICMP only). Of the ct status bits only dnat is modelled (the ct dimension
-# knows translated connections). The ICMPv6 type is also read by the
-# neighbour-discovery check (evaluate/neighbours.py), as is the hop limit. TCP flags and address types
-# ('local' with the firewall's own addresses): see `exact_parts`.
-UNMODELLED_FIELDS = frozenset({"sport", "icmp.type", "icmpv6.type", "tcp.flags", "daddr.type", "saddr.type", "physdev.bridged",
+# other matches select. Of the ct status bits only dnat is modelled (the ct dimension
+# knows translated connections). The hop limit is read by the neighbour-discovery
+# check (evaluate/neighbours.py). TCP flags and address types
+# ('local' with the firewall's own addresses): see `exact_parts`. ICMP types are exact:
+# the port dimension carries them (space.py).
+UNMODELLED_FIELDS = frozenset({"sport", "tcp.flags", "daddr.type", "saddr.type", "physdev.bridged",
                                "socket", "exthdr", "ttl", "hoplimit"})  # a socket match a hook did not settle (sockets.py): both ways
 MODELLED_CT_STATUS = "dnat"
 # The flags of the first packet of a NEW TCP connection, the only one an opening is
@@ -197,6 +197,11 @@ def _constrain(bounds: dict[str, object], f: str, value: object, ifaces: Interfa
         port = value if isinstance(value, PortRange) else PortRange(int(value), int(value))  # type: ignore[call-overload]
         narrow("dport", ((port.low, port.high),))
         narrow("proto", PORT_PROTOCOLS)
+    elif f in ("icmp.type", "icmpv6.type"):
+        protocol = 1 if f == "icmp.type" else 58
+        narrow("proto", ((protocol, protocol),))
+        low, high = (value.low, value.high) if isinstance(value, PortRange) else (int(value), int(value))  # type: ignore[call-overload]
+        narrow("dport", iv_norm(icmp_values(t)[0] for t in range(low, high + 1)))
     elif f in ("ct.state", "ct.status"):
         if f == "ct.status" and value != MODELLED_CT_STATUS:
             raise EvaluationError(f"no evaluation for ct status {value!r}")
@@ -253,6 +258,10 @@ def _implied(full: Space, fields: tuple[str, ...]) -> Space:
         elif f == "dport":
             bounds["proto"] = PORT_PROTOCOLS
             bounds["dport"] = PORTS_ALL
+        elif f in ("icmp.type", "icmpv6.type"):
+            protocol = 1 if f == "icmp.type" else 58
+            bounds["proto"] = ((protocol, protocol),)
+            bounds["dport"] = ICMP_TYPES_ALL
     return full.intersect(full.make(**bounds)) if bounds else full
 
 

@@ -28,7 +28,7 @@ from fwmatrix.audit.evaluate.chains import walk
 from fwmatrix.audit.evaluate.prerouting import Drops, early_drops
 from fwmatrix.audit.evaluate.reading import Reading
 from fwmatrix.ir import Match, Rule, Ruleset, Unmodelled
-from fwmatrix.space import NO_PORT, OTHER, V4_ALL, V6_ALL, Interfaces, Remaining, Space, addr_interval, ct_bits, iv_and, iv_norm
+from fwmatrix.space import OTHER, V4_ALL, V6_ALL, Interfaces, Remaining, Space, addr_interval, ct_bits, icmp_values, iv_and, iv_norm
 
 ICMPV6 = 58
 ND_HOP_LIMIT = 255
@@ -55,7 +55,7 @@ def nd_blocked(ruleset: Ruleset, ifaces: Interfaces, interfaces: list[str]) -> d
     if not any(t.family in ("ip6", "inet", "netdev") for t in ruleset.tables):
         return found
     for icmp_type, what in ND_MESSAGES.items():
-        dropped = _certain_drops(_for_icmpv6_type(ruleset, icmp_type), ifaces)
+        dropped = _certain_drops(_for_nd(ruleset), ifaces)
         if not dropped:
             continue
         for name in interfaces:
@@ -67,7 +67,7 @@ def nd_blocked(ruleset: Ruleset, ifaces: Interfaces, interfaces: list[str]) -> d
 def _arriving(ifaces: Interfaces, name: str, icmp_type: int, sources: tuple) -> Space:
     """ND messages of a type arriving on an interface from `sources`, for the firewall itself."""
     return Space.full(ifaces).make(iif=ifaces.mask(name), src=sources, dst=DESTINATIONS[icmp_type], proto=((ICMPV6, ICMPV6),),
-                                   dport=((NO_PORT, NO_PORT),), ct=ct_bits("untracked"))
+                                   dport=icmp_values(icmp_type), ct=ct_bits("untracked"))
 
 
 def nd_doubtful(ruleset: Ruleset, ifaces: Interfaces, blocked: dict[str, set[str]], interfaces: list[str]) -> list[tuple[str, str, Space]]:
@@ -80,7 +80,7 @@ def nd_doubtful(ruleset: Ruleset, ifaces: Interfaces, blocked: dict[str, set[str
     full = Space.full(ifaces)
     out: list[tuple[str, str, Space]] = []
     for icmp_type, field in ((NEIGHBOUR_SOLICITATION, "src"), (NEIGHBOUR_ADVERTISEMENT, "dst")):
-        dropped = _certain_drops(_for_icmpv6_type(ruleset, icmp_type), ifaces)
+        dropped = _certain_drops(_for_nd(ruleset), ifaces)
         if not dropped:
             continue
         where, region = [], Space.empty(ifaces)
@@ -115,13 +115,13 @@ def nd_output_doubtful(ruleset: Ruleset, ifaces: Interfaces, interfaces: list[st
     full = Space.full(ifaces)
     out: list[tuple[str, str, Space]] = []
     for icmp_type in (NEIGHBOUR_SOLICITATION, NEIGHBOUR_ADVERTISEMENT):
-        dropped = _certain_output_drops(_for_icmpv6_type(ruleset, icmp_type), ifaces)
+        dropped = _certain_output_drops(_for_nd(ruleset), ifaces)
         if not dropped:
             continue
         where, region = [], Space.empty(ifaces)
         for name in interfaces:
             sent = full.make(iif=ifaces.mask(OTHER), oif=ifaces.mask(name), src=LINK_LOCAL, proto=((ICMPV6, ICMPV6),),
-                             dport=((NO_PORT, NO_PORT),), ct=ct_bits("untracked"),
+                             dport=icmp_values(icmp_type), ct=ct_bits("untracked"),
                              dst=(addr_interval(SOLICITED_NODES),) if icmp_type == NEIGHBOUR_SOLICITATION else V6_ALL)
             if icmp_type == NEIGHBOUR_SOLICITATION:
                 if sent.subtract(dropped):
@@ -245,27 +245,28 @@ def _certain_drops(ruleset: Ruleset, ifaces: Interfaces) -> Space:
     return drops.spaces(reading)[1]
 
 
-def _for_icmpv6_type(ruleset: Ruleset, icmp_type: int) -> Ruleset:
-    """The ruleset as it runs for ICMPv6 messages of one type: a match on the type is true
-    (left out) or false (the rule decides nothing)."""
+def _for_nd(ruleset: Ruleset) -> Ruleset:
+    """The ruleset as it runs for ICMPv6 messages of one type: a match on the hop limit is
+    true (left out) or false (the rule decides nothing); the type itself is a packet
+    space's dimension, which the messages (`_arriving`) fix."""
     tables = []
     for table in ruleset.tables:
-        chains = tuple(replace(c, rules=tuple(_rule_for_type(r, icmp_type) for r in c.rules)) for c in table.chains)
+        chains = tuple(replace(c, rules=tuple(_rule_for_nd(r) for r in c.rules)) for c in table.chains)
         tables.append(replace(table, chains=chains))
     return replace(ruleset, tables=tuple(tables))
 
 
-def _rule_for_type(rule: Rule, icmp_type: int) -> Rule:
+def _rule_for_nd(rule: Rule) -> Rule:
     """Also the hop limit: an ND message carries 255 (RFC 4861; the kernel discards the
     others), and no IPv4 TTL."""
     matches = []
     for m in rule.matches:
-        field = next((f for f in ("icmpv6.type", "hoplimit", "ttl") if isinstance(m, Match) and f in m.fields), None)
+        field = next((f for f in ("hoplimit", "ttl") if isinstance(m, Match) and f in m.fields), None)
         if field is None:
             matches.append(m)
         elif m.fields != (field,) or m.set_name is not None:
-            matches.append(Unmodelled(f"{'an ICMPv6 type' if field == 'icmpv6.type' else 'a hop limit'} in a concatenation or a named set"))
-        elif field == "ttl" or _holds(m, icmp_type if field == "icmpv6.type" else ND_HOP_LIMIT) == m.negate:
+            matches.append(Unmodelled("a hop limit in a concatenation or a named set"))
+        elif field == "ttl" or _holds(m, ND_HOP_LIMIT) == m.negate:
             return replace(rule, action=None)  # never matches this message
     return replace(rule, matches=tuple(matches))
 
