@@ -60,7 +60,7 @@ def icmp_values(icmp_type: int, code: int | None = None) -> Intervals:
     return ((low, low + 255),) if code is None else ((low + code, low + code),)
 
 
-ECHO_REQUEST = {1: icmp_values(8), 58: icmp_values(128)}  # by protocol: a ping's values
+ECHO_REQUEST = {1: icmp_values(8, 0), 58: icmp_values(128, 0)}  # by protocol: a ping (code 0)
 
 
 def icmp_text(proto: int | None, values: Intervals) -> str:

@@ -17,7 +17,9 @@ Values inside matches and set elements:
   nfproto             -> int (4 or 6: the packet's address family, `meta nfproto`)
   icmp.type           -> int (the ICMP type of an IPv4 packet: 8 echo request)
   icmpv6.type         -> int (the ICMPv6 type: 135 neighbour solicitation, 136 advertisement)
-                         Packet spaces carry the type in the port dimension (space.py): exact
+  icmp.code, icmpv6.code -> int (the code under the type: 3 port unreachable under 1 destination
+                         unreachable); `-p icmp --icmp-type 3/3` is icmp.type . icmp.code
+                         Packet spaces carry type and code in the port dimension (space.py): exact
   tcp.flags           -> TcpFlags (the TCP flags under a mask equal a value: `--syn`, `tcp flags syn`)
   daddr.type, saddr.type -> str (the address's type in the firewall's routing: 'local', 'unicast',
                          'broadcast', 'multicast', ...; nft `fib daddr type`, iptables `-m addrtype`).
@@ -53,7 +55,7 @@ from fwmatrix.matrix.model import PortRange
 
 FIELDS = (
     "iif", "oif", "l4proto", "dport", "sport", "ip.saddr", "ip.daddr", "ip6.saddr", "ip6.daddr",
-    "ct.state", "ct.status", "nfproto", "icmp.type", "icmpv6.type", "tcp.flags", "daddr.type", "saddr.type",
+    "ct.state", "ct.status", "nfproto", "icmp.type", "icmpv6.type", "icmp.code", "icmpv6.code", "tcp.flags", "daddr.type", "saddr.type",
     "physdev.bridged", "socket", "exthdr", "ttl", "hoplimit",
 )
 # the address types of `fib ... type` and `-m addrtype` (the kernel's RTN_* route types)

@@ -1166,8 +1166,11 @@ ICMP_NFT = (
     "table inet t {\n chain forward {\n  type filter hook forward priority 0; policy drop;\n"
     "  ct state established,related accept\n"
     "  icmp type redirect drop\n"
+    "  icmp type echo-request icmp code != 0 drop\n"
+    "  icmp code port-unreachable drop\n"
     "  icmp type echo-request accept\n"
     "  icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept\n"
+    "  icmpv6 type echo-request icmpv6 code 1 accept\n"
     "  icmpv6 type echo-request drop\n"
     "  meta l4proto ipv6-icmp accept\n"
     " }\n}\n"
@@ -1176,10 +1179,13 @@ ICMP_IPT = {
     ".ipt4": ("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n"
               "-A FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n"
               "-A FORWARD -p icmp -m icmp --icmp-type 5 -j DROP\n"
+              "-A FORWARD -p icmp -m icmp ! --icmp-type 8/0 -j DROP\n"
+              "-A FORWARD -p icmp -m icmp --icmp-type port-unreachable -j DROP\n"
               "-A FORWARD -p icmp -m icmp --icmp-type echo-request -j ACCEPT\nCOMMIT\n"),
     ".ipt6": ("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n"
               "-A FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n"
               "-A FORWARD -p ipv6-icmp -m icmp6 --icmpv6-type neighbour-solicitation -j ACCEPT\n"
+              "-A FORWARD -p ipv6-icmp -m icmp6 --icmpv6-type 128/1 -j ACCEPT\n"
               "-A FORWARD -p ipv6-icmp -m icmp6 --icmpv6-type echo-request -j DROP\n"
               "-A FORWARD -p ipv6-icmp -j ACCEPT\nCOMMIT\n"),
 }
@@ -1192,8 +1198,9 @@ ICMP_PROBES = [
 
 @pytest.mark.parametrize("backend", ["nftables", "iptables"])
 def test_icmp_types_are_exact(backend: str) -> None:
-    """ICMP type matches with real pings: the IPv4 echo request one rule accepts, the IPv6 one
-    another drops before ICMPv6 is accepted. The evaluator (and `fwmatrix query`) decides every
+    """ICMP type and code matches with real pings (code 0): the IPv4 echo request one rule
+    accepts after drops of other codes, the IPv6 one another drops before ICMPv6 is accepted
+    (after an accept of another code). The evaluator (and `fwmatrix query`) decides every
     probe, as the kernel does, and reports nothing unmodelled; ND by type stays the ND check's."""
     with Lab(SEED_IFACES, timeout=TIMEOUT) as lab:
         live = load_live(lab, backend, ICMP_NFT, ICMP_IPT)

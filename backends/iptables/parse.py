@@ -553,25 +553,46 @@ ICMPV6_TYPE_NAMES = {
 }
 
 
-# -m icmp / -m icmp6: the option, the protocol it implies, the IR field and the type names
+# names that stand for a type and a code (iptables' and ip6tables' own tables)
+ICMP_CODE_NAMES = {
+    "network-unreachable": (3, 0), "host-unreachable": (3, 1), "protocol-unreachable": (3, 2), "port-unreachable": (3, 3),
+    "fragmentation-needed": (3, 4), "source-route-failed": (3, 5), "network-unknown": (3, 6), "host-unknown": (3, 7),
+    "network-prohibited": (3, 9), "host-prohibited": (3, 10), "TOS-network-unreachable": (3, 11),
+    "TOS-host-unreachable": (3, 12), "communication-prohibited": (3, 13), "host-precedence-violation": (3, 14),
+    "precedence-cutoff": (3, 15), "network-redirect": (5, 0), "host-redirect": (5, 1), "TOS-network-redirect": (5, 2),
+    "TOS-host-redirect": (5, 3), "ttl-zero-during-transit": (11, 0), "ttl-zero-during-reassembly": (11, 1),
+    "ip-header-bad": (12, 0), "required-option-missing": (12, 1),
+}
+ICMPV6_CODE_NAMES = {
+    "no-route": (1, 0), "communication-prohibited": (1, 1), "beyond-scope": (1, 2), "address-unreachable": (1, 3),
+    "port-unreachable": (1, 4), "failed-policy": (1, 5), "reject-route": (1, 6), "ttl-zero-during-transit": (3, 0),
+    "ttl-zero-during-reassembly": (3, 1), "bad-header": (4, 0), "unknown-header-type": (4, 1), "unknown-option": (4, 2),
+}
+
+
+# -m icmp / -m icmp6: the option, the protocol it implies, the IR fields, the type names and those with a code
 ICMP_MATCHES = {
-    "icmp": ("--icmp-type", 1, "icmp.type", ICMP_TYPE_NAMES),
-    "icmp6": ("--icmpv6-type", 58, "icmpv6.type", ICMPV6_TYPE_NAMES),
+    "icmp": ("--icmp-type", 1, ("icmp.type", "icmp.code"), ICMP_TYPE_NAMES, ICMP_CODE_NAMES),
+    "icmp6": ("--icmpv6-type", 58, ("icmpv6.type", "icmpv6.code"), ICMPV6_TYPE_NAMES, ICMPV6_CODE_NAMES),
 }
 
 
 def _icmp(parser: _SectionParser, name: str, o: _Option, terms: list[Term]) -> bool:
-    """`-m icmp --icmp-type T`, `-m icmp6 --icmpv6-type T`: the type alone (a code, `T/C`,
-    is not modelled, but is ICMP only); `any` is every ICMP packet."""
-    option, protocol, field, names = ICMP_MATCHES[name]
+    """`-m icmp --icmp-type T`, `-m icmp6 --icmpv6-type T`: the type; `T/C` or a name that
+    stands for both (`port-unreachable`) is the type and code as one key (a negation is of
+    both together); `any` is every ICMP packet."""
+    option, protocol, fields, names, code_names = ICMP_MATCHES[name]
     terms.append(_match("l4proto", [protocol]))
     value = o.value.strip()
     if o.name == option and value == "any" and not o.negate:
         return True
-    number = int(value) if value.isdigit() else names.get(value)
-    if o.name != option or number is None or not 0 <= number <= 255:
+    typed, slash, code = value.partition("/")
+    number = int(typed) if typed.isdigit() else names.get(typed)
+    pair = code_names.get(value) if not slash else (number, int(code)) if code.isdigit() and number is not None else None
+    key = pair or (number,)
+    if o.name != option or (slash and pair is None) or key[0] is None or not all(0 <= n <= 255 for n in key):  # type: ignore[operator]
         return False
-    terms.append(_match(field, [number], o.negate))
+    terms.append(Match(fields[:len(key)], (key,), negate=o.negate))
     return True
 
 

@@ -99,8 +99,8 @@ def _field(expr: Any) -> _Field:
             return _Field("l4proto", "proto")  # exact for IPv4, which has no extension headers
         if proto in PORT_HEADERS and name in ("sport", "dport"):
             return _Field(name, "port")
-        if (proto, name) in (("icmp", "type"), ("icmpv6", "type")):
-            return _Field(f"{proto}.type", f"{proto}_type")
+        if proto in ("icmp", "icmpv6") and name in ("type", "code"):
+            return _Field(f"{proto}.{name}", f"{proto}_{name}")
         if (proto, name) == ("ip6", "nexthdr"):
             return _Field("l4proto", "nexthdr")  # see IPV6_EXTENSION_HEADERS
         if (proto, name) in (("ip", "ttl"), ("ip6", "hoplimit")):

@@ -24,6 +24,11 @@ HEADER_L4 = {name: L4_NUMBERS[name] for name in ("icmp", "igmp", "tcp", "udp", "
 # `icmp type` and `icmpv6 type` names as nft lists them (fwmatrix's own text uses the same)
 ICMP_TYPES = {name: number for number, name in ICMP_NAMES.items()}
 ICMPV6_TYPES = {name: number for number, name in ICMPV6_NAMES.items()} | {"mld-listener-reduction": 132}
+# `icmp code` and `icmpv6 code` names (`nft describe icmp code`)
+ICMP_CODES = {"net-unreachable": 0, "host-unreachable": 1, "prot-unreachable": 2, "port-unreachable": 3, "frag-needed": 4,
+              "net-prohibited": 9, "host-prohibited": 10, "admin-prohibited": 13}
+ICMPV6_CODES = {"no-route": 0, "admin-prohibited": 1, "addr-unreachable": 3, "port-unreachable": 4, "policy-fail": 5, "reject-route": 6}
+ICMP_NUMBER_NAMES = {"icmp_type": ICMP_TYPES, "icmpv6_type": ICMPV6_TYPES, "icmp_code": ICMP_CODES, "icmpv6_code": ICMPV6_CODES}
 # `ip6 nexthdr` is the header after the fixed IPv6 header: the layer-4 protocol of the
 # packets the audit judges, which are plain first packets of connections, without
 # extension headers (conntrack reassembles fragments before the forward hook, and the
@@ -127,8 +132,8 @@ def _value(kind: str, raw: Any) -> Value:
         return NFPROTO_VALUES[raw]
     if kind == "ethertype" and raw in ETHERTYPE_VALUES:
         return ETHERTYPE_VALUES[raw]
-    if kind in ("icmp_type", "icmpv6_type") and isinstance(raw, (int, str)) and not isinstance(raw, bool):
-        number = (ICMP_TYPES if kind == "icmp_type" else ICMPV6_TYPES).get(raw, raw) if isinstance(raw, str) else raw
+    if kind in ICMP_NUMBER_NAMES and isinstance(raw, (int, str)) and not isinstance(raw, bool):
+        number = ICMP_NUMBER_NAMES[kind].get(raw, raw) if isinstance(raw, str) else raw
         if isinstance(number, int) and 0 <= number <= 255:
             return number
     if kind == "addrtype" and raw in ADDRESS_TYPES:

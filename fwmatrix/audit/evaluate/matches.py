@@ -32,6 +32,7 @@ from fwmatrix.space import (
 UNMODELLED_FIELDS = frozenset({"sport", "tcp.flags", "daddr.type", "saddr.type", "physdev.bridged",
                                "socket", "exthdr", "ttl", "hoplimit"})  # a socket match a hook did not settle (sockets.py): both ways
 MODELLED_CT_STATUS = "dnat"
+ICMP_FIELDS = ("icmp.type", "icmpv6.type", "icmp.code", "icmpv6.code")
 # The flags of the first packet of a NEW TCP connection, the only one an opening is
 # judged by: SYN, without FIN, RST and ACK. Its other flags (PSH, URG, ECN, CWR: an
 # ECN-setup SYN carries the last two) are not known.
@@ -197,11 +198,14 @@ def _constrain(bounds: dict[str, object], f: str, value: object, ifaces: Interfa
         port = value if isinstance(value, PortRange) else PortRange(int(value), int(value))  # type: ignore[call-overload]
         narrow("dport", ((port.low, port.high),))
         narrow("proto", PORT_PROTOCOLS)
-    elif f in ("icmp.type", "icmpv6.type"):
-        protocol = 1 if f == "icmp.type" else 58
+    elif f in ICMP_FIELDS:
+        protocol = 1 if f.startswith("icmp.") else 58
         narrow("proto", ((protocol, protocol),))
         low, high = (value.low, value.high) if isinstance(value, PortRange) else (int(value), int(value))  # type: ignore[call-overload]
-        narrow("dport", iv_norm(icmp_values(t)[0] for t in range(low, high + 1)))
+        if f.endswith(".type"):
+            narrow("dport", iv_norm(icmp_values(t)[0] for t in range(low, high + 1)))
+        else:  # the code under every type
+            narrow("dport", iv_norm((icmp_values(t, low)[0][0], icmp_values(t, high)[0][0]) for t in range(256)))
     elif f in ("ct.state", "ct.status"):
         if f == "ct.status" and value != MODELLED_CT_STATUS:
             raise EvaluationError(f"no evaluation for ct status {value!r}")
@@ -258,8 +262,8 @@ def _implied(full: Space, fields: tuple[str, ...]) -> Space:
         elif f == "dport":
             bounds["proto"] = PORT_PROTOCOLS
             bounds["dport"] = PORTS_ALL
-        elif f in ("icmp.type", "icmpv6.type"):
-            protocol = 1 if f == "icmp.type" else 58
+        elif f in ICMP_FIELDS:
+            protocol = 1 if f.startswith("icmp.") else 58
             bounds["proto"] = ((protocol, protocol),)
             bounds["dport"] = ICMP_TYPES_ALL
     return full.intersect(full.make(**bounds)) if bounds else full
