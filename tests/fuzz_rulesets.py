@@ -263,7 +263,12 @@ def _match(ctx: _TableContext, aim: Aim, hook: str) -> str | None:
             aim.family = family
             aim.proto.append("icmp")
             ctx.constructs.add("icmp")
-            return f"meta l4proto {'icmp' if family == 4 else 'ipv6-icmp'}"
+            # the type from a generator of its own, seeded by the state without drawing from it:
+            # every seed's ruleset stays what it was but for its ICMP matches
+            own = random.Random(hash(rng.getstate()))
+            if own.random() < 0.25:
+                return f"meta l4proto {'icmp' if family == 4 else 'ipv6-icmp'}"
+            return _icmp_type(own, "icmp" if family == 4 else "icmpv6", ctx.constructs)
         text, ports, construct = _ports(rng)
         aim.ports.extend(ports)
         ctx.constructs.add(construct + ("-negated" if negate else ""))
@@ -365,6 +370,18 @@ def _update(ctx: _TableContext, aim: Aim) -> str:
     aim.family = family
     ctx.constructs.add("dynamic-set-update")
     return f"{ctx.rng.choice(('update', 'add'))} @{name} {{ {ctx.family_prefix(family)} {ctx.rng.choice(('saddr', 'daddr'))} }}"
+
+
+def _icmp_type(rng: random.Random, header: str, constructs: set[str]) -> str:
+    """A type match (and at times a code) that holds for the probes' pings (echo request,
+    code 0) or not: both sides of the type and code in the port dimension."""
+    other = rng.choice(("echo-reply", "destination-unreachable", "time-exceeded"))  # the same names in both families
+    types = rng.choice(("echo-request", other, f"{{ echo-request, {other} }}", "!= echo-request", f"!= {other}"))
+    constructs.add("icmp-type")
+    if rng.random() < 0.7:
+        constructs.add("icmp-code")
+        return f"{header} type {types} {header} code {rng.choice(('0', '1', '!= 0'))}"
+    return f"{header} type {types}"
 
 
 def _spares_icmpv6(aim: Aim, matches: list[str]) -> bool:

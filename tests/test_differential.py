@@ -447,7 +447,7 @@ COVERED = {
     "accept", "drop", "reject", "jump", "goto", "return", "vmap", "iface-vmap",
     "iface", "iface-negated", "iface-wildcard", "iface-set", "iface-pair", "named-iface-pair-set",
     "addr-prefix", "addr-range", "addr-set", "addr-negated", "named-interval-set", "named-concat-set",
-    "port", "port-range", "port-set", "port-negated", "th-dport", "icmp", "meta-nfproto",
+    "port", "port-range", "port-set", "port-negated", "th-dport", "icmp", "icmp-type", "icmp-code", "meta-nfproto",
     "ct-state-new", "ct-state-established,related", "ct-state-invalid", "ct-status-dnat",
     "dnat", "dnat-port", "dnat-map", "prerouting-raw", "prerouting-mangle", "prerouting-drop",
     "notrack", "ct-state-untracked", "dynamic-set-update", "dynamic-set-lookup", "dnat-cross-family",
