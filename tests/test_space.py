@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import itertools
+import json
 
+import jsonschema
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from netaddr import IPNetwork
 
 import fwmatrix.space as space_module
+from fwmatrix.schemas import schema_text
 from fwmatrix.space import (
     ADDR_ALL, ICMP_TYPES_ALL, NO_PORT, PORT_DIM_ALL, PROTO_ALL, V4_BASE, icmp_values, Interfaces, Space, addr_text, addrs, iv_and, iv_norm, iv_or, iv_sub, physical, service_text,
 )
@@ -170,6 +173,8 @@ def test_icmp_types_read_by_name() -> None:
     ping = full.make(src=((V4_BASE, V4_BASE + 255),), dst=((V4_BASE, V4_BASE + 255),), proto=((1, 1),), dport=icmp_values(8))
     assert ping.lines() == ["0.0.0.0/24 → 0.0.0.0/24  icmp echo-request"]
     assert ping.regions()[0].fields["icmp"] == "echo-request" and ping.regions()[0].fields["ports"] is None
+    audit_schema = json.loads(schema_text("audit"))  # the JSON reports' `packets` allow the field
+    jsonschema.validate(ping.regions()[0].fields, audit_schema["$defs"]["packets"] | {"$defs": audit_schema["$defs"]})
     rest = full.make(src=((V4_BASE, V4_BASE + 255),), dst=((V4_BASE, V4_BASE + 255),), proto=((1, 1),)).subtract(ping)
     assert rest.lines() == ["0.0.0.0/24 → 0.0.0.0/24  icmp all but echo-request"]
     nd = full.make(src=((5, 5),), dst=((6, 6),), proto=((58, 58),), dport=iv_or(icmp_values(135), icmp_values(136)))
