@@ -198,9 +198,11 @@ def _constrain(bounds: dict[str, object], f: str, value: object, ifaces: Interfa
         port = value if isinstance(value, PortRange) else PortRange(int(value), int(value))  # type: ignore[call-overload]
         narrow("dport", ((port.low, port.high),))
         narrow("proto", PORT_PROTOCOLS)
-    elif f in ICMP_FIELDS:
-        protocol = 1 if f.startswith("icmp.") else 58
+    elif f in ICMP_FIELDS:  # ICMP's header in IPv4 only, ICMPv6's in IPv6 (nft's dependency, xt's family)
+        protocol, family = (1, V4_ALL) if f.startswith("icmp.") else (58, V6_ALL)
         narrow("proto", ((protocol, protocol),))
+        narrow("src", family)
+        narrow("dst", family)
         low, high = (value.low, value.high) if isinstance(value, PortRange) else (int(value), int(value))  # type: ignore[call-overload]
         if f.endswith(".type"):
             narrow("dport", iv_norm(icmp_values(t)[0] for t in range(low, high + 1)))
@@ -263,8 +265,9 @@ def _implied(full: Space, fields: tuple[str, ...]) -> Space:
             bounds["proto"] = PORT_PROTOCOLS
             bounds["dport"] = PORTS_ALL
         elif f in ICMP_FIELDS:
-            protocol = 1 if f.startswith("icmp.") else 58
+            protocol, family = (1, V4_ALL) if f.startswith("icmp.") else (58, V6_ALL)
             bounds["proto"] = ((protocol, protocol),)
+            bounds["src"] = bounds["dst"] = family
             bounds["dport"] = ICMP_TYPES_ALL
     return full.intersect(full.make(**bounds)) if bounds else full
 
