@@ -80,7 +80,17 @@ def _l4(rng: random.Random, aim: Aim, family: int, constructs: set[str]) -> str:
     if rng.random() < 0.12:
         aim.proto.append("icmp")
         constructs.add("ipt-icmp")
-        return "-p icmp" if family == 4 else "-p ipv6-icmp"
+        # the type from a generator of its own, seeded by the state without drawing from it:
+        # every seed's ruleset stays what it was but for its ICMP matches
+        own = random.Random(hash(rng.getstate()))
+        if own.random() < 0.25:
+            return "-p icmp" if family == 4 else "-p ipv6-icmp"
+        constructs.add("ipt-icmp-type")
+        echo = "8" if family == 4 else "128"
+        other = own.choice(("0", "3", "11") if family == 4 else ("129", "1", "3"))
+        value = own.choice((echo, other, f"{echo}/0", f"{echo}/1", "echo-request", "destination-unreachable"))
+        bang = "! " if own.random() < 0.3 else ""
+        return f"-p icmp -m icmp {bang}--icmp-type {value}" if family == 4 else f"-p ipv6-icmp -m icmp6 {bang}--icmpv6-type {value}"
     proto = rng.choice(("tcp", "udp"))
     aim.proto += [proto, "udp" if proto == "tcp" else "tcp"]
     text, ports, construct = _ports(rng)

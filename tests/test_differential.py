@@ -462,7 +462,7 @@ def test_the_grammar_covers_its_constructs() -> None:
     assert COVERED <= used, f"the first {FUZZ_RULESETS} seeds never use {sorted(COVERED - used)}"
 
 
-IPT_COVERED = {"ipt-raw", "ipt-notrack", "ipt-ctstate-untracked", "ipt-mangle", "ipt-mangle-POSTROUTING", "ipt-ipset", "ipt-dnat", "ipt-g-chain",
+IPT_COVERED = {"ipt-icmp-type", "ipt-raw", "ipt-notrack", "ipt-ctstate-untracked", "ipt-mangle", "ipt-mangle-POSTROUTING", "ipt-ipset", "ipt-dnat", "ipt-g-chain",
                "ipt-nd-drop"}
 
 
