@@ -57,7 +57,7 @@ def test_iptables_tcp_flags_and_icmp_types_are_read() -> None:
     assert Match(("tcp.flags",), ((TcpFlags(0x17, 0x02),),), negate=True) in rules[1]
     assert Match(("tcp.flags",), ((TcpFlags(0x3F, 0),),)) in rules[2]
     assert rules[3] == (icmp, Match(("icmp.type",), ((8,),)))
-    assert rules[4][0] == icmp and isinstance(rules[4][1], Unmodelled)  # a type/code pair: ICMP only
+    assert rules[4] == (icmp, Match(("icmp.type", "icmp.code"), ((3, 4),)))  # a type/code pair, read as one
     assert rules[5] == (icmp,)
 
 
@@ -111,7 +111,7 @@ def test_syn_decides_new_exactly_and_other_states_both_ways() -> None:
     assert _state(effective, "tcp", 22, "established") == "uncertain"  # flags of a later packet: unknown
     assert _state(effective, "tcp", 80, "new") == "not"  # `! --syn` NEW and ALL NONE drop nothing NEW
     assert _state(effective, "udp", 22, "new") == "not"
-    assert _state(effective, "icmp", None, "new") == "uncertain"  # echo-request: within ICMP, both ways
+    assert _state(effective, "icmp", None, "new") == "forwarded"  # a ping is an echo request: types are exact
 
 
 def test_flags_beyond_fin_syn_rst_ack_stay_unmodelled_for_new() -> None:
@@ -154,7 +154,7 @@ def test_tcp_flags_and_icmp_types_in_the_kernel_nftables() -> None:
     effective = evaluate(live, interfaces_of(live, list(SEED_IFACES)))
     verdicts = [judge(effective, p).forwarded for p in EXACT]
     assert verdicts == [True, True, True, False, False, False, True]  # every TCP/UDP probe compared
-    assert judge(effective, probe("icmp", None)).forwarded is None  # ICMP: judged both ways
+    assert judge(effective, probe("icmp", None)).forwarded is True  # a ping: `icmp type echo-request` decides it
 
 
 IPT_SYN = """*filter
@@ -182,7 +182,7 @@ def test_tcp_flags_and_icmp_types_in_the_kernel_iptables() -> None:
     assert not tally.disagreements, "\n".join(tally.disagreements)
     effective = evaluate(live, interfaces_of(live, list(SEED_IFACES)))
     assert [judge(effective, p).forwarded for p in EXACT] == [True, True, True, False, False, False, True]
-    assert judge(effective, probe("icmp", None)).forwarded is None
+    assert judge(effective, probe("icmp", None)).forwarded is True
 
 
 def test_whole_flags_byte_is_judged_both_ways_for_new() -> None:
