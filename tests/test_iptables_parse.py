@@ -461,7 +461,10 @@ FILTER = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0
     (FILTER + "-A FORWARD -m set --match-set x -j DROP\nCOMMIT\n", 5, "set --match-set needs 2 values"),
     (FILTER + "-A FORWARD -m set --match-set x up -j DROP\nCOMMIT\n", 5, "set x: directions must be src or dst, not up"),
     (FILTER + "-D FORWARD 1\nCOMMIT\n", 5, "-D FORWARD 1: the chain has only 0 rules so far (iptables: Index of deletion too big)"),
-    (FILTER + "-A FORWARD -s 10.0.0.0/8 -d ! 192.168.122.0/255.255.255.0 -j DROP\nCOMMIT\n", 5, "'-d ! VALUE' is the negation of iptables before 1.4.3, which iptables 1.8 refuses too: write '! -d VALUE'"),
+    (FILTER + "-A FORWARD ! -d ! 192.168.122.0/24 -j DROP\nCOMMIT\n", 5, "'!' twice"),
+    (FILTER + "-A FORWARD -d ! ! 192.168.122.0/24 -j DROP\nCOMMIT\n", 5, "'!' twice"),
+    (FILTER + "-A FORWARD -d 10.0.0.1 ! 10.0.0.2 -j DROP\nCOMMIT\n", 5, "'!' before the value 10.0.0.2: '!' negates the option after it (or, in iptables before 1.4.3, the option before it)"),
+    (FILTER + "-A FORWARD -d !\nCOMMIT\n", 5, "-d needs a value"),
     (FILTER + "-I FORWARD 0 -j DROP\nCOMMIT\n", 5, "-I FORWARD 0: the rule number must be 1 or more"),
     (FILTER + "-A FORWARD -j DROP\n-I FORWARD 3 -j DROP\nCOMMIT\n", 6, "-I FORWARD 3: the chain has only 1 rules so far (iptables: index of insertion too big)"),
     (FILTER + "-A FORWARD -j ACCEPT extra\nCOMMIT\n", 5, "unexpected word 'extra'"),
@@ -901,6 +904,40 @@ def test_other_text_before_the_first_table_is_still_refused(line: str) -> None:
         parse_save(line + "\n" + FILTER + "COMMIT\n", source="t")
     with pytest.raises(BackendError, match=r"^t:6: .* outside a table"):  # a prompt after the first table is not skipped
         parse_save(FILTER + "COMMIT\n[root@host ~]# iptables-save\n", source="t")
+
+
+# iptables before 1.4.3 wrote the negation after the option, and its iptables-save printed it so
+OLD_NEGATIONS = (
+    "-A FORWARD -s ! 10.0.0.0/8 -i ! eth0 -p tcp -m tcp --dport ! 22 -j ACCEPT\n"
+    "-A FORWARD -p ! tcp -o ! eth1 -d ! 192.0.2.0/255.255.255.0 -m comment --comment \"a ! b\" -j DROP\n"
+    "-A FORWARD -p udp -m multiport --sports ! 53,123 -m conntrack --ctstate ! NEW -j DROP\n"
+    "-A FORWARD -m set --match-set ! nets src -m mac --mac-source ! 00:11:22:33:44:55 -j DROP\n"
+)
+NEW_NEGATIONS = (
+    "-A FORWARD ! -s 10.0.0.0/8 ! -i eth0 -p tcp -m tcp ! --dport 22 -j ACCEPT\n"
+    "-A FORWARD ! -p tcp ! -o eth1 ! -d 192.0.2.0/255.255.255.0 -m comment --comment \"a ! b\" -j DROP\n"
+    "-A FORWARD -p udp -m multiport ! --sports 53,123 -m conntrack ! --ctstate NEW -j DROP\n"
+    "-A FORWARD -m set ! --match-set nets src -m mac ! --mac-source 00:11:22:33:44:55 -j DROP\n"
+)
+NETS = "create nets hash:net family inet\nadd nets 10.9.0.0/16\n"
+
+
+def test_negation_after_the_option_reads_as_before_it_with_a_note(caplog: pytest.LogCaptureFixture) -> None:
+    old = parse_rules(OLD_NEGATIONS, ipsets=NETS)
+    assert [(r.matches, r.action) for r in old] == [(r.matches, r.action) for r in parse_rules(NEW_NEGATIONS, ipsets=NETS)]
+    assert old[0].matches[:2] == (m("ip.saddr", "10.0.0.0/8", negate=True), m("iif", "eth0", negate=True))
+    assert "t:5: note: read the negation of iptables before 1.4.3 ('-s ! X') as '! -s X' on 4 lines" in caplog.text
+    assert iptables.extraposed(FILTER + OLD_NEGATIONS + "COMMIT\n") == FILTER + NEW_NEGATIONS + "COMMIT\n"
+
+
+@pytest.mark.kernel
+def test_negation_after_the_option_means_what_the_kernel_holds(kernel: None) -> None:
+    """iptables 1.8 refuses `-s ! X`; the extraposed text it loads saves back to what the old text reads as."""
+    text = FILTER + OLD_NEGATIONS + "COMMIT\n"
+    with NetNamespace() as ns:
+        restore(ns, iptables.extraposed(text), NETS)
+        live = ns.call(iptables.read_live)
+    assert meaning(live) == meaning(parse_save(text, source="t", ipsets=NETS))
 
 
 @pytest.mark.kernel

@@ -733,7 +733,8 @@ def iptables_files(path: Path) -> dict[str, str]:
     for line in path.read_text().splitlines():
         family = _header_family(line) or family
         text[family].append(line)
-    files = {iptables.FAMILY_SUFFIX[f]: "\n".join(lines) + "\n" for f, lines in text.items() if any(l.startswith("*") for l in lines)}
+    # written as iptables 1.8 loads it: an old save's `-s ! X` as `! -s X`, which it means
+    files = {iptables.FAMILY_SUFFIX[f]: iptables.extraposed("\n".join(lines) + "\n") for f, lines in text.items() if any(l.startswith("*") for l in lines)}
     ipset = path.with_suffix(".ipset")
     if ipset.exists():
         files[iptables.SUFFIX_IPSET] = ipset.read_text()

@@ -60,6 +60,7 @@ from fwmatrix.backends.iptables.names import (
     SUFFIX_V6,
 )
 from fwmatrix.backends.iptables.parse import parse_save
+from fwmatrix.backends.iptables.reader import extraposed
 from fwmatrix.backends.iptables.render import render_family, render_files, rule_count
 from fwmatrix.backends.iptables.safe import COMMENT_MAX, RenderError
 from fwmatrix.backends.iptables.tool import apply, check_files, read_live
@@ -86,6 +87,7 @@ __all__ = [
     "RenderError",
     "apply",
     "check_files",
+    "extraposed",
     "file_mode",
     "own_chains_plan",
     "parse_save",

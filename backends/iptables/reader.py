@@ -220,6 +220,46 @@ def _split_words(line: str) -> list[_Word]:
     return words
 
 
+def _is_value(word: _Word) -> bool:
+    """Not an option and not `!`: a word that can only be an option's value."""
+    return word.quoted or not (word.text.startswith("-") or word.text == "!")
+
+
+def _extrapose(words: list[_Word]) -> tuple[list[_Word], int]:
+    """The negation of iptables before 1.4.3, written after the option (`-s ! 10.0.0.0/8`,
+    `--dport ! 22`, `-i ! eth0`: what its iptables-save printed), moved before it, where
+    iptables 1.4.3 and later write it (`! -s 10.0.0.0/8`); and how many were moved. Old
+    iptables read `OPTION ! VALUE` exactly as `! OPTION VALUE` (1.4.3 to 1.6 still did, with a
+    warning). A `!` followed by a value can mean nothing else: in today's syntax `!` stands
+    before an option, so the word before it must be the option it negates."""
+    moved = 0
+    out = list(words)
+    for i in range(1, len(out) - 1):
+        word, before = out[i], out[i - 1]
+        if word.quoted or word.text != "!" or not _is_value(out[i + 1]):
+            continue
+        if before.text == "!" and not before.quoted:
+            raise _Malformed("'!' twice")
+        if before.quoted or not before.text.startswith("-") or before.text == "-":
+            raise _Malformed(f"'!' before the value {out[i + 1].shown()}: '!' negates the option after it (or, in iptables before 1.4.3, the option before it)")
+        out[i - 1], out[i] = word, before
+        moved += 1
+    return out, moved
+
+
+def extraposed(text: str) -> str:
+    """Restore input with every negation written after its option (`-s ! X`) moved before it
+    (`! -s X`), the form iptables 1.8 loads; the other lines as they were."""
+    lines = text.splitlines(keepends=True)
+    for n, line in enumerate(lines):
+        rule = line.strip()
+        if rule.startswith(("-", "[")) and "!" in rule:
+            words, moved = _extrapose(_split_words(rule))
+            if moved:
+                lines[n] = " ".join(w.shown() for w in words) + "\n"
+    return "".join(lines)
+
+
 # -- values ---------------------------------------------------------------------------
 
 
@@ -431,7 +471,7 @@ def _group(words: list[_Word]) -> tuple[list[_Option], list[_Block]]:
             if i >= len(words):
                 raise _Malformed(f"{word.text} needs a value")
             if words[i].text == "!" and not words[i].quoted:
-                raise _Malformed(f"'{word.text} ! VALUE' is the negation of iptables before 1.4.3, which iptables 1.8 refuses too: write '! {word.text} VALUE'")
+                raise _Malformed("'!' twice" if negate else f"{word.text} needs a value")
             core.append(_Option(name, negate, (words[i],)))
             i += 1
             if name == "-p" and not negate:
@@ -488,6 +528,7 @@ def _save_sections(text: str, source: str) -> list[_Section]:
     sections: list[_Section] = []
     current: _Section | None = None
     header: int | None = None
+    old_negations: list[int] = []  # the lines written with the negation after the option
     lineno = 0
     for lineno, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
@@ -521,7 +562,10 @@ def _save_sections(text: str, source: str) -> list[_Section]:
             _declare(current, line, lineno, source)
         elif line.startswith(("-", "[")):
             try:
-                current.rules.append((lineno, _split_words(line)))
+                words, moved = _extrapose(_split_words(line))
+                if moved:
+                    old_negations.append(lineno)
+                current.rules.append((lineno, words))
                 if "-4" in line or "-6" in line or "--ipv" in line:
                     current.marked.add(lineno)
             except _Malformed as exc:
@@ -530,6 +574,9 @@ def _save_sections(text: str, source: str) -> list[_Section]:
             raise BackendError(f"not a table, chain, rule, COMMIT or comment line: {line[:60]!r}", file=source, line=lineno)
     if current is not None:
         raise BackendError(f"table {current.table} has no COMMIT", file=source, line=lineno)
+    if old_negations:  # as iptables 1.4.3 to 1.6 read it: with a warning
+        log.warning("%s:%d: note: read the negation of iptables before 1.4.3 ('-s ! X') as '! -s X' on %d line%s",
+                    source, old_negations[0], len(old_negations), "" if len(old_negations) == 1 else "s")
     return sections
 
 
