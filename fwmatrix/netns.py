@@ -37,7 +37,8 @@ def tool_path(tool: str) -> str:
     return found
 
 
-def run_private(argv: list[str], stdin: str | None = None, timeout: float = 120, placeholders: "Placeholders | None" = None) -> subprocess.CompletedProcess[str]:
+def run_private(argv: list[str], stdin: str | None = None, timeout: float = 120, placeholders: "Placeholders | None" = None,
+                cwd: str | None = None) -> subprocess.CompletedProcess[str]:
     """Run a command in a fresh, empty network namespace that vanishes with it.
 
     As root a plain network namespace; otherwise a user namespace too
@@ -45,15 +46,16 @@ def run_private(argv: list[str], stdin: str | None = None, timeout: float = 120,
     without privileges. With `placeholders`, its interfaces exist there as
     veth links, and its users and groups in a private mount namespace's
     /etc/passwd and /etc/group: a ruleset from another host loads as it
-    would on that host, and the host sees none of it."""
+    would on that host, and the host sees none of it. `cwd`: the directory it runs in."""
     prefix = ["unshare", "-n"] if is_root() else ["unshare", "-rn"]
     argv = [tool_path(argv[0])] + argv[1:]
     try:
         if placeholders is None or placeholders.empty():
-            return subprocess.run(prefix + argv, input=stdin, capture_output=True, text=True, timeout=timeout)
+            return subprocess.run(prefix + argv, input=stdin, capture_output=True, text=True, timeout=timeout, cwd=cwd)
         with tempfile.TemporaryDirectory(prefix="fwm-placeholders-") as scratch:
             setup = placeholders.write(scratch)
-            return subprocess.run(prefix + ["-m", "sh", "-c", PLACEHOLDER_SCRIPT, "sh", *setup, *argv], input=stdin, capture_output=True, text=True, timeout=timeout)
+            return subprocess.run(prefix + ["-m", "sh", "-c", PLACEHOLDER_SCRIPT, "sh", *setup, *argv], input=stdin, capture_output=True, text=True,
+                                  timeout=timeout, cwd=cwd)
     except FileNotFoundError as exc:
         raise BackendError(f"cannot run {prefix[0]}: {exc}") from None
 
@@ -148,18 +150,20 @@ class NetNamespace:
             subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
             self.created = False
 
-    def run(self, argv: list[str], stdin: str | None = None, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(["ip", "netns", "exec", self.name] + argv, input=stdin, capture_output=True, text=True, timeout=timeout)
+    def run(self, argv: list[str], stdin: str | None = None, check: bool = True, timeout: float = 120,
+            cwd: str | None = None) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(["ip", "netns", "exec", self.name] + argv, input=stdin, capture_output=True, text=True, timeout=timeout, cwd=cwd)
         if check and proc.returncode != 0:
             raise BackendError(f"{' '.join(argv)} in namespace {self.name} failed: {(proc.stderr or proc.stdout).strip()}")
         return proc
 
-    def run_with_accounts(self, argv: list[str], stdin: str | None, placeholders: "Placeholders") -> subprocess.CompletedProcess[str]:
+    def run_with_accounts(self, argv: list[str], stdin: str | None, placeholders: "Placeholders",
+                          cwd: str | None = None) -> subprocess.CompletedProcess[str]:
         """Run a command here with the placeholders' users and groups (not its links: this
         namespace has its own) in a private mount namespace's /etc/passwd and /etc/group."""
         with tempfile.TemporaryDirectory(prefix="fwm-placeholders-") as scratch:
             _, passwd, group = placeholders.write(scratch)
-            return self.run(["unshare", "-m", "sh", "-c", PLACEHOLDER_SCRIPT, "sh", "", passwd, group, *argv], stdin=stdin, check=False)
+            return self.run(["unshare", "-m", "sh", "-c", PLACEHOLDER_SCRIPT, "sh", "", passwd, group, *argv], stdin=stdin, check=False, cwd=cwd)
 
     def call(self, fn: Callable[[], T]) -> T:
         """Run `fn` in a forked child that has entered this namespace; return its result."""

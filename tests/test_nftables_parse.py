@@ -780,6 +780,61 @@ def test_every_read_error_names_the_file(tmp_path: Path) -> None:
     assert caught.value.file == str(listing) and str(caught.value).startswith(f"{listing}: not an nftables JSON listing")
 
 
+def _included(root: Path) -> Path:
+    """rules/main.nft includes ./filter.nft (beside it, as nft reads `./` from where it runs),
+    which includes ./sub/ports.nft (from the same place: nft resolves nested includes so too)."""
+    (root / "rules" / "sub").mkdir(parents=True)
+    (root / "rules" / "main.nft").write_text('flush ruleset\ninclude "./filter.nft"\n')
+    (root / "rules" / "filter.nft").write_text(
+        "table inet f {\n chain forward {\n  type filter hook forward priority 0; policy drop;\n"
+        '  include "./sub/ports.nft"\n }\n}\n')
+    (root / "rules" / "sub" / "ports.nft").write_text("iif fwmt-inc0 tcp dport 22 accept\nmeta skuid fwmt-incuser drop\n")
+    return root / "rules" / "main.nft"
+
+
+@pytest.mark.kernel
+def test_includes_are_read_from_the_rulesets_directory(kernel: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`include "./x"` read as `cd DIR && nft -f FILE` reads it, wherever fwmatrix runs; the
+    interface and user an included file names get placeholders like the script's own."""
+    from fwmatrix.targets import read_ruleset
+
+    main = _included(tmp_path)
+    monkeypatch.chdir(tmp_path)  # not the ruleset's directory: `./filter.nft` is not here
+    got, _ = read_ruleset("rules/main.nft", "nftables")
+    forward = rules(got, "inet f forward")
+    assert forward[0].matches == (m("iif", "fwmt-inc0"), TCP, m("dport", 22)) and forward[0].action == ACCEPT
+    assert "fwmt-incuser" in str(forward[1].matches)
+    from fwmatrix.ops.lab import Lab
+
+    with Lab(("fwmt-inc0", "eth1"), timeout=0.8) as lab:  # the lab loads it from there too
+        lab.load_raw_nft(main.read_text(), str(main.parent))
+        held = rules(lab.read_nft(), "inet f forward")  # the user by its placeholder id there
+    assert [(r.matches, r.action) for r in held[:1]] == [(r.matches, r.action) for r in forward[:1]] and held[1].action == DROP
+
+
+@pytest.mark.kernel
+def test_a_missing_include_or_an_error_in_an_included_file_names_its_file_and_line(kernel: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fwmatrix.errors import FwmatrixError
+    from fwmatrix.targets import read_ruleset
+
+    main = _included(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    (main.parent / "sub" / "ports.nft").unlink()
+    with pytest.raises(FwmatrixError) as caught:
+        read_ruleset("rules/main.nft", "nftables")
+    assert str(caught.value).startswith(f"rules/filter.nft:4: File not found: ./sub/ports.nft (no {main.parent}/sub/ports.nft: "
+                                        "nft reads './' and '../' from the ruleset's directory) (included from rules/main.nft:2)")
+    main.write_text('include "filter.nft"\n')
+    with pytest.raises(FwmatrixError) as caught:
+        read_ruleset("rules/main.nft", "nftables")
+    assert str(caught.value) == "rules/main.nft:1: File not found: filter.nft (not in nft's include path, /etc unless -I says otherwise: write './' for a file beside the ruleset)"
+    main.write_text('include "./filter.nft"\n')
+    (main.parent / "sub" / "ports.nft").write_text("tcp dport 99999 accept\n")
+    with pytest.raises(FwmatrixError) as caught:
+        read_ruleset(str(main), "nftables")
+    assert str(caught.value).startswith(f"{main.parent}/sub/ports.nft:1: ") and f"(included from {main}:1)" in str(caught.value)
+
+
 VLAN_RULESET = """\
 table inet vlans {
     chain forward {

@@ -213,19 +213,22 @@ def kernel_tally(result: Outcome, family: str, case: str, ipv6: bool = False, pr
     restore input without a save header is ip6tables-restore input."""
     from test_kernel_agreement import TIMEOUT, corpus_case, iptables_files, lab_interfaces
 
+    from fwmatrix.backends.nftables.binding import include_directory
     from fwmatrix.ops.lab import Lab
 
     if family == "nftables":
-        load, read = "load_raw_nft", "read_nft"
-        material: object = result.path.read_text(encoding="utf-8")
+        read = "read_nft"
+        text = result.path.read_text(encoding="utf-8")
+        load = lambda lab: lab.load_raw_nft(text, include_directory(str(result.path)))  # noqa: E731  (its includes: as read)
     else:
-        load, read = "load_iptables", "read_iptables"
+        read = "read_iptables"
         material = iptables_files(result.path)
         if ipv6 and set(material) == {".ipt4"}:  # restore input without a header
             material = {".ipt6": material[".ipt4"]}
+        load = lambda lab: lab.load_iptables(material)  # noqa: E731
     with Lab(lab_interfaces(result.ruleset), timeout=TIMEOUT) as lab:
         try:
-            getattr(lab, load)(material)
+            load(lab)
         except FwmatrixError as exc:
             return str(exc).splitlines()[0][:200]
         return corpus_case(lab, getattr(lab, read)(), case, probes)

@@ -10,6 +10,7 @@ parse.py's work.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -40,8 +41,11 @@ def run_nft(script: str, json_output: bool = False) -> tuple[int, str, str]:
 
 
 # nft resolves interface, user and group names where it runs: "Interface does not exist" for
-# `iif eth2` in an empty namespace. The error's place (line, columns) holds the name.
-MISSING_RE = re.compile(r"^(?:/dev/stdin|-):(\d+):(\d+)-(\d+): Error: (Interface|User|Group) does not exist$", re.M)
+# `iif eth2` in an empty namespace. The error's place (file, line, columns) holds the name; the
+# file is the script (/dev/stdin) or one it includes.
+MISSING_RE = re.compile(r"^(\S+?):(\d+):(\d+)-(\d+): Error: (Interface|User|Group) does not exist$", re.M)
+STDIN = ("/dev/stdin", "-", "<cmdline>")  # what nft (and the binding) call the script it was given
+INCLUDE_RE = re.compile(r"^\s*include\s", re.M)  # names in other files: placeholders as they come
 ACCOUNTS_RE = re.compile(r"\b(?:skuid|skgid|uid|gid)\b")  # the text may name users or groups
 MAX_PLACEHOLDER_ROUNDS = 32  # nft names one missing name per set each time
 Runner = Callable[[list[str], str, Placeholders], "subprocess.CompletedProcess[str]"]
@@ -56,38 +60,57 @@ def with_deleted_tables(text: str) -> str:
     return DELETE_TABLE_RE.sub(r"\1add\2; delete\2\3", text)
 
 
-def run_nft_private(argv: list[str], text: str, runner: Runner | None = None) -> tuple[subprocess.CompletedProcess[str], Placeholders]:
+def include_directory(source: str) -> str | None:
+    """The directory nft runs in to read a ruleset file: the file's own, as `cd DIR && nft -f
+    FILE` reads it (nft reads `include "./x"` and `"../x"` from where it runs; docs/audit.md);
+    None for text that is no file."""
+    return os.path.dirname(os.path.abspath(source)) if os.path.isfile(source) else None
+
+
+def run_nft_private(argv: list[str], text: str, runner: Runner | None = None,
+                    directory: str | None = None) -> tuple[subprocess.CompletedProcess[str], Placeholders]:
     """Run nft on a script in a private namespace in which the interfaces, users and groups
     it names exist (as placeholders: dummy links, generated passwd and group entries), so a
     ruleset written on another host loads here as it does there. A name nft still misses
     after that, or that cannot be a placeholder, is left to nft's error. Returns nft's
-    result and the placeholders it needed. `runner` runs it elsewhere (the lab's namespace)."""
+    result and the placeholders it needed. `runner` runs it elsewhere (the lab's namespace);
+    `directory` is where nft runs (include_directory)."""
     placeholders = Placeholders(accounts=ACCOUNTS_RE.search(text) is not None)
-    lines = text.splitlines()
+    lines = {name: text.splitlines() for name in STDIN}
     text = with_deleted_tables(text)
+    run = runner or (lambda argv, script, p: run_private(argv, stdin=script, placeholders=p, cwd=directory))
     for _ in range(MAX_PLACEHOLDER_ROUNDS):
-        proc = (runner or _in_private)(argv, text, placeholders)
+        proc = run(argv, text, placeholders)
         if proc.returncode == 0:
             return proc, placeholders
         added = False
         for m in MISSING_RE.finditer(proc.stderr):
-            line, first, last, kind = int(m[1]), int(m[2]), int(m[3]), m[4].lower()
-            name = lines[line - 1][first - 1 : last].strip('"') if 0 < line <= len(lines) else ""
+            line, first, last, kind = int(m[2]), int(m[3]), int(m[4]), m[5].lower()
+            if m[1] not in lines:  # a file the script includes
+                lines[m[1]] = _file_lines(os.path.join(directory or ".", m[1]))
+            written = lines[m[1]]
+            name = written[line - 1][first - 1 : last].strip('"') if 0 < line <= len(written) else ""
             added |= placeholders.add(kind, name)
+            placeholders.accounts |= kind != "interface"  # named in an included file the script's text does not show
         if not added:
             return proc, placeholders
     return proc, placeholders
 
 
-def _in_private(argv: list[str], text: str, placeholders: Placeholders) -> subprocess.CompletedProcess[str]:
-    return run_private(argv, stdin=text, placeholders=placeholders)
+def _file_lines(path: str) -> list[str]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return []  # nft read it, so this does not happen; without its lines no placeholder is made
 
 
-def load_with_accounts(ns: NetNamespace, text: str) -> None:
+def load_with_accounts(ns: NetNamespace, text: str, directory: str | None = None) -> None:
     """Load a script naming users or groups of another host (`meta skuid nm-openvpn`) into a
     namespace: nft resolves them in a private mount namespace's placeholder accounts (nft
-    lists them by number, as the placeholders' ids)."""
-    proc, _ = run_nft_private(["nft", "-f", "-"], text, runner=lambda argv, script, p: ns.run_with_accounts(argv, script, p))
+    lists them by number, as the placeholders' ids). `directory`: where nft runs (its includes)."""
+    proc, _ = run_nft_private(["nft", "-f", "-"], text, runner=lambda argv, script, p: ns.run_with_accounts(argv, script, p, cwd=directory),
+                              directory=directory)
     if proc.returncode != 0:
         raise _nft_failure(proc.stderr or proc.stdout, "nft")
 
@@ -104,10 +127,13 @@ def check(text: str) -> list[str]:
     return [line for line in (proc.stderr or proc.stdout).splitlines() if line.strip()] or [f"nft exited with {proc.returncode}"]
 
 
-def load(ns: NetNamespace, text: str) -> None:
-    """Load a script into a namespace (one transaction) with the binding."""
+def load(ns: NetNamespace, text: str, directory: str | None = None) -> None:
+    """Load a script into a namespace (one transaction) with the binding; `directory`: where
+    its includes are read from (include_directory)."""
 
     def apply() -> None:
+        if directory is not None:
+            os.chdir(directory)  # in the child ns.call forks
         rc, _, err = run_nft(text)
         if rc != 0:
             raise BackendError(err.strip() or f"nft failed with {rc}")
@@ -164,17 +190,22 @@ def with_devices(listing: str, chains_text: str) -> str:
     return json.dumps(data)
 
 
-NFT_ERROR_RE = re.compile(r"^(?:/dev/stdin|-):(\d+):[\d-]+: Error: (.*)$")
+NFT_ERROR_RE = re.compile(r"^(\S+?):(\d+):[\d-]+: Error: (.*)$")
+INCLUDED_RE = re.compile(r"^(?:In file included from|\s+from) (\S+?):(\d+):[\d-]+:$")  # innermost first
+NOT_FOUND = "File not found: "
 
 
 def list_text(text: str, source: str) -> str:
     """`nft -j list ruleset` after loading an nft text into a private, empty
     network namespace that vanishes with the process (a user namespace too when
-    not root). Invalid text raises BackendError with nft's first error and its line."""
+    not root), nft running in the file's directory (include_directory). Invalid
+    text raises BackendError with nft's first error, its file and its line."""
     nft = shlex.quote(tool_path("nft"))
-    proc, placeholders = run_nft_private(["sh", "-c", f"{nft} -f - && {nft} -j list ruleset && printf '\\0' && {nft} list chains"], text)
+    directory = include_directory(source)
+    proc, placeholders = run_nft_private(["sh", "-c", f"{nft} -f - && {nft} -j list ruleset && printf '\\0' && {nft} list chains"], text,
+                                         directory=directory)
     if proc.returncode != 0:
-        raise _nft_failure(proc.stderr or proc.stdout, source)
+        raise _nft_failure(proc.stderr or proc.stdout, source, directory)
     listing, _, chains = proc.stdout.partition("\0")
     listing = with_devices(listing, chains) if chains else listing
     if not placeholders.ids:
@@ -227,12 +258,48 @@ def _renamed(value: Any, kinds: list[str | None], ids: dict[str, dict[int, str]]
     return value
 
 
-def _nft_failure(output: str, source: str) -> BackendError:
+def _nft_failure(output: str, source: str, directory: str | None = None) -> BackendError:
+    """nft's first error as one line, at its place: the ruleset file's line, or the line of a
+    file it includes (named as the user would reach it, and where the ruleset includes it)."""
     lines = [line for line in output.splitlines() if line.strip()]
-    errors = [NFT_ERROR_RE.match(line) for line in lines]
-    located = [m for m in errors if m is not None]
+    located: list[tuple[re.Match[str], list[re.Match[str]]]] = []
+    chain: list[re.Match[str]] = []
+    for line in lines:
+        included, error = INCLUDED_RE.match(line), NFT_ERROR_RE.match(line)
+        if included:
+            chain.append(included)
+        elif error:
+            located.append((error, chain))
+            chain = []
     if not located:
         first = next((line for line in lines if "Error" in line), lines[0] if lines else "nft failed")
         return BackendError(first.strip(), file=source)
-    more = f" (and {len(located) - 1} more error{'s' if len(located) > 2 else ''})" if len(located) > 1 else ""
-    return BackendError(located[0][2] + more, file=source, line=int(located[0][1]))
+    (error, chain), more = located[0], len(located) - 1
+    message = error[3] + _where_not_found(error[3], directory)
+    if chain:  # where the ruleset file includes it: the outermost inclusion
+        message += f" (included from {_shown(chain[-1][1], source, directory)}:{chain[-1][2]})"
+    if more:
+        message += f" (and {more} more error{'s' if more > 1 else ''})"
+    return BackendError(message, file=_shown(error[1], source, directory), line=int(error[2]))
+
+
+def _shown(name: str, source: str, directory: str | None) -> str:
+    """A file as nft names it in an error, as the user would reach it: the ruleset itself for the
+    script nft read from stdin, an included file by its path beside the ruleset's."""
+    if name in STDIN:
+        return source
+    if os.path.isabs(name) or directory is None:
+        return name
+    return os.path.relpath(os.path.join(directory, name)) if not os.path.isabs(source) else os.path.normpath(os.path.join(directory, name))
+
+
+def _where_not_found(message: str, directory: str | None) -> str:
+    """Where nft looked for an include it did not find (nft says only the name)."""
+    if not message.startswith(NOT_FOUND):
+        return ""
+    name = message.removeprefix(NOT_FOUND)
+    if name.startswith(("./", "../")):
+        return f" (no {os.path.normpath(os.path.join(directory or os.getcwd(), name))}: nft reads './' and '../' from the ruleset's directory)"
+    if not os.path.isabs(name):
+        return " (not in nft's include path, /etc unless -I says otherwise: write './' for a file beside the ruleset)"
+    return ""

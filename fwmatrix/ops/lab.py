@@ -299,15 +299,17 @@ class Lab:
 
         nftables.load(self.fw, script if isinstance(script, str) else nftables.render(script))
 
-    def load_raw_nft(self, text: str) -> None:
-        """Make a hand-written nft ruleset the firewall's whole ruleset (what was there goes)."""
-        from fwmatrix.backends.nftables.binding import ACCOUNTS_RE, load_with_accounts, with_deleted_tables
+    def load_raw_nft(self, text: str, directory: str | None = None) -> None:
+        """Make a hand-written nft ruleset the firewall's whole ruleset (what was there goes);
+        `directory`: where its includes are read from (nftables.binding.include_directory)."""
+        from fwmatrix.backends import nftables
+        from fwmatrix.backends.nftables.binding import ACCOUNTS_RE, INCLUDE_RE, load_with_accounts, with_deleted_tables
 
         script = "flush ruleset\n" + with_deleted_tables(text)
-        if ACCOUNTS_RE.search(text):  # users and groups of its host: placeholders in the lab too
-            load_with_accounts(self.fw, script)
+        if ACCOUNTS_RE.search(text) or INCLUDE_RE.search(text):  # users and groups of its host: placeholders in the lab too
+            load_with_accounts(self.fw, script, directory)
         else:
-            self.load_nft(script)
+            nftables.load(self.fw, script, directory)
 
     def load_iptables(self, files: Mapping[str, str]) -> None:
         """Apply rendered iptables files (`.ipt4`, `.ipt6`, `.ipset`) to the firewall, in either

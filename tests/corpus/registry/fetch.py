@@ -25,6 +25,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -269,6 +270,30 @@ def _translate(text: str, scratch: Path) -> str:
     return result.stdout
 
 
+# `include "./x.nft"`: nft reads it from the directory it runs in, which for the corpus is the
+# cached file's (fwmatrix reads a file as `cd DIR && nft -f FILE`): the file is copied there too
+INCLUDE_RE = re.compile(r'^\s*include\s+"(\.\.?/[^"*?\[]+)"', re.M)
+
+
+def included(text: str) -> list[str]:
+    """The relative paths an nft file includes (literal ones; globs are not copied)."""
+    return INCLUDE_RE.findall(text)
+
+
+def _copy_included(text: str, source: Path, target: Path) -> None:
+    """What an nft file includes by relative path, and what those include (nft reads all from
+    the one directory it runs in), from beside the original to beside the cached copy."""
+    pending, seen = included(text), set()
+    while pending:
+        name = pending.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        (target / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source / name, target / name)
+        pending += included((source / name).read_text(encoding="utf-8"))
+
+
 def source_path(dest: Path) -> Path:
     """Where the package version a cached corpus file came from is recorded, beside it."""
     return dest.with_name(dest.name + ".source")
@@ -283,7 +308,7 @@ def fetch(cache: Path | None = None) -> dict[str, tuple[Path, Source]]:
     rows = manifest()
     for row in rows:
         dest = corpus_path(cache, row)
-        if dest.exists() and source_path(dest).exists():
+        if dest.exists() and source_path(dest).exists() and all((dest.parent / name).is_file() for name in included(dest.read_text(encoding="utf-8"))):
             out[row["name"]] = (dest, Source.parse(source_path(dest).read_text(encoding="utf-8")))
             continue
         key = (row["format"] == SOURCE, row["package"], row["version"])
@@ -305,6 +330,7 @@ def fetch(cache: Path | None = None) -> dict[str, tuple[Path, Source]]:
         if row["format"] == "ferm-translate":
             text = _translate(text, partial)
         partial.write_text(text, encoding="utf-8")
+        _copy_included(text, path.parent, dest.parent)
         source_path(dest).write_text(source.line(), encoding="utf-8")
         partial.replace(dest)
         out[row["name"]] = (dest, source)
