@@ -70,7 +70,7 @@ from fwmatrix.backends.pf.readnat import source_nat_chain
 from fwmatrix.backends.pf.tags import (
     _TRANSLATED, Alts, _aside, _applies, _is_pass_rdr, _passes_in, _TagInfo, _Tags, _translates_and_passes, _verdict,
 )
-from fwmatrix.backends.pf.syntax import _Group, _Host, _If, _Item, _Opaque, _Ports, _Rule, _Seen, _Target
+from fwmatrix.backends.pf.syntax import _Group, _Host, _If, _Item, _Opaque, _Ports, _Route, _Rule, _Seen, _Target
 from fwmatrix.errors import BackendError
 from fwmatrix.ir import (
     PRIORITY_DSTNAT, PRIORITY_FILTER, PRIORITY_SRCNAT, Action, Chain, Dnat, Match, Rule, Ruleset, Table, Unmodelled, UnmodelledAction, Verdict, addr_field,
@@ -201,8 +201,37 @@ class _Builder(_Tags):
             if ports is not None:
                 yield ([(Match((field_name,), tuple((r,) for r in ports.ranges)),)] if ports.ranges else []) + [
                     (Unmodelled(text),) for text in ports.unknown]
+        if rule.route is not None:
+            yield self._route_alts(rule, rule.route, chain)
         if rule.unknown:
             yield [(Unmodelled("; ".join(rule.unknown)),)]
+
+    def _route_alts(self, rule: _Rule, route: _Route, chain: str) -> Alts:
+        """What route-to, reply-to and fastroute leave exact (pf.conf(5), ROUTING; docs/backend-pf.md).
+        `reply-to` routes only the replies of the rule's state, which the state table passes
+        (a floating state matches on any interface; a block rule keeps none). `fastroute`
+        routes by the routing table, as forwarding does. `route-to IF` on a pass rule sends the
+        packets it passes out of IF, where the out rules judge them: exact for packets whose
+        route leaves by IF, both ways for the others (they leave by IF, not by their route).
+        `dup-to` (a copy leaves by another interface) and routing on block or match rules
+        stay unmodelled (whether pf routes a packet it blocks is not modelled)."""
+        unknown: Alts = [(Unmodelled(route.text),)]
+        if route.kind == "reply-to" and rule.action in ("pass", "block"):
+            bound = rule.action == "pass" and rule.keep_state and (route.if_bound or self.reader.if_bound)
+            return unknown if bound else [()]  # (an if-bound state misses the replies leaving by another interface)
+        if rule.action != "pass" or chain not in ("in", "out") or self._local:
+            return unknown
+        if route.kind == "fastroute":
+            return [()]
+        if route.kind != "route-to" or route.iface is None:
+            return unknown
+        there = Match(("oif",), ((route.iface,),))
+        elsewhere = (Match(("oif",), ((route.iface,),), negate=True), Unmodelled(route.text))
+        if chain == "out" and rule.on is not None and all(not i.negate and not i.group and i.name != "any" for i in rule.on):
+            # `pass out on C route-to IF`: exact where C is IF (the routes already lead there)
+            return ([(there,)] if any(i.name == route.iface for i in rule.on) else []) + (
+                [elsewhere] if any(i.name != route.iface for i in rule.on) else [])
+        return [(there,), elsewhere]
 
     @staticmethod
     def _if_alts(items: tuple[_If, ...], field_name: str) -> Alts:

@@ -13,7 +13,7 @@ from netaddr import IPNetwork, IPRange
 from fwmatrix.backends.pf.lexer import _NL, _Bad, _Cursor, _lex, _listing_text, _statements, _Tok
 from fwmatrix.backends.pf.names import IDENT_RE, PF_KEYWORDS
 from fwmatrix.backends.pf.own import OwnAddresses
-from fwmatrix.backends.pf.syntax import _Group, _Host, _If, _Item, _Opaque, _Ports, _Rule, _TableValue, _Target
+from fwmatrix.backends.pf.syntax import _Group, _Host, _If, _Item, _Opaque, _Ports, _Route, _Rule, _TableValue, _Target
 from fwmatrix.backends.pf.values import (
     PF_PROTOCOLS, PF_ICMP_TYPES, PF_ICMP6_TYPES, _IF_ADDRESS_RE, _net, _port_number, _merge_ports, _port_op, _table_value, _iface_host, _icmp_types, _table_words, _table_entries,
 )
@@ -68,6 +68,7 @@ class _Reader:
         self.seen_interfaces: set[str] = set()
         self.seen_groups: set[str] = set()
         self.block_reject = False
+        self.if_bound = False  # `set state-policy if-bound`: a state matches only on its interface
         # rules that set a tag but become no rule of their own (source nat, binat's outbound
         # half without pass): what `tagged` means must know of them
         self.hidden: list[_Rule] = []
@@ -184,7 +185,9 @@ class _Reader:
             if policy not in ("drop", "return"):
                 raise _Bad(f"block-policy is drop or return, not {policy!r}")
             self.block_reject = policy == "return"
-        # the other options (timeouts, limits, optimization, state-policy, ...) tune the
+        elif option == "state-policy":
+            self.if_bound = c.next("if-bound or floating") == "if-bound"
+        # the other options (timeouts, limits, optimization, ...) tune the
         # engine but do not change which packets pass
 
     # -- interfaces, hosts, ports ------------------------------------------------------
@@ -352,11 +355,21 @@ class _Reader:
         static = self._pool_options(c)
         return _Target(address, port, text, static)
 
-    def _route(self, c: _Cursor) -> str:
+    def _route(self, c: _Cursor) -> _Route:
         word = c.next("route-to")
-        target = "" if word == "fastroute" else " " + c.arg("the route target")
+        target = "" if word == "fastroute" else c.arg("the route target")
+        pooled = c.peek() in _POOL_OPTIONS or c.peek() == "source-hash"
         self._pool_options(c)
-        return f"{word}{target} (the packet may leave by another route)"
+        return _Route(word, None if pooled else self._route_iface(target), f"{word}{' ' + target if target else ''} (the packet may leave by another route)")
+
+    def _route_iface(self, target: str) -> str | None:
+        """The interface of `IF`, `(IF)`, `(IF ADDR)`: one plain interface (not a group, a
+        list or an address alone, whose interface only the routes know)."""
+        words = target.strip("( )").split()
+        if target.startswith("{") or not words or len(words) > 2 or _net(words[0]) is not None or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_.-]*", words[0]):
+            return None
+        found = self._iface(words[0], False)
+        return found[0].name if len(found) == 1 and not found[0].group and found[0].name not in ("any", "lo") else None
 
     @staticmethod
     def _pool_options(c: _Cursor) -> bool:
@@ -425,7 +438,7 @@ class _Reader:
             elif tok == "all":
                 c.next("")
             elif tok in ("route-to", "reply-to", "dup-to", "fastroute"):  # FreeBSD writes them before the hosts
-                unknown.append(self._route(c))
+                changes["route"] = self._route(c)
             elif tok in ("from", "to"):
                 c.next("")
                 if c.peek() not in ("port", "os") and not c.word("any"):  # `to port 22`: any address
@@ -467,6 +480,7 @@ class _Reader:
                 changes["keep_state"] = word != "no"
                 if c.peek() == "(":
                     opts = c.group("(", ")")
+                    changes["if_bound"] = "if-bound" in opts
                     limits = [o for o in opts if o in _STATE_LIMITS]
                     if limits:
                         changes["limited"] = f"state limits ({', '.join(limits)}): new connections beyond them are refused"
@@ -496,7 +510,7 @@ class _Reader:
                 unknown.append(word)
             elif word in ("route-to", "reply-to", "dup-to", "fastroute"):
                 c.i -= 1
-                unknown.append(self._route(c))
+                changes["route"] = self._route(c)
             elif word in ("divert-to", "divert-packet"):
                 host = c.next("a host") + " " if word == "divert-to" else ""
                 if not c.word("port"):
@@ -526,6 +540,9 @@ class _Reader:
             else:
                 raise _Bad(f"unknown option {word!r}")
         binat_to = changes.pop("binat_to", None)
+        route = changes.get("route", rule.route)
+        if changes.pop("if_bound", False) and isinstance(route, _Route):
+            changes["route"] = replace(route, if_bound=True)
         if changes.get("limited") and (rule.action != "pass" or "rdr" in changes):
             unknown.append(changes.pop("limited"))  # (judged as a match where the verdict is not the rule's own)
         return replace(rule, unknown=tuple(dict.fromkeys(unknown)), **changes), binat_to  # type: ignore[arg-type]

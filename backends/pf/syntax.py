@@ -51,6 +51,17 @@ class _Target:
 
 
 @dataclass(frozen=True)
+class _Route:
+    """`route-to`, `reply-to`, `dup-to` or `fastroute`: where pf sends the packets (or the
+    replies, or a copy) instead of where the routes lead."""
+
+    kind: str  # 'route-to', 'reply-to', 'dup-to', 'fastroute'
+    iface: str | None  # the one plain interface the target names, else None (a pool, a group, an address alone)
+    text: str  # as an unmodelled construct names it
+    if_bound: bool = False  # the rule's states are bound to their interface (`keep state (if-bound)`)
+
+
+@dataclass(frozen=True)
 class _Rule:
     origin: str
     action: str  # 'pass', 'block', 'match', 'rdr' (old style), 'no-rdr', 'nat' (a `nat pass`)
@@ -76,6 +87,7 @@ class _Rule:
     nat_to: _Target | None = None  # the target of a `nat-to` (not binat-to)
     binat: bool = False  # the inbound half of an old-style binat (evaluated before rdr)
     unknown: tuple[str, ...] = ()  # what fwmatrix cannot model about this rule
+    route: _Route | None = None  # route-to / reply-to / dup-to / fastroute (convert.py decides what is exact)
     label: str = ""
     parents: tuple[_Rule, ...] = ()  # the conditions of the anchors around it
 
