@@ -31,6 +31,12 @@ def test_route_to_is_exact_where_the_route_already_leads() -> None:
     assert j.fate("em0", "em2", "10.0.0.5", "203.0.113.9", TCP, 80) == "block"  # the rule does not match
 
 
+def test_route_to_a_list_of_one_is_that_target() -> None:
+    # fwbuilder writes its single gateway as a list: `route-to { ( em2 198.51.100.1 ) }`
+    rules = rules_at(parse("pass in on em0 route-to { ( em2 198.51.100.1 ) } proto tcp\n", interfaces=IFACES), "in", 1)
+    assert sorted(bool(unmodelled_texts(r)) for r in rules) == [False, True]
+
+
 def test_route_to_out_on_its_own_interface_changes_nothing() -> None:
     text = ("block all\n"
             "pass in on em0 proto tcp\n"
@@ -45,7 +51,7 @@ def test_route_to_out_on_its_own_interface_changes_nothing() -> None:
 
 def test_route_to_a_pool_a_group_or_an_address_stays_unmodelled() -> None:
     for target in ("{ (em1 192.0.2.1), (em2 198.51.100.1) } round-robin", "(em2 198.51.100.1) round-robin",
-                   "198.51.100.1", "(egress 198.51.100.1)"):
+                   "198.51.100.1", "(egress 198.51.100.1)", "{ em1 em2 }"):
         rules = rules_at(parse(f"pass in on em0 route-to {target} proto tcp\n", interfaces=IFACES), "in", 1)
         assert rules and all(unmodelled_texts(r) for r in rules), target
 

@@ -363,10 +363,11 @@ class _Reader:
         return _Route(word, None if pooled else self._route_iface(target), f"{word}{' ' + target if target else ''} (the packet may leave by another route)")
 
     def _route_iface(self, target: str) -> str | None:
-        """The interface of `IF`, `(IF)`, `(IF ADDR)`: one plain interface (not a group, a
-        list or an address alone, whose interface only the routes know)."""
-        words = target.strip("( )").split()
-        if target.startswith("{") or not words or len(words) > 2 or _net(words[0]) is not None or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_.-]*", words[0]):
+        """The interface of `IF`, `(IF)`, `(IF ADDR)`, `{ (IF ADDR) }`: one plain interface (not
+        a group, a pool of several or an address alone, whose interface only the routes know)."""
+        words = target.strip("{ }").strip("( )").split()
+        if not words or len(words) > 2 or _net(words[0]) is not None or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_.-]*", words[0]) \
+                or (len(words) == 2 and _net(words[1]) is None):
             return None
         found = self._iface(words[0], False)
         return found[0].name if len(found) == 1 and not found[0].group and found[0].name not in ("any", "lo") else None
