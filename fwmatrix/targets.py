@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 from types import ModuleType
 
 from fwmatrix.errors import BackendError, FwmatrixError, RulesetError
@@ -70,7 +71,16 @@ def detect(text: str) -> str:
             return "nftables"
         if words[0] in PF_KEYWORDS or (len(words) > 1 and words[1] == "="):
             return "pf"  # a pf rule, or a macro definition
+    # nothing but `include "..."` (nft and pf both write it) and comments: what the comments say
+    if NFT_SHEBANG_RE.search(text):
+        return "nftables"
+    if PF_ID_RE.search(text):
+        return "pf"
     raise FwmatrixError("cannot tell which firewall wrote this ruleset: give --backend nftables, iptables or pf")
+
+
+NFT_SHEBANG_RE = re.compile(r"\A#!\s*\S*/nft\b")  # `#!/usr/sbin/nft -f`
+PF_ID_RE = re.compile(r"^#.*\$(?:OpenBSD|FreeBSD): \S*pf\.conf\b", re.M)  # the id line of the systems' stock pf.conf, kept by many
 
 
 def parse_text(name: str, text: str, source: str) -> Ruleset:

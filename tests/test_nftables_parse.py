@@ -835,6 +835,26 @@ def test_a_missing_include_or_an_error_in_an_included_file_names_its_file_and_li
     assert str(caught.value).startswith(f"{main.parent}/sub/ports.nft:1: ") and f"(included from {main}:1)" in str(caught.value)
 
 
+@pytest.mark.parametrize(("text", "family"), [
+    ('#!/usr/sbin/nft -f\ninclude "./inet-filter.nft"\n', "nftables"),
+    ('#\t$OpenBSD: pf.conf,v 1.53 2014/01/25 10:28:36 dtucker Exp $\ninclude "/etc/pf/macro.conf"\n', "pf"),
+    ('# $FreeBSD: head/etc/pf.conf 1 $\ninclude "/etc/pf/x"\n', "pf"),
+    ('include "./x"\n', None),
+    ('# mentions nft and pf.conf in passing\ninclude "./x"\n', None),
+])
+def test_a_file_of_only_includes_is_told_by_its_comments(text: str, family: str | None) -> None:
+    """nft and pf both write `include "..."`: a file of nothing else is told by nft's shebang or
+    the id line of the systems' stock pf.conf; without either, the user says (--backend)."""
+    from fwmatrix.errors import FwmatrixError
+    from fwmatrix.targets import detect
+
+    if family is None:
+        with pytest.raises(FwmatrixError, match="cannot tell which firewall wrote this ruleset"):
+            detect(text)
+    else:
+        assert detect(text) == family
+
+
 VLAN_RULESET = """\
 table inet vlans {
     chain forward {
