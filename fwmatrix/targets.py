@@ -9,9 +9,12 @@ Each backend module (under backends/, installed as fwmatrix.backends) offers:
 
 from __future__ import annotations
 
+import functools
 import importlib
+import importlib.util
 import os
 import re
+import sys
 from types import ModuleType
 
 from fwmatrix.errors import BackendError, FwmatrixError, RulesetError
@@ -37,13 +40,32 @@ def output_suffixes(name: str) -> tuple[str, ...]:
 def interface_name_refusal(name: str) -> str | None:
     """Why some backend could not write `name` as an interface name, or None.
     The matrix refuses such names at load time, so every backend compiles every matrix."""
-    from fwmatrix.backends.pf.names import IFACE_RE, PF_KEYWORDS  # pf is the strictest
-
-    if name in PF_KEYWORDS:
+    keywords, pattern = _pf_interface_rule()  # pf is the strictest
+    if name in keywords:
         return f"'{name}' is a pf keyword"
-    if not IFACE_RE.match(name):
+    if not pattern.match(name):
         return "pf cannot read it as an interface name"
     return None
+
+
+@functools.cache
+def _pf_interface_rule() -> tuple[frozenset[str], re.Pattern[str]]:
+    """pf's keywords and interface-name pattern, from backends/pf/names.py alone.
+
+    Importing the pf package for them (every pf module, about 15 ms) was paid by every
+    command that loads a matrix; and netaddr's exceptions at those modules' import stay in
+    reference cycles with the frames below them, the loader's, so that its whole YAML tree
+    waited for the cyclic collector (0.15 s of CPU at 10,000 openings)."""
+    names = sys.modules.get("fwmatrix.backends.pf.names")
+    if names is None:
+        import fwmatrix.backends
+
+        path = os.path.join(fwmatrix.backends.__path__[0], "pf", "names.py")
+        spec = importlib.util.spec_from_file_location("fwmatrix.backends._pf_names", path)
+        assert spec is not None and spec.loader is not None
+        names = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(names)
+    return names.PF_KEYWORDS, names.IFACE_RE
 
 
 

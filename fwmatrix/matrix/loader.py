@@ -32,6 +32,8 @@ from fwmatrix.matrix.model import (
     SourceNat,
     Where,
     Zone,
+    parse_address,
+    parse_network,
     parse_service_literal,
 )
 from fwmatrix.matrix.accepts import parse_accepts
@@ -163,14 +165,14 @@ class _Reader:
         try:
             if "/" in value:
                 raise AddrFormatError("a network, not one address")
-            return IPAddress(value, flags=0)
+            return parse_address(value)
         except (AddrFormatError, ValueError, TypeError) as exc:
             raise self.fail(node, f"{what} '{value}' is not an IP address ({exc})") from None
 
     def network(self, node: yaml.Node, what: str) -> IPNetwork:
         value = self.text(node, what)
         try:
-            net = IPNetwork(value, flags=0)
+            net = parse_network(value)
         except (AddrFormatError, ValueError, TypeError) as exc:
             raise self.fail(node, f"{what} '{value}' is not a valid CIDR network ({exc})") from None
         if net.ip != net.network:

@@ -14,7 +14,6 @@ A reference is one of:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 from netaddr import AddrFormatError, IPAddress, IPNetwork
 
@@ -25,6 +24,7 @@ from fwmatrix.matrix.model import (
     Opening,
     ServicePart,
     Where,
+    parse_network,
     parse_service_literal,
 )
 
@@ -60,8 +60,22 @@ def _common_family(what: str, sources: list[Endpoint], destinations: list[Endpoi
 class Resolver:
     def __init__(self, matrix: Matrix):
         self.matrix = matrix
-        self._endpoint = lru_cache(maxsize=None)(self._endpoint_uncached)
-        self._service = lru_cache(maxsize=None)(self._service_uncached)
+        # memos in plain dicts: an lru_cache of a bound method would hold the resolver in a
+        # reference cycle, left for the cyclic collector with every endpoint made
+        self._endpoints: dict[str, Endpoint] = {}
+        self._services: dict[str, tuple[ServicePart, ...]] = {}
+
+    def _endpoint(self, ref: str) -> Endpoint:
+        found = self._endpoints.get(ref)
+        if found is None:
+            found = self._endpoints[ref] = self._endpoint_uncached(ref)
+        return found
+
+    def _service(self, ref: str) -> tuple[ServicePart, ...]:
+        found = self._services.get(ref)
+        if found is None:
+            found = self._services[ref] = self._service_uncached(ref)
+        return found
 
     # -- addresses ---------------------------------------------------------
 
@@ -292,7 +306,7 @@ def _literal_network(text: str) -> IPNetwork | None:
     if not text or not (text[0].isdigit() or ":" in text):
         return None
     try:
-        net = IPNetwork(text, flags=0)
+        net = parse_network(text)
     except (AddrFormatError, ValueError, TypeError):
         raise _Unresolved(f"'{text}' is neither a known name nor a valid address or CIDR network") from None
     if net.ip != net.network:
