@@ -239,49 +239,47 @@ class _Layer:
     def __init__(self) -> None:
         self.boxes: dict[int, list[Box]] = {}  # opening index -> boxes
         self.owner: dict[int, int] = {}  # id(box) -> opening index
-        # id(box) -> (owner, iif, oif, ct, and each dimension's outer bounds): _meeting tests every
+        # id(box) -> (owner, iif, oif, ct, and each dimension's outer bounds): add tests every
         # candidate the index returns on these, one lookup instead of a dozen attribute reads
         self.bounds: dict[int, tuple[int, ...]] = {}
         self.index = BoxIndex()
-        self.meeting: dict[int, dict[int, tuple[int, Box]]] = {}  # see _meeting
+        # opening index -> the boxes of other openings that meet its boxes: id -> (owner, box)
+        self.meeting: dict[int, dict[int, tuple[int, Box]]] = {}
 
     def add(self, opening: int, boxes: list[Box]) -> None:
         self.boxes.setdefault(opening, []).extend(boxes)
+        mine = self.meeting.setdefault(opening, {})
+        bounds, meeting = self.bounds, self.meeting
         for box in boxes:
             self.owner[id(box)] = opening
-            self.bounds[id(box)] = (opening, box.iif, box.oif, box.ct, box.src[0][0], box.src[-1][1], box.dst[0][0], box.dst[-1][1],
-                                    box.dport[0][0], box.dport[-1][1], box.proto[0][0], box.proto[-1][1])
+            bounds[id(box)] = (opening, box.iif, box.oif, box.ct, box.src[0][0], box.src[-1][1], box.dst[0][0], box.dst[-1][1],
+                               box.dport[0][0], box.dport[-1][1], box.proto[0][0], box.proto[-1][1])
+        # meeting is symmetric: each new box is looked up among the boxes added before it only,
+        # and a pair found is kept for both openings (half the candidates of a lookup among all)
+        for a in boxes:
+            # may_overlap(a, b) on the bounds, inline: this loop runs for every candidate the index returns
+            _, iif, oif, ct, src_low, src_high, dst_low, dst_high, port_low, port_high, proto_low, proto_high = bounds[id(a)]
+            for b in self.index.overlapping(a):
+                owner, b_iif, b_oif, b_ct, b_src_low, b_src_high, b_dst_low, b_dst_high, b_port_low, b_port_high, b_proto_low, b_proto_high = bounds[id(b)]
+                if (owner != opening and iif & b_iif and oif & b_oif and ct & b_ct
+                        and b_dst_low <= dst_high and dst_low <= b_dst_high and b_src_low <= src_high and src_low <= b_src_high
+                        and b_port_low <= port_high and port_low <= b_port_high
+                        and b_proto_low <= proto_high and proto_low <= b_proto_high and _meets(a, b)):
+                    mine[id(b)] = (owner, b)
+                    meeting[owner][id(a)] = (opening, a)
+        for box in boxes:
             self.index.add(box)
 
     def covering(self, opening: int, excluded: set[int]) -> set[int] | None:
         """The other openings (not excluded) whose boxes cover this opening's boxes here,
         or None when they do not cover them all."""
         mine = self.boxes[opening]
-        others = {i: b for i, (owner, b) in self._meeting(opening).items() if owner not in excluded}
+        others = {i: b for i, (owner, b) in self.meeting[opening].items() if owner not in excluded}
         if not _covered_whole(mine, others.values()):
             # most openings are not covered, and one of their boxes' first corner says so without a subtraction
             if not all(_corner_held(a, others.values()) for a in mine) or subtract_boxes(mine, BoxIndex(list(others.values()))):
                 return None
         return {self.owner[i] for i in others}
-
-    def _meeting(self, opening: int) -> dict[int, tuple[int, Box]]:
-        """The boxes of other openings that meet this opening's boxes: id -> (owner, box).
-        Made once per opening (an opening is tried again when the report names its coverers)."""
-        found = self.meeting.get(opening)
-        if found is None:
-            found = self.meeting[opening] = {}
-            bounds = self.bounds
-            for a in self.boxes[opening]:
-                # may_overlap(a, b) on the bounds, inline: this loop runs for every candidate the index returns
-                _, iif, oif, ct, src_low, src_high, dst_low, dst_high, port_low, port_high, proto_low, proto_high = bounds[id(a)]
-                for b in self.index.overlapping(a):
-                    owner, b_iif, b_oif, b_ct, b_src_low, b_src_high, b_dst_low, b_dst_high, b_port_low, b_port_high, b_proto_low, b_proto_high = bounds[id(b)]
-                    if (owner != opening and iif & b_iif and oif & b_oif and ct & b_ct
-                            and b_dst_low <= dst_high and dst_low <= b_dst_high and b_src_low <= src_high and src_low <= b_src_high
-                            and b_port_low <= port_high and port_low <= b_port_high
-                            and b_proto_low <= proto_high and proto_low <= b_proto_high and _meets(a, b)):
-                        found[id(b)] = (owner, b)
-        return found
 
 
 def _meets(a: Box, b: Box) -> bool:
