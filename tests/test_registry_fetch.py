@@ -120,6 +120,24 @@ def test_the_pinned_version_is_fetched_and_checked(tmp_path: Path, archive: Path
     assert str(source) == "x 1.0-1 (pinned, sha256 checked)"
 
 
+def test_a_files_relative_includes_are_copied_beside_it(tmp_path: Path, archive: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """fwmatrix reads an nft file as `cd DIR && nft -f FILE` does: what it includes by `./` (and
+    what that includes, from the same directory) is copied beside the cached copy, and a cache
+    missing them is filled again."""
+    main = 'include "./inc/b.nft"\n'
+    deb = build_deb(archive, "x", "1.0-1", {"usr/share/doc/x/a.nft": main, "usr/share/doc/x/inc/b.nft": 'include "./c.nft"\n',
+                                           "usr/share/doc/x/c.nft": RULES, "usr/share/doc/x/unused.nft": RULES})
+    serve(archive, deb, "x=1.0-1")
+    manifest(tmp_path, monkeypatch, "1.0-1", hashlib.sha256(deb.read_bytes()).hexdigest())
+    path, _ = fetch.fetch(tmp_path / "cache")["x-a"]
+    assert path.read_text(encoding="utf-8") == main
+    assert (path.parent / "inc" / "b.nft").is_file() and (path.parent / "c.nft").read_text(encoding="utf-8") == RULES
+    assert not (path.parent / "unused.nft").exists()
+    (path.parent / "inc" / "b.nft").unlink()
+    fetch.fetch(tmp_path / "cache")
+    assert (path.parent / "inc" / "b.nft").is_file()
+
+
 def test_the_pinned_version_with_other_bytes_fails(tmp_path: Path, archive: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     serve(archive, build_deb(archive, "x", "1.0-1", {"usr/share/doc/x/a.nft": RULES}), "x=1.0-1")
     manifest(tmp_path, monkeypatch, "1.0-1", "0" * 64)
