@@ -422,9 +422,9 @@ class _Builder(_Tags):
         bare = _Rule("", "block")
         covered: set[int] = set()
         for r in self.rules:
-            if r.action in ("block", "pass") and not r.parents and _applies([r], chain) and self._on_every_interface(r.on, iface) \
+            if r.action in ("block", "pass") and all(_unconditional(p) for p in r.parents) and _applies([r], chain) and self._on_every_interface(r.on, iface) \
                     and replace(r, origin="", action="block", reject=False, direction=None, quick=False, on=None, af=None, label="",
-                                keep_state=True) == bare:
+                                keep_state=True, parents=()) == bare:
                 covered |= {r.af} if r.af else {4, 6}
         return [f for f in (4, 6) if f not in covered]
 
@@ -692,6 +692,11 @@ class _Builder(_Tags):
         while composed and not composed[-1][0]:
             composed.pop()  # the final rule below says the same
         return [rule for _, rules in composed for rule in rules] + self._emit(parts, "nat", final, origin)
+
+
+def _unconditional(anchor: _Rule) -> bool:
+    """An anchor rule every packet meets (`anchor "x"`, quick or not): its rules see them all."""
+    return replace(anchor, origin="", quick=False, label="") == _Rule("", "anchor")
 
 
 def _is_unmodelled(rule: Rule) -> bool:

@@ -600,6 +600,11 @@ class _Reader:
         target = _Target(inner[0].net, None, str(inner[0].net))  # type: ignore[arg-type]
         return out + [replace(rule, src=rule.dst, dst=(_Host(False, "net", external.address),), rdr=target, direction="in")]
 
+    def _children(self, wildcard: str) -> list[str]:
+        """The given anchors directly below `X/*` (X/a, not X/a/b), in pf's order (by name)."""
+        parent = wildcard[:-1]
+        return sorted(n for n in self.anchors if n.startswith(parent) and "/" not in n[len(parent):] and n != wildcard)
+
     def _antispoof(self, c: _Cursor, origin: str, parents: tuple[_Rule, ...]) -> list[_Item]:
         """`antispoof for IF` blocks, in on other interfaces, sources from IF's networks, and
         everywhere sources that are IF's own addresses (pf.conf(5)); only loopback's are known."""
@@ -682,6 +687,10 @@ class _Reader:
             items = [item for st in _statements(stmt[body_at + 1:-1], where) for item in self._statement(st, where, inner)]
         elif name in self.anchors:
             items = self.read(self.anchors[name], f"{self.source}[{name}]", inner)
+        elif name.endswith("/*") and self._children(name):
+            # `anchor "X/*"`: pf evaluates X's child anchors in the order of their names, as
+            # if each stood here; the children given are taken as all of them
+            items = [item for child in self._children(name) for item in self.read(self.anchors[child], f"{self.source}[{child}]", inner)]
         else:
             chains = _ANCHOR_CHAINS[kind] | ({"nat"} if kind == "anchor" and self.dialect == "openbsd" else set())
             return [_Opaque(origin, f"{kind} '{name}' (its rules are not in the file)", cond, chains)]

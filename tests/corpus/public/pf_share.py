@@ -10,6 +10,9 @@
    Whether a rule is modelled does not depend on the addresses' values, only on whether they
    are known; what stays unmodelled needs more than the firewall's interfaces (anchors and
    tables loaded from files, route-to).
+3. with companions: as 2, and the anchors and tables the ruleset loads from files its own
+   repository publishes (COMPANIONS.tsv; fetch.py puts them under CORPUS/companions), given as
+   --pf-anchor / --pf-table would give them. A separate figure: 2 stays what a file alone says.
 
 A rule counts as unmodelled when one of its matches is `Unmodelled` or its action an
 `UnmodelledAction` (as in tests/test_public_corpus.py).
@@ -19,6 +22,7 @@ A rule counts as unmodelled when one of its matches is `Unmodelled` or its actio
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import sys
@@ -29,6 +33,7 @@ from pathlib import Path
 from fwmatrix.backends.pf.convert import detect_dialect
 from fwmatrix.backends.pf.reader import _Reader
 from fwmatrix.backends.pf import parse_ruleset
+from fwmatrix.errors import BackendError
 from fwmatrix.ir import Ruleset, Unmodelled, UnmodelledAction
 
 
@@ -64,9 +69,10 @@ def _construct(text: str) -> str:
     return re.sub(r"\d+", "N", text)[:100]
 
 
-def firewall_facts(text: str, source: str) -> dict[str, object]:
-    """Placeholder addresses for every interface the ruleset names, and a member for every group."""
-    reader = _Reader(source, detect_dialect(text), None, None)
+def firewall_facts(text: str, source: str, anchors: dict[str, str] | None = None) -> dict[str, object]:
+    """Placeholder addresses for every interface the ruleset names (its anchors' too, when
+    given), and a member for every group."""
+    reader = _Reader(source, detect_dialect(text), None, anchors)
     reader.read(text, source)
     names = sorted(reader.firewall_interfaces() | {m.group(1) for m in re.finditer(r"\(?\b([a-z]+\d+)(?::\w+)*\)?", text)
                                                     if m.group(1) in reader.seen_interfaces})
@@ -78,27 +84,65 @@ def firewall_facts(text: str, source: str) -> dict[str, object]:
             "routes": {name: () for name in names}, "default_route": (names[0],)}
 
 
-def measure(corpus: Path, names: set[str] | None = None) -> tuple[Share, Share, dict[str, tuple[int, int, int]]]:
-    """Both shares over the corpus's pf/*.conf (only those named, when `names` is given)."""
+def _fetch_module():
+    # loaded by path: tests/corpus/registry has a module named fetch too
+    spec = importlib.util.spec_from_file_location("public_corpus_fetch", Path(__file__).resolve().parent / "fetch.py")
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def companions(corpus: Path, name: str) -> dict[str, dict[str, str]]:
+    """The anchors and tables COMPANIONS.tsv lists for ruleset `name`, as parse_ruleset's
+    `anchors` and `tables` (those fetched: a missing file is left out, so stays unmodelled)."""
+    fetch = _fetch_module()
+    given: dict[str, dict[str, str]] = {"anchors": {}, "tables": {}}
+    for row in fetch.read_tsv(fetch.COMPANIONS):
+        path = fetch.companion_path(corpus, row)
+        if row["ruleset"] == name and path.exists():
+            given["anchors" if row["kind"] == "anchor" else "tables"][row["name"]] = path.read_text(encoding="utf-8")
+    return given
+
+
+def measure(corpus: Path, names: set[str] | None = None, with_companions: Share | None = None) -> tuple[Share, Share, dict[str, tuple[int, ...]]]:
+    """Both shares over the corpus's pf/*.conf (only those named, when `names` is given); the
+    third (with companions) added to `with_companions` when given."""
     bare, known = Share(), Share()
-    per_file: dict[str, tuple[int, int, int]] = {}
+    per_file: dict[str, tuple[int, ...]] = {}
     for path in sorted(p for p in (corpus / "pf").glob("*.conf") if names is None or p.stem in names):
         text = path.read_text(encoding="utf-8")
         before = (bare.unmodelled, known.unmodelled)
-        bare.add(parse_ruleset(text, str(path)))
+        try:
+            bare.add(parse_ruleset(text, str(path)))
+        except BackendError:
+            continue  # refused: tests/test_public_corpus.py says why
         rules = known.rules
-        known.add(parse_ruleset(text, str(path), **firewall_facts(text, str(path))))  # type: ignore[arg-type]
+        facts = firewall_facts(text, str(path))
+        known.add(parse_ruleset(text, str(path), **facts))  # type: ignore[arg-type]
         per_file[path.stem] = (known.rules - rules, bare.unmodelled - before[0], known.unmodelled - before[1])
+        if with_companions is not None:
+            rules, unmodelled = with_companions.rules, with_companions.unmodelled
+            given = companions(corpus, path.stem)
+            facts = firewall_facts(text, str(path), given["anchors"]) if given["anchors"] else facts
+            with_companions.add(parse_ruleset(text, str(path), **facts, **given))  # type: ignore[arg-type]
+            per_file[path.stem] += (with_companions.rules - rules, with_companions.unmodelled - unmodelled)
     return bare, known, per_file
 
 
 def main(argv: list[str]) -> int:
     corpus = Path(argv[1] if len(argv) > 1 else os.environ.get("FWMATRIX_PUBLIC_CORPUS", "/work/corpus/public"))
-    bare, known, per_file = measure(corpus)
-    print(f"{'file':36} {'rules':>5} {'bare':>5} {'known':>5}")
-    for name, (rules, b, k) in per_file.items():
-        print(f"{name:36} {rules:5} {b:5} {k:5}")
-    for title, share in (("bare", bare), ("with the firewall's interfaces", known)):
+    given = Share()
+    fetch = _fetch_module()
+    listed = {row["name"] for row in fetch.read_tsv(fetch.MANIFEST) if row["family"] == "pf"}
+    bare, known, per_file = measure(corpus, listed, with_companions=given)
+    refused = sorted(listed - set(per_file))
+    if refused:
+        print(f"not measured (missing or refused): {', '.join(refused)}")
+    print(f"{'file':36} {'rules':>5} {'bare':>5} {'known':>5}   {'rules':>5} {'with companions':>5}")
+    for name, (rules, b, k, c_rules, c) in per_file.items():
+        print(f"{name:36} {rules:5} {b:5} {k:5}   {c_rules:5} {c:5}")
+    for title, share in (("bare", bare), ("with the firewall's interfaces", known),
+                         ("with the firewall's interfaces and the companions (COMPANIONS.tsv)", given)):
         print(f"\n{title}: {share.unmodelled}/{share.rules} rules unmodelled ({share.value:.1%})")
         for construct, count in share.constructs.most_common(25):
             print(f"  {count:4}  {construct}")
