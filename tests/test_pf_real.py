@@ -311,7 +311,9 @@ def test_replies_of_packets_passed_by_default(text: str, kw: dict, left_open: bo
 # The unmodelled share of the public pf rulesets once the firewall's interfaces, groups and
 # their addresses are known (placeholders: the corpus has no matrix), rounded up. What is left
 # needs more than the interfaces: anchors and tables loaded from files, routes, route-to.
-KNOWN_FIREWALL_CEILING = 0.25
+# 0.25 on the first 19 files (23.2% since the routing options); 28.7% on the 25 of 27 read
+# since e2380b3 added 8 (RESULTS.md).
+KNOWN_FIREWALL_CEILING = 0.29
 
 
 def test_public_pf_corpus_with_the_firewall_known() -> None:
