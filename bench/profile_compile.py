@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Where `fwmatrix compile` spends its time and memory, phase by phase.
 
-    .venv/bin/python bench/profile_compile.py MATRIX [--cprofile FILE] [--top N]
+    .venv/bin/python bench/profile_compile.py MATRIX [--backend B] [--cprofile FILE] [--top N]
 
-Runs what `fwmatrix compile MATRIX --out-dir DIR --backend nftables` runs, through the
+Runs what `fwmatrix compile MATRIX --out-dir DIR --backend B` (default nftables) runs, through the
 same functions, in this one process, and prints per phase the wall time, the
 CPU time (the figure to compare on a loaded machine) and the peak RSS so far:
 
@@ -13,7 +13,7 @@ CPU time (the figure to compare on a loaded machine) and the peak RSS so far:
                 resolving every reference (Resolver.check_all)
   intent        build_intent: placing openings on firewalls
   compile       compile_intent: intents -> Ruleset IR (sets, layers, maps)
-  render        the nftables backend's text
+  render        the backend's text
   write         writing the files
 
 With --no-gc, Python's cyclic garbage collector is off for the whole run
@@ -23,8 +23,7 @@ collection walks again). The collections counted are printed either way.
 
 With --cprofile, the whole thing also runs under cProfile and the top
 functions by cumulative and by own time are printed (and the raw profile
-saved to FILE for snakeviz/pstats). With a name of a phase in --only, only the
-phases up to it run.
+saved to FILE for snakeviz/pstats).
 """
 
 from __future__ import annotations
@@ -54,7 +53,7 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run(matrix: str, outdir: str) -> list[tuple[str, float, float, float]]:
+def run(matrix: str, outdir: str, backend_name: str = "nftables") -> list[tuple[str, float, float, float]]:
     phases: list[tuple[str, float, float, float]] = []  # name, wall, CPU, peak RSS so far
     t, c = time.perf_counter(), time.process_time()
 
@@ -84,9 +83,9 @@ def run(matrix: str, outdir: str) -> list[tuple[str, float, float, float]]:
     rulesets = compile_intent(intent)
     mark("compile")
     files = {}
-    nft = backend("nftables")
+    target = backend(backend_name)
     for name, ruleset in rulesets.items():
-        for suffix, text in nft.render_files(ruleset).items():
+        for suffix, text in target.render_files(ruleset).items():
             files[f"{name}{suffix}"] = text
     mark("render")
     cli.write_atomically(outdir, files)
@@ -97,6 +96,7 @@ def run(matrix: str, outdir: str) -> list[tuple[str, float, float, float]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("matrix")
+    parser.add_argument("--backend", default="nftables", choices=("nftables", "iptables", "pf"))
     parser.add_argument("--cprofile", metavar="FILE", help="also profile with cProfile; save the raw profile here")
     parser.add_argument("--no-gc", action="store_true", help="run with the cyclic garbage collector off")
     parser.add_argument("--top", type=int, default=35, help="functions to list from the profile")
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     profiler = cProfile.Profile() if args.cprofile else None
     if profiler:
         profiler.enable()
-    phases = run(args.matrix, outdir)
+    phases = run(args.matrix, outdir, args.backend)
     if profiler:
         profiler.disable()
     total = time.perf_counter() - start
