@@ -71,7 +71,7 @@ from dataclasses import dataclass, field
 from itertools import product
 from typing import Callable, Iterable, Iterator
 
-from netaddr import IPNetwork, IPRange, cidr_merge
+from netaddr import IPNetwork, IPRange
 
 from fwmatrix.backends.pf.names import RenderError, interface_name
 from fwmatrix.ir import Chain, Dnat, DnatMap, Jump, Log, Masquerade, Match, Ruleset, SetDef, Snat, Table, Unmodelled, Value, Verdict, VerdictMap
@@ -630,60 +630,143 @@ def _value_key(v: object) -> tuple:
     return (4, str(v))
 
 
-def _normalise(dim: int, values: set) -> frozenset:
-    if None in values:
-        return frozenset([None])  # 'any' absorbs the rest
-    if dim in (0, 1):
-        if len(values) == 1:  # one CIDR (cells hold CIDRs): cidr_merge would give it back
-            return frozenset(values)
-        return frozenset(cidr_merge(list(values)))
-    if dim == 3:
-        merged: list[PortRange] = []
-        for rng in sorted(values):
-            if merged and rng.low <= merged[-1].high + 1:
-                merged[-1] = PortRange(merged[-1].low, max(merged[-1].high, rng.high))
-            else:
-                merged.append(rng)
-        return frozenset(merged)
-    return frozenset(values)
-
-
 def _products(cells: Iterable[_Cell]) -> list[tuple[Dims, list[str]]]:
     """Cells -> products (sources x destinations x protocols x ports) covering exactly their union.
 
     Greedy: merge ports, then protocols, then sources, then destinations, each time among
-    products equal in the other three dimensions, so a union is never widened."""
-    rects: dict[Dims, dict[str, None]] = {}
-    singles: dict[int, frozenset] = {}  # id(value) -> {value}: a frozenset keeps its hash, netaddr's is slow to compute
+    products equal in the other three dimensions, so a union is never widened.
+
+    The merging works on plain keys (a network as (version, first, prefix length), a port range
+    as (low, high)): hashing and merging netaddr objects was most of its time. The products are
+    made of the cells' own objects again at the end (new ones only for merged networks and ranges)."""
+    rects: dict[tuple, dict[str, None]] = {}
+    objects: dict[object, object] = {}  # key -> the value it stands for (the kinds of keys never meet)
+    keyed: dict[int, tuple] = {}  # id(value) -> (its key, {key}): a frozenset keeps its hash
+    keep: list[object] = []  # ids stay valid while their values live
 
     def single(value: object) -> frozenset:
-        found = singles.get(id(value))
+        found = keyed.get(id(value))
         if found is None:
-            found = singles[id(value)] = frozenset([value])
-        return found
+            key = _plain_key(value)
+            objects.setdefault(key, value)
+            found = keyed[id(value)] = (key, frozenset([key]))
+            keep.append(value)
+        return found[1]
 
+    get = keyed.get
     for c in cells:
-        key: Dims = (single(c.saddr), single(c.daddr), single(c.proto), single(c.dport))
-        rects.setdefault(key, {}).update({c.note: None} if c.note else {})
+        s, d, p, q = c.saddr, c.daddr, c.proto, c.dport
+        found = get(id(s))
+        key = (found[1] if found else single(s), (found := get(id(d))) and found[1] or single(d),
+               (found := get(id(p))) and found[1] or single(p), (found := get(id(q))) and found[1] or single(q))
+        notes = rects.get(key)
+        if notes is None:
+            rects[key] = {c.note: None} if c.note else {}
+        elif c.note:
+            notes[c.note] = None
     for dim in (3, 2, 0, 1):
-        # rest -> [the first product's values, the union once a second joins (None until then), notes]
-        merged: dict[tuple, list] = {}
-        for key, notes in rects.items():
+        # rest -> the first product's key while it is alone, then [the union of values, notes];
+        # a product's notes are its own (made above or in the last pass): merging adds to them in place
+        merged: dict[tuple, tuple | list] = {}
+        for key in rects:
             rest = key[:dim] + key[dim + 1:]
             entry = merged.get(rest)
             if entry is None:
-                merged[rest] = [key[dim], None, dict(notes)]
+                merged[rest] = key
                 continue
-            if entry[1] is None:
-                entry[1] = set(entry[0])
-            entry[1].update(key[dim])
-            entry[2].update(notes)
-        rects = {}
-        for rest, (first, union, notes) in merged.items():
-            # alone, a product keeps its values: they are normalised already (and their set's hash is known)
-            values = first if union is None else _normalise(dim, union)
-            new_key: Dims = rest[:dim] + (values,) + rest[dim:]  # type: ignore[assignment]
-            rects.setdefault(new_key, {}).update(notes)
+            if type(entry) is tuple:
+                entry = merged[rest] = [set(entry[dim]), rects[entry]]
+            entry[0].update(key[dim])
+            entry[1].update(rects[key])
+        # each rest makes one product (no two of them meet); alone, a product keeps its key:
+        # its values are normalised already, and their set's hash is known
+        grown: dict[tuple, dict[str, None]] = {}
+        for rest, entry in merged.items():
+            if type(entry) is tuple:
+                grown[entry] = rects[entry]
+            else:
+                grown[rest[:dim] + (_normalise_keys(dim, entry[0]),) + rest[dim:]] = entry[1]
+        rects = grown
+    made: dict[frozenset, frozenset] = {}  # a set of keys -> the set of values (products share them)
+
+    def values_of(dim: int, keys: frozenset) -> frozenset:
+        found = made.get(keys)
+        if found is None:
+            found = made[keys] = frozenset(objects[k] if k in objects else _plain_value(dim, k) for k in keys)
+        return found
+
     out = [(key, list(notes)) for key, notes in rects.items()]
-    out.sort(key=lambda item: tuple(tuple(sorted(_value_key(v) for v in dim)) for dim in item[0]))
+    out.sort(key=lambda item: tuple(tuple(sorted(map(_plain_sort_key, dim))) for dim in item[0]))
+    return [(tuple(values_of(d, keys) for d, keys in enumerate(dims)), notes) for dims, notes in out]  # type: ignore[misc]
+
+
+def _plain_key(v: object) -> object:
+    """A cell's value as a plain key: a network (version, first, prefix length), a port range (low, high)."""
+    if isinstance(v, IPNetwork):
+        return (v.version, v.first, v.prefixlen)
+    if isinstance(v, PortRange):
+        return (v.low, v.high)
+    return v  # None (any), a protocol number
+
+
+def _plain_sort_key(k: object) -> tuple:
+    """_value_key of the value a plain key stands for."""
+    if k is None:
+        return (0,)
+    if type(k) is int:
+        return (2, k)
+    if len(k) == 3:  # type: ignore[arg-type]
+        return (1,) + k  # type: ignore[operator]
+    return (3,) + k  # type: ignore[operator]
+
+
+def _plain_value(dim: int, k: tuple) -> object:
+    """The value of a plain key that no cell holds (a merged network or port range)."""
+    if dim in (0, 1):
+        return IPNetwork((k[1], k[2]), version=k[0])
+    return PortRange(*k)
+
+
+def _normalise_keys(dim: int, keys: set) -> frozenset:
+    """A union of plain keys as one canonical set: networks as the fewest CIDRs that cover
+    them (what netaddr's cidr_merge gives), port ranges merged where they touch."""
+    if None in keys:
+        return frozenset([None])  # 'any' absorbs the rest
+    if dim in (0, 1):
+        if len(keys) == 1:  # one CIDR: merging would give it back
+            return frozenset(keys)
+        return frozenset(_merge_cidrs(keys))
+    if dim == 3:
+        merged: list[tuple[int, int]] = []
+        for low, high in sorted(keys):
+            if merged and low <= merged[-1][1] + 1:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], high))
+            else:
+                merged.append((low, high))
+        return frozenset(merged)
+    return frozenset(keys)
+
+
+_BITS = {4: 32, 6: 128}
+
+
+def _merge_cidrs(keys: Iterable[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+    """(version, first, prefix length) networks -> the fewest CIDRs covering their union."""
+    ranges: list[list[int]] = []  # [version, first, last], sorted and merged where they touch
+    for version, first, length in sorted(keys):
+        last = first + (1 << (_BITS[version] - length)) - 1
+        if ranges and ranges[-1][0] == version and first <= ranges[-1][2] + 1:
+            ranges[-1][2] = max(ranges[-1][2], last)
+        else:
+            ranges.append([version, first, last])
+    out = []
+    for version, first, last in ranges:
+        bits = _BITS[version]
+        while first <= last:
+            # the largest block aligned at `first` that ends by `last`
+            size = (first & -first).bit_length() - 1 if first else bits
+            while first + (1 << size) - 1 > last:
+                size -= 1
+            out.append((version, first, bits - size))
+            first += 1 << size
     return out
