@@ -323,31 +323,14 @@ def _negate(clause: _Clause, ir_field: str, raw: list) -> _Clause | None:
 # -- merging ------------------------------------------------------------------------
 
 
-@dataclass
-class _Bucket:
-    """Clauses equal but in one field, being merged: their values of that field (None:
-    any value), their comments in order, the lowest rule index."""
-
-    parts: list[frozenset] | None
-    comments: dict[str, None]
-    index: int
-    alone: _Clause | None = None  # the one clause in the bucket, until a second joins
-
-    def merged(self, rest: tuple, name: str) -> _Clause:
-        """The bucket's clause; `rest`: the fields but `name`, as (allowed, excluded)."""
-        return self.alone if self.alone is not None else _Clause(*rest).with_(name, self.values(name))
-
-    def values(self, name: str) -> frozenset | None:
-        if self.parts is None:
-            return None
-        if len(self.parts) == 1:
-            return self.parts[0]
-        return _normalise(name, frozenset().union(*self.parts))
-
-
 def _regroup(members: Members) -> Members:
     """Merge clauses that differ in one mergeable field into one (their union), until stable.
-    A merged clause keeps all comments and the lowest rule index."""
+    A merged clause keeps all comments and the lowest rule index.
+
+    The merging works on clauses as tuples of small integers: the fields no pass merges as one
+    number, and each mergeable field's value set as the number of that set (None: not
+    constrained). Building a clause and hashing its nested tuples per clause and pass cost more
+    than the merging itself (75k clauses, a dozen passes)."""
     current: dict[_Clause, tuple[tuple[str, ...], int]] = {}
     for clause, comments, index in members:
         seen_comments, seen_index = current.get(clause, ((), index))
@@ -357,34 +340,76 @@ def _regroup(members: Members) -> Members:
     # one such pass in a row the clauses are stable
     present = {name for clause in current for name, _ in clause.allowed}
     fields = [name for name in MERGE_FIELDS if name in present]
+    if not fields:
+        return [(clause, comments, index) for clause, (comments, index) in current.items()]
+    position = {name: i + 1 for i, name in enumerate(fields)}  # in a row: 0 is the fields no pass merges
+    numbers: dict[object, int] = {}  # a value set (or the rest of a clause) -> its number
+    sets: list[object] = []  # number -> the value set, or the rest of a clause
+
+    def number(value: object) -> int:
+        found = numbers.get(value)
+        if found is None:
+            found = numbers[value] = len(sets)
+            sets.append(value)
+        return found
+
+    rows: dict[tuple[int, ...], tuple[tuple[str, ...], int]] = {}
+    clause_of: dict[tuple[int, ...], _Clause] = {}  # the rows of clauses as they came
+    for clause, seen in current.items():
+        row = [-1] * (len(fields) + 1)
+        kept = []
+        for item in clause.allowed:
+            at = position.get(item[0])
+            if at is None:
+                kept.append(item)
+            else:
+                row[at] = number(item[1])
+        row[0] = number((tuple(kept), clause.excluded))
+        key = tuple(row)
+        rows[key] = seen
+        clause_of[key] = clause
     unchanged = 0
     for name in cycle(fields):
         if unchanged == len(fields):
             break
-        before = len(current)
+        before = len(rows)
+        at = position[name]
         # a bucket gathers its value sets and normalises their union once: union by union
         # re-sorted the growing set each time (10,000 single ports took minutes)
-        buckets: dict[tuple, _Bucket] = {}
-        for clause, (comments, index) in current.items():
-            # the clause without `name`, as a plain key: a _Clause made per clause and pass cost more than the rest
-            allowed, values = clause.allowed, None
-            for i, item in enumerate(allowed):
-                if item[0] == name:
-                    allowed, values = allowed[:i] + allowed[i + 1:], item[1]
-                    break
-            rest = (allowed, clause.excluded)
+        buckets: dict[tuple[int, ...], list] = {}  # rest -> the row while alone, then [numbers (None: any), comments, index]
+        for row in rows:
+            rest = row[:at] + row[at + 1:]
             bucket = buckets.get(rest)
             if bucket is None:
-                buckets[rest] = _Bucket(None if values is None else [values], dict.fromkeys(comments), index, clause)
+                buckets[rest] = row  # type: ignore[assignment]
                 continue
-            bucket.alone = None
-            if bucket.parts is not None:
-                if values is None:  # "any value" absorbs everything
-                    bucket.parts = None
+            if type(bucket) is tuple:
+                comments, index = rows[bucket]
+                bucket = buckets[rest] = [None if bucket[at] < 0 else [bucket[at]], dict.fromkeys(comments), index]
+            comments, index = rows[row]
+            if bucket[0] is not None:
+                if row[at] < 0:  # "any value" absorbs everything
+                    bucket[0] = None
                 else:
-                    bucket.parts.append(values)
-            bucket.comments.update(dict.fromkeys(comments))
-            bucket.index = min(bucket.index, index)
-        current = {bucket.merged(rest, name): (tuple(bucket.comments), bucket.index) for rest, bucket in buckets.items()}
-        unchanged = unchanged + 1 if len(current) == before else 0
-    return [(clause, comments, index) for clause, (comments, index) in current.items()]
+                    bucket[0].append(row[at])
+            bucket[1].update(dict.fromkeys(comments))
+            bucket[2] = min(bucket[2], index)
+        grown: dict[tuple[int, ...], tuple[tuple[str, ...], int]] = {}
+        for rest, bucket in buckets.items():
+            if type(bucket) is tuple:
+                grown[bucket] = rows[bucket]  # type: ignore[index]
+                continue
+            parts = bucket[0]
+            merged = -1 if parts is None else number(_normalise(name, frozenset().union(*(sets[n] for n in parts))))  # type: ignore[arg-type]
+            grown[rest[:at] + (merged,) + rest[at:]] = (tuple(bucket[1]), bucket[2])
+        rows = grown
+        unchanged = unchanged + 1 if len(rows) == before else 0
+    out: Members = []
+    for row, (comments, index) in rows.items():
+        clause = clause_of.get(row)
+        if clause is None:
+            kept, excluded = sets[row[0]]  # type: ignore[misc]
+            allowed = list(kept) + [(name, sets[row[position[name]]]) for name in fields if row[position[name]] >= 0]
+            clause = _Clause(tuple(sorted(allowed, key=lambda item: FIELD_ORDER[item[0]])), excluded)
+        out.append((clause, comments, index))
+    return out
