@@ -769,6 +769,41 @@ def test_delete_table_reads_as_on_a_host_that_had_the_table(kernel: None) -> Non
         "add table ip6 x; delete table ip6 x;\n delete chain ip x y\n"
 
 
+NEWER_SPELLINGS = """\
+destroy table inet filter
+table inet filter {
+    chain prerouting {
+        type filter hook prerouting priority -300;
+        meta nfproto ipv6 fib saddr . iif check missing drop
+    }
+    chain forward {
+        type filter hook forward priority 0; policy drop;
+        fib daddr check exists tcp dport 22 accept
+    }
+}
+"""
+
+
+@pytest.mark.kernel
+def test_newer_nft_spellings_read_as_this_nft_writes_them(kernel: None) -> None:
+    """nft 1.0.8's `destroy table T` (delete it if it exists: Arch's default nftables.conf) and
+    nft 1.1's listing of `fib ... oif exists|missing` as `fib ... check exists|missing` mean what
+    nft 1.0.6 writes `delete table T` (after adding it) and `oif exists|missing`: read so, in the
+    lab too."""
+    from fwmatrix.ops.lab import Lab
+
+    older = NEWER_SPELLINGS.replace("destroy table", "delete table").replace(" check ", " oif ")
+    got = nftables.parse_text(NEWER_SPELLINGS, "newer.nft")
+    assert meaning(got) == meaning(nftables.parse_text(older, "older.nft"))
+    assert [t.name for t in got.tables] == ["filter"] and len(rules(got, "inet filter forward")) == 1
+    assert nftables.binding.for_this_nft("destroy table x # gone\n fib daddr . iif check missing drop comment \"check exists\"\n"
+                                         " fib daddr oif missing comment \"fib check exists\"\n") == \
+        "add table x; delete table x # gone\n fib daddr . iif oif missing drop comment \"check exists\"\n fib daddr oif missing comment \"fib check exists\"\n"
+    with Lab(("eth0", "eth1"), timeout=0.8) as lab:
+        lab.load_raw_nft(NEWER_SPELLINGS)
+        assert meaning(lab.read_nft()) == meaning(got)
+
+
 def test_every_read_error_names_the_file(tmp_path: Path) -> None:
     from fwmatrix.errors import FwmatrixError
     from fwmatrix.targets import read_ruleset

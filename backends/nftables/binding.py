@@ -52,12 +52,25 @@ Runner = Callable[[list[str], str, Placeholders], "subprocess.CompletedProcess[s
 # `delete table T` fails on a host without T ("No such file or directory"), as in a private
 # namespace; on the ruleset's own host T existed. Whatever T held, nothing of it is left after
 # the delete, so adding an empty T first (on the same line: error lines stay true) is exact.
-DELETE_TABLE_RE = re.compile(r"^(\s*)delete(\s+table\s+(?:(?:ip|ip6|inet|arp|bridge|netdev)\s+)?[A-Za-z_][\w.-]*)(\s*(?:[;#].*)?)$", re.M)
+# `destroy table T` (nft 1.0.8: delete T if it exists) leaves the same: written so for older nft.
+DELETE_TABLE_RE = re.compile(r"^(\s*)(?:delete|destroy)(\s+table\s+(?:(?:ip|ip6|inet|arp|bridge|netdev)\s+)?[A-Za-z_][\w.-]*)(\s*(?:[;#].*)?)$", re.M)
+# nft 1.1 lists `fib ... oif exists|missing` as `fib ... check exists|missing` (the same expression:
+# nft's own tests read the one and list the other); nft 1.0.6 knows only the first spelling
+FIB_CHECK_RE = re.compile(r"(\bfib\s[^;#{}\n]*?)\bcheck(\s+(?:exists|missing)\b)")
 
 
 def with_deleted_tables(text: str) -> str:
     """The script with `add table T;` in front of each `delete table T` (see DELETE_TABLE_RE)."""
     return DELETE_TABLE_RE.sub(r"\1add\2; delete\2\3", text)
+
+
+def for_this_nft(text: str) -> str:
+    """The script as this host's nft loads it where it means the same: `delete`/`destroy table` of
+    a table only the ruleset's host had, newer spellings of what this nft writes otherwise. Each
+    change stays on its line, so nft's error lines are the file's."""
+    parts = with_deleted_tables(text).split('"')
+    parts[::2] = [FIB_CHECK_RE.sub(r"\1oif\2", part) for part in parts[::2]]  # not inside quoted strings
+    return '"'.join(parts)
 
 
 def include_directory(source: str) -> str | None:
@@ -76,8 +89,8 @@ def run_nft_private(argv: list[str], text: str, runner: Runner | None = None,
     result and the placeholders it needed. `runner` runs it elsewhere (the lab's namespace);
     `directory` is where nft runs (include_directory)."""
     placeholders = Placeholders(accounts=ACCOUNTS_RE.search(text) is not None)
-    lines = {name: text.splitlines() for name in STDIN}
-    text = with_deleted_tables(text)
+    text = for_this_nft(text)
+    lines = {name: text.splitlines() for name in STDIN}  # as nft reads it: its columns
     run = runner or (lambda argv, script, p: run_private(argv, stdin=script, placeholders=p, cwd=directory))
     for _ in range(MAX_PLACEHOLDER_ROUNDS):
         proc = run(argv, text, placeholders)

@@ -303,9 +303,9 @@ class Lab:
         """Make a hand-written nft ruleset the firewall's whole ruleset (what was there goes);
         `directory`: where its includes are read from (nftables.binding.include_directory)."""
         from fwmatrix.backends import nftables
-        from fwmatrix.backends.nftables.binding import ACCOUNTS_RE, INCLUDE_RE, load_with_accounts, with_deleted_tables
+        from fwmatrix.backends.nftables.binding import ACCOUNTS_RE, INCLUDE_RE, for_this_nft, load_with_accounts
 
-        script = "flush ruleset\n" + with_deleted_tables(text)
+        script = "flush ruleset\n" + for_this_nft(text)
         if ACCOUNTS_RE.search(text) or INCLUDE_RE.search(text):  # users and groups of its host: placeholders in the lab too
             load_with_accounts(self.fw, script, directory)
         else:
