@@ -202,8 +202,13 @@ def _opening_changes(firewall: str, old: Intent, new: Intent, old_spaces: dict[s
     for old_name, new_name in pairs:
         before = old_spaces.get(old_name) if old_name else None
         after = new_spaces.get(new_name) if new_name else None
-        gained = after.intersect(opened) if after is not None and opened else None
-        lost = before.intersect(closed) if before is not None and closed else None
+        if before is not None and after is not None and before.boxes == after.boxes:
+            # the same packets before and after (most openings): inside what the other matrix opens,
+            # so none of them is opened or closed
+            gained = lost = None
+        else:
+            gained = after.intersect(opened) if after is not None and opened else None
+            lost = before.intersect(closed) if before is not None and closed else None
         if before is None:
             kind = "added"
         elif after is None:
