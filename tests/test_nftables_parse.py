@@ -735,6 +735,17 @@ def test_placeholders_read_as_the_host_that_has_the_interfaces_lists_them(kernel
 
 
 @pytest.mark.kernel
+def test_a_rule_the_kernel_refuses_is_named_in_the_error(kernel: None) -> None:
+    """The kernel answers a refused rule with an errno alone ("Could not process rule:
+    Operation not supported"); the error adds what nft underlined, so the user sees which
+    statement or chain (here a nat chain before conntrack, which every kernel refuses)."""
+    text = "table ip t {\n chain early {\n  type nat hook prerouting priority -300;\n  tcp dport 80 dnat to 10.0.0.1\n }\n}\n"
+    with pytest.raises(BackendError) as caught:
+        nftables.parse_text(text, "early.nft")
+    assert str(caught.value).startswith("early.nft:2: Could not process rule: Operation not supported: `early`")
+
+
+@pytest.mark.kernel
 def test_names_that_cannot_be_placeholders_keep_nfts_error_naming_the_file(kernel: None) -> None:
     text = "table inet t {\n chain c {\n  type filter hook forward priority 0;\n  iif an-interface-name-too-long accept\n }\n}\n"
     with pytest.raises(BackendError) as caught:

@@ -203,7 +203,8 @@ def with_devices(listing: str, chains_text: str) -> str:
     return json.dumps(data)
 
 
-NFT_ERROR_RE = re.compile(r"^(\S+?):(\d+):[\d-]+: Error: (.*)$")
+NFT_ERROR_RE = re.compile(r"^(\S+?):(\d+):(\d+)(?:-(\d+))?: Error: (.*)$")
+KERNEL_REFUSED = "Could not process rule: "  # the kernel's errno alone: the statement it refused is added
 INCLUDED_RE = re.compile(r"^(?:In file included from|\s+from) (\S+?):(\d+):[\d-]+:$")  # innermost first
 NOT_FOUND = "File not found: "
 
@@ -275,20 +276,23 @@ def _nft_failure(output: str, source: str, directory: str | None = None) -> Back
     """nft's first error as one line, at its place: the ruleset file's line, or the line of a
     file it includes (named as the user would reach it, and where the ruleset includes it)."""
     lines = [line for line in output.splitlines() if line.strip()]
-    located: list[tuple[re.Match[str], list[re.Match[str]]]] = []
+    located: list[tuple[re.Match[str], list[re.Match[str]], str]] = []
     chain: list[re.Match[str]] = []
-    for line in lines:
+    for n, line in enumerate(lines):
         included, error = INCLUDED_RE.match(line), NFT_ERROR_RE.match(line)
         if included:
             chain.append(included)
         elif error:
-            located.append((error, chain))
+            located.append((error, chain, lines[n + 1] if n + 1 < len(lines) else ""))  # nft echoes the line it means
             chain = []
     if not located:
         first = next((line for line in lines if "Error" in line), lines[0] if lines else "nft failed")
         return BackendError(first.strip(), file=source)
-    (error, chain), more = located[0], len(located) - 1
-    message = error[3] + _where_not_found(error[3], directory)
+    (error, chain, echoed), more = located[0], len(located) - 1
+    message = error[5] + _where_not_found(error[5], directory)
+    if error[5].startswith(KERNEL_REFUSED):
+        refused = " ".join(echoed[int(error[3]) - 1 : int(error[4] or error[3])].split())
+        message += f": `{refused}`" if refused else ""
     if chain:  # where the ruleset file includes it: the outermost inclusion
         message += f" (included from {_shown(chain[-1][1], source, directory)}:{chain[-1][2]})"
     if more:
