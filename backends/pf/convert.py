@@ -192,7 +192,9 @@ class _Builder(_Tags):
             yield ([(Match(("l4proto",), known),)] if known else []) + [
                 (Unmodelled(f"protocol '{p}' (not a name fwmatrix knows)"),) for p in rule.protos if isinstance(p, str)]
         if rule.icmp is not None:  # (pfctl asks for `proto icmp` / `proto icmp6` with it)
-            yield [(Match((rule.icmp[0],), tuple((t,) for t in rule.icmp[1])),)]
+            field_name, keys = rule.icmp
+            fields = (field_name, field_name.replace(".type", ".code"))  # a type with its code is one key
+            yield [(Match(fields[:size], tuple(k for k in keys if len(k) == size)),) for size in (1, 2) if any(len(k) == size for k in keys)]
         if family is not None:
             for side, hosts in (("saddr", rule.src), ("daddr", rule.dst)):
                 if hosts is not None:

@@ -15,7 +15,7 @@ from fwmatrix.backends.pf.names import IDENT_RE, PF_KEYWORDS
 from fwmatrix.backends.pf.own import OwnAddresses
 from fwmatrix.backends.pf.syntax import _Group, _Host, _If, _Item, _Opaque, _Ports, _Route, _Rule, _TableValue, _Target
 from fwmatrix.backends.pf.values import (
-    PF_PROTOCOLS, PF_ICMP_TYPES, PF_ICMP6_TYPES, _IF_ADDRESS_RE, _net, _port_number, _merge_ports, _port_op, _table_value, _iface_host, _icmp_types, _table_words, _table_entries,
+    PF_PROTOCOLS, PF_ICMP_TYPES, PF_ICMP6_TYPES, PF_ICMP_CODES, PF_ICMP6_CODES, _IF_ADDRESS_RE, _net, _port_number, _merge_ports, _port_op, _table_value, _iface_host, _icmp_types, _table_words, _table_entries,
 )
 from fwmatrix.errors import BackendError
 from fwmatrix.matrix.model import PortRange
@@ -498,9 +498,10 @@ class _Reader:
                 tokens = c.items(word)
                 if c.word("code"):
                     tokens += ["code", c.next("a code")]
-                types = _icmp_types(PF_ICMP_TYPES if word == "icmp-type" else PF_ICMP6_TYPES, tokens)
+                v4 = word == "icmp-type"
+                types = _icmp_types(PF_ICMP_TYPES if v4 else PF_ICMP6_TYPES, PF_ICMP_CODES if v4 else PF_ICMP6_CODES, tokens)
                 if types is None:
-                    unknown.append(f"{word} {' '.join(tokens)} (an icmp code, or a type name fwmatrix does not know)")
+                    unknown.append(f"{word} {' '.join(tokens)} (an icmp type or code name fwmatrix does not know)")
                 else:
                     changes["icmp"] = ("icmp.type" if word == "icmp-type" else "icmpv6.type", types)
             elif word in ("user", "group"):

@@ -76,7 +76,7 @@ class _Rule:
     dst: tuple[_Host, ...] | None = None
     dport: _Ports | None = None
     sport: _Ports | None = None
-    icmp: tuple[str, tuple[int, ...]] | None = None  # ('icmp.type' or 'icmpv6.type', the types): icmp-type, icmp6-type
+    icmp: tuple[str, tuple[tuple[int, ...], ...]] | None = None  # ('icmp.type' or 'icmpv6.type', keys (type,) or (type, code))
     tag: str | None = None
     tagged: tuple[str, bool] | None = None  # (tag, negated)
     rdr: _Target | None = None

@@ -45,6 +45,21 @@ PF_ICMP6_TYPES: dict[str, int] = {
     "fqdnreq": 139, "niqry": 139, "wrurep": 140, "fqdnrep": 140, "nirep": 140, "listenrepv2": 143, "mtraceresp": 200,
     "mtrace": 201,
 }
+# icmp-type's `code NAME` (pfctl's tables): the same name is a different code under each type
+PF_ICMP_CODES: dict[tuple[int, str], int] = {
+    **{(3, name): code for code, name in enumerate(
+        ("net-unr", "host-unr", "proto-unr", "port-unr", "needfrag", "srcfail", "net-unk", "host-unk", "isolate",
+         "net-prohib", "host-prohib", "net-tos", "host-tos", "filter-prohib", "host-preced", "cutoff-preced"))},
+    (5, "redir-net"): 0, (5, "redir-host"): 1, (5, "redir-tos-net"): 2, (5, "redir-tos-host"): 3,
+    (9, "normal-adv"): 0, (9, "common-adv"): 16, (11, "transit"): 0, (11, "reassemb"): 1,
+    (12, "badhead"): 0, (12, "optmiss"): 1, (12, "badlen"): 2,
+    (40, "unknown-ind"): 1, (40, "auth-fail"): 2, (40, "decrypt-fail"): 3,
+}
+PF_ICMP6_CODES: dict[tuple[int, str], int] = {
+    (1, "noroute-unr"): 0, (1, "admin-unr"): 1, (1, "notnbr-unr"): 2, (1, "beyond-unr"): 2, (1, "addr-unr"): 3,
+    (1, "port-unr"): 4, (3, "transit"): 0, (3, "reassemb"): 1, (4, "badhead"): 0, (4, "nxthdr"): 1,
+    (137, "redironlink"): 0, (137, "redirrouter"): 1,
+}
 # An interface's (or group's) addresses as a host: `em0`, `em0:network`, `egress:0`, `em0:network:0`.
 _IF_ADDRESS_RE = re.compile(r"([A-Za-z][A-Za-z0-9_.-]*)(?::(network|broadcast|peer|0))?(:0)?")
 
@@ -141,18 +156,29 @@ def _iface_host(negate: bool, word: str, found: re.Match[str], parenthesised: bo
                  modifier=modifier, certain=parenthesised or bool(modifier))
 
 
-def _icmp_types(names: Mapping[str, int], tokens: Sequence[str]) -> tuple[int, ...] | None:
-    """icmp-type's list (`echoreq`, `{ 1 2 echorep }`) as type numbers; None when an item has a
-    code (the IR has no code field) or a name not known."""
-    types: list[int] = []
-    for token in tokens:
-        if token == "code":
-            return None
+def _icmp_types(names: Mapping[str, int], codes: Mapping[tuple[int, str], int], tokens: Sequence[str]) -> tuple[tuple[int, ...], ...] | None:
+    """icmp-type's list (`echoreq`, `{ 1 2 echorep }`, `{ unreach code needfrag, 3 code 13 }`)
+    as keys: (type,) or (type, code); None when a name is not known."""
+    keys: list[tuple[int, ...]] = []
+    at = 0
+    while at < len(tokens):
+        token = tokens[at]
         number = int(token) if token.isdigit() else names.get(token)
         if number is None or number > 255:
             return None
-        types.append(number)
-    return tuple(dict.fromkeys(types))
+        at += 1
+        if at < len(tokens) and tokens[at] == "code":
+            if at + 1 == len(tokens):
+                return None
+            word = tokens[at + 1]
+            code = int(word) if word.isdigit() else codes.get((number, word))
+            if code is None or code > 255:
+                return None
+            keys.append((number, code))
+            at += 2
+        else:
+            keys.append((number,))
+    return tuple(dict.fromkeys(keys))
 
 
 def _table_words(text: str) -> list[str]:
