@@ -266,6 +266,12 @@ class _Nets:
             self.keep.append(parts)
         return found
 
+    def port_range(self, ports: tuple[int, int]) -> PortRange:
+        found = self.ir.get(ports)
+        if found is None:
+            found = self.ir[ports] = PortRange(*ports)
+        return found  # type: ignore[return-value]
+
     def ir_key(self, key: tuple) -> tuple:
         """A layered key with netaddr networks and PortRanges in place of integer tuples."""
         ir = self.ir
@@ -374,26 +380,25 @@ def _disjoint_layers(entries: Entries, address_positions: tuple[int, ...], port_
     for lengths in sorted(layers, key=lambda ls: (not all(n in (32, 128) for n in ls), ls)):
         wider_layers = [w for w in layers if w != lengths and all(a <= b for a, b in zip(w, lengths))]
         kept: list[tuple[tuple, tuple, list[str]]] = []
-        candidates_of: dict[NetKey, list[tuple[tuple[int, ...], NetKey]]] = {}  # first network -> (wider layer, its supernet there)
+        candidates_of: dict[NetKey, list[tuple]] = {}  # first network -> (wider layer, its supernet there, ...)
         for rest, items in layers[lengths].items():
             holders: list[list[Item]] = []  # the items of wider elements that hold `rest`
             if wider_layers:
                 head = rest[first]
                 candidates = candidates_of.get(head)
                 if candidates is None:
-                    candidates = candidates_of[head] = [(w, s) for w in wider_layers if (s := _supernet(head, w[0])) in heads[w]]
+                    candidates = candidates_of[head] = [(layers[w], s, w) + ((_MASKS[head[0]][w[1]], w[1]) if flows else ())
+                                                        for w in wider_layers if (s := _supernet(head, w[0])) in heads[w]]
                 if flows:  # source . destination . protocol: the wider key made here (the hot path)
                     version, dst_first, _ = rest[1]
-                    masks = _MASKS[version]
-                    tail = rest[2:]
-                    for w, s in candidates:
-                        length = w[1]
-                        found = layers[w].get((s, (version, dst_first & masks[length], length)) + tail)
+                    proto = rest[2]
+                    for layer, s, _, mask, length in candidates:
+                        found = layer.get((s, (version, dst_first & mask, length), proto))
                         if found:
                             holders.append(found)
                 else:
-                    for w, s in candidates:
-                        found = layers[w].get(_wider_key(rest, s, w, address_positions))
+                    for layer, s, w in candidates:
+                        found = layer.get(_wider_key(rest, s, w, address_positions))
                         if found:
                             holders.append(found)
             for port, data, names in items:
@@ -408,8 +413,13 @@ def _disjoint_layers(entries: Entries, address_positions: tuple[int, ...], port_
         if not kept:
             continue
         kept.sort(key=lambda item: item[0])
-        ir_key = nets.ir_key
-        elements = tuple(Element(ir_key(key), data, _comment(names)) for key, data, names in kept)
+        if flows and port_position == 3:  # source . destination . protocol . port: the IR's values put in by hand
+            ir, port_range = nets.ir, nets.port_range
+            elements = tuple(Element((ir[key[0]], ir[key[1]], key[2], port_range(key[3])), data, _comment(names))
+                             for key, data, names in kept)
+        else:
+            ir_key = nets.ir_key
+            elements = tuple(Element(ir_key(key), data, _comment(names)) for key, data, names in kept)
         host_layer = all(n in (32, 128) for n in lengths)
         out.append(("" if host_layer else "_" + "_".join(_length_word(n) for n in lengths), elements))
     return out
@@ -418,19 +428,22 @@ def _disjoint_layers(entries: Entries, address_positions: tuple[int, ...], port_
 def _layers(entries: Entries, address_positions: tuple[int, ...], port_position: int | None) -> dict[tuple[int, ...], dict[tuple, list[Item]]]:
     """Entries by the prefix lengths of their addresses, then by their key without the port;
     overlapping port ranges of equal keys merged."""
-    layers: dict[tuple[int, ...], dict[tuple, list[Item]]] = defaultdict(dict)
-    for key, (data, names) in entries.items():
-        lengths = tuple([key[i][2] for i in address_positions])
+    layers: dict[tuple[int, ...], dict[tuple, list[Item]]] = {}
+    flows = address_positions == (0, 1)
+    for key, value in entries.items():
+        lengths = (key[0][2], key[1][2]) if flows else tuple([key[i][2] for i in address_positions])
+        by_rest = layers.get(lengths)
+        if by_rest is None:
+            by_rest = layers[lengths] = {}
         if port_position is None:
-            rest, port = key, None
+            rest, item = key, (None,) + value
         else:
-            rest, port = key[:port_position] + key[port_position + 1 :], key[port_position]
-        by_rest = layers[lengths]
+            rest, item = key[:port_position] + key[port_position + 1 :], (key[port_position],) + value
         found = by_rest.get(rest)
         if found is None:
-            by_rest[rest] = [(port, data, names)]
+            by_rest[rest] = [item]
         else:
-            found.append((port, data, names))
+            found.append(item)
     for by_rest in layers.values():
         for rest, items in by_rest.items():
             if len(items) > 1:
