@@ -242,7 +242,9 @@ class _Layer:
         # id(box) -> (owner, iif, oif, ct, and each dimension's outer bounds): add tests every
         # candidate the index returns on these, one lookup instead of a dozen attribute reads
         self.bounds: dict[int, tuple[int, ...]] = {}
-        self.index = BoxIndex()
+        # one index per protocol (a box of one protocol meets only boxes of its protocol, and
+        # those of several, filed under None): the index's windows are by address and port only
+        self.indexes: dict[int | None, BoxIndex] = {}
         # opening index -> the boxes of other openings that meet its boxes: id -> (owner, box)
         self.meeting: dict[int, dict[int, tuple[int, Box]]] = {}
 
@@ -259,7 +261,7 @@ class _Layer:
         for a in boxes:
             # may_overlap(a, b) on the bounds, inline: this loop runs for every candidate the index returns
             _, iif, oif, ct, src_low, src_high, dst_low, dst_high, port_low, port_high, proto_low, proto_high = bounds[id(a)]
-            for b in self.index.overlapping(a):
+            for b in self._candidates(a, proto_low, proto_high):
                 owner, b_iif, b_oif, b_ct, b_src_low, b_src_high, b_dst_low, b_dst_high, b_port_low, b_port_high, b_proto_low, b_proto_high = bounds[id(b)]
                 if (owner != opening and iif & b_iif and oif & b_oif and ct & b_ct
                         and b_dst_low <= dst_high and dst_low <= b_dst_high and b_src_low <= src_high and src_low <= b_src_high
@@ -268,7 +270,23 @@ class _Layer:
                     mine[id(b)] = (owner, b)
                     meeting[owner][id(a)] = (opening, a)
         for box in boxes:
-            self.index.add(box)
+            proto = box.proto
+            key = proto[0][0] if len(proto) == 1 and proto[0][0] == proto[0][1] else None
+            index = self.indexes.get(key)
+            if index is None:
+                index = self.indexes[key] = BoxIndex()
+            index.add(box)
+
+    def _candidates(self, box: Box, proto_low: int, proto_high: int) -> Iterable[Box]:
+        """The boxes added so far that may meet `box` (its protocols from proto_low to proto_high)."""
+        indexes = self.indexes
+        if proto_low == proto_high:
+            one = indexes.get(proto_low)
+            several = indexes.get(None)
+            if several is None:
+                return one.overlapping(box) if one is not None else ()
+            return [*(one.overlapping(box) if one is not None else ()), *several.overlapping(box)]
+        return [b for key, index in indexes.items() if key is None or proto_low <= key <= proto_high for b in index.overlapping(box)]
 
     def covering(self, opening: int, excluded: set[int]) -> set[int] | None:
         """The other openings (not excluded) whose boxes cover this opening's boxes here,
