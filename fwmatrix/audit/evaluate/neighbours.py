@@ -54,10 +54,10 @@ def nd_blocked(ruleset: Ruleset, ifaces: Interfaces, interfaces: list[str]) -> d
     found: dict[str, set[str]] = {}
     if not any(t.family in ("ip6", "inet", "netdev") for t in ruleset.tables):
         return found
+    dropped = _certain_drops(_for_nd(ruleset), ifaces)  # the same for every message type: walked once
+    if not dropped:
+        return found
     for icmp_type, what in ND_MESSAGES.items():
-        dropped = _certain_drops(_for_nd(ruleset), ifaces)
-        if not dropped:
-            continue
         for name in interfaces:
             if not _arriving(ifaces, name, icmp_type, LINK_LOCAL).subtract(dropped):
                 found.setdefault(name, set()).add(what)
@@ -79,10 +79,10 @@ def nd_doubtful(ruleset: Ruleset, ifaces: Interfaces, blocked: dict[str, set[str
         return []
     full = Space.full(ifaces)
     out: list[tuple[str, str, Space]] = []
+    dropped = _certain_drops(_for_nd(ruleset), ifaces)
+    if not dropped:
+        return out
     for icmp_type, field in ((NEIGHBOUR_SOLICITATION, "src"), (NEIGHBOUR_ADVERTISEMENT, "dst")):
-        dropped = _certain_drops(_for_nd(ruleset), ifaces)
-        if not dropped:
-            continue
         where, region = [], Space.empty(ifaces)
         for name in interfaces:
             if ND_MESSAGES[icmp_type] in blocked.get(name, set()):
@@ -114,10 +114,10 @@ def nd_output_doubtful(ruleset: Ruleset, ifaces: Interfaces, interfaces: list[st
         return []
     full = Space.full(ifaces)
     out: list[tuple[str, str, Space]] = []
+    dropped = _certain_output_drops(_for_nd(ruleset), ifaces)
+    if not dropped:
+        return out
     for icmp_type in (NEIGHBOUR_SOLICITATION, NEIGHBOUR_ADVERTISEMENT):
-        dropped = _certain_output_drops(_for_nd(ruleset), ifaces)
-        if not dropped:
-            continue
         where, region = [], Space.empty(ifaces)
         for name in interfaces:
             sent = full.make(iif=ifaces.mask(OTHER), oif=ifaces.mask(name), src=LINK_LOCAL, proto=((ICMPV6, ICMPV6),),
@@ -259,6 +259,8 @@ def _for_nd(ruleset: Ruleset) -> Ruleset:
 def _rule_for_nd(rule: Rule) -> Rule:
     """Also the hop limit: an ND message carries 255 (RFC 4861; the kernel discards the
     others), and no IPv4 TTL."""
+    if not any(isinstance(m, Match) and ("hoplimit" in m.fields or "ttl" in m.fields) for m in rule.matches):
+        return rule  # most rules: nothing to change
     matches = []
     for m in rule.matches:
         field = next((f for f in ("hoplimit", "ttl") if isinstance(m, Match) and f in m.fields), None)
