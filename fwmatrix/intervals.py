@@ -129,9 +129,16 @@ def iv_and(a: Intervals, b: Intervals) -> Intervals:
         return a
     if not a or not b or a[-1][1] < b[0][0] or b[-1][1] < a[0][0]:
         return ()
-    if len(a) == 1 and len(b) == 1:
-        low, high = max(a[0][0], b[0][0]), min(a[0][1], b[0][1])
-        return ((low, high),)
+    if len(a) == 1:  # one interval (a family, a port range): often holds the other whole
+        low, high = a[0]
+        if low <= b[0][0] and b[-1][1] <= high:
+            return b
+        if len(b) == 1:
+            return ((max(low, b[0][0]), min(high, b[0][1])),)
+    elif len(b) == 1:
+        low, high = b[0]
+        if low <= a[0][0] and a[-1][1] <= high:
+            return a
     out = []
     i = j = 0
     while i < len(a) and j < len(b):
