@@ -223,9 +223,20 @@ def _constrain(bounds: dict[str, object], f: str, value: object, ifaces: Interfa
         raise EvaluationError(f"no evaluation for field {f!r}")
 
 
+ADDRESS_FIELDS = {"ip.saddr": ("src", "dst", V4_ALL), "ip.daddr": ("dst", "src", V4_ALL),
+                  "ip6.saddr": ("src", "dst", V6_ALL), "ip6.daddr": ("dst", "src", V6_ALL)}
+
+
 def _narrow_by_values(bounds: dict[str, object], f: str, values: tuple, ifaces: Interfaces) -> None:
     """Narrow `bounds` by `f` being one of `values`: the union of what each value allows."""
     union: dict[str, object] = {}
+    sides = ADDRESS_FIELDS.get(f)
+    if sides is not None:  # addresses (the longest lists), at once: what `_constrain` allows of each, united
+        side, other, family = sides
+        addresses = iv_and(iv_norm(addr_interval(key[0]) for key in values), family)
+        if addresses:
+            union = {side: addresses, other: family}
+        values = ()
     for key in values:
         one: dict[str, object] = {}
         _constrain(one, f, key[0], ifaces)
@@ -233,11 +244,12 @@ def _narrow_by_values(bounds: dict[str, object], f: str, values: tuple, ifaces: 
             continue
         for dim, value in one.items():
             if dim not in union:
-                union[dim] = value
+                union[dim] = value if isinstance(value, int) else list(value)
             elif isinstance(value, int):
                 union[dim] = union[dim] | value  # type: ignore[operator]
             else:
-                union[dim] = iv_norm(union[dim] + value)  # type: ignore[operator]
+                union[dim] += value  # type: ignore[operator]  (normalised once below: a set of n values costs n log n)
+    union = {dim: value if isinstance(value, int) else iv_norm(value) for dim, value in union.items()}  # type: ignore[arg-type]
     if not union:
         bounds["_empty"] = True
         return
