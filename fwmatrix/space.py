@@ -505,6 +505,7 @@ def _widest(intervals: Intervals) -> int:
     return max(high - low for low, high in intervals)
 
 
+HUGE = (1 << 32) - 1  # the widest interval of a box of every address of a family, at least
 SMALL_GROUP = 8  # a group of at most this many boxes is taken whole, not bisected
 PORT_BUCKET_BITS = 4  # ports are filed by 16s: well-known ports tell openings apart
 WIDE = -1
@@ -535,22 +536,24 @@ class BoxIndex:
         self.by_src: dict[tuple[int, int], dict[int, dict[int, _Sorted]]] = {}
         self.all: list[Box] = []
         self.huge: list[Box] = []  # boxes of every source and destination: checked first, they cover much
-        # boxes by every dimension but the destination (and but the source): most boxes
-        # a lookup asks about lie within one that differs from them in one address side only
+        # boxes by every dimension but the destination (and but the source) and the conntrack
+        # states: most boxes a lookup asks about lie within one that differs from them in one
+        # address side only, often in more states (a walk's undecided packets, new connections)
         self.same_src: dict[tuple, list[Box]] = {}
         self.same_dst: dict[tuple, list[Box]] = {}
+        self._alike_upto = 0  # boxes of `all` filed in same_src and same_dst (when first asked: most indexes never are)
         for box in boxes:
             self.add(box)
 
     def add(self, box: Box) -> None:
         self.all.append(box)
-        self.same_src.setdefault((box.iif, box.oif, box.ct, box.proto, box.dport, box.src), []).append(box)
-        self.same_dst.setdefault((box.iif, box.oif, box.ct, box.proto, box.dport, box.dst), []).append(box)
-        if _widest(box.src) >= (1 << 32) - 1 and _widest(box.dst) >= (1 << 32) - 1:  # a whole family at least
+        src, dst = box.src, box.dst
+        if (src[-1][1] - src[0][0] >= HUGE and dst[-1][1] - dst[0][0] >= HUGE  # cheap bounds first
+                and _widest(src) >= HUGE and _widest(dst) >= HUGE):  # a whole family at least
             self.huge.append(box)
         pair = (box.iif, box.oif)
         buckets = _port_buckets(box.dport)
-        for side, table in ((box.dst, self.by_dst), (box.src, self.by_src)):
+        for side, table in ((dst, self.by_dst), (src, self.by_src)):
             by_port = table.get(pair)
             if by_port is None:
                 by_port = table[pair] = {}
@@ -559,19 +562,28 @@ class BoxIndex:
                 if classes is None:
                     classes = by_port[bucket] = {}
                 for low, high in side:
-                    size_class = _size_class(low, high)
+                    size_class = 0 if low == high else 1 + (high - low).bit_length() // 4  # _size_class, inlined
                     group = classes.get(size_class)
                     if group is None:
                         group = classes[size_class] = _Sorted()
-                    group.add(low, box)
+                    group._tail.append((low, box))  # _Sorted.add, inlined
 
     def covers_alike(self, box: Box) -> bool:
-        """Whether one indexed box that differs from `box` in at most one address side contains it."""
-        alike = self.same_src.get((box.iif, box.oif, box.ct, box.proto, box.dport, box.src))
-        if alike and any(not iv_sub(box.dst, b.dst) for b in alike):
+        """Whether one indexed box that differs from `box` in at most one address side and the
+        conntrack states contains it."""
+        boxes = self.all
+        if self._alike_upto < len(boxes):
+            same_src, same_dst = self.same_src, self.same_dst
+            for b in boxes[self._alike_upto:]:
+                same_src.setdefault((b.iif, b.oif, b.proto, b.dport, b.src), []).append(b)
+                same_dst.setdefault((b.iif, b.oif, b.proto, b.dport, b.dst), []).append(b)
+            self._alike_upto = len(boxes)
+        ct = box.ct
+        alike = self.same_src.get((box.iif, box.oif, box.proto, box.dport, box.src))
+        if alike and any(not ct & ~b.ct and not iv_sub(box.dst, b.dst) for b in alike):
             return True
-        alike = self.same_dst.get((box.iif, box.oif, box.ct, box.proto, box.dport, box.dst))
-        return bool(alike) and any(not iv_sub(box.src, b.src) for b in alike)
+        alike = self.same_dst.get((box.iif, box.oif, box.proto, box.dport, box.dst))
+        return bool(alike) and any(not ct & ~b.ct and not iv_sub(box.src, b.src) for b in alike)
 
     def overlapping(self, box: Box) -> list[Box]:
         wide_dst, wide_src = _widest(box.dst), _widest(box.src)
