@@ -204,6 +204,20 @@ def test_a_sole_match_nat_to_is_the_nat_chain_it_stands_for(before: str, after: 
         assert rule.action == expected if exact else isinstance(rule.action, UnmodelledAction), (text, rule.action)
 
 
+def test_nat_to_a_group_of_one_member_is_that_interface_s_masquerade() -> None:
+    """`match out on egress ... nat-to (egress)` (OpenBSD's usual NAT): with egress's one member
+    known (the audit gives it from the matrix), `(egress)` is em0's address, a masquerade on em0;
+    with two members it is a pool of both, and unknown members say nothing."""
+    from fwmatrix.ir import Masquerade, UnmodelledAction
+
+    for target in ("(egress)", "(egress:0)"):
+        text = f"block all\nmatch out on egress inet from !(egress:network) nat-to {target}\npass out on egress\npass in on em1\n"
+        for groups, exact in (({"egress": ("em0",)}, True), ({"egress": ("em0", "em2")}, False), (None, False)):
+            rules = rules_at(parse(text, interfaces=("em0", "em1", "em2"), groups=groups,
+                                   addresses={"em0": ["192.0.2.2/24"], "em1": ["10.0.0.1/24"], "em2": ["198.51.100.2/24"]}), "snat", 2)
+            assert rules and all((r.action == Masquerade()) if exact else isinstance(r.action, UnmodelledAction) for r in rules), (target, groups)
+
+
 def test_a_rule_before_the_match_nat_to_sees_the_source_as_it_arrived() -> None:
     text = "block all\npass in quick on em1\npass out on em0 from 10.0.0.0/24\nmatch out on em0 from 10.0.0.0/24 nat-to 192.0.2.1\n"
     judge = Judge(parse(text), ("em0", "em1"))

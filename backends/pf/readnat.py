@@ -112,13 +112,17 @@ def _target_action(builder: _Builder, translating: _Rule, target: _Target, famil
     """The nat chain's action for a translation to `target` by a rule (`on` its interfaces) of a
     packet of `family`: a snat to one address of the family, a masquerade for `(IF)` or `(IF:0)`
     on a rule `on IF` (IF with at most one address of each family, or its addresses not given:
-    netfilter takes the first); None for the others (pools, tables, ports, other interfaces)."""
+    netfilter takes the first), IF also a group whose one member is known (`on egress ...
+    nat-to (egress)`); None for the others (pools, tables, ports, other interfaces)."""
     if target.port is not None:
         return None
     interface = _interface(target.text)  # `(IF)` follows IF's address even where it is known now
     if interface is not None:
         on = translating.on or ()
-        if len(on) == 1 and on[0].name == interface and not on[0].negate and not on[0].group and _one_address(builder, interface):
+        # `(GROUP)` is its members' addresses: one member's when the group has one (egress, often)
+        members = builder.reader.groups.get(interface, (interface,))
+        if len(members) == 1 and len(on) == 1 and on[0].name == members[0] and not on[0].negate and not on[0].group \
+                and _one_address(builder, members[0]):
             return Masquerade()
         return None
     if target.address is not None and target.address.version == family:
