@@ -323,51 +323,76 @@ def _negate(clause: _Clause, ir_field: str, raw: list) -> _Clause | None:
 # -- merging ------------------------------------------------------------------------
 
 
-def _regroup(members: Members) -> Members:
-    """Merge clauses that differ in one mergeable field into one (their union), until stable.
-    A merged clause keeps all comments and the lowest rule index.
+MERGE_AT = {name: i + 1 for i, name in enumerate(MERGE_FIELDS)}  # a row: 0 is the fields no pass merges, then these
 
-    The merging works on clauses as tuples of small integers: the fields no pass merges as one
-    number, and each mergeable field's value set as the number of that set (None: not
-    constrained). Building a clause and hashing its nested tuples per clause and pass cost more
-    than the merging itself (75k clauses, a dozen passes)."""
-    current: dict[_Clause, tuple[tuple[str, ...], int]] = {}
-    for clause, comments, index in members:
-        seen_comments, seen_index = current.get(clause, ((), index))
-        current[clause] = (tuple(dict.fromkeys(seen_comments + comments)), min(seen_index, index))
-    # a field no clause constrains merges nothing (every clause is its own bucket), and merging
-    # never adds a field; a pass that merges nothing changes nothing, so once each field had
-    # one such pass in a row the clauses are stable
-    present = {name for clause in current for name, _ in clause.allowed}
-    fields = [name for name in MERGE_FIELDS if name in present]
-    if not fields:
-        return [(clause, comments, index) for clause, (comments, index) in current.items()]
-    position = {name: i + 1 for i, name in enumerate(fields)}  # in a row: 0 is the fields no pass merges
-    numbers: dict[object, int] = {}  # a value set (or the rest of a clause) -> its number
-    sets: list[object] = []  # number -> the value set, or the rest of a clause
 
-    def number(value: object) -> int:
-        found = numbers.get(value)
+class _Rows:
+    """Clauses as rows of small integers, for regrouping: the number of the fields no pass
+    merges (with the exclusions), then each mergeable field's value set as the number of that
+    set (-1: not constrained). Equal clauses are equal rows. One per lowering: set lookups
+    make their elements' rows directly (see _Lowering._expand), without building a clause each."""
+
+    def __init__(self) -> None:
+        self.numbers: dict[object, int] = {}  # a value set (or the rest of a clause) -> its number
+        self.values: list[object] = []  # number -> the value set, or the rest of a clause
+
+    def number(self, value: object) -> int:
+        found = self.numbers.get(value)
         if found is None:
-            found = numbers[value] = len(sets)
-            sets.append(value)
+            found = self.numbers[value] = len(self.values)
+            self.values.append(value)
         return found
 
-    rows: dict[tuple[int, ...], tuple[tuple[str, ...], int]] = {}
-    clause_of: dict[tuple[int, ...], _Clause] = {}  # the rows of clauses as they came
-    for clause, seen in current.items():
-        row = [-1] * (len(fields) + 1)
+    def row(self, clause: _Clause) -> tuple[int, ...]:
+        row = [-1] * (len(MERGE_FIELDS) + 1)
         kept = []
         for item in clause.allowed:
-            at = position.get(item[0])
+            at = MERGE_AT.get(item[0])
             if at is None:
                 kept.append(item)
             else:
-                row[at] = number(item[1])
-        row[0] = number((tuple(kept), clause.excluded))
-        key = tuple(row)
-        rows[key] = seen
-        clause_of[key] = clause
+                row[at] = self.number(item[1])
+        row[0] = self.number((tuple(kept), clause.excluded))
+        return tuple(row)
+
+    def clause(self, row: tuple[int, ...]) -> _Clause:
+        kept, excluded = self.values[row[0]]  # type: ignore[misc]
+        allowed = list(kept) + [(name, self.values[row[at]]) for name, at in MERGE_AT.items() if row[at] >= 0]
+        return _Clause(tuple(sorted(allowed, key=lambda item: FIELD_ORDER[item[0]])), excluded)
+
+    def built(self, clause: _Clause | tuple[int, ...]) -> _Clause:
+        """A member's clause: itself, or the clause of its row."""
+        return self.clause(clause) if type(clause) is tuple else clause  # type: ignore[arg-type,return-value]
+
+
+def _regroup(members: Members, table: _Rows | None = None) -> Members:
+    """Merge clauses that differ in one mergeable field into one (their union), until stable.
+    A merged clause keeps all comments and the lowest rule index. A member's clause may be
+    given as its row of `table`.
+
+    The merging works on rows (see _Rows), not on clauses: building a clause and hashing its
+    nested tuples per clause and pass cost more than the merging itself (75k clauses, a dozen
+    passes)."""
+    table = table if table is not None else _Rows()
+    number = table.number
+    sets = table.values
+    rows: dict[tuple[int, ...], tuple[tuple[str, ...], int]] = {}
+    clause_of: dict[tuple[int, ...], _Clause | tuple[int, ...]] = {}  # the rows of the members as they came
+    for clause, comments, index in members:
+        row = clause if type(clause) is tuple else table.row(clause)  # type: ignore[arg-type]
+        seen = rows.get(row)  # type: ignore[arg-type]
+        if seen is None:
+            rows[row] = (tuple(dict.fromkeys(comments)), index)  # type: ignore[index]
+            clause_of[row] = clause  # type: ignore[index]
+        else:
+            rows[row] = (tuple(dict.fromkeys(seen[0] + comments)), min(seen[1], index))  # type: ignore[index]
+    # a field no clause constrains merges nothing (every clause is its own bucket), and merging
+    # never adds a field; a pass that merges nothing changes nothing, so once each field had
+    # one such pass in a row the clauses are stable
+    fields = [name for name, at in MERGE_AT.items() if any(row[at] >= 0 for row in rows)]
+    if not fields:
+        return [(table.built(clause_of[row]), comments, index) for row, (comments, index) in rows.items()]
+    position = MERGE_AT
     unchanged = 0
     for name in cycle(fields):
         if unchanged == len(fields):
@@ -407,9 +432,5 @@ def _regroup(members: Members) -> Members:
     out: Members = []
     for row, (comments, index) in rows.items():
         clause = clause_of.get(row)
-        if clause is None:
-            kept, excluded = sets[row[0]]  # type: ignore[misc]
-            allowed = list(kept) + [(name, sets[row[position[name]]]) for name in fields if row[position[name]] >= 0]
-            clause = _Clause(tuple(sorted(allowed, key=lambda item: FIELD_ORDER[item[0]])), excluded)
-        out.append((clause, comments, index))
+        out.append((table.clause(row) if clause is None else table.built(clause), comments, index))
     return out

@@ -19,16 +19,21 @@ from itertools import product
 from netaddr import IPNetwork, IPRange
 
 from fwmatrix.backends.iptables.clauses import (
+    FAMILY_VALUES,
+    FIELD_ORDER,
     IR_FIELDS,
+    MERGE_AT,
     PORT_FIELDS,
     Items,
     Members,
     ValueCache,
     _Clause,
     _clause_key,
+    _Rows,
     _constrain_key,
     _constrain_one,
     _negate,
+    _normalise,
     _regroup,
     _sorted_values,
     _values,
@@ -88,6 +93,8 @@ class _Lowering:
     book: _SetBook
     names: dict[tuple[str, str, str], str]  # (IR table family, IR table name, chain) -> iptables name
     values: ValueCache = field(default_factory=dict)  # the checked value sets of the IR's values, by id
+    rows: _Rows = field(default_factory=_Rows)  # clauses as rows, for regrouping
+    row_values: dict[str, dict[int, tuple]] = field(default_factory=dict)  # IR field -> id(value) -> (it, its value set, their number)
 
     def tables(self) -> dict[str, _TableOut]:
         out: dict[str, _TableOut] = {}
@@ -140,7 +147,7 @@ class _Lowering:
                 runs[-1][2].append((clause, comments or ((rule.comment,) if rule.comment else ()), index))
         out: list[_Rule] = []
         for target, where, members in runs:
-            merged = _regroup(members) if target.regroup else members
+            merged = _regroup(members, self.rows) if target.regroup else [(self.rows.built(c), cm, i) for c, cm, i in members]
             # IR rule order first (it reads like the IR), then numerically within a rule
             for clause, comments, _ in sorted(merged, key=lambda item: (item[2], _clause_key(item[0]))):
                 if target.needs_port_proto:
@@ -150,8 +157,9 @@ class _Lowering:
 
     def _rule_items(self, ipt_table: str, table: Table, rule: Rule, where: str) -> list[tuple[_Clause, tuple[str, ...], _Target]]:
         """A rule as (clause, comments, target) triples, in the rule's order."""
-        clauses = self._expand(table, rule.matches, where)
         action = rule.action
+        # a plain action's clauses are regrouped: its last set lookup may give them as rows
+        clauses = self._expand(table, rule.matches, where, rows=not isinstance(action, (VerdictMap, DnatMap)))
         if isinstance(action, VerdictMap):
             fields = _check_fields(action.fields, where)
             if action.map_name is not None:
@@ -232,13 +240,14 @@ class _Lowering:
             return _Target(("-j", "SNAT", "--to-source", str(action.address.ip)))
         raise RenderError(f"{where}: no iptables form for action {action!r}")
 
-    def _expand(self, table: Table, matches: tuple[Match | Unmodelled, ...], where: str) -> Items:
+    def _expand(self, table: Table, matches: tuple[Match | Unmodelled, ...], where: str, rows: bool = False) -> Items:
         """The matches of a rule as a disjunction of clauses, each with the comments of the set
-        elements it came from."""
+        elements it came from. With `rows`, a last set lookup gives its elements' clauses as
+        rows of self.rows where it can (for regrouping, which reads them as they are)."""
         start = _Clause().constrain("family", frozenset({self.family}))
         assert start is not None
         clauses: Items = [(start, ())]
-        for match in matches:
+        for position, match in enumerate(matches):
             if not isinstance(match, Match):
                 raise RenderError(f"{where}: cannot write a match fwmatrix does not model: {match!r}")
             fields = _check_fields(match.fields, where)
@@ -260,6 +269,8 @@ class _Lowering:
             elif len(fields) == 1 and match.set_name is None:
                 values_set = frozenset().union(*(_values(fields[0], k[0]) for k, _ in keys))
                 clauses = [(c2, cm) for c, cm in clauses if (c2 := _constrain_one(c, fields[0], values_set)) is not None]
+            elif rows and position == len(matches) - 1:
+                clauses = [item for clause, comments in clauses for item in self._element_rows(clause, comments, fields, keys, where)]
             else:
                 clauses = [
                     (narrowed, comments + ((element_comment,) if element_comment else ()))
@@ -268,6 +279,44 @@ class _Lowering:
                     if (narrowed := _constrain_key(clause, fields, key, where, self.values)) is not None
                 ]
         return clauses
+
+    def _element_rows(self, clause: _Clause, comments: tuple[str, ...], fields: tuple[str, ...], keys: list, where: str) -> Items:
+        """`clause` narrowed by each key of a set lookup, as rows: what _constrain_key gives when
+        the clause constrains none of the key's fields and has their families (every set
+        fwmatrix makes), made with one lookup per value instead of a clause per element."""
+        names = [IR_FIELDS[f] for f in fields]
+        own = {name for name, _ in clause.allowed + clause.excluded}
+        if (any(family is not None and clause.get("family") != FAMILY_VALUES[family] for _, family in names)
+                or any(name in own for name, _ in names) or len({name for name, _ in names}) != len(names)
+                or any(name == "family" for name, _ in clause.excluded)):
+            return [(narrowed, comments + ((element_comment,) if element_comment else ()))  # type: ignore[misc]
+                    for key, element_comment in keys
+                    if (narrowed := _constrain_key(clause, fields, key, where, self.values)) is not None]
+        base = list(self.rows.row(clause))
+        kept = [item for item in clause.allowed if item[0] not in MERGE_AT]
+        spec = [(f, name, MERGE_AT.get(name), self.row_values.setdefault(f, {})) for f, (name, _) in zip(fields, names)]
+        rests: dict[tuple, int] = {}  # the key's fields no pass merges -> the number of the row's rest
+        number = self.rows.number
+        out: Items = []
+        for key, element_comment in keys:
+            row = base.copy()
+            extra = []
+            for (f, name, at, cache), v in zip(spec, key):
+                hit = cache.get(id(v))
+                if hit is None or hit[0] is not v:  # the value is kept with it: its id stays its own
+                    values = _normalise(name, _values(f, v))
+                    hit = cache[id(v)] = (v, values, number(values))
+                if at is None:
+                    extra.append((name, hit[1]))
+                else:
+                    row[at] = hit[2]
+            rest = tuple(extra)
+            found = rests.get(rest)
+            if found is None:
+                found = rests[rest] = number((tuple(sorted(kept + extra, key=lambda item: FIELD_ORDER[item[0]])), clause.excluded))
+            row[0] = found
+            out.append((tuple(row), comments + ((element_comment,) if element_comment else ())))  # type: ignore[arg-type]
+        return out
 
     def _render_clause(self, clause: _Clause, chain_name: str, where: str) -> list[list[str]]:
         """iptables matches for one clause; several rules where a field needs several values."""
