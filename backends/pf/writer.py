@@ -35,6 +35,7 @@ class _Writer:
         self.dnat_tags = _Names(prefix="fwm_in_", suffix="_dnat")
         self.dnat_tags.used = self.tags.used  # one namespace: an interface 'x_dnat' gets another name
         self.tables: dict[tuple[IPNetwork, ...], str] = {}
+        self.address_texts: dict[frozenset, str] = {}  # an address set -> how a rule writes it
         self.table_notes: dict[str, str] = {}
         self.nat_lines: list[str] = []  # freebsd: source NAT as translation rules (snat.py)
 
@@ -42,6 +43,14 @@ class _Writer:
         return "$" + self.macros.get(interface_name(name))
 
     def addresses(self, values: frozenset, notes: list[str]) -> str:
+        # by the set: products repeat their address sets (a frozenset's hash comes from its
+        # members' kept hashes; a tuple of netaddr networks hashes each network again)
+        text = self.address_texts.get(values)
+        if text is None:
+            text = self.address_texts[values] = self._addresses(values, notes)
+        return text
+
+    def _addresses(self, values: frozenset, notes: list[str]) -> str:
         if values == frozenset([None]):
             return "any"
         nets = tuple(sorted(values, key=_value_key))
