@@ -8,7 +8,9 @@ touching: the canonical form makes equal sets equal tuples.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Iterable
 
 from netaddr import IPAddress, IPNetwork, IPRange, iprange_to_cidrs
@@ -243,22 +245,52 @@ def addr_text(a: Intervals) -> list[str]:
 # -- interfaces -----------------------------------------------------------------
 
 OTHER = "*other*"
+MAC_RE = re.compile(r"[0-9a-fA-F]{1,2}(?::[0-9a-fA-F]{1,2}){5}\Z")  # as iptables takes it: 0:1:2:3:4:5 is 00:01:02:03:04:05
+
+
+def mac_address(text: str) -> str | None:
+    """A MAC address as fwmatrix keeps it (lower case, two digits an octet), or None when the
+    text is not one."""
+    if not MAC_RE.match(text):
+        return None
+    return ":".join(f"{int(octet, 16):02x}" for octet in text.split(":"))
 
 
 @dataclass(frozen=True)
 class Interfaces:
-    """The finite universe of interface names a space is judged over."""
+    """The finite universe of interface names a space is judged over.
+
+    A ruleset that matches the link-layer source (`-m mac --mac-source`, nft `ether saddr`)
+    names MAC addresses (`macs`): then each interface but lo is several atoms, the packets
+    it receives from each of those MACs, from any other MAC, and without a MAC (a link
+    that is not Ethernet: WireGuard, PPP, tun; the kernel's MAC matches never hold there,
+    negated or not). lo is one atom, without a MAC (it is not Ethernet to those matches).
+    A name is all its atoms; without MACs an interface is one bit, as it always was."""
 
     names: tuple[str, ...]  # known names, then "lo", then OTHER
+    macs: tuple[str, ...] = ()  # the MAC sources a ruleset names (mac_address form), sorted
 
     @classmethod
-    def of(cls, known: Iterable[str]) -> "Interfaces":
+    def of(cls, known: Iterable[str], macs: Iterable[str] = ()) -> "Interfaces":
         names = sorted(set(known) - {"lo", OTHER})
-        return cls(tuple(names) + ("lo", OTHER))
+        return cls(tuple(names) + ("lo", OTHER), tuple(sorted(set(macs))))
 
-    @property
+    @cached_property
+    def _offsets(self) -> tuple[int, ...]:
+        """Where each name's atoms start, and (last) how many atoms there are."""
+        width = len(self.macs) + 2 if self.macs else 1  # named MACs, any other MAC, no MAC
+        offsets = [0]
+        for name in self.names:
+            offsets.append(offsets[-1] + (1 if name == "lo" else width))
+        return tuple(offsets)
+
+    @cached_property
     def all(self) -> int:
-        return (1 << len(self.names)) - 1
+        return (1 << self._offsets[-1]) - 1
+
+    def _whole(self, index: int) -> int:
+        low, high = self._offsets[index], self._offsets[index + 1]
+        return ((1 << (high - low)) - 1) << low
 
     def mask(self, name: str) -> int:
         """The bits a name (or a wildcard `eth*`) stands for."""
@@ -267,14 +299,91 @@ class Interfaces:
             bits = 0
             for i, known in enumerate(self.names[:-1]):
                 if known.startswith(prefix):
-                    bits |= 1 << i
-            return bits | (1 << (len(self.names) - 1))  # some other name may match the wildcard too
+                    bits |= self._whole(i)
+            return bits | self._whole(len(self.names) - 1)  # some other name may match the wildcard too
         try:
-            return 1 << self.names.index(name)
+            return self._whole(self.names.index(name))
         except ValueError:
-            return 1 << (len(self.names) - 1)
+            return self._whole(len(self.names) - 1)
+
+    def _per_interface(self, atoms: int) -> int:
+        """The atoms at these positions (a bit per MAC class) of every interface but lo."""
+        bits = 0
+        for i, name in enumerate(self.names):
+            if name != "lo":
+                bits |= atoms << self._offsets[i]
+        return bits
+
+    @cached_property
+    def ethernet(self) -> int:
+        """The packets that come with a MAC source: what a MAC match may hold for, negated or not."""
+        return self._per_interface((1 << (len(self.macs) + 1)) - 1) if self.macs else self.all
+
+    def mac(self, address: str) -> int | None:
+        """The packets from this MAC (mac_address form), on every interface; None when it is
+        not one of `macs` (then this universe cannot tell it)."""
+        try:
+            return self._per_interface(1 << self.macs.index(address))
+        except ValueError:
+            return None
+
+    def sender(self, name: str, mac: str | None) -> int:
+        """The packets `name` receives from a sender with MAC `mac` (any MAC, in mac_address
+        form, which the ruleset may not name), or without one (None: a link that is not Ethernet)."""
+        whole = self.mask(name)
+        if not self.macs or name == "lo":
+            return whole
+        atom = len(self.macs) + 1 if mac is None else self.macs.index(mac) if mac in self.macs else len(self.macs)
+        return whole & self._per_interface(1 << atom)
+
+    def interfaces(self, bits: int) -> list[str]:
+        """The names of which the bits hold some packets."""
+        return [name for i, name in enumerate(self.names) if bits & self._whole(i)]
 
     def text(self, bits: int) -> list[str]:
         if bits == self.all:
             return ["any"]
-        return [name for i, name in enumerate(self.names) if bits >> i & 1]
+        if not self.macs:
+            return [name for i, name in enumerate(self.names) if bits >> i & 1]
+        sources = self.mac_sources(bits)
+        kinds = set(map(_source_key, sources.values()))
+        if len(sources) == len(self.names) - 1 and len(kinds) == 1:  # the same on every interface (`--mac-source X` alone)
+            one = next(iter(sources.values()))
+            if bool(bits & self.mask("lo")) == one["no_mac"]:  # lo is an interface without a MAC
+                return ["any " + _source_text(one)]
+        return [f"{name} {_source_text(sources[name])}" if name in sources else name for name in self.interfaces(bits)]
+
+    def mac_sources(self, bits: int) -> dict[str, dict[str, object]]:
+        """Of each interface of which the bits hold some packets but not all: the MACs they
+        come from, `macs`, or, with `except`, every MAC but those; and whether those without
+        a MAC (not Ethernet) are among them, `no_mac`. Empty without MAC atoms."""
+        if not self.macs:
+            return {}
+        count = len(self.macs)
+        out: dict[str, dict[str, object]] = {}
+        for i, name in enumerate(self.names):
+            whole = self._whole(i)
+            if name == "lo" or not bits & whole or bits & whole == whole:
+                continue
+            atoms = (bits & whole) >> self._offsets[i]
+            other = bool(atoms >> count & 1)
+            named = [mac for j, mac in enumerate(self.macs) if (atoms >> j & 1) != other]
+            out[name] = {"macs": named, "except": other, "no_mac": bool(atoms >> (count + 1) & 1)}
+        return out
+
+
+def _source_key(source: dict[str, object]) -> tuple:
+    return (tuple(source["macs"]), source["except"], source["no_mac"])  # type: ignore[arg-type]
+
+
+def _source_text(source: dict[str, object]) -> str:
+    """'from 00:11:22:33:44:55', 'not from ...' (any other MAC, or none), 'from any MAC but ...',
+    'from ... or without a MAC' (not Ethernet), 'without a MAC'."""
+    macs = ",".join(source["macs"])  # type: ignore[arg-type]
+    if source["except"]:
+        if source["no_mac"]:
+            return f"not from {macs}"
+        return f"from any MAC but {macs}" if macs else "from any MAC"
+    if not macs:
+        return "without a MAC"
+    return f"from {macs} or without a MAC" if source["no_mac"] else f"from {macs}"

@@ -35,6 +35,10 @@ Values inside matches and set elements:
                          hop limit 255 (audit/evaluate/neighbours.py)
   physdev.bridged     -> int (1: the packet is being bridged, `-m physdev --physdev-is-bridged`;
                          judged by its interfaces, audit/evaluate/bridged.py)
+  ether.saddr         -> str (the link-layer source, a MAC address in lower case with two digits an
+                         octet, intervals.mac_address: `-m mac --mac-source`, nft `ether saddr`). Judged
+                         as atoms of the in-interface (intervals.Interfaces); only Ethernet packets have
+                         one, and only before routing decides the way out (prerouting, input, forward)
   socket              -> str (the packet has a local socket of which this holds: `meta skuid 0`,
                          `-m owner --uid-owner 0`, pf `user 0`; a forwarded packet never has one,
                          audit/evaluate/sockets.py)
@@ -56,7 +60,7 @@ from fwmatrix.matrix.model import PortRange
 FIELDS = (
     "iif", "oif", "l4proto", "dport", "sport", "ip.saddr", "ip.daddr", "ip6.saddr", "ip6.daddr",
     "ct.state", "ct.status", "nfproto", "icmp.type", "icmpv6.type", "icmp.code", "icmpv6.code", "tcp.flags", "daddr.type", "saddr.type",
-    "physdev.bridged", "socket", "exthdr", "ttl", "hoplimit",
+    "physdev.bridged", "socket", "exthdr", "ttl", "hoplimit", "ether.saddr",
 )
 # the address types of `fib ... type` and `-m addrtype` (the kernel's RTN_* route types)
 ADDRESS_TYPES = ("unspec", "unicast", "local", "broadcast", "anycast", "multicast", "blackhole", "unreachable",

@@ -4,7 +4,9 @@ A packet, as a firewall's forward path judges it, has these dimensions:
 
   iif, oif   the interfaces it enters and leaves by: a bitmask over a finite
              universe of interface names (the firewall's own, from the matrix,
-             plus "lo" and OTHER, which stands for every other name);
+             plus "lo" and OTHER, which stands for every other name; when a
+             ruleset matches MAC sources, each interface is split by them,
+             intervals.Interfaces);
   src, dst   addresses, in one integer line: IPv6 addresses are 0 .. 2**128-1,
              IPv4 addresses are 2**128 + address, so one interval set holds
              both families and a box never mixes them;
@@ -296,10 +298,12 @@ class Space:
         """A box as data, each dimension a list (None: every value): the interfaces it comes
         `in` and goes `out` by, its address `family`, `source` and `destination` networks,
         `protocols` (by name, else number), destination `ports` as [first, last] ranges, and
-        conntrack `state`s ('new', 'established', 'new dnat': translated by a port forward)."""
+        conntrack `state`s ('new', 'established', 'new dnat': translated by a port forward);
+        `mac_source` when the packets come in by only some MACs of an interface (Interfaces.mac_sources)."""
+        sources = self.ifaces.mac_sources(box.iif)
         return {
-            "in": None if box.iif == self.ifaces.all else self.ifaces.text(box.iif),
-            "out": None if box.oif == self.ifaces.all else self.ifaces.text(box.oif),
+            "in": None if box.iif == self.ifaces.all else self.ifaces.interfaces(box.iif),
+            "out": None if box.oif == self.ifaces.all else self.ifaces.interfaces(box.oif),
             "family": family_of(box.src[0]),
             "source": addr_text(box.src),
             "destination": addr_text(box.dst),
@@ -307,7 +311,8 @@ class Space:
             "ports": None if box.dport in (PORT_DIM_ALL, PORTS_ALL, ((NO_PORT, NO_PORT),)) or box.dport[0][0] >= NO_PORT
             else [[low, high] for low, high in box.dport if low < NO_PORT],
             "state": None if box.ct == CT_ALL else ct_text(box.ct).split(","),
-        } | ({"icmp": icmp_text(_one_proto(box.proto), box.dport)} if box.dport[0][0] >= ICMP_BASE else {})
+        } | ({"icmp": icmp_text(_one_proto(box.proto), box.dport)} if box.dport[0][0] >= ICMP_BASE else {}) | (
+            {"mac_source": sources} if sources else {})
 
     def lines(self) -> list[str]:
         return [self.describe(b) for b in self._reading()]

@@ -45,7 +45,7 @@ from fwmatrix.audit.evaluate import Effective, OwnAddresses, evaluate, interface
 from fwmatrix.audit.evaluate.addrtype import UNKNOWN
 from fwmatrix.compile.intent import Intent, build_intent
 from fwmatrix.ir import Dnat, DnatMap, Match, Rule, Ruleset, Table, VerdictMap
-from fwmatrix.ops.lab import Lab, Probe, ProbeResult
+from fwmatrix.ops.lab import SIDE_LINK, Lab, Probe, ProbeResult
 from fwmatrix.matrix.loader import load_matrix
 from fwmatrix.matrix.model import PortRange, ServicePart
 from fwmatrix.query.packet import Packet
@@ -97,20 +97,23 @@ def _text(point: int) -> str:
     return str(ipaddress.IPv4Address(point - V4_BASE) if point >= V4_BASE else ipaddress.IPv6Address(point))
 
 
-def packet_space(ifaces: Interfaces, iif: str, oif: str, src: str, dst: str, proto: str, dport: int | None, ct: int = CT_NEW) -> Space:
-    """A space holding exactly one packet: a NEW connection's first packet (translated or not)."""
+def packet_space(ifaces: Interfaces, iif: str, oif: str, src: str, dst: str, proto: str, dport: int | None, ct: int = CT_NEW,
+                 mac: str | None = None) -> Space:
+    """A space holding exactly one packet: a NEW connection's first packet (translated or not),
+    from the sender's MAC `mac` when given (a ruleset that matches MAC sources splits `iif`)."""
     family = ipaddress.ip_address(src).version
     number = L4.get(proto) or (1 if family == 4 else 58)
     port = (dport, dport) if dport is not None else ECHO_REQUEST[number][0]  # the lab pings
     s, d = _point(src), _point(dst)
-    return Space(ifaces, [Box(ifaces.mask(iif), ifaces.mask(oif), ((s, s),), ((d, d),), ((number, number),), (port,), ct)])
+    iif_bits = ifaces.mask(iif) if mac is None else ifaces.sender(iif, mac)
+    return Space(ifaces, [Box(iif_bits, ifaces.mask(oif), ((s, s),), ((d, d),), ((number, number),), (port,), ct)])
 
 
-def judge(effective: Effective, p: Probe) -> Judgement:
+def judge(effective: Effective, p: Probe, mac: str | None = None) -> Judgement:
     """The evaluator's verdict: DNAT first (regions are in arriving coordinates), then
-    whether the translated packet lies in a forwarded region."""
+    whether the translated packet lies in a forwarded region. `mac`: the sender's MAC."""
     ifaces = effective.ifaces
-    arriving = packet_space(ifaces, p.iif, p.oif, p.src, p.dst, p.proto, p.dport)
+    arriving = packet_space(ifaces, p.iif, p.oif, p.src, p.dst, p.proto, p.dport, mac=mac)
     dst, dport, dnat, unsure = str(ipaddress.ip_address(p.dst)), p.dport, "", ""
     for region in effective.dnats:
         if region.space.intersect(arriving):
@@ -122,7 +125,7 @@ def judge(effective: Effective, p: Probe) -> Judgement:
             if region.uncertain:
                 unsure = "the translation depends on constructs fwmatrix does not model"
             break
-    packet = packet_space(ifaces, p.iif, p.oif, p.src, dst, p.proto, dport, CT_NEW_DNAT if dnat else CT_NEW)
+    packet = packet_space(ifaces, p.iif, p.oif, p.src, dst, p.proto, dport, CT_NEW_DNAT if dnat else CT_NEW, mac)
     grant = next((g for g in effective.forwarded if g.space.intersect(packet)), None)
     if unsure:
         return Judgement(None, dst, dport, "", dnat, unsure)
@@ -186,9 +189,10 @@ def check_agreement(lab: Lab, ruleset: Ruleset, probes: Iterable[Probe], case: s
     started, rounds = time.monotonic(), lab.rounds
     own = lab_own_addresses(lab) if own is None else own
     effective = evaluate(ruleset, interfaces_of(ruleset, list(lab.links)), own=own)
+    macs = sender_macs(lab) if effective.ifaces.macs else {}
     judged: list[tuple[Probe, Judgement]] = []
     for p in dict.fromkeys(probes):
-        j = judge(effective, p)
+        j = judge(effective, p, macs.get(p.iif))
         if j.dnat:  # the lab must route and listen where the evaluator says the packet goes
             if ipaddress.ip_address(j.dst) == ipaddress.ip_address(p.src):
                 continue
@@ -217,6 +221,16 @@ def check_agreement(lab: Lab, ruleset: Ruleset, probes: Iterable[Probe], case: s
     tally.seconds = time.monotonic() - started
     print(tally.summary())
     return tally
+
+
+def sender_macs(lab: Lab) -> dict[str, str]:
+    """The MAC each side namespace sends from (its end of the veth pair): the link-layer
+    source of the probes arriving on that interface."""
+    macs = {}
+    for iface, link in lab.links.items():
+        (info,) = json.loads(link.side.run(["ip", "-j", "link", "show", "dev", SIDE_LINK]).stdout)
+        macs[iface] = info["address"]
+    return macs
 
 
 def lab_own_addresses(lab: Lab) -> OwnAddresses:

@@ -50,6 +50,7 @@ from fwmatrix.backends.iptables.reader import (
 )
 from fwmatrix.errors import BackendError, did_you_mean
 from fwmatrix.gcpause import gc_paused
+from fwmatrix.intervals import mac_address
 from fwmatrix.ir import (
     ADDRESS_TYPES, TCP_FLAG_BITS, Action, Chain, Dnat, Jump, Masquerade, Match, Notrack, Rule, Ruleset, SetDef, Snat, Table, TcpFlags, Unmodelled,
     UnmodelledAction, Verdict, addr_field,
@@ -204,6 +205,8 @@ class _SectionParser:
         if not self.state.known(chain):
             raise _Malformed(f"chain {chain} is not declared in table {self.section.table}")
         core, blocks = _group(words)
+        if chain in ("OUTPUT", "POSTROUTING") and any(b.kind == "match" and b.name == "mac" for b in blocks):
+            raise _Malformed(f"-m mac in {chain}: the kernel allows the mac match only in PREROUTING, INPUT and FORWARD")
         terms: list[Term] = []
         comments: list[str] = []
         target: _Block | None = None
@@ -605,6 +608,20 @@ def _physdev(parser: _SectionParser, name: str, o: _Option, terms: list[Term]) -
     return True
 
 
+def _mac(parser: _SectionParser, name: str, o: _Option, terms: list[Term]) -> bool:
+    """`-m mac [!] --mac-source M`: the link-layer source, judged as atoms of the in-interface
+    (intervals.Interfaces). A value that is not a MAC address, which iptables-restore refuses
+    (published files hide theirs: `XX:XX:XX:XX:XX:XX`), stays unmodelled and says so."""
+    if o.name != "--mac-source" or len(o.values) != 1:
+        return False
+    address = mac_address(o.value)
+    if address is None:
+        terms.append(Unmodelled(f"-m mac {o.shown()}: not a MAC address (iptables-restore refuses it; a published file may hide the real ones)"))
+    else:
+        terms.append(_match("ether.saddr", [address], o.negate))
+    return True
+
+
 def _owner(parser: _SectionParser, name: str, o: _Option, terms: list[Term]) -> bool:
     """`-m owner` options as tests on the packet's local socket (evaluate/sockets.py). Without
     a socket xt_owner holds when every option is negated: as the conjunction of these terms
@@ -669,6 +686,7 @@ MATCH_HANDLERS: dict[str, Callable[[_SectionParser, str, _Option, list[Term]], b
     "addrtype": _addrtype,
     "physdev": _physdev,
     "owner": _owner,
+    "mac": _mac,
     **{name: _hop_limit for name in HOP_MATCHES},
 }
 

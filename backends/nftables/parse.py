@@ -80,7 +80,7 @@ META_FIELDS = {
 SET_TYPES = {
     "ipv4_addr": ("ip", "ip.daddr"), "ipv6_addr": ("ip6", "ip6.daddr"), "inet_service": ("port", "dport"),
     "inet_proto": ("proto", "l4proto"), "ifname": ("ifname", "iif"), "iface_index": ("ifindex", "iif"),
-    "ct_state": ("ct_state", "ct.state"), "nf_proto": ("nfproto", "nfproto"),
+    "ct_state": ("ct_state", "ct.state"), "nf_proto": ("nfproto", "nfproto"), "ether_addr": ("ether", "ether.saddr"),
 }
 # nft map data type -> (value kind, field) for the maps a DNAT statement reads its target from.
 MAP_DATA_TYPES = {"ipv4_addr": ("ip", "ip.daddr"), "ipv6_addr": ("ip6", "ip6.daddr"), "inet_service": ("port", "dport")}
@@ -105,6 +105,8 @@ def _field(expr: Any) -> _Field:
             return _Field("l4proto", "nexthdr")  # see IPV6_EXTENSION_HEADERS
         if (proto, name) in (("ip", "ttl"), ("ip6", "hoplimit")):
             return _Field(name, "hop")  # a range of 0-255 (ir.py)
+        if (proto, name) == ("ether", "saddr"):
+            return _Field("ether.saddr", "ether")  # nft adds `meta iiftype ether` in front: Ethernet packets only
     elif kind == "meta" and arg.get("key") in META_FIELDS:
         return _Field(*META_FIELDS[arg["key"]])
     elif kind == "ct" and "dir" not in arg and arg.get("key") in ("state", "status"):

@@ -10,7 +10,7 @@ from typing import Any, Sequence, cast
 from netaddr import IPNetwork, IPRange
 
 from fwmatrix.backends.nftables.describe import describe
-from fwmatrix.intervals import ICMP_NAMES, ICMPV6_NAMES
+from fwmatrix.intervals import ICMP_NAMES, ICMPV6_NAMES, mac_address
 from fwmatrix.ir import ADDRESS_TYPES, Jump, Key, Value, Verdict
 from fwmatrix.matrix.model import PortRange
 
@@ -136,6 +136,8 @@ def _value(kind: str, raw: Any) -> Value:
         number = ICMP_NUMBER_NAMES[kind].get(raw, raw) if isinstance(raw, str) else raw
         if isinstance(number, int) and 0 <= number <= 255:
             return number
+    if kind == "ether" and isinstance(raw, str) and mac_address(raw):
+        return cast(str, mac_address(raw))
     if kind == "addrtype" and raw in ADDRESS_TYPES:
         return cast(str, raw)
     if kind == "raw":  # a set of a type the IR has no field for: kept as text

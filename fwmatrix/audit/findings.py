@@ -197,7 +197,8 @@ def audit(intent: Intent, firewall: str, ruleset: Ruleset, source: str, local_ad
             continue
         maybe = lost.intersect(uncertain)
         whole = lost.equals(space.subtract(nd_dead))
-        what = "is not forwarded at all" if whole else "is only partly forwarded; not forwarded"
+        what = ("is not forwarded at all" if whole else "is forwarded only from some MAC addresses; not forwarded"
+                if _by_mac_only(lost) else "is only partly forwarded; not forwarded")
         message = f"opening '{opening.name}' (row {opening.index}) {what}"
         if maybe:
             message += " (part of it depends on rules fwmatrix cannot model: see 'unmodelled')"
@@ -391,6 +392,12 @@ def reply_space(full: Space, flow: Flow) -> Space:
         answer_ports = PORTLESS_ALL if part.ports is None else PORTS_ALL
         boxes += physical(ifaces.mask(flow.out_iface), ifaces.mask(flow.in_iface), src, dst, proto, answer_ports, _flow_ct(flow, CT_ESTABLISHED))
     return Space(ifaces, boxes)
+
+
+def _by_mac_only(lost: Space) -> bool:
+    """Whether what an opening lacks is every packet of some MAC sources only (a ruleset that
+    binds hosts to their MACs, `-m mac --mac-source`): the rest of each interface is forwarded."""
+    return bool(lost.ifaces.macs) and all(lost.ifaces.mac_sources(box.iif) for box in lost.boxes)
 
 
 def _inside_to_internet(intent: Intent, firewall: str, ifaces: Interfaces) -> Space:

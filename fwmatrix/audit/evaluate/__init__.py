@@ -46,26 +46,29 @@ from fwmatrix.space import NO_PORT, OTHER, V4_ALL, V6_ALL, Interfaces, Space, iv
 
 
 def interfaces_of(ruleset: Ruleset, known: list[str]) -> Interfaces:
-    """The interface universe: the matrix's names and every name the ruleset uses."""
+    """The interface universe: the matrix's names and every name the ruleset uses, split by
+    the MAC sources the ruleset matches (none: no split, intervals.Interfaces)."""
     names = set(known)
+    macs: set[str] = set()
+    found = {"iif": names, "oif": names, "ether.saddr": macs}
+
+    def take(fields: tuple[str, ...], keys, wildcards: bool = False) -> None:
+        for position, f in enumerate(fields):
+            if f in found:
+                found[f].update(str(k[position]) for k in keys if wildcards or not str(k[position]).endswith("*"))
+
     for table in ruleset.tables:
         for set_def in table.sets:
-            for position, f in enumerate(set_def.key):
-                if f in ("iif", "oif"):
-                    names.update(str(e.key[position]) for e in set_def.elements if not str(e.key[position]).endswith("*"))
+            take(set_def.key, [e.key for e in set_def.elements])
         for chain in table.chains:
             names.update(chain.devices or ())
             for rule in chain.rules:
                 for match in rule.matches:
                     if isinstance(match, Match):
-                        for position, f in enumerate(match.fields):
-                            if f in ("iif", "oif"):
-                                names.update(str(k[position]) for k in match.values if not str(k[position]).endswith("*"))
+                        take(match.fields, match.values)
                 if isinstance(rule.action, VerdictMap):
-                    for position, f in enumerate(rule.action.fields):
-                        if f in ("iif", "oif"):
-                            names.update(str(k[position]) for k, _ in rule.action.entries)
-    return Interfaces.of(names)
+                    take(rule.action.fields, [k for k, _ in rule.action.entries], wildcards=True)
+    return Interfaces.of(names, macs)
 
 
 def evaluate(ruleset: Ruleset, ifaces: Interfaces, within: Space | None = None, observer: object | None = None,

@@ -181,10 +181,13 @@ def _constrain(bounds: dict[str, object], f: str, value: object, ifaces: Interfa
         if not bounds[dim]:
             bounds["_empty"] = True
 
-    if f in ("iif", "oif"):
-        bits = ifaces.mask(str(value))
-        bounds[f] = bounds.get(f, ifaces.all) & bits  # type: ignore[operator]
-        if not bounds[f]:
+    if f in ("iif", "oif", "ether.saddr"):
+        dim = "iif" if f == "ether.saddr" else f  # a MAC source is atoms of every in-interface (intervals.Interfaces)
+        bits = ifaces.mask(str(value)) if dim == f else ifaces.mac(str(value))
+        if bits is None:
+            raise EvaluationError(f"no atoms for MAC {value}: the interface universe was not made with interfaces_of")
+        bounds[dim] = bounds.get(dim, ifaces.all) & bits  # type: ignore[operator]
+        if not bounds[dim]:
             bounds["_empty"] = True
     elif f in ("ip.saddr", "ip.daddr", "ip6.saddr", "ip6.daddr"):
         assert isinstance(value, (IPNetwork, IPRange))
@@ -267,9 +270,11 @@ def _narrow_by_values(bounds: dict[str, object], f: str, values: tuple, ifaces: 
 def _implied(full: Space, fields: tuple[str, ...]) -> Space:
     """What a field's mere presence requires (`ip saddr` only exists in IPv4 packets;
     `th dport` only in port protocols): the universe of a negated match."""
-    bounds: dict[str, Intervals] = {}
+    bounds: dict[str, object] = {}
     for f in fields:
-        if f.startswith("ip."):
+        if f == "ether.saddr":  # only Ethernet packets have one: `ether saddr != X` never holds for the others
+            bounds["iif"] = full.ifaces.ethernet
+        elif f.startswith("ip."):
             bounds["src"] = bounds["dst"] = V4_ALL
         elif f.startswith("ip6."):
             bounds["src"] = bounds["dst"] = V6_ALL

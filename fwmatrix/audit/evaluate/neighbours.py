@@ -120,7 +120,7 @@ def nd_output_doubtful(ruleset: Ruleset, ifaces: Interfaces, interfaces: list[st
     for icmp_type in (NEIGHBOUR_SOLICITATION, NEIGHBOUR_ADVERTISEMENT):
         where, region = [], Space.empty(ifaces)
         for name in interfaces:
-            sent = full.make(iif=ifaces.mask(OTHER), oif=ifaces.mask(name), src=LINK_LOCAL, proto=((ICMPV6, ICMPV6),),
+            sent = full.make(iif=ifaces.sender(OTHER, None), oif=ifaces.mask(name), src=LINK_LOCAL, proto=((ICMPV6, ICMPV6),),
                              dport=icmp_values(icmp_type), ct=ct_bits("untracked"),
                              dst=(addr_interval(SOLICITED_NODES),) if icmp_type == NEIGHBOUR_SOLICITATION else V6_ALL)
             if icmp_type == NEIGHBOUR_SOLICITATION:
@@ -144,7 +144,7 @@ def nd_output_doubtful(ruleset: Ruleset, ifaces: Interfaces, interfaces: list[st
 
 def _certain_output_drops(ruleset: Ruleset, ifaces: Interfaces) -> Space:
     """What output, postrouting and egress chains certainly drop of the firewall's own packets
-    (they come from no interface: `OTHER` stands for that)."""
+    (they come from no interface, without a MAC: `OTHER` stands for that)."""
     reading = Reading(ruleset, ifaces, assume_unmodelled_match=True)
     drops = Drops()
     for hook in ("output", "postrouting", "egress"):

@@ -26,6 +26,11 @@ DEVICE_FIELD = {"ingress": "iif", "egress": "oif"}  # the interface a device-bou
 # in-interface at egress (postrouting still knows a forwarded packet's). Its name is
 # empty there: `oifname "x"` never matches, `oifname != "x"` always does.
 ABSENT_INTERFACE = {"ingress": "oif", "prerouting": "oif", "input": "oif", "egress": "iif"}
+# Hooks where no packet has an in-interface to read a MAC source from (nft's `ether saddr`
+# depends on `meta iiftype`, which breaks there): a rule matching one never holds, negated
+# or not. Postrouting still knows a forwarded packet's (tested: tests/test_mac_source.py);
+# the firewall's own packets have none (neighbours.py sends them without a MAC).
+NO_MAC_SOURCE = ("output", "egress")
 NO_CONNTRACK_YET = "a ct match at ingress, where conntrack has not seen the packet yet"
 CONNTRACK_PRIORITY = -200  # NF_IP_PRI_CONNTRACK: prerouting chains below it run before conntrack
 BEFORE_CONNTRACK = "a ct match in prerouting before conntrack (priority below -200), where the packet has no connection yet"
@@ -100,7 +105,9 @@ class Reading:
             def untracked(rule: Rule) -> bool:  # ingress runs before any notrack
                 return before_conntrack and self._may_be_untracked(table, rule)
 
-            chains = tuple(replace(c, rules=tuple(_as_seen(r, absent, no_conntrack, after_snat, untracked) for r in c.rules)) for c in table.chains)
+            no_mac = hook in NO_MAC_SOURCE
+            chains = tuple(replace(c, rules=tuple(_as_seen(r, absent, no_conntrack, after_snat, untracked, no_mac) for r in c.rules))
+                           for c in table.chains)
             self._seen_at[key] = replace(table, chains=chains)
         return self._seen_at[key]
 
@@ -169,10 +176,12 @@ class Reading:
 
 
 def _as_seen(rule: Rule, absent: str | None, no_conntrack: str | None, after_snat: bool,
-             may_be_untracked: Callable[[Rule], bool] = lambda rule: False) -> Rule:
-    """A rule as a hook runs it (see `ABSENT_INTERFACE`, `NO_CONNTRACK_YET`, `BEFORE_CONNTRACK`, `AFTER_SNAT`;
-    a forwarded packet has no local socket: sockets.py)."""
+             may_be_untracked: Callable[[Rule], bool] = lambda rule: False, no_mac: bool = False) -> Rule:
+    """A rule as a hook runs it (see `ABSENT_INTERFACE`, `NO_CONNTRACK_YET`, `BEFORE_CONNTRACK`, `AFTER_SNAT`,
+    `NO_MAC_SOURCE`; a forwarded packet has no local socket: sockets.py)."""
     listed = rule  # `may_be_untracked` knows the rule as listed
+    if no_mac and any("ether.saddr" in m.fields for m in (*rule.matches, rule.action) if isinstance(m, (Match, VerdictMap, DnatMap))):
+        return replace(rule, action=None)  # never matches (nor does any map entry): decides nothing
     rule = without_socket(rule)
     if absent is not None:
         if isinstance(rule.action, (VerdictMap, DnatMap)) and absent in rule.action.fields:
