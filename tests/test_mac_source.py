@@ -59,6 +59,8 @@ def test_iptables_mac_source_is_read_negated_too() -> None:
     plain, negated = _matches(iptables.parse_save(text, 4))
     assert plain == (Match(("ether.saddr",), (("0a:bc:00:00:00:01",),)),)
     assert negated == (Match(("ether.saddr",), ((B,),), negate=True),)
+    old_style = _matches(iptables.parse_save(text.replace("-m mac ! --mac-source", "-m mac --mac-source !"), 4))  # before 1.4.3
+    assert old_style[1] == negated
 
 
 def test_a_hidden_mac_stays_unmodelled_and_says_why() -> None:
