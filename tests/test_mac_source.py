@@ -401,3 +401,11 @@ def test_lo_has_no_mac_to_the_kernel_negated_or_not(backend: str) -> None:
         judged[port] = any(g.space.intersect(packet) for g in effective.forwarded)
         assert not any(g.space.intersect(packet) for g in effective.uncertain)
     assert judged == LO_PORTS
+
+
+def test_query_says_which_senders_a_mac_bound_rule_takes(tmp_path: Path) -> None:
+    files = _seed_files(tmp_path, lambda text: text.replace(CTI, f"{CTI} -m mac --mac-source {A}"))
+    result = CliRunner().invoke(main, ["query", str(SEED), "--from", "10.20.0.21", "--to", "172.16.20.21", "--service", "tcp/5060", *files])
+    assert ": partly by firewall 'edge'" in result.output, result.output
+    assert f'accept "cti-to-sipproxy" (lan0 from {A} only)' in result.output
+    assert f"policy: drop (no rule decided) (lan0 not from {A} only)" in result.output

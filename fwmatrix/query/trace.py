@@ -259,6 +259,10 @@ def _with_hooks(events: list[tuple]) -> list[tuple[str, tuple]]:
 
 
 def _ports_of(part: Space, packet: Packet) -> str:
+    ifaces = part.ifaces
+    by_mac = {text for b in part.boxes if ifaces.mac_sources(b.iif) for text in ifaces.text(b.iif)}
+    if by_mac:  # the ruleset tells the packet's senders apart by MAC (`lan0 from 02:00:00:00:00:05`)
+        return "/".join(sorted(by_mac))
     if packet.part.ports is None:
         return "part"
     ranges = sorted({r for b in part.boxes for r in b.dport})
