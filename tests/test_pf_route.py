@@ -72,10 +72,13 @@ def test_reply_to_routes_only_replies_which_the_state_passes() -> None:
 def test_reply_to_with_if_bound_states_stays_unmodelled() -> None:
     # the replies leave by em2 while their state is bound to em0's ... the rules judge them there
     rule = "pass in on em2 reply-to (em2 198.51.100.1) proto tcp to 10.0.0.10 port 443"
-    for text in (f"set state-policy if-bound\nblock all\n{rule}\n", f"block all\n{rule} keep state (if-bound)\n"):
+    for text in (f"set state-policy if-bound\nblock all\n{rule}\n", f"block all\n{rule} keep state (if-bound)\n",
+                 f"set state-defaults pflow, if-bound\nblock all\n{rule}\n"):
         line = text.splitlines().index(next(x for x in text.splitlines() if x.startswith("pass"))) + 1
         rules = rules_at(parse(text, interfaces=IFACES), "in", line)
         assert rules and all("reply-to" in unmodelled_texts(r)[0] for r in rules), text
+    rules = rules_at(parse(f"set state-defaults floating\nblock all\n{rule}\n", interfaces=IFACES), "in", 3)
+    assert rules and not any(unmodelled_texts(r) for r in rules)
     rules = rules_at(parse(f"set state-policy floating\nblock all\n{rule} no state\n", interfaces=IFACES), "in", 3)
     assert rules and not any(unmodelled_texts(r) for r in rules)  # no state, no replies routed
 

@@ -187,6 +187,10 @@ class _Reader:
             self.block_reject = policy == "return"
         elif option == "state-policy":
             self.if_bound = c.next("if-bound or floating") == "if-bound"
+        elif option == "state-defaults":  # (OpenBSD) the state options of every rule: `if-bound` among them
+            words = {t.text for t in c.toks[c.i:] if not t.quoted}
+            if "if-bound" in words or "floating" in words:
+                self.if_bound = "if-bound" in words
         # the other options (timeouts, limits, optimization, ...) tune the
         # engine but do not change which packets pass
 
