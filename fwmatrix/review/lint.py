@@ -288,11 +288,11 @@ class _Layer:
             return [*(one.overlapping(box) if one is not None else ()), *several.overlapping(box)]
         return [b for key, index in indexes.items() if key is None or proto_low <= key <= proto_high for b in index.overlapping(box)]
 
-    def covering(self, opening: int, excluded: set[int]) -> set[int] | None:
-        """The other openings (not excluded) whose boxes cover this opening's boxes here,
-        or None when they do not cover them all."""
+    def covering(self, opening: int, excluded: set[int], also: set[int] | frozenset[int] = frozenset()) -> set[int] | None:
+        """The other openings (not excluded, nor `also`) whose boxes cover this opening's boxes
+        here, or None when they do not cover them all."""
         mine = self.boxes[opening]
-        others = {i: b for i, (owner, b) in self.meeting[opening].items() if owner not in excluded}
+        others = {i: b for i, (owner, b) in self.meeting[opening].items() if owner not in excluded and owner not in also}
         if not _covered_whole(mine, others.values()):
             # most openings are not covered, and one of their boxes' first corner says so without a subtraction
             if not all(_corner_held(a, others.values()) for a in mine) or subtract_boxes(mine, BoxIndex(list(others.values()))):
@@ -369,10 +369,10 @@ def _redundant(intent: Intent, spaces: dict[str, list[Space]]) -> list[LintFindi
             if index in placed:
                 placed[index].append(layer)
 
-    def cover(index: int, excluded: set[int]) -> set[int] | None:
+    def cover(index: int, excluded: set[int], also: set[int] | frozenset[int] = frozenset()) -> set[int] | None:
         found: set[int] = set()
         for layer in placed[index]:
-            part = layer.covering(index, excluded)
+            part = layer.covering(index, excluded, also)
             if part is None:
                 return None
             found |= part
@@ -387,11 +387,12 @@ def _redundant(intent: Intent, spaces: dict[str, list[Space]]) -> list[LintFindi
         covering = cover(index, removed)
         assert covering is not None  # what stays opens what all opened (each removal was covered by what stayed then)
         if len(covering) <= MINIMIZE_UP_TO:
-            excluded = set(removed)
+            # the coverers it can do without, besides the removed ones (not copied: thousands of them)
+            dropped: set[int] = set()
             for other in sorted(covering, reverse=True):  # keep the earliest rows
-                if cover(index, excluded | {other}) is not None:
-                    excluded.add(other)
-            covering -= excluded
+                if cover(index, removed, dropped | {other}) is not None:
+                    dropped.add(other)
+            covering -= dropped
         names = tuple(openings[i].name for i in sorted(covering))
         o = openings[index]
         findings.append(LintFinding(
