@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Iterable
+from typing import Collection, Iterable, Mapping
 
 from netaddr import IPAddress, IPNetwork, IPRange, iprange_to_cidrs
 
@@ -262,26 +262,42 @@ class Interfaces:
 
     A ruleset that matches the link-layer source (`-m mac --mac-source`, nft `ether saddr`)
     names MAC addresses (`macs`): then each interface but lo is several atoms, the packets
-    it receives from each of those MACs, from any other MAC, and without a MAC (a link
+    it receives from each MAC it tells apart, from any other MAC, and without a MAC (a link
     that is not Ethernet: WireGuard, PPP, tun; the kernel's MAC matches never hold there,
     negated or not). lo is one atom, without a MAC (it is not Ethernet to those matches).
-    A name is all its atoms; without MACs an interface is one bit, as it always was."""
+    An interface tells apart the MACs that rules reached by its packets test (`scoped`,
+    from `interfaces_of`; None: every MAC on every interface): on the others a MAC is one
+    of "any other". A name is all its atoms; without MACs an interface is one bit, as it
+    always was."""
 
     names: tuple[str, ...]  # known names, then "lo", then OTHER
     macs: tuple[str, ...] = ()  # the MAC sources a ruleset names (mac_address form), sorted
+    scoped: tuple[tuple[str, ...], ...] | None = None  # by name: the MACs it tells apart (None: all of `macs`)
 
     @classmethod
-    def of(cls, known: Iterable[str], macs: Iterable[str] = ()) -> "Interfaces":
-        names = sorted(set(known) - {"lo", OTHER})
-        return cls(tuple(names) + ("lo", OTHER), tuple(sorted(set(macs))))
+    def of(cls, known: Iterable[str], macs: Iterable[str] = (), scopes: Mapping[str, Collection[str] | None] | None = None) -> "Interfaces":
+        """`scopes`: where each MAC is tested, the names of the interfaces whose packets may
+        meet such a rule (None, or a MAC not in it: anywhere)."""
+        names = tuple(sorted(set(known) - {"lo", OTHER})) + ("lo", OTHER)
+        every = tuple(sorted(set(macs) | set(scopes or ())))
+        if scopes is None or all(scopes[m] is None for m in scopes):
+            return cls(names, every)
+        told = tuple(() if name == "lo" else tuple(m for m in every if scopes.get(m) is None or name in scopes[m]) for name in names)  # type: ignore[operator]
+        return cls(names, every, told)
+
+    def told(self, index: int) -> tuple[str, ...]:
+        """The MACs the interface `names[index]` tells apart."""
+        if self.names[index] == "lo":
+            return ()
+        return self.macs if self.scoped is None else self.scoped[index]
 
     @cached_property
     def _offsets(self) -> tuple[int, ...]:
-        """Where each name's atoms start, and (last) how many atoms there are."""
-        width = len(self.macs) + 2 if self.macs else 1  # named MACs, any other MAC, no MAC
+        """Where each name's atoms start, and (last) how many atoms there are: its MACs, any
+        other MAC, no MAC (lo: one, without a MAC); one without MACs."""
         offsets = [0]
-        for name in self.names:
-            offsets.append(offsets[-1] + (1 if name == "lo" else width))
+        for i, name in enumerate(self.names):
+            offsets.append(offsets[-1] + (len(self.told(i)) + 2 if self.macs and name != "lo" else 1))
         return tuple(offsets)
 
     @cached_property
@@ -291,6 +307,11 @@ class Interfaces:
     def _whole(self, index: int) -> int:
         low, high = self._offsets[index], self._offsets[index + 1]
         return ((1 << (high - low)) - 1) << low
+
+    def _atom(self, index: int, atom: int) -> int:
+        """One atom of `names[index]`: the position of a MAC it tells apart, or `len(told)` for
+        any other MAC, `len(told) + 1` for none."""
+        return 1 << (self._offsets[index] + atom)
 
     def mask(self, name: str) -> int:
         """The bits a name (or a wildcard `eth*`) stands for."""
@@ -306,26 +327,28 @@ class Interfaces:
         except ValueError:
             return self._whole(len(self.names) - 1)
 
-    def _per_interface(self, atoms: int) -> int:
-        """The atoms at these positions (a bit per MAC class) of every interface but lo."""
-        bits = 0
-        for i, name in enumerate(self.names):
-            if name != "lo":
-                bits |= atoms << self._offsets[i]
-        return bits
-
     @cached_property
     def ethernet(self) -> int:
         """The packets that come with a MAC source: what a MAC match may hold for, negated or not."""
-        return self._per_interface((1 << (len(self.macs) + 1)) - 1) if self.macs else self.all
+        if not self.macs:
+            return self.all
+        bits = 0
+        for i, name in enumerate(self.names):
+            if name != "lo":
+                bits |= self._whole(i) & ~self._atom(i, len(self.told(i)) + 1)
+        return bits
 
     def mac(self, address: str) -> int | None:
-        """The packets from this MAC (mac_address form), on every interface; None when it is
-        not one of `macs` (then this universe cannot tell it)."""
-        try:
-            return self._per_interface(1 << self.macs.index(address))
-        except ValueError:
+        """The packets from this MAC (mac_address form) on the interfaces that tell it apart;
+        None when it is not one of `macs` (then this universe cannot tell it)."""
+        if address not in self.macs:
             return None
+        bits = 0
+        for i in range(len(self.names)):
+            told = self.told(i)
+            if address in told:
+                bits |= self._atom(i, told.index(address))
+        return bits
 
     def sender(self, name: str, mac: str | None) -> int:
         """The packets `name` receives from a sender with MAC `mac` (any MAC, in mac_address
@@ -333,8 +356,9 @@ class Interfaces:
         whole = self.mask(name)
         if not self.macs or name == "lo":
             return whole
-        atom = len(self.macs) + 1 if mac is None else self.macs.index(mac) if mac in self.macs else len(self.macs)
-        return whole & self._per_interface(1 << atom)
+        index = self.names.index(name) if name in self.names else len(self.names) - 1
+        told = self.told(index)
+        return self._atom(index, len(told) + 1 if mac is None else told.index(mac) if mac in told else len(told))
 
     def interfaces(self, bits: int) -> list[str]:
         """The names of which the bits hold some packets."""
@@ -359,16 +383,16 @@ class Interfaces:
         a MAC (not Ethernet) are among them, `no_mac`. Empty without MAC atoms."""
         if not self.macs:
             return {}
-        count = len(self.macs)
         out: dict[str, dict[str, object]] = {}
         for i, name in enumerate(self.names):
             whole = self._whole(i)
             if name == "lo" or not bits & whole or bits & whole == whole:
                 continue
             atoms = (bits & whole) >> self._offsets[i]
-            other = bool(atoms >> count & 1)
-            named = [mac for j, mac in enumerate(self.macs) if (atoms >> j & 1) != other]
-            out[name] = {"macs": named, "except": other, "no_mac": bool(atoms >> (count + 1) & 1)}
+            told = self.told(i)
+            other = bool(atoms >> len(told) & 1)
+            named = [mac for j, mac in enumerate(told) if (atoms >> j & 1) != other]
+            out[name] = {"macs": named, "except": other, "no_mac": bool(atoms >> (len(told) + 1) & 1)}
         return out
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 from click.testing import CliRunner
+from netaddr import IPAddress
 from test_kernel_agreement import TIMEOUT, check_agreement, judge, packet_space, sender_macs
 
 from conftest import ROOT, SEED
@@ -32,7 +33,7 @@ from fwmatrix.netns import NetNamespace, unique_name
 from fwmatrix.ops.lab import SIDE_LINK, Lab, Probe
 from fwmatrix.audit.evaluate.reading import Reading
 from fwmatrix.intervals import mac_address
-from fwmatrix.space import V4_ALL, Interfaces, Space, ct_bits
+from fwmatrix.space import V4_ALL, V4_BASE, Interfaces, Space, ct_bits
 
 A, B, C = "02:00:00:00:00:0a", "02:00:00:00:00:0b", "02:00:00:00:00:0c"  # lan0's sender, dmz0's, nobody's
 
@@ -171,11 +172,13 @@ def test_spaces_over_atoms_subtract_and_describe() -> None:
 # -- evaluation -----------------------------------------------------------------------------------
 
 
-def _forwarded(ruleset: Ruleset, ifaces: Interfaces, iif: str, mac: str | None, dport: int) -> bool | None:
-    """Whether a NEW tcp packet from `mac` (None: a link without MACs) is forwarded from `iif` to wan0."""
+def _forwarded(ruleset: Ruleset, ifaces: Interfaces, iif: str, mac: str | None, dport: int, src: str | None = None) -> bool | None:
+    """Whether a NEW tcp packet from `mac` (None: a link without MACs) is forwarded from `iif` to wan0
+    (from `src`, else from any IPv4 address: whether any is)."""
     effective = evaluate(ruleset, ifaces)
     full = Space.full(ifaces)
-    packet = full.make(iif=ifaces.sender(iif, mac), oif=ifaces.mask("wan0"), src=V4_ALL, dst=V4_ALL, proto=((6, 6),),
+    source = V4_ALL if src is None else ((V4_BASE + int(IPAddress(src)),) * 2,)
+    packet = full.make(iif=ifaces.sender(iif, mac), oif=ifaces.mask("wan0"), src=source, dst=V4_ALL, proto=((6, 6),),
                        dport=((dport, dport),), ct=ct_bits("new", translated=False))
     if any(g.space.intersect(packet) for g in effective.forwarded):
         return True
@@ -409,3 +412,81 @@ def test_query_says_which_senders_a_mac_bound_rule_takes(tmp_path: Path) -> None
     assert ": partly by firewall 'edge'" in result.output, result.output
     assert f'accept "cti-to-sipproxy" (lan0 from {A} only)' in result.output
     assert f"policy: drop (no rule decided) (lan0 not from {A} only)" in result.output
+
+
+# -- where each MAC is told apart (audit/evaluate/macscope.py) -------------------------------------
+
+SCOPED = f"""*filter
+:INPUT ACCEPT [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+:mac_lan - [0:0]
+:mac_dmz - [0:0]
+-A FORWARD -s 10.9.0.0/24 -i lan0 -j mac_lan
+-A FORWARD -s 10.9.1.0/24 -i dmz0 -j mac_dmz
+-A FORWARD -j ACCEPT
+-A mac_lan -s 10.9.0.5/32 -m mac --mac-source {A} -j RETURN
+-A mac_lan -s 10.9.0.5/32 -j DROP
+-A mac_lan -s 10.9.0.6/32 -m mac --mac-source {B} -j RETURN
+-A mac_lan -s 10.9.0.6/32 -j DROP
+-A mac_dmz -s 10.9.1.5/32 -m mac --mac-source {B} -j RETURN
+-A mac_dmz -s 10.9.1.5/32 -j DROP
+-A mac_dmz -s 10.9.1.6/32 -m mac ! --mac-source {A} -j DROP
+-A mac_dmz -s 10.9.1.8/32 -m mac --mac-source {C} -j RETURN
+-A mac_dmz -s 10.9.1.8/32 -j DROP
+COMMIT
+"""
+SCOPED_PROBES = {  # a host bound to its MAC per chain (nn-tum-chair-fw's form), the chains reached by one interface each
+    Probe("lan0", "wan0", "10.9.0.5", "192.0.2.44", "udp", 53): True, Probe("lan0", "wan0", "10.9.0.6", "192.0.2.44", "udp", 53): False,
+    Probe("lan0", "wan0", "10.9.0.7", "192.0.2.44", "udp", 53): True, Probe("dmz0", "wan0", "10.9.1.5", "192.0.2.44", "udp", 53): True,
+    Probe("dmz0", "wan0", "10.9.1.6", "192.0.2.44", "udp", 53): False, Probe("dmz0", "wan0", "10.9.1.8", "192.0.2.44", "udp", 53): False,
+    Probe("wan0", "dmz0", "10.9.0.5", "10.9.1.9", "udp", 53): True,
+}
+
+
+def test_each_interface_tells_apart_only_the_macs_its_packets_meet() -> None:
+    ruleset = iptables.parse_save(SCOPED, 4)
+    ifaces = interfaces_of(ruleset, ["wan0"])
+    told = {name: ifaces.told(i) for i, name in enumerate(ifaces.names)}
+    assert told == {"dmz0": (A, B, C), "lan0": (A, B), "wan0": (), "lo": (), "*other*": ()}
+    assert ifaces.all.bit_length() == 5 + 4 + 2 + 1 + 2  # instead of 5 atoms on each of four interfaces, and lo
+    # the same verdicts as a universe where every interface tells every MAC apart
+    everywhere = Interfaces.of(ifaces.names, ifaces.macs)
+    for iif in ("lan0", "dmz0", "wan0"):
+        for mac in (A, B, C, "02:00:00:00:00:99", None):
+            for src in ("10.9.0.5", "10.9.0.6", "10.9.0.7", "10.9.1.5", "10.9.1.6", "10.9.1.8"):
+                assert _forwarded(ruleset, ifaces, iif, mac, 22, src) == _forwarded(ruleset, everywhere, iif, mac, 22, src), (iif, mac, src)
+    assert [_forwarded(ruleset, ifaces, "lan0", mac, 22, "10.9.0.5") for mac in (A, B, None)] == [True, False, False]
+
+
+def test_a_chain_reached_by_a_verdict_map_tests_its_macs_everywhere() -> None:
+    # a verdict map's jumps are not followed: the chain counts as reached from any interface
+    def rule(chain: str, expr: list) -> dict:
+        return {"rule": {"family": "inet", "table": "t", "chain": chain, "expr": expr}}
+
+    vmap = {"vmap": {"key": {"meta": {"key": "iifname"}}, "data": {"set": [["lan0", {"jump": {"target": "bound"}}]]}}}
+    listing = {"nftables": [
+        {"table": {"family": "inet", "name": "t"}},
+        {"chain": {"family": "inet", "table": "t", "name": "c", "type": "filter", "hook": "forward", "prio": 0, "policy": "accept"}},
+        {"chain": {"family": "inet", "table": "t", "name": "bound"}},
+        rule("c", [vmap]), rule("bound", [{"match": {"op": "==", "left": ETHER, "right": A}}, {"drop": None}]),
+    ]}
+    ifaces = interfaces_of(nftables.parse_json(json.dumps(listing)), ["lan0", "wan0"])
+    assert [ifaces.told(i) for i, name in enumerate(ifaces.names) if name != "lo"] == [(A,), (A,), (A,)]
+
+
+@pytest.mark.kernel
+def test_macs_told_apart_per_interface_in_the_kernel() -> None:
+    with Lab(tuple(SOURCES), timeout=TIMEOUT) as lab:
+        for iface, (_, mac) in SOURCES.items():
+            if mac is not None:
+                lab.side(iface).run(["ip", "link", "set", "dev", SIDE_LINK, "address", mac])
+        lab.load_iptables({iptables.FAMILY_SUFFIX[4]: SCOPED})
+        live = lab.read_iptables()
+        macs = sender_macs(lab)
+        tally = check_agreement(lab, live, list(SCOPED_PROBES), "MAC sources told apart per interface")
+    assert not tally.disagreements, "\n".join(tally.disagreements)
+    assert tally.uncertain == 0, tally.summary()
+    effective = evaluate(live, interfaces_of(live, list(SOURCES)))
+    assert effective.ifaces.scoped is not None
+    assert {p: judge(effective, p, macs[p.iif]).forwarded for p in SCOPED_PROBES} == SCOPED_PROBES

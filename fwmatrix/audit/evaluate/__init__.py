@@ -37,6 +37,7 @@ from dataclasses import replace
 from fwmatrix.audit.evaluate.addrtype import UNKNOWN, OwnAddresses
 from fwmatrix.audit.evaluate.effective import DnatRegion, Effective, EvaluationError, Grant, Note
 from fwmatrix.audit.evaluate.forward import DEFAULT_ACCEPT, combine, forward_chains
+from fwmatrix.audit.evaluate.macscope import mac_scopes
 from fwmatrix.audit.evaluate.neighbours import arp_dead, nd_blocked, nd_dead, nd_doubtful, nd_output_doubtful
 from fwmatrix.audit.evaluate.prerouting import dnat_regions, early_drops
 from fwmatrix.audit.evaluate.reading import Reading
@@ -47,7 +48,8 @@ from fwmatrix.space import NO_PORT, OTHER, V4_ALL, V6_ALL, Interfaces, Space, iv
 
 def interfaces_of(ruleset: Ruleset, known: list[str]) -> Interfaces:
     """The interface universe: the matrix's names and every name the ruleset uses, split by
-    the MAC sources the ruleset matches (none: no split, intervals.Interfaces)."""
+    the MAC sources the ruleset matches where its rules test them (none: no split,
+    intervals.Interfaces; macscope.py)."""
     names = set(known)
     macs: set[str] = set()
     found = {"iif": names, "oif": names, "ether.saddr": macs}
@@ -68,7 +70,7 @@ def interfaces_of(ruleset: Ruleset, known: list[str]) -> Interfaces:
                         take(match.fields, match.values)
                 if isinstance(rule.action, VerdictMap):
                     take(rule.action.fields, [k for k, _ in rule.action.entries], wildcards=True)
-    return Interfaces.of(names, macs)
+    return Interfaces.of(names, macs, mac_scopes(ruleset) if macs else None)
 
 
 def evaluate(ruleset: Ruleset, ifaces: Interfaces, within: Space | None = None, observer: object | None = None,
