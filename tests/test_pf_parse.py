@@ -955,7 +955,9 @@ def test_unmodelled_constructs_are_kept() -> None:
     # source ports are written as the IR's sport, which the evaluator judges both ways
     assert rules_at(rs, "in", 2)[0].matches == (m("l4proto", 6), Match(("sport",), ((PortRange(1024, 65535),),)))
     assert rules_at(rs, "in", 22) == []  # no rule sets the tag: `tagged FOO` never matches
-    assert rules_at(rs, "in", 23)[0].action == UnmodelledAction('include /etc/pf.extra (its rules are not read)')
+    # text that is no file: nothing to resolve the include from (tests/test_pf_include.py reads files)
+    assert rules_at(rs, "in", 23)[0].action == UnmodelledAction(
+        "include /etc/pf.extra (its rules are not read: the ruleset is no file, so there is no directory to resolve it from as pfctl would)")
 
 
 def test_no_catch_all_block_leaves_replies_open() -> None:

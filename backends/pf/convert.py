@@ -60,6 +60,7 @@ from typing import Iterable, Iterator, Mapping, Sequence
 
 from netaddr import IPAddress, IPNetwork, IPSet
 
+from fwmatrix.backends.pf.include import Includes, directory_of
 from fwmatrix.backends.pf.names import _DIALECT_RE, DIALECTS
 from fwmatrix.backends.pf.own import OwnAddresses
 from fwmatrix.backends.pf.overlap import _LOOPBACK_RE, _NEVER_FORWARDED, _PORTS_ALL, _port_set, _ports_contain
@@ -740,6 +741,9 @@ def parse_ruleset(text: str, source: str = "", dialect: str | None = None, *,
     name without a unit number is an interface group (OpenBSD) or may be an interface
     (FreeBSD, which can rename interfaces); it is detected when not given.
 
+    When `source` names a file, its `include "FILE"` statements are read in place, a relative
+    name from the file's directory, as `cd DIR && pfctl -nf FILE` reads it (include.py).
+
     Invalid text raises BackendError("SOURCE:LINE: message")."""
     if dialect is not None and dialect not in DIALECTS:
         raise BackendError(f"unknown pf dialect {dialect!r} (known: {', '.join(DIALECTS)})")
@@ -750,6 +754,10 @@ def parse_ruleset(text: str, source: str = "", dialect: str | None = None, *,
                        None if routes is None else {name: tuple(IPNetwork(n) for n in nets) for name, nets in routes.items()},
                        tuple(default_route), None if all_addresses is None else tuple(IPNetwork(a) for a in all_addresses),
                        frozenset(name for name, values in given.items() if any(not isinstance(a, IPNetwork) and "/" not in str(a) for a in values)))
-    reader = _Reader(where, dialect or detect_dialect(text), tables, anchors, interfaces, groups, own)
+    directory = directory_of(source)
+    includes = None if directory is None else Includes(directory, where)
+    if dialect is None:  # the included files' rules tell it too
+        dialect = detect_dialect("\n".join([text] + (includes.texts(text) if includes else [])))
+    reader = _Reader(where, dialect, tables, anchors, interfaces, groups, own, includes)
     items = reader.read(text, where)
     return _Builder(reader, items).ruleset()

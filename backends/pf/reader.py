@@ -10,6 +10,7 @@ from typing import Iterable, Mapping, Sequence
 
 from netaddr import IPNetwork, IPRange
 
+from fwmatrix.backends.pf.include import Includes
 from fwmatrix.backends.pf.lexer import _NL, _Bad, _Cursor, _lex, _listing_text, _statements, _Tok
 from fwmatrix.backends.pf.names import IDENT_RE, PF_KEYWORDS
 from fwmatrix.backends.pf.own import OwnAddresses
@@ -42,7 +43,7 @@ def _is_hash_key(word: str | None) -> bool:
 # Statements that do not change what is forwarded: normalisation, queues, limiters.
 _IGNORED_STATEMENTS = frozenset({"scrub", "altq", "queue", "scrub-anchor", "dummynet-anchor", "state", "source"})
 # Statements whose rules are elsewhere, and the chains those rules may act in: an
-# include may hold anything, ether rules may block.
+# include that cannot be read (the text is no file) may hold anything, ether rules may block.
 _OPAQUE_STATEMENTS = {"include": frozenset({"in", "out", "nat"}), "ether": frozenset({"in", "out"})}
 # ... and anchors not given to parse_ruleset: filter anchors may block or pass (and on
 # OpenBSD translate), FreeBSD's translation anchors translate, a nat-anchor may hold `nat pass`.
@@ -53,8 +54,10 @@ _ANCHOR_CHAINS = {"anchor": frozenset({"in", "out"}), "rdr-anchor": frozenset({"
 class _Reader:
     def __init__(self, source: str, dialect: str, tables: Mapping[str, str] | None, anchors: Mapping[str, str] | None,
                  interfaces: Iterable[str] = (), groups: Mapping[str, Sequence[str]] | None = None,
-                 own: OwnAddresses | None = None) -> None:
+                 own: OwnAddresses | None = None, includes: Includes | None = None) -> None:
         self.source = source
+        # where includes are read from: None when the text is no file (nothing to resolve against)
+        self.includes = includes
         self.own = own or OwnAddresses()
         # the firewall's, when known (none of them is a group), and those whose addresses are given
         self.interfaces = frozenset(interfaces) | frozenset(self.own.by_iface)
@@ -85,14 +88,16 @@ class _Reader:
     def _statement(self, stmt: list[_Tok], where: str, parents: tuple[_Rule, ...]) -> list[_Item]:
         line = stmt[0].line
         try:
-            toks = self._expand([t for t in stmt if t.text != _NL or t.quoted])
+            toks = self._expand([t for t in stmt if t.text != _NL or t.quoted], where)
             head = toks[0].text if not toks[0].quoted else ""
             if len(toks) >= 2 and toks[1].text == "=" and not toks[1].quoted and IDENT_RE.match(head):
                 self._macro(toks)
                 return []
             origin = f"{where}:{line}"
             if head in ("anchor", "rdr-anchor", "nat-anchor", "binat-anchor"):
-                return self._anchor(self._expand_keeping_lines(stmt), where, origin, parents)
+                return self._anchor(self._expand_keeping_lines(stmt, where), where, origin, parents)
+            if head == "include" and self.includes is not None and where in self.includes.files:
+                return self._include(toks, where, origin, parents)
             if head in ("pass", "block", "match", "rdr", "nat", "binat", "no"):
                 return self._rule(_Cursor(toks), origin, parents)
             if head == "table":
@@ -102,7 +107,7 @@ class _Reader:
             elif head == "antispoof":
                 return self._antispoof(_Cursor(toks), origin, parents)
             elif head in _OPAQUE_STATEMENTS:
-                what = f"{head} {toks[1].text if len(toks) > 1 else ''} (its rules are not read)"
+                what = f"{head} {toks[1].text if len(toks) > 1 else ''} (its rules are not read{self._why_not_read(head)})"
                 return [_Opaque(origin, what, _Rule(origin, "anchor", parents=parents), _OPAQUE_STATEMENTS[head])]
             elif head == "load":
                 if len(toks) < 5 or toks[1].text != "anchor" or toks[3].text != "from":
@@ -113,14 +118,21 @@ class _Reader:
         except _Bad as bad:
             raise BackendError(str(bad), file=where, line=line) from None
 
-    def _expand(self, toks: list[_Tok]) -> list[_Tok]:
+    def _why_not_read(self, head: str) -> str:
+        if head != "include":
+            return ""
+        if self.includes is None:  # stdin, a `pfctl -sr` listing (pfctl prints no includes), text given as such
+            return ": the ruleset is no file, so there is no directory to resolve it from as pfctl would"
+        return ": an include in an anchor's file (--pf-anchor) is not followed"
+
+    def _expand(self, toks: list[_Tok], where: str) -> list[_Tok]:
         """Macros expanded where they stand (a macro may hold a list, even braces)."""
         out: list[_Tok] = []
         for tok in toks:
             if tok.text.startswith("$") and not tok.quoted:
                 # `$ext_if:network`, `$a$b`: pfctl expands in its input and reads on
                 text = _MACRO_RE.sub(lambda found: self._macro_value(found.group(1)), tok.text)
-                out += [t for t in _lex(text, self.source, tok.line) if t.text != _NL]
+                out += [t for t in _lex(text, where, tok.line) if t.text != _NL]
             else:
                 out.append(tok)
         return out
@@ -130,8 +142,29 @@ class _Reader:
             raise _Bad(f"macro '{name}' is not defined")
         return self.macros[name]
 
-    def _expand_keeping_lines(self, stmt: list[_Tok]) -> list[_Tok]:
-        return [t for tok in stmt for t in (self._expand([tok]) if tok.text != _NL else [tok])]
+    def _expand_keeping_lines(self, stmt: list[_Tok], where: str) -> list[_Tok]:
+        return [t for tok in stmt for t in (self._expand([tok], where) if tok.text != _NL else [tok])]
+
+    def _include(self, toks: list[_Tok], where: str, origin: str, parents: tuple[_Rule, ...]) -> list[_Item]:
+        """`include "FILE"`: the file's statements in its place, with the macros defined so far
+        (and its own after it), its rules at their own FILE:LINE."""
+        if len(toks) != 2 or not toks[1].quoted:
+            raise _Bad('expected: include "FILE"')
+        includes = self.includes
+        assert includes is not None
+        name = toks[1].text
+        text = includes.enter(name, origin)
+        shown = includes.shown(name)
+        includes.files.add(shown)
+        try:
+            return self.read(text, shown, parents)
+        except BackendError as exc:
+            # where the ruleset file includes it (a loop's or depth's chain says it already)
+            if len(includes.trail) == 1 and exc.file != where and f"{origin} ->" not in exc.message:
+                exc.message += f" (included from {origin})"
+            raise
+        finally:
+            includes.leave()
 
     def _macro(self, toks: list[_Tok]) -> None:
         name = toks[0].text
