@@ -197,7 +197,7 @@ def test_a_missing_include_through_the_cli_is_one_line_exit_2(tmp_path: Path) ->
 def test_the_dialect_is_told_by_the_included_files_too(tmp_path: Path) -> None:
     # FreeBSD's old-style `rdr on` only in the included file: `wan` (no unit number) is then an
     # interface FreeBSD may have renamed, where OpenBSD's reading takes it for an interface group
-    write(tmp_path, {"pf.conf": 'include "nat.conf"\nblock all\npass in on wan proto tcp to port 22\npass out\n',
+    write(tmp_path, {"pf.conf": "include 'nat.conf'\nblock all\npass in on wan proto tcp to port 22\npass out\n",
                      "nat.conf": "rdr on wan proto tcp to port 80 -> 10.0.0.5\n"})
     path = tmp_path / "pf.conf"
 
@@ -207,3 +207,11 @@ def test_the_dialect_is_told_by_the_included_files_too(tmp_path: Path) -> None:
     read_so = pf.parse_ruleset(path.read_text(), str(path))
     assert read_so == pf.parse_ruleset(path.read_text(), str(path), dialect="freebsd") and groups(read_so) == []
     assert groups(pf.parse_ruleset(path.read_text(), str(path), dialect="openbsd")) == ["interface group 'wan' (its members are known only on the firewall)"]
+
+
+def test_an_include_inside_an_anchor_s_braces_takes_the_anchor_s_conditions(tmp_path: Path) -> None:
+    write(tmp_path, {"pf.conf": 'block all\npass out\nanchor "dmz" in on em0 {\n  include "dmz.conf"\n}\n',
+                     "dmz.conf": "pass in proto tcp to 10.0.0.5 port 22\n"})
+    j = Judge(read(tmp_path / "pf.conf"), IFACES)
+    assert j.fate("em0", "em1", "192.0.2.1", "10.0.0.5", TCP, 22) == "pass"
+    assert j.fate("em1", "em0", "10.0.0.7", "10.0.0.5", TCP, 22) == "block"

@@ -18,7 +18,7 @@ from fwmatrix.backends.pf.lexer import _Bad
 
 MAX_INCLUDE_BYTES = 256 * 1024 * 1024  # as for the ruleset itself (targets.MAX_RULESET_BYTES)
 MAX_INCLUDE_DEPTH = 32  # far beyond any real pf.conf; deeper is refused before Python's stack is
-_INCLUDE_LINE_RE = re.compile(r'^[ \t]*include[ \t]+"([^"\n]*)"', re.MULTILINE)
+_INCLUDE_LINE_RE = re.compile(r"""^[ \t]*include[ \t]+(["'])([^\n]*?)\1""", re.MULTILINE)  # pfctl quotes either way
 
 
 def directory_of(source: str) -> str | None:
@@ -78,7 +78,7 @@ class Includes:
         todo = [(text, 0)]
         while todo:
             current, depth = todo.pop()
-            for name in _INCLUDE_LINE_RE.findall(current):
+            for _, name in _INCLUDE_LINE_RE.findall(current):
                 path = os.path.realpath(self.path(name))
                 if path in seen or depth >= MAX_INCLUDE_DEPTH:
                     continue
