@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from collections import defaultdict, deque
 from dataclasses import dataclass, replace
-from functools import lru_cache
 
 from netaddr import IPAddress, IPNetwork, IPSet
 
@@ -136,10 +135,18 @@ class _Topology:
                 self.edges[(f, z)].append(iface)  # type: ignore[index]
                 self.neighbours[z].add(f)  # type: ignore[index,arg-type]
                 self.neighbours[f].add(z)  # type: ignore[index,arg-type]
-        self.paths = lru_cache(maxsize=None)(self._paths)
+        # a dict, not lru_cache of a bound method: that would hold self in a reference
+        # cycle, left for the cyclic collector to free at exit
+        self._paths_of: dict[tuple[tuple[str, str], tuple[str, str]], list[list[tuple[str, str]]]] = {}
 
-    def _paths(self, start: tuple[str, str], end: tuple[str, str]) -> list[list[tuple[str, str]]]:
+    def paths(self, start: tuple[str, str], end: tuple[str, str]) -> list[list[tuple[str, str]]]:
         """Every shortest path from start to end, as node lists (sorted, so deterministic)."""
+        hit = self._paths_of.get((start, end))
+        if hit is None:
+            hit = self._paths_of[(start, end)] = self._shortest_paths(start, end)
+        return hit
+
+    def _shortest_paths(self, start: tuple[str, str], end: tuple[str, str]) -> list[list[tuple[str, str]]]:
         if start == end:
             return [[start]]
         dist = {start: 0}
@@ -157,16 +164,16 @@ class _Topology:
                     parents[nxt].append(node)
         if end not in dist:
             return []
+        # back from end to start along the parents; a stack, not a recursive closure
+        # (which would refer to itself: a reference cycle per call)
         out: list[list[tuple[str, str]]] = []
-
-        def walk(node: tuple[str, str], suffix: list[tuple[str, str]]) -> None:
+        stack: list[tuple[tuple[str, str], list[tuple[str, str]]]] = [(end, [])]
+        while stack:
+            node, suffix = stack.pop()
             if node == start:
                 out.append([start] + suffix)
-                return
-            for parent in parents[node]:
-                walk(parent, [node] + suffix)
-
-        walk(end, [])
+                continue
+            stack.extend((parent, [node] + suffix) for parent in parents[node])
         return sorted(out)
 
     def hops(self, nodes: list[tuple[str, str]]) -> list[Hop]:
@@ -178,6 +185,9 @@ class _Topology:
         return hops
 
 
+_UNSPLIT = object()
+
+
 class _Zoner:
     """Splits networks by the zone they belong to (the most specific zone wins)."""
 
@@ -186,7 +196,7 @@ class _Zoner:
         nets = [(net, z.name) for z in matrix.zones.values() for net in z.networks]
         self.zone_nets = sorted(nets, key=lambda item: -item[0].prefixlen)
         self.zone_bounds = [(net.version, net.first, net.last, net.prefixlen, zone) for net, zone in self.zone_nets]
-        self._by_value = lru_cache(maxsize=None)(self._split)
+        self._by_value: dict[IPNetwork, tuple | None] = {}  # a dict, not lru_cache: no reference cycle
         self._by_id: dict[int, tuple[IPNetwork, tuple | None]] = {}  # id(net) -> (net, its split)
 
     def split(self, net: IPNetwork) -> tuple[tuple[str, tuple[IPNetwork, ...]], ...] | None:
@@ -194,7 +204,10 @@ class _Zoner:
         and netaddr networks are slow to hash), then by value."""
         hit = self._by_id.get(id(net))
         if hit is None or hit[0] is not net:
-            hit = self._by_id[id(net)] = (net, self._by_value(net))  # holding `net` keeps its id unique
+            split = self._by_value.get(net, _UNSPLIT)
+            if split is _UNSPLIT:
+                split = self._by_value[net] = self._split(net)
+            hit = self._by_id[id(net)] = (net, split)  # holding `net` keeps its id unique
         return hit[1]
 
     def _split(self, net: IPNetwork) -> tuple[tuple[str, tuple[IPNetwork, ...]], ...] | None:
