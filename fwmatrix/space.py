@@ -446,12 +446,10 @@ class _Sorted:
     def __init__(self) -> None:
         self._starts: list[int] = []
         self._boxes: list[Box] = []
-        self._tail: list[tuple[int, Box]] = []  # added since the last read
-
-    def add(self, start: int, box: Box) -> None:
-        # sorted when read: an index built whole (an intersection's, a combine's) is sorted
-        # once, not by one list.insert per box (quadratic at 100,000 rules)
-        self._tail.append((start, box))
+        # (start, box) added since the last read (BoxIndex._table appends), sorted when read: an
+        # index built whole (an intersection's, a combine's) is sorted once, not by one
+        # list.insert per box (quadratic at 100,000 rules)
+        self._tail: list[tuple[int, Box]] = []
 
     def _sort(self) -> None:
         tail = self._tail
@@ -493,12 +491,6 @@ SMALL_TAIL = 16  # up to this many new boxes are inserted one by one; more, and 
 
 def _first(pair: tuple[int, Box]) -> int:
     return pair[0]
-
-
-def _size_class(low: int, high: int) -> int:
-    """Intervals are grouped by size: class 0 holds single addresses, class c > 0
-    intervals of fewer than 2**(4*c) addresses."""
-    return 0 if low == high else 1 + (high - low).bit_length() // 4
 
 
 def _reach(size_class: int) -> int:
@@ -547,6 +539,7 @@ class BoxIndex:
         self.same_src: dict[tuple, list[Box]] = {}
         self.same_dst: dict[tuple, list[Box]] = {}
         self._alike_upto = 0  # boxes of `all` filed in same_src and same_dst (when first asked: most indexes never are)
+        self._dst_upto = self._src_upto = 0  # boxes of `all` filed in by_dst, in by_src
         for box in boxes:
             self.add(box)
 
@@ -556,22 +549,36 @@ class BoxIndex:
         if (src[-1][1] - src[0][0] >= HUGE and dst[-1][1] - dst[0][0] >= HUGE  # cheap bounds first
                 and _widest(src) >= HUGE and _widest(dst) >= HUGE):  # a whole family at least
             self.huge.append(box)
-        pair = (box.iif, box.oif)
-        buckets = _port_buckets(box.dport)
-        for side, table in ((dst, self.by_dst), (src, self.by_src)):
+
+    def _table(self, side: str) -> dict[tuple[int, int], dict[int, dict[int, _Sorted]]]:
+        """The boxes by one address side, filed when a lookup first walks that side (many
+        indexes are only ever asked by one side, or never), in the order they were added."""
+        table, upto = (self.by_dst, self._dst_upto) if side == "dst" else (self.by_src, self._src_upto)
+        boxes = self.all
+        if upto == len(boxes):
+            return table
+        for box in boxes[upto:] if upto else boxes:
+            pair = (box.iif, box.oif)
             by_port = table.get(pair)
             if by_port is None:
                 by_port = table[pair] = {}
-            for bucket in buckets:
+            for bucket in _port_buckets(box.dport):
                 classes = by_port.get(bucket)
                 if classes is None:
                     classes = by_port[bucket] = {}
-                for low, high in side:
-                    size_class = 0 if low == high else 1 + (high - low).bit_length() // 4  # _size_class, inlined
+                for low, high in box.dst if side == "dst" else box.src:
+                    # grouped by size: class 0 holds single addresses, class c > 0 intervals of
+                    # fewer than 2**(4*c) addresses (see _reach)
+                    size_class = 0 if low == high else 1 + (high - low).bit_length() // 4
                     group = classes.get(size_class)
                     if group is None:
                         group = classes[size_class] = _Sorted()
-                    group._tail.append((low, box))  # _Sorted.add, inlined
+                    group._tail.append((low, box))
+        if side == "dst":
+            self._dst_upto = len(boxes)
+        else:
+            self._src_upto = len(boxes)
+        return table
 
     def covers_alike(self, box: Box) -> bool:
         """Whether one indexed box that differs from `box` in at most one address side and the
@@ -593,9 +600,9 @@ class BoxIndex:
     def overlapping(self, box: Box) -> list[Box]:
         wide_dst, wide_src = _widest(box.dst), _widest(box.src)
         if wide_dst < wide_src or (wide_dst == wide_src and len(box.dst) <= len(box.src)):  # fewer windows
-            table, side = self.by_dst, box.dst
+            table, side = self._table("dst"), box.dst
         else:
-            table, side = self.by_src, box.src
+            table, side = self._table("src"), box.src
         buckets = _port_buckets(box.dport)
         first, last = side[0][0], side[-1][1]
         found: dict[int, Box] = {}
