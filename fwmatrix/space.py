@@ -35,6 +35,8 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
+from functools import lru_cache
+from operator import attrgetter
 from typing import Iterable, Iterator, Sequence
 
 from fwmatrix.intervals import (  # noqa: F401 (the dimensions' values, re-exported)
@@ -350,6 +352,7 @@ class Region(str):
 
 _DIMS = ("iif", "oif", "src", "dst", "proto", "dport", "ct")
 _COALESCE = ("dst", "src")  # address sides: rules cut each other there
+_ALL_BUT = {dim: attrgetter(*(d for d in _DIMS if d != dim)) for dim in _DIMS}  # a box's other dimensions, in order
 
 
 def _any_type_as_portless(boxes: list[Box]) -> list[Box]:
@@ -382,11 +385,10 @@ def _whole_protocols(boxes: list[Box]) -> list[Box]:
 def _merge_along(boxes: list[Box], dim: str) -> tuple[list[Box], bool]:
     """Boxes equal in every dimension but `dim` as one box with the union of `dim`
     (the same set); and whether any were merged."""
-    at = _DIMS.index(dim)
     groups: dict[tuple, list[Box]] = {}
+    key = _ALL_BUT[dim]
     for box in boxes:
-        fields = _box_order(box)
-        groups.setdefault(fields[:at] + fields[at + 1:], []).append(box)
+        groups.setdefault(key(box), []).append(box)
     if len(groups) == len(boxes):
         return boxes, False
     merged = []
@@ -508,11 +510,12 @@ PORT_BUCKET_BITS = 4  # ports are filed by 16s: well-known ports tell openings a
 WIDE = -1
 
 
-def _port_buckets(dport: Intervals) -> list[int]:
-    """The port buckets a port set touches, or [WIDE] when it spans many."""
+@lru_cache(maxsize=1 << 16)  # asked for every box filed and looked up; rulesets have few distinct port sets
+def _port_buckets(dport: Intervals) -> tuple[int, ...]:
+    """The port buckets a port set touches, or (WIDE,) when it spans many."""
     low, high = dport[0][0], dport[-1][1]
     first, last = low >> PORT_BUCKET_BITS, high >> PORT_BUCKET_BITS
-    return list(range(first, last + 1)) if last - first < 8 else [WIDE]
+    return tuple(range(first, last + 1)) if last - first < 8 else (WIDE,)
 
 
 class BoxIndex:
@@ -612,7 +615,7 @@ class BoxIndex:
             if buckets[0] == WIDE:
                 groups = by_port.values()
             else:
-                groups = [by_port[b] for b in buckets + [WIDE] if b in by_port]
+                groups = [by_port[b] for b in (*buckets, WIDE) if b in by_port]
             for classes in groups:
                 for size_class, group in classes.items():
                     starts = group.starts
