@@ -113,6 +113,12 @@ def combine(reading: Reading, judges: list[Judge], upper: bool) -> list[Grant]:
     return grants
 
 
+def upper_differs(judges: list[Judge]) -> bool:
+    """Whether `combine` with `upper` can differ from without: only through what rules fwmatrix
+    cannot model may let pass, drops that depend on them, and chains not surely on the way."""
+    return any(j.result.maybe_accepted or j.result.uncertain_drops or not j.known for j in judges)
+
+
 def _intersect_grants(grants: list[Grant], passes: list[Grant]) -> list[Grant]:
     """Each grant cut by each pass, named by the pass's rule (found through an index, not pairwise)."""
     origin_of: dict[int, str] = {}
