@@ -164,16 +164,13 @@ def test_placing_leaves_no_reference_cycles(name: str) -> None:
     of a bound method, no recursive closure."""
     import gc
 
+    from fwmatrix.gcpause import gc_paused
+
     matrix = load_matrix(ROOT / name)
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with gc_paused():
         gc.collect()
         intent = build_intent(matrix)
         flows = sum(len(fw.flows) for fw in intent.firewalls.values())
         del intent
         assert gc.collect() == 0
-    finally:
-        if enabled:
-            gc.enable()
     assert flows > 0

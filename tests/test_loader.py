@@ -309,17 +309,14 @@ def test_loading_leaves_no_reference_cycles(write_matrix) -> None:
     literals, groups and interfaces (checked against pf's names) all go through the loader."""
     import gc
 
+    from fwmatrix.gcpause import gc_paused
+
     text = BASE.replace("  bal: 10.20.0.10", "  bal: [10.20.0.10, 2001:db8::10]").replace(
         "  lan: 10.20.0.0/16", "  lan: [10.20.0.0/16, 2001:db8::/64]") + "  - {from: lan, to: 2001:db8::10, service: tcp/22}\n"
     path = write_matrix(text)
     load_matrix(path)  # imports what loading imports: module-level cycles are not the loader's
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with gc_paused():
         gc.collect()
         matrix = load_matrix(path)
         assert gc.collect() == 0
-    finally:
-        if enabled:
-            gc.enable()
     assert matrix.hosts["bal"].addresses[""][1] == IPAddress("2001:db8::10")
