@@ -77,17 +77,18 @@ class Box:
         ct = self.ct & other.ct
         if not ct:
             return None
-        src = iv_and(self.src, other.src)
-        if not src:
-            return None
-        dst = iv_and(self.dst, other.dst)
-        if not dst:
-            return None
+        # protocols and ports first: short, and where boxes that meet in their bounds differ most
         proto = iv_and(self.proto, other.proto)
         if not proto:
             return None
         dport = iv_and(self.dport, other.dport)
         if not dport:
+            return None
+        src = iv_and(self.src, other.src)
+        if not src:
+            return None
+        dst = iv_and(self.dst, other.dst)
+        if not dst:
             return None
         return Box(iif, oif, src, dst, proto, dport, ct)
 
