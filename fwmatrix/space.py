@@ -638,12 +638,12 @@ class BoxIndex:
 
 def may_overlap(a: Box, b: Box) -> bool:
     """A quick test on the outer bounds of each dimension: False means certainly disjoint."""
-    return bool(
+    return bool(  # ports and protocols first: most boxes an index finds near a box miss it there
         a.iif & b.iif and a.oif & b.oif and a.ct & b.ct
-        and a.dst[0][0] <= b.dst[-1][1] and b.dst[0][0] <= a.dst[-1][1]
-        and a.src[0][0] <= b.src[-1][1] and b.src[0][0] <= a.src[-1][1]
         and a.dport[0][0] <= b.dport[-1][1] and b.dport[0][0] <= a.dport[-1][1]
         and a.proto[0][0] <= b.proto[-1][1] and b.proto[0][0] <= a.proto[-1][1]
+        and a.dst[0][0] <= b.dst[-1][1] and b.dst[0][0] <= a.dst[-1][1]
+        and a.src[0][0] <= b.src[-1][1] and b.src[0][0] <= a.src[-1][1]
     )
 
 
