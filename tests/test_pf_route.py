@@ -108,3 +108,33 @@ def test_route_to_in_the_firewalls_own_input_stays_unmodelled() -> None:
     rs = parse(text, interfaces=IFACES, addresses={"em0": ["10.0.0.1/24"], "em1": ["10.1.0.1/24"], "em2": ["192.0.2.2/24"]})
     local = rules_at(rs, "local", 2)
     assert local and all("route-to" in unmodelled_texts(r)[0] for r in local)
+
+
+def test_query_says_may_match_only_where_the_route_may_lead_elsewhere(write_matrix, tmp_path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from fwmatrix.cli import main
+
+    matrix = write_matrix("fwmatrix: 1\nname: small\nzones: {internet: any, lan: 10.0.0.0/24}\nhosts: {web: 10.0.0.10}\n"
+                          "services: {https: tcp/443}\nfirewalls:\n  gw:\n    interfaces:\n"
+                          "      wan0: {zone: internet, address: 203.0.113.2}\n      lan0: {zone: lan, address: 10.0.0.1}\n"
+                          "openings:\n  - {name: www, from: internet, to: web, service: https}\n")
+    pf = tmp_path / "pf.conf"
+    pf.write_text("set skip on lo\nblock drop all\n"
+                  "pass in quick on wan0 inet proto tcp to 10.0.0.10 port 443 route-to (wan0 203.0.113.1)\n"
+                  "pass out quick on lan0 inet proto tcp to 10.0.0.10 port 443\n"
+                  "pass in quick on lan0 inet proto tcp to 198.51.100.0/24 port 22 route-to (wan0 203.0.113.1)\n"
+                  "pass out quick on wan0 inet proto tcp to 198.51.100.0/24 port 22\n")
+
+    def first_step(src: str, dst: str, service: str) -> tuple[str, dict]:
+        result = CliRunner().invoke(main, ["query", str(matrix), "--from", src, "--to", dst, "--service", service,
+                                           "-r", str(pf), "--format", "json"])
+        (answer,) = json.loads(result.output)["answers"]
+        return answer["verdict"], answer["trace"][0]
+
+    verdict, step = first_step("10.0.0.5", "198.51.100.9", "tcp/22")  # leaves by wan0, where route-to sends it
+    assert (verdict, step["rule"].endswith("pf.conf:5"), step["may_match"]) == ("allowed", True, None)
+    verdict, step = first_step("198.51.100.9", "web", "https")  # leaves by lan0: route-to sends it out wan0 instead
+    assert verdict == "uncertain" and step["rule"].endswith("pf.conf:3") and "route-to" in step["may_match"]

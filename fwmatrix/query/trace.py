@@ -151,9 +151,9 @@ def query_ruleset(ruleset: Ruleset, known_ifaces: list[str], packet: Packet, iif
     maybe = _granted(ifaces, effective.uncertain, through)
     answer = RulesetAnswer(packet, "", source, iif, oif, nat=", ".join(nats))
     noted = {note.origin: note.text for note in effective.unmodelled}
-    answer.trace = _steps(observer.events[True], (arriving_new, through), noted, packet)
+    answer.trace = _steps(observer.events[True], (arriving_new, through), noted, packet, observer.events[False])
     if observer.events[False]:
-        otherwise = _steps(observer.events[False], (arriving_new, through), noted, packet)
+        otherwise = _steps(observer.events[False], (arriving_new, through), noted, packet, observer.events[True])
         answer.otherwise = otherwise if otherwise != answer.trace else []
     wanted = through
     if local and untaken:
@@ -194,7 +194,7 @@ def _to_the_firewall(answer: RulesetAnswer, ruleset: Ruleset, ifaces: Interfaces
     for reading, steps in ((True, answer.trace), (False, answer.otherwise)):
         if reading is False and not observer.events[False]:
             continue
-        walked = _steps(observer.events[reading], (to_self, to_self), noted, packet)
+        walked = _steps(observer.events[reading], (to_self, to_self), noted, packet, observer.events[not reading])
         steps += [replace(step, hook="input") for step in walked if step.hook == "forward"]  # the input chains, moved there
     has_input = any(c.hook == "input" and c.type == "filter" for t in ruleset.tables for c in t.chains)
     return (_granted(ifaces, inbound.forwarded, to_self), _granted(ifaces, inbound.uncertain, to_self),
@@ -223,13 +223,22 @@ def _translations(ifaces: Interfaces, packet: Packet, arriving_new: Space, first
     return translated, nats, uncertain
 
 
-def _steps(events: list[tuple], relevant: tuple[Space, Space], noted: dict[str, str], packet: Packet) -> list[Step]:
+def _steps(events: list[tuple], relevant: tuple[Space, Space], noted: dict[str, str], packet: Packet,
+           other: list[tuple]) -> list[Step]:
+    """The steps of one reading's walk. A rule that takes the same part of the packet in the
+    other reading (`other`: its events) takes it whatever its unmodelled matches do: it is
+    exact for this packet (`route-to IF` for a packet that leaves by IF), not "may match".
+    (A rule whose action is unmodelled, a pf anchor not given, takes the same part in both.)"""
     steps: list[Step] = []
     for hook, (kind, reading, table, chain, origin, rule, space) in _with_hooks(events):
         concerned = relevant[0] if hook in BEFORE_ROUTING else relevant[1]
         part = space.intersect(concerned)
         if not part:
             continue
+        may = noted.get(origin, "")
+        if may and isinstance(rule, Rule) and isinstance(rule.action, (Verdict, Jump)) and any(h == hook and e[0] == "rule" and e[4] == origin and e[6].intersect(concerned).equals(part)
+                       for h, e in _with_hooks(other)):
+            may = ""
         only = "" if part.equals(concerned) else _ports_of(part, packet)
         name = chain_name(table, chain)
         if kind == "policy":
@@ -237,7 +246,7 @@ def _steps(events: list[tuple], relevant: tuple[Space, Space], noted: dict[str, 
                 continue
             step = Step(hook, name, "", f"{chain.policy} (no rule decided)", only=only)
         else:
-            step = Step(hook, name, origin, _action_text(reading, table, rule, part), noted.get(origin, ""), only)
+            step = Step(hook, name, origin, _action_text(reading, table, rule, part), may, only)
         if step not in steps:
             steps.append(step)
         if step.ends:
