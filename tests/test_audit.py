@@ -286,6 +286,33 @@ def test_a_rule_after_an_unmodelled_one_is_not_called_shadowed() -> None:
     assert [n.origin for n in effective.shadowed] == ["L2"]
 
 
+@pytest.mark.parametrize("jumped", [False, True], ids=["inline", "behind-a-jump"])
+def test_a_rule_after_an_unmodelled_translation_is_not_called_shadowed(jumped: bool) -> None:
+    """A postrouting nat chain's unknown translation (an anchor whose rules are not given,
+    an unknown target) lets the packet on, but may not be what decides it: the accept after
+    it (no translation for what leaves by b) may be, so it is not 'a rule that can never
+    match' (the walk that looks for the nat chain's drops read it as a certain accept)."""
+    from fwmatrix.audit.evaluate import evaluate
+    from fwmatrix.ir import Masquerade, UnmodelledAction
+    from fwmatrix.space import Interfaces
+
+    unknown = Rule((), UnmodelledAction("anchor"), origin="L1")
+    first = (Rule((), Jump("own"), origin="J"),) if jumped else (unknown,)
+    own = (Chain("own", (unknown,)),) if jumped else ()
+    forward = Chain("forward", (), hook="forward", policy="accept")
+
+    def shadowed(later: Rule) -> list[str]:
+        nat = Chain("post", first + (later,), hook="postrouting", type="nat", priority=100, policy="accept")
+        effective = evaluate(Ruleset((Table("inet", "t", (forward, nat) + own),)), Interfaces.of(["a", "b"]))
+        return [n.origin for n in effective.shadowed]
+
+    assert shadowed(Rule((_m("oif", "b"),), Verdict("accept"), origin="L2")) == []
+    # while a certain translation before it still hides it
+    first = (Rule((), Masquerade(), origin="L1"),)
+    own = ()
+    assert shadowed(Rule((_m("oif", "b"),), Verdict("accept"), origin="L2")) == ["L2"]
+
+
 def _without_translation(table: Table) -> Table:
     """The compiled table with its port forwards' forward rules not asking for the translation."""
     chains = tuple(dataclasses.replace(c, rules=tuple(dataclasses.replace(r, matches=tuple(m for m in r.matches if m != TRANSLATED))

@@ -832,6 +832,18 @@ def test_mutation_drop_before_accept_is_missing_and_shadowed(kernel: None) -> No
     assert found == [("missing", "nginx-to-bal", ""), ("shadowed", None, save_origin(saved, "nginx-to-bal"))], report.findings
 
 
+@pytest.mark.parametrize("first, shadowed", [("-j FULLCONENAT", []), ("-j MASQUERADE", ["iptables-save:5"])],
+                         ids=["unknown-target", "masquerade"])
+def test_an_unknown_nat_target_shadows_no_later_rule(first: str, shadowed: list[str]) -> None:
+    """A POSTROUTING target fwmatrix does not know may or may not end the chain: the ACCEPT
+    after it (no translation towards 10/8) may match. A MASQUERADE certainly ends it."""
+    text = ("*nat\n:PREROUTING ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n"
+            f"-A POSTROUTING -o wan0 {first}\n-A POSTROUTING -o wan0 -d 10.0.0.0/8 -j ACCEPT\nCOMMIT\n")
+    ruleset = iptables.parse_save(text)
+    effective = evaluate(ruleset, interfaces_of(ruleset, ["wan0", "lan0"]))
+    assert [n.origin for n in effective.shadowed] == shadowed
+
+
 # -- restore input as people write it: -I, abbreviated options, a pasted prompt ---------------
 
 

@@ -490,9 +490,9 @@ def test_renderer_anchor_left_unknown_is_reported() -> None:
     report = audit(intent, "edge", pf.parse_ruleset(pf.render(rulesets["edge"]), "edge.conf"), "t")
     unmodelled = [f for f in report.findings if f.kind == "unmodelled"]
     assert unmodelled and all("anchor 'local'" in f.message for f in unmodelled)
-    # what the anchor may pass is uncertain, never missing; the evaluator also calls
-    # `block drop all` shadowed by the anchor (reported as its issue)
-    assert not {f.kind for f in report.findings} & {"missing", "nat", "reply-blocked"}
+    # what the anchor may pass is uncertain, never missing; it may also match nothing,
+    # so the rules it comes before in the chains are not shadowed
+    assert not {f.kind for f in report.findings} & {"missing", "nat", "reply-blocked", "shadowed"}
 
 
 # -- 3. mutations: each names what changed ------------------------------------------------------
@@ -574,6 +574,19 @@ def test_a_block_quick_covering_a_pass_also_shadows_it(seed_texts: dict[str, str
     findings = audit_text(text)
     assert sorted((f.kind, f.rule or f.opening.name) for f in findings) == [
         ("missing", "operator-https"), ("shadowed", f"edge.conf:{line_of(text, https)}")], findings
+
+
+@pytest.mark.parametrize("nat", ["on egress inet nat-to (egress)", "on wan0 inet nat-to 192.0.2.1"])
+def test_an_anchor_not_given_shadows_no_rule_before_it(nat: str) -> None:
+    """pf's last match: the anchor at the end is first in the chains, so it may decide every
+    packet before `pass out ... nat-to` and `block drop all`. Its rules are not given: it may
+    also match nothing, and then they decide. Neither 'can never match' (the postrouting nat
+    chain read the anchor's unknown translation as a certain accept: both were shadowed)."""
+    text = f'block drop all\npass out {nat}\nanchor "x/*"\n'
+    ruleset = pf.parse_ruleset(text, "rt.conf")
+    effective = evaluate(ruleset, interfaces_of(ruleset, ["wan0", "lan0"]))
+    assert "rt.conf:3" in {n.origin for n in effective.unmodelled}
+    assert effective.shadowed == []
 
 
 @pytest.mark.parametrize("dialect", pf.DIALECTS)

@@ -24,6 +24,14 @@ MODELLED_VERDICTS = ("accept", "drop", "reject", "return", "continue")
 MAX_DEPTH = 64  # jumps deeper than this are a loop (the kernel refuses loops too)
 
 
+@dataclass(frozen=True)
+class UnsureVerdict(Verdict):
+    """A verdict standing in for an action fwmatrix cannot model where only the verdict
+    matters (a postrouting nat chain's unknown translation lets the packet on, see
+    forward._nat_passes): the walk takes it, but what it decides is never certain, so it
+    shadows no later rule (an anchor whose rules are not given may translate, or not)."""
+
+
 @dataclass
 class ChainResult:
     accepted: list[Grant] = field(default_factory=list)
@@ -74,7 +82,7 @@ def walk(reading: Reading, table: Table, chain: Chain, remaining: Remaining, dep
             match, uncertain = found
             match = _scope(reading, rule.action, match)
             hit = remaining.intersect(match)
-            touched_before = len(reading.touched)
+            touched_before, unsure_before = len(reading.touched), reading.unsure_decisions
             recorder = _Recording(remaining)
             if hit:
                 any_hit = True
@@ -83,7 +91,7 @@ def walk(reading: Reading, table: Table, chain: Chain, remaining: Remaining, dep
                 _act(_Site(reading, table, origin, uncertain, result, depth), rule.action, hit, match, recorder)
             if reading.notes_by_rule.get(origin, 0) > notes_before:
                 _judge_both_ways(reading, result, rule, origin, certain.remaining().intersect(match))
-            elif len(reading.touched) == touched_before:
+            elif len(reading.touched) == touched_before and reading.unsure_decisions == unsure_before:
                 # decided whatever unmodelled constructs do (a jump counts when its chain had none)
                 for decided in recorder.removed:
                     certain.decide(decided)
@@ -221,6 +229,8 @@ def _act(site: _Site, action: object, hit: Space, match: Space, remaining: _Reco
 
 
 def _verdict(site: _Site, verdict: Verdict, hit: Space, match: Space, remaining: _Recording) -> None:
+    if isinstance(verdict, UnsureVerdict):
+        site.reading.unsure_decisions += 1
     if verdict.kind == "accept":
         site.result.accepted.append(Grant(hit, site.origin))
     elif verdict.kind in ("drop", "reject"):

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from fwmatrix.audit.evaluate.chains import ChainResult, chain_name, walk
+from fwmatrix.audit.evaluate.chains import ChainResult, UnsureVerdict, chain_name, walk
 from fwmatrix.audit.evaluate.effective import Grant
 from fwmatrix.audit.evaluate.reading import Reading
-from fwmatrix.ir import Chain, Rule, Table, UnmodelledAction, Verdict
+from fwmatrix.ir import Chain, Rule, Table, UnmodelledAction
 from fwmatrix.space import BoxIndex, Remaining, Space, ct_bits
 
 DEFAULT_ACCEPT = "no forward chain judges these packets (netfilter forwards them by default)"
@@ -63,8 +63,9 @@ def _source_nat_drops(reading: Reading) -> list[Judge]:
 
 def _nat_passes(rule: Rule) -> Rule:
     """A postrouting nat rule as the filtering sees it: a translation (snat, masquerade: actions
-    fwmatrix does not model) lets the packet on."""
-    return replace(rule, action=Verdict("accept")) if isinstance(rule.action, UnmodelledAction) and rule.action.terminal else rule
+    fwmatrix does not model) lets the packet on, but not certainly by this rule (an unknown
+    anchor may translate or not): it hides no later rule from the shadowed judgement."""
+    return replace(rule, action=UnsureVerdict("accept")) if isinstance(rule.action, UnmodelledAction) and rule.action.terminal else rule
 
 
 def _judge(reading: Reading, table: Table, chain: Chain, names_grants: bool) -> Judge:

@@ -70,6 +70,7 @@ class Reading:
         self.notracked: list[Grant] = []  # what notrack takes out of connection tracking, by rule
         self.maybe_notracked: list[Grant] = []  # what unmodelled actions before conntrack may take out of it
         self.notes_by_rule: dict[str, int] = {}  # how often each rule (origin) was noted unmodelled
+        self.unsure_decisions = 0  # how often a chains.UnsureVerdict decided packets (they are not certain)
         # the rules that may untrack a packet before conntrack (then `ct state` there may read untracked)
         self._untracking = [(t, r) for t in ruleset.tables for c in t.chains for r in c.rules
                             if c.hook == "prerouting" and c.priority < CONNTRACK_PRIORITY and isinstance(r.action, (Notrack, UnmodelledAction))]
