@@ -407,6 +407,30 @@ def test_pruning_keeps_the_backup_an_armed_rollback_needs(tmp_path: Path) -> Non
     assert state.backup(names[2]).files() == {"ruleset.nft": "# 2\n"}
 
 
+@pytest.mark.parametrize("fails", [False, True])
+def test_the_timer_journals_its_rollback_before_it_disarms(tmp_path: Path, monkeypatch, fails: bool) -> None:
+    """Whoever sees the rollback no longer armed (confirm, an operator, the kernel test above,
+    which once read the journal in between) finds in the journal what the timer did."""
+    state = StateDir(tmp_path)
+    name = state.save_backup("nftables", "netns:x", {"ruleset.nft": "# old\n"}).name
+    state.write_pending({"token": "t", "backup": name, "target": "netns:x", "seconds": 2.0})
+
+    def restore(*_args: object) -> float:
+        if fails:
+            raise FwmatrixError("nft: cannot load")
+        return 0.01
+
+    seen: list[dict | None] = []
+    clear = StateDir.clear_pending
+    monkeypatch.setattr(rollback_timer, "executor_for", lambda target: None)
+    monkeypatch.setattr(rollback_timer, "restore_backup", restore)
+    monkeypatch.setattr(StateDir, "clear_pending", lambda self: (seen.append(self.last_event("rollback", "rollback-failed")), clear(self)))
+    assert rollback_timer._restore_unconfirmed(state, "t") == (1 if fails else 0)
+    assert state.pending() is None
+    assert len(seen) == 1 and seen[0] is not None
+    assert seen[0]["event"] == ("rollback-failed" if fails else "rollback")
+
+
 # -- anti-lockout ----------------------------------------------------------------------------------
 
 MANAGEMENT_FROM_INTERNET = """    management:

@@ -255,23 +255,26 @@ def _restore_unconfirmed(state: StateDir, token: str) -> int:
     pending = state.pending()
     if pending is None or pending.get("token") != token:
         return 0
+    # the journal line is written before the pending record goes: whoever sees no rollback
+    # armed any more (confirm, a test, an operator) finds in the journal what became of it
     try:
-        result = restore_backup(state, executor_for(pending["target"]), state.backup(pending["backup"]))
-    except FwmatrixError as exc:
-        with contextlib.suppress(FwmatrixError):
-            state.journal("rollback-failed", reason="not confirmed in time", backup=pending["backup"], target=pending["target"], error=str(exc))
-        _log(f"rollback to {pending['backup']} FAILED: {exc}")
-        return 1
+        try:
+            result = restore_backup(state, executor_for(pending["target"]), state.backup(pending["backup"]))
+        except FwmatrixError as exc:
+            with contextlib.suppress(FwmatrixError):
+                state.journal("rollback-failed", reason="not confirmed in time", backup=pending["backup"], target=pending["target"], error=str(exc))
+            _log(f"rollback to {pending['backup']} FAILED: {exc}")
+            return 1
+        with contextlib.suppress(FwmatrixError):  # the ruleset is back: a full disk does not undo that
+            state.journal("rollback", reason=f"not confirmed within {pending['seconds']} s", backup=pending["backup"],
+                          target=pending["target"], token=token, seconds=round(result, 4))
+        _log(f"not confirmed within {pending['seconds']} s: restored {pending['backup']} in {result * 1000:.0f} ms")
+        return 0
     finally:
         state.clear_pending()
         with contextlib.suppress(OSError):
             if state.pid_path.read_text().strip() == str(os.getpid()):
                 state.pid_path.unlink()
-    with contextlib.suppress(FwmatrixError):  # the ruleset is back: a full disk does not undo that
-        state.journal("rollback", reason=f"not confirmed within {pending['seconds']} s", backup=pending["backup"],
-                      target=pending["target"], token=token, seconds=round(result, 4))
-    _log(f"not confirmed within {pending['seconds']} s: restored {pending['backup']} in {result * 1000:.0f} ms")
-    return 0
 
 
 def _log(message: str) -> None:
