@@ -273,6 +273,7 @@ class Interfaces:
     names: tuple[str, ...]  # known names, then "lo", then OTHER
     macs: tuple[str, ...] = ()  # the MAC sources a ruleset names (mac_address form), sorted
     scoped: tuple[tuple[str, ...], ...] | None = None  # by name: the MACs it tells apart (None: all of `macs`)
+    unsplit: int = 0  # MAC sources the ruleset names that this universe declined to tell apart (interfaces_of)
 
     @classmethod
     def of(cls, known: Iterable[str], macs: Iterable[str] = (), scopes: Mapping[str, Collection[str] | None] | None = None) -> "Interfaces":

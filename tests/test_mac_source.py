@@ -254,6 +254,28 @@ def test_an_anti_spoofing_drop_of_other_macs_is_found_for_them_only(tmp_path: Pa
     assert regions and all(r.startswith(f"lan0 from any MAC but {A} → dmz1  10.20.0.21 → ") for r in regions), regions
 
 
+def test_more_mac_sources_than_told_apart_are_judged_both_ways(tmp_path: Path, monkeypatch) -> None:
+    """Beyond MAX_MAC_SOURCES the universe does not split (the walk's cost grows with each
+    bound host: bench/results/mac.md): each MAC match is unmodelled, says why, and the
+    opening it binds is judged both ways instead of exactly."""
+    from fwmatrix.audit import evaluate as evaluating
+
+    def bind(text: str) -> str:
+        return text.replace(CTI, f"{CTI} -m mac --mac-source {A}")
+
+    files = _seed_files(tmp_path, bind)
+    exact = json.loads(CliRunner().invoke(main, ["audit", str(SEED), "-f", "edge", *files, "--format", "json"]).output)
+    assert [f["kind"] for f in exact["findings"]] == ["missing"]
+    monkeypatch.setattr(evaluating, "MAX_MAC_SOURCES", 0)
+    report = json.loads(CliRunner().invoke(main, ["audit", str(SEED), "-f", "edge", *files, "--format", "json"]).output)
+    AUDIT_SCHEMA.validate(report)
+    kinds = sorted(f["kind"] for f in report["findings"])
+    assert "unmodelled" in kinds and "missing" in kinds, kinds
+    (note,) = [f for f in report["findings"] if f["kind"] == "unmodelled"]
+    assert "more than fwmatrix tells apart exactly" in note["message"]
+    assert all("mac_source" not in p for f in report["findings"] for p in f.get("packets", ()))
+
+
 # -- the kernel -----------------------------------------------------------------------------------
 
 PORTS = {  # port -> (lan0 from A, dmz0 from B, wan0 from its own random MAC): forwarded?

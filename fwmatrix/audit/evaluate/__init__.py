@@ -32,6 +32,7 @@ share, effective what they give back.
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 
 from fwmatrix.audit.evaluate.addrtype import UNKNOWN, OwnAddresses
@@ -44,6 +45,14 @@ from fwmatrix.audit.evaluate.reading import Reading
 from fwmatrix.audit.evaluate.untracked import as_untracked
 from fwmatrix.ir import Match, Ruleset, VerdictMap
 from fwmatrix.space import NO_PORT, OTHER, V4_ALL, V6_ALL, Interfaces, Space, iv_norm, iv_sub
+
+
+# The most MAC sources told apart exactly. Each bound host gets pieces of its own in every
+# space, and the walk's cost grows with them faster than linearly: a university ruleset
+# binding 1,931 hosts to their MACs ran over 20 minutes and 2 GB without ending
+# (bench/results/mac.md). Beyond this, MAC matches are judged both ways, as before they
+# were modelled. FWMATRIX_MAX_MAC_SOURCES raises it for a longer run.
+MAX_MAC_SOURCES = int(os.environ.get("FWMATRIX_MAX_MAC_SOURCES", "64"))
 
 
 def interfaces_of(ruleset: Ruleset, known: list[str]) -> Interfaces:
@@ -70,6 +79,8 @@ def interfaces_of(ruleset: Ruleset, known: list[str]) -> Interfaces:
                         take(match.fields, match.values)
                 if isinstance(rule.action, VerdictMap):
                     take(rule.action.fields, [k for k, _ in rule.action.entries], wildcards=True)
+    if len(macs) > MAX_MAC_SOURCES:
+        return Interfaces(Interfaces.of(names).names, unsplit=len(macs))
     return Interfaces.of(names, macs, mac_scopes(ruleset) if macs else None)
 
 

@@ -107,7 +107,10 @@ class Reading:
                 return before_conntrack and self._may_be_untracked(table, rule)
 
             no_mac = hook in NO_MAC_SOURCE
-            chains = tuple(replace(c, rules=tuple(_as_seen(r, absent, no_conntrack, after_snat, untracked, no_mac) for r in c.rules))
+            unsplit = (f"a MAC source, one of the ruleset's {self.ifaces.unsplit}: more than fwmatrix tells apart exactly "
+                       f"(FWMATRIX_MAX_MAC_SOURCES)") if self.ifaces.unsplit else None
+            chains = tuple(replace(c, rules=tuple(_as_seen(r, absent, no_conntrack, after_snat, untracked, no_mac, unsplit)
+                                                  for r in c.rules))
                            for c in table.chains)
             self._seen_at[key] = replace(table, chains=chains)
         return self._seen_at[key]
@@ -177,12 +180,20 @@ class Reading:
 
 
 def _as_seen(rule: Rule, absent: str | None, no_conntrack: str | None, after_snat: bool,
-             may_be_untracked: Callable[[Rule], bool] = lambda rule: False, no_mac: bool = False) -> Rule:
+             may_be_untracked: Callable[[Rule], bool] = lambda rule: False, no_mac: bool = False,
+             unsplit_macs: str | None = None) -> Rule:
     """A rule as a hook runs it (see `ABSENT_INTERFACE`, `NO_CONNTRACK_YET`, `BEFORE_CONNTRACK`, `AFTER_SNAT`,
-    `NO_MAC_SOURCE`; a forwarded packet has no local socket: sockets.py)."""
+    `NO_MAC_SOURCE`; a forwarded packet has no local socket: sockets.py). `unsplit_macs`: the
+    universe does not tell MAC sources apart (too many, `MAX_MAC_SOURCES`): a MAC match, or a
+    map keyed by one, is judged both ways, and says why."""
     listed = rule  # `may_be_untracked` knows the rule as listed
     if no_mac and any("ether.saddr" in m.fields for m in (*rule.matches, rule.action) if isinstance(m, (Match, VerdictMap, DnatMap))):
         return replace(rule, action=None)  # never matches (nor does any map entry): decides nothing
+    if unsplit_macs is not None:
+        rule = replace(rule, matches=tuple(Unmodelled(unsplit_macs) if isinstance(m, Match) and "ether.saddr" in m.fields else m
+                                           for m in rule.matches))
+        if isinstance(rule.action, (VerdictMap, DnatMap)) and "ether.saddr" in rule.action.fields:
+            rule = replace(rule, action=UnmodelledAction(unsplit_macs))
     rule = without_socket(rule)
     if absent is not None:
         if isinstance(rule.action, (VerdictMap, DnatMap)) and absent in rule.action.fields:
