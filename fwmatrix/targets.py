@@ -72,6 +72,14 @@ def _pf_interface_rule() -> tuple[frozenset[str], re.Pattern[str]]:
 # -- reading live rulesets (the audit) ---------------------------------------------
 
 MAX_RULESET_BYTES = 256 * 1024 * 1024
+
+
+def include_directory(source: str) -> str | None:
+    """The directory a ruleset file's own tool runs in to read it: the file's own, as
+    `cd DIR && nft -f FILE` or `cd DIR && pfctl -nf FILE` reads it (both take a relative
+    include from where they run); None for text that is no file (a listing, a string),
+    whose includes cannot be resolved."""
+    return os.path.dirname(os.path.abspath(source)) if source and os.path.isfile(source) else None
 PF_KEYWORDS = ("pass", "block", "match", "rdr", "nat", "binat", "set", "scrub", "antispoof", "anchor", "no", "rdr-anchor", "nat-anchor")
 
 

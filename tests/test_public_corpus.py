@@ -213,7 +213,7 @@ def kernel_tally(result: Outcome, family: str, case: str, ipv6: bool = False, pr
     restore input without a save header is ip6tables-restore input."""
     from test_kernel_agreement import TIMEOUT, corpus_case, iptables_files, lab_interfaces
 
-    from fwmatrix.backends.nftables.binding import include_directory
+    from fwmatrix.targets import include_directory
     from fwmatrix.ops.lab import Lab
 
     if family == "nftables":

@@ -17,6 +17,7 @@ import subprocess
 from typing import Any, Callable
 
 from fwmatrix.errors import BackendError
+from fwmatrix.targets import include_directory
 from fwmatrix.netns import NetNamespace, Placeholders, is_root, run_private, tool_path
 
 
@@ -71,13 +72,6 @@ def for_this_nft(text: str) -> str:
     parts = with_deleted_tables(text).split('"')
     parts[::2] = [FIB_CHECK_RE.sub(r"\1oif\2", part) for part in parts[::2]]  # not inside quoted strings
     return '"'.join(parts)
-
-
-def include_directory(source: str) -> str | None:
-    """The directory nft runs in to read a ruleset file: the file's own, as `cd DIR && nft -f
-    FILE` reads it (nft reads `include "./x"` and `"../x"` from where it runs; docs/audit.md);
-    None for text that is no file."""
-    return os.path.dirname(os.path.abspath(source)) if os.path.isfile(source) else None
 
 
 def run_nft_private(argv: list[str], text: str, runner: Runner | None = None,

@@ -60,7 +60,7 @@ from typing import Iterable, Iterator, Mapping, Sequence
 
 from netaddr import IPAddress, IPNetwork, IPSet
 
-from fwmatrix.backends.pf.include import Includes, directory_of
+from fwmatrix.backends.pf.include import Includes
 from fwmatrix.backends.pf.names import _DIALECT_RE, DIALECTS
 from fwmatrix.backends.pf.own import OwnAddresses
 from fwmatrix.backends.pf.overlap import _LOOPBACK_RE, _NEVER_FORWARDED, _PORTS_ALL, _port_set, _ports_contain
@@ -73,6 +73,7 @@ from fwmatrix.backends.pf.tags import (
 )
 from fwmatrix.backends.pf.syntax import _Group, _Host, _If, _Item, _Opaque, _Ports, _Route, _Rule, _Seen, _Target
 from fwmatrix.errors import BackendError
+from fwmatrix.targets import include_directory
 from fwmatrix.ir import (
     PRIORITY_DSTNAT, PRIORITY_FILTER, PRIORITY_SRCNAT, Action, Chain, Dnat, Match, Rule, Ruleset, Table, Unmodelled, UnmodelledAction, Verdict, addr_field,
 )
@@ -754,7 +755,7 @@ def parse_ruleset(text: str, source: str = "", dialect: str | None = None, *,
                        None if routes is None else {name: tuple(IPNetwork(n) for n in nets) for name, nets in routes.items()},
                        tuple(default_route), None if all_addresses is None else tuple(IPNetwork(a) for a in all_addresses),
                        frozenset(name for name, values in given.items() if any(not isinstance(a, IPNetwork) and "/" not in str(a) for a in values)))
-    directory = directory_of(source)
+    directory = include_directory(source)
     includes = None if directory is None else Includes(directory, where)
     if dialect is None:  # the included files' rules tell it too
         dialect = detect_dialect("\n".join([text] + (includes.texts(text) if includes else [])))

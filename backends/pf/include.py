@@ -3,7 +3,7 @@
 pfctl opens an include's name as it is written (pf.conf(5); parse.y's pushfile): an
 absolute path as it is, a relative one from the directory pfctl runs in, in nested
 includes too. fwmatrix reads a ruleset file as `cd DIR && pfctl -nf FILE` would, DIR
-being the file's own directory (`directory_of`), so `include "./x.conf"` is read from
+being the file's own directory (`targets.include_directory`), so `include "./x.conf"` is read from
 beside the ruleset wherever fwmatrix is started.
 """
 
@@ -15,16 +15,11 @@ import stat
 from dataclasses import dataclass, field
 
 from fwmatrix.backends.pf.lexer import _Bad
+from fwmatrix.targets import MAX_RULESET_BYTES
 
-MAX_INCLUDE_BYTES = 256 * 1024 * 1024  # as for the ruleset itself (targets.MAX_RULESET_BYTES)
+MAX_INCLUDE_BYTES = MAX_RULESET_BYTES  # as for the ruleset itself
 MAX_INCLUDE_DEPTH = 32  # far beyond any real pf.conf; deeper is refused before Python's stack is
 _INCLUDE_LINE_RE = re.compile(r"""^[ \t]*include[ \t]+(["'])([^\n]*?)\1""", re.MULTILINE)  # pfctl quotes either way
-
-
-def directory_of(source: str) -> str | None:
-    """The directory pfctl runs in to read ruleset file `source`: its own; None for text that
-    is no file (a listing, text given as a string), whose includes cannot be resolved."""
-    return os.path.dirname(os.path.abspath(source)) if source and os.path.isfile(source) else None
 
 
 @dataclass

@@ -301,7 +301,7 @@ class Lab:
 
     def load_raw_nft(self, text: str, directory: str | None = None) -> None:
         """Make a hand-written nft ruleset the firewall's whole ruleset (what was there goes);
-        `directory`: where its includes are read from (nftables.binding.include_directory)."""
+        `directory`: where its includes are read from (targets.include_directory)."""
         from fwmatrix.backends import nftables
         from fwmatrix.backends.nftables.binding import ACCOUNTS_RE, INCLUDE_RE, for_this_nft, load_with_accounts
 
