@@ -1206,3 +1206,44 @@ def test_neighbour_discovery_is_judged_by_its_hop_limit_255(limit: str, blocked:
     assert bool(out.intersect(effective.forwarded_space())) != blocked  # certainly forwarded only where ND works
     if blocked:
         assert effective.nd_blocked["lan0"] == {"solicitations", "advertisements", "router solicitations"}
+
+
+# -- values iptables-restore refuses ---------------------------------------------------------
+# Each case: the table, a rule line, and the words of fwmatrix's refusal (None: read). The
+# kernel test below holds each verdict against iptables-restore --test: a value it refuses
+# makes a file that never loads, so fwmatrix refuses it rather than read it as unmodelled.
+VALUE_CASES = [
+    ("filter", "-A FORWARD -m mac --mac-source XX:XX:XX:XX:XX:XX -j RETURN", "--mac-source XX:XX:XX:XX:XX:XX: not a MAC address"),
+    ("filter", "-A FORWARD -m mac ! --mac-source 00:11:22:33:44 -j ACCEPT", "not a MAC address"),
+    ("filter", "-A FORWARD -m mac --mac-source 00-11-22-33-44-55 -j ACCEPT", "not a MAC address"),
+    ("filter", "-A FORWARD -m mac --mac-source 0:1:a:B:44:5 -j ACCEPT", None),
+]
+
+
+def _value_case(table_name: str, rule: str) -> str:
+    return (FILTER if table_name == "filter" else NAT) + rule + "\nCOMMIT\n"
+
+
+@pytest.mark.parametrize(("table_name", "rule", "words"), VALUE_CASES, ids=[case[1] for case in VALUE_CASES])
+def test_a_value_iptables_restore_refuses_is_refused_in_one_line(table_name: str, rule: str, words: str | None) -> None:
+    text = _value_case(table_name, rule)
+    if words is None:
+        parse_save(text, 4, "rules.v4")
+        return
+    with pytest.raises(BackendError) as caught:
+        parse_save(text, 4, "rules.v4")
+    line = text.count("\n") - 1
+    assert str(caught.value).startswith(f"rules.v4:{line}: ") and words in str(caught.value), str(caught.value)
+    assert "(iptables-restore refuses it)" in str(caught.value) and "\n" not in str(caught.value)
+
+
+@pytest.mark.kernel
+def test_the_values_refused_are_those_iptables_restore_refuses(kernel: None) -> None:
+    from fwmatrix.netns import run_private
+
+    disagree = []
+    for table_name, rule, words in VALUE_CASES:
+        loaded = run_private(["iptables-restore", "--test"], stdin=_value_case(table_name, rule))
+        if (loaded.returncode == 0) != (words is None):
+            disagree.append(f"{rule}: iptables-restore {'accepts' if loaded.returncode == 0 else 'refuses'} it ({loaded.stderr.strip()[:120]})")
+    assert not disagree, disagree

@@ -32,6 +32,7 @@ from fwmatrix.backends.iptables.reader import (
     PORT_MATCHES,
     VERDICT_TARGETS,
     _Block,
+    _check_values,
     _command,
     _group,
     _ip,
@@ -205,6 +206,7 @@ class _SectionParser:
         if not self.state.known(chain):
             raise _Malformed(f"chain {chain} is not declared in table {self.section.table}")
         core, blocks = _group(words)
+        _check_values(blocks)
         if chain in ("OUTPUT", "POSTROUTING") and any(b.kind == "match" and b.name == "mac" for b in blocks):
             raise _Malformed(f"-m mac in {chain}: the kernel allows the mac match only in PREROUTING, INPUT and FORWARD")
         terms: list[Term] = []
@@ -610,15 +612,11 @@ def _physdev(parser: _SectionParser, name: str, o: _Option, terms: list[Term]) -
 
 def _mac(parser: _SectionParser, name: str, o: _Option, terms: list[Term]) -> bool:
     """`-m mac [!] --mac-source M`: the link-layer source, judged as atoms of the in-interface
-    (intervals.Interfaces). A value that is not a MAC address, which iptables-restore refuses
-    (published files hide theirs: `XX:XX:XX:XX:XX:XX`), stays unmodelled and says so."""
+    (intervals.Interfaces). A value that is not a MAC address (published files hide theirs:
+    `XX:XX:XX:XX:XX:XX`) was refused before (reader._check_values), as iptables-restore does."""
     if o.name != "--mac-source" or len(o.values) != 1:
         return False
-    address = mac_address(o.value)
-    if address is None:
-        terms.append(Unmodelled(f"-m mac {o.shown()}: not a MAC address (iptables-restore refuses it; a published file may hide the real ones)"))
-    else:
-        terms.append(_match("ether.saddr", [address], o.negate))
+    terms.append(_match("ether.saddr", [mac_address(o.value)], o.negate))
     return True
 
 

@@ -10,7 +10,7 @@ import functools
 import logging
 import re
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from netaddr import AddrFormatError, IPAddress, IPNetwork, IPRange
@@ -18,6 +18,7 @@ from netaddr import AddrFormatError, IPAddress, IPNetwork, IPRange
 from fwmatrix.backends.iptables.names import BUILTIN_CHAINS, PROTO_NAMES, VERDICTS
 from fwmatrix.backends.iptables.safe import BARE_WORD_RE
 from fwmatrix.errors import BackendError, did_you_mean
+from fwmatrix.intervals import MAC_RE
 from fwmatrix.matrix.model import PortRange
 
 log = logging.getLogger(__name__)
@@ -340,6 +341,49 @@ def _proto(text: str) -> int | None:
         return socket.getprotobyname(name)
     except OSError:
         raise _Malformed(f"unknown protocol {text!r}") from None
+
+
+# -- values iptables-restore refuses ---------------------------------------------------
+# A value the IR does not model is kept as text (unmodelled), but a value iptables-restore
+# refuses makes the whole file one that never loads: fwmatrix refuses it too, rather than
+# auditing a file that can never be live. Each check gives what the value is not, or None.
+
+C_NUMBER_RE = re.compile(r"\s*\+?(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)\Z")  # strtoul's, base 0, nothing after
+
+
+def _c_number(text: str) -> int | None:
+    """A number as C's strtoul reads it with base 0 (0x1f, 017, 31), or None."""
+    m = C_NUMBER_RE.match(text)
+    if m is None:
+        return None
+    digits = m[1]
+    return int(digits, 16 if digits[1:2] in ("x", "X") else 8 if digits.startswith("0") else 10)
+
+
+def _not_mac(text: str) -> str | None:
+    return None if MAC_RE.match(text) else "a MAC address"
+
+
+def _not_mark(text: str) -> str | None:
+    """`VALUE[/MASK]`, each a 32-bit number."""
+    numbers = [_c_number(part) for part in text.split("/", 1)]
+    return None if all(n is not None and n <= 0xFFFFFFFF for n in numbers) else "a 32-bit value with an optional /mask"
+
+
+VALUE_CHECKS: dict[tuple[str, str], Callable[[str], str | None]] = {
+    ("mac", "--mac-source"): _not_mac,
+}
+
+
+def _check_values(blocks: list[_Block]) -> None:
+    """Raise _Malformed for the first option value iptables-restore would refuse."""
+    for block in blocks:
+        for o in block.options:
+            check = VALUE_CHECKS.get((block.name, o.name))
+            if check is not None and o.values:
+                wanted = check(o.value)
+                if wanted is not None:
+                    raise _Malformed(f"{block.shown([o])}: not {wanted} (iptables-restore refuses it)")
 
 
 # -- a rule line: words -> options and blocks ------------------------------------------
