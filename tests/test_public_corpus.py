@@ -39,7 +39,7 @@ FAMILIES = ("nftables", "iptables", "pf")
 REFUSED = "refused: "
 # The share of unmodelled rules measured when the expectations were recorded (rounded up):
 # a change that models less fails here; one that models more should lower these.
-UNMODELLED_CEILING = {"nftables": 0.07, "iptables": 0.287, "pf": 0.62}  # tests/corpus/public/RESULTS.md
+UNMODELLED_CEILING = {"nftables": 0.07, "iptables": 0.066, "pf": 0.62}  # tests/corpus/public/RESULTS.md
 
 
 def _manifest() -> list[dict[str, str]]:
