@@ -17,7 +17,10 @@
 A rule counts as unmodelled when one of its matches is `Unmodelled` or its action an
 `UnmodelledAction` (as in tests/test_public_corpus.py).
 
-    python3 tests/corpus/public/pf_share.py [CORPUS_DIR]     (default: $FWMATRIX_PUBLIC_CORPUS)
+    python3 tests/corpus/public/pf_share.py [CORPUS_DIR]
+
+CORPUS_DIR defaults to $FWMATRIX_PUBLIC_CORPUS (the corpus fetch.py fetched), else to the
+files vendored in tests/corpus/public/files (those whose licence allows them here).
 """
 
 from __future__ import annotations
@@ -130,7 +133,7 @@ def measure(corpus: Path, names: set[str] | None = None, with_companions: Share 
 
 
 def main(argv: list[str]) -> int:
-    corpus = Path(argv[1] if len(argv) > 1 else os.environ.get("FWMATRIX_PUBLIC_CORPUS", "/work/corpus/public"))
+    corpus = Path(argv[1] if len(argv) > 1 else os.environ.get("FWMATRIX_PUBLIC_CORPUS") or Path(__file__).resolve().parent / "files")
     given = Share()
     fetch = _fetch_module()
     listed = {row["name"] for row in fetch.read_tsv(fetch.MANIFEST) if row["family"] == "pf"}
