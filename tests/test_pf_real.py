@@ -345,6 +345,23 @@ def test_public_pf_corpus_with_the_firewall_known() -> None:
     assert known.value <= KNOWN_FIREWALL_CEILING, f"{known.unmodelled}/{known.rules} rules unmodelled ({known.value:.1%})"
 
 
+def test_the_share_counts_ir_rules_and_pf_rules_as_written() -> None:
+    """pf_share.py's two counts: an anchor line not given is one pf rule but an IR rule in each
+    chain its rules may act in (in, out and, on OpenBSD, the nat chain); the rules after it are
+    not counted because of it; pf's state table (a rule of the reader's in each chain) is no
+    pf rule."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent / "corpus" / "public"))
+    from pf_share import Share
+
+    share = Share()
+    share.add(parse('block all\nanchor "relayd/*"\npass in quick on em1 proto tcp to port 22\npass out quick on em0\n'))
+    assert share.written == {"t.conf:1": set(), "t.conf:2": {"anchor '…' (its rules are not in the file)"},
+                             "t.conf:3": set(), "t.conf:4": set()}
+    assert (share.written_unmodelled, share.written_value) == (1, 0.25)
+    assert share.unmodelled == 3 and share.constructs == {"anchor '…' (its rules are not in the file)": 3}
+    assert share.rules == 3 + 2 + 2 + 1 + 1  # the anchor's 3, block all and the state table in and out, the two passes
+
+
 def test_a_translation_to_an_interface_s_address() -> None:
     """`rdr-to (em0) port 22` (pf.conf(5), TRANSLATION: an interface name in parentheses is its
     address): exact for a rule of one family once em0 has one address of it."""

@@ -15,7 +15,14 @@
    --pf-anchor / --pf-table would give them. A separate figure: 2 stays what a file alone says.
 
 A rule counts as unmodelled when one of its matches is `Unmodelled` or its action an
-`UnmodelledAction` (as in tests/test_public_corpus.py).
+`UnmodelledAction` (as in tests/test_public_corpus.py). Counted two ways:
+- IR rules (the figure tests/test_public_corpus.py holds to its ceiling): one pf rule becomes
+  an IR rule in each chain it may act in (in, out, the nat chain, the firewall's own input and
+  source NAT chains), of each family its addresses say, and the reader adds rules of its own
+  (pf's state table in each chain, the input chain's head), counted as modelled;
+- pf rules as written: each FILE:LINE of the ruleset or of an anchor's file that became IR
+  rules, unmodelled when any of them is (its replies' or translated packets' rules too); the
+  reader's own rules are not counted.
 
     python3 tests/corpus/public/pf_share.py [CORPUS_DIR]
 
@@ -40,26 +47,45 @@ from fwmatrix.errors import BackendError
 from fwmatrix.ir import Ruleset, Unmodelled, UnmodelledAction
 
 
+_WRITTEN_RE = re.compile(r"^(.*?:\d+)")  # an IR rule's origin: FILE:LINE, then what it is beside the rule
+
+
 @dataclass
 class Share:
     rules: int = 0
     unmodelled: int = 0
     constructs: Counter[str] = field(default_factory=Counter)
+    # pf rules as written (FILE:LINE) -> the unmodelled constructs of the IR rules made from it
+    written: dict[str, set[str]] = field(default_factory=dict)
 
     @property
     def value(self) -> float:
         return self.unmodelled / self.rules if self.rules else 0.0
+
+    @property
+    def written_unmodelled(self) -> int:
+        return sum(1 for texts in self.written.values() if texts)
+
+    @property
+    def written_value(self) -> float:
+        return self.written_unmodelled / len(self.written) if self.written else 0.0
+
+    def written_constructs(self) -> Counter[str]:
+        return Counter(construct for texts in self.written.values() for construct in texts)
 
     def add(self, ruleset: Ruleset) -> None:
         for rule in (r for t in ruleset.tables for c in t.chains for r in c.rules):
             texts = [m.text for m in rule.matches if isinstance(m, Unmodelled)]
             if isinstance(rule.action, UnmodelledAction):
                 texts.append(rule.action.text)
+            constructs = {_construct(part) for t in texts for part in t.split("; ")}
             self.rules += 1
             if texts:
                 self.unmodelled += 1
-                for text in {part for t in texts for part in t.split("; ")}:
-                    self.constructs[_construct(text)] += 1
+                self.constructs.update(constructs)
+            written = _WRITTEN_RE.match(rule.origin)
+            if written is not None:  # (none: pf's state table, the input chain's head)
+                self.written.setdefault(written.group(1), set()).update(constructs)
 
 
 def _construct(text: str) -> str:
@@ -146,9 +172,12 @@ def main(argv: list[str]) -> int:
         print(f"{name:36} {rules:5} {b:5} {k:5}   {c_rules:5} {c:5}")
     for title, share in (("bare", bare), ("with the firewall's interfaces", known),
                          ("with the firewall's interfaces and the companions (COMPANIONS.tsv)", given)):
-        print(f"\n{title}: {share.unmodelled}/{share.rules} rules unmodelled ({share.value:.1%})")
+        print(f"\n{title}: {share.unmodelled}/{share.rules} IR rules unmodelled ({share.value:.1%}); "
+              f"pf rules as written: {share.written_unmodelled}/{len(share.written)} ({share.written_value:.1%})")
+        print("  IR rules  pf rules  construct")
+        written = share.written_constructs()
         for construct, count in share.constructs.most_common(25):
-            print(f"  {count:4}  {construct}")
+            print(f"  {count:8}  {written[construct]:8}  {construct}")
     return 0
 
 
