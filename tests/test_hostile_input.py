@@ -154,6 +154,13 @@ def test_an_iptables_parse_error_exits_2_and_names_the_file(tmp_path) -> None:
     refused(run("audit", str(SEED), "-r", str(path)), path)
 
 
+def test_a_value_iptables_restore_refuses_is_an_input_error_naming_its_line(tmp_path) -> None:
+    # a published file hides its MACs: it never loads, so it is not audited as if it did
+    path = write(tmp_path, "hidden.ipt4", "*filter\n:FORWARD DROP [0:0]\n-A FORWARD -s 10.0.0.5 -m mac --mac-source XX:XX:XX:XX:XX:XX -j ACCEPT\nCOMMIT\n")
+    message = refused(run("audit", str(SEED), "-f", "edge", "-r", str(path)), path, 3)
+    assert "--mac-source XX:XX:XX:XX:XX:XX: not a MAC address (iptables-restore refuses it)" in message
+
+
 def test_user_text_is_never_rich_markup(tmp_path) -> None:
     folder = tmp_path / "[root@host ~]"
     folder.mkdir()

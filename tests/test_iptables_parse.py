@@ -1115,7 +1115,7 @@ def test_icmpv6_type_names_ip6tables_knows(name: str, number: int) -> None:
     (4, "--icmp-type 3/3", Match(("icmp.type", "icmp.code"), ((3, 3),))),
     (4, "! --icmp-type host-prohibited", Match(("icmp.type", "icmp.code"), ((3, 10),), negate=True)),  # both, negated together
     (6, "--icmpv6-type port-unreachable", Match(("icmpv6.type", "icmpv6.code"), ((1, 4),))),
-    (4, "--icmp-type 3/x", Unmodelled("-m icmp --icmp-type 3/x")),  # not a code: not read as the type alone
+    (4, "--icmp-type 3/0x1", Unmodelled("-m icmp --icmp-type 3/0x1")),  # a code in hex: not read as the type alone (3/x is refused: VALUE_CASES)
 ])
 def test_icmp_type_and_code(family: int, option: str, expected: object) -> None:
     proto, match = ("icmp", "icmp") if family == 4 else ("ipv6-icmp", "icmp6")
@@ -1217,6 +1217,61 @@ VALUE_CASES = [
     ("filter", "-A FORWARD -m mac ! --mac-source 00:11:22:33:44 -j ACCEPT", "not a MAC address"),
     ("filter", "-A FORWARD -m mac --mac-source 00-11-22-33-44-55 -j ACCEPT", "not a MAC address"),
     ("filter", "-A FORWARD -m mac --mac-source 0:1:a:B:44:5 -j ACCEPT", None),
+    # marks: 32-bit numbers as strtoul reads them, VALUE[/MASK] where a mask is taken
+    ("filter", "-A FORWARD -m mark --mark foo -j ACCEPT", "--mark foo: not a 32-bit value with an optional /mask"),
+    ("filter", "-A FORWARD -m mark --mark 0x1/0xzz -j ACCEPT", "not a 32-bit value"),
+    ("filter", "-A FORWARD -m mark ! --mark 0x100000000 -j ACCEPT", "not a 32-bit value"),
+    ("filter", "-A FORWARD -m mark --mark 08 -j ACCEPT", "not a 32-bit value"),
+    ("filter", "-A FORWARD -m mark --mark 1/ -j ACCEPT", "not a 32-bit value"),
+    ("filter", "-A FORWARD -m mark --mark 0xffffffff/0xFFFFFFFF -j ACCEPT", None),
+    ("filter", "-A FORWARD -m connmark --mark 017/+5 -j ACCEPT", None),
+    ("filter", "-A FORWARD -m connmark --mark 1/foo -j ACCEPT", "not a 32-bit value"),
+    ("filter", "-A FORWARD -j MARK --set-xmark 1/zz", "--set-xmark 1/zz: not a 32-bit value"),
+    ("filter", "-A FORWARD -j MARK --set-mark 0x10/0x10", None),
+    ("filter", "-A FORWARD -j MARK --and-mark 1/2", "--and-mark 1/2: not a 32-bit value"),
+    ("filter", "-A FORWARD -j CONNMARK --save-mark --nfmask x", "--nfmask x: not a 32-bit value"),
+    ("filter", "-A FORWARD -j CONNMARK --set-mark 0x1/0xfffffffff", "not a 32-bit value"),
+    ("filter", "-A FORWARD -j CONNMARK --restore-mark --mask 0xff", None),
+    # addresses: as xtables reads a host (inet_aton's forms, or a name it resolves when loading)
+    ("filter", "-A FORWARD -m conntrack --ctorigsrc 10.0.0.300 -j ACCEPT", "--ctorigsrc 10.0.0.300: not an address or a host name"),
+    ("filter", "-A FORWARD -m conntrack --ctstate NEW --ctorigdst 10.0.0.300 --ctexpire 5 -j ACCEPT", "not an address or a host name"),
+    ("filter", "-A FORWARD -m conntrack --ctreplsrc a..b -j ACCEPT", "not an address or a host name"),
+    ("filter", "-A FORWARD -m conntrack --ctreplsrc 10.0.0.1,10.0.0.2 -j ACCEPT", "not an address or a host name"),
+    ("filter", "-A FORWARD -m conntrack --ctrepldst 10.0.0.1/abc -j ACCEPT", "not an address with a prefix length or mask"),
+    ("filter", "-A FORWARD -m conntrack --ctrepldst 10.1/255.0.255.0 -j ACCEPT", None),
+    ("filter", "-A FORWARD -m conntrack --ctreplsrc localhost -j ACCEPT", None),
+    # ports
+    ("filter", "-A FORWARD -m conntrack --ctreplsrcport abc -j ACCEPT", "--ctreplsrcport abc: not a port or port:port"),
+    ("filter", "-A FORWARD -m conntrack --ctorigsrcport 1-2 -j ACCEPT", "not a port or port:port"),
+    ("filter", "-A FORWARD -m conntrack --ctrepldstport 1:2:3 -j ACCEPT", "not a port or port:port"),
+    ("filter", "-A FORWARD -m conntrack --ctreplsrcport 0x50 -j ACCEPT", "not a port or port:port"),
+    ("filter", "-A FORWARD -m conntrack --ctreplsrcport http:5 -j ACCEPT", None),
+    ("filter", "-A FORWARD -m conntrack --ctorigsrcport +80: -j ACCEPT", None),
+    ("nat", "-A POSTROUTING -p tcp -j MASQUERADE --to-ports x", "--to-ports x: not a port or port-port, low to high"),
+    ("nat", "-A POSTROUTING -p tcp -j MASQUERADE --to-ports 70000", "not a port or port-port"),
+    ("nat", "-A POSTROUTING -p tcp -j MASQUERADE --to-ports 2-1", "not a port or port-port"),
+    ("nat", "-A POSTROUTING -p tcp -j MASQUERADE --to-ports 1:2", "not a port or port-port"),
+    ("nat", "-A PREROUTING -p tcp -j REDIRECT --to-ports http-8080", "not a port or port-port"),
+    ("nat", "-A PREROUTING -p tcp -j REDIRECT --to-ports 0x50-+8080", None),
+    ("nat", "-A PREROUTING -p tcp -j REDIRECT --to-ports http", None),
+    # source NAT
+    ("nat", "-A POSTROUTING -j SNAT --to-source 10.0.0.300", "--to-source 10.0.0.300: not an address or address-address"),
+    ("nat", "-A POSTROUTING -j SNAT --to-source 10.0.0.1/24", "not an address or address-address"),
+    ("nat", "-A POSTROUTING -j SNAT --to-source 10.0.0.1-", "not an address or address-address"),
+    ("nat", "-A POSTROUTING -p tcp -j SNAT --to-source 10.0.0.1:65536", "not an address with a port or port-port"),
+    ("nat", "-A POSTROUTING -p tcp -j SNAT --to-source 10.0.0.1:2-1", "not an address with a port or port-port"),
+    ("nat", "-A POSTROUTING -p tcp -j SNAT --to-source 10.0.0.2-10.0.0.1:http", None),
+    ("nat", "-A POSTROUTING -p udp -j SNAT --to-source :1024-2048", None),
+    # ICMP types: numbers to 255, or a name or the start of exactly one
+    ("filter", "-A FORWARD -p icmp -m icmp --icmp-type bogus -j ACCEPT", "--icmp-type bogus: not an ICMP type"),
+    ("filter", "-A FORWARD -p icmp -m icmp --icmp-type 256 -j ACCEPT", "not an ICMP type"),
+    ("filter", "-A FORWARD -p icmp -m icmp --icmp-type 3/300 -j ACCEPT", "not an ICMP type"),
+    ("filter", "-A FORWARD -p icmp -m icmp --icmp-type 3/ -j ACCEPT", "not an ICMP type"),
+    ("filter", "-A FORWARD -p icmp -m icmp --icmp-type 3/x -j ACCEPT", "not an ICMP type"),
+    ("filter", "-A FORWARD -p icmp -m icmp --icmp-type p -j ACCEPT", "not an ICMP type"),
+    ("filter", "-A FORWARD -p icmp -m icmp --icmp-type Echo-Req -j ACCEPT", None),
+    ("filter", "-A FORWARD -p icmp -m icmp --icmp-type 0x3/0x1 -j ACCEPT", None),
+    ("filter", "-A FORWARD -p icmp -m icmp --icmp-type ttl-e -j ACCEPT", None),
 ]
 
 

@@ -32,12 +32,19 @@ from fwmatrix.backends.iptables.reader import (
     PORT_MATCHES,
     VERDICT_TARGETS,
     _Block,
-    _check_values,
+    _c_number,
     _command,
     _group,
     _ip,
     _Malformed,
     _network,
+    _not_bits,
+    _not_ct_port,
+    _not_host,
+    _not_mac,
+    _not_mark,
+    _not_nat_ports,
+    _not_snat,
     _NotModelled,
     _Option,
     _port,
@@ -671,6 +678,48 @@ def _hop_limit(parser: _SectionParser, name: str, o: _Option, terms: list[Term])
     low, high = {"eq": (n, n), "lt": (0, n - 1), "gt": (n + 1, 255)}[relation]
     terms.append(_match(HOP_MATCHES[name], [PortRange(low, high)] if low <= high else [], o.negate))
     return True
+
+
+def _not_icmp_type(names: Iterable[str]) -> Callable[[str], str | None]:
+    """--icmp-type as iptables reads it: `TYPE[/CODE]` (numbers to 255, as strtoul reads
+    them), or a name or the start of exactly one name, in any case."""
+    known = [name.lower() for name in names]
+
+    def check(text: str) -> str | None:
+        typed, slash, code = text.partition("/")
+        numbers = [_c_number(typed), *([_c_number(code)] if slash else [])]
+        if all(n is not None and n <= 255 for n in numbers):
+            return None
+        if not slash and typed and sum(name.startswith(typed.lower()) for name in known) == 1:
+            return None
+        return "an ICMP type (a name, TYPE or TYPE/CODE)"
+    return check
+
+
+# The option values iptables-restore refuses (reader's checks), by module and option.
+VALUE_CHECKS: dict[tuple[str, str], Callable[[str], str | None]] = {
+    ("mac", "--mac-source"): _not_mac,
+    **{(module, "--mark"): _not_mark for module in ("mark", "connmark")},
+    **{(target, option): _not_mark for target in ("MARK", "CONNMARK") for option in ("--set-mark", "--set-xmark")},
+    **{("MARK", option): _not_bits for option in ("--and-mark", "--or-mark", "--xor-mark")},
+    **{("CONNMARK", option): _not_bits for option in ("--and-mark", "--or-mark", "--xor-mark", "--nfmask", "--ctmask", "--mask")},
+    **{("conntrack", f"--ct{way}{end}"): _not_host for way in ("orig", "repl") for end in ("src", "dst")},
+    **{("conntrack", f"--ct{way}{end}port"): _not_ct_port for way in ("orig", "repl") for end in ("src", "dst")},
+    **{(target, "--to-ports"): _not_nat_ports for target in ("MASQUERADE", "REDIRECT")},
+    ("SNAT", "--to-source"): _not_snat,
+    ("icmp", "--icmp-type"): _not_icmp_type(["any", *ICMP_TYPE_NAMES, *ICMP_CODE_NAMES]),  # ip6tables knows no `any`
+    ("icmp6", "--icmpv6-type"): _not_icmp_type([*ICMPV6_TYPE_NAMES, *ICMPV6_CODE_NAMES]),
+}
+
+
+def _check_values(blocks: list[_Block]) -> None:
+    """Raise _Malformed for the first option value iptables-restore would refuse."""
+    for block in blocks:
+        for o in block.options:
+            check = VALUE_CHECKS.get((block.name, o.name))
+            wanted = check(o.value) if check is not None and o.values else None
+            if wanted is not None:
+                raise _Malformed(f"{block.shown([o])}: not {wanted} (iptables-restore refuses it)")
 
 
 MATCH_HANDLERS: dict[str, Callable[[_SectionParser, str, _Option, list[Term]], bool]] = {

@@ -345,10 +345,13 @@ def _proto(text: str) -> int | None:
 
 # -- values iptables-restore refuses ---------------------------------------------------
 # A value the IR does not model is kept as text (unmodelled), but a value iptables-restore
-# refuses makes the whole file one that never loads: fwmatrix refuses it too, rather than
-# auditing a file that can never be live. Each check gives what the value is not, or None.
+# refuses makes a file that never loads: fwmatrix refuses it too, rather than audit a file that
+# can never be live (parse.VALUE_CHECKS says which option takes which). Each check gives what
+# the value is not, or None; each is held against iptables-restore 1.8.9 in
+# tests/test_iptables_parse.py (VALUE_CASES).
 
-C_NUMBER_RE = re.compile(r"\s*\+?(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)\Z")  # strtoul's, base 0, nothing after
+C_NUMBER_RE = re.compile(r"\+?(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)\Z")  # strtoul's, base 0, nothing after
+HOSTNAME_RE = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.?\Z")
 
 
 def _c_number(text: str) -> int | None:
@@ -365,25 +368,86 @@ def _not_mac(text: str) -> str | None:
 
 
 def _not_mark(text: str) -> str | None:
-    """`VALUE[/MASK]`, each a 32-bit number."""
+    """`VALUE[/MASK]` (-m mark, --set-xmark), each a 32-bit number."""
     numbers = [_c_number(part) for part in text.split("/", 1)]
     return None if all(n is not None and n <= 0xFFFFFFFF for n in numbers) else "a 32-bit value with an optional /mask"
 
 
-VALUE_CHECKS: dict[tuple[str, str], Callable[[str], str | None]] = {
-    ("mac", "--mac-source"): _not_mac,
-}
+def _not_bits(text: str) -> str | None:
+    """One 32-bit number, no mask (--and-mark, --nfmask)."""
+    n = _c_number(text)
+    return None if n is not None and n <= 0xFFFFFFFF else "a 32-bit value"
 
 
-def _check_values(blocks: list[_Block]) -> None:
-    """Raise _Malformed for the first option value iptables-restore would refuse."""
-    for block in blocks:
-        for o in block.options:
-            check = VALUE_CHECKS.get((block.name, o.name))
-            if check is not None and o.values:
-                wanted = check(o.value)
-                if wanted is not None:
-                    raise _Malformed(f"{block.shown([o])}: not {wanted} (iptables-restore refuses it)")
+def _not_host(text: str) -> str | None:
+    """`ADDRESS[/MASK]` as xtables reads a host: an address as inet_aton or inet_pton takes
+    it (`10.1` too), or a host name, which iptables-restore resolves when it loads (it stays
+    unmodelled); the mask a number or an address. What neither reads nor resolves is
+    refused: `10.0.0.300` (a name whose last label is a number), `a..b`, `10.0.0.1/abc`."""
+    host, slash, mask = text.partition("/")
+    if slash and not mask.isdigit() and not _is_address(mask):
+        return "an address with a prefix length or mask"
+    if _is_address(host) or (":" not in host and HOSTNAME_RE.match(host) and not host.rstrip(".").rpartition(".")[2].isdigit()):
+        return None
+    return "an address or a host name"
+
+
+def _is_address(text: str) -> bool:
+    try:
+        socket.inet_pton(socket.AF_INET6, text) if ":" in text else socket.inet_aton(text)
+    except OSError:
+        return False
+    return True
+
+
+def _is_service(text: str) -> bool:
+    for proto in ("tcp", "udp"):
+        try:
+            socket.getservbyname(text, proto)
+            return True
+        except OSError:
+            pass
+    return False
+
+
+def _not_ct_port(text: str) -> str | None:
+    """-m conntrack's ports: `P` or `P:Q`, each a decimal number, a service name or nothing
+    (xtables takes them as they come: `5:1`, `:`, even 100000)."""
+    parts = text.split(":")
+    if len(parts) <= 2 and all(not part or re.fullmatch(r"\+?[0-9]+", part) or _is_service(part) for part in parts):
+        return None
+    return "a port or port:port"
+
+
+def _not_nat_ports(text: str) -> str | None:
+    """`--to-ports P[-Q]` (MASQUERADE, REDIRECT; SNAT's `:P[-Q]`): a service name, or numbers
+    as strtoul reads them, 0 to 65535, low to high."""
+    if _is_service(text):
+        return None
+    numbers = [_c_number(part) for part in text.split("-", 1)]
+    if all(n is not None and n <= 65535 for n in numbers) and numbers == sorted(numbers):  # type: ignore[type-var]
+        return None
+    return "a port or port-port, low to high"
+
+
+def _not_snat(text: str) -> str | None:
+    """SNAT's `--to-source A[-B][:P[-Q]]` (IPv6: `[A[-B]]:P[-Q]`): addresses as written, no
+    mask (iptables takes `B` below `A`), ports as _not_nat_ports."""
+    if text.startswith("["):
+        addresses, bracket, rest = text[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            return "[address]:port"
+        ports = rest[1:] if rest else None
+    elif text.count(":") > 1:
+        addresses, ports = text, None
+    else:
+        addresses, colon, ports_text = text.partition(":")
+        ports = ports_text if colon else None
+    if addresses and not all(_is_address(a) for a in addresses.split("-", 1)):
+        return "an address or address-address, with an optional :port"
+    if ports is not None and _not_nat_ports(ports) is not None:
+        return "an address with a port or port-port, low to high"
+    return None
 
 
 # -- a rule line: words -> options and blocks ------------------------------------------
