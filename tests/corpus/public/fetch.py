@@ -9,14 +9,17 @@ Each file is taken from https://raw.githubusercontent.com/<repo>/<commit>/<path>
 The target directory is the first argument, else $FWMATRIX_PUBLIC_CORPUS,
 else /work/corpus/public. Files already present are skipped. The rulesets are
 other people's work under their own licences (see the manifest's licence
-column): they are read locally and never committed to this repository.
+column): those whose licence allows it are also committed, unmodified and with
+their notices, under files/ (files/README.md), which is what CI reads; the
+others exist only where this script fetched them.
 
 COMPANIONS.tsv lists what some pf rulesets load from other files of the same
 repository (`load anchor NAME from FILE`, `table <NAME> file FILE`): each is written
 to <target>/companions/<ruleset>/<kind>/<NAME, %-quoted>, where pf_share.py gives
 them as --pf-anchor / --pf-table would.
 
-Needs network access; CI has none, so nothing runs this there.
+Needs network access; CI has none, so nothing runs this there (it runs
+tests/test_public_corpus.py on files/ instead).
 
     python3 tests/corpus/public/fetch.py [TARGET]
 """
