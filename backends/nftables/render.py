@@ -84,28 +84,40 @@ def _address_text(net: IPNetwork | IPRange) -> str:
 class _Texts:
     """The text of each value of a set's elements, made once per object and field: large sets
     repeat their hosts and port ranges, and netaddr objects are slow to hash, so the cache goes
-    by identity (each entry holds its object, so that no id is reused while the cache lives)."""
+    by identity (the objects are held, so that no id is reused while the cache lives). The
+    per-element loops run in map() and join(): at 75,000 elements a Python loop a value was
+    most of the writing."""
 
     def __init__(self) -> None:
-        self.by_field: dict[str, dict[int, tuple[Value, str]]] = {}
+        self.by_field: dict[str, dict[int, str]] = {}
+        self.held: list[Value] = []
+        self.comments: dict[str, str] = {}  # an element's comment -> its text after the key
 
     def column(self, field: str, values: list[Value]) -> list[str]:
         cache = self.by_field.setdefault(field, {})
-        out = []
-        for v in values:
-            hit = cache.get(id(v))
-            if hit is None:
-                hit = cache[id(v)] = (v, value(field, v))
-            out.append(hit[1])
-        return out
+        ids = list(map(id, values))
+        if not cache.keys() >= set(ids):
+            for v in dict(zip(ids, values)).values():
+                if id(v) not in cache:
+                    cache[id(v)] = value(field, v)
+                    self.held.append(v)
+        return list(map(cache.__getitem__, ids))
 
     def keys(self, fields: tuple[str, ...], keys: list[tuple[Value, ...]]) -> list[str]:
         """Each key as `key_text` writes it."""
-        for key in keys:
-            if len(key) != len(fields):  # what zip() in key_text would do
-                return [key_text(fields, key) for key in keys]
+        if any(len(key) != len(fields) for key in keys):  # what zip() in key_text would do
+            return [key_text(fields, key) for key in keys]
+        if not fields:
+            return [""] * len(keys)
         columns = [self.column(field, [key[i] for key in keys]) for i, field in enumerate(fields)]
-        return [" . ".join(parts) for parts in zip(*columns)] if columns else [""] * len(keys)
+        return list(map(" . ".join, zip(*columns)))
+
+    def comment_texts(self, comments: list[str]) -> list[str]:
+        """' comment "..."' after each key, or nothing: the openings' names repeat from set to set."""
+        cache = self.comments
+        for text in set(comments).difference(cache):
+            cache[text] = " " + comment(text) if text else ""
+        return list(map(cache.__getitem__, comments))
 
 
 def key_text(fields: tuple[str, ...], key: tuple[Value, ...]) -> str:
@@ -169,12 +181,13 @@ def _set(set_def: SetDef, texts: _Texts) -> list[str]:
         lines.append("\t\telements = {")
         elements = set_def.elements
         keys = texts.keys(set_def.key, [e.key for e in elements])
-        comments = [" " + comment(e.comment) if e.comment else "" for e in elements]
-        data = texts.keys(set_def.data, [e.data for e in elements]) if set_def.is_map else None
-        last = len(elements) - 1
-        for i, key in enumerate(keys):
-            text = key + comments[i] + (" : " + data[i] if data is not None else "")
-            lines.append(f"\t\t\t{text}{',' if i < last else ''}")
+        comments = texts.comment_texts([e.comment for e in elements])
+        if set_def.is_map:
+            data = texts.keys(set_def.data, [e.data for e in elements])
+            rows = [f"\t\t\t{k}{c} : {d}" for k, c, d in zip(keys, comments, data)]
+        else:
+            rows = [f"\t\t\t{k}{c}" for k, c in zip(keys, comments)]
+        lines.append(",\n".join(rows))  # one line an element, a comma after all but the last
         lines.append("\t\t}")
     lines.append("\t}")
     return lines
