@@ -86,22 +86,22 @@ def compile_firewall(intent: Intent, fw: FirewallIntent) -> Ruleset:
         chain_name = chain_ids.make(f"fwd_{in_iface}_to_{out_iface}")
         rules: list[Rule] = _log_rules(flows, (), f"log_{in_iface}_to_{out_iface}", chain_ids, nets, sets)
         for family in (4, 6):
-            by_kind: dict[tuple[bool, bool], Entries] = {}
+            by_kind: dict[tuple[bool, bool], Layers] = {}
             for with_ports in (True, False):
-                plain = _flow_entries([f for f in flows if f.family == family and not f.translated], with_ports, nets)
-                forwarded = _flow_entries([f for f in flows if f.family == family and f.translated], with_ports, nets)
+                plain = _merged(_flow_layers([f for f in flows if f.family == family and not f.translated], with_ports, nets))
+                forwarded = _flow_layers([f for f in flows if f.family == family and f.translated], with_ports, nets)
                 by_kind[(False, with_ports)] = plain
                 # what a plain opening already accepts, translated or not, needs no translated element
-                by_kind[(True, with_ports)] = _uncovered(forwarded, plain, with_ports)
+                by_kind[(True, with_ports)] = _merged(_uncovered(forwarded, plain, with_ports))
             for translated in (False, True):
                 for with_ports in (True, False):
-                    entries = by_kind[(translated, with_ports)]
+                    layers = by_kind[(translated, with_ports)]
                     key = (addr_field(family, "saddr"), addr_field(family, "daddr"), "l4proto") + (("dport",) if with_ports else ())
                     base = f"{chain_name[4:]}_v{family}{'_dnat' if translated else ''}{'' if with_ports else '_noport'}"
                     # a port forward's target is open only to connections this firewall translated
                     only_translated = (TRANSLATED,) if translated else ()
                     comment = f"{'port forwards' if translated else 'matrix openings'} {in_iface} -> {out_iface}"
-                    for suffix, elements in _disjoint_layers(entries, (0, 1), 3 if with_ports else None, nets):
+                    for suffix, elements in _disjoint_layers(layers, (0, 1), 3 if with_ports else None, nets):
                         set_name = chain_ids.make(base + suffix)
                         sets.append(SetDef(set_name, key, elements))
                         rules.append(Rule(only_translated + (Match(key, set_name=set_name),), Verdict("accept"), comment))
@@ -126,7 +126,8 @@ def compile_firewall(intent: Intent, fw: FirewallIntent) -> Ruleset:
             data = (addr_field(family, "daddr"),) + (("dport",) if with_target_port else ())
             base = f"dnat_v{family}" + ("_port" if with_target_port else "") + ("" if with_ports else "_noport")
             matches = (Match(("l4proto",), tuple((p,) for p in PORT_L4PROTOS)),) if with_ports else ()
-            for suffix, elements in _disjoint_layers(entries, (1,), 4 if with_ports else None, nets):
+            port_position = 4 if with_ports else None
+            for suffix, elements in _disjoint_layers(_layers(entries, (1,), port_position), (1,), port_position, nets):
                 name = chain_ids.make(base + suffix)
                 sets.append(SetDef(name, key, elements, data))
                 dnat_rules.append(Rule(matches, DnatMap(family, key, name), "port forwards of the matrix"))
@@ -155,10 +156,10 @@ def _input_rules(fw: FirewallIntent, chain_ids: _Identifiers, nets: _Nets, sets:
         rules += _log_rules(items, (iif,), f"log_in_{iface}", chain_ids, nets, sets)  # type: ignore[arg-type]  # an Input has a Flow's keys
         for family in (4, 6):
             for with_ports in (True, False):
-                entries = _flow_entries([i for i in items if i.family == family], with_ports, nets)  # type: ignore[misc]  # an Input has a Flow's keys
+                layers = _merged(_flow_layers([i for i in items if i.family == family], with_ports, nets))  # type: ignore[misc]  # an Input has a Flow's keys
                 key = (addr_field(family, "saddr"), addr_field(family, "daddr"), "l4proto") + (("dport",) if with_ports else ())
                 base = f"in_{iface}_v{family}{'' if with_ports else '_noport'}"
-                for suffix, elements in _disjoint_layers(entries, (0, 1), 3 if with_ports else None, nets):
+                for suffix, elements in _disjoint_layers(layers, (0, 1), 3 if with_ports else None, nets):
                     set_name = chain_ids.make(base + suffix)
                     sets.append(SetDef(set_name, key, elements))
                     rules.append(Rule((iif, Match(key, set_name=set_name)), Verdict("accept"), f"own services of the firewall on {iface}"))
@@ -180,7 +181,7 @@ def _log_rules(flows: list[Flow], head: tuple[Match, ...], base: str, chain_ids:
                 group = [f for f in mine if f.family == family and getattr(f, "translated", False) == translated]
                 for with_ports in (True, False):
                     key = (addr_field(family, "saddr"), addr_field(family, "daddr"), "l4proto") + (("dport",) if with_ports else ())
-                    for suffix, elements in _disjoint_layers(_flow_entries(group, with_ports, nets), (0, 1), 3 if with_ports else None, nets):
+                    for suffix, elements in _disjoint_layers(_merged(_flow_layers(group, with_ports, nets)), (0, 1), 3 if with_ports else None, nets):
                         set_name = chain_ids.make(f"{base}_v{family}{'_dnat' if translated else ''}{'' if with_ports else '_noport'}{suffix}")
                         sets.append(SetDef(set_name, key, elements))
                         only_translated = (TRANSLATED,) if translated else ()
@@ -199,10 +200,10 @@ def _snat_rules(snats: tuple[Snat, ...], chain_ids: _Identifiers, nets: _Nets, s
         action = Masquerade() if not address else SnatStatement(family, IPNetwork(address))
         oif = Match(("oif",), ((out_iface,),))
         for with_ports in (True, False):
-            entries = _flow_entries(group, with_ports, nets)  # type: ignore[arg-type]  # a Snat has a Flow's keys
+            layers = _merged(_flow_layers(group, with_ports, nets))  # type: ignore[arg-type]  # a Snat has a Flow's keys
             key = (addr_field(family, "saddr"), addr_field(family, "daddr"), "l4proto") + (("dport",) if with_ports else ())
             base = f"{'masq' if not address else 'snat'}_{out_iface}_v{family}{'' if with_ports else '_noport'}"
-            for suffix, elements in _disjoint_layers(entries, (0, 1), 3 if with_ports else None, nets):
+            for suffix, elements in _disjoint_layers(layers, (0, 1), 3 if with_ports else None, nets):
                 set_name = chain_ids.make(base + suffix)
                 sets.append(SetDef(set_name, key, elements))
                 rules.append(Rule((oif, Match(key, set_name=set_name)), action, f"source NAT out of {out_iface}"))
@@ -281,9 +282,11 @@ class _Nets:
         return tuple(map(ir.get, key, key))
 
 
-def _flow_entries(flows: list[Flow], with_ports: bool, nets: _Nets) -> Entries:
-    """Openings as set keys: source . destination . protocol [. port]."""
-    entries: Entries = {}
+def _flow_layers(flows: list[Flow], with_ports: bool, nets: _Nets) -> Layers:
+    """Openings as set keys, source . destination . protocol [. port], straight into their
+    layers (by the two prefix lengths, then by the key without the port); an item for each
+    opening, merged by `_merged` (one pass instead of a dictionary of keys first)."""
+    layers: Layers = {}
     net_key = nets.key
     for flow in flows:
         services = nets.services(flow.parts, flow.family, with_ports)
@@ -292,41 +295,48 @@ def _flow_entries(flows: list[Flow], with_ports: bool, nets: _Nets) -> Entries:
         sources = [net_key(n) for n in flow.sources]
         destinations = [net_key(n) for n in flow.destinations]
         name = opening_comment(flow.opening)
-        for service in services:
-            for src in sources:
-                for dst in destinations:
-                    key = (src, dst) + service
-                    found = entries.get(key)
+        for src in sources:
+            for dst in destinations:
+                by_rest = layers.get((src[2], dst[2]))
+                if by_rest is None:
+                    by_rest = layers[(src[2], dst[2])] = {}
+                for service in services:
+                    rest = (src, dst, service[0])
+                    item = (service[1] if with_ports else None, (), [name])
+                    found = by_rest.get(rest)
                     if found is None:
-                        entries[key] = ((), [name])
+                        by_rest[rest] = [item]
                     else:
-                        found[1].append(name)
-    return entries
+                        found.append(item)
+    return layers
 
 
-def _uncovered(entries: Entries, by: Entries, with_ports: bool) -> Entries:
-    """The entries that the entries of `by` do not hold between them (source and destination
-    networks containing theirs, the same protocol, port ranges covering theirs)."""
-    if not entries or not by:
-        return entries
-    holders: dict[NetKey, list[tuple]] = defaultdict(list)  # destination -> the keys of `by` with it
-    for key in by:
-        holders[key[1]].append(key)
+def _uncovered(layers: Layers, by: Layers, with_ports: bool) -> Layers:
+    """The items (not merged yet) that the elements of `by` do not hold between them (source
+    and destination networks containing theirs, the same protocol, port ranges covering theirs)."""
+    if not layers or not by:
+        return layers
+    holders: dict[NetKey, list[tuple]] = defaultdict(list)  # destination -> (source, protocol, ports) of `by` with it
+    for by_rest in by.values():
+        for (src, dst, proto), items in by_rest.items():
+            holders[dst].extend((src, proto, port if with_ports else (0, 0)) for port, _, _ in items)
     lengths: dict[int, set[int]] = defaultdict(set)
     for version, _, length in holders:
         lengths[version].add(length)
-    out: Entries = {}
-    for key, value in entries.items():
-        src, dst = key[0], key[1]
-        ranges: list[tuple[int, int]] = []  # ports of holders that contain the addresses
-        for length in lengths[dst[0]]:
-            if length > dst[2]:
-                continue
-            for other in holders.get(_supernet(dst, length), ()):
-                if other[2] == key[2] and other[0][2] <= src[2] and _supernet(src, other[0][2]) == other[0]:
-                    ranges.append(other[3] if with_ports else (0, 0))
-        if not _ports_cover(ranges, key[3] if with_ports else (0, 0)):
-            out[key] = value
+    out: Layers = {}
+    for prefix_lengths, by_rest in layers.items():
+        for rest, items in by_rest.items():
+            src, dst, proto = rest
+            ranges: list[tuple[int, int]] = []  # ports of holders that contain the addresses
+            for length in lengths[dst[0]]:
+                if length > dst[2]:
+                    continue
+                for other_src, other_proto, other_port in holders.get(_supernet(dst, length), ()):
+                    if other_proto == proto and other_src[2] <= src[2] and _supernet(src, other_src[2]) == other_src:
+                        ranges.append(other_port)
+            left = [item for item in items if not _ports_cover(ranges, item[0] if with_ports else (0, 0))]
+            if left:
+                out.setdefault(prefix_lengths, {})[rest] = left
     return out
 
 
@@ -356,9 +366,10 @@ def _dnat_entries(dnats: list[Dnat], with_ports: bool, with_target_port: bool, n
 
 
 Item = tuple[object, tuple, list[str]]  # (port range or None, map data, names of the openings)
+Layers = dict[tuple[int, ...], dict[tuple, list[Item]]]  # prefix lengths -> key without the port -> items
 
 
-def _disjoint_layers(entries: Entries, address_positions: tuple[int, ...], port_position: int | None, nets: _Nets) -> list[tuple[str, tuple[Element, ...]]]:
+def _disjoint_layers(layers: Layers, address_positions: tuple[int, ...], port_position: int | None, nets: _Nets) -> list[tuple[str, tuple[Element, ...]]]:
     """Split set elements into layers whose elements never overlap.
 
     The kernel refuses overlapping elements in a concatenated interval set,
@@ -371,7 +382,6 @@ def _disjoint_layers(entries: Entries, address_positions: tuple[int, ...], port_
     An element that a wider element of another layer holds is left out: its
     rule could never match it.
     """
-    layers = _layers(entries, address_positions, port_position)
     first = address_positions[0]
     flows = address_positions == (0, 1)
     # the networks at the first address position of each layer: a cheap test before a whole key is built
@@ -425,10 +435,10 @@ def _disjoint_layers(entries: Entries, address_positions: tuple[int, ...], port_
     return out
 
 
-def _layers(entries: Entries, address_positions: tuple[int, ...], port_position: int | None) -> dict[tuple[int, ...], dict[tuple, list[Item]]]:
+def _layers(entries: Entries, address_positions: tuple[int, ...], port_position: int | None) -> Layers:
     """Entries by the prefix lengths of their addresses, then by their key without the port;
     overlapping port ranges of equal keys merged."""
-    layers: dict[tuple[int, ...], dict[tuple, list[Item]]] = {}
+    layers: Layers = {}
     flows = address_positions == (0, 1)
     for key, value in entries.items():
         lengths = (key[0][2], key[1][2]) if flows else tuple([key[i][2] for i in address_positions])
@@ -444,6 +454,11 @@ def _layers(entries: Entries, address_positions: tuple[int, ...], port_position:
             by_rest[rest] = [item]
         else:
             found.append(item)
+    return _merged(layers)
+
+
+def _merged(layers: Layers) -> Layers:
+    """Each key's overlapping port ranges merged (in place)."""
     for by_rest in layers.values():
         for rest, items in by_rest.items():
             if len(items) > 1:
