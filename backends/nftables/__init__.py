@@ -33,10 +33,20 @@ read may be dormant: an Unmodelled rule in front of its base chains says so.
 
 from __future__ import annotations
 
-from fwmatrix.backends.nftables.binding import check, list_ruleset_json, load
-from fwmatrix.backends.nftables.parse import XT_TEXT, parse_json, parse_text, read_live
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from fwmatrix.backends.nftables.render import RenderError, render
 from fwmatrix.ir import Ruleset
+
+if TYPE_CHECKING:
+    from fwmatrix.backends.nftables.binding import check, list_ruleset_json, load
+    from fwmatrix.backends.nftables.parse import XT_TEXT, parse_json, parse_text, read_live
+
+# imported when first asked for: compiling needs neither (parse, binding and what they import
+# were about a fifth of `fwmatrix compile`'s imports)
+_LAZY = {"check": "binding", "list_ruleset_json": "binding", "load": "binding",
+         "XT_TEXT": "parse", "parse_json": "parse", "parse_text": "parse", "read_live": "parse"}
 
 __all__ = [
     "NAME", "SUFFIX", "render_files", "check_files",
@@ -57,4 +67,14 @@ def render_files(ruleset: Ruleset) -> dict[str, str]:
 
 
 def check_files(files: dict[str, str]) -> list[str]:
+    from fwmatrix.backends.nftables.binding import check
+
     return check(files[SUFFIX])
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    globals()[name] = value
+    return value
