@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from operator import itemgetter
 
 from netaddr import IPNetwork
 
@@ -422,11 +423,13 @@ def _disjoint_layers(layers: Layers, address_positions: tuple[int, ...], port_po
                     kept.append((rest[:port_position] + (port,) + rest[port_position:], data, names))
         if not kept:
             continue
-        kept.sort(key=lambda item: item[0])
+        kept.sort(key=itemgetter(0))
         if flows and port_position == 3:  # source . destination . protocol . port: the IR's values put in by hand
             ir, port_range = nets.ir, nets.port_range
-            elements = tuple(Element((ir[key[0]], ir[key[1]], key[2], port_range(key[3])), data, _comment(names))
-                             for key, data, names in kept)
+            # one opening's name (most elements) is its own comment: _comment only for the others
+            elements = tuple([Element((ir[key[0]], ir[key[1]], key[2], ir.get(key[3]) or port_range(key[3])), data,
+                                      names[0] if len(names) == 1 and len(names[0]) <= COMMENT_MAX else _comment(names))
+                              for key, data, names in kept])
         else:
             ir_key = nets.ir_key
             elements = tuple(Element(ir_key(key), data, _comment(names)) for key, data, names in kept)
