@@ -1,11 +1,15 @@
 """pf's routing options (pf.conf(5), ROUTING) as the reader models them: `reply-to` routes
 only the replies of a state, `fastroute` routes by the routing table, `route-to IF` on a
 pass rule is exact for packets whose route leaves by IF and both ways for the others;
-`dup-to` and routing on block rules stay judged both ways (docs/backend-pf.md)."""
+`dup-to` on a pass rule passes exactly what it matches and its copies are named as unmodelled;
+routing on block rules stays judged both ways (docs/backend-pf.md)."""
 
 from __future__ import annotations
 
-from test_pf_parse import TCP, Judge, m, parse, rules_at, unmodelled_texts
+from test_pf_parse import TCP, Judge, chain, m, parse, rules_at, unmodelled_texts
+
+from fwmatrix.ir import UnmodelledAction, Verdict
+from fwmatrix.matrix.model import PortRange
 
 IFACES = ("em0", "em1", "em2")
 
@@ -90,14 +94,38 @@ def test_fastroute_is_forwarding_by_the_routes() -> None:
     assert all(unmodelled_texts(r) for r in rules_at(rs, "in", 3))  # routing a blocked packet: not modelled
 
 
-def test_dup_to_and_route_to_on_block_stay_unmodelled() -> None:
-    # dup-to: a copy leaves by em2 towards the collector, which the audit cannot follow
-    text = ("pass in on em0 dup-to (em2 192.0.2.99) proto tcp to port 80\n"
-            "block in on em0 route-to (em2 192.0.2.99) proto tcp to port 81\n"
+def test_dup_to_passes_exactly_and_names_its_copies() -> None:
+    """pf.conf(5), ROUTING: dup-to duplicates the packet and routes the copy like route-to; the
+    original is routed as it would be. The rule's match and verdict are exact; the copies leave
+    towards the collector, where the audit cannot follow them: a rule before it, on what it
+    matches, that lets the chain go on, and an `unmodelled` note that names the copies."""
+    text = ("block all\n"
+            "pass in quick on em0 dup-to (em2 192.0.2.99) proto tcp to port 80\n"
+            "pass in on em0 dup-to (em2 192.0.2.99) proto tcp to port 81\n"
+            "block in on em0 proto tcp to port 81\n"
+            "pass out quick on em1\n")
+    rs = parse(text, interfaces=IFACES)
+    (rule,) = [r for r in rules_at(rs, "in", 2) if r.origin == "t.conf:2"]
+    assert rule.action == Verdict("accept") and not unmodelled_texts(rule)
+    assert {m("iif", "em0"), m("dport", PortRange(80, 80))} <= set(rule.matches)
+    (copies,) = [r for r in chain(rs, "in").rules if r.origin == "t.conf:2 (copies)"]
+    assert copies.matches == rule.matches and isinstance(copies.action, UnmodelledAction) and not copies.action.terminal
+    assert copies.action.text.startswith("dup-to ( em2 192.0.2.99 ): a copy of each packet t.conf:2 passes")
+    j = judge(text)
+    assert "t.conf:2 (copies)" in {n.origin for n in j.effective.unmodelled}
+    # the copies keep the packet uncertain (fail closed); what the rule does not match is exact
+    assert j.fate("em0", "em1", "10.0.0.5", "203.0.113.9", TCP, 80) == "maybe"
+    assert j.fate("em0", "em1", "10.0.0.5", "203.0.113.9", TCP, 81) == "block"  # pf's last match: line 4
+    assert j.fate("em0", "em1", "10.0.0.5", "203.0.113.9", TCP, 82) == "block"
+
+
+def test_routing_on_block_and_match_rules_stays_unmodelled() -> None:
+    text = ("block in on em0 route-to (em2 192.0.2.99) proto tcp to port 81\n"
+            "block in on em0 dup-to (em2 192.0.2.99) proto tcp to port 80\n"
             "match in on em0 route-to (em2 192.0.2.99) proto tcp to port 82\n"
             "pass in on em0 proto tcp to port 82\n")
     rs = parse(text, interfaces=IFACES)
-    for line, word in ((1, "dup-to"), (2, "route-to")):
+    for line, word in ((1, "route-to"), (2, "dup-to")):
         rules = rules_at(rs, "in", line)
         assert rules and all(word in unmodelled_texts(r)[0] for r in rules), line
 

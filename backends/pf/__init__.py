@@ -16,7 +16,7 @@ What it cannot model:
       the audit gives `egress` from the matrix), addresses of interfaces not given (`addresses`) other than as a
       destination, host names, `self` as a source, tables filled at run time or from files, `no-route`, `urpf-failed` (routes not given), icmp
       type or code names not known, user/group/os/tos/prio/probability, state limits,
-      route-to where the routes lead out of another interface, dup-to, divert, af-to, rdr-to on the way out, translation to
+      route-to where the routes lead out of another interface, dup-to's copies, divert, af-to, rdr-to on the way out, translation to
       several addresses, anchors and includes whose rules are not given. Source ports
       become the IR's `sport` (which the evaluator judges both ways). `to self` (and
       `to (IF)`, `to IF:0`) never matches a forwarded packet (its destination is not the

@@ -217,15 +217,16 @@ class _Builder(_Tags):
         routes by the routing table, as forwarding does. `route-to IF` on a pass rule sends the
         packets it passes out of IF, where the out rules judge them: exact for packets whose
         route leaves by IF, both ways for the others (they leave by IF, not by their route).
-        `dup-to` (a copy leaves by another interface) and routing on block or match rules
-        stay unmodelled (whether pf routes a packet it blocks is not modelled)."""
+        `dup-to` on a pass rule sends the packet as its route leads and a copy by the target's
+        interface: the rule's match and verdict are exact, the copy is _copy_rules'. Routing on
+        block or match rules stays unmodelled (whether pf routes a packet it blocks is not modelled)."""
         unknown: Alts = [(Unmodelled(route.text),)]
         if route.kind == "reply-to" and rule.action in ("pass", "block"):
             bound = rule.action == "pass" and rule.keep_state and (route.if_bound or self.reader.if_bound)
             return unknown if bound else [()]  # (an if-bound state misses the replies leaving by another interface)
         if rule.action != "pass" or chain not in ("in", "out") or self._local:
             return unknown
-        if route.kind == "fastroute":
+        if route.kind in ("fastroute", "dup-to"):
             return [()]
         if route.kind != "route-to" or route.iface is None:
             return unknown
@@ -370,6 +371,7 @@ class _Builder(_Tags):
                 out += self._emit(item.parts, chain, Verdict("drop"), item.origin, comment="translated by this rule (see its image above)")
             else:
                 rules = self._tagged_unknowns(item, chain) + self._untranslated_unknowns(item, chain) + self._snat_unknowns(item, chain)
+                rules += self._copy_rules(item, chain)
                 own, own_chain = out_rule(self, item, chain, f"{chain}-{len(self._own_chains)}")
                 self._decided_by.update((id(r), item) for r in own)  # (source_nat_chain: which rule passed them)
                 rules += own
@@ -383,6 +385,19 @@ class _Builder(_Tags):
                     self._own_chains.append(own_chain)
                 out += rules
         return out
+
+    def _copy_rules(self, rule: _Rule, chain: str) -> list[Rule]:
+        """`dup-to` on a pass rule (pf.conf(5), ROUTING): pf duplicates each packet it routes and
+        sends the copy towards the target, the packet itself as it would go; with state, every
+        packet of the connection. What the rule passes is exact; where the copies end up the
+        audit cannot say: an action before the rule, on what it matches, that lets the chain go
+        on (its packets stay uncertain, and an `unmodelled` finding names the copy)."""
+        route = rule.route
+        if route is None or route.kind != "dup-to" or rule.action != "pass" or chain not in ("in", "out") or self._local:
+            return []
+        copy = UnmodelledAction(f"{route.spec}: a copy of each packet {rule.origin} passes (of its connections too, with state) "
+                                "leaves towards the target; the audit does not follow the copies", terminal=False)
+        return self._emit(rule.parts, chain, copy, _aside(rule.origin, "copies"))
 
     def _reaches_out(self, rule: _Rule) -> bool:
         """May a packet that the in pass passes meet this out rule? False only when the in pass

@@ -14,7 +14,7 @@ from fwmatrix.backends.pf.include import Includes
 from fwmatrix.backends.pf.lexer import _NL, _Bad, _Cursor, _lex, _listing_text, _statements, _Tok
 from fwmatrix.backends.pf.names import IDENT_RE, PF_KEYWORDS
 from fwmatrix.backends.pf.own import OwnAddresses
-from fwmatrix.backends.pf.syntax import _Group, _Host, _If, _Item, _Opaque, _Ports, _Route, _Rule, _TableValue, _Target
+from fwmatrix.backends.pf.syntax import ROUTE_UNKNOWN, _Group, _Host, _If, _Item, _Opaque, _Ports, _Route, _Rule, _TableValue, _Target
 from fwmatrix.backends.pf.values import (
     PF_PROTOCOLS, PF_ICMP_TYPES, PF_ICMP6_TYPES, PF_ICMP_CODES, PF_ICMP6_CODES, _IF_ADDRESS_RE, _net, _port_number, _merge_ports, _port_op, _table_value, _iface_host, _icmp_types, _table_words, _table_entries,
 )
@@ -397,7 +397,7 @@ class _Reader:
         target = "" if word == "fastroute" else c.arg("the route target")
         pooled = c.peek() in _POOL_OPTIONS or c.peek() == "source-hash"
         self._pool_options(c)
-        return _Route(word, None if pooled else self._route_iface(target), f"{word}{' ' + target if target else ''} (the packet may leave by another route)")
+        return _Route(word, None if pooled else self._route_iface(target), f"{word}{' ' + target if target else ''}{ROUTE_UNKNOWN}")
 
     def _route_iface(self, target: str) -> str | None:
         """The interface of `IF`, `(IF)`, `(IF ADDR)`, `{ (IF ADDR) }`: one plain interface (not

@@ -50,6 +50,9 @@ class _Target:
     static_port: bool = False  # `static-port`: a source translation keeps the source port
 
 
+ROUTE_UNKNOWN = " (the packet may leave by another route)"
+
+
 @dataclass(frozen=True)
 class _Route:
     """`route-to`, `reply-to`, `dup-to` or `fastroute`: where pf sends the packets (or the
@@ -59,6 +62,11 @@ class _Route:
     iface: str | None  # the one plain interface the target names, else None (a pool, a group, an address alone)
     text: str  # as an unmodelled construct names it
     if_bound: bool = False  # the rule's states are bound to their interface (`keep state (if-bound)`)
+
+    @property
+    def spec(self) -> str:
+        """The option as written (`dup-to ( em2 192.0.2.99 )`)."""
+        return self.text.removesuffix(ROUTE_UNKNOWN)
 
 
 @dataclass(frozen=True)
