@@ -14,6 +14,7 @@ A reference is one of:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from netaddr import AddrFormatError, IPAddress, IPNetwork
 
@@ -43,12 +44,19 @@ class Endpoint:
     firewall_of: str | None = None
     any_address: bool = False  # `edge`: any address of the firewall (its networks: those the matrix declares)
 
+    @cached_property
+    def families(self) -> frozenset[int]:
+        """The address families (4, 6) of its networks: asked for every reference of every row."""
+        return frozenset(net.version for net in self.networks)
 
-def _common_family(what: str, sources: list[Endpoint], destinations: list[Endpoint] | None, where: Where) -> None:
-    """Sources and destinations (None: any address) must share an address family."""
-    src_families = {net.version for s in sources for net in s.networks}
-    dst_families = {net.version for d in destinations for net in d.networks} if destinations is not None else {4, 6}
+
+def _common_family(what: str, sources: list[Endpoint], destinations: list[Endpoint] | None, row: Opening | Management) -> None:
+    """Sources and destinations (None: any address) must share an address family (else an error
+    at the row's 'to')."""
+    src_families = frozenset().union(*(s.families for s in sources))
+    dst_families = frozenset().union(*(d.families for d in destinations)) if destinations is not None else {4, 6}
     if not src_families & dst_families:
+        where = row.where_of("to")
         raise MatrixError(
             f"{what} goes from IPv{'/'.join(map(str, sorted(src_families)))} sources "
             f"to IPv{'/'.join(map(str, sorted(dst_families)))} destinations: no address family in common",
@@ -64,6 +72,7 @@ class Resolver:
         # reference cycle, left for the cyclic collector with every endpoint made
         self._endpoints: dict[str, Endpoint] = {}
         self._services: dict[str, tuple[ServicePart, ...]] = {}
+        self._service_lists: dict[tuple[str, ...], tuple[ServicePart, ...]] = {}
 
     def _endpoint(self, ref: str) -> Endpoint:
         found = self._endpoints.get(ref)
@@ -147,6 +156,13 @@ class Resolver:
     # -- services ----------------------------------------------------------
 
     def services(self, opening: Opening) -> tuple[ServicePart, ...]:
+        # the same few service lists on many rows: sorted once each (ServicePart compares in Python)
+        found = self._service_lists.get(opening.services)
+        if found is None:
+            found = self._service_lists[opening.services] = self._services_uncached(opening)
+        return found
+
+    def _services_uncached(self, opening: Opening) -> tuple[ServicePart, ...]:
         parts: list[ServicePart] = []
         for ref in opening.services:
             try:
@@ -227,13 +243,21 @@ class Resolver:
             if dest.public_of is not None and dest.public_of != firewall:
                 where = access.where_of("to")
                 raise MatrixError(f"{what} goes to '{ref}', a public address of firewall '{dest.public_of}', not of '{firewall}'", where.file, where.line)
-        _common_family(what, sources, destinations if destinations else None, access.where_of("to"))
+        _common_family(what, sources, destinations if destinations else None, access)
+
+    def _endpoints_of(self, refs: tuple[str, ...], opening: Opening, field_name: str) -> list[Endpoint]:
+        """`endpoint` of each reference, the line looked up only for an error (every row of the matrix comes here)."""
+        try:
+            return [self._endpoint(ref) for ref in refs]
+        except _Unresolved as exc:
+            where = opening.where_of(field_name)
+            raise MatrixError(exc.message, where.file, where.line) from None
 
     def check_opening(self, opening: Opening) -> None:
-        sources = [self.endpoint(ref, opening.where_of("from")) for ref in opening.sources]
-        destinations = [self.endpoint(ref, opening.where_of("to")) for ref in opening.destinations]
+        sources = self._endpoints_of(opening.sources, opening, "from")
+        destinations = self._endpoints_of(opening.destinations, opening, "to")
         parts = self.services(opening)
-        _common_family(f"opening '{opening.name}'", sources, destinations, opening.where_of("to"))
+        _common_family(f"opening '{opening.name}'", sources, destinations, opening)
         for ref, src in zip(opening.sources, sources):
             if src.firewall_of is not None:
                 where = opening.where_of("from")
