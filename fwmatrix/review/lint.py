@@ -247,26 +247,34 @@ class _Layer:
         self.indexes: dict[int | None, BoxIndex] = {}
         # opening index -> the boxes of other openings that meet its boxes: id -> (owner, box)
         self.meeting: dict[int, dict[int, tuple[int, Box]]] = {}
+        # boxes of one interval in every dimension (about half): two such boxes meet where their
+        # bounds do, and one holds another where its bounds hold the other's
+        self.simple: set[int] = set()
 
     def add(self, opening: int, boxes: list[Box]) -> None:
         self.boxes.setdefault(opening, []).extend(boxes)
         mine = self.meeting.setdefault(opening, {})
         bounds, meeting = self.bounds, self.meeting
+        simple = self.simple
         for box in boxes:
             self.owner[id(box)] = opening
             bounds[id(box)] = (opening, box.iif, box.oif, box.ct, box.src[0][0], box.src[-1][1], box.dst[0][0], box.dst[-1][1],
                                box.dport[0][0], box.dport[-1][1], box.proto[0][0], box.proto[-1][1])
+            if len(box.src) == len(box.dst) == len(box.dport) == len(box.proto) == 1:
+                simple.add(id(box))
         # meeting is symmetric: each new box is looked up among the boxes added before it only,
         # and a pair found is kept for both openings (half the candidates of a lookup among all)
         for a in boxes:
             # may_overlap(a, b) on the bounds, inline: this loop runs for every candidate the index returns
             _, iif, oif, ct, src_low, src_high, dst_low, dst_high, port_low, port_high, proto_low, proto_high = bounds[id(a)]
+            a_simple = id(a) in simple
             for b in self._candidates(a, proto_low, proto_high):
                 owner, b_iif, b_oif, b_ct, b_src_low, b_src_high, b_dst_low, b_dst_high, b_port_low, b_port_high, b_proto_low, b_proto_high = bounds[id(b)]
                 if (owner != opening and iif & b_iif and oif & b_oif and ct & b_ct
                         and b_dst_low <= dst_high and dst_low <= b_dst_high and b_src_low <= src_high and src_low <= b_src_high
                         and b_port_low <= port_high and port_low <= b_port_high
-                        and b_proto_low <= proto_high and proto_low <= b_proto_high and _meets(a, b)):
+                        and b_proto_low <= proto_high and proto_low <= b_proto_high
+                        and (a_simple and id(b) in simple or _meets(a, b))):
                     mine[id(b)] = (owner, b)
                     meeting[owner][id(a)] = (opening, a)
         for box in boxes:
@@ -293,7 +301,7 @@ class _Layer:
         here, or None when they do not cover them all."""
         mine = self.boxes[opening]
         others = {i: b for i, (owner, b) in self.meeting[opening].items() if owner not in excluded and owner not in also}
-        if not _covered_whole(mine, others.values()):
+        if not _covered_whole(mine, others, self.simple):
             # most openings are not covered, and one of their boxes' first corner says so without a subtraction
             if not all(_corner_held(a, others.values()) for a in mine) or subtract_boxes(mine, BoxIndex(list(others.values()))):
                 return None
@@ -322,11 +330,12 @@ def _holds(intervals: tuple[tuple[int, int], ...], value: int) -> bool:
     return any(low <= value <= high for low, high in intervals)
 
 
-def _covered_whole(boxes: list[Box], others: Iterable[Box]) -> bool:
-    """Whether each box lies whole inside one of the others: the common case of a covered opening,
-    told without building an index to subtract with (False: maybe not, subtract to know)."""
-    others = list(others)
-    return all(any(may_contain(b, a) and b.contains(a) for b in others) for a in boxes)
+def _covered_whole(boxes: list[Box], others: dict[int, Box], simple: set[int]) -> bool:
+    """Whether each box lies whole inside one of the others (by id): the common case of a covered
+    opening, told without building an index to subtract with (False: maybe not, subtract to know).
+    A box of one interval in every dimension (`simple`) holds what its outer bounds hold."""
+    pairs = list(others.items())
+    return all(any(may_contain(b, a) and (i in simple or b.contains(a)) for i, b in pairs) for a in boxes)
 
 
 def _layers(intent: Intent, spaces: dict[str, list[Space]]) -> list[_Layer]:
