@@ -396,7 +396,7 @@ class _Builder(_Tags):
         if route is None or route.kind != "dup-to" or rule.action != "pass" or chain not in ("in", "out") or self._local:
             return []
         copy = UnmodelledAction(f"{route.spec}: a copy of each packet {rule.origin} passes (of its connections too, with state) "
-                                "leaves towards the target; the audit does not follow the copies", terminal=False)
+                                "leaves towards the target, where the audit does not follow it", terminal=False)
         return self._emit(rule.parts, chain, copy, _aside(rule.origin, "copies"))
 
     def _reaches_out(self, rule: _Rule) -> bool:
