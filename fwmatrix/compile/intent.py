@@ -259,6 +259,7 @@ def build_intent(matrix: Matrix) -> Intent:
     inputs: dict[str, list[Input]] = {name: [] for name in matrix.firewalls}
     warnings: list[Warning_] = []
     zoned: dict[tuple[str, ...], dict[str, list[IPNetwork]]] = {}  # see _zoned
+    families: dict[int, tuple[list[IPNetwork], tuple[tuple[IPNetwork, ...], ...]]] = {}  # see _by_family
 
     for opening in matrix.openings:
         parts = resolver.services(opening)
@@ -284,7 +285,7 @@ def build_intent(matrix: Matrix) -> Intent:
                         hops = topology.hops(nodes)
                         if opening.snat is None:
                             for fw, ins, outs in hops:
-                                placed |= _add_flows(flows[fw], opening, ins, outs, src_nets, dst_nets, parts)
+                                placed |= _add_flows(flows[fw], opening, ins, outs, src_nets, dst_nets, parts, families=families)
                             continue
                         placed |= _place_snat(resolver, opening, hops, src_nets, dst_nets, parts, flows, snats, (src_zone, dst_zone))
             if not placed:
@@ -389,11 +390,12 @@ def _zoned(resolver: Resolver, zoner: _Zoner, opening: Opening, refs: tuple[str,
 
 
 def _add_flows(into: list[Flow], opening: Opening, ins: tuple[str, ...], outs: tuple[str, ...],
-               src_nets: list[IPNetwork], dst_nets: list[IPNetwork], parts: tuple[ServicePart, ...], translated: bool = False) -> bool:
+               src_nets: list[IPNetwork], dst_nets: list[IPNetwork], parts: tuple[ServicePart, ...], translated: bool = False,
+               families: dict[int, tuple[list[IPNetwork], tuple[tuple[IPNetwork, ...], ...]]] | None = None) -> bool:
     added = False
+    src_by_family, dst_by_family = _by_family(src_nets, families), _by_family(dst_nets, families)
     for family in (4, 6):
-        src = tuple(n for n in src_nets if n.version == family)
-        dst = tuple(n for n in dst_nets if n.version == family)
+        src, dst = src_by_family[family == 6], dst_by_family[family == 6]
         if not src or not dst:
             continue
         for in_iface in ins:
@@ -402,6 +404,24 @@ def _add_flows(into: list[Flow], opening: Opening, ins: tuple[str, ...], outs: t
                     into.append(Flow(opening, in_iface, out_iface, family, src, dst, parts, translated))
                     added = True
     return added
+
+
+def _by_family(nets: list[IPNetwork], cache: dict[int, tuple[list[IPNetwork], tuple[tuple[IPNetwork, ...], ...]]] | None) -> tuple[tuple[IPNetwork, ...], ...]:
+    """(the IPv4 networks, the IPv6 networks), in their order; cached by the list when a cache is
+    given (the zones' lists of networks repeat from opening to opening, and netaddr's version is
+    slow to ask 150,000 times). The cache holds each list, so that no id is reused."""
+    if cache is not None:
+        hit = cache.get(id(nets))
+        if hit is not None and hit[0] is nets:
+            return hit[1]
+    v4: list[IPNetwork] = []
+    v6: list[IPNetwork] = []
+    for net in nets:
+        (v4 if net.version == 4 else v6).append(net)
+    split = (tuple(v4), tuple(v6))
+    if cache is not None:
+        cache[id(nets)] = (nets, split)
+    return split
 
 
 def _place_snat(resolver: Resolver, opening: Opening, hops: list[Hop], src_nets: list[IPNetwork], dst_nets: list[IPNetwork],

@@ -251,6 +251,7 @@ class _Nets:
         self.ir: dict[tuple, object] = {}  # NetKey -> IPNetwork, (low, high) -> PortRange
         self.keep: list[object] = []  # ids stay valid while the networks (and service tuples) live
         self.parts: dict[tuple[int, int, bool], list[tuple]] = {}  # id(parts), family, with ports -> _parts()
+        self.lists: dict[int, tuple[tuple[IPNetwork, ...], list[NetKey]]] = {}  # id(networks) -> (networks, their keys)
 
     def key(self, net: IPNetwork) -> NetKey:
         found = self.keys.get(id(net))
@@ -260,6 +261,13 @@ class _Nets:
             self.ir.setdefault(found, net)
             self.keep.append(net)
         return found
+
+    def keys_of(self, networks: tuple[IPNetwork, ...]) -> list[NetKey]:
+        """`key` of each network; cached by the tuple (flows of one zone share theirs)."""
+        found = self.lists.get(id(networks))
+        if found is None or found[0] is not networks:
+            found = self.lists[id(networks)] = (networks, [self.key(n) for n in networks])
+        return found[1]
 
     def services(self, parts: tuple[ServicePart, ...], family: int, with_ports: bool) -> list[tuple]:
         found = self.parts.get((id(parts), family, with_ports))
@@ -288,13 +296,12 @@ def _flow_layers(flows: list[Flow], with_ports: bool, nets: _Nets) -> Layers:
     layers (by the two prefix lengths, then by the key without the port); an item for each
     opening, merged by `_merged` (one pass instead of a dictionary of keys first)."""
     layers: Layers = {}
-    net_key = nets.key
+    net_keys = nets.keys_of
     for flow in flows:
         services = nets.services(flow.parts, flow.family, with_ports)
         if not services:
             continue
-        sources = [net_key(n) for n in flow.sources]
-        destinations = [net_key(n) for n in flow.destinations]
+        sources, destinations = net_keys(flow.sources), net_keys(flow.destinations)
         name = opening_comment(flow.opening)
         for src in sources:
             for dst in destinations:
