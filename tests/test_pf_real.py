@@ -370,6 +370,25 @@ def test_the_share_counts_ir_rules_and_pf_rules_as_written() -> None:
     assert share.rules == 3 + 2 + 2 + 1 + 1  # the anchor's 3, block all and the state table in and out, the two passes
 
 
+def test_a_table_filled_by_overload_stays_unknown_and_says_by_what() -> None:
+    """pf.conf(5), STATEFUL TRACKING OPTIONS: `overload <T>` adds the source of a connection past
+    the rule's state limits to T. Which sources those are is run-time state, the overload rule
+    matches `from any`, and pfctl may add to T too: a rule on T stays judged both ways, and the
+    finding names the rule that fills it."""
+    text = ("table <bruteforce> persist\ntable <other> persist\nblock all\nblock in quick from <bruteforce>\n"
+            "pass in on em0 proto tcp to port 22 keep state (max-src-conn 5, overload <bruteforce> flush global)\n"
+            "pass in quick on em1 from <other>\npass out quick\n")
+    rs = parse(text, interfaces=("em0", "em1"))
+    assert {t for r in rules_at(rs, "in", 4) for t in unmodelled_texts(r)} == {
+        "table <bruteforce> has no addresses in the file (they are added at run time: by overload in t.conf:5 "
+        "(the sources past its state limits) or by pfctl)"}
+    assert {t for r in rules_at(rs, "in", 6) for t in unmodelled_texts(r)} == {
+        "table <other> has no addresses in the file (they are added at run time)"}
+    judge = Judge(rs, ("em0", "em1"))
+    for src, dst in (("198.51.100.7", "10.0.0.5"), ("2001:db8::7", "2001:db8:1::5")):
+        assert judge.fate("em0", "em1", src, dst, TCP, 22) == "maybe", src  # blocked if the source is in it
+
+
 def test_a_translation_to_an_interface_s_address() -> None:
     """`rdr-to (em0) port 22` (pf.conf(5), TRANSLATION: an interface name in parentheses is its
     address): exact for a rule of one family once em0 has one address of it."""

@@ -13,7 +13,7 @@ from typing import Iterable, Sequence
 
 from netaddr import IPNetwork, IPRange, IPSet
 
-from fwmatrix.backends.pf.reader import _Reader
+from fwmatrix.backends.pf.reader import _Reader, run_time_table
 from fwmatrix.backends.pf.syntax import _Host, _Ports, _Rule
 from fwmatrix.matrix.model import PortRange
 
@@ -89,6 +89,8 @@ class _Overlap:
             if value is None:
                 return IPSet(), f"table <{host.name}> (its addresses are not in the file)"
             nets, unknown = value.nets[family], list(value.unknown)
+            if unknown == [run_time_table(host.name)] and host.name in self.reader.overloads:
+                unknown = [run_time_table(host.name, self.reader.overloads[host.name])]
             for entry in value.hosts:
                 found, what = self._resolve(entry, family, side, context)
                 nets = nets | found if found is not None else nets

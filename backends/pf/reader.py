@@ -38,6 +38,14 @@ _STATE_LIMITS = ("max", "max-src-conn", "max-src-conn-rate", "max-src-nodes", "m
 _POOL_OPTIONS = ("round-robin", "random", "sticky-address", "least-states", "bitmask", "static-port", "prefer-ipv6")
 
 
+def run_time_table(name: str, overloads: Sequence[str] = ()) -> str:
+    """What is unknown of a table the file lists no addresses of; `overloads`: the rules that
+    add the sources past their state limits to it (any source those rules pass: nothing
+    bounds them, and pfctl may add to the table too)."""
+    by = f": by overload in {', '.join(overloads)} (the sources past its state limits) or by pfctl" if overloads else ""
+    return f"table <{name}> has no addresses in the file (they are added at run time{by})"
+
+
 def _is_hash_key(word: str | None) -> bool:
     return word is not None and word not in PF_KEYWORDS and (word[:1].isalnum() or word[:1] == '"')
 # Statements that do not change what is forwarded: normalisation, queues, limiters.
@@ -78,6 +86,8 @@ class _Reader:
         # old-style source translation (`nat on`, binat's outbound half without pass): it comes
         # before every filter rule, which see the translated source (pf.conf(5), TRANSLATION)
         self.source_nats: list[_Rule] = []
+        # table -> the rules that add to it (`overload <T>`): what fills a table the file lists no addresses of
+        self.overloads: dict[str, list[str]] = {}
 
     def read(self, text: str, where: str, parents: tuple[_Rule, ...] = ()) -> list[_Item]:
         items: list[_Item] = []
@@ -203,7 +213,7 @@ class _Reader:
         if files:
             value = replace(value, unknown=value.unknown + tuple(f'addresses from file "{f}"' for f in files))
         elif not listed:
-            value = replace(value, unknown=(f"table <{name}> has no addresses in the file (they are added at run time)",))
+            value = replace(value, unknown=(run_time_table(name),))
         self.tables[name] = self.given_tables.get(name, value)
 
     def _set(self, c: _Cursor, origin: str) -> None:
@@ -520,6 +530,9 @@ class _Reader:
                     opts = c.group("(", ")")
                     changes["if_bound"] = "if-bound" in opts
                     limits = [o for o in opts if o in _STATE_LIMITS]
+                    for k, word in enumerate(opts[:-1]):
+                        if word == "overload" and opts[k + 1].startswith("<"):
+                            self.overloads.setdefault(opts[k + 1].strip("<>"), []).append(rule.origin)
                     if limits:
                         changes["limited"] = f"state limits ({', '.join(limits)}): new connections beyond them are refused"
             elif word == "label":
