@@ -447,11 +447,11 @@ def _disjoint_layers(layers: Layers, address_positions: tuple[int, ...], port_po
 
 def _layers(entries: Entries, address_positions: tuple[int, ...], port_position: int | None) -> Layers:
     """Entries by the prefix lengths of their addresses, then by their key without the port;
-    overlapping port ranges of equal keys merged."""
+    overlapping port ranges of equal keys merged (the port forwards' maps: openings go through
+    `_flow_layers`)."""
     layers: Layers = {}
-    flows = address_positions == (0, 1)
     for key, value in entries.items():
-        lengths = (key[0][2], key[1][2]) if flows else tuple([key[i][2] for i in address_positions])
+        lengths = tuple([key[i][2] for i in address_positions])
         by_rest = layers.get(lengths)
         if by_rest is None:
             by_rest = layers[lengths] = {}
