@@ -146,23 +146,36 @@ def physical(iif: int, oif: int, src: Intervals, dst: Intervals, proto: Interval
     """The boxes of packets that can exist within these bounds (see the module doc)."""
     if not (iif and oif and ct):
         return []
+    services = _services(proto, dport)
+    if not services:
+        return []
     out = []
     for family in (V4_ALL, V6_ALL):
         fsrc, fdst = iv_and(src, family), iv_and(dst, family)
         if not fsrc or not fdst:
             continue
-        with_ports = iv_and(proto, PORT_PROTOCOLS)
-        ports = iv_and(dport, PORTS_ALL)
-        if with_ports and ports:
-            out.append(Box(iif, oif, fsrc, fdst, with_ports, ports, ct))
-        with_types = iv_and(proto, ICMP_PROTOCOLS)
-        types = iv_and(dport, ICMP_TYPES_ALL)
-        if with_types and types:
-            out.append(Box(iif, oif, fsrc, fdst, with_types, types, ct))
-        portless = iv_sub(proto, NOT_PORTLESS)
-        if portless and iv_and(dport, ((NO_PORT, NO_PORT),)):
-            out.append(Box(iif, oif, fsrc, fdst, portless, ((NO_PORT, NO_PORT),), ct))
+        for with_proto, values in services:
+            out.append(Box(iif, oif, fsrc, fdst, with_proto, values, ct))
     return out
+
+
+@lru_cache(maxsize=1 << 12)  # a ruleset has few distinct protocol and port sets; its set elements repeat them
+def _services(proto: Intervals, dport: Intervals) -> tuple[tuple[Intervals, Intervals], ...]:
+    """The protocols and port values of physical boxes within these bounds, in `physical`'s
+    order: port protocols and real ports, ICMP protocols and types, other protocols without a port."""
+    out = []
+    with_ports = iv_and(proto, PORT_PROTOCOLS)
+    ports = iv_and(dport, PORTS_ALL)
+    if with_ports and ports:
+        out.append((with_ports, ports))
+    with_types = iv_and(proto, ICMP_PROTOCOLS)
+    types = iv_and(dport, ICMP_TYPES_ALL)
+    if with_types and types:
+        out.append((with_types, types))
+    portless = iv_sub(proto, NOT_PORTLESS)
+    if portless and iv_and(dport, ((NO_PORT, NO_PORT),)):
+        out.append((portless, ((NO_PORT, NO_PORT),)))
+    return tuple(out)
 
 
 class Space:
