@@ -15,6 +15,8 @@ to, with a /32 (/128) route to that side in the firewall namespace.
 Reverse-path filtering and IPv6 duplicate address detection are off, so
 these addresses work at once and from any side. An address can sit on one
 side only at a time: probes that need it elsewhere run in a later round.
+An IPv6 link-local address (but the links' own) may be a probe's source:
+the side sends from it on its link, as a host there would.
 
 A probe is judged by where its first packet (the TCP SYN, the UDP datagram,
 the SCTP INIT, the ICMP echo request) is seen: a packet socket on every side
@@ -383,7 +385,7 @@ class Lab:
                 ipaddress.ip_address(p.expect_src)
             except ValueError:
                 raise LabError(f"{p}: {p.expect_src!r} is not an address") from None
-        addrs = [_address(p, a) for a in (p.src, p.dst, p.expect_dst) if a is not None]
+        addrs = [_address(p, p.src, source=True)] + [_address(p, a) for a in (p.dst, p.expect_dst) if a is not None]
         if len({a.version for a in addrs}) != 1:
             raise LabError(f"{p}: source and destination are of different families")
         if len(set(addrs[:2])) != 2 or (p.expect_dst is not None and addrs[2] == addrs[0]):
@@ -447,13 +449,17 @@ class Lab:
 # -- planning ----------------------------------------------------------------------------
 
 
-def _address(p: Probe, text: str) -> Address:
+def _address(p: Probe, text: str, source: bool = False) -> Address:
+    """A probe's address, if the lab can place it: a link-local one only as the source (the
+    side sends from it on its link) and never one of the links' own."""
     try:
         addr = ipaddress.ip_address(text)
     except ValueError:
         raise LabError(f"{p}: {text!r} is not an address") from None
-    if addr.is_multicast or addr.is_loopback or addr.is_unspecified or addr.is_link_local or addr in LINK_NET_V4:
-        raise LabError(f"{p}: cannot probe with {addr} (multicast, loopback, unspecified or link-local)")
+    link_local = addr.is_link_local and (not source or addr.version == 4 or str(addr) in (FW_LINK_V6, SIDE_LINK_V6))
+    if addr.is_multicast or addr.is_loopback or addr.is_unspecified or link_local or addr in LINK_NET_V4:
+        raise LabError(f"{p}: cannot probe with {addr} (multicast, loopback, unspecified or link-local; "
+                       f"a link-local source but {FW_LINK_V6} and {SIDE_LINK_V6} may be)")
     if addr.version == 4 and addr == ipaddress.IPv4Address("255.255.255.255"):
         raise LabError(f"{p}: cannot probe with the broadcast address")
     return addr
@@ -640,13 +646,21 @@ def _freebind(sock: socket.socket, family: int) -> None:
         sock.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
 
 
+def _local(addr: str, port: int) -> tuple:
+    """The socket address to bind: a link-local one names its link (the side's), in the
+    namespace the caller is in."""
+    if ipaddress.ip_address(addr).is_link_local and _family(addr) == socket.AF_INET6:
+        return (addr, port, 0, socket.if_nametoindex(SIDE_LINK))
+    return (addr, port)
+
+
 def _bound(proto: str, addr: str, port: int) -> socket.socket:
     family = _family(addr)
     kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
     sock = socket.socket(family, kind)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     _freebind(sock, family)
-    sock.bind((addr, port))
+    sock.bind(_local(addr, port))
     sock.setblocking(False)
     return sock
 
@@ -661,7 +675,7 @@ def _send(spec: _Spec) -> tuple[socket.socket, str]:
     else:
         number = PROTOCOLS["sctp"] if p.proto == "sctp" else socket.IPPROTO_ICMPV6 if family == socket.AF_INET6 else socket.IPPROTO_ICMP
         sock = socket.socket(family, socket.SOCK_RAW, number)
-        sock.bind((p.src, 0))
+        sock.bind(_local(p.src, 0))
         sock.setblocking(False)
     try:
         if p.proto == "tcp":
