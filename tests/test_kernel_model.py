@@ -5,7 +5,9 @@ ACK, so `--syn` (`tcp flags & (fin|syn|rst|ack) == syn`), `tcp flags syn` and an
 flags test on those four bits decide NEW packets exactly; on packets of other
 states they are judged both ways. ICMP types: a type match implies its protocol,
 so it decides every TCP/UDP packet exactly and is judged both ways within ICMP
-only. Each kernel case loads a ruleset in a lab, sends real probes (NEW
+only. Address scopes: a link-local source never leaves its link (the kernel refuses
+to forward it to another interface before any forward chain), a site-local one does.
+Each kernel case loads a ruleset in a lab, sends real probes (NEW
 connections) and requires the evaluator's verdicts to be the kernel's, and exact
 (compared, not "uncertain") where the model says so.
 """
@@ -13,13 +15,15 @@ connections) and requires the evaluator's verdicts to be the kernel's, and exact
 from __future__ import annotations
 
 import pytest
+from netaddr import IPNetwork
 from test_kernel_agreement import SEED_IFACES, TIMEOUT, check_agreement, judge
 
 from fwmatrix.audit.evaluate import evaluate, interfaces_of
+from fwmatrix.audit.local import LOCAL, as_forward
 from fwmatrix.backends import iptables, nftables
 from fwmatrix.ir import Match, Ruleset, TcpFlags, Unmodelled
 from fwmatrix.ops.lab import Lab, Probe
-from fwmatrix.space import Box, Space, ct_bits
+from fwmatrix.space import Box, Space, addr_interval, ct_bits
 from test_kernel_agreement import packet_space
 
 WAN, DMZ = ("wan0", "198.51.100.7"), ("dmz0", "172.16.10.10")
@@ -270,3 +274,52 @@ def test_an_icmp_type_accept_is_judged_within_icmp_only() -> None:
     assert findings, "an ICMP accept towards the internet may forward: it must be found"
     text = str(findings)
     assert "icmp" in text and "tcp" not in text and "udp" not in text, findings
+
+
+# -- address scopes ----------------------------------------------------------------------------
+
+ACCEPT_ALL_V6 = "table ip6 f {\n chain forward {\n  type filter hook forward priority 0; policy accept;\n }\n}\n"
+LINK_LOCAL_SOURCES = ("fe80::5", "febf:ffff:ffff:ffff:ffff:ffff:ffff:ffff")  # the first host and the last of fe80::/10
+# fec0::/10 (site-local, deprecated by RFC 3879) just beyond it: fec0:: was once thought a source the lab cannot send
+OTHER_SOURCES = ("fec0::", "fec0::1", "feff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "fd00:1::7")
+
+
+def _snmp6(ns) -> dict[str, int]:
+    """A namespace's IPv6 counters (its own /proc/net/snmp6)."""
+    return {name: int(value) for name, value in (line.split() for line in ns.run(["cat", "/proc/net/snmp6"]).stdout.splitlines() if line.strip())}
+
+
+@pytest.mark.kernel
+def test_link_local_sources_never_leave_their_link_site_local_ones_do() -> None:
+    """A forward chain that accepts everything: the kernel forwards site-local and global
+    sources, and refuses link-local ones before the forward hook (an address error, answered
+    with ICMPv6 destination unreachable); the evaluator says exactly that, and so does query."""
+    probes = [Probe("wan0", "dmz0", src, "fd00:2::7", proto, 80) for src in LINK_LOCAL_SOURCES + OTHER_SOURCES for proto in ("tcp", "udp")]
+    with Lab(("wan0", "dmz0"), timeout=TIMEOUT) as lab:
+        lab.load_raw_nft(ACCEPT_ALL_V6)
+        tally = check_agreement(lab, lab.read_nft(), probes, "link-local and site-local sources", query=True)
+        firewall, sender = _snmp6(lab.fw), _snmp6(lab.side("wan0"))
+    assert not tally.disagreements, "\n".join(tally.disagreements)
+    assert (tally.forwarded, tally.dropped, tally.uncertain) == (2 * len(OTHER_SOURCES), 2 * len(LINK_LOCAL_SOURCES), 0), tally.summary()
+    # the link-local probes were sent, and refused by the firewall's IPv6 stack, not lost on the way
+    refused = 2 * len(LINK_LOCAL_SOURCES)
+    assert firewall["Ip6InAddrErrors"] >= refused and firewall["Icmp6OutType1"] >= refused, firewall
+    assert sender["Icmp6InType1"] >= refused, sender
+
+
+def test_input_judged_as_forward_keeps_link_local_sources() -> None:
+    """Only forwarding between two interfaces loses link-local sources: the firewall itself takes
+    them (its input chain, judged on the forward hook with the firewall as the out-interface)."""
+    text = ("table ip6 f {\n chain input {\n  type filter hook input priority 0; policy accept;\n }\n"
+            " chain forward {\n  type filter hook forward priority 0; policy accept;\n }\n}\n")
+    ruleset = nftables.parse_text(text, "scopes.nft")
+    link_local = (addr_interval(IPNetwork("fe80::/10")),)
+    ifaces = interfaces_of(ruleset, ["wan0", "dmz0", LOCAL])
+    full = Space.full(ifaces)
+    to_self = full.make(iif=ifaces.mask("wan0"), oif=ifaces.mask(LOCAL), src=link_local)
+    across = full.make(iif=ifaces.mask("wan0"), oif=ifaces.mask("dmz0"), src=link_local)
+    back = full.make(iif=ifaces.mask("wan0"), oif=ifaces.mask("wan0"), src=link_local)  # out where it came in: the kernel lets it be
+    inbound = evaluate(as_forward(ruleset, "input"), ifaces).forwarded_space()
+    forwarded = evaluate(ruleset, ifaces).forwarded_space()
+    assert inbound.contains(to_self)
+    assert not forwarded.intersect(across) and forwarded.contains(back)

@@ -42,6 +42,7 @@ from fwmatrix.audit.evaluate.macscope import mac_scopes
 from fwmatrix.audit.evaluate.neighbours import arp_dead, nd_blocked, nd_dead, nd_doubtful, nd_output_doubtful
 from fwmatrix.audit.evaluate.prerouting import dnat_regions, early_drops
 from fwmatrix.audit.evaluate.reading import Reading
+from fwmatrix.audit.evaluate.scopes import without_scope_crossings
 from fwmatrix.audit.evaluate.untracked import as_untracked
 from fwmatrix.ir import Match, Ruleset, VerdictMap
 from fwmatrix.space import NO_PORT, OTHER, V4_ALL, V6_ALL, Interfaces, Space, iv_norm, iv_sub
@@ -93,12 +94,13 @@ def evaluate(ruleset: Ruleset, ifaces: Interfaces, within: Space | None = None, 
     (forwarded by one reading, or within reach of such a rule that lets packets
     on), and DNAT regions behind them are flagged uncertain; `doubtful` holds what
     each such rule can reach, so that findings can name it. IPv6 through an interface
-    where the firewall drops all neighbour discovery is uncertain too (`nd_dead`).
+    where the firewall drops all neighbour discovery is uncertain too (`nd_dead`), and a
+    link-local source leaving by another interface is never forwarded (scopes.py).
 
     `within` limits the walk to those packets (what the result says of others is then
     meaningless); `observer` watches the walk (fwmatrix query's trace, fwmatrix/query/trace.py).
     `own`: the firewall's own addresses, as far as they are known (addrtype.py)."""
-    return _without_dead_neighbours(ruleset, _evaluate(ruleset, ifaces, within, observer, own))
+    return without_scope_crossings(_without_dead_neighbours(ruleset, _evaluate(ruleset, ifaces, within, observer, own)))
 
 
 def _without_dead_neighbours(ruleset: Ruleset, effective: Effective) -> Effective:

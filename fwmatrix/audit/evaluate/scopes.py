@@ -1,0 +1,54 @@
+"""IPv6 the kernel never forwards from one interface to another, whatever the ruleset.
+
+A source of link-local scope (fe80::/10) cannot leave its link: Linux's ip6_forward
+drops such a packet before the forward hook when its route leads out of another
+interface (and answers ICMPv6 "beyond scope of source address"). So a forward chain
+that accepts everything still forwards none of them, and the evaluator's regions
+leave them out: exact, proved with real packets (tests/test_kernel_model.py). Going
+back out of the interface it came in by (a redirect's case) the kernel lets it be,
+and so do these regions; so does any interface the ruleset cannot name (`OTHER`,
+which may be the same one).
+
+Site-local sources (fec0::/10, deprecated by RFC 3879) are no scope of their own to
+the kernel: they are forwarded like global ones (the same test).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from netaddr import IPNetwork
+
+from fwmatrix.audit.evaluate.effective import Effective, Grant
+from fwmatrix.space import OTHER, Space, addr_interval
+
+LINK_LOCAL = (addr_interval(IPNetwork("fe80::/10")),)
+
+
+def _crossing(ifaces, pseudo: frozenset[str]) -> Space:
+    """Link-local sources arriving on one real interface and leaving by another."""
+    full = Space.full(ifaces)
+    real = [n for n in ifaces.names if n not in pseudo]
+    out = Space.empty(ifaces)
+    for name in real:
+        others = 0
+        for other in real:
+            if other != name:
+                others |= ifaces.mask(other)
+        if others:
+            out = out.union(full.make(iif=ifaces.mask(name), oif=others, src=LINK_LOCAL))
+    return out
+
+
+def without_scope_crossings(effective: Effective) -> Effective:
+    """`effective` without the link-local sources the kernel keeps on their link."""
+    from fwmatrix.audit.local import LOCAL  # the firewall itself as a destination (input judged as forward); local imports this package
+
+    never = _crossing(effective.ifaces, frozenset({"lo", OTHER, LOCAL}))
+    if not never:
+        return effective
+    return replace(
+        effective,
+        forwarded=[g for g in (Grant(g.space.subtract(never), g.origin) for g in effective.forwarded) if g.space],
+        uncertain=[g for g in (Grant(g.space.subtract(never), g.origin) for g in effective.uncertain) if g.space],
+    )
