@@ -349,6 +349,11 @@ NEIGHBOURS_DROPPED = [
     # the same class: solicitations from a host's own address (Linux solicits from the packet's source)
     pytest.param(RAW % "meta l4proto ipv6-icmp ip6 saddr fd00:1::/64 drop", Probe("wan0", "dmz0", "fd00:1::7", "fd00:2::7", "tcp", 80),
                  id="raw-drop-of-solicitations-from-a-host-address"),
+    # the same from a site-local host (public corpus nn-synology-nas-ip6tables: its input takes ND from fe80::/10
+    # only): the host solicits its router from fec0::, unanswered; the lab sends from fec0:: (test_kernel_model.py)
+    pytest.param("table ip6 t {\n chain i {\n  type filter hook input priority 0; policy drop;\n"
+                 "  ip6 saddr fe80::/10 icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert } accept\n }\n}\n",
+                 Probe("wan0", "dmz0", "fec0::", "fd00:2::7", "tcp", 80), id="input-takes-solicitations-from-link-local-only"),
     # ARP dropped at netdev ingress: IPv4 through that interface is dead
     pytest.param('table netdev t {\n chain i {\n  type filter hook ingress device "dmz0" priority 0; policy accept;\n  iifname "dmz0" drop\n }\n}\n',
                  Probe("wan0", "dmz0", "10.1.0.7", "10.2.0.7", "tcp", 80), id="netdev-ingress-drop-of-arp"),
