@@ -323,3 +323,27 @@ def test_input_judged_as_forward_keeps_link_local_sources() -> None:
     forwarded = evaluate(ruleset, ifaces).forwarded_space()
     assert inbound.contains(to_self)
     assert not forwarded.intersect(across) and forwarded.contains(back)
+
+
+@pytest.mark.kernel
+def test_an_opening_from_anywhere_misses_no_link_local_source() -> None:
+    """The example's IPv6 web opening comes from the internet, fe80::/10 too; a ruleset that drops
+    link-local sources first forwards all of it the kernel forwards: no `missing` finding (was
+    one, 'fe80::/10 → 2001:db8:10::10'). A drop of more than them is still found, in the rule's words."""
+    from test_audit import TWO
+    from test_audit_nftables import audit_text
+
+    from fwmatrix.compile.intent import build_intent
+    from fwmatrix.compile.ruleset import compile_intent
+    from fwmatrix.matrix.loader import load_matrix
+
+    text = nftables.render(compile_intent(build_intent(load_matrix(str(TWO))))["perimeter"])
+    assert AFTER_INVALID.strip() in text, "the compiled example changed: update this test"
+
+    def findings(rule: str) -> list[dict]:
+        changed = text.replace(AFTER_INVALID.strip(), AFTER_INVALID.strip() + "\n\t\t" + rule, 1)
+        return [f.to_json() for f in audit_text(TWO, "perimeter", changed).findings]
+
+    assert findings("ip6 saddr fe80::/10 drop") == []
+    missing = [f for f in findings("ip6 saddr fe80::/9 drop") if f["kind"] == "missing"]
+    assert any("fe80::/9 → 2001:db8:10::10" in r for f in missing for r in f["regions"]), missing  # as the rule has it

@@ -23,6 +23,7 @@ from netaddr import IPNetwork
 from fwmatrix.severity import SEVERITIES, any_reaches
 from fwmatrix.audit.evaluate import DEFAULT_ACCEPT, Effective, Grant, OwnAddresses, evaluate, interfaces_of, within_families
 from fwmatrix.audit.evaluate.neighbours import nd_failures
+from fwmatrix.audit.evaluate.scopes import as_ruled
 from fwmatrix.audit.local import input_findings
 from fwmatrix.audit.snat import snat_findings
 from fwmatrix.compile.intent import Dnat, FirewallIntent, Flow, Intent
@@ -152,6 +153,9 @@ def audit(intent: Intent, firewall: str, ruleset: Ruleset, source: str, local_ad
     given = tuple(local_addresses)
     own = OwnAddresses(tuple(IPNetwork(address) for address in fw.public.values()) + given, complete=bool(given))
     effective = evaluate(ruleset, ifaces, own=own)
+    # what the kernel never forwards (a link-local source leaving its link) matters neither way:
+    # the regions read as the rules have them, and nothing of it alone is missing or blocked
+    never, effective = effective.never, as_ruled(effective)
     not_given = _not_given(ruleset)
     if not_given:  # what was not given was not audited: judge the rest, and say so
         effective = within_families(effective, frozenset({4, 6}) - not_given)
@@ -193,7 +197,7 @@ def audit(intent: Intent, firewall: str, ruleset: Ruleset, source: str, local_ad
         if not space.subtract(forwarded_new_few).subtract(nd_dead):
             continue
         lost = space.subtract(forwarded_new).subtract(nd_dead)
-        if not lost:
+        if not lost or (never and not lost.subtract(never)):
             continue
         maybe = lost.intersect(uncertain)
         whole = lost.equals(space.subtract(nd_dead))
@@ -266,7 +270,7 @@ def audit(intent: Intent, firewall: str, ruleset: Ruleset, source: str, local_ad
         if not replies.subtract(forwarded_few).subtract(nd_dead):
             continue
         blocked = replies.subtract(forwarded).subtract(nd_dead)
-        if blocked:
+        if blocked and not (never and not blocked.subtract(never)):
             report.findings.append(Finding(
                 "reply-blocked",
                 f"replies of opening '{opening.name}' (row {opening.index}) cannot come back: no rule accepts them as established connections",

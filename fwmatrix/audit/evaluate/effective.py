@@ -49,6 +49,10 @@ class Effective:
     # (static neighbour entries would forward it), not in `forwarded`: `nd_dead` holds it
     nd_blocked: dict[str, set[str]] = field(default_factory=dict)
     nd_dead: Space | None = None
+    # what the kernel never forwards whatever the rules (link-local sources crossing interfaces,
+    # scopes.py), and `forwarded` and `uncertain` as the rules alone have them (None: the same)
+    never: Space | None = None
+    ruled: tuple[list[Grant], list[Grant]] | None = None
 
     def forwarded_space(self) -> Space:
         out = Space.empty(self.ifaces)

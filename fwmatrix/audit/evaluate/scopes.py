@@ -4,7 +4,8 @@ A source of link-local scope (fe80::/10) cannot leave its link: Linux's ip6_forw
 drops such a packet before the forward hook when its route leads out of another
 interface (and answers ICMPv6 "beyond scope of source address"). So a forward chain
 that accepts everything still forwards none of them, and the evaluator's regions
-leave them out: exact, proved with real packets (tests/test_kernel_model.py). Going
+leave them out: exact, proved with real packets (tests/test_kernel_model.py). The
+audit, to which they matter neither way, reads the rules' own regions (`as_ruled`). Going
 back out of the interface it came in by (a redirect's case) the kernel lets it be,
 and so do these regions; so does any interface the ruleset cannot name (`OTHER`,
 which may be the same one).
@@ -51,4 +52,16 @@ def without_scope_crossings(effective: Effective) -> Effective:
         effective,
         forwarded=[g for g in (Grant(g.space.subtract(never), g.origin) for g in effective.forwarded) if g.space],
         uncertain=[g for g in (Grant(g.space.subtract(never), g.origin) for g in effective.uncertain) if g.space],
+        never=never,
+        ruled=(effective.forwarded, effective.uncertain),
     )
+
+
+def as_ruled(effective: Effective) -> Effective:
+    """`effective` as the rules alone say, with what the kernel refuses before them: for the
+    audit, to which those packets matter neither way (an opening from anywhere does not miss
+    them, a rule is not excess for them), so that its regions read as the rules do."""
+    if effective.ruled is None:
+        return effective
+    forwarded, uncertain = effective.ruled
+    return replace(effective, forwarded=forwarded, uncertain=uncertain, never=None, ruled=None)
