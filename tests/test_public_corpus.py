@@ -218,11 +218,12 @@ def report_summary(capsys: pytest.CaptureFixture[str], title: str, lines: list[s
 LOADABLE = [row for row in ROWS if row["family"] in ("nftables", "iptables") and row["format"] != "json" and row.get("expect") == "read"]
 # Disagreements found here and not fixed yet, with what is known of them.
 # (Fixed: nft-upstream-ct-helpers, whose input chain drops all neighbour discovery: IPv6 through
-# its interfaces is no longer judged forwarded, see docs/audit.md, and `ct helper set` decides nothing.)
-KNOWN_DISAGREEMENTS = {
-    "nn-synology-nas-ip6tables": "one probe from fec0:: (the first address of a rule's fec0::/10, a subnet-router anycast "
-    "address) is never seen: most likely the lab cannot send from it, not a wrong verdict (not yet proven)",
-}
+# its interfaces is no longer judged forwarded, see docs/audit.md, and `ct helper set` decides nothing.
+# Settled: nn-synology-nas-ip6tables's probe from fec0:: was not lost by the lab, which sends from
+# fec0::/10 (test_kernel_model.py): its input takes neighbour solicitations from fe80::/10 only, and
+# the host solicits its router from fec0::; the evaluator judges that both ways since ICMPv6 types
+# are exact (test_differential.py, input-takes-solicitations-from-link-local-only).)
+KNOWN_DISAGREEMENTS: dict[str, str] = {}
 
 
 @pytest.mark.kernel
