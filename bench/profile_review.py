@@ -11,7 +11,8 @@ seconds and the number of calls, then the collections the cyclic garbage
 collector made after the command gave it back (commands pause it), with what
 each found and cost. Phases nest (diff's `review` holds its spaces and ruleset
 diffs; lint's `_redundant` holds `_layers`): a phase's time includes those
-inside it. bench/profile_compile.py does the same for compile, with cProfile.
+inside it (loading holds composing the YAML, the openings' walk and the
+resolver's check). bench/profile_compile.py does the same for compile, with cProfile.
 """
 
 from __future__ import annotations
@@ -28,11 +29,15 @@ from collections import Counter
 PHASES = {
     "lint": {
         "fwmatrix.cli.common": ["load_matrix", "build_intent"],
+        "fwmatrix.matrix.loader": ["compose", "_load_openings"],
+        "fwmatrix.matrix.resolve:Resolver": ["check_all"],
         "fwmatrix.cli.review": ["emit"],
         "fwmatrix.review.lint": ["_flow_spaces", "_dmz_to_internet", "_redundant", "_layers", "_broad", "_unused"],
     },
     "diff": {
         "fwmatrix.cli.review": ["load_matrix", "build_intent", "review", "emit"],
+        "fwmatrix.matrix.loader": ["compose", "_load_openings"],
+        "fwmatrix.matrix.resolve:Resolver": ["check_all"],
         "fwmatrix.review.diff": ["compile_intent", "_renames", "_opening_spaces", "_changed", "_opening_changes", "_unified"],
         "fwmatrix.backends.nftables": ["render_files"],
         "fwmatrix.space:Space": ["lines"],  # module:class
