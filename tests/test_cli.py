@@ -305,3 +305,86 @@ def test_show_formats_opening_and_firewall(tmp_path) -> None:
     unknown = run("show", str(TWO), "--opening", "web-to-ap")
     assert (unknown.returncode, unknown.stderr) == (2, f"error: {TWO}: no opening named 'web-to-ap' in the matrix (did you mean 'web-to-app'?)\n")
     assert complete(f"fwmatrix show {TWO_REL} --opening w") == ["web-to-app", "www", "www6"]
+
+
+# -- source NAT fwmatrix cannot read (issue 12) -------------------------------------------------
+
+PERIMETER = ROOT / "examples" / "perimeter" / "matrix.yaml"
+SMALL = """fwmatrix: 1
+name: small
+zones:
+  internet: any
+  lan: 10.0.0.0/24
+firewalls:
+  edge:
+    interfaces:
+      wan0: internet
+      lan0: lan
+openings:
+  - from: lan
+    to: internet
+    service: tcp/443
+"""
+
+
+def _findings(proc: subprocess.CompletedProcess[str]) -> list[dict]:
+    assert proc.returncode in (0, 1), proc.stderr
+    return json.loads(proc.stdout)["findings"]
+
+
+def test_an_unknown_source_nat_target_is_an_unmodelled_finding_where_the_matrix_asks_no_translation(tmp_path) -> None:
+    """-j FULLCONENAT (a fullcone-nat kernel module) in nat POSTROUTING: the source address the
+    connections leave with is unknown, and the audit says so, never clean."""
+    matrix = tmp_path / "small.yaml"
+    matrix.write_text(SMALL)
+    rules = tmp_path / "edge.ipt4"
+    rules.write_text("*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n"
+                     "-A POSTROUTING -o wan0 -j FULLCONENAT\nCOMMIT\n*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+                     "-A FORWARD -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT\n"
+                     "-A FORWARD -s 10.0.0.0/24 -i lan0 -o wan0 -p tcp --dport 443 -j ACCEPT\nCOMMIT\n")
+    proc = run("audit", str(matrix), "-f", "edge", "-r", str(rules), "--format", "json")
+    assert proc.returncode == 1
+    (unmodelled,) = [f for f in _findings(proc) if f["kind"] == "unmodelled"]
+    assert unmodelled["rule"] == f"{rules}:6", unmodelled
+    assert "-j FULLCONENAT (a target fwmatrix does not know) in a source NAT chain" in unmodelled["message"]
+    assert "judged both ways" in unmodelled["message"]
+
+
+@pytest.mark.parametrize(("written", "unread"), [
+    ("-j FULLCONENAT", "-j FULLCONENAT (a target fwmatrix does not know)"),
+    ("-j SNAT --to-source 203.0.113.10-203.0.113.11", "-j SNAT --to-source 203.0.113.10-203.0.113.11 (source NAT to a range"),
+])
+def test_a_source_nat_fwmatrix_cannot_read_is_judged_both_ways_and_says_why(tmp_path, written: str, unread: str) -> None:
+    """The perimeter's own iptables files with lan-browsing's SNAT replaced: its translation is
+    unknown (a `nat` finding pointing to 'unmodelled'), never right and never 'not translated'."""
+    out = tmp_path / "out"
+    assert run("compile", str(PERIMETER), "-b", "iptables", "--out-dir", str(out)).returncode == 0
+    text = (out / "perimeter.ipt4").read_text()
+    assert text.count("-j SNAT --to-source 203.0.113.10\n") == 2
+    changed = tmp_path / "perimeter.ipt4"
+    changed.write_text(text.replace("-j SNAT --to-source 203.0.113.10\n", written + "\n"))
+    lines = [n for n, line in enumerate(changed.read_text().splitlines(), 1) if line.endswith(written)]
+    findings = _findings(run("audit", str(PERIMETER), "-f", "perimeter", "-r", str(changed), "-r", str(out / "perimeter.ipt6"), "--format", "json"))
+    assert sorted(f["rule"] for f in findings if f["kind"] == "unmodelled") == [f"{changed}:{n}" for n in lines]
+    assert all(unread in f["message"] for f in findings if f["kind"] == "unmodelled")
+    (nat,) = [f for f in findings if f["kind"] == "nat"]
+    assert "lan-browsing" in nat["message"] and nat["regions"]
+    assert all("translated as fwmatrix cannot tell" in r and "see 'unmodelled'" in r for r in nat["regions"]), nat["regions"]
+
+
+def test_an_nft_snat_to_a_range_is_judged_both_ways_and_says_why(tmp_path) -> None:
+    out = tmp_path / "out"
+    assert run("compile", str(PERIMETER), "-b", "nftables", "--out-dir", str(out)).returncode == 0
+    text = (out / "perimeter.nft").read_text()
+    assert text.count("snat ip to 203.0.113.10 ") == 1
+    changed = tmp_path / "perimeter.nft"
+    changed.write_text(text.replace("snat ip to 203.0.113.10 ", "snat ip to 203.0.113.10-203.0.113.11 "))
+    proc = run("audit", str(PERIMETER), "-f", "perimeter", "-r", str(changed), "--format", "json")
+    if proc.returncode == 2 and ("cannot run" in proc.stderr or "namespace" in proc.stderr):
+        pytest.skip(f"nft cannot run here: {proc.stderr}")
+    findings = _findings(proc)
+    (unmodelled,) = [f for f in findings if f["kind"] == "unmodelled"]
+    assert "snat ip to 203.0.113.10/31 (source NAT to a range or a map" in unmodelled["message"]
+    (nat,) = [f for f in findings if f["kind"] == "nat"]
+    assert all("translated as fwmatrix cannot tell" in r for r in nat["regions"]), nat["regions"]
+

@@ -485,7 +485,9 @@ def test_queue_and_other_fate_changing_statements_are_unmodelled_actions() -> No
 def test_source_nat_accepts_in_its_nat_chain_and_an_mss_clamp_decides_nothing() -> None:
     """snat and masquerade end the nat chain with an accept (only for their family, in an
     inet table): `masquerade` and `snat to A` read as the IR's source NAT (audit/snat.py judges
-    the address), other forms (a range, flags) as accept; an MSS clamp (`tcp option maxseg size set`) changes no fate, but a packet
+    the address; ports and flags do not change it), other forms (a range, an address of no known
+    family) as a terminal unmodelled action (audit/snat.py says so; forward._nat_passes lets the
+    packet on); an MSS clamp (`tcp option maxseg size set`) changes no fate, but a packet
     without the option stops the rule there, so a verdict after it stays unmodelled."""
     OIF = {"meta": {"key": "oifname"}}
     SYN = match({"&": [{"payload": {"protocol": "tcp", "field": "flags"}}, "syn"]}, "syn")
@@ -499,13 +501,18 @@ def test_source_nat_accepts_in_its_nat_chain_and_an_mss_clamp_decides_nothing() 
         [SYN, clamp, {"accept": None}],
     )
     assert masq.matches == (m("oif", "wan0"),) and masq.action == Masquerade()
-    assert snat4.matches == (IPV4,) and snat4.action == ACCEPT
+    assert snat4.matches == (IPV4,) and snat4.action == UnmodelledAction(
+        "snat ip to 192.0.2.1-192.0.2.5 (source NAT to a range or a map: the address it picks is not read)")
     assert snat6.matches == (IPV6,) and snat6.action == Snat(6, IPNetwork("2001:db8::1"))
-    assert plain_snat.matches == () and plain_snat.action == ACCEPT
+    assert plain_snat.matches == () and isinstance(plain_snat.action, UnmodelledAction) and plain_snat.action.terminal
     assert clamped.action is None
     assert isinstance(clamped_accept.action, UnmodelledAction) and clamped_accept.action.text.endswith("; accept")
     ip_table = nftables.parse_json(listing([{"snat": {"addr": "192.0.2.1"}}], family="ip")).tables[0].chains[0].rules[0]
     assert ip_table.matches == () and ip_table.action == Snat(4, IPNetwork("192.0.2.1"))
+    ported = nftables.parse_json(listing([{"snat": {"addr": "192.0.2.1", "port": {"range": [1024, 2048]}, "flags": "random"}}], family="ip"))
+    assert ported.tables[0].chains[0].rules[0].action == Snat(4, IPNetwork("192.0.2.1"))
+    masq_ports = nftables.parse_json(listing([{"masquerade": {"port": {"range": [1024, 65535]}}}], family="ip"))
+    assert masq_ports.tables[0].chains[0].rules[0].action == Masquerade()
 
 
 def test_a_set_filled_without_a_limit_decides_nothing_unless_a_verdict_follows() -> None:

@@ -431,8 +431,9 @@ class _SectionParser:
             translation = _source_nat(name, block)
             if isinstance(translation, Snat):
                 self._seen(translation.family)
-            if translation is not None:  # ends the nat chain as accept does; audit/snat.py judges the address
-                return translation, ""
+            if translation is None:  # ends the nat chain as accept does, to an address not read (audit/snat.py says so)
+                return UnmodelledAction(f"{block.shown()} (source NAT to a range: the address it picks is not read)"), ""
+            return translation, ""  # ends the nat chain as accept does; audit/snat.py judges the address
         if name in NO_VERDICT_TARGETS:
             return None, f"-j {name}: changes the packet, not its fate"
         why = FATE_TARGETS.get(name, "a target fwmatrix does not know")
@@ -775,16 +776,26 @@ def _parse_save(text: str, family: int | None, source: str, ipsets: str | None) 
     return Ruleset(tuple(tables.values()), families=frozenset(families))
 
 
+SNAT_FLAGS = {"--random", "--random-fully", "--persistent"}  # how ports are picked: the address stays
+
+
 def _source_nat(name: str, block: object) -> Snat | Masquerade | None:
-    """`-j MASQUERADE` (no options), `-j SNAT --to-source A` (one address, no port): the IR's
-    source NAT; None for other forms (the rule then keeps no action, as before)."""
+    """`-j MASQUERADE`, `-j SNAT --to-source A` (one address, any ports and flags: the audit
+    judges the address, audit/snat.py): the IR's source NAT; None for other forms (a range
+    of addresses: which one a connection gets is not read)."""
     options = getattr(block, "options", ())
     if name == "MASQUERADE":
-        return Masquerade() if not options else None
-    if len(options) != 1 or options[0].name != "--to-source":
+        return Masquerade() if all(o.name in ("--to-ports", *SNAT_FLAGS) for o in options) else None
+    targets = [o for o in options if o.name == "--to-source"]
+    if len(targets) != 1 or any(o.name not in SNAT_FLAGS for o in options if o is not targets[0]):
         return None
+    text = targets[0].value
+    if text.startswith("["):
+        text = text[1:].partition("]")[0]
+    elif text.count(":") == 1:
+        text = text.partition(":")[0]  # IPv4 with ports
     try:
-        address = IPNetwork(options[0].value)
+        address = IPNetwork(text)
     except (AddrFormatError, ValueError):
         return None
-    return Snat(address.version, address) if address.size == 1 and "/" not in options[0].value else None
+    return Snat(address.version, address) if address.size == 1 and "/" not in text else None

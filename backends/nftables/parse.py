@@ -404,21 +404,25 @@ def _drawn_dnat(family: int, lookup: dict, ctx: _TableContext) -> DnatMap:
     return DnatMap(family, (), map_name=info.name)
 
 
+SNAT_DETAILS = {"port", "flags"}  # which ports, how they are picked: the address stays
+
+
 def _source_nat(kind: str, arg: Any, family: str | None, ctx: _TableContext) -> Action:
-    """`masquerade`, `snat ip to A` as the IR says them (the audit judges the translation:
-    audit/snat.py); other forms (ranges, ports, maps, flags) end the chain as accept does,
-    with a translation the audit cannot tell."""
-    if kind == "masquerade" and not arg:
+    """`masquerade`, `snat ip to A` (any ports and flags: the audit judges the address,
+    audit/snat.py) as the IR says them; other forms (ranges, prefixes, maps) end the chain as
+    accept does (forward._nat_passes), with a translation the audit cannot tell and says so."""
+    if kind == "masquerade" and (not arg or (isinstance(arg, dict) and set(arg) <= SNAT_DETAILS)):
         return Masquerade()
+    unread = UnmodelledAction(f"{describe({kind: arg})} (source NAT to a range or a map: the address it picks is not read)")
     version = FAMILY_VERSION.get(family or "", {"ip": 4, "ip6": 6}.get(ctx.family))
-    if kind == "snat" and isinstance(arg, dict) and set(arg) <= {"family", "addr"} and isinstance(arg.get("addr"), str) and version:
+    if kind == "snat" and isinstance(arg, dict) and set(arg) <= {"family", "addr", *SNAT_DETAILS} and isinstance(arg.get("addr"), str) and version:
         try:
             address = IPNetwork(arg["addr"])
         except (AddrFormatError, ValueError):
-            return Verdict("accept")
+            return unread
         if address.size == 1 and address.version == version:
             return Snat(version, address)
-    return Verdict("accept")
+    return unread
 
 
 REJECT_FAMILY = {"icmp": 4, "icmpv6": 6}  # `icmpx` and `tcp reset` answer either family

@@ -12,7 +12,10 @@ followed (its return coming back).
 `nat` findings: an opening's new connections that leave (the forward chains may pass them) untranslated (missing), translated
 to another address than the matrix says (wrong), or with an unknown translation; and, on
 such a firewall, forwarded new connections that are translated though no opening asks for
-it. Replies are never judged: connection tracking translates them back, and a reply is no
+it. On every firewall, a rule that new connections reach whose translation fwmatrix cannot
+read (an unknown target such as FULLCONENAT, an unmodelled statement, a snat to a range, a
+goto, a map) is an `unmodelled` finding saying so: the translation is judged both ways, and
+without it an audit could say clean while the source address is unknown. Replies are never judged: connection tracking translates them back, and a reply is no
 new connection (so nothing from the DMZ towards the internet ever needs a translation).
 A firewall without source NAT in its intent is not judged here. pf's `nat-to` is read back
 into such a chain by backends/pf/readnat.py.
@@ -26,7 +29,7 @@ from fwmatrix.audit.evaluate import Effective
 from fwmatrix.audit.evaluate.matches import rule_space
 from fwmatrix.audit.evaluate.reading import Reading
 from fwmatrix.compile.intent import FirewallIntent, Flow, Snat
-from fwmatrix.ir import MAX_JUMP_DEPTH, Jump, Masquerade, Ruleset, Snat as SnatAction, Verdict
+from fwmatrix.ir import MAX_JUMP_DEPTH, Jump, Masquerade, Ruleset, Snat as SnatAction, UnmodelledAction, Verdict, VerdictMap
 from fwmatrix.space import Interfaces, Region, Space, ct_bits
 
 CT_NEW_ANY = ct_bits("new")  # translated by a port forward or not
@@ -37,11 +40,15 @@ UNKNOWN = "unknown"
 def snat_findings(fw_intent: FirewallIntent, ruleset: Ruleset, ifaces: Interfaces, effective: Effective) -> list:
     from fwmatrix.audit.findings import Finding, flow_space  # findings imports this module
 
-    if not fw_intent.snats:
+    if not fw_intent.snats and not _may_translate_unknowably(ruleset):
         return []
     full = Space.full(ifaces)
-    regions = _translations(ruleset, ifaces)
-    findings = []
+    regions, unread = _translations(ruleset, ifaces)
+    findings = [Finding("unmodelled", f"fwmatrix cannot model {why} in a source NAT chain: the source address the new connections "
+                                      "it reaches leave with is unknown; judged both ways (translated to any address, or not)", None, origin)
+                for origin, why in unread.items()]
+    if not fw_intent.snats:
+        return findings  # the matrix asks no translation here: only what cannot be read is said
     wanted_all = Space.empty(ifaces)
     given = ruleset.families if ruleset.families is not None else frozenset({4, 6})  # an iptables-save covers its family only
     judged = [s for s in fw_intent.snats if s.family in given]
@@ -63,7 +70,8 @@ def snat_findings(fw_intent: FirewallIntent, ruleset: Ruleset, ifaces: Interface
                     continue
                 rest = rest.subtract(space)
                 if target == UNKNOWN:
-                    lines += [r.noted(f"translated as fwmatrix cannot tell ({origin})") for r in hit.regions()]
+                    said = "; see 'unmodelled'" if origin in unread else ""
+                    lines += [r.noted(f"translated as fwmatrix cannot tell ({origin}{said})") for r in hit.regions()]
                 elif target != expected:
                     lines += [r.noted(f"translated to {target}, not {expected} ({origin})") for r in hit.regions()]
             lines += [r.noted(f"not translated (the matrix says {expected})") for r in rest.regions()]
@@ -80,23 +88,45 @@ def snat_findings(fw_intent: FirewallIntent, ruleset: Ruleset, ifaces: Interface
     return findings
 
 
-def _translations(ruleset: Ruleset, ifaces: Interfaces) -> list[tuple[Space, str | None, str]]:
+def _translations(ruleset: Ruleset, ifaces: Interfaces) -> tuple[list[tuple[Space, str | None, str]], dict[str, str]]:
     """(packets, translation, rule) for new connections in the postrouting nat chains, first
-    decision first; translation None: the chain accepts them untranslated."""
+    decision first (translation None: the chain accepts them untranslated); and by rule, what
+    fwmatrix cannot read of the translations it reaches (`_unread`)."""
     reading = Reading(ruleset, ifaces, assume_unmodelled_match=True)
     out: list[tuple[Space, str | None, str]] = []
+    unread: dict[str, str] = {}
     decided = Space.empty(ifaces)
     for table, chain in reading.base_chains("postrouting", "nat"):
         scope, _ = reading.scope(table, chain)
         left = scope.intersect(reading.full.make(ct=CT_NEW_ANY)).subtract(decided)
-        _, done = _walk(reading, table, chain, left, out, 0)
+        _, done = _walk(reading, table, chain, left, out, unread, 0)
         decided = decided.union(done)
-    return out
+    return out, unread
 
 
-def _walk(reading: Reading, table, chain, left: Space, out: list, depth: int) -> tuple[Space, Space]:
-    """One chain's rules over `left`: the translations found go to `out`; returns what falls
-    through it (to the rule after the jump, or the chain's policy) and what it decided
+def _may_translate_unknowably(ruleset: Ruleset) -> bool:
+    """Whether a table with a postrouting nat chain holds an action `_walk` cannot read (cheap:
+    without one, a firewall the matrix gives no source NAT needs no walk)."""
+    return any(_unread(rule.action) is not None for table in ruleset.tables
+               if any(c.hook == "postrouting" and c.type == "nat" for c in table.chains)
+               for chain in table.chains for rule in chain.rules)
+
+
+def _unread(action: object) -> str | None:
+    """Why `_walk` cannot tell the translation after `action`, or None when it can."""
+    if isinstance(action, UnmodelledAction):
+        return action.text
+    if isinstance(action, Jump) and action.goto:
+        return f"goto {action.chain} (not followed)"
+    if isinstance(action, VerdictMap):
+        return f"a verdict map{f' @{action.map_name}' if action.map_name else ''} (not followed)"
+    return None
+
+
+def _walk(reading: Reading, table, chain, left: Space, out: list, unread: dict[str, str], depth: int) -> tuple[Space, Space]:
+    """One chain's rules over `left`: the translations found go to `out`, why one cannot be
+    read to `unread` (by rule); returns what falls through it (to the rule after the jump, or
+    the chain's policy) and what it decided
     (translated or dropped). A jump (iptables' own chains: POSTROUTING -j FWM-POSTROUTING) is
     followed, its return coming back; a goto, a map or a chain too deep is an unknown translation."""
     decided = returned = Space.empty(left.ifaces)
@@ -112,7 +142,7 @@ def _walk(reading: Reading, table, chain, left: Space, out: list, depth: int) ->
         action = rule.action
         if isinstance(action, Jump) and not action.goto and not uncertain and depth < MAX_JUMP_DEPTH \
                 and any(c.name == action.chain and c.hook is None for c in table.chains):
-            back, done = _walk(reading, table, table.chain(action.chain), hit, out, depth + 1)
+            back, done = _walk(reading, table, table.chain(action.chain), hit, out, unread, depth + 1)
             left = left.subtract(hit).union(back)
             decided = decided.union(done)
             continue
@@ -134,6 +164,9 @@ def _walk(reading: Reading, table, chain, left: Space, out: list, depth: int) ->
             continue
         else:
             target = UNKNOWN  # a goto, a map, an action fwmatrix cannot read: the translation is not known
+            why = _unread(action) or (f"jump to {action.chain} (not followed)" if isinstance(action, Jump) and not uncertain else None)
+            if why is not None:  # (an unmodelled match is said by the forward walk of the same chain)
+                unread.setdefault(origin, why)
         out.append((hit, target, origin))
         left = left.subtract(hit)
         decided = decided.union(hit)
