@@ -736,7 +736,8 @@ def parse_ruleset(text: str, source: str = "", dialect: str | None = None, *,
                   addresses: Mapping[str, Sequence[IPNetwork | str]] | None = None,
                   self_addresses: Iterable[IPNetwork | IPAddress | str] = (),
                   routes: Mapping[str, Sequence[IPNetwork | str]] | None = None, default_route: Sequence[str] = (),
-                  all_addresses: Iterable[IPNetwork | str] | None = None) -> Ruleset:
+                  all_addresses: Iterable[IPNetwork | str] | None = None,
+                  references: dict[str, set[str]] | None = None) -> Ruleset:
     """A pf ruleset (a pf.conf, or a `pfctl -sr` / `-sn` / `-sa` listing) as the Ruleset IR,
     with netfilter's semantics (see this module's docstring).
 
@@ -757,6 +758,9 @@ def parse_ruleset(text: str, source: str = "", dialect: str | None = None, *,
     name without a unit number is an interface group (OpenBSD) or may be an interface
     (FreeBSD, which can rename interfaces); it is detected when not given.
 
+    `references`, when given, receives the names of the anchors and tables the text (and the
+    anchors given) reads: `anchors`, `tables`.
+
     When `source` names a file, its `include "FILE"` statements are read in place, a relative
     name from the file's directory, as `cd DIR && pfctl -nf FILE` reads it (include.py).
 
@@ -776,4 +780,6 @@ def parse_ruleset(text: str, source: str = "", dialect: str | None = None, *,
         dialect = detect_dialect("\n".join([text] + (includes.texts(text) if includes else [])))
     reader = _Reader(where, dialect, tables, anchors, interfaces, groups, own, includes)
     items = reader.read(text, where)
+    if references is not None:
+        references.update(anchors=reader.referenced_anchors, tables=reader.referenced_tables)
     return _Builder(reader, items).ruleset()

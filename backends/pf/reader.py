@@ -75,6 +75,10 @@ class _Reader:
         self.tables: dict[str, _TableValue] = {}
         self.given_tables = {name: _table_value(_table_entries(_table_words(text))) for name, text in (tables or {}).items()}
         self.anchors = dict(anchors or {})
+        # the anchor and table names the text reads (the given anchors' texts too): a name given
+        # that none of them is was never read (cli/rulesetinput.py says so)
+        self.referenced_anchors: set[str] = set()
+        self.referenced_tables: set[str] = set()
         self.skip: list[tuple[_If, str]] = []
         self.seen_interfaces: set[str] = set()
         self.seen_groups: set[str] = set()
@@ -214,6 +218,7 @@ class _Reader:
             value = replace(value, unknown=value.unknown + tuple(f'addresses from file "{f}"' for f in files))
         elif not listed:
             value = replace(value, unknown=(run_time_table(name),))
+        self.referenced_tables.add(name)
         self.tables[name] = self.given_tables.get(name, value)
 
     def _set(self, c: _Cursor, origin: str) -> None:
@@ -305,6 +310,7 @@ class _Reader:
         if word == "route":
             return _Host(negate, "unknown", name=f"route {c.next('a route label')} (a routing label)")
         if word.startswith("<") and word.endswith(">"):
+            self.referenced_tables.add(word[1:-1])
             return _Host(negate, "table", name=word[1:-1])
         if word == "(":
             inner = []
@@ -727,6 +733,8 @@ class _Reader:
         name = ""
         if c.quoted() or (c.peek() is not None and c.peek() not in ("in", "out", "log", "quick", "on", "inet", "inet6", "proto", "from", "to", "all")):
             name = c.next("the anchor's name")
+        if name:
+            self.referenced_anchors.add(name)
         cond = self._header(c, _Rule(origin, "anchor", parents=parents))
         cond, binat_to = self._options(c, cond)
         if cond.rdr is not None or binat_to is not None:
