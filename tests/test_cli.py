@@ -388,3 +388,54 @@ def test_an_nft_snat_to_a_range_is_judged_both_ways_and_says_why(tmp_path) -> No
     (nat,) = [f for f in findings if f["kind"] == "nat"]
     assert all("translated as fwmatrix cannot tell" in r for r in nat["regions"]), nat["regions"]
 
+
+# -- pf anchors and tables given by name (issue 12) ---------------------------------------------
+
+PF_CONF = """table <abusers> persist
+block in quick from <abusers>
+anchor "filter/*"
+anchor "local"
+pass in on lan0 proto tcp from 10.0.0.0/24 to any port 443
+"""
+
+
+def _pf_audit(tmp_path, *given: str) -> subprocess.CompletedProcess[str]:
+    matrix, conf, empty = tmp_path / "small.yaml", tmp_path / "edge.pf.conf", tmp_path / "empty"
+    matrix.write_text(SMALL)
+    conf.write_text(PF_CONF)
+    empty.write_text("")
+    (tmp_path / "table").write_text("192.0.2.66\n")
+    (tmp_path / "uses").write_text("block in quick from <later>\n")  # an anchor's own table
+    return run("audit", str(matrix), "-f", "edge", "-r", str(conf), *given)
+
+
+@pytest.mark.parametrize(("given", "message"), [
+    (("--pf-anchor", "lcoal={empty}"),
+     "--pf-anchor lcoal: the ruleset never reads anchor 'lcoal' (the file would be ignored); it reads anchors 'local', 'filter/*'"),
+    (("--pf-table", "abuser={table}"),
+     "--pf-table abuser: the ruleset never reads table 'abuser' (the file would be ignored); it reads table 'abusers'"),
+    (("--pf-anchor", "filter/a/deep={empty}"), "--pf-anchor filter/a/deep: the ruleset never reads anchor 'filter/a/deep'"),
+    (("--pf-anchor", "local={empty}", "--pf-table", "later={table}"), "--pf-table later: the ruleset never reads table 'later'"),
+])
+def test_a_pf_anchor_or_table_the_ruleset_never_reads_is_refused_naming_what_it_reads(tmp_path, given: tuple[str, ...], message: str) -> None:
+    proc = _pf_audit(tmp_path, *(g.format(empty=tmp_path / "empty", table=tmp_path / "table") for g in given))
+    assert (proc.returncode, proc.stderr.count("\n")) == (2, 1), proc.stderr
+    assert proc.stderr.startswith(f"error: {message}"), proc.stderr
+
+
+def test_a_pf_anchor_or_table_the_ruleset_reads_is_taken(tmp_path) -> None:
+    """The names it reads: its anchors, a child of its wildcard anchor (as pf reads `filter/*`),
+    its tables, and a table only an anchor given reads."""
+    proc = _pf_audit(tmp_path, "--pf-anchor", f"local={tmp_path / 'empty'}", "--pf-anchor", f"filter/a={tmp_path / 'uses'}",
+                     "--pf-table", f"abusers={tmp_path / 'table'}", "--pf-table", f"later={tmp_path / 'table'}", "--format", "json")
+    assert proc.returncode in (0, 1), proc.stderr
+    assert "abusers" not in proc.stdout and "'local'" not in proc.stdout  # read, not unmodelled
+
+
+def test_a_pf_anchor_given_for_a_ruleset_that_is_not_pf_is_refused(tmp_path) -> None:
+    matrix, rules = tmp_path / "small.yaml", tmp_path / "edge.ipt4"
+    matrix.write_text(SMALL)
+    rules.write_text("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n")
+    (tmp_path / "empty").write_text("")
+    proc = run("audit", str(matrix), "-f", "edge", "-r", str(rules), "--pf-anchor", f"local={tmp_path / 'empty'}")
+    assert (proc.returncode, proc.stderr) == (2, "error: --pf-anchor local: the ruleset never reads anchor 'local' (the file would be ignored); it reads no anchor\n")

@@ -4,6 +4,7 @@ gathered into one `RulesetInput`, so both judge a ruleset from the same facts.""
 
 from __future__ import annotations
 
+import difflib
 import functools
 from dataclasses import dataclass
 
@@ -90,7 +91,10 @@ def read_input(intent: Intent, firewall: str, live: bool, ruleset_paths: tuple[s
     given = pf.interface_options(pf_interfaces, pf_groups)
     pf_context.update(addresses={**pf_context["addresses"], **given["addresses"]}, groups={**pf_context["groups"], **given["groups"]},
                       all_addresses=local_addresses)
-    read = [(path,) + _read(path, backend_name, pf_context) for path in ruleset_paths]
+    references: dict[str, set[str]] = {"anchors": set(), "tables": set()}
+    read = [(path,) + _read(path, backend_name, pf_context, references) for path in ruleset_paths]
+    _check_referenced("--pf-anchor", "anchor", pf_anchors, references["anchors"])
+    _check_referenced("--pf-table", "table", pf_tables, references["tables"])
     # rulesets that run together on one firewall: their tables side by side
     # (an iptables-save file covers its family only: together they cover what each covers)
     families = [parsed.families for _, parsed, _ in read]
@@ -99,12 +103,32 @@ def read_input(intent: Intent, firewall: str, live: bool, ruleset_paths: tuple[s
     return ruleset, ", ".join(f"{path} ({used})" for path, _, used in read)
 
 
-def _read(path: str, backend_name: str, pf_context: dict) -> tuple[Ruleset, str]:
+def _read(path: str, backend_name: str, pf_context: dict, references: dict[str, set[str]]) -> tuple[Ruleset, str]:
+    """One file's ruleset; of a pf.conf, the anchors and tables it reads go to `references`."""
     ruleset, used = read_ruleset(path, backend_name)
     if used == "pf":  # read again, knowing the firewall (checked and decoded by the first read)
+        found: dict[str, set[str]] = {}
         with open(path, encoding="utf-8") as handle:
-            ruleset = pf.parse_ruleset(handle.read(), source=path, **pf_context)
+            ruleset = pf.parse_ruleset(handle.read(), source=path, references=found, **pf_context)
+        for kind, names in found.items():
+            references[kind] |= names
     return ruleset, used
+
+
+def _check_referenced(option: str, what: str, pairs: tuple[str, ...], referenced: set[str]) -> None:
+    """A NAME=FILE for an anchor or table the rulesets never read would be ignored, and a typo
+    would leave the user believing it audited: refused, naming what they do read (the closest
+    first). A child of a wildcard anchor `X/*` they hold (X/a, as pf.reader takes them) is read."""
+    wildcards = [ref[:-1] for ref in referenced if ref.endswith("/*")]
+    for pair in pairs:
+        name = pair.partition("=")[0]
+        if name in referenced or any(name.startswith(parent) and "/" not in name[len(parent):] for parent in wildcards):
+            continue
+        close = difflib.get_close_matches(name, sorted(referenced), n=max(1, len(referenced)), cutoff=0.6)
+        listed = close + sorted(referenced - set(close))
+        shown = ", ".join(f"'{ref}'" for ref in listed[:12]) + (f" and {len(listed) - 12} more" if len(listed) > 12 else "")
+        reads = f"it reads {what}{'s' if len(listed) > 1 else ''} {shown}" if listed else f"it reads no {what}"
+        raise FwmatrixError(f"{option} {name}: the ruleset never reads {what} '{name}' (the file would be ignored); {reads}")
 
 
 def _network(text: str) -> IPNetwork:
