@@ -852,6 +852,17 @@ def test_port_operators(spec: str, ranges: list[str]) -> None:
     assert rule.matches == (m("l4proto", 6), m("dport", *ranges))
 
 
+def test_service_names_the_bsds_agree_on() -> None:
+    """`mdns` is 5353 wherever pfctl can read it (FreeBSD's and IANA's lists, which macOS ships; OpenBSD's
+    has no such name, so pfctl refuses it there); `imap4-ssl` is 585 in IANA's list and 993 in others,
+    `privoxy` only in IANA's: which the firewall has is not in the file, so both stay unmodelled."""
+    (mdns,) = chain(parse("pass in quick proto udp to 10.0.0.5 port mdns\n"), "in").rules[1:]
+    assert mdns.matches == (m("l4proto", 17), m("ip.daddr", "10.0.0.5/32"), m("dport", "5353"))
+    for name in ("imap4-ssl", "privoxy"):
+        (rule,) = chain(parse(f"pass in quick proto tcp to port {name}\n"), "in").rules[1:]
+        assert unmodelled_texts(rule) == [f"port {name} (a service name fwmatrix does not know)"]
+
+
 def test_lists_negations_and_families() -> None:
     rs = parse("pass in quick proto { tcp udp } from { 10.0.0.0/8 !10.1.0.0/16 2001:db8::/32 } to any\n")
     rules = chain(rs, "in").rules[1:]

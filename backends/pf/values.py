@@ -20,7 +20,10 @@ PF_PROTOCOLS: dict[str, int] = {
     "icmp6": 58, "ipv6-nonxt": 59, "ipv6-opts": 60, "eigrp": 88, "ospf": 89, "etherip": 97, "pim": 103, "ipcomp": 108,
     "vrrp": 112, "carp": 112, "l2tp": 115, "sctp": 132, "udplite": 136, "pfsync": 240, "dccp": 33,
 }
-# Service names as /etc/services gives them, for the ports pfctl prints by name.
+# Service names as /etc/services gives them, for the ports pfctl prints by name. A name is here only
+# where every BSD that lists it gives the same port: `mdns` is 5353 in FreeBSD's etc/services and in
+# IANA's registry (macOS's list), absent from OpenBSD's (pfctl refuses it there). Not `imap4-ssl`
+# (585 in IANA's list, 993 in others) nor `privoxy` (only in IANA's): the firewall's file decides.
 PF_SERVICES: dict[str, int] = {
     "ftp-data": 20, "ftp": 21, "ssh": 22, "telnet": 23, "smtp": 25, "domain": 53, "bootps": 67, "bootpc": 68,
     "tftp": 69, "www": 80, "http": 80, "kerberos": 88, "pop3": 110, "sunrpc": 111, "auth": 113, "ident": 113,
@@ -28,7 +31,7 @@ PF_SERVICES: dict[str, int] = {
     "snmptrap": 162, "snmp-trap": 162, "bgp": 179, "ldap": 389, "https": 443, "microsoft-ds": 445, "isakmp": 500,
     "syslog": 514, "submission": 587, "ldaps": 636, "imaps": 993, "pop3s": 995, "openvpn": 1194, "ms-sql-s": 1433,
     "radius": 1812, "radius-acct": 1813, "nfs": 2049, "mysql": 3306, "ms-wbt-server": 3389, "ipsec-nat-t": 4500,
-    "sip": 5060, "sip-tls": 5061, "postgresql": 5432, "spamd": 8025, "http-alt": 8080,
+    "sip": 5060, "sip-tls": 5061, "mdns": 5353, "postgresql": 5432, "spamd": 8025, "http-alt": 8080,
 }
 # icmp-type and icmp6-type names as pfctl reads them (pfctl/pf_print_state.c's tables, after
 # the ICMP and ICMPv6 registries)
