@@ -630,74 +630,108 @@ def _value_key(v: object) -> tuple:
     return (4, str(v))
 
 
-def _products(cells: Iterable[_Cell]) -> list[tuple[Dims, list[str]]]:
+_SHIFT = 32  # a product's key: its four dimensions' set numbers, 32 bits each (dimension d at bits 32d)
+_FIELD = (1 << _SHIFT) - 1
+
+
+class _Merger:
     """Cells -> products (sources x destinations x protocols x ports) covering exactly their union.
 
     Greedy: merge ports, then protocols, then sources, then destinations, each time among
     products equal in the other three dimensions, so a union is never widened.
 
-    The merging works on plain keys (a network as (version, first, prefix length), a port range
-    as (low, high)): hashing and merging netaddr objects was most of its time. The products are
-    made of the cells' own objects again at the end (new ones only for merged networks and ranges)."""
-    rects: dict[tuple, dict[str, None]] = {}
-    objects: dict[object, object] = {}  # key -> the value it stands for (the kinds of keys never meet)
-    keyed: dict[int, tuple] = {}  # id(value) -> (its key, {key}): a frozenset keeps its hash
-    keep: list[object] = []  # ids stay valid while their values live
+    The merging works on numbers: each distinct set of plain keys (a network as (version, first,
+    prefix length), a port range as (low, high)) gets one, and a product is the one integer that
+    packs its four sets' numbers, so the products equal in the other three dimensions are those
+    equal with one dimension's bits cleared (hashing tuples of sets of netaddr objects was most
+    of its time). The products are made of the cells' own objects again at the end (new ones
+    only for merged networks and ranges). One merger serves every call of a render: the in and
+    the out rules merge the same cells, and products share their sets."""
 
-    def single(value: object) -> frozenset:
-        found = keyed.get(id(value))
+    def __init__(self) -> None:
+        self.objects: dict[object, object] = {}  # plain key -> the value it stands for (the kinds of keys never meet)
+        self.sets: list[frozenset] = []  # number -> its set of plain keys
+        self.numbers: dict[frozenset, int] = {}
+        self.singles: dict[int, int] = {}  # id(a cell's value) -> the number of the set of it alone
+        self.keep: list[object] = []  # ids stay valid while their values live
+        self.order: dict[int, tuple] = {}  # number -> how its set sorts
+        self.made: dict[int, frozenset] = {}  # number -> its set of values (products share them)
+
+    def number(self, keys: frozenset) -> int:
+        found = self.numbers.get(keys)
         if found is None:
-            key = _plain_key(value)
-            objects.setdefault(key, value)
-            found = keyed[id(value)] = (key, frozenset([key]))
-            keep.append(value)
-        return found[1]
-
-    get = keyed.get
-    for c in cells:
-        s, d, p, q = c.saddr, c.daddr, c.proto, c.dport
-        found = get(id(s))
-        key = (found[1] if found else single(s), (found := get(id(d))) and found[1] or single(d),
-               (found := get(id(p))) and found[1] or single(p), (found := get(id(q))) and found[1] or single(q))
-        notes = rects.get(key)
-        if notes is None:
-            rects[key] = {c.note: None} if c.note else {}
-        elif c.note:
-            notes[c.note] = None
-    for dim in (3, 2, 0, 1):
-        # rest -> the first product's key while it is alone, then [the union of values, notes];
-        # a product's notes are its own (made above or in the last pass): merging adds to them in place
-        merged: dict[tuple, tuple | list] = {}
-        for key in rects:
-            rest = key[:dim] + key[dim + 1:]
-            entry = merged.get(rest)
-            if entry is None:
-                merged[rest] = key
-                continue
-            if type(entry) is tuple:
-                entry = merged[rest] = [set(entry[dim]), rects[entry]]
-            entry[0].update(key[dim])
-            entry[1].update(rects[key])
-        # each rest makes one product (no two of them meet); alone, a product keeps its key:
-        # its values are normalised already, and their set's hash is known
-        grown: dict[tuple, dict[str, None]] = {}
-        for rest, entry in merged.items():
-            if type(entry) is tuple:
-                grown[entry] = rects[entry]
-            else:
-                grown[rest[:dim] + (_normalise_keys(dim, entry[0]),) + rest[dim:]] = entry[1]
-        rects = grown
-    made: dict[frozenset, frozenset] = {}  # a set of keys -> the set of values (products share them)
-
-    def values_of(dim: int, keys: frozenset) -> frozenset:
-        found = made.get(keys)
-        if found is None:
-            found = made[keys] = frozenset(objects[k] if k in objects else _plain_value(dim, k) for k in keys)
+            found = self.numbers[keys] = len(self.sets)
+            self.sets.append(keys)
         return found
 
-    out = [(key, list(notes)) for key, notes in rects.items()]
-    out.sort(key=lambda item: tuple(tuple(sorted(map(_plain_sort_key, dim))) for dim in item[0]))
-    return [(tuple(values_of(d, keys) for d, keys in enumerate(dims)), notes) for dims, notes in out]  # type: ignore[misc]
+    def single(self, value: object) -> int:
+        key = _plain_key(value)
+        self.objects.setdefault(key, value)
+        self.keep.append(value)
+        found = self.singles[id(value)] = self.number(frozenset([key]))
+        return found
+
+    def sort_key(self, n: int) -> tuple:
+        found = self.order.get(n)
+        if found is None:
+            found = self.order[n] = tuple(sorted(map(_plain_sort_key, self.sets[n])))
+        return found
+
+    def values_of(self, dim: int, n: int) -> frozenset:
+        found = self.made.get(n)
+        if found is None:
+            objects = self.objects
+            found = self.made[n] = frozenset(objects[k] if k in objects else _plain_value(dim, k) for k in self.sets[n])
+        return found
+
+    def __call__(self, cells: Iterable[_Cell]) -> list[tuple[Dims, list[str]]]:
+        get, single, sets = self.singles.get, self.single, self.sets
+        rects: dict[int, dict[str, None]] = {}
+        for c in cells:
+            s, d, p, q = get(id(c.saddr)), get(id(c.daddr)), get(id(c.proto)), get(id(c.dport))
+            if s is None:
+                s = single(c.saddr)
+            if d is None:
+                d = single(c.daddr)
+            if p is None:
+                p = single(c.proto)
+            if q is None:
+                q = single(c.dport)
+            key = s | d << 32 | p << 64 | q << 96
+            notes = rects.get(key)
+            if notes is None:
+                rects[key] = {c.note: None} if c.note else {}
+            elif c.note:
+                notes[c.note] = None
+        for dim in (3, 2, 0, 1):
+            # rest -> the first product's key while it is alone, then [the union of values, notes];
+            # a product's notes are its own (made above or in the last pass): merging adds to them in place
+            shift = dim * _SHIFT
+            clear = ~(_FIELD << shift)
+            merged: dict[int, int | list] = {}
+            for key in rects:
+                rest = key & clear
+                entry = merged.get(rest)
+                if entry is None:
+                    merged[rest] = key
+                    continue
+                if type(entry) is int:
+                    entry = merged[rest] = [set(sets[entry >> shift & _FIELD]), rects[entry]]
+                entry[0].update(sets[key >> shift & _FIELD])  # type: ignore[union-attr]
+                entry[1].update(rects[key])  # type: ignore[index]
+            # each rest makes one product (no two of them meet); alone, a product keeps its key
+            grown: dict[int, dict[str, None]] = {}
+            for rest, entry in merged.items():
+                if type(entry) is int:
+                    grown[entry] = rects[entry]
+                else:
+                    grown[rest | self.number(_normalise_keys(dim, entry[0])) << shift] = entry[1]  # type: ignore[index]
+            rects = grown
+        sort_key, values_of = self.sort_key, self.values_of
+        out = sorted(rects.items(), key=lambda item: (sort_key(item[0] & _FIELD), sort_key(item[0] >> 32 & _FIELD),
+                                                      sort_key(item[0] >> 64 & _FIELD), sort_key(item[0] >> 96)))
+        return [((values_of(0, key & _FIELD), values_of(1, key >> 32 & _FIELD), values_of(2, key >> 64 & _FIELD),
+                  values_of(3, key >> 96)), list(notes)) for key, notes in out]
 
 
 def _plain_key(v: object) -> object:
@@ -752,15 +786,20 @@ _BITS = {4: 32, 6: 128}
 
 def _merge_cidrs(keys: Iterable[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
     """(version, first, prefix length) networks -> the fewest CIDRs covering their union."""
-    ranges: list[list[int]] = []  # [version, first, last], sorted and merged where they touch
-    for version, first, length in sorted(keys):
+    ranges: list[list] = []  # [version, first, last, the key while it is alone], sorted and merged where they touch
+    for key in sorted(keys):
+        version, first, length = key
         last = first + (1 << (_BITS[version] - length)) - 1
         if ranges and ranges[-1][0] == version and first <= ranges[-1][2] + 1:
             ranges[-1][2] = max(ranges[-1][2], last)
+            ranges[-1][3] = None
         else:
-            ranges.append([version, first, last])
+            ranges.append([version, first, last, key])
     out = []
-    for version, first, last in ranges:
+    for version, first, last, alone in ranges:
+        if alone is not None:  # a CIDR that touches no other is its own cover
+            out.append(alone)
+            continue
         bits = _BITS[version]
         while first <= last:
             # the largest block aligned at `first` that ends by `last`

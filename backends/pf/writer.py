@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from netaddr import IPNetwork
 
-from fwmatrix.backends.pf.lower import Dims, _Cell, _cell_within, _check_no_rematch, _Lowered, _lower, _products, _targets_overlap, _value_key
+from fwmatrix.backends.pf.lower import Dims, _Cell, _cell_within, _check_no_rematch, _Lowered, _lower, _Merger, _targets_overlap, _value_key
 from fwmatrix.backends.pf.names import (
     DEFAULT_DIALECT, DIALECTS, HEX_RE, PROTO_NAMES, RenderError, _Names, comment, interface_name, label, safe_text,
 )
@@ -38,6 +38,7 @@ class _Writer:
         self.address_texts: dict[frozenset, str] = {}  # an address set -> how a rule writes it
         self.table_notes: dict[str, str] = {}
         self.nat_lines: list[str] = []  # freebsd: source NAT as translation rules (snat.py)
+        self.products = _Merger()  # cells -> products, for every rule list of this file
 
     def iface(self, name: str) -> str:
         return "$" + self.macros.get(interface_name(name))
@@ -177,7 +178,7 @@ def _filter_lines(w: _Writer, low: _Lowered, direction: str) -> list[str]:
             last_notes = notes
             head = f"{_VERDICT_HEAD[verdict]} {direction}{' log' if logged else ''} quick" + (f" on {w.iface(on)}" if on else "")
             if key not in products:
-                products[key] = _products(c for c, _ in members)  # a twin and its plain rule: the same products
+                products[key] = w.products(c for c, _ in members)  # a twin and its plain rule: the same products
             for dims, labels in products[key]:
                 if snat is not None and freebsd:
                     lines.append(_freebsd_snat(w, head, family, dims, labels, on, snat, _filter_opts(w, direction, verdict, on, received, variant, [])))
@@ -273,7 +274,7 @@ def _input_lines(w: _Writer, low: _Lowered) -> list[str]:
             groups.setdefault((cell.iif, cell.family, logs is not None and logs.holds(cell)), []).append(cell)
         for (on, family, logged), group in sorted(groups.items(), key=lambda kv: (kv[0][0] or "", kv[0][1] or 0, kv[0][2])):
             head = f"pass in{' log' if logged else ''} quick" + (f" on {w.iface(on)}" if on else "")
-            for dims, labels in _products(group):
+            for dims, labels in w.products(group):
                 # freebsd's out rules read the input interface from a tag: these packets never go out
                 opts = ([f"tag {w.tags.get(interface_name(on))}"] if freebsd and on else []) + ([label(", ".join(labels))] if labels else [])
                 line = w.rule(head, family, dims, labels, opts, to_self=True)
@@ -300,7 +301,7 @@ def _log_lines(w: _Writer, low: _Lowered) -> list[str]:
             groups.setdefault((cell.iif, cell.family, cell.dnat), []).append(cell)
         for (on, family, dnat), group in sorted(groups.items(), key=lambda kv: (kv[0][0] or "", kv[0][1] or 0, kv[0][2])):
             head = "match in log" + (f" on {w.iface(on)}" if on else "")
-            for dims, labels in _products(group):
+            for dims, labels in w.products(group):
                 opts = ([f"tagged {DNAT_TAG}"] if dnat else []) + ([label(", ".join(labels))] if labels else [])
                 lines.append(w.rule(head, family, dims, labels, opts, to_self=to_self))
     return lines
@@ -338,7 +339,7 @@ def _translation_lines(w: _Writer, low: _Lowered) -> list[str]:
         for _, cell in members:
             groups.setdefault((cell.iif, cell.family), []).append(cell)
         for (on, family), group in sorted(groups.items(), key=lambda kv: (kv[0][0] or "", kv[0][1] or 0)):
-            for dims, labels in _products(group):
+            for dims, labels in w.products(group):
                 if w.dialect == "openbsd":
                     head = "match in" + (f" on {w.iface(on)}" if on else "")
                     opts = [f"rdr-to {to}"] + tag + ([label(", ".join(labels))] if labels else [])
