@@ -75,7 +75,7 @@ from netaddr import IPNetwork, IPRange
 
 from fwmatrix.backends.pf.names import RenderError, interface_name
 from fwmatrix.ir import Chain, Dnat, DnatMap, Jump, Log, Masquerade, Match, Ruleset, SetDef, Snat, Table, Unmodelled, Value, Verdict, VerdictMap
-from fwmatrix.matrix.model import PortRange
+from fwmatrix.matrix.model import ALL_PORTS, PortRange
 
 PORT_PROTOS = (6, 17)  # pf matches ports for tcp and udp (sctp ports: recent FreeBSD only)
 ADDR_FIELDS = {"ip.saddr": (4, "saddr"), "ip.daddr": (4, "daddr"), "ip6.saddr": (6, "saddr"), "ip6.daddr": (6, "daddr")}
@@ -241,7 +241,9 @@ def _check_disjoint(fields: tuple[str, ...], keys: list[tuple[Value, ...]], wher
 # -- 2. cells: one value per field ----------------------------------------------
 
 
-@dataclass(frozen=True)
+# Never changed once made (dataclasses.replace copies), yet not frozen: a frozen dataclass's
+# __init__ costs four times as much, and there is one cell per set element (75k at 10,000 openings).
+@dataclass(unsafe_hash=True, slots=True)
 class _Cell:
     iif: str | None
     oif: str | None
@@ -306,30 +308,37 @@ def _cells(flat: _Flat, table: Table) -> Iterator[tuple[_Cell, str | None]]:
     table_family = {"ip": 4, "ip6": 6, "inet": None}
     if table.family not in table_family:
         raise RenderError(f"table family '{table.family}' has no pf form")
-    cidrs: dict[int, IPNetwork | None] = {}  # id(the row's network) -> what the cell holds (netaddr's first is slow)
+    # every row of a flat rule has every field of its conds: what to look at is known before the rows
+    fields = {f for cond in flat.conds for f in cond.fields}
+    addr_fields = [(f, version, which == "saddr") for f, (version, which) in ADDR_FIELDS.items() if f in fields]
+    cidrs: dict[int, tuple[int, IPNetwork | None]] = {}  # id(the row's network) -> its version, what the cell holds (netaddr is slow)
+    ports: dict[int, PortRange | None] = {}  # id(the row's port value) -> the cell's range (None: every port)
     names: set[str] = set()  # interface names checked
     for row, notes, data in _expand(flat.conds):
         family = table_family[table.family]
-        addrs: dict[str, IPNetwork | None] = {"saddr": None, "daddr": None}
+        saddr = daddr = None
         contradiction = False
-        for f, (version, which) in ADDR_FIELDS.items():
-            if f not in row:
-                continue
+        for f, version, source in addr_fields:
             net = row[f]
-            if not isinstance(net, IPNetwork) or net.version != version:
-                raise RenderError(f"field {f}: {net!r} is not an IPv{version} network")
+            known = cidrs.get(id(net))
+            if known is None or known[0] != version:
+                if not isinstance(net, IPNetwork) or net.version != version:
+                    raise RenderError(f"field {f}: {net!r} is not an IPv{version} network")
+                # the IR's own object when it is a CIDR already (they are shared: products hash them once)
+                known = cidrs[id(net)] = (version, None if net.prefixlen == 0 else net if net.value == net.first else net.cidr)
+            held = known[1]
             if family not in (None, version):
                 contradiction = True  # ip and ip6 fields together: the rule matches nothing
             family = version
-            # the IR's own object when it is a CIDR already (they are shared: products hash them once)
-            if id(net) not in cidrs:
-                cidrs[id(net)] = None if net.prefixlen == 0 else net if net.value == net.first else net.cidr
-            addrs[which] = cidrs[id(net)]
+            if source:
+                saddr = held
+            else:
+                daddr = held
         if "nfproto" in row:
             if row["nfproto"] not in (4, 6):
                 raise RenderError(f"nfproto {row['nfproto']!r} is not an address family (4 or 6)")
             contradiction |= family not in (None, row["nfproto"])
-            family = row["nfproto"]  # type: ignore[assignment]
+            family = row["nfproto"]
         if flat.dnat is not None:
             if family not in (None, flat.dnat.family):
                 contradiction = True
@@ -339,17 +348,20 @@ def _cells(flat: _Flat, table: Table) -> Iterator[tuple[_Cell, str | None]]:
         proto = row.get("l4proto")
         if proto is not None and (not isinstance(proto, int) or isinstance(proto, bool) or not 0 <= proto <= 255):
             raise RenderError(f"l4proto {proto!r} is not a protocol number")
-        dport = _port_range(row["dport"]) if "dport" in row else None
-        if dport is not None:
+        dport = None
+        if "dport" in row:
+            value = row["dport"]
+            dport = ports.get(id(value), ports)
+            if dport is ports:
+                rng = _port_range(value)
+                dport = ports[id(value)] = None if rng == ALL_PORTS else rng  # every port: the protocol says it all
             if proto not in PORT_PROTOS:
                 raise RenderError(f"a port match on protocol {proto!r}: pf matches ports on tcp and udp only")
-            if dport == PortRange(0, 65535):
-                dport = None  # every port of tcp or udp: the protocol says it all
         if isinstance(flat.dnat, Dnat):
             data = (flat.dnat.address,) + ((flat.dnat.port,) if flat.dnat.port is not None else ())
         target = _target(flat.dnat, data) if flat.dnat is not None else None
-        ifaces = {k: row.get(k) for k in ("iif", "oif")}
-        for name in ifaces.values():
+        iif, oif = row.get("iif"), row.get("oif")
+        for name in (iif, oif):
             if name is not None and name not in names:
                 interface_name(name)  # type: ignore[arg-type]
                 names.add(name)
@@ -359,9 +371,8 @@ def _cells(flat: _Flat, table: Table) -> Iterator[tuple[_Cell, str | None]]:
         status = row.get("ct.status")
         if status is not None and status != "dnat":
             raise RenderError(f"ct status {status!r}: pf is told only `ct status dnat` (a tag the translation rules set)")
-        cell = _Cell(ifaces["iif"], ifaces["oif"], family, addrs["saddr"], addrs["daddr"], proto, dport,  # type: ignore[arg-type]
-                     ", ".join(dict.fromkeys(notes)), target, dnat=status is not None)
-        yield cell, state  # type: ignore[misc]
+        note = notes[0] if len(notes) == 1 else ", ".join(dict.fromkeys(notes))
+        yield _Cell(iif, oif, family, saddr, daddr, proto, dport, note, target, status is not None), state  # type: ignore[arg-type]
 
 
 def _target(dnat: DnatMap | Dnat, data: tuple[Value, ...]) -> tuple[IPNetwork, int | None]:
