@@ -626,19 +626,8 @@ def _cell_within(a: _Cell, b: _Cell) -> bool:
 
 # -- 3. products: cells merged into rules pf can write ----------------------------
 
-Dims = tuple[frozenset, frozenset, frozenset, frozenset]  # sources, destinations, protocols, ports
-
-
-def _value_key(v: object) -> tuple:
-    if v is None:
-        return (0,)
-    if isinstance(v, IPNetwork):
-        return (1, v.version, v.first, v.prefixlen)
-    if isinstance(v, PortRange):
-        return (3, v.low, v.high)
-    if isinstance(v, int):
-        return (2, v)
-    return (4, str(v))
+# sources, destinations, protocols, ports: each a set of plain keys (see _plain_key; None: any)
+Dims = tuple[frozenset, frozenset, frozenset, frozenset]
 
 
 _SHIFT = 32  # a product's key: its four dimensions' set numbers, 32 bits each (dimension d at bits 32d)
@@ -655,18 +644,16 @@ class _Merger:
     prefix length), a port range as (low, high)) gets one, and a product is the one integer that
     packs its four sets' numbers, so the products equal in the other three dimensions are those
     equal with one dimension's bits cleared (hashing tuples of sets of netaddr objects was most
-    of its time). The products are made of the cells' own objects again at the end (new ones
-    only for merged networks and ranges). One merger serves every call of a render: the in and
-    the out rules merge the same cells, and products share their sets."""
+    of its time). The products are sets of plain keys too: the writer writes them as text (one
+    text per set), with no netaddr objects made again. One merger serves every call of a render:
+    the in and the out rules merge the same cells, and products share their sets."""
 
     def __init__(self) -> None:
-        self.objects: dict[object, object] = {}  # plain key -> the value it stands for (the kinds of keys never meet)
         self.sets: list[frozenset] = []  # number -> its set of plain keys
         self.numbers: dict[frozenset, int] = {}
         self.singles: dict[int, int] = {}  # id(a cell's value) -> the number of the set of it alone
         self.keep: list[object] = []  # ids stay valid while their values live
         self.order: dict[int, tuple] = {}  # number -> how its set sorts
-        self.made: dict[int, frozenset] = {}  # number -> its set of values (products share them)
 
     def number(self, keys: frozenset) -> int:
         found = self.numbers.get(keys)
@@ -676,23 +663,14 @@ class _Merger:
         return found
 
     def single(self, value: object) -> int:
-        key = _plain_key(value)
-        self.objects.setdefault(key, value)
         self.keep.append(value)
-        found = self.singles[id(value)] = self.number(frozenset([key]))
+        found = self.singles[id(value)] = self.number(frozenset([_plain_key(value)]))
         return found
 
     def sort_key(self, n: int) -> tuple:
         found = self.order.get(n)
         if found is None:
             found = self.order[n] = tuple(sorted(map(_plain_sort_key, self.sets[n])))
-        return found
-
-    def values_of(self, dim: int, n: int) -> frozenset:
-        found = self.made.get(n)
-        if found is None:
-            objects = self.objects
-            found = self.made[n] = frozenset(objects[k] if k in objects else _plain_value(dim, k) for k in self.sets[n])
         return found
 
     def __call__(self, cells: Iterable[_Cell]) -> list[tuple[Dims, list[str]]]:
@@ -738,11 +716,11 @@ class _Merger:
                 else:
                     grown[rest | self.number(_normalise_keys(dim, entry[0])) << shift] = entry[1]  # type: ignore[index]
             rects = grown
-        sort_key, values_of = self.sort_key, self.values_of
+        sort_key = self.sort_key
         out = sorted(rects.items(), key=lambda item: (sort_key(item[0] & _FIELD), sort_key(item[0] >> 32 & _FIELD),
                                                       sort_key(item[0] >> 64 & _FIELD), sort_key(item[0] >> 96)))
-        return [((values_of(0, key & _FIELD), values_of(1, key >> 32 & _FIELD), values_of(2, key >> 64 & _FIELD),
-                  values_of(3, key >> 96)), list(notes)) for key, notes in out]
+        return [((sets[key & _FIELD], sets[key >> 32 & _FIELD], sets[key >> 64 & _FIELD], sets[key >> 96]), list(notes))
+                for key, notes in out]
 
 
 def _plain_key(v: object) -> object:
@@ -755,7 +733,7 @@ def _plain_key(v: object) -> object:
 
 
 def _plain_sort_key(k: object) -> tuple:
-    """_value_key of the value a plain key stands for."""
+    """How a plain key sorts: any, networks (by version, first address, prefix length), protocols, port ranges."""
     if k is None:
         return (0,)
     if type(k) is int:
@@ -763,13 +741,6 @@ def _plain_sort_key(k: object) -> tuple:
     if len(k) == 3:  # type: ignore[arg-type]
         return (1,) + k  # type: ignore[operator]
     return (3,) + k  # type: ignore[operator]
-
-
-def _plain_value(dim: int, k: tuple) -> object:
-    """The value of a plain key that no cell holds (a merged network or port range)."""
-    if dim in (0, 1):
-        return IPNetwork((k[1], k[2]), version=k[0])
-    return PortRange(*k)
 
 
 def _normalise_keys(dim: int, keys: set) -> frozenset:

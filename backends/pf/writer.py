@@ -9,14 +9,15 @@ applies to whatever no quick rule matched (the forward policy drop).
 from __future__ import annotations
 
 
-from netaddr import IPNetwork
+from typing import Any, Callable
 
-from fwmatrix.backends.pf.lower import Dims, _Cell, _cell_within, _check_no_rematch, _Lowered, _lower, _Merger, _targets_overlap, _value_key
+from netaddr import IPAddress, IPNetwork
+
+from fwmatrix.backends.pf.lower import Dims, _Cell, _cell_within, _check_no_rematch, _Lowered, _lower, _Merger, _plain_sort_key, _targets_overlap
 from fwmatrix.backends.pf.names import (
     DEFAULT_DIALECT, DIALECTS, HEX_RE, PROTO_NAMES, RenderError, _Names, comment, interface_name, label, safe_text,
 )
 from fwmatrix.ir import Ruleset
-from fwmatrix.matrix.model import PortRange
 
 LOCAL_ANCHOR = "local"
 # `ct status dnat`: the tag every translation rule sets (see 5. in lower.py)
@@ -34,8 +35,9 @@ class _Writer:
         # freebsd, on an input interface with translated cells: in on it and translated
         self.dnat_tags = _Names(prefix="fwm_in_", suffix="_dnat")
         self.dnat_tags.used = self.tags.used  # one namespace: an interface 'x_dnat' gets another name
-        self.tables: dict[tuple[IPNetwork, ...], str] = {}
-        self.address_texts: dict[frozenset, str] = {}  # an address set -> how a rule writes it
+        self.tables: dict[tuple[tuple[int, int, int], ...], str] = {}  # networks as plain keys, sorted -> the table's name
+        self.texts: dict[frozenset, str] = {}  # a product's set -> how a rule writes it (products repeat their sets)
+        self.key_texts: dict[tuple[int, int, int], str] = {}  # a network's plain key -> its text
         self.table_notes: dict[str, str] = {}
         self.nat_lines: list[str] = []  # freebsd: source NAT as translation rules (snat.py)
         self.products = _Merger()  # cells -> products, for every rule list of this file
@@ -44,31 +46,35 @@ class _Writer:
         return "$" + self.macros.get(interface_name(name))
 
     def addresses(self, values: frozenset, notes: list[str]) -> str:
-        # by the set: products repeat their address sets (a frozenset's hash comes from its
-        # members' kept hashes; a tuple of netaddr networks hashes each network again)
-        text = self.address_texts.get(values)
+        text = self.texts.get(values)
         if text is None:
-            text = self.address_texts[values] = self._addresses(values, notes)
+            text = self.texts[values] = self._addresses(values, notes)
         return text
 
     def _addresses(self, values: frozenset, notes: list[str]) -> str:
-        if values == frozenset([None]):
+        if values == ANY:
             return "any"
-        nets = tuple(sorted(values, key=_value_key))
+        nets = tuple(sorted(values, key=_plain_sort_key))
         if len(nets) == 1:
-            return _address(nets[0])
+            return self.key_text(nets[0])
         if nets not in self.tables:
             name = f"fwm_{len(self.tables) + 1}"
             self.tables[nets] = name
             self.table_notes[name] = ", ".join(notes)
         return f"<{self.tables[nets]}>"
 
+    def key_text(self, key: tuple[int, int, int]) -> str:
+        text = self.key_texts.get(key)
+        if text is None:
+            text = self.key_texts[key] = _key_address(key)
+        return text
+
     def hosts(self, dims: Dims, notes: list[str], to_self: bool = False) -> str:
         src, dst, _, ports = dims
-        to = "self" if to_self and dst == frozenset([None]) else self.addresses(dst, notes)
+        to = "self" if to_self and dst == ANY else self.addresses(dst, notes)
         text = f"from {self.addresses(src, notes)} to {to}"
-        if ports != frozenset([None]):
-            text += " port " + _list([_port(p) for p in sorted(ports)])
+        if ports != ANY:
+            text += " port " + self.listed(ports, _port)
         return text
 
     def rule(self, head: str, family: int | None, dims: Dims, notes: list[str], opts: list[str], to_self: bool = False) -> str:
@@ -76,19 +82,44 @@ class _Writer:
         if family is not None:
             parts.append("inet" if family == 4 else "inet6")
         protos = dims[2]
-        if protos != frozenset([None]):
-            parts.append("proto " + _list([PROTO_NAMES.get(p, str(p)) for p in sorted(protos)]))
+        if protos != ANY:
+            parts.append("proto " + self.listed(protos, _proto))
         parts.append(self.hosts(dims, notes, to_self))
         parts.extend(opts)
         return " ".join(parts)
+
+    def listed(self, values: frozenset, text: Callable[[Any], str]) -> str:
+        """Ports or protocols, sorted, as one item or a { list } (a set of ports is never one of protocols)."""
+        found = self.texts.get(values)
+        if found is None:
+            found = self.texts[values] = _list([text(v) for v in sorted(values)])
+        return found
+
+
+ANY = frozenset([None])  # a product's dimension that matches anything
 
 
 def _address(net: IPNetwork) -> str:
     return str(net.ip) if net.size == 1 else str(net.cidr)
 
 
-def _port(rng: PortRange) -> str:
-    return str(rng.low) if rng.is_single else f"{rng.low}:{rng.high}"
+def _key_address(key: tuple[int, int, int]) -> str:
+    """A network's plain key (version, first, prefix length) as _address writes the network."""
+    version, first, length = key
+    if version == 4:
+        text = f"{first >> 24}.{first >> 16 & 255}.{first >> 8 & 255}.{first & 255}"
+    else:
+        text = str(IPAddress(first, 6))
+    return text if length == (32 if version == 4 else 128) else f"{text}/{length}"
+
+
+def _port(rng: tuple[int, int]) -> str:
+    low, high = rng
+    return str(low) if low == high else f"{low}:{high}"
+
+
+def _proto(number: int) -> str:
+    return PROTO_NAMES.get(number, str(number))
 
 
 def _list(items: list[str]) -> str:
@@ -228,7 +259,7 @@ def _freebsd_snat(w: _Writer, head: str, family: int | None, dims: Dims, labels:
     carries that tag, from any source: exactly the packets the nat rule translated."""
     tag = f"fwm_snat_{len(w.nat_lines) + 1}"
     w.nat_lines.append(w.rule(f"nat on {w.iface(on)}", family, dims, labels, [f"tag {tag}"] + received + [f"-> {_snat_target(w, snat)}"]))
-    return w.rule(head, family, (frozenset([None]),) + dims[1:], labels, [f"tagged {tag}"] + ([label(", ".join(labels))] if labels else []))
+    return w.rule(head, family, (ANY,) + dims[1:], labels, [f"tagged {tag}"] + ([label(", ".join(labels))] if labels else []))
 
 
 def _snat_key(snat: IPNetwork | str | None) -> tuple:
@@ -278,7 +309,7 @@ def _input_lines(w: _Writer, low: _Lowered) -> list[str]:
                 # freebsd's out rules read the input interface from a tag: these packets never go out
                 opts = ([f"tag {w.tags.get(interface_name(on))}"] if freebsd and on else []) + ([label(", ".join(labels))] if labels else [])
                 line = w.rule(head, family, dims, labels, opts, to_self=True)
-                if family == 6 and dims[2] == frozenset([58]) and dims[1] == frozenset([None]):
+                if family == 6 and dims[2] == frozenset([58]) and dims[1] == ANY:
                     line = line.replace(" to self", " to { self ff02::/16 }")  # neighbour solicitations go to multicast
                 lines.append(line)
     if logs is not None:
@@ -392,7 +423,7 @@ def render(ruleset: Ruleset, dialect: str = DEFAULT_DIALECT) -> str:
         for nets, name in sorted(w.tables.items(), key=lambda kv: int(kv[1].split("_")[1])):
             if w.table_notes[name]:
                 out.append(comment(f"{name}: {w.table_notes[name]}"))
-            out.append(f"table <{name}> const {{ {' '.join(_address(n) for n in nets)} }}")
+            out.append(f"table <{name}> const {{ {' '.join(w.key_text(n) for n in nets)} }}")
     out += ["", f"set skip on {'lo' if dialect == 'openbsd' else 'lo0'}"]
     tagged = [f"# tag {DNAT_TAG}: translated by these rules (netfilter: ct status dnat); a port forward's filter rules pass only such packets"] \
         if translation and low.translated_ifaces else []
