@@ -26,7 +26,8 @@ Values inside matches and set elements:
                          'local' is judged with the firewall's own addresses, 'multicast' and 'broadcast'
                          by their fixed addresses (audit/evaluate/addrtype.py)
   exthdr              -> str (the IPv6 packet carries this extension header: 'rt', 'frag', 'hbh', 'dst';
-                         `-m rt`, `-m frag`, `-m hbh`, `-m dst`). The audit's packets carry none: a rule
+                         `-m rt`, `-m frag`, `-m hbh`, `-m dst`; 'ipopts': the IPv4 packet carries
+                         options, nft `ip hdrlength != 5`). The audit's packets carry none: a rule
                          that only drops with it never matches them, any other is judged both ways
                          (audit/evaluate/matches.py, `_exthdr_parts`)
   ttl, hoplimit       -> PortRange (the IPv4 TTL, the IPv6 hop limit lies in this range of 0-255;

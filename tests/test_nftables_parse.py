@@ -967,3 +967,34 @@ def test_ipv6_extension_headers() -> None:
     expect(rs, "inet exthdrs forward", 2, (m("exthdr", "frag"),), DROP)
     assert isinstance(rules(rs, "inet exthdrs forward")[3].matches[0], Unmodelled)
     expect(rs, "inet exthdrs forward", 6, (m("exthdr", "rt"), TCP, m("dport", 25)), ACCEPT)
+
+
+HDRLENGTH = {"payload": {"protocol": "ip", "field": "hdrlength"}}
+
+
+@pytest.mark.parametrize(("op", "words", "reads_as"), [
+    ("!=", 5, "options"), (">", 5, "options"), ("==", 6, "options"), ("<", 5, "options"),
+    (">=", 5, "every packet"), ("<=", 15, "every packet"), ("==", 5, "unmodelled"), ("<", 9, "unmodelled"),
+])
+def test_ip_hdrlength_asks_for_ipv4_options(op: str, words: int, reads_as: str) -> None:
+    """`ip hdrlength != 5 drop` drops IPv4 packets with options, which the audit's packets never
+    carry: the match is the `exthdr` 'ipopts' (a drop with it removes nothing the audit sends);
+    a test every header length passes is IPv4 alone; one that holds at 5 and not at every length
+    stays judged both ways."""
+    rule = parsed([match(HDRLENGTH, words, op), {"drop": None}])[0]
+    v4 = m("nfproto", 4)
+    expected = {"options": (v4, m("exthdr", "ipopts")), "every packet": (v4,)}
+    if reads_as == "unmodelled":
+        assert rule.matches[0] == v4 and isinstance(rule.matches[1], Unmodelled)
+    else:
+        assert rule.matches == expected[reads_as]
+
+
+def test_a_drop_of_ipv4_options_leaves_the_audit_s_packets_alone() -> None:
+    """The evaluator: the drop has no part (the audit's packets carry no options); an accept with
+    the same match is judged both ways."""
+    from fwmatrix.audit.evaluate.matches import UNMODELLED_FIELDS, exact_parts
+
+    drop, accept = parsed([match(HDRLENGTH, 5, "!="), {"drop": None}], [match(HDRLENGTH, 5, "!="), {"accept": None}])
+    assert exact_parts(drop) == [] and exact_parts(accept) == [accept]
+    assert "exthdr" in UNMODELLED_FIELDS

@@ -281,6 +281,9 @@ def _parse_match(arg: Any, ctx: _TableContext) -> list[Match | Unmodelled]:
     header = _needs_header(arg)
     if header:
         return [Match(("exthdr",), ((header,),))]
+    options = _ipv4_options(arg)
+    if options is not None:
+        return options
     try:
         match = _tcp_flags(left, arg["op"], arg["right"]) or _relation(_fields(left), arg["op"], arg["right"], ctx)
     except _SHAPE_ERRORS as exc:
@@ -301,6 +304,27 @@ def _needs_header(arg: Any) -> str | None:
         return None
     present = "field" not in header and (arg.get("op"), arg.get("right")) in (("==", True), ("!=", False))
     return header["name"] if "field" in header or present else None
+
+
+# `ip hdrlength` counts the IPv4 header in 32-bit words: 5 without options, up to 15 with them.
+IPV4_HEADER_WORDS = range(5, 16)
+HDRLENGTH_TESTS = {"==": int.__eq__, "!=": int.__ne__, "<": int.__lt__, "<=": int.__le__, ">": int.__gt__, ">=": int.__ge__}
+
+
+def _ipv4_options(arg: Any) -> list[Match] | None:
+    """`ip hdrlength OP N` asks whether the IPv4 packet carries options. The audit's packets
+    carry none (a header of 5 words): a test that fails at 5 never holds on them, as an
+    extension header's (ir.py `exthdr`, 'ipopts'); one every length passes is no test; any
+    other (`ip hdrlength 5`) is left to the caller, which judges it both ways."""
+    left = arg.get("left") if isinstance(arg, dict) else None
+    payload = left.get("payload") if isinstance(left, dict) else None
+    test = HDRLENGTH_TESTS.get(arg.get("op") if isinstance(arg, dict) else None)
+    if payload != {"protocol": "ip", "field": "hdrlength"} or test is None or type(arg.get("right")) is not int:
+        return None
+    holds = {words for words in IPV4_HEADER_WORDS if test(words, arg["right"])}
+    if 5 not in holds:
+        return [*_implied(left, exact=False), Match(("exthdr",), (("ipopts",),))]
+    return _implied(left, exact=False) if holds == set(IPV4_HEADER_WORDS) else None
 
 
 SOCKET_KEYS = {"skuid", "skgid"}  # the owner of the packet's local socket (evaluate/sockets.py)

@@ -291,8 +291,8 @@ def _implied(full: Space, fields: tuple[str, ...]) -> Space:
 
 # why a match on these fields is judged both ways, for the finding
 WHY_UNMODELLED = {
-    "exthdr": "an IPv6 extension header, which the audit's packets do not carry; a rule that does more than drop with it "
-              "could let such packets through",
+    "exthdr": "an IPv6 extension header or IPv4 options, which the audit's packets do not carry; a rule that does more than "
+              "drop with it could let such packets through",
     "hoplimit": "the hop limit, which the matrix does not fix for forwarded packets",
     "ttl": "the TTL, which the matrix does not fix for forwarded packets",
 }
