@@ -1165,8 +1165,10 @@ def test_extension_header_drops_never_match_the_probes_and_accepts_are_both_ways
     full = Space.full(effective.ifaces)
 
     def to(port: int) -> Space:
+        # from global unicast sources: link-local ones never leave their link (evaluate/scopes.py)
         return full.make(iif=effective.ifaces.mask("wan0"), oif=effective.ifaces.mask("lan0"), proto=((6, 6),),
-                         dport=((port, port),), dst=(addr_interval(IPNetwork("2001:db8:10::80")),), ct=ct_bits("new"))
+                         dport=((port, port),), src=(addr_interval(IPNetwork("2000::/3")),),
+                         dst=(addr_interval(IPNetwork("2001:db8:10::80")),), ct=ct_bits("new"))
 
     uncertain = Space.empty(effective.ifaces)
     for grant in effective.uncertain:
