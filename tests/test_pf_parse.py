@@ -863,6 +863,17 @@ def test_service_names_the_bsds_agree_on() -> None:
         assert unmodelled_texts(rule) == [f"port {name} (a service name fwmatrix does not know)"]
 
 
+def test_prio_pair_only_queues_and_prio_alone_stays_open() -> None:
+    """`prio (X, Y)` assigned the queueing priorities before pfctl wrote it `set prio (X, Y)` (OpenBSD 5.0,
+    regress pf101): it queues and never decides, so the rule is exact. `prio N` alone assigned one then
+    and matches the packet's priority now (pf.conf(5)), which the audit's packets do not carry (a vlan's
+    priority field may set it): judged both ways."""
+    rs = parse("pass in quick proto tcp to port 22 prio (5, 2)\npass in quick proto tcp to port 23 prio 3\n")
+    (pair,) = rules_at(rs, "in", 1)
+    assert pair.matches == (m("l4proto", 6), m("dport", "22")) and isinstance(pair.action, Verdict)
+    assert [unmodelled_texts(r) for r in rules_at(rs, "in", 2)] == [["prio 3"]]
+
+
 def test_lists_negations_and_families() -> None:
     rs = parse("pass in quick proto { tcp udp } from { 10.0.0.0/8 !10.1.0.0/16 2001:db8::/32 } to any\n")
     rules = chain(rs, "in").rules[1:]

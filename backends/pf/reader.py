@@ -562,6 +562,8 @@ class _Reader:
                     changes["icmp"] = ("icmp.type" if word == "icmp-type" else "icmpv6.type", types)
             elif word in ("user", "group"):
                 unknown.append(f"{word} {self._op_arg(c)} (the owner of a local socket)")
+            elif word == "prio" and c.peek() == "(":
+                c.group("(", ")")  # the pair assigned priorities before `set prio` (OpenBSD 5.0): it only queues
             elif word in ("tos", "prio", "probability", "rtable", "max-pkt-rate", "os"):
                 unknown.append(f"{word} {c.arg(word)}")
             elif word in ("once", "fragment", "divert-reply"):
