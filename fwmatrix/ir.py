@@ -172,6 +172,16 @@ class Dnat:
 
 
 @dataclass(frozen=True)
+class Redirect:
+    """Destination NAT to the firewall itself (nft `redirect [to :P]`, iptables `-j REDIRECT
+    [--to-ports P]`): a new connection's destination becomes the primary address of the
+    interface it came in by, its port P when given (nf_nat_redirect; on an interface without
+    an address the packet is dropped). Either way it is never forwarded."""
+
+    port: PortRange | None = None
+
+
+@dataclass(frozen=True)
 class Snat:
     """Source NAT to one address (nft `snat ip to A`, iptables `-j SNAT --to-source A`), in a
     postrouting nat chain: replies are translated back by connection tracking."""
@@ -213,7 +223,7 @@ class Notrack:
     The chain goes on."""
 
 
-Action = Union[Verdict, Jump, VerdictMap, DnatMap, Dnat, Snat, Masquerade, Log, Notrack, UnmodelledAction, None]
+Action = Union[Verdict, Jump, VerdictMap, DnatMap, Dnat, Redirect, Snat, Masquerade, Log, Notrack, UnmodelledAction, None]
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ from fwmatrix.ir import (
     Masquerade,
     Match,
     Notrack,
+    Redirect,
     Rule,
     Ruleset,
     Snat,
@@ -576,7 +577,7 @@ def test_dnat_forms() -> None:
         Dnat(4, IPRange("10.0.0.1", "10.0.0.3"), PortRange(80, 81)),
         UnmodelledAction("-j DNAT --to-destination :8080: DNAT to port 8080 of the original destination"),
         UnmodelledAction("-j DNAT --to-destination 10.0.0.1:1000-2000/1500: DNAT with a base port (10.0.0.1:1000-2000/1500)"),
-        UnmodelledAction("-j REDIRECT --to-ports 3128 (sends the packet to the firewall itself)"),
+        Redirect(PortRange(3128, 3128)),
         UnmodelledAction("-j DNAT --random: DNAT with 0 targets"),
     ]
 

@@ -25,7 +25,7 @@ What it cannot model:
       iprange, set and comment, and the other options of those (tcp flags, ctorigdst...);
       -f; masks that are not prefixes; -m set without the `ipset save` text, or on sets
       with a netmask, nomatch members or other types; targets that may change the packet's
-      fate (REDIRECT, TPROXY, NFQUEUE, NOTRACK, CT, NETMAP... and unknown ones); DNAT with
+      fate (TPROXY, NFQUEUE, CT, NETMAP... and unknown ones; REDIRECT only with ports not read); DNAT with
       no address, a base port or several targets. Targets that change the packet, not its
       fate (SNAT, MARK), keep the rule with no action; LOG rules are skipped. A table that
       holds native nftables rules cannot be read here at all.

@@ -44,6 +44,7 @@ from fwmatrix.backends.iptables.reader import (
     _not_mac,
     _not_mark,
     _not_nat_ports,
+    _is_service,
     _not_snat,
     _NotModelled,
     _Option,
@@ -60,7 +61,7 @@ from fwmatrix.errors import BackendError, did_you_mean
 from fwmatrix.gcpause import gc_paused
 from fwmatrix.intervals import mac_address
 from fwmatrix.ir import (
-    ADDRESS_TYPES, TCP_FLAG_BITS, Action, Chain, Dnat, Jump, Masquerade, Match, Notrack, Rule, Ruleset, SetDef, Snat, Table, TcpFlags, Unmodelled,
+    ADDRESS_TYPES, TCP_FLAG_BITS, Action, Chain, Dnat, Jump, Masquerade, Match, Notrack, Redirect, Rule, Ruleset, SetDef, Snat, Table, TcpFlags, Unmodelled,
     UnmodelledAction, Verdict, addr_field,
 )
 from fwmatrix.matrix.model import PortRange
@@ -423,6 +424,8 @@ class _SectionParser:
                 return UnmodelledAction(f"{block.shown()}: {exc}"), ""
             self._seen(dnat.family)
             return dnat, ""
+        if name == "REDIRECT" and self.section.table == "nat" and {o.name for o in block.options} <= {"--to-ports", "--random"}:
+            return _redirect(block), ""
         if name == "NOTRACK" or (name == "CT" and [o.name for o in block.options] == ["--notrack"]):
             return Notrack(), ""
         if name in LOG_TARGETS:
@@ -438,6 +441,17 @@ class _SectionParser:
             return None, f"-j {name}: changes the packet, not its fate"
         why = FATE_TARGETS.get(name, "a target fwmatrix does not know")
         return UnmodelledAction(f"{block.shown()} ({why})"), ""
+
+
+def _redirect(block: _Block) -> Redirect | UnmodelledAction:
+    """`-j REDIRECT [--to-ports P[-Q]] [--random]`: to the firewall itself, never forwarded
+    (the audit: prerouting.delivered_locally); ports written as strtoul reads them (`0x50`)
+    are left unmodelled."""
+    ports = [o.value for o in block.options if o.name == "--to-ports"]
+    try:
+        return Redirect(_port_range(ports[0] if _is_service(ports[0]) else ports[0].replace("-", ":")) if ports else None)
+    except _Malformed:
+        return UnmodelledAction(f"{block.shown()} (sends the packet to the firewall itself, to ports not read)")
 
 
 # -m conntrack options on the connection's original tuple (see _conntrack_tuple)

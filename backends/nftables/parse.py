@@ -29,7 +29,7 @@ from fwmatrix.backends.nftables.values import (
 from fwmatrix.errors import BackendError
 from fwmatrix.gcpause import gc_paused
 from fwmatrix.ir import DnatMap, Element, Match, Rule, Ruleset, SetDef, Table, Value, Verdict, VerdictMap
-from fwmatrix.ir import TCP_FLAG_BITS, Action, Chain, Dnat, Key, Masquerade, Notrack, Snat, TcpFlags, Unmodelled, UnmodelledAction
+from fwmatrix.ir import TCP_FLAG_BITS, Action, Chain, Dnat, Key, Masquerade, Notrack, Redirect, Snat, TcpFlags, Unmodelled, UnmodelledAction
 from fwmatrix.matrix.model import PortRange
 
 XT_TEXT = "iptables-nft (xt) expression: audit this table from iptables-save instead"
@@ -452,6 +452,10 @@ def _source_nat(kind: str, arg: Any, family: str | None, ctx: _TableContext) -> 
 REJECT_FAMILY = {"icmp": 4, "icmpv6": 6}  # `icmpx` and `tcp reset` answer either family
 
 
+def _listed(value: Any) -> list:
+    return [value] if isinstance(value, str) else list(value)
+
+
 def _terminal(kind: str, arg: Any, ctx: _TableContext) -> tuple[list[Match], Action] | None:
     """A statement that decides the packet's fate in this chain, or None when it is not one of those."""
     if kind == "reject" and isinstance(arg, dict) and arg.get("type") in REJECT_FAMILY:
@@ -464,6 +468,14 @@ def _terminal(kind: str, arg: Any, ctx: _TableContext) -> tuple[list[Match], Act
         family = arg.get("family") if isinstance(arg, dict) else None
         implied = [Match(("nfproto",), ((FAMILY_VERSION[family],),))] if ctx.family == "inet" and family in FAMILY_VERSION else []
         return implied, _source_nat(kind, arg, family, ctx)
+    if kind == "redirect":  # to the firewall itself, never forwarded (the audit: prerouting.delivered_locally)
+        if arg and not (isinstance(arg, dict) and set(arg) <= {"port", "flags"} and not set(_listed(arg.get("flags", []))) - NAT_FLAGS):
+            return [], UnmodelledAction(f"{describe({kind: arg})} (sends the packet to the firewall itself, with options not read)")
+        try:
+            port = _value("port", arg["port"]) if arg and "port" in arg else None
+        except _SHAPE_ERRORS as exc:
+            return [], UnmodelledAction(describe({kind: arg}) + _why(exc))
+        return [], Redirect(PortRange(port, port) if isinstance(port, int) else port)
     if kind in ("vmap", "dnat"):
         try:
             return _vmap(arg, ctx) if kind == "vmap" else _dnat(arg, ctx)

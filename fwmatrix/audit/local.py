@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from fwmatrix.audit.evaluate import DEFAULT_ACCEPT, evaluate, interfaces_of
+from fwmatrix.audit.evaluate.effective import LOCAL
 from fwmatrix.compile.intent import FirewallIntent, Flow, Input
 from fwmatrix.audit.evaluate.matches import rule_space
 from fwmatrix.audit.evaluate.reading import Reading
@@ -27,9 +28,6 @@ from fwmatrix.ir import NOT_LOCAL, Chain, Ruleset, Table
 from fwmatrix.matrix.model import PROTOCOLS
 from fwmatrix.space import V4_ALL, V6_ALL, Space, ct_bits
 
-# The firewall's own end of a connection: not an interface, so no rule on an interface name
-# (nor a wildcard but `*`) can match it.
-LOCAL = "(firewall)"
 LOOPBACK = "lo"
 PF_TABLE = "pf"  # the table backends/pf/convert.py reads a pf ruleset into
 CT_NEW = ct_bits("new", translated=False)

@@ -40,7 +40,7 @@ from fwmatrix.audit.evaluate.effective import DnatRegion, Effective, EvaluationE
 from fwmatrix.audit.evaluate.forward import DEFAULT_ACCEPT, combine, forward_chains, upper_differs
 from fwmatrix.audit.evaluate.macscope import mac_scopes
 from fwmatrix.audit.evaluate.neighbours import arp_dead, nd_blocked, nd_dead, nd_doubtful, nd_output_doubtful
-from fwmatrix.audit.evaluate.prerouting import dnat_regions, early_drops
+from fwmatrix.audit.evaluate.prerouting import delivered_locally, dnat_regions, early_drops
 from fwmatrix.audit.evaluate.reading import Reading
 from fwmatrix.audit.evaluate.scopes import without_scope_crossings
 from fwmatrix.audit.evaluate.untracked import as_untracked
@@ -189,7 +189,9 @@ def within_families(effective: Effective, families: frozenset[int]) -> Effective
 def _read(reading: Reading) -> Effective:
     """One reading along the netfilter path; what may be forwarded at most is left in `reading.upper`."""
     drops = early_drops(reading)
-    dnats = dnat_regions(reading, drops)
+    regions = dnat_regions(reading, drops)
+    dnats = [d for d in regions if not d.local]  # port forwards; redirects (to the firewall itself) are never forwarded
+    redirects = [d for d in regions if d.local]
     early, early_certain = drops.spaces(reading)
     early_fwd, early_fwd_certain = drops.of_forwarded(reading, dnats)
     chains = forward_chains(reading)
@@ -205,6 +207,8 @@ def _read(reading: Reading) -> Effective:
         forwarded = [Grant(g.space.subtract(early_fwd), g.origin) for g in forwarded]
     if early_fwd_certain:
         reading.upper = [Grant(g.space.subtract(early_fwd_certain), g.origin) for g in reading.upper]
+    if redirects:
+        forwarded = delivered_locally(reading, [replace(d, space=d.space.subtract(early)) if early else d for d in redirects], forwarded)
     return Effective(
         reading.ifaces,
         [g for g in forwarded if g.space],

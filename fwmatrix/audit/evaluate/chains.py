@@ -16,7 +16,7 @@ from typing import Iterator
 from fwmatrix.audit.evaluate.effective import DnatRegion, EvaluationError, Grant, Note
 from fwmatrix.audit.evaluate.matches import exact_parts, key_space, rule_space
 from fwmatrix.audit.evaluate.reading import Reading
-from fwmatrix.ir import Chain, Dnat, DnatMap, Jump, Log, Masquerade, Notrack, Rule, Snat, Table, UnmodelledAction, Verdict, VerdictMap
+from fwmatrix.ir import Chain, Dnat, DnatMap, Jump, Log, Masquerade, Notrack, Redirect, Rule, Snat, Table, UnmodelledAction, Verdict, VerdictMap
 from fwmatrix.matrix.model import PortRange
 from fwmatrix.space import V4_ALL, V6_ALL, Interfaces, Remaining, Space, addr_interval
 
@@ -216,6 +216,9 @@ def _act(site: _Site, action: object, hit: Space, match: Space, remaining: _Reco
     elif isinstance(action, Dnat):
         site.result.dnats.append(DnatRegion(hit, (addr_interval(action.address),), action.port, site.origin, site.uncertain))
         remaining.remove(match)
+    elif isinstance(action, Redirect):  # a DNAT to the firewall itself: prerouting.delivered_locally
+        site.result.dnats.append(DnatRegion(hit, (), action.port, site.origin, site.uncertain, local=True))
+        remaining.remove(match)
     elif isinstance(action, DnatMap):
         _dnat_map(site, action, match, remaining)
     elif isinstance(action, UnmodelledAction):
@@ -309,4 +312,4 @@ def _decide_unmodelled(site: _Site, hit: Space, match: Space, remaining: _Record
 
 
 def _is_terminal(action: object) -> bool:
-    return isinstance(action, (Verdict, Dnat, DnatMap)) and getattr(action, "kind", "accept") in ("accept", "drop", "reject")
+    return isinstance(action, (Verdict, Dnat, DnatMap, Redirect)) and getattr(action, "kind", "accept") in ("accept", "drop", "reject")

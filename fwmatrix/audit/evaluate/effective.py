@@ -27,6 +27,12 @@ class DnatRegion:
     port: PortRange | None
     origin: str
     uncertain: bool = False  # the rule has a match fwmatrix cannot model: it may not translate these
+    local: bool = False  # a redirect: to the firewall itself (the address of the interface it came in by; `target` empty)
+
+
+# The firewall's own end of a connection as an out-interface (audit/local.py judges its input
+# chain as if it were the forward chain): not an interface, so no rule on a name can match it.
+LOCAL = "(firewall)"
 
 
 @dataclass(frozen=True)

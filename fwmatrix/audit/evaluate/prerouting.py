@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from fwmatrix.audit.evaluate.chains import ChainResult, chain_name, walk
-from fwmatrix.audit.evaluate.effective import DnatRegion
+from fwmatrix.audit.evaluate.effective import LOCAL, DnatRegion, Grant
 from fwmatrix.audit.evaluate.forward import NAT_DROPS
 from fwmatrix.audit.evaluate.reading import CONNTRACK_PRIORITY, Reading
 from fwmatrix.audit.evaluate.untracked import as_untracked, drops_as_untracked, untracked_region
@@ -156,3 +156,26 @@ def dnat_regions(reading: Reading, drops: Drops) -> list[DnatRegion]:
             regions.append(region)
             untranslated.remove(region.space)
     return regions
+
+
+REDIRECTED = ("redirects to the firewall itself: its input chain sees the packet translated, to the address of the "
+              "interface it came in by{port}, which the audit does not work out: whether it accepts it is judged both ways")
+
+
+def delivered_locally(reading: Reading, redirects: list[DnatRegion], forwarded: list[Grant]) -> list[Grant]:
+    """The grants without what the redirects take: a redirected new connection is delivered
+    to the firewall itself (or dropped, on an interface without an address), never forwarded.
+    Where the firewall's input is judged (an out-interface LOCAL, audit/local.py) the input
+    chain sees it with the address of the interface it came in by and port P, which is not
+    worked out here: there it may be accepted (left in `reading.upper`) or not."""
+    taken = Space(reading.ifaces, [b for d in redirects for b in d.space.boxes])
+    certain = Space(reading.ifaces, [b for d in redirects if not d.uncertain for b in d.space.boxes])
+    reading.upper = [Grant(g.space.subtract(certain), g.origin) for g in reading.upper]
+    if LOCAL in reading.ifaces.names:
+        to_firewall = reading.full.make(oif=reading.ifaces.mask(LOCAL))
+        for region in redirects:
+            local = region.space.intersect(to_firewall)
+            if local:
+                reading.upper.append(Grant(local, region.origin))
+                reading.note_unmodelled(region.origin, REDIRECTED.format(port=f", port {region.port}" if region.port else ""))
+    return [Grant(g.space.subtract(taken), g.origin) for g in forwarded]
