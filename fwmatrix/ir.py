@@ -216,6 +216,14 @@ class UnmodelledAction:
     terminal: bool = True
 
 
+def packet_copies(spec: str, which: str) -> UnmodelledAction:
+    """Copies of packets sent elsewhere (pf `dup-to`, iptables `-j TEE --gateway G`, nft `dup to
+    G`): the original goes on as it would (the chain goes on, its fate exact), where the copies
+    end up the audit cannot follow: an unmodelled action that decides nothing, named by `spec`
+    (the option as written, its target in it)."""
+    return UnmodelledAction(f"{spec}: a copy of {which} leaves towards the target, where the audit does not follow it", terminal=False)
+
+
 @dataclass(frozen=True)
 class Notrack:
     """Take the packet out of connection tracking (nft `notrack`, iptables `-j CT --notrack`):

@@ -76,6 +76,7 @@ from fwmatrix.errors import BackendError
 from fwmatrix.targets import include_directory
 from fwmatrix.ir import (
     PRIORITY_DSTNAT, PRIORITY_FILTER, PRIORITY_SRCNAT, Action, Chain, Dnat, Match, Rule, Ruleset, Table, Unmodelled, UnmodelledAction, Verdict, addr_field,
+    packet_copies,
 )
 
 PARSED_TABLE = "pf"
@@ -395,8 +396,7 @@ class _Builder(_Tags):
         route = rule.route
         if route is None or route.kind != "dup-to" or rule.action != "pass" or chain not in ("in", "out") or self._local:
             return []
-        copy = UnmodelledAction(f"{route.spec}: a copy of each packet {rule.origin} passes (of its connections too, with state) "
-                                "leaves towards the target, where the audit does not follow it", terminal=False)
+        copy = packet_copies(route.spec, f"each packet {rule.origin} passes (of its connections too, with state)")
         return self._emit(rule.parts, chain, copy, _aside(rule.origin, "copies"))
 
     def _reaches_out(self, rule: _Rule) -> bool:
