@@ -53,6 +53,7 @@ from fwmatrix.ir import (
     Unmodelled,
     UnmodelledAction,
     Verdict,
+    packet_copies,
 )
 from fwmatrix.matrix.loader import load_matrix
 from fwmatrix.matrix.model import PortRange
@@ -556,7 +557,7 @@ def test_targets() -> None:
         (None, "-j CONNMARK: changes the packet, not its fate", "t:8"),
         (RETURN, "", "t:9"),
         (UnmodelledAction("-j WHATEVER --opt 1 (a target fwmatrix does not know)"), "", "t:10"),
-        (None, "-j TEE: changes the packet, not its fate", "t:11"),
+        (packet_copies("-j TEE --gateway 10.0.0.9", "each packet the rule matches"), "", "t:11"),  # the copy: tests/test_copies.py
     ]
 
 

@@ -62,7 +62,7 @@ from fwmatrix.gcpause import gc_paused
 from fwmatrix.intervals import mac_address
 from fwmatrix.ir import (
     ADDRESS_TYPES, TCP_FLAG_BITS, Action, Chain, Dnat, Jump, Masquerade, Match, Notrack, Redirect, Rule, Ruleset, SetDef, Snat, Table, TcpFlags, Unmodelled,
-    UnmodelledAction, Verdict, addr_field,
+    UnmodelledAction, Verdict, addr_field, packet_copies,
 )
 from fwmatrix.matrix.model import PortRange
 
@@ -75,7 +75,7 @@ LOG_TARGETS = {"LOG", "NFLOG", "ULOG", "TRACE", "AUDIT"}  # a rule with one of t
 # (source NAT happens after the forward decision; marks only matter to -m mark, which is Unmodelled).
 NO_VERDICT_TARGETS = {
     "SNAT", "MASQUERADE", "SNPT", "MARK", "CONNMARK", "TCPMSS", "CLASSIFY", "DSCP", "TOS", "TTL", "HL", "ECN",
-    "SECMARK", "CONNSECMARK", "CHECKSUM", "SET", "TEE", "IDLETIMER", "LED", "RATEEST", "HMARK", "TCPOPTSTRIP",
+    "SECMARK", "CONNSECMARK", "CHECKSUM", "SET", "IDLETIMER", "LED", "RATEEST", "HMARK", "TCPOPTSTRIP",
 }
 # Targets that may change the packet's fate in ways the IR cannot say.
 FATE_TARGETS = {
@@ -437,6 +437,8 @@ class _SectionParser:
             if translation is None:  # ends the nat chain as accept does, to an address not read (audit/snat.py says so)
                 return UnmodelledAction(f"{block.shown()} (source NAT to a range: the address it picks is not read)"), ""
             return translation, ""  # ends the nat chain as accept does; audit/snat.py judges the address
+        if name == "TEE":  # the original goes on, exact; the copy leaves towards the gateway
+            return packet_copies(block.shown(), "each packet the rule matches"), ""
         if name in NO_VERDICT_TARGETS:
             return None, f"-j {name}: changes the packet, not its fate"
         why = FATE_TARGETS.get(name, "a target fwmatrix does not know")

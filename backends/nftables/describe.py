@@ -109,6 +109,7 @@ _TEXT: dict[str, Callable[[Any], str]] = {
     "dnat": _nat_text("dnat"),
     "masquerade": _nat_text("masquerade"),
     "redirect": _nat_text("redirect"),
+    "dup": lambda arg: f"dup to {describe(arg['addr'])}" + (f" device {describe(arg['dev'])}" if "dev" in arg else ""),
     "reject": lambda arg: "reject" + (f" with {arg.get('type', '')} {describe(arg.get('expr'))}".rstrip() if arg else ""),
     "vmap": lambda arg: f"{describe(arg['key'])} vmap {describe(arg['data'])}",
     "xt": lambda arg: f"xt {arg.get('type', '')} {arg.get('name', '')}".strip(),

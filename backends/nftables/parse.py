@@ -29,7 +29,7 @@ from fwmatrix.backends.nftables.values import (
 from fwmatrix.errors import BackendError
 from fwmatrix.gcpause import gc_paused
 from fwmatrix.ir import DnatMap, Element, Match, Rule, Ruleset, SetDef, Table, Value, Verdict, VerdictMap
-from fwmatrix.ir import TCP_FLAG_BITS, Action, Chain, Dnat, Key, Masquerade, Notrack, Redirect, Snat, TcpFlags, Unmodelled, UnmodelledAction
+from fwmatrix.ir import TCP_FLAG_BITS, Action, Chain, Dnat, Key, Masquerade, Notrack, Redirect, Snat, TcpFlags, Unmodelled, UnmodelledAction, packet_copies
 from fwmatrix.matrix.model import PortRange
 
 XT_TEXT = "iptables-nft (xt) expression: audit this table from iptables-save instead"
@@ -491,6 +491,7 @@ def _parse_rule(body: dict, ctx: _TableContext, chain: str) -> list[Rule]:
     rules with the same matches: the notrack, then the verdict."""
     matches: list[Match | Unmodelled] = []
     notrack = False
+    copies: list[str] = []  # `dup to G`: packet_copies
     effects: list[str] = []  # statements that may change the packet's fate, in order
     quiet: list[str] = []  # statements that change the packet, not its fate, but may stop the rule
     going_on = 0  # how many of them let the chain go on (GOES_ON)
@@ -515,6 +516,8 @@ def _parse_rule(body: dict, ctx: _TableContext, chain: str) -> list[Rule]:
             matches.append(Unmodelled(describe(stmt)))
         elif kind == "notrack" and not effects:
             notrack = True
+        elif kind == "dup" and not effects:
+            copies.append(describe(stmt))  # the original goes on, exact: a rule of its own before this one
         elif kind in NO_EFFECT or kind == "continue" or _is_nftrace(kind, arg):
             continue
         elif _sets_tcp_option(kind, arg):
@@ -537,10 +540,10 @@ def _parse_rule(body: dict, ctx: _TableContext, chain: str) -> list[Rule]:
         action = UnmodelledAction("; ".join(dict.fromkeys(effects)), terminal=not goes_on)
     origin = f"{ctx.family} {ctx.name} {chain} handle {body.get('handle', '?')}"
     rule = Rule(tuple(dict.fromkeys(matches)), action, comment=str(body.get("comment", "")), origin=origin)
-    if not notrack:
-        return [rule]
-    untracking = Rule(rule.matches, Notrack(), rule.comment, origin)
-    return [untracking] if action is None else [untracking, rule]
+    out = [Rule(rule.matches, Notrack(), rule.comment, origin)] if notrack else []
+    if copies:
+        out.append(Rule(rule.matches, packet_copies("; ".join(copies), "each packet the rule matches"), rule.comment, f"{origin} (copies)"))
+    return out + [rule] if action is not None or not out else out
 
 
 def _fills_without_limit(kind: str, arg: Any) -> bool:
