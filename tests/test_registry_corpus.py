@@ -31,7 +31,7 @@ PROBES_ENV = "FWMATRIX_CORPUS_PROBES"
 ROWS = fetch.manifest()
 # The unmodelled share of the rules read when the expectations were recorded (rounded up):
 # a change that models less fails here; one that models more should lower these.
-UNMODELLED_CEILING = {"nftables": 0.028, "iptables": 0.08, "pf": 0.33}
+UNMODELLED_CEILING = {"nftables": 0.028, "iptables": 0.072, "pf": 0.33}  # 3/111, 16/223, 728/2378 (2026-12-07)
 
 _files: dict[str, tuple[Path, fetch.Source]] = {}
 _outcomes: dict[str, Outcome] = {}
