@@ -13,7 +13,7 @@ from fwmatrix.audit.evaluate.forward import NAT_DROPS
 from fwmatrix.audit.evaluate.reading import CONNTRACK_PRIORITY, Reading
 from fwmatrix.audit.evaluate.untracked import as_untracked, drops_as_untracked, untracked_region
 from fwmatrix.ir import Chain
-from fwmatrix.space import CT_ALL, CT_DNAT, PORTS_ALL, V4_ALL, V6_ALL, Box, Remaining, Space, ct_bits, iv_and
+from fwmatrix.space import CT_ALL, CT_DNAT, PORTS_ALL, V4_ALL, V6_ALL, Box, Remaining, Space, ct_bits, iv_and, iv_or
 
 DSTNAT_PRIORITY = -100  # NF_IP_PRI_NAT_DST: filtering chains below it see the packet before DNAT
 
@@ -159,23 +159,46 @@ def dnat_regions(reading: Reading, drops: Drops) -> list[DnatRegion]:
 
 
 REDIRECTED = ("redirects to the firewall itself: its input chain sees the packet translated, to the address of the "
-              "interface it came in by{port}, which the audit does not work out: whether it accepts it is judged both ways")
+              "interface it came in by{port}, and decides it differently by that address: judged both ways")
 
 
 def delivered_locally(reading: Reading, redirects: list[DnatRegion], forwarded: list[Grant]) -> list[Grant]:
     """The grants without what the redirects take: a redirected new connection is delivered
     to the firewall itself (or dropped, on an interface without an address), never forwarded.
     Where the firewall's input is judged (an out-interface LOCAL, audit/local.py) the input
-    chain sees it with the address of the interface it came in by and port P, which is not
-    worked out here: there it may be accepted (left in `reading.upper`) or not."""
+    chain sees it translated: to the address of the interface it came in by, which is not
+    worked out here, and port P. Where the chain accepts, or refuses, the translated packets
+    whatever that address is, the redirected ones are accepted (or not) exactly; else they
+    are judged both ways (left in `reading.upper` only)."""
     taken = Space(reading.ifaces, [b for d in redirects for b in d.space.boxes])
     certain = Space(reading.ifaces, [b for d in redirects if not d.uncertain for b in d.space.boxes])
-    reading.upper = [Grant(g.space.subtract(certain), g.origin) for g in reading.upper]
+    accepted: list[Grant] = []
+    upper = reading.upper
+    reading.upper = [Grant(g.space.subtract(certain), g.origin) for g in upper]
     if LOCAL in reading.ifaces.names:
         to_firewall = reading.full.make(oif=reading.ifaces.mask(LOCAL))
+        grants = Space(reading.ifaces, [b for g in forwarded for b in g.space.boxes])
+        maybe = grants.union(Space(reading.ifaces, [b for g in upper for b in g.space.boxes]))
         for region in redirects:
             local = region.space.intersect(to_firewall)
-            if local:
+            if not local:
+                continue
+            seen = _as_redirected(reading, region, local)
+            if not seen.subtract(grants):
+                accepted.append(Grant(local, region.origin))  # accepted whatever the address
+            elif seen.intersect(maybe):
                 reading.upper.append(Grant(local, region.origin))
                 reading.note_unmodelled(region.origin, REDIRECTED.format(port=f", port {region.port}" if region.port else ""))
-    return [Grant(g.space.subtract(taken), g.origin) for g in forwarded]
+    reading.upper += accepted
+    return [Grant(g.space.subtract(taken), g.origin) for g in forwarded] + accepted
+
+
+def _as_redirected(reading: Reading, region: DnatRegion, local: Space) -> Space:
+    """The packets of `local` as the input chain sees them once redirected: to any address of
+    their family (one of the firewall's), port P, a translated new connection."""
+    boxes = []
+    for box in local.boxes:
+        dst = iv_or(V4_ALL if iv_and(box.dst, V4_ALL) else (), V6_ALL if iv_and(box.dst, V6_ALL) else ())
+        dport = ((region.port.low, region.port.high),) if region.port is not None else box.dport
+        boxes.append(replace(box, dst=dst, dport=dport, ct=ct_bits("new", translated=True)))
+    return Space(reading.ifaces, boxes)
