@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -267,8 +268,40 @@ def kernel_tally(result: Outcome, family: str, case: str, ipv6: bool = False, pr
             material = {".ipt6": material[".ipt4"]}
         load = lambda lab: lab.load_iptables(material)  # noqa: E731
     with Lab(lab_interfaces(result.ruleset), timeout=TIMEOUT) as lab:
-        try:
-            load(lab)
-        except FwmatrixError as exc:
-            return str(exc).splitlines()[0][:200]
+        for _ in range(MAX_DECLARED_CHAINS + 1):
+            try:
+                load(lab)
+                break
+            except FwmatrixError as exc:
+                declared = family == "iptables" and declare_missing_chain(material, str(exc))
+                if not declared:
+                    return str(exc).splitlines()[0][:200]
+                material = declared
         return corpus_case(lab, getattr(lab, read)(), case, probes)
+
+
+MAX_DECLARED_CHAINS = 8
+MISSING_CHAIN = re.compile(r"Chain '([^']+)' does not exist(?:\\n|\n)Error occurred at line: (\d+)")  # escaped or not
+
+
+def declare_missing_chain(material: dict[str, str], error: str) -> dict[str, str] | None:
+    """A fragment that jumps to a chain its companion files declare (ufw's before.rules jumps to
+    ufw-logging-deny, which ufw's other files make) loads once that chain is declared, empty, in
+    the table of the refused line: the lab reads it back empty, so the evaluator and the kernel
+    judge the same ruleset. None when the error is anything else."""
+    found = MISSING_CHAIN.search(error)
+    if not found:
+        return None
+    chain, line = found.groups()
+    for suffix, text in material.items():
+        lines = text.split("\n")
+        at = int(line) - 1
+        if suffix == ".ipset" or at >= len(lines) or not any(l.startswith("*") for l in lines[:at]):
+            continue
+        header = max(i for i in range(at) if lines[i].startswith("*"))  # the refused table (nft-based
+        # iptables-restore names its COMMIT line, not the jump's)
+        if not any(jump in line for line in lines[header:at + 1] for jump in (f" -j {chain}", f" -g {chain}")):
+            continue
+        lines.insert(header + 1, f":{chain} - [0:0]")
+        return {**material, suffix: "\n".join(lines)}
+    return None
