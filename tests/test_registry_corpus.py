@@ -63,7 +63,8 @@ def test_registry_ruleset_read_or_refused_as_expected(row: dict[str, str]) -> No
 
 
 # the `kernel` column: `probe` (it loads: probe it), `no: <the kernel's reason>` (iptables-restore
-# or nft refuses it, e.g. ufw's files jump to chains ufw's own code creates), `-` (not read)
+# or nft refuses it; a chain a fragment jumps to and its companions make is declared empty first:
+# test_public_corpus.declare_missing_chain), `-` (not read)
 LOADED = [row for row in ROWS if row["kernel"] != "-"]
 NO = "no: "
 
