@@ -19,6 +19,23 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "matrices" / "contact-highway-7.yaml"
 GOLDEN = Path(__file__).resolve().parent / "golden"
+# the smallest whole matrix, which tests vary by replacing its lines
+SMALL = """\
+fwmatrix: 1
+name: small
+zones:
+  internet: any
+  lan: 10.0.0.0/24
+firewalls:
+  edge:
+    interfaces:
+      wan0: internet
+      lan0: lan
+openings:
+  - from: lan
+    to: internet
+    service: tcp/443
+"""
 
 
 @pytest.fixture(autouse=True)

@@ -10,7 +10,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from conftest import ROOT, SEED
+from conftest import ROOT, SEED, SMALL
 from fwmatrix.cli import main
 
 TWO = ROOT / "examples" / "two-firewalls" / "matrix.yaml"
@@ -310,22 +310,6 @@ def test_show_formats_opening_and_firewall(tmp_path) -> None:
 # -- source NAT fwmatrix cannot read (issue 12) -------------------------------------------------
 
 PERIMETER = ROOT / "examples" / "perimeter" / "matrix.yaml"
-SMALL = """fwmatrix: 1
-name: small
-zones:
-  internet: any
-  lan: 10.0.0.0/24
-firewalls:
-  edge:
-    interfaces:
-      wan0: internet
-      lan0: lan
-openings:
-  - from: lan
-    to: internet
-    service: tcp/443
-"""
-
 
 def _findings(proc: subprocess.CompletedProcess[str]) -> list[dict]:
     assert proc.returncode in (0, 1), proc.stderr

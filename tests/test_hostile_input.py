@@ -14,24 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SEED
-
-SMALL = """\
-fwmatrix: 1
-name: small
-zones:
-  internet: any
-  lan: 10.0.0.0/24
-firewalls:
-  edge:
-    interfaces:
-      wan0: internet
-      lan0: lan
-openings:
-  - from: lan
-    to: internet
-    service: tcp/443
-"""
+from conftest import SEED, SMALL
 
 
 def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
