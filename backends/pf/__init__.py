@@ -49,7 +49,7 @@ from typing import Iterable
 
 from fwmatrix.backends.pf.checker import PfConf, PfRule, check, parse, rule_counts
 from fwmatrix.backends.pf.convert import detect_dialect, parse_ruleset
-from fwmatrix.backends.pf.names import DEFAULT_DIALECT, DIALECTS, IFACE_RE, LABEL_MAX, PROTO_NUMBERS, RenderError
+from fwmatrix.backends.pf.names import DEFAULT_DIALECT, DIALECTS, IFACE_RE, LABEL_MAX, PROTO_NUMBERS, RenderError, wildcard_child
 from fwmatrix.backends.pf.own import interface_addresses
 from fwmatrix.backends.pf.writer import LOCAL_ANCHOR, render
 from fwmatrix.errors import FwmatrixError
@@ -59,7 +59,7 @@ from fwmatrix.matrix.model import Firewall, Matrix
 __all__ = [
     "NAME", "SUFFIX", "DIALECTS", "DEFAULT_DIALECT", "LOCAL_ANCHOR", "LABEL_MAX", "PROTO_NUMBERS", "RenderError",
     "render", "render_files", "check", "check_files", "parse", "rule_counts", "PfConf", "PfRule",
-    "detect_dialect", "parse_ruleset", "firewall_facts", "interface_options",
+    "detect_dialect", "parse_ruleset", "firewall_facts", "interface_options", "wildcard_child",
 ]
 
 NAME = "pf"

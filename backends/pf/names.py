@@ -64,6 +64,12 @@ class RenderError(BackendError, ValueError):
 # -- names and text -------------------------------------------------------------
 
 
+def wildcard_child(name: str, wildcard: str) -> bool:
+    """Whether anchor `name` is one pf evaluates for `anchor "X/*"`: directly below X (X/a, not X/a/b)."""
+    parent = wildcard[:-1]
+    return name != wildcard and name.startswith(parent) and "/" not in name[len(parent):]
+
+
 def interface_name(name: str) -> str:
     """An interface name pf reads as an interface, or RenderError."""
     if not isinstance(name, str) or not IFACE_RE.match(name) or name in PF_KEYWORDS:

@@ -12,7 +12,7 @@ from netaddr import IPNetwork, IPRange
 
 from fwmatrix.backends.pf.include import Includes
 from fwmatrix.backends.pf.lexer import _NL, _Bad, _Cursor, _lex, _listing_text, _statements, _Tok
-from fwmatrix.backends.pf.names import IDENT_RE, PF_KEYWORDS
+from fwmatrix.backends.pf.names import IDENT_RE, PF_KEYWORDS, wildcard_child
 from fwmatrix.backends.pf.own import OwnAddresses
 from fwmatrix.backends.pf.syntax import ROUTE_UNKNOWN, _Group, _Host, _If, _Item, _Opaque, _Ports, _Route, _Rule, _TableValue, _Target
 from fwmatrix.backends.pf.values import (
@@ -661,8 +661,7 @@ class _Reader:
 
     def _children(self, wildcard: str) -> list[str]:
         """The given anchors directly below `X/*` (X/a, not X/a/b), in pf's order (by name)."""
-        parent = wildcard[:-1]
-        return sorted(n for n in self.anchors if n.startswith(parent) and "/" not in n[len(parent):] and n != wildcard)
+        return sorted(n for n in self.anchors if wildcard_child(n, wildcard))
 
     def _antispoof(self, c: _Cursor, origin: str, parents: tuple[_Rule, ...]) -> list[_Item]:
         """`antispoof for IF` blocks, in on other interfaces, sources from IF's networks, and

@@ -119,10 +119,10 @@ def _check_referenced(option: str, what: str, pairs: tuple[str, ...], referenced
     """A NAME=FILE for an anchor or table the rulesets never read would be ignored, and a typo
     would leave the user believing it audited: refused, naming what they do read (the closest
     first). A child of a wildcard anchor `X/*` they hold (X/a, as pf.reader takes them) is read."""
-    wildcards = [ref[:-1] for ref in referenced if ref.endswith("/*")]
+    wildcards = [ref for ref in referenced if ref.endswith("/*")]
     for pair in pairs:
         name = pair.partition("=")[0]
-        if name in referenced or any(name.startswith(parent) and "/" not in name[len(parent):] for parent in wildcards):
+        if name in referenced or any(pf.wildcard_child(name, wildcard) for wildcard in wildcards):
             continue
         close = difflib.get_close_matches(name, sorted(referenced), n=max(1, len(referenced)), cutoff=0.6)
         listed = close + sorted(referenced - set(close))
