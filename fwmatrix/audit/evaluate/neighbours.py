@@ -27,6 +27,7 @@ from netaddr import IPNetwork
 from fwmatrix.audit.evaluate.chains import walk
 from fwmatrix.audit.evaluate.prerouting import Drops, early_drops
 from fwmatrix.audit.evaluate.reading import Reading
+from fwmatrix.audit.evaluate.scopes import LINK_LOCAL
 from fwmatrix.ir import Match, Rule, Ruleset, Unmodelled
 from fwmatrix.space import OTHER, V4_ALL, V6_ALL, Interfaces, Remaining, Space, addr_interval, ct_bits, icmp_values, iv_and, iv_norm
 
@@ -35,7 +36,6 @@ ND_HOP_LIMIT = 255
 ROUTER_SOLICITATION, NEIGHBOUR_SOLICITATION, NEIGHBOUR_ADVERTISEMENT = 133, 135, 136
 SOLICITED_NODES = IPNetwork("ff02::1:ff00:0/104")  # where a neighbour solicitation goes
 ALL_ROUTERS = IPNetwork("ff02::2/128")  # where a router solicitation goes
-LINK_LOCAL = (addr_interval(IPNetwork("fe80::/10")),)
 ND_MESSAGES = {NEIGHBOUR_SOLICITATION: "solicitations", NEIGHBOUR_ADVERTISEMENT: "advertisements", ROUTER_SOLICITATION: "router solicitations"}
 # Where each message goes: an advertisement answers the firewall's own solicitation, which
 # it sends from its link-local address (the packet that needs the neighbour is not its own)
