@@ -305,10 +305,18 @@ def _port(text: str, proto: str = "tcp") -> int:
         if int(text) > 65535:
             raise _Malformed(f"port {text} is out of range")
         return int(text)
+    port = _service(text, proto if proto in ("tcp", "udp") else "tcp")
+    if port is None:
+        raise _Malformed(f"{text!r} is not a port or a known service")
+    return port
+
+
+def _service(name: str, proto: str) -> int | None:
+    """The port of a service name in this host's services database, or None."""
     try:
-        return socket.getservbyname(text, proto if proto in ("tcp", "udp") else "tcp")
+        return socket.getservbyname(name, proto)
     except OSError:
-        raise _Malformed(f"{text!r} is not a port or a known service") from None
+        return None
 
 
 @functools.lru_cache(maxsize=1 << 16)  # rulesets repeat their values
@@ -401,13 +409,7 @@ def _is_address(text: str) -> bool:
 
 
 def _is_service(text: str) -> bool:
-    for proto in ("tcp", "udp"):
-        try:
-            socket.getservbyname(text, proto)
-            return True
-        except OSError:
-            pass
-    return False
+    return any(_service(text, proto) is not None for proto in ("tcp", "udp"))
 
 
 def _not_ct_port(text: str) -> str | None:
