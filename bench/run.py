@@ -146,6 +146,22 @@ def profile_phases(case: Case) -> str:
     return "\n".join(out)
 
 
+# what follows this line in the results file was written by hand (measurements of
+# particular changes): a new run replaces only the part above it
+NOTES_MARK = "<!-- bench/run.py writes the part above this line; what follows is kept -->"
+
+
+def write_keeping_notes(path: str, generated: str) -> None:
+    """Write the generated report, keeping the hand-written notes after NOTES_MARK."""
+    notes = ""
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as handle:
+            _, mark, notes = handle.read().partition(NOTES_MARK)
+        notes = mark + notes
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(generated.rstrip("\n") + "\n\n" + (notes or NOTES_MARK + "\n"))
+
+
 def report(cases: list[Case], startup: list[B.Run], empty: list[B.Run], info: dict[str, str], repeat: int, kernel: str | None) -> str:
     lines = ["# fwmatrix compile benchmark", ""] + B.machine_lines(info) + [
         f"- matrices: `bench/gen_matrix.py N --seed {ARGS.seed}` (one firewall with every zone, or two firewalls in a row)",
@@ -273,8 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         text = report(cases, startup, empty, info, ARGS.repeat, kernel)
         print(text)
         os.makedirs(os.path.dirname(ARGS.output), exist_ok=True)
-        with open(ARGS.output, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        write_keeping_notes(ARGS.output, text)
         B.log(f"wrote {ARGS.output}")
     finally:
         if not ARGS.keep:
