@@ -138,6 +138,7 @@ class _Topology:
         # a dict, not lru_cache of a bound method: that would hold self in a reference
         # cycle, left for the cyclic collector to free at exit
         self._paths_of: dict[tuple[tuple[str, str], tuple[str, str]], list[list[tuple[str, str]]]] = {}
+        self._hops_of: dict[tuple[str, str], list[list[Hop]]] = {}
 
     def paths(self, start: tuple[str, str], end: tuple[str, str]) -> list[list[tuple[str, str]]]:
         """Every shortest path from start to end, as node lists (sorted, so deterministic)."""
@@ -175,6 +176,14 @@ class _Topology:
                 continue
             stack.extend((parent, [node] + suffix) for parent in parents[node])
         return sorted(out)
+
+    def zone_hops(self, src_zone: str, dst_zone: str) -> list[list[Hop]]:
+        """`hops` of each of `paths` from one zone to another: asked for on every opening."""
+        hit = self._hops_of.get((src_zone, dst_zone))
+        if hit is None:
+            paths = self.paths(("zone", src_zone), ("zone", dst_zone))
+            hit = self._hops_of[(src_zone, dst_zone)] = [self.hops(nodes) for nodes in paths]
+        return hit
 
     def hops(self, nodes: list[tuple[str, str]]) -> list[Hop]:
         hops: list[Hop] = []
@@ -277,12 +286,11 @@ def build_intent(matrix: Matrix) -> Intent:
                 for dst_zone, dst_nets in dst_zones.items():
                     if src_zone == dst_zone:
                         continue
-                    paths = topology.paths(("zone", src_zone), ("zone", dst_zone))
+                    paths = topology.zone_hops(src_zone, dst_zone)
                     if not paths:
                         where = opening.where_of("to")
                         raise MatrixError(f"opening '{opening.name}': no firewall joins zone '{src_zone}' to zone '{dst_zone}'", where.file, where.line)
-                    for nodes in paths:
-                        hops = topology.hops(nodes)
+                    for hops in paths:
                         if opening.snat is None:
                             for fw, ins, outs in hops:
                                 placed |= _add_flows(flows[fw], opening, ins, outs, src_nets, dst_nets, parts, families=families)
@@ -375,17 +383,22 @@ def check_management(matrix: Matrix) -> None:
 
 def _zoned(resolver: Resolver, zoner: _Zoner, opening: Opening, refs: tuple[str, ...], field: str,
            cache: dict[tuple[str, ...], dict[str, list[IPNetwork]]]) -> dict[str, list[IPNetwork]]:
-    """The networks of these references by zone; cached by the references (openings repeat them,
-    and a reference that fails raises at its first use, where the cache has nothing yet)."""
+    """The networks of these references by zone, the zones sorted; cached by the references, and a
+    list of them made from each one's entry (openings repeat them, alone and in lists; a reference
+    that fails raises at its first use, where the cache has nothing yet)."""
     found = cache.get(refs)
     if found is not None:
         return found
-    where = opening.where_of(field)
-    out: dict[str, list[IPNetwork]] = defaultdict(list)
-    for ref in refs:
-        for zone, nets in zoner.zones_of(resolver.endpoint(ref, where), ref, where).items():
-            out[zone].extend(nets)
-    found = cache[refs] = dict(sorted(out.items()))
+    if len(refs) == 1:
+        where = opening.where_of(field)
+        found = dict(sorted(zoner.zones_of(resolver.endpoint(refs[0], where), refs[0], where).items()))
+    else:
+        out: dict[str, list[IPNetwork]] = defaultdict(list)
+        for ref in refs:
+            for zone, nets in _zoned(resolver, zoner, opening, (ref,), field, cache).items():
+                out[zone].extend(nets)
+        found = dict(sorted(out.items()))
+    cache[refs] = found
     return found
 
 

@@ -321,6 +321,9 @@ class Matrix:
     openings: tuple[Opening, ...]
     roles: dict[str, str] = field(default_factory=dict)  # role name -> host name
     accepts: tuple[Acceptance, ...] = ()  # findings accepted with a reason (`accept:`)
+    # what the resolver found for each name (resolve.Resolver's memos): load checks every name, and
+    # placing, lint and diff ask for the same ones again. Not an argument: `replace` starts it empty
+    resolved: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def all_names(self) -> Iterator[str]:
         """Every name a reference may use (for "did you mean")."""

@@ -69,10 +69,14 @@ class Resolver:
     def __init__(self, matrix: Matrix):
         self.matrix = matrix
         # memos in plain dicts: an lru_cache of a bound method would hold the resolver in a
-        # reference cycle, left for the cyclic collector with every endpoint made
-        self._endpoints: dict[str, Endpoint] = {}
-        self._services: dict[str, tuple[ServicePart, ...]] = {}
-        self._service_lists: dict[tuple[str, ...], tuple[ServicePart, ...]] = {}
+        # reference cycle, left for the cyclic collector with every endpoint made. They are the
+        # matrix's, shared by every resolver of it (what they hold refers to no resolver)
+        memos = matrix.resolved
+        if not memos:
+            memos.update(endpoints={}, services={}, service_lists={})
+        self._endpoints: dict[str, Endpoint] = memos["endpoints"]
+        self._services: dict[str, tuple[ServicePart, ...]] = memos["services"]
+        self._service_lists: dict[tuple[str, ...], tuple[ServicePart, ...]] = memos["service_lists"]
 
     def _endpoint(self, ref: str) -> Endpoint:
         found = self._endpoints.get(ref)
