@@ -21,10 +21,11 @@ from dataclasses import dataclass, replace
 from netaddr import IPAddress, IPNetwork, IPSet
 
 from fwmatrix.errors import MatrixError
-from fwmatrix.matrix.model import Firewall, Management, Matrix, Opening, PortRange, ServicePart, Where
+from fwmatrix.matrix.model import Firewall, Management, Matrix, Opening, PortRange, ServicePart, Where, quick_init
 from fwmatrix.matrix.resolve import ANY4, ANY6, Endpoint, Resolver
 
 
+@quick_init
 @dataclass(frozen=True)
 class Flow:
     """NEW connections a firewall must forward, from one interface to another."""
