@@ -27,12 +27,14 @@ from fwmatrix.matrix.model import (
     Where,
     parse_network,
     parse_service_literal,
+    quick_init,
 )
 
 ANY4 = IPNetwork("0.0.0.0/0")
 ANY6 = IPNetwork("::/0")
 
 
+@quick_init
 @dataclass(frozen=True)
 class Endpoint:
     """What a reference stands for: networks, and whether it is a firewall's public address."""
@@ -50,11 +52,45 @@ class Endpoint:
         return frozenset(net.version for net in self.networks)
 
 
-def _common_family(what: str, sources: list[Endpoint], destinations: list[Endpoint] | None, row: Opening | Management) -> None:
+def _families(endpoints: list[Endpoint]) -> frozenset[int]:
+    return frozenset().union(*(e.families for e in endpoints))
+
+
+_NO_FIREWALL: frozenset[str | None] = frozenset({None})  # _References.firewalls of a list that names no firewall itself
+
+
+@quick_init
+@dataclass(frozen=True)
+class _References:
+    """A row's list of references (its `from` or its `to`) resolved, with what check_opening asks
+    of it: the same lists come back on many rows."""
+
+    endpoints: list[Endpoint]
+    families: frozenset[int]
+    firewall: tuple[str, Endpoint] | None  # the first reference to a firewall itself
+    firewalls: frozenset[str | None]  # of each reference: the firewall it is, or None
+    public: tuple[str, Endpoint] | None  # the first reference to a firewall's public address
+    private: str | None  # the first reference to no public address
+
+    @classmethod
+    def of(cls, refs: tuple[str, ...], endpoints: list[Endpoint]) -> _References:
+        if len(endpoints) == 1:  # most lists: one name, of no firewall
+            (ref,), (endpoint,) = refs, endpoints
+            firewall = endpoint.firewall_of
+            public = (ref, endpoint) if endpoint.public_of is not None else None
+            return cls(endpoints, endpoint.families, (ref, endpoint) if firewall is not None else None,
+                       _NO_FIREWALL if firewall is None else frozenset((firewall,)), public, ref if public is None else None)
+        pairs = list(zip(refs, endpoints))
+        return cls(endpoints, _families(endpoints), next(((r, e) for r, e in pairs if e.firewall_of is not None), None),
+                   frozenset(e.firewall_of for e in endpoints), next(((r, e) for r, e in pairs if e.public_of is not None), None),
+                   next((r for r, e in pairs if e.public_of is None), None))
+
+
+def _common_family(what: str, src_families: frozenset[int], dst_families: frozenset[int] | None, row: Opening | Management) -> None:
     """Sources and destinations (None: any address) must share an address family (else an error
     at the row's 'to')."""
-    src_families = frozenset().union(*(s.families for s in sources))
-    dst_families = frozenset().union(*(d.families for d in destinations)) if destinations is not None else {4, 6}
+    if dst_families is None:
+        dst_families = frozenset({4, 6})
     if not src_families & dst_families:
         where = row.where_of("to")
         raise MatrixError(
@@ -73,10 +109,11 @@ class Resolver:
         # matrix's, shared by every resolver of it (what they hold refers to no resolver)
         memos = matrix.resolved
         if not memos:
-            memos.update(endpoints={}, services={}, service_lists={})
+            memos.update(endpoints={}, services={}, service_lists={}, reference_lists={})
         self._endpoints: dict[str, Endpoint] = memos["endpoints"]
         self._services: dict[str, tuple[ServicePart, ...]] = memos["services"]
         self._service_lists: dict[tuple[str, ...], tuple[ServicePart, ...]] = memos["service_lists"]
+        self._reference_lists: dict[tuple[str, ...], _References] = memos["reference_lists"]
 
     def _endpoint(self, ref: str) -> Endpoint:
         found = self._endpoints.get(ref)
@@ -247,28 +284,33 @@ class Resolver:
             if dest.public_of is not None and dest.public_of != firewall:
                 where = access.where_of("to")
                 raise MatrixError(f"{what} goes to '{ref}', a public address of firewall '{dest.public_of}', not of '{firewall}'", where.file, where.line)
-        _common_family(what, sources, destinations if destinations else None, access)
+        _common_family(what, _families(sources), _families(destinations) if destinations else None, access)
 
-    def _endpoints_of(self, refs: tuple[str, ...], opening: Opening, field_name: str) -> list[Endpoint]:
+    def _references(self, refs: tuple[str, ...], opening: Opening, field_name: str) -> _References:
         """`endpoint` of each reference, the line looked up only for an error (every row of the matrix comes here)."""
-        try:
-            return [self._endpoint(ref) for ref in refs]
-        except _Unresolved as exc:
-            where = opening.where_of(field_name)
-            raise MatrixError(exc.message, where.file, where.line) from None
+        found = self._reference_lists.get(refs)
+        if found is None:
+            try:
+                endpoints = [self._endpoint(ref) for ref in refs]
+            except _Unresolved as exc:
+                where = opening.where_of(field_name)
+                raise MatrixError(exc.message, where.file, where.line) from None
+            found = self._reference_lists[refs] = _References.of(refs, endpoints)
+        return found
 
     def check_opening(self, opening: Opening) -> None:
-        sources = self._endpoints_of(opening.sources, opening, "from")
-        destinations = self._endpoints_of(opening.destinations, opening, "to")
+        src = self._references(opening.sources, opening, "from")
+        dst = self._references(opening.destinations, opening, "to")
         parts = self.services(opening)
-        _common_family(f"opening '{opening.name}'", sources, destinations, opening)
-        for ref, src in zip(opening.sources, sources):
-            if src.firewall_of is not None:
-                where = opening.where_of("from")
-                raise MatrixError(f"opening '{opening.name}' comes from firewall '{src.firewall_of}' itself ('{ref}'): "
-                                  "the firewalls' own traffic leaves by their output, which fwmatrix does not filter", where.file, where.line)
-        own = {d.firewall_of for d in destinations}
-        if own != {None}:
+        if not src.families & dst.families:
+            _common_family(f"opening '{opening.name}'", src.families, dst.families, opening)
+        if src.firewall is not None:
+            ref, endpoint = src.firewall
+            where = opening.where_of("from")
+            raise MatrixError(f"opening '{opening.name}' comes from firewall '{endpoint.firewall_of}' itself ('{ref}'): "
+                              "the firewalls' own traffic leaves by their output, which fwmatrix does not filter", where.file, where.line)
+        if dst.firewalls != _NO_FIREWALL:
+            own = set(dst.firewalls)
             where = opening.where_of("to")
             if None in own or len(own) > 1:
                 raise MatrixError(f"opening '{opening.name}' goes to a firewall itself and to other places: "
@@ -282,33 +324,32 @@ class Resolver:
                 raise MatrixError(f"opening '{opening.name}' has both 'nat' and 'snat': write the port forward and the "
                                   "source translation as two openings", where.file, where.line)
             found = self.snat_source(opening)
-            if found is not None and found[1].version not in {net.version for s in sources for net in s.networks}:
+            if found is not None and found[1].version not in src.families:
                 where = opening.snat.where
                 raise MatrixError(f"opening '{opening.name}': 'snat: {opening.snat.target}' is an IPv{found[1].version} address, "
                                   f"but no source is IPv{found[1].version}", where.file, where.line)
         if opening.nat is None:
-            for ref, dest in zip(opening.destinations, destinations):
-                if dest.public_of is not None:
-                    where = opening.where_of("to")
-                    raise MatrixError(
-                        f"opening '{opening.name}' goes to '{ref}', a public address of firewall '{dest.public_of}', "
-                        "but has no 'nat': say which host the traffic is translated to (nat: HOST)",
-                        where.file,
-                        where.line,
-                    )
+            if dst.public is not None:
+                ref, endpoint = dst.public
+                where = opening.where_of("to")
+                raise MatrixError(
+                    f"opening '{opening.name}' goes to '{ref}', a public address of firewall '{endpoint.public_of}', "
+                    "but has no 'nat': say which host the traffic is translated to (nat: HOST)",
+                    where.file,
+                    where.line,
+                )
             return
         where = opening.nat.where
-        for ref, dest in zip(opening.destinations, destinations):
-            if dest.public_of is None:
-                to_where = opening.where_of("to")
-                raise MatrixError(
-                    f"opening '{opening.name}' has a NAT, but its destination '{ref}' is not a public address of a firewall "
-                    "(write e.g. 'to: edge.public', with the address under the firewall's 'public')",
-                    to_where.file,
-                    to_where.line,
-                )
+        if dst.private is not None:
+            to_where = opening.where_of("to")
+            raise MatrixError(
+                f"opening '{opening.name}' has a NAT, but its destination '{dst.private}' is not a public address of a firewall "
+                "(write e.g. 'to: edge.public', with the address under the firewall's 'public')",
+                to_where.file,
+                to_where.line,
+            )
         targets = self.nat_target(opening)
-        public_families = {net.version for dest in destinations for net in dest.networks}
+        public_families = dst.families
         if not public_families & {t.version for t in targets}:
             raise MatrixError(f"NAT target '{opening.nat.target}' has no address of the public address's family (IPv{'/IPv'.join(map(str, sorted(public_families)))})", where.file, where.line)
         if opening.nat.port is not None:
