@@ -472,7 +472,9 @@ def _targets_overlap(cells: list[_Cell]) -> bool:
     # two overlapping cells have nested destinations (or one has none): each pair is found from
     # the narrower one, among the cells whose destination holds its own
     index = _DestIndex(cells, _family)
-    return any(b is not a and a.target != b.target and _cells_overlap(a, b) for a in cells for b in index.holding(a.family, a.daddr))
+    # the overlap first: its port test rules out most pairs (port forwards to one public address
+    # differ by port), and comparing targets compares netaddr objects
+    return any(b is not a and _cells_overlap(a, b) and a.target != b.target for a in cells for b in index.holding(a.family, a.daddr))
 
 
 def _check_no_rematch(cells: list[_Cell]) -> None:
@@ -485,7 +487,7 @@ def _check_no_rematch(cells: list[_Cell]) -> None:
         addr, port = a.target
         moved = _Cell(a.iif, None, a.family, a.saddr, addr, a.proto, PortRange(port, port) if port is not None else a.dport)
         # the moved destination is one address: a cell meets it only if its destination holds it
-        hits = [b for b in index.holding(moved.family, moved.daddr) if b is not a and b.target != a.target and _cells_overlap(moved, b)]
+        hits = [b for b in index.holding(moved.family, moved.daddr) if b is not a and _cells_overlap(moved, b) and b.target != a.target]
         if hits:
             b = min(hits, key=lambda c: order[id(c)])  # the first in rule order, as a scan finds it
             raise RenderError(f"a packet translated to {addr} would match the translation to {b.target[0]} too "  # type: ignore[index]
@@ -524,13 +526,16 @@ class _DestIndex:
 
 
 def _cells_overlap(a: _Cell, b: _Cell) -> bool:
-    def both(x: object, y: object, f: str) -> bool:
-        return x is None or y is None or _meet(f, x, y) is not None  # type: ignore[arg-type]
-
-    return (both(a.iif, b.iif, "iif") and a.family == b.family and both(a.proto, b.proto, "l4proto")
-            and both(a.saddr, b.saddr, "ip.saddr" if a.family == 4 else "ip6.saddr")
-            and both(a.daddr, b.daddr, "ip.daddr" if a.family == 4 else "ip6.daddr")
-            and both(a.dport, b.dport, "dport"))
+    """Can one packet match both cells? (None: any.) The cheap tests first: it runs for every
+    pair of translation cells whose destinations nest (52k pairs at 10,000 openings)."""
+    if a.family != b.family or not (a.iif is None or b.iif is None or a.iif == b.iif) \
+            or not (a.proto is None or b.proto is None or a.proto == b.proto):
+        return False
+    pa, pb = a.dport, b.dport  # a cell's port is a checked PortRange (_cells) or None
+    if pa is not None and pb is not None and (pa.high < pb.low or pb.high < pa.low):
+        return False
+    field = "ip.saddr" if a.family == 4 else "ip6.saddr"  # _meet tells the address fields by family only
+    return all(x is None or y is None or _meet(field, x, y) is not None for x, y in ((a.saddr, b.saddr), (a.daddr, b.daddr)))
 
 
 def _lower_forward(low: _Lowered, table: Table, chain: Chain) -> None:
