@@ -595,7 +595,11 @@ def _drop_covered_translated(low: _Lowered) -> None:
         end = start
         while end < len(rules) and rules[end][0] == rules[start][0]:
             end += 1
-        plain = _DestIndex((c for _, _, cells in rules[start:end] for c in cells if not c.dnat), _kind)
+        translated = [c for _, _, cells in rules[start:end] for c in cells if c.dnat]
+        # only plain cells of a kind that can hold a translated one are looked at: few of the many
+        # (172 of 74,646 at 10,000 openings), and indexing the rest read netaddr's properties for nothing
+        kinds = {kind for a in translated for kind in _holding_kinds(a)}
+        plain = _DestIndex((c for _, _, cells in rules[start:end] for c in cells if not c.dnat and _kind(c) in kinds), _kind)
         if plain:
             for i in range(start, end):
                 verdict, note, cells = rules[i]
@@ -613,9 +617,14 @@ def _kind(cell: _Cell) -> tuple:
     return (cell.family, cell.proto, cell.iif, cell.oif)
 
 
+def _holding_kinds(a: _Cell) -> Iterator[tuple]:
+    """The kinds (_kind) of the cells whose family, protocol and interfaces can hold a's (None: any)."""
+    return product({a.family, None}, {a.proto, None}, {a.iif, None}, {a.oif, None})
+
+
 def _covering_candidates(plain: _DestIndex, a: _Cell) -> Iterator[_Cell]:
     """The plain cells whose interfaces, family, protocol and destination can hold a's (None: any)."""
-    for kind in product({a.family, None}, {a.proto, None}, {a.iif, None}, {a.oif, None}):
+    for kind in _holding_kinds(a):
         yield from plain.holding(kind, a.daddr)
 
 
