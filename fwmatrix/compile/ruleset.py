@@ -128,7 +128,7 @@ def compile_firewall(intent: Intent, fw: FirewallIntent) -> Ruleset:
             base = f"dnat_v{family}" + ("_port" if with_target_port else "") + ("" if with_ports else "_noport")
             matches = (Match(("l4proto",), tuple((p,) for p in PORT_L4PROTOS)),) if with_ports else ()
             port_position = 4 if with_ports else None
-            for suffix, elements in _disjoint_layers(_layers(entries, (1,), port_position), (1,), port_position, nets):
+            for suffix, elements in _disjoint_layers(_layers(entries, (1,), port_position), (1,), port_position, nets, (2,)):
                 name = chain_ids.make(base + suffix)
                 sets.append(SetDef(name, key, elements, data))
                 dnat_rules.append(Rule(matches, DnatMap(family, key, name), "port forwards of the matrix"))
@@ -219,7 +219,7 @@ def opening_comment(opening: Opening) -> str:
     return f"{opening.name} ({ticket})" if ticket else opening.name
 
 
-def _comment(names: list[str]) -> str:
+def _comment(names: tuple[str, ...]) -> str:
     text = names[0] if len(names) == 1 else ", ".join(dict.fromkeys(names))
     return text if len(text) <= COMMENT_MAX else text[: COMMENT_MAX - 3] + "..."
 
@@ -235,20 +235,36 @@ def _parts(parts: tuple[ServicePart, ...], family: int, with_ports: bool) -> lis
 
 
 Entries = dict[tuple, tuple[tuple, list[str]]]  # key -> (map data, names of the openings)
-NetKey = tuple[int, int, int]  # (version, first address, prefix length): sorts v4 first, then numerically
-# version -> prefix length -> the mask that keeps a network's bits
-_MASKS = {version: [((1 << bits) - 1) ^ ((1 << (bits - n)) - 1) for n in range(bits + 1)] for version, bits in ((4, 32), (6, 128))}
+# A network as one integer while elements are sorted, merged and layered: IPv6 bit, first address,
+# prefix length (8 bits). Integers hash and compare far faster than tuples or netaddr objects, and
+# they sort as (version, first address, prefix length) would: v4 first, then numerically.
+NetKey = int
+_V6_SHIFT = 136  # above a 128-bit address and its 8 bits of prefix length
+_LENGTH = 0xFF
+# [0 for v4, 1 for v6][prefix length] -> the mask that keeps the version and a network's bits
+_MASKS = tuple([(version << _V6_SHIFT) | ((((1 << bits) - 1) ^ ((1 << (bits - n)) - 1)) << 8) for n in range(bits + 1)]
+               for version, bits in ((0, 32), (1, 128)))
+
+
+def _net_key(net: IPNetwork) -> NetKey:
+    return ((net.version == 6) << _V6_SHIFT) | (net.first << 8) | net.prefixlen
+
+
+def _supernet(net: NetKey, length: int) -> NetKey:
+    """The network of prefix `length` (at most the network's own) that holds `net`."""
+    return (net & _MASKS[net >> _V6_SHIFT][length]) | length
 
 
 class _Nets:
     """Networks as integer keys while elements are sorted, merged and layered
     (netaddr objects are slow to hash and compare by the hundred thousand);
-    `ir` turns the keys of the result back into the IR's netaddr networks and
-    PortRanges, one object per distinct value."""
+    `networks` and `port_range` turn the keys of the result back into the IR's
+    netaddr networks and PortRanges, one object per distinct value."""
 
     def __init__(self) -> None:
-        self.keys: dict[int, NetKey] = {}
-        self.ir: dict[tuple, object] = {}  # NetKey -> IPNetwork, (low, high) -> PortRange
+        self.keys: dict[int, NetKey] = {}  # id(network) -> its key
+        self.networks: dict[NetKey, IPNetwork] = {}
+        self.ports: dict[tuple[int, int], PortRange] = {}
         self.keep: list[object] = []  # ids stay valid while the networks (and service tuples) live
         self.parts: dict[tuple[int, int, bool], list[tuple]] = {}  # id(parts), family, with ports -> _parts()
         self.lists: dict[int, tuple[tuple[IPNetwork, ...], list[NetKey]]] = {}  # id(networks) -> (networks, their keys)
@@ -256,9 +272,9 @@ class _Nets:
     def key(self, net: IPNetwork) -> NetKey:
         found = self.keys.get(id(net))
         if found is None:
-            found = (net.version, net.first, net.prefixlen)
+            found = _net_key(net)
             self.keys[id(net)] = found
-            self.ir.setdefault(found, net)
+            self.networks.setdefault(found, net)
             self.keep.append(net)
         return found
 
@@ -277,18 +293,19 @@ class _Nets:
         return found
 
     def port_range(self, ports: tuple[int, int]) -> PortRange:
-        found = self.ir.get(ports)
+        found = self.ports.get(ports)
         if found is None:
-            found = self.ir[ports] = PortRange(*ports)
-        return found  # type: ignore[return-value]
+            found = self.ports[ports] = PortRange(*ports)
+        return found
 
-    def ir_key(self, key: tuple) -> tuple:
-        """A layered key with netaddr networks and PortRanges in place of integer tuples."""
-        ir = self.ir
-        for value in key:
-            if type(value) is tuple and value not in ir:  # a port range not seen yet (networks are all known)
-                ir[value] = PortRange(*value)
-        return tuple(map(ir.get, key, key))
+    def ir_key(self, key: tuple, address_positions: tuple[int, ...], port_position: int | None) -> tuple:
+        """A layered key with netaddr networks and a PortRange in place of its integers."""
+        out = list(key)
+        for position in address_positions:
+            out[position] = self.networks[key[position]]
+        if port_position is not None:
+            out[port_position] = self.port_range(key[port_position])
+        return tuple(out)
 
 
 def _flow_layers(flows: list[Flow], with_ports: bool, nets: _Nets) -> Layers:
@@ -302,15 +319,16 @@ def _flow_layers(flows: list[Flow], with_ports: bool, nets: _Nets) -> Layers:
         if not services:
             continue
         sources, destinations = net_keys(flow.sources), net_keys(flow.destinations)
-        name = opening_comment(flow.opening)
+        names = (opening_comment(flow.opening),)
+        # the flow's items, one per service, shared by all its keys (merging makes new ones)
+        items = [(service[0], (service[1] if with_ports else None, (), names)) for service in services]
         for src in sources:
             for dst in destinations:
-                by_rest = layers.get((src[2], dst[2]))
+                by_rest = layers.get((src & _LENGTH, dst & _LENGTH))
                 if by_rest is None:
-                    by_rest = layers[(src[2], dst[2])] = {}
-                for service in services:
-                    rest = (src, dst, service[0])
-                    item = (service[1] if with_ports else None, (), [name])
+                    by_rest = layers[(src & _LENGTH, dst & _LENGTH)] = {}
+                for proto, item in items:
+                    rest = (src, dst, proto)
                     found = by_rest.get(rest)
                     if found is None:
                         by_rest[rest] = [item]
@@ -329,18 +347,18 @@ def _uncovered(layers: Layers, by: Layers, with_ports: bool) -> Layers:
         for (src, dst, proto), items in by_rest.items():
             holders[dst].extend((src, proto, port if with_ports else (0, 0)) for port, _, _ in items)
     lengths: dict[int, set[int]] = defaultdict(set)
-    for version, _, length in holders:
-        lengths[version].add(length)
+    for dst in holders:
+        lengths[dst >> _V6_SHIFT].add(dst & _LENGTH)
     out: Layers = {}
     for prefix_lengths, by_rest in layers.items():
         for rest, items in by_rest.items():
             src, dst, proto = rest
             ranges: list[tuple[int, int]] = []  # ports of holders that contain the addresses
-            for length in lengths[dst[0]]:
-                if length > dst[2]:
+            for length in lengths[dst >> _V6_SHIFT]:
+                if length > dst & _LENGTH:
                     continue
                 for other_src, other_proto, other_port in holders.get(_supernet(dst, length), ()):
-                    if other_proto == proto and other_src[2] <= src[2] and _supernet(src, other_src[2]) == other_src:
+                    if other_proto == proto and other_src & _LENGTH <= src & _LENGTH and _supernet(src, other_src & _LENGTH) == other_src:
                         ranges.append(other_port)
             left = [item for item in items if not _ports_cover(ranges, item[0] if with_ports else (0, 0))]
             if left:
@@ -373,11 +391,12 @@ def _dnat_entries(dnats: list[Dnat], with_ports: bool, with_target_port: bool, n
     return entries
 
 
-Item = tuple[object, tuple, list[str]]  # (port range or None, map data, names of the openings)
+Item = tuple[object, tuple, tuple[str, ...]]  # (port range or None, map data, names of the openings)
 Layers = dict[tuple[int, ...], dict[tuple, list[Item]]]  # prefix lengths -> key without the port -> items
 
 
-def _disjoint_layers(layers: Layers, address_positions: tuple[int, ...], port_position: int | None, nets: _Nets) -> list[tuple[str, tuple[Element, ...]]]:
+def _disjoint_layers(layers: Layers, address_positions: tuple[int, ...], port_position: int | None, nets: _Nets,
+                     network_positions: tuple[int, ...] = ()) -> list[tuple[str, tuple[Element, ...]]]:
     """Split set elements into layers whose elements never overlap.
 
     The kernel refuses overlapping elements in a concatenated interval set,
@@ -388,61 +407,83 @@ def _disjoint_layers(layers: Layers, address_positions: tuple[int, ...], port_po
     ranges are merged. Layers grow with prefix-length combinations (a handful),
     never with openings. The host-to-host layer keeps the plain set name.
     An element that a wider element of another layer holds is left out: its
-    rule could never match it.
+    rule could never match it. `network_positions`: where else the keys hold
+    networks (the port forwards' public address), not layered.
     """
-    first = address_positions[0]
-    flows = address_positions == (0, 1)
+    flows = address_positions == (0, 1) and port_position in (3, None)  # source . destination . protocol [. port]
     # the networks at the first address position of each layer: a cheap test before a whole key is built
+    first = address_positions[0]
     heads = {lengths: {rest[first] for rest in by_rest} for lengths, by_rest in layers.items()}
     out = []
     for lengths in sorted(layers, key=lambda ls: (not all(n in (32, 128) for n in ls), ls)):
-        wider_layers = [w for w in layers if w != lengths and all(a <= b for a, b in zip(w, lengths))]
-        kept: list[tuple[tuple, tuple, list[str]]] = []
-        candidates_of: dict[NetKey, list[tuple]] = {}  # first network -> (wider layer, its supernet there, ...)
-        for rest, items in layers[lengths].items():
-            holders: list[list[Item]] = []  # the items of wider elements that hold `rest`
-            if wider_layers:
-                head = rest[first]
-                candidates = candidates_of.get(head)
-                if candidates is None:
-                    candidates = candidates_of[head] = [(layers[w], s, w) + ((_MASKS[head[0]][w[1]], w[1]) if flows else ())
-                                                        for w in wider_layers if (s := _supernet(head, w[0])) in heads[w]]
-                if flows:  # source . destination . protocol: the wider key made here (the hot path)
-                    version, dst_first, _ = rest[1]
-                    proto = rest[2]
-                    for layer, s, _, mask, length in candidates:
-                        found = layer.get((s, (version, dst_first & mask, length), proto))
-                        if found:
-                            holders.append(found)
-                else:
-                    for layer, s, w in candidates:
-                        found = layer.get(_wider_key(rest, s, w, address_positions))
-                        if found:
-                            holders.append(found)
-            for port, data, names in items:
-                if holders and _held(holders, port, data):
-                    continue
-                if port_position is None:
-                    kept.append((rest, data, names))
-                elif port_position == len(rest):  # the port comes last (every set fwmatrix makes)
-                    kept.append((rest + (port,), data, names))
-                else:
-                    kept.append((rest[:port_position] + (port,) + rest[port_position:], data, names))
-        if not kept:
-            continue
-        kept.sort(key=itemgetter(0))
-        if flows and port_position == 3:  # source . destination . protocol . port: the IR's values put in by hand
-            ir, port_range = nets.ir, nets.port_range
-            # one opening's name (most elements) is its own comment: _comment only for the others
-            elements = tuple([Element((ir[key[0]], ir[key[1]], key[2], ir.get(key[3]) or port_range(key[3])), data,
-                                      names[0] if len(names) == 1 and len(names[0]) <= COMMENT_MAX else _comment(names))
-                              for key, data, names in kept])
+        wider = [w for w in layers if w != lengths and all(a <= b for a, b in zip(w, lengths))]
+        if flows:
+            elements = _flow_elements(layers, lengths, wider, heads, port_position is not None, nets)
         else:
-            ir_key = nets.ir_key
-            elements = tuple(Element(ir_key(key), data, _comment(names)) for key, data, names in kept)
-        host_layer = all(n in (32, 128) for n in lengths)
-        out.append(("" if host_layer else "_" + "_".join(_length_word(n) for n in lengths), elements))
+            elements = _map_elements(layers, lengths, wider, heads, address_positions, port_position, network_positions, nets)
+        if elements:
+            host_layer = all(n in (32, 128) for n in lengths)
+            out.append(("" if host_layer else "_" + "_".join(_length_word(n) for n in lengths), elements))
     return out
+
+
+def _flow_elements(layers: Layers, lengths: tuple[int, ...], wider: list[tuple[int, ...]], heads: dict[tuple[int, ...], set],
+                   with_ports: bool, nets: _Nets) -> tuple[Element, ...]:
+    """The elements of one layer of source . destination . protocol [. port] keys (the openings' sets:
+    the hot path, the wider keys made here by hand), sorted; those a wider layer holds left out.
+    An opening's item has no data, and after merging each key has one item per port range."""
+    kept: list[tuple[tuple, object, tuple[str, ...]]] = []  # (source, destination, protocol), port range, names
+    candidates_of: dict[NetKey, list[tuple]] = {}  # source -> (wider layer, its supernet there, destination mask, length)
+    for rest, items in layers[lengths].items():
+        if wider:
+            src, dst, proto = rest
+            candidates = candidates_of.get(src)
+            if candidates is None:
+                masks = _MASKS[src >> _V6_SHIFT]
+                candidates = candidates_of[src] = [(layers[w], s, masks[w[1]], w[1]) for w in wider if (s := _supernet(src, w[0])) in heads[w]]
+            holders = [found for layer, s, mask, length in candidates if (found := layer.get((s, (dst & mask) | length, proto)))]
+            if holders:
+                for port, _, names in items:
+                    if not _held(holders, port, ()):
+                        kept.append((rest, port, names))
+                continue
+        for port, _, names in items:
+            kept.append((rest, port, names))
+    kept.sort()  # by key: no two items of a key have the same port range
+    networks, ports, port_range = nets.networks, nets.ports, nets.port_range
+    # one opening's name (most elements) is its own comment: _comment only for the others
+    return tuple([Element((networks[src], networks[dst], proto, ports.get(port) or port_range(port)) if with_ports else (networks[src], networks[dst], proto), (),
+                          names[0] if len(names) == 1 and len(names[0]) <= COMMENT_MAX else _comment(names))
+                  for (src, dst, proto), port, names in kept])
+
+
+def _map_elements(layers: Layers, lengths: tuple[int, ...], wider: list[tuple[int, ...]], heads: dict[tuple[int, ...], set],
+                  address_positions: tuple[int, ...], port_position: int | None, network_positions: tuple[int, ...], nets: _Nets) -> tuple[Element, ...]:
+    """`_flow_elements` for any other key (the port forwards' maps), sorted by key."""
+    first = address_positions[0]
+    kept: list[tuple[tuple, tuple, tuple[str, ...]]] = []
+    candidates_of: dict[NetKey, list[tuple]] = {}  # first network -> (wider layer, its supernet there, its prefix lengths)
+    for rest, items in layers[lengths].items():
+        holders: list[list[Item]] = []  # the items of wider elements that hold `rest`
+        if wider:
+            head = rest[first]
+            candidates = candidates_of.get(head)
+            if candidates is None:
+                candidates = candidates_of[head] = [(layers[w], s, w) for w in wider if (s := _supernet(head, w[0])) in heads[w]]
+            for layer, s, w in candidates:
+                found = layer.get(_wider_key(rest, s, w, address_positions))
+                if found:
+                    holders.append(found)
+        for port, data, names in items:
+            if holders and _held(holders, port, data):
+                continue
+            if port_position is None:
+                kept.append((rest, data, names))
+            else:
+                kept.append((rest[:port_position] + (port,) + rest[port_position:], data, names))
+    kept.sort(key=itemgetter(0))
+    ir_key = nets.ir_key
+    return tuple(Element(ir_key(key, address_positions + network_positions, port_position), data, _comment(names)) for key, data, names in kept)
 
 
 def _layers(entries: Entries, address_positions: tuple[int, ...], port_position: int | None) -> Layers:
@@ -451,14 +492,15 @@ def _layers(entries: Entries, address_positions: tuple[int, ...], port_position:
     `_flow_layers`)."""
     layers: Layers = {}
     for key, value in entries.items():
-        lengths = tuple([key[i][2] for i in address_positions])
+        lengths = tuple([key[i] & _LENGTH for i in address_positions])
         by_rest = layers.get(lengths)
         if by_rest is None:
             by_rest = layers[lengths] = {}
+        data, names = value
         if port_position is None:
-            rest, item = key, (None,) + value
+            rest, item = key, (None, data, tuple(names))
         else:
-            rest, item = key[:port_position] + key[port_position + 1 :], (key[port_position],) + value
+            rest, item = key[:port_position] + key[port_position + 1 :], (key[port_position], data, tuple(names))
         found = by_rest.get(rest)
         if found is None:
             by_rest[rest] = [item]
@@ -494,14 +536,11 @@ def _held(holders: list[list[Item]], port: object, data: tuple) -> bool:
     return False
 
 
-def _supernet(net: NetKey, length: int) -> NetKey:
-    """The network of prefix `length` (at most the network's own) that holds `net`."""
-    version, first, _ = net
-    return (version, first & _MASKS[version][length], length)
-
-
 def _length_word(prefixlen: int) -> str:
     return "any" if prefixlen == 0 else "host" if prefixlen in (32, 128) else f"net{prefixlen}"
+
+
+_port_of = itemgetter(0)
 
 
 def _merge_ports(items: list[Item]) -> list[Item]:
@@ -509,16 +548,16 @@ def _merge_ports(items: list[Item]) -> list[Item]:
     if len(items) == 1:
         return items
     if items[0][0] is None:
-        return [(None, items[0][1], [n for _, _, names in items for n in names])]
-    merged: list[tuple[tuple[int, int], tuple, list[str]]] = []
-    for port, data, names in sorted(items, key=lambda item: item[0]):  # type: ignore[arg-type,return-value]
-        low, high = port  # type: ignore[misc]
-        if merged and low <= merged[-1][0][1] and data == merged[-1][1]:
+        return [(None, items[0][1], tuple([n for _, _, names in items for n in names]))]
+    merged: list[Item] = []
+    for item in sorted(items, key=_port_of):
+        (low, high), data, names = item  # type: ignore[misc]
+        if merged and low <= merged[-1][0][1] and data == merged[-1][1]:  # type: ignore[index]
             last = merged[-1]
-            merged[-1] = ((last[0][0], max(last[0][1], high)), data, last[2] + names)
+            merged[-1] = ((last[0][0], max(last[0][1], high)), data, last[2] + names)  # type: ignore[index]
         else:
-            merged.append(((low, high), data, list(names)))
-    return merged  # type: ignore[return-value]
+            merged.append(item)
+    return merged
 
 
 class _Identifiers:
