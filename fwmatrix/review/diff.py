@@ -9,13 +9,13 @@ openings that grant (or granted) it.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 
 from fwmatrix.audit.findings import CT_NEW, flow_space
 from fwmatrix.compile.ruleset import compile_intent
 from fwmatrix.compile.intent import Dnat, Intent
 from fwmatrix.matrix.model import Matrix, Opening
+from fwmatrix.review.textdiff import unified
 from fwmatrix.space import Interfaces, Space
 from fwmatrix.targets import backend
 
@@ -334,8 +334,7 @@ def _uses(matrix: Matrix, opening: Opening, name: str) -> bool:
 def _unified(before: str, after: str, name: str) -> str:
     if before == after:
         return ""
-    lines = difflib.unified_diff(before.splitlines(keepends=True), after.splitlines(keepends=True), f"a/{name}", f"b/{name}")
-    return "".join(lines)
+    return unified(before, after, f"a/{name}", f"b/{name}")
 
 
 __all__ = ["Review", "FirewallReview", "OpeningChange", "NatChange", "DefinitionChange", "review"]
