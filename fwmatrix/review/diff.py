@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 
 from fwmatrix.audit.findings import CT_NEW, flow_space
 from fwmatrix.compile.ruleset import compile_intent
-from fwmatrix.compile.intent import Dnat, Intent
+from fwmatrix.compile.intent import Dnat, Flow, Intent
 from fwmatrix.matrix.model import Matrix, Opening
 from fwmatrix.review.textdiff import unified
-from fwmatrix.space import Interfaces, Space
+from fwmatrix.space import Box, Interfaces, Space
 from fwmatrix.targets import backend
 
 
@@ -135,8 +135,9 @@ def review(old: Intent, new: Intent, old_label: str, new_label: str, backends: t
     for name in names:
         ifaces = Interfaces.of(_interfaces(old, name) | _interfaces(new, name))
         fw = FirewallReview(name)
-        old_spaces = _opening_spaces(old, name, ifaces)
-        new_spaces = _opening_spaces(new, name, ifaces)
+        made: dict[tuple, list[Box]] = {}  # a flow's boxes, for the flows alike in both (most)
+        old_spaces = _opening_spaces(old, name, ifaces, made)
+        new_spaces = _opening_spaces(new, name, ifaces, made)
         old_all = _union(ifaces, old_spaces.values())
         new_all = _union(ifaces, new_spaces.values())
         opened = _changed(new_all, old_all)
@@ -163,15 +164,30 @@ def _interfaces(intent: Intent, firewall: str) -> set[str]:
     return set(fw.interfaces) if fw else set()
 
 
-def _opening_spaces(intent: Intent, firewall: str, ifaces: Interfaces) -> dict[str, Space]:
+def _opening_spaces(intent: Intent, firewall: str, ifaces: Interfaces, made: dict[tuple, list[Box]]) -> dict[str, Space]:
+    """Each opening's NEW connections on the firewall. The boxes of a flow are taken from
+    `made` when a flow alike was placed before (in the other matrix): the same objects, which
+    `_changed` and `_opening_changes` then find equal without comparing them."""
     fw = intent.firewalls.get(firewall)
     out: dict[str, list] = {}
     if fw is None:
         return {}
     full = Space.full(ifaces)
     for flow in fw.flows:
-        out.setdefault(flow.opening.name, []).extend(flow_space(full, flow, CT_NEW).boxes)
+        key = _flow_key(flow)
+        boxes = made.get(key)
+        if boxes is None:
+            boxes = made[key] = flow_space(full, flow, CT_NEW).boxes
+        out.setdefault(flow.opening.name, []).extend(boxes)
     return {name: Space(ifaces, boxes) for name, boxes in out.items()}
+
+
+def _flow_key(flow: Flow) -> tuple:
+    """Everything of a flow its packets depend on (all but its opening); networks by their
+    number and prefix length, cheaper to read than netaddr's own key (first and last address)."""
+    return (flow.in_iface, flow.out_iface, flow.family, flow.translated, flow.parts,
+            tuple((n.version, n.value, n.prefixlen) for n in flow.sources),
+            tuple((n.version, n.value, n.prefixlen) for n in flow.destinations))
 
 
 def _union(ifaces: Interfaces, spaces) -> Space:
@@ -179,10 +195,11 @@ def _union(ifaces: Interfaces, spaces) -> Space:
 
 
 def _changed(space: Space, base: Space) -> Space:
-    """`space` minus `base`. A box that `base` holds as it is (most of them: a change moves few
-    openings) is dropped before the subtraction, which would only find it covered, one by one."""
-    kept = set(base.boxes)
-    return Space(space.ifaces, [box for box in space.boxes if box not in kept]).subtract(base)
+    """`space` minus `base`. A box that `base` holds itself (the boxes of the flows alike in both
+    matrices: most, a change moves few openings) is dropped before the subtraction, which would
+    only find it covered (as it finds any box equal to one of `base`), one by one."""
+    kept = {id(box) for box in base.boxes}
+    return Space(space.ifaces, [box for box in space.boxes if id(box) not in kept]).subtract(base)
 
 
 def _opening_changes(firewall: str, old: Intent, new: Intent, old_spaces: dict[str, Space], new_spaces: dict[str, Space],
