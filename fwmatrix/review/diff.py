@@ -12,10 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from fwmatrix.audit.findings import CT_NEW, flow_space
-from fwmatrix.compile.ruleset import compile_intent
+from fwmatrix.compile.ruleset import compile_firewall
 from fwmatrix.compile.intent import Dnat, Flow, Intent
 from fwmatrix.matrix.model import Matrix, Opening
 from fwmatrix.review.textdiff import unified
+from fwmatrix.ir import Ruleset
 from fwmatrix.space import Box, Interfaces, Space
 from fwmatrix.targets import backend
 
@@ -129,7 +130,7 @@ def review(old: Intent, new: Intent, old_label: str, new_label: str, backends: t
            firewall: str | None = None) -> Review:
     """The change from `old` to `new` on every firewall of either, or on `firewall` alone."""
     names = sorted(set(old.firewalls) | set(new.firewalls)) if firewall is None else [firewall]
-    old_rulesets, new_rulesets = compile_intent(old), compile_intent(new)
+    old_rulesets, new_rulesets = _compiled(old, names), _compiled(new, names)
     renames = _renames(old, new)
     firewalls = []
     for name in names:
@@ -162,6 +163,11 @@ def review(old: Intent, new: Intent, old_label: str, new_label: str, backends: t
 def _interfaces(intent: Intent, firewall: str) -> set[str]:
     fw = intent.matrix.firewalls.get(firewall)
     return set(fw.interfaces) if fw else set()
+
+
+def _compiled(intent: Intent, names: list[str]) -> dict[str, Ruleset]:
+    """The rulesets of the firewalls under review (not the others of the matrix)."""
+    return {name: compile_firewall(intent, intent.firewalls[name]) for name in names if name in intent.firewalls}
 
 
 def _opening_spaces(intent: Intent, firewall: str, ifaces: Interfaces, made: dict[tuple, list[Box]]) -> dict[str, Space]:
