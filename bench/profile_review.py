@@ -10,7 +10,8 @@ CPU-time counter (user + system of this process), and prints per phase the CPU
 seconds and the number of calls, then the collections the cyclic garbage
 collector made after the command gave it back (commands pause it), with what
 each found and cost. Phases nest (diff's `review` holds its spaces and ruleset
-diffs; lint's `_redundant` holds `_layers`): a phase's time includes those
+diffs, `_unified` the matcher's index of lines and its search for matching
+blocks; lint's `_redundant` holds `_layers`): a phase's time includes those
 inside it (loading holds composing the YAML, the openings' walk and the
 resolver's check). bench/profile_compile.py does the same for compile, with cProfile.
 """
@@ -38,9 +39,10 @@ PHASES = {
         "fwmatrix.cli.review": ["load_matrix", "build_intent", "review", "emit"],
         "fwmatrix.matrix.loader": ["compose", "_load_openings"],
         "fwmatrix.matrix.resolve:Resolver": ["check_all"],
-        "fwmatrix.review.diff": ["compile_intent", "_renames", "_opening_spaces", "_changed", "_opening_changes", "_unified"],
+        "fwmatrix.review.diff": ["_compiled", "_renames", "_opening_spaces", "_changed", "_opening_changes", "_unified"],
         "fwmatrix.backends.nftables": ["render_files"],
         "fwmatrix.space:Space": ["lines"],  # module:class
+        "fwmatrix.review.textdiff:_RunMatcher": ["__init__", "get_matching_blocks"],
     },
 }
 
