@@ -58,6 +58,7 @@ GOES_ON = {"ct helper"}
 # They run after the forward decision (postrouting, input) and the audit does not walk
 # those nat chains; `snat ip to` in an inet table only translates its family.
 SOURCE_NAT = {"snat", "masquerade"}
+MARSHAL_VERSION = 2  # the last without back-references, which depend on which objects are shared
 MAP_UPDATE_TEXT = re.compile(r"\s*(?:add|update)\s+@([\w.-]+)\s*\{")  # a set or map statement listed as text
 
 
@@ -194,6 +195,31 @@ class _TableContext:
         self.sets = sets
         self.uses: dict[str, tuple[str, ...] | None] = {}  # set -> the fields rules look it up with; None: several
         self.filled: set[str] = set()  # sets and maps the packet path adds to (`add @set`, `update @set`)
+        self._matches: dict[bytes, tuple[Match | Unmodelled, ...]] = {}  # match statement (_exact) -> what it reads as
+        self._keys: dict[tuple[tuple[str, ...], str | bytes], Key] = {}  # (kinds, value or _exact) -> the value read
+
+    def match(self, arg: Any) -> tuple[Match | Unmodelled, ...]:
+        """A `match` statement as _parse_match reads it, read once per distinct statement of the
+        table: hand-written rulesets repeat the same interfaces, ports and address lists from rule
+        to rule. What it does to the table (`use`) is the same on every reading."""
+        key = _exact(arg)
+        if key is None:
+            return tuple(_parse_match(arg, self))
+        found = self._matches.get(key)
+        if found is None:
+            found = self._matches[key] = tuple(_parse_match(arg, self))
+        return found
+
+    def key(self, kinds: tuple[str, ...], raw: Any) -> Key:
+        """A value of a match (values._key), read once per distinct value of the table: the
+        same hosts and networks come back in rule after rule."""
+        exact = raw if type(raw) is str else _exact(raw)
+        if exact is None:
+            return _key(kinds, raw)
+        found = self._keys.get((kinds, exact))
+        if found is None:
+            found = self._keys[kinds, exact] = _key(kinds, raw)
+        return found
 
     def fill(self, kind: str, arg: Any) -> None:
         """Remember the set or map a `set`/`map` statement adds to (a lookup of it may then match anything)."""
@@ -224,6 +250,16 @@ class _TableContext:
         self.uses[name] = names if self.uses.get(name, names) == names else None
 
 
+def _exact(raw: Any) -> bytes | None:
+    """A JSON value as bytes equal only for the same value: marshal writes the types (True, 1
+    and 1.0 differ; a list is not a tuple). None when it is not marshallable (a caller's own
+    objects) or nested too deeply."""
+    try:
+        return marshal.dumps(raw, MARSHAL_VERSION)
+    except ValueError:
+        return None
+
+
 def _relation(fields: tuple[_Field, ...], op: str, right: Any, ctx: _TableContext) -> Match:
     names = tuple(f.name for f in fields)
     kinds = tuple(f.kind for f in fields)
@@ -237,7 +273,7 @@ def _relation(fields: tuple[_Field, ...], op: str, right: Any, ctx: _TableContex
     if len(fields) == 1 and fields[0].kind in ("ct_state", "ct_status") and not (isinstance(right, dict) and "set" in right):
         return _flag_match(fields[0], op, right)
     if op in ("==", "!=", "in"):
-        return Match(names, tuple(_key(kinds, item) for item in _items(right)), negate=op == "!=")
+        return Match(names, tuple(ctx.key(kinds, item) for item in _items(right)), negate=op == "!=")
     if op in ("<", "<=", ">", ">=") and len(fields) == 1:
         return Match(names, ((_bound(kinds[0], op, right),),))
     raise _Unknown(f"operator {op}")
@@ -505,7 +541,7 @@ def _parse_rule(body: dict, ctx: _TableContext, chain: str) -> list[Rule]:
             continue
         ctx.fill(kind, arg)
         if kind == "match":
-            matches += _parse_match(arg, ctx)
+            matches += ctx.match(arg)
         elif kind == "xt":  # iptables-nft: the parameters are not in the listing
             matches.append(Unmodelled(XT_TEXT))
             if not (isinstance(arg, dict) and arg.get("type") == "match"):
@@ -539,11 +575,20 @@ def _parse_rule(body: dict, ctx: _TableContext, chain: str) -> list[Rule]:
         goes_on = action is None and len(effects) == going_on
         action = UnmodelledAction("; ".join(dict.fromkeys(effects)), terminal=not goes_on)
     origin = f"{ctx.family} {ctx.name} {chain} handle {body.get('handle', '?')}"
-    rule = Rule(tuple(dict.fromkeys(matches)), action, comment=str(body.get("comment", "")), origin=origin)
+    rule = Rule(_distinct(matches), action, comment=str(body.get("comment", "")), origin=origin)
     out = [Rule(rule.matches, Notrack(), rule.comment, origin)] if notrack else []
     if copies:
         out.append(Rule(rule.matches, packet_copies("; ".join(copies), "each packet the rule matches"), rule.comment, f"{origin} (copies)"))
     return out + [rule] if action is not None or not out else out
+
+
+def _distinct(matches: list[Match | Unmodelled]) -> tuple[Match | Unmodelled, ...]:
+    """The matches without repeats, in order. Equal matches read equal fields, and most rules
+    read each field once: then no two are equal, which is cheaper to see than comparing
+    values (hashing addresses)."""
+    if len({m.fields if type(m) is Match else m for m in matches}) == len(matches):
+        return tuple(matches)
+    return tuple(dict.fromkeys(matches))
 
 
 def _fills_without_limit(kind: str, arg: Any) -> bool:
