@@ -15,13 +15,13 @@ ruleset's business (Unmodelled).
 from __future__ import annotations
 
 import json
+import marshal
 import re
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence, cast
 
 from netaddr import AddrFormatError, IPNetwork
 
-from fwmatrix.backends.nftables.binding import list_live, list_text
 from fwmatrix.backends.nftables.describe import as_list, describe
 from fwmatrix.backends.nftables.values import (
     HEADER_L4, _address, _flags, _items, _key, _port, _single, _Unknown, _unwrap, _value, _verdict,
@@ -798,10 +798,14 @@ def parse_text(text: str, source: str = "<nft text>") -> Ruleset:
     process (a user namespace too when not root) and listed back as JSON, so
     nft's own parser reads the text. Invalid text raises BackendError with
     nft's first error and its line."""
+    from fwmatrix.backends.nftables.binding import list_text  # namespaces and nft: only for text (the audit reads JSON)
+
     return parse_json(list_text(text, source))
 
 
 def read_live() -> Ruleset:
     """The ruleset of the current network namespace's kernel (in tests and labs:
     `NetNamespace.call(read_live)`, which runs it inside the namespace)."""
+    from fwmatrix.backends.nftables.binding import list_live
+
     return parse_json(list_live())

@@ -7,12 +7,13 @@ from __future__ import annotations
 import difflib
 import functools
 from dataclasses import dataclass
+from types import ModuleType
+from typing import Callable
 
 import click
 from netaddr import AddrFormatError, IPNetwork
 
 from fwmatrix.audit.evaluate import OwnAddresses
-from fwmatrix.backends import pf
 from fwmatrix.cli.common import F
 from fwmatrix.compile.intent import Intent
 from fwmatrix.errors import FwmatrixError
@@ -87,10 +88,17 @@ def read_input(intent: Intent, firewall: str, live: bool, ruleset_paths: tuple[s
     """The firewall's ruleset, live or from the files (read together), and how to name its source."""
     if live:
         return read_live(backend_name), f"live ({'nftables' if backend_name == 'auto' else backend_name})"
-    pf_context = dict(pf.firewall_facts(intent.matrix, firewall), tables=_named_files(pf_tables), anchors=_named_files(pf_anchors))
-    given = pf.interface_options(pf_interfaces, pf_groups)
-    pf_context.update(addresses={**pf_context["addresses"], **given["addresses"]}, groups={**pf_context["groups"], **given["groups"]},
-                      all_addresses=local_addresses)
+    tables, anchors = _named_files(pf_tables), _named_files(pf_anchors)
+    # the pf backend is imported when a pf ruleset or a pf option needs it: an nftables or
+    # iptables audit does not pay for it (a bad --pf-interface is refused either way)
+    given = _pf().interface_options(pf_interfaces, pf_groups) if pf_interfaces or pf_groups else {"addresses": {}, "groups": {}}
+
+    @functools.cache
+    def pf_context() -> dict:
+        facts = _pf().firewall_facts(intent.matrix, firewall)
+        return dict(facts, tables=tables, anchors=anchors, addresses={**facts["addresses"], **given["addresses"]},
+                    groups={**facts["groups"], **given["groups"]}, all_addresses=local_addresses)
+
     references: dict[str, set[str]] = {"anchors": set(), "tables": set()}
     read = [(path,) + _read(path, backend_name, pf_context, references) for path in ruleset_paths]
     _check_referenced("--pf-anchor", "anchor", pf_anchors, references["anchors"])
@@ -103,13 +111,19 @@ def read_input(intent: Intent, firewall: str, live: bool, ruleset_paths: tuple[s
     return ruleset, ", ".join(f"{path} ({used})" for path, _, used in read)
 
 
-def _read(path: str, backend_name: str, pf_context: dict, references: dict[str, set[str]]) -> tuple[Ruleset, str]:
+def _pf() -> ModuleType:
+    from fwmatrix.backends import pf
+
+    return pf
+
+
+def _read(path: str, backend_name: str, pf_context: Callable[[], dict], references: dict[str, set[str]]) -> tuple[Ruleset, str]:
     """One file's ruleset; of a pf.conf, the anchors and tables it reads go to `references`."""
     ruleset, used = read_ruleset(path, backend_name)
     if used == "pf":  # read again, knowing the firewall (checked and decoded by the first read)
         found: dict[str, set[str]] = {}
         with open(path, encoding="utf-8") as handle:
-            ruleset = pf.parse_ruleset(handle.read(), source=path, references=found, **pf_context)
+            ruleset = _pf().parse_ruleset(handle.read(), source=path, references=found, **pf_context())
         for kind, names in found.items():
             references[kind] |= names
     return ruleset, used
@@ -122,7 +136,7 @@ def _check_referenced(option: str, what: str, pairs: tuple[str, ...], referenced
     wildcards = [ref for ref in referenced if ref.endswith("/*")]
     for pair in pairs:
         name = pair.partition("=")[0]
-        if name in referenced or any(pf.wildcard_child(name, wildcard) for wildcard in wildcards):
+        if name in referenced or any(_pf().wildcard_child(name, wildcard) for wildcard in wildcards):
             continue
         close = difflib.get_close_matches(name, sorted(referenced), n=max(1, len(referenced)), cutoff=0.6)
         listed = close + sorted(referenced - set(close))
