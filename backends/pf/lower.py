@@ -200,8 +200,11 @@ def _map_cond(table: Table, dnat: DnatMap) -> _Cond:
 
 def _split_ranges(fields: tuple[str, ...], key: tuple[Value, ...]) -> list[tuple[Value, ...]]:
     """An address range (10.0.0.3-10.0.0.9) becomes the networks that cover it exactly."""
-    if not any(isinstance(v, IPRange) for v in key):
-        return [tuple(key)]  # most keys: nothing to split
+    for v in key:
+        if isinstance(v, IPRange):
+            break
+    else:
+        return [tuple(key)]  # most keys (one a set element): nothing to split, and no generator made to say so
     keys: list[tuple[Value, ...]] = [()]
     for f, v in zip(fields, key):
         options: list[Value] = list(v.cidrs()) if isinstance(v, IPRange) and f in ADDR_FIELDS else [v]
@@ -215,9 +218,10 @@ def _find_set(table: Table, name: str, fields: tuple[str, ...], verdicts: bool =
         raise RenderError(f"set '{name}' is not defined in table '{table.name}'")
     if set_def.key != fields:
         raise RenderError(f"set '{name}' has key {set_def.key}, looked up with {fields}")
+    width, data_width = len(fields), len(set_def.data)  # once, not once an element
     for element in set_def.elements:
-        fits = len(element.data) == 1 and isinstance(element.data[0], (Verdict, Jump)) if verdicts else len(element.data) == len(set_def.data)
-        if len(element.key) != len(fields) or not fits:
+        fits = len(element.data) == 1 and isinstance(element.data[0], (Verdict, Jump)) if verdicts else len(element.data) == data_width
+        if len(element.key) != width or not fits:
             raise RenderError(f"set '{name}': element {element.key!r} does not fit its type")
     return set_def
 
