@@ -74,16 +74,20 @@ class _References:
 
     @classmethod
     def of(cls, refs: tuple[str, ...], endpoints: list[Endpoint]) -> _References:
-        if len(endpoints) == 1:  # most lists: one name, of no firewall
-            (ref,), (endpoint,) = refs, endpoints
-            firewall = endpoint.firewall_of
-            public = (ref, endpoint) if endpoint.public_of is not None else None
-            return cls(endpoints, endpoint.families, (ref, endpoint) if firewall is not None else None,
-                       _NO_FIREWALL if firewall is None else frozenset((firewall,)), public, ref if public is None else None)
-        pairs = list(zip(refs, endpoints))
-        return cls(endpoints, _families(endpoints), next(((r, e) for r, e in pairs if e.firewall_of is not None), None),
-                   frozenset(e.firewall_of for e in endpoints), next(((r, e) for r, e in pairs if e.public_of is not None), None),
-                   next((r for r, e in pairs if e.public_of is None), None))
+        families: frozenset[int] = frozenset()
+        firewalls: set[str | None] = set()
+        firewall = public = private = None
+        for ref, endpoint in zip(refs, endpoints):
+            families |= endpoint.families
+            firewalls.add(endpoint.firewall_of)
+            if firewall is None and endpoint.firewall_of is not None:
+                firewall = (ref, endpoint)
+            if endpoint.public_of is None:
+                if private is None:
+                    private = ref
+            elif public is None:
+                public = (ref, endpoint)
+        return cls(endpoints, families, firewall, frozenset(firewalls), public, private)
 
 
 def _common_family(what: str, src_families: frozenset[int], dst_families: frozenset[int] | None, row: Opening | Management) -> None:
