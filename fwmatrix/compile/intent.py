@@ -230,6 +230,9 @@ class _Zoner:
                 for o_version, o_first, o_last, o_length, _ in self.zone_bounds
             ):
                 return ((zone, (net,)),)
+        if not any(z_version == version and z_first <= last and first <= z_last for z_version, z_first, z_last, _, _ in self.zone_bounds):
+            # in no zone's network at all (a host on the internet): what the cutting below leaves it
+            return ((self.any_zone, (net,)),) if self.any_zone is not None else None
         # `net` straddles zones (or lies in none): cut it into pieces.
         remaining = IPSet([net])
         pieces: dict[str, list[IPNetwork]] = defaultdict(list)
@@ -269,14 +272,16 @@ def build_intent(matrix: Matrix) -> Intent:
     inputs: dict[str, list[Input]] = {name: [] for name in matrix.firewalls}
     warnings: list[Warning_] = []
     zoned: dict[tuple[str, ...], dict[str, list[IPNetwork]]] = {}  # see _zoned
-    families: dict[int, tuple[list[IPNetwork], tuple[tuple[IPNetwork, ...], ...]]] = {}  # see _by_family
+    names_firewall: dict[tuple[str, ...], bool] = {}  # destinations -> whether one is a firewall's name
 
     for opening in matrix.openings:
         parts = resolver.services(opening)
         src_zones = _zoned(resolver, zoner, opening, opening.sources, "from", zoned)
         # only a firewall's name (`edge`, `edge.lan0`) can mean the firewall itself: resolve no other
-        own = ([resolver.endpoint(ref, opening.where_of("to")) for ref in opening.destinations]
-               if any(ref.partition(".")[0] in matrix.firewalls for ref in opening.destinations) else [])
+        to_firewall = names_firewall.get(opening.destinations)
+        if to_firewall is None:
+            to_firewall = names_firewall[opening.destinations] = any(ref.partition(".")[0] in matrix.firewalls for ref in opening.destinations)
+        own = [resolver.endpoint(ref, opening.where_of("to")) for ref in opening.destinations] if to_firewall else []
         if own and own[0].firewall_of is not None:  # the firewall's own services
             _place_own(topology, opening, own, src_zones, parts, flows, inputs, warnings)
             continue
@@ -294,7 +299,7 @@ def build_intent(matrix: Matrix) -> Intent:
                     for hops in paths:
                         if opening.snat is None:
                             for fw, ins, outs in hops:
-                                placed |= _add_flows(flows[fw], opening, ins, outs, src_nets, dst_nets, parts, families=families)
+                                placed |= _add_flows(flows[fw], opening, ins, outs, src_nets, dst_nets, parts)
                             continue
                         placed |= _place_snat(resolver, opening, hops, src_nets, dst_nets, parts, flows, snats, (src_zone, dst_zone))
             if not placed:
@@ -390,24 +395,24 @@ def _zoned(resolver: Resolver, zoner: _Zoner, opening: Opening, refs: tuple[str,
     found = cache.get(refs)
     if found is not None:
         return found
+    out: dict[str, list[IPNetwork]]
     if len(refs) == 1:
         where = opening.where_of(field)
-        found = dict(sorted(zoner.zones_of(resolver.endpoint(refs[0], where), refs[0], where).items()))
+        out = zoner.zones_of(resolver.endpoint(refs[0], where), refs[0], where)
     else:
-        out: dict[str, list[IPNetwork]] = defaultdict(list)
+        out = defaultdict(list)
         for ref in refs:
             for zone, nets in _zoned(resolver, zoner, opening, (ref,), field, cache).items():
                 out[zone].extend(nets)
-        found = dict(sorted(out.items()))
+    found = {zone: _Networks(nets) for zone, nets in sorted(out.items())}
     cache[refs] = found
     return found
 
 
 def _add_flows(into: list[Flow], opening: Opening, ins: tuple[str, ...], outs: tuple[str, ...],
-               src_nets: list[IPNetwork], dst_nets: list[IPNetwork], parts: tuple[ServicePart, ...], translated: bool = False,
-               families: dict[int, tuple[list[IPNetwork], tuple[tuple[IPNetwork, ...], ...]]] | None = None) -> bool:
+               src_nets: list[IPNetwork], dst_nets: list[IPNetwork], parts: tuple[ServicePart, ...], translated: bool = False) -> bool:
     added = False
-    src_by_family, dst_by_family = _by_family(src_nets, families), _by_family(dst_nets, families)
+    src_by_family, dst_by_family = _by_family(src_nets), _by_family(dst_nets)
     for family in (4, 6):
         src, dst = src_by_family[family == 6], dst_by_family[family == 6]
         if not src or not dst:
@@ -420,22 +425,29 @@ def _add_flows(into: list[Flow], opening: Opening, ins: tuple[str, ...], outs: t
     return added
 
 
-def _by_family(nets: list[IPNetwork], cache: dict[int, tuple[list[IPNetwork], tuple[tuple[IPNetwork, ...], ...]]] | None) -> tuple[tuple[IPNetwork, ...], ...]:
-    """(the IPv4 networks, the IPv6 networks), in their order; cached by the list when a cache is
-    given (the zones' lists of networks repeat from opening to opening, and netaddr's version is
-    slow to ask 150,000 times). The cache holds each list, so that no id is reused."""
-    if cache is not None:
-        hit = cache.get(id(nets))
-        if hit is not None and hit[0] is nets:
-            return hit[1]
+class _Networks(list):
+    """The networks of a list of references in one zone (what `_zoned` gives), with the same split
+    by address family once (`_by_family`): the openings that name the references place them by
+    family, and netaddr's version is slow to ask 150,000 times."""
+
+    __slots__ = ("by_family",)
+
+    def __init__(self, nets: list[IPNetwork]):
+        super().__init__(nets)
+        self.by_family = _split_families(nets)
+
+
+def _by_family(nets: list[IPNetwork]) -> tuple[tuple[IPNetwork, ...], tuple[IPNetwork, ...]]:
+    """(the IPv4 networks, the IPv6 networks), in their order."""
+    return nets.by_family if nets.__class__ is _Networks else _split_families(nets)  # type: ignore[attr-defined]
+
+
+def _split_families(nets: list[IPNetwork]) -> tuple[tuple[IPNetwork, ...], tuple[IPNetwork, ...]]:
     v4: list[IPNetwork] = []
     v6: list[IPNetwork] = []
     for net in nets:
         (v4 if net.version == 4 else v6).append(net)
-    split = (tuple(v4), tuple(v6))
-    if cache is not None:
-        cache[id(nets)] = (nets, split)
-    return split
+    return tuple(v4), tuple(v6)
 
 
 def _place_snat(resolver: Resolver, opening: Opening, hops: list[Hop], src_nets: list[IPNetwork], dst_nets: list[IPNetwork],
