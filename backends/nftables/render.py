@@ -8,6 +8,7 @@ package docstring says what the script does when it is loaded.
 from __future__ import annotations
 
 import re
+from operator import attrgetter
 
 from netaddr import IPNetwork, IPRange
 
@@ -82,34 +83,37 @@ def _address_text(net: IPNetwork | IPRange) -> str:
 
 
 class _Texts:
-    """The text of each value of a set's elements, made once per object and field: large sets
+    """The text of each value of a set's elements, made once per object and type: large sets
     repeat their hosts and port ranges, and netaddr objects are slow to hash, so the cache goes
     by identity (the objects are held, so that no id is reused while the cache lives). The
     per-element loops run in map() and join(): at 75,000 elements a Python loop a value was
     most of the writing."""
 
     def __init__(self) -> None:
-        self.by_field: dict[str, dict[int, str]] = {}
+        self.by_type: dict[str, dict[int, str]] = {}
         self.held: list[Value] = []
         self.comments: dict[str, str] = {}  # an element's comment -> its text after the key
 
-    def column(self, field: str, values: list[Value]) -> list[str]:
-        cache = self.by_field.setdefault(field, {})
+    def column(self, field: str, values: tuple[Value, ...]) -> list[str]:
+        # by the field's type: a source and a destination network are written alike
+        cache = self.by_type.setdefault(FIELD_SYNTAX[field][1], {})
         ids = list(map(id, values))
-        if not cache.keys() >= set(ids):
+        try:
+            return list(map(cache.__getitem__, ids))
+        except KeyError:  # values not seen yet: their text made once each
             for v in dict(zip(ids, values)).values():
                 if id(v) not in cache:
                     cache[id(v)] = value(field, v)
                     self.held.append(v)
-        return list(map(cache.__getitem__, ids))
+            return list(map(cache.__getitem__, ids))
 
     def keys(self, fields: tuple[str, ...], keys: list[tuple[Value, ...]]) -> list[str]:
         """Each key as `key_text` writes it."""
-        if any(len(key) != len(fields) for key in keys):  # what zip() in key_text would do
+        if set(map(len, keys)) - {len(fields)}:  # what zip() in key_text would do
             return [key_text(fields, key) for key in keys]
         if not fields:
             return [""] * len(keys)
-        columns = [self.column(field, [key[i] for key in keys]) for i, field in enumerate(fields)]
+        columns = [self.column(field, values) for field, values in zip(fields, zip(*keys))]
         return list(map(" . ".join, zip(*columns)))
 
     def comment_texts(self, comments: list[str]) -> list[str]:
@@ -171,6 +175,9 @@ def _table(table: Table) -> list[str]:
     return lines
 
 
+_key_of, _data_of, _comment_of = attrgetter("key"), attrgetter("data"), attrgetter("comment")
+
+
 def _set(set_def: SetDef, texts: _Texts) -> list[str]:
     kind = "map" if set_def.is_map else "set"
     type_text = set_type(set_def.key) + (f" : {set_type(set_def.data)}" if set_def.is_map else "")
@@ -180,14 +187,13 @@ def _set(set_def: SetDef, texts: _Texts) -> list[str]:
     if set_def.elements:
         lines.append("\t\telements = {")
         elements = set_def.elements
-        keys = texts.keys(set_def.key, [e.key for e in elements])
-        comments = texts.comment_texts([e.comment for e in elements])
+        keys = texts.keys(set_def.key, list(map(_key_of, elements)))
+        comments = texts.comment_texts(list(map(_comment_of, elements)))
         if set_def.is_map:
-            data = texts.keys(set_def.data, [e.data for e in elements])
-            rows = [f"\t\t\t{k}{c} : {d}" for k, c, d in zip(keys, comments, data)]
+            rows = map("{}{} : {}".format, keys, comments, texts.keys(set_def.data, list(map(_data_of, elements))))
         else:
-            rows = [f"\t\t\t{k}{c}" for k, c in zip(keys, comments)]
-        lines.append(",\n".join(rows))  # one line an element, a comma after all but the last
+            rows = map(str.__add__, keys, comments)
+        lines.append("\t\t\t" + ",\n\t\t\t".join(rows))  # one line an element, a comma after all but the last
         lines.append("\t\t}")
     lines.append("\t}")
     return lines
