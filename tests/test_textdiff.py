@@ -24,9 +24,11 @@ def edited_texts(draw: st.DrawFn) -> tuple[str, str]:
     """A text of lines from a few words (so that lines repeat, and past 200 lines some are too
     common for difflib's index), and an edit of it: lines deleted, inserted, replaced, blocks
     moved and copied; either may lack its last newline."""
-    words = draw(st.integers(1, 40))
-    line = st.integers(0, words - 1).map(lambda k: f"line {k}\n")
     least, most = draw(st.sampled_from([(0, 12), (0, 60), (200, 400)]))
+    # few words: lines too common for difflib's index; as many as a quarter of the lines: each
+    # line a few times, pairs of equal lines outnumbering the lines (the matcher's dense ranges)
+    words = draw(st.one_of(st.integers(1, 40), st.just(max(1, most // 4))))
+    line = st.integers(0, words - 1).map(lambda k: f"line {k}\n")
     before = draw(st.lists(line, min_size=least, max_size=most))
     after = list(before)
     for _ in range(draw(st.integers(0, 12))):

@@ -27,36 +27,43 @@ class _RunMatcher(difflib.SequenceMatcher):
     At first the runs are those that hold a line b has once (`_anchored_runs`, one pass):
     the answer is theirs when one is longer than any run of lines b has more than once can
     be. Otherwise every run within the range is found (the scan difflib would make there),
-    and the ranges within it ask their runs of that list."""
+    and the ranges within it ask their runs of that list; unless the range's lines repeat so
+    much that its runs outnumber its lines twice over: then it and the ranges within it are
+    difflib's own scan, which keeps no runs."""
 
     def __init__(self, a: Sequence[str], b: Sequence[str]):
         super().__init__(None, a, b)
         self._anchored, self._longest_unanchored = _anchored_runs(self.a, self.b, self.b2j)
-        # range -> (the runs that may meet it, whether they are all its runs), filed when the
-        # range that holds it is answered: the order of difflib's recursion does not matter
-        self._runs_within: dict[tuple[int, int, int, int], tuple[list[Run], bool]] = {}
+        # range -> (the runs that may meet it, whether they are all its runs; None: scan it),
+        # filed when the range that holds it is answered: the order of difflib's recursion does not matter
+        self._runs_within: dict[tuple[int, int, int, int], tuple[list[Run] | None, bool]] = {}
 
     def find_longest_match(self, alo: int = 0, ahi: int | None = None, blo: int = 0, bhi: int | None = None) -> difflib.Match:
         a, b = self.a, self.b
         ahi = len(a) if ahi is None else ahi
         bhi = len(b) if bhi is None else bhi
         runs, complete = self._runs_within.pop((alo, ahi, blo, bhi), (self._anchored, not self._longest_unanchored))
-        besti, bestj, bestsize = _longest_cut(runs, alo, ahi, blo, bhi)
-        if not complete and bestsize <= self._longest_unanchored:  # a run the list lacks may be as long
-            runs, complete = _all_runs(a, self.b2j, alo, ahi, blo, bhi), True
+        if runs is not None:
             besti, bestj, bestsize = _longest_cut(runs, alo, ahi, blo, bhi)
-        # as difflib: stretched over equal lines its index leaves out (too common)
-        while besti > alo and bestj > blo and a[besti - 1] == b[bestj - 1]:
-            besti, bestj, bestsize = besti - 1, bestj - 1, bestsize + 1
-        while besti + bestsize < ahi and bestj + bestsize < bhi and a[besti + bestsize] == b[bestj + bestsize]:
-            bestsize += 1
+            if not complete and bestsize <= self._longest_unanchored:  # a run the list lacks may be as long
+                runs, complete = _all_runs(a, self.b2j, alo, ahi, blo, bhi, 2 * (ahi - alo) + 64), True
+                if runs is not None:
+                    besti, bestj, bestsize = _longest_cut(runs, alo, ahi, blo, bhi)
+        if runs is None:
+            besti, bestj, bestsize = super().find_longest_match(alo, ahi, blo, bhi)
+        else:
+            # as difflib: stretched over equal lines its index leaves out (too common)
+            while besti > alo and bestj > blo and a[besti - 1] == b[bestj - 1]:
+                besti, bestj, bestsize = besti - 1, bestj - 1, bestsize + 1
+            while besti + bestsize < ahi and bestj + bestsize < bhi and a[besti + bestsize] == b[bestj + bestsize]:
+                bestsize += 1
         if bestsize:
             # the ranges difflib asks about next (get_matching_blocks): a run meets at most one
             # of them, since one meeting both would be longer than this longest block
             i, j, k = besti, bestj, bestsize
-            self._runs_within[(alo, i, blo, j)] = (
+            self._runs_within[(alo, i, blo, j)] = (None if runs is None else
                 [r for r in runs if r[0] < i and r[1] < j and r[0] + r[2] > alo and r[1] + r[2] > blo], complete)
-            self._runs_within[(i + k, ahi, j + k, bhi)] = (
+            self._runs_within[(i + k, ahi, j + k, bhi)] = (None if runs is None else
                 [r for r in runs if r[0] + r[2] > i + k and r[1] + r[2] > j + k and r[0] < ahi and r[1] < bhi], complete)
         return difflib.Match(besti, bestj, bestsize)
 
@@ -109,9 +116,9 @@ def _anchored_runs(a: Sequence[str], b: Sequence[str], b2j: dict[str, list[int]]
     return runs, longest
 
 
-def _all_runs(a: Sequence[str], b2j: dict[str, list[int]], alo: int, ahi: int, blo: int, bhi: int) -> list[Run]:
+def _all_runs(a: Sequence[str], b2j: dict[str, list[int]], alo: int, ahi: int, blo: int, bhi: int, most: int) -> list[Run] | None:
     """Every run of lines that difflib's index pairs up, cut to a[alo:ahi] and b[blo:bhi]:
-    difflib's scan of the range, once."""
+    difflib's scan of the range, once; None when there are more than `most`."""
     runs: list[list[int]] = []
     open_runs: dict[int, list[int]] = {}  # line of b -> the run whose last pair ends there
     nothing: list[int] = []
@@ -124,6 +131,8 @@ def _all_runs(a: Sequence[str], b2j: dict[str, list[int]], alo: int, ahi: int, b
                 break
             run = open_runs.get(j - 1)
             if run is None:
+                if len(runs) == most:
+                    return None
                 run = [i, j, 0]
                 runs.append(run)
             run[2] += 1
