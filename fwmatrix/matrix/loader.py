@@ -512,7 +512,7 @@ def _load_openings(reader: _Reader, node: yaml.Node | None) -> tuple[Opening, ..
     path = reader.path
     texts = reader.texts
     for index, item in enumerate(items, start=1):
-        fields = _row_fields(reader, item, index)
+        fields, field_lines = _row_fields(reader, item, index)
         for required in ("from", "to"):
             if required not in fields:
                 raise reader.fail(item, f"opening #{index} has no '{required}'")
@@ -535,7 +535,7 @@ def _load_openings(reader: _Reader, node: yaml.Node | None) -> tuple[Opening, ..
                 nat,
                 reader.note(fields["note"][1]) if "note" in fields else "",
                 Where(path, item.start_mark.line + 1),
-                {("service" if key == "services" else key): value.start_mark.line + 1 for key, (_, value) in fields.items()},
+                field_lines,
                 snat,
                 # METADATA_KEYS, asked here before the description is written: most rows have none
                 reader.metadata(fields, f"opening '{name}'") if "owner" in fields or "ticket" in fields or "expires" in fields else None,
@@ -548,10 +548,12 @@ def _load_openings(reader: _Reader, node: yaml.Node | None) -> tuple[Opening, ..
 _OPENING_KEY_SET = frozenset(OPENING_KEYS)
 
 
-def _row_fields(reader: _Reader, item: yaml.Node, index: int) -> dict[str, tuple[yaml.Node, yaml.Node]]:
+def _row_fields(reader: _Reader, item: yaml.Node, index: int) -> tuple[dict[str, tuple[yaml.Node, yaml.Node]], dict[str, int]]:
     """`reader.mapping(item, "opening #INDEX", OPENING_KEYS)`, written out for the rows that are
-    right (10,000 at 10,000 openings); any other goes to `mapping`, for its error."""
+    right (10,000 at 10,000 openings), and the line of each field's value (Opening.field_lines);
+    any other row goes to `mapping`, for its error."""
     fields: dict[str, tuple[yaml.Node, yaml.Node]] = {}
+    lines: dict[str, int] = {}
     if item.__class__ is yaml.MappingNode:
         for pair in item.value:
             key_node = pair[0]
@@ -561,9 +563,11 @@ def _row_fields(reader: _Reader, item: yaml.Node, index: int) -> dict[str, tuple
             if key in fields or key not in _OPENING_KEY_SET:
                 break
             fields[key] = pair
+            lines["service" if key == "services" else key] = pair[1].start_mark.line + 1
         else:
-            return fields
-    return reader.mapping(item, f"opening #{index}", OPENING_KEYS)
+            return fields, lines
+    fields = reader.mapping(item, f"opening #{index}", OPENING_KEYS)
+    return fields, {("service" if key == "services" else key): value.start_mark.line + 1 for key, (_, value) in fields.items()}
 
 
 def _load_nat(reader: _Reader, node: yaml.Node) -> Nat:
