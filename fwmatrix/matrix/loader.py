@@ -208,6 +208,14 @@ def load_text(data: bytes, label: str, read: Callable[[str], Source] | None = No
 def load_source(source: Source, read: Callable[[str], Source] | None = None, location: str | None = None) -> Matrix:
     """A matrix; `read` reads the files it includes (default: from disk), relative to
     `location` (default: the source's path)."""
+    matrix = _read_matrix(source, read, location)  # its YAML nodes are freed by now, before the names are resolved
+    Resolver(matrix).check_all()
+    check_management(matrix)
+    return matrix
+
+
+def _read_matrix(source: Source, read: Callable[[str], Source] | None, location: str | None) -> Matrix:
+    """The matrix as its files write it, each definition checked on its own (references are for `load_source`)."""
     path = source.path
     root = compose(source)
     reader = _Reader(path)
@@ -276,8 +284,6 @@ def load_source(source: Source, read: Callable[[str], Source] | None = None, loc
         roles=roles,
         accepts=parse_accepts(reader, section("accept", required=False)),
     )
-    Resolver(matrix).check_all()
-    check_management(matrix)
     return matrix
 
 
