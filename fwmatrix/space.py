@@ -480,9 +480,12 @@ class _Sorted:
                     starts.insert(at, start)
                     boxes.insert(at, box)
         else:  # a stable sort keeps equal starts in the order they came, as the insertions would
-            pairs = sorted([*zip(self._starts, self._boxes), *tail], key=_first)
-            self._starts = [start for start, _ in pairs]
-            self._boxes = [box for _, box in pairs]
+            starts = self._starts + [start for start, _ in tail]
+            boxes = self._boxes + [box for _, box in tail]
+            # the positions in start order (the sorted part is one run: a merge), then both lists by them
+            order = sorted(range(len(starts)), key=starts.__getitem__)
+            self._starts = list(map(starts.__getitem__, order))
+            self._boxes = list(map(boxes.__getitem__, order))
         tail.clear()
 
     @property
@@ -505,13 +508,12 @@ class _Sorted:
 SMALL_TAIL = 16  # up to this many new boxes are inserted one by one; more, and the group is sorted again
 
 
-def _first(pair: tuple[int, Box]) -> int:
-    return pair[0]
-
-
 def _reach(size_class: int) -> int:
     """How far before a lookup's start an interval of this class may start and still overlap it."""
     return 0 if size_class == 0 else 1 << (4 * size_class)
+
+
+REACH = tuple(_reach(c) for c in range(2 + 129 // 4))  # by size class (addresses have 129 bits), looked up per group
 
 
 def _widest(intervals: Intervals) -> int:
@@ -615,37 +617,40 @@ class BoxIndex:
         return bool(alike) and any(not ct & ~b.ct and not iv_sub(box.src, b.src) for b in alike)
 
     def overlapping(self, box: Box) -> list[Box]:
-        wide_dst, wide_src = _widest(box.dst), _widest(box.src)
-        if wide_dst < wide_src or (wide_dst == wide_src and len(box.dst) <= len(box.src)):  # fewer windows
-            table, side = self._table("dst"), box.dst
+        dst, src = box.dst, box.src
+        wide_dst = dst[0][1] - dst[0][0] if len(dst) == 1 else _widest(dst)
+        wide_src = src[0][1] - src[0][0] if len(src) == 1 else _widest(src)
+        if wide_dst < wide_src or (wide_dst == wide_src and len(dst) <= len(src)):  # fewer windows
+            table = self.by_dst if self._dst_upto == len(self.all) else self._table("dst")
+            side = dst
         else:
-            table, side = self._table("src"), box.src
+            table = self.by_src if self._src_upto == len(self.all) else self._table("src")
+            side = src
         buckets = _port_buckets(box.dport)
+        keys = None if buckets[0] == WIDE else (*buckets, WIDE)
         first, last = side[0][0], side[-1][1]
+        iif, oif = box.iif, box.oif
+        # first seen first: a box filed under several buckets or intervals is kept where it is first met
+        # (the order matters: a subtraction cuts by the boxes in this order, and findings print its pieces)
         found: dict[int, Box] = {}
-        for (iif, oif), by_port in table.items():
-            if not (iif & box.iif and oif & box.oif):
+        for (pair_iif, pair_oif), by_port in table.items():
+            if not (pair_iif & iif and pair_oif & oif):
                 continue
-            if buckets[0] == WIDE:
-                groups = by_port.values()
-            else:
-                groups = [by_port[b] for b in (*buckets, WIDE) if b in by_port]
-            for classes in groups:
+            for classes in by_port.values() if keys is None else [by_port[b] for b in keys if b in by_port]:
                 for size_class, group in classes.items():
-                    starts = group.starts
-                    reach = _reach(size_class)
+                    if group._tail:
+                        group._sort()
+                    starts = group._starts
+                    reach = REACH[size_class]
                     if starts[0] > last or starts[-1] < first - reach:
                         continue  # nothing of this group starts near the side
-                    if len(starts) <= SMALL_GROUP:
-                        for b in group.boxes:  # fewer than the bisections would cost: callers check overlap
-                            found[id(b)] = b
+                    boxes = group._boxes
+                    if len(starts) <= SMALL_GROUP:  # fewer than the bisections would cost: callers check overlap
+                        found.update(zip(map(id, boxes), boxes))
                         continue
-                    boxes = group.boxes
                     for low, high in side:
-                        start, end = bisect_left(starts, low - reach), bisect_right(starts, high)
-                        for at in range(start, end):
-                            b = boxes[at]
-                            found[id(b)] = b
+                        hits = boxes[bisect_left(starts, low - reach) : bisect_right(starts, high)]
+                        found.update(zip(map(id, hits), hits))
         return list(found.values())
 
 
