@@ -42,7 +42,7 @@ from fwmatrix.audit.evaluate.macscope import mac_scopes
 from fwmatrix.audit.evaluate.neighbours import arp_dead, nd_blocked, nd_dead, nd_doubtful, nd_output_doubtful
 from fwmatrix.audit.evaluate.prerouting import delivered_locally, dnat_regions, early_drops
 from fwmatrix.audit.evaluate.reading import Reading
-from fwmatrix.audit.evaluate.scopes import without_scope_crossings
+from fwmatrix.audit.evaluate.scopes import with_scope_crossings_noted, without_scope_crossings
 from fwmatrix.audit.evaluate.untracked import as_untracked
 from fwmatrix.ir import Match, Ruleset, VerdictMap
 from fwmatrix.space import NO_PORT, OTHER, V4_ALL, V6_ALL, Interfaces, Space, iv_norm, iv_sub
@@ -86,7 +86,7 @@ def interfaces_of(ruleset: Ruleset, known: list[str]) -> Interfaces:
 
 
 def evaluate(ruleset: Ruleset, ifaces: Interfaces, within: Space | None = None, observer: object | None = None,
-             own: OwnAddresses = UNKNOWN) -> Effective:
+             own: OwnAddresses = UNKNOWN, as_ruled: bool = False) -> Effective:
     """The effective policy. Where rules fwmatrix cannot model are involved, it
     reads them twice (they all match; none matches) and also marks every packet
     that such a rule could match: `forwarded` holds only what is forwarded
@@ -99,8 +99,11 @@ def evaluate(ruleset: Ruleset, ifaces: Interfaces, within: Space | None = None, 
 
     `within` limits the walk to those packets (what the result says of others is then
     meaningless); `observer` watches the walk (fwmatrix query's trace, fwmatrix/query/trace.py).
-    `own`: the firewall's own addresses, as far as they are known (addrtype.py)."""
-    return without_scope_crossings(_without_dead_neighbours(ruleset, _evaluate(ruleset, ifaces, within, observer, own)))
+    `own`: the firewall's own addresses, as far as they are known (addrtype.py). With `as_ruled`,
+    `forwarded` and `uncertain` are as the rules alone have them and `never` holds what the kernel
+    keeps on its link (scopes.as_ruled: the audit's reading), without subtracting it first."""
+    effective = _without_dead_neighbours(ruleset, _evaluate(ruleset, ifaces, within, observer, own))
+    return with_scope_crossings_noted(effective) if as_ruled else without_scope_crossings(effective)
 
 
 def _without_dead_neighbours(ruleset: Ruleset, effective: Effective) -> Effective:

@@ -41,11 +41,23 @@ def _crossing(ifaces, pseudo: frozenset[str]) -> Space:
     return out
 
 
-def without_scope_crossings(effective: Effective) -> Effective:
-    """`effective` without the link-local sources the kernel keeps on their link."""
+def _never(effective: Effective) -> Space:
     from fwmatrix.audit.local import LOCAL  # the firewall itself as a destination (input judged as forward); local imports this package
 
-    never = _crossing(effective.ifaces, frozenset({"lo", OTHER, LOCAL}))
+    return _crossing(effective.ifaces, frozenset({"lo", OTHER, LOCAL}))
+
+
+def with_scope_crossings_noted(effective: Effective) -> Effective:
+    """`effective` as the rules have it, what the kernel keeps on its link in `never`: the
+    regions of `as_ruled(without_scope_crossings(effective))`, without the subtractions (a
+    tenth of a compiled ruleset's evaluation) that as_ruled would drop again."""
+    never = _never(effective)
+    return replace(effective, never=never) if never else effective
+
+
+def without_scope_crossings(effective: Effective) -> Effective:
+    """`effective` without the link-local sources the kernel keeps on their link."""
+    never = _never(effective)
     if not never:
         return effective
     return replace(
