@@ -152,7 +152,7 @@ def audit(intent: Intent, firewall: str, ruleset: Ruleset, source: str, local_ad
     ifaces = interfaces_of(ruleset, list(fw.interfaces))
     given = tuple(local_addresses)
     own = OwnAddresses(tuple(IPNetwork(address) for address in fw.public.values()) + given, complete=bool(given))
-    effective = evaluate(ruleset, ifaces, own=own)
+    effective = evaluate(ruleset, ifaces, own=own, as_ruled=True)
     # what the kernel never forwards (a link-local source leaving its link) matters neither way:
     # the regions read as the rules have them, and nothing of it alone is missing or blocked
     never, effective = effective.never, as_ruled(effective)
