@@ -52,7 +52,7 @@ it both ways (it may match, it may not).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
+from typing import Sequence, Union
 
 from netaddr import IPNetwork, IPRange
 
@@ -123,6 +123,27 @@ class Match:
     values: tuple[Key, ...] = ()
     set_name: str | None = None
     negate: bool = False
+
+
+def distinct(conds: Sequence[Match | Unmodelled]) -> tuple[Match | Unmodelled, ...]:
+    """A rule's matches without repeats, in order: `tuple(dict.fromkeys(conds))`, but only
+    matches of the same fields are compared (equal matches read the same fields, and their
+    hashes are equal: comparing with each kept one is what the dict does; hashing addresses
+    is what costs)."""
+    if len({c.fields if type(c) is Match else c for c in conds}) == len(conds):
+        return tuple(conds)  # no two read the same fields
+    kept: list[Match | Unmodelled] = []
+    by_fields: dict[object, list[Match | Unmodelled]] = {}
+    for cond in conds:
+        key = cond.fields if type(cond) is Match else cond
+        same = by_fields.get(key)
+        if same is None:
+            by_fields[key] = [cond]
+            kept.append(cond)
+        elif cond not in same:
+            same.append(cond)
+            kept.append(cond)
+    return tuple(kept)
 
 
 @dataclass(frozen=True)

@@ -62,7 +62,7 @@ from fwmatrix.gcpause import gc_paused
 from fwmatrix.intervals import mac_address
 from fwmatrix.ir import (
     ADDRESS_TYPES, TCP_FLAG_BITS, Action, Chain, Dnat, Jump, Masquerade, Match, Notrack, Redirect, Rule, Ruleset, SetDef, Snat, Table, TcpFlags, Unmodelled,
-    UnmodelledAction, Verdict, addr_field, packet_copies,
+    UnmodelledAction, Verdict, addr_field, distinct, packet_copies,
 )
 from fwmatrix.matrix.model import PortRange
 
@@ -237,7 +237,7 @@ class _SectionParser:
         origin = f"{self.source}:{self.line}"
         comment = "; ".join(comments + ([decided[1]] if decided is not None and decided[1] else []))
         if not any(isinstance(t, _AnyOf) for t in terms):  # the common case: one kernel rule, one IR rule
-            rules = [] if decided is None else [Rule(tuple(dict.fromkeys(terms)), decided[0], comment, origin)]  # type: ignore[arg-type]
+            rules = [] if decided is None else [Rule(distinct(terms), decided[0], comment, origin)]  # type: ignore[arg-type]
             return [KernelRule(rules, target_name, (core, blocks, target, tuple(terms[i] for i in addresses)))]
         separate = [i for i, t in enumerate(terms) if isinstance(t, _AnyOf) and t.kernel_rules]
         kernel: dict[tuple, KernelRule] = {}
@@ -248,7 +248,7 @@ class _SectionParser:
             if same is None:
                 written = (core, blocks, target, tuple(c for i in addresses for c in combination[i]))
                 same = kernel[key] = KernelRule([], target_name, written)
-            matches = tuple(dict.fromkeys(c for part in combination for c in part))
+            matches = distinct([c for part in combination for c in part])
             if decided is not None and not _contradicts(matches):  # an alternative another match rules out (-p tcp, "no ports")
                 same.rules.append(Rule(matches, decided[0], comment, origin))
         return list(kernel.values())

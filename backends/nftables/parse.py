@@ -28,7 +28,7 @@ from fwmatrix.backends.nftables.values import (
 )
 from fwmatrix.errors import BackendError
 from fwmatrix.gcpause import gc_paused
-from fwmatrix.ir import DnatMap, Element, Match, Rule, Ruleset, SetDef, Table, Value, Verdict, VerdictMap
+from fwmatrix.ir import DnatMap, Element, Match, Rule, Ruleset, SetDef, Table, Value, Verdict, VerdictMap, distinct
 from fwmatrix.ir import TCP_FLAG_BITS, Action, Chain, Dnat, Key, Masquerade, Notrack, Redirect, Snat, TcpFlags, Unmodelled, UnmodelledAction, packet_copies
 from fwmatrix.matrix.model import PortRange
 
@@ -575,20 +575,11 @@ def _parse_rule(body: dict, ctx: _TableContext, chain: str) -> list[Rule]:
         goes_on = action is None and len(effects) == going_on
         action = UnmodelledAction("; ".join(dict.fromkeys(effects)), terminal=not goes_on)
     origin = f"{ctx.family} {ctx.name} {chain} handle {body.get('handle', '?')}"
-    rule = Rule(_distinct(matches), action, comment=str(body.get("comment", "")), origin=origin)
+    rule = Rule(distinct(matches), action, comment=str(body.get("comment", "")), origin=origin)
     out = [Rule(rule.matches, Notrack(), rule.comment, origin)] if notrack else []
     if copies:
         out.append(Rule(rule.matches, packet_copies("; ".join(copies), "each packet the rule matches"), rule.comment, f"{origin} (copies)"))
     return out + [rule] if action is not None or not out else out
-
-
-def _distinct(matches: list[Match | Unmodelled]) -> tuple[Match | Unmodelled, ...]:
-    """The matches without repeats, in order. Equal matches read equal fields, and most rules
-    read each field once: then no two are equal, which is cheaper to see than comparing
-    values (hashing addresses)."""
-    if len({m.fields if type(m) is Match else m for m in matches}) == len(matches):
-        return tuple(matches)
-    return tuple(dict.fromkeys(matches))
 
 
 def _fills_without_limit(kind: str, arg: Any) -> bool:
