@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 import re
 from dataclasses import dataclass, field, replace
 from itertools import product
+from typing import Any
 
 from netaddr import AddrFormatError, IPNetwork
 
@@ -36,6 +37,7 @@ from fwmatrix.backends.iptables.reader import (
     _command,
     _group,
     _ip,
+    _Made,
     _Malformed,
     _network,
     _not_bits,
@@ -151,6 +153,11 @@ class _SectionParser:
     sets: dict[str, SetDef] = field(default_factory=dict)
     line: int = 0
     filled: frozenset[str] = frozenset()  # ipsets the packet path adds to (`-j SET --add-set NAME`)
+    # what each distinct option (core) or match block (module) read as, with the families it
+    # saw on the way (_seen, in order), which a repeat sees again on its own line (_read_once)
+    _read: dict[tuple, tuple[list[Term], list[tuple[int, str]], object]] = field(default_factory=dict, init=False, repr=False)
+    _seeing: list[tuple[int, str]] | None = field(default=None, init=False, repr=False)
+    _made: _Made = field(default_factory=_Made, init=False, repr=False)  # what its rules share (reader._group)
 
     def table(self, family: int | None) -> Table:
         # the table as the lines build it: per chain its kernel rules in order, each with its IR
@@ -204,6 +211,28 @@ class _SectionParser:
 
     def _seen(self, version: int, what: str = "address") -> None:
         self.versions.setdefault(version, (self.line, what))
+        if self._seeing is not None:
+            self._seeing.append((version, what))
+
+    def _read_once(self, key: tuple, read: Callable[[Any], list[Term]], item: Any) -> list[Term]:
+        """`read(item)` of an option or match block, once per key: a listing repeats its options
+        and matches from rule to rule. The key holds the ids of the item's options (shared,
+        reader._option), and what is kept holds the item: the ids stay theirs. What a read
+        does to the parser besides its terms is what it saw (_seen), seen again; the sets a
+        `-m set` makes are made by its first read. A read that raises is not kept (the next
+        one raises the same)."""
+        found = self._read.get(key)
+        if found is None:
+            outer, self._seeing = self._seeing, []
+            try:
+                terms = read(item)
+                found = self._read[key] = (terms, self._seeing, item)
+            finally:
+                self._seeing = outer
+        else:
+            for version, what in found[1]:
+                self._seen(version, what)
+        return found[0]
 
     # -- a rule line ------------------------------------------------------------------
 
@@ -213,7 +242,7 @@ class _SectionParser:
         address, as iptables-restore makes them)."""
         if not self.state.known(chain):
             raise _Malformed(f"chain {chain} is not declared in table {self.section.table}")
-        core, blocks = _group(words)
+        core, blocks = _group(words, self._made)
         _check_values(blocks)
         if chain in ("OUTPUT", "POSTROUTING") and any(b.kind == "match" and b.name == "mac" for b in blocks):
             raise _Malformed(f"-m mac in {chain}: the kernel allows the mac match only in PREROUTING, INPUT and FORWARD")
@@ -225,13 +254,13 @@ class _SectionParser:
             if isinstance(item, _Option):
                 if item.name == "-s" or item.name == "-d":
                     addresses.append(len(terms))
-                terms += self._core(item)
+                terms += self._read_once(("core", id(item)), self._core, item)
             elif item.kind == "target":
                 target = item
             elif item.name == "comment":
                 comments += [o.value for o in item.options]
             else:
-                terms += self._module(item)
+                terms += self._read_once(("module", item.name, *map(id, item.options)), self._module, item)
         decided = self._target(target)
         target_name = target.name if target is not None else ""
         origin = f"{self.source}:{self.line}"

@@ -204,11 +204,20 @@ class _Block:
         return " ".join([flag, self.name] + [o.shown() for o in (self.options if options is None else options)])
 
 
-def _split_words(line: str) -> list[_Word]:
+def _split_words(line: str, known: dict[str, _Word] | None = None) -> list[_Word]:
     """A line as iptables-restore splits it: whitespace separates words; a double-quoted
-    word may hold spaces, and inside it a backslash escapes the next character."""
+    word may hold spaces, and inside it a backslash escapes the next character. `known`:
+    the plain words already made, shared (a listing repeats its options and values)."""
     if '"' not in line:
-        return [_Word(text) for text in line.split()]
+        if known is None:
+            return [_Word(text) for text in line.split()]
+        words = []
+        for text in line.split():
+            word = known.get(text)
+            if word is None:
+                word = known[text] = _Word(text)
+            words.append(word)
+        return words
     words: list[_Word] = []
     end = 0
     for m in WORD_RE.finditer(line):
@@ -508,36 +517,68 @@ def _resolve(text: str, blocks: list[_Block], implicit: _Block | None) -> tuple[
 
 
 def _lookup(text: str, loaded: list[_Block]) -> tuple[_Block | None, str] | None:
-    table: list[tuple[str, _Block | None, str]] = [(name, None, flag) for name, flag in CORE_LONG.items()]
+    found = _lookup_among(text, tuple((block.kind, block.name) for block in loaded))
+    if found is None:
+        return None
+    index, meaning = found
+    return (None if index is None else loaded[index]), meaning
+
+
+@functools.lru_cache(maxsize=4096)
+def _lookup_among(text: str, loaded: tuple[tuple[str, str], ...]) -> tuple[int | None, str] | None:
+    """_lookup by the (kind, name) of the loaded blocks, which is all it depends on: the block
+    found as its index in `loaded`, None for iptables' own options. Once per option and
+    modules loaded: rule after rule loads the same ones."""
+    table: list[tuple[str, int | None, str]] = [(name, None, flag) for name, flag in CORE_LONG.items()]
     unknown = []
-    for block in loaded:
-        names = _option_names(block)
+    for index, (kind, module) in enumerate(loaded):
+        names = _option_names(_Block(kind, module))
         if names is None:
-            unknown.append(block)
-        table += [(name, block, OPTION_ALIASES.get(name, name)) for name in names or ()]
-    for name, block, meaning in table:
+            unknown.append((index, module))
+        table += [(name, index, OPTION_ALIASES.get(name, name)) for name in names or ()]
+    for name, index, meaning in table:
         if name == text:
-            return block, meaning if block is None else name
+            return index, meaning if index is None else name
     prefixed = [entry for entry in table if entry[0].startswith(text)]
     if unknown:
         # the module fwmatrix does not know may take this option, exactly or abbreviated: it
         # is kept there as text (unmodelled), unless it may be the rule's target
-        if any(block is None and meaning in ("-j", "-g") for _, block, meaning in prefixed):
-            raise _Malformed(f"{text} may abbreviate --jump or --goto, or an option of {unknown[0].name}, whose options fwmatrix does not know: write the option in full")
-        return unknown[0], text
-    meanings = {(id(block), meaning) for _, block, meaning in prefixed}
+        if any(index is None and meaning in ("-j", "-g") for _, index, meaning in prefixed):
+            raise _Malformed(f"{text} may abbreviate --jump or --goto, or an option of {unknown[0][1]}, whose options fwmatrix does not know: write the option in full")
+        return unknown[0][0], text
+    meanings = {(index, meaning) for _, index, meaning in prefixed}
     if len(meanings) > 1:
         raise _Malformed(f"option {text} is ambiguous: it abbreviates {', '.join(sorted({name for name, _, _ in prefixed}))}")
     if not prefixed:
         return None
-    name, block, meaning = prefixed[0]
-    return block, meaning if block is None else name
+    name, index, meaning = prefixed[0]
+    return index, meaning if index is None else name
 
 
-def _group(words: list[_Word]) -> tuple[list[_Option], list[_Block]]:
+class _Made:
+    """What the reading of one listing shares between its rules: its options (_option), and the
+    rest of a rule from an option on (`-i lan0 -o dmz0 -p tcp -m tcp --dport 443 -j ACCEPT`),
+    as _group read it (_group's `made`). Keyed by the ids of the words, which _split_words
+    shares; what is kept holds those words, so their ids stay theirs."""
+
+    def __init__(self) -> None:
+        self.options: dict[tuple, _Option] = {}
+        self.rests: dict[tuple[int, ...], tuple[list[_Word], tuple[_Option, ...], tuple[_Block, ...]]] = {}
+
+
+# Where the rest of a rule may repeat: from an option on that is not an address (the part
+# of a hand-written rule that varies most)
+REST_FROM = frozenset(("-i", "-o", "-p", "-m", "-j", "-g", "--in-interface", "--out-interface", "--protocol", "--match", "--jump"))
+
+
+def _group(words: list[_Word], made: _Made | None = None, rest: bool = True) -> tuple[list[_Option], list[_Block]]:
     """Words -> iptables' own options (-s, -p, ...) and match/target blocks with their options.
     An option goes to the module that takes it (the newest loaded, as in iptables), abbreviated
-    or not; `--option=value` is the option and its value, as getopt_long reads it."""
+    or not; `--option=value` is the option and its value, as getopt_long reads it. `made`: what
+    earlier rules made, shared: the rest of a rule from the first option where nothing is
+    loaded yet (no match block, no -p, no `!` pending) that is not an address is read as it
+    was for another rule with the same words. `rest`: whether to look for that option (not
+    when reading such a rest: one level only, however long the line)."""
     core: list[_Option] = []
     blocks: list[_Block] = []
     implicit: _Block | None = None  # the match `-p tcp` loads: takes --dport without -m tcp
@@ -546,6 +587,13 @@ def _group(words: list[_Word]) -> tuple[list[_Option], list[_Block]]:
     i = 0
     while i < len(words):
         word = words[i]
+        if rest and made is not None and not blocks and implicit is None and not negate and word.text in REST_FROM:
+            key = tuple(map(id, words[i:]))
+            found = made.rests.get(key)
+            if found is None:
+                more, loaded = _group(words[i:], made, rest=False)
+                found = made.rests[key] = (words[i:], tuple(more), tuple(loaded))
+            return core + list(found[1]), list(found[2])
         i += 1
         if word.text == "!" and not word.quoted:
             if negate:
@@ -558,11 +606,11 @@ def _group(words: list[_Word]) -> tuple[list[_Option], list[_Block]]:
         if text.startswith("--") and "=" in text:
             text, _, inline = text.partition("=")
             words.insert(i, _Word(inline))
-        owner, name = _resolve(text, blocks, implicit)
+        owner, name = (None, CORE_OPTIONS[text]) if text in CORE_OPTIONS else _resolve(text, blocks, implicit)  # _resolve's first test
         if owner is not None:
             if owner is implicit and not any(b is owner for b in blocks):
                 blocks.append(owner)
-            i = _take_option(owner, name, negate, words, i)
+            i = _take_option(owner, name, negate, words, i, made and made.options)
         elif name in ("-m", "-j", "-g"):
             if negate or i >= len(words):
                 raise _Malformed(f"{word.text} needs a name (and no '!')")
@@ -582,7 +630,7 @@ def _group(words: list[_Word]) -> tuple[list[_Option], list[_Block]]:
                 raise _Malformed(f"{word.text} needs a value")
             if words[i].text == "!" and not words[i].quoted:
                 raise _Malformed("'!' twice" if negate else f"{word.text} needs a value")
-            core.append(_Option(name, negate, (words[i],)))
+            core.append(_option(made and made.options, name, negate, (words[i],)))
             i += 1
             if name == "-p" and not negate:
                 proto = _proto(words[i - 1].text)
@@ -594,7 +642,7 @@ def _group(words: list[_Word]) -> tuple[list[_Option], list[_Block]]:
     return core, blocks
 
 
-def _take_option(block: _Block, name: str, negate: bool, words: list[_Word], i: int) -> int:
+def _take_option(block: _Block, name: str, negate: bool, words: list[_Word], i: int, made: dict[tuple, _Option] | None = None) -> int:
     known = (MATCH_OPTIONS if block.kind == "match" else TARGET_OPTIONS).get(block.name)
     if known is not None:
         arity = known[name]
@@ -606,8 +654,21 @@ def _take_option(block: _Block, name: str, negate: bool, words: list[_Word], i: 
         while end < len(words) and (words[end].quoted or not (words[end].text.startswith("-") or words[end].text == "!")):
             end += 1
         values = words[i:end]
-    block.options.append(_Option(name, negate, tuple(values)))
+    block.options.append(_option(made, name, negate, tuple(values)))
     return i + len(values)
+
+
+def _option(made: dict[tuple, _Option] | None, name: str, negate: bool, values: tuple[_Word, ...]) -> _Option:
+    """_Option(name, negate, values); with `made`, one object for the same name and value words
+    (the words themselves, which the listing's reading shares: _split_words), which the parser
+    then reads once. The option kept in `made` keeps its words, so their ids stay theirs."""
+    if made is None:
+        return _Option(name, negate, values)
+    key = (name, negate, *map(id, values))
+    found = made.get(key)
+    if found is None:
+        found = made[key] = _Option(name, negate, values)
+    return found
 
 
 # -- text -> sections --------------------------------------------------------------------
@@ -639,6 +700,7 @@ def _save_sections(text: str, source: str) -> list[_Section]:
     current: _Section | None = None
     header: int | None = None
     old_negations: list[int] = []  # the lines written with the negation after the option
+    known_words: dict[str, _Word] = {}
     lineno = 0
     for lineno, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
@@ -672,9 +734,11 @@ def _save_sections(text: str, source: str) -> list[_Section]:
             _declare(current, line, lineno, source)
         elif line.startswith(("-", "[")):
             try:
-                words, moved = _extrapose(_split_words(line))
-                if moved:
-                    old_negations.append(lineno)
+                words = _split_words(line, known_words)
+                if "!" in line:  # else no negation to move
+                    words, moved = _extrapose(words)
+                    if moved:
+                        old_negations.append(lineno)
                 current.rules.append((lineno, words))
                 if "-4" in line or "-6" in line or "--ipv" in line:
                     current.marked.add(lineno)
