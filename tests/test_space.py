@@ -167,6 +167,31 @@ def test_indexed_subtraction_and_coalescing(a: Space, parts: list[Space]) -> Non
     assert points(other.subtract(a)) == po - pa
 
 
+def _cut_every_piece(a, cuts):
+    """_minus_each's definition: each cut tests every piece so far."""
+    pieces = [a]
+    for b in cuts:
+        pieces = [p for piece in pieces for p in (piece.minus(b) if space_module.may_overlap(piece, b) else [piece])]
+    return pieces
+
+
+@settings(max_examples=150, deadline=None)
+@given(a=spaces, parts=st.lists(spaces, min_size=1, max_size=8))
+def test_pieces_found_by_an_index_are_the_pieces_of_cutting_each(a: Space, parts: list[Space]) -> None:
+    """A box cut into many pieces looks only at the pieces a cut meets (space._Pieces): the same
+    pieces in the same order as testing every piece (findings print them), whether a cut's
+    buckets are looked at one by one or its size class whole."""
+    cuts = [b for p in parts for b in p.boxes]
+    saved = space_module.MANY_PIECES, space_module.PIECE_BUCKETS
+    try:
+        for many, buckets in ((0, 8), (0, 0), (2, 1)):
+            space_module.MANY_PIECES, space_module.PIECE_BUCKETS = many, buckets
+            for box in a.boxes:
+                assert space_module._minus_each(box, cuts) == _cut_every_piece(box, cuts)
+    finally:
+        space_module.MANY_PIECES, space_module.PIECE_BUCKETS = saved
+
+
 def test_icmp_types_read_by_name() -> None:
     """ICMP types and codes in the port dimension, as the audit's text and fields say them."""
     full = Space.full(IFACES)
