@@ -26,6 +26,7 @@ from fwmatrix.audit.evaluate.neighbours import nd_failures
 from fwmatrix.audit.evaluate.scopes import as_ruled
 from fwmatrix.audit.local import input_findings
 from fwmatrix.audit.snat import snat_findings
+from fwmatrix.audit.within import Within
 from fwmatrix.compile.intent import Dnat, FirewallIntent, Flow, Intent
 from fwmatrix.ir import Ruleset
 from fwmatrix.matrix.model import PROTOCOLS, Acceptance, Opening, ServicePart
@@ -182,20 +183,20 @@ def audit(intent: Intent, firewall: str, ruleset: Ruleset, source: str, local_ad
     nd_dead = effective.nd_dead or Space.empty(ifaces)
 
     # The comparison asks first of the same sets in fewer boxes (coalesced: a chain's walk leaves
-    # each rule's packets cut by the earlier rules'); only what is not covered there is worked out
-    # again against the sets as evaluated, so that findings read the same whatever the shortcut.
+    # each rule's packets cut by the earlier rules'), each opening (grant, reply) by a cheap test
+    # that is exact when it says "within" (audit/within.py), then by subtraction; only what is not
+    # covered there is worked out again against the sets as evaluated, so that findings read the
+    # same whatever the shortcut.
     forwarded_new_few = forwarded_new.coalesced()
     forwarded_few = forwarded.coalesced()
     intended_few = intended.coalesced()
 
-    # missing: what an opening asks for and no rule forwards. One subtraction of all the
-    # openings first: only openings that meet what it leaves can miss anything.
-    lost_any = intended_few.subtract(forwarded_new_few).subtract(nd_dead)
-    for index in _meeting(opening_spaces, lost_any):
-        space = opening_spaces[index]
-        opening = flows_by_opening[index][0].opening
-        if not space.subtract(forwarded_new_few).subtract(nd_dead):
+    # missing: what an opening asks for and no rule forwards
+    forwarded_or_dead = Within(forwarded_new_few.union(nd_dead))
+    for index, space in sorted(opening_spaces.items()):
+        if forwarded_or_dead.holds_all(space.boxes) or not space.subtract(forwarded_new_few).subtract(nd_dead):
             continue
+        opening = flows_by_opening[index][0].opening
         lost = space.subtract(forwarded_new).subtract(nd_dead)
         if not lost or (never and not lost.subtract(never)):
             continue
@@ -211,12 +212,10 @@ def audit(intent: Intent, firewall: str, ruleset: Ruleset, source: str, local_ad
     # excess: what rules forward beyond the openings, by rule
     inside_to_internet = _inside_to_internet(intent, firewall, ifaces)
     reported = Space.empty(ifaces)
-    # likewise: the grants that can forward anything no opening asks for meet this
-    extra_any = forwarded.intersect(arriving_new).coalesced().subtract(intended_few)
-    for position in _meeting(dict(enumerate(g.space for g in effective.forwarded)), extra_any):
-        grant = effective.forwarded[position]
+    asked = Within(intended_few)
+    for grant in effective.forwarded:
         arriving = grant.space.intersect(arriving_new)
-        if not arriving.subtract(intended_few):
+        if asked.holds_all(arriving.boxes) or not arriving.subtract(intended_few):
             continue
         extra = arriving.subtract(intended).subtract(reported)
         if not extra:
@@ -262,13 +261,12 @@ def audit(intent: Intent, firewall: str, ruleset: Ruleset, source: str, local_ad
         ))
 
     # replies: every opening's answers must come back (each reply space holds its conntrack states)
-    reply_spaces = {index: _union(full, [reply_space(full, f) for f in flows]) for index, flows in flows_by_opening.items()}
-    blocked_any = _union(full, list(reply_spaces.values())).coalesced().subtract(forwarded_few).subtract(nd_dead)
-    for index in _meeting(reply_spaces, blocked_any):
-        opening = flows_by_opening[index][0].opening
-        replies = reply_spaces[index]
-        if not replies.subtract(forwarded_few).subtract(nd_dead):
+    returning = Within(forwarded_few.union(nd_dead))
+    for index, flows in sorted(flows_by_opening.items()):
+        replies = _union(full, [reply_space(full, f) for f in flows])
+        if returning.holds_all(replies.boxes) or not replies.subtract(forwarded_few).subtract(nd_dead):
             continue
+        opening = flows[0].opening
         blocked = replies.subtract(forwarded).subtract(nd_dead)
         if blocked and not (never and not blocked.subtract(never)):
             report.findings.append(Finding(
@@ -288,14 +286,6 @@ def audit(intent: Intent, firewall: str, ruleset: Ruleset, source: str, local_ad
     for note in effective.unmodelled:
         report.findings.append(Finding("unmodelled", f"fwmatrix cannot model {note.text}; judged both ways (it may match, or not)", None, note.origin))
     return report
-
-
-def _meeting(spaces: dict[int, Space], rest: Space) -> list[int]:
-    """The keys, in order, of the spaces that meet `rest` (none when it is empty): what a
-    space leaves after a subtraction lies within what the union of them all leaves."""
-    if not rest:
-        return []
-    return [key for key, space in sorted(spaces.items()) if space.intersect(rest)]
 
 
 def _depends_on(grant: Grant, extra: Space, doubtful: list[Grant]) -> str:

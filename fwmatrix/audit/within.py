@@ -1,0 +1,244 @@
+"""Whether a box lies within a space: a cheap test, exact when it says yes.
+
+The comparison asks of every opening whether what it asks for is forwarded, of every grant
+whether what it forwards is asked for, of every opening whether its replies come back: on a
+ruleset that does what the matrix says, all of them are. Subtracting (Space.subtract) cuts
+boxes and looks each up in an index of every interface pair and port bucket; here the
+space's boxes are filed by their exact protocols and ports, and by where each address
+interval starts, and a box is within when the boxes of its service (or of a wider one) that
+hold it in every dimension but the addresses cover its two address sides: along the side
+with the narrower intervals, cell by cell, the other side minus theirs. "No" means only
+"not shown": the caller then works it out as before, so no finding depends on this test.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from heapq import heappop, heappush
+from operator import itemgetter
+from typing import Iterable
+
+from fwmatrix.space import Box, Intervals, Space, iv_and, iv_sub
+
+Service = tuple[Intervals, Intervals]  # (protocols, ports)
+
+
+class _Starts:
+    """One address side's intervals of some boxes, grouped by size class (shorter than
+    2**c addresses) and sorted by start: those meeting [low, high] start in [low - 2**c, high].
+    Each entry: the interval, the box's interfaces and states, and its other address side."""
+
+    __slots__ = ("classes",)
+
+    def __init__(self, boxes: list[Box], src: bool):
+        by_class: dict[int, list[_Entry]] = {}
+        for box in boxes:
+            side, other = (box.src, box.dst) if src else (box.dst, box.src)
+            for low, high in side:
+                by_class.setdefault((high - low).bit_length(), []).append((low, high, box.iif, box.oif, box.ct, other))
+        self.classes: list[tuple[int, list[int], list[_Entry]]] = []
+        for size_class, entries in by_class.items():
+            entries.sort(key=_start)
+            self.classes.append((1 << size_class, [entry[0] for entry in entries], entries))
+
+
+_Entry = tuple[int, int, int, int, int, Intervals]
+_start = itemgetter(0)
+
+
+class Within:
+    """Tests boxes against one space (see the module doc)."""
+
+    def __init__(self, space: Space):
+        self._alike = space.index()  # most boxes lie within one box that differs from them in one address side
+        self._by_service: dict[Service, list[Box]] = {}
+        for box in space.boxes:
+            self._by_service.setdefault((box.proto, box.dport), []).append(box)
+        # (first protocol, last protocol, first port, last port, service, its boxes' interfaces and states)
+        self._bounds = [(p[0][0], p[-1][1], d[0][0], d[-1][1], (p, d), {(b.iif, b.oif, b.ct) for b in boxes})
+                        for (p, d), boxes in self._by_service.items()]
+        self._parts: dict[tuple, list[list[Service]]] = {}
+        self._starts: dict[tuple[Service, bool], _Starts] = {}
+
+    def holds_all(self, boxes: Iterable[Box]) -> bool:
+        """True: every box lies within the space. False: not shown (it may still)."""
+        return all(self.holds(box) for box in boxes)
+
+    def holds(self, box: Box) -> bool:
+        """True: the box lies within the space. False: not shown (it may still)."""
+        if self._alike.covers_alike(box):
+            return True
+        parts = self._service_parts(box)
+        if not parts:
+            return False
+        # cells along the side whose widest interval is narrower (hosts, not a network or "any")
+        src = _widest(box.src) <= _widest(box.dst)
+        return all(self._covered(box, [self._index(service, src) for service in services], src) for services in parts)
+
+    def _covered(self, box: Box, indexes: list[_Starts], src: bool) -> bool:
+        """Whether the boxes of these indexes that hold `box` in its interfaces and states cover its addresses."""
+        side, other = (box.src, box.dst) if src else (box.dst, box.src)
+        for low, high in side:
+            pieces = _pieces(indexes, low, high, box, other)
+            if pieces is not None and not _covers(pieces, low, high, other):
+                return False
+        return True
+
+    def _service_parts(self, box: Box) -> list[list[Service]]:
+        """A box's protocols and ports cut where the services of the space's boxes that hold
+        its interfaces and states start and end, as the services holding each part (each such
+        service meeting a part holds it); none when some part meets no service, or when there
+        are too many parts to try."""
+        key = (box.proto, box.dport, box.iif, box.oif, box.ct)
+        parts = self._parts.get(key)
+        if parts is None:
+            proto, dport, iif, oif, ct = key
+            p_low, p_high, d_low, d_high = proto[0][0], proto[-1][1], dport[0][0], dport[-1][1]
+            meeting = [s for pl, ph, dl, dh, s, kinds in self._bounds if pl <= p_high and p_low <= ph and dl <= d_high and d_low <= dh
+                       and iv_and(proto, s[0]) and iv_and(dport, s[1])
+                       and any(not (iif & ~i or oif & ~o or ct & ~c) for i, o, c in kinds)]
+            protos = _cut(proto, [p for p, _ in meeting])
+            ports = _cut(dport, [d for _, d in meeting])
+            parts = []
+            if meeting and len(protos) * len(ports) <= MAX_PARTS:
+                for p_part in protos:
+                    for d_part in ports:
+                        holding = [s for s in meeting if iv_and(p_part, s[0]) and iv_and(d_part, s[1])]
+                        if not holding:
+                            parts = []
+                            break
+                        parts.append(holding)
+                    else:
+                        continue
+                    break
+            self._parts[key] = parts
+        return parts
+
+    def _index(self, service: Service, src: bool) -> _Starts:
+        index = self._starts.get((service, src))
+        if index is None:
+            index = self._starts[(service, src)] = _Starts(self._by_service[service], src)
+        return index
+
+
+MAX_PARTS = 64
+
+
+def _pieces(indexes: list[_Starts], low: int, high: int, box: Box, other: Intervals) -> list[tuple[int, int, Intervals]] | None:
+    """Where the indexed boxes that hold `box`'s interfaces and states meet [low, high] (of its
+    side), each with their other side; None when one of them holds [low, high] x `other` whole."""
+    iif, oif, ct = box.iif, box.oif, box.ct
+    first, last = other[0][0], other[-1][1]
+    pieces = []
+    for index in indexes:
+        for reach, starts, entries in index.classes:
+            for at in range(bisect_left(starts, low - reach), bisect_right(starts, high)):
+                start, end, b_iif, b_oif, b_ct, theirs = entries[at]
+                if end < low or iif & ~b_iif or oif & ~b_oif or ct & ~b_ct or theirs[0][0] > last or theirs[-1][1] < first:
+                    continue  # misses it, or does not hold its interfaces and states
+                if start <= low and high <= end and theirs[0][0] <= first and last <= theirs[-1][1] and not _minus(other, theirs):
+                    return None  # the usual case
+                pieces.append((max(start, low), min(end, high), theirs))
+    return pieces
+
+
+def _cut(values: Intervals, sets: list[Intervals]) -> list[Intervals]:
+    """`values` cut wherever an interval of the sets starts or ends: parts that each set holds whole or misses."""
+    cuts = {end + 1 for theirs in sets for _, end in theirs} | {start for theirs in sets for start, _ in theirs}
+    parts = []
+    for low, high in values:
+        points = sorted(point for point in cuts if low < point <= high)
+        for start, end in zip([low, *points], [point - 1 for point in points] + [high]):
+            parts.append(((start, end),))
+    return parts
+
+
+def _widest(intervals: Intervals) -> int:
+    return max(high - low for low, high in intervals)
+
+
+def _minus(rest: Intervals, theirs: Intervals) -> Intervals:
+    """`iv_sub(rest, theirs)` for a short `rest` and a long `theirs` (a coalesced box's hosts):
+    each interval of `rest` looks up where it falls by bisection, not by walking `theirs`."""
+    if len(theirs) <= 4:
+        return iv_sub(rest, theirs)
+    out: list[tuple[int, int]] = []
+    for low, high in rest:
+        at = bisect_left(theirs, low, key=_end)  # the first of theirs that ends at or after low
+        cur = low
+        while at < len(theirs) and theirs[at][0] <= high:
+            start, end = theirs[at]
+            if start > cur:
+                out.append((cur, start - 1))
+            cur = max(cur, end + 1)
+            at += 1
+        if cur <= high:
+            out.append((cur, high))
+    return tuple(out)
+
+
+_end = itemgetter(1)
+
+
+def _covers(pieces: list[tuple[int, int, Intervals]], low: int, high: int, other: Intervals) -> bool:
+    """Whether [low, high] x `other` lies within the union of the pieces' products (each piece
+    a part of [low, high] and an interval set of the other side), or too much work to tell:
+    a sweep along [low, high], cell by cell, each cell's other side tested against the pieces
+    that hold all of it."""
+    if not pieces:
+        return False
+    if len(pieces) == 1 or all(start == low and end == high for start, end, _ in pieces):  # one cell
+        return _within_union([theirs for _, _, theirs in pieces], other)
+    pieces.sort(key=_start)
+    ends: list[tuple[int, int]] = []  # (end, piece) of the pieces started, a heap: the next to leave first
+    active: dict[int, Intervals] = {}  # piece -> its other side, in the order they started
+    at, work, point = 0, 0, low
+    while point <= high:
+        while at < len(pieces) and pieces[at][0] <= point:
+            heappush(ends, (pieces[at][1], at))
+            active[at] = pieces[at][2]
+            at += 1
+        while ends and ends[0][0] < point:
+            active.pop(heappop(ends)[1])
+        # the cell: up to the next piece's start or the first active piece's end
+        end = min(pieces[at][0] - 1 if at < len(pieces) else high, ends[0][0] if ends else high)
+        work += len(active)
+        if work > WORK_BUDGET or not active or not _within_union(list(active.values()), other):
+            return False
+        point = end + 1
+    return True
+
+
+# at most this many piece tests for one interval of a box: past it, "not shown" (a wide
+# interval with thousands of hosts inside is left to the exact subtraction)
+WORK_BUDGET = 1 << 16
+
+
+def _within_union(sets: list[Intervals], other: Intervals) -> bool:
+    """Whether `other` lies within the union of the interval sets."""
+    rest = other
+    for theirs in sets[:FIRST_TRIES]:  # often one of the first holds it whole
+        rest = _minus(rest, theirs)
+        if not rest:
+            return True
+    if len(sets) <= FIRST_TRIES:
+        return False
+    # many sets (hosts coalesced in each): their parts within the rest's bounds, united once
+    low, high = rest[0][0], rest[-1][1]
+    spans: list[tuple[int, int]] = []
+    for theirs in sets[FIRST_TRIES:]:
+        if len(theirs) > 4:
+            theirs = theirs[bisect_left(theirs, low, key=_end) : bisect_right(theirs, high, key=_start)]
+        spans.extend(theirs)
+    spans.sort()
+    union: list[tuple[int, int]] = []
+    for start, end in spans:
+        if union and start <= union[-1][1] + 1:
+            if end > union[-1][1]:
+                union[-1] = (union[-1][0], end)
+        else:
+            union.append((start, end))
+    return not _minus(rest, tuple(union))
+
+
+FIRST_TRIES = 2
