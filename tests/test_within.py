@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 
 import fwmatrix.audit.within as within_module
 from fwmatrix.audit.within import Within
-from fwmatrix.space import V4_BASE, Box, Space, iv_sub
-from test_space import IFACES, points, spaces
+from fwmatrix.space import V4_BASE, Box, Space, iv_and, iv_sub
+from test_space import IFACES, boxes, points, spaces
 
 TCP, HTTP = ((6, 6),), ((80, 80),)
 
@@ -38,6 +38,33 @@ def test_within_says_yes_only_when_the_oracle_does(a: Space, b: Space, parts: li
         elif oracle and all(holds_in_all_but_addresses(x, box) for x in space.boxes if x.intersect(box)):
             raise AssertionError(f"not shown, though the boxes meeting it cover it in its service: {box}")
     assert test.holds_all(a.boxes) == all(test.holds(box) for box in a.boxes)
+
+
+@settings(max_examples=300, deadline=None)
+@given(box=boxes.filter(bool).map(lambda made: made[0]), cuts=st.lists(st.tuples(st.booleans(), st.integers(0, 40), st.integers(0, 40)), min_size=1, max_size=3))
+def test_boxes_that_each_hold_part_of_one_address_side(box: Box, cuts: list) -> None:
+    """The box's own packets, each space box cut to part of one address side (as hosts forwarded
+    one by one cover part of a network): within only when the parts leave nothing out."""
+    space = []
+    for on_src, a, b in cuts:
+        side = box.src if on_src else box.dst
+        low = side[0][0] + min(a, b)
+        part = iv_and(side, ((low, low + abs(a - b)),))
+        if part:
+            space.append(Box(box.iif, box.oif, part if on_src else box.src, box.dst if on_src else part, box.proto, box.dport, box.ct))
+    space_ = Space(IFACES, space)
+    if Within(space_).holds(box):
+        assert points(Space(IFACES, [box])) <= points(space_)
+
+
+def test_one_box_holding_part_of_the_narrower_side_is_not_enough() -> None:
+    """A regression (found in review of 6dede23): one space box meeting only part of the box's
+    narrower address side was taken as a single cell, and its other side alone was compared:
+    the box was said to lie within though source 10 is forwarded nowhere (fail-open)."""
+    part = Box(1, 2, ((V4_BASE + 11, V4_BASE + 12),), ((V4_BASE + 100, V4_BASE + 200),), TCP, HTTP, 1)
+    box = Box(1, 2, ((V4_BASE + 10, V4_BASE + 12),), ((V4_BASE + 100, V4_BASE + 200),), TCP, HTTP, 1)
+    assert not Within(Space(IFACES, [part])).holds(box)
+    assert Within(Space(IFACES, [part, Box(1, 2, (_host(10),), ((V4_BASE + 100, V4_BASE + 200),), TCP, HTTP, 1)])).holds(box)
 
 
 def _host(n: int) -> tuple[int, int]:

@@ -187,7 +187,7 @@ def _covers(pieces: list[tuple[int, int, Intervals]], low: int, high: int, other
     that hold all of it."""
     if not pieces:
         return False
-    if len(pieces) == 1 or all(start == low and end == high for start, end, _ in pieces):  # one cell
+    if all(start == low and end == high for start, end, _ in pieces):  # one cell: every piece spans [low, high]
         return _within_union([theirs for _, _, theirs in pieces], other)
     pieces.sort(key=_start)
     ends: list[tuple[int, int]] = []  # (end, piece) of the pieces started, a heap: the next to leave first
