@@ -42,8 +42,8 @@ PORT_FIELDS = ("sport", "dport")
 IF_FIELDS = ("iif", "oif")
 EXCLUDABLE = ("iif", "oif", "l4proto", "ct.status")  # negations without a finite complement: `! -i X`
 
-Items = list[tuple["_Clause", tuple[str, ...]]]  # clauses with the comments they carry
-Members = list[tuple["_Clause", tuple[str, ...], int]]  # ... and the index of the IR rule they came from
+Items = list[tuple["_Clause | int", tuple[str, ...]]]  # clauses (or their rows, see _Rows) with the comments they carry
+Members = list[tuple["_Clause | int", tuple[str, ...], int]]  # ... and the index of the IR rule they came from
 
 
 # -- interface names: literal `eth0` or prefix wildcard `eth*` ---------------------
@@ -247,16 +247,6 @@ def _sorted_values(values: Iterable) -> list:
     return sorted(values, key=_value_key)
 
 
-def _clause_key(clause: _Clause) -> tuple:
-    """Sort key: by interfaces, then addresses, protocol and ports, numerically."""
-    allowed = dict(clause.allowed)
-    # the values' keys sorted: what keying the sorted values gives, with each key made once
-    return tuple(
-        (0,) if allowed.get(name) is None else (1, tuple(sorted(map(_value_key, allowed[name]))))
-        for name in CLAUSE_FIELDS
-    ) + (tuple((name, tuple(sorted(map(_value_key, vals)))) for name, vals in clause.excluded),)
-
-
 # -- IR fields on clauses ---------------------------------------------------------
 
 
@@ -323,18 +313,22 @@ def _negate(clause: _Clause, ir_field: str, raw: list) -> _Clause | None:
 # -- merging ------------------------------------------------------------------------
 
 
-MERGE_AT = {name: i + 1 for i, name in enumerate(MERGE_FIELDS)}  # a row: 0 is the fields no pass merges, then these
+SLOT_BITS = 32  # a row packs one number per slot: slot 0 the fields no pass merges, then these
+SLOT_MASK = (1 << SLOT_BITS) - 1
+MERGE_SHIFT = {name: SLOT_BITS * (i + 1) for i, name in enumerate(MERGE_FIELDS)}
 
 
 class _Rows:
-    """Clauses as rows of small integers, for regrouping: the number of the fields no pass
-    merges (with the exclusions), then each mergeable field's value set as the number of that
-    set (-1: not constrained). Equal clauses are equal rows. One per lowering: set lookups
-    make their elements' rows directly (see _Lowering._expand), without building a clause each."""
+    """Clauses as rows, for regrouping: one integer packing, 32 bits a slot, the number of the
+    fields no pass merges (with the exclusions), then each mergeable field's value set as the
+    number of that set (0: not constrained). Equal clauses are equal rows; the rows equal but
+    in one field are those equal once its slot is masked out, an `&`, not two tuple slices and
+    a tuple hash per row and pass. One per lowering: set lookups make their elements' rows
+    directly (see _Lowering._expand), without building a clause each."""
 
     def __init__(self) -> None:
         self.numbers: dict[object, int] = {}  # a value set (or the rest of a clause) -> its number
-        self.values: list[object] = []  # number -> the value set, or the rest of a clause
+        self.values: list[object] = [None]  # number -> the value set, or the rest of a clause; 0 is "any"
 
     def number(self, value: object) -> int:
         found = self.numbers.get(value)
@@ -343,32 +337,34 @@ class _Rows:
             self.values.append(value)
         return found
 
-    def row(self, clause: _Clause) -> tuple[int, ...]:
-        row = [-1] * (len(MERGE_FIELDS) + 1)
+    def row(self, clause: _Clause | int) -> int:
+        """A member's row: itself, or its clause's."""
+        if type(clause) is int:
+            return clause
+        row = 0
         kept = []
-        for item in clause.allowed:
-            at = MERGE_AT.get(item[0])
-            if at is None:
+        for item in clause.allowed:  # type: ignore[union-attr]
+            shift = MERGE_SHIFT.get(item[0])
+            if shift is None:
                 kept.append(item)
             else:
-                row[at] = self.number(item[1])
-        row[0] = self.number((tuple(kept), clause.excluded))
-        return tuple(row)
+                row |= self.number(item[1]) << shift
+        return row | self.number((tuple(kept), clause.excluded))  # type: ignore[union-attr]
 
-    def clause(self, row: tuple[int, ...]) -> _Clause:
-        kept, excluded = self.values[row[0]]  # type: ignore[misc]
-        allowed = list(kept) + [(name, self.values[row[at]]) for name, at in MERGE_AT.items() if row[at] >= 0]
-        return _Clause(tuple(sorted(allowed, key=lambda item: FIELD_ORDER[item[0]])), excluded)
+    def rest(self, row: int) -> tuple[tuple[tuple[str, frozenset], ...], tuple[tuple[str, frozenset], ...]]:
+        """The fields no pass merges (in field order) and the exclusions of a row."""
+        return self.values[row & SLOT_MASK]  # type: ignore[return-value]
 
-    def built(self, clause: _Clause | tuple[int, ...]) -> _Clause:
-        """A member's clause: itself, or the clause of its row."""
-        return self.clause(clause) if type(clause) is tuple else clause  # type: ignore[arg-type,return-value]
+    def clause(self, row: int) -> _Clause:
+        kept, excluded = self.rest(row)
+        allowed = list(kept) + [(name, self.values[n]) for name, shift in MERGE_SHIFT.items() if (n := (row >> shift) & SLOT_MASK)]
+        return _Clause(tuple(sorted(allowed, key=lambda item: FIELD_ORDER[item[0]])), excluded)  # type: ignore[arg-type]
 
 
-def _regroup(members: Members, table: _Rows | None = None) -> Members:
+def _regroup(members: Members, table: _Rows | None = None) -> list[tuple[int, tuple[str, ...], int]]:
     """Merge clauses that differ in one mergeable field into one (their union), until stable.
-    A merged clause keeps all comments and the lowest rule index. A member's clause may be
-    given as its row of `table`.
+    A merged clause keeps all comments and the lowest rule index. Members' clauses may be
+    given as rows of `table`; the merged ones come back as rows of it.
 
     The merging works on rows (see _Rows), not on clauses: building a clause and hashing its
     nested tuples per clause and pass cost more than the merging itself (75k clauses, a dozen
@@ -376,61 +372,62 @@ def _regroup(members: Members, table: _Rows | None = None) -> Members:
     table = table if table is not None else _Rows()
     number = table.number
     sets = table.values
-    rows: dict[tuple[int, ...], tuple[tuple[str, ...], int]] = {}
-    clause_of: dict[tuple[int, ...], _Clause | tuple[int, ...]] = {}  # the rows of the members as they came
+    rows: dict[int, tuple[tuple[str, ...], int]] = {}
     for clause, comments, index in members:
-        row = clause if type(clause) is tuple else table.row(clause)  # type: ignore[arg-type]
-        seen = rows.get(row)  # type: ignore[arg-type]
+        row = table.row(clause)
+        seen = rows.get(row)
         if seen is None:
-            rows[row] = (tuple(dict.fromkeys(comments)), index)  # type: ignore[index]
-            clause_of[row] = clause  # type: ignore[index]
+            rows[row] = (tuple(dict.fromkeys(comments)), index)
         else:
-            rows[row] = (tuple(dict.fromkeys(seen[0] + comments)), min(seen[1], index))  # type: ignore[index]
+            rows[row] = (tuple(dict.fromkeys(seen[0] + comments)), min(seen[1], index))
     # a field no clause constrains merges nothing (every clause is its own bucket), and merging
     # never adds a field; a pass that merges nothing changes nothing, so once each field had
     # one such pass in a row the clauses are stable
-    fields = [name for name, at in MERGE_AT.items() if any(row[at] >= 0 for row in rows)]
-    if not fields:
-        return [(table.built(clause_of[row]), comments, index) for row, (comments, index) in rows.items()]
-    position = MERGE_AT
+    constrained = 0
+    for row in rows:
+        constrained |= row
+    fields = [name for name, shift in MERGE_SHIFT.items() if (constrained >> shift) & SLOT_MASK]
     unchanged = 0
     for name in cycle(fields):
         if unchanged == len(fields):
             break
         before = len(rows)
-        at = position[name]
+        shift = MERGE_SHIFT[name]
+        others = ~(SLOT_MASK << shift)
         # a bucket gathers its value sets and normalises their union once: union by union
         # re-sorted the growing set each time (10,000 single ports took minutes)
-        buckets: dict[tuple[int, ...], list] = {}  # rest -> the row while alone, then [numbers (None: any), comments, index]
+        buckets: dict[int, list | int] = {}  # rest -> the row while alone, then [numbers (None: any), comments, index]
         for row in rows:
-            rest = row[:at] + row[at + 1:]
+            rest = row & others
             bucket = buckets.get(rest)
             if bucket is None:
-                buckets[rest] = row  # type: ignore[assignment]
+                buckets[rest] = row
                 continue
-            if type(bucket) is tuple:
+            if type(bucket) is int:
                 comments, index = rows[bucket]
-                bucket = buckets[rest] = [None if bucket[at] < 0 else [bucket[at]], dict.fromkeys(comments), index]
+                alone = (bucket >> shift) & SLOT_MASK
+                bucket = buckets[rest] = [[alone] if alone else None, dict.fromkeys(comments), index]
             comments, index = rows[row]
-            if bucket[0] is not None:
-                if row[at] < 0:  # "any value" absorbs everything
-                    bucket[0] = None
-                else:
-                    bucket[0].append(row[at])
-            bucket[1].update(dict.fromkeys(comments))
-            bucket[2] = min(bucket[2], index)
-        grown: dict[tuple[int, ...], tuple[tuple[str, ...], int]] = {}
+            if bucket[0] is not None:  # type: ignore[index]
+                value = (row >> shift) & SLOT_MASK
+                if value:
+                    bucket[0].append(value)  # type: ignore[index]
+                else:  # "any value" absorbs everything
+                    bucket[0] = None  # type: ignore[index]
+            bucket[1].update(dict.fromkeys(comments))  # type: ignore[index]
+            if index < bucket[2]:  # type: ignore[index]
+                bucket[2] = index  # type: ignore[index]
+        if len(buckets) == before:
+            unchanged += 1  # every row alone in its bucket: the rows stay as they are
+            continue
+        grown: dict[int, tuple[tuple[str, ...], int]] = {}
         for rest, bucket in buckets.items():
-            if type(bucket) is tuple:
-                grown[bucket] = rows[bucket]  # type: ignore[index]
+            if type(bucket) is int:
+                grown[bucket] = rows[bucket]
                 continue
-            parts = bucket[0]
-            merged = -1 if parts is None else number(_normalise(name, frozenset().union(*(sets[n] for n in parts))))  # type: ignore[arg-type]
-            grown[rest[:at] + (merged,) + rest[at:]] = (tuple(bucket[1]), bucket[2])
+            parts = bucket[0]  # type: ignore[index]
+            merged = 0 if parts is None else number(_normalise(name, frozenset().union(*(sets[n] for n in parts))))  # type: ignore[arg-type]
+            grown[rest | merged << shift] = (tuple(bucket[1]), bucket[2])  # type: ignore[index]
         rows = grown
         unchanged = unchanged + 1 if len(rows) == before else 0
-    out: Members = []
-    for row, (comments, index) in rows.items():
-        clause = clause_of.get(row)
-        out.append((table.clause(row) if clause is None else table.built(clause), comments, index))
-    return out
+    return [(row, comments, index) for row, (comments, index) in rows.items()]

@@ -20,15 +20,16 @@ from netaddr import IPNetwork, IPRange
 
 from fwmatrix.backends.iptables.clauses import (
     FAMILY_VALUES,
+    CLAUSE_FIELDS,
     FIELD_ORDER,
     IR_FIELDS,
-    MERGE_AT,
+    MERGE_SHIFT,
     PORT_FIELDS,
+    SLOT_MASK,
     Items,
     Members,
     ValueCache,
     _Clause,
-    _clause_key,
     _Rows,
     _constrain_key,
     _constrain_one,
@@ -36,6 +37,7 @@ from fwmatrix.backends.iptables.clauses import (
     _normalise,
     _regroup,
     _sorted_values,
+    _value_key,
     _values,
 )
 from fwmatrix.backends.iptables.ipset import _SetBook
@@ -94,7 +96,13 @@ class _Lowering:
     names: dict[tuple[str, str, str], str]  # (IR table family, IR table name, chain) -> iptables name
     values: ValueCache = field(default_factory=dict)  # the checked value sets of the IR's values, by id
     rows: _Rows = field(default_factory=_Rows)  # clauses as rows, for regrouping
-    row_values: dict[str, dict[int, tuple]] = field(default_factory=dict)  # IR field -> id(value) -> (it, its value set, their number)
+    row_values: dict[str, dict[int, tuple]] = field(default_factory=dict)  # IR field -> id(value) -> (it, its part of a row)
+    # what a row's numbers render as, made once per number (rows share a few thousand value sets)
+    rest_words: dict[int, _RestWords] = field(default_factory=dict)  # number of a row's rest -> its words
+    value_keys: dict[int, tuple] = field(default_factory=dict)  # number of a value set -> its part of the sort key
+    addr_words: dict[tuple[int, int, str], list[list[str]]] = field(default_factory=dict)  # (number, shift, chain hint) -> options
+    port_words: dict[tuple[int, int, tuple[str, ...]], list[list[str]]] = field(default_factory=dict)  # (sport, dport, proto) -> options
+    state_words: dict[int, list[str]] = field(default_factory=dict)  # number of a ct.state set -> its match
 
     def tables(self) -> dict[str, _TableOut]:
         out: dict[str, _TableOut] = {}
@@ -146,13 +154,15 @@ class _Lowering:
                     runs.append((target, where, []))
                 runs[-1][2].append((clause, comments or ((rule.comment,) if rule.comment else ()), index))
         out: list[_Rule] = []
+        hint = name.removeprefix(CHAIN_PREFIX)
         for target, where, members in runs:
-            merged = _regroup(members, self.rows) if target.regroup else [(self.rows.built(c), cm, i) for c, cm, i in members]
+            merged = _regroup(members, self.rows) if target.regroup else [(self.rows.row(c), cm, i) for c, cm, i in members]
             # IR rule order first (it reads like the IR), then numerically within a rule
-            for clause, comments, _ in sorted(merged, key=lambda item: (item[2], _clause_key(item[0]))):
+            for row, comments, _ in sorted(merged, key=lambda item: (item[2], self._row_key(item[0]))):
                 if target.needs_port_proto:
-                    _require_port_proto(clause, f"{where}: DNAT to a port")
-                out.extend(_Rule(args + comment_args(comments), target) for args in self._render_clause(clause, name, where))
+                    _require_port_proto(self.rows.clause(row), f"{where}: DNAT to a port")
+                comment = comment_args(comments)
+                out.extend(_Rule(args + comment, target) for args in self._render_row(row, hint, where))
         return out
 
     def _rule_items(self, ipt_table: str, table: Table, rule: Rule, where: str) -> list[tuple[_Clause, tuple[str, ...], _Target]]:
@@ -292,51 +302,60 @@ class _Lowering:
             return [(narrowed, comments + ((element_comment,) if element_comment else ()))  # type: ignore[misc]
                     for key, element_comment in keys
                     if (narrowed := _constrain_key(clause, fields, key, where, self.values)) is not None]
-        base = list(self.rows.row(clause))
-        kept = [item for item in clause.allowed if item[0] not in MERGE_AT]
-        spec = [(f, name, MERGE_AT.get(name), self.row_values.setdefault(f, {})) for f, (name, _) in zip(fields, names)]
+        base = self.rows.row(clause) & ~SLOT_MASK  # the clause's mergeable fields; each element's rest is numbered below
+        kept = [item for item in clause.allowed if item[0] not in MERGE_SHIFT]
+        spec = [(f, name, MERGE_SHIFT.get(name), self.row_values.setdefault(f, {})) for f, (name, _) in zip(fields, names)]
         rests: dict[tuple, int] = {}  # the key's fields no pass merges -> the number of the row's rest
         number = self.rows.number
         out: Items = []
         for key, element_comment in keys:
-            row = base.copy()
+            row = base
             extra = []
-            for (f, name, at, cache), v in zip(spec, key):
+            for (f, name, shift, cache), v in zip(spec, key):
                 hit = cache.get(id(v))
                 if hit is None or hit[0] is not v:  # the value is kept with it: its id stays its own
                     values = _normalise(name, _values(f, v))
-                    hit = cache[id(v)] = (v, values, number(values))
-                if at is None:
-                    extra.append((name, hit[1]))
+                    hit = cache[id(v)] = (v, (name, values) if shift is None else number(values) << shift)
+                if shift is None:
+                    extra.append(hit[1])
                 else:
-                    row[at] = hit[2]
+                    row |= hit[1]
             rest = tuple(extra)
             found = rests.get(rest)
             if found is None:
                 found = rests[rest] = number((tuple(sorted(kept + extra, key=lambda item: FIELD_ORDER[item[0]])), clause.excluded))
-            row[0] = found
-            out.append((tuple(row), comments + ((element_comment,) if element_comment else ())))  # type: ignore[arg-type]
+            out.append((row | found, comments + ((element_comment,) if element_comment else ())))  # type: ignore[arg-type]
         return out
 
-    def _render_clause(self, clause: _Clause, chain_name: str, where: str) -> list[list[str]]:
-        """iptables matches for one clause; several rules where a field needs several values."""
-        allowed = dict(clause.allowed)
-        excluded = dict(clause.excluded)
-        for name, values in excluded.items():
-            if len(values) != 1:
-                raise RenderError(f"{where}: iptables cannot exclude several values of {name} in one rule")
-        hint = chain_name.removeprefix(CHAIN_PREFIX)
+    def _row_key(self, row: int) -> tuple:
+        """Sort key of a row's clause: by interfaces, then addresses, protocol and ports, numerically;
+        the same tuple a key of the clause built from each field's sorted value keys would be."""
+        rest = self.rest_words.get(row & SLOT_MASK) or self._rest_words(row & SLOT_MASK)
+        keys = self.value_keys
+        parts = []
+        for name, shift in KEY_PLAN:
+            if shift is None:
+                parts.append(rest.keys[name])
+                continue
+            n = (row >> shift) & SLOT_MASK
+            part = keys.get(n)
+            if part is None:
+                values = self.rows.values[n]
+                part = keys[n] = (0,) if values is None else (1, tuple(sorted(map(_value_key, values))))  # type: ignore[call-overload]
+            parts.append(part)
+        parts.append(rest.excluded_key)
+        return tuple(parts)
 
-        def addr(name: str, flag: str, direction: str) -> list[list[str]]:
-            if name in excluded:
-                (net,) = excluded[name]
-                return [["!", flag, str(net)]]
-            nets = allowed.get(name)
-            if nets is None or any(n.prefixlen == 0 for n in nets):
-                return [[]]  # 0.0.0.0/0, ::/0: any address, so no match at all
-            if len(nets) >= IPSET_MIN:
-                return [["-m", "set", "--match-set", self.book.name_for(self.family, hint, nets), direction]]
-            return [[flag, str(n)] for n in _sorted_values(nets)]
+    def _rest_words(self, rest: int) -> _RestWords:
+        """The words of a row's fields no pass merges, and its exclusions (see _RestWords)."""
+        kept, excluded_items = self.rows.values[rest]  # type: ignore[misc]
+        allowed, excluded = dict(kept), dict(excluded_items)
+        keys = {name: (0,) if name not in allowed else (1, tuple(sorted(map(_value_key, allowed[name])))) for name, shift in KEY_PLAN if shift is None}
+        excluded_key = tuple((name, tuple(sorted(map(_value_key, vals)))) for name, vals in excluded_items)
+        several = next((name for name, values in excluded.items() if len(values) != 1), None)
+        if several is not None:  # refused when rendered (the sort keys come first)
+            words = self.rest_words[rest] = _RestWords(keys, excluded_key, several)
+            return words
 
         def split(name: str, show: Callable[[object], list[str]]) -> list[list[str]]:
             if name in excluded:
@@ -348,22 +367,79 @@ class _Lowering:
         def iface(flag: str) -> Callable[[object], list[str]]:
             return lambda v: [] if v == "*" else [flag, _if_text(str(v))]
 
+        words = self.rest_words[rest] = _RestWords(
+            keys,
+            excluded_key,
+            excluded_addr={name: [["!", flag, str(net)]] for name, flag in (("saddr", "-s"), ("daddr", "-d")) if name in excluded for net in excluded[name]},
+            iif=split("iif", iface("-i")),
+            oif=split("oif", iface("-o")),
+            proto=split("l4proto", lambda p: ["-p", PROTO_NAMES.get(p, str(p))]),  # type: ignore[call-overload]
+            status=split("ct.status", lambda s: ["-m", "conntrack", *CT_STATUS[s]]),  # type: ignore[index]
+        )
+        return words
+
+    def _render_row(self, row: int, hint: str, where: str) -> list[list[str]]:
+        """iptables matches for one row's clause; several rules where a field needs several values."""
+        rest = self.rest_words.get(row & SLOT_MASK) or self._rest_words(row & SLOT_MASK)
+        if rest.several is not None:
+            raise RenderError(f"{where}: iptables cannot exclude several values of {rest.several} in one rule")
+        src = rest.excluded_addr.get("saddr") or self._addr(row, SADDR, "-s", "src", hint)
+        dst = rest.excluded_addr.get("daddr") or self._addr(row, DADDR, "-d", "dst", hint)
+        ports = (row >> SPORT) & SLOT_MASK, (row >> DPORT) & SLOT_MASK
+        states = (row >> STATE) & SLOT_MASK
+        state = self.state_words.get(states)
+        if state is None:
+            state = self.state_words[states] = _ctstate(self.rows.values[states])  # type: ignore[arg-type]
         options = []
-        for src, dst, iif, oif, proto, status in product(
-            addr("saddr", "-s", "src"),
-            addr("daddr", "-d", "dst"),
-            split("iif", iface("-i")),
-            split("oif", iface("-o")),
-            split("l4proto", lambda p: ["-p", PROTO_NAMES.get(p, str(p))]),  # type: ignore[call-overload]
-            split("ct.status", lambda s: ["-m", "conntrack", *CT_STATUS[s]]),  # type: ignore[index]
-        ):
+        for s, d, iif, oif, proto, status in product(src, dst, rest.iif, rest.oif, rest.proto, rest.status):
             # iptables-save order: -s -d -i -o -p, then the matches (-m set ...)
-            plain = [w for a in (src, dst) if a[:1] != ["-m"] for w in a]
-            ipsets = [w for a in (src, dst) if a[:1] == ["-m"] for w in a]
+            plain = [w for a in (s, d) if a[:1] != ["-m"] for w in a]
+            ipsets = [w for a in (s, d) if a[:1] == ["-m"] for w in a]
             base = plain + iif + oif + proto + ipsets
-            for ports in _ports(allowed, proto, where):
-                options.append(base + ports + _ctstate(allowed) + status)
+            for port in self._ports(ports, proto, where):
+                options.append(base + port + state + status)
         return options
+
+    def _addr(self, row: int, shift: int, flag: str, direction: str, hint: str) -> list[list[str]]:
+        """One address field's options: none for any address, an ipset for a large group, else one per network."""
+        n = (row >> shift) & SLOT_MASK
+        found = self.addr_words.get((n, shift, hint))
+        if found is None:
+            nets = self.rows.values[n]
+            if nets is None or any(net.prefixlen == 0 for net in nets):  # type: ignore[attr-defined]
+                found = [[]]  # 0.0.0.0/0, ::/0: any address, so no match at all
+            elif len(nets) >= IPSET_MIN:  # type: ignore[arg-type]
+                found = [["-m", "set", "--match-set", self.book.name_for(self.family, hint, nets), direction]]  # type: ignore[arg-type]
+            else:
+                found = [[flag, str(net)] for net in _sorted_values(nets)]  # type: ignore[arg-type]
+            self.addr_words[(n, shift, hint)] = found
+        return found
+
+    def _ports(self, ports: tuple[int, int], proto: list[str], where: str) -> list[list[str]]:
+        key = (*ports, tuple(proto))
+        found = self.port_words.get(key)
+        if found is None:
+            values = self.rows.values
+            found = self.port_words[key] = _ports({"sport": values[ports[0]], "dport": values[ports[1]]}, proto, where)  # type: ignore[dict-item]
+        return found
+
+
+KEY_PLAN = tuple((name, MERGE_SHIFT.get(name)) for name in CLAUSE_FIELDS)  # a sort key's parts: from the rest, or a slot
+SADDR, DADDR, SPORT, DPORT, STATE = (MERGE_SHIFT[name] for name in ("saddr", "daddr", "sport", "dport", "ct.state"))
+
+
+@dataclass(frozen=True)
+class _RestWords:
+    """What a row's rest (the fields no pass merges, and the exclusions) renders as."""
+
+    keys: dict[str, tuple]  # field -> its part of the sort key
+    excluded_key: tuple
+    several: str | None = None  # a field with several values excluded: no iptables form, and no words
+    excluded_addr: dict[str, list[list[str]]] = field(default_factory=dict)  # an excluded address: `! -s NET`
+    iif: list[list[str]] = field(default_factory=list)
+    oif: list[list[str]] = field(default_factory=list)
+    proto: list[list[str]] = field(default_factory=list)
+    status: list[list[str]] = field(default_factory=list)
 
 
 def _ports(allowed: dict[str, frozenset], proto: list[str], where: str) -> list[list[str]]:
@@ -440,8 +516,7 @@ def _require_port_proto(clause: _Clause, what: str) -> None:
         raise RenderError(f"{what} needs tcp, udp or sctp as protocol")
 
 
-def _ctstate(allowed: dict[str, frozenset]) -> list[str]:
-    states = allowed.get("ct.state")
+def _ctstate(states: frozenset | None) -> list[str]:
     if states is None or states == frozenset(CT_STATES):
         return []
     return ["-m", "conntrack", "--ctstate", ",".join(s.upper() for s in CT_STATES if s in states)]
