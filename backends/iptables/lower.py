@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import product
+from operator import or_
 
 from netaddr import IPNetwork, IPRange
 
@@ -96,7 +97,8 @@ class _Lowering:
     names: dict[tuple[str, str, str], str]  # (IR table family, IR table name, chain) -> iptables name
     values: ValueCache = field(default_factory=dict)  # the checked value sets of the IR's values, by id
     rows: _Rows = field(default_factory=_Rows)  # clauses as rows, for regrouping
-    row_values: dict[str, dict[int, tuple]] = field(default_factory=dict)  # IR field -> id(value) -> (it, its part of a row)
+    row_values: dict[str, dict[int, object]] = field(default_factory=dict)  # IR field -> id(value) -> its part of a row
+    row_values_kept: list[object] = field(default_factory=list)  # the values row_values has seen, alive
     # what a row's numbers render as, made once per number (rows share a few thousand value sets)
     rest_words: dict[int, _RestWords] = field(default_factory=dict)  # number of a row's rest -> its words
     value_keys: dict[int, tuple] = field(default_factory=dict)  # number of a value set -> its part of the sort key
@@ -304,28 +306,41 @@ class _Lowering:
                     if (narrowed := _constrain_key(clause, fields, key, where, self.values)) is not None]
         base = self.rows.row(clause) & ~SLOT_MASK  # the clause's mergeable fields; each element's rest is numbered below
         kept = [item for item in clause.allowed if item[0] not in MERGE_SHIFT]
-        spec = [(f, name, MERGE_SHIFT.get(name), self.row_values.setdefault(f, {})) for f, (name, _) in zip(fields, names)]
-        rests: dict[tuple, int] = {}  # the key's fields no pass merges -> the number of the row's rest
         number = self.rows.number
-        out: Items = []
-        for key, element_comment in keys:
-            row = base
-            extra = []
-            for (f, name, shift, cache), v in zip(spec, key):
-                hit = cache.get(id(v))
-                if hit is None or hit[0] is not v:  # the value is kept with it: its id stays its own
-                    values = _normalise(name, _values(f, v))
-                    hit = cache[id(v)] = (v, (name, values) if shift is None else number(values) << shift)
-                if shift is None:
-                    extra.append(hit[1])
-                else:
-                    row |= hit[1]
-            rest = tuple(extra)
-            found = rests.get(rest)
-            if found is None:
-                found = rests[rest] = number((tuple(sorted(kept + extra, key=lambda item: FIELD_ORDER[item[0]])), clause.excluded))
-            out.append((row | found, comments + ((element_comment,) if element_comment else ())))  # type: ignore[arg-type]
-        return out
+        # column by column: each value's part of a row (its value set's number in its slot, or
+        # its field for the rest) is looked up by id, C loops doing the per-element work
+        rows = [base] * len(keys)
+        rest_columns = []
+        for f, (name, _), column in zip(fields, names, zip(*[key for key, _ in keys])):
+            shift = MERGE_SHIFT.get(name)
+            cache = self.row_values.setdefault(f, {})
+            parts = list(map(cache.get, map(id, column)))
+            if None in parts:
+                for i, v in enumerate(column):
+                    if parts[i] is None:
+                        part = cache.get(id(v))
+                        if part is None:
+                            try:
+                                values = _normalise(name, _values(f, v))
+                            except RenderError:
+                                _first_refused(fields, keys)  # the error of the first element refused, as element by element
+                                raise
+                            part = cache[id(v)] = (name, values) if shift is None else number(values) << shift
+                            self.row_values_kept.append(v)  # its id stays its own while the cache holds it
+                        parts[i] = part
+            if shift is None:
+                rest_columns.append(parts)
+            else:
+                rows = list(map(or_, rows, parts))
+        rests: dict[tuple, int] = {}  # the key's fields no pass merges -> the number of the row's rest
+        found = []
+        for extra in zip(*rest_columns) if rest_columns else [()] * len(keys):
+            rest = rests.get(extra)
+            if rest is None:
+                rest = rests[extra] = number((tuple(sorted(kept + list(extra), key=lambda item: FIELD_ORDER[item[0]])), clause.excluded))
+            found.append(rest)
+        rows = list(map(or_, rows, found))
+        return list(zip(rows, [comments + (comment,) if comment else comments for _, comment in keys]))
 
     def _row_key(self, row: int) -> tuple:
         """Sort key of a row's clause: by interfaces, then addresses, protocol and ports, numerically;
@@ -440,6 +455,13 @@ class _RestWords:
     oif: list[list[str]] = field(default_factory=list)
     proto: list[list[str]] = field(default_factory=list)
     status: list[list[str]] = field(default_factory=list)
+
+
+def _first_refused(fields: tuple[str, ...], keys: list) -> None:
+    """Raise the RenderError of the first value refused, element by element, field by field."""
+    for key, _ in keys:
+        for f, v in zip(fields, key):
+            _values(f, v)
 
 
 def _ports(allowed: dict[str, frozenset], proto: list[str], where: str) -> list[list[str]]:
