@@ -286,7 +286,7 @@ class _Lowering:
             else:
                 clauses = [
                     (narrowed, comments + ((element_comment,) if element_comment else ()))
-                    for clause, comments in clauses
+                    for clause, comments in clauses if not _other_family(clause, fields)
                     for key, element_comment in keys
                     if (narrowed := _constrain_key(clause, fields, key, where, self.values)) is not None
                 ]
@@ -296,6 +296,8 @@ class _Lowering:
         """`clause` narrowed by each key of a set lookup, as rows: what _constrain_key gives when
         the clause constrains none of the key's fields and has their families (every set
         fwmatrix makes), made with one lookup per value instead of a clause per element."""
+        if _other_family(clause, fields):
+            return []
         names = [IR_FIELDS[f] for f in fields]
         own = {name for name, _ in clause.allowed + clause.excluded}
         if (any(family is not None and clause.get("family") != FAMILY_VALUES[family] for _, family in names)
@@ -455,6 +457,15 @@ class _RestWords:
     oif: list[list[str]] = field(default_factory=list)
     proto: list[list[str]] = field(default_factory=list)
     status: list[list[str]] = field(default_factory=list)
+
+
+def _other_family(clause: _Clause, fields: tuple[str, ...]) -> bool:
+    """The key's first field is of an address family the clause is not (`ip saddr` in the
+    IPv6 lowering): no element can match, which _constrain_key finds element by element
+    before looking at any value."""
+    family = IR_FIELDS[fields[0]][1] if fields else None
+    families = clause.get("family")
+    return family is not None and families is not None and family not in families
 
 
 def _first_refused(fields: tuple[str, ...], keys: list) -> None:
