@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from itertools import cycle
+from itertools import chain, cycle
 
 from netaddr import IPNetwork, IPRange, IPSet, cidr_merge
 
@@ -374,10 +374,10 @@ def _regroup(members: Members, table: _Rows | None = None) -> list[tuple[int, tu
     sets = table.values
     rows: dict[int, tuple[tuple[str, ...], int]] = {}
     for clause, comments, index in members:
-        row = table.row(clause)
+        row = clause if type(clause) is int else table.row(clause)
         seen = rows.get(row)
         if seen is None:
-            rows[row] = (tuple(dict.fromkeys(comments)), index)
+            rows[row] = (comments if len(comments) < 2 else tuple(dict.fromkeys(comments)), index)
         else:
             rows[row] = (tuple(dict.fromkeys(seen[0] + comments)), min(seen[1], index))
     # a field no clause constrains merges nothing (every clause is its own bucket), and merging
@@ -394,40 +394,30 @@ def _regroup(members: Members, table: _Rows | None = None) -> list[tuple[int, tu
         before = len(rows)
         shift = MERGE_SHIFT[name]
         others = ~(SLOT_MASK << shift)
-        # a bucket gathers its value sets and normalises their union once: union by union
-        # re-sorted the growing set each time (10,000 single ports took minutes)
-        buckets: dict[int, list | int] = {}  # rest -> the row while alone, then [numbers (None: any), comments, index]
+        groups: dict[int, int | list[int]] = {}  # the row but this field -> the row while alone, then the rows
         for row in rows:
             rest = row & others
-            bucket = buckets.get(rest)
-            if bucket is None:
-                buckets[rest] = row
-                continue
-            if type(bucket) is int:
-                comments, index = rows[bucket]
-                alone = (bucket >> shift) & SLOT_MASK
-                bucket = buckets[rest] = [[alone] if alone else None, dict.fromkeys(comments), index]
-            comments, index = rows[row]
-            if bucket[0] is not None:  # type: ignore[index]
-                value = (row >> shift) & SLOT_MASK
-                if value:
-                    bucket[0].append(value)  # type: ignore[index]
-                else:  # "any value" absorbs everything
-                    bucket[0] = None  # type: ignore[index]
-            bucket[1].update(dict.fromkeys(comments))  # type: ignore[index]
-            if index < bucket[2]:  # type: ignore[index]
-                bucket[2] = index  # type: ignore[index]
-        if len(buckets) == before:
-            unchanged += 1  # every row alone in its bucket: the rows stay as they are
+            group = groups.get(rest)
+            if group is None:
+                groups[rest] = row
+            elif type(group) is int:
+                groups[rest] = [group, row]
+            else:
+                group.append(row)  # type: ignore[union-attr]
+        if len(groups) == before:
+            unchanged += 1  # every row alone: the rows stay as they are
             continue
         grown: dict[int, tuple[tuple[str, ...], int]] = {}
-        for rest, bucket in buckets.items():
-            if type(bucket) is int:
-                grown[bucket] = rows[bucket]
+        for rest, group in groups.items():
+            if type(group) is int:
+                grown[group] = rows[group]
                 continue
-            parts = bucket[0]  # type: ignore[index]
-            merged = 0 if parts is None else number(_normalise(name, frozenset().union(*(sets[n] for n in parts))))  # type: ignore[arg-type]
-            grown[rest | merged << shift] = (tuple(bucket[1]), bucket[2])  # type: ignore[index]
+            # a group's value sets are normalised once, as their union: union by union
+            # re-sorted the growing set each time (10,000 single ports took minutes)
+            parts = [(row >> shift) & SLOT_MASK for row in group]  # type: ignore[union-attr]
+            merged = 0 if 0 in parts else number(_normalise(name, frozenset().union(*[sets[n] for n in parts])))  # type: ignore[arg-type]
+            seen = [rows[row] for row in group]  # type: ignore[union-attr]
+            grown[rest | merged << shift] = (tuple(dict.fromkeys(chain.from_iterable([s[0] for s in seen]))), min([s[1] for s in seen]))
         rows = grown
-        unchanged = unchanged + 1 if len(rows) == before else 0
+        unchanged = 0
     return [(row, comments, index) for row, (comments, index) in rows.items()]
