@@ -313,6 +313,44 @@ def _negate(clause: _Clause, ir_field: str, raw: list) -> _Clause | None:
 # -- merging ------------------------------------------------------------------------
 
 
+ADDR_BITS = {4: 32, 6: 128}
+Networks = tuple[tuple[int, int, int], ...]  # an address field's value set as rows keep it
+
+
+def _networks_row(values: frozenset[IPNetwork]) -> Networks:
+    """CIDRs as rows keep them: (version, first address, prefix length), sorted, which is the
+    order of their _value_key. Integers hash, compare and merge in C; netaddr's networks
+    hash and compare in Python."""
+    return tuple(sorted((net.version, net.first, net.prefixlen) for net in values))
+
+
+def _merged_networks(parts: Iterable[Networks]) -> Networks:
+    """The union of address sets in row form, as its CIDRs: what cidr_merge gives (the one
+    minimal cover), on integers. Networks neither overlapping nor adjacent stay as they are."""
+    nets = sorted(chain.from_iterable(parts))
+    spans: list[list[int]] = []  # [version, first, last], overlapping and adjacent ones joined
+    joined = False
+    for version, first, prefixlen in nets:
+        last = first + (1 << (ADDR_BITS[version] - prefixlen)) - 1
+        if spans and spans[-1][0] == version and first <= spans[-1][2] + 1:
+            joined = True
+            spans[-1][2] = max(spans[-1][2], last)
+        else:
+            spans.append([version, first, last])
+    if not joined:
+        return tuple(nets)
+    out = []
+    for version, first, last in spans:
+        bits = ADDR_BITS[version]
+        while first <= last:  # the largest block aligned at `first` that ends by `last`
+            size = first & -first if first else 1 << bits
+            while size > last - first + 1:
+                size >>= 1
+            out.append((version, first, bits - size.bit_length() + 1))
+            first += size
+    return tuple(out)
+
+
 SLOT_BITS = 32  # a row packs one number per slot: slot 0 the fields no pass merges, then these
 SLOT_MASK = (1 << SLOT_BITS) - 1
 MERGE_SHIFT = {name: SLOT_BITS * (i + 1) for i, name in enumerate(MERGE_FIELDS)}
@@ -321,7 +359,7 @@ MERGE_SHIFT = {name: SLOT_BITS * (i + 1) for i, name in enumerate(MERGE_FIELDS)}
 class _Rows:
     """Clauses as rows, for regrouping: one integer packing, 32 bits a slot, the number of the
     fields no pass merges (with the exclusions), then each mergeable field's value set as the
-    number of that set (0: not constrained). Equal clauses are equal rows; the rows equal but
+    number of that set (0: not constrained; address sets as Networks). Equal clauses are equal rows; the rows equal but
     in one field are those equal once its slot is masked out, an `&`, not two tuple slices and
     a tuple hash per row and pass. One per lowering: set lookups make their elements' rows
     directly (see _Lowering._expand), without building a clause each."""
@@ -337,6 +375,10 @@ class _Rows:
             self.values.append(value)
         return found
 
+    def number_values(self, name: str, values: frozenset) -> int:
+        """The number of a mergeable field's value set, as rows keep it."""
+        return self.number(_networks_row(values) if name in ADDR_FIELDS else values)
+
     def row(self, clause: _Clause | int) -> int:
         """A member's row: itself, or its clause's."""
         if type(clause) is int:
@@ -348,7 +390,7 @@ class _Rows:
             if shift is None:
                 kept.append(item)
             else:
-                row |= self.number(item[1]) << shift
+                row |= self.number_values(*item) << shift
         return row | self.number((tuple(kept), clause.excluded))  # type: ignore[union-attr]
 
     def rest(self, row: int) -> tuple[tuple[tuple[str, frozenset], ...], tuple[tuple[str, frozenset], ...]]:
@@ -358,6 +400,8 @@ class _Rows:
     def clause(self, row: int) -> _Clause:
         kept, excluded = self.rest(row)
         allowed = list(kept) + [(name, self.values[n]) for name, shift in MERGE_SHIFT.items() if (n := (row >> shift) & SLOT_MASK)]
+        allowed = [(name, frozenset(IPNetwork(net[1:], version=net[0]) for net in values) if name in ADDR_FIELDS else values)  # type: ignore[union-attr]
+                   for name, values in allowed]
         return _Clause(tuple(sorted(allowed, key=lambda item: FIELD_ORDER[item[0]])), excluded)  # type: ignore[arg-type]
 
 
@@ -394,6 +438,7 @@ def _regroup(members: Members, table: _Rows | None = None) -> list[tuple[int, tu
         before = len(rows)
         shift = MERGE_SHIFT[name]
         others = ~(SLOT_MASK << shift)
+        address = name in ADDR_FIELDS
         groups: dict[int, int | list[int]] = {}  # the row but this field -> the row while alone, then the rows
         for row in rows:
             rest = row & others
@@ -415,7 +460,12 @@ def _regroup(members: Members, table: _Rows | None = None) -> list[tuple[int, tu
             # a group's value sets are normalised once, as their union: union by union
             # re-sorted the growing set each time (10,000 single ports took minutes)
             parts = [(row >> shift) & SLOT_MASK for row in group]  # type: ignore[union-attr]
-            merged = 0 if 0 in parts else number(_normalise(name, frozenset().union(*[sets[n] for n in parts])))  # type: ignore[arg-type]
+            if 0 in parts:
+                merged = 0
+            elif address:
+                merged = number(_merged_networks([sets[n] for n in parts]))  # type: ignore[misc]
+            else:
+                merged = number(_normalise(name, frozenset().union(*[sets[n] for n in parts])))  # type: ignore[arg-type]
             seen = [rows[row] for row in group]  # type: ignore[union-attr]
             grown[rest | merged << shift] = (tuple(dict.fromkeys(chain.from_iterable([s[0] for s in seen]))), min([s[1] for s in seen]))
         rows = grown

@@ -8,9 +8,7 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 
-from netaddr import IPNetwork
 
-from fwmatrix.backends.iptables.clauses import _sorted_values
 from fwmatrix.backends.iptables.names import SET_MAX, SET_PREFIX
 from fwmatrix.backends.iptables.reader import PROTO_NUMBERS, _Malformed, _network, _NotModelled, _port, _range, _split_words
 from fwmatrix.backends.iptables.safe import RenderError, _header
@@ -26,11 +24,11 @@ class _SetBook:
     """ipsets by name; a name carries a hash of the contents, so changed contents get a new set
     and the switch to it happens atomically with the iptables-restore that references it."""
 
-    sets: dict[str, tuple[int, tuple[IPNetwork, ...]]] = field(default_factory=dict)
+    sets: dict[str, tuple[int, tuple[str, ...]]] = field(default_factory=dict)  # name -> family, members' CIDRs
 
-    def name_for(self, family: int, hint: str, nets: frozenset[IPNetwork]) -> str:
-        members = tuple(_sorted_values(nets))
-        digest = hashlib.sha256(f"{family}|{','.join(map(str, members))}".encode()).hexdigest()[:8]
+    def name_for(self, family: int, hint: str, members: tuple[str, ...]) -> str:
+        """The set of these CIDRs (as text, in their numeric order)."""
+        digest = hashlib.sha256(f"{family}|{','.join(members)}".encode()).hexdigest()[:8]
         prefix = SET_PREFIX[family]
         hint = re.sub(r"[^A-Za-z0-9_-]", "_", hint)[: SET_MAX - len(prefix) - 9]
         name = f"{prefix}{hint}-{digest}"
@@ -48,7 +46,8 @@ def render_ipsets(ruleset: Ruleset, book: _SetBook) -> str:
         options = f"hash:net family {'inet' if family == 4 else 'inet6'} hashsize 1024 maxelem {max(65536, len(members))}"
         tmp = f"{SET_PREFIX[family]}tmp-{name[-8:]}"
         out += [f"create {name} {options} -exist", f"create {tmp} {options} -exist", f"flush {tmp}"]
-        out += [f"add {tmp} {n.ip if n.size == 1 else n.cidr}" for n in members]
+        host = "/32" if family == 4 else "/128"  # a single address is written without its prefix length
+        out += [f"add {tmp} {n.removesuffix(host)}" for n in members]
         out += [f"swap {tmp} {name}", f"destroy {tmp}"]
     return "\n".join(out) + "\n"
 

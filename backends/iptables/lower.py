@@ -20,11 +20,13 @@ from operator import or_
 from netaddr import IPNetwork, IPRange
 
 from fwmatrix.backends.iptables.clauses import (
+    ADDR_FIELDS,
     FAMILY_VALUES,
     CLAUSE_FIELDS,
     FIELD_ORDER,
     IR_FIELDS,
     MERGE_SHIFT,
+    Networks,
     PORT_FIELDS,
     SLOT_MASK,
     Items,
@@ -105,6 +107,7 @@ class _Lowering:
     addr_words: dict[tuple[int, int, str], list[list[str]]] = field(default_factory=dict)  # (number, shift, chain hint) -> options
     port_words: dict[tuple[int, int, tuple[str, ...]], list[list[str]]] = field(default_factory=dict)  # (sport, dport, proto) -> options
     state_words: dict[int, list[str]] = field(default_factory=dict)  # number of a ct.state set -> its match
+    net_texts: dict[tuple[int, int, int], str] = field(default_factory=dict)  # (version, first, prefix length) -> CIDR text
 
     def tables(self) -> dict[str, _TableOut]:
         out: dict[str, _TableOut] = {}
@@ -327,7 +330,7 @@ class _Lowering:
                             except RenderError:
                                 _first_refused(fields, keys)  # the error of the first element refused, as element by element
                                 raise
-                            part = cache[id(v)] = (name, values) if shift is None else number(values) << shift
+                            part = cache[id(v)] = (name, values) if shift is None else self.rows.number_values(name, values) << shift
                             self.row_values_kept.append(v)  # its id stays its own while the cache holds it
                         parts[i] = part
             if shift is None:
@@ -358,7 +361,13 @@ class _Lowering:
             part = keys.get(n)
             if part is None:
                 values = self.rows.values[n]
-                part = keys[n] = (0,) if values is None else (1, tuple(sorted(map(_value_key, values))))  # type: ignore[call-overload]
+                if values is None:
+                    part = (0,)
+                elif name in ADDR_FIELDS:  # Networks: sorted, each a network's _value_key but its leading 1
+                    part = (1, tuple((1, *net) for net in values))  # type: ignore[union-attr]
+                else:
+                    part = (1, tuple(sorted(map(_value_key, values))))  # type: ignore[call-overload]
+                keys[n] = part
             parts.append(part)
         parts.append(rest.excluded_key)
         return tuple(parts)
@@ -422,15 +431,22 @@ class _Lowering:
         n = (row >> shift) & SLOT_MASK
         found = self.addr_words.get((n, shift, hint))
         if found is None:
-            nets = self.rows.values[n]
-            if nets is None or any(net.prefixlen == 0 for net in nets):  # type: ignore[attr-defined]
+            nets: Networks | None = self.rows.values[n]  # type: ignore[assignment]
+            if nets is None or any(prefixlen == 0 for _, _, prefixlen in nets):
                 found = [[]]  # 0.0.0.0/0, ::/0: any address, so no match at all
-            elif len(nets) >= IPSET_MIN:  # type: ignore[arg-type]
-                found = [["-m", "set", "--match-set", self.book.name_for(self.family, hint, nets), direction]]  # type: ignore[arg-type]
+            elif len(nets) >= IPSET_MIN:
+                found = [["-m", "set", "--match-set", self.book.name_for(self.family, hint, tuple(map(self._net_text, nets))), direction]]
             else:
-                found = [[flag, str(net)] for net in _sorted_values(nets)]  # type: ignore[arg-type]
+                found = [[flag, self._net_text(net)] for net in nets]
             self.addr_words[(n, shift, hint)] = found
         return found
+
+    def _net_text(self, net: tuple[int, int, int]) -> str:
+        """A network's CIDR text, made once per network."""
+        text = self.net_texts.get(net)
+        if text is None:
+            text = self.net_texts[net] = str(IPNetwork(net[1:], version=net[0]))
+        return text
 
     def _ports(self, ports: tuple[int, int], proto: list[str], where: str) -> list[list[str]]:
         key = (*ports, tuple(proto))
