@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import product
-from operator import or_
+from operator import attrgetter, or_
 
 from netaddr import IPNetwork, IPRange
 
@@ -55,6 +55,7 @@ MULTIPORT_MAX = 15  # entries per -m multiport; a range counts as two
 IPSET_MIN = 8  # below this many networks, one rule per network reads better than a set
 TABLE_FAMILIES = {"inet": (4, 6), "ip": (4,), "ip6": (6,)}
 PORT_PROTOS = (6, 17, 132)
+_KEY, _COMMENT = attrgetter("key"), attrgetter("comment")  # of a set's elements
 ALL_PORTS = PortRange(0, 65535)
 
 
@@ -270,32 +271,35 @@ class _Lowering:
                 set_def = _lookup(table, match.set_name, where)
                 if set_def.is_map or tuple(set_def.key) != tuple(match.fields):
                     raise RenderError(f"{where}: set {match.set_name!r} does not fit a lookup on {match.fields}")
-                keys = [(e.key, e.comment) for e in set_def.elements]
+                # the keys and their comments as columns, taken in C (a set has up to tens of thousands)
+                keys = list(map(_KEY, set_def.elements))
+                notes = list(map(_COMMENT, set_def.elements))
             else:
-                keys = [(k, "") for k in match.values]
-            for key, _ in keys:
-                if len(key) != len(fields):
-                    raise RenderError(f"{where}: key {key!r} does not fit fields {match.fields}")
+                keys = list(match.values)
+                notes = [""] * len(keys)
+            if set(map(len, keys)) - {len(fields)}:
+                key = next(k for k in keys if len(k) != len(fields))
+                raise RenderError(f"{where}: key {key!r} does not fit fields {match.fields}")
             if match.negate:
                 if len(fields) != 1:
                     raise RenderError(f"{where}: iptables cannot negate a lookup on several fields {match.fields}")
-                values = [k[0] for k, _ in keys]
+                values = [k[0] for k in keys]
                 clauses = [(c2, cm) for c, cm in clauses if (c2 := _negate(c, fields[0], values)) is not None]
             elif len(fields) == 1 and match.set_name is None:
-                values_set = frozenset().union(*(_values(fields[0], k[0]) for k, _ in keys))
+                values_set = frozenset().union(*(_values(fields[0], k[0]) for k in keys))
                 clauses = [(c2, cm) for c, cm in clauses if (c2 := _constrain_one(c, fields[0], values_set)) is not None]
             elif rows and position == len(matches) - 1:
-                clauses = [item for clause, comments in clauses for item in self._element_rows(clause, comments, fields, keys, where)]
+                clauses = [item for clause, comments in clauses for item in self._element_rows(clause, comments, fields, keys, notes, where)]
             else:
                 clauses = [
                     (narrowed, comments + ((element_comment,) if element_comment else ()))
                     for clause, comments in clauses if not _other_family(clause, fields)
-                    for key, element_comment in keys
+                    for key, element_comment in zip(keys, notes)
                     if (narrowed := _constrain_key(clause, fields, key, where, self.values)) is not None
                 ]
         return clauses
 
-    def _element_rows(self, clause: _Clause, comments: tuple[str, ...], fields: tuple[str, ...], keys: list, where: str) -> Items:
+    def _element_rows(self, clause: _Clause, comments: tuple[str, ...], fields: tuple[str, ...], keys: list[tuple], notes: list[str], where: str) -> Items:
         """`clause` narrowed by each key of a set lookup, as rows: what _constrain_key gives when
         the clause constrains none of the key's fields and has their families (every set
         fwmatrix makes), made with one lookup per value instead of a clause per element."""
@@ -307,7 +311,7 @@ class _Lowering:
                 or any(name in own for name, _ in names) or len({name for name, _ in names}) != len(names)
                 or any(name == "family" for name, _ in clause.excluded)):
             return [(narrowed, comments + ((element_comment,) if element_comment else ()))  # type: ignore[misc]
-                    for key, element_comment in keys
+                    for key, element_comment in zip(keys, notes)
                     if (narrowed := _constrain_key(clause, fields, key, where, self.values)) is not None]
         base = self.rows.row(clause) & ~SLOT_MASK  # the clause's mergeable fields; each element's rest is numbered below
         kept = [item for item in clause.allowed if item[0] not in MERGE_SHIFT]
@@ -316,7 +320,7 @@ class _Lowering:
         # its field for the rest) is looked up by id, C loops doing the per-element work
         rows = [base] * len(keys)
         rest_columns = []
-        for f, (name, _), column in zip(fields, names, zip(*[key for key, _ in keys])):
+        for f, (name, _), column in zip(fields, names, zip(*keys)):
             shift = MERGE_SHIFT.get(name)
             cache = self.row_values.setdefault(f, {})
             parts = list(map(cache.get, map(id, column)))
@@ -330,22 +334,30 @@ class _Lowering:
                             except RenderError:
                                 _first_refused(fields, keys)  # the error of the first element refused, as element by element
                                 raise
-                            part = cache[id(v)] = (name, values) if shift is None else self.rows.number_values(name, values) << shift
+                            # a field of the rest: the number of the item (field, value set)
+                            part = cache[id(v)] = number((name, values)) if shift is None else self.rows.number_values(name, values) << shift
                             self.row_values_kept.append(v)  # its id stays its own while the cache holds it
                         parts[i] = part
             if shift is None:
                 rest_columns.append(parts)
             else:
                 rows = list(map(or_, rows, parts))
-        rests: dict[tuple, int] = {}  # the key's fields no pass merges -> the number of the row's rest
-        found = []
-        for extra in zip(*rest_columns) if rest_columns else [()] * len(keys):
-            rest = rests.get(extra)
-            if rest is None:
-                rest = rests[extra] = number((tuple(sorted(kept + list(extra), key=lambda item: FIELD_ORDER[item[0]])), clause.excluded))
-            found.append(rest)
+        # the key's fields no pass merges (their items' numbers) -> the number of the row's rest
+        extras = rest_columns[0] if len(rest_columns) == 1 else list(zip(*rest_columns)) if rest_columns else [()] * len(keys)
+        rests: dict[object, int] = {}
+        found = list(map(rests.get, extras))
+        if None in found:
+            items = self.rows.values
+            for i, extra in enumerate(extras):
+                if found[i] is None:
+                    rest = rests.get(extra)
+                    if rest is None:
+                        extra_items = [items[n] for n in ((extra,) if len(rest_columns) == 1 else extra)]
+                        rest = rests[extra] = number((tuple(sorted(kept + extra_items, key=lambda item: FIELD_ORDER[item[0]])), clause.excluded))  # type: ignore[index]
+                    found[i] = rest
         rows = list(map(or_, rows, found))
-        return list(zip(rows, [comments + (comment,) if comment else comments for _, comment in keys]))
+        tails = list(zip(notes)) if all(notes) else [(note,) if note else () for note in notes]  # an element's comment
+        return list(zip(rows, [comments + tail for tail in tails] if comments else tails))
 
     def _row_key(self, row: int) -> tuple:
         """Sort key of a row's clause: by interfaces, then addresses, protocol and ports, numerically;
@@ -484,9 +496,9 @@ def _other_family(clause: _Clause, fields: tuple[str, ...]) -> bool:
     return family is not None and families is not None and family not in families
 
 
-def _first_refused(fields: tuple[str, ...], keys: list) -> None:
+def _first_refused(fields: tuple[str, ...], keys: list[tuple]) -> None:
     """Raise the RenderError of the first value refused, element by element, field by field."""
-    for key, _ in keys:
+    for key in keys:
         for f, v in zip(fields, key):
             _values(f, v)
 
