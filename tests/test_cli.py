@@ -416,6 +416,24 @@ def test_a_pf_anchor_or_table_the_ruleset_reads_is_taken(tmp_path) -> None:
     assert "abusers" not in proc.stdout and "'local'" not in proc.stdout  # read, not unmodelled
 
 
+@pytest.mark.parametrize(("given", "message"), [
+    (("--pf-anchor", "local={empty}"), "--pf-anchor local: "),
+    (("--pf-table", "abusers={empty}"), "--pf-table abusers: "),
+    (("--pf-interface", "lan0=10.0.0.1/24"), "--pf-interface lan0: "),
+    (("--pf-group", "egress=wan0"), "--pf-group egress: "),
+])
+@pytest.mark.parametrize("command", ["audit", "query"])
+def test_pf_facts_beside_live_are_refused_before_reading_the_kernel(tmp_path, command: str, given: tuple[str, ...], message: str) -> None:
+    """pf is never read live: a pf fact beside --live would be ignored without a word (it was)."""
+    matrix = tmp_path / "small.yaml"
+    matrix.write_text(SMALL)
+    (tmp_path / "empty").write_text("")
+    packet = ("--from", "10.0.0.5", "--to", "192.0.2.80", "--service", "tcp/443") if command == "query" else ()
+    proc = run(command, str(matrix), "-f", "edge", "--live", *packet, *(g.format(empty=tmp_path / "empty") for g in given))
+    assert (proc.returncode, proc.stderr.count("\n")) == (2, 1), proc.stderr
+    assert proc.stderr.startswith(f"error: {message}pf facts describe a saved pf ruleset (--ruleset); --live reads"), proc.stderr
+
+
 def test_a_pf_anchor_given_for_a_ruleset_that_is_not_pf_is_refused(tmp_path) -> None:
     matrix, rules = tmp_path / "small.yaml", tmp_path / "edge.ipt4"
     matrix.write_text(SMALL)

@@ -87,6 +87,7 @@ def read_input(intent: Intent, firewall: str, live: bool, ruleset_paths: tuple[s
                pf_groups: tuple[str, ...] = (), local_addresses: tuple | None = None) -> tuple[Ruleset, str]:
     """The firewall's ruleset, live or from the files (read together), and how to name its source."""
     if live:
+        _refuse_pf_facts_with_live(pf_tables=pf_tables, pf_anchors=pf_anchors, pf_interfaces=pf_interfaces, pf_groups=pf_groups)
         return read_live(backend_name), f"live ({'nftables' if backend_name == 'auto' else backend_name})"
     tables, anchors = _named_files(pf_tables), _named_files(pf_anchors)
     # the pf backend is imported when a pf ruleset or a pf option needs it: an nftables or
@@ -127,6 +128,16 @@ def _read(path: str, backend_name: str, pf_context: Callable[[], dict], referenc
         for kind, names in found.items():
             references[kind] |= names
     return ruleset, used
+
+
+def _refuse_pf_facts_with_live(**given: tuple[str, ...]) -> None:
+    """pf is never read live (targets.read_live), so a pf option beside --live would be ignored:
+    the user would believe an anchor or table was audited that was not read at all."""
+    for name, values in given.items():
+        if values:
+            option = "--" + name.replace("_", "-").rstrip("s")
+            raise FwmatrixError(f"{option} {values[0].partition('=')[0]}: pf facts describe a saved pf ruleset (--ruleset); "
+                                "--live reads the kernel's nftables or iptables ruleset, so it would be ignored")
 
 
 def _check_referenced(option: str, what: str, pairs: tuple[str, ...], referenced: set[str]) -> None:
