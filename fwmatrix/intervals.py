@@ -201,6 +201,11 @@ def iv_size(a: Intervals) -> int:
     return sum(high - low + 1 for low, high in a)
 
 
+def iv_widest(a: Intervals) -> int:
+    """The span of the widest interval (high - low): a host is 0, a network its size less one."""
+    return max(high - low for low, high in a)
+
+
 # -- addresses ------------------------------------------------------------------
 
 

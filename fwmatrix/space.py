@@ -43,7 +43,7 @@ from fwmatrix.intervals import (  # noqa: F401 (the dimensions' values, re-expor
     V4_BASE, V6_ALL, V4_ALL, ADDR_ALL, NO_PORT, PORTS_ALL, PORT_DIM_ALL, PROTO_ALL, PORT_PROTOCOLS, CT_STATES,
     ICMP_BASE, ICMP_TYPES_ALL, PORTLESS_ALL, ECHO_REQUEST, ICMP_PROTOCOLS, icmp_values, icmp_text,
     CT_TRANSLATABLE, CT_DNAT_SHIFT, CT_ALL, CT_DNAT, PROTO_NAMES, Intervals, ct_bits, ct_translated, ct_text,
-    iv_norm, iv_and, iv_or, iv_sub, iv_overlaps, iv_size, addr_interval, addrs, family_of, addr_text, OTHER,
+    iv_norm, iv_and, iv_or, iv_sub, iv_overlaps, iv_size, iv_widest, addr_interval, addrs, family_of, addr_text, OTHER,
     Interfaces,
 )
 
@@ -526,10 +526,6 @@ def _reach(size_class: int) -> int:
 REACH = tuple(_reach(c) for c in range(2 + 129 // 4))  # by size class (addresses have 129 bits), looked up per group
 
 
-def _widest(intervals: Intervals) -> int:
-    return max(high - low for low, high in intervals)
-
-
 HUGE = (1 << 32) - 1  # the widest interval of a box of every address of a family, at least
 SMALL_GROUP = 8  # a group of at most this many boxes is taken whole, not bisected
 PORT_BUCKET_BITS = 4  # ports are filed by 16s: well-known ports tell openings apart
@@ -576,7 +572,7 @@ class BoxIndex:
         self.all.append(box)
         src, dst = box.src, box.dst
         if (src[-1][1] - src[0][0] >= HUGE and dst[-1][1] - dst[0][0] >= HUGE  # cheap bounds first
-                and _widest(src) >= HUGE and _widest(dst) >= HUGE):  # a whole family at least
+                and iv_widest(src) >= HUGE and iv_widest(dst) >= HUGE):  # a whole family at least
             self.huge.append(box)
 
     def _table(self, side: str) -> dict[tuple[int, int], dict[int, dict[int, _Sorted]]]:
@@ -628,8 +624,8 @@ class BoxIndex:
 
     def overlapping(self, box: Box) -> list[Box]:
         dst, src = box.dst, box.src
-        wide_dst = dst[0][1] - dst[0][0] if len(dst) == 1 else _widest(dst)
-        wide_src = src[0][1] - src[0][0] if len(src) == 1 else _widest(src)
+        wide_dst = dst[0][1] - dst[0][0] if len(dst) == 1 else iv_widest(dst)
+        wide_src = src[0][1] - src[0][0] if len(src) == 1 else iv_widest(src)
         if wide_dst < wide_src or (wide_dst == wide_src and len(dst) <= len(src)):  # fewer windows
             table = self.by_dst if self._dst_upto == len(self.all) else self._table("dst")
             side = dst

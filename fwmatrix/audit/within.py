@@ -18,7 +18,7 @@ from heapq import heappop, heappush
 from operator import itemgetter
 from typing import Iterable
 
-from fwmatrix.space import Box, Intervals, Space, iv_and, iv_sub
+from fwmatrix.space import Box, Intervals, Space, iv_and, iv_norm, iv_sub, iv_widest
 
 Service = tuple[Intervals, Intervals]  # (protocols, ports)
 
@@ -72,7 +72,7 @@ class Within:
         if not parts:
             return False
         # cells along the side whose widest interval is narrower (hosts, not a network or "any")
-        src = _widest(box.src) <= _widest(box.dst)
+        src = iv_widest(box.src) <= iv_widest(box.dst)
         return all(self._covered(box, [self._index(service, src) for service in services], src) for services in parts)
 
     def _covered(self, box: Box, indexes: list[_Starts], src: bool) -> bool:
@@ -153,10 +153,6 @@ def _cut(values: Intervals, sets: list[Intervals]) -> list[Intervals]:
     return parts
 
 
-def _widest(intervals: Intervals) -> int:
-    return max(high - low for low, high in intervals)
-
-
 def _minus(rest: Intervals, theirs: Intervals) -> Intervals:
     """`iv_sub(rest, theirs)` for a short `rest` and a long `theirs` (a coalesced box's hosts):
     each interval of `rest` looks up where it falls by bisection, not by walking `theirs`."""
@@ -230,15 +226,7 @@ def _within_union(sets: list[Intervals], other: Intervals) -> bool:
         if len(theirs) > 4:
             theirs = theirs[bisect_left(theirs, low, key=_end) : bisect_right(theirs, high, key=_start)]
         spans.extend(theirs)
-    spans.sort()
-    union: list[tuple[int, int]] = []
-    for start, end in spans:
-        if union and start <= union[-1][1] + 1:
-            if end > union[-1][1]:
-                union[-1] = (union[-1][0], end)
-        else:
-            union.append((start, end))
-    return not _minus(rest, tuple(union))
+    return not _minus(rest, iv_norm(spans))
 
 
 FIRST_TRIES = 2
