@@ -52,7 +52,7 @@ it both ways (it may match, it may not).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence, Union
+from typing import Iterable, Sequence, Union
 
 from netaddr import IPNetwork, IPRange
 
@@ -123,6 +123,37 @@ class Match:
     values: tuple[Key, ...] = ()
     set_name: str | None = None
     negate: bool = False
+
+
+ADDRESS_BITS = {4: 32, 6: 128}
+
+
+def merge_cidrs(networks: Iterable[tuple[int, int, int]]) -> tuple[tuple[int, int, int], ...]:
+    """Networks as integers, (version, first address, prefix length), -> the fewest CIDRs that
+    cover their union (what netaddr's cidr_merge gives), sorted: the writers merge address sets
+    on integers. A network that touches no other is its own cover and is kept as it is."""
+    ranges: list[list] = []  # [version, first, last, the network while it is alone], sorted, joined where they touch
+    for network in sorted(networks):
+        version, first, length = network
+        last = first + (1 << (ADDRESS_BITS[version] - length)) - 1
+        if ranges and ranges[-1][0] == version and first <= ranges[-1][2] + 1:
+            ranges[-1][2] = max(ranges[-1][2], last)
+            ranges[-1][3] = None
+        else:
+            ranges.append([version, first, last, network])
+    out = []
+    for version, first, last, alone in ranges:
+        if alone is not None:
+            out.append(alone)
+            continue
+        bits = ADDRESS_BITS[version]
+        while first <= last:  # the largest block aligned at `first` that ends by `last`
+            size = (first & -first).bit_length() - 1 if first else bits
+            while first + (1 << size) - 1 > last:
+                size -= 1
+            out.append((version, first, bits - size))
+            first += 1 << size
+    return tuple(out)
 
 
 def distinct(conds: Sequence[Match | Unmodelled]) -> tuple[Match | Unmodelled, ...]:

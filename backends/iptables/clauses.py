@@ -17,6 +17,7 @@ from netaddr import IPNetwork, IPRange, IPSet, cidr_merge
 
 from fwmatrix.backends.iptables.names import CT_STATES, CT_STATUS
 from fwmatrix.backends.iptables.safe import RenderError, _ifname
+from fwmatrix.ir import merge_cidrs
 from fwmatrix.matrix.model import PortRange
 
 # IR field -> (clause field, address family the field implies)
@@ -312,8 +313,6 @@ def _negate(clause: _Clause, ir_field: str, raw: list) -> _Clause | None:
 
 # -- merging ------------------------------------------------------------------------
 
-
-ADDR_BITS = {4: 32, 6: 128}
 Networks = tuple[tuple[int, int, int], ...]  # an address field's value set as rows keep it
 
 
@@ -324,31 +323,6 @@ def _networks_row(values: frozenset[IPNetwork]) -> Networks:
     return tuple(sorted((net.version, net.first, net.prefixlen) for net in values))
 
 
-def _merged_networks(parts: Iterable[Networks]) -> Networks:
-    """The union of address sets in row form, as its CIDRs: what cidr_merge gives (the one
-    minimal cover), on integers. Networks neither overlapping nor adjacent stay as they are."""
-    nets = sorted(chain.from_iterable(parts))
-    spans: list[list[int]] = []  # [version, first, last], overlapping and adjacent ones joined
-    joined = False
-    for version, first, prefixlen in nets:
-        last = first + (1 << (ADDR_BITS[version] - prefixlen)) - 1
-        if spans and spans[-1][0] == version and first <= spans[-1][2] + 1:
-            joined = True
-            spans[-1][2] = max(spans[-1][2], last)
-        else:
-            spans.append([version, first, last])
-    if not joined:
-        return tuple(nets)
-    out = []
-    for version, first, last in spans:
-        bits = ADDR_BITS[version]
-        while first <= last:  # the largest block aligned at `first` that ends by `last`
-            size = first & -first if first else 1 << bits
-            while size > last - first + 1:
-                size >>= 1
-            out.append((version, first, bits - size.bit_length() + 1))
-            first += size
-    return tuple(out)
 
 
 SLOT_BITS = 32  # a row packs one number per slot: slot 0 the fields no pass merges, then these
@@ -463,7 +437,7 @@ def _regroup(members: Members, table: _Rows | None = None) -> list[tuple[int, tu
             if 0 in parts:
                 merged = 0
             elif address:
-                merged = number(_merged_networks([sets[n] for n in parts]))  # type: ignore[misc]
+                merged = number(merge_cidrs(chain.from_iterable(sets[n] for n in parts)))  # type: ignore[misc]
             else:
                 merged = number(_normalise(name, frozenset().union(*[sets[n] for n in parts])))  # type: ignore[arg-type]
             seen = [rows[row] for row in group]  # type: ignore[union-attr]

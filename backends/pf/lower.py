@@ -75,7 +75,7 @@ from typing import Callable, Iterable, Iterator
 from netaddr import IPNetwork, IPRange
 
 from fwmatrix.backends.pf.names import RenderError, interface_name
-from fwmatrix.ir import Chain, Dnat, DnatMap, Jump, Log, Masquerade, Match, Ruleset, SetDef, Snat, Table, Unmodelled, Value, Verdict, VerdictMap
+from fwmatrix.ir import Chain, Dnat, DnatMap, Jump, Log, Masquerade, Match, Ruleset, SetDef, Snat, Table, Unmodelled, Value, Verdict, VerdictMap, merge_cidrs
 from fwmatrix.matrix.model import ALL_PORTS, PortRange
 
 PORT_PROTOS = (6, 17)  # pf matches ports for tcp and udp (sctp ports: recent FreeBSD only)
@@ -786,7 +786,7 @@ def _normalise_keys(dim: int, keys: set) -> frozenset:
     if dim in (0, 1):
         if len(keys) == 1:  # one CIDR: merging would give it back
             return frozenset(keys)
-        return frozenset(_merge_cidrs(keys))
+        return frozenset(merge_cidrs(keys))
     if dim == 3:
         merged: list[tuple[int, int]] = []
         for low, high in sorted(keys):
@@ -798,31 +798,3 @@ def _normalise_keys(dim: int, keys: set) -> frozenset:
     return frozenset(keys)
 
 
-_BITS = {4: 32, 6: 128}
-
-
-def _merge_cidrs(keys: Iterable[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
-    """(version, first, prefix length) networks -> the fewest CIDRs covering their union."""
-    ranges: list[list] = []  # [version, first, last, the key while it is alone], sorted and merged where they touch
-    for key in sorted(keys):
-        version, first, length = key
-        last = first + (1 << (_BITS[version] - length)) - 1
-        if ranges and ranges[-1][0] == version and first <= ranges[-1][2] + 1:
-            ranges[-1][2] = max(ranges[-1][2], last)
-            ranges[-1][3] = None
-        else:
-            ranges.append([version, first, last, key])
-    out = []
-    for version, first, last, alone in ranges:
-        if alone is not None:  # a CIDR that touches no other is its own cover
-            out.append(alone)
-            continue
-        bits = _BITS[version]
-        while first <= last:
-            # the largest block aligned at `first` that ends by `last`
-            size = (first & -first).bit_length() - 1 if first else bits
-            while first + (1 << size) - 1 > last:
-                size -= 1
-            out.append((version, first, bits - size))
-            first += 1 << size
-    return out
