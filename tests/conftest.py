@@ -69,8 +69,12 @@ def kernel_unavailable() -> str | None:
 
 def require_kernel() -> None:
     reason = kernel_unavailable()
-    if reason is None:
-        return
+    if reason is not None:
+        kernel_cannot(reason)
+
+
+def kernel_cannot(reason: str) -> None:
+    """A kernel test that cannot run here: skipped, but a failure in CI (FWMATRIX_REQUIRE_KERNEL=1)."""
     if os.environ.get("FWMATRIX_REQUIRE_KERNEL") == "1":
         pytest.fail(f"kernel test cannot run but FWMATRIX_REQUIRE_KERNEL=1: {reason}")
     pytest.skip(f"kernel test skipped: {reason}")
