@@ -1,4 +1,4 @@
-"""The values of a packet space's dimensions (see fwmatrix/space.py): interval sets of
+"""The values of a packet space's dimensions (see fwmatrix/space/): interval sets of
 integers (addresses, protocols, ports), addresses on one integer line for both
 families, conntrack state bits, and the finite universe of interface names.
 

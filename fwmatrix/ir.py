@@ -19,7 +19,7 @@ Values inside matches and set elements:
   icmpv6.type         -> int (the ICMPv6 type: 135 neighbour solicitation, 136 advertisement)
   icmp.code, icmpv6.code -> int (the code under the type: 3 port unreachable under 1 destination
                          unreachable); `-p icmp --icmp-type 3/3` is icmp.type . icmp.code
-                         Packet spaces carry type and code in the port dimension (space.py): exact
+                         Packet spaces carry type and code in the port dimension (fwmatrix/space): exact
   tcp.flags           -> TcpFlags (the TCP flags under a mask equal a value: `--syn`, `tcp flags syn`)
   daddr.type, saddr.type -> str (the address's type in the firewall's routing: 'local', 'unicast',
                          'broadcast', 'multicast', ...; nft `fib daddr type`, iptables `-m addrtype`).

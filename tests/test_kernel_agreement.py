@@ -1175,7 +1175,7 @@ def test_physdev_is_bridged_never_holds_between_two_interfaces() -> None:
     assert tally.uncertain == 0 and tally.forwarded == 1, tally.summary()
 
 
-# -- ICMP and ICMPv6 types: the port dimension carries them (space.py) -----------------------------
+# -- ICMP and ICMPv6 types: the port dimension carries them (fwmatrix/space) -----------------------------
 
 ICMP_NFT = (
     "table inet t {\n chain forward {\n  type filter hook forward priority 0; policy drop;\n"

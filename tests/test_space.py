@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from netaddr import IPNetwork
 
-import fwmatrix.space as space_module
+import fwmatrix.space.cut as cut_module
 from fwmatrix.schemas import schema_text
 from fwmatrix.space import (
     ADDR_ALL, ICMP_TYPES_ALL, NO_PORT, PORT_DIM_ALL, PROTO_ALL, V4_BASE, icmp_values, Interfaces, Space, addr_text, addrs, iv_and, iv_norm, iv_or, iv_sub, physical, service_text,
@@ -151,15 +151,15 @@ def test_indexed_subtraction_and_coalescing(a: Space, parts: list[Space]) -> Non
     other = Space(IFACES, [b for p in parts for b in p.boxes])
     pa, po = points(a), points(other)
     assert points(a.subtract(other)) == pa - po
-    many_near = space_module.MANY_NEAR
-    space_module.MANY_NEAR = 0  # the cover check on every box (the domain is too small for many near)
+    many_near = cut_module.MANY_NEAR
+    cut_module.MANY_NEAR = 0  # the cover check on every box (the domain is too small for many near)
     try:
         assert points(a.subtract(other)) == pa - po
         assert points(other.subtract(a)) == po - pa
         cover = Space(IFACES, other.boxes + a.subtract(other).boxes)  # covers `a` only together
         assert a.subtract(cover).is_empty()
     finally:
-        space_module.MANY_NEAR = many_near
+        cut_module.MANY_NEAR = many_near
     few = other.coalesced()
     assert points(few) == po
     assert len(few.boxes) <= len(other.boxes)
@@ -171,25 +171,25 @@ def _cut_every_piece(a, cuts):
     """_minus_each's definition: each cut tests every piece so far."""
     pieces = [a]
     for b in cuts:
-        pieces = [p for piece in pieces for p in (piece.minus(b) if space_module.may_overlap(piece, b) else [piece])]
+        pieces = [p for piece in pieces for p in (piece.minus(b) if cut_module.may_overlap(piece, b) else [piece])]
     return pieces
 
 
 @settings(max_examples=150, deadline=None)
 @given(a=spaces, parts=st.lists(spaces, min_size=1, max_size=8))
 def test_pieces_found_by_an_index_are_the_pieces_of_cutting_each(a: Space, parts: list[Space]) -> None:
-    """A box cut into many pieces looks only at the pieces a cut meets (space._Pieces): the same
+    """A box cut into many pieces looks only at the pieces a cut meets (space/cut.py's _Pieces): the same
     pieces in the same order as testing every piece (findings print them), whether a cut's
     buckets are looked at one by one or its size class whole."""
     cuts = [b for p in parts for b in p.boxes]
-    saved = space_module.MANY_PIECES, space_module.PIECE_BUCKETS
+    saved = cut_module.MANY_PIECES, cut_module.PIECE_BUCKETS
     try:
         for many, buckets in ((0, 8), (0, 0), (2, 1)):
-            space_module.MANY_PIECES, space_module.PIECE_BUCKETS = many, buckets
+            cut_module.MANY_PIECES, cut_module.PIECE_BUCKETS = many, buckets
             for box in a.boxes:
-                assert space_module._minus_each(box, cuts) == _cut_every_piece(box, cuts)
+                assert cut_module._minus_each(box, cuts) == _cut_every_piece(box, cuts)
     finally:
-        space_module.MANY_PIECES, space_module.PIECE_BUCKETS = saved
+        cut_module.MANY_PIECES, cut_module.PIECE_BUCKETS = saved
 
 
 def test_icmp_types_read_by_name() -> None:

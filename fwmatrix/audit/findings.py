@@ -59,7 +59,7 @@ class Finding:
     message: str
     opening: Opening | None = None
     rule: str = ""
-    regions: tuple[str, ...] = ()  # Regions (space.py): each line with its box's fields
+    regions: tuple[str, ...] = ()  # Regions (fwmatrix/space): each line with its box's fields
     severity: str = ""
     accepted: Acceptance | None = None  # accepted with a reason: shown, counts for no threshold (audit/waivers.py)
     expired: Acceptance | None = None  # its acceptance has lapsed: a finding again

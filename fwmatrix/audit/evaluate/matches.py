@@ -28,7 +28,7 @@ from fwmatrix.space import (
 # knows translated connections). The hop limit is read by the neighbour-discovery
 # check (evaluate/neighbours.py). TCP flags and address types
 # ('local' with the firewall's own addresses): see `exact_parts`. ICMP types are exact:
-# the port dimension carries them (space.py).
+# the port dimension carries them (fwmatrix/space).
 UNMODELLED_FIELDS = frozenset({"sport", "tcp.flags", "daddr.type", "saddr.type", "physdev.bridged",
                                "socket", "exthdr", "ttl", "hoplimit"})  # a socket match a hook did not settle (sockets.py): both ways
 MODELLED_CT_STATUS = "dnat"

@@ -1,0 +1,357 @@
+"""Packet spaces: exact sets of packets, with union, intersection, difference.
+
+A packet, as a firewall's forward path judges it, has these dimensions:
+
+  iif, oif   the interfaces it enters and leaves by: a bitmask over a finite
+             universe of interface names (the firewall's own, from the matrix,
+             plus "lo" and OTHER, which stands for every other name; when a
+             ruleset matches MAC sources, each interface is split by them,
+             intervals.Interfaces);
+  src, dst   addresses, in one integer line: IPv6 addresses are 0 .. 2**128-1,
+             IPv4 addresses are 2**128 + address, so one interval set holds
+             both families and a box never mixes them;
+  proto      the IP protocol number, 0 .. 255;
+  dport      the destination port, 0 .. 65535, or NO_PORT for protocols that
+             have none, or for ICMP and ICMPv6 the type and code, ICMP_BASE +
+             type * 256 + code: a box has port protocols and real ports, or
+             ICMP protocols and types, or other protocols and NO_PORT;
+  ct         connection tracking: a bitmask over CT_STATES, then the same
+             states of connections whose destination this firewall translated
+             (`ct status dnat`), which only new, established and related
+             packets can be. A port forward's packets are forwarded as
+             translated: a rule that asks for `ct status dnat` lets them
+             through, and not the same packets sent to the target directly.
+
+A box is one value set per dimension (their product); a space is a union of
+boxes. Boxes are kept "physical": single address family, ports consistent
+with the protocol, no empty dimension — so a space is empty exactly when it
+has no box, and equality is decided by two differences.
+
+Interval sets are tuples of (low, high) pairs, sorted, disjoint and not
+touching: the canonical form makes equal sets equal tuples.
+"""
+
+
+from __future__ import annotations
+
+from operator import attrgetter
+from typing import Iterator, Sequence
+
+from fwmatrix.intervals import (  # noqa: F401 (the dimensions' values, re-exported)
+    V4_BASE, V6_ALL, V4_ALL, ADDR_ALL, NO_PORT, PORTS_ALL, PORT_DIM_ALL, PROTO_ALL, PORT_PROTOCOLS, CT_STATES,
+    ICMP_BASE, ICMP_TYPES_ALL, PORTLESS_ALL, ECHO_REQUEST, ICMP_PROTOCOLS, icmp_values, icmp_text,
+    CT_TRANSLATABLE, CT_DNAT_SHIFT, CT_ALL, CT_DNAT, PROTO_NAMES, Intervals, ct_bits, ct_translated, ct_text,
+    iv_norm, iv_and, iv_or, iv_sub, iv_overlaps, iv_size, iv_widest, addr_interval, addrs, family_of, addr_text, OTHER,
+    Interfaces,
+)
+from fwmatrix.space.box import NOT_PORTLESS, Box, box_size, physical  # noqa: F401 (re-exported)
+from fwmatrix.space.index import BoxIndex, may_contain, may_overlap  # noqa: F401 (re-exported)
+from fwmatrix.space.cut import subtract_boxes  # noqa: F401 (re-exported)
+
+
+class Space:
+    """A union of boxes, over one interface universe."""
+
+    __slots__ = ("ifaces", "boxes", "_index")
+
+    def __init__(self, ifaces: Interfaces, boxes: Sequence[Box] = ()):
+        self.ifaces = ifaces
+        self.boxes: list[Box] = list(boxes)
+        self._index: BoxIndex | None = None
+
+    def index(self) -> "BoxIndex":
+        """An index of the boxes, built once (a space is not changed after it is made)."""
+        if self._index is None:
+            self._index = BoxIndex(self.boxes)
+        return self._index
+
+    # construction
+    @classmethod
+    def full(cls, ifaces: Interfaces) -> "Space":
+        return cls(ifaces, physical(ifaces.all, ifaces.all, ADDR_ALL, ADDR_ALL, PROTO_ALL, PORT_DIM_ALL, CT_ALL))
+
+    @classmethod
+    def empty(cls, ifaces: Interfaces) -> "Space":
+        return cls(ifaces)
+
+    def make(self, **bounds: object) -> "Space":
+        """A space of one product, with every dimension not given left whole."""
+        return Space(self.ifaces, physical(
+            bounds.get("iif", self.ifaces.all),  # type: ignore[arg-type]
+            bounds.get("oif", self.ifaces.all),  # type: ignore[arg-type]
+            bounds.get("src", ADDR_ALL),  # type: ignore[arg-type]
+            bounds.get("dst", ADDR_ALL),  # type: ignore[arg-type]
+            bounds.get("proto", PROTO_ALL),  # type: ignore[arg-type]
+            bounds.get("dport", PORT_DIM_ALL),  # type: ignore[arg-type]
+            bounds.get("ct", CT_ALL),  # type: ignore[arg-type]
+        ))
+
+    # algebra
+    def __bool__(self) -> bool:
+        return bool(self.boxes)
+
+    def is_empty(self) -> bool:
+        return not self.boxes
+
+    def union(self, other: "Space") -> "Space":
+        return Space(self.ifaces, self.boxes + other.boxes)
+
+    def intersect(self, other: "Space") -> "Space":
+        if not self.boxes or not other.boxes:
+            return Space(self.ifaces)
+        small, large = (self, other) if len(self.boxes) <= len(other.boxes) else (other, self)
+        if len(large.boxes) <= 8 and large._index is None:  # too few boxes for an index to pay
+            pairs = [a.intersect(b) for a in small.boxes for b in large.boxes if may_overlap(a, b)]
+            return Space(self.ifaces, [c for c in pairs if c is not None])
+        index = large.index()
+        out = []
+        for a in small.boxes:
+            for b in index.overlapping(a):
+                if may_overlap(a, b):
+                    c = a.intersect(b)
+                    if c is not None:
+                        out.append(c)
+        return Space(self.ifaces, out)
+
+    def subtract(self, other: "Space") -> "Space":
+        if not other.boxes or not self.boxes:
+            return Space(self.ifaces, self.boxes)
+        if len(other.boxes) <= 8 and other._index is None:  # too few boxes for an index to pay
+            out: list[Box] = []
+            for a in self.boxes:
+                pieces = [a]
+                for b in other.boxes:
+                    if may_overlap(a, b):
+                        pieces = [p for piece in pieces for p in piece.minus(b)]
+                out.extend(pieces)
+            return Space(self.ifaces, out)
+        return Space(self.ifaces, subtract_boxes(self.boxes, other.index()))
+
+    def equals(self, other: "Space") -> bool:
+        return self.subtract(other).is_empty() and other.subtract(self).is_empty()
+
+    def contains(self, other: "Space") -> bool:
+        return other.subtract(self).is_empty()
+
+    def disjoint(self) -> "Space":
+        """The same set as pairwise disjoint boxes: each box minus the pieces kept before it."""
+        out: list[Box] = []
+        index: BoxIndex | None = None  # of `out`, grown with it: an index built afresh per box made this quadratic
+        for box in self.boxes:
+            if index is None and len(out) > 8:  # the size from which subtract asks an index
+                index = BoxIndex(out)
+            if index is None:
+                pieces = Space(self.ifaces, [box]).subtract(Space(self.ifaces, out)).boxes
+            else:
+                # what subtract does against Space(out).index(): an index grown box by box returns
+                # the boxes in the order one built whole does (its groups sort stably when read)
+                pieces = subtract_boxes([box], index)
+                for piece in pieces:
+                    index.add(piece)
+            out.extend(pieces)
+        return Space(self.ifaces, out)
+
+    def coalesced(self) -> "Space":
+        """The same set in fewer boxes, cheaply: boxes equal in every dimension but one
+        become one box with the union of that dimension (exact, a union stays a union),
+        one dimension after the other. Not disjoint and not canonical (see `simplified`):
+        for asking whether something is covered, where the fragments a chain's walk leaves
+        (each rule's packets minus the earlier rules') would cost a search each."""
+        boxes = self.boxes
+        for dim in _COALESCE:
+            if len(boxes) < 2:
+                break
+            boxes, _ = _merge_along(boxes, dim)
+        return Space(self.ifaces, boxes)
+
+    def size(self) -> int:
+        """How many packets (counting each dimension's values); for tests and ordering."""
+        return sum(box_size(b) for b in self.disjoint().boxes)
+
+    def simplified(self) -> "Space":
+        """Fewer, larger boxes for the same set: disjoint, then merged where boxes
+        differ in one dimension only (repeated until nothing changes)."""
+        boxes = self.disjoint().boxes
+        changed = True
+        while changed and len(boxes) > 1:
+            changed = False
+            for dim in _DIMS:
+                boxes, merged = _merge_along(boxes, dim)
+                changed = changed or merged
+        return Space(self.ifaces, sorted(boxes, key=_box_order))
+
+    # reading
+    def describe(self, box: Box) -> str:
+        parts = []
+        if box.iif != self.ifaces.all or box.oif != self.ifaces.all:
+            parts.append(f"{'/'.join(self.ifaces.text(box.iif))} → {'/'.join(self.ifaces.text(box.oif))}")
+        parts.append(f"{', '.join(addr_text(box.src))} → {', '.join(addr_text(box.dst))}")
+        parts.append(service_text(box.proto, box.dport))
+        if box.ct != CT_ALL:
+            parts.append("ct " + ct_text(box.ct))
+        return "  ".join(parts)
+
+    def fields(self, box: Box) -> dict[str, object]:
+        """A box as data, each dimension a list (None: every value): the interfaces it comes
+        `in` and goes `out` by, its address `family`, `source` and `destination` networks,
+        `protocols` (by name, else number), destination `ports` as [first, last] ranges, and
+        conntrack `state`s ('new', 'established', 'new dnat': translated by a port forward);
+        `mac_source` when the packets come in by only some MACs of an interface (Interfaces.mac_sources)."""
+        sources = self.ifaces.mac_sources(box.iif)
+        return {
+            "in": None if box.iif == self.ifaces.all else self.ifaces.interfaces(box.iif),
+            "out": None if box.oif == self.ifaces.all else self.ifaces.interfaces(box.oif),
+            "family": family_of(box.src[0]),
+            "source": addr_text(box.src),
+            "destination": addr_text(box.dst),
+            "protocols": None if box.proto == PROTO_ALL else [PROTO_NAMES.get(p, str(p)) for low, high in box.proto for p in range(low, high + 1)],
+            "ports": None if box.dport in (PORT_DIM_ALL, PORTS_ALL, ((NO_PORT, NO_PORT),)) or box.dport[0][0] >= NO_PORT
+            else [[low, high] for low, high in box.dport if low < NO_PORT],
+            "state": None if box.ct == CT_ALL else ct_text(box.ct).split(","),
+        } | ({"icmp": icmp_text(_one_proto(box.proto), box.dport)} if box.dport[0][0] >= ICMP_BASE else {}) | (
+            {"mac_source": sources} if sources else {})
+
+    def lines(self) -> list[str]:
+        return [self.describe(b) for b in self._reading()]
+
+    def regions(self) -> tuple["Region", ...]:
+        """`lines`, each carrying its box as `fields` (a finding's packets in every report)."""
+        return tuple(Region(self.describe(b), self.fields(b)) for b in self._reading())
+
+    def _reading(self) -> list[Box]:
+        return _whole_protocols(Space(self.ifaces, _any_type_as_portless(self.boxes)).simplified().boxes)
+
+    def __iter__(self) -> Iterator[Box]:
+        return iter(self.boxes)
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+
+class Region(str):
+    """One box of a space as people read it (the string itself: `Space.describe`) and as
+    data (`fields`), made from the same box: whatever compares, matches or prints a region
+    (acceptances, baselines, tables) reads the line, the JSON reports the fields too."""
+
+    fields: dict[str, object]
+
+    def __new__(cls, text: str, fields: dict[str, object]) -> "Region":
+        region = super().__new__(cls, text)
+        region.fields = fields
+        return region
+
+    def noted(self, note: str) -> "Region":
+        """The line with what the finding says of it after a colon, the note among the fields."""
+        return Region(f"{self}: {note}", self.fields | {"note": note})
+
+
+_DIMS = ("iif", "oif", "src", "dst", "proto", "dport", "ct")
+_COALESCE = ("dst", "src")  # address sides: rules cut each other there
+_ALL_BUT = {dim: attrgetter(*(d for d in _DIMS if d != dim)) for dim in _DIMS}  # a box's other dimensions, in order
+
+
+def _any_type_as_portless(boxes: list[Box]) -> list[Box]:
+    """For reading: ICMP of every type as a protocol without ports (not a physical box:
+    only for `describe`), so that it joins the other portless protocols."""
+    return [Box(b.iif, b.oif, b.src, b.dst, b.proto, ((NO_PORT, NO_PORT),), b.ct) if b.dport == ICMP_TYPES_ALL else b for b in boxes]
+
+
+def _one_proto(proto: Intervals) -> int | None:
+    return proto[0][0] if len(proto) == 1 and proto[0][0] == proto[0][1] else None
+
+
+def _whole_protocols(boxes: list[Box]) -> list[Box]:
+    """For reading: a box of every port protocol on every port and its portless twin
+    are one box of every protocol (not a physical box: only for `describe`)."""
+    portless = {(b.iif, b.oif, b.src, b.dst, b.ct): b for b in boxes if b.dport == ((NO_PORT, NO_PORT),) and b.proto == iv_sub(PROTO_ALL, PORT_PROTOCOLS)}
+    out = []
+    for b in boxes:
+        key = (b.iif, b.oif, b.src, b.dst, b.ct)
+        if b.proto == PORT_PROTOCOLS and b.dport == PORTS_ALL and key in portless:
+            out.append(Box(b.iif, b.oif, b.src, b.dst, PROTO_ALL, PORT_DIM_ALL, b.ct))
+            portless.pop(key)
+        elif not (b.dport == ((NO_PORT, NO_PORT),) and portless.get(key) is b and any(
+            o.proto == PORT_PROTOCOLS and o.dport == PORTS_ALL and (o.iif, o.oif, o.src, o.dst, o.ct) == key for o in boxes
+        )):
+            out.append(b)
+    return out
+
+
+def _merge_along(boxes: list[Box], dim: str) -> tuple[list[Box], bool]:
+    """Boxes equal in every dimension but `dim` as one box with the union of `dim`
+    (the same set); and whether any were merged."""
+    groups: dict[tuple, list[Box]] = {}
+    key = _ALL_BUT[dim]
+    for box in boxes:
+        groups.setdefault(key(box), []).append(box)
+    if len(groups) == len(boxes):
+        return boxes, False
+    merged = []
+    for group in groups.values():
+        if len(group) == 1:
+            merged.append(group[0])
+            continue
+        values = [getattr(b, dim) for b in group]
+        if dim in ("iif", "oif", "ct"):
+            joined: object = 0
+            for v in values:
+                joined |= v  # type: ignore[operator]
+        else:
+            joined = iv_norm(p for v in values for p in v)
+        merged.append(_with(group[0], dim, joined))
+    return merged, True
+
+
+def _with(box: Box, dim: str, value: object) -> Box:
+    fields = {d: getattr(box, d) for d in _DIMS}
+    fields[dim] = value
+    return Box(**fields)  # type: ignore[arg-type]
+
+
+def _box_order(box: Box) -> tuple:
+    return (box.iif, box.oif, box.src, box.dst, box.proto, box.dport, box.ct)
+
+
+def service_text(proto: Intervals, dport: Intervals) -> str:
+    if proto == PROTO_ALL and dport == PORT_DIM_ALL:
+        return "any protocol"
+    if iv_size(proto) > 128:  # most protocols: say which are left out
+        left_out = iv_sub(PROTO_ALL, proto)
+        names = [PROTO_NAMES.get(p, f"proto {p}") for low, high in left_out for p in range(low, high + 1)]
+        text = "any protocol but " + ", ".join(names) if names else "any protocol"
+        return text if dport in (((NO_PORT, NO_PORT),), PORT_DIM_ALL) else f"{text}, port {_ports_text(dport)}"
+    protos = []
+    for low, high in proto:
+        protos += [PROTO_NAMES.get(p, f"proto {p}") for p in range(low, high + 1)] if high - low < 8 else [f"proto {low}-{high}"]
+    if dport in (((NO_PORT, NO_PORT),), PORT_DIM_ALL, PORTS_ALL, ICMP_TYPES_ALL):
+        return "+".join(protos)
+    if dport[0][0] >= ICMP_BASE:
+        return f"{'+'.join(protos)} {icmp_text(_one_proto(proto), dport)}"
+    return f"{'+'.join(protos)}/{_ports_text(dport)}"
+
+
+def _ports_text(dport: Intervals) -> str:
+    return ",".join(str(low) if low == high else f"{low}-{high}" for low, high in dport if low != NO_PORT)
+
+
+class Remaining:
+    """`base` minus every space subtracted so far, kept lazy: what is still
+    undecided in a chain. Asking what of it matches a rule costs the overlap
+    with earlier rules, not the size of their union."""
+
+    def __init__(self, base: Space):
+        self.base = base
+        self.removed = BoxIndex()
+
+    def remove(self, space: Space) -> None:
+        for box in space.boxes:
+            self.removed.add(box)
+
+    def intersect(self, space: Space) -> Space:
+        hit = self.base.intersect(space)
+        if not self.removed.all or not hit:
+            return hit
+        return Space(self.base.ifaces, subtract_boxes(hit.boxes, self.removed))
+
+    def materialize(self) -> Space:
+        return self.intersect(Space.full(self.base.ifaces))

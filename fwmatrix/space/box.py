@@ -1,0 +1,144 @@
+"""Boxes: one value set per dimension of a packet (their product), kept physical (see fwmatrix.space)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+from fwmatrix.intervals import (
+    ICMP_PROTOCOLS, ICMP_TYPES_ALL, NO_PORT, PORT_PROTOCOLS, PORTS_ALL, V4_ALL, V6_ALL, Intervals, iv_and, iv_or, iv_size, iv_sub,
+)
+
+NOT_PORTLESS = iv_or(PORT_PROTOCOLS, ICMP_PROTOCOLS)
+
+
+@dataclass(frozen=True, init=False)
+class Box:
+    iif: int
+    oif: int
+    src: Intervals
+    dst: Intervals
+    proto: Intervals
+    dport: Intervals
+    ct: int
+
+    def __init__(self, iif: int, oif: int, src: Intervals, dst: Intervals, proto: Intervals, dport: Intervals, ct: int):
+        # the audit makes boxes by the hundred thousand: one dict update, not the seven
+        # object.__setattr__ calls of a frozen dataclass's own __init__ (still frozen after)
+        self.__dict__.update(iif=iif, oif=oif, src=src, dst=dst, proto=proto, dport=dport, ct=ct)
+
+    def intersect(self, other: "Box") -> "Box | None":
+        iif = self.iif & other.iif
+        if not iif:
+            return None
+        oif = self.oif & other.oif
+        if not oif:
+            return None
+        ct = self.ct & other.ct
+        if not ct:
+            return None
+        # protocols and ports first: short, and where boxes that meet in their bounds differ most
+        proto = iv_and(self.proto, other.proto)
+        if not proto:
+            return None
+        dport = iv_and(self.dport, other.dport)
+        if not dport:
+            return None
+        src = iv_and(self.src, other.src)
+        if not src:
+            return None
+        dst = iv_and(self.dst, other.dst)
+        if not dst:
+            return None
+        return Box(iif, oif, src, dst, proto, dport, ct)
+
+    def minus(self, other: "Box") -> list["Box"]:
+        """self - other as disjoint boxes (at most one per dimension)."""
+        common = self.intersect(other)
+        if common is None:
+            return [self]
+        out: list[Box] = []
+        cur = self
+        # peel one dimension at a time: the part outside `other` in that dimension,
+        # restricted to the common part in the dimensions already peeled
+        rest = self.iif & ~other.iif
+        if rest:
+            out.append(Box(rest, cur.oif, cur.src, cur.dst, cur.proto, cur.dport, cur.ct))
+        cur = Box(common.iif, cur.oif, cur.src, cur.dst, cur.proto, cur.dport, cur.ct)
+        rest = cur.oif & ~other.oif
+        if rest:
+            out.append(Box(cur.iif, rest, cur.src, cur.dst, cur.proto, cur.dport, cur.ct))
+        cur = Box(cur.iif, common.oif, cur.src, cur.dst, cur.proto, cur.dport, cur.ct)
+        rest = cur.ct & ~other.ct
+        if rest:
+            out.append(Box(cur.iif, cur.oif, cur.src, cur.dst, cur.proto, cur.dport, rest))
+        cur = Box(cur.iif, cur.oif, cur.src, cur.dst, cur.proto, cur.dport, common.ct)
+        rest_iv = iv_sub(cur.src, other.src)
+        if rest_iv:
+            out.append(Box(cur.iif, cur.oif, rest_iv, cur.dst, cur.proto, cur.dport, cur.ct))
+        cur = Box(cur.iif, cur.oif, common.src, cur.dst, cur.proto, cur.dport, cur.ct)
+        rest_iv = iv_sub(cur.dst, other.dst)
+        if rest_iv:
+            out.append(Box(cur.iif, cur.oif, cur.src, rest_iv, cur.proto, cur.dport, cur.ct))
+        cur = Box(cur.iif, cur.oif, cur.src, common.dst, cur.proto, cur.dport, cur.ct)
+        rest_iv = iv_sub(cur.proto, other.proto)
+        if rest_iv:
+            out.append(Box(cur.iif, cur.oif, cur.src, cur.dst, rest_iv, cur.dport, cur.ct))
+        cur = Box(cur.iif, cur.oif, cur.src, cur.dst, common.proto, cur.dport, cur.ct)
+        rest_iv = iv_sub(cur.dport, other.dport)
+        if rest_iv:
+            out.append(Box(cur.iif, cur.oif, cur.src, cur.dst, cur.proto, rest_iv, cur.ct))
+        return out
+
+    def contains(self, other: "Box") -> bool:
+        return (
+            other.iif & ~self.iif == 0
+            and other.oif & ~self.oif == 0
+            and other.ct & ~self.ct == 0
+            and not iv_sub(other.src, self.src)
+            and not iv_sub(other.dst, self.dst)
+            and not iv_sub(other.proto, self.proto)
+            and not iv_sub(other.dport, self.dport)
+        )
+
+
+def physical(iif: int, oif: int, src: Intervals, dst: Intervals, proto: Intervals, dport: Intervals, ct: int) -> list[Box]:
+    """The boxes of packets that can exist within these bounds (see the module doc)."""
+    if not (iif and oif and ct):
+        return []
+    services = _services(proto, dport)
+    if not services:
+        return []
+    out = []
+    for family in (V4_ALL, V6_ALL):
+        fsrc, fdst = iv_and(src, family), iv_and(dst, family)
+        if not fsrc or not fdst:
+            continue
+        for with_proto, values in services:
+            out.append(Box(iif, oif, fsrc, fdst, with_proto, values, ct))
+    return out
+
+
+@lru_cache(maxsize=1 << 12)  # a ruleset has few distinct protocol and port sets; its set elements repeat them
+def _services(proto: Intervals, dport: Intervals) -> tuple[tuple[Intervals, Intervals], ...]:
+    """The protocols and port values of physical boxes within these bounds, in `physical`'s
+    order: port protocols and real ports, ICMP protocols and types, other protocols without a port."""
+    out = []
+    with_ports = iv_and(proto, PORT_PROTOCOLS)
+    ports = iv_and(dport, PORTS_ALL)
+    if with_ports and ports:
+        out.append((with_ports, ports))
+    with_types = iv_and(proto, ICMP_PROTOCOLS)
+    types = iv_and(dport, ICMP_TYPES_ALL)
+    if with_types and types:
+        out.append((with_types, types))
+    portless = iv_sub(proto, NOT_PORTLESS)
+    if portless and iv_and(dport, ((NO_PORT, NO_PORT),)):
+        out.append((portless, ((NO_PORT, NO_PORT),)))
+    return tuple(out)
+
+
+def box_size(box: Box) -> int:
+    """How many packets the box holds, counting each dimension's values."""
+    return (bin(box.iif).count("1") * bin(box.oif).count("1") * bin(box.ct).count("1")
+            * iv_size(box.src) * iv_size(box.dst) * iv_size(box.proto) * iv_size(box.dport))

@@ -1,0 +1,229 @@
+"""An index of boxes: which of many boxes may overlap (or cover) one, without asking each."""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from functools import lru_cache
+from typing import Sequence
+
+from fwmatrix.intervals import Intervals, iv_sub, iv_widest
+from fwmatrix.space.box import Box
+
+
+class _Sorted:
+    """Boxes of one interface pair and one size class, sorted by where an address side starts
+    (equal starts in the order they came: what inserting each at bisect_right gives)."""
+
+    __slots__ = ("_starts", "_boxes", "_tail")
+
+    def __init__(self) -> None:
+        self._starts: list[int] = []
+        self._boxes: list[Box] = []
+        # (start, box) added since the last read (BoxIndex._table appends), sorted when read: an
+        # index built whole (an intersection's, a combine's) is sorted once, not by one
+        # list.insert per box (quadratic at 100,000 rules)
+        self._tail: list[tuple[int, Box]] = []
+
+    def _sort(self) -> None:
+        tail = self._tail
+        if len(tail) <= SMALL_TAIL:  # a chain's walk adds a rule's boxes between reads
+            starts, boxes = self._starts, self._boxes
+            for start, box in tail:
+                if not starts or start >= starts[-1]:
+                    starts.append(start)
+                    boxes.append(box)
+                else:
+                    at = bisect_right(starts, start)
+                    starts.insert(at, start)
+                    boxes.insert(at, box)
+        else:  # a stable sort keeps equal starts in the order they came, as the insertions would
+            starts = self._starts + [start for start, _ in tail]
+            boxes = self._boxes + [box for _, box in tail]
+            # the positions in start order (the sorted part is one run: a merge), then both lists by them
+            order = sorted(range(len(starts)), key=starts.__getitem__)
+            self._starts = list(map(starts.__getitem__, order))
+            self._boxes = list(map(boxes.__getitem__, order))
+        tail.clear()
+
+    @property
+    def starts(self) -> list[int]:
+        if self._tail:
+            self._sort()
+        return self._starts
+
+    @property
+    def boxes(self) -> list[Box]:
+        if self._tail:
+            self._sort()
+        return self._boxes
+
+    def window(self, low: int, high: int) -> list[Box]:
+        starts = self.starts
+        return self._boxes[bisect_left(starts, low) : bisect_right(starts, high)]
+
+
+SMALL_TAIL = 16  # up to this many new boxes are inserted one by one; more, and the group is sorted again
+
+
+def _reach(size_class: int) -> int:
+    """How far before a lookup's start an interval of this class may start and still overlap it."""
+    return 0 if size_class == 0 else 1 << (4 * size_class)
+
+
+REACH = tuple(_reach(c) for c in range(2 + 129 // 4))  # by size class (addresses have 129 bits), looked up per group
+
+
+HUGE = (1 << 32) - 1  # the widest interval of a box of every address of a family, at least
+SMALL_GROUP = 8  # a group of at most this many boxes is taken whole, not bisected
+PORT_BUCKET_BITS = 4  # ports are filed by 16s: well-known ports tell openings apart
+WIDE = -1
+
+
+@lru_cache(maxsize=1 << 16)  # asked for every box filed and looked up; rulesets have few distinct port sets
+def _port_buckets(dport: Intervals) -> tuple[int, ...]:
+    """The port buckets a port set touches, or (WIDE,) when it spans many."""
+    low, high = dport[0][0], dport[-1][1]
+    first, last = low >> PORT_BUCKET_BITS, high >> PORT_BUCKET_BITS
+    return tuple(range(first, last + 1)) if last - first < 8 else (WIDE,)
+
+
+class BoxIndex:
+    """Finds the boxes that may overlap a box.
+
+    Boxes are filed by interface pair, then by destination-port bucket (ports
+    tell openings apart well), then, for every interval of the box's
+    destination (and separately of its source), by the interval's size class,
+    sorted by where it starts: an interval of class c that overlaps
+    [low, high] starts in [low - _reach(c), high], a window found by
+    bisection. A lookup walks the query's side with the narrower intervals.
+    Openings name hosts, networks and ports, so a lookup touches the few
+    boxes near them, not all."""
+
+    def __init__(self, boxes: Sequence[Box] = ()):
+        # (iif, oif) -> port bucket -> size class -> sorted intervals
+        self.by_dst: dict[tuple[int, int], dict[int, dict[int, _Sorted]]] = {}
+        self.by_src: dict[tuple[int, int], dict[int, dict[int, _Sorted]]] = {}
+        self.all: list[Box] = []
+        self.huge: list[Box] = []  # boxes of every source and destination: checked first, they cover much
+        # boxes by every dimension but the destination (and but the source) and the conntrack
+        # states: most boxes a lookup asks about lie within one that differs from them in one
+        # address side only, often in more states (a walk's undecided packets, new connections)
+        self.same_src: dict[tuple, list[Box]] = {}
+        self.same_dst: dict[tuple, list[Box]] = {}
+        self._alike_upto = 0  # boxes of `all` filed in same_src and same_dst (when first asked: most indexes never are)
+        self._dst_upto = self._src_upto = 0  # boxes of `all` filed in by_dst, in by_src
+        for box in boxes:
+            self.add(box)
+
+    def add(self, box: Box) -> None:
+        self.all.append(box)
+        src, dst = box.src, box.dst
+        if (src[-1][1] - src[0][0] >= HUGE and dst[-1][1] - dst[0][0] >= HUGE  # cheap bounds first
+                and iv_widest(src) >= HUGE and iv_widest(dst) >= HUGE):  # a whole family at least
+            self.huge.append(box)
+
+    def _table(self, side: str) -> dict[tuple[int, int], dict[int, dict[int, _Sorted]]]:
+        """The boxes by one address side, filed when a lookup first walks that side (many
+        indexes are only ever asked by one side, or never), in the order they were added."""
+        table, upto = (self.by_dst, self._dst_upto) if side == "dst" else (self.by_src, self._src_upto)
+        boxes = self.all
+        if upto == len(boxes):
+            return table
+        for box in boxes[upto:] if upto else boxes:
+            pair = (box.iif, box.oif)
+            by_port = table.get(pair)
+            if by_port is None:
+                by_port = table[pair] = {}
+            for bucket in _port_buckets(box.dport):
+                classes = by_port.get(bucket)
+                if classes is None:
+                    classes = by_port[bucket] = {}
+                for low, high in box.dst if side == "dst" else box.src:
+                    # grouped by size: class 0 holds single addresses, class c > 0 intervals of
+                    # fewer than 2**(4*c) addresses (see _reach)
+                    size_class = 0 if low == high else 1 + (high - low).bit_length() // 4
+                    group = classes.get(size_class)
+                    if group is None:
+                        group = classes[size_class] = _Sorted()
+                    group._tail.append((low, box))
+        if side == "dst":
+            self._dst_upto = len(boxes)
+        else:
+            self._src_upto = len(boxes)
+        return table
+
+    def covers_alike(self, box: Box) -> bool:
+        """Whether one indexed box that differs from `box` in at most one address side and the
+        conntrack states contains it."""
+        boxes = self.all
+        if self._alike_upto < len(boxes):
+            same_src, same_dst = self.same_src, self.same_dst
+            for b in boxes[self._alike_upto:]:
+                same_src.setdefault((b.iif, b.oif, b.proto, b.dport, b.src), []).append(b)
+                same_dst.setdefault((b.iif, b.oif, b.proto, b.dport, b.dst), []).append(b)
+            self._alike_upto = len(boxes)
+        ct = box.ct
+        alike = self.same_src.get((box.iif, box.oif, box.proto, box.dport, box.src))
+        if alike and any(not ct & ~b.ct and not iv_sub(box.dst, b.dst) for b in alike):
+            return True
+        alike = self.same_dst.get((box.iif, box.oif, box.proto, box.dport, box.dst))
+        return bool(alike) and any(not ct & ~b.ct and not iv_sub(box.src, b.src) for b in alike)
+
+    def overlapping(self, box: Box) -> list[Box]:
+        dst, src = box.dst, box.src
+        wide_dst = dst[0][1] - dst[0][0] if len(dst) == 1 else iv_widest(dst)
+        wide_src = src[0][1] - src[0][0] if len(src) == 1 else iv_widest(src)
+        if wide_dst < wide_src or (wide_dst == wide_src and len(dst) <= len(src)):  # fewer windows
+            table = self.by_dst if self._dst_upto == len(self.all) else self._table("dst")
+            side = dst
+        else:
+            table = self.by_src if self._src_upto == len(self.all) else self._table("src")
+            side = src
+        buckets = _port_buckets(box.dport)
+        keys = None if buckets[0] == WIDE else (*buckets, WIDE)
+        first, last = side[0][0], side[-1][1]
+        iif, oif = box.iif, box.oif
+        # first seen first: a box filed under several buckets or intervals is kept where it is first met
+        # (the order matters: a subtraction cuts by the boxes in this order, and findings print its pieces)
+        found: dict[int, Box] = {}
+        for (pair_iif, pair_oif), by_port in table.items():
+            if not (pair_iif & iif and pair_oif & oif):
+                continue
+            for classes in by_port.values() if keys is None else [by_port[b] for b in keys if b in by_port]:
+                for size_class, group in classes.items():
+                    if group._tail:
+                        group._sort()
+                    starts = group._starts
+                    reach = REACH[size_class]
+                    if starts[0] > last or starts[-1] < first - reach:
+                        continue  # nothing of this group starts near the side
+                    boxes = group._boxes
+                    if len(starts) <= SMALL_GROUP:  # fewer than the bisections would cost: callers check overlap
+                        found.update(zip(map(id, boxes), boxes))
+                        continue
+                    for low, high in side:
+                        hits = boxes[bisect_left(starts, low - reach) : bisect_right(starts, high)]
+                        found.update(zip(map(id, hits), hits))
+        return list(found.values())
+
+
+def may_overlap(a: Box, b: Box) -> bool:
+    """A quick test on the outer bounds of each dimension: False means certainly disjoint."""
+    return bool(  # ports and protocols first: most boxes an index finds near a box miss it there
+        a.iif & b.iif and a.oif & b.oif and a.ct & b.ct
+        and a.dport[0][0] <= b.dport[-1][1] and b.dport[0][0] <= a.dport[-1][1]
+        and a.proto[0][0] <= b.proto[-1][1] and b.proto[0][0] <= a.proto[-1][1]
+        and a.dst[0][0] <= b.dst[-1][1] and b.dst[0][0] <= a.dst[-1][1]
+        and a.src[0][0] <= b.src[-1][1] and b.src[0][0] <= a.src[-1][1]
+    )
+
+
+def may_contain(a: Box, b: Box) -> bool:
+    """A quick test on the outer bounds: False means `a` certainly does not contain `b`."""
+    return (
+        b.iif & ~a.iif == 0 and b.oif & ~a.oif == 0 and b.ct & ~a.ct == 0
+        and a.dst[0][0] <= b.dst[0][0] and b.dst[-1][1] <= a.dst[-1][1]
+        and a.src[0][0] <= b.src[0][0] and b.src[-1][1] <= a.src[-1][1]
+        and a.dport[0][0] <= b.dport[0][0] and b.dport[-1][1] <= a.dport[-1][1]
+        and a.proto[0][0] <= b.proto[0][0] and b.proto[-1][1] <= a.proto[-1][1]
+    )
