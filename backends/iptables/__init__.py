@@ -43,6 +43,8 @@ The modules, in the order data flows:
   tool      the tools at work: check_files, apply, read_live
 """
 
+from importlib import import_module
+
 from fwmatrix.backends.iptables.modes import DEFAULT_MODE, MODE_MARKER, MODES, Mode, file_mode, own_chains_plan
 from fwmatrix.backends.iptables.modes import _sections
 from fwmatrix.backends.iptables.names import (
@@ -61,9 +63,28 @@ from fwmatrix.backends.iptables.names import (
 )
 from fwmatrix.backends.iptables.parse import parse_save
 from fwmatrix.backends.iptables.reader import extraposed
-from fwmatrix.backends.iptables.render import render_family, render_files, rule_count
 from fwmatrix.backends.iptables.safe import COMMENT_MAX, RenderError
-from fwmatrix.backends.iptables.tool import apply, check_files, read_live
+
+# The writing side and the tools are imported when first used: reading an iptables-save file
+# for the audit needs neither the lowering (lower, clauses, render) nor subprocess and netns.
+_LAZY = {
+    "render_family": "render",
+    "render_files": "render",
+    "rule_count": "render",
+    "apply": "tool",
+    "check_files": "tool",
+    "read_live": "tool",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # looked up once
+    return value
+
 
 __all__ = [
     "_sections",  # private, but fwmatrix.ops.apply reads restore/save sections with it
