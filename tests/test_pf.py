@@ -508,6 +508,28 @@ def test_refuses_what_it_cannot_write(bad: Rule, message: str) -> None:
         pf.render(_table((_forward((bad,)), loop)))
 
 
+def test_set_lookups_lowered_by_column_as_by_row(seed: Ruleset) -> None:
+    """A rule of one set lookup is lowered column by column (_column_cells): the same cells, in the
+    same order, as row by row; a set with refused elements is refused with the first row's error
+    (its port on icmp), not the first error a column finds (its IPv6 address, a later row)."""
+    from fwmatrix.backends.pf.lower import _cells, _column_cells, _flatten, _row_cells
+
+    for rs in (seed, tricky_ruleset()):
+        table = rs.tables[0]
+        flats = [flat for chain in table.chains if chain.hook == "forward" for flat in _flatten(table, chain)]
+        assert any(_column_cells(flat, table) is not None for flat in flats)
+        for flat in flats:
+            assert _cells(flat, table) == list(_row_cells(flat, table))
+    bad = SetDef("s", ("ip.saddr", "l4proto", "dport"), (
+        Element((V4("10.0.0.1/32"), 6, PortRange(22, 22)), comment="fine"),
+        Element((V4("10.0.0.2/32"), 1, PortRange(22, 22)), comment="a port on icmp"),
+        Element((IPNetwork("2001:db8::1/128"), 6, PortRange(22, 22)), comment="ip6 in an ip field"),
+    ))
+    rule = Rule((Match(("iif", "oif"), (("wan0", "lan0"),)), Match(bad.key, set_name="s")), Verdict("accept"))
+    with pytest.raises(pf.RenderError, match="a port match on protocol 1"):
+        pf.render(_table((_forward((rule,)),), (bad,)))
+
+
 def test_refuses_chain_shapes() -> None:
     with pytest.raises(pf.RenderError, match="policy accept"):
         pf.render(_table((_forward((), policy="accept"),)))

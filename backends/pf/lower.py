@@ -68,8 +68,9 @@ another, and keeps state. The lowering, done generically on the IR:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from itertools import product
-from operator import is_
+from functools import partial
+from itertools import product, repeat
+from operator import is_, itemgetter
 from typing import Callable, Iterable, Iterator
 
 from netaddr import IPNetwork, IPRange
@@ -308,9 +309,120 @@ def _expand(conds: tuple[_Cond, ...]) -> list[tuple[dict[str, Value], tuple[str,
     return rows
 
 
-def _cells(flat: _Flat, table: Table) -> Iterator[tuple[_Cell, str | None]]:
+_TABLE_FAMILY = {"ip": 4, "ip6": 6, "inet": None}
+# the fields whose values may differ from cell to cell in _column_cells (the rest: one value for the rule)
+_COLUMN_FIELDS = frozenset(ADDR_FIELDS) | {"l4proto", "dport", "iif", "oif"}
+
+
+def _cells(flat: _Flat, table: Table) -> list[tuple[_Cell, str | None]]:
     """The flat rule's cells, each with its ct.state value (None when not matched)."""
-    table_family = {"ip": 4, "ip6": 6, "inet": None}
+    try:
+        cells = _column_cells(flat, table)
+    except RenderError:
+        cells = None  # the row by row lowering raises the error of the first row that has one
+    return list(_row_cells(flat, table)) if cells is None else cells
+
+
+def _column_cells(flat: _Flat, table: Table) -> list[tuple[_Cell, str | None]] | None:
+    """_row_cells for the common rule, column by column: one cond of many entries (a set lookup)
+    and the others of one entry each (a verdict map's branch, `ct status dnat`), no field in two
+    conds. Every row then has the same fields, the same family and the one-entry conds' values, so
+    each check is made once per distinct value and the cells are made by loops in C, not one
+    dictionary and one pass of checks per row (75k rows at 10,000 openings). None: not such a
+    rule, or a row is refused or matches nothing; _row_cells lowers it, and says why."""
+    if flat.dnat is not None or table.family not in _TABLE_FAMILY:
+        return None
+    conds = sorted(flat.conds, key=lambda c: len(c.entries))  # as _expand orders them
+    if not conds:
+        return None
+    *single, many = conds
+    named = [f for cond in conds for f in cond.fields]
+    if len(set(named)) != len(named) or any(len(cond.entries) != 1 for cond in single) or not many.entries \
+            or not _COLUMN_FIELDS.issuperset(many.fields):
+        return None
+    fixed: dict[str, Value] = {}
+    notes: list[str] = []
+    for cond in single:
+        key, note, _ = cond.entries[0]
+        fixed.update(zip(cond.fields, key))
+        if note:
+            notes.append(note)
+    keys = list(map(itemgetter(0), many.entries))
+    if set(map(len, keys)) != {len(many.fields)}:
+        return None
+
+    def column(f: str, check: Callable[[Value], object]) -> Iterable[object]:
+        """Field f's checked value in every row: the one-entry conds' value, or the set's column."""
+        if f in fixed:
+            return repeat(check(fixed[f]))
+        values = list(map(itemgetter(many.fields.index(f)), keys))
+        checked = {i: check(v) for i, v in dict(zip(map(id, values), values)).items()}
+        return map(checked.__getitem__, map(id, values))
+
+    family = _TABLE_FAMILY[table.family]
+    addresses: dict[bool, Iterable[object]] = {True: repeat(None), False: repeat(None)}  # source? -> the cells' networks
+    for f, (version, which) in ADDR_FIELDS.items():
+        if f in fixed or f in many.fields:
+            if family not in (None, version):
+                return None  # ip and ip6 fields together: no row matches
+            family = version
+            addresses[which == "saddr"] = column(f, partial(_held_network, version))
+    if "nfproto" in fixed:
+        if fixed["nfproto"] not in (4, 6) or family not in (None, fixed["nfproto"]):
+            return None
+        family = fixed["nfproto"]  # type: ignore[assignment]
+    protos = column("l4proto", _checked_proto) if "l4proto" in fixed or "l4proto" in many.fields else repeat(None)
+    if "dport" in fixed or "dport" in many.fields:
+        ports = column("dport", _cell_ports)
+        if "l4proto" not in many.fields:
+            if fixed.get("l4proto") not in PORT_PROTOS:
+                return None
+        elif not set(map(itemgetter(many.fields.index("l4proto")), keys)).issubset(PORT_PROTOS):
+            return None
+    else:
+        ports = repeat(None)
+    iifs, oifs = (column(f, _checked_interface) if f in fixed or f in many.fields else repeat(None) for f in ("iif", "oif"))
+    state, status = fixed.get("ct.state"), fixed.get("ct.status")
+    if state not in (None, "established", "related", "new", "invalid") or status not in (None, "dnat"):
+        return None
+    own = list(map(itemgetter(1), many.entries))  # each element's note
+    if notes:
+        joined = {n: ", ".join(dict.fromkeys(notes + [n] if n else notes)) if n or len(notes) > 1 else notes[0] for n in set(own)}
+        texts: Iterable[str] = map(joined.__getitem__, own)
+    elif all(type(n) is str for n in set(own)):
+        texts = own  # one note at most: the element's own
+    else:
+        return None
+    cells = map(_Cell, iifs, oifs, repeat(family), addresses[True], addresses[False], protos, ports, texts,
+                repeat(None), repeat(status is not None))
+    return list(zip(cells, repeat(state)))
+
+
+def _held_network(version: int, net: Value) -> IPNetwork | None:
+    """An address field's value as a cell holds it (None: any), the IR's own object when it is a CIDR."""
+    if not isinstance(net, IPNetwork) or net.version != version:
+        raise RenderError(f"{net!r} is not an IPv{version} network")
+    return None if net.prefixlen == 0 else net if net.value == net.first else net.cidr
+
+
+def _checked_proto(proto: Value) -> int:
+    if not isinstance(proto, int) or isinstance(proto, bool) or not 0 <= proto <= 255:
+        raise RenderError(f"l4proto {proto!r} is not a protocol number")
+    return proto
+
+
+def _cell_ports(value: Value) -> PortRange | None:
+    rng = _port_range(value)
+    return None if rng == ALL_PORTS else rng  # every port: the protocol says it all
+
+
+def _checked_interface(name: Value) -> str:
+    return interface_name(name)  # type: ignore[arg-type]
+
+
+def _row_cells(flat: _Flat, table: Table) -> Iterator[tuple[_Cell, str | None]]:
+    """_cells row by row: any rule (conds on one field, several multi-entry conds, DNAT targets)."""
+    table_family = _TABLE_FAMILY
     if table.family not in table_family:
         raise RenderError(f"table family '{table.family}' has no pf form")
     # every row of a flat rule has every field of its conds: what to look at is known before the rows
