@@ -120,7 +120,7 @@ def _compose_events(get_event: Callable[[], yaml.Event | None], path: str) -> ya
                     tag = plain_tags.get(value)
                     if tag is None:
                         tag = plain_tags[value] = resolve(ScalarNode, value, implicit)
-            node = ScalarNode(tag, value, event.start_mark, event.end_mark, style=event.style)
+            node = ScalarNode(tag, value, event.start_mark, event.end_mark, event.style)
         elif kind is SequenceStartEvent or kind is MappingStartEvent:
             if event.anchor is not None:
                 anchors.setdefault(event.anchor, event.start_mark.line + 1)
@@ -130,7 +130,7 @@ def _compose_events(get_event: Callable[[], yaml.Event | None], path: str) -> ya
             tag = event.tag
             if tag is None or tag == "!":
                 tag = resolve(node_class, None, event.implicit)
-            node = node_class(tag, [], event.start_mark, None, flow_style=event.flow_style)
+            node = node_class(tag, [], event.start_mark, None, event.flow_style)
         elif kind is SequenceEndEvent or kind is MappingEndEvent:
             closed, append, in_sequence, key = open_nodes.pop()
             closed.end_mark = event.end_mark
