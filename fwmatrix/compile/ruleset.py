@@ -431,30 +431,44 @@ def _flow_elements(layers: Layers, lengths: tuple[int, ...], wider: list[tuple[i
                    with_ports: bool, nets: _Nets) -> tuple[Element, ...]:
     """The elements of one layer of source . destination . protocol [. port] keys (the openings' sets:
     the hot path, the wider keys made here by hand), sorted; those a wider layer holds left out.
-    An opening's item has no data, and after merging each key has one item per port range."""
-    kept: list[tuple[tuple, object, tuple[str, ...]]] = []  # (source, destination, protocol), port range, names
+    An opening's item has no data, and after merging each key has one item per port range, in
+    port order (`_merge_ports`): the keys sorted alone give the elements in order (no list of
+    (key, port, names) to sort, tuples in tuples)."""
+    by_rest = layers[lengths]
+    networks, ports, port_range = nets.networks, nets.ports, nets.port_range
+    elements: list[Element] = []
+    add = elements.append
     candidates_of: dict[NetKey, list[tuple]] = {}  # source -> (wider layer, its supernet there, destination mask, length)
-    for rest, items in layers[lengths].items():
+    for rest in sorted(by_rest):
+        src, dst, proto = rest
+        ranges = None  # the port ranges of the wider keys that hold this one's addresses and protocol
         if wider:
-            src, dst, proto = rest
             candidates = candidates_of.get(src)
             if candidates is None:
                 masks = _MASKS[src >> _V6_SHIFT]
                 candidates = candidates_of[src] = [(layers[w], s, masks[w[1]], w[1]) for w in wider if (s := _supernet(src, w[0])) in heads[w]]
             holders = [found for layer, s, mask, length in candidates if (found := layer.get((s, (dst & mask) | length, proto)))]
             if holders:
-                for port, _, names in items:
-                    if not _held(holders, port, ()):
-                        kept.append((rest, port, names))
+                if not with_ports:
+                    continue  # without ports, a holder holds all
+                ranges = [other for found in holders for other, _, _ in found]
+        source, destination = networks[src], networks[dst]
+        # one opening's name (most elements) is its own comment: _comment only for the others
+        for port, _, names in by_rest[rest]:
+            if ranges and _port_held(ranges, port):  # type: ignore[arg-type]
                 continue
-        for port, _, names in items:
-            kept.append((rest, port, names))
-    kept.sort()  # by key: no two items of a key have the same port range
-    networks, ports, port_range = nets.networks, nets.ports, nets.port_range
-    # one opening's name (most elements) is its own comment: _comment only for the others
-    return tuple([Element((networks[src], networks[dst], proto, ports.get(port) or port_range(port)) if with_ports else (networks[src], networks[dst], proto), (),
-                          names[0] if len(names) == 1 and len(names[0]) <= COMMENT_MAX else _comment(names))
-                  for (src, dst, proto), port, names in kept])
+            add(Element((source, destination, proto, ports.get(port) or port_range(port)) if with_ports else (source, destination, proto), (),  # type: ignore[arg-type]
+                        names[0] if len(names) == 1 and len(names[0]) <= COMMENT_MAX else _comment(names)))
+    return tuple(elements)
+
+
+def _port_held(ranges: list[tuple[int, int]], port: tuple[int, int]) -> bool:
+    """Whether one of these port ranges holds `port`."""
+    low, high = port
+    for other_low, other_high in ranges:
+        if other_low <= low and high <= other_high:
+            return True
+    return False
 
 
 def _map_elements(layers: Layers, lengths: tuple[int, ...], wider: list[tuple[int, ...]], heads: dict[tuple[int, ...], set],
