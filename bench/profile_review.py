@@ -7,13 +7,16 @@
 Runs the command (`--format json` to a temporary file) in this one process,
 through the CLI as it runs, with the functions of its phases wrapped by a
 CPU-time counter (user + system of this process), and prints per phase the CPU
-seconds and the number of calls, then the collections the cyclic garbage
+seconds, the number of calls and the µs per call, then the collections the cyclic garbage
 collector made after the command gave it back (commands pause it), with what
 each found and cost. Phases nest (diff's `review` holds its spaces and ruleset
 diffs, `_unified` the matcher's index of lines and its search for matching
 blocks; lint's `_redundant` holds `_layers`): a phase's time includes those
 inside it (loading holds composing the YAML, the openings' walk and the
-resolver's check). bench/profile_compile.py does the same for compile, with cProfile.
+resolver's check; `_compiled` the compile's `_flow_layers` and
+`_disjoint_layers`). The phases called by the thousand (`flow_space`,
+`BoxIndex.overlapping`) each add the wrapper's own ~1 µs per call to the phases
+around them. bench/profile_compile.py does the same for compile, with cProfile.
 """
 
 from __future__ import annotations
@@ -33,15 +36,17 @@ PHASES = {
         "fwmatrix.matrix.loader": ["compose", "_load_openings"],
         "fwmatrix.matrix.resolve:Resolver": ["check_all"],
         "fwmatrix.cli.review": ["emit"],
-        "fwmatrix.review.lint": ["_flow_spaces", "_dmz_to_internet", "_redundant", "_layers", "_broad", "_unused"],
+        "fwmatrix.review.lint": ["_flow_spaces", "flow_space", "_dmz_to_internet", "_redundant", "_layers", "_broad", "_unused"],
+        "fwmatrix.space:BoxIndex": ["overlapping"],  # module:class
     },
     "diff": {
         "fwmatrix.cli.review": ["load_matrix", "build_intent", "review", "emit"],
         "fwmatrix.matrix.loader": ["compose", "_load_openings"],
         "fwmatrix.matrix.resolve:Resolver": ["check_all"],
-        "fwmatrix.review.diff": ["_compiled", "_renames", "_opening_spaces", "_changed", "_opening_changes", "_unified"],
+        "fwmatrix.review.diff": ["_compiled", "_renames", "_opening_spaces", "flow_space", "_changed", "_opening_changes", "_unified"],
+        "fwmatrix.compile.ruleset": ["_flow_layers", "_disjoint_layers"],
         "fwmatrix.backends.nftables": ["render_files"],
-        "fwmatrix.space:Space": ["lines"],  # module:class
+        "fwmatrix.space:Space": ["subtract", "lines"],
         "fwmatrix.review.textdiff:_RunMatcher": ["__init__", "get_matching_blocks"],
     },
 }
@@ -85,9 +90,10 @@ def main() -> None:
             pass
         seconds["the command, all"] = time.process_time() - start
         gc.callbacks.remove(collected)
-    print(f"{'phase':32s} {'CPU s':>7s}  calls")
+    print(f"{'phase':32s} {'CPU s':>7s} {'calls':>7s} {'µs/call':>8s}")
     for name, value in seconds.items():
-        print(f"{name:32s} {value:7.3f}  {calls[name] or ''}")
+        count = calls[name]
+        print(f"{name:32s} {value:7.3f} {count or '':>7} {f'{value / count * 1e6:8.1f}' if count > 2 else ''}")
     print("collections after the command:" if collections else "no collection after the command")
     for line in collections:
         print("  " + line)
