@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import product, repeat
-from operator import attrgetter, or_
+from operator import attrgetter, itemgetter, or_
 
 from netaddr import IPNetwork, IPRange
 
@@ -54,6 +54,7 @@ IPSET_MIN = 8  # below this many networks, one rule per network reads better tha
 TABLE_FAMILIES = {"inet": (4, 6), "ip": (4,), "ip6": (6,)}
 PORT_PROTOS = (6, 17, 132)
 _KEY, _COMMENT = attrgetter("key"), attrgetter("comment")  # of a set's elements
+_PREFIX_LENGTH = itemgetter(2)  # of a network as rows keep it (see clauses.Networks)
 ALL_PORTS = PortRange(0, 65535)
 
 
@@ -74,11 +75,11 @@ class _Target:
 
 @dataclass
 class _Rule:
-    args: list[str]  # matches and comment
+    words: str  # matches, comment and target, as the rule's line has them after `-A CHAIN`
     target: _Target
 
     def text(self, chain: str) -> str:
-        return " ".join(["-A", chain] + self.args + list(self.target.words))
+        return f"-A {chain} {self.words}" if self.words else f"-A {chain}"
 
 
 @dataclass
@@ -103,7 +104,7 @@ class _Lowering:
     # what a row's numbers render as, made once per number (rows share a few thousand value sets)
     rest_words: dict[int, _RestWords] = field(default_factory=dict)  # number of a row's rest -> its words
     value_keys: dict[int, tuple] = field(default_factory=dict)  # number of a value set -> its part of the sort key
-    addr_words: dict[tuple[int, int, str], list[list[str]]] = field(default_factory=dict)  # (number, shift, chain hint) -> options
+    addr_words: dict[tuple[int, int, str], list[tuple[list[str], list[str]]]] = field(default_factory=dict)  # (number, shift, chain hint) -> options
     port_words: dict[tuple[int, int, tuple[str, ...]], list[list[str]]] = field(default_factory=dict)  # (sport, dport, proto) -> options
     state_words: dict[int, list[str]] = field(default_factory=dict)  # number of a ct.state set -> its match
     net_texts: dict[tuple[int, int, int], str] = field(default_factory=dict)  # (version, first, prefix length) -> CIDR text
@@ -168,12 +169,13 @@ class _Lowering:
         hint = name.removeprefix(CHAIN_PREFIX)
         for target, where, rows, comments, indexes in runs:
             merged = _regroup(rows, comments, indexes, self.rows) if target.regroup else list(zip(rows, comments, indexes))
+            target_words = list(target.words)
             # IR rule order first (it reads like the IR), then numerically within a rule
             for row, comments, _ in sorted(merged, key=lambda item: (item[2], self._row_key(item[0]))):
                 if target.needs_port_proto:
                     _require_port_proto(self.rows.clause(row), f"{where}: DNAT to a port")
-                comment = comment_args(comments)
-                out.extend(_Rule(args + comment, target) for args in self._render_row(row, hint, where))
+                tail = comment_args(comments) + target_words
+                out.extend([_Rule(" ".join(args + tail), target) for args in self._render_row(row, hint, where)])
         return out
 
     def _rule_runs(self, ipt_table: str, table: Table, rule: Rule, where: str) -> list[tuple[_Target, list[int], list[tuple[str, ...]]]]:
@@ -375,7 +377,7 @@ class _Lowering:
 
     def _row_key(self, row: int) -> tuple:
         """Sort key of a row's clause: by interfaces, then addresses, protocol and ports, numerically;
-        the same tuple a key of the clause built from each field's sorted value keys would be."""
+        ordered as a key of the clause built from each field's sorted value keys would be."""
         rest = self.rest_words.get(row & SLOT_MASK) or self._rest_words(row & SLOT_MASK)
         keys = self.value_keys
         parts = []
@@ -389,8 +391,8 @@ class _Lowering:
                 values = self.rows.values[n]
                 if values is None:
                     part = (0,)
-                elif name in ADDR_FIELDS:  # Networks: sorted, each a network's _value_key but its leading 1
-                    part = (1, tuple((1, *net) for net in values))  # type: ignore[union-attr]
+                elif name in ADDR_FIELDS:  # Networks: sorted, and ordered as their _value_keys are (those but a leading 1)
+                    part = (1, values)
                 else:
                     part = (1, tuple(sorted(map(_value_key, values))))  # type: ignore[call-overload]
                 keys[n] = part
@@ -422,7 +424,7 @@ class _Lowering:
         words = self.rest_words[rest] = _RestWords(
             keys,
             excluded_key,
-            excluded_addr={name: [["!", flag, str(net)]] for name, flag in (("saddr", "-s"), ("daddr", "-d")) if name in excluded for net in excluded[name]},
+            excluded_addr={name: [(["!", flag, str(net)], [])] for name, flag in (("saddr", "-s"), ("daddr", "-d")) if name in excluded for net in excluded[name]},
             iif=split("iif", iface("-i")),
             oif=split("oif", iface("-o")),
             proto=split("l4proto", lambda p: ["-p", PROTO_NAMES.get(p, str(p))]),  # type: ignore[call-overload]
@@ -443,27 +445,26 @@ class _Lowering:
         if state is None:
             state = self.state_words[states] = _ctstate(self.rows.values[states])  # type: ignore[arg-type]
         options = []
-        for s, d, iif, oif, proto, status in product(src, dst, rest.iif, rest.oif, rest.proto, rest.status):
+        for (s, s_set), (d, d_set), iif, oif, proto, status in product(src, dst, rest.iif, rest.oif, rest.proto, rest.status):
             # iptables-save order: -s -d -i -o -p, then the matches (-m set ...)
-            plain = [w for a in (s, d) if a[:1] != ["-m"] for w in a]
-            ipsets = [w for a in (s, d) if a[:1] == ["-m"] for w in a]
-            base = plain + iif + oif + proto + ipsets
+            base = s + d + iif + oif + proto + s_set + d_set
             for port in self._ports(ports, proto, where):
                 options.append(base + port + state + status)
         return options
 
-    def _addr(self, row: int, shift: int, flag: str, direction: str, hint: str) -> list[list[str]]:
-        """One address field's options: none for any address, an ipset for a large group, else one per network."""
+    def _addr(self, row: int, shift: int, flag: str, direction: str, hint: str) -> list[tuple[list[str], list[str]]]:
+        """One address field's options, each as (address words, set match words): none for any
+        address, an ipset for a large group, else one per network."""
         n = (row >> shift) & SLOT_MASK
         found = self.addr_words.get((n, shift, hint))
         if found is None:
             nets: Networks | None = self.rows.values[n]  # type: ignore[assignment]
-            if nets is None or any(prefixlen == 0 for _, _, prefixlen in nets):
-                found = [[]]  # 0.0.0.0/0, ::/0: any address, so no match at all
+            if nets is None or 0 in map(_PREFIX_LENGTH, nets):
+                found = [([], [])]  # 0.0.0.0/0, ::/0: any address, so no match at all
             elif len(nets) >= IPSET_MIN:
-                found = [["-m", "set", "--match-set", self.book.name_for(self.family, hint, tuple(map(self._net_text, nets))), direction]]
+                found = [([], ["-m", "set", "--match-set", self.book.name_for(self.family, hint, tuple(map(self._net_text, nets))), direction])]
             else:
-                found = [[flag, self._net_text(net)] for net in nets]
+                found = [([flag, text], []) for text in map(self._net_text, nets)]
             self.addr_words[(n, shift, hint)] = found
         return found
 
@@ -494,7 +495,7 @@ class _RestWords:
     keys: dict[str, tuple]  # field -> its part of the sort key
     excluded_key: tuple
     several: str | None = None  # a field with several values excluded: no iptables form, and no words
-    excluded_addr: dict[str, list[list[str]]] = field(default_factory=dict)  # an excluded address: `! -s NET`
+    excluded_addr: dict[str, list[tuple[list[str], list[str]]]] = field(default_factory=dict)  # an excluded address: `! -s NET`, as _addr gives it
     iif: list[list[str]] = field(default_factory=list)
     oif: list[list[str]] = field(default_factory=list)
     proto: list[list[str]] = field(default_factory=list)
