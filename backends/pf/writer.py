@@ -9,6 +9,8 @@ applies to whatever no quick rule matched (the forward policy drop).
 from __future__ import annotations
 
 
+from itertools import chain
+from operator import attrgetter
 from typing import Any, Callable
 
 from netaddr import IPAddress, IPNetwork
@@ -129,17 +131,40 @@ def _list(items: list[str]) -> str:
 _VERDICT_HEAD = {"accept": "pass", "drop": "block drop", "reject": "block return"}
 
 
-def _runs(rules: list[tuple[str, str, list[_Cell]]]) -> list[tuple[str, list[tuple[_Cell, str]]]]:
-    """Consecutive rules with one verdict, merged: within a run order does not matter."""
-    runs: list[tuple[str, list[tuple[_Cell, str]]]] = []
+def _runs(rules: list[tuple[str, str, list[_Cell]]]) -> list[tuple[str, list[tuple[str, list[_Cell]]]]]:
+    """Consecutive rules with one verdict, merged: within a run order does not matter. A run is its
+    rules' (comment, cells), in order."""
+    runs: list[tuple[str, list[tuple[str, list[_Cell]]]]] = []
     for verdict, note, cells in rules:
         if not cells:
             continue
         if runs and runs[-1][0] == verdict:
-            runs[-1][1].extend((c, note) for c in cells)
+            runs[-1][1].append((note, cells))
         else:
-            runs.append((verdict, [(c, note) for c in cells]))
+            runs.append((verdict, [(note, cells)]))
     return runs
+
+
+_IN_GROUP = attrgetter("iif", "family", "dnat")  # an in rule's group: (input interface, family, translated)
+_OUT_GROUP = attrgetter("oif", "iif", "family", "dnat", "snat")
+
+
+def _grouped(chunks: list[tuple[str, list[_Cell]]], group_of: Callable[[_Cell], tuple]) -> dict[tuple, list[tuple[str, list[_Cell]]]]:
+    """A run's cells by group (group_of), each group its rules' (comment, cells) in order. The cells of
+    one rule are mostly of one group (a verdict map's branch): each rule's groups are found by a loop
+    in C, and only a rule of several is split cell by cell."""
+    groups: dict[tuple, list[tuple[str, list[_Cell]]]] = {}
+    for note, cells in chunks:
+        keys = list(map(group_of, cells))
+        if keys.count(keys[0]) == len(keys):
+            parts: dict[tuple, list[_Cell]] = {keys[0]: cells}
+        else:
+            parts = {}
+            for key, cell in zip(keys, cells):
+                parts.setdefault(key, []).append(cell)
+        for key, part in parts.items():
+            groups.setdefault(key, []).append((note, part))
+    return groups
 
 
 def _filter_lines(w: _Writer, low: _Lowered, direction: str) -> list[str]:
@@ -171,12 +196,24 @@ def _filter_lines(w: _Writer, low: _Lowered, direction: str) -> list[str]:
         projected.append((verdict, note, cells))
     logs = _freebsd_logs(low, to_self=False) if freebsd and direction == "in" else None
     lines: list[str] = []
-    for verdict, items in _runs(projected):
-        groups: dict[tuple, list[tuple[_Cell, str]]] = {}
-        for cell, note in items:
-            logged = logs is not None and verdict == "accept" and logs.holds(cell)
-            key = (cell.iif, None, cell.family, cell.dnat, None, logged) if direction == "in" else (cell.oif, cell.iif, cell.family, cell.dnat, cell.snat, False)
-            groups.setdefault(key, []).append((cell, note))
+    for verdict, chunks in _runs(projected):
+        # a group's key: (on, received, family, translated, source NAT, logged)
+        groups: dict[tuple, list[tuple[str, list[_Cell]]]] = {}
+        if direction == "out":
+            for (oif, iif, family, dnat, snat), members in _grouped(chunks, _OUT_GROUP).items():
+                groups[(oif, iif, family, dnat, snat, False)] = members
+        elif logs is None or verdict != "accept":
+            for (iif, family, dnat), members in _grouped(chunks, _IN_GROUP).items():
+                groups[(iif, None, family, dnat, None, False)] = members
+        else:
+            for note, cells in chunks:  # freebsd: whether a cell is logged is asked of each
+                for cell in cells:
+                    key = (cell.iif, None, cell.family, cell.dnat, None, logs.holds(cell))
+                    members = groups.setdefault(key, [])
+                    if members and members[-1][0] is note:
+                        members[-1][1].append(cell)
+                    else:
+                        members.append((note, [cell]))
         # Each group is written in one or two variants: 'dnat' (a translated cell), 'plain', and
         # on freebsd 'twin' (a plain cell on an interface with translated cells, for translated
         # packets: in, before the plain variant, so that they get the _dnat tag; out, for the
@@ -203,13 +240,13 @@ def _filter_lines(w: _Writer, low: _Lowered, direction: str) -> list[str]:
         for _, key, variant in order:
             on, received, family, dnat, snat, logged = key
             members = groups[key]
-            notes = list(dict.fromkeys(n for _, n in members if n))
+            notes = list(dict.fromkeys(n for n, _ in members if n))
             if notes and notes != last_notes:
                 lines.append(comment("; ".join(notes)))
             last_notes = notes
             head = f"{_VERDICT_HEAD[verdict]} {direction}{' log' if logged else ''} quick" + (f" on {w.iface(on)}" if on else "")
             if key not in products:
-                products[key] = w.products(c for c, _ in members)  # a twin and its plain rule: the same products
+                products[key] = w.products(chain.from_iterable(cells for _, cells in members))  # a twin and its plain rule: the same products
             for dims, labels in products[key]:
                 if snat is not None and freebsd:
                     lines.append(_freebsd_snat(w, head, family, dims, labels, on, snat, _filter_opts(w, direction, verdict, on, received, variant, [])))
