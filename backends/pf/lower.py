@@ -69,14 +69,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import partial
+import itertools
 from itertools import product, repeat
-from operator import is_, itemgetter
+from operator import attrgetter, is_, itemgetter
 from typing import Callable, Iterable, Iterator
 
 from netaddr import IPNetwork, IPRange
 
 from fwmatrix.backends.pf.names import RenderError, interface_name
-from fwmatrix.ir import Chain, Dnat, DnatMap, Jump, Log, Masquerade, Match, Ruleset, SetDef, Snat, Table, Unmodelled, Value, Verdict, VerdictMap, merge_cidrs
+from fwmatrix.ir import Chain, Dnat, DnatMap, Element, Jump, Log, Masquerade, Match, Ruleset, SetDef, Snat, Table, Unmodelled, Value, Verdict, VerdictMap, merge_cidrs
 from fwmatrix.matrix.model import ALL_PORTS, PortRange
 
 PORT_PROTOS = (6, 17)  # pf matches ports for tcp and udp (sctp ports: recent FreeBSD only)
@@ -182,7 +183,7 @@ def _match_cond(table: Table, match: Match) -> _Cond:
     _check_fields(match.fields)
     if match.set_name is not None:
         set_def = _find_set(table, match.set_name, match.fields)
-        return _Cond(match.fields, tuple((k, e.comment, ()) for e in set_def.elements for k in _split_ranges(match.fields, e.key)))
+        return _Cond(match.fields, _element_entries(match.fields, set_def.elements, mapped=False))
     for key in match.values:
         if len(key) != len(match.fields):
             raise RenderError(f"match on {match.fields}: value {key!r} has the wrong length")
@@ -197,7 +198,19 @@ def _map_cond(table: Table, dnat: DnatMap) -> _Cond:
     want = ("ip.daddr" if dnat.family == 4 else "ip6.daddr",)
     if map_def.data not in (want, want + ("dport",)):
         raise RenderError(f"map '{map_def.name}': DNAT data {map_def.data} is not an address (and port) of family {dnat.family}")
-    return _Cond(dnat.fields, tuple((k, e.comment, e.data) for e in map_def.elements for k in _split_ranges(dnat.fields, e.key)))
+    return _Cond(dnat.fields, _element_entries(dnat.fields, map_def.elements, mapped=True))
+
+
+def _element_entries(fields: tuple[str, ...], elements: tuple[Element, ...], mapped: bool) -> tuple[Entry, ...]:
+    """A set's (or a map's) elements as a cond's entries: (key, comment, mapped data or ())."""
+    keys = list(map(_KEY, elements))
+    data = map(_DATA, elements) if mapped else repeat(())
+    if set(map(type, keys)) == {tuple} and not any(issubclass(t, IPRange) for t in set(map(type, itertools.chain.from_iterable(keys)))):
+        return tuple(zip(keys, map(_COMMENT, elements), data))  # no address range to split (a loop in C over 75k elements)
+    return tuple((k, e.comment, d) for e, d in zip(elements, data) for k in _split_ranges(fields, e.key))
+
+
+_KEY, _DATA, _COMMENT = attrgetter("key"), attrgetter("data"), attrgetter("comment")
 
 
 def _split_ranges(fields: tuple[str, ...], key: tuple[Value, ...]) -> list[tuple[Value, ...]]:
@@ -221,6 +234,8 @@ def _find_set(table: Table, name: str, fields: tuple[str, ...], verdicts: bool =
     if set_def.key != fields:
         raise RenderError(f"set '{name}' has key {set_def.key}, looked up with {fields}")
     width, data_width = len(fields), len(set_def.data)  # once, not once an element
+    if not verdicts and set(map(len, map(_KEY, set_def.elements))) <= {width} and set(map(len, map(_DATA, set_def.elements))) <= {data_width}:
+        return set_def  # every element fits (the lengths checked by loops in C); else the loop below finds the first that does not
     for element in set_def.elements:
         fits = len(element.data) == 1 and isinstance(element.data[0], (Verdict, Jump)) if verdicts else len(element.data) == data_width
         if len(element.key) != width or not fits:
@@ -669,10 +684,10 @@ def _lower_forward(low: _Lowered, table: Table, chain: Chain) -> None:
             continue
         if flat.verdict == "dnat":
             raise RenderError(f"chain '{chain.name}': DNAT in a filter chain")
-        cells = list(_cells(flat, table))
+        cells = _cells(flat, table)
         pure_state = bool(cells) and all(state is not None and cell == _Cell(None, None, cell.family, None, None, None, None, cell.note)
                                          for cell, state in cells)
-        states = {state for _, state in cells}
+        states = set(map(itemgetter(1), cells))
         if pure_state and leading:
             # pf keeps state on every pass rule and checks the state table before any rule:
             # that is 'ct state established,related accept'. pf has no 'invalid' match; a
@@ -690,14 +705,13 @@ def _lower_forward(low: _Lowered, table: Table, chain: Chain) -> None:
         if not replies_pass:
             raise RenderError(f"chain '{chain.name}' does not start with 'ct state established,related accept': "
                               "pf passes replies by state always, so it would accept more than this chain")
-        kept = []
-        for cell, state in cells:
+        for cell, state in cells if states - {None, "new"} else ():
             if state not in (None, "new"):
                 # pf rules only ever see packets that fit no state: a rule about established
                 # or related packets cannot be written (and accepting them is already done).
                 raise RenderError(f"chain '{chain.name}': a rule on ct state {state} among other matches has no pf form")
-            kept.append(cell)  # 'new' is every packet pf's rules see: the match is implied
-        low.filter_rules.append((flat.verdict, flat.comment, kept))
+        # 'new' is every packet pf's rules see: the match is implied
+        low.filter_rules.append((flat.verdict, flat.comment, list(map(itemgetter(0), cells))))
     _drop_covered_translated(low)
 
 
