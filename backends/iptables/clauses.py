@@ -12,7 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from collections import Counter
+from functools import reduce
 from itertools import chain, compress, cycle
+from operator import or_
 
 from netaddr import IPNetwork, IPRange, IPSet, cidr_merge
 
@@ -406,11 +408,10 @@ def _regroup(rows: list[int], comments: list[tuple[str, ...]], indexes: list[int
                 comments_of[row] = row_comments
     rows = list(index_of)
     # a field no clause constrains merges nothing (every clause is its own bucket), and merging
-    # never adds a field; a pass that merges nothing changes nothing, so once each field had
-    # one such pass in a row the clauses are stable
-    constrained = 0
-    for row in rows:
-        constrained |= row
+    # never adds a field; a pass that merges nothing changes nothing, and right after a pass on
+    # a field no two rows differ in that field alone: once every field is so in a row (the
+    # field merged last, then a pass on each other that merged nothing), the clauses are stable
+    constrained = reduce(or_, rows, 0)
     fields = [name for name, shift in MERGE_SHIFT.items() if (constrained >> shift) & SLOT_MASK]
     unchanged = 0
     for name in cycle(fields):
@@ -453,7 +454,7 @@ def _regroup(rows: list[int], comments: list[tuple[str, ...]], indexes: list[int
             index_of[row] = min(map(index_of.__getitem__, group))
             comments_of[row] = list(chain.from_iterable(map(comments_of.__getitem__, group)))
         rows = list(map(row_of.__getitem__, counts))
-        unchanged = 0
+        unchanged = 1  # this field: each rest has one row now
     return [(row, _flat_comments(comments_of[row]), index_of[row]) for row in rows]
 
 

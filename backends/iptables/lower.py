@@ -380,35 +380,30 @@ class _Lowering:
         ordered as a key of the clause built from each field's sorted value keys would be."""
         rest = self.rest_words.get(row & SLOT_MASK) or self._rest_words(row & SLOT_MASK)
         keys = self.value_keys
-        parts = []
-        for name, shift in KEY_PLAN:
-            if shift is None:
-                parts.append(rest.keys[name])
-                continue
-            n = (row >> shift) & SLOT_MASK
-            part = keys.get(n)
-            if part is None:
-                values = self.rows.values[n]
-                if values is None:
-                    part = (0,)
-                elif name in ADDR_FIELDS:  # Networks: sorted, and ordered as their _value_keys are (those but a leading 1)
-                    part = (1, values)
-                else:
-                    part = (1, tuple(sorted(map(_value_key, values))))  # type: ignore[call-overload]
-                keys[n] = part
-            parts.append(part)
-        parts.append(rest.excluded_key)
-        return tuple(parts)
+        numbers = [(row >> shift) & SLOT_MASK for shift in KEY_SHIFTS]
+        parts = list(map(keys.get, numbers))
+        if None in parts:
+            for i, (name, n) in enumerate(zip(KEY_SLOTS, numbers)):
+                if parts[i] is None:
+                    values = self.rows.values[n]
+                    if values is None:
+                        part = (0,)
+                    elif name in ADDR_FIELDS:  # Networks: sorted, and ordered as their _value_keys are (those but a leading 1)
+                        part = (1, values)
+                    else:
+                        part = (1, tuple(sorted(map(_value_key, values))))  # type: ignore[call-overload]
+                    parts[i] = keys[n] = part
+        return KEY_ORDER(parts + rest.keys)  # type: ignore[no-any-return]
 
     def _rest_words(self, rest: int) -> _RestWords:
         """The words of a row's fields no pass merges, and its exclusions (see _RestWords)."""
         kept, excluded_items = self.rows.values[rest]  # type: ignore[misc]
         allowed, excluded = dict(kept), dict(excluded_items)
-        keys = {name: (0,) if name not in allowed else (1, tuple(sorted(map(_value_key, allowed[name])))) for name, shift in KEY_PLAN if shift is None}
         excluded_key = tuple((name, tuple(sorted(map(_value_key, vals)))) for name, vals in excluded_items)
+        keys = [(0,) if name not in allowed else (1, tuple(sorted(map(_value_key, allowed[name])))) for name in KEY_REST] + [excluded_key]
         several = next((name for name, values in excluded.items() if len(values) != 1), None)
         if several is not None:  # refused when rendered (the sort keys come first)
-            words = self.rest_words[rest] = _RestWords(keys, excluded_key, several)
+            words = self.rest_words[rest] = _RestWords(keys, several)
             return words
 
         def split(name: str, show: Callable[[object], list[str]]) -> list[list[str]]:
@@ -423,7 +418,6 @@ class _Lowering:
 
         words = self.rest_words[rest] = _RestWords(
             keys,
-            excluded_key,
             excluded_addr={name: [(["!", flag, str(net)], [])] for name, flag in (("saddr", "-s"), ("daddr", "-d")) if name in excluded for net in excluded[name]},
             iif=split("iif", iface("-i")),
             oif=split("oif", iface("-o")),
@@ -462,18 +456,22 @@ class _Lowering:
             if nets is None or 0 in map(_PREFIX_LENGTH, nets):
                 found = [([], [])]  # 0.0.0.0/0, ::/0: any address, so no match at all
             elif len(nets) >= IPSET_MIN:
-                found = [([], ["-m", "set", "--match-set", self.book.name_for(self.family, hint, tuple(map(self._net_text, nets))), direction])]
+                found = [([], ["-m", "set", "--match-set", self.book.name_for(self.family, hint, self._net_texts(nets)), direction])]
             else:
-                found = [([flag, text], []) for text in map(self._net_text, nets)]
+                found = [([flag, text], []) for text in self._net_texts(nets)]
             self.addr_words[(n, shift, hint)] = found
         return found
 
-    def _net_text(self, net: tuple[int, int, int]) -> str:
-        """A network's CIDR text, made once per network."""
-        text = self.net_texts.get(net)
-        if text is None:
-            text = self.net_texts[net] = str(IPNetwork(net[1:], version=net[0]))
-        return text
+    def _net_texts(self, nets: Networks) -> tuple[str, ...]:
+        """Networks' CIDR texts, each made once per network."""
+        texts = self.net_texts
+        found = tuple(map(texts.get, nets))
+        if None in found:
+            for net in nets:
+                if net not in texts:
+                    texts[net] = str(IPNetwork(net[1:], version=net[0]))
+            found = tuple(map(texts.__getitem__, nets))
+        return found  # type: ignore[return-value]
 
     def _ports(self, ports: tuple[int, int], proto: list[str], where: str) -> list[list[str]]:
         key = (*ports, tuple(proto))
@@ -484,7 +482,14 @@ class _Lowering:
         return found
 
 
-KEY_PLAN = tuple((name, MERGE_SHIFT.get(name)) for name in CLAUSE_FIELDS)  # a sort key's parts: from the rest, or a slot
+# A row's sort key: each clause field's part in field order, then the exclusions; made from
+# the parts of the slots (KEY_SLOTS, in MERGE_SHIFT's order) followed by the rest's (KEY_REST,
+# then the exclusions), put in field order by KEY_ORDER
+KEY_SLOTS = tuple(MERGE_SHIFT)
+KEY_SHIFTS = tuple(MERGE_SHIFT.values())
+KEY_REST = tuple(name for name in CLAUSE_FIELDS if name not in MERGE_SHIFT)
+KEY_ORDER = itemgetter(*[KEY_SLOTS.index(name) if name in MERGE_SHIFT else len(KEY_SLOTS) + KEY_REST.index(name) for name in CLAUSE_FIELDS],
+                       len(KEY_SLOTS) + len(KEY_REST))
 SADDR, DADDR, SPORT, DPORT, STATE = (MERGE_SHIFT[name] for name in ("saddr", "daddr", "sport", "dport", "ct.state"))
 
 
@@ -492,8 +497,7 @@ SADDR, DADDR, SPORT, DPORT, STATE = (MERGE_SHIFT[name] for name in ("saddr", "da
 class _RestWords:
     """What a row's rest (the fields no pass merges, and the exclusions) renders as."""
 
-    keys: dict[str, tuple]  # field -> its part of the sort key
-    excluded_key: tuple
+    keys: list[tuple]  # the sort key's parts of the fields of KEY_REST, then of the exclusions
     several: str | None = None  # a field with several values excluded: no iptables form, and no words
     excluded_addr: dict[str, list[tuple[list[str], list[str]]]] = field(default_factory=dict)  # an excluded address: `! -s NET`, as _addr gives it
     iif: list[list[str]] = field(default_factory=list)

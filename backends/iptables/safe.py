@@ -37,7 +37,7 @@ def safe_text(text: str, limit: int = COMMENT_MAX) -> str:
 
 
 def comment_args(texts: Iterable[str]) -> list[str]:
-    text = safe_text(", ".join(dict.fromkeys(t for t in texts if t)))
+    text = safe_text(", ".join(dict.fromkeys(filter(None, texts))))
     if not text:
         return []
     # Quoted only when needed, as iptables-save does, so rules read back verbatim.
