@@ -86,11 +86,15 @@ def compile_firewall(intent: Intent, fw: FirewallIntent) -> Ruleset:
     for (in_iface, out_iface), flows in sorted(by_pair.items()):
         chain_name = chain_ids.make(f"fwd_{in_iface}_to_{out_iface}")
         rules: list[Rule] = _log_rules(flows, (), f"log_{in_iface}_to_{out_iface}", chain_ids, nets, sets)
+        by_family: dict[tuple[int, bool], list[Flow]] = {(family, translated): [] for family in (4, 6) for translated in (False, True)}
+        for flow in flows:
+            by_family[(flow.family, flow.translated)].append(flow)
         for family in (4, 6):
             by_kind: dict[tuple[bool, bool], Layers] = {}
+            plain_kinds, forwarded_kinds = _flow_layers(by_family[(family, False)], nets), _flow_layers(by_family[(family, True)], nets)
             for with_ports in (True, False):
-                plain = _merged(_flow_layers([f for f in flows if f.family == family and not f.translated], with_ports, nets))
-                forwarded = _flow_layers([f for f in flows if f.family == family and f.translated], with_ports, nets)
+                plain = _merged(plain_kinds[with_ports])
+                forwarded = forwarded_kinds[with_ports]
                 by_kind[(False, with_ports)] = plain
                 # what a plain opening already accepts, translated or not, needs no translated element
                 by_kind[(True, with_ports)] = _merged(_uncovered(forwarded, plain, with_ports))
@@ -156,8 +160,9 @@ def _input_rules(fw: FirewallIntent, chain_ids: _Identifiers, nets: _Nets, sets:
         iif = Match(("iif",), ((iface,),))
         rules += _log_rules(items, (iif,), f"log_in_{iface}", chain_ids, nets, sets)  # type: ignore[arg-type]  # an Input has a Flow's keys
         for family in (4, 6):
+            kinds = _flow_layers([i for i in items if i.family == family], nets)  # type: ignore[misc]  # an Input has a Flow's keys
             for with_ports in (True, False):
-                layers = _merged(_flow_layers([i for i in items if i.family == family], with_ports, nets))  # type: ignore[misc]  # an Input has a Flow's keys
+                layers = _merged(kinds[with_ports])
                 key = (addr_field(family, "saddr"), addr_field(family, "daddr"), "l4proto") + (("dport",) if with_ports else ())
                 base = f"in_{iface}_v{family}{'' if with_ports else '_noport'}"
                 for suffix, elements in _disjoint_layers(layers, (0, 1), 3 if with_ports else None, nets):
@@ -179,10 +184,10 @@ def _log_rules(flows: list[Flow], head: tuple[Match, ...], base: str, chain_ids:
         prefix = f"fwm {opening.name[:22]}: "
         for family in (4, 6):
             for translated in (False, True):
-                group = [f for f in mine if f.family == family and getattr(f, "translated", False) == translated]
+                kinds = _flow_layers([f for f in mine if f.family == family and getattr(f, "translated", False) == translated], nets)
                 for with_ports in (True, False):
                     key = (addr_field(family, "saddr"), addr_field(family, "daddr"), "l4proto") + (("dport",) if with_ports else ())
-                    for suffix, elements in _disjoint_layers(_merged(_flow_layers(group, with_ports, nets)), (0, 1), 3 if with_ports else None, nets):
+                    for suffix, elements in _disjoint_layers(_merged(kinds[with_ports]), (0, 1), 3 if with_ports else None, nets):
                         set_name = chain_ids.make(f"{base}_v{family}{'_dnat' if translated else ''}{'' if with_ports else '_noport'}{suffix}")
                         sets.append(SetDef(set_name, key, elements))
                         only_translated = (TRANSLATED,) if translated else ()
@@ -200,8 +205,9 @@ def _snat_rules(snats: tuple[Snat, ...], chain_ids: _Identifiers, nets: _Nets, s
     for (out_iface, family, address), group in sorted(by_target.items()):
         action = Masquerade() if not address else SnatStatement(family, IPNetwork(address))
         oif = Match(("oif",), ((out_iface,),))
+        kinds = _flow_layers(group, nets)  # type: ignore[arg-type]  # a Snat has a Flow's keys
         for with_ports in (True, False):
-            layers = _merged(_flow_layers(group, with_ports, nets))  # type: ignore[arg-type]  # a Snat has a Flow's keys
+            layers = _merged(kinds[with_ports])
             key = (addr_field(family, "saddr"), addr_field(family, "daddr"), "l4proto") + (("dport",) if with_ports else ())
             base = f"{'masq' if not address else 'snat'}_{out_iface}_v{family}{'' if with_ports else '_noport'}"
             for suffix, elements in _disjoint_layers(layers, (0, 1), 3 if with_ports else None, nets):
@@ -266,7 +272,7 @@ class _Nets:
         self.networks: dict[NetKey, IPNetwork] = {}
         self.ports: dict[tuple[int, int], PortRange] = {}
         self.keep: list[object] = []  # ids stay valid while the networks (and service tuples) live
-        self.parts: dict[tuple[int, int, bool], list[tuple]] = {}  # id(parts), family, with ports -> _parts()
+        self.parts: dict[tuple[int, int], tuple[list[tuple], list[tuple]]] = {}  # id(parts), family -> services()
         self.lists: dict[int, tuple[tuple[IPNetwork, ...], list[NetKey]]] = {}  # id(networks) -> (networks, their keys)
 
     def key(self, net: IPNetwork) -> NetKey:
@@ -285,10 +291,11 @@ class _Nets:
             found = self.lists[id(networks)] = (networks, [self.key(n) for n in networks])
         return found[1]
 
-    def services(self, parts: tuple[ServicePart, ...], family: int, with_ports: bool) -> list[tuple]:
-        found = self.parts.get((id(parts), family, with_ports))
+    def services(self, parts: tuple[ServicePart, ...], family: int) -> tuple[list[tuple], list[tuple]]:
+        """`_parts` with ports and without."""
+        found = self.parts.get((id(parts), family))
         if found is None:
-            found = self.parts[(id(parts), family, with_ports)] = _parts(parts, family, with_ports)
+            found = self.parts[(id(parts), family)] = (_parts(parts, family, True), _parts(parts, family, False))
             self.keep.append(parts)
         return found
 
@@ -308,33 +315,41 @@ class _Nets:
         return tuple(out)
 
 
-def _flow_layers(flows: list[Flow], with_ports: bool, nets: _Nets) -> Layers:
+def _flow_layers(flows: list[Flow], nets: _Nets) -> dict[bool, Layers]:
     """Openings as set keys, source . destination . protocol [. port], straight into their
     layers (by the two prefix lengths, then by the key without the port); an item for each
-    opening, merged by `_merged` (one pass instead of a dictionary of keys first)."""
-    layers: Layers = {}
+    opening, merged by `_merged` (one pass instead of a dictionary of keys first). The layers
+    of the keys with a port (True) and of those without (False), each flow read once for both."""
+    kinds: dict[bool, Layers] = {True: {}, False: {}}
     net_keys = nets.keys_of
     for flow in flows:
-        services = nets.services(flow.parts, flow.family, with_ports)
-        if not services:
+        port_services, plain_services = nets.services(flow.parts, flow.family)
+        if not port_services and not plain_services:
             continue
         sources, destinations = net_keys(flow.sources), net_keys(flow.destinations)
         names = (opening_comment(flow.opening),)
         # the flow's items, one per service, shared by all its keys (merging makes new ones)
-        items = [(service[0], (service[1] if with_ports else None, (), names)) for service in services]
-        for src in sources:
-            for dst in destinations:
-                by_rest = layers.get((src & _LENGTH, dst & _LENGTH))
-                if by_rest is None:
-                    by_rest = layers[(src & _LENGTH, dst & _LENGTH)] = {}
-                for proto, item in items:
-                    rest = (src, dst, proto)
-                    found = by_rest.get(rest)
-                    if found is None:
-                        by_rest[rest] = [item]
-                    else:
-                        found.append(item)
-    return layers
+        if port_services:
+            _add_items(kinds[True], sources, destinations, [(proto, (ports, (), names)) for proto, ports in port_services])
+        if plain_services:
+            _add_items(kinds[False], sources, destinations, [(proto, (None, (), names)) for (proto,) in plain_services])
+    return kinds
+
+
+def _add_items(layers: Layers, sources: list[NetKey], destinations: list[NetKey], items: list[tuple[int, Item]]) -> None:
+    """A flow's items under each of its source . destination . protocol keys."""
+    for src in sources:
+        for dst in destinations:
+            by_rest = layers.get((src & _LENGTH, dst & _LENGTH))
+            if by_rest is None:
+                by_rest = layers[(src & _LENGTH, dst & _LENGTH)] = {}
+            for proto, item in items:
+                rest = (src, dst, proto)
+                found = by_rest.get(rest)
+                if found is None:
+                    by_rest[rest] = [item]
+                else:
+                    found.append(item)
 
 
 def _uncovered(layers: Layers, by: Layers, with_ports: bool) -> Layers:
