@@ -61,13 +61,14 @@ from fwmatrix.backends.iptables.names import (
     SUFFIX_V4,
     SUFFIX_V6,
 )
-from fwmatrix.backends.iptables.parse import parse_save
-from fwmatrix.backends.iptables.reader import extraposed
 from fwmatrix.backends.iptables.safe import COMMENT_MAX, RenderError
 
-# The writing side and the tools are imported when first used: reading an iptables-save file
-# for the audit needs neither the lowering (lower, clauses, render) nor subprocess and netns.
+# Each side is imported when first used: reading an iptables-save file for the audit needs
+# neither the lowering (lower, clauses, render) nor subprocess and netns (tool), and compiling
+# needs no parser (parse, commands).
 _LAZY = {
+    "parse_save": "parse",
+    "extraposed": "reader",
     "render_family": "render",
     "render_files": "render",
     "rule_count": "render",
