@@ -18,13 +18,13 @@ import json
 import marshal
 import re
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence, cast
+from typing import Any, Callable, Iterator, Sequence, cast
 
 from netaddr import AddrFormatError, IPNetwork
 
 from fwmatrix.backends.nftables.describe import as_list, describe
 from fwmatrix.backends.nftables.values import (
-    HEADER_L4, _address, _flags, _items, _key, _port, _single, _Unknown, _unwrap, _value, _verdict,
+    HEADER_L4, Scalars, _address, _flags, _items, _key, _port, _single, _Unknown, _unwrap, _value, _verdict,
 )
 from fwmatrix.errors import BackendError
 from fwmatrix.gcpause import gc_paused
@@ -189,10 +189,11 @@ def _flag_match(fld: _Field, op: str, raw: Any) -> Match:
 class _TableContext:
     """What rules of one table refer to: its named sets and maps, and how rules look them up."""
 
-    def __init__(self, family: str, name: str, sets: dict[str, "_SetInfo"]):
+    def __init__(self, family: str, name: str, sets: dict[str, "_SetInfo"], scalars: Scalars):
         self.family = family
         self.name = name
         self.sets = sets
+        self.scalars = scalars  # the table's values, each read once (its sets' elements read them too)
         self.uses: dict[str, tuple[str, ...] | None] = {}  # set -> the fields rules look it up with; None: several
         self.filled: set[str] = set()  # sets and maps the packet path adds to (`add @set`, `update @set`)
         self._matches: dict[bytes, tuple[Match | Unmodelled, ...]] = {}  # match statement (_exact) -> what it reads as
@@ -215,10 +216,10 @@ class _TableContext:
         same hosts and networks come back in rule after rule."""
         exact = raw if type(raw) is str else _exact(raw)
         if exact is None:
-            return _key(kinds, raw)
+            return _key(kinds, raw, self.scalars.value)
         found = self._keys.get((kinds, exact))
         if found is None:
-            found = self._keys[kinds, exact] = _key(kinds, raw)
+            found = self._keys[kinds, exact] = _key(kinds, raw, self.scalars.value)
         return found
 
     def fill(self, kind: str, arg: Any) -> None:
@@ -631,7 +632,7 @@ class _SetInfo:
         return SetDef(self.name, key, self.elements, data, dynamic=filled or self.dynamic)
 
 
-def _set_info(body: dict, is_map: bool) -> _SetInfo:
+def _set_info(body: dict, is_map: bool, scalars: Scalars) -> _SetInfo:
     key_types = _type_names(body["type"])
     data_types = _type_names(body["map"]) if is_map else ()
     key_kinds = tuple(SET_TYPES.get(t, ("raw", ""))[0] for t in key_types)
@@ -642,9 +643,14 @@ def _set_info(body: dict, is_map: bool) -> _SetInfo:
     raw_elements = body.get("elem") or []
     opaque = ""
     try:
-        elements = tuple(_parse_element(key_kinds, data_kinds, item) for item in raw_elements)
-        if data_kinds == ("verdict",):  # a `continue` entry falls through exactly like a miss
-            elements = tuple(e for e in elements if e.data)
+        read_key = _key_reader(key_kinds, scalars)
+        if not data_kinds:
+            elements = tuple(_parse_element(read_key, item) for item in raw_elements)
+        elif data_kinds == ("verdict",):  # a `continue` entry falls through exactly like a miss
+            elements = tuple(e for e in (_parse_entry(read_key, _verdict_data, item) for item in raw_elements) if e.data)
+        else:
+            read_data = _key_reader(data_kinds, scalars)
+            elements = tuple(_parse_entry(read_key, read_data, item) for item in raw_elements)
         if "raw" in key_kinds + data_kinds:
             opaque = f"holds values of type {' . '.join(key_types + data_types)}, which fwmatrix does not model"
     except _SHAPE_ERRORS as exc:
@@ -653,18 +659,36 @@ def _set_info(body: dict, is_map: bool) -> _SetInfo:
     return _SetInfo(body["name"], key_types, key_kinds, data_types, data_kinds, elements, opaque, "dynamic" in as_list(body.get("flags")))
 
 
-def _parse_element(key_kinds: tuple[str, ...], data_kinds: tuple[str, ...], item: Any) -> Element:
-    raw_key, raw_data = item if data_kinds else (item, None)
-    comment = raw_key["elem"].get("comment", "") if isinstance(raw_key, dict) and "elem" in raw_key else ""
-    key = _key(key_kinds, raw_key) if "raw" not in key_kinds else tuple(_value("raw", part) for part in _parts(raw_key, len(key_kinds)))
-    if not data_kinds:
-        return Element(key, comment=comment)
-    if data_kinds == ("verdict",):
-        target = _verdict(raw_data)
-        # Element.data holds Values; a verdict map's data is a verdict (see the report on the IR).
-        return Element(key, cast(Key, (target,) if target is not None else ()), comment)
-    data = _key(data_kinds, raw_data) if "raw" not in data_kinds else tuple(_value("raw", part) for part in _parts(raw_data, len(data_kinds)))
-    return Element(key, data, comment)
+def _key_reader(kinds: tuple[str, ...], scalars: Scalars) -> Callable[[Any], Key]:
+    """How the keys (or map data) of one set's elements are read: a type the IR has no
+    field for is kept as text, part by part."""
+    if "raw" in kinds:
+        return lambda raw: tuple(_value("raw", part) for part in _parts(raw, len(kinds)))
+    return scalars.keys(kinds)
+
+
+def _comment(raw_key: Any) -> str:
+    return raw_key["elem"].get("comment", "") if isinstance(raw_key, dict) and "elem" in raw_key else ""
+
+
+def _parse_element(read_key: Callable[[Any], Key], item: Any) -> Element:
+    """An element of a set: its key."""
+    comment = _comment(item)
+    return Element(read_key(item), (), comment)
+
+
+def _parse_entry(read_key: Callable[[Any], Key], read_data: Callable[[Any], Key], item: Any) -> Element:
+    """An element of a map: [key, data]."""
+    raw_key, raw_data = item
+    comment = _comment(raw_key)
+    return Element(read_key(raw_key), read_data(raw_data), comment)
+
+
+def _verdict_data(raw: Any) -> Key:
+    """A verdict map's data: Element.data holds Values; here a verdict (see the report on the IR);
+    () for `continue`."""
+    target = _verdict(raw)
+    return cast(Key, (target,) if target is not None else ())
 
 
 def _parts(raw: Any, count: int) -> list[Any]:
@@ -695,7 +719,9 @@ class _TableParts:
 
 
 def _build_table(parts: _TableParts) -> Table:
-    ctx = _TableContext(parts.family, parts.name, {name: _set_info(body, is_map) for name, (body, is_map) in parts.sets.items()})
+    scalars = Scalars()
+    sets = {name: _set_info(body, is_map, scalars) for name, (body, is_map) in parts.sets.items()}
+    ctx = _TableContext(parts.family, parts.name, sets, scalars)
     unknown_flags = [flag for flag in parts.flags if flag not in TABLE_FLAGS]
     chains = []
     for name, body in parts.chains.items():

@@ -5,7 +5,7 @@ _Unknown (the parser makes it Unmodelled). Split from parse.py, which reads the 
 from __future__ import annotations
 
 import socket
-from typing import Any, Sequence, cast
+from typing import Any, Callable, Sequence, cast
 
 from netaddr import IPNetwork, IPRange
 
@@ -145,13 +145,69 @@ def _value(kind: str, raw: Any) -> Value:
     raise _Unknown(f"{describe(raw)} as {kind}")
 
 
-def _key(kinds: Sequence[str], raw: Any) -> Key:
+def _key(kinds: Sequence[str], raw: Any, value: Callable[[str, Any], Value] = _value) -> Key:
+    """A key of a set element or a match, read by `value` (_value, or a Scalars' `value`)."""
     raw = _unwrap(raw)
     if len(kinds) == 1:
-        return (_value(kinds[0], raw),)
+        return (value(kinds[0], raw),)
     if isinstance(raw, dict) and isinstance(raw.get("concat"), list) and len(raw["concat"]) == len(kinds):
-        return tuple(_value(kind, part) for kind, part in zip(kinds, raw["concat"]))
+        return tuple(value(kind, part) for kind, part in zip(kinds, raw["concat"]))
     raise _Unknown(f"{describe(raw)} does not fit {len(kinds)} concatenated fields")
+
+
+SCALARS = (str, int)  # what Scalars reads once; exact types: True is not the port 1, nor is 1.0
+
+
+class _Known(dict):
+    """One kind's values by the string or integer they were read from; a miss reads it (_value)."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+
+    def __missing__(self, raw: str | int) -> Value:
+        found = self[raw] = _value(self.kind, raw)
+        return found
+
+    def read(self, raw: Any) -> Value:
+        """Any value of this kind: once per distinct string or integer."""
+        return self[raw] if type(raw) in SCALARS else _value(self.kind, raw)
+
+
+class Scalars:
+    """_value of each distinct string or integer of a table, read once: a compiled ruleset lists
+    the same few thousand hosts, protocols and ports across tens of thousands of set elements
+    (at 10,000 openings netaddr parsed 152,042 addresses for 75,741 elements). The IR's values
+    are never changed once read, so elements share them, as the rules of a table already
+    share the keys of their matches (parse._TableContext.key)."""
+
+    def __init__(self) -> None:
+        self._known: dict[str, _Known] = {}
+
+    def _of(self, kind: str) -> _Known:
+        known = self._known.get(kind)
+        if known is None:
+            known = self._known[kind] = _Known(kind)
+        return known
+
+    def value(self, kind: str, raw: Any) -> Value:
+        return self._of(kind).read(raw)
+
+    def keys(self, kinds: tuple[str, ...]) -> Callable[[Any], Key]:
+        """A reader of keys of these kinds, as _key reads them, for the many elements of one set."""
+        known = [self._of(kind) for kind in kinds]
+        if len(known) == 1:
+            (one,) = known
+            return lambda raw: (one.read(_unwrap(raw)),)
+
+        def read(raw: Any) -> Key:
+            parts = _unwrap(raw)
+            parts = parts.get("concat") if type(parts) is dict else None
+            if type(parts) is not list or len(parts) != len(known):
+                return _key(kinds, raw)  # not a concatenation of as many parts: _key says why
+            return tuple([values[part] if type(part) in SCALARS else values.read(part) for values, part in zip(known, parts)])
+
+        return read
 
 
 def _items(raw: Any) -> list[Any]:
