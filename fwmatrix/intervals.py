@@ -9,8 +9,10 @@ touching: the canonical form makes equal sets equal tuples.
 from __future__ import annotations
 
 import re
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from functools import cached_property
+from operator import itemgetter
 from typing import Collection, Iterable, Mapping
 
 from netaddr import IPAddress, IPNetwork, IPRange, iprange_to_cidrs
@@ -127,32 +129,74 @@ def iv_norm(pairs: Iterable[tuple[int, int]]) -> Intervals:
 
 
 def iv_and(a: Intervals, b: Intervals) -> Intervals:
+    if a is b:
+        return a
+    if len(b) == 1:  # one interval on a side (a host, a network, a port range; most sets): as `a`
+        a, b = b, a
+    elif len(a) != 1:
+        return _and_many(a, b)
+    if not b:
+        return ()
+    low, high = a[0]
+    if len(b) == 1:  # no loop, no max/min
+        b_low, b_high = b[0]
+        if high < b_low or b_high < low:
+            return ()
+        if low <= b_low and b_high <= high:
+            return b
+        if b_low <= low and high <= b_high:
+            return a
+        return ((low if low > b_low else b_low, high if high < b_high else b_high),)
+    return _clip(b, low, high)
+
+
+def _clip(a: Intervals, low: int, high: int) -> Intervals:
+    """a within [low, high]: the intervals that meet it (found by bisection), the two at its ends cut."""
+    first = bisect_left(a, low, key=_HIGH)  # the first that ends at low or after
+    end = bisect_right(a, high, lo=first, key=_LOW)  # past the last that starts at high or before
+    if first >= end:
+        return ()
+    if first == 0 and end == len(a) and low <= a[0][0] and a[-1][1] <= high:
+        return a
+    out = list(a[first:end])
+    if out[0][0] < low:
+        out[0] = (low, out[0][1])
+    if out[-1][1] > high:
+        out[-1] = (out[-1][0], high)
+    return tuple(out)
+
+
+def _and_many(a: Intervals, b: Intervals) -> Intervals:
+    """iv_and of two sets of several intervals each: both walked in step."""
     if a == b:
         return a
     if not a or not b or a[-1][1] < b[0][0] or b[-1][1] < a[0][0]:
         return ()
-    if len(a) == 1:  # one interval (a family, a port range): often holds the other whole
-        low, high = a[0]
-        if low <= b[0][0] and b[-1][1] <= high:
-            return b
-        if len(b) == 1:
-            return ((max(low, b[0][0]), min(high, b[0][1])),)
-    elif len(b) == 1:
-        low, high = b[0]
-        if low <= a[0][0] and a[-1][1] <= high:
-            return a
     out = []
     i = j = 0
-    while i < len(a) and j < len(b):
-        low = max(a[i][0], b[j][0])
-        high = min(a[i][1], b[j][1])
-        if low <= high:
-            out.append((low, high))
-        if a[i][1] < b[j][1]:
+    len_a, len_b = len(a), len(b)
+    a_low, a_high = a[0]
+    b_low, b_high = b[0]
+    while True:
+        low = a_low if a_low > b_low else b_low
+        if a_high < b_high:
+            if low <= a_high:
+                out.append((low, a_high))
             i += 1
+            if i == len_a:
+                break
+            a_low, a_high = a[i]
         else:
+            if low <= b_high:
+                out.append((low, b_high))
             j += 1
+            if j == len_b:
+                break
+            b_low, b_high = b[j]
     return tuple(out)
+
+
+_LOW, _HIGH = itemgetter(0), itemgetter(1)
 
 
 def iv_or(a: Intervals, b: Intervals) -> Intervals:
@@ -162,14 +206,49 @@ def iv_or(a: Intervals, b: Intervals) -> Intervals:
 def iv_sub(a: Intervals, b: Intervals) -> Intervals:
     if not b or not a:
         return a
+    if len(b) == 1:  # one interval taken out: what of `a` lies before it and after it, two ends cut
+        b_low, b_high = b[0]
+        if len(a) == 1:  # the common case, without the bisections
+            low, high = a[0]
+            if b_high < low or high < b_low:
+                return a
+            if b_low <= low:
+                return () if high <= b_high else ((b_high + 1, high),)
+            return ((low, b_low - 1),) if high <= b_high else ((low, b_low - 1), (b_high + 1, high))
+        first = bisect_left(a, b_low, key=_HIGH)  # the first that ends at b_low or after
+        end = bisect_right(a, b_high, lo=first, key=_LOW)  # past the last that starts at b_high or before
+        if first >= end:
+            return a
+        kept = []
+        if a[first][0] < b_low:
+            kept.append((a[first][0], b_low - 1))
+        if a[end - 1][1] > b_high:
+            kept.append((b_high + 1, a[end - 1][1]))
+        return a[:first] + tuple(kept) + a[end:]
+    if len(a) == 1:  # holes in one interval: the gaps between the intervals of b that meet it
+        low, high = a[0]
+        first = bisect_left(b, low, key=_HIGH)
+        end = bisect_right(b, high, lo=first, key=_LOW)
+        if first >= end:
+            return a
+        out = []
+        cur = low
+        for b_low, b_high in b[first:end]:
+            if b_low > cur:
+                out.append((cur, b_low - 1))
+            cur = b_high + 1
+        if cur <= high:
+            out.append((cur, high))
+        return tuple(out)
     out = []
     j = 0
+    len_b = len(b)
     for low, high in a:
-        while j < len(b) and b[j][1] < low:
+        while j < len_b and b[j][1] < low:
             j += 1
         k = j
         cur = low
-        while k < len(b) and b[k][0] <= high:
+        while k < len_b and b[k][0] <= high:
             if b[k][0] > cur:
                 out.append((cur, b[k][0] - 1))
             cur = max(cur, b[k][1] + 1)

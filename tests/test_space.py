@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from dataclasses import replace
 
 import jsonschema
 from hypothesis import given, settings
@@ -13,7 +14,7 @@ from netaddr import IPNetwork
 import fwmatrix.space.cut as cut_module
 from fwmatrix.schemas import schema_text
 from fwmatrix.space import (
-    ADDR_ALL, ICMP_TYPES_ALL, NO_PORT, PORT_DIM_ALL, PROTO_ALL, V4_BASE, icmp_values, Interfaces, Space, addr_text, addrs, iv_and, iv_norm, iv_or, iv_sub, physical, service_text,
+    ADDR_ALL, ICMP_TYPES_ALL, Box, NO_PORT, PORT_DIM_ALL, PROTO_ALL, V4_BASE, icmp_values, Interfaces, Space, addr_text, addrs, iv_and, iv_norm, iv_or, iv_sub, physical, service_text,
 )
 
 IFACES = Interfaces.of(["wan0", "dmz0"])  # wan0? sorted: dmz0, wan0, lo, other
@@ -98,9 +99,36 @@ def test_interval_sets(a, b) -> None:
     assert {x for lo, hi in iv_and(na, nb) for x in range(lo, hi + 1)} == sa & sb
     assert {x for lo, hi in iv_or(na, nb) for x in range(lo, hi + 1)} == sa | sb
     assert {x for lo, hi in iv_sub(na, nb) for x in range(lo, hi + 1)} == sa - sb
+    # in the canonical form, whichever path (one interval, bisected, walked in step) gave them
+    assert iv_and(na, nb) == iv_norm((x, x) for x in sa & sb)
+    assert iv_sub(na, nb) == iv_norm((x, x) for x in sa - sb)
     # canonical: sorted, disjoint, not touching
     for (l1, h1), (l2, h2) in zip(iv_or(na, nb), iv_or(na, nb)[1:]):
         assert h1 + 1 < l2
+
+
+def _peeled(a: Box, b: Box) -> list[Box]:
+    """Box.minus's definition: dimension by dimension, the part of what is left outside `b` in
+    that dimension, then what is left within it."""
+    if a.intersect(b) is None:
+        return [a]
+    out, cur = [], a
+    for dim in ("iif", "oif", "ct", "src", "dst", "proto", "dport"):
+        mine, theirs = getattr(cur, dim), getattr(b, dim)
+        rest, common = (mine & ~theirs, mine & theirs) if isinstance(mine, int) else (iv_sub(mine, theirs), iv_and(mine, theirs))
+        if rest:
+            out.append(replace(cur, **{dim: rest}))
+        cur = replace(cur, **{dim: common})
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(a=spaces, b=spaces)
+def test_box_minus_peels_in_order(a: Space, b: Space) -> None:
+    """The pieces of a cut and their order (findings print them), as defined."""
+    for x in a.boxes:
+        for y in b.boxes + a.boxes:
+            assert x.minus(y) == _peeled(x, y)
 
 
 def test_boxes_never_mix_families_or_fake_ports() -> None:

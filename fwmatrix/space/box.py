@@ -53,41 +53,48 @@ class Box:
         return Box(iif, oif, src, dst, proto, dport, ct)
 
     def minus(self, other: "Box") -> list["Box"]:
-        """self - other as disjoint boxes (at most one per dimension)."""
-        common = self.intersect(other)
-        if common is None:
+        """self - other as disjoint boxes (at most one per dimension): peeled one dimension at a
+        time, in the order iif, oif, ct, src, dst, proto, dport, each piece the part outside `other`
+        in its dimension, within `other` in the dimensions peeled before it, as self in the rest."""
+        iif, oif, ct = self.iif & other.iif, self.oif & other.oif, self.ct & other.ct
+        if not (iif and oif and ct):
+            return [self]
+        # the common part's values, without a Box for it, nor one per dimension peeled
+        proto = iv_and(self.proto, other.proto)
+        if not proto:
+            return [self]
+        dport = iv_and(self.dport, other.dport)
+        if not dport:
+            return [self]
+        src = iv_and(self.src, other.src)
+        if not src:
+            return [self]
+        dst = iv_and(self.dst, other.dst)
+        if not dst:
             return [self]
         out: list[Box] = []
-        cur = self
-        # peel one dimension at a time: the part outside `other` in that dimension,
-        # restricted to the common part in the dimensions already peeled
+        s_src, s_dst, s_proto, s_dport = self.src, self.dst, self.proto, self.dport
         rest = self.iif & ~other.iif
         if rest:
-            out.append(Box(rest, cur.oif, cur.src, cur.dst, cur.proto, cur.dport, cur.ct))
-        cur = Box(common.iif, cur.oif, cur.src, cur.dst, cur.proto, cur.dport, cur.ct)
-        rest = cur.oif & ~other.oif
+            out.append(Box(rest, self.oif, s_src, s_dst, s_proto, s_dport, self.ct))
+        rest = self.oif & ~other.oif
         if rest:
-            out.append(Box(cur.iif, rest, cur.src, cur.dst, cur.proto, cur.dport, cur.ct))
-        cur = Box(cur.iif, common.oif, cur.src, cur.dst, cur.proto, cur.dport, cur.ct)
-        rest = cur.ct & ~other.ct
+            out.append(Box(iif, rest, s_src, s_dst, s_proto, s_dport, self.ct))
+        rest = self.ct & ~other.ct
         if rest:
-            out.append(Box(cur.iif, cur.oif, cur.src, cur.dst, cur.proto, cur.dport, rest))
-        cur = Box(cur.iif, cur.oif, cur.src, cur.dst, cur.proto, cur.dport, common.ct)
-        rest_iv = iv_sub(cur.src, other.src)
+            out.append(Box(iif, oif, s_src, s_dst, s_proto, s_dport, rest))
+        rest_iv = iv_sub(s_src, other.src)
         if rest_iv:
-            out.append(Box(cur.iif, cur.oif, rest_iv, cur.dst, cur.proto, cur.dport, cur.ct))
-        cur = Box(cur.iif, cur.oif, common.src, cur.dst, cur.proto, cur.dport, cur.ct)
-        rest_iv = iv_sub(cur.dst, other.dst)
+            out.append(Box(iif, oif, rest_iv, s_dst, s_proto, s_dport, ct))
+        rest_iv = iv_sub(s_dst, other.dst)
         if rest_iv:
-            out.append(Box(cur.iif, cur.oif, cur.src, rest_iv, cur.proto, cur.dport, cur.ct))
-        cur = Box(cur.iif, cur.oif, cur.src, common.dst, cur.proto, cur.dport, cur.ct)
-        rest_iv = iv_sub(cur.proto, other.proto)
+            out.append(Box(iif, oif, src, rest_iv, s_proto, s_dport, ct))
+        rest_iv = iv_sub(s_proto, other.proto)
         if rest_iv:
-            out.append(Box(cur.iif, cur.oif, cur.src, cur.dst, rest_iv, cur.dport, cur.ct))
-        cur = Box(cur.iif, cur.oif, cur.src, cur.dst, common.proto, cur.dport, cur.ct)
-        rest_iv = iv_sub(cur.dport, other.dport)
+            out.append(Box(iif, oif, src, dst, rest_iv, s_dport, ct))
+        rest_iv = iv_sub(s_dport, other.dport)
         if rest_iv:
-            out.append(Box(cur.iif, cur.oif, cur.src, cur.dst, cur.proto, rest_iv, cur.ct))
+            out.append(Box(iif, oif, src, dst, proto, rest_iv, ct))
         return out
 
     def contains(self, other: "Box") -> bool:
