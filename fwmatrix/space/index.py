@@ -104,7 +104,9 @@ class BoxIndex:
         self.by_dst: dict[tuple[int, int], dict[int, dict[int, _Sorted]]] = {}
         self.by_src: dict[tuple[int, int], dict[int, dict[int, _Sorted]]] = {}
         self.all: list[Box] = []
-        self.huge: list[Box] = []  # boxes of every source and destination: checked first, they cover much
+        # boxes of every source and destination, checked first (they cover much), by their
+        # interfaces and states (few of them): most lookups miss each there
+        self.huge: dict[tuple[int, int, int], list[Box]] = {}
         # boxes by every dimension but the destination (and but the source) and the conntrack
         # states: most boxes a lookup asks about lie within one that differs from them in one
         # address side only, often in more states (a walk's undecided packets, new connections)
@@ -112,6 +114,9 @@ class BoxIndex:
         self.same_dst: dict[tuple, list[Box]] = {}
         self._alike_upto = 0  # boxes of `all` filed in same_src and same_dst (when first asked: most indexes never are)
         self._dst_upto = self._src_upto = 0  # boxes of `all` filed in by_dst, in by_src
+        # (side, iif, oif) -> the port tables of that side's interface pairs that meet them, in the
+        # table's order: a lookup walks a few of the many pairs (emptied when a pair is added)
+        self._pairs: dict[tuple[bool, int, int], list[dict[int, dict[int, _Sorted]]]] = {}
         for box in boxes:
             self.add(box)
 
@@ -120,7 +125,7 @@ class BoxIndex:
         src, dst = box.src, box.dst
         if (src[-1][1] - src[0][0] >= HUGE and dst[-1][1] - dst[0][0] >= HUGE  # cheap bounds first
                 and iv_widest(src) >= HUGE and iv_widest(dst) >= HUGE):  # a whole family at least
-            self.huge.append(box)
+            self.huge.setdefault((box.iif, box.oif, box.ct), []).append(box)
 
     def _table(self, side: str) -> dict[tuple[int, int], dict[int, dict[int, _Sorted]]]:
         """The boxes by one address side, filed when a lookup first walks that side (many
@@ -134,6 +139,7 @@ class BoxIndex:
             by_port = table.get(pair)
             if by_port is None:
                 by_port = table[pair] = {}
+                self._pairs.clear()
             for bucket in _port_buckets(box.dport):
                 classes = by_port.get(bucket)
                 if classes is None:
@@ -151,6 +157,14 @@ class BoxIndex:
         else:
             self._src_upto = len(boxes)
         return table
+
+    def in_huge(self, box: Box) -> bool:
+        """Whether an indexed box of every source and destination contains `box`."""
+        iif, oif, ct = box.iif, box.oif, box.ct
+        for (h_iif, h_oif, h_ct), huge in self.huge.items():
+            if not (iif & ~h_iif or oif & ~h_oif or ct & ~h_ct) and any(h.contains(box) for h in huge):
+                return True
+        return False
 
     def covers_alike(self, box: Box) -> bool:
         """Whether one indexed box that differs from `box` in at most one address side and the
@@ -173,7 +187,8 @@ class BoxIndex:
         dst, src = box.dst, box.src
         wide_dst = dst[0][1] - dst[0][0] if len(dst) == 1 else iv_widest(dst)
         wide_src = src[0][1] - src[0][0] if len(src) == 1 else iv_widest(src)
-        if wide_dst < wide_src or (wide_dst == wide_src and len(dst) <= len(src)):  # fewer windows
+        by_dst = wide_dst < wide_src or (wide_dst == wide_src and len(dst) <= len(src))  # fewer windows
+        if by_dst:
             table = self.by_dst if self._dst_upto == len(self.all) else self._table("dst")
             side = dst
         else:
@@ -183,12 +198,14 @@ class BoxIndex:
         keys = None if buckets[0] == WIDE else (*buckets, WIDE)
         first, last = side[0][0], side[-1][1]
         iif, oif = box.iif, box.oif
+        pairs = self._pairs.get((by_dst, iif, oif))
+        if pairs is None:
+            pairs = self._pairs[(by_dst, iif, oif)] = [
+                by_port for (pair_iif, pair_oif), by_port in table.items() if pair_iif & iif and pair_oif & oif]
         # first seen first: a box filed under several buckets or intervals is kept where it is first met
         # (the order matters: a subtraction cuts by the boxes in this order, and findings print its pieces)
         found: dict[int, Box] = {}
-        for (pair_iif, pair_oif), by_port in table.items():
-            if not (pair_iif & iif and pair_oif & oif):
-                continue
+        for by_port in pairs:
             for classes in by_port.values() if keys is None else [by_port[b] for b in keys if b in by_port]:
                 for size_class, group in classes.items():
                     if group._tail:
