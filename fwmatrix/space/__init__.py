@@ -103,9 +103,15 @@ class Space:
         if len(large.boxes) <= 8 and large._index is None:  # too few boxes for an index to pay
             pairs = [meet(a, b) for a in small.boxes for b in large.boxes]
             return Space(self.ifaces, [c for c in pairs if c is not None])
+        asking = small.boxes
+        if len(asking) > 1 and large._index is None:
+            # a box of protocols none of the other side's has meets nothing: not looked up (a chain's
+            # scope has a box per service; a set's elements are of one), a pass no dearer than indexing
+            protocols = {b.proto for b in large.boxes}
+            asking = [a for a in asking if any(iv_overlaps(a.proto, p) for p in protocols)]
         index = large.index()
         out = []
-        for a in small.boxes:
+        for a in asking:
             for b in index.overlapping(a):
                 c = meet(a, b)
                 if c is not None:
