@@ -154,21 +154,30 @@ def set_space(reading: Reading, fields: tuple[str, ...], set_def: SetDef) -> Spa
     """The packets whose `fields` are one of the set's keys: each element's boxes as
     `key_space` makes them, in the elements' order. What a value allows (`_allowed`) is
     worked out once per distinct protocol, port or interface (a set of thousands of
-    elements repeats a few); addresses, nearly all distinct, each time."""
+    elements repeats a few); of an address, nearly all distinct, its family once for
+    the set and its interval for each element."""
     ifaces = reading.ifaces
     every = ifaces.all
-    seen: list[dict[object, tuple[tuple[str, object], ...]] | None] = [
-        None if f in ADDRESS_FIELDS else {} for f in fields]
-    boxes: list = []
+    common: dict[str, object] = {}  # what every element asks: the families of its address fields
+    seen: list[dict[object, tuple[tuple[str, object], ...]] | str] = []
+    for f in fields:
+        sides = ADDRESS_FIELDS.get(f)
+        if sides is None:
+            seen.append({})
+        else:
+            side, _, family = sides
+            _narrow(common, (("src", family), ("dst", family)))
+            seen.append(side)
+    boxes: list = []  # (families that exclude each other leave `_empty` in every element's bounds)
     for element in set_def.elements:
-        bounds: dict[str, object] = {}
+        bounds = common.copy()
         for f, value, known in zip(fields, element.key, seen):
-            if known is None:
-                allowed = _allowed(f, value, ifaces)
-            else:
-                allowed = known.get(value)  # type: ignore[assignment]
-                if allowed is None:
-                    allowed = known[value] = _allowed(f, value, ifaces)
+            if known.__class__ is str:  # an address field: the side it narrows
+                _narrow(bounds, ((known, (addr_interval(value),)),))  # type: ignore[arg-type]
+                continue
+            allowed = known.get(value)  # type: ignore[union-attr]
+            if allowed is None:
+                allowed = known[value] = _allowed(f, value, ifaces)  # type: ignore[index]
             _narrow(bounds, allowed)
         if not bounds.pop("_empty", False):
             get = bounds.get  # Space.make's boxes, without its keywords and Space (a set's elements are many)
@@ -222,10 +231,10 @@ def _allowed(f: str, value: object, ifaces: Interfaces) -> tuple[tuple[str, obje
         if bits is None:
             raise EvaluationError(f"no atoms for MAC {value}: the interface universe was not made with interfaces_of")
         return ((dim, ifaces.all & bits),)
-    if f in ("ip.saddr", "ip.daddr", "ip6.saddr", "ip6.daddr"):
+    if f in ADDRESS_FIELDS:
         assert isinstance(value, (IPNetwork, IPRange))
-        family = V4_ALL if f.startswith("ip.") else V6_ALL
-        return (("src", family), ("dst", family), ("src" if f.endswith("saddr") else "dst", (addr_interval(value),)))
+        side, _, family = ADDRESS_FIELDS[f]
+        return (("src", family), ("dst", family), (side, (addr_interval(value),)))
     if f == "l4proto":
         return (("proto", ((int(value), int(value)),)),)  # type: ignore[call-overload]
     if f == "dport":
