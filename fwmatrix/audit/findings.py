@@ -15,7 +15,9 @@ Findings, each naming the opening (name, row, note) and the live rule:
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass, field, replace
+from functools import cache
 from typing import Iterable, Protocol
 
 from netaddr import IPNetwork
@@ -31,7 +33,8 @@ from fwmatrix.compile.intent import Dnat, FirewallIntent, Flow, Intent
 from fwmatrix.ir import Ruleset
 from fwmatrix.matrix.model import PROTOCOLS, Acceptance, Opening, ServicePart
 from fwmatrix.space import (
-    PORTLESS_ALL, PORTS_ALL, Box, BoxIndex, Interfaces, Region, Space, addr_interval, addr_text, addrs, ct_bits, ct_translated, physical,
+    PORTLESS_ALL, PORTS_ALL, Box, BoxIndex, Interfaces, Intervals, Region, Space, addr_interval, addr_text, addrs, ct_bits, ct_translated,
+    iv_norm, physical,
 )
 
 KINDS = ("missing", "excess", "dmz-to-internet", "nat", "reply-blocked", "shadowed", "unmodelled", "nd-blocked", "not-audited")
@@ -172,11 +175,16 @@ def audit(intent: Intent, firewall: str, ruleset: Ruleset, source: str, local_ad
     intended = _union(full, list(opening_spaces.values()))
 
     forwarded = _union(full, [g.space for g in effective.forwarded])
-    forwarded_new = forwarded.intersect(full.make(ct=CT_NEW | CT_NEW_DNAT))
+
+    @cache
+    def forwarded_new() -> Space:  # asked only of an opening the cheap tests below do not show forwarded
+        return forwarded.intersect(full.make(ct=CT_NEW | CT_NEW_DNAT))
+
     uncertain = _union(full, [g.space for g in effective.uncertain])
     # the new connections that can reach the forward hook: untranslated ones, and
     # translated ones only as the live port forwards translate them
-    arriving_new = full.make(ct=CT_NEW).union(_translated(full, effective))
+    translated = _translated(full, effective)
+    arriving_new = full.make(ct=CT_NEW).union(translated)
     # port forwards' targets sent to directly: what a forward rule without `ct status dnat` opens
     direct = _union(full, [flow_space(full, replace(f, translated=False), CT_NEW) for f in fw_intent.flows if f.translated])
     # IPv6 where the firewall drops all neighbour discovery: said once, by 'nd-blocked'
@@ -187,8 +195,8 @@ def audit(intent: Intent, firewall: str, ruleset: Ruleset, source: str, local_ad
     # that is exact when it says "within" (audit/within.py), then by subtraction; only what is not
     # covered there is worked out again against the sets as evaluated, so that findings read the
     # same whatever the shortcut.
-    forwarded_new_few = forwarded_new.coalesced()
     forwarded_few = forwarded.coalesced()
+    forwarded_new_few = _in_states(forwarded_few, CT_NEW | CT_NEW_DNAT)
     intended_few = intended.coalesced()
 
     # missing: what an opening asks for and no rule forwards
@@ -197,7 +205,7 @@ def audit(intent: Intent, firewall: str, ruleset: Ruleset, source: str, local_ad
         if forwarded_or_dead.holds_all(space.boxes) or not space.subtract(forwarded_new_few).subtract(nd_dead):
             continue
         opening = flows_by_opening[index][0].opening
-        lost = space.subtract(forwarded_new).subtract(nd_dead)
+        lost = space.subtract(forwarded_new()).subtract(nd_dead)
         if not lost or (never and not lost.subtract(never)):
             continue
         maybe = lost.intersect(uncertain)
@@ -213,7 +221,10 @@ def audit(intent: Intent, firewall: str, ruleset: Ruleset, source: str, local_ad
     inside_to_internet = _inside_to_internet(intent, firewall, ifaces)
     reported = Space.empty(ifaces)
     asked = Within(intended_few)
+    arrivals = _Arrivals(translated)
     for grant in effective.forwarded:
+        if asked.holds_all(arrivals.around(grant.space)):
+            continue
         arriving = grant.space.intersect(arriving_new)
         if asked.holds_all(arriving.boxes) or not arriving.subtract(intended_few):
             continue
@@ -356,6 +367,46 @@ def _translated(full: Space, effective: Effective) -> Space:
             dport = box.dport if region.port is None else ((region.port.low, region.port.high),)
             boxes += physical(box.iif, full.ifaces.all, box.src, region.target, box.proto, dport, CT_NEW_DNAT)
     return Space(full.ifaces, boxes)
+
+
+def _in_states(space: Space, ct: int) -> Space:
+    """`space` in these conntrack states only: each box's states cut to them (what intersecting
+    with Space.full in those states gives, a box being physical), the boxes left without one dropped."""
+    return Space(space.ifaces, [Box(b.iif, b.oif, b.src, b.dst, b.proto, b.dport, b.ct & ct) for b in space.boxes if b.ct & ct])
+
+
+class _Arrivals:
+    """Boxes around what of a space arrives at the forward hook as a new connection (`arriving_new`
+    in `audit`: untranslated new packets, and the live port forwards' translated boxes): each box in
+    its untranslated new states, and its meets with the translated boxes. They hold every such
+    packet (a test that they lie within a space is a test of those packets), and they are found
+    without indexing the space: a grant of a set's thousands of elements is one index built and
+    thrown away for each grant otherwise."""
+
+    def __init__(self, translated: Space):
+        self.translated = translated.index() if translated else None
+        self.iif = self.oif = 0
+        for box in translated.boxes:
+            self.iif |= box.iif
+            self.oif |= box.oif
+        self.targets = iv_norm(span for box in translated.boxes for span in box.dst)
+        self.target_ends = [high for _, high in self.targets]
+
+    def around(self, space: Space) -> list[Box]:
+        out = _in_states(space, CT_NEW).boxes
+        if self.translated is not None:
+            for b in space.boxes:
+                if b.ct & CT_NEW_DNAT and b.iif & self.iif and b.oif & self.oif and self._meets_targets(b.dst):
+                    out.extend(common for t in self.translated.overlapping(b) if (common := b.intersect(t)) is not None)
+        return out
+
+    def _meets_targets(self, dst: Intervals) -> bool:
+        targets, ends = self.targets, self.target_ends
+        for low, high in dst:
+            at = bisect_left(ends, low)  # the first target interval that ends at or after low
+            if at < len(ends) and targets[at][0] <= high:
+                return True
+        return False
 
 
 def _flow_ct(flow: Flow, ct: int) -> int:
