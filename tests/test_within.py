@@ -8,9 +8,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fwmatrix.audit.within as within_module
+from fwmatrix.audit.findings import CT_ESTABLISHED, CT_NEW, CT_NEW_DNAT, _Arrivals, _in_states
 from fwmatrix.audit.within import Within
-from fwmatrix.space import V4_BASE, Box, Space, iv_and, iv_sub
-from test_space import IFACES, boxes, points, spaces
+from fwmatrix.space import CT_ALL, V4_BASE, Box, Space, iv_and, iv_sub
+from test_space import IFACES, POINTS, boxes, member, points, spaces
 
 TCP, HTTP = ((6, 6),), ((80, 80),)
 
@@ -105,3 +106,33 @@ def test_too_much_work_is_not_shown(monkeypatch) -> None:
     assert Within(hosts).holds(box)
     monkeypatch.setattr(within_module, "WORK_BUDGET", 4)
     assert not Within(hosts).holds(box)
+
+
+# the audit's boxes around a grant's new connections (findings._Arrivals) and its forwarded set
+# in new states (findings._in_states): the oracle above, with translated new connections too
+
+CT_POINTS = [CT_NEW, CT_ESTABLISHED, CT_NEW_DNAT]
+DNAT_POINTS = [p[:6] + (ct,) for p in POINTS if p[6] == CT_NEW for ct in CT_POINTS]
+
+
+def points_in_states(space: Space) -> set:
+    return {p for p in DNAT_POINTS if member(space, p)}
+
+
+in_some_states = st.tuples(spaces, st.lists(st.sampled_from([CT_NEW, CT_ESTABLISHED, CT_NEW_DNAT, CT_NEW | CT_NEW_DNAT, CT_ALL]), min_size=4, max_size=4)).map(
+    lambda made: Space(IFACES, [Box(b.iif, b.oif, b.src, b.dst, b.proto, b.dport, ct) for b, ct in zip(made[0].boxes, made[1] * 4)]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(grant=in_some_states, targets=spaces)
+def test_boxes_around_arrivals_hold_every_arriving_packet(grant: Space, targets: Space) -> None:
+    translated = Space(IFACES, [Box(b.iif, b.oif, b.src, b.dst, b.proto, b.dport, CT_NEW_DNAT) for b in targets.boxes])
+    arriving = grant.intersect(Space.full(IFACES).make(ct=CT_NEW).union(translated))
+    around = Space(IFACES, _Arrivals(translated).around(grant))
+    assert points_in_states(arriving) <= points_in_states(around) <= points_in_states(grant)
+
+
+@settings(max_examples=150, deadline=None)
+@given(space=in_some_states, ct=st.sampled_from([CT_NEW, CT_NEW | CT_NEW_DNAT, CT_ESTABLISHED]))
+def test_a_space_in_some_states_is_its_meet_with_them(space: Space, ct: int) -> None:
+    assert points_in_states(_in_states(space, ct)) == points_in_states(space.intersect(Space.full(IFACES).make(ct=ct)))

@@ -26,7 +26,9 @@ Service = tuple[Intervals, Intervals]  # (protocols, ports)
 class _Starts:
     """One address side's intervals of some boxes, grouped by size class (shorter than
     2**c addresses) and sorted by start: those meeting [low, high] start in [low - 2**c, high].
-    Each entry: the interval, the box's interfaces and states, and its other address side."""
+    Each entry: the interval, the box's interfaces and states complemented (what a box must not
+    have to be held), its other address side's first and last address, and that side, or None
+    when it is one interval (its bounds are then all of it)."""
 
     __slots__ = ("classes",)
 
@@ -34,15 +36,17 @@ class _Starts:
         by_class: dict[int, list[_Entry]] = {}
         for box in boxes:
             side, other = (box.src, box.dst) if src else (box.dst, box.src)
+            with_gaps = other if len(other) > 1 else None
             for low, high in side:
-                by_class.setdefault((high - low).bit_length(), []).append((low, high, box.iif, box.oif, box.ct, other))
+                by_class.setdefault((high - low).bit_length(), []).append(
+                    (low, high, ~box.iif, ~box.oif, ~box.ct, other[0][0], other[-1][1], with_gaps, other))
         self.classes: list[tuple[int, list[int], list[_Entry]]] = []
         for size_class, entries in by_class.items():
             entries.sort(key=_start)
             self.classes.append((1 << size_class, [entry[0] for entry in entries], entries))
 
 
-_Entry = tuple[int, int, int, int, int, Intervals]
+_Entry = tuple[int, int, int, int, int, int, int, "Intervals | None", Intervals]
 _start = itemgetter(0)
 
 
@@ -57,7 +61,7 @@ class Within:
         # (first protocol, last protocol, first port, last port, service, its boxes' interfaces and states)
         self._bounds = [(p[0][0], p[-1][1], d[0][0], d[-1][1], (p, d), {(b.iif, b.oif, b.ct) for b in boxes})
                         for (p, d), boxes in self._by_service.items()]
-        self._parts: dict[tuple, list[list[Service]]] = {}
+        self._parts: dict[tuple, list[_Part]] = {}
         self._starts: dict[tuple[Service, bool], _Starts] = {}
 
     def holds_all(self, boxes: Iterable[Box]) -> bool:
@@ -72,19 +76,20 @@ class Within:
         if not parts:
             return False
         # cells along the side whose widest interval is narrower (hosts, not a network or "any")
-        src = iv_widest(box.src) <= iv_widest(box.dst)
-        return all(self._covered(box, [self._index(service, src) for service in services], src) for services in parts)
-
-    def _covered(self, box: Box, indexes: list[_Starts], src: bool) -> bool:
-        """Whether the boxes of these indexes that hold `box` in its interfaces and states cover its addresses."""
-        side, other = (box.src, box.dst) if src else (box.dst, box.src)
-        for low, high in side:
-            pieces = _pieces(indexes, low, high, box, other)
-            if pieces is not None and not _covers(pieces, low, high, other):
-                return False
+        src, dst = box.src, box.dst
+        on_src = (src[0][1] - src[0][0] if len(src) == 1 else iv_widest(src)) <= (dst[0][1] - dst[0][0] if len(dst) == 1 else iv_widest(dst))
+        side, other = (src, dst) if on_src else (dst, src)
+        for part in parts:
+            indexes = part[on_src]
+            if indexes is None:
+                indexes = part[on_src] = [self._index(service, on_src) for service in part[2]]
+            for low, high in side:
+                pieces = _pieces(indexes, low, high, box, other)
+                if pieces is not None and not _covers(pieces, low, high, other):
+                    return False
         return True
 
-    def _service_parts(self, box: Box) -> list[list[Service]]:
+    def _service_parts(self, box: Box) -> list[_Part]:
         """A box's protocols and ports cut where the services of the space's boxes that hold
         its interfaces and states start and end, as the services holding each part (each such
         service meeting a part holds it); none when some part meets no service, or when there
@@ -107,7 +112,7 @@ class Within:
                         if not holding:
                             parts = []
                             break
-                        parts.append(holding)
+                        parts.append([None, None, holding])  # the indexes by each address side, made when first asked
                     else:
                         continue
                     break
@@ -124,6 +129,9 @@ class Within:
 MAX_PARTS = 64
 
 
+_Part = list  # [indexes by destination or None, indexes by source or None, services]: a part of a box's service
+
+
 def _pieces(indexes: list[_Starts], low: int, high: int, box: Box, other: Intervals) -> list[tuple[int, int, Intervals]] | None:
     """Where the indexed boxes that hold `box`'s interfaces and states meet [low, high] (of its
     side), each with their other side; None when one of them holds [low, high] x `other` whole."""
@@ -133,10 +141,10 @@ def _pieces(indexes: list[_Starts], low: int, high: int, box: Box, other: Interv
     for index in indexes:
         for reach, starts, entries in index.classes:
             for at in range(bisect_left(starts, low - reach), bisect_right(starts, high)):
-                start, end, b_iif, b_oif, b_ct, theirs = entries[at]
-                if end < low or iif & ~b_iif or oif & ~b_oif or ct & ~b_ct or theirs[0][0] > last or theirs[-1][1] < first:
+                start, end, n_iif, n_oif, n_ct, t_first, t_last, with_gaps, theirs = entries[at]
+                if end < low or iif & n_iif or oif & n_oif or ct & n_ct or t_first > last or t_last < first:
                     continue  # misses it, or does not hold its interfaces and states
-                if start <= low and high <= end and theirs[0][0] <= first and last <= theirs[-1][1] and not _minus(other, theirs):
+                if start <= low and high <= end and t_first <= first and last <= t_last and (with_gaps is None or not _minus(other, with_gaps)):
                     return None  # the usual case
                 pieces.append((max(start, low), min(end, high), theirs))
     return pieces
