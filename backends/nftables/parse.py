@@ -18,6 +18,7 @@ import json
 import marshal
 import re
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any, Callable, Iterator, Sequence, cast
 
 from netaddr import AddrFormatError, IPNetwork
@@ -645,7 +646,7 @@ def _set_info(body: dict, is_map: bool, scalars: Scalars) -> _SetInfo:
     try:
         read_key = _key_reader(key_kinds, scalars)
         if not data_kinds:
-            elements = _set_elements(read_key, raw_elements)
+            elements = _set_elements(scalars, key_kinds, read_key, raw_elements)
         elif data_kinds == ("verdict",):  # a `continue` entry falls through exactly like a miss
             elements = tuple(e for e in (_parse_entry(read_key, _verdict_data, item) for item in raw_elements) if e.data)
         else:
@@ -671,8 +672,13 @@ def _comment(raw_key: Any) -> str:
     return raw_key["elem"].get("comment", "") if isinstance(raw_key, dict) and "elem" in raw_key else ""
 
 
-def _set_elements(read_key: Callable[[Any], Key], raw_elements: list[Any]) -> tuple[Element, ...]:
-    """The elements of a set: their keys (one loop: there may be hundreds of thousands)."""
+def _set_elements(scalars: Scalars, kinds: tuple[str, ...], read_key: Callable[[Any], Key], raw_elements: list[Any]) -> tuple[Element, ...]:
+    """The elements of a set: their keys (there may be hundreds of thousands: read column by
+    column when they have the plain shape, Scalars.plain_keys; else one by one)."""
+    plain = scalars.plain_keys(kinds, raw_elements) if "raw" not in kinds else None
+    if plain is not None:
+        keys, comments = plain
+        return tuple(map(Element, keys, repeat((), len(keys)), comments))
     elements = []
     for item in raw_elements:
         comment = _comment(item)

@@ -174,6 +174,7 @@ def _key(kinds: Sequence[str], raw: Any, value: Callable[[str, Any], Value] = _v
 
 
 SCALARS = (str, int)  # what Scalars reads once; exact types: True is not the port 1, nor is 1.0
+SCALAR_TYPES = frozenset(SCALARS)
 
 
 class _Known(dict):
@@ -251,6 +252,41 @@ class Scalars:
             return tuple([values[part] if type(part) in SCALARS else values.read(part) for values, part in zip(known, parts)])
 
         return read
+
+    def plain_keys(self, kinds: tuple[str, ...], raws: list[Any]) -> tuple[list[Key], list[Any]] | None:
+        """The keys and comments of a set's elements, read column by column in C's loops when
+        every element has the plain shape nft lists ({"elem": {"val": V, "comment": C}} or V; V
+        a string or integer, or {"concat": [a part per kind]}) and every value reads; else None:
+        the caller reads them one by one (`keys`), and the first that fails says why."""
+        comments: list[Any] = []
+        rows: list[Any] = []
+        concat = len(kinds) > 1
+        for raw in raws:
+            if type(raw) is dict and "elem" in raw:
+                elem = raw["elem"]
+                if type(elem) is not dict or "val" not in elem:
+                    return None
+                comments.append(elem.get("comment", ""))
+                raw = elem["val"]
+            else:
+                comments.append("")
+            if concat:
+                parts = raw.get("concat") if type(raw) is dict else None
+                if type(parts) is not list or len(parts) != len(kinds):
+                    return None
+                raw = parts
+            rows.append(raw)
+        values = []
+        try:
+            for kind, column in zip(kinds, zip(*rows) if concat else (rows,)):
+                known = self._of(kind)
+                if SCALAR_TYPES.issuperset(map(type, column)):
+                    values.append(list(map(known.__getitem__, column)))
+                else:
+                    values.append([known.read(part) for part in column])
+        except Exception:  # noqa: BLE001 - a value that does not read: read one by one, which raises it
+            return None
+        return list(zip(*values)), comments
 
 
 def _items(raw: Any) -> list[Any]:
