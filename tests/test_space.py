@@ -131,6 +131,16 @@ def test_box_minus_peels_in_order(a: Space, b: Space) -> None:
             assert x.minus(y) == _peeled(x, y)
 
 
+@settings(max_examples=100, deadline=None)
+@given(a=spaces, b=spaces)
+def test_meeting_is_may_overlap_for_many(a: Space, b: Space) -> None:
+    from fwmatrix.space.index import may_overlap, meeting
+
+    others = b.boxes + a.boxes
+    for x in a.boxes:
+        assert meeting(x, others) == [y for y in others if may_overlap(x, y)]
+
+
 def test_boxes_never_mix_families_or_fake_ports() -> None:
     full = Space.full(IFACES)
     for b in full.boxes:

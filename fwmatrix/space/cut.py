@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Iterable
 
 from fwmatrix.space.box import Box, box_size
-from fwmatrix.space.index import BoxIndex, may_contain, may_overlap
+from fwmatrix.space.index import BoxIndex, may_contain, may_overlap, meeting
 
 
 MANY_NEAR = 8  # from this many boxes near one, whether they cover it is asked first, largest first
@@ -159,7 +159,7 @@ def subtract_boxes(boxes: Iterable[Box], index: BoxIndex) -> list[Box]:
     for a in boxes:
         if index.in_huge(a) or index.covers_alike(a):
             continue  # covered whole by a box of everything (e.g. every established packet), or by its like
-        near = [b for b in index.overlapping(a) if may_overlap(a, b)]
+        near = meeting(a, index.overlapping(a))
         if any(may_contain(b, a) and b.contains(a) for b in near):
             continue  # covered whole: no need to intersect or cut it into pieces
         if len(near) > MANY_NEAR and _covered(a, near):

@@ -235,6 +235,24 @@ def may_overlap(a: Box, b: Box) -> bool:
     )
 
 
+def meeting(a: Box, boxes: list[Box]) -> list[Box]:
+    """The boxes of which may_overlap(a, box) holds, in their order: its test with a's bounds
+    read once, without a call per box (a lookup's hits are many, most miss)."""
+    iif, oif, ct = a.iif, a.oif, a.ct
+    dport_low, dport_high = a.dport[0][0], a.dport[-1][1]
+    proto_low, proto_high = a.proto[0][0], a.proto[-1][1]
+    dst_low, dst_high = a.dst[0][0], a.dst[-1][1]
+    src_low, src_high = a.src[0][0], a.src[-1][1]
+    return [
+        b for b in boxes
+        if b.iif & iif and b.oif & oif and b.ct & ct
+        and dport_low <= b.dport[-1][1] and b.dport[0][0] <= dport_high
+        and proto_low <= b.proto[-1][1] and b.proto[0][0] <= proto_high
+        and dst_low <= b.dst[-1][1] and b.dst[0][0] <= dst_high
+        and src_low <= b.src[-1][1] and b.src[0][0] <= src_high
+    ]
+
+
 def may_contain(a: Box, b: Box) -> bool:
     """A quick test on the outer bounds: False means `a` certainly does not contain `b`."""
     return (
