@@ -11,8 +11,8 @@ from dataclasses import replace
 
 from netaddr import IPNetwork, IPRange
 
-from fwmatrix.audit.evaluate.addrtype import UNKNOWN, OwnAddresses, local_parts
-from fwmatrix.audit.evaluate.bridged import bridged_parts
+from fwmatrix.audit.evaluate.addrtype import TYPE_FIELDS, UNKNOWN, OwnAddresses, local_parts
+from fwmatrix.audit.evaluate.bridged import FIELD as BRIDGED_FIELD, bridged_parts
 from fwmatrix.audit.evaluate.effective import EvaluationError
 from fwmatrix.audit.evaluate.reading import Reading
 from fwmatrix.ir import Match, Rule, SetDef, Table, TcpFlags, Unmodelled, Verdict
@@ -39,6 +39,8 @@ ICMP_FIELDS = ("icmp.type", "icmpv6.type", "icmp.code", "icmpv6.code")
 NEW_TCP_MASK = 0x17  # fin|syn|rst|ack
 NEW_TCP_VALUE = 0x02
 NOT_NEW = "a TCP flags match on packets that are not the first of a NEW connection"
+# the fields one of exact_parts' part functions splits a rule by (or drops it for)
+PARTED_FIELDS = frozenset({"exthdr", "tcp.flags", BRIDGED_FIELD, *TYPE_FIELDS})
 
 
 def exact_parts(rule: Rule, own: OwnAddresses = UNKNOWN, interfaces: tuple[str, ...] = ()) -> list[Rule]:
@@ -46,6 +48,8 @@ def exact_parts(rule: Rule, own: OwnAddresses = UNKNOWN, interfaces: tuple[str, 
     with its action: itself, unless it tests whether an address is the firewall's own
     (addrtype.local_parts), whether the packet is bridged (bridged.bridged_parts, over the
     `interfaces`), TCP flags (`_flag_parts`) or an IPv6 extension header (`_exthdr_parts`)."""
+    if not any(isinstance(m, Match) and not PARTED_FIELDS.isdisjoint(m.fields) for m in rule.matches):
+        return [rule]  # none of those matches (most rules): each part function would give the rule back
     return [part for whole in _exthdr_parts(rule) for local in local_parts(whole, own) for bridged in bridged_parts(local, interfaces)
             for part in _flag_parts(bridged)]
 
