@@ -101,7 +101,7 @@ class Space:
             return Space(self.ifaces)
         small, large = (self, other) if len(self.boxes) <= len(other.boxes) else (other, self)
         if len(large.boxes) <= 8 and large._index is None:  # too few boxes for an index to pay
-            pairs = [meet(a, b) for a in small.boxes for b in large.boxes]
+            pairs = [a.intersect(b) for a in small.boxes for b in large.boxes]
             return Space(self.ifaces, [c for c in pairs if c is not None])
         asking = small.boxes
         if len(asking) > 1 and large._index is None:
@@ -113,7 +113,7 @@ class Space:
         out = []
         for a in asking:
             for b in index.overlapping(a):
-                c = meet(a, b)
+                c = a.intersect(b)
                 if c is not None:
                     out.append(c)
         return Space(self.ifaces, out)
@@ -231,52 +231,6 @@ class Space:
 
     def __len__(self) -> int:
         return len(self.boxes)
-
-
-def meet(a: Box, b: Box) -> Box | None:
-    """`a.intersect(b)`: the same box, or None, for the loops that meet thousands of boxes
-    (a chain's scope with a set's elements). Protocols and ports are few distinct sets: their
-    intersections are remembered; an address side that one single interval holds is taken whole."""
-    iif = a.iif & b.iif
-    oif = a.oif & b.oif
-    ct = a.ct & b.ct
-    if not (iif and oif and ct):
-        return None
-    key = (a.proto, b.proto)
-    proto = _MET.get(key)
-    if proto is None:
-        if len(_MET) >= MAX_MET:
-            _MET.clear()
-        proto = _MET[key] = iv_and(*key)
-    if not proto:
-        return None
-    key = (a.dport, b.dport)
-    dport = _MET.get(key)
-    if dport is None:
-        if len(_MET) >= MAX_MET:
-            _MET.clear()
-        dport = _MET[key] = iv_and(*key)
-    if not dport:
-        return None
-    x, y = a.src, b.src
-    x_low, x_high, y_low, y_high = x[0][0], x[-1][1], y[0][0], y[-1][1]
-    if x_low > y_high or y_low > x_high:
-        return None
-    src = y if x_low <= y_low and y_high <= x_high and len(x) == 1 else x if y_low <= x_low and x_high <= y_high and len(y) == 1 else iv_and(x, y)
-    if not src:
-        return None
-    x, y = a.dst, b.dst
-    x_low, x_high, y_low, y_high = x[0][0], x[-1][1], y[0][0], y[-1][1]
-    if x_low > y_high or y_low > x_high:
-        return None
-    dst = y if x_low <= y_low and y_high <= x_high and len(x) == 1 else x if y_low <= x_low and x_high <= y_high and len(y) == 1 else iv_and(x, y)
-    if not dst:
-        return None
-    return Box(iif, oif, src, dst, proto, dport, ct)
-
-
-_MET: dict[tuple[Intervals, Intervals], Intervals] = {}  # protocol and port sets met (a ruleset has few)
-MAX_MET = 1 << 16  # more, and it starts again (a ruleset of many port lists)
 
 
 class Region(str):

@@ -10,6 +10,8 @@ from fwmatrix.intervals import (
 )
 
 NOT_PORTLESS = iv_or(PORT_PROTOCOLS, ICMP_PROTOCOLS)
+_MET: dict[tuple[Intervals, Intervals], Intervals] = {}  # protocol and port sets met (a ruleset has few)
+MAX_MET = 1 << 16  # more, and it starts again (a ruleset of many port lists)
 
 
 @dataclass(frozen=True, init=False)
@@ -28,26 +30,43 @@ class Box:
         self.__dict__.update(iif=iif, oif=oif, src=src, dst=dst, proto=proto, dport=dport, ct=ct)
 
     def intersect(self, other: "Box") -> "Box | None":
+        """The common box, or None. Called for every pair of boxes that meet in the walk (a chain's
+        scope with a set's thousands of elements): protocols and ports are few distinct sets, so
+        their intersections are remembered; an address side that one single interval holds is taken
+        whole, and the outer bounds are compared before anything is made."""
         iif = self.iif & other.iif
-        if not iif:
-            return None
         oif = self.oif & other.oif
-        if not oif:
-            return None
         ct = self.ct & other.ct
-        if not ct:
+        if not (iif and oif and ct):
             return None
-        # protocols and ports first: short, and where boxes that meet in their bounds differ most
-        proto = iv_and(self.proto, other.proto)
+        key = (self.proto, other.proto)
+        proto = _MET.get(key)
+        if proto is None:
+            if len(_MET) >= MAX_MET:
+                _MET.clear()
+            proto = _MET[key] = iv_and(*key)
         if not proto:
             return None
-        dport = iv_and(self.dport, other.dport)
+        key = (self.dport, other.dport)
+        dport = _MET.get(key)
+        if dport is None:
+            if len(_MET) >= MAX_MET:
+                _MET.clear()
+            dport = _MET[key] = iv_and(*key)
         if not dport:
             return None
-        src = iv_and(self.src, other.src)
+        x, y = self.src, other.src
+        x_low, x_high, y_low, y_high = x[0][0], x[-1][1], y[0][0], y[-1][1]
+        if x_low > y_high or y_low > x_high:
+            return None
+        src = y if x_low <= y_low and y_high <= x_high and len(x) == 1 else x if y_low <= x_low and x_high <= y_high and len(y) == 1 else iv_and(x, y)
         if not src:
             return None
-        dst = iv_and(self.dst, other.dst)
+        x, y = self.dst, other.dst
+        x_low, x_high, y_low, y_high = x[0][0], x[-1][1], y[0][0], y[-1][1]
+        if x_low > y_high or y_low > x_high:
+            return None
+        dst = y if x_low <= y_low and y_high <= x_high and len(x) == 1 else x if y_low <= x_low and x_high <= y_high and len(y) == 1 else iv_and(x, y)
         if not dst:
             return None
         return Box(iif, oif, src, dst, proto, dport, ct)

@@ -12,7 +12,7 @@ from fwmatrix.audit.evaluate.chains import ChainResult, UnsureVerdict, chain_nam
 from fwmatrix.audit.evaluate.effective import Grant
 from fwmatrix.audit.evaluate.reading import Reading
 from fwmatrix.ir import Chain, Rule, Table, UnmodelledAction
-from fwmatrix.space import BoxIndex, Remaining, Space, ct_bits, meet
+from fwmatrix.space import BoxIndex, Remaining, Space, ct_bits
 
 DEFAULT_ACCEPT = "no forward chain judges these packets (netfilter forwards them by default)"
 # the hooks after forward whose filter chains can still drop a forwarded packet
@@ -132,7 +132,7 @@ def _intersect_grants(grants: list[Grant], passes: list[Grant]) -> list[Grant]:
     for g in grants:
         for box in g.space.boxes:
             for other in index.overlapping(box):
-                common = meet(box, other)
+                common = box.intersect(other)
                 if common is not None:
                     by_origin.setdefault(origin_of[id(other)], []).append(common)
     return [Grant(Space(grants[0].space.ifaces if grants else passes[0].space.ifaces, boxes), origin) for origin, boxes in by_origin.items()]
