@@ -15,7 +15,8 @@ from typing import Any, Callable
 
 from netaddr import IPAddress, IPNetwork
 
-from fwmatrix.backends.pf.lower import Dims, _Cell, _cell_within, _check_no_rematch, _Lowered, _lower, _Merger, _plain_sort_key, _targets_overlap
+from fwmatrix.backends.pf.lower import _Cell, _cell_within, _check_no_rematch, _Lowered, _lower, _targets_overlap
+from fwmatrix.backends.pf.merge import Dims, _Merger, _plain_sort_key
 from fwmatrix.backends.pf.names import (
     DEFAULT_DIALECT, DIALECTS, HEX_RE, PROTO_NAMES, RenderError, _Names, comment, interface_name, label, safe_text,
 )
