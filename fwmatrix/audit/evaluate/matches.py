@@ -19,7 +19,7 @@ from fwmatrix.ir import Match, Rule, SetDef, Table, TcpFlags, Unmodelled, Verdic
 from fwmatrix.matrix.model import PortRange
 from fwmatrix.space import (
     ADDR_ALL, PORT_DIM_ALL, PROTO_ALL, physical, CT_ALL, CT_DNAT, ICMP_TYPES_ALL, PORT_PROTOCOLS, PORTS_ALL, V4_ALL, V6_ALL, icmp_values,
-    Interfaces, Intervals, Space, addr_interval, ct_bits, iv_and, iv_norm,
+    Box, Interfaces, Intervals, Space, addr_interval, ct_bits, iv_and, iv_norm,
 )
 
 # Fields the IR carries but packet spaces have no dimension for: a match on them
@@ -156,38 +156,105 @@ def rule_space(reading: Reading, table: Table, rule: Rule, origin: str) -> tuple
 
 def set_space(reading: Reading, fields: tuple[str, ...], set_def: SetDef) -> Space:
     """The packets whose `fields` are one of the set's keys: each element's boxes as
-    `key_space` makes them, in the elements' order. What a value allows (`_allowed`) is
-    worked out once per distinct protocol, port or interface (a set of thousands of
-    elements repeats a few); of an address, nearly all distinct, its family once for
-    the set and its interval for each element."""
-    ifaces = reading.ifaces
-    every = ifaces.all
-    common: dict[str, object] = {}  # what every element asks: the families of its address fields
-    seen: list[dict[object, tuple[tuple[str, object], ...]] | str] = []
-    for f in fields:
-        sides = ADDRESS_FIELDS.get(f)
-        if sides is None:
-            seen.append({})
-        else:
-            side, _, family = sides
-            _narrow(common, (("src", family), ("dst", family)))
-            seen.append(side)
-    boxes: list = []  # (families that exclude each other leave `_empty` in every element's bounds)
+    `key_space` makes them, in the elements' order (see `_SetShape`)."""
+    shape = _SetShape(reading.ifaces, fields)
+    boxes: list[Box] = []
     for element in set_def.elements:
-        bounds = common.copy()
-        for f, value, known in zip(fields, element.key, seen):
-            if known.__class__ is str:  # an address field: the side it narrows
-                _narrow(bounds, ((known, (addr_interval(value),)),))  # type: ignore[arg-type]
-                continue
-            allowed = known.get(value)  # type: ignore[union-attr]
-            if allowed is None:
-                allowed = known[value] = _allowed(f, value, ifaces)  # type: ignore[index]
-            _narrow(bounds, allowed)
-        if not bounds.pop("_empty", False):
-            get = bounds.get  # Space.make's boxes, without its keywords and Space (a set's elements are many)
-            boxes.extend(physical(get("iif", every), get("oif", every), get("src", ADDR_ALL), get("dst", ADDR_ALL),  # type: ignore[arg-type]
-                                  get("proto", PROTO_ALL), get("dport", PORT_DIM_ALL), get("ct", CT_ALL)))  # type: ignore[arg-type]
-    return Space(ifaces, boxes)
+        boxes += shape.boxes(element.key)
+    return Space(reading.ifaces, boxes)
+
+
+_GENERAL = object()  # a template that puts no key's addresses into boxes of its own: each key the general way
+
+
+class _SetShape:
+    """How the keys of a set with these `fields` become boxes. A set of thousands of elements
+    repeats a few protocols, ports and interfaces: what its other fields allow, and the boxes'
+    protocols and ports, are worked out once per distinct combination of them (`_template`);
+    its addresses, nearly all distinct, become each key's intervals in those boxes."""
+
+    def __init__(self, ifaces: Interfaces, fields: tuple[str, ...]):
+        self.ifaces, self.fields = ifaces, fields
+        self.common: dict[str, object] = {}  # what every key asks: the families of its address fields
+        self.seen: list[dict[object, tuple[tuple[str, object], ...]]] = [{} for _ in fields]  # by field: value -> _allowed
+        self.addresses: list[tuple[int, bool]] = []  # the address fields: position, and whether it is the source
+        for position, f in enumerate(fields):
+            sides = ADDRESS_FIELDS.get(f)
+            if sides is not None:
+                _narrow(self.common, (("src", sides[2]), ("dst", sides[2])))
+                self.addresses.append((position, sides[0] == "src"))
+        self.others = tuple(i for i in range(len(fields)) if i not in {position for position, _ in self.addresses})
+        # keys of one address on each side at most (a key of none, or of two on one side, goes the general way)
+        self.quick = 0 < len(self.addresses) == len({source for _, source in self.addresses})
+        self.templates: dict[tuple, object] = {}  # the values of the other fields -> _template
+
+    def boxes(self, key: tuple) -> list[Box]:
+        """The key's boxes: physical(...) of its bounds, as `_general` makes them."""
+        if not self.quick or len(key) != len(self.fields):
+            return self._general(key)
+        rest = tuple([key[i] for i in self.others])
+        template = self.templates.get(rest, _GENERAL)
+        if template is _GENERAL and rest not in self.templates:
+            template = self.templates[rest] = self._template(key)
+        if template is None:
+            return []
+        if template is _GENERAL:
+            return self._general(key)
+        iif, oif, src, dst, services, ct = template  # type: ignore[misc]
+        for position, source in self.addresses:
+            low, high = addr_interval(key[position])
+            bound = src[0] if source else dst[0]
+            if not bound[0] <= low <= high <= bound[1]:
+                return self._general(key)  # not within the one interval that side allows
+            if source:
+                src = ((low, high),)
+            else:
+                dst = ((low, high),)
+        return [Box(iif, oif, src, dst, proto, dport, ct) for proto, dport in services]
+
+    def _template(self, key: tuple) -> object:
+        """What a key's fields but its addresses allow: the interface and ct bits, each address
+        side's one interval (of one family) and the protocols and ports of the boxes; None when
+        no key with these values selects anything, _GENERAL when the bounds are not of that kind."""
+        bounds = self.common.copy()
+        for position in self.others:
+            _narrow(bounds, self._allowed(position, key[position]))
+        if bounds.pop("_empty", False):
+            return None
+        src, dst = bounds.get("src", ADDR_ALL), bounds.get("dst", ADDR_ALL)
+        family = V4_ALL[0] if src[0][0] >= V4_ALL[0][0] else V6_ALL[0]  # type: ignore[index]
+        if not (len(src) == len(dst) == 1 and family[0] <= src[0][0] and src[0][1] <= family[1]  # type: ignore[arg-type, index]
+                and family[0] <= dst[0][0] and dst[0][1] <= family[1]):  # type: ignore[index]
+            return _GENERAL
+        every = self.ifaces.all
+        iif, oif, ct = bounds.get("iif", every), bounds.get("oif", every), bounds.get("ct", CT_ALL)
+        # within one family, physical makes one box per service, in its order
+        services = [(b.proto, b.dport) for b in physical(iif, oif, src, dst, bounds.get("proto", PROTO_ALL),  # type: ignore[arg-type]
+                                                          bounds.get("dport", PORT_DIM_ALL), ct)]  # type: ignore[arg-type]
+        return (iif, oif, src, dst, services, ct) if services else None
+
+    def _allowed(self, position: int, value: object) -> tuple[tuple[str, object], ...]:
+        """`_allowed` of the field at `position` = value, remembered."""
+        seen = self.seen[position]
+        allowed = seen.get(value)
+        if allowed is None:
+            allowed = seen[value] = _allowed(self.fields[position], value, self.ifaces)
+        return allowed
+
+    def _general(self, key: tuple) -> list[Box]:
+        """The key's boxes, field by field (an address side's value computed for the key alone)."""
+        bounds = self.common.copy()
+        for position, (f, value) in enumerate(zip(self.fields, key)):
+            sides = ADDRESS_FIELDS.get(f)
+            if sides is not None:
+                _narrow(bounds, ((sides[0], (addr_interval(value),)),))  # type: ignore[arg-type]
+            else:
+                _narrow(bounds, self._allowed(position, value))
+        if bounds.pop("_empty", False):
+            return []
+        get, every = bounds.get, self.ifaces.all
+        return physical(get("iif", every), get("oif", every), get("src", ADDR_ALL), get("dst", ADDR_ALL),  # type: ignore[arg-type]
+                        get("proto", PROTO_ALL), get("dport", PORT_DIM_ALL), get("ct", CT_ALL))  # type: ignore[arg-type]
 
 
 def key_space(reading: Reading, fields: tuple[str, ...], key: tuple) -> Space:

@@ -1,0 +1,86 @@
+"""The packets of a rule's matches and of a set's elements (fwmatrix/audit/evaluate/matches.py),
+against the same packets built one key at a time with `key_space` and the space algebra."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings, strategies as st
+from netaddr import IPNetwork, IPRange
+
+from fwmatrix.audit.evaluate.matches import key_space, rule_space, set_space
+from fwmatrix.audit.evaluate.reading import Reading
+from fwmatrix.ir import Chain, Element, Match, Rule, Ruleset, SetDef, Table, Verdict
+from fwmatrix.matrix.model import PortRange
+from fwmatrix.space import Interfaces, Space
+
+IFACES = Interfaces.of(["eth0", "eth1", "wan0"])
+NAMES = ["eth0", "eth1", "wan0", "lo", "eth*", "tun9"]
+
+v4_net = st.builds(lambda a, p: IPNetwork((a, p), version=4), st.integers(0, (1 << 32) - 1), st.sampled_from([0, 8, 16, 24, 28, 31, 32]))
+v6_net = st.builds(lambda a, p: IPNetwork((a, p), version=6), st.integers(0, (1 << 128) - 1), st.sampled_from([0, 10, 64, 120, 128]))
+v4_range = st.tuples(st.integers(0, (1 << 32) - 1), st.integers(0, 1 << 12)).map(
+    lambda t: IPRange(t[0], min(t[0] + t[1], (1 << 32) - 1)))
+address = st.one_of(v4_net, v6_net, v4_range)  # either family in any address field: the wrong one selects nothing
+port = st.one_of(st.integers(0, 65535), st.tuples(st.integers(0, 65535), st.integers(0, 300)).map(
+    lambda t: PortRange(t[0], min(t[0] + t[1], 65535))))
+VALUES = {
+    "iif": st.sampled_from(NAMES), "oif": st.sampled_from(NAMES),
+    "ip.saddr": address, "ip.daddr": address, "ip6.saddr": address, "ip6.daddr": address,
+    "l4proto": st.sampled_from([1, 6, 17, 47, 58, 132]), "dport": port,
+    "ct.state": st.sampled_from(["new", "established", "related", "invalid", "untracked"]),
+    "nfproto": st.sampled_from([4, 6]), "icmp.type": st.integers(0, 20), "icmpv6.type": st.integers(125, 140),
+}
+FIELDS = sorted(VALUES)
+
+
+def _reading() -> Reading:
+    return Reading(Ruleset(()), IFACES, True)
+
+
+def _key_boxes(reading: Reading, fields: tuple[str, ...], keys: list[tuple]) -> list[tuple]:
+    return [tuple(b.__dict__.values()) for key in keys for b in key_space(reading, fields, key).boxes]
+
+
+@st.composite
+def set_keys(draw) -> tuple[tuple[str, ...], list[tuple]]:
+    """The fields of a set (often a compiled ruleset's: addresses, protocol, port) and its keys;
+    values repeat, as a compiled set's protocols and ports do."""
+    fields = tuple(draw(st.one_of(
+        st.just(["ip.saddr", "ip.daddr", "l4proto", "dport"]), st.just(["iif", "ip6.saddr", "ip6.daddr", "l4proto", "dport"]),
+        st.just(["ip.daddr"]), st.lists(st.sampled_from(FIELDS), min_size=1, max_size=4))))
+    pools = [draw(st.lists(VALUES[f], min_size=1, max_size=3)) for f in fields]
+    keys = draw(st.lists(st.tuples(*[st.sampled_from(pool) if "addr" not in f else VALUES[f] for f, pool in zip(fields, pools)]),
+                         max_size=12))
+    return fields, keys
+
+
+@settings(max_examples=400, deadline=None)
+@given(set_keys())
+def test_set_space_is_its_keys_boxes_in_order(case):
+    """Each element's boxes as key_space makes them, in the elements' order: the same boxes,
+    whatever the set's values (families that exclude each other, addresses of the other family,
+    a protocol without ports, ICMP types, interfaces and states)."""
+    fields, keys = case
+    reading = _reading()
+    space = set_space(reading, fields, SetDef("s", fields, tuple(Element(key) for key in keys)))
+    assert [tuple(b.__dict__.values()) for b in space.boxes] == _key_boxes(reading, fields, keys)
+
+
+plain_match = st.sampled_from(FIELDS).flatmap(
+    lambda f: st.lists(VALUES[f], min_size=1, max_size=4).map(lambda values: Match((f,), tuple((v,) for v in values))))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(["ip", "ip6", "inet"]), st.lists(plain_match, max_size=5))
+def test_rule_space_of_value_lists_is_the_union_of_their_values(family, matches):
+    """A rule of plain matches (`ip saddr { a, b } tcp dport { 22, 80 }`) selects the packets of
+    its table's family that each match's union of single values selects."""
+    reading = _reading()
+    table = Table(family, "t", (Chain("c", (Rule(tuple(matches), Verdict("accept")),)),))
+    found = rule_space(reading, table, table.chains[0].rules[0], "t")
+    assert found is not None
+    space, uncertain = found
+    assert not uncertain
+    expected = reading.family_space(table)
+    for match in matches:
+        expected = expected.intersect(Space(IFACES, [b for key in match.values for b in key_space(reading, match.fields, key).boxes]))
+    assert space.equals(expected)
