@@ -41,6 +41,8 @@ NEW_TCP_VALUE = 0x02
 NOT_NEW = "a TCP flags match on packets that are not the first of a NEW connection"
 # the fields one of exact_parts' part functions splits a rule by (or drops it for)
 PARTED_FIELDS = frozenset({"exthdr", "tcp.flags", BRIDGED_FIELD, *TYPE_FIELDS})
+# fields whose plain matches rule_space cannot narrow the bounds by at once (see `_unmodelled`)
+_NOT_PLAIN = UNMODELLED_FIELDS | {"ct.status"}
 
 
 def exact_parts(rule: Rule, own: OwnAddresses = UNKNOWN, interfaces: tuple[str, ...] = ()) -> list[Rule]:
@@ -120,6 +122,10 @@ def rule_space(reading: Reading, table: Table, rule: Rule, origin: str) -> tuple
     parts: list[Space] = []
     uncertain = False
     for match in rule.matches:
+        if match.__class__ is Match and match.set_name is None and not match.negate and len(match.fields) == 1 \
+                and match.fields[0] not in _NOT_PLAIN:  # most matches: one field's values (`tcp dport { 22, 80 }`)
+            _narrow_by_values(bounds, match.fields[0], match.values, ifaces)
+            continue
         if isinstance(match, Match) and match.set_name is not None and table.set(match.set_name).dynamic:
             # the packet path adds to the set: it may hold anything of its type, or nothing
             reading.note_unmodelled(origin, f"a lookup of @{match.set_name}, a set the packet path adds to (it may hold any {' . '.join(match.fields)})")
@@ -147,10 +153,11 @@ def rule_space(reading: Reading, table: Table, rule: Rule, origin: str) -> tuple
             part = reading.family_space(table).intersect(_implied(reading.full, match.fields)).subtract(part)
         parts.append(part)
     space = _space_of(reading, bounds)
-    for part in sorted(parts, key=len):
-        if not space:
-            break
-        space = space.intersect(part)
+    if parts:
+        for part in sorted(parts, key=len):
+            if not space:
+                break
+            space = space.intersect(part)
     return space, uncertain
 
 
@@ -267,9 +274,12 @@ def key_space(reading: Reading, fields: tuple[str, ...], key: tuple) -> Space:
 
 def _space_of(reading: Reading, bounds: dict[str, object]) -> Space:
     """The box the bounds describe, whole in every dimension they leave out; empty when marked so."""
+    ifaces = reading.ifaces
     if bounds.pop("_empty", False):
-        return Space.empty(reading.ifaces)
-    return reading.full.make(**bounds)
+        return Space.empty(ifaces)
+    get, every = bounds.get, ifaces.all  # Space.make's box, without its keywords
+    return Space(ifaces, physical(get("iif", every), get("oif", every), get("src", ADDR_ALL), get("dst", ADDR_ALL),  # type: ignore[arg-type]
+                                  get("proto", PROTO_ALL), get("dport", PORT_DIM_ALL), get("ct", CT_ALL)))  # type: ignore[arg-type]
 
 
 def _constrain(bounds: dict[str, object], f: str, value: object, ifaces: Interfaces) -> None:
@@ -336,12 +346,10 @@ ADDRESS_FIELDS = {"ip.saddr": ("src", "dst", V4_ALL), "ip.daddr": ("dst", "src",
 def _narrow_by_values(bounds: dict[str, object], f: str, values: tuple, ifaces: Interfaces) -> None:
     """Narrow `bounds` by `f` being one of `values`: the union of what each value allows."""
     sides = ADDRESS_FIELDS.get(f)
-    if sides is not None:  # addresses (the longest lists), at once: what `_constrain` allows of each, united
-        side, other, family = sides
-        addresses = iv_and(iv_norm(addr_interval(key[0]) for key in values), family)
-        union: dict[str, object] = {side: addresses, other: family} if addresses else {}
-    else:
-        union = _values_allowed(f, values, ifaces)
+    if sides is not None:  # addresses (the longest lists, nearly all distinct), at once: their intervals united
+        _narrow_by_addresses(bounds, sides, values)
+        return
+    union = _values_allowed(f, values, ifaces)
     if not union:
         bounds["_empty"] = True
         return
@@ -354,6 +362,32 @@ def _narrow_by_values(bounds: dict[str, object], f: str, values: tuple, ifaces: 
             bounds[dim] = iv_and(bounds[dim], value)  # type: ignore[arg-type]
         if not bounds[dim]:
             bounds["_empty"] = True
+
+
+def _narrow_by_addresses(bounds: dict[str, object], sides: tuple[str, str, Intervals], values: tuple) -> None:
+    """Narrow `bounds` by an address field being one of `values`: its side to their intervals within
+    the field's family, the other side to the family (what `_constrain` allows of each, united)."""
+    side, other, family = sides
+    family_low, family_high = family[0]
+    if len(values) == 1:
+        low, high = addr_interval(values[0][0])
+        addresses = ((low, high),) if family_low <= low <= high <= family_high else iv_and(iv_norm(((low, high),)), family)
+    else:
+        addresses = iv_norm([addr_interval(key[0]) for key in values])
+        if not (addresses and family_low <= addresses[0][0] and addresses[-1][1] <= family_high):
+            addresses = iv_and(addresses, family)
+    if not addresses:
+        bounds["_empty"] = True
+        return
+    current = bounds.get(side)  # within the family now: as it, or the family it was (an ip table's)
+    bounds[side] = addresses if current is None or current is family else iv_and(current, addresses)  # type: ignore[arg-type]
+    current = bounds.get(other)
+    if current is None:
+        bounds[other] = family
+    elif current is not family:
+        bounds[other] = iv_and(current, family)  # type: ignore[arg-type]
+    if not bounds[side] or not bounds[other]:
+        bounds["_empty"] = True
 
 
 def _values_allowed(f: str, values: tuple, ifaces: Interfaces) -> dict[str, object]:
