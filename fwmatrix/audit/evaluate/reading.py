@@ -15,8 +15,8 @@ from typing import Any
 
 from fwmatrix.audit.evaluate.addrtype import UNKNOWN, OwnAddresses
 from fwmatrix.audit.evaluate.effective import Grant, Note
-from fwmatrix.audit.evaluate.sockets import without_socket
-from fwmatrix.ir import Chain, DnatMap, Match, Notrack, Rule, Ruleset, Table, Unmodelled, UnmodelledAction, VerdictMap
+from fwmatrix.audit.evaluate.sockets import FIELD as FIELD_OF_SOCKET, without_socket
+from fwmatrix.ir import Chain, DnatMap, Jump, Match, Notrack, Rule, Ruleset, Table, Unmodelled, UnmodelledAction, VerdictMap
 from fwmatrix.space import V4_ALL, V6_ALL, Box, Interfaces, Space
 
 # The hooks a forwarded packet passes, in order: netdev ingress on its in-interface,
@@ -109,9 +109,15 @@ class Reading:
             no_mac = hook in NO_MAC_SOURCE
             unsplit = (f"a MAC source, one of the ruleset's {self.ifaces.unsplit}: more than fwmatrix tells apart exactly "
                        f"(FWMATRIX_MAX_MAC_SOURCES)") if self.ifaces.unsplit else None
-            chains = tuple(replace(c, rules=tuple(_as_seen(r, absent, no_conntrack, after_snat, untracked, no_mac, unsplit)
-                                                  for r in c.rules))
-                           for c in table.chains)
+            touches = _touching(absent, no_conntrack is not None, after_snat, no_mac or unsplit is not None)
+
+            def seen(rule: Rule) -> Rule:
+                return _as_seen(rule, absent, no_conntrack, after_snat, untracked, no_mac, unsplit) if touches(rule) else rule
+
+            # only the chains this hook's base chains reach are run here: a table's other
+            # chains (FORWARD's 117,000 rules at input) are left out; a jump to one would fail
+            reached = _reached(table, hook)
+            chains = tuple(_chain_as_seen(c, seen) for c in table.chains if c.name in reached)
             self._seen_at[key] = replace(table, chains=chains)
         return self._seen_at[key]
 
@@ -177,6 +183,55 @@ class Reading:
         the walk judges every rule noted here both ways (see chains.walk)."""
         self.unmodelled.setdefault(origin + text, Note(origin, text))
         self.notes_by_rule[origin] = self.notes_by_rule.get(origin, 0) + 1
+
+
+def _reached(table: Table, hook: str) -> set[str]:
+    """The names of the chains a hook's base chains in `table` may run: those chains, and every
+    chain a jump, goto or verdict map (literal or named) leads to from them."""
+    maps = {s.name: s for s in table.sets}
+    chains = {c.name: c for c in table.chains}
+    pending = [c.name for c in table.chains if c.hook == hook]
+    reached = set(pending)
+    while pending:
+        for rule in chains[pending.pop()].rules:
+            action = rule.action
+            if isinstance(action, Jump):
+                targets = [action.chain]
+            elif isinstance(action, VerdictMap):
+                verdicts = [verdict for _, verdict in action.entries]
+                if action.map_name is not None and action.map_name in maps:
+                    verdicts += [element.data[0] for element in maps[action.map_name].elements if element.data]
+                targets = [verdict.chain for verdict in verdicts if isinstance(verdict, Jump)]
+            else:
+                continue
+            for name in targets:
+                if name in chains and name not in reached:
+                    reached.add(name)
+                    pending.append(name)
+    return reached
+
+
+def _chain_as_seen(chain: Chain, seen: Callable[[Rule], Rule]) -> Chain:
+    rules = tuple(seen(r) for r in chain.rules)
+    return chain if all(a is b for a, b in zip(rules, chain.rules)) else replace(chain, rules=rules)
+
+
+def _touching(absent: str | None, conntrack: bool, after_snat: bool, macs: bool) -> Callable[[Rule], bool]:
+    """Whether `_as_seen` may change a rule at a hook: whether it matches (or, by a map, looks
+    up) a field that hook changes. Most rules match none: they are run as listed."""
+    fields = {FIELD_OF_SOCKET} | ({"ether.saddr"} if macs else set()) | ({absent} if absent else set())
+    keyed = fields - {FIELD_OF_SOCKET}  # socket keys in a map are the map's matter (matches.py)
+
+    def touches(rule: Rule) -> bool:
+        for m in rule.matches:
+            if isinstance(m, Match):
+                for f in m.fields:
+                    if f in fields or (conntrack and f.startswith("ct.")) or (after_snat and f.endswith(".saddr")):
+                        return True
+        action = rule.action
+        return isinstance(action, (VerdictMap, DnatMap)) and not keyed.isdisjoint(action.fields)
+
+    return touches
 
 
 def _as_seen(rule: Rule, absent: str | None, no_conntrack: str | None, after_snat: bool,
