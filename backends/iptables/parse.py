@@ -35,10 +35,11 @@ from fwmatrix.backends.iptables.reader import (
     _Block,
     _c_number,
     _command,
-    _group,
+    _grouped,
     _ip,
     _Made,
     _Malformed,
+    _Rest,
     _network,
     _not_bits,
     _not_ct_port,
@@ -141,6 +142,23 @@ def _dnat(text: str) -> Dnat:
     return Dnat(address.version, target, port)
 
 
+@dataclass(frozen=True)
+class _RestRead:
+    """A shared rest of rules (reader._Rest) as read: its terms, where its addresses' terms are,
+    its comments and target block, the families it saw (in order, for the next rules to see
+    again), whether it holds -m mac; when it holds no disjunction (_AnyOf), the keys `distinct`
+    compares its terms by (else None) and its terms as `distinct` keeps them."""
+
+    terms: tuple[Term, ...]
+    addresses: list[int]
+    comments: list[str]
+    target: _Block | None
+    seen: list[tuple[int, str]]
+    mac: bool
+    keys: frozenset | None
+    distinct: tuple[Cond, ...]
+
+
 # -- one table section -----------------------------------------------------------------
 
 
@@ -157,7 +175,8 @@ class _SectionParser:
     # saw on the way (_seen, in order), which a repeat sees again on its own line (_read_once)
     _read: dict[tuple, tuple[list[Term], list[tuple[int, str]], object]] = field(default_factory=dict, init=False, repr=False)
     _seeing: list[tuple[int, str]] | None = field(default=None, init=False, repr=False)
-    _made: _Made = field(default_factory=_Made, init=False, repr=False)  # what its rules share (reader._group)
+    _made: _Made = field(default_factory=_Made, init=False, repr=False)  # what its rules share (reader._grouped)
+    _rests: dict[int, _RestRead] = field(default_factory=dict, init=False, repr=False)  # by id of a rest of _made's
 
     def table(self, family: int | None) -> Table:
         # the table as the lines build it: per chain its kernel rules in order, each with its IR
@@ -229,6 +248,8 @@ class _SectionParser:
                 found = self._read[key] = (terms, self._seeing, item)
             finally:
                 self._seeing = outer
+            if outer is not None:  # reading a shared rest (_rest_read): what this saw, it saw too
+                outer += found[1]
         else:
             for version, what in found[1]:
                 self._seen(version, what)
@@ -242,31 +263,40 @@ class _SectionParser:
         address, as iptables-restore makes them)."""
         if not self.state.known(chain):
             raise _Malformed(f"chain {chain} is not declared in table {self.section.table}")
-        core, blocks = _group(words, self._made)
-        _check_values(blocks)
-        if chain in ("OUTPUT", "POSTROUTING") and any(b.kind == "match" and b.name == "mac" for b in blocks):
+        core, rest, blocks = _grouped(words, self._made)
+        known = None if rest is None else self._rests.get(id(rest))
+        if rest is not None:
+            blocks = list(rest.blocks)
+        if known is None:
+            _check_values(blocks)
+        if chain in ("OUTPUT", "POSTROUTING") and (known.mac if known is not None else any(b.kind == "match" and b.name == "mac" for b in blocks)):
             raise _Malformed(f"-m mac in {chain}: the kernel allows the mac match only in PREROUTING, INPUT and FORWARD")
-        terms: list[Term] = []
-        comments: list[str] = []
-        target: _Block | None = None
-        addresses: list[int] = []  # the terms of -s and -d
-        for item in core + blocks:  # iptables matches the core options before any match
-            if isinstance(item, _Option):
-                if item.name == "-s" or item.name == "-d":
-                    addresses.append(len(terms))
-                terms += self._read_once(("core", id(item)), self._core, item)
-            elif item.kind == "target":
-                target = item
-            elif item.name == "comment":
-                comments += [o.value for o in item.options]
+        # iptables matches the core options before any match (a rest's own come after the line's)
+        terms, addresses, comments, target = self._read_items(core if rest is not None else core + blocks)
+        if rest is not None:
+            if known is None:
+                known = self._rests[id(rest)] = self._rest_read(rest)
             else:
-                terms += self._read_once(("module", item.name, *map(id, item.options)), self._module, item)
+                for version, what in known.seen:
+                    self._seen(version, what)
+            addresses += [len(terms) + i for i in known.addresses]
+            own = [t.fields if type(t) is Match else t for t in terms]
+            # the line's own terms first, each kept, then the rest's as `distinct` keeps them:
+            # when no two of them read the same fields, and none the fields of the rest's
+            shared = known.distinct if known.keys is not None and len(set(own)) == len(own) and known.keys.isdisjoint(own) else None
+            one = known.keys is not None and not any(type(t) is _AnyOf for t in terms)
+            terms += known.terms
+            comments, target = known.comments, known.target
+            core = core + list(rest.core)
+        else:
+            shared, one = None, not any(type(t) is _AnyOf for t in terms)
         decided = self._target(target)
         target_name = target.name if target is not None else ""
         origin = f"{self.source}:{self.line}"
         comment = "; ".join(comments + ([decided[1]] if decided is not None and decided[1] else []))
-        if not any(isinstance(t, _AnyOf) for t in terms):  # the common case: one kernel rule, one IR rule
-            rules = [] if decided is None else [Rule(distinct(terms), decided[0], comment, origin)]  # type: ignore[arg-type]
+        if one:  # the common case: one kernel rule, one IR rule
+            matches = (*terms[:len(terms) - len(known.terms)], *shared) if shared is not None else distinct(terms)  # type: ignore[arg-type, union-attr]
+            rules = [] if decided is None else [Rule(matches, decided[0], comment, origin)]  # type: ignore[arg-type]
             return [KernelRule(rules, target_name, (core, blocks, target, tuple(terms[i] for i in addresses)))]
         separate = [i for i, t in enumerate(terms) if isinstance(t, _AnyOf) and t.kernel_rules]
         kernel: dict[tuple, KernelRule] = {}
@@ -281,6 +311,39 @@ class _SectionParser:
             if decided is not None and not _contradicts(matches):  # an alternative another match rules out (-p tcp, "no ports")
                 same.rules.append(Rule(matches, decided[0], comment, origin))
         return list(kernel.values())
+
+    def _read_items(self, items: Iterable[_Option | _Block]) -> tuple[list[Term], list[int], list[str], _Block | None]:
+        """Options and blocks as terms (each read once: _read_once), with where the addresses'
+        terms are (-s, -d), the comments, and the target block."""
+        terms: list[Term] = []
+        addresses: list[int] = []
+        comments: list[str] = []
+        target: _Block | None = None
+        for item in items:
+            if isinstance(item, _Option):
+                if item.name == "-s" or item.name == "-d":
+                    addresses.append(len(terms))
+                terms += self._read_once(("core", id(item)), self._core, item)
+            elif item.kind == "target":
+                target = item
+            elif item.name == "comment":
+                comments += [o.value for o in item.options]
+            else:
+                terms += self._read_once(("module", item.name, *map(id, item.options)), self._module, item)
+        return terms, addresses, comments, target
+
+    def _rest_read(self, rest: _Rest) -> _RestRead:
+        """What a shared rest reads as (its first rule's reading, which the next ones take)."""
+        outer, self._seeing = self._seeing, []
+        try:
+            terms, addresses, comments, target = self._read_items((*rest.core, *rest.blocks))
+            seen = self._seeing
+        finally:
+            self._seeing = outer
+        one = not any(type(t) is _AnyOf for t in terms)
+        return _RestRead(tuple(terms), addresses, comments, target, seen, any(b.kind == "match" and b.name == "mac" for b in rest.blocks),
+                         frozenset(t.fields if type(t) is Match else t for t in terms) if one else None,
+                         distinct(terms) if one else ())  # type: ignore[arg-type]
 
     # -- iptables' own options ----------------------------------------------------------
 

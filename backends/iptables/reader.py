@@ -563,7 +563,18 @@ class _Made:
 
     def __init__(self) -> None:
         self.options: dict[tuple, _Option] = {}
-        self.rests: dict[tuple[int, ...], tuple[list[_Word], tuple[_Option, ...], tuple[_Block, ...]]] = {}
+        self.rests: dict[tuple[int, ...], _Rest] = {}
+
+
+@dataclass(frozen=True, eq=False)
+class _Rest:
+    """The rest of a rule from an option on, as _group read it: iptables' own options in it and
+    the match and target blocks. One object for every rule that ends the same way: what the
+    parser reads of it, it reads once (parse._SectionParser._rest_terms)."""
+
+    words: list[_Word]  # kept: the key holds their ids
+    core: tuple[_Option, ...]
+    blocks: tuple[_Block, ...]
 
 
 # Where the rest of a rule may repeat: from an option on that is not an address (the part
@@ -571,8 +582,16 @@ class _Made:
 REST_FROM = frozenset(("-i", "-o", "-p", "-m", "-j", "-g", "--in-interface", "--out-interface", "--protocol", "--match", "--jump"))
 
 
-def _group(words: list[_Word], made: _Made | None = None, rest: bool = True) -> tuple[list[_Option], list[_Block]]:
-    """Words -> iptables' own options (-s, -p, ...) and match/target blocks with their options.
+def _group(words: list[_Word], made: _Made | None = None) -> tuple[list[_Option], list[_Block]]:
+    """Words -> iptables' own options (-s, -p, ...) and match/target blocks with their options
+    (_grouped, the rest taken apart)."""
+    core, found, blocks = _grouped(words, made)
+    return (core, blocks) if found is None else (core + list(found.core), list(found.blocks))
+
+
+def _grouped(words: list[_Word], made: _Made | None = None, rest: bool = True) -> tuple[list[_Option], _Rest | None, list[_Block]]:
+    """Words -> iptables' own options (-s, -p, ...), the rest shared with other rules (below;
+    then no blocks come before it), and match/target blocks with their options.
     An option goes to the module that takes it (the newest loaded, as in iptables), abbreviated
     or not; `--option=value` is the option and its value, as getopt_long reads it. `made`: what
     earlier rules made, shared: the rest of a rule from the first option where nothing is
@@ -591,9 +610,9 @@ def _group(words: list[_Word], made: _Made | None = None, rest: bool = True) -> 
             key = tuple(map(id, words[i:]))
             found = made.rests.get(key)
             if found is None:
-                more, loaded = _group(words[i:], made, rest=False)
-                found = made.rests[key] = (words[i:], tuple(more), tuple(loaded))
-            return core + list(found[1]), list(found[2])
+                more, _, loaded = _grouped(words[i:], made, rest=False)
+                found = made.rests[key] = _Rest(words[i:], tuple(more), tuple(loaded))
+            return core, found, []
         i += 1
         if word.text == "!" and not word.quoted:
             if negate:
@@ -639,7 +658,7 @@ def _group(words: list[_Word], made: _Made | None = None, rest: bool = True) -> 
         negate = False
     if negate:
         raise _Malformed("'!' at the end of the rule")
-    return core, blocks
+    return core, None, blocks
 
 
 def _take_option(block: _Block, name: str, negate: bool, words: list[_Word], i: int, made: dict[tuple, _Option] | None = None) -> int:
