@@ -72,8 +72,8 @@ class Reading:
         self.notes_by_rule: dict[str, int] = {}  # how often each rule (origin) was noted unmodelled
         self.unsure_decisions = 0  # how often a chains.UnsureVerdict decided packets (they are not certain)
         # the rules that may untrack a packet before conntrack (then `ct state` there may read untracked)
-        self._untracking = [(t, r) for t in ruleset.tables for c in t.chains for r in c.rules
-                            if c.hook == "prerouting" and c.priority < CONNTRACK_PRIORITY and isinstance(r.action, (Notrack, UnmodelledAction))]
+        self._untracking = [(t, r) for t in ruleset.tables for c in t.chains if c.hook == "prerouting" and c.priority < CONNTRACK_PRIORITY
+                            for r in c.rules if isinstance(r.action, (Notrack, UnmodelledAction))]
         self._untracked: list[tuple[Rule, Space]] | None = None  # what each of them may untrack
 
     def base_chains(self, hook: str, kind: str) -> list[tuple[Table, Chain]]:
