@@ -84,3 +84,24 @@ def test_rule_space_of_value_lists_is_the_union_of_their_values(family, matches)
     for match in matches:
         expected = expected.intersect(Space(IFACES, [b for key in match.values for b in key_space(reading, match.fields, key).boxes]))
     assert space.equals(expected)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(["ip", "ip6", "inet"]), set_keys(), st.lists(plain_match, max_size=4), st.booleans())
+def test_rule_space_of_a_set_lookup_is_its_elements_within_the_other_matches(family, case, matches, lookup_first):
+    """A set lookup with other matches (`iifname "lan0" ip saddr . ip daddr . th dport @allowed`): its
+    elements' packets within what the other matches and the table's family select, whichever
+    comes first in the rule."""
+    fields, keys = case
+    reading = _reading()
+    lookup = Match(fields, set_name="allowed")
+    rule = Rule((lookup, *matches) if lookup_first else (*matches, lookup), Verdict("accept"))
+    set_def = SetDef("allowed", fields, tuple(Element(key) for key in keys))
+    table = Table(family, "t", (Chain("c", (rule,)),), (set_def,))
+    found = rule_space(reading, table, rule, "t")
+    assert found is not None
+    space, _ = found
+    expected = reading.family_space(table).intersect(Space(IFACES, [b for key in keys for b in key_space(reading, fields, key).boxes]))
+    for match in matches:
+        expected = expected.intersect(Space(IFACES, [b for key in match.values for b in key_space(reading, match.fields, key).boxes]))
+    assert space.equals(expected)

@@ -120,6 +120,7 @@ def rule_space(reading: Reading, table: Table, rule: Rule, origin: str) -> tuple
         family = V4_ALL if table.family == "ip" else V6_ALL
         bounds["src"] = bounds["dst"] = family
     parts: list[Space] = []
+    lookup: Match | None = None  # a set lookup whose elements take the other matches' bounds (set_space's `within`)
     uncertain = False
     for match in rule.matches:
         if match.__class__ is Match and match.set_name is None and not match.negate and len(match.fields) == 1 \
@@ -146,13 +147,21 @@ def rule_space(reading: Reading, table: Table, rule: Rule, origin: str) -> tuple
             _narrow_by_values(bounds, match.fields[0], match.values, ifaces)
             continue
         if match.set_name is not None:
+            if lookup is None and not match.negate:
+                lookup = match
+                continue
             part = set_space(reading, match.fields, table.set(match.set_name))
         else:
             part = Space(ifaces, [b for key in match.values for b in key_space(reading, match.fields, key).boxes])
         if match.negate:
             part = reading.family_space(table).intersect(_implied(reading.full, match.fields)).subtract(part)
         parts.append(part)
-    space = _space_of(reading, bounds)
+    if lookup is None:
+        space = _space_of(reading, bounds)
+    elif bounds.pop("_empty", False):
+        space = Space.empty(ifaces)
+    else:  # each element's box within the bounds, not the box of the bounds intersected with each (as sets the same)
+        space = set_space(reading, lookup.fields, table.set(lookup.set_name), bounds)  # type: ignore[arg-type]
     if parts:
         for part in sorted(parts, key=len):
             if not space:
@@ -161,10 +170,11 @@ def rule_space(reading: Reading, table: Table, rule: Rule, origin: str) -> tuple
     return space, uncertain
 
 
-def set_space(reading: Reading, fields: tuple[str, ...], set_def: SetDef) -> Space:
-    """The packets whose `fields` are one of the set's keys: each element's boxes as
-    `key_space` makes them, in the elements' order (see `_SetShape`)."""
-    shape = _SetShape(reading.ifaces, fields)
+def set_space(reading: Reading, fields: tuple[str, ...], set_def: SetDef, within: dict[str, object] | None = None) -> Space:
+    """The packets whose `fields` are one of the set's keys (and `within` these bounds, when
+    given: a rule's other matches): each element's boxes as `key_space` makes them (within the
+    bounds), in the elements' order (see `_SetShape`)."""
+    shape = _SetShape(reading.ifaces, fields, within)
     boxes: list[Box] = []
     for element in set_def.elements:
         boxes += shape.boxes(element.key)
@@ -180,9 +190,9 @@ class _SetShape:
     protocols and ports, are worked out once per distinct combination of them (`_template`);
     its addresses, nearly all distinct, become each key's intervals in those boxes."""
 
-    def __init__(self, ifaces: Interfaces, fields: tuple[str, ...]):
+    def __init__(self, ifaces: Interfaces, fields: tuple[str, ...], within: dict[str, object] | None = None):
         self.ifaces, self.fields = ifaces, fields
-        self.common: dict[str, object] = {}  # what every key asks: the families of its address fields
+        self.common: dict[str, object] = dict(within or {})  # what every key asks: the bounds, the families of its address fields
         self.seen: list[dict[object, tuple[tuple[str, object], ...]]] = [{} for _ in fields]  # by field: value -> _allowed
         self.addresses: list[tuple[int, bool]] = []  # the address fields: position, and whether it is the source
         for position, f in enumerate(fields):
