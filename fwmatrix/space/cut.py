@@ -157,7 +157,7 @@ def subtract_boxes(boxes: Iterable[Box], index: BoxIndex) -> list[Box]:
     """Each box minus every indexed box that may overlap it."""
     out: list[Box] = []
     for a in boxes:
-        if index.in_huge(a) or index.covers_alike(a):
+        if index.in_huge(a) or index.covers_alike(a, renting=True):
             continue  # covered whole by a box of everything (e.g. every established packet), or by its like
         near = meeting(a, index.overlapping(a))
         if any(may_contain(b, a) and b.contains(a) for b in near):

@@ -77,6 +77,7 @@ HUGE = (1 << 32) - 1  # the widest interval of a box of every address of a famil
 SMALL_GROUP = 8  # a group of at most this many boxes is taken whole, not bisected
 PORT_BUCKET_BITS = 4  # ports are filed by 16s: well-known ports tell openings apart
 WIDE = -1
+ALIKE_RENT = 16  # boxes filed in same_src and same_dst per renting lookup that asked (see covers_alike)
 
 
 @lru_cache(maxsize=1 << 16)  # asked for every box filed and looked up; rulesets have few distinct port sets
@@ -113,6 +114,7 @@ class BoxIndex:
         self.same_src: dict[tuple, list[Box]] = {}
         self.same_dst: dict[tuple, list[Box]] = {}
         self._alike_upto = 0  # boxes of `all` filed in same_src and same_dst (when first asked: most indexes never are)
+        self._alike_asked = 0  # renting lookups since (see covers_alike)
         self._dst_upto = self._src_upto = 0  # boxes of `all` filed in by_dst, in by_src
         # (side, iif, oif) -> the port tables of that side's interface pairs that meet them, in the
         # table's order: a lookup walks a few of the many pairs (emptied when a pair is added)
@@ -166,11 +168,19 @@ class BoxIndex:
                 return True
         return False
 
-    def covers_alike(self, box: Box) -> bool:
+    def covers_alike(self, box: Box, renting: bool = False) -> bool:
         """Whether one indexed box that differs from `box` in at most one address side and the
-        conntrack states contains it."""
+        conntrack states contains it. `renting`: for a lookup that can do without (False: not
+        shown), boxes added since the last filing are filed only once lookups have asked about
+        them often enough (ALIKE_RENT per box) to pay for filing them: a walk adds a set's
+        thousands of elements, and the few boxes of later rules ask."""
         boxes = self.all
         if self._alike_upto < len(boxes):
+            if renting:
+                self._alike_asked += 1
+                if len(boxes) - self._alike_upto > ALIKE_RENT * self._alike_asked:
+                    return False
+            self._alike_asked = 0
             same_src, same_dst = self.same_src, self.same_dst
             for b in boxes[self._alike_upto:]:
                 same_src.setdefault((b.iif, b.oif, b.proto, b.dport, b.src), []).append(b)
