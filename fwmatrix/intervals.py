@@ -16,6 +16,7 @@ from operator import itemgetter
 from typing import Collection, Iterable, Mapping
 
 from netaddr import IPAddress, IPNetwork, IPRange, iprange_to_cidrs
+from netaddr.strategy import ipv4 as _IPV4, ipv6 as _IPV6
 
 V4_BASE = 1 << 128
 V6_ALL = ((0, V4_BASE - 1),)
@@ -289,8 +290,31 @@ def iv_widest(a: Intervals) -> int:
 
 
 def addr_interval(net: IPNetwork | IPRange) -> tuple[int, int]:
+    """The network's (or range's) addresses on the line. Called for every address of every rule
+    and set element (a few hundred thousand an audit): a plain IPNetwork's are read from the
+    value and prefix length it holds, not through the properties `version`, `first` and `last`
+    (0.4 against 0.8 us); tests/test_matches.py checks that both ways agree."""
+    if net.__class__ is IPNetwork:
+        module = net._module
+        if module is _IPV4:
+            host = _V4_HOSTS[net._prefixlen]
+            first = V4_BASE + (net._value & ~host)
+        elif module is _IPV6:
+            host = _V6_HOSTS[net._prefixlen]
+            first = net._value & ~host
+        else:
+            return _addr_interval(net)
+        return (first, first + host)
+    return _addr_interval(net)
+
+
+def _addr_interval(net: IPNetwork | IPRange) -> tuple[int, int]:
     base = V4_BASE if net.version == 4 else 0
     return (base + net.first, base + net.last)
+
+
+_V4_HOSTS = tuple((1 << (32 - length)) - 1 for length in range(33))  # by prefix length: the host part's bits
+_V6_HOSTS = tuple((1 << (128 - length)) - 1 for length in range(129))
 
 
 def addrs(nets: Iterable[IPNetwork | IPRange]) -> Intervals:

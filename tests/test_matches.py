@@ -10,6 +10,7 @@ from fwmatrix.audit.evaluate.matches import key_space, rule_space, set_space
 from fwmatrix.audit.evaluate.reading import Reading
 from fwmatrix.ir import Chain, Element, Match, Rule, Ruleset, SetDef, Table, Verdict
 from fwmatrix.matrix.model import PortRange
+from fwmatrix.intervals import V4_BASE, addr_interval
 from fwmatrix.space import Interfaces, Space
 
 IFACES = Interfaces.of(["eth0", "eth1", "wan0"])
@@ -105,3 +106,13 @@ def test_rule_space_of_a_set_lookup_is_its_elements_within_the_other_matches(fam
     for match in matches:
         expected = expected.intersect(Space(IFACES, [b for key in match.values for b in key_space(reading, match.fields, key).boxes]))
     assert space.equals(expected)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.one_of(address, st.builds(lambda a, p: IPNetwork((a, p), version=6), st.integers(0, (1 << 128) - 1), st.integers(0, 128)),
+                 st.builds(lambda a, p: IPNetwork((a, p), version=4), st.integers(0, (1 << 32) - 1), st.integers(0, 32))))
+def test_addr_interval_is_what_netaddr_says(net):
+    """An address's interval, read from what the netaddr object holds, is its first and last
+    address as netaddr's own properties give them (IPv4 past V4_BASE)."""
+    base = V4_BASE if net.version == 4 else 0
+    assert addr_interval(net) == (base + net.first, base + net.last)
