@@ -535,13 +535,13 @@ def _parse_rule(body: dict, ctx: _TableContext, chain: str) -> list[Rule]:
     going_on = 0  # how many of them let the chain go on (GOES_ON)
     action: Action = None
     for stmt in body.get("expr") or []:
-        try:
-            kind, arg = _single(stmt)
-        except _Unknown:
+        if not isinstance(stmt, dict) or len(stmt) != 1:  # values._single, inline: it runs for every statement
             ctx.fill_text(stmt)
             effects.append(describe(stmt))
             continue
-        ctx.fill(kind, arg)
+        ((kind, arg),) = stmt.items()
+        if kind == "set" or kind == "map":
+            ctx.fill(kind, arg)
         if kind == "match":
             matches += ctx.match(arg)
         elif kind == "xt":  # iptables-nft: the parameters are not in the listing
