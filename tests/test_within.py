@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 import fwmatrix.audit.within as within_module
 from fwmatrix.audit.findings import CT_ESTABLISHED, CT_NEW, CT_NEW_DNAT, _Arrivals, _in_states
 from fwmatrix.audit.within import Within
-from fwmatrix.space import CT_ALL, V4_BASE, Box, Space, iv_and, iv_sub
+from fwmatrix.space import CT_ALL, V4_BASE, Box, Space, iv_and, iv_norm, iv_sub
 from test_space import IFACES, POINTS, boxes, member, points, spaces
 
 TCP, HTTP = ((6, 6),), ((80, 80),)
@@ -102,7 +102,8 @@ def test_too_much_work_is_not_shown(monkeypatch) -> None:
     """Past the budget the test gives up ("not shown"), and the caller subtracts."""
     servers = ((V4_BASE + 100, V4_BASE + 115),)
     box = Box(1, 2, ((V4_BASE + 0, V4_BASE + 15),), servers, TCP, HTTP, 1)
-    hosts = Space(IFACES, [Box(1, 2, (_host(n),), servers, TCP, HTTP, 1) for n in range(16)])
+    # the hosts' boxes to more servers: their destination is no interval of the box (the exact keys miss)
+    hosts = Space(IFACES, [Box(1, 2, (_host(n),), ((V4_BASE + 100, V4_BASE + 116),), TCP, HTTP, 1) for n in range(16)])
     assert Within(hosts).holds(box)
     monkeypatch.setattr(within_module, "WORK_BUDGET", 4)
     assert not Within(hosts).holds(box)
@@ -136,3 +137,97 @@ def test_boxes_around_arrivals_hold_every_arriving_packet(grant: Space, targets:
 @given(space=in_some_states, ct=st.sampled_from([CT_NEW, CT_NEW | CT_NEW_DNAT, CT_ESTABLISHED]))
 def test_a_space_in_some_states_is_its_meet_with_them(space: Space, ct: int) -> None:
     assert points_in_states(_in_states(space, ct)) == points_in_states(space.intersect(Space.full(IFACES).make(ct=ct)))
+
+
+# The lookups by exact keys that answer most boxes before the search (Within._in_wide, _held_exactly
+# with its blocks, and the boxes the search showed): each "within" checked against the exact
+# subtraction, on spaces made of the box's own intervals with other sides, states, interfaces,
+# protocols and ports near its own, so that the lookups meet both holding and near-miss entries.
+
+V4 = V4_BASE
+sides = st.lists(st.tuples(st.integers(0, 60), st.integers(0, 6)), min_size=1, max_size=5).map(
+    lambda made: iv_norm((V4 + start, V4 + start + length) for start, length in made))
+services = st.sampled_from([(TCP, HTTP), (TCP, ((80, 81),)), (((17, 17),), HTTP), (TCP, ((0, 65535),)), (((6, 6), (17, 17)), HTTP)])
+states = st.sampled_from([1, 2, 3, 5])
+asked = st.builds(lambda iif, oif, src, dst, service, ct: Box(iif, oif, src, dst, *service, ct),
+                  st.sampled_from([1, 2, 3]), st.sampled_from([1, 2]), sides, sides, services, states)
+
+
+def held_around(box: Box, draw) -> list[Box]:
+    """Space boxes of the asked box's intervals along one side or both, each with another side,
+    states, interfaces or service drawn near the box's own."""
+    out = []
+    for on_src in (True, False):
+        side, other = (box.src, box.dst) if on_src else (box.dst, box.src)
+        for interval in side:
+            if draw(st.integers(0, 4)) == 0:
+                continue  # an interval left out
+            theirs = draw(st.sampled_from([other, iv_norm(other + ((other[-1][1] + 1, other[-1][1] + 3),)), other[:-1] or other,
+                                           ((other[0][0], other[-1][1]),), draw(sides)]))
+            ct = draw(st.sampled_from([box.ct, box.ct | 2, 1, 2]))
+            iif = draw(st.sampled_from([box.iif, box.iif, box.iif | 4, 4]))
+            proto, dport = draw(st.sampled_from([(box.proto, box.dport), (box.proto, box.dport), (TCP, HTTP), (TCP, ((80, 81),))]))
+            src, dst = ((interval,), theirs) if on_src else (theirs, (interval,))
+            out.append(Box(iif, box.oif, src, dst, proto, dport, ct))
+    return out
+
+
+def wide_around(box: Box, draw) -> list[Box]:
+    """Boxes of every IPv4 or IPv6 address (as `ct state established` accepted for all), in drawn states and services."""
+    every = [((V4_BASE, V4_BASE + (1 << 32) - 1),), ((0, (1 << 128) - 1),)]
+    return [Box(draw(st.sampled_from([box.iif, 7])), 3, *draw(st.sampled_from([(every[0], every[0]), (every[1], every[1]), (every[0], every[1])])),
+                *draw(services), draw(states)) for _ in range(draw(st.integers(0, 2)))]
+
+
+def lies_within(box: Box, space: Space) -> bool:
+    return not Space(IFACES, [box]).subtract(space)
+
+
+@settings(max_examples=400, deadline=None)
+@given(box=asked, data=st.data())
+def test_lookups_say_within_only_when_the_subtraction_does(box: Box, data) -> None:
+    space = Space(IFACES, held_around(box, data.draw) + wide_around(box, data.draw) + data.draw(st.lists(asked, max_size=3)))
+    test = Within(space)
+    exact = lies_within(box, space)
+    for shortcut in (test._in_wide, test._held_exactly, test.holds, test.holds):  # twice: the second from what the first showed
+        if shortcut(box):
+            assert exact, f"{shortcut.__name__} says within, the subtraction leaves {Space(IFACES, [box]).subtract(space).boxes}"
+
+
+@settings(max_examples=200, deadline=None)
+@given(box=asked)
+def test_each_interval_held_along_one_side_is_shown(box: Box) -> None:
+    """The exact keys are used: each interval of one side in a box of the same interfaces and
+    service, in more states, with a wider other side; and not shown when one interval is missing."""
+    for on_src in (True, False):
+        side, other = (box.src, box.dst) if on_src else (box.dst, box.src)
+        wider = iv_norm(other + ((other[-1][1] + 1, other[-1][1] + 2),))
+        held = [Box(box.iif, box.oif, (i,) if on_src else wider, wider if on_src else (i,), box.proto, box.dport, box.ct | 2) for i in side]
+        if len(box.proto) == 1 and len(box.dport) == 1:
+            assert Within(Space(IFACES, held))._held_exactly(box)
+        if len(side) > 1:
+            assert not Within(Space(IFACES, held[1:]))._held_exactly(box) or lies_within(box, Space(IFACES, held[1:]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(box=asked, data=st.data())
+def test_a_wide_box_holds_by_its_bounds(box: Box, data) -> None:
+    wide = wide_around(box, data.draw)
+    space = Space(IFACES, wide)
+    shown = Within(space)._in_wide(box)
+    assert shown == any(w.contains(box) for w in wide)
+    assert lies_within(box, space) or not shown
+
+
+@settings(max_examples=500, deadline=None)
+@given(rest=sides, theirs=sides, split=st.booleans())
+def test_inside_is_the_empty_difference(rest, theirs, split: bool) -> None:
+    """within._inside, the bisection that tells whether one interval set lies within another,
+    against the difference: equal on normalized sets; on a set cut where nothing is missing
+    (adjacent intervals left apart) it may say no, never a wrong yes."""
+    if split:  # an interval cut in two adjacent halves
+        low, high = theirs[0]
+        theirs = ((low, low), (low + 1, high), *theirs[1:]) if high > low else theirs
+    inside = within_module._inside(rest, theirs)
+    empty = not iv_sub(rest, iv_norm(theirs))
+    assert inside == empty if not split else (empty or not inside)

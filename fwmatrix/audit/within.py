@@ -9,6 +9,12 @@ interval starts, and a box is within when the boxes of its service (or of a wide
 hold it in every dimension but the addresses cover its two address sides: along the side
 with the narrower intervals, cell by cell, the other side minus theirs. "No" means only
 "not shown": the caller then works it out as before, so no finding depends on this test.
+
+Two lookups by exact keys answer most boxes before that search: a box is within when, along
+one of its address sides, each of its intervals is an interval of a space box of the same
+interfaces, protocols and ports that holds its states and its whole other side (a grant's set
+elements inside the openings' hosts, an opening's host inside a rule's hosts); and a box is
+within one of the few space boxes of every address (`ct state established` accepted for all).
 """
 
 from __future__ import annotations
@@ -46,6 +52,10 @@ class _Starts:
             self.classes.append((1 << size_class, [entry[0] for entry in entries], entries))
 
 
+_Kind = tuple[int, int, int, int, int, int]  # interfaces, one protocol interval, one port interval
+_Held = tuple[int, int, int, "Intervals | None", Intervals]  # states complemented, the other side's bounds, it when it has gaps, it
+_Table = dict[tuple[int, int], list[_Held]]  # by an address interval of one side
+_Block = tuple[int, int, int, int, int]  # states complemented, the source's bounds, the destination's
 _Entry = tuple[int, int, int, int, int, int, int, "Intervals | None", Intervals]
 _start = itemgetter(0)
 
@@ -54,7 +64,20 @@ class Within:
     """Tests boxes against one space (see the module doc)."""
 
     def __init__(self, space: Space):
-        self._alike = space.index()  # most boxes lie within one box that differs from them in one address side
+        # the space's boxes of one protocol interval and one port interval by their interfaces and
+        # service, and (when a box of theirs is first asked) by each address interval of each side
+        self._alike: dict[_Kind, list[Box] | tuple[_Table, _Table, list[_Block]]] = {}
+        for box in space.boxes:
+            if len(box.proto) == 1 and len(box.dport) == 1:
+                kind = (box.iif, box.oif, *box.proto[0], *box.dport[0])
+                alike = self._alike.get(kind)
+                if alike is None:
+                    self._alike[kind] = [box]
+                else:
+                    alike.append(box)
+        self._wide = [b for b in space.boxes if _spans_a_family(b.src) and _spans_a_family(b.dst)]  # of every address of a family
+        self._wide_for: dict[tuple, list[Box]] = {}  # by a box's interfaces, states and service: the wide boxes that hold them
+        self._shown: set[tuple] = set()  # boxes the search below showed within (openings share some)
         self._by_service: dict[Service, list[Box]] = {}
         for box in space.boxes:
             self._by_service.setdefault((box.proto, box.dport), []).append(box)
@@ -70,8 +93,87 @@ class Within:
 
     def holds(self, box: Box) -> bool:
         """True: the box lies within the space. False: not shown (it may still)."""
-        if self._alike.covers_alike(box):
+        if self._in_wide(box) or self._held_exactly(box):
             return True
+        key = (box.iif, box.oif, box.src, box.dst, box.proto, box.dport, box.ct)
+        if key in self._shown:
+            return True
+        if self._held_in_parts(box):
+            self._shown.add(key)
+            return True
+        return False
+
+    def _tables(self, kind: _Kind) -> tuple[_Table, _Table, list[_Block]] | None:
+        """The boxes of one kind by each interval of their sources, and of their destinations."""
+        alike = self._alike.get(kind)
+        if alike is None or type(alike) is tuple:
+            return alike
+        by_src: _Table = {}
+        by_dst: _Table = {}
+        for box in alike:
+            n_ct = ~box.ct
+            for side, other, table in ((box.src, box.dst, by_src), (box.dst, box.src, by_dst)):
+                held = (n_ct, other[0][0], other[-1][1], other if len(other) > 1 else None, other)
+                for interval in side:
+                    entries = table.get(interval)
+                    if entries is None:
+                        table[interval] = [held]
+                    else:
+                        entries.append(held)
+        # a few boxes of one interval each side, not two hosts (a rule of networks): they hold a box by their bounds
+        blocks = [(~b.ct, b.src[0][0], b.src[0][1], b.dst[0][0], b.dst[0][1]) for b in alike
+                  if len(b.src) == 1 and len(b.dst) == 1 and (b.src[0][0] != b.src[0][1] or b.dst[0][0] != b.dst[0][1])][:MAX_BLOCKS]
+        tables = self._alike[kind] = (by_src, by_dst, blocks)
+        return tables
+
+    def _held_exactly(self, box: Box) -> bool:
+        """Whether, along one address side, each interval of the box is an interval of space
+        boxes of its interfaces, protocols and ports that hold its states and (one, or together)
+        its other side."""
+        proto, dport = box.proto, box.dport
+        if len(proto) != 1 or len(dport) != 1:
+            return False
+        tables = self._tables((box.iif, box.oif, *proto[0], *dport[0]))
+        if tables is None:
+            return False
+        ct, src, dst = box.ct, box.src, box.dst
+        if tables[2]:
+            s_first, s_last, d_first, d_last = src[0][0], src[-1][1], dst[0][0], dst[-1][1]
+            for n_ct, s_low, s_high, d_low, d_high in tables[2]:
+                if not ct & n_ct and s_low <= s_first and s_last <= s_high and d_low <= d_first and d_last <= d_high:
+                    return True
+        # along the side of more intervals first: the other side, the one each entry must hold, is then the shorter
+        sides = ((src, dst, tables[0]), (dst, src, tables[1])) if len(src) >= len(dst) else ((dst, src, tables[1]), (src, dst, tables[0]))
+        for side, other, table in sides:
+            first, last = other[0][0], other[-1][1]
+            for interval in side:
+                entries = table.get(interval)
+                if entries is None:
+                    break
+                for n_ct, t_first, t_last, with_gaps, _ in entries:
+                    if not ct & n_ct and t_first <= first and last <= t_last and (with_gaps is None or _inside(other, with_gaps)):
+                        break  # this interval held
+                else:  # by several together? (a network's rule with holes where other rules took hosts)
+                    if len(entries) == 1 or not _within_union([theirs for n_ct, _, _, _, theirs in entries if not ct & n_ct], other):
+                        break
+            else:
+                return True
+        return False
+
+    def _in_wide(self, box: Box) -> bool:
+        """Whether a space box of every address of a family holds the box (replies within `ct state established`)."""
+        if not self._wide:
+            return False
+        key = (box.iif, box.oif, box.ct, box.proto, box.dport)
+        holding = self._wide_for.get(key)
+        if holding is None:
+            holding = self._wide_for[key] = [
+                w for w in self._wide if not (box.iif & ~w.iif or box.oif & ~w.oif or box.ct & ~w.ct or iv_sub(box.proto, w.proto) or iv_sub(box.dport, w.dport))]
+        src, dst = box.src, box.dst
+        return any(not iv_sub(src, w.src) and not iv_sub(dst, w.dst) for w in holding)
+
+    def _held_in_parts(self, box: Box) -> bool:
+        """The search of the module doc: the box's service in parts, each covered cell by cell."""
         parts = self._service_parts(box)
         if not parts:
             return False
@@ -127,6 +229,14 @@ class Within:
 
 
 MAX_PARTS = 64
+MAX_BLOCKS = 4
+
+
+def _spans_a_family(side: Intervals) -> bool:
+    return side[-1][1] - side[0][0] >= FAMILY_SPAN
+
+
+FAMILY_SPAN = (1 << 32) - 1  # all IPv4 addresses, the fewest a side of every address of a family spans
 
 
 _Part = list  # [indexes by destination or None, indexes by source or None, services]: a part of a box's service
@@ -144,7 +254,7 @@ def _pieces(indexes: list[_Starts], low: int, high: int, box: Box, other: Interv
                 start, end, n_iif, n_oif, n_ct, t_first, t_last, with_gaps, theirs = entries[at]
                 if end < low or iif & n_iif or oif & n_oif or ct & n_ct or t_first > last or t_last < first:
                     continue  # misses it, or does not hold its interfaces and states
-                if start <= low and high <= end and t_first <= first and last <= t_last and (with_gaps is None or not _minus(other, with_gaps)):
+                if start <= low and high <= end and t_first <= first and last <= t_last and (with_gaps is None or _inside(other, with_gaps)):
                     return None  # the usual case
                 pieces.append((max(start, low), min(end, high), theirs))
     return pieces
@@ -184,6 +294,18 @@ def _minus(rest: Intervals, theirs: Intervals) -> Intervals:
 _end = itemgetter(1)
 
 
+def _inside(rest: Intervals, theirs: Intervals) -> bool:
+    """`not _minus(rest, theirs)` without making what is left: each interval of `rest` within
+    one of `theirs` (normalized: apart, so an interval within their union is within one of
+    them), found by bisection; the first that is not ends it. A host inside a network whose
+    thousands of holes (other rules' hosts) `_minus` would walk is one bisection here."""
+    for low, high in rest:
+        at = bisect_left(theirs, low, key=_end)  # the first of theirs that ends at or after low
+        if at == len(theirs) or theirs[at][0] > low or theirs[at][1] < high:
+            return False
+    return True
+
+
 def _covers(pieces: list[tuple[int, int, Intervals]], low: int, high: int, other: Intervals) -> bool:
     """Whether [low, high] x `other` lies within the union of the pieces' products (each piece
     a part of [low, high] and an interval set of the other side), or too much work to tell:
@@ -221,20 +343,25 @@ WORK_BUDGET = 1 << 16
 def _within_union(sets: list[Intervals], other: Intervals) -> bool:
     """Whether `other` lies within the union of the interval sets."""
     rest = other
-    for theirs in sets[:FIRST_TRIES]:  # often one of the first holds it whole
-        rest = _minus(rest, theirs)
+    at = 0
+    # one set at a time while what is left is a few intervals (often one of the first holds it
+    # whole, or the rest is a few hosts that other rules forward): a bisection each
+    while at < len(sets) and (at < FIRST_TRIES or len(rest) <= FEW_LEFT):
+        rest = _minus(rest, sets[at])
         if not rest:
             return True
-    if len(sets) <= FIRST_TRIES:
+        at += 1
+    if at == len(sets):
         return False
-    # many sets (hosts coalesced in each): their parts within the rest's bounds, united once
+    # many sets (hosts coalesced in each) and much left: their parts within the rest's bounds, united once
     low, high = rest[0][0], rest[-1][1]
     spans: list[tuple[int, int]] = []
-    for theirs in sets[FIRST_TRIES:]:
+    for theirs in sets[at:]:
         if len(theirs) > 4:
             theirs = theirs[bisect_left(theirs, low, key=_end) : bisect_right(theirs, high, key=_start)]
         spans.extend(theirs)
-    return not _minus(rest, iv_norm(spans))
+    return _inside(rest, iv_norm(spans))
 
 
+FEW_LEFT = 4
 FIRST_TRIES = 2
