@@ -3,9 +3,11 @@ against the same packets built one key at a time with `key_space` and the space 
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings, strategies as st
 from netaddr import IPNetwork, IPRange
 
+from fwmatrix.audit.evaluate.effective import EvaluationError
 from fwmatrix.audit.evaluate.matches import key_space, rule_space, set_space
 from fwmatrix.audit.evaluate.reading import Reading
 from fwmatrix.ir import Chain, Element, Match, Rule, Ruleset, SetDef, Table, Verdict
@@ -116,3 +118,15 @@ def test_addr_interval_is_what_netaddr_says(net):
     address as netaddr's own properties give them (IPv4 past V4_BASE)."""
     base = V4_BASE if net.version == 4 else 0
     assert addr_interval(net) == (base + net.first, base + net.last)
+
+
+def test_a_field_without_evaluation_is_named_in_the_rules_order():
+    """Plain matches are narrowed by together, and still the first match fwmatrix cannot evaluate
+    is the one the error names."""
+    reading = _reading()
+    for first, second in (("meta.mark", "meta.priority"), ("meta.priority", "meta.mark")):
+        rule = Rule((Match(("iif",), (("eth0",),)), Match((first,), ((1,),)), Match((second,), ((2,),)), Match(("dport",), ((22,),))),
+                    Verdict("accept"))
+        table = Table("inet", "t", (Chain("c", (rule,)),))
+        with pytest.raises(EvaluationError, match=first):
+            rule_space(reading, table, rule, "t")

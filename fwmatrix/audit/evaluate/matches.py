@@ -122,11 +122,19 @@ def rule_space(reading: Reading, table: Table, rule: Rule, origin: str) -> tuple
     parts: list[Space] = []
     lookup: Match | None = None  # a set lookup whose elements take the other matches' bounds (set_space's `within`)
     uncertain = False
+    pending: list[tuple[str, tuple]] = []  # plain matches on other fields than addresses, narrowed by at once
     for match in rule.matches:
         if match.__class__ is Match and match.set_name is None and not match.negate and len(match.fields) == 1 \
                 and match.fields[0] not in _NOT_PLAIN:  # most matches: one field's values (`tcp dport { 22, 80 }`)
-            _narrow_by_values(bounds, match.fields[0], match.values, ifaces)
+            sides = ADDRESS_FIELDS.get(match.fields[0])
+            if sides is None:
+                pending.append((match.fields[0], match.values))
+            else:
+                _narrow_by_addresses(bounds, sides, match.values)
             continue
+        if pending:  # in the matches' order, before anything else: a bad value is named where it was
+            _narrow_by_all(bounds, pending, ifaces)
+            pending = []
         if isinstance(match, Match) and match.set_name is not None and table.set(match.set_name).dynamic:
             # the packet path adds to the set: it may hold anything of its type, or nothing
             reading.note_unmodelled(origin, f"a lookup of @{match.set_name}, a set the packet path adds to (it may hold any {' . '.join(match.fields)})")
@@ -156,6 +164,8 @@ def rule_space(reading: Reading, table: Table, rule: Rule, origin: str) -> tuple
         if match.negate:
             part = reading.family_space(table).intersect(_implied(reading.full, match.fields)).subtract(part)
         parts.append(part)
+    if pending:
+        _narrow_by_all(bounds, pending, ifaces)
     if lookup is None:
         space = _space_of(reading, bounds)
     elif bounds.pop("_empty", False):
@@ -374,6 +384,39 @@ def _narrow_by_values(bounds: dict[str, object], f: str, values: tuple, ifaces: 
             bounds["_empty"] = True
 
 
+def _narrow_by_all(bounds: dict[str, object], matches: list[tuple[str, tuple]], ifaces: Interfaces) -> None:
+    """Narrow `bounds` by each (field, values) of `matches`: what they allow together, remembered by
+    the list (a ruleset written by hand names the same interfaces, protocols and ports rule after
+    rule), merged into the bounds at once (the same intersection, in another order)."""
+    if len(matches) == 1:
+        _narrow_by_values(bounds, *matches[0], ifaces)
+        return
+    key: tuple | None = tuple(matches)
+    try:
+        known = _COMBINED.get(key)  # type: ignore[arg-type]
+    except TypeError:  # a value that cannot be hashed: worked out each time
+        known, key = None, None
+    if known is not None and known[0] is ifaces:
+        combined = known[1]
+    else:
+        combined = {}
+        for f, values in matches:
+            _narrow_by_values(combined, f, values, ifaces)
+        if key is not None:
+            if len(_COMBINED) >= MAX_UNIONS:
+                _COMBINED.clear()
+            _COMBINED[key] = (ifaces, combined)
+    for dim, value in combined.items():
+        if dim == "_empty":
+            bounds["_empty"] = True
+        elif dim not in bounds:
+            bounds[dim] = value
+        else:
+            bounds[dim] = bounds[dim] & value if isinstance(value, int) else iv_and(bounds[dim], value)  # type: ignore[operator, arg-type]
+            if not bounds[dim]:
+                bounds["_empty"] = True
+
+
 def _narrow_by_addresses(bounds: dict[str, object], sides: tuple[str, str, Intervals], values: tuple) -> None:
     """Narrow `bounds` by an address field being one of `values`: its side to their intervals within
     the field's family, the other side to the family (what `_constrain` allows of each, united)."""
@@ -434,6 +477,7 @@ def _values_allowed(f: str, values: tuple, ifaces: Interfaces) -> dict[str, obje
 
 _UNIONS: dict[tuple[str, tuple], tuple[Interfaces, dict[str, object]]] = {}  # (field, values) -> (universe, what they allow)
 MAX_UNIONS = 1 << 14  # more, and it starts again
+_COMBINED: dict[tuple, tuple[Interfaces, dict[str, object]]] = {}  # a rule's (field, values) list -> (universe, what they allow)
 
 
 def _implied(full: Space, fields: tuple[str, ...]) -> Space:
