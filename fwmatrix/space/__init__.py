@@ -45,8 +45,11 @@ from fwmatrix.intervals import (  # noqa: F401 (the dimensions' values, re-expor
     Interfaces,
 )
 from fwmatrix.space.box import NOT_PORTLESS, Box, box_size, physical  # noqa: F401 (re-exported)
-from fwmatrix.space.index import BoxIndex, may_contain, may_overlap  # noqa: F401 (re-exported)
+from fwmatrix.space.index import BoxIndex, may_contain, may_overlap, meet_all  # noqa: F401 (re-exported)
 from fwmatrix.space.cut import subtract_boxes  # noqa: F401 (re-exported)
+
+
+FEW_ASKING = 4  # an intersection asking at most this many boxes of a space without an index tests each of its boxes
 
 
 class Space:
@@ -109,6 +112,10 @@ class Space:
             # scope has a box per service; a set's elements are of one), a pass no dearer than indexing
             protocols = {b.proto for b in large.boxes}
             asking = [a for a in asking if any(iv_overlaps(a.proto, p) for p in protocols)]
+        if len(asking) <= FEW_ASKING and large._index is None:
+            # a few boxes (a chain's scope) asked of many (a set's elements): each box tested on the
+            # bounds of each costs less than filing them all in an index asked only these few times
+            return Space(self.ifaces, [c for _, c in meet_all(asking, large.boxes)])
         index = large.index()
         out = []
         for a in asking:

@@ -6,7 +6,7 @@ from bisect import bisect_left, bisect_right
 from functools import lru_cache
 from typing import Sequence
 
-from fwmatrix.intervals import Intervals, iv_sub, iv_widest
+from fwmatrix.intervals import Intervals, iv_overlaps, iv_sub, iv_widest
 from fwmatrix.space.box import Box
 
 
@@ -75,35 +75,43 @@ REACH = tuple(_reach(c) for c in range(2 + 129 // 4))  # by size class (addresse
 
 HUGE = (1 << 32) - 1  # the widest interval of a box of every address of a family, at least
 SMALL_GROUP = 8  # a group of at most this many boxes is taken whole, not bisected
-PORT_BUCKET_BITS = 4  # ports are filed by 16s: well-known ports tell openings apart
-WIDE = -1
 ALIKE_RENT = 16  # boxes filed in same_src and same_dst per renting lookup that asked (see covers_alike)
+MAX_MEETS = 1 << 12  # lookups of more distinct interfaces and protocols than this, and an index forgets which met which
+PORT_BUCKET_BITS = 4  # ports are filed by 16s: well-known ports tell openings apart
+MAX_BUCKETS = 8  # a port set in more buckets than this is filed as WIDE
+WIDE = -1
 
 
 @lru_cache(maxsize=1 << 16)  # asked for every box filed and looked up; rulesets have few distinct port sets
 def _port_buckets(dport: Intervals) -> tuple[int, ...]:
-    """The port buckets a port set touches, or (WIDE,) when it spans many."""
-    low, high = dport[0][0], dport[-1][1]
-    first, last = low >> PORT_BUCKET_BITS, high >> PORT_BUCKET_BITS
-    return tuple(range(first, last + 1)) if last - first < 8 else (WIDE,)
+    """The port buckets a port set's values fall in (a list of ports: each port's), or (WIDE,)
+    when they are many (a range)."""
+    buckets: list[int] = []
+    for low, high in dport:
+        first, last = low >> PORT_BUCKET_BITS, high >> PORT_BUCKET_BITS
+        buckets += range(first if not buckets or first > buckets[-1] else buckets[-1] + 1, last + 1)
+        if len(buckets) > MAX_BUCKETS:
+            return (WIDE,)
+    return tuple(buckets)
 
 
 class BoxIndex:
     """Finds the boxes that may overlap a box.
 
-    Boxes are filed by interface pair, then by destination-port bucket (ports
-    tell openings apart well), then, for every interval of the box's
+    Boxes are filed by interface pair, then by protocol set, then by
+    destination-port bucket (ports tell openings apart well; a list of ports
+    is filed under each port's bucket), then, for every interval of the box's
     destination (and separately of its source), by the interval's size class,
     sorted by where it starts: an interval of class c that overlaps
     [low, high] starts in [low - _reach(c), high], a window found by
     bisection. A lookup walks the query's side with the narrower intervals.
     Openings name hosts, networks and ports, so a lookup touches the few
-    boxes near them, not all."""
+    boxes near them, not all; never one of another protocol."""
 
     def __init__(self, boxes: Sequence[Box] = ()):
-        # (iif, oif) -> port bucket -> size class -> sorted intervals
-        self.by_dst: dict[tuple[int, int], dict[int, dict[int, _Sorted]]] = {}
-        self.by_src: dict[tuple[int, int], dict[int, dict[int, _Sorted]]] = {}
+        # (iif, oif) -> proto -> port bucket -> size class -> sorted intervals
+        self.by_dst: dict[tuple[int, int], dict[Intervals, dict[int, dict[int, _Sorted]]]] = {}
+        self.by_src: dict[tuple[int, int], dict[Intervals, dict[int, dict[int, _Sorted]]]] = {}
         self.all: list[Box] = []
         # boxes of every source and destination, checked first (they cover much), by their
         # interfaces and states (few of them): most lookups miss each there
@@ -116,9 +124,9 @@ class BoxIndex:
         self._alike_upto = 0  # boxes of `all` filed in same_src and same_dst (when first asked: most indexes never are)
         self._alike_asked = 0  # renting lookups since (see covers_alike)
         self._dst_upto = self._src_upto = 0  # boxes of `all` filed in by_dst, in by_src
-        # (side, iif, oif) -> the port tables of that side's interface pairs that meet them, in the
-        # table's order: a lookup walks a few of the many pairs (emptied when a pair is added)
-        self._pairs: dict[tuple[bool, int, int], list[dict[int, dict[int, _Sorted]]]] = {}
+        # (side, iif, oif, proto) -> the port tables of that side's interface pairs and protocol sets that
+        # meet them: a lookup walks a few of the many (emptied when a pair or a protocol set is added)
+        self._meets: dict[tuple[bool, int, int, Intervals], list[dict[int, dict[int, _Sorted]]]] = {}
         for box in boxes:
             self.add(box)
 
@@ -129,24 +137,29 @@ class BoxIndex:
                 and iv_widest(src) >= HUGE and iv_widest(dst) >= HUGE):  # a whole family at least
             self.huge.setdefault((box.iif, box.oif, box.ct), []).append(box)
 
-    def _table(self, side: str) -> dict[tuple[int, int], dict[int, dict[int, _Sorted]]]:
+    def _table(self, side: str) -> dict[tuple[int, int], dict[Intervals, dict[int, dict[int, _Sorted]]]]:
         """The boxes by one address side, filed when a lookup first walks that side (many
         indexes are only ever asked by one side, or never), in the order they were added."""
-        table, upto = (self.by_dst, self._dst_upto) if side == "dst" else (self.by_src, self._src_upto)
+        by_dst = side == "dst"
+        table, upto = (self.by_dst, self._dst_upto) if by_dst else (self.by_src, self._src_upto)
         boxes = self.all
         if upto == len(boxes):
             return table
         for box in boxes[upto:] if upto else boxes:
             pair = (box.iif, box.oif)
-            by_port = table.get(pair)
+            by_proto = table.get(pair)
+            if by_proto is None:
+                by_proto = table[pair] = {}
+            by_port = by_proto.get(box.proto)
             if by_port is None:
-                by_port = table[pair] = {}
-                self._pairs.clear()
+                by_port = by_proto[box.proto] = {}
+                self._meets.clear()
+            intervals = box.dst if by_dst else box.src
             for bucket in _port_buckets(box.dport):
                 classes = by_port.get(bucket)
                 if classes is None:
                     classes = by_port[bucket] = {}
-                for low, high in box.dst if side == "dst" else box.src:
+                for low, high in intervals:
                     # grouped by size: class 0 holds single addresses, class c > 0 intervals of
                     # fewer than 2**(4*c) addresses (see _reach)
                     size_class = 0 if low == high else 1 + (high - low).bit_length() // 4
@@ -154,7 +167,7 @@ class BoxIndex:
                     if group is None:
                         group = classes[size_class] = _Sorted()
                     group._tail.append((low, box))
-        if side == "dst":
+        if by_dst:
             self._dst_upto = len(boxes)
         else:
             self._src_upto = len(boxes)
@@ -194,6 +207,7 @@ class BoxIndex:
         return bool(alike) and any(not ct & ~b.ct and not iv_sub(box.src, b.src) for b in alike)
 
     def overlapping(self, box: Box) -> list[Box]:
+        """The indexed boxes that may overlap `box` (every one that does, once; in no particular order)."""
         dst, src = box.dst, box.src
         wide_dst = dst[0][1] - dst[0][0] if len(dst) == 1 else iv_widest(dst)
         wide_src = src[0][1] - src[0][0] if len(src) == 1 else iv_widest(src)
@@ -204,18 +218,21 @@ class BoxIndex:
         else:
             table = self.by_src if self._src_upto == len(self.all) else self._table("src")
             side = src
+        iif, oif, proto = box.iif, box.oif, box.proto
+        key = (by_dst, iif, oif, proto)
+        meets = self._meets.get(key)
+        if meets is None:
+            if len(self._meets) >= MAX_MEETS:
+                self._meets.clear()
+            meets = self._meets[key] = [
+                by_port for (pair_iif, pair_oif), by_proto in table.items() if pair_iif & iif and pair_oif & oif
+                for filed, by_port in by_proto.items() if iv_overlaps(filed, proto)]
         buckets = _port_buckets(box.dport)
         keys = None if buckets[0] == WIDE else (*buckets, WIDE)
         first, last = side[0][0], side[-1][1]
-        iif, oif = box.iif, box.oif
-        pairs = self._pairs.get((by_dst, iif, oif))
-        if pairs is None:
-            pairs = self._pairs[(by_dst, iif, oif)] = [
-                by_port for (pair_iif, pair_oif), by_port in table.items() if pair_iif & iif and pair_oif & oif]
-        # first seen first: a box filed under several buckets or intervals is kept where it is first met
-        # (the order matters: a subtraction cuts by the boxes in this order, and findings print its pieces)
-        found: dict[int, Box] = {}
-        for by_port in pairs:
+        several = len(side) > 1
+        found: list[Box] = []
+        for by_port in meets:
             for classes in by_port.values() if keys is None else [by_port[b] for b in keys if b in by_port]:
                 for size_class, group in classes.items():
                     if group._tail:
@@ -226,12 +243,15 @@ class BoxIndex:
                         continue  # nothing of this group starts near the side
                     boxes = group._boxes
                     if len(starts) <= SMALL_GROUP:  # fewer than the bisections would cost: callers check overlap
-                        found.update(zip(map(id, boxes), boxes))
-                        continue
-                    for low, high in side:
-                        hits = boxes[bisect_left(starts, low - reach) : bisect_right(starts, high)]
-                        found.update(zip(map(id, hits), hits))
-        return list(found.values())
+                        found += boxes
+                    elif several:
+                        for low, high in side:
+                            found += boxes[bisect_left(starts, low - reach) : bisect_right(starts, high)]
+                    else:
+                        found += boxes[bisect_left(starts, first - reach) : bisect_right(starts, last)]
+        if len(found) > 1:  # a box filed under several buckets or intervals may be found more than once
+            return list({id(b): b for b in found}.values())
+        return found
 
 
 def may_overlap(a: Box, b: Box) -> bool:
@@ -261,6 +281,70 @@ def meeting(a: Box, boxes: list[Box]) -> list[Box]:
         and dst_low <= b.dst[-1][1] and b.dst[0][0] <= dst_high
         and src_low <= b.src[-1][1] and b.src[0][0] <= src_high
     ]
+
+
+class _Holder:
+    """Whether a box lies within one box `a`, exactly: its masks within a's, each interval set
+    within a's (by the bounds where a's is one interval, else asked once per distinct set: boxes
+    share their protocol and port sets)."""
+
+    __slots__ = ("box", "iif", "oif", "ct", "src_low", "src_high", "dst_low", "dst_high", "protos", "dports")
+
+    def __init__(self, a: Box):
+        self.box = a
+        self.iif, self.oif, self.ct = a.iif, a.oif, a.ct
+        # (1, 0), a bound no interval meets: ask iv_sub
+        self.src_low, self.src_high = a.src[0] if len(a.src) == 1 else (1, 0)
+        self.dst_low, self.dst_high = a.dst[0] if len(a.dst) == 1 else (1, 0)
+        self.protos: dict[Intervals, bool] = {}
+        self.dports: dict[Intervals, bool] = {}
+
+    def holds(self, b: Box) -> bool:
+        if b.iif & ~self.iif or b.oif & ~self.oif or b.ct & ~self.ct:
+            return False
+        src, dst = b.src, b.dst
+        if not (self.src_low <= src[0][0] and src[-1][1] <= self.src_high) and (self.src_low <= self.src_high or iv_sub(src, self.box.src)):
+            return False
+        if not (self.dst_low <= dst[0][0] and dst[-1][1] <= self.dst_high) and (self.dst_low <= self.dst_high or iv_sub(dst, self.box.dst)):
+            return False
+        within = self.protos.get(b.proto)
+        if within is None:
+            within = self.protos[b.proto] = not iv_sub(b.proto, self.box.proto)
+        if not within:
+            return False
+        within = self.dports.get(b.dport)
+        if within is None:
+            within = self.dports[b.dport] = not iv_sub(b.dport, self.box.dport)
+        return within
+
+
+def meet_all(asking: list[Box], boxes: list[Box]) -> list[tuple[Box, Box]]:
+    """Each of the boxes that meets one of the `asking` boxes, with a box of their common packets
+    (together, the same set as every `a.intersect(box)`), without an index: for a few boxes (a
+    chain's scope) asked of many (a set's elements, a chain's accepts) once. A box within one
+    asking box (most: the many lie within the few) is its own common part (a copy, new like an
+    intersection's: callers tell boxes apart by identity); the others are intersected with each
+    asking box they meet."""
+    if not asking:
+        return []
+    holders = [_Holder(a) for a in asking]
+    last = holders[0]  # the holder of the box before: boxes come in runs of one family and service
+    out: list[tuple[Box, Box]] = []
+    rest: list[Box] = []
+    for b in boxes:
+        if not last.holds(b):
+            for holder in holders:
+                if holder is not last and holder.holds(b):
+                    last = holder
+                    break
+            else:
+                rest.append(b)
+                continue
+        out.append((b, Box(b.iif, b.oif, b.src, b.dst, b.proto, b.dport, b.ct)))
+    if rest:
+        for a in asking:
+            out += [(b, c) for b in meeting(a, rest) if (c := a.intersect(b)) is not None]
+    return out
 
 
 def may_contain(a: Box, b: Box) -> bool:

@@ -12,7 +12,7 @@ from fwmatrix.audit.evaluate.chains import ChainResult, UnsureVerdict, chain_nam
 from fwmatrix.audit.evaluate.effective import Grant
 from fwmatrix.audit.evaluate.reading import Reading
 from fwmatrix.ir import Chain, Rule, Table, UnmodelledAction
-from fwmatrix.space import BoxIndex, Remaining, Space, ct_bits
+from fwmatrix.space import Box, Remaining, Space, ct_bits, meet_all
 
 DEFAULT_ACCEPT = "no forward chain judges these packets (netfilter forwards them by default)"
 # the hooks after forward whose filter chains can still drop a forwarded packet
@@ -121,18 +121,18 @@ def upper_differs(judges: list[Judge]) -> bool:
 
 
 def _intersect_grants(grants: list[Grant], passes: list[Grant]) -> list[Grant]:
-    """Each grant cut by each pass, named by the pass's rule (found through an index, not pairwise)."""
+    """Each grant cut by each pass, named by the pass's rule, in the passes' order. The grants are a
+    chain's scope as the hooks before it leave it (a few boxes), the passes its accepts (as many as
+    its rules, or a set's elements): each grant box meets the passes' boxes on their bounds, with
+    no index of them all that only these few boxes would ask."""
     origin_of: dict[int, str] = {}
-    index = BoxIndex()
+    passing: list[Box] = []
+    by_origin: dict[str, list[Box]] = {}
     for p in passes:
+        by_origin.setdefault(p.origin, [])
         for box in p.space.boxes:
             origin_of[id(box)] = p.origin
-            index.add(box)
-    by_origin: dict[str, list] = {}
-    for g in grants:
-        for box in g.space.boxes:
-            for other in index.overlapping(box):
-                common = box.intersect(other)
-                if common is not None:
-                    by_origin.setdefault(origin_of[id(other)], []).append(common)
-    return [Grant(Space(grants[0].space.ifaces if grants else passes[0].space.ifaces, boxes), origin) for origin, boxes in by_origin.items()]
+            passing.append(box)
+    for b, common in meet_all([box for g in grants for box in g.space.boxes], passing):
+        by_origin[origin_of[id(b)]].append(common)
+    return [Grant(Space(grants[0].space.ifaces, boxes), origin) for origin, boxes in by_origin.items() if boxes]

@@ -1,0 +1,71 @@
+"""The box index and the walk's scans against brute force (the strategies and the oracle are test_space's)."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fwmatrix.space import Box, BoxIndex, Space, meet_all
+from fwmatrix.space.index import _port_buckets
+from test_space import IFACES, points, spaces
+
+
+@settings(max_examples=200, deadline=None)
+@given(a=spaces, parts=st.lists(spaces, min_size=1, max_size=6))
+def test_index_finds_every_box_that_overlaps(a: Space, parts: list[Space]) -> None:
+    """Filed by interface pair, protocol set and port bucket (a list of ports under each port's),
+    grown box by box between lookups or built whole: every box that meets a lookup is found, once."""
+    others = [b for p in parts for b in p.boxes]
+    grown = BoxIndex()
+    for part in parts:
+        for box in a.boxes:
+            grown.overlapping(box)  # files what was added so far, then more is added
+        for b in part.boxes:
+            grown.add(b)
+    for index in (BoxIndex(others), grown):
+        for box in a.boxes:
+            found = index.overlapping(box)
+            assert len({id(b) for b in found}) == len(found)
+            assert {id(b) for b in others if box.intersect(b) is not None} <= {id(b) for b in found}
+
+
+@settings(max_examples=300, deadline=None)
+@given(a=spaces, b=spaces)
+def test_meet_all_is_every_intersection(a: Space, b: Space) -> None:
+    """The scan without an index: each box that meets an asking box, with common parts that
+    together are the packets of every pairwise intersection (a box within an asking box as a
+    new box equal to it), each within its box."""
+    pairs = meet_all(a.boxes, b.boxes)
+    assert {id(y) for y, _ in pairs} == {id(y) for y in b.boxes if any(x.intersect(y) is not None for x in a.boxes)}
+    assert all(c is not y and points(Space(IFACES, [c])) <= points(Space(IFACES, [y])) for y, c in pairs)
+    assert points(Space(IFACES, [c for _, c in pairs])) == points(a) & points(b)
+
+
+@settings(max_examples=150, deadline=None)
+@given(a=spaces, b=spaces)
+def test_few_asking_boxes_meet_many_without_an_index(a: Space, b: Space) -> None:
+    import fwmatrix.space as space_module
+
+    saved = space_module.FEW_ASKING
+    try:
+        for few in (0, 100):  # through the index; by scanning the boxes
+            space_module.FEW_ASKING = few
+            assert points(Space(IFACES, a.boxes).intersect(Space(IFACES, b.boxes))) == points(a) & points(b)
+    finally:
+        space_module.FEW_ASKING = saved
+
+
+def test_port_buckets_of_lists_and_ranges() -> None:
+    assert _port_buckets(((80, 80), (443, 443))) == (5, 27)  # a list: each port's bucket
+    assert _port_buckets(((0, 15), (16, 20))) == (0, 1)
+    assert _port_buckets(((5, 5), (7, 7))) == (0,)
+    assert _port_buckets(((1024, 65535),)) == (-1,)  # a range over many buckets: WIDE
+    assert _port_buckets(tuple((p, p) for p in range(0, 16 * 10, 16))) == (-1,)
+
+
+def test_index_never_returns_another_protocol() -> None:
+    tcp = Box(1, 1, ((10, 10),), ((20, 20),), ((6, 6),), ((80, 80),), 1)
+    udp = Box(1, 1, ((10, 10),), ((20, 20),), ((17, 17),), ((80, 80),), 1)
+    both = Box(1, 1, ((10, 10),), ((20, 20),), ((6, 6), (17, 17)), ((80, 80),), 1)
+    index = BoxIndex([udp, both])
+    assert index.overlapping(tcp) == [both]
