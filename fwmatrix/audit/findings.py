@@ -18,7 +18,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from dataclasses import dataclass, field, replace
 from functools import cache
-from typing import Iterable, Protocol
+from typing import Callable, Iterable, Protocol
 
 from netaddr import IPNetwork
 
@@ -171,7 +171,8 @@ def audit(intent: Intent, firewall: str, ruleset: Ruleset, source: str, local_ad
     flows_by_opening: dict[int, list[Flow]] = {}
     for flow in fw_intent.flows:
         flows_by_opening.setdefault(flow.opening.index, []).append(flow)
-    opening_spaces = {index: _union(full, [flow_space(full, f, CT_NEW) for f in flows]) for index, flows in flows_by_opening.items()}
+    sides = _Addresses()  # the flows of one opening share their tuples of networks: each converted once
+    opening_spaces = {index: _union(full, [flow_space(full, f, CT_NEW, sides) for f in flows]) for index, flows in flows_by_opening.items()}
     intended = _union(full, list(opening_spaces.values()))
 
     forwarded = _union(full, [g.space for g in effective.forwarded])
@@ -274,7 +275,7 @@ def audit(intent: Intent, firewall: str, ruleset: Ruleset, source: str, local_ad
     # replies: every opening's answers must come back (each reply space holds its conntrack states)
     returning = Within(forwarded_few.union(nd_dead))
     for index, flows in sorted(flows_by_opening.items()):
-        replies = _union(full, [reply_space(full, f) for f in flows])
+        replies = _union(full, [reply_space(full, f, sides) for f in flows])
         if returning.holds_all(replies.boxes) or not replies.subtract(forwarded_few).subtract(nd_dead):
             continue
         opening = flows[0].opening
@@ -414,24 +415,38 @@ def _flow_ct(flow: Flow, ct: int) -> int:
     return ct_translated(ct) if flow.translated else ct
 
 
-def flow_space(full: Space, flow: Flow, ct: int) -> Space:
+class _Addresses:
+    """Tuples of networks as address intervals, each tuple converted once (`addrs`)."""
+
+    def __init__(self) -> None:
+        self._by_id: dict[int, tuple[tuple[IPNetwork, ...], Intervals]] = {}  # the tuple kept: its id stays its own
+
+    def __call__(self, nets: tuple[IPNetwork, ...]) -> Intervals:
+        known = self._by_id.get(id(nets))
+        if known is None:
+            known = self._by_id[id(nets)] = (nets, addrs(nets))
+        return known[1]
+
+
+def flow_space(full: Space, flow: Flow, ct: int, sides: Callable[[tuple[IPNetwork, ...]], Intervals] = addrs) -> Space:
     """A flow's packets in the given untranslated conntrack states (CT_NEW ...); those of a
-    port forward this firewall translates carry the same states as translated."""
+    port forward this firewall translates carry the same states as translated. `sides`: how
+    its networks become intervals (`addrs`, or an `_Addresses` that remembers them)."""
     ifaces = full.ifaces
     ct = _flow_ct(flow, ct)
     boxes: list[Box] = []
-    src, dst = addrs(flow.sources), addrs(flow.destinations)
+    src, dst = sides(flow.sources), sides(flow.destinations)
     for part in flow.parts:
         proto, dport = _service_bounds(part, flow.family)
         boxes += physical(ifaces.mask(flow.in_iface), ifaces.mask(flow.out_iface), src, dst, proto, dport, ct)
     return Space(ifaces, boxes)
 
 
-def reply_space(full: Space, flow: Flow) -> Space:
+def reply_space(full: Space, flow: Flow, sides: Callable[[tuple[IPNetwork, ...]], Intervals] = addrs) -> Space:
     """The answers: back the other way, from any port of the server to the client."""
     ifaces = full.ifaces
     boxes: list[Box] = []
-    src, dst = addrs(flow.destinations), addrs(flow.sources)
+    src, dst = sides(flow.destinations), sides(flow.sources)
     for part in flow.parts:
         proto, dport = _service_bounds(part, flow.family)
         answer_ports = PORTLESS_ALL if part.ports is None else PORTS_ALL

@@ -89,11 +89,15 @@ class Within:
 
     def holds_all(self, boxes: Iterable[Box]) -> bool:
         """True: every box lies within the space. False: not shown (it may still)."""
-        return all(self.holds(box) for box in boxes)
+        holds = self.holds
+        for box in boxes:
+            if not holds(box):
+                return False
+        return True
 
     def holds(self, box: Box) -> bool:
         """True: the box lies within the space. False: not shown (it may still)."""
-        if self._in_wide(box) or self._held_exactly(box):
+        if self._held_exactly(box) or (self._wide and self._in_wide(box)):
             return True
         key = (box.iif, box.oif, box.src, box.dst, box.proto, box.dport, box.ct)
         if key in self._shown:
@@ -103,10 +107,10 @@ class Within:
             return True
         return False
 
-    def _tables(self, kind: _Kind) -> tuple[_Table, _Table, list[_Block]] | None:
+    def _tables(self, kind: _Kind) -> tuple[_Table, _Table, list[_Block]]:
         """The boxes of one kind by each interval of their sources, and of their destinations."""
-        alike = self._alike.get(kind)
-        if alike is None or type(alike) is tuple:
+        alike = self._alike[kind]
+        if type(alike) is tuple:
             return alike
         by_src: _Table = {}
         by_dst: _Table = {}
@@ -133,9 +137,12 @@ class Within:
         proto, dport = box.proto, box.dport
         if len(proto) != 1 or len(dport) != 1:
             return False
-        tables = self._tables((box.iif, box.oif, *proto[0], *dport[0]))
+        kind = (box.iif, box.oif, *proto[0], *dport[0])
+        tables = self._alike.get(kind)
         if tables is None:
             return False
+        if type(tables) is list:
+            tables = self._tables(kind)
         ct, src, dst = box.ct, box.src, box.dst
         if tables[2]:
             s_first, s_last, d_first, d_last = src[0][0], src[-1][1], dst[0][0], dst[-1][1]
@@ -162,8 +169,6 @@ class Within:
 
     def _in_wide(self, box: Box) -> bool:
         """Whether a space box of every address of a family holds the box (replies within `ct state established`)."""
-        if not self._wide:
-            return False
         key = (box.iif, box.oif, box.ct, box.proto, box.dport)
         holding = self._wide_for.get(key)
         if holding is None:
