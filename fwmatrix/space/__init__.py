@@ -47,6 +47,7 @@ from fwmatrix.intervals import (  # noqa: F401 (the dimensions' values, re-expor
 from fwmatrix.space.box import NOT_PORTLESS, Box, box_size, physical  # noqa: F401 (re-exported)
 from fwmatrix.space.index import BoxIndex, may_contain, may_overlap, meet_all  # noqa: F401 (re-exported)
 from fwmatrix.space.cut import subtract_boxes  # noqa: F401 (re-exported)
+from fwmatrix.space.canon import canonical_boxes
 
 
 FEW_ASKING = 4  # an intersection asking at most this many boxes of a space without an index tests each of its boxes
@@ -181,16 +182,9 @@ class Space:
         return sum(box_size(b) for b in self.disjoint().boxes)
 
     def simplified(self) -> "Space":
-        """Fewer, larger boxes for the same set: disjoint, then merged where boxes
-        differ in one dimension only (repeated until nothing changes)."""
-        boxes = self.disjoint().boxes
-        changed = True
-        while changed and len(boxes) > 1:
-            changed = False
-            for dim in _DIMS:
-                boxes, merged = _merge_along(boxes, dim)
-                changed = changed or merged
-        return Space(self.ifaces, sorted(boxes, key=_box_order))
+        """The same set as its canonical boxes (fwmatrix.space.canon): disjoint, as few as one
+        class of values per dimension allows, and the same for the same set however it was cut."""
+        return Space(self.ifaces, canonical_boxes(self.boxes))
 
     # reading
     def describe(self, box: Box) -> str:
@@ -224,6 +218,7 @@ class Space:
             {"mac_source": sources} if sources else {})
 
     def lines(self) -> list[str]:
+        """The space as people read it: a line per box of `_reading`, a function of the set only."""
         return [self.describe(b) for b in self._reading()]
 
     def regions(self) -> tuple["Region", ...]:
@@ -231,7 +226,7 @@ class Space:
         return tuple(Region(self.describe(b), self.fields(b)) for b in self._reading())
 
     def _reading(self) -> list[Box]:
-        return _whole_protocols(Space(self.ifaces, _any_type_as_portless(self.boxes)).simplified().boxes)
+        return as_read(canonical_boxes(self.boxes))
 
     def __iter__(self) -> Iterator[Box]:
         return iter(self.boxes)
@@ -262,31 +257,46 @@ _COALESCE = ("dst", "src")  # address sides: rules cut each other there
 _ALL_BUT = {dim: attrgetter(*(d for d in _DIMS if d != dim)) for dim in _DIMS}  # a box's other dimensions, in order
 
 
-def _any_type_as_portless(boxes: list[Box]) -> list[Box]:
-    """For reading: ICMP of every type as a protocol without ports (not a physical box:
-    only for `describe`), so that it joins the other portless protocols."""
-    return [Box(b.iif, b.oif, b.src, b.dst, b.proto, ((NO_PORT, NO_PORT),), b.ct) if b.dport == ICMP_TYPES_ALL else b for b in boxes]
-
-
 def _one_proto(proto: Intervals) -> int | None:
     return proto[0][0] if len(proto) == 1 and proto[0][0] == proto[0][1] else None
 
 
-def _whole_protocols(boxes: list[Box]) -> list[Box]:
-    """For reading: a box of every port protocol on every port and its portless twin
-    are one box of every protocol (not a physical box: only for `describe`)."""
-    portless = {(b.iif, b.oif, b.src, b.dst, b.ct): b for b in boxes if b.dport == ((NO_PORT, NO_PORT),) and b.proto == iv_sub(PROTO_ALL, PORT_PROTOCOLS)}
-    out = []
-    for b in boxes:
-        key = (b.iif, b.oif, b.src, b.dst, b.ct)
-        if b.proto == PORT_PROTOCOLS and b.dport == PORTS_ALL and key in portless:
-            out.append(Box(b.iif, b.oif, b.src, b.dst, PROTO_ALL, PORT_DIM_ALL, b.ct))
-            portless.pop(key)
-        elif not (b.dport == ((NO_PORT, NO_PORT),) and portless.get(key) is b and any(
-            o.proto == PORT_PROTOCOLS and o.dport == PORTS_ALL and (o.iif, o.oif, o.src, o.dst, o.ct) == key for o in boxes
-        )):
-            out.append(b)
-    return out
+_PORTLESS = ((NO_PORT, NO_PORT),)
+_EVERY_SERVICE = sorted([(PORT_PROTOCOLS, PORTS_ALL), (iv_sub(PROTO_ALL, PORT_PROTOCOLS), _PORTLESS)])  # with ICMP read portless
+
+
+def as_read(canonical: list[Box]) -> list[Box]:
+    """Canonical boxes (ORDER: the services last) as they are read: the services of each run of
+    boxes equal but for them (the one cross-section of those packets) with ICMP of every type as
+    a protocol without ports, joining the other portless protocols, and every port protocol on
+    every port with every other protocol as one box of any protocol. Neither is a physical box,
+    only for `describe`; each changes one set of services into another that no physical set is,
+    so the reading stays a function of the packets."""
+    if not any(b.dport == ICMP_TYPES_ALL or b.dport == PORTS_ALL for b in canonical):
+        return sorted(canonical, key=_box_order)  # nothing either convention reads otherwise
+    out: list[Box] = []
+    start = 0
+    while start < len(canonical):
+        first = canonical[start]
+        end = start + 1
+        while end < len(canonical) and _outside_services(canonical[end]) == _outside_services(first):
+            end += 1
+        services = [(b.proto, b.dport) for b in canonical[start:end]]
+        if any(dport == ICMP_TYPES_ALL for _, dport in services):
+            portless = iv_norm(p for proto, dport in services if dport in (ICMP_TYPES_ALL, _PORTLESS) for p in proto)
+            services = sorted([s for s in services if s[1] not in (ICMP_TYPES_ALL, _PORTLESS)] + [(portless, _PORTLESS)])
+        if sorted(services) == _EVERY_SERVICE:
+            services = [(PROTO_ALL, PORT_DIM_ALL)]
+        if len(services) == end - start and all(b.proto == s[0] and b.dport == s[1] for b, s in zip(canonical[start:end], services)):
+            out += canonical[start:end]
+        else:
+            out += [Box(first.iif, first.oif, first.src, first.dst, proto, dport, first.ct) for proto, dport in services]
+        start = end
+    return sorted(out, key=_box_order)
+
+
+def _outside_services(box: Box) -> tuple:
+    return (box.iif, box.oif, box.src, box.dst, box.ct)
 
 
 def _merge_along(boxes: list[Box], dim: str) -> tuple[list[Box], bool]:
