@@ -72,7 +72,9 @@ class Reading:
         self.notes_by_rule: dict[str, int] = {}  # how often each rule (origin) was noted unmodelled
         self.unsure_decisions = 0  # how often a chains.UnsureVerdict decided packets (they are not certain)
         # the rules that may untrack a packet before conntrack (then `ct state` there may read untracked)
-        self._untracking = [(t, r) for t in ruleset.tables for c in t.chains if c.hook == "prerouting" and c.priority < CONNTRACK_PRIORITY
+        # (in those base chains and every chain they jump to: a notrack there untracks as well)
+        self._untracking = [(t, r) for t in ruleset.tables for c in _running(t, [b.name for b in t.chains if b.hook == "prerouting"
+                                                                              and b.priority < CONNTRACK_PRIORITY])
                             for r in c.rules if isinstance(r.action, (Notrack, UnmodelledAction))]
         self._untracked: list[tuple[Rule, Space]] | None = None  # what each of them may untrack
 
@@ -188,9 +190,15 @@ class Reading:
 def _reached(table: Table, hook: str) -> set[str]:
     """The names of the chains a hook's base chains in `table` may run: those chains, and every
     chain a jump, goto or verdict map (literal or named) leads to from them."""
+    return {c.name for c in _running(table, [c.name for c in table.chains if c.hook == hook])}
+
+
+def _running(table: Table, bases: list[str]) -> list[Chain]:
+    """The chains of `table` that the chains named `bases` may run: those, and every chain a
+    jump, goto or verdict map (literal or named) leads to from them, in the table's order."""
     maps = {s.name: s for s in table.sets}
     chains = {c.name: c for c in table.chains}
-    pending = [c.name for c in table.chains if c.hook == hook]
+    pending = list(bases)
     reached = set(pending)
     while pending:
         for rule in chains[pending.pop()].rules:
@@ -208,7 +216,7 @@ def _reached(table: Table, hook: str) -> set[str]:
                 if name in chains and name not in reached:
                     reached.add(name)
                     pending.append(name)
-    return reached
+    return [c for c in table.chains if c.name in reached]
 
 
 def _chain_as_seen(chain: Chain, seen: Callable[[Rule], Rule]) -> Chain:
