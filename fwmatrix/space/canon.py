@@ -29,6 +29,7 @@ from __future__ import annotations
 from operator import attrgetter, itemgetter
 from typing import Iterable, Sequence
 
+from fwmatrix.intervals import iv_norm
 from fwmatrix.space.box import Box
 
 ORDER = ("ct", "oif", "dst", "iif", "src", "proto", "dport")
@@ -84,19 +85,7 @@ def _join(values: Sequence, mask: bool) -> object:
         for value in values:
             joined |= value
         return joined
-    return _merge_sorted(sorted(pair for value in values for pair in value))
-
-
-def _merge_sorted(pairs: Iterable[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
-    """Sorted intervals as a canonical set (overlapping or touching ones joined)."""
-    out: list[tuple[int, int]] = []
-    for low, high in pairs:
-        if out and low <= out[-1][1] + 1:
-            if high > out[-1][1]:
-                out[-1] = (out[-1][0], high)
-        else:
-            out.append((low, high))
-    return tuple(out)
+    return iv_norm(pair for value in values for pair in value)
 
 
 def _bit_classes(rows: Sequence[Row], kinds: tuple[bool, ...]) -> list[tuple[int, tuple[Row, ...]]]:
@@ -125,7 +114,7 @@ def _segment_classes(rows: Sequence[Row], kinds: tuple[bool, ...]) -> list[tuple
         by_rest: dict[Row, list[tuple[int, int]]] = {}
         for low, high, i in pieces:
             by_rest.setdefault(rows[i][1:], []).append((low, high))
-        return [(_merge_sorted(pairs), (rest,)) for rest, pairs in by_rest.items()]
+        return [(iv_norm(pairs), (rest,)) for rest, pairs in by_rest.items()]
     points = sorted({p for row in rows for low, high in row[0] for p in (low, high + 1)})
     at = {p: i for i, p in enumerate(points)}
     segments = len(points) - 1
@@ -161,4 +150,4 @@ def _segment_classes(rows: Sequence[Row], kinds: tuple[bool, ...]) -> list[tuple
             node >>= 1
         if node:
             values.setdefault(cross[node], []).append((points[segment], points[segment + 1] - 1))
-    return [(_merge_sorted(pairs), c) for c, pairs in values.items()]
+    return [(iv_norm(pairs), c) for c, pairs in values.items()]
