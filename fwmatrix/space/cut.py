@@ -17,17 +17,18 @@ def _common_size(a: Box, b: Box) -> int:
     return 0 if common is None else box_size(common)
 
 
-def _covered(a: Box, near: list[Box]) -> bool:
-    """Whether the boxes cover `a` whole. Largest share first: a wide opening that earlier,
-    narrower rules punched holes in is then one cut (its holes left), and each hole one more,
-    where the order of the index cuts it into hundreds of pieces. Whatever the order, the
-    rest is empty exactly when covered; a rest that is not empty is worked out again in the
-    index's order by the caller, so that what is reported does not depend on this."""
+def _largest_first(a: Box, near: list[Box]) -> list[Box] | None:
+    """`a` minus the boxes, cut by the largest share first, when they may cover it; None when they
+    certainly do not (what they hold of it is less than it). Largest share first: a wide opening
+    that earlier, narrower rules punched holes in is then one cut (its holes left), and each hole
+    one more, where the order of the index cuts it into hundreds of pieces. The pieces left are
+    the answer: a finding's regions are canonical (fwmatrix.space.canon), a function of the set
+    of packets, not of how it was cut."""
     sized = [(size, b) for b in near if (size := _common_size(a, b))]
     if sum(size for size, _ in sized) < box_size(a):
-        return False  # what they hold of it, even counted twice where they overlap, is less than it
+        return None  # what they hold of it, even counted twice where they overlap, is less than it
     sized.sort(key=lambda pair: -pair[0])
-    return not _minus_each(a, [b for _, b in sized])
+    return _minus_each(a, [b for _, b in sized])
 
 
 def _minus_each(a: Box, boxes: list[Box]) -> list[Box]:
@@ -162,7 +163,6 @@ def subtract_boxes(boxes: Iterable[Box], index: BoxIndex) -> list[Box]:
         near = meeting(a, index.overlapping(a))
         if any(may_contain(b, a) and b.contains(a) for b in near):
             continue  # covered whole: no need to intersect or cut it into pieces
-        if len(near) > MANY_NEAR and _covered(a, near):
-            continue  # covered whole by several boxes together
-        out.extend(_minus_each(a, near))
+        rest = _largest_first(a, near) if len(near) > MANY_NEAR else None
+        out.extend(_minus_each(a, near) if rest is None else rest)
     return out
