@@ -39,7 +39,10 @@ The modules, in the order data flows:
   modes     own-chains and full: the marker line, and what own-chains adds on apply
   render    lowered tables -> the restore files (render_files)
   reader    iptables-save text -> sections, words, options, blocks and values
-  parse     those -> the Ruleset IR (parse_save)
+  parse     those -> the Ruleset IR (parse_save): table sections, rule lines, core options
+  terms     what a rule reads as: IR conditions and the disjunctions of one rule
+  matches   the match extensions (-m) as terms, and the values iptables-restore refuses
+  targets   the targets (-j) as the IR's actions
   tool      the tools at work: check_files, apply, read_live
 """
 

@@ -363,7 +363,7 @@ def _proto(text: str) -> int | None:
 # -- values iptables-restore refuses ---------------------------------------------------
 # A value the IR does not model is kept as text (unmodelled), but a value iptables-restore
 # refuses makes a file that never loads: fwmatrix refuses it too, rather than audit a file that
-# can never be live (parse.VALUE_CHECKS says which option takes which). Each check gives what
+# can never be live (matches.VALUE_CHECKS says which option takes which). Each check gives what
 # the value is not, or None; each is held against iptables-restore 1.8.9 in
 # tests/test_iptables_parse.py (VALUE_CASES).
 
