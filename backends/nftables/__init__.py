@@ -1,11 +1,15 @@
 """nftables backend: Ruleset IR -> an `nft -f` script, and a live ruleset
 (nft's JSON listing, or nft text) -> the Ruleset IR.
 
-  render    IR -> the script (render, RenderError)
-  binding   the python-nftables binding, or the nft binary: check (`nft -c`),
-            load and list, in private network namespaces
-  parse     nft -j JSON, or nft text, -> IR (parse_json, parse_text, read_live)
-  describe  nft-like text for what parse cannot model
+  render      IR -> the script (render, RenderError)
+  binding     the python-nftables binding, or the nft binary: check (`nft -c`),
+              load and list, in private network namespaces
+  parse       nft -j JSON, or nft text, -> IR (parse_json, parse_text, read_live):
+              the listing's tables, their sets, maps and chains
+  statements  a rule's statements -> IR rules: its matches and one action
+  matches     a `match` statement -> IR matches, through the table's context
+  values      the values in them
+  describe    nft-like text for what parse cannot model
 
 The script replaces fwmatrix's own tables in one transaction and touches
 nothing else: `table X {}` makes sure the table exists, `delete table X`
@@ -41,12 +45,13 @@ from fwmatrix.ir import Ruleset
 
 if TYPE_CHECKING:
     from fwmatrix.backends.nftables.binding import check, list_ruleset_json, load
-    from fwmatrix.backends.nftables.parse import XT_TEXT, parse_json, parse_text, read_live
+    from fwmatrix.backends.nftables.parse import parse_json, parse_text, read_live
+    from fwmatrix.backends.nftables.statements import XT_TEXT
 
 # imported when first asked for: compiling needs neither (parse, binding and what they import
 # were about a fifth of `fwmatrix compile`'s imports)
 _LAZY = {"check": "binding", "list_ruleset_json": "binding", "load": "binding",
-         "XT_TEXT": "parse", "parse_json": "parse", "parse_text": "parse", "read_live": "parse"}
+         "XT_TEXT": "statements", "parse_json": "parse", "parse_text": "parse", "read_live": "parse"}
 
 __all__ = [
     "NAME", "SUFFIX", "render_files", "check_files",

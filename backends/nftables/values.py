@@ -223,7 +223,7 @@ class Scalars:
     the same few thousand hosts, protocols and ports across tens of thousands of set elements
     (at 10,000 openings netaddr parsed 152,042 addresses for 75,741 elements). The IR's values
     are never changed once read, so elements share them, as the rules of a table already
-    share the keys of their matches (parse._TableContext.key)."""
+    share the keys of their matches (matches._TableContext.key)."""
 
     def __init__(self) -> None:
         self._known: dict[str, _Known] = {}
