@@ -570,7 +570,7 @@ class _Made:
 class _Rest:
     """The rest of a rule from an option on, as _group read it: iptables' own options in it and
     the match and target blocks. One object for every rule that ends the same way: what the
-    parser reads of it, it reads once (parse._SectionParser._rest_terms)."""
+    parser reads of it, it reads once (parse._SectionParser._rest_read)."""
 
     words: list[_Word]  # kept: the key holds their ids
     core: tuple[_Option, ...]
