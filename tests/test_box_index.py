@@ -69,3 +69,45 @@ def test_index_never_returns_another_protocol() -> None:
     both = Box(1, 1, ((10, 10),), ((20, 20),), ((6, 6), (17, 17)), ((80, 80),), 1)
     index = BoxIndex([udp, both])
     assert index.overlapping(tcp) == [both]
+
+
+@settings(max_examples=300, deadline=None)
+@given(asked=spaces, parts=st.lists(spaces, min_size=1, max_size=5))
+def test_covers_alike_only_when_covered(asked: Space, parts: list[Space]) -> None:
+    """covers_alike says a box is covered only when the indexed boxes cover it (by one box alike,
+    or by the boxes of two blocks that hold its address sides, in states together); asked between
+    additions, so that what was filed since is filed before it answers."""
+    index = BoxIndex()
+    added: list[Box] = []
+    for part in parts:
+        for b in part.boxes:
+            index.add(b)
+            added.append(b)
+        covered = points(Space(IFACES, added))
+        for box in asked.boxes + added:
+            if index.covers_alike(box):
+                assert points(Space(IFACES, [box])) <= covered
+
+
+def test_covers_alike_by_blocks() -> None:
+    """A host rule after a network rule of its interfaces and service: held by the network's block
+    on both sides (in the states of two boxes together); not by a block of another port, nor by
+    a range that is not a block (from an odd start), nor when the states are not all held."""
+    host = Box(1, 2, ((0x0A000105, 0x0A000105),), ((0x0B000007, 0x0B000007),), ((6, 6),), ((443, 443),), 3)
+    net = ((0x0A000100, 0x0A0001FF),)  # a /24
+    other = ((0x0B000000, 0x0B0000FF),)
+    new, established = Box(1, 2, net, other, ((6, 6),), ((443, 443),), 1), Box(1, 2, net, other, ((6, 6),), ((443, 443),), 2)
+    assert not BoxIndex([new]).covers_alike(host)
+    assert BoxIndex([new, established]).covers_alike(host)
+    assert not BoxIndex([Box(1, 2, net, other, ((6, 6),), ((80, 80),), 3)]).covers_alike(host)
+    assert not BoxIndex([Box(1, 2, ((0x0A000101, 0x0A0001FF),), other, ((6, 6),), ((443, 443),), 3)]).covers_alike(host)
+    wider = Box(1, 2, ((0x0A000000, 0x0A00FFFF),), ((0x0B000000, 0x0B00FFFF),), ((6, 6),), ((443, 443),), 3)  # /16s
+    assert BoxIndex([new, wider]).covers_alike(host)
+    two_hosts = Box(1, 2, ((0x0A000105, 0x0A000105), (0x0A000107, 0x0A000107)), ((0x0B000007, 0x0B000007),), ((6, 6),), ((443, 443),), 1)
+    assert BoxIndex([new]).covers_alike(two_hosts)  # its outer bounds within the blocks
+    across = Box(1, 2, ((0x0A0001F0, 0x0A000210),), ((0x0B000007, 0x0B000007),), ((6, 6),), ((443, 443),), 1)
+    assert not BoxIndex([new]).covers_alike(across)  # the /24 holds where it starts, not where it ends
+    assert BoxIndex([new, wider]).covers_alike(across)
+    across = Box(1, 2, ((0x0A000105, 0x0A000105),), ((0x0B0000F0, 0x0B000110),), ((6, 6),), ((443, 443),), 1)
+    assert not BoxIndex([new]).covers_alike(across)
+    assert BoxIndex([new, wider]).covers_alike(across)

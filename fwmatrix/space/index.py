@@ -75,6 +75,7 @@ REACH = tuple(_reach(c) for c in range(2 + 129 // 4))  # by size class (addresse
 
 HUGE = (1 << 32) - 1  # the widest interval of a box of every address of a family, at least
 SMALL_GROUP = 8  # a group of at most this many boxes is taken whole, not bisected
+MAX_BLOCK_PAIRS = 64  # more source and destination block sizes of one service than this, and covers_alike does not ask them
 ALIKE_RENT = 16  # boxes filed in same_src and same_dst per renting lookup that asked (see covers_alike)
 MAX_MEETS = 1 << 12  # lookups of more distinct interfaces and protocols than this, and an index forgets which met which
 PORT_BUCKET_BITS = 4  # ports are filed by 16s: well-known ports tell openings apart
@@ -121,6 +122,12 @@ class BoxIndex:
         # address side only, often in more states (a walk's undecided packets, new connections)
         self.same_src: dict[tuple, list[Box]] = {}
         self.same_dst: dict[tuple, list[Box]] = {}
+        # boxes whose address sides are one block each (a network: 2**k addresses from a multiple of
+        # 2**k), by every other dimension but the states: (iif, oif, proto, dport) -> the block sizes
+        # (k) of their sources, of their destinations, and (src block, dst block) -> their states
+        # together. A naive ruleset's host rules lie within an earlier zone or network rule of their
+        # service: found by a few dict lookups, not by a search of the boxes near them
+        self.blocks: dict[tuple, tuple[set[int], set[int], dict[tuple[int, int, int, int], int]]] = {}
         self._alike_upto = 0  # boxes of `all` filed in same_src and same_dst (when first asked: most indexes never are)
         self._alike_asked = 0  # renting lookups since (see covers_alike)
         self._dst_upto = self._src_upto = 0  # boxes of `all` filed in by_dst, in by_src
@@ -183,7 +190,9 @@ class BoxIndex:
 
     def covers_alike(self, box: Box, renting: bool = False) -> bool:
         """Whether one indexed box that differs from `box` in at most one address side and the
-        conntrack states contains it. `renting`: for a lookup that can do without (False: not
+        conntrack states contains it, or indexed boxes of its interfaces and service whose address
+        sides are two blocks that hold its (one box each or, in different states, together) cover it.
+        `renting`: for a lookup that can do without (False: not
         shown), boxes added since the last filing are filed only once lookups have asked about
         them often enough (ALIKE_RENT per box) to pay for filing them: a walk adds a set's
         thousands of elements, and the few boxes of later rules ask."""
@@ -194,12 +203,40 @@ class BoxIndex:
                 if len(boxes) - self._alike_upto > ALIKE_RENT * self._alike_asked:
                     return False
             self._alike_asked = 0
-            same_src, same_dst = self.same_src, self.same_dst
+            same_src, same_dst, blocks = self.same_src, self.same_dst, self.blocks
             for b in boxes[self._alike_upto:]:
-                same_src.setdefault((b.iif, b.oif, b.proto, b.dport, b.src), []).append(b)
-                same_dst.setdefault((b.iif, b.oif, b.proto, b.dport, b.dst), []).append(b)
+                src, dst = b.src, b.dst
+                same_src.setdefault((b.iif, b.oif, b.proto, b.dport, src), []).append(b)
+                same_dst.setdefault((b.iif, b.oif, b.proto, b.dport, dst), []).append(b)
+                if len(src) == 1 and len(dst) == 1:
+                    (s_low, s_high), (d_low, d_high) = src[0], dst[0]
+                    s_size, d_size = s_high - s_low + 1, d_high - d_low + 1
+                    if not (s_size & (s_size - 1) or d_size & (d_size - 1) or s_low & (s_size - 1) or d_low & (d_size - 1)):
+                        filed = blocks.get((b.iif, b.oif, b.proto, b.dport))
+                        if filed is None:
+                            filed = blocks[(b.iif, b.oif, b.proto, b.dport)] = (set(), set(), {})
+                        s_bits, d_bits = s_size.bit_length() - 1, d_size.bit_length() - 1
+                        filed[0].add(s_bits)
+                        filed[1].add(d_bits)
+                        at = (s_low, s_bits, d_low, d_bits)
+                        filed[2][at] = filed[2].get(at, 0) | b.ct
             self._alike_upto = len(boxes)
         ct = box.ct
+        filed = self.blocks.get((box.iif, box.oif, box.proto, box.dport))
+        if filed is not None and len(filed[0]) * len(filed[1]) <= MAX_BLOCK_PAIRS:
+            # the blocks of each size filed that hold the box's outer bounds, each side: boxes of
+            # those two blocks (and of its interfaces and service) hold it when their states do
+            src, dst = box.src, box.dst
+            s_low, s_high, d_low, d_high = src[0][0], src[-1][1], dst[0][0], dst[-1][1]
+            s_blocks = [(at, bits) for bits in filed[0] if (at := s_low >> bits << bits) + (1 << bits) > s_high]
+            if s_blocks:
+                d_blocks = [(at, bits) for bits in filed[1] if (at := d_low >> bits << bits) + (1 << bits) > d_high]
+                held = filed[2]
+                for s_at, s_bits in s_blocks:
+                    for d_at, d_bits in d_blocks:
+                        states = held.get((s_at, s_bits, d_at, d_bits))
+                        if states is not None and not ct & ~states:
+                            return True
         alike = self.same_src.get((box.iif, box.oif, box.proto, box.dport, box.src))
         if alike and any(not ct & ~b.ct and not iv_sub(box.dst, b.dst) for b in alike):
             return True
