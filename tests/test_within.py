@@ -231,3 +231,51 @@ def test_inside_is_the_empty_difference(rest, theirs, split: bool) -> None:
     inside = within_module._inside(rest, theirs)
     empty = not iv_sub(rest, iv_norm(theirs))
     assert inside == empty if not split else (empty or not inside)
+
+
+# the cell sweep alone (within._covers), both ways of testing a cell, against every point
+
+cells = st.integers(0, 12)
+interval_sets = st.lists(st.tuples(cells, cells).map(sorted).map(tuple), min_size=1, max_size=4).map(iv_norm)
+
+
+@st.composite
+def pieces_of(draw):
+    low = draw(st.integers(0, 4))
+    high = low + draw(st.integers(0, 8))
+    other = draw(interval_sets)
+    shared = draw(st.lists(interval_sets, min_size=1, max_size=3))  # other sides several pieces share (a space box's)
+    pieces = []
+    for _ in range(draw(st.integers(0, 12))):
+        start = draw(st.integers(low, high))
+        end = draw(st.integers(start, high))
+        theirs = draw(st.sampled_from(shared) | interval_sets)
+        pieces.append((start, end, theirs))
+    return pieces, low, high, other
+
+
+@settings(max_examples=600, deadline=None)
+@given(case=pieces_of(), counting=st.sampled_from([0, 4, 1 << 30]))
+def test_the_cell_sweep_covers_exactly_what_the_pieces_cover(case, counting: int) -> None:
+    """By counting segments, by testing each cell by bisection, or as the pieces choose: the same
+    answer as every point of [low, high] x other looked up in the pieces."""
+    pieces, low, high, other = case
+    saved = within_module.SEGMENTS_PER_SPAN
+    within_module.SEGMENTS_PER_SPAN = counting  # 0: the bisection (unless nothing spans a segment), 1 << 30: counting
+    try:
+        said = within_module._covers(list(pieces), low, high, other)
+    finally:
+        within_module.SEGMENTS_PER_SPAN = saved
+    every = all(any(start <= x <= end and any(a <= y <= b for a, b in theirs) for start, end, theirs in pieces)
+                for x in range(low, high + 1) for a_, b_ in other for y in range(a_, b_ + 1))
+    assert said == every
+
+
+def test_counting_past_its_budget_is_not_shown(monkeypatch) -> None:
+    """Both ways give up past the budget ("not shown"), and the caller subtracts."""
+    pieces = [(n, n, ((0, 100),)) for n in range(16)]
+    assert within_module._covers(list(pieces), 0, 15, ((0, 100),))
+    monkeypatch.setattr(within_module, "WORK_BUDGET", 8)
+    for counting in (0, 1 << 30):
+        monkeypatch.setattr(within_module, "SEGMENTS_PER_SPAN", counting)
+        assert not within_module._covers(list(pieces), 0, 15, ((0, 100),))

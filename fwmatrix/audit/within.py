@@ -233,7 +233,7 @@ class Within:
         return index
 
 
-MAX_PARTS = 64
+MAX_PARTS = 256
 MAX_BLOCKS = 4
 
 
@@ -313,13 +313,100 @@ def _inside(rest: Intervals, theirs: Intervals) -> bool:
 
 def _covers(pieces: list[tuple[int, int, Intervals]], low: int, high: int, other: Intervals) -> bool:
     """Whether [low, high] x `other` lies within the union of the pieces' products (each piece
-    a part of [low, high] and an interval set of the other side), or too much work to tell:
-    a sweep along [low, high], cell by cell, each cell's other side tested against the pieces
-    that hold all of it."""
+    a part of [low, high] and an interval set of the other side); False also when that is too
+    much work to tell. A sweep along [low, high], cell by cell (between where pieces start and
+    end), in one of two ways: counting, for each segment of `other` between the pieces' bounds,
+    the active pieces that hold it (a piece costs the segments it spans when it starts and when
+    it ends: a network rule cut by hundreds of host rules is pieces of hundreds of intervals,
+    each active in many cells), or, when the pieces' intervals span many segments each (the
+    bounds of thousands of other pieces inside them), testing each cell's other side against
+    the active pieces by bisection."""
     if not pieces:
         return False
     if all(start == low and end == high for start, end, _ in pieces):  # one cell: every piece spans [low, high]
         return _within_union([theirs for _, _, theirs in pieces], other)
+    counting = _Counting(pieces, other)
+    if counting.touches <= SEGMENTS_PER_SPAN * counting.spans:
+        return counting.sweep(low, high)
+    verdict = _sweep(pieces, low, high, other)
+    if verdict is None and counting.touches <= WORK_BUDGET:
+        verdict = counting.sweep(low, high)
+    return bool(verdict)
+
+
+class _Counting:
+    """The pieces' other sides within `other`'s bounds, `other` cut into segments at their bounds."""
+
+    __slots__ = ("clipped", "segment", "needed", "touches", "spans")
+
+    def __init__(self, pieces: list[tuple[int, int, Intervals]], other: Intervals):
+        first, last = other[0][0], other[-1][1]
+        self.clipped: list[tuple[int, int, list[tuple[int, int]]]] = []
+        points = {first, last + 1}
+        spans_of: dict[int, list[tuple[int, int]]] = {}  # by the id of a piece's other side: a space box's, shared by its pieces
+        for start, end, theirs in pieces:
+            spans = spans_of.get(id(theirs))
+            if spans is None:
+                whole = theirs
+                if len(theirs) > 4:
+                    theirs = theirs[bisect_left(theirs, first, key=_end) : bisect_right(theirs, last, key=_start)]
+                spans = spans_of[id(whole)] = [(max(t_low, first), min(t_high, last)) for t_low, t_high in theirs if t_low <= last and first <= t_high]
+                for t_low, t_high in spans:
+                    points.add(t_low)
+                    points.add(t_high + 1)
+            self.clipped.append((start, end, spans))
+        for o_low, o_high in other:
+            points.add(o_low)
+            points.add(o_high + 1)
+        segment = self.segment = {point: at for at, point in enumerate(sorted(points))}  # segment `at`: from that point to the next
+        self.needed = needed = [False] * len(segment)
+        for o_low, o_high in other:
+            for at in range(segment[o_low], segment[o_high + 1]):
+                needed[at] = True
+        cost = {key: sum(segment[t_high + 1] - segment[t_low] for t_low, t_high in spans) for key, spans in spans_of.items()}
+        uses = {key: 0 for key in spans_of}
+        for _, _, theirs in pieces:
+            uses[id(theirs)] += 1
+        self.touches = 2 * sum(cost[key] * n for key, n in uses.items())  # segment counts made, as each piece starts and ends
+        self.spans = sum(len(spans_of[key]) * n for key, n in uses.items()) + len(pieces)
+
+    def sweep(self, low: int, high: int) -> bool:
+        segment, needed, clipped = self.segment, self.needed, self.clipped
+        count = [0] * len(needed)
+        short = sum(needed)  # segments of `other` no active piece holds
+        work = 0
+        clipped.sort(key=_start)
+        ends: list[tuple[int, int]] = []  # (end, piece) of the pieces started, a heap: the next to leave first
+        at, point = 0, low
+        while point <= high:
+            while at < len(clipped) and clipped[at][0] <= point:
+                heappush(ends, (clipped[at][1], at))
+                for t_low, t_high in clipped[at][2]:
+                    first_at, past = segment[t_low], segment[t_high + 1]
+                    work += past - first_at
+                    for seg in range(first_at, past):
+                        if not count[seg] and needed[seg]:
+                            short -= 1
+                        count[seg] += 1
+                at += 1
+            while ends and ends[0][0] < point:
+                for t_low, t_high in clipped[heappop(ends)[1]][2]:
+                    first_at, past = segment[t_low], segment[t_high + 1]
+                    work += past - first_at
+                    for seg in range(first_at, past):
+                        count[seg] -= 1
+                        if not count[seg] and needed[seg]:
+                            short += 1
+            if short or work > WORK_BUDGET:
+                return False
+            # the cell: up to the next piece's start or the first active piece's end
+            point = min(clipped[at][0] - 1 if at < len(clipped) else high, ends[0][0] if ends else high) + 1
+        return True
+
+
+def _sweep(pieces: list[tuple[int, int, Intervals]], low: int, high: int, other: Intervals) -> bool | None:
+    """`_covers` along [low, high], each cell's other side tested against the pieces active in
+    it (`_within_union`); None past its budget of piece tests."""
     pieces.sort(key=_start)
     ends: list[tuple[int, int]] = []  # (end, piece) of the pieces started, a heap: the next to leave first
     active: dict[int, Intervals] = {}  # piece -> its other side, in the order they started
@@ -334,15 +421,18 @@ def _covers(pieces: list[tuple[int, int, Intervals]], low: int, high: int, other
         # the cell: up to the next piece's start or the first active piece's end
         end = min(pieces[at][0] - 1 if at < len(pieces) else high, ends[0][0] if ends else high)
         work += len(active)
-        if work > WORK_BUDGET or not active or not _within_union(list(active.values()), other):
+        if work > WORK_BUDGET >> 6:
+            return None
+        if not active or not _within_union(list(active.values()), other):
             return False
         point = end + 1
     return True
 
 
-# at most this many piece tests for one interval of a box: past it, "not shown" (a wide
-# interval with thousands of hosts inside is left to the exact subtraction)
-WORK_BUDGET = 1 << 16
+# at most this many segment counts for one interval of a box (a few tenths of a second), or a
+# 64th of it in piece tests: past it, "not shown" (left to the exact subtraction)
+WORK_BUDGET = 1 << 22
+SEGMENTS_PER_SPAN = 4  # counting is chosen when the pieces' intervals span at most this many segments each, on average
 
 
 def _within_union(sets: list[Intervals], other: Intervals) -> bool:
