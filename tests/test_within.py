@@ -255,20 +255,17 @@ def pieces_of(draw):
 
 
 @settings(max_examples=600, deadline=None)
-@given(case=pieces_of(), counting=st.sampled_from([0, 4, 1 << 30]))
-def test_the_cell_sweep_covers_exactly_what_the_pieces_cover(case, counting: int) -> None:
-    """By counting segments, by testing each cell by bisection, or as the pieces choose: the same
-    answer as every point of [low, high] x other looked up in the pieces."""
+@given(case=pieces_of())
+def test_the_cell_sweep_covers_exactly_what_the_pieces_cover(case) -> None:
+    """By counting segments, by testing each cell by bisection, or as their costs choose: the
+    same answer as every point of [low, high] x other looked up in the pieces."""
     pieces, low, high, other = case
-    saved = within_module.SEGMENTS_PER_SPAN
-    within_module.SEGMENTS_PER_SPAN = counting  # 0: the bisection (unless nothing spans a segment), 1 << 30: counting
-    try:
-        said = within_module._covers(list(pieces), low, high, other)
-    finally:
-        within_module.SEGMENTS_PER_SPAN = saved
     every = all(any(start <= x <= end and any(a <= y <= b for a, b in theirs) for start, end, theirs in pieces)
                 for x in range(low, high + 1) for a_, b_ in other for y in range(a_, b_ + 1))
-    assert said == every
+    assert within_module._covers(list(pieces), low, high, other) == every
+    assert within_module._sweep(list(pieces), low, high, other) == every
+    if pieces:
+        assert within_module._Counting(list(pieces), other).sweep(low, high) == every
 
 
 def test_counting_past_its_budget_is_not_shown(monkeypatch) -> None:
@@ -276,6 +273,6 @@ def test_counting_past_its_budget_is_not_shown(monkeypatch) -> None:
     pieces = [(n, n, ((0, 100),)) for n in range(16)]
     assert within_module._covers(list(pieces), 0, 15, ((0, 100),))
     monkeypatch.setattr(within_module, "WORK_BUDGET", 8)
-    for counting in (0, 1 << 30):
-        monkeypatch.setattr(within_module, "SEGMENTS_PER_SPAN", counting)
-        assert not within_module._covers(list(pieces), 0, 15, ((0, 100),))
+    assert not within_module._covers(list(pieces), 0, 15, ((0, 100),))
+    assert not within_module._Counting(list(pieces), ((0, 100),)).sweep(0, 15)
+    assert within_module._sweep(list(pieces), 0, 15, ((0, 100),)) is None
