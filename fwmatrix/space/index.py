@@ -76,7 +76,7 @@ REACH = tuple(_reach(c) for c in range(2 + 129 // 4))  # by size class (addresse
 HUGE = (1 << 32) - 1  # the widest interval of a box of every address of a family, at least
 SMALL_GROUP = 8  # a group of at most this many boxes is taken whole, not bisected
 MAX_BLOCK_PAIRS = 64  # more source and destination block sizes of one service than this, and covers_alike does not ask them
-ALIKE_RENT = 16  # boxes filed in same_src and same_dst per renting lookup that asked (see covers_alike)
+ALIKE_RENT = 16  # boxes filed in `alike` per renting lookup that asked (see covers_alike)
 MAX_MEETS = 1 << 12  # lookups of more distinct interfaces and protocols than this, and an index forgets which met which
 PORT_BUCKET_BITS = 4  # ports are filed by 16s: well-known ports tell openings apart
 MAX_BUCKETS = 8  # a port set in more buckets than this is filed as WIDE
@@ -117,18 +117,14 @@ class BoxIndex:
         # boxes of every source and destination, checked first (they cover much), by their
         # interfaces and states (few of them): most lookups miss each there
         self.huge: dict[tuple[int, int, int], list[Box]] = {}
-        # boxes by every dimension but the destination (and but the source) and the conntrack
-        # states: most boxes a lookup asks about lie within one that differs from them in one
-        # address side only, often in more states (a walk's undecided packets, new connections)
-        self.same_src: dict[tuple, list[Box]] = {}
-        self.same_dst: dict[tuple, list[Box]] = {}
-        # boxes whose address sides are one block each (a network: 2**k addresses from a multiple of
-        # 2**k), by every other dimension but the states: (iif, oif, proto, dport) -> the block sizes
-        # (k) of their sources, of their destinations, and (src block, dst block) -> their states
-        # together. A naive ruleset's host rules lie within an earlier zone or network rule of their
-        # service: found by a few dict lookups, not by a search of the boxes near them
-        self.blocks: dict[tuple, tuple[set[int], set[int], dict[tuple[int, int, int, int], int]]] = {}
-        self._alike_upto = 0  # boxes of `all` filed in same_src and same_dst (when first asked: most indexes never are)
+        # by interfaces and service (iif, oif, proto, dport), the boxes alike: most boxes a lookup asks
+        # about lie within one that differs from them in one address side only, often in more states
+        # (a walk's undecided packets, new connections), or within boxes whose address sides are one
+        # block each (a network: 2**k addresses from a multiple of 2**k) that hold its — a naive
+        # ruleset's host rules inside an earlier zone or network rule of their service: found by a
+        # few dict lookups, not by a search of the boxes near them
+        self.alike: dict[tuple, _Alike] = {}
+        self._alike_upto = 0  # boxes of `all` filed in `alike` (when first asked: most indexes never are)
         self._alike_asked = 0  # renting lookups since (see covers_alike)
         self._dst_upto = self._src_upto = 0  # boxes of `all` filed in by_dst, in by_src
         # (side, iif, oif, proto) -> the port tables of that side's interface pairs and protocol sets that
@@ -203,45 +199,16 @@ class BoxIndex:
                 if len(boxes) - self._alike_upto > ALIKE_RENT * self._alike_asked:
                     return False
             self._alike_asked = 0
-            same_src, same_dst, blocks = self.same_src, self.same_dst, self.blocks
+            alike = self.alike
             for b in boxes[self._alike_upto:]:
-                src, dst = b.src, b.dst
-                same_src.setdefault((b.iif, b.oif, b.proto, b.dport, src), []).append(b)
-                same_dst.setdefault((b.iif, b.oif, b.proto, b.dport, dst), []).append(b)
-                if len(src) == 1 and len(dst) == 1:
-                    (s_low, s_high), (d_low, d_high) = src[0], dst[0]
-                    s_size, d_size = s_high - s_low + 1, d_high - d_low + 1
-                    if not (s_size & (s_size - 1) or d_size & (d_size - 1) or s_low & (s_size - 1) or d_low & (d_size - 1)):
-                        filed = blocks.get((b.iif, b.oif, b.proto, b.dport))
-                        if filed is None:
-                            filed = blocks[(b.iif, b.oif, b.proto, b.dport)] = (set(), set(), {})
-                        s_bits, d_bits = s_size.bit_length() - 1, d_size.bit_length() - 1
-                        filed[0].add(s_bits)
-                        filed[1].add(d_bits)
-                        at = (s_low, s_bits, d_low, d_bits)
-                        filed[2][at] = filed[2].get(at, 0) | b.ct
+                key = (b.iif, b.oif, b.proto, b.dport)
+                filed = alike.get(key)
+                if filed is None:
+                    filed = alike[key] = _Alike()
+                filed.add(b)
             self._alike_upto = len(boxes)
-        ct = box.ct
-        filed = self.blocks.get((box.iif, box.oif, box.proto, box.dport))
-        if filed is not None and len(filed[0]) * len(filed[1]) <= MAX_BLOCK_PAIRS:
-            # the blocks of each size filed that hold the box's outer bounds, each side: boxes of
-            # those two blocks (and of its interfaces and service) hold it when their states do
-            src, dst = box.src, box.dst
-            s_low, s_high, d_low, d_high = src[0][0], src[-1][1], dst[0][0], dst[-1][1]
-            s_blocks = [(at, bits) for bits in filed[0] if (at := s_low >> bits << bits) + (1 << bits) > s_high]
-            if s_blocks:
-                d_blocks = [(at, bits) for bits in filed[1] if (at := d_low >> bits << bits) + (1 << bits) > d_high]
-                held = filed[2]
-                for s_at, s_bits in s_blocks:
-                    for d_at, d_bits in d_blocks:
-                        states = held.get((s_at, s_bits, d_at, d_bits))
-                        if states is not None and not ct & ~states:
-                            return True
-        alike = self.same_src.get((box.iif, box.oif, box.proto, box.dport, box.src))
-        if alike and any(not ct & ~b.ct and not iv_sub(box.dst, b.dst) for b in alike):
-            return True
-        alike = self.same_dst.get((box.iif, box.oif, box.proto, box.dport, box.dst))
-        return bool(alike) and any(not ct & ~b.ct and not iv_sub(box.src, b.src) for b in alike)
+        filed = self.alike.get((box.iif, box.oif, box.proto, box.dport))
+        return filed is not None and filed.covers(box)
 
     def overlapping(self, box: Box) -> list[Box]:
         """The indexed boxes that may overlap `box` (every one that does, once; in no particular order)."""
@@ -289,6 +256,69 @@ class BoxIndex:
         if len(found) > 1:  # a box filed under several buckets or intervals may be found more than once
             return list({id(b): b for b in found}.values())
         return found
+
+
+class _Alike:
+    """The boxes of one interface pair and service (see BoxIndex.alike): by source, by destination,
+    and, those whose address sides are one block each, the states of each pair of blocks together
+    with the block sizes (k) of their sources and of their destinations."""
+
+    __slots__ = ("by_src", "by_dst", "src_bits", "dst_bits", "blocks")
+
+    def __init__(self) -> None:
+        self.by_src: dict[Intervals, list[Box]] = {}
+        self.by_dst: dict[Intervals, list[Box]] = {}
+        self.src_bits: set[int] = set()
+        self.dst_bits: set[int] = set()
+        self.blocks: dict[tuple[int, int, int, int], int] = {}
+
+    def add(self, b: Box) -> None:
+        src, dst = b.src, b.dst
+        same = self.by_src.get(src)
+        if same is None:
+            self.by_src[src] = [b]
+        else:
+            same.append(b)
+        same = self.by_dst.get(dst)
+        if same is None:
+            self.by_dst[dst] = [b]
+        else:
+            same.append(b)
+        if len(src) == 1 and len(dst) == 1:
+            (s_low, s_high), (d_low, d_high) = src[0], dst[0]
+            s_size, d_size = s_high - s_low + 1, d_high - d_low + 1
+            if not (s_size & (s_size - 1) or d_size & (d_size - 1) or s_low & (s_size - 1) or d_low & (d_size - 1)):
+                s_bits, d_bits = s_size.bit_length() - 1, d_size.bit_length() - 1
+                self.src_bits.add(s_bits)
+                self.dst_bits.add(d_bits)
+                at = (s_low, s_bits, d_low, d_bits)
+                self.blocks[at] = self.blocks.get(at, 0) | b.ct
+
+    def covers(self, box: Box) -> bool:
+        ct = box.ct
+        same = self.by_src.get(box.src)
+        if same and any(not ct & ~b.ct and not iv_sub(box.dst, b.dst) for b in same):
+            return True
+        same = self.by_dst.get(box.dst)
+        if same and any(not ct & ~b.ct and not iv_sub(box.src, b.src) for b in same):
+            return True
+        if not self.blocks or len(self.src_bits) * len(self.dst_bits) > MAX_BLOCK_PAIRS:
+            return False
+        # the blocks of each size filed that hold the box's outer bounds, each side: boxes of those
+        # two blocks hold it when their states do
+        src, dst = box.src, box.dst
+        s_low, s_high, d_low, d_high = src[0][0], src[-1][1], dst[0][0], dst[-1][1]
+        s_blocks = [(at, bits) for bits in self.src_bits if (at := s_low >> bits << bits) + (1 << bits) > s_high]
+        if not s_blocks:
+            return False
+        d_blocks = [(at, bits) for bits in self.dst_bits if (at := d_low >> bits << bits) + (1 << bits) > d_high]
+        blocks = self.blocks
+        for s_at, s_bits in s_blocks:
+            for d_at, d_bits in d_blocks:
+                states = blocks.get((s_at, s_bits, d_at, d_bits))
+                if states is not None and not ct & ~states:
+                    return True
+        return False
 
 
 def may_overlap(a: Box, b: Box) -> bool:
