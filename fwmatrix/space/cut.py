@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Iterable
 
+from fwmatrix.intervals import Intervals, iv_norm, iv_sub
 from fwmatrix.space.box import Box, box_size
 from fwmatrix.space.index import BoxIndex, may_contain, may_overlap, meeting
 
 
-MANY_NEAR = 8  # from this many boxes near one, whether they cover it is asked first, largest first
+MANY_NEAR = 8  # from this many boxes near one, they are taken out by _minus_many (a sweep, or largest first)
 
 
 def _common_size(a: Box, b: Box) -> int:
@@ -33,7 +34,11 @@ def _largest_first(a: Box, near: list[Box]) -> list[Box] | None:
 
 def _minus_each(a: Box, boxes: list[Box]) -> list[Box]:
     """`a` minus the boxes one after the other, as pieces (none once it is used up)."""
-    pieces = [a]
+    return _pieces_minus_each([a], boxes)
+
+
+def _pieces_minus_each(pieces: list[Box], boxes: list[Box]) -> list[Box]:
+    """Disjoint pieces minus the boxes one after the other (the pieces left, disjoint)."""
     for at, b in enumerate(boxes):  # a box that misses a piece leaves it whole (minus would give it back)
         if len(pieces) > MANY_PIECES:
             return _Pieces(pieces).minus_each(boxes[at:])
@@ -163,6 +168,119 @@ def subtract_boxes(boxes: Iterable[Box], index: BoxIndex) -> list[Box]:
         near = meeting(a, index.overlapping(a))
         if any(may_contain(b, a) and b.contains(a) for b in near):
             continue  # covered whole: no need to intersect or cut it into pieces
-        rest = _largest_first(a, near) if len(near) > MANY_NEAR else None
-        out.extend(_minus_each(a, near) if rest is None else rest)
+        out.extend(_minus_many(a, near) if len(near) > MANY_NEAR else _minus_each(a, near))
     return out
+
+
+SWEEP_FROM = 8  # from this many boxes that hold `a` in all but its addresses, they are taken out in one sweep
+
+
+def _minus_many(a: Box, near: list[Box]) -> list[Box]:
+    """`a` minus many boxes. Most of them (host rules before a wide rule) hold `a` in every
+    dimension but the addresses: those cut it in two dimensions only, a rectangle each, and one
+    sweep takes out their union (`_sweep`); the others then cut what is left piece by piece."""
+    rects: list[tuple[Intervals, Intervals]] = []
+    partial: list[Box] = []
+    iif, oif, ct, proto, dport = a.iif, a.oif, a.ct, a.proto, a.dport
+    # protocol sets and port sets (few) by whether they hold a's: two tables, as a set of ports
+    # may be the same tuple as a set of protocols
+    holds_proto: dict[Intervals, bool] = {}
+    holds_dport: dict[Intervals, bool] = {}
+    for b in near:
+        if iif & ~b.iif or oif & ~b.oif or ct & ~b.ct:
+            partial.append(b)
+            continue
+        within = holds_proto.get(b.proto)
+        if within is None:
+            within = holds_proto[b.proto] = not iv_sub(proto, b.proto)
+        if within:
+            within = holds_dport.get(b.dport)
+            if within is None:
+                within = holds_dport[b.dport] = not iv_sub(dport, b.dport)
+        if within:
+            rects.append((b.src, b.dst))
+        else:
+            partial.append(b)
+    if len(rects) < SWEEP_FROM:
+        rest = _largest_first(a, near)
+        return _minus_each(a, near) if rest is None else rest
+    pieces = _sweep(a, rects)
+    return _pieces_minus_each(pieces, partial) if partial and pieces else pieces
+
+
+def _sweep(a: Box, rects: list[tuple[Intervals, Intervals]]) -> list[Box]:
+    """`a` minus the union of products of (source, destination) interval sets, every other
+    dimension as a's. Swept along the address side where the rectangles have fewer intervals:
+    its interval ends cut it into elementary segments, each crossed by the same rectangles; a
+    segment keeps the other side minus the union of theirs; the segments that keep the same
+    are one box. Disjoint boxes of one family, as a's."""
+    if sum(len(s) for s, _ in rects) <= sum(len(d) for _, d in rects):
+        along, other, pairs, by_src = a.src, a.dst, rects, True
+    else:
+        along, other, pairs, by_src = a.dst, a.src, [(d, s) for s, d in rects], False
+    low, high = along[0][0], along[-1][1]
+    # the other side of the rectangles by each interval of their sweep side within a's bounds
+    groups: dict[tuple[int, int], list[Intervals]] = {}
+    for side, cut in pairs:
+        for iv in side:
+            if iv[1] < low or iv[0] > high:
+                continue
+            group = groups.get(iv)
+            if group is None:
+                groups[iv] = [cut]
+            else:
+                group.append(cut)
+    # events: at each point the groups that start and end there, and a's own intervals (toggles)
+    starts: dict[int, list[tuple[int, int]]] = {}
+    ends: dict[int, list[tuple[int, int]]] = {}
+    for iv in groups:
+        starts.setdefault(iv[0], []).append(iv)
+        ends.setdefault(iv[1] + 1, []).append(iv)
+    edges = {x for iv in along for x in (iv[0], iv[1] + 1)}
+    points = sorted(edges.union(starts, ends))
+    covering: set[tuple[int, int]] = set()  # the groups that cross the segment
+    # what the other side keeps under a set of groups: groups nest (networks), so the sweep comes
+    # back to a set it met before once a narrower group ends, and a group that starts takes its
+    # cut from what the set before kept, not from the whole side again
+    kept: dict[frozenset[tuple[int, int]], Intervals] = {frozenset(): other}
+    rest = other
+    inside = False
+    runs: dict[Intervals, list[tuple[int, int]]] = {}  # what segments keep -> the segments, touching ones joined
+    for at, x in enumerate(points[:-1]):
+        ending = ends.get(x)
+        starting = starts.get(x)
+        if ending:
+            covering.difference_update(ending)
+        if starting:
+            covering.update(starting)
+        key = frozenset(covering)
+        known = kept.get(key)
+        if known is not None:
+            rest = known
+        else:
+            if ending:  # from the whole side
+                cuts = [cut for iv in covering for cut in groups[iv]]
+                rest = other
+            else:  # from what the groups before kept
+                cuts = [cut for iv in starting for cut in groups[iv]]  # type: ignore[union-attr]
+            if rest:
+                rest = iv_sub(rest, cuts[0] if len(cuts) == 1 else iv_norm([iv for cut in cuts for iv in cut]))
+            kept[key] = rest
+        if x in edges:
+            inside = not inside
+        if not inside or not rest:
+            continue
+        run = runs.get(rest)
+        segment_high = points[at + 1] - 1
+        if run is None:
+            runs[rest] = [(x, segment_high)]
+        elif run[-1][1] + 1 == x:
+            run[-1] = (run[-1][0], segment_high)
+        else:
+            run.append((x, segment_high))
+    return [_side_box(a, tuple(run), rest, by_src) for rest, run in runs.items()]
+
+
+def _side_box(a: Box, along: Intervals, other: Intervals, by_src: bool) -> Box:
+    src, dst = (along, other) if by_src else (other, along)
+    return Box(a.iif, a.oif, src, dst, a.proto, a.dport, a.ct)
