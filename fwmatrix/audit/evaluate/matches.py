@@ -373,15 +373,7 @@ def _narrow_by_values(bounds: dict[str, object], f: str, values: tuple, ifaces: 
     if not union:
         bounds["_empty"] = True
         return
-    for dim, value in union.items():
-        if dim not in bounds:
-            bounds[dim] = value
-        elif isinstance(value, int):
-            bounds[dim] = bounds[dim] & value  # type: ignore[operator]
-        else:
-            bounds[dim] = iv_and(bounds[dim], value)  # type: ignore[arg-type]
-        if not bounds[dim]:
-            bounds["_empty"] = True
+    _meet_bounds(bounds, union)
 
 
 def _narrow_by_all(bounds: dict[str, object], matches: list[tuple[str, tuple]], ifaces: Interfaces) -> None:
@@ -406,15 +398,24 @@ def _narrow_by_all(bounds: dict[str, object], matches: list[tuple[str, tuple]], 
             if len(_COMBINED) >= MAX_UNIONS:
                 _COMBINED.clear()
             _COMBINED[key] = (ifaces, combined)
-    for dim, value in combined.items():
+    _meet_bounds(bounds, combined)
+
+
+def _meet_bounds(bounds: dict[str, object], allowed: dict[str, object]) -> None:
+    """Narrow `bounds` to what `allowed` allows too, dimension by dimension (a bitmask by AND, an
+    interval set by intersection); `_empty` when a dimension is left with nothing."""
+    for dim, value in allowed.items():
         if dim == "_empty":
             bounds["_empty"] = True
-        elif dim not in bounds:
+            continue
+        if dim not in bounds:
             bounds[dim] = value
+        elif isinstance(value, int):
+            bounds[dim] = bounds[dim] & value  # type: ignore[operator]
         else:
-            bounds[dim] = bounds[dim] & value if isinstance(value, int) else iv_and(bounds[dim], value)  # type: ignore[operator, arg-type]
-            if not bounds[dim]:
-                bounds["_empty"] = True
+            bounds[dim] = iv_and(bounds[dim], value)  # type: ignore[arg-type]
+        if not bounds[dim]:
+            bounds["_empty"] = True
 
 
 def _narrow_by_addresses(bounds: dict[str, object], sides: tuple[str, str, Intervals], values: tuple) -> None:
