@@ -47,7 +47,7 @@ from fwmatrix.intervals import (  # noqa: F401 (the dimensions' values, re-expor
 from fwmatrix.space.box import NOT_PORTLESS, Box, box_size, physical  # noqa: F401 (re-exported)
 from fwmatrix.space.index import BoxIndex, may_contain, may_overlap, meet_all  # noqa: F401 (re-exported)
 from fwmatrix.space.cut import subtract_boxes  # noqa: F401 (re-exported)
-from fwmatrix.space.canon import canonical_boxes
+from fwmatrix.space.canon import canonical_boxes, join_values
 
 
 FEW_ASKING = 4  # an intersection asking at most this many boxes of a space without an index tests each of its boxes
@@ -313,14 +313,7 @@ def _merge_along(boxes: list[Box], dim: str) -> tuple[list[Box], bool]:
         if len(group) == 1:
             merged.append(group[0])
             continue
-        values = [getattr(b, dim) for b in group]
-        if dim in ("iif", "oif", "ct"):
-            joined: object = 0
-            for v in values:
-                joined |= v  # type: ignore[operator]
-        else:
-            joined = iv_norm(p for v in values for p in v)
-        merged.append(_with(group[0], dim, joined))
+        merged.append(_with(group[0], dim, join_values([getattr(b, dim) for b in group], dim in ("iif", "oif", "ct"))))
     return merged, True
 
 

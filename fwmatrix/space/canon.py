@@ -67,7 +67,7 @@ def _canon(rows: Sequence[Row], kinds: tuple[bool, ...]) -> tuple[Row, ...]:
             out.append(tuple(template))
         return tuple(out)
     if len(kinds) == 1:
-        return ((_join(columns[0], kinds[0]),),)
+        return ((join_values(columns[0], kinds[0]),),)
     classes = _bit_classes(rows, kinds) if kinds[0] else _segment_classes(rows, kinds)
     out = []
     for value, cross in sorted(classes, key=_first):
@@ -79,7 +79,8 @@ def _first(pair: tuple) -> object:
     return pair[0]
 
 
-def _join(values: Sequence, mask: bool) -> object:
+def join_values(values: Sequence, mask: bool) -> object:
+    """The union of one dimension's values: bitmasks ORed, interval sets normalized together."""
     if mask:
         joined = 0
         for value in values:
@@ -90,7 +91,7 @@ def _join(values: Sequence, mask: bool) -> object:
 
 def _bit_classes(rows: Sequence[Row], kinds: tuple[bool, ...]) -> list[tuple[int, tuple[Row, ...]]]:
     """A bitmask dimension's classes: bit by bit (interfaces and states are few), the rows that have it."""
-    bits = _join([row[0] for row in rows], True)
+    bits = join_values([row[0] for row in rows], True)
     assert isinstance(bits, int)
     crosses: dict[tuple[int, ...], tuple[Row, ...]] = {}  # by the rows that have a bit
     values: dict[tuple[Row, ...], int] = {}
