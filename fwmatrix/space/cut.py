@@ -218,11 +218,11 @@ def _sweep(a: Box, rects: list[tuple[Intervals, Intervals]]) -> list[Box]:
     # them (the sources outside the cuts, then sources with their destinations left), which the
     # audit's within tests read fast; along the side of fewer intervals, the naive 100k audit
     # took 154-174 s against 124 before (bench/results/audit.md, "Cutting a box by many")
-    along, other, pairs = a.src, a.dst, rects
+    along, other = a.src, a.dst
     low, high = along[0][0], along[-1][1]
     # the other side of the rectangles by each interval of their sweep side within a's bounds
     groups: dict[tuple[int, int], list[Intervals]] = {}
-    for side, cut in pairs:
+    for side, cut in rects:
         for iv in side:
             if iv[1] < low or iv[0] > high:
                 continue
