@@ -386,7 +386,7 @@ def _literal_network(text: str) -> IPNetwork | None:
         net = parse_network(text)
     except (AddrFormatError, ValueError, TypeError):
         raise _Unresolved(f"'{text}' is neither a known name nor a valid address or CIDR network") from None
-    if net.ip != net.network:
+    if net.value != net.first:  # `net.ip != net.network` in integers (netaddr makes two addresses for it)
         raise _Unresolved(f"'{text}' has host bits set: did you mean {net.cidr}?")
     return net
 
