@@ -224,11 +224,12 @@ class _Zoner:
         """[(zone, networks)], or None when part of `net` is in no zone."""
         version, first, last = net.version, net.first, net.last
         for z_version, z_first, z_last, z_length, zone in self.zone_bounds:  # most specific first
-            # net inside this zone's network, and no more specific zone network inside net (in integers: netaddr's `in` is slow)
-            if z_version == version and z_first <= first and last <= z_last and not any(
+            # net inside this zone's network, and no more specific zone network inside net (in integers: netaddr's `in` is slow;
+            # a single address, as most are, holds no other network)
+            if z_version == version and z_first <= first and last <= z_last and (first == last or not any(
                 o_version == version and first <= o_first and o_last <= last and o_length > z_length and (o_first, o_last) != (first, last)
                 for o_version, o_first, o_last, o_length, _ in self.zone_bounds
-            ):
+            )):
                 return ((zone, (net,)),)
         if not any(z_version == version and z_first <= last and first <= z_last for z_version, z_first, z_last, _, _ in self.zone_bounds):
             # in no zone's network at all (a host on the internet): what the cutting below leaves it
