@@ -36,6 +36,16 @@ def test_compile_to_stdout_is_the_nft_script() -> None:
     assert "table inet fwmatrix {" in proc.stdout
 
 
+@pytest.mark.parametrize("args", [["--version"], ["compile", str(SEED)], ["compile", str(SEED), "--firewall", "nope"]])
+def test_commands_that_print_nothing_through_rich_never_import_it(args: list[str]) -> None:
+    """rich.console is a fifth of every command's start-up: imported only when a console is made."""
+    probe = ("import sys\nfrom fwmatrix.cli import main\ntry:\n    main(prog_name='fwmatrix')\nfinally:\n"
+             "    print(sorted(m for m in sys.modules if m.split('.')[0] == 'rich'), file=sys.stderr)")
+    proc = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True)
+    assert proc.stderr.splitlines()[-1] == "[]", proc.stderr
+    assert proc.returncode == (2 if "nope" in args else 0)
+
+
 def test_compile_to_a_directory_writes_one_file_per_firewall(tmp_path) -> None:
     proc = run("compile", str(TWO), "--out-dir", str(tmp_path / "out"))
     assert proc.returncode == 0, proc.stderr

@@ -23,8 +23,6 @@ import tempfile
 from typing import TYPE_CHECKING, Callable, Sequence, TypeVar
 
 import click
-from rich.console import Console
-from rich.markup import escape
 
 from fwmatrix.cli.consoles import err_console, make_console, recorded
 from fwmatrix.cli.completion import from_matrix
@@ -36,6 +34,8 @@ from fwmatrix.severity import SEVERITIES
 from fwmatrix.targets import BACKENDS
 
 if TYPE_CHECKING:  # the report formats import every report's module: only emit() needs them
+    from rich.console import Console  # made by consoles.py, which imports rich only then
+
     from fwmatrix.report.ci import Outcome
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
@@ -66,6 +66,8 @@ def user_errors(fn: F) -> F:
                 # for a diff at 10,000 openings)
             sys.exit(code)
         except BackendError as exc:
+            from rich.markup import escape
+
             err_console.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, soft_wrap=True)
             sys.exit(EXIT_FINDINGS)
         except FwmatrixError as exc:

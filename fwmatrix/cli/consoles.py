@@ -10,6 +10,10 @@ a terminal only, and not at all when NO_COLOR is set and not empty
 or not — a flag given for one run outranks the environment; never prints no
 escape codes at all. Without colour the text is the same, styles and all
 dropped.
+
+rich is imported when a console is made, not with this module: every command
+imports it (`fwmatrix.cli` does), and a command that prints nothing through
+rich (`--version`, `compile` to standard output) never pays for rich.console.
 """
 
 from __future__ import annotations
@@ -17,9 +21,10 @@ from __future__ import annotations
 import io
 import os
 import sys
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from rich.console import Console
+if TYPE_CHECKING:
+    from rich.console import Console
 
 COLORS = ("auto", "always", "never")
 PLAIN_WIDTH = 200  # a pipe or a file without COLUMNS
@@ -46,6 +51,8 @@ def _colours(stream: Any) -> bool:
 
 def make_console(stderr: bool = False) -> Console:
     """A console on standard output (or error), soft-wrapped: lines are never cut."""
+    from rich.console import Console
+
     stream = sys.stderr if stderr else sys.stdout
     width = _columns() or (None if _isatty(stream) else PLAIN_WIDTH)
     if _colours(stream):
@@ -59,6 +66,8 @@ def make_console(stderr: bool = False) -> Console:
 
 def recorded(printer: Callable[[Console], None]) -> str:
     """What a printer writes to a console, as plain text (a table report written with --output FILE)."""
+    from rich.console import Console
+
     console = Console(record=True, width=_columns() or PLAIN_WIDTH, file=io.StringIO(), highlight=False, soft_wrap=True)
     printer(console)
     return console.export_text()
