@@ -363,10 +363,14 @@ class Remaining:
             self.removed.add(box)
 
     def intersect(self, space: Space) -> Space:
-        hit = self.base.intersect(space)
-        if not self.removed.all or not hit:
-            return hit
-        return Space(self.base.ifaces, subtract_boxes(hit.boxes, self.removed))
+        return self.split(space)[1]
+
+    def split(self, space: Space) -> tuple[Space, Space]:
+        """The packets of `space` within the base, and of those the ones still undecided."""
+        within = self.base.intersect(space)
+        if not self.removed.all or not within:
+            return within, within
+        return within, Space(self.base.ifaces, subtract_boxes(within.boxes, self.removed))
 
     def materialize(self) -> Space:
         return self.intersect(Space.full(self.base.ifaces))
