@@ -16,6 +16,11 @@ from pathlib import Path
 
 import pytest
 
+# Every audit the tests make (in this process and in the CLI's subprocesses) checks that the
+# forwarded set's cover is the grants' union (audit/evaluate/effective.py): set before fwmatrix
+# is imported, which reads it once.
+os.environ.setdefault("FWMATRIX_CHECK_COVER", "1")
+
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "matrices" / "contact-highway-7.yaml"
 GOLDEN = Path(__file__).resolve().parent / "golden"

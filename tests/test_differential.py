@@ -146,6 +146,8 @@ def differential(lab: Lab, load: Loader, probes: list[Probe], live: Ruleset | No
     forget_neighbours(lab)
     live = live if live is not None else listed
     effective = evaluate(live, interfaces_of(live, list(lab.links)))
+    # the cover the audit asks "is it forwarded?" of is the forwarded set itself (chains.py's proof)
+    assert effective.forwarded_cover().equals(Space(effective.ifaces, [b for g in effective.forwarded for b in g.space.boxes]))
     judged: list[tuple[Probe, Judgement]] = []
     cross: set[int] = set()  # translated by the evaluator to another family: the kernel never does
     for p in probes:

@@ -196,7 +196,7 @@ def audit(intent: Intent, firewall: str, ruleset: Ruleset, source: str, local_ad
     # that is exact when it says "within" (audit/within.py), then by subtraction; only what is not
     # covered there is worked out again against the sets as evaluated, so that findings read the
     # same whatever the shortcut.
-    forwarded_few = forwarded.coalesced()
+    forwarded_few = effective.forwarded_cover().coalesced()  # the same set: each accept's whole match where it can
     forwarded_new_few = _in_states(forwarded_few, CT_NEW | CT_NEW_DNAT)
     intended_few = intended.coalesced()
 

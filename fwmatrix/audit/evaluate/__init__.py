@@ -120,9 +120,8 @@ def _without_dead_neighbours(ruleset: Ruleset, effective: Effective) -> Effectiv
         effective = _judged_both_ways(effective, Note(origin, text), region)
     if not dead:
         return replace(effective, nd_blocked=blocked)
-    return replace(
-        effective,
-        forwarded=[g for g in (Grant(g.space.subtract(dead), g.origin) for g in effective.forwarded) if g.space],
+    return effective.with_forwarded(
+        lambda space: space.subtract(dead),
         uncertain=effective.uncertain + [g for g in (Grant(g.space.intersect(dead), g.origin) for g in effective.forwarded) if g.space],
         nd_blocked=blocked,
         nd_dead=dead,
@@ -131,9 +130,8 @@ def _without_dead_neighbours(ruleset: Ruleset, effective: Effective) -> Effectiv
 
 def _judged_both_ways(effective: Effective, note: Note, region: Space) -> Effective:
     """What the firewall forwards in `region` only maybe (for a reason `note` gives, outside the ruleset's rules)."""
-    return replace(
-        effective,
-        forwarded=[g for g in (Grant(g.space.subtract(region), g.origin) for g in effective.forwarded) if g.space],
+    return effective.with_forwarded(
+        lambda space: space.subtract(region),
         uncertain=effective.uncertain + [g for g in (Grant(g.space.intersect(region), g.origin) for g in effective.forwarded) if g.space],
         unmodelled=effective.unmodelled + [note],
         doubtful=effective.doubtful + [Grant(region, note.origin)],
@@ -154,18 +152,15 @@ def _evaluate(ruleset: Ruleset, ifaces: Interfaces, within: Space | None, observ
     # A - (A - B) is the same set in pieces of A.
     either = yes.forwarded_space().coalesced()
     certain_space = either.subtract(either.subtract(no.forwarded_space().coalesced())).subtract(touched)
-    certain = [Grant(g.space.intersect(certain_space), g.origin) for g in yes.forwarded]
+    certain = yes.with_forwarded(lambda space: space.intersect(certain_space))
     maybe = [Grant(g.space.subtract(certain_space), g.origin) for g in yes.forwarded + no.forwarded + yes_reading.upper + no_reading.upper]
     seen = {(d.origin, d.target, d.port) for d in yes.dnats}
     dnats = yes.dnats + [replace(d, uncertain=True) for d in no.dnats if (d.origin, d.target, d.port) not in seen]
-    return Effective(
-        ifaces,
-        [g for g in certain if g.space],
-        dnats,
-        yes.shadowed,
-        yes.unmodelled,
-        [g for g in maybe if g.space],
-        [g for g in yes_reading.doubtful + no_reading.doubtful if g.space],
+    return replace(
+        certain,
+        dnats=dnats,
+        uncertain=[g for g in maybe if g.space],
+        doubtful=[g for g in yes_reading.doubtful + no_reading.doubtful if g.space],
     )
 
 
@@ -180,9 +175,8 @@ def within_families(effective: Effective, families: frozenset[int]) -> Effective
     def within(grants: list[Grant]) -> list[Grant]:
         return [g for g in (Grant(g.space.intersect(family), g.origin) for g in grants) if g.space]
 
-    return replace(
-        effective,
-        forwarded=within(effective.forwarded),
+    return effective.with_forwarded(
+        lambda space: space.intersect(family),
         dnats=[d for d in (replace(d, space=d.space.intersect(family)) for d in effective.dnats) if d.space],
         uncertain=within(effective.uncertain),
         doubtful=within(effective.doubtful),
@@ -198,8 +192,12 @@ def _read(reading: Reading) -> Effective:
     early, early_certain = drops.spaces(reading)
     early_fwd, early_fwd_certain = drops.of_forwarded(reading, dnats)
     chains = forward_chains(reading)
-    forwarded = as_untracked(reading.ifaces, combine(reading, chains, upper=False), reading.notracked, reading.maybe_notracked)
-    reading.upper = as_untracked(reading.ifaces, combine(reading, chains, upper=True), reading.notracked, reading.maybe_notracked) \
+    combined, cover = combine(reading, chains, upper=False)
+    forwarded = as_untracked(reading.ifaces, combined, reading.notracked, reading.maybe_notracked)
+    if cover is not None and forwarded is not combined:  # what notrack changes, changed in the cover too
+        cover = Space(reading.ifaces, [b for g in as_untracked(reading.ifaces, [Grant(cover, DEFAULT_ACCEPT)], reading.notracked,
+                                                              reading.maybe_notracked) for b in g.space.boxes])
+    reading.upper = as_untracked(reading.ifaces, combine(reading, chains, upper=True)[0], reading.notracked, reading.maybe_notracked) \
         if upper_differs(chains) else forwarded  # the same computation (a third of the compiled 10,000 audit's evaluation)
     if early:
         # Packets dropped before DNAT (ingress, raw, mangle, nat) never reach NAT or
@@ -208,16 +206,20 @@ def _read(reading: Reading) -> Effective:
         # Chains after DNAT drop the translated packet, as forward sees it.
         dnats = [replace(d, space=d.space.subtract(early)) for d in dnats]
         forwarded = [Grant(g.space.subtract(early_fwd), g.origin) for g in forwarded]
+        cover = cover.subtract(early_fwd) if cover is not None else None
     if early_fwd_certain:
         reading.upper = [Grant(g.space.subtract(early_fwd_certain), g.origin) for g in reading.upper]
     if redirects:
         forwarded = delivered_locally(reading, [replace(d, space=d.space.subtract(early)) if early else d for d in redirects], forwarded)
+        cover = None  # (rare) what the redirects take and give is in the grants alone
+    forwarded = [g for g in forwarded if g.space]
     return Effective(
         reading.ifaces,
-        [g for g in forwarded if g.space],
+        forwarded,
         [d for d in dnats if d.space],
         reading.shadowed,
         list(reading.unmodelled.values()),
+        cover=(forwarded, cover) if cover is not None else None,
     )
 
 

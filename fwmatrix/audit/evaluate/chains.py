@@ -6,6 +6,16 @@ a jump walks the target chain over them and keeps what it did not decide, a
 goto hands them over for good; a verdict map takes the action of the entry
 whose key matches. The walk gathers the chain's explicit decisions in a
 `ChainResult`; what its policy does is the caller's business (see forward).
+
+It also gathers the accepted packets a second time, in fewer and larger boxes
+(`ChainResult.cover`): each accept's whole match within the packets that enter
+the chain, less what earlier decisions other than accepts took. The union is
+the same set as the grants'. Take such a packet of accept rule i's match: if
+no earlier rule took it, rule i did (it is in i's grant); else the first
+earlier rule that took it was an accept, and it is in that rule's grant. A grant names the rule
+that let its packets through, and is cut by every earlier rule; the cover is
+what the comparison asks "is this opening forwarded?" of, where a network rule
+holds a network opening in one box instead of thousands of pieces.
 """
 
 from __future__ import annotations
@@ -18,7 +28,7 @@ from fwmatrix.audit.evaluate.matches import exact_parts, key_space, rule_space
 from fwmatrix.audit.evaluate.reading import Reading
 from fwmatrix.ir import Chain, Dnat, DnatMap, Jump, Log, Masquerade, Notrack, Redirect, Rule, Snat, Table, UnmodelledAction, Verdict, VerdictMap
 from fwmatrix.matrix.model import PortRange
-from fwmatrix.space import V4_ALL, V6_ALL, Interfaces, Remaining, Space, addr_interval
+from fwmatrix.space import V4_ALL, V6_ALL, Box, BoxIndex, Interfaces, Remaining, Space, addr_interval, subtract_boxes
 
 MODELLED_VERDICTS = ("accept", "drop", "reject", "return", "continue")
 MAX_DEPTH = 64  # jumps deeper than this are a loop (the kernel refuses loops too)
@@ -41,9 +51,12 @@ class ChainResult:
     notracked: list[Grant] = field(default_factory=list)  # what notrack rules take out of connection tracking
     maybe_notracked: list[Grant] = field(default_factory=list)  # what unmodelled actions may take out of it
     uncertain_drops: set[int] = field(default_factory=set)  # ids of the drops that depend on unmodelled constructs
+    # `accepted`'s union in other boxes (see the module's doc); None once `accepted` is changed after the walk
+    cover: list[Box] | None = field(default_factory=list)
 
     def absorb(self, other: ChainResult) -> None:
         self.accepted += other.accepted
+        self.cover = None if self.cover is None or other.cover is None else self.cover + other.cover
         self.dropped += other.dropped
         self.dnats += other.dnats
         self.maybe_accepted += other.maybe_accepted
@@ -57,7 +70,11 @@ class ChainResult:
             self.uncertain_drops.add(id(grant))
 
     def decided_space(self, ifaces: Interfaces) -> Space:
-        return Space(ifaces, [b for g in self.accepted + self.dropped for b in g.space.boxes] + [b for d in self.dnats for b in d.space.boxes])
+        return Space(ifaces, [b for g in self.accepted for b in g.space.boxes] + self.refused_space(ifaces).boxes)
+
+    def refused_space(self, ifaces: Interfaces) -> Space:
+        """What the walk decided other than by accepting: dropped, or translated."""
+        return Space(ifaces, [b for g in self.dropped for b in g.space.boxes] + [b for d in self.dnats for b in d.space.boxes])
 
 
 def walk(reading: Reading, table: Table, chain: Chain, remaining: Remaining, depth: int) -> ChainResult:
@@ -67,6 +84,7 @@ def walk(reading: Reading, table: Table, chain: Chain, remaining: Remaining, dep
     result = ChainResult()
     entry = remaining.base
     certain = _CertainRemaining(entry)
+    wholes = _Wholes(entry, result)
     for index, whole in enumerate(chain.rules):
         if whole.action is None:
             continue  # decides nothing (a counter, a log, a mark): its matches cannot change a verdict
@@ -81,9 +99,9 @@ def walk(reading: Reading, table: Table, chain: Chain, remaining: Remaining, dep
                 continue
             match, uncertain = found
             match = _scope(reading, rule.action, match)
-            hit = remaining.intersect(match)
+            within_entry, hit = remaining.split(match)
             touched_before, unsure_before = len(reading.touched), reading.unsure_decisions
-            recorder = _Recording(remaining)
+            recorder = _Recording(remaining, wholes, match, within_entry)
             if hit:
                 any_hit = True
                 if reading.observer is not None:  # fwmatrix query's trace; None in the audit
@@ -168,18 +186,62 @@ class _CertainRemaining:
 
 
 class _Recording:
-    """A chain's undecided packets, remembering what one rule's action removed from them."""
+    """A chain's undecided packets, remembering what one rule's action removed from them;
+    an accept tells the walk's cover what it took (`accept`), any other removal stops the
+    whole matches of later accepts that meet it from counting (`remove`)."""
 
-    def __init__(self, remaining: Remaining):
+    def __init__(self, remaining: Remaining, wholes: _Wholes, match: Space, within_entry: Space):
         self.remaining = remaining
+        self.wholes = wholes
+        self.match, self.within_entry = match, within_entry  # the rule's match, and of it what entered the chain
         self.removed: list[Space] = []
 
     def intersect(self, space: Space) -> Space:
         return self.remaining.intersect(space)
 
-    def remove(self, space: Space) -> None:
+    def accept(self, hit: Space, match: Space) -> None:
+        """`hit` (the undecided packets of `match`) accepted, and `match` removed."""
+        self.wholes.accepted(hit, self.within_entry if match is self.match else self.wholes.entry.intersect(match))
+        self.removed.append(match)
+        self.remaining.remove(match)
+
+    def remove(self, space: Space, refused: Space | None = None) -> None:
+        """`space` removed by a decision other than an accept (or, where `refused` is given, by
+        that decision and by accepts: what a jumped-to chain decided)."""
         self.removed.append(space)
         self.remaining.remove(space)
+        self.wholes.refused(space if refused is None else refused)
+
+
+class _Wholes:
+    """The walk's `ChainResult.cover`: each accept's whole match within the chain's entry, less
+    what decisions other than accepts took before it (`refusals`: a drop's, a return's whole
+    match: more than it took, which only leaves more to the grants)."""
+
+    def __init__(self, entry: Space, result: ChainResult):
+        self.entry = entry
+        self.result = result
+        self.refusals: BoxIndex | None = None  # what those decisions took, while any
+
+    def accepted(self, hit: Space, within_entry: Space) -> None:
+        """`hit` accepted, of a rule whose match has `within_entry` of the packets entering the chain."""
+        cover = self.result.cover
+        if cover is None:
+            return
+        whole = within_entry.boxes
+        if self.refusals is not None:
+            whole = subtract_boxes(whole, self.refusals)
+            if len(whole) > len(hit.boxes):
+                whole = hit.boxes  # cut finer than the grant: the grant is the cheaper cover
+        cover += whole
+
+    def refused(self, space: Space) -> None:
+        if self.result.cover is None or not space:
+            return
+        if self.refusals is None:
+            self.refusals = BoxIndex()
+        for box in space.boxes:
+            self.refusals.add(box)
 
 
 @dataclass(frozen=True)
@@ -236,7 +298,9 @@ def _verdict(site: _Site, verdict: Verdict, hit: Space, match: Space, remaining:
         site.reading.unsure_decisions += 1
     if verdict.kind == "accept":
         site.result.accepted.append(Grant(hit, site.origin))
-    elif verdict.kind in ("drop", "reject"):
+        remaining.accept(hit, match)
+        return
+    if verdict.kind in ("drop", "reject"):
         site.result.drop(Grant(hit, site.origin), site.uncertain)
     elif verdict.kind == "return":
         pass  # back to the caller, undecided
@@ -259,7 +323,7 @@ def _jump(site: _Site, jump: Jump, hit: Space, match: Space, remaining: _Recordi
     if jump.goto:
         remaining.remove(match)  # what returns from a goto goes back to our caller
     else:
-        remaining.remove(sub.decided_space(site.reading.ifaces))
+        remaining.remove(sub.decided_space(site.reading.ifaces), sub.refused_space(site.reading.ifaces))
 
 
 def _verdict_map(site: _Site, vmap: VerdictMap, match: Space, remaining: _Recording) -> None:
@@ -306,9 +370,10 @@ def _decide_unmodelled(site: _Site, hit: Space, match: Space, remaining: _Record
     match, drop (uncertain) in the other."""
     if site.reading.assume:
         site.result.accepted.append(Grant(hit, site.origin))
+        remaining.accept(hit, match)
     else:
         site.result.drop(Grant(hit, site.origin), uncertain=True)
-    remaining.remove(match)
+        remaining.remove(match)
 
 
 def _is_terminal(action: object) -> bool:

@@ -4,10 +4,17 @@ constructs fwmatrix cannot model."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass, field, replace
+from typing import Callable
 
 from fwmatrix.matrix.model import PortRange
 from fwmatrix.space import Interfaces, Intervals, Space
+
+
+# The tests set it: every cover asked for is checked against the grants' union (an internal
+# error if they differ: a cover larger than the forwarded set would hide missing openings).
+CHECK_COVER = os.environ.get("FWMATRIX_CHECK_COVER") == "1"
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,25 @@ class Effective:
     # scopes.py), and `forwarded` and `uncertain` as the rules alone have them (None: the same)
     never: Space | None = None
     ruled: tuple[list[Grant], list[Grant]] | None = None
+    # `forwarded`'s union in other boxes, fewer and larger (each accept's whole match, chains.py),
+    # kept with the very list it was made for: an Effective made with another `forwarded` has none
+    cover: tuple[list[Grant], Space] | None = None
+
+    def forwarded_cover(self) -> Space:
+        """The forwarded set (every ct state) in the fewest boxes known: what asks of it whether
+        something is forwarded pays by the boxes it reads."""
+        if self.cover is None or self.cover[0] is not self.forwarded:
+            return Space(self.ifaces, [b for g in self.forwarded for b in g.space.boxes])
+        if CHECK_COVER and not self.cover[1].equals(Space(self.ifaces, [b for g in self.forwarded for b in g.space.boxes])):
+            raise AssertionError("the forwarded set's cover is not the grants' union")
+        return self.cover[1]
+
+    def with_forwarded(self, change: Callable[[Space], Space], **fields: object) -> Effective:
+        """`forwarded` with each grant's space changed by `change` (an intersection or a subtraction:
+        what it does to a union it does to each part), the cover with it, and other `fields` replaced."""
+        forwarded = [g for g in (Grant(change(g.space), g.origin) for g in self.forwarded) if g.space]
+        cover = (forwarded, change(self.cover[1])) if self.cover is not None and self.cover[0] is self.forwarded else None
+        return replace(self, forwarded=forwarded, cover=cover, **fields)  # type: ignore[arg-type]
 
     def forwarded_space(self) -> Space:
         out = Space.empty(self.ifaces)

@@ -76,8 +76,9 @@ def _judge(reading: Reading, table: Table, chain: Chain, names_grants: bool) -> 
     return Judge(table, chain, scope, result, known, names_grants)
 
 
-def combine(reading: Reading, judges: list[Judge], upper: bool) -> list[Grant]:
-    """Forwarded packets, by the rule that let them through.
+def combine(reading: Reading, judges: list[Judge], upper: bool) -> tuple[list[Grant], Space | None]:
+    """Forwarded packets, by the rule that let them through; and the same set in fewer boxes
+    (the chains' covers, chains.py), or None where a chain's walk has none.
 
     A packet is forwarded when every base chain that sees it lets it pass.
     Each chain is evaluated over the packets it sees; of a chain with policy
@@ -86,8 +87,10 @@ def combine(reading: Reading, judges: list[Judge], upper: bool) -> list[Grant]:
     is their union); the explicit accept of the latest forward chain names
     the region's rule. With `upper`, what rules fwmatrix cannot model may let
     pass counts as passing and only their certain drops drop: what may be
-    forwarded at most."""
+    forwarded at most. The cover goes through the same steps as the grants'
+    union: each is an intersection, a subtraction or a union of sets."""
     grants = [Grant(reading.full, DEFAULT_ACCEPT)]
+    cover: Space | None = reading.full
     for judge in judges:
         table, chain, result, scope = judge.table, judge.chain, judge.result, judge.scope
         if upper and not judge.known and chain.policy == "drop":
@@ -96,22 +99,50 @@ def combine(reading: Reading, judges: list[Judge], upper: bool) -> list[Grant]:
         dropped_grants = [d for d in result.dropped if not (upper and id(d) in result.uncertain_drops)]
         outside = [Grant(g.space.subtract(scope), g.origin) for g in grants]
         inside_grants = [Grant(g.space.intersect(scope), g.origin) for g in grants]
+        passed_cover = _passed_cover(judge, upper) if cover is not None else None
+        # while the cover is the one grant (the first chain), its part inside is the grant's, and
+        # its accepts' whole matches meet that part in the same pass as their grants
+        same = passed_cover is not None and len(grants) == 1 and grants[0].space is cover
+        met: list[Box] | None = None
         if judge.names_grants:
-            explicit = _intersect_grants(inside_grants, accepted)
+            explicit, met = _intersect_grants(inside_grants, accepted, passed_cover if same else [])
         else:
             passed = Space(reading.ifaces, [b for a in accepted for b in a.space.boxes])
             explicit = [Grant(g.space.intersect(passed), g.origin) for g in inside_grants]
         inside: list[Grant] = []
+        dropped = Space(reading.ifaces, [b for d in dropped_grants for b in d.space.boxes])
         if chain.policy != "drop":
-            dropped = Space(reading.ifaces, [b for d in dropped_grants for b in d.space.boxes])
             policy_origin = f"{chain_name(table, chain)} policy accept"
             for g in inside_grants:
                 rest = g.space.subtract(dropped)
                 if rest:
                     named = judge.names_grants and g.origin == DEFAULT_ACCEPT
                     inside.append(Grant(rest, policy_origin if named else g.origin))
+        if cover is not None:
+            inside_cover = inside_grants[0].space if same else cover.intersect(scope)
+            cover = _cover_after(cover, inside_cover, judge, dropped, passed_cover, met if same else None)
         grants = [g for g in explicit + inside + outside if g.space]
-    return grants
+    return grants, cover
+
+
+def _passed_cover(judge: Judge, upper: bool) -> list[Box] | None:
+    """What the chain lets pass, as its cover's boxes (None: it has none)."""
+    result = judge.result
+    if result.cover is None:
+        return None
+    return result.cover + ([b for g in result.maybe_accepted for b in g.space.boxes] if upper else [])
+
+
+def _cover_after(cover: Space, inside: Space, judge: Judge, dropped: Space, passed: list[Box] | None, met: list[Box] | None) -> Space | None:
+    """What `combine` does to the grants' union, done to the cover: the packets outside the
+    chain's scope, and of those `inside` it what it lets pass (`met`, when worked out with the
+    grants) and, with policy accept, what it does not drop."""
+    if passed is None:
+        return None
+    if met is None:  # the chain's scope (a few boxes) meets what passes on their bounds, as _intersect_grants does
+        met = [common for _, common in meet_all(inside.boxes, passed)]
+    out = Space(cover.ifaces, met).union(cover.subtract(judge.scope))
+    return out.union(inside.subtract(dropped)) if judge.chain.policy != "drop" else out
 
 
 def upper_differs(judges: list[Judge]) -> bool:
@@ -120,11 +151,12 @@ def upper_differs(judges: list[Judge]) -> bool:
     return any(j.result.maybe_accepted or j.result.uncertain_drops or not j.known for j in judges)
 
 
-def _intersect_grants(grants: list[Grant], passes: list[Grant]) -> list[Grant]:
-    """Each grant cut by each pass, named by the pass's rule, in the passes' order. The grants are a
-    chain's scope as the hooks before it leave it (a few boxes), the passes its accepts (as many as
-    its rules, or a set's elements): each grant box meets the passes' boxes on their bounds, with
-    no index of them all that only these few boxes would ask."""
+def _intersect_grants(grants: list[Grant], passes: list[Grant], also: list[Box]) -> tuple[list[Grant], list[Box]]:
+    """Each grant cut by each pass, named by the pass's rule, in the passes' order; and the grants'
+    common parts with the boxes `also` (a chain's cover: mostly the passes' own boxes, met once).
+    The grants are a chain's scope as the hooks before it leave it (a few boxes), the passes its
+    accepts (as many as its rules, or a set's elements): each grant box meets the passes' boxes on
+    their bounds, with no index of them all that only these few boxes would ask."""
     origin_of: dict[int, str] = {}
     passing: list[Box] = []
     by_origin: dict[str, list[Box]] = {}
@@ -133,6 +165,12 @@ def _intersect_grants(grants: list[Grant], passes: list[Grant]) -> list[Grant]:
         for box in p.space.boxes:
             origin_of[id(box)] = p.origin
             passing.append(box)
-    for b, common in meet_all([box for g in grants for box in g.space.boxes], passing):
-        by_origin[origin_of[id(b)]].append(common)
-    return [Grant(Space(grants[0].space.ifaces, boxes), origin) for origin, boxes in by_origin.items() if boxes]
+    wanted = {id(box) for box in also}
+    met: list[Box] = []
+    for b, common in meet_all([box for g in grants for box in g.space.boxes], passing + [box for box in also if id(box) not in origin_of]):
+        origin = origin_of.get(id(b))
+        if origin is not None:
+            by_origin[origin].append(common)
+        if id(b) in wanted:
+            met.append(common)
+    return [Grant(Space(grants[0].space.ifaces, boxes), origin) for origin, boxes in by_origin.items() if boxes], met

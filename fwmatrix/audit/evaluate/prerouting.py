@@ -132,6 +132,7 @@ def _as_untracked(reading: Reading, result: ChainResult) -> None:
     """A chain's decisions after conntrack as the packets notrack took live them (see untracked.py)."""
     notracked, maybe = reading.notracked, reading.maybe_notracked
     result.accepted = as_untracked(reading.ifaces, result.accepted, notracked, maybe)
+    result.cover = None  # made for the accepts as walked
     result.maybe_accepted = as_untracked(reading.ifaces, result.maybe_accepted, notracked, maybe)
     result.dropped, result.uncertain_drops = drops_as_untracked(reading.ifaces, result.dropped, result.uncertain_drops, notracked, maybe)
 

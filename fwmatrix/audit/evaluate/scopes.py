@@ -60,9 +60,8 @@ def without_scope_crossings(effective: Effective) -> Effective:
     never = _never(effective)
     if not never:
         return effective
-    return replace(
-        effective,
-        forwarded=[g for g in (Grant(g.space.subtract(never), g.origin) for g in effective.forwarded) if g.space],
+    return effective.with_forwarded(
+        lambda space: space.subtract(never),
         uncertain=[g for g in (Grant(g.space.subtract(never), g.origin) for g in effective.uncertain) if g.space],
         never=never,
         ruled=(effective.forwarded, effective.uncertain),
