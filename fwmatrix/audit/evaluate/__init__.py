@@ -197,7 +197,7 @@ def _read(reading: Reading) -> Effective:
     if cover is not None and forwarded is not combined:  # what notrack changes, changed in the cover too
         cover = Space(reading.ifaces, [b for g in as_untracked(reading.ifaces, [Grant(cover, DEFAULT_ACCEPT)], reading.notracked,
                                                               reading.maybe_notracked) for b in g.space.boxes])
-    reading.upper = as_untracked(reading.ifaces, combine(reading, chains, upper=True)[0], reading.notracked, reading.maybe_notracked) \
+    reading.upper = as_untracked(reading.ifaces, combine(reading, chains, upper=True, covered=False)[0], reading.notracked, reading.maybe_notracked) \
         if upper_differs(chains) else forwarded  # the same computation (a third of the compiled 10,000 audit's evaluation)
     if early:
         # Packets dropped before DNAT (ingress, raw, mangle, nat) never reach NAT or

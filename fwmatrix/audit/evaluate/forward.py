@@ -76,9 +76,9 @@ def _judge(reading: Reading, table: Table, chain: Chain, names_grants: bool) -> 
     return Judge(table, chain, scope, result, known, names_grants)
 
 
-def combine(reading: Reading, judges: list[Judge], upper: bool) -> tuple[list[Grant], Space | None]:
-    """Forwarded packets, by the rule that let them through; and the same set in fewer boxes
-    (the chains' covers, chains.py), or None where a chain's walk has none.
+def combine(reading: Reading, judges: list[Judge], upper: bool, covered: bool = True) -> tuple[list[Grant], Space | None]:
+    """Forwarded packets, by the rule that let them through; and, when `covered`, the same set in
+    fewer boxes (the chains' covers, chains.py), or None where a chain's walk has none.
 
     A packet is forwarded when every base chain that sees it lets it pass.
     Each chain is evaluated over the packets it sees; of a chain with policy
@@ -90,7 +90,7 @@ def combine(reading: Reading, judges: list[Judge], upper: bool) -> tuple[list[Gr
     forwarded at most. The cover goes through the same steps as the grants'
     union: each is an intersection, a subtraction or a union of sets."""
     grants = [Grant(reading.full, DEFAULT_ACCEPT)]
-    cover: Space | None = reading.full
+    cover: Space | None = reading.full if covered else None
     for judge in judges:
         table, chain, result, scope = judge.table, judge.chain, judge.result, judge.scope
         if upper and not judge.known and chain.policy == "drop":
