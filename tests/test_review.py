@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from conftest import SEED
 from fwmatrix.compile.intent import build_intent
+from fwmatrix.compile.ruleset import Memo, compile_firewall
 from fwmatrix.matrix.loader import load_matrix
 from fwmatrix.report.text import review_json, review_markdown
 from fwmatrix.review.diff import review
@@ -158,3 +159,42 @@ def test_cli_diff_git_and_exit_code(tmp_path) -> None:
     assert changed.stdout.startswith("### 🔀 fwmatrix review: opens 1 flow, changes 1 NAT on firewall edge")
     bad = subprocess.run([exe, "diff", str(path), "--git", "no-such-rev"], capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "no-such-rev" in bad.stderr
+
+
+def _same_through_a_memo(old_path: str, new_path: str) -> None:
+    """The new matrix's rulesets compiled through a memo of the old one's (as `diff` compiles them)
+    are the rulesets compiled alone."""
+    old, new = build_intent(load_matrix(old_path)), build_intent(load_matrix(new_path))
+    for name, fw in new.firewalls.items():
+        memo = Memo()
+        if name in old.firewalls:
+            compile_firewall(old, old.firewalls[name], memo)
+        assert compile_firewall(new, fw, memo) == compile_firewall(new, fw)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(text=matrix_yaml(max_openings=30), other=matrix_yaml(max_openings=30), seeds=st.lists(st.integers(0, 10**6), min_size=1, max_size=6, unique=True))
+def test_a_compile_through_a_memo_is_the_compile_alone(write_matrix, text: str, other: str, seeds: list[int]) -> None:
+    changed = text
+    for seed in seeds:  # a few edits: keys that change, come, go, and wider keys that change under narrower ones
+        changed = _mutate(changed, seed)
+    _same_through_a_memo(write_matrix(text, "old.yaml"), write_matrix(changed, "new.yaml"))
+    _same_through_a_memo(write_matrix(text, "old.yaml"), write_matrix(other, "new.yaml"))  # two unrelated matrices
+
+
+def test_a_bench_change_compiled_through_a_memo(tmp_path) -> None:
+    """The benchmark's change (bench/mutate_matrix.py) of a generated matrix with many layers."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import gen_matrix
+    import mutate_matrix
+
+    for seed, firewalls in ((1, 1), (5, 2)):
+        text = gen_matrix.generate(1500, seed=seed, firewalls=firewalls)
+        old, new = tmp_path / f"old{seed}.yaml", tmp_path / f"new{seed}.yaml"
+        old.write_text(text)
+        new.write_text(mutate_matrix.mutate(text, 60, 30, 10))
+        _same_through_a_memo(str(old), str(new))
+        _same_through_a_memo(str(new), str(old))

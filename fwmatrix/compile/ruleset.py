@@ -18,7 +18,9 @@ replies (a DMZ answering the internet) pass by connection tracking.
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from collections import defaultdict
+from collections.abc import Callable
 from operator import itemgetter
 
 from netaddr import IPNetwork
@@ -72,7 +74,10 @@ def compile_intent(intent: Intent) -> dict[str, Ruleset]:
     return {name: compile_firewall(intent, fw_intent) for name, fw_intent in intent.firewalls.items()}
 
 
-def compile_firewall(intent: Intent, fw: FirewallIntent) -> Ruleset:
+def compile_firewall(intent: Intent, fw: FirewallIntent, memo: Memo | None = None) -> Ruleset:
+    """The firewall's ruleset. With `memo`, the sets of the forward chain are left in it, and those of
+    an earlier compile of the same firewall found there (a changed matrix: `fwmatrix diff`) lend
+    their elements wherever nothing they depend on changed; the ruleset is the same."""
     chain_ids = _Identifiers()
     nets = _Nets()
     sets: list[SetDef] = []
@@ -106,7 +111,9 @@ def compile_firewall(intent: Intent, fw: FirewallIntent) -> Ruleset:
                     # a port forward's target is open only to connections this firewall translated
                     only_translated = (TRANSLATED,) if translated else ()
                     comment = f"{'port forwards' if translated else 'matrix openings'} {in_iface} -> {out_iface}"
-                    for suffix, elements in _disjoint_layers(layers, (0, 1), 3 if with_ports else None, nets):
+                    layered = _disjoint_layers(layers, (0, 1), 3 if with_ports else None, nets) if memo is None else \
+                        memo.flow_layers((in_iface, out_iface, family, translated, with_ports), layers, with_ports, nets)
+                    for suffix, elements in layered:
                         set_name = chain_ids.make(base + suffix)
                         sets.append(SetDef(set_name, key, elements))
                         rules.append(Rule(only_translated + (Match(key, set_name=set_name),), Verdict("accept"), comment))
@@ -408,10 +415,103 @@ def _dnat_entries(dnats: list[Dnat], with_ports: bool, with_target_port: bool, n
 
 Item = tuple[object, tuple, tuple[str, ...]]  # (port range or None, map data, names of the openings)
 Layers = dict[tuple[int, ...], dict[tuple, list[Item]]]  # prefix lengths -> key without the port -> items
+Runs = dict[tuple, tuple[int, int]]  # key without the port -> where its elements are among its layer's
+FlowElements = Callable[[Layers, tuple[int, ...], list[tuple[int, ...]], dict[tuple[int, ...], set], bool, "_Nets"], tuple[Element, ...]]
+
+
+class Memo:
+    """The forward chain's sets of one compile of a firewall, kept for the later compiles of the
+    same firewall from a changed matrix (`fwmatrix diff` compiles the old matrix, then the new one):
+    per set (interface pair, family, translated or not, with ports or not) its layers, and per layer
+    its elements, its keys in order and where each key's elements are. A key's elements depend on
+    nothing but its own items and those of the wider keys that could hold it (`_flow_elements`):
+    where none of these changed, the first compile's elements are the same, and are taken."""
+
+    def __init__(self) -> None:
+        self.sets: dict[tuple, tuple[Layers, dict[tuple[int, ...], tuple[tuple[Element, ...], Runs]]]] = {}
+
+    def flow_layers(self, call: tuple, layers: Layers, with_ports: bool, nets: _Nets) -> list[tuple[str, tuple[Element, ...]]]:
+        """`_disjoint_layers` of an openings' set; `call` names the set across compiles."""
+        first = self.sets.get(call)
+        if first is None:
+            made: dict[tuple[int, ...], tuple[tuple[Element, ...], Runs]] = {}
+            self.sets[call] = (layers, made)
+
+            def elements(layers: Layers, lengths: tuple[int, ...], wider: list[tuple[int, ...]], heads: dict[tuple[int, ...], set],
+                         with_ports: bool, nets: _Nets) -> tuple[Element, ...]:
+                runs: Runs = {}
+                made[lengths] = (_flow_elements(layers, lengths, wider, heads, with_ports, nets, runs=runs), runs)
+                return made[lengths][0]
+        else:
+            changed = _changed_keys(first[0], layers)
+
+            def elements(layers: Layers, lengths: tuple[int, ...], wider: list[tuple[int, ...]], heads: dict[tuple[int, ...], set],
+                         with_ports: bool, nets: _Nets) -> tuple[Element, ...]:
+                earlier = first[1].get(lengths)
+                if earlier is None:
+                    return _flow_elements(layers, lengths, wider, heads, with_ports, nets)
+                return _flow_elements_again(layers, lengths, wider, heads, with_ports, nets, earlier, changed)
+
+        return _disjoint_layers(layers, (0, 1), 3 if with_ports else None, nets, flow_elements=elements)
+
+
+def _changed_keys(before: Layers, after: Layers) -> dict[tuple[int, ...], set[tuple]]:
+    """Per layer, the keys whose items differ between two compiles, or that only one of them has."""
+    out = {}
+    for lengths in before.keys() | after.keys():
+        old, new = before.get(lengths, {}), after.get(lengths, {})
+        keys = {rest for rest, items in new.items() if old.get(rest) != items}
+        if len(old) != len(new) - sum(1 for rest in keys if rest not in old):  # some of old's are gone
+            keys.update(old.keys() - new.keys())
+        if keys:
+            out[lengths] = keys
+    return out
+
+
+def _flow_elements_again(layers: Layers, lengths: tuple[int, ...], wider: list[tuple[int, ...]], heads: dict[tuple[int, ...], set],
+                         with_ports: bool, nets: _Nets, earlier: tuple[tuple[Element, ...], Runs], changed: dict[tuple[int, ...], set[tuple]]) -> tuple[Element, ...]:
+    """`_flow_elements` of a layer that an earlier compile made too (`earlier`: its elements and
+    runs): made again only for the keys that changed (`changed`, per layer) or that a changed wider
+    key (of this compile's layers or the earlier's) could hold. Between two such keys (or keys only
+    the earlier compile had) both compiles have the same keys, whose elements are taken in one slice."""
+    by_rest = layers[lengths]
+    mine = changed.get(lengths, set())
+    again = {rest for rest in mine if rest in by_rest}
+    wider_changed = [(keys, w, {key[0] for key in keys}) for w, keys in changed.items()
+                     if w != lengths and all(a <= b for a, b in zip(w, lengths))]
+    if wider_changed:
+        suspects_of: dict[NetKey, list[tuple]] = {}  # source -> (changed keys of a wider layer, its supernet there, destination mask, length)
+        for src in heads[lengths]:
+            masks = _MASKS[src >> _V6_SHIFT]
+            suspects = [(keys, s, masks[w[1]], w[1]) for keys, w, sources in wider_changed if (s := (src & masks[w[0]]) | w[0]) in sources]
+            if suspects:
+                suspects_of[src] = suspects
+        for rest in [rest for rest in by_rest if rest[0] in suspects_of]:
+            src, dst, proto = rest
+            for keys, s, mask, length in suspects_of[src]:
+                if (s, (dst & mask) | length, proto) in keys:
+                    again.add(rest)
+                    break
+    made_runs: Runs = {}
+    made = _flow_elements(layers, lengths, wider, heads, with_ports, nets, list(again), made_runs)
+    old_elements, old_runs = earlier
+    old_rests = list(old_runs)  # in order
+    out: list[Element] = []
+    done = 0  # the earlier elements up to here are taken or left
+    for rest in sorted(mine | again):
+        i = bisect_left(old_rests, rest)
+        cut = old_runs[old_rests[i]][0] if i < len(old_rests) else len(old_elements)
+        out += old_elements[done:cut]
+        run = made_runs.get(rest)
+        if run is not None:
+            out += made[run[0]:run[1]]
+        done = old_runs[rest][1] if i < len(old_rests) and old_rests[i] == rest else cut
+    out += old_elements[done:]
+    return tuple(out)
 
 
 def _disjoint_layers(layers: Layers, address_positions: tuple[int, ...], port_position: int | None, nets: _Nets,
-                     network_positions: tuple[int, ...] = ()) -> list[tuple[str, tuple[Element, ...]]]:
+                     network_positions: tuple[int, ...] = (), flow_elements: FlowElements | None = None) -> list[tuple[str, tuple[Element, ...]]]:
     """Split set elements into layers whose elements never overlap.
 
     The kernel refuses overlapping elements in a concatenated interval set,
@@ -423,7 +523,8 @@ def _disjoint_layers(layers: Layers, address_positions: tuple[int, ...], port_po
     never with openings. The host-to-host layer keeps the plain set name.
     An element that a wider element of another layer holds is left out: its
     rule could never match it. `network_positions`: where else the keys hold
-    networks (the port forwards' public address), not layered.
+    networks (the port forwards' public address), not layered. `flow_elements`:
+    what makes a layer's elements of openings' keys (`_flow_elements`; a `Memo`'s).
     """
     flows = address_positions == (0, 1) and port_position in (3, None)  # source . destination . protocol [. port]
     # the networks at the first address position of each layer: a cheap test before a whole key is built
@@ -433,7 +534,7 @@ def _disjoint_layers(layers: Layers, address_positions: tuple[int, ...], port_po
     for lengths in sorted(layers, key=lambda ls: (not all(n in (32, 128) for n in ls), ls)):
         wider = [w for w in layers if w != lengths and all(a <= b for a, b in zip(w, lengths))]
         if flows:
-            elements = _flow_elements(layers, lengths, wider, heads, port_position is not None, nets)
+            elements = (flow_elements or _flow_elements)(layers, lengths, wider, heads, port_position is not None, nets)
         else:
             elements = _map_elements(layers, lengths, wider, heads, address_positions, port_position, network_positions, nets)
         if elements:
@@ -443,18 +544,22 @@ def _disjoint_layers(layers: Layers, address_positions: tuple[int, ...], port_po
 
 
 def _flow_elements(layers: Layers, lengths: tuple[int, ...], wider: list[tuple[int, ...]], heads: dict[tuple[int, ...], set],
-                   with_ports: bool, nets: _Nets) -> tuple[Element, ...]:
+                   with_ports: bool, nets: _Nets, rests: list[tuple] | None = None, runs: Runs | None = None) -> tuple[Element, ...]:
     """The elements of one layer of source . destination . protocol [. port] keys (the openings' sets:
     the hot path, the wider keys made here by hand), sorted; those a wider layer holds left out.
     An opening's item has no data, and after merging each key has one item per port range, in
     port order (`_merge_ports`): the keys sorted alone give the elements in order (no list of
-    (key, port, names) to sort, tuples in tuples)."""
+    (key, port, names) to sort, tuples in tuples). `rests`: only these keys (sorted; all by default);
+    `runs`: filled with where each key's elements are in the result."""
     by_rest = layers[lengths]
     networks, ports, port_range = nets.networks, nets.ports, nets.port_range
     elements: list[Element] = []
     add = elements.append
     candidates_of: dict[NetKey, list[tuple]] = {}  # source -> (wider layer, its supernet there, destination mask, length)
-    for rest in sorted(by_rest):
+    for rest in sorted(by_rest) if rests is None else rests:
+        if runs is not None:
+            start = len(elements)
+            runs[rest] = (start, start)  # till its elements are made (none when a wider key holds it)
         src, dst, proto = rest
         ranges = None  # the port ranges of the wider keys that hold this one's addresses and protocol
         if wider:
@@ -474,6 +579,8 @@ def _flow_elements(layers: Layers, lengths: tuple[int, ...], wider: list[tuple[i
                 continue
             add(Element((source, destination, proto, ports.get(port) or port_range(port)) if with_ports else (source, destination, proto), (),  # type: ignore[arg-type]
                         names[0] if len(names) == 1 and len(names[0]) <= COMMENT_MAX else _comment(names)))
+        if runs is not None:
+            runs[rest] = (start, len(elements))
     return tuple(elements)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from fwmatrix.audit.findings import CT_NEW, flow_space
-from fwmatrix.compile.ruleset import compile_firewall
+from fwmatrix.compile.ruleset import Memo, compile_firewall
 from fwmatrix.compile.intent import Dnat, Flow, Intent
 from fwmatrix.matrix.model import Matrix, Opening
 from fwmatrix.review.textdiff import unified
@@ -130,7 +130,8 @@ def review(old: Intent, new: Intent, old_label: str, new_label: str, backends: t
            firewall: str | None = None) -> Review:
     """The change from `old` to `new` on every firewall of either, or on `firewall` alone."""
     names = sorted(set(old.firewalls) | set(new.firewalls)) if firewall is None else [firewall]
-    old_rulesets, new_rulesets = _compiled(old, names), _compiled(new, names)
+    memos = {name: Memo() for name in names}  # the new matrix's compile takes what the old one's made alike
+    old_rulesets, new_rulesets = _compiled(old, names, memos), _compiled(new, names, memos)
     renames = _renames(old, new)
     firewalls = []
     for name in names:
@@ -165,9 +166,9 @@ def _interfaces(intent: Intent, firewall: str) -> set[str]:
     return set(fw.interfaces) if fw else set()
 
 
-def _compiled(intent: Intent, names: list[str]) -> dict[str, Ruleset]:
+def _compiled(intent: Intent, names: list[str], memos: dict[str, Memo]) -> dict[str, Ruleset]:
     """The rulesets of the firewalls under review (not the others of the matrix)."""
-    return {name: compile_firewall(intent, intent.firewalls[name]) for name in names if name in intent.firewalls}
+    return {name: compile_firewall(intent, intent.firewalls[name], memos[name]) for name in names if name in intent.firewalls}
 
 
 def _opening_spaces(intent: Intent, firewall: str, ifaces: Interfaces, made: dict[tuple, list[Box]]) -> dict[str, Space]:
