@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from fwmatrix.audit.findings import CT_NEW, flow_space
 from fwmatrix.compile.ruleset import Memo, compile_firewall
-from fwmatrix.compile.intent import Dnat, Flow, Intent
+from fwmatrix.compile.intent import Dnat, Intent
 from fwmatrix.matrix.model import Matrix, Opening
 from fwmatrix.review.textdiff import unified
 from fwmatrix.ir import Ruleset
@@ -137,7 +137,7 @@ def review(old: Intent, new: Intent, old_label: str, new_label: str, backends: t
     for name in names:
         ifaces = Interfaces.of(_interfaces(old, name) | _interfaces(new, name))
         fw = FirewallReview(name)
-        made: dict[tuple, list[Box]] = {}  # a flow's boxes, for the flows alike in both (most)
+        made = _FlowBoxes()  # a flow's boxes, for the flows alike in both (most)
         old_spaces = _opening_spaces(old, name, ifaces, made)
         new_spaces = _opening_spaces(new, name, ifaces, made)
         old_all = _union(ifaces, old_spaces.values())
@@ -171,7 +171,7 @@ def _compiled(intent: Intent, names: list[str], memos: dict[str, Memo]) -> dict[
     return {name: compile_firewall(intent, intent.firewalls[name], memos[name]) for name in names if name in intent.firewalls}
 
 
-def _opening_spaces(intent: Intent, firewall: str, ifaces: Interfaces, made: dict[tuple, list[Box]]) -> dict[str, Space]:
+def _opening_spaces(intent: Intent, firewall: str, ifaces: Interfaces, made: _FlowBoxes) -> dict[str, Space]:
     """Each opening's NEW connections on the firewall. The boxes of a flow are taken from
     `made` when a flow alike was placed before (in the other matrix): the same objects, which
     `_changed` and `_opening_changes` then find equal without comparing them."""
@@ -180,21 +180,39 @@ def _opening_spaces(intent: Intent, firewall: str, ifaces: Interfaces, made: dic
     if fw is None:
         return {}
     full = Space.full(ifaces)
+    boxes_of, networks, services = made.boxes.get, made.networks, made.services
     for flow in fw.flows:
-        key = _flow_key(flow)
-        boxes = made.get(key)
+        key = (flow.in_iface, flow.out_iface, flow.family, flow.translated, services(flow.parts), networks(flow.sources), networks(flow.destinations))
+        boxes = boxes_of(key)
         if boxes is None:
-            boxes = made[key] = flow_space(full, flow, CT_NEW).boxes
+            boxes = made.boxes[key] = flow_space(full, flow, CT_NEW).boxes
         out.setdefault(flow.opening.name, []).extend(boxes)
     return {name: Space(ifaces, boxes) for name, boxes in out.items()}
 
 
-def _flow_key(flow: Flow) -> tuple:
-    """Everything of a flow its packets depend on (all but its opening); networks by their
-    number and prefix length, cheaper to read than netaddr's own key (first and last address)."""
-    return (flow.in_iface, flow.out_iface, flow.family, flow.translated, flow.parts,
-            tuple((n.version, n.value, n.prefixlen) for n in flow.sources),
-            tuple((n.version, n.value, n.prefixlen) for n in flow.destinations))
+class _FlowBoxes:
+    """Flows' boxes by everything of a flow its packets depend on (all but its opening). The flows'
+    tuples of networks and of services (the flows of one endpoint share theirs) are numbered by value
+    over both matrices, each tuple read once: a key is then a few strings and small integers, cheap
+    to hash. Networks by their number and prefix length, cheaper to read than netaddr's own key."""
+
+    def __init__(self) -> None:
+        self.boxes: dict[tuple, list[Box]] = {}
+        self.numbers: dict[tuple, int] = {}  # a tuple's value -> its number
+        self.of_tuple: dict[int, tuple[tuple, int]] = {}  # id(a flow's tuple) -> (the tuple, its number)
+
+    def networks(self, networks: tuple) -> int:
+        found = self.of_tuple.get(id(networks))
+        if found is None or found[0] is not networks:
+            value = tuple([(n.version, n.value, n.prefixlen) for n in networks])
+            found = self.of_tuple[id(networks)] = (networks, self.numbers.setdefault(value, len(self.numbers)))
+        return found[1]
+
+    def services(self, parts: tuple) -> int:
+        found = self.of_tuple.get(id(parts))
+        if found is None or found[0] is not parts:
+            found = self.of_tuple[id(parts)] = (parts, self.numbers.setdefault(parts, len(self.numbers)))
+        return found[1]
 
 
 def _union(ifaces: Interfaces, spaces) -> Space:
