@@ -415,7 +415,7 @@ def _dnat_entries(dnats: list[Dnat], with_ports: bool, with_target_port: bool, n
 
 Item = tuple[object, tuple, tuple[str, ...]]  # (port range or None, map data, names of the openings)
 Layers = dict[tuple[int, ...], dict[tuple, list[Item]]]  # prefix lengths -> key without the port -> items
-Runs = dict[tuple, tuple[int, int]]  # key without the port -> where its elements are among its layer's
+Made = tuple[tuple[Element, ...], list[tuple], list[int]]  # a layer's elements, its keys in order, where each key's start
 FlowElements = Callable[[Layers, tuple[int, ...], list[tuple[int, ...]], dict[tuple[int, ...], set], bool, "_Nets"], tuple[Element, ...]]
 
 
@@ -423,24 +423,24 @@ class Memo:
     """The forward chain's sets of one compile of a firewall, kept for the later compiles of the
     same firewall from a changed matrix (`fwmatrix diff` compiles the old matrix, then the new one):
     per set (interface pair, family, translated or not, with ports or not) its layers, and per layer
-    its elements, its keys in order and where each key's elements are. A key's elements depend on
+    its elements, its keys in order and where each key's elements start. A key's elements depend on
     nothing but its own items and those of the wider keys that could hold it (`_flow_elements`):
     where none of these changed, the first compile's elements are the same, and are taken."""
 
     def __init__(self) -> None:
-        self.sets: dict[tuple, tuple[Layers, dict[tuple[int, ...], tuple[tuple[Element, ...], Runs]]]] = {}
+        self.sets: dict[tuple, tuple[Layers, dict[tuple[int, ...], Made]]] = {}
 
     def flow_layers(self, call: tuple, layers: Layers, with_ports: bool, nets: _Nets) -> list[tuple[str, tuple[Element, ...]]]:
         """`_disjoint_layers` of an openings' set; `call` names the set across compiles."""
         first = self.sets.get(call)
         if first is None:
-            made: dict[tuple[int, ...], tuple[tuple[Element, ...], Runs]] = {}
+            made: dict[tuple[int, ...], Made] = {}
             self.sets[call] = (layers, made)
 
             def elements(layers: Layers, lengths: tuple[int, ...], wider: list[tuple[int, ...]], heads: dict[tuple[int, ...], set],
                          with_ports: bool, nets: _Nets) -> tuple[Element, ...]:
-                runs: Runs = {}
-                made[lengths] = (_flow_elements(layers, lengths, wider, heads, with_ports, nets, runs=runs), runs)
+                rests, starts = sorted(layers[lengths]), []
+                made[lengths] = (_flow_elements(layers, lengths, wider, heads, with_ports, nets, rests, starts), rests, starts)
                 return made[lengths][0]
         else:
             changed = _changed_keys(first[0], layers)
@@ -469,10 +469,10 @@ def _changed_keys(before: Layers, after: Layers) -> dict[tuple[int, ...], set[tu
 
 
 def _flow_elements_again(layers: Layers, lengths: tuple[int, ...], wider: list[tuple[int, ...]], heads: dict[tuple[int, ...], set],
-                         with_ports: bool, nets: _Nets, earlier: tuple[tuple[Element, ...], Runs], changed: dict[tuple[int, ...], set[tuple]]) -> tuple[Element, ...]:
-    """`_flow_elements` of a layer that an earlier compile made too (`earlier`: its elements and
-    runs): made again only for the keys that changed (`changed`, per layer) or that a changed wider
-    key (of this compile's layers or the earlier's) could hold. Between two such keys (or keys only
+                         with_ports: bool, nets: _Nets, earlier: Made, changed: dict[tuple[int, ...], set[tuple]]) -> tuple[Element, ...]:
+    """`_flow_elements` of a layer that an earlier compile made too (`earlier`): made again only for
+    the keys that changed (`changed`, per layer) or that a changed wider key (of this compile's
+    layers or the earlier's) could hold. Between two such keys (or keys only
     the earlier compile had) both compiles have the same keys, whose elements are taken in one slice."""
     by_rest = layers[lengths]
     mine = changed.get(lengths, set())
@@ -492,20 +492,21 @@ def _flow_elements_again(layers: Layers, lengths: tuple[int, ...], wider: list[t
                 if (s, (dst & mask) | length, proto) in keys:
                     again.add(rest)
                     break
-    made_runs: Runs = {}
-    made = _flow_elements(layers, lengths, wider, heads, with_ports, nets, list(again), made_runs)
-    old_elements, old_runs = earlier
-    old_rests = list(old_runs)  # in order
+    again_rests, again_starts = sorted(again), []
+    made = _flow_elements(layers, lengths, wider, heads, with_ports, nets, again_rests, again_starts)
+    made_at = dict(zip(again_rests, _spans(again_starts, len(made))))
+    old_elements, old_rests, old_starts = earlier
+    old_ends = old_starts[1:] + [len(old_elements)]
     out: list[Element] = []
     done = 0  # the earlier elements up to here are taken or left
     for rest in sorted(mine | again):
         i = bisect_left(old_rests, rest)
-        cut = old_runs[old_rests[i]][0] if i < len(old_rests) else len(old_elements)
+        cut = old_starts[i] if i < len(old_rests) else len(old_elements)
         out += old_elements[done:cut]
-        run = made_runs.get(rest)
-        if run is not None:
-            out += made[run[0]:run[1]]
-        done = old_runs[rest][1] if i < len(old_rests) and old_rests[i] == rest else cut
+        span = made_at.get(rest)
+        if span is not None:
+            out += made[span[0]:span[1]]
+        done = old_ends[i] if i < len(old_rests) and old_rests[i] == rest else cut
     out += old_elements[done:]
     return tuple(out)
 
@@ -543,23 +544,27 @@ def _disjoint_layers(layers: Layers, address_positions: tuple[int, ...], port_po
     return out
 
 
+def _spans(starts: list[int], end: int) -> list[tuple[int, int]]:
+    """Where each key's elements are, from where each starts."""
+    return list(zip(starts, starts[1:] + [end]))
+
+
 def _flow_elements(layers: Layers, lengths: tuple[int, ...], wider: list[tuple[int, ...]], heads: dict[tuple[int, ...], set],
-                   with_ports: bool, nets: _Nets, rests: list[tuple] | None = None, runs: Runs | None = None) -> tuple[Element, ...]:
+                   with_ports: bool, nets: _Nets, rests: list[tuple] | None = None, starts: list[int] | None = None) -> tuple[Element, ...]:
     """The elements of one layer of source . destination . protocol [. port] keys (the openings' sets:
     the hot path, the wider keys made here by hand), sorted; those a wider layer holds left out.
     An opening's item has no data, and after merging each key has one item per port range, in
     port order (`_merge_ports`): the keys sorted alone give the elements in order (no list of
     (key, port, names) to sort, tuples in tuples). `rests`: only these keys (sorted; all by default);
-    `runs`: filled with where each key's elements are in the result."""
+    `starts`: filled with where each key's elements start in the result."""
     by_rest = layers[lengths]
     networks, ports, port_range = nets.networks, nets.ports, nets.port_range
     elements: list[Element] = []
     add = elements.append
     candidates_of: dict[NetKey, list[tuple]] = {}  # source -> (wider layer, its supernet there, destination mask, length)
     for rest in sorted(by_rest) if rests is None else rests:
-        if runs is not None:
-            start = len(elements)
-            runs[rest] = (start, start)  # till its elements are made (none when a wider key holds it)
+        if starts is not None:
+            starts.append(len(elements))
         src, dst, proto = rest
         ranges = None  # the port ranges of the wider keys that hold this one's addresses and protocol
         if wider:
@@ -579,8 +584,6 @@ def _flow_elements(layers: Layers, lengths: tuple[int, ...], wider: list[tuple[i
                 continue
             add(Element((source, destination, proto, ports.get(port) or port_range(port)) if with_ports else (source, destination, proto), (),  # type: ignore[arg-type]
                         names[0] if len(names) == 1 and len(names[0]) <= COMMENT_MAX else _comment(names)))
-        if runs is not None:
-            runs[rest] = (start, len(elements))
     return tuple(elements)
 
 

@@ -130,8 +130,7 @@ def review(old: Intent, new: Intent, old_label: str, new_label: str, backends: t
            firewall: str | None = None) -> Review:
     """The change from `old` to `new` on every firewall of either, or on `firewall` alone."""
     names = sorted(set(old.firewalls) | set(new.firewalls)) if firewall is None else [firewall]
-    memos = {name: Memo() for name in names}  # the new matrix's compile takes what the old one's made alike
-    old_rulesets, new_rulesets = _compiled(old, names, memos), _compiled(new, names, memos)
+    old_rulesets, new_rulesets = _compiled(old, new, names)
     renames = _renames(old, new)
     firewalls = []
     for name in names:
@@ -166,9 +165,13 @@ def _interfaces(intent: Intent, firewall: str) -> set[str]:
     return set(fw.interfaces) if fw else set()
 
 
-def _compiled(intent: Intent, names: list[str], memos: dict[str, Memo]) -> dict[str, Ruleset]:
-    """The rulesets of the firewalls under review (not the others of the matrix)."""
-    return {name: compile_firewall(intent, intent.firewalls[name], memos[name]) for name in names if name in intent.firewalls}
+def _compiled(old: Intent, new: Intent, names: list[str]) -> tuple[dict[str, Ruleset], dict[str, Ruleset]]:
+    """The rulesets of the firewalls under review (not the others of the matrices), old and new: the
+    new compile takes what the old one made alike (its memo, freed once both are made)."""
+    memos = {name: Memo() for name in names}
+    before, after = ({name: compile_firewall(intent, intent.firewalls[name], memos[name]) for name in names if name in intent.firewalls}
+                     for intent in (old, new))
+    return before, after
 
 
 def _opening_spaces(intent: Intent, firewall: str, ifaces: Interfaces, made: _FlowBoxes) -> dict[str, Space]:
