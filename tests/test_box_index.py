@@ -111,3 +111,21 @@ def test_covers_alike_by_blocks() -> None:
     across = Box(1, 2, ((0x0A000105, 0x0A000105),), ((0x0B0000F0, 0x0B000110),), ((6, 6),), ((443, 443),), 1)
     assert not BoxIndex([new]).covers_alike(across)
     assert BoxIndex([new, wider]).covers_alike(across)
+
+
+def test_covers_alike_by_the_union_of_many_boxes_of_one_side() -> None:
+    """More boxes of one source than FEW_ALIKE: their destinations joined by states, so that a box
+    whose destinations several of them hold is covered, and one that a gap or a state misses is not."""
+    from fwmatrix.space.index import FEW_ALIKE
+
+    src = ((0x0A000001, 0x0A000001),)
+    boxes = [Box(1, 2, src, ((0x0B000000 + 4 * i, 0x0B000000 + 4 * i + 1),), ((6, 6),), ((443, 443),), 1 if i % 2 else 3)
+             for i in range(FEW_ALIKE + 4)]
+    index = BoxIndex(boxes)
+    two = Box(1, 2, src, ((0x0B000008, 0x0B000009), (0x0B000010, 0x0B000011)), ((6, 6),), ((443, 443),), 1)
+    assert index.covers_alike(two)  # by two boxes in states 3
+    assert not index.covers_alike(Box(1, 2, src, ((0x0B000008, 0x0B000011),), ((6, 6),), ((443, 443),), 1))  # gaps
+    assert not index.covers_alike(Box(1, 2, src, ((0x0B000004, 0x0B000005),), ((6, 6),), ((443, 443),), 2))  # in states 1 only
+    assert index.covers_alike(Box(1, 2, src, ((0x0B000008, 0x0B000009),), ((6, 6),), ((443, 443),), 2))
+    # boxes in different states are not joined: each holds one of these in state 1, neither both
+    assert not index.covers_alike(Box(1, 2, src, ((0x0B000004, 0x0B000005), (0x0B000008, 0x0B000009)), ((6, 6),), ((443, 443),), 1))

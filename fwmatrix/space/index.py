@@ -26,8 +26,8 @@ class _Sorted:
 
     def _sort(self) -> None:
         tail = self._tail
+        starts, boxes = self._starts, self._boxes
         if len(tail) <= SMALL_TAIL:  # a chain's walk adds a rule's boxes between reads
-            starts, boxes = self._starts, self._boxes
             for start, box in tail:
                 if not starts or start >= starts[-1]:
                     starts.append(start)
@@ -36,13 +36,25 @@ class _Sorted:
                     at = bisect_right(starts, start)
                     starts.insert(at, start)
                     boxes.insert(at, box)
-        else:  # a stable sort keeps equal starts in the order they came, as the insertions would
-            starts = self._starts + [start for start, _ in tail]
-            boxes = self._boxes + [box for _, box in tail]
-            # the positions in start order (the sorted part is one run: a merge), then both lists by them
-            order = sorted(range(len(starts)), key=starts.__getitem__)
-            self._starts = list(map(starts.__getitem__, order))
-            self._boxes = list(map(boxes.__getitem__, order))
+        else:
+            # the tail sorted (stably: equal starts in the order they came), then merged in by
+            # slices of the sorted part, each new box after the equal starts before it: what
+            # inserting each at bisect_right gives, in one copy of the group, not a sort of it all
+            tail.sort(key=_start_of)
+            new_starts: list[int] = []
+            new_boxes: list[Box] = []
+            done = 0
+            for start, box in tail:
+                at = bisect_right(starts, start, done)
+                if at > done:
+                    new_starts += starts[done:at]
+                    new_boxes += boxes[done:at]
+                    done = at
+                new_starts.append(start)
+                new_boxes.append(box)
+            new_starts += starts[done:]
+            new_boxes += boxes[done:]
+            self._starts, self._boxes = new_starts, new_boxes
         tail.clear()
 
     @property
@@ -60,6 +72,10 @@ class _Sorted:
     def window(self, low: int, high: int) -> list[Box]:
         starts = self.starts
         return self._boxes[bisect_left(starts, low) : bisect_right(starts, high)]
+
+
+def _start_of(filed: tuple[int, Box]) -> int:
+    return filed[0]
 
 
 SMALL_TAIL = 16  # up to this many new boxes are inserted one by one; more, and the group is sorted again
@@ -118,8 +134,9 @@ class BoxIndex:
         # interfaces and states (few of them): most lookups miss each there
         self.huge: dict[tuple[int, int, int], list[Box]] = {}
         # by interfaces and service (iif, oif, proto, dport), the boxes alike: most boxes a lookup asks
-        # about lie within one that differs from them in one address side only, often in more states
-        # (a walk's undecided packets, new connections), or within boxes whose address sides are one
+        # about lie within boxes that differ from them in one address side only, often in more states
+        # (a walk's undecided packets, new connections; of a side of many boxes, the union of their other
+        # sides), or within boxes whose address sides are one
         # block each (a network: 2**k addresses from a multiple of 2**k) that hold its — a naive
         # ruleset's host rules inside an earlier zone or network rule of their service: found by a
         # few dict lookups, not by a search of the boxes near them
@@ -185,8 +202,9 @@ class BoxIndex:
         return False
 
     def covers_alike(self, box: Box, renting: bool = False) -> bool:
-        """Whether one indexed box that differs from `box` in at most one address side and the
-        conntrack states contains it, or indexed boxes of its interfaces and service whose address
+        """Whether indexed boxes that differ from `box` in one address side and the conntrack states
+        cover it (one box of its source in states that hold its, or of many such their destinations
+        together; or the same by destination), or indexed boxes of its interfaces and service whose address
         sides are two blocks that hold its (one box each or, in different states, together) cover it.
         `renting`: for a lookup that can do without (False: not
         shown), boxes added since the last filing are filed only once lookups have asked about
@@ -259,31 +277,32 @@ class BoxIndex:
 
 
 class _Alike:
-    """The boxes of one interface pair and service (see BoxIndex.alike): by source, by destination,
-    and, those whose address sides are one block each, the states of each pair of blocks together
-    with the block sizes (k) of their sources and of their destinations."""
+    """The boxes of one interface pair and service (see BoxIndex.alike): by source (a few as a list,
+    more as the unions of their destinations by conntrack states: `_Unions`), by destination the
+    same; and, those whose address sides are one block each, the states of each pair of blocks
+    together, by source block, with the block sizes (k) of their sources and of their destinations."""
 
     __slots__ = ("by_src", "by_dst", "src_bits", "dst_bits", "blocks")
 
     def __init__(self) -> None:
-        self.by_src: dict[Intervals, list[Box]] = {}
-        self.by_dst: dict[Intervals, list[Box]] = {}
+        self.by_src: dict[Intervals, list[Box] | _Unions] = {}
+        self.by_dst: dict[Intervals, list[Box] | _Unions] = {}
         self.src_bits: set[int] = set()
         self.dst_bits: set[int] = set()
-        self.blocks: dict[tuple[int, int, int, int], int] = {}
+        self.blocks: dict[tuple[int, int], dict[tuple[int, int], int]] = {}  # (s_low, s_bits) -> (d_low, d_bits) -> states
 
     def add(self, b: Box) -> None:
-        src, dst = b.src, b.dst
-        same = self.by_src.get(src)
-        if same is None:
-            self.by_src[src] = [b]
-        else:
-            same.append(b)
-        same = self.by_dst.get(dst)
-        if same is None:
-            self.by_dst[dst] = [b]
-        else:
-            same.append(b)
+        src, dst, ct = b.src, b.dst, b.ct
+        for table, side, other in ((self.by_src, src, "dst"), (self.by_dst, dst, "src")):
+            same = table.get(side)
+            if same is None:
+                table[side] = [b]
+            elif same.__class__ is list:
+                same.append(b)  # type: ignore[union-attr]
+                if len(same) > FEW_ALIKE:
+                    table[side] = _Unions(same, other)  # type: ignore[arg-type]
+            else:
+                same.add(b)  # type: ignore[union-attr]
         if len(src) == 1 and len(dst) == 1:
             (s_low, s_high), (d_low, d_high) = src[0], dst[0]
             s_size, d_size = s_high - s_low + 1, d_high - d_low + 1
@@ -291,34 +310,109 @@ class _Alike:
                 s_bits, d_bits = s_size.bit_length() - 1, d_size.bit_length() - 1
                 self.src_bits.add(s_bits)
                 self.dst_bits.add(d_bits)
-                at = (s_low, s_bits, d_low, d_bits)
-                self.blocks[at] = self.blocks.get(at, 0) | b.ct
+                by_dst = self.blocks.get((s_low, s_bits))
+                if by_dst is None:
+                    by_dst = self.blocks[s_low, s_bits] = {}
+                at = (d_low, d_bits)
+                by_dst[at] = by_dst.get(at, 0) | ct
 
     def covers(self, box: Box) -> bool:
         ct = box.ct
         same = self.by_src.get(box.src)
-        if same and any(not ct & ~b.ct and not iv_sub(box.dst, b.dst) for b in same):
-            return True
+        if same is not None:
+            if same.__class__ is list:
+                dst = box.dst
+                if any(not ct & ~b.ct and not iv_sub(dst, b.dst) for b in same):  # type: ignore[union-attr]
+                    return True
+            elif same.holds(ct, box.dst):  # type: ignore[union-attr]
+                return True
         same = self.by_dst.get(box.dst)
-        if same and any(not ct & ~b.ct and not iv_sub(box.src, b.src) for b in same):
-            return True
+        if same is not None:
+            if same.__class__ is list:
+                src = box.src
+                if any(not ct & ~b.ct and not iv_sub(src, b.src) for b in same):  # type: ignore[union-attr]
+                    return True
+            elif same.holds(ct, box.src):  # type: ignore[union-attr]
+                return True
         if not self.blocks or len(self.src_bits) * len(self.dst_bits) > MAX_BLOCK_PAIRS:
             return False
         # the blocks of each size filed that hold the box's outer bounds, each side: boxes of those
         # two blocks hold it when their states do
         src, dst = box.src, box.dst
         s_low, s_high, d_low, d_high = src[0][0], src[-1][1], dst[0][0], dst[-1][1]
-        s_blocks = [(at, bits) for bits in self.src_bits if (at := s_low >> bits << bits) + (1 << bits) > s_high]
-        if not s_blocks:
-            return False
-        d_blocks = [(at, bits) for bits in self.dst_bits if (at := d_low >> bits << bits) + (1 << bits) > d_high]
         blocks = self.blocks
-        for s_at, s_bits in s_blocks:
-            for d_at, d_bits in d_blocks:
-                states = blocks.get((s_at, s_bits, d_at, d_bits))
+        d_blocks: list[tuple[int, int]] | None = None
+        for s_bits in self.src_bits:
+            s_at = s_low >> s_bits << s_bits
+            if s_at + (1 << s_bits) <= s_high:
+                continue
+            by_dst = blocks.get((s_at, s_bits))
+            if by_dst is None:
+                continue
+            if d_blocks is None:
+                d_blocks = [(at, bits) for bits in self.dst_bits if (at := d_low >> bits << bits) + (1 << bits) > d_high]
+            for at in d_blocks:
+                states = by_dst.get(at)
                 if states is not None and not ct & ~states:
                     return True
         return False
+
+
+FEW_ALIKE = 8  # boxes of one side kept as a list, scanned; more, and their other sides are joined by states (_Unions)
+
+
+class _Unions:
+    """The boxes of one address side (of one interface pair and service): the union of their other
+    sides, by their conntrack states. A box of that side is covered when the union of boxes in
+    states that hold its holds its other side (boxes in different states are not joined): a
+    source's rules to many destinations hold a box of several, each found by bisection, not by
+    scanning the boxes."""
+
+    __slots__ = ("other", "by_states")
+
+    def __init__(self, boxes: list[Box], other: str):
+        self.other = other  # the side joined: "src" or "dst"
+        self.by_states: dict[int, _Union] = {}
+        for b in boxes:
+            self.add(b)
+
+    def add(self, b: Box) -> None:
+        union = self.by_states.get(b.ct)
+        if union is None:
+            union = self.by_states[b.ct] = _Union()
+        union.add(b.dst if self.other == "dst" else b.src)
+
+    def holds(self, ct: int, other: Intervals) -> bool:
+        return any(not ct & ~states and union.holds(other) for states, union in self.by_states.items())
+
+
+class _Union:
+    """A union of address intervals, as sorted starts and ends (disjoint, not touching)."""
+
+    __slots__ = ("lows", "highs")
+
+    def __init__(self) -> None:
+        self.lows: list[int] = []
+        self.highs: list[int] = []
+
+    def add(self, intervals: Intervals) -> None:
+        lows, highs = self.lows, self.highs
+        for low, high in intervals:
+            first = bisect_left(highs, low - 1)  # the first that ends where this starts, or after
+            end = bisect_right(lows, high + 1, first)  # past the last that starts where this ends, or before
+            if first < end:
+                low = min(low, lows[first])
+                high = max(high, highs[end - 1])
+            lows[first:end] = (low,)
+            highs[first:end] = (high,)
+
+    def holds(self, intervals: Intervals) -> bool:
+        lows, highs = self.lows, self.highs
+        for low, high in intervals:
+            at = bisect_right(lows, low) - 1
+            if at < 0 or highs[at] < high:
+                return False
+        return True
 
 
 def may_overlap(a: Box, b: Box) -> bool:

@@ -50,7 +50,10 @@ def exact_parts(rule: Rule, own: OwnAddresses = UNKNOWN, interfaces: tuple[str, 
     with its action: itself, unless it tests whether an address is the firewall's own
     (addrtype.local_parts), whether the packet is bridged (bridged.bridged_parts, over the
     `interfaces`), TCP flags (`_flag_parts`) or an IPv6 extension header (`_exthdr_parts`)."""
-    if not any(isinstance(m, Match) and not PARTED_FIELDS.isdisjoint(m.fields) for m in rule.matches):
+    for m in rule.matches:  # a loop, not any() over a generator: asked of every rule
+        if isinstance(m, Match) and not PARTED_FIELDS.isdisjoint(m.fields):
+            break
+    else:
         return [rule]  # none of those matches (most rules): each part function would give the rule back
     return [part for whole in _exthdr_parts(rule) for local in local_parts(whole, own) for bridged in bridged_parts(local, interfaces)
             for part in _flag_parts(bridged)]
@@ -427,9 +430,16 @@ def _narrow_by_addresses(bounds: dict[str, object], sides: tuple[str, str, Inter
         low, high = addr_interval(values[0][0])
         addresses = ((low, high),) if family_low <= low <= high <= family_high else iv_and(iv_norm(((low, high),)), family)
     else:
-        addresses = iv_norm([addr_interval(key[0]) for key in values])
-        if not (addresses and family_low <= addresses[0][0] and addresses[-1][1] <= family_high):
-            addresses = iv_and(addresses, family)
+        known = _ADDRESSES.get((id(values), family_low))
+        if known is not None and known[0] is values:
+            addresses = known[1]
+        else:
+            addresses = iv_norm([addr_interval(key[0]) for key in values])
+            if not (addresses and family_low <= addresses[0][0] and addresses[-1][1] <= family_high):
+                addresses = iv_and(addresses, family)
+            if len(_ADDRESSES) >= MAX_UNIONS:
+                _ADDRESSES.clear()
+            _ADDRESSES[id(values), family_low] = (values, addresses)
     if not addresses:
         bounds["_empty"] = True
         return
@@ -479,6 +489,9 @@ def _values_allowed(f: str, values: tuple, ifaces: Interfaces) -> dict[str, obje
 _UNIONS: dict[tuple[str, tuple], tuple[Interfaces, dict[str, object]]] = {}  # (field, values) -> (universe, what they allow)
 MAX_UNIONS = 1 << 14  # more, and it starts again
 _COMBINED: dict[tuple, tuple[Interfaces, dict[str, object]]] = {}  # a rule's (field, values) list -> (universe, what they allow)
+# an address list's intervals within a family, by the list's identity (the list kept, so that its id stays its
+# own): the nftables reader gives every rule that repeats an address list the same one (3 uses each at 10k)
+_ADDRESSES: dict[tuple[int, int], tuple[tuple, Intervals]] = {}
 
 
 def _implied(full: Space, fields: tuple[str, ...]) -> Space:
