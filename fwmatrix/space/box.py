@@ -10,6 +10,7 @@ from fwmatrix.intervals import (
 )
 
 NOT_PORTLESS = iv_or(PORT_PROTOCOLS, ICMP_PROTOCOLS)
+(_V4_LOW, _V4_HIGH), (_V6_LOW, _V6_HIGH) = V4_ALL[0], V6_ALL[0]
 _MET: dict[tuple[Intervals, Intervals], Intervals] = {}  # protocol and port sets met (a ruleset has few)
 MAX_MET = 1 << 16  # more, and it starts again (a ruleset of many port lists)
 
@@ -33,11 +34,19 @@ class Box:
         """The common box, or None. Called for every pair of boxes that meet in the walk (a chain's
         scope with a set's thousands of elements): protocols and ports are few distinct sets, so
         their intersections are remembered; an address side that one single interval holds is taken
-        whole, and the outer bounds are compared before anything is made."""
+        whole, and the outer bounds are compared first, before anything is hashed or made."""
         iif = self.iif & other.iif
         oif = self.oif & other.oif
         ct = self.ct & other.ct
         if not (iif and oif and ct):
+            return None
+        x, y = self.src, other.src
+        x_low, x_high, y_low, y_high = x[0][0], x[-1][1], y[0][0], y[-1][1]
+        if x_low > y_high or y_low > x_high:
+            return None  # by the bounds before the remembered sets are hashed (boxes of another family, most)
+        u, v = self.dst, other.dst
+        u_low, u_high, v_low, v_high = u[0][0], u[-1][1], v[0][0], v[-1][1]
+        if u_low > v_high or v_low > u_high:
             return None
         key = (self.proto, other.proto)
         proto = _MET.get(key)
@@ -55,18 +64,10 @@ class Box:
             dport = _MET[key] = iv_and(*key)
         if not dport:
             return None
-        x, y = self.src, other.src
-        x_low, x_high, y_low, y_high = x[0][0], x[-1][1], y[0][0], y[-1][1]
-        if x_low > y_high or y_low > x_high:
-            return None
         src = y if x_low <= y_low and y_high <= x_high and len(x) == 1 else x if y_low <= x_low and x_high <= y_high and len(y) == 1 else iv_and(x, y)
         if not src:
             return None
-        x, y = self.dst, other.dst
-        x_low, x_high, y_low, y_high = x[0][0], x[-1][1], y[0][0], y[-1][1]
-        if x_low > y_high or y_low > x_high:
-            return None
-        dst = y if x_low <= y_low and y_high <= x_high and len(x) == 1 else x if y_low <= x_low and x_high <= y_high and len(y) == 1 else iv_and(x, y)
+        dst = v if u_low <= v_low and v_high <= u_high and len(u) == 1 else u if v_low <= u_low and u_high <= v_high and len(v) == 1 else iv_and(u, v)
         if not dst:
             return None
         return Box(iif, oif, src, dst, proto, dport, ct)
@@ -135,6 +136,10 @@ def physical(iif: int, oif: int, src: Intervals, dst: Intervals, proto: Interval
     services = _services(proto, dport)
     if not services:
         return []
+    # both sides within one family (a rule's addresses, most): its boxes without splitting them
+    if src and dst and _V4_LOW <= src[0][0] and src[-1][1] <= _V4_HIGH and _V4_LOW <= dst[0][0] and dst[-1][1] <= _V4_HIGH \
+            or src and dst and _V6_LOW <= src[0][0] and src[-1][1] <= _V6_HIGH and _V6_LOW <= dst[0][0] and dst[-1][1] <= _V6_HIGH:
+        return [Box(iif, oif, src, dst, with_proto, values, ct) for with_proto, values in services]
     out = []
     for family in (V4_ALL, V6_ALL):
         fsrc, fdst = iv_and(src, family), iv_and(dst, family)
