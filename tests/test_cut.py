@@ -49,7 +49,7 @@ def _case(draw: st.DrawFn) -> tuple[Box, list[Box]]:
     after host rules), some do not (other states, interfaces, ports, families)."""
     a = draw(_box(FAMILIES[draw(st.integers(0, 1))]))
     near = []
-    for kind in draw(st.lists(st.sampled_from(["alike", "alike", "alike", "wider", "partial", "other family"]), max_size=24)):
+    for kind in draw(st.lists(st.sampled_from(["alike", "alike", "alike", "wider", "partial", "other family", "established"]), max_size=24)):
         if kind == "alike":
             family = V4_BASE if a.src[0][0] >= V4_BASE else 0
             near.append(Box(a.iif, a.oif, draw(_side(family)), draw(_side(family)), a.proto, a.dport, a.ct))
@@ -57,6 +57,9 @@ def _case(draw: st.DrawFn) -> tuple[Box, list[Box]]:
             family = V4_BASE if a.src[0][0] >= V4_BASE else 0
             dport = a.dport if a.dport[0][0] == NO_PORT else ((20, 30),)
             near.append(Box(a.iif | draw(_mask(3)), a.oif | draw(_mask(3)), draw(_side(family)), draw(_side(family)), a.proto, dport, 3))
+        elif kind == "established":  # every address of a's family, a's services, other states (and interfaces)
+            family = ((V4_BASE, V4_BASE + SPAN - 1),) if a.src[0][0] >= V4_BASE else ((0, SPAN - 1),)
+            near.append(Box(draw(_mask(3)), draw(_mask(3)), family, family, a.proto, a.dport, draw(_mask(2))))
         elif kind == "partial":
             near.append(draw(_box(V4_BASE if a.src[0][0] >= V4_BASE else 0)))
         else:
@@ -107,6 +110,20 @@ def test_minus_many_is_the_packets_left(case: tuple[Box, list[Box]]) -> None:
             assert canonical_boxes(got) == canonical_boxes(cut._minus_each(a, near))
     finally:
         cut.SWEEP_FROM = saved
+
+
+@settings(max_examples=300, deadline=None)
+@given(case=_case())
+def test_cutters_of_masks_only_cut_as_one_after_the_other(case: tuple[Box, list[Box]]) -> None:
+    """The pieces of a sweep minus the cutters that stay: the cutters that hold a's addresses and
+    services taken out by their interfaces and states alone give the very pieces, in their order,
+    of cutting each piece by each cutter."""
+    a, near = case
+    pieces = cut._sweep(a, [(b.src, b.dst) for b in near]) or [a]
+    assert cut._pieces_minus_cutters(a, pieces, near) == cut._pieces_minus_each(pieces, near)
+    for b in near:
+        if cut._holds_but_masks(b, a):
+            assert all(cut._minus_masks(piece, b) == piece.minus(b) for piece in pieces)
 
 
 @settings(max_examples=300, deadline=None)
