@@ -92,17 +92,8 @@ class Box:
         dst = iv_and(self.dst, other.dst)
         if not dst:
             return [self]
-        out: list[Box] = []
+        out = self.outside_masks(other, iif, oif, ct)
         s_src, s_dst, s_proto, s_dport = self.src, self.dst, self.proto, self.dport
-        rest = self.iif & ~other.iif
-        if rest:
-            out.append(Box(rest, self.oif, s_src, s_dst, s_proto, s_dport, self.ct))
-        rest = self.oif & ~other.oif
-        if rest:
-            out.append(Box(iif, rest, s_src, s_dst, s_proto, s_dport, self.ct))
-        rest = self.ct & ~other.ct
-        if rest:
-            out.append(Box(iif, oif, s_src, s_dst, s_proto, s_dport, rest))
         rest_iv = iv_sub(s_src, other.src)
         if rest_iv:
             out.append(Box(iif, oif, rest_iv, s_dst, s_proto, s_dport, ct))
@@ -115,6 +106,22 @@ class Box:
         rest_iv = iv_sub(s_dport, other.dport)
         if rest_iv:
             out.append(Box(iif, oif, src, dst, proto, rest_iv, ct))
+        return out
+
+    def outside_masks(self, other: "Box", iif: int, oif: int, ct: int) -> list["Box"]:
+        """`minus`'s pieces outside other's interfaces and states (iif, oif, ct: the common masks),
+        each whole in the intervals: all of self - other when other's intervals hold self's."""
+        out: list[Box] = []
+        src, dst, proto, dport = self.src, self.dst, self.proto, self.dport
+        rest = self.iif & ~other.iif
+        if rest:
+            out.append(Box(rest, self.oif, src, dst, proto, dport, self.ct))
+        rest = self.oif & ~other.oif
+        if rest:
+            out.append(Box(iif, rest, src, dst, proto, dport, self.ct))
+        rest = self.ct & ~other.ct
+        if rest:
+            out.append(Box(iif, oif, src, dst, proto, dport, rest))
         return out
 
     def contains(self, other: "Box") -> bool:

@@ -227,23 +227,10 @@ def _pieces_minus_cutters(a: Box, pieces: list[Box], cutters: list[Box]) -> list
 
 
 def _minus_masks(piece: Box, b: Box) -> list[Box]:
-    """piece.minus(b) for a box b whose addresses, protocols and ports hold the piece's: the pieces
-    outside b's interfaces and states (Box.minus's first three), without the intervals compared."""
+    """piece.minus(b) for a box b whose addresses, protocols and ports hold the piece's, without
+    the intervals compared."""
     iif, oif, ct = piece.iif & b.iif, piece.oif & b.oif, piece.ct & b.ct
-    if not (iif and oif and ct):
-        return [piece]
-    src, dst, proto, dport = piece.src, piece.dst, piece.proto, piece.dport
-    out = []
-    rest = piece.iif & ~b.iif
-    if rest:
-        out.append(Box(rest, piece.oif, src, dst, proto, dport, piece.ct))
-    rest = piece.oif & ~b.oif
-    if rest:
-        out.append(Box(iif, rest, src, dst, proto, dport, piece.ct))
-    rest = piece.ct & ~b.ct
-    if rest:
-        out.append(Box(iif, oif, src, dst, proto, dport, rest))
-    return out
+    return piece.outside_masks(b, iif, oif, ct) if iif and oif and ct else [piece]
 
 
 def _holds_but_masks(b: Box, a: Box) -> bool:

@@ -319,21 +319,11 @@ class _Alike:
     def covers(self, box: Box) -> bool:
         ct = box.ct
         same = self.by_src.get(box.src)
-        if same is not None:
-            if same.__class__ is list:
-                dst = box.dst
-                if any(not ct & ~b.ct and not iv_sub(dst, b.dst) for b in same):  # type: ignore[union-attr]
-                    return True
-            elif same.holds(ct, box.dst):  # type: ignore[union-attr]
-                return True
+        if same is not None and _held_by_side(same, ct, box.dst, "dst"):
+            return True
         same = self.by_dst.get(box.dst)
-        if same is not None:
-            if same.__class__ is list:
-                src = box.src
-                if any(not ct & ~b.ct and not iv_sub(src, b.src) for b in same):  # type: ignore[union-attr]
-                    return True
-            elif same.holds(ct, box.src):  # type: ignore[union-attr]
-                return True
+        if same is not None and _held_by_side(same, ct, box.src, "src"):
+            return True
         if not self.blocks or len(self.src_bits) * len(self.dst_bits) > MAX_BLOCK_PAIRS:
             return False
         # the blocks of each size filed that hold the box's outer bounds, each side: boxes of those
@@ -356,6 +346,13 @@ class _Alike:
                 if states is not None and not ct & ~states:
                     return True
         return False
+
+
+def _held_by_side(same: list[Box] | _Unions, ct: int, other: Intervals, other_side: str) -> bool:
+    """Whether the boxes of one address side (a list, or their `_Unions`) hold states `ct` and `other` on their other side."""
+    if same.__class__ is list:
+        return any(not ct & ~b.ct and not iv_sub(other, getattr(b, other_side)) for b in same)  # type: ignore[union-attr]
+    return same.holds(ct, other)  # type: ignore[union-attr]
 
 
 FEW_ALIKE = 8  # boxes of one side kept as a list, scanned; more, and their other sides are joined by states (_Unions)
