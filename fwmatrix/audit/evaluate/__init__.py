@@ -36,7 +36,7 @@ import os
 from dataclasses import replace
 
 from fwmatrix.audit.evaluate.addrtype import UNKNOWN, OwnAddresses
-from fwmatrix.audit.evaluate.effective import DnatRegion, Effective, EvaluationError, Grant, Note
+from fwmatrix.audit.evaluate.effective import DnatRegion, Effective, EvaluationError, Grant, Note, changed
 from fwmatrix.audit.evaluate.forward import DEFAULT_ACCEPT, combine, forward_chains, upper_differs
 from fwmatrix.audit.evaluate.macscope import mac_scopes
 from fwmatrix.audit.evaluate.neighbours import arp_dead, nd_blocked, nd_dead, nd_doubtful, nd_output_doubtful
@@ -122,7 +122,7 @@ def _without_dead_neighbours(ruleset: Ruleset, effective: Effective) -> Effectiv
         return replace(effective, nd_blocked=blocked)
     return effective.with_forwarded(
         lambda space: space.subtract(dead),
-        uncertain=effective.uncertain + [g for g in (Grant(g.space.intersect(dead), g.origin) for g in effective.forwarded) if g.space],
+        uncertain=effective.uncertain + changed(effective.forwarded, lambda space: space.intersect(dead)),
         nd_blocked=blocked,
         nd_dead=dead,
     )
@@ -132,7 +132,7 @@ def _judged_both_ways(effective: Effective, note: Note, region: Space) -> Effect
     """What the firewall forwards in `region` only maybe (for a reason `note` gives, outside the ruleset's rules)."""
     return effective.with_forwarded(
         lambda space: space.subtract(region),
-        uncertain=effective.uncertain + [g for g in (Grant(g.space.intersect(region), g.origin) for g in effective.forwarded) if g.space],
+        uncertain=effective.uncertain + changed(effective.forwarded, lambda space: space.intersect(region)),
         unmodelled=effective.unmodelled + [note],
         doubtful=effective.doubtful + [Grant(region, note.origin)],
     )
@@ -172,14 +172,14 @@ def within_families(effective: Effective, families: frozenset[int]) -> Effective
         addresses = V4_ALL if version == 4 else V6_ALL
         family = family.union(Space.full(ifaces).make(src=addresses, dst=addresses))
 
-    def within(grants: list[Grant]) -> list[Grant]:
-        return [g for g in (Grant(g.space.intersect(family), g.origin) for g in grants) if g.space]
+    def within(space: Space) -> Space:
+        return space.intersect(family)
 
     return effective.with_forwarded(
-        lambda space: space.intersect(family),
-        dnats=[d for d in (replace(d, space=d.space.intersect(family)) for d in effective.dnats) if d.space],
-        uncertain=within(effective.uncertain),
-        doubtful=within(effective.doubtful),
+        within,
+        dnats=[d for d in (replace(d, space=within(d.space)) for d in effective.dnats) if d.space],
+        uncertain=changed(effective.uncertain, within),
+        doubtful=changed(effective.doubtful, within),
     )
 
 

@@ -73,22 +73,32 @@ class Effective:
     def forwarded_cover(self) -> Space:
         """The forwarded set (every ct state) in the fewest boxes known: what asks of it whether
         something is forwarded pays by the boxes it reads."""
-        if self.cover is None or self.cover[0] is not self.forwarded:
+        cover = self._own_cover()
+        if cover is None:
             return self.forwarded_space()
-        if CHECK_COVER and not self.cover[1].equals(self.forwarded_space()):
+        if CHECK_COVER and not cover.equals(self.forwarded_space()):
             raise AssertionError("the forwarded set's cover is not the grants' union")
-        return self.cover[1]
+        return cover
 
     def with_forwarded(self, change: Callable[[Space], Space], **fields: object) -> Effective:
         """`forwarded` with each grant's space changed by `change` (an intersection or a subtraction:
         what it does to a union it does to each part), the cover with it, and other `fields` replaced."""
-        forwarded = [g for g in (Grant(change(g.space), g.origin) for g in self.forwarded) if g.space]
-        cover = (forwarded, change(self.cover[1])) if self.cover is not None and self.cover[0] is self.forwarded else None
-        return replace(self, forwarded=forwarded, cover=cover, **fields)  # type: ignore[arg-type]
+        forwarded = changed(self.forwarded, change)
+        own = self._own_cover()
+        return replace(self, forwarded=forwarded, cover=(forwarded, change(own)) if own is not None else None, **fields)  # type: ignore[arg-type]
+
+    def _own_cover(self) -> Space | None:
+        """The cover, if it was made for this very `forwarded` list."""
+        return self.cover[1] if self.cover is not None and self.cover[0] is self.forwarded else None
 
     def forwarded_space(self) -> Space:
         """The grants' union, box for box (one list: a union per grant copied the list each time)."""
         return Space(self.ifaces, [b for g in self.forwarded for b in g.space.boxes])
+
+
+def changed(grants: list[Grant], change: Callable[[Space], Space]) -> list[Grant]:
+    """Each grant with its space changed by `change`, under its rule's name; those left empty dropped."""
+    return [g for g in (Grant(change(g.space), g.origin) for g in grants) if g.space]
 
 
 class EvaluationError(Exception):

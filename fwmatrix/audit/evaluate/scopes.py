@@ -20,7 +20,7 @@ from dataclasses import replace
 
 from netaddr import IPNetwork
 
-from fwmatrix.audit.evaluate.effective import Effective, Grant
+from fwmatrix.audit.evaluate.effective import Effective, changed
 from fwmatrix.space import OTHER, Space, addr_interval
 
 LINK_LOCAL = (addr_interval(IPNetwork("fe80::/10")),)
@@ -62,7 +62,7 @@ def without_scope_crossings(effective: Effective) -> Effective:
         return effective
     return effective.with_forwarded(
         lambda space: space.subtract(never),
-        uncertain=[g for g in (Grant(g.space.subtract(never), g.origin) for g in effective.uncertain) if g.space],
+        uncertain=changed(effective.uncertain, lambda space: space.subtract(never)),
         never=never,
         ruled=(effective.forwarded, effective.uncertain),
     )
