@@ -97,7 +97,7 @@ def test_a_cover_made_for_other_grants_is_not_used() -> None:
     assert other.cover is not None and not other.forwarded_cover()
 
 
-def test_the_audit_still_finds_an_opening_a_drop_takes_before_a_wide_accept(tmp_path) -> None:
+def test_the_audit_still_finds_an_opening_a_drop_takes_before_a_wide_accept() -> None:
     # the seed's compiled ruleset with a drop of one opening's target, then an accept of everything
     intent = build_intent(load_matrix(str(SEED)))
     (table,) = compile_intent(intent)["edge"].tables
