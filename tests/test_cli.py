@@ -46,6 +46,25 @@ def test_commands_that_print_nothing_through_rich_never_import_it(args: list[str
     assert proc.returncode == (2 if "nope" in args else 0)
 
 
+DRIFT = ROOT / "examples" / "drift"
+
+
+@pytest.mark.parametrize("args", [
+    ["audit", str(SEED), "-r", str(DRIFT / "edge.json"), "--format", "json"],
+    ["audit", str(SEED), "-r", str(DRIFT / "edge.json"), "--format", "markdown"],
+    ["lint", str(SEED), "--format", "json"],
+])
+def test_reports_for_tools_never_import_rich(args: list[str]) -> None:
+    """JSON and Markdown are written without a console: neither rich nor JUnit and SARIF's module is imported
+    (they were, at the top of report/text.py and report/ci.py, for every audit)."""
+    probe = ("import sys\nfrom fwmatrix.cli import main\ntry:\n    main(prog_name='fwmatrix')\nfinally:\n"
+             "    print(sorted(m for m in sys.modules if m.split('.')[0] == 'rich' or m == 'fwmatrix.report.ci' and 'lint' not in sys.argv),"
+             " file=sys.stderr)")
+    proc = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True)
+    assert proc.stderr.splitlines()[-1] == "[]", proc.stderr
+    assert proc.returncode in (0, 1) and proc.stdout.strip(), proc.stderr
+
+
 def test_compile_to_a_directory_writes_one_file_per_firewall(tmp_path) -> None:
     proc = run("compile", str(TWO), "--out-dir", str(tmp_path / "out"))
     assert proc.returncode == 0, proc.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from datetime import date
+from typing import TYPE_CHECKING
 
 import click
 
@@ -17,8 +18,10 @@ from fwmatrix.cli.common import (
 )
 from fwmatrix.matrix.accepts import baseline_text, load_baseline
 from fwmatrix.review.lint import check_accepted_kinds
-from fwmatrix.report.ci import audit_outcome
 from fwmatrix.report.text import markdown, print_table
+
+if TYPE_CHECKING:
+    from fwmatrix.report.ci import Outcome
 
 
 @click.command("audit")
@@ -57,8 +60,14 @@ def audit_command(matrix: str, firewall: str | None, ruleset_input: RulesetInput
     report = audit(intent, firewall, ruleset, source, ruleset_input.local_addresses)
     report.findings = accepted_findings(intent, firewall, report, baseline, write_baseline, baseline_owner, baseline_expires)
     emit(fmt, output, [report], table=print_table, markdown=markdown, to_json=AuditReport.to_json,
-         outcome=lambda r: audit_outcome(r, intent), fail_on=fail_on)
+         outcome=lambda r: outcome_of(r, intent), fail_on=fail_on)
     sys.exit(EXIT_FINDINGS if fail(report, fail_on) else EXIT_OK)
+
+
+def outcome_of(report: AuditReport, intent: Intent) -> Outcome:
+    from fwmatrix.report.ci import audit_outcome  # JUnit, SARIF and compact only: not for json
+
+    return audit_outcome(report, intent)
 
 
 def accepted_findings(intent: Intent, firewall: str, report: AuditReport, baseline: str | None, write: bool, owner: str,

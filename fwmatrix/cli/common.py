@@ -224,8 +224,6 @@ def emit(fmt: str, output: str | None, reports: Sequence[R], *, table: Callable[
          to_json: Callable[[R], dict], outcome: Callable[[R], Outcome], fail_on: str | None) -> None:
     """Print the reports in the chosen format, or write them atomically to `output`.
     JUnit cases fail for issues at or above `fail_on` (None: none fails)."""
-    from fwmatrix.report.ci import as_json, junit, sarif  # here: `fwmatrix compile` never pays for them
-
     if fmt == "table" and output is None:
         console = stdout_console()
         for report in reports:
@@ -244,12 +242,18 @@ def emit(fmt: str, output: str | None, reports: Sequence[R], *, table: Callable[
         text = compact([outcome(report) for report in reports])
     elif fmt == "markdown":
         text = "\n".join(markdown(report) for report in reports)
-    elif fmt == "json":
+    elif fmt == "json":  # JUnit and SARIF's module (report/ci.py) not imported for it
+        from fwmatrix.report import json_text
+
         (report,) = reports
-        text = as_json(to_json(report))
+        text = json_text(to_json(report))
     elif fmt == "junit":
+        from fwmatrix.report.ci import junit
+
         text = junit([outcome(report) for report in reports], fail_on)
     else:
+        from fwmatrix.report.ci import sarif
+
         text = sarif([outcome(report) for report in reports])
     if output is None:
         click.echo(text, nl=False)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 import re
 import xml.etree.ElementTree as ET
@@ -31,10 +30,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
-
-from rich.console import Console
-from rich.markup import escape
-from fwmatrix.report.tables import Table
 
 from fwmatrix import __version__
 from fwmatrix.audit.findings import AuditReport
@@ -46,11 +41,14 @@ from fwmatrix.review.lint import KINDS as LINT_KINDS
 from fwmatrix.review.lint import SEVERITY_OF as LINT_SEVERITY
 from fwmatrix.review.lint import LintReport
 from fwmatrix.matrix.model import Matrix, Where
+from fwmatrix.report import json_text as as_json
 from fwmatrix.report.text import KIND_TITLES, MAX_REGIONS, _marked, _md, _traffic
-from fwmatrix.review.diff import Review
 
-if TYPE_CHECKING:  # only named in annotations: the lab's modules are not imported for every report
+if TYPE_CHECKING:  # only named in annotations: the lab's and diff's modules, and rich, are not imported for every report
+    from rich.console import Console
+
     from fwmatrix.ops.labrun import LabReport
+    from fwmatrix.review.diff import Review
 
 # -- the neutral shape ---------------------------------------------------------------
 
@@ -182,7 +180,7 @@ def sarif(outcomes: list[Outcome]) -> str:
         for issue in outcome.issues:
             run["results"].append(_sarif_result(outcome, issue, known.index(issue.rule)))
     log = {"$schema": SARIF_SCHEMA, "version": "2.1.0", "runs": list(runs.values())}
-    return json.dumps(log, indent=2, ensure_ascii=False) + "\n"
+    return as_json(log)
 
 
 def _sarif_rule(kind: str, rule: Rule) -> dict:
@@ -493,6 +491,10 @@ def _definition_where(matrix: Matrix, kind: str, name: str) -> Where | None:
 
 
 def print_lint(report: LintReport, console: Console) -> None:
+    from rich.markup import escape
+
+    from fwmatrix.report.tables import Table
+
     style = "bold green" if not report.standing else "bold yellow"
     console.print(f"[{style}]{report.verdict()}[/]")
     if not report.findings:
@@ -522,6 +524,8 @@ def _line(where: Where, matrix_file: str) -> str:
 
 
 def print_check(report: CheckReport, console: Console) -> None:
+    from rich.markup import escape
+
     m = report.matrix
     sizes = report.sizes()
     console.print(
@@ -565,10 +569,6 @@ def check_markdown(report: CheckReport) -> str:
             result += "".join(f"<br>`{_md(p)}`" for p in b.problems[:MAX_REGIONS])
             out.append(f"| `{fw.name}` | {b.backend} | {', '.join(f'`{f}`' for f in b.files)} | {result} |")
     return "\n".join(out).rstrip() + "\n"
-
-
-def as_json(data: dict) -> str:
-    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
 
 __all__ = [

@@ -6,15 +6,16 @@ docs/audit.md; it is what other tools should read.
 
 from __future__ import annotations
 
-import json
-
-from rich.console import Console
-from rich.markup import escape
-from fwmatrix.report.tables import Table
+from typing import TYPE_CHECKING
 
 from fwmatrix.audit.findings import KINDS, AuditReport, Finding
 from fwmatrix.audit.waivers import acceptance_text
-from fwmatrix.review.diff import Review
+from fwmatrix.report import json_text
+
+if TYPE_CHECKING:  # rich is imported by the printers: `audit --format json` never loads it
+    from rich.console import Console
+
+    from fwmatrix.review.diff import Review
 
 MAX_REGIONS = 8  # region lines shown per finding in human forms (JSON has them all)
 
@@ -48,6 +49,10 @@ def _regions(f: Finding) -> list[str]:
 
 
 def print_table(report: AuditReport, console: Console) -> None:
+    from rich.markup import escape
+
+    from fwmatrix.report.tables import Table
+
     style = "bold green" if not report.standing else "bold red"
     console.print(f"[{style}]{escape(report.verdict())}[/]")
     console.print(f"matrix {report.matrix}, live ruleset: {report.source}", style="dim", markup=False)
@@ -93,7 +98,7 @@ def _md(text: str) -> str:
 
 
 def as_json(report: AuditReport) -> str:
-    return json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n"
+    return json_text(report.to_json())
 
 
 # -- change review (fwmatrix diff) ------------------------------------------------------
@@ -108,6 +113,10 @@ def _traffic(line: str) -> str:
 
 
 def print_review(review: Review, console: Console, show_rulesets: bool = True) -> None:
+    from rich.markup import escape
+
+    from fwmatrix.report.tables import Table
+
     style = "bold yellow" if review.changed else "bold green"
     console.print(f"[{style}]{escape(review.summary())}[/]")
     console.print(f"{review.old_label} → {review.new_label}", style="dim", markup=False)
@@ -177,4 +186,4 @@ def review_markdown(review: Review) -> str:
 
 
 def review_json(review: Review) -> str:
-    return json.dumps(review.to_json(), indent=2, ensure_ascii=False) + "\n"
+    return json_text(review.to_json())
