@@ -154,6 +154,7 @@ class _TableContext:
         self.filled: set[str] = set()  # sets and maps the packet path adds to (`add @set`, `update @set`)
         self._matches: dict[bytes, tuple[Match | Unmodelled, ...]] = {}  # match statement (_exact) -> what it reads as
         self._keys: dict[tuple[tuple[str, ...], str | bytes], Key] = {}  # (kinds, value or _exact) -> the value read
+        self._sides: dict[bytes, _Plain | None] = {}  # (left side, operator) (_exact) -> its plain reading, or None
 
     def match(self, arg: Any) -> tuple[Match | Unmodelled, ...]:
         """A `match` statement as _parse_match reads it, read once per distinct statement of the
@@ -164,8 +165,29 @@ class _TableContext:
             return tuple(_parse_match(arg, self))
         found = self._matches.get(key)
         if found is None:
-            found = self._matches[key] = tuple(_parse_match(arg, self))
+            found = self._matches[key] = self._read(arg)
         return found
+
+    def _read(self, arg: Any) -> tuple[Match | Unmodelled, ...]:
+        """A statement not read before, as _parse_match reads it. Hand-written rulesets compare
+        the same few fields with a different host from rule to rule: a plain comparison (_plain)
+        is read by its left side and operator, worked out once per pair, and its values."""
+        if type(arg) is dict and len(arg) == 3 and "left" in arg and "op" in arg and "right" in arg:
+            right = arg["right"]
+            side = None if type(right) is str and right.startswith("@") else _exact((arg["left"], arg["op"]))
+            if side is not None:
+                plain = self._sides.get(side, _UNREAD)
+                if plain is _UNREAD:
+                    plain = self._sides[side] = _plain(arg["left"], arg["op"])
+                if plain is not None:
+                    names, kinds, negate, implied = plain
+                    try:
+                        values = tuple(self.key(kinds, item) for item in _items(right))
+                    except _SHAPE_ERRORS:
+                        pass  # a value it cannot read: _parse_match says why
+                    else:
+                        return (*implied, Match(names, values, negate=negate))
+        return tuple(_parse_match(arg, self))
 
     def key(self, kinds: tuple[str, ...], raw: Any) -> Key:
         """A value of a match (values._key), read once per distinct value of the table: the
@@ -215,6 +237,30 @@ def _exact(raw: Any) -> bytes | None:
         return marshal.dumps(raw, MARSHAL_VERSION)
     except ValueError:
         return None
+
+
+_Plain = tuple[tuple[str, ...], tuple[str, ...], bool, tuple[Match, ...]]  # fields' names, their kinds, negated, implied matches
+_UNREAD = object()
+_NOT_PLAIN_KINDS = ("addrtype", "ct_state", "ct_status")  # _relation reads their values its own way
+
+
+def _plain(left: Any, op: str) -> _Plain | None:
+    """How `left op VALUE` reads, for any VALUE but a named set, when _parse_match reads it as
+    `_relation` does a comparison of values: fields _fields reads (it reads no socket, extension
+    header, header length or TCP flags, which _parse_match reads before or instead), by ==, !=
+    or in, none of them an address type or ct state or status; None otherwise. The match is
+    then Match(names, (each value's key, ...), negate) after the matches `left` implies."""
+    if op not in ("==", "!=", "in"):
+        return None
+    try:
+        fields = _fields(left)
+    except _SHAPE_ERRORS:
+        return None
+    kinds = tuple(f.kind for f in fields)
+    if any(kind in _NOT_PLAIN_KINDS for kind in kinds):
+        return None
+    negate = op == "!="
+    return tuple(f.name for f in fields), kinds, negate, tuple(_implied(left, exact=not negate))
 
 
 def _relation(fields: tuple[_Field, ...], op: str, right: Any, ctx: _TableContext) -> Match:
