@@ -104,6 +104,20 @@ def test_rules_grow_with_interface_pairs_not_openings(write_matrix) -> None:
     assert sum(len(s.elements) for s in table.sets) == 3000 + 6000
 
 
+def test_compiled_elements_are_what_element_makes() -> None:
+    """The compile makes the openings' elements without Element's __init__ (speed): each must be
+    the Element its fields give, equal, hashing alike and with nothing else set."""
+    from dataclasses import fields
+    assert [f.name for f in fields(Element)] == ["key", "data", "comment"]  # what ruleset._flow_elements fills
+    count = 0
+    for path in (SEED, TWO_FIREWALLS):
+        for ruleset in compiled(path).values():
+            for data, element in ((s.data, e) for table in ruleset.tables for s in table.sets for e in s.elements):
+                made = Element(element.key, element.data if data else (), element.comment)  # a set's elements have no data
+                assert element == made and hash(element) == hash(made) and vars(element) == vars(made)
+                count += 1
+    assert count > 20
+
 def test_element_comments_cannot_break_out() -> None:
     hostile = 'x" ; flush ruleset ; comment "'
     table = Table(

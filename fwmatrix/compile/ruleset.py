@@ -346,17 +346,13 @@ def _flow_layers(flows: list[Flow], nets: _Nets) -> dict[bool, Layers]:
 def _add_items(layers: Layers, sources: list[NetKey], destinations: list[NetKey], items: list[tuple[int, Item]]) -> None:
     """A flow's items under each of its source . destination . protocol keys."""
     for src in sources:
+        src_length = src & _LENGTH
         for dst in destinations:
-            by_rest = layers.get((src & _LENGTH, dst & _LENGTH))
+            by_rest = layers.get((src_length, dst & _LENGTH))
             if by_rest is None:
-                by_rest = layers[(src & _LENGTH, dst & _LENGTH)] = {}
+                by_rest = layers[(src_length, dst & _LENGTH)] = {}
             for proto, item in items:
-                rest = (src, dst, proto)
-                found = by_rest.get(rest)
-                if found is None:
-                    by_rest[rest] = [item]
-                else:
-                    found.append(item)
+                by_rest.setdefault((src, dst, proto), []).append(item)  # one hash of the key (a get and a store: two)
 
 
 def _uncovered(layers: Layers, by: Layers, with_ports: bool) -> Layers:
@@ -560,30 +556,44 @@ def _flow_elements(layers: Layers, lengths: tuple[int, ...], wider: list[tuple[i
     by_rest = layers[lengths]
     networks, ports, port_range = nets.networks, nets.ports, nets.port_range
     elements: list[Element] = []
-    add = elements.append
-    candidates_of: dict[NetKey, list[tuple]] = {}  # source -> (wider layer, its supernet there, destination mask, length)
+    add, new_object = elements.append, object.__new__
+    src_now, candidates, source = None, [], None  # the keys come sorted: one source's keys are together
     for rest in sorted(by_rest) if rests is None else rests:
         if starts is not None:
             starts.append(len(elements))
         src, dst, proto = rest
-        ranges = None  # the port ranges of the wider keys that hold this one's addresses and protocol
-        if wider:
-            candidates = candidates_of.get(src)
-            if candidates is None:
+        if src != src_now:
+            src_now, source = src, networks[src]
+            if wider:  # (wider layer, its supernet there, destination mask, length)
                 masks = _MASKS[src >> _V6_SHIFT]
-                candidates = candidates_of[src] = [(layers[w], s, masks[w[1]], w[1]) for w in wider if (s := _supernet(src, w[0])) in heads[w]]
-            holders = [found for layer, s, mask, length in candidates if (found := layer.get((s, (dst & mask) | length, proto)))]
-            if holders:
+                candidates = [(layers[w], s, masks[w[1]], w[1]) for w in wider if (s := _supernet(src, w[0])) in heads[w]]
+        ranges = None  # the port ranges of the wider keys that hold this one's addresses and protocol
+        for layer, s, mask, length in candidates:  # a loop, not a comprehension: most keys have one or two
+            found = layer.get((s, (dst & mask) | length, proto))
+            if found:
                 if not with_ports:
-                    continue  # without ports, a holder holds all
-                ranges = [other for found in holders for other, _, _ in found]
-        source, destination = networks[src], networks[dst]
-        # one opening's name (most elements) is its own comment: _comment only for the others
+                    break
+                if ranges is None:
+                    ranges = [other for other, _, _ in found]
+                else:
+                    ranges += [other for other, _, _ in found]
+        else:
+            found = None
+        if found:
+            continue  # without ports, a holder holds all
+        destination = networks[dst]
         for port, _, names in by_rest[rest]:
             if ranges and _port_held(ranges, port):  # type: ignore[arg-type]
                 continue
-            add(Element((source, destination, proto, ports.get(port) or port_range(port)) if with_ports else (source, destination, proto), (),  # type: ignore[arg-type]
-                        names[0] if len(names) == 1 and len(names[0]) <= COMMENT_MAX else _comment(names)))
+            # Element(key, (), comment) without its frozen __init__'s three object.__setattr__ calls
+            # (half an element's cost; tests/test_nftables.py checks the fields are these three)
+            element = new_object(Element)
+            fields = element.__dict__
+            fields["key"] = (source, destination, proto, ports.get(port) or port_range(port)) if with_ports else (source, destination, proto)
+            fields["data"] = ()
+            # one opening's name (most elements) is its own comment: _comment only for the others
+            fields["comment"] = names[0] if len(names) == 1 and len(names[0]) <= COMMENT_MAX else _comment(names)
+            add(element)
     return tuple(elements)
 
 
