@@ -52,6 +52,7 @@ it both ways (it may match, it may not).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Iterable, Sequence, Union
 
 from netaddr import IPNetwork, IPRange
@@ -315,10 +316,25 @@ class Table:
     sets: tuple[SetDef, ...] = ()
 
     def chain(self, name: str) -> Chain:
-        return next(c for c in self.chains if c.name == name)
+        return self._named[0][name]
+
+    def find_chain(self, name: str) -> Chain | None:
+        return self._named[0].get(name)
 
     def set(self, name: str) -> SetDef:
-        return next(s for s in self.sets if s.name == name)
+        return self._named[1][name]
+
+    @cached_property
+    def _named(self) -> tuple[dict[str, Chain], dict[str, SetDef]]:
+        """The chains and sets by name, the first of a name (asked per jump and per set lookup:
+        a kube-proxy table has thousands of chains, and a scan per jump made its walk quadratic)."""
+        chains: dict[str, Chain] = {}
+        for c in self.chains:
+            chains.setdefault(c.name, c)
+        sets: dict[str, SetDef] = {}
+        for s in self.sets:
+            sets.setdefault(s.name, s)
+        return chains, sets
 
 
 @dataclass(frozen=True)

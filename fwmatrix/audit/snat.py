@@ -141,8 +141,8 @@ def _walk(reading: Reading, table, chain, left: Space, out: list, unread: dict[s
             continue
         action = rule.action
         if isinstance(action, Jump) and not action.goto and not uncertain and depth < MAX_JUMP_DEPTH \
-                and any(c.name == action.chain and c.hook is None for c in table.chains):
-            back, done = _walk(reading, table, table.chain(action.chain), hit, out, unread, depth + 1)
+                and (target := table.find_chain(action.chain)) is not None and target.hook is None:
+            back, done = _walk(reading, table, target, hit, out, unread, depth + 1)
             left = left.subtract(hit).union(back)
             decided = decided.union(done)
             continue

@@ -56,7 +56,10 @@ class ChainResult:
 
     def absorb(self, other: ChainResult) -> None:
         self.accepted += other.accepted
-        self.cover = None if self.cover is None or other.cover is None else self.cover + other.cover
+        if other.cover is None:
+            self.cover = None
+        elif self.cover is not None:
+            self.cover += other.cover  # in place: a copy per jump made a table of many chains quadratic
         self.dropped += other.dropped
         self.dnats += other.dnats
         self.maybe_accepted += other.maybe_accepted
@@ -313,7 +316,7 @@ def _verdict(site: _Site, verdict: Verdict, hit: Space, match: Space, remaining:
 
 
 def _jump(site: _Site, jump: Jump, hit: Space, match: Space, remaining: _Recording) -> None:
-    target = next((c for c in site.table.chains if c.name == jump.chain), None)
+    target = site.table.find_chain(jump.chain)
     if target is None:
         raise EvaluationError(f"{site.origin}: jump to a chain that does not exist: {jump.chain}")
     sub = walk(site.reading, site.table, target, Remaining(hit), site.depth + 1)
