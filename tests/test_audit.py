@@ -377,3 +377,17 @@ def test_a_port_forward_a_plain_opening_already_covers_adds_no_rule(write_matrix
     (table,) = rulesets["fw"].tables
     assert [len(s.elements) for s in table.sets if "_dnat" in s.name] == [1]
     assert audit(intent, "fw", rulesets["fw"], "compiled").findings == []
+
+
+def test_an_uncertain_excess_names_only_the_unmodelled_rules_that_reach_it() -> None:
+    """The rules with unmodelled constructs an uncertain finding depends on are those whose
+    packets meet the finding's, in the chain's order (findings._Doubtful's index)."""
+    intent, rulesets = setup()
+    (table,) = rulesets["edge"].tables
+    out = (_m("iif", "wan0"), _m("oif", "dmz0"), _m("l4proto", TCP), _m("dport", PortRange(9999, 9999)))
+    rules = tuple(Rule((Unmodelled(f"meta mark 0x{i}"), *out, _m("ip.daddr", IPNetwork(net))), Verdict("drop"), origin=f"mark-{i}")
+                  for i, net in enumerate(["192.0.2.0/28", "198.51.100.0/25", "192.0.2.64/28", "198.51.100.0/24"]))
+    after = Rule((*out, _m("ip.daddr", IPNetwork("198.51.100.0/24"))), Verdict("accept"), origin="accept-after")
+    report = audit(intent, "edge", replace_table(rulesets["edge"], _forward_with(table, rules_after=rules + (after,))), "mutated")
+    (maybe,) = [f for f in report.findings if f.kind == "excess" and f.rule == "accept-after"]
+    assert maybe.message.endswith("(see 'unmodelled'; accept-after, mark-1, mark-3)")

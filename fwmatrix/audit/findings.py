@@ -258,6 +258,7 @@ def audit(intent: Intent, firewall: str, ruleset: Ruleset, source: str, local_ad
 
     # what may be forwarded in excess, depending on rules fwmatrix cannot model: the
     # invariant (docs/audit.md, "Judged both ways") says it is never only an 'unmodelled' line
+    doubtful = _Doubtful(effective.doubtful)
     for grant in effective.uncertain:
         extra = grant.space.intersect(arriving_new).subtract(intended).subtract(reported)
         if not extra:
@@ -265,7 +266,7 @@ def audit(intent: Intent, firewall: str, ruleset: Ruleset, source: str, local_ad
         reported = reported.union(extra)
         why = (f"only static neighbour entries would forward it: the firewall drops neighbour discovery ({grant.origin})"
                if nd_dead and not extra.subtract(nd_dead) else
-               f"it depends on rules fwmatrix cannot model (see 'unmodelled'; {_depends_on(grant, extra, effective.doubtful)})")
+               f"it depends on rules fwmatrix cannot model (see 'unmodelled'; {doubtful.depends_on(grant, extra)})")
         report.findings.append(Finding(
             "excess",
             f"may be forwarded, but no opening asks for it: {why}",
@@ -300,10 +301,35 @@ def audit(intent: Intent, firewall: str, ruleset: Ruleset, source: str, local_ad
     return report
 
 
-def _depends_on(grant: Grant, extra: Space, doubtful: list[Grant]) -> str:
-    """The rule that may forward `extra`, and the rules with unmodelled constructs that can reach it."""
-    names = [grant.origin] + [d.origin for d in doubtful if d.origin != grant.origin and d.space.intersect(extra)]
-    return ", ".join(dict.fromkeys(names))
+class _Doubtful:
+    """The rules with unmodelled constructs (`Effective.doubtful`), asked which of them can reach
+    an uncertain finding's packets: their packets filed in one index when first asked (a
+    kube-proxy ruleset has a statistic match per service: a pass over every such rule for each
+    finding, each an intersection with the finding's packets, was quadratic)."""
+
+    def __init__(self, doubtful: list[Grant]):
+        self.doubtful = doubtful
+        self.index: BoxIndex | None = None
+        self.owners: dict[int, list[int]] = {}  # id of a filed box -> the positions of the rules it is of
+
+    def depends_on(self, grant: Grant, extra: Space) -> str:
+        """The rule that may forward `extra`, and the rules with unmodelled constructs that can reach it."""
+        if self.index is None:
+            self.index = BoxIndex()
+            for position, d in enumerate(self.doubtful):
+                for box in d.space.boxes:
+                    owners = self.owners.get(id(box))
+                    if owners is None:
+                        self.owners[id(box)] = owners = []
+                        self.index.add(box)
+                    owners.append(position)
+        reaching: set[int] = set()
+        for a in extra.boxes:
+            for b in self.index.overlapping(a):
+                if a.intersect(b) is not None:
+                    reaching.update(self.owners[id(b)])
+        names = [grant.origin] + [self.doubtful[at].origin for at in sorted(reaching) if self.doubtful[at].origin != grant.origin]
+        return ", ".join(dict.fromkeys(names))
 
 
 SAVE_TOOLS = {4: "iptables-save", 6: "ip6tables-save"}
