@@ -160,8 +160,9 @@ class _TableContext:
         """A `match` statement as _parse_match reads it, read once per distinct statement of the
         table: hand-written rulesets repeat the same interfaces, ports and address lists from rule
         to rule. What it does to the table (`use`) is the same on every reading."""
-        key = _exact(arg)
-        if key is None:
+        try:
+            key = marshal.dumps(arg, MARSHAL_VERSION)  # _exact, inline: it runs for every statement
+        except ValueError:
             return tuple(_parse_match(arg, self))
         found = self._matches.get(key)
         if found is None:

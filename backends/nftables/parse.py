@@ -243,12 +243,17 @@ def _parse_listing(items: list[Any]) -> Ruleset:
             continue
         if kind not in ("chain", "set", "map", "rule"):
             raise BackendError(f"nftables JSON: unknown object '{kind}' (item {index}); fwmatrix reads the output of `nft -j list ruleset`")
-        family, table = _required(body, kind, index, "family", "table")
+        family = table = chain = None
+        if kind == "rule" and type(body) is dict:  # most items: names read without _required's calls, which say what is wrong
+            family, table, chain = body.get("family"), body.get("table"), body.get("chain")
+        if not (isinstance(family, str) and isinstance(table, str)):
+            family, table = _required(body, kind, index, "family", "table")
         parts = tables.get((family, table))
         if parts is None:
             raise BackendError(f"nftables JSON: {kind} (item {index}) belongs to table '{family} {table}', which is not listed before it")
         if kind == "rule":
-            (chain,) = _required(body, kind, index, "chain")
+            if not isinstance(chain, str):
+                (chain,) = _required(body, kind, index, "chain")
             if chain not in parts.chains:
                 raise BackendError(f"nftables JSON: rule (item {index}) belongs to chain '{chain}', which table '{family} {table}' does not list before it")
             parts.rules.setdefault(chain, []).append(body)

@@ -143,6 +143,7 @@ def _source_nat(kind: str, arg: Any, family: str | None, ctx: _TableContext) -> 
 
 
 REJECT_FAMILY = {"icmp": 4, "icmpv6": 6}  # `icmpx` and `tcp reset` answer either family
+PLAIN_VERDICTS = {kind: Verdict(kind) for kind in ("accept", "drop", "return")}  # what _verdict reads them as, whatever their argument
 
 
 def _listed(value: Any) -> list:
@@ -155,7 +156,9 @@ def _terminal(kind: str, arg: Any, ctx: _TableContext) -> tuple[list[Match], Act
         # nft lists `meta nfproto ipv6 reject` of an inet table as `reject with icmpv6 ...`:
         # the family the reject implies is only in the type of its answer
         return [Match(("nfproto",), ((REJECT_FAMILY[arg["type"]],),))], Verdict("reject")
-    if kind in ("accept", "drop", "reject", "return", "jump", "goto"):
+    if kind in PLAIN_VERDICTS:
+        return [], PLAIN_VERDICTS[kind]
+    if kind in ("reject", "jump", "goto"):
         return [], _verdict({kind: arg})
     if kind in SOURCE_NAT:
         family = arg.get("family") if isinstance(arg, dict) else None
