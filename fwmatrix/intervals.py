@@ -15,7 +15,7 @@ from functools import cached_property
 from operator import itemgetter
 from typing import Collection, Iterable, Mapping
 
-from netaddr import IPAddress, IPNetwork, IPRange, iprange_to_cidrs
+from netaddr import IPAddress, IPNetwork, IPRange
 from netaddr.strategy import ipv4 as _IPV4, ipv6 as _IPV6
 
 V4_BASE = 1 << 128
@@ -340,14 +340,31 @@ def addr_text(a: Intervals) -> list[str]:
         if (low, high) == V6_ALL[0]:
             out.append("::/0")
             continue
-        version, base = (4, V4_BASE) if low >= V4_BASE else (6, 0)
-        first, last = IPAddress(low - base, version), IPAddress(high - base, version)
-        cidrs = iprange_to_cidrs(first, last)
-        if len(cidrs) > 4:
-            out.append(f"{first}-{last}")
+        version, base, width = (4, V4_BASE, 32) if low >= V4_BASE else (6, 0, 128)
+        blocks = _cidr_blocks(low - base, high - base, MAX_CIDRS + 1)
+        if len(blocks) > MAX_CIDRS:
+            out.append(f"{IPAddress(low - base, version)}-{IPAddress(high - base, version)}")
         else:
-            out += [str(c.ip) if c.size == 1 else str(c) for c in cidrs]
+            out += [str(IPAddress(start, version)) if host_bits == 0 else f"{IPAddress(start, version)}/{width - host_bits}"
+                    for start, host_bits in blocks]
     return out
+
+
+MAX_CIDRS = 4  # an interval of more CIDR blocks than this is shown as a range, first-last
+
+
+def _cidr_blocks(low: int, high: int, limit: int) -> list[tuple[int, int]]:
+    """The fewest CIDR blocks that make up [low, high], in order, as (start, host bits); at most
+    `limit` of them (the rest are not worked out). Integers only: a region of what is left of
+    the internet after thousands of banned hosts has thousands of intervals, and netaddr's
+    iprange_to_cidrs made every block of each as an object (tests/test_space.py checks the two agree)."""
+    blocks: list[tuple[int, int]] = []
+    while low <= high and len(blocks) < limit:
+        # the largest block that starts at low (as many host bits as low ends in zero bits) and fits
+        host_bits = min((low & -low).bit_length() - 1 if low else 128, (high - low + 1).bit_length() - 1)
+        blocks.append((low, host_bits))
+        low += 1 << host_bits
+    return blocks
 
 
 # -- interfaces -----------------------------------------------------------------

@@ -9,12 +9,12 @@ from dataclasses import replace
 import jsonschema
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from netaddr import IPNetwork
+from netaddr import IPAddress, IPNetwork, iprange_to_cidrs
 
 import fwmatrix.space.cut as cut_module
 from fwmatrix.schemas import schema_text
 from fwmatrix.space import (
-    ADDR_ALL, ICMP_TYPES_ALL, Box, NO_PORT, PORT_DIM_ALL, PROTO_ALL, V4_BASE, icmp_values, Interfaces, Space, addr_text, addrs, iv_and, iv_norm, iv_or, iv_sub, physical, service_text,
+    ADDR_ALL, ICMP_TYPES_ALL, Box, NO_PORT, PORT_DIM_ALL, PROTO_ALL, V4_ALL, V4_BASE, V6_ALL, icmp_values, Interfaces, Space, addr_text, addrs, iv_and, iv_norm, iv_or, iv_sub, physical, service_text,
 )
 
 IFACES = Interfaces.of(["wan0", "dmz0"])  # wan0? sorted: dmz0, wan0, lo, other
@@ -160,6 +160,46 @@ def test_readable_rendering() -> None:
     assert addr_text(addrs([IPNetwork("10.0.0.0/24"), IPNetwork("10.0.1.0/24")])) == ["10.0.0.0/23"]
     assert addr_text(ADDR_ALL) == ["any"]
     assert service_text(((6, 6), (17, 17)), ((5060, 5061),)) == "tcp+udp/5060-5061"
+
+
+def _netaddr_text(low: int, high: int) -> list[str]:
+    """An interval's text as netaddr renders it (the oracle of addr_text's integer blocks)."""
+    version, base = (4, V4_BASE) if low >= V4_BASE else (6, 0)
+    first, last = IPAddress(low - base, version), IPAddress(high - base, version)
+    cidrs = iprange_to_cidrs(first, last)
+    return [f"{first}-{last}"] if len(cidrs) > 4 else [str(c.ip) if c.size == 1 else str(c) for c in cidrs]
+
+
+def _family_interval(draw, version: int) -> tuple[int, int]:
+    width, base = (32, V4_BASE) if version == 4 else (128, 0)
+    # ends near block boundaries (where the blocks change) as often as anywhere
+    def end() -> int:
+        bits = draw(st.integers(0, width))
+        return min(draw(st.sampled_from([0, 1 << bits, (1 << bits) - 1, (1 << bits) + 1])) + draw(st.integers(0, 3)) * (1 << max(bits - 2, 0)), (1 << width) - 1)
+    low, high = sorted((end(), end() if draw(st.booleans()) else draw(st.integers(0, (1 << width) - 1))))
+    return base + low, base + high
+
+
+@st.composite
+def _intervals(draw) -> tuple[int, int]:
+    return _family_interval(draw, draw(st.sampled_from([4, 6])))
+
+
+@settings(max_examples=600, deadline=None)
+@given(_intervals())
+def test_addr_text_is_netaddrs_cidrs(interval: tuple[int, int]) -> None:
+    """addr_text works its CIDR blocks out with integers; netaddr's iprange_to_cidrs says the same."""
+    low, high = interval
+    if (low, high) in (V4_ALL[0], V6_ALL[0]):
+        return  # named as /0 before any block is worked out
+    assert addr_text(((low, high),)) == _netaddr_text(low, high)
+
+
+def test_addr_text_at_the_ends_of_each_family() -> None:
+    for low, high in [(V4_BASE, V4_BASE), (V4_BASE + 2**32 - 1, V4_BASE + 2**32 - 1), (V4_BASE + 1, V4_BASE + 2**32 - 1),
+                      (V4_BASE, V4_BASE + 2**32 - 2), (0, 0), (2**128 - 1, 2**128 - 1), (1, 2**128 - 1), (0, 2**128 - 2),
+                      (V4_BASE + 10, V4_BASE + 13), (V4_BASE + 9, V4_BASE + 14), (2**64, 2**65 - 1)]:
+        assert addr_text(((low, high),)) == _netaddr_text(low, high)
 
 
 def test_wildcard_interfaces() -> None:
