@@ -67,8 +67,10 @@ class Within:
 
     def __init__(self, space: Space):
         # the space's boxes of one protocol interval and one port interval by their interfaces and
-        # service, and (when a box of theirs is first asked) by each address interval of each side
-        self._alike: dict[_Kind, list[Box] | tuple[_Table, _Table, list[_Block]]] = {}
+        # service, and (when a box of theirs is first asked, each side when first asked: one side
+        # answers most boxes) by each address interval of their sources, and of their destinations
+        self._alike: dict[_Kind, list[Box]] = {}
+        self._tables: dict[_Kind, list] = {}  # [by source or None, by destination or None, blocks, the boxes]
         for box in space.boxes:
             if len(box.proto) == 1 and len(box.dport) == 1:
                 kind = (box.iif, box.oif, *box.proto[0], *box.dport[0])
@@ -80,12 +82,9 @@ class Within:
         self._wide = [b for b in space.boxes if _spans_a_family(b.src) and _spans_a_family(b.dst)]  # of every address of a family
         self._wide_for: dict[tuple, list[Box]] = {}  # by a box's interfaces, states and service: the wide boxes that hold them
         self._shown: set[tuple] = set()  # boxes the search below showed within (openings share some)
-        self._by_service: dict[Service, list[Box]] = {}
-        for box in space.boxes:
-            self._by_service.setdefault((box.proto, box.dport), []).append(box)
-        # (first protocol, last protocol, first port, last port, service, its boxes' interfaces and states)
-        self._bounds = [(p[0][0], p[-1][1], d[0][0], d[-1][1], (p, d), {(b.iif, b.oif, b.ct) for b in boxes})
-                        for (p, d), boxes in self._by_service.items()]
+        self._space = space
+        self._by_service: dict[Service, list[Box]] | None = None  # the search's, made when first asked (_services)
+        self._bounds: list[tuple] = []
         self._parts: dict[tuple, list[_Part]] = {}
         self._starts: dict[tuple[Service, bool], _Starts] = {}
 
@@ -109,29 +108,6 @@ class Within:
             return True
         return False
 
-    def _tables(self, kind: _Kind) -> tuple[_Table, _Table, list[_Block]]:
-        """The boxes of one kind by each interval of their sources, and of their destinations."""
-        alike = self._alike[kind]
-        if type(alike) is tuple:
-            return alike
-        by_src: _Table = {}
-        by_dst: _Table = {}
-        for box in alike:
-            n_ct = ~box.ct
-            for side, other, table in ((box.src, box.dst, by_src), (box.dst, box.src, by_dst)):
-                held = (n_ct, other[0][0], other[-1][1], other if len(other) > 1 else None, other)
-                for interval in side:
-                    entries = table.get(interval)
-                    if entries is None:
-                        table[interval] = [held]
-                    else:
-                        entries.append(held)
-        # a few boxes of one interval each side, not two hosts (a rule of networks): they hold a box by their bounds
-        blocks = [(~b.ct, b.src[0][0], b.src[0][1], b.dst[0][0], b.dst[0][1]) for b in alike
-                  if len(b.src) == 1 and len(b.dst) == 1 and (b.src[0][0] != b.src[0][1] or b.dst[0][0] != b.dst[0][1])][:MAX_BLOCKS]
-        tables = self._alike[kind] = (by_src, by_dst, blocks)
-        return tables
-
     def _held_exactly(self, box: Box) -> bool:
         """Whether, along one address side, each interval of the box is an interval of space
         boxes of its interfaces, protocols and ports that hold its states and (one, or together)
@@ -140,11 +116,15 @@ class Within:
         if len(proto) != 1 or len(dport) != 1:
             return False
         kind = (box.iif, box.oif, *proto[0], *dport[0])
-        tables = self._alike.get(kind)
+        tables = self._tables.get(kind)
         if tables is None:
-            return False
-        if type(tables) is list:
-            tables = self._tables(kind)
+            alike = self._alike.get(kind)
+            if alike is None:
+                return False
+            # a few boxes of one interval each side, not two hosts (a rule of networks): they hold a box by their bounds
+            blocks = [(~b.ct, b.src[0][0], b.src[0][1], b.dst[0][0], b.dst[0][1]) for b in alike
+                      if len(b.src) == 1 and len(b.dst) == 1 and (b.src[0][0] != b.src[0][1] or b.dst[0][0] != b.dst[0][1])][:MAX_BLOCKS]
+            tables = self._tables[kind] = [None, None, blocks, alike]
         ct, src, dst = box.ct, box.src, box.dst
         if tables[2]:
             s_first, s_last, d_first, d_last = src[0][0], src[-1][1], dst[0][0], dst[-1][1]
@@ -152,8 +132,11 @@ class Within:
                 if not ct & n_ct and s_low <= s_first and s_last <= s_high and d_low <= d_first and d_last <= d_high:
                     return True
         # along the side of more intervals first: the other side, the one each entry must hold, is then the shorter
-        sides = ((src, dst, tables[0]), (dst, src, tables[1])) if len(src) >= len(dst) else ((dst, src, tables[1]), (src, dst, tables[0]))
-        for side, other, table in sides:
+        sides = ((src, dst, 0), (dst, src, 1)) if len(src) >= len(dst) else ((dst, src, 1), (src, dst, 0))
+        for side, other, by in sides:
+            table = tables[by]
+            if table is None:
+                table = tables[by] = _by_interval(tables[3], by == 0)
             first, last = other[0][0], other[-1][1]
             for interval in side:
                 entries = table.get(interval)
@@ -206,6 +189,8 @@ class Within:
         key = (box.proto, box.dport, box.iif, box.oif, box.ct)
         parts = self._parts.get(key)
         if parts is None:
+            if self._by_service is None:
+                self._services()
             proto, dport, iif, oif, ct = key
             p_low, p_high, d_low, d_high = proto[0][0], proto[-1][1], dport[0][0], dport[-1][1]
             meeting = [s for pl, ph, dl, dh, s, kinds in self._bounds if pl <= p_high and p_low <= ph and dl <= d_high and d_low <= dh
@@ -228,11 +213,36 @@ class Within:
             self._parts[key] = parts
         return parts
 
+    def _services(self) -> None:
+        """The space's boxes by service, and each service's bounds: the search's first step,
+        made when a box first needs the search (most are answered by the exact keys)."""
+        self._by_service = {}
+        for box in self._space.boxes:
+            self._by_service.setdefault((box.proto, box.dport), []).append(box)
+        # (first protocol, last protocol, first port, last port, service, its boxes' interfaces and states)
+        self._bounds = [(p[0][0], p[-1][1], d[0][0], d[-1][1], (p, d), {(b.iif, b.oif, b.ct) for b in boxes})
+                        for (p, d), boxes in self._by_service.items()]
+
     def _index(self, service: Service, src: bool) -> _Starts:
         index = self._starts.get((service, src))
         if index is None:
             index = self._starts[(service, src)] = _Starts(self._by_service[service], src)
         return index
+
+
+def _by_interval(boxes: list[Box], src: bool) -> _Table:
+    """Boxes by each interval of their sources (or destinations), each with what of it holds a box."""
+    table: _Table = {}
+    for box in boxes:
+        side, other = (box.src, box.dst) if src else (box.dst, box.src)
+        held = (~box.ct, other[0][0], other[-1][1], other if len(other) > 1 else None, other)
+        for interval in side:
+            entries = table.get(interval)
+            if entries is None:
+                table[interval] = [held]
+            else:
+                entries.append(held)
+    return table
 
 
 MAX_PARTS = 256
