@@ -6,7 +6,8 @@ import re
 
 import pytest
 from hypothesis import HealthCheck, given, settings
-from netaddr import IPNetwork
+from hypothesis import strategies as st
+from netaddr import IPAddress, IPNetwork
 
 from conftest import GOLDEN, ROOT, SEED, check_golden
 from fwmatrix.backends import nftables
@@ -227,3 +228,53 @@ def test_generated_matrices_load_into_a_kernel(tmp_path_factory, text: str) -> N
         sets = {s["name"]: s for s in _objects(listing, "set")} | {s["name"]: s for s in _objects(listing, "map")}
         for set_def in table.sets:
             assert len(sets[set_def.name].get("elem", [])) == len(set_def.elements)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_an_element_is_left_out_exactly_when_a_wider_element_holds_it(data) -> None:
+    """The openings' set layering against brute force: random nested networks, protocols and port
+    ranges; an element of a layer is kept unless a key of a wider layer (prefix lengths no longer in
+    both addresses) holds its source, its destination and its protocol, and a port range of it holds
+    its ports (without ports: any such key). Checks the compile's hold lookups and their index."""
+    from fwmatrix.compile.ruleset import _comment, _disjoint_layers, _merged, _Nets
+    from fwmatrix.matrix.model import PortRange
+
+    with_ports = data.draw(st.booleans())
+    version = data.draw(st.sampled_from((4, 6)))
+    base = IPNetwork("10.0.0.0/8") if version == 4 else IPNetwork("fd00::/8")
+    top = 32 if version == 4 else 128
+
+    def network() -> IPNetwork:
+        length = data.draw(st.sampled_from((8, 16, 24, top - 2, top)))
+        host = data.draw(st.integers(0, 7)) << (top - 26) | data.draw(st.integers(0, 3))  # few distinct: they nest and repeat
+        return IPNetwork(f"{IPAddress(base.first + host, version)}/{length}").cidr
+
+    nets = _Nets()
+    layers: dict = {}
+    for i in range(data.draw(st.integers(1, 30))):
+        src, dst = nets.key(network()), nets.key(network())
+        proto = data.draw(st.sampled_from((6, 17)))
+        low = data.draw(st.integers(1, 40))
+        port = (low, low + data.draw(st.integers(0, 20))) if with_ports else None
+        by_rest = layers.setdefault((src & 0xFF, dst & 0xFF), {})
+        by_rest.setdefault((src, dst, proto), []).append((port, (), (f"o{i}",)))
+    _merged(layers)
+    got = [list(elements) for _, elements in _disjoint_layers(layers, (0, 1), 3 if with_ports else None, nets)]
+
+    expected = []
+    for lengths in sorted(layers, key=lambda ls: (not all(n in (32, 128) for n in ls), ls)):
+        wider = [(nets.networks[s], nets.networks[d], p, items) for w in layers if w != lengths and w[0] <= lengths[0] and w[1] <= lengths[1]
+                 for (s, d, p), items in layers[w].items()]
+        kept = []
+        for (src, dst, proto) in sorted(layers[lengths]):
+            source, destination = nets.networks[src], nets.networks[dst]
+            for port, _, names in layers[lengths][(src, dst, proto)]:
+                if any(p == proto and source in s and destination in d
+                       and any(port is None or (o[0] <= port[0] and port[1] <= o[1]) for o, _, _ in items)
+                       for s, d, p, items in wider):
+                    continue
+                kept.append(Element((source, destination, proto, PortRange(*port)) if with_ports else (source, destination, proto), (), _comment(names)))
+        if kept:
+            expected.append(kept)
+    assert got == expected

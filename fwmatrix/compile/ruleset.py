@@ -527,6 +527,14 @@ def _disjoint_layers(layers: Layers, address_positions: tuple[int, ...], port_po
     # the networks at the first address position of each layer: a cheap test before a whole key is built
     first = address_positions[0]
     heads = {lengths: {rest[first] for rest in by_rest} for lengths, by_rest in layers.items()}
+    if flows:
+        # of a layer wider than another (a few small ones), each source's destinations: a hold lookup
+        # tests the destination's supernet, an integer, before it builds the whole key
+        for w in [w for w in layers if any(w != lengths and all(a <= b for a, b in zip(w, lengths)) for lengths in layers)]:
+            dests: dict[NetKey, set[NetKey]] = {}
+            for src, dst, _ in layers[w]:
+                dests.setdefault(src, set()).add(dst)
+            heads[w] = dests  # type: ignore[assignment]  # its keys are the layer's sources still
     out = []
     for lengths in sorted(layers, key=lambda ls: (not all(n in (32, 128) for n in ls), ls)):
         wider = [w for w in layers if w != lengths and all(a <= b for a, b in zip(w, lengths))]
@@ -564,12 +572,16 @@ def _flow_elements(layers: Layers, lengths: tuple[int, ...], wider: list[tuple[i
         src, dst, proto = rest
         if src != src_now:
             src_now, source = src, networks[src]
-            if wider:  # (wider layer, its supernet there, destination mask, length)
+            if wider:  # (wider layer, its supernet there, destination mask, length, its destinations under it)
                 masks = _MASKS[src >> _V6_SHIFT]
-                candidates = [(layers[w], s, masks[w[1]], w[1]) for w in wider if (s := _supernet(src, w[0])) in heads[w]]
+                candidates = [(layers[w], s, masks[w[1]], w[1], dests) for w in wider
+                              if (dests := heads[w].get(s := _supernet(src, w[0]))) is not None]  # type: ignore[attr-defined]
         ranges = None  # the port ranges of the wider keys that hold this one's addresses and protocol
-        for layer, s, mask, length in candidates:  # a loop, not a comprehension: most keys have one or two
-            found = layer.get((s, (dst & mask) | length, proto))
+        for layer, s, mask, length, dests in candidates:  # a loop, not a comprehension: most keys have one or two
+            d = (dst & mask) | length
+            if d not in dests:
+                continue
+            found = layer.get((s, d, proto))
             if found:
                 if not with_ports:
                     break
