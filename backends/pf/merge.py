@@ -46,9 +46,6 @@ class _Merger:
         # (23,504 of the 150,922 cells merged at 10,000 openings), and the same cells in one order merge
         # alike (a tuple of every cell's id as the key cost 7 MB of peak RSS at 10,000 openings)
         self.done: dict[tuple[int, int, int], list[tuple[list[_Cell], list[tuple[Dims, list[str]]]]]] = {}
-        # id(a cell) -> its product's key: most cells are merged twice, in the in and in the out
-        # rules (kept alive by `done`, so their ids stay theirs)
-        self.packed: dict[int, int] = {}
 
     def number(self, keys: frozenset) -> int:
         found = self.numbers.get(keys)
@@ -90,21 +87,18 @@ class _Merger:
 
     def _merge(self, cells: list[_Cell]) -> list[tuple[Dims, list[str]]]:
         get, single, sets = self.singles.get, self.single, self.sets
-        packed, packed_get = self.packed, self.packed.get
         rects: dict[int, dict[str, None]] = {}
         for c in cells:
-            key = packed_get(id(c))
-            if key is None:
-                s, d, p, q = get(id(c.saddr)), get(id(c.daddr)), get(id(c.proto)), get(id(c.dport))
-                if s is None:
-                    s = single(c.saddr)
-                if d is None:
-                    d = single(c.daddr)
-                if p is None:
-                    p = single(c.proto)
-                if q is None:
-                    q = single(c.dport)
-                key = packed[id(c)] = s | d << 32 | p << 64 | q << 96
+            s, d, p, q = get(id(c.saddr)), get(id(c.daddr)), get(id(c.proto)), get(id(c.dport))
+            if s is None:
+                s = single(c.saddr)
+            if d is None:
+                d = single(c.daddr)
+            if p is None:
+                p = single(c.proto)
+            if q is None:
+                q = single(c.dport)
+            key = s | d << 32 | p << 64 | q << 96
             notes = rects.get(key)
             if notes is None:
                 rects[key] = {c.note: None} if c.note else {}
