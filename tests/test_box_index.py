@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fwmatrix.space import Box, BoxIndex, Space, meet_all
-from fwmatrix.space.index import _port_buckets
+from fwmatrix.space.index import _port_buckets, may_overlap, meeting
 from test_space import IFACES, points, spaces
 
 
@@ -27,6 +29,45 @@ def test_index_finds_every_box_that_overlaps(a: Space, parts: list[Space]) -> No
             found = index.overlapping(box)
             assert len({id(b) for b in found}) == len(found)
             assert {id(b) for b in others if box.intersect(b) is not None} <= {id(b) for b in found}
+
+
+def _both_ways(box: Box) -> tuple[Box, Box]:
+    """The box, and the box with its address sides swapped: a lookup walks its narrower side, so
+    of the two one walks the source and the other the destination (unless they are alike)."""
+    return box, Box(box.iif, box.oif, box.dst, box.src, box.proto, box.dport, box.ct)
+
+
+def _found_right(box: Box, found: list[Box], added: list[Box]) -> None:
+    """Each once; every added box that meets `box` among them, and of them those near it on every
+    dimension's bounds (meeting) only boxes that are (brute force over every box added)."""
+    assert len({id(b) for b in found}) == len(found)
+    near = {id(b) for b in meeting(box, found)}
+    assert {id(b) for b in added if box.intersect(b) is not None} <= near <= {id(b) for b in added if may_overlap(box, b)}
+
+
+@settings(max_examples=300, deadline=None)
+@given(asked=st.lists(spaces, min_size=1, max_size=3), parts=st.lists(spaces, min_size=1, max_size=6))
+def test_a_grown_index_finds_what_one_built_whole_does_in_its_order(asked: list[Space], parts: list[Space]) -> None:
+    """A bucket files a side's intervals when a lookup first walks that side there: an index grown
+    box by box and asked by either side between additions (so buckets are filed on one side, then
+    grow, then are filed on the other) finds every box that meets a lookup, each once, and for
+    every box the same boxes in the same order as one built whole (callers cut in that order)."""
+    added: list[Box] = []
+    grown = BoxIndex()
+    for part, ask in zip(parts, itertools.cycle(asked)):
+        for box in ask.boxes:
+            for way in _both_ways(box):
+                _found_right(way, grown.overlapping(way), added)
+        for b in part.boxes:
+            grown.add(b)
+            added.append(b)
+    whole = BoxIndex(added)
+    for ask in asked:
+        for box in ask.boxes:
+            for way in _both_ways(box):
+                found = grown.overlapping(way)
+                _found_right(way, found, added)
+                assert [id(b) for b in found] == [id(b) for b in whole.overlapping(way)]
 
 
 @settings(max_examples=300, deadline=None)
