@@ -447,11 +447,14 @@ def meeting(a: Box, boxes: list[Box]) -> list[Box]:
     src_low, src_high = a.src[0][0], a.src[-1][1]
     return [
         b for b in boxes
-        if b.iif & iif and b.oif & oif and b.ct & ct
-        and dport_low <= b.dport[-1][1] and b.dport[0][0] <= dport_high
-        and proto_low <= b.proto[-1][1] and b.proto[0][0] <= proto_high
+        # the tests that fail most first: an index's hits are near one address side and of the
+        # lookup's interfaces and protocols; the other side's bounds, a side's other intervals and
+        # the other ports of a bucket rule out most (interfaces, states and protocols almost none)
+        if src_low <= b.src[-1][1] and b.src[0][0] <= src_high
         and dst_low <= b.dst[-1][1] and b.dst[0][0] <= dst_high
-        and src_low <= b.src[-1][1] and b.src[0][0] <= src_high
+        and dport_low <= b.dport[-1][1] and b.dport[0][0] <= dport_high
+        and b.iif & iif and b.oif & oif and b.ct & ct
+        and proto_low <= b.proto[-1][1] and b.proto[0][0] <= proto_high
     ]
 
 
