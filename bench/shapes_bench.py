@@ -1,9 +1,14 @@
-"""`fwmatrix audit` of rulesets of many chains, shaped as kube-proxy writes them (a chain per
-service and per endpoint, reached by jumps): the walk must stay linear in the chains
-(a lookup of each jump's chain by a scan of the table made it quadratic: 16,000 chains
-29.8 s, 8,000 7.3 s).
+"""`fwmatrix audit` of iptables-save files shaped as tools write them, at growing sizes: the
+audit must stay linear in each. Shapes:
 
-    .venv/bin/python bench/chains_bench.py [--services 1000,2000,4000,8000] [--before TREE]
+- kube-proxy (iptables mode): a chain per service and per endpoint, reached by jumps, a
+  statistic match (unmodelled: judged both ways) per endpoint but the last. A scan of the
+  table per jump and an intersection per unmodelled rule per finding made it quadratic
+  (4,000 services 16.1 s, n^1.65).
+- fail2ban: one chain of a REJECT per banned host before the accepts; the excess left is
+  the internet minus every banned host (a region of as many intervals).
+
+    .venv/bin/python bench/shapes_bench.py [--shape kube-proxy|fail2ban] [--sizes 1000,2000,4000,8000] [--before TREE]
 
 Prints a Markdown table of CPU seconds of the whole `fwmatrix audit` (one run each: compare
 sizes and trees within a run) and the growth exponent between the two largest sizes.
@@ -15,6 +20,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import random
 import subprocess
 import sys
 import tempfile
@@ -74,6 +80,26 @@ def kube_proxy_save(services: int) -> str:
         "COMMIT", ""])
 
 
+def fail2ban_save(bans: int) -> str:
+    """An iptables-save with a fail2ban chain of `bans` banned hosts (scattered, seeded) on the web
+    ports, returned from before 201 accepts to the pods."""
+    pick = random.Random(1)
+    banned = [f"-A f2b-web -s {pick.randrange(1, 223)}.{pick.randrange(256)}.{pick.randrange(256)}.{pick.randrange(256)}/32 "
+              "-j REJECT --reject-with icmp-port-unreachable" for _ in range(bans)]
+    accepts = [f"-A FORWARD -i eth0 -o cni0 -d 10.244.{i}.0/24 -p tcp -m tcp --dport 8080 -j ACCEPT" for i in range(200)]
+    return "\n".join([
+        "*filter", ":INPUT ACCEPT [0:0]", ":FORWARD DROP [0:0]", ":OUTPUT ACCEPT [0:0]", ":f2b-web - [0:0]",
+        "-A FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+        "-A FORWARD -p tcp -m multiport --dports 80,443 -j f2b-web",
+        *banned, "-A f2b-web -j RETURN", *accepts,
+        "-A FORWARD -i eth0 -o cni0 -d 10.244.0.0/16 -p tcp -m multiport --dports 80,443 -j ACCEPT",
+        "COMMIT", ""])
+
+
+SHAPES = {"kube-proxy": (kube_proxy_save, "services", lambda n: 3 * n + 8, "chains"),
+          "fail2ban": (fail2ban_save, "banned hosts", lambda n: n + 204, "rules")}
+
+
 def cpu_of(argv: list[str]) -> tuple[float, int]:
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -82,10 +108,12 @@ def cpu_of(argv: list[str]) -> tuple[float, int]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--services", default="1000,2000,4000,8000", help="comma-separated numbers of services")
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="kube-proxy")
+    parser.add_argument("--sizes", default="1000,2000,4000,8000", help="comma-separated sizes (services, banned hosts)")
     parser.add_argument("--before", metavar="TREE", help="also audit with the code of TREE (bench/_at_tree.py)")
     args = parser.parse_args(argv)
-    sizes = [int(n) for n in args.services.split(",")]
+    sizes = [int(n) for n in args.sizes.split(",")]
+    make, unit, count, counted = SHAPES[args.shape]
     trees = [("now", None)] + ([("before", args.before)] if args.before else [])
     rows: dict[str, list[float]] = {label: [] for label, _ in trees}
     with tempfile.TemporaryDirectory() as work:
@@ -93,21 +121,21 @@ def main(argv: list[str] | None = None) -> int:
         with open(matrix, "w", encoding="utf-8") as handle:
             handle.write(MATRIX)
         for n in sizes:
-            ruleset = os.path.join(work, f"kube-{n}.save")
+            ruleset = os.path.join(work, f"{args.shape}-{n}.save")
             with open(ruleset, "w", encoding="utf-8") as handle:
-                handle.write(kube_proxy_save(n))
+                handle.write(make(n))
             for label, tree in trees:
                 command = [sys.executable, os.path.join(BENCH_DIR, "_at_tree.py"), tree] if tree else [sys.executable, "-m", "fwmatrix"]
                 seconds, code = cpu_of(command + ["audit", matrix, "--firewall", "node", "--ruleset", ruleset, "--format", "json",
                                                   "-o", os.path.join(work, f"{label}-{n}.json")])
                 if code not in (0, 1):
-                    print(f"error: audit of {n} services ({label}) exited {code}", file=sys.stderr)
+                    print(f"error: audit of {n} {unit} ({label}) exited {code}", file=sys.stderr)
                     return 2
                 rows[label].append(seconds)
-    print("| services | chains | " + " | ".join(f"{label}: CPU s" for label in rows) + " |")
+    print(f"{args.shape}\n\n| {unit} | {counted} | " + " | ".join(f"{label}: CPU s" for label in rows) + " |")
     print("|---:|---:|" + "---:|" * len(rows))
     for at, n in enumerate(sizes):
-        print(f"| {n:,} | {3 * n + 8:,} | " + " | ".join(f"{rows[label][at]:.2f}" for label in rows) + " |")
+        print(f"| {n:,} | {count(n):,} | " + " | ".join(f"{rows[label][at]:.2f}" for label in rows) + " |")
     if len(sizes) > 1:
         growth = {label: math.log(v[-1] / v[-2]) / math.log(sizes[-1] / sizes[-2]) for label, v in rows.items()}
         print("\ngrowth exponent between the two largest sizes: " + ", ".join(f"{label} n^{g:.2f}" for label, g in growth.items()))
