@@ -1,4 +1,4 @@
-"""`fwmatrix audit` of iptables-save files shaped as tools write them, at growing sizes: the
+"""`fwmatrix audit` of rulesets shaped as tools and people write them, at growing sizes: the
 audit must stay linear in each. Shapes:
 
 - kube-proxy (iptables mode): a chain per service and per endpoint, reached by jumps, a
@@ -7,8 +7,10 @@ audit must stay linear in each. Shapes:
   (4,000 services 16.1 s, n^1.65).
 - fail2ban: one chain of a REJECT per banned host before the accepts; the excess left is
   the internet minus every banned host (a region of as many intervals).
+- blocklist (nftables): a set of source networks dropped before the accepts; each accept is
+  the internet minus all of them.
 
-    .venv/bin/python bench/shapes_bench.py [--shape kube-proxy|fail2ban] [--sizes 1000,2000,4000,8000] [--before TREE]
+    .venv/bin/python bench/shapes_bench.py [--shape kube-proxy|fail2ban|blocklist] [--sizes 1000,2000,4000,8000] [--before TREE]
 
 Prints a Markdown table of CPU seconds of the whole `fwmatrix audit` (one run each: compare
 sizes and trees within a run) and the growth exponent between the two largest sizes.
@@ -96,8 +98,24 @@ def fail2ban_save(bans: int) -> str:
         "COMMIT", ""])
 
 
+def blocklist_nft(networks: int) -> str:
+    """An nftables ruleset (`nft list ruleset` text) that drops the sources of a blocklist set of
+    `networks` scattered /24s (seeded) before 201 accepts to the pods."""
+    pick = random.Random(2)
+    starts = sorted({pick.randrange(1, 223) << 16 | pick.randrange(1 << 16) for _ in range(networks)})
+    elements = ", ".join(f"{s >> 16}.{s >> 8 & 255}.{s & 255}.0/24" for s in starts)
+    accepts = [f'\t\tiifname "eth0" oifname "cni0" ip daddr 10.244.{i}.0/24 tcp dport 8080 accept' for i in range(200)]
+    return "\n".join([
+        "table inet filter {", "\tset blocklist {", "\t\ttype ipv4_addr", "\t\tflags interval",
+        f"\t\telements = {{ {elements} }}", "\t}", "\tchain forward {",
+        "\t\ttype filter hook forward priority filter; policy drop;", "\t\tct state established,related accept",
+        "\t\tip saddr @blocklist drop", *accepts,
+        '\t\tiifname "eth0" oifname "cni0" ip daddr 10.244.0.0/16 tcp dport { 80, 443 } accept', "\t}", "}", ""])
+
+
 SHAPES = {"kube-proxy": (kube_proxy_save, "services", lambda n: 3 * n + 8, "chains"),
-          "fail2ban": (fail2ban_save, "banned hosts", lambda n: n + 204, "rules")}
+          "fail2ban": (fail2ban_save, "banned hosts", lambda n: n + 204, "rules"),
+          "blocklist": (blocklist_nft, "networks", lambda n: n, "set elements")}
 
 
 def cpu_of(argv: list[str]) -> tuple[float, int]:
@@ -121,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         with open(matrix, "w", encoding="utf-8") as handle:
             handle.write(MATRIX)
         for n in sizes:
-            ruleset = os.path.join(work, f"{args.shape}-{n}.save")
+            ruleset = os.path.join(work, f"{args.shape}-{n}" + (".nft" if args.shape == "blocklist" else ".save"))
             with open(ruleset, "w", encoding="utf-8") as handle:
                 handle.write(make(n))
             for label, tree in trees:

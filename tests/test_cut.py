@@ -6,6 +6,7 @@ other (the algorithm before the sweep)."""
 from __future__ import annotations
 
 import itertools
+from unittest.mock import patch
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -144,6 +145,19 @@ def test_sweep_is_the_rectangles_taken_out(a: Box, rects: list[tuple]) -> None:
         if x_other == y_other:
             assert not any(h + 1 == l for (_, h) in x_along for (l, _) in y_along)
             assert not any(h + 1 == l for (_, h) in y_along for (l, _) in x_along)
+
+
+@settings(max_examples=300, deadline=None)
+@given(a=_box(V4_BASE), sides=st.lists(st.tuples(_side(V4_BASE), _side(V4_BASE)), max_size=30))
+def test_a_sweep_of_sources_alone_gives_the_general_sweeps_boxes(a: Box, sides: list[tuple]) -> None:
+    """Rectangles whose destinations hold a's (sources dropped before an accept: a blocklist) take
+    the sweep's shortcut, one subtraction: the very boxes the general sweep gives."""
+    rects = [(src, iv_norm(a.dst + extra)) for src, extra in sides]
+    assert cut._all_hold(a.dst, rects)
+    got = cut._sweep(a, rects)
+    with patch.object(cut, "_all_hold", lambda other, rects: False):
+        assert got == cut._sweep(a, rects)
+    assert len(got) <= 1
 
 
 def test_sweep_of_hosts_in_a_network_keeps_few_boxes() -> None:
