@@ -19,7 +19,7 @@ from fwmatrix.audit.evaluate import effective as effective_module
 from fwmatrix.audit.findings import audit
 from fwmatrix.compile.intent import build_intent
 from fwmatrix.compile.ruleset import compile_intent
-from fwmatrix.ir import Chain, Jump, Match, Rule, Ruleset, Table, Verdict, VerdictMap
+from fwmatrix.ir import Chain, Jump, Match, Rule, Ruleset, Table, Unmodelled, UnmodelledAction, Verdict, VerdictMap
 from fwmatrix.matrix.loader import load_matrix
 from fwmatrix.matrix.model import PortRange
 from fwmatrix.space import Space, addr_interval
@@ -141,3 +141,17 @@ def test_the_cover_is_the_grants_union(rules: Ruleset) -> None:
     effective = evaluated(rules)
     assert effective.cover is not None and effective.cover[0] is effective.forwarded
     assert effective.cover[1].equals(grants_union(effective))
+
+
+@pytest.mark.parametrize("action", [UnmodelledAction("queue num 1"), Verdict("accept")])
+def test_a_rule_judged_both_ways_reaches_its_own_packets(action) -> None:
+    """A rule fwmatrix cannot model reaches every packet of its match that earlier rules left
+    undecided, its own hit included: the walk's undecided packets stand for the certain ones
+    only while every removal was certain, so the rule's removals must not count before it is
+    judged (chains._CertainRemaining)."""
+    host, network = where(src="10.0.2.9/32", dst="10.0.1.5/32", port=443), where(src="10.0.2.0/24", dst="10.0.1.0/24", port=443)
+    mark = (Unmodelled("meta mark 0x1"),) if isinstance(action, Verdict) else ()
+    effective = evaluated(ruleset([Rule(host, Verdict("drop")), Rule(network + mark, action, origin="doubtful")]))
+    reach = Space(effective.ifaces, [b for g in effective.doubtful if g.origin == "doubtful" for b in g.space.boxes])
+    want = grants_union(evaluated(ruleset([Rule(network, Verdict("accept"))]))).subtract(grants_union(evaluated(ruleset([Rule(host, Verdict("accept"))]))))
+    assert reach.subtract(want).is_empty() and want.subtract(reach).is_empty()

@@ -86,7 +86,7 @@ def walk(reading: Reading, table: Table, chain: Chain, remaining: Remaining, dep
         raise EvaluationError(f"jumps nest deeper than {MAX_DEPTH} from {chain_name(table, chain)}: a loop?")
     result = ChainResult()
     entry = remaining.base
-    certain = _CertainRemaining(entry)
+    certain = _CertainRemaining(entry, remaining)
     wholes = _Wholes(entry, result)
     for index, whole in enumerate(chain.rules):
         if whole.action is None:
@@ -111,11 +111,14 @@ def walk(reading: Reading, table: Table, chain: Chain, remaining: Remaining, dep
                     reading.observer.matched(reading, table, chain, origin, rule, hit)
                 _act(_Site(reading, table, origin, uncertain, result, depth), rule.action, hit, match, recorder)
             if reading.notes_by_rule.get(origin, 0) > notes_before:
+                certain.undecided(recorder.removed)  # before asking: the rule's own removals are not certain
                 _judge_both_ways(reading, result, rule, origin, certain.remaining().intersect(match))
             elif len(reading.touched) == touched_before and reading.unsure_decisions == unsure_before:
                 # decided whatever unmodelled constructs do (a jump counts when its chain had none)
                 for decided in recorder.removed:
                     certain.decide(decided)
+            else:
+                certain.undecided(recorder.removed)
             matched = matched.union(match)
         # shadowed only if rules that decide whatever unmodelled constructs do cover it
         if not any_hit and _is_terminal(whole.action) and entry.intersect(matched) and not certain.remaining().intersect(matched):
@@ -167,14 +170,24 @@ def chain_name(table: Table, chain: Chain) -> str:
 class _CertainRemaining:
     """The packets entering a chain minus what earlier rules decide whatever
     unmodelled constructs do (a packet they decide never reaches a later rule,
-    in any reading). Built only when a rule first asks: most chains never do."""
+    in any reading). While every removal so far was such a decision, that is the
+    walk's own `Remaining` (`walked`: the same base, the same spaces removed), and
+    no second index of them is filed; else built when a rule first asks."""
 
-    def __init__(self, entry: Space):
+    def __init__(self, entry: Space, walked: Remaining):
         self.entry = entry
+        self.walked: Remaining | None = walked
         self._decided: list[Space] = []
         self._remaining: Remaining | None = None
 
+    def undecided(self, removed: list[Space]) -> None:
+        """The walk removed these spaces, not decided whatever unmodelled constructs do."""
+        if removed:
+            self.walked = None
+
     def remaining(self) -> Remaining:
+        if self.walked is not None:
+            return self.walked
         if self._remaining is None:
             self._remaining = Remaining(self.entry)
             for decided in self._decided:
