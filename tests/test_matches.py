@@ -8,12 +8,12 @@ from hypothesis import given, settings, strategies as st
 from netaddr import IPNetwork, IPRange
 
 from fwmatrix.audit.evaluate.effective import EvaluationError
-from fwmatrix.audit.evaluate.matches import key_space, rule_space, set_space
+from fwmatrix.audit.evaluate.matches import _meet_bounds, _values_allowed, key_space, rule_space, set_space
 from fwmatrix.audit.evaluate.reading import Reading
 from fwmatrix.ir import Chain, Element, Match, Rule, Ruleset, SetDef, Table, Verdict
 from fwmatrix.matrix.model import PortRange
-from fwmatrix.intervals import V4_BASE, addr_interval
-from fwmatrix.space import Interfaces, Space
+from fwmatrix.intervals import V4_BASE, addr_interval, iv_and, iv_norm
+from fwmatrix.space import ADDR_ALL, CT_ALL, PORT_DIM_ALL, PROTO_ALL, V4_ALL, V6_ALL, Interfaces, Space, physical
 
 IFACES = Interfaces.of(["eth0", "eth1", "wan0"])
 NAMES = ["eth0", "eth1", "wan0", "lo", "eth*", "tun9"]
@@ -130,3 +130,58 @@ def test_a_field_without_evaluation_is_named_in_the_rules_order():
         table = Table("inet", "t", (Chain("c", (rule,)),))
         with pytest.raises(EvaluationError, match=first):
             rule_space(reading, table, rule, "t")
+
+
+def _meet(bounds: dict, allowed: dict) -> None:
+    """_meet_bounds' meaning, dimension by dimension: a mask by AND, intervals by intersection."""
+    for dim, value in allowed.items():
+        if dim == "_empty":
+            bounds["_empty"] = True
+            continue
+        if dim in bounds:
+            value = bounds[dim] & value if isinstance(value, int) else iv_and(bounds[dim], value)
+        bounds[dim] = value
+        if not value:
+            bounds["_empty"] = True
+
+
+def _bounds_one_match_at_a_time(table: Table, matches: list[Match]) -> dict:
+    """A rule's bounds the slow way: its family, then each match's union of single values met in turn."""
+    bounds: dict = {}
+    if table.family != "inet":
+        bounds["src"] = bounds["dst"] = V4_ALL if table.family == "ip" else V6_ALL
+    for match in matches:
+        union = _values_allowed(match.fields[0], match.values, IFACES)
+        _meet(bounds, union if union else {"_empty": True})
+    return bounds
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(["ip", "ip6", "inet"]), st.lists(plain_match, max_size=6), st.integers(0, 3))
+def test_rule_space_of_plain_matches_is_their_bounds_met_one_at_a_time(family, matches, repeats):
+    """The boxes, in order, of the bounds met match by match: what the quick paths give (the rest of a
+    rule's matches combined and remembered, an address side left as it is within the other's family,
+    bounds taken whole when they share no dimension), asked again as a ruleset repeats them."""
+    table = Table(family, "t", (Chain("c", (Rule(tuple(matches), Verdict("accept")),)),))
+    reading = _reading()
+    bounds = _bounds_one_match_at_a_time(table, matches)
+    expected = [] if bounds.pop("_empty", False) else physical(
+        bounds.get("iif", IFACES.all), bounds.get("oif", IFACES.all), bounds.get("src", ADDR_ALL), bounds.get("dst", ADDR_ALL),
+        bounds.get("proto", PROTO_ALL), bounds.get("dport", PORT_DIM_ALL), bounds.get("ct", CT_ALL))
+    for _ in range(1 + repeats):
+        found = rule_space(reading, table, table.chains[0].rules[0], "t")
+        assert found is not None
+        assert [tuple(b.__dict__.values()) for b in found[0].boxes] == [tuple(b.__dict__.values()) for b in expected]
+
+
+masks = st.integers(0, 7)
+intervals = st.lists(st.tuples(st.integers(0, 40), st.integers(0, 8)), max_size=4).map(lambda t: iv_norm((a, a + w) for a, w in t))
+dims = st.fixed_dictionaries({}, optional={"iif": masks, "ct": masks, "src": intervals, "dport": intervals, "_empty": st.just(True)})
+
+
+@given(dims, dims)
+def test_meet_bounds_is_the_meet_dimension_by_dimension(bounds, allowed):
+    expected = dict(bounds)
+    _meet(expected, allowed)
+    _meet_bounds(bounds, allowed)
+    assert bounds == expected

@@ -407,6 +407,11 @@ def _narrow_by_all(bounds: dict[str, object], matches: list[tuple[str, tuple]], 
 def _meet_bounds(bounds: dict[str, object], allowed: dict[str, object]) -> None:
     """Narrow `bounds` to what `allowed` allows too, dimension by dimension (a bitmask by AND, an
     interval set by intersection); `_empty` when a dimension is left with nothing."""
+    if bounds.keys().isdisjoint(allowed):  # dimensions the bounds do not have yet (a rule's addresses, then the rest): as the loop
+        bounds.update(allowed)
+        if not all(allowed.values()):
+            bounds["_empty"] = True
+        return
     for dim, value in allowed.items():
         if dim == "_empty":
             bounds["_empty"] = True
@@ -448,8 +453,8 @@ def _narrow_by_addresses(bounds: dict[str, object], sides: tuple[str, str, Inter
     current = bounds.get(other)
     if current is None:
         bounds[other] = family
-    elif current is not family:
-        bounds[other] = iv_and(current, family)  # type: ignore[arg-type]
+    elif current is not family and not (current and family_low <= current[0][0] and current[-1][1] <= family_high):  # type: ignore[index]
+        bounds[other] = iv_and(current, family)  # type: ignore[arg-type]  (within it, iv_and gives `current` back)
     if not bounds[side] or not bounds[other]:
         bounds["_empty"] = True
 
