@@ -50,10 +50,14 @@ def _case(draw: st.DrawFn) -> tuple[Box, list[Box]]:
     after host rules), some do not (other states, interfaces, ports, families)."""
     a = draw(_box(FAMILIES[draw(st.integers(0, 1))]))
     near = []
-    for kind in draw(st.lists(st.sampled_from(["alike", "alike", "alike", "wider", "partial", "other family", "established"]), max_size=24)):
+    for kind in draw(st.lists(st.sampled_from(["alike", "alike", "alike", "wider", "partial", "other family", "established", "some ports"]), max_size=24)):
         if kind == "alike":
             family = V4_BASE if a.src[0][0] >= V4_BASE else 0
             near.append(Box(a.iif, a.oif, draw(_side(family)), draw(_side(family)), a.proto, a.dport, a.ct))
+        elif kind == "some ports":  # as a in all but the addresses and ports: one or two ranges of 21..26 (a's, some, none)
+            family = V4_BASE if a.src[0][0] >= V4_BASE else 0
+            ports = iv_norm(sorted(draw(st.tuples(st.integers(21, 26), st.integers(21, 26)))) for _ in range(draw(st.integers(1, 2))))
+            near.append(Box(a.iif, a.oif, draw(_side(family)), draw(_side(family)), a.proto, ports, a.ct))
         elif kind == "wider":  # more interfaces and states than a, and a's services (or all ports)
             family = V4_BASE if a.src[0][0] >= V4_BASE else 0
             dport = a.dport if a.dport[0][0] == NO_PORT else ((20, 30),)
@@ -111,6 +115,55 @@ def test_minus_many_is_the_packets_left(case: tuple[Box, list[Box]]) -> None:
             assert canonical_boxes(got) == canonical_boxes(cut._minus_each(a, near))
     finally:
         cut.SWEEP_FROM = saved
+
+
+@st.composite
+def _ports_case(draw: st.DrawFn) -> tuple[Box, list[Box]]:
+    """A box of several ports and boxes near it of which many hold only some of its ports (rules
+    of one service after a wider rule), the rest as `_case` draws them."""
+    a, near = draw(_case())
+    family = V4_BASE if a.src[0][0] >= V4_BASE else 0
+    low, high = sorted(draw(st.tuples(st.integers(21, 24), st.integers(23, 26))))
+    a = Box(a.iif, a.oif, a.src, a.dst, ((6, 6),), ((low, high),), a.ct)
+    for kind in draw(st.lists(st.sampled_from(["alike", "some ports", "some ports"]), min_size=4, max_size=20)):
+        ports = a.dport if kind == "alike" else iv_norm(sorted(draw(st.tuples(st.integers(21, 26), st.integers(21, 26)))) for _ in range(draw(st.integers(1, 2))))
+        near.append(Box(a.iif, a.oif, draw(_side(family)), draw(_side(family)), a.proto, ports, a.ct))
+    return a, draw(st.permutations(near))
+
+
+@settings(max_examples=300, deadline=None)
+@given(case=_ports_case())
+def test_cutters_of_some_ports_swept_per_class_are_the_packets_left(case: tuple[Box, list[Box]]) -> None:
+    """The cutters that hold only some of a's ports, swept once per class of its ports: the pieces
+    are a's packets that no near box holds, disjoint and physical."""
+    a, near = case
+    saved = cut.SWEEP_FROM
+    try:
+        for threshold in (1, 3):
+            cut.SWEEP_FROM = threshold
+            got = cut._minus_many(a, near)
+            assert _packets(got) == _packets([a]) - _packets([c for b in near if (c := a.intersect(b)) is not None])
+            _assert_disjoint_physical(got)
+    finally:
+        cut.SWEEP_FROM = saved
+
+
+@settings(max_examples=300, deadline=None)
+@given(dport=st.lists(st.tuples(st.integers(0, 40), st.integers(0, 40)).map(sorted), min_size=1, max_size=3).map(iv_norm),
+       sets=st.lists(st.lists(st.tuples(st.integers(0, 40), st.integers(0, 40)).map(sorted), min_size=1, max_size=3).map(iv_norm), min_size=1, max_size=4, unique=True))
+def test_port_classes_split_the_ports_by_the_sets_that_hold_them(dport: tuple, sets: list[tuple]) -> None:
+    """The classes are a's ports cut into parts that each set holds whole or misses, one class for
+    each distinct choice of sets, with the rectangles of the sets that hold it."""
+    rect = {ports: [(((i, i),), ((i, i),))] for i, ports in enumerate(sets)}
+    classes = cut._port_classes(dport, rect)
+    assert sorted(p for ports, _ in classes for p in _values("dport", ports)) == _values("dport", dport)
+    choices = set()
+    for ports, cuts in classes:
+        held = frozenset(i for i, s in enumerate(sets) if iv_and(ports, s))
+        assert all(not iv_and(ports, s) or iv_and(ports, s) == ports for s in sets)
+        assert sorted(cuts) == sorted(rect[sets[i]][0] for i in held)
+        assert held not in choices
+        choices.add(held)
 
 
 @settings(max_examples=300, deadline=None)
