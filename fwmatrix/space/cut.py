@@ -216,11 +216,31 @@ def _minus_many(a: Box, near: list[Box]) -> list[Box]:
     if len(rects) < SWEEP_FROM:
         rest = _largest_first(a, near)
         return _minus_each(a, near) if rest is None else rest
+    swept, partial = _masks_first(a, partial)
+    if swept is None:
+        return []
     if some_ports:
-        pieces = [piece for ports, cuts in _port_classes(dport, some_ports) for piece in _sweep(a, rects + cuts, ports)]
+        pieces = [piece for ports, cuts in _port_classes(dport, some_ports) for piece in _sweep(swept, rects + cuts, ports)]
     else:
-        pieces = _sweep(a, rects)
+        pieces = _sweep(swept, rects)
     return _pieces_minus_cutters(a, pieces, partial) if partial and pieces else pieces
+
+
+def _masks_first(a: Box, cutters: list[Box]) -> tuple[Box | None, list[Box]]:
+    """The cutters first in line that hold `a` but in its interfaces and states (the established
+    box) and leave it one box, taken from `a` (None when they take all of it), and the cutters
+    after them. Taken from `a` before its sweep, not from each of the sweep's thousands of pieces:
+    the very pieces, in their order (each piece would lose the same interfaces and states)."""
+    held = 0
+    while held < len(cutters) and _holds_but_masks(cutters[held], a):
+        rest = _minus_masks(a, cutters[held])
+        if len(rest) != 1:
+            if not rest:
+                return None, []
+            break
+        a = rest[0]
+        held += 1
+    return a, cutters[held:] if held else cutters
 
 
 def _port_classes(dport: Intervals, some_ports: dict[Intervals, list[tuple[Intervals, Intervals]]]) -> list[tuple[Intervals, list[tuple[Intervals, Intervals]]]]:
