@@ -134,18 +134,19 @@ def _ports_case(draw: st.DrawFn) -> tuple[Box, list[Box]]:
 @settings(max_examples=300, deadline=None)
 @given(case=_ports_case())
 def test_cutters_of_some_ports_swept_per_class_are_the_packets_left(case: tuple[Box, list[Box]]) -> None:
-    """The cutters that hold only some of a's ports, swept once per class of its ports: the pieces
-    are a's packets that no near box holds, disjoint and physical."""
+    """The cutters that hold only some of a's ports, swept once per class of its ports (whatever
+    their number per class) or cut piece by piece: the pieces are a's packets that no near box
+    holds, disjoint and physical."""
     a, near = case
-    saved = cut.SWEEP_FROM
+    saved = cut.SWEEP_FROM, cut.CUTTERS_PER_CLASS
     try:
-        for threshold in (1, 3):
-            cut.SWEEP_FROM = threshold
+        for threshold, per_class in itertools.product((1, 3), (0, 2, 8)):
+            cut.SWEEP_FROM, cut.CUTTERS_PER_CLASS = threshold, per_class
             got = cut._minus_many(a, near)
             assert _packets(got) == _packets([a]) - _packets([c for b in near if (c := a.intersect(b)) is not None])
             _assert_disjoint_physical(got)
     finally:
-        cut.SWEEP_FROM = saved
+        cut.SWEEP_FROM, cut.CUTTERS_PER_CLASS = saved
 
 
 @settings(max_examples=300, deadline=None)
