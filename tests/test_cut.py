@@ -47,10 +47,11 @@ def _box(draw: st.DrawFn, family: int | None = None) -> Box:
 @st.composite
 def _case(draw: st.DrawFn) -> tuple[Box, list[Box]]:
     """A box and boxes near it: most hold it in every dimension but the addresses (a wide rule
-    after host rules), some do not (other states, interfaces, ports, families)."""
+    after host rules), some do not (other states, interfaces, ports, families; many in some of its
+    interfaces or states, as bans after `ct state established,related accept`)."""
     a = draw(_box(FAMILIES[draw(st.integers(0, 1))]))
     near = []
-    for kind in draw(st.lists(st.sampled_from(["alike", "alike", "alike", "wider", "partial", "other family", "established", "some ports"]), max_size=24)):
+    for kind in draw(st.lists(st.sampled_from(["alike", "alike", "alike", "wider", "partial", "other family", "established", "some ports", "some states"]), max_size=24)):
         if kind == "alike":
             family = V4_BASE if a.src[0][0] >= V4_BASE else 0
             near.append(Box(a.iif, a.oif, draw(_side(family)), draw(_side(family)), a.proto, a.dport, a.ct))
@@ -58,6 +59,10 @@ def _case(draw: st.DrawFn) -> tuple[Box, list[Box]]:
             family = V4_BASE if a.src[0][0] >= V4_BASE else 0
             ports = iv_norm(sorted(draw(st.tuples(st.integers(21, 26), st.integers(21, 26)))) for _ in range(draw(st.integers(1, 2))))
             near.append(Box(a.iif, a.oif, draw(_side(family)), draw(_side(family)), a.proto, ports, a.ct))
+        elif kind == "some states":  # as a in all but the addresses and some of its interfaces or states (bans after established)
+            family = V4_BASE if a.src[0][0] >= V4_BASE else 0
+            iif, ct = (a.iif & draw(_mask(3))) or a.iif, (a.ct & draw(_mask(2))) or a.ct
+            near.append(Box(iif, a.oif, draw(_side(family)), draw(_side(family)), a.proto, a.dport, ct))
         elif kind == "wider":  # more interfaces and states than a, and a's services (or all ports)
             family = V4_BASE if a.src[0][0] >= V4_BASE else 0
             dport = a.dport if a.dport[0][0] == NO_PORT else ((20, 30),)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from operator import itemgetter
 from typing import Iterable
 
 from fwmatrix.intervals import Intervals, iv_norm, iv_sub
@@ -212,6 +213,14 @@ def _minus_many(a: Box, near: list[Box]) -> list[Box]:
                         group.append((b.src, b.dst))
         partial.append(b)
     if len(rects) < SWEEP_FROM:
+        inside = _within_common_masks(a, partial)
+        if inside is not None:
+            # many cutters hold `a` but in some of its interfaces or states (a chain's bans reached
+            # after `ct state established,related accept`: new connections only): within those `a`
+            # is swept, outside them they cut nothing; cut one after the other, each was a
+            # subtraction from a growing list (quadratic in them)
+            outside = a.outside_masks(inside, inside.iif, inside.oif, inside.ct)
+            return _minus_many(inside, near) + [p for piece in outside for p in _minus_many(piece, near)]
         rest = _largest_first(a, near)
         return _minus_each(a, near) if rest is None else rest
     classes = _port_classes(dport, some_ports) if some_ports else []
@@ -229,6 +238,25 @@ def _minus_many(a: Box, near: list[Box]) -> list[Box]:
     else:
         pieces = _sweep(swept, rects)
     return _pieces_minus_cutters(a, pieces, partial) if partial and pieces else pieces
+
+
+def _within_common_masks(a: Box, cutters: list[Box]) -> Box | None:
+    """`a` within the interfaces and states that the most cutters share with it, when those are
+    fewer than a's and at least SWEEP_FROM cutters share them; else None. Each call on what it
+    gives (and on the rest of `a`) has fewer interface or state bits, so cutting recurses finitely."""
+    counts: dict[tuple[int, int, int], int] = {}
+    whole = (a.iif, a.oif, a.ct)
+    for b in cutters:
+        masks = (a.iif & b.iif, a.oif & b.oif, a.ct & b.ct)
+        if masks[0] and masks[1] and masks[2] and masks != whole:
+            counts[masks] = counts.get(masks, 0) + 1
+    if not counts:
+        return None
+    masks, count = max(counts.items(), key=_COUNT)
+    return Box(masks[0], masks[1], a.src, a.dst, a.proto, a.dport, masks[2]) if count >= SWEEP_FROM else None
+
+
+_COUNT = itemgetter(1)
 
 
 def _masks_first(a: Box, cutters: list[Box]) -> tuple[Box | None, list[Box]]:
