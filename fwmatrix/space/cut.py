@@ -188,6 +188,7 @@ def _minus_many(a: Box, near: list[Box]) -> list[Box]:
     rects: list[tuple[Intervals, Intervals]] = []
     partial: list[Box] = []  # the others, in their order (with those of some ports)
     some_ports: dict[Intervals, list[tuple[Intervals, Intervals]]] = {}  # rectangles of cutters that hold some of a's ports, by port set
+    of_some_ports: set[int] = set()  # those cutters' ids
     iif, oif, ct, proto, dport = a.iif, a.oif, a.ct, a.proto, a.dport
     # protocol sets and port sets (few) by whether they hold a's: two tables, as a set of ports
     # may be the same tuple as a set of protocols
@@ -211,6 +212,7 @@ def _minus_many(a: Box, near: list[Box]) -> list[Box]:
                         some_ports[b.dport] = [(b.src, b.dst)]
                     else:
                         group.append((b.src, b.dst))
+                    of_some_ports.add(id(b))
         partial.append(b)
     if len(rects) < SWEEP_FROM:
         inside = _within_common_masks(a, partial)
@@ -227,7 +229,7 @@ def _minus_many(a: Box, near: list[Box]) -> list[Box]:
     if classes and len(classes) * CUTTERS_PER_CLASS <= sum(map(len, some_ports.values())):
         # those of some ports swept per class; with fewer, cut one by one they add fewer pieces than
         # a sweep per class (as many pieces as one sweep, each)
-        partial = [b for b in partial if not (holds_dport.get(b.dport) and holds_proto.get(b.proto) and not (iif & ~b.iif or oif & ~b.oif or ct & ~b.ct))]
+        partial = [b for b in partial if id(b) not in of_some_ports]
     else:
         classes = []
     swept, partial = _masks_first(a, partial)
