@@ -51,15 +51,14 @@ class ChainResult:
     notracked: list[Grant] = field(default_factory=list)  # what notrack rules take out of connection tracking
     maybe_notracked: list[Grant] = field(default_factory=list)  # what unmodelled actions may take out of it
     uncertain_drops: set[int] = field(default_factory=set)  # ids of the drops that depend on unmodelled constructs
-    # `accepted`'s union in other boxes (see the module's doc); None once `accepted` is changed after the walk
+    # `accepted`'s union in other boxes (see the module's doc); None once `accepted` is changed after the
+    # walk (prerouting's untracked reading): while a walk runs, its results always have one
     cover: list[Box] | None = field(default_factory=list)
 
     def absorb(self, other: ChainResult) -> None:
+        """A jumped-to chain's walk, taken into this one's."""
         self.accepted += other.accepted
-        if other.cover is None:
-            self.cover = None
-        elif self.cover is not None:
-            self.cover += other.cover  # in place: a copy per jump made a table of many chains quadratic
+        self.cover += other.cover  # type: ignore[operator]  # in place: a copy per jump made many chains quadratic
         self.dropped += other.dropped
         self.dnats += other.dnats
         self.maybe_accepted += other.maybe_accepted
@@ -241,18 +240,15 @@ class _Wholes:
 
     def accepted(self, hit: Space, within_entry: Space) -> None:
         """`hit` accepted, of a rule whose match has `within_entry` of the packets entering the chain."""
-        cover = self.result.cover
-        if cover is None:
-            return
         whole = within_entry.boxes
         if self.refusals is not None:
             whole = subtract_boxes(whole, self.refusals)
             if len(whole) > len(hit.boxes):
                 whole = hit.boxes  # cut finer than the grant: the grant is the cheaper cover
-        cover += whole
+        self.result.cover += whole  # type: ignore[operator]  (a walk's result has one)
 
     def refused(self, space: Space) -> None:
-        if self.result.cover is None or not space:
+        if not space:
             return
         if self.refusals is None:
             self.refusals = BoxIndex()
